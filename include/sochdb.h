@@ -1,0 +1,223 @@
+/*
+** sochdb.h — the public C API of sochdb, a transactional key-value engine that
+** several processes on one machine read and write at the same time.
+**
+** Every process that opens a database directory attaches to one shared memory
+** region holding the memtable and the MVCC version chains; transactions are
+** snapshot-isolated across all processes. This header is the whole public
+** surface: handles are opaque, every function returns an int error code
+** (SOCHDB_OK == 0) unless documented otherwise, and sochdb_strerror() turns a
+** code into a message.
+**
+** Threads: a sochdb handle may be shared by all threads of its process. A
+** transaction, and the iterators opened in it, belong to one thread at a time.
+**
+** fork(): a handle does not survive fork(). In the child every call on an
+** inherited handle or transaction returns SOCHDB_INVALID; the child opens its
+** own handle (LMDB has the same rule). The parent is unaffected.
+**
+** Limits: keys are 1..SOCHDB_MAX_KEY bytes, values 0..SOCHDB_MAX_VALUE bytes.
+** Anything outside is refused with SOCHDB_INVALID, never truncated.
+*/
+#ifndef SOCHDB_H
+#define SOCHDB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SOCHDB_VERSION_MAJOR 0
+#define SOCHDB_VERSION_MINOR 1
+#define SOCHDB_VERSION_PATCH 0
+
+#define SOCHDB_MAX_KEY   4096u
+#define SOCHDB_MAX_VALUE (16u * 1024u * 1024u)
+
+/* Error codes. 0 is success; every other value has a message from sochdb_strerror(). */
+enum {
+  SOCHDB_OK = 0,
+  SOCHDB_NOTFOUND,   /* key absent (get), iterator exhausted (iter_next) */
+  SOCHDB_CONFLICT,   /* snapshot-isolation write-write conflict: nothing was applied, retry the transaction */
+  SOCHDB_BUSY,       /* resource temporarily exhausted (region full, daemon behind) past the configured timeout */
+  SOCHDB_INVALID,    /* bad argument: NULL, key/value too large, wrong flags, read-only txn written */
+  SOCHDB_CORRUPT,    /* checksum or format failure in a file or in the shared region */
+  SOCHDB_IO,         /* an I/O system call failed; errno is preserved */
+  SOCHDB_NOMEM,
+  SOCHDB_VERSION,    /* directory or region written by an incompatible format version */
+  SOCHDB_DAEMON,     /* the helper daemon could not be started or reached */
+};
+
+/*
+** sochdb_strerror — a static, human-readable message for an error code.
+** Never returns NULL; an unknown code gives "unknown sochdb error".
+*/
+const char *sochdb_strerror(int err);
+
+/*
+** sochdb_last_error — details of the last error returned to this thread
+** (for example "key is 5000 bytes; the limit is 4096"), or "" if none.
+** The string is owned by the library and valid until this thread's next
+** sochdb call. Optional: sochdb_strerror() alone is always enough.
+*/
+const char *sochdb_last_error(void);
+
+typedef struct sochdb      sochdb;       /* one process's handle on one database directory */
+typedef struct sochdb_txn  sochdb_txn;   /* one transaction; used by one thread at a time   */
+typedef struct sochdb_iter sochdb_iter;  /* a range cursor inside a transaction's snapshot  */
+
+typedef struct sochdb_options {          /* zero-initialised = defaults */
+  size_t region_bytes;      /* size of the shared region, fixed at creation (default: 1 GiB, sparse) */
+  size_t memtable_bytes;    /* one memtable arena (default 64 MiB; at least 1 MiB) */
+  unsigned busy_timeout_ms; /* how long a writer may wait for room before SOCHDB_BUSY (default 10000) */
+  const char *daemon_path;  /* sochdbd to spawn; NULL = next to the library, then $PATH */
+  int create_if_missing;    /* default 1; a negative value means 0 (must exist) */
+  unsigned file_mode;       /* permission bits of the files created (region, data); 0 = 0600 */
+} sochdb_options;
+
+/*
+** sochdb_open — attach this process to the database in directory dir.
+**
+** Creates the directory and the shared region when they are missing (unless
+** create_if_missing is negative). Several processes may open the same
+** directory at the same instant; exactly one creates the region, the others
+** wait for it to be complete. opts may be NULL (all defaults); region_bytes and
+** memtable_bytes only matter to the process that creates the region. On
+** success *out owns a handle the caller releases with sochdb_close().
+**
+** Errors: SOCHDB_INVALID (NULL dir or out, options out of range, dir is not a
+**   directory), SOCHDB_NOTFOUND (missing and create_if_missing < 0),
+**   SOCHDB_IO (a system call failed; errno kept), SOCHDB_NOMEM,
+**   SOCHDB_VERSION (the region was made by an incompatible layout version),
+**   SOCHDB_CORRUPT (the region's header is damaged),
+**   SOCHDB_BUSY (every process slot of the region is held by a live process).
+*/
+int  sochdb_open(const char *dir, const sochdb_options *opts, sochdb **out);
+
+/*
+** sochdb_close — detach from the database and free db. Transactions of this
+** handle that are still open are aborted (their memory is freed; later use of
+** them is undefined). NULL is a no-op. Must not race with other calls on db.
+*/
+void sochdb_close(sochdb *db);
+
+#define SOCHDB_TXN_READONLY 0x1u
+
+/*
+** sochdb_txn_begin — start a transaction whose snapshot is the last commit
+** published when it begins. Read-only transactions (SOCHDB_TXN_READONLY)
+** never block and are never blocked; they refuse writes.
+**
+** On success *out is owned by the caller until sochdb_commit() or
+** sochdb_abort() frees it.
+**
+** Errors: SOCHDB_INVALID (NULL argument, unknown flag bits, handle inherited
+**   across fork), SOCHDB_BUSY (this handle has too many open transactions:
+**   SOCHDB_MAX_TXNS_PER_HANDLE), SOCHDB_NOMEM.
+*/
+#define SOCHDB_MAX_TXNS_PER_HANDLE 128u
+int  sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out);
+
+/*
+** sochdb_put / sochdb_delete — buffer a write in the transaction. Nothing is
+** visible to other transactions until commit. The key and value are copied.
+**
+** Errors: SOCHDB_INVALID (NULL t, NULL key, key length 0 or above
+**   SOCHDB_MAX_KEY, value above SOCHDB_MAX_VALUE or NULL with vlen > 0,
+**   read-only transaction), SOCHDB_NOMEM.
+*/
+int  sochdb_put(sochdb_txn *t, const void *key, size_t klen, const void *val, size_t vlen);
+int  sochdb_delete(sochdb_txn *t, const void *key, size_t klen);
+
+/*
+** sochdb_get — read key in the transaction's snapshot, seeing its own writes.
+** Zero-copy where possible: *val points into the shared region or the
+** transaction's buffer and stays valid until the transaction ends or writes
+** the same key again. The bytes must not be modified.
+**
+** Errors: SOCHDB_NOTFOUND (absent or deleted), SOCHDB_INVALID (NULL argument,
+**   bad key length), SOCHDB_CORRUPT (a damaged structure was detected).
+*/
+int  sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, size_t *vlen);
+
+#define SOCHDB_SYNC  0x0u   /* default: returns once the commit is durable (fdatasync'd by the group commit) */
+#define SOCHDB_ASYNC 0x1u   /* returns once the commit is in the WAL ring; durable within a bounded delay */
+
+/*
+** sochdb_commit — make the transaction's writes visible atomically, or none
+** of them. Always frees t, whatever it returns. A read-only or empty
+** transaction commits trivially.
+**
+** Snapshot isolation, first committer wins: if another transaction committed
+** a write to one of our keys after our snapshot (or is committing one right
+** now), nothing is applied and SOCHDB_CONFLICT is returned; retry the whole
+** transaction. When SOCHDB_OK is returned the commit is visible to every
+** transaction that begins afterwards, in any process.
+**
+** Errors: SOCHDB_CONFLICT, SOCHDB_INVALID (unknown flag bits, NULL t,
+**   inherited across fork), SOCHDB_BUSY (no memtable room within
+**   busy_timeout_ms), SOCHDB_NOMEM.
+*/
+int  sochdb_commit(sochdb_txn *t, unsigned flags);
+
+/* sochdb_abort — discard the transaction's writes and free t. NULL is a no-op. */
+void sochdb_abort(sochdb_txn *t);
+
+/*
+** sochdb_iter_open — a cursor over keys in [start, end) in byte order, in the
+** transaction's snapshot plus its own writes (as they were when the iterator
+** was opened). start NULL/0 = from the first key; end NULL/0 = to the last
+** key. The iterator must be closed before its transaction ends.
+**
+** Errors: SOCHDB_INVALID (NULL t or out, bound longer than SOCHDB_MAX_KEY),
+**   SOCHDB_NOMEM.
+*/
+int  sochdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void *end, size_t elen,
+                      sochdb_iter **out);
+
+/*
+** sochdb_iter_next — the next key and value. *key and *val stay valid until
+** the transaction ends. Returns SOCHDB_NOTFOUND when the range is exhausted.
+*/
+int  sochdb_iter_next(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen);
+
+/* sochdb_iter_close — free it. NULL is a no-op. */
+void sochdb_iter_close(sochdb_iter *it);
+
+/*
+** sochdb_stats — a consistent-enough picture of the shared region, summed over
+** all attached processes (counters are read without stopping anyone).
+*/
+typedef struct sochdb_stats {
+  uint64_t region_bytes;        /* size of the shared region */
+  uint64_t memtable_bytes;      /* size of one memtable arena */
+  uint32_t memtables_total;     /* arenas in the region */
+  uint32_t memtables_in_use;    /* arenas holding a live memtable */
+  uint64_t memtable_used_bytes; /* bytes allocated in live memtables */
+  uint32_t processes_attached;  /* process slots held by live handles */
+  uint32_t transactions_open;   /* transactions holding a snapshot right now */
+  uint64_t last_commit_seq;     /* the newest published commit sequence */
+  uint64_t commits;             /* transactions committed with at least one write */
+  uint64_t conflicts;           /* commits refused with SOCHDB_CONFLICT */
+  uint64_t aborts;              /* transactions aborted (explicitly or by close) */
+  uint64_t keys_written;        /* versions installed by commits */
+  uint64_t processes_reaped;    /* slots of dead processes reclaimed */
+  uint64_t dead_txns_rolled_back; /* unfinished commits of dead processes rolled back */
+  uint64_t oldest_snapshot;     /* the oldest snapshot still held (== last_commit_seq if none) */
+} sochdb_stats;
+
+/* Errors: SOCHDB_INVALID (NULL argument or handle inherited across fork). */
+int  sochdb_stats_get(sochdb *db, sochdb_stats *out);
+
+/*
+** sochdb_region_path — the path of the shared region file of this handle
+** (under /dev/shm, or $SOCHDB_SHM_DIR). Owned by db. Never NULL for a valid db.
+*/
+const char *sochdb_region_path(sochdb *db);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SOCHDB_H */

@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# quickstart.sh — from a fresh Debian 12 to a built, tested sochdb.
+#
+#   scripts/quickstart.sh demo    install deps, Release build, run the demo
+#   scripts/quickstart.sh build   install deps, plain build in build/
+#   scripts/quickstart.sh test    install deps, then build and test three ways:
+#                                   build/       RelWithDebInfo, all tests
+#                                   build-asan/  ASan+UBSan, all tests
+#                                   build-tsan/  TSan, tests labelled inproc
+#                                 then stress/smoke.sh if present; prints
+#                                 "N passed, N failed" and fails if N failed > 0
+#
+# Environment: SOCHDB_CMAKE_ARGS  extra arguments for every cmake configure
+#              (e.g. "-DSOCHDB_WERROR=ON").
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+
+JOBS=$(nproc 2>/dev/null || echo 2)
+PACKAGES=(build-essential cmake pkg-config liburcu-dev libck-dev liblz4-dev
+          libxxhash-dev libcriterion-dev)
+read -r -a EXTRA_CMAKE_ARGS <<< "${SOCHDB_CMAKE_ARGS:-}"
+
+usage() {
+  sed -n '2,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+}
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# ------------------------------------------------------------------ packages
+
+install_packages() {
+  local missing=() p
+  for p in "${PACKAGES[@]}"; do
+    # dpkg-query fails for a package it has never heard of: that is "missing".
+    if [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) != "install ok installed" ]]; then
+      missing+=("$p")
+    fi
+  done
+  if ((${#missing[@]} == 0)); then
+    log "build dependencies already installed"
+    return 0
+  fi
+  log "installing: ${missing[*]}"
+  local sudo=()
+  if ((EUID != 0)); then
+    command -v sudo >/dev/null || { echo "need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    sudo=(sudo)
+  fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+# ------------------------------------------------------------------ building
+
+# configure_and_build DIR [cmake args...]: returns non-zero instead of exiting,
+# so "test" can carry on with the other configurations.
+configure_and_build() {
+  local dir=$1
+  shift
+  log "configure $dir $*"
+  cmake -S "$REPO" -B "$REPO/$dir" "$@" "${EXTRA_CMAKE_ARGS[@]}" || return 1
+  log "build $dir"
+  cmake --build "$REPO/$dir" -j"$JOBS" || return 1
+}
+
+# ------------------------------------------------------------------ testing
+
+TOTAL_PASSED=0
+TOTAL_FAILED=0
+FAILED_STEPS=()
+CTEST_WRAP=()   # a command prefix for ctest (see the TSan run)
+
+# run_ctest NAME DIR [ctest args...]: runs ctest, adds its counts to the
+# totals. ctest's last summary line is either
+#   "100% tests passed, 0 tests failed out of 7"   or
+#   "71% tests passed, 2 tests failed out of 7";
+# if there is none (ctest crashed, or no tests matched), it counts as one
+# failure unless ctest said "No tests were found".
+run_ctest() {
+  local name=$1 dir=$2
+  shift 2
+  local out rc=0 line failed total
+  out=$(mktemp)
+  log "ctest $name $*"
+  "${CTEST_WRAP[@]}" ctest --test-dir "$REPO/$dir" --output-on-failure -j2 "$@" 2>&1 | tee "$out" || rc=$?
+  line=$(grep -E '[0-9]+ tests? failed out of [0-9]+' "$out" | tail -n 1 || true)
+  if [[ $line =~ ([0-9]+)\ tests?\ failed\ out\ of\ ([0-9]+) ]]; then
+    failed=${BASH_REMATCH[1]}
+    total=${BASH_REMATCH[2]}
+    TOTAL_PASSED=$((TOTAL_PASSED + total - failed))
+    TOTAL_FAILED=$((TOTAL_FAILED + failed))
+    if ((failed > 0 || rc != 0)); then
+      FAILED_STEPS+=("$name: $failed of $total tests failed")
+      ((failed > 0)) || TOTAL_FAILED=$((TOTAL_FAILED + 1))
+    fi
+  elif grep -q 'No tests were found' "$out" && ((rc == 0)); then
+    echo "($name: no tests)"
+  else
+    FAILED_STEPS+=("$name: ctest failed (exit $rc) without a summary")
+    TOTAL_FAILED=$((TOTAL_FAILED + 1))
+  fi
+  rm -f "$out"
+}
+
+# A configuration that does not build counts as one failure: its tests
+# could not even run.
+build_failed() {
+  FAILED_STEPS+=("$1: build failed")
+  TOTAL_FAILED=$((TOTAL_FAILED + 1))
+}
+
+cmd_test() {
+  install_packages
+
+  # 1. plain
+  if configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
+    run_ctest plain build
+  else
+    build_failed plain
+  fi
+
+  # 2. ASan + UBSan. Leak checking on; a UBSan report stops the process so the
+  #    test fails instead of printing and going on.
+  if configure_and_build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSOCHDB_SANITIZE=address; then
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      run_ctest asan build-asan
+  else
+    build_failed asan
+  fi
+
+  # 3. TSan, in-process tests only: TSan cannot follow memory shared across
+  #    processes, so it would only report noise on the multiproc ones.
+  #    setarch -R turns address randomisation off for the run: on kernels with
+  #    a high vm.mmap_rnd_bits, TSan (gcc 12) dies with "unexpected memory
+  #    mapping" otherwise.
+  if configure_and_build build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSOCHDB_SANITIZE=thread; then
+    CTEST_WRAP=()
+    if command -v setarch >/dev/null && setarch "$(uname -m)" -R true 2>/dev/null; then
+      CTEST_WRAP=(setarch "$(uname -m)" -R)
+    fi
+    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+      run_ctest tsan build-tsan -L inproc
+    CTEST_WRAP=()
+  else
+    build_failed tsan
+  fi
+
+  # 4. Multi-process stress smoke test, against the plain build; one test.
+  if [[ -f $REPO/stress/smoke.sh ]]; then
+    log "stress/smoke.sh"
+    if SOCHDB_BUILD_DIR="$REPO/build" PATH="$REPO/build:$PATH" bash "$REPO/stress/smoke.sh"; then
+      TOTAL_PASSED=$((TOTAL_PASSED + 1))
+    else
+      FAILED_STEPS+=("stress/smoke.sh failed")
+      TOTAL_FAILED=$((TOTAL_FAILED + 1))
+    fi
+  fi
+
+  echo
+  local s
+  for s in "${FAILED_STEPS[@]}"; do
+    echo "FAILED: $s"
+  done
+  echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed"
+  ((TOTAL_FAILED == 0))
+}
+
+cmd_build() {
+  install_packages
+  configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+}
+
+cmd_demo() {
+  install_packages
+  configure_and_build build -DCMAKE_BUILD_TYPE=Release
+  if [[ ! -x $REPO/build/sochdb-demo ]]; then
+    echo "build/sochdb-demo was not built (examples/demo.c missing?)" >&2
+    exit 1
+  fi
+  local tmp
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/sochdb-demo.XXXXXX")
+  # The demo works in its current directory; build/ on PATH lets the library
+  # find sochdbd even if its own lookup next to the executable fails.
+  log "running build/sochdb-demo in $tmp"
+  local rc=0
+  (cd "$tmp" && PATH="$REPO/build:$PATH" "$REPO/build/sochdb-demo") || rc=$?
+  rm -rf "$tmp"
+  return "$rc"
+}
+
+case "${1:-}" in
+  demo)  cmd_demo ;;
+  build) cmd_build ;;
+  test)  cmd_test ;;
+  -h|--help|help) usage ;;
+  *) usage >&2; exit 2 ;;
+esac

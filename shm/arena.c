@@ -1,0 +1,120 @@
+/*
+** arena.c — the table of memtable arenas, bump allocation and rotation.
+**
+** A rotating writer marks its new arena LIVE before it swings
+** active_memtable, so that any reader whose view is taken after a commit in
+** the new arena sees that arena. If another writer won the rotation, the new
+** arena (still empty) is given back. The claimer field lets the reaper give
+** back an arena whose rotator died half-way.
+*/
+#include "arena.h"
+
+#include "error.h"
+#include "skiplist.h"
+
+#include <string.h>
+
+size_t arena_table_bytes(void) { return sizeof(struct shm_memtable) * SHM_MAX_MEMTABLES; }
+
+void arena_init_all(shm_region *r, uint64_t arenas_off)
+{
+  struct shm_header *h = r->hdr;
+  for (uint32_t i = 0; i < h->n_memtables; i++) {
+    struct shm_memtable *m = arena_memtable(r, i);
+    m->arena_off = arenas_off + (uint64_t)i * h->memtable_bytes;
+    m->capacity = h->memtable_bytes;
+    atomic_init(&m->state, MT_FREE);
+  }
+  sl_init(r, 0);
+  atomic_init(&arena_memtable(r, 0)->id, 1);
+  atomic_init(&arena_memtable(r, 0)->state, MT_LIVE);
+  atomic_init(&h->active_memtable, 0);
+  atomic_init(&h->next_memtable_id, 2);
+}
+
+uint64_t arena_alloc(shm_region *r, uint32_t i, uint64_t n)
+{
+  struct shm_memtable *m = arena_memtable(r, i);
+  n = (n + 7) & ~7ull;
+  /* relaxed: reserving bytes orders nothing; contents are published by the
+  ** release CAS that links them into a list */
+  uint64_t off = atomic_fetch_add_explicit(&m->used, n, memory_order_relaxed);
+  if (off + n > m->capacity)
+    return 0;
+  return m->arena_off + off;
+}
+
+static int claim_free_arena(shm_region *r, uint32_t my_slot, uint32_t *out)
+{
+  for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
+    struct shm_memtable *m = arena_memtable(r, i);
+    uint32_t expected = MT_FREE;
+    /* acquire: see the last owner's writes before reusing the arena */
+    if (atomic_load_explicit(&m->state, memory_order_relaxed) == MT_FREE &&
+        atomic_compare_exchange_strong_explicit(&m->state, &expected, MT_CLAIMED,
+                                                memory_order_acquire, memory_order_relaxed)) {
+      atomic_store_explicit(&m->claimer, my_slot + 1, memory_order_relaxed);
+      *out = i;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full)
+{
+  struct shm_header *h = r->hdr;
+  if (arena_active(r) != full)
+    return SOCHDB_OK;
+  uint32_t fresh;
+  if (!claim_free_arena(r, my_slot, &fresh))
+    return SOCHDB_BUSY;
+  struct shm_memtable *m = arena_memtable(r, fresh);
+  sl_init(r, fresh);
+  atomic_store_explicit(&m->id, atomic_fetch_add_explicit(&h->next_memtable_id, 1, memory_order_relaxed),
+                        memory_order_relaxed);
+  /* release: a reader that sees LIVE sees the initialised head and id */
+  atomic_store_explicit(&m->state, MT_LIVE, memory_order_release);
+  uint32_t expected = full;
+  /* acq_rel: writers that load the new active index (acquire) see the head */
+  int won = atomic_compare_exchange_strong_explicit(&h->active_memtable, &expected, fresh,
+                                                    memory_order_acq_rel, memory_order_acquire);
+  if (!won)
+    atomic_store_explicit(&m->state, MT_FREE, memory_order_release);  /* empty: nobody used it */
+  atomic_store_explicit(&m->claimer, 0, memory_order_relaxed);
+  return SOCHDB_OK;
+}
+
+void arena_view(const shm_region *r, struct mt_view *v)
+{
+  uint64_t ids[SHM_MAX_MEMTABLES];
+  v->n = 0;
+  for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
+    struct shm_memtable *m = arena_memtable(r, i);
+    /* acquire: pairs with the rotator's release of LIVE */
+    if (atomic_load_explicit(&m->state, memory_order_acquire) != MT_LIVE)
+      continue;
+    uint64_t id = atomic_load_explicit(&m->id, memory_order_relaxed);
+    uint32_t k = v->n++;
+    while (k > 0 && ids[k - 1] < id) {  /* insertion sort, newest first */
+      ids[k] = ids[k - 1];
+      v->idx[k] = v->idx[k - 1];
+      k--;
+    }
+    ids[k] = id;
+    v->idx[k] = i;
+  }
+}
+
+void arena_release_claims_of(shm_region *r, uint32_t slot)
+{
+  for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
+    struct shm_memtable *m = arena_memtable(r, i);
+    if (atomic_load_explicit(&m->claimer, memory_order_relaxed) != slot + 1)
+      continue;
+    /* A dead rotator's arena is an orphan unless it did become active. */
+    if (arena_active(r) != i)
+      atomic_store_explicit(&m->state, MT_FREE, memory_order_release);
+    atomic_store_explicit(&m->claimer, 0, memory_order_relaxed);
+  }
+}

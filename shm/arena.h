@@ -1,0 +1,60 @@
+/*
+** arena.h — memtable arenas: the table of fixed-size arenas in the region,
+** lock-free bump allocation inside one, and rotation to a fresh arena when
+** the active one is full.
+**
+** Each arena holds one memtable (a skiplist, see skiplist.h). Exactly one is
+** active (hdr->active_memtable); writers allocate from it with one atomic
+** add. When an allocation does not fit, the writer rotates: it claims a free
+** arena, initialises it, marks it LIVE and swings active_memtable to it with a
+** CAS. Full arenas stay LIVE and readable (newest id first) until the daemon
+** flushes them (a later stage); when no arena is free, writers wait, then get
+** SOCHDB_BUSY.
+*/
+#ifndef SOCHDB_SHM_ARENA_H
+#define SOCHDB_SHM_ARENA_H
+
+#include "region.h"
+
+enum { MT_FREE = 0, MT_CLAIMED = 1, MT_LIVE = 2 };
+
+struct shm_memtable {
+  _Atomic uint32_t state;     /* MT_FREE / MT_CLAIMED (being initialised) / MT_LIVE */
+  _Atomic uint32_t claimer;   /* slot + 1 of the process initialising it */
+  _Atomic uint64_t id;        /* creation order: higher = newer */
+  _Atomic uint64_t used;      /* bump pointer, bytes from the arena start */
+  uint64_t arena_off;         /* fixed at region creation */
+  uint64_t capacity;
+  uint64_t pad[3];
+};
+
+/* A process-local, ordered list of live memtables (newest first). */
+struct mt_view {
+  uint32_t n;
+  uint32_t idx[SHM_MAX_MEMTABLES];
+};
+
+size_t   arena_table_bytes(void);
+void     arena_init_all(shm_region *r, uint64_t arenas_off);
+
+static inline struct shm_memtable *arena_memtable(const shm_region *r, uint32_t i)
+{ return (struct shm_memtable *)shm_at(r, r->hdr->memtables_off) + i; }
+
+/* Allocate n bytes (8-aligned) in memtable i. Returns the region offset, or 0 if it does not fit. */
+uint64_t arena_alloc(shm_region *r, uint32_t i, uint64_t n);
+
+/* The active memtable index (acquire: its skiplist head must be initialised). */
+static inline uint32_t arena_active(const shm_region *r)
+{ return atomic_load_explicit(&r->hdr->active_memtable, memory_order_acquire); }
+
+/* Rotate away from `full` (if it is still active). Returns SOCHDB_OK when some
+** memtable other than `full` is active afterwards, SOCHDB_BUSY if no arena is free. */
+int      arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full);
+
+/* Live memtables, newest first. */
+void     arena_view(const shm_region *r, struct mt_view *v);
+
+/* For the reaper: release arenas a dead slot had claimed but not finished. */
+void     arena_release_claims_of(shm_region *r, uint32_t slot);
+
+#endif

@@ -1,0 +1,231 @@
+/*
+** region.c — creating, validating and attaching the shared region file.
+**
+** The region is a cache of the database directory, never trusted blindly: it
+** is checked for magic, layout version, header checksum, size and the
+** directory's identity (a random id stored in DIR/sochdb.id) before use. A
+** region left by another directory that happened to have the same inode is
+** unlinked and made again; one of another layout version is refused with
+** SOCHDB_VERSION; a damaged header is SOCHDB_CORRUPT.
+*/
+#include "region.h"
+
+#include "arena.h"
+#include "error.h"
+#include "seqring.h"
+#include "slots.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define SHM_HEADER_SEED 0x5e9d1ca7e5ULL
+
+static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }
+
+int shm_region_path(const char *dir, char *out, size_t n)
+{
+  struct stat st;
+  if (stat(dir, &st) != 0)
+    return sdb_fail_errno("stat %s", dir);
+  const char *shm_dir = getenv("SOCHDB_SHM_DIR");
+  if (!shm_dir || !*shm_dir)
+    shm_dir = "/dev/shm";
+  int len = snprintf(out, n, "%s/sochdb-%llx-%llx.region", shm_dir,
+                     (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+  if (len < 0 || (size_t)len >= n)
+    return sdb_fail(SOCHDB_INVALID, "region path under %s is too long", shm_dir);
+  return SOCHDB_OK;
+}
+
+static uint64_t header_checksum(const struct shm_header *h)
+{
+  /* from the field after magic: the magic is stored after the checksum */
+  const char *from = (const char *)&h->layout_version;
+  return XXH3_64bits_withSeed(from, (size_t)((const char *)&h->checksum - from), SHM_HEADER_SEED);
+}
+
+uint64_t shm_layout_arena_off(const struct shm_header *h, uint32_t idx)
+{
+  uint64_t first = align_up(h->memtables_off + arena_table_bytes(), 1ull << 21);
+  return first + (uint64_t)idx * h->memtable_bytes;
+}
+
+/* Fill in a zeroed mapping. The magic goes last (release) so that no
+** attacher can see a half-made region as valid. */
+static int region_format(char *base, const struct shm_open_params *p, shm_region *r)
+{
+  struct shm_header *h = (struct shm_header *)base;
+  h->layout_version = SHM_LAYOUT_VERSION;
+  h->header_bytes = SHM_HEADER_BYTES;
+  h->region_bytes = p->region_bytes;
+  h->memtable_bytes = p->memtable_bytes;
+  memcpy(h->db_id, p->db_id, sizeof h->db_id);
+  h->slots_off = SHM_HEADER_BYTES;
+  h->n_slots = SHM_MAX_SLOTS;
+  h->ring_off = align_up(h->slots_off + slots_section_bytes(), 4096);
+  h->memtables_off = align_up(h->ring_off + seqring_section_bytes(), 4096);
+  uint64_t first_arena = shm_layout_arena_off(h, 0);
+  if (first_arena >= p->region_bytes)
+    return sdb_fail(SOCHDB_INVALID, "region of %llu bytes is too small for its tables",
+                    (unsigned long long)p->region_bytes);
+  uint64_t n = (p->region_bytes - first_arena) / p->memtable_bytes;
+  if (n > SHM_MAX_MEMTABLES)
+    n = SHM_MAX_MEMTABLES;
+  if (n < 2)
+    return sdb_fail(SOCHDB_INVALID,
+                    "region of %llu bytes holds fewer than 2 memtables of %llu bytes",
+                    (unsigned long long)p->region_bytes, (unsigned long long)p->memtable_bytes);
+  h->n_memtables = (uint32_t)n;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  h->created_unix_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+
+  r->base = base;
+  r->hdr = h;
+  seqring_init(r, 1);
+  arena_init_all(r, first_arena);
+  h->checksum = header_checksum(h);
+  /* release: everything above happens-before any acquire load that sees the magic */
+  __atomic_store_n(&h->magic, SHM_MAGIC, __ATOMIC_RELEASE);
+  return SOCHDB_OK;
+}
+
+static int region_check(const struct shm_header *h, const struct shm_open_params *p, off_t file_size)
+{
+  if (h->layout_version != SHM_LAYOUT_VERSION)
+    return sdb_fail(SOCHDB_VERSION, "region has layout version %u; this library speaks %u",
+                    h->layout_version, SHM_LAYOUT_VERSION);
+  if (h->checksum != header_checksum(h))
+    return sdb_fail(SOCHDB_CORRUPT, "region header checksum mismatch");
+  if (h->header_bytes != SHM_HEADER_BYTES || h->region_bytes != (uint64_t)file_size ||
+      h->n_slots != SHM_MAX_SLOTS || h->n_memtables < 2 || h->n_memtables > SHM_MAX_MEMTABLES ||
+      shm_layout_arena_off(h, h->n_memtables) > h->region_bytes)
+    return sdb_fail(SOCHDB_CORRUPT, "region header describes an impossible layout");
+  (void)p;
+  return SOCHDB_OK;
+}
+
+/* True when fd still names the file at path (it may have been unlinked and
+** replaced by another opener between our open() and our flock()). */
+static int fd_is_path(int fd, const char *path)
+{
+  struct stat a, b;
+  return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+}
+
+enum { ATTACH_DONE, ATTACH_RETRY };
+
+/* One attempt, under the exclusive flock: validate, or (re)initialise. */
+static int region_attach_locked(const struct shm_open_params *p, shm_region *r, int *again)
+{
+  struct stat st;
+  if (fstat(r->fd, &st) != 0)
+    return sdb_fail_errno("fstat %s", r->path);
+  *again = ATTACH_DONE;
+  if ((uint64_t)st.st_size >= SHM_HEADER_BYTES) {
+    struct shm_header *h = mmap(NULL, SHM_HEADER_BYTES, PROT_READ, MAP_SHARED, r->fd, 0);
+    if (h == MAP_FAILED)
+      return sdb_fail_errno("mmap %s", r->path);
+    uint64_t magic = __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE);
+    int rc = SOCHDB_OK;
+    int stale = 0;
+    if (magic == SHM_MAGIC) {
+      rc = region_check(h, p, st.st_size);
+      stale = rc == SOCHDB_OK && memcmp(h->db_id, p->db_id, sizeof h->db_id) != 0;
+    } else if (magic != 0) {
+      rc = sdb_fail(SOCHDB_CORRUPT, "%s is not a sochdb region (bad magic)", r->path);
+    }
+    size_t size = rc == SOCHDB_OK && magic == SHM_MAGIC ? h->region_bytes : 0;
+    munmap(h, SHM_HEADER_BYTES);
+    if (rc != SOCHDB_OK)
+      return rc;
+    if (stale) {
+      /* Left by a deleted directory whose inode was reused: nobody can be
+      ** using it for this database, so start afresh with a new file. */
+      if (unlink(r->path) != 0)
+        return sdb_fail_errno("unlink stale region %s", r->path);
+      *again = ATTACH_RETRY;
+      return SOCHDB_OK;
+    }
+    if (size) {
+      void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, r->fd, 0);
+      if (base == MAP_FAILED)
+        return sdb_fail_errno("mmap %s (%zu bytes)", r->path, size);
+      r->base = base;
+      r->size = size;
+      r->hdr = base;
+      return SOCHDB_OK;
+    }
+    /* magic == 0: a creator died half-way (we hold the lock, so it is not
+    ** still working). Initialise it again from scratch. */
+  }
+  if (ftruncate(r->fd, 0) != 0 || ftruncate(r->fd, (off_t)p->region_bytes) != 0)
+    return sdb_fail_errno("size region %s to %llu bytes", r->path, (unsigned long long)p->region_bytes);
+  void *base = mmap(NULL, p->region_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, r->fd, 0);
+  if (base == MAP_FAILED)
+    return sdb_fail_errno("mmap %s", r->path);
+  r->size = p->region_bytes;
+  int rc = region_format(base, p, r);
+  if (rc != SOCHDB_OK) {
+    munmap(base, p->region_bytes);
+    r->base = NULL;
+    if (ftruncate(r->fd, 0) != 0) { /* leave an empty file: the next opener re-creates it */ }
+  }
+  return rc;
+}
+
+int shm_region_open(const struct shm_open_params *p, shm_region *r)
+{
+  memset(r, 0, sizeof *r);
+  r->fd = -1;
+  int rc = shm_region_path(p->dir, r->path, sizeof r->path);
+  if (rc != SOCHDB_OK)
+    return rc;
+  for (int attempt = 0; attempt < 100; attempt++) {
+    r->fd = open(r->path, O_RDWR | O_CREAT | O_CLOEXEC, p->file_mode ? p->file_mode : 0600);
+    if (r->fd < 0)
+      return sdb_fail_errno("open region %s", r->path);
+    if (flock(r->fd, LOCK_EX) != 0) {
+      rc = sdb_fail_errno("flock region %s", r->path);
+      break;
+    }
+    if (!fd_is_path(r->fd, r->path)) {
+      close(r->fd);
+      continue;
+    }
+    int again = ATTACH_DONE;
+    rc = region_attach_locked(p, r, &again);
+    flock(r->fd, LOCK_UN);
+    if (rc != SOCHDB_OK || again == ATTACH_DONE)
+      break;
+    close(r->fd);
+    r->fd = -1;
+  }
+  if (rc != SOCHDB_OK || !r->base) {
+    if (r->fd >= 0)
+      close(r->fd);
+    r->fd = -1;
+    return rc != SOCHDB_OK ? rc : sdb_fail(SOCHDB_BUSY, "region %s kept changing under us", r->path);
+  }
+  return SOCHDB_OK;
+}
+
+void shm_region_close(shm_region *r)
+{
+  if (r->base)
+    munmap(r->base, r->size);
+  if (r->fd >= 0)
+    close(r->fd);
+  r->base = NULL;
+  r->hdr = NULL;
+  r->fd = -1;
+}

@@ -1,0 +1,106 @@
+/*
+** region.h — the shared memory region: its header, its layout, and how a
+** process creates or attaches to it.
+**
+** The region is one file in a tmpfs (/dev/shm, or $SOCHDB_SHM_DIR) named after
+** the database directory's device and inode, mapped MAP_SHARED by every process
+** that opens the database. Each process maps it at its own address, so
+** everything stored inside refers to other parts by a 64-bit offset from the
+** region's base (shm_at / shm_off); a raw pointer inside the region is a bug.
+**
+** Layout, all offsets fixed when the region is created:
+**
+**   [ header 4 KiB | process slots | commit sequence ring | memtable table | arenas ... ]
+**
+** The header's magic is stored last, with release order, so that an attacher
+** that sees the magic sees a fully initialised region. Creation and
+** validation happen under an exclusive flock() on the region file, which the
+** kernel drops if the holder dies, so a creator killed half-way leaves a
+** region without magic that the next opener simply initialises again.
+*/
+#ifndef SOCHDB_SHM_REGION_H
+#define SOCHDB_SHM_REGION_H
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
+#define SHM_LAYOUT_VERSION  1u
+#define SHM_HEADER_BYTES    4096u
+#define SHM_CACHELINE       64
+
+#define SHM_DEFAULT_REGION_BYTES   (1ull << 30)
+#define SHM_DEFAULT_MEMTABLE_BYTES (64ull << 20)
+#define SHM_MIN_MEMTABLE_BYTES     (1ull << 20)
+#define SHM_MAX_MEMTABLES          64u
+
+/* Counters of events that are rare and global (not per process). */
+struct shm_global_stats {
+  _Atomic uint64_t processes_reaped;
+  _Atomic uint64_t dead_txns_rolled_back;
+  /* Counters of reaped slots are folded in here so the totals survive them. */
+  _Atomic uint64_t commits;
+  _Atomic uint64_t conflicts;
+  _Atomic uint64_t aborts;
+  _Atomic uint64_t keys_written;
+};
+
+struct shm_header {
+  /* Immutable after creation; covered by `checksum`. */
+  uint64_t magic;             /* written last, release; read acquire */
+  uint32_t layout_version;
+  uint32_t header_bytes;
+  uint64_t region_bytes;
+  uint64_t memtable_bytes;
+  uint8_t  db_id[16];         /* identity of the directory (its sochdb.id file) */
+  uint64_t slots_off;
+  uint64_t ring_off;
+  uint64_t memtables_off;
+  uint32_t n_slots;
+  uint32_t n_memtables;
+  uint64_t created_unix_ns;
+  uint64_t checksum;          /* XXH3 of every field above */
+
+  /* Mutable state, one hot word per cache line so committers do not
+  ** false-share with readers taking snapshots. */
+  alignas(SHM_CACHELINE) _Atomic uint64_t next_seq;      /* next commit sequence to hand out */
+  alignas(SHM_CACHELINE) _Atomic uint64_t published_seq; /* newest commit visible to new snapshots */
+  alignas(SHM_CACHELINE) _Atomic uint64_t horizon;       /* snapshots below this may be reclaimed */
+  alignas(SHM_CACHELINE) _Atomic uint32_t active_memtable;
+  _Atomic uint64_t next_memtable_id;
+  alignas(SHM_CACHELINE) struct shm_global_stats stats;
+};
+
+/* One process's view of an attached region. Process-local, never shared. */
+typedef struct shm_region {
+  char              *base;    /* this process's mapping */
+  size_t             size;
+  int                fd;      /* own open file description: carries our slot lock */
+  struct shm_header *hdr;
+  char               path[4096];
+} shm_region;
+
+static inline void *shm_at(const shm_region *r, uint64_t off) { return off ? r->base + off : NULL; }
+static inline uint64_t shm_off(const shm_region *r, const void *p) { return (uint64_t)((const char *)p - r->base); }
+
+struct shm_open_params {
+  const char *dir;            /* database directory (must exist) */
+  uint64_t    region_bytes;   /* used only when creating */
+  uint64_t    memtable_bytes; /* used only when creating */
+  unsigned    file_mode;
+  uint8_t     db_id[16];      /* identity read from the directory */
+};
+
+/* Path of the region file of directory `dir` into out (size n). Returns SOCHDB_OK or an error. */
+int  shm_region_path(const char *dir, char *out, size_t n);
+
+/* Create or attach. Returns SOCHDB_OK, SOCHDB_IO, SOCHDB_VERSION, SOCHDB_CORRUPT, SOCHDB_INVALID. */
+int  shm_region_open(const struct shm_open_params *p, shm_region *out);
+void shm_region_close(shm_region *r);
+
+/* Layout helpers shared by the modules that live in the region. */
+uint64_t shm_layout_arena_off(const struct shm_header *h, uint32_t idx);
+
+#endif

@@ -1,0 +1,160 @@
+/*
+** seqring.c — lock-free commit sequencing and in-order publication.
+**
+** Invariants:
+**  - ring[s % N] holds, for the newest s handed out in that position,
+**    CLAIMED(s, d) until s's descriptor is decided, then DECIDED(s, d).
+**  - published_seq only passes s when ring[s % N] is DECIDED(s), so a
+**    snapshot never includes a commit whose outcome is still open, and a
+**    commit becomes visible only after every earlier one is decided.
+**  - A position is reused for s + N only once published_seq >= s, so the
+**    advancer can never miss an entry.
+*/
+#include "seqring.h"
+
+#include "slots.h"
+
+#include <ck_pr.h>
+#include <sched.h>
+#include <time.h>
+
+#define TAG_BITS   46
+#define TAG_MASK   ((1ull << TAG_BITS) - 1)
+#define DID_SHIFT  2
+#define TAG_SHIFT  18
+#define ST_CLAIMED 1u
+#define ST_DECIDED 2u
+
+static inline uint64_t ent_make(uint64_t seq, uint32_t did, unsigned st)
+{ return ((seq & TAG_MASK) << TAG_SHIFT) | ((uint64_t)(did & 0xffff) << DID_SHIFT) | st; }
+static inline uint64_t ent_tag(uint64_t e)  { return e >> TAG_SHIFT; }
+static inline uint32_t ent_did(uint64_t e)  { return (uint32_t)(e >> DID_SHIFT) & 0xffff; }
+static inline unsigned ent_st(uint64_t e)   { return (unsigned)(e & 3u); }
+static inline uint64_t tag_of(uint64_t seq) { return seq & TAG_MASK; }
+
+static inline _Atomic uint64_t *ring(const shm_region *r) { return shm_at(r, r->hdr->ring_off); }
+
+size_t seqring_section_bytes(void) { return SEQRING_SIZE * sizeof(uint64_t); }
+
+void seqring_init(shm_region *r, uint64_t published)
+{
+  _Atomic uint64_t *ents = ring(r);
+  for (uint64_t i = 0; i < SEQRING_SIZE; i++) {
+    uint64_t s = published - i;          /* the last lap, already decided */
+    atomic_init(&ents[s % SEQRING_SIZE], ent_make(s, 0, ST_DECIDED));
+  }
+  atomic_init(&r->hdr->published_seq, published);
+  atomic_init(&r->hdr->next_seq, published + 1);
+  atomic_init(&r->hdr->horizon, published);
+}
+
+/* Pause in a wait loop: spin briefly, then yield, then sleep, so a waiter on
+** a descheduled or dead process does not burn a core. */
+static void backoff(unsigned *round)
+{
+  unsigned n = (*round)++;
+  if (n < 64)
+    ck_pr_stall();                     /* Concurrency Kit: the CPU's spin-wait hint */
+  else if (n < 256)
+    sched_yield();
+  else {
+    struct timespec ts = { 0, 50000 };   /* 50 us */
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* Whoever is stuck behind a claimed entry checks, now and then, whether its
+** owner died; if so it reaps that slot, which decides the entry. */
+static void unblock(shm_region *r, uint32_t my_slot, uint64_t entry, unsigned round)
+{
+  if (ent_st(entry) == ST_CLAIMED && round >= 256 && round % 64 == 0)
+    slots_reap_if_dead(r, my_slot, ent_did(entry) / SHM_TXNS_PER_SLOT);
+}
+
+uint64_t seqring_claim(shm_region *r, uint32_t my_slot, uint32_t did)
+{
+  struct shm_header *h = r->hdr;
+  _Atomic uint64_t *ents = ring(r);
+  unsigned round = 0;
+  for (;;) {
+    /* acquire: the entry we read below must be at least as new as next_seq */
+    uint64_t s = atomic_load_explicit(&h->next_seq, memory_order_acquire);
+    _Atomic uint64_t *slot = &ents[s % SEQRING_SIZE];
+    uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
+    if (ent_tag(e) == tag_of(s)) {
+      /* s is taken; help move next_seq past it (relaxed: a hint, re-read above) */
+      atomic_compare_exchange_strong_explicit(&h->next_seq, &s, s + 1, memory_order_relaxed,
+                                              memory_order_relaxed);
+      continue;
+    }
+    uint64_t prev = s - SEQRING_SIZE;
+    /* s - published, not published < s - N: sequences near the start wrap */
+    if (ent_tag(e) != tag_of(prev) || ent_st(e) != ST_DECIDED || s - seqring_published(r) > SEQRING_SIZE) {
+      /* the ring is a full lap ahead of publication: wait for it */
+      unblock(r, my_slot, atomic_load_explicit(&ents[(seqring_published(r) + 1) % SEQRING_SIZE],
+                                                memory_order_acquire), round);
+      backoff(&round);
+      continue;
+    }
+    /* acq_rel: the claim must be visible to the reaper scanning for our did */
+    if (atomic_compare_exchange_strong_explicit(slot, &e, ent_make(s, did, ST_CLAIMED),
+                                                memory_order_acq_rel, memory_order_acquire)) {
+      atomic_compare_exchange_strong_explicit(&h->next_seq, &s, s + 1, memory_order_relaxed,
+                                              memory_order_relaxed);
+      return s;
+    }
+  }
+}
+
+void seqring_decide(shm_region *r, uint64_t seq, uint32_t did)
+{
+  uint64_t e = ent_make(seq, did, ST_CLAIMED);
+  /* release: the descriptor's decision and the version stamps happen-before
+  ** anyone who sees DECIDED and then publishes past it */
+  atomic_compare_exchange_strong_explicit(&ring(r)[seq % SEQRING_SIZE], &e,
+                                          ent_make(seq, did, ST_DECIDED),
+                                          memory_order_release, memory_order_relaxed);
+}
+
+/* Move published_seq over every consecutive decided entry. Returns the entry
+** that stopped it (for the waiter to inspect). */
+static uint64_t advance(shm_region *r)
+{
+  _Atomic uint64_t *ents = ring(r);
+  for (;;) {
+    uint64_t p = seqring_published(r);
+    /* acquire: synchronises with the decider's release */
+    uint64_t e = atomic_load_explicit(&ents[(p + 1) % SEQRING_SIZE], memory_order_acquire);
+    if (ent_tag(e) != tag_of(p + 1) || ent_st(e) != ST_DECIDED)
+      return e;
+    /* release: readers that acquire published_seq see the decided commits */
+    atomic_compare_exchange_strong_explicit(&r->hdr->published_seq, &p, p + 1,
+                                            memory_order_release, memory_order_relaxed);
+  }
+}
+
+void seqring_wait_published(shm_region *r, uint32_t my_slot, uint64_t seq)
+{
+  unsigned round = 0;
+  for (;;) {
+    uint64_t blocker = advance(r);
+    if (seqring_published(r) >= seq)
+      return;
+    unblock(r, my_slot, blocker, round);
+    backoff(&round);
+  }
+}
+
+void seqring_decide_all_of(shm_region *r, uint32_t did)
+{
+  _Atomic uint64_t *ents = ring(r);
+  uint64_t p = seqring_published(r);
+  uint64_t next = atomic_load_explicit(&r->hdr->next_seq, memory_order_acquire);
+  /* A claim can be at most one position past next_seq (claimed, not yet helped). */
+  for (uint64_t s = p + 1; s <= next && s - p <= SEQRING_SIZE; s++) {
+    uint64_t e = atomic_load_explicit(&ents[s % SEQRING_SIZE], memory_order_acquire);
+    if (ent_tag(e) == tag_of(s) && ent_st(e) == ST_CLAIMED && ent_did(e) == did)
+      seqring_decide(r, s, did);
+  }
+  advance(r);
+}

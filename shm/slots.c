@@ -1,0 +1,229 @@
+/*
+** slots.c — process slots, the cross-process reader table, and the reaper.
+**
+** Snapshot publication and the reclamation horizon follow a store-then-check
+** protocol between a reader and a reclaimer (the two sides of Dekker's
+** algorithm, hence the seq_cst operations there):
+**
+**   reader:    snapshot := published; STORE entry.snapshot; LOAD horizon;
+**              retry if snapshot < horizon
+**   reclaimer: H := min(published, all snapshots); STORE horizon := H;
+**              LOAD all snapshots again; reclaim only below the new minimum
+**
+** Either the reclaimer's second scan sees the reader's entry, or the reader
+** sees the new horizon and retries with a newer snapshot (published >= H).
+** So nothing a published snapshot can read is ever reclaimed.
+*/
+#include "slots.h"
+
+#include "arena.h"
+#include "error.h"
+#include "mvcc.h"
+#include "seqring.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+size_t slots_section_bytes(void) { return sizeof(struct shm_slot) * SHM_MAX_SLOTS; }
+
+/* Byte `slot` of the region file is the slot's liveness lock. */
+static int slot_lock(const shm_region *r, uint32_t slot, short type)
+{
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = slot;
+  fl.l_len = 1;
+  return fcntl(r->fd, F_OFD_SETLK, &fl);
+}
+
+void slots_retire_descriptor(shm_region *r, struct shm_txn_entry *e)
+{
+  uint64_t state = atomic_load_explicit(&e->state, memory_order_acquire);
+  if (state == TXN_PENDING) {
+    uint64_t expected = TXN_PENDING;
+    /* acq_rel: the decision is the commit point; it must be ordered after
+    ** the installs that precede it and before the stamps that follow. */
+    if (atomic_compare_exchange_strong_explicit(&e->state, &expected, TXN_ABORTED,
+                                                memory_order_acq_rel, memory_order_acquire))
+      state = TXN_ABORTED;
+    else
+      state = expected;
+  }
+  uint64_t final = state == TXN_ABORTED ? MV_ABORTED : state;
+  for (uint64_t off = atomic_load_explicit(&e->versions, memory_order_acquire); off;) {
+    struct mv_version *v = shm_at(r, off);
+    /* relaxed: the stamp carries its own meaning; the release on gen below
+    ** orders it before the descriptor can be reused. */
+    atomic_store_explicit(&v->seq, final, memory_order_relaxed);
+    off = atomic_load_explicit(&v->txn_next, memory_order_relaxed);
+  }
+  if (atomic_load_explicit(&e->versions, memory_order_relaxed) || state != TXN_PENDING) {
+    /* release: a reader that sees the new generation must see the stamps. */
+    atomic_fetch_add_explicit(&e->gen, 1, memory_order_release);
+    /* release: a reader that sees the reset state must see the new gen. */
+    atomic_store_explicit(&e->state, TXN_PENDING, memory_order_release);
+  }
+  atomic_store_explicit(&e->versions, 0, memory_order_relaxed);
+  atomic_store_explicit(&e->seq, 0, memory_order_relaxed);
+}
+
+static void fold_stats(shm_region *r, struct shm_slot *s)
+{
+  struct shm_global_stats *g = &r->hdr->stats;
+  /* relaxed: counters, no ordering with anything */
+  atomic_fetch_add_explicit(&g->commits, atomic_exchange_explicit(&s->stats.commits, 0, memory_order_relaxed), memory_order_relaxed);
+  atomic_fetch_add_explicit(&g->conflicts, atomic_exchange_explicit(&s->stats.conflicts, 0, memory_order_relaxed), memory_order_relaxed);
+  atomic_fetch_add_explicit(&g->aborts, atomic_exchange_explicit(&s->stats.aborts, 0, memory_order_relaxed), memory_order_relaxed);
+  atomic_fetch_add_explicit(&g->keys_written, atomic_exchange_explicit(&s->stats.keys_written, 0, memory_order_relaxed), memory_order_relaxed);
+}
+
+/* Reclaim everything a dead owner held. Caller holds the slot's lock. Every
+** step is idempotent, so a reaper that dies half-way is simply redone. */
+static void reap_locked(shm_region *r, uint32_t slot)
+{
+  struct shm_slot *s = shm_slot_at(r, slot);
+  for (uint32_t i = 0; i < SHM_TXNS_PER_SLOT; i++) {
+    struct shm_txn_entry *e = &s->txn[i];
+    int had_intents = atomic_load_explicit(&e->versions, memory_order_acquire) != 0 &&
+                      atomic_load_explicit(&e->state, memory_order_acquire) == TXN_PENDING;
+    slots_retire_descriptor(r, e);   /* undecided = aborted: wholly absent */
+    seqring_decide_all_of(r, seqring_did(slot, i));
+    /* release: pairs with the horizon scan; the snapshot is gone */
+    atomic_store_explicit(&e->snapshot, 0, memory_order_release);
+    if (had_intents)
+      atomic_fetch_add_explicit(&r->hdr->stats.dead_txns_rolled_back, 1, memory_order_relaxed);
+  }
+  arena_release_claims_of(r, slot);
+  fold_stats(r, s);
+  atomic_fetch_add_explicit(&r->hdr->stats.processes_reaped, 1, memory_order_relaxed);
+  /* release: a new owner that sees 0 sees the slot fully cleaned */
+  atomic_store_explicit(&s->owner_pid, 0, memory_order_release);
+}
+
+int slots_reap_if_dead(shm_region *r, uint32_t my_slot, uint32_t slot)
+{
+  if (slot == my_slot || slot >= SHM_MAX_SLOTS)
+    return 0;
+  struct shm_slot *s = shm_slot_at(r, slot);
+  if (atomic_load_explicit(&s->owner_pid, memory_order_acquire) == 0)
+    return 1;
+  if (slot_lock(r, slot, F_WRLCK) != 0)
+    return 0;                        /* EAGAIN: a live handle holds it */
+  if (atomic_load_explicit(&s->owner_pid, memory_order_acquire) != 0)
+    reap_locked(r, slot);
+  slot_lock(r, slot, F_UNLCK);
+  return 1;
+}
+
+unsigned slots_reap_all(shm_region *r, uint32_t my_slot)
+{
+  unsigned reaped = 0;
+  for (uint32_t i = 0; i < SHM_MAX_SLOTS; i++) {
+    struct shm_slot *s = shm_slot_at(r, i);
+    if (i != my_slot && atomic_load_explicit(&s->owner_pid, memory_order_acquire) != 0 &&
+        slots_reap_if_dead(r, my_slot, i))
+      reaped++;
+  }
+  return reaped;
+}
+
+int slots_attach(shm_region *r, uint32_t *slot_out)
+{
+  for (uint32_t i = 0; i < SHM_MAX_SLOTS; i++) {
+    if (slot_lock(r, i, F_WRLCK) != 0) {
+      if (errno == EAGAIN || errno == EACCES)
+        continue;
+      return sdb_fail_errno("lock process slot %u of %s", i, r->path);
+    }
+    struct shm_slot *s = shm_slot_at(r, i);
+    if (atomic_load_explicit(&s->owner_pid, memory_order_acquire) != 0)
+      reap_locked(r, i);             /* its owner died: clean it, then take it */
+    /* release: publishes nothing but the pid; stats readers only */
+    atomic_store_explicit(&s->owner_pid, (uint64_t)getpid(), memory_order_release);
+    *slot_out = i;
+    slots_reap_all(r, i);
+    return SOCHDB_OK;
+  }
+  return sdb_fail(SOCHDB_BUSY, "all %u process slots of %s are held by live processes",
+                  SHM_MAX_SLOTS, r->path);
+}
+
+void slots_detach(shm_region *r, uint32_t slot)
+{
+  struct shm_slot *s = shm_slot_at(r, slot);
+  fold_stats(r, s);
+  atomic_store_explicit(&s->owner_pid, 0, memory_order_release);
+  slot_lock(r, slot, F_UNLCK);
+}
+
+uint64_t slots_publish_snapshot(shm_region *r, struct shm_txn_entry *e)
+{
+  for (;;) {
+    uint64_t snap = seqring_published(r);
+    /* seq_cst store then seq_cst load: the reader half of the horizon protocol */
+    atomic_store_explicit(&e->snapshot, snap, memory_order_seq_cst);
+    if (snap >= atomic_load_explicit(&r->hdr->horizon, memory_order_seq_cst))
+      return snap;
+  }
+}
+
+static uint64_t oldest_snapshot(shm_region *r, uint64_t bound)
+{
+  for (uint32_t i = 0; i < SHM_MAX_SLOTS; i++) {
+    struct shm_slot *s = shm_slot_at(r, i);
+    if (atomic_load_explicit(&s->owner_pid, memory_order_relaxed) == 0)
+      continue;   /* a free slot's entries are all 0; skipping it is only a shortcut */
+    for (uint32_t j = 0; j < SHM_TXNS_PER_SLOT; j++) {
+      uint64_t snap = atomic_load_explicit(&s->txn[j].snapshot, memory_order_seq_cst);
+      if (snap && snap < bound)
+        bound = snap;
+    }
+  }
+  return bound;
+}
+
+uint64_t slots_compute_horizon(shm_region *r)
+{
+  uint64_t first = oldest_snapshot(r, seqring_published(r));
+  uint64_t cur = atomic_load_explicit(&r->hdr->horizon, memory_order_relaxed);
+  if (first > cur)   /* the horizon only moves forward */
+    atomic_store_explicit(&r->hdr->horizon, first, memory_order_seq_cst);
+  return oldest_snapshot(r, first);
+}
+
+void slots_collect_stats(shm_region *r, uint32_t my_slot, struct sochdb_stats *out)
+{
+  (void)my_slot;
+  struct shm_global_stats *g = &r->hdr->stats;
+  out->commits = atomic_load_explicit(&g->commits, memory_order_relaxed);
+  out->conflicts = atomic_load_explicit(&g->conflicts, memory_order_relaxed);
+  out->aborts = atomic_load_explicit(&g->aborts, memory_order_relaxed);
+  out->keys_written = atomic_load_explicit(&g->keys_written, memory_order_relaxed);
+  out->processes_reaped = atomic_load_explicit(&g->processes_reaped, memory_order_relaxed);
+  out->dead_txns_rolled_back = atomic_load_explicit(&g->dead_txns_rolled_back, memory_order_relaxed);
+  uint64_t published = seqring_published(r);
+  out->last_commit_seq = published;
+  out->oldest_snapshot = published;
+  for (uint32_t i = 0; i < SHM_MAX_SLOTS; i++) {
+    struct shm_slot *s = shm_slot_at(r, i);
+    if (atomic_load_explicit(&s->owner_pid, memory_order_relaxed) == 0)
+      continue;
+    out->processes_attached++;
+    out->commits += atomic_load_explicit(&s->stats.commits, memory_order_relaxed);
+    out->conflicts += atomic_load_explicit(&s->stats.conflicts, memory_order_relaxed);
+    out->aborts += atomic_load_explicit(&s->stats.aborts, memory_order_relaxed);
+    out->keys_written += atomic_load_explicit(&s->stats.keys_written, memory_order_relaxed);
+    for (uint32_t j = 0; j < SHM_TXNS_PER_SLOT; j++) {
+      uint64_t snap = atomic_load_explicit(&s->txn[j].snapshot, memory_order_relaxed);
+      if (!snap)
+        continue;
+      out->transactions_open++;
+      if (snap < out->oldest_snapshot)
+        out->oldest_snapshot = snap;
+    }
+  }
+}

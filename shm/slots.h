@@ -1,0 +1,102 @@
+/*
+** slots.h — process slots: who is attached, which snapshots they hold, and
+** the commit descriptors of their transactions; and the reaper that reclaims
+** all of it when a process dies.
+**
+** Every open handle owns one slot. Ownership is an exclusive open-file-
+** description lock (fcntl F_OFD_SETLK) on byte <slot index> of the region
+** file, taken through the handle's own file descriptor. The kernel drops it
+** when the process dies, whatever instruction it was at, and it does not
+** depend on which thread took it. So "is slot i alive?" is answered by trying
+** to take that lock: EAGAIN means a live handle holds it. Whoever succeeds on
+** a slot that still has an owner is the one and only reaper of that slot
+** (the lock makes reaping exclusive; a reaper that dies drops the lock and the
+** next one redoes the idempotent steps).
+**
+** Each slot holds SHM_TXNS_PER_SLOT transaction entries. An entry is both the
+** transaction's published snapshot (the cross-process reader table that
+** bounds reclamation) and its commit descriptor (PENDING / ABORTED /
+** committed at seq), which the versions it installs point to by
+** (slot, entry, generation).
+*/
+#ifndef SOCHDB_SHM_SLOTS_H
+#define SOCHDB_SHM_SLOTS_H
+
+#include "region.h"
+
+#define SHM_MAX_SLOTS      256u
+#define SHM_TXNS_PER_SLOT  128u
+
+/* Commit descriptor states. Committed descriptors hold their sequence
+** number, which is always >= SHM_FIRST_SEQ, so states never collide. */
+#define TXN_PENDING  0u
+#define TXN_ABORTED  1u
+
+struct shm_txn_entry {
+  _Atomic uint64_t snapshot;  /* published snapshot seq; 0 = entry holds none */
+  _Atomic uint64_t gen;       /* bumped before the descriptor is reused */
+  _Atomic uint64_t state;     /* TXN_PENDING, TXN_ABORTED or the commit seq */
+  _Atomic uint64_t versions;  /* newest version this commit installed (list via txn_next) */
+  _Atomic uint64_t seq;       /* the commit sequence it claimed, 0 before */
+  uint64_t pad[3];
+};
+
+struct shm_slot_stats {       /* written by the owner only, read by stats */
+  _Atomic uint64_t commits;
+  _Atomic uint64_t conflicts;
+  _Atomic uint64_t aborts;
+  _Atomic uint64_t keys_written;
+};
+
+struct shm_slot {
+  _Atomic uint64_t owner_pid;  /* 0 = free; informational (liveness is the lock) */
+  uint64_t pad[7];
+  struct shm_slot_stats stats;
+  uint64_t pad2[4];
+  struct shm_txn_entry txn[SHM_TXNS_PER_SLOT];
+};
+
+/* A version names its descriptor with this 64-bit reference. */
+static inline uint64_t txn_ref(uint32_t slot, uint32_t entry, uint64_t gen)
+{ return ((uint64_t)slot << 48) | ((uint64_t)entry << 40) | (gen & 0xffffffffffull); }
+static inline uint32_t txn_ref_slot(uint64_t ref)  { return (uint32_t)(ref >> 48); }
+static inline uint32_t txn_ref_entry(uint64_t ref) { return (uint32_t)(ref >> 40) & 0xff; }
+static inline uint64_t txn_ref_gen(uint64_t ref)   { return ref & 0xffffffffffull; }
+
+static inline struct shm_slot *shm_slot_at(const shm_region *r, uint32_t i)
+{ return (struct shm_slot *)shm_at(r, r->hdr->slots_off) + i; }
+
+static inline struct shm_txn_entry *shm_txn_entry_at(const shm_region *r, uint32_t slot, uint32_t e)
+{ return &shm_slot_at(r, slot)->txn[e]; }
+
+size_t slots_section_bytes(void);
+
+/* Claim a free slot (reaping dead ones on the way). SOCHDB_BUSY if all are live. */
+int  slots_attach(shm_region *r, uint32_t *slot_out);
+/* Give our slot back: our entries must be idle. */
+void slots_detach(shm_region *r, uint32_t slot);
+
+/* Reap `slot` if its owner is dead. Returns 1 if it was reaped (or found
+** free), 0 if a live handle holds it. Never call it on one's own slot. */
+int  slots_reap_if_dead(shm_region *r, uint32_t my_slot, uint32_t slot);
+/* Try every slot but ours. Returns how many dead slots were reaped. */
+unsigned slots_reap_all(shm_region *r, uint32_t my_slot);
+
+/* Publish a snapshot in entry e: returns the snapshot seq. Lock-free; see
+** the horizon protocol in slots.c. */
+uint64_t slots_publish_snapshot(shm_region *r, struct shm_txn_entry *e);
+
+/* Finish a descriptor whose transaction is over: stamp its versions with
+** their final state, bump the generation and reset it. Used by the owner
+** after commit/abort and by the reaper for a dead owner. */
+void slots_retire_descriptor(shm_region *r, struct shm_txn_entry *e);
+
+/* The oldest published snapshot (or published_seq if none) — the horizon
+** below which nothing may be reclaimed. Also stores it in hdr->horizon. */
+uint64_t slots_compute_horizon(shm_region *r);
+
+/* Sum the per-slot counters, count live slots and open snapshots. */
+struct sochdb_stats;
+void slots_collect_stats(shm_region *r, uint32_t my_slot, struct sochdb_stats *out);
+
+#endif

@@ -1,0 +1,266 @@
+/*
+** db.c — opening and closing a database: the directory and its identity,
+** options, attaching to the shared region and a process slot, statistics,
+** and what happens to handles across fork().
+**
+** The directory's identity is a random 16-byte id in DIR/sochdb.id, written
+** once (by link(), so two racing creators agree on one). The region carries
+** the same id, which is how a region left over from another directory with
+** the same inode number is told apart.
+*/
+#include "internal.h"
+
+#include "error.h"
+#include "seqring.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define ID_FILE "sochdb.id"
+
+/* ---- handles across fork() ------------------------------------------- */
+
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static sochdb *handles;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void before_fork(void) { pthread_mutex_lock(&handles_lock); }
+static void after_fork_parent(void) { pthread_mutex_unlock(&handles_lock); }
+
+/* In the child, every inherited handle dies: its region fd is closed so that
+** the child does not keep the parent's slot lock alive after the parent exits. */
+static void after_fork_child(void)
+{
+  for (sochdb *db = handles; db; db = db->next_handle) {
+    atomic_store_explicit(&db->forked, 1, memory_order_relaxed);
+    if (db->region.fd >= 0)
+      close(db->region.fd);
+    db->region.fd = -1;
+  }
+  pthread_mutex_unlock(&handles_lock);
+}
+
+static void install_atfork(void) { pthread_atfork(before_fork, after_fork_parent, after_fork_child); }
+
+static void register_handle(sochdb *db)
+{
+  pthread_once(&atfork_once, install_atfork);
+  pthread_mutex_lock(&handles_lock);
+  db->next_handle = handles;
+  handles = db;
+  pthread_mutex_unlock(&handles_lock);
+}
+
+static void unregister_handle(sochdb *db)
+{
+  pthread_mutex_lock(&handles_lock);
+  for (sochdb **p = &handles; *p; p = &(*p)->next_handle)
+    if (*p == db) {
+      *p = db->next_handle;
+      break;
+    }
+  pthread_mutex_unlock(&handles_lock);
+}
+
+int sdb_check_db(const sochdb *db)
+{
+  if (!db)
+    return sdb_fail(SOCHDB_INVALID, "NULL database handle");
+  if (atomic_load_explicit(&db->forked, memory_order_relaxed))
+    return sdb_fail(SOCHDB_INVALID, "database handle inherited across fork(); open a new one in the child");
+  return SOCHDB_OK;
+}
+
+int sdb_check_txn(const sochdb_txn *t)
+{
+  if (!t)
+    return sdb_fail(SOCHDB_INVALID, "NULL transaction");
+  return sdb_check_db(t->db);
+}
+
+/* ---- the directory ----------------------------------------------------- */
+
+static int ensure_directory(const char *dir, int create, unsigned mode)
+{
+  struct stat st;
+  if (stat(dir, &st) == 0) {
+    if (!S_ISDIR(st.st_mode))
+      return sdb_fail(SOCHDB_INVALID, "%s exists and is not a directory", dir);
+    return SOCHDB_OK;
+  }
+  if (errno != ENOENT)
+    return sdb_fail_errno("stat %s", dir);
+  if (!create)
+    return sdb_fail(SOCHDB_NOTFOUND, "no database at %s", dir);
+  if (mkdir(dir, (mode_t)(mode | ((mode & 0444) >> 2))) != 0 && errno != EEXIST)
+    return sdb_fail_errno("mkdir %s", dir);
+  return SOCHDB_OK;
+}
+
+static int read_identity(const char *path, uint8_t id[16])
+{
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno == ENOENT ? SOCHDB_NOTFOUND : sdb_fail_errno("open %s", path);
+  ssize_t n = read(fd, id, 16);
+  uint8_t extra;
+  ssize_t more = n == 16 ? read(fd, &extra, 1) : 0;
+  close(fd);
+  if (n < 0)
+    return sdb_fail_errno("read %s", path);
+  if (n != 16 || more != 0)
+    return sdb_fail(SOCHDB_CORRUPT, "%s is damaged (expected exactly 16 bytes)", path);
+  return SOCHDB_OK;
+}
+
+/* Write a fresh id to a temporary file and link() it into place: link fails
+** with EEXIST if another opener won, and then everybody reads the winner's. */
+static int create_identity(const char *dir, const char *path, unsigned mode)
+{
+  char tmp[4200];
+  snprintf(tmp, sizeof tmp, "%s/.sochdb.id.%ld", dir, (long)getpid());
+  uint8_t id[16];
+  if (getrandom(id, sizeof id, 0) != (ssize_t)sizeof id)
+    return sdb_fail_errno("getrandom");
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0)
+    return sdb_fail_errno("create %s", tmp);
+  int ok = write(fd, id, sizeof id) == (ssize_t)sizeof id && fsync(fd) == 0;
+  close(fd);
+  int rc = SOCHDB_OK;
+  if (!ok)
+    rc = sdb_fail_errno("write %s", tmp);
+  else if (link(tmp, path) != 0 && errno != EEXIST)
+    rc = sdb_fail_errno("link %s", path);
+  unlink(tmp);
+  return rc;
+}
+
+static int load_identity(const char *dir, int create, unsigned mode, uint8_t id[16])
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/%s", dir, ID_FILE);
+  int rc = read_identity(path, id);
+  if (rc != SOCHDB_NOTFOUND)
+    return rc;
+  if (!create)
+    return sdb_fail(SOCHDB_NOTFOUND, "%s is not a sochdb database (no %s)", dir, ID_FILE);
+  rc = create_identity(dir, path, mode);
+  return rc == SOCHDB_OK ? read_identity(path, id) : rc;
+}
+
+/* ---- options ----------------------------------------------------------- */
+
+static int resolve_options(const sochdb_options *o, struct shm_open_params *p, unsigned *busy_ms, int *create)
+{
+  sochdb_options d;
+  memset(&d, 0, sizeof d);
+  if (!o)
+    o = &d;
+  p->region_bytes = o->region_bytes ? o->region_bytes : SHM_DEFAULT_REGION_BYTES;
+  p->memtable_bytes = o->memtable_bytes ? o->memtable_bytes : SHM_DEFAULT_MEMTABLE_BYTES;
+  p->file_mode = o->file_mode ? o->file_mode : 0600;
+  *busy_ms = o->busy_timeout_ms ? o->busy_timeout_ms : 10000;
+  *create = o->create_if_missing >= 0;
+  if (p->memtable_bytes < SHM_MIN_MEMTABLE_BYTES || p->memtable_bytes > (4ull << 30) ||
+      p->memtable_bytes % 4096)
+    return sdb_fail(SOCHDB_INVALID, "memtable_bytes must be a multiple of 4096 from 1 MiB to 4 GiB, not %zu",
+                    o->memtable_bytes);
+  if (p->region_bytes > (1ull << 40) || p->region_bytes % 4096)
+    return sdb_fail(SOCHDB_INVALID, "region_bytes must be a multiple of 4096 up to 1 TiB, not %zu",
+                    o->region_bytes);
+  if (p->file_mode & ~0777u)
+    return sdb_fail(SOCHDB_INVALID, "file_mode %o has bits beyond 0777", p->file_mode);
+  return SOCHDB_OK;
+}
+
+/* ---- open / close ------------------------------------------------------ */
+
+int sochdb_open(const char *dir, const sochdb_options *opts, sochdb **out)
+{
+  if (!dir || !*dir || !out)
+    return sdb_fail(SOCHDB_INVALID, "sochdb_open needs a directory and an output handle");
+  *out = NULL;
+  struct shm_open_params p;
+  memset(&p, 0, sizeof p);
+  unsigned busy_ms;
+  int create;
+  int rc = resolve_options(opts, &p, &busy_ms, &create);
+  if (rc == SOCHDB_OK)
+    rc = ensure_directory(dir, create, p.file_mode);
+  if (rc == SOCHDB_OK)
+    rc = load_identity(dir, create, p.file_mode, p.db_id);
+  if (rc != SOCHDB_OK)
+    return rc;
+  sochdb *db = calloc(1, sizeof *db);
+  if (!db || !(db->dir = strdup(dir))) {
+    free(db);
+    return sdb_fail(SOCHDB_NOMEM, "allocating the database handle");
+  }
+  p.dir = dir;
+  rc = shm_region_open(&p, &db->region);
+  if (rc == SOCHDB_OK) {
+    rc = slots_attach(&db->region, &db->slot);
+    if (rc != SOCHDB_OK)
+      shm_region_close(&db->region);
+  }
+  if (rc != SOCHDB_OK) {
+    free(db->dir);
+    free(db);
+    return rc;
+  }
+  db->busy_timeout_ms = busy_ms;
+  db->max_version_bytes = db->region.hdr->memtable_bytes / 2;
+  pthread_mutex_init(&db->txns_lock, NULL);
+  register_handle(db);
+  *out = db;
+  return SOCHDB_OK;
+}
+
+void sochdb_close(sochdb *db)
+{
+  if (!db)
+    return;
+  unregister_handle(db);
+  if (!atomic_load_explicit(&db->forked, memory_order_relaxed)) {
+    sdb_txn_abort_all(db);
+    slots_detach(&db->region, db->slot);
+  }
+  shm_region_close(&db->region);
+  pthread_mutex_destroy(&db->txns_lock);
+  free(db->dir);
+  free(db);
+}
+
+int sochdb_stats_get(sochdb *db, sochdb_stats *out)
+{
+  int rc = sdb_check_db(db);
+  if (rc != SOCHDB_OK)
+    return rc;
+  if (!out)
+    return sdb_fail(SOCHDB_INVALID, "NULL stats output");
+  memset(out, 0, sizeof *out);
+  slots_reap_all(&db->region, db->slot);   /* report the living, not the dead */
+  slots_collect_stats(&db->region, db->slot, out);
+  const struct shm_header *h = db->region.hdr;
+  out->region_bytes = h->region_bytes;
+  out->memtable_bytes = h->memtable_bytes;
+  out->memtables_total = h->n_memtables;
+  struct mt_view v;
+  arena_view(&db->region, &v);
+  out->memtables_in_use = v.n;
+  for (uint32_t i = 0; i < v.n; i++) {
+    struct shm_memtable *m = arena_memtable(&db->region, v.idx[i]);
+    uint64_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
+    out->memtable_used_bytes += used < m->capacity ? used : m->capacity;
+  }
+  return SOCHDB_OK;
+}
+
+const char *sochdb_region_path(sochdb *db) { return db ? db->region.path : NULL; }

@@ -1,0 +1,56 @@
+/*
+** error.c — error messages: the static text of each SOCHDB_* code
+** (sochdb_strerror) and the per-thread detail of the last failure
+** (sochdb_last_error).
+*/
+#include "error.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static _Thread_local char last_detail[512];
+
+const char *sochdb_strerror(int err)
+{
+  switch (err) {
+  case SOCHDB_OK:       return "success";
+  case SOCHDB_NOTFOUND: return "not found";
+  case SOCHDB_CONFLICT: return "write-write conflict with a concurrent transaction; nothing was applied, retry";
+  case SOCHDB_BUSY:     return "resource temporarily exhausted (region full, too many processes or transactions); retry later";
+  case SOCHDB_INVALID:  return "invalid argument";
+  case SOCHDB_CORRUPT:  return "data corruption detected (checksum or format failure)";
+  case SOCHDB_IO:       return "I/O error";
+  case SOCHDB_NOMEM:    return "out of memory";
+  case SOCHDB_VERSION:  return "incompatible format or layout version";
+  case SOCHDB_DAEMON:   return "the sochdbd daemon could not be started or reached";
+  default:              return "unknown sochdb error";
+  }
+}
+
+const char *sochdb_last_error(void) { return last_detail; }
+
+void sdb_clear_error(void) { last_detail[0] = '\0'; }
+
+int sdb_fail(int code, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(last_detail, sizeof last_detail, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+int sdb_fail_errno(const char *fmt, ...)
+{
+  int saved = errno;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(last_detail, sizeof last_detail, fmt, ap);
+  va_end(ap);
+  if (n >= 0 && (size_t)n < sizeof last_detail)
+    snprintf(last_detail + n, sizeof last_detail - (size_t)n, ": %s", strerror(saved));
+  errno = saved;
+  return SOCHDB_IO;
+}

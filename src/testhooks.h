@@ -1,0 +1,20 @@
+/*
+** testhooks.h — test-only crash points. In a build with SOCHDB_TESTING a
+** test can arm a named point; the countdown-th time the process reaches it,
+** the process kills itself with SIGKILL, so crash recovery is tested at exact
+** instructions instead of at random. In a normal build CRASHPOINT is nothing.
+*/
+#ifndef SOCHDB_TESTHOOKS_H
+#define SOCHDB_TESTHOOKS_H
+
+#ifdef SOCHDB_TESTING
+/* Arm a crash point: the countdown-th time `name` is reached in this process,
+** the process kills itself with SIGKILL. countdown 1 = first time; NULL disarms. */
+void sochdb_test_crash_at(const char *name, unsigned countdown);
+void sdb_crashpoint(const char *name);
+#define CRASHPOINT(name) sdb_crashpoint(name)
+#else
+#define CRASHPOINT(name) ((void)0)
+#endif
+
+#endif

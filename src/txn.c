@@ -1,0 +1,435 @@
+/*
+** txn.c — transactions: snapshots, buffered writes, reads, and the commit
+** protocol that makes a transaction's writes visible to every process at
+** once, or not at all.
+**
+** Commit, in order:
+**  1. install: for each key (in key order), push an intent version on the
+**     key's chain in the active memtable. A chain whose newest live version
+**     committed after our snapshot is a conflict; one with another pending
+**     intent on top is a conflict too (no waiting, so no deadlock), unless
+**     that intent's process is dead, in which case we reap it and go on.
+**  2. check the key in every other live memtable (a rotation may have split
+**     the writers of one key across two memtables). Every committer installs
+**     (seq_cst) before it checks (seq_cst), so of two committers of one key,
+**     at least one sees the other. A version in a newer memtable than ours
+**     is a conflict too, which keeps "newer memtable = newer version".
+**  3. claim a commit sequence number, then decide: CAS the descriptor from
+**     PENDING to the seq. This CAS is the commit point.
+**  4. stamp our versions with the seq, mark the sequence decided, and wait
+**     until publication reaches it, so that the caller's next snapshot sees
+**     this commit.
+** A process killed anywhere in 1-3 leaves a PENDING descriptor, which the
+** reaper aborts: wholly absent. Killed after 3: wholly visible once reaped.
+*/
+#include "internal.h"
+
+#include "error.h"
+#include "mvcc.h"
+#include "seqring.h"
+#include "skiplist.h"
+#include "testhooks.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- transaction entries of a handle ---------------------------------- */
+
+static int claim_entry(sochdb *db, uint32_t *out)
+{
+  for (uint32_t w = 0; w < SHM_TXNS_PER_SLOT / 64; w++) {
+    /* relaxed: the bitmap only arbitrates between our own threads; the
+    ** entry's shared fields have their own ordering */
+    uint64_t bits = atomic_load_explicit(&db->entry_bits[w], memory_order_relaxed);
+    while (~bits) {
+      unsigned b = (unsigned)__builtin_ctzll(~bits);
+      if (atomic_compare_exchange_weak_explicit(&db->entry_bits[w], &bits, bits | (1ull << b),
+                                                memory_order_acquire, memory_order_relaxed)) {
+        *out = w * 64 + b;
+        return SOCHDB_OK;
+      }
+    }
+  }
+  return sdb_fail(SOCHDB_BUSY, "this handle already has %u open transactions", SHM_TXNS_PER_SLOT);
+}
+
+static void release_entry(sochdb *db, uint32_t entry)
+{
+  /* release: our last writes to the entry happen-before its next user's */
+  atomic_fetch_and_explicit(&db->entry_bits[entry / 64], ~(1ull << (entry % 64)), memory_order_release);
+}
+
+static void link_txn(sochdb_txn *t)
+{
+  sochdb *db = t->db;
+  pthread_mutex_lock(&db->txns_lock);
+  t->next = db->txns;
+  if (db->txns)
+    db->txns->prev = t;
+  db->txns = t;
+  pthread_mutex_unlock(&db->txns_lock);
+}
+
+static void finish_txn(sochdb_txn *t)
+{
+  sochdb *db = t->db;
+  pthread_mutex_lock(&db->txns_lock);
+  if (t->prev)
+    t->prev->next = t->next;
+  else
+    db->txns = t->next;
+  if (t->next)
+    t->next->prev = t->prev;
+  pthread_mutex_unlock(&db->txns_lock);
+  /* release: the snapshot is dropped only after our last read of the region */
+  atomic_store_explicit(&sdb_txn_entry(t)->snapshot, 0, memory_order_release);
+  release_entry(db, t->entry);
+  wbuf_free(&t->writes);
+  free(t);
+}
+
+static struct shm_slot_stats *my_stats(const sochdb *db) { return &shm_slot_at(&db->region, db->slot)->stats; }
+
+static void count(_Atomic uint64_t *counter, uint64_t n)
+{
+  atomic_fetch_add_explicit(counter, n, memory_order_relaxed);   /* statistics only */
+}
+
+/* ---- begin / put / delete / get --------------------------------------- */
+
+int sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out)
+{
+  int rc = sdb_check_db(db);
+  if (rc != SOCHDB_OK)
+    return rc;
+  if (!out)
+    return sdb_fail(SOCHDB_INVALID, "NULL transaction output");
+  *out = NULL;
+  if (flags & ~SOCHDB_TXN_READONLY)
+    return sdb_fail(SOCHDB_INVALID, "unknown transaction flags 0x%x", flags);
+  sochdb_txn *t = calloc(1, sizeof *t);
+  if (!t)
+    return sdb_fail(SOCHDB_NOMEM, "allocating a transaction");
+  rc = claim_entry(db, &t->entry);
+  if (rc != SOCHDB_OK) {
+    free(t);
+    return rc;
+  }
+  t->db = db;
+  t->flags = flags;
+  wbuf_init(&t->writes);
+  t->snapshot = slots_publish_snapshot(&db->region, sdb_txn_entry(t));
+  arena_view(&db->region, &t->view);   /* after the snapshot: see txn.c header */
+  link_txn(t);
+  CRASHPOINT("txn.begin.snapshot");
+  *out = t;
+  return SOCHDB_OK;
+}
+
+static int check_key(const void *key, size_t klen)
+{
+  if (!key)
+    return sdb_fail(SOCHDB_INVALID, "NULL key");
+  if (klen == 0 || klen > SOCHDB_MAX_KEY)
+    return sdb_fail(SOCHDB_INVALID, "key is %zu bytes; keys are 1 to %u bytes", klen, SOCHDB_MAX_KEY);
+  return SOCHDB_OK;
+}
+
+static int buffer_write(sochdb_txn *t, const void *key, size_t klen, const void *val, size_t vlen, int tomb)
+{
+  int rc = sdb_check_txn(t);
+  if (rc == SOCHDB_OK)
+    rc = check_key(key, klen);
+  if (rc != SOCHDB_OK)
+    return rc;
+  if (t->flags & SOCHDB_TXN_READONLY)
+    return sdb_fail(SOCHDB_INVALID, "write in a read-only transaction");
+  if (vlen > SOCHDB_MAX_VALUE)
+    return sdb_fail(SOCHDB_INVALID, "value is %zu bytes; the limit is %u", vlen, SOCHDB_MAX_VALUE);
+  if (!val && vlen)
+    return sdb_fail(SOCHDB_INVALID, "NULL value with length %zu", vlen);
+  if (mv_version_bytes(vlen) + klen + 256 > t->db->max_version_bytes)
+    return sdb_fail(SOCHDB_INVALID, "value of %zu bytes does not fit this database's %llu-byte memtables",
+                    vlen, (unsigned long long)t->db->region.hdr->memtable_bytes);
+  if (wbuf_put(&t->writes, key, (uint32_t)klen, val, (uint32_t)vlen, tomb) != 0)
+    return sdb_fail(SOCHDB_NOMEM, "buffering a write of %zu bytes", klen + vlen);
+  CRASHPOINT("put.buffered");
+  return SOCHDB_OK;
+}
+
+int sochdb_put(sochdb_txn *t, const void *key, size_t klen, const void *val, size_t vlen)
+{
+  return buffer_write(t, key, klen, val ? val : "", vlen, 0);
+}
+
+int sochdb_delete(sochdb_txn *t, const void *key, size_t klen)
+{
+  return buffer_write(t, key, klen, NULL, 0, 1);
+}
+
+static const struct mv_version *snapshot_lookup(const sochdb_txn *t, const void *key, uint32_t klen)
+{
+  const shm_region *r = &t->db->region;
+  for (uint32_t i = 0; i < t->view.n; i++) {   /* newest memtable first */
+    uint64_t node = sl_find(r, t->view.idx[i], key, klen);
+    const struct mv_version *v = node ? mv_visible(r, node, t->snapshot) : NULL;
+    if (v)
+      return v;
+  }
+  return NULL;
+}
+
+int sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, size_t *vlen)
+{
+  int rc = sdb_check_txn(t);
+  if (rc == SOCHDB_OK)
+    rc = check_key(key, klen);
+  if (rc != SOCHDB_OK)
+    return rc;
+  if (!val || !vlen)
+    return sdb_fail(SOCHDB_INVALID, "NULL value output");
+  const struct wb_entry *own = wbuf_get(&t->writes, key, (uint32_t)klen);
+  if (own) {
+    if (own->tombstone)
+      return SOCHDB_NOTFOUND;
+    *val = own->val;
+    *vlen = own->vlen;
+    return SOCHDB_OK;
+  }
+  const struct mv_version *v = snapshot_lookup(t, key, (uint32_t)klen);
+  if (!v || (v->flags & MV_TOMBSTONE))
+    return SOCHDB_NOTFOUND;
+  *val = v->value;            /* zero-copy: the arena outlives our snapshot */
+  *vlen = v->vlen;
+  return SOCHDB_OK;
+}
+
+/* ---- commit ------------------------------------------------------------- */
+
+struct installed {
+  uint32_t mt;
+  uint64_t node;
+};
+
+struct commit_ctx {
+  sochdb_txn           *t;
+  shm_region           *r;
+  struct shm_txn_entry *e;
+  uint64_t              ref;        /* what our versions call our descriptor */
+  struct timespec       deadline;   /* for waiting on a free arena */
+  int                   deadline_set;
+};
+
+static int past(const struct timespec *d)
+{
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return now.tv_sec > d->tv_sec || (now.tv_sec == d->tv_sec && now.tv_nsec >= d->tv_nsec);
+}
+
+/* The active memtable `full` had no room: rotate, or wait for a free arena
+** until busy_timeout_ms is spent. */
+static int make_room(struct commit_ctx *c, uint32_t full)
+{
+  if (arena_rotate(c->r, c->t->db->slot, full) == SOCHDB_OK)
+    return SOCHDB_OK;
+  if (!c->deadline_set) {
+    clock_gettime(CLOCK_MONOTONIC, &c->deadline);
+    c->deadline.tv_sec += c->t->db->busy_timeout_ms / 1000;
+    c->deadline.tv_nsec += (long)(c->t->db->busy_timeout_ms % 1000) * 1000000L;
+    if (c->deadline.tv_nsec >= 1000000000L) {
+      c->deadline.tv_sec++;
+      c->deadline.tv_nsec -= 1000000000L;
+    }
+    c->deadline_set = 1;
+  }
+  if (past(&c->deadline))
+    return sdb_fail(SOCHDB_BUSY, "every memtable arena is full and none was freed within %u ms",
+                    c->t->db->busy_timeout_ms);
+  struct timespec pause = { 0, 1000000 };   /* 1 ms */
+  nanosleep(&pause, NULL);
+  return SOCHDB_OK;
+}
+
+/* Allocate and fill our version of w in memtable mt, on our descriptor's list. */
+static uint64_t new_version(struct commit_ctx *c, uint32_t mt, const struct wb_entry *w)
+{
+  uint64_t off = arena_alloc(c->r, mt, mv_version_bytes(w->vlen));
+  if (!off)
+    return 0;
+  struct mv_version *v = shm_at(c->r, off);
+  atomic_init(&v->seq, 0);
+  v->txn = c->ref;
+  v->vlen = w->vlen;
+  v->flags = w->tombstone ? MV_TOMBSTONE : 0;
+  memcpy(v->value, w->val, w->vlen);
+  atomic_init(&v->txn_next, atomic_load_explicit(&c->e->versions, memory_order_relaxed));
+  /* release: on the list before it is in any chain, so a reaper of this
+  ** process always finds (and stamps) every version it may have installed */
+  atomic_store_explicit(&c->e->versions, off, memory_order_release);
+  return off;
+}
+
+static int install_one(struct commit_ctx *c, const struct wb_entry *w, struct installed *at)
+{
+  uint32_t my_slot = c->t->db->slot;
+  for (;;) {
+    uint32_t mt = arena_active(c->r);
+    uint64_t node = sl_find_or_insert(c->r, mt, w->key, w->klen);
+    uint64_t v = node ? new_version(c, mt, w) : 0;
+    if (!v) {
+      int rc = make_room(c, mt);
+      if (rc != SOCHDB_OK)
+        return rc;
+      continue;
+    }
+    for (;;) {
+      uint32_t blocker;
+      switch (mv_install(c->r, node, v, c->t->snapshot, &blocker)) {
+      case MV_INSTALLED:
+        at->mt = mt;
+        at->node = node;
+        return SOCHDB_OK;
+      case MV_CONFLICT:
+        return SOCHDB_CONFLICT;
+      case MV_BLOCKED:
+        if (blocker == my_slot || !slots_reap_if_dead(c->r, my_slot, blocker))
+          return SOCHDB_CONFLICT;    /* a live transaction is committing this key */
+        break;                       /* its owner was dead and is reaped: look again */
+      }
+    }
+  }
+}
+
+static uint64_t memtable_id(const shm_region *r, uint32_t mt)
+{
+  return atomic_load_explicit(&arena_memtable(r, mt)->id, memory_order_relaxed);
+}
+
+/* Step 2: the key's versions in the other live memtables. */
+static int check_elsewhere(struct commit_ctx *c, const struct wb_entry *w, const struct installed *at,
+                           const struct mt_view *view)
+{
+  uint32_t my_slot = c->t->db->slot;
+  for (uint32_t i = 0; i < view->n; i++) {
+    uint32_t mt = view->idx[i];
+    if (mt == at->mt)
+      continue;
+    uint64_t node = sl_find(c->r, mt, w->key, w->klen);
+    uint64_t state;
+    const struct mv_version *live;
+    while (node && (live = mv_newest_live(c->r, node, &state)) && state == 0) {
+      if (!slots_reap_if_dead(c->r, my_slot, txn_ref_slot(live->txn)))
+        return SOCHDB_CONFLICT;      /* someone else is committing this key */
+    }
+    if (!node || !live)
+      continue;
+    if (state > c->t->snapshot || memtable_id(c->r, mt) > memtable_id(c->r, at->mt))
+      return SOCHDB_CONFLICT;
+  }
+  return SOCHDB_OK;
+}
+
+static int install_all(struct commit_ctx *c, const uint32_t *order, struct installed *at)
+{
+  const struct wbuf *wb = &c->t->writes;
+  for (size_t i = 0; i < wb->n; i++) {
+    int rc = install_one(c, &wb->ents[order[i]], &at[i]);
+    if (rc != SOCHDB_OK)
+      return rc;
+    CRASHPOINT("commit.install");
+  }
+  struct mt_view view;
+  arena_view(c->r, &view);               /* fresh: rotations since begin count */
+  if (view.n < 2)
+    return SOCHDB_OK;
+  for (size_t i = 0; i < wb->n; i++) {
+    int rc = check_elsewhere(c, &wb->ents[order[i]], &at[i], &view);
+    if (rc != SOCHDB_OK)
+      return rc;
+  }
+  return SOCHDB_OK;
+}
+
+/* Steps 3 and 4: claim, decide, stamp, publish. Cannot fail. */
+static void decide_and_publish(struct commit_ctx *c, uint32_t did)
+{
+  sochdb *db = c->t->db;
+  uint64_t seq = seqring_claim(c->r, db->slot, did);
+  atomic_store_explicit(&c->e->seq, seq, memory_order_relaxed);
+  CRASHPOINT("commit.claim_seq");
+  uint64_t pending = TXN_PENDING;
+  /* acq_rel: the commit point. Only a reaper could race us, and only if we
+  ** were dead, so this CAS succeeds. */
+  atomic_compare_exchange_strong_explicit(&c->e->state, &pending, seq, memory_order_acq_rel,
+                                          memory_order_acquire);
+  CRASHPOINT("commit.decided");
+  slots_retire_descriptor(c->r, c->e);  /* stamps our versions with seq */
+  CRASHPOINT("commit.stamped");
+  seqring_decide(c->r, seq, did);
+  seqring_wait_published(c->r, db->slot, seq);
+  CRASHPOINT("commit.published");
+}
+
+static int commit_writes(sochdb_txn *t)
+{
+  sochdb *db = t->db;
+  struct commit_ctx c = { .t = t, .r = &db->region, .e = sdb_txn_entry(t) };
+  c.ref = txn_ref(db->slot, t->entry, atomic_load_explicit(&c.e->gen, memory_order_relaxed));
+  const uint32_t *order = wbuf_sorted(&t->writes);   /* key order: see header */
+  struct installed *at = order ? malloc(t->writes.n * sizeof *at) : NULL;
+  if (!at)
+    return sdb_fail(SOCHDB_NOMEM, "committing %zu writes", t->writes.n);
+  int rc = install_all(&c, order, at);
+  free(at);
+  struct shm_slot_stats *st = my_stats(db);
+  if (rc != SOCHDB_OK) {
+    slots_retire_descriptor(c.r, c.e);   /* aborts: our intents become invisible */
+    count(rc == SOCHDB_CONFLICT ? &st->conflicts : &st->aborts, 1);
+    return rc == SOCHDB_CONFLICT ? sdb_fail(rc, "a concurrent transaction wrote the same key") : rc;
+  }
+  decide_and_publish(&c, seqring_did(db->slot, t->entry));
+  count(&st->commits, 1);
+  count(&st->keys_written, t->writes.n);
+  return SOCHDB_OK;
+}
+
+int sochdb_commit(sochdb_txn *t, unsigned flags)
+{
+  int rc = sdb_check_txn(t);
+  if (rc != SOCHDB_OK) {
+    if (t && atomic_load_explicit(&t->db->forked, memory_order_relaxed)) {
+      wbuf_free(&t->writes);   /* the child may free its copy, nothing more */
+      free(t);
+    }
+    return rc;
+  }
+  if (flags & ~SOCHDB_ASYNC) {
+    sochdb_abort(t);
+    return sdb_fail(SOCHDB_INVALID, "unknown commit flags 0x%x (the transaction was aborted)", flags);
+  }
+  if (t->writes.n)
+    rc = commit_writes(t);
+  finish_txn(t);
+  return rc;
+}
+
+void sochdb_abort(sochdb_txn *t)
+{
+  if (!t)
+    return;
+  if (atomic_load_explicit(&t->db->forked, memory_order_relaxed)) {
+    wbuf_free(&t->writes);
+    free(t);
+    return;
+  }
+  count(&my_stats(t->db)->aborts, 1);
+  finish_txn(t);
+}
+
+void sdb_txn_abort_all(sochdb *db)
+{
+  while (db->txns)
+    sochdb_abort(db->txns);
+}

@@ -1,0 +1,156 @@
+/*
+** wbuf.c — the transaction write buffer (see wbuf.h).
+*/
+#include "wbuf.h"
+
+#include "skiplist.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define CHUNK_BYTES (64u * 1024u)
+
+struct wb_chunk {
+  struct wb_chunk *next;
+  size_t used, cap;
+  uint8_t data[];
+};
+
+void wbuf_init(struct wbuf *wb) { memset(wb, 0, sizeof *wb); }
+
+void wbuf_free(struct wbuf *wb)
+{
+  for (struct wb_chunk *c = wb->chunks, *next; c; c = next) {
+    next = c->next;
+    free(c);
+  }
+  free(wb->ents);
+  free(wb->index);
+  free(wb->order);
+  memset(wb, 0, sizeof *wb);
+}
+
+/* Copy bytes into the chunk arena; large payloads get a chunk of their own. */
+static const uint8_t *stash(struct wbuf *wb, const void *p, size_t n)
+{
+  struct wb_chunk *c = wb->chunks;
+  if (!c || c->cap - c->used < n) {
+    size_t cap = n > CHUNK_BYTES / 4 ? n : CHUNK_BYTES;
+    c = malloc(sizeof *c + cap);
+    if (!c)
+      return NULL;
+    c->used = 0;
+    c->cap = cap;
+    if (n > CHUNK_BYTES / 4 && wb->chunks) {   /* keep the current small chunk in front */
+      c->next = wb->chunks->next;
+      wb->chunks->next = c;
+    } else {
+      c->next = wb->chunks;
+      wb->chunks = c;
+    }
+  }
+  uint8_t *dst = c->data + c->used;
+  if (n)
+    memcpy(dst, p, n);
+  c->used += (n + 7) & ~(size_t)7;
+  if (c->used > c->cap)
+    c->used = c->cap;
+  return dst;
+}
+
+static int grow_index(struct wbuf *wb)
+{
+  size_t cap = wb->index_cap ? wb->index_cap * 2 : 64;
+  uint32_t *idx = calloc(cap, sizeof *idx);
+  if (!idx)
+    return -1;
+  for (size_t i = 0; i < wb->n; i++) {
+    size_t h = wb->ents[i].hash & (cap - 1);
+    while (idx[h])
+      h = (h + 1) & (cap - 1);
+    idx[h] = (uint32_t)i + 1;
+  }
+  free(wb->index);
+  wb->index = idx;
+  wb->index_cap = cap;
+  return 0;
+}
+
+static long find_slot(const struct wbuf *wb, const void *key, uint32_t klen, uint64_t hash)
+{
+  if (!wb->index_cap)
+    return -1;
+  for (size_t h = hash & (wb->index_cap - 1);; h = (h + 1) & (wb->index_cap - 1)) {
+    uint32_t i = wb->index[h];
+    if (!i)
+      return -(long)h - 2;                        /* free slot h */
+    const struct wb_entry *e = &wb->ents[i - 1];
+    if (e->hash == hash && e->klen == klen && memcmp(e->key, key, klen) == 0)
+      return (long)i - 1;
+  }
+}
+
+const struct wb_entry *wbuf_get(const struct wbuf *wb, const void *key, uint32_t klen)
+{
+  long i = find_slot(wb, key, klen, XXH3_64bits(key, klen));
+  return i >= 0 ? &wb->ents[i] : NULL;
+}
+
+int wbuf_put(struct wbuf *wb, const void *key, uint32_t klen, const void *val, uint32_t vlen, int tombstone)
+{
+  uint64_t hash = XXH3_64bits(key, klen);
+  if ((wb->n + 1) * 2 > wb->index_cap && grow_index(wb) != 0)
+    return -1;
+  const uint8_t *v = stash(wb, val, tombstone ? 0 : vlen);
+  if (!v)
+    return -1;
+  long i = find_slot(wb, key, klen, hash);
+  if (i >= 0) {                                   /* overwrite: same key, new value */
+    wb->ents[i].val = v;
+    wb->ents[i].vlen = tombstone ? 0 : vlen;
+    wb->ents[i].tombstone = tombstone;
+    wb->bytes += vlen;
+    return 0;
+  }
+  if (wb->n == wb->cap) {
+    size_t cap = wb->cap ? wb->cap * 2 : 16;
+    struct wb_entry *e = realloc(wb->ents, cap * sizeof *e);
+    if (!e)
+      return -1;
+    wb->ents = e;
+    wb->cap = cap;
+  }
+  const uint8_t *k = stash(wb, key, klen);
+  if (!k)
+    return -1;
+  wb->ents[wb->n] = (struct wb_entry){ k, v, klen, tombstone ? 0 : vlen, hash, tombstone };
+  wb->index[-i - 2] = (uint32_t)++wb->n;
+  wb->sorted = 0;
+  wb->bytes += klen + vlen;
+  return 0;
+}
+
+/* glibc's qsort_r passes the entry array as context: two threads may sort
+** two transactions' buffers at once, so no static may carry it. */
+static int by_key(const void *a, const void *b, void *ctx)
+{
+  const struct wb_entry *ents = ctx;
+  const struct wb_entry *x = &ents[*(const uint32_t *)a], *y = &ents[*(const uint32_t *)b];
+  return sl_compare(x->key, x->klen, y->key, y->klen);
+}
+
+const uint32_t *wbuf_sorted(struct wbuf *wb)
+{
+  if (wb->sorted)
+    return wb->order;
+  uint32_t *order = realloc(wb->order, (wb->n ? wb->n : 1) * sizeof *order);
+  if (!order)
+    return NULL;
+  wb->order = order;
+  for (size_t i = 0; i < wb->n; i++)
+    order[i] = (uint32_t)i;
+  qsort_r(order, wb->n, sizeof *order, by_key, wb->ents);
+  wb->sorted = 1;
+  return order;
+}

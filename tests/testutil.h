@@ -1,0 +1,363 @@
+/*
+** testutil.h — small helpers shared by the Criterion suites that fork
+** processes: temporary directories, the region directory, bounded waits for
+** children, shared result arrays, and retrying write transactions.
+**
+** Everything here is static inline so each test file gets its own copy and no
+** extra object has to be linked. Nothing here calls cr_assert: helpers that
+** run in forked children must never report to Criterion (children report by
+** exit status), so the helpers return codes and the tests assert.
+**
+** Per-test life cycle (see tu_setup / tu_teardown, meant for .init / .fini):
+**   - a fresh database directory made with mkdtemp under /tmp;
+**   - if SOCHDB_SHM_DIR is unset (not run by ctest), a per-test directory for
+**     the region files, exported with setenv so forked children inherit it;
+**   - at the end: every child still registered is killed and reaped, the
+**     region file is unlinked (path from a handle opened just for that),
+**     and the temporary directories are removed recursively.
+** Criterion runs .fini even after a failed assertion, so nothing is left behind.
+*/
+#ifndef SOCHDB_TESTUTIL_H
+#define SOCHDB_TESTUTIL_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sochdb.h"
+
+#define TU_MAX_CHILDREN 256
+
+/* Per-test state (one test per process under Criterion, so globals are fine). */
+static char *tu_db_dir;          /* the test's database directory */
+static char *tu_own_shm_dir;     /* the region directory we created, if SOCHDB_SHM_DIR was unset */
+static pid_t tu_children[TU_MAX_CHILDREN];
+static int tu_nchildren;
+
+/* ---------------------------------------------------------------- time */
+
+static inline void tu_sleep_ms(unsigned ms)
+{
+  struct timespec ts = { (time_t)(ms / 1000u), (long)(ms % 1000u) * 1000000L };
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+static inline void tu_sleep_us(unsigned us)
+{
+  struct timespec ts = { (time_t)(us / 1000000u), (long)(us % 1000000u) * 1000L };
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+/* ------------------------------------------------------- directories */
+
+/* A fresh directory /tmp/sochdb-test-XXXXXX (malloc'd), or NULL. */
+static inline char *tu_tmpdir(void)
+{
+  char tmpl[] = "/tmp/sochdb-test-XXXXXX";
+  if (!mkdtemp(tmpl)) return NULL;
+  return strdup(tmpl);
+}
+
+static inline int tu_rmrf_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+  (void)sb; (void)flag; (void)ftw;
+  if (remove(path) != 0 && errno != ENOENT) return -1;
+  return 0;
+}
+
+/* rm -rf path (does not follow symlinks, does not cross devices). 0 on success. */
+static inline int tu_rmrf(const char *path)
+{
+  if (!path) return 0;
+  struct stat st;
+  if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : -1;
+  return nftw(path, tu_rmrf_cb, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+/* Make sure region files go somewhere private to the test when not run by ctest. */
+static inline void tu_shm_env_setup(void)
+{
+  const char *d = getenv("SOCHDB_SHM_DIR");
+  if (d && *d) return;
+  tu_own_shm_dir = tu_tmpdir();
+  if (tu_own_shm_dir) setenv("SOCHDB_SHM_DIR", tu_own_shm_dir, 1);
+}
+
+/* Unlink the region file of dir: open a handle just for this, take its path. */
+static inline void tu_remove_region(const char *dir)
+{
+  sochdb_options o;
+  memset(&o, 0, sizeof o);
+  o.create_if_missing = -1;   /* never create a database just to delete it */
+  sochdb *db = NULL;
+  if (sochdb_open(dir, &o, &db) != SOCHDB_OK || !db) return;
+  const char *p = sochdb_region_path(db);
+  if (p) unlink(p);
+  sochdb_close(db);
+}
+
+/* ------------------------------------------------------------ children */
+
+/* fork(), remembering the child so teardown can kill it if the test fails. */
+static inline pid_t tu_fork(void)
+{
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid > 0 && tu_nchildren < TU_MAX_CHILDREN) tu_children[tu_nchildren++] = pid;
+  return pid;
+}
+
+static inline void tu_forget_child(pid_t pid)
+{
+  for (int i = 0; i < tu_nchildren; i++)
+    if (tu_children[i] == pid) {
+      tu_children[i] = tu_children[--tu_nchildren];
+      return;
+    }
+}
+
+/* Wait for pid up to limit_ms (polling every 1 ms). 0 and *status on exit;
+** -1 on timeout, after which the child has been SIGKILLed and reaped. */
+static inline int tu_wait_child(pid_t pid, unsigned limit_ms, int *status)
+{
+  int st = 0;
+  for (unsigned i = 0; i <= limit_ms; i++) {
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid) {
+      tu_forget_child(pid);
+      if (status) *status = st;
+      return 0;
+    }
+    if (r < 0 && errno != EINTR) {
+      tu_forget_child(pid);
+      if (status) *status = -1;
+      return -1;
+    }
+    tu_sleep_ms(1);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, &st, 0);
+  tu_forget_child(pid);
+  if (status) *status = st;
+  return -1;
+}
+
+/* Wait for n children with one shared deadline. statuses[i] gets each status.
+** Returns how many did not finish in time (those were killed and reaped). */
+static inline int tu_wait_children(const pid_t *pids, int n, unsigned limit_ms, int *statuses)
+{
+  int left = n, late = 0;
+  char done[TU_MAX_CHILDREN] = { 0 };
+  for (unsigned t = 0; left > 0 && t <= limit_ms; t++) {
+    for (int i = 0; i < n; i++) {
+      if (done[i]) continue;
+      int st = 0;
+      pid_t r = waitpid(pids[i], &st, WNOHANG);
+      if (r == pids[i] || (r < 0 && errno != EINTR)) {
+        statuses[i] = r == pids[i] ? st : -1;
+        done[i] = 1;
+        left--;
+        tu_forget_child(pids[i]);
+      }
+    }
+    if (left > 0) tu_sleep_ms(1);
+  }
+  for (int i = 0; i < n; i++) {
+    if (done[i]) continue;
+    kill(pids[i], SIGKILL);
+    int st = 0;
+    waitpid(pids[i], &st, 0);
+    statuses[i] = st;
+    tu_forget_child(pids[i]);
+    late++;
+  }
+  return late;
+}
+
+/* Children that exited 0 out of n. */
+static inline int tu_count_ok(const int *statuses, int n)
+{
+  int ok = 0;
+  for (int i = 0; i < n; i++)
+    if (statuses[i] != -1 && WIFEXITED(statuses[i]) && WEXITSTATUS(statuses[i]) == 0) ok++;
+  return ok;
+}
+
+/* "exit 3", "signal 9", ... into buf (for assertion messages). */
+static inline const char *tu_status_str(int status, char *buf, size_t n)
+{
+  if (status == -1) snprintf(buf, n, "unknown (waitpid failed)");
+  else if (WIFEXITED(status)) snprintf(buf, n, "exit %d", WEXITSTATUS(status));
+  else if (WIFSIGNALED(status)) snprintf(buf, n, "signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  else snprintf(buf, n, "status 0x%x", (unsigned)status);
+  return buf;
+}
+
+static inline void tu_kill_all_children(void)
+{
+  while (tu_nchildren > 0) {
+    pid_t pid = tu_children[--tu_nchildren];
+    kill(pid, SIGKILL);
+    int st;
+    waitpid(pid, &st, 0);
+  }
+}
+
+/* Read exactly one byte from fd within limit_ms. 1 = got it, 0 = EOF, -1 = timeout/error. */
+static inline int tu_read_byte(int fd, unsigned limit_ms, char *out)
+{
+  struct pollfd p = { .fd = fd, .events = POLLIN };
+  for (;;) {
+    int r = poll(&p, 1, (int)limit_ms);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    ssize_t k = read(fd, out, 1);
+    if (k < 0 && errno == EINTR) continue;
+    return k == 1 ? 1 : (k == 0 ? 0 : -1);
+  }
+}
+
+/* --------------------------------------------------- shared memory */
+
+/* Zeroed memory shared with children forked afterwards (MAP_SHARED|MAP_ANONYMOUS). */
+static inline void *tu_shared_alloc(size_t bytes)
+{
+  void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? NULL : p;
+}
+
+static inline void tu_shared_free(void *p, size_t bytes)
+{
+  if (p) munmap(p, bytes);
+}
+
+/* ------------------------------------------------------ values */
+
+/* Does (val, vlen) hold exactly the C string s? */
+static inline int tu_val_eq(const void *val, size_t vlen, const char *s)
+{
+  size_t n = strlen(s);
+  return vlen == n && (n == 0 || memcmp(val, s, n) == 0);
+}
+
+/* Parse a decimal integer stored without a terminator. 0 on success. */
+static inline int tu_parse_i64(const void *val, size_t vlen, int64_t *out)
+{
+  char buf[32];
+  if (!val || vlen == 0 || vlen >= sizeof buf) return -1;
+  memcpy(buf, val, vlen);
+  buf[vlen] = 0;
+  char *end = NULL;
+  errno = 0;
+  long long v = strtoll(buf, &end, 10);
+  if (errno || end != buf + vlen) return -1;
+  *out = (int64_t)v;
+  return 0;
+}
+
+/* Byte order of keys as the engine defines it (memcmp, shorter prefix first). */
+static inline int tu_keycmp(const void *a, size_t alen, const void *b, size_t blen)
+{
+  size_t n = alen < blen ? alen : blen;
+  int c = n ? memcmp(a, b, n) : 0;
+  if (c) return c;
+  return alen < blen ? -1 : (alen > blen ? 1 : 0);
+}
+
+/* ------------------------------------------------------ transactions */
+
+/* Read key (C string) in t into buf as a C string. Returns the sochdb code;
+** on SOCHDB_OK buf holds the value (truncated to n-1 bytes, which the
+** tests never reach). */
+static inline int tu_get_str(sochdb_txn *t, const char *key, char *buf, size_t n)
+{
+  const void *v = NULL;
+  size_t vl = 0;
+  int rc = sochdb_get(t, key, strlen(key), &v, &vl);
+  if (rc != SOCHDB_OK) {
+    if (n) buf[0] = 0;
+    return rc;
+  }
+  if (vl >= n) vl = n - 1;
+  memcpy(buf, v, vl);
+  buf[vl] = 0;
+  return SOCHDB_OK;
+}
+
+/* Commit keys[0..nkeys) = value in one transaction, retrying SOCHDB_CONFLICT
+** (and SOCHDB_BUSY) up to max_retries times with a 1 ms sleep between
+** attempts. *conflicts (may be NULL) counts the retries. Returns the last code. */
+static inline int tu_put_all_retry(sochdb *db, const char *const *keys, int nkeys, const char *value,
+                                   unsigned flags, unsigned max_retries, unsigned *conflicts)
+{
+  int rc = SOCHDB_CONFLICT;
+  for (unsigned attempt = 0; attempt <= max_retries; attempt++) {
+    sochdb_txn *t = NULL;
+    rc = sochdb_txn_begin(db, 0, &t);
+    if (rc != SOCHDB_OK) return rc;
+    for (int i = 0; i < nkeys && rc == SOCHDB_OK; i++)
+      rc = sochdb_put(t, keys[i], strlen(keys[i]), value, strlen(value));
+    if (rc != SOCHDB_OK) {
+      sochdb_abort(t);
+      return rc;
+    }
+    rc = sochdb_commit(t, flags);
+    if (rc != SOCHDB_CONFLICT && rc != SOCHDB_BUSY) return rc;
+    if (conflicts) (*conflicts)++;
+    tu_sleep_ms(1);
+  }
+  return rc;
+}
+
+/* --------------------------------------------------- fixture */
+
+/* .init: fresh database directory (tu_db_dir) and region directory. */
+static inline void tu_setup(void)
+{
+  tu_nchildren = 0;
+  tu_shm_env_setup();
+  tu_db_dir = tu_tmpdir();
+}
+
+/* .fini: kill leftover children, unlink the region, remove the directories. */
+static inline void tu_teardown(void)
+{
+  tu_kill_all_children();
+  if (tu_db_dir) {
+    tu_remove_region(tu_db_dir);
+    tu_rmrf(tu_db_dir);
+    free(tu_db_dir);
+    tu_db_dir = NULL;
+  }
+  if (tu_own_shm_dir) {
+    tu_rmrf(tu_own_shm_dir);
+    unsetenv("SOCHDB_SHM_DIR");
+    free(tu_own_shm_dir);
+    tu_own_shm_dir = NULL;
+  }
+}
+
+/* In a child: open our own handle on dir or _exit(code). */
+static inline sochdb *tu_child_open(const char *dir, int code)
+{
+  sochdb *db = NULL;
+  if (sochdb_open(dir, NULL, &db) != SOCHDB_OK || !db) _exit(code);
+  return db;
+}
+
+#endif /* SOCHDB_TESTUTIL_H */

@@ -1,0 +1,892 @@
+/*
+** sochdb.c — the `sochdb` command-line tool: read and write the keys of a
+** database directory from the shell, and watch the counters of its shared
+** region while other processes use it.
+**
+**   sochdb [--json] COMMAND DIR [ARGS]     (sochdb --help lists the commands)
+**
+** Every command is one transaction, so a `get` or `scan` sees one consistent
+** snapshot even while other processes write. Keys and values are taken from
+** argv byte for byte; output escapes them only where a line-oriented format
+** needs it. Exit status: 0 success, 1 not found, 2 usage error, 3 database
+** or I/O error.
+*/
+#include "sochdb.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Scripts depend on these, so they are part of the interface. */
+enum { EXIT_OK = 0, EXIT_NOT_FOUND = 1, EXIT_USAGE = 2, EXIT_DB_ERROR = 3 };
+
+/* A write transaction that lost a conflict changed nothing, so running it
+** again is always safe; a person at a shell has no better plan either. */
+#define WRITE_ATTEMPTS 10
+
+#define DEFAULT_INTERVAL_MS 1000ull
+#define MAX_INTERVAL_MS     (24ull * 3600 * 1000)
+
+typedef struct args args;
+typedef struct command command;
+
+/* Everything the command line said, then what prepare() derived from it. */
+struct args {
+  const command *cmd;
+  const char *pos[3];           /* DIR and up to two more */
+  int npos;
+  int json, help, raw, keys_only, watch;
+  const char *prefix, *start, *end, *limit_arg, *interval_arg;
+
+  /* Derived before the database is opened. */
+  const char *dir;
+  const char *key;
+  size_t klen;
+  const void *value;
+  size_t vlen;
+  char *stdin_value;            /* owns value when it came from stdin */
+  const char *lo, *hi;          /* scan range [lo, hi); NULL = unbounded */
+  size_t lolen, hilen;
+  char prefix_end[SOCHDB_MAX_KEY];
+  unsigned long long limit;     /* ULLONG_MAX = no limit */
+  unsigned long long interval_ms;
+};
+
+enum { CMD_PUT = 1u, CMD_GET = 2u, CMD_DEL = 4u, CMD_SCAN = 8u, CMD_STATS = 16u, CMD_ALL = 31u };
+
+struct command {
+  const char *name;
+  unsigned id;                  /* its bit in option.commands */
+  int nargs;                    /* arguments after DIR */
+  int create_if_missing;        /* passed to sochdb_open: 1 or -1 */
+  const char *synopsis;         /* what follows "sochdb NAME" */
+  const char *summary;          /* one line in `sochdb --help` */
+  const char *details;          /* the rest of `sochdb NAME --help` */
+  int (*prepare)(args *a);      /* checks arguments before anything is opened; may be NULL */
+  int (*run)(sochdb *db, const args *a);
+};
+
+/* ---------------------------------------------------------------- output */
+
+/* Reads sochdb_strerror() first: sochdb_last_error() is only guaranteed
+** until this thread's next sochdb call, and strerror is one. */
+static int db_error(const char *what, int rc)
+{
+  const char *message = sochdb_strerror(rc);
+  const char *detail = sochdb_last_error();
+  if (detail[0] != '\0')
+    fprintf(stderr, "sochdb: %s: %s (%s)\n", what, message, detail);
+  else
+    fprintf(stderr, "sochdb: %s: %s\n", what, message);
+  return EXIT_DB_ERROR;
+}
+
+/* One entry must stay one line, so the bytes that would break a line or a
+** tab-separated column, and any byte a terminal would interpret, are escaped. */
+static void put_escaped(FILE *f, const void *bytes, size_t n)
+{
+  const unsigned char *p = bytes;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = p[i];
+    if (c == '\\')       fputs("\\\\", f);
+    else if (c == '\t')  fputs("\\t", f);
+    else if (c == '\n')  fputs("\\n", f);
+    else if (c < 0x20 || c >= 0x7f) fprintf(f, "\\x%02x", c);
+    else                 fputc(c, f);
+  }
+}
+
+/* Keys and values are bytes, not UTF-8, so each byte >= 0x80 becomes
+** \u0080..\u00ff: lossless, and valid JSON whatever the data is. */
+static void put_json_string(const void *bytes, size_t n)
+{
+  const unsigned char *p = bytes;
+  putchar('"');
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = p[i];
+    if (c == '"' || c == '\\') printf("\\%c", c);
+    else if (c < 0x20 || c >= 0x7f) printf("\\u%04x", c);
+    else putchar(c);
+  }
+  putchar('"');
+}
+
+static int key_not_found(const args *a)
+{
+  fputs("sochdb: key '", stderr);
+  put_escaped(stderr, a->key, a->klen);
+  fputs("' not found\n", stderr);
+  return EXIT_NOT_FOUND;
+}
+
+/* stdout is buffered: a full disk or closed pipe only shows up here. */
+static int finish_stdout(int status)
+{
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    fprintf(stderr, "sochdb: writing the output: %s\n", strerror(errno));
+    return status == EXIT_OK ? EXIT_DB_ERROR : status;
+  }
+  return status;
+}
+
+/* --------------------------------------------------------- transactions */
+
+/* The part of a command that runs inside its transaction. It reports its
+** own errors, while sochdb_last_error() still describes them, and returns
+** an exit status. */
+typedef int (*txn_body)(sochdb_txn *t, const args *a);
+
+static int run_txn(sochdb *db, const args *a, unsigned flags, txn_body body)
+{
+  for (int attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
+    sochdb_txn *t;
+    int rc = sochdb_txn_begin(db, flags, &t);
+    if (rc != SOCHDB_OK)
+      return db_error("cannot begin a transaction", rc);
+    int status = body(t, a);
+    if (status != EXIT_OK) {
+      sochdb_abort(t);
+      return status;
+    }
+    /* Read-only transactions end with a commit too: it is free, and an
+    ** abort would be counted in the aborts statistic. */
+    rc = sochdb_commit(t, SOCHDB_SYNC);
+    if (rc == SOCHDB_OK)
+      return EXIT_OK;
+    if (rc != SOCHDB_CONFLICT)
+      return db_error("commit failed", rc);
+  }
+  fprintf(stderr, "sochdb: gave up after %d attempts that each conflicted with another writer\n",
+          WRITE_ATTEMPTS);
+  return EXIT_DB_ERROR;
+}
+
+/* ------------------------------------------------------------ arguments */
+
+static int check_key(const char *what, size_t n)
+{
+  if (n >= 1 && n <= SOCHDB_MAX_KEY)
+    return EXIT_OK;
+  fprintf(stderr, "sochdb: %s is %zu bytes; keys are 1 to %u bytes\n", what, n, SOCHDB_MAX_KEY);
+  return EXIT_USAGE;
+}
+
+static int prepare_key(args *a)
+{
+  a->key = a->pos[1];
+  a->klen = strlen(a->key);
+  return check_key("the key", a->klen);
+}
+
+/* Decimal only, whole string, within [min, max]: a typo must not turn
+** into a silent default. `want` describes the range for the message. */
+static int parse_number(const char *option, const char *s, unsigned long long min,
+                        unsigned long long max, const char *want, unsigned long long *out)
+{
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (s[0] < '0' || s[0] > '9' || *end != '\0' || errno == ERANGE || v < min || v > max) {
+    fprintf(stderr, "sochdb: %s wants %s, not '%s'\n", option, want, s);
+    return EXIT_USAGE;
+  }
+  *out = v;
+  return EXIT_OK;
+}
+
+/* Reads all of stdin. One byte past the limit is read so that a value of
+** exactly SOCHDB_MAX_VALUE bytes is told apart from a larger one, which is
+** refused: storing a truncated value would be silent data loss. */
+static int read_stdin_value(args *a)
+{
+  const size_t limit = (size_t)SOCHDB_MAX_VALUE + 1;
+  size_t cap = 64 * 1024, len = 0;
+  char *buf = malloc(cap);
+  if (buf == NULL) {
+    fputs("sochdb: out of memory\n", stderr);
+    return EXIT_DB_ERROR;
+  }
+  while (!feof(stdin) && len < limit) {
+    if (len == cap) {
+      size_t grown = cap * 2 < limit ? cap * 2 : limit;
+      char *bigger = realloc(buf, grown);
+      if (bigger == NULL) {
+        free(buf);
+        fputs("sochdb: out of memory\n", stderr);
+        return EXIT_DB_ERROR;
+      }
+      buf = bigger;
+      cap = grown;
+    }
+    len += fread(buf + len, 1, cap - len, stdin);
+    if (ferror(stdin)) {
+      fprintf(stderr, "sochdb: reading standard input: %s\n", strerror(errno));
+      free(buf);
+      return EXIT_DB_ERROR;
+    }
+  }
+  if (len == limit) {
+    fprintf(stderr, "sochdb: the value on standard input is larger than the limit of %u bytes\n",
+            SOCHDB_MAX_VALUE);
+    free(buf);
+    return EXIT_USAGE;
+  }
+  a->stdin_value = buf;
+  a->value = buf;
+  a->vlen = len;
+  return EXIT_OK;
+}
+
+static int prepare_put(args *a)
+{
+  int status = prepare_key(a);
+  if (status != EXIT_OK)
+    return status;
+  if (strcmp(a->pos[2], "-") == 0)
+    return read_stdin_value(a);
+  a->value = a->pos[2];
+  a->vlen = strlen(a->pos[2]);
+  return EXIT_OK;
+}
+
+static int prepare_get(args *a)
+{
+  if (a->raw && a->json) {
+    fputs("sochdb: get takes --raw or --json, not both\n", stderr);
+    return EXIT_USAGE;
+  }
+  return prepare_key(a);
+}
+
+/* The smallest key greater than every key that starts with p. Trailing
+** 0xff bytes cannot be incremented, and dropping them loses nothing: every
+** key starting with "a\xff" is still below "b". Returns 0 when p is empty
+** or all 0xff, where no such key exists and the range has no end. */
+static size_t prefix_successor(const char *p, size_t n, char *out)
+{
+  while (n > 0 && (unsigned char)p[n - 1] == 0xff)
+    n--;
+  if (n == 0)
+    return 0;
+  memcpy(out, p, n);
+  out[n - 1] = (char)((unsigned char)out[n - 1] + 1);
+  return n;
+}
+
+static int prepare_bound(const char *option, const char *value, const char **bound, size_t *len)
+{
+  if (value == NULL)
+    return EXIT_OK;
+  *len = strlen(value);
+  if (*len > SOCHDB_MAX_KEY)
+    return check_key(option, *len);
+  *bound = *len > 0 ? value : NULL;   /* an empty bound means "unbounded" to sochdb_iter_open */
+  return EXIT_OK;
+}
+
+static int prepare_scan(args *a)
+{
+  int status;
+  a->limit = ULLONG_MAX;
+  if (a->limit_arg != NULL) {
+    status = parse_number("--limit", a->limit_arg, 0, ULLONG_MAX - 1, "a count of entries", &a->limit);
+    if (status != EXIT_OK)
+      return status;
+  }
+  if (a->prefix && (a->start || a->end)) {
+    fputs("sochdb: --prefix sets both ends of the range; it cannot be combined with --start or --end\n", stderr);
+    return EXIT_USAGE;
+  }
+  if (a->prefix) {
+    if ((status = prepare_bound("--prefix", a->prefix, &a->lo, &a->lolen)) != EXIT_OK)
+      return status;
+    a->hilen = prefix_successor(a->prefix, a->lolen, a->prefix_end);
+    a->hi = a->hilen > 0 ? a->prefix_end : NULL;
+    return EXIT_OK;
+  }
+  if ((status = prepare_bound("--start", a->start, &a->lo, &a->lolen)) != EXIT_OK)
+    return status;
+  return prepare_bound("--end", a->end, &a->hi, &a->hilen);
+}
+
+static int prepare_stats(args *a)
+{
+  a->interval_ms = DEFAULT_INTERVAL_MS;
+  if (a->interval_arg == NULL)
+    return EXIT_OK;
+  if (!a->watch) {
+    fputs("sochdb: --interval only makes sense with --watch\n", stderr);
+    return EXIT_USAGE;
+  }
+  return parse_number("--interval", a->interval_arg, 1, MAX_INTERVAL_MS,
+                      "milliseconds from 1 to 86400000 (a day)", &a->interval_ms);
+}
+
+/* ------------------------------------------------------- put, get, del */
+
+static int put_body(sochdb_txn *t, const args *a)
+{
+  int rc = sochdb_put(t, a->key, a->klen, a->value, a->vlen);
+  return rc == SOCHDB_OK ? EXIT_OK : db_error("put failed", rc);
+}
+
+static int run_put(sochdb *db, const args *a)
+{
+  return run_txn(db, a, 0, put_body);
+}
+
+static void print_value(const args *a, const void *val, size_t vlen)
+{
+  if (a->json) {
+    fputs("{\"key\":", stdout);
+    put_json_string(a->key, a->klen);
+    fputs(",\"value\":", stdout);
+    put_json_string(val, vlen);
+    fputs("}\n", stdout);
+    return;
+  }
+  fwrite(val, 1, vlen, stdout);
+  if (!a->raw)
+    putchar('\n');
+}
+
+static int get_body(sochdb_txn *t, const args *a)
+{
+  const void *val;
+  size_t vlen;
+  int rc = sochdb_get(t, a->key, a->klen, &val, &vlen);
+  if (rc == SOCHDB_NOTFOUND)
+    return key_not_found(a);
+  if (rc != SOCHDB_OK)
+    return db_error("get failed", rc);
+  print_value(a, val, vlen);   /* now: val is only valid until the transaction ends */
+  return EXIT_OK;
+}
+
+static int run_get(sochdb *db, const args *a)
+{
+  return run_txn(db, a, SOCHDB_TXN_READONLY, get_body);
+}
+
+/* Reading first, in the same transaction, is what lets del tell the user
+** that nothing was there; a delete of an absent key would succeed silently. */
+static int del_body(sochdb_txn *t, const args *a)
+{
+  const void *val;
+  size_t vlen;
+  int rc = sochdb_get(t, a->key, a->klen, &val, &vlen);
+  if (rc == SOCHDB_NOTFOUND)
+    return key_not_found(a);
+  if (rc == SOCHDB_OK)
+    rc = sochdb_delete(t, a->key, a->klen);
+  return rc == SOCHDB_OK ? EXIT_OK : db_error("delete failed", rc);
+}
+
+static int run_del(sochdb *db, const args *a)
+{
+  return run_txn(db, a, 0, del_body);
+}
+
+/* ----------------------------------------------------------------- scan */
+
+static void print_entry(const args *a, unsigned long long index,
+                        const void *key, size_t klen, const void *val, size_t vlen)
+{
+  if (a->json) {
+    fputs(index == 0 ? "\n{\"key\":" : ",\n{\"key\":", stdout);
+    put_json_string(key, klen);
+    if (!a->keys_only) {
+      fputs(",\"value\":", stdout);
+      put_json_string(val, vlen);
+    }
+    putchar('}');
+    return;
+  }
+  put_escaped(stdout, key, klen);
+  if (!a->keys_only) {
+    putchar('\t');
+    put_escaped(stdout, val, vlen);
+  }
+  putchar('\n');
+}
+
+static int scan_body(sochdb_txn *t, const args *a)
+{
+  sochdb_iter *it;
+  int rc = sochdb_iter_open(t, a->lo, a->lolen, a->hi, a->hilen, &it);
+  if (rc != SOCHDB_OK)
+    return db_error("cannot open an iterator", rc);
+
+  if (a->json)
+    putchar('[');
+  unsigned long long n = 0;
+  const void *key, *val;
+  size_t klen, vlen;
+  while (n < a->limit && (rc = sochdb_iter_next(it, &key, &klen, &val, &vlen)) == SOCHDB_OK)
+    print_entry(a, n++, key, klen, val, vlen);
+  int status = (rc == SOCHDB_OK || rc == SOCHDB_NOTFOUND) ? EXIT_OK : db_error("scan failed", rc);
+  sochdb_iter_close(it);
+  if (a->json)
+    fputs(n > 0 ? "\n]\n" : "]\n", stdout);
+  return status;
+}
+
+static int run_scan(sochdb *db, const args *a)
+{
+  return run_txn(db, a, SOCHDB_TXN_READONLY, scan_body);
+}
+
+/* ---------------------------------------------------------------- stats */
+
+/* Every field of struct sochdb_stats, in order. The assertion below fails
+** to compile when the struct gains a field this list does not name. */
+#define STATS_FIELDS(X) \
+  X(region_bytes) X(memtable_bytes) X(memtables_total) X(memtables_in_use) \
+  X(memtable_used_bytes) X(processes_attached) X(transactions_open) X(last_commit_seq) \
+  X(commits) X(conflicts) X(aborts) X(keys_written) X(processes_reaped) \
+  X(dead_txns_rolled_back) X(oldest_snapshot)
+
+#define STATS_FIELD_SIZE(f) + sizeof(((sochdb_stats *)0)->f)
+_Static_assert(0 STATS_FIELDS(STATS_FIELD_SIZE) == sizeof(sochdb_stats),
+               "STATS_FIELDS misses a field of struct sochdb_stats");
+
+#define STATS_FIELD_ENTRY(f) { #f, offsetof(sochdb_stats, f), sizeof(((sochdb_stats *)0)->f) },
+static const struct stats_field {
+  const char *name;
+  size_t offset, size;
+} stats_fields[] = { STATS_FIELDS(STATS_FIELD_ENTRY) };
+
+/* Fields are uint32_t or uint64_t; memcpy reads either without aliasing games. */
+static uint64_t stats_value(const sochdb_stats *s, const struct stats_field *f)
+{
+  const char *p = (const char *)s + f->offset;
+  if (f->size == sizeof(uint32_t)) {
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+  }
+  uint64_t v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+/* Wide enough for the longest label, "dead txns rolled back", plus a gap. */
+#define LABEL_WIDTH 24
+
+/* Text labels are the field names with spaces, so that a reader of the
+** text output can find the same field in the --json output and the header. */
+static void print_label(const char *name)
+{
+  int n = 0;
+  for (; name[n] != '\0'; n++)
+    putchar(name[n] == '_' ? ' ' : name[n]);
+  int pad = LABEL_WIDTH - n;
+  printf("%*s", pad > 1 ? pad : 1, "");
+}
+
+/* Per-second rates between two samples; only --watch has two. */
+typedef struct rates {
+  int known;                    /* 0 on the first sample */
+  double commits, conflicts;
+} rates;
+
+static void print_stats_text(sochdb *db, const sochdb_stats *s, const rates *r)
+{
+  for (size_t i = 0; i < sizeof stats_fields / sizeof stats_fields[0]; i++) {
+    print_label(stats_fields[i].name);
+    printf("%llu\n", (unsigned long long)stats_value(s, &stats_fields[i]));
+  }
+  print_label("region_path");
+  printf("%s\n", sochdb_region_path(db));
+  if (r == NULL)
+    return;
+  const char *names[2] = { "commits_per_sec", "conflicts_per_sec" };
+  double values[2] = { r->commits, r->conflicts };
+  for (int i = 0; i < 2; i++) {
+    print_label(names[i]);
+    if (r->known)
+      printf("%.1f\n", values[i]);
+    else
+      puts("-");
+  }
+}
+
+static void print_stats_json(sochdb *db, const sochdb_stats *s, const rates *r)
+{
+  putchar('{');
+  for (size_t i = 0; i < sizeof stats_fields / sizeof stats_fields[0]; i++)
+    printf("\"%s\":%llu,", stats_fields[i].name, (unsigned long long)stats_value(s, &stats_fields[i]));
+  const char *path = sochdb_region_path(db);
+  fputs("\"region_path\":", stdout);
+  put_json_string(path, strlen(path));
+  if (r != NULL && r->known)
+    printf(",\"commits_per_sec\":%.1f,\"conflicts_per_sec\":%.1f", r->commits, r->conflicts);
+  else if (r != NULL)
+    fputs(",\"commits_per_sec\":null,\"conflicts_per_sec\":null", stdout);
+  fputs("}\n", stdout);
+}
+
+static void print_stats(sochdb *db, const args *a, const sochdb_stats *s, const rates *r)
+{
+  if (a->json)
+    print_stats_json(db, s, r);
+  else
+    print_stats_text(db, s, r);
+}
+
+typedef struct sample {
+  sochdb_stats stats;
+  struct timespec at;
+} sample;
+
+static int take_sample(sochdb *db, sample *out)
+{
+  int rc = sochdb_stats_get(db, &out->stats);
+  if (rc != SOCHDB_OK)
+    return db_error("cannot read the statistics", rc);
+  clock_gettime(CLOCK_MONOTONIC, &out->at);
+  return EXIT_OK;
+}
+
+/* A counter that went down means the region was rebuilt from the
+** directory and its counters restarted; count from zero then. */
+static double rate(uint64_t before, uint64_t after, double seconds)
+{
+  uint64_t delta = after >= before ? after - before : after;
+  return seconds > 0 ? (double)delta / seconds : 0.0;
+}
+
+static rates rates_between(const sample *prev, const sample *cur)
+{
+  double seconds = (double)(cur->at.tv_sec - prev->at.tv_sec) + (double)(cur->at.tv_nsec - prev->at.tv_nsec) / 1e9;
+  rates r = { 1, rate(prev->stats.commits, cur->stats.commits, seconds),
+              rate(prev->stats.conflicts, cur->stats.conflicts, seconds) };
+  return r;
+}
+
+static volatile sig_atomic_t stop_requested;
+
+static void request_stop(int sig)
+{
+  (void)sig;
+  stop_requested = 1;
+}
+
+/* SIGINT and SIGTERM stay blocked except inside pselect(), which unblocks
+** them atomically: a signal that arrives while a sample is being printed is
+** noticed at once instead of after one more full interval. */
+static int catch_stop_signals(sigset_t *wait_mask)
+{
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = request_stop;
+  sigemptyset(&sa.sa_mask);
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0 ||
+      sigprocmask(SIG_BLOCK, &stop_signals, wait_mask) != 0) {
+    fprintf(stderr, "sochdb: cannot install signal handlers: %s\n", strerror(errno));
+    return EXIT_DB_ERROR;
+  }
+  sigdelset(wait_mask, SIGINT);
+  sigdelset(wait_mask, SIGTERM);
+  return EXIT_OK;
+}
+
+static void sleep_until_stopped(unsigned long long ms, const sigset_t *wait_mask)
+{
+  struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+  pselect(0, NULL, NULL, NULL, &ts, wait_mask);   /* EINTR is the point, not an error */
+}
+
+static int watch_stats(sochdb *db, const args *a)
+{
+  sigset_t wait_mask;
+  int status = catch_stop_signals(&wait_mask);
+  if (status != EXIT_OK)
+    return status;
+  /* Clearing keeps a terminal showing one table; a pipe gets every sample. */
+  int clear_screen = !a->json && isatty(STDOUT_FILENO);
+  sample prev, cur;
+  int have_prev = 0;
+  while (!stop_requested) {
+    if ((status = take_sample(db, &cur)) != EXIT_OK)
+      return status;
+    rates r = { 0, 0.0, 0.0 };
+    if (have_prev)
+      r = rates_between(&prev, &cur);
+    if (clear_screen)
+      fputs("\033[H\033[2J", stdout);
+    else if (have_prev && !a->json)
+      putchar('\n');             /* a blank line between samples */
+    print_stats(db, a, &cur.stats, &r);
+    if ((status = finish_stdout(EXIT_OK)) != EXIT_OK)
+      return status;
+    prev = cur;
+    have_prev = 1;
+    sleep_until_stopped(a->interval_ms, &wait_mask);
+  }
+  return EXIT_OK;
+}
+
+static int run_stats(sochdb *db, const args *a)
+{
+  if (a->watch)
+    return watch_stats(db, a);
+  sample s;
+  int status = take_sample(db, &s);
+  if (status == EXIT_OK)
+    print_stats(db, a, &s.stats, NULL);
+  return status;
+}
+
+/* ------------------------------------------------- commands and options */
+
+static const command commands[] = {
+  { "put", CMD_PUT, 2, 1, "DIR KEY VALUE", "store VALUE under KEY (- reads VALUE from stdin)",
+    "Stores VALUE under KEY in one transaction and returns once the commit is\n"
+    "durable. With - as VALUE the value is read from standard input, byte for\n"
+    "byte, up to 16 MiB; a larger input is refused, never truncated. Creates the\n"
+    "database when DIR holds none.\n",
+    prepare_put, run_put },
+  { "get", CMD_GET, 1, -1, "DIR KEY [--raw]", "print the value of KEY",
+    "Prints the value of KEY followed by a newline; exit status 1 if KEY is absent.\n\n"
+    "  --raw     print exactly the value's bytes, without the newline\n"
+    "  --json    print {\"key\":...,\"value\":...}\n",
+    prepare_get, run_get },
+  { "del", CMD_DEL, 1, -1, "DIR KEY", "delete KEY",
+    "Deletes KEY and returns once the commit is durable; exit status 1 if KEY\n"
+    "was absent.\n",
+    prepare_key, run_del },
+  { "scan", CMD_SCAN, 0, -1, "DIR [--prefix P | --start S --end E] [--limit N] [--keys-only]",
+    "list keys and values in key order",
+    "Prints one key<TAB>value line per key, in byte order, all from one snapshot.\n"
+    "Backslash, tab, newline and non-printable bytes are escaped (\\\\, \\t, \\n, \\xNN)\n"
+    "so that every entry is one line.\n\n"
+    "  --prefix P    only keys that start with P\n"
+    "  --start S     from key S (inclusive)\n"
+    "  --end E       to key E (exclusive)\n"
+    "  --limit N     at most N entries\n"
+    "  --keys-only   print keys without values\n"
+    "  --json        print a JSON array of {\"key\":...,\"value\":...}; bytes that\n"
+    "                are not printable ASCII become \\u00XX\n",
+    prepare_scan, run_scan },
+  { "stats", CMD_STATS, 0, -1, "DIR [--watch [--interval MS]]", "show the shared region's counters",
+    "Prints the counters of the database's shared region, summed over every\n"
+    "attached process (this one included), and the region's path.\n\n"
+    "  --watch         print again every interval, with commit and conflict rates,\n"
+    "                  until interrupted (Ctrl-C)\n"
+    "  --interval MS   milliseconds between samples (default 1000)\n"
+    "  --json          one JSON object per sample, named like struct sochdb_stats\n",
+    prepare_stats, run_stats },
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+typedef struct option {
+  const char *name;
+  unsigned commands;            /* the CMD_* bits of the commands that accept it */
+  int takes_value;
+  size_t offset;                /* of its int flag or const char * value in struct args */
+} option;
+
+#define FLAG(name, cmds, field)  { name, cmds, 0, offsetof(args, field) }
+#define VALUE(name, cmds, field) { name, cmds, 1, offsetof(args, field) }
+static const option options[] = {
+  FLAG("--json", CMD_ALL, json),
+  FLAG("--help", CMD_ALL, help),
+  FLAG("-h", CMD_ALL, help),
+  FLAG("--raw", CMD_GET, raw),
+  VALUE("--prefix", CMD_SCAN, prefix),
+  VALUE("--start", CMD_SCAN, start),
+  VALUE("--end", CMD_SCAN, end),
+  VALUE("--limit", CMD_SCAN, limit_arg),
+  FLAG("--keys-only", CMD_SCAN, keys_only),
+  FLAG("--watch", CMD_STATS, watch),
+  VALUE("--interval", CMD_STATS, interval_arg),
+};
+#define NOPTIONS (sizeof options / sizeof options[0])
+
+static void print_usage(FILE *f)
+{
+  fputs("usage: sochdb [--json] COMMAND DIR [ARGS]\n\n"
+        "Reads and writes the sochdb database in directory DIR. Other processes may\n"
+        "use the database at the same time; every command is one transaction.\n\n"
+        "commands:\n", f);
+  for (size_t i = 0; i < NCOMMANDS; i++)
+    fprintf(f, "  %-6s %s\n", commands[i].name, commands[i].summary);
+  fputs("\noptions:\n"
+        "  --json      machine-readable output (get, scan, stats)\n"
+        "  --help      this text; 'sochdb COMMAND --help' describes one command\n"
+        "  --version   print the library version the tool was built with\n\n"
+        "Keys and values are taken from the arguments byte for byte; write -- before\n"
+        "a key or value that starts with '-'.\n\n"
+        "exit status: 0 success, 1 key not found, 2 usage error, 3 database or I/O error\n", f);
+}
+
+static void print_command_help(const command *cmd)
+{
+  printf("usage: sochdb %s %s\n\n%s", cmd->name, cmd->synopsis, cmd->details);
+}
+
+__attribute__((format(printf, 2, 3)))
+static int usage_error(const command *cmd, const char *fmt, ...)
+{
+  va_list ap;
+  fputs("sochdb: ", stderr);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  if (cmd != NULL)
+    fprintf(stderr, "\nusage: sochdb %s %s\nTry 'sochdb %s --help'.\n", cmd->name, cmd->synopsis, cmd->name);
+  else
+    fputs("\nTry 'sochdb --help'.\n", stderr);
+  return EXIT_USAGE;
+}
+
+static const command *find_command(const char *name)
+{
+  for (size_t i = 0; i < NCOMMANDS; i++)
+    if (strcmp(commands[i].name, name) == 0)
+      return &commands[i];
+  return NULL;
+}
+
+static const option *find_option(const char *name, size_t len, unsigned cmd)
+{
+  for (size_t i = 0; i < NOPTIONS; i++)
+    if ((options[i].commands & cmd) && strlen(options[i].name) == len &&
+        memcmp(options[i].name, name, len) == 0)
+      return &options[i];
+  return NULL;
+}
+
+/* Handles argv[*i], which starts with '-'; takes the next argument as
+** well for an option with a value given as "--name value". */
+static int parse_option(args *a, int argc, char **argv, int *i)
+{
+  const char *arg = argv[*i];
+  const char *eq = strchr(arg, '=');
+  size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+  const option *o = find_option(arg, len, a->cmd->id);
+  if (o == NULL)
+    return usage_error(a->cmd, "%s has no option '%.*s'", a->cmd->name, (int)len, arg);
+  char *field = (char *)a + o->offset;
+  if (!o->takes_value) {
+    if (eq != NULL)
+      return usage_error(a->cmd, "option %s takes no value", o->name);
+    *(int *)field = 1;
+  } else if (eq != NULL) {
+    *(const char **)field = eq + 1;
+  } else if (*i + 1 < argc) {
+    *(const char **)field = argv[++*i];
+  } else {
+    return usage_error(a->cmd, "option %s needs a value", o->name);
+  }
+  return EXIT_OK;
+}
+
+/* Options may come anywhere after the command; "-" alone is an argument
+** (put's stdin marker) and "--" makes every later word an argument. */
+static int parse_command_args(args *a, int argc, char **argv)
+{
+  int only_arguments = 0;
+  for (int i = 0; i < argc; i++) {
+    const char *arg = argv[i];
+    if (!only_arguments && strcmp(arg, "--") == 0) {
+      only_arguments = 1;
+    } else if (!only_arguments && arg[0] == '-' && arg[1] != '\0') {
+      int status = parse_option(a, argc, argv, &i);
+      if (status != EXIT_OK)
+        return status;
+    } else if (a->npos == a->cmd->nargs + 1) {
+      return usage_error(a->cmd, "too many arguments");
+    } else {
+      a->pos[a->npos++] = arg;
+    }
+  }
+  if (a->help) {
+    print_command_help(a->cmd);
+    return EXIT_OK;
+  }
+  if (a->npos < a->cmd->nargs + 1)
+    return usage_error(a->cmd, "%s needs %s", a->cmd->name, a->cmd->synopsis);
+  a->dir = a->pos[0];
+  return -1;
+}
+
+/* Returns an exit status when there is nothing more to do (help, or a
+** usage error), or -1 when a->cmd should run. */
+static int parse_command_line(args *a, int argc, char **argv)
+{
+  int i = 1;
+  for (; i < argc && argv[i][0] == '-'; i++) {
+    if (strcmp(argv[i], "--json") == 0) {
+      a->json = 1;
+    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      print_usage(stdout);
+      return EXIT_OK;
+    } else if (strcmp(argv[i], "--version") == 0) {
+      printf("sochdb %d.%d.%d\n", SOCHDB_VERSION_MAJOR, SOCHDB_VERSION_MINOR, SOCHDB_VERSION_PATCH);
+      return EXIT_OK;
+    } else {
+      return usage_error(NULL, "unknown option '%s'", argv[i]);
+    }
+  }
+  if (i == argc) {
+    print_usage(stderr);
+    return EXIT_USAGE;
+  }
+  a->cmd = find_command(argv[i]);
+  if (a->cmd == NULL)
+    return usage_error(NULL, "unknown command '%s'", argv[i]);
+  return parse_command_args(a, argc - i - 1, argv + i + 1);
+}
+
+static int open_database(const args *a, sochdb **db)
+{
+  sochdb_options opts;
+  memset(&opts, 0, sizeof opts);
+  opts.create_if_missing = a->cmd->create_if_missing;
+  int rc = sochdb_open(a->dir, &opts, db);
+  if (rc == SOCHDB_NOTFOUND) {
+    fprintf(stderr, "sochdb: no database at %s\n", a->dir);
+    return EXIT_DB_ERROR;
+  }
+  if (rc != SOCHDB_OK) {
+    char what[64 + PATH_MAX];
+    snprintf(what, sizeof what, "cannot open %s", a->dir);
+    return db_error(what, rc);
+  }
+  return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+  args a;
+  memset(&a, 0, sizeof a);
+  int status = parse_command_line(&a, argc, argv);
+  if (status >= 0)
+    return finish_stdout(status);
+  if (a.cmd->prepare != NULL && (status = a.cmd->prepare(&a)) != EXIT_OK)
+    return status;
+
+  sochdb *db;
+  status = open_database(&a, &db);
+  if (status == EXIT_OK) {
+    status = a.cmd->run(db, &a);
+    sochdb_close(db);
+  }
+  free(a.stdin_value);
+  return finish_stdout(status);
+}
