@@ -71,6 +71,16 @@ static void unblock(shm_region *r, uint32_t my_slot, uint64_t entry, unsigned ro
     slots_reap_if_dead(r, my_slot, ent_did(entry) / SHM_TXNS_PER_SLOT);
 }
 
+/* Move next_seq from s to s + 1 unless someone already did. The CAS works
+** on a copy: a failed CAS overwrites its expected value, and s is ours.
+** relaxed: next_seq is only a hint; the ring entry is the truth. */
+static void help_next_seq(struct shm_header *h, uint64_t s)
+{
+  uint64_t expected = s;
+  atomic_compare_exchange_strong_explicit(&h->next_seq, &expected, s + 1, memory_order_relaxed,
+                                          memory_order_relaxed);
+}
+
 uint64_t seqring_claim(shm_region *r, uint32_t my_slot, uint32_t did)
 {
   struct shm_header *h = r->hdr;
@@ -82,9 +92,7 @@ uint64_t seqring_claim(shm_region *r, uint32_t my_slot, uint32_t did)
     _Atomic uint64_t *slot = &ents[s % SEQRING_SIZE];
     uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
     if (ent_tag(e) == tag_of(s)) {
-      /* s is taken; help move next_seq past it (relaxed: a hint, re-read above) */
-      atomic_compare_exchange_strong_explicit(&h->next_seq, &s, s + 1, memory_order_relaxed,
-                                              memory_order_relaxed);
+      help_next_seq(h, s);   /* s is taken: move next_seq past it */
       continue;
     }
     uint64_t prev = s - SEQRING_SIZE;
@@ -99,8 +107,7 @@ uint64_t seqring_claim(shm_region *r, uint32_t my_slot, uint32_t did)
     /* acq_rel: the claim must be visible to the reaper scanning for our did */
     if (atomic_compare_exchange_strong_explicit(slot, &e, ent_make(s, did, ST_CLAIMED),
                                                 memory_order_acq_rel, memory_order_acquire)) {
-      atomic_compare_exchange_strong_explicit(&h->next_seq, &s, s + 1, memory_order_relaxed,
-                                              memory_order_relaxed);
+      help_next_seq(h, s);
       return s;
     }
   }
