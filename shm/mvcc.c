@@ -69,7 +69,7 @@ const struct mv_version *mv_newest_live(const shm_region *r, uint64_t node, uint
 }
 
 enum mv_install_result mv_install(shm_region *r, uint64_t node, uint64_t voff, uint64_t snapshot,
-                                  uint32_t *blocker)
+                                  uint64_t *other)
 {
   struct sl_node *n = shm_at(r, node);
   struct mv_version *v = shm_at(r, voff);
@@ -83,11 +83,13 @@ enum mv_install_result mv_install(shm_region *r, uint64_t node, uint64_t voff, u
         continue;
       }
       if (s == 0) {
-        *blocker = txn_ref_slot(live->txn);
+        *other = txn_ref_slot(live->txn);
         return MV_BLOCKED;            /* another transaction is committing this key */
       }
-      if (s > snapshot)
+      if (s > snapshot) {
+        *other = s;
         return MV_CONFLICT;           /* committed after our snapshot: first committer won */
+      }
       break;
     }
     v->older = head;

@@ -46,9 +46,9 @@ const struct mv_version *mv_newest_live(const shm_region *r, uint64_t node, uint
 enum mv_install_result { MV_INSTALLED, MV_CONFLICT, MV_BLOCKED };
 
 /* Push version v (offset) on node's chain for a transaction with `snapshot`.
-** MV_CONFLICT: a newer commit exists. MV_BLOCKED: another transaction's intent
-** is pending on top (its owner slot in *blocker). */
+** MV_CONFLICT: a newer commit exists (its seq in *other). MV_BLOCKED: another
+** transaction's intent is pending on top (its owner slot in *other). */
 enum mv_install_result mv_install(shm_region *r, uint64_t node, uint64_t v, uint64_t snapshot,
-                                  uint32_t *blocker);
+                                  uint64_t *other);
 
 #endif

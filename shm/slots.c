@@ -61,14 +61,16 @@ void slots_retire_descriptor(shm_region *r, struct shm_txn_entry *e)
     atomic_store_explicit(&v->seq, final, memory_order_relaxed);
     off = atomic_load_explicit(&v->txn_next, memory_order_relaxed);
   }
-  if (atomic_load_explicit(&e->versions, memory_order_relaxed) || state != TXN_PENDING) {
-    /* release: a reader that sees the new generation must see the stamps. */
+  int used = atomic_load_explicit(&e->versions, memory_order_relaxed) || state != TXN_PENDING;
+  if (used) /* release: a reader that sees the new generation must see the stamps */
     atomic_fetch_add_explicit(&e->gen, 1, memory_order_release);
-    /* release: a reader that sees the reset state must see the new gen. */
-    atomic_store_explicit(&e->state, TXN_PENDING, memory_order_release);
-  }
+  /* The list is emptied before the state is reset: a reaper that finds a
+  ** decided state re-stamps the same values, one that finds the reset state
+  ** finds no versions, so a decided commit can never be re-stamped aborted. */
   atomic_store_explicit(&e->versions, 0, memory_order_relaxed);
   atomic_store_explicit(&e->seq, 0, memory_order_relaxed);
+  if (used) /* release: a reader that sees the reset state must see the new gen */
+    atomic_store_explicit(&e->state, TXN_PENDING, memory_order_release);
 }
 
 static void fold_stats(shm_region *r, struct shm_slot *s)

@@ -271,6 +271,16 @@ static uint64_t new_version(struct commit_ctx *c, uint32_t mt, const struct wb_e
   return off;
 }
 
+/* We lost to the commit `seq`. If it is decided but not yet published, help
+** publish it (reaping its process if that died) before reporting: otherwise a
+** retry would take a snapshot without it and lose to it again, forever. */
+static int conflict_with(struct commit_ctx *c, uint64_t seq)
+{
+  if (seq > seqring_published(c->r))
+    seqring_wait_published(c->r, c->t->db->slot, seq);
+  return SOCHDB_CONFLICT;
+}
+
 static int install_one(struct commit_ctx *c, const struct wb_entry *w, struct installed *at)
 {
   uint32_t my_slot = c->t->db->slot;
@@ -285,16 +295,16 @@ static int install_one(struct commit_ctx *c, const struct wb_entry *w, struct in
       continue;
     }
     for (;;) {
-      uint32_t blocker;
-      switch (mv_install(c->r, node, v, c->t->snapshot, &blocker)) {
+      uint64_t other;
+      switch (mv_install(c->r, node, v, c->t->snapshot, &other)) {
       case MV_INSTALLED:
         at->mt = mt;
         at->node = node;
         return SOCHDB_OK;
       case MV_CONFLICT:
-        return SOCHDB_CONFLICT;
+        return conflict_with(c, other);
       case MV_BLOCKED:
-        if (blocker == my_slot || !slots_reap_if_dead(c->r, my_slot, blocker))
+        if (other == my_slot || !slots_reap_if_dead(c->r, my_slot, (uint32_t)other))
           return SOCHDB_CONFLICT;    /* a live transaction is committing this key */
         break;                       /* its owner was dead and is reaped: look again */
       }
@@ -325,7 +335,9 @@ static int check_elsewhere(struct commit_ctx *c, const struct wb_entry *w, const
     }
     if (!node || !live)
       continue;
-    if (state > c->t->snapshot || memtable_id(c->r, mt) > memtable_id(c->r, at->mt))
+    if (state > c->t->snapshot)
+      return conflict_with(c, state);
+    if (memtable_id(c->r, mt) > memtable_id(c->r, at->mt))
       return SOCHDB_CONFLICT;
   }
   return SOCHDB_OK;

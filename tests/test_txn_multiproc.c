@@ -8,6 +8,9 @@
 ** fork. Waits are bounded; a child that does not finish in time is killed and
 ** the test fails. No assertion depends on timing.
 */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   /* strsignal, nftw, mkdtemp, MAP_ANONYMOUS */
+#endif
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 
