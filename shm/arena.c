@@ -112,8 +112,15 @@ void arena_release_claims_of(shm_region *r, uint32_t slot)
     struct shm_memtable *m = arena_memtable(r, i);
     if (atomic_load_explicit(&m->claimer, memory_order_relaxed) != slot + 1)
       continue;
-    /* A dead rotator's arena is an orphan unless it did become active. */
-    if (arena_active(r) != i)
+    /* A dead rotator's arena is an orphan only if it never became active.
+    ** One that did may since have been rotated past, but then it was
+    ** written to (rotation away from it follows a failed allocation, and
+    ** even a failed allocation bumps `used`), while nobody ever allocates in
+    ** an arena that never became active: so an orphan is one that is not
+    ** active and still holds only its head node. */
+    uint64_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
+    if (atomic_load_explicit(&m->state, memory_order_relaxed) == MT_CLAIMED ||
+        (arena_active(r) != i && used == sl_head_bytes()))
       atomic_store_explicit(&m->state, MT_FREE, memory_order_release);
     atomic_store_explicit(&m->claimer, 0, memory_order_relaxed);
   }

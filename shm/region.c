@@ -187,6 +187,7 @@ int shm_region_open(const struct shm_open_params *p, shm_region *r)
 {
   memset(r, 0, sizeof *r);
   r->fd = -1;
+  pthread_mutex_init(&r->reap_lock, NULL);
   int rc = shm_region_path(p->dir, r->path, sizeof r->path);
   if (rc != SOCHDB_OK)
     return rc;
@@ -214,6 +215,7 @@ int shm_region_open(const struct shm_open_params *p, shm_region *r)
     if (r->fd >= 0)
       close(r->fd);
     r->fd = -1;
+    pthread_mutex_destroy(&r->reap_lock);
     return rc != SOCHDB_OK ? rc : sdb_fail(SOCHDB_BUSY, "region %s kept changing under us", r->path);
   }
   return SOCHDB_OK;
@@ -228,4 +230,5 @@ void shm_region_close(shm_region *r)
   r->base = NULL;
   r->hdr = NULL;
   r->fd = -1;
+  pthread_mutex_destroy(&r->reap_lock);
 }

@@ -25,6 +25,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
 #define SHM_LAYOUT_VERSION  1u
@@ -78,6 +79,8 @@ typedef struct shm_region {
   char              *base;    /* this process's mapping */
   size_t             size;
   int                fd;      /* own open file description: carries our slot lock */
+  pthread_mutex_t    reap_lock; /* threads of one handle share fd, so its slot locks
+                                ** do not exclude each other: this does */
   struct shm_header *hdr;
   char               path[4096];
 } shm_region;

@@ -31,6 +31,8 @@ static inline struct sl_node *node_at(const shm_region *r, uint64_t off) { retur
 
 static inline uint64_t head_of(const shm_region *r, uint32_t mt) { return arena_memtable(r, mt)->arena_off; }
 
+uint64_t sl_head_bytes(void) { return HEAD_BYTES; }
+
 void sl_init(shm_region *r, uint32_t mt)
 {
   struct shm_memtable *m = arena_memtable(r, mt);

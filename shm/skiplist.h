@@ -26,6 +26,9 @@ struct sl_node {
 static inline const uint8_t *sl_key(const struct sl_node *n)
 { return (const uint8_t *)&n->next[n->height]; }
 
+/* Bytes of the head node: an arena with exactly this much used has never been written. */
+uint64_t sl_head_bytes(void);
+
 /* Lay out the head node at the start of memtable i's arena. */
 void     sl_init(shm_region *r, uint32_t mt);
 

@@ -113,12 +113,15 @@ int slots_reap_if_dead(shm_region *r, uint32_t my_slot, uint32_t slot)
   struct shm_slot *s = shm_slot_at(r, slot);
   if (atomic_load_explicit(&s->owner_pid, memory_order_acquire) == 0)
     return 1;
-  if (slot_lock(r, slot, F_WRLCK) != 0)
-    return 0;                        /* EAGAIN: a live handle holds it */
-  if (atomic_load_explicit(&s->owner_pid, memory_order_acquire) != 0)
-    reap_locked(r, slot);
-  slot_lock(r, slot, F_UNLCK);
-  return 1;
+  pthread_mutex_lock(&r->reap_lock);
+  int free_or_dead = slot_lock(r, slot, F_WRLCK) == 0;   /* EAGAIN: a live handle holds it */
+  if (free_or_dead) {
+    if (atomic_load_explicit(&s->owner_pid, memory_order_acquire) != 0)
+      reap_locked(r, slot);
+    slot_lock(r, slot, F_UNLCK);
+  }
+  pthread_mutex_unlock(&r->reap_lock);
+  return free_or_dead;
 }
 
 unsigned slots_reap_all(shm_region *r, uint32_t my_slot)

@@ -124,13 +124,18 @@ static int read_identity(const char *path, uint8_t id[16])
 static int create_identity(const char *dir, const char *path, unsigned mode)
 {
   char tmp[4200];
-  snprintf(tmp, sizeof tmp, "%s/.sochdb.id.%ld", dir, (long)getpid());
+  snprintf(tmp, sizeof tmp, "%s/.sochdb.id.XXXXXX", dir);   /* unique per thread too */
   uint8_t id[16];
   if (getrandom(id, sizeof id, 0) != (ssize_t)sizeof id)
     return sdb_fail_errno("getrandom");
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  int fd = mkostemp(tmp, O_CLOEXEC);
   if (fd < 0)
     return sdb_fail_errno("create %s", tmp);
+  if (fchmod(fd, mode) != 0) {
+    close(fd);
+    unlink(tmp);
+    return sdb_fail_errno("chmod %s", tmp);
+  }
   int ok = write(fd, id, sizeof id) == (ssize_t)sizeof id && fsync(fd) == 0;
   close(fd);
   int rc = SOCHDB_OK;

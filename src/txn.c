@@ -147,7 +147,7 @@ static int buffer_write(sochdb_txn *t, const void *key, size_t klen, const void 
     return sdb_fail(SOCHDB_INVALID, "write in a read-only transaction");
   if (vlen > SOCHDB_MAX_VALUE)
     return sdb_fail(SOCHDB_INVALID, "value is %zu bytes; the limit is %u", vlen, SOCHDB_MAX_VALUE);
-  if (!val && vlen)
+  if (!tomb && !val)
     return sdb_fail(SOCHDB_INVALID, "NULL value with length %zu", vlen);
   if (mv_version_bytes(vlen) + klen + 256 > t->db->max_version_bytes)
     return sdb_fail(SOCHDB_INVALID, "value of %zu bytes does not fit this database's %llu-byte memtables",
@@ -160,7 +160,9 @@ static int buffer_write(sochdb_txn *t, const void *key, size_t klen, const void 
 
 int sochdb_put(sochdb_txn *t, const void *key, size_t klen, const void *val, size_t vlen)
 {
-  return buffer_write(t, key, klen, val ? val : "", vlen, 0);
+  if (!val && !vlen)
+    val = "";               /* an empty value may come as NULL */
+  return buffer_write(t, key, klen, val, vlen, 0);
 }
 
 int sochdb_delete(sochdb_txn *t, const void *key, size_t klen)
