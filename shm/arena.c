@@ -79,9 +79,11 @@ int arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full)
   /* acq_rel: writers that load the new active index (acquire) see the head */
   int won = atomic_compare_exchange_strong_explicit(&h->active_memtable, &expected, fresh,
                                                     memory_order_acq_rel, memory_order_acquire);
-  if (!won)
-    atomic_store_explicit(&m->state, MT_FREE, memory_order_release);  /* empty: nobody used it */
+  /* The claim is dropped before a lost arena is freed: once FREE, another
+  ** rotator may claim it, and we must not wipe that one's claim. */
   atomic_store_explicit(&m->claimer, 0, memory_order_relaxed);
+  if (!won)   /* release: orders the claimer reset before the arena's reuse */
+    atomic_store_explicit(&m->state, MT_FREE, memory_order_release);  /* empty: nobody used it */
   return SOCHDB_OK;
 }
 

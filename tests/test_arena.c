@@ -1,0 +1,384 @@
+/*
+** test_arena.c — memtable arenas (shm/arena.h): bump allocation, rotation,
+** the live view, and the reaper's release of half-made rotations.
+**
+** Works on a real region opened through the public API; no transaction runs
+** while a test drives the arena functions directly. Threads, never fork():
+** the suite also runs under ThreadSanitizer.
+*/
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "arena.h"
+#include "internal.h"
+#include "skiplist.h"
+#include "testutil.h"
+
+TestSuite(arena, .init = tu_setup, .fini = tu_teardown, .timeout = 120);
+
+static sochdb *g_db;
+
+static sochdb *open_db(size_t region_bytes, size_t memtable_bytes)
+{
+  cr_assert_not_null(tu_db_dir, "mkdtemp failed: %s", strerror(errno));
+  sochdb_options o;
+  memset(&o, 0, sizeof o);
+  o.region_bytes = region_bytes;
+  o.memtable_bytes = memtable_bytes;
+  o.busy_timeout_ms = 50;
+  sochdb *db = NULL;
+  int rc = sochdb_open(tu_db_dir, &o, &db);
+  cr_assert_eq(rc, SOCHDB_OK, "sochdb_open(%s): %s (%s)", tu_db_dir, sochdb_strerror(rc), sochdb_last_error());
+  cr_assert_not_null(db, "sochdb_open returned OK without a handle");
+  g_db = db;
+  return db;
+}
+
+static void close_db(void)
+{
+  sochdb_close(g_db);
+  g_db = NULL;
+}
+
+static uint32_t count_state(const shm_region *r, uint32_t state)
+{
+  uint32_t c = 0;
+  for (uint32_t i = 0; i < r->hdr->n_memtables; i++)
+    c += atomic_load(&arena_memtable(r, i)->state) == state;
+  return c;
+}
+
+static uint64_t mt_id(const shm_region *r, uint32_t i) { return atomic_load(&arena_memtable(r, i)->id); }
+
+/* The view must list exactly the LIVE arenas, each once, strictly newest first. */
+static void check_view(const shm_region *r, const struct mt_view *v)
+{
+  cr_assert_eq(v->n, count_state(r, MT_LIVE), "view has %u memtables, %u are LIVE", v->n,
+               count_state(r, MT_LIVE));
+  for (uint32_t k = 0; k < v->n; k++) {
+    cr_assert_lt(v->idx[k], r->hdr->n_memtables, "view entry %u out of range", k);
+    cr_assert_eq(atomic_load(&arena_memtable(r, v->idx[k])->state), MT_LIVE, "view lists a non-LIVE arena");
+    if (k)
+      cr_assert_gt(mt_id(r, v->idx[k - 1]), mt_id(r, v->idx[k]), "view not newest first at %u", k);
+  }
+}
+
+/* ------------------------------------------------------------ layout */
+
+Test(arena, fresh_region_layout)
+{
+  sochdb *db = open_db(64u << 20, 1u << 20);
+  shm_region *r = &db->region;
+  uint32_t n = r->hdr->n_memtables;
+  cr_assert(n >= 2 && n <= SHM_MAX_MEMTABLES, "n_memtables %u", n);
+  cr_assert_eq(arena_active(r), 0, "arena 0 should be active at first");
+  cr_assert_eq(count_state(r, MT_LIVE), 1, "exactly one LIVE arena at creation");
+  for (uint32_t i = 0; i < n; i++) {
+    struct shm_memtable *m = arena_memtable(r, i);
+    cr_assert_eq(m->capacity, r->hdr->memtable_bytes, "arena %u capacity", i);
+    cr_assert_eq(m->arena_off % 8, 0, "arena %u offset not aligned", i);
+    cr_assert_leq(m->arena_off + m->capacity, r->hdr->region_bytes, "arena %u past the region", i);
+    if (i)
+      cr_assert_eq(m->arena_off, arena_memtable(r, i - 1)->arena_off + m->capacity, "arenas %u/%u not adjacent",
+                   i - 1, i);
+  }
+  struct mt_view v;
+  arena_view(r, &v);
+  cr_assert(v.n == 1 && v.idx[0] == 0, "fresh view should be {0}");
+  close_db();
+}
+
+/* ------------------------------------------------------------ alloc */
+
+Test(arena, alloc_is_8_aligned_and_disjoint)
+{
+  sochdb *db = open_db(64u << 20, 1u << 20);
+  shm_region *r = &db->region;
+  uint32_t mt = r->hdr->n_memtables - 1;   /* a FREE arena: nobody else uses it */
+  struct shm_memtable *m = arena_memtable(r, mt);
+  sl_init(r, mt);
+  uint64_t prev_end = m->arena_off + atomic_load(&m->used);
+  for (uint64_t n = 1; n <= 200; n++) {
+    uint64_t off = arena_alloc(r, mt, n);
+    cr_assert_neq(off, 0, "alloc of %llu bytes failed in an empty arena", (unsigned long long)n);
+    cr_assert_eq(off % 8, 0, "alloc(%llu) = %llu not 8-aligned", (unsigned long long)n, (unsigned long long)off);
+    cr_assert_geq(off, prev_end, "alloc(%llu) overlaps the previous block", (unsigned long long)n);
+    prev_end = off + n;
+    /* the bytes are ours: writing them must not disturb anything (ASan) */
+    memset(shm_at(r, off), 0xab, n);
+  }
+  cr_assert_eq(arena_alloc(r, mt, 0) % 8, 0, "zero-byte alloc not aligned");
+  close_db();
+}
+
+Test(arena, alloc_exhaustion_returns_zero)
+{
+  sochdb *db = open_db(64u << 20, 1u << 20);
+  shm_region *r = &db->region;
+  uint32_t mt = r->hdr->n_memtables - 1;
+  struct shm_memtable *m = arena_memtable(r, mt);
+  sl_init(r, mt);
+  uint64_t total = 0, count = 0;
+  int exhausted = 0;
+  for (uint64_t i = 0; i < (m->capacity / 1000) + 10; i++) {
+    uint64_t off = arena_alloc(r, mt, 1000);
+    if (!off) {
+      exhausted = 1;
+      break;
+    }
+    cr_assert(off >= m->arena_off && off + 1000 <= m->arena_off + m->capacity,
+              "block %llu lies outside the arena", (unsigned long long)count);
+    memset(shm_at(r, off), 0x5a, 1000);
+    total += 1008;
+    count++;
+  }
+  cr_assert(exhausted, "arena_alloc never returned 0");
+  cr_assert_geq(total + 1008 + 144, m->capacity, "arena reported full with %llu of %llu bytes used",
+                (unsigned long long)total, (unsigned long long)m->capacity);
+  cr_assert_eq(arena_alloc(r, mt, 1000), 0, "second alloc after exhaustion succeeded");
+  cr_assert_eq(arena_alloc(r, mt, m->capacity * 2), 0, "alloc bigger than the arena succeeded");
+  /* an alloc that does not fit in a fresh arena either */
+  uint32_t other = r->hdr->n_memtables - 2;
+  sl_init(r, other);
+  cr_assert_eq(arena_alloc(r, other, arena_memtable(r, other)->capacity), 0,
+               "alloc of the whole capacity fit next to the head node");
+  close_db();
+}
+
+/* ------------------------------------------------------------ rotate */
+
+Test(arena, rotate_activates_newer_memtable)
+{
+  sochdb *db = open_db(64u << 20, 1u << 20);
+  shm_region *r = &db->region;
+  uint32_t order[4];
+  order[0] = arena_active(r);
+  for (int i = 1; i < 4; i++) {
+    uint32_t old = arena_active(r);
+    int rc = arena_rotate(r, db->slot, old);
+    cr_assert_eq(rc, SOCHDB_OK, "rotation %d: %s", i, sochdb_strerror(rc));
+    uint32_t now = arena_active(r);
+    cr_assert_neq(now, old, "rotation %d left the same memtable active", i);
+    cr_assert_gt(mt_id(r, now), mt_id(r, old), "rotation %d: new id %llu not above %llu", i,
+                 (unsigned long long)mt_id(r, now), (unsigned long long)mt_id(r, old));
+    cr_assert_eq(atomic_load(&arena_memtable(r, now)->state), MT_LIVE, "new active memtable is not LIVE");
+    cr_assert_eq(atomic_load(&arena_memtable(r, old)->state), MT_LIVE, "the full memtable must stay LIVE");
+    cr_assert_eq(atomic_load(&arena_memtable(r, now)->claimer), 0, "claimer not cleared after rotation");
+    /* the new memtable is an empty skiplist */
+    cr_assert_eq(sl_seek(r, now, NULL, 0), 0, "new memtable is not empty");
+    order[i] = now;
+    struct mt_view v;
+    arena_view(r, &v);
+    check_view(r, &v);
+    cr_assert_eq(v.n, (uint32_t)i + 1, "after %d rotations the view has %u memtables", i, v.n);
+    for (int k = 0; k <= i; k++)
+      cr_assert_eq(v.idx[k], order[i - k], "view position %d is arena %u, want %u", k, v.idx[k], order[i - k]);
+  }
+  /* rotating away from a memtable that is no longer active changes nothing */
+  uint32_t active = arena_active(r);
+  cr_assert_eq(arena_rotate(r, db->slot, order[0]), SOCHDB_OK, "stale rotation should report OK");
+  cr_assert_eq(arena_active(r), active, "stale rotation changed the active memtable");
+  cr_assert_eq(count_state(r, MT_LIVE), 4, "stale rotation made a memtable LIVE");
+  close_db();
+}
+
+Test(arena, rotate_busy_when_none_free)
+{
+  /* 8 MiB region, 1 MiB memtables: only a few arenas after the tables */
+  sochdb *db = open_db(8u << 20, 1u << 20);
+  shm_region *r = &db->region;
+  uint32_t n = r->hdr->n_memtables;
+  cr_assert(n >= 2 && n < 8, "expected a handful of arenas, got %u", n);
+  for (uint32_t i = 1; i < n; i++)
+    cr_assert_eq(arena_rotate(r, db->slot, arena_active(r)), SOCHDB_OK, "rotation %u of %u failed", i, n - 1);
+  cr_assert_eq(count_state(r, MT_LIVE), n, "every arena should be LIVE now");
+  uint32_t active = arena_active(r);
+  uint64_t next_id = atomic_load(&r->hdr->next_memtable_id);
+  for (int i = 0; i < 3; i++) {
+    int rc = arena_rotate(r, db->slot, active);
+    cr_assert_eq(rc, SOCHDB_BUSY, "rotation with no free arena: %s, want BUSY", sochdb_strerror(rc));
+  }
+  cr_assert_eq(arena_active(r), active, "failed rotation changed the active memtable");
+  cr_assert_eq(count_state(r, MT_LIVE), n, "failed rotation changed arena states");
+  cr_assert_eq(count_state(r, MT_CLAIMED), 0, "failed rotation left an arena CLAIMED");
+  cr_assert_eq(atomic_load(&r->hdr->next_memtable_id), next_id, "failed rotation consumed an id");
+  struct mt_view v;
+  arena_view(r, &v);
+  check_view(r, &v);
+  cr_assert_eq(v.n, n, "view should hold all %u arenas", n);
+
+  /* once an arena is free again (as after a flush), rotation works */
+  uint32_t victim = v.idx[v.n - 1];   /* the oldest */
+  atomic_store(&arena_memtable(r, victim)->state, MT_FREE);
+  cr_assert_eq(arena_rotate(r, db->slot, active), SOCHDB_OK, "rotation after an arena was freed");
+  cr_assert_eq(arena_active(r), victim, "the freed arena should be the new active one");
+  cr_assert_gt(mt_id(r, victim), mt_id(r, active), "a reused arena must get a newer id");
+  arena_view(r, &v);
+  check_view(r, &v);
+  cr_assert_eq(v.idx[0], victim, "the reused arena must come first in the view");
+  close_db();
+}
+
+struct rot_arg {
+  shm_region *r;
+  uint32_t slot;
+  uint32_t full;
+  pthread_barrier_t *start;
+  int rc;
+};
+
+static void *rotator(void *p)
+{
+  struct rot_arg *a = p;
+  pthread_barrier_wait(a->start);
+  a->rc = arena_rotate(a->r, a->slot, a->full);
+  return NULL;
+}
+
+#define NROT 4
+
+Test(arena, concurrent_rotations_make_one_active)
+{
+  sochdb *db = open_db(64u << 20, 1u << 20);
+  shm_region *r = &db->region;
+  uint32_t n = r->hdr->n_memtables;
+  int rounds = n - 1 < 12 ? (int)n - 1 : 12;
+  for (int round = 0; round < rounds; round++) {
+    uint32_t full = arena_active(r);
+    pthread_t th[NROT];
+    struct rot_arg args[NROT];
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, NROT);
+    for (int t = 0; t < NROT; t++) {
+      /* distinct slot numbers, as if NROT processes rotated at once */
+      args[t] = (struct rot_arg){ r, db->slot + (uint32_t)t, full, &start, -1 };
+      cr_assert_eq(pthread_create(&th[t], NULL, rotator, &args[t]), 0, "pthread_create");
+    }
+    for (int t = 0; t < NROT; t++)
+      pthread_join(th[t], NULL);
+    pthread_barrier_destroy(&start);
+    for (int t = 0; t < NROT; t++)
+      cr_assert_eq(args[t].rc, SOCHDB_OK, "round %d thread %d: %s", round, t, sochdb_strerror(args[t].rc));
+    uint32_t now = arena_active(r);
+    cr_assert_neq(now, full, "round %d: still the full memtable active", round);
+    cr_assert_eq(count_state(r, MT_LIVE), (uint32_t)round + 2, "round %d: %u LIVE arenas, want %d (leak?)", round,
+                 count_state(r, MT_LIVE), round + 2);
+    cr_assert_eq(count_state(r, MT_CLAIMED), 0, "round %d: an arena stayed CLAIMED", round);
+    for (uint32_t i = 0; i < n; i++)
+      cr_assert_eq(atomic_load(&arena_memtable(r, i)->claimer), 0, "round %d: arena %u keeps a claimer", round, i);
+    struct mt_view v;
+    arena_view(r, &v);
+    check_view(r, &v);
+    cr_assert_eq(v.idx[0], now, "round %d: the active memtable is not the newest", round);
+    cr_assert_eq(v.idx[1], full, "round %d: the full memtable is not second newest", round);
+  }
+  close_db();
+}
+
+/* ---------------------------------------------------- reaper release */
+
+Test(arena, release_claims_frees_stuck_claim)
+{
+  sochdb *db = open_db(64u << 20, 1u << 20);
+  shm_region *r = &db->region;
+  uint32_t dead = 7, other = 9;              /* slots of two pretend processes */
+  uint32_t a = 3, b = 4;
+  /* `dead` claimed arena a and died while initialising it */
+  atomic_store(&arena_memtable(r, a)->state, MT_CLAIMED);
+  atomic_store(&arena_memtable(r, a)->claimer, dead + 1);
+  /* `other` (alive) is half-way through claiming arena b */
+  atomic_store(&arena_memtable(r, b)->state, MT_CLAIMED);
+  atomic_store(&arena_memtable(r, b)->claimer, other + 1);
+  uint32_t active = arena_active(r);
+
+  arena_release_claims_of(r, dead);
+  cr_assert_eq(atomic_load(&arena_memtable(r, a)->state), MT_FREE, "dead slot's CLAIMED arena not freed");
+  cr_assert_eq(atomic_load(&arena_memtable(r, a)->claimer), 0, "dead slot's claimer not cleared");
+  cr_assert_eq(atomic_load(&arena_memtable(r, b)->state), MT_CLAIMED, "another slot's claim was released");
+  cr_assert_eq(atomic_load(&arena_memtable(r, b)->claimer), other + 1, "another slot's claimer was cleared");
+  cr_assert_eq(arena_active(r), active, "release changed the active memtable");
+  cr_assert_eq(atomic_load(&arena_memtable(r, active)->state), MT_LIVE, "active memtable no longer LIVE");
+
+  /* the freed arena is usable by a rotation again; b is skipped */
+  atomic_store(&arena_memtable(r, b)->state, MT_FREE);
+  atomic_store(&arena_memtable(r, b)->claimer, 0);
+  for (uint32_t i = 1; i < r->hdr->n_memtables; i++)
+    if (i != a)
+      atomic_store(&arena_memtable(r, i)->state, MT_LIVE);   /* pretend every other arena is in use */
+  cr_assert_eq(arena_rotate(r, db->slot, active), SOCHDB_OK, "rotation into the released arena");
+  cr_assert_eq(arena_active(r), a, "rotation should have taken the released arena");
+  close_db();
+}
+
+Test(arena, release_claims_of_dead_loser_frees_its_live_empty_arena)
+{
+  /* The rotator marked its arena LIVE, lost the CAS on active_memtable, and
+  ** died before giving the (empty) arena back: the reaper must free it. */
+  sochdb *db = open_db(64u << 20, 1u << 20);
+  shm_region *r = &db->region;
+  uint32_t dead = 11, a = 5;
+  sl_init(r, a);
+  atomic_store(&arena_memtable(r, a)->id, atomic_fetch_add(&r->hdr->next_memtable_id, 1));
+  atomic_store(&arena_memtable(r, a)->state, MT_LIVE);
+  atomic_store(&arena_memtable(r, a)->claimer, dead + 1);
+  arena_release_claims_of(r, dead);
+  cr_assert_eq(atomic_load(&arena_memtable(r, a)->state), MT_FREE, "orphan LIVE arena of a dead loser kept");
+  cr_assert_eq(count_state(r, MT_LIVE), 1, "only the active memtable should be LIVE");
+  close_db();
+}
+
+Test(arena, release_claims_keeps_arena_that_won_while_active)
+{
+  /* The rotator won the CAS and died before clearing its claimer. */
+  sochdb *db = open_db(64u << 20, 1u << 20);
+  shm_region *r = &db->region;
+  uint32_t dead = 12;
+  cr_assert_eq(arena_rotate(r, db->slot, arena_active(r)), SOCHDB_OK, "rotate");
+  uint32_t won = arena_active(r);
+  atomic_store(&arena_memtable(r, won)->claimer, dead + 1);
+  arena_release_claims_of(r, dead);
+  cr_assert_eq(atomic_load(&arena_memtable(r, won)->state), MT_LIVE, "the active memtable was freed");
+  cr_assert_eq(arena_active(r), won, "active memtable changed");
+  cr_assert_eq(atomic_load(&arena_memtable(r, won)->claimer), 0, "claimer not cleared");
+  close_db();
+}
+
+Test(arena, release_claims_keeps_arena_that_won_and_was_rotated_past)
+{
+  /* The rotator won the CAS (its arena became active and received commits)
+  ** and died before clearing its claimer; other writers then filled that
+  ** memtable and rotated past it before anyone reaped the dead slot. The
+  ** arena holds committed data: releasing the claim must not free it. */
+  sochdb *db = open_db(64u << 20, 1u << 20);
+  shm_region *r = &db->region;
+  uint32_t dead = 13;
+  cr_assert_eq(arena_rotate(r, db->slot, arena_active(r)), SOCHDB_OK, "rotate");
+  uint32_t won = arena_active(r);
+  atomic_store(&arena_memtable(r, won)->claimer, dead + 1);   /* died before clearing it */
+
+  /* a commit lands in the dead rotator's memtable */
+  sochdb_txn *t = NULL;
+  cr_assert_eq(sochdb_txn_begin(db, 0, &t), SOCHDB_OK, "begin");
+  cr_assert_eq(sochdb_put(t, "precious", 8, "data", 4), SOCHDB_OK, "put");
+  cr_assert_eq(sochdb_commit(t, SOCHDB_SYNC), SOCHDB_OK, "commit");
+  cr_assert_neq(sl_find(r, won, "precious", 8), 0, "the commit should be in the dead rotator's memtable");
+
+  /* someone rotates past it */
+  cr_assert_eq(arena_rotate(r, db->slot, won), SOCHDB_OK, "rotate past");
+  cr_assert_neq(arena_active(r), won, "rotation did not happen");
+
+  arena_release_claims_of(r, dead);   /* the reaper of the dead slot */
+  cr_assert_eq(atomic_load(&arena_memtable(r, won)->state), MT_LIVE,
+               "arena_release_claims_of freed a LIVE memtable holding committed data "
+               "(it only checks whether the arena is active *now*)");
+  const void *v = NULL;
+  size_t vl = 0;
+  cr_assert_eq(sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t), SOCHDB_OK, "begin");
+  int rc = sochdb_get(t, "precious", 8, &v, &vl);
+  cr_assert_eq(rc, SOCHDB_OK, "committed key lost after the reaper released a claim: %s", sochdb_strerror(rc));
+  sochdb_abort(t);
+  close_db();
+}
