@@ -12,6 +12,8 @@
 #include "error.h"
 #include "skiplist.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 
 size_t arena_table_bytes(void) { return sizeof(struct shm_memtable) * SHM_MAX_MEMTABLES; }
@@ -61,6 +63,20 @@ static int claim_free_arena(shm_region *r, uint32_t my_slot, uint32_t *out)
   return 0;
 }
 
+int arena_reserve(shm_region *r, uint32_t i)
+{
+  struct shm_memtable *m = arena_memtable(r, i);
+  /* The region is sparse: an untouched page of a full tmpfs would be a
+  ** SIGBUS on first write. Reserving the arena's pages before anyone writes
+  ** turns that into an error we can return. */
+  int err = posix_fallocate(r->fd, (off_t)m->arena_off, (off_t)m->capacity);
+  if (err == 0 || err == EOPNOTSUPP || err == EINVAL)
+    return SOCHDB_OK;
+  errno = err;
+  return sdb_fail(SOCHDB_BUSY, "cannot reserve %llu bytes of shared memory for a memtable in %s: %s",
+                  (unsigned long long)m->capacity, r->path, strerror(err));
+}
+
 int arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full)
 {
   struct shm_header *h = r->hdr;
@@ -68,8 +84,14 @@ int arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full)
     return SOCHDB_OK;
   uint32_t fresh;
   if (!claim_free_arena(r, my_slot, &fresh))
-    return SOCHDB_BUSY;
+    return sdb_fail(SOCHDB_BUSY, "every memtable arena of %s is full", r->path);
   struct shm_memtable *m = arena_memtable(r, fresh);
+  int rc = arena_reserve(r, fresh);
+  if (rc != SOCHDB_OK) {
+    atomic_store_explicit(&m->claimer, 0, memory_order_relaxed);
+    atomic_store_explicit(&m->state, MT_FREE, memory_order_release);
+    return rc;
+  }
   sl_init(r, fresh);
   atomic_store_explicit(&m->id, atomic_fetch_add_explicit(&h->next_memtable_id, 1, memory_order_relaxed),
                         memory_order_relaxed);
@@ -120,9 +142,15 @@ void arena_release_claims_of(shm_region *r, uint32_t slot)
     ** even a failed allocation bumps `used`), while nobody ever allocates in
     ** an arena that never became active: so an orphan is one that is not
     ** active and still holds only its head node. */
+    /* active first (acquire), used second: every change of active_memtable
+    ** is a CAS made after the failed allocation that bumped `used`, so
+    ** seeing "not active" makes that bump visible. The other order can read
+    ** an empty arena, be preempted while it fills and is rotated past, and
+    ** then free it. */
+    int inactive = arena_active(r) != i;
     uint64_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
     if (atomic_load_explicit(&m->state, memory_order_relaxed) == MT_CLAIMED ||
-        (arena_active(r) != i && used == sl_head_bytes()))
+        (inactive && used == sl_head_bytes()))
       atomic_store_explicit(&m->state, MT_FREE, memory_order_release);
     atomic_store_explicit(&m->claimer, 0, memory_order_relaxed);
   }

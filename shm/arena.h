@@ -40,6 +40,9 @@ void     arena_init_all(shm_region *r, uint64_t arenas_off);
 static inline struct shm_memtable *arena_memtable(const shm_region *r, uint32_t i)
 { return (struct shm_memtable *)shm_at(r, r->hdr->memtables_off) + i; }
 
+/* Back arena i with real pages now (SOCHDB_BUSY if the tmpfs is full). */
+int      arena_reserve(shm_region *r, uint32_t i);
+
 /* Allocate n bytes (8-aligned) in memtable i. Returns the region offset, or 0 if it does not fit. */
 uint64_t arena_alloc(shm_region *r, uint32_t i, uint64_t n);
 

@@ -23,7 +23,7 @@ uint64_t mv_resolve(const shm_region *r, const struct mv_version *v)
   uint64_t want = txn_ref_gen(v->txn);
   uint64_t g1 = atomic_load_explicit(&e->gen, memory_order_acquire);
   uint64_t st = atomic_load_explicit(&e->state, memory_order_acquire);
-  uint64_t g2 = atomic_load_explicit(&e->gen, memory_order_relaxed);
+  uint64_t g2 = atomic_load_explicit(&e->gen, memory_order_acquire);
   if (txn_ref_gen(g1) == want && g1 == g2)
     return st == TXN_ABORTED ? MV_ABORTED : st;   /* TXN_PENDING == 0 == pending */
   /* The descriptor moved on, so the stamp is visible now (acquire on gen). */

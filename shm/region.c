@@ -59,20 +59,26 @@ uint64_t shm_layout_arena_off(const struct shm_header *h, uint32_t idx)
   return first + (uint64_t)idx * h->memtable_bytes;
 }
 
+/* Where the sections go; fills the offset fields of h. */
+static void layout_sections(struct shm_header *h, uint64_t memtable_bytes)
+{
+  h->header_bytes = SHM_HEADER_BYTES;
+  h->memtable_bytes = memtable_bytes;
+  h->slots_off = SHM_HEADER_BYTES;
+  h->n_slots = SHM_MAX_SLOTS;
+  h->ring_off = align_up(h->slots_off + slots_section_bytes(), 4096);
+  h->memtables_off = align_up(h->ring_off + seqring_section_bytes(), 4096);
+}
+
 /* Fill in a zeroed mapping. The magic goes last (release) so that no
 ** attacher can see a half-made region as valid. */
 static int region_format(char *base, const struct shm_open_params *p, shm_region *r)
 {
   struct shm_header *h = (struct shm_header *)base;
   h->layout_version = SHM_LAYOUT_VERSION;
-  h->header_bytes = SHM_HEADER_BYTES;
   h->region_bytes = p->region_bytes;
-  h->memtable_bytes = p->memtable_bytes;
   memcpy(h->db_id, p->db_id, sizeof h->db_id);
-  h->slots_off = SHM_HEADER_BYTES;
-  h->n_slots = SHM_MAX_SLOTS;
-  h->ring_off = align_up(h->slots_off + slots_section_bytes(), 4096);
-  h->memtables_off = align_up(h->ring_off + seqring_section_bytes(), 4096);
+  layout_sections(h, p->memtable_bytes);
   uint64_t first_arena = shm_layout_arena_off(h, 0);
   if (first_arena >= p->region_bytes)
     return sdb_fail(SOCHDB_INVALID, "region of %llu bytes is too small for its tables",
@@ -174,6 +180,17 @@ static int region_attach_locked(const struct shm_open_params *p, shm_region *r, 
   if (base == MAP_FAILED)
     return sdb_fail_errno("mmap %s", r->path);
   r->size = p->region_bytes;
+  /* Pages of the tables and the first arena now, not as a SIGBUS later. */
+  struct shm_header probe;
+  memset(&probe, 0, sizeof probe);
+  layout_sections(&probe, p->memtable_bytes);
+  uint64_t prefix = shm_layout_arena_off(&probe, 0) + p->memtable_bytes;
+  int err = prefix <= p->region_bytes ? posix_fallocate(r->fd, 0, (off_t)prefix) : 0;
+  if (err != 0 && err != EOPNOTSUPP && err != EINVAL) {
+    munmap(base, p->region_bytes);
+    errno = err;
+    return sdb_fail_errno("reserve shared memory for %s", r->path);
+  }
   int rc = region_format(base, p, r);
   if (rc != SOCHDB_OK) {
     munmap(base, p->region_bytes);
@@ -201,6 +218,7 @@ int shm_region_open(const struct shm_open_params *p, shm_region *r)
     }
     if (!fd_is_path(r->fd, r->path)) {
       close(r->fd);
+      r->fd = -1;
       continue;
     }
     int again = ATTACH_DONE;

@@ -143,16 +143,30 @@ static uint64_t advance(shm_region *r)
 void seqring_wait_published(shm_region *r, uint32_t my_slot, uint64_t seq)
 {
   unsigned round = 0;
+  uint64_t seen = seqring_published(r);
   for (;;) {
     uint64_t blocker = advance(r);
-    if (seqring_published(r) >= seq)
+    uint64_t now = seqring_published(r);
+    if (now >= seq)
       return;
+    if (now != seen) {       /* the queue moves: keep spinning, do not sleep */
+      seen = now;
+      round = 0;
+    }
     unblock(r, my_slot, blocker, round);
     backoff(&round);
   }
 }
 
-void seqring_decide_all_of(shm_region *r, uint32_t did)
+void seqring_help(shm_region *r, uint32_t my_slot)
+{
+  uint64_t blocker = advance(r);
+  if (ent_st(blocker) == ST_CLAIMED && slots_reap_if_dead(r, my_slot, ent_did(blocker) / SHM_TXNS_PER_SLOT))
+    advance(r);
+}
+
+/* Decide every claimed, unpublished entry with a descriptor id in [lo, hi]. */
+static void decide_range(shm_region *r, uint32_t lo, uint32_t hi)
 {
   _Atomic uint64_t *ents = ring(r);
   uint64_t p = seqring_published(r);
@@ -160,8 +174,15 @@ void seqring_decide_all_of(shm_region *r, uint32_t did)
   /* A claim can be at most one position past next_seq (claimed, not yet helped). */
   for (uint64_t s = p + 1; s <= next && s - p <= SEQRING_SIZE; s++) {
     uint64_t e = atomic_load_explicit(&ents[s % SEQRING_SIZE], memory_order_acquire);
-    if (ent_tag(e) == tag_of(s) && ent_st(e) == ST_CLAIMED && ent_did(e) == did)
-      seqring_decide(r, s, did);
+    if (ent_tag(e) == tag_of(s) && ent_st(e) == ST_CLAIMED && ent_did(e) >= lo && ent_did(e) <= hi)
+      seqring_decide(r, s, ent_did(e));
   }
   advance(r);
 }
+
+void seqring_decide_all_of_slot(shm_region *r, uint32_t slot)
+{
+  decide_range(r, seqring_did(slot, 0), seqring_did(slot, SHM_TXNS_PER_SLOT - 1));
+}
+
+void seqring_decide_all_of(shm_region *r, uint32_t did) { decide_range(r, did, did); }

@@ -30,7 +30,12 @@ uint64_t seqring_claim(shm_region *r, uint32_t my_slot, uint32_t did);
 void     seqring_decide(shm_region *r, uint64_t seq, uint32_t did);
 /* Wait until published_seq >= seq, helping and reaping what blocks it. */
 void     seqring_wait_published(shm_region *r, uint32_t my_slot, uint64_t seq);
-/* For the reaper: decide every claimed entry that names descriptor did. */
+/* Advance publication as far as it goes now, reaping the process of a claimed
+** entry that blocks it if that process is dead. Never waits. */
+void     seqring_help(shm_region *r, uint32_t my_slot);
+/* For the reaper: decide every claimed entry whose descriptor is in `slot`,
+** or is `did`. */
+void     seqring_decide_all_of_slot(shm_region *r, uint32_t slot);
 void     seqring_decide_all_of(shm_region *r, uint32_t did);
 
 static inline uint64_t seqring_published(const shm_region *r)

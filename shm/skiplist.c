@@ -37,7 +37,12 @@ void sl_init(shm_region *r, uint32_t mt)
 {
   struct shm_memtable *m = arena_memtable(r, mt);
   struct sl_node *head = node_at(r, m->arena_off);
-  memset(head, 0, HEAD_BYTES);
+  /* atomic stores, not memset: a reader whose view briefly listed this arena
+  ** (a lost rotation) may still be loading these links */
+  atomic_store_explicit(&head->versions, 0, memory_order_relaxed);
+  for (int level = 0; level < SL_MAX_HEIGHT; level++)
+    atomic_store_explicit(&head->next[level], 0, memory_order_relaxed);
+  head->klen = 0;
   head->height = SL_MAX_HEIGHT;
   /* relaxed: published by the caller's release of the memtable state */
   atomic_store_explicit(&m->used, HEAD_BYTES, memory_order_relaxed);

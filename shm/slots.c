@@ -93,12 +93,12 @@ static void reap_locked(shm_region *r, uint32_t slot)
     int had_intents = atomic_load_explicit(&e->versions, memory_order_acquire) != 0 &&
                       atomic_load_explicit(&e->state, memory_order_acquire) == TXN_PENDING;
     slots_retire_descriptor(r, e);   /* undecided = aborted: wholly absent */
-    seqring_decide_all_of(r, seqring_did(slot, i));
     /* release: pairs with the horizon scan; the snapshot is gone */
     atomic_store_explicit(&e->snapshot, 0, memory_order_release);
     if (had_intents)
       atomic_fetch_add_explicit(&r->hdr->stats.dead_txns_rolled_back, 1, memory_order_relaxed);
   }
+  seqring_decide_all_of_slot(r, slot);   /* after every descriptor is decided */
   arena_release_claims_of(r, slot);
   fold_stats(r, s);
   atomic_fetch_add_explicit(&r->hdr->stats.processes_reaped, 1, memory_order_relaxed);
@@ -179,9 +179,9 @@ uint64_t slots_publish_snapshot(shm_region *r, struct shm_txn_entry *e)
 static uint64_t oldest_snapshot(shm_region *r, uint64_t bound)
 {
   for (uint32_t i = 0; i < SHM_MAX_SLOTS; i++) {
+    /* Every entry, free slots included: skipping one on a relaxed load of
+    ** its owner would step outside the seq_cst order the protocol needs. */
     struct shm_slot *s = shm_slot_at(r, i);
-    if (atomic_load_explicit(&s->owner_pid, memory_order_relaxed) == 0)
-      continue;   /* a free slot's entries are all 0; skipping it is only a shortcut */
     for (uint32_t j = 0; j < SHM_TXNS_PER_SLOT; j++) {
       uint64_t snap = atomic_load_explicit(&s->txn[j].snapshot, memory_order_seq_cst);
       if (snap && snap < bound)
@@ -194,9 +194,13 @@ static uint64_t oldest_snapshot(shm_region *r, uint64_t bound)
 uint64_t slots_compute_horizon(shm_region *r)
 {
   uint64_t first = oldest_snapshot(r, seqring_published(r));
-  uint64_t cur = atomic_load_explicit(&r->hdr->horizon, memory_order_relaxed);
-  if (first > cur)   /* the horizon only moves forward */
-    atomic_store_explicit(&r->hdr->horizon, first, memory_order_seq_cst);
+  uint64_t cur = atomic_load_explicit(&r->hdr->horizon, memory_order_seq_cst);
+  /* seq_cst CAS-max: two reclaimers must never move the horizon backwards,
+  ** or a reader could validate against the lower value after the other
+  ** reclaimer's second scan missed it */
+  while (first > cur && !atomic_compare_exchange_weak_explicit(&r->hdr->horizon, &cur, first,
+                                                               memory_order_seq_cst, memory_order_seq_cst))
+    ;
   return oldest_snapshot(r, first);
 }
 

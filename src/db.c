@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -48,24 +49,33 @@ static void after_fork_child(void)
 
 static void install_atfork(void) { pthread_atfork(before_fork, after_fork_parent, after_fork_child); }
 
-static void register_handle(sochdb *db)
+/* While a handle's region descriptor exists but is not on the list (during
+** open and close), no other thread may fork: the child would inherit the
+** descriptor, and with it our slot lock and perhaps the creation flock,
+** keeping them alive after we die. So open and close hold handles_lock,
+** which before_fork also takes. */
+static void forbid_fork(void)
 {
   pthread_once(&atfork_once, install_atfork);
   pthread_mutex_lock(&handles_lock);
-  db->next_handle = handles;
-  handles = db;
-  pthread_mutex_unlock(&handles_lock);
 }
 
-static void unregister_handle(sochdb *db)
+static void allow_fork(void) { pthread_mutex_unlock(&handles_lock); }
+
+/* Callers hold handles_lock. */
+static void list_handle(sochdb *db)
 {
-  pthread_mutex_lock(&handles_lock);
+  db->next_handle = handles;
+  handles = db;
+}
+
+static void unlist_handle(sochdb *db)
+{
   for (sochdb **p = &handles; *p; p = &(*p)->next_handle)
     if (*p == db) {
       *p = db->next_handle;
       break;
     }
-  pthread_mutex_unlock(&handles_lock);
 }
 
 int sdb_check_db(const sochdb *db)
@@ -209,12 +219,16 @@ int sochdb_open(const char *dir, const sochdb_options *opts, sochdb **out)
     return sdb_fail(SOCHDB_NOMEM, "allocating the database handle");
   }
   p.dir = dir;
+  forbid_fork();
   rc = shm_region_open(&p, &db->region);
   if (rc == SOCHDB_OK) {
     rc = slots_attach(&db->region, &db->slot);
     if (rc != SOCHDB_OK)
       shm_region_close(&db->region);
   }
+  if (rc == SOCHDB_OK)
+    list_handle(db);
+  allow_fork();
   if (rc != SOCHDB_OK) {
     free(db->dir);
     free(db);
@@ -223,7 +237,6 @@ int sochdb_open(const char *dir, const sochdb_options *opts, sochdb **out)
   db->busy_timeout_ms = busy_ms;
   db->max_version_bytes = db->region.hdr->memtable_bytes / 2;
   pthread_mutex_init(&db->txns_lock, NULL);
-  register_handle(db);
   *out = db;
   return SOCHDB_OK;
 }
@@ -232,12 +245,25 @@ void sochdb_close(sochdb *db)
 {
   if (!db)
     return;
-  unregister_handle(db);
-  if (!atomic_load_explicit(&db->forked, memory_order_relaxed)) {
-    sdb_txn_abort_all(db);
-    slots_detach(&db->region, db->slot);
+  if (atomic_load_explicit(&db->forked, memory_order_relaxed)) {
+    /* An inherited copy in a fork child: the slot is the parent's, and the
+    ** mutexes may have been held by threads that do not exist here. Only
+    ** unmap and free. */
+    forbid_fork();
+    unlist_handle(db);
+    allow_fork();
+    if (db->region.base)
+      munmap(db->region.base, db->region.size);
+    free(db->dir);
+    free(db);
+    return;
   }
+  sdb_txn_abort_all(db);
+  forbid_fork();
+  slots_detach(&db->region, db->slot);
   shm_region_close(&db->region);
+  unlist_handle(db);
+  allow_fork();
   pthread_mutex_destroy(&db->txns_lock);
   free(db->dir);
   free(db);

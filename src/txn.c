@@ -30,6 +30,7 @@
 #include "skiplist.h"
 #include "testhooks.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -232,23 +233,32 @@ static int past(const struct timespec *d)
 
 /* The active memtable `full` had no room: rotate, or wait for a free arena
 ** until busy_timeout_ms is spent. */
+static void set_deadline(struct timespec *d, unsigned ms)
+{
+  clock_gettime(CLOCK_MONOTONIC, d);
+  d->tv_sec += ms / 1000;
+  d->tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (d->tv_nsec >= 1000000000L) {
+    d->tv_sec++;
+    d->tv_nsec -= 1000000000L;
+  }
+}
+
+/* The active memtable `full` had no room: rotate, or wait for a free arena
+** until busy_timeout_ms is spent, then report why rotation failed. */
 static int make_room(struct commit_ctx *c, uint32_t full)
 {
   if (arena_rotate(c->r, c->t->db->slot, full) == SOCHDB_OK)
     return SOCHDB_OK;
   if (!c->deadline_set) {
-    clock_gettime(CLOCK_MONOTONIC, &c->deadline);
-    c->deadline.tv_sec += c->t->db->busy_timeout_ms / 1000;
-    c->deadline.tv_nsec += (long)(c->t->db->busy_timeout_ms % 1000) * 1000000L;
-    if (c->deadline.tv_nsec >= 1000000000L) {
-      c->deadline.tv_sec++;
-      c->deadline.tv_nsec -= 1000000000L;
-    }
+    set_deadline(&c->deadline, c->t->db->busy_timeout_ms);
     c->deadline_set = 1;
   }
-  if (past(&c->deadline))
-    return sdb_fail(SOCHDB_BUSY, "every memtable arena is full and none was freed within %u ms",
-                    c->t->db->busy_timeout_ms);
+  if (past(&c->deadline)) {
+    char why[256];
+    snprintf(why, sizeof why, "%s", sochdb_last_error());
+    return sdb_fail(SOCHDB_BUSY, "no memtable room within %u ms: %s", c->t->db->busy_timeout_ms, why);
+  }
   struct timespec pause = { 0, 1000000 };   /* 1 ms */
   nanosleep(&pause, NULL);
   return SOCHDB_OK;
@@ -274,12 +284,13 @@ static uint64_t new_version(struct commit_ctx *c, uint32_t mt, const struct wb_e
 }
 
 /* We lost to the commit `seq`. If it is decided but not yet published, help
-** publish it (reaping its process if that died) before reporting: otherwise a
-** retry would take a snapshot without it and lose to it again, forever. */
+** publication along without waiting (reaping a dead process that blocks it):
+** otherwise, if its committer died, every retry would take a snapshot
+** without it and lose to it again, forever. */
 static int conflict_with(struct commit_ctx *c, uint64_t seq)
 {
   if (seq > seqring_published(c->r))
-    seqring_wait_published(c->r, c->t->db->slot, seq);
+    seqring_help(c->r, c->t->db->slot);
   return SOCHDB_CONFLICT;
 }
 
@@ -354,6 +365,11 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
       return rc;
     CRASHPOINT("commit.install");
   }
+  /* seq_cst fence: the installs above must be ordered before every load of
+  ** the check below, including the acquire-only ones of arena_view and
+  ** sl_find (an acquire load may otherwise be satisfied early on POWER or
+  ** ARMv8.3 RCpc); this is the store-then-load handshake of step 2. */
+  atomic_thread_fence(memory_order_seq_cst);
   struct mt_view view;
   arena_view(c->r, &view);               /* fresh: rotations since begin count */
   if (view.n < 2)
@@ -366,24 +382,31 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
   return SOCHDB_OK;
 }
 
-/* Steps 3 and 4: claim, decide, stamp, publish. Cannot fail. */
-static void decide_and_publish(struct commit_ctx *c, uint32_t did)
+/* Steps 3 and 4: claim, decide, stamp, publish. Fails only if our own slot
+** was reclaimed under us (our region descriptor was closed behind our back). */
+static int decide_and_publish(struct commit_ctx *c, uint32_t did)
 {
   sochdb *db = c->t->db;
   uint64_t seq = seqring_claim(c->r, db->slot, did);
   atomic_store_explicit(&c->e->seq, seq, memory_order_relaxed);
   CRASHPOINT("commit.claim_seq");
   uint64_t pending = TXN_PENDING;
-  /* acq_rel: the commit point. Only a reaper could race us, and only if we
-  ** were dead, so this CAS succeeds. */
-  atomic_compare_exchange_strong_explicit(&c->e->state, &pending, seq, memory_order_acq_rel,
-                                          memory_order_acquire);
+  /* acq_rel: the commit point. Only a reaper can race us, and only if our
+  ** slot lock is gone, which for a live process means someone closed our
+  ** region descriptor (dup2, closefrom): then we were rolled back. */
+  if (!atomic_compare_exchange_strong_explicit(&c->e->state, &pending, seq, memory_order_acq_rel,
+                                               memory_order_acquire)) {
+    seqring_decide(c->r, seq, did);
+    return sdb_fail(SOCHDB_INVALID, "this process's slot was reclaimed during the commit (was the "
+                    "database's file descriptor closed?); the transaction was rolled back");
+  }
   CRASHPOINT("commit.decided");
   slots_retire_descriptor(c->r, c->e);  /* stamps our versions with seq */
   CRASHPOINT("commit.stamped");
   seqring_decide(c->r, seq, did);
   seqring_wait_published(c->r, db->slot, seq);
   CRASHPOINT("commit.published");
+  return SOCHDB_OK;
 }
 
 static int commit_writes(sochdb_txn *t)
@@ -403,7 +426,9 @@ static int commit_writes(sochdb_txn *t)
     count(rc == SOCHDB_CONFLICT ? &st->conflicts : &st->aborts, 1);
     return rc == SOCHDB_CONFLICT ? sdb_fail(rc, "a concurrent transaction wrote the same key") : rc;
   }
-  decide_and_publish(&c, seqring_did(db->slot, t->entry));
+  rc = decide_and_publish(&c, seqring_did(db->slot, t->entry));
+  if (rc != SOCHDB_OK)
+    return rc;
   count(&st->commits, 1);
   count(&st->keys_written, t->writes.n);
   return SOCHDB_OK;
@@ -423,8 +448,14 @@ int sochdb_commit(sochdb_txn *t, unsigned flags)
     sochdb_abort(t);
     return sdb_fail(SOCHDB_INVALID, "unknown commit flags 0x%x (the transaction was aborted)", flags);
   }
-  if (t->writes.n)
+  if (t->writes.n) {
+    /* A thread cancelled inside the commit's waits would leave its intents
+    ** pending while its process lives on, blocking those keys. */
+    int cancel_state;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
     rc = commit_writes(t);
+    pthread_setcancelstate(cancel_state, NULL);
+  }
   finish_txn(t);
   return rc;
 }

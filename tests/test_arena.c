@@ -10,6 +10,7 @@
 #include <criterion/logging.h>
 
 #include <pthread.h>
+#include <sys/mount.h>
 #include <stdatomic.h>
 
 #include "arena.h"
@@ -381,4 +382,52 @@ Test(arena, release_claims_keeps_arena_that_won_and_was_rotated_past)
   cr_assert_eq(rc, SOCHDB_OK, "committed key lost after the reaper released a claim: %s", sochdb_strerror(rc));
   sochdb_abort(t);
   close_db();
+}
+
+/* A region in a tmpfs that fills up: the arena's pages are reserved when it
+** is claimed, so a full tmpfs is SOCHDB_BUSY naming the cause, never a
+** SIGBUS on first touch; what was committed stays readable. Needs root to
+** mount a small tmpfs; skipped elsewhere. */
+Test(arena, full_tmpfs_is_busy_not_sigbus)
+{
+  char mnt[] = "/tmp/sochdb-tmpfs-XXXXXX";
+  cr_assert_not_null(mkdtemp(mnt), "mkdtemp");
+  if (mount("tmpfs", mnt, "tmpfs", 0, "size=12m") != 0) {
+    rmdir(mnt);
+    cr_skip_test("cannot mount a tmpfs here (%s)", strerror(errno));
+  }
+  setenv("SOCHDB_SHM_DIR", mnt, 1);
+  sochdb_options o = { .region_bytes = 64u << 20, .memtable_bytes = 2u << 20, .busy_timeout_ms = 50 };
+  sochdb *db;
+  int rc = sochdb_open(tu_db_dir, &o, &db);
+  cr_assert_eq(rc, SOCHDB_OK, "open in a 12 MiB tmpfs: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+  char key[32], val[1000];
+  memset(val, 'v', sizeof val);
+  int committed = 0;
+  for (; committed < 100000; committed++) {
+    sochdb_txn *t;
+    cr_assert_eq(sochdb_txn_begin(db, 0, &t), SOCHDB_OK);
+    snprintf(key, sizeof key, "k%08d", committed);
+    cr_assert_eq(sochdb_put(t, key, strlen(key), val, sizeof val), SOCHDB_OK);
+    rc = sochdb_commit(t, SOCHDB_SYNC);
+    if (rc != SOCHDB_OK)
+      break;
+  }
+  cr_assert_eq(rc, SOCHDB_BUSY, "filling the tmpfs ended with %s after %d commits", sochdb_strerror(rc), committed);
+  cr_assert_not_null(strstr(sochdb_last_error(), "No space left"), "the cause is named: %s", sochdb_last_error());
+  cr_assert_gt(committed, 1000, "a 12 MiB tmpfs holds more than %d commits of 1 KB", committed);
+  sochdb_txn *t;
+  cr_assert_eq(sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t), SOCHDB_OK);
+  const void *v;
+  size_t vlen;
+  for (int i = 0; i < committed; i += committed / 50 + 1) {
+    snprintf(key, sizeof key, "k%08d", i);
+    cr_assert_eq(sochdb_get(t, key, strlen(key), &v, &vlen), SOCHDB_OK, "committed %s lost", key);
+    cr_assert_eq(vlen, sizeof val);
+  }
+  sochdb_abort(t);
+  unlink(sochdb_region_path(db));
+  sochdb_close(db);
+  umount(mnt);
+  rmdir(mnt);
 }
