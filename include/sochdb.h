@@ -74,7 +74,8 @@ typedef struct sochdb_options {          /* zero-initialised = defaults */
   unsigned busy_timeout_ms; /* how long a writer may wait for room before SOCHDB_BUSY (default 10000) */
   const char *daemon_path;  /* sochdbd to spawn; NULL = next to the library, then $PATH */
   int create_if_missing;    /* default 1; a negative value means 0 (must exist) */
-  unsigned file_mode;       /* permission bits of the files created (region, data); 0 = 0600 */
+  unsigned file_mode;       /* permission bits of the files created (region, data), applied exactly,
+                               not reduced by the umask; 0 = 0600 */
 } sochdb_options;
 
 /*

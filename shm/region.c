@@ -174,6 +174,10 @@ static int region_attach_locked(const struct shm_open_params *p, shm_region *r, 
     /* magic == 0: a creator died half-way (we hold the lock, so it is not
     ** still working). Initialise it again from scratch. */
   }
+  /* exact bits, not reduced by this process's umask: every process that
+  ** shares the database must be able to attach, whoever created it */
+  if (fchmod(r->fd, p->file_mode) != 0)
+    return sdb_fail_errno("chmod region %s", r->path);
   if (ftruncate(r->fd, 0) != 0 || ftruncate(r->fd, (off_t)p->region_bytes) != 0)
     return sdb_fail_errno("size region %s to %llu bytes", r->path, (unsigned long long)p->region_bytes);
   void *base = mmap(NULL, p->region_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, r->fd, 0);

@@ -1,0 +1,831 @@
+/*
+** test_region.c — the shared region file (shm/region.c) and opening a
+** database (src/db.c): where the region lives, creating and attaching,
+** the header, refusing regions of another layout version or a damaged
+** header, re-initialising a half-made one, replacing a stale one, options,
+** file modes, the directory's identity file, and concurrent creation.
+**
+** Damage is done by hand with pwrite on the region file (offsets from
+** struct shm_header) while no handle is open. Every test registers each
+** database directory it creates (track_dir); the fixture unlinks their region
+** files, whatever state they were left in, before removing the directories.
+**
+** In-process only (threads, no fork): this file also runs under TSan.
+*/
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+
+#include <pthread.h>
+#include <stddef.h>
+
+#include "error.h"
+#include "internal.h"
+#include "region.h"
+#include "seqring.h"
+#include "slots.h"
+#include "sochdb.h"
+#include "testutil.h"
+
+/* ------------------------------------------------------------ fixture */
+
+#define MAX_TRACKED 64
+static char *tracked[MAX_TRACKED];
+static int ntracked;
+
+/* Remember a database directory: its region file is unlinked at the end. */
+static void track_dir(const char *dir)
+{
+  if (ntracked < MAX_TRACKED)
+    tracked[ntracked++] = strdup(dir);
+}
+
+/* A path under the test's directory (not created). Caller frees. */
+static char *sub(const char *name)
+{
+  cr_assert_not_null(tu_db_dir, "mkdtemp failed");
+  char *p = malloc(strlen(tu_db_dir) + strlen(name) + 2);
+  cr_assert_not_null(p, "malloc");
+  sprintf(p, "%s/%s", tu_db_dir, name);
+  track_dir(p);
+  return p;
+}
+
+static void fx_init(void)
+{
+  tu_setup();
+  ntracked = 0;
+  if (tu_db_dir)
+    track_dir(tu_db_dir);
+}
+
+static void fx_fini(void)
+{
+  for (int i = ntracked - 1; i >= 0; i--) {
+    char p[4096];
+    if (shm_region_path(tracked[i], p, sizeof p) == SOCHDB_OK)
+      unlink(p);
+    free(tracked[i]);
+  }
+  ntracked = 0;
+  if (tu_db_dir) {
+    tu_rmrf(tu_db_dir);
+    free(tu_db_dir);
+    tu_db_dir = NULL;
+  }
+  tu_teardown();
+}
+
+TestSuite(region, .init = fx_init, .fini = fx_fini, .timeout = 60);
+
+/* Join th, waiting at most ms milliseconds: a thread stuck in the library
+** (a hang is a bug too) fails the test instead of hanging it. */
+static int join_within(pthread_t th, unsigned ms)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += (time_t)(ms / 1000);
+  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  return pthread_timedjoin_np(th, NULL, &ts) == 0;
+}
+#define JOIN(th, what) cr_assert(join_within((th), 20000), "%s did not finish within 20 s", (what))
+
+#define SMALL_REGION   (8u << 20)
+#define SMALL_MEMTABLE (1u << 20)
+
+static sochdb_options small_opts(void)
+{
+  sochdb_options o;
+  memset(&o, 0, sizeof o);
+  o.region_bytes = SMALL_REGION;
+  o.memtable_bytes = SMALL_MEMTABLE;
+  return o;
+}
+
+static sochdb *open_ok(const char *dir, const sochdb_options *o)
+{
+  sochdb *db = NULL;
+  int rc = sochdb_open(dir, o, &db);
+  cr_assert_eq(rc, SOCHDB_OK, "sochdb_open(%s): %s (%s)", dir, sochdb_strerror(rc), sochdb_last_error());
+  cr_assert_not_null(db, "sochdb_open returned OK without a handle");
+  return db;
+}
+
+/* sochdb_open must fail with `want`, leave *out NULL and a detail. */
+static void open_fails(const char *dir, const sochdb_options *o, int want, const char *what)
+{
+  sochdb *db = (sochdb *)0x1;
+  sdb_clear_error();
+  int rc = sochdb_open(dir, o, &db);
+  if (rc == SOCHDB_OK && db && db != (sochdb *)0x1)
+    sochdb_close(db);
+  cr_assert_eq(rc, want, "%s: sochdb_open returned %s (%d), expected %s (%d) [%s]", what, sochdb_strerror(rc), rc,
+               sochdb_strerror(want), want, sochdb_last_error());
+  cr_assert_null(db, "%s: a failed open left *out = %p", what, (void *)db);
+  cr_assert(sochdb_last_error()[0] != '\0', "%s: no sochdb_last_error() detail", what);
+}
+
+static void commit_kv(sochdb *db, const char *key, const char *val)
+{
+  sochdb_txn *t = NULL;
+  int rc = sochdb_txn_begin(db, 0, &t);
+  cr_assert_eq(rc, SOCHDB_OK, "begin: %s", sochdb_strerror(rc));
+  rc = sochdb_put(t, key, strlen(key), val, strlen(val));
+  cr_assert_eq(rc, SOCHDB_OK, "put: %s", sochdb_strerror(rc));
+  rc = sochdb_commit(t, 0);
+  cr_assert_eq(rc, SOCHDB_OK, "commit: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+}
+
+static int read_kv(sochdb *db, const char *key, char *buf, size_t n)
+{
+  sochdb_txn *t = NULL;
+  int rc = sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t);
+  cr_assert_eq(rc, SOCHDB_OK, "begin: %s", sochdb_strerror(rc));
+  rc = tu_get_str(t, key, buf, n);
+  sochdb_abort(t);
+  return rc;
+}
+
+static void region_path_of(const char *dir, char *out, size_t n)
+{
+  int rc = shm_region_path(dir, out, n);
+  cr_assert_eq(rc, SOCHDB_OK, "shm_region_path(%s): %s (%s)", dir, sochdb_strerror(rc), sochdb_last_error());
+}
+
+static void file_write(const char *path, off_t off, const void *buf, size_t n)
+{
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+  ssize_t w = pwrite(fd, buf, n, off);
+  close(fd);
+  cr_assert_eq(w, (ssize_t)n, "pwrite %s at %lld: %s", path, (long long)off, strerror(errno));
+}
+
+static void file_read(const char *path, off_t off, void *buf, size_t n)
+{
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+  ssize_t got = pread(fd, buf, n, off);
+  close(fd);
+  cr_assert_eq(got, (ssize_t)n, "pread %s at %lld: %s", path, (long long)off, strerror(errno));
+}
+
+static void flip_byte(const char *path, off_t off)
+{
+  unsigned char b;
+  file_read(path, off, &b, 1);
+  b ^= 0x5a;
+  file_write(path, off, &b, 1);
+}
+
+static void write_id_file(const char *dir, const void *bytes, size_t n)
+{
+  char p[4200];
+  snprintf(p, sizeof p, "%s/sochdb.id", dir);
+  int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  cr_assert_geq(fd, 0, "open %s: %s", p, strerror(errno));
+  ssize_t w = n ? write(fd, bytes, n) : 0;
+  close(fd);
+  cr_assert_eq(w, (ssize_t)n, "write %s", p);
+}
+
+static int path_exists(const char *p)
+{
+  struct stat st;
+  return stat(p, &st) == 0;
+}
+
+/* A database in a fresh subdirectory with one committed key; returns the
+** directory (tracked) and the region path; the handle is closed. */
+static char *make_db_with_key(const char *name, char *region, size_t n)
+{
+  char *dir = sub(name);
+  sochdb_options o = small_opts();
+  sochdb *db = open_ok(dir, &o);
+  commit_kv(db, "key", "value");
+  snprintf(region, n, "%s", sochdb_region_path(db));
+  sochdb_close(db);
+  return dir;
+}
+
+/* ------------------------------------------------------------ path */
+
+Test(region, path_is_named_after_the_directory_in_SOCHDB_SHM_DIR)
+{
+  const char *saved_env = getenv("SOCHDB_SHM_DIR");
+  char *saved = saved_env ? strdup(saved_env) : NULL;
+  char *shmdir = tu_tmpdir();
+  cr_assert_not_null(shmdir, "mkdtemp");
+  struct stat st;
+  cr_assert_eq(stat(tu_db_dir, &st), 0, "stat");
+  char want[4096], got[4096];
+
+  setenv("SOCHDB_SHM_DIR", shmdir, 1);
+  snprintf(want, sizeof want, "%s/sochdb-%llx-%llx.region", shmdir, (unsigned long long)st.st_dev,
+           (unsigned long long)st.st_ino);
+  cr_assert_eq(shm_region_path(tu_db_dir, got, sizeof got), SOCHDB_OK, "shm_region_path");
+  cr_assert_str_eq(got, want, "region path with SOCHDB_SHM_DIR");
+
+  sochdb_options o = small_opts();
+  sochdb *db = open_ok(tu_db_dir, &o);
+  cr_assert_str_eq(sochdb_region_path(db), want, "sochdb_region_path");
+  cr_assert(path_exists(want), "the region file %s exists", want);
+  struct stat rs;
+  cr_assert_eq(stat(want, &rs), 0, "stat region");
+  cr_assert_eq((uint64_t)rs.st_size, (uint64_t)SMALL_REGION, "region file size %lld", (long long)rs.st_size);
+  sochdb_close(db);
+  cr_assert(path_exists(want), "the region outlives its last handle (a cache of the directory)");
+  unlink(want);
+
+  unsetenv("SOCHDB_SHM_DIR");
+  snprintf(want, sizeof want, "/dev/shm/sochdb-%llx-%llx.region", (unsigned long long)st.st_dev,
+           (unsigned long long)st.st_ino);
+  cr_assert_eq(shm_region_path(tu_db_dir, got, sizeof got), SOCHDB_OK, "shm_region_path");
+  cr_assert_str_eq(got, want, "default region directory");
+  setenv("SOCHDB_SHM_DIR", "", 1);
+  cr_assert_eq(shm_region_path(tu_db_dir, got, sizeof got), SOCHDB_OK, "shm_region_path");
+  cr_assert_str_eq(got, want, "an empty SOCHDB_SHM_DIR means /dev/shm");
+
+  /* too long for the buffer, or for a path */
+  setenv("SOCHDB_SHM_DIR", shmdir, 1);
+  sdb_clear_error();
+  cr_assert_eq(shm_region_path(tu_db_dir, got, 16), SOCHDB_INVALID, "a 16-byte buffer is too small");
+  cr_assert(sochdb_last_error()[0], "detail");
+  static char longdir[5000];
+  memset(longdir, 'd', sizeof longdir - 1);
+  longdir[0] = '/';
+  setenv("SOCHDB_SHM_DIR", longdir, 1);
+  cr_assert_eq(shm_region_path(tu_db_dir, got, sizeof got), SOCHDB_INVALID, "a 5000-byte SOCHDB_SHM_DIR");
+  sochdb *bad = NULL;
+  int rc = sochdb_open(tu_db_dir, &o, &bad);
+  cr_assert_eq(rc, SOCHDB_INVALID, "sochdb_open with a 5000-byte SOCHDB_SHM_DIR: %s", sochdb_strerror(rc));
+  setenv("SOCHDB_SHM_DIR", shmdir, 1);
+
+  /* a directory that does not exist */
+  char missing[4200];
+  snprintf(missing, sizeof missing, "%s/nope", tu_db_dir);
+  errno = 0;
+  cr_assert_eq(shm_region_path(missing, got, sizeof got), SOCHDB_IO, "stat of a missing directory");
+  cr_assert_eq(errno, ENOENT, "errno kept: %d", errno);
+
+  if (saved)
+    setenv("SOCHDB_SHM_DIR", saved, 1);
+  else
+    unsetenv("SOCHDB_SHM_DIR");
+  free(saved);
+  tu_rmrf(shmdir);
+  free(shmdir);
+}
+
+/* ------------------------------------------------------------ create / attach */
+
+Test(region, a_second_open_attaches_to_the_same_region)
+{
+  sochdb_options o = small_opts();
+  sochdb *a = open_ok(tu_db_dir, &o);
+  sochdb_options other = small_opts();
+  other.region_bytes = 32u << 20;     /* only the creator's sizes matter */
+  other.memtable_bytes = 2u << 20;
+  sochdb *b = open_ok(tu_db_dir, &other);
+  cr_assert_str_eq(sochdb_region_path(a), sochdb_region_path(b), "same region path");
+  struct stat sa, sb;
+  cr_assert_eq(fstat(a->region.fd, &sa), 0, "fstat");
+  cr_assert_eq(fstat(b->region.fd, &sb), 0, "fstat");
+  cr_assert(sa.st_ino == sb.st_ino && sa.st_dev == sb.st_dev, "both handles map the same file");
+  cr_assert_neq(a->slot, b->slot, "two handles, two slots");
+  cr_assert_eq(b->region.hdr->region_bytes, (uint64_t)SMALL_REGION, "the attacher sees the creator's size, not %llu",
+               (unsigned long long)b->region.hdr->region_bytes);
+  cr_assert_eq(b->region.hdr->memtable_bytes, (uint64_t)SMALL_MEMTABLE, "the creator's memtable size");
+  cr_assert_eq(b->region.size, (size_t)SMALL_REGION, "the attacher maps the whole region: %zu", b->region.size);
+
+  commit_kv(a, "from-a", "1");
+  char buf[16];
+  cr_assert_eq(read_kv(b, "from-a", buf, sizeof buf), SOCHDB_OK, "b reads a's commit");
+  cr_assert_str_eq(buf, "1", "value");
+  commit_kv(b, "from-b", "2");
+  cr_assert_eq(read_kv(a, "from-b", buf, sizeof buf), SOCHDB_OK, "a reads b's commit");
+  cr_assert_str_eq(buf, "2", "value");
+  cr_assert_eq(seqring_published(&a->region), 3u, "two commits on one sequence");
+  cr_assert_eq(seqring_published(&b->region), 3u, "both mappings agree");
+  sochdb_close(a);
+  /* b keeps working after a is gone; a reopen sees everything */
+  commit_kv(b, "after-a", "3");
+  sochdb_close(b);
+  sochdb *c = open_ok(tu_db_dir, &o);
+  cr_assert_eq(read_kv(c, "from-a", buf, sizeof buf), SOCHDB_OK, "the region keeps its data between handles");
+  cr_assert_eq(read_kv(c, "after-a", buf, sizeof buf), SOCHDB_OK, "and the later commit");
+  sochdb_close(c);
+}
+
+static void check_header(sochdb *db, const char *dir, uint64_t region_bytes, uint64_t memtable_bytes)
+{
+  const struct shm_header *h = db->region.hdr;
+  cr_assert_eq(__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE), SHM_MAGIC, "magic");
+  cr_assert_eq(h->layout_version, SHM_LAYOUT_VERSION, "layout_version %u", h->layout_version);
+  cr_assert_eq(h->header_bytes, SHM_HEADER_BYTES, "header_bytes %u", h->header_bytes);
+  cr_assert_eq(h->region_bytes, region_bytes, "region_bytes %llu", (unsigned long long)h->region_bytes);
+  cr_assert_eq(h->memtable_bytes, memtable_bytes, "memtable_bytes %llu", (unsigned long long)h->memtable_bytes);
+  cr_assert_eq(h->n_slots, SHM_MAX_SLOTS, "n_slots %u", h->n_slots);
+  cr_assert_eq(h->slots_off, (uint64_t)SHM_HEADER_BYTES, "the slots follow the header");
+  cr_assert_geq(h->ring_off, h->slots_off + slots_section_bytes(), "ring after the slots");
+  cr_assert_geq(h->memtables_off, h->ring_off + seqring_section_bytes(), "memtable table after the ring");
+  cr_assert_eq(h->ring_off % 4096, 0u, "ring_off page aligned");
+  cr_assert_eq(h->memtables_off % 4096, 0u, "memtables_off page aligned");
+  uint64_t first = shm_layout_arena_off(h, 0);
+  cr_assert_eq(first % (2u << 20), 0u, "arenas are 2 MiB aligned: %llu", (unsigned long long)first);
+  uint64_t fit = (region_bytes - first) / memtable_bytes;
+  uint64_t want_n = fit > SHM_MAX_MEMTABLES ? SHM_MAX_MEMTABLES : fit;
+  cr_assert_eq(h->n_memtables, want_n, "n_memtables %u, expected %llu", h->n_memtables, (unsigned long long)want_n);
+  cr_assert(h->n_memtables >= 2 && h->n_memtables <= SHM_MAX_MEMTABLES, "n_memtables %u out of [2, %u]",
+            h->n_memtables, SHM_MAX_MEMTABLES);
+  cr_assert_leq(shm_layout_arena_off(h, h->n_memtables), h->region_bytes, "the last arena fits in the region");
+  uint8_t id[16];
+  char idp[4200];
+  snprintf(idp, sizeof idp, "%s/sochdb.id", dir);
+  file_read(idp, 0, id, sizeof id);
+  cr_assert_eq(memcmp(h->db_id, id, 16), 0, "db_id is the directory's sochdb.id");
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  cr_assert(h->created_unix_ns > 0 && h->created_unix_ns <= (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec,
+            "created_unix_ns %llu", (unsigned long long)h->created_unix_ns);
+  cr_assert_neq(h->checksum, 0u, "checksum set");
+  cr_assert_eq(atomic_load(&h->published_seq), 1u, "published_seq of a new region");
+  cr_assert_eq(atomic_load(&h->next_seq), 2u, "next_seq of a new region");
+  cr_assert_eq(atomic_load(&h->horizon), 1u, "horizon of a new region");
+  sochdb_stats s;
+  cr_assert_eq(sochdb_stats_get(db, &s), SOCHDB_OK, "stats");
+  cr_assert_eq(s.region_bytes, region_bytes, "stats region_bytes");
+  cr_assert_eq(s.memtable_bytes, memtable_bytes, "stats memtable_bytes");
+  cr_assert_eq(s.memtables_total, h->n_memtables, "stats memtables_total");
+  cr_assert_eq(s.memtables_in_use, 1u, "one live memtable in a new region");
+  struct stat st;
+  cr_assert_eq(fstat(db->region.fd, &st), 0, "fstat");
+  cr_assert_eq((uint64_t)st.st_size, region_bytes, "file size %lld", (long long)st.st_size);
+}
+
+Test(region, header_fields)
+{
+  sochdb_options o = small_opts();
+  o.region_bytes = 16u << 20;
+  char *d1 = sub("small");
+  sochdb *db = open_ok(d1, &o);
+  check_header(db, d1, 16u << 20, 1u << 20);
+  cr_assert_eq(db->region.hdr->n_memtables, 12u, "16 MiB with 1 MiB memtables after 4 MiB of tables: %u",
+               db->region.hdr->n_memtables);
+  sochdb_close(db);
+
+  char *d2 = sub("defaults");
+  db = open_ok(d2, NULL);
+  check_header(db, d2, SHM_DEFAULT_REGION_BYTES, SHM_DEFAULT_MEMTABLE_BYTES);
+  sochdb_close(db);
+
+  char *d3 = sub("capped");
+  o.region_bytes = 128u << 20;      /* room for 124 arenas of 1 MiB: capped at SHM_MAX_MEMTABLES */
+  db = open_ok(d3, &o);
+  check_header(db, d3, 128u << 20, 1u << 20);
+  cr_assert_eq(db->region.hdr->n_memtables, SHM_MAX_MEMTABLES, "capped: %u", db->region.hdr->n_memtables);
+  sochdb_close(db);
+
+  char *d4 = sub("two");
+  o.region_bytes = 6u << 20;        /* exactly two arenas */
+  db = open_ok(d4, &o);
+  check_header(db, d4, 6u << 20, 1u << 20);
+  cr_assert_eq(db->region.hdr->n_memtables, 2u, "two: %u", db->region.hdr->n_memtables);
+  sochdb_close(db);
+  free(d1);
+  free(d2);
+  free(d3);
+  free(d4);
+}
+
+/* ------------------------------------------------------------ refusing bad regions */
+
+Test(region, another_layout_version_is_refused_and_left_alone)
+{
+  char path[4096];
+  char *dir = make_db_with_key("v", path, sizeof path);
+  uint32_t v;
+  const off_t off = (off_t)offsetof(struct shm_header, layout_version);
+  file_read(path, off, &v, sizeof v);
+  cr_assert_eq(v, SHM_LAYOUT_VERSION, "layout_version on disk");
+  uint32_t other = SHM_LAYOUT_VERSION + 1;
+  file_write(path, off, &other, sizeof other);
+  sochdb_options o = small_opts();
+  open_fails(dir, &o, SOCHDB_VERSION, "layout_version + 1");
+  cr_assert(strstr(sochdb_last_error(), "version") != NULL, "detail: \"%s\"", sochdb_last_error());
+  other = 0;
+  file_write(path, off, &other, sizeof other);
+  open_fails(dir, &o, SOCHDB_VERSION, "layout_version 0");
+  /* refused, not rebuilt: put the version back and the data is all there */
+  file_write(path, off, &v, sizeof v);
+  sochdb *db = open_ok(dir, &o);
+  char buf[16];
+  cr_assert_eq(read_kv(db, "key", buf, sizeof buf), SOCHDB_OK, "the refused region was not touched");
+  cr_assert_str_eq(buf, "value", "value");
+  sochdb_close(db);
+  free(dir);
+}
+
+Test(region, every_flipped_header_byte_is_detected)
+{
+  char path[4096];
+  char *dir = make_db_with_key("flip", path, sizeof path);
+  sochdb_options o = small_opts();
+  const size_t lv = offsetof(struct shm_header, layout_version);
+  const size_t end = offsetof(struct shm_header, checksum) + sizeof(uint64_t);
+  for (size_t b = lv; b < end; b++) {
+    flip_byte(path, (off_t)b);
+    char what[96];
+    snprintf(what, sizeof what, "header byte %zu flipped", b);
+    int want = b < lv + sizeof(uint32_t) ? SOCHDB_VERSION : SOCHDB_CORRUPT;
+    open_fails(dir, &o, want, what);
+    flip_byte(path, (off_t)b);   /* undo */
+  }
+  sochdb *db = open_ok(dir, &o);
+  char buf[16];
+  cr_assert_eq(read_kv(db, "key", buf, sizeof buf), SOCHDB_OK, "the region survives being refused");
+  sochdb_close(db);
+  free(dir);
+}
+
+Test(region, a_region_of_the_wrong_size_is_corrupt)
+{
+  char path[4096];
+  char *dir = make_db_with_key("size", path, sizeof path);
+  cr_assert_eq(truncate(path, (off_t)SMALL_REGION + 4096), 0, "grow the region file");
+  sochdb_options o = small_opts();
+  open_fails(dir, &o, SOCHDB_CORRUPT, "region file larger than its header says");
+  cr_assert_eq(truncate(path, (off_t)SMALL_REGION - 4096), 0, "shrink the region file");
+  open_fails(dir, &o, SOCHDB_CORRUPT, "region file smaller than its header says");
+  cr_assert_eq(truncate(path, (off_t)SMALL_REGION), 0, "restore");
+  sochdb *db = open_ok(dir, &o);
+  sochdb_close(db);
+  free(dir);
+}
+
+Test(region, a_foreign_file_at_the_region_path_is_corrupt)
+{
+  char path[4096];
+  region_path_of(tu_db_dir, path, sizeof path);
+  /* not a sochdb region: garbage, larger than a header */
+  static unsigned char junk[3 * 4096];
+  for (size_t i = 0; i < sizeof junk; i++)
+    junk[i] = (unsigned char)(i * 131u + 7u);
+  unlink(path);   /* named after our fresh directory: anything there is a leftover */
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  cr_assert_geq(fd, 0, "create %s: %s", path, strerror(errno));
+  cr_assert_eq(write(fd, junk, sizeof junk), (ssize_t)sizeof junk, "write");
+  close(fd);
+  sochdb_options o = small_opts();
+  open_fails(tu_db_dir, &o, SOCHDB_CORRUPT, "garbage at the region path");
+  cr_assert(strstr(sochdb_last_error(), "magic") != NULL, "detail: \"%s\"", sochdb_last_error());
+  static unsigned char back[sizeof junk];
+  file_read(path, 0, back, sizeof back);
+  cr_assert_eq(memcmp(junk, back, sizeof junk), 0, "the foreign file was modified");
+  struct stat st;
+  cr_assert_eq(stat(path, &st), 0, "stat");
+  cr_assert_eq(st.st_size, (off_t)sizeof junk, "the foreign file was resized to %lld", (long long)st.st_size);
+  unlink(path);
+
+  /* a real region whose magic was overwritten */
+  char rpath[4096];
+  char *dir = make_db_with_key("magic", rpath, sizeof rpath);
+  uint64_t bad = 0x0123456789abcdefull;
+  file_write(rpath, 0, &bad, sizeof bad);
+  open_fails(dir, &o, SOCHDB_CORRUPT, "overwritten magic");
+  free(dir);
+}
+
+/* ------------------------------------------------------------ rebuilding */
+
+Test(region, a_region_without_magic_is_initialised_again)
+{
+  char path[4096];
+  char *dir = make_db_with_key("half", path, sizeof path);
+  struct stat before;
+  cr_assert_eq(stat(path, &before), 0, "stat");
+  uint64_t zero = 0;
+  file_write(path, 0, &zero, sizeof zero);   /* the creator "died" before publishing the magic */
+  sochdb_options o = small_opts();
+  o.region_bytes = 16u << 20;               /* the re-initialiser's sizes apply */
+  sochdb *db = open_ok(dir, &o);
+  const struct shm_header *h = db->region.hdr;
+  cr_assert_eq(__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE), SHM_MAGIC, "magic published again");
+  cr_assert_eq(h->region_bytes, (uint64_t)(16u << 20), "re-initialised with the opener's size: %llu",
+               (unsigned long long)h->region_bytes);
+  cr_assert_eq(seqring_published(&db->region), 1u, "a fresh sequence");
+  char buf[16];
+  cr_assert_eq(read_kv(db, "key", buf, sizeof buf), SOCHDB_NOTFOUND, "nothing from the half-made region is trusted");
+  commit_kv(db, "key", "again");
+  sochdb_close(db);
+  db = open_ok(dir, &o);
+  cr_assert_eq(read_kv(db, "key", buf, sizeof buf), SOCHDB_OK, "the re-made region works");
+  cr_assert_str_eq(buf, "again", "value");
+  sochdb_close(db);
+  free(dir);
+}
+
+Test(region, a_region_of_another_directory_is_replaced)
+{
+  char path[4096];
+  char *dir = make_db_with_key("stale", path, sizeof path);
+  /* keep the old file alive so its inode cannot be reused by the new one */
+  int oldfd = open(path, O_RDONLY | O_CLOEXEC);
+  cr_assert_geq(oldfd, 0, "open old region");
+  struct stat old;
+  cr_assert_eq(fstat(oldfd, &old), 0, "fstat");
+  /* the directory gets another identity: as if it were deleted and a new
+  ** database made on a reused inode */
+  uint8_t id[16];
+  for (int i = 0; i < 16; i++)
+    id[i] = (uint8_t)(0xa0 + i);
+  write_id_file(dir, id, sizeof id);
+  sochdb_options o = small_opts();
+  sochdb *db = open_ok(dir, &o);
+  cr_assert_str_eq(sochdb_region_path(db), path, "same region path");
+  struct stat now, held;
+  cr_assert_eq(fstat(db->region.fd, &now), 0, "fstat");
+  cr_assert_neq(now.st_ino, old.st_ino, "the stale region file (inode %llu) was reused instead of replaced",
+                (unsigned long long)old.st_ino);
+  cr_assert_eq(fstat(oldfd, &held), 0, "fstat old");
+  cr_assert_eq(held.st_nlink, 0u, "the stale region file was unlinked");
+  cr_assert_eq(memcmp(db->region.hdr->db_id, id, 16), 0, "the new region carries the new identity");
+  char buf[16];
+  cr_assert_eq(read_kv(db, "key", buf, sizeof buf), SOCHDB_NOTFOUND, "the other directory's data is gone");
+  close(oldfd);
+  sochdb_close(db);
+  free(dir);
+}
+
+/* ------------------------------------------------------------ options */
+
+Test(region, options_out_of_range_are_invalid)
+{
+  char *dir = sub("opts");
+  struct { size_t region, memtable; unsigned mode; const char *what; } bad[] = {
+    { 8u << 20, 512u << 10, 0, "memtable_bytes 512 KiB (< 1 MiB)" },
+    { 8u << 20, (1u << 20) - 4096, 0, "memtable_bytes 1 MiB - 4096" },
+    { 8u << 20, (1u << 20) + 1, 0, "memtable_bytes not a multiple of 4096" },
+    { 8u << 20, (1u << 20) + 2048, 0, "memtable_bytes 1 MiB + 2048" },
+    { 0, (4ull << 30) + 4096, 0, "memtable_bytes above 4 GiB" },
+    { (8u << 20) + 100, 1u << 20, 0, "region_bytes not a multiple of 4096" },
+    { (1ull << 40) + 4096, 1u << 20, 0, "region_bytes above 1 TiB" },
+    { 8u << 20, 1u << 20, 01000, "file_mode with the sticky bit" },
+    { 8u << 20, 1u << 20, 04600, "file_mode with setuid" },
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    sochdb_options o;
+    memset(&o, 0, sizeof o);
+    o.region_bytes = bad[i].region;
+    o.memtable_bytes = bad[i].memtable;
+    o.file_mode = bad[i].mode;
+    open_fails(dir, &o, SOCHDB_INVALID, bad[i].what);
+    cr_assert(!path_exists(dir), "%s: the refused open created %s", bad[i].what, dir);
+  }
+  /* valid options, a region too small for them */
+  struct { size_t region, memtable; const char *what; } small[] = {
+    { 4u << 20, 1u << 20, "region too small for its tables" },
+    { 5u << 20, 1u << 20, "region holding one memtable" },
+    { 64u << 20, 32u << 20, "64 MiB region with 32 MiB memtables (one fits)" },
+    { 4096, 1u << 20, "one page" },
+  };
+  char path[4096];
+  for (size_t i = 0; i < sizeof small / sizeof small[0]; i++) {
+    sochdb_options o;
+    memset(&o, 0, sizeof o);
+    o.region_bytes = small[i].region;
+    o.memtable_bytes = small[i].memtable;
+    open_fails(dir, &o, SOCHDB_INVALID, small[i].what);
+    region_path_of(dir, path, sizeof path);
+    struct stat st;
+    if (stat(path, &st) == 0)
+      cr_assert_eq(st.st_size, 0, "%s: a failed creation left a %lld-byte region", small[i].what,
+                   (long long)st.st_size);
+  }
+  /* none of that gets in the way of a good open */
+  sochdb_options o = small_opts();
+  o.region_bytes = 6u << 20;
+  sochdb *db = open_ok(dir, &o);
+  cr_assert_eq(db->region.hdr->n_memtables, 2u, "6 MiB holds exactly 2 memtables");
+  commit_kv(db, "k", "v");
+  sochdb_close(db);
+  free(dir);
+}
+
+Test(region, file_modes)
+{
+  umask(022);
+  char *d1 = sub("mode-default");
+  sochdb_options o = small_opts();
+  sochdb *db = open_ok(d1, &o);
+  struct stat st;
+  cr_assert_eq(stat(sochdb_region_path(db), &st), 0, "stat region");
+  cr_assert_eq(st.st_mode & 07777, 0600u, "default region mode %o, expected 0600", (unsigned)(st.st_mode & 07777));
+  sochdb_close(db);
+
+  char *d2 = sub("mode-0640");
+  o.file_mode = 0640;
+  db = open_ok(d2, &o);
+  cr_assert_eq(stat(sochdb_region_path(db), &st), 0, "stat region");
+  cr_assert_eq(st.st_mode & 07777, 0640u, "file_mode 0640: region mode %o", (unsigned)(st.st_mode & 07777));
+  char idp[4200];
+  snprintf(idp, sizeof idp, "%s/sochdb.id", d2);
+  cr_assert_eq(stat(idp, &st), 0, "stat id");
+  cr_assert_eq(st.st_mode & 07777, 0640u, "file_mode 0640: sochdb.id mode %o", (unsigned)(st.st_mode & 07777));
+  cr_assert_eq(stat(d2, &st), 0, "stat dir");
+  cr_assert(S_ISDIR(st.st_mode) && (st.st_mode & 0700) == 0700, "the created directory is usable: %o",
+            (unsigned)(st.st_mode & 07777));
+  sochdb_close(db);
+  free(d1);
+  free(d2);
+}
+
+/* ------------------------------------------------------------ the directory */
+
+Test(region, a_missing_directory_with_create_if_missing_negative_is_notfound)
+{
+  char *dir = sub("absent");
+  sochdb_options o = small_opts();
+  o.create_if_missing = -1;
+  open_fails(dir, &o, SOCHDB_NOTFOUND, "missing directory, create_if_missing = -1");
+  cr_assert(!path_exists(dir), "the directory was created anyway");
+
+  /* an existing directory that is not a database */
+  cr_assert_eq(mkdir(dir, 0700), 0, "mkdir");
+  char idp[4200], path[4096];
+  region_path_of(dir, path, sizeof path);
+  unlink(path);   /* named after our fresh directory: anything there is a leftover */
+  open_fails(dir, &o, SOCHDB_NOTFOUND, "empty directory, create_if_missing = -1");
+  snprintf(idp, sizeof idp, "%s/sochdb.id", dir);
+  cr_assert(!path_exists(idp), "sochdb.id was created anyway");
+  cr_assert(!path_exists(path), "a region was created anyway");
+
+  /* 0 is the default: create */
+  o.create_if_missing = 0;
+  sochdb *db = open_ok(dir, &o);
+  sochdb_close(db);
+  o.create_if_missing = -1;
+  db = open_ok(dir, &o);    /* exists now */
+  sochdb_close(db);
+  free(dir);
+}
+
+Test(region, a_regular_file_as_the_directory_is_invalid)
+{
+  char *f = sub("plain-file");
+  int fd = open(f, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  cr_assert_geq(fd, 0, "create %s", f);
+  close(fd);
+  sochdb_options o = small_opts();
+  open_fails(f, &o, SOCHDB_INVALID, "a regular file as the database directory");
+  o.create_if_missing = -1;
+  open_fails(f, &o, SOCHDB_INVALID, "a regular file, create_if_missing = -1");
+  free(f);
+}
+
+Test(region, a_damaged_identity_file_is_corrupt)
+{
+  char path[4096];
+  char *dir = make_db_with_key("id", path, sizeof path);
+  char idp[4200];
+  snprintf(idp, sizeof idp, "%s/sochdb.id", dir);
+  uint8_t good[16];
+  file_read(idp, 0, good, sizeof good);
+  sochdb_options o = small_opts();
+  static const size_t sizes[] = { 0, 1, 5, 15, 17, 32 };
+  uint8_t bytes[32];
+  memset(bytes, 0x33, sizeof bytes);
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    write_id_file(dir, bytes, sizes[i]);
+    char what[64];
+    snprintf(what, sizeof what, "a %zu-byte sochdb.id", sizes[i]);
+    open_fails(dir, &o, SOCHDB_CORRUPT, what);
+  }
+  write_id_file(dir, good, sizeof good);
+  sochdb *db = open_ok(dir, &o);
+  char buf[16];
+  cr_assert_eq(read_kv(db, "key", buf, sizeof buf), SOCHDB_OK, "the region was kept through the refusals");
+  sochdb_close(db);
+  free(dir);
+}
+
+/* ------------------------------------------------------------ concurrent creation */
+
+#define NOPENERS 8
+
+struct opener {
+  const char *dir;
+  pthread_barrier_t *bar;
+  sochdb *db;
+  int rc;
+  char err[512];
+};
+
+static void *opener_thread(void *p)
+{
+  struct opener *a = p;
+  sochdb_options o = small_opts();
+  pthread_barrier_wait(a->bar);
+  a->rc = sochdb_open(a->dir, &o, &a->db);
+  snprintf(a->err, sizeof a->err, "%s", sochdb_last_error());
+  return NULL;
+}
+
+/* Round after round, NOPENERS threads open one directory at once. With
+** `fresh`, the directory does not exist yet, so they race to make the
+** directory, its identity file and the region; otherwise the directory and
+** its sochdb.id exist and only the region (unlinked beforehand) is raced for. */
+static void race_openers(int rounds, int fresh)
+{
+  for (int round = 0; round < rounds; round++) {
+    char name[32];
+    snprintf(name, sizeof name, "race-%d", round);
+    char *dir = sub(name);
+    if (!fresh) {
+      sochdb_options o = small_opts();
+      sochdb *db = open_ok(dir, &o);
+      char p[4096];
+      snprintf(p, sizeof p, "%s", sochdb_region_path(db));
+      sochdb_close(db);
+      cr_assert_eq(unlink(p), 0, "unlink %s", p);
+    }
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, NOPENERS);
+    struct opener a[NOPENERS];
+    pthread_t th[NOPENERS];
+    for (int i = 0; i < NOPENERS; i++) {
+      memset(&a[i], 0, sizeof a[i]);
+      a[i].dir = dir;
+      a[i].bar = &bar;
+      cr_assert_eq(pthread_create(&th[i], NULL, opener_thread, &a[i]), 0, "pthread_create");
+    }
+    for (int i = 0; i < NOPENERS; i++)
+      JOIN(th[i], "an opener");
+    pthread_barrier_destroy(&bar);
+
+    for (int i = 0; i < NOPENERS; i++)
+      cr_assert_eq(a[i].rc, SOCHDB_OK, "round %d: opener %d of %d failed: %s (%s)", round, i, NOPENERS,
+                   sochdb_strerror(a[i].rc), a[i].err);
+    char path[4096];
+    region_path_of(dir, path, sizeof path);
+    struct stat ps;
+    cr_assert_eq(stat(path, &ps), 0, "round %d: stat region", round);
+    uint8_t id[16];
+    char idp[4200];
+    snprintf(idp, sizeof idp, "%s/sochdb.id", dir);
+    file_read(idp, 0, id, sizeof id);
+    for (int i = 0; i < NOPENERS; i++) {
+      struct stat st;
+      cr_assert_str_eq(sochdb_region_path(a[i].db), path, "round %d: opener %d region path", round, i);
+      cr_assert_eq(fstat(a[i].db->region.fd, &st), 0, "fstat");
+      cr_assert(st.st_ino == ps.st_ino && st.st_dev == ps.st_dev,
+                "round %d: opener %d maps region inode %llu, the path names inode %llu (%s)", round, i,
+                (unsigned long long)st.st_ino, (unsigned long long)ps.st_ino,
+                st.st_nlink ? "another live file" : "an unlinked file: its region was replaced");
+      cr_assert_eq(memcmp(a[i].db->region.hdr->db_id, id, 16), 0,
+                   "round %d: opener %d's region carries another identity than sochdb.id", round, i);
+      for (int j = 0; j < i; j++)
+        cr_assert_neq(a[i].db->slot, a[j].db->slot, "round %d: openers %d and %d share slot %u", round, i, j,
+                      a[i].db->slot);
+    }
+    sochdb_stats s;
+    cr_assert_eq(sochdb_stats_get(a[0].db, &s), SOCHDB_OK, "stats");
+    cr_assert_eq(s.processes_attached, (uint32_t)NOPENERS, "round %d: %u handles attached to the region",
+                 round, s.processes_attached);
+    char val[16];
+    snprintf(val, sizeof val, "r%d", round);
+    commit_kv(a[round % NOPENERS].db, "shared", val);
+    for (int i = 0; i < NOPENERS; i++) {
+      char buf[16];
+      int rc = read_kv(a[i].db, "shared", buf, sizeof buf);
+      cr_assert_eq(rc, SOCHDB_OK, "round %d: opener %d does not see the key written by opener %d: %s", round, i,
+                   round % NOPENERS, sochdb_strerror(rc));
+      cr_assert_str_eq(buf, val, "round %d: opener %d value", round, i);
+    }
+    for (int i = 0; i < NOPENERS; i++)
+      sochdb_close(a[i].db);
+    /* no temporary identity file is left behind */
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s/.sochdb.id.%ld", dir, (long)getpid());
+    cr_assert(!path_exists(tmp), "round %d: %s left behind", round, tmp);
+    free(dir);
+  }
+}
+
+/* Only the region is created concurrently (the identity file exists). */
+Test(region, concurrent_attach_creates_one_region)
+{
+  race_openers(12, 0);
+}
+
+/* Everything is created concurrently: directory, sochdb.id, region. The
+** threads of one process are as entitled to race here as processes are
+** ("several processes may open the same directory at the same instant";
+** a handle may be opened by any thread). */
+Test(region, concurrent_creation_makes_one_region)
+{
+  race_openers(12, 1);
+}

@@ -1,0 +1,996 @@
+/*
+** test_slots.c — process slots (shm/slots.c): attaching and detaching,
+** exhaustion, snapshot publication, the reclamation horizon and its protocol
+** under threads, retiring commit descriptors, and the reaper.
+**
+** No fork here (the file also runs under TSan). A "dead process" is
+** simulated in-process: a slot whose liveness lock (an OFD lock on byte
+** <slot> of the region file) nobody holds, but whose owner_pid is non-zero —
+** exactly what the kernel leaves behind when the owner is killed. Its
+** transaction entries are filled by hand: a published snapshot, a PENDING
+** descriptor with intent versions installed on real keys (through
+** mv_install, as a committer would), and a claimed entry of the commit
+** sequence ring. kill -9 scenarios with real processes live in the
+** multi-process suites.
+**
+** Transaction entries used directly by a test are first reserved in the
+** handle's entry bitmap, so the public API's transactions never take them.
+*/
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+
+#include <pthread.h>
+#include <sched.h>
+
+#include "arena.h"
+#include "error.h"
+#include "internal.h"
+#include "mvcc.h"
+#include "region.h"
+#include "seqring.h"
+#include "skiplist.h"
+#include "slots.h"
+#include "sochdb.h"
+#include "testutil.h"
+
+/* ------------------------------------------------------------ fixture */
+
+static void fx_init(void) { tu_setup(); }
+
+static void fx_fini(void)
+{
+  if (tu_db_dir) {
+    char p[4096];
+    if (shm_region_path(tu_db_dir, p, sizeof p) == SOCHDB_OK)
+      unlink(p);
+    tu_rmrf(tu_db_dir);
+    free(tu_db_dir);
+    tu_db_dir = NULL;
+  }
+  tu_teardown();
+}
+
+TestSuite(slots, .init = fx_init, .fini = fx_fini, .timeout = 60);
+
+/* Join th, waiting at most ms milliseconds: a thread stuck in the library
+** (a hang is a bug too) fails the test instead of hanging it. */
+static int join_within(pthread_t th, unsigned ms)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += (time_t)(ms / 1000);
+  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  return pthread_timedjoin_np(th, NULL, &ts) == 0;
+}
+#define JOIN(th, what) cr_assert(join_within((th), 20000), "%s did not finish within 20 s", (what))
+
+static sochdb *open_sized(size_t region_bytes, size_t memtable_bytes)
+{
+  cr_assert_not_null(tu_db_dir, "mkdtemp failed");
+  sochdb_options o;
+  memset(&o, 0, sizeof o);
+  o.region_bytes = region_bytes;
+  o.memtable_bytes = memtable_bytes;
+  sochdb *db = NULL;
+  int rc = sochdb_open(tu_db_dir, &o, &db);
+  cr_assert_eq(rc, SOCHDB_OK, "sochdb_open(%s): %s (%s)", tu_db_dir, sochdb_strerror(rc), sochdb_last_error());
+  cr_assert_not_null(db, "sochdb_open returned OK without a handle");
+  return db;
+}
+
+static sochdb *open_db(void) { return open_sized(8u << 20, 1u << 20); }
+
+static sochdb_stats stats(sochdb *db)
+{
+  sochdb_stats s;
+  int rc = sochdb_stats_get(db, &s);
+  cr_assert_eq(rc, SOCHDB_OK, "stats_get: %s", sochdb_strerror(rc));
+  return s;
+}
+
+static struct shm_global_stats *gstats(sochdb *db) { return &db->region.hdr->stats; }
+static uint64_t reaped_count(sochdb *db) { return atomic_load(&gstats(db)->processes_reaped); }
+static uint64_t rolled_back_count(sochdb *db) { return atomic_load(&gstats(db)->dead_txns_rolled_back); }
+
+/* Keep the public API off transaction entry e of db's slot. */
+static void reserve_entry(sochdb *db, uint32_t e)
+{
+  uint64_t old = atomic_fetch_or(&db->entry_bits[e / 64], 1ull << (e % 64));
+  cr_assert_eq(old & (1ull << (e % 64)), 0u, "entry %u of slot %u is already in use", e, db->slot);
+}
+
+static void release_entry(sochdb *db, uint32_t e)
+{
+  atomic_fetch_and(&db->entry_bits[e / 64], ~(1ull << (e % 64)));
+}
+
+static void commit_kv(sochdb *db, const char *key, const char *val)
+{
+  sochdb_txn *t = NULL;
+  int rc = sochdb_txn_begin(db, 0, &t);
+  cr_assert_eq(rc, SOCHDB_OK, "begin: %s", sochdb_strerror(rc));
+  rc = sochdb_put(t, key, strlen(key), val, strlen(val));
+  cr_assert_eq(rc, SOCHDB_OK, "put(%s): %s", key, sochdb_strerror(rc));
+  rc = sochdb_commit(t, 0);
+  cr_assert_eq(rc, SOCHDB_OK, "commit(%s): %s (%s)", key, sochdb_strerror(rc), sochdb_last_error());
+}
+
+/* The value of key in a fresh read-only snapshot: SOCHDB_OK and buf, or the code. */
+static int read_kv(sochdb *db, const char *key, char *buf, size_t n)
+{
+  sochdb_txn *t = NULL;
+  int rc = sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t);
+  cr_assert_eq(rc, SOCHDB_OK, "begin: %s", sochdb_strerror(rc));
+  rc = tu_get_str(t, key, buf, n);
+  sochdb_abort(t);
+  return rc;
+}
+
+/* A version in the active memtable, owned by descriptor (slot, entry) and
+** pushed on that descriptor's list, as txn.c's new_version does. Not in any
+** key's chain. */
+static uint64_t new_version(shm_region *r, uint32_t slot, uint32_t entry, const char *val)
+{
+  struct shm_txn_entry *e = shm_txn_entry_at(r, slot, entry);
+  size_t vlen = strlen(val);
+  uint64_t off = arena_alloc(r, arena_active(r), mv_version_bytes(vlen));
+  cr_assert_neq(off, 0u, "arena_alloc: the active memtable is full");
+  struct mv_version *v = shm_at(r, off);
+  atomic_store(&v->seq, 0);
+  v->older = 0;
+  v->txn = txn_ref(slot, entry, atomic_load(&e->gen));
+  v->vlen = (uint32_t)vlen;
+  v->flags = 0;
+  memcpy(v->value, val, vlen);
+  atomic_store(&v->txn_next, atomic_load(&e->versions));
+  atomic_store_explicit(&e->versions, off, memory_order_release);
+  return off;
+}
+
+/* An intent of descriptor (slot, entry) on key: installed on top of the key's
+** chain, so readers and writers of key meet it. */
+static uint64_t install_intent(shm_region *r, uint32_t slot, uint32_t entry, const char *key, const char *val)
+{
+  uint32_t mt = arena_active(r);
+  uint64_t node = sl_find_or_insert(r, mt, key, (uint32_t)strlen(key));
+  cr_assert_neq(node, 0u, "sl_find_or_insert(%s) failed", key);
+  uint64_t off = new_version(r, slot, entry, val);
+  uint64_t other = 0;
+  enum mv_install_result res = mv_install(r, node, off, seqring_published(r), &other);
+  cr_assert_eq(res, MV_INSTALLED, "mv_install(%s) = %d (other %llu)", key, (int)res, (unsigned long long)other);
+  return off;
+}
+
+static struct mv_version *ver(sochdb *db, uint64_t off) { return shm_at(&db->region, off); }
+
+/* A slot nobody holds, to play the dead process's. */
+static uint32_t free_slot(sochdb *db, uint32_t want)
+{
+  struct shm_slot *s = shm_slot_at(&db->region, want);
+  cr_assert_eq(atomic_load(&s->owner_pid), 0u, "slot %u is not free", want);
+  return want;
+}
+
+/* The owner "dies": its lock is not held (nobody took it), its pid stays. */
+static void mark_dead_owner(sochdb *db, uint32_t slot)
+{
+  atomic_store(&shm_slot_at(&db->region, slot)->owner_pid, (uint64_t)getpid());
+}
+
+/* Run fn(arg) in a thread and wait for it, bounded: returns 1 if it finished. */
+struct bounded { void *(*fn)(void *); void *arg; _Atomic int done; };
+static void *bounded_main(void *p)
+{
+  struct bounded *b = p;
+  b->fn(b->arg);
+  atomic_store(&b->done, 1);
+  return NULL;
+}
+static int run_bounded(void *(*fn)(void *), void *arg, unsigned limit_ms)
+{
+  static struct bounded b;   /* must outlive a thread we give up on */
+  b.fn = fn;
+  b.arg = arg;
+  atomic_store(&b.done, 0);
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, bounded_main, &b), 0, "pthread_create");
+  for (unsigned i = 0; i < limit_ms && !atomic_load(&b.done); i++)
+    tu_sleep_ms(1);
+  if (!atomic_load(&b.done))
+    return 0;                /* leave it: the test fails and its process ends */
+  pthread_join(th, NULL);
+  return 1;
+}
+
+/* ------------------------------------------------------------ attach / detach */
+
+Test(slots, attach_and_detach_update_the_count)
+{
+  sochdb *a = open_db();
+  cr_assert_eq(stats(a).processes_attached, 1u, "one handle");
+  struct shm_slot *sa = shm_slot_at(&a->region, a->slot);
+  cr_assert_eq(atomic_load(&sa->owner_pid), (uint64_t)getpid(), "owner_pid of our slot");
+  sochdb *b = open_db();
+  sochdb *c = open_db();
+  cr_assert(a->slot != b->slot && b->slot != c->slot && a->slot != c->slot, "slots %u %u %u are not distinct",
+            a->slot, b->slot, c->slot);
+  cr_assert_eq(stats(a).processes_attached, 3u, "three handles: %u", stats(a).processes_attached);
+  uint32_t bslot = b->slot;
+  sochdb_close(b);
+  cr_assert_eq(stats(a).processes_attached, 2u, "after closing one: %u", stats(a).processes_attached);
+  cr_assert_eq(atomic_load(&shm_slot_at(&a->region, bslot)->owner_pid), 0u, "a detached slot is free");
+  cr_assert_eq(reaped_count(a), 0u, "a clean detach is not a reap");
+  sochdb *d = open_db();
+  cr_assert_eq(d->slot, bslot, "the freed slot %u is reused, got %u", bslot, d->slot);
+  cr_assert_eq(stats(c).processes_attached, 3u, "every handle sees the same count");
+  sochdb_close(d);
+  sochdb_close(c);
+  cr_assert_eq(stats(a).processes_attached, 1u, "back to one: %u", stats(a).processes_attached);
+  sochdb_close(a);
+}
+
+Test(slots, a_detach_folds_the_counters_into_the_totals)
+{
+  sochdb *a = open_db();
+  sochdb *b = open_db();
+  commit_kv(b, "k1", "v");
+  commit_kv(b, "k2", "v");
+  sochdb_stats s = stats(a);
+  cr_assert_eq(s.commits, 2u, "commits seen by another handle: %llu", (unsigned long long)s.commits);
+  sochdb_close(b);
+  s = stats(a);
+  cr_assert_eq(s.commits, 2u, "commits survive the committer's detach: %llu", (unsigned long long)s.commits);
+  cr_assert_eq(s.keys_written, 2u, "keys_written: %llu", (unsigned long long)s.keys_written);
+  sochdb_close(a);
+}
+
+#define NHANDLES SHM_MAX_SLOTS
+
+Test(slots, all_slots_taken_gives_busy_and_a_detach_frees_one)
+{
+  static sochdb *h[NHANDLES];
+  static unsigned char seen[NHANDLES];
+  memset(seen, 0, sizeof seen);
+  for (unsigned i = 0; i < NHANDLES; i++) {
+    h[i] = open_db();
+    cr_assert_lt(h[i]->slot, SHM_MAX_SLOTS, "slot %u out of range", h[i]->slot);
+    cr_assert(!seen[h[i]->slot], "slot %u handed out twice", h[i]->slot);
+    seen[h[i]->slot] = 1;
+  }
+  cr_assert_eq(stats(h[0]).processes_attached, NHANDLES, "all %u slots held: %u", NHANDLES,
+               stats(h[0]).processes_attached);
+
+  sochdb_options o;
+  memset(&o, 0, sizeof o);
+  o.region_bytes = 8u << 20;
+  o.memtable_bytes = 1u << 20;
+  sochdb *extra = (sochdb *)0x1;
+  sdb_clear_error();
+  int rc = sochdb_open(tu_db_dir, &o, &extra);
+  cr_assert_eq(rc, SOCHDB_BUSY, "open #%u: expected SOCHDB_BUSY, got %s", NHANDLES + 1, sochdb_strerror(rc));
+  cr_assert_null(extra, "a refused open left *out set");
+  cr_assert(sochdb_last_error()[0] != '\0', "SOCHDB_BUSY without a detail");
+  cr_assert_eq(stats(h[0]).processes_attached, NHANDLES, "the refused open changed the count");
+  cr_assert_eq(reaped_count(h[0]), 0u, "no slot was dead");
+
+  uint32_t freed = h[77]->slot;
+  sochdb_close(h[77]);
+  rc = sochdb_open(tu_db_dir, &o, &h[77]);
+  cr_assert_eq(rc, SOCHDB_OK, "open after a detach: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+  cr_assert_eq(h[77]->slot, freed, "the new handle should get the freed slot %u, got %u", freed, h[77]->slot);
+  rc = sochdb_open(tu_db_dir, &o, &extra);
+  cr_assert_eq(rc, SOCHDB_BUSY, "full again: expected SOCHDB_BUSY, got %s", sochdb_strerror(rc));
+
+  /* the handles all work: one commits, another reads */
+  commit_kv(h[5], "full", "house");
+  char buf[16];
+  rc = read_kv(h[200], "full", buf, sizeof buf);
+  cr_assert(rc == SOCHDB_OK && strcmp(buf, "house") == 0, "read through another handle: rc %d", rc);
+
+  for (unsigned i = 0; i < NHANDLES; i++)
+    sochdb_close(h[i]);
+  sochdb *last = open_db();
+  cr_assert_eq(stats(last).processes_attached, 1u, "after closing all: %u", stats(last).processes_attached);
+  sochdb_close(last);
+}
+
+/* ------------------------------------------------------------ snapshots and horizon */
+
+Test(slots, publish_snapshot_returns_the_published_seq)
+{
+  sochdb *db = open_db();
+  shm_region *r = &db->region;
+  reserve_entry(db, 120);
+  struct shm_txn_entry *e = shm_txn_entry_at(r, db->slot, 120);
+  uint64_t s = slots_publish_snapshot(r, e);
+  cr_assert_eq(s, 1u, "snapshot of a new database: %llu", (unsigned long long)s);
+  cr_assert_eq(atomic_load(&e->snapshot), 1u, "the entry holds the snapshot");
+  for (int i = 0; i < 3; i++)
+    commit_kv(db, "k", "v");
+  s = slots_publish_snapshot(r, e);
+  cr_assert_eq(s, seqring_published(r), "snapshot %llu vs published %llu", (unsigned long long)s,
+               (unsigned long long)seqring_published(r));
+  cr_assert_eq(s, 4u, "three commits after seq 1: %llu", (unsigned long long)s);
+  cr_assert_eq(atomic_load(&e->snapshot), s, "the entry holds the new snapshot");
+  sochdb_stats st = stats(db);
+  cr_assert_eq(st.transactions_open, 1u, "the entry counts as an open transaction: %u", st.transactions_open);
+  cr_assert_eq(st.oldest_snapshot, 4u, "oldest_snapshot %llu", (unsigned long long)st.oldest_snapshot);
+  atomic_store(&e->snapshot, 0);
+  release_entry(db, 120);
+  sochdb_close(db);
+}
+
+Test(slots, compute_horizon_is_the_oldest_snapshot_or_published)
+{
+  sochdb *db = open_db();
+  sochdb *db2 = open_db();
+  shm_region *r = &db->region;
+  cr_assert_eq(slots_compute_horizon(r), 1u, "no snapshot, nothing committed");
+  commit_kv(db, "a", "1");
+  commit_kv(db, "a", "2");                      /* published 3 */
+  cr_assert_eq(slots_compute_horizon(r), 3u, "no snapshot: the published seq");
+  cr_assert_eq(atomic_load(&r->hdr->horizon), 3u, "stored in the header");
+
+  sochdb_txn *t1 = NULL, *t2 = NULL;
+  cr_assert_eq(sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t1), SOCHDB_OK, "begin t1");   /* snapshot 3 */
+  commit_kv(db, "a", "3");                      /* 4 */
+  cr_assert_eq(sochdb_txn_begin(db2, SOCHDB_TXN_READONLY, &t2), SOCHDB_OK, "begin t2");  /* snapshot 4 */
+  commit_kv(db2, "a", "4");                     /* 5 */
+  commit_kv(db2, "a", "5");                     /* 6 */
+  uint64_t h = slots_compute_horizon(r);
+  cr_assert_eq(h, 3u, "oldest snapshot is t1's 3, horizon %llu", (unsigned long long)h);
+  cr_assert_eq(slots_compute_horizon(&db2->region), 3u, "the other handle computes the same horizon");
+  sochdb_stats st = stats(db2);
+  cr_assert_eq(st.oldest_snapshot, 3u, "stats oldest_snapshot %llu", (unsigned long long)st.oldest_snapshot);
+  cr_assert_eq(st.transactions_open, 2u, "stats transactions_open %u", st.transactions_open);
+
+  sochdb_abort(t1);
+  h = slots_compute_horizon(r);
+  cr_assert_eq(h, 4u, "t1 gone: t2's snapshot 4 is the oldest, horizon %llu", (unsigned long long)h);
+  cr_assert_eq(atomic_load(&r->hdr->horizon), 4u, "header horizon %llu", (unsigned long long)atomic_load(&r->hdr->horizon));
+  sochdb_abort(t2);
+  h = slots_compute_horizon(r);
+  cr_assert_eq(h, 6u, "no snapshot: published 6, horizon %llu", (unsigned long long)h);
+
+  /* a new snapshot is never below the stored horizon */
+  sochdb_txn *t3 = NULL;
+  cr_assert_eq(sochdb_txn_begin(db2, 0, &t3), SOCHDB_OK, "begin t3");
+  cr_assert_eq(atomic_load(&sdb_txn_entry(t3)->snapshot), 6u, "t3's snapshot");
+  cr_assert_eq(slots_compute_horizon(r), 6u, "horizon with t3 open");
+  sochdb_abort(t3);
+  sochdb_close(db2);
+  sochdb_close(db);
+}
+
+/* The protocol under threads. Two horizon threads (concurrent reclaimers)
+** number their computations: each takes index i = ++started (seq_cst) before
+** computing, stores the result in results[i] and then sets done[i]. A reader
+** that published snapshot S then reads `started` = g0: every computation
+** numbered > g0 began after S was published, and each of those found done
+** while S is still held must have returned <= S. (hdr->horizon itself may
+** briefly pass a snapshot that a reader is publishing concurrently; the
+** reclaimer uses the return value, which comes from the second scan, so that
+** is what is checked.) Everyone also checks that hdr->horizon, as they see
+** it, never moves backwards. A committer keeps publishing new sequence
+** numbers meanwhile, so snapshots keep moving. */
+#define HZ_MAX 200000
+#define HZ_MIN_CHECKS 500
+static _Atomic uint64_t hz_started;
+static _Atomic uint64_t hz_results[HZ_MAX + 1];
+static _Atomic int hz_done[HZ_MAX + 1];
+static _Atomic int hz_stop;
+static _Atomic uint64_t hz_commits, hz_backwards;
+
+struct hz_reader {
+  sochdb *db;
+  uint32_t entry;
+  _Atomic uint64_t checks;
+  uint64_t publishes, violations;
+  uint64_t bad_snap, bad_h, bad_i;
+  uint64_t above_published;
+};
+
+static void hz_watch(uint64_t *last, shm_region *r)
+{
+  uint64_t h = atomic_load(&r->hdr->horizon);
+  if (h < *last)
+    atomic_fetch_add(&hz_backwards, 1);
+  *last = h;
+}
+
+static void *hz_horizon_thread(void *p)
+{
+  sochdb *db = p;
+  uint64_t last = 0;
+  while (!atomic_load(&hz_stop)) {
+    uint64_t i = atomic_fetch_add(&hz_started, 1) + 1;   /* seq_cst */
+    if (i > HZ_MAX)
+      break;
+    uint64_t h = slots_compute_horizon(&db->region);
+    atomic_store_explicit(&hz_results[i], h, memory_order_relaxed);
+    atomic_store_explicit(&hz_done[i], 1, memory_order_release);
+    hz_watch(&last, &db->region);
+  }
+  return NULL;
+}
+
+static void *hz_reader_thread(void *p)
+{
+  struct hz_reader *a = p;
+  shm_region *r = &a->db->region;
+  struct shm_txn_entry *e = shm_txn_entry_at(r, a->db->slot, a->entry);
+  uint64_t last = 0;
+  for (unsigned iter = 0; iter < 2000000 && !atomic_load(&hz_stop); iter++) {
+    uint64_t snap = slots_publish_snapshot(r, e);
+    a->publishes++;
+    if (snap > seqring_published(r))
+      a->above_published++;
+    hz_watch(&last, r);
+    uint64_t g0 = atomic_load(&hz_started);   /* seq_cst, after the publication */
+    if (g0 >= HZ_MAX) {
+      atomic_store_explicit(&e->snapshot, 0, memory_order_release);
+      break;
+    }
+    uint64_t c = g0;
+    for (unsigned k = 0; k < 400; k++) {     /* let a computation or two finish (bounded) */
+      c = atomic_load(&hz_started);
+      if (c > HZ_MAX)
+        c = HZ_MAX;
+      if (c > g0 && atomic_load_explicit(&hz_done[g0 + 1], memory_order_acquire))
+        break;
+      sched_yield();
+    }
+    for (uint64_t i = g0 + 1; i <= c; i++) {
+      if (!atomic_load_explicit(&hz_done[i], memory_order_acquire))
+        continue;   /* still running: it may finish after we let go */
+      uint64_t h = atomic_load_explicit(&hz_results[i], memory_order_relaxed);
+      atomic_fetch_add_explicit(&a->checks, 1, memory_order_relaxed);
+      if (h > snap && !a->violations++) {
+        a->bad_snap = snap;
+        a->bad_h = h;
+        a->bad_i = i;
+      }
+    }
+    atomic_store_explicit(&e->snapshot, 0, memory_order_release);
+  }
+  return NULL;
+}
+
+static void *hz_committer_thread(void *p)
+{
+  sochdb *db = p;
+  for (unsigned i = 0; i < 30000 && !atomic_load(&hz_stop); i++) {   /* ~1.5 MB of versions: no arena fills */
+    sochdb_txn *t = NULL;
+    if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK)
+      continue;
+    char key[16];
+    int kl = snprintf(key, sizeof key, "c%u", i % 64);
+    if (sochdb_put(t, key, (size_t)kl, "x", 1) != SOCHDB_OK) {
+      sochdb_abort(t);
+      continue;
+    }
+    if (sochdb_commit(t, SOCHDB_ASYNC) == SOCHDB_OK)
+      atomic_fetch_add(&hz_commits, 1);
+  }
+  return NULL;
+}
+
+Test(slots, horizon_never_passes_a_held_snapshot_under_threads)
+{
+  sochdb *db = open_sized(32u << 20, 8u << 20);
+  enum { NREADERS = 2, NHORIZON = 2 };
+  atomic_store(&hz_started, 0);
+  for (uint64_t i = 0; i <= HZ_MAX; i++)
+    atomic_store_explicit(&hz_done[i], 0, memory_order_relaxed);
+  atomic_store(&hz_stop, 0);
+  atomic_store(&hz_commits, 0);
+  atomic_store(&hz_backwards, 0);
+  static struct hz_reader rd[NREADERS];
+  pthread_t th_r[NREADERS], th_h[NHORIZON], th_c;
+  for (int i = 0; i < NREADERS; i++) {
+    memset(&rd[i], 0, sizeof rd[i]);
+    rd[i].db = db;
+    rd[i].entry = 100 + (uint32_t)i;
+    reserve_entry(db, rd[i].entry);
+  }
+  for (int i = 0; i < NHORIZON; i++)
+    cr_assert_eq(pthread_create(&th_h[i], NULL, hz_horizon_thread, db), 0, "pthread_create");
+  for (int i = 0; i < NREADERS; i++)
+    cr_assert_eq(pthread_create(&th_r[i], NULL, hz_reader_thread, &rd[i]), 0, "pthread_create");
+  cr_assert_eq(pthread_create(&th_c, NULL, hz_committer_thread, db), 0, "pthread_create");
+  /* run until every reader made enough checks and some commits happened
+  ** (bounded: ~10 s at most; the assertions below say what was missing) */
+  for (unsigned ms = 0; ms < 10000; ms++) {
+    int enough = atomic_load(&hz_commits) >= 200;
+    for (int i = 0; i < NREADERS; i++)
+      enough = enough && atomic_load(&rd[i].checks) >= HZ_MIN_CHECKS;
+    if (enough)
+      break;
+    tu_sleep_ms(1);
+  }
+  atomic_store(&hz_stop, 1);
+  JOIN(th_c, "the committer");
+  for (int i = 0; i < NHORIZON; i++)
+    JOIN(th_h[i], "a horizon thread");
+  for (int i = 0; i < NREADERS; i++)
+    JOIN(th_r[i], "a reader");
+
+  uint64_t total_checks = 0;
+  for (int i = 0; i < NREADERS; i++) {
+    cr_assert_eq(rd[i].violations, 0u,
+                 "reader %d: %llu horizons above a held snapshot (first: computation %llu returned %llu "
+                 "while snapshot %llu was held)", i, (unsigned long long)rd[i].violations,
+                 (unsigned long long)rd[i].bad_i, (unsigned long long)rd[i].bad_h,
+                 (unsigned long long)rd[i].bad_snap);
+    cr_assert_eq(rd[i].above_published, 0u, "reader %d: a snapshot above published_seq", i);
+    cr_assert_gt(rd[i].publishes, 0u, "reader %d never published", i);
+    total_checks += atomic_load(&rd[i].checks);
+  }
+  cr_assert_eq(atomic_load(&hz_backwards), 0u, "hdr->horizon was seen moving backwards %llu times",
+               (unsigned long long)atomic_load(&hz_backwards));
+  uint64_t commits = atomic_load(&hz_commits);
+  uint64_t computed = atomic_load(&hz_started);
+  cr_log_info("horizon protocol: %llu checks, %llu computations, %llu commits", (unsigned long long)total_checks,
+              (unsigned long long)(computed > HZ_MAX ? HZ_MAX : computed), (unsigned long long)commits);
+  cr_assert_gt(total_checks, 0u, "no computation ever overlapped a held snapshot: the test checked nothing");
+  cr_assert_gt(commits, 0u, "no commit happened while horizons were computed");
+  cr_assert_eq(seqring_published(&db->region), 1 + commits, "%llu commits: published %llu",
+               (unsigned long long)commits, (unsigned long long)seqring_published(&db->region));
+  uint64_t h = slots_compute_horizon(&db->region);
+  cr_assert_eq(h, 1 + commits, "everything released: horizon %llu", (unsigned long long)h);
+  cr_assert_eq(atomic_load(&db->region.hdr->horizon), 1 + commits, "stored horizon");
+  for (int i = 0; i < NREADERS; i++)
+    release_entry(db, rd[i].entry);
+  sochdb_close(db);
+}
+
+/* ------------------------------------------------------------ retire */
+
+Test(slots, retire_stamps_a_committed_descriptors_versions)
+{
+  sochdb *db = open_db();
+  shm_region *r = &db->region;
+  reserve_entry(db, 120);
+  struct shm_txn_entry *e = shm_txn_entry_at(r, db->slot, 120);
+  uint64_t g0 = atomic_load(&e->gen);
+  uint64_t v[3];
+  for (int i = 0; i < 3; i++)
+    v[i] = new_version(r, db->slot, 120, "val");
+  for (int i = 0; i < 3; i++)
+    cr_assert_eq(mv_resolve(r, ver(db, v[i])), 0u, "an undecided version resolves to pending");
+  atomic_store(&e->seq, 42);
+  atomic_store(&e->state, 42);            /* the commit point: decided at seq 42 */
+  for (int i = 0; i < 3; i++)
+    cr_assert_eq(mv_resolve(r, ver(db, v[i])), 42u, "a decided, unstamped version resolves through its descriptor");
+  slots_retire_descriptor(r, e);
+  for (int i = 0; i < 3; i++) {
+    cr_assert_eq(atomic_load(&ver(db, v[i])->seq), 42u, "version %d stamped %llu, expected 42", i,
+                 (unsigned long long)atomic_load(&ver(db, v[i])->seq));
+    cr_assert_eq(mv_resolve(r, ver(db, v[i])), 42u, "version %d resolves to 42 after retire", i);
+  }
+  cr_assert_eq(atomic_load(&e->gen), g0 + 1, "the generation moves on: %llu -> %llu", (unsigned long long)g0,
+               (unsigned long long)atomic_load(&e->gen));
+  cr_assert_eq(atomic_load(&e->state), (uint64_t)TXN_PENDING, "the descriptor is reset for reuse");
+  cr_assert_eq(atomic_load(&e->versions), 0u, "the version list is emptied");
+  cr_assert_eq(atomic_load(&e->seq), 0u, "the claimed seq is cleared");
+
+  /* reused: a new transaction on the same entry does not change old stamps */
+  uint64_t w = new_version(r, db->slot, 120, "new");
+  cr_assert_eq(txn_ref_gen(ver(db, w)->txn), txn_ref_gen(g0 + 1), "the new version names the new generation");
+  cr_assert_eq(mv_resolve(r, ver(db, v[0])), 42u, "an old version does not follow the reused descriptor");
+  cr_assert_eq(mv_resolve(r, ver(db, w)), 0u, "the new version is pending");
+  slots_retire_descriptor(r, e);            /* never decided: aborted */
+  cr_assert_eq(atomic_load(&ver(db, w)->seq), MV_ABORTED, "an undecided retire stamps MV_ABORTED");
+  cr_assert_eq(atomic_load(&ver(db, v[0])->seq), 42u, "the earlier stamps stay");
+  release_entry(db, 120);
+  sochdb_close(db);
+}
+
+Test(slots, retire_stamps_pending_and_aborted_descriptors_aborted)
+{
+  sochdb *db = open_db();
+  shm_region *r = &db->region;
+  reserve_entry(db, 121);
+  reserve_entry(db, 122);
+  struct shm_txn_entry *p = shm_txn_entry_at(r, db->slot, 121);
+  struct shm_txn_entry *a = shm_txn_entry_at(r, db->slot, 122);
+  uint64_t pv[2] = { new_version(r, db->slot, 121, "p0"), new_version(r, db->slot, 121, "p1") };
+  uint64_t av = new_version(r, db->slot, 122, "a0");
+  uint64_t pg = atomic_load(&p->gen), ag = atomic_load(&a->gen);
+  atomic_store(&a->state, TXN_ABORTED);
+  cr_assert_eq(mv_resolve(r, ver(db, av)), MV_ABORTED, "an aborted descriptor's version resolves aborted");
+
+  slots_retire_descriptor(r, p);
+  slots_retire_descriptor(r, a);
+  for (int i = 0; i < 2; i++)
+    cr_assert_eq(atomic_load(&ver(db, pv[i])->seq), MV_ABORTED, "pending version %d stamped %llu", i,
+                 (unsigned long long)atomic_load(&ver(db, pv[i])->seq));
+  cr_assert_eq(atomic_load(&ver(db, av)->seq), MV_ABORTED, "aborted version stamped %llu",
+               (unsigned long long)atomic_load(&ver(db, av)->seq));
+  cr_assert_eq(atomic_load(&p->gen), pg + 1, "pending descriptor's generation");
+  cr_assert_eq(atomic_load(&a->gen), ag + 1, "aborted descriptor's generation");
+  cr_assert_eq(atomic_load(&p->state), (uint64_t)TXN_PENDING, "reset");
+  cr_assert_eq(atomic_load(&a->state), (uint64_t)TXN_PENDING, "reset");
+  cr_assert_eq(atomic_load(&p->versions) | atomic_load(&a->versions), 0u, "lists emptied");
+
+  /* an idle descriptor stays idle */
+  slots_retire_descriptor(r, p);
+  cr_assert_eq(atomic_load(&p->state), (uint64_t)TXN_PENDING, "an idle retire leaves the state PENDING");
+  cr_assert_eq(atomic_load(&p->versions), 0u, "and no versions");
+  release_entry(db, 121);
+  release_entry(db, 122);
+  sochdb_close(db);
+}
+
+/* ------------------------------------------------------------ reaping */
+
+/* The dead process's state: entry 0 began at snapshot `snap`, installed
+** intents on keys[0..n), claimed a commit seq; entry 1 only holds a snapshot. */
+struct dead {
+  uint32_t slot;
+  uint64_t gen0;
+  uint64_t seq;
+  uint64_t v[2];
+};
+
+static void make_dead(sochdb *db, uint32_t slot, struct dead *d, const char *k0, const char *k1, int claim)
+{
+  shm_region *r = &db->region;
+  d->slot = free_slot(db, slot);
+  struct shm_txn_entry *e0 = shm_txn_entry_at(r, slot, 0), *e1 = shm_txn_entry_at(r, slot, 1);
+  d->gen0 = atomic_load(&e0->gen);
+  uint64_t snap = seqring_published(r);
+  atomic_store(&e0->snapshot, snap);
+  atomic_store(&e1->snapshot, snap > 1 ? snap - 1 : snap);
+  d->v[0] = install_intent(r, slot, 0, k0, "dead-value-0");
+  d->v[1] = install_intent(r, slot, 0, k1, "dead-value-1");
+  d->seq = 0;
+  if (claim) {
+    d->seq = seqring_claim(r, db->slot, seqring_did(slot, 0));
+    atomic_store(&e0->seq, d->seq);
+  }
+  atomic_store(&shm_slot_at(r, slot)->stats.commits, 5);   /* its counters must survive it */
+  atomic_store(&shm_slot_at(r, slot)->stats.keys_written, 7);
+  mark_dead_owner(db, slot);
+}
+
+Test(slots, reaping_a_dead_slot_rolls_back_its_pending_commit)
+{
+  sochdb *db = open_db();
+  shm_region *r = &db->region;
+  commit_kv(db, "base", "1");
+  commit_kv(db, "base", "2");                   /* published 3 */
+  struct dead d;
+  make_dead(db, 200, &d, "dead-a", "dead-b", 1);
+  struct shm_slot *s = shm_slot_at(r, d.slot);
+  struct shm_txn_entry *e0 = &s->txn[0], *e1 = &s->txn[1];
+  cr_assert_eq(d.seq, 4u, "the dead commit claimed seq %llu", (unsigned long long)d.seq);
+  cr_assert_eq(seqring_published(r), 3u, "its claim holds publication back");
+  uint64_t h = slots_compute_horizon(r);
+  cr_assert_eq(h, 2u, "the dead slot's snapshots (3 and 2) hold the horizon at 2, got %llu", (unsigned long long)h);
+  char buf[32];
+  cr_assert_eq(read_kv(db, "dead-a", buf, sizeof buf), SOCHDB_NOTFOUND, "a pending intent is invisible");
+  uint64_t reaped0 = reaped_count(db), rolled0 = rolled_back_count(db);
+
+  int rc = slots_reap_if_dead(r, db->slot, d.slot);
+  cr_assert_eq(rc, 1, "a slot whose lock is free but owner_pid is set must be reaped (returned %d)", rc);
+
+  cr_assert_eq(atomic_load(&s->owner_pid), 0u, "the reaped slot is free");
+  cr_assert_eq(atomic_load(&e0->snapshot), 0u, "entry 0's snapshot is dropped");
+  cr_assert_eq(atomic_load(&e1->snapshot), 0u, "entry 1's snapshot is dropped");
+  for (int i = 0; i < 2; i++)
+    cr_assert_eq(atomic_load(&ver(db, d.v[i])->seq), MV_ABORTED, "intent %d stamped %llu, expected MV_ABORTED",
+                 i, (unsigned long long)atomic_load(&ver(db, d.v[i])->seq));
+  cr_assert_eq(atomic_load(&e0->state), (uint64_t)TXN_PENDING, "descriptor reset");
+  cr_assert_eq(atomic_load(&e0->gen), d.gen0 + 1, "descriptor generation bumped");
+  cr_assert_eq(atomic_load(&e0->versions), 0u, "descriptor list emptied");
+  cr_assert_eq(atomic_load(&e0->seq), 0u, "descriptor seq cleared");
+  cr_assert_eq(seqring_published(r), d.seq, "the dead claim is decided and published over: %llu",
+               (unsigned long long)seqring_published(r));
+  cr_assert_eq(reaped_count(db), reaped0 + 1, "processes_reaped %llu", (unsigned long long)reaped_count(db));
+  cr_assert_eq(rolled_back_count(db), rolled0 + 1, "dead_txns_rolled_back %llu (one entry had intents)",
+               (unsigned long long)rolled_back_count(db));
+  cr_assert_eq(atomic_load(&s->stats.commits), 0u, "the slot's counters are folded");
+  sochdb_stats st = stats(db);
+  cr_assert_eq(st.commits, 2u + 5u, "the dead slot's 5 commits are kept in the totals: %llu",
+               (unsigned long long)st.commits);
+  cr_assert_eq(st.keys_written, 2u + 7u, "keys_written %llu", (unsigned long long)st.keys_written);
+  cr_assert_eq(st.processes_attached, 1u, "only we are attached");
+  cr_assert_eq(st.processes_reaped, 1u, "stats processes_reaped");
+  cr_assert_eq(st.dead_txns_rolled_back, 1u, "stats dead_txns_rolled_back");
+  h = slots_compute_horizon(r);
+  cr_assert_eq(h, d.seq, "nothing held: horizon = published %llu, got %llu", (unsigned long long)d.seq,
+               (unsigned long long)h);
+
+  /* the keys are free again: no conflict, no wait */
+  cr_assert_eq(read_kv(db, "dead-a", buf, sizeof buf), SOCHDB_NOTFOUND, "the aborted intent stays invisible");
+  commit_kv(db, "dead-a", "alive");
+  cr_assert_eq(read_kv(db, "dead-a", buf, sizeof buf), SOCHDB_OK, "read back");
+  cr_assert_str_eq(buf, "alive", "value after the reap");
+  cr_assert_eq(read_kv(db, "dead-b", buf, sizeof buf), SOCHDB_NOTFOUND, "the other intent is gone too");
+
+  /* reaping again: the slot is free, nothing is counted twice */
+  rc = slots_reap_if_dead(r, db->slot, d.slot);
+  cr_assert_eq(rc, 1, "a free slot reports 1");
+  cr_assert_eq(reaped_count(db), reaped0 + 1, "a free slot is not reaped twice");
+  sochdb_close(db);
+}
+
+Test(slots, reaping_a_dead_slot_finishes_its_decided_commit)
+{
+  sochdb *db = open_db();
+  shm_region *r = &db->region;
+  commit_kv(db, "base", "1");
+  struct dead d;
+  make_dead(db, 150, &d, "dec-a", "dec-b", 1);
+  struct shm_txn_entry *e0 = shm_txn_entry_at(r, d.slot, 0);
+  /* it reached the commit point (decided at its seq), then died before stamping */
+  uint64_t pending = TXN_PENDING;
+  cr_assert(atomic_compare_exchange_strong(&e0->state, &pending, d.seq), "decide");
+  cr_assert_eq(seqring_published(r), d.seq - 1, "not published yet");
+
+  cr_assert_eq(slots_reap_if_dead(r, db->slot, d.slot), 1, "reaped");
+  for (int i = 0; i < 2; i++)
+    cr_assert_eq(atomic_load(&ver(db, d.v[i])->seq), d.seq, "version %d stamped %llu, expected the commit seq %llu",
+                 i, (unsigned long long)atomic_load(&ver(db, d.v[i])->seq), (unsigned long long)d.seq);
+  cr_assert_eq(seqring_published(r), d.seq, "published over the dead commit: %llu", (unsigned long long)seqring_published(r));
+  cr_assert_eq(rolled_back_count(db), 0u, "a decided commit is not rolled back");
+  cr_assert_eq(reaped_count(db), 1u, "processes_reaped");
+  char buf[32];
+  cr_assert_eq(read_kv(db, "dec-a", buf, sizeof buf), SOCHDB_OK, "the decided commit is wholly visible");
+  cr_assert_str_eq(buf, "dead-value-0", "dec-a");
+  cr_assert_eq(read_kv(db, "dec-b", buf, sizeof buf), SOCHDB_OK, "the decided commit is wholly visible");
+  cr_assert_str_eq(buf, "dead-value-1", "dec-b");
+  sochdb_close(db);
+}
+
+struct commit_arg { sochdb *db; const char *key, *val; int rc; char err[256]; };
+static void *commit_thread(void *p)
+{
+  struct commit_arg *a = p;
+  sochdb_txn *t = NULL;
+  a->rc = sochdb_txn_begin(a->db, 0, &t);
+  if (a->rc == SOCHDB_OK)
+    a->rc = sochdb_put(t, a->key, strlen(a->key), a->val, strlen(a->val));
+  if (a->rc == SOCHDB_OK)
+    a->rc = sochdb_commit(t, 0);
+  else if (t)
+    sochdb_abort(t);
+  snprintf(a->err, sizeof a->err, "%s", sochdb_last_error());   /* the detail is per thread */
+  return NULL;
+}
+
+Test(slots, a_writer_blocked_by_a_dead_intent_reaps_it)
+{
+  sochdb *db = open_db();
+  struct dead d;
+  make_dead(db, 201, &d, "blocked", "other", 0);   /* intents, no claimed seq */
+  static struct commit_arg a;
+  a = (struct commit_arg){ db, "blocked", "mine", -1, "" };
+  cr_assert(run_bounded(commit_thread, &a, 20000), "the commit over a dead intent did not finish within ~20 s");
+  cr_assert_eq(a.rc, SOCHDB_OK, "commit over a dead intent: %s (%s)", sochdb_strerror(a.rc), a.err);
+  cr_assert_eq(reaped_count(db), 1u, "the blocked writer reaped the dead slot");
+  cr_assert_eq(rolled_back_count(db), 1u, "and rolled its commit back");
+  char buf[32];
+  cr_assert_eq(read_kv(db, "blocked", buf, sizeof buf), SOCHDB_OK, "read");
+  cr_assert_str_eq(buf, "mine", "the live writer's value");
+  cr_assert_eq(read_kv(db, "other", buf, sizeof buf), SOCHDB_NOTFOUND, "the dead commit's other key is absent");
+  sochdb_close(db);
+}
+
+Test(slots, a_committer_waiting_behind_a_dead_claim_reaps_it)
+{
+  sochdb *db = open_db();
+  shm_region *r = &db->region;
+  struct dead d;
+  make_dead(db, 202, &d, "dc-a", "dc-b", 1);      /* claimed seq 2, never decided */
+  cr_assert_eq(d.seq, 2u, "dead claim %llu", (unsigned long long)d.seq);
+  static struct commit_arg a;
+  a = (struct commit_arg){ db, "after", "ok", -1, "" };
+  cr_assert(run_bounded(commit_thread, &a, 20000),
+            "a commit stuck behind a dead process's claimed seq did not finish within ~20 s");
+  cr_assert_eq(a.rc, SOCHDB_OK, "commit: %s (%s)", sochdb_strerror(a.rc), a.err);
+  cr_assert_eq(seqring_published(r), 3u, "published past the dead claim and ours: %llu",
+               (unsigned long long)seqring_published(r));
+  cr_assert_eq(reaped_count(db), 1u, "the waiter reaped the dead slot");
+  cr_assert_eq(rolled_back_count(db), 1u, "rolled back");
+  char buf[32];
+  cr_assert_eq(read_kv(db, "after", buf, sizeof buf), SOCHDB_OK, "our commit is visible");
+  cr_assert_eq(read_kv(db, "dc-a", buf, sizeof buf), SOCHDB_NOTFOUND, "the dead commit is absent");
+  sochdb_close(db);
+}
+
+Test(slots, attaching_takes_over_and_reaps_dead_slots)
+{
+  sochdb *db = open_db();
+  cr_assert_eq(db->slot, 0u, "the first handle takes slot 0, got %u", db->slot);
+  struct dead d1, d2;
+  make_dead(db, 1, &d1, "at-a", "at-b", 0);        /* the next attacher's first pick */
+  make_dead(db, 230, &d2, "at-c", "at-d", 0);      /* found by its reap_all */
+  sochdb *db2 = open_db();
+  cr_assert_eq(db2->slot, 1u, "the attacher takes the dead slot 1, got %u", db2->slot);
+  cr_assert_eq(atomic_load(&shm_slot_at(&db->region, 1)->owner_pid), (uint64_t)getpid(), "new owner");
+  cr_assert_eq(atomic_load(&shm_slot_at(&db->region, 230)->owner_pid), 0u, "slot 230 reaped on attach");
+  cr_assert_eq(reaped_count(db), 2u, "two dead slots reaped: %llu", (unsigned long long)reaped_count(db));
+  cr_assert_eq(rolled_back_count(db), 2u, "two pending commits rolled back");
+  for (int i = 0; i < 2; i++) {
+    cr_assert_eq(atomic_load(&ver(db, d1.v[i])->seq), MV_ABORTED, "slot 1 intent %d aborted", i);
+    cr_assert_eq(atomic_load(&ver(db, d2.v[i])->seq), MV_ABORTED, "slot 230 intent %d aborted", i);
+  }
+  cr_assert_eq(atomic_load(&shm_txn_entry_at(&db->region, 1, 0)->snapshot), 0u, "old snapshot gone from slot 1");
+  cr_assert_eq(stats(db).processes_attached, 2u, "two live handles");
+  commit_kv(db2, "at-a", "new");
+  sochdb_close(db2);
+  sochdb_close(db);
+}
+
+Test(slots, a_live_slot_is_never_reaped)
+{
+  sochdb *db1 = open_db();
+  sochdb *db2 = open_db();
+  shm_region *r1 = &db1->region;
+  sochdb_txn *t2 = NULL;
+  cr_assert_eq(sochdb_txn_begin(db2, 0, &t2), SOCHDB_OK, "begin");
+  cr_assert_eq(sochdb_put(t2, "live", 4, "yes", 3), SOCHDB_OK, "put");
+  uint64_t snap2 = atomic_load(&sdb_txn_entry(t2)->snapshot);
+  cr_assert_neq(snap2, 0u, "t2 holds a snapshot");
+  /* db2 is also half-way through a commit on entry 120: a pending intent */
+  reserve_entry(db2, 120);
+  uint64_t iv = install_intent(&db2->region, db2->slot, 120, "mid-commit", "x");
+
+  for (int i = 0; i < 10; i++)
+    cr_assert_eq(slots_reap_if_dead(r1, db1->slot, db2->slot), 0, "a live slot must not be reaped (try %d)", i);
+  cr_assert_eq(slots_reap_all(r1, db1->slot), 0u, "reap_all found a dead slot among live ones");
+  cr_assert_eq(slots_reap_if_dead(r1, db1->slot, db1->slot), 0, "one's own slot is never reaped");
+  cr_assert_eq(slots_reap_if_dead(r1, db1->slot, SHM_MAX_SLOTS), 0, "out-of-range slot");
+  cr_assert_eq(slots_reap_if_dead(r1, db1->slot, UINT32_MAX), 0, "out-of-range slot");
+  /* the other handle can't reap us either */
+  cr_assert_eq(slots_reap_if_dead(&db2->region, db2->slot, db1->slot), 0, "db1 is live too");
+
+  struct shm_slot *s2 = shm_slot_at(r1, db2->slot);
+  cr_assert_eq(atomic_load(&s2->owner_pid), (uint64_t)getpid(), "owner_pid untouched");
+  cr_assert_eq(atomic_load(&sdb_txn_entry(t2)->snapshot), snap2, "snapshot untouched");
+  cr_assert_eq(mv_resolve(r1, ver(db1, iv)), 0u, "the live commit's intent is still pending");
+  cr_assert_eq(reaped_count(db1), 0u, "nothing reaped");
+  cr_assert_eq(stats(db1).processes_attached, 2u, "both attached");
+
+  /* finish the hand-made commit as its owner would (abort), then t2 commits */
+  slots_retire_descriptor(&db2->region, shm_txn_entry_at(&db2->region, db2->slot, 120));
+  release_entry(db2, 120);
+  int rc = sochdb_commit(t2, 0);
+  cr_assert_eq(rc, SOCHDB_OK, "the live transaction commits: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+  char buf[8];
+  cr_assert_eq(read_kv(db1, "live", buf, sizeof buf), SOCHDB_OK, "visible");
+  sochdb_close(db2);
+  sochdb_close(db1);
+}
+
+/* The reaper's exclusivity: slots.h says whoever takes a dead slot's lock is
+** "the one and only reaper of that slot". The lock is an OFD lock, so it is
+** owned by the handle's open file description, which every thread of the
+** handle shares (a handle "may be shared by all threads of its process").
+** Several threads of one handle blocked by the same dead process (two
+** committers behind its claim, say) all try to reap it at once. */
+struct xr_arg {
+  sochdb *db;
+  uint32_t dead;
+  pthread_barrier_t *bar;
+  int rc;
+};
+
+static void *xr_thread(void *p)
+{
+  struct xr_arg *a = p;
+  pthread_barrier_wait(a->bar);
+  a->rc = slots_reap_if_dead(&a->db->region, a->db->slot, a->dead);
+  return NULL;
+}
+
+Test(slots, reaping_is_exclusive_among_threads_of_one_handle)
+{
+  sochdb *db = open_sized(16u << 20, 4u << 20);
+  shm_region *r = &db->region;
+  const uint32_t dead = free_slot(db, 240);
+  struct shm_txn_entry *e = shm_txn_entry_at(r, dead, 3);
+  /* a long list of intents makes one reap take a while (tens of microseconds) */
+  enum { NV = 20000, NT = 4, ROUNDS = 40 };
+  uint64_t head = 0;
+  for (int i = 0; i < NV; i++)
+    head = new_version(r, dead, 3, "");
+  unsigned doubled = 0, first_bad_round = 0;
+  uint64_t worst = 1;
+  for (unsigned round = 0; round < ROUNDS; round++) {
+    atomic_store(&e->versions, head);
+    atomic_store(&e->state, TXN_PENDING);
+    atomic_store(&e->snapshot, seqring_published(r));
+    mark_dead_owner(db, dead);
+    uint64_t before = reaped_count(db);
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, NT);
+    struct xr_arg a[NT];
+    pthread_t th[NT];
+    for (int i = 0; i < NT; i++) {
+      a[i] = (struct xr_arg){ db, dead, &bar, -1 };
+      cr_assert_eq(pthread_create(&th[i], NULL, xr_thread, &a[i]), 0, "pthread_create");
+    }
+    for (int i = 0; i < NT; i++)
+      JOIN(th[i], "a reaping thread");
+    pthread_barrier_destroy(&bar);
+    for (int i = 0; i < NT; i++)
+      cr_assert_eq(a[i].rc, 1, "round %u: a dead slot reports 1 to every caller (thread %d: %d)", round, i, a[i].rc);
+    cr_assert_eq(atomic_load(&shm_slot_at(r, dead)->owner_pid), 0u, "round %u: slot freed", round);
+    uint64_t n = reaped_count(db) - before;
+    if (n != 1) {
+      if (!doubled++)
+        first_bad_round = round;
+      if (n > worst)
+        worst = n;
+    }
+  }
+  cr_assert_eq(doubled, 0u,
+               "one dead slot was reaped more than once in %u of %u rounds (first in round %u, up to %llu "
+               "times): threads of one handle share its OFD, so the slot lock does not exclude them",
+               doubled, (unsigned)ROUNDS, first_bad_round, (unsigned long long)worst);
+  sochdb_close(db);
+}
+
+/* The same through the public API: sochdb_stats_get reaps dead slots before
+** counting ("report the living, not the dead"); threads sharing one handle
+** call it at once while one slot is dead. */
+struct xs_arg {
+  sochdb *db;
+  pthread_barrier_t *bar;
+  int rc;
+};
+
+static void *xs_thread(void *p)
+{
+  struct xs_arg *a = p;
+  sochdb_stats s;
+  pthread_barrier_wait(a->bar);
+  a->rc = sochdb_stats_get(a->db, &s);
+  return NULL;
+}
+
+Test(slots, concurrent_stats_on_one_handle_reap_a_dead_slot_once)
+{
+  sochdb *db = open_sized(16u << 20, 4u << 20);
+  shm_region *r = &db->region;
+  const uint32_t dead = free_slot(db, 241);
+  struct shm_txn_entry *e = shm_txn_entry_at(r, dead, 9);
+  enum { NV = 20000, NT = 4, ROUNDS = 40 };
+  uint64_t head = 0;
+  for (int i = 0; i < NV; i++)
+    head = new_version(r, dead, 9, "");
+  uint64_t start = reaped_count(db);
+  for (unsigned round = 0; round < ROUNDS; round++) {
+    atomic_store(&e->versions, head);
+    atomic_store(&e->state, TXN_PENDING);
+    mark_dead_owner(db, dead);
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, NT);
+    struct xs_arg a[NT];
+    pthread_t th[NT];
+    for (int i = 0; i < NT; i++) {
+      a[i] = (struct xs_arg){ db, &bar, -1 };
+      cr_assert_eq(pthread_create(&th[i], NULL, xs_thread, &a[i]), 0, "pthread_create");
+    }
+    for (int i = 0; i < NT; i++)
+      JOIN(th[i], "a reaping thread");
+    pthread_barrier_destroy(&bar);
+    for (int i = 0; i < NT; i++)
+      cr_assert_eq(a[i].rc, SOCHDB_OK, "round %u: stats_get: %s", round, sochdb_strerror(a[i].rc));
+    cr_assert_eq(atomic_load(&shm_slot_at(r, dead)->owner_pid), 0u, "round %u: the dead slot was reaped", round);
+  }
+  sochdb_stats s = stats(db);
+  cr_assert_eq(s.processes_reaped - start, (uint64_t)ROUNDS,
+               "%u dead processes were reaped, but processes_reaped counts %llu",
+               (unsigned)ROUNDS, (unsigned long long)(s.processes_reaped - start));
+  cr_assert_eq(s.dead_txns_rolled_back, (uint64_t)ROUNDS, "%u unfinished commits rolled back, counted %llu",
+               (unsigned)ROUNDS, (unsigned long long)s.dead_txns_rolled_back);
+  sochdb_close(db);
+}
