@@ -1,0 +1,283 @@
+/*
+** walfmt.c — encoding and scanning the WAL format (see walfmt.h for the
+** layout and for how a torn tail is told apart from corruption).
+*/
+#include "walfmt.h"
+
+#include "error.h"
+#include "sochdb.h"
+
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define SEG_MAGIC          "SOCHWAL"
+#define GROUP_MAGIC        0x50524757u   /* "WGRP" */
+#define SEED_SEG_HEADER    0x5345470a11ull
+#define SEED_GROUP_HEADER  0x475250a22ull
+#define SEED_GROUP_PAYLOAD 0x504159a33ull
+#define SEED_RECORD        0x524543a44ull
+
+static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static inline uint64_t ld64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline void st32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void st16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static inline void st64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+
+static inline uint64_t pad8(uint64_t n) { return (n + 7) & ~7ull; }
+
+/* ---- writing ------------------------------------------------------------ */
+
+void wal_seg_header_init(struct wal_seg_header *h, uint64_t first_lsn, const uint8_t db_id[16],
+                         uint64_t created_unix_ns)
+{
+  memset(h, 0, sizeof *h);
+  memcpy(h->magic, SEG_MAGIC, sizeof SEG_MAGIC);
+  h->version = WAL_VERSION;
+  h->header_bytes = WAL_SEG_HEADER;
+  h->first_lsn = first_lsn;
+  memcpy(h->db_id, db_id, sizeof h->db_id);
+  h->created_unix_ns = created_unix_ns;
+  wal_seg_header_seal(h);
+}
+
+void wal_seg_header_seal(struct wal_seg_header *h)
+{
+  h->checksum = XXH3_64bits_withSeed(h, offsetof(struct wal_seg_header, checksum), SEED_SEG_HEADER);
+}
+
+size_t wal_record_bytes(unsigned nops, uint64_t key_and_value_bytes)
+{
+  uint64_t n = pad8(WAL_RECORD_HEADER + (uint64_t)nops * WAL_OP_HEADER + key_and_value_bytes);
+  return nops > UINT16_MAX || n > UINT32_MAX ? 0 : (size_t)n;
+}
+
+void wal_record_begin(uint8_t *buf, size_t bytes, unsigned type, uint64_t seq, unsigned nops)
+{
+  memset(buf, 0, WAL_RECORD_HEADER);
+  memset(buf + bytes - 8, 0, 8);          /* the padding, whatever ends up before it */
+  st32(buf, (uint32_t)bytes);
+  st16(buf + 4, (uint16_t)type);
+  st16(buf + 6, (uint16_t)nops);
+  st64(buf + 8, seq);
+}
+
+size_t wal_record_add_op(uint8_t *buf, size_t pos, unsigned kind, const void *key, uint32_t klen,
+                         const void *val, uint32_t vlen)
+{
+  uint8_t *p = buf + WAL_RECORD_HEADER + pos;
+  memset(p, 0, 4);
+  p[0] = (uint8_t)kind;
+  st32(p + 4, klen);
+  st32(p + 8, vlen);
+  memcpy(p + WAL_OP_HEADER, key, klen);
+  if (vlen)
+    memcpy(p + WAL_OP_HEADER + klen, val, vlen);
+  return pos + WAL_OP_HEADER + klen + vlen;
+}
+
+static uint64_t record_checksum(const uint8_t *rec, uint32_t bytes)
+{
+  uint64_t seed = XXH3_64bits_withSeed(rec, 16, SEED_RECORD);   /* bytes, type, nops, seq */
+  return XXH3_64bits_withSeed(rec + WAL_RECORD_HEADER, bytes - WAL_RECORD_HEADER, seed);
+}
+
+void wal_record_finish(uint8_t *buf)
+{
+  st64(buf + 16, record_checksum(buf, ld32(buf)));
+}
+
+static uint64_t group_header_checksum(const struct wal_group_header *g)
+{
+  return XXH3_64bits_withSeed(g, offsetof(struct wal_group_header, header_checksum), SEED_GROUP_HEADER);
+}
+
+static uint64_t group_payload_checksum(const uint8_t *payload, uint32_t bytes, uint64_t first_lsn)
+{
+  return XXH3_64bits_withSeed(payload, bytes, SEED_GROUP_PAYLOAD ^ first_lsn);
+}
+
+void wal_group_header_init(struct wal_group_header *g, uint64_t first_lsn, const uint8_t *payload,
+                           uint32_t payload_bytes)
+{
+  g->magic = GROUP_MAGIC;
+  g->payload_bytes = payload_bytes;
+  g->first_lsn = first_lsn;
+  g->payload_checksum = group_payload_checksum(payload, payload_bytes, first_lsn);
+  g->header_checksum = group_header_checksum(g);
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+int wal_op_next(const struct wal_record *rec, size_t *pos, struct wal_op *op)
+{
+  if (*pos + WAL_OP_HEADER > rec->ops_bytes)
+    return 0;
+  const uint8_t *p = rec->ops + *pos;
+  op->kind = p[0];
+  op->klen = ld32(p + 4);
+  op->vlen = ld32(p + 8);
+  op->key = p + WAL_OP_HEADER;
+  op->val = op->key + op->klen;
+  *pos += WAL_OP_HEADER + op->klen + op->vlen;
+  return 1;
+}
+
+/* Every op well-formed and the ops exactly filling the record (bar padding). */
+static int ops_valid(const uint8_t *ops, size_t room, unsigned nops, size_t *used)
+{
+  size_t pos = 0;
+  for (unsigned i = 0; i < nops; i++) {
+    if (room - pos < WAL_OP_HEADER)
+      return 0;
+    const uint8_t *p = ops + pos;
+    uint32_t klen = ld32(p + 4), vlen = ld32(p + 8);
+    int kind_ok = (p[0] == WAL_PUT && vlen <= SOCHDB_MAX_VALUE) || (p[0] == WAL_DEL && vlen == 0);
+    if (!kind_ok || p[1] || p[2] || p[3] || klen == 0 || klen > SOCHDB_MAX_KEY ||
+        (uint64_t)klen + vlen > room - pos - WAL_OP_HEADER)
+      return 0;
+    pos += WAL_OP_HEADER + klen + vlen;
+  }
+  *used = pos;
+  return 1;
+}
+
+/* Parse record at rec (room bytes left in its group). 0 if it is not valid. */
+static int parse_record(const uint8_t *p, size_t room, uint64_t lsn, struct wal_record *out)
+{
+  if (room < WAL_RECORD_HEADER)
+    return 0;
+  uint32_t bytes = ld32(p);
+  if (bytes < WAL_RECORD_HEADER || bytes % 8 || bytes > room || ld64(p + 16) != record_checksum(p, bytes))
+    return 0;
+  out->lsn = lsn;
+  out->type = ld16(p + 4);
+  out->nops = ld16(p + 6);
+  out->seq = ld64(p + 8);
+  out->ops = p + WAL_RECORD_HEADER;
+  size_t used;
+  if ((out->type != WAL_COMMIT && out->type != WAL_PADDING) ||
+      !ops_valid(out->ops, bytes - WAL_RECORD_HEADER, out->nops, &used) ||
+      pad8(WAL_RECORD_HEADER + used) != bytes)
+    return 0;
+  out->ops_bytes = used;
+  return 1;
+}
+
+/* An intact group at off (header and payload checksums): its payload size, or -1. */
+static long long intact_group(const uint8_t *buf, size_t len, size_t off, struct wal_group_header *g)
+{
+  if (len - off < WAL_GROUP_HEADER)
+    return -1;
+  memcpy(g, buf + off, sizeof *g);
+  if (g->magic != GROUP_MAGIC || g->header_checksum != group_header_checksum(g) || g->payload_bytes % 8 ||
+      g->payload_bytes > len - off - WAL_GROUP_HEADER ||
+      g->payload_checksum != group_payload_checksum(buf + off + WAL_GROUP_HEADER, g->payload_bytes, g->first_lsn))
+    return -1;
+  return g->payload_bytes;
+}
+
+static int scan_group(const uint8_t *payload, uint32_t bytes, uint64_t lsn, size_t file_off, wal_record_fn fn,
+                      void *ctx, struct wal_scan_result *out)
+{
+  for (uint32_t pos = 0; pos < bytes;) {
+    struct wal_record rec;
+    if (!parse_record(payload + pos, bytes - pos, lsn + pos, &rec))
+      return sdb_fail(SOCHDB_CORRUPT, "WAL record at file offset %zu (LSN %llu) is malformed inside an intact group",
+                      file_off + WAL_GROUP_HEADER + pos, (unsigned long long)(lsn + pos));
+    int rc = fn ? fn(ctx, &rec) : 0;
+    if (rc)
+      return rc;
+    out->records++;
+    pos += ld32(payload + pos);
+  }
+  return SOCHDB_OK;
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    if (p[i])
+      return 0;
+  return 1;
+}
+
+static int check_seg_header(const uint8_t *buf, size_t len, const uint8_t *db_id, struct wal_seg_header *h)
+{
+  if (len < WAL_SEG_HEADER)
+    return sdb_fail(SOCHDB_CORRUPT, "WAL segment is %zu bytes, shorter than its header", len);
+  memcpy(h, buf, sizeof *h);
+  if (memcmp(h->magic, SEG_MAGIC, sizeof SEG_MAGIC) != 0)
+    return sdb_fail(SOCHDB_CORRUPT, "not a sochdb WAL segment (bad magic)");
+  if (h->checksum != XXH3_64bits_withSeed(h, offsetof(struct wal_seg_header, checksum), SEED_SEG_HEADER))
+    return sdb_fail(SOCHDB_CORRUPT, "WAL segment header checksum mismatch");
+  if (h->version != WAL_VERSION || h->header_bytes != WAL_SEG_HEADER)
+    return sdb_fail(SOCHDB_VERSION, "WAL segment version %u; this library reads %u", h->version, WAL_VERSION);
+  if (db_id && memcmp(h->db_id, db_id, sizeof h->db_id) != 0)
+    return sdb_fail(SOCHDB_CORRUPT, "WAL segment belongs to another database");
+  return SOCHDB_OK;
+}
+
+int wal_scan_buffer(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_record_fn fn, void *ctx,
+                    struct wal_scan_result *out)
+{
+  memset(out, 0, sizeof *out);
+  struct wal_seg_header h;
+  int rc = check_seg_header(buf, len, db_id, &h);
+  if (rc != SOCHDB_OK)
+    return rc;
+  out->first_lsn = out->next_lsn = h.first_lsn;
+  size_t off = WAL_SEG_HEADER;
+  struct wal_group_header g;
+  long long payload;
+  while ((payload = intact_group(buf, len, off, &g)) >= 0 && g.first_lsn == out->next_lsn) {
+    rc = scan_group(buf + off + WAL_GROUP_HEADER, g.payload_bytes, g.first_lsn, off, fn, ctx, out);
+    if (rc != SOCHDB_OK)
+      return rc;
+    out->groups++;
+    out->next_lsn += (uint64_t)payload;
+    off += WAL_GROUP_HEADER + (size_t)payload;
+  }
+  out->end_offset = off;
+  if (payload >= 0)
+    return sdb_fail(SOCHDB_CORRUPT, "WAL group at file offset %zu has LSN %llu where %llu was expected", off,
+                    (unsigned long long)g.first_lsn, (unsigned long long)out->next_lsn);
+  if (off == len || all_zero(buf + off, len - off))
+    return SOCHDB_OK;                       /* clean end (or preallocated zeros) */
+  for (size_t later = off + 8; later + WAL_GROUP_HEADER <= len; later += 8)
+    if (intact_group(buf, len, later, &g) >= 0)
+      return sdb_fail(SOCHDB_CORRUPT,
+                      "WAL damaged at file offset %zu (LSN %llu) before an intact group at offset %zu: "
+                      "data that was durable is damaged",
+                      off, (unsigned long long)out->next_lsn, later);
+  out->torn_bytes = len - off;              /* an interrupted last write: never acknowledged */
+  return SOCHDB_OK;
+}
+
+int wal_scan_file(const char *path, const uint8_t *db_id, wal_record_fn fn, void *ctx,
+                  struct wal_scan_result *out)
+{
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return sdb_fail_errno("open WAL segment %s", path);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int rc = sdb_fail_errno("fstat %s", path);
+    close(fd);
+    return rc;
+  }
+  size_t len = (size_t)st.st_size;
+  const uint8_t *buf = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+  close(fd);
+  if (len && buf == MAP_FAILED)
+    return sdb_fail_errno("mmap WAL segment %s", path);
+  static const uint8_t empty[1];
+  int rc = wal_scan_buffer(len ? buf : empty, len, db_id, fn, ctx, out);
+  if (len)
+    munmap((void *)buf, len);
+  return rc;
+}

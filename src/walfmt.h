@@ -1,0 +1,133 @@
+/*
+** walfmt.h — the write-ahead log's on-disk format: segment files, commit
+** groups and commit records; encoding them and scanning them back.
+**
+** A segment file is a 64-byte header followed by groups. A group is what the
+** daemon writes with one write() and makes durable with one fdatasync(): a
+** 32-byte group header (its payload length, first LSN, a checksum of the
+** header and one of the payload) followed by whole records. A record is one
+** committed transaction: its commit sequence and its operations, with a
+** checksum of its own. Everything is little-endian and 8-byte aligned.
+**
+**   segment: [ seg header 64 B | group | group | ... | zeros or torn bytes ]
+**   group:   [ magic u32 | payload bytes u32 | first_lsn u64 | payload xxh3 u64 | header xxh3 u64 ]
+**            [ record | record | ... ]
+**   record:  [ bytes u32 | type u16 | nops u16 | seq u64 | xxh3 u64 | op ... | pad to 8 ]
+**   op:      [ kind u8 | 0 u8 x3 | klen u32 | vlen u32 | key | value ]
+**
+** LSN is a byte position in the stream of records (group headers and segment
+** headers not counted), so a record's LSN does not depend on how records
+** were grouped.
+**
+** Why groups, and how damage is judged: group N+1 is written only after group
+** N's fdatasync returned. So a damaged group followed by an intact one was
+** damaged after it was durable: that is corruption (SOCHDB_CORRUPT), never
+** skipped. A damaged last group (nothing intact after it) is a write the
+** crash interrupted, which no commit was acknowledged for: recovery stops
+** before it and reports the torn bytes.
+*/
+#ifndef SOCHDB_WALFMT_H
+#define SOCHDB_WALFMT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define WAL_VERSION        1u
+#define WAL_SEG_HEADER     64u
+#define WAL_GROUP_HEADER   32u
+#define WAL_RECORD_HEADER  24u
+#define WAL_OP_HEADER      12u
+
+enum wal_record_type { WAL_COMMIT = 1, WAL_PADDING = 2 };
+enum wal_op_kind     { WAL_PUT = 1, WAL_DEL = 2 };
+
+struct wal_seg_header {
+  char     magic[8];          /* "SOCHWAL" NUL */
+  uint32_t version;
+  uint32_t header_bytes;
+  uint64_t first_lsn;
+  uint8_t  db_id[16];
+  uint64_t created_unix_ns;
+  uint64_t reserved;
+  uint64_t checksum;          /* XXH3 of the 56 bytes before it */
+};
+
+struct wal_group_header {
+  uint32_t magic;
+  uint32_t payload_bytes;
+  uint64_t first_lsn;
+  uint64_t payload_checksum;
+  uint64_t header_checksum;   /* XXH3 of the 24 bytes before it */
+};
+
+struct wal_op {
+  unsigned       kind;        /* WAL_PUT or WAL_DEL */
+  const uint8_t *key;
+  uint32_t       klen;
+  const uint8_t *val;
+  uint32_t       vlen;
+};
+
+/* A record being read: points into the scanned buffer. */
+struct wal_record {
+  uint64_t       lsn;
+  uint64_t       seq;
+  unsigned       type;
+  unsigned       nops;
+  const uint8_t *ops;         /* nops ops, packed */
+  size_t         ops_bytes;
+};
+
+/* ---- writing ---------------------------------------------------------- */
+
+void   wal_seg_header_init(struct wal_seg_header *h, uint64_t first_lsn, const uint8_t db_id[16],
+                           uint64_t created_unix_ns);
+/* Recompute the header's checksum after changing a field (init does it). */
+void   wal_seg_header_seal(struct wal_seg_header *h);
+
+/* Bytes a record with these operations takes (8-aligned), or 0 if it would
+** exceed the format's 4 GiB record limit. */
+size_t wal_record_bytes(unsigned nops, uint64_t key_and_value_bytes);
+
+/* Encode a record into buf (wal_record_bytes() long, zeroed padding):
+** call begin, then add each op, then finish. */
+void   wal_record_begin(uint8_t *buf, size_t bytes, unsigned type, uint64_t seq, unsigned nops);
+size_t wal_record_add_op(uint8_t *buf, size_t pos, unsigned kind, const void *key, uint32_t klen,
+                         const void *val, uint32_t vlen);
+void   wal_record_finish(uint8_t *buf);
+
+/* The header of a group whose records (payload) are already in place. */
+void   wal_group_header_init(struct wal_group_header *g, uint64_t first_lsn, const uint8_t *payload,
+                             uint32_t payload_bytes);
+
+/* ---- reading ---------------------------------------------------------- */
+
+/* The next op of a record: pos starts at 0. Returns 1 with *op filled, 0 at
+** the end. The record was verified by the scanner, so ops are in bounds. */
+int    wal_op_next(const struct wal_record *rec, size_t *pos, struct wal_op *op);
+
+struct wal_scan_result {
+  uint64_t first_lsn;         /* from the segment header */
+  uint64_t next_lsn;          /* LSN after the last whole group */
+  uint64_t end_offset;        /* file offset after the last whole group: where to append */
+  uint64_t groups;
+  uint64_t records;
+  uint64_t torn_bytes;        /* non-zero bytes after end_offset, discarded as a torn tail */
+};
+
+/* Called for each record of each whole group, in order; a non-zero return
+** stops the scan and is returned by wal_scan_buffer. */
+typedef int (*wal_record_fn)(void *ctx, const struct wal_record *rec);
+
+/* Scan a segment held in memory. db_id NULL = do not check it.
+** Returns SOCHDB_OK (a torn tail is OK: see torn_bytes), SOCHDB_CORRUPT
+** (damaged header, or a damaged group followed by an intact one, or an
+** intact group whose records do not parse), SOCHDB_VERSION, or fn's value. */
+int    wal_scan_buffer(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_record_fn fn, void *ctx,
+                       struct wal_scan_result *out);
+
+/* The same for a file (mapped read-only while scanning). SOCHDB_IO on a failed system call. */
+int    wal_scan_file(const char *path, const uint8_t *db_id, wal_record_fn fn, void *ctx,
+                     struct wal_scan_result *out);
+
+#endif

@@ -1,0 +1,362 @@
+/*
+** test_walfmt.c — the WAL format: records and groups round-trip exactly; a
+** segment cut at any byte or damaged anywhere in its last group is read up to
+** the last whole group (a torn tail, never an error); damage followed by an
+** intact group, a damaged header, another version or another database's
+** segment is reported, never skipped.
+*/
+#include <criterion/criterion.h>
+
+#include "sochdb.h"
+#include "walfmt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const uint8_t DB_ID[16] = "0123456789abcdef";
+
+struct buf {
+  uint8_t *p;
+  size_t   n, cap;
+};
+
+static void grow(struct buf *b, size_t more)
+{
+  if (b->n + more <= b->cap)
+    return;
+  b->cap = (b->n + more) * 2;
+  b->p = realloc(b->p, b->cap);
+  cr_assert_not_null(b->p);
+}
+
+static void append(struct buf *b, const void *p, size_t n)
+{
+  grow(b, n);
+  memcpy(b->p + b->n, p, n);
+  b->n += n;
+}
+
+/* A commit record with nops ops: key "k<seq>.<i>", value of length i*3 (0 for
+** every third op, which is a delete). */
+static size_t make_record(uint8_t *out, uint64_t seq, unsigned nops)
+{
+  char keys[64][32];
+  uint8_t val[256];
+  memset(val, (int)(seq & 0xff), sizeof val);
+  uint64_t payload = 0;
+  for (unsigned i = 0; i < nops; i++) {
+    snprintf(keys[i], sizeof keys[i], "k%llu.%u", (unsigned long long)seq, i);
+    payload += strlen(keys[i]) + (i % 3 == 2 ? 0 : i * 3);
+  }
+  size_t bytes = wal_record_bytes(nops, payload);
+  cr_assert_gt(bytes, 0);
+  wal_record_begin(out, bytes, WAL_COMMIT, seq, nops);
+  size_t pos = 0;
+  for (unsigned i = 0; i < nops; i++) {
+    int del = i % 3 == 2;
+    pos = wal_record_add_op(out, pos, del ? WAL_DEL : WAL_PUT, keys[i], (uint32_t)strlen(keys[i]), val,
+                            del ? 0 : i * 3);
+  }
+  wal_record_finish(out);
+  return bytes;
+}
+
+/* Append a group of records seq .. seq+n-1 (each with seq%5+1 ops). */
+static void append_group(struct buf *b, uint64_t *lsn, uint64_t seq, unsigned n)
+{
+  struct buf payload = { 0 };
+  uint8_t rec[8192];
+  for (unsigned i = 0; i < n; i++)
+    append(&payload, rec, make_record(rec, seq + i, (unsigned)((seq + i) % 5 + 1)));
+  struct wal_group_header g;
+  wal_group_header_init(&g, *lsn, payload.p, (uint32_t)payload.n);
+  append(b, &g, sizeof g);
+  append(b, payload.p, payload.n);
+  *lsn += payload.n;
+  free(payload.p);
+}
+
+struct seg {
+  struct buf b;
+  size_t group_end[8];     /* file offset after each group */
+  uint64_t seq_end[8];     /* records before that offset: seqs < seq_end */
+  unsigned groups;
+};
+
+static void make_segment(struct seg *s, unsigned groups)
+{
+  memset(s, 0, sizeof *s);
+  struct wal_seg_header h;
+  wal_seg_header_init(&h, 1000, DB_ID, 42);
+  append(&s->b, &h, sizeof h);
+  uint64_t lsn = 1000, seq = 10;
+  for (unsigned g = 0; g < groups; g++) {
+    append_group(&s->b, &lsn, seq, 3 + g);
+    seq += 3 + g;
+    s->group_end[g] = s->b.n;
+    s->seq_end[g] = seq;
+  }
+  s->groups = groups;
+}
+
+struct seen {
+  uint64_t next_seq;
+  uint64_t next_lsn;
+  unsigned records;
+  int      bad;
+};
+
+/* Check each record is the next one make_record wrote, op by op. */
+static int check_record(void *ctx, const struct wal_record *rec)
+{
+  struct seen *s = ctx;
+  uint8_t expect[8192];
+  size_t bytes = make_record(expect, s->next_seq, (unsigned)(s->next_seq % 5 + 1));
+  if (rec->seq != s->next_seq || rec->type != WAL_COMMIT || rec->lsn != s->next_lsn ||
+      rec->nops != s->next_seq % 5 + 1 || memcmp(rec->ops, expect + WAL_RECORD_HEADER, rec->ops_bytes) != 0)
+    s->bad++;
+  size_t pos = 0;
+  struct wal_op op;
+  unsigned n = 0;
+  while (wal_op_next(rec, &pos, &op)) {
+    char key[32];
+    snprintf(key, sizeof key, "k%llu.%u", (unsigned long long)rec->seq, n);
+    int del = n % 3 == 2;
+    if (op.klen != strlen(key) || memcmp(op.key, key, op.klen) || op.kind != (unsigned)(del ? WAL_DEL : WAL_PUT) ||
+        op.vlen != (del ? 0 : n * 3))
+      s->bad++;
+    n++;
+  }
+  if (n != rec->nops)
+    s->bad++;
+  s->next_seq++;
+  s->next_lsn += bytes;
+  s->records++;
+  return 0;
+}
+
+static int scan(const uint8_t *p, size_t n, struct wal_scan_result *r, struct seen *seen)
+{
+  memset(seen, 0, sizeof *seen);
+  seen->next_seq = 10;
+  seen->next_lsn = 1000;
+  return wal_scan_buffer(p, n, DB_ID, check_record, seen, r);
+}
+
+/* How many whole groups fit in the first n bytes. */
+static unsigned whole_groups(const struct seg *s, size_t n)
+{
+  unsigned g = 0;
+  while (g < s->groups && s->group_end[g] <= n)
+    g++;
+  return g;
+}
+
+Test(walfmt, records_and_groups_round_trip)
+{
+  struct seg s;
+  make_segment(&s, 4);
+  struct wal_scan_result r;
+  struct seen seen;
+  cr_assert_eq(scan(s.b.p, s.b.n, &r, &seen), SOCHDB_OK, "%s", sochdb_last_error());
+  cr_assert_eq(seen.bad, 0, "records differ from what was written");
+  cr_assert_eq(r.groups, 4);
+  cr_assert_eq(r.records, s.seq_end[3] - 10);
+  cr_assert_eq(seen.records, r.records);
+  cr_assert_eq(r.first_lsn, 1000);
+  cr_assert_eq(r.next_lsn, seen.next_lsn, "next LSN %llu, records end at %llu", (unsigned long long)r.next_lsn,
+               (unsigned long long)seen.next_lsn);
+  cr_assert_eq(r.end_offset, s.b.n);
+  cr_assert_eq(r.torn_bytes, 0);
+  free(s.b.p);
+}
+
+Test(walfmt, cut_at_every_byte_is_a_torn_tail_never_an_error)
+{
+  struct seg s;
+  make_segment(&s, 3);
+  for (size_t n = WAL_SEG_HEADER; n <= s.b.n; n++) {
+    struct wal_scan_result r;
+    struct seen seen;
+    int rc = scan(s.b.p, n, &r, &seen);
+    cr_assert_eq(rc, SOCHDB_OK, "cut at %zu: %s (%s)", n, sochdb_strerror(rc), sochdb_last_error());
+    unsigned g = whole_groups(&s, n);
+    size_t end = g ? s.group_end[g - 1] : WAL_SEG_HEADER;
+    cr_assert_eq(r.groups, g, "cut at %zu: %llu groups read, %u whole", n, (unsigned long long)r.groups, g);
+    cr_assert_eq(r.end_offset, end, "cut at %zu", n);
+    cr_assert_eq(r.torn_bytes, n - end, "cut at %zu", n);
+    cr_assert_eq(seen.next_seq, g ? s.seq_end[g - 1] : 10, "cut at %zu: wrong records", n);
+    cr_assert_eq(seen.bad, 0);
+  }
+  free(s.b.p);
+}
+
+Test(walfmt, damage_in_the_last_group_is_a_torn_tail)
+{
+  struct seg s;
+  make_segment(&s, 3);
+  for (size_t i = s.group_end[1]; i < s.b.n; i++) {
+    s.b.p[i] ^= 0x40;
+    struct wal_scan_result r;
+    struct seen seen;
+    int rc = scan(s.b.p, s.b.n, &r, &seen);
+    cr_assert_eq(rc, SOCHDB_OK, "byte %zu of the last group: %s (%s)", i, sochdb_strerror(rc), sochdb_last_error());
+    cr_assert_eq(r.groups, 2, "byte %zu: the damaged last group must not be read", i);
+    cr_assert_eq(r.end_offset, s.group_end[1]);
+    cr_assert_eq(seen.next_seq, s.seq_end[1]);
+    s.b.p[i] ^= 0x40;
+  }
+  free(s.b.p);
+}
+
+Test(walfmt, damage_before_an_intact_group_is_corruption)
+{
+  struct seg s;
+  make_segment(&s, 3);
+  for (size_t i = s.group_end[0]; i < s.group_end[1]; i++) {
+    s.b.p[i] ^= 0x01;
+    struct wal_scan_result r;
+    struct seen seen;
+    int rc = scan(s.b.p, s.b.n, &r, &seen);
+    cr_assert_eq(rc, SOCHDB_CORRUPT, "byte %zu of a middle group: got %s", i, sochdb_strerror(rc));
+    cr_assert_not_null(strstr(sochdb_last_error(), "durable"), "message: %s", sochdb_last_error());
+    s.b.p[i] ^= 0x01;
+  }
+  free(s.b.p);
+}
+
+Test(walfmt, zeros_after_the_last_group_are_a_clean_end)
+{
+  struct seg s;
+  make_segment(&s, 2);
+  size_t len = s.b.n;
+  uint8_t zeros[4096] = { 0 };
+  append(&s.b, zeros, sizeof zeros);
+  struct wal_scan_result r;
+  struct seen seen;
+  cr_assert_eq(scan(s.b.p, s.b.n, &r, &seen), SOCHDB_OK);
+  cr_assert_eq(r.end_offset, len);
+  cr_assert_eq(r.torn_bytes, 0, "preallocated zeros are not a torn tail");
+  cr_assert_eq(r.groups, 2);
+  free(s.b.p);
+}
+
+Test(walfmt, bad_headers_are_reported)
+{
+  struct seg s;
+  make_segment(&s, 1);
+  struct wal_scan_result r;
+  struct seen seen;
+  s.b.p[0] ^= 1;
+  cr_assert_eq(scan(s.b.p, s.b.n, &r, &seen), SOCHDB_CORRUPT, "bad magic");
+  s.b.p[0] ^= 1;
+  s.b.p[20] ^= 1;   /* inside first_lsn: checksum mismatch */
+  cr_assert_eq(scan(s.b.p, s.b.n, &r, &seen), SOCHDB_CORRUPT, "bad header checksum");
+  s.b.p[20] ^= 1;
+  cr_assert_eq(scan(s.b.p, 40, &r, &seen), SOCHDB_CORRUPT, "shorter than a header");
+
+  free(s.b.p);
+
+  make_segment(&s, 1);
+  uint8_t other[16] = "fedcba9876543210";
+  cr_assert_eq(wal_scan_buffer(s.b.p, s.b.n, other, NULL, NULL, &r), SOCHDB_CORRUPT, "another database's segment");
+  cr_assert_eq(wal_scan_buffer(s.b.p, s.b.n, NULL, NULL, NULL, &r), SOCHDB_OK, "no identity check asked");
+  free(s.b.p);
+}
+
+Test(walfmt, version_mismatch_is_a_version_error)
+{
+  struct seg s;
+  make_segment(&s, 1);
+  struct wal_seg_header h;
+  memcpy(&h, s.b.p, sizeof h);
+  h.version = WAL_VERSION + 1;
+  wal_seg_header_seal(&h);           /* a well-formed header of another version */
+  memcpy(s.b.p, &h, sizeof h);
+  struct wal_scan_result r;
+  cr_assert_eq(wal_scan_buffer(s.b.p, s.b.n, DB_ID, NULL, NULL, &r), SOCHDB_VERSION, "%s", sochdb_last_error());
+  h.version = WAL_VERSION;           /* tampered without resealing: corruption, not a version */
+  memcpy(s.b.p, &h, sizeof h);
+  s.b.p[8] ^= 2;
+  cr_assert_eq(wal_scan_buffer(s.b.p, s.b.n, DB_ID, NULL, NULL, &r), SOCHDB_CORRUPT);
+  free(s.b.p);
+}
+
+Test(walfmt, malformed_record_in_an_intact_group_is_corruption)
+{
+  struct buf b = { 0 };
+  struct wal_seg_header h;
+  wal_seg_header_init(&h, 0, DB_ID, 1);
+  append(&b, &h, sizeof h);
+  uint8_t rec[256];
+  size_t bytes = make_record(rec, 5, 2);
+  rec[WAL_RECORD_HEADER] = 9;        /* unknown op kind ... */
+  wal_record_finish(rec);            /* ... under a valid record checksum */
+  struct wal_group_header g;
+  wal_group_header_init(&g, 0, rec, (uint32_t)bytes);
+  append(&b, &g, sizeof g);
+  append(&b, rec, bytes);
+  struct wal_scan_result r;
+  cr_assert_eq(wal_scan_buffer(b.p, b.n, DB_ID, NULL, NULL, &r), SOCHDB_CORRUPT, "%s", sochdb_last_error());
+  free(b.p);
+}
+
+Test(walfmt, group_with_an_unexpected_lsn_is_corruption)
+{
+  struct buf b = { 0 };
+  struct wal_seg_header h;
+  wal_seg_header_init(&h, 100, DB_ID, 1);
+  append(&b, &h, sizeof h);
+  uint64_t lsn = 200;                /* the segment says the stream starts at 100 */
+  append_group(&b, &lsn, 10, 2);
+  struct wal_scan_result r;
+  cr_assert_eq(wal_scan_buffer(b.p, b.n, DB_ID, NULL, NULL, &r), SOCHDB_CORRUPT);
+  free(b.p);
+}
+
+static int stop_at_second(void *ctx, const struct wal_record *rec)
+{
+  (void)rec;
+  return ++*(int *)ctx == 2 ? 77 : 0;
+}
+
+Test(walfmt, callback_can_stop_the_scan)
+{
+  struct seg s;
+  make_segment(&s, 2);
+  int calls = 0;
+  struct wal_scan_result r;
+  cr_assert_eq(wal_scan_buffer(s.b.p, s.b.n, DB_ID, stop_at_second, &calls, &r), 77);
+  cr_assert_eq(calls, 2);
+  free(s.b.p);
+}
+
+Test(walfmt, scan_file_reads_a_segment_and_reports_a_missing_one)
+{
+  struct seg s;
+  make_segment(&s, 2);
+  char path[] = "/tmp/sochdb-walfmt-XXXXXX";
+  int fd = mkstemp(path);
+  cr_assert_geq(fd, 0);
+  cr_assert_eq(write(fd, s.b.p, s.b.n - 5), (ssize_t)(s.b.n - 5), "write");   /* torn by 5 bytes */
+  close(fd);
+  struct wal_scan_result r;
+  struct seen seen = { .next_seq = 10, .next_lsn = 1000 };
+  cr_assert_eq(wal_scan_file(path, DB_ID, check_record, &seen, &r), SOCHDB_OK, "%s", sochdb_last_error());
+  cr_assert_eq(r.groups, 1);
+  cr_assert_eq(r.torn_bytes, s.b.n - 5 - s.group_end[0]);
+  cr_assert_eq(seen.bad, 0);
+  unlink(path);
+  cr_assert_eq(wal_scan_file(path, DB_ID, NULL, NULL, &r), SOCHDB_IO, "missing file");
+  free(s.b.p);
+}
+
+Test(walfmt, record_size_limits)
+{
+  cr_assert_eq(wal_record_bytes(0, 0), WAL_RECORD_HEADER);
+  cr_assert_eq(wal_record_bytes(1, 1) % 8, 0);
+  cr_assert_eq(wal_record_bytes(70000, 0), 0, "more ops than a record can count");
+  cr_assert_eq(wal_record_bytes(1, 5ull << 30), 0, "over the 4 GiB record limit");
+}
