@@ -1,104 +1,255 @@
 /*
-** sochdbd.c — the sochdb helper daemon for one database directory.
+** sochdbd.c — the sochdb helper daemon of one database directory.
 **
-** In this stage the daemon is the region's reaper: every interval it finds
-** process slots whose owner died (kill -9, crash) and reclaims them — aborts
-** their undecided commits, finishes their decided ones, drops their
-** snapshots — and advances the reclamation horizon. Clients reap on demand
-** too (whenever something blocks on a dead process), so the daemon only
-** bounds how long a dead process's snapshot can hold memory: one interval.
-** The WAL writer (group commit), flushing and compaction join it next.
+** It owns the slow serial work for every process using the database:
+**  - the WAL writer thread: group commit of everything published, one
+**    fdatasync per group, durable_seq published and SYNC committers woken
+**    (walwriter.c); ASYNC commits are durable within --sync-delay-ms;
+**  - the reaper: slots of dead client processes reclaimed every interval.
+** Flushing and compaction join it with the SSTables.
 **
-** Usage: sochdbd [--foreground] [--interval-ms N] DIR
-** It logs to stderr. SIGTERM or SIGINT make it detach and exit cleanly.
+** Lifecycle: it holds an exclusive flock on DIR/LOCK (with its pid written
+** there) for as long as it serves; a second daemon for the same directory
+** exits at once. sochdb_open starts it when none runs. It exits by itself
+** --idle-exit-ms after the last client detached (default 30 s, or
+** $SOCHDB_DAEMON_IDLE_MS), when its directory disappears, and on SIGTERM or
+** SIGINT, after writing and syncing what was published.
+**
+** Usage: sochdbd [--foreground] [--interval-ms N] [--idle-exit-ms N] [--sync-delay-ms N] DIR
 */
 #include "internal.h"
 
+#include "durable.h"
 #include "slots.h"
+#include "walwriter.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+struct config {
+  const char *dir;
+  int         foreground;
+  unsigned    interval_ms;     /* reaper period */
+  unsigned    idle_exit_ms;
+  unsigned    sync_delay_ms;   /* longest an ASYNC commit waits to be written */
+};
+
 static volatile sig_atomic_t stop_requested;
+static _Atomic int writer_stop;
 
 static void on_signal(int sig) { (void)sig; stop_requested = 1; }
 
 static void usage(FILE *out)
 {
-  fprintf(out, "usage: sochdbd [--foreground] [--interval-ms N] DIR\n"
-               "  Reaps the slots of dead client processes of the database in DIR.\n"
-               "  --foreground     stay attached to the terminal (for service managers)\n"
-               "  --interval-ms N  how often to look for dead processes (default 100)\n");
+  fprintf(out, "usage: sochdbd [--foreground] [--interval-ms N] [--idle-exit-ms N] [--sync-delay-ms N] DIR\n"
+               "  Serves the sochdb database in DIR: WAL group commit, reaping dead clients.\n"
+               "  --foreground        do not detach (for service managers); log to stderr\n"
+               "  --interval-ms N     how often to reap dead client processes (default 100)\n"
+               "  --idle-exit-ms N    exit this long after the last client left (default 30000,\n"
+               "                      or $SOCHDB_DAEMON_IDLE_MS; 0 = never)\n"
+               "  --sync-delay-ms N   longest delay before an ASYNC commit is durable (default 5)\n");
 }
 
-static void log_line(const char *fmt, const char *dir, unsigned n)
+static int parse_ms(const char *name, const char *s, unsigned max, unsigned *out)
 {
-  time_t now = time(NULL);
-  char stamp[32];
-  strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", localtime(&now));
-  fprintf(stderr, "%s sochdbd[%ld] %s: ", stamp, (long)getpid(), dir);
-  fprintf(stderr, fmt, n);
-  fputc('\n', stderr);
+  char *end;
+  unsigned long v = strtoul(s, &end, 10);
+  if (!*s || *end || v > max) {
+    fprintf(stderr, "sochdbd: %s takes 0..%u\n", name, max);
+    return -1;
+  }
+  *out = (unsigned)v;
+  return 0;
 }
 
-static int serve(sochdb *db, const char *dir, unsigned interval_ms)
+static int parse_args(int argc, char **argv, struct config *c)
 {
-  struct timespec pause = { interval_ms / 1000, (long)(interval_ms % 1000) * 1000000L };
-  unsigned rounds = 0;
-  for (; !stop_requested; rounds++) {
+  const char *idle = getenv("SOCHDB_DAEMON_IDLE_MS");
+  *c = (struct config){ NULL, 0, 100, 30000, 5 };
+  if (idle && parse_ms("$SOCHDB_DAEMON_IDLE_MS", idle, 86400000u, &c->idle_exit_ms) != 0)
+    return 2;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    int has_value = i + 1 < argc;
+    if (!strcmp(a, "--foreground"))
+      c->foreground = 1;
+    else if (!strcmp(a, "--interval-ms") && has_value) {
+      if (parse_ms(a, argv[++i], 60000, &c->interval_ms) != 0 || !c->interval_ms)
+        return 2;
+    } else if (!strcmp(a, "--idle-exit-ms") && has_value) {
+      if (parse_ms(a, argv[++i], 86400000u, &c->idle_exit_ms) != 0)
+        return 2;
+    } else if (!strcmp(a, "--sync-delay-ms") && has_value) {
+      if (parse_ms(a, argv[++i], 1000, &c->sync_delay_ms) != 0 || !c->sync_delay_ms)
+        return 2;
+    } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage(stdout);
+      exit(0);
+    } else if (a[0] == '-' || c->dir) {
+      usage(stderr);
+      return 2;
+    } else
+      c->dir = a;
+  }
+  if (!c->dir) {
+    usage(stderr);
+    return 2;
+  }
+  return 0;
+}
+
+/* Take DIR/LOCK. A prober holds it shared for an instant, so retry a while
+** before concluding that another daemon serves the directory. */
+static int take_lock(const char *dir, struct stat *st)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/LOCK", dir);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    fprintf(stderr, "sochdbd: open %s: %s\n", path, strerror(errno));
+    return -1;
+  }
+  for (int i = 0; i < 50; i++) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, st) == 0)
+      return fd;
+    struct timespec ts = { 0, 20000000 };
+    nanosleep(&ts, NULL);
+  }
+  close(fd);
+  return -2;
+}
+
+static void write_pid(int fd)
+{
+  char pid[32];
+  int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) { /* informational only */ }
+}
+
+struct writer_args {
+  struct walwriter *w;
+  unsigned          sync_delay_ms;
+};
+
+static void *writer_loop(void *arg)
+{
+  struct writer_args *a = arg;
+  unsigned failures = 0;
+  for (;;) {
+    int stopping = atomic_load(&writer_stop);
+    int rc = ww_write_pending(a->w);
+    if (rc < 0) {
+      if (failures++ % 100 == 0)
+        ww_log(a->w->db->dir, "WAL write failed (%s: %s); commits wait, retrying", sochdb_strerror(-rc),
+               sochdb_last_error());
+      struct timespec ts = { 0, 10000000 };
+      nanosleep(&ts, NULL);
+      continue;
+    }
+    if (failures && rc > 0) {
+      ww_log(a->w->db->dir, "WAL writes work again after %u failures", failures);
+      failures = 0;
+    }
+    if (stopping && rc == 0)
+      return NULL;
+    if (rc == 0)
+      durable_wait_kick(a->w->r, a->sync_delay_ms);
+  }
+}
+
+/* The directory we serve is gone or replaced: nobody can use us any more. */
+static int directory_gone(const char *dir, const struct stat *lock_st)
+{
+  char path[4200];
+  struct stat st;
+  snprintf(path, sizeof path, "%s/LOCK", dir);
+  return stat(path, &st) != 0 || st.st_ino != lock_st->st_ino || st.st_dev != lock_st->st_dev;
+}
+
+/* Our region file was removed or replaced (someone deleted it; a new opener
+** rebuilt it from the WAL): we serve a region nobody will open again, so we
+** must make way for a daemon of the new one. */
+static int region_replaced(const sochdb *db)
+{
+  struct stat ours, named;
+  return fstat(db->region.fd, &ours) != 0 || stat(db->region.path, &named) != 0 ||
+         ours.st_ino != named.st_ino || ours.st_dev != named.st_dev;
+}
+
+static uint64_t now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static const char *serve(sochdb *db, const struct config *c, const struct stat *lock_st)
+{
+  struct timespec pause = { c->interval_ms / 1000, (long)(c->interval_ms % 1000) * 1000000L };
+  uint64_t idle_since = now_ms();
+  for (;;) {
+    if (stop_requested)
+      return "signal";
+    if (directory_gone(c->dir, lock_st))
+      return "its directory was removed";
+    if (region_replaced(db))
+      return "its shared region was removed or replaced";
     unsigned reaped = slots_reap_all(&db->region, db->slot);
     if (reaped)
-      log_line("reclaimed the slots of %u dead process(es)", dir, reaped);
+      ww_log(c->dir, "reclaimed the slots of %u dead process(es)", reaped);
     slots_compute_horizon(&db->region);
+    sochdb_stats st;
+    if (sochdb_stats_get(db, &st) == SOCHDB_OK && st.processes_attached > 0)
+      idle_since = now_ms();
+    else if (c->idle_exit_ms && now_ms() - idle_since >= c->idle_exit_ms)
+      return "no client for the idle timeout";
     nanosleep(&pause, NULL);
   }
-  log_line("stopping on signal after %u reap rounds", dir, rounds);
-  return 0;
 }
 
 int main(int argc, char **argv)
 {
-  unsigned interval_ms = 100;
-  int foreground = 0;
-  const char *dir = NULL;
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--foreground"))
-      foreground = 1;
-    else if (!strcmp(argv[i], "--interval-ms") && i + 1 < argc) {
-      char *end;
-      unsigned long v = strtoul(argv[++i], &end, 10);
-      if (*end || v == 0 || v > 60000) {
-        fprintf(stderr, "sochdbd: --interval-ms takes 1..60000\n");
-        return 2;
-      }
-      interval_ms = (unsigned)v;
-    } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-      usage(stdout);
-      return 0;
-    } else if (argv[i][0] == '-' || dir) {
-      usage(stderr);
-      return 2;
-    } else
-      dir = argv[i];
+  /* Whoever started us may have leaked descriptors into us (a socket, a
+  ** pipe someone waits on for EOF): we keep none of them. */
+  close_range(3, ~0u, 0);
+  struct config c;
+  int rc = parse_args(argc, argv, &c);
+  if (rc)
+    return rc;
+  struct stat lock_st;
+  int lock_fd = take_lock(c.dir, &lock_st);
+  if (lock_fd == -2) {
+    fprintf(stderr, "sochdbd: another sochdbd serves %s\n", c.dir);
+    return 0;                               /* not an error: the database is served */
   }
-  if (!dir) {
-    usage(stderr);
-    return 2;
-  }
-  if (!foreground && daemon(1, 1) != 0) {   /* before open: a handle does not survive fork() */
+  if (lock_fd < 0)
+    return 1;
+  if (!c.foreground && daemon(1, 1) != 0) {   /* before open: a handle does not survive fork() */
     fprintf(stderr, "sochdbd: cannot detach: %s\n", strerror(errno));
     return 1;
   }
+  write_pid(lock_fd);
   sochdb_options opts = { .create_if_missing = -1 };
   sochdb *db;
-  int rc = sochdb_open(dir, &opts, &db);
+  rc = sdb_open(c.dir, &opts, 1, &db);
   if (rc != SOCHDB_OK) {
-    fprintf(stderr, "sochdbd: %s: %s (%s)\n", dir, sochdb_strerror(rc), sochdb_last_error());
+    ww_log(c.dir, "cannot open: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+    return 1;
+  }
+  struct walwriter w;
+  rc = ww_open(&w, db);
+  if (rc != SOCHDB_OK) {
+    ww_log(c.dir, "cannot open the WAL: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+    sochdb_close(db);
     return 1;
   }
   struct sigaction sa;
@@ -106,8 +257,21 @@ int main(int argc, char **argv)
   sa.sa_handler = on_signal;
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
-  log_line("serving, reaping every %u ms", dir, interval_ms);
-  rc = serve(db, dir, interval_ms);
+  struct writer_args wa = { &w, c.sync_delay_ms };
+  pthread_t writer;
+  if (pthread_create(&writer, NULL, writer_loop, &wa) != 0) {
+    ww_log(c.dir, "cannot start the WAL writer thread");
+    return 1;
+  }
+  ww_log(c.dir, "serving (WAL at LSN %llu, durable through commit %llu)", (unsigned long long)w.next_lsn,
+         (unsigned long long)durable_seq(&db->region));
+  const char *why = serve(db, &c, &lock_st);
+  atomic_store(&writer_stop, 1);
+  durable_kick(&db->region);
+  pthread_join(writer, NULL);
+  ww_log(c.dir, "exiting (%s); durable through commit %llu", why, (unsigned long long)durable_seq(&db->region));
+  ww_close(&w);
   sochdb_close(db);
-  return rc;
+  close(lock_fd);
+  return 0;
 }

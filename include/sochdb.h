@@ -207,6 +207,12 @@ typedef struct sochdb_stats {
   uint64_t processes_reaped;    /* slots of dead processes reclaimed */
   uint64_t dead_txns_rolled_back; /* unfinished commits of dead processes rolled back */
   uint64_t oldest_snapshot;     /* the oldest snapshot still held (== last_commit_seq if none) */
+  uint64_t durable_seq;         /* every commit up to this sequence is on disk (fdatasync'd) */
+  uint64_t wal_groups;          /* group commits written by the daemon (one fdatasync each) */
+  uint64_t wal_records;         /* commits written to the WAL */
+  uint64_t wal_bytes;           /* bytes of commit records written to the WAL */
+  uint32_t daemon_running;      /* 1 if a sochdbd holds the database's LOCK */
+  uint32_t wal_segments;        /* WAL segment files in DIR/wal */
 } sochdb_stats;
 
 /* Errors: SOCHDB_INVALID (NULL argument or handle inherited across fork). */

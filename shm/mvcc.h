@@ -27,6 +27,7 @@ struct mv_version {
   _Atomic uint64_t seq;       /* 0 = not yet stamped; MV_ABORTED; or the commit seq */
   uint64_t txn;               /* txn_ref of the commit descriptor */
   _Atomic uint64_t txn_next;  /* the same transaction's previously installed version */
+  uint64_t node;              /* its key's skiplist node (the WAL writer reads the key there) */
   uint32_t vlen;
   uint32_t flags;             /* MV_TOMBSTONE */
   uint8_t  value[];

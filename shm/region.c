@@ -11,6 +11,7 @@
 #include "region.h"
 
 #include "arena.h"
+#include "durable.h"
 #include "error.h"
 #include "seqring.h"
 #include "slots.h"
@@ -67,7 +68,8 @@ static void layout_sections(struct shm_header *h, uint64_t memtable_bytes)
   h->slots_off = SHM_HEADER_BYTES;
   h->n_slots = SHM_MAX_SLOTS;
   h->ring_off = align_up(h->slots_off + slots_section_bytes(), 4096);
-  h->memtables_off = align_up(h->ring_off + seqring_section_bytes(), 4096);
+  h->rec_ring_off = align_up(h->ring_off + seqring_section_bytes(), 4096);
+  h->memtables_off = align_up(h->rec_ring_off + durable_section_bytes(), 4096);
 }
 
 /* Fill in a zeroed mapping. The magic goes last (release) so that no
@@ -98,8 +100,14 @@ static int region_format(char *base, const struct shm_open_params *p, shm_region
   r->base = base;
   r->hdr = h;
   seqring_init(r, 1);
+  durable_init(r, 1);
   arena_init_all(r, first_arena);
   h->checksum = header_checksum(h);
+  if (p->populate) {
+    int rc = p->populate(r, p->populate_ctx);
+    if (rc != SOCHDB_OK)
+      return rc;
+  }
   /* release: everything above happens-before any acquire load that sees the magic */
   __atomic_store_n(&h->magic, SHM_MAGIC, __ATOMIC_RELEASE);
   return SOCHDB_OK;

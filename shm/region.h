@@ -46,6 +46,10 @@ struct shm_global_stats {
   _Atomic uint64_t conflicts;
   _Atomic uint64_t aborts;
   _Atomic uint64_t keys_written;
+  /* The WAL writer's counters. */
+  _Atomic uint64_t wal_groups;         /* groups written = fdatasyncs */
+  _Atomic uint64_t wal_records;
+  _Atomic uint64_t wal_bytes;
 };
 
 struct shm_header {
@@ -59,6 +63,7 @@ struct shm_header {
   uint64_t slots_off;
   uint64_t ring_off;
   uint64_t memtables_off;
+  uint64_t rec_ring_off;      /* commit records for the WAL writer (durable.h) */
   uint32_t n_slots;
   uint32_t n_memtables;
   uint64_t created_unix_ns;
@@ -69,6 +74,9 @@ struct shm_header {
   alignas(SHM_CACHELINE) _Atomic uint64_t next_seq;      /* next commit sequence to hand out */
   alignas(SHM_CACHELINE) _Atomic uint64_t published_seq; /* newest commit visible to new snapshots */
   alignas(SHM_CACHELINE) _Atomic uint64_t horizon;       /* snapshots below this may be reclaimed */
+  alignas(SHM_CACHELINE) _Atomic uint64_t durable_seq;   /* every commit <= it is on disk */
+  _Atomic uint32_t durable_futex;                        /* bumped when durable_seq moves */
+  alignas(SHM_CACHELINE) _Atomic uint32_t kick_futex;    /* bumped to wake the WAL writer */
   alignas(SHM_CACHELINE) _Atomic uint32_t active_memtable;
   _Atomic uint64_t next_memtable_id;
   alignas(SHM_CACHELINE) struct shm_global_stats stats;
@@ -94,6 +102,10 @@ struct shm_open_params {
   uint64_t    memtable_bytes; /* used only when creating */
   unsigned    file_mode;
   uint8_t     db_id[16];      /* identity read from the directory */
+  /* Called on a region this process has just formatted, before its magic
+  ** is published: fills it from the directory (WAL replay). */
+  int       (*populate)(shm_region *r, void *ctx);
+  void       *populate_ctx;
 };
 
 /* Path of the region file of directory `dir` into out (size n). Returns SOCHDB_OK or an error. */

@@ -102,6 +102,7 @@ static void reap_locked(shm_region *r, uint32_t slot)
   arena_release_claims_of(r, slot);
   fold_stats(r, s);
   atomic_fetch_add_explicit(&r->hdr->stats.processes_reaped, 1, memory_order_relaxed);
+  atomic_store_explicit(&s->is_daemon, 0, memory_order_relaxed);
   /* release: a new owner that sees 0 sees the slot fully cleaned */
   atomic_store_explicit(&s->owner_pid, 0, memory_order_release);
 }
@@ -136,7 +137,7 @@ unsigned slots_reap_all(shm_region *r, uint32_t my_slot)
   return reaped;
 }
 
-int slots_attach(shm_region *r, uint32_t *slot_out)
+int slots_attach(shm_region *r, int is_daemon, uint32_t *slot_out)
 {
   for (uint32_t i = 0; i < SHM_MAX_SLOTS; i++) {
     if (slot_lock(r, i, F_WRLCK) != 0) {
@@ -147,7 +148,8 @@ int slots_attach(shm_region *r, uint32_t *slot_out)
     struct shm_slot *s = shm_slot_at(r, i);
     if (atomic_load_explicit(&s->owner_pid, memory_order_acquire) != 0)
       reap_locked(r, i);             /* its owner died: clean it, then take it */
-    /* release: publishes nothing but the pid; stats readers only */
+    atomic_store_explicit(&s->is_daemon, (uint64_t)is_daemon, memory_order_relaxed);
+    /* release: a stats reader that sees the pid sees whether it is the daemon */
     atomic_store_explicit(&s->owner_pid, (uint64_t)getpid(), memory_order_release);
     *slot_out = i;
     slots_reap_all(r, i);
@@ -161,6 +163,7 @@ void slots_detach(shm_region *r, uint32_t slot)
 {
   struct shm_slot *s = shm_slot_at(r, slot);
   fold_stats(r, s);
+  atomic_store_explicit(&s->is_daemon, 0, memory_order_relaxed);
   atomic_store_explicit(&s->owner_pid, 0, memory_order_release);
   slot_lock(r, slot, F_UNLCK);
 }
@@ -219,9 +222,11 @@ void slots_collect_stats(shm_region *r, uint32_t my_slot, struct sochdb_stats *o
   out->oldest_snapshot = published;
   for (uint32_t i = 0; i < SHM_MAX_SLOTS; i++) {
     struct shm_slot *s = shm_slot_at(r, i);
-    if (atomic_load_explicit(&s->owner_pid, memory_order_relaxed) == 0)
+    /* acquire: pairs with the attach's release, so is_daemon is this owner's */
+    if (atomic_load_explicit(&s->owner_pid, memory_order_acquire) == 0)
       continue;
-    out->processes_attached++;
+    if (!atomic_load_explicit(&s->is_daemon, memory_order_relaxed))
+      out->processes_attached++;
     out->commits += atomic_load_explicit(&s->stats.commits, memory_order_relaxed);
     out->conflicts += atomic_load_explicit(&s->stats.conflicts, memory_order_relaxed);
     out->aborts += atomic_load_explicit(&s->stats.aborts, memory_order_relaxed);

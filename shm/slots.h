@@ -50,7 +50,8 @@ struct shm_slot_stats {       /* written by the owner only, read by stats */
 
 struct shm_slot {
   _Atomic uint64_t owner_pid;  /* 0 = free; informational (liveness is the lock) */
-  uint64_t pad[7];
+  _Atomic uint64_t is_daemon;  /* held by sochdbd: not counted as an attached process */
+  uint64_t pad[6];
   struct shm_slot_stats stats;
   uint64_t pad2[4];
   struct shm_txn_entry txn[SHM_TXNS_PER_SLOT];
@@ -71,8 +72,9 @@ static inline struct shm_txn_entry *shm_txn_entry_at(const shm_region *r, uint32
 
 size_t slots_section_bytes(void);
 
-/* Claim a free slot (reaping dead ones on the way). SOCHDB_BUSY if all are live. */
-int  slots_attach(shm_region *r, uint32_t *slot_out);
+/* Claim a free slot (reaping dead ones on the way). SOCHDB_BUSY if all are live.
+** is_daemon marks the slot as sochdbd's before it is published. */
+int  slots_attach(shm_region *r, int is_daemon, uint32_t *slot_out);
 /* Give our slot back: our entries must be idle. */
 void slots_detach(shm_region *r, uint32_t slot);
 

@@ -12,12 +12,14 @@
 
 #include "error.h"
 #include "seqring.h"
+#include "walfmt.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -43,6 +45,9 @@ static void after_fork_child(void)
     if (db->region.fd >= 0)
       close(db->region.fd);
     db->region.fd = -1;
+    if (db->lock_fd >= 0)
+      close(db->lock_fd);
+    db->lock_fd = -1;
   }
   pthread_mutex_unlock(&handles_lock);
 }
@@ -199,6 +204,11 @@ static int resolve_options(const sochdb_options *o, struct shm_open_params *p, u
 
 int sochdb_open(const char *dir, const sochdb_options *opts, sochdb **out)
 {
+  return sdb_open(dir, opts, 0, out);
+}
+
+int sdb_open(const char *dir, const sochdb_options *opts, int as_daemon, sochdb **out)
+{
   if (!dir || !*dir || !out)
     return sdb_fail(SOCHDB_INVALID, "sochdb_open needs a directory and an output handle");
   *out = NULL;
@@ -219,10 +229,13 @@ int sochdb_open(const char *dir, const sochdb_options *opts, sochdb **out)
     return sdb_fail(SOCHDB_NOMEM, "allocating the database handle");
   }
   p.dir = dir;
+  p.populate = sdb_replay_wal;          /* a region made anew is filled from the WAL */
+  p.populate_ctx = db->dir;
+  db->lock_fd = -1;
   forbid_fork();
   rc = shm_region_open(&p, &db->region);
   if (rc == SOCHDB_OK) {
-    rc = slots_attach(&db->region, &db->slot);
+    rc = slots_attach(&db->region, as_daemon, &db->slot);
     if (rc != SOCHDB_OK)
       shm_region_close(&db->region);
   }
@@ -237,6 +250,14 @@ int sochdb_open(const char *dir, const sochdb_options *opts, sochdb **out)
   db->busy_timeout_ms = busy_ms;
   db->max_version_bytes = db->region.hdr->memtable_bytes / 2;
   pthread_mutex_init(&db->txns_lock, NULL);
+  rc = sdb_daemon_setup(db, opts ? opts->daemon_path : NULL, p.file_mode);
+  if (rc != SOCHDB_OK) {
+    int saved = rc;
+    char why[512];
+    snprintf(why, sizeof why, "%s", sochdb_last_error());
+    sochdb_close(db);
+    return sdb_fail(saved, "%s", why);
+  }
   *out = db;
   return SOCHDB_OK;
 }
@@ -265,6 +286,8 @@ void sochdb_close(sochdb *db)
   unlist_handle(db);
   allow_fork();
   pthread_mutex_destroy(&db->txns_lock);
+  if (db->lock_fd >= 0)
+    close(db->lock_fd);
   free(db->dir);
   free(db);
 }
@@ -286,6 +309,19 @@ int sochdb_stats_get(sochdb *db, sochdb_stats *out)
   struct mt_view v;
   arena_view(&db->region, &v);
   out->memtables_in_use = v.n;
+  out->durable_seq = atomic_load_explicit(&h->durable_seq, memory_order_acquire);
+  out->wal_groups = atomic_load_explicit(&h->stats.wal_groups, memory_order_relaxed);
+  out->wal_records = atomic_load_explicit(&h->stats.wal_records, memory_order_relaxed);
+  out->wal_bytes = atomic_load_explicit(&h->stats.wal_bytes, memory_order_relaxed);
+  out->daemon_running = flock(db->lock_fd, LOCK_SH | LOCK_NB) != 0;
+  if (!out->daemon_running)
+    flock(db->lock_fd, LOCK_UN);
+  uint64_t *lsns;
+  size_t nseg;
+  if (wal_list_segments(db->dir, &lsns, &nseg) == SOCHDB_OK) {
+    out->wal_segments = (uint32_t)nseg;
+    free(lsns);
+  }
   for (uint32_t i = 0; i < v.n; i++) {
     struct shm_memtable *m = arena_memtable(&db->region, v.idx[i]);
     uint64_t used = atomic_load_explicit(&m->used, memory_order_relaxed);

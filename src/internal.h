@@ -26,6 +26,9 @@ struct sochdb {
   struct sochdb_txn *txns;
   struct sochdb  *next_handle;        /* process-wide list, for the fork handler */
   char           *dir;
+  int             lock_fd;            /* DIR/LOCK, probed to see whether sochdbd runs */
+  _Atomic uint64_t daemon_probe_ns;   /* when we last probed (rate limit) */
+  char            daemon_path[4096];  /* the sochdbd we start when none runs */
 };
 
 struct sochdb_txn {
@@ -38,6 +41,9 @@ struct sochdb_txn {
   struct sochdb_txn *prev, *next;     /* in db->txns */
 };
 
+/* sochdb_open, for sochdbd too (as_daemon: its slot is not a client's). */
+int  sdb_open(const char *dir, const sochdb_options *opts, int as_daemon, sochdb **out);
+
 /* A handle or transaction used in a fork() child, or NULL. */
 int  sdb_check_db(const sochdb *db);
 int  sdb_check_txn(const sochdb_txn *t);
@@ -45,5 +51,14 @@ static inline struct shm_txn_entry *sdb_txn_entry(const sochdb_txn *t)
 { return shm_txn_entry_at(&t->db->region, t->db->slot, t->entry); }
 
 void sdb_txn_abort_all(sochdb *db);   /* used by sochdb_close */
+
+/* Make sure a sochdbd serves this database, starting one if none does.
+** Cheap when one runs (one flock probe, rate-limited). Returns SOCHDB_OK or
+** SOCHDB_DAEMON. */
+int  sdb_daemon_ensure(sochdb *db);
+/* At open: open DIR/LOCK, choose the daemon binary, ensure one runs. */
+int  sdb_daemon_setup(sochdb *db, const char *daemon_path, unsigned mode);
+/* Replay DIR/wal into a region being created (shm_open_params.populate). */
+int  sdb_replay_wal(shm_region *r, void *dir);
 
 #endif

@@ -24,6 +24,7 @@
 */
 #include "internal.h"
 
+#include "durable.h"
 #include "error.h"
 #include "mvcc.h"
 #include "seqring.h"
@@ -213,6 +214,7 @@ int sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, si
 struct installed {
   uint32_t mt;
   uint64_t node;
+  uint64_t version;
 };
 
 struct commit_ctx {
@@ -265,7 +267,7 @@ static int make_room(struct commit_ctx *c, uint32_t full)
 }
 
 /* Allocate and fill our version of w in memtable mt, on our descriptor's list. */
-static uint64_t new_version(struct commit_ctx *c, uint32_t mt, const struct wb_entry *w)
+static uint64_t new_version(struct commit_ctx *c, uint32_t mt, uint64_t node, const struct wb_entry *w)
 {
   uint64_t off = arena_alloc(c->r, mt, mv_version_bytes(w->vlen));
   if (!off)
@@ -273,6 +275,7 @@ static uint64_t new_version(struct commit_ctx *c, uint32_t mt, const struct wb_e
   struct mv_version *v = shm_at(c->r, off);
   atomic_init(&v->seq, 0);
   v->txn = c->ref;
+  v->node = node;
   v->vlen = w->vlen;
   v->flags = w->tombstone ? MV_TOMBSTONE : 0;
   memcpy(v->value, w->val, w->vlen);
@@ -300,7 +303,7 @@ static int install_one(struct commit_ctx *c, const struct wb_entry *w, struct in
   for (;;) {
     uint32_t mt = arena_active(c->r);
     uint64_t node = sl_find_or_insert(c->r, mt, w->key, w->klen);
-    uint64_t v = node ? new_version(c, mt, w) : 0;
+    uint64_t v = node ? new_version(c, mt, node, w) : 0;
     if (!v) {
       int rc = make_room(c, mt);
       if (rc != SOCHDB_OK)
@@ -313,6 +316,7 @@ static int install_one(struct commit_ctx *c, const struct wb_entry *w, struct in
       case MV_INSTALLED:
         at->mt = mt;
         at->node = node;
+        at->version = v;
         return SOCHDB_OK;
       case MV_CONFLICT:
         return conflict_with(c, other);
@@ -389,13 +393,56 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
   return SOCHDB_OK;
 }
 
+/* The record the WAL writer will read: our seq and our versions, in the
+** active memtable (any arena would do: none is recycled before it is durable). */
+static int write_commit_record(struct commit_ctx *c, const struct installed *at, size_t n, uint64_t *out)
+{
+  for (;;) {
+    uint32_t mt = arena_active(c->r);
+    uint64_t off = arena_alloc(c->r, mt, sizeof(struct mv_commit) + n * sizeof(uint64_t));
+    if (off) {
+      struct mv_commit *rec = shm_at(c->r, off);
+      rec->seq = 0;                      /* set once claimed */
+      rec->nops = (uint32_t)n;
+      for (size_t i = 0; i < n; i++)
+        rec->versions[i] = at[i].version;
+      *out = off;
+      return SOCHDB_OK;
+    }
+    int rc = make_room(c, mt);
+    if (rc != SOCHDB_OK)
+      return rc;
+  }
+}
+
+/* Do not claim a sequence while the WAL writer is a full record ring behind
+** (its records would be overwritten before it read them): wake it, make
+** sure it runs, and give up after busy_timeout_ms. */
+static int wait_for_writer(struct commit_ctx *c)
+{
+  struct timespec deadline;
+  set_deadline(&deadline, c->t->db->busy_timeout_ms);
+  while (!durable_may_claim(c->r)) {
+    durable_kick(c->r);
+    sdb_daemon_ensure(c->t->db);
+    if (past(&deadline))
+      return sdb_fail(SOCHDB_BUSY, "the WAL writer stayed %u commits behind for %u ms", MAX_COMMIT_LAG,
+                      c->t->db->busy_timeout_ms);
+    struct timespec pause = { 0, 1000000 };
+    nanosleep(&pause, NULL);
+  }
+  return SOCHDB_OK;
+}
+
 /* Steps 3 and 4: claim, decide, stamp, publish. Fails only if our own slot
 ** was reclaimed under us (our region descriptor was closed behind our back). */
-static int decide_and_publish(struct commit_ctx *c, uint32_t did)
+static int decide_and_publish(struct commit_ctx *c, uint32_t did, uint64_t record, uint64_t *seq_out)
 {
   sochdb *db = c->t->db;
   uint64_t seq = seqring_claim(c->r, db->slot, did);
   atomic_store_explicit(&c->e->seq, seq, memory_order_relaxed);
+  ((struct mv_commit *)shm_at(c->r, record))->seq = seq;
+  durable_set_record(c->r, seq, record);  /* before the decision: see durable.h */
   CRASHPOINT("commit.claim_seq");
   uint64_t pending = TXN_PENDING;
   /* acq_rel: the commit point. Only a reaper can race us, and only if our
@@ -413,10 +460,30 @@ static int decide_and_publish(struct commit_ctx *c, uint32_t did)
   seqring_decide(c->r, seq, did);
   seqring_wait_published(c->r, db->slot, seq);
   CRASHPOINT("commit.published");
+  *seq_out = seq;
   return SOCHDB_OK;
 }
 
-static int commit_writes(sochdb_txn *t)
+/* SOCHDB_SYNC: wait for the group commit that covers seq, restarting a dead
+** daemon on the way. The commit is already applied and visible; if it cannot
+** be confirmed durable in time, say so (SOCHDB_DAEMON), never hang. */
+static int wait_durable(sochdb *db, uint64_t seq)
+{
+  shm_region *r = &db->region;
+  struct timespec deadline;
+  set_deadline(&deadline, db->busy_timeout_ms);
+  durable_kick(r);
+  while (!durable_wait(r, seq, 100)) {
+    if (past(&deadline))
+      return sdb_fail(SOCHDB_DAEMON, "commit %llu is applied and visible, but the daemon did not confirm "
+                      "it durable within %u ms", (unsigned long long)seq, db->busy_timeout_ms);
+    sdb_daemon_ensure(db);
+    durable_kick(r);
+  }
+  return SOCHDB_OK;
+}
+
+static int commit_writes(sochdb_txn *t, unsigned flags)
 {
   sochdb *db = t->db;
   struct commit_ctx c = { .t = t, .r = &db->region, .e = sdb_txn_entry(t) };
@@ -425,7 +492,12 @@ static int commit_writes(sochdb_txn *t)
   struct installed *at = order ? malloc(t->writes.n * sizeof *at) : NULL;
   if (!at)
     return sdb_fail(SOCHDB_NOMEM, "committing %zu writes", t->writes.n);
+  uint64_t record = 0;
   int rc = install_all(&c, order, at);
+  if (rc == SOCHDB_OK)
+    rc = write_commit_record(&c, at, t->writes.n, &record);
+  if (rc == SOCHDB_OK)
+    rc = wait_for_writer(&c);
   free(at);
   struct shm_slot_stats *st = my_stats(db);
   if (rc != SOCHDB_OK) {
@@ -433,12 +505,13 @@ static int commit_writes(sochdb_txn *t)
     count(rc == SOCHDB_CONFLICT ? &st->conflicts : &st->aborts, 1);
     return rc == SOCHDB_CONFLICT ? sdb_fail(rc, "a concurrent transaction wrote the same key") : rc;
   }
-  rc = decide_and_publish(&c, seqring_did(db->slot, t->entry));
+  uint64_t seq = 0;
+  rc = decide_and_publish(&c, seqring_did(db->slot, t->entry), record, &seq);
   if (rc != SOCHDB_OK)
     return rc;
   count(&st->commits, 1);
   count(&st->keys_written, t->writes.n);
-  return SOCHDB_OK;
+  return flags & SOCHDB_ASYNC ? SOCHDB_OK : wait_durable(db, seq);
 }
 
 int sochdb_commit(sochdb_txn *t, unsigned flags)
@@ -460,7 +533,7 @@ int sochdb_commit(sochdb_txn *t, unsigned flags)
     ** pending while its process lives on, blocking those keys. */
     int cancel_state;
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
-    rc = commit_writes(t);
+    rc = commit_writes(t, flags);
     pthread_setcancelstate(cancel_state, NULL);
   }
   finish_txn(t);

@@ -7,7 +7,11 @@
 #include "error.h"
 #include "sochdb.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -279,5 +283,51 @@ int wal_scan_file(const char *path, const uint8_t *db_id, wal_record_fn fn, void
   int rc = wal_scan_buffer(len ? buf : empty, len, db_id, fn, ctx, out);
   if (len)
     munmap((void *)buf, len);
+  return rc;
+}
+
+/* ---- files -------------------------------------------------------------- */
+
+void wal_segment_path(char *out, size_t n, const char *dir, uint64_t first_lsn)
+{
+  snprintf(out, n, "%s/" WAL_DIR "/%016llx.wal", dir, (unsigned long long)first_lsn);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+int wal_list_segments(const char *dir, uint64_t **lsns, size_t *n)
+{
+  *lsns = NULL;
+  *n = 0;
+  char path[4200];
+  snprintf(path, sizeof path, "%s/" WAL_DIR, dir);
+  DIR *d = opendir(path);
+  if (!d)
+    return errno == ENOENT ? SOCHDB_OK : sdb_fail_errno("opendir %s", path);
+  size_t cap = 0;
+  int rc = SOCHDB_OK;
+  for (struct dirent *e; (e = readdir(d));) {
+    char *end;
+    unsigned long long lsn = strtoull(e->d_name, &end, 16);
+    if (end != e->d_name + 16 || strcmp(end, ".wal") != 0)
+      continue;   /* not a segment (temporary files, editors' leftovers) */
+    if (*n == cap) {
+      cap = cap ? cap * 2 : 16;
+      uint64_t *grown = realloc(*lsns, cap * sizeof *grown);
+      if (!grown) {
+        rc = sdb_fail(SOCHDB_NOMEM, "listing WAL segments");
+        break;
+      }
+      *lsns = grown;
+    }
+    (*lsns)[(*n)++] = lsn;
+  }
+  closedir(d);
+  if (rc == SOCHDB_OK && *n)
+    qsort(*lsns, *n, sizeof **lsns, cmp_u64);
   return rc;
 }

@@ -78,6 +78,17 @@ struct wal_record {
   size_t         ops_bytes;
 };
 
+/* ---- files ------------------------------------------------------------- */
+
+#define WAL_DIR             "wal"
+#define WAL_SEGMENT_BYTES   (64u << 20)    /* a new segment once one passes this */
+
+/* DIR/wal/<first LSN as 16 hex digits>.wal */
+void   wal_segment_path(char *out, size_t n, const char *dir, uint64_t first_lsn);
+/* The first LSNs of the segments in DIR/wal, ascending (malloc'ed, *n of
+** them; NULL with *n = 0 if none). SOCHDB_OK, SOCHDB_IO or SOCHDB_NOMEM. */
+int    wal_list_segments(const char *dir, uint64_t **lsns, size_t *n);
+
 /* ---- writing ---------------------------------------------------------- */
 
 void   wal_seg_header_init(struct wal_seg_header *h, uint64_t first_lsn, const uint8_t db_id[16],

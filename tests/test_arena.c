@@ -20,28 +20,9 @@
 
 TestSuite(arena, .init = tu_setup, .fini = tu_teardown, .timeout = 120);
 
-static sochdb *g_db;
-
 static sochdb *open_db(size_t region_bytes, size_t memtable_bytes)
 {
-  cr_assert_not_null(tu_db_dir, "mkdtemp failed: %s", strerror(errno));
-  sochdb_options o;
-  memset(&o, 0, sizeof o);
-  o.region_bytes = region_bytes;
-  o.memtable_bytes = memtable_bytes;
-  o.busy_timeout_ms = 50;
-  sochdb *db = NULL;
-  int rc = sochdb_open(tu_db_dir, &o, &db);
-  cr_assert_eq(rc, SOCHDB_OK, "sochdb_open(%s): %s (%s)", tu_db_dir, sochdb_strerror(rc), sochdb_last_error());
-  cr_assert_not_null(db, "sochdb_open returned OK without a handle");
-  g_db = db;
-  return db;
-}
-
-static void close_db(void)
-{
-  sochdb_close(g_db);
-  g_db = NULL;
+  return tu_open(region_bytes, memtable_bytes, 50);
 }
 
 static uint32_t count_state(const shm_region *r, uint32_t state)
@@ -89,7 +70,7 @@ Test(arena, fresh_region_layout)
   struct mt_view v;
   arena_view(r, &v);
   cr_assert(v.n == 1 && v.idx[0] == 0, "fresh view should be {0}");
-  close_db();
+  tu_close();
 }
 
 /* ------------------------------------------------------------ alloc */
@@ -112,7 +93,7 @@ Test(arena, alloc_is_8_aligned_and_disjoint)
     memset(shm_at(r, off), 0xab, n);
   }
   cr_assert_eq(arena_alloc(r, mt, 0) % 8, 0, "zero-byte alloc not aligned");
-  close_db();
+  tu_close();
 }
 
 Test(arena, alloc_exhaustion_returns_zero)
@@ -146,7 +127,7 @@ Test(arena, alloc_exhaustion_returns_zero)
   sl_init(r, other);
   cr_assert_eq(arena_alloc(r, other, arena_memtable(r, other)->capacity), 0,
                "alloc of the whole capacity fit next to the head node");
-  close_db();
+  tu_close();
 }
 
 /* ------------------------------------------------------------ rotate */
@@ -183,7 +164,7 @@ Test(arena, rotate_activates_newer_memtable)
   cr_assert_eq(arena_rotate(r, db->slot, order[0]), SOCHDB_OK, "stale rotation should report OK");
   cr_assert_eq(arena_active(r), active, "stale rotation changed the active memtable");
   cr_assert_eq(count_state(r, MT_LIVE), 4, "stale rotation made a memtable LIVE");
-  close_db();
+  tu_close();
 }
 
 Test(arena, rotate_busy_when_none_free)
@@ -220,7 +201,7 @@ Test(arena, rotate_busy_when_none_free)
   arena_view(r, &v);
   check_view(r, &v);
   cr_assert_eq(v.idx[0], victim, "the reused arena must come first in the view");
-  close_db();
+  tu_close();
 }
 
 struct rot_arg {
@@ -276,7 +257,7 @@ Test(arena, concurrent_rotations_make_one_active)
     cr_assert_eq(v.idx[0], now, "round %d: the active memtable is not the newest", round);
     cr_assert_eq(v.idx[1], full, "round %d: the full memtable is not second newest", round);
   }
-  close_db();
+  tu_close();
 }
 
 /* ---------------------------------------------------- reaper release */
@@ -311,7 +292,7 @@ Test(arena, release_claims_frees_stuck_claim)
       atomic_store(&arena_memtable(r, i)->state, MT_LIVE);   /* pretend every other arena is in use */
   cr_assert_eq(arena_rotate(r, db->slot, active), SOCHDB_OK, "rotation into the released arena");
   cr_assert_eq(arena_active(r), a, "rotation should have taken the released arena");
-  close_db();
+  tu_close();
 }
 
 Test(arena, release_claims_of_dead_loser_frees_its_live_empty_arena)
@@ -328,7 +309,7 @@ Test(arena, release_claims_of_dead_loser_frees_its_live_empty_arena)
   arena_release_claims_of(r, dead);
   cr_assert_eq(atomic_load(&arena_memtable(r, a)->state), MT_FREE, "orphan LIVE arena of a dead loser kept");
   cr_assert_eq(count_state(r, MT_LIVE), 1, "only the active memtable should be LIVE");
-  close_db();
+  tu_close();
 }
 
 Test(arena, release_claims_keeps_arena_that_won_while_active)
@@ -344,7 +325,7 @@ Test(arena, release_claims_keeps_arena_that_won_while_active)
   cr_assert_eq(atomic_load(&arena_memtable(r, won)->state), MT_LIVE, "the active memtable was freed");
   cr_assert_eq(arena_active(r), won, "active memtable changed");
   cr_assert_eq(atomic_load(&arena_memtable(r, won)->claimer), 0, "claimer not cleared");
-  close_db();
+  tu_close();
 }
 
 Test(arena, release_claims_keeps_arena_that_won_and_was_rotated_past)
@@ -381,7 +362,7 @@ Test(arena, release_claims_keeps_arena_that_won_and_was_rotated_past)
   int rc = sochdb_get(t, "precious", 8, &v, &vl);
   cr_assert_eq(rc, SOCHDB_OK, "committed key lost after the reaper released a claim: %s", sochdb_strerror(rc));
   sochdb_abort(t);
-  close_db();
+  tu_close();
 }
 
 /* A region in a tmpfs that fills up: the arena's pages are reserved when it

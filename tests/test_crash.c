@@ -54,26 +54,6 @@ enum {
 
 /* ------------------------------------------------------------------ helpers */
 
-static sochdb *parent_open(void)
-{
-  cr_assert_not_null(tu_db_dir, "mkdtemp failed: %s", strerror(errno));
-  sochdb *db = NULL;
-  int rc = sochdb_open(tu_db_dir, NULL, &db);
-  cr_assert_eq(rc, SOCHDB_OK, "sochdb_open(%s): %s (%s)", tu_db_dir, sochdb_strerror(rc),
-               sochdb_last_error());
-  cr_assert_not_null(db, "sochdb_open returned OK but no handle");
-  return db;
-}
-
-static sochdb_stats stats_of(sochdb *db)
-{
-  sochdb_stats s;
-  memset(&s, 0, sizeof s);
-  int rc = sochdb_stats_get(db, &s);
-  cr_assert_eq(rc, SOCHDB_OK, "stats_get: %s", sochdb_strerror(rc));
-  return s;
-}
-
 /* Commit keys = value with bounded CONFLICT retries; asserts success. */
 static void commit_keys(sochdb *db, const char *const *keys, int n, const char *value, const char *what)
 {
@@ -97,11 +77,9 @@ static void commit_keys(sochdb *db, const char *const *keys, int n, const char *
 ** Asserts that every key is present. */
 static void read_keys(sochdb *db, const char *const *keys, int n, char vals[][32])
 {
-  sochdb_txn *t = NULL;
-  int rc = sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t);
-  cr_assert_eq(rc, SOCHDB_OK, "txn_begin: %s", sochdb_strerror(rc));
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   for (int i = 0; i < n; i++) {
-    rc = tu_get_str(t, keys[i], vals[i], 32);
+    int rc = tu_get_str(t, keys[i], vals[i], 32);
     cr_assert_eq(rc, SOCHDB_OK, "get(%s): %s — a key vanished", keys[i], sochdb_strerror(rc));
   }
   sochdb_abort(t);
@@ -169,10 +147,10 @@ static int fork_crash_child(const char *name, unsigned k)
 ** newest commit: no dead process's snapshot may pin it. Bounded poll. */
 static void assert_horizon_free(const char *what)
 {
-  sochdb *db2 = parent_open();   /* opening reaps dead slots */
+  sochdb *db2 = tu_open_with(tu_dir(), NULL);   /* opening reaps dead slots */
   sochdb_stats s;
   for (unsigned i = 0; i <= 2000; i++) {
-    s = stats_of(db2);
+    s = tu_stats(db2);
     if (s.oldest_snapshot == s.last_commit_seq) break;
     tu_sleep_ms(1);
   }
@@ -216,7 +194,7 @@ static enum state4 settle(sochdb *db, const struct crash_case *c, uint64_t reape
       cr_assert_eq(st, S_NEW, "%s #%u: a commit seen as visible disappeared again", c->name, c->countdown);
     saw_new |= st == S_NEW;
 
-    reaped = stats_of(db).processes_reaped > reaped_before;
+    reaped = tu_stats(db).processes_reaped > reaped_before;
     int want_ok = c->expect == EXP_EITHER || st == (c->expect == EXP_NEW ? S_NEW : S_OLD);
     stable = (reaped && want_ok) ? stable + 1 : 0;
 
@@ -225,7 +203,7 @@ static enum state4 settle(sochdb *db, const struct crash_case *c, uint64_t reape
       ** blocked committer); an open reaps dead slots, so the test goes on, but say so. */
       cr_log_warn("%s #%u: dead process not reaped after %u ms of reads; reaping via a fresh open", c->name,
                   c->countdown, i);
-      sochdb *db2 = parent_open();
+      sochdb *db2 = tu_open_with(tu_dir(), NULL);
       sochdb_close(db2);
       nudged = 1;
     }
@@ -240,9 +218,9 @@ static enum state4 settle(sochdb *db, const struct crash_case *c, uint64_t reape
 
 static void run_crash_case(const struct crash_case *c)
 {
-  sochdb *db = parent_open();
+  sochdb *db = tu_open_with(tu_dir(), NULL);
   commit_keys(db, ABCD, 4, "0", "setup");
-  sochdb_stats before = stats_of(db);
+  sochdb_stats before = tu_stats(db);
 
   int st = fork_crash_child(c->name, c->countdown);
   char sbuf[64];
@@ -275,10 +253,10 @@ static void run_crash_case(const struct crash_case *c)
   assert_all4(db, "second", "after the second process's commit");
 
   /* (c) stats */
-  sochdb_stats after = stats_of(db);
+  sochdb_stats after = tu_stats(db);
   for (unsigned i = 0; i < 2000 && after.processes_reaped <= before.processes_reaped; i++) {
     tu_sleep_ms(1);
-    after = stats_of(db);
+    after = tu_stats(db);
   }
   cr_assert_gt(after.processes_reaped, before.processes_reaped, "%s: processes_reaped did not grow", c->name);
   /* An unfinished commit that ended wholly absent was rolled back: commit.install always
@@ -286,7 +264,7 @@ static void run_crash_case(const struct crash_case *c)
   if (c->rolls_back || (fin_known && c->expect == EXP_EITHER && fin == S_OLD)) {
     for (unsigned i = 0; i < 2000 && after.dead_txns_rolled_back <= before.dead_txns_rolled_back; i++) {
       tu_sleep_ms(1);
-      after = stats_of(db);
+      after = tu_stats(db);
     }
     cr_assert_gt(after.dead_txns_rolled_back, before.dead_txns_rolled_back,
                  "%s #%u: the dead process's unfinished commit was not counted in dead_txns_rolled_back (%llu)",
@@ -386,7 +364,7 @@ static int64_t rr_check(sochdb *db, int round, int64_t acked, const char *prev)
 
 Test(crash, random_kill_during_commits)
 {
-  sochdb *db = parent_open();
+  sochdb *db = tu_open_with(tu_dir(), NULL);
   commit_keys(db, XYZ, 3, "init", "setup");
   int64_t *acked = tu_shared_alloc(sizeof(int64_t) * RR_ROUNDS);
   cr_assert_not_null(acked, "mmap shared array");

@@ -16,70 +16,17 @@
 #include <pthread.h>
 
 #include "error.h"
-#include "region.h"
 #include "sochdb.h"
 #include "testutil.h"
 
 /* ------------------------------------------------------------ fixture */
 
-static void fx_init(void) { tu_setup(); }
-
-/* Remove the region file of tu_db_dir (found by its path, whatever state the
-** region is in), then the directories. */
-static void fx_fini(void)
-{
-  if (tu_db_dir) {
-    char p[4096];
-    if (shm_region_path(tu_db_dir, p, sizeof p) == SOCHDB_OK)
-      unlink(p);
-    tu_rmrf(tu_db_dir);
-    free(tu_db_dir);
-    tu_db_dir = NULL;
-  }
-  tu_teardown();
-}
-
-TestSuite(error, .init = fx_init, .fini = fx_fini, .timeout = 60);
-
-/* Join th, waiting at most ms milliseconds: a thread stuck in the library
-** (a hang is a bug too) fails the test instead of hanging it. */
-static int join_within(pthread_t th, unsigned ms)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += (time_t)(ms / 1000);
-  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (ts.tv_nsec >= 1000000000L) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000L;
-  }
-  return pthread_timedjoin_np(th, NULL, &ts) == 0;
-}
-#define JOIN(th, what) cr_assert(join_within((th), 20000), "%s did not finish within 20 s", (what))
+/* tu_teardown unlinks the region file of tu_db_dir by its path, whatever
+** state the region is in. */
+TestSuite(error, .init = tu_setup, .fini = tu_teardown, .timeout = 60);
 
 /* Small region: nothing here needs the default 1 GiB. */
-static sochdb *open_db(void)
-{
-  cr_assert_not_null(tu_db_dir, "mkdtemp failed");
-  sochdb_options o;
-  memset(&o, 0, sizeof o);
-  o.region_bytes = 8u << 20;
-  o.memtable_bytes = 1u << 20;
-  sochdb *db = NULL;
-  int rc = sochdb_open(tu_db_dir, &o, &db);
-  cr_assert_eq(rc, SOCHDB_OK, "sochdb_open(%s): %s (%s)", tu_db_dir, sochdb_strerror(rc), sochdb_last_error());
-  cr_assert_not_null(db, "sochdb_open returned OK without a handle");
-  return db;
-}
-
-static sochdb_txn *begin(sochdb *db, unsigned flags)
-{
-  sochdb_txn *t = NULL;
-  int rc = sochdb_txn_begin(db, flags, &t);
-  cr_assert_eq(rc, SOCHDB_OK, "txn_begin(0x%x): %s (%s)", flags, sochdb_strerror(rc), sochdb_last_error());
-  cr_assert_not_null(t, "txn_begin returned OK without a transaction");
-  return t;
-}
+static sochdb *open_db(void) { return tu_open(8u << 20, 1u << 20, 0); }
 
 /* Evaluate `call` with a cleared detail; it must return SOCHDB_INVALID and
 ** leave a detail behind. */
@@ -129,7 +76,7 @@ Test(error, last_error_starts_empty_and_records_the_detail)
   cr_assert_not_null(sochdb_last_error(), "sochdb_last_error() returned NULL");
   cr_assert_str_eq(sochdb_last_error(), "", "a fresh thread has detail \"%s\"", sochdb_last_error());
   sochdb *db = open_db();
-  sochdb_txn *t = begin(db, 0);
+  sochdb_txn *t = tu_begin(db, 0);
   char key[5000];
   memset(key, 'k', sizeof key);
   EXPECT_INVALID(sochdb_put(t, key, 5000, "v", 1), "put of a 5000-byte key");
@@ -186,7 +133,7 @@ static void *lt_single(void *p)
 Test(error, last_error_is_per_thread)
 {
   sochdb *db = open_db();
-  sochdb_txn *t = begin(db, 0);
+  sochdb_txn *t = tu_begin(db, 0);
   static char key[6000];
   EXPECT_INVALID(sochdb_put(t, key, 5555, "v", 1), "put of a 5555-byte key");
   char mine[512];
@@ -199,7 +146,7 @@ Test(error, last_error_is_per_thread)
   a.klen = 0;
   pthread_t th;
   cr_assert_eq(pthread_create(&th, NULL, lt_single, &a), 0, "pthread_create");
-  JOIN(th, "the thread");
+  TU_JOIN(th, "the thread");
 
   cr_assert_str_eq(a.initial, "", "a new thread inherited the detail \"%s\"", a.initial);
   cr_assert_eq(a.rc, SOCHDB_INVALID, "the thread's put of a 0-byte key returned %d", a.rc);
@@ -254,7 +201,7 @@ Test(error, last_error_is_per_thread_under_concurrency)
     cr_assert_eq(pthread_create(&th[i], NULL, lt_loop, &a[i]), 0, "pthread_create");
   }
   for (int i = 0; i < N; i++)
-    JOIN(th[i], "a thread");
+    TU_JOIN(th[i], "a thread");
   for (int i = 0; i < N; i++) {
     cr_assert_eq(a[i].rc, 0, "thread %d: unexpected return code %d", i, a[i].rc);
     cr_assert_eq(a[i].rounds, 2000u, "thread %d ran %u rounds", i, a[i].rounds);
@@ -302,7 +249,7 @@ Test(error, null_handles_and_transactions)
   sochdb *db = open_db();
   EXPECT_INVALID(sochdb_txn_begin(db, 0, NULL), "txn_begin(out = NULL)");
   EXPECT_INVALID(sochdb_stats_get(db, NULL), "stats_get(out = NULL)");
-  sochdb_txn *rt = begin(db, 0);
+  sochdb_txn *rt = tu_begin(db, 0);
   EXPECT_INVALID(sochdb_get(rt, "k", 1, NULL, &vl), "get(val out = NULL)");
   EXPECT_INVALID(sochdb_get(rt, "k", 1, &v, NULL), "get(vlen out = NULL)");
   EXPECT_INVALID(sochdb_iter_open(rt, NULL, 0, NULL, 0, NULL), "iter_open(out = NULL)");
@@ -313,7 +260,7 @@ Test(error, null_handles_and_transactions)
 Test(error, key_lengths)
 {
   sochdb *db = open_db();
-  sochdb_txn *t = begin(db, 0);
+  sochdb_txn *t = tu_begin(db, 0);
   static char key[SOCHDB_MAX_KEY + 1];
   memset(key, 'a', sizeof key);
   const void *v;
@@ -346,7 +293,7 @@ Test(error, key_lengths)
   cr_assert_eq(rc, SOCHDB_OK, "commit: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
 
   /* nothing refused above was written */
-  t = begin(db, SOCHDB_TXN_READONLY);
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
   rc = sochdb_get(t, key, SOCHDB_MAX_KEY, &v, &vl);
   cr_assert(rc == SOCHDB_OK && tu_val_eq(v, vl, "max"), "the 4096-byte key reads back: rc %d", rc);
   rc = sochdb_get(t, key, 1, &v, &vl);
@@ -360,7 +307,7 @@ Test(error, key_lengths)
 Test(error, value_too_large_is_refused_before_reading_it)
 {
   sochdb *db = open_db();
-  sochdb_txn *t = begin(db, 0);
+  sochdb_txn *t = tu_begin(db, 0);
   /* 8 readable bytes, announced as SOCHDB_MAX_VALUE + 1: the library must
   ** check the length before touching the bytes. */
   static const char small[8] = "abcdefg";
@@ -382,7 +329,7 @@ Test(error, value_too_large_is_refused_before_reading_it)
 Test(error, null_value_with_length_is_refused)
 {
   sochdb *db = open_db();
-  sochdb_txn *t = begin(db, 0);
+  sochdb_txn *t = tu_begin(db, 0);
   /* header: "value above SOCHDB_MAX_VALUE or NULL with vlen > 0" -> SOCHDB_INVALID */
   EXPECT_INVALID(sochdb_put(t, "k", 1, NULL, 16), "put(NULL value, 16 bytes)");
   const void *v;
@@ -396,12 +343,12 @@ Test(error, null_value_with_length_is_refused)
 Test(error, null_value_of_length_zero_is_an_empty_value)
 {
   sochdb *db = open_db();
-  sochdb_txn *t = begin(db, 0);
+  sochdb_txn *t = tu_begin(db, 0);
   int rc = sochdb_put(t, "empty", 5, NULL, 0);
   cr_assert_eq(rc, SOCHDB_OK, "put(NULL, 0) is an empty value: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
   rc = sochdb_commit(t, 0);
   cr_assert_eq(rc, SOCHDB_OK, "commit: %s", sochdb_strerror(rc));
-  t = begin(db, SOCHDB_TXN_READONLY);
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
   const void *v = NULL;
   size_t vl = 99;
   rc = sochdb_get(t, "empty", 5, &v, &vl);
@@ -414,7 +361,7 @@ Test(error, null_value_of_length_zero_is_an_empty_value)
 Test(error, writes_in_a_read_only_transaction)
 {
   sochdb *db = open_db();
-  sochdb_txn *t = begin(db, SOCHDB_TXN_READONLY);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   EXPECT_INVALID(sochdb_put(t, "k", 1, "v", 1), "put in a read-only txn");
   EXPECT_INVALID(sochdb_delete(t, "k", 1), "delete in a read-only txn");
   const void *v;
@@ -452,7 +399,7 @@ Test(error, unknown_commit_flags_abort_and_free_the_transaction)
   ** leaked its entry, txn_begin would start failing with SOCHDB_BUSY. */
   const unsigned rounds = SOCHDB_MAX_TXNS_PER_HANDLE * 2 + 3;
   for (unsigned i = 0; i < rounds; i++) {
-    sochdb_txn *t = begin(db, 0);
+    sochdb_txn *t = tu_begin(db, 0);
     char key[32];
     int kl = snprintf(key, sizeof key, "k%u", i);
     int rc = sochdb_put(t, key, (size_t)kl, "v", 1);
@@ -468,7 +415,7 @@ Test(error, unknown_commit_flags_abort_and_free_the_transaction)
   cr_assert_eq(s.last_commit_seq, 1u, "a refused commit published seq %llu", (unsigned long long)s.last_commit_seq);
   cr_assert_eq(s.aborts, (uint64_t)rounds, "every refused commit is an abort: %llu of %u",
                (unsigned long long)s.aborts, rounds);
-  sochdb_txn *t = begin(db, SOCHDB_TXN_READONLY);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   const void *v;
   size_t vl;
   int rc = sochdb_get(t, "k0", 2, &v, &vl);
@@ -480,14 +427,14 @@ Test(error, unknown_commit_flags_abort_and_free_the_transaction)
 Test(error, a_refused_call_leaves_the_transaction_usable)
 {
   sochdb *db = open_db();
-  sochdb_txn *t = begin(db, 0);
+  sochdb_txn *t = tu_begin(db, 0);
   static char key[SOCHDB_MAX_KEY + 1];
   EXPECT_INVALID(sochdb_put(t, key, sizeof key, "v", 1), "put(4097-byte key)");
   int rc = sochdb_put(t, "good", 4, "value", 5);
   cr_assert_eq(rc, SOCHDB_OK, "put after a refused put: %s", sochdb_strerror(rc));
   rc = sochdb_commit(t, SOCHDB_ASYNC);
   cr_assert_eq(rc, SOCHDB_OK, "commit after a refused put: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
-  t = begin(db, SOCHDB_TXN_READONLY);
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
   char buf[16];
   rc = tu_get_str(t, "good", buf, sizeof buf);
   cr_assert(rc == SOCHDB_OK && strcmp(buf, "value") == 0, "value after commit: rc %d \"%s\"", rc, buf);

@@ -16,55 +16,7 @@
 
 TestSuite(iter, .init = tu_setup, .fini = tu_teardown, .timeout = 120);
 
-static sochdb *g_db;
-
-static sochdb *open_db(size_t memtable_bytes)
-{
-  cr_assert_not_null(tu_db_dir, "mkdtemp failed: %s", strerror(errno));
-  sochdb_options o;
-  memset(&o, 0, sizeof o);
-  o.region_bytes = 64u << 20;
-  o.memtable_bytes = memtable_bytes;
-  o.busy_timeout_ms = 1000;
-  sochdb *db = NULL;
-  int rc = sochdb_open(tu_db_dir, &o, &db);
-  cr_assert_eq(rc, SOCHDB_OK, "sochdb_open(%s): %s (%s)", tu_db_dir, sochdb_strerror(rc), sochdb_last_error());
-  cr_assert_not_null(db, "sochdb_open returned OK without a handle");
-  g_db = db;
-  return db;
-}
-
-static void close_db(void)
-{
-  sochdb_close(g_db);
-  g_db = NULL;
-}
-
-static sochdb_txn *begin(sochdb *db, unsigned flags)
-{
-  sochdb_txn *t = NULL;
-  int rc = sochdb_txn_begin(db, flags, &t);
-  cr_assert_eq(rc, SOCHDB_OK, "txn_begin: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
-  return t;
-}
-
-static void put(sochdb_txn *t, const char *k, const char *v)
-{
-  int rc = sochdb_put(t, k, strlen(k), v, strlen(v));
-  cr_assert_eq(rc, SOCHDB_OK, "put(%s): %s", k, sochdb_strerror(rc));
-}
-
-static void del(sochdb_txn *t, const char *k)
-{
-  int rc = sochdb_delete(t, k, strlen(k));
-  cr_assert_eq(rc, SOCHDB_OK, "delete(%s): %s", k, sochdb_strerror(rc));
-}
-
-static void commit_ok(sochdb_txn *t)
-{
-  int rc = sochdb_commit(t, SOCHDB_SYNC);
-  cr_assert_eq(rc, SOCHDB_OK, "commit: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
-}
+static sochdb *open_db(size_t memtable_bytes) { return tu_open(64u << 20, memtable_bytes, 1000); }
 
 /* ------------------------------------------------- expected results */
 
@@ -121,14 +73,14 @@ static void expect_range(struct expect *x, int lo, int hi)
 
 static void load_k00_k99(sochdb *db)
 {
-  sochdb_txn *t = begin(db, 0);
+  sochdb_txn *t = tu_begin(db, 0);
   for (int d = 99; d >= 0; d--) {
     char k[8], v[8];
     snprintf(k, sizeof k, "k%02d", d);
     snprintf(v, sizeof v, "v%02d", d);
-    put(t, k, v);
+    tu_put_str(t, k, v);
   }
-  commit_ok(t);
+  tu_commit(t, SOCHDB_SYNC, "k00..k99");
 }
 
 /* --------------------------------------------------------- bounds */
@@ -137,7 +89,7 @@ Test(iter, ranges_and_bounds)
 {
   sochdb *db = open_db(2u << 20);
   load_k00_k99(db);
-  sochdb_txn *t = begin(db, SOCHDB_TXN_READONLY);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   static struct expect x;
 
   expect_range(&x, 0, 100);
@@ -169,14 +121,14 @@ Test(iter, ranges_and_bounds)
   cr_assert_eq(sochdb_iter_open(t, NULL, 0, NULL, 0, NULL), SOCHDB_INVALID, "NULL output");
   cr_assert_eq(sochdb_iter_open(NULL, NULL, 0, NULL, 0, &it), SOCHDB_INVALID, "NULL txn");
   sochdb_abort(t);
-  close_db();
+  tu_close();
 }
 
 Test(iter, bounds_longer_than_max_key_are_invalid)
 {
   sochdb *db = open_db(2u << 20);
   load_k00_k99(db);
-  sochdb_txn *t = begin(db, SOCHDB_TXN_READONLY);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   static char big[SOCHDB_MAX_KEY + 1];
   memset(big, 'k', sizeof big);
   sochdb_iter *it = (sochdb_iter *)&it;   /* must be reset to NULL on failure */
@@ -191,15 +143,15 @@ Test(iter, bounds_longer_than_max_key_are_invalid)
   scan_expect(t, NULL, 0, big, SOCHDB_MAX_KEY, &x, "end of 4096 bytes");
   scan_empty(t, big, SOCHDB_MAX_KEY, NULL, 0, "start of 4096 bytes");
   sochdb_abort(t);
-  close_db();
+  tu_close();
 }
 
 Test(iter, empty_database_and_exhaustion)
 {
   sochdb *db = open_db(2u << 20);
-  sochdb_txn *t = begin(db, 0);
+  sochdb_txn *t = tu_begin(db, 0);
   scan_empty(t, NULL, 0, NULL, 0, "empty database");
-  put(t, "only", "one");
+  tu_put_str(t, "only", "one");
   sochdb_iter *it = NULL;
   cr_assert_eq(sochdb_iter_open(t, NULL, 0, NULL, 0, &it), SOCHDB_OK, "iter_open");
   const void *k, *v;
@@ -212,16 +164,16 @@ Test(iter, empty_database_and_exhaustion)
   cr_assert_eq(sochdb_iter_next(NULL, &k, &kl, &v, &vl), SOCHDB_INVALID, "NULL iterator");
   sochdb_iter_close(it);
   sochdb_iter_close(NULL);
-  commit_ok(t);
+  tu_commit(t, SOCHDB_SYNC, "own write after exhaustion");
 
-  t = begin(db, SOCHDB_TXN_READONLY);
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
   cr_assert_eq(sochdb_iter_open(t, NULL, 0, NULL, 0, &it), SOCHDB_OK, "iter_open");
   cr_assert_eq(sochdb_iter_next(it, &k, &kl, &v, &vl), SOCHDB_OK, "committed key");
   for (int i = 0; i < 5; i++)
     cr_assert_eq(sochdb_iter_next(it, &k, &kl, &v, &vl), SOCHDB_NOTFOUND, "next #%d after exhaustion", i);
   sochdb_iter_close(it);
   sochdb_abort(t);
-  close_db();
+  tu_close();
 }
 
 Test(iter, binary_keys_in_byte_order)
@@ -231,11 +183,11 @@ Test(iter, binary_keys_in_byte_order)
     { "\xff", 1 }, { "\x00", 1 }, { "\x00\x00", 2 }, { "\x7f", 1 }, { "\x80", 1 }, { "a", 1 }, { "a\x00", 2 },
   };
   static const int sorted[] = { 1, 2, 5, 6, 3, 4, 0 };
-  sochdb_txn *t = begin(db, 0);
+  sochdb_txn *t = tu_begin(db, 0);
   for (size_t i = 0; i < 4; i++)   /* some committed ... */
     cr_assert_eq(sochdb_put(t, keys[i].k, keys[i].len, "c", 1), SOCHDB_OK, "put");
-  commit_ok(t);
-  t = begin(db, 0);
+  tu_commit(t, SOCHDB_SYNC, "binary keys");
+  t = tu_begin(db, 0);
   for (size_t i = 4; i < 7; i++)   /* ... some own writes */
     cr_assert_eq(sochdb_put(t, keys[i].k, keys[i].len, "o", 1), SOCHDB_OK, "put");
   sochdb_iter *it = NULL;
@@ -251,7 +203,7 @@ Test(iter, binary_keys_in_byte_order)
   cr_assert_eq(sochdb_iter_next(it, &k, &kl, &v, &vl), SOCHDB_NOTFOUND, "end");
   sochdb_iter_close(it);
   sochdb_abort(t);
-  close_db();
+  tu_close();
 }
 
 /* ------------------------------------------------------ own writes */
@@ -260,17 +212,17 @@ Test(iter, merges_own_writes_as_at_open)
 {
   sochdb *db = open_db(2u << 20);
   load_k00_k99(db);
-  sochdb_txn *t = begin(db, 0);
-  put(t, "k05", "own05");          /* overwrite a committed key */
-  del(t, "k06");                   /* delete a committed key */
-  put(t, "k06a", "new06a");        /* a new key between committed ones */
-  put(t, "a-first", "own-a");      /* before every committed key */
-  put(t, "z-last", "own-z");       /* after every committed key */
-  put(t, "k07", "tmp");
-  del(t, "k07");                   /* put then delete */
-  del(t, "k08");
-  put(t, "k08", "back08");         /* delete then put */
-  del(t, "k08x");                  /* delete of a key that never existed */
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_put_str(t, "k05", "own05");       /* overwrite a committed key */
+  tu_del_str(t, "k06");                /* delete a committed key */
+  tu_put_str(t, "k06a", "new06a");     /* a new key between committed ones */
+  tu_put_str(t, "a-first", "own-a");   /* before every committed key */
+  tu_put_str(t, "z-last", "own-z");    /* after every committed key */
+  tu_put_str(t, "k07", "tmp");
+  tu_del_str(t, "k07");                /* put then delete */
+  tu_del_str(t, "k08");
+  tu_put_str(t, "k08", "back08");      /* delete then put */
+  tu_del_str(t, "k08x");               /* delete of a key that never existed */
 
   static struct expect x;
   x.n = 0;
@@ -308,10 +260,10 @@ Test(iter, merges_own_writes_as_at_open)
   /* writes after the iterator opened are not seen by it */
   sochdb_iter *it = NULL;
   cr_assert_eq(sochdb_iter_open(t, NULL, 0, NULL, 0, &it), SOCHDB_OK, "iter_open");
-  put(t, "k50", "changed-after-open");
-  put(t, "k50a", "added-after-open");
-  del(t, "k51");
-  put(t, "a-first", "changed-after-open");
+  tu_put_str(t, "k50", "changed-after-open");
+  tu_put_str(t, "k50a", "added-after-open");
+  tu_del_str(t, "k51");
+  tu_put_str(t, "a-first", "changed-after-open");
   const void *k, *v;
   size_t kl, vl;
   size_t i = 0;
@@ -327,7 +279,7 @@ Test(iter, merges_own_writes_as_at_open)
   cr_assert_eq(i, x.n, "iterator saw %zu keys, %zu at open", i, x.n);
   sochdb_iter_close(it);
   sochdb_abort(t);
-  close_db();
+  tu_close();
 }
 
 /* --------------------------------------------------- many memtables */
@@ -342,7 +294,7 @@ Test(iter, merges_several_memtables_newest_wins)
   static char model[NK][48];
   uint64_t x = 0x853c49e6748fea9bull;
   for (int round = 0; round < 6; round++) {
-    sochdb_txn *t = begin(db, 0);
+    sochdb_txn *t = tu_begin(db, 0);
     for (int j = 0; j < 250; j++) {
       x ^= x << 13;
       x ^= x >> 7;
@@ -351,14 +303,14 @@ Test(iter, merges_several_memtables_newest_wins)
       char k[24];
       snprintf(k, sizeof k, "key%05d", i * 37);
       if (round > 0 && (x >> 32) % 4 == 0) {
-        del(t, k);
+        tu_del_str(t, k);
         model[i][0] = 0;
       } else {
         snprintf(model[i], sizeof model[i], "r%d-j%d-%llx", round, j, (unsigned long long)(x >> 40));
-        put(t, k, model[i]);
+        tu_put_str(t, k, model[i]);
       }
     }
-    commit_ok(t);
+    tu_commit(t, SOCHDB_SYNC, "random round");
     /* move on to a fresh memtable, as a full one would */
     cr_assert_eq(arena_rotate(r, db->slot, arena_active(r)), SOCHDB_OK, "rotate after round %d", round);
   }
@@ -369,17 +321,17 @@ Test(iter, merges_several_memtables_newest_wins)
   /* and a round of natural rotation: big values fill 1 MiB memtables */
   static char bigval[40000];
   for (int b = 0; b < 60; b++) {
-    sochdb_txn *t = begin(db, 0);
+    sochdb_txn *t = tu_begin(db, 0);
     int i = (b * 7) % NK;
     char k[24];
     snprintf(k, sizeof k, "key%05d", i * 37);
     memset(bigval, 'a' + b % 26, sizeof bigval - 1);
-    put(t, k, bigval);
-    commit_ok(t);
+    tu_put_str(t, k, bigval);
+    tu_commit(t, SOCHDB_SYNC, "big value");
     snprintf(model[i], sizeof model[i], "big-%d", b);   /* marker; checked by length below */
   }
 
-  sochdb_txn *t = begin(db, SOCHDB_TXN_READONLY);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   sochdb_iter *it = NULL;
   cr_assert_eq(sochdb_iter_open(t, NULL, 0, NULL, 0, &it), SOCHDB_OK, "iter_open");
   const void *k, *v;
@@ -427,7 +379,7 @@ Test(iter, merges_several_memtables_newest_wins)
     cr_assert_eq(grc, model[i][0] ? SOCHDB_OK : SOCHDB_NOTFOUND, "get(%s): %s", kk, sochdb_strerror(grc));
   }
   sochdb_abort(t);
-  close_db();
+  tu_close();
 }
 
 Test(iter, newer_memtable_with_only_invisible_versions)
@@ -439,19 +391,19 @@ Test(iter, newer_memtable_with_only_invisible_versions)
   shm_region *r = &db->region;
   load_k00_k99(db);                                            /* into A */
   cr_assert_eq(arena_rotate(r, db->slot, arena_active(r)), SOCHDB_OK, "rotate");
-  sochdb_txn *t = begin(db, SOCHDB_TXN_READONLY);              /* view {B, A} */
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);           /* view {B, A} */
   cr_assert_eq(t->view.n, 2, "the view should hold 2 memtables, has %u", t->view.n);
-  sochdb_txn *w = begin(db, 0);
+  sochdb_txn *w = tu_begin(db, 0);
   for (int d = 0; d < 100; d += 2) {
     char k[8];
     snprintf(k, sizeof k, "k%02d", d);
     if (d % 4)
-      del(w, k);
+      tu_del_str(w, k);
     else
-      put(w, k, "newer");
+      tu_put_str(w, k, "newer");
   }
-  put(w, "k50x", "newer-key");
-  commit_ok(w);                                                 /* into B */
+  tu_put_str(w, "k50x", "newer-key");
+  tu_commit(w, SOCHDB_SYNC, "into B");
   static struct expect x;
   expect_range(&x, 0, 100);
   scan_expect(t, NULL, 0, NULL, 0, &x, "old snapshot over A and B");
@@ -464,7 +416,7 @@ Test(iter, newer_memtable_with_only_invisible_versions)
   sochdb_abort(t);
 
   /* a new snapshot: B's versions win, tombstones hide A's values */
-  t = begin(db, SOCHDB_TXN_READONLY);
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
   x.n = 0;
   for (int d = 0; d < 100; d++) {
     if (!(d % 2 == 0 && d % 4)) {                               /* else deleted */
@@ -480,7 +432,7 @@ Test(iter, newer_memtable_with_only_invisible_versions)
   }
   scan_expect(t, NULL, 0, NULL, 0, &x, "new snapshot over A and B");
   sochdb_abort(t);
-  close_db();
+  tu_close();
 }
 
 /* ------------------------------------------------ snapshot stability */
@@ -489,7 +441,7 @@ Test(iter, snapshot_stable_while_others_commit)
 {
   sochdb *db = open_db(1u << 20);
   load_k00_k99(db);
-  sochdb_txn *t = begin(db, SOCHDB_TXN_READONLY);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   static struct expect x;
   expect_range(&x, 0, 100);
   sochdb_iter *it = NULL;
@@ -505,18 +457,18 @@ Test(iter, snapshot_stable_while_others_commit)
   /* another transaction rewrites the rest: overwrites, deletes, inserts new
   ** keys all over the range (new nodes appear in front of our cursor) */
   for (int c = 0; c < 3; c++) {
-    sochdb_txn *w = begin(db, 0);
+    sochdb_txn *w = tu_begin(db, 0);
     for (int d = 0; d < 100; d++) {
       char kk[16];
       snprintf(kk, sizeof kk, "k%02d", d);
       if (d % 3 == c)
-        del(w, kk);
+        tu_del_str(w, kk);
       else
-        put(w, kk, "rewritten");
+        tu_put_str(w, kk, "rewritten");
       snprintf(kk, sizeof kk, "k%02d-new%d", d, c);
-      put(w, kk, "inserted");
+      tu_put_str(w, kk, "inserted");
     }
-    commit_ok(w);
+    tu_commit(w, SOCHDB_SYNC, "rewrite round");
     if (c == 1)   /* and a rotation: later commits land in another memtable */
       cr_assert_eq(arena_rotate(&db->region, db->slot, arena_active(&db->region)), SOCHDB_OK, "rotate");
   }
@@ -535,7 +487,7 @@ Test(iter, snapshot_stable_while_others_commit)
   sochdb_abort(t);
 
   /* a new transaction sees the new state: 100 inserted + 2/3 of the old keys */
-  t = begin(db, SOCHDB_TXN_READONLY);
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
   sochdb_iter *it2 = NULL;
   cr_assert_eq(sochdb_iter_open(t, NULL, 0, NULL, 0, &it2), SOCHDB_OK, "iter_open");
   size_t n = 0, rewritten = 0;
@@ -550,5 +502,5 @@ Test(iter, snapshot_stable_while_others_commit)
   cr_assert_eq(n, 300 + (size_t)(100 - last_deleted), "new snapshot saw %zu keys", n);
   cr_assert_eq(rewritten, (size_t)(100 - last_deleted), "new snapshot saw %zu rewritten keys", rewritten);
   sochdb_abort(t);
-  close_db();
+  tu_close();
 }

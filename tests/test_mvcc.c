@@ -22,62 +22,7 @@
 
 TestSuite(mvcc, .init = tu_setup, .fini = tu_teardown, .timeout = 120);
 
-static sochdb *g_db;
-
-static sochdb *open_db(void)
-{
-  cr_assert_not_null(tu_db_dir, "mkdtemp failed: %s", strerror(errno));
-  sochdb_options o;
-  memset(&o, 0, sizeof o);
-  o.region_bytes = 64u << 20;
-  o.memtable_bytes = 4u << 20;
-  o.busy_timeout_ms = 50;
-  sochdb *db = NULL;
-  int rc = sochdb_open(tu_db_dir, &o, &db);
-  cr_assert_eq(rc, SOCHDB_OK, "sochdb_open(%s): %s (%s)", tu_db_dir, sochdb_strerror(rc), sochdb_last_error());
-  cr_assert_not_null(db, "sochdb_open returned OK without a handle");
-  g_db = db;
-  return db;
-}
-
-static void close_db(void)
-{
-  sochdb_close(g_db);
-  g_db = NULL;
-}
-
-static sochdb_txn *begin(sochdb *db, unsigned flags)
-{
-  sochdb_txn *t = NULL;
-  int rc = sochdb_txn_begin(db, flags, &t);
-  cr_assert_eq(rc, SOCHDB_OK, "txn_begin: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
-  return t;
-}
-
-static void commit_put(sochdb *db, const char *k, const char *v)
-{
-  sochdb_txn *t = begin(db, 0);
-  int rc = v ? sochdb_put(t, k, strlen(k), v, strlen(v)) : sochdb_delete(t, k, strlen(k));
-  cr_assert_eq(rc, SOCHDB_OK, "put/delete %s: %s", k, sochdb_strerror(rc));
-  rc = sochdb_commit(t, SOCHDB_SYNC);
-  cr_assert_eq(rc, SOCHDB_OK, "commit %s: %s (%s)", k, sochdb_strerror(rc), sochdb_last_error());
-}
-
-/* Assert what t reads for k: want NULL = absent. */
-static void expect_get(sochdb_txn *t, const char *k, const char *want, const char *ctx)
-{
-  const void *v = NULL;
-  size_t vl = 0;
-  int rc = sochdb_get(t, k, strlen(k), &v, &vl);
-  if (!want) {
-    cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s: get(%s) = %s, want NOTFOUND (value %.*s)", ctx, k, sochdb_strerror(rc),
-                 rc == SOCHDB_OK ? (int)vl : 0, rc == SOCHDB_OK ? (const char *)v : "");
-    return;
-  }
-  cr_assert_eq(rc, SOCHDB_OK, "%s: get(%s) = %s, want \"%s\"", ctx, k, sochdb_strerror(rc), want);
-  cr_assert(vl == strlen(want) && memcmp(v, want, vl) == 0, "%s: get(%s) = \"%.*s\", want \"%s\"", ctx, k, (int)vl,
-            (const char *)v, want);
-}
+static sochdb *open_db(void) { return tu_open(64u << 20, 4u << 20, 50); }
 
 static int version_is(const struct mv_version *v, const char *val)
 {
@@ -94,18 +39,18 @@ Test(mvcc, chain_newest_first_and_repeatable_reads)
   shm_region *r = &db->region;
   static const char *vals[NVER] = { "v1", "v2-longer", "", "v4", "v5\x00x", "v6" };
   sochdb_txn *snap[NVER + 1];
-  snap[0] = begin(db, SOCHDB_TXN_READONLY);   /* before any version */
+  snap[0] = tu_begin(db, SOCHDB_TXN_READONLY);   /* before any version */
   for (int i = 0; i < NVER; i++) {
-    sochdb_txn *t = begin(db, 0);
+    sochdb_txn *t = tu_begin(db, 0);
     cr_assert_eq(sochdb_put(t, "key", 3, vals[i], strlen(vals[i])), SOCHDB_OK, "put %d", i);
     cr_assert_eq(sochdb_commit(t, SOCHDB_SYNC), SOCHDB_OK, "commit %d", i);
-    snap[i + 1] = begin(db, SOCHDB_TXN_READONLY);
+    snap[i + 1] = tu_begin(db, SOCHDB_TXN_READONLY);
     cr_assert_gt(snap[i + 1]->snapshot, snap[i]->snapshot, "snapshot %d did not advance", i + 1);
     /* every open snapshot keeps reading its own version */
     for (int s = 0; s <= i + 1; s++) {
       char ctx[64];
       snprintf(ctx, sizeof ctx, "after commit %d, snapshot %d", i, s);
-      expect_get(snap[s], "key", s ? vals[s - 1] : NULL, ctx);
+      tu_expect_str(snap[s], "key", s ? vals[s - 1] : NULL, ctx);
     }
   }
 
@@ -147,23 +92,23 @@ Test(mvcc, chain_newest_first_and_repeatable_reads)
   cr_assert(version_is(mv_visible(r, node, UINT64_MAX - 1), vals[NVER - 1]), "far-future snapshot");
   for (int s = 0; s <= NVER; s++)
     cr_assert_eq(sochdb_commit(snap[s], SOCHDB_SYNC), SOCHDB_OK, "read-only commit");
-  close_db();
+  tu_close();
 }
 
 Test(mvcc, tombstone_hides_only_from_later_snapshots)
 {
   sochdb *db = open_db();
   shm_region *r = &db->region;
-  commit_put(db, "k", "alive");
-  sochdb_txn *before = begin(db, SOCHDB_TXN_READONLY);
-  commit_put(db, "k", NULL);                   /* delete */
-  sochdb_txn *after = begin(db, SOCHDB_TXN_READONLY);
-  commit_put(db, "k", "again");
-  sochdb_txn *reborn = begin(db, SOCHDB_TXN_READONLY);
+  tu_commit_kv(db, "k", "alive", SOCHDB_SYNC);
+  sochdb_txn *before = tu_begin(db, SOCHDB_TXN_READONLY);
+  tu_commit_kv(db, "k", NULL, SOCHDB_SYNC);    /* delete */
+  sochdb_txn *after = tu_begin(db, SOCHDB_TXN_READONLY);
+  tu_commit_kv(db, "k", "again", SOCHDB_SYNC);
+  sochdb_txn *reborn = tu_begin(db, SOCHDB_TXN_READONLY);
 
-  expect_get(before, "k", "alive", "snapshot before the delete");
-  expect_get(after, "k", NULL, "snapshot after the delete");
-  expect_get(reborn, "k", "again", "snapshot after the re-put");
+  tu_expect_str(before, "k", "alive", "snapshot before the delete");
+  tu_expect_str(after, "k", NULL, "snapshot after the delete");
+  tu_expect_str(reborn, "k", "again", "snapshot after the re-put");
 
   uint64_t node = sl_find(r, arena_active(r), "k", 1);
   cr_assert_neq(node, 0, "no node for k");
@@ -174,28 +119,28 @@ Test(mvcc, tombstone_hides_only_from_later_snapshots)
   cr_assert(version_is(mv_visible(r, node, before->snapshot), "alive"), "older snapshot lost its version");
 
   /* a tombstone for a key that never existed */
-  commit_put(db, "ghost", NULL);
-  sochdb_txn *t = begin(db, SOCHDB_TXN_READONLY);
-  expect_get(t, "ghost", NULL, "deleted never-existing key");
+  tu_commit_kv(db, "ghost", NULL, SOCHDB_SYNC);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  tu_expect_str(t, "ghost", NULL, "deleted never-existing key");
   sochdb_abort(t);
   sochdb_abort(before);
   sochdb_abort(after);
   sochdb_abort(reborn);
-  close_db();
+  tu_close();
 }
 
 Test(mvcc, aborted_versions_are_never_visible)
 {
   sochdb *db = open_db();
   shm_region *r = &db->region;
-  commit_put(db, "a", "a0");
-  commit_put(db, "z", "z0");
+  tu_commit_kv(db, "a", "a0", SOCHDB_SYNC);
+  tu_commit_kv(db, "z", "z0", SOCHDB_SYNC);
 
   /* loser writes a (installed first: key order) and z (conflicts) */
-  sochdb_txn *loser = begin(db, 0);
+  sochdb_txn *loser = tu_begin(db, 0);
   cr_assert_eq(sochdb_put(loser, "a", 1, "a-lost", 6), SOCHDB_OK, "put a");
   cr_assert_eq(sochdb_put(loser, "z", 1, "z-lost", 6), SOCHDB_OK, "put z");
-  commit_put(db, "z", "z1");                        /* the first committer */
+  tu_commit_kv(db, "z", "z1", SOCHDB_SYNC);         /* the first committer */
   int rc = sochdb_commit(loser, SOCHDB_SYNC);
   cr_assert_eq(rc, SOCHDB_CONFLICT, "second committer: %s, want CONFLICT", sochdb_strerror(rc));
 
@@ -218,20 +163,20 @@ Test(mvcc, aborted_versions_are_never_visible)
   cr_assert(version_is(live, "a0"), "newest live version of a should be a0");
   cr_assert(state > 1 && state != MV_ABORTED, "its state %llu should be a commit seq", (unsigned long long)state);
 
-  sochdb_txn *t = begin(db, SOCHDB_TXN_READONLY);
-  expect_get(t, "a", "a0", "after the aborted commit");
-  expect_get(t, "z", "z1", "after the aborted commit");
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  tu_expect_str(t, "a", "a0", "after the aborted commit");
+  tu_expect_str(t, "z", "z1", "after the aborted commit");
   sochdb_abort(t);
 
   /* the aborted intent does not block the next writer of a */
-  commit_put(db, "a", "a2");
-  t = begin(db, SOCHDB_TXN_READONLY);
-  expect_get(t, "a", "a2", "after writing over an aborted version");
+  tu_commit_kv(db, "a", "a2", SOCHDB_SYNC);
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  tu_expect_str(t, "a", "a2", "after writing over an aborted version");
   sochdb_abort(t);
   sochdb_stats st;
   cr_assert_eq(sochdb_stats_get(db, &st), SOCHDB_OK, "stats");
   cr_assert_eq(st.conflicts, 1, "stats.conflicts = %llu", (unsigned long long)st.conflicts);
-  close_db();
+  tu_close();
 }
 
 /* --------------------------------------------- concurrent writers */
@@ -304,7 +249,7 @@ Test(mvcc, concurrent_writers_build_a_consistent_chain)
 {
   sochdb *db = open_db();
   shm_region *r = &db->region;
-  commit_put(db, "ctr", "0");
+  tu_commit_kv(db, "ctr", "0", SOCHDB_SYNC);
   atomic_int errors = 0;
   pthread_t th[NINC_THREADS];
   struct inc_arg args[NINC_THREADS];
@@ -320,9 +265,9 @@ Test(mvcc, concurrent_writers_build_a_consistent_chain)
   cr_assert_eq(atomic_load(&errors), 0, "%d threads failed", atomic_load(&errors));
   char want[16];
   snprintf(want, sizeof want, "%d", NINC_THREADS * NINC);
-  sochdb_txn *t = begin(db, SOCHDB_TXN_READONLY);
-  expect_get(t, "ctr", want, "final counter (lost update?)");
-  expect_get(t, "zz-mirror", want, "final mirror of the counter");
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  tu_expect_str(t, "ctr", want, "final counter (lost update?)");
+  tu_expect_str(t, "zz-mirror", want, "final mirror of the counter");
 
   /* the chain: committed versions strictly decreasing in seq, their values
   ** counting down from the final one; each is what its own seq sees */
@@ -360,7 +305,7 @@ Test(mvcc, concurrent_writers_build_a_consistent_chain)
   cr_assert_eq(expect_val, -1, "values did not count down to 0");
   cr_log_info("ctr chain: %d committed, %d aborted versions; %d conflicts", committed, aborted, conflicts);
   sochdb_abort(t);
-  close_db();
+  tu_close();
 }
 
 /* ----------------------------------------- hand-built versions */
@@ -451,7 +396,7 @@ Test(mvcc, resolve_consults_descriptor)
   set_desc(s.e, big + 1, 556);
   cr_assert_eq(mv_resolve(s.r, shm_at(s.r, off2)), 0, "the next generation beyond 40 bits must not match");
   set_desc(s.e, 0, TXN_PENDING);
-  close_db();
+  tu_close();
 }
 
 Test(mvcc, visible_walks_hand_built_chain)
@@ -497,7 +442,7 @@ Test(mvcc, visible_walks_hand_built_chain)
   cr_assert_eq(mv_newest_live(s.r, s.node, &state), shm_at(s.r, v10), "newest live should skip the aborted intent");
   cr_assert_eq(state, 10, "state of the newest live version");
   set_desc(s.e, 0, TXN_PENDING);
-  close_db();
+  tu_close();
 }
 
 Test(mvcc, install_rules)
@@ -547,5 +492,5 @@ Test(mvcc, install_rules)
   cr_assert_eq(other_out, 10, "the conflicting seq is the newest live one (10), got %llu",
                (unsigned long long)other_out);
   set_desc(s.e, 0, TXN_PENDING);
-  close_db();
+  tu_close();
 }

@@ -28,52 +28,11 @@
 
 /* ------------------------------------------------------------ fixture */
 
-static void fx_init(void) { tu_setup(); }
+/* tu_teardown unlinks the region file of tu_db_dir by its path, whatever
+** state the region is in. */
+TestSuite(seqring, .init = tu_setup, .fini = tu_teardown, .timeout = 60);
 
-static void fx_fini(void)
-{
-  if (tu_db_dir) {
-    char p[4096];
-    if (shm_region_path(tu_db_dir, p, sizeof p) == SOCHDB_OK)
-      unlink(p);
-    tu_rmrf(tu_db_dir);
-    free(tu_db_dir);
-    tu_db_dir = NULL;
-  }
-  tu_teardown();
-}
-
-TestSuite(seqring, .init = fx_init, .fini = fx_fini, .timeout = 60);
-
-/* Join th, waiting at most ms milliseconds: a thread stuck in the library
-** (a hang is a bug too) fails the test instead of hanging it. */
-static int join_within(pthread_t th, unsigned ms)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += (time_t)(ms / 1000);
-  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (ts.tv_nsec >= 1000000000L) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000L;
-  }
-  return pthread_timedjoin_np(th, NULL, &ts) == 0;
-}
-#define JOIN(th, what) cr_assert(join_within((th), 20000), "%s did not finish within 20 s", (what))
-
-static sochdb *open_db(void)
-{
-  cr_assert_not_null(tu_db_dir, "mkdtemp failed");
-  sochdb_options o;
-  memset(&o, 0, sizeof o);
-  o.region_bytes = 8u << 20;
-  o.memtable_bytes = 1u << 20;
-  sochdb *db = NULL;
-  int rc = sochdb_open(tu_db_dir, &o, &db);
-  cr_assert_eq(rc, SOCHDB_OK, "sochdb_open(%s): %s (%s)", tu_db_dir, sochdb_strerror(rc), sochdb_last_error());
-  cr_assert_not_null(db, "sochdb_open returned OK without a handle");
-  return db;
-}
+static sochdb *open_db(void) { return tu_open(8u << 20, 1u << 20, 0); }
 
 static uint64_t published(sochdb *db) { return seqring_published(&db->region); }
 static uint64_t next_seq(sochdb *db)
@@ -295,7 +254,7 @@ Test(seqring, a_claim_a_full_lap_ahead_waits_for_publication)
   for (int i = 0; i < 20000 && !(done = atomic_load(&a.done)); i++)
     tu_sleep_ms(1);
   cr_assert(done, "the claimer did not return within ~20 s after publication moved");
-  JOIN(th, "the claimer");
+  TU_JOIN(th, "the claimer");
   cr_assert_eq(a.seq, last + 1, "the claimer got %llu, expected %llu", (unsigned long long)a.seq,
                (unsigned long long)(last + 1));
   cr_assert_geq(a.published_at_return, a.seq - SEQRING_SIZE,
@@ -405,7 +364,7 @@ Test(seqring, threads_get_every_seq_exactly_once)
     cr_assert_eq(pthread_create(&th[i], NULL, mt_worker, &a[i]), 0, "pthread_create");
   }
   for (int i = 0; i < MT_THREADS; i++)
-    if (!join_within(th[i], 20000))
+    if (!tu_join_within(th[i], 20000))
       cr_assert_fail("sequencing stalled: thread %d did not finish within 20 s (published %llu, next_seq %llu)",
                      i, (unsigned long long)published(db), (unsigned long long)next_seq(db));
   pthread_barrier_destroy(&bar);
@@ -460,7 +419,7 @@ Test(seqring, two_handles_share_one_sequence)
   for (int i = 0; i < 2; i++)
     cr_assert_eq(pthread_create(&th[i], NULL, mh_worker, &a[i]), 0, "pthread_create");
   for (int i = 0; i < 2; i++)
-    if (!join_within(th[i], 20000))
+    if (!tu_join_within(th[i], 20000))
       cr_assert_fail("sequencing stalled: handle %d's thread did not finish within 20 s (published %llu, "
                      "next_seq %llu)", i, (unsigned long long)seqring_published(&db1->region),
                      (unsigned long long)atomic_load(&db1->region.hdr->next_seq));

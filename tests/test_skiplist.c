@@ -19,23 +19,7 @@
 
 TestSuite(skiplist, .init = tu_setup, .fini = tu_teardown, .timeout = 120);
 
-static sochdb *g_db;
-
-static sochdb *open_db(size_t memtable_bytes)
-{
-  cr_assert_not_null(tu_db_dir, "mkdtemp failed: %s", strerror(errno));
-  sochdb_options o;
-  memset(&o, 0, sizeof o);
-  o.region_bytes = 64u << 20;
-  o.memtable_bytes = memtable_bytes;
-  o.busy_timeout_ms = 50;
-  sochdb *db = NULL;
-  int rc = sochdb_open(tu_db_dir, &o, &db);
-  cr_assert_eq(rc, SOCHDB_OK, "sochdb_open(%s): %s (%s)", tu_db_dir, sochdb_strerror(rc), sochdb_last_error());
-  cr_assert_not_null(db, "sochdb_open returned OK without a handle");
-  g_db = db;
-  return db;
-}
+static sochdb *open_db(size_t memtable_bytes) { return tu_open(64u << 20, memtable_bytes, 50); }
 
 /* A FREE arena (in nobody's view), freshly laid out as an empty skiplist. */
 static uint32_t scratch_memtable(sochdb *db)
@@ -47,12 +31,6 @@ static uint32_t scratch_memtable(sochdb *db)
   cr_assert_eq(atomic_load(&arena_memtable(r, mt)->state), MT_FREE, "arena %u is not free", mt);
   sl_init(r, mt);
   return mt;
-}
-
-static void close_db(void)
-{
-  sochdb_close(g_db);
-  g_db = NULL;
 }
 
 static int sign(int x) { return (x > 0) - (x < 0); }
@@ -169,7 +147,7 @@ Test(skiplist, empty_list)
   cr_assert_eq(sl_seek(r, mt, NULL, 0), 0, "empty list has a first node");
   cr_assert_eq(sl_seek(r, mt, "a", 1), 0, "seek in an empty list found a node");
   cr_assert_eq(sl_find(r, mt, "a", 1), 0, "find in an empty list found a node");
-  close_db();
+  tu_close();
 }
 
 #define NRANDOM 5000
@@ -212,7 +190,7 @@ Test(skiplist, insert_find_many_random_keys)
   }
   cr_assert_eq(check_order(r, mt), NRANDOM / 2, "level 0 does not hold exactly the inserted keys");
   check_upper_levels(r, mt);
-  close_db();
+  tu_close();
 }
 
 Test(skiplist, duplicate_insert_returns_same_node)
@@ -233,7 +211,7 @@ Test(skiplist, duplicate_insert_returns_same_node)
   uint64_t c = sl_find_or_insert(r, mt, "dup\0", 4);
   cr_assert(c != 0 && c != a, "\"dup\\0\" must be a different key from \"dup\"");
   cr_assert_eq(check_order(r, mt), 2, "list should hold 2 keys");
-  close_db();
+  tu_close();
 }
 
 Test(skiplist, seek_lands_on_next_greater)
@@ -272,7 +250,7 @@ Test(skiplist, seek_lands_on_next_greater)
   cr_assert_eq(sl_seek(r, mt, "\xff", 1), 0, "seek(\"\\xff\") should be past every key");
   n = sl_seek(r, mt, NULL, 0);
   cr_assert(n && memcmp(sl_key(shm_at(r, n)), "0010", 4) == 0, "seek(NULL) should give the first key");
-  close_db();
+  tu_close();
 }
 
 Test(skiplist, binary_keys_order)
@@ -297,7 +275,7 @@ Test(skiplist, binary_keys_order)
               "position %zu holds the wrong key (want keys[%d])", i, w);
   }
   cr_assert_eq(i, sizeof sorted / sizeof sorted[0], "walked %zu nodes", i);
-  close_db();
+  tu_close();
 }
 
 Test(skiplist, full_arena_returns_zero)
@@ -338,7 +316,7 @@ Test(skiplist, full_arena_returns_zero)
   cr_assert_eq(sl_find_or_insert(r, mt, key, sizeof key), first, "existing key not found in a full arena");
   cr_assert_eq(sl_find_or_insert(r, mt, "tiny-new-key", 12), 0, "a new key fit in a full arena?");
   cr_assert_eq(sl_find(r, mt, "tiny-new-key", 12), 0, "failed insert left a node behind");
-  close_db();
+  tu_close();
 }
 
 /* ------------------------------------------------------ concurrency */
@@ -468,5 +446,5 @@ Test(skiplist, concurrent_overlapping_inserts)
     cr_assert_eq(check_order(r, mt), expected, "round %d: level 0 holds a key twice or lost one", round);
     check_upper_levels(r, mt);
   }
-  close_db();
+  tu_close();
 }

@@ -35,62 +35,11 @@
 
 /* ------------------------------------------------------------ fixture */
 
-static void fx_init(void) { tu_setup(); }
+/* tu_teardown unlinks the region file of tu_db_dir by its path, whatever
+** state the region is in. */
+TestSuite(slots, .init = tu_setup_without_daemon, .fini = tu_teardown, .timeout = 60);
 
-static void fx_fini(void)
-{
-  if (tu_db_dir) {
-    char p[4096];
-    if (shm_region_path(tu_db_dir, p, sizeof p) == SOCHDB_OK)
-      unlink(p);
-    tu_rmrf(tu_db_dir);
-    free(tu_db_dir);
-    tu_db_dir = NULL;
-  }
-  tu_teardown();
-}
-
-TestSuite(slots, .init = fx_init, .fini = fx_fini, .timeout = 60);
-
-/* Join th, waiting at most ms milliseconds: a thread stuck in the library
-** (a hang is a bug too) fails the test instead of hanging it. */
-static int join_within(pthread_t th, unsigned ms)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += (time_t)(ms / 1000);
-  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (ts.tv_nsec >= 1000000000L) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000L;
-  }
-  return pthread_timedjoin_np(th, NULL, &ts) == 0;
-}
-#define JOIN(th, what) cr_assert(join_within((th), 20000), "%s did not finish within 20 s", (what))
-
-static sochdb *open_sized(size_t region_bytes, size_t memtable_bytes)
-{
-  cr_assert_not_null(tu_db_dir, "mkdtemp failed");
-  sochdb_options o;
-  memset(&o, 0, sizeof o);
-  o.region_bytes = region_bytes;
-  o.memtable_bytes = memtable_bytes;
-  sochdb *db = NULL;
-  int rc = sochdb_open(tu_db_dir, &o, &db);
-  cr_assert_eq(rc, SOCHDB_OK, "sochdb_open(%s): %s (%s)", tu_db_dir, sochdb_strerror(rc), sochdb_last_error());
-  cr_assert_not_null(db, "sochdb_open returned OK without a handle");
-  return db;
-}
-
-static sochdb *open_db(void) { return open_sized(8u << 20, 1u << 20); }
-
-static sochdb_stats stats(sochdb *db)
-{
-  sochdb_stats s;
-  int rc = sochdb_stats_get(db, &s);
-  cr_assert_eq(rc, SOCHDB_OK, "stats_get: %s", sochdb_strerror(rc));
-  return s;
-}
+static sochdb *open_db(void) { return tu_open(8u << 20, 1u << 20, 0); }
 
 static struct shm_global_stats *gstats(sochdb *db) { return &db->region.hdr->stats; }
 static uint64_t reaped_count(sochdb *db) { return atomic_load(&gstats(db)->processes_reaped); }
@@ -106,28 +55,6 @@ static void reserve_entry(sochdb *db, uint32_t e)
 static void release_entry(sochdb *db, uint32_t e)
 {
   atomic_fetch_and(&db->entry_bits[e / 64], ~(1ull << (e % 64)));
-}
-
-static void commit_kv(sochdb *db, const char *key, const char *val)
-{
-  sochdb_txn *t = NULL;
-  int rc = sochdb_txn_begin(db, 0, &t);
-  cr_assert_eq(rc, SOCHDB_OK, "begin: %s", sochdb_strerror(rc));
-  rc = sochdb_put(t, key, strlen(key), val, strlen(val));
-  cr_assert_eq(rc, SOCHDB_OK, "put(%s): %s", key, sochdb_strerror(rc));
-  rc = sochdb_commit(t, 0);
-  cr_assert_eq(rc, SOCHDB_OK, "commit(%s): %s (%s)", key, sochdb_strerror(rc), sochdb_last_error());
-}
-
-/* The value of key in a fresh read-only snapshot: SOCHDB_OK and buf, or the code. */
-static int read_kv(sochdb *db, const char *key, char *buf, size_t n)
-{
-  sochdb_txn *t = NULL;
-  int rc = sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t);
-  cr_assert_eq(rc, SOCHDB_OK, "begin: %s", sochdb_strerror(rc));
-  rc = tu_get_str(t, key, buf, n);
-  sochdb_abort(t);
-  return rc;
 }
 
 /* A version in the active memtable, owned by descriptor (slot, entry) and
@@ -211,25 +138,25 @@ static int run_bounded(void *(*fn)(void *), void *arg, unsigned limit_ms)
 Test(slots, attach_and_detach_update_the_count)
 {
   sochdb *a = open_db();
-  cr_assert_eq(stats(a).processes_attached, 1u, "one handle");
+  cr_assert_eq(tu_stats(a).processes_attached, 1u, "one handle");
   struct shm_slot *sa = shm_slot_at(&a->region, a->slot);
   cr_assert_eq(atomic_load(&sa->owner_pid), (uint64_t)getpid(), "owner_pid of our slot");
   sochdb *b = open_db();
   sochdb *c = open_db();
   cr_assert(a->slot != b->slot && b->slot != c->slot && a->slot != c->slot, "slots %u %u %u are not distinct",
             a->slot, b->slot, c->slot);
-  cr_assert_eq(stats(a).processes_attached, 3u, "three handles: %u", stats(a).processes_attached);
+  cr_assert_eq(tu_stats(a).processes_attached, 3u, "three handles: %u", tu_stats(a).processes_attached);
   uint32_t bslot = b->slot;
   sochdb_close(b);
-  cr_assert_eq(stats(a).processes_attached, 2u, "after closing one: %u", stats(a).processes_attached);
+  cr_assert_eq(tu_stats(a).processes_attached, 2u, "after closing one: %u", tu_stats(a).processes_attached);
   cr_assert_eq(atomic_load(&shm_slot_at(&a->region, bslot)->owner_pid), 0u, "a detached slot is free");
   cr_assert_eq(reaped_count(a), 0u, "a clean detach is not a reap");
   sochdb *d = open_db();
   cr_assert_eq(d->slot, bslot, "the freed slot %u is reused, got %u", bslot, d->slot);
-  cr_assert_eq(stats(c).processes_attached, 3u, "every handle sees the same count");
+  cr_assert_eq(tu_stats(c).processes_attached, 3u, "every handle sees the same count");
   sochdb_close(d);
   sochdb_close(c);
-  cr_assert_eq(stats(a).processes_attached, 1u, "back to one: %u", stats(a).processes_attached);
+  cr_assert_eq(tu_stats(a).processes_attached, 1u, "back to one: %u", tu_stats(a).processes_attached);
   sochdb_close(a);
 }
 
@@ -237,12 +164,12 @@ Test(slots, a_detach_folds_the_counters_into_the_totals)
 {
   sochdb *a = open_db();
   sochdb *b = open_db();
-  commit_kv(b, "k1", "v");
-  commit_kv(b, "k2", "v");
-  sochdb_stats s = stats(a);
+  tu_commit_kv(b, "k1", "v", SOCHDB_ASYNC);
+  tu_commit_kv(b, "k2", "v", SOCHDB_ASYNC);
+  sochdb_stats s = tu_stats(a);
   cr_assert_eq(s.commits, 2u, "commits seen by another handle: %llu", (unsigned long long)s.commits);
   sochdb_close(b);
-  s = stats(a);
+  s = tu_stats(a);
   cr_assert_eq(s.commits, 2u, "commits survive the committer's detach: %llu", (unsigned long long)s.commits);
   cr_assert_eq(s.keys_written, 2u, "keys_written: %llu", (unsigned long long)s.keys_written);
   sochdb_close(a);
@@ -261,8 +188,8 @@ Test(slots, all_slots_taken_gives_busy_and_a_detach_frees_one)
     cr_assert(!seen[h[i]->slot], "slot %u handed out twice", h[i]->slot);
     seen[h[i]->slot] = 1;
   }
-  cr_assert_eq(stats(h[0]).processes_attached, NHANDLES, "all %u slots held: %u", NHANDLES,
-               stats(h[0]).processes_attached);
+  cr_assert_eq(tu_stats(h[0]).processes_attached, NHANDLES, "all %u slots held: %u", NHANDLES,
+               tu_stats(h[0]).processes_attached);
 
   sochdb_options o;
   memset(&o, 0, sizeof o);
@@ -274,7 +201,7 @@ Test(slots, all_slots_taken_gives_busy_and_a_detach_frees_one)
   cr_assert_eq(rc, SOCHDB_BUSY, "open #%u: expected SOCHDB_BUSY, got %s", NHANDLES + 1, sochdb_strerror(rc));
   cr_assert_null(extra, "a refused open left *out set");
   cr_assert(sochdb_last_error()[0] != '\0', "SOCHDB_BUSY without a detail");
-  cr_assert_eq(stats(h[0]).processes_attached, NHANDLES, "the refused open changed the count");
+  cr_assert_eq(tu_stats(h[0]).processes_attached, NHANDLES, "the refused open changed the count");
   cr_assert_eq(reaped_count(h[0]), 0u, "no slot was dead");
 
   uint32_t freed = h[77]->slot;
@@ -286,15 +213,15 @@ Test(slots, all_slots_taken_gives_busy_and_a_detach_frees_one)
   cr_assert_eq(rc, SOCHDB_BUSY, "full again: expected SOCHDB_BUSY, got %s", sochdb_strerror(rc));
 
   /* the handles all work: one commits, another reads */
-  commit_kv(h[5], "full", "house");
+  tu_commit_kv(h[5], "full", "house", SOCHDB_ASYNC);
   char buf[16];
-  rc = read_kv(h[200], "full", buf, sizeof buf);
+  rc = tu_read_str(h[200], "full", buf, sizeof buf);
   cr_assert(rc == SOCHDB_OK && strcmp(buf, "house") == 0, "read through another handle: rc %d", rc);
 
   for (unsigned i = 0; i < NHANDLES; i++)
     sochdb_close(h[i]);
   sochdb *last = open_db();
-  cr_assert_eq(stats(last).processes_attached, 1u, "after closing all: %u", stats(last).processes_attached);
+  cr_assert_eq(tu_stats(last).processes_attached, 1u, "after closing all: %u", tu_stats(last).processes_attached);
   sochdb_close(last);
 }
 
@@ -310,13 +237,13 @@ Test(slots, publish_snapshot_returns_the_published_seq)
   cr_assert_eq(s, 1u, "snapshot of a new database: %llu", (unsigned long long)s);
   cr_assert_eq(atomic_load(&e->snapshot), 1u, "the entry holds the snapshot");
   for (int i = 0; i < 3; i++)
-    commit_kv(db, "k", "v");
+    tu_commit_kv(db, "k", "v", SOCHDB_ASYNC);
   s = slots_publish_snapshot(r, e);
   cr_assert_eq(s, seqring_published(r), "snapshot %llu vs published %llu", (unsigned long long)s,
                (unsigned long long)seqring_published(r));
   cr_assert_eq(s, 4u, "three commits after seq 1: %llu", (unsigned long long)s);
   cr_assert_eq(atomic_load(&e->snapshot), s, "the entry holds the new snapshot");
-  sochdb_stats st = stats(db);
+  sochdb_stats st = tu_stats(db);
   cr_assert_eq(st.transactions_open, 1u, "the entry counts as an open transaction: %u", st.transactions_open);
   cr_assert_eq(st.oldest_snapshot, 4u, "oldest_snapshot %llu", (unsigned long long)st.oldest_snapshot);
   atomic_store(&e->snapshot, 0);
@@ -330,21 +257,21 @@ Test(slots, compute_horizon_is_the_oldest_snapshot_or_published)
   sochdb *db2 = open_db();
   shm_region *r = &db->region;
   cr_assert_eq(slots_compute_horizon(r), 1u, "no snapshot, nothing committed");
-  commit_kv(db, "a", "1");
-  commit_kv(db, "a", "2");                      /* published 3 */
+  tu_commit_kv(db, "a", "1", SOCHDB_ASYNC);
+  tu_commit_kv(db, "a", "2", SOCHDB_ASYNC);                /* published 3 */
   cr_assert_eq(slots_compute_horizon(r), 3u, "no snapshot: the published seq");
   cr_assert_eq(atomic_load(&r->hdr->horizon), 3u, "stored in the header");
 
   sochdb_txn *t1 = NULL, *t2 = NULL;
   cr_assert_eq(sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t1), SOCHDB_OK, "begin t1");   /* snapshot 3 */
-  commit_kv(db, "a", "3");                      /* 4 */
+  tu_commit_kv(db, "a", "3", SOCHDB_ASYNC);                /* 4 */
   cr_assert_eq(sochdb_txn_begin(db2, SOCHDB_TXN_READONLY, &t2), SOCHDB_OK, "begin t2");  /* snapshot 4 */
-  commit_kv(db2, "a", "4");                     /* 5 */
-  commit_kv(db2, "a", "5");                     /* 6 */
+  tu_commit_kv(db2, "a", "4", SOCHDB_ASYNC);               /* 5 */
+  tu_commit_kv(db2, "a", "5", SOCHDB_ASYNC);               /* 6 */
   uint64_t h = slots_compute_horizon(r);
   cr_assert_eq(h, 3u, "oldest snapshot is t1's 3, horizon %llu", (unsigned long long)h);
   cr_assert_eq(slots_compute_horizon(&db2->region), 3u, "the other handle computes the same horizon");
-  sochdb_stats st = stats(db2);
+  sochdb_stats st = tu_stats(db2);
   cr_assert_eq(st.oldest_snapshot, 3u, "stats oldest_snapshot %llu", (unsigned long long)st.oldest_snapshot);
   cr_assert_eq(st.transactions_open, 2u, "stats transactions_open %u", st.transactions_open);
 
@@ -481,7 +408,7 @@ static void *hz_committer_thread(void *p)
 
 Test(slots, horizon_never_passes_a_held_snapshot_under_threads)
 {
-  sochdb *db = open_sized(32u << 20, 8u << 20);
+  sochdb *db = tu_open(32u << 20, 8u << 20, 0);
   enum { NREADERS = 2, NHORIZON = 2 };
   atomic_store(&hz_started, 0);
   for (uint64_t i = 0; i <= HZ_MAX; i++)
@@ -513,11 +440,11 @@ Test(slots, horizon_never_passes_a_held_snapshot_under_threads)
     tu_sleep_ms(1);
   }
   atomic_store(&hz_stop, 1);
-  JOIN(th_c, "the committer");
+  TU_JOIN(th_c, "the committer");
   for (int i = 0; i < NHORIZON; i++)
-    JOIN(th_h[i], "a horizon thread");
+    TU_JOIN(th_h[i], "a horizon thread");
   for (int i = 0; i < NREADERS; i++)
-    JOIN(th_r[i], "a reader");
+    TU_JOIN(th_r[i], "a reader");
 
   uint64_t total_checks = 0;
   for (int i = 0; i < NREADERS; i++) {
@@ -662,8 +589,8 @@ Test(slots, reaping_a_dead_slot_rolls_back_its_pending_commit)
 {
   sochdb *db = open_db();
   shm_region *r = &db->region;
-  commit_kv(db, "base", "1");
-  commit_kv(db, "base", "2");                   /* published 3 */
+  tu_commit_kv(db, "base", "1", SOCHDB_ASYNC);
+  tu_commit_kv(db, "base", "2", SOCHDB_ASYNC);             /* published 3 */
   struct dead d;
   make_dead(db, 200, &d, "dead-a", "dead-b", 1);
   struct shm_slot *s = shm_slot_at(r, d.slot);
@@ -673,7 +600,7 @@ Test(slots, reaping_a_dead_slot_rolls_back_its_pending_commit)
   uint64_t h = slots_compute_horizon(r);
   cr_assert_eq(h, 2u, "the dead slot's snapshots (3 and 2) hold the horizon at 2, got %llu", (unsigned long long)h);
   char buf[32];
-  cr_assert_eq(read_kv(db, "dead-a", buf, sizeof buf), SOCHDB_NOTFOUND, "a pending intent is invisible");
+  cr_assert_eq(tu_read_str(db, "dead-a", buf, sizeof buf), SOCHDB_NOTFOUND, "a pending intent is invisible");
   uint64_t reaped0 = reaped_count(db), rolled0 = rolled_back_count(db);
 
   int rc = slots_reap_if_dead(r, db->slot, d.slot);
@@ -695,7 +622,7 @@ Test(slots, reaping_a_dead_slot_rolls_back_its_pending_commit)
   cr_assert_eq(rolled_back_count(db), rolled0 + 1, "dead_txns_rolled_back %llu (one entry had intents)",
                (unsigned long long)rolled_back_count(db));
   cr_assert_eq(atomic_load(&s->stats.commits), 0u, "the slot's counters are folded");
-  sochdb_stats st = stats(db);
+  sochdb_stats st = tu_stats(db);
   cr_assert_eq(st.commits, 2u + 5u, "the dead slot's 5 commits are kept in the totals: %llu",
                (unsigned long long)st.commits);
   cr_assert_eq(st.keys_written, 2u + 7u, "keys_written %llu", (unsigned long long)st.keys_written);
@@ -707,11 +634,11 @@ Test(slots, reaping_a_dead_slot_rolls_back_its_pending_commit)
                (unsigned long long)h);
 
   /* the keys are free again: no conflict, no wait */
-  cr_assert_eq(read_kv(db, "dead-a", buf, sizeof buf), SOCHDB_NOTFOUND, "the aborted intent stays invisible");
-  commit_kv(db, "dead-a", "alive");
-  cr_assert_eq(read_kv(db, "dead-a", buf, sizeof buf), SOCHDB_OK, "read back");
+  cr_assert_eq(tu_read_str(db, "dead-a", buf, sizeof buf), SOCHDB_NOTFOUND, "the aborted intent stays invisible");
+  tu_commit_kv(db, "dead-a", "alive", SOCHDB_ASYNC);
+  cr_assert_eq(tu_read_str(db, "dead-a", buf, sizeof buf), SOCHDB_OK, "read back");
   cr_assert_str_eq(buf, "alive", "value after the reap");
-  cr_assert_eq(read_kv(db, "dead-b", buf, sizeof buf), SOCHDB_NOTFOUND, "the other intent is gone too");
+  cr_assert_eq(tu_read_str(db, "dead-b", buf, sizeof buf), SOCHDB_NOTFOUND, "the other intent is gone too");
 
   /* reaping again: the slot is free, nothing is counted twice */
   rc = slots_reap_if_dead(r, db->slot, d.slot);
@@ -724,7 +651,7 @@ Test(slots, reaping_a_dead_slot_finishes_its_decided_commit)
 {
   sochdb *db = open_db();
   shm_region *r = &db->region;
-  commit_kv(db, "base", "1");
+  tu_commit_kv(db, "base", "1", SOCHDB_ASYNC);
   struct dead d;
   make_dead(db, 150, &d, "dec-a", "dec-b", 1);
   struct shm_txn_entry *e0 = shm_txn_entry_at(r, d.slot, 0);
@@ -741,9 +668,9 @@ Test(slots, reaping_a_dead_slot_finishes_its_decided_commit)
   cr_assert_eq(rolled_back_count(db), 0u, "a decided commit is not rolled back");
   cr_assert_eq(reaped_count(db), 1u, "processes_reaped");
   char buf[32];
-  cr_assert_eq(read_kv(db, "dec-a", buf, sizeof buf), SOCHDB_OK, "the decided commit is wholly visible");
+  cr_assert_eq(tu_read_str(db, "dec-a", buf, sizeof buf), SOCHDB_OK, "the decided commit is wholly visible");
   cr_assert_str_eq(buf, "dead-value-0", "dec-a");
-  cr_assert_eq(read_kv(db, "dec-b", buf, sizeof buf), SOCHDB_OK, "the decided commit is wholly visible");
+  cr_assert_eq(tu_read_str(db, "dec-b", buf, sizeof buf), SOCHDB_OK, "the decided commit is wholly visible");
   cr_assert_str_eq(buf, "dead-value-1", "dec-b");
   sochdb_close(db);
 }
@@ -757,7 +684,7 @@ static void *commit_thread(void *p)
   if (a->rc == SOCHDB_OK)
     a->rc = sochdb_put(t, a->key, strlen(a->key), a->val, strlen(a->val));
   if (a->rc == SOCHDB_OK)
-    a->rc = sochdb_commit(t, 0);
+    a->rc = sochdb_commit(t, SOCHDB_ASYNC);
   else if (t)
     sochdb_abort(t);
   snprintf(a->err, sizeof a->err, "%s", sochdb_last_error());   /* the detail is per thread */
@@ -776,9 +703,9 @@ Test(slots, a_writer_blocked_by_a_dead_intent_reaps_it)
   cr_assert_eq(reaped_count(db), 1u, "the blocked writer reaped the dead slot");
   cr_assert_eq(rolled_back_count(db), 1u, "and rolled its commit back");
   char buf[32];
-  cr_assert_eq(read_kv(db, "blocked", buf, sizeof buf), SOCHDB_OK, "read");
+  cr_assert_eq(tu_read_str(db, "blocked", buf, sizeof buf), SOCHDB_OK, "read");
   cr_assert_str_eq(buf, "mine", "the live writer's value");
-  cr_assert_eq(read_kv(db, "other", buf, sizeof buf), SOCHDB_NOTFOUND, "the dead commit's other key is absent");
+  cr_assert_eq(tu_read_str(db, "other", buf, sizeof buf), SOCHDB_NOTFOUND, "the dead commit's other key is absent");
   sochdb_close(db);
 }
 
@@ -799,8 +726,8 @@ Test(slots, a_committer_waiting_behind_a_dead_claim_reaps_it)
   cr_assert_eq(reaped_count(db), 1u, "the waiter reaped the dead slot");
   cr_assert_eq(rolled_back_count(db), 1u, "rolled back");
   char buf[32];
-  cr_assert_eq(read_kv(db, "after", buf, sizeof buf), SOCHDB_OK, "our commit is visible");
-  cr_assert_eq(read_kv(db, "dc-a", buf, sizeof buf), SOCHDB_NOTFOUND, "the dead commit is absent");
+  cr_assert_eq(tu_read_str(db, "after", buf, sizeof buf), SOCHDB_OK, "our commit is visible");
+  cr_assert_eq(tu_read_str(db, "dc-a", buf, sizeof buf), SOCHDB_NOTFOUND, "the dead commit is absent");
   sochdb_close(db);
 }
 
@@ -822,8 +749,8 @@ Test(slots, attaching_takes_over_and_reaps_dead_slots)
     cr_assert_eq(atomic_load(&ver(db, d2.v[i])->seq), MV_ABORTED, "slot 230 intent %d aborted", i);
   }
   cr_assert_eq(atomic_load(&shm_txn_entry_at(&db->region, 1, 0)->snapshot), 0u, "old snapshot gone from slot 1");
-  cr_assert_eq(stats(db).processes_attached, 2u, "two live handles");
-  commit_kv(db2, "at-a", "new");
+  cr_assert_eq(tu_stats(db).processes_attached, 2u, "two live handles");
+  tu_commit_kv(db2, "at-a", "new", SOCHDB_ASYNC);
   sochdb_close(db2);
   sochdb_close(db);
 }
@@ -856,15 +783,15 @@ Test(slots, a_live_slot_is_never_reaped)
   cr_assert_eq(atomic_load(&sdb_txn_entry(t2)->snapshot), snap2, "snapshot untouched");
   cr_assert_eq(mv_resolve(r1, ver(db1, iv)), 0u, "the live commit's intent is still pending");
   cr_assert_eq(reaped_count(db1), 0u, "nothing reaped");
-  cr_assert_eq(stats(db1).processes_attached, 2u, "both attached");
+  cr_assert_eq(tu_stats(db1).processes_attached, 2u, "both attached");
 
   /* finish the hand-made commit as its owner would (abort), then t2 commits */
   slots_retire_descriptor(&db2->region, shm_txn_entry_at(&db2->region, db2->slot, 120));
   release_entry(db2, 120);
-  int rc = sochdb_commit(t2, 0);
+  int rc = sochdb_commit(t2, SOCHDB_ASYNC);
   cr_assert_eq(rc, SOCHDB_OK, "the live transaction commits: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
   char buf[8];
-  cr_assert_eq(read_kv(db1, "live", buf, sizeof buf), SOCHDB_OK, "visible");
+  cr_assert_eq(tu_read_str(db1, "live", buf, sizeof buf), SOCHDB_OK, "visible");
   sochdb_close(db2);
   sochdb_close(db1);
 }
@@ -892,7 +819,7 @@ static void *xr_thread(void *p)
 
 Test(slots, reaping_is_exclusive_among_threads_of_one_handle)
 {
-  sochdb *db = open_sized(16u << 20, 4u << 20);
+  sochdb *db = tu_open(16u << 20, 4u << 20, 0);
   shm_region *r = &db->region;
   const uint32_t dead = free_slot(db, 240);
   struct shm_txn_entry *e = shm_txn_entry_at(r, dead, 3);
@@ -918,7 +845,7 @@ Test(slots, reaping_is_exclusive_among_threads_of_one_handle)
       cr_assert_eq(pthread_create(&th[i], NULL, xr_thread, &a[i]), 0, "pthread_create");
     }
     for (int i = 0; i < NT; i++)
-      JOIN(th[i], "a reaping thread");
+      TU_JOIN(th[i], "a reaping thread");
     pthread_barrier_destroy(&bar);
     for (int i = 0; i < NT; i++)
       cr_assert_eq(a[i].rc, 1, "round %u: a dead slot reports 1 to every caller (thread %d: %d)", round, i, a[i].rc);
@@ -958,7 +885,7 @@ static void *xs_thread(void *p)
 
 Test(slots, concurrent_stats_on_one_handle_reap_a_dead_slot_once)
 {
-  sochdb *db = open_sized(16u << 20, 4u << 20);
+  sochdb *db = tu_open(16u << 20, 4u << 20, 0);
   shm_region *r = &db->region;
   const uint32_t dead = free_slot(db, 241);
   struct shm_txn_entry *e = shm_txn_entry_at(r, dead, 9);
@@ -980,13 +907,13 @@ Test(slots, concurrent_stats_on_one_handle_reap_a_dead_slot_once)
       cr_assert_eq(pthread_create(&th[i], NULL, xs_thread, &a[i]), 0, "pthread_create");
     }
     for (int i = 0; i < NT; i++)
-      JOIN(th[i], "a reaping thread");
+      TU_JOIN(th[i], "a reaping thread");
     pthread_barrier_destroy(&bar);
     for (int i = 0; i < NT; i++)
       cr_assert_eq(a[i].rc, SOCHDB_OK, "round %u: stats_get: %s", round, sochdb_strerror(a[i].rc));
     cr_assert_eq(atomic_load(&shm_slot_at(r, dead)->owner_pid), 0u, "round %u: the dead slot was reaped", round);
   }
-  sochdb_stats s = stats(db);
+  sochdb_stats s = tu_stats(db);
   cr_assert_eq(s.processes_reaped - start, (uint64_t)ROUNDS,
                "%u dead processes were reaped, but processes_reaped counts %llu",
                (unsigned)ROUNDS, (unsigned long long)(s.processes_reaped - start));

@@ -20,94 +20,20 @@
 
 TestSuite(txn, .init = tu_setup, .fini = tu_teardown, .timeout = 240);
 
-static sochdb *g_db;
-
-static sochdb *open_opts(size_t region_bytes, size_t memtable_bytes, unsigned busy_ms)
-{
-  cr_assert_not_null(tu_db_dir, "mkdtemp failed: %s", strerror(errno));
-  sochdb_options o;
-  memset(&o, 0, sizeof o);
-  o.region_bytes = region_bytes;
-  o.memtable_bytes = memtable_bytes;
-  o.busy_timeout_ms = busy_ms;
-  sochdb *db = NULL;
-  int rc = sochdb_open(tu_db_dir, &o, &db);
-  cr_assert_eq(rc, SOCHDB_OK, "sochdb_open(%s): %s (%s)", tu_db_dir, sochdb_strerror(rc), sochdb_last_error());
-  cr_assert_not_null(db, "sochdb_open returned OK without a handle");
-  g_db = db;
-  return db;
-}
-
-static sochdb *open_db(void) { return open_opts(64u << 20, 2u << 20, 1000); }
-
-static void close_db(void)
-{
-  sochdb_close(g_db);
-  g_db = NULL;
-}
-
-static sochdb_txn *begin(sochdb *db, unsigned flags)
-{
-  sochdb_txn *t = NULL;
-  int rc = sochdb_txn_begin(db, flags, &t);
-  cr_assert_eq(rc, SOCHDB_OK, "txn_begin: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
-  cr_assert_not_null(t, "txn_begin OK without a transaction");
-  return t;
-}
-
-static void put(sochdb_txn *t, const char *k, const char *v)
-{
-  int rc = sochdb_put(t, k, strlen(k), v, strlen(v));
-  cr_assert_eq(rc, SOCHDB_OK, "put(%s): %s (%s)", k, sochdb_strerror(rc), sochdb_last_error());
-}
-
-static void del(sochdb_txn *t, const char *k)
-{
-  int rc = sochdb_delete(t, k, strlen(k));
-  cr_assert_eq(rc, SOCHDB_OK, "delete(%s): %s", k, sochdb_strerror(rc));
-}
-
-static void commit_ok(sochdb_txn *t, const char *what)
-{
-  int rc = sochdb_commit(t, SOCHDB_SYNC);
-  cr_assert_eq(rc, SOCHDB_OK, "commit (%s): %s (%s)", what, sochdb_strerror(rc), sochdb_last_error());
-}
-
-static void commit_kv(sochdb *db, const char *k, const char *v)
-{
-  sochdb_txn *t = begin(db, 0);
-  put(t, k, v);
-  commit_ok(t, k);
-}
-
-/* Assert what t reads for k (want NULL: absent). */
-static void expect_get(sochdb_txn *t, const char *k, const char *want, const char *ctx)
-{
-  const void *v = NULL;
-  size_t vl = 0;
-  int rc = sochdb_get(t, k, strlen(k), &v, &vl);
-  if (!want) {
-    cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s: get(%s) = %s, want NOTFOUND (value \"%.*s\")", ctx, k,
-                 sochdb_strerror(rc), rc == SOCHDB_OK ? (int)vl : 0, rc == SOCHDB_OK ? (const char *)v : "");
-    return;
-  }
-  cr_assert_eq(rc, SOCHDB_OK, "%s: get(%s) = %s, want \"%s\"", ctx, k, sochdb_strerror(rc), want);
-  cr_assert(vl == strlen(want) && memcmp(v, want, vl) == 0, "%s: get(%s) = \"%.*s\", want \"%s\"", ctx, k, (int)vl,
-            (const char *)v, want);
-}
+static sochdb *open_db(void) { return tu_open(64u << 20, 2u << 20, 1000); }
 
 /* What a fresh read-only transaction reads for k. */
 static void expect_committed(sochdb *db, const char *k, const char *want, const char *ctx)
 {
-  sochdb_txn *t = begin(db, SOCHDB_TXN_READONLY);
-  expect_get(t, k, want, ctx);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  tu_expect_str(t, k, want, ctx);
   sochdb_abort(t);
 }
 
 /* Number of keys a full scan sees in a fresh transaction. */
 static size_t count_keys(sochdb *db)
 {
-  sochdb_txn *t = begin(db, SOCHDB_TXN_READONLY);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   sochdb_iter *it = NULL;
   cr_assert_eq(sochdb_iter_open(t, NULL, 0, NULL, 0, &it), SOCHDB_OK, "iter_open");
   size_t n = 0;
@@ -127,50 +53,50 @@ static size_t count_keys(sochdb *db)
 Test(txn, own_writes_visible_inside)
 {
   sochdb *db = open_db();
-  commit_kv(db, "pre", "committed");
-  sochdb_txn *t = begin(db, 0);
-  expect_get(t, "k", NULL, "before any write");
-  put(t, "k", "v1");
-  expect_get(t, "k", "v1", "after put");
-  put(t, "k", "v2");
-  expect_get(t, "k", "v2", "after overwrite");
-  del(t, "k");
-  expect_get(t, "k", NULL, "after delete");
-  put(t, "k", "v3");
-  expect_get(t, "k", "v3", "put after delete");
-  expect_get(t, "pre", "committed", "committed key");
-  del(t, "pre");
-  expect_get(t, "pre", NULL, "own delete of a committed key");
+  tu_commit_kv(db, "pre", "committed", SOCHDB_SYNC);
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_expect_str(t, "k", NULL, "before any write");
+  tu_put_str(t, "k", "v1");
+  tu_expect_str(t, "k", "v1", "after put");
+  tu_put_str(t, "k", "v2");
+  tu_expect_str(t, "k", "v2", "after overwrite");
+  tu_del_str(t, "k");
+  tu_expect_str(t, "k", NULL, "after delete");
+  tu_put_str(t, "k", "v3");
+  tu_expect_str(t, "k", "v3", "put after delete");
+  tu_expect_str(t, "pre", "committed", "committed key");
+  tu_del_str(t, "pre");
+  tu_expect_str(t, "pre", NULL, "own delete of a committed key");
   cr_assert_eq(sochdb_put(t, "empty", 5, "", 0), SOCHDB_OK, "empty value");
-  expect_get(t, "empty", "", "own empty value");
+  tu_expect_str(t, "empty", "", "own empty value");
 
   /* nothing is visible outside before commit */
   expect_committed(db, "k", NULL, "other txn before commit");
   expect_committed(db, "pre", "committed", "other txn before commit");
-  commit_ok(t, "own writes");
+  tu_commit(t, SOCHDB_SYNC, "own writes");
   expect_committed(db, "k", "v3", "after commit");
   expect_committed(db, "pre", NULL, "deleted by the commit");
   expect_committed(db, "empty", "", "empty value after commit");
-  close_db();
+  tu_close();
 }
 
 Test(txn, value_pointer_stays_valid_until_txn_ends)
 {
   sochdb *db = open_db();
-  commit_kv(db, "k", "committed-value");
-  sochdb_txn *t = begin(db, 0);
+  tu_commit_kv(db, "k", "committed-value", SOCHDB_SYNC);
+  sochdb_txn *t = tu_begin(db, 0);
   const void *cv = NULL, *ov = NULL;
   size_t cl = 0, ol = 0;
   cr_assert_eq(sochdb_get(t, "k", 1, &cv, &cl), SOCHDB_OK, "get committed");
-  put(t, "k", "own-1");
+  tu_put_str(t, "k", "own-1");
   cr_assert_eq(sochdb_get(t, "k", 1, &ov, &ol), SOCHDB_OK, "get own");
   /* another transaction overwrites k and commits */
-  commit_kv(db, "k", "someone-else");
-  put(t, "k", "own-2");
+  tu_commit_kv(db, "k", "someone-else", SOCHDB_SYNC);
+  tu_put_str(t, "k", "own-2");
   cr_assert(cl == 15 && memcmp(cv, "committed-value", 15) == 0, "zero-copy committed value changed");
   cr_assert(ol == 5 && memcmp(ov, "own-1", 5) == 0, "own value changed after an overwrite");
   sochdb_abort(t);
-  close_db();
+  tu_close();
 }
 
 /* ---------------------------------------------------- isolation */
@@ -178,29 +104,29 @@ Test(txn, value_pointer_stays_valid_until_txn_ends)
 Test(txn, snapshot_isolation_between_txns)
 {
   sochdb *db = open_db();
-  commit_kv(db, "k", "old");
-  sochdb_txn *t1 = begin(db, 0);
-  sochdb_txn *r1 = begin(db, SOCHDB_TXN_READONLY);
-  sochdb_txn *t2 = begin(db, 0);
-  put(t2, "k", "new");
-  put(t2, "fresh", "x");
-  del(t2, "gone");
-  expect_get(t1, "k", "old", "T1 while T2 is uncommitted");
-  commit_ok(t2, "T2");
-  expect_get(t1, "k", "old", "T1 after T2 committed");
-  expect_get(t1, "fresh", NULL, "T1: key created after its snapshot");
-  expect_get(r1, "k", "old", "read-only T1 after T2 committed");
-  sochdb_txn *t3 = begin(db, 0);
-  expect_get(t3, "k", "new", "T3 begun after T2's commit");
-  expect_get(t3, "fresh", "x", "T3 begun after T2's commit");
+  tu_commit_kv(db, "k", "old", SOCHDB_SYNC);
+  sochdb_txn *t1 = tu_begin(db, 0);
+  sochdb_txn *r1 = tu_begin(db, SOCHDB_TXN_READONLY);
+  sochdb_txn *t2 = tu_begin(db, 0);
+  tu_put_str(t2, "k", "new");
+  tu_put_str(t2, "fresh", "x");
+  tu_del_str(t2, "gone");
+  tu_expect_str(t1, "k", "old", "T1 while T2 is uncommitted");
+  tu_commit(t2, SOCHDB_SYNC, "T2");
+  tu_expect_str(t1, "k", "old", "T1 after T2 committed");
+  tu_expect_str(t1, "fresh", NULL, "T1: key created after its snapshot");
+  tu_expect_str(r1, "k", "old", "read-only T1 after T2 committed");
+  sochdb_txn *t3 = tu_begin(db, 0);
+  tu_expect_str(t3, "k", "new", "T3 begun after T2's commit");
+  tu_expect_str(t3, "fresh", "x", "T3 begun after T2's commit");
   /* T1's own write of an untouched key still commits */
-  put(t1, "t1-only", "y");
-  commit_ok(t1, "T1 on a disjoint key");
-  expect_get(t3, "t1-only", NULL, "T3 does not see T1's later commit");
+  tu_put_str(t1, "t1-only", "y");
+  tu_commit(t1, SOCHDB_SYNC, "T1 on a disjoint key");
+  tu_expect_str(t3, "t1-only", NULL, "T3 does not see T1's later commit");
   sochdb_abort(t3);
   sochdb_abort(r1);
   expect_committed(db, "t1-only", "y", "after T1");
-  close_db();
+  tu_close();
 }
 
 Test(txn, two_handles_one_process)
@@ -209,18 +135,18 @@ Test(txn, two_handles_one_process)
   sochdb *db2 = NULL;
   int rc = sochdb_open(tu_db_dir, NULL, &db2);
   cr_assert_eq(rc, SOCHDB_OK, "second handle: %s", sochdb_strerror(rc));
-  sochdb_txn *t1 = begin(db, 0);
-  sochdb_txn *t2 = begin(db2, 0);
-  put(t2, "k", "from-2");
-  commit_ok(t2, "handle 2");
-  expect_get(t1, "k", NULL, "handle 1 txn begun before");
-  put(t1, "k", "from-1");
+  sochdb_txn *t1 = tu_begin(db, 0);
+  sochdb_txn *t2 = tu_begin(db2, 0);
+  tu_put_str(t2, "k", "from-2");
+  tu_commit(t2, SOCHDB_SYNC, "handle 2");
+  tu_expect_str(t1, "k", NULL, "handle 1 txn begun before");
+  tu_put_str(t1, "k", "from-1");
   rc = sochdb_commit(t1, SOCHDB_SYNC);
   cr_assert_eq(rc, SOCHDB_CONFLICT, "write-write across handles: %s, want CONFLICT", sochdb_strerror(rc));
   expect_committed(db, "k", "from-2", "handle 1 after");
   expect_committed(db2, "k", "from-2", "handle 2 after");
   sochdb_close(db2);
-  close_db();
+  tu_close();
 }
 
 static long read_long(sochdb_txn *t, const char *k)
@@ -240,22 +166,22 @@ static void put_long(sochdb_txn *t, const char *k, long x)
 {
   char buf[32];
   snprintf(buf, sizeof buf, "%ld", x);
-  put(t, k, buf);
+  tu_put_str(t, k, buf);
 }
 
 Test(txn, first_committer_wins)
 {
   sochdb *db = open_db();
-  commit_kv(db, "counter", "10");
-  commit_kv(db, "b-deleted", "keep");
-  sochdb_txn *t1 = begin(db, 0);
-  sochdb_txn *t2 = begin(db, 0);
+  tu_commit_kv(db, "counter", "10", SOCHDB_SYNC);
+  tu_commit_kv(db, "b-deleted", "keep", SOCHDB_SYNC);
+  sochdb_txn *t1 = tu_begin(db, 0);
+  sochdb_txn *t2 = tu_begin(db, 0);
   put_long(t1, "counter", read_long(t1, "counter") + 1);
   put_long(t2, "counter", read_long(t2, "counter") + 1);
-  put(t2, "a-side-effect", "x");   /* sorts before counter: installed, then rolled back */
-  del(t2, "b-deleted");            /* likewise, a tombstone intent */
-  put(t2, "z-side-effect", "y");   /* sorts after: never installed */
-  commit_ok(t1, "first committer");
+  tu_put_str(t2, "a-side-effect", "x");   /* sorts before counter: installed, then rolled back */
+  tu_del_str(t2, "b-deleted");            /* likewise, a tombstone intent */
+  tu_put_str(t2, "z-side-effect", "y");   /* sorts after: never installed */
+  tu_commit(t1, SOCHDB_SYNC, "first committer");
   int rc = sochdb_commit(t2, SOCHDB_SYNC);
   cr_assert_eq(rc, SOCHDB_CONFLICT, "second committer: %s, want CONFLICT", sochdb_strerror(rc));
   expect_committed(db, "counter", "11", "after the lost update was refused");
@@ -265,16 +191,16 @@ Test(txn, first_committer_wins)
   cr_assert_eq(count_keys(db), 2, "scan should see counter and b-deleted only");
 
   /* the retry on a fresh snapshot succeeds */
-  sochdb_txn *t3 = begin(db, 0);
+  sochdb_txn *t3 = tu_begin(db, 0);
   put_long(t3, "counter", read_long(t3, "counter") + 1);
-  put(t3, "a-side-effect", "x");
-  commit_ok(t3, "retry");
+  tu_put_str(t3, "a-side-effect", "x");
+  tu_commit(t3, SOCHDB_SYNC, "retry");
   expect_committed(db, "counter", "12", "after the retry");
   expect_committed(db, "a-side-effect", "x", "after the retry");
   sochdb_stats st;
   cr_assert_eq(sochdb_stats_get(db, &st), SOCHDB_OK, "stats");
   cr_assert_eq(st.conflicts, 1, "stats.conflicts = %llu", (unsigned long long)st.conflicts);
-  close_db();
+  tu_close();
 }
 
 static void rotate(sochdb *db)
@@ -292,15 +218,15 @@ Test(txn, conflict_detected_across_memtables)
   ** older snapshot) installs its k into the empty chain of memtable B, where
   ** nothing conflicts: the check of the other live memtables must catch it. */
   sochdb *db = open_db();
-  commit_kv(db, "k", "base");
-  commit_kv(db, "other", "base");
-  sochdb_txn *t1 = begin(db, 0);
-  sochdb_txn *t2 = begin(db, 0);
-  put(t2, "k", "t2");
-  commit_ok(t2, "T2 in memtable A");
+  tu_commit_kv(db, "k", "base", SOCHDB_SYNC);
+  tu_commit_kv(db, "other", "base", SOCHDB_SYNC);
+  sochdb_txn *t1 = tu_begin(db, 0);
+  sochdb_txn *t2 = tu_begin(db, 0);
+  tu_put_str(t2, "k", "t2");
+  tu_commit(t2, SOCHDB_SYNC, "T2 in memtable A");
   rotate(db);
-  put(t1, "k", "t1");
-  put(t1, "a-first", "t1");          /* installed before k: must be rolled back */
+  tu_put_str(t1, "k", "t1");
+  tu_put_str(t1, "a-first", "t1");   /* installed before k: must be rolled back */
   int rc = sochdb_commit(t1, SOCHDB_SYNC);
   cr_assert_eq(rc, SOCHDB_CONFLICT, "lost update across a memtable rotation: %s, want CONFLICT",
                sochdb_strerror(rc));
@@ -308,24 +234,24 @@ Test(txn, conflict_detected_across_memtables)
   expect_committed(db, "a-first", NULL, "the refused commit's other key");
 
   /* a key last written before our snapshot, in an older memtable, is fine */
-  sochdb_txn *t3 = begin(db, 0);
+  sochdb_txn *t3 = tu_begin(db, 0);
   rotate(db);
-  put(t3, "other", "t3");
-  put(t3, "k", "t3");
-  commit_ok(t3, "write over versions in older memtables");
+  tu_put_str(t3, "other", "t3");
+  tu_put_str(t3, "k", "t3");
+  tu_commit(t3, SOCHDB_SYNC, "write over versions in older memtables");
   expect_committed(db, "other", "t3", "after T3");
   expect_committed(db, "k", "t3", "after T3");
 
   /* and the next writer, in the newest memtable, sees T3's version win */
   rotate(db);
-  sochdb_txn *t4 = begin(db, 0);
-  sochdb_txn *t5 = begin(db, 0);
-  put(t4, "k", "t4");
-  commit_ok(t4, "T4");
-  put(t5, "k", "t5");
+  sochdb_txn *t4 = tu_begin(db, 0);
+  sochdb_txn *t5 = tu_begin(db, 0);
+  tu_put_str(t4, "k", "t4");
+  tu_commit(t4, SOCHDB_SYNC, "T4");
+  tu_put_str(t5, "k", "t5");
   cr_assert_eq(sochdb_commit(t5, SOCHDB_SYNC), SOCHDB_CONFLICT, "T5 after T4 in the same new memtable");
   expect_committed(db, "k", "t4", "after T4/T5");
-  close_db();
+  tu_close();
 }
 
 Test(txn, disjoint_write_sets_never_conflict)
@@ -333,69 +259,69 @@ Test(txn, disjoint_write_sets_never_conflict)
   /* Snapshot isolation validates writes only: the classic write skew (each
   ** reads the other's key, writes its own) commits on both sides. */
   sochdb *db = open_db();
-  commit_kv(db, "x", "1");
-  commit_kv(db, "y", "1");
-  sochdb_txn *t1 = begin(db, 0);
-  sochdb_txn *t2 = begin(db, 0);
-  expect_get(t1, "y", "1", "T1 reads y");
-  expect_get(t2, "x", "1", "T2 reads x");
-  put(t1, "x", "0");
-  put(t2, "y", "0");
-  commit_ok(t1, "T1 writes x");
-  commit_ok(t2, "T2 writes y (disjoint from T1)");
+  tu_commit_kv(db, "x", "1", SOCHDB_SYNC);
+  tu_commit_kv(db, "y", "1", SOCHDB_SYNC);
+  sochdb_txn *t1 = tu_begin(db, 0);
+  sochdb_txn *t2 = tu_begin(db, 0);
+  tu_expect_str(t1, "y", "1", "T1 reads y");
+  tu_expect_str(t2, "x", "1", "T2 reads x");
+  tu_put_str(t1, "x", "0");
+  tu_put_str(t2, "y", "0");
+  tu_commit(t1, SOCHDB_SYNC, "T1 writes x");
+  tu_commit(t2, SOCHDB_SYNC, "T2 writes y (disjoint from T1)");
   expect_committed(db, "x", "0", "x");
   expect_committed(db, "y", "0", "y");
-  close_db();
+  tu_close();
 }
 
 Test(txn, delete_delete_conflict)
 {
   sochdb *db = open_db();
-  commit_kv(db, "k", "v");
-  sochdb_txn *t1 = begin(db, 0);
-  sochdb_txn *t2 = begin(db, 0);
-  del(t1, "k");
-  del(t2, "k");
-  commit_ok(t1, "first delete");
+  tu_commit_kv(db, "k", "v", SOCHDB_SYNC);
+  sochdb_txn *t1 = tu_begin(db, 0);
+  sochdb_txn *t2 = tu_begin(db, 0);
+  tu_del_str(t1, "k");
+  tu_del_str(t2, "k");
+  tu_commit(t1, SOCHDB_SYNC, "first delete");
   cr_assert_eq(sochdb_commit(t2, SOCHDB_SYNC), SOCHDB_CONFLICT, "a second delete of the same key conflicts too");
   expect_committed(db, "k", NULL, "deleted");
-  close_db();
+  tu_close();
 }
 
 Test(txn, uncommitted_writer_does_not_block_until_it_commits)
 {
   sochdb *db = open_db();
-  sochdb_txn *t1 = begin(db, 0);
-  put(t1, "k", "from-t1");            /* buffered, not committed */
-  sochdb_txn *t2 = begin(db, 0);
-  put(t2, "k", "from-t2");
-  commit_ok(t2, "T2 while T1 holds an uncommitted write of k");
+  sochdb_txn *t1 = tu_begin(db, 0);
+  tu_put_str(t1, "k", "from-t1");     /* buffered, not committed */
+  sochdb_txn *t2 = tu_begin(db, 0);
+  tu_put_str(t2, "k", "from-t2");
+  tu_commit(t2, SOCHDB_SYNC, "T2 while T1 holds an uncommitted write of k");
   int rc = sochdb_commit(t1, SOCHDB_SYNC);
   cr_assert_eq(rc, SOCHDB_CONFLICT, "T1 after T2 committed k: %s, want CONFLICT", sochdb_strerror(rc));
   expect_committed(db, "k", "from-t2", "after");
 
   /* the other order: the first writer aborts, the second commits */
-  sochdb_txn *t3 = begin(db, 0);
-  sochdb_txn *t4 = begin(db, 0);
-  put(t3, "k", "from-t3");
-  put(t4, "k", "from-t4");
+  sochdb_txn *t3 = tu_begin(db, 0);
+  sochdb_txn *t4 = tu_begin(db, 0);
+  tu_put_str(t3, "k", "from-t3");
+  tu_put_str(t4, "k", "from-t4");
   sochdb_abort(t3);
-  commit_ok(t4, "T4 after T3 aborted");
+  tu_commit(t4, SOCHDB_SYNC, "T4 after T3 aborted");
   expect_committed(db, "k", "from-t4", "after abort + commit");
-  close_db();
+  tu_close();
 }
 
 Test(txn, read_only_rejects_writes)
 {
   sochdb *db = open_db();
-  commit_kv(db, "k", "v");
-  sochdb_txn *t = begin(db, SOCHDB_TXN_READONLY);
+  tu_commit_kv(db, "k", "v", SOCHDB_SYNC);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   cr_assert_eq(sochdb_put(t, "k", 1, "x", 1), SOCHDB_INVALID, "put in a read-only txn");
   cr_assert_eq(sochdb_delete(t, "k", 1), SOCHDB_INVALID, "delete in a read-only txn");
-  expect_get(t, "k", "v", "read-only txn reads");
-  commit_ok(t, "read-only");
+  tu_expect_str(t, "k", "v", "read-only txn reads");
+  tu_commit(t, SOCHDB_SYNC, "read-only");
   expect_committed(db, "k", "v", "nothing changed");
-  close_db();
+  tu_close();
 }
 
 Test(txn, empty_commit_and_abort)
@@ -403,21 +329,21 @@ Test(txn, empty_commit_and_abort)
   sochdb *db = open_db();
   sochdb_stats before, after;
   cr_assert_eq(sochdb_stats_get(db, &before), SOCHDB_OK, "stats");
-  commit_ok(begin(db, 0), "empty");
-  commit_ok(begin(db, SOCHDB_TXN_READONLY), "empty read-only");
+  tu_commit(tu_begin(db, 0), SOCHDB_SYNC, "empty");
+  tu_commit(tu_begin(db, SOCHDB_TXN_READONLY), SOCHDB_SYNC, "empty read-only");
   cr_assert_eq(sochdb_stats_get(db, &after), SOCHDB_OK, "stats");
   cr_assert_eq(after.commits, before.commits, "an empty commit counted as a commit");
   cr_assert_eq(after.last_commit_seq, before.last_commit_seq, "an empty commit consumed a sequence number");
   cr_assert_eq(after.transactions_open, 0, "transactions still open: %u", after.transactions_open);
 
-  sochdb_txn *t = begin(db, 0);
-  put(t, "k", "v");
-  del(t, "other");
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_put_str(t, "k", "v");
+  tu_del_str(t, "other");
   sochdb_abort(t);
   expect_committed(db, "k", NULL, "aborted put");
   cr_assert_eq(count_keys(db), 0, "an aborted txn left keys");
   sochdb_abort(NULL);   /* no-op */
-  close_db();
+  tu_close();
 }
 
 Test(txn, bad_arguments)
@@ -428,7 +354,7 @@ Test(txn, bad_arguments)
   cr_assert_eq(sochdb_txn_begin(db, 0, NULL), SOCHDB_INVALID, "NULL out");
   cr_assert_eq(sochdb_txn_begin(db, 0x80, &t), SOCHDB_INVALID, "unknown flag");
   cr_assert_null(t, "*out set on failure");
-  t = begin(db, 0);
+  t = tu_begin(db, 0);
   const void *v;
   size_t vl;
   cr_assert_eq(sochdb_put(NULL, "k", 1, "v", 1), SOCHDB_INVALID, "NULL txn");
@@ -438,10 +364,10 @@ Test(txn, bad_arguments)
   cr_assert_eq(sochdb_get(t, "k", 0, &v, &vl), SOCHDB_INVALID, "empty key get");
   cr_assert_eq(sochdb_delete(t, "k", 0), SOCHDB_INVALID, "empty key delete");
   cr_assert_eq(sochdb_put(t, "k", 1, NULL, 0), SOCHDB_OK, "NULL value of length 0 is an empty value");
-  expect_get(t, "k", "", "NULL/0 value");
+  tu_expect_str(t, "k", "", "NULL/0 value");
   cr_assert_eq(sochdb_commit(t, 0x40), SOCHDB_INVALID, "unknown commit flag (frees t)");
   expect_committed(db, "k", NULL, "a commit with bad flags must apply nothing");
-  close_db();
+  tu_close();
 }
 
 Test(txn, put_null_value_with_length_is_invalid)
@@ -453,22 +379,22 @@ Test(txn, put_null_value_with_length_is_invalid)
   sochdb *db = open_db();
   cr_assert_eq(unlink(sochdb_region_path(db)), 0, "unlink region: %s", strerror(errno));
   cr_assert_eq(tu_rmrf(tu_db_dir), 0, "remove %s", tu_db_dir);
-  sochdb_txn *t = begin(db, 0);
+  sochdb_txn *t = tu_begin(db, 0);
   int rc = sochdb_put(t, "k", 1, NULL, 5);
-  cr_assert_eq(rc, SOCHDB_INVALID, "put(NULL value, vlen 5) = %s, want INVALID", sochdb_strerror(rc));
+  cr_assert_eq(rc, SOCHDB_INVALID, "tu_put_str(NULL value, vlen 5) = %s, want INVALID", sochdb_strerror(rc));
   sochdb_abort(t);
-  close_db();
+  tu_close();
 }
 
 /* ------------------------------------------------------------ limits */
 
 Test(txn, key_and_value_limits)
 {
-  sochdb *db = open_opts(64u << 20, 1u << 20, 1000);
+  sochdb *db = tu_open(64u << 20, 1u << 20, 1000);
   static char key[SOCHDB_MAX_KEY + 1];
   memset(key, 'K', sizeof key);
   key[0] = 'a';
-  sochdb_txn *t = begin(db, 0);
+  sochdb_txn *t = tu_begin(db, 0);
   cr_assert_eq(sochdb_put(t, key, SOCHDB_MAX_KEY, "max", 3), SOCHDB_OK, "key of 4096 bytes");
   cr_assert_eq(sochdb_put(t, key, SOCHDB_MAX_KEY + 1, "x", 1), SOCHDB_INVALID, "key of 4097 bytes");
   cr_assert_eq(sochdb_delete(t, key, SOCHDB_MAX_KEY + 1), SOCHDB_INVALID, "delete of a 4097-byte key");
@@ -481,15 +407,15 @@ Test(txn, key_and_value_limits)
   memset(big, 'v', sizeof big);
   cr_assert_eq(sochdb_put(t, "big", 3, big, sizeof big), SOCHDB_INVALID, "value too big for a 1 MiB memtable");
   cr_assert_eq(sochdb_put(t, "ok", 2, big, 256 * 1024), SOCHDB_OK, "a 256 KiB value fits");
-  commit_ok(t, "limits");
-  t = begin(db, SOCHDB_TXN_READONLY);
+  tu_commit(t, SOCHDB_SYNC, "limits");
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
   cr_assert_eq(sochdb_get(t, key, SOCHDB_MAX_KEY, &v, &vl), SOCHDB_OK, "read back the 4096-byte key");
   cr_assert(vl == 3 && memcmp(v, "max", 3) == 0, "value of the 4096-byte key");
   cr_assert_eq(sochdb_get(t, "ok", 2, &v, &vl), SOCHDB_OK, "read back the 256 KiB value");
   cr_assert(vl == 256 * 1024 && memcmp(v, big, vl) == 0, "256 KiB value damaged");
   cr_assert_eq(sochdb_get(t, "big", 3, &v, &vl), SOCHDB_NOTFOUND, "refused value was stored");
   sochdb_abort(t);
-  close_db();
+  tu_close();
 }
 
 Test(txn, too_many_open_txns_is_busy)
@@ -497,7 +423,7 @@ Test(txn, too_many_open_txns_is_busy)
   sochdb *db = open_db();
   static sochdb_txn *ts[SOCHDB_MAX_TXNS_PER_HANDLE];
   for (unsigned i = 0; i < SOCHDB_MAX_TXNS_PER_HANDLE; i++)
-    ts[i] = begin(db, i % 2 ? SOCHDB_TXN_READONLY : 0);
+    ts[i] = tu_begin(db, i % 2 ? SOCHDB_TXN_READONLY : 0);
   sochdb_txn *extra = NULL;
   int rc = sochdb_txn_begin(db, 0, &extra);
   cr_assert_eq(rc, SOCHDB_BUSY, "txn %u: %s, want BUSY", SOCHDB_MAX_TXNS_PER_HANDLE + 1, sochdb_strerror(rc));
@@ -511,33 +437,33 @@ Test(txn, too_many_open_txns_is_busy)
   /* another handle of the same process has its own budget */
   sochdb *db2 = NULL;
   cr_assert_eq(sochdb_open(tu_db_dir, NULL, &db2), SOCHDB_OK, "second handle");
-  sochdb_txn *other = begin(db2, 0);
-  put(other, "k", "v");
-  commit_ok(other, "on the second handle");
+  sochdb_txn *other = tu_begin(db2, 0);
+  tu_put_str(other, "k", "v");
+  tu_commit(other, SOCHDB_SYNC, "on the second handle");
   sochdb_close(db2);
 
   /* ending one makes room for exactly one */
-  put(ts[10], "x", "1");
-  commit_ok(ts[10], "one of the 128");
-  ts[10] = begin(db, 0);
+  tu_put_str(ts[10], "x", "1");
+  tu_commit(ts[10], SOCHDB_SYNC, "one of the 128");
+  ts[10] = tu_begin(db, 0);
   rc = sochdb_txn_begin(db, 0, &extra);
   cr_assert_eq(rc, SOCHDB_BUSY, "after refilling: %s, want BUSY", sochdb_strerror(rc));
   for (unsigned i = 0; i < SOCHDB_MAX_TXNS_PER_HANDLE; i++)
     sochdb_abort(ts[i]);
   expect_committed(db, "x", "1", "commit of one of the 128");
-  close_db();
+  tu_close();
 }
 
 Test(txn, close_with_open_txns)
 {
   sochdb *db = open_db();
-  commit_kv(db, "kept", "yes");
+  tu_commit_kv(db, "kept", "yes", SOCHDB_SYNC);
   for (int i = 0; i < 10; i++) {
-    sochdb_txn *t = begin(db, i % 3 == 0 ? SOCHDB_TXN_READONLY : 0);
+    sochdb_txn *t = tu_begin(db, i % 3 == 0 ? SOCHDB_TXN_READONLY : 0);
     if (i % 3) {
       char k[16];
       snprintf(k, sizeof k, "lost%d", i);
-      put(t, k, "never committed");
+      tu_put_str(t, k, "never committed");
       static char big[100000];
       cr_assert_eq(sochdb_put(t, "bigger", 6, big, sizeof big), SOCHDB_OK, "big put");
     }
@@ -547,7 +473,7 @@ Test(txn, close_with_open_txns)
       sochdb_iter_close(it);
     }
   }
-  close_db();   /* ASan/LSan: the open transactions and their buffers are freed */
+  tu_close();   /* ASan/LSan: the open transactions and their buffers are freed */
   db = open_db();
   sochdb_stats st;
   cr_assert_eq(sochdb_stats_get(db, &st), SOCHDB_OK, "stats");
@@ -556,7 +482,7 @@ Test(txn, close_with_open_txns)
   expect_committed(db, "kept", "yes", "committed before close");
   expect_committed(db, "lost1", NULL, "buffered at close");
   expect_committed(db, "bigger", NULL, "buffered at close");
-  close_db();
+  tu_close();
 }
 
 /* ------------------------------------------------------ big commits */
@@ -567,22 +493,22 @@ static void large_key(int i, char *k, size_t n) { snprintf(k, n, "large-%08d", i
 
 Test(txn, large_transaction_across_rotation)
 {
-  sochdb *db = open_opts(64u << 20, 1u << 20, 1000);
-  sochdb_txn *t = begin(db, 0);
+  sochdb *db = tu_open(64u << 20, 1u << 20, 1000);
+  sochdb_txn *t = tu_begin(db, 0);
   char k[32], v[64];
   for (int i = 0; i < NLARGE; i++) {
     large_key(i, k, sizeof k);
     snprintf(v, sizeof v, "value-of-%d-padded-to-make-memtables-fill", i);
-    put(t, k, v);
+    tu_put_str(t, k, v);
   }
-  commit_ok(t, "50k keys");
+  tu_commit(t, SOCHDB_SYNC, "50k keys");
   sochdb_stats st;
   cr_assert_eq(sochdb_stats_get(db, &st), SOCHDB_OK, "stats");
   cr_assert_gt(st.memtables_in_use, 1, "50k keys in 1 MiB memtables should have rotated (in use: %u)",
                st.memtables_in_use);
   cr_assert_eq(st.keys_written, NLARGE, "keys_written = %llu", (unsigned long long)st.keys_written);
 
-  t = begin(db, SOCHDB_TXN_READONLY);
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
   for (int i = 0; i < NLARGE; i++) {
     large_key(i, k, sizeof k);
     snprintf(v, sizeof v, "value-of-%d-padded-to-make-memtables-fill", i);
@@ -610,24 +536,24 @@ Test(txn, large_transaction_across_rotation)
   sochdb_abort(t);
 
   /* and the keys are writable afterwards (their chains span memtables) */
-  t = begin(db, 0);
-  put(t, "large-00000000", "rewritten");
-  put(t, "large-00049999", "rewritten");
-  commit_ok(t, "rewrite after the large commit");
+  t = tu_begin(db, 0);
+  tu_put_str(t, "large-00000000", "rewritten");
+  tu_put_str(t, "large-00049999", "rewritten");
+  tu_commit(t, SOCHDB_SYNC, "rewrite after the large commit");
   expect_committed(db, "large-00000000", "rewritten", "first key rewritten");
   expect_committed(db, "large-00049999", "rewritten", "last key rewritten");
-  close_db();
+  tu_close();
 }
 
 Test(txn, region_exhaustion_returns_busy)
 {
   /* 8 MiB region: a few 1 MiB memtables; nothing frees them (no daemon here) */
-  sochdb *db = open_opts(8u << 20, 1u << 20, 50);
+  sochdb *db = tu_open(8u << 20, 1u << 20, 50);
   static char val[200 * 1024];
   int committed = 0, busy = 0;
   for (int i = 0; i < 200 && !busy; i++) {
     memset(val, 'a' + i % 26, sizeof val);
-    sochdb_txn *t = begin(db, 0);
+    sochdb_txn *t = tu_begin(db, 0);
     char k[32];
     snprintf(k, sizeof k, "fill-%04d", i);
     cr_assert_eq(sochdb_put(t, k, strlen(k), val, sizeof val), SOCHDB_OK, "put %s", k);
@@ -644,7 +570,7 @@ Test(txn, region_exhaustion_returns_busy)
   cr_assert_gt(committed, 0, "not a single commit fit");
 
   /* still readable: every committed key, intact; the refused one absent */
-  sochdb_txn *t = begin(db, SOCHDB_TXN_READONLY);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   for (int i = 0; i <= committed; i++) {
     char k[32];
     memset(val, 'a' + i % 26, sizeof val);
@@ -665,7 +591,7 @@ Test(txn, region_exhaustion_returns_busy)
   cr_assert_eq(count_keys(db), (size_t)committed * 2, "scan after BUSY");
 
   /* later commits keep failing cleanly (no hang, no crash); small ones may fit */
-  sochdb_txn *w = begin(db, 0);
+  sochdb_txn *w = tu_begin(db, 0);
   cr_assert_eq(sochdb_put(w, "again", 5, val, sizeof val), SOCHDB_OK, "put");
   int rc = sochdb_commit(w, SOCHDB_SYNC);
   cr_assert(rc == SOCHDB_BUSY, "commit into a full region: %s, want BUSY", sochdb_strerror(rc));
@@ -674,7 +600,7 @@ Test(txn, region_exhaustion_returns_busy)
   cr_assert_eq(sochdb_stats_get(db, &st), SOCHDB_OK, "stats");
   cr_assert_eq(st.memtables_in_use, st.memtables_total, "every memtable should be in use: %u of %u",
                st.memtables_in_use, st.memtables_total);
-  close_db();
+  tu_close();
 }
 
 /* ------------------------------------------------------- threads */
@@ -895,7 +821,7 @@ static void run_bank(sochdb *db, size_t pad)
   memset(&b, 0, sizeof b);
   b.db = db;
   b.pad = pad;
-  sochdb_txn *t = begin(db, 0);
+  sochdb_txn *t = tu_begin(db, 0);
   for (int i = 0; i < NACCOUNTS; i++) {
     char k[16];
     static char v[MAX_PAD + 32];
@@ -903,7 +829,7 @@ static void run_bank(sochdb *db, size_t pad)
     size_t vl = format_balance(&b, INITIAL, v);
     cr_assert_eq(sochdb_put(t, k, strlen(k), v, vl), SOCHDB_OK, "initial put");
   }
-  commit_ok(t, "initial balances");
+  tu_commit(t, SOCHDB_SYNC, "initial balances");
 
   pthread_t wt[NWRITERS], rt;
   struct writer_arg wa[NWRITERS];
@@ -941,18 +867,18 @@ Test(txn, threads_bank_transfers_keep_total)
 {
   sochdb *db = open_db();
   run_bank(db, 0);
-  close_db();
+  tu_close();
 }
 
 Test(txn, threads_bank_transfers_across_rotations)
 {
   /* 2000 commits of two 2 KiB balances fill several 1 MiB memtables while
   ** the threads run: writers of one account meet in different memtables */
-  sochdb *db = open_opts(64u << 20, 1u << 20, 5000);
+  sochdb *db = tu_open(64u << 20, 1u << 20, 5000);
   run_bank(db, 2000);
   sochdb_stats st;
   cr_assert_eq(sochdb_stats_get(db, &st), SOCHDB_OK, "stats");
   cr_assert_geq(st.memtables_in_use, 4, "the run should have rotated through several memtables (%u)",
                 st.memtables_in_use);
-  close_db();
+  tu_close();
 }

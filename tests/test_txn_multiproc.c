@@ -32,30 +32,13 @@ enum {
   CX_COMMIT = 20,     /* 20 + rc: sochdb_commit returned an unexpected code */
 };
 
-/* Open the parent's handle on the test's directory (asserts). */
-static sochdb *parent_open(void)
-{
-  cr_assert_not_null(tu_db_dir, "mkdtemp failed: %s", strerror(errno));
-  sochdb *db = NULL;
-  int rc = sochdb_open(tu_db_dir, NULL, &db);
-  cr_assert_eq(rc, SOCHDB_OK, "sochdb_open(%s): %s (%s)", tu_db_dir, sochdb_strerror(rc),
-               sochdb_last_error());
-  cr_assert_not_null(db, "sochdb_open returned OK but no handle");
-  return db;
-}
-
 /* Commit key=value pairs (NULL-terminated list of alternating C strings) in one txn. */
 static void parent_put(sochdb *db, const char *const *kv)
 {
-  sochdb_txn *t = NULL;
-  int rc = sochdb_txn_begin(db, 0, &t);
-  cr_assert_eq(rc, SOCHDB_OK, "txn_begin: %s", sochdb_strerror(rc));
-  for (int i = 0; kv[i]; i += 2) {
-    rc = sochdb_put(t, kv[i], strlen(kv[i]), kv[i + 1], strlen(kv[i + 1]));
-    cr_assert_eq(rc, SOCHDB_OK, "put(%s): %s", kv[i], sochdb_strerror(rc));
-  }
-  rc = sochdb_commit(t, SOCHDB_SYNC);
-  cr_assert_eq(rc, SOCHDB_OK, "commit: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+  sochdb_txn *t = tu_begin(db, 0);
+  for (int i = 0; kv[i]; i += 2)
+    tu_put_str(t, kv[i], kv[i + 1]);
+  tu_commit(t, SOCHDB_SYNC, "parent_put");
 }
 
 /* Assert that every child exited 0; names the first that did not. */
@@ -127,7 +110,7 @@ static void dj_child(int i, uint64_t *conflicts)
 
 Test(txn_multiproc, disjoint_inserts)
 {
-  sochdb *db = parent_open();
+  sochdb *db = tu_open_with(tu_dir(), NULL);
   uint64_t *conflicts = tu_shared_alloc(sizeof(uint64_t) * DJ_PROCS);
   cr_assert_not_null(conflicts, "mmap shared array");
 
@@ -329,7 +312,7 @@ static void bank_reader(int r, struct bank_shared *sh)
 
 Test(txn_multiproc, bank_transfers_keep_the_sum)
 {
-  sochdb *db = parent_open();
+  sochdb *db = tu_open_with(tu_dir(), NULL);
   sochdb_txn *t = NULL;
   int rc = sochdb_txn_begin(db, 0, &t);
   cr_assert_eq(rc, SOCHDB_OK, "txn_begin: %s", sochdb_strerror(rc));
@@ -420,7 +403,7 @@ static void lu_child(int i, uint64_t *conflicts)
 
 Test(txn_multiproc, no_lost_updates)
 {
-  sochdb *db = parent_open();
+  sochdb *db = tu_open_with(tu_dir(), NULL);
   parent_put(db, (const char *const[]){ "ctr", "0", NULL });
   uint64_t *conflicts = tu_shared_alloc(sizeof(uint64_t) * LU_PROCS);
   cr_assert_not_null(conflicts, "mmap shared array");
@@ -500,7 +483,7 @@ static void run_one_child(void (*fn)(void), const char *what)
 
 Test(txn_multiproc, snapshot_is_stable_while_others_commit)
 {
-  sochdb *db = parent_open();
+  sochdb *db = tu_open_with(tu_dir(), NULL);
   sochdb_txn *t = NULL;
   int rc = sochdb_txn_begin(db, 0, &t);
   cr_assert_eq(rc, SOCHDB_OK, "txn_begin: %s", sochdb_strerror(rc));
@@ -618,7 +601,7 @@ enum {
 
 Test(txn_multiproc, inherited_handle_is_invalid_in_child)
 {
-  sochdb *db = parent_open();
+  sochdb *db = tu_open_with(tu_dir(), NULL);
   parent_put(db, (const char *const[]){ "k", "parent", NULL });
   sochdb_txn *pt = NULL;   /* a transaction open across the fork */
   cr_assert_eq(sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &pt), SOCHDB_OK, "begin pt");
@@ -697,7 +680,7 @@ static void mp_child(int i)
 
 Test(txn_multiproc, many_processes_open_commit_close)
 {
-  sochdb *db = parent_open();
+  sochdb *db = tu_open_with(tu_dir(), NULL);
   pid_t pids[MP_PROCS];
   int st[MP_PROCS];
   for (int i = 0; i < MP_PROCS; i++) {

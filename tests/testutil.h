@@ -1,29 +1,41 @@
 /*
-** testutil.h — small helpers shared by the Criterion suites that fork
-** processes: temporary directories, the region directory, bounded waits for
-** children, shared result arrays, and retrying write transactions.
+** testutil.h — small helpers shared by the Criterion suites: temporary
+** directories, the region directory, bounded waits for children and threads,
+** shared result arrays, retrying write transactions, and the asserting
+** scaffolding of in-process tests (open a database, begin, put, read, commit).
 **
 ** Everything here is static inline so each test file gets its own copy and no
-** extra object has to be linked. Nothing here calls cr_assert: helpers that
-** run in forked children must never report to Criterion (children report by
-** exit status), so the helpers return codes and the tests assert.
+** extra object has to be linked. Two kinds of helpers:
+**   - the plain ones (everything above "Asserting helpers") never call
+**     cr_assert: helpers that run in forked children must never report to
+**     Criterion (children report by exit status), so they return codes and
+**     the tests assert;
+**   - the asserting ones (tu_open, tu_begin, tu_put_str, TU_JOIN, ...) assert
+**     with Criterion and are meant for the test's own process only (the
+**     parent, or threads of an in-process test), never for a forked child.
 **
 ** Per-test life cycle (see tu_setup / tu_teardown, meant for .init / .fini):
 **   - a fresh database directory made with mkdtemp under /tmp;
 **   - if SOCHDB_SHM_DIR is unset (not run by ctest), a per-test directory for
 **     the region files, exported with setenv so forked children inherit it;
 **   - at the end: every child still registered is killed and reaped, the
-**     region file is unlinked (path from a handle opened just for that),
-**     and the temporary directories are removed recursively.
+**     region file is unlinked (found by its path, shm_region_path, whatever
+**     state the region was left in), and the temporary directories are
+**     removed recursively.
 ** Criterion runs .fini even after a failed assertion, so nothing is left behind.
+**
+** Needs the test library (sochdb_testing) for shm_region_path, which every
+** suite that includes this file links.
 */
 #ifndef SOCHDB_TESTUTIL_H
 #define SOCHDB_TESTUTIL_H
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <ftw.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,6 +48,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <criterion/criterion.h>
+
+#include "region.h"   /* shm_region_path: where the region file of a directory is */
 #include "sochdb.h"
 
 #define TU_MAX_CHILDREN 256
@@ -43,6 +58,7 @@
 /* Per-test state (one test per process under Criterion, so globals are fine). */
 static char *tu_db_dir;          /* the test's database directory */
 static char *tu_own_shm_dir;     /* the region directory we created, if SOCHDB_SHM_DIR was unset */
+static sochdb *tu_db;            /* the handle last opened by tu_open (closed by tu_close) */
 static pid_t tu_children[TU_MAX_CHILDREN];
 static int tu_nchildren;
 
@@ -97,17 +113,13 @@ static inline void tu_shm_env_setup(void)
   if (tu_own_shm_dir) setenv("SOCHDB_SHM_DIR", tu_own_shm_dir, 1);
 }
 
-/* Unlink the region file of dir: open a handle just for this, take its path. */
+/* Unlink the region file of dir, found by its path (shm_region_path), so that
+** it goes whatever state the region is in (damaged, half made, never made). */
 static inline void tu_remove_region(const char *dir)
 {
-  sochdb_options o;
-  memset(&o, 0, sizeof o);
-  o.create_if_missing = -1;   /* never create a database just to delete it */
-  sochdb *db = NULL;
-  if (sochdb_open(dir, &o, &db) != SOCHDB_OK || !db) return;
-  const char *p = sochdb_region_path(db);
-  if (p) unlink(p);
-  sochdb_close(db);
+  if (!dir) return;
+  char p[4096];
+  if (shm_region_path(dir, p, sizeof p) == SOCHDB_OK) unlink(p);
 }
 
 /* ------------------------------------------------------------ children */
@@ -330,14 +342,34 @@ static inline int tu_put_all_retry(sochdb *db, const char *const *keys, int nkey
 static inline void tu_setup(void)
 {
   tu_nchildren = 0;
+  tu_db = NULL;
   tu_shm_env_setup();
   tu_db_dir = tu_tmpdir();
+}
+
+/* Stand in for sochdbd: hold DIR/LOCK exclusively, so that opening the
+** database never starts a daemon. For suites that place or count process
+** slots exactly (a real daemon attaches at a moment of its own choosing).
+** Nothing makes commits durable then: such suites commit SOCHDB_ASYNC. */
+static int tu_daemon_stand_in = -1;
+
+static inline void tu_setup_without_daemon(void)
+{
+  tu_setup();
+  char path[4200];
+  snprintf(path, sizeof path, "%s/LOCK", tu_db_dir);
+  tu_daemon_stand_in = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  cr_assert(tu_daemon_stand_in >= 0 && flock(tu_daemon_stand_in, LOCK_EX | LOCK_NB) == 0,
+            "cannot hold %s in place of the daemon", path);
 }
 
 /* .fini: kill leftover children, unlink the region, remove the directories. */
 static inline void tu_teardown(void)
 {
   tu_kill_all_children();
+  if (tu_daemon_stand_in >= 0)
+    close(tu_daemon_stand_in);
+  tu_daemon_stand_in = -1;
   if (tu_db_dir) {
     tu_remove_region(tu_db_dir);
     tu_rmrf(tu_db_dir);
@@ -358,6 +390,159 @@ static inline sochdb *tu_child_open(const char *dir, int code)
   sochdb *db = NULL;
   if (sochdb_open(dir, NULL, &db) != SOCHDB_OK || !db) _exit(code);
   return db;
+}
+
+/* ====================================================================
+** Asserting helpers: Criterion assertions, for the test's own process
+** (or its threads) only, never in a forked child.
+** ==================================================================== */
+
+/* ------------------------------------------------------------ threads */
+
+/* Join th, waiting at most ms milliseconds: 1 if joined, 0 if not. A thread
+** stuck in the library (a hang is a bug too) fails the test instead of
+** hanging it. Does not assert by itself; TU_JOIN does. */
+static inline int tu_join_within(pthread_t th, unsigned ms)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += (time_t)(ms / 1000);
+  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  return pthread_timedjoin_np(th, NULL, &ts) == 0;
+}
+
+/* Join th within 20 s or fail the test; what names the thread in the message. */
+#define TU_JOIN(th, what) cr_assert(tu_join_within((th), 20000), "%s did not finish within 20 s", (what))
+
+/* ------------------------------------------------------------ handles */
+
+/* The test's database directory; asserts that tu_setup could make it. */
+static inline const char *tu_dir(void)
+{
+  cr_assert_not_null(tu_db_dir, "mkdtemp failed: %s", strerror(errno));
+  return tu_db_dir;
+}
+
+/* Options with everything default (zero) but the sizes and the busy timeout
+** (0 = the library's default). */
+static inline sochdb_options tu_options(size_t region_bytes, size_t memtable_bytes, unsigned busy_timeout_ms)
+{
+  sochdb_options o;
+  memset(&o, 0, sizeof o);
+  o.region_bytes = region_bytes;
+  o.memtable_bytes = memtable_bytes;
+  o.busy_timeout_ms = busy_timeout_ms;
+  return o;
+}
+
+/* Open dir with o (NULL: the defaults); asserts success and a handle. */
+static inline sochdb *tu_open_with(const char *dir, const sochdb_options *o)
+{
+  sochdb *db = NULL;
+  int rc = sochdb_open(dir, o, &db);
+  cr_assert_eq(rc, SOCHDB_OK, "sochdb_open(%s): %s (%s)", dir, sochdb_strerror(rc), sochdb_last_error());
+  cr_assert_not_null(db, "sochdb_open returned OK without a handle");
+  return db;
+}
+
+/* Open the test's directory (tu_db_dir) with tu_options(...), asserting; the
+** handle is also remembered in tu_db for tu_close. */
+static inline sochdb *tu_open(size_t region_bytes, size_t memtable_bytes, unsigned busy_timeout_ms)
+{
+  const char *dir = tu_dir();
+  sochdb_options o = tu_options(region_bytes, memtable_bytes, busy_timeout_ms);
+  tu_db = tu_open_with(dir, &o);
+  return tu_db;
+}
+
+/* Close the handle last opened by tu_open. */
+static inline void tu_close(void)
+{
+  sochdb_close(tu_db);
+  tu_db = NULL;
+}
+
+/* sochdb_stats of db (zeroed first); asserts success. */
+static inline sochdb_stats tu_stats(sochdb *db)
+{
+  sochdb_stats s;
+  memset(&s, 0, sizeof s);
+  int rc = sochdb_stats_get(db, &s);
+  cr_assert_eq(rc, SOCHDB_OK, "stats_get: %s", sochdb_strerror(rc));
+  return s;
+}
+
+/* ------------------------------------------------------ transactions */
+
+static inline sochdb_txn *tu_begin(sochdb *db, unsigned flags)
+{
+  sochdb_txn *t = NULL;
+  int rc = sochdb_txn_begin(db, flags, &t);
+  cr_assert_eq(rc, SOCHDB_OK, "txn_begin(0x%x): %s (%s)", flags, sochdb_strerror(rc), sochdb_last_error());
+  cr_assert_not_null(t, "txn_begin returned OK without a transaction");
+  return t;
+}
+
+/* Put C strings k = v in t. */
+static inline void tu_put_str(sochdb_txn *t, const char *k, const char *v)
+{
+  int rc = sochdb_put(t, k, strlen(k), v, strlen(v));
+  cr_assert_eq(rc, SOCHDB_OK, "put(%s): %s (%s)", k, sochdb_strerror(rc), sochdb_last_error());
+}
+
+/* Delete C string k in t. */
+static inline void tu_del_str(sochdb_txn *t, const char *k)
+{
+  int rc = sochdb_delete(t, k, strlen(k));
+  cr_assert_eq(rc, SOCHDB_OK, "delete(%s): %s", k, sochdb_strerror(rc));
+}
+
+/* Commit t with flags; what names it in the message. */
+static inline void tu_commit(sochdb_txn *t, unsigned flags, const char *what)
+{
+  int rc = sochdb_commit(t, flags);
+  cr_assert_eq(rc, SOCHDB_OK, "commit (%s): %s (%s)", what, sochdb_strerror(rc), sochdb_last_error());
+}
+
+/* Commit k = v (v NULL: delete k) in a transaction of its own, committed with flags. */
+static inline void tu_commit_kv(sochdb *db, const char *k, const char *v, unsigned flags)
+{
+  sochdb_txn *t = tu_begin(db, 0);
+  if (v)
+    tu_put_str(t, k, v);
+  else
+    tu_del_str(t, k);
+  tu_commit(t, flags, k);
+}
+
+/* Assert what t reads for k (want NULL: absent); ctx starts the message. */
+static inline void tu_expect_str(sochdb_txn *t, const char *k, const char *want, const char *ctx)
+{
+  const void *v = NULL;
+  size_t vl = 0;
+  int rc = sochdb_get(t, k, strlen(k), &v, &vl);
+  if (!want) {
+    cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s: get(%s) = %s, want NOTFOUND (value \"%.*s\")", ctx, k,
+                 sochdb_strerror(rc), rc == SOCHDB_OK ? (int)vl : 0, rc == SOCHDB_OK ? (const char *)v : "");
+    return;
+  }
+  cr_assert_eq(rc, SOCHDB_OK, "%s: get(%s) = %s, want \"%s\"", ctx, k, sochdb_strerror(rc), want);
+  cr_assert(vl == strlen(want) && memcmp(v, want, vl) == 0, "%s: get(%s) = \"%.*s\", want \"%s\"", ctx, k, (int)vl,
+            (const char *)v, want);
+}
+
+/* The value of key in a fresh read-only snapshot of db: SOCHDB_OK and buf (as
+** tu_get_str), or the code. Asserts only that the snapshot could be taken. */
+static inline int tu_read_str(sochdb *db, const char *key, char *buf, size_t n)
+{
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  int rc = tu_get_str(t, key, buf, n);
+  sochdb_abort(t);
+  return rc;
 }
 
 #endif /* SOCHDB_TESTUTIL_H */

@@ -453,7 +453,8 @@ static int run_scan(sochdb *db, const args *a)
   X(region_bytes) X(memtable_bytes) X(memtables_total) X(memtables_in_use) \
   X(memtable_used_bytes) X(processes_attached) X(transactions_open) X(last_commit_seq) \
   X(commits) X(conflicts) X(aborts) X(keys_written) X(processes_reaped) \
-  X(dead_txns_rolled_back) X(oldest_snapshot)
+  X(dead_txns_rolled_back) X(oldest_snapshot) X(durable_seq) X(wal_groups) X(wal_records) \
+  X(wal_bytes) X(daemon_running) X(wal_segments)
 
 #define STATS_FIELD_SIZE(f) + sizeof(((sochdb_stats *)0)->f)
 _Static_assert(0 STATS_FIELDS(STATS_FIELD_SIZE) == sizeof(sochdb_stats),

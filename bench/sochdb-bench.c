@@ -1,0 +1,1181 @@
+/*
+** sochdb-bench.c — the benchmark of sochdb's durable commit path.
+**
+**   sochdb-bench [--dir D] [--json FILE] [options] WORKLOAD...
+**
+** Workloads (run in this order, whatever the order given):
+**  - sync_commit: one-put SOCHDB_SYNC transactions from P processes at once,
+**    for each P of --procs. The daemon writes every commit published since
+**    its last group with one fdatasync, so P processes that each wait for
+**    their commit can at best commit P times per fdatasync: P divided by the
+**    disk's fdatasync latency is the target. The benchmark measures that
+**    latency first (4 KiB appends, each fdatasync'd, in the same directory)
+**    and prints commits/s, the average group, fdatasyncs/s, commit latency
+**    and how much of the target was reached.
+**  - fill_async: one-put SOCHDB_ASYNC transactions from one process.
+**  - recovery: fill a database with --recovery-mb of data, then time
+**    sochdb_open + one get (a) after SIGKILL of the daemon (the region
+**    survives), (b) after the region file was removed (rebuilt from the WAL,
+**    page cache warm) and (c) the same with the WAL evicted from the page
+**    cache.
+**
+** Every workload gets a fresh database in a fresh directory under /var/tmp
+** (or --dir); the filesystem type is checked with statfs and printed, since
+** fdatasync figures of a tmpfs mean nothing. Each commit writes a value
+** derived from its key and every key written is read back and compared: a
+** wrong or missing value fails the run (exit 1). At the end the directory,
+** the region files and the daemons the benchmark started are gone.
+** bench/README.md explains every figure.
+*/
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "sochdb.h"
+#include "walfmt.h"   /* wal_list_segments, wal_segment_path: the WAL files recovery evicts and sizes */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_PROCS       200u     /* the region has 256 process slots */
+#define MAX_ROWS        16u      /* values in --procs */
+#define DEFAULT_BASE    "/var/tmp"
+#define PROBE_BLOCK     4096u    /* bytes per append in the fdatasync probe */
+#define DAEMON_STOP_MS  10000u
+#define READY_WAIT_S    60.0     /* for the workers to open their handles */
+#define DONE_SLACK_S    120.0    /* past the run time, for the last commits */
+#define NS_PER_S        1e9
+
+/* ---- errors and interruption ------------------------------------------------ */
+
+/* SIGINT/SIGTERM in the parent: stop waiting, clean up, exit 1. The workers
+** keep the default action and die, which the parent sees as a failure. */
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig) { (void)sig; interrupted = 1; }
+
+static void catch_signals(void)
+{
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+static void default_signals(void)
+{
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+}
+
+static int fail(const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("sochdb-bench: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  return -1;
+}
+
+static int fail_errno(const char *what, const char *path)
+{
+  return fail("%s %s: %s", what, path, strerror(errno));
+}
+
+static int db_fail(const char *what, int rc)
+{
+  return fail("%s: %s (%s)", what, sochdb_strerror(rc), sochdb_last_error());
+}
+
+/* ---- configuration -------------------------------------------------------- */
+
+enum { W_SYNC = 1u, W_ASYNC = 2u, W_RECOVERY = 4u };
+
+struct config {
+  const char *base;           /* the fresh directory is made in here */
+  const char *json;           /* NULL: no JSON file */
+  unsigned    procs[MAX_ROWS];
+  unsigned    nrows;
+  double      seconds;        /* per sync_commit row and for fill_async */
+  double      fsync_seconds;  /* the fdatasync probe */
+  unsigned    key_bytes, value_bytes;
+  unsigned    recovery_mb;
+  unsigned    region_mb;      /* shared region of each database (sparse) */
+  unsigned    workloads;      /* W_* bits */
+};
+
+static void usage(FILE *out)
+{
+  fprintf(out,
+    "usage: sochdb-bench [options] WORKLOAD...\n"
+    "  workloads: sync_commit fill_async recovery (or all)\n"
+    "  --dir D            make the benchmark's directory in D (default " DEFAULT_BASE ")\n"
+    "  --json FILE        also write the figures as JSON to FILE\n"
+    "  --procs LIST       process counts of sync_commit (default 1,8,32; at most %u)\n"
+    "  --seconds S        run time of each sync_commit row and of fill_async (default 3)\n"
+    "  --fsync-seconds S  run time of the fdatasync probe (default 2)\n"
+    "  --key-bytes N      key size, 8..4096 (default 16)\n"
+    "  --value-bytes N    value size, 0..1048576 (default 100)\n"
+    "  --recovery-mb N    keys and values the recovery workload writes (default 32)\n"
+    "  --region-mb N      shared region of each database, sparse (default 4096)\n",
+    MAX_PROCS);
+}
+
+static int parse_uint(const char *name, const char *s, unsigned min, unsigned max, unsigned *out)
+{
+  char *end;
+  errno = 0;
+  unsigned long v = strtoul(s, &end, 10);
+  if (!*s || *end || *s == '-' || errno || v < min || v > max)
+    return fail("%s takes a number from %u to %u, not '%s'", name, min, max, s);
+  *out = (unsigned)v;
+  return 0;
+}
+
+static int parse_seconds(const char *name, const char *s, double *out)
+{
+  char *end;
+  double v = strtod(s, &end);
+  if (!*s || *end || !(v > 0 && v <= 3600))
+    return fail("%s takes seconds, more than 0 and at most 3600, not '%s'", name, s);
+  *out = v;
+  return 0;
+}
+
+static int parse_procs(const char *s, struct config *c)
+{
+  char copy[256];
+  snprintf(copy, sizeof copy, "%s", s);
+  c->nrows = 0;
+  for (char *save, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    if (c->nrows == MAX_ROWS)
+      return fail("--procs takes at most %u values", MAX_ROWS);
+    if (parse_uint("--procs", tok, 1, MAX_PROCS, &c->procs[c->nrows++]) != 0)
+      return -1;
+  }
+  return c->nrows ? 0 : fail("--procs needs at least one process count");
+}
+
+static int parse_workload(const char *w, struct config *c)
+{
+  if (!strcmp(w, "sync_commit"))
+    c->workloads |= W_SYNC;
+  else if (!strcmp(w, "fill_async"))
+    c->workloads |= W_ASYNC;
+  else if (!strcmp(w, "recovery"))
+    c->workloads |= W_RECOVERY;
+  else if (!strcmp(w, "all"))
+    c->workloads |= W_SYNC | W_ASYNC | W_RECOVERY;
+  else
+    return fail("unknown workload '%s' (sync_commit, fill_async, recovery, all)", w);
+  return 0;
+}
+
+/* An option with a value; returns 0, -1 on a bad value, 1 if not ours. */
+static int parse_option(const char *opt, const char *val, struct config *c)
+{
+  const struct { const char *name; unsigned min, max; unsigned *out; } numbers[] = {
+    { "--key-bytes", 8, SOCHDB_MAX_KEY, &c->key_bytes },   { "--value-bytes", 0, 1u << 20, &c->value_bytes },
+    { "--recovery-mb", 1, 65536, &c->recovery_mb },        { "--region-mb", 16, 1u << 20, &c->region_mb },
+  };
+  for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++)
+    if (!strcmp(opt, numbers[i].name))
+      return parse_uint(opt, val, numbers[i].min, numbers[i].max, numbers[i].out);
+  if (!strcmp(opt, "--dir"))
+    c->base = val;
+  else if (!strcmp(opt, "--json"))
+    c->json = val;
+  else if (!strcmp(opt, "--procs"))
+    return parse_procs(val, c);
+  else if (!strcmp(opt, "--seconds"))
+    return parse_seconds(opt, val, &c->seconds);
+  else if (!strcmp(opt, "--fsync-seconds"))
+    return parse_seconds(opt, val, &c->fsync_seconds);
+  else
+    return 1;
+  return 0;
+}
+
+/* 0 to run, or the exit status (0 after --help, 2 on a usage error) + 1. */
+static int parse_args(int argc, char **argv, struct config *c)
+{
+  *c = (struct config){ .base = DEFAULT_BASE, .procs = { 1, 8, 32 }, .nrows = 3, .seconds = 3,
+                        .fsync_seconds = 2, .key_bytes = 16, .value_bytes = 100, .recovery_mb = 32,
+                        .region_mb = 4096 };
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage(stdout);
+      return 1;
+    }
+    if (a[0] != '-') {
+      if (parse_workload(a, c) != 0)
+        return 3;
+      continue;
+    }
+    int rc = i + 1 < argc ? parse_option(a, argv[i + 1], c) : 1;
+    if (rc > 0) {
+      fail("unknown option or missing value: %s", a);
+      usage(stderr);
+    }
+    if (rc != 0)
+      return 3;
+    i++;
+  }
+  if (!c->workloads) {
+    usage(stderr);
+    return 3;
+  }
+  return 0;
+}
+
+/* ---- time and latency histograms ----------------------------------------- */
+
+static uint64_t now_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_us(unsigned us)
+{
+  struct timespec ts = { us / 1000000u, (long)(us % 1000000u) * 1000L };
+  nanosleep(&ts, NULL);
+}
+
+static double per_s(uint64_t n, double seconds) { return seconds > 0 ? (double)n / seconds : 0; }
+
+/* Log-linear buckets of nanoseconds: exact below 64 ns, then 32 buckets per
+** power of two (within about 3%). Fixed size, so workers keep theirs in
+** shared memory and the parent adds them up. */
+#define HIST_SUB_BITS 5u
+#define HIST_SUB      (1u << HIST_SUB_BITS)
+#define HIST_BUCKETS  (60u * HIST_SUB)
+
+struct hist {
+  uint64_t count, sum_ns;
+  uint64_t b[HIST_BUCKETS];
+};
+
+static unsigned hist_index(uint64_t ns)
+{
+  if (ns < 2 * HIST_SUB)
+    return (unsigned)ns;
+  unsigned e = 63u - (unsigned)__builtin_clzll(ns) - HIST_SUB_BITS;   /* ns >> e is in [32, 64) */
+  return (e + 1) * HIST_SUB + (unsigned)(ns >> e) - HIST_SUB;
+}
+
+/* The middle of bucket i. */
+static double hist_bucket_ns(unsigned i)
+{
+  if (i < 2 * HIST_SUB)
+    return i;
+  unsigned e = i / HIST_SUB - 1;
+  uint64_t low = (uint64_t)(i % HIST_SUB + HIST_SUB) << e;
+  return (double)low + (double)(1ull << e) / 2;
+}
+
+static void hist_add(struct hist *h, uint64_t ns)
+{
+  h->count++;
+  h->sum_ns += ns;
+  h->b[hist_index(ns)]++;
+}
+
+static void hist_merge(struct hist *into, const struct hist *h)
+{
+  into->count += h->count;
+  into->sum_ns += h->sum_ns;
+  for (unsigned i = 0; i < HIST_BUCKETS; i++)
+    into->b[i] += h->b[i];
+}
+
+static double hist_quantile_ms(const struct hist *h, double q)
+{
+  uint64_t rank = (uint64_t)(q * (double)h->count + 0.999999), seen = 0;
+  if (rank == 0)
+    rank = 1;
+  for (unsigned i = 0; i < HIST_BUCKETS; i++)
+    if ((seen += h->b[i]) >= rank)
+      return hist_bucket_ns(i) / 1e6;
+  return 0;
+}
+
+static double hist_mean_ms(const struct hist *h)
+{
+  return h->count ? (double)h->sum_ns / (double)h->count / 1e6 : 0;
+}
+
+/* ---- keys and values ------------------------------------------------------- */
+
+/* Key i of process p: the id big-endian (so each process appends), padded. */
+static uint64_t key_id(unsigned proc, uint64_t i) { return ((uint64_t)proc + 1) << 40 | i; }
+
+static uint64_t mix64(uint64_t x)   /* splitmix64's finaliser */
+{
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+/* One key and its value, as written and as expected back. */
+struct kv {
+  size_t         klen, vlen;
+  unsigned char *key, *val;
+};
+
+static int kv_alloc(struct kv *kv, const struct config *c)
+{
+  kv->klen = c->key_bytes;
+  kv->vlen = c->value_bytes;
+  kv->key = malloc(kv->klen);
+  kv->val = malloc(kv->vlen + 1);
+  return kv->key && kv->val ? 0 : fail("out of memory");
+}
+
+static void kv_free(struct kv *kv)
+{
+  free(kv->key);
+  free(kv->val);
+}
+
+static void kv_set(struct kv *kv, uint64_t id)
+{
+  memset(kv->key, 'k', kv->klen);
+  for (unsigned b = 0; b < 8; b++)
+    kv->key[b] = (unsigned char)(id >> (56 - 8 * b));
+  uint64_t w = 0;
+  for (size_t j = 0; j < kv->vlen; j++) {
+    if (j % 8 == 0)
+      w = mix64(id ^ (j << 40));
+    kv->val[j] = (unsigned char)(w >> (8 * (j % 8)));
+  }
+}
+
+/* One transaction writing kv, retried on conflict (keys are disjoint, so
+** there should be none; they are counted). */
+static int commit_one(sochdb *db, const struct kv *kv, unsigned flags, uint64_t *conflicts)
+{
+  for (;;) {
+    sochdb_txn *t;
+    int rc = sochdb_txn_begin(db, 0, &t);
+    if (rc == SOCHDB_OK && (rc = sochdb_put(t, kv->key, kv->klen, kv->val, kv->vlen)) != SOCHDB_OK)
+      sochdb_abort(t);
+    else if (rc == SOCHDB_OK)
+      rc = sochdb_commit(t, flags);
+    if (rc == SOCHDB_OK)
+      return 0;
+    if (rc != SOCHDB_CONFLICT)
+      return db_fail("commit", rc);
+    ++*conflicts;
+  }
+}
+
+/* Read keys [first, first + n) of process proc in one snapshot; each must
+** hold exactly the value written. */
+static int verify_keys(sochdb *db, struct kv *kv, unsigned proc, uint64_t first, uint64_t n)
+{
+  sochdb_txn *t;
+  int rc = sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t);
+  if (rc != SOCHDB_OK)
+    return db_fail("begin a read-only transaction", rc);
+  int bad = 0;
+  for (uint64_t i = first; i < first + n && !bad; i++) {
+    const void *val;
+    size_t vlen;
+    kv_set(kv, key_id(proc, i));
+    rc = sochdb_get(t, kv->key, kv->klen, &val, &vlen);
+    if (rc != SOCHDB_OK)
+      bad = db_fail("get of a key written", rc);
+    else if (vlen != kv->vlen || memcmp(val, kv->val, vlen) != 0)
+      bad = fail("key %d:%llu reads back a wrong value (%zu bytes, %zu written)", (int)proc,
+                 (unsigned long long)i, vlen, kv->vlen);
+  }
+  sochdb_abort(t);
+  return bad;
+}
+
+/* ---- files ----------------------------------------------------------------- */
+
+struct fs_info {
+  char        name[32];
+  int         in_memory;      /* tmpfs or ramfs: fdatasync costs nothing */
+};
+
+static void fs_type(const char *path, struct fs_info *fs)
+{
+  static const struct { unsigned long magic; const char *name; int mem; } known[] = {
+    { 0xEF53, "ext2/3/4", 0 },     { 0x58465342, "xfs", 0 },   { 0x9123683E, "btrfs", 0 },
+    { 0xF2F52010, "f2fs", 0 },     { 0x2FC12FC1, "zfs", 0 },   { 0x6969, "nfs", 0 },
+    { 0x794C7630, "overlayfs", 0 }, { 0x01021994, "tmpfs", 1 }, { 0x858458F6, "ramfs", 1 },
+  };
+  struct statfs st;
+  fs->in_memory = 0;
+  if (statfs(path, &st) != 0) {
+    snprintf(fs->name, sizeof fs->name, "unknown");
+    return;
+  }
+  snprintf(fs->name, sizeof fs->name, "0x%lx", (unsigned long)st.f_type);
+  for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+    if ((unsigned long)st.f_type == known[i].magic) {
+      snprintf(fs->name, sizeof fs->name, "%s", known[i].name);
+      fs->in_memory = known[i].mem;
+    }
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+  (void)st, (void)flag, (void)ftw;
+  if (remove(path) != 0 && errno != ENOENT)
+    fail_errno("remove", path);
+  return 0;
+}
+
+static void rm_rf(const char *dir)
+{
+  if (access(dir, F_OK) == 0)
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Calls fn(path, ctx) for each WAL segment of the database in dir. */
+static int for_each_segment(const char *dir, int (*fn)(const char *path, void *ctx), void *ctx)
+{
+  uint64_t *lsns;
+  size_t n;
+  int rc = wal_list_segments(dir, &lsns, &n);
+  if (rc != SOCHDB_OK)
+    return db_fail("list the WAL segments", rc);
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    char path[PATH_MAX + 64];
+    wal_segment_path(path, sizeof path, dir, lsns[i]);
+    rc = fn(path, ctx);
+  }
+  free(lsns);
+  return rc;
+}
+
+static int add_file_size(const char *path, void *ctx)
+{
+  struct stat st;
+  if (stat(path, &st) != 0)
+    return fail_errno("stat", path);
+  *(uint64_t *)ctx += (uint64_t)st.st_size;
+  return 0;
+}
+
+/* Drop a (clean, synced) file's pages from the page cache. */
+static int evict_file(const char *path, void *ctx)
+{
+  (void)ctx;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return fail_errno("open", path);
+  int err = fdatasync(fd) == 0 ? posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) : errno;
+  close(fd);
+  if (err) {
+    errno = err;
+    return fail_errno("evict from the page cache", path);
+  }
+  return 0;
+}
+
+/* ---- databases and their daemon -------------------------------------------- */
+
+struct bench_db {
+  char    dir[PATH_MAX];
+  char    region[PATH_MAX];   /* its region file, once opened */
+  sochdb *db;                 /* the parent's handle: stats, verification */
+};
+
+static sochdb_options db_options(const struct config *c)
+{
+  return (sochdb_options){ .region_bytes = (size_t)c->region_mb << 20 };
+}
+
+static int bdb_open(const struct config *c, struct bench_db *b)
+{
+  sochdb_options o = db_options(c);
+  int rc = sochdb_open(b->dir, &o, &b->db);
+  if (rc != SOCHDB_OK) {
+    b->db = NULL;
+    return db_fail(b->dir, rc);
+  }
+  snprintf(b->region, sizeof b->region, "%s", sochdb_region_path(b->db));
+  return 0;
+}
+
+static void bdb_close(struct bench_db *b)
+{
+  sochdb_close(b->db);
+  b->db = NULL;
+}
+
+/* The pid of the sochdbd written in a LOCK file, if that process is one. A
+** daemon that has just taken the lock may not have written it yet: 0. */
+static pid_t daemon_pid(int lock_fd)
+{
+  char buf[32] = "", path[64], comm[32] = "";
+  ssize_t n = pread(lock_fd, buf, sizeof buf - 1, 0);
+  long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+  if (pid <= 0)
+    return 0;
+  snprintf(path, sizeof path, "/proc/%ld/comm", pid);
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return 0;
+  int ok = fgets(comm, sizeof comm, f) && !strncmp(comm, "sochdbd", 7);
+  fclose(f);
+  return ok ? (pid_t)pid : 0;
+}
+
+/* Send sig to the daemon serving dir, if any, and wait until it has exited
+** (its flock on DIR/LOCK is gone). */
+static int stop_daemon(const char *dir, int sig)
+{
+  char path[PATH_MAX + 8];
+  snprintf(path, sizeof path, "%s/LOCK", dir);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno == ENOENT ? 0 : fail_errno("open", path);
+  pid_t signalled = 0;
+  uint64_t deadline = now_ns() + DAEMON_STOP_MS * 1000000ull;
+  while (flock(fd, LOCK_SH | LOCK_NB) != 0 && now_ns() < deadline) {
+    pid_t pid = daemon_pid(fd);
+    if (pid && pid != signalled && kill(pid, sig) == 0)
+      signalled = pid;
+    sleep_us(500);
+  }
+  int held = flock(fd, LOCK_SH | LOCK_NB) != 0;
+  close(fd);
+  return held ? fail("the daemon of %s did not exit within %u ms", dir, DAEMON_STOP_MS) : 0;
+}
+
+static int bdb_create(const struct config *c, const char *root, const char *name, struct bench_db *b)
+{
+  memset(b, 0, sizeof *b);
+  if ((size_t)snprintf(b->dir, sizeof b->dir, "%s/%s", root, name) >= sizeof b->dir)
+    return fail("path too long: %s/%s", root, name);
+  return bdb_open(c, b);
+}
+
+/* Close, stop its daemon, remove its region and its directory. */
+static int bdb_destroy(struct bench_db *b)
+{
+  bdb_close(b);
+  int rc = stop_daemon(b->dir, SIGTERM);
+  if (b->region[0] && unlink(b->region) != 0 && errno != ENOENT)
+    rc = fail_errno("remove", b->region);
+  rm_rf(b->dir);
+  return rc;
+}
+
+/* ---- the fdatasync probe ---------------------------------------------------- */
+
+struct fsync_result {
+  struct hist lat;
+  double      seconds;
+};
+
+static int probe_fdatasync(const char *root, double seconds, struct fsync_result *r)
+{
+  char path[PATH_MAX + 32];
+  snprintf(path, sizeof path, "%s/fdatasync-probe", root);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return fail_errno("create", path);
+  static unsigned char block[PROBE_BLOCK];
+  memset(block, 0x5a, sizeof block);
+  memset(r, 0, sizeof *r);
+  int rc = 0;
+  uint64_t start = now_ns(), end = start + (uint64_t)(seconds * NS_PER_S), t = start;
+  for (off_t off = 0; t < end && rc == 0 && !interrupted; off += PROBE_BLOCK) {
+    if (pwrite(fd, block, sizeof block, off) != (ssize_t)sizeof block || fdatasync(fd) != 0)
+      rc = fail_errno("append and fdatasync", path);
+    uint64_t done = now_ns();
+    hist_add(&r->lat, done - t);
+    t = done;
+  }
+  r->seconds = (double)(t - start) / NS_PER_S;
+  close(fd);
+  unlink(path);
+  return rc;
+}
+
+/* ---- worker processes -------------------------------------------------------- */
+
+/* What one run of concurrent committers does. */
+struct phase {
+  unsigned procs;
+  unsigned flags;            /* SOCHDB_SYNC or SOCHDB_ASYNC */
+  double   seconds;          /* 0: no time limit */
+  uint64_t max_commits;      /* per process; 0: no limit */
+};
+
+struct worker_out {
+  uint64_t    commits, conflicts;
+  struct hist lat;           /* begin + put + commit, per transaction */
+};
+
+/* Shared (MAP_SHARED) between the parent and its workers. */
+struct shared {
+  atomic_uint       ready, done;
+  atomic_int        go;
+  uint64_t          deadline_ns;   /* written before go is released */
+  struct worker_out out[];
+};
+
+struct phase_result {
+  unsigned    procs;
+  double      seconds;
+  uint64_t    commits, conflicts;
+  uint64_t    wal_groups, wal_records;   /* deltas over the measured window */
+  struct hist lat;
+};
+
+static int commit_loop(sochdb *db, struct kv *kv, const struct phase *ph, unsigned idx, uint64_t deadline,
+                       struct worker_out *o)
+{
+  for (uint64_t i = 0; !ph->max_commits || i < ph->max_commits; i++) {
+    kv_set(kv, key_id(idx, i));
+    uint64_t t0 = now_ns();
+    if (t0 >= deadline)
+      break;
+    if (commit_one(db, kv, ph->flags, &o->conflicts) != 0)
+      return -1;
+    hist_add(&o->lat, now_ns() - t0);
+    o->commits++;
+  }
+  return 0;
+}
+
+/* A worker: its own handle (a handle does not survive fork), commit until
+** told to stop, then check every key it wrote. Returns the exit status. */
+static int worker_main(const struct config *c, const char *dir, const struct phase *ph, unsigned idx,
+                       struct shared *sh)
+{
+  struct kv kv;
+  sochdb *db;
+  sochdb_options o = db_options(c);
+  if (kv_alloc(&kv, c) != 0)
+    return 1;
+  int rc = sochdb_open(dir, &o, &db);
+  if (rc != SOCHDB_OK) {
+    db_fail("a worker's open", rc);
+    kv_free(&kv);
+    return 1;
+  }
+  atomic_fetch_add(&sh->ready, 1);
+  while (!atomic_load_explicit(&sh->go, memory_order_acquire))
+    sleep_us(50);
+  rc = commit_loop(db, &kv, ph, idx, sh->deadline_ns, &sh->out[idx]);
+  atomic_fetch_add(&sh->done, 1);
+  if (rc == 0)
+    rc = verify_keys(db, &kv, idx, 0, sh->out[idx].commits);
+  sochdb_close(db);
+  kv_free(&kv);
+  return rc ? 1 : 0;
+}
+
+struct kids {
+  pid_t   *pid;              /* 0 once reaped */
+  unsigned n;
+  int      failed;
+};
+
+static void kids_reaped(struct kids *k, unsigned i, int status)
+{
+  k->pid[i] = 0;
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    k->failed = 1;
+}
+
+/* Reap whichever workers exited; -1 if one failed. */
+static int kids_poll(struct kids *k)
+{
+  for (unsigned i = 0; i < k->n; i++) {
+    int status;
+    if (k->pid[i] > 0 && waitpid(k->pid[i], &status, WNOHANG) == k->pid[i])
+      kids_reaped(k, i, status);
+  }
+  return k->failed ? -1 : 0;
+}
+
+/* Wait for every worker (killing them first if kill_them); -1 if one failed. */
+static int kids_finish(struct kids *k, int kill_them)
+{
+  for (unsigned i = 0; i < k->n; i++) {
+    int status;
+    if (k->pid[i] > 0 && kill_them)
+      kill(k->pid[i], SIGKILL);
+    while (k->pid[i] > 0 && waitpid(k->pid[i], &status, 0) < 0)
+      if (errno != EINTR) {
+        k->pid[i] = 0;
+        k->failed = 1;
+      }
+    if (k->pid[i] > 0)
+      kids_reaped(k, i, status);
+  }
+  free(k->pid);
+  return k->failed ? -1 : 0;
+}
+
+static int spawn_workers(const struct config *c, const char *dir, const struct phase *ph, struct shared *sh,
+                         struct kids *k)
+{
+  *k = (struct kids){ calloc(ph->procs, sizeof(pid_t)), 0, 0 };
+  if (!k->pid)
+    return fail("out of memory");
+  fflush(NULL);   /* nothing buffered is printed twice */
+  for (; k->n < ph->procs; k->n++) {
+    pid_t pid = fork();
+    if (pid < 0)
+      return fail("fork: %s", strerror(errno));
+    if (pid == 0) {
+      default_signals();
+      _exit(worker_main(c, dir, ph, k->n, sh));
+    }
+    k->pid[k->n] = pid;
+  }
+  return 0;
+}
+
+/* Until *counter reaches n; -1 if a worker failed or the wait took too long. */
+static int wait_count(atomic_uint *counter, unsigned n, struct kids *k, double max_s, const char *what)
+{
+  uint64_t deadline = now_ns() + (uint64_t)(max_s * NS_PER_S);
+  while (atomic_load(counter) < n) {
+    if (interrupted)
+      return fail("interrupted");
+    if (kids_poll(k) != 0)
+      return fail("a worker process failed");
+    if (now_ns() > deadline)
+      return fail("the workers did not %s within %.0f s", what, max_s);
+    sleep_us(200);
+  }
+  return 0;
+}
+
+static int stats_now(sochdb *db, sochdb_stats *st)
+{
+  int rc = sochdb_stats_get(db, st);
+  return rc == SOCHDB_OK ? 0 : db_fail("stats", rc);
+}
+
+/* Start the workers together and take the stats around their run. */
+static int measure(struct bench_db *b, const struct phase *ph, struct shared *sh, struct kids *k,
+                   struct phase_result *r)
+{
+  sochdb_stats s0, s1;
+  double done_max_s = ph->seconds > 0 ? ph->seconds + DONE_SLACK_S : 3600;
+  if (wait_count(&sh->ready, ph->procs, k, READY_WAIT_S, "open the database") != 0 || stats_now(b->db, &s0) != 0)
+    return -1;
+  uint64_t t0 = now_ns();
+  sh->deadline_ns = ph->seconds > 0 ? t0 + (uint64_t)(ph->seconds * NS_PER_S) : UINT64_MAX;
+  atomic_store_explicit(&sh->go, 1, memory_order_release);
+  if (wait_count(&sh->done, ph->procs, k, done_max_s, "finish") != 0 || stats_now(b->db, &s1) != 0)
+    return -1;
+  r->seconds = (double)(now_ns() - t0) / NS_PER_S;
+  r->wal_groups = s1.wal_groups - s0.wal_groups;
+  r->wal_records = s1.wal_records - s0.wal_records;
+  return 0;
+}
+
+static int run_phase(const struct config *c, struct bench_db *b, const struct phase *ph, struct phase_result *r)
+{
+  size_t bytes = sizeof(struct shared) + ph->procs * sizeof(struct worker_out);
+  struct shared *sh = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (sh == MAP_FAILED)
+    return fail("mmap %zu bytes: %s", bytes, strerror(errno));
+  memset(r, 0, sizeof *r);
+  r->procs = ph->procs;
+  struct kids k;
+  int rc = spawn_workers(c, b->dir, ph, sh, &k);
+  if (rc == 0)
+    rc = measure(b, ph, sh, &k, r);
+  if (kids_finish(&k, rc != 0) != 0 && rc == 0)
+    rc = fail("a worker process failed (see above)");
+  for (unsigned i = 0; i < ph->procs; i++) {
+    r->commits += sh->out[i].commits;
+    r->conflicts += sh->out[i].conflicts;
+    hist_merge(&r->lat, &sh->out[i].lat);
+  }
+  munmap(sh, bytes);
+  return rc;
+}
+
+/* ---- workloads ----------------------------------------------------------------- */
+
+struct recovery_result {
+  uint64_t            commits, data_bytes, wal_bytes;
+  struct phase_result fill;
+  double              restart_ms, rebuild_ms, rebuild_cold_ms;
+};
+
+struct results {
+  char                   root[PATH_MAX];
+  struct fs_info         fs;
+  char                   region_dir[PATH_MAX];
+  long                   cpus;
+  int                    have_fsync, have_async, have_recovery;
+  struct fsync_result    fsync;
+  unsigned               nsync;
+  struct phase_result    sync[MAX_ROWS];
+  struct phase_result    async;
+  struct recovery_result rec;
+};
+
+/* Where the library put the region files (/dev/shm or $SOCHDB_SHM_DIR). */
+static void note_region_dir(struct results *res, const struct bench_db *b)
+{
+  const char *slash = strrchr(b->region, '/');
+  snprintf(res->region_dir, sizeof res->region_dir, "%.*s", slash ? (int)(slash - b->region) : 0, b->region);
+}
+
+/* One phase on a fresh database named name, removed afterwards. */
+static int fresh_phase(const struct config *c, struct results *res, const char *name, const struct phase *ph,
+                       struct phase_result *r)
+{
+  struct bench_db b;
+  int rc = bdb_create(c, res->root, name, &b);
+  if (rc == 0) {
+    note_region_dir(res, &b);
+    rc = run_phase(c, &b, ph, r);
+  }
+  if (bdb_destroy(&b) != 0)
+    rc = -1;
+  return rc;
+}
+
+static int workload_sync(const struct config *c, struct results *res)
+{
+  fprintf(stderr, "measuring fdatasync for %.1f s...\n", c->fsync_seconds);
+  if (probe_fdatasync(res->root, c->fsync_seconds, &res->fsync) != 0)
+    return -1;
+  res->have_fsync = 1;
+  for (unsigned i = 0; i < c->nrows; i++) {
+    struct phase ph = { c->procs[i], SOCHDB_SYNC, c->seconds, 0 };
+    char name[32];
+    snprintf(name, sizeof name, "sync_commit-%u", ph.procs);
+    fprintf(stderr, "sync_commit with %u process(es) for %.1f s...\n", ph.procs, ph.seconds);
+    if (fresh_phase(c, res, name, &ph, &res->sync[i]) != 0)
+      return -1;
+    res->nsync = i + 1;
+  }
+  return 0;
+}
+
+static int workload_async(const struct config *c, struct results *res)
+{
+  struct phase ph = { 1, SOCHDB_ASYNC, c->seconds, 0 };
+  fprintf(stderr, "fill_async for %.1f s...\n", ph.seconds);
+  if (fresh_phase(c, res, "fill_async", &ph, &res->async) != 0)
+    return -1;
+  res->have_async = 1;
+  return 0;
+}
+
+/* sochdb_open + one get (checked), timed. */
+static int timed_open_get(const struct config *c, struct bench_db *b, struct kv *kv, uint64_t key, double *ms)
+{
+  uint64_t t0 = now_ns();
+  int rc = bdb_open(c, b);
+  if (rc == 0)
+    rc = verify_keys(b->db, kv, 0, key, 1);
+  *ms = (double)(now_ns() - t0) / 1e6;
+  return rc;
+}
+
+/* (a) the daemon is killed; the region and every commit in it survive. */
+static int time_restart(const struct config *c, struct bench_db *b, struct kv *kv, uint64_t n, double *ms)
+{
+  bdb_close(b);
+  if (stop_daemon(b->dir, SIGKILL) != 0 || timed_open_get(c, b, kv, n / 2, ms) != 0)
+    return -1;
+  return verify_keys(b->db, kv, 0, 0, n);
+}
+
+/* (b), (c) the region is gone: the opener replays the WAL into a new one. */
+static int time_rebuild(const struct config *c, struct bench_db *b, struct kv *kv, uint64_t n, int evict, double *ms)
+{
+  bdb_close(b);
+  if (stop_daemon(b->dir, SIGTERM) != 0)
+    return -1;
+  if (unlink(b->region) != 0)
+    return fail_errno("remove", b->region);
+  if (evict && for_each_segment(b->dir, evict_file, NULL) != 0)
+    return -1;
+  if (timed_open_get(c, b, kv, n / 2, ms) != 0)
+    return -1;
+  return verify_keys(b->db, kv, 0, 0, n);   /* every commit came back */
+}
+
+static int recovery_steps(const struct config *c, struct bench_db *b, struct recovery_result *r)
+{
+  struct kv kv;
+  struct phase ph = { 1, SOCHDB_ASYNC, 0, r->commits };
+  if (kv_alloc(&kv, c) != 0)
+    return -1;
+  fprintf(stderr, "recovery: writing %llu commits...\n", (unsigned long long)r->commits);
+  int rc = run_phase(c, b, &ph, &r->fill);
+  if (rc == 0) {
+    fprintf(stderr, "recovery: restart after SIGKILL of the daemon...\n");
+    rc = time_restart(c, b, &kv, r->commits, &r->restart_ms);
+  }
+  if (rc == 0) {
+    fprintf(stderr, "recovery: rebuild from the WAL...\n");
+    rc = time_rebuild(c, b, &kv, r->commits, 0, &r->rebuild_ms);
+  }
+  if (rc == 0)
+    rc = time_rebuild(c, b, &kv, r->commits, 1, &r->rebuild_cold_ms);
+  if (rc == 0)
+    rc = for_each_segment(b->dir, add_file_size, &r->wal_bytes);
+  kv_free(&kv);
+  return rc;
+}
+
+static int workload_recovery(const struct config *c, struct results *res)
+{
+  struct recovery_result *r = &res->rec;
+  struct bench_db b;
+  memset(r, 0, sizeof *r);
+  uint64_t pair = c->key_bytes + c->value_bytes;
+  r->commits = (((uint64_t)c->recovery_mb << 20) + pair - 1) / pair;
+  r->data_bytes = r->commits * pair;
+  int rc = bdb_create(c, res->root, "recovery", &b);
+  if (rc == 0) {
+    note_region_dir(res, &b);
+    rc = recovery_steps(c, &b, r);
+  }
+  if (bdb_destroy(&b) != 0)
+    rc = -1;
+  res->have_recovery = rc == 0;
+  return rc;
+}
+
+/* ---- report ---------------------------------------------------------------------- */
+
+/* What a sync_commit row shows, derived once for the table and the JSON. */
+struct sync_row {
+  double commits_s, group, fsyncs_s, p50_ms, p99_ms;
+  double target_s;           /* procs / fdatasync latency */
+  double cap_s;              /* min(target, fill_async commits/s); 0 without fill_async */
+};
+
+static double fsync_rate(const struct results *res)
+{
+  return per_s(res->fsync.lat.count, res->fsync.seconds);
+}
+
+static struct sync_row sync_row(const struct results *res, const struct phase_result *p)
+{
+  struct sync_row s;
+  s.commits_s = per_s(p->commits, p->seconds);
+  s.group = p->wal_groups ? (double)p->wal_records / (double)p->wal_groups : 0;
+  s.fsyncs_s = per_s(p->wal_groups, p->seconds);
+  s.p50_ms = hist_quantile_ms(&p->lat, 0.50);
+  s.p99_ms = hist_quantile_ms(&p->lat, 0.99);
+  s.target_s = p->procs * fsync_rate(res);
+  s.cap_s = 0;
+  if (res->have_async) {
+    double ceiling = per_s(res->async.commits, res->async.seconds);
+    s.cap_s = ceiling < s.target_s ? ceiling : s.target_s;
+  }
+  return s;
+}
+
+static void print_header(const struct config *c, const struct results *res)
+{
+  printf("sochdb-bench: %ld CPU(s); database directories in %s (%s)%s; regions in %s\n", res->cpus,
+         res->root, res->fs.name, res->fs.in_memory ? " -- IN MEMORY, fdatasync figures mean nothing" : "",
+         res->region_dir[0] ? res->region_dir : "-");
+  printf("keys %u bytes, values %u bytes, one put per transaction\n\n", c->key_bytes, c->value_bytes);
+}
+
+static void print_sync(const struct config *c, const struct results *res)
+{
+  const struct hist *f = &res->fsync.lat;
+  printf("fdatasync of a %u-byte append: mean %.3f ms, p50 %.3f ms, p99 %.3f ms (%llu in %.1f s) "
+         "= %.0f fdatasyncs/s\n\n", PROBE_BLOCK, hist_mean_ms(f), hist_quantile_ms(f, 0.5),
+         hist_quantile_ms(f, 0.99), (unsigned long long)f->count, res->fsync.seconds, fsync_rate(res));
+  printf("sync_commit (SOCHDB_SYNC, %.1f s per row)\n", c->seconds);
+  printf("%5s %11s %7s %10s %8s %8s %11s %7s %11s %7s\n", "procs", "commits/s", "group", "fsyncs/s",
+         "p50 ms", "p99 ms", "target/s", "of it", "capped/s", "of it");
+  for (unsigned i = 0; i < res->nsync; i++) {
+    struct sync_row s = sync_row(res, &res->sync[i]);
+    printf("%5u %11.0f %7.2f %10.0f %8.3f %8.3f %11.0f %6.0f%%", res->sync[i].procs, s.commits_s, s.group,
+           s.fsyncs_s, s.p50_ms, s.p99_ms, s.target_s, 100 * s.commits_s / s.target_s);
+    if (s.cap_s)
+      printf(" %11.0f %6.0f%%\n", s.cap_s, 100 * s.commits_s / s.cap_s);
+    else
+      printf(" %11s %7s\n", "-", "-");
+  }
+  printf("target = procs x fdatasyncs/s of the probe; capped = min(target, fill_async commits/s)%s\n\n",
+         res->have_async ? "" : " (run fill_async too for it)");
+}
+
+static void print_async(const struct results *res)
+{
+  const struct phase_result *p = &res->async;
+  printf("fill_async (SOCHDB_ASYNC, 1 process, %.1f s): %.0f commits/s, p50 %.4f ms, p99 %.4f ms, "
+         "%.0f fdatasyncs/s of %.1f commits each\n\n", p->seconds, per_s(p->commits, p->seconds),
+         hist_quantile_ms(&p->lat, 0.5), hist_quantile_ms(&p->lat, 0.99), per_s(p->wal_groups, p->seconds),
+         p->wal_groups ? (double)p->wal_records / (double)p->wal_groups : 0.0);
+}
+
+static void print_recovery(const struct results *res)
+{
+  const struct recovery_result *r = &res->rec;
+  printf("recovery: %llu commits, %.1f MiB of keys and values, WAL %.1f MiB (written at %.0f commits/s, ASYNC)\n",
+         (unsigned long long)r->commits, (double)r->data_bytes / 1048576, (double)r->wal_bytes / 1048576,
+         per_s(r->fill.commits, r->fill.seconds));
+  printf("  open + get after SIGKILL of the daemon (region kept):   %9.1f ms\n", r->restart_ms);
+  printf("  open + get after removing the region (WAL replay):      %9.1f ms\n", r->rebuild_ms);
+  printf("  the same with the WAL evicted from the page cache:      %9.1f ms\n\n", r->rebuild_cold_ms);
+}
+
+static void json_str(FILE *f, const char *s)
+{
+  fputc('"', f);
+  for (; *s; s++)
+    if (*s == '"' || *s == '\\')
+      fprintf(f, "\\%c", *s);
+    else if ((unsigned char)*s < 0x20)
+      fprintf(f, "\\u%04x", (unsigned)(unsigned char)*s);
+    else
+      fputc(*s, f);
+  fputc('"', f);
+}
+
+static void json_sync(FILE *f, const struct results *res)
+{
+  const struct hist *h = &res->fsync.lat;
+  fprintf(f, ",\n  \"fdatasync\": {\"block_bytes\": %u, \"count\": %llu, \"seconds\": %.3f, \"per_s\": %.1f, "
+             "\"mean_ms\": %.4f, \"p50_ms\": %.4f, \"p99_ms\": %.4f}",
+          PROBE_BLOCK, (unsigned long long)h->count, res->fsync.seconds, fsync_rate(res), hist_mean_ms(h),
+          hist_quantile_ms(h, 0.5), hist_quantile_ms(h, 0.99));
+  fprintf(f, ",\n  \"sync_commit\": [");
+  for (unsigned i = 0; i < res->nsync; i++) {
+    const struct phase_result *p = &res->sync[i];
+    struct sync_row s = sync_row(res, p);
+    fprintf(f, "%s\n    {\"procs\": %u, \"seconds\": %.3f, \"commits\": %llu, \"conflicts\": %llu, "
+               "\"commits_per_s\": %.1f, \"wal_groups\": %llu, \"wal_records\": %llu, \"avg_group\": %.3f, "
+               "\"fdatasyncs_per_s\": %.1f, \"p50_ms\": %.4f, \"p99_ms\": %.4f, \"target_per_s\": %.1f, "
+               "\"of_target\": %.4f, \"capped_target_per_s\": %.1f}",
+            i ? "," : "", p->procs, p->seconds, (unsigned long long)p->commits, (unsigned long long)p->conflicts,
+            s.commits_s, (unsigned long long)p->wal_groups, (unsigned long long)p->wal_records, s.group,
+            s.fsyncs_s, s.p50_ms, s.p99_ms, s.target_s, s.commits_s / s.target_s, s.cap_s);
+  }
+  fprintf(f, "\n  ]");
+}
+
+static void json_async(FILE *f, const struct results *res)
+{
+  const struct phase_result *p = &res->async;
+  fprintf(f, ",\n  \"fill_async\": {\"procs\": 1, \"seconds\": %.3f, \"commits\": %llu, \"commits_per_s\": %.1f, "
+             "\"p50_ms\": %.5f, \"p99_ms\": %.5f, \"wal_groups\": %llu, \"wal_records\": %llu}",
+          p->seconds, (unsigned long long)p->commits, per_s(p->commits, p->seconds), hist_quantile_ms(&p->lat, 0.5),
+          hist_quantile_ms(&p->lat, 0.99), (unsigned long long)p->wal_groups, (unsigned long long)p->wal_records);
+}
+
+static void json_recovery(FILE *f, const struct results *res)
+{
+  const struct recovery_result *r = &res->rec;
+  fprintf(f, ",\n  \"recovery\": {\"commits\": %llu, \"data_bytes\": %llu, \"wal_bytes\": %llu, "
+             "\"fill_commits_per_s\": %.1f, \"restart_after_daemon_kill_ms\": %.3f, "
+             "\"rebuild_from_wal_ms\": %.3f, \"rebuild_from_wal_cold_ms\": %.3f}",
+          (unsigned long long)r->commits, (unsigned long long)r->data_bytes, (unsigned long long)r->wal_bytes,
+          per_s(r->fill.commits, r->fill.seconds), r->restart_ms, r->rebuild_ms, r->rebuild_cold_ms);
+}
+
+static int write_json(const struct config *c, const struct results *res)
+{
+  FILE *f = fopen(c->json, "w");
+  if (!f)
+    return fail_errno("create", c->json);
+  fprintf(f, "{\n  \"cpus\": %ld,\n  \"dir\": ", res->cpus);
+  json_str(f, res->root);
+  fprintf(f, ",\n  \"fs\": ");
+  json_str(f, res->fs.name);
+  fprintf(f, ",\n  \"fs_in_memory\": %s,\n  \"region_dir\": ", res->fs.in_memory ? "true" : "false");
+  json_str(f, res->region_dir);
+  fprintf(f, ",\n  \"key_bytes\": %u,\n  \"value_bytes\": %u", c->key_bytes, c->value_bytes);
+  if (res->have_fsync)
+    json_sync(f, res);
+  if (res->have_async)
+    json_async(f, res);
+  if (res->have_recovery)
+    json_recovery(f, res);
+  fprintf(f, "\n}\n");
+  return fclose(f) == 0 ? 0 : fail_errno("write", c->json);
+}
+
+static void report(const struct config *c, const struct results *res)
+{
+  print_header(c, res);
+  if (res->have_fsync)
+    print_sync(c, res);
+  if (res->have_async)
+    print_async(res);
+  if (res->have_recovery)
+    print_recovery(res);
+}
+
+/* ---- main -------------------------------------------------------------------------- */
+
+static int make_root(const struct config *c, struct results *res)
+{
+  if ((size_t)snprintf(res->root, sizeof res->root, "%s/sochdb-bench.XXXXXX", c->base) >= sizeof res->root)
+    return fail("--dir is too long");
+  if (!mkdtemp(res->root))
+    return fail_errno("create a directory in", c->base);
+  fs_type(res->root, &res->fs);
+  if (res->fs.in_memory)
+    fprintf(stderr, "sochdb-bench: warning: %s is on %s: fdatasync costs nothing there, so the "
+                    "sync_commit and fdatasync figures say nothing about a disk (use --dir)\n",
+            res->root, res->fs.name);
+  return 0;
+}
+
+int main(int argc, char **argv)
+{
+  struct config c;
+  int rc = parse_args(argc, argv, &c);
+  if (rc)
+    return rc - 1;
+  static struct results res;   /* large: the histograms */
+  res.cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  catch_signals();
+  if (make_root(&c, &res) != 0)
+    return 1;
+  if (c.workloads & W_SYNC)
+    rc = workload_sync(&c, &res);
+  if (rc == 0 && c.workloads & W_ASYNC)
+    rc = workload_async(&c, &res);
+  if (rc == 0 && c.workloads & W_RECOVERY)
+    rc = workload_recovery(&c, &res);
+  rm_rf(res.root);
+  if (rc != 0 || interrupted)
+    return 1;
+  report(&c, &res);
+  return c.json && write_json(&c, &res) != 0 ? 1 : 0;
+}

@@ -1,0 +1,274 @@
+/*
+** walwriter.c — the daemon's WAL writer (see walwriter.h).
+**
+** Group commit: every published commit since the last group goes into one
+** group, written with one pwritev() and made durable with one fdatasync(),
+** however many processes committed them. A failed write is cut off again
+** (ftruncate to the group's start) and nothing is published, so the next
+** attempt rewrites the same group; a committer waiting for durability is
+** never told a lie.
+*/
+#include "walwriter.h"
+
+#include "durable.h"
+#include "error.h"
+#include "mvcc.h"
+#include "seqring.h"
+#include "skiplist.h"
+#include "walfmt.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+void ww_log(const char *dir, const char *fmt, ...)
+{
+  time_t now = time(NULL);
+  struct tm tm;
+  char stamp[32];
+  strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", localtime_r(&now, &tm));
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "%s sochdbd[%ld] %s: %s\n", stamp, (long)getpid(), dir, msg);
+}
+
+static int fsync_dir(const char *dir)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/" WAL_DIR, dir);
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return sdb_fail_errno("open %s", path);
+  int rc = fsync(fd) == 0 ? SOCHDB_OK : sdb_fail_errno("fsync %s", path);
+  close(fd);
+  return rc;
+}
+
+/* A new, empty segment starting at first_lsn, durable with its directory entry. */
+static int create_segment(struct walwriter *w, uint64_t first_lsn)
+{
+  char path[4300];
+  wal_segment_path(path, sizeof path, w->db->dir, first_lsn);
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return sdb_fail_errno("create WAL segment %s", path);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  struct wal_seg_header h;
+  wal_seg_header_init(&h, first_lsn, w->r->hdr->db_id, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+  if (pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h || fdatasync(fd) != 0) {
+    int rc = sdb_fail_errno("write WAL segment header %s", path);
+    close(fd);
+    unlink(path);
+    return rc;
+  }
+  int rc = fsync_dir(w->db->dir);
+  if (rc != SOCHDB_OK) {
+    close(fd);
+    return rc;
+  }
+  if (w->fd >= 0)
+    close(w->fd);
+  w->fd = fd;
+  w->seg_first_lsn = first_lsn;
+  w->end_offset = WAL_SEG_HEADER;
+  w->next_lsn = first_lsn;
+  return SOCHDB_OK;
+}
+
+static int note_max_seq(void *ctx, const struct wal_record *rec)
+{
+  uint64_t *max = ctx;
+  if (rec->seq > *max)
+    *max = rec->seq;
+  return 0;
+}
+
+/* Open the last segment for appending after its last whole group. */
+static int adopt_segment(struct walwriter *w, uint64_t first_lsn, uint64_t *max_seq)
+{
+  char path[4300];
+  wal_segment_path(path, sizeof path, w->db->dir, first_lsn);
+  struct wal_scan_result res;
+  int rc = wal_scan_file(path, w->r->hdr->db_id, note_max_seq, max_seq, &res);
+  if (rc != SOCHDB_OK)
+    return rc;
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0)
+    return sdb_fail_errno("open WAL segment %s", path);
+  if (res.torn_bytes) {
+    ww_log(w->db->dir, "WAL %s: cut off a torn tail of %llu bytes at offset %llu (an interrupted group, "
+           "never acknowledged); the log ends at LSN %llu", path, (unsigned long long)res.torn_bytes,
+           (unsigned long long)res.end_offset, (unsigned long long)res.next_lsn);
+    if (ftruncate(fd, (off_t)res.end_offset) != 0) {
+      rc = sdb_fail_errno("truncate %s", path);
+      close(fd);
+      return rc;
+    }
+  }
+  /* What the previous daemon wrote may not have been synced yet. */
+  if (fdatasync(fd) != 0) {
+    rc = sdb_fail_errno("fdatasync %s", path);
+    close(fd);
+    return rc;
+  }
+  w->fd = fd;
+  w->seg_first_lsn = first_lsn;
+  w->end_offset = res.end_offset;
+  w->next_lsn = res.next_lsn;
+  return SOCHDB_OK;
+}
+
+int ww_open(struct walwriter *w, sochdb *db)
+{
+  memset(w, 0, sizeof *w);
+  w->db = db;
+  w->r = &db->region;
+  w->fd = -1;
+  char path[4200];
+  snprintf(path, sizeof path, "%s/" WAL_DIR, db->dir);
+  if (mkdir(path, 0700) != 0 && errno != EEXIST)
+    return sdb_fail_errno("mkdir %s", path);
+  uint64_t *lsns;
+  size_t n;
+  int rc = wal_list_segments(db->dir, &lsns, &n);
+  if (rc != SOCHDB_OK)
+    return rc;
+  uint64_t max_seq = 0;
+  rc = n ? adopt_segment(w, lsns[n - 1], &max_seq) : create_segment(w, 0);
+  free(lsns);
+  if (rc != SOCHDB_OK)
+    return rc;
+  uint64_t durable = durable_seq(w->r), published = seqring_published(w->r);
+  if (max_seq > published)
+    return sdb_fail(SOCHDB_CORRUPT, "the WAL holds commit %llu but the region only %llu: the region is not "
+                    "this log's (remove it to rebuild it from the WAL)", (unsigned long long)max_seq,
+                    (unsigned long long)published);
+  if (max_seq > durable) {
+    ww_log(db->dir, "commits %llu..%llu were written by the previous daemon; now durable",
+           (unsigned long long)durable + 1, (unsigned long long)max_seq);
+    durable_publish(w->r, max_seq);
+    durable = max_seq;
+  }
+  w->next_seq = durable + 1;
+  return SOCHDB_OK;
+}
+
+static int reserve(struct walwriter *w, size_t need)
+{
+  if (need <= w->cap)
+    return SOCHDB_OK;
+  size_t cap = w->cap ? w->cap : 1u << 20;
+  while (cap < need)
+    cap *= 2;
+  uint8_t *grown = realloc(w->buf, cap);
+  if (!grown)
+    return sdb_fail(SOCHDB_NOMEM, "WAL group buffer of %zu bytes", cap);
+  w->buf = grown;
+  w->cap = cap;
+  return SOCHDB_OK;
+}
+
+/* Append commit c's record to the group buffer at *len. */
+static int encode_commit(struct walwriter *w, const struct mv_commit *c, size_t *len)
+{
+  uint64_t payload = 0;
+  for (uint32_t i = 0; i < c->nops; i++) {
+    const struct mv_version *v = shm_at(w->r, c->versions[i]);
+    const struct sl_node *node = shm_at(w->r, v->node);
+    payload += node->klen + v->vlen;
+  }
+  size_t bytes = wal_record_bytes(c->nops, payload);
+  if (!bytes)
+    return sdb_fail(SOCHDB_INVALID, "commit %llu is too large for one WAL record", (unsigned long long)c->seq);
+  int rc = reserve(w, *len + bytes);
+  if (rc != SOCHDB_OK)
+    return rc;
+  uint8_t *rec = w->buf + *len;
+  wal_record_begin(rec, bytes, WAL_COMMIT, c->seq, c->nops);
+  size_t pos = 0;
+  for (uint32_t i = 0; i < c->nops; i++) {
+    const struct mv_version *v = shm_at(w->r, c->versions[i]);
+    const struct sl_node *node = shm_at(w->r, v->node);
+    int del = v->flags & MV_TOMBSTONE;
+    pos = wal_record_add_op(rec, pos, del ? WAL_DEL : WAL_PUT, sl_key(node), node->klen, v->value,
+                            del ? 0 : v->vlen);
+  }
+  wal_record_finish(rec);
+  *len += bytes;
+  return SOCHDB_OK;
+}
+
+static int write_group(struct walwriter *w, size_t len)
+{
+  struct wal_group_header g;
+  wal_group_header_init(&g, w->next_lsn, w->buf, (uint32_t)len);
+  struct iovec iov[2] = { { &g, sizeof g }, { w->buf, len } };
+  ssize_t want = (ssize_t)(sizeof g + len);
+  ssize_t got = pwritev(w->fd, iov, 2, (off_t)w->end_offset);
+  if (got != want || fdatasync(w->fd) != 0) {
+    int rc = got < 0 || got == want ? sdb_fail_errno("write WAL group at LSN %llu", (unsigned long long)w->next_lsn)
+                                    : sdb_fail(SOCHDB_IO, "short WAL write: %zd of %zd bytes", got, want);
+    if (ftruncate(w->fd, (off_t)w->end_offset) != 0) { /* the retry overwrites it anyway */ }
+    return rc;
+  }
+  w->end_offset += (uint64_t)want;
+  w->next_lsn += len;
+  return SOCHDB_OK;
+}
+
+int ww_write_pending(struct walwriter *w)
+{
+  uint64_t published = seqring_published(w->r);
+  if (published < w->next_seq)
+    return 0;
+  size_t len = 0;
+  uint64_t records = 0;
+  for (uint64_t s = w->next_seq; s <= published; s++) {
+    const struct mv_commit *c = durable_record(w->r, s);
+    if (!c)
+      continue;          /* aborted or abandoned: nothing to log */
+    int rc = encode_commit(w, c, &len);
+    if (rc != SOCHDB_OK)
+      return -rc;
+    records++;
+  }
+  if (len > UINT32_MAX)
+    return -sdb_fail(SOCHDB_INVALID, "WAL group of %zu bytes exceeds the format's 4 GiB", len);
+  if (len) {
+    int rc = write_group(w, len);
+    if (rc != SOCHDB_OK)
+      return -rc;
+    struct shm_global_stats *st = &w->r->hdr->stats;
+    atomic_fetch_add_explicit(&st->wal_groups, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->wal_records, records, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->wal_bytes, len, memory_order_relaxed);
+  }
+  durable_publish(w->r, published);
+  w->next_seq = published + 1;
+  if (w->end_offset >= WAL_SEGMENT_BYTES) {
+    int rc = create_segment(w, w->next_lsn);
+    if (rc != SOCHDB_OK)
+      ww_log(w->db->dir, "cannot start a new WAL segment (%s); continuing in the current one", sochdb_last_error());
+  }
+  return 1;
+}
+
+void ww_close(struct walwriter *w)
+{
+  if (w->fd >= 0)
+    close(w->fd);
+  w->fd = -1;
+  free(w->buf);
+  w->buf = NULL;
+}

@@ -1,0 +1,36 @@
+/*
+** walwriter.h — the daemon's WAL writer: it turns published commits into
+** log groups, one write and one fdatasync per group, and publishes what is
+** durable. It also adopts the log when a daemon starts: it finds the end of
+** the last segment, cuts off a torn tail (an interrupted, never acknowledged
+** group), and makes durable what the previous daemon wrote but had not yet
+** confirmed.
+*/
+#ifndef SOCHDB_WALWRITER_H
+#define SOCHDB_WALWRITER_H
+
+#include "internal.h"
+
+struct walwriter {
+  sochdb     *db;
+  shm_region *r;
+  int         fd;             /* the current segment */
+  uint64_t    seg_first_lsn;
+  uint64_t    end_offset;     /* where the next group goes in the segment */
+  uint64_t    next_lsn;
+  uint64_t    next_seq;       /* the first commit not yet written */
+  uint8_t    *buf;            /* one group being built */
+  size_t      cap;
+};
+
+/* Adopt or create the log. Logs what it repaired to stderr. */
+int  ww_open(struct walwriter *w, sochdb *db);
+/* Write every published commit not yet written as one group and make it
+** durable. Returns 1 if it wrote, 0 if there was nothing, or an error code
+** (negative) after which nothing was published and the call may be retried. */
+int  ww_write_pending(struct walwriter *w);
+void ww_close(struct walwriter *w);
+
+void ww_log(const char *dir, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,69 @@
+/*
+** durable.h — what is durable: the queue of commit records that the daemon's
+** WAL writer turns into log groups, the durable sequence number, and the
+** shared futexes that wake the writer and the SYNC committers.
+**
+** The memtable is the log buffer. A committer has already copied its values
+** into the shared memtable, so it does not copy them again into a byte ring:
+** it writes a small commit record (its seq and the offsets of its versions)
+** into the arena and stores the record's offset in rec_ring[seq % N] before
+** it decides. The writer reads published commits in sequence order from
+** there, encodes them, writes one group, fdatasyncs once, and publishes
+** durable_seq. An aborted or abandoned sequence number (a dead committer the
+** reaper rolled back) simply has no valid record: its versions are stamped
+** aborted. So a committer killed anywhere leaves no hole in the log.
+**
+** rec_ring[s % N] must not be overwritten before the writer consumed s. A
+** committer may therefore claim a sequence only while next_seq - durable_seq
+** <= N - (the most committers that can be between that check and their
+** claim, one per transaction entry): see durable_may_claim.
+*/
+#ifndef SOCHDB_SHM_DURABLE_H
+#define SOCHDB_SHM_DURABLE_H
+
+#include "region.h"
+
+#define REC_RING_SIZE   65536u
+#define MAX_COMMIT_LAG  (REC_RING_SIZE - 256u * 128u)   /* slots x transaction entries */
+
+/* A commit as the WAL writer reads it, in the arena. */
+struct mv_commit {
+  uint64_t seq;
+  uint32_t nops;
+  uint32_t pad;
+  uint64_t versions[];      /* offsets of its versions, in key order */
+};
+
+size_t   durable_section_bytes(void);
+void     durable_init(shm_region *r, uint64_t durable);
+
+static inline uint64_t durable_seq(const shm_region *r)
+{
+  /* acquire: whoever sees seq s durable may rely on everything before it */
+  return atomic_load_explicit(&r->hdr->durable_seq, memory_order_acquire);
+}
+
+/* May a committer claim a sequence now, without outrunning the writer? */
+int      durable_may_claim(const shm_region *r);
+
+/* Committer: record `commit` (an arena offset) for seq, before deciding. */
+void     durable_set_record(shm_region *r, uint64_t seq, uint64_t commit);
+
+/* Writer: the commit record of published seq s, or NULL if s carries no
+** data (aborted, abandoned, or the slot was never written this lap). */
+const struct mv_commit *durable_record(const shm_region *r, uint64_t seq);
+
+/* Writer: seqs up to `seq` are on disk. Wakes every SYNC waiter. */
+void     durable_publish(shm_region *r, uint64_t seq);
+
+/* Committer: wake the writer (a SYNC commit wants to be written now). */
+void     durable_kick(shm_region *r);
+
+/* Writer: sleep until kicked or timeout_ms passed. */
+void     durable_wait_kick(shm_region *r, unsigned timeout_ms);
+
+/* Committer: wait until durable_seq >= seq or timeout_ms passed. Returns 1
+** when durable, 0 on timeout. */
+int      durable_wait(shm_region *r, uint64_t seq, unsigned timeout_ms);
+
+#endif

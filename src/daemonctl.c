@@ -1,0 +1,159 @@
+/*
+** daemonctl.c — finding, probing and starting the sochdbd of a database.
+**
+** A running daemon holds an exclusive flock() on DIR/LOCK (the kernel drops
+** it when the daemon dies). A client probes with a non-blocking shared lock:
+** refused means a daemon runs. To start one, the client takes DIR/LOCK.spawn
+** exclusively (so of several openers exactly one spawns), probes again, then
+** posix_spawn()s sochdbd and waits until it holds DIR/LOCK. posix_spawn runs
+** no fork handlers and our descriptors are all close-on-exec, so the daemon
+** inherits nothing of ours. The daemon detaches itself.
+**
+** Which sochdbd: sochdb_options.daemon_path, else $SOCHDB_DAEMON, else the
+** one next to the library (or executable) this code is in, else $PATH.
+*/
+#include "internal.h"
+
+#include "error.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define SPAWN_WAIT_MS 5000
+
+static uint64_t now_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_ms(unsigned ms)
+{
+  struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+  nanosleep(&ts, NULL);
+}
+
+/* 1 if a daemon holds DIR/LOCK, 0 if not, -1 on error. */
+static int daemon_running(int lock_fd)
+{
+  if (flock(lock_fd, LOCK_SH | LOCK_NB) == 0) {
+    flock(lock_fd, LOCK_UN);
+    return 0;
+  }
+  return errno == EWOULDBLOCK ? 1 : -1;
+}
+
+static void default_daemon_path(char *out, size_t n)
+{
+  const char *env = getenv("SOCHDB_DAEMON");
+  if (env && *env) {
+    snprintf(out, n, "%s", env);
+    return;
+  }
+  Dl_info info;
+  if (dladdr((void *)default_daemon_path, &info) && info.dli_fname) {
+    char copy[4096];
+    snprintf(copy, sizeof copy, "%s", info.dli_fname);
+    snprintf(out, n, "%s/sochdbd", dirname(copy));
+    if (access(out, X_OK) == 0)
+      return;
+  }
+  snprintf(out, n, "sochdbd");   /* through $PATH */
+}
+
+int sdb_daemon_setup(sochdb *db, const char *daemon_path, unsigned mode)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/LOCK", db->dir);
+  db->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode);
+  if (db->lock_fd < 0)
+    return sdb_fail_errno("open %s", path);
+  if (daemon_path)
+    snprintf(db->daemon_path, sizeof db->daemon_path, "%s", daemon_path);
+  else
+    default_daemon_path(db->daemon_path, sizeof db->daemon_path);
+  return sdb_daemon_ensure(db);
+}
+
+/* posix_spawn the daemon with its output appended to DIR/sochdbd.log, and
+** reap the short-lived parent half (the daemon forks itself away). */
+static int spawn_daemon(sochdb *db)
+{
+  char log[4200];
+  snprintf(log, sizeof log, "%s/sochdbd.log", db->dir);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  /* The application's descriptors without close-on-exec (a prefork server's
+  ** listening socket, a test's pipe) must not live on in the daemon. */
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  char *argv[] = { "sochdbd", db->dir, NULL };
+  pid_t pid;
+  int err = strchr(db->daemon_path, '/') ? posix_spawn(&pid, db->daemon_path, &fa, NULL, argv, environ)
+                                         : posix_spawnp(&pid, db->daemon_path, &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (err) {
+    errno = err;
+    return sdb_fail(SOCHDB_DAEMON, "cannot start %s for %s: %s", db->daemon_path, db->dir, strerror(err));
+  }
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    ;
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return sdb_fail(SOCHDB_DAEMON, "%s %s exited with status %d (see %s)", db->daemon_path, db->dir,
+                    WIFEXITED(status) ? WEXITSTATUS(status) : -1, log);
+  return SOCHDB_OK;
+}
+
+static int start_daemon(sochdb *db)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/LOCK.spawn", db->dir);
+  int spawn_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (spawn_fd < 0)
+    return sdb_fail_errno("open %s", path);
+  int rc = SOCHDB_OK;
+  if (flock(spawn_fd, LOCK_EX) != 0)
+    rc = sdb_fail_errno("flock %s", path);
+  else if (daemon_running(db->lock_fd) == 0) {   /* nobody started one while we waited */
+    rc = spawn_daemon(db);
+    for (unsigned waited = 0; rc == SOCHDB_OK && daemon_running(db->lock_fd) != 1; waited += 2) {
+      if (waited >= SPAWN_WAIT_MS) {
+        rc = sdb_fail(SOCHDB_DAEMON, "%s did not take %s/LOCK within %u ms (see %s/sochdbd.log)",
+                      db->daemon_path, db->dir, SPAWN_WAIT_MS, db->dir);
+        break;
+      }
+      sleep_ms(2);
+    }
+  }
+  close(spawn_fd);   /* drops the spawn lock */
+  return rc;
+}
+
+int sdb_daemon_ensure(sochdb *db)
+{
+  /* Called from wait loops: probe at most every 20 ms. relaxed: a hint. */
+  uint64_t now = now_ns(), last = atomic_load_explicit(&db->daemon_probe_ns, memory_order_relaxed);
+  if (last && now - last < 20000000ull)
+    return SOCHDB_OK;
+  atomic_store_explicit(&db->daemon_probe_ns, now, memory_order_relaxed);
+  int running = daemon_running(db->lock_fd);
+  if (running < 0)
+    return sdb_fail_errno("probe %s/LOCK", db->dir);
+  return running ? SOCHDB_OK : start_daemon(db);
+}
