@@ -157,9 +157,18 @@ int  sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, s
 ** transaction. When SOCHDB_OK is returned the commit is visible to every
 ** transaction that begins afterwards, in any process.
 **
+** SOCHDB_SYNC returns once the commit is durable (written and fdatasync'd by
+** sochdbd's group commit); SOCHDB_ASYNC once it is visible (durable within a
+** few milliseconds). A commit is visible to others slightly before it is
+** durable; the log keeps commit order, so a crash loses at most a suffix of
+** unacknowledged commits.
+**
 ** Errors: SOCHDB_CONFLICT, SOCHDB_INVALID (unknown flag bits, NULL t,
-**   inherited across fork), SOCHDB_BUSY (no memtable room within
-**   busy_timeout_ms), SOCHDB_NOMEM.
+**   inherited across fork), SOCHDB_BUSY (no memtable room, or the WAL
+**   writer too far behind, within busy_timeout_ms), SOCHDB_NOMEM,
+**   SOCHDB_DAEMON (SOCHDB_SYNC only: the commit IS applied and visible, but
+**   no daemon confirmed it durable within max(busy_timeout_ms, 10 s), even
+**   after restarting one).
 */
 int  sochdb_commit(sochdb_txn *t, unsigned flags);
 

@@ -464,19 +464,25 @@ static int decide_and_publish(struct commit_ctx *c, uint32_t did, uint64_t recor
   return SOCHDB_OK;
 }
 
+#define DURABLE_WAIT_MIN_MS 10000u
+
 /* SOCHDB_SYNC: wait for the group commit that covers seq, restarting a dead
 ** daemon on the way. The commit is already applied and visible; if it cannot
 ** be confirmed durable in time, say so (SOCHDB_DAEMON), never hang. */
 static int wait_durable(sochdb *db, uint64_t seq)
 {
   shm_region *r = &db->region;
+  /* busy_timeout_ms is about memtable room; a durability wait must also
+  ** survive a slow fdatasync and a daemon restart, so it is never shorter
+  ** than DURABLE_WAIT_MIN_MS. */
+  unsigned limit_ms = db->busy_timeout_ms > DURABLE_WAIT_MIN_MS ? db->busy_timeout_ms : DURABLE_WAIT_MIN_MS;
   struct timespec deadline;
-  set_deadline(&deadline, db->busy_timeout_ms);
+  set_deadline(&deadline, limit_ms);
   durable_kick(r);
   while (!durable_wait(r, seq, 100)) {
     if (past(&deadline))
       return sdb_fail(SOCHDB_DAEMON, "commit %llu is applied and visible, but the daemon did not confirm "
-                      "it durable within %u ms", (unsigned long long)seq, db->busy_timeout_ms);
+                      "it durable within %u ms", (unsigned long long)seq, limit_ms);
     sdb_daemon_ensure(db);
     durable_kick(r);
   }
