@@ -345,7 +345,7 @@ Test(arena, release_claims_keeps_arena_that_won_and_was_rotated_past)
   sochdb_txn *t = NULL;
   cr_assert_eq(sochdb_txn_begin(db, 0, &t), SOCHDB_OK, "begin");
   cr_assert_eq(sochdb_put(t, "precious", 8, "data", 4), SOCHDB_OK, "put");
-  cr_assert_eq(sochdb_commit(t, SOCHDB_SYNC), SOCHDB_OK, "commit");
+  cr_assert_eq(sochdb_commit(t, SOCHDB_ASYNC), SOCHDB_OK, "commit");
   cr_assert_neq(sl_find(r, won, "precious", 8), 0, "the commit should be in the dead rotator's memtable");
 
   /* someone rotates past it */
@@ -390,7 +390,7 @@ Test(arena, full_tmpfs_is_busy_not_sigbus)
     cr_assert_eq(sochdb_txn_begin(db, 0, &t), SOCHDB_OK);
     snprintf(key, sizeof key, "k%08d", committed);
     cr_assert_eq(sochdb_put(t, key, strlen(key), val, sizeof val), SOCHDB_OK);
-    rc = sochdb_commit(t, SOCHDB_SYNC);
+    rc = sochdb_commit(t, SOCHDB_ASYNC);
     if (rc != SOCHDB_OK)
       break;
   }

@@ -80,7 +80,7 @@ static void load_k00_k99(sochdb *db)
     snprintf(v, sizeof v, "v%02d", d);
     tu_put_str(t, k, v);
   }
-  tu_commit(t, SOCHDB_SYNC, "k00..k99");
+  tu_commit(t, SOCHDB_ASYNC, "k00..k99");
 }
 
 /* --------------------------------------------------------- bounds */
@@ -164,7 +164,7 @@ Test(iter, empty_database_and_exhaustion)
   cr_assert_eq(sochdb_iter_next(NULL, &k, &kl, &v, &vl), SOCHDB_INVALID, "NULL iterator");
   sochdb_iter_close(it);
   sochdb_iter_close(NULL);
-  tu_commit(t, SOCHDB_SYNC, "own write after exhaustion");
+  tu_commit(t, SOCHDB_ASYNC, "own write after exhaustion");
 
   t = tu_begin(db, SOCHDB_TXN_READONLY);
   cr_assert_eq(sochdb_iter_open(t, NULL, 0, NULL, 0, &it), SOCHDB_OK, "iter_open");
@@ -186,7 +186,7 @@ Test(iter, binary_keys_in_byte_order)
   sochdb_txn *t = tu_begin(db, 0);
   for (size_t i = 0; i < 4; i++)   /* some committed ... */
     cr_assert_eq(sochdb_put(t, keys[i].k, keys[i].len, "c", 1), SOCHDB_OK, "put");
-  tu_commit(t, SOCHDB_SYNC, "binary keys");
+  tu_commit(t, SOCHDB_ASYNC, "binary keys");
   t = tu_begin(db, 0);
   for (size_t i = 4; i < 7; i++)   /* ... some own writes */
     cr_assert_eq(sochdb_put(t, keys[i].k, keys[i].len, "o", 1), SOCHDB_OK, "put");
@@ -310,7 +310,7 @@ Test(iter, merges_several_memtables_newest_wins)
         tu_put_str(t, k, model[i]);
       }
     }
-    tu_commit(t, SOCHDB_SYNC, "random round");
+    tu_commit(t, SOCHDB_ASYNC, "random round");
     /* move on to a fresh memtable, as a full one would */
     cr_assert_eq(arena_rotate(r, db->slot, arena_active(r)), SOCHDB_OK, "rotate after round %d", round);
   }
@@ -327,7 +327,7 @@ Test(iter, merges_several_memtables_newest_wins)
     snprintf(k, sizeof k, "key%05d", i * 37);
     memset(bigval, 'a' + b % 26, sizeof bigval - 1);
     tu_put_str(t, k, bigval);
-    tu_commit(t, SOCHDB_SYNC, "big value");
+    tu_commit(t, SOCHDB_ASYNC, "big value");
     snprintf(model[i], sizeof model[i], "big-%d", b);   /* marker; checked by length below */
   }
 
@@ -403,7 +403,7 @@ Test(iter, newer_memtable_with_only_invisible_versions)
       tu_put_str(w, k, "newer");
   }
   tu_put_str(w, "k50x", "newer-key");
-  tu_commit(w, SOCHDB_SYNC, "into B");
+  tu_commit(w, SOCHDB_ASYNC, "into B");
   static struct expect x;
   expect_range(&x, 0, 100);
   scan_expect(t, NULL, 0, NULL, 0, &x, "old snapshot over A and B");
@@ -468,7 +468,7 @@ Test(iter, snapshot_stable_while_others_commit)
       snprintf(kk, sizeof kk, "k%02d-new%d", d, c);
       tu_put_str(w, kk, "inserted");
     }
-    tu_commit(w, SOCHDB_SYNC, "rewrite round");
+    tu_commit(w, SOCHDB_ASYNC, "rewrite round");
     if (c == 1)   /* and a rotation: later commits land in another memtable */
       cr_assert_eq(arena_rotate(&db->region, db->slot, arena_active(&db->region)), SOCHDB_OK, "rotate");
   }

@@ -43,7 +43,7 @@ Test(mvcc, chain_newest_first_and_repeatable_reads)
   for (int i = 0; i < NVER; i++) {
     sochdb_txn *t = tu_begin(db, 0);
     cr_assert_eq(sochdb_put(t, "key", 3, vals[i], strlen(vals[i])), SOCHDB_OK, "put %d", i);
-    cr_assert_eq(sochdb_commit(t, SOCHDB_SYNC), SOCHDB_OK, "commit %d", i);
+    cr_assert_eq(sochdb_commit(t, SOCHDB_ASYNC), SOCHDB_OK, "commit %d", i);
     snap[i + 1] = tu_begin(db, SOCHDB_TXN_READONLY);
     cr_assert_gt(snap[i + 1]->snapshot, snap[i]->snapshot, "snapshot %d did not advance", i + 1);
     /* every open snapshot keeps reading its own version */
@@ -91,7 +91,7 @@ Test(mvcc, chain_newest_first_and_repeatable_reads)
   }
   cr_assert(version_is(mv_visible(r, node, UINT64_MAX - 1), vals[NVER - 1]), "far-future snapshot");
   for (int s = 0; s <= NVER; s++)
-    cr_assert_eq(sochdb_commit(snap[s], SOCHDB_SYNC), SOCHDB_OK, "read-only commit");
+    cr_assert_eq(sochdb_commit(snap[s], SOCHDB_ASYNC), SOCHDB_OK, "read-only commit");
   tu_close();
 }
 
@@ -99,11 +99,11 @@ Test(mvcc, tombstone_hides_only_from_later_snapshots)
 {
   sochdb *db = open_db();
   shm_region *r = &db->region;
-  tu_commit_kv(db, "k", "alive", SOCHDB_SYNC);
+  tu_commit_kv(db, "k", "alive", SOCHDB_ASYNC);
   sochdb_txn *before = tu_begin(db, SOCHDB_TXN_READONLY);
-  tu_commit_kv(db, "k", NULL, SOCHDB_SYNC);    /* delete */
+  tu_commit_kv(db, "k", NULL, SOCHDB_ASYNC);    /* delete */
   sochdb_txn *after = tu_begin(db, SOCHDB_TXN_READONLY);
-  tu_commit_kv(db, "k", "again", SOCHDB_SYNC);
+  tu_commit_kv(db, "k", "again", SOCHDB_ASYNC);
   sochdb_txn *reborn = tu_begin(db, SOCHDB_TXN_READONLY);
 
   tu_expect_str(before, "k", "alive", "snapshot before the delete");
@@ -119,7 +119,7 @@ Test(mvcc, tombstone_hides_only_from_later_snapshots)
   cr_assert(version_is(mv_visible(r, node, before->snapshot), "alive"), "older snapshot lost its version");
 
   /* a tombstone for a key that never existed */
-  tu_commit_kv(db, "ghost", NULL, SOCHDB_SYNC);
+  tu_commit_kv(db, "ghost", NULL, SOCHDB_ASYNC);
   sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   tu_expect_str(t, "ghost", NULL, "deleted never-existing key");
   sochdb_abort(t);
@@ -133,15 +133,15 @@ Test(mvcc, aborted_versions_are_never_visible)
 {
   sochdb *db = open_db();
   shm_region *r = &db->region;
-  tu_commit_kv(db, "a", "a0", SOCHDB_SYNC);
-  tu_commit_kv(db, "z", "z0", SOCHDB_SYNC);
+  tu_commit_kv(db, "a", "a0", SOCHDB_ASYNC);
+  tu_commit_kv(db, "z", "z0", SOCHDB_ASYNC);
 
   /* loser writes a (installed first: key order) and z (conflicts) */
   sochdb_txn *loser = tu_begin(db, 0);
   cr_assert_eq(sochdb_put(loser, "a", 1, "a-lost", 6), SOCHDB_OK, "put a");
   cr_assert_eq(sochdb_put(loser, "z", 1, "z-lost", 6), SOCHDB_OK, "put z");
-  tu_commit_kv(db, "z", "z1", SOCHDB_SYNC);         /* the first committer */
-  int rc = sochdb_commit(loser, SOCHDB_SYNC);
+  tu_commit_kv(db, "z", "z1", SOCHDB_ASYNC);         /* the first committer */
+  int rc = sochdb_commit(loser, SOCHDB_ASYNC);
   cr_assert_eq(rc, SOCHDB_CONFLICT, "second committer: %s, want CONFLICT", sochdb_strerror(rc));
 
   uint64_t node = sl_find(r, arena_active(r), "a", 1);
@@ -169,7 +169,7 @@ Test(mvcc, aborted_versions_are_never_visible)
   sochdb_abort(t);
 
   /* the aborted intent does not block the next writer of a */
-  tu_commit_kv(db, "a", "a2", SOCHDB_SYNC);
+  tu_commit_kv(db, "a", "a2", SOCHDB_ASYNC);
   t = tu_begin(db, SOCHDB_TXN_READONLY);
   tu_expect_str(t, "a", "a2", "after writing over an aborted version");
   sochdb_abort(t);
@@ -226,7 +226,7 @@ static void *incrementer(void *p)
         sochdb_abort(t);
         return NULL;
       }
-      int rc = sochdb_commit(t, SOCHDB_SYNC);
+      int rc = sochdb_commit(t, SOCHDB_ASYNC);
       if (rc == SOCHDB_OK)
         done = 1;
       else if (rc == SOCHDB_CONFLICT) {
@@ -249,7 +249,7 @@ Test(mvcc, concurrent_writers_build_a_consistent_chain)
 {
   sochdb *db = open_db();
   shm_region *r = &db->region;
-  tu_commit_kv(db, "ctr", "0", SOCHDB_SYNC);
+  tu_commit_kv(db, "ctr", "0", SOCHDB_ASYNC);
   atomic_int errors = 0;
   pthread_t th[NINC_THREADS];
   struct inc_arg args[NINC_THREADS];

@@ -146,7 +146,7 @@ static char *make_db_with_key(const char *name, char *region, size_t n)
   char *dir = sub(name);
   sochdb_options o = small_opts();
   sochdb *db = tu_open_with(dir, &o);
-  tu_commit_kv(db, "key", "value", 0);
+  tu_commit_kv(db, "key", "value", SOCHDB_ASYNC);
   snprintf(region, n, "%s", sochdb_region_path(db));
   sochdb_close(db);
   return dir;
@@ -242,18 +242,18 @@ Test(region, a_second_open_attaches_to_the_same_region)
   cr_assert_eq(b->region.hdr->memtable_bytes, (uint64_t)SMALL_MEMTABLE, "the creator's memtable size");
   cr_assert_eq(b->region.size, (size_t)SMALL_REGION, "the attacher maps the whole region: %zu", b->region.size);
 
-  tu_commit_kv(a, "from-a", "1", 0);
+  tu_commit_kv(a, "from-a", "1", SOCHDB_ASYNC);
   char buf[16];
   cr_assert_eq(tu_read_str(b, "from-a", buf, sizeof buf), SOCHDB_OK, "b reads a's commit");
   cr_assert_str_eq(buf, "1", "value");
-  tu_commit_kv(b, "from-b", "2", 0);
+  tu_commit_kv(b, "from-b", "2", SOCHDB_ASYNC);
   cr_assert_eq(tu_read_str(a, "from-b", buf, sizeof buf), SOCHDB_OK, "a reads b's commit");
   cr_assert_str_eq(buf, "2", "value");
   cr_assert_eq(seqring_published(&a->region), 3u, "two commits on one sequence");
   cr_assert_eq(seqring_published(&b->region), 3u, "both mappings agree");
   sochdb_close(a);
   /* b keeps working after a is gone; a reopen sees everything */
-  tu_commit_kv(b, "after-a", "3", 0);
+  tu_commit_kv(b, "after-a", "3", SOCHDB_ASYNC);
   sochdb_close(b);
   sochdb *c = tu_open_with(tu_db_dir, &o);
   cr_assert_eq(tu_read_str(c, "from-a", buf, sizeof buf), SOCHDB_OK, "the region keeps its data between handles");
@@ -463,7 +463,7 @@ Test(region, a_region_without_magic_is_initialised_again)
   char buf[16];
   cr_assert_eq(tu_read_str(db, "key", buf, sizeof buf), SOCHDB_OK, "the durable commit is replayed");
   cr_assert_str_eq(buf, "value", "replayed value");
-  tu_commit_kv(db, "key", "again", 0);
+  tu_commit_kv(db, "key", "again", SOCHDB_ASYNC);
   sochdb_close(db);
   db = tu_open_with(dir, &o);
   cr_assert_eq(tu_read_str(db, "key", buf, sizeof buf), SOCHDB_OK, "the re-made region works");
@@ -557,7 +557,7 @@ Test(region, options_out_of_range_are_invalid)
   o.region_bytes = 6u << 20;
   sochdb *db = tu_open_with(dir, &o);
   cr_assert_eq(db->region.hdr->n_memtables, 2u, "6 MiB holds exactly 2 memtables");
-  tu_commit_kv(db, "k", "v", 0);
+  tu_commit_kv(db, "k", "v", SOCHDB_ASYNC);
   sochdb_close(db);
   free(dir);
 }
@@ -744,7 +744,7 @@ static void race_openers(int rounds, int fresh)
                  round, s.processes_attached);
     char val[16];
     snprintf(val, sizeof val, "r%d", round);
-    tu_commit_kv(a[round % NOPENERS].db, "shared", val, 0);
+    tu_commit_kv(a[round % NOPENERS].db, "shared", val, SOCHDB_ASYNC);
     for (int i = 0; i < NOPENERS; i++) {
       char buf[16];
       int rc = tu_read_str(a[i].db, "shared", buf, sizeof buf);

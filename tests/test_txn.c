@@ -53,7 +53,7 @@ static size_t count_keys(sochdb *db)
 Test(txn, own_writes_visible_inside)
 {
   sochdb *db = open_db();
-  tu_commit_kv(db, "pre", "committed", SOCHDB_SYNC);
+  tu_commit_kv(db, "pre", "committed", SOCHDB_ASYNC);
   sochdb_txn *t = tu_begin(db, 0);
   tu_expect_str(t, "k", NULL, "before any write");
   tu_put_str(t, "k", "v1");
@@ -73,7 +73,7 @@ Test(txn, own_writes_visible_inside)
   /* nothing is visible outside before commit */
   expect_committed(db, "k", NULL, "other txn before commit");
   expect_committed(db, "pre", "committed", "other txn before commit");
-  tu_commit(t, SOCHDB_SYNC, "own writes");
+  tu_commit(t, SOCHDB_ASYNC, "own writes");
   expect_committed(db, "k", "v3", "after commit");
   expect_committed(db, "pre", NULL, "deleted by the commit");
   expect_committed(db, "empty", "", "empty value after commit");
@@ -83,7 +83,7 @@ Test(txn, own_writes_visible_inside)
 Test(txn, value_pointer_stays_valid_until_txn_ends)
 {
   sochdb *db = open_db();
-  tu_commit_kv(db, "k", "committed-value", SOCHDB_SYNC);
+  tu_commit_kv(db, "k", "committed-value", SOCHDB_ASYNC);
   sochdb_txn *t = tu_begin(db, 0);
   const void *cv = NULL, *ov = NULL;
   size_t cl = 0, ol = 0;
@@ -91,7 +91,7 @@ Test(txn, value_pointer_stays_valid_until_txn_ends)
   tu_put_str(t, "k", "own-1");
   cr_assert_eq(sochdb_get(t, "k", 1, &ov, &ol), SOCHDB_OK, "get own");
   /* another transaction overwrites k and commits */
-  tu_commit_kv(db, "k", "someone-else", SOCHDB_SYNC);
+  tu_commit_kv(db, "k", "someone-else", SOCHDB_ASYNC);
   tu_put_str(t, "k", "own-2");
   cr_assert(cl == 15 && memcmp(cv, "committed-value", 15) == 0, "zero-copy committed value changed");
   cr_assert(ol == 5 && memcmp(ov, "own-1", 5) == 0, "own value changed after an overwrite");
@@ -104,7 +104,7 @@ Test(txn, value_pointer_stays_valid_until_txn_ends)
 Test(txn, snapshot_isolation_between_txns)
 {
   sochdb *db = open_db();
-  tu_commit_kv(db, "k", "old", SOCHDB_SYNC);
+  tu_commit_kv(db, "k", "old", SOCHDB_ASYNC);
   sochdb_txn *t1 = tu_begin(db, 0);
   sochdb_txn *r1 = tu_begin(db, SOCHDB_TXN_READONLY);
   sochdb_txn *t2 = tu_begin(db, 0);
@@ -112,7 +112,7 @@ Test(txn, snapshot_isolation_between_txns)
   tu_put_str(t2, "fresh", "x");
   tu_del_str(t2, "gone");
   tu_expect_str(t1, "k", "old", "T1 while T2 is uncommitted");
-  tu_commit(t2, SOCHDB_SYNC, "T2");
+  tu_commit(t2, SOCHDB_ASYNC, "T2");
   tu_expect_str(t1, "k", "old", "T1 after T2 committed");
   tu_expect_str(t1, "fresh", NULL, "T1: key created after its snapshot");
   tu_expect_str(r1, "k", "old", "read-only T1 after T2 committed");
@@ -121,7 +121,7 @@ Test(txn, snapshot_isolation_between_txns)
   tu_expect_str(t3, "fresh", "x", "T3 begun after T2's commit");
   /* T1's own write of an untouched key still commits */
   tu_put_str(t1, "t1-only", "y");
-  tu_commit(t1, SOCHDB_SYNC, "T1 on a disjoint key");
+  tu_commit(t1, SOCHDB_ASYNC, "T1 on a disjoint key");
   tu_expect_str(t3, "t1-only", NULL, "T3 does not see T1's later commit");
   sochdb_abort(t3);
   sochdb_abort(r1);
@@ -138,10 +138,10 @@ Test(txn, two_handles_one_process)
   sochdb_txn *t1 = tu_begin(db, 0);
   sochdb_txn *t2 = tu_begin(db2, 0);
   tu_put_str(t2, "k", "from-2");
-  tu_commit(t2, SOCHDB_SYNC, "handle 2");
+  tu_commit(t2, SOCHDB_ASYNC, "handle 2");
   tu_expect_str(t1, "k", NULL, "handle 1 txn begun before");
   tu_put_str(t1, "k", "from-1");
-  rc = sochdb_commit(t1, SOCHDB_SYNC);
+  rc = sochdb_commit(t1, SOCHDB_ASYNC);
   cr_assert_eq(rc, SOCHDB_CONFLICT, "write-write across handles: %s, want CONFLICT", sochdb_strerror(rc));
   expect_committed(db, "k", "from-2", "handle 1 after");
   expect_committed(db2, "k", "from-2", "handle 2 after");
@@ -172,8 +172,8 @@ static void put_long(sochdb_txn *t, const char *k, long x)
 Test(txn, first_committer_wins)
 {
   sochdb *db = open_db();
-  tu_commit_kv(db, "counter", "10", SOCHDB_SYNC);
-  tu_commit_kv(db, "b-deleted", "keep", SOCHDB_SYNC);
+  tu_commit_kv(db, "counter", "10", SOCHDB_ASYNC);
+  tu_commit_kv(db, "b-deleted", "keep", SOCHDB_ASYNC);
   sochdb_txn *t1 = tu_begin(db, 0);
   sochdb_txn *t2 = tu_begin(db, 0);
   put_long(t1, "counter", read_long(t1, "counter") + 1);
@@ -181,8 +181,8 @@ Test(txn, first_committer_wins)
   tu_put_str(t2, "a-side-effect", "x");   /* sorts before counter: installed, then rolled back */
   tu_del_str(t2, "b-deleted");            /* likewise, a tombstone intent */
   tu_put_str(t2, "z-side-effect", "y");   /* sorts after: never installed */
-  tu_commit(t1, SOCHDB_SYNC, "first committer");
-  int rc = sochdb_commit(t2, SOCHDB_SYNC);
+  tu_commit(t1, SOCHDB_ASYNC, "first committer");
+  int rc = sochdb_commit(t2, SOCHDB_ASYNC);
   cr_assert_eq(rc, SOCHDB_CONFLICT, "second committer: %s, want CONFLICT", sochdb_strerror(rc));
   expect_committed(db, "counter", "11", "after the lost update was refused");
   expect_committed(db, "a-side-effect", NULL, "the refused txn's other key");
@@ -194,7 +194,7 @@ Test(txn, first_committer_wins)
   sochdb_txn *t3 = tu_begin(db, 0);
   put_long(t3, "counter", read_long(t3, "counter") + 1);
   tu_put_str(t3, "a-side-effect", "x");
-  tu_commit(t3, SOCHDB_SYNC, "retry");
+  tu_commit(t3, SOCHDB_ASYNC, "retry");
   expect_committed(db, "counter", "12", "after the retry");
   expect_committed(db, "a-side-effect", "x", "after the retry");
   sochdb_stats st;
@@ -218,16 +218,16 @@ Test(txn, conflict_detected_across_memtables)
   ** older snapshot) installs its k into the empty chain of memtable B, where
   ** nothing conflicts: the check of the other live memtables must catch it. */
   sochdb *db = open_db();
-  tu_commit_kv(db, "k", "base", SOCHDB_SYNC);
-  tu_commit_kv(db, "other", "base", SOCHDB_SYNC);
+  tu_commit_kv(db, "k", "base", SOCHDB_ASYNC);
+  tu_commit_kv(db, "other", "base", SOCHDB_ASYNC);
   sochdb_txn *t1 = tu_begin(db, 0);
   sochdb_txn *t2 = tu_begin(db, 0);
   tu_put_str(t2, "k", "t2");
-  tu_commit(t2, SOCHDB_SYNC, "T2 in memtable A");
+  tu_commit(t2, SOCHDB_ASYNC, "T2 in memtable A");
   rotate(db);
   tu_put_str(t1, "k", "t1");
   tu_put_str(t1, "a-first", "t1");   /* installed before k: must be rolled back */
-  int rc = sochdb_commit(t1, SOCHDB_SYNC);
+  int rc = sochdb_commit(t1, SOCHDB_ASYNC);
   cr_assert_eq(rc, SOCHDB_CONFLICT, "lost update across a memtable rotation: %s, want CONFLICT",
                sochdb_strerror(rc));
   expect_committed(db, "k", "t2", "after the refused commit");
@@ -238,7 +238,7 @@ Test(txn, conflict_detected_across_memtables)
   rotate(db);
   tu_put_str(t3, "other", "t3");
   tu_put_str(t3, "k", "t3");
-  tu_commit(t3, SOCHDB_SYNC, "write over versions in older memtables");
+  tu_commit(t3, SOCHDB_ASYNC, "write over versions in older memtables");
   expect_committed(db, "other", "t3", "after T3");
   expect_committed(db, "k", "t3", "after T3");
 
@@ -247,9 +247,9 @@ Test(txn, conflict_detected_across_memtables)
   sochdb_txn *t4 = tu_begin(db, 0);
   sochdb_txn *t5 = tu_begin(db, 0);
   tu_put_str(t4, "k", "t4");
-  tu_commit(t4, SOCHDB_SYNC, "T4");
+  tu_commit(t4, SOCHDB_ASYNC, "T4");
   tu_put_str(t5, "k", "t5");
-  cr_assert_eq(sochdb_commit(t5, SOCHDB_SYNC), SOCHDB_CONFLICT, "T5 after T4 in the same new memtable");
+  cr_assert_eq(sochdb_commit(t5, SOCHDB_ASYNC), SOCHDB_CONFLICT, "T5 after T4 in the same new memtable");
   expect_committed(db, "k", "t4", "after T4/T5");
   tu_close();
 }
@@ -259,16 +259,16 @@ Test(txn, disjoint_write_sets_never_conflict)
   /* Snapshot isolation validates writes only: the classic write skew (each
   ** reads the other's key, writes its own) commits on both sides. */
   sochdb *db = open_db();
-  tu_commit_kv(db, "x", "1", SOCHDB_SYNC);
-  tu_commit_kv(db, "y", "1", SOCHDB_SYNC);
+  tu_commit_kv(db, "x", "1", SOCHDB_ASYNC);
+  tu_commit_kv(db, "y", "1", SOCHDB_ASYNC);
   sochdb_txn *t1 = tu_begin(db, 0);
   sochdb_txn *t2 = tu_begin(db, 0);
   tu_expect_str(t1, "y", "1", "T1 reads y");
   tu_expect_str(t2, "x", "1", "T2 reads x");
   tu_put_str(t1, "x", "0");
   tu_put_str(t2, "y", "0");
-  tu_commit(t1, SOCHDB_SYNC, "T1 writes x");
-  tu_commit(t2, SOCHDB_SYNC, "T2 writes y (disjoint from T1)");
+  tu_commit(t1, SOCHDB_ASYNC, "T1 writes x");
+  tu_commit(t2, SOCHDB_ASYNC, "T2 writes y (disjoint from T1)");
   expect_committed(db, "x", "0", "x");
   expect_committed(db, "y", "0", "y");
   tu_close();
@@ -277,13 +277,13 @@ Test(txn, disjoint_write_sets_never_conflict)
 Test(txn, delete_delete_conflict)
 {
   sochdb *db = open_db();
-  tu_commit_kv(db, "k", "v", SOCHDB_SYNC);
+  tu_commit_kv(db, "k", "v", SOCHDB_ASYNC);
   sochdb_txn *t1 = tu_begin(db, 0);
   sochdb_txn *t2 = tu_begin(db, 0);
   tu_del_str(t1, "k");
   tu_del_str(t2, "k");
-  tu_commit(t1, SOCHDB_SYNC, "first delete");
-  cr_assert_eq(sochdb_commit(t2, SOCHDB_SYNC), SOCHDB_CONFLICT, "a second delete of the same key conflicts too");
+  tu_commit(t1, SOCHDB_ASYNC, "first delete");
+  cr_assert_eq(sochdb_commit(t2, SOCHDB_ASYNC), SOCHDB_CONFLICT, "a second delete of the same key conflicts too");
   expect_committed(db, "k", NULL, "deleted");
   tu_close();
 }
@@ -295,8 +295,8 @@ Test(txn, uncommitted_writer_does_not_block_until_it_commits)
   tu_put_str(t1, "k", "from-t1");     /* buffered, not committed */
   sochdb_txn *t2 = tu_begin(db, 0);
   tu_put_str(t2, "k", "from-t2");
-  tu_commit(t2, SOCHDB_SYNC, "T2 while T1 holds an uncommitted write of k");
-  int rc = sochdb_commit(t1, SOCHDB_SYNC);
+  tu_commit(t2, SOCHDB_ASYNC, "T2 while T1 holds an uncommitted write of k");
+  int rc = sochdb_commit(t1, SOCHDB_ASYNC);
   cr_assert_eq(rc, SOCHDB_CONFLICT, "T1 after T2 committed k: %s, want CONFLICT", sochdb_strerror(rc));
   expect_committed(db, "k", "from-t2", "after");
 
@@ -306,7 +306,7 @@ Test(txn, uncommitted_writer_does_not_block_until_it_commits)
   tu_put_str(t3, "k", "from-t3");
   tu_put_str(t4, "k", "from-t4");
   sochdb_abort(t3);
-  tu_commit(t4, SOCHDB_SYNC, "T4 after T3 aborted");
+  tu_commit(t4, SOCHDB_ASYNC, "T4 after T3 aborted");
   expect_committed(db, "k", "from-t4", "after abort + commit");
   tu_close();
 }
@@ -314,12 +314,12 @@ Test(txn, uncommitted_writer_does_not_block_until_it_commits)
 Test(txn, read_only_rejects_writes)
 {
   sochdb *db = open_db();
-  tu_commit_kv(db, "k", "v", SOCHDB_SYNC);
+  tu_commit_kv(db, "k", "v", SOCHDB_ASYNC);
   sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   cr_assert_eq(sochdb_put(t, "k", 1, "x", 1), SOCHDB_INVALID, "put in a read-only txn");
   cr_assert_eq(sochdb_delete(t, "k", 1), SOCHDB_INVALID, "delete in a read-only txn");
   tu_expect_str(t, "k", "v", "read-only txn reads");
-  tu_commit(t, SOCHDB_SYNC, "read-only");
+  tu_commit(t, SOCHDB_ASYNC, "read-only");
   expect_committed(db, "k", "v", "nothing changed");
   tu_close();
 }
@@ -407,7 +407,7 @@ Test(txn, key_and_value_limits)
   memset(big, 'v', sizeof big);
   cr_assert_eq(sochdb_put(t, "big", 3, big, sizeof big), SOCHDB_INVALID, "value too big for a 1 MiB memtable");
   cr_assert_eq(sochdb_put(t, "ok", 2, big, 256 * 1024), SOCHDB_OK, "a 256 KiB value fits");
-  tu_commit(t, SOCHDB_SYNC, "limits");
+  tu_commit(t, SOCHDB_ASYNC, "limits");
   t = tu_begin(db, SOCHDB_TXN_READONLY);
   cr_assert_eq(sochdb_get(t, key, SOCHDB_MAX_KEY, &v, &vl), SOCHDB_OK, "read back the 4096-byte key");
   cr_assert(vl == 3 && memcmp(v, "max", 3) == 0, "value of the 4096-byte key");
@@ -439,12 +439,12 @@ Test(txn, too_many_open_txns_is_busy)
   cr_assert_eq(sochdb_open(tu_db_dir, NULL, &db2), SOCHDB_OK, "second handle");
   sochdb_txn *other = tu_begin(db2, 0);
   tu_put_str(other, "k", "v");
-  tu_commit(other, SOCHDB_SYNC, "on the second handle");
+  tu_commit(other, SOCHDB_ASYNC, "on the second handle");
   sochdb_close(db2);
 
   /* ending one makes room for exactly one */
   tu_put_str(ts[10], "x", "1");
-  tu_commit(ts[10], SOCHDB_SYNC, "one of the 128");
+  tu_commit(ts[10], SOCHDB_ASYNC, "one of the 128");
   ts[10] = tu_begin(db, 0);
   rc = sochdb_txn_begin(db, 0, &extra);
   cr_assert_eq(rc, SOCHDB_BUSY, "after refilling: %s, want BUSY", sochdb_strerror(rc));
@@ -457,7 +457,7 @@ Test(txn, too_many_open_txns_is_busy)
 Test(txn, close_with_open_txns)
 {
   sochdb *db = open_db();
-  tu_commit_kv(db, "kept", "yes", SOCHDB_SYNC);
+  tu_commit_kv(db, "kept", "yes", SOCHDB_ASYNC);
   for (int i = 0; i < 10; i++) {
     sochdb_txn *t = tu_begin(db, i % 3 == 0 ? SOCHDB_TXN_READONLY : 0);
     if (i % 3) {
@@ -501,7 +501,7 @@ Test(txn, large_transaction_across_rotation)
     snprintf(v, sizeof v, "value-of-%d-padded-to-make-memtables-fill", i);
     tu_put_str(t, k, v);
   }
-  tu_commit(t, SOCHDB_SYNC, "50k keys");
+  tu_commit(t, SOCHDB_ASYNC, "50k keys");
   sochdb_stats st;
   cr_assert_eq(sochdb_stats_get(db, &st), SOCHDB_OK, "stats");
   cr_assert_gt(st.memtables_in_use, 1, "50k keys in 1 MiB memtables should have rotated (in use: %u)",
@@ -539,7 +539,7 @@ Test(txn, large_transaction_across_rotation)
   t = tu_begin(db, 0);
   tu_put_str(t, "large-00000000", "rewritten");
   tu_put_str(t, "large-00049999", "rewritten");
-  tu_commit(t, SOCHDB_SYNC, "rewrite after the large commit");
+  tu_commit(t, SOCHDB_ASYNC, "rewrite after the large commit");
   expect_committed(db, "large-00000000", "rewritten", "first key rewritten");
   expect_committed(db, "large-00049999", "rewritten", "last key rewritten");
   tu_close();
@@ -559,7 +559,7 @@ Test(txn, region_exhaustion_returns_busy)
     cr_assert_eq(sochdb_put(t, k, strlen(k), val, sizeof val), SOCHDB_OK, "put %s", k);
     snprintf(k, sizeof k, "fill-%04d-b", i);
     cr_assert_eq(sochdb_put(t, k, strlen(k), val, sizeof val), SOCHDB_OK, "put %s", k);
-    int rc = sochdb_commit(t, SOCHDB_SYNC);
+    int rc = sochdb_commit(t, SOCHDB_ASYNC);
     if (rc == SOCHDB_BUSY)
       busy = 1;
     else
@@ -593,7 +593,7 @@ Test(txn, region_exhaustion_returns_busy)
   /* later commits keep failing cleanly (no hang, no crash); small ones may fit */
   sochdb_txn *w = tu_begin(db, 0);
   cr_assert_eq(sochdb_put(w, "again", 5, val, sizeof val), SOCHDB_OK, "put");
-  int rc = sochdb_commit(w, SOCHDB_SYNC);
+  int rc = sochdb_commit(w, SOCHDB_ASYNC);
   cr_assert(rc == SOCHDB_BUSY, "commit into a full region: %s, want BUSY", sochdb_strerror(rc));
   expect_committed(db, "again", NULL, "refused commit");
   sochdb_stats st;
@@ -829,7 +829,7 @@ static void run_bank(sochdb *db, size_t pad)
     size_t vl = format_balance(&b, INITIAL, v);
     cr_assert_eq(sochdb_put(t, k, strlen(k), v, vl), SOCHDB_OK, "initial put");
   }
-  tu_commit(t, SOCHDB_SYNC, "initial balances");
+  tu_commit(t, SOCHDB_ASYNC, "initial balances");
 
   pthread_t wt[NWRITERS], rt;
   struct writer_arg wa[NWRITERS];
@@ -880,5 +880,36 @@ Test(txn, threads_bank_transfers_across_rotations)
   cr_assert_eq(sochdb_stats_get(db, &st), SOCHDB_OK, "stats");
   cr_assert_geq(st.memtables_in_use, 4, "the run should have rotated through several memtables (%u)",
                 st.memtables_in_use);
+  tu_close();
+}
+
+/* SOCHDB_SYNC returns only once the daemon made the commit durable; ASYNC
+** commits become durable shortly after, each written once to the WAL. */
+Test(txn, sync_commit_returns_only_when_durable)
+{
+  sochdb *db = tu_open(64u << 20, 1u << 20, 0);
+  for (int i = 0; i < 20; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "s%02d", i);
+    tu_commit_kv(db, k, "v", SOCHDB_SYNC);
+    sochdb_stats st = tu_stats(db);
+    cr_assert_geq(st.durable_seq, st.last_commit_seq, "SYNC commit %d returned before it was durable "
+                  "(durable %llu, committed %llu)", i, (unsigned long long)st.durable_seq,
+                  (unsigned long long)st.last_commit_seq);
+    cr_assert_eq(st.daemon_running, 1u, "no daemon serves the database");
+  }
+  for (int i = 0; i < 50; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "a%02d", i);
+    tu_commit_kv(db, k, "v", SOCHDB_ASYNC);
+  }
+  sochdb_stats st = tu_stats(db);
+  for (int i = 0; i < 5000 && st.durable_seq < st.last_commit_seq; i++) {
+    tu_sleep_ms(1);
+    st = tu_stats(db);
+  }
+  cr_assert_eq(st.durable_seq, st.last_commit_seq, "ASYNC commits not durable after 5 s");
+  cr_assert_eq(st.wal_records, 70u, "each commit written once: %llu records", (unsigned long long)st.wal_records);
+  cr_assert_geq(st.wal_segments, 1u);
   tu_close();
 }
