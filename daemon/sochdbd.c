@@ -257,14 +257,15 @@ int main(int argc, char **argv)
   sa.sa_handler = on_signal;
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
+  /* Logged before the writer starts: from then on w is the writer's alone. */
+  ww_log(c.dir, "serving (WAL at LSN %llu, durable through commit %llu)", (unsigned long long)w.next_lsn,
+         (unsigned long long)durable_seq(&db->region));
   struct writer_args wa = { &w, c.sync_delay_ms };
   pthread_t writer;
   if (pthread_create(&writer, NULL, writer_loop, &wa) != 0) {
     ww_log(c.dir, "cannot start the WAL writer thread");
     return 1;
   }
-  ww_log(c.dir, "serving (WAL at LSN %llu, durable through commit %llu)", (unsigned long long)w.next_lsn,
-         (unsigned long long)durable_seq(&db->region));
   const char *why = serve(db, &c, &lock_st);
   atomic_store(&writer_stop, 1);
   durable_kick(&db->region);

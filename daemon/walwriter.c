@@ -54,22 +54,25 @@ static int fsync_dir(const char *dir)
   return rc;
 }
 
-/* A new, empty segment starting at first_lsn, durable with its directory entry. */
+/* A new, empty segment starting at first_lsn, durable with its directory
+** entry. It appears under its name only complete (written to a temporary
+** file, then renamed), so a replay never finds a segment without a header. */
 static int create_segment(struct walwriter *w, uint64_t first_lsn)
 {
-  char path[4300];
+  char path[4300], tmp[4320];
   wal_segment_path(path, sizeof path, w->db->dir, first_lsn);
-  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0)
-    return sdb_fail_errno("create WAL segment %s", path);
+    return sdb_fail_errno("create WAL segment %s", tmp);
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   struct wal_seg_header h;
   wal_seg_header_init(&h, first_lsn, w->r->hdr->db_id, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
-  if (pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h || fdatasync(fd) != 0) {
-    int rc = sdb_fail_errno("write WAL segment header %s", path);
+  if (pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h || fdatasync(fd) != 0 || rename(tmp, path) != 0) {
+    int rc = sdb_fail_errno("write WAL segment %s", path);
     close(fd);
-    unlink(path);
+    unlink(tmp);
     return rc;
   }
   int rc = fsync_dir(w->db->dir);

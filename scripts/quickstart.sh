@@ -105,6 +105,33 @@ run_ctest() {
   rm -f "$out"
 }
 
+# Sanitizer reports go to files (log_path) rather than to the test's output:
+# the tests start sochdbd daemons, whose output lands in a log inside a test
+# directory that is deleted afterwards, so a report from a daemon would
+# otherwise never be seen. sanitizer_log_base DIR prints the log_path prefix
+# (and empties its folder); check_sanitizer_logs NAME DIR counts any report
+# as a failure and shows it.
+sanitizer_log_base() {
+  local logs="$REPO/$1/sanitizer-logs"
+  rm -rf "$logs"
+  mkdir -p "$logs"
+  echo "$logs/report"
+}
+
+check_sanitizer_logs() {
+  local name=$1 logs="$REPO/$2/sanitizer-logs" f n=0
+  for f in "$logs"/report*; do
+    [[ -e $f ]] || continue
+    n=$((n + 1))
+    echo "---- $name sanitizer report: $f"
+    head -n 60 "$f"
+  done
+  if ((n > 0)); then
+    FAILED_STEPS+=("$name: $n sanitizer report(s) from test or daemon processes")
+    TOTAL_FAILED=$((TOTAL_FAILED + 1))
+  fi
+}
+
 # A configuration that does not build counts as one failure: its tests
 # could not even run.
 build_failed() {
@@ -125,9 +152,12 @@ cmd_test() {
   # 2. ASan + UBSan. Leak checking on; a UBSan report stops the process so the
   #    test fails instead of printing and going on.
   if configure_and_build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSOCHDB_SANITIZE=address; then
-    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
-    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    local asan_log
+    asan_log=$(sanitizer_log_base build-asan)
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:log_path=$asan_log \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$asan_log \
       run_ctest asan build-asan
+    check_sanitizer_logs asan build-asan
   else
     build_failed asan
   fi
@@ -142,8 +172,11 @@ cmd_test() {
     if command -v setarch >/dev/null && setarch "$(uname -m)" -R true 2>/dev/null; then
       CTEST_WRAP=(setarch "$(uname -m)" -R)
     fi
-    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    local tsan_log
+    tsan_log=$(sanitizer_log_base build-tsan)
+    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:log_path=$tsan_log \
       run_ctest tsan build-tsan -L inproc
+    check_sanitizer_logs tsan build-tsan
     CTEST_WRAP=()
   else
     build_failed tsan

@@ -146,9 +146,10 @@ static char *make_db_with_key(const char *name, char *region, size_t n)
   char *dir = sub(name);
   sochdb_options o = small_opts();
   sochdb *db = tu_open_with(dir, &o);
-  tu_commit_kv(db, "key", "value", SOCHDB_ASYNC);
+  tu_commit_kv(db, "key", "value", SOCHDB_SYNC);   /* durable: some tests rebuild from the WAL */
   snprintf(region, n, "%s", sochdb_region_path(db));
   sochdb_close(db);
+  tu_stop_daemon(dir);            /* the tests tamper with a region nobody may be attached to */
   return dir;
 }
 

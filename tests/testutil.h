@@ -363,6 +363,27 @@ static inline void tu_setup_without_daemon(void)
             "cannot hold %s in place of the daemon", path);
 }
 
+/* Stop the sochdbd serving dir (its pid is in DIR/LOCK) and wait until it
+** released the lock. For tests that tamper with a region no process may be
+** attached to. Asserts it stopped within 10 s; no daemon is fine. */
+static inline void tu_stop_daemon(const char *dir)
+{
+  char path[4200], buf[32] = { 0 };
+  snprintf(path, sizeof path, "%s/LOCK", dir);
+  int fd = open(path, O_RDWR | O_CLOEXEC);
+  if (fd < 0)
+    return;
+  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+  long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+  if (pid > 0 && flock(fd, LOCK_EX | LOCK_NB) != 0)
+    kill((pid_t)pid, SIGTERM);
+  int stopped = 0;
+  for (int i = 0; i < 10000 && !(stopped = flock(fd, LOCK_EX | LOCK_NB) == 0); i++)
+    tu_sleep_ms(1);
+  close(fd);
+  cr_assert(stopped, "sochdbd %ld of %s did not stop within 10 s", pid, dir);
+}
+
 /* .fini: kill leftover children, unlink the region, remove the directories. */
 static inline void tu_teardown(void)
 {
