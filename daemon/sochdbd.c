@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -216,47 +217,96 @@ static const char *serve(sochdb *db, const struct config *c, const struct stat *
   }
 }
 
-int main(int argc, char **argv)
+/* Detach from whoever started us. The parent half waits (at most 10 s) until
+** the child reports through a pipe that it serves (holds DIR/LOCK with its pid
+** written) or gave up, and exits with that verdict: so a starter that reaped
+** the parent knows whether the daemon runs, and finds the right pid. */
+static int detach(int *report_fd)
 {
-  /* Whoever started us may have leaked descriptors into us (a socket, a
-  ** pipe someone waits on for EOF): we keep none of them. */
-  close_range(3, ~0u, 0);
-  struct config c;
-  int rc = parse_args(argc, argv, &c);
-  if (rc)
-    return rc;
-  struct stat lock_st;
-  int lock_fd = take_lock(c.dir, &lock_st);
-  if (lock_fd == -2) {
-    fprintf(stderr, "sochdbd: another sochdbd serves %s\n", c.dir);
-    return 0;                               /* not an error: the database is served */
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0)
+    return -1;
+  pid_t pid = fork();
+  if (pid < 0)
+    return -1;
+  if (pid > 0) {
+    close(p[1]);
+    struct pollfd pfd = { p[0], POLLIN, 0 };
+    char verdict = 1;
+    if (poll(&pfd, 1, 10000) == 1 && read(p[0], &verdict, 1) != 1)
+      verdict = 1;
+    _exit(verdict);
   }
-  if (lock_fd < 0)
-    return 1;
-  if (!c.foreground && daemon(1, 1) != 0) {   /* before open: a handle does not survive fork() */
-    fprintf(stderr, "sochdbd: cannot detach: %s\n", strerror(errno));
-    return 1;
-  }
-  write_pid(lock_fd);
-  sochdb_options opts = { .create_if_missing = -1 };
-  sochdb *db;
-  rc = sdb_open(c.dir, &opts, 1, &db);
-  if (rc != SOCHDB_OK) {
-    ww_log(c.dir, "cannot open: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
-    return 1;
-  }
-  struct walwriter w;
-  rc = ww_open(&w, db);
-  if (rc != SOCHDB_OK) {
-    ww_log(c.dir, "cannot open the WAL: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
-    sochdb_close(db);
-    return 1;
-  }
+  close(p[0]);
+  setsid();
+  *report_fd = p[1];
+  return 0;
+}
+
+static void report(int *fd, char verdict)
+{
+  if (*fd < 0)
+    return;
+  if (write(*fd, &verdict, 1) != 1) { /* the parent gave up waiting */ }
+  close(*fd);
+  *fd = -1;
+}
+
+static void catch_stop_signals(void)
+{
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
+}
+
+int main(int argc, char **argv)
+{
+  /* Whoever started us may have leaked descriptors into us (a socket, a
+  ** pipe someone waits on for EOF): we keep none of them. */
+  close_range(3, ~0u, 0);
+  /* From the first instruction on, SIGTERM only asks us to stop: a daemon
+  ** told to stop while starting still writes what was published. */
+  catch_stop_signals();
+  struct config c;
+  int rc = parse_args(argc, argv, &c);
+  if (rc)
+    return rc;
+  int report_fd = -1;
+  if (!c.foreground && detach(&report_fd) != 0) {   /* before open: a handle does not survive fork() */
+    fprintf(stderr, "sochdbd: cannot detach: %s\n", strerror(errno));
+    return 1;
+  }
+  /* The region first, the lock second: a daemon holds DIR/LOCK only once it
+  ** is attached, so a process rebuilding the region knows that a lock
+  ** holder serves an older region and must be waited for (recovery.c). */
+  sochdb_options opts = { .create_if_missing = -1 };
+  sochdb *db;
+  rc = sdb_open(c.dir, &opts, 1, &db);
+  if (rc != SOCHDB_OK) {
+    ww_log(c.dir, "cannot open: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+    report(&report_fd, 1);
+    return 1;
+  }
+  struct stat lock_st;
+  int lock_fd = take_lock(c.dir, &lock_st);
+  if (lock_fd < 0) {
+    if (lock_fd == -2)
+      fprintf(stderr, "sochdbd: another sochdbd serves %s\n", c.dir);
+    sochdb_close(db);
+    report(&report_fd, lock_fd == -2 ? 0 : 1);    /* another one serving is fine */
+    return lock_fd == -2 ? 0 : 1;
+  }
+  write_pid(lock_fd);
+  struct walwriter w;
+  rc = ww_open(&w, db);
+  if (rc != SOCHDB_OK) {
+    ww_log(c.dir, "cannot open the WAL: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+    sochdb_close(db);
+    report(&report_fd, 1);
+    return 1;
+  }
   /* Logged before the writer starts: from then on w is the writer's alone. */
   ww_log(c.dir, "serving (WAL at LSN %llu, durable through commit %llu)", (unsigned long long)w.next_lsn,
          (unsigned long long)durable_seq(&db->region));
@@ -264,8 +314,10 @@ int main(int argc, char **argv)
   pthread_t writer;
   if (pthread_create(&writer, NULL, writer_loop, &wa) != 0) {
     ww_log(c.dir, "cannot start the WAL writer thread");
+    report(&report_fd, 1);
     return 1;
   }
+  report(&report_fd, 0);
   const char *why = serve(db, &c, &lock_st);
   atomic_store(&writer_stop, 1);
   durable_kick(&db->region);

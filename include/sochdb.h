@@ -167,7 +167,7 @@ int  sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, s
 **   inherited across fork), SOCHDB_BUSY (no memtable room, or the WAL
 **   writer too far behind, within busy_timeout_ms), SOCHDB_NOMEM,
 **   SOCHDB_DAEMON (SOCHDB_SYNC only: the commit IS applied and visible, but
-**   no daemon confirmed it durable within max(busy_timeout_ms, 10 s), even
+**   no daemon confirmed it durable within max(busy_timeout_ms, 5 s), even
 **   after restarting one).
 */
 int  sochdb_commit(sochdb_txn *t, unsigned flags);

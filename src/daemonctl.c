@@ -15,6 +15,7 @@
 #include "internal.h"
 
 #include "error.h"
+#include "testhooks.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -74,7 +75,7 @@ static void default_daemon_path(char *out, size_t n)
   snprintf(out, n, "sochdbd");   /* through $PATH */
 }
 
-int sdb_daemon_setup(sochdb *db, const char *daemon_path, unsigned mode)
+int sdb_daemon_setup(sochdb *db, const char *daemon_path, unsigned mode, int ensure)
 {
   char path[4200];
   snprintf(path, sizeof path, "%s/LOCK", db->dir);
@@ -85,7 +86,24 @@ int sdb_daemon_setup(sochdb *db, const char *daemon_path, unsigned mode)
     snprintf(db->daemon_path, sizeof db->daemon_path, "%s", daemon_path);
   else
     default_daemon_path(db->daemon_path, sizeof db->daemon_path);
-  return sdb_daemon_ensure(db);
+  return ensure ? sdb_daemon_ensure(db) : SOCHDB_OK;
+}
+
+int sdb_daemon_wait_gone(const char *dir)
+{
+  if (sdb_test_without_daemon())
+    return SOCHDB_OK;
+  char path[4200];
+  snprintf(path, sizeof path, "%s/LOCK", dir);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return SOCHDB_OK;                       /* no lock file: no daemon ever ran */
+  int running = 1;
+  for (unsigned waited = 0; (running = daemon_running(fd)) == 1 && waited < 10000; waited += 2)
+    sleep_ms(2);
+  close(fd);
+  return running == 1 ? sdb_fail(SOCHDB_BUSY, "the sochdbd of a previous region of %s did not exit within 10 s", dir)
+                      : SOCHDB_OK;
 }
 
 /* posix_spawn the daemon with its output appended to DIR/sochdbd.log, and
@@ -120,7 +138,7 @@ static int spawn_daemon(sochdb *db)
   return SOCHDB_OK;
 }
 
-static int start_daemon(sochdb *db)
+static int start_daemon(sochdb *db, unsigned max_wait_ms)
 {
   char path[4200];
   snprintf(path, sizeof path, "%s/LOCK.spawn", db->dir);
@@ -128,8 +146,15 @@ static int start_daemon(sochdb *db)
   if (spawn_fd < 0)
     return sdb_fail_errno("open %s", path);
   int rc = SOCHDB_OK;
-  if (flock(spawn_fd, LOCK_EX) != 0)
-    rc = sdb_fail_errno("flock %s", path);
+  unsigned waited = 0;
+  /* Bounded: a starter stopped in a debugger must not hang everyone. */
+  while (flock(spawn_fd, LOCK_EX | LOCK_NB) != 0 && waited < max_wait_ms) {
+    sleep_ms(2);
+    waited += 2;
+  }
+  if (waited >= max_wait_ms)
+    rc = sdb_fail(SOCHDB_DAEMON, "another process has been starting the daemon of %s for %u ms", db->dir,
+                  waited);
   else if (daemon_running(db->lock_fd) == 0) {   /* nobody started one while we waited */
     rc = spawn_daemon(db);
     for (unsigned waited = 0; rc == SOCHDB_OK && daemon_running(db->lock_fd) != 1; waited += 2) {
@@ -145,8 +170,12 @@ static int start_daemon(sochdb *db)
   return rc;
 }
 
-int sdb_daemon_ensure(sochdb *db)
+int sdb_daemon_ensure(sochdb *db) { return sdb_daemon_ensure_within(db, SPAWN_WAIT_MS); }
+
+int sdb_daemon_ensure_within(sochdb *db, unsigned max_wait_ms)
 {
+  if (sdb_test_without_daemon())
+    return SOCHDB_OK;
   /* Called from wait loops: probe at most every 20 ms. relaxed: a hint. */
   uint64_t now = now_ns(), last = atomic_load_explicit(&db->daemon_probe_ns, memory_order_relaxed);
   if (last && now - last < 20000000ull)
@@ -155,5 +184,5 @@ int sdb_daemon_ensure(sochdb *db)
   int running = daemon_running(db->lock_fd);
   if (running < 0)
     return sdb_fail_errno("probe %s/LOCK", db->dir);
-  return running ? SOCHDB_OK : start_daemon(db);
+  return running ? SOCHDB_OK : start_daemon(db, max_wait_ms ? max_wait_ms : 1);
 }

@@ -56,8 +56,13 @@ void sdb_txn_abort_all(sochdb *db);   /* used by sochdb_close */
 ** Cheap when one runs (one flock probe, rate-limited). Returns SOCHDB_OK or
 ** SOCHDB_DAEMON. */
 int  sdb_daemon_ensure(sochdb *db);
-/* At open: open DIR/LOCK, choose the daemon binary, ensure one runs. */
-int  sdb_daemon_setup(sochdb *db, const char *daemon_path, unsigned mode);
+/* The same, giving up on a daemon start after max_wait_ms (the caller's deadline). */
+int  sdb_daemon_ensure_within(sochdb *db, unsigned max_wait_ms);
+/* At open: open DIR/LOCK, choose the daemon binary, and (if ensure) make
+** sure one runs. */
+int  sdb_daemon_setup(sochdb *db, const char *daemon_path, unsigned mode, int ensure);
+/* Wait (at most 10 s) until no sochdbd holds DIR/LOCK. */
+int  sdb_daemon_wait_gone(const char *dir);
 /* Replay DIR/wal into a region being created (shm_open_params.populate). */
 int  sdb_replay_wal(shm_region *r, void *dir);
 

@@ -87,9 +87,16 @@ static int replay_record(void *ctx, const struct wal_record *rec)
 int sdb_replay_wal(shm_region *r, void *dir_arg)
 {
   const char *dir = dir_arg;
+  /* A daemon takes DIR/LOCK only once attached to a region, and we hold the
+  ** new region's creation lock: so a lock holder now serves an older region
+  ** (removed or stale) and may still be writing the log. The log must be
+  ** final before we replay it. */
+  int rc = sdb_daemon_wait_gone(dir);
+  if (rc != SOCHDB_OK)
+    return rc;
   uint64_t *lsns;
   size_t n;
-  int rc = wal_list_segments(dir, &lsns, &n);
+  rc = wal_list_segments(dir, &lsns, &n);
   if (rc != SOCHDB_OK)
     return rc;
   struct replay rp = { r, 1 };   /* seq 1 is the empty database */

@@ -21,6 +21,12 @@ void sochdb_test_crash_at(const char *name, unsigned countdown)
   atomic_store(&remaining, countdown ? countdown : 1);
 }
 
+static _Atomic int without_daemon;
+
+void sochdb_test_without_daemon(int on) { atomic_store(&without_daemon, on); }
+
+int sdb_test_without_daemon(void) { return atomic_load_explicit(&without_daemon, memory_order_relaxed); }
+
 void sdb_crashpoint(const char *name)
 {
   if (atomic_load_explicit(&remaining, memory_order_relaxed) == 0 || strcmp(name, armed) != 0)

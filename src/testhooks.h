@@ -13,8 +13,13 @@
 void sochdb_test_crash_at(const char *name, unsigned countdown);
 void sdb_crashpoint(const char *name);
 #define CRASHPOINT(name) sdb_crashpoint(name)
+/* Run without sochdbd: nothing starts one, nothing waits for one to leave.
+** For suites that place process slots exactly; they commit SOCHDB_ASYNC. */
+void sochdb_test_without_daemon(int on);
+int  sdb_test_without_daemon(void);
 #else
 #define CRASHPOINT(name) ((void)0)
+#define sdb_test_without_daemon() 0
 #endif
 
 #endif

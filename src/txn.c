@@ -235,6 +235,14 @@ static int past(const struct timespec *d)
 
 /* The active memtable `full` had no room: rotate, or wait for a free arena
 ** until busy_timeout_ms is spent. */
+static unsigned ms_until(const struct timespec *d)
+{
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  long ms = (d->tv_sec - now.tv_sec) * 1000L + (d->tv_nsec - now.tv_nsec) / 1000000L;
+  return ms > 0 ? (unsigned)ms : 0;
+}
+
 static void set_deadline(struct timespec *d, unsigned ms)
 {
   clock_gettime(CLOCK_MONOTONIC, d);
@@ -424,7 +432,7 @@ static int wait_for_writer(struct commit_ctx *c)
   set_deadline(&deadline, c->t->db->busy_timeout_ms);
   while (!durable_may_claim(c->r)) {
     durable_kick(c->r);
-    sdb_daemon_ensure(c->t->db);
+    sdb_daemon_ensure_within(c->t->db, ms_until(&deadline));
     if (past(&deadline))
       return sdb_fail(SOCHDB_BUSY, "the WAL writer stayed %u commits behind for %u ms", MAX_COMMIT_LAG,
                       c->t->db->busy_timeout_ms);
@@ -464,7 +472,7 @@ static int decide_and_publish(struct commit_ctx *c, uint32_t did, uint64_t recor
   return SOCHDB_OK;
 }
 
-#define DURABLE_WAIT_MIN_MS 10000u
+#define DURABLE_WAIT_MIN_MS 5000u
 
 /* SOCHDB_SYNC: wait for the group commit that covers seq, restarting a dead
 ** daemon on the way. The commit is already applied and visible; if it cannot
@@ -483,7 +491,7 @@ static int wait_durable(sochdb *db, uint64_t seq)
     if (past(&deadline))
       return sdb_fail(SOCHDB_DAEMON, "commit %llu is applied and visible, but the daemon did not confirm "
                       "it durable within %u ms", (unsigned long long)seq, limit_ms);
-    sdb_daemon_ensure(db);
+    sdb_daemon_ensure_within(db, ms_until(&deadline));
     durable_kick(r);
   }
   return SOCHDB_OK;
@@ -517,7 +525,11 @@ static int commit_writes(sochdb_txn *t, unsigned flags)
     return rc;
   count(&st->commits, 1);
   count(&st->keys_written, t->writes.n);
-  return flags & SOCHDB_ASYNC ? SOCHDB_OK : wait_durable(db, seq);
+  if (flags & SOCHDB_ASYNC) {
+    sdb_daemon_ensure(db);   /* someone must write it: rate-limited probe */
+    return SOCHDB_OK;
+  }
+  return wait_durable(db, seq);
 }
 
 int sochdb_commit(sochdb_txn *t, unsigned flags)

@@ -51,6 +51,7 @@
 #include <criterion/criterion.h>
 
 #include "region.h"   /* shm_region_path: where the region file of a directory is */
+#include "testhooks.h" /* sochdb_test_without_daemon */
 #include "sochdb.h"
 
 #define TU_MAX_CHILDREN 256
@@ -347,20 +348,14 @@ static inline void tu_setup(void)
   tu_db_dir = tu_tmpdir();
 }
 
-/* Stand in for sochdbd: hold DIR/LOCK exclusively, so that opening the
-** database never starts a daemon. For suites that place or count process
-** slots exactly (a real daemon attaches at a moment of its own choosing).
-** Nothing makes commits durable then: such suites commit SOCHDB_ASYNC. */
-static int tu_daemon_stand_in = -1;
-
+/* Run without sochdbd (a test-build hook): opening the database starts no
+** daemon. For suites that place or count process slots exactly (a real
+** daemon attaches at a moment of its own choosing). Nothing makes commits
+** durable then: such suites commit SOCHDB_ASYNC. */
 static inline void tu_setup_without_daemon(void)
 {
   tu_setup();
-  char path[4200];
-  snprintf(path, sizeof path, "%s/LOCK", tu_db_dir);
-  tu_daemon_stand_in = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  cr_assert(tu_daemon_stand_in >= 0 && flock(tu_daemon_stand_in, LOCK_EX | LOCK_NB) == 0,
-            "cannot hold %s in place of the daemon", path);
+  sochdb_test_without_daemon(1);
 }
 
 /* Stop the sochdbd serving dir (its pid is in DIR/LOCK) and wait until it
@@ -388,9 +383,6 @@ static inline void tu_stop_daemon(const char *dir)
 static inline void tu_teardown(void)
 {
   tu_kill_all_children();
-  if (tu_daemon_stand_in >= 0)
-    close(tu_daemon_stand_in);
-  tu_daemon_stand_in = -1;
   if (tu_db_dir) {
     tu_remove_region(tu_db_dir);
     tu_rmrf(tu_db_dir);

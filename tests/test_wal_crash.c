@@ -1,0 +1,1702 @@
+/*
+** test_wal_crash.c — durability through the daemon's WAL when anything is
+** killed: clients, sochdbd, or both at once.
+**
+**   - SYNC commits acknowledged before a kill -9 of every process (clients
+**     and daemon, with or without the region file) are all there afterwards,
+**     with their exact values, and no transaction is ever half there;
+**   - SYNC committers whose daemon is killed under them get SOCHDB_OK (the
+**     library starts a new daemon) or SOCHDB_DAEMON, never a hang;
+**   - several openers of a new directory start exactly one daemon;
+**   - a torn tail of the last WAL segment is cut at the last whole group (and
+**     logged); damage before an intact group is SOCHDB_CORRUPT from open;
+**   - a region that outlives its daemon is adopted, not rebuilt;
+**   - SIGTERM writes what was published and exits 0 (also while the daemon
+**     is still starting); an idle daemon exits, and so does one whose region
+**     file or directory was removed;
+**   - ASYNC commits become durable even after the daemon died;
+**   - a stopped daemon makes SYNC return SOCHDB_DAEMON (applied, visible);
+**     an unstartable one makes open return SOCHDB_DAEMON;
+**   - removing the region under a live writer does not wedge the database;
+**   - a process stuck while holding DIR/LOCK.spawn does not hang commits.
+**
+** The test process makes itself a child subreaper (PR_SET_CHILD_SUBREAPER):
+** the daemons that the library spawns (and that detach with daemon()) are
+** re-parented to it, so it can reap them, read their exit status, and kill
+** every process a test started, whatever state it was left in. The daemon's
+** pid is read from DIR/LOCK and confirmed in /proc (argv "sochdbd DIR") and by
+** the lock being held.
+**
+** Every wait is a bounded loop; nothing asserts on timing (the bounds only
+** tell a slow run from a hang). Forked children die with the test process
+** (PR_SET_PDEATHSIG), even when Criterion kills it at its timeout.
+*/
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   /* strsignal, nftw, mkdtemp, MAP_ANONYMOUS, rand_r */
+#endif
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+
+#include <dirent.h>
+#include <stdatomic.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+
+#include "sochdb.h"
+#include "testutil.h"
+#include "walfmt.h"
+
+static int wc_subreaper;            /* PR_SET_CHILD_SUBREAPER took effect */
+static pid_t wc_parent;             /* the test process */
+static char wc_extra_dir[4200];     /* a database directory inside tu_db_dir, if a test made one */
+
+/* ------------------------------------------------------------ processes */
+
+/* First thing in every forked child: die with the test process. Criterion
+** kills a test that runs past its timeout without running .fini, and a
+** child committing in a loop must not outlive it. */
+static void wc_child_start(void)
+{
+  prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  if (getppid() != wc_parent) _exit(98);   /* the parent died before the prctl */
+}
+
+/* The parent pid of pid from /proc (0 if it is gone). */
+static pid_t wc_ppid_of(pid_t pid)
+{
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  const char *p = strrchr(buf, ')');   /* comm may hold spaces and parentheses */
+  char state;
+  int ppid;
+  if (!p || sscanf(p + 1, " %c %d", &state, &ppid) != 2) return 0;
+  return (pid_t)ppid;
+}
+
+/* 1 if pid is alive and not a zombie. */
+static int wc_alive(pid_t pid)
+{
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  const char *p = strrchr(buf, ')');
+  char state = 0;
+  if (!p || sscanf(p + 1, " %c", &state) != 1) return 0;
+  return state != 'Z' && state != 'X';
+}
+
+/* Is pid a sochdbd serving dir (argv = sochdbd ... dir)? Zombies have no cmdline. */
+static int wc_is_daemon_of(pid_t pid, const char *dir)
+{
+  char path[64], buf[8192];
+  snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  const char *base = strrchr(buf, '/');
+  base = base ? base + 1 : buf;
+  if (strcmp(base, "sochdbd") != 0 && strcmp(base, "sochdbd-testing") != 0) return 0;
+  ssize_t end = n;
+  if (buf[end - 1] == 0) end--;
+  ssize_t start = end;
+  while (start > 0 && buf[start - 1] != 0) start--;
+  if (start == 0) return 0;                  /* no argument at all */
+  buf[end] = 0;
+  return strcmp(buf + start, dir) == 0;
+}
+
+/* How many live sochdbd processes serve dir. */
+static int wc_count_daemons(const char *dir)
+{
+  DIR *d = opendir("/proc");
+  if (!d) return -1;
+  int count = 0;
+  for (struct dirent *e; (e = readdir(d));) {
+    pid_t pid = (pid_t)atoi(e->d_name);
+    if (pid > 0 && wc_is_daemon_of(pid, dir) && wc_alive(pid)) count++;
+  }
+  closedir(d);
+  return count;
+}
+
+/* SIGKILL every child of ours (test children, daemons re-parented to us, a
+** half-spawned daemon) and reap them, until we have no child at all. 0 when
+** done, -1 if children were still there after limit_ms. */
+static int wc_kill_descendants(unsigned limit_ms)
+{
+  pid_t me = getpid();
+  for (unsigned i = 0; i <= limit_ms; i++) {
+    DIR *d = opendir("/proc");
+    if (d) {
+      for (struct dirent *e; (e = readdir(d));) {
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid > 0 && pid != me && wc_ppid_of(pid) == me) kill(pid, SIGKILL);
+      }
+      closedir(d);
+    }
+    int st;
+    pid_t r;
+    while ((r = waitpid(-1, &st, WNOHANG)) > 0) tu_forget_child(r);
+    if (r < 0 && errno == ECHILD) return 0;
+    tu_sleep_ms(1);
+  }
+  return -1;
+}
+
+/* Send sig to pid and wait (at most limit_ms) until it is gone. 0 when gone,
+** with *status its wait status if it was our child (-1 if it was not); -1 on
+** timeout (it is SIGKILLed then). */
+static int wc_stop_pid(pid_t pid, int sig, unsigned limit_ms, int *status)
+{
+  if (status) *status = -1;
+  if (pid <= 0) return -1;
+  kill(pid, sig);
+  for (unsigned i = 0; i <= limit_ms; i++) {
+    int st;
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid) {
+      if (status) *status = st;
+      return 0;
+    }
+    if (r < 0 && errno == ECHILD && !wc_alive(pid)) return 0;
+    tu_sleep_ms(1);
+  }
+  kill(pid, SIGKILL);
+  int st;
+  waitpid(pid, &st, WNOHANG);
+  return -1;
+}
+
+/* ---------------------------------------------------------------- daemon */
+
+/* Does some process hold DIR/LOCK (a daemon serves dir)? */
+static int wc_lock_held(const char *dir)
+{
+  char path[4300];
+  snprintf(path, sizeof path, "%s/LOCK", dir);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  int held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  close(fd);   /* drops our shared lock if we got it */
+  return held;
+}
+
+/* The pid of the daemon serving dir: > 0 when DIR/LOCK is held and names a
+** live sochdbd of dir; 0 when nobody holds the lock; -1 when it is held but
+** the pid is not (yet) readable or valid. */
+static pid_t wc_daemon_pid(const char *dir)
+{
+  if (!wc_lock_held(dir)) return 0;
+  char path[4300], buf[32];
+  snprintf(path, sizeof path, "%s/LOCK", dir);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  char *end;
+  long pid = strtol(buf, &end, 10);
+  if (end == buf || *end != '\n' || pid <= 0) return -1;
+  return wc_is_daemon_of((pid_t)pid, dir) && wc_alive((pid_t)pid) ? (pid_t)pid : -1;
+}
+
+/* Wait (limit_ms) for a daemon of dir other than not_pid. Its pid, or <= 0. */
+static pid_t wc_wait_daemon(const char *dir, unsigned limit_ms, pid_t not_pid)
+{
+  pid_t pid = 0;
+  for (unsigned i = 0; i <= limit_ms; i++) {
+    pid = wc_daemon_pid(dir);
+    if (pid > 0 && pid != not_pid) return pid;
+    tu_sleep_ms(1);
+  }
+  return pid > 0 ? -1 : pid;
+}
+
+/* Wait (limit_ms) until nobody holds DIR/LOCK. 1 if free. */
+static int wc_wait_lock_free(const char *dir, unsigned limit_ms)
+{
+  for (unsigned i = 0; i <= limit_ms; i++) {
+    if (!wc_lock_held(dir)) return 1;
+    tu_sleep_ms(1);
+  }
+  return 0;
+}
+
+static int wc_wait_serving(const char *dir, pid_t pid, unsigned limit_ms);
+
+/* Stop the daemon of dir with sig and wait until it is gone and the lock is
+** free; asserts. Returns its wait status (-1 if unknown). SIGTERM is sent
+** only once the daemon logged that it serves: SIGTERM during its start is
+** sigterm_during_daemon_startup's business. */
+static int wc_stop_daemon(const char *dir, int sig, const char *ctx)
+{
+  pid_t pid = wc_wait_daemon(dir, 5000, 0);
+  cr_assert_gt(pid, 0, "%s: no daemon holds %s/LOCK (probe: %d)", ctx, dir, (int)pid);
+  if (sig == SIGTERM)
+    cr_assert(wc_wait_serving(dir, pid, 5000), "%s: sochdbd %d never logged that it serves", ctx, (int)pid);
+  int status;
+  cr_assert_eq(wc_stop_pid(pid, sig, 15000, &status), 0, "%s: sochdbd %d did not exit within 15 s of signal %d",
+               ctx, (int)pid, sig);
+  cr_assert(wc_wait_lock_free(dir, 5000), "%s: %s/LOCK still held after sochdbd %d exited", ctx, dir, (int)pid);
+  return status;
+}
+
+/* SIGKILL whatever daemon serves dir (bounded), for cleanup. */
+static void wc_kill_daemon_quiet(const char *dir)
+{
+  for (int i = 0; i < 200 && wc_lock_held(dir); i++) {
+    pid_t pid = wc_daemon_pid(dir);
+    if (pid > 0) wc_stop_pid(pid, SIGKILL, 2000, NULL);
+    else tu_sleep_ms(5);
+  }
+}
+
+/* -------------------------------------------------------------- files */
+
+/* The whole file (malloc'd, NUL-terminated), *len its size; NULL if unreadable. */
+static char *wc_slurp(const char *path, size_t *len)
+{
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    close(fd);
+    return NULL;
+  }
+  size_t n = (size_t)st.st_size;
+  char *buf = malloc(n + 1);
+  size_t got = 0;
+  while (buf && got < n) {
+    ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
+    if (r <= 0) break;
+    got += (size_t)r;
+  }
+  close(fd);
+  if (!buf) return NULL;
+  buf[got] = 0;
+  if (len) *len = got;
+  return buf;
+}
+
+/* The daemon log of dir (malloc'd; "" if none). */
+static char *wc_log(const char *dir)
+{
+  char path[4300];
+  snprintf(path, sizeof path, "%s/sochdbd.log", dir);
+  char *s = wc_slurp(path, NULL);
+  return s ? s : strdup("");
+}
+
+static int wc_count_str(const char *hay, const char *needle)
+{
+  int n = 0;
+  for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
+  return n;
+}
+
+/* Wait (limit_ms) until the log of dir holds at least `times` occurrences of needle. */
+static int wc_wait_log(const char *dir, const char *needle, int times, unsigned limit_ms)
+{
+  for (unsigned i = 0; i <= limit_ms; i += 5) {
+    char *log = wc_log(dir);
+    int n = wc_count_str(log, needle);
+    free(log);
+    if (n >= times) return 1;
+    tu_sleep_ms(5);
+  }
+  return 0;
+}
+
+/* Wait (limit_ms) until daemon pid logged its "serving" line. 1 if it did. */
+static int wc_wait_serving(const char *dir, pid_t pid, unsigned limit_ms)
+{
+  char tag[64];
+  snprintf(tag, sizeof tag, "sochdbd[%d] ", (int)pid);
+  for (unsigned i = 0; i <= limit_ms; i += 2) {
+    char *log = wc_log(dir);
+    int found = 0;
+    for (const char *p = log; !found && (p = strstr(p, tag)); p++) {
+      const char *nl = strchr(p, '\n'), *sv = strstr(p, ": serving (");
+      found = sv && (!nl || sv < nl);
+    }
+    free(log);
+    if (found) return 1;
+    tu_sleep_ms(2);
+  }
+  return 0;
+}
+
+/* Path of the last WAL segment of dir; asserts there is one. */
+static void wc_last_segment(const char *dir, char *out, size_t n)
+{
+  uint64_t *lsns = NULL;
+  size_t count = 0;
+  cr_assert_eq(wal_list_segments(dir, &lsns, &count), SOCHDB_OK, "listing %s/wal", dir);
+  cr_assert_gt(count, 0, "no WAL segment in %s/wal", dir);
+  wal_segment_path(out, n, dir, lsns[count - 1]);
+  free(lsns);
+}
+
+struct wc_group {
+  size_t   off;       /* file offset of the group header */
+  uint32_t payload;   /* payload bytes */
+};
+
+static uint32_t wc_ld32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint16_t wc_ld16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+/* The groups of a segment, walking the documented layout (64-byte segment
+** header, then [32-byte group header | payload] ...). Returns how many
+** whole groups fit in the file. */
+static int wc_groups(const uint8_t *buf, size_t len, struct wc_group *g, int max)
+{
+  int n = 0;
+  size_t off = WAL_SEG_HEADER;
+  while (n < max && off + WAL_GROUP_HEADER <= len) {
+    uint32_t payload = wc_ld32(buf + off + 4);
+    if (payload == 0 || off + WAL_GROUP_HEADER + payload > len) break;
+    g[n].off = off;
+    g[n].payload = payload;
+    n++;
+    off += WAL_GROUP_HEADER + payload;
+  }
+  return n;
+}
+
+/* Calls fn for each key of each record in the group. */
+static void wc_group_keys(const uint8_t *buf, const struct wc_group *g, void (*fn)(void *, const char *, size_t),
+                          void *ctx)
+{
+  const uint8_t *pay = buf + g->off + WAL_GROUP_HEADER;
+  for (uint32_t pos = 0; pos + WAL_RECORD_HEADER <= g->payload;) {
+    uint32_t bytes = wc_ld32(pay + pos);
+    unsigned nops = wc_ld16(pay + pos + 6);
+    if (bytes < WAL_RECORD_HEADER || pos + bytes > g->payload) break;
+    size_t op = pos + WAL_RECORD_HEADER;
+    for (unsigned i = 0; i < nops && op + WAL_OP_HEADER <= (size_t)pos + bytes; i++) {
+      uint32_t klen = wc_ld32(pay + op + 4), vlen = wc_ld32(pay + op + 8);
+      fn(ctx, (const char *)pay + op + WAL_OP_HEADER, klen);
+      op += WAL_OP_HEADER + klen + vlen;
+    }
+    pos += bytes;
+  }
+}
+
+static void wc_write_file(const char *path, const void *buf, size_t len)
+{
+  int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+  cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+  cr_assert_eq(pwrite(fd, buf, len, 0), (ssize_t)len, "write %s: %s", path, strerror(errno));
+  close(fd);
+}
+
+/* --------------------------------------------------------------- fixture */
+
+static void wc_init(void)
+{
+  tu_setup();
+  wc_extra_dir[0] = 0;
+  /* daemons this test leaves behind (despite the cleanup) go away by themselves */
+  setenv("SOCHDB_DAEMON_IDLE_MS", "2000", 1);
+  wc_subreaper = prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0;
+  wc_parent = getpid();
+  srand((unsigned)time(NULL) ^ (unsigned)getpid());
+}
+
+static void wc_fini(void)
+{
+  tu_kill_all_children();
+  wc_kill_descendants(5000);            /* test children and every daemon re-parented to us */
+  if (wc_extra_dir[0]) {
+    wc_kill_daemon_quiet(wc_extra_dir);
+    tu_remove_region(wc_extra_dir);
+  }
+  if (tu_db_dir) wc_kill_daemon_quiet(tu_db_dir);
+  tu_teardown();
+  int st;
+  while (waitpid(-1, &st, WNOHANG) > 0) {
+  }
+}
+
+TestSuite(wal_crash, .init = wc_init, .fini = wc_fini, .timeout = 60);
+
+/* Small regions: creation and rebuilds stay cheap. Same for every opener. */
+static sochdb_options wc_opts(unsigned busy_ms)
+{
+  return tu_options(128u << 20, 8u << 20, busy_ms);
+}
+
+static sochdb *wc_open(const char *dir, unsigned busy_ms)
+{
+  sochdb_options o = wc_opts(busy_ms);
+  return tu_open_with(dir, &o);
+}
+
+/* Commit a/<n> = b/<n> = v<n> (SYNC); asserts. */
+static void wc_commit_pair(sochdb *db, long n)
+{
+  char ka[32], kb[32], v[32];
+  snprintf(ka, sizeof ka, "a/%ld", n);
+  snprintf(kb, sizeof kb, "b/%ld", n);
+  snprintf(v, sizeof v, "v%ld", n);
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_put_str(t, ka, v);
+  tu_put_str(t, kb, v);
+  tu_commit(t, SOCHDB_SYNC, ka);
+}
+
+/* Expect a/<n> and b/<n> both = v<n> (present) or both absent. */
+static void wc_expect_pair(sochdb *db, long n, int present, const char *ctx)
+{
+  char ka[32], kb[32], v[32], msg[160];
+  snprintf(ka, sizeof ka, "a/%ld", n);
+  snprintf(kb, sizeof kb, "b/%ld", n);
+  snprintf(v, sizeof v, "v%ld", n);
+  snprintf(msg, sizeof msg, "%s (commit %ld)", ctx, n);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  tu_expect_str(t, ka, present ? v : NULL, msg);
+  tu_expect_str(t, kb, present ? v : NULL, msg);
+  sochdb_abort(t);
+}
+
+/* ======================================================================
+** 1. SYNC commits acknowledged before kill -9 of every process survive.
+** ====================================================================== */
+
+#define T1_ROUNDS 40
+#define T1_PROCS  3
+#define T1_TOTAL  (T1_ROUNDS * T1_PROCS)
+
+struct t1_shared {
+  _Atomic int  opened[T1_TOTAL];
+  _Atomic long acked[T1_TOTAL];      /* the last commit number whose SYNC commit returned OK */
+};
+
+/* Child p: commit p<p>/<n> = v<n> and c<p> = <n> (one transaction) for n = 1, 2, ...
+** reporting n after sochdb_commit(SYNC) returned OK. Killed by the parent. */
+static void t1_child(const char *dir, int p, struct t1_shared *sh)
+{
+  wc_child_start();
+  sochdb_options o = wc_opts(10000);
+  sochdb *db = NULL;
+  if (sochdb_open(dir, &o, &db) != SOCHDB_OK) _exit(2);
+  atomic_store(&sh->opened[p], 1);
+  char k[32], c[32], v[32], cv[32];
+  snprintf(c, sizeof c, "c%d", p);
+  for (long n = 1; n <= 10000000; n++) {
+    snprintf(k, sizeof k, "p%d/%ld", p, n);
+    snprintf(v, sizeof v, "v%ld", n);
+    snprintf(cv, sizeof cv, "%ld", n);
+    sochdb_txn *t = NULL;
+    if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK) _exit(3);
+    if (sochdb_put(t, k, strlen(k), v, strlen(v)) != SOCHDB_OK || sochdb_put(t, c, strlen(c), cv, strlen(cv)) != SOCHDB_OK)
+      _exit(4);
+    int rc = sochdb_commit(t, SOCHDB_SYNC);
+    if (rc != SOCHDB_OK) _exit(10 + rc);
+    atomic_store(&sh->acked[p], n);
+  }
+  _exit(0);
+}
+
+/* Check process p's commits in a fresh snapshot of db: the counter c<p> = m
+** and the keys p<p>/1..m with their exact values, nothing else (a commit is
+** never half there); m covers every acknowledged commit and at most the one
+** in flight; exact >= 0: m must be exactly that (it was durable before).
+** Returns m. */
+static long t1_check(sochdb *db, int p, long acked, long exact, const char *ctx)
+{
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  char c[32], buf[64];
+  snprintf(c, sizeof c, "c%d", p);
+  long m = 0;
+  int rc = tu_get_str(t, c, buf, sizeof buf);
+  if (rc == SOCHDB_OK) {
+    int64_t x = 0;
+    cr_assert_eq(tu_parse_i64(buf, strlen(buf), &x), 0, "%s: process %d: counter %s = \"%s\"", ctx, p, c, buf);
+    m = (long)x;
+  } else {
+    cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s: get(%s): %s", ctx, c, sochdb_strerror(rc));
+  }
+  char lo[32], hi[32];
+  snprintf(lo, sizeof lo, "p%d/", p);
+  snprintf(hi, sizeof hi, "p%d0", p);          /* '0' follows '/': exactly the keys "p<p>/..." */
+  size_t lolen = strlen(lo);
+  sochdb_iter *it = NULL;
+  rc = sochdb_iter_open(t, lo, lolen, hi, strlen(hi), &it);
+  cr_assert_eq(rc, SOCHDB_OK, "%s: iter_open: %s", ctx, sochdb_strerror(rc));
+  long count = 0;
+  const void *k, *v;
+  size_t kl, vl;
+  while ((rc = sochdb_iter_next(it, &k, &kl, &v, &vl)) == SOCHDB_OK) {
+    int64_t n = 0;
+    cr_assert(kl > lolen && tu_parse_i64((const char *)k + lolen, kl - lolen, &n) == 0, "%s: strange key %.*s", ctx,
+              (int)kl, (const char *)k);
+    cr_assert(n >= 1 && n <= m,
+              "%s: process %d: commit %lld is present (key %.*s) but its counter key says %ld: half a transaction", ctx,
+              p, (long long)n, (int)kl, (const char *)k, m);
+    char want[32];
+    snprintf(want, sizeof want, "v%lld", (long long)n);
+    cr_assert(tu_val_eq(v, vl, want), "%s: %.*s = \"%.*s\", want \"%s\"", ctx, (int)kl, (const char *)k, (int)vl,
+              (const char *)v, want);
+    count++;
+  }
+  cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s: iter_next: %s", ctx, sochdb_strerror(rc));
+  sochdb_iter_close(it);
+  sochdb_abort(t);
+  cr_assert_eq(count, m,
+               "%s: process %d: counter key says %ld commits but %ld of its p-keys are present: half a transaction "
+               "or a lost commit", ctx, p, m, count);
+  cr_assert(m >= acked, "%s: process %d: commit %ld was acknowledged (SYNC returned OK) but only %ld are present: "
+            "an acknowledged commit was lost", ctx, p, acked, m);
+  cr_assert(m <= acked + 1, "%s: process %d: %ld commits present but only %ld acknowledged, and it commits one at "
+            "a time", ctx, p, m, acked);
+  if (exact >= 0)
+    cr_assert_eq(m, exact, "%s: process %d: %ld commits present, but %ld were durable (a SYNC commit after them "
+                 "returned OK) in an earlier round", ctx, p, m, exact);
+  return m;
+}
+
+Test(wal_crash, sync_commits_survive_kill9_of_everything)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  struct t1_shared *sh = tu_shared_alloc(sizeof *sh);
+  cr_assert_not_null(sh);
+  long durable_m[T1_TOTAL];
+  for (int i = 0; i < T1_TOTAL; i++) durable_m[i] = -1;
+  unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
+  long acked_total = 0;
+  int rebuilds = 0, daemon_kills = 0;
+  for (int r = 0; r < T1_ROUNDS; r++) {
+    pid_t pids[T1_PROCS];
+    for (int i = 0; i < T1_PROCS; i++) {
+      pid_t pid = tu_fork();
+      cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+      if (pid == 0) t1_child(dir, r * T1_PROCS + i, sh);
+      pids[i] = pid;
+    }
+    /* the kill comes 5-50 ms after every child has opened (bounded wait) */
+    for (int w = 0; w < 10000; w++) {
+      int all = 1;
+      for (int i = 0; i < T1_PROCS; i++) all &= atomic_load(&sh->opened[r * T1_PROCS + i]);
+      if (all) break;
+      tu_sleep_ms(1);
+    }
+    tu_sleep_ms(5 + (unsigned)rand_r(&seed) % 46);
+    pid_t d = wc_daemon_pid(dir);
+    if (d > 0) daemon_kills++;
+    int daemon_first = (r / 2) % 2 == 0;
+    if (daemon_first && d > 0) kill(d, SIGKILL);
+    for (int i = 0; i < T1_PROCS; i++) kill(pids[i], SIGKILL);
+    if (!daemon_first && d > 0) kill(d, SIGKILL);
+    int st[T1_PROCS];
+    cr_assert_eq(tu_wait_children(pids, T1_PROCS, 10000, st), 0, "round %d: a child outlived SIGKILL", r);
+    for (int i = 0; i < T1_PROCS; i++) {
+      char b[64];
+      cr_assert(WIFSIGNALED(st[i]) && WTERMSIG(st[i]) == SIGKILL,
+                "round %d: writer %d ended with %s before it was killed (exit 2 open, 3 begin, 4 put, 10+rc commit)",
+                r, r * T1_PROCS + i, tu_status_str(st[i], b, sizeof b));
+    }
+    /* and every daemon (a killed client may have spawned a new one) */
+    cr_assert_eq(wc_kill_descendants(10000), 0, "round %d: processes survived SIGKILL", r);
+    cr_assert(wc_wait_lock_free(dir, 5000), "round %d: %s/LOCK still held after every process was killed", r, dir);
+    if (r % 2 == 1) {
+      tu_remove_region(dir);          /* the next open rebuilds it from the WAL */
+      rebuilds++;
+    }
+    sochdb *db = wc_open(dir, 10000);
+    /* First a SYNC commit of our own: once it returns, every commit before it
+    ** (a dead writer's decided commit included) is published and durable, so
+    ** what we read now can never change or vanish in a later round. */
+    char rv[16];
+    snprintf(rv, sizeof rv, "%d", r);
+    tu_commit_kv(db, "round", rv, SOCHDB_SYNC);
+    char ctx[96];
+    snprintf(ctx, sizeof ctx, "round %d (%s)", r, r % 2 ? "region rebuilt from the WAL" : "region kept");
+    for (int q = 0; q < (r + 1) * T1_PROCS; q++)
+      durable_m[q] = t1_check(db, q, atomic_load(&sh->acked[q]), durable_m[q], ctx);
+    sochdb_close(db);
+  }
+  /* a last rebuild from the WAL alone: everything is exactly as it was */
+  cr_assert_eq(wc_kill_descendants(10000), 0);
+  tu_remove_region(dir);
+  sochdb *db = wc_open(dir, 10000);
+  for (int q = 0; q < T1_TOTAL; q++) {
+    durable_m[q] = t1_check(db, q, atomic_load(&sh->acked[q]), durable_m[q], "final rebuild");
+    acked_total += atomic_load(&sh->acked[q]);
+  }
+  char buf[16];
+  cr_assert_eq(tu_read_str(db, "round", buf, sizeof buf), SOCHDB_OK);
+  sochdb_close(db);
+  cr_log_info("kill9_of_everything: %d rounds (%d rebuilds, daemon killed mid-run in %d), %ld SYNC commits "
+              "acknowledged", T1_ROUNDS, rebuilds + 1, daemon_kills, acked_total);
+  cr_assert_gt(acked_total, 0, "no commit was ever acknowledged: the test tested nothing");
+  tu_shared_free(sh, sizeof *sh);
+}
+
+/* ======================================================================
+** 2. The daemon is killed while SYNC committers wait for it.
+** ====================================================================== */
+
+#define T2_MAX   200000
+#define T2_KILLS 5
+
+struct t2_shared {
+  _Atomic int  opened;
+  _Atomic int  stop;
+  _Atomic long done;          /* commits 1..done have their result in rc[] */
+  _Atomic long max_us;        /* the longest commit (information only) */
+  signed char  rc[T2_MAX];
+};
+
+static uint64_t t2_now_us(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void t2_child(const char *dir, struct t2_shared *sh)
+{
+  wc_child_start();
+  sochdb_options o = wc_opts(3000);
+  sochdb *db = NULL;
+  if (sochdb_open(dir, &o, &db) != SOCHDB_OK) _exit(2);
+  atomic_store(&sh->opened, 1);
+  char k[32], v[32];
+  for (long n = 1; n < T2_MAX && !atomic_load(&sh->stop); n++) {
+    snprintf(k, sizeof k, "k/%ld", n);
+    snprintf(v, sizeof v, "v%ld", n);
+    sochdb_txn *t = NULL;
+    if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK) _exit(3);
+    if (sochdb_put(t, k, strlen(k), v, strlen(v)) != SOCHDB_OK) _exit(4);
+    uint64_t t0 = t2_now_us();
+    int rc = sochdb_commit(t, SOCHDB_SYNC);
+    long us = (long)(t2_now_us() - t0);
+    if (us > atomic_load(&sh->max_us)) atomic_store(&sh->max_us, us);
+    sh->rc[n] = (signed char)rc;
+    atomic_store(&sh->done, n);     /* seq_cst: rc[n] is visible to whoever sees done >= n */
+    if (rc != SOCHDB_OK && rc != SOCHDB_DAEMON) _exit(10 + rc);
+  }
+  sochdb_close(db);
+  _exit(0);
+}
+
+Test(wal_crash, daemon_killed_while_clients_wait)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  struct t2_shared *sh = tu_shared_alloc(sizeof *sh);
+  cr_assert_not_null(sh);
+  pid_t child = tu_fork();
+  cr_assert_geq(child, 0);
+  if (child == 0) t2_child(dir, sh);
+  for (int w = 0; w < 10000 && atomic_load(&sh->done) < 1; w++) tu_sleep_ms(1);
+  cr_assert_geq(atomic_load(&sh->done), 1, "the committer did not commit within 10 s");
+  pid_t last = 0;
+  long at_kill[T2_KILLS];
+  for (int k = 0; k < T2_KILLS; k++) {
+    pid_t d = wc_wait_daemon(dir, 10000, last);
+    cr_assert_gt(d, 0, "kill %d: no new daemon within 10 s of killing sochdbd %d while a SYNC committer waited", k,
+                 (int)last);
+    long before = atomic_load(&sh->done);
+    for (int w = 0; w < 10000 && atomic_load(&sh->done) < before + 3; w++) tu_sleep_ms(1);
+    tu_sleep_ms((unsigned)(rand() % 20));
+    at_kill[k] = atomic_load(&sh->done);
+    cr_assert_eq(wc_stop_pid(d, SIGKILL, 5000, NULL), 0, "kill %d: sochdbd %d survived SIGKILL", k, (int)d);
+    last = d;
+  }
+  /* the library must start yet another daemon and commits must succeed again */
+  long ok_after = 0;
+  for (int w = 0; w < 15000 && !ok_after; w++) {
+    long done = atomic_load(&sh->done);
+    for (long n = at_kill[T2_KILLS - 1] + 1; n <= done; n++)
+      if (sh->rc[n] == SOCHDB_OK) {
+        ok_after = n;
+        break;
+      }
+    if (!ok_after) tu_sleep_ms(1);
+  }
+  atomic_store(&sh->stop, 1);
+  int st;
+  char b[64];
+  cr_assert_eq(tu_wait_child(child, 20000, &st), 0,
+               "the SYNC committer did not finish within 20 s of being told to stop: a commit hangs (last done %ld)",
+               atomic_load(&sh->done));
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+            "the committer ended with %s (exit 2 open, 3 begin, 4 put, 10+rc an unexpected commit result)",
+            tu_status_str(st, b, sizeof b));
+  cr_assert_gt(ok_after, 0, "after the last kill no SYNC commit returned OK within 15 s: the library did not start "
+               "a working daemon again");
+  long done = atomic_load(&sh->done), oks = 0, daemons = 0;
+  for (long n = 1; n <= done; n++) {
+    cr_assert(sh->rc[n] == SOCHDB_OK || sh->rc[n] == SOCHDB_DAEMON, "commit %ld returned %s", n,
+              sochdb_strerror(sh->rc[n]));
+    if (sh->rc[n] == SOCHDB_OK) oks++;
+    else daemons++;
+  }
+  /* every commit (OK, and DAEMON: applied and visible) is in the surviving region */
+  sochdb *db = wc_open(dir, 10000);
+  char k[32], v[32];
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (long n = 1; n <= done; n++) {
+    snprintf(k, sizeof k, "k/%ld", n);
+    snprintf(v, sizeof v, "v%ld", n);
+    tu_expect_str(t, k, v, sh->rc[n] == SOCHDB_OK ? "region kept: an OK commit" : "region kept: a DAEMON commit");
+  }
+  sochdb_abort(t);
+  tu_commit_kv(db, "marker", "1", SOCHDB_SYNC);   /* makes everything before it durable */
+  sochdb_stats s = tu_stats(db);
+  cr_assert_eq(s.daemon_running, 1, "stats.daemon_running after a SYNC commit");
+  cr_assert_geq(s.durable_seq, s.last_commit_seq, "a SYNC commit returned before durable_seq reached it");
+  sochdb_close(db);
+  /* and from the WAL alone */
+  wc_stop_daemon(dir, SIGKILL, "before the rebuild");
+  tu_remove_region(dir);
+  db = wc_open(dir, 10000);
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (long n = 1; n <= done; n++) {
+    snprintf(k, sizeof k, "k/%ld", n);
+    snprintf(v, sizeof v, "v%ld", n);
+    tu_expect_str(t, k, v, "rebuilt from the WAL");
+  }
+  tu_expect_str(t, "marker", "1", "rebuilt from the WAL");
+  sochdb_abort(t);
+  sochdb_close(db);
+  cr_log_info("daemon_killed_while_clients_wait: %ld commits, %ld OK, %ld SOCHDB_DAEMON, longest %ld ms", done, oks,
+              daemons, atomic_load(&sh->max_us) / 1000);
+  tu_shared_free(sh, sizeof *sh);
+}
+
+/* ======================================================================
+** 3. Concurrent openers of a new directory start exactly one daemon.
+** ====================================================================== */
+
+#define T3_PROCS 8
+
+struct t3_shared {
+  _Atomic int go;
+  _Atomic int opened;
+  _Atomic int release;
+};
+
+static void t3_child(const char *dir, struct t3_shared *sh)
+{
+  wc_child_start();
+  for (int w = 0; w < 100000 && !atomic_load(&sh->go); w++) tu_sleep_us(100);
+  sochdb_options o = wc_opts(10000);
+  sochdb *db = NULL;
+  if (sochdb_open(dir, &o, &db) != SOCHDB_OK) _exit(2);
+  sochdb_stats s;
+  if (sochdb_stats_get(db, &s) != SOCHDB_OK) _exit(3);
+  if (s.daemon_running != 1) _exit(4);
+  atomic_fetch_add(&sh->opened, 1);
+  for (int w = 0; w < 30000 && !atomic_load(&sh->release); w++) tu_sleep_ms(1);
+  sochdb_close(db);
+  _exit(0);
+}
+
+Test(wal_crash, two_openers_start_exactly_one_daemon)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  snprintf(wc_extra_dir, sizeof wc_extra_dir, "%s/db", tu_dir());   /* does not exist yet */
+  const char *dir = wc_extra_dir;
+  struct t3_shared *sh = tu_shared_alloc(sizeof *sh);
+  cr_assert_not_null(sh);
+  pid_t pids[T3_PROCS];
+  for (int i = 0; i < T3_PROCS; i++) {
+    pids[i] = tu_fork();
+    cr_assert_geq(pids[i], 0);
+    if (pids[i] == 0) t3_child(dir, sh);
+  }
+  tu_sleep_ms(20);
+  atomic_store(&sh->go, 1);
+  for (int w = 0; w < 20000 && atomic_load(&sh->opened) < T3_PROCS; w++) {
+    int st;
+    int early = 0;
+    for (int i = 0; i < T3_PROCS; i++) {
+      pid_t r = waitpid(pids[i], &st, WNOHANG);
+      if (r == pids[i]) {
+        char b[64];
+        tu_forget_child(pids[i]);
+        cr_assert_fail("opener %d ended with %s before all had opened (exit 2 open, 3 stats, 4 daemon_running != 1)",
+                       i, tu_status_str(st, b, sizeof b));
+        early = 1;
+      }
+    }
+    if (!early) tu_sleep_ms(1);
+  }
+  cr_assert_eq(atomic_load(&sh->opened), T3_PROCS, "only %d of %d openers opened within 20 s",
+               atomic_load(&sh->opened), T3_PROCS);
+  pid_t d = wc_wait_daemon(dir, 5000, 0);
+  cr_assert_gt(d, 0, "%s/LOCK is not held by a live sochdbd of %s (probe %d)", dir, dir, (int)d);
+  for (int i = 0; i < 20; i++) {
+    int n = wc_count_daemons(dir);
+    cr_assert_eq(n, 1, "%d sochdbd processes serve %s, want exactly 1", n, dir);
+    cr_assert_eq(wc_daemon_pid(dir), d, "the daemon holding %s/LOCK changed", dir);
+    tu_sleep_ms(10);
+  }
+  sochdb *db = wc_open(dir, 10000);
+  sochdb_stats s = tu_stats(db);
+  cr_assert_eq(s.daemon_running, 1);
+  cr_assert_eq(s.processes_attached, T3_PROCS + 1, "attached processes (the daemon is not counted)");
+  cr_assert_eq(wc_daemon_pid(dir), d, "opening once more changed the daemon");
+  atomic_store(&sh->release, 1);
+  int st[T3_PROCS];
+  cr_assert_eq(tu_wait_children(pids, T3_PROCS, 20000, st), 0);
+  cr_assert_eq(tu_count_ok(st, T3_PROCS), T3_PROCS, "an opener failed after opening");
+  sochdb_close(db);
+  char *log = wc_log(dir);
+  int serving = wc_count_str(log, ": serving ("), other = wc_count_str(log, "another sochdbd serves");
+  cr_assert(serving == 1 && other == 0,
+            "the daemon log shows %d daemons serving and %d refused starts, want 1 and 0:\n%s", serving, other, log);
+  free(log);
+  tu_shared_free(sh, sizeof *sh);
+}
+
+/* ======================================================================
+** 4. A torn tail of the last segment is cut at the last whole group.
+** ====================================================================== */
+
+struct keyset {
+  char keys[64][32];
+  int  n;
+};
+
+static void keyset_add(void *ctx, const char *k, size_t klen)
+{
+  struct keyset *ks = ctx;
+  if (ks->n < 64 && klen < sizeof ks->keys[0]) {
+    memcpy(ks->keys[ks->n], k, klen);
+    ks->keys[ks->n][klen] = 0;
+    ks->n++;
+  }
+}
+
+static int keyset_has(const struct keyset *ks, const char *k)
+{
+  for (int i = 0; i < ks->n; i++)
+    if (!strcmp(ks->keys[i], k)) return 1;
+  return 0;
+}
+
+/* Scan the last segment with the library's reader: no torn bytes left. */
+static struct wal_scan_result wc_scan_last(const char *dir, const char *ctx)
+{
+  char seg[4300];
+  wc_last_segment(dir, seg, sizeof seg);
+  struct wal_scan_result res;
+  int rc = wal_scan_file(seg, NULL, NULL, NULL, &res);
+  cr_assert_eq(rc, SOCHDB_OK, "%s: scanning %s: %s (%s)", ctx, seg, sochdb_strerror(rc), sochdb_last_error());
+  return res;
+}
+
+Test(wal_crash, torn_wal_tail_is_cut_at_the_last_whole_group)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  const long N = 30;
+  sochdb *db = wc_open(dir, 10000);
+  for (long n = 1; n <= N; n++) wc_commit_pair(db, n);
+  sochdb_close(db);
+  int st = wc_stop_daemon(dir, SIGTERM, "after the first commits");
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: sochdbd exit status 0x%x", (unsigned)st);
+  tu_remove_region(dir);
+
+  /* Cut the last segment in the middle of its last group's payload, and put junk after it. */
+  char seg[4300];
+  wc_last_segment(dir, seg, sizeof seg);
+  size_t len = 0;
+  uint8_t *buf = (uint8_t *)wc_slurp(seg, &len);
+  cr_assert_not_null(buf);
+  struct wc_group g[1024];
+  int ng = wc_groups(buf, len, g, 1024);
+  cr_assert_geq(ng, 2, "%s holds %d groups", seg, ng);
+  cr_assert_eq(g[ng - 1].off + WAL_GROUP_HEADER + g[ng - 1].payload, len, "%s: bytes after the last group", seg);
+  struct keyset cut = { .n = 0 };
+  wc_group_keys(buf, &g[ng - 1], keyset_add, &cut);
+  cr_assert_gt(cut.n, 0, "no keys found in the last group");
+  size_t cut_at = g[ng - 1].off + WAL_GROUP_HEADER + g[ng - 1].payload / 2;
+  memset(buf + cut_at, 0xA5, 24);      /* junk over the rest of the interrupted write */
+  wc_write_file(seg, buf, cut_at + 24);
+  free(buf);
+
+  db = wc_open(dir, 10000);
+  for (long n = 1; n <= N; n++) {
+    char ka[32];
+    snprintf(ka, sizeof ka, "a/%ld", n);
+    wc_expect_pair(db, n, !keyset_has(&cut, ka), "after a torn tail");
+  }
+  /* new commits work, go after the cut, and survive another rebuild */
+  for (long n = N + 1; n <= N + 10; n++) wc_commit_pair(db, n);
+  cr_assert(wc_wait_log(dir, "torn tail", 1, 5000), "the daemon log does not mention the torn tail");
+  struct wal_scan_result res = wc_scan_last(dir, "after the cut and new commits");
+  cr_assert_eq(res.torn_bytes, 0, "the torn tail is still there after new commits");
+  {
+    char seg2[4300];
+    struct stat sst;
+    wc_last_segment(dir, seg2, sizeof seg2);
+    cr_assert_eq(stat(seg2, &sst), 0);
+    cr_assert_eq((uint64_t)sst.st_size, res.end_offset, "%s: %llu bytes after the last whole group", seg2,
+                 (unsigned long long)((uint64_t)sst.st_size - res.end_offset));
+    cr_assert_geq(res.groups, (uint64_t)ng, "groups after the cut and 10 new commits");
+  }
+  sochdb_close(db);
+  st = wc_stop_daemon(dir, SIGTERM, "after the commits past the cut");
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: sochdbd exit status 0x%x", (unsigned)st);
+  tu_remove_region(dir);
+  db = wc_open(dir, 10000);
+  for (long n = 1; n <= N + 10; n++) {
+    char ka[32];
+    snprintf(ka, sizeof ka, "a/%ld", n);
+    wc_expect_pair(db, n, !keyset_has(&cut, ka), "rebuilt after the cut");
+  }
+  sochdb_close(db);
+
+  /* Junk after the last whole group only: nothing is lost. */
+  st = wc_stop_daemon(dir, SIGTERM, "before appending junk");
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: sochdbd exit status 0x%x", (unsigned)st);
+  tu_remove_region(dir);
+  wc_last_segment(dir, seg, sizeof seg);
+  int fd = open(seg, O_WRONLY | O_APPEND | O_CLOEXEC);
+  cr_assert_geq(fd, 0);
+  uint8_t junk[100];
+  memset(junk, 0x5A, sizeof junk);
+  cr_assert_eq(write(fd, junk, sizeof junk), (ssize_t)sizeof junk);
+  close(fd);
+  db = wc_open(dir, 10000);
+  for (long n = 1; n <= N + 10; n++) {
+    char ka[32];
+    snprintf(ka, sizeof ka, "a/%ld", n);
+    wc_expect_pair(db, n, !keyset_has(&cut, ka), "after junk past the last group");
+  }
+  wc_commit_pair(db, N + 11);
+  cr_assert(wc_wait_log(dir, "torn tail", 2, 5000), "the daemon log does not mention the second torn tail");
+  sochdb_close(db);
+  wc_stop_daemon(dir, SIGTERM, "before the last rebuild");
+  tu_remove_region(dir);
+  db = wc_open(dir, 10000);
+  for (long n = 1; n <= N + 11; n++) {
+    char ka[32];
+    snprintf(ka, sizeof ka, "a/%ld", n);
+    wc_expect_pair(db, n, !keyset_has(&cut, ka), "last rebuild");
+  }
+  sochdb_close(db);
+  res = wc_scan_last(dir, "at the end");
+  cr_assert_eq(res.torn_bytes, 0);
+}
+
+/* ======================================================================
+** 5. Damage before an intact group is SOCHDB_CORRUPT, never skipped.
+** ====================================================================== */
+
+/* Open must fail with SOCHDB_CORRUPT and say why, twice (a failed rebuild
+** leaves nothing that a later open would take for a valid region). */
+static void t5_expect_corrupt(const char *dir, const char *what)
+{
+  for (int i = 0; i < 2; i++) {
+    sochdb_options o = wc_opts(10000);
+    sochdb *db = NULL;
+    int rc = sochdb_open(dir, &o, &db);
+    const char *msg = sochdb_last_error();
+    if (rc == SOCHDB_OK) sochdb_close(db);
+    cr_assert_eq(rc, SOCHDB_CORRUPT, "%s (open #%d): sochdb_open = %s (%s), want SOCHDB_CORRUPT", what, i + 1,
+                 sochdb_strerror(rc), msg);
+    cr_assert_null(db, "%s: a handle came back with an error", what);
+    cr_assert(msg && *msg, "%s: SOCHDB_CORRUPT without a message", what);
+    cr_log_info("%s: %s", what, msg);
+  }
+}
+
+Test(wal_crash, damaged_durable_group_is_reported)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  const long N = 30;
+  sochdb *db = wc_open(dir, 10000);
+  for (long n = 1; n <= N; n++) wc_commit_pair(db, n);
+  sochdb_close(db);
+  wc_stop_daemon(dir, SIGTERM, "after the commits");
+  tu_remove_region(dir);
+
+  char seg[4300];
+  wc_last_segment(dir, seg, sizeof seg);
+  size_t len = 0;
+  uint8_t *buf = (uint8_t *)wc_slurp(seg, &len);
+  cr_assert_not_null(buf);
+  struct wc_group g[1024];
+  int ng = wc_groups(buf, len, g, 1024);
+  cr_assert_geq(ng, 3, "%s holds %d groups", seg, ng);
+  uint8_t *copy = malloc(len);
+  cr_assert_not_null(copy);
+  struct {
+    size_t      off;
+    const char *what;
+  } damage[] = {
+    { g[ng / 2].off + WAL_GROUP_HEADER + g[ng / 2].payload / 2, "a byte of a middle group's payload" },
+    { g[ng / 2].off + 8, "a byte of a middle group's header (first LSN)" },
+    { g[0].off + WAL_GROUP_HEADER + 12, "a byte of the first group's payload" },
+    { g[ng - 2].off + WAL_GROUP_HEADER + g[ng - 2].payload - 1, "the last byte of the group before the last" },
+    { 20, "a byte of the segment header" },
+  };
+  for (size_t i = 0; i < sizeof damage / sizeof damage[0]; i++) {
+    memcpy(copy, buf, len);
+    copy[damage[i].off] ^= 0x10;
+    wc_write_file(seg, copy, len);
+    tu_remove_region(dir);
+    t5_expect_corrupt(dir, damage[i].what);
+    cr_assert_eq(wc_count_daemons(dir), 0, "%s: a daemon runs although open failed", damage[i].what);
+  }
+  /* repaired: everything is back */
+  wc_write_file(seg, buf, len);
+  tu_remove_region(dir);
+  db = wc_open(dir, 10000);
+  for (long n = 1; n <= N; n++) wc_expect_pair(db, n, 1, "after the repair");
+  wc_commit_pair(db, N + 1);
+  sochdb_close(db);
+  free(copy);
+  free(buf);
+}
+
+/* ======================================================================
+** 6. A region that survives its daemon is adopted, not rebuilt.
+** ====================================================================== */
+
+Test(wal_crash, region_survives_daemon_death_without_replay)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  sochdb *db = wc_open(dir, 10000);
+  for (long n = 1; n <= 10; n++) wc_commit_pair(db, n);
+  sochdb_stats s1 = tu_stats(db);
+  /* ASYNC commits that the dying daemon may not have written yet */
+  for (long n = 11; n <= 30; n++) {
+    char ka[32], kb[32], v[32];
+    snprintf(ka, sizeof ka, "a/%ld", n);
+    snprintf(kb, sizeof kb, "b/%ld", n);
+    snprintf(v, sizeof v, "v%ld", n);
+    sochdb_txn *t = tu_begin(db, 0);
+    tu_put_str(t, ka, v);
+    tu_put_str(t, kb, v);
+    tu_commit(t, SOCHDB_ASYNC, ka);
+  }
+  char region[4300];
+  snprintf(region, sizeof region, "%s", sochdb_region_path(db));
+  struct stat before;
+  cr_assert_eq(stat(region, &before), 0, "stat %s", region);
+  pid_t d1 = wc_wait_daemon(dir, 5000, 0);
+  cr_assert_gt(d1, 0);
+  cr_assert_eq(wc_stop_pid(d1, SIGKILL, 5000, NULL), 0);
+  sochdb_close(db);
+
+  db = wc_open(dir, 10000);
+  cr_assert_str_eq(sochdb_region_path(db), region);
+  struct stat after;
+  cr_assert_eq(stat(region, &after), 0);
+  cr_assert(after.st_ino == before.st_ino && after.st_dev == before.st_dev,
+            "the region file was replaced (inode %llu -> %llu): it was rebuilt instead of adopted",
+            (unsigned long long)before.st_ino, (unsigned long long)after.st_ino);
+  for (long n = 1; n <= 30; n++) wc_expect_pair(db, n, 1, "region kept after the daemon's death");
+  pid_t d2 = wc_wait_daemon(dir, 5000, d1);
+  cr_assert_gt(d2, 0, "no new daemon after sochdbd %d was killed", (int)d1);
+  char tag[64];
+  snprintf(tag, sizeof tag, "sochdbd[%d] ", (int)d2);
+  cr_assert(wc_wait_log(dir, tag, 1, 5000), "no log line of the new daemon %d", (int)d2);
+  cr_assert(wc_wait_log(dir, ": serving (", 2, 5000), "the new daemon %d never logged that it serves", (int)d2);
+  char *log = wc_log(dir);
+  const char *line = NULL;
+  for (const char *p = log; (p = strstr(p, tag)); p++)
+    if (strstr(p, ": serving (") && (!strchr(p, '\n') || strstr(p, ": serving (") < strchr(p, '\n'))) line = p;
+  cr_assert_not_null(line, "the new daemon's log has no \"serving\" line:\n%s", log);
+  unsigned long long lsn = 0, durable = 0;
+  cr_assert_eq(sscanf(strstr(line, ": serving ("), ": serving (WAL at LSN %llu, durable through commit %llu)", &lsn,
+                      &durable), 2, "unexpected serving line in:\n%s", log);
+  cr_assert_gt(lsn, 0, "the new daemon started at LSN 0: it did not adopt the WAL:\n%s", log);
+  cr_assert_geq(durable, s1.last_commit_seq, "the new daemon's durable sequence %llu is behind SYNC commit %llu",
+                durable, (unsigned long long)s1.last_commit_seq);
+  free(log);
+  sochdb_stats s2 = tu_stats(db);
+  cr_assert_geq(s2.wal_groups, s1.wal_groups, "the region's WAL counters were reset: it was rebuilt");
+  cr_assert_geq(s2.last_commit_seq, s1.last_commit_seq + 20);
+  wc_commit_pair(db, 31);
+  s2 = tu_stats(db);
+  cr_assert_geq(s2.durable_seq, s2.last_commit_seq, "SYNC returned before durable");
+  sochdb_close(db);
+  /* the ASYNC commits the first daemon may have missed were written by the second */
+  wc_stop_daemon(dir, SIGTERM, "before the rebuild");
+  tu_remove_region(dir);
+  db = wc_open(dir, 10000);
+  for (long n = 1; n <= 31; n++) wc_expect_pair(db, n, 1, "rebuilt after the adoption");
+  sochdb_close(db);
+}
+
+/* ======================================================================
+** 7. SIGTERM writes what was published and exits 0; an idle daemon exits.
+** ====================================================================== */
+
+Test(wal_crash, sigterm_exits_cleanly_and_idle_exit)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  sochdb *db = wc_open(dir, 10000);
+  const long N = 200;
+  for (long n = 1; n <= N; n++) {
+    char k[32], v[32];
+    snprintf(k, sizeof k, "s/%ld", n);
+    snprintf(v, sizeof v, "v%ld", n);
+    sochdb_txn *t = tu_begin(db, 0);
+    tu_put_str(t, k, v);
+    tu_commit(t, SOCHDB_ASYNC, k);
+  }
+  pid_t d = wc_wait_daemon(dir, 5000, 0);
+  cr_assert_gt(d, 0);
+  /* a daemon that is serving (startup is sigterm_during_daemon_startup's business) */
+  cr_assert(wc_wait_serving(dir, d, 5000), "sochdbd %d never logged that it serves", (int)d);
+  int st;
+  cr_assert_eq(wc_stop_pid(d, SIGTERM, 15000, &st), 0, "sochdbd %d did not exit within 15 s of SIGTERM", (int)d);
+  cr_assert_neq(st, -1, "sochdbd %d was not re-parented to the test (subreaper)", (int)d);
+  char b[64];
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: sochdbd ended with %s", tu_status_str(st, b, sizeof b));
+  cr_assert(wc_wait_lock_free(dir, 5000), "LOCK held after the daemon exited");
+  char *log = wc_log(dir);
+  cr_assert(strstr(log, "exiting (signal)"), "no \"exiting (signal)\" in the daemon log:\n%s", log);
+  free(log);
+  sochdb_close(db);
+
+  /* what was published before SIGTERM is in the WAL */
+  tu_remove_region(dir);
+  setenv("SOCHDB_DAEMON_IDLE_MS", "500", 1);
+  db = wc_open(dir, 10000);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (long n = 1; n <= N; n++) {
+    char k[32], v[32];
+    snprintf(k, sizeof k, "s/%ld", n);
+    snprintf(v, sizeof v, "v%ld", n);
+    tu_expect_str(t, k, v, "ASYNC commit before SIGTERM, rebuilt from the WAL");
+  }
+  sochdb_abort(t);
+  pid_t d2 = wc_wait_daemon(dir, 5000, d);
+  cr_assert_gt(d2, 0);
+  sochdb_close(db);
+
+  /* no client left: it goes by itself */
+  int gone = 0;
+  for (int i = 0; i < 15000 && !gone; i++) {
+    pid_t r = waitpid(d2, &st, WNOHANG);
+    if (r == d2) gone = 1;
+    else if (r < 0 && errno == ECHILD && !wc_alive(d2)) {
+      gone = 1;
+      st = -1;
+    } else
+      tu_sleep_ms(1);
+  }
+  cr_assert(gone, "the idle daemon %d (SOCHDB_DAEMON_IDLE_MS=500) is still running 15 s after the last client left",
+            (int)d2);
+  cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "idle exit: sochdbd ended with %s",
+            tu_status_str(st, b, sizeof b));
+  cr_assert(!wc_lock_held(dir), "LOCK held after the idle daemon exited");
+  log = wc_log(dir);
+  cr_assert(strstr(log, "no client for the idle timeout"), "no idle exit in the daemon log:\n%s", log);
+  free(log);
+}
+
+/* ======================================================================
+** 8. SIGTERM right after a daemon was started (it holds DIR/LOCK and its pid
+**    is there, so it is the daemon as far as anyone can tell) must be as
+**    clean as SIGTERM later: exit 0 after writing what was published. Each
+**    round uses a new directory, so the daemon's start includes creating the
+**    WAL's first segment.
+** ====================================================================== */
+
+Test(wal_crash, sigterm_during_daemon_startup)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const int ROUNDS = 8, PER = 5;
+  int killed_by_signal = 0, lost = 0;
+  char first_bad[256] = "", bad_log[2048] = "";
+  for (int r = 0; r < ROUNDS; r++) {
+    snprintf(wc_extra_dir, sizeof wc_extra_dir, "%s/r%d", tu_dir(), r);
+    const char *dir = wc_extra_dir;
+    sochdb *db = wc_open(dir, 10000);           /* starts the directory's first daemon */
+    for (int n = 1; n <= PER; n++) {
+      char k[32], v[32];
+      snprintf(k, sizeof k, "u/%d", n);
+      snprintf(v, sizeof v, "v%d", n);
+      sochdb_txn *t = tu_begin(db, 0);
+      tu_put_str(t, k, v);
+      tu_commit(t, SOCHDB_ASYNC, k);
+    }
+    pid_t d = wc_wait_daemon(dir, 5000, 0);
+    cr_assert_gt(d, 0);
+    int st;
+    cr_assert_eq(wc_stop_pid(d, SIGTERM, 15000, &st), 0, "sochdbd %d did not exit within 15 s of SIGTERM", (int)d);
+    cr_assert(wc_wait_lock_free(dir, 5000));
+    sochdb_close(db);
+    int bad = !(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    tu_remove_region(dir);                       /* what SIGTERM wrote is all there is */
+    db = wc_open(dir, 10000);
+    sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+    int lost_here = 0;
+    for (int n = 1; n <= PER; n++) {
+      char k[32], buf[32];
+      snprintf(k, sizeof k, "u/%d", n);
+      if (tu_get_str(t, k, buf, sizeof buf) != SOCHDB_OK) lost_here++;
+    }
+    sochdb_abort(t);
+    sochdb_close(db);
+    lost += lost_here;
+    if (bad) killed_by_signal++;
+    wc_stop_daemon(dir, SIGKILL, "between rounds");
+    if ((bad || lost_here) && !first_bad[0]) {
+      char b[64];
+      snprintf(first_bad, sizeof first_bad, "round %d: sochdbd %d ended with %s; %d of %d commits lost", r, (int)d,
+               tu_status_str(st, b, sizeof b), lost_here, PER);
+      char *log = wc_log(dir);
+      snprintf(bad_log, sizeof bad_log, "%s", log);
+      free(log);
+    }
+    tu_remove_region(dir);
+    tu_rmrf(dir);
+    wc_extra_dir[0] = 0;
+  }
+  cr_assert(killed_by_signal == 0 && lost == 0,
+            "SIGTERM to a daemon that already holds DIR/LOCK with its pid written, but is still starting: %d of %d "
+            "daemons died of the signal instead of exiting 0, and %d ASYNC commits published before the SIGTERM "
+            "were missing after a rebuild from the WAL. First: %s. Its directory's daemon log (the killed "
+            "daemon logged nothing; the lines are its successors'):\n%s",
+            killed_by_signal, ROUNDS, lost, first_bad, bad_log);
+}
+
+/* ======================================================================
+** 9. ASYNC commits are durable within a bounded delay even when the daemon
+**    died: someone must start a new one.
+** ====================================================================== */
+
+Test(wal_crash, async_commits_become_durable_after_daemon_death)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  sochdb *db = wc_open(dir, 10000);
+  wc_commit_pair(db, 1);
+  wc_stop_daemon(dir, SIGKILL, "the daemon");
+  /* only ASYNC commits from now on, a few every 2 ms, for at most ~4 s */
+  sochdb_stats s = tu_stats(db);
+  uint64_t first_async = 0;
+  int durable = 0, commits = 0;
+  for (int i = 0; i < 2000 && !durable; i++) {
+    char k[32];
+    snprintf(k, sizeof k, "x/%d", i);
+    tu_commit_kv(db, k, "async", SOCHDB_ASYNC);
+    commits++;
+    s = tu_stats(db);
+    if (!first_async) first_async = s.last_commit_seq;
+    durable = s.durable_seq >= first_async;
+    if (!durable) tu_sleep_ms(2);
+  }
+  cr_assert(durable,
+            "after the daemon was killed, %d ASYNC commits over ~4 s were never made durable (durable_seq %llu, "
+            "first ASYNC commit %llu, last %llu, daemon_running %u): no daemon was started for them, so "
+            "\"durable within ~5 ms\" does not hold",
+            commits, (unsigned long long)s.durable_seq, (unsigned long long)first_async,
+            (unsigned long long)s.last_commit_seq, s.daemon_running);
+  sochdb_close(db);
+}
+
+/* ======================================================================
+** 10. A daemon that cannot confirm (stopped) makes SYNC return
+**     SOCHDB_DAEMON after busy_timeout_ms, the commit applied and visible.
+** ====================================================================== */
+
+static void t10_child(const char *dir, const char *key, unsigned flags)
+{
+  wc_child_start();
+  sochdb_options o = wc_opts(300);
+  sochdb *db = NULL;
+  if (sochdb_open(dir, &o, &db) != SOCHDB_OK) _exit(100);
+  sochdb_txn *t = NULL;
+  if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK) _exit(101);
+  if (sochdb_put(t, key, strlen(key), "1", 1) != SOCHDB_OK) _exit(102);
+  int rc = sochdb_commit(t, flags);
+  if (rc == SOCHDB_DAEMON && !*sochdb_last_error()) _exit(103);   /* no message */
+  sochdb_close(db);
+  _exit(rc);
+}
+
+/* Run t10_child in a child, bounded; its commit's result. */
+static int t10_commit_in_child(const char *dir, const char *key, unsigned flags)
+{
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) t10_child(dir, key, flags);
+  int st;
+  cr_assert_eq(tu_wait_child(pid, 15000, &st), 0, "committing %s with a stopped daemon hung (busy_timeout_ms 300)",
+               key);
+  char b[64];
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) < 100, "the committer of %s ended with %s (100 open, 101 begin, "
+            "102 put, 103 SOCHDB_DAEMON without a message)", key, tu_status_str(st, b, sizeof b));
+  return WEXITSTATUS(st);
+}
+
+static char wc_proc_state(pid_t pid)
+{
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  const char *p = strrchr(buf, ')');
+  char state = 0;
+  if (!p || sscanf(p + 1, " %c", &state) != 1) return 0;
+  return state;
+}
+
+Test(wal_crash, sync_commit_with_a_stopped_daemon_returns_SOCHDB_DAEMON)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  sochdb *db = wc_open(dir, 10000);
+  wc_commit_pair(db, 1);
+  pid_t d = wc_wait_daemon(dir, 5000, 0);
+  cr_assert_gt(d, 0);
+  kill(d, SIGSTOP);
+  int stopped = 0;
+  for (int i = 0; i < 5000 && !stopped; i++) {
+    stopped = wc_proc_state(d) == 'T';
+    if (!stopped) tu_sleep_ms(1);
+  }
+  cr_assert(stopped, "sochdbd %d did not stop", (int)d);
+  int rc = t10_commit_in_child(dir, "sync-while-stopped", SOCHDB_SYNC);
+  int rc_async = t10_commit_in_child(dir, "async-while-stopped", SOCHDB_ASYNC);
+  kill(d, SIGCONT);
+  cr_assert_eq(rc, SOCHDB_DAEMON, "SYNC commit with a stopped daemon: %s, want SOCHDB_DAEMON",
+               sochdb_strerror(rc));
+  cr_assert_eq(rc_async, SOCHDB_OK, "ASYNC commit with a stopped daemon: %s", sochdb_strerror(rc_async));
+  /* applied and visible, and durable once the daemon runs again */
+  char buf[8];
+  cr_assert_eq(tu_read_str(db, "sync-while-stopped", buf, sizeof buf), SOCHDB_OK, "a SOCHDB_DAEMON commit is "
+               "not visible");
+  cr_assert_eq(tu_read_str(db, "async-while-stopped", buf, sizeof buf), SOCHDB_OK);
+  wc_commit_pair(db, 2);
+  sochdb_stats s = tu_stats(db);
+  cr_assert_geq(s.durable_seq, s.last_commit_seq);
+  cr_assert_eq(wc_daemon_pid(dir), d, "the daemon changed although it was only stopped");
+  sochdb_close(db);
+  wc_stop_daemon(dir, SIGTERM, "after SIGCONT");
+  tu_remove_region(dir);
+  db = wc_open(dir, 10000);
+  cr_assert_eq(tu_read_str(db, "sync-while-stopped", buf, sizeof buf), SOCHDB_OK, "lost after a rebuild");
+  cr_assert_eq(tu_read_str(db, "async-while-stopped", buf, sizeof buf), SOCHDB_OK, "lost after a rebuild");
+  wc_expect_pair(db, 2, 1, "after a rebuild");
+  sochdb_close(db);
+}
+
+/* ======================================================================
+** 11. The region file is removed while its daemon still runs: the next
+**     opener rebuilds it, the old daemon makes way, commits go on.
+** ====================================================================== */
+
+Test(wal_crash, region_removed_while_its_daemon_runs)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  sochdb *db = wc_open(dir, 10000);
+  for (long n = 1; n <= 10; n++) wc_commit_pair(db, n);
+  sochdb_close(db);
+  pid_t d1 = wc_wait_daemon(dir, 5000, 0);
+  cr_assert_gt(d1, 0);
+  tu_remove_region(dir);
+  db = wc_open(dir, 10000);
+  for (long n = 1; n <= 10; n++) wc_expect_pair(db, n, 1, "rebuilt while the old daemon ran");
+  for (long n = 11; n <= 15; n++) wc_commit_pair(db, n);   /* SYNC: OK only once a daemon of this region confirms */
+  int st = -1, gone = 0;
+  for (int i = 0; i < 10000 && !gone; i++) {
+    pid_t r = waitpid(d1, &st, WNOHANG);
+    gone = r == d1 || (r < 0 && !wc_alive(d1));
+    if (!gone) tu_sleep_ms(1);
+  }
+  cr_assert(gone, "the daemon %d of the removed region still runs 10 s later", (int)d1);
+  char b[64];
+  cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the old daemon ended with %s",
+            tu_status_str(st, b, sizeof b));
+  cr_assert(wc_wait_log(dir, "its shared region was removed or replaced", 1, 5000), "no log line for the old "
+            "daemon's exit");
+  pid_t d2 = wc_wait_daemon(dir, 5000, d1);
+  cr_assert_gt(d2, 0);
+  wc_commit_pair(db, 16);
+  sochdb_close(db);
+  wc_stop_daemon(dir, SIGTERM, "the new daemon");
+  tu_remove_region(dir);
+  db = wc_open(dir, 10000);
+  for (long n = 1; n <= 16; n++) wc_expect_pair(db, n, 1, "second rebuild");
+  sochdb_close(db);
+}
+
+/* ======================================================================
+** 12. The daemon exits when its directory is removed; an unstartable
+**     daemon is SOCHDB_DAEMON from open.
+** ====================================================================== */
+
+Test(wal_crash, daemon_exits_when_its_directory_is_removed)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  snprintf(wc_extra_dir, sizeof wc_extra_dir, "%s/db", tu_dir());
+  const char *dir = wc_extra_dir;
+  sochdb *db = wc_open(dir, 10000);
+  wc_commit_pair(db, 1);
+  char region[4300];
+  snprintf(region, sizeof region, "%s", sochdb_region_path(db));
+  sochdb_close(db);
+  pid_t d = wc_wait_daemon(dir, 5000, 0);
+  cr_assert_gt(d, 0);
+  cr_assert_eq(tu_rmrf(dir), 0);
+  int st = -1, gone = 0;
+  for (int i = 0; i < 10000 && !gone; i++) {
+    pid_t r = waitpid(d, &st, WNOHANG);
+    gone = r == d || (r < 0 && !wc_alive(d));
+    if (!gone) tu_sleep_ms(1);
+  }
+  unlink(region);
+  wc_extra_dir[0] = 0;
+  cr_assert(gone, "sochdbd %d still runs 10 s after its directory was removed", (int)d);
+  char b[64];
+  cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "it ended with %s", tu_status_str(st, b, sizeof b));
+}
+
+Test(wal_crash, unstartable_daemon_is_SOCHDB_DAEMON)
+{
+  const char *dir = tu_dir();
+  const char *paths[] = { "/nonexistent/sochdbd", "/bin/false" };
+  for (int i = 0; i < 2; i++) {
+    sochdb_options o = wc_opts(1000);
+    o.daemon_path = paths[i];
+    sochdb *db = NULL;
+    int rc = sochdb_open(dir, &o, &db);
+    const char *msg = sochdb_last_error();
+    cr_assert_eq(rc, SOCHDB_DAEMON, "open with daemon_path %s: %s (%s), want SOCHDB_DAEMON", paths[i],
+                 sochdb_strerror(rc), msg);
+    cr_assert_null(db);
+    cr_assert(strstr(msg, paths[i]), "the message does not name %s: %s", paths[i], msg);
+    cr_assert(!wc_lock_held(dir));
+  }
+  /* the real daemon still starts afterwards */
+  sochdb *db = wc_open(dir, 10000);
+  wc_commit_pair(db, 1);
+  sochdb_close(db);
+}
+
+/* ======================================================================
+** 13. The region file is removed while a writer is still attached to it and
+**     committing (an operator cleaning /dev/shm, systemd's RemoveIPC), and a
+**     new opener rebuilds it from the WAL. The old daemon goes on
+**     acknowledging the old region's commits into the WAL until it notices.
+**     Whatever happens to the old writer, the database must not wedge: the
+**     new opener's SYNC commits succeed again within a bounded time, and a
+**     later rebuild holds every commit that was acknowledged OK.
+** ====================================================================== */
+
+struct t13_shared {
+  _Atomic int  stop;
+  _Atomic long acked;     /* w/1..acked were acknowledged OK (SYNC), in order */
+  _Atomic long done;
+  _Atomic long oks, daemons;
+};
+
+static void t13_child(const char *dir, struct t13_shared *sh)
+{
+  wc_child_start();
+  sochdb_options o = wc_opts(500);
+  sochdb *db = NULL;
+  if (sochdb_open(dir, &o, &db) != SOCHDB_OK) _exit(2);
+  char k[32];
+  int all_ok = 1;
+  for (long n = 1; n < 1000000 && !atomic_load(&sh->stop); n++) {
+    snprintf(k, sizeof k, "w/%ld", n);
+    sochdb_txn *t = NULL;
+    if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK) _exit(3);
+    if (sochdb_put(t, k, strlen(k), "1", 1) != SOCHDB_OK) _exit(4);
+    int rc = sochdb_commit(t, SOCHDB_SYNC);
+    if (rc == SOCHDB_OK) {
+      atomic_fetch_add(&sh->oks, 1);
+      if (all_ok) atomic_store(&sh->acked, n);
+    } else if (rc == SOCHDB_DAEMON) {
+      atomic_fetch_add(&sh->daemons, 1);
+      all_ok = 0;
+    } else
+      _exit(10 + rc);
+    atomic_store(&sh->done, n);
+  }
+  sochdb_close(db);
+  _exit(0);
+}
+
+/* The last line of the log that holds needle (into out), or "". */
+static void wc_last_log_line(const char *dir, const char *needle, char *out, size_t n)
+{
+  char *log = wc_log(dir);
+  const char *hit = NULL;
+  for (const char *p = log; (p = strstr(p, needle)); p++) hit = p;
+  out[0] = 0;
+  if (hit) {
+    while (hit > log && hit[-1] != '\n') hit--;
+    const char *nl = strchr(hit, '\n');
+    snprintf(out, n, "%.*s", nl ? (int)(nl - hit) : (int)strlen(hit), hit);
+  }
+  free(log);
+}
+
+Test(wal_crash, region_removed_under_a_live_writer)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  struct t13_shared *sh = tu_shared_alloc(sizeof *sh);
+  cr_assert_not_null(sh);
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) t13_child(dir, sh);
+  for (int w = 0; w < 10000 && atomic_load(&sh->acked) < 50; w++) tu_sleep_ms(1);
+  cr_assert_geq(atomic_load(&sh->acked), 50, "the writer did not commit");
+  tu_remove_region(dir);
+  sochdb *db = wc_open(dir, 500);               /* rebuilds while the old daemon still serves the writer */
+  int b_ok = -1, b_daemon = 0;
+  uint64_t started = t2_now_us(), longest = 0;
+  /* up to 8 attempts, none begun more than 4 s after the first (a commit
+  ** that has to start a daemon can take longer than busy_timeout_ms) */
+  for (int i = 0; i < 8 && b_ok < 0 && t2_now_us() - started < 4000000u; i++) {
+    char k[32];
+    snprintf(k, sizeof k, "b/%d", i);
+    sochdb_txn *t = tu_begin(db, 0);
+    tu_put_str(t, k, "1");
+    uint64_t t0 = t2_now_us();
+    int rc = sochdb_commit(t, SOCHDB_SYNC);
+    if (t2_now_us() - t0 > longest) longest = t2_now_us() - t0;
+    cr_assert(rc == SOCHDB_OK || rc == SOCHDB_DAEMON, "new opener's SYNC commit: %s (%s)", sochdb_strerror(rc),
+              sochdb_last_error());
+    if (rc == SOCHDB_OK) b_ok = i;
+    else b_daemon++;
+  }
+  atomic_store(&sh->stop, 1);
+  int st;
+  cr_assert_eq(tu_wait_child(pid, 20000, &st), 0, "the old writer did not stop within 20 s");
+  long acked = atomic_load(&sh->acked);
+  char refused[1024];
+  wc_last_log_line(dir, "cannot open the WAL", refused, sizeof refused);
+  int refusals;
+  {
+    char *log = wc_log(dir);
+    refusals = wc_count_str(log, "cannot open the WAL");
+    free(log);
+  }
+  cr_assert(b_ok >= 0,
+            "after the region was removed under a live writer and rebuilt by a new opener, %d SYNC commits of the "
+            "new opener in a row returned SOCHDB_DAEMON (busy_timeout 500 ms): the database is wedged. The old "
+            "daemon acknowledged the old region's commits into the WAL after the rebuild had read it, so every new "
+            "daemon refuses the rebuilt region (%d refusals logged; the old writer had %ld OK and %ld "
+            "SOCHDB_DAEMON; the longest of the new opener's commits took %llu ms). Last refusal:\n%s",
+            b_daemon, refusals, atomic_load(&sh->oks), atomic_load(&sh->daemons),
+            (unsigned long long)(longest / 1000), refused);
+  sochdb_close(db);
+  /* a rebuild from the WAL holds every commit acknowledged OK */
+  cr_assert_eq(wc_kill_descendants(10000), 0);
+  tu_remove_region(dir);
+  sochdb_options o = wc_opts(2000);
+  db = NULL;
+  int rc = sochdb_open(dir, &o, &db);
+  cr_assert_eq(rc, SOCHDB_OK, "rebuild after the episode: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (long n = 1; n <= acked; n++) {
+    char k[32];
+    snprintf(k, sizeof k, "w/%ld", n);
+    tu_expect_str(t, k, "1", "old writer's acknowledged commit after the final rebuild");
+  }
+  char k[32];
+  snprintf(k, sizeof k, "b/%d", b_ok);
+  tu_expect_str(t, k, "1", "new opener's acknowledged commit after the final rebuild");
+  sochdb_abort(t);
+  sochdb_close(db);
+  tu_shared_free(sh, sizeof *sh);
+}
+
+/* ======================================================================
+** 14. A process that is stuck while it holds DIR/LOCK.spawn (stopped in a
+**     debugger half-way through starting a daemon) must not make every other
+**     SYNC commit hang: with no daemon, a commit returns SOCHDB_DAEMON after
+**     about busy_timeout_ms.
+** ====================================================================== */
+
+struct t14_shared {
+  _Atomic int opened;
+  _Atomic int go;
+};
+
+static void t14_child(const char *dir, struct t14_shared *sh)
+{
+  wc_child_start();
+  sochdb_options o = wc_opts(300);
+  sochdb *db = NULL;
+  if (sochdb_open(dir, &o, &db) != SOCHDB_OK) _exit(100);
+  atomic_store(&sh->opened, 1);
+  for (int w = 0; w < 20000 && !atomic_load(&sh->go); w++) tu_sleep_ms(1);
+  sochdb_txn *t = NULL;
+  if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK) _exit(101);
+  if (sochdb_put(t, "while-stuck", 11, "1", 1) != SOCHDB_OK) _exit(102);
+  int rc = sochdb_commit(t, SOCHDB_SYNC);
+  sochdb_close(db);
+  _exit(rc);
+}
+
+Test(wal_crash, stuck_daemon_starter_does_not_hang_sync_commits)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  sochdb *db = wc_open(dir, 10000);
+  wc_commit_pair(db, 1);
+  sochdb_close(db);
+  struct t14_shared *sh = tu_shared_alloc(sizeof *sh);
+  cr_assert_not_null(sh);
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) t14_child(dir, sh);
+  for (int w = 0; w < 10000 && !atomic_load(&sh->opened); w++) tu_sleep_ms(1);
+  cr_assert(atomic_load(&sh->opened), "the committer did not open");
+  /* we are the stuck starter: hold the spawn lock, and no daemon runs */
+  char path[4300];
+  snprintf(path, sizeof path, "%s/LOCK.spawn", dir);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+  cr_assert_eq(flock(fd, LOCK_EX | LOCK_NB), 0, "flock %s: %s", path, strerror(errno));
+  wc_stop_daemon(dir, SIGKILL, "the daemon");
+  atomic_store(&sh->go, 1);
+  int st;
+  int waited = tu_wait_child(pid, 8000, &st);
+  close(fd);
+  cr_assert_eq(waited, 0, "a SYNC commit with busy_timeout_ms 300 had not returned 8 s later, while no daemon ran "
+               "and another process held %s: the commit blocks in the daemon start's flock(LOCK.spawn, LOCK_EX), "
+               "which has no bound", path);
+  char b[64];
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == SOCHDB_DAEMON, "the committer ended with %s, want exit %d "
+            "(SOCHDB_DAEMON)", tu_status_str(st, b, sizeof b), SOCHDB_DAEMON);
+  db = wc_open(dir, 10000);
+  char v[8];
+  cr_assert_eq(tu_read_str(db, "while-stuck", v, sizeof v), SOCHDB_OK, "the SOCHDB_DAEMON commit is not visible");
+  wc_commit_pair(db, 2);
+  sochdb_close(db);
+  tu_shared_free(sh, sizeof *sh);
+}
