@@ -149,6 +149,10 @@ static void *writer_loop(void *arg)
     int stopping = atomic_load(&writer_stop);
     int rc = ww_write_pending(a->w);
     if (rc < 0) {
+      if (stopping && failures >= 100) {   /* about 1 s: publish nothing more, let the daemon exit */
+        ww_log(a->w->db->dir, "stopping with unwritten commits: the WAL keeps failing (%s)", sochdb_last_error());
+        return NULL;
+      }
       if (failures++ % 100 == 0)
         ww_log(a->w->db->dir, "WAL write failed (%s: %s); commits wait, retrying", sochdb_strerror(-rc),
                sochdb_last_error());
@@ -297,6 +301,12 @@ int main(int argc, char **argv)
     sochdb_close(db);
     report(&report_fd, lock_fd == -2 ? 0 : 1);    /* another one serving is fine */
     return lock_fd == -2 ? 0 : 1;
+  }
+  if (region_replaced(db)) {      /* rebuilt while we waited for the lock: not ours to serve */
+    ww_log(c.dir, "the region was rebuilt while this daemon started; leaving it to a new daemon");
+    sochdb_close(db);
+    report(&report_fd, 1);
+    return 1;
   }
   write_pid(lock_fd);
   struct walwriter w;

@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#define GROUP_CAP_BYTES (64u << 20)
+
 void ww_log(const char *dir, const char *fmt, ...)
 {
   time_t now = time(NULL);
@@ -54,6 +56,17 @@ static int fsync_dir(const char *dir)
   return rc;
 }
 
+/* fsync a directory by path (the database directory itself, after mkdir). */
+static int fsync_path(const char *dir)
+{
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return sdb_fail_errno("open %s", dir);
+  int rc = fsync(fd) == 0 ? SOCHDB_OK : sdb_fail_errno("fsync %s", dir);
+  close(fd);
+  return rc;
+}
+
 /* A new, empty segment starting at first_lsn, durable with its directory
 ** entry. It appears under its name only complete (written to a temporary
 ** file, then renamed), so a replay never finds a segment without a header. */
@@ -75,11 +88,10 @@ static int create_segment(struct walwriter *w, uint64_t first_lsn)
     unlink(tmp);
     return rc;
   }
-  int rc = fsync_dir(w->db->dir);
-  if (rc != SOCHDB_OK) {
-    close(fd);
-    return rc;
-  }
+  /* The segment has its name now: whatever happens next, it is the one we
+  ** append to. If its directory entry cannot be made durable yet, no group in
+  ** it is published before it is (write_group). */
+  w->dir_unsynced = fsync_dir(w->db->dir) != SOCHDB_OK;
   if (w->fd >= 0)
     close(w->fd);
   w->fd = fd;
@@ -150,6 +162,12 @@ int ww_open(struct walwriter *w, sochdb *db)
   uint64_t max_seq = 0;
   rc = n ? adopt_segment(w, lsns[n - 1], &max_seq) : create_segment(w, 0);
   free(lsns);
+  /* A predecessor may have died between renaming a segment into place and
+  ** syncing the directory: make every name we are about to rely on durable. */
+  if (rc == SOCHDB_OK)
+    rc = fsync_dir(db->dir);
+  if (rc == SOCHDB_OK)
+    rc = fsync_path(db->dir);
   if (rc != SOCHDB_OK)
     return rc;
   uint64_t durable = durable_seq(w->r), published = seqring_published(w->r);
@@ -212,20 +230,41 @@ static int encode_commit(struct walwriter *w, const struct mv_commit *c, size_t 
   return SOCHDB_OK;
 }
 
+/* Write all of buf at off, continuing after short writes (Linux moves at most
+** about 2 GiB per call). */
+static int write_all(int fd, const uint8_t *buf, size_t len, uint64_t off)
+{
+  while (len) {
+    ssize_t got = pwrite(fd, buf, len, (off_t)off);
+    if (got <= 0)
+      return got < 0 ? sdb_fail_errno("write WAL at offset %llu", (unsigned long long)off)
+                     : sdb_fail(SOCHDB_IO, "WAL write at offset %llu wrote nothing", (unsigned long long)off);
+    buf += got;
+    len -= (size_t)got;
+    off += (uint64_t)got;
+  }
+  return SOCHDB_OK;
+}
+
 static int write_group(struct walwriter *w, size_t len)
 {
   struct wal_group_header g;
   wal_group_header_init(&g, w->next_lsn, w->buf, (uint32_t)len);
-  struct iovec iov[2] = { { &g, sizeof g }, { w->buf, len } };
-  ssize_t want = (ssize_t)(sizeof g + len);
-  ssize_t got = pwritev(w->fd, iov, 2, (off_t)w->end_offset);
-  if (got != want || fdatasync(w->fd) != 0) {
-    int rc = got < 0 || got == want ? sdb_fail_errno("write WAL group at LSN %llu", (unsigned long long)w->next_lsn)
-                                    : sdb_fail(SOCHDB_IO, "short WAL write: %zd of %zd bytes", got, want);
+  int rc = write_all(w->fd, (const uint8_t *)&g, sizeof g, w->end_offset);
+  if (rc == SOCHDB_OK)
+    rc = write_all(w->fd, w->buf, len, w->end_offset + sizeof g);
+  if (rc == SOCHDB_OK && fdatasync(w->fd) != 0)
+    rc = sdb_fail_errno("fdatasync WAL group at LSN %llu", (unsigned long long)w->next_lsn);
+  if (rc == SOCHDB_OK && w->dir_unsynced) {   /* the segment's own name must be durable first */
+    rc = fsync_dir(w->db->dir);
+    if (rc == SOCHDB_OK)
+      w->dir_unsynced = 0;
+  }
+  if (rc != SOCHDB_OK) {
     if (ftruncate(w->fd, (off_t)w->end_offset) != 0) { /* the retry overwrites it anyway */ }
     return rc;
   }
-  w->end_offset += (uint64_t)want;
+  w->end_offset += sizeof g + len;
   w->next_lsn += len;
   return SOCHDB_OK;
 }
@@ -236,18 +275,21 @@ int ww_write_pending(struct walwriter *w)
   if (published < w->next_seq)
     return 0;
   size_t len = 0;
-  uint64_t records = 0;
-  for (uint64_t s = w->next_seq; s <= published; s++) {
+  uint64_t records = 0, last = w->next_seq - 1;
+  /* A group is capped (GROUP_CAP_BYTES, or one commit if larger): what is
+  ** left goes in the next group, and durable_seq moves only over what was
+  ** written. Each commit fits one record: sochdb_commit refuses the rest. */
+  for (uint64_t s = w->next_seq; s <= published && len < GROUP_CAP_BYTES; s++) {
     const struct mv_commit *c = durable_record(w->r, s);
-    if (!c)
-      continue;          /* aborted or abandoned: nothing to log */
-    int rc = encode_commit(w, c, &len);
-    if (rc != SOCHDB_OK)
-      return -rc;
-    records++;
+    if (c) {
+      int rc = encode_commit(w, c, &len);
+      if (rc != SOCHDB_OK)
+        return -rc;
+      records++;
+    }
+    last = s;            /* an aborted or abandoned seq has nothing to log */
   }
-  if (len > UINT32_MAX)
-    return -sdb_fail(SOCHDB_INVALID, "WAL group of %zu bytes exceeds the format's 4 GiB", len);
+  published = last;
   if (len) {
     int rc = write_group(w, len);
     if (rc != SOCHDB_OK)

@@ -21,6 +21,7 @@ struct walwriter {
   uint64_t    next_seq;       /* the first commit not yet written */
   uint8_t    *buf;            /* one group being built */
   size_t      cap;
+  int         dir_unsynced;   /* the current segment's directory entry is not yet durable */
 };
 
 /* Adopt or create the log. Logs what it repaired to stderr. */

@@ -89,21 +89,27 @@ int sdb_daemon_setup(sochdb *db, const char *daemon_path, unsigned mode, int ens
   return ensure ? sdb_daemon_ensure(db) : SOCHDB_OK;
 }
 
-int sdb_daemon_wait_gone(const char *dir)
+int sdb_daemon_lock_out(const char *dir, int *fd_out)
 {
+  *fd_out = -1;
   if (sdb_test_without_daemon())
     return SOCHDB_OK;
   char path[4200];
   snprintf(path, sizeof path, "%s/LOCK", dir);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0)
-    return SOCHDB_OK;                       /* no lock file: no daemon ever ran */
-  int running = 1;
-  for (unsigned waited = 0; (running = daemon_running(fd)) == 1 && waited < 10000; waited += 2)
+    return sdb_fail_errno("open %s", path);
+  unsigned waited = 0;
+  while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (waited >= 10000) {
+      close(fd);
+      return sdb_fail(SOCHDB_BUSY, "the sochdbd of a previous region of %s did not exit within 10 s", dir);
+    }
     sleep_ms(2);
-  close(fd);
-  return running == 1 ? sdb_fail(SOCHDB_BUSY, "the sochdbd of a previous region of %s did not exit within 10 s", dir)
-                      : SOCHDB_OK;
+    waited += 2;
+  }
+  *fd_out = fd;
+  return SOCHDB_OK;
 }
 
 /* posix_spawn the daemon with its output appended to DIR/sochdbd.log, and

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,16 @@ int sdb_check_txn(const sochdb_txn *t)
 
 /* ---- the directory ----------------------------------------------------- */
 
+static int fsync_dir_of(const char *dir)
+{
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return sdb_fail_errno("open %s", dir);
+  int rc = fsync(fd) == 0 ? SOCHDB_OK : sdb_fail_errno("fsync %s", dir);
+  close(fd);
+  return rc;
+}
+
 static int ensure_directory(const char *dir, int create, unsigned mode)
 {
   struct stat st;
@@ -113,9 +124,14 @@ static int ensure_directory(const char *dir, int create, unsigned mode)
     return sdb_fail_errno("stat %s", dir);
   if (!create)
     return sdb_fail(SOCHDB_NOTFOUND, "no database at %s", dir);
-  if (mkdir(dir, (mode_t)(mode | ((mode & 0444) >> 2))) != 0 && errno != EEXIST)
+  if (mkdir(dir, (mode_t)(mode | ((mode & 0444) >> 2))) != 0) {
+    if (errno == EEXIST)
+      return SOCHDB_OK;
     return sdb_fail_errno("mkdir %s", dir);
-  return SOCHDB_OK;
+  }
+  char parent[4200];
+  snprintf(parent, sizeof parent, "%s", dir);
+  return fsync_dir_of(dirname(parent));   /* the new directory's name is durable */
 }
 
 static int read_identity(const char *path, uint8_t id[16])
@@ -159,7 +175,9 @@ static int create_identity(const char *dir, const char *path, unsigned mode)
   else if (link(tmp, path) != 0 && errno != EEXIST)
     rc = sdb_fail_errno("link %s", path);
   unlink(tmp);
-  return rc;
+  /* Lose the identity to a power cut and the next open would make a new
+  ** one, and find the log "another database's". */
+  return rc == SOCHDB_OK ? fsync_dir_of(dir) : rc;
 }
 
 static int load_identity(const char *dir, int create, unsigned mode, uint8_t id[16])

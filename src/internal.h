@@ -61,8 +61,9 @@ int  sdb_daemon_ensure_within(sochdb *db, unsigned max_wait_ms);
 /* At open: open DIR/LOCK, choose the daemon binary, and (if ensure) make
 ** sure one runs. */
 int  sdb_daemon_setup(sochdb *db, const char *daemon_path, unsigned mode, int ensure);
-/* Wait (at most 10 s) until no sochdbd holds DIR/LOCK. */
-int  sdb_daemon_wait_gone(const char *dir);
+/* Take DIR/LOCK exclusively (waiting at most 10 s for a daemon holding it to
+** leave) so that no daemon writes the log until *fd_out is closed. */
+int  sdb_daemon_lock_out(const char *dir, int *fd_out);
 /* Replay DIR/wal into a region being created (shm_open_params.populate). */
 int  sdb_replay_wal(shm_region *r, void *dir);
 

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define REPLAY_SLOT UINT32_MAX   /* arena claims made during replay name no slot */
 
@@ -89,9 +90,12 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
   const char *dir = dir_arg;
   /* A daemon takes DIR/LOCK only once attached to a region, and we hold the
   ** new region's creation lock: so a lock holder now serves an older region
-  ** (removed or stale) and may still be writing the log. The log must be
-  ** final before we replay it. */
-  int rc = sdb_daemon_wait_gone(dir);
+  ** (removed or stale) and may still be writing the log. We take the lock
+  ** ourselves for the whole replay: the log is final while we read it, and a
+  ** daemon of the old region that gets the lock afterwards finds its region
+  ** replaced and leaves. */
+  int lock_fd;
+  int rc = sdb_daemon_lock_out(dir, &lock_fd);
   if (rc != SOCHDB_OK)
     return rc;
   uint64_t *lsns;
@@ -117,6 +121,8 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
     expect_lsn = res.next_lsn;
   }
   free(lsns);
+  if (lock_fd >= 0)
+    close(lock_fd);
   if (rc != SOCHDB_OK)
     return rc;
   seqring_init(r, rp.max_seq);

@@ -497,9 +497,30 @@ static int wait_durable(sochdb *db, uint64_t seq)
   return SOCHDB_OK;
 }
 
+/* The whole transaction must fit one WAL record (walfmt.h); checked before
+** anything is installed, so a refused transaction changes nothing. */
+#define MAX_TXN_OPS   65535u
+#define MAX_TXN_BYTES (1ull << 30)
+
+static int check_txn_size(const sochdb_txn *t)
+{
+  if (t->writes.n > MAX_TXN_OPS)
+    return sdb_fail(SOCHDB_INVALID, "a transaction writes at most %u keys; this one writes %zu", MAX_TXN_OPS,
+                    t->writes.n);
+  if (t->writes.bytes > MAX_TXN_BYTES)
+    return sdb_fail(SOCHDB_INVALID, "a transaction writes at most %llu bytes of keys and values; this one %zu",
+                    (unsigned long long)MAX_TXN_BYTES, t->writes.bytes);
+  return SOCHDB_OK;
+}
+
 static int commit_writes(sochdb_txn *t, unsigned flags)
 {
   sochdb *db = t->db;
+  int size_rc = check_txn_size(t);
+  if (size_rc != SOCHDB_OK) {
+    count(&my_stats(db)->aborts, 1);
+    return size_rc;
+  }
   struct commit_ctx c = { .t = t, .r = &db->region, .e = sdb_txn_entry(t) };
   c.ref = txn_ref(db->slot, t->entry, atomic_load_explicit(&c.e->gen, memory_order_relaxed));
   const uint32_t *order = wbuf_sorted(&t->writes);   /* key order: see header */

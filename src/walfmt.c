@@ -252,8 +252,11 @@ int wal_scan_buffer(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_re
                     (unsigned long long)g.first_lsn, (unsigned long long)out->next_lsn);
   if (off == len || all_zero(buf + off, len - off))
     return SOCHDB_OK;                       /* clean end (or preallocated zeros) */
+  /* Only an intact group further along the log proves durable data was
+  ** damaged: a group-shaped value inside the torn group (a WAL file stored as
+  ** a value) names an LSN that is not ahead of the damage. */
   for (size_t later = off + 8; later + WAL_GROUP_HEADER <= len; later += 8)
-    if (intact_group(buf, len, later, &g) >= 0)
+    if (intact_group(buf, len, later, &g) >= 0 && g.first_lsn > out->next_lsn)
       return sdb_fail(SOCHDB_CORRUPT,
                       "WAL damaged at file offset %zu (LSN %llu) before an intact group at offset %zu: "
                       "data that was durable is damaged",

@@ -913,3 +913,26 @@ Test(txn, sync_commit_returns_only_when_durable)
   cr_assert_geq(st.wal_segments, 1u);
   tu_close();
 }
+
+/* A transaction must fit one WAL record: one with more keys than a record
+** counts is refused before anything is applied, and the log keeps flowing
+** (it used to stall the daemon's writer for good). */
+Test(txn, a_transaction_too_large_for_the_log_is_refused_whole)
+{
+  sochdb *db = tu_open(256u << 20, 16u << 20, 0);
+  sochdb_txn *t = tu_begin(db, 0);
+  for (unsigned i = 0; i < 65536; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "big%05u", i);
+    cr_assert_eq(sochdb_put(t, k, strlen(k), "x", 1), SOCHDB_OK);
+  }
+  int rc = sochdb_commit(t, SOCHDB_SYNC);
+  cr_assert_eq(rc, SOCHDB_INVALID, "65536 keys in one transaction: %s", sochdb_strerror(rc));
+  cr_assert_not_null(strstr(sochdb_last_error(), "65535"), "the limit is named: %s", sochdb_last_error());
+  char buf[8];
+  cr_assert_eq(tu_read_str(db, "big00000", buf, sizeof buf), SOCHDB_NOTFOUND, "nothing of it was applied");
+  tu_commit_kv(db, "after", "ok", SOCHDB_SYNC);
+  sochdb_stats st = tu_stats(db);
+  cr_assert_geq(st.durable_seq, st.last_commit_seq, "the log still flows");
+  tu_close();
+}
