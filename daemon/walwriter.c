@@ -101,37 +101,82 @@ static int create_segment(struct walwriter *w, uint64_t first_lsn)
   return SOCHDB_OK;
 }
 
-static int note_max_seq(void *ctx, const struct wal_record *rec)
+/* What the adopting daemon learns from the last segment: the newest commit
+** it holds at or below the region's durable_seq, and where the first group
+** holding a commit beyond it starts. */
+struct adopt_scan {
+  uint64_t durable;            /* the region's durable_seq: the truth */
+  uint64_t max_seq;            /* newest commit kept */
+  uint64_t log_max;            /* newest commit in the segment, kept or not */
+  uint64_t cut_offset;         /* first group with a commit > durable (0 = none) */
+  uint64_t cut_lsn;            /* its first LSN */
+  uint64_t group_offset;       /* the group being read, and its first LSN */
+  uint64_t group_lsn;
+};
+
+static int note_record(void *ctx, const struct wal_record *rec)
 {
-  uint64_t *max = ctx;
-  if (rec->seq > *max)
-    *max = rec->seq;
+  struct adopt_scan *a = ctx;
+  if (rec->seq > a->log_max)
+    a->log_max = rec->seq;
+  if (rec->group_offset != a->group_offset || !a->group_lsn) {
+    a->group_offset = rec->group_offset;
+    a->group_lsn = rec->lsn;
+  }
+  if (rec->seq <= a->durable) {
+    if (a->cut_offset)   /* a confirmed commit after an unconfirmed one: not a log we wrote */
+      return sdb_fail(SOCHDB_CORRUPT, "WAL commit %llu at LSN %llu follows commits never confirmed durable",
+                      (unsigned long long)rec->seq, (unsigned long long)rec->lsn);
+    if (rec->seq > a->max_seq)
+      a->max_seq = rec->seq;
+  } else if (!a->cut_offset) {
+    /* Groups end where durable_seq was published, so the first unconfirmed
+    ** commit opens its group; anything else would cut confirmed commits. */
+    if (rec->lsn != a->group_lsn)
+      return sdb_fail(SOCHDB_CORRUPT, "WAL group at offset %llu mixes confirmed and unconfirmed commits",
+                      (unsigned long long)rec->group_offset);
+    a->cut_offset = rec->group_offset;
+    a->cut_lsn = rec->lsn;
+  }
   return 0;
 }
 
-/* Open the last segment for appending after its last whole group. */
-static int adopt_segment(struct walwriter *w, uint64_t first_lsn, uint64_t *max_seq)
+/* Open the last segment for appending after its last whole group. Whole
+** groups holding commits the region never saw confirmed durable are cut off
+** too: their bytes may be page-cache ghosts of a write whose fdatasync failed
+** (then the predecessor died before truncating them), so they are written
+** again from the commit-record ring, which still holds them: durable_seq did
+** not move past them, so no committer could overwrite their slots. */
+static int adopt_segment(struct walwriter *w, uint64_t first_lsn, struct adopt_scan *a)
 {
   char path[4300];
   wal_segment_path(path, sizeof path, w->db->dir, first_lsn);
   struct wal_scan_result res;
-  int rc = wal_scan_file(path, w->r->hdr->db_id, note_max_seq, max_seq, &res);
+  int rc = wal_scan_file(path, w->r->hdr->db_id, note_record, a, &res);
   if (rc != SOCHDB_OK)
     return rc;
   int fd = open(path, O_WRONLY | O_CLOEXEC);
   if (fd < 0)
     return sdb_fail_errno("open WAL segment %s", path);
-  if (res.torn_bytes) {
+  uint64_t end = res.end_offset, next_lsn = res.next_lsn;
+  if (res.torn_bytes)
     ww_log(w->db->dir, "WAL %s: cut off a torn tail of %llu bytes at offset %llu (an interrupted group, "
            "never acknowledged); the log ends at LSN %llu", path, (unsigned long long)res.torn_bytes,
            (unsigned long long)res.end_offset, (unsigned long long)res.next_lsn);
-    if (ftruncate(fd, (off_t)res.end_offset) != 0) {
-      rc = sdb_fail_errno("truncate %s", path);
-      close(fd);
-      return rc;
-    }
+  if (a->cut_offset) {
+    /* the LSN of the cut group: its records' LSNs minus what precedes them in it */
+    next_lsn = a->cut_lsn;
+    ww_log(w->db->dir, "WAL %s: commits after %llu were never confirmed durable; their groups from offset "
+           "%llu are rewritten from memory", path, (unsigned long long)a->durable,
+           (unsigned long long)a->cut_offset);
+    end = a->cut_offset;
   }
-  /* What the previous daemon wrote may not have been synced yet. */
+  if ((res.torn_bytes || a->cut_offset) && ftruncate(fd, (off_t)end) != 0) {
+    rc = sdb_fail_errno("truncate %s", path);
+    close(fd);
+    return rc;
+  }
+  /* What the previous daemon wrote and we keep may not have been synced yet. */
   if (fdatasync(fd) != 0) {
     rc = sdb_fail_errno("fdatasync %s", path);
     close(fd);
@@ -139,8 +184,8 @@ static int adopt_segment(struct walwriter *w, uint64_t first_lsn, uint64_t *max_
   }
   w->fd = fd;
   w->seg_first_lsn = first_lsn;
-  w->end_offset = res.end_offset;
-  w->next_lsn = res.next_lsn;
+  w->end_offset = end;
+  w->next_lsn = next_lsn;
   return SOCHDB_OK;
 }
 
@@ -159,8 +204,8 @@ int ww_open(struct walwriter *w, sochdb *db)
   int rc = wal_list_segments(db->dir, &lsns, &n);
   if (rc != SOCHDB_OK)
     return rc;
-  uint64_t max_seq = 0;
-  rc = n ? adopt_segment(w, lsns[n - 1], &max_seq) : create_segment(w, 0);
+  struct adopt_scan a = { .durable = durable_seq(w->r) };
+  rc = n ? adopt_segment(w, lsns[n - 1], &a) : create_segment(w, 0);
   free(lsns);
   /* A predecessor may have died between renaming a segment into place and
   ** syncing the directory: make every name we are about to rely on durable. */
@@ -170,18 +215,13 @@ int ww_open(struct walwriter *w, sochdb *db)
     rc = fsync_path(db->dir);
   if (rc != SOCHDB_OK)
     return rc;
-  uint64_t durable = durable_seq(w->r), published = seqring_published(w->r);
-  if (max_seq > published)
+  /* The cut groups are rewritten from the region, which must hold them. */
+  uint64_t published = seqring_published(w->r);
+  if (a.log_max > published)
     return sdb_fail(SOCHDB_CORRUPT, "the WAL holds commit %llu but the region only %llu: the region is not "
-                    "this log's (remove it to rebuild it from the WAL)", (unsigned long long)max_seq,
+                    "this log's (remove it to rebuild it from the WAL)", (unsigned long long)a.log_max,
                     (unsigned long long)published);
-  if (max_seq > durable) {
-    ww_log(db->dir, "commits %llu..%llu were written by the previous daemon; now durable",
-           (unsigned long long)durable + 1, (unsigned long long)max_seq);
-    durable_publish(w->r, max_seq);
-    durable = max_seq;
-  }
-  w->next_seq = durable + 1;
+  w->next_seq = a.durable + 1;
   return SOCHDB_OK;
 }
 

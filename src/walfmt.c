@@ -158,7 +158,7 @@ static int parse_record(const uint8_t *p, size_t room, uint64_t lsn, struct wal_
   uint32_t bytes = ld32(p);
   if (bytes < WAL_RECORD_HEADER || bytes % 8 || bytes > room || ld64(p + 16) != record_checksum(p, bytes))
     return 0;
-  out->lsn = lsn;
+  out->lsn = lsn;   /* group_offset is the caller's */
   out->type = ld16(p + 4);
   out->nops = ld16(p + 6);
   out->seq = ld64(p + 8);
@@ -190,6 +190,7 @@ static int scan_group(const uint8_t *payload, uint32_t bytes, uint64_t lsn, size
 {
   for (uint32_t pos = 0; pos < bytes;) {
     struct wal_record rec;
+    rec.group_offset = file_off;
     if (!parse_record(payload + pos, bytes - pos, lsn + pos, &rec))
       return sdb_fail(SOCHDB_CORRUPT, "WAL record at file offset %zu (LSN %llu) is malformed inside an intact group",
                       file_off + WAL_GROUP_HEADER + pos, (unsigned long long)(lsn + pos));

@@ -70,6 +70,7 @@ struct wal_op {
 
 /* A record being read: points into the scanned buffer. */
 struct wal_record {
+  uint64_t       group_offset; /* file offset of the group holding it */
   uint64_t       lsn;
   uint64_t       seq;
   unsigned       type;
