@@ -32,6 +32,26 @@
 
 static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }
 
+/* This boot's id (/proc/sys/kernel/random/boot_id, hashed to 16 bytes), or
+** zeros where it cannot be read. A region is shared memory: one found after
+** a reboot (when $SOCHDB_SHM_DIR is on a disk) may be torn anywhere, so it
+** is rebuilt from the WAL rather than trusted. */
+static void current_boot_id(uint8_t out[16])
+{
+  memset(out, 0, 16);
+  char text[64] = { 0 };
+  int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return;
+  ssize_t n = read(fd, text, sizeof text - 1);
+  close(fd);
+  if (n <= 0)
+    return;
+  XXH128_hash_t h = XXH3_128bits(text, (size_t)n);
+  memcpy(out, &h.low64, 8);
+  memcpy(out + 8, &h.high64, 8);
+}
+
 int shm_region_path(const char *dir, char *out, size_t n)
 {
   struct stat st;
@@ -80,6 +100,7 @@ static int region_format(char *base, const struct shm_open_params *p, shm_region
   h->layout_version = SHM_LAYOUT_VERSION;
   h->region_bytes = p->region_bytes;
   memcpy(h->db_id, p->db_id, sizeof h->db_id);
+  current_boot_id(h->boot_id);
   layout_sections(h, p->memtable_bytes);
   uint64_t first_arena = shm_layout_arena_off(h, 0);
   if (first_arena >= p->region_bytes)
@@ -154,7 +175,10 @@ static int region_attach_locked(const struct shm_open_params *p, shm_region *r, 
     int stale = 0;
     if (magic == SHM_MAGIC) {
       rc = region_check(h, p, st.st_size);
-      stale = rc == SOCHDB_OK && memcmp(h->db_id, p->db_id, sizeof h->db_id) != 0;
+      uint8_t boot[16];
+      current_boot_id(boot);
+      stale = rc == SOCHDB_OK && (memcmp(h->db_id, p->db_id, sizeof h->db_id) != 0 ||
+                                  memcmp(h->boot_id, boot, sizeof boot) != 0);
     } else if (magic != 0) {
       rc = sdb_fail(SOCHDB_CORRUPT, "%s is not a sochdb region (bad magic)", r->path);
     }
@@ -163,8 +187,9 @@ static int region_attach_locked(const struct shm_open_params *p, shm_region *r, 
     if (rc != SOCHDB_OK)
       return rc;
     if (stale) {
-      /* Left by a deleted directory whose inode was reused: nobody can be
-      ** using it for this database, so start afresh with a new file. */
+      /* Left by a deleted directory whose inode was reused, or by an earlier
+      ** boot: nobody can be using it for this database, so start afresh with
+      ** a new file, which the WAL fills. */
       if (unlink(r->path) != 0)
         return sdb_fail_errno("unlink stale region %s", r->path);
       *again = ATTACH_RETRY;

@@ -67,7 +67,9 @@ struct shm_header {
   uint32_t n_slots;
   uint32_t n_memtables;
   uint64_t created_unix_ns;
-  uint64_t checksum;          /* XXH3 of every field above */
+  uint64_t checksum;          /* XXH3 of every field above (but the magic) */
+  uint8_t  boot_id[16];       /* the kernel boot that made it; outside the checksum on purpose:
+                              ** a damaged one can only make us rebuild, which is safe */
 
   /* Mutable state, one hot word per cache line so committers do not
   ** false-share with readers taking snapshots. */

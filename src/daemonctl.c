@@ -32,7 +32,8 @@
 
 extern char **environ;
 
-#define SPAWN_WAIT_MS 5000
+#define SPAWN_WAIT_MS   5000
+#define DAEMON_RETRY_NS 1000000000ull   /* after a failed start, try again a second later */
 
 static uint64_t now_ns(void)
 {
@@ -190,5 +191,15 @@ int sdb_daemon_ensure_within(sochdb *db, unsigned max_wait_ms)
   int running = daemon_running(db->lock_fd);
   if (running < 0)
     return sdb_fail_errno("probe %s/LOCK", db->dir);
-  return running ? SOCHDB_OK : start_daemon(db, max_wait_ms ? max_wait_ms : 1);
+  if (running)
+    return SOCHDB_OK;
+  /* A daemon that cannot start (a damaged log, a missing binary) must not
+  ** be respawned by every waiting client every few milliseconds. relaxed: a hint. */
+  if (now < atomic_load_explicit(&db->daemon_retry_ns, memory_order_relaxed))
+    return sdb_fail(SOCHDB_DAEMON, "the daemon of %s failed to start less than a second ago (see %s/sochdbd.log)",
+                    db->dir, db->dir);
+  int rc = start_daemon(db, max_wait_ms ? max_wait_ms : 1);
+  if (rc != SOCHDB_OK)
+    atomic_store_explicit(&db->daemon_retry_ns, now_ns() + DAEMON_RETRY_NS, memory_order_relaxed);
+  return rc;
 }

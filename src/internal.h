@@ -28,6 +28,7 @@ struct sochdb {
   char           *dir;
   int             lock_fd;            /* DIR/LOCK, probed to see whether sochdbd runs */
   _Atomic uint64_t daemon_probe_ns;   /* when we last probed (rate limit) */
+  _Atomic uint64_t daemon_retry_ns;   /* no new start attempt before this (after a failed one) */
   char            daemon_path[4096];  /* the sochdbd we start when none runs */
 };
 

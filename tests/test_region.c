@@ -777,3 +777,31 @@ Test(region, concurrent_creation_makes_one_region)
 {
   race_openers(12, 1);
 }
+
+/* A region found after a reboot (possible when $SOCHDB_SHM_DIR is on a disk)
+** may be torn anywhere: it is not trusted but rebuilt from the WAL, which
+** holds every durable commit. */
+Test(region, a_region_of_an_earlier_boot_is_rebuilt_from_the_wal)
+{
+  char path[4096];
+  char *dir = make_db_with_key("reboot", path, sizeof path);
+  int oldfd = open(path, O_RDONLY | O_CLOEXEC);   /* so its inode cannot be reused */
+  cr_assert_geq(oldfd, 0, "open old region");
+  struct stat before;
+  cr_assert_eq(fstat(oldfd, &before), 0, "fstat");
+  uint8_t other_boot[16];
+  memset(other_boot, 0x5a, sizeof other_boot);
+  file_write(path, (off_t)offsetof(struct shm_header, boot_id), other_boot, sizeof other_boot);
+  sochdb_options o = small_opts();
+  sochdb *db = tu_open_with(dir, &o);
+  struct stat now;
+  cr_assert_eq(fstat(db->region.fd, &now), 0, "fstat");
+  cr_assert_neq(now.st_ino, before.st_ino, "the region of an earlier boot was trusted instead of rebuilt");
+  cr_assert_neq(memcmp(db->region.hdr->boot_id, other_boot, sizeof other_boot), 0, "the new region has this boot's id");
+  char buf[16];
+  cr_assert_eq(tu_read_str(db, "key", buf, sizeof buf), SOCHDB_OK, "the durable commit is replayed");
+  cr_assert_str_eq(buf, "value");
+  close(oldfd);
+  sochdb_close(db);
+  free(dir);
+}
