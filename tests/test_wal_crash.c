@@ -475,6 +475,22 @@ static void wc_expect_pair(sochdb *db, long n, int present, const char *ctx)
   sochdb_abort(t);
 }
 
+/* Stop the daemon (SIGTERM: it writes what was published), remove the region
+** and open again: the region is rebuilt from the WAL alone. */
+static sochdb *wc_rebuild(const char *dir, const char *ctx)
+{
+  wc_stop_daemon(dir, SIGTERM, ctx);
+  tu_remove_region(dir);
+  return wc_open(dir, 10000);
+}
+
+/* Expect the pairs 1..n all present. */
+static void wc_expect_pairs(sochdb *db, long n, const char *ctx)
+{
+  for (long i = 1; i <= n; i++)
+    wc_expect_pair(db, i, 1, ctx);
+}
+
 /* ======================================================================
 ** 1. SYNC commits acknowledged before kill -9 of every process survive.
 ** ====================================================================== */
@@ -989,9 +1005,7 @@ Test(wal_crash, torn_wal_tail_is_cut_at_the_last_whole_group)
   wc_commit_pair(db, N + 11);
   cr_assert(wc_wait_log(dir, "torn tail", 2, 5000), "the daemon log does not mention the second torn tail");
   sochdb_close(db);
-  wc_stop_daemon(dir, SIGTERM, "before the last rebuild");
-  tu_remove_region(dir);
-  db = wc_open(dir, 10000);
+  db = wc_rebuild(dir, "before the last rebuild");
   for (long n = 1; n <= N + 11; n++) {
     char ka[32];
     snprintf(ka, sizeof ka, "a/%ld", n);
@@ -1067,7 +1081,7 @@ Test(wal_crash, damaged_durable_group_is_reported)
   wc_write_file(seg, buf, len);
   tu_remove_region(dir);
   db = wc_open(dir, 10000);
-  for (long n = 1; n <= N; n++) wc_expect_pair(db, n, 1, "after the repair");
+  wc_expect_pairs(db, N, "after the repair");
   wc_commit_pair(db, N + 1);
   sochdb_close(db);
   free(copy);
@@ -1112,7 +1126,7 @@ Test(wal_crash, region_survives_daemon_death_without_replay)
   cr_assert(after.st_ino == before.st_ino && after.st_dev == before.st_dev,
             "the region file was replaced (inode %llu -> %llu): it was rebuilt instead of adopted",
             (unsigned long long)before.st_ino, (unsigned long long)after.st_ino);
-  for (long n = 1; n <= 30; n++) wc_expect_pair(db, n, 1, "region kept after the daemon's death");
+  wc_expect_pairs(db, 30, "region kept after the daemon's death");
   pid_t d2 = wc_wait_daemon(dir, 5000, d1);
   cr_assert_gt(d2, 0, "no new daemon after sochdbd %d was killed", (int)d1);
   char tag[64];
@@ -1139,10 +1153,8 @@ Test(wal_crash, region_survives_daemon_death_without_replay)
   cr_assert_geq(s2.durable_seq, s2.last_commit_seq, "SYNC returned before durable");
   sochdb_close(db);
   /* the ASYNC commits the first daemon may have missed were written by the second */
-  wc_stop_daemon(dir, SIGTERM, "before the rebuild");
-  tu_remove_region(dir);
-  db = wc_open(dir, 10000);
-  for (long n = 1; n <= 31; n++) wc_expect_pair(db, n, 1, "rebuilt after the adoption");
+  db = wc_rebuild(dir, "before the rebuild");
+  wc_expect_pairs(db, 31, "rebuilt after the adoption");
   sochdb_close(db);
 }
 
@@ -1400,9 +1412,7 @@ Test(wal_crash, sync_commit_with_a_stopped_daemon_returns_SOCHDB_DAEMON)
   cr_assert_geq(s.durable_seq, s.last_commit_seq);
   cr_assert_eq(wc_daemon_pid(dir), d, "the daemon changed although it was only stopped");
   sochdb_close(db);
-  wc_stop_daemon(dir, SIGTERM, "after SIGCONT");
-  tu_remove_region(dir);
-  db = wc_open(dir, 10000);
+  db = wc_rebuild(dir, "after SIGCONT");
   cr_assert_eq(tu_read_str(db, "sync-while-stopped", buf, sizeof buf), SOCHDB_OK, "lost after a rebuild");
   cr_assert_eq(tu_read_str(db, "async-while-stopped", buf, sizeof buf), SOCHDB_OK, "lost after a rebuild");
   wc_expect_pair(db, 2, 1, "after a rebuild");
@@ -1425,7 +1435,7 @@ Test(wal_crash, region_removed_while_its_daemon_runs)
   cr_assert_gt(d1, 0);
   tu_remove_region(dir);
   db = wc_open(dir, 10000);
-  for (long n = 1; n <= 10; n++) wc_expect_pair(db, n, 1, "rebuilt while the old daemon ran");
+  wc_expect_pairs(db, 10, "rebuilt while the old daemon ran");
   for (long n = 11; n <= 15; n++) wc_commit_pair(db, n);   /* SYNC: OK only once a daemon of this region confirms */
   int st = -1, gone = 0;
   for (int i = 0; i < 10000 && !gone; i++) {
@@ -1443,10 +1453,8 @@ Test(wal_crash, region_removed_while_its_daemon_runs)
   cr_assert_gt(d2, 0);
   wc_commit_pair(db, 16);
   sochdb_close(db);
-  wc_stop_daemon(dir, SIGTERM, "the new daemon");
-  tu_remove_region(dir);
-  db = wc_open(dir, 10000);
-  for (long n = 1; n <= 16; n++) wc_expect_pair(db, n, 1, "second rebuild");
+  db = wc_rebuild(dir, "the new daemon");
+  wc_expect_pairs(db, 16, "second rebuild");
   sochdb_close(db);
 }
 
@@ -1733,10 +1741,7 @@ Test(wal_crash, unconfirmed_groups_are_rewritten_not_trusted)
   cr_assert_not_null(strstr(log, "never confirmed durable"), "the adopting daemon says what it rewrites:\n%s", log);
   free(log);
   sochdb_close(db);
-  wc_stop_daemon(dir, SIGTERM, "before the rebuild");
-  tu_remove_region(dir);
-  db = wc_open(dir, 10000);               /* replay refuses a commit seen twice */
-  for (long n = 1; n <= 31; n++)
-    wc_expect_pair(db, n, 1, "rebuilt after the rewrite");
+  db = wc_rebuild(dir, "before the rebuild");               /* replay refuses a commit seen twice */
+  wc_expect_pairs(db, 31, "rebuilt after the rewrite");
   sochdb_close(db);
 }
