@@ -14,11 +14,15 @@
 **     (seq_cst) before it checks (seq_cst), so of two committers of one key,
 **     at least one sees the other. A version in a newer memtable than ours
 **     is a conflict too, which keeps "newer memtable = newer version".
-**  3. claim a commit sequence number, then decide: CAS the descriptor from
-**     PENDING to the seq. This CAS is the commit point.
+**  3. write our commit record (seq and version offsets) into the arena,
+**     claim a commit sequence number (not while the WAL writer lags a whole
+**     record ring behind), point rec_ring[seq] at the record, then decide:
+**     CAS the descriptor from PENDING to the seq. This CAS is the commit point.
 **  4. stamp our versions with the seq, mark the sequence decided, and wait
 **     until publication reaches it, so that the caller's next snapshot sees
 **     this commit.
+**  5. SOCHDB_SYNC: wait until the daemon's group commit made it durable
+**     (shm/durable.h), restarting a dead daemon on the way.
 ** A process killed anywhere in 1-3 leaves a PENDING descriptor, which the
 ** reaper aborts: wholly absent. Killed after 3: wholly visible once reaped.
 */
