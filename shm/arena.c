@@ -25,11 +25,11 @@ void arena_init_all(shm_region *r, uint64_t arenas_off)
     struct shm_memtable *m = arena_memtable(r, i);
     m->arena_off = arenas_off + (uint64_t)i * h->memtable_bytes;
     m->capacity = h->memtable_bytes;
-    atomic_init(&m->state, MT_FREE);
+    atomic_init(&m->state_claim, mt_word(MT_FREE, 0));
   }
   sl_init(r, 0);
   atomic_init(&arena_memtable(r, 0)->id, 1);
-  atomic_init(&arena_memtable(r, 0)->state, MT_LIVE);
+  atomic_init(&arena_memtable(r, 0)->state_claim, mt_word(MT_LIVE, 0));
   atomic_init(&h->active_memtable, 0);
   atomic_init(&h->next_memtable_id, 2);
 }
@@ -50,17 +50,22 @@ static int claim_free_arena(shm_region *r, uint32_t my_slot, uint32_t *out)
 {
   for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
     struct shm_memtable *m = arena_memtable(r, i);
-    uint32_t expected = MT_FREE;
+    uint64_t expected = mt_word(MT_FREE, 0);
     /* acquire: see the last owner's writes before reusing the arena */
-    if (atomic_load_explicit(&m->state, memory_order_relaxed) == MT_FREE &&
-        atomic_compare_exchange_strong_explicit(&m->state, &expected, MT_CLAIMED,
+    if (atomic_load_explicit(&m->state_claim, memory_order_relaxed) == expected &&
+        atomic_compare_exchange_strong_explicit(&m->state_claim, &expected, mt_word(MT_CLAIMED, my_slot + 1),
                                                 memory_order_acquire, memory_order_relaxed)) {
-      atomic_store_explicit(&m->claimer, my_slot + 1, memory_order_relaxed);
       *out = i;
       return 1;
     }
   }
   return 0;
+}
+
+/* release: orders the arena's contents before its new state */
+static void set_word(struct shm_memtable *m, uint32_t state, uint32_t claimer)
+{
+  atomic_store_explicit(&m->state_claim, mt_word(state, claimer), memory_order_release);
 }
 
 int arena_reserve(shm_region *r, uint32_t i)
@@ -88,24 +93,20 @@ int arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full)
   struct shm_memtable *m = arena_memtable(r, fresh);
   int rc = arena_reserve(r, fresh);
   if (rc != SOCHDB_OK) {
-    atomic_store_explicit(&m->claimer, 0, memory_order_relaxed);
-    atomic_store_explicit(&m->state, MT_FREE, memory_order_release);
+    set_word(m, MT_FREE, 0);
     return rc;
   }
   sl_init(r, fresh);
   atomic_store_explicit(&m->id, atomic_fetch_add_explicit(&h->next_memtable_id, 1, memory_order_relaxed),
                         memory_order_relaxed);
-  /* release: a reader that sees LIVE sees the initialised head and id */
-  atomic_store_explicit(&m->state, MT_LIVE, memory_order_release);
+  set_word(m, MT_LIVE, my_slot + 1);   /* readers that see LIVE see the head and id */
   uint32_t expected = full;
   /* acq_rel: writers that load the new active index (acquire) see the head */
   int won = atomic_compare_exchange_strong_explicit(&h->active_memtable, &expected, fresh,
                                                     memory_order_acq_rel, memory_order_acquire);
-  /* The claim is dropped before a lost arena is freed: once FREE, another
-  ** rotator may claim it, and we must not wipe that one's claim. */
-  atomic_store_explicit(&m->claimer, 0, memory_order_relaxed);
-  if (!won)   /* release: orders the claimer reset before the arena's reuse */
-    atomic_store_explicit(&m->state, MT_FREE, memory_order_release);  /* empty: nobody used it */
+  /* One store either way: a lost arena (empty: nobody used it) is free again
+  ** at once, a won one drops our claim. */
+  set_word(m, won ? MT_LIVE : MT_FREE, 0);
   return SOCHDB_OK;
 }
 
@@ -115,8 +116,7 @@ void arena_view(const shm_region *r, struct mt_view *v)
   v->n = 0;
   for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
     struct shm_memtable *m = arena_memtable(r, i);
-    /* acquire: pairs with the rotator's release of LIVE */
-    if (atomic_load_explicit(&m->state, memory_order_acquire) != MT_LIVE)
+    if (mt_state_of(mt_load(m)) != MT_LIVE)
       continue;
     uint64_t id = atomic_load_explicit(&m->id, memory_order_relaxed);
     uint32_t k = v->n++;
@@ -134,24 +134,24 @@ void arena_release_claims_of(shm_region *r, uint32_t slot)
 {
   for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
     struct shm_memtable *m = arena_memtable(r, i);
-    if (atomic_load_explicit(&m->claimer, memory_order_relaxed) != slot + 1)
+    uint64_t word = mt_load(m);
+    if (mt_claimer_of(word) != slot + 1)
       continue;
     /* A dead rotator's arena is an orphan only if it never became active.
     ** One that did may since have been rotated past, but then it was
     ** written to (rotation away from it follows a failed allocation, and
     ** even a failed allocation bumps `used`), while nobody ever allocates in
     ** an arena that never became active: so an orphan is one that is not
-    ** active and still holds only its head node. */
-    /* active first (acquire), used second: every change of active_memtable
-    ** is a CAS made after the failed allocation that bumped `used`, so
-    ** seeing "not active" makes that bump visible. The other order can read
-    ** an empty arena, be preempted while it fills and is rotated past, and
-    ** then free it. */
+    ** active and still holds only its head node. Active first (acquire),
+    ** used second: every change of active_memtable is a CAS made after the
+    ** failed allocation that bumped `used`, so seeing "not active" makes
+    ** that bump visible. */
     int inactive = arena_active(r) != i;
     uint64_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
-    if (atomic_load_explicit(&m->state, memory_order_relaxed) == MT_CLAIMED ||
-        (inactive && used == sl_head_bytes()))
-      atomic_store_explicit(&m->state, MT_FREE, memory_order_release);
-    atomic_store_explicit(&m->claimer, 0, memory_order_relaxed);
+    int orphan = mt_state_of(word) == MT_CLAIMED || (inactive && used == sl_head_bytes());
+    /* CAS, not store: only the claim we looked at is ours to drop */
+    atomic_compare_exchange_strong_explicit(&m->state_claim, &word,
+                                            orphan ? mt_word(MT_FREE, 0) : mt_word(mt_state_of(word), 0),
+                                            memory_order_release, memory_order_relaxed);
   }
 }

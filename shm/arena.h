@@ -19,8 +19,11 @@
 enum { MT_FREE = 0, MT_CLAIMED = 1, MT_LIVE = 2 };
 
 struct shm_memtable {
-  _Atomic uint32_t state;     /* MT_FREE / MT_CLAIMED (being initialised) / MT_LIVE */
-  _Atomic uint32_t claimer;   /* slot + 1 of the process initialising it */
+  /* State (MT_*) in the low half, claimer (slot + 1 of the process that is
+  ** rotating to it, 0 = none) in the high half: one word, so that every
+  ** transition is one atomic step and a process killed between two steps
+  ** can never leave a claimed arena without its claimer (or the reverse). */
+  _Atomic uint64_t state_claim;
   _Atomic uint64_t id;        /* creation order: higher = newer */
   _Atomic uint64_t used;      /* bump pointer, bytes from the arena start */
   uint64_t arena_off;         /* fixed at region creation */
@@ -33,6 +36,14 @@ struct mt_view {
   uint32_t n;
   uint32_t idx[SHM_MAX_MEMTABLES];
 };
+
+static inline uint64_t mt_word(uint32_t state, uint32_t claimer) { return (uint64_t)claimer << 32 | state; }
+static inline uint32_t mt_state_of(uint64_t word)   { return (uint32_t)word; }
+static inline uint32_t mt_claimer_of(uint64_t word) { return (uint32_t)(word >> 32); }
+
+/* acquire: whoever sees LIVE sees the arena's initialised head and id */
+static inline uint64_t mt_load(const struct shm_memtable *m)
+{ return atomic_load_explicit(&m->state_claim, memory_order_acquire); }
 
 size_t   arena_table_bytes(void);
 void     arena_init_all(shm_region *r, uint64_t arenas_off);

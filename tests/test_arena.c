@@ -20,6 +20,18 @@
 
 TestSuite(arena, .init = tu_setup, .fini = tu_teardown, .timeout = 120);
 
+/* The state and claimer of arena i, packed in one word (arena.h). */
+static uint32_t st_of(const shm_region *r, uint32_t i) { return mt_state_of(mt_load(arena_memtable(r, i))); }
+static uint32_t cl_of(const shm_region *r, uint32_t i) { return mt_claimer_of(mt_load(arena_memtable(r, i))); }
+static void set_st(shm_region *r, uint32_t i, uint32_t st)
+{
+  atomic_store(&arena_memtable(r, i)->state_claim, mt_word(st, cl_of(r, i)));
+}
+static void set_cl(shm_region *r, uint32_t i, uint32_t cl)
+{
+  atomic_store(&arena_memtable(r, i)->state_claim, mt_word(st_of(r, i), cl));
+}
+
 static sochdb *open_db(size_t region_bytes, size_t memtable_bytes)
 {
   return tu_open(region_bytes, memtable_bytes, 50);
@@ -29,7 +41,7 @@ static uint32_t count_state(const shm_region *r, uint32_t state)
 {
   uint32_t c = 0;
   for (uint32_t i = 0; i < r->hdr->n_memtables; i++)
-    c += atomic_load(&arena_memtable(r, i)->state) == state;
+    c += st_of(r, i) == state;
   return c;
 }
 
@@ -42,7 +54,7 @@ static void check_view(const shm_region *r, const struct mt_view *v)
                count_state(r, MT_LIVE));
   for (uint32_t k = 0; k < v->n; k++) {
     cr_assert_lt(v->idx[k], r->hdr->n_memtables, "view entry %u out of range", k);
-    cr_assert_eq(atomic_load(&arena_memtable(r, v->idx[k])->state), MT_LIVE, "view lists a non-LIVE arena");
+    cr_assert_eq(st_of(r, v->idx[k]), MT_LIVE, "view lists a non-LIVE arena");
     if (k)
       cr_assert_gt(mt_id(r, v->idx[k - 1]), mt_id(r, v->idx[k]), "view not newest first at %u", k);
   }
@@ -146,9 +158,9 @@ Test(arena, rotate_activates_newer_memtable)
     cr_assert_neq(now, old, "rotation %d left the same memtable active", i);
     cr_assert_gt(mt_id(r, now), mt_id(r, old), "rotation %d: new id %llu not above %llu", i,
                  (unsigned long long)mt_id(r, now), (unsigned long long)mt_id(r, old));
-    cr_assert_eq(atomic_load(&arena_memtable(r, now)->state), MT_LIVE, "new active memtable is not LIVE");
-    cr_assert_eq(atomic_load(&arena_memtable(r, old)->state), MT_LIVE, "the full memtable must stay LIVE");
-    cr_assert_eq(atomic_load(&arena_memtable(r, now)->claimer), 0, "claimer not cleared after rotation");
+    cr_assert_eq(st_of(r, now), MT_LIVE, "new active memtable is not LIVE");
+    cr_assert_eq(st_of(r, old), MT_LIVE, "the full memtable must stay LIVE");
+    cr_assert_eq(cl_of(r, now), 0, "claimer not cleared after rotation");
     /* the new memtable is an empty skiplist */
     cr_assert_eq(sl_seek(r, now, NULL, 0), 0, "new memtable is not empty");
     order[i] = now;
@@ -194,7 +206,7 @@ Test(arena, rotate_busy_when_none_free)
 
   /* once an arena is free again (as after a flush), rotation works */
   uint32_t victim = v.idx[v.n - 1];   /* the oldest */
-  atomic_store(&arena_memtable(r, victim)->state, MT_FREE);
+  set_st(r, victim, MT_FREE);
   cr_assert_eq(arena_rotate(r, db->slot, active), SOCHDB_OK, "rotation after an arena was freed");
   cr_assert_eq(arena_active(r), victim, "the freed arena should be the new active one");
   cr_assert_gt(mt_id(r, victim), mt_id(r, active), "a reused arena must get a newer id");
@@ -250,7 +262,7 @@ Test(arena, concurrent_rotations_make_one_active)
                  count_state(r, MT_LIVE), round + 2);
     cr_assert_eq(count_state(r, MT_CLAIMED), 0, "round %d: an arena stayed CLAIMED", round);
     for (uint32_t i = 0; i < n; i++)
-      cr_assert_eq(atomic_load(&arena_memtable(r, i)->claimer), 0, "round %d: arena %u keeps a claimer", round, i);
+      cr_assert_eq(cl_of(r, i), 0, "round %d: arena %u keeps a claimer", round, i);
     struct mt_view v;
     arena_view(r, &v);
     check_view(r, &v);
@@ -269,27 +281,27 @@ Test(arena, release_claims_frees_stuck_claim)
   uint32_t dead = 7, other = 9;              /* slots of two pretend processes */
   uint32_t a = 3, b = 4;
   /* `dead` claimed arena a and died while initialising it */
-  atomic_store(&arena_memtable(r, a)->state, MT_CLAIMED);
-  atomic_store(&arena_memtable(r, a)->claimer, dead + 1);
+  set_st(r, a, MT_CLAIMED);
+  set_cl(r, a, dead + 1);
   /* `other` (alive) is half-way through claiming arena b */
-  atomic_store(&arena_memtable(r, b)->state, MT_CLAIMED);
-  atomic_store(&arena_memtable(r, b)->claimer, other + 1);
+  set_st(r, b, MT_CLAIMED);
+  set_cl(r, b, other + 1);
   uint32_t active = arena_active(r);
 
   arena_release_claims_of(r, dead);
-  cr_assert_eq(atomic_load(&arena_memtable(r, a)->state), MT_FREE, "dead slot's CLAIMED arena not freed");
-  cr_assert_eq(atomic_load(&arena_memtable(r, a)->claimer), 0, "dead slot's claimer not cleared");
-  cr_assert_eq(atomic_load(&arena_memtable(r, b)->state), MT_CLAIMED, "another slot's claim was released");
-  cr_assert_eq(atomic_load(&arena_memtable(r, b)->claimer), other + 1, "another slot's claimer was cleared");
+  cr_assert_eq(st_of(r, a), MT_FREE, "dead slot's CLAIMED arena not freed");
+  cr_assert_eq(cl_of(r, a), 0, "dead slot's claimer not cleared");
+  cr_assert_eq(st_of(r, b), MT_CLAIMED, "another slot's claim was released");
+  cr_assert_eq(cl_of(r, b), other + 1, "another slot's claimer was cleared");
   cr_assert_eq(arena_active(r), active, "release changed the active memtable");
-  cr_assert_eq(atomic_load(&arena_memtable(r, active)->state), MT_LIVE, "active memtable no longer LIVE");
+  cr_assert_eq(st_of(r, active), MT_LIVE, "active memtable no longer LIVE");
 
   /* the freed arena is usable by a rotation again; b is skipped */
-  atomic_store(&arena_memtable(r, b)->state, MT_FREE);
-  atomic_store(&arena_memtable(r, b)->claimer, 0);
+  set_st(r, b, MT_FREE);
+  set_cl(r, b, 0);
   for (uint32_t i = 1; i < r->hdr->n_memtables; i++)
     if (i != a)
-      atomic_store(&arena_memtable(r, i)->state, MT_LIVE);   /* pretend every other arena is in use */
+      set_st(r, i, MT_LIVE);   /* pretend every other arena is in use */
   cr_assert_eq(arena_rotate(r, db->slot, active), SOCHDB_OK, "rotation into the released arena");
   cr_assert_eq(arena_active(r), a, "rotation should have taken the released arena");
   tu_close();
@@ -304,10 +316,10 @@ Test(arena, release_claims_of_dead_loser_frees_its_live_empty_arena)
   uint32_t dead = 11, a = 5;
   sl_init(r, a);
   atomic_store(&arena_memtable(r, a)->id, atomic_fetch_add(&r->hdr->next_memtable_id, 1));
-  atomic_store(&arena_memtable(r, a)->state, MT_LIVE);
-  atomic_store(&arena_memtable(r, a)->claimer, dead + 1);
+  set_st(r, a, MT_LIVE);
+  set_cl(r, a, dead + 1);
   arena_release_claims_of(r, dead);
-  cr_assert_eq(atomic_load(&arena_memtable(r, a)->state), MT_FREE, "orphan LIVE arena of a dead loser kept");
+  cr_assert_eq(st_of(r, a), MT_FREE, "orphan LIVE arena of a dead loser kept");
   cr_assert_eq(count_state(r, MT_LIVE), 1, "only the active memtable should be LIVE");
   tu_close();
 }
@@ -320,11 +332,11 @@ Test(arena, release_claims_keeps_arena_that_won_while_active)
   uint32_t dead = 12;
   cr_assert_eq(arena_rotate(r, db->slot, arena_active(r)), SOCHDB_OK, "rotate");
   uint32_t won = arena_active(r);
-  atomic_store(&arena_memtable(r, won)->claimer, dead + 1);
+  set_cl(r, won, dead + 1);
   arena_release_claims_of(r, dead);
-  cr_assert_eq(atomic_load(&arena_memtable(r, won)->state), MT_LIVE, "the active memtable was freed");
+  cr_assert_eq(st_of(r, won), MT_LIVE, "the active memtable was freed");
   cr_assert_eq(arena_active(r), won, "active memtable changed");
-  cr_assert_eq(atomic_load(&arena_memtable(r, won)->claimer), 0, "claimer not cleared");
+  cr_assert_eq(cl_of(r, won), 0, "claimer not cleared");
   tu_close();
 }
 
@@ -339,7 +351,7 @@ Test(arena, release_claims_keeps_arena_that_won_and_was_rotated_past)
   uint32_t dead = 13;
   cr_assert_eq(arena_rotate(r, db->slot, arena_active(r)), SOCHDB_OK, "rotate");
   uint32_t won = arena_active(r);
-  atomic_store(&arena_memtable(r, won)->claimer, dead + 1);   /* died before clearing it */
+  set_cl(r, won, dead + 1);   /* died before clearing it */
 
   /* a commit lands in the dead rotator's memtable */
   sochdb_txn *t = NULL;
@@ -353,7 +365,7 @@ Test(arena, release_claims_keeps_arena_that_won_and_was_rotated_past)
   cr_assert_neq(arena_active(r), won, "rotation did not happen");
 
   arena_release_claims_of(r, dead);   /* the reaper of the dead slot */
-  cr_assert_eq(atomic_load(&arena_memtable(r, won)->state), MT_LIVE,
+  cr_assert_eq(st_of(r, won), MT_LIVE,
                "arena_release_claims_of freed a LIVE memtable holding committed data "
                "(it only checks whether the arena is active *now*)");
   const void *v = NULL;

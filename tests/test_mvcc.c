@@ -325,7 +325,7 @@ static struct scratch scratch_setup(sochdb *db)
   struct scratch s;
   s.r = &db->region;
   s.mt = s.r->hdr->n_memtables - 1;   /* FREE: in no transaction's view */
-  cr_assert_eq(atomic_load(&arena_memtable(s.r, s.mt)->state), MT_FREE, "scratch arena not free");
+  cr_assert_eq(mt_state_of(mt_load(arena_memtable(s.r, s.mt))), MT_FREE, "scratch arena not free");
   sl_init(s.r, s.mt);
   s.node = sl_find_or_insert(s.r, s.mt, "hand", 4);
   cr_assert_neq(s.node, 0, "scratch node");

@@ -28,7 +28,7 @@ static uint32_t scratch_memtable(sochdb *db)
   uint32_t n = r->hdr->n_memtables;
   cr_assert_geq(n, 2u, "region has %u memtables", n);
   uint32_t mt = n - 1;
-  cr_assert_eq(atomic_load(&arena_memtable(r, mt)->state), MT_FREE, "arena %u is not free", mt);
+  cr_assert_eq(mt_state_of(mt_load(arena_memtable(r, mt))), MT_FREE, "arena %u is not free", mt);
   sl_init(r, mt);
   return mt;
 }
