@@ -164,7 +164,8 @@ int  sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, s
 ** unacknowledged commits.
 **
 ** Errors: SOCHDB_CONFLICT, SOCHDB_INVALID (unknown flag bits, NULL t,
-**   inherited across fork), SOCHDB_BUSY (no memtable room, or the WAL
+**   inherited across fork, more than 65535 keys or 1 GiB written in one
+**   transaction: nothing is applied), SOCHDB_BUSY (no memtable room, or the WAL
 **   writer too far behind, within busy_timeout_ms), SOCHDB_NOMEM,
 **   SOCHDB_DAEMON (SOCHDB_SYNC only: the commit IS applied and visible, but
 **   no daemon confirmed it durable within max(busy_timeout_ms, 5 s), even
