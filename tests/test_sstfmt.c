@@ -1,0 +1,692 @@
+/*
+** test_sstfmt.c — the SSTable format: a table of many versioned keys reads
+** back exactly (point reads at several snapshots, a full scan, seeks);
+** compressible blocks are stored with LZ4 and others not; the bloom filter's
+** false-positive rate is low; a table damaged at any byte, or cut short,
+** either reads back exactly right or reports SOCHDB_CORRUPT/SOCHDB_VERSION;
+** out-of-order input is refused.
+*/
+#include <criterion/criterion.h>
+
+#include "sochdb.h"
+#include "sstfmt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ent {
+  char     key[32];
+  size_t   klen;
+  uint64_t seq;
+  unsigned kind;
+  uint8_t *val;
+  size_t   vlen;
+};
+
+struct model {
+  struct ent *e;
+  size_t      n, cap;
+};
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rng(void)
+{
+  uint64_t x = rng_state;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return rng_state = x;
+}
+
+static struct ent *model_push(struct model *m)
+{
+  if (m->n == m->cap) {
+    m->cap = m->cap ? m->cap * 2 : 1024;
+    m->e = realloc(m->e, m->cap * sizeof *m->e);
+    cr_assert_not_null(m->e);
+  }
+  struct ent *e = &m->e[m->n++];
+  memset(e, 0, sizeof *e);
+  return e;
+}
+
+static void model_free(struct model *m)
+{
+  for (size_t i = 0; i < m->n; i++)
+    free(m->e[i].val);
+  free(m->e);
+}
+
+/* Value bytes: compressible (a repeated pattern) or random. */
+static void fill_value(struct ent *e, size_t vlen, int compressible)
+{
+  e->vlen = vlen;
+  e->val = malloc(vlen ? vlen : 1);
+  cr_assert_not_null(e->val);
+  for (size_t i = 0; i < vlen; i++)
+    e->val[i] = compressible ? (uint8_t)("abcdefgh"[i % 8]) : (uint8_t)rng();
+}
+
+/* nkeys keys "k%08u" (even numbers) with a few 'x' appended, 1..maxv
+** versions each, seq descending, some tombstones. */
+static void make_model(struct model *m, unsigned nkeys, unsigned maxv, size_t maxval, int compress_mode)
+{
+  for (unsigned i = 0; i < nkeys; i++) {
+    unsigned nv = 1 + (unsigned)(rng() % maxv);
+    uint64_t seq = 1000 + rng() % 1000000;
+    for (unsigned v = 0; v < nv; v++) {
+      struct ent *e = model_push(m);
+      e->klen = (size_t)snprintf(e->key, sizeof e->key, "k%08u", i * 2);
+      for (unsigned x = 0; x < i % 5; x++)
+        e->key[e->klen++] = 'x';
+      e->seq = seq;
+      seq -= 1 + rng() % 50;
+      e->kind = rng() % 10 == 0 ? SST_DEL : SST_PUT;
+      /* mode 2: per entry at random; 3: runs of 30 keys alike */
+      int comp = compress_mode == 2 ? (int)(rng() % 2) : compress_mode == 3 ? (int)(i / 30 % 2) : compress_mode;
+      fill_value(e, e->kind == SST_PUT ? (size_t)(rng() % (maxval + 1)) : 0, comp);
+    }
+  }
+}
+
+static void build(const struct model *m, size_t block_bytes, uint8_t **buf, size_t *len)
+{
+  struct sst_builder b;
+  cr_assert_eq(sst_builder_init(&b, block_bytes), SOCHDB_OK, "builder init");
+  for (size_t i = 0; i < m->n; i++) {
+    const struct ent *e = &m->e[i];
+    int rc = sst_builder_add(&b, e->key, e->klen, e->seq, e->kind, e->val, e->vlen);
+    cr_assert_eq(rc, SOCHDB_OK, "add #%zu: %s", i, sochdb_last_error());
+  }
+  cr_assert_eq(sst_builder_finish(&b, buf, len), SOCHDB_OK, "finish: %s", sochdb_last_error());
+  sst_builder_free(&b);
+}
+
+/* The expected answer for key (versions m->e[first..end)) at snapshot. */
+static const struct ent *expect(const struct model *m, size_t first, size_t end, uint64_t snap)
+{
+  for (size_t i = first; i < end; i++)
+    if (m->e[i].seq <= snap)
+      return &m->e[i];
+  return NULL;
+}
+
+/* Compare one get with the model; returns the rc (asserting rc is OK unless
+** allow_corrupt, in which case SOCHDB_CORRUPT is also accepted). */
+static int check_get(const struct sst_reader *r, struct sst_scratch *s, const struct ent *key, const struct ent *want,
+                     uint64_t snap, int allow_corrupt)
+{
+  struct sst_get_result res;
+  int rc = sst_get(r, key->key, key->klen, snap, s, &res);
+  if (allow_corrupt && rc == SOCHDB_CORRUPT)
+    return rc;
+  cr_assert_eq(rc, SOCHDB_OK, "get %.*s @%llu: rc %d (%s)", (int)key->klen, key->key, (unsigned long long)snap, rc,
+               sochdb_last_error());
+  if (!want) {
+    cr_assert_eq(res.found, 0, "get %.*s @%llu: found a version (seq %llu), expected none", (int)key->klen, key->key,
+                 (unsigned long long)snap, (unsigned long long)res.seq);
+    return rc;
+  }
+  cr_assert_eq(res.found, 1, "get %.*s @%llu: not found, expected seq %llu", (int)key->klen, key->key,
+               (unsigned long long)snap, (unsigned long long)want->seq);
+  cr_assert_eq(res.seq, want->seq, "get %.*s @%llu: seq %llu, expected %llu", (int)key->klen, key->key,
+               (unsigned long long)snap, (unsigned long long)res.seq, (unsigned long long)want->seq);
+  cr_assert_eq(res.tombstone, want->kind == SST_DEL, "get %.*s: tombstone flag", (int)key->klen, key->key);
+  cr_assert_eq(res.vlen, want->vlen, "get %.*s: value length %u, expected %zu", (int)key->klen, key->key, res.vlen,
+               want->vlen);
+  cr_assert(want->vlen == 0 || memcmp(res.val, want->val, want->vlen) == 0, "get %.*s: value bytes differ",
+            (int)key->klen, key->key);
+  return rc;
+}
+
+static void check_entry(const struct sst_entry *got, const struct ent *want, size_t i)
+{
+  cr_assert(got->klen == want->klen && memcmp(got->key, want->key, want->klen) == 0,
+            "entry #%zu: key %.*s, expected %.*s", i, (int)got->klen, got->key, (int)want->klen, want->key);
+  cr_assert_eq(got->seq, want->seq, "entry #%zu: seq", i);
+  cr_assert_eq(got->kind, want->kind, "entry #%zu: kind", i);
+  cr_assert(got->vlen == want->vlen && (want->vlen == 0 || memcmp(got->val, want->val, want->vlen) == 0),
+            "entry #%zu: value differs", i);
+}
+
+/* Every get of every key at several snapshots, and absent keys. */
+static void check_all_gets(const struct model *m, const struct sst_reader *r)
+{
+  struct sst_scratch s = {0};
+  for (size_t i = 0; i < m->n;) {
+    size_t end = i + 1;
+    while (end < m->n && m->e[end].klen == m->e[i].klen && memcmp(m->e[end].key, m->e[i].key, m->e[i].klen) == 0)
+      end++;
+    uint64_t snaps[16];
+    unsigned ns = 0;
+    snaps[ns++] = UINT64_MAX;
+    snaps[ns++] = 0;
+    for (size_t j = i; j < end && ns + 3 <= 16; j++) {
+      snaps[ns++] = m->e[j].seq;
+      snaps[ns++] = m->e[j].seq - 1;
+      snaps[ns++] = m->e[j].seq + 1;
+    }
+    for (unsigned k = 0; k < ns; k++)
+      check_get(r, &s, &m->e[i], expect(m, i, end, snaps[k]), snaps[k], 0);
+    /* absent: an odd number, and the key with a 'y' appended */
+    struct ent absent = m->e[i];
+    absent.klen = (size_t)snprintf(absent.key, sizeof absent.key, "k%08zu", (size_t)(i * 2 + 1) % 100000000);
+    check_get(r, &s, &absent, NULL, UINT64_MAX, 0);
+    absent = m->e[i];
+    absent.key[absent.klen++] = 'y';
+    check_get(r, &s, &absent, NULL, UINT64_MAX, 0);
+    i = end;
+  }
+  sst_scratch_free(&s);
+}
+
+static void check_scan(const struct model *m, const struct sst_reader *r)
+{
+  struct sst_iter it;
+  struct sst_entry e;
+  sst_iter_init(&it, r);
+  size_t i = 0;
+  int rc;
+  while ((rc = sst_iter_next(&it, &e)) == SOCHDB_OK) {
+    cr_assert_lt(i, m->n, "iterator yields more than the %zu entries added", m->n);
+    check_entry(&e, &m->e[i], i);
+    i++;
+  }
+  cr_assert_eq(rc, SOCHDB_NOTFOUND, "iterator ends with rc %d (%s)", rc, sochdb_last_error());
+  cr_assert_eq(i, m->n, "iterator yields %zu entries, %zu added", i, m->n);
+  sst_iter_free(&it);
+}
+
+Test(sstfmt, round_trip)
+{
+  struct model m = {0};
+  make_model(&m, 20000, 3, 60, 2);
+  uint8_t *buf;
+  size_t len;
+  build(&m, 0, &buf, &len);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
+  cr_assert_eq(r.entries, m.n, "footer entry count");
+  cr_assert_gt(r.nblocks, 100u, "a table of %zu entries has many blocks (%u)", m.n, r.nblocks);
+
+  check_all_gets(&m, &r);
+  check_scan(&m, &r);
+
+  /* seeks: to present keys (their newest version), to absent keys (the next
+  ** key), before everything and past the end */
+  struct sst_iter it;
+  struct sst_entry e;
+  sst_iter_init(&it, &r);
+  for (unsigned t = 0; t < 2000; t++) {
+    size_t i = (size_t)(rng() % m.n);
+    while (i > 0 && m.e[i - 1].klen == m.e[i].klen && memcmp(m.e[i - 1].key, m.e[i].key, m.e[i].klen) == 0)
+      i--;
+    cr_assert_eq(sst_iter_seek(&it, m.e[i].key, m.e[i].klen), SOCHDB_OK, "seek");
+    for (size_t j = i; j < i + 5 && j < m.n; j++) {
+      cr_assert_eq(sst_iter_next(&it, &e), SOCHDB_OK, "next after seek");
+      check_entry(&e, &m.e[j], j);
+    }
+    /* just below the key: "k%08u" minus its last char + '\0'..: use the key cut short */
+    if (i > 0 && m.e[i].klen > 9) {
+      cr_assert_eq(sst_iter_seek(&it, m.e[i].key, m.e[i].klen - 1), SOCHDB_OK, "seek to a prefix");
+      cr_assert_eq(sst_iter_next(&it, &e), SOCHDB_OK, "next after seek to a prefix");
+      check_entry(&e, &m.e[i], i);
+    }
+  }
+  cr_assert_eq(sst_iter_seek(&it, "a", 1), SOCHDB_OK, "seek before the first key");
+  cr_assert_eq(sst_iter_next(&it, &e), SOCHDB_OK, "next after seeking before the first key");
+  check_entry(&e, &m.e[0], 0);
+  cr_assert_eq(sst_iter_seek(&it, "z", 1), SOCHDB_OK, "seek past the end");
+  cr_assert_eq(sst_iter_next(&it, &e), SOCHDB_NOTFOUND, "nothing past the end");
+  cr_assert_eq(sst_iter_seek(&it, NULL, 0), SOCHDB_OK, "seek to the start");
+  cr_assert_eq(sst_iter_next(&it, &e), SOCHDB_OK, "next after seek to the start");
+  check_entry(&e, &m.e[0], 0);
+  sst_iter_free(&it);
+
+  sst_close(&r);
+  free(buf);
+  model_free(&m);
+}
+
+Test(sstfmt, empty_table)
+{
+  struct model m = {0};
+  uint8_t *buf;
+  size_t len;
+  build(&m, 0, &buf, &len);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open an empty table: %s", sochdb_last_error());
+  struct sst_scratch s = {0};
+  struct sst_get_result res;
+  cr_assert_eq(sst_get(&r, "a", 1, UINT64_MAX, &s, &res), SOCHDB_OK, "get in an empty table");
+  cr_assert_eq(res.found, 0, "nothing found in an empty table");
+  struct sst_iter it;
+  struct sst_entry e;
+  sst_iter_init(&it, &r);
+  cr_assert_eq(sst_iter_next(&it, &e), SOCHDB_NOTFOUND, "empty scan");
+  sst_iter_free(&it);
+  sst_close(&r);
+  free(buf);
+}
+
+/* The compression byte of every data block. */
+static void count_compression(const struct sst_reader *r, unsigned *none, unsigned *lz4)
+{
+  *none = *lz4 = 0;
+  for (uint32_t i = 0; i < r->nblocks; i++) {
+    const uint8_t *t = r->buf + r->index[i].offset + r->index[i].size - SST_TRAILER_BYTES;
+    cr_assert(t[0] == SST_NONE || t[0] == SST_LZ4, "block %u compression byte %u", i, t[0]);
+    (t[0] == SST_LZ4 ? lz4 : none)[0]++;
+  }
+}
+
+Test(sstfmt, compression)
+{
+  for (int mode = 0; mode < 2; mode++) {
+    struct model m = {0};
+    make_model(&m, 2000, 2, 300, mode);
+    uint8_t *buf;
+    size_t len;
+    build(&m, 8192, &buf, &len);
+    struct sst_reader r;
+    cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
+    unsigned none, lz4;
+    count_compression(&r, &none, &lz4);
+    if (mode == 1)
+      cr_assert(lz4 == r.nblocks && lz4 > 10, "compressible values: %u of %u blocks LZ4", lz4, r.nblocks);
+    else
+      cr_assert(none == r.nblocks && none > 10, "random values: %u of %u blocks uncompressed", none, r.nblocks);
+    check_all_gets(&m, &r);
+    check_scan(&m, &r);
+    sst_close(&r);
+    free(buf);
+    model_free(&m);
+  }
+}
+
+Test(sstfmt, zero_copy_values)
+{
+  struct model m = {0};
+  make_model(&m, 300, 1, 200, 0);
+  uint8_t *buf;
+  size_t len;
+  build(&m, 0, &buf, &len);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
+  struct sst_scratch s = {0};
+  for (size_t i = 0; i < m.n; i++) {
+    struct sst_get_result res;
+    cr_assert_eq(sst_get(&r, m.e[i].key, m.e[i].klen, UINT64_MAX, &s, &res), SOCHDB_OK, "get");
+    if (res.found && res.vlen)
+      cr_assert(res.val >= buf && res.val + res.vlen <= buf + len, "uncompressed value points into the file");
+  }
+  sst_scratch_free(&s);
+  sst_close(&r);
+  free(buf);
+  model_free(&m);
+}
+
+Test(sstfmt, versions_span_blocks)
+{
+  /* one key with 300 versions over many blocks, between two other keys */
+  struct model m = {0};
+  struct ent *e = model_push(&m);
+  e->klen = 1;
+  e->key[0] = 'a';
+  e->seq = 5;
+  e->kind = SST_PUT;
+  fill_value(e, 10, 0);
+  for (unsigned v = 0; v < 300; v++) {
+    e = model_push(&m);
+    e->klen = 3;
+    memcpy(e->key, "mid", 3);
+    e->seq = 10000 - 10 * v;
+    e->kind = v % 7 == 3 ? SST_DEL : SST_PUT;
+    fill_value(e, e->kind == SST_PUT ? 40 : 0, v % 2);
+  }
+  e = model_push(&m);
+  e->klen = 1;
+  e->key[0] = 'z';
+  e->seq = 1;
+  e->kind = SST_PUT;
+  fill_value(e, 10, 0);
+  uint8_t *buf;
+  size_t len;
+  build(&m, 1024, &buf, &len);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
+  cr_assert_gt(r.nblocks, 5u, "the versions fill several blocks (%u)", r.nblocks);
+  struct sst_scratch s = {0};
+  for (uint64_t snap = 0; snap <= 10010; snap++)
+    check_get(&r, &s, &m.e[1], expect(&m, 1, 301, snap), snap, 0);
+  sst_scratch_free(&s);
+  check_scan(&m, &r);
+  sst_close(&r);
+  free(buf);
+  model_free(&m);
+}
+
+Test(sstfmt, large_key_and_value)
+{
+  struct model m = {0};
+  struct ent *e = model_push(&m);
+  e->klen = 1;
+  e->key[0] = 'a';
+  e->seq = 3;
+  e->kind = SST_PUT;
+  fill_value(e, SOCHDB_MAX_VALUE, 1);
+  uint8_t *bigkey = malloc(SOCHDB_MAX_KEY);
+  cr_assert_not_null(bigkey);
+  memset(bigkey, 'q', SOCHDB_MAX_KEY);
+  uint8_t *rnd = malloc(1 << 20);
+  cr_assert_not_null(rnd);
+  for (size_t i = 0; i < 1u << 20; i++)
+    rnd[i] = (uint8_t)rng();
+  struct sst_builder b;
+  cr_assert_eq(sst_builder_init(&b, 0), SOCHDB_OK, "init");
+  cr_assert_eq(sst_builder_add(&b, "a", 1, 3, SST_PUT, e->val, e->vlen), SOCHDB_OK, "16 MiB value");
+  cr_assert_eq(sst_builder_add(&b, bigkey, SOCHDB_MAX_KEY, 2, SST_PUT, rnd, 1u << 20), SOCHDB_OK, "4 KiB key");
+  cr_assert_eq(sst_builder_add(&b, "r", 1, 1, SST_PUT, rnd, SOCHDB_MAX_VALUE + 1u), SOCHDB_INVALID, "too big");
+  bigkey[0] = 'r';
+  cr_assert_eq(sst_builder_add(&b, bigkey, SOCHDB_MAX_KEY + 1u, 1, SST_PUT, "", 0), SOCHDB_INVALID, "key too big");
+  uint8_t *buf;
+  size_t len;
+  cr_assert_eq(sst_builder_finish(&b, &buf, &len), SOCHDB_OK, "finish");
+  sst_builder_free(&b);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
+  struct sst_scratch s = {0};
+  struct sst_get_result res;
+  cr_assert_eq(sst_get(&r, "a", 1, UINT64_MAX, &s, &res), SOCHDB_OK, "get the big value");
+  cr_assert(res.found && res.vlen == SOCHDB_MAX_VALUE && memcmp(res.val, e->val, e->vlen) == 0, "big value");
+  bigkey[0] = 'q';
+  cr_assert_eq(sst_get(&r, bigkey, SOCHDB_MAX_KEY, UINT64_MAX, &s, &res), SOCHDB_OK, "get the big key");
+  cr_assert(res.found && res.vlen == 1u << 20 && memcmp(res.val, rnd, 1u << 20) == 0, "big key's value");
+  sst_scratch_free(&s);
+  sst_close(&r);
+  free(buf);
+  free(bigkey);
+  free(rnd);
+  model_free(&m);
+}
+
+Test(sstfmt, bloom_false_positives)
+{
+  struct model m = {0};
+  make_model(&m, 10000, 1, 8, 0);
+  uint8_t *buf;
+  size_t len;
+  build(&m, 0, &buf, &len);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
+  for (size_t i = 0; i < m.n; i++)
+    cr_assert(sst_may_contain(&r, m.e[i].key, m.e[i].klen), "no false negative for %s", m.e[i].key);
+  unsigned fp = 0;
+  for (unsigned i = 0; i < 10000; i++) {
+    char k[32];
+    int n = snprintf(k, sizeof k, "absent-%u", i);
+    fp += (unsigned)sst_may_contain(&r, k, (size_t)n);
+  }
+  cr_assert_lt(fp, 300u, "false positives: %u of 10000 absent keys (limit 3%%)", fp);
+  sst_close(&r);
+  free(buf);
+  model_free(&m);
+}
+
+/* Open the (possibly damaged) table and read everything: each answer must be
+** exactly right or SOCHDB_CORRUPT/SOCHDB_VERSION. */
+static unsigned damaged_opened, damaged_refused, damaged_reads_refused;
+
+static void check_damaged(const struct model *m, const uint8_t *buf, size_t len, size_t where)
+{
+  struct sst_reader r;
+  int rc = sst_open(buf, len, &r);
+  if (rc == SOCHDB_CORRUPT || rc == SOCHDB_VERSION) {
+    damaged_refused++;
+    return;
+  }
+  damaged_opened++;
+  cr_assert_eq(rc, SOCHDB_OK, "damage at %zu: open rc %d", where, rc);
+  struct sst_scratch s = {0};
+  for (size_t i = 0; i < m->n;) {
+    size_t end = i + 1;
+    while (end < m->n && m->e[end].klen == m->e[i].klen && memcmp(m->e[end].key, m->e[i].key, m->e[i].klen) == 0)
+      end++;
+    damaged_reads_refused += check_get(&r, &s, &m->e[i], expect(m, i, end, UINT64_MAX), UINT64_MAX, 1) != 0;
+    damaged_reads_refused +=
+        check_get(&r, &s, &m->e[i], expect(m, i, end, m->e[i].seq - 1), m->e[i].seq - 1, 1) != 0;
+    i = end;
+  }
+  sst_scratch_free(&s);
+  struct sst_iter it;
+  struct sst_entry e;
+  sst_iter_init(&it, &r);
+  size_t i = 0;
+  while ((rc = sst_iter_next(&it, &e)) == SOCHDB_OK) {
+    cr_assert_lt(i, m->n, "damage at %zu: too many entries", where);
+    check_entry(&e, &m->e[i], i);
+    i++;
+  }
+  cr_assert(rc == SOCHDB_CORRUPT || (rc == SOCHDB_NOTFOUND && i == m->n), "damage at %zu: scan ends with %d after %zu",
+            where, rc, i);
+  sst_iter_free(&it);
+  sst_close(&r);
+}
+
+Test(sstfmt, damage_any_byte)
+{
+  struct model m = {0};
+  make_model(&m, 100, 2, 40, 3);
+  uint8_t *buf;
+  size_t len;
+  build(&m, 1024, &buf, &len);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open intact");
+  cr_assert_geq(r.nblocks, 3u, "a few blocks (%u)", r.nblocks);
+  unsigned none, lz4;
+  count_compression(&r, &none, &lz4);
+  cr_assert(none > 0 && lz4 > 0, "both kinds of block (%u plain, %u LZ4)", none, lz4);
+  sst_close(&r);
+  check_damaged(&m, buf, len, (size_t)-1);
+  static const uint8_t flips[] = {0x01, 0x80, 0xff, 0x10};
+  for (size_t pos = 0; pos < len; pos++) {
+    for (unsigned f = 0; f < 2; f++) {
+      uint8_t x = flips[(pos + f * 2) % 4];
+      buf[pos] ^= x;
+      check_damaged(&m, buf, len, pos);
+      buf[pos] ^= x;
+    }
+  }
+  /* Both kinds of outcome happened: damage found at open (footer, filter,
+  ** index) and damage found only when reading a data block. */
+  cr_assert(damaged_refused > 0 && damaged_opened > 0 && damaged_reads_refused > 0,
+            "damage: %u opens refused, %u opened, %u reads refused", damaged_refused, damaged_opened,
+            damaged_reads_refused);
+  cr_log_info("damage over %zu bytes: %u opens refused, %u opened, %u reads refused", len, damaged_refused,
+              damaged_opened, damaged_reads_refused);
+  /* a version field changed and resealed: SOCHDB_VERSION */
+  uint8_t *footer = buf + len - SST_FOOTER_BYTES;
+  footer[8] = 2;
+  sst_footer_seal(footer);
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_VERSION, "another version");
+  free(buf);
+  model_free(&m);
+}
+
+/* Read everything of a table whose checksums were forged: any answer is
+** acceptable (the damage is undetectable by design) except a crash or an
+** out-of-bounds read (ASan) or an error other than SOCHDB_CORRUPT. */
+static void read_forged(const struct model *m, const uint8_t *buf, size_t len)
+{
+  struct sst_reader r;
+  int rc = sst_open(buf, len, &r);
+  cr_assert(rc == SOCHDB_OK || rc == SOCHDB_CORRUPT, "forged table: open rc %d", rc);
+  if (rc)
+    return;
+  struct sst_scratch s = {0};
+  for (size_t i = 0; i < m->n; i++) {
+    struct sst_get_result res;
+    rc = sst_get(&r, m->e[i].key, m->e[i].klen, m->e[i].seq, &s, &res);
+    cr_assert(rc == SOCHDB_OK || rc == SOCHDB_CORRUPT, "forged table: get rc %d", rc);
+    if (rc == SOCHDB_OK && res.found && res.vlen) {
+      volatile uint8_t x = res.val[0];   /* the value must be readable */
+      x ^= res.val[res.vlen - 1];
+      (void)x;
+    }
+  }
+  sst_scratch_free(&s);
+  struct sst_iter it;
+  struct sst_entry e;
+  sst_iter_init(&it, &r);
+  size_t n = 0;
+  while ((rc = sst_iter_next(&it, &e)) == SOCHDB_OK)
+    cr_assert_lt(n++, 10 * m->n + 10, "forged table: the scan does not end");
+  cr_assert(rc == SOCHDB_NOTFOUND || rc == SOCHDB_CORRUPT, "forged table: scan rc %d", rc);
+  for (size_t i = 0; i < m->n; i += 7) {
+    rc = sst_iter_seek(&it, m->e[i].key, m->e[i].klen);
+    cr_assert(rc == SOCHDB_OK || rc == SOCHDB_CORRUPT, "forged table: seek rc %d", rc);
+    if (rc == SOCHDB_OK)
+      rc = sst_iter_next(&it, &e);
+    cr_assert(rc == SOCHDB_OK || rc == SOCHDB_NOTFOUND || rc == SOCHDB_CORRUPT, "forged table: next rc %d", rc);
+  }
+  sst_iter_free(&it);
+  sst_close(&r);
+}
+
+/* Damage that passes the checksums (they are resealed after each change):
+** the parser itself must bound every varint, length and restart offset. */
+Test(sstfmt, forged_checksums)
+{
+  struct model m = {0};
+  make_model(&m, 100, 2, 40, 3);
+  uint8_t *buf;
+  size_t len;
+  build(&m, 1024, &buf, &len);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open intact");
+  uint32_t nb = r.nblocks;
+  struct sst_index_entry *idx = malloc(nb * sizeof *idx);
+  cr_assert_not_null(idx);
+  memcpy(idx, r.index, nb * sizeof *idx);
+  const uint8_t *f = buf + len - SST_FOOTER_BYTES;
+  uint64_t index_off, filter_off;
+  uint32_t index_size, filter_size;
+  memcpy(&filter_off, f + 16, 8);
+  memcpy(&index_off, f + 24, 8);
+  memcpy(&filter_size, f + 32, 4);
+  memcpy(&index_size, f + 36, 4);
+  sst_close(&r);
+
+  struct blk { uint64_t off; uint32_t size; enum sst_block_type type; } blocks[64];
+  unsigned n = 0;
+  for (uint32_t i = 0; i < nb && n < 62; i++)
+    blocks[n++] = (struct blk){idx[i].offset, idx[i].size, SST_BLOCK_DATA};
+  blocks[n++] = (struct blk){filter_off, filter_size, SST_BLOCK_FILTER};
+  blocks[n++] = (struct blk){index_off, index_size, SST_BLOCK_INDEX};
+  free(idx);
+
+  static const uint8_t flips[] = {0x01, 0x80, 0xff, 0x10, 0x7f};
+  for (unsigned bi = 0; bi < n; bi++) {
+    /* every byte of the block but the checksum itself, trailer included */
+    for (uint32_t p = 0; p < blocks[bi].size - 8; p++) {
+      uint8_t x = flips[(p + bi) % 5];
+      buf[blocks[bi].off + p] ^= x;
+      sst_block_seal(buf, blocks[bi].off, blocks[bi].size, blocks[bi].type);
+      read_forged(&m, buf, len);
+      buf[blocks[bi].off + p] ^= x;
+    }
+    sst_block_seal(buf, blocks[bi].off, blocks[bi].size, blocks[bi].type);
+  }
+  /* random garbage in a data block, resealed */
+  for (unsigned t = 0; t < 200; t++) {
+    unsigned bi = (unsigned)(rng() % (n - 2));
+    uint8_t *save = malloc(blocks[bi].size);
+    cr_assert_not_null(save);
+    memcpy(save, buf + blocks[bi].off, blocks[bi].size);
+    for (unsigned k = 0; k < 1 + t % 20; k++)
+      buf[blocks[bi].off + rng() % (blocks[bi].size - 8)] = (uint8_t)rng();
+    sst_block_seal(buf, blocks[bi].off, blocks[bi].size, blocks[bi].type);
+    read_forged(&m, buf, len);
+    memcpy(buf + blocks[bi].off, save, blocks[bi].size);
+    free(save);
+  }
+  /* footer fields changed and resealed */
+  uint8_t *footer = buf + len - SST_FOOTER_BYTES;
+  for (unsigned p = 8; p < 56; p++) {
+    footer[p] ^= 0x01;
+    sst_footer_seal(footer);
+    int rc = sst_open(buf, len, &r);
+    if (rc == SOCHDB_OK) {
+      read_forged(&m, buf, len);
+      sst_close(&r);
+    } else {
+      cr_assert(rc == SOCHDB_CORRUPT || rc == SOCHDB_VERSION, "forged footer byte %u: rc %d", p, rc);
+    }
+    footer[p] ^= 0x01;
+  }
+  free(buf);
+  model_free(&m);
+}
+
+Test(sstfmt, truncation)
+{
+  struct model m = {0};
+  make_model(&m, 40, 2, 40, 2);
+  uint8_t *buf;
+  size_t len;
+  build(&m, 1024, &buf, &len);
+  for (size_t n = 0; n < len; n++) {
+    uint8_t *cut = malloc(n ? n : 1);   /* exact size: overreads are caught by ASan */
+    cr_assert_not_null(cut);
+    memcpy(cut, buf, n);
+    struct sst_reader r;
+    int rc = sst_open(cut, n, &r);
+    cr_assert_eq(rc, SOCHDB_CORRUPT, "cut to %zu of %zu bytes: rc %d", n, len, rc);
+    /* and the same bytes cut from the front */
+    memcpy(cut, buf + len - n, n);
+    rc = sst_open(cut, n, &r);
+    cr_assert_eq(rc, SOCHDB_CORRUPT, "first %zu of %zu bytes dropped: rc %d", len - n, len, rc);
+    free(cut);
+  }
+  free(buf);
+  model_free(&m);
+}
+
+Test(sstfmt, invalid_input)
+{
+  struct sst_builder b;
+  cr_assert_eq(sst_builder_init(&b, 100), SOCHDB_INVALID, "block size below the minimum");
+  sst_builder_free(&b);
+  cr_assert_eq(sst_builder_init(&b, 1 << 20), SOCHDB_INVALID, "block size above the maximum");
+  sst_builder_free(&b);
+  cr_assert_eq(sst_builder_init(&b, 0), SOCHDB_OK, "default block size");
+  cr_assert_eq(sst_builder_add(&b, "b", 1, 10, SST_PUT, "v", 1), SOCHDB_OK, "first add");
+  cr_assert_eq(sst_builder_add(&b, "a", 1, 20, SST_PUT, "v", 1), SOCHDB_INVALID, "smaller key");
+  cr_assert_eq(sst_builder_add(&b, "b", 1, 10, SST_PUT, "v", 1), SOCHDB_INVALID, "same key and seq");
+  cr_assert_eq(sst_builder_add(&b, "b", 1, 11, SST_PUT, "v", 1), SOCHDB_INVALID, "same key, newer seq after older");
+  cr_assert_eq(sst_builder_add(&b, "", 0, 5, SST_PUT, "v", 1), SOCHDB_INVALID, "empty key");
+  cr_assert_eq(sst_builder_add(&b, "c", 1, 5, 3, "v", 1), SOCHDB_INVALID, "bad kind");
+  cr_assert_eq(sst_builder_add(&b, "c", 1, 5, SST_DEL, "v", 1), SOCHDB_INVALID, "tombstone with a value");
+  cr_assert_eq(sst_builder_add(&b, "c", 1, 5, SST_PUT, NULL, 3), SOCHDB_INVALID, "NULL value");
+  cr_assert_eq(sst_builder_add(&b, "b", 1, 9, SST_DEL, NULL, 0), SOCHDB_OK, "older version of the same key");
+  cr_assert_eq(sst_builder_add(&b, "ba", 2, 99, SST_PUT, "w", 1), SOCHDB_OK, "longer key after its prefix");
+  cr_assert_eq(sst_builder_add(&b, "b", 1, 1, SST_PUT, "w", 1), SOCHDB_INVALID, "prefix after the longer key");
+  uint8_t *buf;
+  size_t len;
+  cr_assert_eq(sst_builder_finish(&b, &buf, &len), SOCHDB_OK, "finish after refused adds");
+  cr_assert_eq(sst_builder_finish(&b, &buf, &len), SOCHDB_INVALID, "finish twice");
+  sst_builder_free(&b);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
+  cr_assert_eq(r.entries, 3u, "three entries kept");
+  struct sst_scratch s = {0};
+  struct sst_get_result res;
+  cr_assert_eq(sst_get(&r, "b", 1, 9, &s, &res), SOCHDB_OK, "get");
+  cr_assert(res.found && res.tombstone && res.seq == 9, "tombstone at seq 9");
+  cr_assert_eq(sst_get(&r, "b", 1, 100, &s, &res), SOCHDB_OK, "get");
+  cr_assert(res.found && !res.tombstone && res.vlen == 1 && res.val[0] == 'v', "put at seq 10");
+  cr_assert_eq(sst_get(&r, "", 0, 100, &s, &res), SOCHDB_INVALID, "get with an empty key");
+  sst_close(&r);
+  free(buf);
+}
