@@ -12,6 +12,7 @@
 
 #include "durable.h"
 #include "error.h"
+#include "fsutil.h"
 #include "mvcc.h"
 #include "seqring.h"
 #include "skiplist.h"
@@ -44,27 +45,12 @@ void ww_log(const char *dir, const char *fmt, ...)
   fprintf(stderr, "%s sochdbd[%ld] %s: %s\n", stamp, (long)getpid(), dir, msg);
 }
 
-static int fsync_dir(const char *dir)
+/* fsync DIR/wal: a segment's name is durable once this returns. */
+static int fsync_wal_dir(const char *dir)
 {
   char path[4200];
   snprintf(path, sizeof path, "%s/" WAL_DIR, dir);
-  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    return sdb_fail_errno("open %s", path);
-  int rc = fsync(fd) == 0 ? SOCHDB_OK : sdb_fail_errno("fsync %s", path);
-  close(fd);
-  return rc;
-}
-
-/* fsync a directory by path (the database directory itself, after mkdir). */
-static int fsync_path(const char *dir)
-{
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    return sdb_fail_errno("open %s", dir);
-  int rc = fsync(fd) == 0 ? SOCHDB_OK : sdb_fail_errno("fsync %s", dir);
-  close(fd);
-  return rc;
+  return sdb_fsync_dir(path);
 }
 
 /* A new, empty segment starting at first_lsn, durable with its directory
@@ -91,7 +77,7 @@ static int create_segment(struct walwriter *w, uint64_t first_lsn)
   /* The segment has its name now: whatever happens next, it is the one we
   ** append to. If its directory entry cannot be made durable yet, no group in
   ** it is published before it is (write_group). */
-  w->dir_unsynced = fsync_dir(w->db->dir) != SOCHDB_OK;
+  w->dir_unsynced = fsync_wal_dir(w->db->dir) != SOCHDB_OK;
   if (w->fd >= 0)
     close(w->fd);
   w->fd = fd;
@@ -210,9 +196,9 @@ int ww_open(struct walwriter *w, sochdb *db)
   /* A predecessor may have died between renaming a segment into place and
   ** syncing the directory: make every name we are about to rely on durable. */
   if (rc == SOCHDB_OK)
-    rc = fsync_dir(db->dir);
+    rc = fsync_wal_dir(db->dir);
   if (rc == SOCHDB_OK)
-    rc = fsync_path(db->dir);
+    rc = sdb_fsync_dir(db->dir);
   if (rc != SOCHDB_OK)
     return rc;
   /* The cut groups are rewritten from the region, which must hold them. */
@@ -296,7 +282,7 @@ static int write_group(struct walwriter *w, size_t len)
   if (rc == SOCHDB_OK && fdatasync(w->fd) != 0)
     rc = sdb_fail_errno("fdatasync WAL group at LSN %llu", (unsigned long long)w->next_lsn);
   if (rc == SOCHDB_OK && w->dir_unsynced) {   /* the segment's own name must be durable first */
-    rc = fsync_dir(w->db->dir);
+    rc = fsync_wal_dir(w->db->dir);
     if (rc == SOCHDB_OK)
       w->dir_unsynced = 0;
   }

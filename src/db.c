@@ -11,6 +11,7 @@
 #include "internal.h"
 
 #include "error.h"
+#include "fsutil.h"
 #include "seqring.h"
 #include "walfmt.h"
 
@@ -102,16 +103,6 @@ int sdb_check_txn(const sochdb_txn *t)
 
 /* ---- the directory ----------------------------------------------------- */
 
-static int fsync_dir_of(const char *dir)
-{
-  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    return sdb_fail_errno("open %s", dir);
-  int rc = fsync(fd) == 0 ? SOCHDB_OK : sdb_fail_errno("fsync %s", dir);
-  close(fd);
-  return rc;
-}
-
 static int ensure_directory(const char *dir, int create, unsigned mode)
 {
   struct stat st;
@@ -131,7 +122,7 @@ static int ensure_directory(const char *dir, int create, unsigned mode)
   }
   char parent[4200];
   snprintf(parent, sizeof parent, "%s", dir);
-  return fsync_dir_of(dirname(parent));   /* the new directory's name is durable */
+  return sdb_fsync_dir(dirname(parent));   /* the new directory's name is durable */
 }
 
 static int read_identity(const char *path, uint8_t id[16])
@@ -177,7 +168,7 @@ static int create_identity(const char *dir, const char *path, unsigned mode)
   unlink(tmp);
   /* Lose the identity to a power cut and the next open would make a new
   ** one, and find the log "another database's". */
-  return rc == SOCHDB_OK ? fsync_dir_of(dir) : rc;
+  return rc == SOCHDB_OK ? sdb_fsync_dir(dir) : rc;
 }
 
 static int load_identity(const char *dir, int create, unsigned mode, uint8_t id[16])
