@@ -5,6 +5,7 @@
 */
 #include "sstfmt.h"
 
+#include "bytes.h"
 #include "error.h"
 #include "sochdb.h"
 
@@ -23,10 +24,6 @@
 ** SST_BLOCK_MAX, so it holds at most that plus one entry and its restart. */
 #define SST_MAX_PAYLOAD (SST_BLOCK_MAX + SOCHDB_MAX_KEY + SOCHDB_MAX_VALUE + 64u)
 
-static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static inline uint64_t ld64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-static inline void st32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static inline void st64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 
 /* Internal-key order: user key ascending, then seq descending. */
 static int ikey_cmp(const uint8_t *a, size_t al, uint64_t aseq, const uint8_t *b, size_t bl, uint64_t bseq)

@@ -4,6 +4,7 @@
 */
 #include "walfmt.h"
 
+#include "bytes.h"
 #include "error.h"
 #include "sochdb.h"
 
@@ -25,14 +26,7 @@
 #define SEED_GROUP_PAYLOAD 0x504159a33ull
 #define SEED_RECORD        0x524543a44ull
 
-static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
-static inline uint64_t ld64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-static inline void st32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static inline void st16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
-static inline void st64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 
-static inline uint64_t pad8(uint64_t n) { return (n + 7) & ~7ull; }
 
 /* ---- writing ------------------------------------------------------------ */
 
@@ -201,14 +195,6 @@ static int scan_group(const uint8_t *payload, uint32_t bytes, uint64_t lsn, size
     pos += ld32(payload + pos);
   }
   return SOCHDB_OK;
-}
-
-static int all_zero(const uint8_t *p, size_t n)
-{
-  for (size_t i = 0; i < n; i++)
-    if (p[i])
-      return 0;
-  return 1;
 }
 
 static int check_seg_header(const uint8_t *buf, size_t len, const uint8_t *db_id, struct wal_seg_header *h)
