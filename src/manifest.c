@@ -101,6 +101,20 @@ static int keys_valid(const struct manifest_file *f)
          f->largest_len >= 1 && f->largest_len <= MANIFEST_MAX_KEY;
 }
 
+/* Make room for one more element in the array *p of *cap elements, n used. */
+static int room_for_one(void **p, size_t *cap, size_t n, size_t elem)
+{
+  if (n < *cap)
+    return SOCHDB_OK;
+  size_t grown_cap = *cap ? *cap * 2 : 8;
+  void *grown = realloc(*p, grown_cap * elem);
+  if (!grown)
+    return sdb_fail(SOCHDB_NOMEM, "growing a manifest edit");
+  *p = grown;
+  *cap = grown_cap;
+  return SOCHDB_OK;
+}
+
 int manifest_edit_add_file(struct manifest_edit *e, unsigned level, const struct manifest_file *f)
 {
   if (!e || !f)
@@ -110,14 +124,8 @@ int manifest_edit_add_file(struct manifest_edit *e, unsigned level, const struct
   if (!keys_valid(f))
     return sdb_fail(SOCHDB_INVALID, "file %llu: smallest/largest key missing or of length 0 or above %u",
                     (unsigned long long)f->number, MANIFEST_MAX_KEY);
-  if (e->nadds == e->cap_adds) {
-    size_t cap = e->cap_adds ? e->cap_adds * 2 : 8;
-    struct manifest_edit_add *grown = realloc(e->adds, cap * sizeof *grown);
-    if (!grown)
-      return sdb_fail(SOCHDB_NOMEM, "growing a manifest edit");
-    e->adds = grown;
-    e->cap_adds = cap;
-  }
+  if (room_for_one((void **)&e->adds, &e->cap_adds, e->nadds, sizeof *e->adds) != SOCHDB_OK)
+    return SOCHDB_NOMEM;
   struct manifest_edit_add *a = &e->adds[e->nadds];
   a->level = level;
   int rc = file_copy(&a->file, f);
@@ -133,14 +141,8 @@ int manifest_edit_delete_file(struct manifest_edit *e, unsigned level, uint64_t 
     return sdb_fail(SOCHDB_INVALID, "manifest_edit_delete_file: NULL edit");
   if (level >= MANIFEST_LEVELS)
     return sdb_fail(SOCHDB_INVALID, "level %u is beyond the %u levels", level, MANIFEST_LEVELS);
-  if (e->ndels == e->cap_dels) {
-    size_t cap = e->cap_dels ? e->cap_dels * 2 : 8;
-    struct manifest_edit_del *grown = realloc(e->dels, cap * sizeof *grown);
-    if (!grown)
-      return sdb_fail(SOCHDB_NOMEM, "growing a manifest edit");
-    e->dels = grown;
-    e->cap_dels = cap;
-  }
+  if (room_for_one((void **)&e->dels, &e->cap_dels, e->ndels, sizeof *e->dels) != SOCHDB_OK)
+    return SOCHDB_NOMEM;
   e->dels[e->ndels].level = level;
   e->dels[e->ndels].number = number;
   e->ndels++;
