@@ -19,8 +19,12 @@
 */
 #include "internal.h"
 
+#include "compactor.h"
 #include "durable.h"
+#include "flusher.h"
 #include "slots.h"
+#include "store.h"
+#include "testhooks.h"
 #include "walwriter.h"
 
 #include <errno.h>
@@ -42,6 +46,9 @@ struct config {
   unsigned    interval_ms;     /* reaper period */
   unsigned    idle_exit_ms;
   unsigned    sync_delay_ms;   /* longest an ASYNC commit waits to be written */
+  unsigned    compact_rate_mb; /* compaction read rate limit, MiB/s (0 = none) */
+  unsigned    l0_trigger;
+  unsigned    level_ratio;
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -51,13 +58,18 @@ static void on_signal(int sig) { (void)sig; stop_requested = 1; }
 
 static void usage(FILE *out)
 {
-  fprintf(out, "usage: sochdbd [--foreground] [--interval-ms N] [--idle-exit-ms N] [--sync-delay-ms N] DIR\n"
-               "  Serves the sochdb database in DIR: WAL group commit, reaping dead clients.\n"
+  fprintf(out, "usage: sochdbd [--foreground] [--interval-ms N] [--idle-exit-ms N] [--sync-delay-ms N]\n"
+               "               [--compaction-rate-mb N] [--l0-trigger N] [--level-ratio N] DIR\n"
+               "  Serves the sochdb database in DIR: WAL group commit, flushing memtables to\n"
+               "  SSTables, leveled compaction, reaping dead clients.\n"
                "  --foreground        do not detach (for service managers); log to stderr\n"
                "  --interval-ms N     how often to reap dead client processes (default 100)\n"
                "  --idle-exit-ms N    exit this long after the last client left (default 30000,\n"
                "                      or $SOCHDB_DAEMON_IDLE_MS; 0 = never)\n"
-               "  --sync-delay-ms N   longest delay before an ASYNC commit is durable (default 5)\n");
+               "  --sync-delay-ms N   longest delay before an ASYNC commit is durable (default 5)\n"
+               "  --compaction-rate-mb N  compaction reads at most N MiB/s (default 64; 0 = no limit)\n"
+               "  --l0-trigger N      level-0 files that start a compaction (default 4)\n"
+               "  --level-ratio N     size ratio between adjacent levels (default 10)\n");
 }
 
 static int parse_ms(const char *name, const char *s, unsigned max, unsigned *out)
@@ -75,7 +87,7 @@ static int parse_ms(const char *name, const char *s, unsigned max, unsigned *out
 static int parse_args(int argc, char **argv, struct config *c)
 {
   const char *idle = getenv("SOCHDB_DAEMON_IDLE_MS");
-  *c = (struct config){ NULL, 0, 100, 30000, 5 };
+  *c = (struct config){ NULL, 0, 100, 30000, 5, 64, 4, 10 };
   if (idle && parse_ms("$SOCHDB_DAEMON_IDLE_MS", idle, 86400000u, &c->idle_exit_ms) != 0)
     return 2;
   for (int i = 1; i < argc; i++) {
@@ -91,6 +103,15 @@ static int parse_args(int argc, char **argv, struct config *c)
         return 2;
     } else if (!strcmp(a, "--sync-delay-ms") && has_value) {
       if (parse_ms(a, argv[++i], 1000, &c->sync_delay_ms) != 0 || !c->sync_delay_ms)
+        return 2;
+    } else if (!strcmp(a, "--compaction-rate-mb") && has_value) {
+      if (parse_ms(a, argv[++i], 1000000, &c->compact_rate_mb) != 0)
+        return 2;
+    } else if (!strcmp(a, "--l0-trigger") && has_value) {
+      if (parse_ms(a, argv[++i], 1000, &c->l0_trigger) != 0 || c->l0_trigger < 2)
+        return 2;
+    } else if (!strcmp(a, "--level-ratio") && has_value) {
+      if (parse_ms(a, argv[++i], 1000, &c->level_ratio) != 0 || c->level_ratio < 2)
         return 2;
     } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       usage(stdout);
@@ -169,6 +190,44 @@ static void *writer_loop(void *arg)
     if (rc == 0)
       durable_wait_kick(a->w->r, a->sync_delay_ms);
   }
+}
+
+struct background {
+  struct store     *s;
+  struct flusher    f;
+  struct compactor  c;
+  _Atomic int       stop;
+};
+
+static void *flush_loop(void *arg)
+{
+  struct background *b = arg;
+  unsigned failures = 0;
+  while (!b->stop) {
+    int rc = flusher_step(&b->f);
+    if (rc < 0 && failures++ % 100 == 0)
+      ww_log(b->s->db->dir, "flush failed (%s: %s); retrying", sochdb_strerror(-rc), sochdb_last_error());
+    if (rc >= 0)
+      failures = 0;
+    if (rc <= 0) {   /* nothing to flush: look again soon (writers rotate without telling us) */
+      struct timespec ts = { 0, rc < 0 ? 100000000L : 5000000L };
+      nanosleep(&ts, NULL);
+    }
+  }
+  return NULL;
+}
+
+static void *compact_loop(void *arg)
+{
+  struct background *b = arg;
+  while (!b->stop) {
+    int rc = compactor_step(&b->c);
+    if (rc <= 0) {
+      struct timespec ts = { 0, rc < 0 ? 500000000L : 20000000L };
+      nanosleep(&ts, NULL);
+    }
+  }
+  return NULL;
 }
 
 /* The directory we serve is gone or replaced: nobody can use us any more. */
@@ -265,6 +324,22 @@ static void catch_stop_signals(void)
   sigaction(SIGINT, &sa, NULL);
 }
 
+#ifdef SOCHDB_TESTING
+/* sochdbd-testing: $SOCHDB_TEST_CRASH_AT=NAME:N kills this daemon the Nth
+** time it reaches crash point NAME (src/testhooks.h). */
+static void arm_crash_point_from_env(void)
+{
+  const char *spec = getenv("SOCHDB_TEST_CRASH_AT");
+  const char *colon = spec ? strchr(spec, ':') : NULL;
+  if (!colon || colon - spec >= 64)
+    return;
+  char name[64];
+  memcpy(name, spec, (size_t)(colon - spec));
+  name[colon - spec] = 0;
+  sochdb_test_crash_at(name, (unsigned)strtoul(colon + 1, NULL, 10));
+}
+#endif
+
 int main(int argc, char **argv)
 {
   /* Whoever started us may have leaked descriptors into us (a socket, a
@@ -273,6 +348,9 @@ int main(int argc, char **argv)
   /* From the first instruction on, SIGTERM only asks us to stop: a daemon
   ** told to stop while starting still writes what was published. */
   catch_stop_signals();
+#ifdef SOCHDB_TESTING
+  arm_crash_point_from_env();
+#endif
   struct config c;
   int rc = parse_args(argc, argv, &c);
   if (rc)
@@ -327,11 +405,37 @@ int main(int argc, char **argv)
     report(&report_fd, 1);
     return 1;
   }
+  struct store store;
+  rc = store_open(&store, db);
+  if (rc != SOCHDB_OK) {
+    ww_log(c.dir, "cannot open the MANIFEST: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+    report(&report_fd, 1);
+    return 1;
+  }
+  store.copts.l0_trigger = c.l0_trigger;
+  store.copts.level_ratio = c.level_ratio;
+  store.compact_rate = (uint64_t)c.compact_rate_mb << 20;
+  struct background bg = { .s = &store, .f = { .s = &store }, .c = { .s = &store } };
+  bg.c.stop = &bg.stop;
+  bg.f.stop = &bg.stop;
+  pthread_t flusher, compactor;
+  if (pthread_create(&flusher, NULL, flush_loop, &bg) != 0 ||
+      pthread_create(&compactor, NULL, compact_loop, &bg) != 0) {
+    ww_log(c.dir, "cannot start the flush and compaction threads");
+    report(&report_fd, 1);
+    return 1;
+  }
   report(&report_fd, 0);
   const char *why = serve(db, &c, &lock_st);
+  bg.stop = 1;
+  pthread_join(compactor, NULL);
+  pthread_join(flusher, NULL);
   atomic_store(&writer_stop, 1);
   durable_kick(&db->region);
   pthread_join(writer, NULL);
+  flusher_free(&bg.f);
+  compactor_free(&bg.c);
+  store_close(&store);
   ww_log(c.dir, "exiting (%s); durable through commit %llu", why, (unsigned long long)durable_seq(&db->region));
   ww_close(&w);
   sochdb_close(db);

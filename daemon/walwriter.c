@@ -295,6 +295,15 @@ static int write_group(struct walwriter *w, size_t len)
   return SOCHDB_OK;
 }
 
+/* A segment is closed after about a quarter memtable (within 256 KiB..
+** WAL_SEGMENT_BYTES): the flusher removes whole segments, so this keeps the
+** log that outlives a flush small, and recovery bounded by memtable size. */
+static uint64_t segment_bytes(const struct walwriter *w)
+{
+  uint64_t b = w->r->hdr->memtable_bytes / 4;
+  return b < (256u << 10) ? (256u << 10) : b > WAL_SEGMENT_BYTES ? WAL_SEGMENT_BYTES : b;
+}
+
 int ww_write_pending(struct walwriter *w)
 {
   uint64_t published = seqring_published(w->r);
@@ -327,7 +336,7 @@ int ww_write_pending(struct walwriter *w)
   }
   durable_publish(w->r, published);
   w->next_seq = published + 1;
-  if (w->end_offset >= WAL_SEGMENT_BYTES) {
+  if (w->end_offset >= segment_bytes(w)) {
     int rc = create_segment(w, w->next_lsn);
     if (rc != SOCHDB_OK)
       ww_log(w->db->dir, "cannot start a new WAL segment (%s); continuing in the current one", sochdb_last_error());

@@ -76,6 +76,9 @@ typedef struct sochdb_options {          /* zero-initialised = defaults */
   int create_if_missing;    /* default 1; a negative value means 0 (must exist) */
   unsigned file_mode;       /* permission bits of the files created (region, data), applied exactly,
                                not reduced by the umask; 0 = 0600 */
+  size_t cache_bytes;       /* the block cache in the region, shared by every process, fixed at
+                               creation (default: region_bytes / 16, at most 64 MiB); blocks kept
+                               there are decompressed SSTable blocks */
 } sochdb_options;
 
 /*
@@ -223,6 +226,22 @@ typedef struct sochdb_stats {
   uint64_t wal_bytes;           /* bytes of commit records written to the WAL */
   uint32_t daemon_running;      /* 1 if a sochdbd holds the database's LOCK */
   uint32_t wal_segments;        /* WAL segment files in DIR/wal */
+  uint64_t user_bytes;          /* key + value bytes committed (the base of write amplification) */
+  uint64_t flushes;             /* memtables written as SSTables */
+  uint64_t flush_bytes;         /* SSTable bytes written by flushes */
+  uint64_t compactions;         /* compactions finished */
+  uint64_t compact_bytes_read;  /* SSTable bytes read by compactions */
+  uint64_t compact_bytes_written; /* SSTable bytes written by compactions */
+  uint64_t compaction_debt_bytes; /* bytes the levels are over their size targets */
+  uint64_t wal_segments_removed; /* WAL segments deleted once flushed */
+  uint32_t sst_files;           /* live SSTables, all levels */
+  uint32_t l0_files;            /* ... of which in level 0 (flushed, not yet compacted) */
+  uint64_t sst_bytes;           /* their total size: space amplification = sst_bytes / live data */
+  uint64_t cache_bytes;         /* size of the shared block cache */
+  uint64_t cache_hits;          /* block-cache lookups that found the block */
+  uint64_t cache_misses;
+  uint64_t cache_inserts;
+  uint64_t cache_evictions;
 } sochdb_stats;
 
 /* Errors: SOCHDB_INVALID (NULL argument or handle inherited across fork). */

@@ -9,6 +9,7 @@
 */
 #include "arena.h"
 
+#include "epoch.h"
 #include "error.h"
 #include "skiplist.h"
 
@@ -17,6 +18,16 @@
 #include <string.h>
 
 size_t arena_table_bytes(void) { return sizeof(struct shm_memtable) * SHM_MAX_MEMTABLES; }
+
+/* A fresh memtable has no commits and no file. Relaxed: published by the
+** release store of LIVE. */
+static void arena_reset_meta(struct shm_memtable *m)
+{
+  atomic_store_explicit(&m->min_seq, UINT64_MAX, memory_order_relaxed);
+  atomic_store_explicit(&m->max_seq, 0, memory_order_relaxed);
+  atomic_store_explicit(&m->flushed_file, 0, memory_order_relaxed);
+  atomic_store_explicit(&m->retire_tag, 0, memory_order_relaxed);
+}
 
 void arena_init_all(shm_region *r, uint64_t arenas_off)
 {
@@ -28,6 +39,7 @@ void arena_init_all(shm_region *r, uint64_t arenas_off)
     atomic_init(&m->state_claim, mt_word(MT_FREE, 0));
   }
   sl_init(r, 0);
+  arena_reset_meta(arena_memtable(r, 0));
   atomic_init(&arena_memtable(r, 0)->id, 1);
   atomic_init(&arena_memtable(r, 0)->state_claim, mt_word(MT_LIVE, 0));
   atomic_init(&h->active_memtable, 0);
@@ -97,6 +109,7 @@ int arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full)
     return rc;
   }
   sl_init(r, fresh);
+  arena_reset_meta(m);
   atomic_store_explicit(&m->id, atomic_fetch_add_explicit(&h->next_memtable_id, 1, memory_order_relaxed),
                         memory_order_relaxed);
   set_word(m, MT_LIVE, my_slot + 1);   /* readers that see LIVE see the head and id */
@@ -128,6 +141,33 @@ void arena_view(const shm_region *r, struct mt_view *v)
     ids[k] = id;
     v->idx[k] = i;
   }
+}
+
+void arena_note_seq(shm_region *r, uint32_t i, uint64_t seq)
+{
+  struct shm_memtable *m = arena_memtable(r, i);
+  /* relaxed CAS-min: published to the flusher by our decision (release),
+  ** which it acquires through published_seq before it reads min_seq */
+  uint64_t cur = atomic_load_explicit(&m->min_seq, memory_order_relaxed);
+  while (seq < cur && !atomic_compare_exchange_weak_explicit(&m->min_seq, &cur, seq, memory_order_relaxed,
+                                                             memory_order_relaxed)) {
+  }
+}
+
+uint64_t arena_retire(shm_region *r, uint32_t i)
+{
+  struct shm_memtable *m = arena_memtable(r, i);
+  /* seq_cst: the unpublishing store of the epoch handshake (epoch.h) */
+  atomic_store_explicit(&m->state_claim, mt_word(MT_RETIRED, 0), memory_order_seq_cst);
+  uint64_t tag = epoch_retire(r);
+  /* relaxed: only the daemon reads it, and only the daemon wrote it */
+  atomic_store_explicit(&m->retire_tag, tag, memory_order_relaxed);
+  return tag;
+}
+
+void arena_recycle(shm_region *r, uint32_t i)
+{
+  set_word(arena_memtable(r, i), MT_FREE, 0);
 }
 
 void arena_release_claims_of(shm_region *r, uint32_t slot)

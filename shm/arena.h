@@ -16,7 +16,11 @@
 
 #include "region.h"
 
-enum { MT_FREE = 0, MT_CLAIMED = 1, MT_LIVE = 2 };
+/* FREE -> CLAIMED (a rotator initialises it) -> LIVE (in every new view;
+** the active one takes writes) -> flushed by the daemon (still LIVE, its
+** flushed_file set) -> RETIRED (out of new views, once no snapshot can
+** conflict with it) -> FREE (once no view taken before can still read it). */
+enum { MT_FREE = 0, MT_CLAIMED = 1, MT_LIVE = 2, MT_RETIRED = 3 };
 
 struct shm_memtable {
   /* State (MT_*) in the low half, claimer (slot + 1 of the process that is
@@ -28,7 +32,14 @@ struct shm_memtable {
   _Atomic uint64_t used;      /* bump pointer, bytes from the arena start */
   uint64_t arena_off;         /* fixed at region creation */
   uint64_t capacity;
-  uint64_t pad[3];
+  /* The smallest commit seq with a version here (UINT64_MAX: none yet):
+  ** each committer lowers it before deciding, so the WAL before it can go
+  ** once every older memtable is flushed (daemon/flusher.c). */
+  _Atomic uint64_t min_seq;
+  _Atomic uint64_t max_seq;       /* set by the flusher */
+  _Atomic uint64_t flushed_file;  /* the SSTable holding it, 0 = not flushed yet */
+  _Atomic uint64_t retire_tag;    /* epoch tag once RETIRED (epoch.h) */
+  uint64_t pad[7];
 };
 
 /* A process-local, ordered list of live memtables (newest first). */
@@ -67,6 +78,15 @@ int      arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full);
 
 /* Live memtables, newest first. */
 void     arena_view(const shm_region *r, struct mt_view *v);
+
+/* A committer: a version of commit seq lives in memtable i. */
+void     arena_note_seq(shm_region *r, uint32_t i, uint64_t seq);
+
+/* The flusher: take memtable i out of new views (LIVE -> RETIRED). Returns
+** its epoch tag (epoch.h). */
+uint64_t arena_retire(shm_region *r, uint32_t i);
+/* ... and give it back once no view can read it (RETIRED -> FREE). */
+void     arena_recycle(shm_region *r, uint32_t i);
 
 /* For the reaper: release arenas a dead slot had claimed but not finished. */
 void     arena_release_claims_of(shm_region *r, uint32_t slot);

@@ -38,6 +38,18 @@ void durable_set_record(shm_region *r, uint64_t seq, uint64_t commit)
   atomic_store_explicit(&rec_ring(r)[seq % REC_RING_SIZE], commit, memory_order_relaxed);
 }
 
+void durable_forget_range(shm_region *r, uint64_t lo, uint64_t hi)
+{
+  _Atomic uint64_t *ring = rec_ring(r);
+  for (uint32_t i = 0; i < REC_RING_SIZE; i++) {
+    uint64_t off = atomic_load_explicit(&ring[i], memory_order_relaxed);
+    /* relaxed CAS: only this exact stale value is ours to clear; a committer
+    ** writing a fresh record there meanwhile wins */
+    if (off >= lo && off < hi)
+      atomic_compare_exchange_strong_explicit(&ring[i], &off, 0, memory_order_relaxed, memory_order_relaxed);
+  }
+}
+
 static int in_region(const shm_region *r, uint64_t off, uint64_t bytes)
 {
   return off >= r->hdr->memtables_off && off < r->size && bytes <= r->size - off;

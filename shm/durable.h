@@ -53,6 +53,11 @@ void     durable_set_record(shm_region *r, uint64_t seq, uint64_t commit);
 ** data (aborted, abandoned, or the slot was never written this lap). */
 const struct mv_commit *durable_record(const shm_region *r, uint64_t seq);
 
+/* Flusher: forget every record that points into [lo, hi) (a memtable arena
+** about to be reused), so that a stale ring entry can never be read as a
+** record again. */
+void     durable_forget_range(shm_region *r, uint64_t lo, uint64_t hi);
+
 /* Writer: seqs up to `seq` are on disk. Wakes every SYNC waiter. */
 void     durable_publish(shm_region *r, uint64_t seq);
 

@@ -11,8 +11,10 @@
 #include "region.h"
 
 #include "arena.h"
+#include "blockcache.h"
 #include "durable.h"
 #include "error.h"
+#include "filelist.h"
 #include "seqring.h"
 #include "slots.h"
 
@@ -81,7 +83,7 @@ uint64_t shm_layout_arena_off(const struct shm_header *h, uint32_t idx)
 }
 
 /* Where the sections go; fills the offset fields of h. */
-static void layout_sections(struct shm_header *h, uint64_t memtable_bytes)
+static void layout_sections(struct shm_header *h, uint64_t memtable_bytes, uint64_t cache_bytes)
 {
   h->header_bytes = SHM_HEADER_BYTES;
   h->memtable_bytes = memtable_bytes;
@@ -89,7 +91,10 @@ static void layout_sections(struct shm_header *h, uint64_t memtable_bytes)
   h->n_slots = SHM_MAX_SLOTS;
   h->ring_off = align_up(h->slots_off + slots_section_bytes(), 4096);
   h->rec_ring_off = align_up(h->ring_off + seqring_section_bytes(), 4096);
-  h->memtables_off = align_up(h->rec_ring_off + durable_section_bytes(), 4096);
+  h->files_off = align_up(h->rec_ring_off + durable_section_bytes(), 4096);
+  h->cache_bytes = bc_area_bytes(cache_bytes);
+  h->cache_off = h->cache_bytes ? align_up(h->files_off + fl_section_bytes(), 4096) : 0;
+  h->memtables_off = align_up(h->files_off + fl_section_bytes() + h->cache_bytes, 4096);
 }
 
 /* Fill in a zeroed mapping. The magic goes last (release) so that no
@@ -101,7 +106,7 @@ static int region_format(char *base, const struct shm_open_params *p, shm_region
   h->region_bytes = p->region_bytes;
   memcpy(h->db_id, p->db_id, sizeof h->db_id);
   current_boot_id(h->boot_id);
-  layout_sections(h, p->memtable_bytes);
+  layout_sections(h, p->memtable_bytes, p->cache_bytes);
   uint64_t first_arena = shm_layout_arena_off(h, 0);
   if (first_arena >= p->region_bytes)
     return sdb_fail(SOCHDB_INVALID, "region of %llu bytes is too small for its tables",
@@ -122,6 +127,10 @@ static int region_format(char *base, const struct shm_open_params *p, shm_region
   r->hdr = h;
   seqring_init(r, 1);
   durable_init(r, 1);
+  atomic_init(&h->epoch, 1);
+  fl_init(r);
+  if (h->cache_bytes)
+    bc_init(shm_at(r, h->cache_off), h->cache_bytes);
   arena_init_all(r, first_arena);
   h->checksum = header_checksum(h);
   if (p->populate) {
@@ -220,7 +229,7 @@ static int region_attach_locked(const struct shm_open_params *p, shm_region *r, 
   /* Pages of the tables and the first arena now, not as a SIGBUS later. */
   struct shm_header probe;
   memset(&probe, 0, sizeof probe);
-  layout_sections(&probe, p->memtable_bytes);
+  layout_sections(&probe, p->memtable_bytes, p->cache_bytes);
   uint64_t prefix = shm_layout_arena_off(&probe, 0) + p->memtable_bytes;
   int err = prefix <= p->region_bytes ? posix_fallocate(r->fd, 0, (off_t)prefix) : 0;
   if (err != 0 && err != EOPNOTSUPP && err != EINVAL) {

@@ -10,7 +10,8 @@
 **
 ** Layout, all offsets fixed when the region is created:
 **
-**   [ header 4 KiB | process slots | commit sequence ring | memtable table | arenas ... ]
+**   [ header 4 KiB | process slots | commit sequence ring | commit-record ring |
+**     live-file lists | block cache | memtable table | arenas ... ]
 **
 ** The header's magic is stored last, with release order, so that an attacher
 ** that sees the magic sees a fully initialised region. Creation and
@@ -28,7 +29,7 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  1u
+#define SHM_LAYOUT_VERSION  2u
 #define SHM_HEADER_BYTES    4096u
 #define SHM_CACHELINE       64
 
@@ -50,6 +51,19 @@ struct shm_global_stats {
   _Atomic uint64_t wal_groups;         /* groups written = fdatasyncs */
   _Atomic uint64_t wal_records;
   _Atomic uint64_t wal_bytes;
+  /* The flusher's and the compactor's (daemon/flusher.c, daemon/compactor.c). */
+  _Atomic uint64_t flushes;
+  _Atomic uint64_t flush_bytes;        /* SSTable bytes written by flushes */
+  _Atomic uint64_t compactions;
+  _Atomic uint64_t compact_bytes_read;
+  _Atomic uint64_t compact_bytes_written;
+  _Atomic uint64_t compact_debt_bytes; /* bytes the levels are over their targets */
+  _Atomic uint64_t wal_segments_removed;
+  _Atomic uint64_t user_bytes;         /* key + value bytes committed (write amplification's base) */
+  _Atomic uint64_t full_compaction_requested; /* bumped by `sochdb compact`; the daemon answers */
+  _Atomic uint64_t full_compaction_done;      /* ... by setting this to the request it finished */
+  _Atomic uint64_t compact_progress_done;     /* bytes read by the running compaction */
+  _Atomic uint64_t compact_progress_total;    /* ... of this many */
 };
 
 struct shm_header {
@@ -64,6 +78,9 @@ struct shm_header {
   uint64_t ring_off;
   uint64_t memtables_off;
   uint64_t rec_ring_off;      /* commit records for the WAL writer (durable.h) */
+  uint64_t files_off;         /* live-SSTable lists (filelist.h) */
+  uint64_t cache_off;         /* shared block cache (blockcache.h), 0 = none */
+  uint64_t cache_bytes;
   uint32_t n_slots;
   uint32_t n_memtables;
   uint64_t created_unix_ns;
@@ -81,6 +98,9 @@ struct shm_header {
   alignas(SHM_CACHELINE) _Atomic uint32_t kick_futex;    /* bumped to wake the WAL writer */
   alignas(SHM_CACHELINE) _Atomic uint32_t active_memtable;
   _Atomic uint64_t next_memtable_id;
+  alignas(SHM_CACHELINE) _Atomic uint64_t epoch;         /* reclamation epoch (epoch.h) */
+  alignas(SHM_CACHELINE) _Atomic uint32_t current_files; /* index of the current file list */
+  _Atomic uint32_t files_futex;                          /* bumped when a file list is published */
   alignas(SHM_CACHELINE) struct shm_global_stats stats;
 };
 
@@ -102,6 +122,7 @@ struct shm_open_params {
   const char *dir;            /* database directory (must exist) */
   uint64_t    region_bytes;   /* used only when creating */
   uint64_t    memtable_bytes; /* used only when creating */
+  uint64_t    cache_bytes;    /* used only when creating (0: no block cache) */
   unsigned    file_mode;
   uint8_t     db_id[16];      /* identity read from the directory */
   /* Called on a region this process has just formatted, before its magic

@@ -16,6 +16,8 @@
 */
 #include "slots.h"
 
+#include "epoch.h"
+
 #include "arena.h"
 #include "error.h"
 #include "mvcc.h"
@@ -81,6 +83,7 @@ static void fold_stats(shm_region *r, struct shm_slot *s)
   atomic_fetch_add_explicit(&g->conflicts, atomic_exchange_explicit(&s->stats.conflicts, 0, memory_order_relaxed), memory_order_relaxed);
   atomic_fetch_add_explicit(&g->aborts, atomic_exchange_explicit(&s->stats.aborts, 0, memory_order_relaxed), memory_order_relaxed);
   atomic_fetch_add_explicit(&g->keys_written, atomic_exchange_explicit(&s->stats.keys_written, 0, memory_order_relaxed), memory_order_relaxed);
+  atomic_fetch_add_explicit(&g->user_bytes, atomic_exchange_explicit(&s->stats.user_bytes, 0, memory_order_relaxed), memory_order_relaxed);
 }
 
 /* Reclaim everything a dead owner held. Caller holds the slot's lock. Every
@@ -95,6 +98,8 @@ static void reap_locked(shm_region *r, uint32_t slot)
     slots_retire_descriptor(r, e);   /* undecided = aborted: wholly absent */
     /* release: pairs with the horizon scan; the snapshot is gone */
     atomic_store_explicit(&e->snapshot, 0, memory_order_release);
+    epoch_leave(&e->commit_epoch);     /* after the descriptor is decided: a flush may go on */
+    epoch_leave(&e->view_epoch);
     if (had_intents)
       atomic_fetch_add_explicit(&r->hdr->stats.dead_txns_rolled_back, 1, memory_order_relaxed);
   }
@@ -215,6 +220,7 @@ void slots_collect_stats(shm_region *r, uint32_t my_slot, struct sochdb_stats *o
   out->conflicts = atomic_load_explicit(&g->conflicts, memory_order_relaxed);
   out->aborts = atomic_load_explicit(&g->aborts, memory_order_relaxed);
   out->keys_written = atomic_load_explicit(&g->keys_written, memory_order_relaxed);
+  out->user_bytes = atomic_load_explicit(&g->user_bytes, memory_order_relaxed);
   out->processes_reaped = atomic_load_explicit(&g->processes_reaped, memory_order_relaxed);
   out->dead_txns_rolled_back = atomic_load_explicit(&g->dead_txns_rolled_back, memory_order_relaxed);
   uint64_t published = seqring_published(r);
@@ -231,6 +237,7 @@ void slots_collect_stats(shm_region *r, uint32_t my_slot, struct sochdb_stats *o
     out->conflicts += atomic_load_explicit(&s->stats.conflicts, memory_order_relaxed);
     out->aborts += atomic_load_explicit(&s->stats.aborts, memory_order_relaxed);
     out->keys_written += atomic_load_explicit(&s->stats.keys_written, memory_order_relaxed);
+    out->user_bytes += atomic_load_explicit(&s->stats.user_bytes, memory_order_relaxed);
     for (uint32_t j = 0; j < SHM_TXNS_PER_SLOT; j++) {
       uint64_t snap = atomic_load_explicit(&s->txn[j].snapshot, memory_order_relaxed);
       if (!snap)

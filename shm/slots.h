@@ -38,7 +38,9 @@ struct shm_txn_entry {
   _Atomic uint64_t state;     /* TXN_PENDING, TXN_ABORTED or the commit seq */
   _Atomic uint64_t versions;  /* newest version this commit installed (list via txn_next) */
   _Atomic uint64_t seq;       /* the commit sequence it claimed, 0 before */
-  uint64_t pad[3];
+  _Atomic uint64_t view_epoch;   /* epoch when the transaction took its view; 0 = none (epoch.h) */
+  _Atomic uint64_t commit_epoch; /* epoch when its commit began writing memtables; 0 = not committing */
+  uint64_t pad[1];
 };
 
 struct shm_slot_stats {       /* written by the owner only, read by stats */
@@ -46,6 +48,7 @@ struct shm_slot_stats {       /* written by the owner only, read by stats */
   _Atomic uint64_t conflicts;
   _Atomic uint64_t aborts;
   _Atomic uint64_t keys_written;
+  _Atomic uint64_t user_bytes;   /* key + value bytes committed */
 };
 
 struct shm_slot {

@@ -10,7 +10,11 @@
 */
 #include "internal.h"
 
+#include "tables.h"
+
 #include "error.h"
+#include "blockcache.h"
+#include "filelist.h"
 #include "fsutil.h"
 #include "seqring.h"
 #include "walfmt.h"
@@ -26,6 +30,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <urcu-bp.h>
 
 #define ID_FILE "sochdb.id"
 
@@ -35,13 +40,25 @@ static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
 static sochdb *handles;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
-static void before_fork(void) { pthread_mutex_lock(&handles_lock); }
-static void after_fork_parent(void) { pthread_mutex_unlock(&handles_lock); }
+/* urcu-bp's own fork handling keeps its reader registry sane in the child
+** (tables.c reads under it), which may open new handles. */
+static void before_fork(void)
+{
+  pthread_mutex_lock(&handles_lock);
+  urcu_bp_before_fork();
+}
+
+static void after_fork_parent(void)
+{
+  urcu_bp_after_fork_parent();
+  pthread_mutex_unlock(&handles_lock);
+}
 
 /* In the child, every inherited handle dies: its region fd is closed so that
 ** the child does not keep the parent's slot lock alive after the parent exits. */
 static void after_fork_child(void)
 {
+  urcu_bp_after_fork_child();
   for (sochdb *db = handles; db; db = db->next_handle) {
     atomic_store_explicit(&db->forked, 1, memory_order_relaxed);
     if (db->region.fd >= 0)
@@ -197,6 +214,10 @@ static int resolve_options(const sochdb_options *o, struct shm_open_params *p, u
   p->file_mode = o->file_mode ? o->file_mode : 0600;
   *busy_ms = o->busy_timeout_ms ? o->busy_timeout_ms : 10000;
   *create = o->create_if_missing >= 0;
+  p->cache_bytes = o->cache_bytes ? o->cache_bytes : p->region_bytes / 16 < (64u << 20) ? p->region_bytes / 16
+                                                                                         : (64u << 20);
+  if (p->cache_bytes > p->region_bytes / 2)
+    return sdb_fail(SOCHDB_INVALID, "cache_bytes %zu is more than half the region", o->cache_bytes);
   if (p->memtable_bytes < SHM_MIN_MEMTABLE_BYTES || p->memtable_bytes > (4ull << 30) ||
       p->memtable_bytes % 4096)
     return sdb_fail(SOCHDB_INVALID, "memtable_bytes must be a multiple of 4096 from 1 MiB to 4 GiB, not %zu",
@@ -259,6 +280,7 @@ int sdb_open(const char *dir, const sochdb_options *opts, int as_daemon, sochdb 
   db->busy_timeout_ms = busy_ms;
   db->max_version_bytes = db->region.hdr->memtable_bytes / 2;
   pthread_mutex_init(&db->txns_lock, NULL);
+  pthread_mutex_init(&db->tables_lock, NULL);
   rc = sdb_daemon_setup(db, opts ? opts->daemon_path : NULL, p.file_mode, !as_daemon);
   if (rc != SOCHDB_OK) {
     int saved = rc;
@@ -289,6 +311,8 @@ void sochdb_close(sochdb *db)
     return;
   }
   sdb_txn_abort_all(db);
+  sdb_tables_close(db);
+  pthread_mutex_destroy(&db->tables_lock);
   forbid_fork();
   slots_detach(&db->region, db->slot);
   shm_region_close(&db->region);
@@ -299,6 +323,38 @@ void sochdb_close(sochdb *db)
     close(db->lock_fd);
   free(db->dir);
   free(db);
+}
+
+/* The flusher's, compactor's and block cache's figures, and the live files.
+** The file list is read without a view epoch: a list reused meanwhile only
+** makes one reading inexact, never unsafe (the count is bounded). */
+static void collect_storage_stats(sochdb *db, sochdb_stats *out)
+{
+  const struct shm_header *h = db->region.hdr;
+  const struct shm_global_stats *g = &h->stats;
+  out->flushes = atomic_load_explicit(&g->flushes, memory_order_relaxed);
+  out->flush_bytes = atomic_load_explicit(&g->flush_bytes, memory_order_relaxed);
+  out->compactions = atomic_load_explicit(&g->compactions, memory_order_relaxed);
+  out->compact_bytes_read = atomic_load_explicit(&g->compact_bytes_read, memory_order_relaxed);
+  out->compact_bytes_written = atomic_load_explicit(&g->compact_bytes_written, memory_order_relaxed);
+  out->compaction_debt_bytes = atomic_load_explicit(&g->compact_debt_bytes, memory_order_relaxed);
+  out->wal_segments_removed = atomic_load_explicit(&g->wal_segments_removed, memory_order_relaxed);
+  const struct fl_list *l = fl_current(&db->region);
+  uint32_t n = l->nfiles < FL_MAX_FILES ? l->nfiles : FL_MAX_FILES;
+  for (uint32_t i = 0; i < n; i++) {
+    out->sst_files++;
+    out->sst_bytes += l->files[i].size;
+    out->l0_files += l->files[i].level == 0;
+  }
+  if (h->cache_off) {
+    struct bc_stats bc;
+    bc_get_stats(shm_at(&db->region, h->cache_off), &bc);
+    out->cache_bytes = h->cache_bytes;
+    out->cache_hits = bc.hits;
+    out->cache_misses = bc.misses;
+    out->cache_inserts = bc.inserts;
+    out->cache_evictions = bc.evictions;
+  }
 }
 
 int sochdb_stats_get(sochdb *db, sochdb_stats *out)
@@ -336,6 +392,7 @@ int sochdb_stats_get(sochdb *db, sochdb_stats *out)
     uint64_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
     out->memtable_used_bytes += used < m->capacity ? used : m->capacity;
   }
+  collect_storage_stats(db, out);
   return SOCHDB_OK;
 }
 

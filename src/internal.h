@@ -10,6 +10,7 @@
 #include "arena.h"
 #include "region.h"
 #include "slots.h"
+#include "sstfmt.h"
 #include "wbuf.h"
 
 #include <pthread.h>
@@ -30,6 +31,16 @@ struct sochdb {
   _Atomic uint64_t daemon_probe_ns;   /* when we last probed (rate limit) */
   _Atomic uint64_t daemon_retry_ns;   /* no new start attempt before this (after a failed one) */
   char            daemon_path[4096];  /* the sochdbd we start when none runs */
+  struct sdb_tables *_Atomic tables;  /* mapped SSTables, read under urcu (tables.c) */
+  pthread_mutex_t tables_lock;        /* serialises building a new set */
+};
+
+/* Copies a transaction hands out (values of compressed blocks, keys of
+** SSTable entries): they must live until the transaction ends. */
+struct txn_keep {
+  struct txn_keep *next;
+  size_t used, cap;
+  uint8_t data[];
 };
 
 struct sochdb_txn {
@@ -39,8 +50,14 @@ struct sochdb_txn {
   uint64_t        snapshot;
   struct mt_view  view;               /* live memtables when the snapshot was taken */
   struct wbuf     writes;
+  struct sdb_tables *tables;          /* SSTables in the view (tables.h) */
+  struct sst_scratch scratch;         /* decompressed blocks for gets */
+  struct txn_keep *keep;
   struct sochdb_txn *prev, *next;     /* in db->txns */
 };
+
+/* A copy of p[0..n) that lives until t ends, or NULL (out of memory). */
+const void *sdb_txn_keep(sochdb_txn *t, const void *p, size_t n);
 
 /* sochdb_open, for sochdbd too (as_daemon: its slot is not a client's). */
 int  sdb_open(const char *dir, const sochdb_options *opts, int as_daemon, sochdb **out);
@@ -65,6 +82,11 @@ int  sdb_daemon_setup(sochdb *db, const char *daemon_path, unsigned mode, int en
 /* Take DIR/LOCK exclusively (waiting at most 10 s for a daemon holding it to
 ** leave) so that no daemon writes the log until *fd_out is closed. */
 int  sdb_daemon_lock_out(const char *dir, int *fd_out);
+/* The MANIFEST state's files as the region lists them (shm/filelist.h):
+** level 0 newest first, deeper levels by smallest key. *out is malloc'ed. */
+struct manifest_state;
+struct fl_file;
+int  sdb_state_file_list(const struct manifest_state *st, struct fl_file **out, uint32_t *n);
 /* Replay DIR/wal into a region being created (shm_open_params.populate). */
 int  sdb_replay_wal(shm_region *r, void *dir);
 

@@ -699,6 +699,40 @@ static int parse_current(const uint8_t *p, size_t n, uint64_t *number)
   return SOCHDB_OK;
 }
 
+/* Read DIR/CURRENT and build the path of the MANIFEST it names. */
+static int current_manifest(const char *dir, char *path, size_t n, uint64_t *number)
+{
+  snprintf(path, n, "%s/CURRENT", dir);
+  uint8_t *buf;
+  size_t len;
+  int rc = read_file(path, &buf, &len);
+  if (rc != SOCHDB_OK)
+    return rc;
+  rc = parse_current(buf, len, number);
+  free(buf);
+  if (rc != SOCHDB_OK)
+    return rc;
+  char name[32];
+  manifest_name(name, sizeof name, *number);
+  snprintf(path, n, "%s/%s", dir, name);
+  return SOCHDB_OK;
+}
+
+/* Read the MANIFEST at path and replay it into state: *end is where its whole
+** records end, *len its size. SOCHDB_NOTFOUND if it does not exist. */
+static int replay_file(const char *path, const uint8_t *db_id, struct manifest_state *state, size_t *end,
+                       size_t *len)
+{
+  uint8_t *buf;
+  int rc = read_file(path, &buf, len);
+  if (rc != SOCHDB_OK)
+    return rc;
+  *end = 0;
+  rc = replay(buf, *len, db_id, path, state, end);
+  free(buf);
+  return rc;
+}
+
 int manifest_open(const char *dir, const uint8_t db_id[16], struct manifest **out, struct manifest_state *state)
 {
   int rc = check_dir(dir, db_id, out);
@@ -708,32 +742,19 @@ int manifest_open(const char *dir, const uint8_t db_id[16], struct manifest **ou
     return sdb_fail(SOCHDB_INVALID, "manifest_open: NULL state");
   *out = NULL;
   manifest_state_init(state);
-  char path[PATH_MAX_DIR + 64], name[32];
-  snprintf(path, sizeof path, "%s/CURRENT", dir);
-  uint8_t *buf;
-  size_t len;
-  rc = read_file(path, &buf, &len);
-  if (rc != SOCHDB_OK)
-    return rc;
+  char path[PATH_MAX_DIR + 64];
   uint64_t number = 0;
-  rc = parse_current(buf, len, &number);
-  free(buf);
+  rc = current_manifest(dir, path, sizeof path, &number);
   if (rc != SOCHDB_OK)
     return rc;
-  manifest_name(name, sizeof name, number);
-  snprintf(path, sizeof path, "%s/%s", dir, name);
   int fd = open(path, O_RDWR | O_CLOEXEC);
   if (fd < 0)
     return errno == ENOENT ? sdb_fail(SOCHDB_CORRUPT, "CURRENT names %s, which does not exist", path)
                            : sdb_fail_errno("open %s", path);
-  rc = read_file(path, &buf, &len);
+  size_t end = 0, len = 0;
+  rc = replay_file(path, db_id, state, &end, &len);
   if (rc == SOCHDB_NOTFOUND)
     rc = sdb_fail(SOCHDB_CORRUPT, "%s vanished while opening it", path);
-  size_t end = 0;
-  if (rc == SOCHDB_OK) {
-    rc = replay(buf, len, db_id, path, state, &end);
-    free(buf);
-  }
   if (rc == SOCHDB_OK && end < len) {   /* cut the torn tail off before appending after it */
     if (ftruncate(fd, (off_t)end) != 0)
       rc = sdb_fail_errno("truncate the torn tail of %s", path);
@@ -754,6 +775,32 @@ int manifest_open(const char *dir, const uint8_t db_id[16], struct manifest **ou
   m->end = end;
   m->fd = fd;
   *out = m;
+  return SOCHDB_OK;
+}
+
+int manifest_read(const char *dir, const uint8_t db_id[16], struct manifest_state *state, int *torn_tail)
+{
+  int rc = check_dir(dir, db_id, state);
+  if (rc != SOCHDB_OK)
+    return rc;
+  manifest_state_init(state);
+  if (torn_tail)
+    *torn_tail = 0;
+  char path[PATH_MAX_DIR + 64];
+  uint64_t number = 0;
+  rc = current_manifest(dir, path, sizeof path, &number);
+  if (rc != SOCHDB_OK)
+    return rc;
+  size_t end = 0, len = 0;
+  rc = replay_file(path, db_id, state, &end, &len);
+  if (rc == SOCHDB_NOTFOUND)
+    rc = sdb_fail(SOCHDB_CORRUPT, "CURRENT names %s, which does not exist", path);
+  if (rc != SOCHDB_OK) {
+    manifest_state_free(state);
+    return rc;
+  }
+  if (torn_tail)
+    *torn_tail = end < len;
   return SOCHDB_OK;
 }
 

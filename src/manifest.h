@@ -139,6 +139,13 @@ int  manifest_create(const char *dir, const uint8_t db_id[16], struct manifest *
 int  manifest_open(const char *dir, const uint8_t db_id[16], struct manifest **m,
                    struct manifest_state *state);
 
+/* The same replay, read-only: nothing is opened for writing, truncated or
+** created (safe while another process appends to the MANIFEST). *torn_tail
+** (may be NULL) is set to 1 when bytes follow the last whole record (a torn
+** last record, or zeros, that manifest_open would cut off), else 0. Errors
+** as manifest_open; *state is left empty on error. */
+int  manifest_read(const char *dir, const uint8_t db_id[16], struct manifest_state *state, int *torn_tail);
+
 /* Check edit against state, append it as one record, fdatasync, then apply
 ** it to state. The edit stays the caller's. On any error state is unchanged
 ** and nothing was appended (a partial append is truncated away).

@@ -385,6 +385,19 @@ static int parse_block(const uint8_t *p, size_t n, struct sst_blk *out, const ch
   return SOCHDB_OK;
 }
 
+/* Grow the scratch to at least n bytes. */
+static int scratch_reserve(struct sst_scratch *s, size_t n)
+{
+  if (n <= s->cap)
+    return SOCHDB_OK;
+  uint8_t *q = realloc(s->p, n);
+  if (!q)
+    return sdb_fail(SOCHDB_NOMEM, "out of memory decompressing an SSTable block");
+  s->p = q;
+  s->cap = n;
+  return SOCHDB_OK;
+}
+
 /* Verify the block stored at buf[off..off+size) and find its payload: buf
 ** itself when stored uncompressed, else decompressed into the scratch (NULL:
 ** the block must be uncompressed). */
@@ -407,13 +420,9 @@ static int load_payload(const uint8_t *buf, uint64_t off, uint32_t size, uint64_
     *out_n = stored;
     return SOCHDB_OK;
   }
-  if (ulen > s->cap) {
-    uint8_t *q = realloc(s->p, ulen);
-    if (!q)
-      return sdb_fail(SOCHDB_NOMEM, "out of memory decompressing an SSTable block");
-    s->p = q;
-    s->cap = ulen;
-  }
+  int rc = scratch_reserve(s, ulen);
+  if (rc)
+    return rc;
   int d = LZ4_decompress_safe((const char *)payload, (char *)s->p, (int)stored, (int)ulen);
   if (d < 0 || (uint32_t)d != ulen)
     return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: LZ4 data does not decompress", what,
@@ -701,9 +710,57 @@ static uint32_t find_block(const struct sst_reader *r, const uint8_t *key, size_
   return lo;
 }
 
+void sst_set_cache(struct sst_reader *r, const struct sst_block_cache *c)
+{
+  if (c)
+    r->cache = *c;
+  else
+    memset(&r->cache, 0, sizeof r->cache);
+}
+
+/* The uncompressed length of data block e if its trailer (not verified yet)
+** says LZ4 with a plausible length, else 0: only such blocks are cached.
+** sst_open checked that the block lies in the file and holds a trailer. */
+static uint32_t cacheable_len(const struct sst_reader *r, const struct sst_index_entry *e)
+{
+  const uint8_t *t = r->buf + e->offset + e->size - SST_TRAILER_BYTES;
+  uint32_t ulen = ld32(t + 4);
+  if (t[0] != SST_LZ4 || t[1] || t[2] || t[3] || ulen == 0 || ulen > SST_MAX_PAYLOAD)
+    return 0;
+  return ulen;
+}
+
+/* Block e from the cache into the scratch (grown to ulen already): 1 with *b,
+** or 0 on a miss. A hit of another length, or one whose restart array does
+** not parse (a cache that lies), is a miss: the block is then read from the
+** file and verified. */
+static int cache_lookup(const struct sst_reader *r, const struct sst_index_entry *e, uint32_t ulen,
+                        struct sst_scratch *s, struct sst_blk *b)
+{
+  size_t n = 0;
+  if (!r->cache.lookup(r->cache.ctx, e->offset, s->p, s->cap, &n) || n != ulen)
+    return 0;
+  return parse_block(s->p, n, b, "data", e->offset) == SOCHDB_OK;
+}
+
+/* Data block i: from the cache if it has it, else from the file (verified),
+** then into the cache if it was compressed. */
 static int load_data(const struct sst_reader *r, uint32_t i, struct sst_scratch *s, struct sst_blk *b)
 {
-  return load_block(r->buf, r->index[i].offset, r->index[i].size, SEED_DATA, s, b, "data");
+  const struct sst_index_entry *e = &r->index[i];
+  uint32_t ulen = r->cache.lookup || r->cache.insert ? cacheable_len(r, e) : 0;
+  if (ulen && r->cache.lookup) {
+    int rc = scratch_reserve(s, ulen);
+    if (rc)
+      return rc;
+    if (cache_lookup(r, e, ulen, s, b))
+      return SOCHDB_OK;
+  }
+  int rc = load_block(r->buf, e->offset, e->size, SEED_DATA, s, b, "data");
+  /* verified, decompressed to ulen bytes in the scratch and parsed */
+  if (rc == SOCHDB_OK && ulen && r->cache.insert && b->p == s->p)
+    r->cache.insert(r->cache.ctx, e->offset, s->p, ulen);
+  return rc;
 }
 
 static int corrupt_entry(const struct sst_reader *r, uint32_t i)

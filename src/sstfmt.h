@@ -57,6 +57,15 @@
 ** checks this.
 **
 ** Everything is little-endian.
+**
+** Block cache: a reader may be given a cache of decompressed data blocks
+** (sst_set_cache; in the engine, the shared block cache keyed by the table's
+** file number and the block's offset). Only LZ4-compressed data blocks go
+** through it, and a block is inserted only after its checksum was verified,
+** it decompressed to exactly its trailer's length and its restart array
+** parsed; so a hit is trusted without re-verifying the checksum (its entries
+** are still bounds-checked as they are decoded). Uncompressed blocks are read
+** in place, never copied or cached.
 */
 #ifndef SOCHDB_SSTFMT_H
 #define SOCHDB_SSTFMT_H
@@ -149,9 +158,20 @@ struct sst_index_entry {
   uint64_t seq;          /* ... and its seq */
 };
 
+/* A cache of decompressed data blocks, keyed by the block's file offset
+** (ctx says which table). lookup copies the block into dst (cap bytes) and
+** returns 1 with *len set, or returns 0; insert stores a copy of data[0..len)
+** (or ignores it). Both may be called from several threads at once. */
+struct sst_block_cache {
+  int  (*lookup)(void *ctx, uint64_t block_offset, uint8_t *dst, size_t cap, size_t *len);
+  void (*insert)(void *ctx, uint64_t block_offset, const uint8_t *data, size_t len);
+  void *ctx;
+};
+
 /* An open table. It points into the caller's buffer, which must stay mapped
-** and unchanged until sst_close. Read-only after sst_open: several threads may
-** read one reader at once, each with its own scratch and iterators. */
+** and unchanged until sst_close. Read-only after sst_open (and sst_set_cache):
+** several threads may read one reader at once, each with its own scratch and
+** iterators. */
 struct sst_reader {
   const uint8_t          *buf;
   size_t                  len;
@@ -163,6 +183,7 @@ struct sst_reader {
   struct sst_index_entry *index;      /* malloc'ed */
   uint8_t                *keys;       /* malloc'ed: the index's keys */
   uint64_t                entries, min_seq, max_seq;
+  struct sst_block_cache  cache;      /* lookup/insert NULL: none */
 };
 
 /* Open the table in buf[0..len): verify the footer, the filter block's and
@@ -173,6 +194,14 @@ struct sst_reader {
 **   another format version), SOCHDB_INVALID (NULL argument), SOCHDB_NOMEM. */
 int  sst_open(const uint8_t *buf, size_t len, struct sst_reader *r);
 void sst_close(struct sst_reader *r);
+
+/* Use c (NULL = none; copied) for this reader's LZ4-compressed data blocks: a
+** hit skips the checksum and decompression (the block was verified when it
+** was inserted); a hit whose length is not the trailer's uncompressed size is
+** ignored (a miss). A miss verifies, decompresses and inserts. Uncompressed
+** blocks are read in place (zero copy) and never cached. Call it before
+** sharing the reader between threads. sst_open leaves the reader without. */
+void sst_set_cache(struct sst_reader *r, const struct sst_block_cache *c);
 
 /* 0 if the bloom filter says key is certainly absent, 1 if it may be present. */
 int  sst_may_contain(const struct sst_reader *r, const void *key, size_t klen);
@@ -196,7 +225,8 @@ struct sst_get_result {
 };
 
 /* The newest version of key with seq <= snapshot. The bloom filter is checked
-** first; then one data block is read (its checksum verified every time).
+** first; then one data block is read (its checksum verified every time,
+** unless it comes from the reader's block cache: see sst_set_cache).
 ** res->val points into the reader's buffer when the block is stored
 ** uncompressed (valid as long as it), otherwise into scratch (valid until the
 ** next call with that scratch). Absent: SOCHDB_OK with res->found = 0.

@@ -29,10 +29,12 @@
 #include "internal.h"
 
 #include "durable.h"
+#include "epoch.h"
 #include "error.h"
 #include "mvcc.h"
 #include "seqring.h"
 #include "skiplist.h"
+#include "tables.h"
 #include "testhooks.h"
 
 #include <stdio.h>
@@ -77,6 +79,40 @@ static void link_txn(sochdb_txn *t)
   pthread_mutex_unlock(&db->txns_lock);
 }
 
+const void *sdb_txn_keep(sochdb_txn *t, const void *p, size_t n)
+{
+  struct txn_keep *k = t->keep;
+  if (!k || k->cap - k->used < n) {
+    size_t cap = n > 65536 ? n : 65536;
+    if (!(k = malloc(sizeof *k + cap)))
+      return NULL;
+    k->used = 0;
+    k->cap = cap;
+    k->next = t->keep;
+    t->keep = k;
+  }
+  void *at = k->data + k->used;
+  memcpy(at, p, n);
+  k->used += (n + 7) & ~(size_t)7;
+  if (k->used > k->cap)
+    k->used = k->cap;
+  return at;
+}
+
+/* What a transaction owns in this process (also all a fork child may free). */
+static void free_txn_memory(sochdb_txn *t)
+{
+  sdb_tables_release(t->tables);
+  sst_scratch_free(&t->scratch);
+  while (t->keep) {
+    struct txn_keep *next = t->keep->next;
+    free(t->keep);
+    t->keep = next;
+  }
+  wbuf_free(&t->writes);
+  free(t);
+}
+
 static void finish_txn(sochdb_txn *t)
 {
   sochdb *db = t->db;
@@ -88,11 +124,12 @@ static void finish_txn(sochdb_txn *t)
   if (t->next)
     t->next->prev = t->prev;
   pthread_mutex_unlock(&db->txns_lock);
+  struct shm_txn_entry *e = sdb_txn_entry(t);
   /* release: the snapshot is dropped only after our last read of the region */
-  atomic_store_explicit(&sdb_txn_entry(t)->snapshot, 0, memory_order_release);
+  atomic_store_explicit(&e->snapshot, 0, memory_order_release);
+  epoch_leave(&e->view_epoch);
   release_entry(db, t->entry);
-  wbuf_free(&t->writes);
-  free(t);
+  free_txn_memory(t);
 }
 
 static struct shm_slot_stats *my_stats(const sochdb *db) { return &shm_slot_at(&db->region, db->slot)->stats; }
@@ -125,8 +162,22 @@ int sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out)
   t->db = db;
   t->flags = flags;
   wbuf_init(&t->writes);
-  t->snapshot = slots_publish_snapshot(&db->region, sdb_txn_entry(t));
-  arena_view(&db->region, &t->view);   /* after the snapshot: see txn.c header */
+  struct shm_txn_entry *e = sdb_txn_entry(t);
+  /* Epoch, snapshot, memtables, files, in this order: what the view names
+  ** cannot be reclaimed (epoch.h), a memtable that left the view has its
+  ** file in the list we read after it (daemon/flusher.c), and a commit
+  ** after our snapshot is in a memtable of the view (see the header). */
+  epoch_enter(&db->region, &e->view_epoch);
+  t->snapshot = slots_publish_snapshot(&db->region, e);
+  arena_view(&db->region, &t->view);
+  rc = sdb_tables_acquire(db, &t->tables);
+  if (rc != SOCHDB_OK) {
+    atomic_store_explicit(&e->snapshot, 0, memory_order_release);
+    epoch_leave(&e->view_epoch);
+    release_entry(db, t->entry);
+    free_txn_memory(t);
+    return rc;
+  }
   link_txn(t);
   CRASHPOINT("txn.begin.snapshot");
   *out = t;
@@ -188,6 +239,30 @@ static const struct mv_version *snapshot_lookup(const sochdb_txn *t, const void 
   return NULL;
 }
 
+/* A value handed out must live until t ends: one in a mapped file does (t
+** holds the mapping), one decompressed into the scratch is copied. */
+static int hand_out(sochdb_txn *t, const uint8_t *p, size_t n, const void **out)
+{
+  if (t->scratch.p && p >= t->scratch.p && p < t->scratch.p + t->scratch.cap) {
+    if (!(p = sdb_txn_keep(t, p, n)))
+      return sdb_fail(SOCHDB_NOMEM, "copying a value of %zu bytes", n);
+  }
+  *out = p;
+  return SOCHDB_OK;
+}
+
+static int tables_lookup(sochdb_txn *t, const void *key, size_t klen, const void **val, size_t *vlen)
+{
+  struct sst_get_result res;
+  int rc = sdb_tables_get(t->tables, key, klen, t->snapshot, &t->scratch, &res);
+  if (rc != SOCHDB_OK)
+    return rc;
+  if (!res.found || res.tombstone)
+    return SOCHDB_NOTFOUND;
+  *vlen = res.vlen;
+  return hand_out(t, res.val, res.vlen, val);
+}
+
 int sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, size_t *vlen)
 {
   int rc = sdb_check_txn(t);
@@ -206,11 +281,14 @@ int sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, si
     return SOCHDB_OK;
   }
   const struct mv_version *v = snapshot_lookup(t, key, (uint32_t)klen);
-  if (!v || (v->flags & MV_TOMBSTONE))
-    return SOCHDB_NOTFOUND;
-  *val = v->value;            /* zero-copy: the arena outlives our snapshot */
-  *vlen = v->vlen;
-  return SOCHDB_OK;
+  if (v) {
+    if (v->flags & MV_TOMBSTONE)
+      return SOCHDB_NOTFOUND;
+    *val = v->value;          /* zero-copy: the arena outlives our view */
+    *vlen = v->vlen;
+    return SOCHDB_OK;
+  }
+  return tables_lookup(t, key, klen, val, vlen);
 }
 
 /* ---- commit ------------------------------------------------------------- */
@@ -228,6 +306,7 @@ struct commit_ctx {
   uint64_t              ref;        /* what our versions call our descriptor */
   struct timespec       deadline;   /* for waiting on a free arena */
   int                   deadline_set;
+  uint64_t              memtables;  /* bit i: a version of ours is in memtable i */
 };
 
 static int past(const struct timespec *d)
@@ -326,6 +405,7 @@ static int install_one(struct commit_ctx *c, const struct wb_entry *w, struct in
       uint64_t other;
       switch (mv_install(c->r, node, v, c->t->snapshot, &other)) {
       case MV_INSTALLED:
+        c->memtables |= 1ull << mt;
         at->mt = mt;
         at->node = node;
         at->version = v;
@@ -455,6 +535,8 @@ static int decide_and_publish(struct commit_ctx *c, uint32_t did, uint64_t recor
   atomic_store_explicit(&c->e->seq, seq, memory_order_relaxed);
   ((struct mv_commit *)shm_at(c->r, record))->seq = seq;
   durable_set_record(c->r, seq, record);  /* before the decision: see durable.h */
+  for (uint64_t m = c->memtables; m; m &= m - 1)   /* before the decision: see arena.h */
+    arena_note_seq(c->r, (uint32_t)__builtin_ctzll(m), seq);
   CRASHPOINT("commit.claim_seq");
   uint64_t pending = TXN_PENDING;
   /* acq_rel: the commit point. Only a reaper can race us, and only if our
@@ -532,6 +614,9 @@ static int commit_writes(sochdb_txn *t, unsigned flags)
   if (!at)
     return sdb_fail(SOCHDB_NOMEM, "committing %zu writes", t->writes.n);
   uint64_t record = 0;
+  /* Held while we may write into memtables: the flusher waits for it before
+  ** it writes a rotated-out memtable to a file (daemon/flusher.c). */
+  epoch_enter(c.r, &c.e->commit_epoch);
   int rc = install_all(&c, order, at);
   if (rc == SOCHDB_OK)
     rc = write_commit_record(&c, at, t->writes.n, &record);
@@ -541,15 +626,18 @@ static int commit_writes(sochdb_txn *t, unsigned flags)
   struct shm_slot_stats *st = my_stats(db);
   if (rc != SOCHDB_OK) {
     slots_retire_descriptor(c.r, c.e);   /* aborts: our intents become invisible */
+    epoch_leave(&c.e->commit_epoch);
     count(rc == SOCHDB_CONFLICT ? &st->conflicts : &st->aborts, 1);
     return rc == SOCHDB_CONFLICT ? sdb_fail(rc, "a concurrent transaction wrote the same key") : rc;
   }
   uint64_t seq = 0;
   rc = decide_and_publish(&c, seqring_did(db->slot, t->entry), record, &seq);
+  epoch_leave(&c.e->commit_epoch);
   if (rc != SOCHDB_OK)
     return rc;
   count(&st->commits, 1);
   count(&st->keys_written, t->writes.n);
+  count(&st->user_bytes, t->writes.bytes);
   if (flags & SOCHDB_ASYNC) {
     sdb_daemon_ensure(db);   /* someone must write it: rate-limited probe */
     return SOCHDB_OK;
@@ -562,8 +650,7 @@ int sochdb_commit(sochdb_txn *t, unsigned flags)
   int rc = sdb_check_txn(t);
   if (rc != SOCHDB_OK) {
     if (t && atomic_load_explicit(&t->db->forked, memory_order_relaxed)) {
-      wbuf_free(&t->writes);   /* the child may free its copy, nothing more */
-      free(t);
+      free_txn_memory(t);      /* the child may free its copy, nothing more */
     }
     return rc;
   }
@@ -588,8 +675,7 @@ void sochdb_abort(sochdb_txn *t)
   if (!t)
     return;
   if (atomic_load_explicit(&t->db->forked, memory_order_relaxed)) {
-    wbuf_free(&t->writes);
-    free(t);
+    free_txn_memory(t);
     return;
   }
   count(&my_stats(t->db)->aborts, 1);

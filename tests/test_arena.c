@@ -18,7 +18,9 @@
 #include "skiplist.h"
 #include "testutil.h"
 
-TestSuite(arena, .init = tu_setup, .fini = tu_teardown, .timeout = 120);
+/* No daemon: these tests drive rotation by hand, and a daemon would flush
+** and recycle the arenas they count. */
+TestSuite(arena, .init = tu_setup_without_daemon, .fini = tu_teardown, .timeout = 120);
 
 /* The state and claimer of arena i, packed in one word (arena.h). */
 static uint32_t st_of(const shm_region *r, uint32_t i) { return mt_state_of(mt_load(arena_memtable(r, i))); }

@@ -4,7 +4,10 @@
 ** compressible blocks are stored with LZ4 and others not; the bloom filter's
 ** false-positive rate is low; a table damaged at any byte, or cut short,
 ** either reads back exactly right or reports SOCHDB_CORRUPT/SOCHDB_VERSION;
-** out-of-order input is refused.
+** out-of-order input is refused. With a block cache (a fake one here),
+** compressed data blocks are inserted once and then served from it with
+** identical results; a cache that answers with a wrong length is ignored;
+** uncompressed blocks never reach it.
 */
 #include <criterion/criterion.h>
 
@@ -689,4 +692,192 @@ Test(sstfmt, invalid_input)
   cr_assert_eq(sst_get(&r, "", 0, 100, &s, &res), SOCHDB_INVALID, "get with an empty key");
   sst_close(&r);
   free(buf);
+}
+
+/* ---- the block cache hook --------------------------------------------------- */
+
+/* A fake block cache: a small array of copies. lie 1: a lookup of a cached
+** block "hits" with another cached block of another length (bytes that parse
+** as a block); lie 2: every lookup "hits" with 17 bytes of garbage. */
+struct fake_cache {
+  struct { uint64_t off; size_t len; uint8_t *data; } e[512];
+  unsigned n;
+  unsigned lookups, hits, inserts, dup_inserts, lies;
+  int      lie;
+};
+
+static int fake_lookup(void *ctx, uint64_t off, uint8_t *dst, size_t cap, size_t *len)
+{
+  struct fake_cache *c = ctx;
+  c->lookups++;
+  if (c->lie == 2) {
+    memset(dst, 0xEE, cap);
+    *len = 17;
+    return 1;
+  }
+  for (unsigned i = 0; i < c->n; i++) {
+    if (c->e[i].off != off)
+      continue;
+    unsigned j = i;
+    for (unsigned k = 0; c->lie && k < c->n && j == i; k++)
+      if (c->e[k].len != c->e[i].len && c->e[k].len <= cap)
+        j = k;
+    if (c->e[j].len > cap)
+      return 0;
+    c->lies += j != i;
+    memcpy(dst, c->e[j].data, c->e[j].len);
+    *len = c->e[j].len;
+    c->hits++;
+    return 1;
+  }
+  return 0;
+}
+
+static void fake_insert(void *ctx, uint64_t off, const uint8_t *data, size_t len)
+{
+  struct fake_cache *c = ctx;
+  for (unsigned i = 0; i < c->n; i++)
+    if (c->e[i].off == off) {
+      c->dup_inserts++;
+      return;
+    }
+  cr_assert_lt(c->n, 512u, "fake cache full");
+  c->e[c->n].off = off;
+  c->e[c->n].len = len;
+  c->e[c->n].data = malloc(len);
+  cr_assert_not_null(c->e[c->n].data);
+  memcpy(c->e[c->n].data, data, len);
+  c->n++;
+  c->inserts++;
+}
+
+static void fake_free(struct fake_cache *c)
+{
+  for (unsigned i = 0; i < c->n; i++)
+    free(c->e[i].data);
+  free(c);
+}
+
+static struct fake_cache *fake_attach(struct sst_reader *r)
+{
+  struct fake_cache *c = calloc(1, sizeof *c);
+  cr_assert_not_null(c);
+  struct sst_block_cache hook = {.lookup = fake_lookup, .insert = fake_insert, .ctx = c};
+  sst_set_cache(r, &hook);
+  return c;
+}
+
+Test(sstfmt, cache_hits_return_identical_results)
+{
+  struct model m = {0};
+  make_model(&m, 2000, 2, 300, 1);   /* compressible: every block LZ4 */
+  uint8_t *buf;
+  size_t len;
+  build(&m, 4096, &buf, &len);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
+  cr_assert_null(r.cache.lookup, "sst_open leaves the cache empty");
+  unsigned none, lz4;
+  count_compression(&r, &none, &lz4);
+  cr_assert(lz4 == r.nblocks && lz4 > 10, "%u of %u blocks LZ4", lz4, r.nblocks);
+  struct fake_cache *c = fake_attach(&r);
+
+  /* first run: gets fill the cache, then hit it */
+  check_all_gets(&m, &r);
+  cr_assert_gt(c->inserts, 10u, "gets inserted blocks (%u)", c->inserts);
+  cr_assert_leq(c->inserts, r.nblocks, "at most one insert per block");
+  cr_assert_eq(c->dup_inserts, 0u, "a cached block is never inserted again");
+  /* second run: only hits */
+  unsigned lookups = c->lookups, hits = c->hits, inserts = c->inserts;
+  check_all_gets(&m, &r);
+  cr_assert_gt(c->lookups, lookups, "the second run looked up blocks");
+  cr_assert_eq(c->hits - hits, c->lookups - lookups, "every lookup of the second run hit");
+  cr_assert_eq(c->inserts, inserts, "nothing inserted on the second run");
+  sst_close(&r);
+  fake_free(c);
+
+  /* a scan fills a fresh cache with every block; a second scan only hits */
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "reopen");
+  c = fake_attach(&r);
+  check_scan(&m, &r);
+  cr_assert_eq(c->inserts, r.nblocks, "the scan inserted every block");
+  check_scan(&m, &r);
+  cr_assert_eq(c->hits, r.nblocks, "the second scan hit every block");
+  cr_assert_eq(c->inserts, r.nblocks, "and inserted nothing");
+  struct sst_iter it;
+  struct sst_entry e;
+  sst_iter_init(&it, &r);
+  size_t mid = m.n / 2;
+  cr_assert_eq(sst_iter_seek(&it, m.e[mid].key, m.e[mid].klen), SOCHDB_OK, "seek through the cache");
+  cr_assert_eq(sst_iter_next(&it, &e), SOCHDB_OK, "next after seek");
+  while (mid > 0 && m.e[mid - 1].klen == m.e[mid].klen && memcmp(m.e[mid - 1].key, m.e[mid].key, m.e[mid].klen) == 0)
+    mid--;
+  check_entry(&e, &m.e[mid], mid);
+  sst_iter_free(&it);
+
+  /* a hit skips the checksum: damage block 0's payload (not its trailer) */
+  buf[r.index[0].offset + 1] ^= 0x40;
+  struct sst_scratch s = {0};
+  check_get(&r, &s, &m.e[0], expect(&m, 0, 1, UINT64_MAX), UINT64_MAX, 0);
+  sst_set_cache(&r, NULL);
+  struct sst_get_result res;
+  cr_assert_eq(sst_get(&r, m.e[0].key, m.e[0].klen, UINT64_MAX, &s, &res), SOCHDB_CORRUPT,
+               "without the cache the damaged block is read and refused");
+  cr_assert_null(r.cache.lookup, "sst_set_cache(NULL) removes the cache");
+  sst_scratch_free(&s);
+  sst_close(&r);
+  fake_free(c);
+  free(buf);
+  model_free(&m);
+}
+
+Test(sstfmt, lying_cache_is_ignored)
+{
+  struct model m = {0};
+  make_model(&m, 600, 2, 300, 1);
+  uint8_t *buf;
+  size_t len;
+  build(&m, 4096, &buf, &len);
+  for (int lie = 1; lie <= 2; lie++) {
+    struct sst_reader r;
+    cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
+    struct fake_cache *c = fake_attach(&r);
+    check_scan(&m, &r);   /* fill it honestly */
+    cr_assert_eq(c->inserts, r.nblocks, "every block cached");
+    c->lie = lie;
+    unsigned lookups = c->lookups, hits = c->hits;
+    check_all_gets(&m, &r);
+    check_scan(&m, &r);
+    cr_assert_gt(c->lookups - lookups, 10u, "the lying cache was asked");
+    if (lie == 1)
+      cr_assert(c->hits - hits == c->lookups - lookups && c->lies > 10,
+                "and answered with another block of another length (%u times)", c->lies);
+    sst_close(&r);
+    fake_free(c);
+  }
+  free(buf);
+  model_free(&m);
+}
+
+Test(sstfmt, uncompressed_table_never_uses_the_cache)
+{
+  struct model m = {0};
+  make_model(&m, 600, 2, 300, 0);   /* random values: nothing compresses */
+  uint8_t *buf;
+  size_t len;
+  build(&m, 4096, &buf, &len);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
+  unsigned none, lz4;
+  count_compression(&r, &none, &lz4);
+  cr_assert(none == r.nblocks && none > 10, "%u of %u blocks uncompressed", none, r.nblocks);
+  struct fake_cache *c = fake_attach(&r);
+  check_all_gets(&m, &r);
+  check_scan(&m, &r);
+  cr_assert_eq(c->lookups + c->inserts, 0u, "uncompressed blocks never reach the cache (%u lookups, %u inserts)",
+               c->lookups, c->inserts);
+  sst_close(&r);
+  fake_free(c);
+  free(buf);
+  model_free(&m);
 }

@@ -31,6 +31,7 @@
 #define SOCHDB_TESTUTIL_H
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <ftw.h>
@@ -352,6 +353,25 @@ static inline void tu_setup(void)
 ** daemon. For suites that place or count process slots exactly (a real
 ** daemon attaches at a moment of its own choosing). Nothing makes commits
 ** durable then: such suites commit SOCHDB_ASYNC. */
+/* Remove dir's CURRENT and MANIFEST files and SSTables: what a brand-new
+** database on the same directory would not have. */
+static inline void tu_remove_manifest(const char *dir)
+{
+  DIR *d = opendir(dir);
+  cr_assert(d != NULL, "opendir %s", dir);
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    size_t len = strlen(e->d_name);
+    if (!strcmp(e->d_name, "CURRENT") || !strncmp(e->d_name, "MANIFEST-", 9) ||
+        (len > 4 && !strcmp(e->d_name + len - 4, ".sst"))) {
+      char path[4400];
+      snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+      unlink(path);
+    }
+  }
+  closedir(d);
+}
+
 static inline void tu_setup_without_daemon(void)
 {
   tu_setup();

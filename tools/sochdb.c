@@ -13,6 +13,8 @@
 */
 #include "sochdb.h"
 
+#include "check.h"   /* sdb_check_dir, for `sochdb check` (internal: the CLI links the static library) */
+
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
@@ -61,7 +63,7 @@ struct args {
   unsigned long long interval_ms;
 };
 
-enum { CMD_PUT = 1u, CMD_GET = 2u, CMD_DEL = 4u, CMD_SCAN = 8u, CMD_STATS = 16u, CMD_ALL = 31u };
+enum { CMD_PUT = 1u, CMD_GET = 2u, CMD_DEL = 4u, CMD_SCAN = 8u, CMD_STATS = 16u, CMD_CHECK = 32u, CMD_ALL = 63u };
 
 struct command {
   const char *name;
@@ -72,7 +74,7 @@ struct command {
   const char *summary;          /* one line in `sochdb --help` */
   const char *details;          /* the rest of `sochdb NAME --help` */
   int (*prepare)(args *a);      /* checks arguments before anything is opened; may be NULL */
-  int (*run)(sochdb *db, const args *a);
+  int (*run)(sochdb *db, const args *a);   /* NULL for check, which opens no database */
 };
 
 /* ---------------------------------------------------------------- output */
@@ -454,7 +456,10 @@ static int run_scan(sochdb *db, const args *a)
   X(memtable_used_bytes) X(processes_attached) X(transactions_open) X(last_commit_seq) \
   X(commits) X(conflicts) X(aborts) X(keys_written) X(processes_reaped) \
   X(dead_txns_rolled_back) X(oldest_snapshot) X(durable_seq) X(wal_groups) X(wal_records) \
-  X(wal_bytes) X(daemon_running) X(wal_segments)
+  X(wal_bytes) X(daemon_running) X(wal_segments) X(user_bytes) X(flushes) X(flush_bytes) \
+  X(compactions) X(compact_bytes_read) X(compact_bytes_written) X(compaction_debt_bytes) \
+  X(wal_segments_removed) X(sst_files) X(l0_files) X(sst_bytes) X(cache_bytes) X(cache_hits) \
+  X(cache_misses) X(cache_inserts) X(cache_evictions)
 
 #define STATS_FIELD_SIZE(f) + sizeof(((sochdb_stats *)0)->f)
 _Static_assert(0 STATS_FIELDS(STATS_FIELD_SIZE) == sizeof(sochdb_stats),
@@ -652,6 +657,157 @@ static int run_stats(sochdb *db, const args *a)
   return status;
 }
 
+/* ---------------------------------------------------------------- check */
+
+/* `sochdb check` has exit statuses of its own (see its --help). */
+enum { CHECK_CLEAN = 0, CHECK_DAMAGED = 1, CHECK_CANNOT_RUN = 2 };
+
+typedef struct check_output {
+  const args *a;
+  const struct check_summary *summary;   /* counted before each problem() call */
+  uint64_t damaged_seen;
+  int bar;                      /* a progress bar is drawn on stderr (a terminal) */
+  int bar_shown;
+  unsigned last_permille;
+  struct timespec last_draw;
+  /* --json: the problems, printed in the final object */
+  struct check_problem { char *file, *what; int damage; } *problems;
+  size_t nproblems, cap;
+} check_output;
+
+static void clear_bar(check_output *o)
+{
+  if (o->bar_shown) {
+    fputs("\r\033[K", stderr);
+    o->bar_shown = 0;
+  }
+}
+
+static void check_on_problem(void *ctx, const char *file, const char *what)
+{
+  check_output *o = ctx;
+  int damage = o->summary->damaged > o->damaged_seen;
+  o->damaged_seen = o->summary->damaged;
+  clear_bar(o);
+  fprintf(stderr, "%s: %s%s\n", file, damage ? "" : "warning: ", what);
+  if (!o->a->json)
+    return;
+  if (o->nproblems == o->cap) {
+    size_t cap = o->cap ? o->cap * 2 : 16;
+    struct check_problem *grown = realloc(o->problems, cap * sizeof *grown);
+    if (grown == NULL)
+      return;                   /* stderr has it anyway */
+    o->problems = grown;
+    o->cap = cap;
+  }
+  struct check_problem *p = &o->problems[o->nproblems];
+  p->file = strdup(file);
+  p->what = strdup(what);
+  p->damage = damage;
+  if (p->file != NULL && p->what != NULL)
+    o->nproblems++;
+  else {
+    free(p->file);
+    free(p->what);
+  }
+}
+
+/* Redrawn at most every 100 ms, and only when the figure changed. */
+static void check_on_progress(void *ctx, uint64_t done, uint64_t total)
+{
+  check_output *o = ctx;
+  if (!o->bar)
+    return;
+  unsigned permille = total ? (unsigned)(done * 1000 / total) : 1000;
+  if (permille > 1000)
+    permille = 1000;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  long ms = (long)(now.tv_sec - o->last_draw.tv_sec) * 1000 + (now.tv_nsec - o->last_draw.tv_nsec) / 1000000;
+  if ((o->bar_shown && permille == o->last_permille) || (o->bar_shown && ms < 100 && permille < 1000))
+    return;
+  enum { WIDTH = 40 };
+  char bar[WIDTH + 1];
+  unsigned filled = permille * WIDTH / 1000;
+  for (unsigned i = 0; i < WIDTH; i++)
+    bar[i] = i < filled ? '#' : '.';
+  bar[WIDTH] = '\0';
+  fprintf(stderr, "\rchecking [%s] %3u.%u%%  %llu/%llu MiB", bar, permille / 10, permille % 10,
+          (unsigned long long)(done >> 20), (unsigned long long)(total >> 20));
+  o->bar_shown = 1;
+  o->last_permille = permille;
+  o->last_draw = now;
+}
+
+static void print_check_json(const args *a, const struct check_summary *s, const check_output *o)
+{
+  fputs("{\"dir\":", stdout);
+  put_json_string(a->dir, strlen(a->dir));
+  printf(",\"status\":\"%s\",\"files_checked\":%llu,\"bytes_checked\":%llu,\"sst_files\":%llu,"
+         "\"sst_entries\":%llu,\"wal_segments\":%llu,\"wal_records\":%llu,\"damaged\":%llu,\"warnings\":%llu,"
+         "\"problems\":[",
+         s->damaged ? "damaged" : "clean", (unsigned long long)s->files_checked,
+         (unsigned long long)s->bytes_checked, (unsigned long long)s->sst_files,
+         (unsigned long long)s->sst_entries, (unsigned long long)s->wal_segments,
+         (unsigned long long)s->wal_records, (unsigned long long)s->damaged, (unsigned long long)s->warnings);
+  for (size_t i = 0; i < o->nproblems; i++) {
+    fputs(i ? ",{\"file\":" : "{\"file\":", stdout);
+    put_json_string(o->problems[i].file, strlen(o->problems[i].file));
+    printf(",\"kind\":\"%s\",\"what\":", o->problems[i].damage ? "damage" : "warning");
+    put_json_string(o->problems[i].what, strlen(o->problems[i].what));
+    putchar('}');
+  }
+  fputs("]}\n", stdout);
+}
+
+static void print_check_text(const args *a, const struct check_summary *s)
+{
+  printf("%s: %s: %llu file%s, %.1f MiB verified (SSTables: %llu, with %llu entries; WAL segments: %llu, with "
+         "%llu records); %llu damaged, %llu warning%s\n",
+         a->dir, s->damaged ? "DAMAGED" : "clean", (unsigned long long)s->files_checked,
+         s->files_checked == 1 ? "" : "s", (double)s->bytes_checked / (1024.0 * 1024.0),
+         (unsigned long long)s->sst_files, (unsigned long long)s->sst_entries, (unsigned long long)s->wal_segments,
+         (unsigned long long)s->wal_records, (unsigned long long)s->damaged, (unsigned long long)s->warnings,
+         s->warnings == 1 ? "" : "s");
+}
+
+static int run_check(const args *a)
+{
+  struct check_summary s;
+  memset(&s, 0, sizeof s);
+  check_output o;
+  memset(&o, 0, sizeof o);
+  o.a = a;
+  o.summary = &s;
+  o.bar = isatty(STDERR_FILENO);
+  struct check_callbacks cb = { check_on_problem, check_on_progress, &o };
+  int rc = sdb_check_dir(a->dir, &cb, &s);
+  clear_bar(&o);
+  int status;
+  if (rc != SOCHDB_OK) {
+    const char *message = sochdb_strerror(rc);
+    const char *detail = sochdb_last_error();
+    if (detail[0] != '\0')
+      fprintf(stderr, "sochdb: cannot check %s: %s (%s)\n", a->dir, message, detail);
+    else
+      fprintf(stderr, "sochdb: cannot check %s: %s\n", a->dir, message);
+    status = CHECK_CANNOT_RUN;
+  } else {
+    if (a->json)
+      print_check_json(a, &s, &o);
+    else
+      print_check_text(a, &s);
+    status = s.damaged ? CHECK_DAMAGED : CHECK_CLEAN;
+  }
+  for (size_t i = 0; i < o.nproblems; i++) {
+    free(o.problems[i].file);
+    free(o.problems[i].what);
+  }
+  free(o.problems);
+  status = finish_stdout(status);
+  return status == EXIT_DB_ERROR ? CHECK_CANNOT_RUN : status;
+}
+
 /* ------------------------------------------------- commands and options */
 
 static const command commands[] = {
@@ -691,6 +847,22 @@ static const command commands[] = {
     "  --interval MS   milliseconds between samples (default 1000)\n"
     "  --json          one JSON object per sample, named like struct sochdb_stats\n",
     prepare_stats, run_stats },
+  { "check", CMD_CHECK, 0, -1, "DIR [--json]", "verify every file of DIR, read-only (exit 1 on damage)",
+    "Verifies the database directory DIR without opening the database and without\n"
+    "writing anything, so it is safe while other processes use it: CURRENT and\n"
+    "the MANIFEST (checksums, replay), every live SSTable (present, of the size\n"
+    "the MANIFEST records, footer/filter/index checksums, every data block's\n"
+    "checksum, entry count, key order and key range), and every WAL segment\n"
+    "(headers, every group and record checksum, no gap between segments).\n\n"
+    "Each finding is printed on stderr as FILE: what. Damage means data is lost\n"
+    "or unreadable; warnings are harmless (an orphan .sst file the MANIFEST does\n"
+    "not list, a torn tail of the newest WAL segment or of the MANIFEST left by a\n"
+    "crash, a file a compaction removed meanwhile). A progress bar is drawn on\n"
+    "stderr when it is a terminal; a summary line ends the output.\n\n"
+    "  --json    print the summary as one JSON object, problems included\n\n"
+    "exit status: 0 clean (warnings allowed), 1 damage found, 2 usage error or\n"
+    "the check could not run (DIR is not a database, cannot be read)\n",
+    NULL, NULL },
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -727,12 +899,13 @@ static void print_usage(FILE *f)
   for (size_t i = 0; i < NCOMMANDS; i++)
     fprintf(f, "  %-6s %s\n", commands[i].name, commands[i].summary);
   fputs("\noptions:\n"
-        "  --json      machine-readable output (get, scan, stats)\n"
+        "  --json      machine-readable output (get, scan, stats, check)\n"
         "  --help      this text; 'sochdb COMMAND --help' describes one command\n"
         "  --version   print the library version the tool was built with\n\n"
         "Keys and values are taken from the arguments byte for byte; write -- before\n"
         "a key or value that starts with '-'.\n\n"
-        "exit status: 0 success, 1 key not found, 2 usage error, 3 database or I/O error\n", f);
+        "exit status: 0 success, 1 key not found, 2 usage error, 3 database or I/O error\n"
+        "(check: 0 clean, 1 damage found, 2 usage error or could not run)\n", f);
 }
 
 static void print_command_help(const command *cmd)
@@ -881,6 +1054,9 @@ int main(int argc, char **argv)
     return finish_stdout(status);
   if (a.cmd->prepare != NULL && (status = a.cmd->prepare(&a)) != EXIT_OK)
     return status;
+
+  if (a.cmd->id == CMD_CHECK)   /* reads the files; opens no database */
+    return run_check(&a);
 
   sochdb *db;
   status = open_database(&a, &db);

@@ -1,0 +1,255 @@
+/*
+** compactor.c — running one compaction job (see compactor.h).
+**
+** The horizon is computed once, before the merge: every transaction alive
+** then or later has a snapshot at or above it (shm/slots.c), so the
+** versions the merge drops are ones no snapshot can read. The outputs become
+** live in one MANIFEST edit that also deletes the inputs; readers of the old
+** file list keep reading the inputs until they end (store.c dooms them).
+** Rate limiting sleeps in the merge's progress callback, so that a large
+** compaction never takes more than its share of the disk from the WAL.
+*/
+#include "compactor.h"
+
+#include "check.h"
+#include "error.h"
+#include "slots.h"
+#include "testhooks.h"
+#include "walwriter.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct input {
+  uint64_t          number;
+  unsigned          level;
+  const uint8_t    *map;
+  size_t            len;
+  struct sst_reader r;
+  int               open;
+};
+
+struct run {
+  struct compactor      *c;
+  struct manifest_edit   edit;
+  unsigned               output_level;
+  struct timespec        start;
+  uint64_t               base_read;   /* the progress counter before this job */
+};
+
+static int map_input(struct store *s, struct input *in)
+{
+  char path[4200];
+  sst_file_path(path, sizeof path, s->db->dir, in->number);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return sdb_fail_errno("open %s", path);
+  struct stat st;
+  int rc = fstat(fd, &st) == 0 ? SOCHDB_OK : sdb_fail_errno("fstat %s", path);
+  if (rc == SOCHDB_OK && st.st_size > 0) {
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED)
+      rc = sdb_fail_errno("mmap %s", path);
+    else {
+      in->map = m;
+      in->len = (size_t)st.st_size;
+    }
+  }
+  close(fd);
+  if (rc == SOCHDB_OK)
+    rc = sst_open(in->map, in->len, &in->r);
+  if (rc == SOCHDB_OK)
+    in->open = 1;
+  else if (in->map)
+    rc = sdb_fail(rc, "SSTable %s: %s", path, sochdb_last_error());
+  return rc;
+}
+
+static void unmap_inputs(struct input *in, size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    if (in[i].open)
+      sst_close(&in[i].r);
+    if (in[i].map)
+      munmap((void *)in[i].map, in[i].len);
+  }
+  free(in);
+}
+
+static int emit(void *ctx, struct compaction_output *out)
+{
+  struct run *run = ctx;
+  struct store *s = run->c->s;
+  uint64_t number = store_new_file_number(s);
+  int rc = store_write_sst(s, number, out->buf, out->len);
+  struct manifest_file f = { number, out->len, (uint8_t *)out->smallest, out->smallest_len,
+                             (uint8_t *)out->largest, out->largest_len, out->min_seq, out->max_seq };
+  if (rc == SOCHDB_OK)
+    rc = manifest_edit_add_file(&run->edit, run->output_level, &f);
+  free(out->buf);
+  if (rc == SOCHDB_OK)
+    atomic_fetch_add_explicit(&s->r->hdr->stats.compact_bytes_written, out->len, memory_order_relaxed);
+  return rc;
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Report progress, stop when the daemon stops, and keep to the rate limit. */
+static int progress(void *ctx, uint64_t bytes_read)
+{
+  struct run *run = ctx;
+  struct store *s = run->c->s;
+  atomic_store_explicit(&s->r->hdr->stats.compact_progress_done, run->base_read + bytes_read, memory_order_relaxed);
+  if (run->c->stop && *run->c->stop)
+    return SOCHDB_BUSY;
+  if (s->compact_rate) {
+    double ahead = (double)bytes_read / (double)s->compact_rate - seconds_since(&run->start);
+    if (ahead > 0) {
+      struct timespec ts = { (time_t)ahead, (long)((ahead - (double)(time_t)ahead) * 1e9) };
+      nanosleep(&ts, NULL);
+    }
+  }
+  return 0;
+}
+
+/* The inputs of job, mapped; *n of them. */
+static int open_inputs(struct store *s, const struct compaction_job *job, struct input **out, size_t *n)
+{
+  *n = job->ninputs[0] + job->ninputs[1];
+  struct input *in = calloc(*n ? *n : 1, sizeof *in);
+  if (!in)
+    return sdb_fail(SOCHDB_NOMEM, "compaction inputs");
+  size_t k = 0;
+  for (int side = 0; side < 2; side++)
+    for (size_t i = 0; i < job->ninputs[side]; i++)
+      in[k++].number = job->inputs[side][i];
+  int rc = SOCHDB_OK;
+  for (size_t i = 0; i < *n && rc == SOCHDB_OK; i++)
+    rc = map_input(s, &in[i]);
+  *out = in;
+  return rc;
+}
+
+/* The level each input lives at, for the edit's deletes. */
+static unsigned level_of(struct store *s, uint64_t number)
+{
+  for (unsigned l = 0; l < MANIFEST_LEVELS; l++)
+    for (size_t i = 0; i < s->state.levels[l].n; i++)
+      if (s->state.levels[l].files[i].number == number)
+        return l;
+  return 0;
+}
+
+static int run_job(struct compactor *c, const struct compaction_job *job)
+{
+  struct store *s = c->s;
+  shm_region *r = s->r;
+  struct input *in = NULL;
+  size_t n = 0;
+  int rc = open_inputs(s, job, &in, &n);
+  uint64_t total = 0;
+  for (size_t i = 0; i < n; i++)
+    total += in[i].len;
+  struct run run = { .c = c, .output_level = job->output_level };
+  manifest_edit_init(&run.edit);
+  clock_gettime(CLOCK_MONOTONIC, &run.start);
+  atomic_store_explicit(&r->hdr->stats.compact_progress_total, total, memory_order_relaxed);
+  atomic_store_explicit(&r->hdr->stats.compact_progress_done, 0, memory_order_relaxed);
+  const struct sst_reader **readers = calloc(n ? n : 1, sizeof *readers);
+  if (rc == SOCHDB_OK && !readers)
+    rc = sdb_fail(SOCHDB_NOMEM, "compaction readers");
+  for (size_t i = 0; rc == SOCHDB_OK && i < n; i++)
+    readers[i] = &in[i].r;
+  uint64_t horizon = slots_compute_horizon(r);
+  struct compaction_stats st;
+  memset(&st, 0, sizeof st);
+  if (rc == SOCHDB_OK)
+    rc = compaction_run(readers, n, horizon, job->bottommost, &s->copts, emit, progress, &run, &st);
+  pthread_mutex_lock(&s->lock);
+  for (size_t i = 0; rc == SOCHDB_OK && i < n; i++)
+    rc = manifest_edit_delete_file(&run.edit, level_of(s, in[i].number), in[i].number);
+  pthread_mutex_unlock(&s->lock);
+  CRASHPOINT("compact.written");
+  if (rc == SOCHDB_OK) {
+    /* once the MANIFEST names the outputs they are never removed here, even
+    ** if publishing the list failed afterwards */
+    rc = store_apply(s, &run.edit);
+    CRASHPOINT("compact.applied");
+  } else {   /* outputs already written are orphans nobody can read: remove them now */
+    for (size_t i = 0; i < run.edit.nadds; i++) {
+      char path[4200];
+      sst_file_path(path, sizeof path, s->db->dir, run.edit.adds[i].file.number);
+      unlink(path);
+    }
+  }
+  if (rc == SOCHDB_OK) {
+    atomic_fetch_add_explicit(&r->hdr->stats.compactions, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->hdr->stats.compact_bytes_read, st.bytes_read, memory_order_relaxed);
+  }
+  manifest_edit_free(&run.edit);
+  free(readers);
+  unmap_inputs(in, n);
+  return rc;
+}
+
+/* Bytes the levels are over their targets (the compaction debt). */
+static void update_debt(struct compactor *c)
+{
+  struct store *s = c->s;
+  uint64_t bytes[MANIFEST_LEVELS], debt = 0;
+  store_level_bytes(s, bytes);
+  uint64_t target = s->copts.l1_target_bytes;
+  for (unsigned l = 1; l + 1 < MANIFEST_LEVELS; l++, target *= s->copts.level_ratio)
+    if (bytes[l] > target)
+      debt += bytes[l] - target;
+  pthread_mutex_lock(&s->lock);
+  size_t l0 = s->state.levels[0].n;
+  pthread_mutex_unlock(&s->lock);
+  if (l0 >= s->copts.l0_trigger)
+    debt += bytes[0];
+  atomic_store_explicit(&s->r->hdr->stats.compact_debt_bytes, debt, memory_order_relaxed);
+}
+
+int compactor_step(struct compactor *c)
+{
+  struct store *s = c->s;
+  struct shm_global_stats *g = &s->r->hdr->stats;
+  uint64_t asked = atomic_load_explicit(&g->full_compaction_requested, memory_order_acquire);
+  int full = asked != atomic_load_explicit(&g->full_compaction_done, memory_order_relaxed);
+  struct compaction_job job;
+  memset(&job, 0, sizeof job);
+  pthread_mutex_lock(&s->lock);
+  int picked = full ? compaction_pick_full(&s->state, &job)
+                    : compaction_pick(&s->state, &s->copts, &c->picker, NULL, 0, &job);
+  pthread_mutex_unlock(&s->lock);
+  int rc = picked < 0 ? -picked : SOCHDB_OK;
+  if (picked == 1) {
+    uint64_t saved = s->compact_rate;
+    if (full)
+      s->compact_rate = 0;          /* asked for by a person waiting on it */
+    rc = run_job(c, &job);
+    s->compact_rate = saved;
+  }
+  compaction_job_free(&job);
+  if (rc == SOCHDB_OK && full)
+    atomic_store_explicit(&g->full_compaction_done, asked, memory_order_release);
+  update_debt(c);
+  if (rc != SOCHDB_OK) {
+    ww_log(s->db->dir, "compaction failed: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+    return -rc;
+  }
+  return picked == 1;
+}
+
+void compactor_free(struct compactor *c) { compaction_picker_free(&c->picker); }

@@ -1,0 +1,339 @@
+/*
+** flusher.c — memtable -> SSTable, WAL truncation, arena recycling (see
+** flusher.h).
+**
+** A rotated-out memtable M is flushed in five steps:
+**  1. seal: wait until every commit that may still write into M is over
+**     (their commit epochs, shm/epoch.h), so its versions are all decided;
+**  2. build the SSTable in memory from M's skiplist (committed versions only,
+**     newest first per key) and wait until the WAL holds all of them
+**     (durable_seq >= its newest seq: a file never runs ahead of the log);
+**  3. write it durably, record it in the MANIFEST with the new
+**     last_flushed_seq, and publish the new file list;
+**  4. retire M from new views once the reclamation horizon passed its newest
+**     seq (no live transaction can then have a snapshot that would need M's
+**     versions for a write-write conflict check), and recycle its arena once
+**     no view taken before can read it;
+**  5. remove WAL segments whose every commit is at or below last_flushed_seq.
+**
+** last_flushed_seq: every commit below the smallest seq still held by an
+** unflushed memtable (min_seq, lowered by each committer before it decides)
+** and at or below published_seq (read first) is in SSTables. A commit may
+** straddle two memtables (a rotation in the middle of its installs); then it
+** is at or above the newer one's min_seq and is replayed whole, its older
+** half read twice (same key, same seq: harmless).
+*/
+#include "flusher.h"
+
+#include "durable.h"
+#include "epoch.h"
+#include "error.h"
+#include "mvcc.h"
+#include "seqring.h"
+#include "skiplist.h"
+#include "sstfmt.h"
+#include "walfmt.h"
+#include "testhooks.h"
+#include "walwriter.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NOTHING_TO_WRITE UINT64_MAX   /* flushed_file of a memtable with no committed version */
+
+static void pause_ms(unsigned ms)
+{
+  struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+  nanosleep(&ts, NULL);
+}
+
+/* The oldest LIVE, not active, not yet flushed memtable, or -1. Older ones
+** must all be flushed: "newer memtable = newer version" carries over to L0. */
+static int oldest_unflushed(shm_region *r)
+{
+  struct mt_view v;
+  arena_view(r, &v);
+  uint32_t active = arena_active(r);
+  for (int i = (int)v.n - 1; i >= 0; i--) {   /* the view is newest first */
+    struct shm_memtable *m = arena_memtable(r, v.idx[i]);
+    if (atomic_load_explicit(&m->flushed_file, memory_order_relaxed))
+      continue;
+    return v.idx[i] == active ? -1 : (int)v.idx[i];
+  }
+  return -1;
+}
+
+/* Step 1: every commit that may still be writing into a rotated-out memtable
+** is over. Dead committers are reaped on the way. */
+static int seal(struct flusher *f)
+{
+  shm_region *r = f->s->r;
+  uint64_t tag = epoch_retire(r);
+  for (unsigned round = 0; epoch_oldest(r, 1) <= tag; round++) {
+    if (f->stop && atomic_load_explicit(f->stop, memory_order_relaxed))
+      return sdb_fail(SOCHDB_BUSY, "stopping while a commit still writes into a rotated-out memtable");
+    if (round % 100 == 99)
+      slots_reap_all(r, f->s->db->slot);
+    pause_ms(1);
+  }
+  return SOCHDB_OK;
+}
+
+/* The final state of version v: its seq, or MV_ABORTED. A sealed memtable
+** holds no pending version but a dead committer's, which we reap. */
+static uint64_t final_state(shm_region *r, uint32_t my_slot, const struct mv_version *v)
+{
+  for (;;) {
+    uint64_t st = mv_resolve(r, v);
+    if (st)
+      return st;
+    slots_reap_if_dead(r, my_slot, txn_ref_slot(v->txn));
+    pause_ms(1);
+  }
+}
+
+struct built {
+  uint8_t *buf;
+  size_t   len;
+  uint64_t entries, min_seq, max_seq;
+  const uint8_t *smallest, *largest;    /* into the region */
+  uint32_t slen, llen;
+};
+
+/* Step 2: the SSTable of memtable mt. */
+static int build_table(struct store *s, uint32_t mt, struct built *out)
+{
+  shm_region *r = s->r;
+  struct sst_builder b;
+  int rc = sst_builder_init(&b, s->copts.block_bytes);
+  memset(out, 0, sizeof *out);
+  out->min_seq = UINT64_MAX;
+  for (uint64_t n = sl_seek(r, mt, NULL, 0); n && rc == SOCHDB_OK; n = sl_next(r, n)) {
+    const struct sl_node *node = shm_at(r, n);
+    int any = 0;
+    for (uint64_t off = atomic_load_explicit(&node->versions, memory_order_acquire); off && rc == SOCHDB_OK;) {
+      const struct mv_version *v = shm_at(r, off);
+      uint64_t st = final_state(r, s->db->slot, v);
+      if (st != MV_ABORTED) {
+        int del = v->flags & MV_TOMBSTONE;
+        rc = sst_builder_add(&b, sl_key(node), node->klen, st, del ? SST_DEL : SST_PUT, del ? NULL : v->value,
+                             del ? 0 : v->vlen);
+        out->min_seq = st < out->min_seq ? st : out->min_seq;
+        out->max_seq = st > out->max_seq ? st : out->max_seq;
+        any = 1;
+      }
+      off = v->older;
+    }
+    if (any) {
+      if (!out->smallest) {
+        out->smallest = sl_key(node);
+        out->slen = node->klen;
+      }
+      out->largest = sl_key(node);
+      out->llen = node->klen;
+    }
+  }
+  out->entries = b.entries;
+  if (rc == SOCHDB_OK && b.entries)
+    rc = sst_builder_finish(&b, &out->buf, &out->len);
+  sst_builder_free(&b);
+  return rc;
+}
+
+/* Commits at or below the result are all in SSTables once mt is. */
+static uint64_t flushed_through(shm_region *r, uint32_t mt)
+{
+  uint64_t cut = seqring_published(r) + 1;   /* first: see the header */
+  struct mt_view v;
+  arena_view(r, &v);
+  for (uint32_t i = 0; i < v.n; i++) {
+    struct shm_memtable *m = arena_memtable(r, v.idx[i]);
+    if (v.idx[i] == mt || atomic_load_explicit(&m->flushed_file, memory_order_relaxed))
+      continue;
+    uint64_t min = atomic_load_explicit(&m->min_seq, memory_order_relaxed);
+    if (min < cut)
+      cut = min;
+  }
+  return cut - 1;
+}
+
+/* Wait until the WAL holds every commit up to seq. */
+static int wait_logged(shm_region *r, uint64_t seq)
+{
+  for (unsigned i = 0; i < 3000 && durable_seq(r) < seq; i++) {
+    durable_kick(r);
+    durable_wait(r, seq, 10);
+  }
+  return durable_seq(r) >= seq ? SOCHDB_OK
+                               : sdb_fail(SOCHDB_BUSY, "the WAL did not reach commit %llu in 30 s",
+                                          (unsigned long long)seq);
+}
+
+/* Step 3. */
+static int record_table(struct store *s, uint32_t mt, struct built *t)
+{
+  shm_region *r = s->r;
+  struct shm_memtable *m = arena_memtable(r, mt);
+  uint64_t number = NOTHING_TO_WRITE;
+  struct manifest_edit e;
+  manifest_edit_init(&e);
+  int rc = SOCHDB_OK;
+  if (t->entries) {
+    number = store_new_file_number(s);
+    rc = store_write_sst(s, number, t->buf, t->len);
+    CRASHPOINT("flush.written");
+    struct manifest_file f = { number, t->len, (uint8_t *)t->smallest, t->slen, (uint8_t *)t->largest, t->llen,
+                               t->min_seq, t->max_seq };
+    if (rc == SOCHDB_OK)
+      rc = manifest_edit_add_file(&e, 0, &f);
+  }
+  uint64_t through = flushed_through(r, mt);
+  pthread_mutex_lock(&s->lock);
+  uint64_t prev = s->state.last_flushed_seq;
+  pthread_mutex_unlock(&s->lock);
+  manifest_edit_set_flushed(&e, through > prev ? through : prev);
+  if (rc == SOCHDB_OK)
+    rc = store_apply(s, &e);
+  manifest_edit_free(&e);
+  if (rc != SOCHDB_OK)
+    return rc;
+  CRASHPOINT("flush.recorded");
+  atomic_store_explicit(&m->max_seq, t->max_seq, memory_order_relaxed);
+  /* relaxed: only the daemon reads it */
+  atomic_store_explicit(&m->flushed_file, number, memory_order_relaxed);
+  struct shm_global_stats *g = &r->hdr->stats;
+  atomic_fetch_add_explicit(&g->flushes, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&g->flush_bytes, t->len, memory_order_relaxed);
+  return SOCHDB_OK;
+}
+
+/* Step 4. */
+static void retire_and_recycle(struct store *s)
+{
+  shm_region *r = s->r;
+  uint64_t horizon = slots_compute_horizon(r);
+  uint32_t active = arena_active(r);
+  for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
+    struct shm_memtable *m = arena_memtable(r, i);
+    uint64_t w = mt_load(m);
+    if (mt_state_of(w) == MT_LIVE && i != active && atomic_load_explicit(&m->flushed_file, memory_order_relaxed) &&
+        atomic_load_explicit(&m->max_seq, memory_order_relaxed) <= horizon)
+      arena_retire(r, i);
+  }
+  uint64_t oldest = epoch_oldest(r, 0);
+  for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
+    struct shm_memtable *m = arena_memtable(r, i);
+    if (mt_state_of(mt_load(m)) == MT_RETIRED && atomic_load_explicit(&m->retire_tag, memory_order_relaxed) < oldest) {
+      durable_forget_range(r, m->arena_off, m->arena_off + m->capacity);
+      arena_recycle(r, i);
+    }
+  }
+}
+
+/* ---- step 5: the WAL ------------------------------------------------------- */
+
+static int note_max(void *ctx, const struct wal_record *rec)
+{
+  uint64_t *max = ctx;
+  if (rec->seq > *max)
+    *max = rec->seq;
+  return 0;
+}
+
+static int segment_max_seq(struct flusher *f, uint64_t lsn, uint64_t *max)
+{
+  for (size_t i = 0; i < f->nsegs; i++)
+    if (f->segs[i].lsn == lsn) {
+      *max = f->segs[i].max_seq;
+      return SOCHDB_OK;
+    }
+  char path[4300];
+  wal_segment_path(path, sizeof path, f->s->db->dir, lsn);
+  struct wal_scan_result res;
+  *max = 0;
+  int rc = wal_scan_file(path, f->s->r->hdr->db_id, note_max, max, &res);
+  if (rc != SOCHDB_OK)
+    return rc;
+  struct wal_seg_info *grown = realloc(f->segs, (f->nsegs + 1) * sizeof *grown);
+  if (!grown)
+    return SOCHDB_NOMEM;
+  f->segs = grown;
+  f->segs[f->nsegs++] = (struct wal_seg_info){ lsn, *max };
+  return SOCHDB_OK;
+}
+
+static void forget_segment(struct flusher *f, uint64_t lsn)
+{
+  for (size_t i = 0; i < f->nsegs; i++)
+    if (f->segs[i].lsn == lsn) {
+      f->segs[i] = f->segs[--f->nsegs];
+      return;
+    }
+}
+
+/* Remove, oldest first, every segment but the newest whose commits are all
+** flushed: recovery replays from the first remaining one. */
+static void truncate_wal(struct flusher *f)
+{
+  struct store *s = f->s;
+  pthread_mutex_lock(&s->lock);
+  uint64_t flushed = s->state.last_flushed_seq;
+  pthread_mutex_unlock(&s->lock);
+  uint64_t *lsns;
+  size_t n;
+  if (wal_list_segments(s->db->dir, &lsns, &n) != SOCHDB_OK)
+    return;
+  for (size_t i = 0; i + 1 < n; i++) {
+    uint64_t max;
+    if (segment_max_seq(f, lsns[i], &max) != SOCHDB_OK || max > flushed)
+      break;
+    char path[4300];
+    wal_segment_path(path, sizeof path, s->db->dir, lsns[i]);
+    if (unlink(path) != 0 && errno != ENOENT) {
+      ww_log(s->db->dir, "cannot remove WAL segment %s: %s", path, strerror(errno));
+      break;
+    }
+    forget_segment(f, lsns[i]);
+    atomic_fetch_add_explicit(&s->r->hdr->stats.wal_segments_removed, 1, memory_order_relaxed);
+  }
+  free(lsns);
+}
+
+int flusher_step(struct flusher *f)
+{
+  struct store *s = f->s;
+  shm_region *r = s->r;
+  int flushed = 0;
+  int mt = oldest_unflushed(r);
+  if (mt >= 0) {
+    int rc = seal(f);
+    if (rc != SOCHDB_OK)
+      return -rc;
+    struct built t;
+    rc = build_table(s, (uint32_t)mt, &t);
+    if (rc == SOCHDB_OK)
+      rc = wait_logged(r, t.max_seq);
+    if (rc == SOCHDB_OK)
+      rc = record_table(s, (uint32_t)mt, &t);
+    free(t.buf);
+    if (rc != SOCHDB_OK)
+      return -rc;
+    flushed = 1;
+    truncate_wal(f);
+    CRASHPOINT("flush.wal_truncated");
+  }
+  retire_and_recycle(s);
+  store_reclaim(s);
+  return flushed;
+}
+
+void flusher_free(struct flusher *f)
+{
+  free(f->segs);
+  f->segs = NULL;
+  f->nsegs = 0;
+}

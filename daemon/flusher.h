@@ -1,0 +1,30 @@
+/*
+** flusher.h — the daemon's flush thread: rotated-out memtables become level-0
+** SSTables; the WAL they cover is removed; their arenas are recycled once no
+** snapshot needs them.
+*/
+#ifndef SOCHDB_DAEMON_FLUSHER_H
+#define SOCHDB_DAEMON_FLUSHER_H
+
+#include "store.h"
+
+struct wal_seg_info {
+  uint64_t lsn;
+  uint64_t max_seq;            /* newest commit in it (0 = none) */
+};
+
+struct flusher {
+  struct store        *s;
+  struct wal_seg_info *segs;   /* what we learnt about old WAL segments */
+  size_t               nsegs;
+  _Atomic int         *stop;   /* set when the daemon stops: a flush waiting to seal gives up */
+};
+
+/* One round: flush the oldest rotated-out memtable if there is one, retire
+** and recycle flushed ones, remove covered WAL segments. Returns 1 if it
+** flushed a memtable, 0 if there was nothing to flush, or minus an error
+** code (the round can be retried). */
+int  flusher_step(struct flusher *f);
+void flusher_free(struct flusher *f);
+
+#endif

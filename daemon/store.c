@@ -1,0 +1,249 @@
+/*
+** store.c — the MANIFEST, the published file list and file lifetimes (see
+** store.h).
+**
+** Order of a change: the new SSTables are durable under their names first,
+** then the MANIFEST edit naming them is durable, then the region's file
+** list is switched; a removed file is unlinked only once no view taken
+** before the switch remains (shm/epoch.h). A daemon killed anywhere leaves
+** either the old or the new set of live files in the MANIFEST, plus files
+** it names nowhere: the next daemon dooms those (not unlinked at once: a
+** client may still read one that an older list named).
+*/
+#include "store.h"
+
+#include "check.h"
+#include "epoch.h"
+#include "error.h"
+#include "filelist.h"
+#include "fsutil.h"
+#include "sstfmt.h"
+#include "walwriter.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static int doom(struct store *s, uint64_t number, uint64_t tag)
+{
+  if (s->ndoomed == s->capdoomed) {
+    size_t cap = s->capdoomed ? s->capdoomed * 2 : 64;
+    struct doomed_file *d = realloc(s->doomed, cap * sizeof *d);
+    if (!d)
+      return sdb_fail(SOCHDB_NOMEM, "remembering files to remove");
+    s->doomed = d;
+    s->capdoomed = cap;
+  }
+  s->doomed[s->ndoomed++] = (struct doomed_file){ number, tag };
+  return SOCHDB_OK;
+}
+
+static int is_live(const struct manifest_state *st, uint64_t number)
+{
+  for (unsigned l = 0; l < MANIFEST_LEVELS; l++)
+    for (size_t i = 0; i < st->levels[l].n; i++)
+      if (st->levels[l].files[i].number == number)
+        return 1;
+  return 0;
+}
+
+/* Files named NNNNNN.sst (or a leftover .tmp) that the MANIFEST does not
+** name: left by a daemon killed between writing and recording them, or
+** removed by a compaction whose daemon died before unlinking them. */
+static int doom_orphans(struct store *s)
+{
+  DIR *d = opendir(s->db->dir);
+  if (!d)
+    return sdb_fail_errno("opendir %s", s->db->dir);
+  uint64_t tag = epoch_retire(s->r);
+  int rc = SOCHDB_OK;
+  struct dirent *e;
+  while (rc == SOCHDB_OK && (e = readdir(d))) {
+    char *end;
+    unsigned long long n = strtoull(e->d_name, &end, 10);
+    if (end == e->d_name || (strcmp(end, ".sst") != 0 && strcmp(end, ".sst.tmp") != 0))
+      continue;
+    if (n >= s->next_file)
+      s->next_file = n + 1;   /* never reuse a number a client may have cached blocks of */
+    if (!strcmp(end, ".sst.tmp")) {
+      char path[4300];
+      snprintf(path, sizeof path, "%s/%s", s->db->dir, e->d_name);
+      unlink(path);
+    } else if (!is_live(&s->state, n))
+      rc = doom(s, n, tag);
+  }
+  closedir(d);
+  return rc;
+}
+
+static int open_manifest(struct store *s)
+{
+  const uint8_t *id = s->r->hdr->db_id;
+  int rc = manifest_open(s->db->dir, id, &s->man, &s->state);
+  if (rc == SOCHDB_NOTFOUND) {
+    manifest_state_free(&s->state);
+    manifest_state_init(&s->state);
+    rc = manifest_create(s->db->dir, id, &s->man);
+  }
+  return rc;
+}
+
+/* ---- the published list ---------------------------------------------------- */
+
+static int publish_locked(struct store *s, uint64_t *tag)
+{
+  struct fl_file *files;
+  uint32_t n;
+  int rc = sdb_state_file_list(&s->state, &files, &n);
+  if (rc != SOCHDB_OK)
+    return rc;
+  while ((rc = fl_publish(s->r, files, n, tag)) == SOCHDB_BUSY) {
+    /* every other list is held by an old snapshot: wait for one to end */
+    fl_reclaim(s->r, epoch_oldest(s->r, 0), 0);
+    struct timespec ts = { 0, 10000000 };
+    nanosleep(&ts, NULL);
+  }
+  free(files);
+  return rc;
+}
+
+/* ---- open / close ---------------------------------------------------------- */
+
+int store_open(struct store *s, sochdb *db)
+{
+  memset(s, 0, sizeof *s);
+  s->db = db;
+  s->r = &db->region;
+  pthread_mutex_init(&s->lock, NULL);
+  manifest_state_init(&s->state);
+  compaction_options_default(&s->copts);
+  /* Sizes follow the memtable: an L0 file is one memtable, L1 holds four. */
+  uint64_t mt = s->r->hdr->memtable_bytes;
+  s->copts.l1_target_bytes = 4 * mt;
+  s->copts.target_file_bytes = mt;
+  s->compact_rate = 64ull << 20;
+  int rc = open_manifest(s);
+  if (rc != SOCHDB_OK)
+    return rc;
+  s->next_file = s->state.next_file_number ? s->state.next_file_number : 1;
+  rc = doom_orphans(s);
+  if (rc != SOCHDB_OK)
+    return rc;
+  fl_reclaim(s->r, epoch_oldest(s->r, 0), 1);   /* lists a dead daemon was building */
+  uint64_t tag;
+  return publish_locked(s, &tag);
+}
+
+void store_close(struct store *s)
+{
+  manifest_close(s->man);
+  s->man = NULL;
+  manifest_state_free(&s->state);
+  free(s->doomed);
+  s->doomed = NULL;
+  pthread_mutex_destroy(&s->lock);
+}
+
+uint64_t store_new_file_number(struct store *s)
+{
+  pthread_mutex_lock(&s->lock);
+  uint64_t n = s->next_file++;
+  pthread_mutex_unlock(&s->lock);
+  return n;
+}
+
+/* ---- files ------------------------------------------------------------------ */
+
+static int write_all(int fd, const uint8_t *buf, size_t len)
+{
+  size_t done = 0;
+  while (done < len) {
+    ssize_t got = write(fd, buf + done, len - done);
+    if (got < 0 && errno == EINTR)
+      continue;
+    if (got <= 0)
+      return -1;
+    done += (size_t)got;
+  }
+  return 0;
+}
+
+int store_write_sst(struct store *s, uint64_t number, const uint8_t *buf, size_t len)
+{
+  char path[4200], tmp[4220];
+  sst_file_path(path, sizeof path, s->db->dir, number);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return sdb_fail_errno("create %s", tmp);
+  int rc = SOCHDB_OK;
+  if (write_all(fd, buf, len) != 0 || fdatasync(fd) != 0)
+    rc = sdb_fail_errno("write %s (%zu bytes)", tmp, len);
+  /* the database's files share the region's mode (applied exactly) */
+  struct stat st;
+  if (rc == SOCHDB_OK && fstat(s->r->fd, &st) == 0)
+    fchmod(fd, st.st_mode & 0777);
+  close(fd);
+  if (rc == SOCHDB_OK && rename(tmp, path) != 0)
+    rc = sdb_fail_errno("rename %s", tmp);
+  if (rc == SOCHDB_OK)
+    rc = sdb_fsync_dir(s->db->dir);
+  if (rc != SOCHDB_OK)
+    unlink(tmp);
+  return rc;
+}
+
+int store_apply(struct store *s, struct manifest_edit *edit)
+{
+  pthread_mutex_lock(&s->lock);
+  manifest_edit_set_next_file(edit, s->next_file);
+  int rc = manifest_apply(s->man, &s->state, edit);
+  uint64_t tag = 0;
+  if (rc == SOCHDB_OK)
+    rc = publish_locked(s, &tag);
+  if (rc == SOCHDB_OK) {
+    for (size_t i = 0; i < edit->ndels && rc == SOCHDB_OK; i++)
+      if (!is_live(&s->state, edit->dels[i].number))   /* not merely moved to another level */
+        rc = doom(s, edit->dels[i].number, tag);
+  }
+  pthread_mutex_unlock(&s->lock);
+  return rc;
+}
+
+void store_reclaim(struct store *s)
+{
+  pthread_mutex_lock(&s->lock);
+  uint64_t oldest = epoch_oldest(s->r, 0);
+  fl_reclaim(s->r, oldest, 0);
+  size_t kept = 0;
+  for (size_t i = 0; i < s->ndoomed; i++) {
+    struct doomed_file *d = &s->doomed[i];
+    if (d->tag >= oldest) {
+      s->doomed[kept++] = *d;
+      continue;
+    }
+    char path[4200];
+    sst_file_path(path, sizeof path, s->db->dir, d->number);
+    if (unlink(path) != 0 && errno != ENOENT)
+      ww_log(s->db->dir, "cannot remove %s: %s", path, strerror(errno));
+  }
+  s->ndoomed = kept;
+  pthread_mutex_unlock(&s->lock);
+}
+
+void store_level_bytes(struct store *s, uint64_t out[MANIFEST_LEVELS])
+{
+  pthread_mutex_lock(&s->lock);
+  for (unsigned l = 0; l < MANIFEST_LEVELS; l++) {
+    out[l] = 0;
+    for (size_t i = 0; i < s->state.levels[l].n; i++)
+      out[l] += s->state.levels[l].files[i].size;
+  }
+  pthread_mutex_unlock(&s->lock);
+}

@@ -1,0 +1,184 @@
+/*
+** make_corpus.c — writes the seed corpus of the fuzz targets: a few valid
+** files of each kind, made with the library's own writers.
+**
+**   sochdb_fuzz_corpus OUTDIR   ->  files in OUTDIR/sst, OUTDIR/wal, OUTDIR/manifest
+**
+** The MANIFESTs carry the database id fuzz_manifest.c replays them with.
+*/
+#include "manifest.h"
+#include "sochdb.h"
+#include "sstfmt.h"
+#include "walfmt.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const uint8_t DB_ID[16] = "0123456789abcdef";   /* as in fuzz_manifest.c */
+static const char *out;
+
+static void die(const char *what)
+{
+  fprintf(stderr, "make_corpus: %s: %s (%s)\n", what, strerror(errno), sochdb_last_error());
+  exit(1);
+}
+
+static void save(const char *kind, const char *name, const void *p, size_t n)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/%s", out, kind);
+  if (mkdir(path, 0755) != 0 && errno != EEXIST)
+    die(path);
+  snprintf(path, sizeof path, "%s/%s/%s", out, kind, name);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0 || write(fd, p, n) != (ssize_t)n)
+    die(path);
+  close(fd);
+}
+
+/* nkeys keys, up to 3 versions each, some deletes; values compressible or not. */
+static void sst(const char *name, unsigned nkeys, size_t vlen, int compressible, size_t block)
+{
+  struct sst_builder b;
+  if (sst_builder_init(&b, block) != SOCHDB_OK)
+    die("sst_builder_init");
+  uint8_t val[512];
+  uint64_t x = 88172645463325252ull;
+  for (unsigned i = 0; i < nkeys; i++) {
+    char key[32];
+    int kl = snprintf(key, sizeof key, "k%05u", i * 3);
+    unsigned versions = 1 + i % 3;
+    for (unsigned v = 0; v < versions; v++) {
+      for (size_t j = 0; j < vlen; j++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        val[j] = compressible ? (uint8_t)("abcd"[j % 4]) : (uint8_t)x;
+      }
+      int del = i % 5 == 4 && v == 0;
+      if (sst_builder_add(&b, key, (size_t)kl, 100 + (uint64_t)i * 4 + versions - v, del ? SST_DEL : SST_PUT, val,
+                          del ? 0 : vlen) != SOCHDB_OK)
+        die("sst_builder_add");
+    }
+  }
+  uint8_t *buf;
+  size_t len;
+  if (sst_builder_finish(&b, &buf, &len) != SOCHDB_OK)
+    die("sst_builder_finish");
+  sst_builder_free(&b);
+  save("sst", name, buf, len);
+  free(buf);
+}
+
+/* A segment of ngroups groups of 1..4 records; torn: a half-written group after them. */
+static void wal(const char *name, unsigned ngroups, int torn)
+{
+  static uint8_t file[1 << 16];
+  struct wal_seg_header h;
+  wal_seg_header_init(&h, 4096, DB_ID, 1);
+  memcpy(file, &h, sizeof h);
+  size_t n = sizeof h;
+  uint64_t lsn = 4096, seq = 7;
+  for (unsigned g = 0; g < ngroups + (torn ? 1 : 0); g++) {
+    uint8_t payload[8192];
+    size_t pn = 0;
+    for (unsigned r = 0; r < 1 + g % 4; r++) {
+      unsigned nops = 1 + r % 3;
+      char key[3][16];
+      uint64_t kv = 0;
+      for (unsigned o = 0; o < nops; o++)
+        kv += (uint64_t)snprintf(key[o], sizeof key[o], "key%llu.%u", (unsigned long long)seq, o) + o * 5;
+      size_t bytes = wal_record_bytes(nops, kv);
+      wal_record_begin(payload + pn, bytes, WAL_COMMIT, seq++, nops);
+      size_t pos = 0;
+      for (unsigned o = 0; o < nops; o++)
+        pos = wal_record_add_op(payload + pn, pos, o == 2 ? WAL_DEL : WAL_PUT, key[o], (uint32_t)strlen(key[o]),
+                                "valuevaluevalue", o == 2 ? 0 : o * 5);
+      wal_record_finish(payload + pn);
+      pn += bytes;
+    }
+    struct wal_group_header gh;
+    wal_group_header_init(&gh, lsn, payload, (uint32_t)pn);
+    memcpy(file + n, &gh, sizeof gh);
+    memcpy(file + n + sizeof gh, payload, pn);
+    size_t total = sizeof gh + pn;
+    n += g < ngroups ? total : total / 2;   /* the torn group: half of it */
+    lsn += pn;
+  }
+  save("wal", name, file, n);
+}
+
+/* A MANIFEST after a few edits, made in a scratch directory. */
+static void manifest(const char *name, unsigned edits)
+{
+  char dir[] = "/tmp/sochdb-corpus-XXXXXX";
+  if (!mkdtemp(dir))
+    die("mkdtemp");
+  struct manifest *m;
+  if (manifest_create(dir, DB_ID, &m) != SOCHDB_OK)
+    die("manifest_create");
+  struct manifest_state st;
+  manifest_state_init(&st);
+  for (unsigned i = 0; i < edits; i++) {
+    struct manifest_edit e;
+    manifest_edit_init(&e);
+    char lo[16], hi[16];
+    snprintf(lo, sizeof lo, "a%u", i);
+    snprintf(hi, sizeof hi, "z%u", i);
+    struct manifest_file f = { .number = 10 + i, .size = 1000 + i, .smallest = (uint8_t *)lo,
+                               .smallest_len = (uint32_t)strlen(lo), .largest = (uint8_t *)hi,
+                               .largest_len = (uint32_t)strlen(hi), .min_seq = i, .max_seq = i + 5 };
+    manifest_edit_add_file(&e, i % MANIFEST_LEVELS, &f);
+    if (i >= 2)
+      manifest_edit_delete_file(&e, (i - 2) % MANIFEST_LEVELS, 10 + i - 2);
+    manifest_edit_set_flushed(&e, 100 + i);
+    manifest_edit_set_next_file(&e, 20 + i);
+    if (manifest_apply(m, &st, &e) != SOCHDB_OK)
+      die("manifest_apply");
+    manifest_edit_free(&e);
+  }
+  if (edits >= 3 && manifest_rewrite(m, &st) != SOCHDB_OK)   /* a snapshot record with files */
+    die("manifest_rewrite");
+  uint64_t number = manifest_number(m);
+  manifest_close(m);
+  manifest_state_free(&st);
+  char path[256];
+  snprintf(path, sizeof path, "%s/MANIFEST-%06llu", dir, (unsigned long long)number);
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    die(path);
+  static uint8_t buf[1 << 16];
+  size_t n = fread(buf, 1, sizeof buf, f);
+  fclose(f);
+  save("manifest", name, buf, n);
+  unlink(path);
+  snprintf(path, sizeof path, "%s/CURRENT", dir);
+  unlink(path);
+  rmdir(dir);
+}
+
+int main(int argc, char **argv)
+{
+  if (argc != 2) {
+    fprintf(stderr, "usage: %s OUTDIR\n", argv[0]);
+    return 2;
+  }
+  out = argv[1];
+  if (mkdir(out, 0755) != 0 && errno != EEXIST)
+    die(out);
+  sst("empty.sst", 0, 0, 0, 0);
+  sst("one.sst", 1, 8, 0, 0);
+  sst("small.sst", 20, 16, 0, SST_BLOCK_MIN);
+  sst("blocks.sst", 200, 40, 0, SST_BLOCK_MIN);
+  sst("lz4.sst", 150, 100, 1, SST_BLOCK_MIN);
+  wal("empty.wal", 0, 0);
+  wal("groups.wal", 5, 0);
+  wal("torn.wal", 3, 1);
+  manifest("fresh.manifest", 0);
+  manifest("edits.manifest", 2);
+  manifest("rewritten.manifest", 5);
+  return 0;
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# fuzz.sh — build the libFuzzer targets (fuzz/) with clang and run each one.
+#
+#   bash scripts/fuzz.sh [SECONDS]     SECONDS per target (default 60)
+#
+# Builds in build-fuzz/ (CC=clang, -DSOCHDB_FUZZ=ON, no tests), writes a seed
+# corpus of valid files with the library's own writers, then runs fuzz_sst,
+# fuzz_wal and fuzz_manifest for SECONDS each. The corpus each run grows is
+# kept in build-fuzz/corpus/<target> (later runs start from it); a crashing
+# input is saved in build-fuzz/crashes/<target>/ and makes the script exit 1.
+set -u
+secs=${1:-60}
+case $secs in ''|*[!0-9]*) echo "usage: $0 [SECONDS per target]" >&2; exit 2 ;; esac
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=$root/build-fuzz
+jobs=$(nproc 2>/dev/null || echo 2)
+
+cmake -S "$root" -B "$build" -DCMAKE_C_COMPILER=clang -DSOCHDB_FUZZ=ON -DSOCHDB_BUILD_TESTS=OFF \
+      -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null || exit 1
+cmake --build "$build" -j"$jobs" --target fuzz_sst fuzz_wal fuzz_manifest sochdb_fuzz_corpus || exit 1
+
+seeds=$build/seeds
+rm -rf "$seeds"
+"$build/sochdb_fuzz_corpus" "$seeds" || exit 1
+
+failed=0
+for t in sst wal manifest; do
+  corpus=$build/corpus/$t
+  crashes=$build/crashes/$t
+  mkdir -p "$corpus" "$crashes"
+  log=$build/fuzz_$t.log
+  echo "== fuzz_$t: $secs s"
+  "$build/fuzz_$t" -max_total_time="$secs" -print_final_stats=1 -artifact_prefix="$crashes/" \
+      -rss_limit_mb=4096 -timeout=10 "$corpus" "$seeds/$t" >"$log" 2>&1
+  rc=$?
+  grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|^#[0-9]+.*DONE' "$log" | sed 's/^/   /'
+  if [ $rc -ne 0 ]; then
+    echo "!! fuzz_$t FAILED (exit $rc); see $log and $crashes/" >&2
+    grep -E -m3 'ERROR:|runtime error|SUMMARY' "$log" | sed 's/^/   /' >&2
+    failed=1
+  fi
+done
+if [ $failed -ne 0 ]; then
+  echo "fuzz: FAILED" >&2
+  exit 1
+fi
+echo "fuzz: OK (no crash in $secs s per target)"

@@ -1,0 +1,410 @@
+/*
+** blockcache.c — the shared, set-associative CLOCK cache of decompressed
+** blocks (see blockcache.h). It owns nothing but the caller's area, laid out
+** as offsets from its start:
+**
+**   [ header 128 B | set 0 | set 1 | ... | pad to 4 KiB | data of entry 0 | data of entry 1 | ... ]
+**
+** A set is its CLOCK hand and the metadata of its BC_WAYS entries (state,
+** tags, length, reference bit), 384 bytes; the entries' data, BC_BLOCK_MAX
+** bytes each, is kept apart so that a lookup reads a few adjacent cache lines
+** to scan a set, and formatting touches no data page.
+**
+** Shared data is only ever touched with atomic operations (data as 8-byte
+** words, relaxed): processes race on entries by design, and the seqlock, not
+** the individual accesses, decides what a reader may use.
+*/
+#include "blockcache.h"
+
+#include <stdatomic.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define BC_MAGIC       0x3143424244484353ull   /* "SCHDBBC1" */
+#define BC_HEADER      128u
+#define BC_DATA_ALIGN  4096u
+#define BC_WORDS       (BC_BLOCK_MAX / 8u)
+#define OWNER_MASK     0xffffull
+#define VALID_BIT      (1ull << 16)
+#define VERSION_SHIFT  17
+
+struct bc_header {
+  uint64_t magic;       /* BC_MAGIC once formatted */
+  uint64_t nsets;       /* 0: disabled */
+  uint64_t data_off;    /* of entry 0's data, from the area's start */
+  uint64_t pad[5];
+  /* counters on a line of their own */
+  _Atomic uint64_t hits, misses, inserts, evictions, too_big;
+  uint64_t pad2[3];
+};
+
+struct bc_entry {
+  _Atomic uint64_t state;             /* [ version | valid | writer ] */
+  _Atomic uint64_t file, offset, len;
+  _Atomic uint32_t ref;               /* CLOCK reference bit */
+  uint32_t         pad;
+};
+
+struct bc_set {
+  _Alignas(64) _Atomic uint32_t hand; /* CLOCK hand: next way to look at, mod BC_WAYS */
+  uint32_t        pad;
+  struct bc_entry way[BC_WAYS];
+};
+
+_Static_assert(sizeof(struct bc_header) == BC_HEADER, "header size");
+_Static_assert(sizeof(struct bc_set) % 64 == 0, "sets are whole cache lines");
+
+/* ---- state words ------------------------------------------------------------ */
+
+static inline uint32_t st_owner(uint64_t s) { return (uint32_t)(s & OWNER_MASK); }
+static inline int      st_valid(uint64_t s) { return (s & VALID_BIT) != 0; }
+static inline uint64_t st_version(uint64_t s) { return s >> VERSION_SHIFT; }
+static inline uint64_t st_make(uint64_t version, int valid, uint32_t owner)
+{
+  return (version << VERSION_SHIFT) | (valid ? VALID_BIT : 0) | (owner & OWNER_MASK);
+}
+
+/* ---- layout ------------------------------------------------------------------- */
+
+static uint64_t data_off_for(uint64_t nsets)
+{
+  uint64_t end = BC_HEADER + nsets * sizeof(struct bc_set);
+  return (end + BC_DATA_ALIGN - 1) / BC_DATA_ALIGN * BC_DATA_ALIGN;
+}
+
+static uint64_t area_for(uint64_t nsets) { return data_off_for(nsets) + nsets * BC_WAYS * BC_BLOCK_MAX; }
+
+size_t bc_area_bytes(uint64_t cache_bytes)
+{
+  uint64_t nsets = cache_bytes / ((uint64_t)BC_WAYS * BC_BLOCK_MAX);
+  return nsets ? (size_t)area_for(nsets) : 0;
+}
+
+/* The formatted header of area, or NULL when the cache is absent or disabled. */
+static struct bc_header *header(const void *area)
+{
+  struct bc_header *h = (struct bc_header *)area;
+  return h && h->magic == BC_MAGIC && h->nsets > 0 ? h : NULL;
+}
+
+static struct bc_set *set_at(struct bc_header *h, uint64_t i)
+{
+  return (struct bc_set *)((char *)h + BC_HEADER + i * sizeof(struct bc_set));
+}
+
+static struct bc_set *set_of(struct bc_header *h, uint64_t file, uint64_t offset)
+{
+  uint64_t key[2] = {file, offset};
+  return set_at(h, XXH3_64bits(key, sizeof key) % h->nsets);
+}
+
+static _Atomic uint64_t *data_of(struct bc_header *h, const struct bc_set *s, unsigned way)
+{
+  uint64_t set_index = (uint64_t)((const char *)s - ((char *)h + BC_HEADER)) / sizeof(struct bc_set);
+  uint64_t entry = set_index * BC_WAYS + way;
+  return (_Atomic uint64_t *)((char *)h + h->data_off + entry * BC_BLOCK_MAX);
+}
+
+/* The seqlock's two fences. TSan does not model fences (gcc warns about
+** them under -fsanitize=thread); every shared access here is atomic, so it
+** reports no race either way. */
+#if defined(__SANITIZE_THREAD__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wtsan"
+#endif
+static inline void fence_acquire(void) { atomic_thread_fence(memory_order_acquire); }
+static inline void fence_release(void) { atomic_thread_fence(memory_order_release); }
+#if defined(__SANITIZE_THREAD__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+/* relaxed: counters are statistics; nothing is ordered by them. */
+static void count(_Atomic uint64_t *c) { atomic_fetch_add_explicit(c, 1, memory_order_relaxed); }
+
+void bc_init(void *area, size_t area_bytes)
+{
+  if (!area || area_bytes < BC_HEADER)
+    return;
+  struct bc_header *h = area;
+  uint64_t nsets = area_bytes / ((uint64_t)BC_WAYS * BC_BLOCK_MAX + sizeof(struct bc_set));
+  while (nsets > 0 && area_for(nsets) > area_bytes)
+    nsets--;
+  memset(h, 0, BC_HEADER);   /* nobody else sees the area yet */
+  h->nsets = nsets;
+  h->data_off = data_off_for(nsets);
+  atomic_init(&h->hits, 0);
+  atomic_init(&h->misses, 0);
+  atomic_init(&h->inserts, 0);
+  atomic_init(&h->evictions, 0);
+  atomic_init(&h->too_big, 0);
+  for (uint64_t i = 0; i < nsets; i++) {
+    struct bc_set *s = set_at(h, i);
+    atomic_init(&s->hand, 0);
+    s->pad = 0;
+    for (unsigned w = 0; w < BC_WAYS; w++) {
+      struct bc_entry *e = &s->way[w];
+      atomic_init(&e->state, st_make(0, 0, 0));
+      atomic_init(&e->file, 0);
+      atomic_init(&e->offset, 0);
+      atomic_init(&e->len, 0);
+      atomic_init(&e->ref, 0);
+      e->pad = 0;
+    }
+  }
+  h->magic = BC_MAGIC;   /* the creator publishes the whole area to others later */
+}
+
+/* ---- copying words ------------------------------------------------------------- */
+
+/* relaxed loads: a racing writer may change the words under us; the caller's
+** seqlock re-check throws such a copy away. */
+static void copy_out(const _Atomic uint64_t *src, uint8_t *dst, size_t len)
+{
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w = atomic_load_explicit(&src[i / 8], memory_order_relaxed);
+    memcpy(dst + i, &w, 8);
+  }
+  if (i < len) {
+    uint64_t w = atomic_load_explicit(&src[i / 8], memory_order_relaxed);
+    memcpy(dst + i, &w, len - i);
+  }
+}
+
+/* relaxed stores: the writer's release fence after its claim and its release
+** publication order them for readers. */
+static void copy_in(_Atomic uint64_t *dst, const uint8_t *src, size_t len)
+{
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    memcpy(&w, src + i, 8);
+    atomic_store_explicit(&dst[i / 8], w, memory_order_relaxed);
+  }
+  if (i < len) {
+    uint64_t w = 0;
+    memcpy(&w, src + i, len - i);
+    atomic_store_explicit(&dst[i / 8], w, memory_order_relaxed);
+  }
+}
+
+/* ---- lookup -------------------------------------------------------------------- */
+
+/* Copy way w of s out if it holds (file, offset) stably: 1, *len set. */
+static int read_way(struct bc_header *h, struct bc_set *s, unsigned w, uint64_t file, uint64_t offset, void *dst,
+                    size_t cap, size_t *len)
+{
+  struct bc_entry *e = &s->way[w];
+  /* acquire: pairs with the publisher's release store, so the tags and data
+  ** it wrote before publishing are what we read below (unless overwritten). */
+  uint64_t s1 = atomic_load_explicit(&e->state, memory_order_acquire);
+  if (st_owner(s1) || !st_valid(s1))
+    return 0;
+  /* relaxed: ordered after s1 by its acquire; validated by the re-check */
+  if (atomic_load_explicit(&e->file, memory_order_relaxed) != file ||
+      atomic_load_explicit(&e->offset, memory_order_relaxed) != offset)
+    return 0;
+  uint64_t n = atomic_load_explicit(&e->len, memory_order_relaxed);
+  if (n > BC_BLOCK_MAX || n > cap)
+    return 0;
+  copy_out(data_of(h, s, w), dst, (size_t)n);
+  /* acquire fence: if the copy read any word a later writer stored (after its
+  ** claim and release fence), the re-load below sees that claim or later. */
+  fence_acquire();
+  /* relaxed: the fence above orders it after the copy */
+  if (atomic_load_explicit(&e->state, memory_order_relaxed) != s1)
+    return 0;   /* changed while copying: maybe torn; a miss, no retry */
+  /* relaxed: the reference bit is a CLOCK hint; written only when clear so
+  ** that hits on a hot block do not bounce its cache line between CPUs. */
+  if (!atomic_load_explicit(&e->ref, memory_order_relaxed))
+    atomic_store_explicit(&e->ref, 1, memory_order_relaxed);
+  *len = (size_t)n;
+  return 1;
+}
+
+int bc_lookup(void *area, uint64_t file, uint64_t offset, void *dst, size_t cap, size_t *len)
+{
+  struct bc_header *h = header(area);
+  if (!h)
+    return 0;
+  struct bc_set *s = set_of(h, file, offset);
+  for (unsigned w = 0; w < BC_WAYS; w++)
+    if (read_way(h, s, w, file, offset, dst, cap, len)) {
+      count(&h->hits);
+      return 1;
+    }
+  count(&h->misses);
+  return 0;
+}
+
+/* ---- insert -------------------------------------------------------------------- */
+
+/* Is (file, offset) cached (or was it, a moment ago)? A stale answer only
+** means a skipped or a duplicate insert, so relaxed loads suffice. */
+static int present(struct bc_set *s, uint64_t file, uint64_t offset)
+{
+  for (unsigned w = 0; w < BC_WAYS; w++) {
+    struct bc_entry *e = &s->way[w];
+    uint64_t st = atomic_load_explicit(&e->state, memory_order_relaxed);
+    if (!st_owner(st) && st_valid(st) && atomic_load_explicit(&e->file, memory_order_relaxed) == file &&
+        atomic_load_explicit(&e->offset, memory_order_relaxed) == offset)
+      return 1;
+  }
+  return 0;
+}
+
+/* CLOCK: the next way that is free, or valid with its reference bit clear
+** (bits found set are cleared on the way). Its state to *state; -1 if two
+** sweeps found nothing (every way being written). */
+static int pick_victim(struct bc_set *s, uint64_t *state)
+{
+  for (unsigned step = 0; step < 2 * BC_WAYS; step++) {
+    /* relaxed: the hand only spreads the sweep; any value is correct.
+    ** 2^32 is a multiple of BC_WAYS, so wrapping keeps the order. */
+    unsigned w = atomic_fetch_add_explicit(&s->hand, 1, memory_order_relaxed) % BC_WAYS;
+    struct bc_entry *e = &s->way[w];
+    /* relaxed: the claim's CAS re-checks the state */
+    uint64_t st = atomic_load_explicit(&e->state, memory_order_relaxed);
+    if (st_owner(st))
+      continue;
+    /* relaxed: reference bits are hints */
+    if (st_valid(st) && atomic_load_explicit(&e->ref, memory_order_relaxed)) {
+      atomic_store_explicit(&e->ref, 0, memory_order_relaxed);
+      continue;
+    }
+    *state = st;
+    return (int)w;
+  }
+  return -1;
+}
+
+/* Claim way w from the stable state st for owner: 1 and *claimed, or 0 if
+** someone else changed it first. */
+static int claim(struct bc_entry *e, uint64_t st, uint32_t owner, uint64_t *claimed)
+{
+  uint64_t want = st_make(st_version(st) + 1, 0, owner);
+  /* acquire on success: the previous writer's (or reaper's) stores happen
+  ** before ours, so ours are the newest. relaxed on failure: we give up. */
+  if (!atomic_compare_exchange_strong_explicit(&e->state, &st, want, memory_order_acquire, memory_order_relaxed))
+    return 0;
+  /* release fence: a reader whose copy sees any store of ours below (after
+  ** its acquire fence) also sees this claim, and discards the copy. */
+  fence_release();
+  *claimed = want;
+  return 1;
+}
+
+/* relaxed stores: ordered after the claim by its fence, and before the
+** publication by its release. */
+static void write_tags(struct bc_entry *e, uint64_t file, uint64_t offset, uint64_t len)
+{
+  atomic_store_explicit(&e->file, file, memory_order_relaxed);
+  atomic_store_explicit(&e->offset, offset, memory_order_relaxed);
+  atomic_store_explicit(&e->len, len, memory_order_relaxed);
+  atomic_store_explicit(&e->ref, 0, memory_order_relaxed);
+}
+
+static void publish(struct bc_entry *e, uint64_t claimed)
+{
+  /* release: a reader that loads this state (acquire) sees the tags and data */
+  atomic_store_explicit(&e->state, st_make(st_version(claimed) + 1, 1, 0), memory_order_release);
+}
+
+/* Claim a victim way of (file, offset)'s set: its index, or -1. */
+static int claim_victim(struct bc_header *h, struct bc_set *s, uint32_t owner, uint64_t *claimed)
+{
+  uint64_t st;
+  int w = pick_victim(s, &st);
+  if (w < 0 || !claim(&s->way[w], st, owner, claimed))
+    return -1;   /* contention: give up rather than wait */
+  if (st_valid(st))
+    count(&h->evictions);
+  return w;
+}
+
+void bc_insert(void *area, uint64_t file, uint64_t offset, const void *data, size_t len, uint32_t owner)
+{
+  struct bc_header *h = header(area);
+  if (!h || owner == 0 || owner > OWNER_MASK || (!data && len))
+    return;
+  if (len > BC_BLOCK_MAX) {
+    count(&h->too_big);
+    return;
+  }
+  struct bc_set *s = set_of(h, file, offset);
+  if (present(s, file, offset))
+    return;
+  uint64_t claimed;
+  int w = claim_victim(h, s, owner, &claimed);
+  if (w < 0)
+    return;
+  write_tags(&s->way[w], file, offset, len);
+  copy_in(data_of(h, s, (unsigned)w), data, len);
+  publish(&s->way[w], claimed);
+  count(&h->inserts);
+}
+
+/* ---- reaping and statistics ---------------------------------------------------- */
+
+/* Entry e, claimed by a dead writer in state st, becomes free and empty. The
+** tags are written as that writer would have: only one reaper handles a dead
+** owner at a time (the slot lock makes reaping exclusive), and no one else
+** touches an entry that names a writer. */
+static void release_entry(struct bc_entry *e, uint64_t st)
+{
+  write_tags(e, 0, 0, 0);
+  /* release: whoever claims the entry next (acquire) sees the emptied tags
+  ** before its own stores. relaxed on failure: someone else reaped it. */
+  atomic_compare_exchange_strong_explicit(&e->state, &st, st_make(st_version(st) + 1, 0, 0), memory_order_release,
+                                          memory_order_relaxed);
+}
+
+void bc_release_owner(void *area, uint32_t owner)
+{
+  struct bc_header *h = header(area);
+  if (!h || owner == 0 || owner > OWNER_MASK)
+    return;
+  for (uint64_t i = 0; i < h->nsets; i++) {
+    struct bc_set *s = set_at(h, i);
+    for (unsigned w = 0; w < BC_WAYS; w++) {
+      /* relaxed: only the dead owner could change a state that names it */
+      uint64_t st = atomic_load_explicit(&s->way[w].state, memory_order_relaxed);
+      if (st_owner(st) == owner)
+        release_entry(&s->way[w], st);
+    }
+  }
+}
+
+void bc_get_stats(const void *area, struct bc_stats *out)
+{
+  memset(out, 0, sizeof *out);
+  struct bc_header *h = header(area);
+  if (!h)
+    return;
+  /* relaxed: counters are independent statistics */
+  out->hits = atomic_load_explicit(&h->hits, memory_order_relaxed);
+  out->misses = atomic_load_explicit(&h->misses, memory_order_relaxed);
+  out->inserts = atomic_load_explicit(&h->inserts, memory_order_relaxed);
+  out->evictions = atomic_load_explicit(&h->evictions, memory_order_relaxed);
+  out->too_big = atomic_load_explicit(&h->too_big, memory_order_relaxed);
+  out->capacity_blocks = h->nsets * BC_WAYS;
+}
+
+#ifdef SOCHDB_TESTING
+int bc_test_claim_and_stop(void *area, uint64_t file, uint64_t offset, size_t len, uint32_t owner)
+{
+  struct bc_header *h = header(area);
+  if (!h || owner == 0 || owner > OWNER_MASK || len > BC_BLOCK_MAX)
+    return 0;
+  struct bc_set *s = set_of(h, file, offset);
+  uint64_t claimed;
+  int w = claim_victim(h, s, owner, &claimed);
+  if (w < 0)
+    return 0;
+  write_tags(&s->way[w], file, offset, len);
+  uint8_t half[BC_BLOCK_MAX / 2];
+  memset(half, 0xAB, len / 2);
+  copy_in(data_of(h, s, (unsigned)w), half, len / 2);
+  return 1;   /* and never publish: the writer "died" here */
+}
+#endif

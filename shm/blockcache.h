@@ -1,0 +1,76 @@
+/*
+** blockcache.h — the shared block cache: decompressed SSTable data blocks,
+** kept in one memory area that every process of a database maps (MAP_SHARED,
+** each at its own address), so that a block one process decompressed serves
+** all of them.
+**
+** The area holds offsets and plain values only, never a pointer. It is a
+** fixed-size, set-associative cache: (file, offset) hashes to one set of
+** BC_WAYS entries, and CLOCK (a reference bit per entry, a hand per set)
+** chooses the victim within the set. Blocks larger than BC_BLOCK_MAX are not
+** cached.
+**
+** Every entry is a seqlock. Its state word is [ version 47 bits | valid 1 bit
+** | writer 16 bits ]: a writer claims the entry by CAS (writer = its owner
+** id, version + 1), writes tags and data, then publishes (writer 0, version +
+** 1, valid). A reader copies an entry out and re-reads the state: if it
+** changed, the copy may be torn and the lookup is a miss, so a lookup never
+** returns a torn copy and never waits. A process killed while writing leaves
+** its owner id in the state; the reaper calls bc_release_owner, which makes
+** such entries empty again.
+**
+** SSTable file numbers are never reused, so entries are never invalidated:
+** those of deleted files age out by CLOCK.
+*/
+#ifndef SOCHDB_SHM_BLOCKCACHE_H
+#define SOCHDB_SHM_BLOCKCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define BC_BLOCK_MAX  16384u   /* payload capacity of one entry; bigger blocks are not cached */
+#define BC_WAYS       8u
+
+struct bc_stats {
+  uint64_t hits, misses, inserts, evictions, too_big;
+  uint64_t capacity_blocks;
+};
+
+/* Bytes of the area for a cache of about cache_bytes of payload (rounded down
+** to whole sets; 0 when cache_bytes is too small for one set: cache disabled). */
+size_t bc_area_bytes(uint64_t cache_bytes);
+
+/* Format the area (called once, by the creator, before anyone else sees it).
+** The area must be 64-byte aligned in every process (a mapping is).
+** Writes the header and each entry's small metadata, never the data pages, so
+** a sparse area stays mostly untouched until blocks are cached. An area too
+** small for one set is formatted as a disabled cache (every lookup misses). */
+void   bc_init(void *area, size_t area_bytes);
+
+/* Copy the block (file, offset) into dst (cap bytes) if cached: returns 1 with
+** *len set, else 0 (also when the block is longer than cap). Never returns a
+** torn copy. A NULL area, or one formatted with no set, always misses. */
+int    bc_lookup(void *area, uint64_t file, uint64_t offset, void *dst, size_t cap, size_t *len);
+
+/* Insert a copy of data[0..len) under (file, offset); len > BC_BLOCK_MAX is
+** counted in too_big and ignored. owner = the inserting process's slot + 1
+** (1..65535). Does nothing if the block is already cached; may silently give
+** up under contention (every way of the set being written). */
+void   bc_insert(void *area, uint64_t file, uint64_t offset, const void *data, size_t len, uint32_t owner);
+
+/* Reaper: the entries a dead owner left half-written become free (empty)
+** again. owner must be dead: a live writer's entry would be taken from it. */
+void   bc_release_owner(void *area, uint32_t owner);
+
+/* Counters (each read on its own: not one consistent snapshot). */
+void   bc_get_stats(const void *area, struct bc_stats *out);
+
+#ifdef SOCHDB_TESTING
+/* For tests: do what bc_insert does up to the middle of the copy and stop, as
+** a writer killed there would: an entry of (file, offset)'s set is claimed by
+** owner, its tags written and half of len bytes of data (pattern byte 0xAB).
+** Returns 1 if an entry was claimed, 0 if none could be. */
+int    bc_test_claim_and_stop(void *area, uint64_t file, uint64_t offset, size_t len, uint32_t owner);
+#endif
+
+#endif

@@ -1,0 +1,79 @@
+/*
+** filelist.c — the live-SSTable lists (see filelist.h).
+*/
+#include "filelist.h"
+
+#include "epoch.h"
+#include "error.h"
+
+#include <string.h>
+
+size_t fl_section_bytes(void) { return sizeof(struct fl_list) * FL_LISTS; }
+
+void fl_init(shm_region *r)
+{
+  for (uint32_t i = 0; i < FL_LISTS; i++)
+    atomic_init(&fl_list_at(r, i)->state, FL_FREE);
+  struct fl_list *l = fl_list_at(r, 0);
+  l->id = 1;
+  l->nfiles = 0;
+  atomic_init(&l->state, FL_CURRENT);
+  atomic_init(&r->hdr->current_files, 0);
+  atomic_init(&r->hdr->files_futex, 0);
+}
+
+const struct fl_list *fl_current(const shm_region *r)
+{
+  /* acquire: pairs with the release store in fl_publish */
+  uint32_t i = atomic_load_explicit(&r->hdr->current_files, memory_order_acquire);
+  return fl_list_at(r, i % FL_LISTS);
+}
+
+static int claim_free_list(shm_region *r, uint32_t *out)
+{
+  for (uint32_t i = 0; i < FL_LISTS; i++) {
+    struct fl_list *l = fl_list_at(r, i);
+    /* relaxed: only the daemon changes list states */
+    if (atomic_load_explicit(&l->state, memory_order_relaxed) == FL_FREE) {
+      atomic_store_explicit(&l->state, FL_BUILDING, memory_order_relaxed);
+      *out = i;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int fl_publish(shm_region *r, const struct fl_file *files, uint32_t n, uint64_t *tag)
+{
+  if (n > FL_MAX_FILES)
+    return sdb_fail(SOCHDB_INVALID, "%u live SSTables; the region lists at most %u", n, FL_MAX_FILES);
+  uint32_t idx;
+  if (!claim_free_list(r, &idx))
+    return sdb_fail(SOCHDB_BUSY, "every file list of %s is still read by an old snapshot", r->path);
+  uint32_t old_idx = atomic_load_explicit(&r->hdr->current_files, memory_order_relaxed);
+  struct fl_list *old = fl_list_at(r, old_idx), *l = fl_list_at(r, idx);
+  l->id = old->id + 1;
+  l->nfiles = n;
+  memcpy(l->files, files, n * sizeof *files);
+  atomic_store_explicit(&l->state, FL_CURRENT, memory_order_relaxed);
+  /* seq_cst: a release for the contents, and the unpublishing store of the
+  ** epoch handshake for the old list */
+  atomic_store_explicit(&r->hdr->current_files, idx, memory_order_seq_cst);
+  atomic_store_explicit(&old->state, FL_RETIRED, memory_order_relaxed);
+  *tag = epoch_retire(r);
+  atomic_store_explicit(&old->retire_tag, *tag, memory_order_relaxed);
+  atomic_fetch_add_explicit(&r->hdr->files_futex, 1, memory_order_release);
+  return SOCHDB_OK;
+}
+
+void fl_reclaim(shm_region *r, uint64_t oldest_view, int at_start)
+{
+  for (uint32_t i = 0; i < FL_LISTS; i++) {
+    struct fl_list *l = fl_list_at(r, i);
+    uint64_t st = atomic_load_explicit(&l->state, memory_order_relaxed);
+    int done = (st == FL_RETIRED && atomic_load_explicit(&l->retire_tag, memory_order_relaxed) < oldest_view) ||
+               (st == FL_BUILDING && at_start);
+    if (done)
+      atomic_store_explicit(&l->state, FL_FREE, memory_order_relaxed);
+  }
+}

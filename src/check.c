@@ -1,0 +1,643 @@
+/*
+** check.c — offline, read-only verification of a database directory (see
+** check.h for what is verified and how findings are judged).
+*/
+#include "check.h"
+
+#include "error.h"
+#include "manifest.h"
+#include "sochdb.h"
+#include "sstfmt.h"
+#include "walfmt.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define ID_FILE   "sochdb.id"
+#define CK_PATH   4400
+#define WAL_DBID_OFFSET 24u   /* db_id in a WAL segment header */
+#define MAN_DBID_OFFSET 16u   /* db_id in a MANIFEST header */
+
+int sst_file_path(char *out, size_t n, const char *dir, uint64_t number)
+{
+  if (!out || !dir || n == 0)
+    return sdb_fail(SOCHDB_INVALID, "sst_file_path: NULL argument");
+  int w = snprintf(out, n, "%s/%06llu.sst", dir, (unsigned long long)number);
+  if (w < 0 || (size_t)w >= n)
+    return sdb_fail(SOCHDB_INVALID, "SSTable path for %s is too long", dir);
+  return SOCHDB_OK;
+}
+
+/* ---- the run ------------------------------------------------------------------ */
+
+struct sst_found {        /* a *.sst file found in the directory */
+  uint64_t number;
+  uint64_t size;
+  int      live;          /* listed in the MANIFEST */
+  char     name[32];
+};
+
+struct ck {
+  const char                   *dir;
+  const struct check_callbacks *cb;
+  struct check_summary         *s;
+  uint64_t                      done, total;
+  uint8_t                       db_id[16];
+  int                           fatal;   /* an error that stops the run (returned) */
+};
+
+__attribute__((format(printf, 4, 5)))
+static void problem(struct ck *c, int damage, const char *file, const char *fmt, ...)
+{
+  char what[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof what, fmt, ap);
+  va_end(ap);
+  if (damage)
+    c->s->damaged++;
+  else
+    c->s->warnings++;
+  if (c->cb && c->cb->problem)
+    c->cb->problem(c->cb->ctx, file, what);
+}
+
+static void progress(struct ck *c, uint64_t done)
+{
+  if (done > c->done)
+    c->done = done;
+  if (c->done > c->total)
+    c->total = c->done;
+  if (c->cb && c->cb->progress)
+    c->cb->progress(c->cb->ctx, c->done, c->total);
+}
+
+/* sochdb_last_error(), copied before the next library call overwrites it. */
+static const char *last_error(char *buf, size_t n)
+{
+  snprintf(buf, n, "%s", sochdb_last_error());
+  return buf;
+}
+
+/* An error that is not a property of the data (permissions, descriptors):
+** the run cannot go on. EIO is a property of the data: damage. */
+static void io_problem(struct ck *c, const char *path, const char *what, int err)
+{
+  if (err == EIO) {
+    problem(c, 1, path, "%s: %s", what, strerror(err));
+    return;
+  }
+  if (!c->fatal)
+    c->fatal = sdb_fail(SOCHDB_IO, "%s %s: %s", what, path, strerror(err));
+}
+
+/* Read a whole file into a malloc'ed buffer: 0, or an errno value. A file
+** that grows meanwhile is read up to the size it had when opened. */
+static int read_whole(const char *path, uint8_t **out, size_t *n)
+{
+  *out = NULL;
+  *n = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno;
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    close(fd);
+    return e;
+  }
+  size_t len = (size_t)st.st_size;
+  uint8_t *buf = malloc(len ? len : 1);
+  if (!buf) {
+    close(fd);
+    return ENOMEM;
+  }
+  size_t got = 0;
+  while (got < len) {
+    ssize_t r = pread(fd, buf + got, len - got, (off_t)got);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0) {
+      int e = errno;
+      free(buf);
+      close(fd);
+      return e;
+    }
+    if (r == 0)
+      break;   /* shrank meanwhile */
+    got += (size_t)r;
+  }
+  close(fd);
+  *out = buf;
+  *n = got;
+  return 0;
+}
+
+static uint64_t file_size(const char *path)
+{
+  struct stat st;
+  return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+/* ---- identity ------------------------------------------------------------------- */
+
+/* The MANIFEST file CURRENT names, as a path (empty if CURRENT is unreadable). */
+static void current_manifest_path(const char *dir, char *out, size_t n)
+{
+  char path[CK_PATH];
+  out[0] = '\0';
+  snprintf(path, sizeof path, "%s/CURRENT", dir);
+  uint8_t *buf;
+  size_t len;
+  if (read_whole(path, &buf, &len) != 0)
+    return;
+  if (len > 9 && len < 40 && memcmp(buf, "MANIFEST-", 9) == 0 && buf[len - 1] == '\n') {
+    int ok = 1;
+    for (size_t i = 9; i + 1 < len; i++)
+      ok &= buf[i] >= '0' && buf[i] <= '9';
+    if (ok)
+      snprintf(out, n, "%s/%.*s", dir, (int)(len - 1), (const char *)buf);
+  }
+  free(buf);
+}
+
+/* Read the first `need` bytes of path into p: 1 if there were that many. */
+static int read_head(const char *path, uint8_t *p, size_t need)
+{
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  ssize_t r = pread(fd, p, need, 0);
+  close(fd);
+  return r == (ssize_t)need;
+}
+
+/* DIR/sochdb.id. SOCHDB_NOTFOUND if absent (not a database); when damaged,
+** it is reported and the id is taken from the MANIFEST or the WAL instead, so
+** that the rest can still be checked. */
+static int check_identity(struct ck *c)
+{
+  char path[CK_PATH];
+  snprintf(path, sizeof path, "%s/" ID_FILE, c->dir);
+  uint8_t *buf;
+  size_t len;
+  int e = read_whole(path, &buf, &len);
+  if (e == ENOENT)
+    return sdb_fail(SOCHDB_NOTFOUND, "%s is not a sochdb database (no %s)", c->dir, ID_FILE);
+  if (e == ENOMEM)
+    return sdb_fail(SOCHDB_NOMEM, "reading %s", path);
+  if (e) {
+    io_problem(c, path, "cannot read", e);
+    if (c->fatal)
+      return c->fatal;
+  } else {
+    c->s->files_checked++;
+    c->s->bytes_checked += len;
+    if (len == 16) {
+      memcpy(c->db_id, buf, 16);
+      free(buf);
+      return SOCHDB_OK;
+    }
+    free(buf);
+    problem(c, 1, path, "the directory's identity is damaged: %zu bytes where exactly 16 are expected", len);
+  }
+  /* Borrow the id from the MANIFEST's or the first WAL segment's header. */
+  uint8_t head[64];
+  char other[CK_PATH];
+  current_manifest_path(c->dir, other, sizeof other);
+  if (other[0] && read_head(other, head, MANIFEST_HEADER) && memcmp(head, "SOCHMAN", 8) == 0) {
+    memcpy(c->db_id, head + MAN_DBID_OFFSET, 16);
+    return SOCHDB_OK;
+  }
+  uint64_t *lsns;
+  size_t n;
+  if (wal_list_segments(c->dir, &lsns, &n) == SOCHDB_OK && n) {
+    wal_segment_path(other, sizeof other, c->dir, lsns[0]);
+    if (read_head(other, head, WAL_SEG_HEADER) && memcmp(head, "SOCHWAL", 8) == 0)
+      memcpy(c->db_id, head + WAL_DBID_OFFSET, 16);
+  }
+  free(lsns);
+  return SOCHDB_OK;
+}
+
+/* ---- SSTables ------------------------------------------------------------------- */
+
+/* Internal-key order: user key ascending (memcmp, shorter first), seq descending. */
+static int ikey_cmp(const uint8_t *a, size_t al, uint64_t as, const uint8_t *b, size_t bl, uint64_t bs)
+{
+  size_t m = al < bl ? al : bl;
+  int d = m ? memcmp(a, b, m) : 0;
+  if (d)
+    return d;
+  if (al != bl)
+    return al < bl ? -1 : 1;
+  return as > bs ? -1 : as < bs;
+}
+
+static int ukey_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
+{
+  size_t m = al < bl ? al : bl;
+  int d = m ? memcmp(a, b, m) : 0;
+  return d ? d : (al > bl) - (al < bl);
+}
+
+/* Check that the last entry read from block b is the block's index key. */
+static int block_ends_on_index_key(const struct sst_reader *r, uint32_t b, const uint8_t *key, size_t klen,
+                                   uint64_t seq)
+{
+  const struct sst_index_entry *ie = &r->index[b];
+  return ie->klen == klen && ie->seq == seq && memcmp(r->keys + ie->key_off, key, klen) == 0;
+}
+
+/* Verify the table in buf[0..len) completely; f (may be NULL) gives the key
+** range the MANIFEST records. One problem at most per file: the first found. */
+static void verify_sst(struct ck *c, const char *path, const uint8_t *buf, size_t len,
+                       const struct manifest_file *f)
+{
+  char err[1024];
+  uint64_t base = c->done;
+  struct sst_reader r;
+  int rc = sst_open(buf, len, &r);
+  if (rc == SOCHDB_NOMEM) {
+    c->fatal = rc;
+    return;
+  }
+  if (rc != SOCHDB_OK) {
+    problem(c, 1, path, "%s", last_error(err, sizeof err));
+    progress(c, base + len);
+    return;
+  }
+  struct sst_iter it;
+  sst_iter_init(&it, &r);
+  uint8_t *prev = malloc(SOCHDB_MAX_KEY);
+  if (!prev) {
+    sst_close(&r);
+    c->fatal = sdb_fail(SOCHDB_NOMEM, "checking %s", path);
+    return;
+  }
+  size_t prev_klen = 0;
+  uint64_t prev_seq = 0, n = 0;
+  uint32_t prev_block = 0;
+  int bad = 0;
+  struct sst_entry e;
+  while (!bad && (rc = sst_iter_next(&it, &e)) == SOCHDB_OK) {
+    if (n > 0 && it.block != prev_block) {
+      if (!block_ends_on_index_key(&r, prev_block, prev, prev_klen, prev_seq)) {
+        problem(c, 1, path, "data block at %llu does not end on the key its index entry names",
+                (unsigned long long)r.index[prev_block].offset);
+        bad = 1;
+        break;
+      }
+      progress(c, base + r.index[prev_block].offset + r.index[prev_block].size);
+    }
+    if (n > 0 && ikey_cmp(prev, prev_klen, prev_seq, e.key, e.klen, e.seq) >= 0) {
+      problem(c, 1, path, "entry %llu (data block at %llu) is out of internal-key order", (unsigned long long)n,
+              (unsigned long long)r.index[it.block].offset);
+      bad = 1;
+    } else if (e.seq < r.min_seq || e.seq > r.max_seq) {
+      problem(c, 1, path, "entry %llu has seq %llu, outside the footer's range %llu..%llu", (unsigned long long)n,
+              (unsigned long long)e.seq, (unsigned long long)r.min_seq, (unsigned long long)r.max_seq);
+      bad = 1;
+    } else if (f && (ukey_cmp(e.key, e.klen, f->smallest, f->smallest_len) < 0 ||
+                     ukey_cmp(e.key, e.klen, f->largest, f->largest_len) > 0)) {
+      problem(c, 1, path, "entry %llu has a key outside the MANIFEST's smallest..largest range for this file",
+              (unsigned long long)n);
+      bad = 1;
+    }
+    memcpy(prev, e.key, e.klen);
+    prev_klen = e.klen;
+    prev_seq = e.seq;
+    prev_block = it.block;
+    n++;
+  }
+  if (!bad && rc == SOCHDB_NOMEM)
+    c->fatal = rc;
+  else if (!bad && rc != SOCHDB_NOTFOUND)
+    problem(c, 1, path, "%s", last_error(err, sizeof err));
+  else if (!bad && n > 0 && !block_ends_on_index_key(&r, prev_block, prev, prev_klen, prev_seq))
+    problem(c, 1, path, "data block at %llu does not end on the key its index entry names",
+            (unsigned long long)r.index[prev_block].offset);
+  else if (!bad && n != r.entries)
+    problem(c, 1, path, "%llu entries where the footer counts %llu", (unsigned long long)n,
+            (unsigned long long)r.entries);
+  c->s->sst_entries += n;
+  free(prev);
+  sst_iter_free(&it);
+  sst_close(&r);
+  progress(c, base + len);
+}
+
+/* Map path read-only and verify it. The size found is returned in *size;
+** 0, or an errno value when the file could not be opened or mapped. */
+static int verify_sst_file(struct ck *c, const char *path, const struct manifest_file *f, uint64_t *size)
+{
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno;
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    close(fd);
+    return e;
+  }
+  size_t len = (size_t)st.st_size;
+  *size = len;
+  if (f && len != f->size)
+    problem(c, 1, path, "is %zu bytes; the MANIFEST records %llu%s", len, (unsigned long long)f->size,
+            len < f->size ? " (truncated)" : "");
+  static const uint8_t empty[1];
+  const uint8_t *buf = empty;
+  if (len) {
+    void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) {
+      int e = errno;
+      close(fd);
+      return e;
+    }
+    buf = m;
+  }
+  close(fd);
+  verify_sst(c, path, buf, len, f);
+  if (len)
+    munmap((void *)buf, len);
+  c->s->files_checked++;
+  c->s->sst_files++;
+  c->s->bytes_checked += len;
+  return 0;
+}
+
+/* Is file `number` live in the MANIFEST as it is now? (1 also when the
+** MANIFEST cannot be read any more: then it cannot be shown gone.) */
+static int still_live(struct ck *c, uint64_t number)
+{
+  struct manifest_state st;
+  if (manifest_read(c->dir, c->db_id, &st, NULL) != SOCHDB_OK)
+    return 1;
+  int live = 0;
+  for (unsigned l = 0; l < MANIFEST_LEVELS && !live; l++)
+    for (size_t i = 0; i < st.levels[l].n && !live; i++)
+      live = st.levels[l].files[i].number == number;
+  manifest_state_free(&st);
+  return live;
+}
+
+static void check_live_sst(struct ck *c, unsigned level, const struct manifest_file *f)
+{
+  char path[CK_PATH];
+  if (sst_file_path(path, sizeof path, c->dir, f->number) != SOCHDB_OK) {
+    c->fatal = SOCHDB_INVALID;
+    return;
+  }
+  uint64_t size = 0;
+  int e = verify_sst_file(c, path, f, &size);
+  if (e == ENOENT) {
+    if (still_live(c, f->number))
+      problem(c, 1, path, "is missing: the MANIFEST lists it at level %u (%llu bytes)", level,
+              (unsigned long long)f->size);
+    else
+      problem(c, 0, path, "vanished while checking: a compaction removed it (no longer in the MANIFEST)");
+    progress(c, c->done + f->size);
+  } else if (e == ENOMEM) {
+    c->fatal = sdb_fail(SOCHDB_NOMEM, "mapping %s", path);
+  } else if (e) {
+    io_problem(c, path, "cannot read", e);
+    progress(c, c->done + f->size);
+  }
+}
+
+static int cmp_found(const void *a, const void *b)
+{
+  uint64_t x = ((const struct sst_found *)a)->number, y = ((const struct sst_found *)b)->number;
+  return x < y ? -1 : x > y;
+}
+
+/* The *.sst files of the directory (names: decimal digits then ".sst"). */
+static int list_ssts(struct ck *c, struct sst_found **out, size_t *n)
+{
+  *out = NULL;
+  *n = 0;
+  DIR *d = opendir(c->dir);
+  if (!d)
+    return sdb_fail_errno("opendir %s", c->dir);
+  size_t cap = 0;
+  int rc = SOCHDB_OK;
+  for (struct dirent *e; (e = readdir(d));) {
+    const char *s = e->d_name;
+    size_t digits = strspn(s, "0123456789");
+    if (digits == 0 || digits > 19 || strcmp(s + digits, ".sst") != 0)
+      continue;
+    if (*n == cap) {
+      cap = cap ? cap * 2 : 32;
+      struct sst_found *grown = realloc(*out, cap * sizeof *grown);
+      if (!grown) {
+        rc = sdb_fail(SOCHDB_NOMEM, "listing SSTables");
+        break;
+      }
+      *out = grown;
+    }
+    char path[CK_PATH];
+    snprintf(path, sizeof path, "%s/%s", c->dir, s);
+    (*out)[*n] = (struct sst_found){ .number = strtoull(s, NULL, 10), .size = file_size(path), .live = 0 };
+    memcpy((*out)[*n].name, s, digits + 5);   /* digits (at most 19), ".sst" and NUL */
+    (*n)++;
+  }
+  closedir(d);
+  if (rc == SOCHDB_OK && *n)
+    qsort(*out, *n, sizeof **out, cmp_found);
+  return rc;
+}
+
+/* ---- the WAL ---------------------------------------------------------------------- */
+
+static void check_wal(struct ck *c, const uint64_t *lsns, size_t n)
+{
+  uint64_t expect = 0;
+  int have_expect = 0;
+  char err[1024];
+  for (size_t i = 0; i < n && !c->fatal; i++) {
+    char path[CK_PATH];
+    wal_segment_path(path, sizeof path, c->dir, lsns[i]);
+    uint8_t *buf;
+    size_t len;
+    int e = read_whole(path, &buf, &len);
+    if (e == ENOENT) {
+      problem(c, 0, path, "vanished while checking (removed once its contents were flushed)");
+      have_expect = 0;
+      continue;
+    }
+    if (e == ENOMEM) {
+      c->fatal = sdb_fail(SOCHDB_NOMEM, "reading %s", path);
+      break;
+    }
+    if (e) {
+      io_problem(c, path, "cannot read", e);
+      have_expect = 0;
+      continue;
+    }
+    struct wal_scan_result res;
+    int rc = wal_scan_buffer(buf, len, c->db_id, NULL, NULL, &res);
+    free(buf);
+    c->s->files_checked++;
+    c->s->wal_segments++;
+    c->s->bytes_checked += len;
+    c->s->wal_records += res.records;
+    if (rc != SOCHDB_OK) {
+      problem(c, 1, path, "%s", last_error(err, sizeof err));
+      have_expect = 0;
+    } else {
+      if (res.first_lsn != lsns[i])
+        problem(c, 1, path, "its header says it starts at LSN %llu, its name says %llu",
+                (unsigned long long)res.first_lsn, (unsigned long long)lsns[i]);
+      else if (have_expect && res.first_lsn != expect)
+        problem(c, 1, path, "starts at LSN %llu where the previous segment ended at LSN %llu: records are missing",
+                (unsigned long long)res.first_lsn, (unsigned long long)expect);
+      if (res.torn_bytes && i + 1 < n)
+        problem(c, 1, path, "%llu damaged bytes at offset %llu, and it is not the newest segment",
+                (unsigned long long)res.torn_bytes, (unsigned long long)res.end_offset);
+      else if (res.torn_bytes)
+        problem(c, 0, path,
+                "torn tail of %llu bytes at offset %llu: a write a crash interrupted, never acknowledged "
+                "(cut off when the daemon next opens the log)",
+                (unsigned long long)res.torn_bytes, (unsigned long long)res.end_offset);
+      expect = res.next_lsn;
+      have_expect = 1;
+    }
+    progress(c, c->done + len);
+  }
+}
+
+/* ---- the whole directory ------------------------------------------------------------ */
+
+int sdb_check_dir(const char *dir, const struct check_callbacks *cb, struct check_summary *out)
+{
+  if (!dir || !out)
+    return sdb_fail(SOCHDB_INVALID, "sdb_check_dir: NULL argument");
+  memset(out, 0, sizeof *out);
+  if (strlen(dir) > 4000)
+    return sdb_fail(SOCHDB_INVALID, "directory path of %zu bytes is too long", strlen(dir));
+  struct stat st;
+  if (stat(dir, &st) != 0)
+    return errno == ENOENT ? sdb_fail(SOCHDB_NOTFOUND, "%s does not exist", dir) : sdb_fail_errno("stat %s", dir);
+  if (!S_ISDIR(st.st_mode))
+    return sdb_fail(SOCHDB_INVALID, "%s is not a directory", dir);
+
+  struct ck c = { .dir = dir, .cb = cb, .s = out };
+  int rc = check_identity(&c);
+  if (rc != SOCHDB_OK)
+    return rc;
+
+  /* The MANIFEST. */
+  char mpath[CK_PATH], cpath[CK_PATH], err[1024];
+  snprintf(cpath, sizeof cpath, "%s/CURRENT", dir);
+  struct manifest_state state;
+  int torn = 0, mrc = SOCHDB_OK;
+  for (int attempt = 0; attempt < 3; attempt++) {
+    /* A MANIFEST rewrite between reading CURRENT and reading the file it
+    ** named removes that file: read again if CURRENT has moved on. */
+    char again[CK_PATH];
+    current_manifest_path(dir, mpath, sizeof mpath);
+    mrc = manifest_read(dir, c.db_id, &state, &torn);
+    if (mrc != SOCHDB_CORRUPT)
+      break;
+    current_manifest_path(dir, again, sizeof again);
+    if (strcmp(again, mpath) == 0)
+      break;
+  }
+  int have_manifest = mrc == SOCHDB_OK;
+  if (mrc == SOCHDB_NOMEM || mrc == SOCHDB_IO || mrc == SOCHDB_INVALID)
+    return mrc;
+  if (mrc == SOCHDB_OK || mrc == SOCHDB_CORRUPT || mrc == SOCHDB_VERSION) {
+    out->files_checked++;
+    out->bytes_checked += file_size(cpath);
+    if (mpath[0] && access(mpath, F_OK) == 0) {
+      out->files_checked++;
+      out->bytes_checked += file_size(mpath);
+    }
+  }
+  if (mrc == SOCHDB_CORRUPT || mrc == SOCHDB_VERSION)
+    problem(&c, 1, mpath[0] ? mpath : cpath, "%s", last_error(err, sizeof err));
+  else if (torn)
+    problem(&c, 0, mpath, "torn tail after the last whole record: an append a crash interrupted, never "
+                          "acknowledged (cut off when the database is next opened)");
+
+  /* What there is to read, for progress. */
+  struct sst_found *found = NULL;
+  size_t nfound = 0;
+  uint64_t *lsns = NULL;
+  size_t nlsns = 0;
+  rc = list_ssts(&c, &found, &nfound);
+  if (rc == SOCHDB_OK)
+    rc = wal_list_segments(dir, &lsns, &nlsns);
+  if (rc != SOCHDB_OK) {
+    manifest_state_free(&state);
+    free(found);
+    return rc;
+  }
+  c.total = c.done = out->bytes_checked;
+  for (size_t i = 0; i < nfound; i++)
+    c.total += found[i].size;
+  for (size_t i = 0; i < nlsns; i++) {
+    char path[CK_PATH];
+    wal_segment_path(path, sizeof path, dir, lsns[i]);
+    c.total += file_size(path);
+  }
+  progress(&c, c.done);
+
+  /* Live SSTables, then the other *.sst files. */
+  if (have_manifest) {
+    for (unsigned l = 0; l < MANIFEST_LEVELS && !c.fatal; l++)
+      for (size_t i = 0; i < state.levels[l].n && !c.fatal; i++) {
+        const struct manifest_file *f = &state.levels[l].files[i];
+        struct sst_found key = { .number = f->number };
+        struct sst_found *hit = nfound ? bsearch(&key, found, nfound, sizeof *found, cmp_found) : NULL;
+        if (hit)
+          hit->live = 1;
+        else
+          c.total += f->size;   /* missing (or appeared since the listing) */
+        check_live_sst(&c, l, f);
+      }
+    for (size_t i = 0; i < nfound && !c.fatal; i++) {
+      if (found[i].live)
+        continue;
+      char path[CK_PATH];
+      snprintf(path, sizeof path, "%s/%s", dir, found[i].name);
+      if (!still_live(&c, found[i].number))   /* else: a flush added it since the MANIFEST was read */
+        problem(&c, 0, path, "is not listed in the MANIFEST: an orphan left by an interrupted flush or "
+                             "compaction (harmless, not read)");
+      progress(&c, c.done + found[i].size);
+    }
+  } else {
+    if (mrc == SOCHDB_NOTFOUND && nfound)
+      problem(&c, 1, cpath, "is missing, yet %zu SSTable file%s: which are live is unknown", nfound,
+              nfound == 1 ? " exists" : "s exist");
+    /* No usable MANIFEST: verify every table on its own. */
+    for (size_t i = 0; i < nfound && !c.fatal; i++) {
+      char path[CK_PATH];
+      snprintf(path, sizeof path, "%s/%s", dir, found[i].name);
+      uint64_t size = 0;
+      int e = verify_sst_file(&c, path, NULL, &size);
+      if (e == ENOMEM)
+        c.fatal = sdb_fail(SOCHDB_NOMEM, "mapping %s", path);
+      else if (e && e != ENOENT)
+        io_problem(&c, path, "cannot read", e);
+    }
+  }
+  manifest_state_free(&state);
+  free(found);
+
+  if (!c.fatal)
+    check_wal(&c, lsns, nlsns);
+  free(lsns);
+  if (c.fatal)
+    return c.fatal;
+  progress(&c, c.total);
+  return SOCHDB_OK;
+}

@@ -1,0 +1,302 @@
+/*
+** tables.c — one process's mapped SSTables (see tables.h).
+*/
+#include "internal.h"
+
+#include "blockcache.h"
+#include "check.h"
+#include "error.h"
+#include "filelist.h"
+#include "skiplist.h"
+#include "tables.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <urcu-bp.h>
+
+/* ---- one table ------------------------------------------------------------ */
+
+static int cache_lookup(void *ctx, uint64_t off, uint8_t *dst, size_t cap, size_t *len)
+{
+  struct sdb_table_cache *c = ctx;
+  return bc_lookup(c->area, c->number, off, dst, cap, len);
+}
+
+static void cache_insert(void *ctx, uint64_t off, const uint8_t *data, size_t len)
+{
+  struct sdb_table_cache *c = ctx;
+  bc_insert(c->area, c->number, off, data, len, c->owner);
+}
+
+static int copy_key(uint8_t **dst, uint32_t *dlen, const uint8_t *key, size_t klen)
+{
+  if (!(*dst = malloc(klen ? klen : 1)))
+    return sdb_fail(SOCHDB_NOMEM, "copying a key bound");
+  memcpy(*dst, key, klen);
+  *dlen = (uint32_t)klen;
+  return SOCHDB_OK;
+}
+
+/* The first and the last user key (the index's last key is the last entry's). */
+static int find_bounds(struct sdb_table *t)
+{
+  if (!t->r.nblocks)
+    return SOCHDB_OK;
+  struct sst_iter it;
+  sst_iter_init(&it, &t->r);
+  struct sst_entry e;
+  int rc = sst_iter_next(&it, &e);
+  if (rc == SOCHDB_OK)
+    rc = copy_key(&t->smallest, &t->slen, e.key, e.klen);
+  sst_iter_free(&it);
+  if (rc != SOCHDB_OK)
+    return rc == SOCHDB_NOTFOUND ? sdb_fail(SOCHDB_CORRUPT, "SSTable %llu has an index but no entries",
+                                            (unsigned long long)t->number) : rc;
+  const struct sst_index_entry *last = &t->r.index[t->r.nblocks - 1];
+  return copy_key(&t->largest, &t->llen, t->r.keys + last->key_off, last->klen);
+}
+
+static int map_file(struct sdb_table *t, const char *dir)
+{
+  char path[4200];
+  sst_file_path(path, sizeof path, dir, t->number);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return sdb_fail(errno == ENOENT ? SOCHDB_CORRUPT : SOCHDB_IO, "open SSTable %s: %s", path, strerror(errno));
+  struct stat st;
+  int rc = SOCHDB_OK;
+  if (fstat(fd, &st) != 0)
+    rc = sdb_fail_errno("fstat %s", path);
+  else if (st.st_size == 0)
+    rc = sdb_fail(SOCHDB_CORRUPT, "SSTable %s is empty", path);
+  else {
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED)
+      rc = sdb_fail_errno("mmap %s", path);
+    else {
+      t->map = m;
+      t->len = (size_t)st.st_size;
+    }
+  }
+  close(fd);
+  if (rc == SOCHDB_OK)
+    rc = sst_open(t->map, t->len, &t->r);
+  if (rc != SOCHDB_OK && t->map && rc != SOCHDB_NOMEM)
+    rc = sdb_fail(rc, "SSTable %s: %s", path, sochdb_last_error());
+  return rc;
+}
+
+static struct sdb_table *table_open(sochdb *db, const struct fl_file *f)
+{
+  struct sdb_table *t = calloc(1, sizeof *t);
+  if (!t)
+    return NULL;
+  t->number = f->number;
+  t->level = f->level;
+  atomic_init(&t->refs, 1);
+  t->open_rc = map_file(t, db->dir);
+  if (t->open_rc == SOCHDB_OK) {
+    struct shm_header *h = db->region.hdr;
+    t->cache = (struct sdb_table_cache){ h->cache_off ? shm_at(&db->region, h->cache_off) : NULL, t->number,
+                                         db->slot + 1 };
+    if (t->cache.area) {
+      struct sst_block_cache hook = { cache_lookup, cache_insert, &t->cache };
+      sst_set_cache(&t->r, &hook);
+    }
+    t->open_rc = find_bounds(t);
+  }
+  if (t->open_rc != SOCHDB_OK)
+    snprintf(t->open_err, sizeof t->open_err, "%s", sochdb_last_error());
+  return t;
+}
+
+static void table_unref(struct sdb_table *t)
+{
+  /* acq_rel: the last holder sees every use before it frees */
+  if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  if (t->r.index || t->r.keys)
+    sst_close(&t->r);
+  if (t->map)
+    munmap((void *)t->map, t->len);
+  free(t->smallest);
+  free(t->largest);
+  free(t);
+}
+
+/* ---- table sets ---------------------------------------------------------- */
+
+static void set_free(struct sdb_tables *ts)
+{
+  for (uint32_t i = 0; i < ts->n; i++)
+    if (ts->files[i])
+      table_unref(ts->files[i]);
+  free(ts->files);
+  free(ts);
+}
+
+void sdb_tables_release(struct sdb_tables *ts)
+{
+  if (ts && atomic_fetch_sub_explicit(&ts->refs, 1, memory_order_acq_rel) == 1)
+    set_free(ts);
+}
+
+static struct sdb_table *reuse(const struct sdb_tables *old, const struct fl_file *f)
+{
+  for (uint32_t i = 0; old && i < old->n; i++) {
+    struct sdb_table *t = old->files[i];
+    if (t->number == f->number && t->level == f->level) {
+      atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);   /* we hold old: it cannot go */
+      return t;
+    }
+  }
+  return NULL;
+}
+
+/* A set mirroring list l (read under our view epoch), reusing old's mappings. */
+static struct sdb_tables *set_build(sochdb *db, const struct fl_list *l, const struct sdb_tables *old)
+{
+  struct sdb_tables *ts = calloc(1, sizeof *ts);
+  if (!ts || !(ts->files = calloc(l->nfiles ? l->nfiles : 1, sizeof *ts->files))) {
+    free(ts);
+    return NULL;
+  }
+  ts->id = l->id;
+  atomic_init(&ts->refs, 1);
+  for (uint32_t i = 0; i < l->nfiles; i++) {
+    const struct fl_file *f = &l->files[i];
+    struct sdb_table *t = reuse(old, f);
+    if (!t && !(t = table_open(db, f))) {
+      set_free(ts);
+      return NULL;
+    }
+    ts->files[ts->n++] = t;
+  }
+  uint32_t at = 0;
+  for (unsigned lv = 0; lv <= SDB_LEVELS; lv++) {
+    while (at < ts->n && ts->files[at]->level < lv)
+      at++;
+    ts->level_start[lv] = lv == SDB_LEVELS ? ts->n : at;
+  }
+  return ts;
+}
+
+int sdb_tables_acquire(sochdb *db, struct sdb_tables **out)
+{
+  const struct fl_list *l = fl_current(&db->region);
+  urcu_bp_read_lock();
+  /* acquire: the set's contents were written before it was published */
+  struct sdb_tables *ts = atomic_load_explicit(&db->tables, memory_order_acquire);
+  if (ts && ts->id == l->id) {
+    atomic_fetch_add_explicit(&ts->refs, 1, memory_order_relaxed);   /* its "current" ref pins it */
+    urcu_bp_read_unlock();
+    *out = ts;
+    return SOCHDB_OK;
+  }
+  urcu_bp_read_unlock();
+  pthread_mutex_lock(&db->tables_lock);
+  struct sdb_tables *old = atomic_load_explicit(&db->tables, memory_order_relaxed);
+  if (old && old->id >= l->id) {
+    ts = old;       /* another thread built it, or a newer one, meanwhile */
+  } else {
+    ts = set_build(db, l, old);
+    if (!ts) {
+      pthread_mutex_unlock(&db->tables_lock);
+      return sdb_fail(SOCHDB_NOMEM, "mapping %u SSTables", l->nfiles);
+    }
+    /* release: readers that load the pointer see the set built */
+    atomic_store_explicit(&db->tables, ts, memory_order_release);
+    if (old) {
+      urcu_bp_synchronize_rcu();   /* no reader can still be about to take a ref on old */
+      sdb_tables_release(old);
+    }
+  }
+  atomic_fetch_add_explicit(&ts->refs, 1, memory_order_relaxed);
+  pthread_mutex_unlock(&db->tables_lock);
+  *out = ts;
+  return SOCHDB_OK;
+}
+
+void sdb_tables_close(sochdb *db)
+{
+  struct sdb_tables *ts = atomic_exchange_explicit(&db->tables, NULL, memory_order_acq_rel);
+  if (ts) {
+    urcu_bp_synchronize_rcu();
+    sdb_tables_release(ts);
+  }
+}
+
+/* ---- lookups ------------------------------------------------------------- */
+
+int sdb_table_may_hold(const struct sdb_table *t, const void *key, size_t klen)
+{
+  if (t->open_rc != SOCHDB_OK)
+    return 1;
+  if (!t->smallest)
+    return 0;   /* an empty table */
+  return sl_compare(key, (uint32_t)klen, t->smallest, t->slen) >= 0 &&
+         sl_compare(key, (uint32_t)klen, t->largest, t->llen) <= 0;
+}
+
+static int table_get(const struct sdb_table *t, const void *key, size_t klen, uint64_t snapshot,
+                     struct sst_scratch *scratch, struct sst_get_result *res)
+{
+  if (t->open_rc != SOCHDB_OK)
+    return sdb_fail(t->open_rc, "%s", t->open_err);
+  int rc = sst_get(&t->r, key, klen, snapshot, scratch, res);
+  if (rc == SOCHDB_CORRUPT)
+    return sdb_fail(rc, "SSTable %06llu: %s", (unsigned long long)t->number, sochdb_last_error());
+  return rc;
+}
+
+uint32_t sdb_tables_seek_level(const struct sdb_tables *ts, unsigned l, const void *key, size_t klen)
+{
+  uint32_t lo = ts->level_start[l], hi = ts->level_start[l + 1];
+  if (!key)
+    return lo;
+  while (lo < hi) {    /* the first file whose largest key is >= key; a damaged one matches all */
+    uint32_t mid = lo + (hi - lo) / 2;
+    const struct sdb_table *t = ts->files[mid];
+    int below = t->open_rc == SOCHDB_OK && (!t->largest || sl_compare(t->largest, t->llen, key, (uint32_t)klen) < 0);
+    if (below)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+int sdb_tables_get(const struct sdb_tables *ts, const void *key, size_t klen, uint64_t snapshot,
+                   struct sst_scratch *scratch, struct sst_get_result *res)
+{
+  memset(res, 0, sizeof *res);
+  for (uint32_t i = ts->level_start[0]; i < ts->level_start[1]; i++) {   /* L0: newest first */
+    if (!sdb_table_may_hold(ts->files[i], key, klen))
+      continue;
+    int rc = table_get(ts->files[i], key, klen, snapshot, scratch, res);
+    if (rc != SOCHDB_OK || res->found)
+      return rc;
+  }
+  for (unsigned l = 1; l < SDB_LEVELS; l++) {
+    for (uint32_t i = sdb_tables_seek_level(ts, l, key, klen); i < ts->level_start[l + 1]; i++) {
+      const struct sdb_table *t = ts->files[i];
+      if (!sdb_table_may_hold(t, key, klen)) {
+        if (t->open_rc == SOCHDB_OK)
+          break;   /* past the key: levels >= 1 do not overlap */
+        continue;
+      }
+      int rc = table_get(t, key, klen, snapshot, scratch, res);
+      if (rc != SOCHDB_OK || res->found)
+        return rc;
+      if (t->open_rc == SOCHDB_OK)
+        break;
+    }
+  }
+  return SOCHDB_OK;
+}

@@ -1,0 +1,413 @@
+/*
+** test_blockcache.c — the shared block cache (shm/blockcache.c): sizing,
+** hits and misses with exact contents, blocks too big to cache, eviction
+** when a set overflows, CLOCK keeping a recently used block over unused
+** ones, the counters, the reaper freeing entries a dead writer left
+** half-written, and no torn copy ever returned while threads — or processes
+** sharing one MAP_SHARED area — insert and look up overlapping blocks.
+**
+** Every block's length and bytes derive from its (file, offset), so any copy
+** can be checked exactly; a torn one (words of two blocks) never passes.
+*/
+#include <criterion/criterion.h>
+
+#include "blockcache.h"
+#include "testutil.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void kill_children(void) { tu_kill_all_children(); }
+
+TestSuite(blockcache, .fini = kill_children, .timeout = 120);
+
+/* ------------------------------------------------------------ blocks */
+
+/* Every length 1..BC_BLOCK_MAX occurs; several keys are full-size. */
+static size_t blk_len(uint64_t f, uint64_t o)
+{
+  if ((f + o) % 5 == 0)
+    return BC_BLOCK_MAX;
+  return 1 + (size_t)((f * 7919u + o * 104729u) % BC_BLOCK_MAX);
+}
+
+static uint8_t blk_byte(uint64_t f, uint64_t o, size_t i)
+{
+  uint64_t x = f * 0x9E3779B97F4A7C15ull ^ o * 0xC2B2AE3D27D4EB4Full;
+  return (uint8_t)((x >> (i % 8 * 8)) + i / 8);
+}
+
+static void blk_fill(uint64_t f, uint64_t o, uint8_t *buf, size_t len)
+{
+  for (size_t i = 0; i < len; i++)
+    buf[i] = blk_byte(f, o, i);
+}
+
+/* 1 if buf[0..len) is exactly block (f, o). */
+static int blk_ok(uint64_t f, uint64_t o, const uint8_t *buf, size_t len)
+{
+  if (len != blk_len(f, o))
+    return 0;
+  for (size_t i = 0; i < len; i++)
+    if (buf[i] != blk_byte(f, o, i))
+      return 0;
+  return 1;
+}
+
+static uint8_t blkbuf[BC_BLOCK_MAX];
+
+/* Insert block (f, o) with its pattern. */
+static void put(void *area, uint64_t f, uint64_t o, uint32_t owner)
+{
+  size_t n = blk_len(f, o);
+  blk_fill(f, o, blkbuf, n);
+  bc_insert(area, f, o, blkbuf, n, owner);
+}
+
+/* 1 on a hit (asserting its contents), 0 on a miss. */
+static int get(void *area, uint64_t f, uint64_t o)
+{
+  uint8_t out[BC_BLOCK_MAX];
+  size_t len = 0;
+  if (!bc_lookup(area, f, o, out, sizeof out, &len))
+    return 0;
+  cr_assert(blk_ok(f, o, out, len), "block (%llu, %llu): wrong contents or length %zu", (unsigned long long)f,
+            (unsigned long long)o, len);
+  return 1;
+}
+
+/* An area (zero-filled, MAP_SHARED) of nsets sets, formatted. */
+static void *make_area(uint64_t nsets, size_t *bytes)
+{
+  *bytes = bc_area_bytes(nsets * BC_WAYS * BC_BLOCK_MAX);
+  cr_assert_gt(*bytes, 0u, "area for %llu sets", (unsigned long long)nsets);
+  void *a = tu_shared_alloc(*bytes);
+  cr_assert_not_null(a, "mmap %zu bytes", *bytes);
+  bc_init(a, *bytes);
+  struct bc_stats st;
+  bc_get_stats(a, &st);
+  cr_assert_eq(st.capacity_blocks, nsets * BC_WAYS, "capacity of %llu sets", (unsigned long long)nsets);
+  return a;
+}
+
+static struct bc_stats stats(void *area)
+{
+  struct bc_stats st;
+  bc_get_stats(area, &st);
+  return st;
+}
+
+/* ------------------------------------------------------------ single thread */
+
+Test(blockcache, sizing_and_disabled)
+{
+  uint64_t set_bytes = (uint64_t)BC_WAYS * BC_BLOCK_MAX;
+  cr_assert_eq(bc_area_bytes(0), 0u, "no cache");
+  cr_assert_eq(bc_area_bytes(set_bytes - 1), 0u, "too small for one set");
+  size_t one = bc_area_bytes(set_bytes), two = bc_area_bytes(2 * set_bytes - 1);
+  cr_assert_geq(one, set_bytes, "one set holds its payload");
+  cr_assert_eq(one, two, "rounded down to whole sets");
+  cr_assert_gt(bc_area_bytes(2 * set_bytes), one, "two sets");
+
+  /* NULL area: every call is harmless, every lookup misses */
+  uint8_t out[16];
+  size_t len = 99;
+  bc_insert(NULL, 1, 0, "abc", 3, 1);
+  cr_assert_eq(bc_lookup(NULL, 1, 0, out, sizeof out, &len), 0, "NULL area misses");
+  bc_release_owner(NULL, 1);
+  struct bc_stats st = stats(NULL);
+  cr_assert_eq(st.capacity_blocks + st.hits + st.misses + st.inserts, 0u, "NULL area: zero stats");
+
+  /* an area too small for a set is formatted as a disabled cache */
+  static uint64_t small[1024];
+  bc_init(small, sizeof small);
+  bc_insert(small, 1, 0, "abc", 3, 1);
+  cr_assert_eq(bc_lookup(small, 1, 0, out, sizeof out, &len), 0, "disabled cache misses");
+  cr_assert_eq(stats(small).capacity_blocks, 0u, "disabled: no capacity");
+
+  /* an area a little bigger than needed: whole sets only */
+  size_t bytes = bc_area_bytes(3 * set_bytes) + (size_t)set_bytes / 2;
+  void *a = tu_shared_alloc(bytes);
+  cr_assert_not_null(a);
+  bc_init(a, bytes);
+  cr_assert_eq(stats(a).capacity_blocks, 3u * BC_WAYS, "3 sets fit");
+  tu_shared_free(a, bytes);
+}
+
+Test(blockcache, hit_miss_and_contents)
+{
+  size_t bytes;
+  void *a = make_area(4, &bytes);
+  cr_assert_eq(get(a, 7, 4096), 0, "empty cache misses");
+  put(a, 7, 4096, 1);
+  cr_assert_eq(get(a, 7, 4096), 1, "inserted block hits");
+  cr_assert_eq(get(a, 7, 8192), 0, "other offset misses");
+  cr_assert_eq(get(a, 8, 4096), 0, "other file misses");
+
+  /* dst too small: a miss, and dst beyond cap untouched */
+  uint8_t small[65];
+  memset(small, 0x5A, sizeof small);
+  size_t len = 0;
+  cr_assert_gt(blk_len(7, 4096), 64u, "test block longer than 64");
+  cr_assert_eq(bc_lookup(a, 7, 4096, small, 64, &len), 0, "cap below the length misses");
+  cr_assert_eq(small[64], 0x5A, "nothing written past cap");
+
+  /* odd lengths (not whole words), and an empty block */
+  for (size_t n = 1; n <= 17; n++) {
+    blk_fill(100, n, blkbuf, n);
+    bc_insert(a, 100, n, blkbuf, n, 1);
+    uint8_t out[32];
+    memset(out, 0, sizeof out);
+    cr_assert_eq(bc_lookup(a, 100, n, out, n, &len), 1, "block of %zu bytes hits with cap = its length", n);
+    cr_assert_eq(len, n, "length %zu", n);
+    for (size_t i = 0; i < n; i++)
+      cr_assert_eq(out[i], blk_byte(100, n, i), "byte %zu of a %zu-byte block", i, n);
+    cr_assert_eq(out[n], 0, "nothing written past the block");
+  }
+  bc_insert(a, 200, 0, NULL, 0, 1);
+  len = 99;
+  cr_assert_eq(bc_lookup(a, 200, 0, blkbuf, 0, &len), 1, "an empty block hits");
+  cr_assert_eq(len, 0u, "empty block length");
+
+  /* inserting a cached block again does nothing */
+  struct bc_stats before = stats(a);
+  put(a, 7, 4096, 2);
+  cr_assert_eq(stats(a).inserts, before.inserts, "duplicate insert ignored");
+  /* an invalid owner inserts nothing */
+  put(a, 300, 0, 0);
+  put(a, 301, 0, 70000);
+  cr_assert_eq(get(a, 300, 0) + get(a, 301, 0), 0, "owner 0 / > 65535 refused");
+  tu_shared_free(a, bytes);
+}
+
+Test(blockcache, too_big)
+{
+  size_t bytes;
+  void *a = make_area(1, &bytes);
+  static uint8_t big[BC_BLOCK_MAX + 1];
+  bc_insert(a, 1, 0, big, sizeof big, 1);
+  size_t len;
+  cr_assert_eq(bc_lookup(a, 1, 0, big, sizeof big, &len), 0, "a block over BC_BLOCK_MAX is not cached");
+  struct bc_stats st = stats(a);
+  cr_assert_eq(st.too_big, 1u, "too_big counted");
+  cr_assert_eq(st.inserts, 0u, "nothing inserted");
+  blk_fill(1, 0, big, BC_BLOCK_MAX);
+  bc_insert(a, 1, 5, big, BC_BLOCK_MAX, 1);
+  cr_assert_eq(bc_lookup(a, 1, 5, big + 1, BC_BLOCK_MAX, &len), 1, "exactly BC_BLOCK_MAX is cached");
+  cr_assert_eq(len, BC_BLOCK_MAX, "full length");
+  cr_assert_eq(stats(a).inserts, 1u, "one insert");
+  tu_shared_free(a, bytes);
+}
+
+Test(blockcache, eviction_when_a_set_overflows)
+{
+  size_t bytes;
+  void *a = make_area(1, &bytes);   /* one set: every block competes */
+  for (uint64_t o = 0; o < BC_WAYS; o++)
+    put(a, 1, o, 1);
+  for (uint64_t o = 0; o < BC_WAYS; o++)
+    cr_assert_eq(get(a, 1, o), 1, "block %llu of a full set hits", (unsigned long long)o);
+  cr_assert_eq(stats(a).evictions, 0u, "no eviction while the set has room");
+  put(a, 1, 100, 1);
+  cr_assert_eq(get(a, 1, 100), 1, "the new block is cached");
+  unsigned present = 0;
+  for (uint64_t o = 0; o < BC_WAYS; o++)
+    present += (unsigned)get(a, 1, o);
+  cr_assert_eq(present, BC_WAYS - 1, "exactly one older block evicted (%u of %u left)", present, BC_WAYS);
+  struct bc_stats st = stats(a);
+  cr_assert_eq(st.evictions, 1u, "one eviction counted");
+  cr_assert_eq(st.inserts, BC_WAYS + 1u, "inserts");
+  tu_shared_free(a, bytes);
+}
+
+Test(blockcache, clock_keeps_recently_used)
+{
+  size_t bytes;
+  void *a = make_area(1, &bytes);
+  for (uint64_t o = 0; o < BC_WAYS; o++)
+    put(a, 1, o, 1);
+  for (uint64_t o = 0; o < BC_WAYS / 2; o++)   /* use the first half */
+    cr_assert_eq(get(a, 1, o), 1, "hit");
+  for (uint64_t o = 0; o < BC_WAYS / 2; o++)   /* then insert as many new blocks */
+    put(a, 2, o, 1);
+  for (uint64_t o = 0; o < BC_WAYS / 2; o++) {
+    cr_assert_eq(get(a, 1, o), 1, "recently used block %llu kept", (unsigned long long)o);
+    cr_assert_eq(get(a, 2, o), 1, "new block %llu cached", (unsigned long long)o);
+    cr_assert_eq(get(a, 1, o + BC_WAYS / 2), 0, "unused block %llu evicted", (unsigned long long)(o + BC_WAYS / 2));
+  }
+  cr_assert_eq(stats(a).evictions, BC_WAYS / 2, "evictions");
+  tu_shared_free(a, bytes);
+}
+
+Test(blockcache, stats)
+{
+  size_t bytes;
+  void *a = make_area(2, &bytes);
+  static uint8_t big[BC_BLOCK_MAX + 8];
+  put(a, 1, 0, 1);
+  put(a, 1, 1, 1);
+  put(a, 1, 1, 1);                              /* duplicate: not counted */
+  bc_insert(a, 1, 2, big, sizeof big, 1);       /* too big */
+  get(a, 1, 0);
+  get(a, 1, 0);
+  get(a, 1, 1);
+  get(a, 1, 2);
+  get(a, 9, 9);
+  struct bc_stats st = stats(a);
+  cr_assert_eq(st.hits, 3u, "hits");
+  cr_assert_eq(st.misses, 2u, "misses");
+  cr_assert_eq(st.inserts, 2u, "inserts");
+  cr_assert_eq(st.evictions, 0u, "evictions");
+  cr_assert_eq(st.too_big, 1u, "too_big");
+  cr_assert_eq(st.capacity_blocks, 2u * BC_WAYS, "capacity");
+  tu_shared_free(a, bytes);
+}
+
+Test(blockcache, release_owner_frees_half_written)
+{
+  size_t bytes;
+  void *a = make_area(1, &bytes);
+  /* a writer (owner 3) "died" in the middle of every way of the set */
+  for (uint64_t o = 0; o < BC_WAYS; o++)
+    cr_assert_eq(bc_test_claim_and_stop(a, 5, o, 1000, 3), 1, "claim way for (5, %llu)", (unsigned long long)o);
+  for (uint64_t o = 0; o < BC_WAYS; o++)
+    cr_assert_eq(get(a, 5, o), 0, "a half-written entry never hits");
+  put(a, 1, 0, 1);
+  cr_assert_eq(get(a, 1, 0), 0, "no way free: the insert gave up");
+  cr_assert_eq(stats(a).inserts, 0u, "nothing inserted");
+
+  bc_release_owner(a, 4);   /* another owner: nothing changes */
+  put(a, 1, 0, 1);
+  cr_assert_eq(get(a, 1, 0), 0, "still no way free after reaping someone else");
+
+  bc_release_owner(a, 3);
+  for (uint64_t o = 0; o < BC_WAYS; o++)
+    cr_assert_eq(get(a, 5, o), 0, "a reaped entry is empty");
+  for (uint64_t o = 0; o < BC_WAYS; o++)
+    put(a, 1, o, 1);
+  for (uint64_t o = 0; o < BC_WAYS; o++)
+    cr_assert_eq(get(a, 1, o), 1, "every reaped way is usable again (block %llu)", (unsigned long long)o);
+  struct bc_stats st = stats(a);
+  cr_assert_eq(st.inserts, BC_WAYS, "inserts after reaping");
+  cr_assert_eq(st.evictions, 0u, "reaped entries are free, not evicted");
+
+  /* a live writer's claim in a full set of valid blocks: reaping owner 2 only frees its own */
+  cr_assert_eq(bc_test_claim_and_stop(a, 6, 0, 10, 2), 1, "claim over a valid block");
+  cr_assert_eq(bc_test_claim_and_stop(a, 6, 1, 10, 7), 1, "another claim");
+  bc_release_owner(a, 2);
+  put(a, 6, 0, 1);
+  cr_assert_eq(get(a, 6, 0), 1, "a block is cached again");
+  cr_assert_eq(get(a, 6, 1), 0, "owner 7's entry still being written");
+  tu_shared_free(a, bytes);
+}
+
+/* ------------------------------------------------------------ concurrency */
+
+#define KEY_FILES   3u
+#define KEY_OFFSETS 16u
+
+struct worker {
+  void    *area;
+  uint32_t owner;
+  unsigned iters;
+  uint64_t seed;
+  uint64_t hits, bad;
+};
+
+static uint64_t xorshift(uint64_t *s)
+{
+  uint64_t x = *s;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return *s = x;
+}
+
+/* Look up random blocks of a key space bigger than the cache; insert on a
+** miss. Every hit is checked byte for byte. Asserts nothing (it also runs in
+** forked children). */
+static void work(struct worker *w)
+{
+  static __thread uint8_t out[BC_BLOCK_MAX], in[BC_BLOCK_MAX];
+  for (unsigned i = 0; i < w->iters; i++) {
+    uint64_t r = xorshift(&w->seed);
+    uint64_t f = 1 + r % KEY_FILES, o = (r >> 8) % KEY_OFFSETS * 4096u;
+    size_t len = 0;
+    if (bc_lookup(w->area, f, o, out, sizeof out, &len)) {
+      w->hits++;
+      w->bad += !blk_ok(f, o, out, len);
+    } else {
+      size_t n = blk_len(f, o);
+      blk_fill(f, o, in, n);
+      bc_insert(w->area, f, o, in, n, w->owner);
+    }
+  }
+}
+
+static void *work_thread(void *p)
+{
+  work(p);
+  return NULL;
+}
+
+#if defined(__SANITIZE_THREAD__)
+#define ITERS 4000u
+#else
+#define ITERS 40000u
+#endif
+
+Test(blockcache, threads_never_see_torn_blocks)
+{
+  size_t bytes;
+  void *a = make_area(2, &bytes);   /* 16 entries for 48 blocks: constant eviction */
+  struct worker w[4];
+  pthread_t th[4];
+  for (unsigned t = 0; t < 4; t++) {
+    w[t] = (struct worker){.area = a, .owner = t + 1, .iters = ITERS, .seed = 0x1234567ull * (t + 1)};
+    cr_assert_eq(pthread_create(&th[t], NULL, work_thread, &w[t]), 0, "pthread_create");
+  }
+  uint64_t hits = 0;
+  for (unsigned t = 0; t < 4; t++) {
+    TU_JOIN(th[t], "worker");
+    cr_assert_eq(w[t].bad, 0u, "thread %u got %llu torn or wrong blocks", t, (unsigned long long)w[t].bad);
+    hits += w[t].hits;
+  }
+  struct bc_stats st = stats(a);
+  cr_log_info("threads: %llu hits, %llu misses, %llu inserts, %llu evictions", (unsigned long long)st.hits,
+              (unsigned long long)st.misses, (unsigned long long)st.inserts, (unsigned long long)st.evictions);
+  cr_assert_eq(st.hits, hits, "hit counter matches the hits seen");
+  cr_assert_eq(st.hits + st.misses, 4ull * ITERS, "every lookup counted once");
+  cr_assert(st.hits > 0 && st.evictions > 0, "the test exercised hits (%llu) and evictions (%llu)",
+            (unsigned long long)st.hits, (unsigned long long)st.evictions);
+  tu_shared_free(a, bytes);
+}
+
+Test(blockcache, processes_never_see_torn_blocks)
+{
+  size_t bytes;
+  void *a = make_area(2, &bytes);
+  pid_t pids[3];
+  for (unsigned c = 0; c < 3; c++) {
+    pid_t pid = tu_fork();
+    cr_assert_geq(pid, 0, "fork");
+    if (pid == 0) {
+      struct worker w = {.area = a, .owner = c + 10, .iters = ITERS, .seed = 0xabcdefull * (c + 1)};
+      work(&w);
+      _exit(w.bad ? 1 : w.hits == 0 ? 2 : 0);
+    }
+    pids[c] = pid;
+  }
+  int statuses[3];
+  cr_assert_eq(tu_wait_children(pids, 3, 60000, statuses), 0, "children finished in time");
+  for (unsigned c = 0; c < 3; c++) {
+    char buf[64];
+    cr_assert(WIFEXITED(statuses[c]) && WEXITSTATUS(statuses[c]) == 0,
+              "child %u: %s (1: torn or wrong block, 2: no hit)", c, tu_status_str(statuses[c], buf, sizeof buf));
+  }
+  struct bc_stats st = stats(a);
+  cr_assert_eq(st.hits + st.misses, 3ull * ITERS, "every lookup of every process counted once");
+  cr_assert(st.hits > 0 && st.evictions > 0, "hits (%llu) and evictions (%llu) in the shared area",
+            (unsigned long long)st.hits, (unsigned long long)st.evictions);
+  tu_shared_free(a, bytes);
+}

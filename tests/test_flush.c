@@ -1,0 +1,315 @@
+/*
+** test_flush.c — the on-disk half of the tree, through the public API:
+** memtables flushed to SSTables by the daemon, reads that merge memtables
+** and every level, snapshots that keep their view across flushes and
+** compactions, recovery from the MANIFEST plus the WAL tail, and damage in
+** an SSTable reported, never returned as data.
+*/
+#include "testutil.h"
+
+#include "check.h"
+#include "filelist.h"
+
+TestSuite(flush, .init = tu_setup, .fini = tu_teardown, .timeout = 240);
+
+#define MT   (1u << 20)
+#define REG  (24u << 20)
+#define VLEN 100
+
+static void key_of(int i, char *k) { snprintf(k, 32, "key-%07d", i); }
+
+/* A value that names its key and its generation, padded to VLEN bytes. */
+static void val_of(int i, int gen, char *v)
+{
+  memset(v, 'a' + (i + gen) % 26, VLEN);
+  snprintf(v, VLEN, "v%07d-g%d|", i, gen);
+  v[strlen(v)] = '.';   /* keep the padding after the printed part */
+}
+
+/* Write keys [0, n) at generation gen, `batch` per ASYNC transaction. */
+static void fill(sochdb *db, int n, int gen, int batch)
+{
+  for (int i = 0; i < n; i += batch) {
+    for (;;) {
+      sochdb_txn *t = tu_begin(db, 0);
+      for (int j = i; j < n && j < i + batch; j++) {
+        char k[32], v[VLEN];
+        key_of(j, k);
+        val_of(j, gen, v);
+        cr_assert_eq(sochdb_put(t, k, strlen(k), v, VLEN), SOCHDB_OK, "put");
+      }
+      int rc = sochdb_commit(t, SOCHDB_ASYNC);
+      if (rc == SOCHDB_OK)
+        break;
+      cr_assert_eq(rc, SOCHDB_BUSY, "commit of keys from %d: %s (%s)", i, sochdb_strerror(rc), sochdb_last_error());
+      tu_sleep_ms(5);   /* the daemon is behind: let it flush */
+    }
+  }
+}
+
+/* Every key [0, n) reads as generation gen in t, by get and by a full scan. */
+static void expect_all(sochdb_txn *t, int n, int gen, const char *ctx)
+{
+  for (int i = 0; i < n; i++) {
+    char k[32], v[VLEN];
+    key_of(i, k);
+    val_of(i, gen, v);
+    const void *got;
+    size_t glen;
+    int rc = sochdb_get(t, k, strlen(k), &got, &glen);
+    cr_assert_eq(rc, SOCHDB_OK, "%s: get %s: %s (%s)", ctx, k, sochdb_strerror(rc), sochdb_last_error());
+    cr_assert(glen == VLEN && memcmp(got, v, VLEN) == 0, "%s: %s reads %.*s, want generation %d", ctx, k,
+              (int)(glen < 20 ? glen : 20), (const char *)got, gen);
+  }
+  sochdb_iter *it;
+  cr_assert_eq(sochdb_iter_open(t, NULL, 0, NULL, 0, &it), SOCHDB_OK, "iter_open");
+  const void *key, *val;
+  size_t klen, vlen;
+  int seen = 0, rc;
+  while ((rc = sochdb_iter_next(it, &key, &klen, &val, &vlen)) == SOCHDB_OK) {
+    char k[32], v[VLEN];
+    key_of(seen, k);
+    val_of(seen, gen, v);
+    cr_assert(klen == strlen(k) && memcmp(key, k, klen) == 0, "%s: scan position %d holds %.*s, want %s", ctx,
+              seen, (int)klen, (const char *)key, k);
+    cr_assert(vlen == VLEN && memcmp(val, v, VLEN) == 0, "%s: scan value of %s is not generation %d", ctx, k, gen);
+    seen++;
+  }
+  cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s: scan ended with %s (%s)", ctx, sochdb_strerror(rc), sochdb_last_error());
+  cr_assert_eq(seen, n, "%s: the scan saw %d keys, want %d", ctx, seen, n);
+  sochdb_iter_close(it);
+}
+
+/* Wait (at most 60 s) until pred holds on the stats. */
+#define WAIT_STATS(db, cond, what)                                                       \
+  do {                                                                                   \
+    sochdb_stats s_;                                                                     \
+    int ok_ = 0;                                                                         \
+    for (int w_ = 0; w_ < 6000 && !ok_; w_++) {                                          \
+      s_ = tu_stats(db);                                                                 \
+      sochdb_stats *s = &s_;                                                             \
+      ok_ = (cond);                                                                      \
+      if (!ok_)                                                                          \
+        tu_sleep_ms(10);                                                                 \
+    }                                                                                    \
+    cr_assert(ok_, "waited 60 s for %s (flushes %llu, sst files %u, l0 %u, compactions %llu)", what, \
+              (unsigned long long)s_.flushes, s_.sst_files, s_.l0_files, (unsigned long long)s_.compactions); \
+  } while (0)
+
+static int dir_count(const char *dir, const char *suffix)
+{
+  DIR *d = opendir(dir);
+  cr_assert(d != NULL, "opendir %s", dir);
+  int n = 0;
+  struct dirent *e;
+  size_t sl = strlen(suffix);
+  while ((e = readdir(d))) {
+    size_t len = strlen(e->d_name);
+    n += len > sl && !strcmp(e->d_name + len - sl, suffix);
+  }
+  closedir(d);
+  return n;
+}
+
+Test(flush, full_memtables_become_sstables_that_reads_find)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  const int n = 30000;    /* ~5 MB of versions: several memtables */
+  fill(db, n, 1, 50);
+  WAIT_STATS(db, s->flushes >= 3 && s->sst_files >= 1, "flushes");
+  sochdb_stats st = tu_stats(db);
+  cr_assert_gt(st.flush_bytes, 0, "flush bytes");
+  cr_assert_gt(st.wal_segments_removed, 0, "the WAL covered by SSTables is removed");
+  cr_assert_geq(dir_count(tu_dir(), ".sst"), 1, "SSTable files in the directory");
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_all(t, n, 1, "after flushes");
+  sochdb_abort(t);
+  /* arenas are recycled: the region never ran out although the data is
+  ** several times the memtables it has */
+  cr_assert_lt(st.memtables_in_use, st.memtables_total, "memtables are given back");
+  tu_close();
+}
+
+Test(flush, snapshots_keep_their_view_across_flush_and_compaction)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  const int n = 8000;
+  fill(db, n, 1, 100);
+  sochdb_txn *old = tu_begin(db, SOCHDB_TXN_READONLY);
+  /* overwrite everything several times: flushes, then compactions, while
+  ** `old` holds its snapshot and its view */
+  for (int gen = 2; gen <= 7; gen++)
+    fill(db, n, gen, 100);
+  WAIT_STATS(db, s->compactions >= 1, "a compaction");
+  expect_all(old, n, 1, "the old snapshot");
+  sochdb_txn *now = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_all(now, n, 7, "a new snapshot");
+  sochdb_abort(now);
+  sochdb_abort(old);
+  /* with the old snapshot gone, a later compaction may drop its versions */
+  fill(db, n, 8, 100);
+  WAIT_STATS(db, s->l0_files < 4 && s->compaction_debt_bytes == 0, "compaction catching up");
+  now = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_all(now, n, 8, "after compactions");
+  sochdb_abort(now);
+  sochdb_stats st = tu_stats(db);
+  cr_assert_gt(st.compact_bytes_written, 0, "compaction wrote");
+  tu_close();
+}
+
+Test(flush, deletes_hide_keys_in_every_level)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  const int n = 6000;
+  fill(db, n, 1, 100);
+  for (int gen = 2; gen <= 4; gen++)
+    fill(db, n, gen, 100);
+  WAIT_STATS(db, s->sst_files >= 2, "SSTables");
+  for (int i = 0; i < n; i += 2) {   /* delete the even keys */
+    char k[32];
+    key_of(i, k);
+    sochdb_txn *t = tu_begin(db, 0);
+    cr_assert_eq(sochdb_delete(t, k, strlen(k)), SOCHDB_OK, "delete");
+    cr_assert_eq(sochdb_commit(t, SOCHDB_ASYNC), SOCHDB_OK, "commit delete");
+  }
+  fill(db, 0, 0, 1);
+  for (int gen = 5; gen <= 6; gen++) {   /* push the tombstones down */
+    for (int i = 1; i < n; i += 2) {
+      char k[32], v[VLEN];
+      key_of(i, k);
+      val_of(i, gen, v);
+      sochdb_txn *t = tu_begin(db, 0);
+      cr_assert_eq(sochdb_put(t, k, strlen(k), v, VLEN), SOCHDB_OK, "put");
+      cr_assert_eq(sochdb_commit(t, SOCHDB_ASYNC), SOCHDB_OK, "commit");
+    }
+  }
+  WAIT_STATS(db, s->compactions >= 1, "a compaction");
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (int i = 0; i < n; i++) {
+    char k[32];
+    key_of(i, k);
+    const void *v;
+    size_t vl;
+    int rc = sochdb_get(t, k, strlen(k), &v, &vl);
+    cr_assert_eq(rc, i % 2 ? SOCHDB_OK : SOCHDB_NOTFOUND, "%s: %s", k, sochdb_strerror(rc));
+  }
+  sochdb_iter *it;
+  cr_assert_eq(sochdb_iter_open(t, NULL, 0, NULL, 0, &it), SOCHDB_OK, "iter");
+  const void *key, *val;
+  size_t klen, vlen;
+  int seen = 0;
+  while (sochdb_iter_next(it, &key, &klen, &val, &vlen) == SOCHDB_OK) {
+    char k[32];
+    key_of(2 * seen + 1, k);
+    cr_assert(klen == strlen(k) && !memcmp(key, k, klen), "scan: %.*s where %s was due", (int)klen,
+              (const char *)key, k);
+    seen++;
+  }
+  cr_assert_eq(seen, n / 2, "the scan saw %d live keys", seen);
+  sochdb_iter_close(it);
+  sochdb_abort(t);
+  tu_close();
+}
+
+Test(flush, a_lost_region_is_rebuilt_from_sstables_and_the_wal_tail)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  const int n = 20000;
+  fill(db, n, 1, 50);
+  WAIT_STATS(db, s->flushes >= 2 && s->wal_segments_removed >= 1, "flushes and WAL removal");
+  fill(db, 500, 2, 50);   /* a tail that only the WAL (and a memtable) holds */
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_put_str(t, "sync-marker", "durable");
+  tu_commit(t, SOCHDB_SYNC, "sync");
+  tu_close();
+  tu_stop_daemon(tu_dir());
+  tu_remove_region(tu_dir());
+  db = tu_open(REG, MT, 5000);
+  sochdb_stats st = tu_stats(db);
+  cr_assert_geq(st.sst_files, 1, "the rebuilt region lists the SSTables at once");
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  char buf[32];
+  cr_assert_eq(tu_get_str(t, "sync-marker", buf, sizeof buf), SOCHDB_OK, "the WAL tail is replayed");
+  for (int i = 0; i < n; i++) {
+    char k[32], v[VLEN];
+    key_of(i, k);
+    val_of(i, i < 500 ? 2 : 1, v);
+    const void *got;
+    size_t gl;
+    cr_assert_eq(sochdb_get(t, k, strlen(k), &got, &gl), SOCHDB_OK, "get %s after rebuild", k);
+    cr_assert(gl == VLEN && !memcmp(got, v, VLEN), "%s has the wrong value after the rebuild", k);
+  }
+  sochdb_abort(t);
+  tu_close();
+}
+
+/* The first SSTable of dir, by name, into path. */
+static void first_sst(const char *dir, char *path, size_t n)
+{
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  path[0] = 0;
+  while ((e = readdir(d)))
+    if (strstr(e->d_name, ".sst") && !strstr(e->d_name, ".tmp")) {
+      snprintf(path, n, "%s/%s", dir, e->d_name);
+      break;
+    }
+  closedir(d);
+  cr_assert(path[0], "no SSTable in %s", dir);
+}
+
+Test(flush, a_flipped_byte_in_an_sstable_is_reported_never_returned)
+{
+  sochdb_options o = tu_options(REG, MT, 5000);
+  sochdb *db = tu_open_with(tu_dir(), &o);
+  const int n = 9000;
+  fill(db, n, 1, 50);
+  WAIT_STATS(db, s->sst_files >= 1, "an SSTable");
+  sochdb_close(db);
+  tu_stop_daemon(tu_dir());
+  char path[4300];
+  first_sst(tu_dir(), path, sizeof path);
+  int fd = open(path, O_RDWR);
+  cr_assert_geq(fd, 0, "open %s", path);
+  struct stat st;
+  fstat(fd, &st);
+  off_t at = st.st_size / 3;   /* inside a data block */
+  uint8_t b;
+  cr_assert_eq(pread(fd, &b, 1, at), 1, "read");
+  b ^= 0x40;
+  cr_assert_eq(pwrite(fd, &b, 1, at), 1, "write");
+  close(fd);
+  tu_remove_region(tu_dir());   /* a fresh block cache: nothing read before the damage */
+  o.busy_timeout_ms = 1000;
+  db = tu_open_with(tu_dir(), &o);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  int corrupt = 0;
+  for (int i = 0; i < n; i++) {
+    char k[32], v[VLEN];
+    key_of(i, k);
+    val_of(i, 1, v);
+    const void *got;
+    size_t gl;
+    int rc = sochdb_get(t, k, strlen(k), &got, &gl);
+    if (rc == SOCHDB_CORRUPT) {
+      corrupt++;
+      continue;
+    }
+    cr_assert_eq(rc, SOCHDB_OK, "get %s: %s", k, sochdb_strerror(rc));
+    cr_assert(gl == VLEN && !memcmp(got, v, VLEN), "%s returned a wrong value from a damaged file", k);
+  }
+  cr_assert_gt(corrupt, 0, "the damaged block's keys report SOCHDB_CORRUPT");
+  sochdb_iter *it;
+  int rc = sochdb_iter_open(t, NULL, 0, NULL, 0, &it);
+  const void *key, *val;
+  size_t klen, vlen;
+  while (rc == SOCHDB_OK && (rc = sochdb_iter_next(it, &key, &klen, &val, &vlen)) == SOCHDB_OK) {
+  }
+  cr_assert_eq(rc, SOCHDB_CORRUPT, "a full scan crosses the damage: %s", sochdb_strerror(rc));
+  sochdb_iter_close(it);
+  sochdb_abort(t);
+  sochdb_close(db);
+  struct check_summary sum;
+  cr_assert_eq(sdb_check_dir(tu_dir(), NULL, &sum), SOCHDB_OK, "check runs");
+  cr_assert_geq(sum.damaged, 1, "check reports the damage");
+}
