@@ -10,10 +10,10 @@
 **     (durable_seq >= its newest seq: a file never runs ahead of the log);
 **  3. write it durably, record it in the MANIFEST with the new
 **     last_flushed_seq, and publish the new file list;
-**  4. retire M from new views once the reclamation horizon passed its newest
-**     seq (no live transaction can then have a snapshot that would need M's
-**     versions for a write-write conflict check), and recycle its arena once
-**     no view taken before can read it;
+**  4. retire M from new views at once (a transaction whose snapshot is older
+**     than M's newest seq then conflicts when it commits: shm/arena.h), and
+**     recycle its arena once no view names it and no commit can still be
+**     checking it for conflicts (shm/epoch.h);
 **  5. remove WAL segments whose every commit is at or below last_flushed_seq.
 **
 ** last_flushed_seq: every commit below the smallest seq still held by an
@@ -73,7 +73,7 @@ static int seal(struct flusher *f)
 {
   shm_region *r = f->s->r;
   uint64_t tag = epoch_retire(r);
-  for (unsigned round = 0; epoch_oldest(r, 1) <= tag; round++) {
+  for (unsigned round = 0; epoch_oldest_commit(r) <= tag; round++) {
     if (f->stop && atomic_load_explicit(f->stop, memory_order_relaxed))
       return sdb_fail(SOCHDB_BUSY, "stopping while a commit still writes into a rotated-out memtable");
     if (round % 100 == 99)
@@ -211,23 +211,24 @@ static int record_table(struct store *s, uint32_t mt, struct built *t)
   return SOCHDB_OK;
 }
 
-/* Step 4. */
+/* Step 4: flushed memtables leave new views at once; an arena is given back
+** once no view names it and no commit that could have seen it is left. */
 static void retire_and_recycle(struct store *s)
 {
   shm_region *r = s->r;
-  uint64_t horizon = slots_compute_horizon(r);
   uint32_t active = arena_active(r);
   for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
     struct shm_memtable *m = arena_memtable(r, i);
-    uint64_t w = mt_load(m);
-    if (mt_state_of(w) == MT_LIVE && i != active && atomic_load_explicit(&m->flushed_file, memory_order_relaxed) &&
-        atomic_load_explicit(&m->max_seq, memory_order_relaxed) <= horizon)
+    if (mt_state_of(mt_load(m)) == MT_LIVE && i != active &&
+        atomic_load_explicit(&m->flushed_file, memory_order_relaxed))
       arena_retire(r, i);
   }
-  uint64_t oldest = epoch_oldest(r, 0);
+  uint64_t viewed = hazard_memtables(r);
+  uint64_t oldest_commit = epoch_oldest_commit(r);
   for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
     struct shm_memtable *m = arena_memtable(r, i);
-    if (mt_state_of(mt_load(m)) == MT_RETIRED && atomic_load_explicit(&m->retire_tag, memory_order_relaxed) < oldest) {
+    if (mt_state_of(mt_load(m)) == MT_RETIRED && !(viewed >> i & 1) &&
+        atomic_load_explicit(&m->retire_tag, memory_order_relaxed) < oldest_commit) {
       durable_forget_range(r, m->arena_off, m->arena_off + m->capacity);
       arena_recycle(r, i);
     }

@@ -4,8 +4,8 @@
 **
 ** Order of a change: the new SSTables are durable under their names first,
 ** then the MANIFEST edit naming them is durable, then the region's file
-** list is switched; a removed file is unlinked only once no view taken
-** before the switch remains (shm/epoch.h). A daemon killed anywhere leaves
+** list is switched; a removed file is unlinked only once no file list that
+** a snapshot may still read names it (shm/filelist.h). A daemon killed anywhere leaves
 ** either the old or the new set of live files in the MANIFEST, plus files
 ** it names nowhere: the next daemon dooms those (not unlinked at once: a
 ** client may still read one that an older list named).
@@ -13,7 +13,6 @@
 #include "store.h"
 
 #include "check.h"
-#include "epoch.h"
 #include "error.h"
 #include "filelist.h"
 #include "fsutil.h"
@@ -30,17 +29,17 @@
 #include <time.h>
 #include <unistd.h>
 
-static int doom(struct store *s, uint64_t number, uint64_t tag)
+static int doom(struct store *s, uint64_t number)
 {
   if (s->ndoomed == s->capdoomed) {
     size_t cap = s->capdoomed ? s->capdoomed * 2 : 64;
-    struct doomed_file *d = realloc(s->doomed, cap * sizeof *d);
+    uint64_t *d = realloc(s->doomed, cap * sizeof *d);
     if (!d)
       return sdb_fail(SOCHDB_NOMEM, "remembering files to remove");
     s->doomed = d;
     s->capdoomed = cap;
   }
-  s->doomed[s->ndoomed++] = (struct doomed_file){ number, tag };
+  s->doomed[s->ndoomed++] = number;
   return SOCHDB_OK;
 }
 
@@ -61,7 +60,6 @@ static int doom_orphans(struct store *s)
   DIR *d = opendir(s->db->dir);
   if (!d)
     return sdb_fail_errno("opendir %s", s->db->dir);
-  uint64_t tag = epoch_retire(s->r);
   int rc = SOCHDB_OK;
   struct dirent *e;
   while (rc == SOCHDB_OK && (e = readdir(d))) {
@@ -76,7 +74,7 @@ static int doom_orphans(struct store *s)
       snprintf(path, sizeof path, "%s/%s", s->db->dir, e->d_name);
       unlink(path);
     } else if (!is_live(&s->state, n))
-      rc = doom(s, n, tag);
+      rc = doom(s, n);
   }
   closedir(d);
   return rc;
@@ -96,16 +94,20 @@ static int open_manifest(struct store *s)
 
 /* ---- the published list ---------------------------------------------------- */
 
-static int publish_locked(struct store *s, uint64_t *tag)
+static int publish_locked(struct store *s)
 {
   struct fl_file *files;
   uint32_t n;
   int rc = sdb_state_file_list(&s->state, &files, &n);
   if (rc != SOCHDB_OK)
     return rc;
-  while ((rc = fl_publish(s->r, files, n, tag)) == SOCHDB_BUSY) {
-    /* every other list is held by an old snapshot: wait for one to end */
-    fl_reclaim(s->r, epoch_oldest(s->r, 0), 0);
+  for (unsigned waited = 0; (rc = fl_publish(s->r, files, n)) == SOCHDB_BUSY; waited++) {
+    /* Every other list is read by a snapshot that began before it was
+    ** replaced: wait for one to end. Each snapshot holds one list, so this
+    ** takes FL_LISTS - 1 snapshots, each from a different file set. */
+    if (waited % 1000 == 0)
+      ww_log(s->db->dir, "waiting for a snapshot to end: all %u file lists are in use", FL_LISTS);
+    fl_reclaim(s->r, 0);
     struct timespec ts = { 0, 10000000 };
     nanosleep(&ts, NULL);
   }
@@ -135,9 +137,8 @@ int store_open(struct store *s, sochdb *db)
   rc = doom_orphans(s);
   if (rc != SOCHDB_OK)
     return rc;
-  fl_reclaim(s->r, epoch_oldest(s->r, 0), 1);   /* lists a dead daemon was building */
-  uint64_t tag;
-  return publish_locked(s, &tag);
+  fl_reclaim(s->r, 1);   /* and lists a dead daemon was building */
+  return publish_locked(s);
 }
 
 void store_close(struct store *s)
@@ -204,13 +205,12 @@ int store_apply(struct store *s, struct manifest_edit *edit)
   pthread_mutex_lock(&s->lock);
   manifest_edit_set_next_file(edit, s->next_file);
   int rc = manifest_apply(s->man, &s->state, edit);
-  uint64_t tag = 0;
   if (rc == SOCHDB_OK)
-    rc = publish_locked(s, &tag);
+    rc = publish_locked(s);
   if (rc == SOCHDB_OK) {
     for (size_t i = 0; i < edit->ndels && rc == SOCHDB_OK; i++)
       if (!is_live(&s->state, edit->dels[i].number))   /* not merely moved to another level */
-        rc = doom(s, edit->dels[i].number, tag);
+        rc = doom(s, edit->dels[i].number);
   }
   pthread_mutex_unlock(&s->lock);
   return rc;
@@ -219,17 +219,16 @@ int store_apply(struct store *s, struct manifest_edit *edit)
 void store_reclaim(struct store *s)
 {
   pthread_mutex_lock(&s->lock);
-  uint64_t oldest = epoch_oldest(s->r, 0);
-  fl_reclaim(s->r, oldest, 0);
+  fl_reclaim(s->r, 0);
   size_t kept = 0;
   for (size_t i = 0; i < s->ndoomed; i++) {
-    struct doomed_file *d = &s->doomed[i];
-    if (d->tag >= oldest) {
-      s->doomed[kept++] = *d;
+    uint64_t number = s->doomed[i];
+    if (fl_names_file(s->r, number)) {
+      s->doomed[kept++] = number;
       continue;
     }
     char path[4200];
-    sst_file_path(path, sizeof path, s->db->dir, d->number);
+    sst_file_path(path, sizeof path, s->db->dir, number);
     if (unlink(path) != 0 && errno != ENOENT)
       ww_log(s->db->dir, "cannot remove %s: %s", path, strerror(errno));
   }

@@ -14,11 +14,6 @@
 
 #include <pthread.h>
 
-struct doomed_file {
-  uint64_t number;
-  uint64_t tag;                 /* unlink once every view epoch is above it */
-};
-
 struct store {
   sochdb                   *db;
   shm_region               *r;
@@ -26,7 +21,7 @@ struct store {
   struct manifest          *man;
   struct manifest_state     state;
   uint64_t                  next_file;
-  struct doomed_file       *doomed;
+  uint64_t                 *doomed;   /* files to unlink once no file list names them */
   size_t                    ndoomed, capdoomed;
   struct compaction_options copts;
   uint64_t                  compact_rate;   /* bytes/s a compaction may read; 0 = unlimited */

@@ -143,6 +143,37 @@ void arena_view(const shm_region *r, struct mt_view *v)
   }
 }
 
+static uint64_t view_bits(const struct mt_view *v)
+{
+  uint64_t bits = 0;
+  for (uint32_t i = 0; i < v->n; i++)
+    bits |= 1ull << v->idx[i];
+  return bits;
+}
+
+void arena_view_protected(const shm_region *r, _Atomic uint64_t *hazard, struct mt_view *v)
+{
+  uint64_t ids[SHM_MAX_MEMTABLES];
+  for (;;) {
+    arena_view(r, v);
+    for (uint32_t i = 0; i < v->n; i++)
+      ids[i] = atomic_load_explicit(&arena_memtable(r, v->idx[i])->id, memory_order_relaxed);
+    hazard_publish(hazard, view_bits(v));
+    /* Still LIVE with the same id after the hazard is visible: the flusher
+    ** retires (seq_cst) before it scans hazards, so it will see ours. A
+    ** new id means the arena was recycled meanwhile: look again. */
+    uint32_t i = 0;
+    while (i < v->n) {
+      struct shm_memtable *m = arena_memtable(r, v->idx[i]);
+      if (mt_state_of(mt_load(m)) != MT_LIVE || atomic_load_explicit(&m->id, memory_order_relaxed) != ids[i])
+        break;
+      i++;
+    }
+    if (i == v->n)
+      return;
+  }
+}
+
 void arena_note_seq(shm_region *r, uint32_t i, uint64_t seq)
 {
   struct shm_memtable *m = arena_memtable(r, i);
@@ -157,7 +188,14 @@ void arena_note_seq(shm_region *r, uint32_t i, uint64_t seq)
 uint64_t arena_retire(shm_region *r, uint32_t i)
 {
   struct shm_memtable *m = arena_memtable(r, i);
-  /* seq_cst: the unpublishing store of the epoch handshake (epoch.h) */
+  /* relaxed CAS-max: published to committers by the release half of the
+  ** seq_cst store below (see arena.h and check_retired in src/txn.c) */
+  uint64_t max = atomic_load_explicit(&m->max_seq, memory_order_relaxed);
+  uint64_t cur = atomic_load_explicit(&r->hdr->retired_max_seq, memory_order_relaxed);
+  while (max > cur && !atomic_compare_exchange_weak_explicit(&r->hdr->retired_max_seq, &cur, max,
+                                                             memory_order_relaxed, memory_order_relaxed)) {
+  }
+  /* seq_cst: the unpublishing store of both handshakes (epoch.h) */
   atomic_store_explicit(&m->state_claim, mt_word(MT_RETIRED, 0), memory_order_seq_cst);
   uint64_t tag = epoch_retire(r);
   /* relaxed: only the daemon reads it, and only the daemon wrote it */

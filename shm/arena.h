@@ -18,8 +18,8 @@
 
 /* FREE -> CLAIMED (a rotator initialises it) -> LIVE (in every new view;
 ** the active one takes writes) -> flushed by the daemon (still LIVE, its
-** flushed_file set) -> RETIRED (out of new views, once no snapshot can
-** conflict with it) -> FREE (once no view taken before can still read it). */
+** flushed_file set) -> RETIRED (out of new views) -> FREE (once no view
+** names it and no commit can still be looking at it, epoch.h). */
 enum { MT_FREE = 0, MT_CLAIMED = 1, MT_LIVE = 2, MT_RETIRED = 3 };
 
 struct shm_memtable {
@@ -38,7 +38,7 @@ struct shm_memtable {
   _Atomic uint64_t min_seq;
   _Atomic uint64_t max_seq;       /* set by the flusher */
   _Atomic uint64_t flushed_file;  /* the SSTable holding it, 0 = not flushed yet */
-  _Atomic uint64_t retire_tag;    /* epoch tag once RETIRED (epoch.h) */
+  _Atomic uint64_t retire_tag;    /* commit-epoch tag once RETIRED (epoch.h) */
   uint64_t pad[7];
 };
 
@@ -79,11 +79,20 @@ int      arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full);
 /* Live memtables, newest first. */
 void     arena_view(const shm_region *r, struct mt_view *v);
 
+/* The same for a transaction that keeps reading them: publishes the view in
+** *hazard (its entry's view_memtables, epoch.h) and retries until every
+** memtable it names is still the one it saw, so none of them can be
+** recycled before the hazard is cleared. */
+void     arena_view_protected(const shm_region *r, _Atomic uint64_t *hazard, struct mt_view *v);
+
 /* A committer: a version of commit seq lives in memtable i. */
 void     arena_note_seq(shm_region *r, uint32_t i, uint64_t seq);
 
 /* The flusher: take memtable i out of new views (LIVE -> RETIRED). Returns
-** its epoch tag (epoch.h). */
+** its commit-epoch tag (epoch.h). First raises hdr->retired_max_seq to its
+** max_seq: a transaction whose snapshot is older than that can no longer
+** see every version newer than its snapshot in memory, so its commit
+** conflicts (src/txn.c), as in RocksDB's optimistic transactions. */
 uint64_t arena_retire(shm_region *r, uint32_t i);
 /* ... and give it back once no view can read it (RETIRED -> FREE). */
 void     arena_recycle(shm_region *r, uint32_t i);

@@ -1,20 +1,17 @@
 /*
-** epoch.c — the cross-process reclamation epochs (see epoch.h).
+** epoch.c — commit epochs and view hazards (see epoch.h).
 */
 #include "epoch.h"
 
-void epoch_enter(shm_region *r, _Atomic uint64_t *slot)
+/* seq_cst fence: the reader half of the store-then-check handshakes; a
+** seq_cst store alone does not order later acquire-only loads on every
+** architecture. TSan does not model fences (gcc warns); the loads that
+** follow are atomics anyway. */
+static void full_fence(void)
 {
-  /* seq_cst load and store, then a seq_cst fence: the reader half of the
-  ** store-then-check handshake; the fence orders our store before the
-  ** acquire-only loads of whatever we read next (memtable states, the
-  ** current file list), which a plain seq_cst store would not on every
-  ** architecture. */
-  uint64_t e = atomic_load_explicit(&r->hdr->epoch, memory_order_seq_cst);
-  atomic_store_explicit(slot, e, memory_order_seq_cst);
 #if defined(__SANITIZE_THREAD__) && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wtsan"   /* TSan does not model fences; the loads are atomics anyway */
+#pragma GCC diagnostic ignored "-Wtsan"
 #endif
   atomic_thread_fence(memory_order_seq_cst);
 #if defined(__SANITIZE_THREAD__) && defined(__GNUC__) && !defined(__clang__)
@@ -22,9 +19,17 @@ void epoch_enter(shm_region *r, _Atomic uint64_t *slot)
 #endif
 }
 
+void epoch_enter(shm_region *r, _Atomic uint64_t *slot)
+{
+  /* seq_cst load and store: the reader half of the epoch handshake */
+  uint64_t e = atomic_load_explicit(&r->hdr->epoch, memory_order_seq_cst);
+  atomic_store_explicit(slot, e, memory_order_seq_cst);
+  full_fence();
+}
+
 void epoch_leave(_Atomic uint64_t *slot)
 {
-  /* release: every read of reclaimable memory happens-before the clear */
+  /* release: every access to reclaimable memory happens-before the clear */
   atomic_store_explicit(slot, 0, memory_order_release);
 }
 
@@ -34,19 +39,53 @@ uint64_t epoch_retire(shm_region *r)
   return atomic_fetch_add_explicit(&r->hdr->epoch, 1, memory_order_seq_cst);
 }
 
-uint64_t epoch_oldest(shm_region *r, int which_commit)
+/* Every transaction entry of every slot, free
+** slots included: a slot freed by a dying owner may still hold a hazard
+** until the reaper clears it, and clearing is what matters. */
+#define FOR_EACH_ENTRY(r, e)                                                     \
+  for (uint32_t si_ = 0; si_ < SHM_MAX_SLOTS; si_++)                             \
+    for (struct shm_txn_entry *e = shm_slot_at(r, si_)->txn;                     \
+         e < shm_slot_at(r, si_)->txn + SHM_TXNS_PER_SLOT; e++)
+
+uint64_t epoch_oldest_commit(shm_region *r)
 {
   uint64_t oldest = UINT64_MAX;
-  for (uint32_t i = 0; i < SHM_MAX_SLOTS; i++) {
-    /* Every entry, free slots included: see oldest_snapshot in slots.c. */
-    struct shm_slot *s = shm_slot_at(r, i);
-    for (uint32_t j = 0; j < SHM_TXNS_PER_SLOT; j++) {
-      _Atomic uint64_t *slot = which_commit ? &s->txn[j].commit_epoch : &s->txn[j].view_epoch;
-      /* seq_cst: the reclaimer half of the handshake */
-      uint64_t e = atomic_load_explicit(slot, memory_order_seq_cst);
-      if (e && e < oldest)
-        oldest = e;
-    }
+  FOR_EACH_ENTRY(r, e) {
+    /* seq_cst: the reclaimer half of the handshake */
+    uint64_t v = atomic_load_explicit(&e->commit_epoch, memory_order_seq_cst);
+    if (v && v < oldest)
+      oldest = v;
   }
   return oldest;
+}
+
+void hazard_publish(_Atomic uint64_t *hazard, uint64_t value)
+{
+  atomic_store_explicit(hazard, value, memory_order_seq_cst);
+  full_fence();
+}
+
+void hazard_clear(struct shm_txn_entry *e)
+{
+  atomic_store_explicit(&e->view_memtables, 0, memory_order_release);
+  atomic_store_explicit(&e->view_files, 0, memory_order_release);
+}
+
+uint64_t hazard_memtables(shm_region *r)
+{
+  uint64_t in_use = 0;
+  FOR_EACH_ENTRY(r, e)
+    in_use |= atomic_load_explicit(&e->view_memtables, memory_order_seq_cst);   /* reclaimer half */
+  return in_use;
+}
+
+uint64_t hazard_file_lists(shm_region *r)
+{
+  uint64_t in_use = 0;
+  FOR_EACH_ENTRY(r, e) {
+    uint64_t v = atomic_load_explicit(&e->view_files, memory_order_seq_cst);     /* reclaimer half */
+    if (v && v <= 64)
+      in_use |= 1ull << (v - 1);
+  }
+  return in_use;
 }

@@ -1,22 +1,30 @@
 /*
-** epoch.h — cross-process epoch-based reclamation: when may the daemon reuse
-** a memtable arena, a live-file list or unlink an SSTable that some
-** transaction of some process may still be reading?
+** epoch.h — cross-process reclamation: when may the daemon reuse a memtable
+** arena or a live-file list, or unlink an SSTable, that some transaction of
+** some process may still be reading?
 **
-** The region holds one global epoch. A transaction records the epoch it saw
-** when it took its view (txn_entry.view_epoch) and clears it when it ends; a
-** commit does the same in commit_epoch while it writes into memtables. To
-** retire an object, the daemon first unpublishes it (no new view can reach
-** it), then bumps the epoch and tags the object with the epoch before the
-** bump: the object may be reused once no entry holds an epoch at or below
-** the tag. A process that dies holding an epoch has its entries cleared by
-** the reaper, so the dead never pin anything for long.
+** Two mechanisms, each fitted to how long its readers hold on.
 **
-** Ordering (store-then-check, both sides seq_cst): the reader stores its
-** epoch, then reads the published objects; the reclaimer unpublishes, bumps,
-** then reads the entries. Either the reclaimer sees the reader's epoch (and
-** waits), or the reader's reads come after the unpublish (and never reach
-** the object).
+** Views: hazards. A transaction reads the memtables and the file list that
+** were live when it began, for as long as it lives (a snapshot may be kept
+** for hours). Each transaction entry names exactly what its view holds: a
+** bitmask of memtables (view_memtables) and one file list (view_files). The
+** reader publishes the hazard, then checks that the object is still live;
+** the daemon unpublishes the object, then scans every hazard. Both sides are
+** seq_cst (store-then-check), so either the daemon sees the hazard, or the
+** reader sees the object gone and takes a newer one. A long snapshot
+** therefore pins only what it really reads, never what was retired after it
+** began.
+**
+** Commits: epochs. A commit writes into the active memtable and checks the
+** other live ones for conflicts, for microseconds. It records the global
+** epoch it saw in commit_epoch while it does. The daemon unpublishes an
+** object, bumps the epoch (epoch_retire) and tags the object with the value
+** before the bump; the object is free of commits once epoch_oldest_commit()
+** is above the tag.
+**
+** A process that dies holding either has its entries cleared by the reaper
+** (slots.c), so the dead never pin anything for long.
 */
 #ifndef SOCHDB_SHM_EPOCH_H
 #define SOCHDB_SHM_EPOCH_H
@@ -24,19 +32,34 @@
 #include "region.h"
 #include "slots.h"
 
-/* Reader side: hold the current epoch in *slot (view_epoch or commit_epoch
-** of one's own entry). Everything published when this returns is safe to
-** read until epoch_leave. */
+/* ---- commit epochs ---- */
+
+/* Hold the current epoch in *slot (one's own commit_epoch). */
 void     epoch_enter(shm_region *r, _Atomic uint64_t *slot);
 void     epoch_leave(_Atomic uint64_t *slot);
 
-/* Reclaimer side: call after unpublishing; returns the tag for the objects
-** just unpublished. */
+/* Reclaimer: call after unpublishing; returns the tag for what was just
+** unpublished. */
 uint64_t epoch_retire(shm_region *r);
 
-/* The oldest epoch held by any transaction view (which_commit = 0) or any
-** commit in progress (which_commit = 1); UINT64_MAX if none. An object
-** tagged T is free when T < the result. */
-uint64_t epoch_oldest(shm_region *r, int which_commit);
+/* The oldest epoch held by a commit in progress; UINT64_MAX if none. An
+** object tagged T is free of commits when T < the result. */
+uint64_t epoch_oldest_commit(shm_region *r);
+
+/* ---- view hazards ---- */
+
+/* Reader: publish a hazard word (seq_cst store, then a seq_cst fence so
+** that the acquire-only loads of the re-check that follows cannot be
+** satisfied before the store is visible). */
+void     hazard_publish(_Atomic uint64_t *hazard, uint64_t value);
+
+/* The transaction's view is gone (release: every read of what it named
+** happens-before the clear). */
+void     hazard_clear(struct shm_txn_entry *e);
+
+/* Reclaimer, after unpublishing: the union of every entry's memtable bits,
+** and the set of file lists (bit i = list i) some view still reads. */
+uint64_t hazard_memtables(shm_region *r);
+uint64_t hazard_file_lists(shm_region *r);
 
 #endif

@@ -29,6 +29,20 @@ const struct fl_list *fl_current(const shm_region *r)
   return fl_list_at(r, i % FL_LISTS);
 }
 
+const struct fl_list *fl_protect(const shm_region *r, _Atomic uint64_t *hazard)
+{
+  for (;;) {
+    /* acquire: pairs with the seq_cst (release) swing in fl_publish */
+    uint32_t i = atomic_load_explicit(&r->hdr->current_files, memory_order_acquire);
+    hazard_publish(hazard, i + 1);
+    /* Still current after the hazard is visible: the daemon swings away
+    ** (seq_cst) before it scans hazards, so it will see ours. Current
+    ** again after a reuse is as good: it is current now. */
+    if (atomic_load_explicit(&r->hdr->current_files, memory_order_acquire) == i)
+      return fl_list_at(r, i % FL_LISTS);
+  }
+}
+
 static int claim_free_list(shm_region *r, uint32_t *out)
 {
   for (uint32_t i = 0; i < FL_LISTS; i++) {
@@ -43,7 +57,7 @@ static int claim_free_list(shm_region *r, uint32_t *out)
   return 0;
 }
 
-int fl_publish(shm_region *r, const struct fl_file *files, uint32_t n, uint64_t *tag)
+int fl_publish(shm_region *r, const struct fl_file *files, uint32_t n)
 {
   if (n > FL_MAX_FILES)
     return sdb_fail(SOCHDB_INVALID, "%u live SSTables; the region lists at most %u", n, FL_MAX_FILES);
@@ -57,23 +71,34 @@ int fl_publish(shm_region *r, const struct fl_file *files, uint32_t n, uint64_t 
   memcpy(l->files, files, n * sizeof *files);
   atomic_store_explicit(&l->state, FL_CURRENT, memory_order_relaxed);
   /* seq_cst: a release for the contents, and the unpublishing store of the
-  ** epoch handshake for the old list */
+  ** hazard handshake for the old list */
   atomic_store_explicit(&r->hdr->current_files, idx, memory_order_seq_cst);
   atomic_store_explicit(&old->state, FL_RETIRED, memory_order_relaxed);
-  *tag = epoch_retire(r);
-  atomic_store_explicit(&old->retire_tag, *tag, memory_order_relaxed);
   atomic_fetch_add_explicit(&r->hdr->files_futex, 1, memory_order_release);
   return SOCHDB_OK;
 }
 
-void fl_reclaim(shm_region *r, uint64_t oldest_view, int at_start)
+void fl_reclaim(shm_region *r, int at_start)
 {
+  uint64_t in_use = hazard_file_lists(r);
   for (uint32_t i = 0; i < FL_LISTS; i++) {
     struct fl_list *l = fl_list_at(r, i);
     uint64_t st = atomic_load_explicit(&l->state, memory_order_relaxed);
-    int done = (st == FL_RETIRED && atomic_load_explicit(&l->retire_tag, memory_order_relaxed) < oldest_view) ||
-               (st == FL_BUILDING && at_start);
+    int done = (st == FL_RETIRED && !(in_use >> i & 1)) || (st == FL_BUILDING && at_start);
     if (done)
       atomic_store_explicit(&l->state, FL_FREE, memory_order_relaxed);
   }
+}
+
+int fl_names_file(const shm_region *r, uint64_t number)
+{
+  for (uint32_t i = 0; i < FL_LISTS; i++) {
+    const struct fl_list *l = fl_list_at(r, i);
+    if (atomic_load_explicit(&l->state, memory_order_relaxed) == FL_FREE)
+      continue;
+    for (uint32_t j = 0; j < l->nfiles; j++)
+      if (l->files[j].number == number)
+        return 1;
+  }
+  return 0;
 }

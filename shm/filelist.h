@@ -21,7 +21,7 @@
 #include "region.h"
 
 #define FL_MAX_FILES 2048u
-#define FL_LISTS     8u
+#define FL_LISTS     16u   /* <= 64: hazards are a bitmask (epoch.h) */
 
 enum { FL_FREE = 0, FL_CURRENT = 1, FL_RETIRED = 2, FL_BUILDING = 3 };
 
@@ -34,7 +34,6 @@ struct fl_file {
 
 struct fl_list {
   _Atomic uint64_t state;     /* FL_* */
-  _Atomic uint64_t retire_tag;
   uint64_t id;                /* immutable while CURRENT or RETIRED */
   uint32_t nfiles;
   uint32_t pad;
@@ -47,19 +46,25 @@ void   fl_init(shm_region *r);
 static inline struct fl_list *fl_list_at(const shm_region *r, uint32_t i)
 { return (struct fl_list *)shm_at(r, r->hdr->files_off) + i; }
 
-/* The current list (acquire: its contents were written before it was
-** published). Call it under a view epoch. */
+/* The current list, unprotected: good for statistics only (acquire: its
+** contents were written before it was published). */
 const struct fl_list *fl_current(const shm_region *r);
 
-/* Daemon only (one thread at a time): publish files[0..n); *tag is the
-** epoch tag of the list it replaced (a file only that list named may be
-** unlinked once no view holds an epoch at or below it). SOCHDB_BUSY if
-** every other list is still retired (long-lived snapshots), SOCHDB_INVALID
-** if n > FL_MAX_FILES. */
-int    fl_publish(shm_region *r, const struct fl_file *files, uint32_t n, uint64_t *tag);
+/* The current list, protected by *hazard (a transaction entry's
+** view_files) until the hazard is cleared. */
+const struct fl_list *fl_protect(const shm_region *r, _Atomic uint64_t *hazard);
 
-/* Daemon only: retired lists whose tag is below oldest_view become free.
-** Lists left BUILDING by a dead daemon become free too (at_start). */
-void   fl_reclaim(shm_region *r, uint64_t oldest_view, int at_start);
+/* Daemon only (one thread at a time): publish files[0..n). SOCHDB_BUSY if
+** no list is free (every other one is still read by an old snapshot),
+** SOCHDB_INVALID if n > FL_MAX_FILES. */
+int    fl_publish(shm_region *r, const struct fl_file *files, uint32_t n);
+
+/* Daemon only: retired lists no hazard names become free. Lists left
+** BUILDING by a dead daemon become free too (at_start). */
+void   fl_reclaim(shm_region *r, int at_start);
+
+/* Daemon only, after fl_reclaim: does any list but a FREE one name file
+** `number`? Until none does, a reader may still open it. */
+int    fl_names_file(const shm_region *r, uint64_t number);
 
 #endif

@@ -128,6 +128,7 @@ static int region_format(char *base, const struct shm_open_params *p, shm_region
   seqring_init(r, 1);
   durable_init(r, 1);
   atomic_init(&h->epoch, 1);
+  atomic_init(&h->retired_max_seq, 0);
   fl_init(r);
   if (h->cache_bytes)
     bc_init(shm_at(r, h->cache_off), h->cache_bytes);

@@ -29,7 +29,7 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  2u
+#define SHM_LAYOUT_VERSION  3u
 #define SHM_HEADER_BYTES    4096u
 #define SHM_CACHELINE       64
 
@@ -99,6 +99,7 @@ struct shm_header {
   alignas(SHM_CACHELINE) _Atomic uint32_t active_memtable;
   _Atomic uint64_t next_memtable_id;
   alignas(SHM_CACHELINE) _Atomic uint64_t epoch;         /* reclamation epoch (epoch.h) */
+  _Atomic uint64_t retired_max_seq;  /* newest commit in a memtable retired so far (arena.h) */
   alignas(SHM_CACHELINE) _Atomic uint32_t current_files; /* index of the current file list */
   _Atomic uint32_t files_futex;                          /* bumped when a file list is published */
   alignas(SHM_CACHELINE) struct shm_global_stats stats;

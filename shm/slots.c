@@ -99,7 +99,7 @@ static void reap_locked(shm_region *r, uint32_t slot)
     /* release: pairs with the horizon scan; the snapshot is gone */
     atomic_store_explicit(&e->snapshot, 0, memory_order_release);
     epoch_leave(&e->commit_epoch);     /* after the descriptor is decided: a flush may go on */
-    epoch_leave(&e->view_epoch);
+    hazard_clear(e);
     if (had_intents)
       atomic_fetch_add_explicit(&r->hdr->stats.dead_txns_rolled_back, 1, memory_order_relaxed);
   }

@@ -38,9 +38,9 @@ struct shm_txn_entry {
   _Atomic uint64_t state;     /* TXN_PENDING, TXN_ABORTED or the commit seq */
   _Atomic uint64_t versions;  /* newest version this commit installed (list via txn_next) */
   _Atomic uint64_t seq;       /* the commit sequence it claimed, 0 before */
-  _Atomic uint64_t view_epoch;   /* epoch when the transaction took its view; 0 = none (epoch.h) */
-  _Atomic uint64_t commit_epoch; /* epoch when its commit began writing memtables; 0 = not committing */
-  uint64_t pad[1];
+  _Atomic uint64_t view_memtables; /* hazard: bit i = memtable i is in its view (epoch.h) */
+  _Atomic uint64_t commit_epoch;   /* epoch when its commit began writing memtables; 0 = not committing */
+  _Atomic uint64_t view_files;     /* hazard: file list index + 1 it reads; 0 = none (epoch.h) */
 };
 
 struct shm_slot_stats {       /* written by the owner only, read by stats */

@@ -326,7 +326,7 @@ void sochdb_close(sochdb *db)
 }
 
 /* The flusher's, compactor's and block cache's figures, and the live files.
-** The file list is read without a view epoch: a list reused meanwhile only
+** The file list is read without a hazard: a list reused meanwhile only
 ** makes one reading inexact, never unsafe (the count is bounded). */
 static void collect_storage_stats(sochdb *db, sochdb_stats *out)
 {

@@ -159,7 +159,7 @@ static struct sdb_table *reuse(const struct sdb_tables *old, const struct fl_fil
   return NULL;
 }
 
-/* A set mirroring list l (read under our view epoch), reusing old's mappings. */
+/* A set mirroring list l (protected by our hazard), reusing old's mappings. */
 static struct sdb_tables *set_build(sochdb *db, const struct fl_list *l, const struct sdb_tables *old)
 {
   struct sdb_tables *ts = calloc(1, sizeof *ts);
@@ -187,9 +187,9 @@ static struct sdb_tables *set_build(sochdb *db, const struct fl_list *l, const s
   return ts;
 }
 
-int sdb_tables_acquire(sochdb *db, struct sdb_tables **out)
+int sdb_tables_acquire(sochdb *db, _Atomic uint64_t *hazard, struct sdb_tables **out)
 {
-  const struct fl_list *l = fl_current(&db->region);
+  const struct fl_list *l = fl_protect(&db->region, hazard);
   urcu_bp_read_lock();
   /* acquire: the set's contents were written before it was published */
   struct sdb_tables *ts = atomic_load_explicit(&db->tables, memory_order_acquire);

@@ -127,7 +127,7 @@ static void finish_txn(sochdb_txn *t)
   struct shm_txn_entry *e = sdb_txn_entry(t);
   /* release: the snapshot is dropped only after our last read of the region */
   atomic_store_explicit(&e->snapshot, 0, memory_order_release);
-  epoch_leave(&e->view_epoch);
+  hazard_clear(e);
   release_entry(db, t->entry);
   free_txn_memory(t);
 }
@@ -163,17 +163,16 @@ int sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out)
   t->flags = flags;
   wbuf_init(&t->writes);
   struct shm_txn_entry *e = sdb_txn_entry(t);
-  /* Epoch, snapshot, memtables, files, in this order: what the view names
-  ** cannot be reclaimed (epoch.h), a memtable that left the view has its
-  ** file in the list we read after it (daemon/flusher.c), and a commit
-  ** after our snapshot is in a memtable of the view (see the header). */
-  epoch_enter(&db->region, &e->view_epoch);
+  /* Snapshot, memtables, files, in this order: a commit after our snapshot
+  ** is in a memtable of the view (see the header), and a memtable that left
+  ** the view has its file in the list we take after it (daemon/flusher.c).
+  ** Both are protected by hazards in our entry (epoch.h) until we end. */
   t->snapshot = slots_publish_snapshot(&db->region, e);
-  arena_view(&db->region, &t->view);
-  rc = sdb_tables_acquire(db, &t->tables);
+  arena_view_protected(&db->region, &e->view_memtables, &t->view);
+  rc = sdb_tables_acquire(db, &e->view_files, &t->tables);
   if (rc != SOCHDB_OK) {
     atomic_store_explicit(&e->snapshot, 0, memory_order_release);
-    epoch_leave(&e->view_epoch);
+    hazard_clear(e);
     release_entry(db, t->entry);
     free_txn_memory(t);
     return rc;
@@ -307,6 +306,7 @@ struct commit_ctx {
   struct timespec       deadline;   /* for waiting on a free arena */
   int                   deadline_set;
   uint64_t              memtables;  /* bit i: a version of ours is in memtable i */
+  int                   retired_conflict;   /* the conflict is check_retired's */
 };
 
 static int past(const struct timespec *d)
@@ -452,6 +452,20 @@ static int check_elsewhere(struct commit_ctx *c, const struct wb_entry *w, const
   return SOCHDB_OK;
 }
 
+/* Versions newer than our snapshot may have left memory with a retired
+** memtable (shm/arena.h): then we cannot prove there is no conflict, and
+** say there is. Acquire: arena_retire raises retired_max_seq before the
+** (release) RETIRED store, and every memtable missing from the view above
+** was seen RETIRED or later there, so its max_seq is visible here. */
+static int check_retired(struct commit_ctx *c)
+{
+  uint64_t retired = atomic_load_explicit(&c->r->hdr->retired_max_seq, memory_order_acquire);
+  if (retired <= c->t->snapshot)
+    return SOCHDB_OK;
+  c->retired_conflict = 1;
+  return SOCHDB_CONFLICT;
+}
+
 static int install_all(struct commit_ctx *c, const uint32_t *order, struct installed *at)
 {
   const struct wbuf *wb = &c->t->writes;
@@ -475,14 +489,12 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
 #endif
   struct mt_view view;
   arena_view(c->r, &view);               /* fresh: rotations since begin count */
-  if (view.n < 2)
-    return SOCHDB_OK;
-  for (size_t i = 0; i < wb->n; i++) {
+  for (size_t i = 0; view.n >= 2 && i < wb->n; i++) {
     int rc = check_elsewhere(c, &wb->ents[order[i]], &at[i], &view);
     if (rc != SOCHDB_OK)
       return rc;
   }
-  return SOCHDB_OK;
+  return check_retired(c);
 }
 
 /* The record the WAL writer will read: our seq and our versions, in the
@@ -628,6 +640,9 @@ static int commit_writes(sochdb_txn *t, unsigned flags)
     slots_retire_descriptor(c.r, c.e);   /* aborts: our intents become invisible */
     epoch_leave(&c.e->commit_epoch);
     count(rc == SOCHDB_CONFLICT ? &st->conflicts : &st->aborts, 1);
+    if (rc == SOCHDB_CONFLICT && c.retired_conflict)
+      return sdb_fail(rc, "the transaction began before versions that have since been flushed out of "
+                          "memory; it cannot be checked for conflicts: retry it");
     return rc == SOCHDB_CONFLICT ? sdb_fail(rc, "a concurrent transaction wrote the same key") : rc;
   }
   uint64_t seq = 0;
