@@ -632,8 +632,8 @@ struct phase {
 };
 
 struct worker_out {
-  uint64_t    commits, conflicts;
-  struct hist lat;           /* begin + put + commit, per transaction */
+  uint64_t    txns, conflicts;   /* transactions done (commits, or reads in a read phase) */
+  struct hist lat;           /* one whole transaction each */
 };
 
 /* Shared (MAP_SHARED) between the parent and its workers. */
@@ -647,8 +647,9 @@ struct shared {
 struct phase_result {
   unsigned    procs;
   double      seconds;
-  uint64_t    commits, conflicts;
+  uint64_t    txns, conflicts;
   uint64_t    wal_groups, wal_records;   /* deltas over the measured window */
+  uint64_t    cache_hits, cache_misses;  /* ... of the block cache */
   struct hist lat;
 };
 
@@ -663,7 +664,7 @@ static int commit_loop(sochdb *db, struct kv *kv, const struct phase *ph, unsign
     if (commit_one(db, kv, ph->flags, &o->conflicts) != 0)
       return -1;
     hist_add(&o->lat, now_ns() - t0);
-    o->commits++;
+    o->txns++;
   }
   return 0;
 }
@@ -690,7 +691,7 @@ static int worker_main(const struct config *c, const char *dir, const struct pha
   rc = commit_loop(db, &kv, ph, idx, sh->deadline_ns, &sh->out[idx]);
   atomic_fetch_add(&sh->done, 1);
   if (rc == 0)
-    rc = verify_keys(db, &kv, idx, 0, sh->out[idx].commits);
+    rc = verify_keys(db, &kv, idx, 0, sh->out[idx].txns);
   sochdb_close(db);
   kv_free(&kv);
   return rc ? 1 : 0;
@@ -815,7 +816,7 @@ static int run_phase(const struct config *c, struct bench_db *b, const struct ph
   if (kids_finish(&k, rc != 0) != 0 && rc == 0)
     rc = fail("a worker process failed (see above)");
   for (unsigned i = 0; i < ph->procs; i++) {
-    r->commits += sh->out[i].commits;
+    r->txns += sh->out[i].txns;
     r->conflicts += sh->out[i].conflicts;
     hist_merge(&r->lat, &sh->out[i].lat);
   }
@@ -989,7 +990,7 @@ static double fsync_rate(const struct results *res)
 static struct sync_row sync_row(const struct results *res, const struct phase_result *p)
 {
   struct sync_row s;
-  s.commits_s = per_s(p->commits, p->seconds);
+  s.commits_s = per_s(p->txns, p->seconds);
   s.group = p->wal_groups ? (double)p->wal_records / (double)p->wal_groups : 0;
   s.fsyncs_s = per_s(p->wal_groups, p->seconds);
   s.p50_ms = hist_quantile_ms(&p->lat, 0.50);
@@ -997,7 +998,7 @@ static struct sync_row sync_row(const struct results *res, const struct phase_re
   s.target_s = p->procs * fsync_rate(res);
   s.cap_s = 0;
   if (res->have_async) {
-    double ceiling = per_s(res->async.commits, res->async.seconds);
+    double ceiling = per_s(res->async.txns, res->async.seconds);
     s.cap_s = ceiling < s.target_s ? ceiling : s.target_s;
   }
   return s;
@@ -1037,7 +1038,7 @@ static void print_async(const struct results *res)
 {
   const struct phase_result *p = &res->async;
   printf("fill_async (SOCHDB_ASYNC, 1 process, %.1f s): %.0f commits/s, p50 %.4f ms, p99 %.4f ms, "
-         "%.0f fdatasyncs/s of %.1f commits each\n\n", p->seconds, per_s(p->commits, p->seconds),
+         "%.0f fdatasyncs/s of %.1f commits each\n\n", p->seconds, per_s(p->txns, p->seconds),
          hist_quantile_ms(&p->lat, 0.5), hist_quantile_ms(&p->lat, 0.99), per_s(p->wal_groups, p->seconds),
          p->wal_groups ? (double)p->wal_records / (double)p->wal_groups : 0.0);
 }
@@ -1047,7 +1048,7 @@ static void print_recovery(const struct results *res)
   const struct recovery_result *r = &res->rec;
   printf("recovery: %llu commits, %.1f MiB of keys and values, WAL %.1f MiB (written at %.0f commits/s, ASYNC)\n",
          (unsigned long long)r->commits, (double)r->data_bytes / 1048576, (double)r->wal_bytes / 1048576,
-         per_s(r->fill.commits, r->fill.seconds));
+         per_s(r->fill.txns, r->fill.seconds));
   printf("  open + get after SIGKILL of the daemon (region kept):   %9.1f ms\n", r->restart_ms);
   printf("  open + get after removing the region (WAL replay):      %9.1f ms\n", r->rebuild_ms);
   printf("  the same with the WAL evicted from the page cache:      %9.1f ms\n\n", r->rebuild_cold_ms);
@@ -1081,7 +1082,7 @@ static void json_sync(FILE *f, const struct results *res)
                "\"commits_per_s\": %.1f, \"wal_groups\": %llu, \"wal_records\": %llu, \"avg_group\": %.3f, "
                "\"fdatasyncs_per_s\": %.1f, \"p50_ms\": %.4f, \"p99_ms\": %.4f, \"target_per_s\": %.1f, "
                "\"of_target\": %.4f, \"capped_target_per_s\": %.1f}",
-            i ? "," : "", p->procs, p->seconds, (unsigned long long)p->commits, (unsigned long long)p->conflicts,
+            i ? "," : "", p->procs, p->seconds, (unsigned long long)p->txns, (unsigned long long)p->conflicts,
             s.commits_s, (unsigned long long)p->wal_groups, (unsigned long long)p->wal_records, s.group,
             s.fsyncs_s, s.p50_ms, s.p99_ms, s.target_s, s.commits_s / s.target_s, s.cap_s);
   }
@@ -1093,7 +1094,7 @@ static void json_async(FILE *f, const struct results *res)
   const struct phase_result *p = &res->async;
   fprintf(f, ",\n  \"fill_async\": {\"procs\": 1, \"seconds\": %.3f, \"commits\": %llu, \"commits_per_s\": %.1f, "
              "\"p50_ms\": %.5f, \"p99_ms\": %.5f, \"wal_groups\": %llu, \"wal_records\": %llu}",
-          p->seconds, (unsigned long long)p->commits, per_s(p->commits, p->seconds), hist_quantile_ms(&p->lat, 0.5),
+          p->seconds, (unsigned long long)p->txns, per_s(p->txns, p->seconds), hist_quantile_ms(&p->lat, 0.5),
           hist_quantile_ms(&p->lat, 0.99), (unsigned long long)p->wal_groups, (unsigned long long)p->wal_records);
 }
 
@@ -1104,7 +1105,7 @@ static void json_recovery(FILE *f, const struct results *res)
              "\"fill_commits_per_s\": %.1f, \"restart_after_daemon_kill_ms\": %.3f, "
              "\"rebuild_from_wal_ms\": %.3f, \"rebuild_from_wal_cold_ms\": %.3f}",
           (unsigned long long)r->commits, (unsigned long long)r->data_bytes, (unsigned long long)r->wal_bytes,
-          per_s(r->fill.commits, r->fill.seconds), r->restart_ms, r->rebuild_ms, r->rebuild_cold_ms);
+          per_s(r->fill.txns, r->fill.seconds), r->restart_ms, r->rebuild_ms, r->rebuild_cold_ms);
 }
 
 static int write_json(const struct config *c, const struct results *res)

@@ -7,7 +7,10 @@
 #                                   build/       RelWithDebInfo, all tests
 #                                   build-asan/  ASan+UBSan, all tests
 #                                   build-tsan/  TSan, tests labelled inproc
-#                                 then stress/smoke.sh if present; prints
+#                                 then a short fuzz run of the file readers
+#                                 (scripts/fuzz.sh, SOCHDB_FUZZ_SECONDS per
+#                                 target, default 20; 0 skips it) and
+#                                 stress/smoke.sh if present; prints
 #                                 "N passed, N failed" and fails if N failed > 0
 #
 # Environment: SOCHDB_CMAKE_ARGS  extra arguments for every cmake configure
@@ -19,7 +22,7 @@ cd "$REPO"
 
 JOBS=$(nproc 2>/dev/null || echo 2)
 PACKAGES=(build-essential cmake pkg-config liburcu-dev libck-dev liblz4-dev
-          libxxhash-dev libcriterion-dev)
+          libxxhash-dev libcriterion-dev clang)
 read -r -a EXTRA_CMAKE_ARGS <<< "${SOCHDB_CMAKE_ARGS:-}"
 
 usage() {
@@ -182,7 +185,19 @@ cmd_test() {
     build_failed tsan
   fi
 
-  # 4. Multi-process stress smoke test, against the plain build; one test.
+  # 4. A short libFuzzer run of the SSTable, WAL and MANIFEST readers.
+  local fuzz_secs=${SOCHDB_FUZZ_SECONDS:-20}
+  if ((fuzz_secs > 0)); then
+    log "scripts/fuzz.sh $fuzz_secs"
+    if bash "$REPO/scripts/fuzz.sh" "$fuzz_secs"; then
+      TOTAL_PASSED=$((TOTAL_PASSED + 1))
+    else
+      FAILED_STEPS+=("scripts/fuzz.sh found a crash or did not build")
+      TOTAL_FAILED=$((TOTAL_FAILED + 1))
+    fi
+  fi
+
+  # 5. Multi-process stress smoke test, against the plain build; one test.
   if [[ -f $REPO/stress/smoke.sh ]]; then
     log "stress/smoke.sh"
     if SOCHDB_BUILD_DIR="$REPO/build" PATH="$REPO/build:$PATH" bash "$REPO/stress/smoke.sh"; then

@@ -19,6 +19,7 @@
 #include "epoch.h"
 
 #include "arena.h"
+#include "blockcache.h"
 #include "error.h"
 #include "mvcc.h"
 #include "seqring.h"
@@ -105,6 +106,8 @@ static void reap_locked(shm_region *r, uint32_t slot)
   }
   seqring_decide_all_of_slot(r, slot);   /* after every descriptor is decided */
   arena_release_claims_of(r, slot);
+  if (r->hdr->cache_off)
+    bc_release_owner(shm_at(r, r->hdr->cache_off), slot + 1);   /* blocks it was caching */
   fold_stats(r, s);
   atomic_fetch_add_explicit(&r->hdr->stats.processes_reaped, 1, memory_order_relaxed);
   atomic_store_explicit(&s->is_daemon, 0, memory_order_relaxed);

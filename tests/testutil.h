@@ -340,19 +340,21 @@ static inline int tu_put_all_retry(sochdb *db, const char *const *keys, int nkey
 
 /* --------------------------------------------------- fixture */
 
-/* .init: fresh database directory (tu_db_dir) and region directory. */
+/* .init: fresh database directory (tu_db_dir) and region directory. A
+** test's own .init runs after its suite's: the second call replaces the
+** first's directory. */
 static inline void tu_setup(void)
 {
   tu_nchildren = 0;
   tu_db = NULL;
   tu_shm_env_setup();
+  if (tu_db_dir) {
+    tu_rmrf(tu_db_dir);
+    free(tu_db_dir);
+  }
   tu_db_dir = tu_tmpdir();
 }
 
-/* Run without sochdbd (a test-build hook): opening the database starts no
-** daemon. For suites that place or count process slots exactly (a real
-** daemon attaches at a moment of its own choosing). Nothing makes commits
-** durable then: such suites commit SOCHDB_ASYNC. */
 /* Remove dir's CURRENT and MANIFEST files and SSTables: what a brand-new
 ** database on the same directory would not have. */
 static inline void tu_remove_manifest(const char *dir)
@@ -372,6 +374,10 @@ static inline void tu_remove_manifest(const char *dir)
   closedir(d);
 }
 
+/* Run without sochdbd (a test-build hook): opening the database starts no
+** daemon. For suites that place or count process slots exactly (a real
+** daemon attaches at a moment of its own choosing). Nothing makes commits
+** durable then: such suites commit SOCHDB_ASYNC. */
 static inline void tu_setup_without_daemon(void)
 {
   tu_setup();

@@ -6,7 +6,8 @@
 **   sochdb [--json] COMMAND DIR [ARGS]     (sochdb --help lists the commands)
 **
 ** Every command is one transaction, so a `get` or `scan` sees one consistent
-** snapshot even while other processes write. Keys and values are taken from
+** snapshot even while other processes write (`compact` asks the daemon for
+** a full compaction and waits for it). Keys and values are taken from
 ** argv byte for byte; output escapes them only where a line-oriented format
 ** needs it. Exit status: 0 success, 1 not found, 2 usage error, 3 database
 ** or I/O error.
@@ -14,6 +15,8 @@
 #include "sochdb.h"
 
 #include "check.h"   /* sdb_check_dir, for `sochdb check` (internal: the CLI links the static library) */
+#include "internal.h" /* struct sochdb: the region header's full-compaction request and progress, for
+                      ** `sochdb compact`; sdb_daemon_ensure */
 
 #include <errno.h>
 #include <limits.h>
@@ -24,7 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/select.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,6 +43,9 @@ enum { EXIT_OK = 0, EXIT_NOT_FOUND = 1, EXIT_USAGE = 2, EXIT_DB_ERROR = 3 };
 #define DEFAULT_INTERVAL_MS 1000ull
 #define MAX_INTERVAL_MS     (24ull * 3600 * 1000)
 
+#define DEFAULT_COMPACT_TIMEOUT_S 600ull
+#define MAX_COMPACT_TIMEOUT_S     (7ull * 24 * 3600)
+
 typedef struct args args;
 typedef struct command command;
 
@@ -47,7 +55,7 @@ struct args {
   const char *pos[3];           /* DIR and up to two more */
   int npos;
   int json, help, raw, keys_only, watch;
-  const char *prefix, *start, *end, *limit_arg, *interval_arg;
+  const char *prefix, *start, *end, *limit_arg, *interval_arg, *timeout_arg;
 
   /* Derived before the database is opened. */
   const char *dir;
@@ -61,9 +69,11 @@ struct args {
   char prefix_end[SOCHDB_MAX_KEY];
   unsigned long long limit;     /* ULLONG_MAX = no limit */
   unsigned long long interval_ms;
+  unsigned long long timeout_s;
 };
 
-enum { CMD_PUT = 1u, CMD_GET = 2u, CMD_DEL = 4u, CMD_SCAN = 8u, CMD_STATS = 16u, CMD_CHECK = 32u, CMD_ALL = 63u };
+enum { CMD_PUT = 1u, CMD_GET = 2u, CMD_DEL = 4u, CMD_SCAN = 8u, CMD_STATS = 16u, CMD_CHECK = 32u, CMD_COMPACT = 64u,
+       CMD_ALL = 127u };
 
 struct command {
   const char *name;
@@ -333,6 +343,15 @@ static int prepare_stats(args *a)
                       "milliseconds from 1 to 86400000 (a day)", &a->interval_ms);
 }
 
+static int prepare_compact(args *a)
+{
+  a->timeout_s = DEFAULT_COMPACT_TIMEOUT_S;
+  if (a->timeout_arg == NULL)
+    return EXIT_OK;
+  return parse_number("--timeout", a->timeout_arg, 1, MAX_COMPACT_TIMEOUT_S,
+                      "seconds from 1 to 604800 (a week)", &a->timeout_s);
+}
+
 /* ------------------------------------------------------- put, get, del */
 
 static int put_body(sochdb_txn *t, const args *a)
@@ -499,11 +518,34 @@ static void print_label(const char *name)
   printf("%*s", pad > 1 ? pad : 1, "");
 }
 
-/* Per-second rates between two samples; only --watch has two. */
+/* What --watch adds to the counters: per-second rates and ratios over the
+** last interval (unknown on the first sample, or where nothing happened in
+** the interval: no WAL group written, no block-cache lookup), and how full
+** the live memtables are. */
+#define NO_FIGURE (-1.0)
 typedef struct rates {
   int known;                    /* 0 on the first sample */
-  double commits, conflicts;
+  double commits, conflicts;    /* per second */
+  double fsyncs;                /* WAL groups written per second: one fdatasync each */
+  double group_commit;          /* commits per WAL group in the interval, or NO_FIGURE */
+  double cache_hit_pct;         /* block-cache hits / lookups in the interval, or NO_FIGURE */
+  double memtable_fill_pct;     /* used bytes / capacity of the live memtables (every sample) */
 } rates;
+
+/* The derived figures, in the order printed; a negative value is unknown. */
+#define WATCH_FIGURES 6
+static void watch_figures(const rates *r, const char *names[WATCH_FIGURES], double values[WATCH_FIGURES])
+{
+  static const char *const n[WATCH_FIGURES] = { "commits_per_sec",  "conflicts_per_sec", "fsyncs_per_sec",
+                                                "avg_group_commit", "cache_hit_pct",     "memtable_fill_pct" };
+  double v[WATCH_FIGURES] = { r->commits, r->conflicts, r->fsyncs, r->group_commit, r->cache_hit_pct,
+                              r->memtable_fill_pct };
+  for (int i = 0; i < WATCH_FIGURES; i++) {
+    names[i] = n[i];
+    /* the fill is known from one sample; the rest need two */
+    values[i] = (r->known || i == WATCH_FIGURES - 1) ? v[i] : NO_FIGURE;
+  }
+}
 
 static void print_stats_text(sochdb *db, const sochdb_stats *s, const rates *r)
 {
@@ -515,11 +557,12 @@ static void print_stats_text(sochdb *db, const sochdb_stats *s, const rates *r)
   printf("%s\n", sochdb_region_path(db));
   if (r == NULL)
     return;
-  const char *names[2] = { "commits_per_sec", "conflicts_per_sec" };
-  double values[2] = { r->commits, r->conflicts };
-  for (int i = 0; i < 2; i++) {
+  const char *names[WATCH_FIGURES];
+  double values[WATCH_FIGURES];
+  watch_figures(r, names, values);
+  for (int i = 0; i < WATCH_FIGURES; i++) {
     print_label(names[i]);
-    if (r->known)
+    if (values[i] >= 0)
       printf("%.1f\n", values[i]);
     else
       puts("-");
@@ -534,10 +577,17 @@ static void print_stats_json(sochdb *db, const sochdb_stats *s, const rates *r)
   const char *path = sochdb_region_path(db);
   fputs("\"region_path\":", stdout);
   put_json_string(path, strlen(path));
-  if (r != NULL && r->known)
-    printf(",\"commits_per_sec\":%.1f,\"conflicts_per_sec\":%.1f", r->commits, r->conflicts);
-  else if (r != NULL)
-    fputs(",\"commits_per_sec\":null,\"conflicts_per_sec\":null", stdout);
+  if (r != NULL) {
+    const char *names[WATCH_FIGURES];
+    double values[WATCH_FIGURES];
+    watch_figures(r, names, values);
+    for (int i = 0; i < WATCH_FIGURES; i++) {
+      if (values[i] >= 0)
+        printf(",\"%s\":%.1f", names[i], values[i]);
+      else
+        printf(",\"%s\":null", names[i]);
+    }
+  }
   fputs("}\n", stdout);
 }
 
@@ -563,19 +613,47 @@ static int take_sample(sochdb *db, sample *out)
   return EXIT_OK;
 }
 
-/* A counter that went down means the region was rebuilt from the
-** directory and its counters restarted; count from zero then. */
-static double rate(uint64_t before, uint64_t after, double seconds)
+/* What a counter grew by between two samples. A counter that went down
+** means the region was rebuilt from the directory and its counters
+** restarted; count from zero then. */
+static uint64_t delta(uint64_t before, uint64_t after)
 {
-  uint64_t delta = after >= before ? after - before : after;
-  return seconds > 0 ? (double)delta / seconds : 0.0;
+  return after >= before ? after - before : after;
 }
 
+static double rate(uint64_t before, uint64_t after, double seconds)
+{
+  return seconds > 0 ? (double)delta(before, after) / seconds : 0.0;
+}
+
+/* part / whole, as a share (or a percentage with scale 100); NO_FIGURE when whole is 0. */
+static double ratio(uint64_t part, uint64_t whole, double scale)
+{
+  return whole ? (double)part * scale / (double)whole : NO_FIGURE;
+}
+
+static double memtable_fill_pct(const sochdb_stats *s)
+{
+  uint64_t capacity = (uint64_t)s->memtables_in_use * s->memtable_bytes;
+  double pct = ratio(s->memtable_used_bytes, capacity, 100.0);
+  return pct < 0 ? 0.0 : pct > 100.0 ? 100.0 : pct;
+}
+
+/* The figures of one sample; prev NULL on the first. */
 static rates rates_between(const sample *prev, const sample *cur)
 {
+  rates r = { 0, 0.0, 0.0, 0.0, NO_FIGURE, NO_FIGURE, memtable_fill_pct(&cur->stats) };
+  if (prev == NULL)
+    return r;
+  const sochdb_stats *a = &prev->stats, *b = &cur->stats;
   double seconds = (double)(cur->at.tv_sec - prev->at.tv_sec) + (double)(cur->at.tv_nsec - prev->at.tv_nsec) / 1e9;
-  rates r = { 1, rate(prev->stats.commits, cur->stats.commits, seconds),
-              rate(prev->stats.conflicts, cur->stats.conflicts, seconds) };
+  r.known = 1;
+  r.commits = rate(a->commits, b->commits, seconds);
+  r.conflicts = rate(a->conflicts, b->conflicts, seconds);
+  r.fsyncs = rate(a->wal_groups, b->wal_groups, seconds);
+  r.group_commit = ratio(delta(a->wal_records, b->wal_records), delta(a->wal_groups, b->wal_groups), 1.0);
+  uint64_t hits = delta(a->cache_hits, b->cache_hits);
+  r.cache_hit_pct = ratio(hits, hits + delta(a->cache_misses, b->cache_misses), 100.0);
   return r;
 }
 
@@ -629,9 +707,7 @@ static int watch_stats(sochdb *db, const args *a)
   while (!stop_requested) {
     if ((status = take_sample(db, &cur)) != EXIT_OK)
       return status;
-    rates r = { 0, 0.0, 0.0 };
-    if (have_prev)
-      r = rates_between(&prev, &cur);
+    rates r = rates_between(have_prev ? &prev : NULL, &cur);
     if (clear_screen)
       fputs("\033[H\033[2J", stdout);
     else if (have_prev && !a->json)
