@@ -22,13 +22,6 @@ void fl_init(shm_region *r)
   atomic_init(&r->hdr->files_futex, 0);
 }
 
-const struct fl_list *fl_current(const shm_region *r)
-{
-  /* acquire: pairs with the release store in fl_publish */
-  uint32_t i = atomic_load_explicit(&r->hdr->current_files, memory_order_acquire);
-  return fl_list_at(r, i % FL_LISTS);
-}
-
 const struct fl_list *fl_protect(const shm_region *r, _Atomic uint64_t *hazard)
 {
   for (;;) {
@@ -57,6 +50,21 @@ static int claim_free_list(shm_region *r, uint32_t *out)
   return 0;
 }
 
+/* For statistics, which must not read a list they hold no hazard on.
+** Relaxed: three independent figures, each exact when it was stored. */
+static void publish_totals(shm_region *r, const struct fl_file *files, uint32_t n)
+{
+  uint64_t l0 = 0, bytes = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    l0 += files[i].level == 0;
+    bytes += files[i].size;
+  }
+  struct shm_global_stats *g = &r->hdr->stats;
+  atomic_store_explicit(&g->live_files, n, memory_order_relaxed);
+  atomic_store_explicit(&g->live_l0_files, l0, memory_order_relaxed);
+  atomic_store_explicit(&g->live_file_bytes, bytes, memory_order_relaxed);
+}
+
 int fl_publish(shm_region *r, const struct fl_file *files, uint32_t n)
 {
   if (n > FL_MAX_FILES)
@@ -75,6 +83,7 @@ int fl_publish(shm_region *r, const struct fl_file *files, uint32_t n)
   atomic_store_explicit(&r->hdr->current_files, idx, memory_order_seq_cst);
   atomic_store_explicit(&old->state, FL_RETIRED, memory_order_relaxed);
   atomic_fetch_add_explicit(&r->hdr->files_futex, 1, memory_order_release);
+  publish_totals(r, files, n);
   return SOCHDB_OK;
 }
 

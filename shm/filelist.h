@@ -46,10 +46,6 @@ void   fl_init(shm_region *r);
 static inline struct fl_list *fl_list_at(const shm_region *r, uint32_t i)
 { return (struct fl_list *)shm_at(r, r->hdr->files_off) + i; }
 
-/* The current list, unprotected: good for statistics only (acquire: its
-** contents were written before it was published). */
-const struct fl_list *fl_current(const shm_region *r);
-
 /* The current list, protected by *hazard (a transaction entry's
 ** view_files) until the hazard is cleared. */
 const struct fl_list *fl_protect(const shm_region *r, _Atomic uint64_t *hazard);

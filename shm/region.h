@@ -64,6 +64,9 @@ struct shm_global_stats {
   _Atomic uint64_t full_compaction_done;      /* ... by setting this to the request it finished */
   _Atomic uint64_t compact_progress_done;     /* bytes read by the running compaction */
   _Atomic uint64_t compact_progress_total;    /* ... of this many */
+  _Atomic uint64_t live_files;        /* SSTables in the current file list (filelist.c) */
+  _Atomic uint64_t live_l0_files;     /* ... of them in level 0 */
+  _Atomic uint64_t live_file_bytes;   /* ... their total size */
 };
 
 struct shm_header {

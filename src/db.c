@@ -325,9 +325,7 @@ void sochdb_close(sochdb *db)
   free(db);
 }
 
-/* The flusher's, compactor's and block cache's figures, and the live files.
-** The file list is read without a hazard: a list reused meanwhile only
-** makes one reading inexact, never unsafe (the count is bounded). */
+/* The flusher's, compactor's and block cache's figures, and the live files. */
 static void collect_storage_stats(sochdb *db, sochdb_stats *out)
 {
   const struct shm_header *h = db->region.hdr;
@@ -339,13 +337,9 @@ static void collect_storage_stats(sochdb *db, sochdb_stats *out)
   out->compact_bytes_written = atomic_load_explicit(&g->compact_bytes_written, memory_order_relaxed);
   out->compaction_debt_bytes = atomic_load_explicit(&g->compact_debt_bytes, memory_order_relaxed);
   out->wal_segments_removed = atomic_load_explicit(&g->wal_segments_removed, memory_order_relaxed);
-  const struct fl_list *l = fl_current(&db->region);
-  uint32_t n = l->nfiles < FL_MAX_FILES ? l->nfiles : FL_MAX_FILES;
-  for (uint32_t i = 0; i < n; i++) {
-    out->sst_files++;
-    out->sst_bytes += l->files[i].size;
-    out->l0_files += l->files[i].level == 0;
-  }
+  out->sst_files = (uint32_t)atomic_load_explicit(&g->live_files, memory_order_relaxed);
+  out->l0_files = (uint32_t)atomic_load_explicit(&g->live_l0_files, memory_order_relaxed);
+  out->sst_bytes = atomic_load_explicit(&g->live_file_bytes, memory_order_relaxed);
   if (h->cache_off) {
     struct bc_stats bc;
     bc_get_stats(shm_at(&db->region, h->cache_off), &bc);
