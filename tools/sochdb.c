@@ -519,31 +519,29 @@ static void print_label(const char *name)
 }
 
 /* What --watch adds to the counters: per-second rates and ratios over the
-** last interval (unknown on the first sample, or where nothing happened in
-** the interval: no WAL group written, no block-cache lookup), and how full
-** the live memtables are. */
+** last interval, and how full the live memtables are. NO_FIGURE where it is
+** unknown: every interval figure on the first sample, the group-commit size
+** when no WAL group was written, the hit rate when the cache was not used. */
 #define NO_FIGURE (-1.0)
 typedef struct rates {
-  int known;                    /* 0 on the first sample */
   double commits, conflicts;    /* per second */
   double fsyncs;                /* WAL groups written per second: one fdatasync each */
-  double group_commit;          /* commits per WAL group in the interval, or NO_FIGURE */
-  double cache_hit_pct;         /* block-cache hits / lookups in the interval, or NO_FIGURE */
-  double memtable_fill_pct;     /* used bytes / capacity of the live memtables (every sample) */
+  double group_commit;          /* commits per WAL group */
+  double cache_hit_pct;         /* block-cache hits per lookup */
+  double memtable_fill_pct;     /* used bytes / capacity of the live memtables (from one sample) */
 } rates;
 
-/* The derived figures, in the order printed; a negative value is unknown. */
+/* The derived figures, in the order printed. */
 #define WATCH_FIGURES 6
 static void watch_figures(const rates *r, const char *names[WATCH_FIGURES], double values[WATCH_FIGURES])
 {
   static const char *const n[WATCH_FIGURES] = { "commits_per_sec",  "conflicts_per_sec", "fsyncs_per_sec",
                                                 "avg_group_commit", "cache_hit_pct",     "memtable_fill_pct" };
-  double v[WATCH_FIGURES] = { r->commits, r->conflicts, r->fsyncs, r->group_commit, r->cache_hit_pct,
-                              r->memtable_fill_pct };
+  const double v[WATCH_FIGURES] = { r->commits,      r->conflicts,    r->fsyncs,
+                                    r->group_commit, r->cache_hit_pct, r->memtable_fill_pct };
   for (int i = 0; i < WATCH_FIGURES; i++) {
     names[i] = n[i];
-    /* the fill is known from one sample; the rest need two */
-    values[i] = (r->known || i == WATCH_FIGURES - 1) ? v[i] : NO_FIGURE;
+    values[i] = v[i];
   }
 }
 
@@ -642,12 +640,11 @@ static double memtable_fill_pct(const sochdb_stats *s)
 /* The figures of one sample; prev NULL on the first. */
 static rates rates_between(const sample *prev, const sample *cur)
 {
-  rates r = { 0, 0.0, 0.0, 0.0, NO_FIGURE, NO_FIGURE, memtable_fill_pct(&cur->stats) };
+  rates r = { NO_FIGURE, NO_FIGURE, NO_FIGURE, NO_FIGURE, NO_FIGURE, memtable_fill_pct(&cur->stats) };
   if (prev == NULL)
     return r;
   const sochdb_stats *a = &prev->stats, *b = &cur->stats;
   double seconds = (double)(cur->at.tv_sec - prev->at.tv_sec) + (double)(cur->at.tv_nsec - prev->at.tv_nsec) / 1e9;
-  r.known = 1;
   r.commits = rate(a->commits, b->commits, seconds);
   r.conflicts = rate(a->conflicts, b->conflicts, seconds);
   r.fsyncs = rate(a->wal_groups, b->wal_groups, seconds);
@@ -884,6 +881,269 @@ static int run_check(const args *a)
   return status == EXIT_DB_ERROR ? CHECK_CANNOT_RUN : status;
 }
 
+/* -------------------------------------------------------------- compact */
+
+/* How often the waiting command looks at the region's counters. */
+#define COMPACT_POLL_MS 50ull
+/* A daemon that cannot be (re)started for this long is an error, not a wait. */
+#define DAEMON_GIVE_UP_MS 10000ull
+
+/* A progress bar on stderr for a person at a terminal: redrawn at most every
+** 100 ms, and only when its figure or its label changed. */
+typedef struct progress_bar {
+  int enabled;                  /* stderr is a terminal */
+  int shown;
+  unsigned last_permille;
+  const char *last_label;
+  struct timespec last_draw;
+} progress_bar;
+
+static void bar_clear(progress_bar *b)
+{
+  if (b->shown) {
+    fputs("\r\033[K", stderr);
+    b->shown = 0;
+  }
+}
+
+/* label [####....]  42.0%  tail */
+static void bar_draw(progress_bar *b, const char *label, uint64_t done, uint64_t total, const char *tail)
+{
+  if (!b->enabled)
+    return;
+  unsigned permille = total ? (unsigned)((double)done * 1000.0 / (double)total) : 0;
+  if (permille > 1000)
+    permille = 1000;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  long ms = (long)(now.tv_sec - b->last_draw.tv_sec) * 1000 + (now.tv_nsec - b->last_draw.tv_nsec) / 1000000;
+  int same = b->shown && b->last_label == label;
+  if (same && (permille == b->last_permille || ms < 100))
+    return;
+  enum { WIDTH = 40 };
+  char bar[WIDTH + 1];
+  unsigned filled = permille * WIDTH / 1000;
+  for (unsigned i = 0; i < WIDTH; i++)
+    bar[i] = i < filled ? '#' : '.';
+  bar[WIDTH] = '\0';
+  fprintf(stderr, "\r\033[K%s [%s] %3u.%u%%  %s", label, bar, permille / 10, permille % 10, tail);
+  b->shown = 1;
+  b->last_permille = permille;
+  b->last_label = label;
+  b->last_draw = now;
+}
+
+/* One run of `sochdb compact`: what every round of its waits checks. */
+typedef struct compact_wait {
+  sochdb *db;
+  const args *a;
+  struct timespec start;
+  sigset_t wait_mask;           /* SIGINT and SIGTERM unblocked, for pselect */
+  progress_bar bar;
+  int daemon_down;              /* the last probe found no daemon */
+  unsigned daemon_restarts;     /* daemons found gone while we waited */
+  uint64_t daemon_failing_since_ms;   /* 0: the last start attempt did not fail */
+} compact_wait;
+
+static uint64_t ms_since(const struct timespec *t0)
+{
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  int64_t ms = (int64_t)(now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000;
+  return ms > 0 ? (uint64_t)ms : 0;
+}
+
+/* Our mapping is no longer the region of DIR (someone removed it and an
+** opener rebuilt it from the files): a request made in it is never answered. */
+static int region_replaced(const sochdb *db)
+{
+  struct stat ours, named;
+  return fstat(db->region.fd, &ours) != 0 || stat(db->region.path, &named) != 0 || ours.st_ino != named.st_ino ||
+         ours.st_dev != named.st_dev;
+}
+
+/* 1 when no daemon holds DIR/LOCK (the probe sochdb_stats_get makes too). */
+static int daemon_gone(const sochdb *db)
+{
+  if (flock(db->lock_fd, LOCK_SH | LOCK_NB) != 0)
+    return 0;                   /* held: a daemon runs (or the probe failed: assume it runs) */
+  flock(db->lock_fd, LOCK_UN);
+  return 1;
+}
+
+/* Between two looks at the counters: stop on a signal, the timeout, a
+** replaced region or a daemon that cannot be restarted (each reported here,
+** `waiting` says for what); otherwise make sure a daemon runs, sleep, and
+** return EXIT_OK. */
+static int compact_pause(compact_wait *w, const char *waiting)
+{
+  const args *a = w->a;
+  uint64_t elapsed = ms_since(&w->start);
+  if (stop_requested) {
+    bar_clear(&w->bar);
+    fprintf(stderr, "sochdb: interrupted while waiting for %s; the daemon still carries out the request\n",
+            waiting);
+    return EXIT_DB_ERROR;
+  }
+  if (elapsed >= a->timeout_s * 1000) {
+    bar_clear(&w->bar);
+    fprintf(stderr,
+            "sochdb: gave up after %llu s waiting for %s; the daemon still carries out the request "
+            "(see %s/sochdbd.log; --timeout sets the wait)\n",
+            a->timeout_s, waiting, a->dir);
+    return EXIT_DB_ERROR;
+  }
+  if (region_replaced(w->db)) {
+    bar_clear(&w->bar);
+    fprintf(stderr,
+            "sochdb: the shared region of %s was removed and rebuilt while waiting for %s; the request was "
+            "lost with it: run the command again\n",
+            a->dir, waiting);
+    return EXIT_DB_ERROR;
+  }
+  int gone = daemon_gone(w->db);
+  if (gone && !w->daemon_down) {
+    bar_clear(&w->bar);
+    fprintf(stderr, "sochdb: the daemon of %s is gone; a new one is started and carries out the request\n", a->dir);
+    w->daemon_restarts++;
+  }
+  w->daemon_down = gone;
+  /* The request lives in the region, so whichever daemon runs next answers it. */
+  int rc = sdb_daemon_ensure(w->db);
+  if (rc != SOCHDB_OK) {
+    if (w->daemon_failing_since_ms == 0)
+      w->daemon_failing_since_ms = elapsed ? elapsed : 1;
+    else if (elapsed - w->daemon_failing_since_ms >= DAEMON_GIVE_UP_MS) {
+      bar_clear(&w->bar);
+      char what[64 + PATH_MAX];
+      snprintf(what, sizeof what, "no daemon serves %s and none could be started", a->dir);
+      return db_error(what, rc);
+    }
+  } else {
+    w->daemon_failing_since_ms = 0;
+  }
+  sleep_until_stopped(COMPACT_POLL_MS, &w->wait_mask);
+  return EXIT_OK;
+}
+
+static int compact_stats(sochdb *db, sochdb_stats *out)
+{
+  int rc = sochdb_stats_get(db, out);
+  return rc == SOCHDB_OK ? EXIT_OK : db_error("cannot read the statistics", rc);
+}
+
+/* A full compaction merges SSTables only: memtables already rotated out
+** (waiting for the flusher) would become level-0 files right after it. Wait
+** until those present now are flushed; the current memtable stays. */
+static int compact_wait_for_flushes(compact_wait *w, sochdb_stats *st)
+{
+  int status = compact_stats(w->db, st);
+  if (status != EXIT_OK)
+    return status;
+  uint64_t pending = st->memtables_in_use > 1 ? st->memtables_in_use - 1 : 0;
+  uint64_t target = st->flushes + pending;
+  while (st->memtables_in_use > 1 && st->flushes < target) {
+    char tail[64];
+    uint64_t left = target - st->flushes;
+    snprintf(tail, sizeof tail, "%llu of %llu memtables", (unsigned long long)(pending - left),
+             (unsigned long long)pending);
+    bar_draw(&w->bar, "flushing  ", pending - left, pending, tail);
+    if ((status = compact_pause(w, "the memtables to be flushed")) != EXIT_OK)
+      return status;
+    if ((status = compact_stats(w->db, st)) != EXIT_OK)
+      return status;
+  }
+  return EXIT_OK;
+}
+
+/* Ask the daemon for a full compaction and wait until it answered this
+** request (or a later one: the daemon sets full_compaction_done to the
+** newest request it saw when it started the job it finished). */
+static int compact_request_and_wait(compact_wait *w, uint64_t *ticket)
+{
+  struct shm_global_stats *g = &w->db->region.hdr->stats;
+  *ticket = atomic_fetch_add_explicit(&g->full_compaction_requested, 1, memory_order_acq_rel) + 1;
+  for (;;) {
+    if (atomic_load_explicit(&g->full_compaction_done, memory_order_acquire) >= *ticket)
+      return EXIT_OK;
+    uint64_t done = atomic_load_explicit(&g->compact_progress_done, memory_order_relaxed);
+    uint64_t total = atomic_load_explicit(&g->compact_progress_total, memory_order_relaxed);
+    if (done > total)
+      done = total;
+    char tail[64];
+    snprintf(tail, sizeof tail, "%.1f/%.1f MiB", (double)done / (1024.0 * 1024.0),
+             (double)total / (1024.0 * 1024.0));
+    bar_draw(&w->bar, "compacting", done, total, tail);
+    int status = compact_pause(w, "the full compaction");
+    if (status != EXIT_OK)
+      return status;
+  }
+}
+
+static double mib(uint64_t bytes) { return (double)bytes / (1024.0 * 1024.0); }
+
+static void print_compact_side_json(const char *name, const sochdb_stats *s)
+{
+  printf("\"%s\":{\"sst_files\":%u,\"l0_files\":%u,\"sst_bytes\":%llu,\"compactions\":%llu,"
+         "\"compact_bytes_read\":%llu,\"compact_bytes_written\":%llu}",
+         name, s->sst_files, s->l0_files, (unsigned long long)s->sst_bytes, (unsigned long long)s->compactions,
+         (unsigned long long)s->compact_bytes_read, (unsigned long long)s->compact_bytes_written);
+}
+
+static void print_compact_summary(const compact_wait *w, uint64_t ticket, const sochdb_stats *before,
+                                  const sochdb_stats *after, double seconds)
+{
+  const args *a = w->a;
+  uint64_t runs = delta(before->compactions, after->compactions);
+  uint64_t read = delta(before->compact_bytes_read, after->compact_bytes_read);
+  uint64_t written = delta(before->compact_bytes_written, after->compact_bytes_written);
+  if (a->json) {
+    fputs("{\"dir\":", stdout);
+    put_json_string(a->dir, strlen(a->dir));
+    printf(",\"status\":\"done\",\"request\":%llu,\"seconds\":%.3f,\"daemon_restarts\":%u,",
+           (unsigned long long)ticket, seconds, w->daemon_restarts);
+    print_compact_side_json("before", before);
+    putchar(',');
+    print_compact_side_json("after", after);
+    printf(",\"compactions\":%llu,\"bytes_read\":%llu,\"bytes_written\":%llu}\n", (unsigned long long)runs,
+           (unsigned long long)read, (unsigned long long)written);
+    return;
+  }
+  printf("%s: compacted in %.1f s\n", a->dir, seconds);
+  printf("  before: %u SSTable%s (%u in level 0), %.1f MiB\n", before->sst_files, before->sst_files == 1 ? "" : "s",
+         before->l0_files, mib(before->sst_bytes));
+  printf("  after:  %u SSTable%s (%u in level 0), %.1f MiB\n", after->sst_files, after->sst_files == 1 ? "" : "s",
+         after->l0_files, mib(after->sst_bytes));
+  printf("  %llu compaction%s: %.1f MiB read, %.1f MiB written\n", (unsigned long long)runs, runs == 1 ? "" : "s",
+         mib(read), mib(written));
+  if (w->daemon_restarts)
+    printf("  the daemon was restarted %u time%s meanwhile\n", w->daemon_restarts,
+           w->daemon_restarts == 1 ? "" : "s");
+}
+
+static int run_compact(sochdb *db, const args *a)
+{
+  compact_wait w;
+  memset(&w, 0, sizeof w);
+  w.db = db;
+  w.a = a;
+  w.bar.enabled = isatty(STDERR_FILENO);
+  clock_gettime(CLOCK_MONOTONIC, &w.start);
+  int status = catch_stop_signals(&w.wait_mask);
+  sochdb_stats before, after;
+  uint64_t ticket = 0;
+  if (status == EXIT_OK)
+    status = compact_wait_for_flushes(&w, &before);
+  if (status == EXIT_OK)
+    status = compact_request_and_wait(&w, &ticket);
+  bar_clear(&w.bar);
+  if (status == EXIT_OK)
+    status = compact_stats(db, &after);
+  if (status == EXIT_OK)
+    print_compact_summary(&w, ticket, &before, &after, (double)ms_since(&w.start) / 1000.0);
+  return status;
+}
+
 /* ------------------------------------------------- commands and options */
 
 static const command commands[] = {
@@ -918,8 +1178,13 @@ static const command commands[] = {
   { "stats", CMD_STATS, 0, -1, "DIR [--watch [--interval MS]]", "show the shared region's counters",
     "Prints the counters of the database's shared region, summed over every\n"
     "attached process (this one included), and the region's path.\n\n"
-    "  --watch         print again every interval, with commit and conflict rates,\n"
-    "                  until interrupted (Ctrl-C)\n"
+    "  --watch         print again every interval until interrupted (Ctrl-C), with\n"
+    "                  what happened during the interval: commits_per_sec,\n"
+    "                  conflicts_per_sec, fsyncs_per_sec (WAL group commits),\n"
+    "                  avg_group_commit (commits per fsync), cache_hit_pct (block\n"
+    "                  cache hits per lookup), and memtable_fill_pct (used share\n"
+    "                  of the live memtables); '-' (null) when not known yet or\n"
+    "                  when nothing happened\n"
     "  --interval MS   milliseconds between samples (default 1000)\n"
     "  --json          one JSON object per sample, named like struct sochdb_stats\n",
     prepare_stats, run_stats },
@@ -939,6 +1204,24 @@ static const command commands[] = {
     "exit status: 0 clean (warnings allowed), 1 damage found, 2 usage error or\n"
     "the check could not run (DIR is not a database, cannot be read)\n",
     NULL, NULL },
+  { "compact", CMD_COMPACT, 0, -1, "DIR [--timeout SEC] [--json]",
+    "merge every SSTable into the deepest level, and wait for it",
+    "Asks the daemon serving DIR (started if none runs) for a full compaction and\n"
+    "waits until it is done: the SSTables of every level are merged into the\n"
+    "deepest one, keeping only the versions a snapshot can still read and dropping\n"
+    "deletes nothing older needs. Memtables already rotated out are flushed first,\n"
+    "so only the current memtable's data stays out of it. Other processes may read\n"
+    "and write meanwhile. If the daemon dies meanwhile, a new one is started and\n"
+    "carries the request out.\n\n"
+    "A progress bar is drawn on stderr when it is a terminal; a summary ends the\n"
+    "output: SSTables and bytes before and after, compactions run, bytes read and\n"
+    "written, and the time taken.\n\n"
+    "  --timeout SEC   stop waiting after SEC seconds (default 600); the daemon\n"
+    "                  still carries the request out\n"
+    "  --json          print the summary as one JSON object\n\n"
+    "exit status: 0 done, 2 usage error, 3 no database at DIR, no daemon could be\n"
+    "started, or the timeout passed\n",
+    prepare_compact, run_compact },
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -963,6 +1246,7 @@ static const option options[] = {
   FLAG("--keys-only", CMD_SCAN, keys_only),
   FLAG("--watch", CMD_STATS, watch),
   VALUE("--interval", CMD_STATS, interval_arg),
+  VALUE("--timeout", CMD_COMPACT, timeout_arg),
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
@@ -973,9 +1257,9 @@ static void print_usage(FILE *f)
         "use the database at the same time; every command is one transaction.\n\n"
         "commands:\n", f);
   for (size_t i = 0; i < NCOMMANDS; i++)
-    fprintf(f, "  %-6s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "  %-7s %s\n", commands[i].name, commands[i].summary);
   fputs("\noptions:\n"
-        "  --json      machine-readable output (get, scan, stats, check)\n"
+        "  --json      machine-readable output (get, scan, stats, check, compact)\n"
         "  --help      this text; 'sochdb COMMAND --help' describes one command\n"
         "  --version   print the library version the tool was built with\n\n"
         "Keys and values are taken from the arguments byte for byte; write -- before\n"

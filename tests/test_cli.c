@@ -1,0 +1,539 @@
+/*
+** test_cli.c — the `sochdb` tool's commands that talk to the daemon:
+** `sochdb compact` (a full compaction requested through the region and
+** waited for) and `sochdb stats --watch` (its derived figures).
+**
+** The data is written through the API with 1 MiB memtables, several
+** generations of the same keys, so that level 0 (and level 1) hold several
+** SSTables full of overwritten versions; then the tool runs as a child
+** process, exactly as a person would run it, and the test checks its exit
+** status, its output, and what the database holds afterwards through its own
+** handle. The tool is found next to this test binary (every program lands in
+** the build directory's top).
+*/
+#include "testutil.h"
+
+#include <libgen.h>
+#include <limits.h>
+
+static void remove_quiet_daemon(void);
+
+/* The daemon is stopped before the directory is removed: one still
+** compacting (a test that failed half-way) would write files into it. */
+static void teardown(void)
+{
+  remove_quiet_daemon();
+  if (tu_db_dir)
+    tu_stop_daemon(tu_db_dir);
+  tu_teardown();
+}
+
+TestSuite(cli, .init = tu_setup, .fini = teardown, .timeout = 240);
+
+#define MT    (1u << 20)
+#define REG   (32u << 20)
+#define NKEYS 10000
+#define GENS  5
+#define VLEN  100
+
+/* ---- data ----------------------------------------------------------------------- */
+
+static void key_of(int i, char *k) { snprintf(k, 32, "key-%07d", i); }
+
+/* A value naming its key and generation, then bytes that LZ4 cannot shrink,
+** so that the SSTables are about as large as the data. */
+static void val_of(int i, int gen, uint8_t *v)
+{
+  uint64_t x = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1) ^ (uint64_t)gen << 40 ^ 0x2545f4914f6cdd1dull;
+  for (int j = 0; j < VLEN; j++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    v[j] = (uint8_t)x;
+  }
+  char head[32];
+  int n = snprintf(head, sizeof head, "k%07d-g%d|", i, gen);
+  memcpy(v, head, (size_t)n);
+}
+
+/* Keys [0, n) at generation gen, 50 per ASYNC transaction (retrying while
+** the daemon is behind). */
+static void fill(sochdb *db, int n, int gen)
+{
+  for (int i = 0; i < n; i += 50) {
+    for (;;) {
+      sochdb_txn *t = tu_begin(db, 0);
+      for (int j = i; j < n && j < i + 50; j++) {
+        char k[32];
+        uint8_t v[VLEN];
+        key_of(j, k);
+        val_of(j, gen, v);
+        cr_assert_eq(sochdb_put(t, k, strlen(k), v, VLEN), SOCHDB_OK, "put %s", k);
+      }
+      int rc = sochdb_commit(t, SOCHDB_ASYNC);
+      if (rc == SOCHDB_OK)
+        break;
+      cr_assert_eq(rc, SOCHDB_BUSY, "commit of keys from %d: %s (%s)", i, sochdb_strerror(rc), sochdb_last_error());
+      tu_sleep_ms(5);
+    }
+  }
+}
+
+/* Every key [0, n) reads as generation gen, by get and by a full scan. */
+static void expect_all(sochdb *db, int n, int gen, const char *ctx)
+{
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (int i = 0; i < n; i++) {
+    char k[32];
+    uint8_t v[VLEN];
+    key_of(i, k);
+    val_of(i, gen, v);
+    const void *got;
+    size_t glen;
+    int rc = sochdb_get(t, k, strlen(k), &got, &glen);
+    cr_assert_eq(rc, SOCHDB_OK, "%s: get %s: %s (%s)", ctx, k, sochdb_strerror(rc), sochdb_last_error());
+    cr_assert(glen == VLEN && memcmp(got, v, VLEN) == 0, "%s: %s reads %.12s, want generation %d", ctx, k,
+              (const char *)got, gen);
+  }
+  sochdb_iter *it;
+  cr_assert_eq(sochdb_iter_open(t, NULL, 0, NULL, 0, &it), SOCHDB_OK, "iter_open");
+  const void *key, *val;
+  size_t klen, vlen;
+  int seen = 0, rc;
+  while ((rc = sochdb_iter_next(it, &key, &klen, &val, &vlen)) == SOCHDB_OK) {
+    char k[32];
+    uint8_t v[VLEN];
+    key_of(seen, k);
+    val_of(seen, gen, v);
+    cr_assert(klen == strlen(k) && memcmp(key, k, klen) == 0, "%s: scan position %d holds %.*s, want %s", ctx, seen,
+              (int)klen, (const char *)key, k);
+    cr_assert(vlen == VLEN && memcmp(val, v, VLEN) == 0, "%s: scan value of %s is not generation %d", ctx, k, gen);
+    seen++;
+  }
+  cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s: scan ended with %s (%s)", ctx, sochdb_strerror(rc), sochdb_last_error());
+  cr_assert_eq(seen, n, "%s: the scan saw %d keys, want %d", ctx, seen, n);
+  sochdb_iter_close(it);
+  sochdb_abort(t);
+}
+
+/* Wait (at most 60 s) until cond holds on the stats s. */
+#define WAIT_STATS(db, cond, what)                                                                         \
+  do {                                                                                                     \
+    sochdb_stats s_;                                                                                       \
+    int ok_ = 0;                                                                                           \
+    for (int w_ = 0; w_ < 6000 && !ok_; w_++) {                                                            \
+      s_ = tu_stats(db);                                                                                   \
+      sochdb_stats *s = &s_;                                                                               \
+      ok_ = (cond);                                                                                        \
+      if (!ok_)                                                                                            \
+        tu_sleep_ms(10);                                                                                   \
+    }                                                                                                      \
+    cr_assert(ok_, "waited 60 s for %s (memtables in use %u, flushes %llu, sst files %u, l0 %u)", what,    \
+              s_.memtables_in_use, (unsigned long long)s_.flushes, s_.sst_files, s_.l0_files);             \
+  } while (0)
+
+/* Every memtable rotated out is flushed: only the current one holds data
+** that is not in an SSTable. */
+static void wait_flushed(sochdb *db) { WAIT_STATS(db, s->memtables_in_use <= 1, "the flushes"); }
+
+/* ---- the daemon ------------------------------------------------------------------ */
+
+/* A sochdbd that never compacts by itself (level 0 may hold 1000 files), so
+** that the test knows exactly what a full compaction starts from: a script
+** beside the database directory (removed by remove_quiet_daemon). */
+static char quiet_daemon[4200];
+
+static const char *make_quiet_daemon(void)
+{
+#ifndef SOCHDB_TEST_SOCHDBD
+  cr_skip_test("the build defines no sochdbd");
+#else
+  snprintf(quiet_daemon, sizeof quiet_daemon, "%s.sochdbd", tu_dir());
+  FILE *f = fopen(quiet_daemon, "w");
+  cr_assert_not_null(f, "create %s: %s", quiet_daemon, strerror(errno));
+  fprintf(f, "#!/bin/sh\nexec '%s' --l0-trigger 1000 \"$@\"\n", SOCHDB_TEST_SOCHDBD);
+  cr_assert_eq(fclose(f), 0);
+  cr_assert_eq(chmod(quiet_daemon, 0755), 0);
+#endif
+  return quiet_daemon;
+}
+
+static void remove_quiet_daemon(void)
+{
+  if (quiet_daemon[0])
+    unlink(quiet_daemon);
+}
+
+/* The pid sochdbd wrote into DIR/LOCK, or 0. */
+static pid_t daemon_pid(const char *dir)
+{
+  char path[4200], buf[32] = { 0 };
+  snprintf(path, sizeof path, "%s/LOCK", dir);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+  close(fd);
+  return n > 0 ? (pid_t)strtol(buf, NULL, 10) : 0;
+}
+
+/* ---- running the tool ------------------------------------------------------------ */
+
+static void cli_path(char *out, size_t n)
+{
+  char self[PATH_MAX];
+  ssize_t l = readlink("/proc/self/exe", self, sizeof self - 1);
+  cr_assert_gt(l, 0);
+  self[l] = '\0';
+  snprintf(out, n, "%s/sochdb", dirname(self));
+  cr_assert_eq(access(out, X_OK), 0, "%s not found: build the sochdb_cli target too", out);
+}
+
+/* Where a child's stdout and stderr go: beside the database directory. */
+static void output_paths(char *outp, char *errp, size_t n)
+{
+  snprintf(outp, n, "%s.out", tu_dir());
+  snprintf(errp, n, "%s.err", tu_dir());
+}
+
+/* Start sochdb with args (NULL-terminated) as a child with its output in
+** files; the child inherits the environment ($SOCHDB_SHM_DIR included). */
+static pid_t start_cli(const char *const *argv_tail)
+{
+  char bin[PATH_MAX], outp[4300], errp[4300];
+  cli_path(bin, sizeof bin);
+  output_paths(outp, errp, sizeof outp);
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    int o = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0644), e = open(errp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (o < 0 || e < 0)
+      _exit(99);
+    dup2(o, 1);
+    dup2(e, 2);
+    const char *argv[16] = { bin };
+    for (int i = 0; argv_tail[i] && i < 14; i++)
+      argv[i + 1] = argv_tail[i];
+    execv(bin, (char *const *)argv);
+    _exit(98);
+  }
+  return pid;
+}
+
+/* The whole of a file into buf (NUL-terminated, truncated to n-1 bytes). */
+static void slurp(const char *path, char *buf, size_t n)
+{
+  buf[0] = '\0';
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return;
+  size_t len = 0;
+  ssize_t k;
+  while (len + 1 < n && (k = read(fd, buf + len, n - 1 - len)) > 0)
+    len += (size_t)k;
+  buf[len] = '\0';
+  close(fd);
+}
+
+/* Wait for the child started by start_cli (at most 200 s: every test passes
+** the tool a shorter --timeout) and collect its output; its exit status. */
+static int finish_cli(pid_t pid, char *out, size_t outn, char *err, size_t errn)
+{
+  int st = 0;
+  int waited = tu_wait_child(pid, 200000, &st);
+  char outp[4300], errp[4300];
+  output_paths(outp, errp, sizeof outp);
+  slurp(outp, out, outn);
+  slurp(errp, err, errn);
+  unlink(outp);
+  unlink(errp);
+  char how[64];
+  cr_assert_eq(waited, 0, "sochdb did not finish within 200 s\nstdout: %s\nstderr: %s", out, err);
+  cr_assert(WIFEXITED(st), "sochdb died: %s\nstderr: %s", tu_status_str(st, how, sizeof how), err);
+  return WEXITSTATUS(st);
+}
+
+static int run_cli(const char *const *argv_tail, char *out, size_t outn, char *err, size_t errn)
+{
+  return finish_cli(start_cli(argv_tail), out, outn, err, errn);
+}
+
+/* The unsigned number after "name": in the JSON object that starts at "obj":{
+** (obj NULL: anywhere in json). */
+static unsigned long long json_number(const char *json, const char *obj, const char *name)
+{
+  const char *from = json;
+  char pat[128];
+  if (obj) {
+    snprintf(pat, sizeof pat, "\"%s\":{", obj);
+    from = strstr(json, pat);
+    cr_assert_not_null(from, "no object %s in %s", obj, json);
+  }
+  snprintf(pat, sizeof pat, "\"%s\":", name);
+  const char *p = strstr(from, pat);
+  cr_assert_not_null(p, "no field %s%s%s in %s", obj ? obj : "", obj ? "." : "", name, json);
+  char *end;
+  unsigned long long v = strtoull(p + strlen(pat), &end, 10);
+  cr_assert(end != p + strlen(pat), "field %s is not a number in %s", name, json);
+  return v;
+}
+
+/* ---- sochdb compact ---------------------------------------------------------------- */
+
+/* Level 0 only (no compaction ran): every generation is in the SSTables,
+** so a full compaction must leave fewer files, none in level 0, and far
+** fewer bytes, and say so in its JSON summary. */
+Test(cli, compact_merges_level_0_into_one_level_and_keeps_the_newest_values)
+{
+  sochdb_options o = tu_options(REG, MT, 10000);
+  o.daemon_path = make_quiet_daemon();
+  tu_db = tu_open_with(tu_dir(), &o);
+  sochdb *db = tu_db;
+  for (int gen = 1; gen <= GENS; gen++)
+    fill(db, NKEYS, gen);
+  wait_flushed(db);
+  sochdb_stats before = tu_stats(db);
+  cr_assert_geq(before.l0_files, 3, "several SSTables in level 0 to start from (%u)", before.l0_files);
+  cr_assert_eq(before.sst_files, before.l0_files, "nothing compacted yet (%u files, %u in level 0)", before.sst_files,
+               before.l0_files);
+  cr_assert_eq(before.compactions, 0);
+
+  char out[8192], err[8192];
+  const char *args[] = { "compact", tu_dir(), "--json", "--timeout", "120", NULL };
+  int code = run_cli(args, out, sizeof out, err, sizeof err);
+  cr_assert_eq(code, 0, "exit %d\nstdout: %s\nstderr: %s", code, out, err);
+
+  sochdb_stats after = tu_stats(db);
+  cr_assert_eq(after.l0_files, 0, "level 0 is empty after a full compaction (%u files)", after.l0_files);
+  cr_assert_geq(after.sst_files, 1, "the data is in SSTables");
+  cr_assert_lt(after.sst_files, before.sst_files, "fewer SSTables: %u before, %u after", before.sst_files,
+               after.sst_files);
+  cr_assert_lt(after.sst_bytes, before.sst_bytes, "overwritten versions are gone: %llu bytes before, %llu after",
+               (unsigned long long)before.sst_bytes, (unsigned long long)after.sst_bytes);
+  cr_assert_geq(after.compactions, 1, "the daemon compacted");
+
+  cr_assert(strstr(out, "\"status\":\"done\""), "json: %s", out);
+  cr_assert_eq(json_number(out, "before", "sst_files"), before.sst_files, "json before: %s", out);
+  cr_assert_eq(json_number(out, "before", "l0_files"), before.l0_files, "json before: %s", out);
+  cr_assert_eq(json_number(out, "before", "sst_bytes"), before.sst_bytes, "json before: %s", out);
+  cr_assert_eq(json_number(out, "after", "sst_files"), after.sst_files, "json after: %s", out);
+  cr_assert_eq(json_number(out, "after", "l0_files"), 0, "json after: %s", out);
+  cr_assert_eq(json_number(out, "after", "sst_bytes"), after.sst_bytes, "json after: %s", out);
+  const char *totals = strstr(out, "},\"compactions\":");   /* after the "after" object */
+  cr_assert_not_null(totals, "json: %s", out);
+  cr_assert_geq(json_number(totals, NULL, "compactions"), 1, "json: %s", out);
+  cr_assert_eq(json_number(out, NULL, "bytes_read"), before.sst_bytes, "the full compaction read everything: %s",
+               out);
+  cr_assert_eq(json_number(out, NULL, "bytes_written"), after.sst_bytes, "json: %s", out);
+  cr_assert_eq(strchr(out, '\n'), out + strlen(out) - 1, "one line of JSON: %s", out);
+
+  expect_all(db, NKEYS, GENS, "after sochdb compact");
+  /* and the database goes on as usual */
+  fill(db, NKEYS / 10, GENS + 1);
+  tu_close();
+}
+
+/* The daemon of every day (it compacts level 0 into level 1 by itself): a
+** mix of level 0 and level 1 files; the text summary. */
+Test(cli, compact_after_automatic_compactions)
+{
+  sochdb *db = tu_open(REG, MT, 10000);
+  for (int gen = 1; gen <= GENS; gen++)
+    fill(db, NKEYS, gen);
+  wait_flushed(db);
+  /* the daemon caught up: level 0 was compacted into level 1 */
+  WAIT_STATS(db, s->l0_files < 4 && s->sst_files > s->l0_files, "automatic compactions");
+  /* One more generation until level 0 holds a file: overwritten versions
+  ** that only a compaction removes (a generation is about one memtable and
+  ** a half, level 0 is compacted at 4 files, so one more is nearly always
+  ** enough). */
+  int gen = GENS;
+  for (int extra = 0; extra < 10 && tu_stats(db).l0_files == 0; extra++) {
+    fill(db, NKEYS, ++gen);
+    wait_flushed(db);
+  }
+  sochdb_stats before = tu_stats(db);
+  cr_assert_gt(before.l0_files, 0, "level 0 holds a file");
+  cr_assert_gt(before.sst_files, before.l0_files, "and level 1 some (%u files, %u in level 0)", before.sst_files,
+               before.l0_files);
+
+  char out[8192], err[8192];
+  const char *args[] = { "compact", tu_dir(), "--timeout", "120", NULL };
+  int code = run_cli(args, out, sizeof out, err, sizeof err);
+  cr_assert_eq(code, 0, "exit %d\nstdout: %s\nstderr: %s", code, out, err);
+  cr_assert(strstr(out, "compacted in") && strstr(out, "before:") && strstr(out, "after:"), "summary: %s", out);
+  cr_assert_eq(strstr(err, "\033"), NULL, "no progress bar when stderr is not a terminal: %s", err);
+
+  sochdb_stats after = tu_stats(db);
+  cr_assert_eq(after.l0_files, 0, "level 0 is empty (%u files)", after.l0_files);
+  cr_assert_leq(after.sst_files, before.sst_files, "no more SSTables: %u before, %u after", before.sst_files,
+                after.sst_files);
+  cr_assert_lt(after.sst_bytes, before.sst_bytes, "overwritten versions are gone: %llu bytes before, %llu after",
+               (unsigned long long)before.sst_bytes, (unsigned long long)after.sst_bytes);
+  char line[128];
+  snprintf(line, sizeof line, "after:  %u SSTable%s (0 in level 0)", after.sst_files, after.sst_files == 1 ? "" : "s");
+  cr_assert(strstr(out, line), "summary has '%s': %s", line, out);
+  expect_all(db, NKEYS, gen, "after sochdb compact");
+  tu_close();
+}
+
+/* The daemon is stopped when the request is made and killed while the tool
+** waits: the tool starts a new daemon, which carries the request out. */
+Test(cli, compact_survives_the_death_of_the_daemon)
+{
+  sochdb_options o = tu_options(REG, MT, 10000);
+  o.daemon_path = make_quiet_daemon();
+  tu_db = tu_open_with(tu_dir(), &o);
+  sochdb *db = tu_db;
+  for (int gen = 1; gen <= 3; gen++)
+    fill(db, NKEYS, gen);
+  wait_flushed(db);
+  sochdb_stats before = tu_stats(db);
+  cr_assert_geq(before.l0_files, 2);
+  pid_t daemon = daemon_pid(tu_dir());
+  cr_assert_gt(daemon, 0, "the daemon's pid is in LOCK");
+  cr_assert_eq(kill(daemon, SIGSTOP), 0, "stop the daemon %d: %s", (int)daemon, strerror(errno));
+
+  char out[8192], err[8192];
+  const char *args[] = { "compact", tu_dir(), "--json", "--timeout", "120", NULL };
+  pid_t cli = start_cli(args);
+  tu_sleep_ms(300);   /* most often the tool waits on the request by now; either way it must finish */
+  cr_assert_eq(kill(daemon, SIGKILL), 0);
+  int code = finish_cli(cli, out, sizeof out, err, sizeof err);
+  cr_assert_eq(code, 0, "exit %d\nstdout: %s\nstderr: %s", code, out, err);
+  cr_assert(strstr(out, "\"status\":\"done\""), "json: %s", out);
+  cr_assert_neq(daemon_pid(tu_dir()), daemon, "a new daemon serves the database");
+
+  sochdb_stats after = tu_stats(db);
+  cr_assert_eq(after.l0_files, 0, "level 0 is empty (%u files)", after.l0_files);
+  cr_assert_lt(after.sst_files, before.sst_files);
+  cr_assert_lt(after.sst_bytes, before.sst_bytes);
+  expect_all(db, NKEYS, 3, "after the daemon's death");
+  tu_close();
+}
+
+Test(cli, compact_refuses_a_directory_that_is_not_a_database)
+{
+  char out[8192], err[8192];
+  /* an existing, empty directory */
+  const char *args[] = { "compact", tu_dir(), NULL };
+  int code = run_cli(args, out, sizeof out, err, sizeof err);
+  cr_assert_eq(code, 3, "exit %d\nstdout: %s\nstderr: %s", code, out, err);
+  cr_assert_str_empty(out, "nothing on stdout: %s", out);
+  cr_assert(strstr(err, "no database at ") && strstr(err, tu_dir()), "stderr names the problem: %s", err);
+  DIR *d = opendir(tu_dir());
+  cr_assert_not_null(d);
+  struct dirent *e;
+  while ((e = readdir(d)))
+    cr_assert(!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."), "%s was created in the directory", e->d_name);
+  closedir(d);
+
+  /* a missing one is not created */
+  char missing[4300];
+  snprintf(missing, sizeof missing, "%s/none", tu_dir());
+  const char *args2[] = { "compact", missing, "--json", NULL };
+  code = run_cli(args2, out, sizeof out, err, sizeof err);
+  cr_assert_eq(code, 3, "exit %d\nstderr: %s", code, err);
+  cr_assert(strstr(err, "no database at "), "stderr: %s", err);
+  cr_assert_neq(access(missing, F_OK), 0, "%s was created", missing);
+}
+
+Test(cli, compact_usage)
+{
+  char out[8192], err[8192];
+  const char *help[] = { "compact", "--help", NULL };
+  int code = run_cli(help, out, sizeof out, err, sizeof err);
+  cr_assert_eq(code, 0);
+  cr_assert(strstr(out, "usage: sochdb compact DIR") && strstr(out, "--timeout SEC"), "help: %s", out);
+  const char *none[] = { "compact", NULL };
+  code = run_cli(none, out, sizeof out, err, sizeof err);
+  cr_assert_eq(code, 2, "no DIR: exit %d", code);
+  const char *zero[] = { "compact", tu_dir(), "--timeout", "0", NULL };
+  code = run_cli(zero, out, sizeof out, err, sizeof err);
+  cr_assert_eq(code, 2, "--timeout 0: exit %d", code);
+  cr_assert(strstr(err, "--timeout"), "stderr: %s", err);
+  const char *junk[] = { "compact", tu_dir(), "--timeout", "5s", NULL };
+  code = run_cli(junk, out, sizeof out, err, sizeof err);
+  cr_assert_eq(code, 2, "--timeout 5s: exit %d", code);
+  const char *extra[] = { "compact", tu_dir(), "more", NULL };
+  code = run_cli(extra, out, sizeof out, err, sizeof err);
+  cr_assert_eq(code, 2, "an extra argument: exit %d", code);
+  const char *list[] = { "--help", NULL };
+  code = run_cli(list, out, sizeof out, err, sizeof err);
+  cr_assert_eq(code, 0);
+  cr_assert(strstr(out, "  compact "), "sochdb --help lists compact: %s", out);
+}
+
+/* ---- sochdb stats --watch ---------------------------------------------------------- */
+
+static int count_lines(const char *path)
+{
+  char buf[65536];
+  slurp(path, buf, sizeof buf);
+  int n = 0;
+  for (const char *p = buf; *p; p++)
+    n += *p == '\n';
+  return n;
+}
+
+/* The first sample knows no rates (null), later ones do; every sample has
+** the fields the live view promises. */
+Test(cli, stats_watch_shows_rates_fill_debt_cache_and_processes)
+{
+  sochdb *db = tu_open(REG, MT, 10000);
+  fill(db, 2000, 1);
+  char out[65536], err[8192];
+  const char *args[] = { "--json", "stats", tu_dir(), "--watch", "--interval", "100", NULL };
+  pid_t cli = start_cli(args);
+  char outp[4300], errp[4300];
+  output_paths(outp, errp, sizeof outp);
+  /* commits while it watches, until it printed 3 samples (at most 60 s) */
+  int gen = 2;
+  for (int i = 0; i < 600 && count_lines(outp) < 3; i++) {
+    fill(db, 200, gen++);
+    tu_sleep_ms(100);
+  }
+  cr_assert_eq(kill(cli, SIGINT), 0);
+  int code = finish_cli(cli, out, sizeof out, err, sizeof err);
+  cr_assert_eq(code, 0, "exit %d after SIGINT\nstderr: %s", code, err);
+
+  char *save, *line = strtok_r(out, "\n", &save);
+  cr_assert_not_null(line, "no sample printed: %s", err);
+  static const char *const always[] = { "\"processes_attached\":", "\"compaction_debt_bytes\":",
+                                        "\"memtable_fill_pct\":",  "\"commits_per_sec\":",
+                                        "\"fsyncs_per_sec\":",     "\"avg_group_commit\":",
+                                        "\"cache_hit_pct\":",      "\"cache_hits\":" };
+  cr_assert(strstr(line, "\"commits_per_sec\":null") && strstr(line, "\"fsyncs_per_sec\":null") &&
+              strstr(line, "\"cache_hit_pct\":null"),
+            "the first sample has no rates: %s", line);
+  cr_assert_null(strstr(line, "\"memtable_fill_pct\":null"), "the fill is known at once: %s", line);
+  int samples = 0, with_rates = 0;
+  for (; line; line = strtok_r(NULL, "\n", &save)) {
+    samples++;
+    for (size_t i = 0; i < sizeof always / sizeof always[0]; i++)
+      cr_assert(strstr(line, always[i]), "sample %d lacks %s: %s", samples, always[i], line);
+    cr_assert_geq(json_number(line, NULL, "processes_attached"), 2, "this test and the tool: %s", line);
+    if (samples > 1) {
+      cr_assert_null(strstr(line, "\"commits_per_sec\":null"), "sample %d: %s", samples, line);
+      cr_assert_null(strstr(line, "\"fsyncs_per_sec\":null"), "sample %d: %s", samples, line);
+      with_rates++;
+    }
+  }
+  cr_assert_geq(samples, 3, "samples: %d", samples);
+  cr_assert_geq(with_rates, 2);
+
+  /* the text view names the same figures */
+  const char *text[] = { "stats", tu_dir(), "--watch", "--interval", "100", NULL };
+  cli = start_cli(text);
+  for (int i = 0; i < 600 && count_lines(outp) < 100; i++)
+    tu_sleep_ms(100);
+  cr_assert_eq(kill(cli, SIGINT), 0);
+  code = finish_cli(cli, out, sizeof out, err, sizeof err);
+  cr_assert_eq(code, 0, "exit %d after SIGINT\nstderr: %s", code, err);
+  static const char *const labels[] = { "processes attached", "compaction debt bytes", "commits per sec",
+                                        "fsyncs per sec",     "avg group commit",      "cache hit pct",
+                                        "memtable fill pct" };
+  for (size_t i = 0; i < sizeof labels / sizeof labels[0]; i++)
+    cr_assert(strstr(out, labels[i]), "the text view lacks '%s': %s", labels[i], out);
+  tu_close();
+}
