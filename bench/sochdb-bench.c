@@ -1,5 +1,7 @@
 /*
-** sochdb-bench.c — the benchmark of sochdb's durable commit path.
+** sochdb-bench.c — the benchmark of sochdb's durable commit path, of point
+** reads from SSTables and of the write and space amplification of flushing
+** and compaction.
 **
 **   sochdb-bench [--dir D] [--json FILE] [options] WORKLOAD...
 **
@@ -18,6 +20,17 @@
 **    survives), (b) after the region file was removed (rebuilt from the WAL,
 **    page cache warm) and (c) the same with the WAL evicted from the page
 **    cache.
+**  - read_sst: load --read-keys keys (batched ASYNC transactions) into a
+**    database with a small memtable (--memtable-mb), wait until the daemon
+**    has flushed and compaction has settled, then do random point reads,
+**    one READONLY transaction each, every value checked, from each process
+**    count of --read-procs for --seconds: reads/s, latency, the block
+**    cache's hit rate, and how much of the data was in SSTables.
+**  - amplification: random overwrites of --amp-memtables memtables' worth
+**    of data over a key space of a quarter of the puts, wait until flushing
+**    and compaction have settled, then write amplification = (flush_bytes +
+**    compact_bytes_written) / user_bytes and space amplification =
+**    sst_bytes (+ the WAL files) / the live keys and values.
 **
 ** Every workload gets a fresh database in a fresh directory under /var/tmp
 ** (or --dir); the filesystem type is checked with statfs and printed, since
@@ -60,6 +73,11 @@
 #define READY_WAIT_S    60.0     /* for the workers to open their handles */
 #define DONE_SLACK_S    120.0    /* past the run time, for the last commits */
 #define NS_PER_S        1e9
+#define L0_TRIGGER      4u       /* sochdbd's default --l0-trigger, which the benchmark's daemons use */
+#define SETTLE_POLL_US  100000u  /* how often the settle wait reads the stats */
+#define SETTLE_STABLE   3u       /* polls in a row that must find everything settled and unchanged */
+#define SETTLE_MAX_S    600.0    /* longest wait for flushing and compaction to settle */
+#define AMP_KEYSPACE    4u       /* amplification: key space = puts / AMP_KEYSPACE */
 
 /* ---- errors and interruption ------------------------------------------------ */
 
@@ -107,18 +125,30 @@ static int db_fail(const char *what, int rc)
 
 /* ---- configuration -------------------------------------------------------- */
 
-enum { W_SYNC = 1u, W_ASYNC = 2u, W_RECOVERY = 4u };
+enum { W_SYNC = 1u, W_ASYNC = 2u, W_RECOVERY = 4u, W_READ = 8u, W_AMP = 16u };
+
+/* Process counts of one table (--procs, --read-procs). */
+struct proc_list {
+  unsigned n[MAX_ROWS];
+  unsigned rows;
+};
 
 struct config {
   const char *base;           /* the fresh directory is made in here */
   const char *json;           /* NULL: no JSON file */
-  unsigned    procs[MAX_ROWS];
-  unsigned    nrows;
-  double      seconds;        /* per sync_commit row and for fill_async */
+  struct proc_list procs;      /* sync_commit rows */
+  struct proc_list read_procs; /* read_sst rows */
+  double      seconds;        /* per sync_commit and read_sst row, and for fill_async */
   double      fsync_seconds;  /* the fdatasync probe */
   unsigned    key_bytes, value_bytes;
+  unsigned    value_random_pct; /* the share of each value that is random bytes; the rest is one byte */
   unsigned    recovery_mb;
   unsigned    region_mb;      /* shared region of each database (sparse) */
+  unsigned    cache_mb;       /* block cache of each database; 0 = the library's default */
+  unsigned    memtable_mb;    /* memtable of the read_sst and amplification databases */
+  unsigned    read_keys;      /* keys read_sst loads */
+  unsigned    amp_memtables;  /* amplification writes this many memtables' worth */
+  unsigned    batch;          /* puts per transaction of the read_sst and amplification loads */
   unsigned    workloads;      /* W_* bits */
 };
 
@@ -126,16 +156,23 @@ static void usage(FILE *out)
 {
   fprintf(out,
     "usage: sochdb-bench [options] WORKLOAD...\n"
-    "  workloads: sync_commit fill_async recovery (or all)\n"
+    "  workloads: sync_commit fill_async recovery read_sst amplification (or all)\n"
     "  --dir D            make the benchmark's directory in D (default " DEFAULT_BASE ")\n"
     "  --json FILE        also write the figures as JSON to FILE\n"
     "  --procs LIST       process counts of sync_commit (default 1,8,32; at most %u)\n"
-    "  --seconds S        run time of each sync_commit row and of fill_async (default 3)\n"
+    "  --read-procs LIST  process counts of read_sst (default 1,2)\n"
+    "  --seconds S        run time of each sync_commit and read_sst row, and of fill_async (default 3)\n"
     "  --fsync-seconds S  run time of the fdatasync probe (default 2)\n"
     "  --key-bytes N      key size, 8..4096 (default 16)\n"
     "  --value-bytes N    value size, 0..1048576 (default 100)\n"
+    "  --value-random-pct N  percent of each value that is random bytes, the rest compresses (default 100)\n"
     "  --recovery-mb N    keys and values the recovery workload writes (default 32)\n"
-    "  --region-mb N      shared region of each database, sparse (default 4096)\n",
+    "  --region-mb N      shared region of each database, sparse (default 4096)\n"
+    "  --cache-mb N       block cache of each database (default 0: the library's, region/16, at most 64)\n"
+    "  --memtable-mb N    memtable of the read_sst and amplification databases (default 8)\n"
+    "  --read-keys N      keys read_sst loads (default 1000000)\n"
+    "  --amp-memtables N  amplification writes N memtables' worth of keys and values (default 10)\n"
+    "  --batch N          puts per transaction of those loads (default 100)\n",
     MAX_PROCS);
 }
 
@@ -160,18 +197,18 @@ static int parse_seconds(const char *name, const char *s, double *out)
   return 0;
 }
 
-static int parse_procs(const char *s, struct config *c)
+static int parse_procs(const char *name, const char *s, struct proc_list *l)
 {
   char copy[256];
   snprintf(copy, sizeof copy, "%s", s);
-  c->nrows = 0;
+  l->rows = 0;
   for (char *save, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-    if (c->nrows == MAX_ROWS)
-      return fail("--procs takes at most %u values", MAX_ROWS);
-    if (parse_uint("--procs", tok, 1, MAX_PROCS, &c->procs[c->nrows++]) != 0)
+    if (l->rows == MAX_ROWS)
+      return fail("%s takes at most %u values", name, MAX_ROWS);
+    if (parse_uint(name, tok, 1, MAX_PROCS, &l->n[l->rows++]) != 0)
       return -1;
   }
-  return c->nrows ? 0 : fail("--procs needs at least one process count");
+  return l->rows ? 0 : fail("%s needs at least one process count", name);
 }
 
 static int parse_workload(const char *w, struct config *c)
@@ -182,10 +219,14 @@ static int parse_workload(const char *w, struct config *c)
     c->workloads |= W_ASYNC;
   else if (!strcmp(w, "recovery"))
     c->workloads |= W_RECOVERY;
+  else if (!strcmp(w, "read_sst"))
+    c->workloads |= W_READ;
+  else if (!strcmp(w, "amplification"))
+    c->workloads |= W_AMP;
   else if (!strcmp(w, "all"))
-    c->workloads |= W_SYNC | W_ASYNC | W_RECOVERY;
+    c->workloads |= W_SYNC | W_ASYNC | W_RECOVERY | W_READ | W_AMP;
   else
-    return fail("unknown workload '%s' (sync_commit, fill_async, recovery, all)", w);
+    return fail("unknown workload '%s' (sync_commit, fill_async, recovery, read_sst, amplification, all)", w);
   return 0;
 }
 
@@ -195,6 +236,9 @@ static int parse_option(const char *opt, const char *val, struct config *c)
   const struct { const char *name; unsigned min, max; unsigned *out; } numbers[] = {
     { "--key-bytes", 8, SOCHDB_MAX_KEY, &c->key_bytes },   { "--value-bytes", 0, 1u << 20, &c->value_bytes },
     { "--recovery-mb", 1, 65536, &c->recovery_mb },        { "--region-mb", 16, 1u << 20, &c->region_mb },
+    { "--cache-mb", 0, 1u << 20, &c->cache_mb },           { "--memtable-mb", 1, 4096, &c->memtable_mb },
+    { "--read-keys", 1, 1u << 30, &c->read_keys },         { "--amp-memtables", 1, 10000, &c->amp_memtables },
+    { "--batch", 1, 65535, &c->batch },                    { "--value-random-pct", 0, 100, &c->value_random_pct },
   };
   for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++)
     if (!strcmp(opt, numbers[i].name))
@@ -204,7 +248,9 @@ static int parse_option(const char *opt, const char *val, struct config *c)
   else if (!strcmp(opt, "--json"))
     c->json = val;
   else if (!strcmp(opt, "--procs"))
-    return parse_procs(val, c);
+    return parse_procs(opt, val, &c->procs);
+  else if (!strcmp(opt, "--read-procs"))
+    return parse_procs(opt, val, &c->read_procs);
   else if (!strcmp(opt, "--seconds"))
     return parse_seconds(opt, val, &c->seconds);
   else if (!strcmp(opt, "--fsync-seconds"))
@@ -217,9 +263,10 @@ static int parse_option(const char *opt, const char *val, struct config *c)
 /* 0 to run, or the exit status (0 after --help, 2 on a usage error) + 1. */
 static int parse_args(int argc, char **argv, struct config *c)
 {
-  *c = (struct config){ .base = DEFAULT_BASE, .procs = { 1, 8, 32 }, .nrows = 3, .seconds = 3,
-                        .fsync_seconds = 2, .key_bytes = 16, .value_bytes = 100, .recovery_mb = 32,
-                        .region_mb = 4096 };
+  *c = (struct config){ .base = DEFAULT_BASE, .procs = { { 1, 8, 32 }, 3 }, .read_procs = { { 1, 2 }, 2 },
+                        .seconds = 3, .fsync_seconds = 2, .key_bytes = 16, .value_bytes = 100,
+                        .value_random_pct = 100, .recovery_mb = 32, .region_mb = 4096, .memtable_mb = 8,
+                        .read_keys = 1000000, .amp_memtables = 10, .batch = 100 };
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -341,6 +388,7 @@ static uint64_t mix64(uint64_t x)   /* splitmix64's finaliser */
 /* One key and its value, as written and as expected back. */
 struct kv {
   size_t         klen, vlen;
+  size_t         vrandom;     /* the first vrandom bytes of a value are random, the rest 'v' */
   unsigned char *key, *val;
 };
 
@@ -348,6 +396,7 @@ static int kv_alloc(struct kv *kv, const struct config *c)
 {
   kv->klen = c->key_bytes;
   kv->vlen = c->value_bytes;
+  kv->vrandom = kv->vlen * c->value_random_pct / 100;
   kv->key = malloc(kv->klen);
   kv->val = malloc(kv->vlen + 1);
   return kv->key && kv->val ? 0 : fail("out of memory");
@@ -359,18 +408,23 @@ static void kv_free(struct kv *kv)
   free(kv->val);
 }
 
-static void kv_set(struct kv *kv, uint64_t id)
+/* Key id with the value of its version-th write (0 for the workloads that
+** write each key once; the loads of read_sst and amplification count from 1). */
+static void kv_set_version(struct kv *kv, uint64_t id, uint64_t version)
 {
   memset(kv->key, 'k', kv->klen);
   for (unsigned b = 0; b < 8; b++)
     kv->key[b] = (unsigned char)(id >> (56 - 8 * b));
-  uint64_t w = 0;
-  for (size_t j = 0; j < kv->vlen; j++) {
+  uint64_t seed = id + version * 0x9e3779b97f4a7c15ull, w = 0;
+  for (size_t j = 0; j < kv->vrandom; j++) {
     if (j % 8 == 0)
-      w = mix64(id ^ (j << 40));
+      w = mix64(seed ^ (j << 40));
     kv->val[j] = (unsigned char)(w >> (8 * (j % 8)));
   }
+  memset(kv->val + kv->vrandom, 'v', kv->vlen - kv->vrandom);
 }
+
+static void kv_set(struct kv *kv, uint64_t id) { kv_set_version(kv, id, 0); }
 
 /* One transaction writing kv, retried on conflict (keys are disjoint, so
 ** there should be none; they are counted). */
@@ -391,25 +445,59 @@ static int commit_one(sochdb *db, const struct kv *kv, unsigned flags, uint64_t 
   }
 }
 
+/* Key i of process proc, set in kv (with its value), must read back that
+** value in t; or be absent when absent is set. */
+static int check_key(sochdb_txn *t, const struct kv *kv, unsigned proc, uint64_t i, int absent)
+{
+  const void *val;
+  size_t vlen;
+  int rc = sochdb_get(t, kv->key, kv->klen, &val, &vlen);
+  if (absent && rc == SOCHDB_NOTFOUND)
+    return 0;
+  if (absent && rc == SOCHDB_OK)
+    return fail("key %u:%llu was never written, yet reads back %zu bytes", proc, (unsigned long long)i, vlen);
+  if (rc != SOCHDB_OK)
+    return fail("get of key %u:%llu: %s (%s)", proc, (unsigned long long)i, sochdb_strerror(rc),
+                sochdb_last_error());
+  if (vlen != kv->vlen || memcmp(val, kv->val, vlen) != 0)
+    return fail("key %u:%llu reads back a wrong value (%zu bytes, %zu written)", proc, (unsigned long long)i,
+                vlen, kv->vlen);
+  return 0;
+}
+
+static int begin_read(sochdb *db, sochdb_txn **t)
+{
+  int rc = sochdb_txn_begin(db, SOCHDB_TXN_READONLY, t);
+  return rc == SOCHDB_OK ? 0 : db_fail("begin a read-only transaction", rc);
+}
+
 /* Read keys [first, first + n) of process proc in one snapshot; each must
 ** hold exactly the value written. */
 static int verify_keys(sochdb *db, struct kv *kv, unsigned proc, uint64_t first, uint64_t n)
 {
   sochdb_txn *t;
-  int rc = sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t);
-  if (rc != SOCHDB_OK)
-    return db_fail("begin a read-only transaction", rc);
+  if (begin_read(db, &t) != 0)
+    return -1;
   int bad = 0;
   for (uint64_t i = first; i < first + n && !bad; i++) {
-    const void *val;
-    size_t vlen;
     kv_set(kv, key_id(proc, i));
-    rc = sochdb_get(t, kv->key, kv->klen, &val, &vlen);
-    if (rc != SOCHDB_OK)
-      bad = db_fail("get of a key written", rc);
-    else if (vlen != kv->vlen || memcmp(val, kv->val, vlen) != 0)
-      bad = fail("key %d:%llu reads back a wrong value (%zu bytes, %zu written)", (int)proc,
-                 (unsigned long long)i, vlen, kv->vlen);
+    bad = check_key(t, kv, proc, i, 0);
+  }
+  sochdb_abort(t);
+  return bad;
+}
+
+/* Keys [0, n) of process 0 in one snapshot: key i must hold the value of its
+** writes[i]-th write, or be absent if writes[i] is 0. */
+static int verify_versions(sochdb *db, struct kv *kv, const uint32_t *writes, uint64_t n)
+{
+  sochdb_txn *t;
+  if (begin_read(db, &t) != 0)
+    return -1;
+  int bad = 0;
+  for (uint64_t i = 0; i < n && !bad; i++) {
+    kv_set_version(kv, key_id(0, i), writes[i]);
+    bad = check_key(t, kv, 0, i, writes[i] == 0);
   }
   sochdb_abort(t);
   return bad;
@@ -504,17 +592,20 @@ static int evict_file(const char *path, void *ctx)
 struct bench_db {
   char    dir[PATH_MAX];
   char    region[PATH_MAX];   /* its region file, once opened */
+  size_t  memtable_bytes;     /* when it creates the region; 0 = the library's default */
   sochdb *db;                 /* the parent's handle: stats, verification */
 };
 
-static sochdb_options db_options(const struct config *c)
+/* The sizes only matter to the process that creates the region. */
+static sochdb_options db_options(const struct config *c, size_t memtable_bytes)
 {
-  return (sochdb_options){ .region_bytes = (size_t)c->region_mb << 20 };
+  return (sochdb_options){ .region_bytes = (size_t)c->region_mb << 20, .memtable_bytes = memtable_bytes,
+                           .cache_bytes = (size_t)c->cache_mb << 20 };
 }
 
 static int bdb_open(const struct config *c, struct bench_db *b)
 {
-  sochdb_options o = db_options(c);
+  sochdb_options o = db_options(c, b->memtable_bytes);
   int rc = sochdb_open(b->dir, &o, &b->db);
   if (rc != SOCHDB_OK) {
     b->db = NULL;
@@ -570,9 +661,11 @@ static int stop_daemon(const char *dir, int sig)
   return held ? fail("the daemon of %s did not exit within %u ms", dir, DAEMON_STOP_MS) : 0;
 }
 
-static int bdb_create(const struct config *c, const char *root, const char *name, struct bench_db *b)
+static int bdb_create(const struct config *c, const char *root, const char *name, size_t memtable_bytes,
+                      struct bench_db *b)
 {
   memset(b, 0, sizeof *b);
+  b->memtable_bytes = memtable_bytes;
   if ((size_t)snprintf(b->dir, sizeof b->dir, "%s/%s", root, name) >= sizeof b->dir)
     return fail("path too long: %s/%s", root, name);
   return bdb_open(c, b);
@@ -623,12 +716,13 @@ static int probe_fdatasync(const char *root, double seconds, struct fsync_result
 
 /* ---- worker processes -------------------------------------------------------- */
 
-/* What one run of concurrent committers does. */
+/* What one run of concurrent committers (or readers) does. */
 struct phase {
   unsigned procs;
   unsigned flags;            /* SOCHDB_SYNC or SOCHDB_ASYNC */
   double   seconds;          /* 0: no time limit */
   uint64_t max_commits;      /* per process; 0: no limit */
+  uint64_t read_keys;        /* 0: commit; else read random keys of [0, read_keys) of process 0 */
 };
 
 struct worker_out {
@@ -669,14 +763,41 @@ static int commit_loop(sochdb *db, struct kv *kv, const struct phase *ph, unsign
   return 0;
 }
 
-/* A worker: its own handle (a handle does not survive fork), commit until
-** told to stop, then check every key it wrote. Returns the exit status. */
+/* Random keys of [0, ph->read_keys) of process 0, one read-only transaction
+** each, checked against the value of their first write (the read_sst load
+** writes each key once, as version 1); a wrong or missing value fails. */
+static int read_loop(sochdb *db, struct kv *kv, const struct phase *ph, unsigned idx, uint64_t deadline,
+                     struct worker_out *o)
+{
+  uint64_t seed = mix64(idx + 1);
+  for (uint64_t i = 0;; i++) {
+    uint64_t k = mix64(seed + i) % ph->read_keys;
+    kv_set_version(kv, key_id(0, k), 1);
+    uint64_t t0 = now_ns();
+    if (t0 >= deadline)
+      break;
+    sochdb_txn *t;
+    if (begin_read(db, &t) != 0)
+      return -1;
+    int bad = check_key(t, kv, 0, k, 0);
+    sochdb_abort(t);
+    if (bad)
+      return -1;
+    hist_add(&o->lat, now_ns() - t0);
+    o->txns++;
+  }
+  return 0;
+}
+
+/* A worker: its own handle (a handle does not survive fork), commit (or
+** read) until told to stop, then check every key it wrote. Returns the exit
+** status. */
 static int worker_main(const struct config *c, const char *dir, const struct phase *ph, unsigned idx,
                        struct shared *sh)
 {
   struct kv kv;
   sochdb *db;
-  sochdb_options o = db_options(c);
+  sochdb_options o = db_options(c, 0);
   if (kv_alloc(&kv, c) != 0)
     return 1;
   int rc = sochdb_open(dir, &o, &db);
@@ -688,9 +809,12 @@ static int worker_main(const struct config *c, const char *dir, const struct pha
   atomic_fetch_add(&sh->ready, 1);
   while (!atomic_load_explicit(&sh->go, memory_order_acquire))
     sleep_us(50);
-  rc = commit_loop(db, &kv, ph, idx, sh->deadline_ns, &sh->out[idx]);
+  if (ph->read_keys)
+    rc = read_loop(db, &kv, ph, idx, sh->deadline_ns, &sh->out[idx]);
+  else
+    rc = commit_loop(db, &kv, ph, idx, sh->deadline_ns, &sh->out[idx]);
   atomic_fetch_add(&sh->done, 1);
-  if (rc == 0)
+  if (rc == 0 && !ph->read_keys)
     rc = verify_keys(db, &kv, idx, 0, sh->out[idx].txns);
   sochdb_close(db);
   kv_free(&kv);
@@ -798,6 +922,8 @@ static int measure(struct bench_db *b, const struct phase *ph, struct shared *sh
   r->seconds = (double)(now_ns() - t0) / NS_PER_S;
   r->wal_groups = s1.wal_groups - s0.wal_groups;
   r->wal_records = s1.wal_records - s0.wal_records;
+  r->cache_hits = s1.cache_hits - s0.cache_hits;
+  r->cache_misses = s1.cache_misses - s0.cache_misses;
   return 0;
 }
 
@@ -832,17 +958,48 @@ struct recovery_result {
   double              restart_ms, rebuild_ms, rebuild_cold_ms;
 };
 
+/* A load of batched ASYNC puts by the benchmark's own process. */
+struct load {
+  uint64_t  puts;
+  uint64_t  keys;            /* the key space: keys [0, keys) of process 0 */
+  int       random;          /* 0: put i writes key i; 1: put i writes a random key */
+  double    seconds;
+  uint32_t *writes;          /* per key, how often it was written: the version of its value */
+};
+
+/* The database once flushing and compaction had nothing left to do. */
+struct settled {
+  sochdb_stats st;
+  double       seconds;      /* the wait, from the load's last commit */
+  uint64_t     wal_file_bytes; /* the WAL segment files left */
+};
+
+struct read_result {
+  struct load         load;
+  struct settled      at;
+  unsigned            rows;
+  struct phase_result row[MAX_ROWS];
+};
+
+struct amp_result {
+  struct load    load;
+  uint64_t       live_keys, live_bytes;
+  struct settled at;
+};
+
 struct results {
   char                   root[PATH_MAX];
   struct fs_info         fs;
   char                   region_dir[PATH_MAX];
   long                   cpus;
-  int                    have_fsync, have_async, have_recovery;
+  int                    have_fsync, have_async, have_recovery, have_read, have_amp;
   struct fsync_result    fsync;
   unsigned               nsync;
   struct phase_result    sync[MAX_ROWS];
   struct phase_result    async;
   struct recovery_result rec;
+  struct read_result     read;
+  struct amp_result      amp;
 };
 
 /* Where the library put the region files (/dev/shm or $SOCHDB_SHM_DIR). */
@@ -852,19 +1009,38 @@ static void note_region_dir(struct results *res, const struct bench_db *b)
   snprintf(res->region_dir, sizeof res->region_dir, "%.*s", slash ? (int)(slash - b->region) : 0, b->region);
 }
 
-/* One phase on a fresh database named name, removed afterwards. */
-static int fresh_phase(const struct config *c, struct results *res, const char *name, const struct phase *ph,
-                       struct phase_result *r)
+/* steps(c, b, ctx) on a fresh database named name, removed afterwards. */
+static int on_fresh_db(const struct config *c, struct results *res, const char *name, size_t memtable_bytes,
+                       int (*steps)(const struct config *c, struct bench_db *b, void *ctx), void *ctx)
 {
   struct bench_db b;
-  int rc = bdb_create(c, res->root, name, &b);
+  int rc = bdb_create(c, res->root, name, memtable_bytes, &b);
   if (rc == 0) {
     note_region_dir(res, &b);
-    rc = run_phase(c, &b, ph, r);
+    rc = steps(c, &b, ctx);
   }
   if (bdb_destroy(&b) != 0)
     rc = -1;
   return rc;
+}
+
+struct phase_run {
+  const struct phase  *ph;
+  struct phase_result *r;
+};
+
+static int phase_steps(const struct config *c, struct bench_db *b, void *ctx)
+{
+  struct phase_run *run = ctx;
+  return run_phase(c, b, run->ph, run->r);
+}
+
+/* One phase on a fresh database named name, removed afterwards. */
+static int fresh_phase(const struct config *c, struct results *res, const char *name, const struct phase *ph,
+                       struct phase_result *r)
+{
+  struct phase_run run = { ph, r };
+  return on_fresh_db(c, res, name, 0, phase_steps, &run);
 }
 
 static int workload_sync(const struct config *c, struct results *res)
@@ -873,8 +1049,8 @@ static int workload_sync(const struct config *c, struct results *res)
   if (probe_fdatasync(res->root, c->fsync_seconds, &res->fsync) != 0)
     return -1;
   res->have_fsync = 1;
-  for (unsigned i = 0; i < c->nrows; i++) {
-    struct phase ph = { c->procs[i], SOCHDB_SYNC, c->seconds, 0 };
+  for (unsigned i = 0; i < c->procs.rows; i++) {
+    struct phase ph = { c->procs.n[i], SOCHDB_SYNC, c->seconds, 0, 0 };
     char name[32];
     snprintf(name, sizeof name, "sync_commit-%u", ph.procs);
     fprintf(stderr, "sync_commit with %u process(es) for %.1f s...\n", ph.procs, ph.seconds);
@@ -887,7 +1063,7 @@ static int workload_sync(const struct config *c, struct results *res)
 
 static int workload_async(const struct config *c, struct results *res)
 {
-  struct phase ph = { 1, SOCHDB_ASYNC, c->seconds, 0 };
+  struct phase ph = { 1, SOCHDB_ASYNC, c->seconds, 0, 0 };
   fprintf(stderr, "fill_async for %.1f s...\n", ph.seconds);
   if (fresh_phase(c, res, "fill_async", &ph, &res->async) != 0)
     return -1;
@@ -930,10 +1106,11 @@ static int time_rebuild(const struct config *c, struct bench_db *b, struct kv *k
   return verify_keys(b->db, kv, 0, 0, n);   /* every commit came back */
 }
 
-static int recovery_steps(const struct config *c, struct bench_db *b, struct recovery_result *r)
+static int recovery_steps(const struct config *c, struct bench_db *b, void *ctx)
 {
+  struct recovery_result *r = ctx;
   struct kv kv;
-  struct phase ph = { 1, SOCHDB_ASYNC, 0, r->commits };
+  struct phase ph = { 1, SOCHDB_ASYNC, 0, r->commits, 0 };
   if (kv_alloc(&kv, c) != 0)
     return -1;
   fprintf(stderr, "recovery: writing %llu commits...\n", (unsigned long long)r->commits);
@@ -957,19 +1134,176 @@ static int recovery_steps(const struct config *c, struct bench_db *b, struct rec
 static int workload_recovery(const struct config *c, struct results *res)
 {
   struct recovery_result *r = &res->rec;
-  struct bench_db b;
   memset(r, 0, sizeof *r);
   uint64_t pair = c->key_bytes + c->value_bytes;
   r->commits = (((uint64_t)c->recovery_mb << 20) + pair - 1) / pair;
   r->data_bytes = r->commits * pair;
-  int rc = bdb_create(c, res->root, "recovery", &b);
-  if (rc == 0) {
-    note_region_dir(res, &b);
-    rc = recovery_steps(c, &b, r);
-  }
-  if (bdb_destroy(&b) != 0)
-    rc = -1;
+  int rc = on_fresh_db(c, res, "recovery", 0, recovery_steps, r);
   res->have_recovery = rc == 0;
+  return rc;
+}
+
+/* ---- read_sst and amplification: a load, then flushing and compaction settle */
+
+/* Puts [first, first + n) of the load in one transaction, committed ASYNC.
+** The benchmark's process is the only writer: a conflict is an engine bug. */
+static int load_batch(sochdb *db, struct kv *kv, struct load *ld, uint64_t first, uint64_t n)
+{
+  sochdb_txn *t;
+  int rc = sochdb_txn_begin(db, 0, &t);
+  if (rc != SOCHDB_OK)
+    return db_fail("begin a load transaction", rc);
+  for (uint64_t i = first; i < first + n && rc == SOCHDB_OK; i++) {
+    uint64_t k = ld->random ? mix64(i) % ld->keys : i;
+    kv_set_version(kv, key_id(0, k), ++ld->writes[k]);
+    rc = sochdb_put(t, kv->key, kv->klen, kv->val, kv->vlen);
+  }
+  if (rc != SOCHDB_OK) {
+    sochdb_abort(t);
+    return db_fail("put", rc);
+  }
+  rc = sochdb_commit(t, SOCHDB_ASYNC);
+  return rc == SOCHDB_OK ? 0 : db_fail("commit of a load transaction (the only writer)", rc);
+}
+
+static int load_keys(const struct config *c, sochdb *db, struct load *ld)
+{
+  struct kv kv;
+  if (kv_alloc(&kv, c) != 0)
+    return -1;
+  int rc = 0;
+  uint64_t t0 = now_ns();
+  for (uint64_t i = 0; i < ld->puts && rc == 0; i += c->batch) {
+    rc = interrupted ? fail("interrupted") : 0;
+    if (rc == 0)
+      rc = load_batch(db, &kv, ld, i, ld->puts - i < c->batch ? ld->puts - i : c->batch);
+  }
+  ld->seconds = (double)(now_ns() - t0) / NS_PER_S;
+  kv_free(&kv);
+  return rc;
+}
+
+/* Nothing left for the daemon to do: every rotated-out memtable flushed and
+** recycled (only the active one is live), level 0 below the compaction
+** trigger, no level over its target. */
+static int settled_now(const sochdb_stats *s)
+{
+  return s->memtables_in_use <= 1 && s->l0_files < L0_TRIGGER && s->compaction_debt_bytes == 0;
+}
+
+static int same_files(const sochdb_stats *a, const sochdb_stats *b)
+{
+  return a->flushes == b->flushes && a->compactions == b->compactions && a->sst_files == b->sst_files &&
+         a->sst_bytes == b->sst_bytes;
+}
+
+/* Poll the stats until SETTLE_STABLE polls in a row find everything settled
+** and no file changed; then size the WAL files left. */
+static int wait_settled(struct bench_db *b, struct settled *out)
+{
+  sochdb_stats prev, st;
+  memset(&prev, 0, sizeof prev);
+  uint64_t t0 = now_ns();
+  for (unsigned stable = 0; stable < SETTLE_STABLE; prev = st) {
+    if (interrupted)
+      return fail("interrupted");
+    if (stats_now(b->db, &st) != 0)
+      return -1;
+    stable = settled_now(&st) && same_files(&st, &prev) ? stable + 1 : 0;
+    out->seconds = (double)(now_ns() - t0) / NS_PER_S;
+    if (out->seconds > SETTLE_MAX_S)
+      return fail("flushing and compaction did not settle within %.0f s: %u memtables live, %u L0 files, "
+                  "compaction debt %llu bytes, %llu flushes, %llu compactions", SETTLE_MAX_S,
+                  st.memtables_in_use, st.l0_files, (unsigned long long)st.compaction_debt_bytes,
+                  (unsigned long long)st.flushes, (unsigned long long)st.compactions);
+    if (stable < SETTLE_STABLE)
+      sleep_us(SETTLE_POLL_US);
+  }
+  out->st = st;
+  out->wal_file_bytes = 0;
+  return for_each_segment(b->dir, add_file_size, &out->wal_file_bytes);
+}
+
+static int load_settle(const struct config *c, struct bench_db *b, const char *name, struct load *ld,
+                       struct settled *at)
+{
+  ld->writes = calloc(ld->keys, sizeof *ld->writes);
+  if (!ld->writes)
+    return fail("out of memory");
+  fprintf(stderr, "%s: %llu puts over %llu keys, ASYNC, %u per transaction, %u MiB memtables...\n", name,
+          (unsigned long long)ld->puts, (unsigned long long)ld->keys, c->batch, c->memtable_mb);
+  if (load_keys(c, b->db, ld) != 0)
+    return -1;
+  fprintf(stderr, "%s: loaded in %.1f s; waiting for flushing and compaction to settle...\n", name, ld->seconds);
+  return wait_settled(b, at);
+}
+
+/* Every key of the load reads back its last value (absent if never written). */
+static int verify_load(const struct config *c, struct bench_db *b, const struct load *ld)
+{
+  struct kv kv;
+  if (kv_alloc(&kv, c) != 0)
+    return -1;
+  int rc = verify_versions(b->db, &kv, ld->writes, ld->keys);
+  kv_free(&kv);
+  return rc;
+}
+
+static void load_free(struct load *ld)
+{
+  free(ld->writes);
+  ld->writes = NULL;
+}
+
+static int read_steps(const struct config *c, struct bench_db *b, void *ctx)
+{
+  struct read_result *r = ctx;
+  int rc = load_settle(c, b, "read_sst", &r->load, &r->at);
+  for (unsigned i = 0; rc == 0 && i < c->read_procs.rows; i++) {
+    struct phase ph = { c->read_procs.n[i], 0, c->seconds, 0, r->load.keys };
+    fprintf(stderr, "read_sst: %u process(es) reading for %.1f s...\n", ph.procs, ph.seconds);
+    rc = run_phase(c, b, &ph, &r->row[i]);
+    r->rows = rc == 0 ? i + 1 : r->rows;
+  }
+  if (rc == 0)
+    rc = verify_load(c, b, &r->load);
+  load_free(&r->load);
+  return rc;
+}
+
+static int workload_read(const struct config *c, struct results *res)
+{
+  struct read_result *r = &res->read;
+  memset(r, 0, sizeof *r);
+  r->load = (struct load){ .puts = c->read_keys, .keys = c->read_keys };
+  int rc = on_fresh_db(c, res, "read_sst", (size_t)c->memtable_mb << 20, read_steps, r);
+  res->have_read = rc == 0;
+  return rc;
+}
+
+static int amp_steps(const struct config *c, struct bench_db *b, void *ctx)
+{
+  struct amp_result *r = ctx;
+  int rc = load_settle(c, b, "amplification", &r->load, &r->at);
+  if (rc == 0)
+    rc = verify_load(c, b, &r->load);
+  for (uint64_t k = 0; rc == 0 && k < r->load.keys; k++)
+    r->live_keys += r->load.writes[k] != 0;
+  r->live_bytes = r->live_keys * (c->key_bytes + c->value_bytes);
+  load_free(&r->load);
+  return rc;
+}
+
+static int workload_amp(const struct config *c, struct results *res)
+{
+  struct amp_result *r = &res->amp;
+  memset(r, 0, sizeof *r);
+  uint64_t pair = c->key_bytes + c->value_bytes, bytes = ((uint64_t)c->amp_memtables * c->memtable_mb) << 20;
+  r->load.puts = (bytes + pair - 1) / pair;
+  r->load.keys = r->load.puts / AMP_KEYSPACE ? r->load.puts / AMP_KEYSPACE : 1;
+  r->load.random = 1;
+  int rc = on_fresh_db(c, res, "amplification", (size_t)c->memtable_mb << 20, amp_steps, r);
+  res->have_amp = rc == 0;
   return rc;
 }
 
@@ -1009,7 +1343,8 @@ static void print_header(const struct config *c, const struct results *res)
   printf("sochdb-bench: %ld CPU(s); database directories in %s (%s)%s; regions in %s\n", res->cpus,
          res->root, res->fs.name, res->fs.in_memory ? " -- IN MEMORY, fdatasync figures mean nothing" : "",
          res->region_dir[0] ? res->region_dir : "-");
-  printf("keys %u bytes, values %u bytes, one put per transaction\n\n", c->key_bytes, c->value_bytes);
+  printf("keys %u bytes, values %u bytes; sync_commit, fill_async and recovery: one put per transaction\n\n",
+         c->key_bytes, c->value_bytes);
 }
 
 static void print_sync(const struct config *c, const struct results *res)
@@ -1052,6 +1387,120 @@ static void print_recovery(const struct results *res)
   printf("  open + get after SIGKILL of the daemon (region kept):   %9.1f ms\n", r->restart_ms);
   printf("  open + get after removing the region (WAL replay):      %9.1f ms\n", r->rebuild_ms);
   printf("  the same with the WAL evicted from the page cache:      %9.1f ms\n\n", r->rebuild_cold_ms);
+}
+
+static double mib(uint64_t bytes) { return (double)bytes / 1048576; }
+
+static double ratio(double a, double b) { return b > 0 ? a / b : 0; }
+
+/* The share of the memtable bytes written that flushes took to SSTables.
+** Writers rotate a memtable only when it is full, so each flush took one
+** memtable's bytes (less the last allocation that did not fit); the active
+** memtable holds the rest. With one write per key and keys of one size, it
+** is about the share of the keys that lived in SSTables. */
+static double flushed_share(const sochdb_stats *s)
+{
+  double flushed = (double)s->flushes * (double)s->memtable_bytes;
+  return ratio(flushed, flushed + (double)s->memtable_used_bytes);
+}
+
+/* What a read_sst row shows, derived once for the table and the JSON. */
+struct read_row {
+  double reads_s, per_proc_s, p50_us, p99_us;
+  double hit_rate;           /* block cache hits / lookups during the row */
+  double lookups;            /* block cache lookups per read */
+};
+
+static struct read_row read_row(const struct phase_result *p)
+{
+  struct read_row r;
+  double lookups = (double)(p->cache_hits + p->cache_misses);
+  r.reads_s = per_s(p->txns, p->seconds);
+  r.per_proc_s = r.reads_s / p->procs;
+  r.p50_us = hist_quantile_ms(&p->lat, 0.50) * 1000;
+  r.p99_us = hist_quantile_ms(&p->lat, 0.99) * 1000;
+  r.hit_rate = ratio((double)p->cache_hits, lookups);
+  r.lookups = ratio(lookups, (double)p->txns);
+  return r;
+}
+
+static void print_settled(const struct load *ld, const struct settled *at)
+{
+  const sochdb_stats *s = &at->st;
+  printf("  loaded in %.2f s = %.0f puts/s; settled %.1f s later: %llu flushes, %llu compactions, %u SSTables "
+         "(%u in L0) of %.1f MiB, %.1f MiB unflushed in the active memtable\n", ld->seconds,
+         per_s(ld->puts, ld->seconds), at->seconds, (unsigned long long)s->flushes,
+         (unsigned long long)s->compactions, s->sst_files, s->l0_files, mib(s->sst_bytes),
+         mib(s->memtable_used_bytes));
+}
+
+static void print_read_rows(const struct read_result *r)
+{
+  printf("%5s %11s %11s %8s %8s %10s %13s\n", "procs", "reads/s", "per proc", "p50 us", "p99 us", "cache hit",
+         "lookups/read");
+  int lookups = 0;
+  for (unsigned i = 0; i < r->rows; i++) {
+    struct read_row w = read_row(&r->row[i]);
+    printf("%5u %11.0f %11.0f %8.2f %8.2f", r->row[i].procs, w.reads_s, w.per_proc_s, w.p50_us, w.p99_us);
+    if (w.lookups > 0)
+      printf(" %9.1f%% %13.2f\n", 100 * w.hit_rate, w.lookups);
+    else
+      printf(" %10s %13.2f\n", "-", w.lookups);
+    lookups |= w.lookups > 0;
+  }
+  if (!lookups)
+    printf("no block cache lookups: only LZ4-compressed blocks are cached, and these did not compress (see "
+           "--value-random-pct); uncompressed blocks are read in place from the mapped SSTables\n");
+  printf("\n");
+}
+
+static void print_read(const struct config *c, const struct results *res)
+{
+  const struct read_result *r = &res->read;
+  const sochdb_stats *s = &r->at.st;
+  printf("read_sst: %llu keys written once each (ASYNC, %u puts per transaction), %u MiB memtables\n",
+         (unsigned long long)r->load.keys, c->batch, c->memtable_mb);
+  print_settled(&r->load, &r->at);
+  printf("  keys in SSTables: about %.1f%% (flushed / all memtable bytes); SSTables = %.2f x the %.1f MiB of keys "
+         "and values committed\n", 100 * flushed_share(s), ratio((double)s->sst_bytes, (double)s->user_bytes),
+         mib(s->user_bytes));
+  printf("random point reads, one READONLY transaction each, every value checked, %.1f s per row; block cache "
+         "%.1f MiB\n", c->seconds, mib(s->cache_bytes));
+  print_read_rows(r);
+}
+
+/* The amplification figures, derived once for the table and the JSON. */
+struct amp_figures {
+  double write, write_wal;   /* (flush + compaction written [+ WAL written]) / user bytes */
+  double space, space_wal;   /* (sst_bytes [+ WAL files]) / live keys and values */
+};
+
+static struct amp_figures amp_figures(const struct amp_result *r)
+{
+  const sochdb_stats *s = &r->at.st;
+  double written = (double)(s->flush_bytes + s->compact_bytes_written);
+  return (struct amp_figures){ ratio(written, (double)s->user_bytes),
+                               ratio(written + (double)s->wal_bytes, (double)s->user_bytes),
+                               ratio((double)s->sst_bytes, (double)r->live_bytes),
+                               ratio((double)(s->sst_bytes + r->at.wal_file_bytes), (double)r->live_bytes) };
+}
+
+static void print_amp(const struct config *c, const struct results *res)
+{
+  const struct amp_result *r = &res->amp;
+  const sochdb_stats *s = &r->at.st;
+  struct amp_figures a = amp_figures(r);
+  printf("amplification: %llu random puts (%.1f MiB = %u memtables of %u MiB; ASYNC, %u per transaction) over "
+         "%llu keys, %llu of them written: %.1f MiB live\n", (unsigned long long)r->load.puts,
+         mib(r->load.puts * (c->key_bytes + c->value_bytes)), c->amp_memtables, c->memtable_mb, c->batch,
+         (unsigned long long)r->load.keys, (unsigned long long)r->live_keys, mib(r->live_bytes));
+  print_settled(&r->load, &r->at);
+  printf("  write amplification = (flushed %.1f MiB + compaction written %.1f MiB) / user %.1f MiB = %.2f "
+         "(%.2f with the WAL's %.1f MiB); compaction read %.1f MiB\n", mib(s->flush_bytes),
+         mib(s->compact_bytes_written), mib(s->user_bytes), a.write, a.write_wal, mib(s->wal_bytes),
+         mib(s->compact_bytes_read));
+  printf("  space amplification = SSTables %.1f MiB / live %.1f MiB = %.2f (%.2f with the %.1f MiB of WAL files "
+         "left)\n\n", mib(s->sst_bytes), mib(r->live_bytes), a.space, a.space_wal, mib(r->at.wal_file_bytes));
 }
 
 static void json_str(FILE *f, const char *s)
@@ -1108,6 +1557,54 @@ static void json_recovery(FILE *f, const struct results *res)
           per_s(r->fill.txns, r->fill.seconds), r->restart_ms, r->rebuild_ms, r->rebuild_cold_ms);
 }
 
+static void json_settled(FILE *f, const struct load *ld, const struct settled *at)
+{
+  const sochdb_stats *s = &at->st;
+  fprintf(f, "\"puts\": %llu, \"keys\": %llu, \"load_seconds\": %.3f, \"load_puts_per_s\": %.1f, "
+             "\"settle_seconds\": %.3f, \"memtable_bytes\": %llu, \"memtable_used_bytes\": %llu, "
+             "\"user_bytes\": %llu, "
+             "\"flushes\": %llu, \"flush_bytes\": %llu, \"compactions\": %llu, \"compact_bytes_read\": %llu, "
+             "\"compact_bytes_written\": %llu, \"wal_bytes_written\": %llu, \"wal_file_bytes\": %llu, "
+             "\"sst_files\": %u, \"l0_files\": %u, \"sst_bytes\": %llu, \"cache_bytes\": %llu",
+          (unsigned long long)ld->puts, (unsigned long long)ld->keys, ld->seconds, per_s(ld->puts, ld->seconds),
+          at->seconds, (unsigned long long)s->memtable_bytes, (unsigned long long)s->memtable_used_bytes,
+          (unsigned long long)s->user_bytes, (unsigned long long)s->flushes, (unsigned long long)s->flush_bytes,
+          (unsigned long long)s->compactions, (unsigned long long)s->compact_bytes_read,
+          (unsigned long long)s->compact_bytes_written, (unsigned long long)s->wal_bytes,
+          (unsigned long long)at->wal_file_bytes, s->sst_files, s->l0_files, (unsigned long long)s->sst_bytes,
+          (unsigned long long)s->cache_bytes);
+}
+
+static void json_read(FILE *f, const struct config *c, const struct results *res)
+{
+  const struct read_result *r = &res->read;
+  fprintf(f, ",\n  \"read_sst\": {\"batch\": %u, ", c->batch);
+  json_settled(f, &r->load, &r->at);
+  fprintf(f, ", \"keys_in_sst_share_est\": %.4f, \"rows\": [", flushed_share(&r->at.st));
+  for (unsigned i = 0; i < r->rows; i++) {
+    const struct phase_result *p = &r->row[i];
+    struct read_row w = read_row(p);
+    fprintf(f, "%s\n    {\"procs\": %u, \"seconds\": %.3f, \"reads\": %llu, \"reads_per_s\": %.1f, "
+               "\"reads_per_s_per_proc\": %.1f, \"p50_us\": %.3f, \"p99_us\": %.3f, \"cache_hits\": %llu, "
+               "\"cache_misses\": %llu, \"cache_hit_rate\": %.4f, \"cache_lookups_per_read\": %.3f}",
+            i ? "," : "", p->procs, p->seconds, (unsigned long long)p->txns, w.reads_s, w.per_proc_s, w.p50_us,
+            w.p99_us, (unsigned long long)p->cache_hits, (unsigned long long)p->cache_misses, w.hit_rate, w.lookups);
+  }
+  fprintf(f, "\n  ]}");
+}
+
+static void json_amp(FILE *f, const struct config *c, const struct results *res)
+{
+  const struct amp_result *r = &res->amp;
+  struct amp_figures a = amp_figures(r);
+  fprintf(f, ",\n  \"amplification\": {\"batch\": %u, \"memtables_written\": %u, ", c->batch, c->amp_memtables);
+  json_settled(f, &r->load, &r->at);
+  fprintf(f, ", \"live_keys\": %llu, \"live_bytes\": %llu, \"write_amp\": %.4f, \"write_amp_with_wal\": %.4f, "
+             "\"space_amp\": %.4f, \"space_amp_with_wal\": %.4f}",
+          (unsigned long long)r->live_keys, (unsigned long long)r->live_bytes, a.write, a.write_wal, a.space,
+          a.space_wal);
+}
+
 static int write_json(const struct config *c, const struct results *res)
 {
   FILE *f = fopen(c->json, "w");
@@ -1126,6 +1623,10 @@ static int write_json(const struct config *c, const struct results *res)
     json_async(f, res);
   if (res->have_recovery)
     json_recovery(f, res);
+  if (res->have_read)
+    json_read(f, c, res);
+  if (res->have_amp)
+    json_amp(f, c, res);
   fprintf(f, "\n}\n");
   return fclose(f) == 0 ? 0 : fail_errno("write", c->json);
 }
@@ -1139,6 +1640,10 @@ static void report(const struct config *c, const struct results *res)
     print_async(res);
   if (res->have_recovery)
     print_recovery(res);
+  if (res->have_read)
+    print_read(c, res);
+  if (res->have_amp)
+    print_amp(c, res);
 }
 
 /* ---- main -------------------------------------------------------------------------- */
@@ -1174,6 +1679,10 @@ int main(int argc, char **argv)
     rc = workload_async(&c, &res);
   if (rc == 0 && c.workloads & W_RECOVERY)
     rc = workload_recovery(&c, &res);
+  if (rc == 0 && c.workloads & W_READ)
+    rc = workload_read(&c, &res);
+  if (rc == 0 && c.workloads & W_AMP)
+    rc = workload_amp(&c, &res);
   rm_rf(res.root);
   if (rc != 0 || interrupted)
     return 1;

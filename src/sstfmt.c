@@ -435,8 +435,8 @@ static int load_payload(const uint8_t *buf, uint64_t off, uint32_t size, uint64_
 static int load_block(const uint8_t *buf, uint64_t off, uint32_t size, uint64_t seed, struct sst_scratch *s,
                       struct sst_blk *out, const char *what)
 {
-  const uint8_t *p;
-  size_t n;
+  const uint8_t *p = NULL;   /* initialised only for gcc's -Wmaybe-uninitialized */
+  size_t n = 0;
   int rc = load_payload(buf, off, size, seed, s, &p, &n, what);
   return rc ? rc : parse_block(p, n, out, what, off);
 }
@@ -570,8 +570,8 @@ int sst_open(const uint8_t *buf, size_t len, struct sst_reader *r)
     return bad("footer block handles do not tile the file");
 
   /* filter: never compressed, so its bits stay in buf */
-  const uint8_t *fp;
-  size_t fn;
+  const uint8_t *fp = NULL;   /* initialised only for gcc's -Wmaybe-uninitialized */
+  size_t fn = 0;
   int rc = load_payload(buf, filter_off, filter_size, SEED_FILTER, NULL, &fp, &fn, "filter");
   if (rc)
     return rc;

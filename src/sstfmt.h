@@ -79,7 +79,10 @@
 #define SST_FOOTER_BYTES     64u
 #define SST_TRAILER_BYTES    16u
 #define SST_RESTART_INTERVAL 16u
-#define SST_BLOCK_DEFAULT    4096u
+/* 12 KiB: a block closes once its payload passes this, so with entries of
+** up to ~4 KiB it stays within one block-cache entry (BC_BLOCK_MAX, 16 KiB,
+** shm/blockcache.h), which it then fills to three quarters or more. */
+#define SST_BLOCK_DEFAULT    12288u
 #define SST_BLOCK_MIN        1024u
 #define SST_BLOCK_MAX        65536u
 #define SST_BLOOM_BITS       10u
