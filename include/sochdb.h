@@ -59,6 +59,8 @@ const char *sochdb_strerror(int err);
 /*
 ** sochdb_last_error — details of the last error returned to this thread
 ** (for example "key is 5000 bytes; the limit is 4096"), or "" if none.
+** Like errno, it is meaningful right after a call that failed: a call that
+** succeeds leaves it unchanged.
 ** The string is owned by the library and valid until this thread's next
 ** sochdb call. Optional: sochdb_strerror() alone is always enough.
 */

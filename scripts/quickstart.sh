@@ -22,7 +22,8 @@ cd "$REPO"
 
 JOBS=$(nproc 2>/dev/null || echo 2)
 PACKAGES=(build-essential cmake pkg-config liburcu-dev libck-dev liblz4-dev
-          libxxhash-dev libcriterion-dev clang)
+          libxxhash-dev libcriterion-dev clang
+          python3 python3-pytest python3-pip python3-setuptools python3-venv nodejs npm)
 read -r -a EXTRA_CMAKE_ARGS <<< "${SOCHDB_CMAKE_ARGS:-}"
 
 usage() {
@@ -150,6 +151,17 @@ cmd_test() {
     run_ctest plain build
   else
     build_failed plain
+  fi
+
+  # 1b. The Python and Node.js bindings, against the plain build.
+  if [[ -x $REPO/build/sochdbd ]]; then
+    log "bindings/run-tests.sh build"
+    if bash "$REPO/bindings/run-tests.sh" "$REPO/build"; then
+      TOTAL_PASSED=$((TOTAL_PASSED + 1))
+    else
+      FAILED_STEPS+=("bindings/run-tests.sh failed")
+      TOTAL_FAILED=$((TOTAL_FAILED + 1))
+    fi
   fi
 
   # 2. ASan + UBSan. Leak checking on; a UBSan report stops the process so the

@@ -1,0 +1,537 @@
+'use strict';
+/*
+ * sochdb — Node.js bindings for sochdb through koffi (FFI: no compiler at
+ * install time). Every call is synchronous, like better-sqlite3's: a SYNC
+ * commit blocks the event loop until the daemon's group commit fdatasync'd it
+ * (milliseconds); use { sync: false } (ASYNC) where that matters.
+ *
+ *   const sochdb = require('sochdb');
+ *   const db = sochdb.open('/var/lib/myapp/db');
+ *   db.transaction((txn) => txn.put('users/1', 'Alice'));        // commit, or abort on throw
+ *   db.run((txn) => { ... });                                     // same, retried on ConflictError
+ *   db.transaction((txn) => txn.get('users/1'), { readonly: true }); // <Buffer 41 6c 69 63 65>
+ *   db.close();
+ *
+ * The library is looked for in this order: $SOCHDB_LIBRARY; the dynamic
+ * linker's search (libsochdb.so.0, libsochdb.so: LD_LIBRARY_PATH, ldconfig's
+ * cache, an installed library); build/libsochdb.so under the current
+ * directory and each of its parents, then under the checkout holding this
+ * package (bindings/node/../../build). It finds sochdbd next to itself.
+ *
+ * Handles are per process: a child_process.fork()ed (or cluster) worker is a
+ * new process and opens its own handle with sochdb.open(path).
+ */
+
+const fs = require('fs');
+const path = require('path');
+const koffi = require('koffi');
+
+// ------------------------------------------------------------------ codes
+
+const OK = 0;
+const NOTFOUND = 1;
+const CONFLICT = 2;
+const BUSY = 3;
+const INVALID = 4;
+const CORRUPT = 5;
+const IO = 6;
+const NOMEM = 7;
+const VERSION = 8;
+const DAEMON = 9;
+
+const CODE_NAMES = {
+  [OK]: 'SOCHDB_OK',
+  [NOTFOUND]: 'SOCHDB_NOTFOUND',
+  [CONFLICT]: 'SOCHDB_CONFLICT',
+  [BUSY]: 'SOCHDB_BUSY',
+  [INVALID]: 'SOCHDB_INVALID',
+  [CORRUPT]: 'SOCHDB_CORRUPT',
+  [IO]: 'SOCHDB_IO',
+  [NOMEM]: 'SOCHDB_NOMEM',
+  [VERSION]: 'SOCHDB_VERSION',
+  [DAEMON]: 'SOCHDB_DAEMON',
+};
+
+const TXN_READONLY = 0x1;
+const SYNC = 0x0;
+const ASYNC = 0x1;
+const MAX_KEY = 4096;
+const MAX_VALUE = 16 * 1024 * 1024;
+const MAX_TXNS_PER_HANDLE = 128;
+
+// ------------------------------------------------------------------ errors
+
+/** Any error returned by the library: .code (SOCHDB_* number), .codeName,
+ *  .reason (sochdb_strerror) and .detail (sochdb_last_error, may be ''). */
+class SochdbError extends Error {
+  constructor(code, reason, detail = '') {
+    const codeName = CODE_NAMES[code] || `SOCHDB_${code}`;
+    super(`${codeName}: ${reason}${detail ? ` (${detail})` : ''}`);
+    this.name = this.constructor.name;
+    this.code = code;
+    this.codeName = codeName;
+    this.reason = reason;
+    this.detail = detail;
+  }
+}
+/** Opening a missing database with createIfMissing: false (get returns null instead). */
+class NotFoundError extends SochdbError {}
+/** Write-write conflict: nothing was applied; retry the whole transaction (db.run does). */
+class ConflictError extends SochdbError {}
+/** No room within busyTimeoutMs, every process slot taken, or >128 open transactions. */
+class BusyError extends SochdbError {}
+/** Bad argument, write in a read-only transaction, or a closed/finished object. */
+class InvalidError extends SochdbError {}
+class CorruptError extends SochdbError {}
+class IoError extends SochdbError {}
+class NoMemoryError extends SochdbError {}
+class VersionError extends SochdbError {}
+/** The daemon could not be started or reached (from a SYNC commit: applied, durability unconfirmed). */
+class DaemonError extends SochdbError {}
+
+const ERROR_CLASSES = {
+  [NOTFOUND]: NotFoundError,
+  [CONFLICT]: ConflictError,
+  [BUSY]: BusyError,
+  [INVALID]: InvalidError,
+  [CORRUPT]: CorruptError,
+  [IO]: IoError,
+  [NOMEM]: NoMemoryError,
+  [VERSION]: VersionError,
+  [DAEMON]: DaemonError,
+};
+
+function errorClass(code) {
+  return ERROR_CLASSES[code] || SochdbError;
+}
+
+// ------------------------------------------------------------------ library
+
+function candidatePaths() {
+  const out = [];
+  const add = (p) => { if (!out.includes(p)) out.push(p); };
+  for (let dir = process.cwd(); ; dir = path.dirname(dir)) {
+    add(path.join(dir, 'build', 'libsochdb.so'));
+    if (path.dirname(dir) === dir) break;
+  }
+  add(path.resolve(__dirname, '..', '..', 'build', 'libsochdb.so'));
+  return out;
+}
+
+let api = null;
+let loadedFrom = null;
+
+function loadLibrary() {
+  if (api) return api;
+  let lib = null;
+  const env = process.env.SOCHDB_LIBRARY;
+  if (env) {
+    lib = koffi.load(env); // an explicit choice is never silently replaced
+    loadedFrom = env;
+  } else {
+    const tried = [];
+    for (const name of ['libsochdb.so.0', 'libsochdb.so', ...candidatePaths()]) {
+      if (name.includes('/') && !fs.existsSync(name)) continue;
+      try {
+        lib = koffi.load(name);
+        loadedFrom = name;
+        break;
+      } catch (e) {
+        tried.push(`${name}: ${e.message}`);
+      }
+    }
+    if (!lib) {
+      throw new Error('libsochdb.so not found: set $SOCHDB_LIBRARY to its path, install it ' +
+                      '(cmake --install build), or build it in <checkout>/build' +
+                      (tried.length ? `\n  ${tried.join('\n  ')}` : ''));
+    }
+  }
+
+  const Options = koffi.struct('sochdb_options', {
+    region_bytes: 'size_t',
+    memtable_bytes: 'size_t',
+    busy_timeout_ms: 'unsigned int',
+    daemon_path: 'const char *',
+    create_if_missing: 'int',
+    file_mode: 'unsigned int',
+    cache_bytes: 'size_t',
+  });
+  const u32 = 'uint32_t';
+  const u64 = 'uint64_t';
+  const Stats = koffi.struct('sochdb_stats', {
+    region_bytes: u64, memtable_bytes: u64, memtables_total: u32, memtables_in_use: u32,
+    memtable_used_bytes: u64, processes_attached: u32, transactions_open: u32,
+    last_commit_seq: u64, commits: u64, conflicts: u64, aborts: u64, keys_written: u64,
+    processes_reaped: u64, dead_txns_rolled_back: u64, oldest_snapshot: u64, durable_seq: u64,
+    wal_groups: u64, wal_records: u64, wal_bytes: u64, daemon_running: u32, wal_segments: u32,
+    user_bytes: u64, flushes: u64, flush_bytes: u64, compactions: u64, compact_bytes_read: u64,
+    compact_bytes_written: u64, compaction_debt_bytes: u64, wal_segments_removed: u64,
+    sst_files: u32, l0_files: u32, sst_bytes: u64, cache_bytes: u64, cache_hits: u64,
+    cache_misses: u64, cache_inserts: u64, cache_evictions: u64,
+  });
+  koffi.opaque('sochdb');
+  koffi.opaque('sochdb_txn');
+  koffi.opaque('sochdb_iter');
+
+  api = {
+    Options,
+    Stats,
+    strerror: lib.func('const char *sochdb_strerror(int err)'),
+    lastError: lib.func('const char *sochdb_last_error(void)'),
+    open: lib.func('int sochdb_open(const char *dir, const sochdb_options *opts, _Out_ sochdb **out)'),
+    close: lib.func('void sochdb_close(sochdb *db)'),
+    begin: lib.func('int sochdb_txn_begin(sochdb *db, unsigned int flags, _Out_ sochdb_txn **out)'),
+    put: lib.func('int sochdb_put(sochdb_txn *t, const void *key, size_t klen, const void *val, size_t vlen)'),
+    del: lib.func('int sochdb_delete(sochdb_txn *t, const void *key, size_t klen)'),
+    get: lib.func('int sochdb_get(sochdb_txn *t, const void *key, size_t klen, _Out_ void **val, _Out_ size_t *vlen)'),
+    commit: lib.func('int sochdb_commit(sochdb_txn *t, unsigned int flags)'),
+    abort: lib.func('void sochdb_abort(sochdb_txn *t)'),
+    iterOpen: lib.func('int sochdb_iter_open(sochdb_txn *t, const void *start, size_t slen, ' +
+                       'const void *end, size_t elen, _Out_ sochdb_iter **out)'),
+    iterNext: lib.func('int sochdb_iter_next(sochdb_iter *it, _Out_ void **key, _Out_ size_t *klen, ' +
+                       '_Out_ void **val, _Out_ size_t *vlen)'),
+    iterClose: lib.func('void sochdb_iter_close(sochdb_iter *it)'),
+    statsGet: lib.func('int sochdb_stats_get(sochdb *db, _Out_ sochdb_stats *out)'),
+    regionPath: lib.func('const char *sochdb_region_path(sochdb *db)'),
+  };
+  return api;
+}
+
+/** The path or soname the library was loaded from (null before first use). */
+function libraryPath() {
+  return loadedFrom;
+}
+
+/** The error for a code just returned, with the detail of sochdb_last_error()
+ *  (read first: it is only valid until this thread's next sochdb call). */
+function errorFor(code) {
+  const a = loadLibrary();
+  const detail = a.lastError() || '';
+  const reason = a.strerror(code);
+  const Cls = errorClass(code);
+  return new Cls(code, reason, detail);
+}
+
+function check(rc) {
+  if (rc !== OK) throw errorFor(rc);
+}
+
+function usageError(detail) {
+  return new InvalidError(INVALID, 'invalid argument', detail);
+}
+
+const EMPTY = Buffer.alloc(1); // a non-NULL pointer for zero-length values
+
+function toBuffer(x, what) {
+  if (Buffer.isBuffer(x)) return x;
+  if (typeof x === 'string') return Buffer.from(x, 'utf8');
+  if (x instanceof Uint8Array) return Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+  if (x instanceof ArrayBuffer) return Buffer.from(x);
+  throw new TypeError(`${what} must be a Buffer, Uint8Array or string, not ${x === null ? 'null' : typeof x}`);
+}
+
+/** A copy of len bytes at ptr (zero-copy memory must not outlive the transaction). */
+function copyOut(ptr, len) {
+  if (!len) return Buffer.alloc(0);
+  const out = Buffer.allocUnsafe(len);
+  out.set(new Uint8Array(koffi.view(ptr, len)));
+  return out;
+}
+
+function prefixEnd(prefix) {
+  let n = prefix.length;
+  while (n > 0 && prefix[n - 1] === 0xff) n--;
+  if (n === 0) return null;
+  const end = Buffer.from(prefix.subarray(0, n));
+  end[n - 1] += 1;
+  return end;
+}
+
+function isThenable(x) {
+  return x !== null && (typeof x === 'object' || typeof x === 'function') && typeof x.then === 'function';
+}
+
+function sleepMs(ms) {
+  if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+// ------------------------------------------------------------------ classes
+
+const OPTION_NAMES = {
+  regionBytes: 'region_bytes',
+  memtableBytes: 'memtable_bytes',
+  cacheBytes: 'cache_bytes',
+  busyTimeoutMs: 'busy_timeout_ms',
+  fileMode: 'file_mode',
+};
+
+function makeOptions(opts) {
+  if (opts == null) return null;
+  const o = {
+    region_bytes: 0, memtable_bytes: 0, busy_timeout_ms: 0, daemon_path: null,
+    create_if_missing: 0, file_mode: 0, cache_bytes: 0,
+  };
+  for (const [k, v] of Object.entries(opts)) {
+    if (v === undefined) continue;
+    if (k in OPTION_NAMES) {
+      if (!Number.isInteger(v) || v < 0) throw new RangeError(`option ${k} must be a non-negative integer, not ${v}`);
+      o[OPTION_NAMES[k]] = v;
+    } else if (k === 'daemonPath') {
+      o.daemon_path = v === null ? null : String(v);
+    } else if (k === 'createIfMissing') {
+      o.create_if_missing = v ? 1 : -1;
+    } else {
+      throw new TypeError(`unknown sochdb option ${k} (known: ${[...Object.keys(OPTION_NAMES), 'daemonPath', 'createIfMissing'].join(', ')})`);
+    }
+  }
+  return o;
+}
+
+class Database {
+  /** Use sochdb.open(). */
+  constructor(dir, opts) {
+    const a = loadLibrary();
+    this.path = String(dir);
+    this._txns = new Set();
+    const out = [null];
+    check(a.open(this.path, makeOptions(opts), out));
+    this._h = out[0];
+  }
+
+  get closed() { return this._h === null; }
+
+  _handle() {
+    if (this._h === null) throw usageError(`the database ${this.path} is closed`);
+    return this._h;
+  }
+
+  /** Abort the transactions still open and detach. Idempotent. */
+  close() {
+    const h = this._h;
+    if (h === null) return;
+    this._h = null;
+    for (const t of [...this._txns]) t.abort();
+    api.close(h);
+  }
+
+  /** Begin a transaction for manual control (commit()/abort() it yourself). */
+  begin({ readonly = false, sync = true } = {}) {
+    return new Transaction(this, readonly, sync);
+  }
+
+  /**
+   * Run fn(txn) in a new transaction: commit when it returns (SYNC unless
+   * { sync: false }), abort when it throws. Returns what fn returned. fn must
+   * be synchronous (a returned Promise aborts the transaction and throws).
+   */
+  transaction(fn, { readonly = false, sync = true } = {}) {
+    if (typeof fn !== 'function') throw new TypeError('transaction(fn, options): fn must be a function');
+    const txn = this.begin({ readonly, sync });
+    let result;
+    try {
+      result = fn(txn);
+      if (isThenable(result)) {
+        throw new TypeError('the transaction function returned a Promise: it must be synchronous ' +
+                            '(all sochdb calls are); the transaction was aborted');
+      }
+    } catch (e) {
+      txn.abort();
+      throw e;
+    }
+    if (!txn.closed) txn.commit();
+    return result;
+  }
+
+  /** transaction(), retried (whole, fresh snapshot) on ConflictError at most `retries` more times. */
+  run(fn, { readonly = false, sync = true, retries = 100, backoffMs = 0.1, maxBackoffMs = 10 } = {}) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return this.transaction(fn, { readonly, sync });
+      } catch (e) {
+        if (!(e instanceof ConflictError) || attempt >= retries) throw e;
+        sleepMs(Math.random() * Math.min(maxBackoffMs, backoffMs * 2 ** Math.min(attempt, 16)));
+      }
+    }
+  }
+
+  /** One key in a fresh read-only snapshot (Buffer, or null if absent). */
+  get(key) { return this.transaction((t) => t.get(key), { readonly: true }); }
+  /** One key written in its own transaction (retried on conflict). */
+  put(key, value, { sync = true } = {}) { this.run((t) => t.put(key, value), { sync }); }
+  delete(key, { sync = true } = {}) { this.run((t) => t.delete(key), { sync }); }
+
+  /** sochdb_stats_get as an object (counters summed over all processes). */
+  stats() {
+    const out = {};
+    check(api.statsGet(this._handle(), out));
+    return out;
+  }
+
+  /** The shared region file (under /dev/shm or $SOCHDB_SHM_DIR). */
+  get regionPath() { return api.regionPath(this._handle()); }
+}
+
+class Transaction {
+  constructor(db, readonly, sync) {
+    this.db = db;
+    this.readonly = !!readonly;
+    this.sync = sync !== false;
+    this._iters = new Set();
+    const out = [null];
+    check(api.begin(db._handle(), readonly ? TXN_READONLY : 0, out));
+    this._t = out[0];
+    db._txns.add(this);
+  }
+
+  /** True once committed, aborted, or its database closed. */
+  get closed() { return this._t === null; }
+
+  _ptr() {
+    if (this._t === null) throw usageError('the transaction is finished (committed, aborted or its database closed)');
+    return this._t;
+  }
+
+  _take() {
+    for (const it of [...this._iters]) it.close();
+    const t = this._t;
+    this._t = null;
+    this.db._txns.delete(this);
+    return t;
+  }
+
+  put(key, value) {
+    const k = toBuffer(key, 'key');
+    const v = toBuffer(value, 'value');
+    check(api.put(this._ptr(), k.length ? k : EMPTY, k.length, v.length ? v : EMPTY, v.length));
+  }
+
+  delete(key) {
+    const k = toBuffer(key, 'key');
+    check(api.del(this._ptr(), k.length ? k : EMPTY, k.length));
+  }
+
+  /** The value (a copied Buffer) in this snapshot plus own writes, or null. */
+  get(key) {
+    const k = toBuffer(key, 'key');
+    const val = [null];
+    const len = [0];
+    const rc = api.get(this._ptr(), k.length ? k : EMPTY, k.length, val, len);
+    if (rc === NOTFOUND) return null;
+    check(rc);
+    return copyOut(val[0], Number(len[0]));
+  }
+
+  has(key) { return this.get(key) !== null; }
+
+  /**
+   * An iterator of [key, value] Buffers (copies) with start <= key < end in
+   * byte order ({ start, end }, either may be omitted) or keys starting with
+   * { prefix }. Closed when exhausted, on break, by close(), or when the
+   * transaction ends.
+   */
+  scan({ start = null, end = null, prefix = null } = {}) {
+    if (prefix !== null && prefix !== undefined) {
+      if (start !== null || end !== null) throw new TypeError('scan(): give prefix or start/end, not both');
+      const p = toBuffer(prefix, 'prefix');
+      return new Scan(this, p.length ? p : null, p.length ? prefixEnd(p) : null);
+    }
+    const s = start === null || start === undefined ? null : toBuffer(start, 'start');
+    const e = end === null || end === undefined ? null : toBuffer(end, 'end');
+    return new Scan(this, s && s.length ? s : null, e && e.length ? e : null);
+  }
+
+  /** Apply every write atomically or none (ConflictError: retry). Always ends the transaction. */
+  commit({ sync = this.sync } = {}) {
+    const t = this._take();
+    if (t === null) throw usageError('the transaction is finished (committed, aborted or its database closed)');
+    check(api.commit(t, sync ? SYNC : ASYNC));
+  }
+
+  /** Discard the writes; a no-op on a finished transaction. */
+  abort() {
+    const t = this._take();
+    if (t !== null) api.abort(t);
+  }
+}
+
+class Scan {
+  constructor(txn, start, end) {
+    this._txn = txn;
+    const out = [null];
+    check(api.iterOpen(txn._ptr(), start, start ? start.length : 0, end, end ? end.length : 0, out));
+    this._it = out[0];
+    txn._iters.add(this);
+    this._k = [null]; this._kl = [0]; this._v = [null]; this._vl = [0];
+  }
+
+  [Symbol.iterator]() { return this; }
+
+  next() {
+    if (this._it === null) return { done: true, value: undefined };
+    const rc = api.iterNext(this._it, this._k, this._kl, this._v, this._vl);
+    if (rc === NOTFOUND) {
+      this.close();
+      return { done: true, value: undefined };
+    }
+    if (rc !== OK) {
+      const err = errorFor(rc);
+      this.close();
+      throw err;
+    }
+    return {
+      done: false,
+      value: [copyOut(this._k[0], Number(this._kl[0])), copyOut(this._v[0], Number(this._vl[0]))],
+    };
+  }
+
+  /** Called by for...of on break/throw. */
+  return() {
+    this.close();
+    return { done: true, value: undefined };
+  }
+
+  /** All remaining pairs as an array. */
+  toArray() { return [...this]; }
+
+  close() {
+    const it = this._it;
+    if (it === null) return;
+    this._it = null;
+    this._txn._iters.delete(this);
+    api.iterClose(it);
+  }
+}
+
+/**
+ * Open (creating if missing) the database in directory dir. Options (all
+ * optional): regionBytes, memtableBytes, cacheBytes, busyTimeoutMs,
+ * daemonPath, createIfMissing (default true), fileMode (e.g. 0o660).
+ */
+function open(dir, opts) {
+  return new Database(dir, opts);
+}
+
+module.exports = {
+  open,
+  Database,
+  Transaction,
+  Scan,
+  SochdbError,
+  NotFoundError,
+  ConflictError,
+  BusyError,
+  InvalidError,
+  CorruptError,
+  IoError,
+  NoMemoryError,
+  VersionError,
+  DaemonError,
+  errorClass,
+  libraryPath,
+  candidatePaths,
+  codes: { OK, NOTFOUND, CONFLICT, BUSY, INVALID, CORRUPT, IO, NOMEM, VERSION, DAEMON },
+  CODE_NAMES,
+  MAX_KEY,
+  MAX_VALUE,
+  MAX_TXNS_PER_HANDLE,
+};

@@ -1,0 +1,91 @@
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('fs');
+const path = require('path');
+const { sochdb, withDb, tempDb } = require('./helpers');
+
+test('each code maps to its class', () => {
+  const { codes } = sochdb;
+  const table = [
+    [codes.NOTFOUND, sochdb.NotFoundError, 'SOCHDB_NOTFOUND'],
+    [codes.CONFLICT, sochdb.ConflictError, 'SOCHDB_CONFLICT'],
+    [codes.BUSY, sochdb.BusyError, 'SOCHDB_BUSY'],
+    [codes.INVALID, sochdb.InvalidError, 'SOCHDB_INVALID'],
+    [codes.CORRUPT, sochdb.CorruptError, 'SOCHDB_CORRUPT'],
+    [codes.IO, sochdb.IoError, 'SOCHDB_IO'],
+    [codes.NOMEM, sochdb.NoMemoryError, 'SOCHDB_NOMEM'],
+    [codes.VERSION, sochdb.VersionError, 'SOCHDB_VERSION'],
+    [codes.DAEMON, sochdb.DaemonError, 'SOCHDB_DAEMON'],
+  ];
+  assert.deepEqual([codes.OK, codes.NOTFOUND, codes.CONFLICT, codes.BUSY, codes.INVALID], [0, 1, 2, 3, 4]);
+  for (const [code, Cls, name] of table) {
+    assert.equal(sochdb.errorClass(code), Cls);
+    const e = new Cls(code, 'reason', 'detail');
+    assert.ok(e instanceof sochdb.SochdbError && e instanceof Error);
+    assert.equal(e.code, code);
+    assert.equal(e.codeName, name);
+    assert.equal(e.name, Cls.name);
+    assert.equal(e.message, `${name}: reason (detail)`);
+  }
+  assert.equal(sochdb.errorClass(999), sochdb.SochdbError);
+});
+
+test('opening a missing database without create is NOTFOUND', () => {
+  const { dir, cleanup } = tempDb();
+  try {
+    assert.throws(() => sochdb.open(dir, { createIfMissing: false }),
+      (e) => e instanceof sochdb.NotFoundError && e.code === sochdb.codes.NOTFOUND);
+    assert.equal(fs.existsSync(dir), false);
+  } finally {
+    cleanup();
+  }
+});
+
+test('opening a file is INVALID, with the detail of sochdb_last_error', () => {
+  const { dir, cleanup } = tempDb();
+  try {
+    fs.mkdirSync(path.dirname(dir), { recursive: true });
+    fs.writeFileSync(dir, 'not a directory');
+    assert.throws(() => sochdb.open(dir), (e) => e instanceof sochdb.InvalidError && e.detail.length > 0);
+  } finally {
+    cleanup();
+  }
+});
+
+test('key and value limits are INVALID', () => withDb((db) => {
+  db.transaction((t) => {
+    assert.throws(() => t.put(Buffer.alloc(sochdb.MAX_KEY + 1, 0x6b), 'v'),
+      (e) => e instanceof sochdb.InvalidError && /4097/.test(e.detail));
+    assert.throws(() => t.put('', 'v'), sochdb.InvalidError);
+    assert.throws(() => t.get(''), sochdb.InvalidError);
+    assert.throws(() => t.put('k', Buffer.alloc(sochdb.MAX_VALUE + 1)), (e) => e instanceof sochdb.InvalidError && /limit/.test(e.detail));
+    t.put(Buffer.alloc(sochdb.MAX_KEY, 0x6b), 'max key is fine');
+  });
+  assert.deepEqual(db.get(Buffer.alloc(sochdb.MAX_KEY, 0x6b)), Buffer.from('max key is fine'));
+}));
+
+test('a write-write conflict is CONFLICT and applies nothing', () => withDb((db) => {
+  db.put('acct', '100');
+  const t1 = db.begin();
+  const t2 = db.begin();
+  t1.put('acct', '90');
+  t2.put('acct', '80');
+  t2.put('other', 'x');
+  t1.commit();
+  assert.throws(() => t2.commit(), (e) => e instanceof sochdb.ConflictError && e.code === sochdb.codes.CONFLICT);
+  assert.ok(t2.closed);
+  assert.deepEqual(db.get('acct'), Buffer.from('90'));
+  assert.equal(db.get('other'), null);
+  assert.ok(db.stats().conflicts >= 1);
+}));
+
+test('a daemon that cannot start is DAEMON', () => {
+  const { dir, cleanup } = tempDb();
+  try {
+    assert.throws(() => sochdb.open(dir, { daemonPath: '/nonexistent/sochdbd' }),
+      (e) => e instanceof sochdb.DaemonError && e.code === sochdb.codes.DAEMON && /nonexistent/.test(e.detail));
+  } finally {
+    cleanup();
+  }
+});

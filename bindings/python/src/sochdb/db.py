@@ -1,0 +1,438 @@
+"""Database, Transaction and Scan: the Pythonic layer over the C API."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import random
+import time
+import weakref
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, TypeVar, Union
+
+from . import _ffi
+from .errors import ConflictError, from_code, usage_error
+
+BytesLike = Union[bytes, bytearray, memoryview, str]
+T = TypeVar("T")
+
+_OPTION_NAMES = (
+    "region_bytes",
+    "memtable_bytes",
+    "cache_bytes",
+    "busy_timeout_ms",
+    "daemon_path",
+    "create_if_missing",
+    "file_mode",
+)
+
+DEFAULT_RETRIES = 100
+
+
+def _as_bytes(x: Any, what: str) -> bytes:
+    """Keys and values: bytes as they are, other bytes-likes copied, str as UTF-8."""
+    if isinstance(x, bytes):
+        return x
+    if isinstance(x, (bytearray, memoryview)):
+        return bytes(x)
+    if isinstance(x, str):
+        return x.encode("utf-8")
+    raise TypeError("%s must be bytes, bytearray, memoryview or str, not %s" % (what, type(x).__name__))
+
+
+def _prefix_end(prefix: bytes) -> Optional[bytes]:
+    """The smallest key greater than every key starting with prefix (None: no bound)."""
+    p = bytearray(prefix)
+    while p and p[-1] == 0xFF:
+        p.pop()
+    if not p:
+        return None
+    p[-1] += 1
+    return bytes(p)
+
+
+def _check(rc: int) -> None:
+    if rc != _ffi.OK:
+        raise from_code(rc)
+
+
+def _sleep_backoff(attempt: int, base: float, cap: float) -> None:
+    if base > 0:
+        time.sleep(random.uniform(0, min(cap, base * (2 ** min(attempt, 16)))))
+
+
+def _options(kw: Dict[str, Any]) -> Optional[_ffi.Options]:
+    unknown = set(kw) - set(_OPTION_NAMES)
+    if unknown:
+        raise TypeError("unknown sochdb option(s): %s (known: %s)" % (", ".join(sorted(unknown)), ", ".join(_OPTION_NAMES)))
+    if not kw:
+        return None
+    o = _ffi.Options()
+    for name in ("region_bytes", "memtable_bytes", "cache_bytes", "busy_timeout_ms", "file_mode"):
+        v = kw.get(name)
+        if v is None:
+            continue
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError("option %s must be a non-negative int, not %r" % (name, v))
+        setattr(o, name, v)
+    dp = kw.get("daemon_path")
+    if dp is not None:
+        o.daemon_path = os.fsencode(dp)
+    cim = kw.get("create_if_missing")
+    if cim is not None:
+        o.create_if_missing = 1 if cim else -1
+    return o
+
+
+class Database:
+    """One process's handle on one database directory (``sochdb_open``).
+
+    Shared by all threads of the process; transactions are per thread. A
+    handle does not survive ``os.fork()``: in the child every call on an
+    inherited handle raises InvalidError; open a new one there. Close it with
+    ``close()`` or use it as a context manager.
+    """
+
+    def __init__(self, path: Union[str, bytes, "os.PathLike[str]"], **options: Any):
+        self._handle: Optional[int] = None
+        self._pid = os.getpid()
+        self._txns: "weakref.WeakSet[Transaction]" = weakref.WeakSet()
+        self.path = os.fsdecode(path)
+        opts = _options(options)
+        lib = _ffi.lib()
+        out = ctypes.c_void_p()
+        rc = lib.sochdb_open(os.fsencode(path), ctypes.byref(opts) if opts is not None else None, ctypes.byref(out))
+        _check(rc)
+        self._handle = out.value
+
+    # -- life cycle ------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._handle is None
+
+    def close(self) -> None:
+        """Abort the transactions still open and detach. Idempotent.
+
+        In a fork()ed child, closing an inherited handle only frees this
+        process's copy; the parent's handle is unaffected."""
+        h, self._handle = self._handle, None
+        txns = list(self._txns)
+        if h is None:
+            return
+        for t in txns:
+            t._release()
+        _ffi.lib().sochdb_close(h)
+
+    def __enter__(self) -> "Database":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return "<sochdb.Database %r%s>" % (self.path, " closed" if self.closed else "")
+
+    def _h(self) -> int:
+        h = self._handle
+        if h is None:
+            raise usage_error("the database %s is closed" % self.path)
+        return h
+
+    # -- transactions ----------------------------------------------------
+
+    def transaction(self, *, readonly: bool = False, sync: bool = True) -> "Transaction":
+        """Begin a transaction (its snapshot is taken now).
+
+        As a context manager it commits when the block ends normally
+        (SYNC by default: durable when commit returns; ``sync=False`` for
+        ASYNC: visible at once, durable within milliseconds) and aborts when
+        it raises. ``readonly=True`` refuses writes and never conflicts."""
+        return Transaction(self, readonly=readonly, sync=sync)
+
+    def run(
+        self,
+        fn: Callable[["Transaction"], T],
+        *,
+        retries: int = DEFAULT_RETRIES,
+        sync: bool = True,
+        readonly: bool = False,
+        backoff: float = 0.0001,
+        max_backoff: float = 0.01,
+    ) -> T:
+        """Run ``fn(txn)`` in a new transaction and commit it, retrying the whole
+        thing (a fresh snapshot each time) on ConflictError, at most ``retries``
+        more times, with a small random backoff. Returns what fn returned; an
+        exception from fn aborts and propagates (not retried)."""
+        attempt = 0
+        while True:
+            try:
+                with self.transaction(sync=sync, readonly=readonly) as txn:
+                    result = fn(txn)
+                return result
+            except ConflictError:
+                if attempt >= retries:
+                    raise
+                _sleep_backoff(attempt, backoff, max_backoff)
+                attempt += 1
+
+    # -- one-off operations --------------------------------------------------
+
+    def get(self, key: BytesLike) -> Optional[bytes]:
+        """Read one key in a fresh read-only snapshot."""
+        with self.transaction(readonly=True) as txn:
+            return txn.get(key)
+
+    def put(self, key: BytesLike, value: BytesLike, *, sync: bool = True) -> None:
+        """Write one key in its own transaction (retried on conflict)."""
+        self.run(lambda t: t.put(key, value), sync=sync)
+
+    def delete(self, key: BytesLike, *, sync: bool = True) -> None:
+        """Delete one key in its own transaction (retried on conflict)."""
+        self.run(lambda t: t.delete(key), sync=sync)
+
+    # -- introspection -----------------------------------------------------------
+
+    def stats(self) -> Dict[str, int]:
+        """``sochdb_stats_get`` as a dict (counters summed over all processes)."""
+        st = _ffi.Stats()
+        _check(_ffi.lib().sochdb_stats_get(self._h(), ctypes.byref(st)))
+        return {name: getattr(st, name) for name, _ in _ffi.Stats._fields_}
+
+    @property
+    def region_path(self) -> str:
+        """The shared region file of this database (under /dev/shm or $SOCHDB_SHM_DIR)."""
+        return os.fsdecode(_ffi.lib().sochdb_region_path(self._h()))
+
+
+class Transaction:
+    """A snapshot-isolated transaction. Used by one thread at a time.
+
+    Reads see the snapshot taken at begin plus this transaction's own writes.
+    Writes are buffered and applied all at once by ``commit()``, or not at all.
+    """
+
+    def __init__(self, db: Database, *, readonly: bool = False, sync: bool = True):
+        self._db = db
+        self._ptr: Optional[int] = None
+        self._iters: "weakref.WeakSet[Scan]" = weakref.WeakSet()
+        self.readonly = readonly
+        self.sync = sync
+        out = ctypes.c_void_p()
+        flags = _ffi.TXN_READONLY if readonly else 0
+        _check(_ffi.lib().sochdb_txn_begin(db._h(), flags, ctypes.byref(out)))
+        self._ptr = out.value
+        db._txns.add(self)
+
+    @property
+    def closed(self) -> bool:
+        """True once committed, aborted, or its database closed."""
+        return self._ptr is None
+
+    def _t(self) -> int:
+        p = self._ptr
+        if p is None:
+            raise usage_error("the transaction is finished (committed, aborted or its database closed)")
+        return p
+
+    def _take(self) -> Optional[int]:
+        """Detach the C transaction from this object, closing its iterators first."""
+        for it in list(self._iters):
+            it.close()
+        p, self._ptr = self._ptr, None
+        self._db._txns.discard(self)
+        return p
+
+    def _release(self) -> None:
+        p = self._take()
+        if p is not None:
+            _ffi.lib().sochdb_abort(p)
+
+    # -- reads and writes -----------------------------------------------------
+
+    def put(self, key: BytesLike, value: BytesLike) -> None:
+        k, v = _as_bytes(key, "key"), _as_bytes(value, "value")
+        _check(_ffi.lib().sochdb_put(self._t(), k, len(k), v, len(v)))
+
+    def delete(self, key: BytesLike) -> None:
+        """Delete key (not an error if it is absent)."""
+        k = _as_bytes(key, "key")
+        _check(_ffi.lib().sochdb_delete(self._t(), k, len(k)))
+
+    def get(self, key: BytesLike, default: Optional[bytes] = None) -> Optional[bytes]:
+        """The value of key in this snapshot (a copy), or default if absent."""
+        k = _as_bytes(key, "key")
+        val, vlen = ctypes.c_void_p(), ctypes.c_size_t()
+        rc = _ffi.lib().sochdb_get(self._t(), k, len(k), ctypes.byref(val), ctypes.byref(vlen))
+        if rc == _ffi.NOTFOUND:
+            return default
+        _check(rc)
+        return ctypes.string_at(val.value, vlen.value) if vlen.value else b""
+
+    def __contains__(self, key: BytesLike) -> bool:
+        return self.get(key) is not None
+
+    def scan(
+        self,
+        start: Optional[BytesLike] = None,
+        end: Optional[BytesLike] = None,
+        *,
+        prefix: Optional[BytesLike] = None,
+    ) -> "Scan":
+        """Iterate (key, value) pairs, copies, with start <= key < end in byte
+        order (None: unbounded), or with keys starting with ``prefix``. Sees the
+        snapshot plus this transaction's writes made before the call."""
+        if prefix is not None:
+            if start is not None or end is not None:
+                raise TypeError("scan(): give prefix or start/end, not both")
+            p = _as_bytes(prefix, "prefix")
+            return Scan(self, p or None, _prefix_end(p) if p else None)
+        s = _as_bytes(start, "start") if start is not None else None
+        e = _as_bytes(end, "end") if end is not None else None
+        return Scan(self, s or None, e or None)
+
+    # -- ending ------------------------------------------------------------------
+
+    def commit(self, sync: Optional[bool] = None) -> None:
+        """Apply every write atomically, or none (ConflictError: retry the whole
+        transaction). The transaction is finished whatever happens."""
+        if sync is None:
+            sync = self.sync
+        p = self._take()
+        if p is None:
+            raise usage_error("the transaction is finished (committed, aborted or its database closed)")
+        _check(_ffi.lib().sochdb_commit(p, _ffi.SYNC if sync else _ffi.ASYNC))
+
+    def abort(self) -> None:
+        """Discard the writes. A no-op on a finished transaction."""
+        self._release()
+
+    def __enter__(self) -> "Transaction":
+        self._t()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._ptr is None:  # committed or aborted inside the block
+            return
+        if exc_type is None:
+            self.commit()
+        else:
+            self._release()
+
+    def __del__(self) -> None:
+        try:
+            self._release()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "finished" if self.closed else ("read-only" if self.readonly else "open")
+        return "<sochdb.Transaction %s on %r>" % (state, self._db.path)
+
+
+class Scan:
+    """An iterator over (key, value) pairs of a range (``Transaction.scan``).
+
+    Closed when exhausted, by ``close()``, on leaving a ``with`` block, or
+    when its transaction ends."""
+
+    def __init__(self, txn: Transaction, start: Optional[bytes], end: Optional[bytes]):
+        self._txn = txn
+        self._it: Optional[int] = None
+        out = ctypes.c_void_p()
+        _check(
+            _ffi.lib().sochdb_iter_open(
+                txn._t(), start, len(start) if start else 0, end, len(end) if end else 0, ctypes.byref(out)
+            )
+        )
+        self._it = out.value
+        txn._iters.add(self)
+        self._k, self._kl = ctypes.c_void_p(), ctypes.c_size_t()
+        self._v, self._vl = ctypes.c_void_p(), ctypes.c_size_t()
+
+    def __iter__(self) -> Iterator[Tuple[bytes, bytes]]:
+        return self
+
+    def __next__(self) -> Tuple[bytes, bytes]:
+        it = self._it
+        if it is None:
+            raise StopIteration
+        rc = _ffi.lib().sochdb_iter_next(
+            it, ctypes.byref(self._k), ctypes.byref(self._kl), ctypes.byref(self._v), ctypes.byref(self._vl)
+        )
+        if rc == _ffi.NOTFOUND:
+            self.close()
+            raise StopIteration
+        if rc != _ffi.OK:
+            err = from_code(rc)
+            self.close()
+            raise err
+        key = ctypes.string_at(self._k.value, self._kl.value)
+        val = ctypes.string_at(self._v.value, self._vl.value) if self._vl.value else b""
+        return key, val
+
+    def close(self) -> None:
+        it, self._it = self._it, None
+        if it is not None:
+            self._txn._iters.discard(self)
+            _ffi.lib().sochdb_iter_close(it)
+
+    def __enter__(self) -> "Scan":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def open(path: Union[str, bytes, "os.PathLike[str]"], **options: Any) -> Database:  # noqa: A001
+    """Open (creating if missing) the database in directory ``path``.
+
+    Options (all optional, 0/None = the library's default): ``region_bytes``,
+    ``memtable_bytes``, ``cache_bytes`` (fixed by the process that creates the
+    region), ``busy_timeout_ms``, ``daemon_path`` (the sochdbd to spawn),
+    ``create_if_missing`` (True by default; False: NotFoundError if missing),
+    ``file_mode`` (e.g. 0o660)."""
+    return Database(path, **options)
+
+
+def retry(
+    fn: Optional[Callable[..., T]] = None,
+    *,
+    retries: int = DEFAULT_RETRIES,
+    backoff: float = 0.0001,
+    max_backoff: float = 0.01,
+) -> Any:
+    """Decorator: call the function again (whole) when it raises ConflictError,
+    at most ``retries`` more times. Usable as ``@retry`` or ``@retry(retries=5)``.
+    The function must begin its own transaction on each call."""
+
+    def deco(f: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            attempt = 0
+            while True:
+                try:
+                    return f(*args, **kwargs)
+                except ConflictError:
+                    if attempt >= retries:
+                        raise
+                    _sleep_backoff(attempt, backoff, max_backoff)
+                    attempt += 1
+
+        return wrapper
+
+    if fn is not None:
+        return deco(fn)
+    return deco
