@@ -4,7 +4,9 @@
 #   scripts/quickstart.sh demo    install deps, Release build, run the demo
 #   scripts/quickstart.sh build   install deps, plain build in build/
 #   scripts/quickstart.sh test    install deps, then build and test three ways:
-#                                   build/       RelWithDebInfo, all tests
+#                                   build/       RelWithDebInfo, all tests,
+#                                                and the Python and Node.js
+#                                                bindings' tests
 #                                   build-asan/  ASan+UBSan, all tests
 #                                   build-tsan/  TSan, tests labelled inproc
 #                                 then a short fuzz run of the file readers
@@ -23,11 +25,15 @@ cd "$REPO"
 JOBS=$(nproc 2>/dev/null || echo 2)
 PACKAGES=(build-essential cmake pkg-config liburcu-dev libck-dev liblz4-dev
           libxxhash-dev libcriterion-dev clang
-          python3 python3-pytest python3-pip python3-setuptools python3-venv nodejs npm)
+          python3 python3-pytest python3-pip python3-setuptools python3-venv)
+# Node.js and npm may come from another source (NodeSource's nodejs bundles
+# npm and conflicts with Debian's npm package): installed from Debian only
+# when the command is missing.
+NODE_PACKAGES=(nodejs:node npm:npm)
 read -r -a EXTRA_CMAKE_ARGS <<< "${SOCHDB_CMAKE_ARGS:-}"
 
 usage() {
-  sed -n '2,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+  sed -n '2,/^$/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"
 }
 
 log() { printf '\n==> %s\n' "$*"; }
@@ -41,6 +47,9 @@ install_packages() {
     if [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) != "install ok installed" ]]; then
       missing+=("$p")
     fi
+  done
+  for p in "${NODE_PACKAGES[@]}"; do
+    command -v "${p#*:}" >/dev/null || missing+=("${p%%:*}")
   done
   if ((${#missing[@]} == 0)); then
     log "build dependencies already installed"
