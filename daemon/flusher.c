@@ -51,8 +51,20 @@ static void pause_ms(unsigned ms)
   nanosleep(&ts, NULL);
 }
 
+/* The SSTable memtable m was flushed to (NOTHING_TO_WRITE if it held no
+** committed version), 0 if not flushed yet. Acquire: its max_seq was set
+** before (record_table). */
+static uint64_t flushed_file_of(const struct shm_memtable *m)
+{
+  return atomic_load_explicit(&m->flushed_file, memory_order_acquire);
+}
+
 /* The oldest LIVE, not active, not yet flushed memtable, or -1. Older ones
-** must all be flushed: "newer memtable = newer version" carries over to L0. */
+** must all be flushed: "newer memtable = newer version" carries over to L0.
+** An arena still claimed by a rotator is skipped: if its rotation loses, the
+** rotator (or the reaper) frees it without us, so it is not ours to take;
+** it never holds a version before it becomes active, and then it is
+** unclaimed. */
 static int oldest_unflushed(shm_region *r)
 {
   struct mt_view v;
@@ -60,7 +72,7 @@ static int oldest_unflushed(shm_region *r)
   uint32_t active = arena_active(r);
   for (int i = (int)v.n - 1; i >= 0; i--) {   /* the view is newest first */
     struct shm_memtable *m = arena_memtable(r, v.idx[i]);
-    if (atomic_load_explicit(&m->flushed_file, memory_order_relaxed))
+    if (mt_claimer_of(mt_load(m)) != 0 || flushed_file_of(m))
       continue;
     return v.idx[i] == active ? -1 : (int)v.idx[i];
   }
@@ -152,7 +164,7 @@ static uint64_t flushed_through(shm_region *r, uint32_t mt)
   arena_view(r, &v);
   for (uint32_t i = 0; i < v.n; i++) {
     struct shm_memtable *m = arena_memtable(r, v.idx[i]);
-    if (v.idx[i] == mt || atomic_load_explicit(&m->flushed_file, memory_order_relaxed))
+    if (v.idx[i] == mt || flushed_file_of(m))
       continue;
     uint64_t min = atomic_load_explicit(&m->min_seq, memory_order_relaxed);
     if (min < cut)
@@ -203,26 +215,43 @@ static int record_table(struct store *s, uint32_t mt, struct built *t)
     return rc;
   CRASHPOINT("flush.recorded");
   atomic_store_explicit(&m->max_seq, t->max_seq, memory_order_relaxed);
-  /* relaxed: only the daemon reads it */
-  atomic_store_explicit(&m->flushed_file, number, memory_order_relaxed);
+  /* release: max_seq is set before, even for the next daemon if we die here
+  ** (flushed_file_of acquires) */
+  atomic_store_explicit(&m->flushed_file, number, memory_order_release);
   struct shm_global_stats *g = &r->hdr->stats;
   atomic_fetch_add_explicit(&g->flushes, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&g->flush_bytes, t->len, memory_order_relaxed);
   return SOCHDB_OK;
 }
 
-/* Step 4: flushed memtables leave new views at once; an arena is given back
-** once no view names it and no commit that could have seen it is left. */
-static void retire_and_recycle(struct store *s)
+/* Step 4: flushed memtables leave new views at once, oldest first (a view
+** that sees a newer one retired must see the older ones retired too: its
+** file list then names all their files), and an arena is given back once
+** no view names it and no commit that could have seen it is left. Runs
+** before each flush too, so a dead daemon's flushed memtables leave the
+** views before a newer file is published. */
+static void retire_flushed(shm_region *r)
 {
-  shm_region *r = s->r;
+  struct mt_view v;
+  arena_view(r, &v);
   uint32_t active = arena_active(r);
-  for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
-    struct shm_memtable *m = arena_memtable(r, i);
-    if (mt_state_of(mt_load(m)) == MT_LIVE && i != active &&
-        atomic_load_explicit(&m->flushed_file, memory_order_relaxed))
-      arena_retire(r, i);
+  for (int i = (int)v.n - 1; i >= 0; i--) {   /* the view is newest first */
+    struct shm_memtable *m = arena_memtable(r, v.idx[i]);
+    if (mt_claimer_of(mt_load(m)) != 0)
+      continue;   /* a rotation in progress: never held a version */
+    if (v.idx[i] == active || !flushed_file_of(m))
+      break;
+    arena_retire(r, v.idx[i]);
   }
+}
+
+static void recycle_retired(shm_region *r)
+{
+  int any = 0;
+  for (uint32_t i = 0; i < r->hdr->n_memtables && !any; i++)
+    any = mt_state_of(mt_load(arena_memtable(r, i))) == MT_RETIRED;
+  if (!any)
+    return;   /* spare the scans of every transaction entry */
   uint64_t viewed = hazard_memtables(r);
   uint64_t oldest_commit = epoch_oldest_commit(r);
   for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
@@ -233,6 +262,12 @@ static void retire_and_recycle(struct store *s)
       arena_recycle(r, i);
     }
   }
+}
+
+static void retire_and_recycle(struct store *s)
+{
+  retire_flushed(s->r);
+  recycle_retired(s->r);
 }
 
 /* ---- step 5: the WAL ------------------------------------------------------- */
@@ -309,6 +344,7 @@ int flusher_step(struct flusher *f)
   struct store *s = f->s;
   shm_region *r = s->r;
   int flushed = 0;
+  retire_flushed(r);
   int mt = oldest_unflushed(r);
   if (mt >= 0) {
     int rc = seal(f);

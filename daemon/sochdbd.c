@@ -22,6 +22,7 @@
 #include "compactor.h"
 #include "durable.h"
 #include "flusher.h"
+#include "arena.h"
 #include "slots.h"
 #include "store.h"
 #include "testhooks.h"
@@ -412,6 +413,7 @@ int main(int argc, char **argv)
     report(&report_fd, 1);
     return 1;
   }
+  arena_adopt_retired(&db->region);   /* before any flush: see arena.h */
   store.copts.l0_trigger = c.l0_trigger;
   store.copts.level_ratio = c.level_ratio;
   store.compact_rate = (uint64_t)c.compact_rate_mb << 20;

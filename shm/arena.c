@@ -185,22 +185,39 @@ void arena_note_seq(shm_region *r, uint32_t i, uint64_t seq)
   }
 }
 
-uint64_t arena_retire(shm_region *r, uint32_t i)
+static void raise_retired_max(shm_region *r, const struct shm_memtable *m)
 {
-  struct shm_memtable *m = arena_memtable(r, i);
   /* relaxed CAS-max: published to committers by the release half of the
-  ** seq_cst store below (see arena.h and check_retired in src/txn.c) */
+  ** seq_cst RETIRED store that follows (see check_retired in src/txn.c) */
   uint64_t max = atomic_load_explicit(&m->max_seq, memory_order_relaxed);
   uint64_t cur = atomic_load_explicit(&r->hdr->retired_max_seq, memory_order_relaxed);
   while (max > cur && !atomic_compare_exchange_weak_explicit(&r->hdr->retired_max_seq, &cur, max,
                                                              memory_order_relaxed, memory_order_relaxed)) {
   }
+}
+
+uint64_t arena_retire(shm_region *r, uint32_t i)
+{
+  struct shm_memtable *m = arena_memtable(r, i);
+  raise_retired_max(r, m);
   /* seq_cst: the unpublishing store of both handshakes (epoch.h) */
   atomic_store_explicit(&m->state_claim, mt_word(MT_RETIRED, 0), memory_order_seq_cst);
   uint64_t tag = epoch_retire(r);
   /* relaxed: only the daemon reads it, and only the daemon wrote it */
   atomic_store_explicit(&m->retire_tag, tag, memory_order_relaxed);
   return tag;
+}
+
+void arena_adopt_retired(shm_region *r)
+{
+  for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
+    struct shm_memtable *m = arena_memtable(r, i);
+    if (mt_state_of(mt_load(m)) != MT_RETIRED)
+      continue;
+    raise_retired_max(r, m);
+    /* relaxed: only the daemon reads the tag; the epoch bump is seq_cst */
+    atomic_store_explicit(&m->retire_tag, epoch_retire(r), memory_order_relaxed);
+  }
 }
 
 void arena_recycle(shm_region *r, uint32_t i)

@@ -8,8 +8,8 @@
 ** add. When an allocation does not fit, the writer rotates: it claims a free
 ** arena, initialises it, marks it LIVE and swings active_memtable to it with a
 ** CAS. Full arenas stay LIVE and readable (newest id first) until the daemon
-** flushes them (a later stage); when no arena is free, writers wait, then get
-** SOCHDB_BUSY.
+** has flushed them (daemon/flusher.c); when no arena is free, writers wait,
+** then get SOCHDB_BUSY.
 */
 #ifndef SOCHDB_SHM_ARENA_H
 #define SOCHDB_SHM_ARENA_H
@@ -81,8 +81,9 @@ void     arena_view(const shm_region *r, struct mt_view *v);
 
 /* The same for a transaction that keeps reading them: publishes the view in
 ** *hazard (its entry's view_memtables, epoch.h) and retries until every
-** memtable it names is still the one it saw, so none of them can be
-** recycled before the hazard is cleared. */
+** memtable it names is still the one it saw, so the flusher recycles none
+** of them before the hazard is cleared. (An arena whose rotation lost goes
+** back to FREE without the flusher; it never held a version.) */
 void     arena_view_protected(const shm_region *r, _Atomic uint64_t *hazard, struct mt_view *v);
 
 /* A committer: a version of commit seq lives in memtable i. */
@@ -96,6 +97,12 @@ void     arena_note_seq(shm_region *r, uint32_t i, uint64_t seq);
 uint64_t arena_retire(shm_region *r, uint32_t i);
 /* ... and give it back once no view can read it (RETIRED -> FREE). */
 void     arena_recycle(shm_region *r, uint32_t i);
+
+/* A new daemon, before it flushes anything: a dead one may have retired a
+** memtable without tagging it or raising retired_max_seq (killed inside
+** arena_retire); tag every RETIRED one afresh and raise retired_max_seq
+** again, so that commits that may still look at them are waited for. */
+void     arena_adopt_retired(shm_region *r);
 
 /* For the reaper: release arenas a dead slot had claimed but not finished. */
 void     arena_release_claims_of(shm_region *r, uint32_t slot);

@@ -21,9 +21,12 @@ static void full_fence(void)
 
 void epoch_enter(shm_region *r, _Atomic uint64_t *slot)
 {
-  /* seq_cst load and store: the reader half of the epoch handshake */
+  /* The reader half of the epoch handshake: a seq_cst load of the epoch,
+  ** our store, then the fence. The store may be relaxed: the fence orders it
+  ** before our later loads against the reclaimer's seq_cst scan (C11
+  ** 7.17.3: a seq_cst load after a seq_cst fence in S sees our store). */
   uint64_t e = atomic_load_explicit(&r->hdr->epoch, memory_order_seq_cst);
-  atomic_store_explicit(slot, e, memory_order_seq_cst);
+  atomic_store_explicit(slot, e, memory_order_relaxed);
   full_fence();
 }
 
@@ -61,7 +64,8 @@ uint64_t epoch_oldest_commit(shm_region *r)
 
 void hazard_publish(_Atomic uint64_t *hazard, uint64_t value)
 {
-  atomic_store_explicit(hazard, value, memory_order_seq_cst);
+  /* relaxed store then the fence: as in epoch_enter */
+  atomic_store_explicit(hazard, value, memory_order_relaxed);
   full_fence();
 }
 

@@ -48,9 +48,9 @@ uint64_t epoch_oldest_commit(shm_region *r);
 
 /* ---- view hazards ---- */
 
-/* Reader: publish a hazard word (seq_cst store, then a seq_cst fence so
-** that the acquire-only loads of the re-check that follows cannot be
-** satisfied before the store is visible). */
+/* Reader: publish a hazard word (a store, then a seq_cst fence so that the
+** loads of the re-check that follows are ordered after it against the
+** reclaimer's seq_cst unpublishing store and scan). */
 void     hazard_publish(_Atomic uint64_t *hazard, uint64_t value);
 
 /* The transaction's view is gone (release: every read of what it named

@@ -25,12 +25,13 @@ void fl_init(shm_region *r)
 const struct fl_list *fl_protect(const shm_region *r, _Atomic uint64_t *hazard)
 {
   for (;;) {
-    /* acquire: pairs with the seq_cst (release) swing in fl_publish */
-    uint32_t i = atomic_load_explicit(&r->hdr->current_files, memory_order_acquire);
+    /* relaxed: only a candidate; the acquire re-check below is what counts */
+    uint32_t i = atomic_load_explicit(&r->hdr->current_files, memory_order_relaxed);
     hazard_publish(hazard, i + 1);
     /* Still current after the hazard is visible: the daemon swings away
     ** (seq_cst) before it scans hazards, so it will see ours. Current
-    ** again after a reuse is as good: it is current now. */
+    ** again after a reuse is as good: it is current now. Acquire: pairs
+    ** with the swing's release, so the list's contents are visible. */
     if (atomic_load_explicit(&r->hdr->current_files, memory_order_acquire) == i)
       return fl_list_at(r, i % FL_LISTS);
   }
@@ -52,7 +53,7 @@ static int claim_free_list(shm_region *r, uint32_t *out)
 
 /* For statistics, which must not read a list they hold no hazard on.
 ** Relaxed: three independent figures, each exact when it was stored. */
-static void publish_totals(shm_region *r, const struct fl_file *files, uint32_t n)
+void fl_set_totals(shm_region *r, const struct fl_file *files, uint32_t n)
 {
   uint64_t l0 = 0, bytes = 0;
   for (uint32_t i = 0; i < n; i++) {
@@ -83,18 +84,38 @@ int fl_publish(shm_region *r, const struct fl_file *files, uint32_t n)
   atomic_store_explicit(&r->hdr->current_files, idx, memory_order_seq_cst);
   atomic_store_explicit(&old->state, FL_RETIRED, memory_order_relaxed);
   atomic_fetch_add_explicit(&r->hdr->files_futex, 1, memory_order_release);
-  publish_totals(r, files, n);
+  fl_set_totals(r, files, n);
   return SOCHDB_OK;
+}
+
+/* At a daemon's start: what a dead one left half-way through fl_publish. */
+static void adopt_lists(shm_region *r)
+{
+  /* relaxed: no other daemon runs, and readers only follow current_files */
+  uint32_t cur = atomic_load_explicit(&r->hdr->current_files, memory_order_relaxed);
+  for (uint32_t i = 0; i < FL_LISTS; i++) {
+    struct fl_list *l = fl_list_at(r, i);
+    uint64_t st = atomic_load_explicit(&l->state, memory_order_relaxed);
+    if (st == FL_BUILDING)
+      atomic_store_explicit(&l->state, FL_FREE, memory_order_relaxed);
+    else if (st == FL_CURRENT && i != cur)
+      atomic_store_explicit(&l->state, FL_RETIRED, memory_order_relaxed);
+  }
 }
 
 void fl_reclaim(shm_region *r, int at_start)
 {
+  if (at_start)
+    adopt_lists(r);
+  int any = 0;
+  for (uint32_t i = 0; i < FL_LISTS && !any; i++)
+    any = atomic_load_explicit(&fl_list_at(r, i)->state, memory_order_relaxed) == FL_RETIRED;
+  if (!any)
+    return;   /* spare the scan of every transaction entry */
   uint64_t in_use = hazard_file_lists(r);
   for (uint32_t i = 0; i < FL_LISTS; i++) {
     struct fl_list *l = fl_list_at(r, i);
-    uint64_t st = atomic_load_explicit(&l->state, memory_order_relaxed);
-    int done = (st == FL_RETIRED && !(in_use >> i & 1)) || (st == FL_BUILDING && at_start);
-    if (done)
+    if (atomic_load_explicit(&l->state, memory_order_relaxed) == FL_RETIRED && !(in_use >> i & 1))
       atomic_store_explicit(&l->state, FL_FREE, memory_order_relaxed);
   }
 }

@@ -55,9 +55,14 @@ const struct fl_list *fl_protect(const shm_region *r, _Atomic uint64_t *hazard);
 ** SOCHDB_INVALID if n > FL_MAX_FILES. */
 int    fl_publish(shm_region *r, const struct fl_file *files, uint32_t n);
 
-/* Daemon only: retired lists no hazard names become free. Lists left
-** BUILDING by a dead daemon become free too (at_start). */
+/* Daemon only: retired lists no hazard names become free. At a daemon's
+** start (at_start), lists a dead one left BUILDING become free, and a list
+** left CURRENT that is not current_files (killed inside fl_publish) is
+** retired, then freed the same way. */
 void   fl_reclaim(shm_region *r, int at_start);
+
+/* The live-file totals of sochdb_stats, for the list files[0..n). */
+void   fl_set_totals(shm_region *r, const struct fl_file *files, uint32_t n);
 
 /* Daemon only, after fl_reclaim: does any list but a FREE one name file
 ** `number`? Until none does, a reader may still open it. */

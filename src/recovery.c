@@ -184,6 +184,7 @@ static int load_files(shm_region *r, const char *dir, uint64_t *flushed)
     struct fl_list *l = fl_list_at(r, 0);   /* the current one of a fresh region */
     memcpy(l->files, files, n * sizeof *files);
     l->nfiles = n;
+    fl_set_totals(r, files, n);
     *flushed = st.last_flushed_seq;
   }
   free(files);
