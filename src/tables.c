@@ -24,29 +24,36 @@
 
 /* liburcu is not built for ThreadSanitizer, which therefore cannot see that
 ** synchronize_rcu waits for every read-side section begun before it. Under
-** TSan we tell it: each section's end releases, the grace period's end
-** acquires, on one address per handle. Elsewhere these are plain urcu calls. */
+** TSan, a process-wide rwlock mirrors the grace period in a form it
+** understands: sections take it shared, a grace period's end takes it
+** exclusively once. Elsewhere these are plain urcu calls. */
 #if defined(__SANITIZE_THREAD__)
-#include <sanitizer/tsan_interface.h>
-#define GRACE_RELEASE(db) __tsan_release(&(db)->tables)
-#define GRACE_ACQUIRE(db) __tsan_acquire(&(db)->tables)
+static pthread_rwlock_t tsan_grace = PTHREAD_RWLOCK_INITIALIZER;
+#define GRACE_SECTION_BEGIN() pthread_rwlock_rdlock(&tsan_grace)
+#define GRACE_SECTION_END()   pthread_rwlock_unlock(&tsan_grace)
+#define GRACE_PERIOD_END()    (pthread_rwlock_wrlock(&tsan_grace), pthread_rwlock_unlock(&tsan_grace))
 #else
-#define GRACE_RELEASE(db) ((void)(db))
-#define GRACE_ACQUIRE(db) ((void)(db))
+#define GRACE_SECTION_BEGIN() ((void)0)
+#define GRACE_SECTION_END()   ((void)0)
+#define GRACE_PERIOD_END()    ((void)0)
 #endif
 
-static void read_begin(void) { urcu_bp_read_lock(); }
-
-static void read_end(sochdb *db)
+static void read_begin(void)
 {
-  GRACE_RELEASE(db);
+  urcu_bp_read_lock();
+  GRACE_SECTION_BEGIN();
+}
+
+static void read_end(void)
+{
+  GRACE_SECTION_END();
   urcu_bp_read_unlock();
 }
 
-static void wait_for_readers(sochdb *db)
+static void wait_for_readers(void)
 {
   urcu_bp_synchronize_rcu();
-  GRACE_ACQUIRE(db);
+  GRACE_PERIOD_END();
 }
 
 /* ---- one table ------------------------------------------------------------ */
@@ -216,19 +223,18 @@ static struct sdb_tables *set_build(sochdb *db, const struct fl_list *l, const s
   return ts;
 }
 
-int sdb_tables_acquire(sochdb *db, _Atomic uint64_t *hazard, struct sdb_tables **out)
+static int acquire_set(sochdb *db, const struct fl_list *l, struct sdb_tables **out)
 {
-  const struct fl_list *l = fl_protect(&db->region, hazard);
   read_begin();
   /* acquire: the set's contents were written before it was published */
   struct sdb_tables *ts = atomic_load_explicit(&db->tables, memory_order_acquire);
   if (ts && ts->id == l->id) {
     atomic_fetch_add_explicit(&ts->refs, 1, memory_order_relaxed);   /* its "current" ref pins it */
-    read_end(db);
+    read_end();
     *out = ts;
     return SOCHDB_OK;
   }
-  read_end(db);
+  read_end();
   pthread_mutex_lock(&db->tables_lock);
   struct sdb_tables *old = atomic_load_explicit(&db->tables, memory_order_relaxed);
   if (old && old->id >= l->id) {
@@ -242,7 +248,7 @@ int sdb_tables_acquire(sochdb *db, _Atomic uint64_t *hazard, struct sdb_tables *
     /* release: readers that load the pointer see the set built */
     atomic_store_explicit(&db->tables, ts, memory_order_release);
     if (old) {
-      wait_for_readers(db);   /* no reader can still be about to take a ref on old */
+      wait_for_readers();   /* no reader can still be about to take a ref on old */
       sdb_tables_release(old);
     }
   }
@@ -252,11 +258,22 @@ int sdb_tables_acquire(sochdb *db, _Atomic uint64_t *hazard, struct sdb_tables *
   return SOCHDB_OK;
 }
 
+/* The list is read, and its files opened, under the hazard; then the
+** hazard goes: the set holds its own mappings, which stay valid when the
+** daemon unlinks a file, so a long transaction never pins a list. */
+int sdb_tables_acquire(sochdb *db, _Atomic uint64_t *hazard, struct sdb_tables **out)
+{
+  int rc = acquire_set(db, fl_protect(&db->region, hazard), out);
+  /* release: our reads of the list happen-before the daemon reuses it */
+  atomic_store_explicit(hazard, 0, memory_order_release);
+  return rc;
+}
+
 void sdb_tables_close(sochdb *db)
 {
   struct sdb_tables *ts = atomic_exchange_explicit(&db->tables, NULL, memory_order_acq_rel);
   if (ts) {
-    wait_for_readers(db);
+    wait_for_readers();
     sdb_tables_release(ts);
   }
 }

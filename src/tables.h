@@ -54,9 +54,10 @@ struct sdb_tables {
   uint32_t           level_start[SDB_LEVELS + 1];   /* files of level l: [level_start[l], level_start[l+1]) */
 };
 
-/* The set matching the region's current list, referenced for the caller;
-** the list is protected by *hazard (the transaction entry's view_files,
-** shm/epoch.h) until the caller clears it. Errors: SOCHDB_NOMEM. */
+/* The set matching the region's current list, referenced for the caller.
+** *hazard (the transaction entry's view_files, shm/epoch.h) protects the
+** list while it is read and its files are mapped, and is cleared before
+** this returns. Errors: SOCHDB_NOMEM. */
 int  sdb_tables_acquire(struct sochdb *db, _Atomic uint64_t *hazard, struct sdb_tables **out);
 void sdb_tables_release(struct sdb_tables *ts);
 /* At sochdb_close: drop the process's current set. */
