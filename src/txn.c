@@ -352,6 +352,14 @@ static int make_room(struct commit_ctx *c, uint32_t full)
     snprintf(why, sizeof why, "%s", sochdb_last_error());
     return sdb_fail(SOCHDB_BUSY, "no memtable room within %u ms: %s", c->t->db->busy_timeout_ms, why);
   }
+  /* Take a fresh commit epoch before we sleep: the flusher seals the
+  ** oldest memtable by waiting for every commit epoch older than its seal,
+  ** and only that flush can give us room. We write only into the active
+  ** memtable (read afresh after this), and our intents in older ones keep
+  ** them from being flushed until we decide (the flusher waits for them),
+  ** and from being recycled until we leave the epoch (retire tags are
+  ** newer than it). */
+  epoch_enter(c->r, &c->e->commit_epoch);
   struct timespec pause = { 0, 1000000 };   /* 1 ms */
   nanosleep(&pause, NULL);
   return SOCHDB_OK;
@@ -454,12 +462,13 @@ static int check_elsewhere(struct commit_ctx *c, const struct wb_entry *w, const
 
 /* Versions newer than our snapshot may have left memory with a retired
 ** memtable (shm/arena.h): then we cannot prove there is no conflict, and
-** say there is. Acquire: arena_retire raises retired_max_seq before the
-** (release) RETIRED store, and every memtable missing from the view above
-** was seen RETIRED or later there, so its max_seq is visible here. */
+** say there is. Relaxed: arena_retire raises retired_max_seq before its
+** seq_cst RETIRED store, and every memtable missing from the fresh view we
+** just took was seen (acquire) RETIRED, or in a later state whose store
+** carries that one along, so the raise is already visible to us. */
 static int check_retired(struct commit_ctx *c)
 {
-  uint64_t retired = atomic_load_explicit(&c->r->hdr->retired_max_seq, memory_order_acquire);
+  uint64_t retired = atomic_load_explicit(&c->r->hdr->retired_max_seq, memory_order_relaxed);
   if (retired <= c->t->snapshot)
     return SOCHDB_OK;
   c->retired_conflict = 1;
