@@ -32,6 +32,9 @@
 **    compact_bytes_written) / user_bytes and space amplification =
 **    sst_bytes (+ the WAL files) / the live keys and values.
 **
+** `sochdb-bench compare ...` runs the comparison with LMDB, SQLite and
+** RocksDB instead (compare.c).
+**
 ** Every workload gets a fresh database in a fresh directory under /var/tmp
 ** (or --dir); the filesystem type is checked with statfs and printed, since
 ** fdatasync figures of a tmpfs mean nothing. Each commit writes a value
@@ -43,95 +46,28 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "sochdb.h"
+#include "common.h"
+#include "compare.h"
 #include "walfmt.h"   /* wal_list_segments, wal_segment_path: the WAL files recovery evicts and sizes */
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#define MAX_PROCS       200u     /* the region has 256 process slots */
-#define MAX_ROWS        16u      /* values in --procs */
-#define DEFAULT_BASE    "/var/tmp"
 #define PROBE_BLOCK     4096u    /* bytes per append in the fdatasync probe */
-#define DAEMON_STOP_MS  10000u
-#define READY_WAIT_S    60.0     /* for the workers to open their handles */
-#define DONE_SLACK_S    120.0    /* past the run time, for the last commits */
-#define NS_PER_S        1e9
-#define L0_TRIGGER      4u       /* sochdbd's default --l0-trigger, which the benchmark's daemons use */
-#define SETTLE_POLL_US  100000u  /* how often the settle wait reads the stats */
-#define SETTLE_STABLE   3u       /* polls in a row that must find everything settled and unchanged */
-#define SETTLE_MAX_S    600.0    /* longest wait for flushing and compaction to settle */
 #define AMP_KEYSPACE    4u       /* amplification: key space = puts / AMP_KEYSPACE */
-
-/* ---- errors and interruption ------------------------------------------------ */
-
-/* SIGINT/SIGTERM in the parent: stop waiting, clean up, exit 1. The workers
-** keep the default action and die, which the parent sees as a failure. */
-static volatile sig_atomic_t interrupted;
-
-static void on_signal(int sig) { (void)sig; interrupted = 1; }
-
-static void catch_signals(void)
-{
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-}
-
-static void default_signals(void)
-{
-  signal(SIGINT, SIG_DFL);
-  signal(SIGTERM, SIG_DFL);
-}
-
-static int fail(const char *fmt, ...)
-{
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("sochdb-bench: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-  return -1;
-}
-
-static int fail_errno(const char *what, const char *path)
-{
-  return fail("%s %s: %s", what, path, strerror(errno));
-}
-
-static int db_fail(const char *what, int rc)
-{
-  return fail("%s: %s (%s)", what, sochdb_strerror(rc), sochdb_last_error());
-}
 
 /* ---- configuration -------------------------------------------------------- */
 
 enum { W_SYNC = 1u, W_ASYNC = 2u, W_RECOVERY = 4u, W_READ = 8u, W_AMP = 16u };
-
-/* Process counts of one table (--procs, --read-procs). */
-struct proc_list {
-  unsigned n[MAX_ROWS];
-  unsigned rows;
-};
 
 struct config {
   const char *base;           /* the fresh directory is made in here */
@@ -156,6 +92,7 @@ static void usage(FILE *out)
 {
   fprintf(out,
     "usage: sochdb-bench [options] WORKLOAD...\n"
+    "       sochdb-bench compare [options] [WORKLOAD...]   (sochdb against LMDB, SQLite, RocksDB; compare --help)\n"
     "  workloads: sync_commit fill_async recovery read_sst amplification (or all)\n"
     "  --dir D            make the benchmark's directory in D (default " DEFAULT_BASE ")\n"
     "  --json FILE        also write the figures as JSON to FILE\n"
@@ -174,41 +111,6 @@ static void usage(FILE *out)
     "  --amp-memtables N  amplification writes N memtables' worth of keys and values (default 10)\n"
     "  --batch N          puts per transaction of those loads (default 100)\n",
     MAX_PROCS);
-}
-
-static int parse_uint(const char *name, const char *s, unsigned min, unsigned max, unsigned *out)
-{
-  char *end;
-  errno = 0;
-  unsigned long v = strtoul(s, &end, 10);
-  if (!*s || *end || *s == '-' || errno || v < min || v > max)
-    return fail("%s takes a number from %u to %u, not '%s'", name, min, max, s);
-  *out = (unsigned)v;
-  return 0;
-}
-
-static int parse_seconds(const char *name, const char *s, double *out)
-{
-  char *end;
-  double v = strtod(s, &end);
-  if (!*s || *end || !(v > 0 && v <= 3600))
-    return fail("%s takes seconds, more than 0 and at most 3600, not '%s'", name, s);
-  *out = v;
-  return 0;
-}
-
-static int parse_procs(const char *name, const char *s, struct proc_list *l)
-{
-  char copy[256];
-  snprintf(copy, sizeof copy, "%s", s);
-  l->rows = 0;
-  for (char *save, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-    if (l->rows == MAX_ROWS)
-      return fail("%s takes at most %u values", name, MAX_ROWS);
-    if (parse_uint(name, tok, 1, MAX_PROCS, &l->n[l->rows++]) != 0)
-      return -1;
-  }
-  return l->rows ? 0 : fail("%s needs at least one process count", name);
 }
 
 static int parse_workload(const char *w, struct config *c)
@@ -294,137 +196,10 @@ static int parse_args(int argc, char **argv, struct config *c)
   return 0;
 }
 
-/* ---- time and latency histograms ----------------------------------------- */
-
-static uint64_t now_ns(void)
+static int kv_init(struct kv *kv, const struct config *c)
 {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+  return kv_alloc(kv, c->key_bytes, c->value_bytes, c->value_random_pct);
 }
-
-static void sleep_us(unsigned us)
-{
-  struct timespec ts = { us / 1000000u, (long)(us % 1000000u) * 1000L };
-  nanosleep(&ts, NULL);
-}
-
-static double per_s(uint64_t n, double seconds) { return seconds > 0 ? (double)n / seconds : 0; }
-
-/* Log-linear buckets of nanoseconds: exact below 64 ns, then 32 buckets per
-** power of two (within about 3%). Fixed size, so workers keep theirs in
-** shared memory and the parent adds them up. */
-#define HIST_SUB_BITS 5u
-#define HIST_SUB      (1u << HIST_SUB_BITS)
-#define HIST_BUCKETS  (60u * HIST_SUB)
-
-struct hist {
-  uint64_t count, sum_ns;
-  uint64_t b[HIST_BUCKETS];
-};
-
-static unsigned hist_index(uint64_t ns)
-{
-  if (ns < 2 * HIST_SUB)
-    return (unsigned)ns;
-  unsigned e = 63u - (unsigned)__builtin_clzll(ns) - HIST_SUB_BITS;   /* ns >> e is in [32, 64) */
-  return (e + 1) * HIST_SUB + (unsigned)(ns >> e) - HIST_SUB;
-}
-
-/* The middle of bucket i. */
-static double hist_bucket_ns(unsigned i)
-{
-  if (i < 2 * HIST_SUB)
-    return i;
-  unsigned e = i / HIST_SUB - 1;
-  uint64_t low = (uint64_t)(i % HIST_SUB + HIST_SUB) << e;
-  return (double)low + (double)(1ull << e) / 2;
-}
-
-static void hist_add(struct hist *h, uint64_t ns)
-{
-  h->count++;
-  h->sum_ns += ns;
-  h->b[hist_index(ns)]++;
-}
-
-static void hist_merge(struct hist *into, const struct hist *h)
-{
-  into->count += h->count;
-  into->sum_ns += h->sum_ns;
-  for (unsigned i = 0; i < HIST_BUCKETS; i++)
-    into->b[i] += h->b[i];
-}
-
-static double hist_quantile_ms(const struct hist *h, double q)
-{
-  uint64_t rank = (uint64_t)(q * (double)h->count + 0.999999), seen = 0;
-  if (rank == 0)
-    rank = 1;
-  for (unsigned i = 0; i < HIST_BUCKETS; i++)
-    if ((seen += h->b[i]) >= rank)
-      return hist_bucket_ns(i) / 1e6;
-  return 0;
-}
-
-static double hist_mean_ms(const struct hist *h)
-{
-  return h->count ? (double)h->sum_ns / (double)h->count / 1e6 : 0;
-}
-
-/* ---- keys and values ------------------------------------------------------- */
-
-/* Key i of process p: the id big-endian (so each process appends), padded. */
-static uint64_t key_id(unsigned proc, uint64_t i) { return ((uint64_t)proc + 1) << 40 | i; }
-
-static uint64_t mix64(uint64_t x)   /* splitmix64's finaliser */
-{
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-/* One key and its value, as written and as expected back. */
-struct kv {
-  size_t         klen, vlen;
-  size_t         vrandom;     /* the first vrandom bytes of a value are random, the rest 'v' */
-  unsigned char *key, *val;
-};
-
-static int kv_alloc(struct kv *kv, const struct config *c)
-{
-  kv->klen = c->key_bytes;
-  kv->vlen = c->value_bytes;
-  kv->vrandom = kv->vlen * c->value_random_pct / 100;
-  kv->key = malloc(kv->klen);
-  kv->val = malloc(kv->vlen + 1);
-  return kv->key && kv->val ? 0 : fail("out of memory");
-}
-
-static void kv_free(struct kv *kv)
-{
-  free(kv->key);
-  free(kv->val);
-}
-
-/* Key id with the value of its version-th write (0 for the workloads that
-** write each key once; the loads of read_sst and amplification count from 1). */
-static void kv_set_version(struct kv *kv, uint64_t id, uint64_t version)
-{
-  memset(kv->key, 'k', kv->klen);
-  for (unsigned b = 0; b < 8; b++)
-    kv->key[b] = (unsigned char)(id >> (56 - 8 * b));
-  uint64_t seed = id + version * 0x9e3779b97f4a7c15ull, w = 0;
-  for (size_t j = 0; j < kv->vrandom; j++) {
-    if (j % 8 == 0)
-      w = mix64(seed ^ (j << 40));
-    kv->val[j] = (unsigned char)(w >> (8 * (j % 8)));
-  }
-  memset(kv->val + kv->vrandom, 'v', kv->vlen - kv->vrandom);
-}
-
-static void kv_set(struct kv *kv, uint64_t id) { kv_set_version(kv, id, 0); }
 
 /* One transaction writing kv, retried on conflict (keys are disjoint, so
 ** there should be none; they are counted). */
@@ -503,48 +278,6 @@ static int verify_versions(sochdb *db, struct kv *kv, const uint32_t *writes, ui
   return bad;
 }
 
-/* ---- files ----------------------------------------------------------------- */
-
-struct fs_info {
-  char        name[32];
-  int         in_memory;      /* tmpfs or ramfs: fdatasync costs nothing */
-};
-
-static void fs_type(const char *path, struct fs_info *fs)
-{
-  static const struct { unsigned long magic; const char *name; int mem; } known[] = {
-    { 0xEF53, "ext2/3/4", 0 },     { 0x58465342, "xfs", 0 },   { 0x9123683E, "btrfs", 0 },
-    { 0xF2F52010, "f2fs", 0 },     { 0x2FC12FC1, "zfs", 0 },   { 0x6969, "nfs", 0 },
-    { 0x794C7630, "overlayfs", 0 }, { 0x01021994, "tmpfs", 1 }, { 0x858458F6, "ramfs", 1 },
-  };
-  struct statfs st;
-  fs->in_memory = 0;
-  if (statfs(path, &st) != 0) {
-    snprintf(fs->name, sizeof fs->name, "unknown");
-    return;
-  }
-  snprintf(fs->name, sizeof fs->name, "0x%lx", (unsigned long)st.f_type);
-  for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-    if ((unsigned long)st.f_type == known[i].magic) {
-      snprintf(fs->name, sizeof fs->name, "%s", known[i].name);
-      fs->in_memory = known[i].mem;
-    }
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-  (void)st, (void)flag, (void)ftw;
-  if (remove(path) != 0 && errno != ENOENT)
-    fail_errno("remove", path);
-  return 0;
-}
-
-static void rm_rf(const char *dir)
-{
-  if (access(dir, F_OK) == 0)
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 /* Calls fn(path, ctx) for each WAL segment of the database in dir. */
 static int for_each_segment(const char *dir, int (*fn)(const char *path, void *ctx), void *ctx)
 {
@@ -619,46 +352,6 @@ static void bdb_close(struct bench_db *b)
 {
   sochdb_close(b->db);
   b->db = NULL;
-}
-
-/* The pid of the sochdbd written in a LOCK file, if that process is one. A
-** daemon that has just taken the lock may not have written it yet: 0. */
-static pid_t daemon_pid(int lock_fd)
-{
-  char buf[32] = "", path[64], comm[32] = "";
-  ssize_t n = pread(lock_fd, buf, sizeof buf - 1, 0);
-  long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
-  if (pid <= 0)
-    return 0;
-  snprintf(path, sizeof path, "/proc/%ld/comm", pid);
-  FILE *f = fopen(path, "r");
-  if (!f)
-    return 0;
-  int ok = fgets(comm, sizeof comm, f) && !strncmp(comm, "sochdbd", 7);
-  fclose(f);
-  return ok ? (pid_t)pid : 0;
-}
-
-/* Send sig to the daemon serving dir, if any, and wait until it has exited
-** (its flock on DIR/LOCK is gone). */
-static int stop_daemon(const char *dir, int sig)
-{
-  char path[PATH_MAX + 8];
-  snprintf(path, sizeof path, "%s/LOCK", dir);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return errno == ENOENT ? 0 : fail_errno("open", path);
-  pid_t signalled = 0;
-  uint64_t deadline = now_ns() + DAEMON_STOP_MS * 1000000ull;
-  while (flock(fd, LOCK_SH | LOCK_NB) != 0 && now_ns() < deadline) {
-    pid_t pid = daemon_pid(fd);
-    if (pid && pid != signalled && kill(pid, sig) == 0)
-      signalled = pid;
-    sleep_us(500);
-  }
-  int held = flock(fd, LOCK_SH | LOCK_NB) != 0;
-  close(fd);
-  return held ? fail("the daemon of %s did not exit within %u ms", dir, DAEMON_STOP_MS) : 0;
 }
 
 static int bdb_create(const struct config *c, const char *root, const char *name, size_t memtable_bytes,
@@ -798,7 +491,7 @@ static int worker_main(const struct config *c, const char *dir, const struct pha
   struct kv kv;
   sochdb *db;
   sochdb_options o = db_options(c, 0);
-  if (kv_alloc(&kv, c) != 0)
+  if (kv_init(&kv, c) != 0)
     return 1;
   int rc = sochdb_open(dir, &o, &db);
   if (rc != SOCHDB_OK) {
@@ -821,89 +514,24 @@ static int worker_main(const struct config *c, const char *dir, const struct pha
   return rc ? 1 : 0;
 }
 
-struct kids {
-  pid_t   *pid;              /* 0 once reaped */
-  unsigned n;
-  int      failed;
+struct worker_ctx {
+  const struct config *c;
+  const char          *dir;
+  const struct phase  *ph;
+  struct shared       *sh;
 };
 
-static void kids_reaped(struct kids *k, unsigned i, int status)
+static int worker_child(unsigned idx, void *ctx)
 {
-  k->pid[i] = 0;
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    k->failed = 1;
-}
-
-/* Reap whichever workers exited; -1 if one failed. */
-static int kids_poll(struct kids *k)
-{
-  for (unsigned i = 0; i < k->n; i++) {
-    int status;
-    if (k->pid[i] > 0 && waitpid(k->pid[i], &status, WNOHANG) == k->pid[i])
-      kids_reaped(k, i, status);
-  }
-  return k->failed ? -1 : 0;
-}
-
-/* Wait for every worker (killing them first if kill_them); -1 if one failed. */
-static int kids_finish(struct kids *k, int kill_them)
-{
-  for (unsigned i = 0; i < k->n; i++) {
-    int status;
-    if (k->pid[i] > 0 && kill_them)
-      kill(k->pid[i], SIGKILL);
-    while (k->pid[i] > 0 && waitpid(k->pid[i], &status, 0) < 0)
-      if (errno != EINTR) {
-        k->pid[i] = 0;
-        k->failed = 1;
-      }
-    if (k->pid[i] > 0)
-      kids_reaped(k, i, status);
-  }
-  free(k->pid);
-  return k->failed ? -1 : 0;
+  struct worker_ctx *w = ctx;
+  return worker_main(w->c, w->dir, w->ph, idx, w->sh);
 }
 
 static int spawn_workers(const struct config *c, const char *dir, const struct phase *ph, struct shared *sh,
                          struct kids *k)
 {
-  *k = (struct kids){ calloc(ph->procs, sizeof(pid_t)), 0, 0 };
-  if (!k->pid)
-    return fail("out of memory");
-  fflush(NULL);   /* nothing buffered is printed twice */
-  for (; k->n < ph->procs; k->n++) {
-    pid_t pid = fork();
-    if (pid < 0)
-      return fail("fork: %s", strerror(errno));
-    if (pid == 0) {
-      default_signals();
-      _exit(worker_main(c, dir, ph, k->n, sh));
-    }
-    k->pid[k->n] = pid;
-  }
-  return 0;
-}
-
-/* Until *counter reaches n; -1 if a worker failed or the wait took too long. */
-static int wait_count(atomic_uint *counter, unsigned n, struct kids *k, double max_s, const char *what)
-{
-  uint64_t deadline = now_ns() + (uint64_t)(max_s * NS_PER_S);
-  while (atomic_load(counter) < n) {
-    if (interrupted)
-      return fail("interrupted");
-    if (kids_poll(k) != 0)
-      return fail("a worker process failed");
-    if (now_ns() > deadline)
-      return fail("the workers did not %s within %.0f s", what, max_s);
-    sleep_us(200);
-  }
-  return 0;
-}
-
-static int stats_now(sochdb *db, sochdb_stats *st)
-{
-  int rc = sochdb_stats_get(db, st);
-  return rc == SOCHDB_OK ? 0 : db_fail("stats", rc);
+  struct worker_ctx w = { c, dir, ph, sh };
+  return kids_spawn(k, ph->procs, worker_child, &w);
 }
 
 /* Start the workers together and take the stats around their run. */
@@ -1111,7 +739,7 @@ static int recovery_steps(const struct config *c, struct bench_db *b, void *ctx)
   struct recovery_result *r = ctx;
   struct kv kv;
   struct phase ph = { 1, SOCHDB_ASYNC, 0, r->commits, 0 };
-  if (kv_alloc(&kv, c) != 0)
+  if (kv_init(&kv, c) != 0)
     return -1;
   fprintf(stderr, "recovery: writing %llu commits...\n", (unsigned long long)r->commits);
   int rc = run_phase(c, b, &ph, &r->fill);
@@ -1169,7 +797,7 @@ static int load_batch(sochdb *db, struct kv *kv, struct load *ld, uint64_t first
 static int load_keys(const struct config *c, sochdb *db, struct load *ld)
 {
   struct kv kv;
-  if (kv_alloc(&kv, c) != 0)
+  if (kv_init(&kv, c) != 0)
     return -1;
   int rc = 0;
   uint64_t t0 = now_ns();
@@ -1183,43 +811,12 @@ static int load_keys(const struct config *c, sochdb *db, struct load *ld)
   return rc;
 }
 
-/* Nothing left for the daemon to do: every rotated-out memtable flushed and
-** recycled (only the active one is live), level 0 below the compaction
-** trigger, no level over its target. */
-static int settled_now(const sochdb_stats *s)
-{
-  return s->memtables_in_use <= 1 && s->l0_files < L0_TRIGGER && s->compaction_debt_bytes == 0;
-}
-
-static int same_files(const sochdb_stats *a, const sochdb_stats *b)
-{
-  return a->flushes == b->flushes && a->compactions == b->compactions && a->sst_files == b->sst_files &&
-         a->sst_bytes == b->sst_bytes;
-}
-
 /* Poll the stats until SETTLE_STABLE polls in a row find everything settled
 ** and no file changed; then size the WAL files left. */
 static int wait_settled(struct bench_db *b, struct settled *out)
 {
-  sochdb_stats prev, st;
-  memset(&prev, 0, sizeof prev);
-  uint64_t t0 = now_ns();
-  for (unsigned stable = 0; stable < SETTLE_STABLE; prev = st) {
-    if (interrupted)
-      return fail("interrupted");
-    if (stats_now(b->db, &st) != 0)
-      return -1;
-    stable = settled_now(&st) && same_files(&st, &prev) ? stable + 1 : 0;
-    out->seconds = (double)(now_ns() - t0) / NS_PER_S;
-    if (out->seconds > SETTLE_MAX_S)
-      return fail("flushing and compaction did not settle within %.0f s: %u memtables live, %u L0 files, "
-                  "compaction debt %llu bytes, %llu flushes, %llu compactions", SETTLE_MAX_S,
-                  st.memtables_in_use, st.l0_files, (unsigned long long)st.compaction_debt_bytes,
-                  (unsigned long long)st.flushes, (unsigned long long)st.compactions);
-    if (stable < SETTLE_STABLE)
-      sleep_us(SETTLE_POLL_US);
-  }
-  out->st = st;
+  if (sochdb_wait_settled(b->db, &out->st, &out->seconds) != 0)
+    return -1;
   out->wal_file_bytes = 0;
   return for_each_segment(b->dir, add_file_size, &out->wal_file_bytes);
 }
@@ -1242,7 +839,7 @@ static int load_settle(const struct config *c, struct bench_db *b, const char *n
 static int verify_load(const struct config *c, struct bench_db *b, const struct load *ld)
 {
   struct kv kv;
-  if (kv_alloc(&kv, c) != 0)
+  if (kv_init(&kv, c) != 0)
     return -1;
   int rc = verify_versions(b->db, &kv, ld->writes, ld->keys);
   kv_free(&kv);
@@ -1503,19 +1100,6 @@ static void print_amp(const struct config *c, const struct results *res)
          "left)\n\n", mib(s->sst_bytes), mib(r->live_bytes), a.space, a.space_wal, mib(r->at.wal_file_bytes));
 }
 
-static void json_str(FILE *f, const char *s)
-{
-  fputc('"', f);
-  for (; *s; s++)
-    if (*s == '"' || *s == '\\')
-      fprintf(f, "\\%c", *s);
-    else if ((unsigned char)*s < 0x20)
-      fprintf(f, "\\u%04x", (unsigned)(unsigned char)*s);
-    else
-      fputc(*s, f);
-  fputc('"', f);
-}
-
 static void json_sync(FILE *f, const struct results *res)
 {
   const struct hist *h = &res->fsync.lat;
@@ -1664,6 +1248,8 @@ static int make_root(const struct config *c, struct results *res)
 
 int main(int argc, char **argv)
 {
+  if (argc > 1 && !strcmp(argv[1], "compare"))   /* sochdb against LMDB, SQLite, RocksDB: compare.c */
+    return compare_main(argc - 1, argv + 1);
   struct config c;
   int rc = parse_args(argc, argv, &c);
   if (rc)

@@ -1,0 +1,512 @@
+/*
+** common.c — the helpers every part of sochdb-bench shares (see common.h).
+*/
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- errors and interruption ------------------------------------------------ */
+
+volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig) { (void)sig; interrupted = 1; }
+
+void catch_signals(void)
+{
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+void default_signals(void)
+{
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+}
+
+int fail(const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("sochdb-bench: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  return -1;
+}
+
+int fail_errno(const char *what, const char *path)
+{
+  return fail("%s %s: %s", what, path, strerror(errno));
+}
+
+int db_fail(const char *what, int rc)
+{
+  return fail("%s: %s (%s)", what, sochdb_strerror(rc), sochdb_last_error());
+}
+
+/* ---- options ------------------------------------------------------------------ */
+
+int parse_uint(const char *name, const char *s, unsigned min, unsigned max, unsigned *out)
+{
+  char *end;
+  errno = 0;
+  unsigned long v = strtoul(s, &end, 10);
+  if (!*s || *end || *s == '-' || errno || v < min || v > max)
+    return fail("%s takes a number from %u to %u, not '%s'", name, min, max, s);
+  *out = (unsigned)v;
+  return 0;
+}
+
+int parse_seconds(const char *name, const char *s, double *out)
+{
+  char *end;
+  double v = strtod(s, &end);
+  if (!*s || *end || !(v > 0 && v <= 3600))
+    return fail("%s takes seconds, more than 0 and at most 3600, not '%s'", name, s);
+  *out = v;
+  return 0;
+}
+
+int parse_procs(const char *name, const char *s, struct proc_list *l)
+{
+  char copy[256];
+  snprintf(copy, sizeof copy, "%s", s);
+  l->rows = 0;
+  for (char *save, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    if (l->rows == MAX_ROWS)
+      return fail("%s takes at most %u values", name, MAX_ROWS);
+    if (parse_uint(name, tok, 1, MAX_PROCS, &l->n[l->rows++]) != 0)
+      return -1;
+  }
+  return l->rows ? 0 : fail("%s needs at least one process count", name);
+}
+
+/* ---- time and latency histograms ----------------------------------------- */
+
+uint64_t now_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void sleep_us(unsigned us)
+{
+  struct timespec ts = { us / 1000000u, (long)(us % 1000000u) * 1000L };
+  nanosleep(&ts, NULL);
+}
+
+double per_s(uint64_t n, double seconds) { return seconds > 0 ? (double)n / seconds : 0; }
+
+static unsigned hist_index(uint64_t ns)
+{
+  if (ns < 2 * HIST_SUB)
+    return (unsigned)ns;
+  unsigned e = 63u - (unsigned)__builtin_clzll(ns) - HIST_SUB_BITS;   /* ns >> e is in [32, 64) */
+  return (e + 1) * HIST_SUB + (unsigned)(ns >> e) - HIST_SUB;
+}
+
+/* The middle of bucket i. */
+static double hist_bucket_ns(unsigned i)
+{
+  if (i < 2 * HIST_SUB)
+    return i;
+  unsigned e = i / HIST_SUB - 1;
+  uint64_t low = (uint64_t)(i % HIST_SUB + HIST_SUB) << e;
+  return (double)low + (double)(1ull << e) / 2;
+}
+
+void hist_add(struct hist *h, uint64_t ns)
+{
+  h->count++;
+  h->sum_ns += ns;
+  h->b[hist_index(ns)]++;
+}
+
+void hist_merge(struct hist *into, const struct hist *h)
+{
+  into->count += h->count;
+  into->sum_ns += h->sum_ns;
+  for (unsigned i = 0; i < HIST_BUCKETS; i++)
+    into->b[i] += h->b[i];
+}
+
+double hist_quantile_ms(const struct hist *h, double q)
+{
+  uint64_t rank = (uint64_t)(q * (double)h->count + 0.999999), seen = 0;
+  if (rank == 0)
+    rank = 1;
+  for (unsigned i = 0; i < HIST_BUCKETS; i++)
+    if ((seen += h->b[i]) >= rank)
+      return hist_bucket_ns(i) / 1e6;
+  return 0;
+}
+
+double hist_mean_ms(const struct hist *h)
+{
+  return h->count ? (double)h->sum_ns / (double)h->count / 1e6 : 0;
+}
+
+/* ---- keys and values ------------------------------------------------------- */
+
+uint64_t mix64(uint64_t x)
+{
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+int kv_alloc(struct kv *kv, unsigned key_bytes, unsigned value_bytes, unsigned value_random_pct)
+{
+  kv->klen = key_bytes;
+  kv->vlen = value_bytes;
+  kv->vrandom = kv->vlen * value_random_pct / 100;
+  kv->key = malloc(kv->klen);
+  kv->val = malloc(kv->vlen + 1);
+  return kv->key && kv->val ? 0 : fail("out of memory");
+}
+
+void kv_free(struct kv *kv)
+{
+  free(kv->key);
+  free(kv->val);
+}
+
+/* 0 for the workloads that write each key once; the loads of read_sst and
+** amplification count from 1. */
+void kv_set_version(struct kv *kv, uint64_t id, uint64_t version)
+{
+  memset(kv->key, 'k', kv->klen);
+  for (unsigned b = 0; b < 8; b++)
+    kv->key[b] = (unsigned char)(id >> (56 - 8 * b));
+  uint64_t seed = id + version * 0x9e3779b97f4a7c15ull, w = 0;
+  for (size_t j = 0; j < kv->vrandom; j++) {
+    if (j % 8 == 0)
+      w = mix64(seed ^ (j << 40));
+    kv->val[j] = (unsigned char)(w >> (8 * (j % 8)));
+  }
+  memset(kv->val + kv->vrandom, 'v', kv->vlen - kv->vrandom);
+}
+
+/* ---- files ----------------------------------------------------------------- */
+
+void fs_type(const char *path, struct fs_info *fs)
+{
+  static const struct { unsigned long magic; const char *name; int mem; } known[] = {
+    { 0xEF53, "ext2/3/4", 0 },     { 0x58465342, "xfs", 0 },   { 0x9123683E, "btrfs", 0 },
+    { 0xF2F52010, "f2fs", 0 },     { 0x2FC12FC1, "zfs", 0 },   { 0x6969, "nfs", 0 },
+    { 0x794C7630, "overlayfs", 0 }, { 0x01021994, "tmpfs", 1 }, { 0x858458F6, "ramfs", 1 },
+  };
+  struct statfs st;
+  fs->in_memory = 0;
+  if (statfs(path, &st) != 0) {
+    snprintf(fs->name, sizeof fs->name, "unknown");
+    return;
+  }
+  snprintf(fs->name, sizeof fs->name, "0x%lx", (unsigned long)st.f_type);
+  for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+    if ((unsigned long)st.f_type == known[i].magic) {
+      snprintf(fs->name, sizeof fs->name, "%s", known[i].name);
+      fs->in_memory = known[i].mem;
+    }
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+  (void)st, (void)flag, (void)ftw;
+  if (remove(path) != 0 && errno != ENOENT)
+    fail_errno("remove", path);
+  return 0;
+}
+
+void rm_rf(const char *dir)
+{
+  if (access(dir, F_OK) == 0)
+    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- sochdb's daemon ---------------------------------------------------------- */
+
+/* The pid of the sochdbd written in a LOCK file, if that process is one. A
+** daemon that has just taken the lock may not have written it yet: 0. */
+static pid_t daemon_pid(int lock_fd)
+{
+  char buf[32] = "", path[64], comm[32] = "";
+  ssize_t n = pread(lock_fd, buf, sizeof buf - 1, 0);
+  long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+  if (pid <= 0)
+    return 0;
+  snprintf(path, sizeof path, "/proc/%ld/comm", pid);
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return 0;
+  int ok = fgets(comm, sizeof comm, f) && !strncmp(comm, "sochdbd", 7);
+  fclose(f);
+  return ok ? (pid_t)pid : 0;
+}
+
+pid_t daemon_pid_of(const char *dir)
+{
+  char path[PATH_MAX + 8];
+  snprintf(path, sizeof path, "%s/LOCK", dir);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;
+  pid_t pid = flock(fd, LOCK_SH | LOCK_NB) != 0 ? daemon_pid(fd) : 0;   /* held: a daemon runs */
+  close(fd);
+  return pid;
+}
+
+int stop_daemon(const char *dir, int sig)
+{
+  char path[PATH_MAX + 8];
+  snprintf(path, sizeof path, "%s/LOCK", dir);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno == ENOENT ? 0 : fail_errno("open", path);
+  pid_t signalled = 0;
+  uint64_t deadline = now_ns() + DAEMON_STOP_MS * 1000000ull;
+  while (flock(fd, LOCK_SH | LOCK_NB) != 0 && now_ns() < deadline) {
+    pid_t pid = daemon_pid(fd);
+    if (pid && pid != signalled && kill(pid, sig) == 0)
+      signalled = pid;
+    sleep_us(500);
+  }
+  int held = flock(fd, LOCK_SH | LOCK_NB) != 0;
+  close(fd);
+  return held ? fail("the daemon of %s did not exit within %u ms", dir, DAEMON_STOP_MS) : 0;
+}
+
+int stats_now(sochdb *db, sochdb_stats *st)
+{
+  int rc = sochdb_stats_get(db, st);
+  return rc == SOCHDB_OK ? 0 : db_fail("stats", rc);
+}
+
+/* Nothing left for the daemon to do: every rotated-out memtable flushed and
+** recycled (only the active one is live), level 0 below the compaction
+** trigger, no level over its target. */
+static int settled_now(const sochdb_stats *s)
+{
+  return s->memtables_in_use <= 1 && s->l0_files < L0_TRIGGER && s->compaction_debt_bytes == 0;
+}
+
+static int same_files(const sochdb_stats *a, const sochdb_stats *b)
+{
+  return a->flushes == b->flushes && a->compactions == b->compactions && a->sst_files == b->sst_files &&
+         a->sst_bytes == b->sst_bytes;
+}
+
+int sochdb_wait_settled(sochdb *db, sochdb_stats *out, double *seconds)
+{
+  sochdb_stats prev, st;
+  memset(&prev, 0, sizeof prev);
+  uint64_t t0 = now_ns();
+  for (unsigned stable = 0; stable < SETTLE_STABLE; prev = st) {
+    if (interrupted)
+      return fail("interrupted");
+    if (stats_now(db, &st) != 0)
+      return -1;
+    stable = settled_now(&st) && same_files(&st, &prev) ? stable + 1 : 0;
+    *seconds = (double)(now_ns() - t0) / NS_PER_S;
+    if (*seconds > SETTLE_MAX_S)
+      return fail("flushing and compaction did not settle within %.0f s: %u memtables live, %u L0 files, "
+                  "compaction debt %llu bytes, %llu flushes, %llu compactions", SETTLE_MAX_S,
+                  st.memtables_in_use, st.l0_files, (unsigned long long)st.compaction_debt_bytes,
+                  (unsigned long long)st.flushes, (unsigned long long)st.compactions);
+    if (stable < SETTLE_STABLE)
+      sleep_us(SETTLE_POLL_US);
+  }
+  *out = st;
+  return 0;
+}
+
+/* ---- worker processes -------------------------------------------------------- */
+
+static void kids_reaped(struct kids *k, unsigned i, int status)
+{
+  k->pid[i] = 0;
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    k->failed = 1;
+}
+
+int kids_spawn(struct kids *k, unsigned n, int (*child)(unsigned idx, void *ctx), void *ctx)
+{
+  *k = (struct kids){ calloc(n ? n : 1, sizeof(pid_t)), 0, 0 };
+  if (!k->pid)
+    return fail("out of memory");
+  fflush(NULL);   /* nothing buffered is printed twice */
+  for (; k->n < n; k->n++) {
+    pid_t pid = fork();
+    if (pid < 0)
+      return fail("fork: %s", strerror(errno));
+    if (pid == 0) {
+      default_signals();
+      _exit(child(k->n, ctx));
+    }
+    k->pid[k->n] = pid;
+  }
+  return 0;
+}
+
+int kids_poll(struct kids *k)
+{
+  for (unsigned i = 0; i < k->n; i++) {
+    int status;
+    if (k->pid[i] > 0 && waitpid(k->pid[i], &status, WNOHANG) == k->pid[i])
+      kids_reaped(k, i, status);
+  }
+  return k->failed ? -1 : 0;
+}
+
+int kids_finish(struct kids *k, int kill_them)
+{
+  for (unsigned i = 0; i < k->n; i++) {
+    int status;
+    if (k->pid[i] > 0 && kill_them)
+      kill(k->pid[i], SIGKILL);
+    while (k->pid[i] > 0 && waitpid(k->pid[i], &status, 0) < 0)
+      if (errno != EINTR) {
+        k->pid[i] = 0;
+        k->failed = 1;
+      }
+    if (k->pid[i] > 0)
+      kids_reaped(k, i, status);
+  }
+  free(k->pid);
+  k->pid = NULL;
+  return k->failed ? -1 : 0;
+}
+
+int wait_count(atomic_uint *counter, unsigned n, struct kids *k, double max_s, const char *what)
+{
+  return wait_count_every(counter, n, k, max_s, what, 200);
+}
+
+int wait_count_every(atomic_uint *counter, unsigned n, struct kids *k, double max_s, const char *what,
+                     unsigned poll_us)
+{
+  uint64_t deadline = now_ns() + (uint64_t)(max_s * NS_PER_S);
+  while (atomic_load(counter) < n) {
+    if (interrupted)
+      return fail("interrupted");
+    if (kids_poll(k) != 0)
+      return fail("a worker process failed");
+    if (now_ns() > deadline)
+      return fail("the workers did not %s within %.0f s", what, max_s);
+    sleep_us(poll_us);
+  }
+  return 0;
+}
+
+uint64_t cpu_ns(clockid_t clock)
+{
+  struct timespec ts;
+  clock_gettime(clock, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t proc_cpu_ns(pid_t pid)
+{
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  /* after "pid (comm) ": state is field 3, utime 14, stime 15 */
+  char *p = strrchr(buf, ')');
+  unsigned long long utime = 0, stime = 0;
+  if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
+    return 0;
+  long hz = sysconf(_SC_CLK_TCK);
+  return (uint64_t)((utime + stime) * (1000000000.0 / (double)(hz > 0 ? hz : 100)));
+}
+
+/* ---- output --------------------------------------------------------------------- */
+
+void json_str(FILE *f, const char *s)
+{
+  fputc('"', f);
+  for (; *s; s++)
+    if (*s == '"' || *s == '\\')
+      fprintf(f, "\\%c", *s);
+    else if ((unsigned char)*s < 0x20)
+      fprintf(f, "\\u%04x", (unsigned)(unsigned char)*s);
+    else
+      fputc(*s, f);
+  fputc('"', f);
+}
+
+/* ---- memory ---------------------------------------------------------------------- */
+
+/* "Name:   1234 kB" -> 1234 when line starts with name. */
+static int kib_field(const char *line, const char *name, uint64_t *out)
+{
+  size_t n = strlen(name);
+  if (strncmp(line, name, n) != 0)
+    return 0;
+  *out = strtoull(line + n, NULL, 10);
+  return 1;
+}
+
+static int excluded(const char *path, const char *const *exclude, unsigned n)
+{
+  for (unsigned i = 0; i < n; i++)
+    if (exclude[i] && exclude[i][0] && !strncmp(path, exclude[i], strlen(exclude[i])))
+      return 1;
+  return 0;
+}
+
+int mem_usage(pid_t pid, const char *const *exclude, unsigned n, struct mem_usage *out)
+{
+  char path[64], line[PATH_MAX + 128];
+  uint64_t v;
+  memset(out, 0, sizeof *out);
+  if (pid)
+    snprintf(path, sizeof path, "/proc/%ld/smaps", (long)pid);
+  else
+    snprintf(path, sizeof path, "/proc/self/smaps");
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return fail_errno("open", path);
+  /* A mapping's header line: "start-end perms offset dev inode   [path]". */
+  int skip = 0;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo, hi;
+    int name_at = 0;
+    if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &lo, &hi, &name_at) == 2 && name_at > 0) {
+      char *name = line + name_at;
+      name[strcspn(name, "\n")] = 0;
+      skip = excluded(name, exclude, n);
+      continue;
+    }
+    if (kib_field(line, "Rss:", &v))
+      out->rss_kib += v;
+    else if (kib_field(line, "Private_Clean:", &v) || kib_field(line, "Private_Dirty:", &v)) {
+      out->private_kib += v;
+      if (skip)
+        out->excluded_kib += v;
+    }
+  }
+  fclose(f);
+  return 0;
+}

@@ -1,0 +1,171 @@
+/*
+** common.h — what every part of sochdb-bench shares: errors and interruption,
+** option parsing, time, latency histograms, keys and values, files, sochdb's
+** daemon, worker processes, JSON strings and memory figures from /proc.
+**
+** sochdb-bench.c (the sochdb workloads) and compare.c (sochdb against LMDB,
+** SQLite and RocksDB, through engine.h) are built on it.
+*/
+#ifndef SOCHDB_BENCH_COMMON_H
+#define SOCHDB_BENCH_COMMON_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "sochdb.h"
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+#include <time.h>
+
+#define MAX_PROCS       200u     /* the region has 256 process slots */
+#define MAX_ROWS        16u      /* values in --procs */
+#define DEFAULT_BASE    "/var/tmp"
+#define DAEMON_STOP_MS  10000u
+#define READY_WAIT_S    60.0     /* for the workers to open their handles */
+#define DONE_SLACK_S    120.0    /* past the run time, for the last commits */
+#define NS_PER_S        1e9
+#define L0_TRIGGER      4u       /* sochdbd's default --l0-trigger, which the benchmark's daemons use */
+#define SETTLE_POLL_US  100000u  /* how often the settle wait reads the stats */
+#define SETTLE_STABLE   3u       /* polls in a row that must find everything settled and unchanged */
+#define SETTLE_MAX_S    600.0    /* longest wait for flushing and compaction to settle */
+
+/* ---- errors and interruption ---------------------------------------------- */
+
+/* SIGINT/SIGTERM in the parent: stop waiting, clean up, exit 1. The workers
+** keep the default action and die, which the parent sees as a failure. */
+extern volatile sig_atomic_t interrupted;
+
+void catch_signals(void);
+void default_signals(void);
+
+/* Print "sochdb-bench: ..." to stderr; returns -1. */
+int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int fail_errno(const char *what, const char *path);
+int db_fail(const char *what, int rc);
+
+/* ---- options ---------------------------------------------------------------- */
+
+/* Process counts of one table (--procs, --read-procs). */
+struct proc_list {
+  unsigned n[MAX_ROWS];
+  unsigned rows;
+};
+
+int parse_uint(const char *name, const char *s, unsigned min, unsigned max, unsigned *out);
+int parse_seconds(const char *name, const char *s, double *out);
+int parse_procs(const char *name, const char *s, struct proc_list *l);
+
+/* ---- time and latency histograms ------------------------------------------ */
+
+uint64_t now_ns(void);
+uint64_t cpu_ns(clockid_t clock);      /* CLOCK_PROCESS_CPUTIME_ID, CLOCK_THREAD_CPUTIME_ID */
+uint64_t proc_cpu_ns(pid_t pid);       /* user + system time of another process, from /proc (clock ticks) */
+void     sleep_us(unsigned us);
+double   per_s(uint64_t n, double seconds);
+
+/* Log-linear buckets of nanoseconds: exact below 64 ns, then 32 buckets per
+** power of two (within about 3%). Fixed size, so workers keep theirs in
+** shared memory and the parent adds them up. */
+#define HIST_SUB_BITS 5u
+#define HIST_SUB      (1u << HIST_SUB_BITS)
+#define HIST_BUCKETS  (60u * HIST_SUB)
+
+struct hist {
+  uint64_t count, sum_ns;
+  uint64_t b[HIST_BUCKETS];
+};
+
+void   hist_add(struct hist *h, uint64_t ns);
+void   hist_merge(struct hist *into, const struct hist *h);
+double hist_quantile_ms(const struct hist *h, double q);
+double hist_mean_ms(const struct hist *h);
+
+/* ---- keys and values --------------------------------------------------------- */
+
+/* Key i of process p: the id big-endian (so each process appends), padded. */
+static inline uint64_t key_id(unsigned proc, uint64_t i) { return ((uint64_t)proc + 1) << 40 | i; }
+
+uint64_t mix64(uint64_t x);   /* splitmix64's finaliser */
+
+/* One key and its value, as written and as expected back. */
+struct kv {
+  size_t         klen, vlen;
+  size_t         vrandom;     /* the first vrandom bytes of a value are random, the rest 'v' */
+  unsigned char *key, *val;
+};
+
+int  kv_alloc(struct kv *kv, unsigned key_bytes, unsigned value_bytes, unsigned value_random_pct);
+void kv_free(struct kv *kv);
+/* Key id with the value of its version-th write. */
+void kv_set_version(struct kv *kv, uint64_t id, uint64_t version);
+static inline void kv_set(struct kv *kv, uint64_t id) { kv_set_version(kv, id, 0); }
+
+/* ---- files ------------------------------------------------------------------- */
+
+struct fs_info {
+  char        name[32];
+  int         in_memory;      /* tmpfs or ramfs: fdatasync costs nothing */
+};
+
+void fs_type(const char *path, struct fs_info *fs);
+void rm_rf(const char *dir);
+
+/* ---- sochdb's daemon ---------------------------------------------------------- */
+
+/* The pid of the sochdbd holding DIR/LOCK, or 0. */
+pid_t daemon_pid_of(const char *dir);
+/* Send sig to the daemon serving dir, if any, and wait until it has exited. */
+int   stop_daemon(const char *dir, int sig);
+/* sochdb_stats_get, its error reported. */
+int   stats_now(sochdb *db, sochdb_stats *st);
+/* Poll the stats until SETTLE_STABLE polls in a row find every rotated-out
+** memtable flushed, level 0 below the trigger, no compaction debt and no file
+** changed; *st gets the last stats, *seconds the wait. */
+int   sochdb_wait_settled(sochdb *db, sochdb_stats *st, double *seconds);
+
+/* ---- worker processes ----------------------------------------------------------- */
+
+struct kids {
+  pid_t   *pid;              /* 0 once reaped */
+  unsigned n;
+  int      failed;
+};
+
+/* Fork n children; child i runs _exit(child(i, ctx)) with the default
+** signal actions. */
+int kids_spawn(struct kids *k, unsigned n, int (*child)(unsigned idx, void *ctx), void *ctx);
+/* Reap whichever children exited; -1 if one failed. */
+int kids_poll(struct kids *k);
+/* Wait for every child (killing them first if kill_them); -1 if one failed. */
+int kids_finish(struct kids *k, int kill_them);
+/* Until *counter reaches n, looking every 200 us (every poll_us); -1 if a
+** child failed or the wait took too long. */
+int wait_count(atomic_uint *counter, unsigned n, struct kids *k, double max_s, const char *what);
+int wait_count_every(atomic_uint *counter, unsigned n, struct kids *k, double max_s, const char *what,
+                     unsigned poll_us);
+
+/* ---- output --------------------------------------------------------------------- */
+
+void json_str(FILE *f, const char *s);
+
+/* ---- memory ---------------------------------------------------------------------- */
+
+struct mem_usage {
+  uint64_t rss_kib;          /* VmRSS: every resident page mapped, shared ones included */
+  uint64_t private_kib;      /* Private_Clean + Private_Dirty of the whole process (smaps_rollup) */
+  uint64_t excluded_kib;     /* ... of which in mappings of the excluded files */
+};
+
+/* The figures of process pid (0: this one). A mapping whose file's path
+** starts with one of exclude[0..n) (the database's files, sochdb's region)
+** counts in excluded_kib: a page of a shared file that only this process has
+** touched so far is "private" to the kernel, yet it is the database's, not
+** the client's. */
+int mem_usage(pid_t pid, const char *const *exclude, unsigned n, struct mem_usage *out);
+
+#endif /* SOCHDB_BENCH_COMMON_H */
