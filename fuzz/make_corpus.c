@@ -7,6 +7,7 @@
 ** The MANIFESTs carry the database id fuzz_manifest.c replays them with.
 */
 #include "manifest.h"
+#include "rowfmt.h"
 #include "sochdb.h"
 #include "sstfmt.h"
 #include "walfmt.h"
@@ -61,6 +62,38 @@ static void sst(const char *name, unsigned nkeys, size_t vlen, int compressible,
       int del = i % 5 == 4 && v == 0;
       if (sst_builder_add(&b, key, (size_t)kl, 100 + (uint64_t)i * 4 + versions - v, del ? SST_DEL : SST_PUT, val,
                           del ? 0 : vlen) != SOCHDB_OK)
+        die("sst_builder_add");
+    }
+  }
+  uint8_t *buf;
+  size_t len;
+  if (sst_builder_finish(&b, &buf, &len) != SOCHDB_OK)
+    die("sst_builder_finish");
+  sst_builder_free(&b);
+  save("sst", name, buf, len);
+  free(buf);
+}
+
+/* Plain keys, then nrows rows of table 3 in columnar blocks (4 columns:
+** int64 key, int64, double, nullable string; some deletes, some versions). */
+static void sst_rows(const char *name, unsigned nrows, size_t block)
+{
+  static const uint8_t types[4] = { SOCHDB_INT64, SOCHDB_INT64, SOCHDB_DOUBLE, SOCHDB_STRING };
+  struct sst_builder b;
+  if (sst_builder_init(&b, block) != SOCHDB_OK)
+    die("sst_builder_init");
+  if (sst_builder_add(&b, "a", 1, 5, SST_PUT, "plain", 5) != SOCHDB_OK)
+    die("sst_builder_add");
+  for (unsigned i = 0; i < nrows; i++) {
+    uint8_t key[32], val[128];
+    rowfmt_row_prefix(key, 3);
+    sochdb_value v[4] = { { .i64 = i }, { .i64 = (int64_t)i * 7 }, { .f64 = i / 3.0 },
+                          { .bytes = "text", .len = 4, .is_null = i % 3 == 0 } };
+    size_t kl = ROWFMT_PREFIX_LEN + rowfmt_pk_encode(key + ROWFMT_PREFIX_LEN, SOCHDB_INT64, &v[0]);
+    for (unsigned ver = 0; ver < 1 + i % 2; ver++) {
+      int del = i % 9 == 8 && ver == 0;
+      size_t vl = del ? 0 : rowfmt_encode(val, 4, types, v);
+      if (sst_builder_add(&b, key, kl, 1000 + (uint64_t)i * 4 - ver, del ? SST_DEL : SST_PUT, val, vl) != SOCHDB_OK)
         die("sst_builder_add");
     }
   }
@@ -174,6 +207,8 @@ int main(int argc, char **argv)
   sst("small.sst", 20, 16, 0, SST_BLOCK_MIN);
   sst("blocks.sst", 200, 40, 0, SST_BLOCK_MIN);
   sst("lz4.sst", 150, 100, 1, SST_BLOCK_MIN);
+  sst_rows("rows.sst", 40, SST_BLOCK_MIN);
+  sst_rows("rowblocks.sst", 600, SST_BLOCK_MIN);
   wal("empty.wal", 0, 0);
   wal("groups.wal", 5, 0);
   wal("torn.wal", 3, 1);

@@ -17,7 +17,16 @@
 ** own handle (LMDB has the same rule). The parent is unaffected.
 **
 ** Limits: keys are 1..SOCHDB_MAX_KEY bytes, values 0..SOCHDB_MAX_VALUE bytes.
-** Anything outside is refused with SOCHDB_INVALID, never truncated.
+** Anything outside is refused with SOCHDB_INVALID, never truncated. Keys that
+** start with the two bytes 0xFF 0xFF are reserved for the engine (the rows
+** and schemas of columnar tables, below): sochdb_put, sochdb_delete and
+** sochdb_get refuse them with SOCHDB_INVALID, and iterators never return
+** them (a range reaching into them stops before them).
+**
+** Columnar tables (sochdb_table_*, sochdb_row_*, sochdb_scan_*; see
+** docs/columnar.md) store rows of a fixed schema in the same key space, so
+** they share transactions, snapshots, conflicts, the WAL and durability with
+** the key-value calls.
 */
 #ifndef SOCHDB_H
 #define SOCHDB_H
@@ -185,7 +194,8 @@ void sochdb_abort(sochdb_txn *t);
 ** sochdb_iter_open — a cursor over keys in [start, end) in byte order, in the
 ** transaction's snapshot plus its own writes (as they were when the iterator
 ** was opened). start NULL/0 = from the first key; end NULL/0 = to the last
-** key. The iterator must be closed before its transaction ends.
+** key. The iterator must be closed before its transaction ends. Reserved
+** keys (0xFF 0xFF ...) are never returned: the range ends before them.
 **
 ** Errors: SOCHDB_INVALID (NULL t or out, bound longer than SOCHDB_MAX_KEY),
 **   SOCHDB_NOMEM.
@@ -248,6 +258,201 @@ typedef struct sochdb_stats {
 
 /* Errors: SOCHDB_INVALID (NULL argument or handle inherited across fork). */
 int  sochdb_stats_get(sochdb *db, sochdb_stats *out);
+
+/* ======================================================================
+** Columnar tables
+**
+** A table holds rows of a fixed schema: named, typed columns, the first of
+** which is the primary key (int64, bytes or string; never NULL). Rows live
+** in the database's key space under reserved keys, one key per row, so every
+** row operation takes a transaction and behaves exactly like a key-value
+** write or read in it: snapshot isolation, first-committer-wins conflicts
+** (two transactions writing the same primary key conflict), all-or-nothing
+** commits through the same WAL, the same durability. In SSTables the rows of
+** a block are stored column by column, each column compressed and
+** checksummed on its own, with each numeric column's min/max in the block
+** index: a scan reads and decompresses only the columns it asks for (and
+** its filter's), and skips the blocks whose min/max exclude its filter.
+**
+** Limits: SOCHDB_MAX_COLUMNS columns; table and column names 1..
+** SOCHDB_MAX_NAME bytes (no NUL); a primary key of bytes or string at most
+** SOCHDB_MAX_PK bytes; an encoded row at most SOCHDB_MAX_VALUE bytes.
+** Threads: a sochdb_table handle is read-only once open, and may be used by
+** every thread of its process, in any transaction of its database; a scan
+** belongs to its transaction's thread.
+** ====================================================================== */
+
+#define SOCHDB_MAX_COLUMNS 64u
+#define SOCHDB_MAX_NAME    64u
+#define SOCHDB_MAX_PK      (SOCHDB_MAX_KEY - 7u)
+
+/* Column types. A string is bytes that tools print as text (not checked). */
+enum { SOCHDB_INT64 = 1, SOCHDB_DOUBLE = 2, SOCHDB_BYTES = 3, SOCHDB_STRING = 4 };
+#define SOCHDB_NULLABLE 0x1u      /* sochdb_column.flags: the column may hold NULL */
+
+typedef struct sochdb_column {
+  const char *name;      /* NUL-terminated, 1..SOCHDB_MAX_NAME bytes, unique in the table */
+  unsigned    type;      /* SOCHDB_INT64, SOCHDB_DOUBLE, SOCHDB_BYTES or SOCHDB_STRING */
+  unsigned    flags;     /* 0 or SOCHDB_NULLABLE */
+} sochdb_column;
+
+/* One column's value. Which field holds it is given by the column's type:
+** i64 (SOCHDB_INT64), f64 (SOCHDB_DOUBLE), bytes + len (SOCHDB_BYTES and
+** SOCHDB_STRING; not NUL-terminated; bytes may be NULL when len is 0). */
+typedef struct sochdb_value {
+  int         is_null;
+  int64_t     i64;
+  double      f64;
+  const void *bytes;
+  size_t      len;
+} sochdb_value;
+
+typedef struct sochdb_table sochdb_table;   /* an open table: its id and schema */
+typedef struct sochdb_scan  sochdb_scan;    /* a projected range scan inside a transaction */
+
+/*
+** sochdb_table_create — create table `name` with columns cols[0..ncols) in
+** transaction t (the table exists for others once t commits). cols[0] is the
+** primary key: SOCHDB_INT64, SOCHDB_BYTES or SOCHDB_STRING, not nullable.
+** The names are copied. Two transactions creating tables at once conflict
+** (SOCHDB_CONFLICT at commit: retry).
+**
+** Errors: SOCHDB_INVALID (NULL argument, read-only t, bad or duplicate name,
+**   unknown type or flag, ncols 0 or above SOCHDB_MAX_COLUMNS, bad primary
+**   key column, or a table of that name exists in t's snapshot),
+**   SOCHDB_NOMEM, SOCHDB_CORRUPT.
+*/
+int  sochdb_table_create(sochdb_txn *t, const char *name, const sochdb_column *cols, size_t ncols);
+
+/*
+** sochdb_table_open — open table `name` as t's snapshot holds it. With cols
+** NULL, whatever its schema is; otherwise cols[0..ncols) must be exactly its
+** schema (names, types, nullability, order), or SOCHDB_INVALID with a
+** message naming the first difference. On success *out is a handle the
+** caller frees with sochdb_table_close(); it keeps the schema it was opened
+** with (after sochdb_table_add_column commits, open the table again to use
+** the new column) and may be used in any later transaction of the same
+** database.
+**
+** Errors: SOCHDB_NOTFOUND (no such table), SOCHDB_INVALID (NULL argument,
+**   schema mismatch), SOCHDB_CORRUPT (a damaged schema), SOCHDB_NOMEM.
+*/
+int  sochdb_table_open(sochdb_txn *t, const char *name, const sochdb_column *cols, size_t ncols,
+                       sochdb_table **out);
+
+/* sochdb_table_close — free the handle (not the table). NULL is a no-op. */
+void sochdb_table_close(sochdb_table *tb);
+
+/*
+** sochdb_table_schema — the handle's columns: *cols points to *ncols
+** descriptions owned by tb (valid until sochdb_table_close), and *id (may be
+** NULL) gets the table's id. Errors: SOCHDB_INVALID (NULL argument).
+*/
+int  sochdb_table_schema(const sochdb_table *tb, const sochdb_column **cols, size_t *ncols, uint32_t *id);
+
+/*
+** sochdb_table_add_column — append a column to tb's table in t. It must be
+** SOCHDB_NULLABLE: rows written before read it as NULL. tb itself keeps its
+** schema; open the table again (in t, or after t commits) to see the column.
+** Fails with SOCHDB_CONFLICT if the schema changed since tb was opened (open
+** it again), and at commit if another transaction changed it meanwhile.
+**
+** Errors: SOCHDB_INVALID (NULL argument, read-only t, not nullable, bad or
+**   duplicate name, SOCHDB_MAX_COLUMNS reached), SOCHDB_CONFLICT,
+**   SOCHDB_NOTFOUND (the table is gone), SOCHDB_NOMEM.
+*/
+int  sochdb_table_add_column(sochdb_txn *t, sochdb_table *tb, const sochdb_column *col);
+
+/*
+** sochdb_row_put — insert or replace the row whose primary key is values[0];
+** values[0..n) gives every column of tb's schema, in order (is_null for
+** NULL, allowed in nullable columns only). Buffered in t like sochdb_put;
+** the bytes are copied.
+**
+** Errors: SOCHDB_INVALID (NULL argument, read-only t, NULL in a column that
+**   is not nullable, primary key too long, row above SOCHDB_MAX_VALUE),
+**   SOCHDB_NOMEM.
+*/
+int  sochdb_row_put(sochdb_txn *t, sochdb_table *tb, const sochdb_value *values);
+
+/* sochdb_row_delete — delete the row with primary key *pk (absent: no-op).
+** Errors: as sochdb_row_put. */
+int  sochdb_row_delete(sochdb_txn *t, sochdb_table *tb, const sochdb_value *pk);
+
+/*
+** sochdb_row_get — read the row with primary key *pk in t's snapshot (seeing
+** t's own writes): out[i] = the value of column cols[i], for i < ncols
+** (cols NULL: every column of the schema, in order; out then has room for
+** all of them). Columns the row predates read as NULL. Bytes point into
+** memory that stays valid until t ends.
+**
+** Errors: SOCHDB_NOTFOUND (no such row), SOCHDB_INVALID (NULL argument,
+**   column index out of range), SOCHDB_CORRUPT, SOCHDB_NOMEM.
+*/
+int  sochdb_row_get(sochdb_txn *t, sochdb_table *tb, const sochdb_value *pk, const unsigned *cols, size_t ncols,
+                    sochdb_value *out);
+
+/* A filter on one column, evaluated inside the storage layer. NULL never
+** passes, nor does a double NaN. value is the bound (op's only operand);
+** SOCHDB_BETWEEN passes value <= column <= value2. Bytes and strings compare
+** by memcmp, then the shorter first. */
+enum { SOCHDB_EQ = 1, SOCHDB_LT, SOCHDB_LE, SOCHDB_GT, SOCHDB_GE, SOCHDB_BETWEEN };
+typedef struct sochdb_filter {
+  unsigned     column;   /* index in the schema */
+  unsigned     op;       /* SOCHDB_EQ .. SOCHDB_BETWEEN */
+  sochdb_value value;
+  sochdb_value value2;   /* SOCHDB_BETWEEN's upper bound */
+} sochdb_filter;
+
+/* What a scan cost (sochdb_scan_close), or the sum over every scan closed in
+** any process since the shared region was created (sochdb_scan_stats_get). */
+typedef struct sochdb_scan_stats {
+  uint64_t scans;              /* scans closed (1 for one scan) */
+  uint64_t rows;               /* rows returned */
+  uint64_t blocks_read;        /* SSTable data blocks read (columnar: their keys, at least) */
+  uint64_t blocks_skipped;     /* columnar blocks whose column segments the filter's min/max skipped */
+  uint64_t blocks_direct;      /* columnar blocks whose rows came straight from their columns: every
+                                  row the only version of its key and visible, no other source
+                                  holding keys among them (the fast path of a compacted table) */
+  uint64_t bytes_read;         /* stored (compressed) bytes of the blocks and column segments read */
+  uint64_t bytes_decompressed; /* bytes LZ4 produced for them (0 for what the block cache held) */
+} sochdb_scan_stats;
+
+/*
+** sochdb_table_scan — rows with start_pk <= primary key < end_pk (NULL: no
+** bound), in primary-key order, in t's snapshot plus its own writes (as they
+** were at this call), that pass *filter (NULL: all rows); each yields the
+** columns cols[0..ncols) (cols NULL: all, in schema order). Only those
+** columns and the filter's are read from SSTables, and the blocks whose
+** min/max exclude the filter are skipped. The scan must be closed before t
+** ends, and tb must stay open until then; *filter is copied.
+**
+** Errors: SOCHDB_INVALID (NULL t, tb or out, a column or the filter's column
+**   out of range, unknown op, a NULL filter bound, a primary-key bound too
+**   long), SOCHDB_NOMEM.
+*/
+int  sochdb_table_scan(sochdb_txn *t, sochdb_table *tb, const sochdb_value *start_pk, const sochdb_value *end_pk,
+                       const unsigned *cols, size_t ncols, const sochdb_filter *filter, sochdb_scan **out);
+
+/*
+** sochdb_scan_next — the next row: out[i] for each column the scan asked
+** for. Bytes stay valid until the next sochdb_scan_next or sochdb_scan_close
+** on s. Returns SOCHDB_NOTFOUND when the scan is done.
+**
+** Errors: SOCHDB_INVALID (NULL argument), SOCHDB_CORRUPT, SOCHDB_NOMEM.
+*/
+int  sochdb_scan_next(sochdb_scan *s, sochdb_value *out);
+
+/* sochdb_scan_close — what the scan cost into *stats (may be NULL), added to
+** the database's totals; frees s. NULL is a no-op. */
+void sochdb_scan_close(sochdb_scan *s, sochdb_scan_stats *stats);
+
+/*
+** sochdb_scan_stats_get — the totals of every scan closed in any process
+** since the shared region was created (`sochdb stats` shows them).
+** Errors: SOCHDB_INVALID (NULL argument or handle inherited across fork).
+*/
+int  sochdb_scan_stats_get(sochdb *db, sochdb_scan_stats *out);
 
 /*
 ** sochdb_region_path — the path of the shared region file of this handle

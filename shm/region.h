@@ -29,7 +29,7 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  3u
+#define SHM_LAYOUT_VERSION  4u
 #define SHM_HEADER_BYTES    4096u
 #define SHM_CACHELINE       64
 
@@ -67,6 +67,14 @@ struct shm_global_stats {
   _Atomic uint64_t live_files;        /* SSTables in the current file list (filelist.c) */
   _Atomic uint64_t live_l0_files;     /* ... of them in level 0 */
   _Atomic uint64_t live_file_bytes;   /* ... their total size */
+  /* Columnar table scans, added when each scan closes (src/table.c). */
+  _Atomic uint64_t table_scans;
+  _Atomic uint64_t scan_rows;
+  _Atomic uint64_t scan_blocks_read;
+  _Atomic uint64_t scan_blocks_skipped;
+  _Atomic uint64_t scan_bytes_read;
+  _Atomic uint64_t scan_bytes_decompressed;
+  _Atomic uint64_t scan_blocks_direct;
 };
 
 struct shm_header {

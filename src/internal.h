@@ -56,6 +56,39 @@ struct sochdb_txn {
   struct sochdb_txn *prev, *next;     /* in db->txns */
 };
 
+/* Buffer a write (tombstone 1: a delete) or read a key, like sochdb_put,
+** sochdb_delete and sochdb_get, but for any key, the reserved ones
+** (0xFF 0xFF ..., rowfmt.h) included: for the table layer (table.c). */
+int  sdb_write(sochdb_txn *t, const void *key, size_t klen, const void *val, size_t vlen, int tombstone);
+int  sdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, size_t *vlen);
+
+/* An iterator like sochdb_iter_open's over any range (reserved keys
+** included), reading columnar blocks through proj (NULL: whole rows) and
+** counting what it reads into stats (may be NULL). transient: keys and
+** values stay valid until the next sochdb_iter_next only, instead of until
+** the transaction ends. o (copied) may be NULL. */
+struct sdb_iter_opts {
+  const struct sst_projection *proj;
+  struct sst_read_stats       *stats;
+  int                          transient;
+};
+int  sdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void *end, size_t elen,
+                   const struct sdb_iter_opts *o, sochdb_iter **out);
+
+/* A whole columnar block, for table scans (sst_iter_take_block): rows
+** 0..nrows-1 of cv are the next keys, every one live and visible, and no
+** other source holds a key among them. cv NULL: a single key instead. */
+struct sdb_iter_block {
+  const struct sst_colview *cv;
+  uint32_t                  nrows;
+  int                       skipped;   /* min/max excluded the projection's filter: no row passes */
+};
+/* sochdb_iter_next, but hands over a block at once where it can (blk->cv
+** set; valid until the next call); otherwise blk->cv is NULL and the key
+** and value are set. An iterator opened with a projection only. */
+int  sdb_iter_next_rows(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen,
+                        struct sdb_iter_block *blk);
+
 /* A copy of p[0..n) that lives until t ends, or NULL (out of memory). */
 const void *sdb_txn_keep(sochdb_txn *t, const void *p, size_t n);
 

@@ -10,11 +10,30 @@
 ** hide the key. Keys and values in the region, in the write buffer or in a
 ** mapped uncompressed block are handed out without copying; those of
 ** compressed blocks and SSTable keys are copied into the transaction.
+**
+** Table scans (src/table.c) open the same merge through sdb_iter_open with a
+** projection, which the SSTable cursors apply to columnar blocks (sstfmt.h):
+** a version that fails the filter comes out of them as SST_SKIP and hides
+** the key like a tombstone; and "transient" values, copied into the
+** iterator and valid until its next call, so that a long scan does not keep
+** every row it read until the transaction ends. The public sochdb_iter_open
+** never reaches the reserved keys (0xFF 0xFF ..., rowfmt.h).
+**
+** Runs: while one SSTable cursor alone holds the keys below every other
+** source's current key (the others stay where they are meanwhile), its
+** entries are taken one after the other without comparing them with the
+** other sources: a long scan over a compacted level costs two key
+** comparisons per key instead of several per source. A run that ends at once
+** backs off for a few keys, so interleaved sources pay little for trying.
+** Within a run, a table scan (sdb_iter_next_rows) is handed a whole columnar
+** block at once when every row of it is the only, visible version of its key
+** (sst_iter_take_block): the scan reads it column by column.
 */
 #include "internal.h"
 
 #include "error.h"
 #include "mvcc.h"
+#include "rowfmt.h"
 #include "skiplist.h"
 #include "tables.h"
 
@@ -24,6 +43,7 @@
 /* A cursor over one L0 file or over one whole level >= 1 (its files in order). */
 struct table_cursor {
   const struct sdb_tables *ts;
+  const struct sdb_iter_opts *o;  /* the iterator's: projection, stats */
   uint32_t         file, end;     /* the file being read, and one past the last */
   int              open;          /* it holds an sst_iter on file */
   int              valid;         /* e is its current entry */
@@ -41,6 +61,16 @@ struct sochdb_iter {
   size_t           nown, pos;
   uint32_t         ntab;
   struct table_cursor *tab;      /* L0 files, then one per deeper level */
+  struct sdb_iter_opts o;
+  int              run;          /* the table cursor of the run in progress, -1 if none */
+  const uint8_t   *run_end;      /* the run's bound: another source's current key (NULL: none) */
+  uint32_t         run_elen;
+  uint32_t         run_rows;     /* keys the run went through */
+  unsigned         run_backoff;  /* general steps before a run is tried again */
+  int              run_taken;    /* the run's cursor is on a block handed over whole */
+  uint32_t         taken_klen;   /* ... whose last key is in kbuf */
+  uint8_t         *vbuf;         /* transient: the value handed out last */
+  size_t           vcap;
   uint8_t          kbuf[SOCHDB_MAX_KEY];   /* the key being decided, when only a cursor holds it */
 };
 
@@ -92,6 +122,8 @@ static int cursor_step(struct table_cursor *c, const void *seek, size_t slen)
       if (t->open_rc != SOCHDB_OK)
         return sdb_fail(t->open_rc, "%s", t->open_err);
       sst_iter_init(&c->it, &t->r);
+      if (c->o->proj)
+        sst_iter_project(&c->it, c->o->proj, c->o->stats);
       c->open = 1;
       if (seek) {
         int rc = sst_iter_seek(&c->it, seek, slen);
@@ -121,12 +153,13 @@ static int open_table_cursors(sochdb_iter *it, const void *start, size_t slen)
   if (!it->tab)
     return sdb_fail(SOCHDB_NOMEM, "allocating SSTable cursors");
   for (uint32_t i = 0; i < n0; i++)
-    it->tab[it->ntab++] = (struct table_cursor){ .ts = ts, .file = ts->level_start[0] + i,
+    it->tab[it->ntab++] = (struct table_cursor){ .ts = ts, .o = &it->o, .file = ts->level_start[0] + i,
                                                  .end = ts->level_start[0] + i + 1 };
   for (unsigned l = 1; l < SDB_LEVELS; l++) {
     uint32_t first = sdb_tables_seek_level(ts, l, start, slen);
     if (first < ts->level_start[l + 1])
-      it->tab[it->ntab++] = (struct table_cursor){ .ts = ts, .file = first, .end = ts->level_start[l + 1] };
+      it->tab[it->ntab++] =
+          (struct table_cursor){ .ts = ts, .o = &it->o, .file = first, .end = ts->level_start[l + 1] };
   }
   for (uint32_t i = 0; i < it->ntab; i++) {
     int rc = cursor_step(&it->tab[i], start, slen);
@@ -173,8 +206,8 @@ static int tables_skip(sochdb_iter *it, const uint8_t *k, uint32_t kl)
 
 /* ---- open / next / close ------------------------------------------------- */
 
-int sochdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void *end, size_t elen,
-                     sochdb_iter **out)
+static int iter_open(sochdb_txn *t, const void *start, size_t slen, const void *end, size_t elen,
+                     const struct sdb_iter_opts *o, sochdb_iter **out)
 {
   int rc = sdb_check_txn(t);
   if (rc != SOCHDB_OK)
@@ -190,6 +223,9 @@ int sochdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void *
   if (!it)
     return sdb_fail(SOCHDB_NOMEM, "allocating an iterator");
   it->t = t;
+  it->run = -1;
+  if (o)
+    it->o = *o;
   if (end && elen) {
     if (!(it->end = malloc(elen))) {
       free(it);
@@ -212,6 +248,25 @@ int sochdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void *
     it->node[i] = sl_seek(&t->db->region, t->view.idx[i], start, (uint32_t)slen);
   *out = it;
   return SOCHDB_OK;
+}
+
+int sochdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void *end, size_t elen,
+                     sochdb_iter **out)
+{
+  /* the reserved keys start at 0xFF 0xFF: every user range ends there (a bad
+  ** bound is left as it is, for iter_open to report) */
+  int bad_end = elen > SOCHDB_MAX_KEY || (!end && elen);
+  if (!bad_end && (!elen || sl_compare(end, (uint32_t)elen, rowfmt_reserved_start, 2) > 0)) {
+    end = rowfmt_reserved_start;
+    elen = 2;
+  }
+  return iter_open(t, start, slen, end, elen, NULL, out);
+}
+
+int sdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void *end, size_t elen,
+                  const struct sdb_iter_opts *o, sochdb_iter **out)
+{
+  return iter_open(t, start, slen, end, elen, o, out);
 }
 
 static void take_smaller(const uint8_t **best, uint32_t *blen, const uint8_t *k, uint32_t kl, int ties)
@@ -267,6 +322,50 @@ static void memtables_skip(sochdb_iter *it, const uint8_t *k, uint32_t kl)
       it->node[i] = sl_next(r, it->node[i]);
 }
 
+/* Transient mode: the value copied into the iterator (the cursors move on
+** before it is returned); k is already stable until the next call. */
+static int transient_value(sochdb_iter *it, const uint8_t *k, const struct sst_entry *best, const void **key,
+                           const void **val, size_t *vlen)
+{
+  if (best->vlen > it->vcap) {
+    size_t cap = it->vcap ? it->vcap : 256;
+    while (cap < best->vlen)
+      cap *= 2;
+    uint8_t *p = realloc(it->vbuf, cap);
+    if (!p)
+      return -sdb_fail(SOCHDB_NOMEM, "copying a row of %u bytes", best->vlen);
+    it->vbuf = p;
+    it->vcap = cap;
+  }
+  if (best->vlen)
+    memcpy(it->vbuf, best->val, best->vlen);
+  *key = k;
+  *val = it->vbuf;
+  *vlen = best->vlen;
+  return 1;
+}
+
+/* Entry e (a live PUT of key k, which is stable until the next call) of
+** table cursor c (NULL: unknown), made to last as long as the iterator
+** promises: 1, or -SOCHDB_NOMEM. Called before the cursor moves past it. */
+static int hand_out(sochdb_iter *it, const struct table_cursor *c, const struct sst_entry *e, const uint8_t *k,
+                    const void **key, const void **val, size_t *vlen)
+{
+  if (it->o.transient)
+    return transient_value(it, k, e, key, val, vlen);
+  const struct sdb_table *t = c ? c->ts->files[c->file] : NULL;
+  const void *v = e->val;
+  if (!t || e->val < t->map || e->val >= t->map + t->len)   /* decompressed: copy */
+    v = e->vlen ? sdb_txn_keep(it->t, e->val, e->vlen) : e->val;
+  const void *kk = sdb_txn_keep(it->t, e->key, e->klen);
+  if (!v || !kk)
+    return -sdb_fail(SOCHDB_NOMEM, "copying an SSTable entry of %u bytes", e->klen + e->vlen);
+  *key = kk;
+  *val = v;
+  *vlen = e->vlen;
+  return 1;
+}
+
 /* Key k's value from the SSTables: 1 found (live), 0 absent or deleted, or
 ** minus an error code. The key and value handed out are made to last until
 ** the transaction ends. */
@@ -277,25 +376,169 @@ static int tables_verdict(sochdb_iter *it, const uint8_t *k, uint32_t kl, const 
   int found = tables_candidate(it, k, kl, &best);
   if (found <= 0)
     return found;
-  if (best.kind == SST_DEL)
+  if (best.kind != SST_PUT)   /* a tombstone, or a version the projection's filter hides */
     return 0;
-  const struct sdb_table *t = NULL;
-  for (uint32_t i = 0; i < it->ntab && !t; i++)
+  const struct table_cursor *c = NULL;
+  for (uint32_t i = 0; i < it->ntab && !c; i++)
     if (it->tab[i].valid && it->tab[i].e.val == best.val)
-      t = it->tab[i].ts->files[it->tab[i].file];
-  const void *v = best.val;
-  if (!t || best.val < t->map || best.val >= t->map + t->len)   /* decompressed: copy */
-    v = best.vlen ? sdb_txn_keep(it->t, best.val, best.vlen) : best.val;
-  const void *kk = sdb_txn_keep(it->t, best.key, best.klen);
-  if (!v || !kk)
-    return -sdb_fail(SOCHDB_NOMEM, "copying an SSTable entry of %u bytes", best.klen + best.vlen);
-  *key = kk;
-  *val = v;
-  *vlen = best.vlen;
+      c = &it->tab[i];
+  return hand_out(it, c, &best, k, key, val, vlen);
+}
+
+/* ---- runs ------------------------------------------------------------------ */
+
+/* Key order (as sl_compare), inline and 8 bytes at a time: the run's inner
+** loop compares every key with its bound. */
+static inline int key_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
+{
+  size_t n = al < bl ? al : bl, i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x, y;
+    memcpy(&x, a + i, 8);
+    memcpy(&y, b + i, 8);
+    if (x != y)
+      return __builtin_bswap64(x) < __builtin_bswap64(y) ? -1 : 1;
+  }
+  for (; i < n; i++)
+    if (a[i] != b[i])
+      return a[i] < b[i] ? -1 : 1;
+  return (al > bl) - (al < bl);
+}
+
+/* The smallest current key of every source but table cursor `skip`, and the
+** iterator's end: the bound of a run of that cursor (NULL: none). Each is
+** stable while its source does not move. */
+static const uint8_t *others_min(const sochdb_iter *it, uint32_t skip, uint32_t *blen)
+{
+  const shm_region *r = &it->t->db->region;
+  const uint8_t *best = it->end;
+  *blen = it->elen;
+  for (uint32_t i = 0; i < it->ncur; i++) {
+    if (it->node[i]) {
+      const struct sl_node *n = shm_at(r, it->node[i]);
+      take_smaller(&best, blen, sl_key(n), n->klen, 0);
+    }
+  }
+  for (uint32_t i = 0; i < it->ntab; i++)
+    if (i != skip && it->tab[i].valid)
+      take_smaller(&best, blen, it->tab[i].e.key, it->tab[i].e.klen, 0);
+  if (it->pos < it->nown)
+    take_smaller(&best, blen, it->own[it->pos].key, it->own[it->pos].klen, 0);
+  return best;
+}
+
+/* Start a run if one table cursor's key is below every other source's. */
+static void run_try(sochdb_iter *it)
+{
+  if (it->run_backoff) {
+    it->run_backoff--;
+    return;
+  }
+  int first = -1;
+  for (uint32_t i = 0; i < it->ntab; i++) {
+    const struct table_cursor *c = &it->tab[i];
+    if (c->valid && (first < 0 || sl_compare(c->e.key, c->e.klen, it->tab[first].e.key, it->tab[first].e.klen) < 0))
+      first = (int)i;
+  }
+  if (first < 0)
+    return;
+  const struct sst_entry *e = &it->tab[first].e;
+  it->run_end = others_min(it, (uint32_t)first, &it->run_elen);
+  if (it->run_end && sl_compare(e->key, e->klen, it->run_end, it->run_elen) >= 0) {
+    it->run_backoff = 8;
+    return;
+  }
+  it->run = first;
+  it->run_rows = 0;
+}
+
+/* Move the run's cursor past the block handed over whole, and past the
+** older versions of its last key (they may begin the next block). */
+static int run_leave_block(sochdb_iter *it, struct table_cursor *c)
+{
+  it->run_taken = 0;
+  int rc = cursor_step(c, NULL, 0);   /* past its first row, whose entry c held: the rest went with it */
+  while (rc == SOCHDB_OK && c->valid && key_cmp(c->e.key, c->e.klen, it->kbuf, it->taken_klen) == 0)
+    rc = cursor_step(c, NULL, 0);
+  return rc;
+}
+
+/* The cursor's block, whole, if it can be handed over: 1, or 0. */
+static int run_take_block(sochdb_iter *it, struct table_cursor *c, struct sdb_iter_block *blk)
+{
+  const uint8_t *last;
+  uint32_t lastlen;
+  if (!blk || !sst_iter_take_block(&c->it, it->t->snapshot, it->run_end, it->run_elen, &blk->cv, &blk->nrows,
+                                   &blk->skipped, &last, &lastlen))
+    return 0;
+  memcpy(it->kbuf, last, lastlen);
+  it->taken_klen = lastlen;
+  if (it->o.stats)
+    it->o.stats->blocks_direct++;
+  it->run_taken = 1;
+  it->run_rows += blk->nrows;
   return 1;
 }
 
-int sochdb_iter_next(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen)
+/* The run's next live key: 1 with it handed out (the key in kbuf), 2 with a
+** whole block in *blk (when blk is not NULL), 0 when the run is over (its
+** cursor reached the bound or its end), or minus an error code. Each key's
+** versions are newest first: the first at or below the snapshot decides;
+** the others are passed over. */
+static int run_next(sochdb_iter *it, const void **key, uint32_t *klen, const void **val, size_t *vlen,
+                    struct sdb_iter_block *blk)
+{
+  struct table_cursor *c = &it->tab[it->run];
+  if (it->run_taken) {
+    int rc = run_leave_block(it, c);
+    if (rc != SOCHDB_OK)
+      return -rc;
+  }
+  while (c->valid && (!it->run_end || key_cmp(c->e.key, c->e.klen, it->run_end, it->run_elen) < 0)) {
+    if (run_take_block(it, c, blk))
+      return 2;
+    uint32_t kl = c->e.klen;
+    memcpy(it->kbuf, c->e.key, kl);
+    int decided = 0, found = 0;
+    while (c->valid && key_cmp(c->e.key, c->e.klen, it->kbuf, kl) == 0) {
+      if (!decided && c->e.seq <= it->t->snapshot) {
+        decided = 1;
+        found = c->e.kind == SST_PUT ? hand_out(it, c, &c->e, it->kbuf, key, val, vlen) : 0;
+        if (found < 0)
+          return found;
+      }
+      int rc = cursor_step(c, NULL, 0);
+      if (rc != SOCHDB_OK)
+        return -rc;
+    }
+    it->run_rows++;
+    if (found) {
+      *klen = kl;
+      return 1;
+    }
+  }
+  if (it->run_rows < 2)
+    it->run_backoff = 8;
+  it->run = -1;
+  return 0;
+}
+
+/* run_next as sochdb_iter_next returns it: SOCHDB_OK with a key (or a
+** block), an error code, or RUN_OVER. */
+#define RUN_OVER (-1)
+static int run_step(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen,
+                    struct sdb_iter_block *blk)
+{
+  uint32_t kl = 0;
+  int r = run_next(it, key, &kl, val, vlen, blk);
+  if (r < 0)
+    return -r;
+  *klen = kl;
+  return r ? SOCHDB_OK : RUN_OVER;
+}
+
+static int iter_next(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen,
+                     struct sdb_iter_block *blk)
 {
   if (!it)
     return sdb_fail(SOCHDB_INVALID, "NULL iterator");
@@ -305,6 +548,14 @@ int sochdb_iter_next(sochdb_iter *it, const void **key, size_t *klen, const void
   if (!key || !klen || !val || !vlen)
     return sdb_fail(SOCHDB_INVALID, "NULL iterator output");
   for (;;) {
+    if (it->run < 0)
+      run_try(it);
+    if (it->run >= 0) {
+      rc = run_step(it, key, klen, val, vlen, blk);
+      if (rc != RUN_OVER)
+        return rc;
+      continue;
+    }
     uint32_t kl = 0;
     const uint8_t *k = smallest_key(it, &kl);
     if (!k || (it->end && sl_compare(k, kl, it->end, it->elen) >= 0))
@@ -353,6 +604,18 @@ int sochdb_iter_next(sochdb_iter *it, const void **key, size_t *klen, const void
   }
 }
 
+int sochdb_iter_next(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen)
+{
+  return iter_next(it, key, klen, val, vlen, NULL);
+}
+
+int sdb_iter_next_rows(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen,
+                       struct sdb_iter_block *blk)
+{
+  blk->cv = NULL;
+  return iter_next(it, key, klen, val, vlen, blk);
+}
+
 void sochdb_iter_close(sochdb_iter *it)
 {
   if (!it)
@@ -360,6 +623,7 @@ void sochdb_iter_close(sochdb_iter *it)
   for (uint32_t i = 0; i < it->ntab; i++)
     cursor_close_file(&it->tab[i]);
   free(it->tab);
+  free(it->vbuf);
   free(it->own);
   free(it->end);
   free(it);

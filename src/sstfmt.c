@@ -1,9 +1,14 @@
 /*
-** sstfmt.c — building and reading SSTables (see sstfmt.h for the layout).
+** sstfmt.c — building and reading SSTables (see sstfmt.h for the layout):
+** plain data blocks, the filter, the index and the footer; every block and
+** every segment of a columnar block (a "piece") verified, decompressed and
+** cached the same way; point reads and the iterator over both kinds of data
+** block, with projection for columnar ones. What only columnar blocks need
+** (rows split into columns, descriptors, reassembly, min/max) is sstcol.c.
 ** The reader trusts nothing it has not verified: every varint, length and
 ** restart offset is bounded by its block before use.
 */
-#include "sstfmt.h"
+#include "sstfmt_int.h"
 
 #include "bytes.h"
 #include "error.h"
@@ -20,8 +25,10 @@
 #define SEED_INDEX      0x5353544943ull
 #define SEED_FOOTER     0x5353544644ull
 #define SEED_BLOOM      0x53535442ull
-/* Bigger than any block the builder makes: a block is cut once it reaches
-** SST_BLOCK_MAX, so it holds at most that plus one entry and its restart. */
+#define SEED_SEGMENT    0x5353544353ull   /* + the segment's index in its block */
+/* Bigger than any block (or segment) the builder makes: a block is cut once
+** it reaches SST_BLOCK_MAX, so it holds at most that plus one entry and its
+** restart. */
 #define SST_MAX_PAYLOAD (SST_BLOCK_MAX + SOCHDB_MAX_KEY + SOCHDB_MAX_VALUE + 64u)
 
 
@@ -49,21 +56,6 @@ static uint64_t block_checksum(const uint8_t *payload, size_t n, const uint8_t *
 }
 
 /* ---- writing ------------------------------------------------------------ */
-
-static int reserve(uint8_t **p, size_t *cap, size_t need)
-{
-  if (need <= *cap)
-    return 1;
-  size_t c = *cap ? *cap : 4096;
-  while (c < need)
-    c *= 2;
-  uint8_t *q = realloc(*p, c);
-  if (!q)
-    return 0;
-  *p = q;
-  *cap = c;
-  return 1;
-}
 
 static size_t put_varint(uint8_t *p, uint64_t v)
 {
@@ -107,7 +99,7 @@ static int blockbuf_add(struct sst_blockbuf *bb, const uint8_t *key, size_t klen
     while (shared < m && key[shared] == bb->last_key[shared])
       shared++;
   }
-  if (!reserve(&bb->p, &bb->cap, bb->n + 4 * 10 + 1 + klen + vlen))
+  if (!sst_grow(&bb->p, &bb->cap, bb->n + 4 * 10 + 1 + klen + vlen))
     return SOCHDB_NOMEM;
   uint8_t *p = bb->p + bb->n;
   size_t n = 0;
@@ -133,7 +125,7 @@ static int blockbuf_add(struct sst_blockbuf *bb, const uint8_t *key, size_t klen
 /* Append the restart array and count: the payload is then bb->p[0..n). */
 static int blockbuf_seal(struct sst_blockbuf *bb)
 {
-  if (!reserve(&bb->p, &bb->cap, blockbuf_size(bb)))
+  if (!sst_grow(&bb->p, &bb->cap, blockbuf_size(bb)))
     return SOCHDB_NOMEM;
   for (size_t i = 0; i < bb->nrestarts; i++)
     st32(bb->p + bb->n + 4 * i, bb->restarts[i]);
@@ -143,12 +135,13 @@ static int blockbuf_seal(struct sst_blockbuf *bb)
   return SOCHDB_OK;
 }
 
-/* Append payload as a block at the end of the file; its stored size to *size. */
-static int store_block(struct sst_builder *b, const uint8_t *payload, size_t n, uint64_t seed, int may_compress,
-                       uint32_t *size)
+/* Append payload as a piece (a block, or a segment of a columnar one) at the
+** end of the file, its checksum seeded with seed ^ seed_off; its stored size
+** to *size. */
+static int store_piece(struct sst_builder *b, const uint8_t *payload, size_t n, uint64_t seed, uint64_t seed_off,
+                       int may_compress, uint32_t *size)
 {
-  uint64_t offset = b->out_n;
-  if (!reserve(&b->out, &b->out_cap, b->out_n + n + SST_TRAILER_BYTES))
+  if (!sst_grow(&b->out, &b->out_cap, b->out_n + n + SST_TRAILER_BYTES))
     return SOCHDB_NOMEM;
   uint8_t *dst = b->out + b->out_n;
   size_t stored = n;
@@ -172,18 +165,32 @@ static int store_block(struct sst_builder *b, const uint8_t *payload, size_t n, 
   memset(t, 0, SST_TRAILER_BYTES);
   t[0] = (uint8_t)comp;
   st32(t + 4, (uint32_t)n);
-  st64(t + 8, block_checksum(dst, stored, t, seed, offset));
+  st64(t + 8, block_checksum(dst, stored, t, seed, seed_off));
   b->out_n += stored + SST_TRAILER_BYTES;
   *size = (uint32_t)(stored + SST_TRAILER_BYTES);
   return SOCHDB_OK;
 }
 
-/* Write the data block being built and add its index entry. */
-static int flush_data(struct sst_builder *b)
+/* A block: its checksum is seeded with its own offset. */
+static int store_block(struct sst_builder *b, const uint8_t *payload, size_t n, uint64_t seed, int may_compress,
+                       uint32_t *size)
+{
+  return store_piece(b, payload, n, seed, b->out_n, may_compress, size);
+}
+
+/* The data block just written ends on the data blockbuf's last key: index it. */
+static int add_index_entry(struct sst_builder *b, const uint8_t *val, size_t n)
 {
   struct sst_blockbuf *d = &b->data;
-  if (d->entries == 0)
-    return SOCHDB_OK;
+  int rc = blockbuf_add(&b->index, d->last_key, d->last_klen, d->last_seq, SST_PUT, val, n);
+  blockbuf_reset(d);
+  return rc;
+}
+
+/* Write the plain data block being built and add its index entry. */
+static int flush_plain(struct sst_builder *b)
+{
+  struct sst_blockbuf *d = &b->data;
   uint64_t offset = b->out_n;
   uint32_t size;
   int rc = blockbuf_seal(d);
@@ -194,9 +201,49 @@ static int flush_data(struct sst_builder *b)
   uint8_t handle[12];
   st64(handle, offset);
   st32(handle + 8, size);
-  rc = blockbuf_add(&b->index, d->last_key, d->last_klen, d->last_seq, SST_PUT, handle, sizeof handle);
-  blockbuf_reset(d);
-  return rc;
+  return add_index_entry(b, handle, sizeof handle);
+}
+
+/* Write the columnar block being built: its keys segment (the data blockbuf,
+** whose entries carry no value), one segment per column, its index entry. */
+static int flush_columnar(struct sst_builder *b)
+{
+  struct sst_blockbuf *d = &b->data;
+  uint64_t offset = b->out_n;
+  uint32_t sizes[1 + SST_MAX_COLUMNS];
+  int rc = blockbuf_seal(d);
+  if (!rc)
+    rc = store_piece(b, d->p, d->n, SEED_SEGMENT, offset, 1, &sizes[0]);
+  for (unsigned j = 0; !rc && j < b->col_n; j++) {
+    size_t n = 0;
+    rc = sstcol_segment(b, j, &n);
+    if (!rc)
+      rc = store_piece(b, b->seg, n, SEED_SEGMENT + 1 + j, offset, 1, &sizes[1 + j]);
+  }
+  if (rc)
+    return rc;
+  uint8_t desc[SST_COL_DESC_BYTES + SST_COL_DESC_PER_COL * SST_MAX_COLUMNS];
+  size_t n = sstcol_descriptor(b, offset, sizes, desc);
+  b->any_columnar = 1;
+  return add_index_entry(b, desc, n);
+}
+
+/* Write the data block being built, if any, and add its index entry. */
+static int flush_data(struct sst_builder *b)
+{
+  if (b->data.entries == 0)
+    return SOCHDB_OK;
+  return b->columnar ? flush_columnar(b) : flush_plain(b);
+}
+
+/* The data block being built is big enough to be cut. */
+static int block_full(const struct sst_builder *b)
+{
+  size_t size = blockbuf_size(&b->data);
+  if (!b->columnar)
+    return size >= b->block_bytes;
+  size_t target = 4 * b->block_bytes < SST_BLOCK_MAX ? 4 * b->block_bytes : SST_BLOCK_MAX;
+  return size + b->col_bytes >= target;
 }
 
 int sst_builder_init(struct sst_builder *b, size_t block_bytes)
@@ -218,8 +265,9 @@ static int builder_failed(struct sst_builder *b, int rc)
   return rc == SOCHDB_NOMEM ? sdb_fail(SOCHDB_NOMEM, "out of memory building an SSTable") : rc;
 }
 
-int sst_builder_add(struct sst_builder *b, const void *key, size_t klen, uint64_t seq, unsigned kind,
-                    const void *val, size_t vlen)
+/* The arguments of sst_builder_add, but for their order. */
+static int check_add(const struct sst_builder *b, const void *key, size_t klen, unsigned kind, const void *val,
+                     size_t vlen)
 {
   if (b->failed)
     return sdb_fail(SOCHDB_NOMEM, "SSTable builder failed earlier");
@@ -235,6 +283,42 @@ int sst_builder_add(struct sst_builder *b, const void *key, size_t klen, uint64_
     return sdb_fail(SOCHDB_INVALID, "SSTable tombstone with a %zu-byte value", vlen);
   if (b->entries == UINT32_MAX)
     return sdb_fail(SOCHDB_INVALID, "SSTable holds at most %u entries", UINT32_MAX);
+  return SOCHDB_OK;
+}
+
+/* Remember the bloom hash of a new user key. */
+static int add_hash(struct sst_builder *b, const void *key, size_t klen)
+{
+  if (b->nhashes == b->hcap) {
+    size_t c = b->hcap ? b->hcap * 2 : 1024;
+    uint64_t *q = realloc(b->hashes, c * sizeof *q);
+    if (!q)
+      return SOCHDB_NOMEM;
+    b->hashes = q;
+    b->hcap = c;
+  }
+  b->hashes[b->nhashes++] = bloom_hash(key, klen);
+  return SOCHDB_OK;
+}
+
+/* The entry into the data block being built: a plain entry whole; a row
+** with no value, which goes to the column buffers instead. */
+static int add_to_block(struct sst_builder *b, const struct sstcol_row *row, const void *key, size_t klen,
+                        uint64_t seq, unsigned kind, const void *val, size_t vlen, int same_key)
+{
+  if (!row->columnar)
+    return blockbuf_add(&b->data, key, klen, seq, kind, val, vlen);
+  sstcol_note_entry(b, kind, seq, same_key);
+  int rc = blockbuf_add(&b->data, key, klen, seq, kind, NULL, 0);
+  return rc || kind != SST_PUT ? rc : sstcol_add(b, row);
+}
+
+int sst_builder_add(struct sst_builder *b, const void *key, size_t klen, uint64_t seq, unsigned kind,
+                    const void *val, size_t vlen)
+{
+  int rc = check_add(b, key, klen, kind, val, vlen);
+  if (rc)
+    return rc;
   struct sst_blockbuf *d = &b->data;
   /* The previous entry: in the data block, or the last one flushed (index). */
   const struct sst_blockbuf *prev = d->entries ? d : b->index.entries ? &b->index : NULL;
@@ -246,26 +330,21 @@ int sst_builder_add(struct sst_builder *b, const void *key, size_t klen, uint64_
                       (unsigned long long)seq, (unsigned long long)prev->last_seq);
     new_key = klen != prev->last_klen || memcmp(key, prev->last_key, klen) != 0;
   }
-  if (new_key) {
-    if (b->nhashes == b->hcap) {
-      size_t c = b->hcap ? b->hcap * 2 : 1024;
-      uint64_t *q = realloc(b->hashes, c * sizeof *q);
-      if (!q)
-        return builder_failed(b, SOCHDB_NOMEM);
-      b->hashes = q;
-      b->hcap = c;
-    }
-    b->hashes[b->nhashes++] = bloom_hash(key, klen);
-  }
-  int rc = blockbuf_add(d, key, klen, seq, kind, val, vlen);
-  if (rc)
+  struct sstcol_row row;
+  sstcol_classify(key, klen, kind, val, vlen, &row);
+  if (!sstcol_fits(b, &row) && (rc = flush_data(b)))
+    return builder_failed(b, rc);
+  if (d->entries == 0)
+    sstcol_start(b, &row);
+  if ((new_key && (rc = add_hash(b, key, klen))) ||
+      (rc = add_to_block(b, &row, key, klen, seq, kind, val, vlen, d->entries && !new_key)))
     return builder_failed(b, rc);
   if (b->entries == 0 || seq < b->min_seq)
     b->min_seq = seq;
   if (b->entries == 0 || seq > b->max_seq)
     b->max_seq = seq;
   b->entries++;
-  if (blockbuf_size(d) >= b->block_bytes && (rc = flush_data(b)))
+  if (block_full(b) && (rc = flush_data(b)))
     return builder_failed(b, rc);
   return SOCHDB_OK;
 }
@@ -311,12 +390,12 @@ int sst_builder_finish(struct sst_builder *b, uint8_t **buf, size_t *len)
     return builder_failed(b, rc);
 
   /* footer */
-  if (!reserve(&b->out, &b->out_cap, b->out_n + SST_FOOTER_BYTES))
+  if (!sst_grow(&b->out, &b->out_cap, b->out_n + SST_FOOTER_BYTES))
     return builder_failed(b, SOCHDB_NOMEM);
   uint8_t *f = b->out + b->out_n;
   memset(f, 0, SST_FOOTER_BYTES);
   memcpy(f, SST_MAGIC, sizeof SST_MAGIC);
-  st32(f + 8, SST_VERSION);
+  st32(f + 8, b->any_columnar ? SST_VERSION : SST_VERSION_KV);
   st32(f + 12, (uint32_t)b->entries);
   st64(f + 16, filter_off);
   st64(f + 24, index_off);
@@ -343,6 +422,7 @@ void sst_builder_free(struct sst_builder *b)
   free(b->index.p);
   free(b->index.restarts);
   free(b->hashes);
+  sstcol_free(b);
   memset(b, 0, sizeof *b);
 }
 
@@ -398,38 +478,90 @@ static int scratch_reserve(struct sst_scratch *s, size_t n)
   return SOCHDB_OK;
 }
 
-/* Verify the block stored at buf[off..off+size) and find its payload: buf
-** itself when stored uncompressed, else decompressed into the scratch (NULL:
-** the block must be uncompressed). */
-static int load_payload(const uint8_t *buf, uint64_t off, uint32_t size, uint64_t seed, struct sst_scratch *s,
-                        const uint8_t **out, size_t *out_n, const char *what)
+/* ---- pieces: blocks and segments ------------------------------------------ */
+
+/* A block, or a segment of a columnar block: where it is stored (trailer
+** included) and how its checksum is seeded. */
+struct piece {
+  uint64_t    off;
+  uint32_t    size;
+  uint64_t    seed, seed_off;
+  const char *what;       /* a block's kind, for messages */
+  int         segment;    /* its index in its block, or -1 for a block */
+};
+
+static struct piece block_piece(uint64_t off, uint32_t size, uint64_t seed, const char *what)
 {
-  if (size < SST_TRAILER_BYTES)
-    return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: %u bytes", what, (unsigned long long)off, size);
-  const uint8_t *payload = buf + off;
-  size_t stored = size - SST_TRAILER_BYTES;
+  return (struct piece){ .off = off, .size = size, .seed = seed, .seed_off = off, .what = what, .segment = -1 };
+}
+
+/* Segment k of the columnar block at block_off. */
+static struct piece segment_piece(uint64_t block_off, const struct sst_segment *s, unsigned k)
+{
+  return (struct piece){ .off = s->offset, .size = s->size, .seed = SEED_SEGMENT + k, .seed_off = block_off,
+                         .what = "columnar", .segment = (int)k };
+}
+
+static int piece_fail(const struct piece *pc, const char *msg)
+{
+  if (pc->segment < 0)
+    return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: %s", pc->what, (unsigned long long)pc->off, msg);
+  return sdb_fail(SOCHDB_CORRUPT, "SSTable columnar block at %llu, segment %d: %s",
+                  (unsigned long long)pc->seed_off, pc->segment, msg);
+}
+
+/* Verify piece pc of buf (checksum, trailer): SOCHDB_OK with its payload's
+** uncompressed length and whether it is LZ4, or SOCHDB_CORRUPT. */
+static int check_piece(const uint8_t *buf, const struct piece *pc, uint32_t *ulen, int *lz4)
+{
+  if (pc->size < SST_TRAILER_BYTES)
+    return piece_fail(pc, "shorter than its trailer");
+  const uint8_t *payload = buf + pc->off;
+  size_t stored = pc->size - SST_TRAILER_BYTES;
   const uint8_t *t = payload + stored;
-  if (ld64(t + 8) != block_checksum(payload, stored, t, seed, off))
-    return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: checksum mismatch", what, (unsigned long long)off);
-  uint32_t ulen = ld32(t + 4);
-  if (t[1] || t[2] || t[3] || t[0] > SST_LZ4 || (t[0] == SST_NONE && ulen != stored) || ulen > SST_MAX_PAYLOAD ||
-      (t[0] == SST_LZ4 && (!s || stored > (size_t)LZ4_compressBound((int)ulen))))
-    return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: bad trailer", what, (unsigned long long)off);
-  if (t[0] == SST_NONE) {
-    *out = payload;
-    *out_n = stored;
-    return SOCHDB_OK;
-  }
-  int rc = scratch_reserve(s, ulen);
+  if (ld64(t + 8) != block_checksum(payload, stored, t, pc->seed, pc->seed_off))
+    return piece_fail(pc, "checksum mismatch");
+  *ulen = ld32(t + 4);
+  if (t[1] || t[2] || t[3] || t[0] > SST_LZ4 || (t[0] == SST_NONE && *ulen != stored) || *ulen > SST_MAX_PAYLOAD ||
+      (t[0] == SST_LZ4 && stored > (size_t)LZ4_compressBound((int)*ulen)))
+    return piece_fail(pc, "bad trailer");
+  *lz4 = t[0] == SST_LZ4;
+  return SOCHDB_OK;
+}
+
+/* Verify piece pc and find its payload: in buf when stored uncompressed, else
+** decompressed into the scratch (NULL: the piece must be uncompressed). */
+static int load_verified(const uint8_t *buf, const struct piece *pc, struct sst_scratch *s, const uint8_t **out,
+                         size_t *out_n)
+{
+  uint32_t ulen = 0;
+  int lz4 = 0;
+  int rc = check_piece(buf, pc, &ulen, &lz4);
   if (rc)
     return rc;
-  int d = LZ4_decompress_safe((const char *)payload, (char *)s->p, (int)stored, (int)ulen);
+  if (!lz4) {
+    *out = buf + pc->off;
+    *out_n = ulen;
+    return SOCHDB_OK;
+  }
+  if (!s)
+    return piece_fail(pc, "bad trailer");
+  if ((rc = scratch_reserve(s, ulen)))
+    return rc;
+  int d = LZ4_decompress_safe((const char *)buf + pc->off, (char *)s->p, (int)(pc->size - SST_TRAILER_BYTES),
+                              (int)ulen);
   if (d < 0 || (uint32_t)d != ulen)
-    return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: LZ4 data does not decompress", what,
-                    (unsigned long long)off);
+    return piece_fail(pc, "LZ4 data does not decompress");
   *out = s->p;
   *out_n = ulen;
   return SOCHDB_OK;
+}
+
+static int load_payload(const uint8_t *buf, uint64_t off, uint32_t size, uint64_t seed, struct sst_scratch *s,
+                        const uint8_t **out, size_t *out_n, const char *what)
+{
+  struct piece pc = block_piece(off, size, seed, what);
+  return load_verified(buf, &pc, s, out, out_n);
 }
 
 static int load_block(const uint8_t *buf, uint64_t off, uint32_t size, uint64_t seed, struct sst_scratch *s,
@@ -441,6 +573,166 @@ static int load_block(const uint8_t *buf, uint64_t off, uint32_t size, uint64_t 
   return rc ? rc : parse_block(p, n, out, what, off);
 }
 
+/* The uncompressed length of piece pc if its trailer (not verified yet) says
+** LZ4 with a plausible length, else 0: only such pieces are cached. sst_open
+** checked that the piece lies in the file and holds a trailer. */
+static uint32_t cacheable_len(const uint8_t *buf, const struct piece *pc)
+{
+  const uint8_t *t = buf + pc->off + pc->size - SST_TRAILER_BYTES;
+  uint32_t ulen = ld32(t + 4);
+  if (t[0] != SST_LZ4 || t[1] || t[2] || t[3] || ulen == 0 || ulen > SST_MAX_PAYLOAD)
+    return 0;
+  return ulen;
+}
+
+static void count_read(struct sst_read_stats *st, uint32_t stored, size_t decompressed)
+{
+  if (st) {
+    st->bytes_read += stored;
+    st->bytes_decompressed += decompressed;
+  }
+}
+
+/* Piece pc's payload: from the reader's cache into the scratch when use_cache
+** and it has it (*hit = 1; unverified: the caller checks its structure), else
+** verified from the file. */
+static int fetch_piece(const struct sst_reader *r, const struct piece *pc, int use_cache, struct sst_scratch *s,
+                       const uint8_t **out, size_t *n, int *hit, struct sst_read_stats *st)
+{
+  *hit = 0;
+  uint32_t ulen = use_cache && r->cache.lookup ? cacheable_len(r->buf, pc) : 0;
+  if (ulen) {
+    int rc = scratch_reserve(s, ulen);
+    if (rc)
+      return rc;
+    size_t got = 0;
+    if (r->cache.lookup(r->cache.ctx, pc->off, s->p, s->cap, &got) && got == ulen) {
+      *hit = 1;
+      *out = s->p;
+      *n = got;
+      count_read(st, pc->size, 0);
+      return SOCHDB_OK;
+    }
+  }
+  int rc = load_verified(r->buf, pc, s, out, n);
+  if (rc == SOCHDB_OK)
+    count_read(st, pc->size, *out == s->p ? *n : 0);
+  return rc;
+}
+
+/* Checks a piece's payload structure, describing it in arg. */
+typedef int (*piece_check)(const uint8_t *p, size_t n, void *arg);
+
+/* Piece pc, read through the cache, its structure checked: a cached copy that
+** does not pass is a miss (the piece is read from the file again), and a
+** piece decompressed from the file goes into the cache once it passed. */
+static int load_piece(const struct sst_reader *r, const struct piece *pc, struct sst_scratch *s, piece_check check,
+                      void *arg, struct sst_read_stats *st)
+{
+  const uint8_t *p = NULL;
+  size_t n = 0;
+  int hit = 0;
+  int rc = fetch_piece(r, pc, 1, s, &p, &n, &hit, st);
+  if (rc == SOCHDB_OK)
+    rc = check(p, n, arg);
+  if (rc != SOCHDB_OK && hit) {
+    rc = fetch_piece(r, pc, 0, s, &p, &n, &hit, st);
+    if (rc == SOCHDB_OK)
+      rc = check(p, n, arg);
+  }
+  if (rc == SOCHDB_OK && !hit && p == s->p && r->cache.insert)
+    r->cache.insert(r->cache.ctx, pc->off, p, n);
+  return rc;
+}
+
+struct blk_check {           /* for check_blk: a block of entries (data, or columnar keys) */
+  struct sst_blk *out;
+  const char     *what;
+  uint64_t        off;
+};
+
+static int check_blk(const uint8_t *p, size_t n, void *arg)
+{
+  struct blk_check *c = arg;
+  return parse_block(p, n, c->out, c->what, c->off);
+}
+
+struct col_check {           /* for check_col: a column segment */
+  unsigned           type;
+  uint32_t           nrows;
+  struct sst_colseg *out;
+  uint64_t           block_off;
+};
+
+static int check_col(const uint8_t *p, size_t n, void *arg)
+{
+  struct col_check *c = arg;
+  return sstcol_check_column(p, n, c->type, c->nrows, c->out, c->block_off);
+}
+
+/* Plain data block i: from the cache if it has it, else from the file. */
+static int load_data(const struct sst_reader *r, uint32_t i, struct sst_scratch *s, struct sst_blk *b,
+                     struct sst_read_stats *st)
+{
+  const struct sst_index_entry *e = &r->index[i];
+  struct piece pc = block_piece(e->offset, e->size, SEED_DATA, "data");
+  struct blk_check c = { b, "data", e->offset };
+  return load_piece(r, &pc, s, check_blk, &c, st);
+}
+
+/* Columnar data block i: its keys segment into *keys, and the segments of
+** the columns in want into cv (each in a scratch of cv's). */
+static int load_columnar(const struct sst_reader *r, uint32_t i, uint64_t want, struct sst_colview *cv,
+                         struct sst_blk *keys, struct sst_read_stats *st)
+{
+  const struct sst_index_entry *e = &r->index[i];
+  const struct sst_colblock *cb = &r->colblocks[e->col - 1];
+  const struct sst_segment *sg = &r->segs[cb->seg];
+  cv->cb = cb;
+  cv->segs = sg + 1;
+  cv->loaded = 0;
+  struct piece pc = segment_piece(e->offset, &sg[0], 0);
+  struct blk_check kc = { keys, "columnar keys", e->offset };
+  int rc = load_piece(r, &pc, &cv->buf[0], check_blk, &kc, st);
+  for (unsigned j = 0; rc == SOCHDB_OK && j < cb->ncols; j++) {
+    if (!(want >> j & 1))
+      continue;
+    pc = segment_piece(e->offset, &sg[1 + j], 1 + j);
+    struct col_check cc = { sg[1 + j].type, cb->nrows, &cv->col[j], e->offset };
+    rc = load_piece(r, &pc, &cv->buf[1 + j], check_col, &cc, st);
+    if (rc == SOCHDB_OK)
+      cv->loaded |= 1ull << j;
+  }
+  return rc;
+}
+
+static void colview_free(struct sst_colview *cv)
+{
+  if (!cv)
+    return;
+  for (unsigned k = 0; k <= SST_MAX_COLUMNS; k++)
+    sst_scratch_free(&cv->buf[k]);
+  free(cv);
+}
+
+/* Row `row` of the loaded block, encoded (rowfmt.h) into dst, which holds
+** sstcol_row_bound bytes at least. */
+static int assemble_row(const struct sst_colview *cv, uint32_t row, struct sst_scratch *dst, const uint8_t **out,
+                        uint32_t *n)
+{
+  size_t size = sstcol_encode_row(cv, row, dst->p);
+  if (size > SOCHDB_MAX_VALUE)
+    return sdb_fail(SOCHDB_CORRUPT, "SSTable columnar block: a row of %zu bytes", size);
+  *n = (uint32_t)size;
+  *out = dst->p;
+  return SOCHDB_OK;
+}
+
+/* Room in dst for any row of the block cv holds. */
+static int reserve_rows(const struct sst_colview *cv, struct sst_scratch *dst)
+{
+  return scratch_reserve(dst, sstcol_row_bound(cv));
+}
 static int get_varint(const uint8_t *p, size_t end, size_t *pos, uint64_t *v)
 {
   uint64_t r = 0;
@@ -459,12 +751,15 @@ static int get_varint(const uint8_t *p, size_t end, size_t *pos, uint64_t *v)
   return 0;
 }
 
-static void cursor_start(struct sst_cursor *c, const struct sst_blk *b)
+/* linear: seeks decode from the block's start, counting PUT entries (nput). */
+static void cursor_start(struct sst_cursor *c, const struct sst_blk *b, int linear)
 {
   c->blk = *b;
   c->pos = 0;
   c->next_restart = 0;
   c->klen = 0;
+  c->nput = 0;
+  c->linear = linear;
 }
 
 /* Position the cursor at restart point i (the next entry decoded is its). */
@@ -473,6 +768,7 @@ static void cursor_restart(struct sst_cursor *c, uint32_t i)
   c->pos = ld32(c->blk.restarts + 4 * (size_t)i);
   c->next_restart = i;
   c->klen = 0;
+  c->nput = 0;              /* right for i == 0 only: linear cursors restart nowhere else */
 }
 
 /* Decode the next entry: 1, 0 at the block's end, or -1 if malformed. */
@@ -492,6 +788,7 @@ static int cursor_next(struct sst_cursor *c)
     }
   }
   size_t pos = c->pos;
+  c->first = pos == 0;
   uint64_t shared, unshared, vlen, seq;
   if (!get_varint(b->p, b->ents, &pos, &shared) || !get_varint(b->p, b->ents, &pos, &unshared) ||
       !get_varint(b->p, b->ents, &pos, &vlen) || !get_varint(b->p, b->ents, &pos, &seq) || pos >= b->ents)
@@ -510,16 +807,17 @@ static int cursor_next(struct sst_cursor *c)
   c->val = b->p + pos;
   c->vlen = (uint32_t)vlen;
   c->pos = pos + (size_t)vlen;
+  c->nput += kind == SST_PUT;
   return 1;
 }
 
 /* Decode entries until the first whose internal key is >= (key, seq): 1 with
 ** it decoded, 0 if none in the block, -1 if malformed. Binary search over the
-** restart points first. */
+** restart points first, unless the cursor is linear. */
 static int cursor_seek(struct sst_cursor *c, const uint8_t *key, size_t klen, uint64_t seq)
 {
-  uint32_t lo = 0, hi = c->blk.nrestarts;   /* restarts below lo are < target */
-  while (hi - lo > 1) {
+  uint32_t lo = 0, hi = c->linear ? 0 : c->blk.nrestarts;   /* restarts below lo are < target */
+  while (hi > lo + 1) {
     uint32_t mid = lo + (hi - lo) / 2;
     cursor_restart(c, mid);
     int rc = cursor_next(c);
@@ -546,6 +844,88 @@ static int cursor_seek(struct sst_cursor *c, const uint8_t *key, size_t klen, ui
 
 static int bad(const char *msg) { return sdb_fail(SOCHDB_CORRUPT, "SSTable: %s", msg); }
 
+/* Check the footer f of a file of len bytes; its version into *version. */
+static int check_footer(const uint8_t *f, unsigned *version)
+{
+  if (memcmp(f, SST_MAGIC, sizeof SST_MAGIC) != 0)
+    return bad("bad footer magic (not an SSTable, or truncated)");
+  if (ld64(f + 56) != XXH3_64bits_withSeed(f, 56, SEED_FOOTER))
+    return bad("footer checksum mismatch");
+  *version = ld32(f + 8);
+  if (*version != SST_VERSION && *version != SST_VERSION_KV)
+    return sdb_fail(SOCHDB_VERSION, "SSTable version %u; this library reads %u and %u", *version, SST_VERSION_KV,
+                    SST_VERSION);
+  return SOCHDB_OK;
+}
+
+/* Append the index entry c names (a data block at expect_off) to r. */
+static int add_block(struct sst_reader *r, const struct sst_cursor *c, uint64_t expect_off, uint64_t filter_off,
+                     size_t *cap, size_t *keys_n, size_t *keys_cap, struct sstcol_caps *caps)
+{
+  if (c->kind != SST_PUT || c->vlen < 12 || (c->vlen != 12 && r->version == SST_VERSION_KV))
+    return bad("index block entry is malformed");
+  uint64_t boff = ld64(c->val);
+  uint32_t bsize = ld32(c->val + 8);
+  if (boff != expect_off || bsize < SST_TRAILER_BYTES || bsize > filter_off - boff)
+    return bad("index block handle out of place");
+  if (r->nblocks > 0) {
+    const struct sst_index_entry *p = &r->index[r->nblocks - 1];
+    if (ikey_cmp(r->keys + p->key_off, p->klen, p->seq, c->key, c->klen, c->seq) >= 0)
+      return bad("index block keys out of order");
+  }
+  uint32_t col = 0;
+  if (c->vlen != 12) {
+    int rc = sstcol_parse_index(r, caps, c->val, c->vlen, boff, bsize, &col);
+    if (rc)
+      return rc;
+  }
+  if (r->nblocks == *cap) {
+    size_t nc = *cap ? *cap * 2 : 64;
+    struct sst_index_entry *q = realloc(r->index, nc * sizeof *q);
+    if (!q)
+      return sdb_fail(SOCHDB_NOMEM, "out of memory opening an SSTable");
+    r->index = q;
+    *cap = nc;
+  }
+  if (!sst_grow(&r->keys, keys_cap, *keys_n + c->klen))
+    return sdb_fail(SOCHDB_NOMEM, "out of memory opening an SSTable");
+  memcpy(r->keys + *keys_n, c->key, c->klen);
+  r->index[r->nblocks++] = (struct sst_index_entry){ .offset = boff, .size = bsize, .klen = (uint32_t)c->klen,
+                                                     .key_off = *keys_n, .seq = c->seq, .col = col };
+  *keys_n += c->klen;
+  return SOCHDB_OK;
+}
+
+/* Parse the index block ib into r; the data blocks must end at filter_off. */
+static int parse_index(struct sst_reader *r, const struct sst_blk *ib, uint64_t filter_off)
+{
+  struct sst_cursor *c = malloc(sizeof *c);
+  if (!c)
+    return sdb_fail(SOCHDB_NOMEM, "out of memory opening an SSTable");
+  cursor_start(c, ib, 0);
+  size_t cap = 0, keys_n = 0, keys_cap = 0;
+  struct sstcol_caps caps = { 0, 0 };
+  uint64_t expect_off = 0;
+  int rc = SOCHDB_OK;
+  for (;;) {
+    int e = cursor_next(c);
+    if (e == 0)
+      break;
+    rc = e < 0 ? bad("index block entry is malformed")
+               : add_block(r, c, expect_off, filter_off, &cap, &keys_n, &keys_cap, &caps);
+    if (rc)
+      break;
+    expect_off = r->index[r->nblocks - 1].offset + r->index[r->nblocks - 1].size;
+  }
+  free(c);
+  if (!rc && expect_off != filter_off)
+    rc = bad("data blocks do not end where the filter starts");
+  if (!rc && r->version == SST_VERSION && r->ncolblocks == 0)
+    rc = sdb_fail(SOCHDB_VERSION, "SSTable version %u without a columnar block; this library writes such "
+                  "tables as version %u", SST_VERSION, SST_VERSION_KV);
+  return rc;
+}
+
 int sst_open(const uint8_t *buf, size_t len, struct sst_reader *r)
 {
   if (!r)
@@ -556,12 +936,9 @@ int sst_open(const uint8_t *buf, size_t len, struct sst_reader *r)
   if (len < SST_FOOTER_BYTES)
     return sdb_fail(SOCHDB_CORRUPT, "SSTable of %zu bytes is shorter than its footer", len);
   const uint8_t *f = buf + len - SST_FOOTER_BYTES;
-  if (memcmp(f, SST_MAGIC, sizeof SST_MAGIC) != 0)
-    return bad("bad footer magic (not an SSTable, or truncated)");
-  if (ld64(f + 56) != XXH3_64bits_withSeed(f, 56, SEED_FOOTER))
-    return bad("footer checksum mismatch");
-  if (ld32(f + 8) != SST_VERSION)
-    return sdb_fail(SOCHDB_VERSION, "SSTable version %u; this library reads %u", ld32(f + 8), SST_VERSION);
+  int rc = check_footer(f, &r->version);
+  if (rc)
+    return rc;
   uint64_t filter_off = ld64(f + 16), index_off = ld64(f + 24);
   uint32_t filter_size = ld32(f + 32), index_size = ld32(f + 36);
   uint64_t body = len - SST_FOOTER_BYTES;
@@ -572,7 +949,7 @@ int sst_open(const uint8_t *buf, size_t len, struct sst_reader *r)
   /* filter: never compressed, so its bits stay in buf */
   const uint8_t *fp = NULL;   /* initialised only for gcc's -Wmaybe-uninitialized */
   size_t fn = 0;
-  int rc = load_payload(buf, filter_off, filter_size, SEED_FILTER, NULL, &fp, &fn, "filter");
+  rc = load_payload(buf, filter_off, filter_size, SEED_FILTER, NULL, &fp, &fn, "filter");
   if (rc)
     return rc;
   if (fn < 2)
@@ -587,65 +964,9 @@ int sst_open(const uint8_t *buf, size_t len, struct sst_reader *r)
   struct sst_scratch s = {0};
   struct sst_blk ib;
   rc = load_block(buf, index_off, index_size, SEED_INDEX, &s, &ib, "index");
-  if (rc) {
-    sst_scratch_free(&s);
-    return rc;
-  }
-  struct sst_cursor *c = malloc(sizeof *c);
-  if (!c) {
-    sst_scratch_free(&s);
-    return sdb_fail(SOCHDB_NOMEM, "out of memory opening an SSTable");
-  }
-  cursor_start(c, &ib);
-  size_t cap = 0, keys_n = 0, keys_cap = 0;
-  uint64_t expect_off = 0;
-  rc = SOCHDB_OK;
-  for (;;) {
-    int e = cursor_next(c);
-    if (e == 0)
-      break;
-    if (e < 0 || c->kind != SST_PUT || c->vlen != 12) {
-      rc = bad("index block entry is malformed");
-      break;
-    }
-    uint64_t boff = ld64(c->val);
-    uint32_t bsize = ld32(c->val + 8);
-    if (boff != expect_off || bsize < SST_TRAILER_BYTES || bsize > filter_off - boff) {
-      rc = bad("index block handle out of place");
-      break;
-    }
-    if (r->nblocks > 0) {
-      const struct sst_index_entry *p = &r->index[r->nblocks - 1];
-      if (ikey_cmp(r->keys + p->key_off, p->klen, p->seq, c->key, c->klen, c->seq) >= 0) {
-        rc = bad("index block keys out of order");
-        break;
-      }
-    }
-    if (r->nblocks == cap) {
-      size_t nc = cap ? cap * 2 : 64;
-      struct sst_index_entry *q = realloc(r->index, nc * sizeof *q);
-      if (!q) {
-        rc = sdb_fail(SOCHDB_NOMEM, "out of memory opening an SSTable");
-        break;
-      }
-      r->index = q;
-      cap = nc;
-    }
-    if (!reserve(&r->keys, &keys_cap, keys_n + c->klen)) {
-      rc = sdb_fail(SOCHDB_NOMEM, "out of memory opening an SSTable");
-      break;
-    }
-    memcpy(r->keys + keys_n, c->key, c->klen);
-    r->index[r->nblocks++] =
-        (struct sst_index_entry){.offset = boff, .size = bsize, .klen = (uint32_t)c->klen, .key_off = keys_n,
-                                 .seq = c->seq};
-    keys_n += c->klen;
-    expect_off = boff + bsize;
-  }
-  free(c);
+  if (rc == SOCHDB_OK)
+    rc = parse_index(r, &ib, filter_off);
   sst_scratch_free(&s);
-  if (!rc && expect_off != filter_off)
-    rc = bad("data blocks do not end where the filter starts");
   r->entries = ld32(f + 12);
   r->min_seq = ld64(f + 40);
   r->max_seq = ld64(f + 48);
@@ -668,6 +989,21 @@ void sst_block_seal(uint8_t *file, uint64_t offset, uint32_t size, enum sst_bloc
   st64(t + 8, block_checksum(file + offset, size - SST_TRAILER_BYTES, t, seed, offset));
 }
 
+void sst_data_block_seal(uint8_t *file, const struct sst_reader *r, uint32_t i)
+{
+  const struct sst_index_entry *e = &r->index[i];
+  if (!e->col) {
+    sst_block_seal(file, e->offset, e->size, SST_BLOCK_DATA);
+    return;
+  }
+  const struct sst_colblock *cb = &r->colblocks[e->col - 1];
+  for (unsigned k = 0; k <= cb->ncols; k++) {
+    const struct sst_segment *s = &r->segs[cb->seg + k];
+    uint8_t *t = file + s->offset + s->size - SST_TRAILER_BYTES;
+    st64(t + 8, block_checksum(file + s->offset, s->size - SST_TRAILER_BYTES, t, SEED_SEGMENT + k, e->offset));
+  }
+}
+
 void sst_footer_seal(uint8_t *footer)
 {
   st64(footer + 56, XXH3_64bits_withSeed(footer, 56, SEED_FOOTER));
@@ -677,6 +1013,8 @@ void sst_close(struct sst_reader *r)
 {
   free(r->index);
   free(r->keys);
+  free(r->colblocks);
+  free(r->segs);
   memset(r, 0, sizeof *r);
 }
 
@@ -718,55 +1056,51 @@ void sst_set_cache(struct sst_reader *r, const struct sst_block_cache *c)
     memset(&r->cache, 0, sizeof r->cache);
 }
 
-/* The uncompressed length of data block e if its trailer (not verified yet)
-** says LZ4 with a plausible length, else 0: only such blocks are cached.
-** sst_open checked that the block lies in the file and holds a trailer. */
-static uint32_t cacheable_len(const struct sst_reader *r, const struct sst_index_entry *e)
-{
-  const uint8_t *t = r->buf + e->offset + e->size - SST_TRAILER_BYTES;
-  uint32_t ulen = ld32(t + 4);
-  if (t[0] != SST_LZ4 || t[1] || t[2] || t[3] || ulen == 0 || ulen > SST_MAX_PAYLOAD)
-    return 0;
-  return ulen;
-}
-
-/* Block e from the cache into the scratch (grown to ulen already): 1 with *b,
-** or 0 on a miss. A hit of another length, or one whose restart array does
-** not parse (a cache that lies), is a miss: the block is then read from the
-** file and verified. */
-static int cache_lookup(const struct sst_reader *r, const struct sst_index_entry *e, uint32_t ulen,
-                        struct sst_scratch *s, struct sst_blk *b)
-{
-  size_t n = 0;
-  if (!r->cache.lookup(r->cache.ctx, e->offset, s->p, s->cap, &n) || n != ulen)
-    return 0;
-  return parse_block(s->p, n, b, "data", e->offset) == SOCHDB_OK;
-}
-
-/* Data block i: from the cache if it has it, else from the file (verified),
-** then into the cache if it was compressed. */
-static int load_data(const struct sst_reader *r, uint32_t i, struct sst_scratch *s, struct sst_blk *b)
-{
-  const struct sst_index_entry *e = &r->index[i];
-  uint32_t ulen = r->cache.lookup || r->cache.insert ? cacheable_len(r, e) : 0;
-  if (ulen && r->cache.lookup) {
-    int rc = scratch_reserve(s, ulen);
-    if (rc)
-      return rc;
-    if (cache_lookup(r, e, ulen, s, b))
-      return SOCHDB_OK;
-  }
-  int rc = load_block(r->buf, e->offset, e->size, SEED_DATA, s, b, "data");
-  /* verified, decompressed to ulen bytes in the scratch and parsed */
-  if (rc == SOCHDB_OK && ulen && r->cache.insert && b->p == s->p)
-    r->cache.insert(r->cache.ctx, e->offset, s->p, ulen);
-  return rc;
-}
-
 static int corrupt_entry(const struct sst_reader *r, uint32_t i)
 {
   return sdb_fail(SOCHDB_CORRUPT, "SSTable data block at %llu: malformed entry",
                   (unsigned long long)r->index[i].offset);
+}
+
+/* The row a columnar cursor stands on: SOCHDB_OK, or SOCHDB_CORRUPT when
+** the keys name more rows than the columns hold, or carry values. */
+static int current_row(const struct sst_reader *r, uint32_t i, const struct sst_cursor *c,
+                       const struct sst_colview *cv, uint32_t *row)
+{
+  if (c->vlen != 0 || c->nput > cv->cb->nrows)
+    return corrupt_entry(r, i);
+  *row = c->nput - 1;
+  return SOCHDB_OK;
+}
+
+/* sst_get in columnar block i, whose every segment is read. */
+static int get_columnar(const struct sst_reader *r, uint32_t i, const uint8_t *key, size_t klen, uint64_t snapshot,
+                        struct sst_scratch *scratch, struct sst_get_result *res, struct sst_cursor *c)
+{
+  struct sst_colview *cv = calloc(1, sizeof *cv);
+  if (!cv)
+    return sdb_fail(SOCHDB_NOMEM, "out of memory in sst_get");
+  struct sst_blk keys;
+  int rc = load_columnar(r, i, ~0ull, cv, &keys, NULL);
+  if (rc == SOCHDB_OK) {
+    cursor_start(c, &keys, 1);
+    rc = reserve_rows(cv, scratch);
+    int e = rc ? 0 : cursor_seek(c, key, klen, snapshot);
+    uint32_t row = 0;
+    if (e < 0)
+      rc = corrupt_entry(r, i);
+    else if (e > 0 && c->klen == klen && memcmp(c->key, key, klen) == 0) {
+      res->found = 1;
+      res->tombstone = c->kind == SST_DEL;
+      res->seq = c->seq;
+      if (c->kind == SST_PUT && (rc = current_row(r, i, c, cv, &row)) == SOCHDB_OK)
+        rc = assemble_row(cv, row, scratch, &res->val, &res->vlen);
+    }
+  }
+  colview_free(cv);
+  if (rc)
+    memset(res, 0, sizeof *res);
+  return rc;
 }
 
 int sst_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t snapshot,
@@ -782,14 +1116,22 @@ int sst_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t s
   uint32_t i = find_block(r, key, klen, snapshot);
   if (i == r->nblocks)
     return SOCHDB_OK;
-  struct sst_blk b;
-  int rc = load_data(r, i, scratch, &b);
-  if (rc)
-    return rc;
   struct sst_cursor *c = malloc(sizeof *c);
   if (!c)
     return sdb_fail(SOCHDB_NOMEM, "out of memory in sst_get");
-  cursor_start(c, &b);
+  int rc;
+  if (r->index[i].col) {
+    rc = get_columnar(r, i, key, klen, snapshot, scratch, res, c);
+    free(c);
+    return rc;
+  }
+  struct sst_blk b;
+  rc = load_data(r, i, scratch, &b, NULL);
+  if (rc) {
+    free(c);
+    return rc;
+  }
+  cursor_start(c, &b, 0);
   int e = cursor_seek(c, key, klen, snapshot);
   if (e < 0)
     rc = corrupt_entry(r, i);
@@ -812,22 +1154,76 @@ void sst_iter_init(struct sst_iter *it, const struct sst_reader *r)
   it->r = r;
 }
 
+void sst_iter_project(struct sst_iter *it, const struct sst_projection *p, struct sst_read_stats *stats)
+{
+  it->proj = p;
+  it->stats = stats;
+}
+
+/* Which columns of columnar block cb the iterator reads, and how: *skip when
+** min/max exclude the filter, *filter when it is evaluated on the rows. */
+static uint64_t columns_wanted(const struct sst_iter *it, const struct sst_colblock *cb, int *skip, int *filter)
+{
+  const struct sst_projection *p = it->proj;
+  *skip = *filter = 0;
+  if (!p || p->table != cb->table)
+    return ~0ull;
+  if (!p->filtered)
+    return p->columns;
+  if (sstcol_excluded(it->r, cb, &p->f)) {
+    *skip = 1;
+    return 0;
+  }
+  if (it->r->segs[cb->seg + 1 + p->f.col].type != p->f.type)
+    return p->columns;             /* not the filter's type: left to the caller */
+  *filter = 1;
+  return p->columns | 1ull << p->f.col;
+}
+
+/* Columnar block i into the iterator: its keys, and the columns it wants. */
+static int iter_load_columnar(struct sst_iter *it, uint32_t i, struct sst_blk *keys)
+{
+  if (!it->cv && !(it->cv = calloc(1, sizeof *it->cv)))
+    return sdb_fail(SOCHDB_NOMEM, "out of memory reading a columnar block");
+  const struct sst_colblock *cb = &it->r->colblocks[it->r->index[i].col - 1];
+  uint64_t want = columns_wanted(it, cb, &it->col_skip, &it->col_filter);
+  if (it->col_skip && it->stats)
+    it->stats->blocks_skipped++;
+  it->col = 1;
+  int rc = load_columnar(it->r, i, want, it->cv, keys, it->stats);
+  return rc ? rc : reserve_rows(it->cv, &it->rowbuf);
+}
+
 static int iter_load(struct sst_iter *it, uint32_t i)
 {
   it->block = i;
   it->loaded = 0;
   it->pending = 0;
+  it->col = 0;
+  it->taken = 0;
   if (i >= it->r->nblocks)
     return SOCHDB_OK;
   struct sst_blk b;
-  int rc = load_data(it->r, i, &it->scratch, &b);
+  int columnar = it->r->index[i].col != 0;
+  int rc = columnar ? iter_load_columnar(it, i, &b) : load_data(it->r, i, &it->scratch, &b, it->stats);
   if (rc) {
     it->block = it->r->nblocks;
     return rc;
   }
-  cursor_start(&it->cur, &b);
+  if (it->stats)
+    it->stats->blocks_read++;
+  cursor_start(&it->cur, &b, columnar);
   it->loaded = 1;
   return SOCHDB_OK;
+}
+
+/* The iterator fails at block i: it is then at its end. */
+static int iter_corrupt(struct sst_iter *it, uint32_t i)
+{
+  it->block = it->r->nblocks;
+  it->loaded = 0;
+  it->pending = 0;
+  return corrupt_entry(it->r, i);
 }
 
 int sst_iter_seek(struct sst_iter *it, const void *key, size_t klen)
@@ -842,16 +1238,53 @@ int sst_iter_seek(struct sst_iter *it, const void *key, size_t klen)
   if (rc || !it->loaded)
     return rc;
   int e = cursor_seek(&it->cur, key, klen, UINT64_MAX);
-  if (e < 0) {
-    it->block = it->r->nblocks;
-    it->loaded = 0;
-    return corrupt_entry(it->r, i);
-  }
+  if (e < 0)
+    return iter_corrupt(it, i);
   if (e > 0)
     it->pending = 1;
   else
     return iter_load(it, i + 1);
   return SOCHDB_OK;
+}
+
+/* The value of the columnar entry the cursor stands on, as the projection
+** wants it: the row (wanted columns only), or SST_SKIP. */
+static int columnar_value(struct sst_iter *it, struct sst_entry *e)
+{
+  e->val = NULL;
+  e->vlen = 0;
+  if (it->cur.kind != SST_PUT)
+    return SOCHDB_OK;
+  uint32_t row = 0;
+  int rc = current_row(it->r, it->block, &it->cur, it->cv, &row);
+  if (rc)
+    return iter_corrupt(it, it->block);
+  if (it->col_filter) {
+    sochdb_value v;
+    sstcol_value(it->cv, it->proj->f.col, row, &v);
+    if (!rowfmt_match(&it->proj->f, &v)) {
+      e->kind = SST_SKIP;
+      return SOCHDB_OK;
+    }
+  } else if (it->col_skip) {
+    e->kind = SST_SKIP;
+    return SOCHDB_OK;
+  }
+  rc = assemble_row(it->cv, row, &it->rowbuf, &e->val, &e->vlen);
+  if (rc) {
+    it->block = it->r->nblocks;
+    it->loaded = 0;
+  }
+  return rc;
+}
+
+/* The cursor's block is done: a columnar one must have held exactly the rows
+** its index entry counts. Then the next block. */
+static int iter_next_block(struct sst_iter *it)
+{
+  if (it->col && it->cur.nput != it->cv->cb->nrows)
+    return iter_corrupt(it, it->block);
+  return iter_load(it, it->block + 1);
 }
 
 int sst_iter_next(struct sst_iter *it, struct sst_entry *e)
@@ -865,16 +1298,12 @@ int sst_iter_next(struct sst_iter *it, struct sst_entry *e)
   while (!it->pending) {
     if (!it->loaded)
       return SOCHDB_NOTFOUND;
-    int d = cursor_next(&it->cur);
+    int d = it->taken ? 0 : cursor_next(&it->cur);
     if (d > 0)
       break;
-    if (d < 0) {
-      uint32_t i = it->block;
-      it->block = it->r->nblocks;
-      it->loaded = 0;
-      return corrupt_entry(it->r, i);
-    }
-    int rc = iter_load(it, it->block + 1);
+    if (d < 0)
+      return iter_corrupt(it, it->block);
+    int rc = it->taken ? iter_load(it, it->block + 1) : iter_next_block(it);
     if (rc)
       return rc;
   }
@@ -885,12 +1314,50 @@ int sst_iter_next(struct sst_iter *it, struct sst_entry *e)
   e->kind = it->cur.kind;
   e->val = it->cur.val;
   e->vlen = it->cur.vlen;
+  return it->col ? columnar_value(it, e) : SOCHDB_OK;
+}
+
+int sst_iter_take_block(struct sst_iter *it, uint64_t snapshot, const uint8_t *bound, size_t blen,
+                        const struct sst_colview **cv, uint32_t *nrows, int *skipped, const uint8_t **last,
+                        uint32_t *lastlen)
+{
+  if (!it->col || !it->loaded || it->pending || it->taken || !it->cur.first || !it->proj)
+    return 0;
+  const struct sst_colblock *cb = it->cv->cb;
+  const struct sst_index_entry *e = &it->r->index[it->block];
+  const uint8_t *lk = it->r->keys + e->key_off;
+  if (cb->table != it->proj->table || !cb->unique || cb->max_seq > snapshot ||
+      (bound && ikey_cmp(lk, e->klen, 0, bound, blen, 0) >= 0))
+    return 0;
+  *cv = it->cv;
+  *nrows = cb->nrows;
+  *skipped = it->col_skip;
+  *last = lk;
+  *lastlen = e->klen;
+  it->taken = 1;
+  return 1;
+}
+
+int sst_colview_get(const struct sst_colview *cv, unsigned j, uint32_t row, unsigned *type, sochdb_value *v)
+{
+  if (j >= cv->cb->ncols) {
+    *type = 0;
+    *v = (sochdb_value){ .is_null = 1 };
+    return SOCHDB_OK;
+  }
+  if (!(cv->loaded >> j & 1))
+    return SOCHDB_INVALID;
+  *type = cv->segs[j].type;
+  sstcol_value(cv, j, row, v);
   return SOCHDB_OK;
 }
 
 void sst_iter_free(struct sst_iter *it)
 {
   sst_scratch_free(&it->scratch);
+  sst_scratch_free(&it->rowbuf);
+  colview_free(it->cv);
+  it->cv = NULL;
   it->loaded = 0;
   it->pending = 0;
 }

@@ -38,8 +38,9 @@
 **
 ** Index block: one entry per data block, in file order: key = the block's
 ** last user key, seq = that entry's seq, kind PUT, value = [ offset u64 |
-** stored size u32 ] (the stored size includes the trailer). Data blocks are
-** contiguous from offset 0 to the filter block.
+** stored size u32 ] (the stored size includes the trailer; a columnar
+** block's value is longer, see below). Data blocks are contiguous from
+** offset 0 to the filter block.
 **
 ** Footer (64 bytes, every field naturally aligned):
 **    0  magic "SOCHSST" NUL   8 B
@@ -58,6 +59,51 @@
 **
 ** Everything is little-endian.
 **
+** Versions. A file without columnar blocks is version 1, byte for byte what
+** the first format wrote (so a database that never used tables stays
+** readable by older builds); a file with at least one columnar block is
+** version 2. A reader accepts both; it refuses any other number and a
+** version-2 file without a columnar block (SOCHDB_VERSION: the footer does
+** not match the content), and reads a columnar index entry in a version-1
+** file as the malformed entry it is there (SOCHDB_CORRUPT).
+**
+** Columnar data blocks (version 2; docs/columnar.md). The rows of one table
+** (keys FF FF 01 + table id + primary key whose value parses as a row,
+** src/rowfmt.h; and their tombstones) that come one after the other are cut
+** into blocks of their own, stored column by column:
+**   block:   [ keys segment | column 0 segment | ... | column n-1 segment ]
+**   segment: [ payload | trailer 16 B ]   (a trailer as above)
+** Each segment is LZ4-compressed when that pays, and checksummed on its own:
+** XXH3 seeded like a block's, with SEED_SEGMENT + its index (0 = keys, 1 +
+** j = column j) as the per-use seed and the BLOCK's offset as the offset.
+** There is no trailer for the block as a whole: the index describes it.
+**   keys segment payload: a data block payload whose every entry has an
+**     empty value (value bytes 0); the PUT entries are the block's rows, in
+**     order: row r is the r-th PUT.
+**   column segment payload, for nrows rows:
+**     [ null bitmap ceil(nrows/8) B (bit r set: NULL, or the row has no such
+**       column) | int64/double: 8 B x nrows (0 for a NULL) |
+**       bytes/string: end offset u32 x nrows, then the bytes of every row ]
+** A column's type is the row encoding's type tag; all rows of a block agree
+** on the type of each column (a row that disagrees starts a new block). A
+** block's column count is the largest of its rows'. A reader reassembles a
+** row by taking each column's value at the row's position, so a row with
+** fewer columns reads back with NULL in the missing ones.
+** Its index entry's value is longer than a plain block's 12 bytes:
+**    0  offset u64 | 8 stored size u32 (all segments)
+**   12  format u8 = 1 | 13 ncols u8 (at most SST_MAX_COLUMNS) |
+**   14  flags u8 (bit 0 "unique": every entry is a PUT of a key that has no
+**       other entry in the block) | 15 0 u8 | 16 table u32 |
+**   20  nrows u32 (PUT entries) | 24 keys segment stored size u32 |
+**   28  max seq u64 (of the block's entries)
+**   36  per column, 22 B: type u8 | flags u8 (bit 0: min/max valid) |
+**       segment stored size u32 | min u64 | max u64
+** Segments follow one another from the block's offset, in that order, and
+** their sizes add up to the block's. min/max are the column's smallest and
+** largest non-NULL values (int64, or a double's bits), valid only for int64
+** and double columns without NaN: a filtered scan skips the column segments
+** of a block whose min/max exclude its filter.
+**
 ** Block cache: a reader may be given a cache of decompressed data blocks
 ** (sst_set_cache; in the engine, the shared block cache keyed by the table's
 ** file number and the block's offset). Only LZ4-compressed data blocks go
@@ -65,7 +111,9 @@
 ** it decompressed to exactly its trailer's length and its restart array
 ** parsed; so a hit is trusted without re-verifying the checksum (its entries
 ** are still bounds-checked as they are decoded). Uncompressed blocks are read
-** in place, never copied or cached.
+** in place, never copied or cached. Segments of columnar blocks are cached
+** the same way, one entry each, keyed by the segment's own file offset, after
+** their structure was checked (restart array, or column layout).
 */
 #ifndef SOCHDB_SSTFMT_H
 #define SOCHDB_SSTFMT_H
@@ -73,9 +121,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rowfmt.h"
 #include "sochdb.h"
 
-#define SST_VERSION          1u
+#define SST_VERSION          2u   /* with columnar blocks; see Versions above */
+#define SST_VERSION_KV       1u   /* without */
+#define SST_MAX_COLUMNS      64u  /* columns of a columnar block */
 #define SST_FOOTER_BYTES     64u
 #define SST_TRAILER_BYTES    16u
 #define SST_RESTART_INTERVAL 16u
@@ -88,7 +139,10 @@
 #define SST_BLOOM_BITS       10u
 #define SST_BLOOM_K          7u
 
-enum sst_kind { SST_PUT = 1, SST_DEL = 2 };
+/* SST_SKIP: only from an iterator with a projection (sst_iter_project): a
+** row version that fails the projection's filter. It hides older versions
+** like a tombstone would, from that scan's point of view. */
+enum sst_kind { SST_PUT = 1, SST_DEL = 2, SST_SKIP = 3 };
 enum sst_compression { SST_NONE = 0, SST_LZ4 = 1 };
 
 /* ---- writing ------------------------------------------------------------ */
@@ -106,6 +160,15 @@ struct sst_blockbuf {
   size_t    entries;
 };
 
+/* One column of the columnar block being built; internal to the builder. */
+struct sst_colbuf {
+  uint8_t *nulls, *fixed, *data;    /* bitmap; 8 B values or u32 end offsets; bytes */
+  size_t   nulls_cap, fixed_n, fixed_cap, data_n, data_cap;
+  int      any, nan;                /* a non-NULL value was seen; a NaN was */
+  int64_t  imin, imax;
+  double   dmin, dmax;
+};
+
 struct sst_builder {
   size_t              block_bytes;
   int                 failed;         /* a SOCHDB_NOMEM happened: every later call fails */
@@ -115,6 +178,19 @@ struct sst_builder {
   uint64_t           *hashes;         /* bloom hash of each distinct user key */
   size_t              nhashes, hcap;
   uint64_t            entries, min_seq, max_seq;
+  /* the data block being built, when it is columnar */
+  int                 columnar;
+  uint32_t            col_table;      /* whose rows it holds */
+  unsigned            col_n;          /* its columns so far */
+  uint32_t            col_rows;       /* its PUT entries */
+  size_t              col_bytes;      /* bytes in the column buffers */
+  int                 col_unique;     /* every entry so far a PUT of a key of its own */
+  uint64_t            col_max_seq;    /* the largest seq so far */
+  uint8_t             col_types[SST_MAX_COLUMNS];
+  struct sst_colbuf  *cols;           /* SST_MAX_COLUMNS, allocated with the first columnar block */
+  uint8_t            *seg;            /* a segment's payload being assembled */
+  size_t              seg_cap;
+  int                 any_columnar;   /* the file is version 2 */
 };
 
 /* Start a table whose data blocks aim at block_bytes of payload (0 means
@@ -125,7 +201,11 @@ int  sst_builder_init(struct sst_builder *b, size_t block_bytes);
 
 /* Append one entry; key and val are copied. Entries must come in internal-key
 ** order (see above): a key below the previous one, or an equal key with a seq
-** not below the previous one, is refused.
+** not below the previous one, is refused. A row of a table (see the columnar
+** blocks above) goes into a columnar block; any other entry into a plain one;
+** a block is cut wherever the kind changes. Columnar blocks aim at four times
+** block_bytes (at most SST_BLOCK_MAX), so that each column segment is big
+** enough to compress.
 ** Errors: SOCHDB_INVALID (NULL key, klen 0 or above SOCHDB_MAX_KEY, vlen above
 **   SOCHDB_MAX_VALUE, NULL val with vlen > 0, kind not SST_PUT/SST_DEL, a DEL
 **   with a value, out of order, more than UINT32_MAX entries): nothing was
@@ -159,6 +239,44 @@ struct sst_index_entry {
   uint32_t klen;         /* the block's last key: keys + key_off */
   size_t   key_off;
   uint64_t seq;          /* ... and its seq */
+  uint32_t col;          /* 0: a plain block; else 1 + its index in colblocks */
+};
+
+/* A segment of a columnar block, as the index describes it. */
+struct sst_segment {
+  uint64_t offset;       /* in the file */
+  uint32_t size;         /* stored, with its trailer */
+  uint8_t  type;         /* column type (0 for the keys segment) */
+  uint8_t  has_minmax;
+  uint64_t min, max;     /* int64 or a double's bits */
+};
+
+struct sst_colblock {    /* a columnar block */
+  uint32_t table;
+  uint32_t nrows;        /* PUT entries */
+  uint32_t ncols;
+  uint32_t seg;          /* its keys segment in segs[]; its columns follow */
+  int      unique;       /* every entry is a PUT of a key of its own (nrows entries) */
+  uint64_t max_seq;      /* the largest seq of its entries */
+};
+
+/* What reading cost, added up by an iterator with a projection. */
+struct sst_read_stats {
+  uint64_t blocks_read;        /* data blocks whose entries were read */
+  uint64_t blocks_skipped;     /* ... of them columnar, whose column segments min/max let it skip */
+  uint64_t blocks_direct;      /* ... of them columnar, handed over whole (sst_iter_take_block) */
+  uint64_t bytes_read;         /* stored bytes of the blocks and segments read (file or cache) */
+  uint64_t bytes_decompressed; /* bytes produced by LZ4 */
+};
+
+/* Which columns of one table's rows an iterator reads, and an optional
+** filter it evaluates on them (rowfmt.h). Only columnar blocks of `table`
+** are read partially; every other block is read whole. */
+struct sst_projection {
+  uint32_t table;
+  uint64_t columns;            /* bit j: column j is wanted */
+  int      filtered;           /* f applies */
+  struct rowfmt_filter f;
 };
 
 /* A cache of decompressed data blocks, keyed by the block's file offset
@@ -187,6 +305,11 @@ struct sst_reader {
   uint8_t                *keys;       /* malloc'ed: the index's keys */
   uint64_t                entries, min_seq, max_seq;
   struct sst_block_cache  cache;      /* lookup/insert NULL: none */
+  unsigned                version;    /* the footer's */
+  struct sst_colblock    *colblocks;  /* malloc'ed, ncolblocks of them */
+  uint32_t                ncolblocks;
+  struct sst_segment     *segs;       /* malloc'ed */
+  uint32_t                nsegs;
 };
 
 /* Open the table in buf[0..len): verify the footer, the filter block's and
@@ -215,6 +338,11 @@ int  sst_may_contain(const struct sst_reader *r, const void *key, size_t klen);
 enum sst_block_type { SST_BLOCK_DATA, SST_BLOCK_FILTER, SST_BLOCK_INDEX };
 void sst_block_seal(uint8_t *file, uint64_t offset, uint32_t size, enum sst_block_type which);
 
+/* Recompute the checksum(s) of data block i of the table r reads (which
+** must be open on file's bytes): the block's, or each segment's of a
+** columnar block. For tests and the fuzzer. */
+void sst_data_block_seal(uint8_t *file, const struct sst_reader *r, uint32_t i);
+
 /* Recompute the checksum of a footer (the last SST_FOOTER_BYTES of a file)
 ** after changing a field: for tests and repair tools. */
 void sst_footer_seal(uint8_t *footer);
@@ -232,7 +360,9 @@ struct sst_get_result {
 ** unless it comes from the reader's block cache: see sst_set_cache).
 ** res->val points into the reader's buffer when the block is stored
 ** uncompressed (valid as long as it), otherwise into scratch (valid until the
-** next call with that scratch). Absent: SOCHDB_OK with res->found = 0.
+** next call with that scratch). A row found in a columnar block is
+** reassembled from every column segment into the scratch. Absent: SOCHDB_OK
+** with res->found = 0.
 ** Errors: SOCHDB_INVALID (NULL argument, bad klen), SOCHDB_CORRUPT,
 **   SOCHDB_NOMEM (growing scratch). */
 int  sst_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t snapshot,
@@ -247,6 +377,19 @@ struct sst_entry {
   unsigned       kind;
   const uint8_t *val;        /* into buf or the iterator's scratch: same validity */
   uint32_t       vlen;
+};
+
+/* A columnar block's column segments as loaded; internal to the reader. */
+struct sst_colseg {
+  const uint8_t *nulls, *vals, *data;  /* bitmap; 8 B values or end offsets; bytes */
+  uint32_t       maxlen;               /* the longest value (8 for int64 and double) */
+};
+struct sst_colview {
+  const struct sst_colblock *cb;
+  const struct sst_segment  *segs;     /* its column segments: r->segs + cb->seg + 1 */
+  uint64_t                   loaded;   /* bit j: column j's segment is in col[j] */
+  struct sst_colseg          col[SST_MAX_COLUMNS];
+  struct sst_scratch         buf[1 + SST_MAX_COLUMNS];   /* decompressed segments: keys, columns */
 };
 
 /* Internal cursor over one decoded block. */
@@ -266,6 +409,9 @@ struct sst_cursor {
   unsigned       kind;
   const uint8_t *val;
   uint32_t       vlen;
+  uint32_t       nput;       /* PUT entries decoded since the block's start (linear decoding only) */
+  int            linear;     /* seeks decode from the start (columnar keys, which count nput) */
+  int            first;      /* the entry decoded last is the block's first */
 };
 
 struct sst_iter {
@@ -276,10 +422,27 @@ struct sst_iter {
   int                      loaded;     /* cur holds block */
   int                      pending;    /* cur's entry is yet to be returned */
   struct sst_cursor        cur;
+  /* columnar blocks */
+  const struct sst_projection *proj;   /* NULL: every column of every row */
+  struct sst_read_stats   *stats;      /* NULL: not counted */
+  struct sst_colview      *cv;         /* malloc'ed at the first columnar block */
+  struct sst_scratch       rowbuf;     /* the row being handed out */
+  int                      col;        /* cur is a columnar block's keys */
+  int                      col_skip;   /* ... whose column segments were skipped */
+  int                      col_filter; /* ... whose rows the filter is evaluated on */
+  int                      taken;      /* the block was taken whole: the next call starts the next */
 };
 
 /* Position it before the table's first entry. Allocates nothing yet. */
 void sst_iter_init(struct sst_iter *it, const struct sst_reader *r);
+/* Before the first seek or next: read columnar blocks of p->table through
+** projection p (both p and stats, which may be NULL, must outlive the
+** iterator). A PUT of such a block comes back as a row whose unwanted
+** columns are NULL (those after the last wanted one are left out: they read
+** as NULL too), or as SST_SKIP (no value) when it fails p's filter; the
+** column segments of a block whose min/max exclude the filter are not read
+** at all (every PUT of it is SST_SKIP). stats adds up what was read. */
+void sst_iter_project(struct sst_iter *it, const struct sst_projection *p, struct sst_read_stats *stats);
 /* Position it before the first entry whose user key is >= key (all its
 ** versions follow); key NULL = the first entry. Errors: SOCHDB_INVALID (bad
 ** klen), SOCHDB_CORRUPT, SOCHDB_NOMEM. */
@@ -288,5 +451,23 @@ int  sst_iter_seek(struct sst_iter *it, const void *key, size_t klen);
 ** SOCHDB_CORRUPT / SOCHDB_NOMEM (the iterator is then at its end). */
 int  sst_iter_next(struct sst_iter *it, struct sst_entry *e);
 void sst_iter_free(struct sst_iter *it);
+
+/* Block at a time, for projected scans: when the entry the iterator returned
+** last is the first of a columnar block of the projection's table whose
+** entries are each the only version of their key, all PUTs at or below
+** snapshot, and whose last key is below bound (NULL: none), hand that block
+** over whole: 1 with *cv (its wanted columns, valid until the iterator's next
+** call), its row count, whether min/max skipped its columns (*skipped: no row
+** passes the filter), and its last key (*last, same validity). The next
+** sst_iter_next returns the first entry after the block. 0 when not so
+** (nothing changes). The rows' values: sst_colview_get. */
+int  sst_iter_take_block(struct sst_iter *it, uint64_t snapshot, const uint8_t *bound, size_t blen,
+                         const struct sst_colview **cv, uint32_t *nrows, int *skipped, const uint8_t **last,
+                         uint32_t *lastlen);
+
+/* Column j of row `row` of a block taken whole: its type (0 when the block has
+** no such column, the value then NULL) and value (bytes point into the
+** block's segments). SOCHDB_OK, or SOCHDB_INVALID if column j was not read. */
+int  sst_colview_get(const struct sst_colview *cv, unsigned j, uint32_t row, unsigned *type, sochdb_value *v);
 
 #endif

@@ -32,6 +32,7 @@
 #include "epoch.h"
 #include "error.h"
 #include "mvcc.h"
+#include "rowfmt.h"
 #include "seqring.h"
 #include "skiplist.h"
 #include "tables.h"
@@ -192,11 +193,21 @@ static int check_key(const void *key, size_t klen)
   return SOCHDB_OK;
 }
 
-static int buffer_write(sochdb_txn *t, const void *key, size_t klen, const void *val, size_t vlen, int tomb)
+/* Keys of the table layer (rowfmt.h) are not the application's to touch. */
+static int check_user_key(const void *key, size_t klen)
+{
+  int rc = check_key(key, klen);
+  if (rc == SOCHDB_OK && rowfmt_reserved(key, klen))
+    return sdb_fail(SOCHDB_INVALID, "keys starting with the bytes 0xFF 0xFF are reserved for columnar tables");
+  return rc;
+}
+
+static int buffer_write(sochdb_txn *t, const void *key, size_t klen, const void *val, size_t vlen, int tomb,
+                        int reserved_ok)
 {
   int rc = sdb_check_txn(t);
   if (rc == SOCHDB_OK)
-    rc = check_key(key, klen);
+    rc = reserved_ok ? check_key(key, klen) : check_user_key(key, klen);
   if (rc != SOCHDB_OK)
     return rc;
   if (t->flags & SOCHDB_TXN_READONLY)
@@ -218,12 +229,17 @@ int sochdb_put(sochdb_txn *t, const void *key, size_t klen, const void *val, siz
 {
   if (!val && !vlen)
     val = "";               /* an empty value may come as NULL */
-  return buffer_write(t, key, klen, val, vlen, 0);
+  return buffer_write(t, key, klen, val, vlen, 0, 0);
 }
 
 int sochdb_delete(sochdb_txn *t, const void *key, size_t klen)
 {
-  return buffer_write(t, key, klen, NULL, 0, 1);
+  return buffer_write(t, key, klen, NULL, 0, 1, 0);
+}
+
+int sdb_write(sochdb_txn *t, const void *key, size_t klen, const void *val, size_t vlen, int tombstone)
+{
+  return buffer_write(t, key, klen, tombstone ? NULL : val, tombstone ? 0 : vlen, tombstone, 1);
 }
 
 static const struct mv_version *snapshot_lookup(const sochdb_txn *t, const void *key, uint32_t klen)
@@ -262,11 +278,11 @@ static int tables_lookup(sochdb_txn *t, const void *key, size_t klen, const void
   return hand_out(t, res.val, res.vlen, val);
 }
 
-int sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, size_t *vlen)
+static int get_key(sochdb_txn *t, const void *key, size_t klen, const void **val, size_t *vlen, int reserved_ok)
 {
   int rc = sdb_check_txn(t);
   if (rc == SOCHDB_OK)
-    rc = check_key(key, klen);
+    rc = reserved_ok ? check_key(key, klen) : check_user_key(key, klen);
   if (rc != SOCHDB_OK)
     return rc;
   if (!val || !vlen)
@@ -288,6 +304,16 @@ int sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, si
     return SOCHDB_OK;
   }
   return tables_lookup(t, key, klen, val, vlen);
+}
+
+int sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, size_t *vlen)
+{
+  return get_key(t, key, klen, val, vlen, 0);
+}
+
+int sdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, size_t *vlen)
+{
+  return get_key(t, key, klen, val, vlen, 1);
 }
 
 /* ---- commit ------------------------------------------------------------- */

@@ -10,9 +10,12 @@
 ** a full compaction and waits for it). Keys and values are taken from
 ** argv byte for byte; output escapes them only where a line-oriented format
 ** needs it. Exit status: 0 success, 1 not found, 2 usage error, 3 database
-** or I/O error.
+** or I/O error. The columnar table commands (`sochdb table ...`) are in
+** sochdb_table.c; what both parts use is declared in cli.h.
 */
 #include "sochdb.h"
+
+#include "cli.h"
 
 #include "check.h"   /* sdb_check_dir, for `sochdb check` (internal: the CLI links the static library) */
 #include "internal.h" /* struct sochdb: the region header's full-compaction request and progress, for
@@ -33,8 +36,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Scripts depend on these, so they are part of the interface. */
-enum { EXIT_OK = 0, EXIT_NOT_FOUND = 1, EXIT_USAGE = 2, EXIT_DB_ERROR = 3 };
 
 /* A write transaction that lost a conflict changed nothing, so running it
 ** again is always safe; a person at a shell has no better plan either. */
@@ -91,7 +92,7 @@ struct command {
 
 /* Reads sochdb_strerror() first: sochdb_last_error() is only guaranteed
 ** until this thread's next sochdb call, and strerror is one. */
-static int db_error(const char *what, int rc)
+int db_error(const char *what, int rc)
 {
   const char *message = sochdb_strerror(rc);
   const char *detail = sochdb_last_error();
@@ -104,7 +105,7 @@ static int db_error(const char *what, int rc)
 
 /* One entry must stay one line, so the bytes that would break a line or a
 ** tab-separated column, and any byte a terminal would interpret, are escaped. */
-static void put_escaped(FILE *f, const void *bytes, size_t n)
+void put_escaped(FILE *f, const void *bytes, size_t n)
 {
   const unsigned char *p = bytes;
   for (size_t i = 0; i < n; i++) {
@@ -119,7 +120,7 @@ static void put_escaped(FILE *f, const void *bytes, size_t n)
 
 /* Keys and values are bytes, not UTF-8, so each byte >= 0x80 becomes
 ** \u0080..\u00ff: lossless, and valid JSON whatever the data is. */
-static void put_json_string(const void *bytes, size_t n)
+void put_json_string(const void *bytes, size_t n)
 {
   const unsigned char *p = bytes;
   putchar('"');
@@ -141,7 +142,7 @@ static int key_not_found(const args *a)
 }
 
 /* stdout is buffered: a full disk or closed pipe only shows up here. */
-static int finish_stdout(int status)
+int finish_stdout(int status)
 {
   if (fflush(stdout) != 0 || ferror(stdout)) {
     fprintf(stderr, "sochdb: writing the output: %s\n", strerror(errno));
@@ -545,11 +546,38 @@ static void watch_figures(const rates *r, const char *names[WATCH_FIGURES], doub
   }
 }
 
+/* The totals of every columnar table scan (sochdb_scan_stats_get, apart from
+** struct sochdb_stats), named as in the --json output. 0 if unreadable. */
+#define SCAN_FIGURES 7
+static int scan_figures(sochdb *db, const char *names[SCAN_FIGURES], uint64_t values[SCAN_FIGURES])
+{
+  static const char *const n[SCAN_FIGURES] = { "table_scans",        "scan_rows",           "scan_blocks_read",
+                                               "scan_blocks_skipped", "scan_blocks_direct", "scan_bytes_read",
+                                               "scan_bytes_decompressed" };
+  sochdb_scan_stats st;
+  if (sochdb_scan_stats_get(db, &st) != SOCHDB_OK)
+    return 0;
+  const uint64_t v[SCAN_FIGURES] = { st.scans,         st.rows,       st.blocks_read,        st.blocks_skipped,
+                                     st.blocks_direct, st.bytes_read, st.bytes_decompressed };
+  for (int i = 0; i < SCAN_FIGURES; i++) {
+    names[i] = n[i];
+    values[i] = v[i];
+  }
+  return 1;
+}
+
 static void print_stats_text(sochdb *db, const sochdb_stats *s, const rates *r)
 {
   for (size_t i = 0; i < sizeof stats_fields / sizeof stats_fields[0]; i++) {
     print_label(stats_fields[i].name);
     printf("%llu\n", (unsigned long long)stats_value(s, &stats_fields[i]));
+  }
+  const char *scan_names[SCAN_FIGURES];
+  uint64_t scan_values[SCAN_FIGURES];
+  int scans = scan_figures(db, scan_names, scan_values);
+  for (int i = 0; scans && i < SCAN_FIGURES; i++) {
+    print_label(scan_names[i]);
+    printf("%llu\n", (unsigned long long)scan_values[i]);
   }
   print_label("region_path");
   printf("%s\n", sochdb_region_path(db));
@@ -572,6 +600,11 @@ static void print_stats_json(sochdb *db, const sochdb_stats *s, const rates *r)
   putchar('{');
   for (size_t i = 0; i < sizeof stats_fields / sizeof stats_fields[0]; i++)
     printf("\"%s\":%llu,", stats_fields[i].name, (unsigned long long)stats_value(s, &stats_fields[i]));
+  const char *scan_names[SCAN_FIGURES];
+  uint64_t scan_values[SCAN_FIGURES];
+  int scans = scan_figures(db, scan_names, scan_values);
+  for (int i = 0; scans && i < SCAN_FIGURES; i++)
+    printf("\"%s\":%llu,", scan_names[i], (unsigned long long)scan_values[i]);
   const char *path = sochdb_region_path(db);
   fputs("\"region_path\":", stdout);
   put_json_string(path, strlen(path));
@@ -888,17 +921,7 @@ static int run_check(const args *a)
 /* A daemon that cannot be (re)started for this long is an error, not a wait. */
 #define DAEMON_GIVE_UP_MS 10000ull
 
-/* A progress bar on stderr for a person at a terminal: redrawn at most every
-** 100 ms, and only when its figure or its label changed. */
-typedef struct progress_bar {
-  int enabled;                  /* stderr is a terminal */
-  int shown;
-  unsigned last_permille;
-  const char *last_label;
-  struct timespec last_draw;
-} progress_bar;
-
-static void bar_clear(progress_bar *b)
+void bar_clear(progress_bar *b)
 {
   if (b->shown) {
     fputs("\r\033[K", stderr);
@@ -907,7 +930,7 @@ static void bar_clear(progress_bar *b)
 }
 
 /* label [####....]  42.0%  tail */
-static void bar_draw(progress_bar *b, const char *label, uint64_t done, uint64_t total, const char *tail)
+void bar_draw(progress_bar *b, const char *label, uint64_t done, uint64_t total, const char *tail)
 {
   if (!b->enabled)
     return;
@@ -1258,6 +1281,7 @@ static void print_usage(FILE *f)
         "commands:\n", f);
   for (size_t i = 0; i < NCOMMANDS; i++)
     fprintf(f, "  %-7s %s\n", commands[i].name, commands[i].summary);
+  fputs("  table   create, load (CSV) and scan columnar tables: 'sochdb table --help'\n", f);
   fputs("\noptions:\n"
         "  --json      machine-readable output (get, scan, stats, check, compact)\n"
         "  --help      this text; 'sochdb COMMAND --help' describes one command\n"
@@ -1381,6 +1405,8 @@ static int parse_command_line(args *a, int argc, char **argv)
     print_usage(stderr);
     return EXIT_USAGE;
   }
+  if (strcmp(argv[i], "table") == 0)
+    return table_main(argc - i, argv + i, a->json);
   a->cmd = find_command(argv[i]);
   if (a->cmd == NULL)
     return usage_error(NULL, "unknown command '%s'", argv[i]);

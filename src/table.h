@@ -1,0 +1,40 @@
+/*
+** table.h — what the two halves of the table API share: the table handle
+** (src/table.c: schemas, handles, row puts, gets and deletes) and its scans
+** (src/tablescan.c). Rows and keys are encoded as rowfmt.h says.
+*/
+#ifndef SOCHDB_TABLE_H
+#define SOCHDB_TABLE_H
+
+#include "sochdb.h"
+
+#include "rowfmt.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct sochdb_table {
+  sochdb        *db;
+  uint32_t       id;
+  uint32_t       gen;                 /* the schema's generation: add_column bumps it */
+  char           name[SOCHDB_MAX_NAME + 1];
+  size_t         ncols;
+  sochdb_column  cols[SOCHDB_MAX_COLUMNS];               /* names point into names[] */
+  char           names[SOCHDB_MAX_COLUMNS][SOCHDB_MAX_NAME + 1];
+  uint8_t        types[SOCHDB_MAX_COLUMNS];
+};
+
+/* The key of tb's row with primary key pk into key (room for SOCHDB_MAX_KEY
+** bytes); its length, or 0 with SOCHDB_INVALID set when pk is too long. */
+size_t sdb_row_key(const sochdb_table *tb, const sochdb_value *pk, uint8_t *key);
+
+/* Decode a stored row of tb into vals[] (bytes point into p; only the
+** columns in mask, bit j for column j): its column count into *ncols.
+** SOCHDB_CORRUPT (message set) if it is not a row of tb's types. */
+int    sdb_row_decode(const sochdb_table *tb, const uint8_t *p, size_t n, uint64_t mask, unsigned *ncols,
+                      sochdb_value *vals);
+
+/* Column c of a decoded row of ncols columns: NULL past its end. */
+void   sdb_row_column(const sochdb_value *vals, unsigned ncols, unsigned c, sochdb_value *out);
+
+#endif

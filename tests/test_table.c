@@ -1,0 +1,966 @@
+/*
+** test_table.c — columnar tables through the public API: schemas (create,
+** open, mismatch, added columns), rows put, read and deleted inside
+** transactions with rollback, the reserved key space, snapshot isolation and
+** conflicts on rows, projected and filtered scans that equal the same columns
+** of full scans (and a brute-force filter) in memtables, after flushes and
+** after compactions, blocks skipped by min/max and bytes read per column
+** from the scan statistics, and kill -9 of a writer in the middle of a
+** commit: no half transaction, every acknowledged row kept, also after the
+** region is rebuilt from the files.
+*/
+#include "testutil.h"
+
+#include "check.h"
+#include "internal.h"   /* the region's full-compaction request */
+#include "sstfmt.h"
+
+#include <dirent.h>
+
+TestSuite(table, .init = tu_setup, .fini = tu_teardown, .timeout = 240);
+
+#define MT  (1u << 20)
+#define REG (32u << 20)
+
+/* ---- a table of 8 mixed columns ---------------------------------------------- */
+
+enum { C_ID, C_TS, C_PRICE, C_QTY, C_NAME, C_CITY, C_NOTE, C_FLAG, NCOLS };
+
+static const sochdb_column COLS[NCOLS] = {
+  { "id", SOCHDB_INT64, 0 },       { "ts", SOCHDB_INT64, 0 },
+  { "price", SOCHDB_DOUBLE, 0 },   { "qty", SOCHDB_INT64, SOCHDB_NULLABLE },
+  { "name", SOCHDB_STRING, 0 },    { "city", SOCHDB_STRING, SOCHDB_NULLABLE },
+  { "note", SOCHDB_BYTES, SOCHDB_NULLABLE }, { "flag", SOCHDB_INT64, 0 },
+};
+
+static const char *const CITIES[] = { "Amsterdam", "Berlin", "Cairo", "Delhi", "Edinburgh", "Fukuoka" };
+
+/* Row i of generation gen: strings live in buf (room for 256 bytes). */
+static void make_row(int64_t i, int gen, sochdb_value *v, char *buf)
+{
+  memset(v, 0, NCOLS * sizeof *v);
+  v[C_ID].i64 = i;
+  v[C_TS].i64 = i * 10 + gen;
+  v[C_PRICE].f64 = (double)(i % 1000) / 8.0 + gen;
+  v[C_QTY].is_null = i % 7 == 0;
+  v[C_QTY].i64 = (i * 31 + gen) % 500;
+  int n = snprintf(buf, 64, "name-%06lld-g%d", (long long)i, gen);
+  v[C_NAME].bytes = buf;
+  v[C_NAME].len = (size_t)n;
+  v[C_CITY].is_null = i % 5 == 0;
+  v[C_CITY].bytes = CITIES[(i + gen) % 6];
+  v[C_CITY].len = strlen(CITIES[(i + gen) % 6]);
+  char *note = buf + 64;
+  size_t nl = (size_t)(40 + i % 60);
+  for (size_t k = 0; k < nl; k++)
+    note[k] = (char)('a' + (i + (int64_t)k + gen) % 26);
+  v[C_NOTE].is_null = i % 11 == 0;
+  v[C_NOTE].bytes = note;
+  v[C_NOTE].len = nl;
+  v[C_FLAG].i64 = (i + gen) % 2;
+}
+
+static int value_eq(unsigned type, const sochdb_value *a, const sochdb_value *b)
+{
+  if (a->is_null || b->is_null)
+    return a->is_null && b->is_null;
+  if (type == SOCHDB_INT64)
+    return a->i64 == b->i64;
+  if (type == SOCHDB_DOUBLE)
+    return a->f64 == b->f64;
+  return a->len == b->len && (a->len == 0 || memcmp(a->bytes, b->bytes, a->len) == 0);
+}
+
+static void expect_value(unsigned col, const sochdb_value *got, const sochdb_value *want, const char *ctx, int64_t pk)
+{
+  cr_assert(value_eq(COLS[col].type, got, want), "%s: row %lld column %s differs (null %d/%d, i64 %lld/%lld, len %zu/%zu)",
+            ctx, (long long)pk, COLS[col].name, got->is_null, want->is_null, (long long)got->i64,
+            (long long)want->i64, got->len, want->len);
+}
+
+static sochdb_table *create_table(sochdb *db, const char *name)
+{
+  sochdb_txn *t = tu_begin(db, 0);
+  int rc = sochdb_table_create(t, name, COLS, NCOLS);
+  cr_assert_eq(rc, SOCHDB_OK, "create %s: %s (%s)", name, sochdb_strerror(rc), sochdb_last_error());
+  tu_commit(t, SOCHDB_SYNC, "create");
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  sochdb_table *tb = NULL;
+  rc = sochdb_table_open(t, name, COLS, NCOLS, &tb);
+  cr_assert_eq(rc, SOCHDB_OK, "open %s: %s (%s)", name, sochdb_strerror(rc), sochdb_last_error());
+  sochdb_abort(t);
+  return tb;
+}
+
+static void put_row(sochdb_txn *t, sochdb_table *tb, int64_t i, int gen)
+{
+  sochdb_value v[NCOLS];
+  char buf[256];
+  make_row(i, gen, v, buf);
+  int rc = sochdb_row_put(t, tb, v);
+  cr_assert_eq(rc, SOCHDB_OK, "row_put %lld: %s (%s)", (long long)i, sochdb_strerror(rc), sochdb_last_error());
+}
+
+static sochdb_value pk_of(int64_t i)
+{
+  sochdb_value v;
+  memset(&v, 0, sizeof v);
+  v.i64 = i;
+  return v;
+}
+
+/* Rows [0, n) at generation gen, `batch` per ASYNC transaction, retrying BUSY. */
+static void fill(sochdb *db, sochdb_table *tb, int n, int gen, int batch)
+{
+  for (int i = 0; i < n; i += batch) {
+    for (;;) {
+      sochdb_txn *t = tu_begin(db, 0);
+      for (int j = i; j < n && j < i + batch; j++)
+        put_row(t, tb, j, gen);
+      int rc = sochdb_commit(t, SOCHDB_ASYNC);
+      if (rc == SOCHDB_OK)
+        break;
+      cr_assert_eq(rc, SOCHDB_BUSY, "commit rows from %d: %s (%s)", i, sochdb_strerror(rc), sochdb_last_error());
+      tu_sleep_ms(5);
+    }
+  }
+}
+
+/* Row pk reads as generation gen (or absent, gen < 0) in t, every column. */
+static void expect_row(sochdb_txn *t, sochdb_table *tb, int64_t pk, int gen, const char *ctx)
+{
+  sochdb_value got[NCOLS], want[NCOLS];
+  char buf[256];
+  sochdb_value key = pk_of(pk);
+  int rc = sochdb_row_get(t, tb, &key, NULL, 0, got);
+  if (gen < 0) {
+    cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s: row %lld: %s, want NOTFOUND", ctx, (long long)pk, sochdb_strerror(rc));
+    return;
+  }
+  cr_assert_eq(rc, SOCHDB_OK, "%s: row %lld: %s (%s)", ctx, (long long)pk, sochdb_strerror(rc), sochdb_last_error());
+  make_row(pk, gen, want, buf);
+  for (unsigned c = 0; c < NCOLS; c++)
+    expect_value(c, &got[c], &want[c], ctx, pk);
+}
+
+/* ---- schemas ------------------------------------------------------------------ */
+
+Test(table, schemas_are_created_opened_checked_and_widened)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  sochdb_table *tb = create_table(db, "orders");
+  const sochdb_column *cols;
+  size_t n;
+  uint32_t id;
+  cr_assert_eq(sochdb_table_schema(tb, &cols, &n, &id), SOCHDB_OK, "schema");
+  cr_assert_eq(n, NCOLS, "columns");
+  cr_assert_str_eq(cols[C_PRICE].name, "price", "a column name");
+  cr_assert_gt(id, 0, "an id");
+
+  sochdb_txn *t = tu_begin(db, 0);
+  cr_assert_eq(sochdb_table_create(t, "orders", COLS, NCOLS), SOCHDB_INVALID, "a second create");
+  cr_assert(strstr(sochdb_last_error(), "exists"), "message: %s", sochdb_last_error());
+  sochdb_table *x = NULL;
+  cr_assert_eq(sochdb_table_open(t, "nope", NULL, 0, &x), SOCHDB_NOTFOUND, "a missing table");
+  sochdb_column other[NCOLS];
+  memcpy(other, COLS, sizeof other);
+  other[C_QTY].type = SOCHDB_DOUBLE;
+  cr_assert_eq(sochdb_table_open(t, "orders", other, NCOLS, &x), SOCHDB_INVALID, "another schema");
+  cr_assert(strstr(sochdb_last_error(), "qty") && strstr(sochdb_last_error(), "different schema"), "message: %s",
+            sochdb_last_error());
+  cr_assert_eq(sochdb_table_open(t, "orders", COLS, NCOLS - 1, &x), SOCHDB_INVALID, "fewer columns");
+  cr_assert_null(x, "no handle on a mismatch");
+
+  /* bad schemas */
+  other[0] = (sochdb_column){ "id", SOCHDB_DOUBLE, 0 };
+  cr_assert_eq(sochdb_table_create(t, "bad", other, 2), SOCHDB_INVALID, "a double primary key");
+  other[0] = (sochdb_column){ "id", SOCHDB_INT64, SOCHDB_NULLABLE };
+  cr_assert_eq(sochdb_table_create(t, "bad", other, 2), SOCHDB_INVALID, "a nullable primary key");
+  other[0] = (sochdb_column){ "qty", SOCHDB_INT64, 0 };
+  cr_assert_eq(sochdb_table_create(t, "bad", other, NCOLS), SOCHDB_INVALID, "a duplicate name");
+  cr_assert_eq(sochdb_table_create(t, "bad", COLS, 0), SOCHDB_INVALID, "no column");
+  other[0] = (sochdb_column){ "id", 9, 0 };
+  cr_assert_eq(sochdb_table_create(t, "bad", other, 1), SOCHDB_INVALID, "an unknown type");
+  cr_assert_eq(sochdb_table_create(t, "", COLS, NCOLS), SOCHDB_INVALID, "an empty name");
+
+  /* a row written before the column is added reads it as NULL */
+  put_row(t, tb, 1, 1);
+  sochdb_column extra = { "extra", SOCHDB_INT64, 0 };
+  cr_assert_eq(sochdb_table_add_column(t, tb, &extra), SOCHDB_INVALID, "an added column must be nullable");
+  extra.flags = SOCHDB_NULLABLE;
+  int rc = sochdb_table_add_column(t, tb, &extra);
+  cr_assert_eq(rc, SOCHDB_OK, "add column: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+  tu_commit(t, SOCHDB_SYNC, "add column");
+
+  t = tu_begin(db, 0);
+  cr_assert_eq(sochdb_table_add_column(t, tb, &(sochdb_column){ "more", SOCHDB_INT64, SOCHDB_NULLABLE }),
+               SOCHDB_CONFLICT, "a stale handle cannot widen the table");
+  sochdb_table *wide = NULL;
+  cr_assert_eq(sochdb_table_open(t, "orders", COLS, NCOLS, &wide), SOCHDB_INVALID, "the old schema no longer fits");
+  cr_assert_eq(sochdb_table_open(t, "orders", NULL, 0, &wide), SOCHDB_OK, "open the new schema");
+  sochdb_table_schema(wide, &cols, &n, NULL);
+  cr_assert_eq(n, NCOLS + 1, "one column more");
+  sochdb_value out[NCOLS + 1];
+  sochdb_value key = pk_of(1);
+  cr_assert_eq(sochdb_row_get(t, wide, &key, NULL, 0, out), SOCHDB_OK, "get the old row");
+  cr_assert(out[NCOLS].is_null, "the added column reads NULL");
+  sochdb_value v[NCOLS + 1];
+  char buf[256];
+  make_row(2, 1, v, buf);
+  v[NCOLS] = (sochdb_value){ .i64 = 77 };
+  cr_assert_eq(sochdb_row_put(t, wide, v), SOCHDB_OK, "put a wide row");
+  unsigned which[] = { NCOLS, C_ID };
+  cr_assert_eq(sochdb_row_get(t, wide, &(sochdb_value){ .i64 = 2 }, which, 2, out), SOCHDB_OK, "get it");
+  cr_assert(!out[0].is_null && out[0].i64 == 77 && out[1].i64 == 2, "the added column's value");
+  /* the old handle still reads its own columns of the wide row */
+  expect_row(t, tb, 2, 1, "old handle, wide row");
+  tu_commit(t, SOCHDB_SYNC, "wide row");
+  sochdb_table_close(wide);
+  sochdb_table_close(tb);
+  tu_close();
+}
+
+/* ---- rows in transactions ------------------------------------------------------- */
+
+Test(table, rows_follow_their_transaction)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  sochdb_table *tb = create_table(db, "t");
+  sochdb_txn *t = tu_begin(db, 0);
+  for (int i = 0; i < 10; i++)
+    put_row(t, tb, i, 1);
+  expect_row(t, tb, 3, 1, "own write");
+  sochdb_abort(t);
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_row(t, tb, 3, -1, "after rollback");
+  cr_assert_eq(sochdb_row_put(t, tb, (sochdb_value[NCOLS]){ { 0 } }), SOCHDB_INVALID, "a read-only transaction");
+  sochdb_abort(t);
+
+  t = tu_begin(db, 0);
+  for (int i = 0; i < 10; i++)
+    put_row(t, tb, i, 1);
+  tu_commit(t, SOCHDB_SYNC, "rows");
+  t = tu_begin(db, 0);
+  sochdb_value k = pk_of(4);
+  cr_assert_eq(sochdb_row_delete(t, tb, &k), SOCHDB_OK, "delete");
+  put_row(t, tb, 5, 2);
+  expect_row(t, tb, 4, -1, "own delete");
+  expect_row(t, tb, 5, 2, "own update");
+  sochdb_abort(t);
+  t = tu_begin(db, 0);
+  expect_row(t, tb, 4, 1, "delete rolled back");
+  expect_row(t, tb, 5, 1, "update rolled back");
+  cr_assert_eq(sochdb_row_delete(t, tb, &k), SOCHDB_OK, "delete");
+  tu_commit(t, SOCHDB_SYNC, "delete");
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_row(t, tb, 4, -1, "deleted");
+  expect_row(t, tb, 9, 1, "kept");
+  sochdb_value v[NCOLS];
+  char buf[256];
+  make_row(3, 1, v, buf);
+  v[C_NAME].is_null = 1;
+  sochdb_abort(t);
+  t = tu_begin(db, 0);
+  cr_assert_eq(sochdb_row_put(t, tb, v), SOCHDB_INVALID, "NULL in a column that is not nullable");
+  sochdb_abort(t);
+  sochdb_table_close(tb);
+  tu_close();
+}
+
+Test(table, reserved_keys_are_refused_and_never_listed)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  sochdb_table *tb = create_table(db, "t");
+  sochdb_txn *t = tu_begin(db, 0);
+  const char *res = "\xff\xff\x01zzz";
+  cr_assert_eq(sochdb_put(t, res, 6, "v", 1), SOCHDB_INVALID, "put of a reserved key");
+  cr_assert(strstr(sochdb_last_error(), "reserved"), "message: %s", sochdb_last_error());
+  cr_assert_eq(sochdb_delete(t, res, 2), SOCHDB_INVALID, "delete of a reserved key");
+  const void *v;
+  size_t vl;
+  cr_assert_eq(sochdb_get(t, res, 3, &v, &vl), SOCHDB_INVALID, "get of a reserved key");
+  tu_put_str(t, "a", "1");
+  tu_put_str(t, "\xff", "2");
+  tu_put_str(t, "\xff\xfe\xff", "3");
+  put_row(t, tb, 1, 1);
+  tu_commit(t, SOCHDB_SYNC, "mixed");
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  const char *want[] = { "a", "\xff", "\xff\xfe\xff" };
+  for (int pass = 0; pass < 2; pass++) {   /* unbounded, and bounded beyond the reserved start */
+    sochdb_iter *it;
+    cr_assert_eq(sochdb_iter_open(t, NULL, 0, pass ? "\xff\xff\xff" : NULL, pass ? 3 : 0, &it), SOCHDB_OK, "iter");
+    const void *k;
+    size_t kl;
+    int n = 0;
+    while (sochdb_iter_next(it, &k, &kl, &v, &vl) == SOCHDB_OK) {
+      cr_assert_lt(n, 3, "a reserved key was listed: %.*s", (int)kl, (const char *)k);
+      cr_assert(kl == strlen(want[n]) && !memcmp(k, want[n], kl), "key %d", n);
+      n++;
+    }
+    cr_assert_eq(n, 3, "the user keys");
+    sochdb_iter_close(it);
+  }
+  sochdb_abort(t);
+  sochdb_table_close(tb);
+  tu_close();
+}
+
+/* ---- snapshot isolation --------------------------------------------------------- */
+
+Test(table, snapshots_and_conflicts_hold_for_rows)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  sochdb_table *tb = create_table(db, "t");
+  fill(db, tb, 100, 1, 50);
+  sochdb_txn *old = tu_begin(db, SOCHDB_TXN_READONLY);
+  fill(db, tb, 100, 2, 50);
+  sochdb_txn *t = tu_begin(db, 0);
+  sochdb_value k = pk_of(7);
+  cr_assert_eq(sochdb_row_delete(t, tb, &k), SOCHDB_OK, "delete");
+  tu_commit(t, SOCHDB_SYNC, "delete");
+  expect_row(old, tb, 7, 1, "old snapshot, deleted since");
+  expect_row(old, tb, 8, 1, "old snapshot, updated since");
+  sochdb_scan *s;
+  cr_assert_eq(sochdb_table_scan(old, tb, NULL, NULL, NULL, 0, NULL, &s), SOCHDB_OK, "scan");
+  sochdb_value row[NCOLS];
+  int n = 0;
+  while (sochdb_scan_next(s, row) == SOCHDB_OK) {
+    cr_assert_eq(row[C_ID].i64, n, "scan order");
+    cr_assert_eq(row[C_TS].i64, n * 10 + 1, "the old snapshot's generation in the scan");
+    n++;
+  }
+  cr_assert_eq(n, 100, "the old snapshot scans 100 rows");
+  sochdb_scan_close(s, NULL);
+  sochdb_abort(old);
+
+  /* first committer wins on a primary key; other keys do not conflict */
+  sochdb_txn *a = tu_begin(db, 0), *b = tu_begin(db, 0), *c = tu_begin(db, 0);
+  put_row(a, tb, 20, 5);
+  put_row(b, tb, 20, 6);
+  put_row(c, tb, 21, 6);
+  tu_put_str(a, "kv-with-row", "a");
+  tu_commit(a, SOCHDB_SYNC, "a");
+  cr_assert_eq(sochdb_commit(b, SOCHDB_SYNC), SOCHDB_CONFLICT, "b wrote the same row");
+  tu_commit(c, SOCHDB_SYNC, "c");
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_row(t, tb, 20, 5, "the winner's row");
+  expect_row(t, tb, 21, 6, "another row");
+  tu_expect_str(t, "kv-with-row", "a", "the key written with the row");
+  sochdb_abort(t);
+  sochdb_table_close(tb);
+  tu_close();
+}
+
+/* ---- scans ---------------------------------------------------------------------- */
+
+/* What the test wrote: the generation of each row, -1 if deleted or never. */
+struct model {
+  int n;
+  int gen[40000];
+};
+
+static const unsigned *const PROJECTIONS[] = {
+  (const unsigned[]){ C_PRICE },
+  (const unsigned[]){ C_NAME, C_QTY },
+  (const unsigned[]){ C_NOTE, C_ID, C_CITY },
+  (const unsigned[]){ C_FLAG, C_TS },
+  (const unsigned[]){ C_CITY },
+};
+static const size_t PROJ_N[] = { 1, 2, 3, 2, 1 };
+
+static sochdb_scan *open_scan(sochdb_txn *t, sochdb_table *tb, const sochdb_value *lo, const sochdb_value *hi,
+                              const unsigned *cols, size_t n, const sochdb_filter *f)
+{
+  sochdb_scan *s = NULL;
+  int rc = sochdb_table_scan(t, tb, lo, hi, cols, n, f, &s);
+  cr_assert_eq(rc, SOCHDB_OK, "table_scan: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+  return s;
+}
+
+/* A full scan and a projected one in lockstep over [lo, hi): the projected
+** columns equal the full scan's, and the full scan equals the model. */
+static void check_projection(sochdb_txn *t, sochdb_table *tb, const struct model *m, int64_t lo, int64_t hi,
+                             const unsigned *cols, size_t ncols, const char *ctx)
+{
+  sochdb_value l = pk_of(lo), h = pk_of(hi);
+  sochdb_scan *full = open_scan(t, tb, &l, &h, NULL, 0, NULL);
+  sochdb_scan *proj = open_scan(t, tb, &l, &h, cols, ncols, NULL);
+  sochdb_value fr[NCOLS], pr[NCOLS], want[NCOLS];
+  char buf[256];
+  int64_t expect = lo;
+  int rc;
+  while ((rc = sochdb_scan_next(full, fr)) == SOCHDB_OK) {
+    while (expect < hi && m->gen[expect] < 0)
+      expect++;
+    cr_assert_eq(fr[C_ID].i64, expect, "%s: the full scan returned row %lld where %lld was due", ctx,
+                 (long long)fr[C_ID].i64, (long long)expect);
+    make_row(expect, m->gen[expect], want, buf);
+    for (unsigned c = 0; c < NCOLS; c++)
+      expect_value(c, &fr[c], &want[c], ctx, expect);
+    int prc = sochdb_scan_next(proj, pr);
+    cr_assert_eq(prc, SOCHDB_OK, "%s: the projected scan ended early at %lld: %s (%s)", ctx, (long long)expect,
+                 sochdb_strerror(prc), sochdb_last_error());
+    for (size_t i = 0; i < ncols; i++)
+      expect_value(cols[i], &pr[i], &fr[cols[i]], ctx, expect);
+    expect++;
+  }
+  cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s: full scan: %s (%s)", ctx, sochdb_strerror(rc), sochdb_last_error());
+  while (expect < hi && m->gen[expect] < 0)
+    expect++;
+  cr_assert_eq(expect, hi, "%s: the full scan stopped at %lld", ctx, (long long)expect);
+  cr_assert_eq(sochdb_scan_next(proj, pr), SOCHDB_NOTFOUND, "%s: the projected scan has more rows", ctx);
+  sochdb_scan_close(full, NULL);
+  sochdb_scan_close(proj, NULL);
+}
+
+static void check_all_projections(sochdb *db, sochdb_table *tb, const struct model *m, const char *ctx)
+{
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  char what[128];
+  for (size_t p = 0; p < sizeof PROJ_N / sizeof PROJ_N[0]; p++) {
+    snprintf(what, sizeof what, "%s, projection %zu", ctx, p);
+    check_projection(t, tb, m, 0, m->n, PROJECTIONS[p], PROJ_N[p], what);
+  }
+  snprintf(what, sizeof what, "%s, a range", ctx);
+  check_projection(t, tb, m, m->n / 3, m->n / 3 + 517, PROJECTIONS[1], PROJ_N[1], what);
+  sochdb_abort(t);
+}
+
+static void model_fill(sochdb *db, sochdb_table *tb, struct model *m, int gen)
+{
+  fill(db, tb, m->n, gen, 100);
+  for (int i = 0; i < m->n; i++)
+    m->gen[i] = gen;
+}
+
+/* Delete every k-th row, starting at `first`. */
+static void model_delete(sochdb *db, sochdb_table *tb, struct model *m, int first, int k)
+{
+  for (int i = first; i < m->n; i += 100 * k) {
+    sochdb_txn *t = tu_begin(db, 0);
+    for (int j = i; j < m->n && j < i + 100 * k; j += k) {
+      sochdb_value pk = pk_of(j);
+      cr_assert_eq(sochdb_row_delete(t, tb, &pk), SOCHDB_OK, "delete");
+      m->gen[j] = -1;
+    }
+    tu_commit(t, SOCHDB_ASYNC, "deletes");
+  }
+}
+
+#define WAIT_STATS(db, cond, what)                                                                   \
+  do {                                                                                               \
+    sochdb_stats s_;                                                                                 \
+    int ok_ = 0;                                                                                     \
+    for (int w_ = 0; w_ < 6000 && !ok_; w_++) {                                                      \
+      s_ = tu_stats(db);                                                                             \
+      sochdb_stats *s = &s_;                                                                         \
+      ok_ = (cond);                                                                                  \
+      if (!ok_)                                                                                      \
+        tu_sleep_ms(10);                                                                             \
+    }                                                                                                \
+    cr_assert(ok_, "waited 60 s for %s (flushes %llu, sst files %u, compactions %llu)", what,        \
+              (unsigned long long)s_.flushes, s_.sst_files, (unsigned long long)s_.compactions);     \
+  } while (0)
+
+Test(table, projected_scans_equal_full_scans_in_memory_sstables_and_after_compaction)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  sochdb_table *tb = create_table(db, "t");
+  static struct model m;
+  m.n = 4000;
+  for (int i = 0; i < m.n; i++)
+    m.gen[i] = -1;
+  model_fill(db, tb, &m, 1);
+  check_all_projections(db, tb, &m, "in memtables");
+
+  for (int gen = 2; gen <= 4; gen++)
+    model_fill(db, tb, &m, gen);
+  model_delete(db, tb, &m, 3, 13);
+  WAIT_STATS(db, s->flushes >= 2 && s->sst_files >= 1, "flushes");
+  check_all_projections(db, tb, &m, "memtables and SSTables");
+
+  /* a snapshot taken now must keep reading generation 4 from columnar blocks */
+  sochdb_txn *old = tu_begin(db, SOCHDB_TXN_READONLY);
+  static struct model m4;
+  m4 = m;
+  for (int gen = 5; gen <= 9; gen++)
+    model_fill(db, tb, &m, gen);
+  model_delete(db, tb, &m, 5, 17);
+  WAIT_STATS(db, s->compactions >= 1, "a compaction");
+  char what[64];
+  for (size_t p = 0; p < 3; p++) {
+    snprintf(what, sizeof what, "an old snapshot, projection %zu", p);
+    check_projection(old, tb, &m4, 0, m4.n, PROJECTIONS[p], PROJ_N[p], what);
+  }
+  for (int i = 0; i < m.n; i += 97)
+    expect_row(old, tb, i, m4.gen[i], "an old snapshot's get");
+  sochdb_abort(old);
+  check_all_projections(db, tb, &m, "after compactions");
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (int i = 0; i < m.n; i += 7)
+    expect_row(t, tb, i, m.gen[i], "get after compactions");
+  sochdb_abort(t);
+  sochdb_table_close(tb);
+  tu_close();
+}
+
+/* ---- filters, skipped blocks, bytes per column ---------------------------------- */
+
+/* The rows a brute-force filter passes, in pk order, into out; their count. */
+static int brute_force(const struct model *m, const sochdb_filter *f, int64_t *out)
+{
+  int n = 0;
+  for (int i = 0; i < m->n; i++) {
+    if (m->gen[i] < 0)
+      continue;
+    sochdb_value v[NCOLS];
+    char buf[256];
+    make_row(i, m->gen[i], v, buf);
+    const sochdb_value *x = &v[f->column];
+    if (x->is_null)
+      continue;
+    unsigned type = COLS[f->column].type;
+    int c1 = 0, c2 = 0;   /* x <=> value, x <=> value2 */
+    if (type == SOCHDB_INT64) {
+      c1 = (x->i64 > f->value.i64) - (x->i64 < f->value.i64);
+      c2 = (x->i64 > f->value2.i64) - (x->i64 < f->value2.i64);
+    } else if (type == SOCHDB_DOUBLE) {
+      c1 = (x->f64 > f->value.f64) - (x->f64 < f->value.f64);
+      c2 = (x->f64 > f->value2.f64) - (x->f64 < f->value2.f64);
+    } else {
+      size_t l = x->len < f->value.len ? x->len : f->value.len;
+      c1 = memcmp(x->bytes, f->value.bytes, l);
+      c1 = c1 ? (c1 > 0) - (c1 < 0) : (x->len > f->value.len) - (x->len < f->value.len);
+    }
+    int pass = f->op == SOCHDB_EQ ? c1 == 0 : f->op == SOCHDB_LT ? c1 < 0 : f->op == SOCHDB_LE ? c1 <= 0
+             : f->op == SOCHDB_GT ? c1 > 0 : f->op == SOCHDB_GE ? c1 >= 0 : c1 >= 0 && c2 <= 0;
+    if (pass)
+      out[n++] = i;
+  }
+  return n;
+}
+
+/* The filtered scan returns exactly the brute force's rows; its stats to *st. */
+static void check_filter(sochdb_txn *t, sochdb_table *tb, const struct model *m, const sochdb_filter *f,
+                         const char *ctx, sochdb_scan_stats *st)
+{
+  static int64_t want[40000];
+  int n = brute_force(m, f, want);
+  unsigned cols[] = { C_ID, f->column };
+  sochdb_scan *s = open_scan(t, tb, NULL, NULL, cols, 2, f);
+  sochdb_value row[2];
+  int got = 0, rc;
+  while ((rc = sochdb_scan_next(s, row)) == SOCHDB_OK) {
+    cr_assert_lt(got, n, "%s: more rows than the brute force's %d (row %lld)", ctx, n, (long long)row[0].i64);
+    cr_assert_eq(row[0].i64, want[got], "%s: row %lld where %lld was due", ctx, (long long)row[0].i64,
+                 (long long)want[got]);
+    got++;
+  }
+  cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s: %s (%s)", ctx, sochdb_strerror(rc), sochdb_last_error());
+  cr_assert_eq(got, n, "%s: %d rows, the brute force %d", ctx, got, n);
+  sochdb_scan_close(s, st);
+  cr_assert_eq(st->rows, (uint64_t)n, "%s: the stats count the rows", ctx);
+}
+
+static sochdb_filter filter_i64(unsigned col, unsigned op, int64_t a, int64_t b)
+{
+  sochdb_filter f;
+  memset(&f, 0, sizeof f);
+  f.column = col;
+  f.op = op;
+  f.value.i64 = a;
+  f.value2.i64 = b;
+  return f;
+}
+
+Test(table, filters_equal_brute_force_and_skip_blocks_by_min_max)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  sochdb_table *tb = create_table(db, "t");
+  static struct model m;
+  m.n = 20000;
+  model_fill(db, tb, &m, 1);
+  model_delete(db, tb, &m, 1, 29);
+  WAIT_STATS(db, s->flushes >= 2, "flushes");
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  sochdb_scan_stats st;
+  /* 1% of the rows, by a column that grows with the primary key */
+  sochdb_filter f = filter_i64(C_TS, SOCHDB_BETWEEN, 120000, 121990);
+  check_filter(t, tb, &m, &f, "ts between", &st);
+  cr_assert_gt(st.blocks_read, 20, "blocks were read (%llu)", (unsigned long long)st.blocks_read);
+  cr_assert_gt(st.blocks_skipped * 10, st.blocks_read * 8, "most blocks are skipped: %llu of %llu",
+               (unsigned long long)st.blocks_skipped, (unsigned long long)st.blocks_read);
+  f = filter_i64(C_TS, SOCHDB_EQ, 50001, 0);
+  check_filter(t, tb, &m, &f, "ts =", &st);
+  f = filter_i64(C_TS, SOCHDB_LT, 3000, 0);
+  check_filter(t, tb, &m, &f, "ts <", &st);
+  f = filter_i64(C_TS, SOCHDB_GE, 199000, 0);
+  check_filter(t, tb, &m, &f, "ts >=", &st);
+  f = filter_i64(C_QTY, SOCHDB_EQ, 17, 0);
+  check_filter(t, tb, &m, &f, "qty = (nullable, scattered)", &st);
+  f = filter_i64(C_QTY, SOCHDB_GT, 480, 0);
+  check_filter(t, tb, &m, &f, "qty >", &st);
+  f = filter_i64(C_PRICE, SOCHDB_LT, 0, 0);
+  f.value.f64 = 3.5;
+  check_filter(t, tb, &m, &f, "price < (double)", &st);
+  f = filter_i64(C_CITY, SOCHDB_EQ, 0, 0);
+  f.value.bytes = "Cairo";
+  f.value.len = 5;
+  check_filter(t, tb, &m, &f, "city = (string)", &st);
+  f = filter_i64(C_NAME, SOCHDB_GT, 0, 0);
+  f.value.bytes = "name-019";
+  f.value.len = 8;
+  check_filter(t, tb, &m, &f, "name > (string)", &st);
+  f = filter_i64(C_TS, SOCHDB_LT, INT64_MIN, 0);
+  check_filter(t, tb, &m, &f, "nothing passes", &st);
+  sochdb_abort(t);
+  sochdb_table_close(tb);
+  tu_close();
+}
+
+static sochdb_scan_stats scan_cost(sochdb_txn *t, sochdb_table *tb, const unsigned *cols, size_t n)
+{
+  sochdb_scan *s = open_scan(t, tb, NULL, NULL, cols, n, NULL);
+  sochdb_value row[NCOLS];
+  while (sochdb_scan_next(s, row) == SOCHDB_OK) {
+  }
+  sochdb_scan_stats st;
+  sochdb_scan_close(s, &st);
+  return st;
+}
+
+Test(table, one_column_reads_a_fraction_of_the_bytes_of_all)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  sochdb_table *tb = create_table(db, "t");
+  fill(db, tb, 20000, 1, 100);
+  WAIT_STATS(db, s->flushes >= 2, "flushes");
+  sochdb_scan_stats before;
+  cr_assert_eq(sochdb_scan_stats_get(db, &before), SOCHDB_OK, "scan stats");
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  sochdb_scan_stats all = scan_cost(t, tb, NULL, 0);
+  unsigned one[] = { C_QTY };
+  sochdb_scan_stats qty = scan_cost(t, tb, one, 1);
+  sochdb_abort(t);
+  cr_assert_eq(all.rows, qty.rows, "both scans see every row");
+  cr_assert_gt(all.bytes_read, 0, "the full scan read SSTables");
+  cr_assert_gt(qty.blocks_direct, 0, "blocks read straight from their columns");
+  cr_assert_lt(qty.bytes_read * 4, all.bytes_read, "1 column of 8: %llu bytes read, all: %llu",
+               (unsigned long long)qty.bytes_read, (unsigned long long)all.bytes_read);
+  cr_assert_lt(qty.bytes_decompressed * 4, all.bytes_decompressed + 1, "decompressed: %llu vs %llu",
+               (unsigned long long)qty.bytes_decompressed, (unsigned long long)all.bytes_decompressed);
+  cr_log_info("bytes read: 1 column %llu, 8 columns %llu", (unsigned long long)qty.bytes_read,
+              (unsigned long long)all.bytes_read);
+  sochdb_scan_stats after;
+  cr_assert_eq(sochdb_scan_stats_get(db, &after), SOCHDB_OK, "scan stats");
+  cr_assert_eq(after.scans - before.scans, 2, "two scans counted");
+  cr_assert_eq(after.bytes_read - before.bytes_read, all.bytes_read + qty.bytes_read, "bytes read, totalled");
+  cr_assert_eq(after.rows - before.rows, all.rows + qty.rows, "rows, totalled");
+  static struct model m;   /* the rows read straight from columns are the right ones */
+  m.n = 20000;
+  for (int i = 0; i < m.n; i++)
+    m.gen[i] = 1;
+  check_all_projections(db, tb, &m, "blocks read whole");
+  sochdb_table_close(tb);
+  tu_close();
+}
+
+/* ---- kill -9 in the middle of a commit ------------------------------------------- */
+
+#define CRASH_TXNS 400
+
+/* Transaction i writes rows 2i and 2i+1 and the key "last" = i. */
+static void crash_writer(const char *dir, volatile int *acked, const char *point, unsigned countdown)
+{
+  sochdb *db = tu_child_open(dir, 90);
+  sochdb_txn *t;
+  sochdb_table *tb;
+  if (sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t) || sochdb_table_open(t, "t", COLS, NCOLS, &tb))
+    _exit(91);
+  sochdb_abort(t);
+  sochdb_test_crash_at(point, countdown);
+  for (int i = 0; i < CRASH_TXNS; i++) {
+    if (sochdb_txn_begin(db, 0, &t))
+      _exit(92);
+    sochdb_value v[NCOLS];
+    char buf[256], last[16];
+    for (int k = 0; k < 2; k++) {
+      make_row(2 * i + k, i, v, buf);
+      if (sochdb_row_put(t, tb, v))
+        _exit(93);
+    }
+    snprintf(last, sizeof last, "%d", i);
+    if (sochdb_put(t, "last", 4, last, strlen(last)) || sochdb_commit(t, SOCHDB_SYNC))
+      _exit(94);
+    acked[i] = 1;
+  }
+  _exit(0);
+}
+
+/* Every transaction is whole; every acknowledged one is there; at most one
+** more (the one in flight). Returns how many are there. */
+static int check_crash_state(sochdb *db, sochdb_table *tb, const volatile int *acked, const char *ctx)
+{
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  int present = 0, nacked = 0;
+  for (int i = 0; i < CRASH_TXNS; i++) {
+    sochdb_value a = pk_of(2 * i), b = pk_of(2 * i + 1), row[NCOLS];
+    int ra = sochdb_row_get(t, tb, &a, NULL, 0, row), rb = sochdb_row_get(t, tb, &b, NULL, 0, row);
+    cr_assert(ra == SOCHDB_OK || ra == SOCHDB_NOTFOUND, "%s: get: %s", ctx, sochdb_strerror(ra));
+    cr_assert_eq(ra, rb, "%s: transaction %d is half there (%s / %s)", ctx, i, sochdb_strerror(ra),
+                 sochdb_strerror(rb));
+    if (acked[i]) {
+      nacked++;
+      cr_assert_eq(ra, SOCHDB_OK, "%s: acknowledged transaction %d is lost", ctx, i);
+    }
+    if (ra == SOCHDB_OK) {
+      expect_row(t, tb, 2 * i, i, ctx);
+      present++;
+    }
+  }
+  cr_assert(present == nacked || present == nacked + 1, "%s: %d transactions there, %d acknowledged", ctx, present,
+            nacked);
+  if (present) {
+    char buf[16];
+    cr_assert_eq(tu_get_str(t, "last", buf, sizeof buf), SOCHDB_OK, "%s: the key written with the rows", ctx);
+    cr_assert_eq(atoi(buf), present - 1, "%s: last = %s with %d transactions", ctx, buf, present);
+  }
+  sochdb_abort(t);
+  return present;
+}
+
+static void crash_mid_commit(const char *point, unsigned countdown)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  sochdb_table *tb = create_table(db, "t");
+  volatile int *acked = tu_shared_alloc(CRASH_TXNS * sizeof *acked);
+  cr_assert_not_null((void *)acked, "shared memory");
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0, "fork");
+  if (pid == 0)
+    crash_writer(tu_dir(), acked, point, countdown);
+  int status = 0;
+  cr_assert_eq(tu_wait_child(pid, 60000, &status), 0, "the writer finished");
+  char what[64];
+  cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "the writer died at %s: %s", point,
+            tu_status_str(status, what, sizeof what));
+  int present = check_crash_state(db, tb, acked, "after the kill");
+  cr_assert_gt(present, 10, "the writer committed before it died");
+  sochdb_table_close(tb);
+  tu_close();
+  tu_stop_daemon(tu_dir());
+  tu_remove_region(tu_dir());
+  db = tu_open(REG, MT, 5000);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  cr_assert_eq(sochdb_table_open(t, "t", COLS, NCOLS, &tb), SOCHDB_OK, "the schema survives the rebuild");
+  sochdb_abort(t);
+  check_crash_state(db, tb, acked, "after a region rebuild");
+  sochdb_table_close(tb);
+  tu_close();
+  tu_shared_free((void *)acked, CRASH_TXNS * sizeof *acked);
+}
+
+/* installs are per key, 3 per transaction: dies after the first row of one */
+Test(table, kill_9_while_installing_leaves_no_half_row)
+{
+  crash_mid_commit("commit.install", 3 * 57 + 1);
+}
+
+/* after the commit point, before the caller heard of it */
+Test(table, kill_9_after_the_commit_point_leaves_it_whole)
+{
+  crash_mid_commit("commit.decided", 61);
+}
+
+/* ---- damage in one column segment ------------------------------------------------- */
+
+/* The largest SSTable of dir into path, mapped privately into *buf (a copy). */
+static void largest_sst(const char *dir, char *path, size_t n)
+{
+  DIR *d = opendir(dir);
+  cr_assert_not_null(d, "opendir");
+  struct dirent *e;
+  off_t best = -1;
+  path[0] = 0;
+  while ((e = readdir(d))) {
+    size_t l = strlen(e->d_name);
+    if (l < 5 || strcmp(e->d_name + l - 4, ".sst"))
+      continue;
+    char p[4400];
+    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+    struct stat st;
+    if (stat(p, &st) == 0 && st.st_size > best) {
+      best = st.st_size;
+      snprintf(path, n, "%s", p);
+    }
+  }
+  closedir(d);
+  cr_assert(path[0], "no SSTable in %s", dir);
+}
+
+/* Flip one byte in the payload of column `col`'s segment of a columnar block
+** in the middle of the largest SSTable; the primary key of a row in it to *pk. */
+static void damage_column(const char *dir, unsigned col, int64_t *pk)
+{
+  char path[4400];
+  largest_sst(dir, path, sizeof path);
+  int fd = open(path, O_RDWR);
+  cr_assert_geq(fd, 0, "open %s", path);
+  struct stat st;
+  fstat(fd, &st);
+  uint8_t *buf = malloc((size_t)st.st_size);
+  cr_assert_eq(pread(fd, buf, (size_t)st.st_size, 0), st.st_size, "read");
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, (size_t)st.st_size, &r), SOCHDB_OK, "sst_open");
+  cr_assert_gt(r.ncolblocks, 2u, "columnar blocks in %s", path);
+  uint32_t b = r.nblocks / 2;
+  while (!r.index[b].col)
+    b++;
+  const struct sst_colblock *cb = &r.colblocks[r.index[b].col - 1];
+  const struct sst_segment *seg = &r.segs[cb->seg + 1 + col];
+  const uint8_t *k = r.keys + r.index[b].key_off;   /* the block's last key: a row key */
+  sochdb_value v;
+  cr_assert_eq(rowfmt_pk_decode(k + ROWFMT_PREFIX_LEN, r.index[b].klen - ROWFMT_PREFIX_LEN, SOCHDB_INT64, &v), 0, "pk");
+  *pk = v.i64;
+  uint8_t x = buf[seg->offset + seg->size / 2] ^ 0x20;
+  cr_assert_eq(pwrite(fd, &x, 1, (off_t)(seg->offset + seg->size / 2)), 1, "write");
+  sst_close(&r);
+  close(fd);
+  free(buf);
+}
+
+/* Scan every row of tb with one column: the code it ends with. */
+static int scan_column(sochdb_txn *t, sochdb_table *tb, unsigned col)
+{
+  sochdb_scan *s = open_scan(t, tb, NULL, NULL, &col, 1, NULL);
+  sochdb_value v;
+  int rc;
+  while ((rc = sochdb_scan_next(s, &v)) == SOCHDB_OK) {
+  }
+  sochdb_scan_close(s, NULL);
+  return rc;
+}
+
+Test(table, a_damaged_column_segment_is_reported_and_spares_the_other_columns)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  sochdb_table *tb = create_table(db, "t");
+  static struct model m;
+  m.n = 12000;
+  model_fill(db, tb, &m, 1);
+  WAIT_STATS(db, s->flushes >= 2, "flushes");
+  sochdb_table_close(tb);
+  tu_close();
+  tu_stop_daemon(tu_dir());
+  int64_t pk;
+  damage_column(tu_dir(), C_NOTE, &pk);
+  tu_remove_region(tu_dir());   /* an empty block cache */
+  db = tu_open(REG, MT, 1000);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  cr_assert_eq(sochdb_table_open(t, "t", COLS, NCOLS, &tb), SOCHDB_OK, "open");
+  cr_assert_eq(scan_column(t, tb, C_NOTE), SOCHDB_CORRUPT, "a scan of the damaged column");
+  cr_assert_eq(scan_column(t, tb, C_PRICE), SOCHDB_NOTFOUND, "a scan of another column reads past the damage");
+  sochdb_value key = pk_of(pk), row[NCOLS];
+  cr_assert_eq(sochdb_row_get(t, tb, &key, NULL, 0, row), SOCHDB_CORRUPT, "a get of a row in the block");
+  sochdb_abort(t);
+  sochdb_table_close(tb);
+  tu_close();
+  struct check_summary sum;
+  cr_assert_eq(sdb_check_dir(tu_dir(), NULL, &sum), SOCHDB_OK, "check runs");
+  cr_assert_eq(sum.damaged, 1, "check reports the damaged segment");
+}
+
+/* ---- random updates and snapshots ------------------------------------------------- */
+
+/* A full compaction by the daemon, asked for as `sochdb compact` does. */
+static void full_compaction(sochdb *db)
+{
+  struct shm_global_stats *g = &db->region.hdr->stats;
+  /* acq_rel / acquire: as tools/sochdb.c (the daemon answers with a release store) */
+  uint64_t ticket = atomic_fetch_add_explicit(&g->full_compaction_requested, 1, memory_order_acq_rel) + 1;
+  int done = 0;
+  for (int i = 0; i < 6000 && !done; i++) {
+    done = atomic_load_explicit(&g->full_compaction_done, memory_order_acquire) >= ticket;
+    if (!done)
+      tu_sleep_ms(10);
+  }
+  cr_assert(done, "the full compaction did not finish within 60 s");
+}
+
+static uint64_t rnd_state = 88172645463325252ull;
+static uint64_t rnd(void)
+{
+  rnd_state ^= rnd_state << 13;
+  rnd_state ^= rnd_state >> 7;
+  rnd_state ^= rnd_state << 17;
+  return rnd_state;
+}
+
+/* Round r: a random few rows updated to generation r, a few deleted, a few
+** (re)inserted, in transactions of 50. */
+static void random_round(sochdb *db, sochdb_table *tb, struct model *m, int r)
+{
+  sochdb_txn *t = tu_begin(db, 0);
+  int n = 0;
+  for (int i = 0; i < m->n; i++) {
+    uint64_t x = rnd() % 1000;
+    if (x >= 40)
+      continue;
+    if (x < 8) {
+      sochdb_value pk = pk_of(i);
+      cr_assert_eq(sochdb_row_delete(t, tb, &pk), SOCHDB_OK, "delete");
+      m->gen[i] = -1;
+    } else {
+      put_row(t, tb, i, r);
+      m->gen[i] = r;
+    }
+    if (++n % 50 == 0) {
+      tu_commit(t, SOCHDB_ASYNC, "round");
+      t = tu_begin(db, 0);
+    }
+  }
+  tu_commit(t, SOCHDB_ASYNC, "round");
+}
+
+Test(table, random_updates_under_held_snapshots_scan_like_the_model)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  sochdb_table *tb = create_table(db, "t");
+  static struct model m, held[3];
+  sochdb_txn *snap[3];
+  m.n = 6000;
+  model_fill(db, tb, &m, 1);
+  int nheld = 0;
+  for (int r = 2; r <= 40; r++) {
+    random_round(db, tb, &m, r);
+    if (r % 13 == 0 && nheld < 3) {
+      held[nheld] = m;
+      snap[nheld++] = tu_begin(db, SOCHDB_TXN_READONLY);
+    }
+    if (r % 10 == 0)
+      model_fill(db, tb, &m, r);   /* whole generations: flushes and compactions */
+  }
+  WAIT_STATS(db, s->compactions >= 1, "a compaction");
+  char what[64];
+  for (int h = 0; h < nheld; h++) {
+    snprintf(what, sizeof what, "snapshot %d", h);
+    check_projection(snap[h], tb, &held[h], 0, held[h].n, PROJECTIONS[1], PROJ_N[1], what);
+    sochdb_abort(snap[h]);
+  }
+  check_all_projections(db, tb, &m, "now");
+  /* push the table out of the memtables and compact it fully: its blocks
+  ** then hold one version per key, and scans read them whole */
+  sochdb_table *filler = create_table(db, "filler");
+  fill(db, filler, 15000, 1, 100);
+  full_compaction(db);
+  sochdb_scan_stats before, after;
+  cr_assert_eq(sochdb_scan_stats_get(db, &before), SOCHDB_OK, "stats");
+  check_all_projections(db, tb, &m, "compacted");
+  cr_assert_eq(sochdb_scan_stats_get(db, &after), SOCHDB_OK, "stats");
+  cr_assert_gt(after.blocks_direct - before.blocks_direct, 10, "blocks read whole: %llu of %llu",
+               (unsigned long long)(after.blocks_direct - before.blocks_direct),
+               (unsigned long long)(after.blocks_read - before.blocks_read));
+  sochdb_table_close(filler);
+  sochdb_table_close(tb);
+  tu_close();
+}
