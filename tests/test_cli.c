@@ -537,3 +537,252 @@ Test(cli, stats_watch_shows_rates_fill_debt_cache_and_processes)
     cr_assert(strstr(out, labels[i]), "the text view lacks '%s': %s", labels[i], out);
   tu_close();
 }
+
+/* ---- sochdb dump, load and backup ------------------------------------------------- */
+
+#include <stdatomic.h>
+
+/* A second database directory beside the test's (DIR.SUFFIX), removed by
+** drop_side_db: its daemon stopped, its region unlinked, its files gone. */
+static void side_db(const char *suffix, char *out, size_t n)
+{
+  snprintf(out, n, "%s.%s", tu_dir(), suffix);
+}
+
+static void drop_side_db(const char *dir)
+{
+  if (access(dir, F_OK) != 0)
+    return;
+  tu_stop_daemon(dir);
+  tu_remove_region(dir);
+  tu_rmrf(dir);
+}
+
+/* Pair i of the round-trip data set: keys with NUL, 0xff (never 0xff 0xff
+** first) and every other byte, one of the maximum length; values empty (every
+** 7th), binary, and one of 1 MiB. */
+static size_t xfer_key(int i, unsigned char *k)
+{
+  if (i == 0) {
+    memset(k, 'M', SOCHDB_MAX_KEY);
+    return SOCHDB_MAX_KEY;
+  }
+  size_t n = 3 + (size_t)(i % 11);
+  for (size_t j = 0; j < n; j++)
+    k[j] = (unsigned char)((i * 31 + (int)j * 17) & 0xff);
+  k[0] = (unsigned char)(i & 0x7f);          /* never 0xff 0xff ... */
+  k[n - 2] = 0;
+  k[n - 1] = (unsigned char)(i >> 7);
+  return n;
+}
+
+static size_t xfer_val(int i, unsigned char *v)
+{
+  size_t n = i == 5 ? (1u << 20) : i % 7 == 0 ? 0 : (size_t)(i % 300) + 1;
+  for (size_t j = 0; j < n; j++)
+    v[j] = (unsigned char)(i ^ (int)(j * 131));
+  return n;
+}
+
+#define XFER_PAIRS 3000
+
+static void xfer_fill(sochdb *db)
+{
+  static unsigned char v[1u << 20];
+  unsigned char k[SOCHDB_MAX_KEY];
+  sochdb_txn *t = tu_begin(db, 0);
+  for (int i = 0; i < XFER_PAIRS; i++) {
+    size_t kl = xfer_key(i, k), vl = xfer_val(i, v);
+    cr_assert_eq(sochdb_put(t, k, kl, vl ? v : NULL, vl), SOCHDB_OK, "put pair %d", i);
+  }
+  tu_commit(t, SOCHDB_SYNC, "the round-trip data");
+}
+
+/* Both databases hold exactly the same pairs, in the same order. */
+static void expect_same_pairs(sochdb *a, sochdb *b, unsigned long long *pairs)
+{
+  sochdb_txn *ta = tu_begin(a, SOCHDB_TXN_READONLY), *tb = tu_begin(b, SOCHDB_TXN_READONLY);
+  sochdb_iter *ia, *ib;
+  cr_assert_eq(sochdb_iter_open(ta, NULL, 0, NULL, 0, &ia), SOCHDB_OK);
+  cr_assert_eq(sochdb_iter_open(tb, NULL, 0, NULL, 0, &ib), SOCHDB_OK);
+  const void *ka, *va, *kb, *vb;
+  size_t kla, vla, klb, vlb;
+  int ra, rb;
+  *pairs = 0;
+  while ((ra = sochdb_iter_next(ia, &ka, &kla, &va, &vla)) == SOCHDB_OK) {
+    rb = sochdb_iter_next(ib, &kb, &klb, &vb, &vlb);
+    cr_assert_eq(rb, SOCHDB_OK, "the copy ends after %llu pairs", *pairs);
+    cr_assert(kla == klb && memcmp(ka, kb, kla) == 0, "pair %llu: the keys differ", *pairs);
+    cr_assert(vla == vlb && (vla == 0 || memcmp(va, vb, vla) == 0), "pair %llu: the values differ", *pairs);
+    (*pairs)++;
+  }
+  cr_assert_eq(ra, SOCHDB_NOTFOUND);
+  cr_assert_eq(sochdb_iter_next(ib, &kb, &klb, &vb, &vlb), SOCHDB_NOTFOUND, "the copy has more pairs");
+  sochdb_iter_close(ia);
+  sochdb_iter_close(ib);
+  sochdb_abort(ta);
+  sochdb_abort(tb);
+}
+
+static int files_equal(const char *p, const char *q)
+{
+  FILE *a = fopen(p, "rb"), *b = fopen(q, "rb");
+  int same = a && b, ca, cb;
+  while (same && ((ca = fgetc(a)) != EOF) | ((cb = fgetc(b)) != EOF))
+    same = ca == cb;
+  if (a) fclose(a);
+  if (b) fclose(b);
+  return same;
+}
+
+Test(cli, dump_then_load_round_trips_binary_keys_and_empty_values)
+{
+  sochdb *src = tu_open(64u << 20, 8u << 20, 10000);   /* memtables that hold the 1 MiB value */
+  xfer_fill(src);
+  char dst[4300], d1[4300], d2[4300], out[4096], err[4096];
+  side_db("loaded", dst, sizeof dst);
+  side_db("dump1", d1, sizeof d1);
+  side_db("dump2", d2, sizeof d2);
+
+  const char *dump1[] = { "--json", "dump", tu_dir(), d1, NULL };
+  cr_assert_eq(run_cli(dump1, out, sizeof out, err, sizeof err), 0, "dump: %s", err);
+  cr_assert_eq(json_number(out, NULL, "pairs"), XFER_PAIRS, "%s", out);
+  const char *load[] = { "--json", "load", dst, d1, "--batch", "128", NULL };
+  cr_assert_eq(run_cli(load, out, sizeof out, err, sizeof err), 0, "load: %s", err);
+  cr_assert_eq(json_number(out, NULL, "pairs"), XFER_PAIRS, "%s", out);
+  cr_assert_geq(json_number(out, NULL, "batches"), XFER_PAIRS / 128, "%s", out);
+
+  sochdb *copy = tu_open_with(dst, NULL);
+  unsigned long long pairs;
+  expect_same_pairs(src, copy, &pairs);
+  cr_assert_eq(pairs, XFER_PAIRS);
+  sochdb_close(copy);
+  const char *dump2[] = { "dump", dst, d2, NULL };
+  cr_assert_eq(run_cli(dump2, out, sizeof out, err, sizeof err), 0, "dump of the copy: %s", err);
+  cr_assert(files_equal(d1, d2), "the dump of the loaded copy differs from the original dump");
+  unlink(d1);
+  unlink(d2);
+  drop_side_db(dst);
+}
+
+Test(cli, load_refuses_reserved_keys_and_truncated_dumps_before_writing)
+{
+  char dst[4300], bad[4300], out[4096], err[4096];
+  side_db("loaded", dst, sizeof dst);
+  side_db("bad", bad, sizeof bad);
+  static const unsigned char reserved[] = "SOCHDB-DUMP 1\nR\0\0\0\2aa\0\0\0\0R\0\0\0\2\xff\xff\0\0\0\0E\0\0\0\0\0\0\0\2";
+  FILE *f = fopen(bad, "wb");
+  cr_assert_not_null(f);
+  fwrite(reserved, 1, sizeof reserved - 1, f);
+  fclose(f);
+  const char *load[] = { "load", dst, bad, NULL };
+  cr_assert_eq(run_cli(load, out, sizeof out, err, sizeof err), 2, "load of a reserved key: %s", err);
+  cr_assert_not_null(strstr(err, "reserved"), "stderr: %s", err);
+  cr_assert_neq(access(dst, F_OK), 0, "a refused dump must write nothing");
+
+  cr_assert_eq(truncate(bad, 20), 0);
+  cr_assert_eq(run_cli(load, out, sizeof out, err, sizeof err), 2, "load of a truncated dump: %s", err);
+  cr_assert_neq(access(dst, F_OK), 0, "a truncated dump must write nothing");
+  unlink(bad);
+}
+
+/* A generation family: every transaction of the writer sets all FAMILY keys
+** to its next generation, so one snapshot has all of them at one value. */
+#define FAMILY 1000
+
+static int write_generation(sochdb_txn *t, unsigned gen)
+{
+  char k[32], v[200];
+  int rc = SOCHDB_OK;
+  for (int i = 0; i < FAMILY && rc == SOCHDB_OK; i++) {
+    snprintf(k, sizeof k, "fam-%04d", i);
+    memset(v, 'x', sizeof v);
+    snprintf(v, sizeof v, "gen=%010u", gen);
+    rc = sochdb_put(t, k, strlen(k), v, sizeof v);
+  }
+  if (rc != SOCHDB_OK)
+    sochdb_abort(t);
+  return rc;
+}
+
+/* The writer, a thread of the test (a thread, not a child, so that the
+** suite stays in-process for TSan): generations 1, 2, ... on its own handle
+** until stop; done counts them, failed says why it stopped early. */
+typedef struct family {
+  sochdb *db;
+  atomic_int stop;
+  atomic_uint done;
+  int failed;
+} family;
+
+static void *family_writer(void *arg)
+{
+  family *f = arg;
+  for (unsigned gen = 1; !atomic_load(&f->stop); gen++) {
+    sochdb_txn *t;
+    if (sochdb_txn_begin(f->db, 0, &t) != SOCHDB_OK || write_generation(t, gen) != SOCHDB_OK) {
+      f->failed = 1;
+      return NULL;
+    }
+    int rc = sochdb_commit(t, SOCHDB_ASYNC);
+    if (rc == SOCHDB_BUSY) {
+      gen--;
+      tu_sleep_ms(5);
+      continue;
+    }
+    if (rc != SOCHDB_OK) {
+      f->failed = 2;
+      return NULL;
+    }
+    atomic_store(&f->done, gen);
+    tu_sleep_ms(1);
+  }
+  return NULL;
+}
+
+Test(cli, backup_while_a_writer_commits_copies_one_snapshot)
+{
+  sochdb *src = tu_open(REG, MT, 10000);
+  sochdb_txn *t = tu_begin(src, 0);
+  cr_assert_eq(write_generation(t, 0), SOCHDB_OK);
+  tu_commit(t, SOCHDB_SYNC, "generation 0");
+  static family f;
+  f.db = src;
+  pthread_t writer;
+  cr_assert_eq(pthread_create(&writer, NULL, family_writer, &f), 0);
+  for (int w = 0; w < 1000 && atomic_load(&f.done) < 3 && !f.failed; w++)
+    tu_sleep_ms(10);
+  cr_assert_geq(atomic_load(&f.done), 3, "the writer made no progress (failed %d)", f.failed);
+
+  char dst[4300], out[4096], err[4096];
+  side_db("backup", dst, sizeof dst);
+  unsigned before = atomic_load(&f.done);
+  const char *backup[] = { "--json", "backup", tu_dir(), dst, "--batch", "5", NULL };
+  int rc = run_cli(backup, out, sizeof out, err, sizeof err);
+  unsigned after = atomic_load(&f.done);
+  atomic_store(&f.stop, 1);
+  TU_JOIN(writer, "the writer");
+  cr_assert_eq(f.failed, 0, "the writer failed (%d)", f.failed);
+  cr_assert_eq(rc, 0, "backup: %s", err);
+  cr_assert_eq(json_number(out, NULL, "pairs"), FAMILY, "%s", out);
+  cr_assert_gt(after, before, "the writer committed nothing while the backup ran");
+
+  sochdb *copy = tu_open_with(dst, NULL);
+  sochdb_txn *c = tu_begin(copy, SOCHDB_TXN_READONLY);
+  char first[32] = "";
+  for (int i = 0; i < FAMILY; i++) {
+    char k[32];
+    const void *v;
+    size_t vl;
+    snprintf(k, sizeof k, "fam-%04d", i);
+    cr_assert_eq(sochdb_get(c, k, strlen(k), &v, &vl), SOCHDB_OK, "%s is missing from the backup", k);
+    cr_assert_eq(vl, 200);
+    if (i == 0)
+      memcpy(first, v, 14);
+    cr_assert(memcmp(v, first, 14) == 0, "%s holds %.14s but fam-0000 %s: not one snapshot", k, (const char *)v,
+              first);
+  }
+  sochdb_abort(c);
+  sochdb_close(copy);
+  drop_side_db(dst);
+}

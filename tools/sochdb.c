@@ -1281,9 +1281,13 @@ static void print_usage(FILE *f)
         "commands:\n", f);
   for (size_t i = 0; i < NCOMMANDS; i++)
     fprintf(f, "  %-7s %s\n", commands[i].name, commands[i].summary);
-  fputs("  table   create, load (CSV) and scan columnar tables: 'sochdb table --help'\n", f);
+  fputs("  dump    write every key-value pair to a file (a binary dump)\n"
+        "  load    store the pairs of a dump, in batched transactions\n"
+        "  backup  copy one consistent snapshot into a new database (logical copy)\n"
+        "  table   create, load (CSV) and scan columnar tables: 'sochdb table --help'\n", f);
   fputs("\noptions:\n"
-        "  --json      machine-readable output (get, scan, stats, check, compact)\n"
+        "  --json      machine-readable output (get, scan, stats, check, compact, and\n"
+        "              the summaries of dump, load, backup)\n"
         "  --help      this text; 'sochdb COMMAND --help' describes one command\n"
         "  --version   print the library version the tool was built with\n\n"
         "Keys and values are taken from the arguments byte for byte; write -- before\n"
@@ -1311,6 +1315,10 @@ static int usage_error(const command *cmd, const char *fmt, ...)
     fputs("\nTry 'sochdb --help'.\n", stderr);
   return EXIT_USAGE;
 }
+
+/* `sochdb dump|load|backup` (tools/sochdb_xfer.c): argv[0] is the command. */
+int xfer_is_command(const char *name);
+int xfer_main(int argc, char **argv, int json);
 
 static const command *find_command(const char *name)
 {
@@ -1407,6 +1415,8 @@ static int parse_command_line(args *a, int argc, char **argv)
   }
   if (strcmp(argv[i], "table") == 0)
     return table_main(argc - i, argv + i, a->json);
+  if (xfer_is_command(argv[i]))
+    return xfer_main(argc - i, argv + i, a->json);
   a->cmd = find_command(argv[i]);
   if (a->cmd == NULL)
     return usage_error(NULL, "unknown command '%s'", argv[i]);

@@ -1,0 +1,643 @@
+/*
+** sochdb_xfer.c — `sochdb dump`, `sochdb load` and `sochdb backup`: moving
+** every key-value pair of a database out, in, or into another database.
+**
+**   sochdb dump   DIR [FILE]        every pair, key order, one snapshot
+**   sochdb load   DIR [FILE]        a dump into DIR, in batched transactions
+**   sochdb backup DIR DEST          a logical copy of one snapshot into DEST
+**
+** The dump format (version 1) round-trips arbitrary bytes:
+**   the header line  "SOCHDB-DUMP 1\n"
+**   per pair         'R', key length (u32, big-endian), key bytes,
+**                         value length (u32, big-endian), value bytes
+**   the trailer      'E', the number of pairs (u64, big-endian)
+** Nothing may follow the trailer; a file without it is truncated and
+** refused. Only user keys are dumped: the reserved keys of columnar tables
+** (0xFF 0xFF ...) are invisible to iterators, and load refuses them.
+** Exit statuses as the rest of the tool (cli.h).
+*/
+#include "sochdb.h"
+
+#include "cli.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DUMP_MAGIC      "SOCHDB-DUMP 1\n"
+#define DEFAULT_BATCH   1000ull
+#define BATCH_BYTES     (8u << 20)    /* a batch also ends after this many bytes */
+#define WRITE_ATTEMPTS  10
+#define BUSY_ATTEMPTS   200
+
+typedef struct xargs {
+  const struct xcmd *cmd;
+  const char *pos[3];
+  int npos, json, help;
+  const char *batch_arg;
+  unsigned long long batch;
+} xargs;
+
+typedef struct xcmd {
+  const char *name, *synopsis, *details;
+  int min_args, max_args;        /* positional arguments, DIR included */
+  int (*run)(const xargs *a);
+} xcmd;
+
+/* What a command did, for its summary. */
+typedef struct totals {
+  unsigned long long pairs, bytes, batches;
+  struct timespec start;
+} totals;
+
+static double seconds_since(const struct timespec *t0)
+{
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static int open_db(const char *dir, int create, sochdb **db)
+{
+  sochdb_options o;
+  memset(&o, 0, sizeof o);
+  o.create_if_missing = create ? 1 : -1;
+  int rc = sochdb_open(dir, &o, db);
+  if (rc == SOCHDB_NOTFOUND) {
+    fprintf(stderr, "sochdb: no database at %s\n", dir);
+    return EXIT_DB_ERROR;
+  }
+  if (rc != SOCHDB_OK) {
+    char what[4200];
+    snprintf(what, sizeof what, "cannot open %s", dir);
+    return db_error(what, rc);
+  }
+  return EXIT_OK;
+}
+
+/* A path as a JSON string on f, escaped like put_json_string. */
+static void json_string(FILE *f, const char *p)
+{
+  fputc('"', f);
+  for (; *p; p++) {
+    unsigned char c = (unsigned char)*p;
+    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+    else if (c < 0x20 || c >= 0x7f) fprintf(f, "\\u%04x", c);
+    else fputc(c, f);
+  }
+  fputc('"', f);
+}
+
+/* {"command":..., "dir":..., OTHER:..., "pairs":N, "bytes":N, "batches":N, "seconds":S} */
+static void print_summary(FILE *f, const xargs *a, const char *other, const char *path, const totals *t)
+{
+  double s = seconds_since(&t->start);
+  if (!a->json) {
+    fprintf(f, "%s: %llu pairs, %llu bytes of keys and values, %.2f s\n", a->cmd->name, t->pairs, t->bytes, s);
+    return;
+  }
+  fprintf(f, "{\"command\":\"%s\",\"dir\":", a->cmd->name);
+  json_string(f, a->pos[0]);
+  fprintf(f, ",\"%s\":", other);
+  json_string(f, path);
+  fprintf(f, ",\"pairs\":%llu,\"bytes\":%llu,\"batches\":%llu,\"seconds\":%.3f}\n", t->pairs, t->bytes, t->batches,
+          s);
+}
+
+/* ------------------------------------------------------------- dump */
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+  for (int i = 0; i < 4; i++)
+    p[i] = (unsigned char)(v >> (24 - 8 * i));
+}
+
+static int write_record(FILE *f, const void *k, size_t kl, const void *v, size_t vl)
+{
+  unsigned char head[5] = { 'R' }, vlen[4];
+  put_u32(head + 1, (uint32_t)kl);
+  put_u32(vlen, (uint32_t)vl);
+  return fwrite(head, 1, 5, f) != 5 || fwrite(k, 1, kl, f) != kl || fwrite(vlen, 1, 4, f) != 4 ||
+         (vl && fwrite(v, 1, vl, f) != vl);
+}
+
+static int write_trailer(FILE *f, unsigned long long n)
+{
+  unsigned char t[9] = { 'E' };
+  for (int i = 0; i < 8; i++)
+    t[1 + i] = (unsigned char)(n >> (56 - 8 * i));
+  return fwrite(t, 1, 9, f) != 9;
+}
+
+/* Every pair of t's snapshot into f. */
+static int dump_pairs(sochdb_txn *t, FILE *f, totals *tot)
+{
+  sochdb_iter *it;
+  int rc = sochdb_iter_open(t, NULL, 0, NULL, 0, &it);
+  if (rc != SOCHDB_OK)
+    return db_error("cannot open an iterator", rc);
+  const void *k, *v;
+  size_t kl, vl;
+  int status = fputs(DUMP_MAGIC, f) < 0 ? EXIT_DB_ERROR : EXIT_OK;
+  while (status == EXIT_OK && (rc = sochdb_iter_next(it, &k, &kl, &v, &vl)) == SOCHDB_OK) {
+    if (write_record(f, k, kl, v, vl))
+      status = EXIT_DB_ERROR;
+    tot->pairs++;
+    tot->bytes += kl + vl;
+  }
+  sochdb_iter_close(it);
+  if (status == EXIT_OK && rc != SOCHDB_NOTFOUND)
+    return db_error("dump failed", rc);
+  if (status == EXIT_OK && write_trailer(f, tot->pairs))
+    status = EXIT_DB_ERROR;
+  if (status != EXIT_OK)
+    fprintf(stderr, "sochdb: writing the dump: %s\n", strerror(errno));
+  return status;
+}
+
+static int run_dump(const xargs *a)
+{
+  const char *path = a->npos > 1 ? a->pos[1] : "-";
+  int to_stdout = !strcmp(path, "-");
+  if (to_stdout && isatty(STDOUT_FILENO)) {
+    fputs("sochdb: dump writes binary data; give a FILE or redirect standard output\n", stderr);
+    return EXIT_USAGE;
+  }
+  totals tot = { 0 };
+  clock_gettime(CLOCK_MONOTONIC, &tot.start);
+  sochdb *db;
+  int status = open_db(a->pos[0], 0, &db);
+  if (status != EXIT_OK)
+    return status;
+  FILE *f = to_stdout ? stdout : fopen(path, "wb");
+  sochdb_txn *t = NULL;
+  int rc = SOCHDB_OK;
+  if (f == NULL) {
+    fprintf(stderr, "sochdb: cannot create %s: %s\n", path, strerror(errno));
+    status = EXIT_DB_ERROR;
+  } else if ((rc = sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t)) != SOCHDB_OK) {
+    status = db_error("cannot begin a transaction", rc);
+  } else {
+    status = dump_pairs(t, f, &tot);
+    sochdb_commit(t, 0);
+  }
+  if (f != NULL && !to_stdout && fclose(f) != 0 && status == EXIT_OK) {
+    fprintf(stderr, "sochdb: writing %s: %s\n", path, strerror(errno));
+    status = EXIT_DB_ERROR;
+  }
+  sochdb_close(db);
+  if (status == EXIT_OK)
+    print_summary(to_stdout ? stderr : stdout, a, "file", path, &tot);
+  return status;
+}
+
+/* ------------------------------------------------------------- batches */
+
+/* Pairs waiting for one transaction: their bytes back to back. */
+typedef struct batch {
+  unsigned char *data;
+  size_t len, cap;
+  size_t *off;                  /* off[i]: record i's key length word */
+  size_t n, ncap;
+} batch;
+
+static int batch_add(batch *b, const void *k, uint32_t kl, const void *v, uint32_t vl)
+{
+  size_t need = 8 + (size_t)kl + vl;
+  if (b->len + need > b->cap) {
+    size_t cap = b->cap ? b->cap : 1 << 16;
+    while (cap < b->len + need)
+      cap *= 2;
+    unsigned char *p = realloc(b->data, cap);
+    if (p == NULL)
+      return -1;
+    b->data = p;
+    b->cap = cap;
+  }
+  if (b->n == b->ncap) {
+    size_t ncap = b->ncap ? b->ncap * 2 : 1024;
+    size_t *o = realloc(b->off, ncap * sizeof *o);
+    if (o == NULL)
+      return -1;
+    b->off = o;
+    b->ncap = ncap;
+  }
+  unsigned char *p = b->data + b->len;
+  b->off[b->n++] = b->len;
+  memcpy(p, &kl, 4);
+  memcpy(p + 4, &vl, 4);
+  memcpy(p + 8, k, kl);
+  if (vl)
+    memcpy(p + 8 + kl, v, vl);
+  b->len += need;
+  return 0;
+}
+
+static void batch_pair(const batch *b, size_t i, const void **k, uint32_t *kl, const void **v, uint32_t *vl)
+{
+  const unsigned char *p = b->data + b->off[i];
+  memcpy(kl, p, 4);
+  memcpy(vl, p + 4, 4);
+  *k = p + 8;
+  *v = p + 8 + *kl;
+}
+
+static void sleep_ms(long ms)
+{
+  struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+  nanosleep(&ts, NULL);
+}
+
+/* Writes the batch in one transaction: a conflict (nothing applied) or BUSY
+** (the daemon is behind) is retried. */
+static int batch_commit(sochdb *db, batch *b, totals *tot)
+{
+  if (b->n == 0)
+    return EXIT_OK;
+  int rc = SOCHDB_OK;
+  for (int attempt = 0; attempt < WRITE_ATTEMPTS + BUSY_ATTEMPTS; attempt++) {
+    sochdb_txn *t;
+    if ((rc = sochdb_txn_begin(db, 0, &t)) != SOCHDB_OK)
+      return db_error("cannot begin a transaction", rc);
+    for (size_t i = 0; i < b->n && rc == SOCHDB_OK; i++) {
+      const void *k, *v;
+      uint32_t kl, vl;
+      batch_pair(b, i, &k, &kl, &v, &vl);
+      rc = sochdb_put(t, k, kl, v, vl);
+    }
+    if (rc != SOCHDB_OK) {
+      sochdb_abort(t);
+      return db_error("put failed", rc);
+    }
+    rc = sochdb_commit(t, SOCHDB_SYNC);
+    if (rc == SOCHDB_OK)
+      break;
+    if (rc != SOCHDB_CONFLICT && rc != SOCHDB_BUSY)
+      return db_error("commit failed", rc);
+    sleep_ms(rc == SOCHDB_BUSY ? 50 : 1);
+  }
+  if (rc != SOCHDB_OK)
+    return db_error("gave up on a batch", rc);
+  for (size_t i = 0; i < b->n; i++) {
+    const void *k, *v;
+    uint32_t kl, vl;
+    batch_pair(b, i, &k, &kl, &v, &vl);
+    tot->bytes += (unsigned long long)kl + vl;
+  }
+  tot->pairs += b->n;
+  tot->batches++;
+  b->n = b->len = 0;
+  return EXIT_OK;
+}
+
+static int batch_full(const batch *b, unsigned long long max)
+{
+  return b->n >= max || b->len >= BATCH_BYTES;
+}
+
+/* ------------------------------------------------------------- load */
+
+typedef struct reader {
+  FILE *f;
+  const char *path;
+  unsigned long long record;    /* records read so far */
+  unsigned char *k, *v;         /* SOCHDB_MAX_KEY and SOCHDB_MAX_VALUE bytes */
+} reader;
+
+static uint32_t get_u32(const unsigned char *p)
+{
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int bad_dump(const reader *r, const char *what)
+{
+  fprintf(stderr, "sochdb: %s: record %llu: %s\n", r->path, r->record + 1, what);
+  return EXIT_USAGE;
+}
+
+/* The next record: 1 a pair in r->k/r->v, 0 the trailer (checked), or an exit status < 0. */
+static int read_record(reader *r, uint32_t *kl, uint32_t *vl, int *status)
+{
+  unsigned char head[9];
+  if (fread(head, 1, 1, r->f) != 1)
+    return *status = bad_dump(r, "the dump ends early (no trailer): truncated?"), -1;
+  if (head[0] == 'E') {
+    if (fread(head + 1, 1, 8, r->f) != 8 || fgetc(r->f) != EOF)
+      return *status = bad_dump(r, "a damaged trailer, or data after it"), -1;
+    unsigned long long n = 0;
+    for (int i = 1; i < 9; i++)
+      n = n << 8 | head[i];
+    if (n != r->record)
+      return *status = bad_dump(r, "the trailer's pair count does not match the records"), -1;
+    return 0;
+  }
+  if (head[0] != 'R' || fread(head + 1, 1, 4, r->f) != 4)
+    return *status = bad_dump(r, "not a record: is this a sochdb dump?"), -1;
+  *kl = get_u32(head + 1);
+  if (*kl < 1 || *kl > SOCHDB_MAX_KEY || fread(r->k, 1, *kl, r->f) != *kl || fread(head, 1, 4, r->f) != 4)
+    return *status = bad_dump(r, "a bad key length, or the file ends inside the record"), -1;
+  *vl = get_u32(head);
+  if (*vl > SOCHDB_MAX_VALUE || fread(r->v, 1, *vl, r->f) != *vl)
+    return *status = bad_dump(r, "a bad value length, or the file ends inside the record"), -1;
+  if (*kl >= 2 && r->k[0] == 0xff && r->k[1] == 0xff)
+    return *status = bad_dump(r, "the key starts with 0xFF 0xFF, which is reserved for the engine "
+                                 "(columnar tables); a dump never holds one"), -1;
+  r->record++;
+  return 1;
+}
+
+static int read_magic(reader *r)
+{
+  char magic[sizeof DUMP_MAGIC - 1];
+  if (fread(magic, 1, sizeof magic, r->f) != sizeof magic || memcmp(magic, DUMP_MAGIC, sizeof magic) != 0) {
+    fprintf(stderr, "sochdb: %s is not a sochdb dump (version 1)\n", r->path);
+    return EXIT_USAGE;
+  }
+  return EXIT_OK;
+}
+
+/* Reads the whole dump; with db NULL it only validates (a regular file is
+** checked before anything is written, so a bad record loads nothing). */
+static int load_pass(reader *r, sochdb *db, const xargs *a, totals *tot, progress_bar *bar, off_t size)
+{
+  int status = read_magic(r), more;
+  batch b = { 0 };
+  uint32_t kl, vl;
+  while (status == EXIT_OK && (more = read_record(r, &kl, &vl, &status)) > 0) {
+    if (db == NULL)
+      continue;
+    if (batch_add(&b, r->k, kl, r->v, vl) != 0) {
+      fputs("sochdb: out of memory\n", stderr);
+      status = EXIT_DB_ERROR;
+    } else if (batch_full(&b, a->batch) && (status = batch_commit(db, &b, tot)) == EXIT_OK) {
+      char tail[64];
+      snprintf(tail, sizeof tail, "%llu pairs", tot->pairs);
+      bar_draw(bar, "loading", (uint64_t)ftello(r->f), (uint64_t)size, tail);
+    }
+  }
+  if (status == EXIT_OK && db != NULL)
+    status = batch_commit(db, &b, tot);
+  bar_clear(bar);
+  free(b.data);
+  free(b.off);
+  return status;
+}
+
+static int load_from(reader *r, const xargs *a, totals *tot)
+{
+  struct stat st;
+  int seekable = fstat(fileno(r->f), &st) == 0 && S_ISREG(st.st_mode);
+  progress_bar bar;
+  memset(&bar, 0, sizeof bar);
+  bar.enabled = isatty(STDERR_FILENO) && seekable;
+  if (seekable) {
+    int status = load_pass(r, NULL, a, tot, &bar, 0);
+    if (status != EXIT_OK)
+      return status;
+    rewind(r->f);
+    r->record = 0;
+  }
+  sochdb *db;
+  int status = open_db(a->pos[0], 1, &db);
+  if (status != EXIT_OK)
+    return status;
+  status = load_pass(r, db, a, tot, &bar, seekable ? st.st_size : 0);
+  sochdb_close(db);
+  if (status != EXIT_OK && tot->pairs > 0)
+    fprintf(stderr, "sochdb: %llu pairs before the failure were loaded (committed)\n", tot->pairs);
+  return status;
+}
+
+static int run_load(const xargs *a)
+{
+  const char *path = a->npos > 1 ? a->pos[1] : "-";
+  reader r = { NULL, path, 0, malloc(SOCHDB_MAX_KEY), malloc(SOCHDB_MAX_VALUE) };
+  totals tot = { 0 };
+  clock_gettime(CLOCK_MONOTONIC, &tot.start);
+  int status = EXIT_OK;
+  if (r.k == NULL || r.v == NULL) {
+    fputs("sochdb: out of memory\n", stderr);
+    status = EXIT_DB_ERROR;
+  } else if (!strcmp(path, "-") && isatty(STDIN_FILENO)) {
+    fputs("sochdb: load reads a dump from standard input, which is a terminal; give a FILE\n", stderr);
+    status = EXIT_USAGE;
+  } else if ((r.f = strcmp(path, "-") ? fopen(path, "rb") : stdin) == NULL) {
+    fprintf(stderr, "sochdb: cannot open %s: %s\n", path, strerror(errno));
+    status = EXIT_DB_ERROR;
+  } else {
+    status = load_from(&r, a, &tot);
+  }
+  if (r.f != NULL && r.f != stdin)
+    fclose(r.f);
+  free(r.k);
+  free(r.v);
+  if (status == EXIT_OK)
+    print_summary(stdout, a, "file", path, &tot);
+  return status;
+}
+
+/* ------------------------------------------------------------- backup */
+
+/* A counter on stderr for a terminal: backup knows no total in advance. */
+static void backup_progress(const progress_bar *bar, const totals *tot)
+{
+  if (bar->enabled)
+    fprintf(stderr, "\r\033[Kbackup: %llu pairs copied", tot->pairs);
+}
+
+static int copy_pairs(sochdb_txn *snap, sochdb *dst, const xargs *a, totals *tot)
+{
+  sochdb_iter *it;
+  int rc = sochdb_iter_open(snap, NULL, 0, NULL, 0, &it);
+  if (rc != SOCHDB_OK)
+    return db_error("cannot open an iterator", rc);
+  progress_bar bar;
+  memset(&bar, 0, sizeof bar);
+  bar.enabled = isatty(STDERR_FILENO);
+  batch b = { 0 };
+  int status = EXIT_OK;
+  const void *k, *v;
+  size_t kl, vl;
+  while (status == EXIT_OK && (rc = sochdb_iter_next(it, &k, &kl, &v, &vl)) == SOCHDB_OK) {
+    if (batch_add(&b, k, (uint32_t)kl, v, (uint32_t)vl) != 0)
+      status = db_error("out of memory", SOCHDB_NOMEM);
+    else if (batch_full(&b, a->batch) && (status = batch_commit(dst, &b, tot)) == EXIT_OK)
+      backup_progress(&bar, tot);
+  }
+  if (status == EXIT_OK && rc != SOCHDB_NOTFOUND)
+    status = db_error("reading the source failed", rc);
+  if (status == EXIT_OK)
+    status = batch_commit(dst, &b, tot);
+  if (bar.enabled)
+    fputs("\r\033[K", stderr);
+  sochdb_iter_close(it);
+  free(b.data);
+  free(b.off);
+  return status;
+}
+
+/* DEST must not hold anything yet: a backup is never merged into data. */
+static int check_dest(const char *dest)
+{
+  struct stat st;
+  if (stat(dest, &st) != 0)
+    return EXIT_OK;
+  if (!S_ISDIR(st.st_mode)) {
+    fprintf(stderr, "sochdb: %s exists and is not a directory\n", dest);
+    return EXIT_USAGE;
+  }
+  if (rmdir(dest) == 0 || errno == ENOENT) {     /* empty: fine (sochdb_open recreates it) */
+    return EXIT_OK;
+  }
+  fprintf(stderr, "sochdb: %s is not empty; backup writes into a new or empty directory only\n", dest);
+  return EXIT_USAGE;
+}
+
+static int run_backup(const xargs *a)
+{
+  totals tot = { 0 };
+  clock_gettime(CLOCK_MONOTONIC, &tot.start);
+  int status = check_dest(a->pos[1]);
+  sochdb *src = NULL, *dst = NULL;
+  if (status == EXIT_OK)
+    status = open_db(a->pos[0], 0, &src);
+  if (status == EXIT_OK)
+    status = open_db(a->pos[1], 1, &dst);
+  sochdb_txn *snap = NULL;
+  int rc;
+  if (status == EXIT_OK && (rc = sochdb_txn_begin(src, SOCHDB_TXN_READONLY, &snap)) != SOCHDB_OK)
+    status = db_error("cannot begin a transaction", rc);
+  if (status == EXIT_OK)
+    status = copy_pairs(snap, dst, a, &tot);
+  if (snap != NULL)
+    sochdb_commit(snap, 0);
+  sochdb_close(dst);
+  sochdb_close(src);
+  if (status == EXIT_OK)
+    print_summary(stdout, a, "dest", a->pos[1], &tot);
+  return status;
+}
+
+/* ------------------------------------------------------------- commands */
+
+static const xcmd xcmds[] = {
+  { "dump", "DIR [FILE] [--json]",
+    "Writes every key-value pair of DIR, in key order, from one snapshot (other\n"
+    "processes may write meanwhile), to FILE, or to standard output when FILE is\n"
+    "absent or '-' (never to a terminal). The format round-trips arbitrary bytes:\n"
+    "the line \"SOCHDB-DUMP 1\", then per pair 'R', the key's length (4 bytes,\n"
+    "big-endian), the key, the value's length (4 bytes), the value; then 'E' and\n"
+    "the number of pairs (8 bytes, big-endian). Columnar tables are not dumped\n"
+    "(their reserved keys are not key-value pairs). A summary goes to stdout\n"
+    "(to stderr when the dump does).\n\n"
+    "  --json    print the summary as one JSON object\n",
+    1, 2, run_dump },
+  { "load", "DIR [FILE] [--batch N] [--json]",
+    "Stores every pair of a dump (FILE, or standard input when FILE is absent or\n"
+    "'-') into DIR, creating the database if needed, in transactions of N pairs\n"
+    "(at most 8 MiB each), each durable when committed; existing keys are\n"
+    "overwritten, others are kept. A FILE is checked whole before anything is\n"
+    "written: a truncated or damaged dump, or a key starting with 0xFF 0xFF\n"
+    "(reserved for the engine), loads nothing. From standard input a bad record\n"
+    "stops the load, and the batches committed before it stay. A progress bar is\n"
+    "drawn on stderr when it is a terminal and FILE a regular file.\n\n"
+    "  --batch N   pairs per transaction (default 1000)\n"
+    "  --json      print the summary as one JSON object\n",
+    1, 2, run_load },
+  { "backup", "DIR DEST [--batch N] [--json]",
+    "Copies one consistent snapshot of DIR into a new database at DEST (which\n"
+    "must not exist or be empty), while other processes go on writing to DIR.\n"
+    "It is a LOGICAL copy, not a file copy: every key-value pair of one read-only\n"
+    "snapshot is written into DEST in transactions of N pairs; DEST gets fresh\n"
+    "files of its own. Columnar tables are not copied. Until the command ends\n"
+    "successfully DEST is incomplete.\n\n"
+    "  --batch N   pairs per transaction (default 1000)\n"
+    "  --json      print the summary as one JSON object\n",
+    2, 2, run_backup },
+};
+#define NXCMDS (sizeof xcmds / sizeof xcmds[0])
+
+int xfer_is_command(const char *name)
+{
+  for (size_t i = 0; i < NXCMDS; i++)
+    if (!strcmp(xcmds[i].name, name))
+      return 1;
+  return 0;
+}
+
+static int xusage(const xargs *a, const char *msg)
+{
+  fprintf(stderr, "sochdb: %s\nusage: sochdb %s %s\nTry 'sochdb %s --help'.\n", msg, a->cmd->name,
+          a->cmd->synopsis, a->cmd->name);
+  return EXIT_USAGE;
+}
+
+static int parse_xoption(xargs *a, int argc, char **argv, int *i)
+{
+  const char *arg = argv[*i];
+  if (!strcmp(arg, "--json"))
+    a->json = 1;
+  else if (!strcmp(arg, "--help") || !strcmp(arg, "-h"))
+    a->help = 1;
+  else if (!strcmp(arg, "--batch") && strcmp(a->cmd->name, "dump") && *i + 1 < argc)
+    a->batch_arg = argv[++*i];
+  else if (!strncmp(arg, "--batch=", 8) && strcmp(a->cmd->name, "dump"))
+    a->batch_arg = arg + 8;
+  else {
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s has no option '%.100s' (or it needs a value)", a->cmd->name, arg);
+    return xusage(a, msg);
+  }
+  return EXIT_OK;
+}
+
+static int parse_batch(xargs *a)
+{
+  a->batch = DEFAULT_BATCH;
+  if (a->batch_arg == NULL)
+    return EXIT_OK;
+  char *end;
+  errno = 0;
+  a->batch = strtoull(a->batch_arg, &end, 10);
+  if (a->batch_arg[0] < '1' || a->batch_arg[0] > '9' || *end || errno || a->batch > 65535) {
+    fprintf(stderr, "sochdb: --batch wants a count of pairs from 1 to 65535, not '%s'\n", a->batch_arg);
+    return EXIT_USAGE;
+  }
+  return EXIT_OK;
+}
+
+/* `sochdb [--json] dump|load|backup ...`: argv[0] is the command's name. */
+int xfer_main(int argc, char **argv, int json)
+{
+  xargs a;
+  memset(&a, 0, sizeof a);
+  a.json = json;
+  for (size_t i = 0; i < NXCMDS; i++)
+    if (!strcmp(xcmds[i].name, argv[0]))
+      a.cmd = &xcmds[i];
+  int only_args = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *arg = argv[i];
+    int status;
+    if (!only_args && !strcmp(arg, "--"))
+      only_args = 1;
+    else if (!only_args && arg[0] == '-' && arg[1] && (status = parse_xoption(&a, argc, argv, &i)) != EXIT_OK)
+      return status;
+    else if ((only_args || arg[0] != '-' || !arg[1]) && a.npos == a.cmd->max_args)
+      return xusage(&a, "too many arguments");
+    else if (only_args || arg[0] != '-' || !arg[1])
+      a.pos[a.npos++] = arg;
+  }
+  if (a.help) {
+    printf("usage: sochdb %s %s\n\n%s", a.cmd->name, a.cmd->synopsis, a.cmd->details);
+    return EXIT_OK;
+  }
+  if (a.npos < a.cmd->min_args)
+    return xusage(&a, "missing arguments");
+  int status = parse_batch(&a);
+  return status != EXIT_OK ? status : a.cmd->run(&a);
+}
