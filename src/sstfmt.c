@@ -242,18 +242,22 @@ static int block_full(const struct sst_builder *b)
   size_t size = blockbuf_size(&b->data);
   if (!b->columnar)
     return size >= b->block_bytes;
-  size_t target = 4 * b->block_bytes < SST_BLOCK_MAX ? 4 * b->block_bytes : SST_BLOCK_MAX;
-  return size + b->col_bytes >= target;
+  return size + b->col_bytes >= b->col_block_bytes;
 }
 
 int sst_builder_init(struct sst_builder *b, size_t block_bytes)
 {
   memset(b, 0, sizeof *b);
+  /* Columnar blocks are bigger (a scan reads each column's segment alone):
+  ** SST_COLUMNAR_DEFAULT, or four plain blocks when the caller chose a size. */
+  b->col_block_bytes = block_bytes ? 4 * block_bytes : SST_COLUMNAR_DEFAULT;
   if (block_bytes == 0)
     block_bytes = SST_BLOCK_DEFAULT;
   if (block_bytes < SST_BLOCK_MIN || block_bytes > SST_BLOCK_MAX)
     return sdb_fail(SOCHDB_INVALID, "SSTable block size %zu is outside %u..%u", block_bytes, SST_BLOCK_MIN,
                     SST_BLOCK_MAX);
+  if (b->col_block_bytes > SST_BLOCK_MAX)
+    b->col_block_bytes = SST_BLOCK_MAX;
   b->block_bytes = block_bytes;
   return SOCHDB_OK;
 }

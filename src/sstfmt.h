@@ -130,10 +130,13 @@
 #define SST_FOOTER_BYTES     64u
 #define SST_TRAILER_BYTES    16u
 #define SST_RESTART_INTERVAL 16u
-/* 12 KiB: a block closes once its payload passes this, so with entries of
-** up to ~4 KiB it stays within one block-cache entry (BC_BLOCK_MAX, 16 KiB,
-** shm/blockcache.h), which it then fills to three quarters or more. */
-#define SST_BLOCK_DEFAULT    12288u
+/* 4 KiB. A point read verifies the checksum of the whole block it reads
+** (uncompressed blocks are read in place, not cached), so bigger blocks cost
+** every get: 12 KiB halved random reads in sochdb-bench read_sst. A cached
+** block of 4 KiB fills a quarter of its block-cache entry (BC_BLOCK_MAX). */
+#define SST_BLOCK_DEFAULT    4096u
+/* What a columnar block aims at by default: 48 KiB of rows. */
+#define SST_COLUMNAR_DEFAULT 49152u
 #define SST_BLOCK_MIN        1024u
 #define SST_BLOCK_MAX        65536u
 #define SST_BLOOM_BITS       10u
@@ -171,6 +174,7 @@ struct sst_colbuf {
 
 struct sst_builder {
   size_t              block_bytes;
+  size_t              col_block_bytes;   /* what a columnar block aims at */
   int                 failed;         /* a SOCHDB_NOMEM happened: every later call fails */
   uint8_t            *out;            /* the file so far */
   size_t              out_n, out_cap;
@@ -194,7 +198,8 @@ struct sst_builder {
 };
 
 /* Start a table whose data blocks aim at block_bytes of payload (0 means
-** SST_BLOCK_DEFAULT). Allocates nothing. SOCHDB_OK, or SOCHDB_INVALID if
+** SST_BLOCK_DEFAULT), its columnar blocks at 4 x block_bytes (0 means
+** SST_COLUMNAR_DEFAULT), at most SST_BLOCK_MAX. Allocates nothing. SOCHDB_OK, or SOCHDB_INVALID if
 ** block_bytes is outside SST_BLOCK_MIN..SST_BLOCK_MAX (b is then unusable
 ** but sst_builder_free on it is safe). */
 int  sst_builder_init(struct sst_builder *b, size_t block_bytes);
