@@ -36,6 +36,7 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -351,6 +352,10 @@ static int sql_open(backend *b, const char *dir)
 {
   char path[4096];
   snprintf(path, sizeof path, "%s/kv.sqlite", dir);
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST) {   /* as sochdb_open creates its directory */
+    fprintf(stderr, "kvserver: cannot create %s: %s\n", dir, strerror(errno));
+    return -1;
+  }
   sql *q = calloc(1, sizeof *q);
   if (q == NULL || sqlite3_open(path, &q->db) != SQLITE_OK) {
     fprintf(stderr, "kvserver: cannot open %s\n", path);
