@@ -339,6 +339,18 @@ static void arm_crash_point_from_env(void)
   name[colon - spec] = 0;
   sochdb_test_crash_at(name, (unsigned)strtoul(colon + 1, NULL, 10));
 }
+
+/* sochdbd-testing: $SOCHDB_TEST_FAULT=NAME:ERRNO:SKIP:COUNT arms fault point
+** NAME (src/testhooks.h): after SKIP passes, COUNT calls fail with ERRNO. */
+static void arm_fault_from_env(void)
+{
+  const char *spec = getenv("SOCHDB_TEST_FAULT");
+  char name[64];
+  int err;
+  unsigned skip, count;
+  if (spec && sscanf(spec, "%63[^:]:%d:%u:%u", name, &err, &skip, &count) == 4)
+    sochdb_test_fault(name, err, skip, count);
+}
 #endif
 
 int main(int argc, char **argv)
@@ -351,6 +363,7 @@ int main(int argc, char **argv)
   catch_stop_signals();
 #ifdef SOCHDB_TESTING
   arm_crash_point_from_env();
+  arm_fault_from_env();
 #endif
   struct config c;
   int rc = parse_args(argc, argv, &c);

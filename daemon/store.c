@@ -17,6 +17,7 @@
 #include "filelist.h"
 #include "fsutil.h"
 #include "sstfmt.h"
+#include "testhooks.h"
 #include "walwriter.h"
 
 #include <dirent.h>
@@ -165,7 +166,8 @@ static int write_all(int fd, const uint8_t *buf, size_t len)
 {
   size_t done = 0;
   while (done < len) {
-    ssize_t got = write(fd, buf + done, len - done);
+    int fault = FAULT("sst.write");
+    ssize_t got = fault ? (errno = fault, -1) : write(fd, buf + done, len - done);
     if (got < 0 && errno == EINTR)
       continue;
     if (got <= 0)

@@ -16,6 +16,7 @@
 #include "mvcc.h"
 #include "seqring.h"
 #include "skiplist.h"
+#include "testhooks.h"
 #include "walfmt.h"
 
 #include <errno.h>
@@ -261,7 +262,9 @@ static int encode_commit(struct walwriter *w, const struct mv_commit *c, size_t 
 static int write_all(int fd, const uint8_t *buf, size_t len, uint64_t off)
 {
   while (len) {
-    ssize_t got = pwrite(fd, buf, len, (off_t)off);
+    int fault = FAULT("wal.write");
+    size_t n = FAULT("wal.short") && len > 1 ? len / 2 : len;   /* a short write, for tests */
+    ssize_t got = fault ? (errno = fault, -1) : pwrite(fd, buf, n, (off_t)off);
     if (got <= 0)
       return got < 0 ? sdb_fail_errno("write WAL at offset %llu", (unsigned long long)off)
                      : sdb_fail(SOCHDB_IO, "WAL write at offset %llu wrote nothing", (unsigned long long)off);
@@ -279,7 +282,8 @@ static int write_group(struct walwriter *w, size_t len)
   int rc = write_all(w->fd, (const uint8_t *)&g, sizeof g, w->end_offset);
   if (rc == SOCHDB_OK)
     rc = write_all(w->fd, w->buf, len, w->end_offset + sizeof g);
-  if (rc == SOCHDB_OK && fdatasync(w->fd) != 0)
+  int fault = rc == SOCHDB_OK ? FAULT("wal.fsync") : 0;
+  if (rc == SOCHDB_OK && (fault ? (errno = fault, -1) : fdatasync(w->fd)) != 0)
     rc = sdb_fail_errno("fdatasync WAL group at LSN %llu", (unsigned long long)w->next_lsn);
   if (rc == SOCHDB_OK && w->dir_unsynced) {   /* the segment's own name must be durable first */
     rc = fsync_wal_dir(w->db->dir);

@@ -1,5 +1,5 @@
 /*
-** testhooks.c — the crash points of the test build (see testhooks.h).
+** testhooks.c — the crash and fault points of the test build (see testhooks.h).
 */
 #include "testhooks.h"
 
@@ -33,6 +33,35 @@ void sdb_crashpoint(const char *name)
     return;
   if (atomic_fetch_sub(&remaining, 1) == 1)
     kill(getpid(), SIGKILL);
+}
+static char fault_name[64];
+static int fault_err;
+static _Atomic unsigned fault_skip, fault_left;
+
+void sochdb_test_fault(const char *name, int err, unsigned skip, unsigned count)
+{
+  atomic_store(&fault_left, 0);
+  if (!name)
+    return;
+  strncpy(fault_name, name, sizeof fault_name - 1);
+  fault_err = err;
+  atomic_store(&fault_skip, skip);
+  atomic_store(&fault_left, count);
+}
+
+int sdb_fault(const char *name)
+{
+  if (atomic_load_explicit(&fault_left, memory_order_relaxed) == 0 || strcmp(name, fault_name) != 0)
+    return 0;
+  unsigned skip = atomic_load(&fault_skip);
+  while (skip && !atomic_compare_exchange_weak(&fault_skip, &skip, skip - 1)) {
+  }
+  if (skip)
+    return 0;   /* one of the passes before the faults */
+  unsigned left = atomic_load(&fault_left);
+  while (left && !atomic_compare_exchange_weak(&fault_left, &left, left - 1)) {
+  }
+  return left ? (fault_err ? fault_err : -1) : 0;
 }
 #else
 typedef int sochdb_testhooks_unused;   /* ISO C forbids an empty translation unit */

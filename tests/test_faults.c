@@ -1,0 +1,221 @@
+/*
+** test_faults.c — I/O faults in the daemon: ENOSPC and EIO on WAL writes,
+** EIO on the WAL's fdatasync, short writes, ENOSPC on SSTable writes.
+**
+** The faults are injected by the fault points of sochdbd-testing
+** (src/testhooks.h), armed with $SOCHDB_TEST_FAULT=NAME:ERRNO:SKIP:COUNT for
+** the daemon our open starts. What must hold: no commit is acknowledged
+** before it is durable (after the fault clears, a kill -9 of the daemon and a
+** rebuild of the region from the files keep every acknowledged commit), a
+** fault that lasts makes SYNC commits return SOCHDB_DAEMON rather than hang,
+** and the engine resumes by itself when the fault clears.
+*/
+#include "testutil.h"
+
+#include <errno.h>
+
+#define REG (32u << 20)
+#define MT  (1u << 20)
+
+static void ft_init(void)
+{
+  tu_setup();
+  setenv("SOCHDB_DAEMON_IDLE_MS", "2000", 1);   /* daemons left behind leave soon */
+  unsetenv("SOCHDB_TEST_FAULT");
+}
+
+static void ft_fini(void)
+{
+  unsetenv("SOCHDB_TEST_FAULT");
+  if (tu_db_dir)
+    tu_stop_daemon(tu_db_dir);
+  tu_teardown();
+}
+
+TestSuite(faults, .init = ft_init, .fini = ft_fini, .timeout = 120);
+
+/* Open the test's directory with sochdbd-testing, its fault point armed
+** with spec (NULL: none) for the daemon this open starts. */
+static sochdb *open_with_fault(const char *spec, unsigned busy_ms)
+{
+  if (spec)
+    setenv("SOCHDB_TEST_FAULT", spec, 1);
+  sochdb_options o = tu_options(REG, MT, busy_ms);
+  o.daemon_path = SOCHDB_TEST_SOCHDBD_TESTING;
+  sochdb *db = tu_open_with(tu_dir(), &o);
+  unsetenv("SOCHDB_TEST_FAULT");   /* a daemon started later runs without it */
+  return db;
+}
+
+static void key_of(int i, char *k) { snprintf(k, 32, "fault-%06d", i); }
+
+static int put_one(sochdb *db, int i, unsigned flags)
+{
+  char k[32], v[64];
+  key_of(i, k);
+  snprintf(v, sizeof v, "value of %d", i);
+  sochdb_txn *t = tu_begin(db, 0);
+  cr_assert_eq(sochdb_put(t, k, strlen(k), v, strlen(v)), SOCHDB_OK, "put");
+  return sochdb_commit(t, flags);
+}
+
+/* Keys [0, n) all hold their value in db. */
+static void expect_keys(sochdb *db, int n, const char *ctx)
+{
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (int i = 0; i < n; i++) {
+    char k[32], v[64];
+    key_of(i, k);
+    snprintf(v, sizeof v, "value of %d", i);
+    const void *got;
+    size_t glen;
+    int rc = sochdb_get(t, k, strlen(k), &got, &glen);
+    cr_assert_eq(rc, SOCHDB_OK, "%s: %s: %s (%s)", ctx, k, sochdb_strerror(rc), sochdb_last_error());
+    cr_assert(glen == strlen(v) && !memcmp(got, v, glen), "%s: %s holds another value", ctx, k);
+  }
+  sochdb_abort(t);
+}
+
+/* The daemon's pid from DIR/LOCK, or 0. */
+static pid_t daemon_pid(void)
+{
+  char path[4200], buf[32] = { 0 };
+  snprintf(path, sizeof path, "%s/LOCK", tu_dir());
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return 0;
+  pid_t pid = fgets(buf, sizeof buf, f) ? (pid_t)strtol(buf, NULL, 10) : 0;
+  fclose(f);
+  return pid;
+}
+
+/* kill -9 the daemon, wait until its lock is free, remove the region: what
+** is left is exactly what reached the disk. */
+static void crash_and_lose_region(sochdb *db)
+{
+  sochdb_close(db);
+  pid_t pid = daemon_pid();
+  if (pid > 0)
+    kill(pid, SIGKILL);
+  tu_stop_daemon(tu_dir());   /* waits for the lock; the daemon is gone already */
+  tu_remove_region(tu_dir());
+}
+
+/* Does DIR/sochdbd.log contain needle? */
+static int log_contains(const char *needle)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/sochdbd.log", tu_dir());
+  FILE *f = fopen(path, "r");
+  cr_assert(f != NULL, "no daemon log at %s", path);
+  char line[2048];
+  int found = 0;
+  while (!found && fgets(line, sizeof line, f))
+    found = strstr(line, needle) != NULL;
+  fclose(f);
+  return found;
+}
+
+/* SYNC commits made while a fault of the WAL lasts wait for it to clear,
+** then succeed; none is acknowledged before it is on disk. */
+static void commits_survive_a_passing_fault(const char *spec, const char *logged)
+{
+  sochdb *db = open_with_fault(spec, 10000);
+  const int n = 20;
+  for (int i = 0; i < n; i++) {
+    int rc = put_one(db, i, SOCHDB_SYNC);
+    cr_assert_eq(rc, SOCHDB_OK, "SYNC commit %d: %s (%s)", i, sochdb_strerror(rc), sochdb_last_error());
+  }
+  cr_assert(log_contains(logged), "the daemon's log does not show the injected fault (%s)", logged);
+  cr_assert(log_contains("WAL writes work again"), "the daemon's log does not show the WAL resuming");
+  crash_and_lose_region(db);
+  db = open_with_fault(NULL, 10000);
+  expect_keys(db, n, "after kill -9 and a rebuild");
+  sochdb_close(db);
+}
+
+Test(faults, enospc_on_wal_writes_delays_sync_commits_and_loses_none)
+{
+  char spec[64];
+  snprintf(spec, sizeof spec, "wal.write:%d:0:150", ENOSPC);   /* ~1.5 s of failures */
+  commits_survive_a_passing_fault(spec, strerror(ENOSPC));
+}
+
+Test(faults, eio_on_wal_writes_delays_sync_commits_and_loses_none)
+{
+  char spec[64];
+  snprintf(spec, sizeof spec, "wal.write:%d:0:150", EIO);
+  commits_survive_a_passing_fault(spec, strerror(EIO));
+}
+
+Test(faults, eio_on_wal_fdatasync_rewrites_the_group_and_loses_none)
+{
+  char spec[64];
+  snprintf(spec, sizeof spec, "wal.fsync:%d:0:150", EIO);
+  commits_survive_a_passing_fault(spec, "fdatasync WAL group");
+}
+
+Test(faults, short_wal_writes_are_completed)
+{
+  char spec[64];
+  snprintf(spec, sizeof spec, "wal.short:%d:0:%u", EINTR, 1u << 30);   /* every write writes half */
+  sochdb *db = open_with_fault(spec, 10000);
+  const int n = 300;
+  for (int i = 0; i < n; i++)
+    cr_assert_eq(put_one(db, i, i % 10 ? SOCHDB_ASYNC : SOCHDB_SYNC), SOCHDB_OK, "commit %d", i);
+  cr_assert_eq(put_one(db, n, SOCHDB_SYNC), SOCHDB_OK, "the last SYNC commit");
+  crash_and_lose_region(db);
+  db = open_with_fault(NULL, 10000);
+  expect_keys(db, n + 1, "after kill -9 and a rebuild");
+  sochdb_close(db);
+}
+
+/* A fault that outlasts the wait: SOCHDB_DAEMON, never a hang; the commit
+** is applied and visible, and a daemon without the fault makes it durable. */
+Test(faults, a_lasting_fault_gives_sochdb_daemon_then_the_next_daemon_recovers)
+{
+  char spec[64];
+  snprintf(spec, sizeof spec, "wal.write:%d:0:%u", ENOSPC, 1u << 30);
+  sochdb *db = open_with_fault(spec, 1000);   /* the durability wait is at least 5 s */
+  int rc = put_one(db, 0, SOCHDB_SYNC);
+  cr_assert_eq(rc, SOCHDB_DAEMON, "a SYNC commit under a lasting ENOSPC: %s (%s)", sochdb_strerror(rc),
+               sochdb_last_error());
+  expect_keys(db, 1, "applied and visible although not confirmed durable");
+  pid_t pid = daemon_pid();
+  cr_assert_gt(pid, 0, "a daemon serves the directory");
+  kill(pid, SIGKILL);   /* the fault clears with it: its successor is not armed */
+  rc = put_one(db, 1, SOCHDB_SYNC);
+  cr_assert_eq(rc, SOCHDB_OK, "a SYNC commit with a new daemon: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+  crash_and_lose_region(db);
+  db = open_with_fault(NULL, 10000);
+  expect_keys(db, 2, "after kill -9 and a rebuild");
+  sochdb_close(db);
+}
+
+/* ENOSPC while the daemon writes SSTables: flushes fail and are retried;
+** nothing is lost, and flushing resumes by itself. */
+Test(faults, enospc_on_sstable_writes_is_retried_and_loses_nothing)
+{
+  char spec[64];
+  snprintf(spec, sizeof spec, "sst.write:%d:0:40", ENOSPC);
+  sochdb *db = open_with_fault(spec, 10000);
+  const int n = 20000;   /* ~3 MB of versions: several 1 MiB memtables */
+  for (int i = 0; i < n; i++) {
+    int rc;
+    while ((rc = put_one(db, i, SOCHDB_ASYNC)) == SOCHDB_BUSY)
+      tu_sleep_ms(5);   /* every arena waits for a flush that is failing */
+    cr_assert_eq(rc, SOCHDB_OK, "commit %d: %s (%s)", i, sochdb_strerror(rc), sochdb_last_error());
+  }
+  sochdb_stats st = tu_stats(db);
+  for (int w = 0; w < 6000 && st.flushes < 2; w++) {
+    tu_sleep_ms(10);
+    st = tu_stats(db);
+  }
+  cr_assert_geq(st.flushes, 2, "flushing resumed after the fault (%llu flushes)", (unsigned long long)st.flushes);
+  cr_assert(log_contains("flush failed"), "the daemon's log does not show the failed flush");
+  cr_assert_eq(put_one(db, n, SOCHDB_SYNC), SOCHDB_OK, "a SYNC marker");
+  crash_and_lose_region(db);
+  db = open_with_fault(NULL, 10000);
+  expect_keys(db, n + 1, "after kill -9 and a rebuild");
+  sochdb_close(db);
+}
