@@ -33,6 +33,7 @@
 extern char **environ;
 
 #define SPAWN_WAIT_MS   5000
+#define SPAWN_ATTEMPTS  3
 #define DAEMON_RETRY_NS 1000000000ull   /* after a failed start, try again a second later */
 
 static uint64_t now_ns(void)
@@ -145,6 +146,19 @@ static int spawn_daemon(sochdb *db)
   return SOCHDB_OK;
 }
 
+/* Spawn one daemon and wait until it holds DIR/LOCK. */
+static int spawn_and_wait(sochdb *db)
+{
+  int rc = spawn_daemon(db);
+  for (unsigned waited = 0; rc == SOCHDB_OK && daemon_running(db->lock_fd) != 1; waited += 2) {
+    if (waited >= SPAWN_WAIT_MS)
+      return sdb_fail(SOCHDB_DAEMON, "%s did not take %s/LOCK within %u ms (see %s/sochdbd.log)",
+                      db->daemon_path, db->dir, SPAWN_WAIT_MS, db->dir);
+    sleep_ms(2);
+  }
+  return rc;
+}
+
 static int start_daemon(sochdb *db, unsigned max_wait_ms)
 {
   char path[4200];
@@ -162,16 +176,15 @@ static int start_daemon(sochdb *db, unsigned max_wait_ms)
   if (waited >= max_wait_ms)
     rc = sdb_fail(SOCHDB_DAEMON, "another process has been starting the daemon of %s for %u ms", db->dir,
                   waited);
-  else if (daemon_running(db->lock_fd) == 0) {   /* nobody started one while we waited */
-    rc = spawn_daemon(db);
-    for (unsigned waited = 0; rc == SOCHDB_OK && daemon_running(db->lock_fd) != 1; waited += 2) {
-      if (waited >= SPAWN_WAIT_MS) {
-        rc = sdb_fail(SOCHDB_DAEMON, "%s did not take %s/LOCK within %u ms (see %s/sochdbd.log)",
-                      db->daemon_path, db->dir, SPAWN_WAIT_MS, db->dir);
-        break;
-      }
-      sleep_ms(2);
-    }
+  else {
+    /* A daemon killed while it starts (a kill -9 aimed at the daemon of
+    ** this directory, say) reports failure like one that cannot start: try
+    ** a few times before telling the caller, so that one kill never makes
+    ** an open or a commit fail. */
+    for (unsigned attempt = 0; attempt < SPAWN_ATTEMPTS && daemon_running(db->lock_fd) == 0; attempt++)
+      rc = spawn_and_wait(db);
+    if (rc != SOCHDB_OK && daemon_running(db->lock_fd) == 1)
+      rc = SOCHDB_OK;   /* a daemon serves the directory after all */
   }
   close(spawn_fd);   /* drops the spawn lock */
   return rc;

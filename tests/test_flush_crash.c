@@ -769,7 +769,11 @@ static void t2_child(const char *dir, int id, struct t2_shared *sh)
   struct t2_writer *me = &sh->w[id];
   sochdb_options o = fc_opts(SOCHDB_TEST_SOCHDBD, 10000);
   sochdb *db = NULL;
-  if (sochdb_open(dir, &o, &db) != SOCHDB_OK) _exit(2);
+  int orc = sochdb_open(dir, &o, &db);
+  if (orc != SOCHDB_OK) {
+    fprintf(stderr, "writer open: %s (%s)\n", sochdb_strerror(orc), sochdb_last_error());
+    _exit(2);
+  }
   atomic_store(&me->opened, 1);
   char ka[32], kb[32], kn[32], v[T2_VLEN], nv[32];
   for (long n = 1; !atomic_load(&sh->stop); n++) {
