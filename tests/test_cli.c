@@ -786,3 +786,48 @@ Test(cli, backup_while_a_writer_commits_copies_one_snapshot)
   sochdb_close(copy);
   drop_side_db(dst);
 }
+
+/* ---- sochdb bench ------------------------------------------------------------------ */
+
+/* A short run on a fresh directory: every workload reported with a positive
+** rate and latencies, every value verified, and nothing left behind. */
+Test(cli, bench_runs_every_workload_and_removes_its_database)
+{
+  char dir[4300], out[8192], err[4096];
+  side_db("bench", dir, sizeof dir);
+  const char *bench[] = { "--json", "bench", dir, "--seconds", "1", "--procs", "2", NULL };
+  int rc = run_cli(bench, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 0, "bench: exit %d\nstdout: %s\nstderr: %s", rc, out, err);
+  cr_assert_not_null(strstr(out, "\"verified\":true"), "%s", out);
+  const char *names[] = { "async_put", "sync_put", "read", "scan" };
+  for (int i = 0; i < 4; i++) {
+    cr_assert_gt(json_number(out, names[i], "ops"), 0, "%s: %s", names[i], out);
+    cr_assert_gt(json_number(out, names[i], "ops_per_sec"), 0, "%s: %s", names[i], out);
+  }
+  cr_assert_eq(json_number(out, "sync_put", "procs"), 2, "%s", out);
+  cr_assert_eq(json_number(out, "read", "procs"), 2, "%s", out);
+  /* The scan saw exactly the keys both writers committed. */
+  cr_assert_eq(json_number(out, "scan", "ops"),
+               json_number(out, "async_put", "ops") + json_number(out, "sync_put", "ops"), "%s", out);
+  cr_assert_neq(access(dir, F_OK), 0, "bench left %s behind", dir);
+  drop_side_db(dir);
+}
+
+/* A directory holding anything is refused (usage error), and left as it was. */
+Test(cli, bench_refuses_a_directory_that_is_not_empty)
+{
+  char dir[4300], file[4400], out[4096], err[4096];
+  side_db("bench-full", dir, sizeof dir);
+  cr_assert_eq(mkdir(dir, 0755), 0, "mkdir %s: %s", dir, strerror(errno));
+  snprintf(file, sizeof file, "%s/precious", dir);
+  int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  cr_assert_geq(fd, 0);
+  close(fd);
+  const char *bench[] = { "bench", dir, "--seconds", "1", "--procs", "2", NULL };
+  int rc = run_cli(bench, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 2, "bench into a non-empty directory: exit %d\nstderr: %s", rc, err);
+  cr_assert_not_null(strstr(err, "not an empty directory"), "%s", err);
+  cr_assert_eq(access(file, F_OK), 0, "bench removed %s", file);
+  cr_assert_eq(out[0], '\0', "%s", out);
+  tu_rmrf(dir);
+}

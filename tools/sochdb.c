@@ -1284,10 +1284,11 @@ static void print_usage(FILE *f)
   fputs("  dump    write every key-value pair to a file (a binary dump)\n"
         "  load    store the pairs of a dump, in batched transactions\n"
         "  backup  copy one consistent snapshot into a new database (logical copy)\n"
-        "  table   create, load (CSV) and scan columnar tables: 'sochdb table --help'\n", f);
+        "  table   create, load (CSV) and scan columnar tables: 'sochdb table --help'\n"
+        "  bench   a quick benchmark (puts, durable puts, reads, a scan) on a scratch DIR\n", f);
   fputs("\noptions:\n"
-        "  --json      machine-readable output (get, scan, stats, check, compact, and\n"
-        "              the summaries of dump, load, backup)\n"
+        "  --json      machine-readable output (get, scan, stats, check, compact, bench,\n"
+        "              and the summaries of dump, load, backup)\n"
         "  --help      this text; 'sochdb COMMAND --help' describes one command\n"
         "  --version   print the library version the tool was built with\n\n"
         "Keys and values are taken from the arguments byte for byte; write -- before\n"
@@ -1319,6 +1320,8 @@ static int usage_error(const command *cmd, const char *fmt, ...)
 /* `sochdb dump|load|backup` (tools/sochdb_xfer.c): argv[0] is the command. */
 int xfer_is_command(const char *name);
 int xfer_main(int argc, char **argv, int json);
+/* `sochdb bench` (tools/sochdb_bench.c): argv[0] is "bench". */
+int bench_main(int argc, char **argv, int json);
 
 static const command *find_command(const char *name)
 {
@@ -1417,6 +1420,8 @@ static int parse_command_line(args *a, int argc, char **argv)
     return table_main(argc - i, argv + i, a->json);
   if (xfer_is_command(argv[i]))
     return xfer_main(argc - i, argv + i, a->json);
+  if (strcmp(argv[i], "bench") == 0)
+    return bench_main(argc - i, argv + i, a->json);
   a->cmd = find_command(argv[i]);
   if (a->cmd == NULL)
     return usage_error(NULL, "unknown command '%s'", argv[i]);
