@@ -17,7 +17,7 @@
 **   - within one snapshot: the same key reads the same twice; a transaction
 **     seen in one key is seen in every key of it the snapshot read; a
 **     register agrees with the last operation its event list shows; the
-**     accounts add up;
+**     accounts add up (both banks: the "B/" keys, the table's "U/" rows);
 **   - committed appends are where their writer put them (no lost update), and
 **     present in the final state, all or none of a transaction's keys
 **     (durable ones at least, when the region was removed: an acknowledged
@@ -42,7 +42,7 @@ enum { OB_ABSENT, OB_VAL, OB_CORRUPT };
 enum { RO_WORKER, RO_INIT, RO_FINAL, RO_PRE };
 enum { OUT_NONE, OUT_OK, OUT_DAEMON, OUT_CONFLICT, OUT_FAIL };
 enum { ST_COMMITTED, ST_ABORTED, ST_UNKNOWN, ST_PRESENT };
-enum { K_OTHER, K_LIST, K_REG, K_ACCT, K_GEN };
+enum { K_OTHER, K_LIST, K_REG, K_ACCT, K_RACCT, K_GEN };
 enum { E_WW = 1, E_WR = 2, E_RW = 4 };
 
 typedef struct obs {
@@ -106,6 +106,8 @@ typedef struct ck {
   int region_removed;
   unsigned accounts;
   int64_t balance;
+  unsigned row_accounts;     /* the table's row bank ("U/" rows) */
+  int64_t row_balance;
   txn *tx;   size_t ntx, captx;
   rd *rd;    size_t nrd, caprd;
   wr *wr;    size_t nwr, capwr;
@@ -272,13 +274,13 @@ static void key_classify(key *k)
   if (strlen(n) < 3 || n[1] != '/') return;
   k->fam = n[0];
   char *end;
-  if ((n[0] == 'L' || n[0] == 'E') && strlen(n) == 13 && n[6] == '/') {
+  if ((n[0] == 'L' || n[0] == 'E' || n[0] == 'F' || n[0] == 'T') && strlen(n) == 13 && n[6] == '/') {
     k->idx = (unsigned)strtoul(n + 2, &end, 16);
     k->gen = (unsigned)strtoul(n + 7, &end, 16);
     k->kind = K_LIST;
-  } else if (n[0] == 'D' || n[0] == 'B') {
+  } else if (n[0] == 'D' || n[0] == 'V' || n[0] == 'B' || n[0] == 'U') {
     k->idx = (unsigned)strtoul(n + 2, &end, 16);
-    k->kind = *end ? K_OTHER : n[0] == 'D' ? K_REG : K_ACCT;
+    k->kind = *end ? K_OTHER : n[0] == 'D' || n[0] == 'V' ? K_REG : n[0] == 'B' ? K_ACCT : K_RACCT;
   } else if (n[0] == 'G') {
     k->kind = K_GEN;
   }
@@ -521,6 +523,8 @@ static int parse_meta(ck *c, const char *dir)
     double d;
     if (sscanf(line, "accounts=%lld", &v) == 1) c->accounts = (unsigned)v;
     if (sscanf(line, "balance=%lld", &v) == 1) c->balance = v;
+    if (sscanf(line, "row_accounts=%lld", &v) == 1) c->row_accounts = (unsigned)v;
+    if (sscanf(line, "row_balance=%lld", &v) == 1) c->row_balance = v;
     if (sscanf(line, "region_removed=%lld", &v) == 1) c->region_removed = v != 0;
     if (sscanf(line, "seconds=%lf", &d) == 1) c->rep->seconds = d;
   }
@@ -673,14 +677,17 @@ static wr *write_of(const ck *c, const txn *t, uint32_t k)
 ** the chain empty from generation 0, or 1 (no id has counter 1 in worker 0
 ** except setup, which writes no register) when it cannot tell. */
 #define OP_UNKNOWN 1
-static uint64_t last_op(const ck *c, const txn *t, unsigned r)
+/* The event chain family of a register: "D/" registers log in "E/", the
+** table's row registers ("V/") in "F/". */
+#define EVENTS(k) ((k)->fam == 'V' ? 'F' : 'E')
+static uint64_t last_op(const ck *c, const txn *t, char fam, unsigned r)
 {
   int64_t best = -1;
   uint64_t op = OP_UNKNOWN;
   for (uint32_t i = 0; i < t->nrd; i++) {
     const rd *x = &c->rd[t->rd0 + i];
     const key *k = &c->keys[x->key];
-    if (k->kind != K_LIST || k->fam != 'E' || k->idx != r) continue;
+    if (k->kind != K_LIST || k->fam != fam || k->idx != r) continue;
     if (x->o.st == OB_VAL && x->o.nids && (int64_t)k->gen > best) {
       best = k->gen;
       op = obs_ids(c, &x->o)[x->o.nids - 1];
@@ -701,7 +708,7 @@ static void add_pre_txns(ck *c)
     const rd *x = &c->rd[ini->rd0 + i];
     const key *k = &c->keys[x->key];
     if (k->kind != K_REG) continue;
-    uint64_t op = last_op(c, &c->tx[c->ini], k->idx);
+    uint64_t op = last_op(c, &c->tx[c->ini], EVENTS(k), k->idx);
     if (op <= OP_UNKNOWN || txn_of(c, op) != NONE) continue;
     uint32_t t = add_pre(c, op);
     wr *w = PUSH(c->wr, c->nwr, c->capwr);
@@ -938,24 +945,31 @@ static void check_fractured(ck *c, txn *t, uint32_t stamp)
   }
 }
 
-/* Every account read (by get or scan) in t: their sum. */
-static void check_bank(ck *c, const txn *t)
+/* Every account of one bank family (K_ACCT: "B/" keys, K_RACCT: the
+** table's "U/" rows) read (by get or scan) in t: their sum. */
+static void check_bank_family(ck *c, const txn *t, uint8_t kind, unsigned accounts, int64_t balance)
 {
   unsigned n = 0;
   int64_t sum = 0;
   for (uint32_t i = 0; i < t->nrd; i++) {
     const key *k = &c->keys[c->rd[t->rd0 + i].key];
-    if (k->kind != K_ACCT || k->idx >= c->accounts || k->first_rd != t->rd0 + i) continue;
+    if (k->kind != kind || k->idx >= accounts || k->first_rd != t->rd0 + i) continue;
     const obs *o = &c->rd[k->first_rd].o;
     if (o->st == OB_CORRUPT) return;
     n++;
     sum += o->st == OB_VAL ? o->num : 0;
   }
-  if (n < c->accounts || !c->accounts) return;
+  if (n < accounts || !accounts) return;
   c->rep->bank_snapshots++;
-  if (sum != (int64_t)c->accounts * c->balance)
-    anomaly(c, CK_BANK_SUM, "%s saw all %u accounts sum to %lld, not %lld", idstr(t->id), c->accounts,
-            (long long)sum, (long long)c->accounts * c->balance);
+  if (sum != (int64_t)accounts * balance)
+    anomaly(c, CK_BANK_SUM, "%s saw all %u %s sum to %lld, not %lld", idstr(t->id), accounts,
+            kind == K_ACCT ? "accounts" : "row accounts", (long long)sum, (long long)accounts * balance);
+}
+
+static void check_bank(ck *c, const txn *t)
+{
+  check_bank_family(c, t, K_ACCT, c->accounts, c->balance);
+  check_bank_family(c, t, K_RACCT, c->row_accounts, c->row_balance);
 }
 
 /* Each register t read along with its event list: value = what the last event did. */
@@ -964,7 +978,7 @@ static void check_registers(ck *c, const txn *t, uint32_t stamp)
   for (uint32_t i = 0; i < t->nrd; i++) {
     const key *rk = &c->keys[c->rd[t->rd0 + i].key];
     if (rk->kind != K_REG || rk->stamp != stamp || (uint32_t)(t->rd0 + i) != rk->first_rd) continue;
-    uint64_t op = last_op(c, t, rk->idx);
+    uint64_t op = last_op(c, t, EVENTS(rk), rk->idx);
     if (op == OP_UNKNOWN) continue;
     const obs *o = &c->rd[rk->first_rd].o;
     uint32_t w = op ? txn_of(c, op) : NONE;

@@ -9,7 +9,8 @@
 ** A check unit is one directory:
 **   meta          key=value lines: accounts=K, balance=B (each account's
 **                 initial balance: every snapshot of all K accounts sums to
-**                 K*B), region_removed=0|1 (the region file was removed
+**                 K*B), optionally row_accounts=, row_balance= (the same for
+**                 the table's row bank, "U/" keys), region_removed=0|1 (the region file was removed
 **                 before final.state was read, so final.state is the state
 **                 rebuilt from the WAL), optionally workers=, seconds=, crash=
 **   init.state    (optional) the state before the unit: every id in it is an
@@ -54,6 +55,12 @@
 ** writer's id) or delete is appended, in the same transaction, to the list
 ** chain "E/<r>/<gen>"; "B/..." are bank accounts (num = balance, id = the
 ** writer); "G/..." are generation pointers (num); other keys are ignored.
+** Rows of the columnar table are logged under pseudo-keys: "T/iiii/gggggg"
+** (the list column of a table chain's row: a list key like "L/...") and
+** "U/aaaa" (the row bank: num = the bal column; a projected {id, bal} read
+** has no ids, "<bal>:0:0:"), a second bank family summing to
+** row_accounts*row_balance; "V/<r>" (a row register, like "D/<r>", whose
+** events are appended to the key-value list chain "F/<r>/<gen>").
 */
 #ifndef SOCHDB_STRESS_CHECKER_H
 #define SOCHDB_STRESS_CHECKER_H

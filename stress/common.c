@@ -39,6 +39,8 @@ void st_cfg_defaults(st_cfg *c)
   c->cycle_ms = 2000;
   c->remove_pct = 30;
   c->stall_s = 60;
+  c->table_pct = 13;
+  c->table_keys = 16;
 }
 
 sochdb *st_open_db(const st_cfg *c)
@@ -292,4 +294,55 @@ void st_buf_obs(st_buf *b, const st_val *v)
     if (i) st_buf_printf(b, ",");
     st_buf_id(b, v->ids[i]);
   }
+}
+
+/* ------------------------------------------------------------ the table */
+
+const sochdb_column st_table_cols[ST_TCOLS] = {
+  { "id", SOCHDB_INT64, 0 },
+  { "list", SOCHDB_BYTES, 0 },
+  { "bal", SOCHDB_INT64, 0 },
+  { "note", SOCHDB_STRING, SOCHDB_NULLABLE },
+  { "val", SOCHDB_DOUBLE, 0 },
+};
+
+int64_t st_row_pk(unsigned idx, unsigned gen)
+{
+  return ((int64_t)idx << 24) | (int64_t)gen;
+}
+
+void st_row_key(char *out, size_t n, int64_t pk)
+{
+  if (pk >= ST_ROW_REG)
+    snprintf(out, n, "V/%04llx", (unsigned long long)(pk - ST_ROW_REG));
+  else if (pk >= ST_ROW_BANK)
+    snprintf(out, n, "U/%04llx", (unsigned long long)(pk - ST_ROW_BANK));
+  else
+    st_chain_key(out, n, 'T', (unsigned)(pk >> 24), (unsigned)(pk & 0xffffff));
+}
+
+int st_table_get(sochdb *db, int create, sochdb_table **out)
+{
+  int rc = SOCHDB_CONFLICT;
+  *out = NULL;
+  for (int attempt = 0; attempt < 100; attempt++) {
+    sochdb_txn *t = NULL;
+    rc = sochdb_txn_begin(db, create ? 0 : SOCHDB_TXN_READONLY, &t);
+    if (rc != SOCHDB_OK) {
+      st_sleep_ms(20);
+      continue;
+    }
+    if (create) {
+      rc = sochdb_table_create(t, ST_TABLE, st_table_cols, ST_TCOLS);
+      rc = rc == SOCHDB_OK ? sochdb_commit(t, SOCHDB_SYNC) : (sochdb_abort(t), rc);
+      if (rc == SOCHDB_OK) return SOCHDB_OK;
+    } else {
+      rc = sochdb_table_open(t, ST_TABLE, st_table_cols, ST_TCOLS, out);
+      sochdb_abort(t);
+      if (rc == SOCHDB_OK) return SOCHDB_OK;
+    }
+    if (rc != SOCHDB_CONFLICT && rc != SOCHDB_BUSY && rc != SOCHDB_DAEMON) return rc;
+    st_sleep_ms(20);
+  }
+  return rc;
 }

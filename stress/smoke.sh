@@ -3,7 +3,9 @@
 # about a minute and a half on a 2-core machine.
 #
 #   1. a normal run: workers for SOCHDB_SMOKE_SECONDS (20) seconds, then the
-#      snapshot-isolation check of every history;
+#      snapshot-isolation check of every history; 2 MiB memtables, so the
+#      key-value data and the columnar table's rows (the table workload is on
+#      by default) go through flushes and compactions into SSTable blocks;
 #   2. the checker's own sanity: a short run whose workload loses updates on
 #      purpose (--fault lost-update) must be caught (exit 1);
 #   3. a crash run: SOCHDB_SMOKE_CYCLES (30) cycles killing workers and the
@@ -45,7 +47,7 @@ start=$SECONDS
 step() { printf '\n==> smoke: %s\n' "$*"; }
 
 step "normal run: $WORKERS workers, $SECONDS_NORMAL s"
-"$STRESS" run --workers "$WORKERS" --seconds "$SECONDS_NORMAL" --dir "$WORK/run"
+"$STRESS" run --workers "$WORKERS" --seconds "$SECONDS_NORMAL" --memtable-mb 2 --dir "$WORK/run"
 
 step "the checker catches a planted lost update"
 rc=0

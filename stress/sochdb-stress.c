@@ -40,6 +40,9 @@ static void usage(FILE *out)
           "  --large-pct P      read-modify-writes with 64 KiB - 1 MiB of padding [1]\n"
           "  --region-mb N      shared region size [library default]\n"
           "  --memtable-mb N    memtable size: small ones flush and compact often [library default]\n"
+          "  --table-pct P      transactions on the columnar table (row appends, transfers,\n"
+          "                     audits, filtered scans) [13]\n"
+          "  --table-keys N     list chains kept in table rows [16]\n"
           "  --seed N           random seed [time and pid]\n"
           "  --stall-s S        no progress this long is a hang [60]\n"
           "  --keep             keep the run directory even when it passed\n"
@@ -53,7 +56,7 @@ static void usage(FILE *out)
 
 enum { O_DIR = 256, O_WORKERS, O_SECONDS, O_OPS, O_KEYS, O_HOT, O_HOT_PCT, O_MAXLEN, O_ACCOUNTS, O_BALANCE,
        O_REGISTERS, O_SYNC_PCT, O_LARGE_PCT, O_REGION_MB, O_SEED, O_STALL, O_KEEP, O_CYCLES, O_CYCLE_MS,
-       O_REMOVE_PCT, O_FAULT, O_MEMTABLE_MB };
+       O_REMOVE_PCT, O_FAULT, O_MEMTABLE_MB, O_TABLE_PCT, O_TABLE_KEYS };
 
 static const struct option options[] = {
   { "dir", 1, 0, O_DIR }, { "workers", 1, 0, O_WORKERS }, { "seconds", 1, 0, O_SECONDS }, { "ops", 1, 0, O_OPS },
@@ -62,6 +65,7 @@ static const struct option options[] = {
   { "sync-pct", 1, 0, O_SYNC_PCT }, { "large-pct", 1, 0, O_LARGE_PCT }, { "region-mb", 1, 0, O_REGION_MB },
   { "seed", 1, 0, O_SEED }, { "stall-s", 1, 0, O_STALL }, { "keep", 0, 0, O_KEEP }, { "cycles", 1, 0, O_CYCLES },
   { "cycle-ms", 1, 0, O_CYCLE_MS }, { "remove-pct", 1, 0, O_REMOVE_PCT }, { "fault", 1, 0, O_FAULT }, { "memtable-mb", 1, 0, O_MEMTABLE_MB },
+  { "table-pct", 1, 0, O_TABLE_PCT }, { "table-keys", 1, 0, O_TABLE_KEYS },
   { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
 };
 
@@ -120,6 +124,8 @@ static void set_option(st_cfg *c, int o, const char *a)
   case O_REMOVE_PCT: c->remove_pct = pct(name, a); break;
   case O_FAULT:      c->fault = fault_kind(a); break;
   case O_MEMTABLE_MB: c->memtable_mb = (size_t)number(name, a, 1, 1 << 20); break;
+  case O_TABLE_PCT:  c->table_pct = pct(name, a); break;
+  case O_TABLE_KEYS: c->table_keys = (unsigned)number(name, a, 1, 65535); break;
   }
 }
 

@@ -54,6 +54,8 @@ typedef struct st_cfg {
   size_t memtable_mb;     /* memtable arena size, 0 = the library's default */
   unsigned stall_s;       /* no progress for this long = the engine hangs */
   int fault;              /* ST_FAULT_*: the workload misbehaves on purpose, to test the checker */
+  unsigned table_pct;     /* share of transactions that use the columnar table (0 = none) */
+  unsigned table_keys;    /* list chains kept in table rows */
 } st_cfg;
 
 enum { ST_FAULT_NONE, ST_FAULT_LOST_UPDATE, ST_FAULT_ABORTED_READ, ST_FAULT_BANK };
@@ -115,6 +117,30 @@ size_t st_val_encode(const st_val *v, st_buf *scratch);
 void st_buf_obs(st_buf *b, const st_val *v);
 void st_buf_id(st_buf *b, uint64_t id);
 
+/* ------------------------------------------------------------ the table */
+
+/* One columnar table, ST_TABLE, created at setup: id int64 (pk), list bytes
+** (an encoded st_val, as a list key's value), bal int64, note string
+** (nullable: NULL or the writer's id), val double (the list's id count).
+** Rows [0, 2^40) are list chains: row (idx << 24 | gen) is generation gen of
+** chain idx, logged as the pseudo-key "T/iiii/gggggg" (a list key for the
+** checker); rows 2^40 + a are the row bank, logged as "U/aaaa" (bal = num);
+** rows 2^41 + r are row registers, logged as "V/rrrr" (put: list = the
+** writer's id; or deleted), each put or delete appended in the same
+** transaction to the key-value event chain "F/rrrr/gggggg". */
+#define ST_TABLE       "stress"
+#define ST_ROW_BANK    (INT64_C(1) << 40)
+#define ST_ROW_REG     (INT64_C(1) << 41)
+#define ST_TCOLS       5
+enum { ST_C_ID, ST_C_LIST, ST_C_BAL, ST_C_NOTE, ST_C_VAL };
+extern const sochdb_column st_table_cols[ST_TCOLS];
+
+int64_t st_row_pk(unsigned idx, unsigned gen);   /* a chain generation's primary key */
+/* The pseudo-key of primary key pk ("T/..." or "U/..."). */
+void st_row_key(char *out, size_t n, int64_t pk);
+/* Open (or, with create, create) the table in a transaction of its own, retrying conflicts. */
+int st_table_get(sochdb *db, int create, sochdb_table **out);
+
 /* ------------------------------------------------------------ logged transactions */
 
 typedef struct st_tx {
@@ -147,6 +173,22 @@ int  st_tx_end(st_tx *x, int commit, unsigned flags);
 /* Drop a transaction without logging anything (the begin failed, a read failed). */
 void st_tx_drop(st_tx *x);
 
+/* Table rows, logged under their pseudo-keys (st_row_key). What a read gets:
+** ST_ROW_ALL every column, checked to agree with each other (else the
+** observation is corrupt); ST_ROW_LIST {id, list} (the same observation);
+** ST_ROW_BAL {id, bal} (v->num = bal, no ids: for the row bank). */
+enum { ST_ROW_ALL, ST_ROW_LIST, ST_ROW_BAL };
+int  st_tx_row_get(st_tx *x, sochdb_table *tb, int64_t pk, int mode, st_val *v);
+/* Put row pk: list = v encoded, bal = v->num, val = v->nids, note = the
+** last id (with_note) or NULL. */
+int  st_tx_row_put(st_tx *x, sochdb_table *tb, int64_t pk, const st_val *v, int with_note);
+int  st_tx_row_del(st_tx *x, sochdb_table *tb, int64_t pk);
+/* Scan rows [pklo, pkhi), logged as the scan of pseudo-keys [klo, khi): by
+** the primary key range, or (by_filter) over the whole table with a filter
+** id BETWEEN pklo AND pkhi - 1. fn (may be NULL) sees each row. */
+int  st_tx_row_scan(st_tx *x, sochdb_table *tb, int64_t pklo, int64_t pkhi, const char *klo, const char *khi,
+                    int mode, int by_filter, st_scan_fn *fn, void *arg, st_val *tmp);
+
 /* ------------------------------------------------------------ processes */
 
 /* Per-worker progress, in memory shared by the supervisor and its children. */
@@ -160,7 +202,7 @@ typedef struct st_slot {
 typedef struct st_shared {
   st_slot slot[ST_MAX_WORKERS];
   char region_path[4096];     /* the region file, learned by the setup child */
-  uint32_t gens[2][65536];    /* the chains' newest generations at the last state read (L, E) */
+  uint32_t gens[3][65536];    /* the chains' newest generations at the last state read (L, E, F) */
 } st_shared;
 
 /* worker.c: one worker process; never returns. */

@@ -285,8 +285,9 @@ static void write_meta(const sup *s, int crash, int removed, double seconds)
   }
   const st_cfg *c = s->c;
   fprintf(f, "accounts=%u\nbalance=%lld\nregion_removed=%d\ncrash=%d\nworkers=%d\nseconds=%.3f\nseed=%llu\n"
-          "keys=%u\nmaxlen=%u\nregisters=%u\n", c->accounts, (long long)c->balance, removed, crash, c->workers,
-          seconds, (unsigned long long)c->seed, c->keys, c->maxlen, c->registers);
+          "keys=%u\nmaxlen=%u\nregisters=%u\nrow_accounts=%u\nrow_balance=%lld\ntable_pct=%u\n", c->accounts,
+          (long long)c->balance, removed, crash, c->workers, seconds, (unsigned long long)c->seed, c->keys, c->maxlen,
+          c->registers, c->accounts, (long long)c->balance, c->table_pct);
   fclose(f);
 }
 

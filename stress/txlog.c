@@ -164,3 +164,136 @@ void st_tx_drop(st_tx *x)
   x->t = NULL;
   st_buf_free(&x->body);
 }
+
+/* ------------------------------------------------------------ table rows */
+
+/* The observation of a row read with the columns of `mode` (ST_ROW_*). */
+static void row_obs(int64_t pk, const sochdb_value *o, int mode, st_val *v)
+{
+  if (mode == ST_ROW_LIST) {
+    if (o[0].is_null || o[0].i64 != pk || o[1].is_null) {
+      v->present = 1;
+      v->corrupt = 1;
+      v->nids = 0;
+    } else {
+      st_val_decode(o[1].bytes, o[1].len, v);
+    }
+    return;
+  }
+  if (mode == ST_ROW_BAL) {
+    memset(v, 0, offsetof(st_val, ids));
+    v->present = 1;
+    v->num = o[1].i64;
+    v->corrupt = o[0].is_null || o[0].i64 != pk || o[1].is_null;
+    return;
+  }
+  if (o[ST_C_ID].is_null || o[ST_C_ID].i64 != pk || o[ST_C_LIST].is_null) {
+    v->present = 1;
+    v->corrupt = 1;
+    v->nids = 0;
+    return;
+  }
+  st_val_decode(o[ST_C_LIST].bytes, o[ST_C_LIST].len, v);
+  if (v->corrupt) return;
+  /* the other columns must agree with the list */
+  int bad = o[ST_C_BAL].is_null || o[ST_C_BAL].i64 != v->num || o[ST_C_VAL].is_null ||
+            o[ST_C_VAL].f64 != (double)v->nids;
+  if (!o[ST_C_NOTE].is_null) {
+    char want[40];
+    uint64_t last = v->nids ? v->ids[v->nids - 1] : 0;
+    int n = snprintf(want, sizeof want, "%x.%llx", (unsigned)ST_ID_W(last), (unsigned long long)ST_ID_C(last));
+    bad |= !v->nids || o[ST_C_NOTE].len != (size_t)n || memcmp(o[ST_C_NOTE].bytes, want, (size_t)n) != 0;
+  }
+  if (bad) v->corrupt = 1;
+}
+
+static const unsigned *proj(int mode)
+{
+  static const unsigned bal[2] = { ST_C_ID, ST_C_BAL }, list[2] = { ST_C_ID, ST_C_LIST };
+  return mode == ST_ROW_ALL ? NULL : mode == ST_ROW_BAL ? bal : list;
+}
+
+int st_tx_row_get(st_tx *x, sochdb_table *tb, int64_t pk, int mode, st_val *v)
+{
+  sochdb_value key = { .i64 = pk }, o[ST_TCOLS];
+  int rc = sochdb_row_get(x->t, tb, &key, proj(mode), mode == ST_ROW_ALL ? ST_TCOLS : 2, o);
+  if (rc == SOCHDB_NOTFOUND) {
+    v->present = 0;
+    v->corrupt = 0;
+    v->nids = 0;
+  } else if (rc == SOCHDB_OK) {
+    row_obs(pk, o, mode, v);
+  } else {
+    return rc;
+  }
+  char name[64];
+  st_row_key(name, sizeof name, pk);
+  log_line(x, 'R', name, v);
+  return SOCHDB_OK;
+}
+
+int st_tx_row_put(st_tx *x, sochdb_table *tb, int64_t pk, const st_val *v, int with_note)
+{
+  size_t n = st_val_encode(v, x->scratch);
+  char note[40];
+  int nl = 0;
+  if (with_note && v->nids) {
+    uint64_t last = v->ids[v->nids - 1];
+    nl = snprintf(note, sizeof note, "%x.%llx", (unsigned)ST_ID_W(last), (unsigned long long)ST_ID_C(last));
+  }
+  sochdb_value row[ST_TCOLS] = {
+    [ST_C_ID] = { .i64 = pk },
+    [ST_C_LIST] = { .bytes = x->scratch->p, .len = n },
+    [ST_C_BAL] = { .i64 = v->num },
+    [ST_C_NOTE] = { .is_null = nl == 0, .bytes = note, .len = (size_t)nl },
+    [ST_C_VAL] = { .f64 = (double)v->nids },
+  };
+  int rc = sochdb_row_put(x->t, tb, row);
+  if (rc == SOCHDB_OK) {
+    char name[64];
+    st_row_key(name, sizeof name, pk);
+    log_line(x, 'W', name, v);
+  }
+  return rc;
+}
+
+int st_tx_row_del(st_tx *x, sochdb_table *tb, int64_t pk)
+{
+  sochdb_value key = { .i64 = pk };
+  int rc = sochdb_row_delete(x->t, tb, &key);
+  if (rc == SOCHDB_OK) {
+    char name[64];
+    st_row_key(name, sizeof name, pk);
+    st_buf_printf(&x->body, "W %s -\n", name);
+  }
+  return rc;
+}
+
+int st_tx_row_scan(st_tx *x, sochdb_table *tb, int64_t pklo, int64_t pkhi, const char *klo, const char *khi,
+                   int mode, int by_filter, st_scan_fn *fn, void *arg, st_val *v)
+{
+  sochdb_value lo = { .i64 = pklo }, hi = { .i64 = pkhi }, o[ST_TCOLS];
+  sochdb_filter f = { .column = ST_C_ID, .op = SOCHDB_BETWEEN, .value = { .i64 = pklo },
+                      .value2 = { .i64 = pkhi - 1 } };
+  sochdb_scan *s = NULL;
+  int rc = sochdb_table_scan(x->t, tb, by_filter ? NULL : &lo, by_filter ? NULL : &hi, proj(mode),
+                             mode == ST_ROW_ALL ? ST_TCOLS : 2, by_filter ? &f : NULL, &s);
+  if (rc != SOCHDB_OK) return rc;
+  st_buf_printf(&x->body, "S %s %s\n", klo, khi);
+  char name[64];
+  while ((rc = sochdb_scan_next(s, o)) == SOCHDB_OK) {
+    int64_t pk = o[0].i64;
+    if (pk < pklo || pk >= pkhi) {   /* outside what was asked for: never a valid row of the range */
+      rc = SOCHDB_CORRUPT;
+      break;
+    }
+    row_obs(pk, o, mode, v);
+    st_row_key(name, sizeof name, pk);
+    log_line(x, 'R', name, v);
+    if (fn) fn(arg, name, strlen(name), v);
+  }
+  sochdb_scan_close(s, NULL);
+  if (rc != SOCHDB_NOTFOUND) return rc;
+  st_buf_printf(&x->body, "Z\n");
+  return SOCHDB_OK;
+}

@@ -14,7 +14,17 @@
 **   transfer move money between two bank accounts;
 **   audit    read every account (gets or a scan);
 **   long     a read-only snapshot kept open across many transactions of
-**            this worker, re-reading the same keys, then closed.
+**            this worker, re-reading the same keys, then closed;
+** and, in --table-pct of the transactions, on the columnar table:
+**   trmw     list appends to 1-3 chains of table rows (row gets or a row
+**            scan, then row puts), half with a key-value list append too;
+**   ttransfer  move money between two row accounts (the row bank);
+**   taudit   every row account, by a projected {id, bal} scan or gets;
+**   tscan    a filtered projected scan of a run of chains, re-read in the
+**            same snapshot by full-row gets; half of them read a row
+**            register with its event chain too;
+**   treg     put or delete of a row register, logged in the same
+**            transaction in its key-value event chain F.
 ** Write commits use SOCHDB_SYNC or SOCHDB_ASYNC at random.
 */
 #include "stress.h"
@@ -40,6 +50,8 @@ typedef struct wk {
   const st_cfg *c;
   st_slot *slot;
   sochdb *db;
+  sochdb_table *tb;   /* the columnar table, open for the worker's life */
+  unsigned tgen[65536]; /* per table chain: a generation this worker saw exist (rows are never deleted) */
   uint32_t wid;
   uint64_t ctr;
   uint64_t rng;
@@ -356,6 +368,242 @@ static int do_audit(wk *w)
   return finish(w, &x, read_accounts(w, &x, chance(w, 50)), "audit");
 }
 
+/* ------------------------------------------------------------ the table */
+
+/* A list chain in table rows: generation g of chain idx is row st_row_pk(idx, g). */
+typedef struct tchain {
+  unsigned idx, gen;  /* the generation an append goes to */
+  int ok;             /* read without error and not corrupt */
+  st_val cur;         /* its list in our snapshot (absent: the append starts it) */
+} tchain;
+
+static unsigned pick_tkey(wk *w)
+{
+  unsigned n = w->c->table_keys;
+  return n > 2 && chance(w, w->c->hot_pct) ? st_below(&w->rng, 2) : st_below(&w->rng, n);
+}
+
+static void pick_tkeys(wk *w, unsigned *out, unsigned n)
+{
+  if (n > w->c->table_keys) n = w->c->table_keys;
+  for (unsigned i = 0; i < n; i++) {
+    unsigned k, dup;
+    do {
+      k = pick_tkey(w);
+      dup = 0;
+      for (unsigned j = 0; j < i; j++) dup |= out[j] == k;
+    } while (dup);
+    out[i] = k;
+  }
+}
+
+static void tchain_range(unsigned idx, char *lo, char *hi, size_t n)
+{
+  st_chain_key(lo, n, 'T', idx, 0);
+  st_chain_end(hi, n, 'T', idx);
+}
+
+/* What a scan of a chain's rows saw last: the newest generation. */
+typedef struct tlast {
+  int64_t pk[64];      /* the first 64 rows */
+  unsigned n;
+  int64_t last;        /* the last row's */
+  st_val v;
+} tlast;
+
+static void note_row(void *arg, const char *key, size_t klen, const st_val *v)
+{
+  (void)klen;
+  tlast *l = arg;
+  if (key[0] != 'T') return;
+  unsigned long idx = strtoul(key + 2, NULL, 16), gen = strtoul(key + 7, NULL, 16);
+  l->last = st_row_pk((unsigned)idx, (unsigned)gen);
+  if (l->n < 64) l->pk[l->n] = l->last;
+  l->n++;
+  l->v = *v;
+}
+
+/* Read table chain idx in x's snapshot, from the newest generation this
+** worker saw before (a later snapshot has it too: rows are never deleted):
+** by a scan of its rows from there (all columns or {id, list}, by the key
+** range or by a filter), or by gets of the generations from there until one
+** is absent or not full. */
+static int tchain_read(wk *w, st_tx *x, unsigned idx, tchain *ch)
+{
+  static tlast l;
+  unsigned from = w->tgen[idx];
+  ch->idx = idx;
+  ch->ok = 0;
+  int rc;
+  if (chance(w, 50)) {
+    char lo[64], hi[64];
+    tchain_range(idx, lo, hi, sizeof lo);
+    st_chain_key(lo, sizeof lo, 'T', idx, from);
+    l.n = 0;
+    rc = st_tx_row_scan(x, w->tb, st_row_pk(idx, from), st_row_pk(idx + 1, 0), lo, hi,
+                        chance(w, 50) ? ST_ROW_ALL : ST_ROW_LIST, chance(w, 30), note_row, &l, &ch->cur);
+    if (rc != SOCHDB_OK) return rc;
+    if (!l.n) {
+      ch->gen = from;
+      ch->cur.present = 0;
+      ch->cur.nids = 0;
+      ch->ok = 1;
+      return SOCHDB_OK;
+    }
+    ch->cur = l.v;
+    ch->gen = (unsigned)(l.last & 0xffffff);
+    if (ch->cur.corrupt) return SOCHDB_OK;
+    w->tgen[idx] = ch->gen;
+    if (ch->cur.nids >= w->c->maxlen) {
+      ch->gen++;
+      ch->cur.present = 0;
+      ch->cur.nids = 0;
+    }
+    ch->ok = 1;
+    return SOCHDB_OK;
+  }
+  for (ch->gen = from; ch->gen < 0xffffff; ch->gen++) {
+    rc = st_tx_row_get(x, w->tb, st_row_pk(idx, ch->gen), ST_ROW_ALL, &ch->cur);
+    if (rc != SOCHDB_OK || ch->cur.corrupt) return rc;
+    if (ch->cur.present) w->tgen[idx] = ch->gen;
+    if (!ch->cur.present || ch->cur.nids < w->c->maxlen) {
+      ch->ok = 1;
+      return SOCHDB_OK;
+    }
+  }
+  return SOCHDB_OK;
+}
+
+static int tchain_append(wk *w, st_tx *x, const tchain *ch)
+{
+  st_val v = ch->cur;
+  if (!v.present) v.nids = 0;
+  if (fault(w, ST_FAULT_LOST_UPDATE) && v.nids) v.nids--;
+  v.present = 1;
+  v.corrupt = 0;
+  v.num = 0;
+  v.flags = 0;
+  v.padlen = 0;
+  v.ids[v.nids++] = x->id;
+  return st_tx_row_put(x, w->tb, st_row_pk(ch->idx, ch->gen), &v, chance(w, 50));
+}
+
+/* Row list appends on 1-3 table chains, half the time with a key-value list
+** append in the same transaction (atomic across the two models). */
+static int do_trmw(wk *w)
+{
+  st_tx x;
+  if (begin(w, &x, "trmw", 0) != SOCHDB_OK) return -1;
+  unsigned keys[3], n = 1 + st_below(&w->rng, 3);
+  if (n > w->c->table_keys) n = w->c->table_keys;
+  pick_tkeys(w, keys, n);
+  static tchain ch[3];
+  static chain kv;
+  int rc = SOCHDB_OK, with_kv = chance(w, 50);
+  for (unsigned i = 0; i < n && rc == SOCHDB_OK; i++) rc = tchain_read(w, &x, keys[i], &ch[i]);
+  if (rc == SOCHDB_OK && with_kv) rc = chain_read(w, &x, 'L', pick_list(w), &kv);
+  for (unsigned i = 0; i < n && rc == SOCHDB_OK; i++) rc = ch[i].ok ? tchain_append(w, &x, &ch[i]) : SOCHDB_CORRUPT;
+  if (rc == SOCHDB_OK && with_kv) rc = kv.ok ? chain_append(&x, &kv, 0, 0, 0) : SOCHDB_CORRUPT;
+  return finish(w, &x, rc, "trmw");
+}
+
+/* Move 1-50 between two row accounts' bal. */
+static int do_ttransfer(wk *w)
+{
+  st_tx x;
+  if (begin(w, &x, "ttransfer", 0) != SOCHDB_OK) return -1;
+  unsigned n = w->c->accounts, a = st_below(&w->rng, n), b = (a + 1 + st_below(&w->rng, n - 1)) % n;
+  int64_t amount = 1 + st_below(&w->rng, 50);
+  static st_val va, vb;
+  int rc = st_tx_row_get(&x, w->tb, ST_ROW_BANK + a, ST_ROW_ALL, &va);
+  if (rc == SOCHDB_OK) rc = st_tx_row_get(&x, w->tb, ST_ROW_BANK + b, ST_ROW_ALL, &vb);
+  if (rc == SOCHDB_OK && (!va.present || va.corrupt || !vb.present || vb.corrupt)) rc = SOCHDB_CORRUPT;
+  if (rc == SOCHDB_OK)
+    rc = st_tx_row_put(&x, w->tb, ST_ROW_BANK + a, single(&va, x.id, va.num - amount), chance(w, 50));
+  if (rc == SOCHDB_OK)
+    rc = st_tx_row_put(&x, w->tb, ST_ROW_BANK + b, single(&vb, x.id, vb.num + amount + fault(w, ST_FAULT_BANK)),
+                       chance(w, 50));
+  return finish(w, &x, rc, "ttransfer");
+}
+
+/* Every row account: a projected scan of {id, bal}, or projected gets. */
+static int do_taudit(wk *w)
+{
+  st_tx x;
+  if (begin(w, &x, "taudit", 1) != SOCHDB_OK) return -1;
+  static st_val v;
+  int rc = SOCHDB_OK;
+  if (chance(w, 70)) {
+    rc = st_tx_row_scan(&x, w->tb, ST_ROW_BANK, 2 * ST_ROW_BANK, "U/", "U0", ST_ROW_BAL, chance(w, 30), NULL, NULL, &v);
+  } else {
+    for (unsigned a = 0; a < w->c->accounts && rc == SOCHDB_OK; a++)
+      rc = st_tx_row_get(&x, w->tb, ST_ROW_BANK + a, ST_ROW_BAL, &v);
+  }
+  return finish(w, &x, rc, "taudit");
+}
+
+/* Put or delete (then reinsert, later) a row register, logged in the same
+** transaction in its key-value event chain F: the checker requires every
+** snapshot that reads both to agree, across the two models. */
+static int do_treg(wk *w)
+{
+  st_tx x;
+  if (begin(w, &x, "treg", 0) != SOCHDB_OK) return -1;
+  unsigned r = st_below(&w->rng, w->c->registers);
+  static chain ch;
+  static st_val v;
+  int rc = chain_read(w, &x, 'F', r, &ch);
+  if (rc == SOCHDB_OK) rc = st_tx_row_get(&x, w->tb, ST_ROW_REG + r, ST_ROW_ALL, &v);
+  if (rc == SOCHDB_OK && (!ch.ok || v.corrupt)) rc = SOCHDB_CORRUPT;
+  if (rc == SOCHDB_OK)
+    rc = v.present && chance(w, 50) ? st_tx_row_del(&x, w->tb, ST_ROW_REG + r)
+                                    : st_tx_row_put(&x, w->tb, ST_ROW_REG + r, single(&v, x.id, 0), chance(w, 50));
+  if (rc == SOCHDB_OK) rc = chain_append(&x, &ch, 0, 0, 0);
+  return finish(w, &x, rc, "treg");
+}
+
+/* Read a row register and its event chain (in either order). */
+static int treg_read(wk *w, st_tx *x)
+{
+  unsigned r = st_below(&w->rng, w->c->registers);
+  static chain ch;
+  static st_val v;
+  int first = chance(w, 50);
+  int rc = first ? chain_read(w, x, 'F', r, &ch) : SOCHDB_OK;
+  if (rc == SOCHDB_OK) rc = st_tx_row_get(x, w->tb, ST_ROW_REG + r, chance(w, 50) ? ST_ROW_ALL : ST_ROW_LIST, &v);
+  if (rc == SOCHDB_OK && !first) rc = chain_read(w, x, 'F', r, &ch);
+  return rc;
+}
+
+/* A filtered projected scan of {id, list} over a run of chains, then every
+** row it returned (and the generation after each chain's last) read again
+** with full-row gets in the same snapshot: the checker requires the same
+** values (a returned row) and absence (a row the scan did not return). */
+static int do_tscan(wk *w)
+{
+  st_tx x;
+  if (begin(w, &x, "tscan", 1) != SOCHDB_OK) return -1;
+  unsigned nk = w->c->table_keys, span = 1 + st_below(&w->rng, nk < 4 ? nk : 4);
+  unsigned i0 = st_below(&w->rng, nk - span + 1);
+  char lo[64], hi[64];
+  st_chain_key(lo, sizeof lo, 'T', i0, 0);
+  st_chain_end(hi, sizeof hi, 'T', i0 + span - 1);
+  static tlast l;
+  static st_val v;
+  l.n = 0;
+  int rc = st_tx_row_scan(&x, w->tb, st_row_pk(i0, 0), st_row_pk(i0 + span, 0), lo, hi, ST_ROW_LIST, chance(w, 70),
+                          note_row, &l, &v);
+  unsigned n = l.n < 64 ? l.n : 64;
+  for (unsigned i = 0; i < n && rc == SOCHDB_OK; i++) {
+    rc = st_tx_row_get(&x, w->tb, l.pk[i], ST_ROW_ALL, &v);
+    if (rc == SOCHDB_OK && (i + 1 == n || l.pk[i + 1] >> 24 != l.pk[i] >> 24))
+      rc = st_tx_row_get(&x, w->tb, l.pk[i] + 1, chance(w, 50) ? ST_ROW_ALL : ST_ROW_LIST, &v);
+  }
+  if (rc == SOCHDB_OK) rc = st_tx_row_get(&x, w->tb, st_row_pk(i0 + st_below(&w->rng, span), 0), ST_ROW_ALL, &v);
+  if (rc == SOCHDB_OK && chance(w, 50)) rc = treg_read(w, &x);
+  return finish(w, &x, rc, "tscan");
+}
+
 /* ------------------------------------------------------------ the long snapshot */
 
 /* (Re-)read everything the long snapshot watches: the same chains, every account. */
@@ -393,6 +641,16 @@ typedef int kind_fn(wk *w);
 
 static kind_fn *pick_kind(wk *w)
 {
+  static const struct { kind_fn *fn; unsigned weight; } tkinds[] = {
+    { do_trmw, 45 }, { do_ttransfer, 20 }, { do_taudit, 10 }, { do_tscan, 13 }, { do_treg, 12 },
+  };
+  if (w->tb && chance(w, w->c->table_pct)) {
+    unsigned r = st_below(&w->rng, 100);
+    for (size_t i = 0; i < sizeof tkinds / sizeof tkinds[0]; i++) {
+      if (r < tkinds[i].weight) return tkinds[i].fn;
+      r -= tkinds[i].weight;
+    }
+  }
   static const struct { kind_fn *fn; unsigned weight; } kinds[] = {
     { do_rmw, 40 }, { do_read, 14 }, { do_scan, 8 }, { do_reg, 10 },
     { do_transfer, 15 }, { do_audit, 5 }, { do_long, 8 },
@@ -431,6 +689,14 @@ void st_worker_main(const st_cfg *c, st_shared *sh, int slot, uint32_t wid, cons
   if (st_write_all(w.fd, head, (size_t)n) != 0) _exit(2);
   w.db = st_open_db(c);
   if (!w.db) _exit(3);
+  if (c->table_pct) {
+    int rc;
+    while ((rc = st_table_get(w.db, 0, &w.tb)) != SOCHDB_OK) {
+      if (st_now_ns() >= deadline_ns) _exit(0);
+      note_error(&w, "table open", rc);
+      st_sleep_ms(50);
+    }
+  }
   long fails = 0;
   for (long done = 0; st_now_ns() < deadline_ns && (c->ops == 0 || done < c->ops); done++) {
     int rc = pick_kind(&w)(&w);
@@ -443,6 +709,7 @@ void st_worker_main(const st_cfg *c, st_shared *sh, int slot, uint32_t wid, cons
     if (w.lopen && w.slot->last_ns >= w.lend_ns) long_close(&w, long_read(&w));
   }
   if (w.lopen) long_close(&w, SOCHDB_OK);
+  sochdb_table_close(w.tb);
   sochdb_close(w.db);
   _exit(0);
 }

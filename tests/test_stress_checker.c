@@ -6,7 +6,8 @@
 ** and more (stale, intermediate and non-repeatable reads, a register that
 ** disagrees with its event list, lost and half-present commits after a
 ** crash, a read-skew cycle); write skew is counted but allowed, and so is a
-** not-yet-durable commit lost with a removed region.
+** not-yet-durable commit lost with a removed region; and the same checks on
+** the table workload's pseudo-keys (row lists, the row bank, row registers).
 **
 ** A unit is written to a fresh directory (meta, init.state, two worker
 ** histories, final.state; format in stress/checker.h) and checked. The base
@@ -235,4 +236,93 @@ Test(stress_checker, write_skew_is_counted_not_failed)
   stress_report r = check(&u);
   cr_assert_eq(r.anomalies_total, 0);
   cr_assert_eq(r.write_skew, 1);
+}
+
+/* The table workload: rows of the columnar table logged under pseudo-keys —
+** "T/iiii/gggggg" list chains (checked as list keys) and "U/aaaa" the row
+** bank (its own bank family: row_accounts x row_balance). 1.4 appends to
+** table chain 0 and key-value list 2 in one transaction; 1.5 moves 10
+** between the row accounts; 2.1 audits them by a projected {id, bal} scan
+** (no ids) and reads both lists. */
+#define META_T META "row_accounts=2\nrow_balance=100\n"
+#define INIT_T \
+  "T 0.2 state r 1 2 3\nS B/ B0\nR B/0000 100:0:0:0.1\nR B/0001 100:0:0:0.1\nZ\n" \
+  "S U/ U0\nR U/0000 100:0:0:0.1\nR U/0001 100:0:0:0.1\nZ\nI 0.2\nO 0.2 ok 4\n"
+#define HIST1_T \
+  "H 1\nT 1.4 trmw s 10 11 20\nS T/0000/000000 T/0000/~\nZ\nR L/0002/000000 -\n" \
+  "W T/0000/000000 0:0:0:1.4\nW L/0002/000000 0:0:0:1.4\nI 1.4\nO 1.4 ok 30\n" \
+  "T 1.5 ttransfer a 40 41 50\nR U/0000 100:0:0:0.1\nR U/0001 100:0:0:0.1\n" \
+  "W U/0000 90:0:0:1.5\nW U/0001 110:0:0:1.5\nI 1.5\nO 1.5 ok 60\n"
+#define T21_T(u1, trow, lrow) \
+  "H 2\nT 2.1 taudit r 100 101 110\nS U/ U0\nR U/0000 90:0:0:\nR U/0001 " u1 "\nZ\n" \
+  "S T/0000/000000 T/0000/~\n" trow "Z\n" lrow "I 2.1\nO 2.1 ok 111\n"
+#define HIST2_T T21_T("110:0:0:", "R T/0000/000000 0:0:0:1.4\n", "R L/0002/000000 0:0:0:1.4\n")
+#define FINAL_T \
+  "T 0.3 state r 200 201 210\nS B/ B0\nR B/0000 100:0:0:0.1\nR B/0001 100:0:0:0.1\nZ\n" \
+  "S T/ T0\nR T/0000/000000 0:0:0:1.4\nZ\nS U/ U0\nR U/0000 90:0:0:1.5\nR U/0001 110:0:0:1.5\nZ\n" \
+  "S L/0002/000000 L/0002/~\nR L/0002/000000 0:0:0:1.4\nZ\nI 0.3\nO 0.3 ok 211\n"
+
+static unit table_unit(const char *h1, const char *h2, const char *final)
+{
+  unit u = { .meta = META_T, .init = INIT_T, .h1 = h1 ? h1 : HIST1_T, .h2 = h2 ? h2 : HIST2_T,
+             .final = final ? final : FINAL_T };
+  return u;
+}
+
+Test(stress_checker, table_rows_clean_history_passes)
+{
+  unit u = table_unit(NULL, NULL, NULL);
+  stress_report r = check(&u);
+  cr_assert_eq(r.anomalies_total, 0);
+  cr_assert_eq(r.committed, 2);
+  cr_assert_eq(r.bank_snapshots, 4, "final.state (both banks), 1.5 and 2.1 (the row bank)");
+  cr_assert_eq(r.commits_verified, 1, "1.4 appends to a row list and a key-value list");
+}
+
+Test(stress_checker, table_row_bank_sum)
+{
+  unit u = table_unit(NULL, T21_T("120:0:0:", "R T/0000/000000 0:0:0:1.4\n", "R L/0002/000000 0:0:0:1.4\n"), NULL);
+  expect(&u, CK_BANK_SUM, 0);
+}
+
+Test(stress_checker, table_row_and_key_fractured)
+{
+  /* 2.1 saw 1.4's key-value append but its scan missed 1.4's row append. */
+  unit u = table_unit(NULL, T21_T("110:0:0:", "", "R L/0002/000000 0:0:0:1.4\n"), NULL);
+  expect(&u, CK_FRACTURED_READ, 1);
+}
+
+Test(stress_checker, table_scan_disagrees_with_get)
+{
+  /* 2.1's scan did not return the row that a get in the same snapshot reads. */
+  unit u = table_unit(NULL, T21_T("110:0:0:", "", "R T/0000/000000 0:0:0:1.4\nR L/0002/000000 0:0:0:1.4\n"), NULL);
+  expect(&u, CK_NONREPEATABLE, 1);
+}
+
+Test(stress_checker, table_row_lost_update)
+{
+  /* 2.2 read table chain 0 empty like 1.4 did and overwrote its append. */
+  unit u = table_unit(NULL, "H 2\nT 2.2 trmw s 12 13 22\nR T/0000/000000 -\nW T/0000/000000 0:0:0:2.2\nI 2.2\n"
+                            "O 2.2 ok 31\n", FINAL_T);
+  expect(&u, CK_LOST_UPDATE, 1);
+}
+
+/* A row register ("V/r") and its key-value event chain ("F/r/gen"). */
+#define HIST1_V \
+  "H 1\nT 1.6 treg s 10 11 20\nR F/0000/000000 -\nR V/0000 -\nW V/0000 0:0:0:1.6\n" \
+  "W F/0000/000000 0:0:0:1.6\nI 1.6\nO 1.6 ok 30\n"
+#define HIST2_V(v) "H 2\nT 2.1 tscan r 100 101 110\nR F/0000/000000 0:0:0:1.6\nR V/0000 " v "\nI 2.1\nO 2.1 ok 111\n"
+#define FINAL_V \
+  "T 0.3 state r 200 201 210\nS V/ V0\nR V/0000 0:0:0:1.6\nZ\n" \
+  "S F/0000/000000 F/0000/~\nR F/0000/000000 0:0:0:1.6\nZ\nI 0.3\nO 0.3 ok 211\n"
+
+Test(stress_checker, table_row_register)
+{
+  unit u = table_unit(HIST1_V, HIST2_V("0:0:0:1.6"), FINAL_V);
+  stress_report r = check(&u);
+  cr_assert_eq(r.anomalies_total, 0);
+  cr_assert_eq(r.commits_verified, 1);
+  /* 2.1 saw the put in the event chain but the row absent */
+  unit bad = table_unit(HIST1_V, HIST2_V("-"), FINAL_V);
+  expect(&bad, CK_REGISTER, 0);
 }
