@@ -1,11 +1,13 @@
 /*
 ** bytes.h — little-endian loads and stores of fixed-width integers at any
-** alignment, for the on-disk formats (WAL, SSTables, MANIFEST).
+** alignment, and LEB128 varints, for the on-disk formats (WAL, SSTables,
+** MANIFEST, row values).
 */
 #ifndef SOCHDB_BYTES_H
 #define SOCHDB_BYTES_H
 
 #include <endian.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -15,6 +17,49 @@ static inline uint64_t ld64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); re
 static inline void st16(uint8_t *p, uint16_t v) { v = htole16(v); memcpy(p, &v, 2); }
 static inline void st32(uint8_t *p, uint32_t v) { v = htole32(v); memcpy(p, &v, 4); }
 static inline void st64(uint8_t *p, uint64_t v) { v = htole64(v); memcpy(p, &v, 8); }
+
+/* Bytes of the varint (LEB128) of v. */
+static inline size_t varint_len(uint64_t v)
+{
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    n++;
+  }
+  return n;
+}
+
+/* Store v as a varint at p; returns its length (at most 10). */
+static inline size_t put_varint(uint8_t *p, uint64_t v)
+{
+  size_t n = 0;
+  while (v >= 0x80) {
+    p[n++] = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  p[n++] = (uint8_t)v;
+  return n;
+}
+
+/* Read a varint from p[*pos..end) into *v, advancing *pos: 1, or 0 if it is
+** cut off or does not fit 64 bits. */
+static inline int get_varint(const uint8_t *p, size_t end, size_t *pos, uint64_t *v)
+{
+  uint64_t r = 0;
+  for (unsigned shift = 0; shift < 64; shift += 7) {
+    if (*pos >= end)
+      return 0;
+    uint8_t c = p[(*pos)++];
+    if (shift == 63 && c > 1)
+      return 0;
+    r |= (uint64_t)(c & 0x7f) << shift;
+    if (!(c & 0x80)) {
+      *v = r;
+      return 1;
+    }
+  }
+  return 0;
+}
 
 /* n rounded up to a multiple of 8: records are 8-byte aligned. */
 static inline uint64_t pad8(uint64_t n) { return (n + 7) & ~7ull; }

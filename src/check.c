@@ -5,6 +5,7 @@
 #include "check.h"
 
 #include "error.h"
+#include "fsutil.h"
 #include "manifest.h"
 #include "sochdb.h"
 #include "sstfmt.h"
@@ -99,48 +100,6 @@ static void io_problem(struct ck *c, const char *path, const char *what, int err
     c->fatal = sdb_fail(SOCHDB_IO, "%s %s: %s", what, path, strerror(err));
 }
 
-/* Read a whole file into a malloc'ed buffer: 0, or an errno value. A file
-** that grows meanwhile is read up to the size it had when opened. */
-static int read_whole(const char *path, uint8_t **out, size_t *n)
-{
-  *out = NULL;
-  *n = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return errno;
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int e = errno;
-    close(fd);
-    return e;
-  }
-  size_t len = (size_t)st.st_size;
-  uint8_t *buf = malloc(len ? len : 1);
-  if (!buf) {
-    close(fd);
-    return ENOMEM;
-  }
-  size_t got = 0;
-  while (got < len) {
-    ssize_t r = pread(fd, buf + got, len - got, (off_t)got);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r < 0) {
-      int e = errno;
-      free(buf);
-      close(fd);
-      return e;
-    }
-    if (r == 0)
-      break;   /* shrank meanwhile */
-    got += (size_t)r;
-  }
-  close(fd);
-  *out = buf;
-  *n = got;
-  return 0;
-}
-
 static uint64_t file_size(const char *path)
 {
   struct stat st;
@@ -157,7 +116,7 @@ static void current_manifest_path(const char *dir, char *out, size_t n)
   snprintf(path, sizeof path, "%s/CURRENT", dir);
   uint8_t *buf;
   size_t len;
-  if (read_whole(path, &buf, &len) != 0)
+  if (sdb_read_file(path, &buf, &len) != 0)
     return;
   if (len > 9 && len < 40 && memcmp(buf, "MANIFEST-", 9) == 0 && buf[len - 1] == '\n') {
     int ok = 1;
@@ -189,7 +148,7 @@ static int check_identity(struct ck *c)
   snprintf(path, sizeof path, "%s/" ID_FILE, c->dir);
   uint8_t *buf;
   size_t len;
-  int e = read_whole(path, &buf, &len);
+  int e = sdb_read_file(path, &buf, &len);
   if (e == ENOENT)
     return sdb_fail(SOCHDB_NOTFOUND, "%s is not a sochdb database (no %s)", c->dir, ID_FILE);
   if (e == ENOMEM)
@@ -467,7 +426,7 @@ static void check_wal(struct ck *c, const uint64_t *lsns, size_t n)
     wal_segment_path(path, sizeof path, c->dir, lsns[i]);
     uint8_t *buf;
     size_t len;
-    int e = read_whole(path, &buf, &len);
+    int e = sdb_read_file(path, &buf, &len);
     if (e == ENOENT) {
       problem(c, 0, path, "vanished while checking (removed once its contents were flushed)");
       have_expect = 0;

@@ -5,7 +5,10 @@
 
 #include "error.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int sdb_fsync_dir(const char *path)
@@ -16,4 +19,44 @@ int sdb_fsync_dir(const char *path)
   int rc = fsync(fd) == 0 ? SOCHDB_OK : sdb_fail_errno("fsync %s", path);
   close(fd);
   return rc;
+}
+
+int sdb_read_file(const char *path, uint8_t **out, size_t *n)
+{
+  *out = NULL;
+  *n = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno;
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    close(fd);
+    return e;
+  }
+  size_t len = (size_t)st.st_size;
+  uint8_t *buf = malloc(len ? len : 1);
+  if (!buf) {
+    close(fd);
+    return ENOMEM;
+  }
+  size_t got = 0;
+  while (got < len) {
+    ssize_t r = pread(fd, buf + got, len - got, (off_t)got);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r < 0) {
+      int e = errno;
+      free(buf);
+      close(fd);
+      return e;
+    }
+    if (r == 0)
+      break;   /* shrank meanwhile */
+    got += (size_t)r;
+  }
+  close(fd);
+  *out = buf;
+  *n = got;
+  return 0;
 }

@@ -1,11 +1,19 @@
 /*
-** fsutil.h — small file-system helpers for durable directory entries.
+** fsutil.h — small file-system helpers: durable directory entries, whole-file reads.
 */
 #ifndef SOCHDB_FSUTIL_H
 #define SOCHDB_FSUTIL_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 /* fsync the directory at path, making the names created, renamed or removed
 ** in it durable. SOCHDB_OK, or SOCHDB_IO (errno kept, detail recorded). */
 int sdb_fsync_dir(const char *path);
+
+/* Read the whole file at path into a malloc'ed buffer (*out, *n; the caller
+** frees it): 0, or an errno value, with no detail recorded. A file that
+** grows meanwhile is read up to the size it had when opened. */
+int sdb_read_file(const char *path, uint8_t **out, size_t *n);
 
 #endif

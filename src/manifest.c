@@ -583,42 +583,15 @@ int manifest_create(const char *dir, const uint8_t db_id[16], struct manifest **
 /* Read a whole small file. SOCHDB_NOTFOUND if it does not exist. */
 static int read_file(const char *path, uint8_t **out, size_t *n)
 {
-  *out = NULL;
-  *n = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return errno == ENOENT ? sdb_fail(SOCHDB_NOTFOUND, "%s does not exist", path) : sdb_fail_errno("open %s", path);
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int rc = sdb_fail_errno("fstat %s", path);
-    close(fd);
-    return rc;
-  }
-  size_t len = (size_t)st.st_size;
-  uint8_t *buf = malloc(len ? len : 1);
-  if (!buf) {
-    close(fd);
-    return sdb_fail(SOCHDB_NOMEM, "reading %s (%zu bytes)", path, len);
-  }
-  size_t got = 0;
-  while (got < len) {
-    ssize_t r = pread(fd, buf + got, len - got, (off_t)got);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r < 0) {
-      int rc = sdb_fail_errno("read %s", path);
-      free(buf);
-      close(fd);
-      return rc;
-    }
-    if (r == 0)
-      break;   /* shrank meanwhile */
-    got += (size_t)r;
-  }
-  close(fd);
-  *out = buf;
-  *n = got;
-  return SOCHDB_OK;
+  int e = sdb_read_file(path, out, n);
+  if (e == 0)
+    return SOCHDB_OK;
+  if (e == ENOENT)
+    return sdb_fail(SOCHDB_NOTFOUND, "%s does not exist", path);
+  if (e == ENOMEM)
+    return sdb_fail(SOCHDB_NOMEM, "reading %s", path);
+  errno = e;
+  return sdb_fail_errno("read %s", path);
 }
 
 /* The payload size of an intact record at off, or -1. */

@@ -94,42 +94,13 @@ int rowfmt_pk_decode(const uint8_t *p, size_t n, unsigned type, sochdb_value *ou
 
 /* ---- row values -------------------------------------------------------------- */
 
-size_t rowfmt_put_varint(uint8_t *out, uint64_t v)
-{
-  size_t n = 0;
-  while (v >= 0x80) {
-    out[n++] = (uint8_t)(v | 0x80);
-    v >>= 7;
-  }
-  out[n++] = (uint8_t)v;
-  return n;
-}
-
-static int get_varint(const uint8_t *p, size_t end, size_t *pos, uint64_t *v)
-{
-  uint64_t r = 0;
-  for (unsigned shift = 0; shift < 64; shift += 7) {
-    if (*pos >= end)
-      return 0;
-    uint8_t c = p[(*pos)++];
-    if (shift == 63 && c > 1)
-      return 0;
-    r |= (uint64_t)(c & 0x7f) << shift;
-    if (!(c & 0x80)) {
-      *v = r;
-      return 1;
-    }
-  }
-  return 0;
-}
-
 size_t rowfmt_size(unsigned ncols, const uint8_t *types, const sochdb_value *vals)
 {
   size_t n = rowfmt_header_size(ncols);
   for (unsigned j = 0; j < ncols; j++) {
     if (vals[j].is_null)
       continue;
-    n += rowfmt_fixed(types[j]) ? 8 : rowfmt_varint_len(vals[j].len) + vals[j].len;
+    n += rowfmt_fixed(types[j]) ? 8 : varint_len(vals[j].len) + vals[j].len;
   }
   return n;
 }
@@ -155,7 +126,7 @@ size_t rowfmt_encode(uint8_t *out, unsigned ncols, const uint8_t *types, const s
       st64(out + n, bits);
       n += 8;
     } else {
-      n += rowfmt_put_varint(out + n, v->len);
+      n += put_varint(out + n, v->len);
       if (v->len)
         memcpy(out + n, v->bytes, v->len);
       n += v->len;

@@ -72,16 +72,6 @@ static inline int rowfmt_type_ok(unsigned type) { return type >= SOCHDB_INT64 &&
 /* 1 for the fixed 8-byte types (int64, double). */
 static inline int rowfmt_fixed(unsigned type) { return type == SOCHDB_INT64 || type == SOCHDB_DOUBLE; }
 
-/* Bytes of the varint (LEB128) of v. */
-static inline size_t rowfmt_varint_len(uint64_t v)
-{
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    n++;
-  }
-  return n;
-}
 
 /* Bytes of a row's header (tag, count, types, null bitmap) of ncols columns. */
 static inline size_t rowfmt_header_size(unsigned ncols) { return 2 + ncols + (ncols + 7) / 8; }
@@ -102,8 +92,6 @@ int    rowfmt_decode(const uint8_t *p, size_t n, unsigned max, unsigned *ncols, 
 int    rowfmt_decode_some(const uint8_t *p, size_t n, unsigned max, uint64_t mask, unsigned *ncols,
                           uint8_t *types, sochdb_value *vals);
 
-/* Append n as a varint at out; returns its length (at most 10). */
-size_t rowfmt_put_varint(uint8_t *out, uint64_t n);
 
 /* ---- the one-column filter --------------------------------------------------- */
 

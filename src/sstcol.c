@@ -357,9 +357,9 @@ static size_t encode_value(const struct sst_colview *cv, unsigned j, uint32_t ro
     return 8;
   }
   uint32_t start = row ? ld32(s->vals + 4 * ((size_t)row - 1)) : 0, len = ld32(s->vals + 4 * (size_t)row) - start;
-  size_t vn = rowfmt_varint_len(len);
+  size_t vn = varint_len(len);
   if (out) {
-    rowfmt_put_varint(out + n, len);
+    put_varint(out + n, len);
     memcpy(out + n + vn, s->data + start, len);
   }
   return vn + len;
@@ -371,7 +371,7 @@ size_t sstcol_row_bound(const struct sst_colview *cv)
   size_t n = rowfmt_header_size(ncols);
   for (unsigned j = 0; j < ncols; j++)
     if (cv->loaded >> j & 1)
-      n += rowfmt_varint_len(cv->col[j].maxlen) + cv->col[j].maxlen;
+      n += varint_len(cv->col[j].maxlen) + cv->col[j].maxlen;
   return n;
 }
 

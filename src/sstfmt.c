@@ -57,17 +57,6 @@ static uint64_t block_checksum(const uint8_t *payload, size_t n, const uint8_t *
 
 /* ---- writing ------------------------------------------------------------ */
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-  size_t n = 0;
-  while (v >= 0x80) {
-    p[n++] = (uint8_t)(v | 0x80);
-    v >>= 7;
-  }
-  p[n++] = (uint8_t)v;
-  return n;
-}
-
 static void blockbuf_reset(struct sst_blockbuf *bb)
 {
   bb->n = 0;
@@ -736,23 +725,6 @@ static int assemble_row(const struct sst_colview *cv, uint32_t row, struct sst_s
 static int reserve_rows(const struct sst_colview *cv, struct sst_scratch *dst)
 {
   return scratch_reserve(dst, sstcol_row_bound(cv));
-}
-static int get_varint(const uint8_t *p, size_t end, size_t *pos, uint64_t *v)
-{
-  uint64_t r = 0;
-  for (unsigned shift = 0; shift < 64; shift += 7) {
-    if (*pos >= end)
-      return 0;
-    uint8_t c = p[(*pos)++];
-    if (shift == 63 && c > 1)
-      return 0;
-    r |= (uint64_t)(c & 0x7f) << shift;
-    if (!(c & 0x80)) {
-      *v = r;
-      return 1;
-    }
-  }
-  return 0;
 }
 
 /* linear: seeks decode from the block's start, counting PUT entries (nput). */
