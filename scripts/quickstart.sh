@@ -24,7 +24,7 @@ cd "$REPO"
 
 JOBS=$(nproc 2>/dev/null || echo 2)
 PACKAGES=(build-essential cmake pkg-config liburcu-dev libck-dev liblz4-dev
-          libxxhash-dev libcriterion-dev clang
+          libxxhash-dev libcriterion-dev clang libclang-rt-14-dev procps
           python3 python3-pytest python3-pip python3-setuptools python3-venv
           wrk liblmdb-dev libsqlite3-dev librocksdb-dev)
 # Node.js and npm may come from another source (NodeSource's nodejs bundles

@@ -5,6 +5,7 @@
 
 #ifdef SOCHDB_TESTING
 #include <signal.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
@@ -37,6 +38,7 @@ void sdb_crashpoint(const char *name)
 static char fault_name[64];
 static int fault_err;
 static _Atomic unsigned fault_skip, fault_left;
+static _Atomic int fault_said;
 
 void sochdb_test_fault(const char *name, int err, unsigned skip, unsigned count)
 {
@@ -46,6 +48,7 @@ void sochdb_test_fault(const char *name, int err, unsigned skip, unsigned count)
   strncpy(fault_name, name, sizeof fault_name - 1);
   fault_err = err;
   atomic_store(&fault_skip, skip);
+  atomic_store(&fault_said, 0);
   atomic_store(&fault_left, count);
 }
 
@@ -61,6 +64,8 @@ int sdb_fault(const char *name)
   unsigned left = atomic_load(&fault_left);
   while (left && !atomic_compare_exchange_weak(&fault_left, &left, left - 1)) {
   }
+  if (left && !atomic_exchange(&fault_said, 1))   /* on stderr: the daemon's log, for the tests to see */
+    fprintf(stderr, "sochdb test: fault point %s fired (errno %d)\n", name, fault_err);
   return left ? (fault_err ? fault_err : -1) : 0;
 }
 #else

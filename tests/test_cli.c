@@ -116,25 +116,9 @@ static void expect_all(sochdb *db, int n, int gen, const char *ctx)
   sochdb_abort(t);
 }
 
-/* Wait (at most 60 s) until cond holds on the stats s. */
-#define WAIT_STATS(db, cond, what)                                                                         \
-  do {                                                                                                     \
-    sochdb_stats s_;                                                                                       \
-    int ok_ = 0;                                                                                           \
-    for (int w_ = 0; w_ < 6000 && !ok_; w_++) {                                                            \
-      s_ = tu_stats(db);                                                                                   \
-      sochdb_stats *s = &s_;                                                                               \
-      ok_ = (cond);                                                                                        \
-      if (!ok_)                                                                                            \
-        tu_sleep_ms(10);                                                                                   \
-    }                                                                                                      \
-    cr_assert(ok_, "waited 60 s for %s (memtables in use %u, flushes %llu, sst files %u, l0 %u)", what,    \
-              s_.memtables_in_use, (unsigned long long)s_.flushes, s_.sst_files, s_.l0_files);             \
-  } while (0)
-
 /* Every memtable rotated out is flushed: only the current one holds data
 ** that is not in an SSTable. */
-static void wait_flushed(sochdb *db) { WAIT_STATS(db, s->memtables_in_use <= 1, "the flushes"); }
+static void wait_flushed(sochdb *db) { TU_WAIT_STATS(db, s->memtables_in_use <= 1, "the flushes"); }
 
 /* ---- the daemon ------------------------------------------------------------------ */
 
@@ -342,7 +326,7 @@ Test(cli, compact_after_automatic_compactions)
     fill(db, NKEYS, gen);
   wait_flushed(db);
   /* the daemon caught up: level 0 was compacted into level 1 */
-  WAIT_STATS(db, s->l0_files < 4 && s->sst_files > s->l0_files, "automatic compactions");
+  TU_WAIT_STATS(db, s->l0_files < 4 && s->sst_files > s->l0_files, "automatic compactions");
   /* One more generation until level 0 holds a file: overwritten versions
   ** that only a compaction removes (a generation is about one memtable and
   ** a half, level 0 is compacted at 4 files, so one more is nearly always

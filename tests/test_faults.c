@@ -127,6 +127,7 @@ static void commits_survive_a_passing_fault(const char *spec, const char *logged
     cr_assert_eq(rc, SOCHDB_OK, "SYNC commit %d: %s (%s)", i, sochdb_strerror(rc), sochdb_last_error());
   }
   cr_assert(log_contains(logged), "the daemon's log does not show the injected fault (%s)", logged);
+  cr_assert(log_contains("fault point"), "the daemon's log does not show the fault point firing");
   cr_assert(log_contains("WAL writes work again"), "the daemon's log does not show the WAL resuming");
   crash_and_lose_region(db);
   db = open_with_fault(NULL, 10000);
@@ -164,6 +165,7 @@ Test(faults, short_wal_writes_are_completed)
   for (int i = 0; i < n; i++)
     cr_assert_eq(put_one(db, i, i % 10 ? SOCHDB_ASYNC : SOCHDB_SYNC), SOCHDB_OK, "commit %d", i);
   cr_assert_eq(put_one(db, n, SOCHDB_SYNC), SOCHDB_OK, "the last SYNC commit");
+  cr_assert(log_contains("fault point wal.short fired"), "no short write was injected");
   crash_and_lose_region(db);
   db = open_with_fault(NULL, 10000);
   expect_keys(db, n + 1, "after kill -9 and a rebuild");

@@ -80,22 +80,6 @@ static void expect_all(sochdb_txn *t, int n, int gen, const char *ctx)
   sochdb_iter_close(it);
 }
 
-/* Wait (at most 60 s) until pred holds on the stats. */
-#define WAIT_STATS(db, cond, what)                                                       \
-  do {                                                                                   \
-    sochdb_stats s_;                                                                     \
-    int ok_ = 0;                                                                         \
-    for (int w_ = 0; w_ < 6000 && !ok_; w_++) {                                          \
-      s_ = tu_stats(db);                                                                 \
-      sochdb_stats *s = &s_;                                                             \
-      ok_ = (cond);                                                                      \
-      if (!ok_)                                                                          \
-        tu_sleep_ms(10);                                                                 \
-    }                                                                                    \
-    cr_assert(ok_, "waited 60 s for %s (flushes %llu, sst files %u, l0 %u, compactions %llu)", what, \
-              (unsigned long long)s_.flushes, s_.sst_files, s_.l0_files, (unsigned long long)s_.compactions); \
-  } while (0)
-
 static int dir_count(const char *dir, const char *suffix)
 {
   DIR *d = opendir(dir);
@@ -116,7 +100,7 @@ Test(flush, full_memtables_become_sstables_that_reads_find)
   sochdb *db = tu_open(REG, MT, 5000);
   const int n = 30000;    /* ~5 MB of versions: several memtables */
   fill(db, n, 1, 50);
-  WAIT_STATS(db, s->flushes >= 3 && s->sst_files >= 1, "flushes");
+  TU_WAIT_STATS(db, s->flushes >= 3 && s->sst_files >= 1, "flushes");
   sochdb_stats st = tu_stats(db);
   cr_assert_gt(st.flush_bytes, 0, "flush bytes");
   cr_assert_gt(st.wal_segments_removed, 0, "the WAL covered by SSTables is removed");
@@ -140,7 +124,7 @@ Test(flush, snapshots_keep_their_view_across_flush_and_compaction)
   ** `old` holds its snapshot and its view */
   for (int gen = 2; gen <= 7; gen++)
     fill(db, n, gen, 100);
-  WAIT_STATS(db, s->compactions >= 1, "a compaction");
+  TU_WAIT_STATS(db, s->compactions >= 1, "a compaction");
   expect_all(old, n, 1, "the old snapshot");
   sochdb_txn *now = tu_begin(db, SOCHDB_TXN_READONLY);
   expect_all(now, n, 7, "a new snapshot");
@@ -148,7 +132,7 @@ Test(flush, snapshots_keep_their_view_across_flush_and_compaction)
   sochdb_abort(old);
   /* with the old snapshot gone, a later compaction may drop its versions */
   fill(db, n, 8, 100);
-  WAIT_STATS(db, s->l0_files < 4 && s->compaction_debt_bytes == 0, "compaction catching up");
+  TU_WAIT_STATS(db, s->l0_files < 4 && s->compaction_debt_bytes == 0, "compaction catching up");
   now = tu_begin(db, SOCHDB_TXN_READONLY);
   expect_all(now, n, 8, "after compactions");
   sochdb_abort(now);
@@ -164,7 +148,7 @@ Test(flush, deletes_hide_keys_in_every_level)
   fill(db, n, 1, 100);
   for (int gen = 2; gen <= 4; gen++)
     fill(db, n, gen, 100);
-  WAIT_STATS(db, s->sst_files >= 2, "SSTables");
+  TU_WAIT_STATS(db, s->sst_files >= 2, "SSTables");
   for (int i = 0; i < n; i += 2) {   /* delete the even keys */
     char k[32];
     key_of(i, k);
@@ -183,7 +167,7 @@ Test(flush, deletes_hide_keys_in_every_level)
       cr_assert_eq(sochdb_commit(t, SOCHDB_ASYNC), SOCHDB_OK, "commit");
     }
   }
-  WAIT_STATS(db, s->compactions >= 1, "a compaction");
+  TU_WAIT_STATS(db, s->compactions >= 1, "a compaction");
   sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   for (int i = 0; i < n; i++) {
     char k[32];
@@ -216,7 +200,7 @@ Test(flush, a_lost_region_is_rebuilt_from_sstables_and_the_wal_tail)
   sochdb *db = tu_open(REG, MT, 5000);
   const int n = 20000;
   fill(db, n, 1, 50);
-  WAIT_STATS(db, s->flushes >= 2 && s->wal_segments_removed >= 1, "flushes and WAL removal");
+  TU_WAIT_STATS(db, s->flushes >= 2 && s->wal_segments_removed >= 1, "flushes and WAL removal");
   fill(db, 500, 2, 50);   /* a tail that only the WAL (and a memtable) holds */
   sochdb_txn *t = tu_begin(db, 0);
   tu_put_str(t, "sync-marker", "durable");
@@ -264,7 +248,7 @@ Test(flush, a_flipped_byte_in_an_sstable_is_reported_never_returned)
   sochdb *db = tu_open_with(tu_dir(), &o);
   const int n = 9000;
   fill(db, n, 1, 50);
-  WAIT_STATS(db, s->sst_files >= 1, "an SSTable");
+  TU_WAIT_STATS(db, s->sst_files >= 1, "an SSTable");
   sochdb_close(db);
   tu_stop_daemon(tu_dir());
   char path[4300];

@@ -271,21 +271,6 @@ static void fc_check_dir(const char *dir, const char *ctx)
   if (sum.warnings) cr_log_info("%s: check warnings (harmless):\n%s", ctx, pr.text);
 }
 
-/* Wait (at most 60 s) until cond holds on the stats s of db. */
-#define WAIT_STATS(db, cond, what)                                                                       \
-  do {                                                                                                   \
-    sochdb_stats s_;                                                                                     \
-    int ok_ = 0;                                                                                         \
-    for (int w_ = 0; w_ < 6000 && !ok_; w_++) {                                                          \
-      s_ = tu_stats(db);                                                                                 \
-      sochdb_stats *s = &s_;                                                                             \
-      ok_ = (cond);                                                                                      \
-      if (!ok_) tu_sleep_ms(10);                                                                         \
-    }                                                                                                    \
-    cr_assert(ok_, "waited 60 s for %s (flushes %llu, sst files %u, l0 %u, compactions %llu)", what,     \
-              (unsigned long long)s_.flushes, s_.sst_files, s_.l0_files, (unsigned long long)s_.compactions); \
-  } while (0)
-
 /* --------------------------------------------------------------- fixture */
 
 static void fc_init(void)
@@ -518,7 +503,7 @@ static void t1_round(sochdb *db, const char *dir, const char *spec, pid_t armed,
     cr_assert_eq(who, armed, "%s: daemon %d died by SIGKILL, not the armed %d", spec, (int)who, (int)armed);
   pid_t next = fc_wait_daemon(dir, 5000, who);
   cr_assert_gt(next, 0, "no new daemon serves after %s", spec);
-  WAIT_STATS(db, s->flushes >= at_crash.flushes + 3 && s->compactions > at_crash.compactions &&
+  TU_WAIT_STATS(db, s->flushes >= at_crash.flushes + 3 && s->compactions > at_crash.compactions &&
                      s->wal_segments_removed > at_crash.wal_segments_removed,
              "the new daemon flushing, compacting and truncating the WAL");
   t1_reap_killed(&who, spec);
@@ -1224,7 +1209,7 @@ Test(flush_crash, snapshot_in_another_process_keeps_its_view_through_flush_and_c
               "writer %d ended with %s (exit 2 open, 3 begin, 4 put, 7 the reader stalled, 10+rc commit)", w,
               tu_status_str(st[w], b, sizeof b));
   }
-  WAIT_STATS(db, s->flushes >= s0.flushes + 4 && s->compactions > s0.compactions,
+  TU_WAIT_STATS(db, s->flushes >= s0.flushes + 4 && s->compactions > s0.compactions,
              "flushes and a compaction after the snapshot");
   sochdb_stats s1 = tu_stats(db);
   long during = atomic_load(&sh->checks);
@@ -1361,7 +1346,7 @@ static void t3b_snapshot_across_compaction_crash(const char *point)
   cr_assert_gt(d1, 0, "no daemon after open (probe %d)", (int)d1);
   int gen = 1;
   t3_fill(db, gen);
-  WAIT_STATS(db, s->l0_files >= 1, "generation 1 partly in an SSTable");
+  TU_WAIT_STATS(db, s->l0_files >= 1, "generation 1 partly in an SSTable");
   pid_t reader = tu_fork();
   cr_assert_geq(reader, 0, "fork: %s", strerror(errno));
   if (reader == 0) t3b_reader(dir, sh);
@@ -1384,7 +1369,7 @@ static void t3b_snapshot_across_compaction_crash(const char *point)
   int crash_gen = gen;
   sochdb_stats at = tu_stats(db);
   while (tu_stats(db).flushes < at.flushes + 2 && gen < 80) t3_fill(db, ++gen);
-  WAIT_STATS(db, s->flushes >= at.flushes + 2, "two flushes of the successor");
+  TU_WAIT_STATS(db, s->flushes >= at.flushes + 2, "two flushes of the successor");
   t3b_reader_alive(reader, sh, "before it read");
 
   /* the old snapshot is read for the first time now */
@@ -1400,7 +1385,7 @@ static void t3b_snapshot_across_compaction_crash(const char *point)
     t3b_reader_alive(reader, sh, "while the writes went on");
     t3_fill(db, ++gen);
   }
-  WAIT_STATS(db, s->compactions > at2.compactions, "a compaction of the successor while the snapshot is held");
+  TU_WAIT_STATS(db, s->compactions > at2.compactions, "a compaction of the successor while the snapshot is held");
   atomic_store(&sh->newest, gen);
   atomic_store(&sh->final, 1);
   int rst;
@@ -1416,7 +1401,7 @@ static void t3b_snapshot_across_compaction_crash(const char *point)
   ** one more flush lets the daemon remove what it may now remove. */
   sochdb_stats fin = tu_stats(db);
   t3_fill(db, ++gen);
-  WAIT_STATS(db, s->flushes > fin.flushes && s->compaction_debt_bytes == 0 && (int)s->sst_files == t3b_sst_files(dir),
+  TU_WAIT_STATS(db, s->flushes > fin.flushes && s->compaction_debt_bytes == 0 && (int)s->sst_files == t3b_sst_files(dir),
              "no SSTable file left that the MANIFEST does not name");
   now = tu_begin(db, SOCHDB_TXN_READONLY);
   vr = t3_verify(now, gen, why, sizeof why);

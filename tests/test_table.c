@@ -447,21 +447,6 @@ static void model_delete(sochdb *db, sochdb_table *tb, struct model *m, int firs
   }
 }
 
-#define WAIT_STATS(db, cond, what)                                                                   \
-  do {                                                                                               \
-    sochdb_stats s_;                                                                                 \
-    int ok_ = 0;                                                                                     \
-    for (int w_ = 0; w_ < 6000 && !ok_; w_++) {                                                      \
-      s_ = tu_stats(db);                                                                             \
-      sochdb_stats *s = &s_;                                                                         \
-      ok_ = (cond);                                                                                  \
-      if (!ok_)                                                                                      \
-        tu_sleep_ms(10);                                                                             \
-    }                                                                                                \
-    cr_assert(ok_, "waited 60 s for %s (flushes %llu, sst files %u, compactions %llu)", what,        \
-              (unsigned long long)s_.flushes, s_.sst_files, (unsigned long long)s_.compactions);     \
-  } while (0)
-
 Test(table, projected_scans_equal_full_scans_in_memory_sstables_and_after_compaction)
 {
   sochdb *db = tu_open(REG, MT, 5000);
@@ -476,7 +461,7 @@ Test(table, projected_scans_equal_full_scans_in_memory_sstables_and_after_compac
   for (int gen = 2; gen <= 4; gen++)
     model_fill(db, tb, &m, gen);
   model_delete(db, tb, &m, 3, 13);
-  WAIT_STATS(db, s->flushes >= 2 && s->sst_files >= 1, "flushes");
+  TU_WAIT_STATS(db, s->flushes >= 2 && s->sst_files >= 1, "flushes");
   check_all_projections(db, tb, &m, "memtables and SSTables");
 
   /* a snapshot taken now must keep reading generation 4 from columnar blocks */
@@ -486,7 +471,7 @@ Test(table, projected_scans_equal_full_scans_in_memory_sstables_and_after_compac
   for (int gen = 5; gen <= 9; gen++)
     model_fill(db, tb, &m, gen);
   model_delete(db, tb, &m, 5, 17);
-  WAIT_STATS(db, s->compactions >= 1, "a compaction");
+  TU_WAIT_STATS(db, s->compactions >= 1, "a compaction");
   char what[64];
   for (size_t p = 0; p < 3; p++) {
     snprintf(what, sizeof what, "an old snapshot, projection %zu", p);
@@ -581,7 +566,7 @@ Test(table, filters_equal_brute_force_and_skip_blocks_by_min_max)
   m.n = 20000;
   model_fill(db, tb, &m, 1);
   model_delete(db, tb, &m, 1, 29);
-  WAIT_STATS(db, s->flushes >= 2, "flushes");
+  TU_WAIT_STATS(db, s->flushes >= 2, "flushes");
   sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   sochdb_scan_stats st;
   /* 1% of the rows, by a column that grows with the primary key */
@@ -634,7 +619,7 @@ Test(table, one_column_reads_a_fraction_of_the_bytes_of_all)
   sochdb *db = tu_open(REG, MT, 5000);
   sochdb_table *tb = create_table(db, "t");
   fill(db, tb, 20000, 1, 100);
-  WAIT_STATS(db, s->flushes >= 2, "flushes");
+  TU_WAIT_STATS(db, s->flushes >= 2, "flushes");
   sochdb_scan_stats before;
   cr_assert_eq(sochdb_scan_stats_get(db, &before), SOCHDB_OK, "scan stats");
   sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
@@ -848,7 +833,7 @@ Test(table, a_damaged_column_segment_is_reported_and_spares_the_other_columns)
   static struct model m;
   m.n = 12000;
   model_fill(db, tb, &m, 1);
-  WAIT_STATS(db, s->flushes >= 2, "flushes");
+  TU_WAIT_STATS(db, s->flushes >= 2, "flushes");
   sochdb_table_close(tb);
   tu_close();
   tu_stop_daemon(tu_dir());
@@ -940,7 +925,7 @@ Test(table, random_updates_under_held_snapshots_scan_like_the_model)
     if (r % 10 == 0)
       model_fill(db, tb, &m, r);   /* whole generations: flushes and compactions */
   }
-  WAIT_STATS(db, s->compactions >= 1, "a compaction");
+  TU_WAIT_STATS(db, s->compactions >= 1, "a compaction");
   char what[64];
   for (int h = 0; h < nheld; h++) {
     snprintf(what, sizeof what, "snapshot %d", h);

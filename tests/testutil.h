@@ -293,6 +293,25 @@ static inline int tu_keycmp(const void *a, size_t alen, const void *b, size_t bl
   return alen < blen ? -1 : (alen > blen ? 1 : 0);
 }
 
+/* Wait (at most 60 s) until cond holds of the stats of db, cond naming them
+** `s` (a sochdb_stats *); asserts, saying what was awaited and where the
+** daemon's work stood. */
+#define TU_WAIT_STATS(db, cond, what)                                                                    \
+  do {                                                                                                   \
+    sochdb_stats s_;                                                                                     \
+    int ok_ = 0;                                                                                         \
+    for (int w_ = 0; w_ < 6000 && !ok_; w_++) {                                                          \
+      s_ = tu_stats(db);                                                                                 \
+      sochdb_stats *s = &s_;                                                                             \
+      ok_ = (cond);                                                                                      \
+      if (!ok_)                                                                                          \
+        tu_sleep_ms(10);                                                                                 \
+    }                                                                                                    \
+    cr_assert(ok_, "waited 60 s for %s (memtables in use %u, flushes %llu, sst files %u, l0 %u, "        \
+              "compactions %llu)", what, s_.memtables_in_use, (unsigned long long)s_.flushes,            \
+              s_.sst_files, s_.l0_files, (unsigned long long)s_.compactions);                            \
+  } while (0)
+
 /* ------------------------------------------------------ transactions */
 
 /* Read key (C string) in t into buf as a C string. Returns the sochdb code;
