@@ -57,6 +57,7 @@
 
 #include "sochdb.h"
 #include "testutil.h"
+#include "procutil.h"
 #include "check.h"
 
 #define MT  (1u << 20)    /* 1 MiB memtables: a flush every ~1 MB written */
@@ -74,158 +75,17 @@ static void fc_child_start(void)
   if (getppid() != fc_parent) _exit(98);
 }
 
-static int fc_read_proc(pid_t pid, const char *what, char *buf, size_t n)
-{
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, what);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t k = read(fd, buf, n - 1);
-  close(fd);
-  if (k <= 0) return -1;
-  buf[k] = 0;
-  return (int)k;
-}
-
-/* The parent pid of pid (0 if it is gone). */
-static pid_t fc_ppid_of(pid_t pid)
-{
-  char buf[1024];
-  if (fc_read_proc(pid, "stat", buf, sizeof buf) < 0) return 0;
-  const char *p = strrchr(buf, ')');
-  char state;
-  int ppid;
-  if (!p || sscanf(p + 1, " %c %d", &state, &ppid) != 2) return 0;
-  return (pid_t)ppid;
-}
-
-/* 1 if pid is alive and not a zombie. */
-static int fc_alive(pid_t pid)
-{
-  char buf[1024];
-  if (fc_read_proc(pid, "stat", buf, sizeof buf) < 0) return 0;
-  const char *p = strrchr(buf, ')');
-  char state = 0;
-  if (!p || sscanf(p + 1, " %c", &state) != 1) return 0;
-  return state != 'Z' && state != 'X';
-}
-
-/* Is pid a sochdbd (or sochdbd-testing) serving dir? */
-static int fc_is_daemon_of(pid_t pid, const char *dir)
-{
-  char buf[8192];
-  int n = fc_read_proc(pid, "cmdline", buf, sizeof buf);
-  if (n <= 0) return 0;
-  const char *base = strrchr(buf, '/');
-  base = base ? base + 1 : buf;
-  if (strcmp(base, "sochdbd") != 0 && strcmp(base, "sochdbd-testing") != 0) return 0;
-  int end = n;
-  if (buf[end - 1] == 0) end--;
-  int start = end;
-  while (start > 0 && buf[start - 1] != 0) start--;
-  if (start == 0) return 0;
-  buf[end] = 0;
-  return strcmp(buf + start, dir) == 0;
-}
-
-/* SIGKILL every child of ours (writers, daemons re-parented to us) and reap
-** them, until none is left. 0 when done, -1 after limit_ms. */
-static int fc_kill_descendants(unsigned limit_ms)
-{
-  pid_t me = getpid();
-  for (unsigned i = 0; i <= limit_ms; i++) {
-    DIR *d = opendir("/proc");
-    if (d) {
-      for (struct dirent *e; (e = readdir(d));) {
-        pid_t pid = (pid_t)atoi(e->d_name);
-        if (pid > 0 && pid != me && fc_ppid_of(pid) == me) kill(pid, SIGKILL);
-      }
-      closedir(d);
-    }
-    int st;
-    pid_t r;
-    while ((r = waitpid(-1, &st, WNOHANG)) > 0) tu_forget_child(r);
-    if (r < 0 && errno == ECHILD) return 0;
-    tu_sleep_ms(1);
-  }
-  return -1;
-}
-
-/* Send sig to pid and wait (limit_ms) until it is gone; *status gets its
-** wait status if it was our child (else -1). 0 when gone, -1 on timeout. */
-static int fc_stop_pid(pid_t pid, int sig, unsigned limit_ms, int *status)
-{
-  if (status) *status = -1;
-  if (pid <= 0) return -1;
-  kill(pid, sig);
-  for (unsigned i = 0; i <= limit_ms; i++) {
-    int st;
-    pid_t r = waitpid(pid, &st, WNOHANG);
-    if (r == pid) {
-      if (status) *status = st;
-      return 0;
-    }
-    if (r < 0 && errno == ECHILD && !fc_alive(pid)) return 0;
-    tu_sleep_ms(1);
-  }
-  return -1;
-}
-
-/* ---------------------------------------------------------------- daemon */
-
-static int fc_lock_held(const char *dir)
-{
-  char path[4300];
-  snprintf(path, sizeof path, "%s/LOCK", dir);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  int held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
-  close(fd);
-  return held;
-}
-
-/* The daemon of dir: > 0 its pid; 0 nobody holds DIR/LOCK; -1 held but the
-** pid is not (yet) readable or not a live sochdbd of dir. */
-static pid_t fc_daemon_pid(const char *dir)
-{
-  if (!fc_lock_held(dir)) return 0;
-  char path[4300], buf[32];
-  snprintf(path, sizeof path, "%s/LOCK", dir);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return -1;
-  buf[n] = 0;
-  char *end;
-  long pid = strtol(buf, &end, 10);
-  if (end == buf || *end != '\n' || pid <= 0) return -1;
-  return fc_is_daemon_of((pid_t)pid, dir) && fc_alive((pid_t)pid) ? (pid_t)pid : -1;
-}
-
-/* Wait (limit_ms) for a daemon of dir other than not_pid: its pid, or <= 0. */
-static pid_t fc_wait_daemon(const char *dir, unsigned limit_ms, pid_t not_pid)
-{
-  pid_t pid = 0;
-  for (unsigned i = 0; i <= limit_ms; i++) {
-    pid = fc_daemon_pid(dir);
-    if (pid > 0 && pid != not_pid) return pid;
-    tu_sleep_ms(1);
-  }
-  return pid > 0 ? -1 : pid;
-}
-
 /* kill -9 whatever daemon serves dir and wait until DIR/LOCK is free; asserts. */
 static void fc_kill_daemon(const char *dir, const char *ctx)
 {
-  for (int i = 0; i < 5000 && fc_lock_held(dir); i++) {
-    pid_t pid = fc_daemon_pid(dir);
+  for (int i = 0; i < 5000 && tp_lock_held(dir); i++) {
+    pid_t pid = tp_daemon_pid(dir);
     if (pid > 0)
-      cr_assert_eq(fc_stop_pid(pid, SIGKILL, 5000, NULL), 0, "%s: sochdbd %d survived SIGKILL", ctx, (int)pid);
+      cr_assert_eq(tp_stop_pid(pid, SIGKILL, 5000, NULL), 0, "%s: sochdbd %d survived SIGKILL", ctx, (int)pid);
     else
       tu_sleep_ms(1);
   }
-  cr_assert(!fc_lock_held(dir), "%s: %s/LOCK still held after the daemon was killed", ctx, dir);
+  cr_assert(!tp_lock_held(dir), "%s: %s/LOCK still held after the daemon was killed", ctx, dir);
 }
 
 /* How many times needle occurs in DIR/sochdbd.log. */
@@ -286,11 +146,11 @@ static void fc_init(void)
 static void fc_fini(void)
 {
   tu_kill_all_children();
-  fc_kill_descendants(5000);
+  tp_kill_descendants(5000);
   if (tu_db_dir)
-    for (int i = 0; i < 200 && fc_lock_held(tu_db_dir); i++) {
-      pid_t pid = fc_daemon_pid(tu_db_dir);
-      if (pid > 0) fc_stop_pid(pid, SIGKILL, 2000, NULL);
+    for (int i = 0; i < 200 && tp_lock_held(tu_db_dir); i++) {
+      pid_t pid = tp_daemon_pid(tu_db_dir);
+      if (pid > 0) tp_stop_pid(pid, SIGKILL, 2000, NULL);
       else tu_sleep_ms(5);
     }
   tu_teardown();
@@ -501,7 +361,7 @@ static void t1_round(sochdb *db, const char *dir, const char *spec, pid_t armed,
   /* nothing but the crash point SIGKILLs a daemon in this phase */
   if (armed)
     cr_assert_eq(who, armed, "%s: daemon %d died by SIGKILL, not the armed %d", spec, (int)who, (int)armed);
-  pid_t next = fc_wait_daemon(dir, 5000, who);
+  pid_t next = tp_wait_daemon(dir, 5000, who);
   cr_assert_gt(next, 0, "no new daemon serves after %s", spec);
   TU_WAIT_STATS(db, s->flushes >= at_crash.flushes + 3 && s->compactions > at_crash.compactions &&
                      s->wal_segments_removed > at_crash.wal_segments_removed,
@@ -528,7 +388,7 @@ static void t1_crash_at(const char *point, unsigned nth)
   int rc = sochdb_open(dir, &o, &db);
   unsetenv("SOCHDB_TEST_CRASH_AT");
   cr_assert_eq(rc, SOCHDB_OK, "open: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
-  pid_t d1 = fc_wait_daemon(dir, 5000, 0);
+  pid_t d1 = tp_wait_daemon(dir, 5000, 0);
   cr_assert_gt(d1, 0, "no daemon after open (probe %d)", (int)d1);
   int gen = 0;
   t1_round(db, dir, spec, d1, &gen);
@@ -538,9 +398,9 @@ static void t1_crash_at(const char *point, unsigned nth)
   ** starts is armed to die the first time it reaches the point. */
   snprintf(spec, sizeof spec, "%s:1", point);
   setenv("SOCHDB_TEST_CRASH_AT", spec, 1);
-  pid_t dk = fc_wait_daemon(dir, 5000, 0);
+  pid_t dk = tp_wait_daemon(dir, 5000, 0);
   cr_assert_gt(dk, 0, "no daemon before round 2 (probe %d)", (int)dk);
-  cr_assert_eq(fc_stop_pid(dk, SIGKILL, 5000, NULL), 0, "sochdbd %d survived SIGKILL", (int)dk);
+  cr_assert_eq(tp_stop_pid(dk, SIGKILL, 5000, NULL), 0, "sochdbd %d survived SIGKILL", (int)dk);
   {
     char k[32], v[T1_VLEN];   /* rewrite one key with the value it has: starts the armed daemon */
     t1_key(0, k);
@@ -635,7 +495,7 @@ static void t1b_power_cut_at(const char *point, unsigned nth)
   int rc = sochdb_open(dir, &o, &db);
   unsetenv("SOCHDB_TEST_CRASH_AT");
   cr_assert_eq(rc, SOCHDB_OK, "open: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
-  pid_t d1 = fc_wait_daemon(dir, 5000, 0);
+  pid_t d1 = tp_wait_daemon(dir, 5000, 0);
   cr_assert_gt(d1, 0, "no daemon after open (probe %d)", (int)d1);
   sochdb_close(db);   /* the armed daemon serves on for the writer */
   pid_t writer = tu_fork();
@@ -650,11 +510,11 @@ static void t1b_power_cut_at(const char *point, unsigned nth)
     }
   }
   kill(writer, SIGKILL);                       /* the power cut */
-  pid_t successor = fc_daemon_pid(dir);
+  pid_t successor = tp_daemon_pid(dir);
   if (!writer_ended) waitpid(writer, &wst, 0);
   tu_forget_child(writer);
   long acked = atomic_load(&sh->acked);         /* final: the writer is gone */
-  cr_assert_eq(fc_kill_descendants(10000), 0, "processes survived SIGKILL");
+  cr_assert_eq(tp_kill_descendants(10000), 0, "processes survived SIGKILL");
   char b[64];
   cr_assert(died, "crash point %s never fired (the writer ended with %s after %ld transactions)", spec,
             tu_status_str(wst, b, sizeof b), acked);
@@ -662,7 +522,7 @@ static void t1b_power_cut_at(const char *point, unsigned nth)
             (int)d1, tu_status_str(st, b, sizeof b));
   cr_assert(WIFSIGNALED(wst) && WTERMSIG(wst) == SIGKILL, "the writer ended with %s before the cut (exit 2 open, "
             "10+rc commit)", tu_status_str(wst, b, sizeof b));
-  cr_assert(!fc_lock_held(dir), "%s/LOCK held after every process was killed", dir);
+  cr_assert(!tp_lock_held(dir), "%s/LOCK held after every process was killed", dir);
   cr_assert_gt(acked, T1_PER_GEN, "the crash came before a generation was acknowledged");
 
   /* The files as the dying daemon left them: a rebuild from them alone. */
@@ -917,16 +777,16 @@ Test(flush_crash, random_kills_of_writers_and_daemon_lose_no_acknowledged_commit
     for (int i = 0; i < T2_LIVE; i++) t2_expect_running(live[i], live_id[i]);
     int kill_writer = e % 3 == 2, kill_daemon = e % 3 != 2 || e % 6 == 5;
     if (kill_daemon) {
-      pid_t d = fc_wait_daemon(dir, 5000, 0);   /* the writers' SYNC commits start one */
+      pid_t d = tp_wait_daemon(dir, 5000, 0);   /* the writers' SYNC commits start one */
       if (d > 0) {
-        cr_assert_eq(fc_stop_pid(d, SIGKILL, 5000, NULL), 0, "sochdbd %d survived SIGKILL", (int)d);
+        cr_assert_eq(tp_stop_pid(d, SIGKILL, 5000, NULL), 0, "sochdbd %d survived SIGKILL", (int)d);
         daemon_kills++;
       }
     }
     if (kill_writer) {
       int i = (int)((unsigned)rand_r(&seed) % T2_LIVE);
       int st;
-      cr_assert_eq(fc_stop_pid(live[i], SIGKILL, 5000, &st), 0, "writer %d survived SIGKILL", live_id[i]);
+      cr_assert_eq(tp_stop_pid(live[i], SIGKILL, 5000, &st), 0, "writer %d survived SIGKILL", live_id[i]);
       tu_forget_child(live[i]);
       char b[64];
       cr_assert(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "writer %d ended with %s before it was killed",
@@ -984,8 +844,8 @@ Test(flush_crash, random_kills_of_writers_and_daemon_lose_no_acknowledged_commit
   cr_assert_gt(s.wal_segments_removed, 0, "no WAL segment was ever removed");
 
   /* Everything killed, the region removed: rebuilt from the files. */
-  cr_assert_eq(fc_kill_descendants(10000), 0, "processes survived SIGKILL");
-  cr_assert(!fc_lock_held(dir), "LOCK still held after every process was killed");
+  cr_assert_eq(tp_kill_descendants(10000), 0, "processes survived SIGKILL");
+  cr_assert(!tp_lock_held(dir), "LOCK still held after every process was killed");
   tu_remove_region(dir);
   db = fc_open(SOCHDB_TEST_SOCHDBD);
   cr_assert_geq(tu_stats(db).sst_files, 1, "the rebuilt region lists no SSTable");
@@ -1342,7 +1202,7 @@ static void t3b_snapshot_across_compaction_crash(const char *point)
   int rc = sochdb_open(dir, &o, &db);
   unsetenv("SOCHDB_TEST_CRASH_AT");
   cr_assert_eq(rc, SOCHDB_OK, "open: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
-  pid_t d1 = fc_wait_daemon(dir, 5000, 0);
+  pid_t d1 = tp_wait_daemon(dir, 5000, 0);
   cr_assert_gt(d1, 0, "no daemon after open (probe %d)", (int)d1);
   int gen = 1;
   t3_fill(db, gen);

@@ -44,6 +44,7 @@
 
 #include "sochdb.h"
 #include "testutil.h"
+#include "procutil.h"
 #include "walfmt.h"
 #include "internal.h"   /* struct sochdb: to wind back durable_seq by hand */
 
@@ -62,64 +63,6 @@ static void wc_child_start(void)
   if (getppid() != wc_parent) _exit(98);   /* the parent died before the prctl */
 }
 
-/* The parent pid of pid from /proc (0 if it is gone). */
-static pid_t wc_ppid_of(pid_t pid)
-{
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
-  const char *p = strrchr(buf, ')');   /* comm may hold spaces and parentheses */
-  char state;
-  int ppid;
-  if (!p || sscanf(p + 1, " %c %d", &state, &ppid) != 2) return 0;
-  return (pid_t)ppid;
-}
-
-/* 1 if pid is alive and not a zombie. */
-static int wc_alive(pid_t pid)
-{
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
-  const char *p = strrchr(buf, ')');
-  char state = 0;
-  if (!p || sscanf(p + 1, " %c", &state) != 1) return 0;
-  return state != 'Z' && state != 'X';
-}
-
-/* Is pid a sochdbd serving dir (argv = sochdbd ... dir)? Zombies have no cmdline. */
-static int wc_is_daemon_of(pid_t pid, const char *dir)
-{
-  char path[64], buf[8192];
-  snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
-  const char *base = strrchr(buf, '/');
-  base = base ? base + 1 : buf;
-  if (strcmp(base, "sochdbd") != 0 && strcmp(base, "sochdbd-testing") != 0) return 0;
-  ssize_t end = n;
-  if (buf[end - 1] == 0) end--;
-  ssize_t start = end;
-  while (start > 0 && buf[start - 1] != 0) start--;
-  if (start == 0) return 0;                  /* no argument at all */
-  buf[end] = 0;
-  return strcmp(buf + start, dir) == 0;
-}
-
 /* How many live sochdbd processes serve dir. */
 static int wc_count_daemons(const char *dir)
 {
@@ -128,111 +71,19 @@ static int wc_count_daemons(const char *dir)
   int count = 0;
   for (struct dirent *e; (e = readdir(d));) {
     pid_t pid = (pid_t)atoi(e->d_name);
-    if (pid > 0 && wc_is_daemon_of(pid, dir) && wc_alive(pid)) count++;
+    if (pid > 0 && tp_is_daemon_of(pid, dir) && tp_alive(pid)) count++;
   }
   closedir(d);
   return count;
 }
 
-/* SIGKILL every child of ours (test children, daemons re-parented to us, a
-** half-spawned daemon) and reap them, until we have no child at all. 0 when
-** done, -1 if children were still there after limit_ms. */
-static int wc_kill_descendants(unsigned limit_ms)
-{
-  pid_t me = getpid();
-  for (unsigned i = 0; i <= limit_ms; i++) {
-    DIR *d = opendir("/proc");
-    if (d) {
-      for (struct dirent *e; (e = readdir(d));) {
-        pid_t pid = (pid_t)atoi(e->d_name);
-        if (pid > 0 && pid != me && wc_ppid_of(pid) == me) kill(pid, SIGKILL);
-      }
-      closedir(d);
-    }
-    int st;
-    pid_t r;
-    while ((r = waitpid(-1, &st, WNOHANG)) > 0) tu_forget_child(r);
-    if (r < 0 && errno == ECHILD) return 0;
-    tu_sleep_ms(1);
-  }
-  return -1;
-}
-
-/* Send sig to pid and wait (at most limit_ms) until it is gone. 0 when gone,
-** with *status its wait status if it was our child (-1 if it was not); -1 on
-** timeout (it is SIGKILLed then). */
-static int wc_stop_pid(pid_t pid, int sig, unsigned limit_ms, int *status)
-{
-  if (status) *status = -1;
-  if (pid <= 0) return -1;
-  kill(pid, sig);
-  for (unsigned i = 0; i <= limit_ms; i++) {
-    int st;
-    pid_t r = waitpid(pid, &st, WNOHANG);
-    if (r == pid) {
-      if (status) *status = st;
-      return 0;
-    }
-    if (r < 0 && errno == ECHILD && !wc_alive(pid)) return 0;
-    tu_sleep_ms(1);
-  }
-  kill(pid, SIGKILL);
-  int st;
-  waitpid(pid, &st, WNOHANG);
-  return -1;
-}
-
 /* ---------------------------------------------------------------- daemon */
-
-/* Does some process hold DIR/LOCK (a daemon serves dir)? */
-static int wc_lock_held(const char *dir)
-{
-  char path[4300];
-  snprintf(path, sizeof path, "%s/LOCK", dir);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  int held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
-  close(fd);   /* drops our shared lock if we got it */
-  return held;
-}
-
-/* The pid of the daemon serving dir: > 0 when DIR/LOCK is held and names a
-** live sochdbd of dir; 0 when nobody holds the lock; -1 when it is held but
-** the pid is not (yet) readable or valid. */
-static pid_t wc_daemon_pid(const char *dir)
-{
-  if (!wc_lock_held(dir)) return 0;
-  char path[4300], buf[32];
-  snprintf(path, sizeof path, "%s/LOCK", dir);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return -1;
-  buf[n] = 0;
-  char *end;
-  long pid = strtol(buf, &end, 10);
-  if (end == buf || *end != '\n' || pid <= 0) return -1;
-  return wc_is_daemon_of((pid_t)pid, dir) && wc_alive((pid_t)pid) ? (pid_t)pid : -1;
-}
-
-/* Wait (limit_ms) for a daemon of dir other than not_pid. Its pid, or <= 0. */
-static pid_t wc_wait_daemon(const char *dir, unsigned limit_ms, pid_t not_pid)
-{
-  pid_t pid = 0;
-  for (unsigned i = 0; i <= limit_ms; i++) {
-    pid = wc_daemon_pid(dir);
-    if (pid > 0 && pid != not_pid) return pid;
-    tu_sleep_ms(1);
-  }
-  return pid > 0 ? -1 : pid;
-}
 
 /* Wait (limit_ms) until nobody holds DIR/LOCK. 1 if free. */
 static int wc_wait_lock_free(const char *dir, unsigned limit_ms)
 {
   for (unsigned i = 0; i <= limit_ms; i++) {
-    if (!wc_lock_held(dir)) return 1;
+    if (!tp_lock_held(dir)) return 1;
     tu_sleep_ms(1);
   }
   return 0;
@@ -246,12 +97,12 @@ static int wc_wait_serving(const char *dir, pid_t pid, unsigned limit_ms);
 ** sigterm_during_daemon_startup's business. */
 static int wc_stop_daemon(const char *dir, int sig, const char *ctx)
 {
-  pid_t pid = wc_wait_daemon(dir, 5000, 0);
+  pid_t pid = tp_wait_daemon(dir, 5000, 0);
   cr_assert_gt(pid, 0, "%s: no daemon holds %s/LOCK (probe: %d)", ctx, dir, (int)pid);
   if (sig == SIGTERM)
     cr_assert(wc_wait_serving(dir, pid, 5000), "%s: sochdbd %d never logged that it serves", ctx, (int)pid);
   int status;
-  cr_assert_eq(wc_stop_pid(pid, sig, 15000, &status), 0, "%s: sochdbd %d did not exit within 15 s of signal %d",
+  cr_assert_eq(tp_stop_pid(pid, sig, 15000, &status), 0, "%s: sochdbd %d did not exit within 15 s of signal %d",
                ctx, (int)pid, sig);
   cr_assert(wc_wait_lock_free(dir, 5000), "%s: %s/LOCK still held after sochdbd %d exited", ctx, dir, (int)pid);
   return status;
@@ -260,9 +111,9 @@ static int wc_stop_daemon(const char *dir, int sig, const char *ctx)
 /* SIGKILL whatever daemon serves dir (bounded), for cleanup. */
 static void wc_kill_daemon_quiet(const char *dir)
 {
-  for (int i = 0; i < 200 && wc_lock_held(dir); i++) {
-    pid_t pid = wc_daemon_pid(dir);
-    if (pid > 0) wc_stop_pid(pid, SIGKILL, 2000, NULL);
+  for (int i = 0; i < 200 && tp_lock_held(dir); i++) {
+    pid_t pid = tp_daemon_pid(dir);
+    if (pid > 0) tp_stop_pid(pid, SIGKILL, 2000, NULL);
     else tu_sleep_ms(5);
   }
 }
@@ -422,7 +273,7 @@ static void wc_init(void)
 static void wc_fini(void)
 {
   tu_kill_all_children();
-  wc_kill_descendants(5000);            /* test children and every daemon re-parented to us */
+  tp_kill_descendants(5000);            /* test children and every daemon re-parented to us */
   if (wc_extra_dir[0]) {
     wc_kill_daemon_quiet(wc_extra_dir);
     tu_remove_region(wc_extra_dir);
@@ -615,7 +466,7 @@ Test(wal_crash, sync_commits_survive_kill9_of_everything)
       tu_sleep_ms(1);
     }
     tu_sleep_ms(5 + (unsigned)rand_r(&seed) % 46);
-    pid_t d = wc_daemon_pid(dir);
+    pid_t d = tp_daemon_pid(dir);
     if (d > 0) daemon_kills++;
     int daemon_first = (r / 2) % 2 == 0;
     if (daemon_first && d > 0) kill(d, SIGKILL);
@@ -630,7 +481,7 @@ Test(wal_crash, sync_commits_survive_kill9_of_everything)
                 r, r * T1_PROCS + i, tu_status_str(st[i], b, sizeof b));
     }
     /* and every daemon (a killed client may have spawned a new one) */
-    cr_assert_eq(wc_kill_descendants(10000), 0, "round %d: processes survived SIGKILL", r);
+    cr_assert_eq(tp_kill_descendants(10000), 0, "round %d: processes survived SIGKILL", r);
     cr_assert(wc_wait_lock_free(dir, 5000), "round %d: %s/LOCK still held after every process was killed", r, dir);
     if (r % 2 == 1) {
       tu_remove_region(dir);          /* the next open rebuilds it from the WAL */
@@ -650,7 +501,7 @@ Test(wal_crash, sync_commits_survive_kill9_of_everything)
     sochdb_close(db);
   }
   /* a last rebuild from the WAL alone: everything is exactly as it was */
-  cr_assert_eq(wc_kill_descendants(10000), 0);
+  cr_assert_eq(tp_kill_descendants(10000), 0);
   tu_remove_region(dir);
   sochdb *db = wc_open(dir, 10000);
   for (int q = 0; q < T1_TOTAL; q++) {
@@ -728,14 +579,14 @@ Test(wal_crash, daemon_killed_while_clients_wait)
   pid_t last = 0;
   long at_kill[T2_KILLS];
   for (int k = 0; k < T2_KILLS; k++) {
-    pid_t d = wc_wait_daemon(dir, 10000, last);
+    pid_t d = tp_wait_daemon(dir, 10000, last);
     cr_assert_gt(d, 0, "kill %d: no new daemon within 10 s of killing sochdbd %d while a SYNC committer waited", k,
                  (int)last);
     long before = atomic_load(&sh->done);
     for (int w = 0; w < 10000 && atomic_load(&sh->done) < before + 3; w++) tu_sleep_ms(1);
     tu_sleep_ms((unsigned)(rand() % 20));
     at_kill[k] = atomic_load(&sh->done);
-    cr_assert_eq(wc_stop_pid(d, SIGKILL, 5000, NULL), 0, "kill %d: sochdbd %d survived SIGKILL", k, (int)d);
+    cr_assert_eq(tp_stop_pid(d, SIGKILL, 5000, NULL), 0, "kill %d: sochdbd %d survived SIGKILL", k, (int)d);
     last = d;
   }
   /* the library must start yet another daemon and commits must succeed again */
@@ -860,19 +711,19 @@ Test(wal_crash, two_openers_start_exactly_one_daemon)
   }
   cr_assert_eq(atomic_load(&sh->opened), T3_PROCS, "only %d of %d openers opened within 20 s",
                atomic_load(&sh->opened), T3_PROCS);
-  pid_t d = wc_wait_daemon(dir, 5000, 0);
+  pid_t d = tp_wait_daemon(dir, 5000, 0);
   cr_assert_gt(d, 0, "%s/LOCK is not held by a live sochdbd of %s (probe %d)", dir, dir, (int)d);
   for (int i = 0; i < 20; i++) {
     int n = wc_count_daemons(dir);
     cr_assert_eq(n, 1, "%d sochdbd processes serve %s, want exactly 1", n, dir);
-    cr_assert_eq(wc_daemon_pid(dir), d, "the daemon holding %s/LOCK changed", dir);
+    cr_assert_eq(tp_daemon_pid(dir), d, "the daemon holding %s/LOCK changed", dir);
     tu_sleep_ms(10);
   }
   sochdb *db = wc_open(dir, 10000);
   sochdb_stats s = tu_stats(db);
   cr_assert_eq(s.daemon_running, 1);
   cr_assert_eq(s.processes_attached, T3_PROCS + 1, "attached processes (the daemon is not counted)");
-  cr_assert_eq(wc_daemon_pid(dir), d, "opening once more changed the daemon");
+  cr_assert_eq(tp_daemon_pid(dir), d, "opening once more changed the daemon");
   atomic_store(&sh->release, 1);
   int st[T3_PROCS];
   cr_assert_eq(tu_wait_children(pids, T3_PROCS, 20000, st), 0);
@@ -1114,9 +965,9 @@ Test(wal_crash, region_survives_daemon_death_without_replay)
   snprintf(region, sizeof region, "%s", sochdb_region_path(db));
   struct stat before;
   cr_assert_eq(stat(region, &before), 0, "stat %s", region);
-  pid_t d1 = wc_wait_daemon(dir, 5000, 0);
+  pid_t d1 = tp_wait_daemon(dir, 5000, 0);
   cr_assert_gt(d1, 0);
-  cr_assert_eq(wc_stop_pid(d1, SIGKILL, 5000, NULL), 0);
+  cr_assert_eq(tp_stop_pid(d1, SIGKILL, 5000, NULL), 0);
   sochdb_close(db);
 
   db = wc_open(dir, 10000);
@@ -1127,7 +978,7 @@ Test(wal_crash, region_survives_daemon_death_without_replay)
             "the region file was replaced (inode %llu -> %llu): it was rebuilt instead of adopted",
             (unsigned long long)before.st_ino, (unsigned long long)after.st_ino);
   wc_expect_pairs(db, 30, "region kept after the daemon's death");
-  pid_t d2 = wc_wait_daemon(dir, 5000, d1);
+  pid_t d2 = tp_wait_daemon(dir, 5000, d1);
   cr_assert_gt(d2, 0, "no new daemon after sochdbd %d was killed", (int)d1);
   char tag[64];
   snprintf(tag, sizeof tag, "sochdbd[%d] ", (int)d2);
@@ -1176,12 +1027,12 @@ Test(wal_crash, sigterm_exits_cleanly_and_idle_exit)
     tu_put_str(t, k, v);
     tu_commit(t, SOCHDB_ASYNC, k);
   }
-  pid_t d = wc_wait_daemon(dir, 5000, 0);
+  pid_t d = tp_wait_daemon(dir, 5000, 0);
   cr_assert_gt(d, 0);
   /* a daemon that is serving (startup is sigterm_during_daemon_startup's business) */
   cr_assert(wc_wait_serving(dir, d, 5000), "sochdbd %d never logged that it serves", (int)d);
   int st;
-  cr_assert_eq(wc_stop_pid(d, SIGTERM, 15000, &st), 0, "sochdbd %d did not exit within 15 s of SIGTERM", (int)d);
+  cr_assert_eq(tp_stop_pid(d, SIGTERM, 15000, &st), 0, "sochdbd %d did not exit within 15 s of SIGTERM", (int)d);
   cr_assert_neq(st, -1, "sochdbd %d was not re-parented to the test (subreaper)", (int)d);
   char b[64];
   cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: sochdbd ended with %s", tu_status_str(st, b, sizeof b));
@@ -1203,7 +1054,7 @@ Test(wal_crash, sigterm_exits_cleanly_and_idle_exit)
     tu_expect_str(t, k, v, "ASYNC commit before SIGTERM, rebuilt from the WAL");
   }
   sochdb_abort(t);
-  pid_t d2 = wc_wait_daemon(dir, 5000, d);
+  pid_t d2 = tp_wait_daemon(dir, 5000, d);
   cr_assert_gt(d2, 0);
   sochdb_close(db);
 
@@ -1212,7 +1063,7 @@ Test(wal_crash, sigterm_exits_cleanly_and_idle_exit)
   for (int i = 0; i < 15000 && !gone; i++) {
     pid_t r = waitpid(d2, &st, WNOHANG);
     if (r == d2) gone = 1;
-    else if (r < 0 && errno == ECHILD && !wc_alive(d2)) {
+    else if (r < 0 && errno == ECHILD && !tp_alive(d2)) {
       gone = 1;
       st = -1;
     } else
@@ -1222,7 +1073,7 @@ Test(wal_crash, sigterm_exits_cleanly_and_idle_exit)
             (int)d2);
   cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "idle exit: sochdbd ended with %s",
             tu_status_str(st, b, sizeof b));
-  cr_assert(!wc_lock_held(dir), "LOCK held after the idle daemon exited");
+  cr_assert(!tp_lock_held(dir), "LOCK held after the idle daemon exited");
   log = wc_log(dir);
   cr_assert(strstr(log, "no client for the idle timeout"), "no idle exit in the daemon log:\n%s", log);
   free(log);
@@ -1254,10 +1105,10 @@ Test(wal_crash, sigterm_during_daemon_startup)
       tu_put_str(t, k, v);
       tu_commit(t, SOCHDB_ASYNC, k);
     }
-    pid_t d = wc_wait_daemon(dir, 5000, 0);
+    pid_t d = tp_wait_daemon(dir, 5000, 0);
     cr_assert_gt(d, 0);
     int st;
-    cr_assert_eq(wc_stop_pid(d, SIGTERM, 15000, &st), 0, "sochdbd %d did not exit within 15 s of SIGTERM", (int)d);
+    cr_assert_eq(tp_stop_pid(d, SIGTERM, 15000, &st), 0, "sochdbd %d did not exit within 15 s of SIGTERM", (int)d);
     cr_assert(wc_wait_lock_free(dir, 5000));
     sochdb_close(db);
     int bad = !(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -1365,34 +1216,18 @@ static int t10_commit_in_child(const char *dir, const char *key, unsigned flags)
   return WEXITSTATUS(st);
 }
 
-static char wc_proc_state(pid_t pid)
-{
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = 0;
-  const char *p = strrchr(buf, ')');
-  char state = 0;
-  if (!p || sscanf(p + 1, " %c", &state) != 1) return 0;
-  return state;
-}
-
 Test(wal_crash, sync_commit_with_a_stopped_daemon_returns_SOCHDB_DAEMON)
 {
   cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
   const char *dir = tu_dir();
   sochdb *db = wc_open(dir, 10000);
   wc_commit_pair(db, 1);
-  pid_t d = wc_wait_daemon(dir, 5000, 0);
+  pid_t d = tp_wait_daemon(dir, 5000, 0);
   cr_assert_gt(d, 0);
   kill(d, SIGSTOP);
   int stopped = 0;
   for (int i = 0; i < 5000 && !stopped; i++) {
-    stopped = wc_proc_state(d) == 'T';
+    stopped = tp_proc_state(d) == 'T';
     if (!stopped) tu_sleep_ms(1);
   }
   cr_assert(stopped, "sochdbd %d did not stop", (int)d);
@@ -1410,7 +1245,7 @@ Test(wal_crash, sync_commit_with_a_stopped_daemon_returns_SOCHDB_DAEMON)
   wc_commit_pair(db, 2);
   sochdb_stats s = tu_stats(db);
   cr_assert_geq(s.durable_seq, s.last_commit_seq);
-  cr_assert_eq(wc_daemon_pid(dir), d, "the daemon changed although it was only stopped");
+  cr_assert_eq(tp_daemon_pid(dir), d, "the daemon changed although it was only stopped");
   sochdb_close(db);
   db = wc_rebuild(dir, "after SIGCONT");
   cr_assert_eq(tu_read_str(db, "sync-while-stopped", buf, sizeof buf), SOCHDB_OK, "lost after a rebuild");
@@ -1431,7 +1266,7 @@ Test(wal_crash, region_removed_while_its_daemon_runs)
   sochdb *db = wc_open(dir, 10000);
   for (long n = 1; n <= 10; n++) wc_commit_pair(db, n);
   sochdb_close(db);
-  pid_t d1 = wc_wait_daemon(dir, 5000, 0);
+  pid_t d1 = tp_wait_daemon(dir, 5000, 0);
   cr_assert_gt(d1, 0);
   tu_remove_region(dir);
   db = wc_open(dir, 10000);
@@ -1440,7 +1275,7 @@ Test(wal_crash, region_removed_while_its_daemon_runs)
   int st = -1, gone = 0;
   for (int i = 0; i < 10000 && !gone; i++) {
     pid_t r = waitpid(d1, &st, WNOHANG);
-    gone = r == d1 || (r < 0 && !wc_alive(d1));
+    gone = r == d1 || (r < 0 && !tp_alive(d1));
     if (!gone) tu_sleep_ms(1);
   }
   cr_assert(gone, "the daemon %d of the removed region still runs 10 s later", (int)d1);
@@ -1449,7 +1284,7 @@ Test(wal_crash, region_removed_while_its_daemon_runs)
             tu_status_str(st, b, sizeof b));
   cr_assert(wc_wait_log(dir, "its shared region was removed or replaced", 1, 5000), "no log line for the old "
             "daemon's exit");
-  pid_t d2 = wc_wait_daemon(dir, 5000, d1);
+  pid_t d2 = tp_wait_daemon(dir, 5000, d1);
   cr_assert_gt(d2, 0);
   wc_commit_pair(db, 16);
   sochdb_close(db);
@@ -1473,13 +1308,13 @@ Test(wal_crash, daemon_exits_when_its_directory_is_removed)
   char region[4300];
   snprintf(region, sizeof region, "%s", sochdb_region_path(db));
   sochdb_close(db);
-  pid_t d = wc_wait_daemon(dir, 5000, 0);
+  pid_t d = tp_wait_daemon(dir, 5000, 0);
   cr_assert_gt(d, 0);
   cr_assert_eq(tu_rmrf(dir), 0);
   int st = -1, gone = 0;
   for (int i = 0; i < 10000 && !gone; i++) {
     pid_t r = waitpid(d, &st, WNOHANG);
-    gone = r == d || (r < 0 && !wc_alive(d));
+    gone = r == d || (r < 0 && !tp_alive(d));
     if (!gone) tu_sleep_ms(1);
   }
   unlink(region);
@@ -1503,7 +1338,7 @@ Test(wal_crash, unstartable_daemon_is_SOCHDB_DAEMON)
                  sochdb_strerror(rc), msg);
     cr_assert_null(db);
     cr_assert(strstr(msg, paths[i]), "the message does not name %s: %s", paths[i], msg);
-    cr_assert(!wc_lock_held(dir));
+    cr_assert(!tp_lock_held(dir));
   }
   /* the real daemon still starts afterwards */
   sochdb *db = wc_open(dir, 10000);
@@ -1623,7 +1458,7 @@ Test(wal_crash, region_removed_under_a_live_writer)
             (unsigned long long)(longest / 1000), refused);
   sochdb_close(db);
   /* a rebuild from the WAL holds every commit acknowledged OK */
-  cr_assert_eq(wc_kill_descendants(10000), 0);
+  cr_assert_eq(tp_kill_descendants(10000), 0);
   tu_remove_region(dir);
   sochdb_options o = wc_opts(2000);
   db = NULL;
