@@ -156,6 +156,8 @@ void arena_view_protected(const shm_region *r, _Atomic uint64_t *hazard, struct 
   uint64_t ids[SHM_MAX_MEMTABLES];
   for (;;) {
     arena_view(r, v);
+    /* relaxed ids: an id is set before the release store of LIVE that the
+    ** view and the re-check below acquire */
     for (uint32_t i = 0; i < v->n; i++)
       ids[i] = atomic_load_explicit(&arena_memtable(r, v->idx[i])->id, memory_order_relaxed);
     hazard_publish(hazard, view_bits(v));

@@ -71,6 +71,8 @@ void hazard_publish(_Atomic uint64_t *hazard, uint64_t value)
 
 void hazard_clear(struct shm_txn_entry *e)
 {
+  /* release: every read of what the hazards named happens-before the clear
+  ** that the reclaimer's seq_cst scan reads */
   atomic_store_explicit(&e->view_memtables, 0, memory_order_release);
   atomic_store_explicit(&e->view_files, 0, memory_order_release);
 }

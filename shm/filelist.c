@@ -73,6 +73,8 @@ int fl_publish(shm_region *r, const struct fl_file *files, uint32_t n)
   uint32_t idx;
   if (!claim_free_list(r, &idx))
     return sdb_fail(SOCHDB_BUSY, "every file list of %s is still read by an old snapshot", r->path);
+  /* relaxed, here and for the list states: only the daemon's one publishing
+  ** thread writes them, and readers follow current_files alone */
   uint32_t old_idx = atomic_load_explicit(&r->hdr->current_files, memory_order_relaxed);
   struct fl_list *old = fl_list_at(r, old_idx), *l = fl_list_at(r, idx);
   l->id = old->id + 1;
@@ -107,6 +109,8 @@ void fl_reclaim(shm_region *r, int at_start)
 {
   if (at_start)
     adopt_lists(r);
+  /* relaxed states: the daemon's alone (fl_publish); the hazards are read
+  ** seq_cst by hazard_file_lists */
   int any = 0;
   for (uint32_t i = 0; i < FL_LISTS && !any; i++)
     any = atomic_load_explicit(&fl_list_at(r, i)->state, memory_order_relaxed) == FL_RETIRED;
@@ -124,6 +128,7 @@ int fl_names_file(const shm_region *r, uint64_t number)
 {
   for (uint32_t i = 0; i < FL_LISTS; i++) {
     const struct fl_list *l = fl_list_at(r, i);
+    /* relaxed: the daemon's own state, read by the daemon */
     if (atomic_load_explicit(&l->state, memory_order_relaxed) == FL_FREE)
       continue;
     for (uint32_t j = 0; j < l->nfiles; j++)

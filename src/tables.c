@@ -179,6 +179,7 @@ static void set_free(struct sdb_tables *ts)
 
 void sdb_tables_release(struct sdb_tables *ts)
 {
+  /* acq_rel: every user's reads of the set happen-before its free */
   if (ts && atomic_fetch_sub_explicit(&ts->refs, 1, memory_order_acq_rel) == 1)
     set_free(ts);
 }
