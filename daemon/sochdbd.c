@@ -323,6 +323,12 @@ static void catch_stop_signals(void)
   sa.sa_handler = on_signal;
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
+  /* started by hand from a shell or a service manager that blocked them */
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  sigprocmask(SIG_UNBLOCK, &stop, NULL);
 }
 
 #ifdef SOCHDB_TESTING

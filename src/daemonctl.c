@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,10 +129,22 @@ static int spawn_daemon(sochdb *db)
   /* The application's descriptors without close-on-exec (a prefork server's
   ** listening socket, a test's pipe) must not live on in the daemon. */
   posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  /* Nor the application's blocked or ignored signals (a CLI waiting in
+  ** sigsuspend blocks SIGTERM, a server may ignore SIGHUP): the daemon must
+  ** stop on SIGTERM whoever started it. */
+  posix_spawnattr_t at;
+  posix_spawnattr_init(&at);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&at, &none);
+  posix_spawnattr_setsigdefault(&at, &all);
+  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   char *argv[] = { "sochdbd", db->dir, NULL };
   pid_t pid;
-  int err = strchr(db->daemon_path, '/') ? posix_spawn(&pid, db->daemon_path, &fa, NULL, argv, environ)
-                                         : posix_spawnp(&pid, db->daemon_path, &fa, NULL, argv, environ);
+  int err = strchr(db->daemon_path, '/') ? posix_spawn(&pid, db->daemon_path, &fa, &at, argv, environ)
+                                         : posix_spawnp(&pid, db->daemon_path, &fa, &at, argv, environ);
+  posix_spawnattr_destroy(&at);
   posix_spawn_file_actions_destroy(&fa);
   if (err) {
     errno = err;

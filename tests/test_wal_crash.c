@@ -1580,3 +1580,32 @@ Test(wal_crash, unconfirmed_groups_are_rewritten_not_trusted)
   wc_expect_pairs(db, 31, "rebuilt after the rewrite");
   sochdb_close(db);
 }
+
+/* A client that blocks SIGTERM (a CLI waiting in sigsuspend) or ignores
+** signals must not hand that to the daemon it starts: the daemon still
+** stops on SIGTERM. */
+Test(wal_crash, a_daemon_started_by_a_client_blocking_sigterm_stops_on_sigterm)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  pid_t c = tu_fork();
+  if (c == 0) {   /* starts the daemon, then stays attached: no idle exit */
+    wc_child_start();
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigprocmask(SIG_BLOCK, &block, NULL);
+    signal(SIGHUP, SIG_IGN);
+    sochdb_options o = wc_opts(10000);
+    sochdb *db = NULL;
+    if (sochdb_open(dir, &o, &db) != SOCHDB_OK) _exit(2);
+    for (;;)
+      pause();
+  }
+  int st = wc_stop_daemon(dir, SIGTERM, "a daemon started with SIGTERM blocked");
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: sochdbd exit status 0x%x", (unsigned)st);
+  kill(c, SIGKILL);
+  cr_assert_eq(tu_wait_child(c, 10000, &st), 0, "the client did not end");
+  cr_assert(WIFSIGNALED(st), "the client ended before it was killed (0x%x: it could not open)", (unsigned)st);
+}
