@@ -31,6 +31,14 @@
 **    and compaction have settled, then write amplification = (flush_bytes +
 **    compact_bytes_written) / user_bytes and space amplification =
 **    sst_bytes (+ the WAL files) / the live keys and values.
+**  - memory: how much memory the shared region and the daemon hold, on a
+**    database with the library's default sizes (64 MiB memtables): empty;
+**    with --memory-mb of keys and values in its memtable (none flushed yet),
+**    resident region ÷ that live data; and after 3 memtables more were
+**    written, flushed and compacted (a recycled arena gives its pages
+**    back). Resident = the region file's allocated
+**    pages (st_blocks: a tmpfs page is memory); the daemon's RSS and its
+**    private memory outside the region and the database's files.
 **
 ** `sochdb-bench compare ...` runs the comparison with LMDB, SQLite and
 ** RocksDB instead (compare.c).
@@ -67,7 +75,8 @@
 
 /* ---- configuration -------------------------------------------------------- */
 
-enum { W_SYNC = 1u, W_ASYNC = 2u, W_RECOVERY = 4u, W_READ = 8u, W_AMP = 16u };
+enum { W_SYNC = 1u, W_ASYNC = 2u, W_RECOVERY = 4u, W_READ = 8u, W_AMP = 16u, W_MEMORY = 32u };
+#define W_ALL (W_SYNC | W_ASYNC | W_RECOVERY | W_READ | W_AMP | W_MEMORY)
 
 struct config {
   const char *base;           /* the fresh directory is made in here */
@@ -84,6 +93,7 @@ struct config {
   unsigned    memtable_mb;    /* memtable of the read_sst and amplification databases */
   unsigned    read_keys;      /* keys read_sst loads */
   unsigned    amp_memtables;  /* amplification writes this many memtables' worth */
+  unsigned    memory_mb;      /* keys and values the memory workload keeps in its memtable */
   unsigned    batch;          /* puts per transaction of the read_sst and amplification loads */
   unsigned    workloads;      /* W_* bits */
 };
@@ -93,7 +103,7 @@ static void usage(FILE *out)
   fprintf(out,
     "usage: sochdb-bench [options] WORKLOAD...\n"
     "       sochdb-bench compare [options] [WORKLOAD...]   (sochdb against LMDB, SQLite, RocksDB; compare --help)\n"
-    "  workloads: sync_commit fill_async recovery read_sst amplification (or all)\n"
+    "  workloads: sync_commit fill_async recovery read_sst amplification memory (or all)\n"
     "  --dir D            make the benchmark's directory in D (default " DEFAULT_BASE ")\n"
     "  --json FILE        also write the figures as JSON to FILE\n"
     "  --procs LIST       process counts of sync_commit (default 1,8,32; at most %u)\n"
@@ -109,6 +119,7 @@ static void usage(FILE *out)
     "  --memtable-mb N    memtable of the read_sst and amplification databases (default 8)\n"
     "  --read-keys N      keys read_sst loads (default 1000000)\n"
     "  --amp-memtables N  amplification writes N memtables' worth of keys and values (default 10)\n"
+    "  --memory-mb N      keys and values the memory workload keeps in one 64 MiB memtable (default 32)\n"
     "  --batch N          puts per transaction of those loads (default 100)\n",
     MAX_PROCS);
 }
@@ -125,10 +136,13 @@ static int parse_workload(const char *w, struct config *c)
     c->workloads |= W_READ;
   else if (!strcmp(w, "amplification"))
     c->workloads |= W_AMP;
+  else if (!strcmp(w, "memory"))
+    c->workloads |= W_MEMORY;
   else if (!strcmp(w, "all"))
-    c->workloads |= W_SYNC | W_ASYNC | W_RECOVERY | W_READ | W_AMP;
+    c->workloads |= W_ALL;
   else
-    return fail("unknown workload '%s' (sync_commit, fill_async, recovery, read_sst, amplification, all)", w);
+    return fail("unknown workload '%s' (sync_commit, fill_async, recovery, read_sst, amplification, memory, "
+                "all)", w);
   return 0;
 }
 
@@ -141,6 +155,7 @@ static int parse_option(const char *opt, const char *val, struct config *c)
     { "--cache-mb", 0, 1u << 20, &c->cache_mb },           { "--memtable-mb", 1, 4096, &c->memtable_mb },
     { "--read-keys", 1, 1u << 30, &c->read_keys },         { "--amp-memtables", 1, 10000, &c->amp_memtables },
     { "--batch", 1, 65535, &c->batch },                    { "--value-random-pct", 0, 100, &c->value_random_pct },
+    { "--memory-mb", 1, 48, &c->memory_mb },
   };
   for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++)
     if (!strcmp(opt, numbers[i].name))
@@ -168,7 +183,7 @@ static int parse_args(int argc, char **argv, struct config *c)
   *c = (struct config){ .base = DEFAULT_BASE, .procs = { { 1, 8, 32 }, 3 }, .read_procs = { { 1, 2 }, 2 },
                         .seconds = 3, .fsync_seconds = 2, .key_bytes = 16, .value_bytes = 100,
                         .value_random_pct = 100, .recovery_mb = 32, .region_mb = 4096, .memtable_mb = 8,
-                        .read_keys = 1000000, .amp_memtables = 10, .batch = 100 };
+                        .read_keys = 1000000, .amp_memtables = 10, .memory_mb = 32, .batch = 100 };
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -615,12 +630,27 @@ struct amp_result {
   struct settled at;
 };
 
+/* What the region and the daemon hold at one moment. */
+struct mem_point {
+  uint64_t     region_bytes;      /* allocated pages of the region file */
+  sochdb_stats st;
+  uint64_t     daemon_rss_kib, daemon_private_kib;
+};
+
+struct memory_result {
+  struct load      load, more;    /* the live data; then 3 memtables' worth more */
+  uint64_t         live_bytes;    /* keys and values of the first load */
+  struct mem_point empty, loaded, idle;
+  struct settled   at;
+  double           idle_seconds;  /* waited after settling for the region to stop changing */
+};
+
 struct results {
   char                   root[PATH_MAX];
   struct fs_info         fs;
   char                   region_dir[PATH_MAX];
   long                   cpus;
-  int                    have_fsync, have_async, have_recovery, have_read, have_amp;
+  int                    have_fsync, have_async, have_recovery, have_read, have_amp, have_memory;
   struct fsync_result    fsync;
   unsigned               nsync;
   struct phase_result    sync[MAX_ROWS];
@@ -628,6 +658,7 @@ struct results {
   struct recovery_result rec;
   struct read_result     read;
   struct amp_result      amp;
+  struct memory_result   mem;
 };
 
 /* Where the library put the region files (/dev/shm or $SOCHDB_SHM_DIR). */
@@ -904,6 +935,96 @@ static int workload_amp(const struct config *c, struct results *res)
   return rc;
 }
 
+static int measure_memory(struct bench_db *b, struct mem_point *p)
+{
+  struct stat st;
+  if (stat(b->region, &st) != 0)
+    return fail_errno("stat", b->region);
+  p->region_bytes = (uint64_t)st.st_blocks * 512;
+  if (stats_now(b->db, &p->st) != 0)
+    return -1;
+  pid_t pid = daemon_pid_of(b->dir);
+  p->daemon_rss_kib = p->daemon_private_kib = 0;
+  if (pid) {
+    const char *exclude[] = { b->region, b->dir };
+    struct mem_usage m;
+    if (mem_usage(pid, exclude, 2, &m) == 0) {
+      p->daemon_rss_kib = m.rss_kib;
+      p->daemon_private_kib = m.private_kib - m.excluded_kib;
+    }
+  }
+  return 0;
+}
+
+#define LIBRARY_MEMTABLE_MB 64u  /* sochdb_options.memtable_bytes's default: what users get */
+#define IDLE_WAIT_S 10.0
+
+/* Poll until the region has not changed for 2 s (at least 3 s after the
+** load settled, at most IDLE_WAIT_S): the recycled arenas' pages given back. */
+static int wait_idle_region(struct bench_db *b, struct memory_result *r)
+{
+  uint64_t t0 = now_ns(), stable_since = t0;
+  struct mem_point p;
+  if (measure_memory(b, &p) != 0)
+    return -1;
+  for (;;) {
+    double waited = (double)(now_ns() - t0) / NS_PER_S;
+    if (interrupted || waited >= IDLE_WAIT_S || (waited >= 3 && (double)(now_ns() - stable_since) / NS_PER_S >= 2))
+      break;
+    usleep(250000);
+    uint64_t before = p.region_bytes;
+    if (measure_memory(b, &p) != 0)
+      return -1;
+    if (p.region_bytes != before)
+      stable_since = now_ns();
+  }
+  r->idle_seconds = (double)(now_ns() - t0) / NS_PER_S;
+  r->idle = p;
+  return 0;
+}
+
+static int memory_steps(const struct config *c, struct bench_db *b, void *ctx)
+{
+  struct memory_result *r = ctx;
+  int rc = measure_memory(b, &r->empty);
+  r->load.writes = calloc(r->load.keys, sizeof *r->load.writes);
+  if (rc == 0 && !r->load.writes)
+    rc = fail("out of memory");
+  if (rc == 0) {
+    fprintf(stderr, "memory: %u MiB of keys and values into the memtable...\n", c->memory_mb);
+    rc = load_keys(c, b->db, &r->load);
+  }
+  load_free(&r->load);
+  if (rc == 0)
+    rc = measure_memory(b, &r->loaded);
+  if (rc == 0 && r->loaded.st.flushes != 0)
+    rc = fail("memory: the load was flushed (%llu flushes): the memtable does not hold it; use a smaller "
+              "--memory-mb", (unsigned long long)r->loaded.st.flushes);
+  if (rc == 0)
+    rc = load_settle(c, b, "memory", &r->more, &r->at);
+  if (rc == 0) {
+    fprintf(stderr, "memory: settled; waiting for the region to stop changing...\n");
+    rc = wait_idle_region(b, r);
+  }
+  if (rc == 0)
+    rc = verify_load(c, b, &r->more);
+  load_free(&r->more);
+  return rc;
+}
+
+static int workload_memory(const struct config *c, struct results *res)
+{
+  struct memory_result *r = &res->mem;
+  memset(r, 0, sizeof *r);
+  uint64_t pair = c->key_bytes + c->value_bytes;
+  r->load.puts = r->load.keys = ((uint64_t)c->memory_mb << 20) / pair;
+  r->live_bytes = r->load.puts * pair;
+  r->more.puts = r->more.keys = ((uint64_t)3 * LIBRARY_MEMTABLE_MB << 20) / pair;
+  int rc = on_fresh_db(c, res, "memory", 0, memory_steps, r);
+  res->have_memory = rc == 0;
+  return rc;
+}
+
 /* ---- report ---------------------------------------------------------------------- */
 
 /* What a sync_commit row shows, derived once for the table and the JSON. */
@@ -1100,6 +1221,53 @@ static void print_amp(const struct config *c, const struct results *res)
          "left)\n\n", mib(s->sst_bytes), mib(r->live_bytes), a.space, a.space_wal, mib(r->at.wal_file_bytes));
 }
 
+static void print_memory_point(const char *what, const struct mem_point *p)
+{
+  printf("  %-44s region %7.1f MiB resident (memtables %6.1f MiB used), daemon RSS %5.1f MiB, private %5.1f MiB\n",
+         what, mib(p->region_bytes), mib(p->st.memtable_used_bytes), (double)p->daemon_rss_kib / 1024,
+         (double)p->daemon_private_kib / 1024);
+}
+
+static void print_memory(const struct config *c, const struct results *res)
+{
+  const struct memory_result *r = &res->mem;
+  char what[80];
+  printf("memory: one database, 64 MiB memtables, %u-byte keys, %u-byte values\n", c->key_bytes, c->value_bytes);
+  print_memory_point("empty", &r->empty);
+  snprintf(what, sizeof what, "%.1f MiB of live data in the memtable", mib(r->live_bytes));
+  print_memory_point(what, &r->loaded);
+  snprintf(what, sizeof what, "then %.0f MiB more: flushed, settled, idle", mib(r->more.puts * (c->key_bytes +
+           c->value_bytes)));
+  print_memory_point(what, &r->idle);
+  printf("  resident region / live data in it = %.2f (%.2f without the empty region's %.1f MiB of tables); "
+         "after %.1f s idle: %llu flushes, %llu compactions\n\n",
+         ratio((double)r->loaded.region_bytes, (double)r->live_bytes),
+         ratio((double)(r->loaded.region_bytes - r->empty.region_bytes), (double)r->live_bytes),
+         mib(r->empty.region_bytes), r->idle_seconds, (unsigned long long)r->idle.st.flushes,
+         (unsigned long long)r->idle.st.compactions);
+}
+
+static void json_memory_point(FILE *f, const char *name, const struct mem_point *p)
+{
+  fprintf(f, "\"%s\": {\"region_bytes\": %llu, \"memtable_used_bytes\": %llu, \"daemon_rss_kib\": %llu, "
+             "\"daemon_private_kib\": %llu}", name, (unsigned long long)p->region_bytes,
+          (unsigned long long)p->st.memtable_used_bytes, (unsigned long long)p->daemon_rss_kib,
+          (unsigned long long)p->daemon_private_kib);
+}
+
+static void json_memory(FILE *f, const struct results *res)
+{
+  const struct memory_result *r = &res->mem;
+  fprintf(f, ",\n  \"memory\": {\"live_bytes\": %llu, \"region_per_live\": %.4f, ",
+          (unsigned long long)r->live_bytes, ratio((double)r->loaded.region_bytes, (double)r->live_bytes));
+  json_memory_point(f, "empty", &r->empty);
+  fprintf(f, ", ");
+  json_memory_point(f, "loaded", &r->loaded);
+  fprintf(f, ", ");
+  json_memory_point(f, "idle", &r->idle);
+  fprintf(f, "}");
+}
+
 static void json_sync(FILE *f, const struct results *res)
 {
   const struct hist *h = &res->fsync.lat;
@@ -1211,6 +1379,8 @@ static int write_json(const struct config *c, const struct results *res)
     json_read(f, c, res);
   if (res->have_amp)
     json_amp(f, c, res);
+  if (res->have_memory)
+    json_memory(f, res);
   fprintf(f, "\n}\n");
   return fclose(f) == 0 ? 0 : fail_errno("write", c->json);
 }
@@ -1228,6 +1398,8 @@ static void report(const struct config *c, const struct results *res)
     print_read(c, res);
   if (res->have_amp)
     print_amp(c, res);
+  if (res->have_memory)
+    print_memory(c, res);
 }
 
 /* ---- main -------------------------------------------------------------------------- */
@@ -1269,6 +1441,8 @@ int main(int argc, char **argv)
     rc = workload_read(&c, &res);
   if (rc == 0 && c.workloads & W_AMP)
     rc = workload_amp(&c, &res);
+  if (rc == 0 && c.workloads & W_MEMORY)
+    rc = workload_memory(&c, &res);
   rm_rf(res.root);
   if (rc != 0 || interrupted)
     return 1;

@@ -37,13 +37,45 @@ void arena_init_all(shm_region *r, uint64_t arenas_off)
     m->arena_off = arenas_off + (uint64_t)i * h->memtable_bytes;
     m->capacity = h->memtable_bytes;
     atomic_init(&m->state_claim, mt_word(MT_FREE, 0));
+    atomic_init(&m->reserved, 0);
   }
   sl_init(r, 0);
   arena_reset_meta(arena_memtable(r, 0));
   atomic_init(&arena_memtable(r, 0)->id, 1);
+  /* the region's creator reserved this much of arena 0 (region.c) */
+  atomic_init(&arena_memtable(r, 0)->reserved, arena_first_reserve(h->memtable_bytes));
   atomic_init(&arena_memtable(r, 0)->state_claim, mt_word(MT_LIVE, 0));
   atomic_init(&h->active_memtable, 0);
   atomic_init(&h->next_memtable_id, 2);
+}
+
+uint64_t arena_first_reserve(uint64_t capacity)
+{
+  return capacity < ARENA_RESERVE_CHUNK ? capacity : ARENA_RESERVE_CHUNK;
+}
+
+/* Back arena bytes [0, upto) with pages (shm_reserve), rounded up to a
+** whole chunk, before anyone writes them. Returns 0 or an errno. */
+static int reserve_upto(shm_region *r, struct shm_memtable *m, uint64_t upto)
+{
+  upto = (upto + ARENA_RESERVE_CHUNK - 1) & ~(ARENA_RESERVE_CHUNK - 1);
+  if (upto > m->capacity)
+    upto = m->capacity;
+  /* acquire: pairs with the release CAS below in whichever process raised
+  ** the watermark, whose fallocate had returned before it */
+  uint64_t have = atomic_load_explicit(&m->reserved, memory_order_acquire);
+  if (upto <= have)
+    return 0;
+  /* Racing reservers may both reserve the same range: it is idempotent. */
+  int err = shm_reserve(r, m->arena_off + have, upto - have);
+  if (err != 0)
+    return err;
+  /* release: a writer that sees the raised watermark (acquire, above) skips
+  ** the fallocate, so it must see it done */
+  while (have < upto && !atomic_compare_exchange_weak_explicit(&m->reserved, &have, upto, memory_order_release,
+                                                               memory_order_acquire)) {
+  }
+  return 0;
 }
 
 uint64_t arena_alloc(shm_region *r, uint32_t i, uint64_t n)
@@ -55,6 +87,10 @@ uint64_t arena_alloc(shm_region *r, uint32_t i, uint64_t n)
   uint64_t off = atomic_fetch_add_explicit(&m->used, n, memory_order_relaxed);
   if (off + n > m->capacity)
     return 0;
+  /* The bytes stay claimed if the tmpfs is full: the arena counts as full,
+  ** and the rotation that follows reports it (arena_reserve). */
+  if (reserve_upto(r, m, off + n) != 0)
+    return 0;
   return m->arena_off + off;
 }
 
@@ -63,7 +99,7 @@ static int claim_free_arena(shm_region *r, uint32_t my_slot, uint32_t *out)
   for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
     struct shm_memtable *m = arena_memtable(r, i);
     uint64_t expected = mt_word(MT_FREE, 0);
-    /* acquire: see the last owner's writes before reusing the arena */
+    /* acquire: see the last owner's writes (its watermark too) before reusing the arena */
     if (atomic_load_explicit(&m->state_claim, memory_order_relaxed) == expected &&
         atomic_compare_exchange_strong_explicit(&m->state_claim, &expected, mt_word(MT_CLAIMED, my_slot + 1),
                                                 memory_order_acquire, memory_order_relaxed)) {
@@ -83,15 +119,11 @@ static void set_word(struct shm_memtable *m, uint32_t state, uint32_t claimer)
 int arena_reserve(shm_region *r, uint32_t i)
 {
   struct shm_memtable *m = arena_memtable(r, i);
-  /* The region is sparse: an untouched page of a full tmpfs would be a
-  ** SIGBUS on first write. Reserving the arena's pages before anyone writes
-  ** turns that into an error we can return. */
-  int err = posix_fallocate(r->fd, (off_t)m->arena_off, (off_t)m->capacity);
-  if (err == 0 || err == EOPNOTSUPP || err == EINVAL)
+  int err = reserve_upto(r, m, arena_first_reserve(m->capacity));
+  if (err == 0)
     return SOCHDB_OK;
   errno = err;
-  return sdb_fail(SOCHDB_BUSY, "cannot reserve %llu bytes of shared memory for a memtable in %s: %s",
-                  (unsigned long long)m->capacity, r->path, strerror(err));
+  return sdb_fail(SOCHDB_BUSY, "cannot reserve shared memory for a memtable in %s: %s", r->path, strerror(err));
 }
 
 int arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full)
@@ -224,7 +256,20 @@ void arena_adopt_retired(shm_region *r)
 
 void arena_recycle(shm_region *r, uint32_t i)
 {
-  set_word(arena_memtable(r, i), MT_FREE, 0);
+  struct shm_memtable *m = arena_memtable(r, i);
+  /* Nobody reads or writes it any more: its pages go back to the system
+  ** (the next claimer reserves them again as it fills the arena; measured,
+  ** the fresh pages cost a fill no more than reusing them). The watermark
+  ** drops first: killed between the two steps, we leave pages reserved
+  ** again for nothing (idempotent), never a watermark over pages that are
+  ** gone. Relaxed: published by the release store of FREE below, which the
+  ** next claimer's CAS acquires. A failed punch (no support) keeps the
+  ** pages. A daemon killed before FREE recycles the arena again. */
+  atomic_store_explicit(&m->reserved, 0, memory_order_relaxed);
+  if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)m->arena_off, (off_t)m->capacity) != 0) {
+    /* the pages stay; the next claimer reserves them again, idempotently */
+  }
+  set_word(m, MT_FREE, 0);
 }
 
 void arena_release_claims_of(shm_region *r, uint32_t slot)

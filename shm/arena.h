@@ -39,7 +39,13 @@ struct shm_memtable {
   _Atomic uint64_t max_seq;       /* set by the flusher */
   _Atomic uint64_t flushed_file;  /* the SSTable holding it, 0 = not flushed yet */
   _Atomic uint64_t retire_tag;    /* commit-epoch tag once RETIRED (epoch.h) */
-  uint64_t pad[7];
+  /* Bytes from the arena start that are backed by real pages (fallocate):
+  ** allocations reserve ahead in ARENA_RESERVE_CHUNK steps, and a recycled
+  ** arena gives its pages back, so the region's resident size follows the
+  ** data it holds, not the arenas' capacity. Zero in a region made by an
+  ** older binary that reserved whole arenas: harmless, reserving is idempotent. */
+  _Atomic uint64_t reserved;
+  uint64_t pad[6];
 };
 
 /* A process-local, ordered list of live memtables (newest first). */
@@ -62,10 +68,20 @@ void     arena_init_all(shm_region *r, uint64_t arenas_off);
 static inline struct shm_memtable *arena_memtable(const shm_region *r, uint32_t i)
 { return (struct shm_memtable *)shm_at(r, r->hdr->memtables_off) + i; }
 
-/* Back arena i with real pages now (SOCHDB_BUSY if the tmpfs is full). */
+/* Pages are reserved for an arena this many bytes at a time. */
+#define ARENA_RESERVE_CHUNK (1ull << 20)
+
+/* How much of an arena of this capacity a fresh memtable starts with reserved. */
+uint64_t arena_first_reserve(uint64_t capacity);
+
+/* Back the start of arena i (its head node, the first allocations) with real
+** pages now (SOCHDB_BUSY if the tmpfs is full); arena_alloc reserves the rest
+** as it goes. */
 int      arena_reserve(shm_region *r, uint32_t i);
 
-/* Allocate n bytes (8-aligned) in memtable i. Returns the region offset, or 0 if it does not fit. */
+/* Allocate n bytes (8-aligned) in memtable i. Returns the region offset, or
+** 0 if it does not fit (or the tmpfs has no page left to back it: the caller
+** rotates, and the rotation reports SOCHDB_BUSY). */
 uint64_t arena_alloc(shm_region *r, uint32_t i, uint64_t n);
 
 /* The active memtable index (acquire: its skiplist head must be initialised). */
@@ -95,7 +111,8 @@ void     arena_note_seq(shm_region *r, uint32_t i, uint64_t seq);
 ** see every version newer than its snapshot in memory, so its commit
 ** conflicts (src/txn.c), as in RocksDB's optimistic transactions. */
 uint64_t arena_retire(shm_region *r, uint32_t i);
-/* ... and give it back once no view can read it (RETIRED -> FREE). */
+/* ... and give it back once no view can read it (RETIRED -> FREE), its
+** pages returned to the system. */
 void     arena_recycle(shm_region *r, uint32_t i);
 
 /* A new daemon, before it flushes anything: a dead one may have retired a

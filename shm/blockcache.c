@@ -47,7 +47,7 @@ struct bc_entry {
 
 struct bc_set {
   _Alignas(64) _Atomic uint32_t hand; /* CLOCK hand: next way to look at, mod BC_WAYS */
-  uint32_t        pad;
+  _Atomic uint32_t backed;            /* 1 once the set's blocks have memory (bc_backing) */
   struct bc_entry way[BC_WAYS];
 };
 
@@ -73,6 +73,19 @@ static uint64_t data_off_for(uint64_t nsets)
 }
 
 static uint64_t area_for(uint64_t nsets) { return data_off_for(nsets) + nsets * BC_WAYS * BC_BLOCK_MAX; }
+
+static uint64_t nsets_for(size_t area_bytes)
+{
+  uint64_t nsets = area_bytes / ((uint64_t)BC_WAYS * BC_BLOCK_MAX + sizeof(struct bc_set));
+  while (nsets > 0 && area_for(nsets) > area_bytes)
+    nsets--;
+  return nsets;
+}
+
+size_t bc_meta_bytes(size_t area_bytes)
+{
+  return area_bytes < BC_HEADER ? area_bytes : (size_t)data_off_for(nsets_for(area_bytes));
+}
 
 size_t bc_area_bytes(uint64_t cache_bytes)
 {
@@ -126,9 +139,7 @@ void bc_init(void *area, size_t area_bytes)
   if (!area || area_bytes < BC_HEADER)
     return;
   struct bc_header *h = area;
-  uint64_t nsets = area_bytes / ((uint64_t)BC_WAYS * BC_BLOCK_MAX + sizeof(struct bc_set));
-  while (nsets > 0 && area_for(nsets) > area_bytes)
-    nsets--;
+  uint64_t nsets = nsets_for(area_bytes);
   memset(h, 0, BC_HEADER);   /* nobody else sees the area yet */
   h->nsets = nsets;
   h->data_off = data_off_for(nsets);
@@ -140,7 +151,7 @@ void bc_init(void *area, size_t area_bytes)
   for (uint64_t i = 0; i < nsets; i++) {
     struct bc_set *s = set_at(h, i);
     atomic_init(&s->hand, 0);
-    s->pad = 0;
+    atomic_init(&s->backed, 0);
     for (unsigned w = 0; w < BC_WAYS; w++) {
       struct bc_entry *e = &s->way[w];
       atomic_init(&e->state, st_make(0, 0, 0));
@@ -322,7 +333,22 @@ static int claim_victim(struct bc_header *h, struct bc_set *s, uint32_t owner, u
   return w;
 }
 
-void bc_insert(void *area, uint64_t file, uint64_t offset, const void *data, size_t len, uint32_t owner)
+/* Give set s's blocks memory before the first write to any of them. Two
+** processes may both reserve it: reserving is idempotent. */
+static int back_set(struct bc_header *h, struct bc_set *s, const struct bc_backing *b)
+{
+  /* acquire: pairs with the release store below in whichever process backed
+  ** the set: its reservation is done before we write into the blocks */
+  if (!b || atomic_load_explicit(&s->backed, memory_order_acquire))
+    return 1;
+  if (b->reserve(b->ctx, data_of(h, s, 0), (size_t)BC_WAYS * BC_BLOCK_MAX) != 0)
+    return 0;
+  atomic_store_explicit(&s->backed, 1, memory_order_release);
+  return 1;
+}
+
+void bc_insert(void *area, uint64_t file, uint64_t offset, const void *data, size_t len, uint32_t owner,
+               const struct bc_backing *backing)
 {
   struct bc_header *h = header(area);
   if (!h || owner == 0 || owner > OWNER_MASK || (!data && len))
@@ -332,7 +358,7 @@ void bc_insert(void *area, uint64_t file, uint64_t offset, const void *data, siz
     return;
   }
   struct bc_set *s = set_of(h, file, offset);
-  if (present(s, file, offset))
+  if (present(s, file, offset) || !back_set(h, s, backing))
     return;
   uint64_t claimed;
   int w = claim_victim(h, s, owner, &claimed);

@@ -40,6 +40,20 @@ struct bc_stats {
 ** to whole sets; 0 when cache_bytes is too small for one set: cache disabled). */
 size_t bc_area_bytes(uint64_t cache_bytes);
 
+/* Bytes at the start of an area of area_bytes (as bc_area_bytes gives) that
+** bc_init writes: the header and every set's metadata. The rest, the blocks,
+** is written only by bc_insert, through its backing. */
+size_t bc_meta_bytes(size_t area_bytes);
+
+/* How bc_insert backs a set's blocks with memory before it first writes one:
+** reserve(ctx, addr, len) returns 0 once [addr, addr + len) is backed (see
+** shm_reserve), or an errno, and then nothing is cached. NULL: the area is
+** backed already (private memory, tests). */
+struct bc_backing {
+  int  (*reserve)(void *ctx, void *addr, size_t len);
+  void *ctx;
+};
+
 /* Format the area (called once, by the creator, before anyone else sees it).
 ** The area must be 64-byte aligned in every process (a mapping is).
 ** Writes the header and each entry's small metadata, never the data pages, so
@@ -55,8 +69,10 @@ int    bc_lookup(void *area, uint64_t file, uint64_t offset, void *dst, size_t c
 /* Insert a copy of data[0..len) under (file, offset); len > BC_BLOCK_MAX is
 ** counted in too_big and ignored. owner = the inserting process's slot + 1
 ** (1..65535). Does nothing if the block is already cached; may silently give
-** up under contention (every way of the set being written). */
-void   bc_insert(void *area, uint64_t file, uint64_t offset, const void *data, size_t len, uint32_t owner);
+** up under contention (every way of the set being written) or when backing
+** cannot reserve the set's memory. */
+void   bc_insert(void *area, uint64_t file, uint64_t offset, const void *data, size_t len, uint32_t owner,
+                 const struct bc_backing *backing);
 
 /* Reaper: the entries a dead owner left half-written become free (empty)
 ** again. owner must be dead: a live writer's entry would be taken from it. */

@@ -82,6 +82,13 @@ uint64_t shm_layout_arena_off(const struct shm_header *h, uint32_t idx)
   return first + (uint64_t)idx * h->memtable_bytes;
 }
 
+int shm_reserve(const shm_region *r, uint64_t off, uint64_t len)
+{
+  int err = posix_fallocate(r->fd, (off_t)off, (off_t)len);
+  /* a filesystem without fallocate: nothing to reserve with, pages come on write */
+  return err == EOPNOTSUPP || err == EINVAL ? 0 : err;
+}
+
 /* Where the sections go; fills the offset fields of h. */
 static void layout_sections(struct shm_header *h, uint64_t memtable_bytes, uint64_t cache_bytes)
 {
@@ -227,13 +234,23 @@ static int region_attach_locked(const struct shm_open_params *p, shm_region *r, 
   if (base == MAP_FAILED)
     return sdb_fail_errno("mmap %s", r->path);
   r->size = p->region_bytes;
-  /* Pages of the tables and the first arena now, not as a SIGBUS later. */
+  /* Pages of the tables, the cache's metadata and the start of the first
+  ** arena now, not as a SIGBUS later: the cache's blocks and the rest of
+  ** the arena are reserved as they fill (bc_insert, arena_alloc). */
   struct shm_header probe;
   memset(&probe, 0, sizeof probe);
   layout_sections(&probe, p->memtable_bytes, p->cache_bytes);
-  uint64_t prefix = shm_layout_arena_off(&probe, 0) + p->memtable_bytes;
-  int err = prefix <= p->region_bytes ? posix_fallocate(r->fd, 0, (off_t)prefix) : 0;
-  if (err != 0 && err != EOPNOTSUPP && err != EINVAL) {
+  uint64_t arena0 = shm_layout_arena_off(&probe, 0);
+  uint64_t meta_end = probe.cache_bytes ? probe.cache_off + bc_meta_bytes(probe.cache_bytes) : probe.memtables_off;
+  int err = 0;
+  if (arena0 + p->memtable_bytes <= p->region_bytes) {   /* else region_format refuses it */
+    err = shm_reserve(r, 0, meta_end);
+    if (err == 0)
+      err = shm_reserve(r, probe.memtables_off, arena_table_bytes());
+    if (err == 0)
+      err = shm_reserve(r, arena0, arena_first_reserve(p->memtable_bytes));
+  }
+  if (err != 0) {
     munmap(base, p->region_bytes);
     errno = err;
     return sdb_fail_errno("reserve shared memory for %s", r->path);

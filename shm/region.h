@@ -29,7 +29,7 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  4u
+#define SHM_LAYOUT_VERSION  5u
 #define SHM_HEADER_BYTES    4096u
 #define SHM_CACHELINE       64
 
@@ -152,5 +152,11 @@ void shm_region_close(shm_region *r);
 
 /* Layout helpers shared by the modules that live in the region. */
 uint64_t shm_layout_arena_off(const struct shm_header *h, uint32_t idx);
+
+/* Back [off, off + len) of the region with real pages before anyone writes
+** there. The region is sparse: a write to an untouched page of a full tmpfs
+** would be a SIGBUS; reserving first turns it into an error. Idempotent.
+** Returns 0, or the errno (ENOSPC) of a tmpfs that is full. */
+int shm_reserve(const shm_region *r, uint64_t off, uint64_t len);
 
 #endif

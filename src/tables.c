@@ -67,7 +67,13 @@ static int cache_lookup(void *ctx, uint64_t off, uint8_t *dst, size_t cap, size_
 static void cache_insert(void *ctx, uint64_t off, const uint8_t *data, size_t len)
 {
   struct sdb_table_cache *c = ctx;
-  bc_insert(c->area, c->number, off, data, len, c->owner);
+  bc_insert(c->area, c->number, off, data, len, c->owner, &c->backing);
+}
+
+static int reserve_in_region(void *ctx, void *addr, size_t len)
+{
+  const shm_region *r = ctx;
+  return shm_reserve(r, shm_off(r, addr), len);
 }
 
 static int copy_key(uint8_t **dst, uint32_t *dlen, const uint8_t *key, size_t klen)
@@ -140,7 +146,7 @@ static struct sdb_table *table_open(sochdb *db, const struct fl_file *f)
   if (t->open_rc == SOCHDB_OK) {
     struct shm_header *h = db->region.hdr;
     t->cache = (struct sdb_table_cache){ h->cache_off ? shm_at(&db->region, h->cache_off) : NULL, t->number,
-                                         db->slot + 1 };
+                                         db->slot + 1, { reserve_in_region, &db->region } };
     if (t->cache.area) {
       struct sst_block_cache hook = { cache_lookup, cache_insert, &t->cache };
       sst_set_cache(&t->r, &hook);

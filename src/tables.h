@@ -15,6 +15,7 @@
 #define SOCHDB_TABLES_H
 
 #include "sstfmt.h"
+#include "blockcache.h"
 
 #include <stdatomic.h>
 #include <stddef.h>
@@ -26,6 +27,7 @@ struct sdb_table_cache {        /* the block-cache hook's context for one file *
   void    *area;                /* the region's block cache, NULL = none */
   uint64_t number;
   uint32_t owner;               /* our slot + 1 */
+  struct bc_backing backing;    /* reserves the cache's memory in the region as it fills */
 };
 
 struct sdb_table {              /* one mapped SSTable */

@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <stdatomic.h>
 
 #include "arena.h"
@@ -141,6 +142,60 @@ Test(arena, alloc_exhaustion_returns_zero)
   sl_init(r, other);
   cr_assert_eq(arena_alloc(r, other, arena_memtable(r, other)->capacity), 0,
                "alloc of the whole capacity fit next to the head node");
+  tu_close();
+}
+
+/* ------------------------------------------------------------ resident pages */
+
+static uint64_t resident_bytes(sochdb *db)
+{
+  struct stat st;
+  cr_assert_eq(stat(sochdb_region_path(db), &st), 0, "stat the region");
+  return (uint64_t)st.st_blocks * 512;
+}
+
+/* The region's pages follow the data: an arena's pages are reserved as it
+** fills (a chunk at a time, never the whole capacity up front), and a
+** recycled arena gives them back. */
+Test(arena, pages_follow_the_data)
+{
+  sochdb *db = open_db(256u << 20, 32u << 20);
+  shm_region *r = &db->region;
+  uint64_t start = resident_bytes(db);
+  uint32_t mt = r->hdr->n_memtables - 1;   /* a FREE arena: claim it by hand */
+  struct shm_memtable *m = arena_memtable(r, mt);
+  cr_assert_eq(atomic_load(&m->reserved), 0u, "a FREE arena of a fresh region has no pages");
+  set_st(r, mt, MT_CLAIMED);
+  cr_assert_eq(arena_reserve(r, mt), SOCHDB_OK);
+  sl_init(r, mt);
+  uint64_t filled = 0;
+  while (filled < (5u << 20)) {
+    uint64_t off = arena_alloc(r, mt, 4000);
+    cr_assert_neq(off, 0, "alloc at %llu bytes", (unsigned long long)filled);
+    memset(shm_at(r, off), 0x6b, 4000);
+    filled += 4000;
+  }
+  uint64_t full = resident_bytes(db);
+  cr_assert_geq(full, start + filled, "the 5 MiB written are resident (%llu -> %llu)", (unsigned long long)start,
+                (unsigned long long)full);
+  cr_assert_leq(full, start + filled + 2 * ARENA_RESERVE_CHUNK, "only a chunk ahead is reserved, not the 32 MiB "
+                "arena (%llu -> %llu)", (unsigned long long)start, (unsigned long long)full);
+  cr_assert_geq(atomic_load(&m->reserved), atomic_load(&m->used), "the watermark covers every allocation");
+  set_st(r, mt, MT_RETIRED);
+  arena_recycle(r, mt);
+  cr_assert_eq(st_of(r, mt), MT_FREE);
+  cr_assert_eq(atomic_load(&m->reserved), 0u, "recycled: no pages reserved");
+  cr_assert_leq(resident_bytes(db), start + ARENA_RESERVE_CHUNK, "a recycled arena's pages are given back "
+                "(%llu -> %llu)", (unsigned long long)start, (unsigned long long)resident_bytes(db));
+  /* reused, it works as a fresh one (its bytes read back as written) */
+  set_st(r, mt, MT_CLAIMED);
+  cr_assert_eq(arena_reserve(r, mt), SOCHDB_OK);
+  sl_init(r, mt);
+  uint64_t off = arena_alloc(r, mt, 3u << 20);
+  cr_assert_neq(off, 0);
+  memset(shm_at(r, off), 0x3c, 3u << 20);
+  cr_assert_eq(((uint8_t *)shm_at(r, off))[(3u << 20) - 1], 0x3c);
+  set_st(r, mt, MT_FREE);
   tu_close();
 }
 

@@ -10,6 +10,7 @@
 ** can be checked exactly; a torn one (words of two blocks) never passes.
 */
 #include <criterion/criterion.h>
+#include <errno.h>
 
 #include "blockcache.h"
 #include "testutil.h"
@@ -62,7 +63,7 @@ static void put(void *area, uint64_t f, uint64_t o, uint32_t owner)
 {
   size_t n = blk_len(f, o);
   blk_fill(f, o, blkbuf, n);
-  bc_insert(area, f, o, blkbuf, n, owner);
+  bc_insert(area, f, o, blkbuf, n, owner, NULL);
 }
 
 /* 1 on a hit (asserting its contents), 0 on a miss. */
@@ -113,7 +114,7 @@ Test(blockcache, sizing_and_disabled)
   /* NULL area: every call is harmless, every lookup misses */
   uint8_t out[16];
   size_t len = 99;
-  bc_insert(NULL, 1, 0, "abc", 3, 1);
+  bc_insert(NULL, 1, 0, "abc", 3, 1, NULL);
   cr_assert_eq(bc_lookup(NULL, 1, 0, out, sizeof out, &len), 0, "NULL area misses");
   bc_release_owner(NULL, 1);
   struct bc_stats st = stats(NULL);
@@ -122,7 +123,7 @@ Test(blockcache, sizing_and_disabled)
   /* an area too small for a set is formatted as a disabled cache */
   static uint64_t small[1024];
   bc_init(small, sizeof small);
-  bc_insert(small, 1, 0, "abc", 3, 1);
+  bc_insert(small, 1, 0, "abc", 3, 1, NULL);
   cr_assert_eq(bc_lookup(small, 1, 0, out, sizeof out, &len), 0, "disabled cache misses");
   cr_assert_eq(stats(small).capacity_blocks, 0u, "disabled: no capacity");
 
@@ -132,6 +133,49 @@ Test(blockcache, sizing_and_disabled)
   cr_assert_not_null(a);
   bc_init(a, bytes);
   cr_assert_eq(stats(a).capacity_blocks, 3u * BC_WAYS, "3 sets fit");
+  tu_shared_free(a, bytes);
+}
+
+/* The area's blocks get memory through the backing, one set at a time and
+** once per set (bc_meta_bytes is all bc_init writes); a backing that cannot
+** reserve (a full tmpfs) means the block is not cached, never a write into
+** memory that has none. */
+struct backing_log {
+  unsigned calls;
+  int      fail;
+  char    *lo, *hi;     /* every range reserved lies in [lo, hi) */
+  int      outside;
+};
+
+static int log_reserve(void *ctx, void *addr, size_t len)
+{
+  struct backing_log *l = ctx;
+  l->calls++;
+  l->outside |= (char *)addr < l->lo || (char *)addr + len > l->hi;
+  return l->fail;
+}
+
+Test(blockcache, backing_reserves_each_set_once)
+{
+  size_t bytes;
+  void *a = make_area(4, &bytes);
+  cr_assert_lt(bc_meta_bytes(bytes), bytes - 4u * BC_WAYS * BC_BLOCK_MAX + 1, "the metadata is not the blocks");
+  struct backing_log log = { 0, ENOSPC, (char *)a + bc_meta_bytes(bytes), (char *)a + bytes, 0 };
+  struct bc_backing b = { log_reserve, &log };
+  blk_fill(9, 0, blkbuf, blk_len(9, 0));
+  bc_insert(a, 9, 0, blkbuf, blk_len(9, 0), 1, &b);
+  cr_assert_eq(log.calls, 1u, "the backing was asked once");
+  cr_assert_eq(get(a, 9, 0), 0, "a block whose set has no memory is not cached");
+  cr_assert_eq(stats(a).inserts, 0u, "nothing inserted");
+  log.fail = 0;
+  bc_insert(a, 9, 0, blkbuf, blk_len(9, 0), 1, &b);
+  cr_assert_eq(get(a, 9, 0), 1, "cached once its set has memory");
+  for (uint64_t o = 1; o < 64; o++) {
+    blk_fill(9, o * 4096, blkbuf, blk_len(9, o * 4096));
+    bc_insert(a, 9, o * 4096, blkbuf, blk_len(9, o * 4096), 1, &b);
+  }
+  cr_assert_leq(log.calls, 1u + 4u, "each of the 4 sets backed once, not per insert (%u calls)", log.calls);
+  cr_assert_eq(log.outside, 0, "only the blocks' memory is reserved");
   tu_shared_free(a, bytes);
 }
 
@@ -156,7 +200,7 @@ Test(blockcache, hit_miss_and_contents)
   /* odd lengths (not whole words), and an empty block */
   for (size_t n = 1; n <= 17; n++) {
     blk_fill(100, n, blkbuf, n);
-    bc_insert(a, 100, n, blkbuf, n, 1);
+    bc_insert(a, 100, n, blkbuf, n, 1, NULL);
     uint8_t out[32];
     memset(out, 0, sizeof out);
     cr_assert_eq(bc_lookup(a, 100, n, out, n, &len), 1, "block of %zu bytes hits with cap = its length", n);
@@ -165,7 +209,7 @@ Test(blockcache, hit_miss_and_contents)
       cr_assert_eq(out[i], blk_byte(100, n, i), "byte %zu of a %zu-byte block", i, n);
     cr_assert_eq(out[n], 0, "nothing written past the block");
   }
-  bc_insert(a, 200, 0, NULL, 0, 1);
+  bc_insert(a, 200, 0, NULL, 0, 1, NULL);
   len = 99;
   cr_assert_eq(bc_lookup(a, 200, 0, blkbuf, 0, &len), 1, "an empty block hits");
   cr_assert_eq(len, 0u, "empty block length");
@@ -186,14 +230,14 @@ Test(blockcache, too_big)
   size_t bytes;
   void *a = make_area(1, &bytes);
   static uint8_t big[BC_BLOCK_MAX + 1];
-  bc_insert(a, 1, 0, big, sizeof big, 1);
+  bc_insert(a, 1, 0, big, sizeof big, 1, NULL);
   size_t len;
   cr_assert_eq(bc_lookup(a, 1, 0, big, sizeof big, &len), 0, "a block over BC_BLOCK_MAX is not cached");
   struct bc_stats st = stats(a);
   cr_assert_eq(st.too_big, 1u, "too_big counted");
   cr_assert_eq(st.inserts, 0u, "nothing inserted");
   blk_fill(1, 0, big, BC_BLOCK_MAX);
-  bc_insert(a, 1, 5, big, BC_BLOCK_MAX, 1);
+  bc_insert(a, 1, 5, big, BC_BLOCK_MAX, 1, NULL);
   cr_assert_eq(bc_lookup(a, 1, 5, big + 1, BC_BLOCK_MAX, &len), 1, "exactly BC_BLOCK_MAX is cached");
   cr_assert_eq(len, BC_BLOCK_MAX, "full length");
   cr_assert_eq(stats(a).inserts, 1u, "one insert");
@@ -248,7 +292,7 @@ Test(blockcache, stats)
   put(a, 1, 0, 1);
   put(a, 1, 1, 1);
   put(a, 1, 1, 1);                              /* duplicate: not counted */
-  bc_insert(a, 1, 2, big, sizeof big, 1);       /* too big */
+  bc_insert(a, 1, 2, big, sizeof big, 1, NULL);       /* too big */
   get(a, 1, 0);
   get(a, 1, 0);
   get(a, 1, 1);
@@ -340,7 +384,7 @@ static void work(struct worker *w)
     } else {
       size_t n = blk_len(f, o);
       blk_fill(f, o, in, n);
-      bc_insert(w->area, f, o, in, n, w->owner);
+      bc_insert(w->area, f, o, in, n, w->owner, NULL);
     }
   }
 }

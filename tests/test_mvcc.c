@@ -18,6 +18,7 @@
 #include "seqring.h"
 #include "skiplist.h"
 #include "slots.h"
+#include "scratch.h"
 #include "testutil.h"
 
 TestSuite(mvcc, .init = tu_setup, .fini = tu_teardown, .timeout = 120);
@@ -324,9 +325,7 @@ static struct scratch scratch_setup(sochdb *db)
 {
   struct scratch s;
   s.r = &db->region;
-  s.mt = s.r->hdr->n_memtables - 1;   /* FREE: in no transaction's view */
-  cr_assert_eq(mt_state_of(mt_load(arena_memtable(s.r, s.mt))), MT_FREE, "scratch arena not free");
-  sl_init(s.r, s.mt);
+  s.mt = tu_scratch_arena(db);   /* in no transaction's view */
   s.node = sl_find_or_insert(s.r, s.mt, "hand", 4);
   cr_assert_neq(s.node, 0, "scratch node");
   s.e = shm_txn_entry_at(s.r, FAKE_SLOT, FAKE_ENTRY);
