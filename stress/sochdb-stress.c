@@ -50,13 +50,17 @@ static void usage(FILE *out)
           "                     lost-update, aborted-read or bank\n"
           "crash mode:\n"
           "  --cycles N         kill cycles [10]         --cycle-ms MS  mean cycle length [2000]\n"
-          "  --remove-pct P     cycles that also remove the region file [30]\n",
+          "  --remove-pct P     cycles that also remove the region file [30]\n"
+          "  --power-loss-pct P cycles that end in a power cut: what was written but not\n"
+          "                     fsynced is lost or torn (needs libsochdb-powercut.so) [0]\n"
+          "  --fault-pct P      cycles whose daemon is sochdbd-testing with a random I/O\n"
+          "                     fault armed (ENOSPC/EIO on WAL or SSTable writes) [0]\n",
           ST_MAX_LIST);
 }
 
 enum { O_DIR = 256, O_WORKERS, O_SECONDS, O_OPS, O_KEYS, O_HOT, O_HOT_PCT, O_MAXLEN, O_ACCOUNTS, O_BALANCE,
        O_REGISTERS, O_SYNC_PCT, O_LARGE_PCT, O_REGION_MB, O_SEED, O_STALL, O_KEEP, O_CYCLES, O_CYCLE_MS,
-       O_REMOVE_PCT, O_FAULT, O_MEMTABLE_MB, O_TABLE_PCT, O_TABLE_KEYS };
+       O_REMOVE_PCT, O_FAULT, O_MEMTABLE_MB, O_TABLE_PCT, O_TABLE_KEYS, O_POWER_PCT, O_FAULT_PCT };
 
 static const struct option options[] = {
   { "dir", 1, 0, O_DIR }, { "workers", 1, 0, O_WORKERS }, { "seconds", 1, 0, O_SECONDS }, { "ops", 1, 0, O_OPS },
@@ -66,6 +70,7 @@ static const struct option options[] = {
   { "seed", 1, 0, O_SEED }, { "stall-s", 1, 0, O_STALL }, { "keep", 0, 0, O_KEEP }, { "cycles", 1, 0, O_CYCLES },
   { "cycle-ms", 1, 0, O_CYCLE_MS }, { "remove-pct", 1, 0, O_REMOVE_PCT }, { "fault", 1, 0, O_FAULT }, { "memtable-mb", 1, 0, O_MEMTABLE_MB },
   { "table-pct", 1, 0, O_TABLE_PCT }, { "table-keys", 1, 0, O_TABLE_KEYS },
+  { "power-loss-pct", 1, 0, O_POWER_PCT }, { "fault-pct", 1, 0, O_FAULT_PCT },
   { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
 };
 
@@ -126,6 +131,8 @@ static void set_option(st_cfg *c, int o, const char *a)
   case O_MEMTABLE_MB: c->memtable_mb = (size_t)number(name, a, 1, 1 << 20); break;
   case O_TABLE_PCT:  c->table_pct = pct(name, a); break;
   case O_TABLE_KEYS: c->table_keys = (unsigned)number(name, a, 1, 65535); break;
+  case O_POWER_PCT:  c->power_pct = pct(name, a); break;
+  case O_FAULT_PCT:  c->fault_pct = pct(name, a); break;
   }
 }
 

@@ -50,6 +50,8 @@ typedef struct st_cfg {
   unsigned cycles;        /* crash mode: kill cycles */
   unsigned cycle_ms;      /* crash mode: mean cycle length */
   unsigned remove_pct;    /* crash mode: share of cycles that remove the region file too */
+  unsigned power_pct;     /* crash mode: share of cycles that end in a power cut (powercut.h) */
+  unsigned fault_pct;     /* crash mode: share of cycles whose daemons are sochdbd-testing with a fault armed */
   size_t region_mb;       /* shared region size, 0 = the library's default */
   size_t memtable_mb;     /* memtable arena size, 0 = the library's default */
   unsigned stall_s;       /* no progress for this long = the engine hangs */

@@ -8,7 +8,12 @@
 **           sometimes remove the region file too (the next open rebuilds it
 **           from the WAL), open afresh, read the state and check the cycle:
 **           snapshot isolation during it, every acknowledged commit present
-**           after it, nothing half there, the accounts adding up.
+**           after it, nothing half there, the accounts adding up. Some
+**           cycles (--power-loss-pct) end in a power cut instead: their
+**           daemons run with libsochdb-powercut.so preloaded, and what they
+**           wrote but did not fsync is dropped or torn (crashstate.c) before
+**           `sochdb check` and the reopen; in some (--fault-pct) the daemon is
+**           sochdbd-testing with a random I/O fault armed.
 **
 ** The supervisor never opens the database itself (a child does, see
 ** state.c): it forks workers and kills processes freely. It makes itself a
@@ -22,6 +27,7 @@
 */
 #include "stress.h"
 #include "checker.h"
+#include "powercut.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -33,6 +39,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -47,7 +54,14 @@ typedef struct sup {
   int helper_status, helper_done;
   unsigned worker_kills, daemon_kills, rebuilds, worker_failures;
   int broken;          /* the engine hung, or a database step of the supervisor failed */
+  /* power cuts and faults (crash mode) */
+  char bin[4096];      /* the directory of sochdb-stress: sochdbd-testing, sochdb, the shim */
+  pc_stats pc;
+  unsigned pc_damaged; /* crash states the file checker found damaged */
+  unsigned fault_cycles, faults_fired[4];
 } sup;
+
+static const char *const fault_points[4] = { "wal.write", "wal.short", "wal.fsync", "sst.write" };
 
 /* ------------------------------------------------------------ processes */
 
@@ -490,28 +504,228 @@ typedef struct crash_totals {
   unsigned stalled;     /* cycles in a row without a finished transaction */
 } crash_totals;
 
-/* One cycle: workers and kills, then (maybe) remove the region, read the state, check. */
+/* ------------------------------------------------------------ power cuts and faults */
+
+/* Kill the daemon the last state read left running (not counted as a kill):
+** a special cycle starts with a daemon of its own. */
+static void replace_daemon(sup *s)
+{
+  pid_t pid = daemon_pid(s);
+  if (pid > 0) kill(pid, SIGKILL);
+  if (!wait_lock_free(s, 10000)) {
+    fprintf(stderr, "sochdb-stress: the daemon did not leave DIR/db/LOCK within 10 s\n");
+    s->broken = 1;
+  }
+}
+
+static char saved_asan[2048];
+static int had_asan;
+
+/* The environment the daemons of a special cycle are started with (through
+** the workers' library, which passes it to the sochdbd it spawns). */
+static void special_env(sup *s, int power, const char *fault_spec)
+{
+  char path[4400];
+  if (power) {
+    setenv("LD_PRELOAD", st_path(path, sizeof path, s->bin, PC_LIB), 1);
+    setenv(PC_ENV_STATE, st_path(path, sizeof path, s->c->dir, "powercut/log"), 1);
+    setenv(PC_ENV_DIR, st_path(path, sizeof path, s->c->dir, "db"), 1);
+    /* a sanitized daemon refuses a preloaded library that is not its runtime */
+    const char *asan = getenv("ASAN_OPTIONS");
+    had_asan = asan != NULL;
+    snprintf(saved_asan, sizeof saved_asan, "%s", asan ? asan : "");
+    snprintf(path, sizeof path, "%s%sverify_asan_link_order=0", saved_asan, asan && *asan ? ":" : "");
+    setenv("ASAN_OPTIONS", path, 1);
+  }
+  if (fault_spec) {
+    setenv("SOCHDB_DAEMON", st_path(path, sizeof path, s->bin, "sochdbd-testing"), 1);
+    setenv("SOCHDB_TEST_FAULT", fault_spec, 1);
+  }
+}
+
+static void plain_env(int power, int fault)
+{
+  if (power) {
+    unsetenv("LD_PRELOAD");
+    unsetenv(PC_ENV_STATE);
+    unsetenv(PC_ENV_DIR);
+    if (had_asan) setenv("ASAN_OPTIONS", saved_asan, 1);
+    else unsetenv("ASAN_OPTIONS");
+  }
+  if (fault) {
+    unsetenv("SOCHDB_DAEMON");
+    unsetenv("SOCHDB_TEST_FAULT");
+  }
+}
+
+/* A random fault: point, errno, passes before it, count. Most clear by
+** themselves within a fraction of a second (the daemon retries a failed WAL
+** group every 10 ms); one in eight outlasts the cycle (SYNC committers wait,
+** are killed with an unknown outcome; the next cycle's daemon has none). */
+static void pick_fault(uint64_t *rng, char *spec, size_t n)
+{
+  unsigned p = st_below(rng, 4);
+  int err = st_below(rng, 2) ? ENOSPC : EIO;
+  unsigned skip = st_below(rng, 30), count = st_below(rng, 8) ? 1 + st_below(rng, 40) : 100000;
+  snprintf(spec, n, "%s:%d:%u:%u", fault_points[p], err, skip, count);
+}
+
+static long file_size(const char *path)
+{
+  struct stat st;
+  return stat(path, &st) == 0 ? (long)st.st_size : 0;
+}
+
+/* Count the "fault point X fired" lines the daemons logged since offset. */
+static unsigned count_fired(sup *s, long offset)
+{
+  char path[4300], line[1024];
+  db_file(s, "sochdbd.log", path, sizeof path);
+  FILE *f = fopen(path, "r");
+  unsigned n = 0;
+  if (!f) return 0;
+  fseek(f, offset, SEEK_SET);
+  while (fgets(line, sizeof line, f)) {
+    const char *p = strstr(line, "sochdb test: fault point ");
+    if (!p) continue;
+    p += strlen("sochdb test: fault point ");
+    for (int i = 0; i < 4; i++)
+      if (!strncmp(p, fault_points[i], strlen(fault_points[i])) && p[strlen(fault_points[i])] == ' ') {
+        s->faults_fired[i]++;
+        n++;
+      }
+  }
+  fclose(f);
+  return n;
+}
+
+/* `sochdb check --json DIR/db` on the crash state: files verified, damage.
+** 0 clean (or no sochdb CLI to run), 1 damaged, -1 could not run. */
+static int file_check(sup *s, FILE *log)
+{
+  char cli[4400], db[4300], out[4400];
+  st_path(cli, sizeof cli, s->bin, "sochdb");
+  if (access(cli, X_OK) != 0) return 0;
+  st_path(db, sizeof db, s->c->dir, "db");
+  st_path(out, sizeof out, s->unit, "check.json");
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0) _exit(127);
+    execl(cli, "sochdb", "check", "--json", db, (char *)NULL);
+    _exit(127);
+  }
+  int st = 0;
+  if (pid < 0) return -1;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  char buf[1 << 16];
+  FILE *f = fopen(out, "r");
+  size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+  if (f) fclose(f);
+  buf[n] = 0;
+  const char *p = strstr(buf, "\"files_checked\":");
+  if (p) s->pc.files_checked += strtoull(p + 16, NULL, 10);
+  int damaged = strstr(buf, "\"status\":\"damaged\"") != NULL;
+  fprintf(log, "sochdb check: exit %d, %s\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1,
+          damaged ? "DAMAGED" : p ? "clean" : "no result");
+  if (damaged) return 1;
+  return p ? 0 : -1;
+}
+
+/* The end of a power-loss cycle (every process dead): the crash state, the
+** region gone with the power, the file checker on what is left. 0, or 1 when
+** the checker found damage, -1 on a failure of ours. */
+static int power_cut(sup *s, uint64_t *rng)
+{
+  char db[4300], state[4300], path[4400];
+  st_path(db, sizeof db, s->c->dir, "db");
+  st_path(state, sizeof state, s->c->dir, "powercut");
+  FILE *log = fopen(st_path(path, sizeof path, s->unit, "powercut.log"), "w");
+  if (!log) {
+    perror(path);
+    return -1;
+  }
+  if (pc_materialise(db, state, rng, log, &s->pc) != 0) {
+    fclose(log);
+    return -1;
+  }
+  if (s->sh->region_path[0] && unlink(s->sh->region_path) == 0) s->rebuilds++;
+  int rc = file_check(s, log);
+  fclose(log);
+  if (rc > 0) {
+    s->pc_damaged++;
+    fprintf(stderr, "sochdb-stress: the file checker finds the crash state of a power cut damaged (see %s/check.json "
+            "and %s)\n", s->unit, path);
+  }
+  if (rc < 0) fprintf(stderr, "sochdb-stress: the file checker did not run on the crash state (see %s/check.json)\n", s->unit);
+  return rc;
+}
+
+/* One cycle: workers and kills, then (maybe) remove the region or cut the power, read the state, check. */
 static int crash_cycle(sup *s, unsigned n, uint64_t *rng, char *prev_unit, crash_totals *t)
 {
-  char name[32];
+  char name[32], spec[96] = "";
   snprintf(name, sizeof name, "cycle-%04u", n);
   if (start_unit(s, name) != 0 || carry_state(s, prev_unit) != 0) return -1;
   unsigned kills0 = s->worker_kills, dkills0 = s->daemon_kills;
+  int power = s->c->power_pct && st_below(rng, 100) < s->c->power_pct;
+  int fault = s->c->fault_pct && st_below(rng, 100) < s->c->fault_pct;
+  char logpath[4300];
+  db_file(s, "sochdbd.log", logpath, sizeof logpath);
+  long log0 = file_size(logpath);
+  if (power || fault) replace_daemon(s);
+  if (power) {
+    char db[4300], state[4300];
+    st_path(db, sizeof db, s->c->dir, "db");
+    if (pc_baseline(db, st_path(state, sizeof state, s->c->dir, "powercut")) != 0) s->broken = 1;
+  }
+  if (fault) {
+    pick_fault(rng, spec, sizeof spec);
+    s->fault_cycles++;
+  }
+  if (s->broken) return -1;
+  special_env(s, power, fault ? spec : NULL);
   int64_t t0 = st_now_ns();
   uint64_t done = run_cycle(s, rng);
-  int removed = st_below(rng, 100) < s->c->remove_pct;
-  if (removed && s->sh->region_path[0] && unlink(s->sh->region_path) == 0) s->rebuilds++;
-  if (s->broken || read_state(s, "final.state", 1) != 0) return -1;
+  plain_env(power, fault);
+  unsigned fired = fault ? count_fired(s, log0) : 0;
+  uint64_t cut0 = s->pc.files_cut, names0 = s->pc.names_dropped + s->pc.names_restored;
+  int removed = power;
+  if (!power) {
+    removed = st_below(rng, 100) < s->c->remove_pct;
+    if (removed && s->sh->region_path[0] && unlink(s->sh->region_path) == 0) s->rebuilds++;
+  } else if (!s->broken && power_cut(s, rng) < 0) {
+    s->broken = 1;
+  }
+  if (s->broken) return -1;
+  if (read_state(s, "final.state", 1) != 0) {
+    if (power)
+      fprintf(stderr, "sochdb-stress: the database did not reopen after the power cut of cycle %u (seed %llu): a "
+              "crash state must be recovered, never refused as corrupt (see %s/powercut.log)\n", n,
+              (unsigned long long)s->c->seed, s->unit);
+    return -1;
+  }
   write_meta(s, 1, removed, (double)(st_now_ns() - t0) / 1e9);
   stress_report before = t->rep;
   int rc = check_unit(s, &t->rep, 0);
+  if (s->pc_damaged) rc = 1;
+  char extra[256] = "";
+  if (power)
+    snprintf(extra, sizeof extra, "; POWER CUT: %llu files cut, %llu names dropped or restored",
+             (unsigned long long)(s->pc.files_cut - cut0),
+             (unsigned long long)(s->pc.names_dropped + s->pc.names_restored - names0));
+  if (fault)
+    snprintf(extra + strlen(extra), sizeof extra - strlen(extra), "; fault %s %s", spec, fired ? "fired" : "not reached");
   printf("cycle %u/%u: %.1f s, %llu committed, %llu conflicts, %llu unknown (%llu committed); %u workers and the "
-         "daemon %u times killed; region %s: %s\n", n, s->c->cycles, (double)(st_now_ns() - t0) / 1e9,
+         "daemon %u times killed; region %s%s: %s\n", n, s->c->cycles, (double)(st_now_ns() - t0) / 1e9,
          (unsigned long long)(t->rep.committed - before.committed),
          (unsigned long long)(t->rep.conflicted - before.conflicted),
          (unsigned long long)(t->rep.unknown - before.unknown),
          (unsigned long long)(t->rep.unknown_present - before.unknown_present), s->worker_kills - kills0,
-         s->daemon_kills - dkills0, removed ? "removed, rebuilt from the WAL" : "kept",
+         s->daemon_kills - dkills0, removed ? "removed, rebuilt from the WAL" : "kept", extra,
          rc == 0 ? "ok" : "ANOMALIES");
   fflush(stdout);
   if (s->worker_failures) return -1;
@@ -530,6 +744,22 @@ static void print_crash_summary(const sup *s, const crash_totals *t, unsigned cy
 {
   printf("crash summary: %u cycles in %.0f s (%u with the region removed and rebuilt from the WAL), %u worker "
          "kills, %u daemon kills\n", cycles, seconds, s->rebuilds, s->worker_kills, s->daemon_kills);
+  if (s->c->power_pct) {
+    const pc_stats *p = &s->pc;
+    printf("  power cuts: %u; files cut: %llu (%llu torn, %llu bytes torn), unsynced tails kept whole: %llu, "
+           "bytes dropped: %llu; names dropped: %llu, unlinks/renames undone: %llu; files shorter than durable: %llu\n",
+           p->cuts, (unsigned long long)p->files_cut, (unsigned long long)p->files_torn,
+           (unsigned long long)p->bytes_torn, (unsigned long long)p->files_kept, (unsigned long long)p->bytes_dropped,
+           (unsigned long long)p->names_dropped, (unsigned long long)p->names_restored, (unsigned long long)p->shrunk);
+    printf("  files checked after the power cuts: %llu, crash states damaged: %u\n",
+           (unsigned long long)p->files_checked, s->pc_damaged);
+  }
+  if (s->c->fault_pct) {
+    unsigned total = 0;
+    for (int i = 0; i < 4; i++) total += s->faults_fired[i];
+    printf("  faults injected: %u in %u fault cycles (wal.write %u, wal.short %u, wal.fsync %u, sst.write %u)\n",
+           total, s->fault_cycles, s->faults_fired[0], s->faults_fired[1], s->faults_fired[2], s->faults_fired[3]);
+  }
   printf("  acknowledged commits lost: %llu, half-present transactions: %llu\n",
          (unsigned long long)t->rep.anomalies[CK_LOST_COMMIT], (unsigned long long)t->rep.anomalies[CK_HALF_PRESENT]);
   stress_report_print(stdout, &t->rep);
@@ -539,9 +769,24 @@ int st_run_crash(const st_cfg *c)
 {
   sup s = { .c = c };
   st_shared *sh = shared_alloc();
-  printf("sochdb-stress crash: %u cycles of ~%u ms, %d workers, %u%% of cycles remove the region, seed %llu\n"
-         "  directory %s\n", c->cycles, c->cycle_ms, c->workers, c->remove_pct, (unsigned long long)c->seed, c->dir);
-  char prev[4200];
+  printf("sochdb-stress crash: %u cycles of ~%u ms, %d workers, %u%% of cycles remove the region, %u%% cut the "
+         "power, %u%% inject a fault, seed %llu\n  directory %s\n", c->cycles, c->cycle_ms, c->workers, c->remove_pct,
+         c->power_pct, c->fault_pct, (unsigned long long)c->seed, c->dir);
+  char prev[4200], path[4400];
+  ssize_t len = readlink("/proc/self/exe", s.bin, sizeof s.bin - 1);
+  if (len > 0) {
+    s.bin[len] = 0;
+    char *slash = strrchr(s.bin, '/');
+    if (slash) *slash = 0;
+  }
+  if (c->power_pct && access(st_path(path, sizeof path, s.bin, PC_LIB), R_OK) != 0) {
+    fprintf(stderr, "sochdb-stress: --power-loss-pct needs %s (built with sochdb-stress)\n", path);
+    return 2;
+  }
+  if (c->fault_pct && access(st_path(path, sizeof path, s.bin, "sochdbd-testing"), X_OK) != 0) {
+    fprintf(stderr, "sochdb-stress: --fault-pct needs %s (built with the tests: SOCHDB_BUILD_TESTS)\n", path);
+    return 2;
+  }
   if (!sh || setup(&s, sh) != 0 || start_unit(&s, "cycle-0000") != 0 || read_state(&s, "final.state", 0) != 0)
     return finish(&s, 0, c->dir);
   snprintf(prev, sizeof prev, "%s", s.unit);

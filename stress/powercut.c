@@ -1,0 +1,326 @@
+/*
+** powercut.c — libsochdb-powercut.so, the LD_PRELOAD shim of sochdb-stress's
+** power-loss mode (powercut.h has the record format, stress/README.md the
+** design). It interposes:
+**
+**   fsync, fdatasync       after the real call returned 0, record what it
+**                          made durable: a regular file's size (read before
+**                          the call: bytes written concurrently may not be
+**                          durable) or a directory's listing (read before the
+**                          call, for the same reason). A record is never
+**                          ahead of the disk, and every commit the daemon
+**                          acknowledges has its record, because it
+**                          acknowledges only after fdatasync returned.
+**   unlink, unlinkat       hard-link the file into the graveyard and record
+**                          it before the real unlink, so that a power cut can
+**                          bring back a name whose removal no directory fsync
+**                          made durable;
+**   rename, renameat, renameat2
+**                          the same for the file a rename replaces, and the
+**                          move itself, so that a power cut can revert it.
+**
+** Only paths under $SOCHDB_POWERCUT_DIR are tracked; without
+** $SOCHDB_POWERCUT_STATE the shim does nothing. With SOCHDB_POWERCUT_LIE=1
+** the disk lies: a process's syncs of a WAL segment after its first one
+** return 0 without syncing or recording anything (see lie_now).
+**
+** Not interposed (documented limits): in-place overwrites below a file's
+** durable size and truncations of synced data cannot be undone; open(O_CREAT)
+** is not recorded (a created name the last directory fsync did not see may
+** vanish at the cut, which is what a power cut may do to it).
+*/
+
+#include "powercut.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char state_path[PATH_MAX], grave_dir[PATH_MAX], db_dir[PATH_MAX];
+static size_t db_len;
+static int active, lie;
+static _Atomic unsigned grave_ctr;
+
+static int (*real_fsync)(int);
+static int (*real_fdatasync)(int);
+static int (*real_unlink)(const char *);
+static int (*real_unlinkat)(int, const char *, int);
+static int (*real_rename)(const char *, const char *);
+static int (*real_renameat)(int, const char *, int, const char *);
+static int (*real_renameat2)(int, const char *, int, const char *, unsigned);
+
+__attribute__((constructor)) static void pc_init(void)
+{
+  real_fsync = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+  real_fdatasync = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+  real_unlink = (int (*)(const char *))dlsym(RTLD_NEXT, "unlink");
+  real_unlinkat = (int (*)(int, const char *, int))dlsym(RTLD_NEXT, "unlinkat");
+  real_rename = (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
+  real_renameat = (int (*)(int, const char *, int, const char *))dlsym(RTLD_NEXT, "renameat");
+  real_renameat2 = (int (*)(int, const char *, int, const char *, unsigned))dlsym(RTLD_NEXT, "renameat2");
+  const char *st = getenv(PC_ENV_STATE), *dir = getenv(PC_ENV_DIR), *l = getenv(PC_ENV_LIE);
+  lie = l && *l && strcmp(l, "0") != 0;
+  if (!st || !*st || !dir || !*dir || !realpath(dir, db_dir)) return;
+  snprintf(state_path, sizeof state_path, "%s", st);
+  char copy[PATH_MAX];
+  snprintf(copy, sizeof copy, "%s", st);
+  char *slash = strrchr(copy, '/');
+  if (slash) *slash = 0;
+  snprintf(grave_dir, sizeof grave_dir, "%.4000s/grave", slash ? copy : ".");
+  db_len = strlen(db_dir);
+  active = 1;
+}
+
+/* ------------------------------------------------------------ records */
+
+/* Append one record (with its checksum) with one write(2). */
+__attribute__((format(printf, 1, 2))) static void record(const char *fmt, ...)
+{
+  size_t cap = 1 << 16;
+  char *buf = malloc(cap + 32);
+  if (!buf) return;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, cap, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= cap) {
+    free(buf);
+    return;
+  }
+  n += snprintf(buf + n, 32, " #%08x\n", pc_fnv(buf, (size_t)n));
+  int saved = errno;
+  int fd = open(state_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd >= 0) {
+    if (write(fd, buf, (size_t)n) != n) { /* nothing to do: the record is simply missing */ }
+    close(fd);
+  }
+  errno = saved;
+  free(buf);
+}
+
+static int under_db(const char *real)
+{
+  return !strncmp(real, db_dir, db_len) && (real[db_len] == '/' || real[db_len] == 0);
+}
+
+/* The real directory and name of path (relative to dirfd); 0 if tracked. */
+static int resolve(int dirfd, const char *path, char *dir, char *name)
+{
+  if (!active || !path || !*path) return -1;
+  char full[PATH_MAX * 2], parent[PATH_MAX * 2];
+  if (path[0] == '/' || dirfd == AT_FDCWD) {
+    snprintf(full, sizeof full, "%s", path);
+  } else {
+    char link[64], at[PATH_MAX];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
+    ssize_t n = readlink(link, at, sizeof at - 1);
+    if (n <= 0) return -1;
+    at[n] = 0;
+    snprintf(full, sizeof full, "%s/%s", at, path);
+  }
+  size_t len = strlen(full);
+  while (len > 1 && full[len - 1] == '/') full[--len] = 0;
+  const char *slash = strrchr(full, '/');
+  const char *base = slash ? slash + 1 : full;
+  if (!*base || !strcmp(base, ".") || !strcmp(base, "..") || strlen(base) >= NAME_MAX + 1) return -1;
+  if (slash == full) snprintf(parent, sizeof parent, "/");
+  else if (slash) snprintf(parent, sizeof parent, "%.*s", (int)(slash - full), full);
+  else snprintf(parent, sizeof parent, ".");
+  if (!realpath(parent, dir) || !under_db(dir) || pc_ignored_name(base)) return -1;
+  for (const char *p = base; *p; p++)
+    if (*p == ' ' || *p == '\n') return -1;
+  snprintf(name, NAME_MAX + 1, "%s", base);
+  return 0;
+}
+
+/* Hard-link dir/name into the graveyard; its inode in *ino; 0 if done. */
+static int bury(const char *dir, const char *name, char *grave, size_t n, unsigned long long *ino)
+{
+  char path[PATH_MAX * 2];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  struct stat st;
+  if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) return -1;
+  *ino = (unsigned long long)st.st_ino;
+  mkdir(grave_dir, 0755);
+  snprintf(grave, n, "%s/%d-%u", grave_dir, (int)getpid(), atomic_fetch_add(&grave_ctr, 1));
+  return link(path, grave);
+}
+
+/* ------------------------------------------------------------ syncs */
+
+static int fd_path(int fd, char *out)
+{
+  char link[64];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, out, PATH_MAX - 1);
+  if (n <= 0) return -1;
+  out[n] = 0;
+  return under_db(out) ? 0 : -1;
+}
+
+/* A directory's listing as a record body ("<n> name ino ..."), malloc'ed. */
+static char *listing(const char *dir)
+{
+  DIR *d = opendir(dir);
+  if (!d) return NULL;
+  size_t cap = 4096, len = 0;
+  char *out = malloc(cap), *body = NULL;
+  unsigned n = 0;
+  for (struct dirent *e; out && (e = readdir(d));) {
+    if (pc_ignored_name(e->d_name) || strchr(e->d_name, ' ')) continue;
+    if (len + strlen(e->d_name) + 32 > cap) {
+      char *g = realloc(out, cap *= 2);
+      if (!g) break;
+      out = g;
+    }
+    len += (size_t)sprintf(out + len, " %s %llu", e->d_name, (unsigned long long)e->d_ino);
+    n++;
+  }
+  closedir(d);
+  if (out && (body = malloc(len + 32))) sprintf(body, "%u%s", n, len ? out : "");
+  free(out);
+  return body;
+}
+
+/* The lying disk lies about WAL segments (files under a wal/ directory):
+** it keeps a segment's first sync in this process (its header, or what an
+** adopting daemon found) and drops the later ones (the group commits). The
+** MANIFEST and SSTables stay honest, so the database stays readable: what a
+** power cut takes is the commits acknowledged after those syncs. */
+static pthread_mutex_t lie_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct { dev_t dev; ino_t ino; } lie_seen[1024];
+static unsigned lie_n;
+
+static int lie_now(const char *path, const struct stat *st)
+{
+  if (!lie || !S_ISREG(st->st_mode) || !strstr(path + db_len, "/wal/")) return 0;
+  pthread_mutex_lock(&lie_mu);
+  int seen = 0;
+  for (unsigned i = 0; i < lie_n && !seen; i++) seen = lie_seen[i].dev == st->st_dev && lie_seen[i].ino == st->st_ino;
+  if (!seen && lie_n < 1024) {
+    lie_seen[lie_n].dev = st->st_dev;
+    lie_seen[lie_n++].ino = st->st_ino;
+  }
+  pthread_mutex_unlock(&lie_mu);
+  return seen;
+}
+
+static int synced(int fd, int (*real)(int))
+{
+  char path[PATH_MAX];
+  struct stat st;
+  if (!active || !real || fd_path(fd, path) != 0 || fstat(fd, &st) != 0) return real ? real(fd) : (errno = ENOSYS, -1);
+  if (lie_now(path, &st)) return 0;   /* a lying disk: nothing synced, nothing recorded */
+  if (S_ISDIR(st.st_mode)) {
+    char *body = listing(path);
+    int rc = real(fd);
+    if (rc == 0 && body) {
+      int saved = errno;
+      record("D %s %s", path, body);
+      errno = saved;
+    }
+    free(body);
+    return rc;
+  }
+  if (!S_ISREG(st.st_mode)) return real(fd);
+  const char *base = strrchr(path, '/');
+  if (base && pc_ignored_name(base + 1)) return real(fd);
+  int rc = real(fd);
+  struct stat after;
+  if (rc == 0) {
+    int saved = errno;
+    off_t size = fstat(fd, &after) == 0 && after.st_size < st.st_size ? after.st_size : st.st_size;
+    record("F %llu %llu %lld %s", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino, (long long)size,
+           path);
+    errno = saved;
+  }
+  return rc;
+}
+
+int fsync(int fd)
+{
+  if (!real_fsync) pc_init();
+  return synced(fd, real_fsync);
+}
+
+int fdatasync(int fd)
+{
+  if (!real_fdatasync) pc_init();
+  return synced(fd, real_fdatasync);
+}
+
+/* ------------------------------------------------------------ unlink */
+
+static void before_unlink(int dirfd, const char *path)
+{
+  char dir[PATH_MAX], name[NAME_MAX + 1], grave[PATH_MAX + 64];
+  unsigned long long ino;
+  int saved = errno;
+  if (resolve(dirfd, path, dir, name) == 0 && bury(dir, name, grave, sizeof grave, &ino) == 0)
+    record("U %s %s %llu %s", dir, name, ino, grave);
+  errno = saved;
+}
+
+int unlink(const char *path)
+{
+  if (!real_unlink) pc_init();
+  before_unlink(AT_FDCWD, path);
+  return real_unlink(path);
+}
+
+int unlinkat(int dirfd, const char *path, int flags)
+{
+  if (!real_unlinkat) pc_init();
+  if (!(flags & AT_REMOVEDIR)) before_unlink(dirfd, path);
+  return real_unlinkat(dirfd, path, flags);
+}
+
+/* ------------------------------------------------------------ rename */
+
+static void before_rename(int fd1, const char *from, int fd2, const char *to)
+{
+  char d1[PATH_MAX], n1[NAME_MAX + 1], d2[PATH_MAX], n2[NAME_MAX + 1], grave[PATH_MAX + 64], src[PATH_MAX * 2];
+  int saved = errno;
+  struct stat st;
+  if (resolve(fd1, from, d1, n1) == 0 && resolve(fd2, to, d2, n2) == 0 &&
+      lstat((snprintf(src, sizeof src, "%s/%s", d1, n1), src), &st) == 0 && S_ISREG(st.st_mode)) {
+    unsigned long long old = 0;
+    if (bury(d2, n2, grave, sizeof grave, &old) != 0) {
+      old = 0;
+      snprintf(grave, sizeof grave, "-");
+    }
+    record("R %s %s %s %s %llu %llu %s", d1, n1, d2, n2, (unsigned long long)st.st_ino, old, grave);
+  }
+  errno = saved;
+}
+
+int rename(const char *from, const char *to)
+{
+  if (!real_rename) pc_init();
+  before_rename(AT_FDCWD, from, AT_FDCWD, to);
+  return real_rename(from, to);
+}
+
+int renameat(int fd1, const char *from, int fd2, const char *to)
+{
+  if (!real_renameat) pc_init();
+  before_rename(fd1, from, fd2, to);
+  return real_renameat(fd1, from, fd2, to);
+}
+
+int renameat2(int fd1, const char *from, int fd2, const char *to, unsigned flags)
+{
+  if (!real_renameat2) pc_init();
+  if (!(flags & 2u)) before_rename(fd1, from, fd2, to);   /* not RENAME_EXCHANGE */
+  return real_renameat2(fd1, from, fd2, to, flags);
+}
