@@ -8,6 +8,7 @@
 #include "error.h"
 #include "fsutil.h"
 #include "sochdb.h"
+#include "bulkhash.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,7 +17,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #define MAN_MAGIC       "SOCHMAN"
 #define SEED_HEADER     0x4d414e0a55ull

@@ -13,11 +13,11 @@
 #include "bytes.h"
 #include "error.h"
 #include "sochdb.h"
+#include "bulkhash.h"
 
 #include <lz4.h>
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
 
 #define SST_MAGIC       "SOCHSST"
 #define SEED_DATA       0x5353544441ull
@@ -46,6 +46,26 @@ static int ikey_cmp(const uint8_t *a, size_t al, uint64_t aseq, const uint8_t *b
 }
 
 static uint64_t bloom_hash(const void *key, size_t klen) { return XXH3_64bits_withSeed(key, klen, SEED_BLOOM); }
+
+/* The filter's bits for hash h are (h1 + j * h2) mod nbits, j < k, where h1
+** and h2 are h's halves (the format, sstfmt.h). A probe steps from one to
+** the next by adding h2 mod nbits, so a lookup divides twice, not k times:
+** the same positions. */
+struct bloom_probe {
+  uint64_t bit, step, nbits;
+};
+
+static inline struct bloom_probe bloom_first(uint64_t h, uint64_t nbits)
+{
+  return (struct bloom_probe){ (uint32_t)h % nbits, (h >> 32) % nbits, nbits };
+}
+
+static inline void bloom_next(struct bloom_probe *p)
+{
+  p->bit += p->step;            /* both below nbits: one subtraction is enough */
+  if (p->bit >= p->nbits)
+    p->bit -= p->nbits;
+}
 
 /* Checksum of a stored block: the trailer's first 8 bytes seed the payload's. */
 static uint64_t block_checksum(const uint8_t *payload, size_t n, const uint8_t *trailer, uint64_t seed,
@@ -362,11 +382,9 @@ int sst_builder_finish(struct sst_builder *b, uint8_t **buf, size_t *len)
   if (!bloom)
     return builder_failed(b, SOCHDB_NOMEM);
   for (size_t i = 0; i < b->nhashes; i++) {
-    uint64_t h1 = (uint32_t)b->hashes[i], h2 = b->hashes[i] >> 32;
-    for (unsigned j = 0; j < SST_BLOOM_K; j++) {
-      uint64_t bit = (h1 + j * h2) % nbits;
-      bloom[bit / 8] |= (uint8_t)(1u << (bit % 8));
-    }
+    struct bloom_probe p = bloom_first(b->hashes[i], nbits);
+    for (unsigned j = 0; j < SST_BLOOM_K; j++, bloom_next(&p))
+      bloom[p.bit / 8] |= (uint8_t)(1u << (p.bit % 8));
   }
   bloom[nbytes] = SST_BLOOM_K;
   uint64_t filter_off = b->out_n;
@@ -1000,12 +1018,10 @@ int sst_may_contain(const struct sst_reader *r, const void *key, size_t klen)
 {
   if (r->bloom_bits == 0)
     return 0;
-  uint64_t h = bloom_hash(key, klen), h1 = (uint32_t)h, h2 = h >> 32;
-  for (unsigned j = 0; j < r->bloom_k; j++) {
-    uint64_t bit = (h1 + j * h2) % r->bloom_bits;
-    if (!(r->bloom[bit / 8] & (1u << (bit % 8))))
+  struct bloom_probe p = bloom_first(bloom_hash(key, klen), r->bloom_bits);
+  for (unsigned j = 0; j < r->bloom_k; j++, bloom_next(&p))
+    if (!(r->bloom[p.bit / 8] & (1u << (p.bit % 8))))
       return 0;
-  }
   return 1;
 }
 
@@ -1092,21 +1108,14 @@ int sst_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t s
   uint32_t i = find_block(r, key, klen, snapshot);
   if (i == r->nblocks)
     return SOCHDB_OK;
-  struct sst_cursor *c = malloc(sizeof *c);
-  if (!c)
-    return sdb_fail(SOCHDB_NOMEM, "out of memory in sst_get");
-  int rc;
-  if (r->index[i].col) {
-    rc = get_columnar(r, i, key, klen, snapshot, scratch, res, c);
-    free(c);
-    return rc;
-  }
+  /* On the stack (4 KiB of it for the key): a point read allocates nothing. */
+  struct sst_cursor cur, *c = &cur;
+  if (r->index[i].col)
+    return get_columnar(r, i, key, klen, snapshot, scratch, res, c);
   struct sst_blk b;
-  rc = load_data(r, i, scratch, &b, NULL);
-  if (rc) {
-    free(c);
+  int rc = load_data(r, i, scratch, &b, NULL);
+  if (rc)
     return rc;
-  }
   cursor_start(c, &b, 0);
   int e = cursor_seek(c, key, klen, snapshot);
   if (e < 0)
@@ -1118,7 +1127,6 @@ int sst_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t s
     res->vlen = c->vlen;
     res->seq = c->seq;
   }
-  free(c);
   return rc;
 }
 

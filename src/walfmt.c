@@ -7,6 +7,7 @@
 #include "bytes.h"
 #include "error.h"
 #include "sochdb.h"
+#include "bulkhash.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -17,7 +18,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #define SEG_MAGIC          "SOCHWAL"
 #define GROUP_MAGIC        0x50524757u   /* "WGRP" */
