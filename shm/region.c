@@ -84,9 +84,13 @@ uint64_t shm_layout_arena_off(const struct shm_header *h, uint32_t idx)
 
 int shm_reserve(const shm_region *r, uint64_t off, uint64_t len)
 {
-  int err = posix_fallocate(r->fd, (off_t)off, (off_t)len);
-  /* a filesystem without fallocate: nothing to reserve with, pages come on write */
-  return err == EOPNOTSUPP || err == EINVAL ? 0 : err;
+  /* fallocate(2), not posix_fallocate: where the filesystem cannot, glibc's
+  ** fallback writes a zero byte into each block, which could land on a byte
+  ** another process has just written there (arenas are reserved while they
+  ** are being filled). Without fallocate, pages simply come on first write. */
+  if (fallocate(r->fd, 0, (off_t)off, (off_t)len) == 0)
+    return 0;
+  return errno == EOPNOTSUPP || errno == EINVAL ? 0 : errno;
 }
 
 /* Where the sections go; fills the offset fields of h. */

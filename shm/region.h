@@ -156,7 +156,8 @@ uint64_t shm_layout_arena_off(const struct shm_header *h, uint32_t idx);
 /* Back [off, off + len) of the region with real pages before anyone writes
 ** there. The region is sparse: a write to an untouched page of a full tmpfs
 ** would be a SIGBUS; reserving first turns it into an error. Idempotent.
-** Returns 0, or the errno (ENOSPC) of a tmpfs that is full. */
+** Returns 0, or the errno (ENOSPC) of a tmpfs that is full; 0 where the
+** filesystem cannot reserve (its pages come on first write). */
 int shm_reserve(const shm_region *r, uint64_t off, uint64_t len);
 
 #endif

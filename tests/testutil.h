@@ -35,6 +35,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <ftw.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -408,8 +409,9 @@ static inline void tu_setup_without_daemon(void)
 ** attached to. Asserts it stopped within 10 s; no daemon is fine. */
 static inline void tu_stop_daemon(const char *dir)
 {
-  char path[4200], buf[32] = { 0 };
-  snprintf(path, sizeof path, "%s/LOCK", dir);
+  char path[PATH_MAX + 8], buf[32] = { 0 };
+  if ((size_t)snprintf(path, sizeof path, "%s/LOCK", dir) >= sizeof path)
+    return;
   int fd = open(path, O_RDWR | O_CLOEXEC);
   if (fd < 0)
     return;
