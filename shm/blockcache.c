@@ -15,6 +15,7 @@
 ** the individual accesses, decides what a reader may use.
 */
 #include "blockcache.h"
+#include "testhooks.h"
 
 #include <stdatomic.h>
 #include <string.h>
@@ -365,7 +366,10 @@ void bc_insert(void *area, uint64_t file, uint64_t offset, const void *data, siz
   if (w < 0)
     return;
   write_tags(&s->way[w], file, offset, len);
-  copy_in(data_of(h, s, (unsigned)w), data, len);
+  size_t half = (len / 2) & ~(size_t)7;   /* whole words: copy_in pads a partial one */
+  copy_in(data_of(h, s, (unsigned)w), data, half);
+  CRASHPOINT("cache.insert");   /* killed here: the reaper frees the half-written entry */
+  copy_in(data_of(h, s, (unsigned)w) + half / 8, (const uint8_t *)data + half, len - half);
   publish(&s->way[w], claimed);
   count(&h->inserts);
 }
@@ -432,5 +436,15 @@ int bc_test_claim_and_stop(void *area, uint64_t file, uint64_t offset, size_t le
   memset(half, 0xAB, len / 2);
   copy_in(data_of(h, s, (unsigned)w), half, len / 2);
   return 1;   /* and never publish: the writer "died" here */
+}
+
+unsigned bc_test_owned(const void *area, uint32_t owner)
+{
+  struct bc_header *h = header(area);
+  unsigned n = 0;
+  for (uint64_t i = 0; h && i < h->nsets; i++)
+    for (unsigned w = 0; w < BC_WAYS; w++)
+      n += st_owner(atomic_load_explicit(&set_at(h, i)->way[w].state, memory_order_relaxed)) == owner;
+  return n;
 }
 #endif

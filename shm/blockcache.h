@@ -87,6 +87,8 @@ void   bc_get_stats(const void *area, struct bc_stats *out);
 ** owner, its tags written and half of len bytes of data (pattern byte 0xAB).
 ** Returns 1 if an entry was claimed, 0 if none could be. */
 int    bc_test_claim_and_stop(void *area, uint64_t file, uint64_t offset, size_t len, uint32_t owner);
+/* For tests: how many entries name owner as their writer right now. */
+unsigned bc_test_owned(const void *area, uint32_t owner);
 #endif
 
 #endif
