@@ -13,6 +13,7 @@
 
 #include "arena.h"
 
+#include <assert.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,7 +50,7 @@ void sl_init(shm_region *r, uint32_t mt)
 }
 
 /* Heights with p = 1/4 per level, from a per-thread xorshift generator. */
-static uint8_t random_height(void)
+uint8_t sl_random_height(void)
 {
   static _Thread_local uint64_t x;
   if (!x) {
@@ -128,7 +129,7 @@ uint64_t sl_find(const shm_region *r, uint32_t mt, const void *key, uint32_t kle
 
 static uint64_t new_node(shm_region *r, uint32_t mt, const void *key, uint32_t klen, uint8_t height)
 {
-  uint64_t off = arena_alloc(r, mt, sizeof(struct sl_node) + height * sizeof(uint64_t) + klen);
+  uint64_t off = arena_alloc(r, mt, sl_node_bytes(height, klen));
   if (!off)
     return 0;
   struct sl_node *n = node_at(r, off);
@@ -160,20 +161,120 @@ static uint64_t link_level(shm_region *r, uint64_t node, int level, const void *
   }
 }
 
-uint64_t sl_find_or_insert(shm_region *r, uint32_t mt, const void *key, uint32_t klen)
+/* The descent of a search: preds/succs of key on levels [0, top], from x, a
+** node before key on level top. */
+static void descend(const shm_region *r, uint64_t x, int top, const void *key, uint32_t klen,
+                    uint64_t preds[SL_MAX_HEIGHT], uint64_t succs[SL_MAX_HEIGHT])
+{
+  for (int level = top; level >= 0; level--)
+    x = preds[level] = scan_level(r, x, level, key, klen, &succs[level]);
+}
+
+/* Fill preds/succs of key on levels [0, *top] and return *top: through the
+** finger if it holds predecessors of a smaller key in mt (levels above *top
+** then keep the finger's nodes in preds, all before key, with succs unset),
+** else from the head (*top = SL_MAX_HEIGHT - 1). */
+static int find_preds_finger(const shm_region *r, uint32_t mt, const void *key, uint32_t klen,
+                             const struct sl_finger *f, uint64_t preds[SL_MAX_HEIGHT],
+                             uint64_t succs[SL_MAX_HEIGHT])
+{
+  /* every saved predecessor is at or before the level-0 one in key order,
+  ** so that one being below key puts them all below it */
+  if (!f || f->mt != mt || !key_less(r, f->preds[0], key, klen)) {
+    find_preds(r, mt, key, klen, preds, succs);
+    return SL_MAX_HEIGHT - 1;
+  }
+  int top = 0;   /* the lowest level whose successor is not below key: the search starts there */
+  for (; top < SL_MAX_HEIGHT - 1; top++) {
+    uint64_t nx = next_at(r, f->preds[top], top);
+    if (!nx || !key_less(r, nx, key, klen))
+      break;
+  }
+  for (int level = SL_MAX_HEIGHT - 1; level > top; level--)
+    preds[level] = f->preds[level];
+  descend(r, f->preds[top], top, key, klen, preds, succs);
+  return top;
+}
+
+/* Remember the search for a key at `node`: the node itself precedes every
+** greater key on its `levels` lowest levels, preds on the others. A node we
+** did not link ourselves counts on level 0 only: another process may still
+** be linking its upper levels, whose links are not set before their CAS. */
+static void finger_save(struct sl_finger *f, uint32_t mt, uint64_t node, int levels,
+                        const uint64_t preds[SL_MAX_HEIGHT])
+{
+  if (!f)
+    return;
+  f->mt = mt;
+  for (int level = 0; level < SL_MAX_HEIGHT; level++)
+    f->preds[level] = level < levels ? node : preds[level];
+}
+
+uint64_t sl_find_finger(const shm_region *r, uint32_t mt, const void *key, uint32_t klen, struct sl_finger *f)
 {
   uint64_t preds[SL_MAX_HEIGHT], succs[SL_MAX_HEIGHT];
-  find_preds(r, mt, key, klen, preds, succs);
-  if (node_has_key(r, succs[0], key, klen))
+  find_preds_finger(r, mt, key, klen, f, preds, succs);
+  uint64_t node = node_has_key(r, succs[0], key, klen) ? succs[0] : 0;
+  finger_save(f, mt, node, node ? 1 : 0, preds);
+  return node;
+}
+
+uint64_t sl_find_or_insert_finger(shm_region *r, uint32_t mt, const void *key, uint32_t klen, struct sl_finger *f)
+{
+  uint64_t preds[SL_MAX_HEIGHT], succs[SL_MAX_HEIGHT];
+  int top = find_preds_finger(r, mt, key, klen, f, preds, succs);
+  if (node_has_key(r, succs[0], key, klen)) {
+    finger_save(f, mt, succs[0], 1, preds);
     return succs[0];
-  uint8_t height = random_height();
+  }
+  uint8_t height = sl_random_height();
   uint64_t node = new_node(r, mt, key, klen, height);
   if (!node)
     return 0;
+  /* levels the finger search skipped: from the finger's node, before key */
+  for (int level = height - 1; level > top; level--)
+    preds[level] = scan_level(r, preds[level], level, key, klen, &succs[level]);
   uint64_t linked = link_level(r, node, 0, key, klen, preds, succs);
-  if (linked != node)
+  if (linked != node) {
+    finger_save(f, mt, linked, 1, preds);
     return linked;
+  }
   for (int level = 1; level < height; level++)
     link_level(r, node, level, key, klen, preds, succs);
+  finger_save(f, mt, node, height, preds);
   return node;
+}
+
+uint64_t sl_find_or_insert(shm_region *r, uint32_t mt, const void *key, uint32_t klen)
+{
+  return sl_find_or_insert_finger(r, mt, key, klen, NULL);
+}
+
+void sl_build_begin(struct sl_builder *b, shm_region *r, uint32_t mt)
+{
+  b->r = r;
+  b->head = head_of(r, mt);
+  /* relaxed: see above; the memtable must still be empty */
+  assert(atomic_load_explicit(&node_at(r, b->head)->next[0], memory_order_relaxed) == 0);
+  for (int level = 0; level < SL_MAX_HEIGHT; level++)
+    b->last[level] = head_of(r, mt);
+}
+
+void sl_build_append(struct sl_builder *b, uint64_t node, const void *key, uint32_t klen, uint8_t height,
+                     uint64_t versions)
+{
+  shm_region *r = b->r;
+  struct sl_node *n = node_at(r, node);
+  assert(height >= 1 && height <= SL_MAX_HEIGHT);
+  assert(b->last[0] == b->head || key_less(r, b->last[0], key, klen));
+  /* relaxed, all of them: nobody else can reach this memtable yet (see skiplist.h) */
+  atomic_store_explicit(&n->versions, versions, memory_order_relaxed);
+  n->klen = klen;
+  n->height = height;
+  memcpy((uint8_t *)&n->next[height], key, klen);
+  for (int level = 0; level < height; level++) {
+    atomic_store_explicit(&n->next[level], 0, memory_order_relaxed);
+    atomic_store_explicit(&node_at(r, b->last[level])->next[level], node, memory_order_relaxed);
+    b->last[level] = node;
+  }
 }

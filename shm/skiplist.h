@@ -38,8 +38,57 @@ uint64_t sl_find(const shm_region *r, uint32_t mt, const void *key, uint32_t kle
 /* The node for key, inserting it if missing. 0 when the arena is full. */
 uint64_t sl_find_or_insert(shm_region *r, uint32_t mt, const void *key, uint32_t klen);
 
+/* A search finger (process-private): the predecessors, on every level, of
+** the last key looked up in memtable `mt` through it. A lookup of a greater
+** key in the same memtable resumes from them instead of from the head (the
+** lowest level whose saved predecessor's successor is not below the key,
+** then down), so a run of lookups in key order costs O(log distance) each,
+** not O(log n). Saved nodes stay valid because nothing is removed from a
+** memtable, but only while the memtable cannot be recycled: reset the
+** finger (sl_finger_reset) whenever its user may have let go of it (left
+** its commit epoch, changed view). A key not greater than the last one
+** falls back to a search from the head. */
+struct sl_finger {
+  uint32_t mt;                          /* UINT32_MAX: empty */
+  uint64_t preds[SL_MAX_HEIGHT];
+};
+
+static inline void sl_finger_reset(struct sl_finger *f) { f->mt = UINT32_MAX; }
+
+/* sl_find and sl_find_or_insert through a finger (f NULL: from the head). */
+uint64_t sl_find_finger(const shm_region *r, uint32_t mt, const void *key, uint32_t klen, struct sl_finger *f);
+uint64_t sl_find_or_insert_finger(shm_region *r, uint32_t mt, const void *key, uint32_t klen, struct sl_finger *f);
+
 /* The first node with key >= key (key NULL = the first node), or 0. */
 uint64_t sl_seek(const shm_region *r, uint32_t mt, const void *key, uint32_t klen);
+
+/* Arena bytes of a node of this height and key length (8-aligned, as arena_alloc rounds). */
+static inline uint64_t sl_node_bytes(uint8_t height, uint32_t klen)
+{ return (sizeof(struct sl_node) + (uint64_t)height * sizeof(uint64_t) + klen + 7) & ~7ull; }
+
+/* A node height drawn as inserts draw it (p = 1/4 per level). */
+uint8_t  sl_random_height(void);
+
+/* Bulk building, for recovery: appending nodes in strictly increasing key
+** order to a memtable that only this process can reach (the region's magic
+** is not published yet, so relaxed stores suffice: the magic's release
+** store publishes them). Each append is O(1): the last node of every level
+** is kept as the predecessor. The result is the skiplist that inserting the
+** same keys with the same heights would give. */
+struct sl_builder {
+  shm_region *r;
+  uint64_t    head;
+  uint64_t    last[SL_MAX_HEIGHT];   /* the last node of each level (the head at first) */
+};
+
+/* Start appending to memtable mt, which must hold no node yet. */
+void     sl_build_begin(struct sl_builder *b, shm_region *r, uint32_t mt);
+
+/* Lay out a node at `node` (sl_node_bytes(height, klen) bytes the caller
+** allocated in the memtable) with key and version chain `versions`, and
+** append it: key must be greater than every key appended before. */
+void     sl_build_append(struct sl_builder *b, uint64_t node, const void *key, uint32_t klen, uint8_t height,
+                         uint64_t versions);
 
 /* The node after n on level 0, or 0. */
 static inline uint64_t sl_next(const shm_region *r, uint64_t n)

@@ -23,6 +23,7 @@
 #include "internal.h"
 
 #include "arena.h"
+#include "bytes.h"
 #include "durable.h"
 #include "error.h"
 #include "mvcc.h"
@@ -33,48 +34,327 @@
 #include "walfmt.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define REPLAY_SLOT UINT32_MAX   /* arena claims made during replay name no slot */
+
+/*
+** The replay is a bulk load. Ops are collected in commit order into a chunk
+** until the next one might not fit the active memtable; the chunk is then
+** sorted by (key, seq) and the memtable's skiplist is built in key order with
+** O(1) appends (sl_build_append), each key's versions newest first, all in
+** one arena allocation; then the replay rotates to a fresh memtable, as the
+** committers would have. Chunks are contiguous runs of ops in commit order
+** (a chunk boundary may fall inside a commit, as a rotation may during a
+** live commit: daemon/flusher.c keeps such a commit's log), never ranges of
+** keys: the flusher relies on older memtables holding older commits. The
+** nodes and versions are the ones op-by-op inserts would have made.
+**
+** What a chunk may need is counted as if every op were a new key (a node of
+** the height drawn for it plus its version), so the build never runs out
+** of room; a chunk that updates keys many times leaves its memtable part
+** empty.
+*/
+struct rop {                  /* one op to replay, pointing into the mapped WAL */
+  const uint8_t *key, *val;
+  uint64_t       seq;
+  uint64_t       head;        /* the key's first 8 bytes, big-endian, zero-padded: orders most pairs */
+  uint32_t       klen, vlen;
+  uint8_t        height;      /* of its node, if its key is the first of its group */
+  uint8_t        tombstone;
+};
+
+struct sort_ent {             /* radix-sort item: 8 key bytes (big-endian), the op's index */
+  uint64_t prefix;
+  uint64_t idx;
+};
 
 struct replay {
   shm_region *r;
   uint64_t    max_seq;
   uint64_t    flushed;        /* commits at or below it are in SSTables */
+  struct rop *ops;            /* the chunk, in commit order */
+  size_t      n, cap;
+  uint64_t    bytes;          /* what it may take in the arena (see above) */
+  uint64_t    room;           /* what the active memtable had left when the chunk began */
+  struct prefault *prefault;  /* the helper preparing the first memtable's pages */
+  uint64_t   *order;          /* scratch of the sort: op indexes in key order */
+  uint8_t    *newkey;         /* ... and whether each differs from the key before it */
+  struct sort_ent *sort_a, *sort_b;
+  size_t      sort_cap;
 };
 
-static int replay_op(struct replay *rp, uint64_t seq, const struct wal_op *op)
+static uint64_t key_head(const uint8_t *key, uint32_t klen)
 {
-  shm_region *r = rp->r;
-  for (int attempt = 0; attempt < 2; attempt++) {
-    uint32_t mt = arena_active(r);
-    uint64_t node = sl_find_or_insert(r, mt, op->key, op->klen);
-    uint64_t voff = node ? arena_alloc(r, mt, mv_version_bytes(op->vlen)) : 0;
-    if (!voff) {
-      if (arena_rotate(r, REPLAY_SLOT, mt) != SOCHDB_OK)
-        break;
-      continue;
-    }
-    struct mv_version *v = shm_at(r, voff);
-    struct sl_node *n = shm_at(r, node);
-    v->older = atomic_load_explicit(&n->versions, memory_order_relaxed);
-    atomic_init(&v->seq, seq);
-    v->txn = 0;
-    atomic_init(&v->txn_next, 0);
-    v->node = node;
-    v->vlen = op->vlen;
-    v->flags = op->kind == WAL_DEL ? MV_TOMBSTONE : 0;
-    memcpy(v->value, op->val, op->vlen);
-    /* relaxed: nobody else can see the region before its magic (release) */
-    atomic_store_explicit(&n->versions, voff, memory_order_relaxed);
-    arena_note_seq(r, mt, seq);   /* the flusher keeps the log this memtable needs */
+  uint64_t h = 0;
+  for (uint32_t k = 0; k < 8; k++)
+    h = h << 8 | (k < klen ? key[k] : 0);
+  return h;
+}
+
+/* sl_compare's order. Heads that differ decide it: at their first differing
+** byte either both keys have a byte, or one key has ended (its padding 0
+** against a non-zero byte) and is a prefix of the other, so the smaller. */
+static int rop_cmp(const struct rop *a, const struct rop *b)
+{
+  if (a->head != b->head)
+    return a->head < b->head ? -1 : 1;
+  return sl_compare(a->key, a->klen, b->key, b->klen);
+}
+
+/* qsort_r's comparator for runs of equal radix prefix: key, then commit order. */
+static int cmp_idx(const void *x, const void *y, void *ctx)
+{
+  const struct rop *ops = ctx;
+  uint64_t i = *(const uint64_t *)x, j = *(const uint64_t *)y;
+  int c = rop_cmp(&ops[i], &ops[j]);
+  return c ? c : (i > j) - (i < j);
+}
+
+/* rp->order = the chunk's op indexes sorted by (key, commit order). Already
+** sorted input (keys that only grow, the common case) costs one pass; else
+** an LSD radix sort on the 8 bytes after the chunk's common key prefix (it is
+** stable, so commit order holds among equal prefixes), then the runs of equal
+** prefix are sorted by whole key. */
+static int sort_chunk(struct replay *rp)
+{
+  size_t n = rp->n;
+  const struct rop *ops = rp->ops;
+  if (n > rp->sort_cap) {
+    size_t cap = n > 2 * rp->sort_cap ? n : 2 * rp->sort_cap;
+    uint64_t *order = realloc(rp->order, cap * sizeof *order);
+    if (order)
+      rp->order = order;
+    uint8_t *newkey = realloc(rp->newkey, cap);
+    if (newkey)
+      rp->newkey = newkey;
+    struct sort_ent *a = realloc(rp->sort_a, cap * sizeof *a);
+    if (a)
+      rp->sort_a = a;
+    struct sort_ent *b = realloc(rp->sort_b, cap * sizeof *b);
+    if (b)
+      rp->sort_b = b;
+    if (!order || !newkey || !a || !b)
+      return sdb_fail(SOCHDB_NOMEM, "sorting %zu WAL operations to replay", n);
+    rp->sort_cap = cap;
+  }
+  uint64_t *order = rp->order;
+  uint8_t *newkey = rp->newkey;
+  size_t i = 1;
+  newkey[0] = 1;
+  for (int c; i < n && (c = rop_cmp(&ops[i - 1], &ops[i])) <= 0; i++)
+    newkey[i] = c < 0;
+  if (i >= n) {
+    for (i = 0; i < n; i++)
+      order[i] = i;
     return SOCHDB_OK;
   }
-  return sdb_fail(SOCHDB_BUSY, "the region is too small to replay the WAL (commit %llu does not fit); "
-                  "open with a larger region_bytes", (unsigned long long)seq);
+  uint32_t common = ops[0].klen;            /* the longest prefix every key shares */
+  for (i = 1; i < n && common; i++) {
+    uint32_t m = ops[i].klen < common ? ops[i].klen : common, k = 0;
+    while (k < m && ops[i].key[k] == ops[0].key[k])
+      k++;
+    common = k;
+  }
+  struct sort_ent *a = rp->sort_a, *b = rp->sort_b;
+  size_t count[8][256];
+  memset(count, 0, sizeof count);
+  for (i = 0; i < n; i++) {
+    uint64_t p = 0;
+    for (uint32_t k = 0; k < 8; k++)
+      p = p << 8 | (common + k < ops[i].klen ? ops[i].key[common + k] : 0);
+    a[i] = (struct sort_ent){ p, i };
+    for (unsigned d = 0; d < 8; d++)
+      count[d][(p >> (8 * d)) & 0xff]++;
+  }
+  for (unsigned d = 0; d < 8; d++) {
+    if (count[d][(a[0].prefix >> (8 * d)) & 0xff] == n)
+      continue;                              /* every item has this digit */
+    size_t pos = 0;
+    for (unsigned v = 0; v < 256; v++) {
+      size_t c = count[d][v];
+      count[d][v] = pos;
+      pos += c;
+    }
+    for (i = 0; i < n; i++)
+      b[count[d][(a[i].prefix >> (8 * d)) & 0xff]++] = a[i];
+    struct sort_ent *t = a;
+    a = b;
+    b = t;
+  }
+  for (i = 0; i < n; i++)
+    order[i] = a[i].idx;
+  for (size_t lo = 0; lo < n;) {             /* equal prefixes: by whole key */
+    size_t hi = lo + 1;
+    while (hi < n && a[hi].prefix == a[lo].prefix)
+      hi++;
+    if (hi - lo > 1)
+      qsort_r(order + lo, hi - lo, sizeof *order, cmp_idx, (void *)ops);
+    lo = hi;
+  }
+  for (i = 1; i < n; i++)
+    newkey[i] = a[i].prefix != a[i - 1].prefix || rop_cmp(&ops[order[i - 1]], &ops[order[i]]) != 0;
+  return SOCHDB_OK;
+}
+
+/* The first memtable's pages, made ready by a helper thread while the WAL
+** is read and sorted: on tmpfs, backing (fallocate) and mapping
+** (MADV_POPULATE_WRITE) 64 MiB of fresh pages costs about as much as the
+** rest of a replay, and both can run at once on two cores. At most as many
+** bytes as the log holds are prepared, so a short log does not make a whole
+** arena resident. Failures are ignored: arena_alloc reserves, and writes
+** fault in, whatever the helper did not. */
+struct prefault {
+  shm_region *r;
+  uint64_t    off, len;       /* the region bytes to prepare */
+  pthread_t   th;
+  int         running;
+};
+
+#define PREFAULT_MIN (4u << 20)   /* below this a thread is not worth starting */
+
+static void populate(const shm_region *r, uint64_t off, uint64_t len)
+{
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t lo = (uintptr_t)shm_at(r, off) & ~(page - 1), hi = (uintptr_t)shm_at(r, off) + len;
+  (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);   /* a hint: see above */
+}
+
+static void *prefault_main(void *arg)
+{
+  struct prefault *p = arg;
+  if (shm_reserve(p->r, p->off, p->len) == 0)
+    populate(p->r, p->off, p->len);
+  return NULL;
+}
+
+static void prefault_start(struct prefault *p, shm_region *r, uint64_t wal_bytes)
+{
+  const struct shm_memtable *m = arena_memtable(r, arena_active(r));
+  p->r = r;
+  p->off = m->arena_off;
+  p->len = wal_bytes < m->capacity ? wal_bytes : m->capacity;
+  p->running = p->len >= PREFAULT_MIN && pthread_create(&p->th, NULL, prefault_main, p) == 0;
+}
+
+static void prefault_join(struct prefault *p)
+{
+  if (p->running)
+    pthread_join(p->th, NULL);
+  p->running = 0;
+}
+
+#define PREFETCH_AHEAD 16   /* ops: how far build_chunk reads ahead of itself */
+
+/* Build the chunk into the active memtable and start a new, empty chunk. */
+static int build_chunk(struct replay *rp)
+{
+  if (!rp->n)
+    return SOCHDB_OK;
+  shm_region *r = rp->r;
+  int rc = sort_chunk(rp);
+  if (rc != SOCHDB_OK)
+    return rc;
+  const struct rop *ops = rp->ops;
+  const uint64_t *order = rp->order;
+  const uint8_t *newkey = rp->newkey;
+  uint64_t total = 0;                        /* exact: one node per distinct key */
+  for (size_t i = 0; i < rp->n; i++) {
+    if (i + PREFETCH_AHEAD < rp->n)          /* keys in random order: hide the cache misses */
+      __builtin_prefetch(&ops[order[i + PREFETCH_AHEAD]]);
+    const struct rop *o = &ops[order[i]];
+    if (newkey[i])
+      total += sl_node_bytes(o->height, o->klen);
+    total += pad8(mv_version_bytes(o->vlen));
+  }
+  prefault_join(rp->prefault);              /* its pages are ready: no two passes over them */
+  uint32_t mt = arena_active(r);
+  uint64_t at = arena_alloc(r, mt, total);
+  if (!at)    /* the chunk was sized for the room left: only a full tmpfs */
+    return sdb_fail(SOCHDB_BUSY, "cannot reserve %llu bytes of shared memory to replay the WAL into",
+                    (unsigned long long)total);
+  /* arena_alloc reserved the pages (fallocate); map them all with one call
+  ** rather than one page fault each (cheap where the prefault did it). */
+  populate(r, at, total);
+  struct sl_builder b;
+  sl_build_begin(&b, r, mt);
+  for (size_t i = 0; i < rp->n;) {
+    if (i + PREFETCH_AHEAD < rp->n) {        /* the op, then its key and value once the op is in */
+      __builtin_prefetch(&ops[order[i + PREFETCH_AHEAD]]);
+      const struct rop *soon = &ops[order[i + PREFETCH_AHEAD / 2]];
+      __builtin_prefetch(soon->key);
+      __builtin_prefetch(soon->key + soon->klen + soon->vlen / 2);
+    }
+    const struct rop *first = &ops[order[i]];
+    uint64_t node = at;
+    at += sl_node_bytes(first->height, first->klen);
+    uint64_t newest = 0;
+    do {                                     /* versions oldest first: the newest heads the chain */
+      const struct rop *o = &ops[order[i]];
+      struct mv_version *v = shm_at(r, at);
+      v->older = newest;
+      atomic_init(&v->seq, o->seq);
+      v->txn = 0;
+      atomic_init(&v->txn_next, 0);
+      v->node = node;
+      v->vlen = o->vlen;
+      v->flags = o->tombstone ? MV_TOMBSTONE : 0;
+      memcpy(v->value, o->val, o->vlen);
+      newest = at;
+      at += pad8(mv_version_bytes(o->vlen));
+      i++;
+    } while (i < rp->n && !newkey[i]);
+    sl_build_append(&b, node, first->key, first->klen, first->height, newest);
+  }
+  arena_note_seq(r, mt, ops[0].seq);         /* the chunk's oldest commit: the flusher keeps its log */
+  rp->n = 0;
+  rp->bytes = 0;
+  return SOCHDB_OK;
+}
+
+/* The room left in the active memtable. */
+static uint64_t room_left(const struct replay *rp)
+{
+  const struct shm_memtable *m = arena_memtable(rp->r, arena_active(rp->r));
+  /* relaxed: only this process can reach the region during the replay */
+  uint64_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
+  return used < m->capacity ? m->capacity - used : 0;
+}
+
+static int add_op(struct replay *rp, uint64_t seq, const struct wal_op *op)
+{
+  uint8_t height = sl_random_height();
+  uint64_t need = sl_node_bytes(height, op->klen) + pad8(mv_version_bytes(op->vlen));
+  if (rp->bytes + need > rp->room) {
+    /* A memtable is built once: the next chunk goes into a fresh one. */
+    int rc = rp->n ? build_chunk(rp) : SOCHDB_OK;
+    if (rc != SOCHDB_OK)
+      return rc;
+    int used = arena_memtable(rp->r, arena_active(rp->r))->capacity - room_left(rp) > sl_head_bytes();
+    if ((used && arena_rotate(rp->r, REPLAY_SLOT, arena_active(rp->r)) != SOCHDB_OK) ||
+        need > (rp->room = room_left(rp)))
+      return sdb_fail(SOCHDB_BUSY, "the region is too small to replay the WAL (commit %llu does not fit); "
+                      "open with a larger region_bytes", (unsigned long long)seq);
+  }
+  if (rp->n == rp->cap) {
+    size_t cap = rp->cap ? 2 * rp->cap : 65536;
+    struct rop *ops = realloc(rp->ops, cap * sizeof *ops);
+    if (!ops)
+      return sdb_fail(SOCHDB_NOMEM, "collecting %zu WAL operations to replay", cap);
+    rp->ops = ops;
+    rp->cap = cap;
+  }
+  rp->ops[rp->n++] = (struct rop){ op->key, op->val, seq, key_head(op->key, op->klen), op->klen, op->vlen, height,
+                                   op->kind == WAL_DEL };
+  rp->bytes += need;
+  return SOCHDB_OK;
 }
 
 static int replay_record(void *ctx, const struct wal_record *rec)
@@ -90,12 +370,45 @@ static int replay_record(void *ctx, const struct wal_record *rec)
   size_t pos = 0;
   struct wal_op op;
   while (wal_op_next(rec, &pos, &op)) {
-    int rc = replay_op(rp, rec->seq, &op);
+    int rc = add_op(rp, rec->seq, &op);
     if (rc != SOCHDB_OK)
       return rc;
   }
   rp->max_seq = rec->seq;
   return SOCHDB_OK;
+}
+
+/* The segments stay mapped until the replay ends: chunks point into them. */
+struct mapped {
+  const uint8_t *buf;
+  size_t         len;
+};
+
+/* wal_scan_file, keeping the mapping in *m. */
+static int scan_segment(const char *path, struct replay *rp, struct mapped *m, struct wal_scan_result *res)
+{
+  m->buf = NULL;
+  m->len = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return sdb_fail_errno("open WAL segment %s", path);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int rc = sdb_fail_errno("fstat %s", path);
+    close(fd);
+    return rc;
+  }
+  size_t len = (size_t)st.st_size;
+  const uint8_t *buf = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+  close(fd);
+  if (len && buf == MAP_FAILED)
+    return sdb_fail_errno("mmap WAL segment %s", path);
+  if (len) {
+    m->buf = buf;
+    m->len = len;
+  }
+  static const uint8_t empty[1];
+  return wal_scan_buffer(len ? buf : empty, len, rp->r->hdr->db_id, replay_record, rp, res);
 }
 
 static int cmp_keys(const uint8_t *a, uint32_t al, const uint8_t *b, uint32_t bl)
@@ -216,13 +529,27 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
       close(lock_fd);
     return rc;
   }
-  struct replay rp = { r, flushed > 1 ? flushed : 1, flushed };   /* seq 1 is the empty database */
+  struct prefault pf = { 0 };
+  /* seq 1 is the empty database */
+  struct replay rp = { .r = r, .max_seq = flushed > 1 ? flushed : 1, .flushed = flushed, .prefault = &pf };
+  rp.room = room_left(&rp);
+  uint64_t wal_bytes = 0;
+  for (size_t i = 0; i < n; i++) {
+    char path[4300];
+    struct stat st;
+    wal_segment_path(path, sizeof path, dir, lsns[i]);
+    wal_bytes += stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+  }
+  prefault_start(&pf, r, wal_bytes);
+  struct mapped *maps = n ? calloc(n, sizeof *maps) : NULL;
+  if (n && !maps)
+    rc = sdb_fail(SOCHDB_NOMEM, "replaying %zu WAL segments", n);
   uint64_t expect_lsn = n ? lsns[0] : 0;
   for (size_t i = 0; i < n && rc == SOCHDB_OK; i++) {
     char path[4300];
     wal_segment_path(path, sizeof path, dir, lsns[i]);
     struct wal_scan_result res;
-    rc = wal_scan_file(path, r->hdr->db_id, replay_record, &rp, &res);
+    rc = scan_segment(path, &rp, &maps[i], &res);
     if (rc != SOCHDB_OK)
       break;
     if (res.first_lsn != expect_lsn)
@@ -233,6 +560,18 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
                     path, (unsigned long long)res.torn_bytes, (unsigned long long)res.end_offset);
     expect_lsn = res.next_lsn;
   }
+  if (rc == SOCHDB_OK)
+    rc = build_chunk(&rp);
+  prefault_join(&pf);
+  for (size_t i = 0; maps && i < n; i++)
+    if (maps[i].buf)
+      munmap((void *)maps[i].buf, maps[i].len);
+  free(maps);
+  free(rp.ops);
+  free(rp.order);
+  free(rp.newkey);
+  free(rp.sort_a);
+  free(rp.sort_b);
   free(lsns);
   if (lock_fd >= 0)
     close(lock_fd);

@@ -333,6 +333,7 @@ struct commit_ctx {
   int                   deadline_set;
   uint64_t              memtables;  /* bit i: a version of ours is in memtable i */
   int                   retired_conflict;   /* the conflict is check_retired's */
+  struct sl_finger      finger;     /* install_one's last search in the active memtable */
 };
 
 static int past(const struct timespec *d)
@@ -427,9 +428,13 @@ static int install_one(struct commit_ctx *c, const struct wb_entry *w, struct in
   uint32_t my_slot = c->t->db->slot;
   for (;;) {
     uint32_t mt = arena_active(c->r);
-    uint64_t node = sl_find_or_insert(c->r, mt, w->key, w->klen);
+    /* keys come in increasing order: each search resumes where the last one ended */
+    uint64_t node = sl_find_or_insert_finger(c->r, mt, w->key, w->klen, &c->finger);
     uint64_t v = node ? new_version(c, mt, node, w) : 0;
     if (!v) {
+      /* make_room may leave our commit epoch while it waits, after which
+      ** memtables, this one included, may be recycled under the finger */
+      sl_finger_reset(&c->finger);
       int rc = make_room(c, mt);
       if (rc != SOCHDB_OK)
         return rc;
@@ -460,16 +465,17 @@ static uint64_t memtable_id(const shm_region *r, uint32_t mt)
   return atomic_load_explicit(&arena_memtable(r, mt)->id, memory_order_relaxed);
 }
 
-/* Step 2: the key's versions in the other live memtables. */
+/* Step 2: the key's versions in the other live memtables. fingers[i]:
+** the last search in view->idx[i] (keys come in increasing order). */
 static int check_elsewhere(struct commit_ctx *c, const struct wb_entry *w, const struct installed *at,
-                           const struct mt_view *view)
+                           const struct mt_view *view, struct sl_finger *fingers)
 {
   uint32_t my_slot = c->t->db->slot;
   for (uint32_t i = 0; i < view->n; i++) {
     uint32_t mt = view->idx[i];
     if (mt == at->mt)
       continue;
-    uint64_t node = sl_find(c->r, mt, w->key, w->klen);
+    uint64_t node = sl_find_finger(c->r, mt, w->key, w->klen, &fingers[i]);
     uint64_t state;
     const struct mv_version *live;
     while (node && (live = mv_newest_live(c->r, node, &state)) && state == 0) {
@@ -504,6 +510,7 @@ static int check_retired(struct commit_ctx *c)
 static int install_all(struct commit_ctx *c, const uint32_t *order, struct installed *at)
 {
   const struct wbuf *wb = &c->t->writes;
+  sl_finger_reset(&c->finger);
   for (size_t i = 0; i < wb->n; i++) {
     int rc = install_one(c, &wb->ents[order[i]], &at[i]);
     if (rc != SOCHDB_OK)
@@ -524,8 +531,13 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
 #endif
   struct mt_view view;
   arena_view(c->r, &view);               /* fresh: rotations since begin count */
+  /* Fingers are safe here: our commit epoch keeps these memtables from
+  ** being recycled until we decide (shm/epoch.h). */
+  struct sl_finger fingers[SHM_MAX_MEMTABLES];
+  for (uint32_t i = 0; i < view.n; i++)
+    sl_finger_reset(&fingers[i]);
   for (size_t i = 0; view.n >= 2 && i < wb->n; i++) {
-    int rc = check_elsewhere(c, &wb->ents[order[i]], &at[i], &view);
+    int rc = check_elsewhere(c, &wb->ents[order[i]], &at[i], &view, fingers);
     if (rc != SOCHDB_OK)
       return rc;
   }

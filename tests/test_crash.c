@@ -25,6 +25,10 @@
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 
+#include "arena.h"
+#include "internal.h"
+#include "mvcc.h"
+#include "skiplist.h"
 #include "sochdb.h"
 #include "testhooks.h"
 #include "testutil.h"
@@ -422,4 +426,346 @@ Test(crash, random_kill_during_commits)
   tu_shared_free(acked, sizeof(int64_t) * RR_ROUNDS);
   sochdb_close(db);
   assert_horizon_free("after random kills");
+}
+
+/* ------------------------------------------------------------ WAL replay */
+
+/* A region rebuilt from the WAL (src/recovery.c) into memtables much smaller
+** than the ones the log was written with: the replay spans several of them.
+** Each key's history (puts and deletes over many commits, one commit that
+** alone is nearly a memtable) must come back whole, newest first, with older
+** memtables holding older commits; and after the daemon flushes that
+** rebuilt region, a second rebuild must still have everything. */
+
+#define RP_KEYS   3000
+#define RP_VLEN   200
+#define RP_MAXV   16
+#define RP_REGION (64u << 20)
+
+struct rp_hist {
+  int n;
+  int ver[RP_MAXV];           /* in commit order: a version number (> 0), or -1 for a delete */
+};
+
+static void rp_key(int k, char *out) { snprintf(out, 32, "replay/%05d", k); }
+
+static void rp_val(int k, int ver, char *out)   /* RP_VLEN bytes, no NUL */
+{
+  memset(out, 'a' + (k + ver) % 26, RP_VLEN);
+  int n = snprintf(out, 32, "%d:%d:", k, ver);
+  out[n] = '.';
+}
+
+static void rp_note(struct rp_hist *h, int k, int ver)
+{
+  cr_assert_lt(h[k].n, RP_MAXV, "history of key %d too long", k);
+  h[k].ver[h[k].n++] = ver;
+}
+
+static void rp_put(sochdb_txn *t, struct rp_hist *h, int k, int ver)
+{
+  char key[32], val[RP_VLEN];
+  rp_key(k, key);
+  if (ver < 0) {
+    tu_del_str(t, key);
+  } else {
+    rp_val(k, ver, val);
+    cr_assert_eq(sochdb_put(t, key, strlen(key), val, RP_VLEN), SOCHDB_OK, "put %s", key);
+  }
+  rp_note(h, k, ver);
+}
+
+/* One round of writes: keys in a scrambled order, 8 per transaction, some
+** deleted; a quarter of them written again at once by a commit of their own
+** (two versions of a key in neighbouring commits). */
+static void rp_round(sochdb *db, struct rp_hist *h, int round)
+{
+  for (int j = 0; j < RP_KEYS; j += 8) {
+    sochdb_txn *t = tu_begin(db, 0);
+    for (int i = j; i < j + 8 && i < RP_KEYS; i++) {
+      int k = (int)((i * 7919L) % RP_KEYS);
+      rp_put(t, h, k, (k + round) % 7 == 0 ? -1 : h[k].n + 1);
+    }
+    tu_commit(t, SOCHDB_ASYNC, "a round of the replay workload");
+    for (int i = j; i < j + 8 && i < RP_KEYS; i++) {
+      int k = (int)((i * 7919L) % RP_KEYS);
+      if (k % 4 != round % 4)
+        continue;
+      t = tu_begin(db, 0);
+      rp_put(t, h, k, h[k].n + 1);
+      tu_commit(t, SOCHDB_ASYNC, "a second version");
+    }
+  }
+}
+
+/* Every key reads its last write (absent if deleted) in a fresh snapshot. */
+static void rp_check_reads(sochdb *db, const struct rp_hist *h, const char *when)
+{
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (int k = 0; k < RP_KEYS; k++) {
+    char key[32], want[RP_VLEN];
+    rp_key(k, key);
+    const void *val;
+    size_t vlen;
+    int rc = sochdb_get(t, key, strlen(key), &val, &vlen);
+    int last = h[k].n ? h[k].ver[h[k].n - 1] : -1;
+    if (last < 0) {
+      cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s: deleted key %s reads %s", when, key, sochdb_strerror(rc));
+      continue;
+    }
+    rp_val(k, last, want);
+    cr_assert_eq(rc, SOCHDB_OK, "%s: get %s: %s", when, key, sochdb_strerror(rc));
+    cr_assert(vlen == RP_VLEN && !memcmp(val, want, RP_VLEN), "%s: %s does not read version %d", when, key, last);
+  }
+  sochdb_abort(t);
+}
+
+/* The live memtables of a rebuilt region nobody else writes to: each a
+** well-formed skiplist whose chains are stamped, newest first; older
+** memtables hold older commits, min_seq is each one's oldest; and all of
+** them together hold each key's whole history. Returns how many there are. */
+static uint32_t rp_check_memtables(sochdb *db, const struct rp_hist *h)
+{
+  shm_region *r = &db->region;
+  struct mt_view v;
+  arena_view(r, &v);
+  static struct {
+    int n;
+    int ver[RP_MAXV];
+    uint64_t seq[RP_MAXV];
+  } got[RP_KEYS];
+  memset(got, 0, sizeof got);
+  uint64_t newer_min = UINT64_MAX;
+  for (uint32_t i = 0; i < v.n; i++) {   /* newest first */
+    uint32_t mt = v.idx[i];
+    uint64_t lo = UINT64_MAX, hi = 0;
+    const struct sl_node *prev = NULL;
+    for (uint64_t n = sl_seek(r, mt, NULL, 0); n; n = sl_next(r, n)) {
+      const struct sl_node *node = shm_at(r, n);
+      if (prev)
+        cr_assert_lt(sl_compare(sl_key(prev), prev->klen, sl_key(node), node->klen), 0,
+                     "memtable %u: level 0 out of order", mt);
+      prev = node;
+      char key[32];
+      int k = -1, used = 0;
+      cr_assert_lt(node->klen, sizeof key, "memtable %u: a key of %u bytes", mt, node->klen);
+      memcpy(key, sl_key(node), node->klen);
+      key[node->klen] = 0;
+      int filler = !strcmp(key, "filler");   /* not in the history */
+      cr_assert(filler || (sscanf(key, "replay/%d%n", &k, &used) == 1 && used == (int)node->klen && k >= 0 &&
+                           k < RP_KEYS),
+                "memtable %u holds a stray key %s", mt, key);
+      uint64_t last = UINT64_MAX;
+      for (uint64_t off = atomic_load(&node->versions); off;) {
+        const struct mv_version *ver = shm_at(r, off);
+        uint64_t s = atomic_load(&ver->seq);
+        cr_assert(s != 0 && s != MV_ABORTED && s < last, "%s: version seq %llu after %llu in its chain", key,
+                  (unsigned long long)s, (unsigned long long)last);
+        cr_assert_eq(ver->node, n, "%s: a version names another node", key);
+        last = s;
+        lo = s < lo ? s : lo;
+        hi = s > hi ? s : hi;
+        off = ver->older;
+        if (filler)
+          continue;
+        int vn = -1;
+        if (!(ver->flags & MV_TOMBSTONE)) {
+          char want[RP_VLEN];
+          cr_assert(sscanf((const char *)ver->value, "%*d:%d:", &vn) == 1, "%s: unreadable value", key);
+          rp_val(k, vn, want);
+          cr_assert(ver->vlen == RP_VLEN && !memcmp(ver->value, want, RP_VLEN), "%s: version %d damaged", key, vn);
+        } else {
+          cr_assert_eq(ver->vlen, 0, "%s: a tombstone with a value", key);
+        }
+        cr_assert_lt(got[k].n, RP_MAXV, "%s: too many versions", key);
+        got[k].ver[got[k].n] = vn;
+        got[k].seq[got[k].n++] = s;
+      }
+    }
+    for (int level = 1; level < SL_MAX_HEIGHT; level++) {
+      const struct sl_node *head = shm_at(r, arena_memtable(r, mt)->arena_off), *p = NULL;
+      for (uint64_t n = atomic_load(&head->next[level]); n;) {
+        const struct sl_node *node = shm_at(r, n);
+        cr_assert_gt(node->height, level, "memtable %u: node of height %u on level %d", mt, node->height, level);
+        cr_assert_eq(sl_find(r, mt, sl_key(node), node->klen), n, "memtable %u: level %d names a stray node", mt,
+                     level);
+        if (p)
+          cr_assert_lt(sl_compare(sl_key(p), p->klen, sl_key(node), node->klen), 0,
+                       "memtable %u: level %d out of order", mt, level);
+        p = node;
+        n = atomic_load(&node->next[level]);
+      }
+    }
+    cr_assert_neq(hi, 0, "memtable %u of the rebuilt region is empty", mt);
+    cr_assert_leq(hi, newer_min, "memtable %u holds commit %llu, newer than commit %llu of a newer memtable", mt,
+                  (unsigned long long)hi, (unsigned long long)newer_min);
+    cr_assert_eq(atomic_load(&arena_memtable(r, mt)->min_seq), lo, "memtable %u: min_seq is not its oldest commit",
+                 mt);
+    newer_min = lo;
+  }
+  for (int k = 0; k < RP_KEYS; k++) {
+    cr_assert_eq(got[k].n, h[k].n, "key %d: %d versions after the replay, %d written", k, got[k].n, h[k].n);
+    for (int j = 0; j < got[k].n; j++) {
+      cr_assert_eq(got[k].ver[j], h[k].ver[h[k].n - 1 - j], "key %d: version %d of the chain is %d, want %d", k, j,
+                   got[k].ver[j], h[k].ver[h[k].n - 1 - j]);
+      if (j)
+        cr_assert_lt(got[k].seq[j], got[k].seq[j - 1], "key %d: versions not newest first across memtables", k);
+    }
+  }
+  return v.n;
+}
+
+/* Stop the daemon (SIGTERM: it writes and syncs everything first) and remove the region. */
+static void rp_lose_region(void)
+{
+  tu_close();
+  tu_stop_daemon(tu_dir());
+  tu_remove_region(tu_dir());
+}
+
+Test(crash, replay_into_small_memtables_keeps_every_version)
+{
+  static struct rp_hist h[RP_KEYS];
+  sochdb *db = tu_open(RP_REGION, 16u << 20, 5000);   /* nothing is flushed while the log is written */
+  for (int i = 0; i < 600; i++) {                     /* so that the big commit straddles two memtables */
+    char v[16];
+    snprintf(v, sizeof v, "%d", i);
+    tu_commit_kv(db, "filler", v, SOCHDB_ASYNC);
+  }
+  sochdb_txn *t = tu_begin(db, 0);
+  for (int k = 0; k < RP_KEYS; k++)                   /* one commit of ~0.9 MiB */
+    rp_put(t, h, k, 1);
+  tu_commit(t, SOCHDB_ASYNC, "the big commit");
+  for (int round = 1; round <= 3; round++)
+    rp_round(db, h, round);
+  rp_check_reads(db, h, "before the rebuild");
+  cr_assert_eq(tu_stats(db).flushes, 0, "a memtable was flushed: the test needs the whole history in the log");
+  rp_lose_region();
+
+  /* Rebuild into 1 MiB memtables, no daemon: nothing flushes them while we look. */
+  sochdb_test_without_daemon(1);
+  db = tu_open(RP_REGION, 1u << 20, 5000);
+  uint32_t memtables = rp_check_memtables(db, h);
+  cr_assert_geq(memtables, 4, "the replay filled only %u memtables", memtables);
+  rp_check_reads(db, h, "after the rebuild");
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  char buf[32];
+  cr_assert_eq(tu_get_str(t, "filler", buf, sizeof buf), SOCHDB_OK, "get filler");
+  cr_assert_str_eq(buf, "599", "the filler key's last commit");
+  sochdb_abort(t);
+  tu_close();
+
+  /* With a daemon: the rotated-out memtables are flushed; then more commits,
+  ** and a second rebuild from the SSTables and the rest of the log. */
+  sochdb_test_without_daemon(0);
+  db = tu_open(RP_REGION, 1u << 20, 5000);
+  TU_WAIT_STATS(db, s->flushes >= memtables - 1, "the flushes of the rebuilt memtables");
+  for (int round = 4; round <= 5; round++)
+    rp_round(db, h, round);
+  rp_check_reads(db, h, "after the flushes");
+  rp_lose_region();
+  db = tu_open(RP_REGION, 1u << 20, 5000);
+  rp_check_reads(db, h, "after the second rebuild");
+  cr_assert_eq(tu_get_str(t = tu_begin(db, SOCHDB_TXN_READONLY), "filler", buf, sizeof buf), SOCHDB_OK, "filler");
+  sochdb_abort(t);
+  tu_close();
+}
+
+/* A log that cannot fit the new region's memtables: the open fails with
+** SOCHDB_BUSY and says why, and leaves nothing half made: an open with room
+** enough replays it all. */
+Test(crash, replay_into_too_small_a_region_is_busy)
+{
+  static struct rp_hist h[RP_KEYS];
+  sochdb *db = tu_open(RP_REGION, 16u << 20, 5000);
+  for (int round = 1; round <= 4; round++)
+    rp_round(db, h, round);
+  rp_lose_region();
+  sochdb_options o = tu_options(6u << 20, 1u << 20, 5000);
+  sochdb *small = NULL;
+  int rc = sochdb_open(tu_dir(), &o, &small);
+  cr_assert_eq(rc, SOCHDB_BUSY, "open of a region too small for the log: %s (%s)", sochdb_strerror(rc),
+               sochdb_last_error());
+  cr_assert_null(small, "a handle on a failed open");
+  cr_assert(strstr(sochdb_last_error(), "too small to replay"), "the error says why: %s", sochdb_last_error());
+  db = tu_open(RP_REGION, 1u << 20, 5000);     /* the failed region file is made again */
+  rp_check_reads(db, h, "after a failed rebuild");
+  tu_close();
+}
+
+/* Binary keys that differ late, by length or by 0x00 and 0xff bytes (the
+** replay sorts them on 8-byte slices after their common prefix, padding
+** short keys with zeros), each written several times in scrambled commit
+** order: after a rebuild every memtable's list is in sl_compare order and
+** every key reads its last value. */
+#define BK_KEYS 600
+
+static uint32_t bk_key(int i, uint8_t *out)   /* a shared 5-byte prefix, then 0..14 bytes of 0x00, 0x01, 0xff */
+{
+  static const uint8_t alphabet[3] = { 0x00, 0x01, 0xff };
+  memcpy(out, "pfx\xff\x00", 5);
+  uint32_t len = 5 + (uint32_t)(i % 15);
+  for (uint32_t b = 5, x = (uint32_t)i; b < len; b++, x /= 3)
+    out[b] = alphabet[(x + b) % 3];
+  return len;
+}
+
+Test(crash, replay_sorts_binary_keys)
+{
+  sochdb *db = tu_open(RP_REGION, 16u << 20, 5000);
+  static int last[BK_KEYS];
+  uint8_t key[32];
+  char val[32];
+  for (int round = 1; round <= 3; round++)
+    for (int j = 0; j < BK_KEYS; j += 5) {
+      sochdb_txn *t = tu_begin(db, 0);
+      for (int i = j; i < j + 5; i++) {
+        int k = (i * 389 + round * 17) % BK_KEYS;
+        uint32_t klen = bk_key(k, key);
+        int dup = 0;   /* bk_key repeats itself for some i: one write per key and transaction */
+        for (int m = j; m < i; m++) {
+          uint8_t other[32];
+          int km = (m * 389 + round * 17) % BK_KEYS;
+          dup |= bk_key(km, other) == klen && !memcmp(other, key, klen);
+        }
+        if (dup)
+          continue;
+        snprintf(val, sizeof val, "%d.%d", k, round);
+        cr_assert_eq(sochdb_put(t, key, klen, val, strlen(val)), SOCHDB_OK, "put");
+        for (int m = 0; m < BK_KEYS; m++) {   /* every number naming the same key sees this write */
+          uint8_t other[32];
+          if (bk_key(m, other) == klen && !memcmp(other, key, klen))
+            last[m] = k * 10 + round;
+        }
+      }
+      tu_commit(t, SOCHDB_ASYNC, "binary keys");
+    }
+  rp_lose_region();
+  sochdb_test_without_daemon(1);
+  db = tu_open(RP_REGION, 1u << 20, 5000);
+  shm_region *r = &db->region;
+  struct mt_view v;
+  arena_view(r, &v);
+  for (uint32_t i = 0; i < v.n; i++) {
+    const struct sl_node *prev = NULL;
+    for (uint64_t n = sl_seek(r, v.idx[i], NULL, 0); n; n = sl_next(r, n)) {
+      const struct sl_node *node = shm_at(r, n);
+      if (prev)
+        cr_assert_lt(sl_compare(sl_key(prev), prev->klen, sl_key(node), node->klen), 0, "keys out of order");
+      prev = node;
+    }
+  }
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (int k = 0; k < BK_KEYS; k++) {
+    uint32_t klen = bk_key(k, key);
+    const void *got;
+    size_t glen;
+    cr_assert_eq(sochdb_get(t, key, klen, &got, &glen), SOCHDB_OK, "binary key %d lost", k);
+    snprintf(val, sizeof val, "%d.%d", last[k] / 10, last[k] % 10);
+    cr_assert(glen == strlen(val) && !memcmp(got, val, glen), "binary key %d reads %.*s, not %s", k, (int)glen,
+              (const char *)got, val);
+  }
+  sochdb_abort(t);
+  tu_close();
+  sochdb_test_without_daemon(0);
 }

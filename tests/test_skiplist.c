@@ -17,7 +17,9 @@
 #include "skiplist.h"
 #include "testutil.h"
 
-TestSuite(skiplist, .init = tu_setup, .fini = tu_teardown, .timeout = 120);
+/* No daemon: it gives the pages of FREE arenas that hold any back to the
+** system (arena_release_spares), and the tests write into FREE arenas. */
+TestSuite(skiplist, .init = tu_setup_without_daemon, .fini = tu_teardown, .timeout = 120);
 
 static sochdb *open_db(size_t memtable_bytes) { return tu_open(64u << 20, memtable_bytes, 50); }
 
@@ -319,6 +321,78 @@ Test(skiplist, full_arena_returns_zero)
   tu_close();
 }
 
+/* ------------------------------------------------------ bulk building */
+
+static int cmp_key_numbers(const void *a, const void *b)
+{
+  uint8_t ka[32], kb[32];
+  uint32_t la = make_key(*(const uint64_t *)a, ka), lb = make_key(*(const uint64_t *)b, kb);
+  return sl_compare(ka, la, kb, lb);
+}
+
+/* Appending keys in order (sl_build_append, what recovery does) gives the
+** list that inserting them would: every key found at its node, both lists
+** walk in the same order, upper levels hold exactly the tall nodes; and
+** the built list then takes ordinary inserts before, between and after its
+** keys. */
+Test(skiplist, bulk_build_matches_inserts)
+{
+  sochdb *db = open_db(4u << 20);
+  shm_region *r = &db->region;
+  uint32_t built = scratch_memtable(db);
+  uint32_t inserted = built - 1;
+  cr_assert_eq(mt_state_of(mt_load(arena_memtable(r, inserted))), MT_FREE, "arena %u is not free", inserted);
+  sl_init(r, inserted);
+  static uint64_t order[NRANDOM];
+  static uint64_t node_of[NRANDOM];
+  for (uint64_t i = 0; i < NRANDOM; i++)
+    order[i] = 2 * i;                            /* even key numbers; the odd ones come later */
+  qsort(order, NRANDOM, sizeof *order, cmp_key_numbers);
+  struct sl_builder b;
+  sl_build_begin(&b, r, built);
+  uint8_t key[32];
+  uint64_t heights[SL_MAX_HEIGHT + 1] = { 0 };
+  for (uint64_t j = 0; j < NRANDOM; j++) {
+    uint32_t klen = make_key(order[j], key);
+    uint8_t height = sl_random_height();
+    cr_assert(height >= 1 && height <= SL_MAX_HEIGHT, "height %u", height);
+    heights[height]++;
+    uint64_t node = arena_alloc(r, built, sl_node_bytes(height, klen));
+    cr_assert_neq(node, 0, "arena full after %llu nodes", (unsigned long long)j);
+    sl_build_append(&b, node, key, klen, height, 1000 + j);
+    node_of[j] = node;
+    cr_assert_neq(sl_find_or_insert(r, inserted, key, klen), 0, "insert into the reference list");
+  }
+  cr_assert_gt(heights[2], 0, "no node of height 2 among %u", NRANDOM);
+  cr_assert_eq(check_order(r, built), NRANDOM, "the built list does not hold exactly the appended keys");
+  check_upper_levels(r, built);
+  uint64_t a = sl_seek(r, built, NULL, 0), c = sl_seek(r, inserted, NULL, 0);
+  for (uint64_t j = 0; j < NRANDOM; j++, a = sl_next(r, a), c = sl_next(r, c)) {
+    const struct sl_node *x = shm_at(r, a), *y = shm_at(r, c);
+    cr_assert_eq(a, node_of[j], "built node %llu out of place", (unsigned long long)j);
+    cr_assert(x->klen == y->klen && !memcmp(sl_key(x), sl_key(y), x->klen), "lists differ at %llu",
+              (unsigned long long)j);
+    cr_assert_eq(atomic_load(&x->versions), 1000 + j, "node %llu lost its version chain", (unsigned long long)j);
+    uint32_t klen = make_key(order[j], key);
+    cr_assert_eq(sl_find(r, built, key, klen), a, "sl_find of appended key %llu", (unsigned long long)j);
+  }
+  cr_assert_eq(a, 0, "the built list is longer");
+  cr_assert_eq(c, 0, "the inserted list is longer");
+  for (uint64_t i = 1; i < 2 * NRANDOM + 2; i += 2) {   /* the odd keys: between and after */
+    uint32_t klen = make_key(i, key);
+    cr_assert_eq(sl_find(r, built, key, klen), 0, "key %llu found before its insert", (unsigned long long)i);
+    cr_assert_neq(sl_find_or_insert(r, built, key, klen), 0, "insert of %llu into the built list",
+                  (unsigned long long)i);
+  }
+  cr_assert_eq(check_order(r, built), 2 * NRANDOM + 1, "inserts into the built list lost keys");
+  check_upper_levels(r, built);
+  for (uint64_t j = 0; j < NRANDOM; j++) {
+    uint32_t klen = make_key(order[j], key);
+    cr_assert_eq(sl_find(r, built, key, klen), node_of[j], "appended key %llu moved", (unsigned long long)j);
+  }
+  tu_close();
+}
+
 /* ------------------------------------------------------ concurrency */
 
 #define NTHREADS 4
@@ -445,6 +519,126 @@ Test(skiplist, concurrent_overlapping_inserts)
     cr_assert_gt(expected, NKEYS / 2, "round %d: too few keys inserted (%llu)", round, (unsigned long long)expected);
     cr_assert_eq(check_order(r, mt), expected, "round %d: level 0 holds a key twice or lost one", round);
     check_upper_levels(r, mt);
+  }
+  tu_close();
+}
+
+/* ------------------------------------------------------ fingers */
+
+/* Inserts in key order through a finger (what a commit does) build the list
+** that plain inserts build; finger lookups find what sl_find finds, in order,
+** out of order (a smaller key falls back to the head) and across memtables
+** (a finger of another memtable is not used). */
+Test(skiplist, finger_inserts_match_plain_inserts)
+{
+  sochdb *db = open_db(4u << 20);
+  shm_region *r = &db->region;
+  uint32_t a = scratch_memtable(db), b = a - 1;
+  cr_assert_eq(mt_state_of(mt_load(arena_memtable(r, b))), MT_FREE, "arena %u is not free", b);
+  sl_init(r, b);
+  static uint64_t order[NRANDOM];
+  for (uint64_t i = 0; i < NRANDOM; i++)
+    order[i] = 3 * i;                            /* multiples of 3; the others stay absent */
+  qsort(order, NRANDOM, sizeof *order, cmp_key_numbers);
+  struct sl_finger f;
+  sl_finger_reset(&f);
+  uint8_t key[32];
+  for (uint64_t j = 0; j < NRANDOM; j++) {
+    uint32_t klen = make_key(order[j], key);
+    uint64_t n = sl_find_or_insert_finger(r, a, key, klen, &f);
+    cr_assert_neq(n, 0, "finger insert %llu", (unsigned long long)j);
+    cr_assert_eq(sl_find_or_insert_finger(r, a, key, klen, &f), n, "the same key again through the finger");
+    cr_assert_eq(sl_find(r, a, key, klen), n, "sl_find of a key inserted through a finger");
+    cr_assert_neq(sl_find_or_insert(r, b, key, klen), 0, "plain insert %llu", (unsigned long long)j);
+  }
+  cr_assert_eq(check_order(r, a), NRANDOM, "finger inserts lost or duplicated keys");
+  check_upper_levels(r, a);
+  for (uint64_t x = sl_seek(r, a, NULL, 0), y = sl_seek(r, b, NULL, 0); x || y; x = sl_next(r, x), y = sl_next(r, y)) {
+    cr_assert(x && y, "the lists differ in length");
+    const struct sl_node *nx = shm_at(r, x), *ny = shm_at(r, y);
+    cr_assert(nx->klen == ny->klen && !memcmp(sl_key(nx), sl_key(ny), nx->klen), "the lists differ");
+  }
+  /* finger lookups of every key number in key order: present and absent ones */
+  static uint64_t all[3 * NRANDOM];
+  for (uint64_t i = 0; i < 3 * NRANDOM; i++)
+    all[i] = i;
+  qsort(all, 3 * NRANDOM, sizeof *all, cmp_key_numbers);
+  sl_finger_reset(&f);
+  for (uint64_t j = 0; j < 3 * NRANDOM; j++) {
+    uint32_t klen = make_key(all[j], key);
+    uint64_t want = sl_find(r, a, key, klen);
+    cr_assert_eq(sl_find_finger(r, a, key, klen, &f), want, "finger find of key %llu", (unsigned long long)all[j]);
+    cr_assert_eq(want != 0, all[j] % 3 == 0, "key %llu", (unsigned long long)all[j]);
+  }
+  /* backwards (every lookup falls back to the head), and through a finger of the other memtable */
+  for (uint64_t j = 3 * NRANDOM; j-- > 0;) {
+    uint32_t klen = make_key(all[j], key);
+    cr_assert_eq(sl_find_finger(r, a, key, klen, &f), sl_find(r, a, key, klen), "backwards %llu",
+                 (unsigned long long)j);
+    cr_assert_eq(sl_find_finger(r, b, key, klen, &f), sl_find(r, b, key, klen), "other memtable %llu",
+                 (unsigned long long)j);
+  }
+  tu_close();
+}
+
+struct finger_arg {
+  shm_region *r;
+  uint32_t mt;
+  int id;
+  pthread_barrier_t *start;
+  const uint64_t *order;     /* key numbers in key order */
+  int failures;
+};
+
+/* Each thread inserts every key in key order through its finger, starting
+** at its own offset and wrapping (the wrap falls back to the head), so that
+** most of its keys are inserted, or just being inserted, by the others. */
+static void *finger_inserter(void *p)
+{
+  struct finger_arg *a = p;
+  struct sl_finger f;
+  sl_finger_reset(&f);
+  uint8_t key[32];
+  pthread_barrier_wait(a->start);
+  for (uint64_t j = 0; j < NRANDOM; j++) {
+    uint64_t i = a->order[(j + (uint64_t)a->id * (NRANDOM / NTHREADS)) % NRANDOM];
+    uint32_t klen = make_key(i, key);
+    uint64_t n = sl_find_or_insert_finger(a->r, a->mt, key, klen, &f);
+    const struct sl_node *node = n ? shm_at(a->r, n) : NULL;
+    if (!node || node->klen != klen || memcmp(sl_key(node), key, klen))
+      a->failures++;
+  }
+  return NULL;
+}
+
+Test(skiplist, concurrent_finger_inserts)
+{
+  sochdb *db = open_db(4u << 20);
+  shm_region *r = &db->region;
+  uint32_t mt = scratch_memtable(db);
+  static uint64_t order[NRANDOM];
+  for (uint64_t i = 0; i < NRANDOM; i++)
+    order[i] = i;
+  qsort(order, NRANDOM, sizeof *order, cmp_key_numbers);
+  pthread_barrier_t start;
+  pthread_barrier_init(&start, NULL, NTHREADS);
+  struct finger_arg args[NTHREADS];
+  pthread_t th[NTHREADS];
+  for (int t = 0; t < NTHREADS; t++) {
+    args[t] = (struct finger_arg){ r, mt, t, &start, order, 0 };
+    cr_assert_eq(pthread_create(&th[t], NULL, finger_inserter, &args[t]), 0, "pthread_create");
+  }
+  for (int t = 0; t < NTHREADS; t++) {
+    TU_JOIN(th[t], "a finger inserter");
+    cr_assert_eq(args[t].failures, 0, "thread %d got %d wrong nodes", t, args[t].failures);
+  }
+  pthread_barrier_destroy(&start);
+  cr_assert_eq(check_order(r, mt), NRANDOM, "concurrent finger inserts lost or duplicated keys");
+  check_upper_levels(r, mt);
+  uint8_t key[32];
+  for (uint64_t i = 0; i < NRANDOM; i++) {
+    uint32_t klen = make_key(i, key);
+    cr_assert_neq(sl_find(r, mt, key, klen), 0, "key %llu lost", (unsigned long long)i);
   }
   tu_close();
 }
