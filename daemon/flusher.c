@@ -258,7 +258,9 @@ static void recycle_retired(shm_region *r)
     struct shm_memtable *m = arena_memtable(r, i);
     if (mt_state_of(mt_load(m)) == MT_RETIRED && !(viewed >> i & 1) &&
         atomic_load_explicit(&m->retire_tag, memory_order_relaxed) < oldest_commit) {
+      pthread_rwlock_wrlock(&ww_records_lock);   /* see walwriter.h */
       durable_forget_range(r, m->arena_off, m->arena_off + m->capacity);
+      pthread_rwlock_unlock(&ww_records_lock);
       arena_recycle(r, i);
     }
   }

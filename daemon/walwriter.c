@@ -299,6 +299,8 @@ static int write_group(struct walwriter *w, size_t len)
   return SOCHDB_OK;
 }
 
+pthread_rwlock_t ww_records_lock = PTHREAD_RWLOCK_INITIALIZER;   /* see walwriter.h */
+
 /* A segment is closed after about a quarter memtable (within 256 KiB..
 ** WAL_SEGMENT_BYTES): the flusher removes whole segments, so this keeps the
 ** log that outlives a flush small, and recovery bounded by memtable size. */
@@ -318,16 +320,20 @@ int ww_write_pending(struct walwriter *w)
   /* A group is capped (GROUP_CAP_BYTES, or one commit if larger): what is
   ** left goes in the next group, and durable_seq moves only over what was
   ** written. Each commit fits one record: sochdb_commit refuses the rest. */
+  pthread_rwlock_rdlock(&ww_records_lock);
   for (uint64_t s = w->next_seq; s <= published && len < GROUP_CAP_BYTES; s++) {
     const struct mv_commit *c = durable_record(w->r, s);
     if (c) {
       int rc = encode_commit(w, c, &len);
-      if (rc != SOCHDB_OK)
+      if (rc != SOCHDB_OK) {
+        pthread_rwlock_unlock(&ww_records_lock);
         return -rc;
+      }
       records++;
     }
     last = s;            /* an aborted or abandoned seq has nothing to log */
   }
+  pthread_rwlock_unlock(&ww_records_lock);
   published = last;
   if (len) {
     int rc = write_group(w, len);

@@ -11,6 +11,8 @@
 
 #include "internal.h"
 
+#include <pthread.h>
+
 struct walwriter {
   sochdb     *db;
   shm_region *r;
@@ -23,6 +25,14 @@ struct walwriter {
   size_t      cap;
   int         dir_unsynced;   /* the current segment's directory entry is not yet durable */
 };
+
+/* Held (read) while the writer follows commit-record offsets of the ring,
+** (write) while the flusher forgets those into an arena it recycles: an
+** offset the writer loaded just before the forget (a stale one, of a
+** committer that died before it set its record) must not be followed into
+** pages the recycling then punches (reading a hole would allocate a page,
+** a SIGBUS on a full tmpfs). Both threads are the daemon's. */
+extern pthread_rwlock_t ww_records_lock;
 
 /* Adopt or create the log. Logs what it repaired to stderr. */
 int  ww_open(struct walwriter *w, sochdb *db);

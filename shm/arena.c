@@ -54,6 +54,10 @@ uint64_t arena_first_reserve(uint64_t capacity)
   return capacity < ARENA_RESERVE_CHUNK ? capacity : ARENA_RESERVE_CHUNK;
 }
 
+/* The errno of this thread's last failed reservation (ENOSPC: the tmpfs is
+** full), for the messages of whoever finds no room afterwards. */
+static _Thread_local int last_reserve_error;
+
 /* Back arena bytes [0, upto) with pages (shm_reserve), rounded up to a
 ** whole chunk, before anyone writes them. Returns 0 or an errno. */
 static int reserve_upto(shm_region *r, struct shm_memtable *m, uint64_t upto)
@@ -68,15 +72,19 @@ static int reserve_upto(shm_region *r, struct shm_memtable *m, uint64_t upto)
     return 0;
   /* Racing reservers may both reserve the same range: it is idempotent. */
   int err = shm_reserve(r, m->arena_off + have, upto - have);
+  last_reserve_error = err;
   if (err != 0)
     return err;
-  /* release: a writer that sees the raised watermark (acquire, above) skips
-  ** the fallocate, so it must see it done */
+  /* release on success: a writer that sees the raised watermark (acquire,
+  ** above) skips the fallocate, so it must see it done. relaxed on failure:
+  ** we reserved [have, upto) ourselves, whatever another raised it to. */
   while (have < upto && !atomic_compare_exchange_weak_explicit(&m->reserved, &have, upto, memory_order_release,
-                                                               memory_order_acquire)) {
+                                                               memory_order_relaxed)) {
   }
   return 0;
 }
+
+int arena_last_reserve_error(void) { return last_reserve_error; }
 
 uint64_t arena_alloc(shm_region *r, uint32_t i, uint64_t n)
 {
@@ -87,8 +95,9 @@ uint64_t arena_alloc(shm_region *r, uint32_t i, uint64_t n)
   uint64_t off = atomic_fetch_add_explicit(&m->used, n, memory_order_relaxed);
   if (off + n > m->capacity)
     return 0;
-  /* The bytes stay claimed if the tmpfs is full: the arena counts as full,
-  ** and the rotation that follows reports it (arena_reserve). */
+  /* The bytes stay claimed (never read) if the tmpfs is full: the arena
+  ** counts as full, and whoever then finds no room says why
+  ** (arena_last_reserve_error). */
   if (reserve_upto(r, m, off + n) != 0)
     return 0;
   return m->arena_off + off;
@@ -123,7 +132,8 @@ int arena_reserve(shm_region *r, uint32_t i)
   if (err == 0)
     return SOCHDB_OK;
   errno = err;
-  return sdb_fail(SOCHDB_BUSY, "cannot reserve shared memory for a memtable in %s: %s", r->path, strerror(err));
+  return sdb_fail(SOCHDB_BUSY, "cannot reserve %llu bytes of shared memory for a memtable in %s: %s",
+                  (unsigned long long)arena_first_reserve(m->capacity), r->path, strerror(err));
 }
 
 int arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full)
@@ -132,8 +142,12 @@ int arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full)
   if (arena_active(r) != full)
     return SOCHDB_OK;
   uint32_t fresh;
-  if (!claim_free_arena(r, my_slot, &fresh))
-    return sdb_fail(SOCHDB_BUSY, "every memtable arena of %s is full", r->path);
+  if (!claim_free_arena(r, my_slot, &fresh)) {
+    int err = last_reserve_error;
+    return err ? sdb_fail(SOCHDB_BUSY, "every memtable arena of %s is full or could not get memory (%s)", r->path,
+                          strerror(err))
+               : sdb_fail(SOCHDB_BUSY, "every memtable arena of %s is full", r->path);
+  }
   struct shm_memtable *m = arena_memtable(r, fresh);
   int rc = arena_reserve(r, fresh);
   if (rc != SOCHDB_OK) {
@@ -254,20 +268,26 @@ void arena_adopt_retired(shm_region *r)
   }
 }
 
+/* Punched this much at a time: the punch holds the tmpfs file's lock, which
+** every reservation (arena_alloc crossing a chunk, a cache set's first
+** block) also takes, so one 64 MiB punch would stall them for milliseconds. */
+#define PUNCH_STEP (4ull << 20)
+
 void arena_recycle(shm_region *r, uint32_t i)
 {
   struct shm_memtable *m = arena_memtable(r, i);
   /* Nobody reads or writes it any more: its pages go back to the system
   ** (the next claimer reserves them again as it fills the arena; measured,
-  ** the fresh pages cost a fill no more than reusing them). The watermark
-  ** drops first: killed between the two steps, we leave pages reserved
-  ** again for nothing (idempotent), never a watermark over pages that are
-  ** gone. Relaxed: published by the release store of FREE below, which the
-  ** next claimer's CAS acquires. A failed punch (no support) keeps the
-  ** pages. A daemon killed before FREE recycles the arena again. */
+  ** the fresh pages cost a fill no more than reusing them). Relaxed: the
+  ** release store of FREE below publishes the 0, and the next claimer's
+  ** CAS acquires it. A failed punch (no support) keeps the pages: the next
+  ** claimer reserves them again, idempotently. A daemon killed before FREE
+  ** leaves the arena RETIRED, and the next daemon recycles it again. */
   atomic_store_explicit(&m->reserved, 0, memory_order_relaxed);
-  if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)m->arena_off, (off_t)m->capacity) != 0) {
-    /* the pages stay; the next claimer reserves them again, idempotently */
+  for (uint64_t at = 0; at < m->capacity; at += PUNCH_STEP) {
+    uint64_t len = m->capacity - at < PUNCH_STEP ? m->capacity - at : PUNCH_STEP;
+    if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(m->arena_off + at), (off_t)len) != 0)
+      break;
   }
   set_word(m, MT_FREE, 0);
 }

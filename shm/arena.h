@@ -42,8 +42,7 @@ struct shm_memtable {
   /* Bytes from the arena start that are backed by real pages (fallocate):
   ** allocations reserve ahead in ARENA_RESERVE_CHUNK steps, and a recycled
   ** arena gives its pages back, so the region's resident size follows the
-  ** data it holds, not the arenas' capacity. Zero in a region made by an
-  ** older binary that reserved whole arenas: harmless, reserving is idempotent. */
+  ** data it holds, not the arenas' capacity (layout version 5). */
   _Atomic uint64_t reserved;
   uint64_t pad[6];
 };
@@ -81,8 +80,12 @@ int      arena_reserve(shm_region *r, uint32_t i);
 
 /* Allocate n bytes (8-aligned) in memtable i. Returns the region offset, or
 ** 0 if it does not fit (or the tmpfs has no page left to back it: the caller
-** rotates, and the rotation reports SOCHDB_BUSY). */
+** rotates, and arena_last_reserve_error says why if no room is found). */
 uint64_t arena_alloc(shm_region *r, uint32_t i, uint64_t n);
+
+/* The errno (ENOSPC) of this thread's last reservation of arena pages that
+** failed, or 0 if none did. */
+int      arena_last_reserve_error(void);
 
 /* The active memtable index (acquire: its skiplist head must be initialised). */
 static inline uint32_t arena_active(const shm_region *r)

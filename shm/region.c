@@ -17,6 +17,7 @@
 #include "filelist.h"
 #include "seqring.h"
 #include "slots.h"
+#include "testhooks.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -84,13 +85,21 @@ uint64_t shm_layout_arena_off(const struct shm_header *h, uint32_t idx)
 
 int shm_reserve(const shm_region *r, uint64_t off, uint64_t len)
 {
+  int fault = FAULT("shm.reserve");
+  if (fault)
+    return fault;
   /* fallocate(2), not posix_fallocate: where the filesystem cannot, glibc's
   ** fallback writes a zero byte into each block, which could land on a byte
   ** another process has just written there (arenas are reserved while they
-  ** are being filled). Without fallocate, pages simply come on first write. */
-  if (fallocate(r->fd, 0, (off_t)off, (off_t)len) == 0)
-    return 0;
-  return errno == EOPNOTSUPP || errno == EINVAL ? 0 : errno;
+  ** are being filled). Without fallocate, pages simply come on first write.
+  ** EINTR: tmpfs gives up on any pending signal (kernels before 6.11), so a
+  ** process with an interval timer would otherwise see a full tmpfs. */
+  for (;;) {
+    if (fallocate(r->fd, 0, (off_t)off, (off_t)len) == 0)
+      return 0;
+    if (errno != EINTR)
+      return errno == EOPNOTSUPP || errno == EINVAL ? 0 : errno;
+  }
 }
 
 /* Where the sections go; fills the offset fields of h. */

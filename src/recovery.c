@@ -278,8 +278,8 @@ static int build_chunk(struct replay *rp)
   uint32_t mt = arena_active(r);
   uint64_t at = arena_alloc(r, mt, total);
   if (!at)    /* the chunk was sized for the room left: only a full tmpfs */
-    return sdb_fail(SOCHDB_BUSY, "cannot reserve %llu bytes of shared memory to replay the WAL into",
-                    (unsigned long long)total);
+    return sdb_fail(SOCHDB_BUSY, "cannot reserve %llu bytes of shared memory to replay the WAL into: %s",
+                    (unsigned long long)total, strerror(arena_last_reserve_error()));
   /* arena_alloc reserved the pages (fallocate); map them all with one call
   ** rather than one page fault each (cheap where the prefault did it). */
   populate(r, at, total);
@@ -339,9 +339,13 @@ static int add_op(struct replay *rp, uint64_t seq, const struct wal_op *op)
       return rc;
     int used = arena_memtable(rp->r, arena_active(rp->r))->capacity - room_left(rp) > sl_head_bytes();
     if ((used && arena_rotate(rp->r, REPLAY_SLOT, arena_active(rp->r)) != SOCHDB_OK) ||
-        need > (rp->room = room_left(rp)))
-      return sdb_fail(SOCHDB_BUSY, "the region is too small to replay the WAL (commit %llu does not fit); "
-                      "open with a larger region_bytes", (unsigned long long)seq);
+        need > (rp->room = room_left(rp))) {
+      int err = arena_last_reserve_error();
+      return err ? sdb_fail(SOCHDB_BUSY, "no shared memory to replay the WAL into (commit %llu): %s",
+                            (unsigned long long)seq, strerror(err))
+                 : sdb_fail(SOCHDB_BUSY, "the region is too small to replay the WAL (commit %llu does not fit); "
+                            "open with a larger region_bytes", (unsigned long long)seq);
+    }
   }
   if (rp->n == rp->cap) {
     size_t cap = rp->cap ? 2 * rp->cap : 65536;

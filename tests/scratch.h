@@ -3,9 +3,9 @@
 ** version chains by hand (test_skiplist, test_mvcc).
 **
 ** The arena is one that is FREE, hence in no transaction's view, claimed
-** the way a rotating writer claims one (so that the daemon, which gives the
-** pages of idle free arenas back, leaves it alone), its first pages
-** reserved, and laid out as an empty skiplist.
+** the way a rotating writer claims one (so that no rotation takes it while
+** the test uses it), its first pages reserved, and laid out as an empty
+** skiplist.
 */
 #ifndef SOCHDB_TESTS_SCRATCH_H
 #define SOCHDB_TESTS_SCRATCH_H

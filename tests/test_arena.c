@@ -168,19 +168,22 @@ Test(arena, pages_follow_the_data)
   set_st(r, mt, MT_CLAIMED);
   cr_assert_eq(arena_reserve(r, mt), SOCHDB_OK);
   sl_init(r, mt);
-  uint64_t filled = 0;
+  uint64_t filled = 0, first = 0, last = 0;
   while (filled < (5u << 20)) {
-    uint64_t off = arena_alloc(r, mt, 4000);
-    cr_assert_neq(off, 0, "alloc at %llu bytes", (unsigned long long)filled);
-    memset(shm_at(r, off), 0x6b, 4000);
+    last = arena_alloc(r, mt, 4000);
+    cr_assert_neq(last, 0, "alloc at %llu bytes", (unsigned long long)filled);
+    first = first ? first : last;
     filled += 4000;
   }
+  /* reserved before anything is written: the pages exist already */
   uint64_t full = resident_bytes(db);
-  cr_assert_geq(full, start + filled, "the 5 MiB written are resident (%llu -> %llu)", (unsigned long long)start,
-                (unsigned long long)full);
+  cr_assert_geq(full, start + filled, "the 5 MiB allocated are reserved before they are written (%llu -> %llu)",
+                (unsigned long long)start, (unsigned long long)full);
   cr_assert_leq(full, start + filled + 2 * ARENA_RESERVE_CHUNK, "only a chunk ahead is reserved, not the 32 MiB "
                 "arena (%llu -> %llu)", (unsigned long long)start, (unsigned long long)full);
   cr_assert_geq(atomic_load(&m->reserved), atomic_load(&m->used), "the watermark covers every allocation");
+  memset(shm_at(r, first), 0x6b, last + 4000 - first);
+  cr_assert_leq(resident_bytes(db), full, "writing them takes no more pages");
   set_st(r, mt, MT_RETIRED);
   arena_recycle(r, mt);
   cr_assert_eq(st_of(r, mt), MT_FREE);
@@ -196,6 +199,47 @@ Test(arena, pages_follow_the_data)
   memset(shm_at(r, off), 0x3c, 3u << 20);
   cr_assert_eq(((uint8_t *)shm_at(r, off))[(3u << 20) - 1], 0x3c);
   set_st(r, mt, MT_FREE);
+  tu_close();
+}
+
+/* The same without root: the reservation fails with ENOSPC (the test-only
+** fault point shm.reserve), as on a full tmpfs. Commits get SOCHDB_BUSY
+** naming the cause once every arena is used up, nothing committed is lost,
+** and commits work again once memory is back. */
+Test(arena, reservation_failures_are_busy_and_named_then_pass)
+{
+  sochdb *db = open_db(16u << 20, 1u << 20);
+  char key[32], val[1000];
+  memset(val, 'v', sizeof val);
+  int committed = 0, rc = SOCHDB_OK;
+  sochdb_test_fault("shm.reserve", ENOSPC, 0, 1000000);
+  for (; committed < 100000; committed++) {
+    sochdb_txn *t;
+    cr_assert_eq(sochdb_txn_begin(db, 0, &t), SOCHDB_OK);
+    snprintf(key, sizeof key, "k%08d", committed);
+    cr_assert_eq(sochdb_put(t, key, strlen(key), val, sizeof val), SOCHDB_OK);
+    rc = sochdb_commit(t, SOCHDB_ASYNC);
+    if (rc != SOCHDB_OK)
+      break;
+  }
+  sochdb_test_fault(NULL, 0, 0, 0);
+  cr_assert_eq(rc, SOCHDB_BUSY, "no memory for pages ended with %s after %d commits", sochdb_strerror(rc),
+               committed);
+  cr_assert_not_null(strstr(sochdb_last_error(), "No space left"), "the cause is named: %s", sochdb_last_error());
+  cr_assert_gt(committed, 100, "the first arena's reserved chunk held %d commits of 1 KB", committed);
+  sochdb_txn *t;
+  cr_assert_eq(sochdb_txn_begin(db, 0, &t), SOCHDB_OK);
+  cr_assert_eq(sochdb_put(t, "after", 5, "ok", 2), SOCHDB_OK);
+  rc = sochdb_commit(t, SOCHDB_ASYNC);
+  cr_assert_eq(rc, SOCHDB_OK, "memory is back, so are commits: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+  cr_assert_eq(sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t), SOCHDB_OK);
+  const void *v;
+  size_t vlen;
+  for (int i = 0; i < committed; i++) {
+    snprintf(key, sizeof key, "k%08d", i);
+    cr_assert_eq(sochdb_get(t, key, strlen(key), &v, &vlen), SOCHDB_OK, "committed %s lost", key);
+  }
+  sochdb_abort(t);
   tu_close();
 }
 
@@ -434,10 +478,10 @@ Test(arena, release_claims_keeps_arena_that_won_and_was_rotated_past)
   tu_close();
 }
 
-/* A region in a tmpfs that fills up: the arena's pages are reserved when it
-** is claimed, so a full tmpfs is SOCHDB_BUSY naming the cause, never a
-** SIGBUS on first touch; what was committed stays readable. Needs root to
-** mount a small tmpfs; skipped elsewhere. */
+/* A region in a tmpfs that fills up: an arena's pages are reserved before
+** they are written, so a full tmpfs is SOCHDB_BUSY naming the cause, never
+** a SIGBUS on first touch; what was committed stays readable. Needs root to
+** mount a small tmpfs; skipped elsewhere (see the next test). */
 Test(arena, full_tmpfs_is_busy_not_sigbus)
 {
   char mnt[] = "/tmp/sochdb-tmpfs-XXXXXX";

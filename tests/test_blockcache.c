@@ -140,19 +140,45 @@ Test(blockcache, sizing_and_disabled)
 ** once per set (bc_meta_bytes is all bc_init writes); a backing that cannot
 ** reserve (a full tmpfs) means the block is not cached, never a write into
 ** memory that has none. */
+#define POISON 0x5a
+
 struct backing_log {
   unsigned calls;
   int      fail;
-  char    *lo, *hi;     /* every range reserved lies in [lo, hi) */
-  int      outside;
+  char    *lo, *hi;     /* the blocks: every range reserved must be one set's, untouched yet */
+  char    *got[64];     /* the ranges reserved (that did not fail) */
+  unsigned ngot;
+  int      bad;
 };
 
 static int log_reserve(void *ctx, void *addr, size_t len)
 {
   struct backing_log *l = ctx;
+  char *p = addr;
   l->calls++;
-  l->outside |= (char *)addr < l->lo || (char *)addr + len > l->hi;
+  size_t set_bytes = (size_t)BC_WAYS * BC_BLOCK_MAX;
+  l->bad |= len != set_bytes || p < l->lo || p + len > l->hi || (size_t)(p - l->lo) % set_bytes != 0;
+  for (size_t i = 0; i < len && !l->bad; i++)
+    l->bad |= p[i] != POISON;      /* reserved before any block of the set is written */
+  if (!l->fail && l->ngot < 64)
+    l->got[l->ngot++] = p;
   return l->fail;
+}
+
+/* Every byte a block was written to lies in a range the backing reserved. */
+static int writes_inside_reserved(const struct backing_log *l)
+{
+  size_t set_bytes = (size_t)BC_WAYS * BC_BLOCK_MAX;
+  for (char *p = l->lo; p < l->hi; p++) {
+    if (*p == POISON)
+      continue;
+    int in = 0;
+    for (unsigned k = 0; k < l->ngot && !in; k++)
+      in = p >= l->got[k] && p < l->got[k] + set_bytes;
+    if (!in)
+      return 0;
+  }
+  return 1;
 }
 
 Test(blockcache, backing_reserves_each_set_once)
@@ -160,7 +186,8 @@ Test(blockcache, backing_reserves_each_set_once)
   size_t bytes;
   void *a = make_area(4, &bytes);
   cr_assert_lt(bc_meta_bytes(bytes), bytes - 4u * BC_WAYS * BC_BLOCK_MAX + 1, "the metadata is not the blocks");
-  struct backing_log log = { 0, ENOSPC, (char *)a + bc_meta_bytes(bytes), (char *)a + bytes, 0 };
+  struct backing_log log = { .fail = ENOSPC, .lo = (char *)a + bc_meta_bytes(bytes), .hi = (char *)a + bytes };
+  memset(log.lo, POISON, (size_t)(log.hi - log.lo));
   struct bc_backing b = { log_reserve, &log };
   blk_fill(9, 0, blkbuf, blk_len(9, 0));
   bc_insert(a, 9, 0, blkbuf, blk_len(9, 0), 1, &b);
@@ -175,7 +202,8 @@ Test(blockcache, backing_reserves_each_set_once)
     bc_insert(a, 9, o * 4096, blkbuf, blk_len(9, o * 4096), 1, &b);
   }
   cr_assert_leq(log.calls, 1u + 4u, "each of the 4 sets backed once, not per insert (%u calls)", log.calls);
-  cr_assert_eq(log.outside, 0, "only the blocks' memory is reserved");
+  cr_assert_eq(log.bad, 0, "each reservation is one whole set's blocks, before any is written");
+  cr_assert(writes_inside_reserved(&log), "every block was written into a set the backing reserved");
   tu_shared_free(a, bytes);
 }
 
