@@ -77,6 +77,12 @@ void hazard_clear(struct shm_txn_entry *e)
   atomic_store_explicit(&e->view_files, 0, memory_order_release);
 }
 
+void hazard_drop_memtables(struct shm_txn_entry *e)
+{
+  /* release: as in hazard_clear */
+  atomic_store_explicit(&e->view_memtables, 0, memory_order_release);
+}
+
 uint64_t hazard_memtables(shm_region *r)
 {
   uint64_t in_use = 0;

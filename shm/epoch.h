@@ -57,6 +57,10 @@ void     hazard_publish(_Atomic uint64_t *hazard, uint64_t value);
 ** happens-before the clear). */
 void     hazard_clear(struct shm_txn_entry *e);
 
+/* ... its memtables only: a committer that waits for room, whose commit
+** ends the transaction, must not keep the arenas it waits for (txn.c). */
+void     hazard_drop_memtables(struct shm_txn_entry *e);
+
 /* Reclaimer, after unpublishing: the union of every entry's memtable bits,
 ** and the set of file lists (bit i = list i) some view still reads. */
 uint64_t hazard_memtables(shm_region *r);

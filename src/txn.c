@@ -387,6 +387,13 @@ static int make_room(struct commit_ctx *c, uint32_t full)
   ** and from being recycled until we leave the epoch (retire tags are
   ** newer than it). */
   epoch_enter(c->r, &c->e->commit_epoch);
+  /* Nor may the memtables of our snapshot's view hold the arenas we wait
+  ** for: a transaction that began while every arena was in use would wait
+  ** for itself until busy_timeout_ms. The commit ends the transaction (what
+  ** its gets handed out is not read again) and takes fresh views of its own;
+  ** what we installed is kept by the epoch. */
+  hazard_drop_memtables(c->e);
+  CRASHPOINT("commit.wait_room");           /* killed waiting: tests/test_crash.c */
   struct timespec pause = { 0, 1000000 };   /* 1 ms */
   nanosleep(&pause, NULL);
   return SOCHDB_OK;

@@ -305,6 +305,94 @@ CRASH_TEST(writer_first_after_decided,       "commit.decided",     1, EXP_NEW,  
 CRASH_TEST(writer_first_after_stamped,       "commit.stamped",     1, EXP_NEW,    0,      0,         1)
 CRASH_TEST(writer_first_after_published,     "commit.published",   1, EXP_NEW,    1,      0,         1)
 
+/* ------------------------------------ killed while waiting for memtable room */
+
+/* A committer that finds every memtable arena full waits for the daemon to
+** flush one, holding intents in memtables and a commit epoch it refreshed
+** (txn.c, make_room) that the flusher waits for before it seals a memtable.
+** Killed there (crash point commit.wait_room), it must not wedge anyone:
+** the child fills the region with no daemon running until it waits, the
+** parent then starts a daemon (by opening), which must reap the child, flush
+** and give room back; every commit the child had acknowledged is there and
+** the one it died in is not. */
+#define WR_VAL 1000
+
+static void wr_key(long i, char *k) { snprintf(k, 32, "room/%07ld", i); }
+
+static void wr_child(volatile long *acked)
+{
+  sochdb_options o = tu_options(16u << 20, 1u << 20, 60000);
+  sochdb *db;
+  if (sochdb_open(tu_db_dir, &o, &db) != SOCHDB_OK)
+    _exit(CC_OPEN);
+  sochdb_test_crash_at("commit.wait_room", 1);
+  char k[32], v[WR_VAL];
+  memset(v, 'r', sizeof v);
+  for (long i = 0; i < 1000000; i++) {
+    sochdb_txn *t;
+    if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK)
+      _exit(CC_BEGIN);
+    wr_key(i, k);
+    if (sochdb_put(t, k, strlen(k), v, sizeof v) != SOCHDB_OK)
+      _exit(CC_PUT);
+    int rc = sochdb_commit(t, SOCHDB_ASYNC);
+    if (rc != SOCHDB_OK)
+      _exit(CC_COMMIT + rc);
+    *acked = i + 1;
+  }
+  _exit(CC_NOT_KILLED);
+}
+
+Test(crash, kill_while_waiting_for_memtable_room)
+{
+  volatile long *acked = tu_shared_alloc(sizeof *acked);
+  cr_assert_not_null(acked);
+  sochdb_test_without_daemon(1);   /* nothing flushes: the child fills every arena */
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+  if (pid == 0)
+    wr_child(acked);
+  int st = 0;
+  cr_assert_eq(tu_wait_child(pid, 60000, &st), 0, "the filling child did not finish in time");
+  char sbuf[64];
+  cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the child ended with %s, not at commit.wait_room "
+            "(2 open, 3 begin, 4 put, 50 never waited, 60+rc commit)", tu_status_str(st, sbuf, sizeof sbuf));
+  long n = *acked;
+  cr_assert_gt(n, 1000, "the child acknowledged %ld commits before it had to wait", n);
+
+  sochdb_test_without_daemon(0);   /* a daemon starts with this open */
+  sochdb *db = tu_open_with(tu_dir(), NULL);
+  char k[32];
+  /* One commit, begun while every arena is still full: it waits for room
+  ** (busy_timeout_ms, 10 s), which the daemon makes once it has reaped the
+  ** dead committer. Its own snapshot's view must not hold the arenas back. */
+  sochdb_txn *t;
+  cr_assert_eq(sochdb_txn_begin(db, 0, &t), SOCHDB_OK);
+  cr_assert_eq(sochdb_put(t, "after", 5, "room", 4), SOCHDB_OK);
+  int rc = sochdb_commit(t, SOCHDB_SYNC);
+  cr_assert_eq(rc, SOCHDB_OK, "no room came back after the waiting committer died: %s (%s)", sochdb_strerror(rc),
+               sochdb_last_error());
+  sochdb_stats s = tu_stats(db);
+  cr_assert_gt(s.flushes, 0u, "the daemon flushed past the dead committer's epoch");
+  cr_assert_gt(s.processes_reaped, 0u, "the dead committer was reaped");
+
+  cr_assert_eq(sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t), SOCHDB_OK);
+  const void *v;
+  size_t vlen;
+  for (long i = 0; i < n; i++) {
+    wr_key(i, k);
+    rc = sochdb_get(t, k, strlen(k), &v, &vlen);
+    cr_assert_eq(rc, SOCHDB_OK, "acknowledged commit %s lost: %s", k, sochdb_strerror(rc));
+    cr_assert_eq(vlen, WR_VAL, "%s has %zu bytes", k, vlen);
+  }
+  wr_key(n, k);
+  cr_assert_eq(sochdb_get(t, k, strlen(k), &v, &vlen), SOCHDB_NOTFOUND, "the commit the child died in (%s) "
+               "is visible", k);
+  sochdb_abort(t);
+  sochdb_close(db);
+  tu_shared_free((void *)acked, sizeof *acked);
+}
+
 /* --------------------------------------------- random kills, no crash point */
 
 #define RR_ROUNDS   30
