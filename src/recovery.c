@@ -391,28 +391,8 @@ struct mapped {
 /* wal_scan_file, keeping the mapping in *m. */
 static int scan_segment(const char *path, struct replay *rp, struct mapped *m, struct wal_scan_result *res)
 {
-  m->buf = NULL;
-  m->len = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return sdb_fail_errno("open WAL segment %s", path);
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int rc = sdb_fail_errno("fstat %s", path);
-    close(fd);
-    return rc;
-  }
-  size_t len = (size_t)st.st_size;
-  const uint8_t *buf = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
-  close(fd);
-  if (len && buf == MAP_FAILED)
-    return sdb_fail_errno("mmap WAL segment %s", path);
-  if (len) {
-    m->buf = buf;
-    m->len = len;
-  }
-  static const uint8_t empty[1];
-  return wal_scan_buffer(len ? buf : empty, len, rp->r->hdr->db_id, replay_record, rp, res);
+  int rc = wal_map_segment(path, &m->buf, &m->len);
+  return rc == SOCHDB_OK ? wal_scan_buffer(m->buf, m->len, rp->r->hdr->db_id, replay_record, rp, res) : rc;
 }
 
 static int cmp_keys(const uint8_t *a, uint32_t al, const uint8_t *b, uint32_t bl)
@@ -569,7 +549,7 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
   prefault_join(&pf);
   for (size_t i = 0; maps && i < n; i++)
     if (maps[i].buf)
-      munmap((void *)maps[i].buf, maps[i].len);
+      wal_unmap_segment(maps[i].buf, maps[i].len);
   free(maps);
   free(rp.ops);
   free(rp.order);

@@ -252,9 +252,11 @@ int wal_scan_buffer(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_re
   return SOCHDB_OK;
 }
 
-int wal_scan_file(const char *path, const uint8_t *db_id, wal_record_fn fn, void *ctx,
-                  struct wal_scan_result *out)
+int wal_map_segment(const char *path, const uint8_t **buf, size_t *len)
 {
+  static const uint8_t empty[1];
+  *buf = empty;
+  *len = 0;
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return sdb_fail_errno("open WAL segment %s", path);
@@ -264,15 +266,31 @@ int wal_scan_file(const char *path, const uint8_t *db_id, wal_record_fn fn, void
     close(fd);
     return rc;
   }
-  size_t len = (size_t)st.st_size;
-  const uint8_t *buf = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+  size_t n = (size_t)st.st_size;
+  const uint8_t *p = n ? mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0) : empty;
   close(fd);
-  if (len && buf == MAP_FAILED)
+  if (p == MAP_FAILED)
     return sdb_fail_errno("mmap WAL segment %s", path);
-  static const uint8_t empty[1];
-  int rc = wal_scan_buffer(len ? buf : empty, len, db_id, fn, ctx, out);
+  *buf = p;
+  *len = n;
+  return SOCHDB_OK;
+}
+
+void wal_unmap_segment(const uint8_t *buf, size_t len)
+{
   if (len)
     munmap((void *)buf, len);
+}
+
+int wal_scan_file(const char *path, const uint8_t *db_id, wal_record_fn fn, void *ctx,
+                  struct wal_scan_result *out)
+{
+  const uint8_t *buf;
+  size_t len;
+  int rc = wal_map_segment(path, &buf, &len);
+  if (rc == SOCHDB_OK)
+    rc = wal_scan_buffer(buf, len, db_id, fn, ctx, out);
+  wal_unmap_segment(buf, len);
   return rc;
 }
 

@@ -138,6 +138,11 @@ typedef int (*wal_record_fn)(void *ctx, const struct wal_record *rec);
 int    wal_scan_buffer(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_record_fn fn, void *ctx,
                        struct wal_scan_result *out);
 
+/* Map a segment read-only (*len 0 and a valid *buf for an empty file); undo
+** with wal_unmap_segment, also after a failure. SOCHDB_IO on a failed system call. */
+int    wal_map_segment(const char *path, const uint8_t **buf, size_t *len);
+void   wal_unmap_segment(const uint8_t *buf, size_t len);
+
 /* The same for a file (mapped read-only while scanning). SOCHDB_IO on a failed system call. */
 int    wal_scan_file(const char *path, const uint8_t *db_id, wal_record_fn fn, void *ctx,
                      struct wal_scan_result *out);

@@ -202,26 +202,52 @@ Test(arena, pages_follow_the_data)
   tu_close();
 }
 
-/* The same without root: the reservation fails with ENOSPC (the test-only
+/* Commit 1 KB values under keys k00000000, k00000001, ... (ASYNC) until a
+** commit fails: its code; *committed = how many succeeded. */
+static int fill_until_error(sochdb *db, int *committed)
+{
+  char key[32], val[1000];
+  memset(val, 'v', sizeof val);
+  int rc = SOCHDB_OK;
+  for (*committed = 0; *committed < 100000; (*committed)++) {
+    sochdb_txn *t;
+    cr_assert_eq(sochdb_txn_begin(db, 0, &t), SOCHDB_OK);
+    snprintf(key, sizeof key, "k%08d", *committed);
+    cr_assert_eq(sochdb_put(t, key, strlen(key), val, sizeof val), SOCHDB_OK);
+    rc = sochdb_commit(t, SOCHDB_ASYNC);
+    if (rc != SOCHDB_OK)
+      break;
+  }
+  return rc;
+}
+
+/* Every one of the first n keys fill_until_error committed reads back. */
+static void check_filled(sochdb *db, int n, int step)
+{
+  char key[32];
+  const void *v;
+  size_t vlen;
+  sochdb_txn *t;
+  cr_assert_eq(sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t), SOCHDB_OK);
+  for (int i = 0; i < n; i += step) {
+    snprintf(key, sizeof key, "k%08d", i);
+    cr_assert_eq(sochdb_get(t, key, strlen(key), &v, &vlen), SOCHDB_OK, "committed %s lost", key);
+    cr_assert_eq(vlen, 1000u);
+  }
+  sochdb_abort(t);
+}
+
+/* A full tmpfs without root (full_tmpfs_is_busy_not_sigbus, below, needs
+** it): the reservation fails with ENOSPC (the test-only
 ** fault point shm.reserve), as on a full tmpfs. Commits get SOCHDB_BUSY
 ** naming the cause once every arena is used up, nothing committed is lost,
 ** and commits work again once memory is back. */
 Test(arena, reservation_failures_are_busy_and_named_then_pass)
 {
   sochdb *db = open_db(16u << 20, 1u << 20);
-  char key[32], val[1000];
-  memset(val, 'v', sizeof val);
-  int committed = 0, rc = SOCHDB_OK;
+  int committed = 0;
   sochdb_test_fault("shm.reserve", ENOSPC, 0, 1000000);
-  for (; committed < 100000; committed++) {
-    sochdb_txn *t;
-    cr_assert_eq(sochdb_txn_begin(db, 0, &t), SOCHDB_OK);
-    snprintf(key, sizeof key, "k%08d", committed);
-    cr_assert_eq(sochdb_put(t, key, strlen(key), val, sizeof val), SOCHDB_OK);
-    rc = sochdb_commit(t, SOCHDB_ASYNC);
-    if (rc != SOCHDB_OK)
-      break;
-  }
+  int rc = fill_until_error(db, &committed);
   sochdb_test_fault(NULL, 0, 0, 0);
   cr_assert_eq(rc, SOCHDB_BUSY, "no memory for pages ended with %s after %d commits", sochdb_strerror(rc),
                committed);
@@ -232,14 +258,7 @@ Test(arena, reservation_failures_are_busy_and_named_then_pass)
   cr_assert_eq(sochdb_put(t, "after", 5, "ok", 2), SOCHDB_OK);
   rc = sochdb_commit(t, SOCHDB_ASYNC);
   cr_assert_eq(rc, SOCHDB_OK, "memory is back, so are commits: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
-  cr_assert_eq(sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t), SOCHDB_OK);
-  const void *v;
-  size_t vlen;
-  for (int i = 0; i < committed; i++) {
-    snprintf(key, sizeof key, "k%08d", i);
-    cr_assert_eq(sochdb_get(t, key, strlen(key), &v, &vlen), SOCHDB_OK, "committed %s lost", key);
-  }
-  sochdb_abort(t);
+  check_filled(db, committed, 1);
   tu_close();
 }
 
@@ -495,31 +514,12 @@ Test(arena, full_tmpfs_is_busy_not_sigbus)
   sochdb *db;
   int rc = sochdb_open(tu_db_dir, &o, &db);
   cr_assert_eq(rc, SOCHDB_OK, "open in a 12 MiB tmpfs: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
-  char key[32], val[1000];
-  memset(val, 'v', sizeof val);
   int committed = 0;
-  for (; committed < 100000; committed++) {
-    sochdb_txn *t;
-    cr_assert_eq(sochdb_txn_begin(db, 0, &t), SOCHDB_OK);
-    snprintf(key, sizeof key, "k%08d", committed);
-    cr_assert_eq(sochdb_put(t, key, strlen(key), val, sizeof val), SOCHDB_OK);
-    rc = sochdb_commit(t, SOCHDB_ASYNC);
-    if (rc != SOCHDB_OK)
-      break;
-  }
+  rc = fill_until_error(db, &committed);
   cr_assert_eq(rc, SOCHDB_BUSY, "filling the tmpfs ended with %s after %d commits", sochdb_strerror(rc), committed);
   cr_assert_not_null(strstr(sochdb_last_error(), "No space left"), "the cause is named: %s", sochdb_last_error());
   cr_assert_gt(committed, 1000, "a 12 MiB tmpfs holds more than %d commits of 1 KB", committed);
-  sochdb_txn *t;
-  cr_assert_eq(sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t), SOCHDB_OK);
-  const void *v;
-  size_t vlen;
-  for (int i = 0; i < committed; i += committed / 50 + 1) {
-    snprintf(key, sizeof key, "k%08d", i);
-    cr_assert_eq(sochdb_get(t, key, strlen(key), &v, &vlen), SOCHDB_OK, "committed %s lost", key);
-    cr_assert_eq(vlen, sizeof val);
-  }
-  sochdb_abort(t);
+  check_filled(db, committed, committed / 50 + 1);
   unlink(sochdb_region_path(db));
   sochdb_close(db);
   umount(mnt);
