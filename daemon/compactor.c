@@ -37,6 +37,7 @@ struct input {
 
 struct run {
   struct compactor      *c;
+  struct sst_file_out    file;        /* the output being streamed (fd -1: none) */
   struct manifest_edit   edit;
   unsigned               output_level;
   struct timespec        start;
@@ -82,19 +83,30 @@ static void unmap_inputs(struct input *in, size_t n)
   free(in);
 }
 
+static int begin_output(void *ctx, struct sst_builder *b)
+{
+  struct run *run = ctx;
+  store_sst_abandon(&run->file);   /* none open: the previous output was completed */
+  int rc = store_sst_create(run->c->s, store_new_file_number(run->c->s), &run->file);
+  if (rc == SOCHDB_OK)
+    sst_builder_spill(b, store_sst_append, &run->file);
+  return rc;
+}
+
 static int emit(void *ctx, struct compaction_output *out)
 {
   struct run *run = ctx;
   struct store *s = run->c->s;
-  uint64_t number = store_new_file_number(s);
-  int rc = store_write_sst(s, number, out->buf, out->len);
-  struct manifest_file f = { number, out->len, (uint8_t *)out->smallest, out->smallest_len,
+  uint64_t number = run->file.number;
+  int rc = run->file.fd >= 0 ? store_sst_complete(s, &run->file, out->buf, out->len)
+                             : store_write_sst(s, number = store_new_file_number(s), out->buf, out->len);
+  struct manifest_file f = { number, out->bytes, (uint8_t *)out->smallest, out->smallest_len,
                              (uint8_t *)out->largest, out->largest_len, out->min_seq, out->max_seq };
   if (rc == SOCHDB_OK)
     rc = manifest_edit_add_file(&run->edit, run->output_level, &f);
   free(out->buf);
   if (rc == SOCHDB_OK)
-    atomic_fetch_add_explicit(&s->r->hdr->stats.compact_bytes_written, out->len, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->r->hdr->stats.compact_bytes_written, out->bytes, memory_order_relaxed);
   return rc;
 }
 
@@ -161,7 +173,7 @@ static int run_job(struct compactor *c, const struct compaction_job *job)
   uint64_t total = 0;
   for (size_t i = 0; i < n; i++)
     total += in[i].len;
-  struct run run = { .c = c, .output_level = job->output_level };
+  struct run run = { .c = c, .file = { .fd = -1 }, .output_level = job->output_level };
   manifest_edit_init(&run.edit);
   clock_gettime(CLOCK_MONOTONIC, &run.start);
   atomic_store_explicit(&r->hdr->stats.compact_progress_total, total, memory_order_relaxed);
@@ -174,8 +186,13 @@ static int run_job(struct compactor *c, const struct compaction_job *job)
   uint64_t horizon = slots_compute_horizon(r);
   struct compaction_stats st;
   memset(&st, 0, sizeof st);
+  /* Outputs are streamed to their files as they are built: the daemon holds
+  ** about SST_SPILL_BYTES of each, not target_file_bytes. */
+  struct compaction_options o = s->copts;
+  o.begin_output = begin_output;
   if (rc == SOCHDB_OK)
-    rc = compaction_run(readers, n, horizon, job->bottommost, &s->copts, emit, progress, &run, &st);
+    rc = compaction_run(readers, n, horizon, job->bottommost, &o, emit, progress, &run, &st);
+  store_sst_abandon(&run.file);   /* an output not finished (a failed run) */
   pthread_mutex_lock(&s->lock);
   for (size_t i = 0; rc == SOCHDB_OK && i < n; i++)
     rc = manifest_edit_delete_file(&run.edit, level_of(s, in[i].number), in[i].number);

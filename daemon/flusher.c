@@ -109,7 +109,8 @@ static uint64_t final_state(shm_region *r, uint32_t my_slot, const struct mv_ver
 }
 
 struct built {
-  uint8_t *buf;
+  struct sst_file_out file;     /* the SSTable, written as it is built */
+  uint8_t *buf;                 /* its end, not yet written */
   size_t   len;
   uint64_t entries, min_seq, max_seq;
   const uint8_t *smallest, *largest;    /* into the region */
@@ -123,7 +124,13 @@ static int build_table(struct store *s, uint32_t mt, struct built *out)
   struct sst_builder b;
   int rc = sst_builder_init(&b, s->copts.block_bytes);
   memset(out, 0, sizeof *out);
+  out->file.fd = -1;
   out->min_seq = UINT64_MAX;
+  /* Streamed to its file as it is built, so the daemon holds about
+  ** SST_SPILL_BYTES of it, not a memtable's worth. The file is only renamed
+  ** to its name, and recorded, once the log holds everything in it (step 3). */
+  if (rc == SOCHDB_OK && (rc = store_sst_create(s, store_new_file_number(s), &out->file)) == SOCHDB_OK)
+    sst_builder_spill(&b, store_sst_append, &out->file);
   for (uint64_t n = sl_seek(r, mt, NULL, 0); n && rc == SOCHDB_OK; n = sl_next(r, n)) {
     const struct sl_node *node = shm_at(r, n);
     int any = 0;
@@ -153,6 +160,8 @@ static int build_table(struct store *s, uint32_t mt, struct built *out)
   if (rc == SOCHDB_OK && b.entries)
     rc = sst_builder_finish(&b, &out->buf, &out->len);
   sst_builder_free(&b);
+  if (rc != SOCHDB_OK || !out->entries)
+    store_sst_abandon(&out->file);
   return rc;
 }
 
@@ -195,11 +204,11 @@ static int record_table(struct store *s, uint32_t mt, struct built *t)
   manifest_edit_init(&e);
   int rc = SOCHDB_OK;
   if (t->entries) {
-    number = store_new_file_number(s);
-    rc = store_write_sst(s, number, t->buf, t->len);
+    number = t->file.number;
+    rc = store_sst_complete(s, &t->file, t->buf, t->len);
     CRASHPOINT("flush.written");
-    struct manifest_file f = { number, t->len, (uint8_t *)t->smallest, t->slen, (uint8_t *)t->largest, t->llen,
-                               t->min_seq, t->max_seq };
+    struct manifest_file f = { number, t->file.written, (uint8_t *)t->smallest, t->slen, (uint8_t *)t->largest,
+                               t->llen, t->min_seq, t->max_seq };
     if (rc == SOCHDB_OK)
       rc = manifest_edit_add_file(&e, 0, &f);
   }
@@ -220,7 +229,7 @@ static int record_table(struct store *s, uint32_t mt, struct built *t)
   atomic_store_explicit(&m->flushed_file, number, memory_order_release);
   struct shm_global_stats *g = &r->hdr->stats;
   atomic_fetch_add_explicit(&g->flushes, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&g->flush_bytes, t->len, memory_order_relaxed);
+  atomic_fetch_add_explicit(&g->flush_bytes, t->file.written, memory_order_relaxed);
   return SOCHDB_OK;
 }
 
@@ -358,6 +367,7 @@ int flusher_step(struct flusher *f)
       rc = wait_logged(r, t.max_seq);
     if (rc == SOCHDB_OK)
       rc = record_table(s, (uint32_t)mt, &t);
+    store_sst_abandon(&t.file);   /* not written whole (a no-op once it is) */
     free(t.buf);
     if (rc != SOCHDB_OK)
       return -rc;

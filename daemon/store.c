@@ -177,29 +177,62 @@ static int write_all(int fd, const uint8_t *buf, size_t len)
   return 0;
 }
 
-int store_write_sst(struct store *s, uint64_t number, const uint8_t *buf, size_t len)
+int store_sst_create(struct store *s, uint64_t number, struct sst_file_out *o)
 {
-  char path[4200], tmp[4220];
-  sst_file_path(path, sizeof path, s->db->dir, number);
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    return sdb_fail_errno("create %s", tmp);
-  int rc = SOCHDB_OK;
-  if (write_all(fd, buf, len) != 0 || fdatasync(fd) != 0)
-    rc = sdb_fail_errno("write %s (%zu bytes)", tmp, len);
+  o->number = number;
+  o->written = 0;
+  sst_file_path(o->path, sizeof o->path, s->db->dir, number);
+  snprintf(o->tmp, sizeof o->tmp, "%s.tmp", o->path);
+  o->fd = open(o->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  return o->fd < 0 ? sdb_fail_errno("create %s", o->tmp) : SOCHDB_OK;
+}
+
+int store_sst_append(void *ctx, const uint8_t *p, size_t n)
+{
+  struct sst_file_out *o = ctx;
+  if (write_all(o->fd, p, n) != 0)
+    return sdb_fail_errno("write %s (%zu bytes at %llu)", o->tmp, n, (unsigned long long)o->written);
+  o->written += n;
+  return SOCHDB_OK;
+}
+
+void store_sst_abandon(struct sst_file_out *o)
+{
+  if (o->fd < 0)
+    return;
+  close(o->fd);
+  o->fd = -1;
+  unlink(o->tmp);
+}
+
+int store_sst_complete(struct store *s, struct sst_file_out *o, const uint8_t *tail, size_t n)
+{
+  int rc = store_sst_append(o, tail, n);
+  if (rc == SOCHDB_OK && fdatasync(o->fd) != 0)
+    rc = sdb_fail_errno("fdatasync %s (%llu bytes)", o->tmp, (unsigned long long)o->written);
   /* the database's files share the region's mode (applied exactly) */
   struct stat st;
   if (rc == SOCHDB_OK && fstat(s->r->fd, &st) == 0)
-    fchmod(fd, st.st_mode & 0777);
-  close(fd);
-  if (rc == SOCHDB_OK && rename(tmp, path) != 0)
-    rc = sdb_fail_errno("rename %s", tmp);
-  if (rc == SOCHDB_OK)
-    rc = sdb_fsync_dir(s->db->dir);
-  if (rc != SOCHDB_OK)
-    unlink(tmp);
-  return rc;
+    fchmod(o->fd, st.st_mode & 0777);
+  if (rc != SOCHDB_OK) {
+    store_sst_abandon(o);
+    return rc;
+  }
+  close(o->fd);
+  o->fd = -1;
+  if (rename(o->tmp, o->path) != 0) {
+    rc = sdb_fail_errno("rename %s", o->tmp);
+    unlink(o->tmp);
+    return rc;
+  }
+  return sdb_fsync_dir(s->db->dir);
+}
+
+int store_write_sst(struct store *s, uint64_t number, const uint8_t *buf, size_t len)
+{
+  struct sst_file_out o;
+  int rc = store_sst_create(s, number, &o);
+  return rc == SOCHDB_OK ? store_sst_complete(s, &o, buf, len) : rc;
 }
 
 int store_apply(struct store *s, struct manifest_edit *edit)

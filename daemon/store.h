@@ -34,8 +34,26 @@ void store_close(struct store *s);
 /* A file number for a new SSTable (recorded by the next store_apply). */
 uint64_t store_new_file_number(struct store *s);
 
-/* Write buf as SSTable `number` durably (temporary name, fdatasync, rename,
-** fsync of the directory). */
+/* An SSTable being written: NNNNNN.sst.tmp, renamed once complete and durable. */
+struct sst_file_out {
+  int      fd;          /* -1: not open */
+  uint64_t number;
+  uint64_t written;     /* bytes so far */
+  char     path[4200], tmp[4220];
+};
+
+/* Create SSTable `number`'s temporary file. */
+int  store_sst_create(struct store *s, uint64_t number, struct sst_file_out *o);
+/* Append (an sst_builder_spill sink: ctx is the sst_file_out). */
+int  store_sst_append(void *ctx, const uint8_t *p, size_t n);
+/* Append the file's end, make it durable (fdatasync), give it the region's
+** mode, rename it to its name and fsync the directory. The temporary file
+** is removed on failure. Closes o either way. */
+int  store_sst_complete(struct store *s, struct sst_file_out *o, const uint8_t *tail, size_t n);
+/* Give up: close and remove the temporary file. No-op if not open. */
+void store_sst_abandon(struct sst_file_out *o);
+
+/* Write buf as SSTable `number` durably: create, complete. */
 int  store_write_sst(struct store *s, uint64_t number, const uint8_t *buf, size_t len);
 
 /* Apply edit to the MANIFEST (durably), then publish the new file list; the

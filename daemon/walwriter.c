@@ -30,7 +30,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define GROUP_CAP_BYTES (64u << 20)
+/* A group's payload stops growing past this: one write of 8 MiB already
+** amortises its fdatasync, and the buffer is the daemon's biggest (a backlog
+** of ASYNC commits used to grow it to 64 MiB, kept for good). */
+#define GROUP_CAP_BYTES (8u << 20)
 
 void ww_log(const char *dir, const char *fmt, ...)
 {
@@ -343,6 +346,11 @@ int ww_write_pending(struct walwriter *w)
     atomic_fetch_add_explicit(&st->wal_groups, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->wal_records, records, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->wal_bytes, len, memory_order_relaxed);
+  }
+  if (w->cap > 2 * (size_t)GROUP_CAP_BYTES) {   /* grown for one huge commit: do not keep it */
+    free(w->buf);
+    w->buf = NULL;
+    w->cap = 0;
   }
   durable_publish(w->r, published);
   w->next_seq = published + 1;

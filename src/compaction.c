@@ -21,6 +21,7 @@ void compaction_options_default(struct compaction_options *o)
   o->level_ratio = 10;
   o->target_file_bytes = 64ull << 20;
   o->block_bytes = 0;
+  o->begin_output = NULL;
 }
 
 /* User-key order, as in sstfmt: memcmp, then the shorter first. */
@@ -438,11 +439,12 @@ static int finish_output(struct merge *m)
     .min_seq = m->b.min_seq, .max_seq = m->b.max_seq, .entries = m->b.entries,
   };
   int rc = sst_builder_finish(&m->b, &out.buf, &out.len);
+  out.bytes = m->b.spilled + out.len;
   sst_builder_free(&m->b);
   m->building = 0;
   if (rc)
     return rc;
-  m->st->bytes_written += out.len;
+  m->st->bytes_written += out.bytes;
   return m->emit(m->ctx, &out);
 }
 
@@ -453,7 +455,7 @@ static int nomem(void) { return sdb_fail(SOCHDB_NOMEM, "out of memory in a compa
 static int output_add(struct merge *m, const struct sst_entry *e)
 {
   if (!m->in_output) {
-    uint64_t size = m->b.out_n + m->b.data.n;
+    uint64_t size = m->b.spilled + m->b.out_n + m->b.data.n;
     if (m->building && m->b.entries && size >= m->o->target_file_bytes) {
       int rc = finish_output(m);
       if (rc)
@@ -464,6 +466,8 @@ static int output_add(struct merge *m, const struct sst_entry *e)
       if (rc)
         return rc;
       m->building = 1;
+      if (m->o->begin_output && (rc = m->o->begin_output(m->ctx, &m->b)))
+        return rc;
       if (key_assign(&m->smallest, &m->smallest_len, e->key, e->klen))
         return nomem();
     }

@@ -37,6 +37,10 @@ struct compaction_options {
   unsigned level_ratio;         /* target(n+1) = target(n) * ratio (default 10) */
   uint64_t target_file_bytes;   /* output files are cut after about this much (default 64 MiB) */
   size_t   block_bytes;         /* data block payload target for sst_builder_init (0 = default) */
+  /* Optional (NULL by default): called with each output's builder before
+  ** its first entry, with compaction_run's ctx, to stream the output to its
+  ** file (sst_builder_spill) instead of holding it; non-zero aborts the run. */
+  int    (*begin_output)(void *ctx, struct sst_builder *b);
 };
 void compaction_options_default(struct compaction_options *o);
 
@@ -96,8 +100,9 @@ struct compaction_stats {
 /* One finished output table, handed to emit. The callee owns buf (free())
 ** whatever it returns; the keys are valid only during the call. */
 struct compaction_output {
-  uint8_t       *buf;
+  uint8_t       *buf;           /* the file, or its end if it was streamed (begin_output) */
   size_t         len;
+  uint64_t       bytes;         /* the whole file: what was streamed, plus len */
   const uint8_t *smallest;
   uint32_t       smallest_len;
   const uint8_t *largest;

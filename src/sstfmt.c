@@ -144,6 +144,9 @@ static int blockbuf_seal(struct sst_blockbuf *bb)
   return SOCHDB_OK;
 }
 
+/* Where the next piece goes in the file: after what was spilled and held. */
+static uint64_t file_pos(const struct sst_builder *b) { return b->spilled + b->out_n; }
+
 /* Append payload as a piece (a block, or a segment of a columnar one) at the
 ** end of the file, its checksum seeded with seed ^ seed_off; its stored size
 ** to *size. */
@@ -184,7 +187,7 @@ static int store_piece(struct sst_builder *b, const uint8_t *payload, size_t n, 
 static int store_block(struct sst_builder *b, const uint8_t *payload, size_t n, uint64_t seed, int may_compress,
                        uint32_t *size)
 {
-  return store_piece(b, payload, n, seed, b->out_n, may_compress, size);
+  return store_piece(b, payload, n, seed, file_pos(b), may_compress, size);
 }
 
 /* The data block just written ends on the data blockbuf's last key: index it. */
@@ -200,7 +203,7 @@ static int add_index_entry(struct sst_builder *b, const uint8_t *val, size_t n)
 static int flush_plain(struct sst_builder *b)
 {
   struct sst_blockbuf *d = &b->data;
-  uint64_t offset = b->out_n;
+  uint64_t offset = file_pos(b);
   uint32_t size;
   int rc = blockbuf_seal(d);
   if (!rc)
@@ -218,7 +221,7 @@ static int flush_plain(struct sst_builder *b)
 static int flush_columnar(struct sst_builder *b)
 {
   struct sst_blockbuf *d = &b->data;
-  uint64_t offset = b->out_n;
+  uint64_t offset = file_pos(b);
   uint32_t sizes[1 + SST_MAX_COLUMNS];
   int rc = blockbuf_seal(d);
   if (!rc)
@@ -238,11 +241,33 @@ static int flush_columnar(struct sst_builder *b)
 }
 
 /* Write the data block being built, if any, and add its index entry. */
+/* Hand what is held to the spill sink, if there is one and enough is held. */
+static int maybe_spill(struct sst_builder *b)
+{
+  if (!b->spill || b->out_n < SST_SPILL_BYTES)
+    return SOCHDB_OK;
+  int rc = b->spill(b->spill_ctx, b->out, b->out_n);
+  if (rc) {
+    b->failed = rc;   /* part of it may be written: the file is lost */
+    return rc;
+  }
+  b->spilled += b->out_n;
+  b->out_n = 0;
+  return SOCHDB_OK;
+}
+
 static int flush_data(struct sst_builder *b)
 {
   if (b->data.entries == 0)
     return SOCHDB_OK;
-  return b->columnar ? flush_columnar(b) : flush_plain(b);
+  int rc = b->columnar ? flush_columnar(b) : flush_plain(b);
+  return rc ? rc : maybe_spill(b);
+}
+
+void sst_builder_spill(struct sst_builder *b, int (*spill)(void *ctx, const uint8_t *p, size_t n), void *ctx)
+{
+  b->spill = spill;
+  b->spill_ctx = ctx;
 }
 
 /* The data block being built is big enough to be cut. */
@@ -274,7 +299,7 @@ int sst_builder_init(struct sst_builder *b, size_t block_bytes)
 static int builder_failed(struct sst_builder *b, int rc)
 {
   if (rc == SOCHDB_NOMEM)
-    b->failed = 1;
+    b->failed = rc;
   return rc == SOCHDB_NOMEM ? sdb_fail(SOCHDB_NOMEM, "out of memory building an SSTable") : rc;
 }
 
@@ -283,7 +308,7 @@ static int check_add(const struct sst_builder *b, const void *key, size_t klen, 
                      size_t vlen)
 {
   if (b->failed)
-    return sdb_fail(SOCHDB_NOMEM, "SSTable builder failed earlier");
+    return sdb_fail(b->failed, "SSTable builder failed earlier");
   if (b->block_bytes == 0)
     return sdb_fail(SOCHDB_INVALID, "SSTable builder not initialized or already finished");
   if (!key || klen == 0 || klen > SOCHDB_MAX_KEY)
@@ -365,7 +390,7 @@ int sst_builder_add(struct sst_builder *b, const void *key, size_t klen, uint64_
 int sst_builder_finish(struct sst_builder *b, uint8_t **buf, size_t *len)
 {
   if (b->failed)
-    return sdb_fail(SOCHDB_NOMEM, "SSTable builder failed earlier");
+    return sdb_fail(b->failed, "SSTable builder failed earlier");
   if (b->block_bytes == 0)
     return sdb_fail(SOCHDB_INVALID, "SSTable builder not initialized or already finished");
   int rc = flush_data(b);
@@ -387,7 +412,7 @@ int sst_builder_finish(struct sst_builder *b, uint8_t **buf, size_t *len)
       bloom[p.bit / 8] |= (uint8_t)(1u << (p.bit % 8));
   }
   bloom[nbytes] = SST_BLOOM_K;
-  uint64_t filter_off = b->out_n;
+  uint64_t filter_off = file_pos(b);
   uint32_t filter_size;
   rc = store_block(b, bloom, nbytes + 1, SEED_FILTER, 0, &filter_size);
   free(bloom);
@@ -395,7 +420,7 @@ int sst_builder_finish(struct sst_builder *b, uint8_t **buf, size_t *len)
     return builder_failed(b, rc);
 
   /* index */
-  uint64_t index_off = b->out_n;
+  uint64_t index_off = file_pos(b);
   uint32_t index_size;
   if ((rc = blockbuf_seal(&b->index)) || (rc = store_block(b, b->index.p, b->index.n, SEED_INDEX, 1, &index_size)))
     return builder_failed(b, rc);

@@ -175,9 +175,12 @@ struct sst_colbuf {
 struct sst_builder {
   size_t              block_bytes;
   size_t              col_block_bytes;   /* what a columnar block aims at */
-  int                 failed;         /* a SOCHDB_NOMEM happened: every later call fails */
-  uint8_t            *out;            /* the file so far */
+  int                 failed;         /* SOCHDB_NOMEM, or a spill's error: every later call fails with it */
+  uint8_t            *out;            /* the file so far (after what was spilled) */
   size_t              out_n, out_cap;
+  int               (*spill)(void *ctx, const uint8_t *p, size_t n);   /* sst_builder_spill */
+  void               *spill_ctx;
+  uint64_t            spilled;        /* bytes of the file handed to spill, no longer in out */
   struct sst_blockbuf data, index;
   uint64_t           *hashes;         /* bloom hash of each distinct user key */
   size_t              nhashes, hcap;
@@ -218,9 +221,19 @@ int  sst_builder_init(struct sst_builder *b, size_t block_bytes);
 int  sst_builder_add(struct sst_builder *b, const void *key, size_t klen, uint64_t seq, unsigned kind,
                      const void *val, size_t vlen);
 
+/* Stream the file instead of holding it: whenever a data block ends and at
+** least SST_SPILL_BYTES are held, they are handed to spill (which writes them
+** at the file's end; a non-zero return fails the builder with that code), so
+** a builder holds about that much of the file whatever its size. Call before
+** the first add. */
+#define SST_SPILL_BYTES (1u << 20)
+void sst_builder_spill(struct sst_builder *b, int (*spill)(void *ctx, const uint8_t *p, size_t n), void *ctx);
+
 /* Write the last data block, the filter, the index and the footer, and hand
-** the whole file over: *buf (malloc'ed, the caller frees it) of *len bytes.
-** The builder keeps nothing; call sst_builder_free after it either way.
+** the whole file over: *buf (malloc'ed, the caller frees it) of *len bytes;
+** with a spill, the file's end that was not spilled (the file is then
+** b->spilled + *len bytes). The builder keeps nothing else; call
+** sst_builder_free after it either way.
 ** Errors: SOCHDB_NOMEM (also if an earlier add failed so), SOCHDB_INVALID
 **   (finish called twice). */
 int  sst_builder_finish(struct sst_builder *b, uint8_t **buf, size_t *len);

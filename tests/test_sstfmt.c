@@ -21,6 +21,7 @@
 
 #include "rowfmt.h"
 #include "sochdb.h"
+#include "error.h"
 #include "sstfmt.h"
 
 #include <stdio.h>
@@ -1391,5 +1392,95 @@ Test(sstfmt, columnar_blocks_are_taken_whole_only_when_they_can_be)
   }
   sst_close(&r);
   free(buf);
+  model_free(&m);
+}
+
+/* ------------------------------------------------------------ streaming */
+
+struct sink {
+  uint8_t *p;
+  size_t   n, cap;
+  unsigned calls;
+  int      fail_at;     /* the call that fails (0 = none) */
+};
+
+static int sink_write(void *ctx, const uint8_t *p, size_t n)
+{
+  struct sink *k = ctx;
+  if (++k->calls == (unsigned)k->fail_at)
+    return sdb_fail(SOCHDB_IO, "the sink failed on purpose");
+  cr_assert_geq(n, (size_t)SST_SPILL_BYTES, "a spill hands at least SST_SPILL_BYTES over (%zu)", n);
+  if (k->n + n > k->cap) {
+    k->cap = (k->n + n) * 2;
+    k->p = realloc(k->p, k->cap);
+    cr_assert_not_null(k->p);
+  }
+  memcpy(k->p + k->n, p, n);
+  k->n += n;
+  return 0;
+}
+
+/* The same entries built whole and streamed through a sink give the same
+** file, byte for byte, and the builder never held much of it. */
+static void check_spill_identical(const struct model *m)
+{
+  uint8_t *whole, *tail;
+  size_t wlen, tlen;
+  build(m, 0, &whole, &wlen);
+  cr_assert_gt(wlen, 4u * SST_SPILL_BYTES, "the table (%zu bytes) is several spills long", wlen);
+  struct sink k = { 0 };
+  struct sst_builder b;
+  cr_assert_eq(sst_builder_init(&b, 0), SOCHDB_OK);
+  sst_builder_spill(&b, sink_write, &k);
+  size_t most_held = 0;
+  for (size_t i = 0; i < m->n; i++) {
+    const struct ent *e = &m->e[i];
+    cr_assert_eq(sst_builder_add(&b, e->key, e->klen, e->seq, e->kind, e->val, e->vlen), SOCHDB_OK);
+    most_held = b.out_n > most_held ? b.out_n : most_held;
+  }
+  cr_assert_eq(sst_builder_finish(&b, &tail, &tlen), SOCHDB_OK, "finish: %s", sochdb_last_error());
+  cr_assert_eq(b.spilled, k.n, "spilled counts what the sink got");
+  sst_builder_free(&b);
+  cr_assert_gt(k.calls, 3u, "spilled %u times", k.calls);
+  cr_assert_lt(most_held, 2u * SST_SPILL_BYTES, "the builder held at most %zu bytes of the file", most_held);
+  cr_assert_eq(k.n + tlen, wlen, "streamed %zu + %zu bytes, whole %zu", k.n, tlen, wlen);
+  cr_assert(memcmp(k.p, whole, k.n) == 0 && memcmp(tail, whole + k.n, tlen) == 0, "the streamed file differs");
+  free(whole);
+  free(tail);
+  free(k.p);
+}
+
+Test(sstfmt, streamed_file_is_the_same_file)
+{
+  struct model m = {0};
+  make_model(&m, 40000, 3, 300, 0);
+  check_spill_identical(&m);
+  model_free(&m);
+  struct model c = {0};
+  make_columnar_model(&c, 400000, 2);
+  check_spill_identical(&c);
+  model_free(&c);
+}
+
+/* A sink that fails fails the builder, for good, with its error. */
+Test(sstfmt, failed_spill_fails_the_builder)
+{
+  struct model m = {0};
+  make_model(&m, 60000, 1, 200, 0);
+  struct sink k = { .fail_at = 2 };
+  struct sst_builder b;
+  cr_assert_eq(sst_builder_init(&b, 0), SOCHDB_OK);
+  sst_builder_spill(&b, sink_write, &k);
+  int rc = SOCHDB_OK;
+  size_t i = 0;
+  for (; i < m.n && rc == SOCHDB_OK; i++)
+    rc = sst_builder_add(&b, m.e[i].key, m.e[i].klen, m.e[i].seq, m.e[i].kind, m.e[i].val, m.e[i].vlen);
+  cr_assert_eq(rc, SOCHDB_IO, "the sink's error comes back (%s)", sochdb_strerror(rc));
+  cr_assert_eq(sst_builder_add(&b, "zz", 2, 1, SST_PUT, "v", 1), SOCHDB_IO, "and stays");
+  uint8_t *tail;
+  size_t tlen;
+  cr_assert_eq(sst_builder_finish(&b, &tail, &tlen), SOCHDB_IO, "finish refuses too");
+  sst_builder_free(&b);
+  free(k.p);
   model_free(&m);
 }
