@@ -5,10 +5,11 @@
 ** A rotated-out memtable M is flushed in five steps:
 **  1. seal: wait until every commit that may still write into M is over
 **     (their commit epochs, shm/epoch.h), so its versions are all decided;
-**  2. build the SSTable in memory from M's skiplist (committed versions only,
-**     newest first per key) and wait until the WAL holds all of them
-**     (durable_seq >= its newest seq: a file never runs ahead of the log);
-**  3. write it durably, record it in the MANIFEST with the new
+**  2. build the SSTable from M's skiplist (committed versions only, newest
+**     first per key), streamed to NNNNNN.sst.tmp as it grows, and wait until
+**     the WAL holds all of them (durable_seq >= its newest seq: a file never
+**     runs ahead of the log);
+**  3. complete it durably under its name, record it in the MANIFEST with the new
 **     last_flushed_seq, and publish the new file list;
 **  4. retire M from new views at once (a transaction whose snapshot is older
 **     than M's newest seq then conflicts when it commits: shm/arena.h), and
