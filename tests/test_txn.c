@@ -504,8 +504,9 @@ Test(txn, large_transaction_across_rotation)
   tu_commit(t, SOCHDB_ASYNC, "50k keys");
   sochdb_stats st;
   cr_assert_eq(sochdb_stats_get(db, &st), SOCHDB_OK, "stats");
-  cr_assert_gt(st.memtables_in_use, 1, "50k keys in 1 MiB memtables should have rotated (in use: %u)",
-               st.memtables_in_use);
+  /* rotated: several memtables live, or the daemon already flushed some */
+  cr_assert(st.memtables_in_use > 1 || st.flushes > 0, "50k keys in 1 MiB memtables should have rotated (in use: "
+            "%u, flushes %llu)", st.memtables_in_use, (unsigned long long)st.flushes);
   cr_assert_eq(st.keys_written, NLARGE, "keys_written = %llu", (unsigned long long)st.keys_written);
 
   t = tu_begin(db, SOCHDB_TXN_READONLY);
