@@ -13,11 +13,13 @@
 
 #include "check.h"
 #include "error.h"
+#include "fsutil.h"
 #include "slots.h"
 #include "testhooks.h"
 #include "walwriter.h"
 
 #include <fcntl.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,21 +50,12 @@ static int map_input(struct store *s, struct input *in)
 {
   char path[4200];
   sst_file_path(path, sizeof path, s->db->dir, in->number);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return sdb_fail_errno("open %s", path);
-  struct stat st;
-  int rc = fstat(fd, &st) == 0 ? SOCHDB_OK : sdb_fail_errno("fstat %s", path);
-  if (rc == SOCHDB_OK && st.st_size > 0) {
-    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-    if (m == MAP_FAILED)
-      rc = sdb_fail_errno("mmap %s", path);
-    else {
-      in->map = m;
-      in->len = (size_t)st.st_size;
-    }
+  int e = sdb_map_file(path, &in->map, &in->len);
+  int rc = SOCHDB_OK;
+  if (e) {
+    errno = e;
+    rc = sdb_fail_errno("map %s", path);
   }
-  close(fd);
   if (rc == SOCHDB_OK)
     rc = sst_open(in->map, in->len, &in->r);
   if (rc == SOCHDB_OK)
@@ -78,7 +71,7 @@ static void unmap_inputs(struct input *in, size_t n)
     if (in[i].open)
       sst_close(&in[i].r);
     if (in[i].map)
-      munmap((void *)in[i].map, in[i].len);
+      sdb_unmap_file(in[i].map, in[i].len);
   }
   free(in);
 }

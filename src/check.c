@@ -298,35 +298,18 @@ static void verify_sst(struct ck *c, const char *path, const uint8_t *buf, size_
 ** 0, or an errno value when the file could not be opened or mapped. */
 static int verify_sst_file(struct ck *c, const char *path, const struct manifest_file *f, uint64_t *size)
 {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return errno;
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int e = errno;
-    close(fd);
+  const uint8_t *buf;
+  size_t len;
+  int e = sdb_map_file(path, &buf, &len);
+  if (e)
     return e;
-  }
-  size_t len = (size_t)st.st_size;
   *size = len;
   if (f && len != f->size)
     problem(c, 1, path, "is %zu bytes; the MANIFEST records %llu%s", len, (unsigned long long)f->size,
             len < f->size ? " (truncated)" : "");
   static const uint8_t empty[1];
-  const uint8_t *buf = empty;
-  if (len) {
-    void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
-    if (m == MAP_FAILED) {
-      int e = errno;
-      close(fd);
-      return e;
-    }
-    buf = m;
-  }
-  close(fd);
-  verify_sst(c, path, buf, len, f);
-  if (len)
-    munmap((void *)buf, len);
+  verify_sst(c, path, len ? buf : empty, len, f);
+  sdb_unmap_file(buf, len);
   c->s->files_checked++;
   c->s->sst_files++;
   c->s->bytes_checked += len;

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,20 +22,31 @@ int sdb_fsync_dir(const char *path)
   return rc;
 }
 
+/* path opened read-only, with its size: 0, or an errno value. */
+static int open_sized(const char *path, int *fd, size_t *len)
+{
+  *fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (*fd < 0)
+    return errno;
+  struct stat st;
+  if (fstat(*fd, &st) != 0) {
+    int e = errno;
+    close(*fd);
+    return e;
+  }
+  *len = (size_t)st.st_size;
+  return 0;
+}
+
 int sdb_read_file(const char *path, uint8_t **out, size_t *n)
 {
   *out = NULL;
   *n = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return errno;
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int e = errno;
-    close(fd);
+  int fd;
+  size_t len;
+  int e = open_sized(path, &fd, &len);
+  if (e)
     return e;
-  }
-  size_t len = (size_t)st.st_size;
   uint8_t *buf = malloc(len ? len : 1);
   if (!buf) {
     close(fd);
@@ -46,7 +58,7 @@ int sdb_read_file(const char *path, uint8_t **out, size_t *n)
     if (r < 0 && errno == EINTR)
       continue;
     if (r < 0) {
-      int e = errno;
+      e = errno;
       free(buf);
       close(fd);
       return e;
@@ -59,4 +71,29 @@ int sdb_read_file(const char *path, uint8_t **out, size_t *n)
   *out = buf;
   *n = got;
   return 0;
+}
+
+int sdb_map_file(const char *path, const uint8_t **buf, size_t *len)
+{
+  *buf = NULL;
+  *len = 0;
+  int fd;
+  size_t n;
+  int e = open_sized(path, &fd, &n);
+  if (e)
+    return e;
+  void *m = n ? mmap(NULL, n, PROT_READ, MAP_SHARED, fd, 0) : NULL;
+  e = m == MAP_FAILED ? errno : 0;
+  close(fd);
+  if (e)
+    return e;
+  *buf = m;
+  *len = n;
+  return 0;
+}
+
+void sdb_unmap_file(const uint8_t *buf, size_t len)
+{
+  if (buf && len)
+    munmap((void *)buf, len);
 }

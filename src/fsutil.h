@@ -16,4 +16,10 @@ int sdb_fsync_dir(const char *path);
 ** grows meanwhile is read up to the size it had when opened. */
 int sdb_read_file(const char *path, uint8_t **out, size_t *n);
 
+/* Map the whole file at path read-only (shared): 0 with *buf and *len (an
+** empty file maps nothing: *buf NULL, *len 0), or an errno value, with no
+** detail recorded. Undo with sdb_unmap_file. */
+int  sdb_map_file(const char *path, const uint8_t **buf, size_t *len);
+void sdb_unmap_file(const uint8_t *buf, size_t len);
+
 #endif

@@ -7,6 +7,7 @@
 #include "check.h"
 #include "error.h"
 #include "filelist.h"
+#include "fsutil.h"
 #include "skiplist.h"
 #include "tables.h"
 
@@ -108,25 +109,20 @@ static int map_file(struct sdb_table *t, const char *dir)
 {
   char path[4200];
   sst_file_path(path, sizeof path, dir, t->number);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return sdb_fail(errno == ENOENT ? SOCHDB_CORRUPT : SOCHDB_IO, "open SSTable %s: %s", path, strerror(errno));
-  struct stat st;
+  const uint8_t *map;
+  size_t len;
+  int e = sdb_map_file(path, &map, &len);
   int rc = SOCHDB_OK;
-  if (fstat(fd, &st) != 0)
-    rc = sdb_fail_errno("fstat %s", path);
-  else if (st.st_size == 0)
+  if (e) {
+    errno = e;
+    rc = e == ENOENT ? sdb_fail(SOCHDB_CORRUPT, "open SSTable %s: %s", path, strerror(e))
+                     : sdb_fail_errno("map SSTable %s", path);
+  } else if (len == 0) {
     rc = sdb_fail(SOCHDB_CORRUPT, "SSTable %s is empty", path);
-  else {
-    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-    if (m == MAP_FAILED)
-      rc = sdb_fail_errno("mmap %s", path);
-    else {
-      t->map = m;
-      t->len = (size_t)st.st_size;
-    }
+  } else {
+    t->map = map;
+    t->len = len;
   }
-  close(fd);
   if (rc == SOCHDB_OK)
     rc = sst_open(t->map, t->len, &t->r);
   if (rc != SOCHDB_OK && t->map && rc != SOCHDB_NOMEM)
@@ -166,7 +162,7 @@ static void table_unref(struct sdb_table *t)
   if (t->r.index || t->r.keys)
     sst_close(&t->r);
   if (t->map)
-    munmap((void *)t->map, t->len);
+    sdb_unmap_file(t->map, t->len);
   free(t->smallest);
   free(t->largest);
   free(t);

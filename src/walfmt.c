@@ -8,6 +8,7 @@
 #include "error.h"
 #include "sochdb.h"
 #include "bulkhash.h"
+#include "fsutil.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -255,31 +256,19 @@ int wal_scan_buffer(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_re
 int wal_map_segment(const char *path, const uint8_t **buf, size_t *len)
 {
   static const uint8_t empty[1];
-  *buf = empty;
-  *len = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return sdb_fail_errno("open WAL segment %s", path);
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int rc = sdb_fail_errno("fstat %s", path);
-    close(fd);
-    return rc;
+  int e = sdb_map_file(path, buf, len);
+  if (!*buf)
+    *buf = empty;   /* wal_scan_buffer wants a buffer, even of 0 bytes */
+  if (e) {
+    errno = e;
+    return sdb_fail_errno("map WAL segment %s", path);
   }
-  size_t n = (size_t)st.st_size;
-  const uint8_t *p = n ? mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0) : empty;
-  close(fd);
-  if (p == MAP_FAILED)
-    return sdb_fail_errno("mmap WAL segment %s", path);
-  *buf = p;
-  *len = n;
   return SOCHDB_OK;
 }
 
 void wal_unmap_segment(const uint8_t *buf, size_t len)
 {
-  if (len)
-    munmap((void *)buf, len);
+  sdb_unmap_file(buf, len);
 }
 
 int wal_scan_file(const char *path, const uint8_t *db_id, wal_record_fn fn, void *ctx,

@@ -19,6 +19,14 @@ int  db_error(const char *what, int rc);
 void put_escaped(FILE *f, const void *bytes, size_t n);
 /* Bytes as a JSON string on stdout (bytes >= 0x80 as \u0080..\u00ff). */
 void put_json_string(const void *bytes, size_t n);
+/* Open the database in dir (create_if_missing as in sochdb_options: 1 or
+** -1); on failure says why on stderr ("no database at DIR", or db_error's
+** line) and returns EXIT_DB_ERROR, else EXIT_OK. */
+struct sochdb;
+int  cli_open_db(const char *dir, int create_if_missing, struct sochdb **db);
+/* Seconds of CLOCK_MONOTONIC since t0. */
+double cli_seconds_since(const struct timespec *t0);
+
 /* Flush stdout: a write error turns a success into EXIT_DB_ERROR. */
 int  finish_stdout(int status);
 

@@ -1428,22 +1428,34 @@ static int parse_command_line(args *a, int argc, char **argv)
   return parse_command_args(a, argc - i - 1, argv + i + 1);
 }
 
-static int open_database(const args *a, sochdb **db)
+int cli_open_db(const char *dir, int create_if_missing, sochdb **db)
 {
   sochdb_options opts;
   memset(&opts, 0, sizeof opts);
-  opts.create_if_missing = a->cmd->create_if_missing;
-  int rc = sochdb_open(a->dir, &opts, db);
+  opts.create_if_missing = create_if_missing;
+  int rc = sochdb_open(dir, &opts, db);
   if (rc == SOCHDB_NOTFOUND) {
-    fprintf(stderr, "sochdb: no database at %s\n", a->dir);
+    fprintf(stderr, "sochdb: no database at %s\n", dir);
     return EXIT_DB_ERROR;
   }
   if (rc != SOCHDB_OK) {
     char what[64 + PATH_MAX];
-    snprintf(what, sizeof what, "cannot open %s", a->dir);
+    snprintf(what, sizeof what, "cannot open %s", dir);
     return db_error(what, rc);
   }
   return EXIT_OK;
+}
+
+double cli_seconds_since(const struct timespec *t0)
+{
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static int open_database(const args *a, sochdb **db)
+{
+  return cli_open_db(a->dir, a->cmd->create_if_missing, db);
 }
 
 int main(int argc, char **argv)

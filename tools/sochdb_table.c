@@ -96,19 +96,6 @@ static int find_column(const sochdb_column *cols, size_t n, const char *name, si
 
 /* ---- opening ---------------------------------------------------------------------- */
 
-static int open_db(const char *dir, int create, sochdb **db)
-{
-  sochdb_options o;
-  memset(&o, 0, sizeof o);
-  o.create_if_missing = create ? 1 : -1;
-  int rc = sochdb_open(dir, &o, db);
-  if (rc == SOCHDB_NOTFOUND) {
-    fprintf(stderr, "sochdb: no database at %s\n", dir);
-    return EXIT_DB_ERROR;
-  }
-  return rc ? db_error("cannot open the database", rc) : EXIT_OK;
-}
-
 static int open_table(sochdb_txn *t, const char *name, sochdb_table **tb)
 {
   int rc = sochdb_table_open(t, name, NULL, 0, tb);
@@ -157,7 +144,7 @@ static int run_create(const targs *a)
   int status = parse_colspec(spec, cols, &n);
   sochdb *db = NULL;
   if (status == EXIT_OK)
-    status = open_db(a->pos[0], 1, &db);
+    status = cli_open_db(a->pos[0], 1, &db);
   int rc = SOCHDB_CONFLICT;
   for (int attempt = 0; status == EXIT_OK && rc == SOCHDB_CONFLICT && attempt < WRITE_ATTEMPTS; attempt++) {
     sochdb_txn *t;
@@ -201,26 +188,45 @@ static void print_schema(const targs *a, const sochdb_column *cols, size_t n, ui
            cols[i].flags & SOCHDB_NULLABLE ? " nullable" : "", i == 0 ? " (primary key)" : "");
 }
 
+/* Table a->pos[1] of the database in a->pos[0], in a read-only transaction. */
+struct reading {
+  sochdb       *db;
+  sochdb_txn   *t;
+  sochdb_table *tb;
+};
+
+/* EXIT_OK, or why not (said on stderr); end_reading either way. */
+static int begin_reading(const targs *a, struct reading *r)
+{
+  memset(r, 0, sizeof *r);
+  int status = cli_open_db(a->pos[0], -1, &r->db);
+  if (status) {
+    r->db = NULL;
+    return status;
+  }
+  int rc = sochdb_txn_begin(r->db, SOCHDB_TXN_READONLY, &r->t);
+  return rc ? db_error("cannot begin a transaction", rc) : open_table(r->t, a->pos[1], &r->tb);
+}
+
+static void end_reading(struct reading *r)
+{
+  sochdb_table_close(r->tb);
+  sochdb_abort(r->t);
+  sochdb_close(r->db);
+}
+
 static int run_schema(const targs *a)
 {
-  sochdb *db;
-  int status = open_db(a->pos[0], 0, &db);
-  if (status)
-    return status;
-  sochdb_txn *t = NULL;
-  sochdb_table *tb = NULL;
-  int rc = sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t);
-  status = rc ? db_error("cannot begin a transaction", rc) : open_table(t, a->pos[1], &tb);
+  struct reading r;
+  int status = begin_reading(a, &r);
   if (status == EXIT_OK) {
     const sochdb_column *cols;
     size_t n;
     uint32_t id;
-    sochdb_table_schema(tb, &cols, &n, &id);
+    sochdb_table_schema(r.tb, &cols, &n, &id);
     print_schema(a, cols, n, id);
   }
-  sochdb_table_close(tb);
-  sochdb_abort(t);
-  sochdb_close(db);
+  end_reading(&r);
   return status;
 }
 
@@ -438,13 +444,6 @@ static int load_one(struct loader *l)
   return done;
 }
 
-static double seconds_since(const struct timespec *t0)
-{
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
 static int load_rows(struct loader *l)
 {
   struct timespec t0;
@@ -460,7 +459,7 @@ static int load_rows(struct loader *l)
     bar_draw(&l->bar, "loading", (uint64_t)ftello(l->csv.f), (uint64_t)l->size, tail);
   }
   bar_clear(&l->bar);
-  double s = seconds_since(&t0);
+  double s = cli_seconds_since(&t0);
   if (l->a->json)
     printf("{\"table\":\"%s\",\"rows\":%llu,\"seconds\":%.3f}\n", l->a->pos[1], l->rows, s);
   else
@@ -487,7 +486,7 @@ static int run_load(const targs *a)
   l.csv.next_line = 1;
   l.bar.enabled = isatty(STDERR_FILENO);
   sochdb_txn *t = NULL;
-  int status = open_db(a->pos[0], 0, &l.db);
+  int status = cli_open_db(a->pos[0], -1, &l.db);
   if (status == EXIT_OK) {
     int rc = sochdb_txn_begin(l.db, SOCHDB_TXN_READONLY, &t);
     status = rc ? db_error("cannot begin a transaction", rc) : open_table(t, a->pos[1], &l.tb);
@@ -646,25 +645,19 @@ static int scan_rows(struct scanner *s, sochdb_txn *t, sochdb_table *tb)
   sochdb_scan_stats st;
   sochdb_scan_close(sc, &st);
   if (s->a->stats)
-    print_scan_stats(&st, seconds_since(&t0));
+    print_scan_stats(&st, cli_seconds_since(&t0));
   return status;
 }
 
 static int run_scan(const targs *a)
 {
-  sochdb *db;
-  int status = open_db(a->pos[0], 0, &db);
-  if (status)
-    return status;
-  sochdb_txn *t = NULL;
-  sochdb_table *tb = NULL;
-  int rc = sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t);
-  status = rc ? db_error("cannot begin a transaction", rc) : open_table(t, a->pos[1], &tb);
+  struct reading r;
+  int status = begin_reading(a, &r);
   struct scanner s;
   memset(&s, 0, sizeof s);
   s.a = a;
   if (status == EXIT_OK) {
-    sochdb_table_schema(tb, &s.cols, &s.ncols, NULL);
+    sochdb_table_schema(r.tb, &s.cols, &s.ncols, NULL);
     status = parse_columns(&s);
   }
   if (status == EXIT_OK && a->where)
@@ -672,10 +665,8 @@ static int run_scan(const targs *a)
   if (status == EXIT_OK)
     status = parse_bounds(&s);
   if (status == EXIT_OK)
-    status = scan_rows(&s, t, tb);
-  sochdb_table_close(tb);
-  sochdb_abort(t);
-  sochdb_close(db);
+    status = scan_rows(&s, r.t, r.tb);
+  end_reading(&r);
   return status;
 }
 

@@ -54,31 +54,6 @@ typedef struct totals {
   struct timespec start;
 } totals;
 
-static double seconds_since(const struct timespec *t0)
-{
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
-static int open_db(const char *dir, int create, sochdb **db)
-{
-  sochdb_options o;
-  memset(&o, 0, sizeof o);
-  o.create_if_missing = create ? 1 : -1;
-  int rc = sochdb_open(dir, &o, db);
-  if (rc == SOCHDB_NOTFOUND) {
-    fprintf(stderr, "sochdb: no database at %s\n", dir);
-    return EXIT_DB_ERROR;
-  }
-  if (rc != SOCHDB_OK) {
-    char what[4200];
-    snprintf(what, sizeof what, "cannot open %s", dir);
-    return db_error(what, rc);
-  }
-  return EXIT_OK;
-}
-
 /* A path as a JSON string on f, escaped like put_json_string. */
 static void json_string(FILE *f, const char *p)
 {
@@ -95,7 +70,7 @@ static void json_string(FILE *f, const char *p)
 /* {"command":..., "dir":..., OTHER:..., "pairs":N, "bytes":N, "batches":N, "seconds":S} */
 static void print_summary(FILE *f, const xargs *a, const char *other, const char *path, const totals *t)
 {
-  double s = seconds_since(&t->start);
+  double s = cli_seconds_since(&t->start);
   if (!a->json) {
     fprintf(f, "%s: %llu pairs, %llu bytes of keys and values, %.2f s\n", a->cmd->name, t->pairs, t->bytes, s);
     return;
@@ -170,7 +145,7 @@ static int run_dump(const xargs *a)
   totals tot = { 0 };
   clock_gettime(CLOCK_MONOTONIC, &tot.start);
   sochdb *db;
-  int status = open_db(a->pos[0], 0, &db);
+  int status = cli_open_db(a->pos[0], -1, &db);
   if (status != EXIT_OK)
     return status;
   FILE *f = to_stdout ? stdout : fopen(path, "wb");
@@ -402,7 +377,7 @@ static int load_from(reader *r, const xargs *a, totals *tot)
     r->record = 0;
   }
   sochdb *db;
-  int status = open_db(a->pos[0], 1, &db);
+  int status = cli_open_db(a->pos[0], 1, &db);
   if (status != EXIT_OK)
     return status;
   status = load_pass(r, db, a, tot, &bar, seekable ? st.st_size : 0);
@@ -504,9 +479,9 @@ static int run_backup(const xargs *a)
   int status = check_dest(a->pos[1]);
   sochdb *src = NULL, *dst = NULL;
   if (status == EXIT_OK)
-    status = open_db(a->pos[0], 0, &src);
+    status = cli_open_db(a->pos[0], -1, &src);
   if (status == EXIT_OK)
-    status = open_db(a->pos[1], 1, &dst);
+    status = cli_open_db(a->pos[1], 1, &dst);
   sochdb_txn *snap = NULL;
   int rc;
   if (status == EXIT_OK && (rc = sochdb_txn_begin(src, SOCHDB_TXN_READONLY, &snap)) != SOCHDB_OK)
