@@ -90,10 +90,11 @@ void     sl_build_begin(struct sl_builder *b, shm_region *r, uint32_t mt);
 void     sl_build_append(struct sl_builder *b, uint64_t node, const void *key, uint32_t klen, uint8_t height,
                          uint64_t versions);
 
-/* The node after n on level 0, or 0. */
+/* The node after n (never 0: the head or a node) on level 0, or 0. */
 static inline uint64_t sl_next(const shm_region *r, uint64_t n)
 {
-  const struct sl_node *node = shm_at(r, n);
+  /* not shm_at: its NULL for offset 0 is a path GCC 12 then warns about at -O3 */
+  const struct sl_node *node = (const struct sl_node *)(r->base + n);
   /* acquire: pairs with the release CAS that linked the successor */
   return atomic_load_explicit(&node->next[0], memory_order_acquire);
 }

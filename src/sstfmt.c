@@ -524,6 +524,8 @@ struct piece {
   uint64_t    seed, seed_off;
   const char *what;       /* a block's kind, for messages */
   int         segment;    /* its index in its block, or -1 for a block */
+  _Atomic uint64_t *verified;   /* NULL, or the word of the reader's verified bits that holds the piece's */
+  uint64_t    verified_bit;
 };
 
 static struct piece block_piece(uint64_t off, uint32_t size, uint64_t seed, const char *what)
@@ -546,6 +548,20 @@ static int piece_fail(const struct piece *pc, const char *msg)
                   (unsigned long long)pc->seed_off, pc->segment, msg);
 }
 
+/* Relaxed: the bit only says that this reader already checked bytes that
+** never change; it orders nothing else (the bytes are the file's, the same
+** for every thread). A race verifies a block twice, harmlessly. */
+static int piece_verified(const struct piece *pc)
+{
+  return pc->verified && (atomic_load_explicit(pc->verified, memory_order_relaxed) & pc->verified_bit);
+}
+
+static void mark_verified(const struct piece *pc)
+{
+  if (pc->verified && !piece_verified(pc))
+    atomic_fetch_or_explicit(pc->verified, pc->verified_bit, memory_order_relaxed);
+}
+
 /* Verify piece pc of buf (checksum, trailer): SOCHDB_OK with its payload's
 ** uncompressed length and whether it is LZ4, or SOCHDB_CORRUPT. */
 static int check_piece(const uint8_t *buf, const struct piece *pc, uint32_t *ulen, int *lz4)
@@ -555,8 +571,11 @@ static int check_piece(const uint8_t *buf, const struct piece *pc, uint32_t *ule
   const uint8_t *payload = buf + pc->off;
   size_t stored = pc->size - SST_TRAILER_BYTES;
   const uint8_t *t = payload + stored;
-  if (ld64(t + 8) != block_checksum(payload, stored, t, pc->seed, pc->seed_off))
-    return piece_fail(pc, "checksum mismatch");
+  if (!piece_verified(pc)) {
+    if (ld64(t + 8) != block_checksum(payload, stored, t, pc->seed, pc->seed_off))
+      return piece_fail(pc, "checksum mismatch");
+    mark_verified(pc);
+  }
   *ulen = ld32(t + 4);
   if (t[1] || t[2] || t[3] || t[0] > SST_LZ4 || (t[0] == SST_NONE && *ulen != stored) || *ulen > SST_MAX_PAYLOAD ||
       (t[0] == SST_LZ4 && stored > (size_t)LZ4_compressBound((int)*ulen)))
@@ -712,6 +731,8 @@ static int load_data(const struct sst_reader *r, uint32_t i, struct sst_scratch 
 {
   const struct sst_index_entry *e = &r->index[i];
   struct piece pc = block_piece(e->offset, e->size, SEED_DATA, "data");
+  pc.verified = &r->verified[i / 64];
+  pc.verified_bit = 1ull << (i % 64);
   struct blk_check c = { b, "data", e->offset };
   return load_piece(r, &pc, s, check_blk, &c, st);
 }
@@ -916,6 +937,40 @@ static int add_block(struct sst_reader *r, const struct sst_cursor *c, uint64_t 
 }
 
 /* Parse the index block ib into r; the data blocks must end at filter_off. */
+/* Bytes [0, 8) of k, big-endian, zero past its end: two keys with different
+** prefixes compare as their prefixes do (a shorter key reads as zeros where
+** the longer one has bytes, so it is not greater). */
+static uint64_t key_prefix(const uint8_t *k, size_t klen)
+{
+  uint8_t b[8] = {0};
+  memcpy(b, k, klen < 8 ? klen : 8);
+  return ld64be(b);
+}
+
+/* What find_block searches: the index keys' common prefix and their next
+** bytes; and the verified bits. The first and last keys' common prefix is
+** every key's, since the keys are in order. */
+static int index_search_setup(struct sst_reader *r)
+{
+  uint32_t n = r->nblocks;
+  r->key_pfx = malloc(((size_t)n + 1) * sizeof *r->key_pfx);
+  r->verified = calloc((size_t)n / 64 + 1, sizeof *r->verified);
+  if (!r->key_pfx || !r->verified)
+    return sdb_fail(SOCHDB_NOMEM, "out of memory opening an SSTable");
+  r->key_shared = 0;
+  if (n == 0)
+    return SOCHDB_OK;
+  const struct sst_index_entry *first = &r->index[0], *last = &r->index[n - 1];
+  uint32_t most = first->klen < last->klen ? first->klen : last->klen;
+  while (r->key_shared < most && r->keys[first->key_off + r->key_shared] == r->keys[last->key_off + r->key_shared])
+    r->key_shared++;
+  for (uint32_t i = 0; i < n; i++) {
+    const struct sst_index_entry *e = &r->index[i];
+    r->key_pfx[i] = key_prefix(r->keys + e->key_off + r->key_shared, e->klen - r->key_shared);
+  }
+  return SOCHDB_OK;
+}
+
 static int parse_index(struct sst_reader *r, const struct sst_blk *ib, uint64_t filter_off)
 {
   struct sst_cursor *c = malloc(sizeof *c);
@@ -942,7 +997,7 @@ static int parse_index(struct sst_reader *r, const struct sst_blk *ib, uint64_t 
   if (!rc && r->version == SST_VERSION && r->ncolblocks == 0)
     rc = sdb_fail(SOCHDB_VERSION, "SSTable version %u without a columnar block; this library writes such "
                   "tables as version %u", SST_VERSION, SST_VERSION_KV);
-  return rc;
+  return rc ? rc : index_search_setup(r);
 }
 
 int sst_open(const uint8_t *buf, size_t len, struct sst_reader *r)
@@ -1032,6 +1087,8 @@ void sst_close(struct sst_reader *r)
 {
   free(r->index);
   free(r->keys);
+  free(r->key_pfx);
+  free(r->verified);
   free(r->colblocks);
   free(r->segs);
   memset(r, 0, sizeof *r);
@@ -1050,14 +1107,30 @@ int sst_may_contain(const struct sst_reader *r, const void *key, size_t klen)
   return 1;
 }
 
-/* The first block whose last internal key is >= (key, seq); nblocks if none. */
+/* The first block whose last internal key is >= (key, seq); nblocks if none.
+** Keys that share the index keys' common prefix are told apart by their next
+** 8 bytes (key_pfx) while those differ: one array of 8 bytes a block, which
+** caches well, instead of an index entry and its key at every step. Equal
+** prefixes fall back to comparing whole internal keys. */
 static uint32_t find_block(const struct sst_reader *r, const uint8_t *key, size_t klen, uint64_t seq)
 {
+  uint32_t shared = r->key_shared;
+  int c = memcmp(key, r->keys, klen < shared ? klen : shared);   /* the first index key holds the prefix */
+  if (c < 0 || (c == 0 && klen < shared))
+    return 0;                 /* below every index key */
+  if (c > 0)
+    return r->nblocks;        /* above every one */
+  uint64_t kp = key_prefix(key + shared, klen - shared);
   uint32_t lo = 0, hi = r->nblocks;
   while (lo < hi) {
     uint32_t mid = lo + (hi - lo) / 2;
-    const struct sst_index_entry *e = &r->index[mid];
-    if (ikey_cmp(r->keys + e->key_off, e->klen, e->seq, key, klen, seq) < 0)
+    uint64_t mp = r->key_pfx[mid];
+    int below = mp < kp;
+    if (mp == kp) {
+      const struct sst_index_entry *e = &r->index[mid];
+      below = ikey_cmp(r->keys + e->key_off, e->klen, e->seq, key, klen, seq) < 0;
+    }
+    if (below)
       lo = mid + 1;
     else
       hi = mid;

@@ -118,6 +118,7 @@
 #ifndef SOCHDB_SSTFMT_H
 #define SOCHDB_SSTFMT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -308,9 +309,18 @@ struct sst_block_cache {
 };
 
 /* An open table. It points into the caller's buffer, which must stay mapped
-** and unchanged until sst_close. Read-only after sst_open (and sst_set_cache):
-** several threads may read one reader at once, each with its own scratch and
-** iterators. */
+** and unchanged until sst_close. Read-only after sst_open (and sst_set_cache)
+** but for `verified`: several threads may read one reader at once, each with
+** its own scratch and iterators.
+**
+** A data block's checksum is verified the first time the reader loads it
+** from the file, not again: the file never changes and its mapped pages are
+** the same memory on every read, so a second check would only stream the
+** block through the CPU again (a tenth of a point read). As with a block
+** cache filled from verified reads, damage that appears later in a page this
+** reader already verified (evicted, then read back wrong from the disk) is
+** not seen by it; a new reader (another process, a reopen, `sochdb check`)
+** verifies every block again. */
 struct sst_reader {
   const uint8_t          *buf;
   size_t                  len;
@@ -321,6 +331,11 @@ struct sst_reader {
   uint32_t                nblocks;
   struct sst_index_entry *index;      /* malloc'ed */
   uint8_t                *keys;       /* malloc'ed: the index's keys */
+  uint64_t               *key_pfx;    /* malloc'ed: per index key, its 8 bytes after key_shared, big-endian
+                                      ** and zero-padded: find_block compares these before whole keys */
+  uint32_t                key_shared; /* leading bytes every index key has in common */
+  _Atomic uint64_t       *verified;   /* malloc'ed: a bit per data block whose checksum this reader
+                                      ** verified (the one thing sst_get and iterators write) */
   uint64_t                entries, min_seq, max_seq;
   struct sst_block_cache  cache;      /* lookup/insert NULL: none */
   unsigned                version;    /* the footer's */

@@ -16,6 +16,10 @@
 ** fails and skips blocks by min/max; a flipped byte in any segment is
 ** SOCHDB_CORRUPT on every read that covers it, never a wrong value; forged
 ** checksums only ever give SOCHDB_CORRUPT; segments go through the cache.
+**
+** The index search compares 8 bytes after the keys' shared prefix first:
+** keys that tie there, or lie outside the prefix, are still found (or not)
+** exactly. A reader verifies each data block's checksum once.
 */
 #include <criterion/criterion.h>
 
@@ -24,6 +28,7 @@
 #include "error.h"
 #include "sstfmt.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -316,6 +321,96 @@ Test(sstfmt, compression)
     free(buf);
     model_free(&m);
   }
+}
+
+/* Keys that share a 12-byte prefix and then tie on their next 8 bytes (the
+** bytes the index search compares first), differing only after them or in
+** length ("x" < "x\0" < "x\0\0z"): every get still finds its key, and keys
+** outside the shared prefix (shorter, below, above) find nothing. */
+Test(sstfmt, index_search_by_prefix)
+{
+  static const char shared[] = "tenant/0042/";
+  struct model m = {0};
+  for (unsigned i = 0; i < 3000; i++) {
+    struct ent *e = model_push(&m);
+    memcpy(e->key, shared, 12);
+    uint64_t id = (uint64_t)(i / 3) * (UINT64_MAX / 1000);   /* its first byte varies too */
+    for (unsigned b = 0; b < 8; b++)
+      e->key[12 + b] = (char)(id >> (56 - 8 * b));
+    e->klen = 20;
+    if (i % 3 >= 1)
+      e->key[e->klen++] = 0;
+    if (i % 3 == 2) {
+      e->key[e->klen++] = 0;
+      e->key[e->klen++] = 'z';
+    }
+    e->seq = 100 + i;
+    e->kind = SST_PUT;
+    fill_value(e, 40, 0);
+  }
+  uint8_t *buf;
+  size_t len;
+  build(&m, SST_BLOCK_MIN, &buf, &len);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
+  cr_assert_gt(r.nblocks, 100u, "small blocks: %u", r.nblocks);
+  cr_assert_eq(r.key_shared, 12u, "the index keys share \"%s\" (got %u bytes)", shared, r.key_shared);
+  check_all_gets(&m, &r);
+  static const char *const outside[] = { "tenant/", "tenant/0041/\xff\xff\xff\xff\xff\xff\xff\xff",
+                                         "tenant/0042", "tenant/0043/", "tenant/0042/\xff", "a", "z" };
+  struct sst_scratch s = {0};
+  for (size_t k = 0; k < sizeof outside / sizeof *outside; k++) {
+    struct ent absent = {0};
+    absent.klen = strlen(outside[k]);
+    memcpy(absent.key, outside[k], absent.klen);
+    check_get(&r, &s, &absent, NULL, UINT64_MAX, 0);
+  }
+  sst_scratch_free(&s);
+  sst_close(&r);
+  free(buf);
+  model_free(&m);
+}
+
+/* A reader verifies a data block's checksum once: a block that fails is
+** refused on every read (nothing marks it verified), only blocks read are
+** marked, and a new reader of the same bytes checks again. */
+Test(sstfmt, checksum_verified_once_per_reader)
+{
+  struct model m = {0};
+  make_model(&m, 2000, 1, 100, 0);
+  uint8_t *buf;
+  size_t len;
+  build(&m, 0, &buf, &len);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
+  cr_assert_gt(r.nblocks, 3u, "several blocks");
+  struct sst_scratch s = {0};
+  struct sst_get_result res;
+  const struct ent *first = &m.e[0];
+  cr_assert_eq(sst_get(&r, first->key, first->klen, UINT64_MAX, &s, &res), SOCHDB_OK, "get");
+  cr_assert(atomic_load(&r.verified[0]) & 1, "block 0 is marked verified after a read");
+  cr_assert_eq(atomic_load(&r.verified[0]) >> 1, 0, "no block that was not read is marked");
+
+  /* damage the last block before anything read it: refused, and again */
+  const struct ent *last = &m.e[m.n - 1];
+  uint32_t lb = r.nblocks - 1;
+  buf[r.index[lb].offset + 3] ^= 0x40;
+  for (int again = 0; again < 2; again++)
+    cr_assert_eq(sst_get(&r, last->key, last->klen, UINT64_MAX, &s, &res), SOCHDB_CORRUPT,
+                 "read %d of a damaged block", again + 1);
+  cr_assert_eq(atomic_load(&r.verified[lb / 64]) & (1ull << (lb % 64)), 0, "a damaged block is never marked");
+
+  /* damage block 0 after this reader verified it: a new reader refuses it */
+  buf[r.index[0].offset + 3] ^= 0x40;
+  struct sst_reader fresh;
+  cr_assert_eq(sst_open(buf, len, &fresh), SOCHDB_OK, "open again");
+  cr_assert_eq(sst_get(&fresh, first->key, first->klen, UINT64_MAX, &s, &res), SOCHDB_CORRUPT,
+               "a new reader verifies block 0 again");
+  sst_close(&fresh);
+  sst_scratch_free(&s);
+  sst_close(&r);
+  free(buf);
+  model_free(&m);
 }
 
 Test(sstfmt, zero_copy_values)
