@@ -20,14 +20,6 @@
 
 #define HEAD_BYTES (sizeof(struct sl_node) + SL_MAX_HEIGHT * sizeof(uint64_t))
 
-int sl_compare(const void *a, uint32_t alen, const void *b, uint32_t blen)
-{
-  int c = memcmp(a, b, alen < blen ? alen : blen);
-  if (c)
-    return c;
-  return alen < blen ? -1 : alen > blen;
-}
-
 static inline struct sl_node *node_at(const shm_region *r, uint64_t off) { return shm_at(r, off); }
 
 static inline uint64_t head_of(const shm_region *r, uint32_t mt) { return arena_memtable(r, mt)->arena_off; }

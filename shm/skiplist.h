@@ -11,6 +11,7 @@
 #ifndef SOCHDB_SHM_SKIPLIST_H
 #define SOCHDB_SHM_SKIPLIST_H
 
+#include "bytes.h"
 #include "region.h"
 
 #define SL_MAX_HEIGHT 16
@@ -99,6 +100,8 @@ static inline uint64_t sl_next(const shm_region *r, uint64_t n)
   return atomic_load_explicit(&node->next[0], memory_order_acquire);
 }
 
-int sl_compare(const void *a, uint32_t alen, const void *b, uint32_t blen);
+/* Bytewise key order, a prefix first (<0, 0, >0). */
+static inline int sl_compare(const void *a, uint32_t alen, const void *b, uint32_t blen)
+{ return key_order(a, alen, b, blen); }
 
 #endif

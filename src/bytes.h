@@ -1,7 +1,7 @@
 /*
 ** bytes.h — little-endian loads and stores of fixed-width integers at any
 ** alignment, and LEB128 varints, for the on-disk formats (WAL, SSTables,
-** MANIFEST, row values).
+** MANIFEST, row values); and the byte-wise order of keys.
 */
 #ifndef SOCHDB_BYTES_H
 #define SOCHDB_BYTES_H
@@ -63,6 +63,26 @@ static inline int get_varint(const uint8_t *p, size_t end, size_t *pos, uint64_t
 }
 
 /* n rounded up to a multiple of 8: records are 8-byte aligned. */
+/* Keys' order: bytewise (memcmp's), a key that is a prefix of another first.
+** Short keys are compared 8 bytes at a time in registers; memcmp's call and
+** length dispatch cost as much as the comparison for the 16-byte keys that
+** every skiplist step and index search compares. */
+static inline int key_order(const void *a, size_t alen, const void *b, size_t blen)
+{
+  const uint8_t *p = a, *q = b;
+  size_t n = alen < blen ? alen : blen, i = 0;
+  if (n <= 32)
+    for (; i + 8 <= n; i += 8) {
+      uint64_t x = ld64be(p + i), y = ld64be(q + i);
+      if (x != y)
+        return x < y ? -1 : 1;
+    }
+  int c = n > i ? memcmp(p + i, q + i, n - i) : 0;
+  if (c)
+    return c;
+  return alen < blen ? -1 : alen > blen;
+}
+
 static inline uint64_t pad8(uint64_t n) { return (n + 7) & ~7ull; }
 
 /* Every byte of p[0..n) is zero (preallocated, never written). */

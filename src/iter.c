@@ -387,24 +387,6 @@ static int tables_verdict(sochdb_iter *it, const uint8_t *k, uint32_t kl, const 
 
 /* ---- runs ------------------------------------------------------------------ */
 
-/* Key order (as sl_compare), inline and 8 bytes at a time: the run's inner
-** loop compares every key with its bound. */
-static inline int key_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
-{
-  size_t n = al < bl ? al : bl, i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t x, y;
-    memcpy(&x, a + i, 8);
-    memcpy(&y, b + i, 8);
-    if (x != y)
-      return __builtin_bswap64(x) < __builtin_bswap64(y) ? -1 : 1;
-  }
-  for (; i < n; i++)
-    if (a[i] != b[i])
-      return a[i] < b[i] ? -1 : 1;
-  return (al > bl) - (al < bl);
-}
-
 /* The smallest current key of every source but table cursor `skip`, and the
 ** iterator's end: the bound of a run of that cursor (NULL: none). Each is
 ** stable while its source does not move. */
@@ -458,7 +440,7 @@ static int run_leave_block(sochdb_iter *it, struct table_cursor *c)
 {
   it->run_taken = 0;
   int rc = cursor_step(c, NULL, 0);   /* past its first row, whose entry c held: the rest went with it */
-  while (rc == SOCHDB_OK && c->valid && key_cmp(c->e.key, c->e.klen, it->kbuf, it->taken_klen) == 0)
+  while (rc == SOCHDB_OK && c->valid && key_order(c->e.key, c->e.klen, it->kbuf, it->taken_klen) == 0)
     rc = cursor_step(c, NULL, 0);
   return rc;
 }
@@ -494,13 +476,13 @@ static int run_next(sochdb_iter *it, const void **key, uint32_t *klen, const voi
     if (rc != SOCHDB_OK)
       return -rc;
   }
-  while (c->valid && (!it->run_end || key_cmp(c->e.key, c->e.klen, it->run_end, it->run_elen) < 0)) {
+  while (c->valid && (!it->run_end || key_order(c->e.key, c->e.klen, it->run_end, it->run_elen) < 0)) {
     if (run_take_block(it, c, blk))
       return 2;
     uint32_t kl = c->e.klen;
     memcpy(it->kbuf, c->e.key, kl);
     int decided = 0, found = 0;
-    while (c->valid && key_cmp(c->e.key, c->e.klen, it->kbuf, kl) == 0) {
+    while (c->valid && key_order(c->e.key, c->e.klen, it->kbuf, kl) == 0) {
       if (!decided && c->e.seq <= it->t->snapshot) {
         decided = 1;
         found = c->e.kind == SST_PUT ? hand_out(it, c, &c->e, it->kbuf, key, val, vlen) : 0;

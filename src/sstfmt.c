@@ -35,11 +35,9 @@
 /* Internal-key order: user key ascending, then seq descending. */
 static int ikey_cmp(const uint8_t *a, size_t al, uint64_t aseq, const uint8_t *b, size_t bl, uint64_t bseq)
 {
-  int c = memcmp(a, b, al < bl ? al : bl);
+  int c = key_order(a, al, b, bl);
   if (c)
     return c;
-  if (al != bl)
-    return al < bl ? -1 : 1;
   if (aseq != bseq)
     return aseq > bseq ? -1 : 1;
   return 0;

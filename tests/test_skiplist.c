@@ -130,6 +130,19 @@ Test(skiplist, compare_orders_bytes_then_length)
     { "\x00\xff", 2, "\x01", 1, -1 },  /* the first byte decides, not the length */
     { "zz", 2, "zzz", 0, 1 },         /* vs the empty key */
     { "zz", 0, "zzz", 0, 0 },
+    /* compared 8 bytes at a time up to 32 bytes: the first differing byte
+    ** decides, unsigned, whichever word it is in and wherever in the word */
+    { "abcdefgh\x01", 9, "abcdefgi\x00", 9, -1 },
+    { "\x01" "bcdefgh", 8, "\x00" "bcdefgz", 8, 1 },
+    { "abcdefgh", 8, "abcdefgh\x00", 9, -1 },
+    { "0123456789abcdef", 16, "0123456789abcdeg", 16, -1 },
+    { "0123456789abcde\xff", 16, "0123456789abcde\x01", 16, 1 },
+    { "01234567\x80", 9, "01234567\x7f\xff", 10, 1 },
+    { "0123456789abcdef0123456789abcdef", 32, "0123456789abcdef0123456789abcdef", 32, 0 },
+    { "0123456789abcdef0123456789abcdeF", 32, "0123456789abcdef0123456789abcdef", 32, -1 },
+    { "0123456789abcdef0123456789abcdef!", 33, "0123456789abcdef0123456789abcdef", 32, 1 },
+    { "0123456789abcdef0123456789abcdef0123\xfe", 37, "0123456789abcdef0123456789abcdef0123\xff", 37, -1 },
+    { "0123456789abcdeX0123456789abcdef0123", 36, "0123456789abcdef0123456789abcdef0123", 36, -1 },
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     int got = sign(sl_compare(cases[i].a, cases[i].alen, cases[i].b, cases[i].blen));
