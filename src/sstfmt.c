@@ -197,6 +197,26 @@ static int add_index_entry(struct sst_builder *b, const uint8_t *val, size_t n)
   return rc;
 }
 
+/* Whether the next plain data block tries LZ4 (see lz4_backoff). */
+static int lz4_worth_trying(struct sst_builder *b)
+{
+  if (b->lz4_skip_left == 0)
+    return 1;
+  b->lz4_skip_left--;
+  return 0;
+}
+
+/* A block that tried LZ4 shrank (stored < payload) or did not. */
+static void lz4_outcome(struct sst_builder *b, int shrank)
+{
+  if (shrank)
+    b->lz4_backoff = 0;
+  else
+    b->lz4_backoff = b->lz4_backoff == 0 ? 1 : b->lz4_backoff >= SST_LZ4_SKIP_MAX / 2 ? SST_LZ4_SKIP_MAX
+                                                                                  : 2 * b->lz4_backoff;
+  b->lz4_skip_left = b->lz4_backoff;
+}
+
 /* Write the plain data block being built and add its index entry. */
 static int flush_plain(struct sst_builder *b)
 {
@@ -204,10 +224,13 @@ static int flush_plain(struct sst_builder *b)
   uint64_t offset = file_pos(b);
   uint32_t size;
   int rc = blockbuf_seal(d);
+  int try_lz4 = lz4_worth_trying(b);
   if (!rc)
-    rc = store_block(b, d->p, d->n, SEED_DATA, 1, &size);
+    rc = store_block(b, d->p, d->n, SEED_DATA, try_lz4, &size);
   if (rc)
     return rc;
+  if (try_lz4)
+    lz4_outcome(b, size < d->n + SST_TRAILER_BYTES);
   uint8_t handle[12];
   st64(handle, offset);
   st32(handle + 8, size);

@@ -140,6 +140,11 @@
 #define SST_COLUMNAR_DEFAULT 49152u
 #define SST_BLOCK_MIN        1024u
 #define SST_BLOCK_MAX        65536u
+/* The most plain data blocks stored without trying LZ4 after blocks that did
+** not compress: incompressible values cost LZ4 one block in 17 instead of
+** every block (it was the daemon's largest cost while flushing them), and
+** values that turn compressible are stored raw for at most this many. */
+#define SST_LZ4_SKIP_MAX     16u
 #define SST_BLOOM_BITS       10u
 #define SST_BLOOM_K          7u
 
@@ -199,6 +204,9 @@ struct sst_builder {
   uint8_t            *seg;            /* a segment's payload being assembled */
   size_t              seg_cap;
   int                 any_columnar;   /* the file is version 2 */
+  /* Plain data blocks that LZ4 could not shrink by an eighth make the next
+  ** ones skip it: 1, 2, 4, ... SST_LZ4_SKIP_MAX blocks, until one shrinks. */
+  unsigned            lz4_backoff, lz4_skip_left;
 };
 
 /* Start a table whose data blocks aim at block_bytes of payload (0 means

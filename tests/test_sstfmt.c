@@ -19,7 +19,8 @@
 **
 ** The index search compares 8 bytes after the keys' shared prefix first:
 ** keys that tie there, or lie outside the prefix, are still found (or not)
-** exactly. A reader verifies each data block's checksum once.
+** exactly. A reader verifies each data block's checksum once. Blocks that
+** do not compress make the builder skip LZ4 for a few blocks.
 */
 #include <criterion/criterion.h>
 
@@ -408,6 +409,67 @@ Test(sstfmt, checksum_verified_once_per_reader)
                "a new reader verifies block 0 again");
   sst_close(&fresh);
   sst_scratch_free(&s);
+  sst_close(&r);
+  free(buf);
+  model_free(&m);
+}
+
+/* Which run of 500 keys (even: random values, odd: compressible) a key of
+** make_runs is in. */
+static unsigned run_of(const char *key) { return (unsigned)(strtoul(key + 1, NULL, 10) / 2 / 500); }
+
+static void make_runs(struct model *m, unsigned runs)
+{
+  for (unsigned i = 0; i < runs * 500; i++) {
+    struct ent *e = model_push(m);
+    e->klen = (size_t)snprintf(e->key, sizeof e->key, "k%08u", i * 2);
+    e->seq = 10 + i;
+    e->kind = SST_PUT;
+    fill_value(e, 200, i / 500 % 2);
+  }
+}
+
+/* After blocks that LZ4 could not shrink, the builder skips LZ4 for a few
+** blocks (at most SST_LZ4_SKIP_MAX) before trying again: a compressible run
+** after a random one starts with a few raw blocks, then every block of it
+** is compressed; everything reads back. */
+Test(sstfmt, lz4_backs_off_on_incompressible_blocks)
+{
+  struct model m = {0};
+  make_runs(&m, 4);
+  uint8_t *buf;
+  size_t len;
+  build(&m, 0, &buf, &len);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
+  unsigned raw_in_compressible = 0, prev_run = UINT32_MAX, lz4_seen = 0;
+  for (uint32_t i = 0; i < r.nblocks; i++) {
+    const struct sst_index_entry *e = &r.index[i];
+    char key[32] = {0};
+    memcpy(key, r.keys + e->key_off, e->klen < 31 ? e->klen : 31);
+    unsigned run = run_of(key);
+    int first_of_run = run != prev_run;   /* may hold the end of the run before */
+    prev_run = run;
+    int lz4 = r.buf[e->offset + e->size - SST_TRAILER_BYTES] == SST_LZ4;
+    if (run % 2 == 0) {
+      cr_assert(!lz4 || first_of_run, "block %u of a random run is LZ4", i);
+      lz4_seen = 0;
+      continue;
+    }
+    if (first_of_run)
+      continue;
+    if (lz4) {
+      lz4_seen = 1;
+      continue;
+    }
+    cr_assert(!lz4_seen, "block %u: raw after an LZ4 block of the same compressible run", i);
+    raw_in_compressible++;
+  }
+  cr_assert(raw_in_compressible >= 1 && raw_in_compressible <= 2 * SST_LZ4_SKIP_MAX,
+            "%u raw blocks at the starts of the 2 compressible runs (backing off skips 1..%u each)",
+            raw_in_compressible, SST_LZ4_SKIP_MAX);
+  check_all_gets(&m, &r);
+  check_scan(&m, &r);
   sst_close(&r);
   free(buf);
   model_free(&m);
