@@ -47,6 +47,7 @@ void arena_init_all(shm_region *r, uint64_t arenas_off)
   atomic_init(&arena_memtable(r, 0)->state_claim, mt_word(MT_LIVE, 0));
   atomic_init(&h->active_memtable, 0);
   atomic_init(&h->next_memtable_id, 2);
+  atomic_init(&h->viewable_memtables, 1);
 }
 
 uint64_t arena_first_reserve(uint64_t capacity)
@@ -158,6 +159,11 @@ int arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full)
   arena_reset_meta(m);
   atomic_store_explicit(&m->id, atomic_fetch_add_explicit(&h->next_memtable_id, 1, memory_order_relaxed),
                         memory_order_relaxed);
+  /* relaxed: the release store of LIVE below, and the acq_rel CAS that
+  ** makes the arena active, publish the bit with everything before them;
+  ** a view that must hold this memtable (its snapshot holds a commit made
+  ** in it) happens after them, and so sees the bit (arena_view) */
+  atomic_fetch_or_explicit(&h->viewable_memtables, 1ull << fresh, memory_order_relaxed);
   set_word(m, MT_LIVE, my_slot + 1);   /* readers that see LIVE see the head and id */
   uint32_t expected = full;
   /* acq_rel: writers that load the new active index (acquire) see the head */
@@ -173,7 +179,15 @@ void arena_view(const shm_region *r, struct mt_view *v)
 {
   uint64_t ids[SHM_MAX_MEMTABLES];
   v->n = 0;
-  for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
+  /* A memtable this view must hold went LIVE, with its bit set before, in
+  ** what happened before the view (the caller's snapshot or active index
+  ** acquired it), so coherence gives a mask with the bit, and only a
+  ** recycled memtable loses it. acquire: a memtable left out because its
+  ** bit was cleared must be seen as the recycler saw it (arena_recycle),
+  ** as one left out for its state (acquired below) is. */
+  uint64_t viewable = atomic_load_explicit(&r->hdr->viewable_memtables, memory_order_acquire);
+  for (; viewable; viewable &= viewable - 1) {
+    uint32_t i = (uint32_t)__builtin_ctzll(viewable);
     struct shm_memtable *m = arena_memtable(r, i);
     if (mt_state_of(mt_load(m)) != MT_LIVE)
       continue;
@@ -291,6 +305,13 @@ void arena_recycle(shm_region *r, uint32_t i)
     if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(m->arena_off + at), (off_t)len) != 0)
       break;
   }
+  /* release: a view that no longer lists the memtable because it read this
+  ** (acquire, arena_view; later fetch_ors continue the release sequence)
+  ** must see what seeing it RETIRED would have shown: retired_max_seq
+  ** raised, its SSTable in the file list (txn.c). The release store of FREE
+  ** below orders the clear before the next claimer's fetch_or (its CAS
+  ** acquires FREE), so the two cannot swap. */
+  atomic_fetch_and_explicit(&r->hdr->viewable_memtables, ~(1ull << i), memory_order_release);
   set_word(m, MT_FREE, 0);
 }
 

@@ -29,7 +29,7 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  5u
+#define SHM_LAYOUT_VERSION  6u
 #define SHM_HEADER_BYTES    4096u
 #define SHM_CACHELINE       64
 
@@ -109,6 +109,13 @@ struct shm_header {
   alignas(SHM_CACHELINE) _Atomic uint32_t kick_futex;    /* bumped to wake the WAL writer */
   alignas(SHM_CACHELINE) _Atomic uint32_t active_memtable;
   _Atomic uint64_t next_memtable_id;
+  /* Bit i set: memtable i may be LIVE. Always a superset of the LIVE ones,
+  ** so arena_view reads only these instead of every memtable's state: a
+  ** rotator sets the bit before it stores LIVE, and only arena_recycle
+  ** clears it, while the memtable is RETIRED (no one else changes it then),
+  ** before it stores FREE. A bit left set (a lost rotation, a dead claimer)
+  ** only costs a look. (layout version 6) */
+  _Atomic uint64_t viewable_memtables;
   alignas(SHM_CACHELINE) _Atomic uint64_t epoch;         /* reclamation epoch (epoch.h) */
   _Atomic uint64_t retired_max_seq;  /* newest commit in a memtable retired so far (arena.h) */
   alignas(SHM_CACHELINE) _Atomic uint32_t current_files; /* index of the current file list */

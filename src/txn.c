@@ -504,7 +504,9 @@ static int check_elsewhere(struct commit_ctx *c, const struct wb_entry *w, const
 ** say there is. Relaxed: arena_retire raises retired_max_seq before its
 ** seq_cst RETIRED store, and every memtable missing from the fresh view we
 ** just took was seen (acquire) RETIRED, or in a later state whose store
-** carries that one along, so the raise is already visible to us. */
+** carries that one along, or had its viewable bit seen cleared (acquire),
+** which arena_recycle releases after all of these; so the raise is already
+** visible to us. */
 static int check_retired(struct commit_ctx *c)
 {
   uint64_t retired = atomic_load_explicit(&c->r->hdr->retired_max_seq, memory_order_relaxed);

@@ -26,8 +26,13 @@ TestSuite(arena, .init = tu_setup_without_daemon, .fini = tu_teardown, .timeout 
 /* The state and claimer of arena i, packed in one word (arena.h). */
 static uint32_t st_of(const shm_region *r, uint32_t i) { return mt_state_of(mt_load(arena_memtable(r, i))); }
 static uint32_t cl_of(const shm_region *r, uint32_t i) { return mt_claimer_of(mt_load(arena_memtable(r, i))); }
+static uint64_t viewable(const shm_region *r) { return atomic_load(&r->hdr->viewable_memtables); }
+
+/* Forcing LIVE sets i's viewable bit first, as a rotator does. */
 static void set_st(shm_region *r, uint32_t i, uint32_t st)
 {
+  if (st == MT_LIVE)
+    atomic_fetch_or(&r->hdr->viewable_memtables, 1ull << i);
   atomic_store(&arena_memtable(r, i)->state_claim, mt_word(st, cl_of(r, i)));
 }
 static void set_cl(shm_region *r, uint32_t i, uint32_t cl)
@@ -50,9 +55,12 @@ static uint32_t count_state(const shm_region *r, uint32_t state)
 
 static uint64_t mt_id(const shm_region *r, uint32_t i) { return atomic_load(&arena_memtable(r, i)->id); }
 
-/* The view must list exactly the LIVE arenas, each once, strictly newest first. */
+/* The view must list exactly the LIVE arenas, each once, strictly newest
+** first; every LIVE arena has its viewable bit. */
 static void check_view(const shm_region *r, const struct mt_view *v)
 {
+  for (uint32_t i = 0; i < r->hdr->n_memtables; i++)
+    cr_assert(st_of(r, i) != MT_LIVE || (viewable(r) >> i & 1), "LIVE arena %u without its viewable bit", i);
   cr_assert_eq(v->n, count_state(r, MT_LIVE), "view has %u memtables, %u are LIVE", v->n,
                count_state(r, MT_LIVE));
   for (uint32_t k = 0; k < v->n; k++) {
@@ -333,6 +341,40 @@ Test(arena, rotate_busy_when_none_free)
   arena_view(r, &v);
   check_view(r, &v);
   cr_assert_eq(v.idx[0], victim, "the reused arena must come first in the view");
+  tu_close();
+}
+
+/* The viewable bits follow the arenas' lives: set by the rotation that
+** makes one LIVE, kept while it is retired (views skip it by its state),
+** cleared by recycling, set again when it is reused. (The arenas of lost
+** rotations keep their bits, FREE: concurrent_rotations_make_one_active
+** checks that views still list exactly the LIVE ones.) */
+Test(arena, viewable_bits_cover_every_live_arena)
+{
+  sochdb *db = open_db(8u << 20, 1u << 20);
+  shm_region *r = &db->region;
+  struct mt_view v;
+  cr_assert_eq(viewable(r), 1u, "a fresh region: only arena 0");
+  uint32_t first = arena_active(r);
+  cr_assert_eq(arena_rotate(r, db->slot, first), SOCHDB_OK);
+  uint32_t second = arena_active(r);
+  cr_assert_eq(viewable(r), 1ull << first | 1ull << second, "the rotation set its arena's bit");
+  arena_retire(r, first);
+  arena_view(r, &v);
+  check_view(r, &v);
+  cr_assert(v.n == 1 && v.idx[0] == second, "a retired arena is not in the view");
+  cr_assert(viewable(r) >> first & 1, "retiring keeps the bit");
+  arena_recycle(r, first);
+  cr_assert_eq(viewable(r), 1ull << second, "recycling clears only the recycled arena's bit");
+  cr_assert_eq(arena_rotate(r, db->slot, second), SOCHDB_OK);
+  cr_assert_eq(arena_active(r), first, "the recycled arena is reused");
+  cr_assert(viewable(r) >> first & 1, "reused: its bit is set again");
+  uint64_t before = viewable(r);
+  cr_assert_eq(arena_rotate(r, db->slot, second), SOCHDB_OK, "stale rotation");
+  cr_assert_eq(viewable(r), before, "a stale rotation claims nothing");
+  arena_view(r, &v);
+  check_view(r, &v);
+  cr_assert_eq(v.n, 2u, "both LIVE arenas in the view");
   tu_close();
 }
 
