@@ -1135,6 +1135,8 @@ int sst_may_contain(const struct sst_reader *r, const void *key, size_t klen)
 ** prefixes fall back to comparing whole internal keys. */
 static uint32_t find_block(const struct sst_reader *r, const uint8_t *key, size_t klen, uint64_t seq)
 {
+  if (r->nblocks == 0)
+    return 0;                 /* an empty table has no index keys (keys is NULL) */
   uint32_t shared = r->key_shared;
   int c = memcmp(key, r->keys, klen < shared ? klen : shared);   /* the first index key holds the prefix */
   if (c < 0 || (c == 0 && klen < shared))

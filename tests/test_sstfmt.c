@@ -284,6 +284,8 @@ Test(sstfmt, empty_table)
   struct sst_entry e;
   sst_iter_init(&it, &r);
   cr_assert_eq(sst_iter_next(&it, &e), SOCHDB_NOTFOUND, "empty scan");
+  cr_assert_eq(sst_iter_seek(&it, "a", 1), SOCHDB_OK, "seek in an empty table");
+  cr_assert_eq(sst_iter_next(&it, &e), SOCHDB_NOTFOUND, "nothing after a seek in an empty table");
   sst_iter_free(&it);
   sst_close(&r);
   free(buf);
