@@ -19,6 +19,7 @@ struct walwriter {
   int         fd;             /* the current segment */
   uint64_t    seg_first_lsn;
   uint64_t    end_offset;     /* where the next group goes in the segment */
+  uint64_t    zeroed_end;     /* the segment's size: zeros from end_offset to here (its runway) */
   uint64_t    next_lsn;
   uint64_t    next_seq;       /* the first commit not yet written */
   uint8_t    *buf;            /* one group being built */

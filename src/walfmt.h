@@ -10,6 +10,10 @@
 ** checksum of its own. Everything is little-endian and 8-byte aligned.
 **
 **   segment: [ seg header 64 B | group | group | ... | zeros or torn bytes ]
+**
+** The writer lays zeros ahead of its groups and writes each group over them
+** (daemon/walwriter.c: an fdatasync of an overwrite costs about half that of
+** an append), so a segment usually ends in zeros: the log's clean end.
 **   group:   [ magic u32 | payload bytes u32 | first_lsn u64 | payload xxh3 u64 | header xxh3 u64 ]
 **            [ record | record | ... ]
 **   record:  [ bytes u32 | type u16 | nops u16 | seq u64 | xxh3 u64 | op ... | pad to 8 ]

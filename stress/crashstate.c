@@ -16,7 +16,10 @@
 **   2. the bytes: every file is cut to its durable size (its last fsync's
 **      record; 0 for a file never synced) plus a random part of its unsynced
 **      tail: none of it, a random prefix, all of it, or a random prefix with
-**      one 512-byte sector in it zeroed or filled with garbage (torn).
+**      one 512-byte sector in it zeroed or filled with garbage (torn);
+**   3. writes over zeros (the WAL's runway) after the file's last fsync, newest
+**      first: each is kept, made zeros again, made zeros after a random
+**      prefix, or has one 512-byte sector in it zeroed or filled with garbage.
 ** Every change is one line on the cycle's power-cut log.
 */
 
@@ -34,10 +37,11 @@
 #include <unistd.h>
 
 typedef struct rec {
-  char type;                 /* F D U R */
+  char type;                 /* F D U R Z */
   char *dir, *name, *dir2, *name2, *grave, *path;
   unsigned long long dev, ino, ino2;
-  long long size;
+  long long size;            /* F: durable size; Z: offset */
+  long long len;             /* Z: bytes */
   char **names;              /* D: its listing */
   unsigned long long *inos;
   unsigned n;
@@ -97,6 +101,14 @@ static int parse_line(char *line, rec *r)
     r->dev = num(&p);
     r->ino = num(&p);
     r->size = (long long)num(&p);
+    while (*p == ' ') p++;
+    r->path = strdup(p);
+    return 0;
+  case 'Z':
+    r->dev = num(&p);
+    r->ino = num(&p);
+    r->size = (long long)num(&p);
+    r->len = (long long)num(&p);
     while (*p == ' ') p++;
     r->path = strdup(p);
     return 0;
@@ -314,15 +326,109 @@ static void namespace(const recs *v, const char *dir, uint64_t *rng, FILE *log, 
   free(ops);
 }
 
-static long long durable_size(const recs *v, unsigned long long dev, unsigned long long ino)
+/* The record index after the file's last F record (0: none), its size in *size (0: never synced). */
+static size_t last_sync(const recs *v, unsigned long long dev, unsigned long long ino, long long *size)
 {
   for (size_t i = v->n; i > 0; i--)
-    if (v->r[i - 1].type == 'F' && v->r[i - 1].dev == dev && v->r[i - 1].ino == ino) return v->r[i - 1].size;
-  return 0;   /* never synced */
+    if (v->r[i - 1].type == 'F' && v->r[i - 1].dev == dev && v->r[i - 1].ino == ino) {
+      *size = v->r[i - 1].size;
+      return i;
+    }
+  *size = 0;
+  return 0;
 }
 
-/* Cut one file to its durable size plus a random part of its unsynced tail. */
+static long long durable_size(const recs *v, unsigned long long dev, unsigned long long ino)
+{
+  long long size;
+  last_sync(v, dev, ino, &size);
+  return size;
+}
+
+/* Fill [lo, hi) of fd with zeros, or garbage; 0 if done. */
+static int fill(int fd, long long lo, long long hi, int garbage, uint64_t *rng)
+{
+  unsigned char buf[4096];
+  for (long long at = lo; at < hi;) {
+    size_t n = hi - at < (long long)sizeof buf ? (size_t)(hi - at) : sizeof buf;
+    for (size_t i = 0; i < n; i++) buf[i] = garbage ? (unsigned char)st_rand(rng) : 0;
+    if (pwrite(fd, buf, n, (off_t)at) != (ssize_t)n) return -1;
+    at += (long long)n;
+  }
+  return 0;
+}
+
+/* Step 3 for one file (open as fd, `len` bytes after step 2): its writes
+** over zeros that no sync covered, newest first. With a lying disk, only the
+** newest WAL segment's are undone, all of them (see cut_file). */
+static void undo_overwrites(const recs *v, int fd, const struct stat *s, long long len, int lie, const char *dir,
+                            const char *name, uint64_t *rng, FILE *log, pc_stats *st)
+{
+  long long dur;
+  size_t from = last_sync(v, (unsigned long long)s->st_dev, (unsigned long long)s->st_ino, &dur);
+  for (size_t i = v->n; i > from; i--) {
+    const rec *z = &v->r[i - 1];
+    if (z->type != 'Z' || z->dev != (unsigned long long)s->st_dev || z->ino != (unsigned long long)s->st_ino)
+      continue;
+    long long lo = z->size, hi = z->size + z->len < len ? z->size + z->len : len;
+    if (lo >= hi)
+      continue;
+    unsigned how = lie ? 1 : st_below(rng, 4);
+    if (how == 0) {
+      st->overwrites_kept++;
+      continue;
+    }
+    const char *what = "made zeros again";
+    long long wlo = lo, whi = hi;   /* the written bytes the power cut may tear */
+    int ok = 1;
+    if (how == 2) {
+      lo += (long long)(st_rand(rng) % (uint64_t)(hi - lo));
+      whi = lo;
+      what = "made zeros again after a prefix";
+    }
+    if (how != 3)
+      ok = fill(fd, lo, hi, 0, rng) == 0;
+    char torn[160] = "";
+    if ((how == 3 || (how == 2 && st_below(rng, 2))) && whi > wlo) {
+      /* one 512-byte sector of the disk (aligned in the file) within what is kept */
+      long long at = (wlo + (long long)(st_rand(rng) % (uint64_t)(whi - wlo))) & ~511LL;
+      long long slo = at < wlo ? wlo : at, shi = at + 512 < whi ? at + 512 : whi;
+      int garbage = st_below(rng, 2);
+      ok = ok && fill(fd, slo, shi, garbage, rng) == 0;
+      snprintf(torn, sizeof torn, ", bytes %lld..%lld %s (torn sector)", slo, shi, garbage ? "garbage" : "zeroed");
+      if (how == 3)
+        lo = hi = 0, what = "kept";
+    }
+    fprintf(log, "%s/%s: unsynced write over zeros at %lld (%lld bytes): bytes %lld..%lld %s%s%s\n", base(dir), name,
+            z->size, z->len, lo, hi, what, torn, ok ? "" : " FAILED");
+    st->overwrites_undone++;
+  }
+}
+
+/* Cut one file to its durable size plus a random part of its unsynced tail
+** (steps 2 and 3 of the header). */
+static void cut_tail(const recs *v, const char *dir, const char *name, int newest, uint64_t *rng, FILE *log,
+                     pc_stats *st);
+
 static void cut_file(const recs *v, const char *dir, const char *name, int newest, uint64_t *rng, FILE *log,
+                     pc_stats *st)
+{
+  cut_tail(v, dir, name, newest, rng, log, st);
+  char path[PATH_MAX * 2];
+  snprintf(path, sizeof path, "%.4095s/%.255s", dir, name);
+  const char *lie = getenv(PC_ENV_LIE);
+  int lying = lie && *lie && strcmp(lie, "0") != 0;
+  if (lying && !newest)
+    return;
+  int fd = open(path, O_RDWR | O_CLOEXEC);
+  struct stat s;
+  if (fd >= 0 && fstat(fd, &s) == 0 && S_ISREG(s.st_mode))
+    undo_overwrites(v, fd, &s, (long long)s.st_size, lying, dir, name, rng, log, st);
+  if (fd >= 0)
+    close(fd);
+}
+
+static void cut_tail(const recs *v, const char *dir, const char *name, int newest, uint64_t *rng, FILE *log,
                      pc_stats *st)
 {
   char path[PATH_MAX * 2];

@@ -17,15 +17,21 @@
 **                          made durable;
 **   rename, renameat, renameat2
 **                          the same for the file a rename replaces, and the
-**                          move itself, so that a power cut can revert it.
+**                          move itself, so that a power cut can revert it;
+**   pwrite, pwrite64       before a write over bytes of a regular file that
+**                          are all zeros (the WAL's runway: groups are
+**                          written over zeros laid ahead of them), record the
+**                          range, so that a power cut before the file's next
+**                          sync can make it zeros again.
 **
 ** Only paths under $SOCHDB_POWERCUT_DIR are tracked; without
 ** $SOCHDB_POWERCUT_STATE the shim does nothing. With SOCHDB_POWERCUT_LIE=1
 ** the disk lies: a process's syncs of a WAL segment after its first one
 ** return 0 without syncing or recording anything (see lie_now).
 **
-** Not interposed (documented limits): in-place overwrites below a file's
-** durable size and truncations of synced data cannot be undone; open(O_CREAT)
+** Not interposed (documented limits): overwrites of bytes that are not all
+** zeros, writes other than pwrite, and truncations of synced data cannot be
+** undone (sochdb does none of these to data it relies on); open(O_CREAT)
 ** is not recorded (a created name the last directory fsync did not see may
 ** vanish at the cut, which is what a power cut may do to it).
 */
@@ -58,6 +64,8 @@ static int (*real_unlinkat)(int, const char *, int);
 static int (*real_rename)(const char *, const char *);
 static int (*real_renameat)(int, const char *, int, const char *);
 static int (*real_renameat2)(int, const char *, int, const char *, unsigned);
+static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
+static ssize_t (*real_pwrite64)(int, const void *, size_t, off64_t);
 
 __attribute__((constructor)) static void pc_init(void)
 {
@@ -68,6 +76,8 @@ __attribute__((constructor)) static void pc_init(void)
   real_rename = (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
   real_renameat = (int (*)(int, const char *, int, const char *))dlsym(RTLD_NEXT, "renameat");
   real_renameat2 = (int (*)(int, const char *, int, const char *, unsigned))dlsym(RTLD_NEXT, "renameat2");
+  real_pwrite = (ssize_t (*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
+  real_pwrite64 = (ssize_t (*)(int, const void *, size_t, off64_t))dlsym(RTLD_NEXT, "pwrite64");
   const char *st = getenv(PC_ENV_STATE), *dir = getenv(PC_ENV_DIR), *l = getenv(PC_ENV_LIE);
   lie = l && *l && strcmp(l, "0") != 0;
   if (!st || !*st || !dir || !*dir || !realpath(dir, db_dir)) return;
@@ -323,4 +333,61 @@ int renameat2(int fd1, const char *from, int fd2, const char *to, unsigned flags
   if (!real_renameat2) pc_init();
   if (!(flags & 2u)) before_rename(fd1, from, fd2, to);   /* not RENAME_EXCHANGE */
   return real_renameat2(fd1, from, fd2, to, flags);
+}
+
+/* ------------------------------------------------------------ pwrite */
+
+/* Whether [off, off+len) of path holds only zeros (read through a descriptor
+** of our own: the writer's may be write-only). */
+static int all_zeros(const char *path, off64_t off, size_t len)
+{
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  unsigned char buf[1 << 14];
+  int zero = 1;
+  while (zero && len) {
+    size_t n = len < sizeof buf ? len : sizeof buf;
+    ssize_t got = pread64(fd, buf, n, off);
+    if (got <= 0) {
+      zero = 0;
+      break;
+    }
+    for (ssize_t i = 0; i < got && zero; i++) zero = buf[i] == 0;
+    off += got;
+    len -= (size_t)got;
+  }
+  close(fd);
+  return zero;
+}
+
+static void before_pwrite(int fd, size_t n, off64_t off)
+{
+  char path[PATH_MAX];
+  struct stat st;
+  int saved = errno;
+  if (active && n && off >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && off < st.st_size &&
+      fd_path(fd, path) == 0) {
+    const char *base = strrchr(path, '/');
+    size_t len = (size_t)(st.st_size - off) < n ? (size_t)(st.st_size - off) : n;
+    if (!(base && pc_ignored_name(base + 1)) && all_zeros(path, off, len))
+      record("Z %llu %llu %lld %zu %s", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino, (long long)off,
+             len, path);
+  }
+  errno = saved;
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+  if (!real_pwrite) pc_init();
+  if (!real_pwrite) return errno = ENOSYS, -1;
+  before_pwrite(fd, n, off);
+  return real_pwrite(fd, buf, n, off);
+}
+
+ssize_t pwrite64(int fd, const void *buf, size_t n, off64_t off)
+{
+  if (!real_pwrite64) pc_init();
+  if (!real_pwrite64) return errno = ENOSYS, -1;
+  before_pwrite(fd, n, off);
+  return real_pwrite64(fd, buf, n, off);
 }

@@ -30,7 +30,13 @@
 **                                   before rename of <dir>/<name> (inode
 **                                   <ino>) to <dir2>/<name2>, which held
 **                                   <oldino> (0: nothing; then <grave> "-"),
-**                                   hard-linked as <grave>.
+**                                   hard-linked as <grave>;
+**   Z <dev> <ino> <off> <len> <path>
+**                                   before a pwrite over bytes [off,
+**                                   off+len) of a regular file that were all
+**                                   zeros (the WAL's runway): until a later F
+**                                   record of the file, they may be zeros
+**                                   again after a power cut.
 ** Names are those of the database (no spaces); paths are realpath()s.
 */
 #ifndef SOCHDB_STRESS_POWERCUT_H
@@ -72,6 +78,8 @@ typedef struct pc_stats {
   uint64_t names_dropped;    /* names never made durable, removed */
   uint64_t names_restored;   /* unlinks and renames never made durable, undone */
   uint64_t shrunk;           /* files found shorter than their durable size (not undoable) */
+  uint64_t overwrites_undone;  /* unsynced writes over zeros reverted, whole or in part */
+  uint64_t overwrites_kept;    /* ... kept */
   uint64_t files_checked;    /* files the file checker verified after the cuts */
 } pc_stats;
 
@@ -81,7 +89,8 @@ typedef struct pc_stats {
 ** durable as it is now (a fresh record log, an empty graveyard).
 ** pc_materialise: turn db into a state a power cut could have left: undo
 ** the namespace operations not made durable, cut each file to its durable
-** size plus a random part of its unsynced tail (maybe torn); one line per
+** size plus a random part of its unsynced tail (maybe torn), and revert
+** unsynced writes over zeros (whole, a suffix, or one torn sector); one line per
 ** change on `log`. Then the record log and graveyard are emptied. 0, or -1
 ** (message on stderr). */
 int pc_baseline(const char *db, const char *state_dir);

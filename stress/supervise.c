@@ -692,7 +692,8 @@ static int crash_cycle(sup *s, unsigned n, uint64_t *rng, char *prev_unit, crash
   uint64_t done = run_cycle(s, rng);
   plain_env(power, fault);
   unsigned fired = fault ? count_fired(s, log0) : 0;
-  uint64_t cut0 = s->pc.files_cut, names0 = s->pc.names_dropped + s->pc.names_restored;
+  uint64_t cut0 = s->pc.files_cut, names0 = s->pc.names_dropped + s->pc.names_restored,
+           undone0 = s->pc.overwrites_undone;
   int removed = power;
   if (!power) {
     removed = st_below(rng, 100) < s->c->remove_pct;
@@ -714,8 +715,9 @@ static int crash_cycle(sup *s, unsigned n, uint64_t *rng, char *prev_unit, crash
   if (s->pc_damaged) rc = 1;
   char extra[256] = "";
   if (power)
-    snprintf(extra, sizeof extra, "; POWER CUT: %llu files cut, %llu names dropped or restored",
-             (unsigned long long)(s->pc.files_cut - cut0),
+    snprintf(extra, sizeof extra, "; POWER CUT: %llu files cut, %llu writes over zeros undone, %llu names dropped "
+             "or restored", (unsigned long long)(s->pc.files_cut - cut0),
+             (unsigned long long)(s->pc.overwrites_undone - undone0),
              (unsigned long long)(s->pc.names_dropped + s->pc.names_restored - names0));
   if (fault)
     snprintf(extra + strlen(extra), sizeof extra - strlen(extra), "; fault %s %s", spec, fired ? "fired" : "not reached");
@@ -747,9 +749,11 @@ static void print_crash_summary(const sup *s, const crash_totals *t, unsigned cy
   if (s->c->power_pct) {
     const pc_stats *p = &s->pc;
     printf("  power cuts: %u; files cut: %llu (%llu torn, %llu bytes torn), unsynced tails kept whole: %llu, "
-           "bytes dropped: %llu; names dropped: %llu, unlinks/renames undone: %llu; files shorter than durable: %llu\n",
+           "bytes dropped: %llu; unsynced writes over zeros undone: %llu, kept: %llu; names dropped: %llu, "
+           "unlinks/renames undone: %llu; files shorter than durable: %llu\n",
            p->cuts, (unsigned long long)p->files_cut, (unsigned long long)p->files_torn,
            (unsigned long long)p->bytes_torn, (unsigned long long)p->files_kept, (unsigned long long)p->bytes_dropped,
+           (unsigned long long)p->overwrites_undone, (unsigned long long)p->overwrites_kept,
            (unsigned long long)p->names_dropped, (unsigned long long)p->names_restored, (unsigned long long)p->shrunk);
     printf("  files checked after the power cuts: %llu, crash states damaged: %u\n",
            (unsigned long long)p->files_checked, s->pc_damaged);

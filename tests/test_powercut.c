@@ -6,7 +6,10 @@
 ** (stress/crashstate.c): the durable prefix of every file is kept byte for
 ** byte, at most the unsynced tail is lost or torn, an unlink or a rename no
 ** directory fsync made durable may be undone (and sometimes is), one that was
-** made durable never is, and a record with a bad checksum is ignored.
+** made durable never is, and a record with a bad checksum is ignored. A
+** pwrite over zeros (the WAL's runway) that no later sync covered may become
+** zeros again, whole or in part; a synced one never does, and a write over
+** bytes that were not zeros is never touched.
 */
 #include <criterion/criterion.h>
 
@@ -203,4 +206,62 @@ Test(powercut, a_file_never_synced_keeps_at_most_what_was_written_and_bad_record
     shorter += n >= 0 && n < 900;
   }
   cr_assert(shorter, "the never-synced file was never cut: the bad record was believed");
+}
+
+/* Bytes [lo, hi) of dir/name: how many are the pattern, how many zero (a
+** byte can be both: the pattern has zeros), how many neither. */
+static void classify(const char *dir, const char *name, long lo, long hi, long *pat, long *zero, long *other)
+{
+  char path[600];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  FILE *f = fopen(path, "rb");
+  cr_assert_not_null(f);
+  *pat = *zero = *other = 0;
+  for (long i = 0; i < hi; i++) {
+    int c = fgetc(f);
+    if (i < lo)
+      continue;
+    int is_pat = c != EOF && (unsigned char)c == pattern(i);
+    *pat += is_pat;
+    *zero += c == 0;
+    *other += !is_pat && c != 0;
+  }
+  fclose(f);
+}
+
+Test(powercut, an_unsynced_write_over_zeros_may_be_undone_a_synced_one_never)
+{
+  int kept = 0, undone = 0, partly = 0;
+  char cmd[1024];
+  for (uint64_t seed = 1; seed <= 40; seed++) {
+    st_rmrf(db);
+    mkdir(db, 0755);
+    mkdir(wal, 0755);
+    char path[600];
+    snprintf(path, sizeof path, "%s/seg", wal);
+    int fd = open(path, O_WRONLY | O_CREAT, 0644);
+    cr_assert(fd >= 0 && ftruncate(fd, 8192) == 0);   /* 8 KiB of zeros: a runway */
+    close(fd);
+    cr_assert_eq(pc_baseline(db, state), 0);
+    snprintf(cmd, sizeof cmd, "%s wal/seg 0 1000 sync && %s wal/seg 1000 3000 && %s wal/seg 0 500", SOCHDB_TEST_PWRITE,
+             SOCHDB_TEST_PWRITE, SOCHDB_TEST_PWRITE);
+    shim(cmd);   /* synced over zeros; unsynced over zeros; unsynced over data (not recorded) */
+    pc_stats st = { 0 };
+    cr_assert_eq(cut(seed, &st), 0);
+    cr_assert_eq(size_of(wal, "seg"), 8192, "seed %llu: the size changed", (unsigned long long)seed);
+    cr_assert_eq(differ(wal, "seg", 1000), 0, "seed %llu: the synced write (or the one over data) changed",
+                 (unsigned long long)seed);
+    long pat, zero, other;
+    classify(wal, "seg", 1000, 4000, &pat, &zero, &other);
+    cr_assert_leq(other, 512, "seed %llu: more than a sector of garbage", (unsigned long long)seed);
+    kept += pat == 3000;
+    undone += zero == 3000;
+    partly += pat < 3000 && zero < 3000;
+    classify(wal, "seg", 4000, 8192, &pat, &zero, &other);
+    cr_assert_eq(zero, 4192, "seed %llu: the runway after the writes changed", (unsigned long long)seed);
+    cr_assert_eq(st.overwrites_undone + st.overwrites_kept, 1, "seed %llu: %llu undone, %llu kept: one write over "
+                 "zeros was unsynced", (unsigned long long)seed, (unsigned long long)st.overwrites_undone,
+                 (unsigned long long)st.overwrites_kept);
+  }
+  cr_assert(kept && undone && partly, "kept %d, undone %d, partly undone or torn %d times in 40", kept, undone, partly);
 }
