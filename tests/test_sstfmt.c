@@ -326,6 +326,24 @@ Test(sstfmt, compression)
   }
 }
 
+/* Build m's table (block_bytes, 0: the default) and open it as *r; the
+** buffer, which the reader points into, is returned to free after sst_close. */
+static uint8_t *build_open(const struct model *m, size_t block_bytes, struct sst_reader *r)
+{
+  uint8_t *buf;
+  size_t len;
+  build(m, block_bytes, &buf, &len);
+  cr_assert_eq(sst_open(buf, len, r), SOCHDB_OK, "open: %s", sochdb_last_error());
+  return buf;
+}
+
+static void close_free(struct sst_reader *r, uint8_t *buf, struct model *m)
+{
+  sst_close(r);
+  free(buf);
+  model_free(m);
+}
+
 /* Keys that share a 12-byte prefix and then tie on their next 8 bytes (the
 ** bytes the index search compares first), differing only after them or in
 ** length ("x" < "x\0" < "x\0\0z"): every get still finds its key, and keys
@@ -351,11 +369,8 @@ Test(sstfmt, index_search_by_prefix)
     e->kind = SST_PUT;
     fill_value(e, 40, 0);
   }
-  uint8_t *buf;
-  size_t len;
-  build(&m, SST_BLOCK_MIN, &buf, &len);
   struct sst_reader r;
-  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
+  uint8_t *buf = build_open(&m, SST_BLOCK_MIN, &r);
   cr_assert_gt(r.nblocks, 100u, "small blocks: %u", r.nblocks);
   cr_assert_eq(r.key_shared, 12u, "the index keys share \"%s\" (got %u bytes)", shared, r.key_shared);
   check_all_gets(&m, &r);
@@ -369,9 +384,7 @@ Test(sstfmt, index_search_by_prefix)
     check_get(&r, &s, &absent, NULL, UINT64_MAX, 0);
   }
   sst_scratch_free(&s);
-  sst_close(&r);
-  free(buf);
-  model_free(&m);
+  close_free(&r, buf, &m);
 }
 
 /* A reader verifies a data block's checksum once: a block that fails is
@@ -381,11 +394,9 @@ Test(sstfmt, checksum_verified_once_per_reader)
 {
   struct model m = {0};
   make_model(&m, 2000, 1, 100, 0);
-  uint8_t *buf;
-  size_t len;
-  build(&m, 0, &buf, &len);
   struct sst_reader r;
-  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
+  uint8_t *buf = build_open(&m, 0, &r);
+  size_t len = r.len;
   cr_assert_gt(r.nblocks, 3u, "several blocks");
   struct sst_scratch s = {0};
   struct sst_get_result res;
@@ -411,9 +422,7 @@ Test(sstfmt, checksum_verified_once_per_reader)
                "a new reader verifies block 0 again");
   sst_close(&fresh);
   sst_scratch_free(&s);
-  sst_close(&r);
-  free(buf);
-  model_free(&m);
+  close_free(&r, buf, &m);
 }
 
 /* Which run of 500 keys (even: random values, odd: compressible) a key of
@@ -439,11 +448,8 @@ Test(sstfmt, lz4_backs_off_on_incompressible_blocks)
 {
   struct model m = {0};
   make_runs(&m, 4);
-  uint8_t *buf;
-  size_t len;
-  build(&m, 0, &buf, &len);
   struct sst_reader r;
-  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
+  uint8_t *buf = build_open(&m, 0, &r);
   unsigned raw_in_compressible = 0, prev_run = UINT32_MAX, lz4_seen = 0;
   for (uint32_t i = 0; i < r.nblocks; i++) {
     const struct sst_index_entry *e = &r.index[i];
@@ -472,9 +478,7 @@ Test(sstfmt, lz4_backs_off_on_incompressible_blocks)
             raw_in_compressible, SST_LZ4_SKIP_MAX);
   check_all_gets(&m, &r);
   check_scan(&m, &r);
-  sst_close(&r);
-  free(buf);
-  model_free(&m);
+  close_free(&r, buf, &m);
 }
 
 Test(sstfmt, zero_copy_values)
