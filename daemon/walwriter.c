@@ -100,6 +100,7 @@ static int create_segment(struct walwriter *w, uint64_t first_lsn)
   w->seg_first_lsn = first_lsn;
   w->end_offset = WAL_SEG_HEADER;
   w->zeroed_end = WAL_SEG_HEADER;
+  w->runway_failed = 0;
   w->next_lsn = first_lsn;
   return SOCHDB_OK;
 }
@@ -311,6 +312,11 @@ static int extend_runway(struct walwriter *w, uint64_t upto)
   static const uint8_t zeros[1u << 16];
   if (upto <= w->zeroed_end)
     return SOCHDB_OK;
+  int fault = FAULT("wal.runway");
+  if (fault) {
+    errno = fault;
+    return sdb_fail_errno("write the WAL's runway of zeros");
+  }
   uint64_t step = segment_bytes(w) / 8;
   step = step < sizeof zeros ? sizeof zeros : step > RUNWAY_MAX_BYTES ? RUNWAY_MAX_BYTES : step;
   uint64_t target = (upto + step - 1) / step * step;
@@ -334,8 +340,10 @@ static int extend_runway(struct walwriter *w, uint64_t upto)
 static void unwrite_group(struct walwriter *w, uint64_t end)
 {
   static const uint8_t zeros[4096];
-  if (end > w->zeroed_end)
+  if (end > w->zeroed_end) {   /* appended past the runway (no room for one): that part goes */
+    if (ftruncate(w->fd, (off_t)w->zeroed_end) != 0) { /* zeros below; the retry overwrites the rest */ }
     end = w->zeroed_end;
+  }
   uint64_t off = w->end_offset;
   while (off < end) {
     size_t n = end - off < sizeof zeros ? (size_t)(end - off) : sizeof zeros;
@@ -354,9 +362,14 @@ static int write_group(struct walwriter *w, size_t len)
 {
   struct wal_group_header g;
   wal_group_header_init(&g, w->next_lsn, w->buf, (uint32_t)len);
-  int rc = extend_runway(w, w->end_offset + sizeof g + len);
-  if (rc == SOCHDB_OK)
-    rc = write_all(w->fd, (const uint8_t *)&g, sizeof g, w->end_offset);
+  uint64_t end = w->end_offset + sizeof g + len;
+  if (extend_runway(w, end) != SOCHDB_OK && !w->runway_failed) {
+    /* No room for zeros ahead (a nearly full disk): the group is appended,
+    ** as every group was before the runway; its own write says if it fits. */
+    ww_log(w->db->dir, "no WAL runway (%s); appending groups to this segment", sochdb_last_error());
+    w->runway_failed = 1;
+  }
+  int rc = write_all(w->fd, (const uint8_t *)&g, sizeof g, w->end_offset);
   if (rc == SOCHDB_OK)
     rc = write_all(w->fd, w->buf, len, w->end_offset + sizeof g);
   int fault = rc == SOCHDB_OK ? FAULT("wal.fsync") : 0;
@@ -368,10 +381,12 @@ static int write_group(struct walwriter *w, size_t len)
       w->dir_unsynced = 0;
   }
   if (rc != SOCHDB_OK) {
-    unwrite_group(w, w->end_offset + sizeof g + len);
+    unwrite_group(w, end);
     return rc;
   }
-  w->end_offset += sizeof g + len;
+  w->end_offset = end;
+  if (w->zeroed_end < end)   /* appended past the runway: the next one starts after it */
+    w->zeroed_end = end;
   w->next_lsn += len;
   return SOCHDB_OK;
 }

@@ -20,6 +20,7 @@ struct walwriter {
   uint64_t    seg_first_lsn;
   uint64_t    end_offset;     /* where the next group goes in the segment */
   uint64_t    zeroed_end;     /* the segment's size: zeros from end_offset to here (its runway) */
+  int         runway_failed;  /* logged that this segment's groups are appended, for want of room */
   uint64_t    next_lsn;
   uint64_t    next_seq;       /* the first commit not yet written */
   uint8_t    *buf;            /* one group being built */

@@ -1,6 +1,7 @@
 /*
 ** test_faults.c — I/O faults in the daemon: ENOSPC and EIO on WAL writes,
-** EIO on the WAL's fdatasync, short writes, ENOSPC on SSTable writes.
+** EIO on the WAL's fdatasync, short writes, ENOSPC on SSTable writes, no
+** room for the WAL's runway of zeros (groups are appended instead).
 **
 ** The faults are injected by the fault points of sochdbd-testing
 ** (src/testhooks.h), armed with $SOCHDB_TEST_FAULT=NAME:ERRNO:SKIP:COUNT for
@@ -170,6 +171,27 @@ Test(faults, short_wal_writes_are_completed)
   db = open_with_fault(NULL, 10000);
   expect_keys(db, n + 1, "after kill -9 and a rebuild");
   sochdb_close(db);
+}
+
+/* No room for the WAL's runway of zeros (ENOSPC on every runway write):
+** groups are appended instead, SYNC commits go through at once, and every
+** one survives kill -9 and a rebuild; the segments hold no torn bytes. */
+Test(faults, no_room_for_the_wal_runway_appends_groups)
+{
+  char spec[64];
+  snprintf(spec, sizeof spec, "wal.runway:%d:0:%u", ENOSPC, 1u << 30);
+  sochdb *db = open_with_fault(spec, 10000);
+  const int n = 200;
+  for (int i = 0; i < n; i++)
+    cr_assert_eq(put_one(db, i, i % 4 ? SOCHDB_ASYNC : SOCHDB_SYNC), SOCHDB_OK, "commit %d", i);
+  cr_assert_eq(put_one(db, n, SOCHDB_SYNC), SOCHDB_OK, "the last SYNC commit");
+  cr_assert(log_contains("fault point wal.runway fired"), "the runway's fault point did not fire");
+  cr_assert(log_contains("no WAL runway"), "the daemon's log does not say it appends");
+  crash_and_lose_region(db);
+  db = open_with_fault(NULL, 10000);
+  expect_keys(db, n + 1, "after kill -9 and a rebuild");
+  sochdb_close(db);
+  cr_assert(!log_contains("torn tail"), "a segment of appended groups ended in torn bytes");
 }
 
 /* A fault that outlasts the wait: SOCHDB_DAEMON, never a hang; the commit
