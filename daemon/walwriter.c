@@ -14,7 +14,8 @@
 ** of an overwrite writes the data alone, about half the time on ext4 (the
 ** fdatasync probes of sochdb-bench). The first group over a fresh stretch of
 ** zeros pays for it, the ones after do not. A reader sees zeros after the
-** last group as the log's clean end (walfmt.h).
+** last group as the log's clean end (walfmt.h). Without room for the zeros,
+** a group is appended.
 */
 #include "walwriter.h"
 
