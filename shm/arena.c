@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/mman.h>
 
 size_t arena_table_bytes(void) { return sizeof(struct shm_memtable) * SHM_MAX_MEMTABLES; }
 
@@ -76,6 +77,10 @@ static int reserve_upto(shm_region *r, struct shm_memtable *m, uint64_t upto)
   last_reserve_error = err;
   if (err != 0)
     return err;
+  /* Map the new pages into this process in one call (a hint; an old kernel
+  ** says EINVAL): the writer that reserved them writes them next, and a
+  ** page fault for each 4 KiB cost more than the kernel zeroing them. */
+  (void)madvise(shm_at(r, m->arena_off + have), upto - have, MADV_POPULATE_WRITE);
   /* release on success: a writer that sees the raised watermark (acquire,
   ** above) skips the fallocate, so it must see it done. relaxed on failure:
   ** we reserved [have, upto) ourselves, whatever another raised it to. */
