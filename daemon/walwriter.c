@@ -40,7 +40,8 @@
 #include <unistd.h>
 
 /* Zeros written ahead of the groups at a time: an eighth of a segment,
-** within 64 KiB..RUNWAY_MAX_BYTES. */
+** within RUNWAY_MIN_BYTES..RUNWAY_MAX_BYTES. */
+#define RUNWAY_MIN_BYTES (64u << 10)
 #define RUNWAY_MAX_BYTES (1u << 20)
 
 /* A group's payload stops growing past this: one write of 8 MiB already
@@ -308,9 +309,29 @@ static uint64_t segment_bytes(const struct walwriter *w)
 /* Make the segment hold zeros up to `upto` at least, writing them a runway
 ** step at a time (see the file's header). They become durable with the
 ** group written over them, by its fdatasync. */
-static int extend_runway(struct walwriter *w, uint64_t upto)
+/* Zeros over [from, to) of fd: the offset reached, `to` unless a write
+** failed (errno says why). Plain pwrites: the runway's own fault point is
+** wal.runway, and unwrite_group's cleanup must not consume wal.write's. */
+static uint64_t write_zeros(int fd, uint64_t from, uint64_t to)
 {
   static const uint8_t zeros[1u << 16];
+  while (from < to) {
+    size_t n = to - from < sizeof zeros ? (size_t)(to - from) : sizeof zeros;
+    ssize_t got = pwrite(fd, zeros, n, (off_t)from);
+    if (got < 0 && errno == EINTR)
+      continue;
+    if (got <= 0) {
+      if (got == 0)
+        errno = EIO;
+      break;
+    }
+    from += (uint64_t)got;
+  }
+  return from;
+}
+
+static int extend_runway(struct walwriter *w, uint64_t upto)
+{
   if (upto <= w->zeroed_end)
     return SOCHDB_OK;
   int fault = FAULT("wal.runway");
@@ -319,17 +340,10 @@ static int extend_runway(struct walwriter *w, uint64_t upto)
     return sdb_fail_errno("write the WAL's runway of zeros");
   }
   uint64_t step = segment_bytes(w) / 8;
-  step = step < sizeof zeros ? sizeof zeros : step > RUNWAY_MAX_BYTES ? RUNWAY_MAX_BYTES : step;
+  step = step < RUNWAY_MIN_BYTES ? RUNWAY_MIN_BYTES : step > RUNWAY_MAX_BYTES ? RUNWAY_MAX_BYTES : step;
   uint64_t target = (upto + step - 1) / step * step;
-  for (uint64_t off = w->zeroed_end; off < target;) {
-    size_t n = target - off < sizeof zeros ? (size_t)(target - off) : sizeof zeros;
-    int rc = write_all(w->fd, zeros, n, off);
-    if (rc != SOCHDB_OK)
-      return rc;
-    off += n;
-    w->zeroed_end = off;
-  }
-  return SOCHDB_OK;
+  w->zeroed_end = write_zeros(w->fd, w->zeroed_end, target);
+  return w->zeroed_end < target ? sdb_fail_errno("write the WAL's runway of zeros") : SOCHDB_OK;
 }
 
 /* After a failed write or fdatasync of the group that was to end at `end`:
@@ -340,20 +354,11 @@ static int extend_runway(struct walwriter *w, uint64_t upto)
 ** runway again; either way the retry overwrites the same bytes. */
 static void unwrite_group(struct walwriter *w, uint64_t end)
 {
-  static const uint8_t zeros[4096];
   if (end > w->zeroed_end) {   /* appended past the runway (no room for one): that part goes */
     if (ftruncate(w->fd, (off_t)w->zeroed_end) != 0) { /* zeros below; the retry overwrites the rest */ }
     end = w->zeroed_end;
   }
-  uint64_t off = w->end_offset;
-  while (off < end) {
-    size_t n = end - off < sizeof zeros ? (size_t)(end - off) : sizeof zeros;
-    ssize_t got = pwrite(w->fd, zeros, n, (off_t)off);
-    if (got <= 0)
-      break;
-    off += (uint64_t)got;
-  }
-  if (off < end) {
+  if (write_zeros(w->fd, w->end_offset, end) < end) {
     if (ftruncate(w->fd, (off_t)w->end_offset) != 0) { /* the retry overwrites it anyway */ }
     w->zeroed_end = w->end_offset;
   }

@@ -62,7 +62,6 @@ static inline int get_varint(const uint8_t *p, size_t end, size_t *pos, uint64_t
   return 0;
 }
 
-/* n rounded up to a multiple of 8: records are 8-byte aligned. */
 /* Keys' order: bytewise (memcmp's), a key that is a prefix of another first.
 ** Short keys are compared 8 bytes at a time in registers; memcmp's call and
 ** length dispatch cost as much as the comparison for the 16-byte keys that
@@ -83,6 +82,7 @@ static inline int key_order(const void *a, size_t alen, const void *b, size_t bl
   return alen < blen ? -1 : alen > blen;
 }
 
+/* n rounded up to a multiple of 8: records are 8-byte aligned. */
 static inline uint64_t pad8(uint64_t n) { return (n + 7) & ~7ull; }
 
 /* Every byte of p[0..n) is zero (preallocated, never written). */

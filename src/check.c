@@ -189,25 +189,6 @@ static int check_identity(struct ck *c)
 
 /* ---- SSTables ------------------------------------------------------------------- */
 
-/* Internal-key order: user key ascending (memcmp, shorter first), seq descending. */
-static int ikey_cmp(const uint8_t *a, size_t al, uint64_t as, const uint8_t *b, size_t bl, uint64_t bs)
-{
-  size_t m = al < bl ? al : bl;
-  int d = m ? memcmp(a, b, m) : 0;
-  if (d)
-    return d;
-  if (al != bl)
-    return al < bl ? -1 : 1;
-  return as > bs ? -1 : as < bs;
-}
-
-static int ukey_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
-{
-  size_t m = al < bl ? al : bl;
-  int d = m ? memcmp(a, b, m) : 0;
-  return d ? d : (al > bl) - (al < bl);
-}
-
 /* Check that the last entry read from block b is the block's index key. */
 static int block_ends_on_index_key(const struct sst_reader *r, uint32_t b, const uint8_t *key, size_t klen,
                                    uint64_t seq)
@@ -257,7 +238,7 @@ static void verify_sst(struct ck *c, const char *path, const uint8_t *buf, size_
       }
       progress(c, base + r.index[prev_block].offset + r.index[prev_block].size);
     }
-    if (n > 0 && ikey_cmp(prev, prev_klen, prev_seq, e.key, e.klen, e.seq) >= 0) {
+    if (n > 0 && sst_ikey_order(prev, prev_klen, prev_seq, e.key, e.klen, e.seq) >= 0) {
       problem(c, 1, path, "entry %llu (data block at %llu) is out of internal-key order", (unsigned long long)n,
               (unsigned long long)r.index[it.block].offset);
       bad = 1;
@@ -265,8 +246,8 @@ static void verify_sst(struct ck *c, const char *path, const uint8_t *buf, size_
       problem(c, 1, path, "entry %llu has seq %llu, outside the footer's range %llu..%llu", (unsigned long long)n,
               (unsigned long long)e.seq, (unsigned long long)r.min_seq, (unsigned long long)r.max_seq);
       bad = 1;
-    } else if (f && (ukey_cmp(e.key, e.klen, f->smallest, f->smallest_len) < 0 ||
-                     ukey_cmp(e.key, e.klen, f->largest, f->largest_len) > 0)) {
+    } else if (f && (key_order(e.key, e.klen, f->smallest, f->smallest_len) < 0 ||
+                     key_order(e.key, e.klen, f->largest, f->largest_len) > 0)) {
       problem(c, 1, path, "entry %llu has a key outside the MANIFEST's smallest..largest range for this file",
               (unsigned long long)n);
       bad = 1;

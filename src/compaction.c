@@ -6,6 +6,8 @@
 */
 #include "compaction.h"
 
+#include "bytes.h"
+
 #include "error.h"
 #include "sochdb.h"
 
@@ -22,15 +24,6 @@ void compaction_options_default(struct compaction_options *o)
   o->target_file_bytes = 64ull << 20;
   o->block_bytes = 0;
   o->begin_output = NULL;
-}
-
-/* User-key order, as in sstfmt: memcmp, then the shorter first. */
-static int ukey_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
-{
-  int c = memcmp(a, b, al < bl ? al : bl);
-  if (c)
-    return c;
-  return al == bl ? 0 : al < bl ? -1 : 1;
 }
 
 /* Copy key into *dst (malloc'ed, replacing what was there). 0, or -1 on NOMEM. */
@@ -58,11 +51,11 @@ struct range {
 
 static void range_extend(struct range *r, const struct manifest_file *f)
 {
-  if (r->empty || ukey_cmp(f->smallest, f->smallest_len, r->lo, r->lolen) < 0) {
+  if (r->empty || key_order(f->smallest, f->smallest_len, r->lo, r->lolen) < 0) {
     r->lo = f->smallest;
     r->lolen = f->smallest_len;
   }
-  if (r->empty || ukey_cmp(f->largest, f->largest_len, r->hi, r->hilen) > 0) {
+  if (r->empty || key_order(f->largest, f->largest_len, r->hi, r->hilen) > 0) {
     r->hi = f->largest;
     r->hilen = f->largest_len;
   }
@@ -71,8 +64,8 @@ static void range_extend(struct range *r, const struct manifest_file *f)
 
 static int overlaps(const struct manifest_file *f, const struct range *r)
 {
-  return !r->empty && ukey_cmp(f->largest, f->largest_len, r->lo, r->lolen) >= 0 &&
-         ukey_cmp(f->smallest, f->smallest_len, r->hi, r->hilen) <= 0;
+  return !r->empty && key_order(f->largest, f->largest_len, r->lo, r->lolen) >= 0 &&
+         key_order(f->smallest, f->smallest_len, r->hi, r->hilen) <= 0;
 }
 
 static int is_busy(uint64_t number, const uint64_t *busy, size_t nbusy)
@@ -175,7 +168,7 @@ static int cmp_smallest(const void *a, const void *b)
 {
   const struct manifest_file *x = *(const struct manifest_file *const *)a;
   const struct manifest_file *y = *(const struct manifest_file *const *)b;
-  return ukey_cmp(x->smallest, x->smallest_len, y->smallest, y->smallest_len);
+  return key_order(x->smallest, x->smallest_len, y->smallest, y->smallest_len);
 }
 
 /* The level's files sorted by smallest key (malloc'ed), and in *start the
@@ -192,7 +185,7 @@ static const struct manifest_file **sorted_files(const struct manifest_level *lv
   *start = 0;
   if (p->last_key[level]) {
     while (*start < lv->n &&
-           ukey_cmp(v[*start]->smallest, v[*start]->smallest_len, p->last_key[level], p->last_len[level]) <= 0)
+           key_order(v[*start]->smallest, v[*start]->smallest_len, p->last_key[level], p->last_len[level]) <= 0)
       ++*start;
     if (*start == lv->n)
       *start = 0;
@@ -359,7 +352,7 @@ struct merge {
 static int src_less(const struct merge *m, size_t a, size_t b)
 {
   const struct sst_entry *x = &m->src[a].e, *y = &m->src[b].e;
-  int c = ukey_cmp(x->key, x->klen, y->key, y->klen);
+  int c = key_order(x->key, x->klen, y->key, y->klen);
   if (c)
     return c < 0;
   if (x->seq != y->seq)

@@ -395,12 +395,6 @@ static int scan_segment(const char *path, struct replay *rp, struct mapped *m, s
   return rc == SOCHDB_OK ? wal_scan_buffer(m->buf, m->len, rp->r->hdr->db_id, replay_record, rp, res) : rc;
 }
 
-static int cmp_keys(const uint8_t *a, uint32_t al, const uint8_t *b, uint32_t bl)
-{
-  int c = memcmp(a, b, al < bl ? al : bl);
-  return c ? c : (al > bl) - (al < bl);
-}
-
 struct sortable {
   struct fl_file               f;
   const struct manifest_file *m;
@@ -413,7 +407,7 @@ static int cmp_sortable(const void *a, const void *b)
     return x->f.level < y->f.level ? -1 : 1;
   if (x->f.level == 0)   /* newest first */
     return (x->f.number < y->f.number) - (x->f.number > y->f.number);
-  return cmp_keys(x->m->smallest, x->m->smallest_len, y->m->smallest, y->m->smallest_len);
+  return key_order(x->m->smallest, x->m->smallest_len, y->m->smallest, y->m->smallest_len);
 }
 
 int sdb_state_file_list(const struct manifest_state *st, struct fl_file **out, uint32_t *n)

@@ -32,17 +32,6 @@
 #define SST_MAX_PAYLOAD (SST_BLOCK_MAX + SOCHDB_MAX_KEY + SOCHDB_MAX_VALUE + 64u)
 
 
-/* Internal-key order: user key ascending, then seq descending. */
-static int ikey_cmp(const uint8_t *a, size_t al, uint64_t aseq, const uint8_t *b, size_t bl, uint64_t bseq)
-{
-  int c = key_order(a, al, b, bl);
-  if (c)
-    return c;
-  if (aseq != bseq)
-    return aseq > bseq ? -1 : 1;
-  return 0;
-}
-
 static uint64_t bloom_hash(const void *key, size_t klen) { return XXH3_64bits_withSeed(key, klen, SEED_BLOOM); }
 
 /* The filter's bits for hash h are (h1 + j * h2) mod nbits, j < k, where h1
@@ -261,7 +250,6 @@ static int flush_columnar(struct sst_builder *b)
   return add_index_entry(b, desc, n);
 }
 
-/* Write the data block being built, if any, and add its index entry. */
 /* Hand what is held to the spill sink, if there is one and enough is held. */
 static int maybe_spill(struct sst_builder *b)
 {
@@ -277,6 +265,7 @@ static int maybe_spill(struct sst_builder *b)
   return SOCHDB_OK;
 }
 
+/* Write the data block being built, if any, and add its index entry. */
 static int flush_data(struct sst_builder *b)
 {
   if (b->data.entries == 0)
@@ -383,7 +372,7 @@ int sst_builder_add(struct sst_builder *b, const void *key, size_t klen, uint64_
   const struct sst_blockbuf *prev = d->entries ? d : b->index.entries ? &b->index : NULL;
   int new_key = 1;
   if (prev) {
-    int c = ikey_cmp(key, klen, seq, prev->last_key, prev->last_klen, prev->last_seq);
+    int c = sst_ikey_order(key, klen, seq, prev->last_key, prev->last_klen, prev->last_seq);
     if (c <= 0)
       return sdb_fail(SOCHDB_INVALID, "SSTable entries out of order (seq %llu after seq %llu)",
                       (unsigned long long)seq, (unsigned long long)prev->last_seq);
@@ -579,7 +568,7 @@ static int piece_verified(const struct piece *pc)
 
 static void mark_verified(const struct piece *pc)
 {
-  if (pc->verified && !piece_verified(pc))
+  if (pc->verified)
     atomic_fetch_or_explicit(pc->verified, pc->verified_bit, memory_order_relaxed);
 }
 
@@ -884,7 +873,7 @@ static int cursor_seek(struct sst_cursor *c, const uint8_t *key, size_t klen, ui
     int rc = cursor_next(c);
     if (rc <= 0)
       return -1;
-    if (ikey_cmp(c->key, c->klen, c->seq, key, klen, seq) < 0)
+    if (sst_ikey_order(c->key, c->klen, c->seq, key, klen, seq) < 0)
       lo = mid;
     else
       hi = mid;
@@ -896,7 +885,7 @@ static int cursor_seek(struct sst_cursor *c, const uint8_t *key, size_t klen, ui
     int rc = cursor_next(c);
     if (rc <= 0)
       return rc;
-    if (ikey_cmp(c->key, c->klen, c->seq, key, klen, seq) >= 0)
+    if (sst_ikey_order(c->key, c->klen, c->seq, key, klen, seq) >= 0)
       return 1;
   }
 }
@@ -931,7 +920,7 @@ static int add_block(struct sst_reader *r, const struct sst_cursor *c, uint64_t 
     return bad("index block handle out of place");
   if (r->nblocks > 0) {
     const struct sst_index_entry *p = &r->index[r->nblocks - 1];
-    if (ikey_cmp(r->keys + p->key_off, p->klen, p->seq, c->key, c->klen, c->seq) >= 0)
+    if (sst_ikey_order(r->keys + p->key_off, p->klen, p->seq, c->key, c->klen, c->seq) >= 0)
       return bad("index block keys out of order");
   }
   uint32_t col = 0;
@@ -957,7 +946,6 @@ static int add_block(struct sst_reader *r, const struct sst_cursor *c, uint64_t 
   return SOCHDB_OK;
 }
 
-/* Parse the index block ib into r; the data blocks must end at filter_off. */
 /* Bytes [0, 8) of k, big-endian, zero past its end: two keys with different
 ** prefixes compare as their prefixes do (a shorter key reads as zeros where
 ** the longer one has bytes, so it is not greater). */
@@ -992,6 +980,7 @@ static int index_search_setup(struct sst_reader *r)
   return SOCHDB_OK;
 }
 
+/* Parse the index block ib into r; the data blocks must end at filter_off. */
 static int parse_index(struct sst_reader *r, const struct sst_blk *ib, uint64_t filter_off)
 {
   struct sst_cursor *c = malloc(sizeof *c);
@@ -1151,7 +1140,7 @@ static uint32_t find_block(const struct sst_reader *r, const uint8_t *key, size_
     int below = mp < kp;
     if (mp == kp) {
       const struct sst_index_entry *e = &r->index[mid];
-      below = ikey_cmp(r->keys + e->key_off, e->klen, e->seq, key, klen, seq) < 0;
+      below = sst_ikey_order(r->keys + e->key_off, e->klen, e->seq, key, klen, seq) < 0;
     }
     if (below)
       lo = mid + 1;
@@ -1432,7 +1421,7 @@ int sst_iter_take_block(struct sst_iter *it, uint64_t snapshot, const uint8_t *b
   const struct sst_index_entry *e = &it->r->index[it->block];
   const uint8_t *lk = it->r->keys + e->key_off;
   if (cb->table != it->proj->table || !cb->unique || cb->max_seq > snapshot ||
-      (bound && ikey_cmp(lk, e->klen, 0, bound, blen, 0) >= 0))
+      (bound && sst_ikey_order(lk, e->klen, 0, bound, blen, 0) >= 0))
     return 0;
   *cv = it->cv;
   *nrows = cb->nrows;

@@ -122,6 +122,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bytes.h"
 #include "rowfmt.h"
 #include "sochdb.h"
 
@@ -305,6 +306,14 @@ struct sst_projection {
   int      filtered;           /* f applies */
   struct rowfmt_filter f;
 };
+
+/* Internal-key order: user key ascending (key_order), then seq descending. */
+static inline int sst_ikey_order(const uint8_t *a, size_t al, uint64_t aseq, const uint8_t *b, size_t bl,
+                                 uint64_t bseq)
+{
+  int c = key_order(a, al, b, bl);
+  return c ? c : (aseq < bseq) - (aseq > bseq);
+}
 
 /* A cache of decompressed data blocks, keyed by the block's file offset
 ** (ctx says which table). lookup copies the block into dst (cap bytes) and
