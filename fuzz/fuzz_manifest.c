@@ -9,6 +9,7 @@
 ** formulas are copied from manifest.c (which exports no sealing helper):
 ** keep them in step. Nothing may crash, read out of bounds or leak.
 */
+#include "bytes.h"
 #include "manifest.h"
 
 #include "sochdb.h"
@@ -29,8 +30,6 @@ static char dir[64];
 static char manifest_path[128];
 static volatile uint64_t sink;
 
-static uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static void st64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 
 static void cleanup(void)
 {

@@ -12,6 +12,7 @@
 ** rows it holds), sought into and read with sst_get / sst_may_contain.
 ** Nothing may crash, read out of bounds or leak.
 */
+#include "bytes.h"
 #include "rowfmt.h"
 #include "sstfmt.h"
 
@@ -26,8 +27,6 @@
 
 static volatile uint64_t sink;   /* keeps the touched bytes alive */
 
-static uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static uint64_t ld64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
 static void touch(const uint8_t *p, size_t n)
 {

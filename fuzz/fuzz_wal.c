@@ -8,6 +8,7 @@
 ** see arbitrary bytes behind valid checksums. Nothing may crash, read out of
 ** bounds or leak.
 */
+#include "bytes.h"
 #include "walfmt.h"
 
 #include "sochdb.h"
@@ -18,7 +19,6 @@
 
 static volatile uint64_t sink;
 
-static uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 
 static int on_record(void *ctx, const struct wal_record *rec)
 {
