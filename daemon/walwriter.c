@@ -343,6 +343,7 @@ static int extend_runway(struct walwriter *w, uint64_t upto)
   step = step < RUNWAY_MIN_BYTES ? RUNWAY_MIN_BYTES : step > RUNWAY_MAX_BYTES ? RUNWAY_MAX_BYTES : step;
   uint64_t target = (upto + step - 1) / step * step;
   w->zeroed_end = write_zeros(w->fd, w->zeroed_end, target);
+  CRASHPOINT("wal.runway_written");   /* killed here: tests/test_flush_crash.c */
   return w->zeroed_end < target ? sdb_fail_errno("write the WAL's runway of zeros") : SOCHDB_OK;
 }
 

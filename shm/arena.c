@@ -12,6 +12,7 @@
 #include "epoch.h"
 #include "error.h"
 #include "skiplist.h"
+#include "testhooks.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -169,6 +170,7 @@ int arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full)
   ** a view that must hold this memtable (its snapshot holds a commit made
   ** in it) happens after them, and so sees the bit (arena_view) */
   atomic_fetch_or_explicit(&h->viewable_memtables, 1ull << fresh, memory_order_relaxed);
+  CRASHPOINT("rotate.viewable");   /* killed here: tests/test_crash.c, kill_between_viewable_and_live */
   set_word(m, MT_LIVE, my_slot + 1);   /* readers that see LIVE see the head and id */
   uint32_t expected = full;
   /* acq_rel: writers that load the new active index (acquire) see the head */
@@ -317,6 +319,7 @@ void arena_recycle(shm_region *r, uint32_t i)
   ** below orders the clear before the next claimer's fetch_or (its CAS
   ** acquires FREE), so the two cannot swap. */
   atomic_fetch_and_explicit(&r->hdr->viewable_memtables, ~(1ull << i), memory_order_release);
+  CRASHPOINT("recycle.unviewable");   /* killed here: tests/test_flush_crash.c */
   set_word(m, MT_FREE, 0);
 }
 

@@ -393,6 +393,112 @@ Test(crash, kill_while_waiting_for_memtable_room)
   tu_shared_free((void *)acked, sizeof *acked);
 }
 
+/* ------------------------------- killed rotating, between its mask and LIVE */
+
+/* A rotator sets its fresh arena's bit in viewable_memtables before it
+** marks the arena LIVE (arena.c). Killed between the two (crash point
+** rotate.viewable), it leaves an arena CLAIMED by a dead slot whose bit
+** says "maybe viewable". The reaper must give the arena back: the parent
+** (no daemon, so nothing else frees an arena) then fills every arena of
+** the region, the orphan included, and views that meet the stale bit skip
+** the arena until it is LIVE again. Every commit the child acknowledged is
+** there, and the one it died in is not. */
+static void rv_child(volatile long *acked)
+{
+  sochdb_options o = tu_options(16u << 20, 1u << 20, 60000);
+  sochdb *db;
+  if (sochdb_open(tu_db_dir, &o, &db) != SOCHDB_OK)
+    _exit(CC_OPEN);
+  sochdb_test_crash_at("rotate.viewable", 1);
+  char k[32], v[WR_VAL];
+  memset(v, 'r', sizeof v);
+  for (long i = 0; i < 1000000; i++) {
+    sochdb_txn *t;
+    if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK)
+      _exit(CC_BEGIN);
+    wr_key(i, k);
+    if (sochdb_put(t, k, strlen(k), v, sizeof v) != SOCHDB_OK)
+      _exit(CC_PUT);
+    int rc = sochdb_commit(t, SOCHDB_ASYNC);
+    if (rc != SOCHDB_OK)
+      _exit(CC_COMMIT + rc);
+    *acked = i + 1;
+  }
+  _exit(CC_NOT_KILLED);
+}
+
+/* Keys wr_key(from..to-1) read back with WR_VAL bytes; wr_key(to) is absent when absent_after. */
+static void rv_expect_keys(sochdb *db, long from, long to, int absent_after, const char *ctx)
+{
+  sochdb_txn *t;
+  cr_assert_eq(sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t), SOCHDB_OK);
+  char k[32];
+  const void *v;
+  size_t vlen;
+  for (long i = from; i < to; i++) {
+    wr_key(i, k);
+    int rc = sochdb_get(t, k, strlen(k), &v, &vlen);
+    cr_assert_eq(rc, SOCHDB_OK, "%s: acknowledged commit %s lost: %s", ctx, k, sochdb_strerror(rc));
+    cr_assert_eq(vlen, WR_VAL, "%s: %s has %zu bytes", ctx, k, vlen);
+  }
+  wr_key(to, k);
+  if (absent_after)
+    cr_assert_eq(sochdb_get(t, k, strlen(k), &v, &vlen), SOCHDB_NOTFOUND, "%s: %s is visible", ctx, k);
+  sochdb_abort(t);
+}
+
+Test(crash, kill_between_viewable_and_live)
+{
+  volatile long *acked = tu_shared_alloc(sizeof *acked);
+  cr_assert_not_null(acked);
+  sochdb_test_without_daemon(1);
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+  if (pid == 0)
+    rv_child(acked);
+  int st = 0;
+  cr_assert_eq(tu_wait_child(pid, 60000, &st), 0, "the child did not finish in time");
+  char sbuf[64];
+  cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the child ended with %s, not at rotate.viewable "
+            "(2 open, 3 begin, 4 put, 50 never rotated, 60+rc commit)", tu_status_str(st, sbuf, sizeof sbuf));
+  long n = *acked;
+  cr_assert_gt(n, 100, "the child acknowledged %ld commits before its first rotation", n);
+
+  /* Still no daemon: this open reaps the child, and only the reaper can free the orphan. */
+  sochdb_options o = tu_options(16u << 20, 1u << 20, 200);
+  sochdb *db = tu_open_with(tu_dir(), &o);
+  shm_region *r = &db->region;
+  cr_assert_gt(tu_stats(db).processes_reaped, 0u, "the dead rotator was reaped");
+  for (uint32_t i = 0; i < r->hdr->n_memtables; i++)
+    cr_assert_neq(mt_state_of(mt_load(arena_memtable(r, i))), MT_CLAIMED,
+                  "arena %u is still CLAIMED after its claimer was reaped", i);
+  rv_expect_keys(db, 0, n, 1, "after the reap");
+
+  char k[32], v[WR_VAL];
+  memset(v, 'p', sizeof v);
+  long i = n + 1, rc = SOCHDB_OK;   /* wr_key(n): the dead commit's key, left absent */
+  for (; rc == SOCHDB_OK; i++) {
+    sochdb_txn *t;
+    cr_assert_eq(sochdb_txn_begin(db, 0, &t), SOCHDB_OK);
+    wr_key(i, k);
+    cr_assert_eq(sochdb_put(t, k, strlen(k), v, sizeof v), SOCHDB_OK);
+    rc = sochdb_commit(t, SOCHDB_ASYNC);
+  }
+  cr_assert_eq(rc, SOCHDB_BUSY, "filling the region ended with %s, not SOCHDB_BUSY", sochdb_strerror((int)rc));
+  sochdb_stats s = tu_stats(db);
+  cr_assert_eq(s.memtables_in_use, s.memtables_total, "with every arena full, %u of %u hold a memtable: the dead "
+               "rotator's arena was not given back", s.memtables_in_use, s.memtables_total);
+  long last = i - 1;   /* wr_key(last) is the commit that found no room */
+  sochdb_close(db);
+
+  sochdb_test_without_daemon(0);   /* a daemon starts with this open, flushes, and everything is there */
+  db = tu_open_with(tu_dir(), NULL);
+  rv_expect_keys(db, 0, n, 1, "child's commits, with a daemon");
+  rv_expect_keys(db, n + 1, last, 1, "parent's commits, with a daemon");
+  sochdb_close(db);
+  tu_shared_free((void *)acked, sizeof *acked);
+}
+
 /* --------------------------------------------- random kills, no crash point */
 
 #define RR_ROUNDS   30

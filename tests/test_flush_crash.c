@@ -449,6 +449,10 @@ Test(flush_crash, daemon_killed_after_recording_a_flush) { t1_crash_at("flush.re
 Test(flush_crash, daemon_killed_after_truncating_the_wal) { t1_crash_at("flush.wal_truncated", 2); }
 Test(flush_crash, daemon_killed_after_writing_compaction_outputs) { t1_crash_at("compact.written", 1); }
 Test(flush_crash, daemon_killed_after_applying_a_compaction) { t1_crash_at("compact.applied", 1); }
+/* Between unlisting a flushed memtable from new views and freeing its arena. */
+Test(flush_crash, daemon_killed_after_unviewing_a_memtable) { t1_crash_at("recycle.unviewable", 2); }
+/* Between writing WAL zeros ahead and writing the group over them. */
+Test(flush_crash, daemon_killed_after_writing_the_wal_runway) { t1_crash_at("wal.runway_written", 40); }
 
 /* ======================================================================
 ** 1b. Everything dies at the crash point (a power cut there): the writer
@@ -565,6 +569,7 @@ Test(flush_crash, power_cut_after_recording_a_flush) { t1b_power_cut_at("flush.r
 Test(flush_crash, power_cut_after_truncating_the_wal) { t1b_power_cut_at("flush.wal_truncated", 2); }
 Test(flush_crash, power_cut_after_writing_compaction_outputs) { t1b_power_cut_at("compact.written", 1); }
 Test(flush_crash, power_cut_after_applying_a_compaction) { t1b_power_cut_at("compact.applied", 1); }
+Test(flush_crash, power_cut_after_writing_the_wal_runway) { t1b_power_cut_at("wal.runway_written", 40); }
 
 /* ======================================================================
 ** 2. Writers and the daemon kill -9'd at random while flushes run.
