@@ -42,11 +42,11 @@ uint64_t epoch_retire(shm_region *r)
   return atomic_fetch_add_explicit(&r->hdr->epoch, 1, memory_order_seq_cst);
 }
 
-/* Every transaction entry of every slot, free
-** slots included: a slot freed by a dying owner may still hold a hazard
-** until the reaper clears it, and clearing is what matters. */
+/* Every transaction entry of every slot ever attached (slots_scan_bound),
+** free slots included: a slot freed by a dying owner may still hold a
+** hazard until the reaper clears it, and clearing is what matters. */
 #define FOR_EACH_ENTRY(r, e)                                                     \
-  for (uint32_t si_ = 0; si_ < SHM_MAX_SLOTS; si_++)                             \
+  for (uint32_t si_ = 0, hi_ = slots_scan_bound(r); si_ < hi_; si_++)            \
     for (struct shm_txn_entry *e = shm_slot_at(r, si_)->txn;                     \
          e < shm_slot_at(r, si_)->txn + SHM_TXNS_PER_SLOT; e++)
 

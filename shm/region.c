@@ -257,7 +257,12 @@ static int region_attach_locked(const struct shm_open_params *p, shm_region *r, 
   uint64_t meta_end = probe.cache_bytes ? probe.cache_off + bc_meta_bytes(probe.cache_bytes) : probe.memtables_off;
   int err = 0;
   if (arena0 + p->memtable_bytes <= p->region_bytes) {   /* else region_format refuses it */
-    err = shm_reserve(r, 0, meta_end);
+    /* Not the slots section: each slot's pages are reserved when a
+    ** process first attaches it (slots.c), so the 256 slots cost only what
+    ** is used of them. */
+    err = shm_reserve(r, 0, probe.slots_off);
+    if (err == 0)
+      err = shm_reserve(r, probe.ring_off, meta_end - probe.ring_off);
     if (err == 0)
       err = shm_reserve(r, probe.memtables_off, arena_table_bytes());
     if (err == 0)

@@ -29,7 +29,7 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  6u
+#define SHM_LAYOUT_VERSION  7u
 #define SHM_HEADER_BYTES    4096u
 #define SHM_CACHELINE       64
 
@@ -116,6 +116,11 @@ struct shm_header {
   ** before it stores FREE. A bit left set (a lost rotation, a dead claimer)
   ** only costs a look. (layout version 6) */
   _Atomic uint64_t viewable_memtables;
+  /* One more than the highest process slot ever attached (slots.c): the
+  ** scans of every transaction entry stop there, so slots never used cost
+  ** neither time nor memory (their pages are never touched). Only grows.
+  ** (layout version 7) */
+  _Atomic uint32_t slots_high;
   alignas(SHM_CACHELINE) _Atomic uint64_t epoch;         /* reclamation epoch (epoch.h) */
   _Atomic uint64_t retired_max_seq;  /* newest commit in a memtable retired so far (arena.h) */
   alignas(SHM_CACHELINE) _Atomic uint32_t current_files; /* index of the current file list */

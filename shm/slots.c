@@ -136,13 +136,37 @@ int slots_reap_if_dead(shm_region *r, uint32_t my_slot, uint32_t slot)
 unsigned slots_reap_all(shm_region *r, uint32_t my_slot)
 {
   unsigned reaped = 0;
-  for (uint32_t i = 0; i < SHM_MAX_SLOTS; i++) {
+  uint32_t high = slots_scan_bound(r);
+  for (uint32_t i = 0; i < high; i++) {
     struct shm_slot *s = shm_slot_at(r, i);
     if (i != my_slot && atomic_load_explicit(&s->owner_pid, memory_order_acquire) != 0 &&
         slots_reap_if_dead(r, my_slot, i))
       reaped++;
   }
   return reaped;
+}
+
+/* Make slot a scanned one: back its pages with memory (the region is
+** created without the slots section's pages, so that slots no process ever
+** uses cost nothing), then raise slots_high past it, before anything of
+** the slot is read or written. Returns 0 or the errno of the reservation.
+** seq_cst load and CAS (see slots_scan_bound): whichever of them finds it
+** above slot already comes after, in the total order, the raise that put it
+** there, so a scan that missed this slot came before that raise. */
+static int open_slot(shm_region *r, uint32_t slot)
+{
+  uint32_t cur = atomic_load_explicit(&r->hdr->slots_high, memory_order_seq_cst);
+  if (cur > slot)
+    return 0;   /* reserved by whoever raised it */
+  uint64_t start = r->hdr->slots_off + (uint64_t)slot * sizeof(struct shm_slot);
+  uint64_t first_page = start & ~4095ull, end = (start + sizeof(struct shm_slot) + 4095) & ~4095ull;
+  int err = shm_reserve(r, first_page, end - first_page);
+  if (err)
+    return err;
+  while (cur <= slot && !atomic_compare_exchange_weak_explicit(&r->hdr->slots_high, &cur, slot + 1,
+                                                               memory_order_seq_cst, memory_order_seq_cst)) {
+  }
+  return 0;
 }
 
 int slots_attach(shm_region *r, int is_daemon, uint32_t *slot_out)
@@ -152,6 +176,12 @@ int slots_attach(shm_region *r, int is_daemon, uint32_t *slot_out)
       if (errno == EAGAIN || errno == EACCES)
         continue;
       return sdb_fail_errno("lock process slot %u of %s", i, r->path);
+    }
+    int err = open_slot(r, i);
+    if (err) {
+      slot_lock(r, i, F_UNLCK);
+      return sdb_fail(SOCHDB_BUSY, "cannot reserve shared memory for process slot %u of %s: %s", i, r->path,
+                      strerror(err));
     }
     struct shm_slot *s = shm_slot_at(r, i);
     if (atomic_load_explicit(&s->owner_pid, memory_order_acquire) != 0)
@@ -189,9 +219,11 @@ uint64_t slots_publish_snapshot(shm_region *r, struct shm_txn_entry *e)
 
 static uint64_t oldest_snapshot(shm_region *r, uint64_t bound)
 {
-  for (uint32_t i = 0; i < SHM_MAX_SLOTS; i++) {
+  uint32_t high = slots_scan_bound(r);
+  for (uint32_t i = 0; i < high; i++) {
     /* Every entry, free slots included: skipping one on a relaxed load of
-    ** its owner would step outside the seq_cst order the protocol needs. */
+    ** its owner would step outside the seq_cst order the protocol needs
+    ** (slots never attached are skipped safely: slots_scan_bound). */
     struct shm_slot *s = shm_slot_at(r, i);
     for (uint32_t j = 0; j < SHM_TXNS_PER_SLOT; j++) {
       uint64_t snap = atomic_load_explicit(&s->txn[j].snapshot, memory_order_seq_cst);
@@ -229,7 +261,8 @@ void slots_collect_stats(shm_region *r, uint32_t my_slot, struct sochdb_stats *o
   uint64_t published = seqring_published(r);
   out->last_commit_seq = published;
   out->oldest_snapshot = published;
-  for (uint32_t i = 0; i < SHM_MAX_SLOTS; i++) {
+  uint32_t high = slots_scan_bound(r);
+  for (uint32_t i = 0; i < high; i++) {
     struct shm_slot *s = shm_slot_at(r, i);
     /* acquire: pairs with the attach's release, so is_daemon is this owner's */
     if (atomic_load_explicit(&s->owner_pid, memory_order_acquire) == 0)

@@ -75,6 +75,16 @@ static inline struct shm_txn_entry *shm_txn_entry_at(const shm_region *r, uint32
 
 size_t slots_section_bytes(void);
 
+/* How many slots a scan of every entry must look at: one more than the
+** highest slot ever attached. seq_cst, and loaded at the start of each scan,
+** after the scanner's own unpublishing store: a slot attached later raised
+** slots_high (seq_cst) before it stored anything in its entries, so the
+** store-then-check protocols that read entries (slots.c, epoch.c) lose
+** nothing by skipping it: its publisher's check comes after the scanner's
+** store in the total order, and sees it. */
+static inline uint32_t slots_scan_bound(const shm_region *r)
+{ return atomic_load_explicit(&r->hdr->slots_high, memory_order_seq_cst); }
+
 /* Claim a free slot (reaping dead ones on the way). SOCHDB_BUSY if all are live.
 ** is_daemon marks the slot as sochdbd's before it is published. */
 int  slots_attach(shm_region *r, int is_daemon, uint32_t *slot_out);

@@ -21,6 +21,11 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
+#include <unistd.h>
 
 #include "arena.h"
 #include "error.h"
@@ -31,6 +36,7 @@
 #include "skiplist.h"
 #include "slots.h"
 #include "sochdb.h"
+#include "testhooks.h"
 #include "testutil.h"
 
 /* ------------------------------------------------------------ fixture */
@@ -94,11 +100,16 @@ static uint64_t install_intent(shm_region *r, uint32_t slot, uint32_t entry, con
 
 static struct mv_version *ver(sochdb *db, uint64_t off) { return shm_at(&db->region, off); }
 
-/* A slot nobody holds, to play the dead process's. */
+/* A slot nobody holds, to play the dead process's. Its owner would have
+** attached first, raising slots_high past it (slots_scan_bound). */
 static uint32_t free_slot(sochdb *db, uint32_t want)
 {
   struct shm_slot *s = shm_slot_at(&db->region, want);
   cr_assert_eq(atomic_load(&s->owner_pid), 0u, "slot %u is not free", want);
+  _Atomic uint32_t *high = &db->region.hdr->slots_high;
+  uint32_t cur = atomic_load(high);
+  while (cur <= want && !atomic_compare_exchange_weak(high, &cur, want + 1)) {
+  }
   return want;
 }
 
@@ -158,6 +169,83 @@ Test(slots, attach_and_detach_update_the_count)
   sochdb_close(c);
   cr_assert_eq(tu_stats(a).processes_attached, 1u, "back to one: %u", tu_stats(a).processes_attached);
   sochdb_close(a);
+}
+
+/* Scans of every transaction entry (horizon, epochs, stats) stop at the
+** highest slot ever attached, and a slot's pages are reserved when it is
+** first attached: slots no process attached hold no memory. The region goes
+** in a tmpfs for this (where reading a page allocates it, as on /dev/shm;
+** the suite's region directory may be on a disk, where it does not), and
+** mincore says which of its pages exist. */
+static unsigned char page_exists(shm_region *r, uint64_t off)
+{
+  unsigned char v = 0;
+  cr_assert_eq(mincore(r->base + (off & ~4095ull), 4096, &v), 0, "mincore: %s", strerror(errno));
+  return v & 1;
+}
+
+Test(slots, unattached_slots_hold_no_memory)
+{
+  struct statfs fs;
+  if (statfs("/dev/shm", &fs) != 0 || fs.f_type != TMPFS_MAGIC)
+    cr_skip_test("/dev/shm is not a tmpfs here");
+  char shm_dir[] = "/dev/shm/sochdb-test-XXXXXX";
+  cr_assert_not_null(mkdtemp(shm_dir), "mkdtemp: %s", strerror(errno));
+  const char *saved = getenv("SOCHDB_SHM_DIR");
+  char *saved_copy = saved ? strdup(saved) : NULL;
+  setenv("SOCHDB_SHM_DIR", shm_dir, 1);
+  sochdb_test_without_daemon(1);   /* exactly our two slots */
+  sochdb *a = open_db();
+  sochdb *b = open_db();
+  shm_region *r = &a->region;
+  uint32_t high = atomic_load(&r->hdr->slots_high);
+  cr_assert_eq(high, 2u, "slots_high %u with slots %u and %u attached", high, a->slot, b->slot);
+  for (int i = 0; i < 20; i++)   /* commits: snapshots, horizon scans, epoch scans */
+    tu_commit_kv(a, "k", "v", SOCHDB_ASYNC);
+  (void)tu_stats(a);
+  slots_compute_horizon(r);
+  uint64_t from = r->hdr->slots_off + 3 * sizeof(struct shm_slot);   /* past slot 2's first page */
+  for (uint64_t off = (from + 4095) & ~4095ull; off + 4096 <= r->hdr->ring_off; off += 4096)
+    cr_assert_eq(page_exists(r, off), 0, "page %#llx of the slots section, past the two attached slots, holds "
+                 "memory", (unsigned long long)off);
+  cr_assert_eq(page_exists(r, r->hdr->slots_off + sizeof(struct shm_slot)), 1, "an attached slot's page does not "
+               "exist (the check above means nothing)");
+
+  uint32_t gone = b->slot;
+  sochdb_close(b);
+  cr_assert_eq(atomic_load(&r->hdr->slots_high), high, "a detach never lowers slots_high");
+  sochdb *c = open_db();
+  cr_assert_eq(c->slot, gone, "the freed slot is reused");
+  sochdb_close(c);
+  /* the next slot, when no page can be had for it: SOCHDB_BUSY naming the cause */
+  sochdb *d = open_db();
+  sochdb_test_fault("shm.reserve", ENOSPC, 0, 1);
+  sochdb *e = NULL;
+  sochdb_options o = tu_options(8u << 20, 1u << 20, 0);
+  int rc = sochdb_open(tu_dir(), &o, &e);
+  sochdb_test_fault(NULL, 0, 0, 0);
+  cr_assert_eq(rc, SOCHDB_BUSY, "attaching a slot without memory for it: %s", sochdb_strerror(rc));
+  cr_assert_not_null(strstr(sochdb_last_error(), "process slot"), "the cause is named: %s", sochdb_last_error());
+  cr_assert_eq(atomic_load(&r->hdr->slots_high), 2u, "a slot that got no memory is not scanned");
+  struct stat st;
+  cr_assert_eq(fstat(r->fd, &st), 0);
+  uint64_t before = (uint64_t)st.st_blocks * 512;
+  rc = sochdb_open(tu_dir(), &o, &e);
+  cr_assert_eq(rc, SOCHDB_OK, "memory is back: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+  cr_assert_eq(fstat(r->fd, &st), 0);
+  uint64_t grown = (uint64_t)st.st_blocks * 512 - before;
+  cr_assert(grown >= 4096 && grown <= 4 * 4096, "attaching a third slot reserved %llu bytes, not its own pages "
+            "(%zu bytes a slot)", (unsigned long long)grown, sizeof(struct shm_slot));
+  cr_assert_eq(atomic_load(&r->hdr->slots_high), 3u, "the third slot is scanned once attached");
+  sochdb_close(e);
+  sochdb_close(d);
+  sochdb_close(a);
+  tu_remove_region(tu_dir());
+  rmdir(shm_dir);
+  sochdb_test_without_daemon(0);
+  if (saved_copy) setenv("SOCHDB_SHM_DIR", saved_copy, 1);
+  else unsetenv("SOCHDB_SHM_DIR");
+  free(saved_copy);
 }
 
 Test(slots, a_detach_folds_the_counters_into_the_totals)
