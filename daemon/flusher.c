@@ -104,7 +104,9 @@ static uint64_t final_state(shm_region *r, uint32_t my_slot, const struct mv_ver
     uint64_t st = mv_resolve(r, v);
     if (st)
       return st;
-    slots_reap_if_dead(r, my_slot, txn_ref_slot(v->txn));
+    uint64_t ref = mv_pending_txn(v);   /* 0: stamped meanwhile */
+    if (ref)
+      slots_reap_if_dead(r, my_slot, txn_ref_slot(ref));
     pause_ms(1);
   }
 }
@@ -135,18 +137,18 @@ static int build_table(struct store *s, uint32_t mt, struct built *out)
   for (uint64_t n = sl_seek(r, mt, NULL, 0); n && rc == SOCHDB_OK; n = sl_next(r, n)) {
     const struct sl_node *node = shm_at(r, n);
     int any = 0;
-    for (uint64_t off = atomic_load_explicit(&node->versions, memory_order_acquire); off && rc == SOCHDB_OK;) {
+    for (uint64_t off = sl_versions(r, node); off && rc == SOCHDB_OK;) {
       const struct mv_version *v = shm_at(r, off);
       uint64_t st = final_state(r, s->db->slot, v);
       if (st != MV_ABORTED) {
-        int del = v->flags & MV_TOMBSTONE;
+        int del = mv_is_tombstone(v);
         rc = sst_builder_add(&b, sl_key(node), node->klen, st, del ? SST_DEL : SST_PUT, del ? NULL : v->value,
-                             del ? 0 : v->vlen);
+                             del ? 0 : mv_vlen(v));
         out->min_seq = st < out->min_seq ? st : out->min_seq;
         out->max_seq = st > out->max_seq ? st : out->max_seq;
         any = 1;
       }
-      off = v->older;
+      off = shm_ref_off(r, v->older);
     }
     if (any) {
       if (!out->smallest) {

@@ -252,27 +252,29 @@ static int reserve(struct walwriter *w, size_t need)
 /* Append commit c's record to the group buffer at *len. */
 static int encode_commit(struct walwriter *w, const struct mv_commit *c, size_t *len)
 {
+  /* relaxed: durable_record read it the same way (the decision published it) */
+  uint32_t nops = atomic_load_explicit(&c->nops, memory_order_relaxed);
   uint64_t payload = 0;
-  for (uint32_t i = 0; i < c->nops; i++) {
-    const struct mv_version *v = shm_at(w->r, c->versions[i]);
-    const struct sl_node *node = shm_at(w->r, v->node);
-    payload += node->klen + v->vlen;
+  for (uint32_t i = 0; i < nops; i++) {
+    const struct mv_version *v = shm_ref_at(w->r, c->versions[i]);
+    const struct sl_node *node = shm_ref_at(w->r, v->node);
+    payload += node->klen + mv_vlen(v);
   }
-  size_t bytes = wal_record_bytes(c->nops, payload);
+  size_t bytes = wal_record_bytes(nops, payload);
   if (!bytes)
     return sdb_fail(SOCHDB_INVALID, "commit %llu is too large for one WAL record", (unsigned long long)c->seq);
   int rc = reserve(w, *len + bytes);
   if (rc != SOCHDB_OK)
     return rc;
   uint8_t *rec = w->buf + *len;
-  wal_record_begin(rec, bytes, WAL_COMMIT, c->seq, c->nops);
+  wal_record_begin(rec, bytes, WAL_COMMIT, c->seq, nops);
   size_t pos = 0;
-  for (uint32_t i = 0; i < c->nops; i++) {
-    const struct mv_version *v = shm_at(w->r, c->versions[i]);
-    const struct sl_node *node = shm_at(w->r, v->node);
-    int del = v->flags & MV_TOMBSTONE;
+  for (uint32_t i = 0; i < nops; i++) {
+    const struct mv_version *v = shm_ref_at(w->r, c->versions[i]);
+    const struct sl_node *node = shm_ref_at(w->r, v->node);
+    int del = mv_is_tombstone(v);
     pos = wal_record_add_op(rec, pos, del ? WAL_DEL : WAL_PUT, sl_key(node), node->klen, v->value,
-                            del ? 0 : v->vlen);
+                            del ? 0 : mv_vlen(v));
   }
   wal_record_finish(rec);
   *len += bytes;

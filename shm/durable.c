@@ -63,13 +63,17 @@ const struct mv_commit *durable_record(const shm_region *r, uint64_t seq)
   const struct mv_commit *c = shm_at(r, off);
   /* A record of another lap, or of an aborted commit, names another seq or
   ** has versions not stamped with this one: it carries nothing for seq. */
-  if (c->seq != seq || !c->nops || !in_region(r, off, sizeof *c + (uint64_t)c->nops * sizeof(uint64_t)))
+  /* relaxed: the whole record was written before the decision, whose
+  ** release the writer acquired through published_seq */
+  uint32_t nops = atomic_load_explicit(&c->nops, memory_order_relaxed);
+  if (c->seq != seq || !nops || nops > c->cap || !in_region(r, off, mv_commit_bytes(nops)))
     return NULL;
-  for (uint32_t i = 0; i < c->nops; i++) {
-    if (!in_region(r, c->versions[i], sizeof(struct mv_version)))
+  for (uint32_t i = 0; i < nops; i++) {
+    uint64_t voff = shm_ref_off(r, c->versions[i]);
+    if (!in_region(r, voff, mv_version_bytes(0)))
       return NULL;
-    const struct mv_version *v = shm_at(r, c->versions[i]);
-    if (atomic_load_explicit(&v->seq, memory_order_relaxed) != seq)
+    const struct mv_version *v = shm_at(r, voff);
+    if (atomic_load_explicit(&v->state, memory_order_relaxed) != seq)
       return NULL;
   }
   return c;

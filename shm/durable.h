@@ -26,13 +26,38 @@
 #define REC_RING_SIZE   65536u
 #define MAX_COMMIT_LAG  (REC_RING_SIZE - 256u * 128u)   /* slots x transaction entries */
 
-/* A commit as the WAL writer reads it, in the arena. */
+/* A transaction's commit record, in the arena: allocated when its commit
+** begins (before its first version) and named by its descriptor, so that
+** whoever finishes the descriptor (the owner, or the reaper of a dead one)
+** finds every version it may have installed; then read by the WAL writer.
+** A version is listed (and nops raised, release) before it is in any chain. */
 struct mv_commit {
-  uint64_t seq;
-  uint32_t nops;
-  uint32_t pad;
-  uint64_t versions[];      /* offsets of its versions, in key order */
+  uint64_t seq;             /* 0 until claimed */
+  _Atomic uint32_t nops;    /* versions listed so far: all of them, in key order, once claimed */
+  uint32_t cap;             /* room for this many */
+  shm_ref  versions[];
 };
+
+static inline uint64_t mv_commit_bytes(uint32_t cap) { return sizeof(struct mv_commit) + (uint64_t)cap * sizeof(shm_ref); }
+
+static inline void mv_commit_init(struct mv_commit *c, uint32_t cap)
+{
+  c->seq = 0;
+  c->cap = cap;
+  atomic_init(&c->nops, 0);
+}
+
+/* List version voff in c, before it goes in any chain. Only the record's
+** owner writes it. */
+static inline void mv_commit_add(const shm_region *r, struct mv_commit *c, uint64_t voff)
+{
+  uint32_t n = atomic_load_explicit(&c->nops, memory_order_relaxed);
+  c->versions[n] = shm_off_ref(r, voff);
+  /* release: listed before it is in any chain, so whoever finishes the
+  ** descriptor (a reaper, once we are dead) finds every version it may
+  ** have to stamp (slots_retire_descriptor acquires nops) */
+  atomic_store_explicit(&c->nops, n + 1, memory_order_release);
+}
 
 size_t   durable_section_bytes(void);
 void     durable_init(shm_region *r, uint64_t durable);

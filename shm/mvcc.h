@@ -2,12 +2,14 @@
 ** mvcc.h — version chains: the multi-version history of each key inside a
 ** memtable, newest first, and the rules that decide what a snapshot sees.
 **
-** A version is created by a committing transaction as an intent: its seq is 0
-** and it names its transaction's commit descriptor (slots.h). Once the
-** descriptor is decided, the version is stamped with its commit seq (or
-** MV_ABORTED). A reader with snapshot S sees the newest version whose commit
-** seq is <= S; an unstamped version is resolved through its descriptor,
-** guarded by the descriptor's generation against reuse.
+** A version is created by a committing transaction as an intent: its state
+** word names its transaction's commit descriptor (slots.h), tagged
+** MV_PENDING. Once the descriptor is decided, the version is stamped: the
+** same word becomes its commit seq (or MV_ABORTED), in one store, so a
+** reader loads one word and knows which it holds. A reader with snapshot S
+** sees the newest version whose commit seq is <= S; an unstamped version is
+** resolved through its descriptor, guarded by the descriptor's generation
+** against reuse.
 **
 ** A new version is only ever pushed on top of a chain whose newest live
 ** (non-aborted) version is decided; so at most one intent is pending per
@@ -19,21 +21,53 @@
 
 #include "region.h"
 
-#define MV_ABORTED   UINT64_MAX
-#define MV_TOMBSTONE 0x1u
+#include <stddef.h>
+#include <string.h>
 
+#define MV_ABORTED   UINT64_MAX
+/* Bit 63 with bit 62 clear: a pending version's state word, txn_ref in the
+** low bits (txn_ref uses 56). Commit seqs stay below 2^62. */
+#define MV_PENDING   (1ull << 63)
+#define MV_TOMBSTONE (1u << 31)    /* in len_flags: a delete, no value */
+
+/* 20 bytes before the value: for 100-byte values a version is 120 bytes,
+** 8-aligned with no padding (layout version 8; it was 48 + 100 -> 152). */
 struct mv_version {
-  uint64_t older;             /* next older version of this key in this memtable */
-  _Atomic uint64_t seq;       /* 0 = not yet stamped; MV_ABORTED; or the commit seq */
-  uint64_t txn;               /* txn_ref of the commit descriptor */
-  _Atomic uint64_t txn_next;  /* the same transaction's previously installed version */
-  uint64_t node;              /* its key's skiplist node (the WAL writer reads the key there) */
-  uint32_t vlen;
-  uint32_t flags;             /* MV_TOMBSTONE */
+  _Atomic uint64_t state;     /* MV_PENDING | txn_ref, then the commit seq or MV_ABORTED */
+  shm_ref  older;             /* next older version of this key in this memtable */
+  shm_ref  node;              /* its key's skiplist node (the WAL writer reads the key there) */
+  uint32_t len_flags;         /* value length (< 2^31), MV_TOMBSTONE */
   uint8_t  value[];
 };
 
-static inline uint64_t mv_version_bytes(uint64_t vlen) { return sizeof(struct mv_version) + vlen; }
+/* offsetof, not sizeof: sizeof rounds up to the 8-byte alignment of state */
+static inline uint64_t mv_version_bytes(uint64_t vlen) { return offsetof(struct mv_version, value) + vlen; }
+_Static_assert(offsetof(struct mv_version, value) == 20, "a version's header is 20 bytes");
+static inline uint32_t mv_vlen(const struct mv_version *v) { return v->len_flags & ~MV_TOMBSTONE; }
+static inline int      mv_is_tombstone(const struct mv_version *v) { return (v->len_flags & MV_TOMBSTONE) != 0; }
+static inline uint64_t mv_pending_state(uint64_t txn_ref) { return MV_PENDING | txn_ref; }
+static inline int      mv_state_is_pending(uint64_t w) { return (w >> 62) == 2; }
+
+/* Lay out a version at v: state word, node (offset), value; no older
+** version yet (mv_install links it). Relaxed: published by the install. */
+static inline void mv_version_fill(const shm_region *r, struct mv_version *v, uint64_t state, uint64_t node,
+                                   const void *val, uint32_t vlen, int tombstone)
+{
+  atomic_init(&v->state, state);
+  v->older = 0;
+  v->node = shm_off_ref(r, node);
+  v->len_flags = vlen | (tombstone ? MV_TOMBSTONE : 0);
+  if (vlen)
+    memcpy(v->value, val, vlen);
+}
+
+/* The txn_ref a pending version names (read from its state word: 0 once stamped). */
+static inline uint64_t mv_pending_txn(const struct mv_version *v)
+{
+  /* relaxed: the caller only uses it to find a slot to reap or wait for */
+  uint64_t w = atomic_load_explicit(&v->state, memory_order_relaxed);
+  return mv_state_is_pending(w) ? w & ~MV_PENDING : 0;
+}
 
 /* What a version's state is right now: MV_ABORTED, 0 (pending), or its commit seq. */
 uint64_t mv_resolve(const shm_region *r, const struct mv_version *v);

@@ -134,6 +134,8 @@ static int region_format(char *base, const struct shm_open_params *p, shm_region
   uint64_t n = (p->region_bytes - first_arena) / p->memtable_bytes;
   if (n > SHM_MAX_MEMTABLES)
     n = SHM_MAX_MEMTABLES;
+  if (n > SHM_MAX_ARENA_SPAN / p->memtable_bytes)
+    n = SHM_MAX_ARENA_SPAN / p->memtable_bytes;   /* the rest of a larger region stays unused */
   if (n < 2)
     return sdb_fail(SOCHDB_INVALID,
                     "region of %llu bytes holds fewer than 2 memtables of %llu bytes",
@@ -145,6 +147,7 @@ static int region_format(char *base, const struct shm_open_params *p, shm_region
 
   r->base = base;
   r->hdr = h;
+  r->ref_base = shm_layout_arena_off(h, 0) - 8;
   seqring_init(r, 1);
   durable_init(r, 1);
   atomic_init(&h->epoch, 1);
@@ -173,7 +176,8 @@ static int region_check(const struct shm_header *h, const struct shm_open_params
     return sdb_fail(SOCHDB_CORRUPT, "region header checksum mismatch");
   if (h->header_bytes != SHM_HEADER_BYTES || h->region_bytes != (uint64_t)file_size ||
       h->n_slots != SHM_MAX_SLOTS || h->n_memtables < 2 || h->n_memtables > SHM_MAX_MEMTABLES ||
-      shm_layout_arena_off(h, h->n_memtables) > h->region_bytes)
+      shm_layout_arena_off(h, h->n_memtables) > h->region_bytes ||
+      (uint64_t)h->n_memtables * h->memtable_bytes > SHM_MAX_ARENA_SPAN)
     return sdb_fail(SOCHDB_CORRUPT, "region header describes an impossible layout");
   (void)p;
   return SOCHDB_OK;
@@ -232,6 +236,7 @@ static int region_attach_locked(const struct shm_open_params *p, shm_region *r, 
       r->base = base;
       r->size = size;
       r->hdr = base;
+      r->ref_base = shm_layout_arena_off(r->hdr, 0) - 8;   /* meaningful once the header is validated */
       return SOCHDB_OK;
     }
     /* magic == 0: a creator died half-way (we hold the lock, so it is not

@@ -29,7 +29,7 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  7u
+#define SHM_LAYOUT_VERSION  8u
 #define SHM_HEADER_BYTES    4096u
 #define SHM_CACHELINE       64
 
@@ -37,6 +37,9 @@
 #define SHM_DEFAULT_MEMTABLE_BYTES (64ull << 20)
 #define SHM_MIN_MEMTABLE_BYTES     (1ull << 20)
 #define SHM_MAX_MEMTABLES          64u
+/* The memtable arenas together span at most this many bytes, so that a
+** 32-bit shm_ref reaches every 8-byte unit of them (layout version 8). */
+#define SHM_MAX_ARENA_SPAN         ((1ull << 35) - 8)
 
 /* Counters of events that are rare and global (not per process). */
 struct shm_global_stats {
@@ -136,11 +139,28 @@ typedef struct shm_region {
   pthread_mutex_t    reap_lock; /* threads of one handle share fd, so its slot locks
                                 ** do not exclude each other: this does */
   struct shm_header *hdr;
+  uint64_t           ref_base; /* region offset of shm_ref 0: 8 bytes before the first arena */
   char               path[4096];
 } shm_region;
 
 static inline void *shm_at(const shm_region *r, uint64_t off) { return off ? r->base + off : NULL; }
 static inline uint64_t shm_off(const shm_region *r, const void *p) { return (uint64_t)((const char *)p - r->base); }
+
+/* A link inside the memtable arenas, in 32 bits instead of a 64-bit region
+** offset: the distance from ref_base in 8-byte units (every arena allocation
+** is 8-aligned), 0 = none. Skiplist links, version chains and commit records
+** hold these; the head node at the very start of the first arena is ref 1,
+** and is never a link's target anyway. Half the bytes of an offset, on
+** every node level and every version (layout version 8). */
+typedef uint32_t shm_ref;
+
+static inline uint64_t shm_ref_off(const shm_region *r, shm_ref ref)
+{ return ref ? r->ref_base + ((uint64_t)ref << 3) : 0; }
+
+static inline shm_ref shm_off_ref(const shm_region *r, uint64_t off)
+{ return off ? (shm_ref)((off - r->ref_base) >> 3) : 0; }
+
+static inline void *shm_ref_at(const shm_region *r, shm_ref ref) { return shm_at(r, shm_ref_off(r, ref)); }
 
 struct shm_open_params {
   const char *dir;            /* database directory (must exist) */

@@ -1,7 +1,8 @@
 /*
 ** skiplist.c — the insert-only lock-free skiplist of a memtable, as in
-** LevelDB's and RocksDB's concurrent memtables but linked by region offsets
-** so that every process can walk it through its own mapping.
+** LevelDB's and RocksDB's concurrent memtables but linked by 32-bit arena
+** references (shm_ref, region.h) so that every process can walk it through
+** its own mapping.
 **
 ** Insertion links level 0 first (that is the linearisation point: from then
 ** on the key exists), then each upper level with its own CAS, redoing the
@@ -18,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HEAD_BYTES (sizeof(struct sl_node) + SL_MAX_HEIGHT * sizeof(uint64_t))
+#define HEAD_BYTES (sizeof(struct sl_node) + SL_MAX_HEIGHT * sizeof(shm_ref))
 
 static inline struct sl_node *node_at(const shm_region *r, uint64_t off) { return shm_at(r, off); }
 
@@ -64,7 +65,7 @@ static inline uint64_t next_at(const shm_region *r, uint64_t node, int level)
 {
   /* acquire: pairs with the release CAS that linked the successor, so its
   ** key and links are visible */
-  return atomic_load_explicit(&node_at(r, node)->next[level], memory_order_acquire);
+  return shm_ref_off(r, atomic_load_explicit(&node_at(r, node)->next[level], memory_order_acquire));
 }
 
 static inline int key_less(const shm_region *r, uint64_t node, const void *key, uint32_t klen)
@@ -126,7 +127,7 @@ static uint64_t new_node(shm_region *r, uint32_t mt, const void *key, uint32_t k
     return 0;
   struct sl_node *n = node_at(r, off);
   atomic_init(&n->versions, 0);
-  n->klen = klen;
+  n->klen = (uint16_t)klen;
   n->height = height;
   memcpy((uint8_t *)&n->next[height], key, klen);
   return off;
@@ -143,11 +144,11 @@ static uint64_t link_level(shm_region *r, uint64_t node, int level, const void *
     if (level == 0 && node_has_key(r, succs[0], key, klen))
       return succs[0];
     /* relaxed: the node is not reachable on this level until the CAS below */
-    atomic_store_explicit(&n->next[level], succs[level], memory_order_relaxed);
-    uint64_t expected = succs[level];
+    atomic_store_explicit(&n->next[level], shm_off_ref(r, succs[level]), memory_order_relaxed);
+    shm_ref expected = shm_off_ref(r, succs[level]);
     /* release: whoever reaches the node through this link sees its contents */
-    if (atomic_compare_exchange_strong_explicit(&node_at(r, preds[level])->next[level], &expected, node,
-                                                memory_order_release, memory_order_relaxed))
+    if (atomic_compare_exchange_strong_explicit(&node_at(r, preds[level])->next[level], &expected,
+                                                shm_off_ref(r, node), memory_order_release, memory_order_relaxed))
       return node;
     preds[level] = scan_level(r, preds[level], level, key, klen, &succs[level]);
   }
@@ -260,13 +261,13 @@ void sl_build_append(struct sl_builder *b, uint64_t node, const void *key, uint3
   assert(height >= 1 && height <= SL_MAX_HEIGHT);
   assert(b->last[0] == b->head || key_less(r, b->last[0], key, klen));
   /* relaxed, all of them: nobody else can reach this memtable yet (see skiplist.h) */
-  atomic_store_explicit(&n->versions, versions, memory_order_relaxed);
-  n->klen = klen;
+  atomic_store_explicit(&n->versions, shm_off_ref(r, versions), memory_order_relaxed);
+  n->klen = (uint16_t)klen;
   n->height = height;
   memcpy((uint8_t *)&n->next[height], key, klen);
   for (int level = 0; level < height; level++) {
     atomic_store_explicit(&n->next[level], 0, memory_order_relaxed);
-    atomic_store_explicit(&node_at(r, b->last[level])->next[level], node, memory_order_relaxed);
+    atomic_store_explicit(&node_at(r, b->last[level])->next[level], shm_off_ref(r, node), memory_order_relaxed);
     b->last[level] = node;
   }
 }

@@ -5,8 +5,9 @@
 ** Nodes are never removed (a delete is a tombstone version), so insertion is
 ** the only mutation of the structure: a node is linked bottom-up, each level
 ** with one CAS, and a reader that follows `next` links with acquire loads
-** always sees a fully initialised node. Links are region offsets. Each node
-** carries the head of its key's version chain (see mvcc.h).
+** always sees a fully initialised node. Links are 32-bit arena references
+** (shm_ref, region.h); the functions below take and return region offsets.
+** Each node carries the head of its key's version chain (see mvcc.h).
 */
 #ifndef SOCHDB_SHM_SKIPLIST_H
 #define SOCHDB_SHM_SKIPLIST_H
@@ -17,12 +18,14 @@
 #define SL_MAX_HEIGHT 16
 
 struct sl_node {
-  _Atomic uint64_t versions;  /* newest version of this key (offset), 0 = none yet */
-  uint32_t klen;
+  _Atomic shm_ref versions;   /* newest version of this key, 0 = none yet */
+  uint16_t klen;              /* <= SOCHDB_MAX_KEY */
   uint8_t  height;
-  uint8_t  pad[3];
-  _Atomic uint64_t next[];    /* `height` links, followed by the key bytes */
+  uint8_t  pad;
+  _Atomic shm_ref next[];     /* `height` links, followed by the key bytes */
 };
+
+_Static_assert(sizeof(struct sl_node) == 8, "a node's header is 8 bytes");
 
 static inline const uint8_t *sl_key(const struct sl_node *n)
 { return (const uint8_t *)&n->next[n->height]; }
@@ -65,7 +68,7 @@ uint64_t sl_seek(const shm_region *r, uint32_t mt, const void *key, uint32_t kle
 
 /* Arena bytes of a node of this height and key length (8-aligned, as arena_alloc rounds). */
 static inline uint64_t sl_node_bytes(uint8_t height, uint32_t klen)
-{ return (sizeof(struct sl_node) + (uint64_t)height * sizeof(uint64_t) + klen + 7) & ~7ull; }
+{ return (sizeof(struct sl_node) + (uint64_t)height * sizeof(shm_ref) + klen + 7) & ~7ull; }
 
 /* A node height drawn as inserts draw it (p = 1/4 per level). */
 uint8_t  sl_random_height(void);
@@ -97,8 +100,13 @@ static inline uint64_t sl_next(const shm_region *r, uint64_t n)
   /* not shm_at: its NULL for offset 0 is a path GCC 12 then warns about at -O3 */
   const struct sl_node *node = (const struct sl_node *)(r->base + n);
   /* acquire: pairs with the release CAS that linked the successor */
-  return atomic_load_explicit(&node->next[0], memory_order_acquire);
+  return shm_ref_off(r, atomic_load_explicit(&node->next[0], memory_order_acquire));
 }
+
+/* The newest version of node n (offset), or 0. acquire: pairs with the
+** installing CAS (mvcc.c), so the version's bytes are visible. */
+static inline uint64_t sl_versions(const shm_region *r, const struct sl_node *n)
+{ return shm_ref_off(r, atomic_load_explicit(&n->versions, memory_order_acquire)); }
 
 /* Bytewise key order, a prefix first (<0, 0, >0). */
 static inline int sl_compare(const void *a, uint32_t alen, const void *b, uint32_t blen)

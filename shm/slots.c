@@ -20,6 +20,7 @@
 
 #include "arena.h"
 #include "blockcache.h"
+#include "durable.h"
 #include "error.h"
 #include "mvcc.h"
 #include "seqring.h"
@@ -57,20 +58,26 @@ void slots_retire_descriptor(shm_region *r, struct shm_txn_entry *e)
       state = expected;
   }
   uint64_t final = state == TXN_ABORTED ? MV_ABORTED : state;
-  for (uint64_t off = atomic_load_explicit(&e->versions, memory_order_acquire); off;) {
-    struct mv_version *v = shm_at(r, off);
-    /* relaxed: the stamp carries its own meaning; the release on gen below
-    ** orders it before the descriptor can be reused. */
-    atomic_store_explicit(&v->seq, final, memory_order_relaxed);
-    off = atomic_load_explicit(&v->txn_next, memory_order_relaxed);
+  /* acquire, both: pair with the owner's release stores of the record and
+  ** of each raise of nops, so every version listed is seen */
+  uint64_t record = atomic_load_explicit(&e->record, memory_order_acquire);
+  if (record) {
+    struct mv_commit *c = shm_at(r, record);
+    uint32_t n = atomic_load_explicit(&c->nops, memory_order_acquire);
+    for (uint32_t i = 0; i < n; i++) {
+      struct mv_version *v = shm_ref_at(r, c->versions[i]);
+      /* relaxed: the stamp carries its own meaning; the release on gen below
+      ** orders it before the descriptor can be reused. */
+      atomic_store_explicit(&v->state, final, memory_order_relaxed);
+    }
   }
-  int used = atomic_load_explicit(&e->versions, memory_order_relaxed) || state != TXN_PENDING;
+  int used = record || state != TXN_PENDING;
   if (used) /* release: a reader that sees the new generation must see the stamps */
     atomic_fetch_add_explicit(&e->gen, 1, memory_order_release);
   /* The list is emptied before the state is reset: a reaper that finds a
   ** decided state re-stamps the same values, one that finds the reset state
   ** finds no versions, so a decided commit can never be re-stamped aborted. */
-  atomic_store_explicit(&e->versions, 0, memory_order_relaxed);
+  atomic_store_explicit(&e->record, 0, memory_order_relaxed);
   atomic_store_explicit(&e->seq, 0, memory_order_relaxed);
   if (used) /* release: a reader that sees the reset state must see the new gen */
     atomic_store_explicit(&e->state, TXN_PENDING, memory_order_release);
@@ -94,7 +101,9 @@ static void reap_locked(shm_region *r, uint32_t slot)
   struct shm_slot *s = shm_slot_at(r, slot);
   for (uint32_t i = 0; i < SHM_TXNS_PER_SLOT; i++) {
     struct shm_txn_entry *e = &s->txn[i];
-    int had_intents = atomic_load_explicit(&e->versions, memory_order_acquire) != 0 &&
+    uint64_t record = atomic_load_explicit(&e->record, memory_order_acquire);
+    int had_intents = record && atomic_load_explicit(&((struct mv_commit *)shm_at(r, record))->nops,
+                                                     memory_order_acquire) != 0 &&
                       atomic_load_explicit(&e->state, memory_order_acquire) == TXN_PENDING;
     slots_retire_descriptor(r, e);   /* undecided = aborted: wholly absent */
     /* release: pairs with the horizon scan; the snapshot is gone */

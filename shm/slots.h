@@ -36,7 +36,7 @@ struct shm_txn_entry {
   _Atomic uint64_t snapshot;  /* published snapshot seq; 0 = entry holds none */
   _Atomic uint64_t gen;       /* bumped before the descriptor is reused */
   _Atomic uint64_t state;     /* TXN_PENDING, TXN_ABORTED or the commit seq */
-  _Atomic uint64_t versions;  /* newest version this commit installed (list via txn_next) */
+  _Atomic uint64_t record;    /* its commit record (durable.h): every version it made; 0 = none */
   _Atomic uint64_t seq;       /* the commit sequence it claimed, 0 before */
   _Atomic uint64_t view_memtables; /* hazard: bit i = memtable i is in its view (epoch.h) */
   _Atomic uint64_t commit_epoch;   /* epoch when its commit began writing memtables; 0 = not committing */

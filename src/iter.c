@@ -555,9 +555,9 @@ static int iter_next(sochdb_iter *it, const void **key, size_t *klen, const void
       vl = e->vlen;
     } else if (memtables_verdict(it, k, kl, &mv, &stable)) {
       k = stable;            /* stable: the region outlives the transaction */
-      found = !(mv->flags & MV_TOMBSTONE);
+      found = !mv_is_tombstone(mv);
       v = mv->value;
-      vl = mv->vlen;
+      vl = mv_vlen(mv);
     } else {
       if (stable)
         k = stable;

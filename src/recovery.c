@@ -299,14 +299,8 @@ static int build_chunk(struct replay *rp)
     do {                                     /* versions oldest first: the newest heads the chain */
       const struct rop *o = &ops[order[i]];
       struct mv_version *v = shm_at(r, at);
-      v->older = newest;
-      atomic_init(&v->seq, o->seq);
-      v->txn = 0;
-      atomic_init(&v->txn_next, 0);
-      v->node = node;
-      v->vlen = o->vlen;
-      v->flags = o->tombstone ? MV_TOMBSTONE : 0;
-      memcpy(v->value, o->val, o->vlen);
+      mv_version_fill(r, v, o->seq, node, o->val, o->vlen, o->tombstone);
+      v->older = shm_off_ref(r, newest);
       newest = at;
       at += pad8(mv_version_bytes(o->vlen));
       i++;

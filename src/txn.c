@@ -297,10 +297,10 @@ static int get_key(sochdb_txn *t, const void *key, size_t klen, const void **val
   }
   const struct mv_version *v = snapshot_lookup(t, key, (uint32_t)klen);
   if (v) {
-    if (v->flags & MV_TOMBSTONE)
+    if (mv_is_tombstone(v))
       return SOCHDB_NOTFOUND;
     *val = v->value;          /* zero-copy: the arena outlives our view */
-    *vlen = v->vlen;
+    *vlen = mv_vlen(v);
     return SOCHDB_OK;
   }
   return tables_lookup(t, key, klen, val, vlen);
@@ -321,7 +321,6 @@ int sdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, size_
 struct installed {
   uint32_t mt;
   uint64_t node;
-  uint64_t version;
 };
 
 struct commit_ctx {
@@ -329,6 +328,7 @@ struct commit_ctx {
   shm_region           *r;
   struct shm_txn_entry *e;
   uint64_t              ref;        /* what our versions call our descriptor */
+  struct mv_commit     *record;     /* our commit record: every version we make is listed there */
   struct timespec       deadline;   /* for waiting on a free arena */
   int                   deadline_set;
   uint64_t              memtables;  /* bit i: a version of ours is in memtable i */
@@ -399,23 +399,14 @@ static int make_room(struct commit_ctx *c, uint32_t full)
   return SOCHDB_OK;
 }
 
-/* Allocate and fill our version of w in memtable mt, on our descriptor's list. */
+/* Allocate and fill our version of w in memtable mt, listed in our commit record. */
 static uint64_t new_version(struct commit_ctx *c, uint32_t mt, uint64_t node, const struct wb_entry *w)
 {
   uint64_t off = arena_alloc(c->r, mt, mv_version_bytes(w->vlen));
   if (!off)
     return 0;
-  struct mv_version *v = shm_at(c->r, off);
-  atomic_init(&v->seq, 0);
-  v->txn = c->ref;
-  v->node = node;
-  v->vlen = w->vlen;
-  v->flags = w->tombstone ? MV_TOMBSTONE : 0;
-  memcpy(v->value, w->val, w->vlen);
-  atomic_init(&v->txn_next, atomic_load_explicit(&c->e->versions, memory_order_relaxed));
-  /* release: on the list before it is in any chain, so a reaper of this
-  ** process always finds (and stamps) every version it may have installed */
-  atomic_store_explicit(&c->e->versions, off, memory_order_release);
+  mv_version_fill(c->r, shm_at(c->r, off), mv_pending_state(c->ref), node, w->val, w->vlen, w->tombstone);
+  mv_commit_add(c->r, c->record, off);
   return off;
 }
 
@@ -454,7 +445,6 @@ static int install_one(struct commit_ctx *c, const struct wb_entry *w, struct in
         c->memtables |= 1ull << mt;
         at->mt = mt;
         at->node = node;
-        at->version = v;
         return SOCHDB_OK;
       case MV_CONFLICT:
         return conflict_with(c, other);
@@ -486,7 +476,8 @@ static int check_elsewhere(struct commit_ctx *c, const struct wb_entry *w, const
     uint64_t state;
     const struct mv_version *live;
     while (node && (live = mv_newest_live(c->r, node, &state)) && state == 0) {
-      if (!slots_reap_if_dead(c->r, my_slot, txn_ref_slot(live->txn)))
+      uint64_t ref = mv_pending_txn(live);   /* 0: stamped meanwhile, look again */
+      if (ref && !slots_reap_if_dead(c->r, my_slot, txn_ref_slot(ref)))
         return SOCHDB_CONFLICT;      /* someone else is committing this key */
     }
     if (!node || !live)
@@ -553,19 +544,20 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
   return check_retired(c);
 }
 
-/* The record the WAL writer will read: our seq and our versions, in the
-** active memtable (any arena would do: none is recycled before it is durable). */
-static int write_commit_record(struct commit_ctx *c, const struct installed *at, size_t n, uint64_t *out)
+/* Our commit record, before the first install: room for every write, in
+** the active memtable (any arena would do: none is recycled while our
+** commit epoch holds it, nor before the record is durable), named by our
+** descriptor for whoever finishes it. Installs list their versions in it. */
+static int new_commit_record(struct commit_ctx *c, uint32_t n, uint64_t *out)
 {
   for (;;) {
     uint32_t mt = arena_active(c->r);
-    uint64_t off = arena_alloc(c->r, mt, sizeof(struct mv_commit) + n * sizeof(uint64_t));
+    uint64_t off = arena_alloc(c->r, mt, mv_commit_bytes(n));
     if (off) {
-      struct mv_commit *rec = shm_at(c->r, off);
-      rec->seq = 0;                      /* set once claimed */
-      rec->nops = (uint32_t)n;
-      for (size_t i = 0; i < n; i++)
-        rec->versions[i] = at[i].version;
+      c->record = shm_at(c->r, off);
+      mv_commit_init(c->record, n);
+      /* release: whoever acquires the record sees it initialised */
+      atomic_store_explicit(&c->e->record, off, memory_order_release);
       *out = off;
       return SOCHDB_OK;
     }
@@ -685,9 +677,9 @@ static int commit_writes(sochdb_txn *t, unsigned flags)
   /* Held while we may write into memtables: the flusher waits for it before
   ** it writes a rotated-out memtable to a file (daemon/flusher.c). */
   epoch_enter(c.r, &c.e->commit_epoch);
-  int rc = install_all(&c, order, at);
+  int rc = new_commit_record(&c, (uint32_t)t->writes.n, &record);
   if (rc == SOCHDB_OK)
-    rc = write_commit_record(&c, at, t->writes.n, &record);
+    rc = install_all(&c, order, at);
   if (rc == SOCHDB_OK)
     rc = wait_for_writer(&c);
   free(at);

@@ -750,26 +750,27 @@ static uint32_t rp_check_memtables(sochdb *db, const struct rp_hist *h)
                            k < RP_KEYS),
                 "memtable %u holds a stray key %s", mt, key);
       uint64_t last = UINT64_MAX;
-      for (uint64_t off = atomic_load(&node->versions); off;) {
+      for (uint64_t off = sl_versions(r, node); off;) {
         const struct mv_version *ver = shm_at(r, off);
-        uint64_t s = atomic_load(&ver->seq);
+        uint64_t s = atomic_load(&ver->state);
         cr_assert(s != 0 && s != MV_ABORTED && s < last, "%s: version seq %llu after %llu in its chain", key,
                   (unsigned long long)s, (unsigned long long)last);
-        cr_assert_eq(ver->node, n, "%s: a version names another node", key);
+        cr_assert_eq(shm_ref_off(r, ver->node), n, "%s: a version names another node", key);
         last = s;
         lo = s < lo ? s : lo;
         hi = s > hi ? s : hi;
-        off = ver->older;
+        off = shm_ref_off(r, ver->older);
         if (filler)
           continue;
         int vn = -1;
-        if (!(ver->flags & MV_TOMBSTONE)) {
+        if (!mv_is_tombstone(ver)) {
           char want[RP_VLEN];
           cr_assert(sscanf((const char *)ver->value, "%*d:%d:", &vn) == 1, "%s: unreadable value", key);
           rp_val(k, vn, want);
-          cr_assert(ver->vlen == RP_VLEN && !memcmp(ver->value, want, RP_VLEN), "%s: version %d damaged", key, vn);
+          cr_assert(mv_vlen(ver) == RP_VLEN && !memcmp(ver->value, want, RP_VLEN), "%s: version %d damaged", key,
+                    vn);
         } else {
-          cr_assert_eq(ver->vlen, 0, "%s: a tombstone with a value", key);
+          cr_assert_eq(mv_vlen(ver), 0, "%s: a tombstone with a value", key);
         }
         cr_assert_lt(got[k].n, RP_MAXV, "%s: too many versions", key);
         got[k].ver[got[k].n] = vn;
@@ -778,7 +779,7 @@ static uint32_t rp_check_memtables(sochdb *db, const struct rp_hist *h)
     }
     for (int level = 1; level < SL_MAX_HEIGHT; level++) {
       const struct sl_node *head = shm_at(r, arena_memtable(r, mt)->arena_off), *p = NULL;
-      for (uint64_t n = atomic_load(&head->next[level]); n;) {
+      for (uint64_t n = shm_ref_off(r, atomic_load(&head->next[level])); n;) {
         const struct sl_node *node = shm_at(r, n);
         cr_assert_gt(node->height, level, "memtable %u: node of height %u on level %d", mt, node->height, level);
         cr_assert_eq(sl_find(r, mt, sl_key(node), node->klen), n, "memtable %u: level %d names a stray node", mt,
@@ -787,7 +788,7 @@ static uint32_t rp_check_memtables(sochdb *db, const struct rp_hist *h)
           cr_assert_lt(sl_compare(sl_key(p), p->klen, sl_key(node), node->klen), 0,
                        "memtable %u: level %d out of order", mt, level);
         p = node;
-        n = atomic_load(&node->next[level]);
+        n = shm_ref_off(r, atomic_load(&node->next[level]));
       }
     }
     cr_assert_neq(hi, 0, "memtable %u of the rebuilt region is empty", mt);

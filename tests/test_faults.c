@@ -222,7 +222,7 @@ Test(faults, enospc_on_sstable_writes_is_retried_and_loses_nothing)
   char spec[64];
   snprintf(spec, sizeof spec, "sst.write:%d:0:40", ENOSPC);
   sochdb *db = open_with_fault(spec, 10000);
-  const int n = 20000;   /* ~3 MB of versions: several 1 MiB memtables */
+  const int n = 30000;   /* ~3 MB of nodes, versions and commit records: several 1 MiB memtables */
   for (int i = 0; i < n; i++) {
     int rc;
     while ((rc = put_one(db, i, SOCHDB_ASYNC)) == SOCHDB_BUSY)

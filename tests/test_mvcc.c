@@ -27,7 +27,7 @@ static sochdb *open_db(void) { return tu_open(64u << 20, 4u << 20, 50); }
 
 static int version_is(const struct mv_version *v, const char *val)
 {
-  return v && !(v->flags & MV_TOMBSTONE) && v->vlen == strlen(val) && memcmp(v->value, val, v->vlen) == 0;
+  return v && !mv_is_tombstone(v) && mv_vlen(v) == strlen(val) && memcmp(v->value, val, mv_vlen(v)) == 0;
 }
 
 /* --------------------------------------------- through the public API */
@@ -62,9 +62,9 @@ Test(mvcc, chain_newest_first_and_repeatable_reads)
   const struct sl_node *n = shm_at(r, node);
   uint64_t prev_seq = UINT64_MAX;
   int count = 0;
-  for (uint64_t off = atomic_load(&n->versions); off; count++) {
+  for (uint64_t off = sl_versions(r, n); off; count++) {
     const struct mv_version *v = shm_at(r, off);
-    uint64_t seq = atomic_load(&v->seq);
+    uint64_t seq = atomic_load(&v->state);
     cr_assert_lt(count, NVER, "chain longer than the %d commits", NVER);
     cr_assert(seq != 0 && seq != MV_ABORTED, "version %d not stamped with a commit seq (%llu)", count,
               (unsigned long long)seq);
@@ -76,7 +76,7 @@ Test(mvcc, chain_newest_first_and_repeatable_reads)
     cr_assert_eq(seq, snap[NVER - count]->snapshot, "version %d: seq %llu, snapshot after it %llu", count,
                  (unsigned long long)seq, (unsigned long long)snap[NVER - count]->snapshot);
     prev_seq = seq;
-    off = v->older;
+    off = shm_ref_off(r, v->older);
   }
   cr_assert_eq(count, NVER, "chain has %d versions, want %d", count, NVER);
 
@@ -115,8 +115,8 @@ Test(mvcc, tombstone_hides_only_from_later_snapshots)
   cr_assert_neq(node, 0, "no node for k");
   const struct mv_version *v = mv_visible(r, node, after->snapshot);
   cr_assert_not_null(v, "the tombstone itself must be the visible version");
-  cr_assert(v->flags & MV_TOMBSTONE, "visible version at the delete's snapshot is not a tombstone");
-  cr_assert_eq(v->vlen, 0, "tombstone carries %u value bytes", v->vlen);
+  cr_assert(mv_is_tombstone(v), "visible version at the delete's snapshot is not a tombstone");
+  cr_assert_eq(mv_vlen(v), 0, "tombstone carries %u value bytes", mv_vlen(v));
   cr_assert(version_is(mv_visible(r, node, before->snapshot), "alive"), "older snapshot lost its version");
 
   /* a tombstone for a key that never existed */
@@ -148,11 +148,11 @@ Test(mvcc, aborted_versions_are_never_visible)
   uint64_t node = sl_find(r, arena_active(r), "a", 1);
   cr_assert_neq(node, 0, "no node for a");
   const struct sl_node *n = shm_at(r, node);
-  const struct mv_version *head = shm_at(r, atomic_load(&n->versions));
-  cr_assert(head->vlen == 6 && memcmp(head->value, "a-lost", 6) == 0,
+  const struct mv_version *head = shm_at(r, sl_versions(r, n));
+  cr_assert(mv_vlen(head) == 6 && memcmp(head->value, "a-lost", 6) == 0,
             "the loser's intent on a should be at the head of a's chain");
-  cr_assert_eq(atomic_load(&head->seq), MV_ABORTED, "the loser's version is not stamped ABORTED (%llu)",
-               (unsigned long long)atomic_load(&head->seq));
+  cr_assert_eq(atomic_load(&head->state), MV_ABORTED, "the loser's version is not stamped ABORTED (%llu)",
+               (unsigned long long)atomic_load(&head->state));
   cr_assert_eq(mv_resolve(r, head), MV_ABORTED, "mv_resolve of the aborted version");
   uint64_t snaps[] = { 1, 2, 3, 4, 5, 100, UINT64_MAX - 1 };
   for (size_t i = 0; i < sizeof snaps / sizeof snaps[0]; i++) {
@@ -279,7 +279,7 @@ Test(mvcc, concurrent_writers_build_a_consistent_chain)
   long expect_val = NINC_THREADS * NINC;
   uint64_t prev = UINT64_MAX;
   int committed = 0, aborted = 0;
-  for (uint64_t off = atomic_load(&n->versions); off;) {
+  for (uint64_t off = sl_versions(r, n); off;) {
     const struct mv_version *v = shm_at(r, off);
     uint64_t seq = mv_resolve(r, v);
     cr_assert_neq(seq, 0, "a version is still pending after every commit finished");
@@ -299,7 +299,7 @@ Test(mvcc, concurrent_writers_build_a_consistent_chain)
       expect_val--;
       committed++;
     }
-    off = v->older;
+    off = shm_ref_off(r, v->older);
   }
   cr_assert_eq(committed, NINC_THREADS * NINC + 1, "%d committed versions, want %d", committed,
                NINC_THREADS * NINC + 1);
@@ -332,23 +332,24 @@ static struct scratch scratch_setup(sochdb *db)
   return s;
 }
 
-/* A version of the scratch node's key, pushed on its chain. */
-static uint64_t push_version(struct scratch *s, uint64_t seq, uint64_t ref, const char *val, uint32_t flags)
+/* Make the version at off (0: none) the head of the scratch node's chain. */
+static void set_head(struct scratch *s, uint64_t off)
+{
+  atomic_store(&((struct sl_node *)shm_at(s->r, s->node))->versions, shm_off_ref(s->r, off));
+}
+
+/* A version of the scratch node's key, pushed on its chain: stamped seq,
+** or (seq 0) pending on descriptor ref. */
+static uint64_t push_version(struct scratch *s, uint64_t seq, uint64_t ref, const char *val, int tombstone)
 {
   uint32_t vlen = val ? (uint32_t)strlen(val) : 0;
   uint64_t off = arena_alloc(s->r, s->mt, mv_version_bytes(vlen));
   cr_assert_neq(off, 0, "arena_alloc");
   struct mv_version *v = shm_at(s->r, off);
   struct sl_node *n = shm_at(s->r, s->node);
+  mv_version_fill(s->r, v, seq ? seq : mv_pending_state(ref), s->node, val, vlen, tombstone);
   v->older = atomic_load(&n->versions);
-  atomic_store(&v->seq, seq);
-  v->txn = ref;
-  atomic_store(&v->txn_next, 0);
-  v->vlen = vlen;
-  v->flags = flags;
-  if (vlen)
-    memcpy(v->value, val, vlen);
-  atomic_store(&n->versions, off);
+  set_head(s, off);
   return off;
 }
 
@@ -382,7 +383,7 @@ Test(mvcc, resolve_consults_descriptor)
                (unsigned long long)got);
   set_desc(s.e, gen + 1, TXN_ABORTED);
   cr_assert_eq(mv_resolve(s.r, v), 0, "generation mismatch: an aborted reuser must not abort us");
-  atomic_store(&v->seq, 777);   /* the owner stamped before moving on */
+  atomic_store(&v->state, 777);   /* the owner stamped before moving on */
   cr_assert_eq(mv_resolve(s.r, v), 777, "stamped version: resolve should give the stamp");
   set_desc(s.e, gen, TXN_ABORTED);
   cr_assert_eq(mv_resolve(s.r, v), 777, "a stamp is final: the descriptor is not consulted");
@@ -406,7 +407,7 @@ Test(mvcc, visible_walks_hand_built_chain)
   uint64_t ref = txn_ref(FAKE_SLOT, FAKE_ENTRY, gen);
   uint64_t other = txn_ref(FAKE_SLOT, FAKE_ENTRY + 1, 1);
   /* oldest to newest: tomb@3, v5@5, aborted, v10@10, pending (descriptor) */
-  uint64_t t3 = push_version(&s, 3, other, NULL, MV_TOMBSTONE);
+  uint64_t t3 = push_version(&s, 3, other, NULL, 1);
   uint64_t v5 = push_version(&s, 5, other, "five", 0);
   uint64_t ab = push_version(&s, MV_ABORTED, other, "aborted", 0);
   uint64_t v10 = push_version(&s, 10, other, "ten", 0);
@@ -423,7 +424,7 @@ Test(mvcc, visible_walks_hand_built_chain)
                  (unsigned long long)cases[i].snap);
   }
   const struct mv_version *tv = mv_visible(s.r, s.node, 4);
-  cr_assert(tv && (tv->flags & MV_TOMBSTONE), "the tombstone must be returned as such");
+  cr_assert(tv && mv_is_tombstone(tv), "the tombstone must be returned as such");
 
   uint64_t state = 99;
   cr_assert_eq(mv_newest_live(s.r, s.node, &state), shm_at(s.r, pend), "newest live should be the intent");
@@ -454,38 +455,39 @@ Test(mvcc, install_rules)
 
   /* empty chain: installs */
   uint64_t a = push_version(&s, 0, other, "tmp", 0);
-  atomic_store(&n->versions, 0);
+  set_head(&s, 0);
   cr_assert_eq(mv_install(s.r, s.node, a, 1, &other_out), MV_INSTALLED, "install on an empty chain");
-  cr_assert_eq(atomic_load(&n->versions), a, "the installed version is not the head");
+  cr_assert_eq(sl_versions(s.r, n), a, "the installed version is not the head");
   cr_assert_eq(((struct mv_version *)shm_at(s.r, a))->older, 0, "first version has an older link");
-  atomic_store(&((struct mv_version *)shm_at(s.r, a))->seq, 10);
+  atomic_store(&((struct mv_version *)shm_at(s.r, a))->state, 10);
 
   /* newest committed at 10: a snapshot of 9 conflicts, 10 does not */
   uint64_t b = push_version(&s, 0, other, "b", 0);
-  atomic_store(&n->versions, a);   /* push_version linked it; unlink again */
+  set_head(&s, a);   /* push_version linked it; unlink again */
   cr_assert_eq(mv_install(s.r, s.node, b, 9, &other_out), MV_CONFLICT, "commit at 10 vs snapshot 9");
   cr_assert_eq(other_out, 10, "MV_CONFLICT should report the winning seq 10, got %llu",
                (unsigned long long)other_out);
-  cr_assert_eq(atomic_load(&n->versions), a, "a conflicting install changed the chain");
+  cr_assert_eq(sl_versions(s.r, n), a, "a conflicting install changed the chain");
   cr_assert_eq(mv_install(s.r, s.node, b, 10, &other_out), MV_INSTALLED, "commit at 10 vs snapshot 10");
-  cr_assert_eq(((struct mv_version *)shm_at(s.r, b))->older, a, "older link of the new head");
+  cr_assert_eq(shm_ref_off(s.r, ((struct mv_version *)shm_at(s.r, b))->older), a, "older link of the new head");
 
   /* b is pending on its descriptor: another installer is blocked by its slot */
   uint64_t gen = 8;
-  ((struct mv_version *)shm_at(s.r, b))->txn = txn_ref(FAKE_SLOT, FAKE_ENTRY, gen);
+  atomic_store(&((struct mv_version *)shm_at(s.r, b))->state, mv_pending_state(txn_ref(FAKE_SLOT, FAKE_ENTRY, gen)));
   set_desc(s.e, gen, TXN_PENDING);
   uint64_t c = push_version(&s, 0, other, "c", 0);
-  atomic_store(&n->versions, b);
+  set_head(&s, b);
   cr_assert_eq(mv_install(s.r, s.node, c, 100, &other_out), MV_BLOCKED, "pending intent on top must block");
   cr_assert_eq(other_out, FAKE_SLOT, "blocker slot %llu, want %u", (unsigned long long)other_out, FAKE_SLOT);
   /* its transaction aborts: the aborted version is skipped, 10 <= 11 installs */
   set_desc(s.e, gen, TXN_ABORTED);
   cr_assert_eq(mv_install(s.r, s.node, c, 11, &other_out), MV_INSTALLED, "install over an aborted intent");
-  cr_assert_eq(((struct mv_version *)shm_at(s.r, c))->older, b, "aborted versions stay in the chain");
+  cr_assert_eq(shm_ref_off(s.r, ((struct mv_version *)shm_at(s.r, c))->older), b, "aborted versions stay in the "
+               "chain");
   /* ... but a snapshot below the newest live commit still conflicts */
-  atomic_store(&((struct mv_version *)shm_at(s.r, c))->seq, MV_ABORTED);
+  atomic_store(&((struct mv_version *)shm_at(s.r, c))->state, MV_ABORTED);
   uint64_t d = push_version(&s, 0, other, "d", 0);
-  atomic_store(&n->versions, c);
+  set_head(&s, c);
   other_out = 0;
   cr_assert_eq(mv_install(s.r, s.node, d, 9, &other_out), MV_CONFLICT, "conflict below aborted versions");
   cr_assert_eq(other_out, 10, "the conflicting seq is the newest live one (10), got %llu",

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "arena.h"
+#include "durable.h"
 #include "error.h"
 #include "internal.h"
 #include "mvcc.h"
@@ -63,24 +64,36 @@ static void release_entry(sochdb *db, uint32_t e)
   atomic_fetch_and(&db->entry_bits[e / 64], ~(1ull << (e % 64)));
 }
 
+/* The commit record of descriptor e, made with room for `cap` versions on
+** first use, as txn.c's new_commit_record does when a commit begins. */
+static struct mv_commit *record_of(shm_region *r, struct shm_txn_entry *e, uint32_t cap)
+{
+  uint64_t off = atomic_load(&e->record);
+  if (!off) {
+    off = arena_alloc(r, arena_active(r), mv_commit_bytes(cap));
+    cr_assert_neq(off, 0u, "arena_alloc of a commit record: the active memtable is full");
+    mv_commit_init(shm_at(r, off), cap);
+    atomic_store_explicit(&e->record, off, memory_order_release);
+  }
+  return shm_at(r, off);
+}
+
+#define RECORD_CAP 64u   /* versions a test descriptor lists, unless record_of made it bigger first */
+
 /* A version in the active memtable, owned by descriptor (slot, entry) and
-** pushed on that descriptor's list, as txn.c's new_version does. Not in any
-** key's chain. */
+** listed in that descriptor's commit record, as txn.c's new_version does.
+** Not in any key's chain. */
 static uint64_t new_version(shm_region *r, uint32_t slot, uint32_t entry, const char *val)
 {
   struct shm_txn_entry *e = shm_txn_entry_at(r, slot, entry);
+  struct mv_commit *rec = record_of(r, e, RECORD_CAP);
+  cr_assert_lt(atomic_load(&rec->nops), rec->cap, "the test's commit record is full");
   size_t vlen = strlen(val);
   uint64_t off = arena_alloc(r, arena_active(r), mv_version_bytes(vlen));
   cr_assert_neq(off, 0u, "arena_alloc: the active memtable is full");
-  struct mv_version *v = shm_at(r, off);
-  atomic_store(&v->seq, 0);
-  v->older = 0;
-  v->txn = txn_ref(slot, entry, atomic_load(&e->gen));
-  v->vlen = (uint32_t)vlen;
-  v->flags = 0;
-  memcpy(v->value, val, vlen);
-  atomic_store(&v->txn_next, atomic_load(&e->versions));
-  atomic_store_explicit(&e->versions, off, memory_order_release);
+  mv_version_fill(r, shm_at(r, off), mv_pending_state(txn_ref(slot, entry, atomic_load(&e->gen))), 0, val,
+                  (uint32_t)vlen, 0);
+  mv_commit_add(r, rec, off);
   return off;
 }
 
@@ -583,24 +596,25 @@ Test(slots, retire_stamps_a_committed_descriptors_versions)
     cr_assert_eq(mv_resolve(r, ver(db, v[i])), 42u, "a decided, unstamped version resolves through its descriptor");
   slots_retire_descriptor(r, e);
   for (int i = 0; i < 3; i++) {
-    cr_assert_eq(atomic_load(&ver(db, v[i])->seq), 42u, "version %d stamped %llu, expected 42", i,
-                 (unsigned long long)atomic_load(&ver(db, v[i])->seq));
+    cr_assert_eq(atomic_load(&ver(db, v[i])->state), 42u, "version %d stamped %llu, expected 42", i,
+                 (unsigned long long)atomic_load(&ver(db, v[i])->state));
     cr_assert_eq(mv_resolve(r, ver(db, v[i])), 42u, "version %d resolves to 42 after retire", i);
   }
   cr_assert_eq(atomic_load(&e->gen), g0 + 1, "the generation moves on: %llu -> %llu", (unsigned long long)g0,
                (unsigned long long)atomic_load(&e->gen));
   cr_assert_eq(atomic_load(&e->state), (uint64_t)TXN_PENDING, "the descriptor is reset for reuse");
-  cr_assert_eq(atomic_load(&e->versions), 0u, "the version list is emptied");
-  cr_assert_eq(atomic_load(&e->seq), 0u, "the claimed seq is cleared");
+  cr_assert_eq(atomic_load(&e->record), 0u, "the commit record is let go");
+  cr_assert_eq(atomic_load(&e->state), 0u, "the claimed seq is cleared");
 
   /* reused: a new transaction on the same entry does not change old stamps */
   uint64_t w = new_version(r, db->slot, 120, "new");
-  cr_assert_eq(txn_ref_gen(ver(db, w)->txn), txn_ref_gen(g0 + 1), "the new version names the new generation");
+  cr_assert_eq(txn_ref_gen(mv_pending_txn(ver(db, w))), txn_ref_gen(g0 + 1), "the new version names the new "
+               "generation");
   cr_assert_eq(mv_resolve(r, ver(db, v[0])), 42u, "an old version does not follow the reused descriptor");
   cr_assert_eq(mv_resolve(r, ver(db, w)), 0u, "the new version is pending");
   slots_retire_descriptor(r, e);            /* never decided: aborted */
-  cr_assert_eq(atomic_load(&ver(db, w)->seq), MV_ABORTED, "an undecided retire stamps MV_ABORTED");
-  cr_assert_eq(atomic_load(&ver(db, v[0])->seq), 42u, "the earlier stamps stay");
+  cr_assert_eq(atomic_load(&ver(db, w)->state), MV_ABORTED, "an undecided retire stamps MV_ABORTED");
+  cr_assert_eq(atomic_load(&ver(db, v[0])->state), 42u, "the earlier stamps stay");
   release_entry(db, 120);
   sochdb_close(db);
 }
@@ -622,20 +636,20 @@ Test(slots, retire_stamps_pending_and_aborted_descriptors_aborted)
   slots_retire_descriptor(r, p);
   slots_retire_descriptor(r, a);
   for (int i = 0; i < 2; i++)
-    cr_assert_eq(atomic_load(&ver(db, pv[i])->seq), MV_ABORTED, "pending version %d stamped %llu", i,
-                 (unsigned long long)atomic_load(&ver(db, pv[i])->seq));
-  cr_assert_eq(atomic_load(&ver(db, av)->seq), MV_ABORTED, "aborted version stamped %llu",
-               (unsigned long long)atomic_load(&ver(db, av)->seq));
+    cr_assert_eq(atomic_load(&ver(db, pv[i])->state), MV_ABORTED, "pending version %d stamped %llu", i,
+                 (unsigned long long)atomic_load(&ver(db, pv[i])->state));
+  cr_assert_eq(atomic_load(&ver(db, av)->state), MV_ABORTED, "aborted version stamped %llu",
+               (unsigned long long)atomic_load(&ver(db, av)->state));
   cr_assert_eq(atomic_load(&p->gen), pg + 1, "pending descriptor's generation");
   cr_assert_eq(atomic_load(&a->gen), ag + 1, "aborted descriptor's generation");
   cr_assert_eq(atomic_load(&p->state), (uint64_t)TXN_PENDING, "reset");
   cr_assert_eq(atomic_load(&a->state), (uint64_t)TXN_PENDING, "reset");
-  cr_assert_eq(atomic_load(&p->versions) | atomic_load(&a->versions), 0u, "lists emptied");
+  cr_assert_eq(atomic_load(&p->record) | atomic_load(&a->record), 0u, "records let go");
 
   /* an idle descriptor stays idle */
   slots_retire_descriptor(r, p);
   cr_assert_eq(atomic_load(&p->state), (uint64_t)TXN_PENDING, "an idle retire leaves the state PENDING");
-  cr_assert_eq(atomic_load(&p->versions), 0u, "and no versions");
+  cr_assert_eq(atomic_load(&p->record), 0u, "and no record");
   release_entry(db, 121);
   release_entry(db, 122);
   sochdb_close(db);
@@ -698,12 +712,12 @@ Test(slots, reaping_a_dead_slot_rolls_back_its_pending_commit)
   cr_assert_eq(atomic_load(&e0->snapshot), 0u, "entry 0's snapshot is dropped");
   cr_assert_eq(atomic_load(&e1->snapshot), 0u, "entry 1's snapshot is dropped");
   for (int i = 0; i < 2; i++)
-    cr_assert_eq(atomic_load(&ver(db, d.v[i])->seq), MV_ABORTED, "intent %d stamped %llu, expected MV_ABORTED",
-                 i, (unsigned long long)atomic_load(&ver(db, d.v[i])->seq));
+    cr_assert_eq(atomic_load(&ver(db, d.v[i])->state), MV_ABORTED, "intent %d stamped %llu, expected MV_ABORTED",
+                 i, (unsigned long long)atomic_load(&ver(db, d.v[i])->state));
   cr_assert_eq(atomic_load(&e0->state), (uint64_t)TXN_PENDING, "descriptor reset");
   cr_assert_eq(atomic_load(&e0->gen), d.gen0 + 1, "descriptor generation bumped");
-  cr_assert_eq(atomic_load(&e0->versions), 0u, "descriptor list emptied");
-  cr_assert_eq(atomic_load(&e0->seq), 0u, "descriptor seq cleared");
+  cr_assert_eq(atomic_load(&e0->record), 0u, "descriptor's record let go");
+  cr_assert_eq(atomic_load(&e0->state), 0u, "descriptor seq cleared");
   cr_assert_eq(seqring_published(r), d.seq, "the dead claim is decided and published over: %llu",
                (unsigned long long)seqring_published(r));
   cr_assert_eq(reaped_count(db), reaped0 + 1, "processes_reaped %llu", (unsigned long long)reaped_count(db));
@@ -750,8 +764,8 @@ Test(slots, reaping_a_dead_slot_finishes_its_decided_commit)
 
   cr_assert_eq(slots_reap_if_dead(r, db->slot, d.slot), 1, "reaped");
   for (int i = 0; i < 2; i++)
-    cr_assert_eq(atomic_load(&ver(db, d.v[i])->seq), d.seq, "version %d stamped %llu, expected the commit seq %llu",
-                 i, (unsigned long long)atomic_load(&ver(db, d.v[i])->seq), (unsigned long long)d.seq);
+    cr_assert_eq(atomic_load(&ver(db, d.v[i])->state), d.seq, "version %d stamped %llu, expected the commit seq %llu",
+                 i, (unsigned long long)atomic_load(&ver(db, d.v[i])->state), (unsigned long long)d.seq);
   cr_assert_eq(seqring_published(r), d.seq, "published over the dead commit: %llu", (unsigned long long)seqring_published(r));
   cr_assert_eq(rolled_back_count(db), 0u, "a decided commit is not rolled back");
   cr_assert_eq(reaped_count(db), 1u, "processes_reaped");
@@ -833,8 +847,8 @@ Test(slots, attaching_takes_over_and_reaps_dead_slots)
   cr_assert_eq(reaped_count(db), 2u, "two dead slots reaped: %llu", (unsigned long long)reaped_count(db));
   cr_assert_eq(rolled_back_count(db), 2u, "two pending commits rolled back");
   for (int i = 0; i < 2; i++) {
-    cr_assert_eq(atomic_load(&ver(db, d1.v[i])->seq), MV_ABORTED, "slot 1 intent %d aborted", i);
-    cr_assert_eq(atomic_load(&ver(db, d2.v[i])->seq), MV_ABORTED, "slot 230 intent %d aborted", i);
+    cr_assert_eq(atomic_load(&ver(db, d1.v[i])->state), MV_ABORTED, "slot 1 intent %d aborted", i);
+    cr_assert_eq(atomic_load(&ver(db, d2.v[i])->state), MV_ABORTED, "slot 230 intent %d aborted", i);
   }
   cr_assert_eq(atomic_load(&shm_txn_entry_at(&db->region, 1, 0)->snapshot), 0u, "old snapshot gone from slot 1");
   cr_assert_eq(tu_stats(db).processes_attached, 2u, "two live handles");
@@ -913,13 +927,14 @@ Test(slots, reaping_is_exclusive_among_threads_of_one_handle)
   struct shm_txn_entry *e = shm_txn_entry_at(r, dead, 3);
   /* a long list of intents makes one reap take a while (tens of microseconds) */
   enum { NV = 20000, NT = 4, ROUNDS = 40 };
-  uint64_t head = 0;
+  record_of(r, e, NV);
+  uint64_t head = atomic_load(&e->record);
   for (int i = 0; i < NV; i++)
-    head = new_version(r, dead, 3, "");
+    new_version(r, dead, 3, "");
   unsigned doubled = 0, first_bad_round = 0;
   uint64_t worst = 1;
   for (unsigned round = 0; round < ROUNDS; round++) {
-    atomic_store(&e->versions, head);
+    atomic_store(&e->record, head);   /* the reap let it go */
     atomic_store(&e->state, TXN_PENDING);
     atomic_store(&e->snapshot, seqring_published(r));
     mark_dead_owner(db, dead);
@@ -978,12 +993,13 @@ Test(slots, concurrent_stats_on_one_handle_reap_a_dead_slot_once)
   const uint32_t dead = free_slot(db, 241);
   struct shm_txn_entry *e = shm_txn_entry_at(r, dead, 9);
   enum { NV = 20000, NT = 4, ROUNDS = 40 };
-  uint64_t head = 0;
+  record_of(r, e, NV);
+  uint64_t head = atomic_load(&e->record);
   for (int i = 0; i < NV; i++)
-    head = new_version(r, dead, 9, "");
+    new_version(r, dead, 9, "");
   uint64_t start = reaped_count(db);
   for (unsigned round = 0; round < ROUNDS; round++) {
-    atomic_store(&e->versions, head);
+    atomic_store(&e->record, head);   /* the reap let it go */
     atomic_store(&e->state, TXN_PENDING);
     mark_dead_owner(db, dead);
     pthread_barrier_t bar;
