@@ -158,18 +158,23 @@ unsigned slots_reap_all(shm_region *r, uint32_t my_slot)
 /* Make slot a scanned one: back its pages with memory (the region is
 ** created without the slots section's pages, so that slots no process ever
 ** uses cost nothing), then raise slots_high past it, before anything of
-** the slot is read or written. Returns 0 or the errno of the reservation.
-** seq_cst load and CAS (see slots_scan_bound): whichever of them finds it
-** above slot already comes after, in the total order, the raise that put it
-** there, so a scan that missed this slot came before that raise. */
+** the slot is read or written. Every slot below it is reserved too, not
+** only this one: a lower slot may be locked by a process that has not
+** reserved it yet (or died before it could), and the scans read every slot
+** below slots_high, where an unreserved page of a full tmpfs is a SIGBUS.
+** So "below slots_high" always means "reserved". Returns 0 or the errno of
+** the reservation. seq_cst load and CAS (see slots_scan_bound): whichever of
+** them finds it above slot already comes after, in the total order, the
+** raise that put it there, so a scan that missed this slot came before
+** that raise. */
 static int open_slot(shm_region *r, uint32_t slot)
 {
   uint32_t cur = atomic_load_explicit(&r->hdr->slots_high, memory_order_seq_cst);
   if (cur > slot)
-    return 0;   /* reserved by whoever raised it */
-  uint64_t start = r->hdr->slots_off + (uint64_t)slot * sizeof(struct shm_slot);
-  uint64_t first_page = start & ~4095ull, end = (start + sizeof(struct shm_slot) + 4095) & ~4095ull;
-  int err = shm_reserve(r, first_page, end - first_page);
+    return 0;   /* reserved, with every slot below, by whoever raised it */
+  uint64_t first_page = r->hdr->slots_off & ~4095ull;
+  uint64_t end = r->hdr->slots_off + (uint64_t)(slot + 1) * sizeof(struct shm_slot);
+  int err = shm_reserve(r, first_page, ((end + 4095) & ~4095ull) - first_page);
   if (err)
     return err;
   while (cur <= slot && !atomic_compare_exchange_weak_explicit(&r->hdr->slots_high, &cur, slot + 1,

@@ -83,7 +83,10 @@ size_t slots_section_bytes(void);
 ** nothing by skipping it: its publisher's check comes after the scanner's
 ** store in the total order, and sees it. */
 static inline uint32_t slots_scan_bound(const shm_region *r)
-{ return atomic_load_explicit(&r->hdr->slots_high, memory_order_seq_cst); }
+{
+  uint32_t high = atomic_load_explicit(&r->hdr->slots_high, memory_order_seq_cst);
+  return high < SHM_MAX_SLOTS ? high : SHM_MAX_SLOTS;   /* a damaged word must not send scans past the section */
+}
 
 /* Claim a free slot (reaping dead ones on the way). SOCHDB_BUSY if all are live.
 ** is_daemon marks the slot as sochdbd's before it is published. */

@@ -19,6 +19,7 @@
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -29,6 +30,7 @@
 
 #include "arena.h"
 #include "durable.h"
+#include "epoch.h"
 #include "error.h"
 #include "internal.h"
 #include "mvcc.h"
@@ -185,44 +187,87 @@ Test(slots, attach_and_detach_update_the_count)
 }
 
 /* Scans of every transaction entry (horizon, epochs, stats) stop at the
-** highest slot ever attached, and a slot's pages are reserved when it is
-** first attached: slots no process attached hold no memory. The region goes
-** in a tmpfs for this (where reading a page allocates it, as on /dev/shm;
-** the suite's region directory may be on a disk, where it does not), and
-** mincore says which of its pages exist. */
-static unsigned char page_exists(shm_region *r, uint64_t off)
+** highest slot ever attached, and slots are reserved when first attached:
+** slots no process attached hold no memory. The region goes in a tmpfs for
+** this (where reading a page allocates it, as on /dev/shm; the suite's
+** region directory may be on a disk, where it does not). Memory is the
+** file's st_blocks (mincore cannot see reserved, untouched pages), and a
+** page read by a scan is also in mincore. */
+static uint64_t region_blocks(shm_region *r)
+{
+  struct stat st;
+  cr_assert_eq(fstat(r->fd, &st), 0, "fstat: %s", strerror(errno));
+  return (uint64_t)st.st_blocks * 512;
+}
+
+static unsigned char page_mapped(shm_region *r, uint64_t off)
 {
   unsigned char v = 0;
   cr_assert_eq(mincore(r->base + (off & ~4095ull), 4096, &v), 0, "mincore: %s", strerror(errno));
   return v & 1;
 }
 
-Test(slots, unattached_slots_hold_no_memory)
+/* Slots [0, n) are reserved: reserving them again allocates nothing. */
+static void expect_slots_reserved(shm_region *r, uint32_t n, const char *ctx)
+{
+  uint64_t before = region_blocks(r);
+  uint64_t end = (r->hdr->slots_off + (uint64_t)n * sizeof(struct shm_slot) + 4095) & ~4095ull;
+  cr_assert_eq(fallocate(r->fd, FALLOC_FL_KEEP_SIZE, 4096, (off_t)(end - 4096)), 0, "fallocate: %s",
+               strerror(errno));
+  cr_assert_eq(region_blocks(r), before, "%s: slots below %u were not all reserved (%llu more bytes now)", ctx, n,
+               (unsigned long long)(region_blocks(r) - before));
+}
+
+static char *use_tmpfs_regions(char *dir)
 {
   struct statfs fs;
   if (statfs("/dev/shm", &fs) != 0 || fs.f_type != TMPFS_MAGIC)
-    cr_skip_test("/dev/shm is not a tmpfs here");
-  char shm_dir[] = "/dev/shm/sochdb-test-XXXXXX";
-  cr_assert_not_null(mkdtemp(shm_dir), "mkdtemp: %s", strerror(errno));
+    return NULL;
+  cr_assert_not_null(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
   const char *saved = getenv("SOCHDB_SHM_DIR");
-  char *saved_copy = saved ? strdup(saved) : NULL;
-  setenv("SOCHDB_SHM_DIR", shm_dir, 1);
-  sochdb_test_without_daemon(1);   /* exactly our two slots */
+  char *saved_copy = strdup(saved ? saved : "");
+  setenv("SOCHDB_SHM_DIR", dir, 1);
+  return saved_copy;
+}
+
+static void restore_regions(const char *dir, char *saved)
+{
+  tu_remove_region(tu_dir());
+  rmdir(dir);
+  if (*saved) setenv("SOCHDB_SHM_DIR", saved, 1);
+  else unsetenv("SOCHDB_SHM_DIR");
+  free(saved);
+}
+
+Test(slots, unattached_slots_hold_no_memory)
+{
+  char shm_dir[] = "/dev/shm/sochdb-test-XXXXXX";
+  char *saved = use_tmpfs_regions(shm_dir);
+  if (!saved)
+    cr_skip_test("/dev/shm is not a tmpfs here");
+  sochdb_test_without_daemon(1);   /* exactly our slots */
   sochdb *a = open_db();
   sochdb *b = open_db();
   shm_region *r = &a->region;
   uint32_t high = atomic_load(&r->hdr->slots_high);
   cr_assert_eq(high, 2u, "slots_high %u with slots %u and %u attached", high, a->slot, b->slot);
-  for (int i = 0; i < 20; i++)   /* commits: snapshots, horizon scans, epoch scans */
+  expect_slots_reserved(r, 2, "two handles");
+  uint64_t start = region_blocks(r);
+  for (int i = 0; i < 20; i++)   /* commits: snapshots, horizon scans */
     tu_commit_kv(a, "k", "v", SOCHDB_ASYNC);
-  (void)tu_stats(a);
+  (void)tu_stats(a);               /* every scan, directly: none reads past slot 1 */
   slots_compute_horizon(r);
+  (void)epoch_oldest_commit(r);
+  (void)hazard_memtables(r);
+  (void)hazard_file_lists(r);
+  cr_assert_eq(region_blocks(r), start, "commits and scans took %llu bytes more", 
+               (unsigned long long)(region_blocks(r) - start));
   uint64_t from = r->hdr->slots_off + 3 * sizeof(struct shm_slot);   /* past slot 2's first page */
   for (uint64_t off = (from + 4095) & ~4095ull; off + 4096 <= r->hdr->ring_off; off += 4096)
-    cr_assert_eq(page_exists(r, off), 0, "page %#llx of the slots section, past the two attached slots, holds "
-                 "memory", (unsigned long long)off);
-  cr_assert_eq(page_exists(r, r->hdr->slots_off + sizeof(struct shm_slot)), 1, "an attached slot's page does not "
-               "exist (the check above means nothing)");
+    cr_assert_eq(page_mapped(r, off), 0, "page %#llx of the slots section, past the two attached slots, was read",
+                 (unsigned long long)off);
+  cr_assert_eq(page_mapped(r, r->hdr->slots_off + sizeof(struct shm_slot)), 1, "an attached slot's page is not "
+               "mapped (the check above means nothing)");
 
   uint32_t gone = b->slot;
   sochdb_close(b);
@@ -240,25 +285,54 @@ Test(slots, unattached_slots_hold_no_memory)
   cr_assert_eq(rc, SOCHDB_BUSY, "attaching a slot without memory for it: %s", sochdb_strerror(rc));
   cr_assert_not_null(strstr(sochdb_last_error(), "process slot"), "the cause is named: %s", sochdb_last_error());
   cr_assert_eq(atomic_load(&r->hdr->slots_high), 2u, "a slot that got no memory is not scanned");
-  struct stat st;
-  cr_assert_eq(fstat(r->fd, &st), 0);
-  uint64_t before = (uint64_t)st.st_blocks * 512;
+  uint64_t before = region_blocks(r);
   rc = sochdb_open(tu_dir(), &o, &e);
   cr_assert_eq(rc, SOCHDB_OK, "memory is back: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
-  cr_assert_eq(fstat(r->fd, &st), 0);
-  uint64_t grown = (uint64_t)st.st_blocks * 512 - before;
+  uint64_t grown = region_blocks(r) - before;
   cr_assert(grown >= 4096 && grown <= 4 * 4096, "attaching a third slot reserved %llu bytes, not its own pages "
             "(%zu bytes a slot)", (unsigned long long)grown, sizeof(struct shm_slot));
   cr_assert_eq(atomic_load(&r->hdr->slots_high), 3u, "the third slot is scanned once attached");
+  expect_slots_reserved(r, 3, "three handles");
   sochdb_close(e);
   sochdb_close(d);
   sochdb_close(a);
-  tu_remove_region(tu_dir());
-  rmdir(shm_dir);
   sochdb_test_without_daemon(0);
-  if (saved_copy) setenv("SOCHDB_SHM_DIR", saved_copy, 1);
-  else unsetenv("SOCHDB_SHM_DIR");
-  free(saved_copy);
+  restore_regions(shm_dir, saved);
+}
+
+/* A slot locked by a process that has not reserved it yet (or died before
+** it could) lies below the slot a later process attaches: the later one
+** reserves every slot below its own, so the scans, which read every slot
+** below slots_high, never touch an unreserved page (a SIGBUS on a full
+** tmpfs), and whoever takes the skipped slot later finds it reserved. */
+Test(slots, a_slot_skipped_while_locked_is_reserved_by_the_next_attach)
+{
+  char shm_dir[] = "/dev/shm/sochdb-test-XXXXXX";
+  char *saved = use_tmpfs_regions(shm_dir);
+  if (!saved)
+    cr_skip_test("/dev/shm is not a tmpfs here");
+  sochdb_test_without_daemon(1);
+  sochdb *a = open_db();
+  shm_region *r = &a->region;
+  cr_assert_eq(a->slot, 0u, "the first handle takes slot 0");
+  /* slot 1's liveness lock, held by another open file description: an attacher between its lock and its reservation */
+  int fd = open(r->path, O_RDWR);
+  cr_assert_geq(fd, 0, "open %s: %s", r->path, strerror(errno));
+  struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 1, .l_len = 1 };
+  cr_assert_eq(fcntl(fd, F_OFD_SETLK, &fl), 0, "lock slot 1: %s", strerror(errno));
+  sochdb *b = open_db();
+  cr_assert_eq(b->slot, 2u, "slot 1 is locked: the second handle takes slot 2, not %u", b->slot);
+  cr_assert_eq(atomic_load(&r->hdr->slots_high), 3u, "slots_high");
+  expect_slots_reserved(r, 3, "slot 1 skipped while locked");
+  close(fd);                       /* the would-be attacher is gone */
+  sochdb *c = open_db();
+  cr_assert_eq(c->slot, 1u, "the skipped slot is taken next");
+  expect_slots_reserved(r, 3, "slot 1 taken");
+  sochdb_close(c);
+  sochdb_close(b);
+  sochdb_close(a);
+  sochdb_test_without_daemon(0);
+  restore_regions(shm_dir, saved);
 }
 
 Test(slots, a_detach_folds_the_counters_into_the_totals)
