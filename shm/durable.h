@@ -23,6 +23,8 @@
 
 #include "region.h"
 
+#include <assert.h>
+
 #define REC_RING_SIZE   65536u
 #define MAX_COMMIT_LAG  (REC_RING_SIZE - 256u * 128u)   /* slots x transaction entries */
 
@@ -52,6 +54,7 @@ static inline void mv_commit_init(struct mv_commit *c, uint32_t cap)
 static inline void mv_commit_add(const shm_region *r, struct mv_commit *c, uint64_t voff)
 {
   uint32_t n = atomic_load_explicit(&c->nops, memory_order_relaxed);
+  assert(n < c->cap);   /* one version per write, and the record has room for every write */
   c->versions[n] = shm_off_ref(r, voff);
   /* release: listed before it is in any chain, so whoever finishes the
   ** descriptor (a reaper, once we are dead) finds every version it may

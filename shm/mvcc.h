@@ -28,6 +28,7 @@
 /* Bit 63 with bit 62 clear: a pending version's state word, txn_ref in the
 ** low bits (txn_ref uses 56). Commit seqs stay below 2^62. */
 #define MV_PENDING   (1ull << 63)
+#define MV_MAX_SEQ   ((1ull << 62) - 1)   /* the largest commit seq a version can hold */
 #define MV_TOMBSTONE (1u << 31)    /* in len_flags: a delete, no value */
 
 /* 20 bytes before the value: for 100-byte values a version is 120 bytes,

@@ -44,7 +44,30 @@ static int slot_lock(const shm_region *r, uint32_t slot, short type)
   return fcntl(r->fd, F_OFD_SETLK, &fl);
 }
 
-void slots_retire_descriptor(shm_region *r, struct shm_txn_entry *e)
+void slots_stamp_record(shm_region *r, uint64_t record, uint64_t final)
+{
+  if (!record)
+    return;
+  struct mv_commit *c = shm_at(r, record);
+  /* acquire: pairs with each release raise of nops (mv_commit_add), so
+  ** every version listed is seen */
+  uint32_t n = atomic_load_explicit(&c->nops, memory_order_acquire);
+  for (uint32_t i = 0; i < n; i++) {
+    struct mv_version *v = shm_ref_at(r, c->versions[i]);
+    /* relaxed: the stamp carries its own meaning; the release on gen that
+    ** follows orders it before the descriptor can be reused. */
+    atomic_store_explicit(&v->state, final, memory_order_relaxed);
+  }
+}
+
+uint64_t slots_descriptor_record(const struct shm_txn_entry *e)
+{
+  /* acquire: pairs with the owner's release store of the record, made after
+  ** its first version was listed (src/txn.c) */
+  return atomic_load_explicit(&e->record, memory_order_acquire);
+}
+
+void slots_retire_descriptor(shm_region *r, struct shm_txn_entry *e, uint64_t record)
 {
   uint64_t state = atomic_load_explicit(&e->state, memory_order_acquire);
   if (state == TXN_PENDING) {
@@ -57,20 +80,7 @@ void slots_retire_descriptor(shm_region *r, struct shm_txn_entry *e)
     else
       state = expected;
   }
-  uint64_t final = state == TXN_ABORTED ? MV_ABORTED : state;
-  /* acquire, both: pair with the owner's release stores of the record and
-  ** of each raise of nops, so every version listed is seen */
-  uint64_t record = atomic_load_explicit(&e->record, memory_order_acquire);
-  if (record) {
-    struct mv_commit *c = shm_at(r, record);
-    uint32_t n = atomic_load_explicit(&c->nops, memory_order_acquire);
-    for (uint32_t i = 0; i < n; i++) {
-      struct mv_version *v = shm_ref_at(r, c->versions[i]);
-      /* relaxed: the stamp carries its own meaning; the release on gen below
-      ** orders it before the descriptor can be reused. */
-      atomic_store_explicit(&v->state, final, memory_order_relaxed);
-    }
-  }
+  slots_stamp_record(r, record, state == TXN_ABORTED ? MV_ABORTED : state);
   int used = record || state != TXN_PENDING;
   if (used) /* release: a reader that sees the new generation must see the stamps */
     atomic_fetch_add_explicit(&e->gen, 1, memory_order_release);
@@ -101,11 +111,9 @@ static void reap_locked(shm_region *r, uint32_t slot)
   struct shm_slot *s = shm_slot_at(r, slot);
   for (uint32_t i = 0; i < SHM_TXNS_PER_SLOT; i++) {
     struct shm_txn_entry *e = &s->txn[i];
-    uint64_t record = atomic_load_explicit(&e->record, memory_order_acquire);
-    int had_intents = record && atomic_load_explicit(&((struct mv_commit *)shm_at(r, record))->nops,
-                                                     memory_order_acquire) != 0 &&
-                      atomic_load_explicit(&e->state, memory_order_acquire) == TXN_PENDING;
-    slots_retire_descriptor(r, e);   /* undecided = aborted: wholly absent */
+    uint64_t record = slots_descriptor_record(e);   /* named only once a version is listed */
+    int had_intents = record && atomic_load_explicit(&e->state, memory_order_acquire) == TXN_PENDING;
+    slots_retire_descriptor(r, e, record);   /* undecided = aborted: wholly absent */
     /* release: pairs with the horizon scan; the snapshot is gone */
     atomic_store_explicit(&e->snapshot, 0, memory_order_release);
     epoch_leave(&e->commit_epoch);     /* after the descriptor is decided: a flush may go on */

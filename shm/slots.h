@@ -104,10 +104,19 @@ unsigned slots_reap_all(shm_region *r, uint32_t my_slot);
 ** the horizon protocol in slots.c. */
 uint64_t slots_publish_snapshot(shm_region *r, struct shm_txn_entry *e);
 
-/* Finish a descriptor whose transaction is over: stamp its versions with
-** their final state, bump the generation and reset it. Used by the owner
-** after commit/abort and by the reaper for a dead owner. */
-void slots_retire_descriptor(shm_region *r, struct shm_txn_entry *e);
+/* Finish a descriptor whose transaction is over: stamp the versions of its
+** commit record `record` with their final state (an undecided descriptor is
+** decided aborted first), bump the generation and reset it. Used by the
+** owner after commit/abort, with the record it made (a reaper that took the
+** slot from a live owner whose lock was lost has cleared the descriptor's),
+** and by the reaper for a dead owner, with slots_descriptor_record(e). */
+void slots_retire_descriptor(shm_region *r, struct shm_txn_entry *e, uint64_t record);
+
+/* The commit record descriptor e names (0: none yet). */
+uint64_t slots_descriptor_record(const struct shm_txn_entry *e);
+
+/* Stamp every version listed in commit record `record` (0: none) with final. */
+void slots_stamp_record(shm_region *r, uint64_t record, uint64_t final);
 
 /* The oldest published snapshot (or published_seq if none) — the horizon
 ** below which nothing may be reclaimed. Also stores it in hdr->horizon. */

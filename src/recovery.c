@@ -362,6 +362,9 @@ static int replay_record(void *ctx, const struct wal_record *rec)
     return SOCHDB_OK;
   if (rec->seq <= rp->flushed)
     return SOCHDB_OK;     /* in SSTables already */
+  if (rec->seq > MV_MAX_SEQ)   /* a version could not hold it (mvcc.h) */
+    return sdb_fail(SOCHDB_CORRUPT, "WAL commit at LSN %llu has the impossible sequence %llu",
+                    (unsigned long long)rec->lsn, (unsigned long long)rec->seq);
   if (rec->seq <= rp->max_seq)
     return sdb_fail(SOCHDB_CORRUPT, "WAL commit %llu at LSN %llu is not after commit %llu",
                     (unsigned long long)rec->seq, (unsigned long long)rec->lsn, (unsigned long long)rp->max_seq);

@@ -329,6 +329,7 @@ struct commit_ctx {
   struct shm_txn_entry *e;
   uint64_t              ref;        /* what our versions call our descriptor */
   struct mv_commit     *record;     /* our commit record: every version we make is listed there */
+  uint64_t              record_off; /* its offset; 0 until our first version exists */
   struct timespec       deadline;   /* for waiting on a free arena */
   int                   deadline_set;
   uint64_t              memtables;  /* bit i: a version of ours is in memtable i */
@@ -399,14 +400,37 @@ static int make_room(struct commit_ctx *c, uint32_t full)
   return SOCHDB_OK;
 }
 
-/* Allocate and fill our version of w in memtable mt, listed in our commit record. */
+/* Allocate and fill our version of w in memtable mt, listed in our commit
+** record. The record is made with the first version, in the same memtable:
+** that memtable then holds one of our versions, so it is kept until we have
+** decided (the flusher waits for every pending version) and until our
+** commit is durable (its min_seq holds our seq), which is as long as the
+** record is read. No other memtable is sure to last: while make_room waits
+** it leaves our commit epoch, and memtables without a version of ours may
+** be recycled meanwhile. The descriptor names the record only once that
+** first version is listed in it, before any version is in a chain, so a
+** reaper never reads a record in an arena that may have been recycled. */
 static uint64_t new_version(struct commit_ctx *c, uint32_t mt, uint64_t node, const struct wb_entry *w)
 {
+  uint32_t n = (uint32_t)c->t->writes.n;
+  uint64_t record = c->record_off;
+  if (!record && !(record = arena_alloc(c->r, mt, mv_commit_bytes(n))))
+    return 0;
   uint64_t off = arena_alloc(c->r, mt, mv_version_bytes(w->vlen));
   if (!off)
-    return 0;
+    return 0;   /* a first record goes to waste: the next try makes one where its version goes */
   mv_version_fill(c->r, shm_at(c->r, off), mv_pending_state(c->ref), node, w->val, w->vlen, w->tombstone);
+  if (!c->record_off) {
+    c->record = shm_at(c->r, record);
+    mv_commit_init(c->record, n);
+  }
   mv_commit_add(c->r, c->record, off);
+  if (!c->record_off) {
+    c->record_off = record;
+    /* release: whoever acquires the record sees it and its first version */
+    atomic_store_explicit(&c->e->record, record, memory_order_release);
+  }
+  CRASHPOINT("commit.listed");   /* killed between listing and installing: tests/test_crash.c */
   return off;
 }
 
@@ -544,29 +568,6 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
   return check_retired(c);
 }
 
-/* Our commit record, before the first install: room for every write, in
-** the active memtable (any arena would do: none is recycled while our
-** commit epoch holds it, nor before the record is durable), named by our
-** descriptor for whoever finishes it. Installs list their versions in it. */
-static int new_commit_record(struct commit_ctx *c, uint32_t n, uint64_t *out)
-{
-  for (;;) {
-    uint32_t mt = arena_active(c->r);
-    uint64_t off = arena_alloc(c->r, mt, mv_commit_bytes(n));
-    if (off) {
-      c->record = shm_at(c->r, off);
-      mv_commit_init(c->record, n);
-      /* release: whoever acquires the record sees it initialised */
-      atomic_store_explicit(&c->e->record, off, memory_order_release);
-      *out = off;
-      return SOCHDB_OK;
-    }
-    int rc = make_room(c, mt);
-    if (rc != SOCHDB_OK)
-      return rc;
-  }
-}
-
 /* Do not claim a sequence while the WAL writer is a full record ring behind
 ** (its records would be overwritten before it read them): wake it, make
 ** sure it runs, and give up after busy_timeout_ms. */
@@ -588,28 +589,45 @@ static int wait_for_writer(struct commit_ctx *c)
 
 /* Steps 3 and 4: claim, decide, stamp, publish. Fails only if our own slot
 ** was reclaimed under us (our region descriptor was closed behind our back). */
-static int decide_and_publish(struct commit_ctx *c, uint32_t did, uint64_t record, uint64_t *seq_out)
+/* Our slot was reclaimed under us (a reaper found its lock free: someone
+** closed our region descriptor behind our back) and the descriptor is no
+** longer ours: abort what we made without touching it. */
+static int reclaimed_under_us(struct commit_ctx *c, uint64_t seq, uint32_t did)
+{
+  slots_stamp_record(c->r, c->record_off, MV_ABORTED);
+  seqring_decide(c->r, seq, did);
+  return sdb_fail(SOCHDB_INVALID, "this process's slot was reclaimed during the commit (was the database's file "
+                  "descriptor closed?); the transaction was rolled back");
+}
+
+static int decide_and_publish(struct commit_ctx *c, uint32_t did, uint64_t *seq_out)
 {
   sochdb *db = c->t->db;
   uint64_t seq = seqring_claim(c->r, db->slot, did);
   atomic_store_explicit(&c->e->seq, seq, memory_order_relaxed);
-  ((struct mv_commit *)shm_at(c->r, record))->seq = seq;
-  durable_set_record(c->r, seq, record);  /* before the decision: see durable.h */
+  c->record->seq = seq;
+  durable_set_record(c->r, seq, c->record_off);  /* before the decision: see durable.h */
   for (uint64_t m = c->memtables; m; m &= m - 1)   /* before the decision: see arena.h */
     arena_note_seq(c->r, (uint32_t)__builtin_ctzll(m), seq);
   CRASHPOINT("commit.claim_seq");
   uint64_t pending = TXN_PENDING;
   /* acq_rel: the commit point. Only a reaper can race us, and only if our
   ** slot lock is gone, which for a live process means someone closed our
-  ** region descriptor (dup2, closefrom): then we were rolled back. */
+  ** region descriptor (dup2, closefrom): then we were rolled back. The CAS
+  ** fails if the reaper decided us aborted; if it had already reset the
+  ** descriptor, the generation has moved (acquire: its bump is before the
+  ** reset it released), and we take our decision back. */
   if (!atomic_compare_exchange_strong_explicit(&c->e->state, &pending, seq, memory_order_acq_rel,
-                                               memory_order_acquire)) {
-    seqring_decide(c->r, seq, did);
-    return sdb_fail(SOCHDB_INVALID, "this process's slot was reclaimed during the commit (was the "
-                    "database's file descriptor closed?); the transaction was rolled back");
+                                               memory_order_acquire))
+    return reclaimed_under_us(c, seq, did);
+  if (txn_ref_gen(atomic_load_explicit(&c->e->gen, memory_order_acquire)) != txn_ref_gen(c->ref)) {
+    uint64_t ours = seq;
+    atomic_compare_exchange_strong_explicit(&c->e->state, &ours, TXN_PENDING, memory_order_relaxed,
+                                            memory_order_relaxed);
+    return reclaimed_under_us(c, seq, did);
   }
   CRASHPOINT("commit.decided");
-  slots_retire_descriptor(c->r, c->e);  /* stamps our versions with seq */
+  slots_retire_descriptor(c->r, c->e, c->record_off);  /* stamps our versions with seq */
   CRASHPOINT("commit.stamped");
   seqring_decide(c->r, seq, did);
   seqring_wait_published(c->r, db->slot, seq);
@@ -673,19 +691,16 @@ static int commit_writes(sochdb_txn *t, unsigned flags)
   struct installed *at = order ? malloc(t->writes.n * sizeof *at) : NULL;
   if (!at)
     return sdb_fail(SOCHDB_NOMEM, "committing %zu writes", t->writes.n);
-  uint64_t record = 0;
   /* Held while we may write into memtables: the flusher waits for it before
   ** it writes a rotated-out memtable to a file (daemon/flusher.c). */
   epoch_enter(c.r, &c.e->commit_epoch);
-  int rc = new_commit_record(&c, (uint32_t)t->writes.n, &record);
-  if (rc == SOCHDB_OK)
-    rc = install_all(&c, order, at);
+  int rc = install_all(&c, order, at);
   if (rc == SOCHDB_OK)
     rc = wait_for_writer(&c);
   free(at);
   struct shm_slot_stats *st = my_stats(db);
   if (rc != SOCHDB_OK) {
-    slots_retire_descriptor(c.r, c.e);   /* aborts: our intents become invisible */
+    slots_retire_descriptor(c.r, c.e, c.record_off);   /* aborts: our intents become invisible */
     epoch_leave(&c.e->commit_epoch);
     count(rc == SOCHDB_CONFLICT ? &st->conflicts : &st->aborts, 1);
     if (rc == SOCHDB_CONFLICT && c.retired_conflict)
@@ -694,7 +709,7 @@ static int commit_writes(sochdb_txn *t, unsigned flags)
     return rc == SOCHDB_CONFLICT ? sdb_fail(rc, "a concurrent transaction wrote the same key") : rc;
   }
   uint64_t seq = 0;
-  rc = decide_and_publish(&c, seqring_did(db->slot, t->entry), record, &seq);
+  rc = decide_and_publish(&c, seqring_did(db->slot, t->entry), &seq);
   epoch_leave(&c.e->commit_epoch);
   if (rc != SOCHDB_OK)
     return rc;

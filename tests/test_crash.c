@@ -290,6 +290,8 @@ static void run_crash_case(const struct crash_case *c)
 /*         test name                         point                 k  final       at once rolls back writer first */
 CRASH_TEST(kill_after_put_buffered,          "put.buffered",       1, EXP_OLD,    0,      0,         0)
 CRASH_TEST(kill_holding_snapshot,            "txn.begin.snapshot", 1, EXP_OLD,    0,      0,         0)
+CRASH_TEST(kill_after_listing_1,             "commit.listed",      1, EXP_OLD,    0,      1,         0)
+CRASH_TEST(kill_after_listing_2,             "commit.listed",      2, EXP_OLD,    0,      1,         0)
 CRASH_TEST(kill_after_install_1,             "commit.install",     1, EXP_OLD,    0,      1,         0)
 CRASH_TEST(kill_after_install_2,             "commit.install",     2, EXP_OLD,    0,      1,         0)
 CRASH_TEST(kill_after_install_3,             "commit.install",     3, EXP_OLD,    0,      1,         0)
@@ -299,6 +301,7 @@ CRASH_TEST(kill_after_stamped,               "commit.stamped",     1, EXP_NEW,  
 CRASH_TEST(kill_after_published,             "commit.published",   1, EXP_NEW,    1,      0,         0)
 /* The same deaths, but the survivors' first act is to write the dead commit's keys: the
 ** writers alone must get past whatever the dead process left on them (no stats, no open). */
+CRASH_TEST(writer_first_after_listing_2,     "commit.listed",      2, EXP_OLD,    0,      1,         1)
 CRASH_TEST(writer_first_after_install_2,     "commit.install",     2, EXP_OLD,    0,      1,         1)
 CRASH_TEST(writer_first_after_claim_seq,     "commit.claim_seq",   1, EXP_EITHER, 0,      0,         1)
 CRASH_TEST(writer_first_after_decided,       "commit.decided",     1, EXP_NEW,    0,      0,         1)

@@ -313,7 +313,7 @@ Test(skiplist, full_arena_returns_zero)
     }
     const struct sl_node *node = shm_at(r, n);
     cr_assert(n >= m->arena_off &&
-                  n + sizeof(struct sl_node) + node->height * sizeof(uint64_t) + node->klen <=
+                  n + sl_node_bytes(node->height, node->klen) <=
                       m->arena_off + m->capacity,
               "node %llu (height %u) lies outside its arena", (unsigned long long)n, node->height);
     if (!first)

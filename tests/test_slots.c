@@ -668,7 +668,7 @@ Test(slots, retire_stamps_a_committed_descriptors_versions)
   atomic_store(&e->state, 42);            /* the commit point: decided at seq 42 */
   for (int i = 0; i < 3; i++)
     cr_assert_eq(mv_resolve(r, ver(db, v[i])), 42u, "a decided, unstamped version resolves through its descriptor");
-  slots_retire_descriptor(r, e);
+  slots_retire_descriptor(r, e, slots_descriptor_record(e));
   for (int i = 0; i < 3; i++) {
     cr_assert_eq(atomic_load(&ver(db, v[i])->state), 42u, "version %d stamped %llu, expected 42", i,
                  (unsigned long long)atomic_load(&ver(db, v[i])->state));
@@ -678,7 +678,7 @@ Test(slots, retire_stamps_a_committed_descriptors_versions)
                (unsigned long long)atomic_load(&e->gen));
   cr_assert_eq(atomic_load(&e->state), (uint64_t)TXN_PENDING, "the descriptor is reset for reuse");
   cr_assert_eq(atomic_load(&e->record), 0u, "the commit record is let go");
-  cr_assert_eq(atomic_load(&e->state), 0u, "the claimed seq is cleared");
+  cr_assert_eq(atomic_load(&e->seq), 0u, "the claimed seq is cleared");
 
   /* reused: a new transaction on the same entry does not change old stamps */
   uint64_t w = new_version(r, db->slot, 120, "new");
@@ -686,7 +686,7 @@ Test(slots, retire_stamps_a_committed_descriptors_versions)
                "generation");
   cr_assert_eq(mv_resolve(r, ver(db, v[0])), 42u, "an old version does not follow the reused descriptor");
   cr_assert_eq(mv_resolve(r, ver(db, w)), 0u, "the new version is pending");
-  slots_retire_descriptor(r, e);            /* never decided: aborted */
+  slots_retire_descriptor(r, e, slots_descriptor_record(e));   /* never decided: aborted */
   cr_assert_eq(atomic_load(&ver(db, w)->state), MV_ABORTED, "an undecided retire stamps MV_ABORTED");
   cr_assert_eq(atomic_load(&ver(db, v[0])->state), 42u, "the earlier stamps stay");
   release_entry(db, 120);
@@ -707,8 +707,8 @@ Test(slots, retire_stamps_pending_and_aborted_descriptors_aborted)
   atomic_store(&a->state, TXN_ABORTED);
   cr_assert_eq(mv_resolve(r, ver(db, av)), MV_ABORTED, "an aborted descriptor's version resolves aborted");
 
-  slots_retire_descriptor(r, p);
-  slots_retire_descriptor(r, a);
+  slots_retire_descriptor(r, p, slots_descriptor_record(p));
+  slots_retire_descriptor(r, a, slots_descriptor_record(a));
   for (int i = 0; i < 2; i++)
     cr_assert_eq(atomic_load(&ver(db, pv[i])->state), MV_ABORTED, "pending version %d stamped %llu", i,
                  (unsigned long long)atomic_load(&ver(db, pv[i])->state));
@@ -721,7 +721,7 @@ Test(slots, retire_stamps_pending_and_aborted_descriptors_aborted)
   cr_assert_eq(atomic_load(&p->record) | atomic_load(&a->record), 0u, "records let go");
 
   /* an idle descriptor stays idle */
-  slots_retire_descriptor(r, p);
+  slots_retire_descriptor(r, p, slots_descriptor_record(p));
   cr_assert_eq(atomic_load(&p->state), (uint64_t)TXN_PENDING, "an idle retire leaves the state PENDING");
   cr_assert_eq(atomic_load(&p->record), 0u, "and no record");
   release_entry(db, 121);
@@ -791,7 +791,7 @@ Test(slots, reaping_a_dead_slot_rolls_back_its_pending_commit)
   cr_assert_eq(atomic_load(&e0->state), (uint64_t)TXN_PENDING, "descriptor reset");
   cr_assert_eq(atomic_load(&e0->gen), d.gen0 + 1, "descriptor generation bumped");
   cr_assert_eq(atomic_load(&e0->record), 0u, "descriptor's record let go");
-  cr_assert_eq(atomic_load(&e0->state), 0u, "descriptor seq cleared");
+  cr_assert_eq(atomic_load(&e0->seq), 0u, "descriptor seq cleared");
   cr_assert_eq(seqring_published(r), d.seq, "the dead claim is decided and published over: %llu",
                (unsigned long long)seqring_published(r));
   cr_assert_eq(reaped_count(db), reaped0 + 1, "processes_reaped %llu", (unsigned long long)reaped_count(db));
@@ -962,7 +962,8 @@ Test(slots, a_live_slot_is_never_reaped)
   cr_assert_eq(tu_stats(db1).processes_attached, 2u, "both attached");
 
   /* finish the hand-made commit as its owner would (abort), then t2 commits */
-  slots_retire_descriptor(&db2->region, shm_txn_entry_at(&db2->region, db2->slot, 120));
+  struct shm_txn_entry *e2 = shm_txn_entry_at(&db2->region, db2->slot, 120);
+  slots_retire_descriptor(&db2->region, e2, slots_descriptor_record(e2));
   release_entry(db2, 120);
   int rc = sochdb_commit(t2, SOCHDB_ASYNC);
   cr_assert_eq(rc, SOCHDB_OK, "the live transaction commits: %s (%s)", sochdb_strerror(rc), sochdb_last_error());

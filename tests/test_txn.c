@@ -937,3 +937,63 @@ Test(txn, a_transaction_too_large_for_the_log_is_refused_whole)
   cr_assert_geq(st.durable_seq, st.last_commit_seq, "the log still flows");
   tu_close();
 }
+
+/* A commit whose versions all land in a fresh memtable, and which then waits
+** for room while the memtable it began in is flushed and recycled: its
+** commit record must live where its versions are (src/txn.c, new_version),
+** or the recycle takes the record with it, and the commit's keys stay
+** pending forever and never reach the log. Two 1 MiB memtables; the active
+** one is filled to its last 32 bytes; three 400 KB values follow. */
+#define RR_VLEN 400000u
+
+static void rr_expect(sochdb *db, const char *ctx)
+{
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (int i = 0; i < 3; i++) {
+    char k[8];
+    snprintf(k, sizeof k, "k%d", i);
+    const void *val;
+    size_t vl;
+    int rc = sochdb_get(t, k, 2, &val, &vl);
+    cr_assert_eq(rc, SOCHDB_OK, "%s: %s of the committed transaction: %s", ctx, k, sochdb_strerror(rc));
+    cr_assert(vl == RR_VLEN && ((const char *)val)[0] == 'a' + i && ((const char *)val)[RR_VLEN - 1] == 'a' + i,
+              "%s: %s holds the wrong value", ctx, k);
+  }
+  sochdb_abort(t);
+}
+
+Test(txn, commit_record_outlives_the_memtable_it_began_in)
+{
+  sochdb_options o = tu_options(64u << 20, 1u << 20, 20000);
+  o.cache_bytes = 1u << 20;
+  sochdb *db = tu_open_with(tu_dir(), &o);
+  uint64_t first = shm_layout_arena_off(db->region.hdr, 0);
+  sochdb_close(db);
+  tu_stop_daemon(tu_dir());
+  tu_remove_region(tu_dir());
+  o.region_bytes = first + (2u << 20) + (512u << 10);   /* room for two memtables */
+  db = tu_open_with(tu_dir(), &o);
+  shm_region *r = &db->region;
+  cr_assert_eq(r->hdr->n_memtables, 2u, "a region of two memtables");
+  uint32_t a = arena_active(r);
+  struct shm_memtable *m = arena_memtable(r, a);
+  uint64_t left = m->capacity - atomic_load(&m->used);
+  cr_assert_neq(arena_alloc(r, a, left - 32), 0, "filler");
+
+  static char v[3][RR_VLEN];
+  sochdb_txn *t = tu_begin(db, 0);
+  for (int i = 0; i < 3; i++) {
+    memset(v[i], 'a' + i, RR_VLEN);
+    char k[8];
+    snprintf(k, sizeof k, "k%d", i);
+    cr_assert_eq(sochdb_put(t, k, 2, v[i], RR_VLEN), SOCHDB_OK, "put");
+  }
+  tu_commit(t, SOCHDB_SYNC, "three values across a recycle");
+  rr_expect(db, "in the region");
+  sochdb_close(db);
+  tu_stop_daemon(tu_dir());
+  tu_remove_region(tu_dir());
+  db = tu_open_with(tu_dir(), &o);
+  rr_expect(db, "rebuilt from the log");
+  sochdb_close(db);
+}
