@@ -28,11 +28,12 @@
 #define REC_RING_SIZE   65536u
 #define MAX_COMMIT_LAG  (REC_RING_SIZE - 256u * 128u)   /* slots x transaction entries */
 
-/* A transaction's commit record, in the arena: allocated when its commit
-** begins (before its first version) and named by its descriptor, so that
-** whoever finishes the descriptor (the owner, or the reaper of a dead one)
-** finds every version it may have installed; then read by the WAL writer.
-** A version is listed (and nops raised, release) before it is in any chain. */
+/* A transaction's commit record, in the arena: made with its first version,
+** in the same memtable (src/txn.c, new_version, says why that keeps it), and
+** named by its descriptor once that version is listed, so that whoever
+** finishes the descriptor (the owner, or the reaper of a dead one) finds
+** every version it may have installed; then read by the WAL writer. A
+** version is listed (and nops raised, release) before it is in any chain. */
 struct mv_commit {
   uint64_t seq;             /* 0 until claimed */
   _Atomic uint32_t nops;    /* versions listed so far: all of them, in key order, once claimed */

@@ -174,11 +174,14 @@ static int region_check(const struct shm_header *h, const struct shm_open_params
                     h->layout_version, SHM_LAYOUT_VERSION);
   if (h->checksum != header_checksum(h))
     return sdb_fail(SOCHDB_CORRUPT, "region header checksum mismatch");
+  if (h->memtable_bytes < SHM_MIN_MEMTABLE_BYTES || h->memtable_bytes > SHM_MAX_MEMTABLE_BYTES ||
+      h->memtable_bytes % 4096)   /* first: the products below must not wrap */
+    return sdb_fail(SOCHDB_CORRUPT, "region header names memtables of %llu bytes",
+                    (unsigned long long)h->memtable_bytes);
   if (h->header_bytes != SHM_HEADER_BYTES || h->region_bytes != (uint64_t)file_size ||
       h->n_slots != SHM_MAX_SLOTS || h->n_memtables < 2 || h->n_memtables > SHM_MAX_MEMTABLES ||
       shm_layout_arena_off(h, h->n_memtables) > h->region_bytes ||
-      (uint64_t)h->n_memtables * h->memtable_bytes > SHM_MAX_ARENA_SPAN ||
-      h->memtable_bytes < SHM_MIN_MEMTABLE_BYTES || h->memtable_bytes % 4096)
+      (uint64_t)h->n_memtables * h->memtable_bytes > SHM_MAX_ARENA_SPAN)
     return sdb_fail(SOCHDB_CORRUPT, "region header describes an impossible layout");
   (void)p;
   return SOCHDB_OK;

@@ -36,6 +36,7 @@
 #define SHM_DEFAULT_REGION_BYTES   (1ull << 30)
 #define SHM_DEFAULT_MEMTABLE_BYTES (64ull << 20)
 #define SHM_MIN_MEMTABLE_BYTES     (1ull << 20)
+#define SHM_MAX_MEMTABLE_BYTES     (4ull << 30)
 #define SHM_MAX_MEMTABLES          64u
 /* The memtable arenas together span at most this many bytes, so that a
 ** 32-bit shm_ref reaches every 8-byte unit of them (layout version 8). */

@@ -218,7 +218,7 @@ static int resolve_options(const sochdb_options *o, struct shm_open_params *p, u
                                                                                          : (64u << 20);
   if (p->cache_bytes > p->region_bytes / 2)
     return sdb_fail(SOCHDB_INVALID, "cache_bytes %zu is more than half the region", o->cache_bytes);
-  if (p->memtable_bytes < SHM_MIN_MEMTABLE_BYTES || p->memtable_bytes > (4ull << 30) ||
+  if (p->memtable_bytes < SHM_MIN_MEMTABLE_BYTES || p->memtable_bytes > SHM_MAX_MEMTABLE_BYTES ||
       p->memtable_bytes % 4096)
     return sdb_fail(SOCHDB_INVALID, "memtable_bytes must be a multiple of 4096 from 1 MiB to 4 GiB, not %zu",
                     o->memtable_bytes);

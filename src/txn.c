@@ -404,8 +404,9 @@ static int make_room(struct commit_ctx *c, uint32_t full)
 ** record. The record is made with the first version, in the same memtable:
 ** that memtable then holds one of our versions, so it is kept until we have
 ** decided (the flusher waits for every pending version) and until our
-** commit is durable (its min_seq holds our seq), which is as long as the
-** record is read. No other memtable is sure to last: while make_room waits
+** commit is durable (the flusher retires a memtable only once the log holds
+** every commit in it, up to its max_seq), which is as long as the record is
+** read. No other memtable is sure to last: while make_room waits
 ** it leaves our commit epoch, and memtables without a version of ours may
 ** be recycled meanwhile. The descriptor names the record only once that
 ** first version is listed in it, before any version is in a chain, so a
@@ -589,17 +590,6 @@ static int wait_for_writer(struct commit_ctx *c)
 
 /* Steps 3 and 4: claim, decide, stamp, publish. Fails only if our own slot
 ** was reclaimed under us (our region descriptor was closed behind our back). */
-/* Our slot was reclaimed under us (a reaper found its lock free: someone
-** closed our region descriptor behind our back) and the descriptor is no
-** longer ours: abort what we made without touching it. */
-static int reclaimed_under_us(struct commit_ctx *c, uint64_t seq, uint32_t did)
-{
-  slots_stamp_record(c->r, c->record_off, MV_ABORTED);
-  seqring_decide(c->r, seq, did);
-  return sdb_fail(SOCHDB_INVALID, "this process's slot was reclaimed during the commit (was the database's file "
-                  "descriptor closed?); the transaction was rolled back");
-}
-
 static int decide_and_publish(struct commit_ctx *c, uint32_t did, uint64_t *seq_out)
 {
   sochdb *db = c->t->db;
@@ -613,18 +603,12 @@ static int decide_and_publish(struct commit_ctx *c, uint32_t did, uint64_t *seq_
   uint64_t pending = TXN_PENDING;
   /* acq_rel: the commit point. Only a reaper can race us, and only if our
   ** slot lock is gone, which for a live process means someone closed our
-  ** region descriptor (dup2, closefrom): then we were rolled back. The CAS
-  ** fails if the reaper decided us aborted; if it had already reset the
-  ** descriptor, the generation has moved (acquire: its bump is before the
-  ** reset it released), and we take our decision back. */
+  ** region descriptor (dup2, closefrom): then we were rolled back. */
   if (!atomic_compare_exchange_strong_explicit(&c->e->state, &pending, seq, memory_order_acq_rel,
-                                               memory_order_acquire))
-    return reclaimed_under_us(c, seq, did);
-  if (txn_ref_gen(atomic_load_explicit(&c->e->gen, memory_order_acquire)) != txn_ref_gen(c->ref)) {
-    uint64_t ours = seq;
-    atomic_compare_exchange_strong_explicit(&c->e->state, &ours, TXN_PENDING, memory_order_relaxed,
-                                            memory_order_relaxed);
-    return reclaimed_under_us(c, seq, did);
+                                               memory_order_acquire)) {
+    seqring_decide(c->r, seq, did);
+    return sdb_fail(SOCHDB_INVALID, "this process's slot was reclaimed during the commit (was the "
+                    "database's file descriptor closed?); the transaction was rolled back");
   }
   CRASHPOINT("commit.decided");
   slots_retire_descriptor(c->r, c->e, c->record_off);  /* stamps our versions with seq */
