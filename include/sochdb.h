@@ -81,7 +81,8 @@ typedef struct sochdb_iter sochdb_iter;  /* a range cursor inside a transaction'
 
 typedef struct sochdb_options {          /* zero-initialised = defaults */
   size_t region_bytes;      /* size of the shared region, fixed at creation (default: 1 GiB, sparse) */
-  size_t memtable_bytes;    /* one memtable arena (default 64 MiB; at least 1 MiB) */
+  size_t memtable_bytes;    /* one memtable arena (default 64 MiB; 1 MiB to 4 GiB; the region holds
+                               up to 64 of them, 32 GiB of them at most) */
   unsigned busy_timeout_ms; /* how long a writer may wait for room before SOCHDB_BUSY (default 10000) */
   const char *daemon_path;  /* sochdbd to spawn; NULL = next to the library, then $PATH */
   int create_if_missing;    /* default 1; a negative value means 0 (must exist) */
