@@ -61,6 +61,17 @@ uint64_t arena_first_reserve(uint64_t capacity)
 ** full), for the messages of whoever finds no room afterwards. */
 static _Thread_local int last_reserve_error;
 
+/* Raise m's watermark from `have` to `upto` (a CAS-max). release on
+** success: a writer that sees the raised watermark (acquire, reserve_upto)
+** skips the fallocate, so it must see it done. relaxed on failure: the
+** caller reserved [have, upto) itself, whatever another raised it to. */
+static void raise_reserved(struct shm_memtable *m, uint64_t have, uint64_t upto)
+{
+  while (have < upto && !atomic_compare_exchange_weak_explicit(&m->reserved, &have, upto, memory_order_release,
+                                                               memory_order_relaxed)) {
+  }
+}
+
 /* Back arena bytes [0, upto) with pages (shm_reserve), rounded up to a
 ** whole chunk, before anyone writes them. Returns 0 or an errno. */
 static int reserve_upto(shm_region *r, struct shm_memtable *m, uint64_t upto)
@@ -82,13 +93,14 @@ static int reserve_upto(shm_region *r, struct shm_memtable *m, uint64_t upto)
   ** says EINVAL): the writer that reserved them writes them next, and a
   ** page fault for each 4 KiB cost more than the kernel zeroing them. */
   (void)madvise(shm_at(r, m->arena_off + have), upto - have, MADV_POPULATE_WRITE);
-  /* release on success: a writer that sees the raised watermark (acquire,
-  ** above) skips the fallocate, so it must see it done. relaxed on failure:
-  ** we reserved [have, upto) ourselves, whatever another raised it to. */
-  while (have < upto && !atomic_compare_exchange_weak_explicit(&m->reserved, &have, upto, memory_order_release,
-                                                               memory_order_relaxed)) {
-  }
+  raise_reserved(m, have, upto);
   return 0;
+}
+
+void arena_note_reserved(shm_region *r, uint32_t i, uint64_t upto)
+{
+  struct shm_memtable *m = arena_memtable(r, i);
+  raise_reserved(m, atomic_load_explicit(&m->reserved, memory_order_relaxed), upto);
 }
 
 int arena_last_reserve_error(void) { return last_reserve_error; }

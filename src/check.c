@@ -380,6 +380,17 @@ static int list_ssts(struct ck *c, struct sst_found **out, size_t *n)
 
 /* ---- the WAL ---------------------------------------------------------------------- */
 
+/* A record inside an intact group whose own checksum does not match: the
+** writer wrote it wrong, or it was damaged before its group was sealed. */
+static int check_record(void *ctx, const struct wal_record *rec)
+{
+  (void)ctx;
+  if (wal_record_checksum_ok(rec))
+    return SOCHDB_OK;
+  return sdb_fail(SOCHDB_CORRUPT, "the record at LSN %llu (commit %llu) does not match its checksum, inside a group "
+                  "that does", (unsigned long long)rec->lsn, (unsigned long long)rec->seq);
+}
+
 static void check_wal(struct ck *c, const uint64_t *lsns, size_t n)
 {
   uint64_t expect = 0;
@@ -406,7 +417,7 @@ static void check_wal(struct ck *c, const uint64_t *lsns, size_t n)
       continue;
     }
     struct wal_scan_result res;
-    int rc = wal_scan_buffer(buf, len, c->db_id, NULL, NULL, &res);
+    int rc = wal_scan_buffer(buf, len, c->db_id, check_record, NULL, &res);
     free(buf);
     c->s->files_checked++;
     c->s->wal_segments++;

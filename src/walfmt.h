@@ -83,6 +83,11 @@ struct wal_record {
   size_t         ops_bytes;
 };
 
+/* Whether a scanned record's own checksum matches. Scans do not look: the
+** checksum of the intact group holding it covers it already; this is for
+** sochdb check, which verifies both. */
+int wal_record_checksum_ok(const struct wal_record *rec);
+
 /* ---- files ------------------------------------------------------------- */
 
 #define WAL_DIR             "wal"

@@ -656,6 +656,31 @@ Test(check, wal_torn_tail_of_an_older_segment_is_damage)
   expect_damage(strrchr(path, '/'), "torn tail in a segment that is not the last");
 }
 
+/* A record whose own checksum is wrong inside a group whose checksum is
+** right (the writer's fault, or damage before the group was sealed): replay
+** trusts the group's checksum, check verifies the record's too. */
+Test(check, wal_record_with_a_bad_checksum_in_a_sealed_group_is_damage)
+{
+  make_db();
+  char path[256];
+  wal_path(path, sizeof path, 0);
+  size_t n;
+  uint8_t *seg = read_bytes(path, &n);
+  struct wal_group_header g;
+  memcpy(&g, seg + WAL_SEG_HEADER, sizeof g);
+  uint8_t *payload = seg + WAL_SEG_HEADER + WAL_GROUP_HEADER;
+  payload[16] ^= 0x40;                          /* the first record's checksum */
+  wal_group_header_init(&g, g.first_lsn, payload, g.payload_bytes);
+  memcpy(seg + WAL_SEG_HEADER, &g, sizeof g);   /* sealed again */
+  write_bytes(path, seg, n);
+  struct wal_scan_result res;
+  cr_assert_eq(wal_scan_buffer(seg, n, DB_ID, NULL, NULL, &res), SOCHDB_OK, "the scan trusts the group: %s",
+               sochdb_last_error());
+  free(seg);
+  expect_damage(strrchr(path, '/'), "a record's checksum wrong inside a sealed group");
+  cr_assert(strstr(all_findings, "does not match its checksum"), "findings:%s", all_findings);
+}
+
 Test(check, wal_missing_segment_is_a_gap)
 {
   make_db();
