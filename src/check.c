@@ -380,15 +380,21 @@ static int list_ssts(struct ck *c, struct sst_found **out, size_t *n)
 
 /* ---- the WAL ---------------------------------------------------------------------- */
 
-/* A record inside an intact group whose own checksum does not match: the
-** writer wrote it wrong, or it was damaged before its group was sealed. */
+/* Records inside intact groups whose own checksum does not match: the writer
+** wrote them wrong, or they were damaged in its buffer before the group was
+** sealed. Counted, and the scan goes on (the rest of the segment is checked). */
+struct bad_records {
+  uint64_t n, first_lsn, first_group;
+};
+
 static int check_record(void *ctx, const struct wal_record *rec)
 {
-  (void)ctx;
-  if (wal_record_checksum_ok(rec))
-    return SOCHDB_OK;
-  return sdb_fail(SOCHDB_CORRUPT, "the record at LSN %llu (commit %llu) does not match its checksum, inside a group "
-                  "that does", (unsigned long long)rec->lsn, (unsigned long long)rec->seq);
+  struct bad_records *b = ctx;
+  if (!wal_record_checksum_ok(rec) && !b->n++) {
+    b->first_lsn = rec->lsn;
+    b->first_group = rec->group_offset;
+  }
+  return SOCHDB_OK;
 }
 
 static void check_wal(struct ck *c, const uint64_t *lsns, size_t n)
@@ -417,7 +423,13 @@ static void check_wal(struct ck *c, const uint64_t *lsns, size_t n)
       continue;
     }
     struct wal_scan_result res;
-    int rc = wal_scan_buffer(buf, len, c->db_id, check_record, NULL, &res);
+    struct bad_records bad = { 0, 0, 0 };
+    int rc = wal_scan_buffer(buf, len, c->db_id, check_record, &bad, &res);
+    if (bad.n)
+      problem(c, 1, path, "%llu records do not match their own checksums inside groups that match theirs (the "
+              "first at LSN %llu, in the group at offset %llu): a fault in the writer before the group was "
+              "sealed; recovery replays them as written", (unsigned long long)bad.n,
+              (unsigned long long)bad.first_lsn, (unsigned long long)bad.first_group);
     free(buf);
     c->s->files_checked++;
     c->s->wal_segments++;

@@ -286,14 +286,13 @@ static int build_chunk(struct replay *rp)
   if (!at)    /* the chunk was sized for the room left: only a full tmpfs */
     return sdb_fail(SOCHDB_BUSY, "cannot reserve %llu bytes of shared memory to replay the WAL into: %s",
                     (unsigned long long)total, strerror(arena_last_reserve_error()));
-  /* arena_alloc reserved the pages (fallocate); map them all with one call
-  ** rather than one page fault each, but for those the helper mapped: a
-  ** second walk over 60 MiB of mapped pages cost a tenth of a replay. */
-  uint64_t from = at;
-  if (rp->prefault->ready && rp->prefault->mt == mt && from < rp->prefault->off + rp->prefault->len)
-    from = rp->prefault->off + rp->prefault->len;
-  if (from < at + total)
-    populate(r, from, at + total - from);
+  /* arena_alloc maps what it reserves, and the helper what it prepared; only
+  ** the start of an arena reserved when the region was made may be unmapped
+  ** still: map it with one call rather than a page fault each. */
+  const struct shm_memtable *m = arena_memtable(r, mt);
+  uint64_t first_end = m->arena_off + arena_first_reserve(m->capacity);
+  if (!(rp->prefault->ready && rp->prefault->mt == mt) && at < first_end)
+    populate(r, at, (at + total < first_end ? at + total : first_end) - at);
   struct sl_builder b;
   sl_build_begin(&b, r, mt);
   for (size_t i = 0; i < rp->n;) {

@@ -8,6 +8,10 @@
 ** header and one of the payload) followed by whole records. A record is one
 ** committed transaction: its commit sequence and its operations, with a
 ** checksum of its own. Everything is little-endian and 8-byte aligned.
+** Readers (recovery, the daemon) verify the groups' checksums, which cover
+** every byte of their records on disk; only sochdb check also verifies each
+** record's own, which can catch what went wrong in the writer's buffer
+** before its group was sealed (such a record is replayed as written).
 **
 **   segment: [ seg header 64 B | group | group | ... | zeros or torn bytes ]
 **
