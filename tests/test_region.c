@@ -346,6 +346,33 @@ Test(region, header_fields)
   free(d4);
 }
 
+/* Links inside the memtables are 32-bit references in 8-byte units
+** (region.h, shm_ref): the memtables of one region span at most 32 GiB, so a
+** larger region holds fewer of its largest memtables, and the last 8 bytes of
+** the last arena still have a reference of their own. The region is sparse:
+** nothing of the arenas is written. */
+Test(region, memtables_span_at_most_32_gib)
+{
+  sochdb_options o = small_opts();
+  o.region_bytes = 40ull << 30;
+  o.memtable_bytes = 4ull << 30;
+  char *d = sub("huge");
+  sochdb *db = tu_open_with(d, &o);
+  shm_region *r = &db->region;
+  const struct shm_header *h = r->hdr;
+  cr_assert_eq(h->n_memtables, 7u, "4 GiB memtables in 40 GiB: %u, not the 8 that would pass 32 GiB", h->n_memtables);
+  uint64_t first = shm_layout_arena_off(h, 0);
+  uint64_t last = shm_layout_arena_off(h, h->n_memtables - 1) + h->memtable_bytes - 8;
+  cr_assert_eq(shm_off_ref(r, first), 1u, "the first arena's first 8 bytes are reference 1 (0 means none)");
+  shm_ref ref = shm_off_ref(r, last);
+  cr_assert_neq(ref, 0u, "the last 8 bytes of the last arena have a reference");
+  cr_assert_eq(shm_ref_off(r, ref), last, "reference %u names %#llx, not %#llx", ref,
+               (unsigned long long)shm_ref_off(r, ref), (unsigned long long)last);
+  cr_assert_eq(shm_ref_off(r, 0), 0u, "reference 0 is none");
+  sochdb_close(db);
+  free(d);
+}
+
 /* ------------------------------------------------------------ refusing bad regions */
 
 Test(region, another_layout_version_is_refused_and_left_alone)
