@@ -322,13 +322,15 @@ CRASH_TEST(writer_first_after_published,     "commit.published",   1, EXP_NEW,  
 
 static void wr_key(long i, char *k) { snprintf(k, 32, "room/%07ld", i); }
 
-static void wr_child(volatile long *acked)
+/* Child: one 1 KB put per ASYNC commit into small memtables, publishing how
+** many were acknowledged, until the armed crash point kills it. */
+static void fill_until_killed_at(const char *point, volatile long *acked)
 {
   sochdb_options o = tu_options(16u << 20, 1u << 20, 60000);
   sochdb *db;
   if (sochdb_open(tu_db_dir, &o, &db) != SOCHDB_OK)
     _exit(CC_OPEN);
-  sochdb_test_crash_at("commit.wait_room", 1);
+  sochdb_test_crash_at(point, 1);
   char k[32], v[WR_VAL];
   memset(v, 'r', sizeof v);
   for (long i = 0; i < 1000000; i++) {
@@ -346,21 +348,28 @@ static void wr_child(volatile long *acked)
   _exit(CC_NOT_KILLED);
 }
 
+/* With no daemon (nothing flushes), fork a child that fills memtables until
+** crash point `point` kills it; returns how many commits it acknowledged. */
+static long filler_killed_at(const char *point, volatile long *acked)
+{
+  sochdb_test_without_daemon(1);
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+  if (pid == 0)
+    fill_until_killed_at(point, acked);
+  int st = 0;
+  cr_assert_eq(tu_wait_child(pid, 60000, &st), 0, "the filling child did not finish in time");
+  char sbuf[64];
+  cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the child ended with %s, not at %s (2 open, 3 begin, "
+            "4 put, 50 never reached it, 60+rc commit)", tu_status_str(st, sbuf, sizeof sbuf), point);
+  return *acked;
+}
+
 Test(crash, kill_while_waiting_for_memtable_room)
 {
   volatile long *acked = tu_shared_alloc(sizeof *acked);
   cr_assert_not_null(acked);
-  sochdb_test_without_daemon(1);   /* nothing flushes: the child fills every arena */
-  pid_t pid = tu_fork();
-  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
-  if (pid == 0)
-    wr_child(acked);
-  int st = 0;
-  cr_assert_eq(tu_wait_child(pid, 60000, &st), 0, "the filling child did not finish in time");
-  char sbuf[64];
-  cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the child ended with %s, not at commit.wait_room "
-            "(2 open, 3 begin, 4 put, 50 never waited, 60+rc commit)", tu_status_str(st, sbuf, sizeof sbuf));
-  long n = *acked;
+  long n = filler_killed_at("commit.wait_room", acked);   /* it fills every arena, then waits */
   cr_assert_gt(n, 1000, "the child acknowledged %ld commits before it had to wait", n);
 
   sochdb_test_without_daemon(0);   /* a daemon starts with this open */
@@ -406,30 +415,6 @@ Test(crash, kill_while_waiting_for_memtable_room)
 ** the region, the orphan included, and views that meet the stale bit skip
 ** the arena until it is LIVE again. Every commit the child acknowledged is
 ** there, and the one it died in is not. */
-static void rv_child(volatile long *acked)
-{
-  sochdb_options o = tu_options(16u << 20, 1u << 20, 60000);
-  sochdb *db;
-  if (sochdb_open(tu_db_dir, &o, &db) != SOCHDB_OK)
-    _exit(CC_OPEN);
-  sochdb_test_crash_at("rotate.viewable", 1);
-  char k[32], v[WR_VAL];
-  memset(v, 'r', sizeof v);
-  for (long i = 0; i < 1000000; i++) {
-    sochdb_txn *t;
-    if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK)
-      _exit(CC_BEGIN);
-    wr_key(i, k);
-    if (sochdb_put(t, k, strlen(k), v, sizeof v) != SOCHDB_OK)
-      _exit(CC_PUT);
-    int rc = sochdb_commit(t, SOCHDB_ASYNC);
-    if (rc != SOCHDB_OK)
-      _exit(CC_COMMIT + rc);
-    *acked = i + 1;
-  }
-  _exit(CC_NOT_KILLED);
-}
-
 /* Keys wr_key(from..to-1) read back with WR_VAL bytes; wr_key(to) is absent when absent_after. */
 static void rv_expect_keys(sochdb *db, long from, long to, int absent_after, const char *ctx)
 {
@@ -454,17 +439,7 @@ Test(crash, kill_between_viewable_and_live)
 {
   volatile long *acked = tu_shared_alloc(sizeof *acked);
   cr_assert_not_null(acked);
-  sochdb_test_without_daemon(1);
-  pid_t pid = tu_fork();
-  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
-  if (pid == 0)
-    rv_child(acked);
-  int st = 0;
-  cr_assert_eq(tu_wait_child(pid, 60000, &st), 0, "the child did not finish in time");
-  char sbuf[64];
-  cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the child ended with %s, not at rotate.viewable "
-            "(2 open, 3 begin, 4 put, 50 never rotated, 60+rc commit)", tu_status_str(st, sbuf, sizeof sbuf));
-  long n = *acked;
+  long n = filler_killed_at("rotate.viewable", acked);
   cr_assert_gt(n, 100, "the child acknowledged %ld commits before its first rotation", n);
 
   /* Still no daemon: this open reaps the child, and only the reaper can free the orphan. */
