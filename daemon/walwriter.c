@@ -308,9 +308,6 @@ static uint64_t segment_bytes(const struct walwriter *w)
   return b < (256u << 10) ? (256u << 10) : b > WAL_SEGMENT_BYTES ? WAL_SEGMENT_BYTES : b;
 }
 
-/* Make the segment hold zeros up to `upto` at least, writing them a runway
-** step at a time (see the file's header). They become durable with the
-** group written over them, by its fdatasync. */
 /* Zeros over [from, to) of fd: the offset reached, `to` unless a write
 ** failed (errno says why). Plain pwrites: the runway's own fault point is
 ** wal.runway, and unwrite_group's cleanup must not consume wal.write's. */
@@ -332,6 +329,9 @@ static uint64_t write_zeros(int fd, uint64_t from, uint64_t to)
   return from;
 }
 
+/* Make the segment hold zeros up to `upto` at least, writing them a runway
+** step at a time (see the file's header). They become durable with the
+** group written over them, by its fdatasync. */
 static int extend_runway(struct walwriter *w, uint64_t upto)
 {
   if (upto <= w->zeroed_end)

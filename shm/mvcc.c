@@ -99,8 +99,8 @@ enum mv_install_result mv_install(shm_region *r, uint64_t node, uint64_t voff, u
       }
       break;
     }
-    v->older = shm_off_ref(r, head);
     shm_ref expected = shm_off_ref(r, head);
+    v->older = expected;
     /* seq_cst: the install is the "store" half of the cross-memtable
     ** handshake, and it publishes the version's bytes (release included) */
     if (atomic_compare_exchange_strong_explicit(&n->versions, &expected, shm_off_ref(r, voff), memory_order_seq_cst,

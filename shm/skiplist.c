@@ -144,8 +144,8 @@ static uint64_t link_level(shm_region *r, uint64_t node, int level, const void *
     if (level == 0 && node_has_key(r, succs[0], key, klen))
       return succs[0];
     /* relaxed: the node is not reachable on this level until the CAS below */
-    atomic_store_explicit(&n->next[level], shm_off_ref(r, succs[level]), memory_order_relaxed);
     shm_ref expected = shm_off_ref(r, succs[level]);
+    atomic_store_explicit(&n->next[level], expected, memory_order_relaxed);
     /* release: whoever reaches the node through this link sees its contents */
     if (atomic_compare_exchange_strong_explicit(&node_at(r, preds[level])->next[level], &expected,
                                                 shm_off_ref(r, node), memory_order_release, memory_order_relaxed))

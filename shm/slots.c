@@ -44,7 +44,8 @@ static int slot_lock(const shm_region *r, uint32_t slot, short type)
   return fcntl(r->fd, F_OFD_SETLK, &fl);
 }
 
-void slots_stamp_record(shm_region *r, uint64_t record, uint64_t final)
+/* Stamp every version listed in commit record `record` (0: none) with final. */
+static void stamp_record(shm_region *r, uint64_t record, uint64_t final)
 {
   if (!record)
     return;
@@ -80,17 +81,17 @@ void slots_retire_descriptor(shm_region *r, struct shm_txn_entry *e, uint64_t re
     else
       state = expected;
   }
-  slots_stamp_record(r, record, state == TXN_ABORTED ? MV_ABORTED : state);
-  int used = record || state != TXN_PENDING;
-  if (used) /* release: a reader that sees the new generation must see the stamps */
-    atomic_fetch_add_explicit(&e->gen, 1, memory_order_release);
-  /* The list is emptied before the state is reset: a reaper that finds a
+  /* state is decided now (a commit seq, or TXN_ABORTED): never TXN_PENDING */
+  stamp_record(r, record, state == TXN_ABORTED ? MV_ABORTED : state);
+  /* release: a reader that sees the new generation must see the stamps */
+  atomic_fetch_add_explicit(&e->gen, 1, memory_order_release);
+  /* The record is let go before the state is reset: a reaper that finds a
   ** decided state re-stamps the same values, one that finds the reset state
-  ** finds no versions, so a decided commit can never be re-stamped aborted. */
+  ** finds no record, so a decided commit can never be re-stamped aborted. */
   atomic_store_explicit(&e->record, 0, memory_order_relaxed);
   atomic_store_explicit(&e->seq, 0, memory_order_relaxed);
-  if (used) /* release: a reader that sees the reset state must see the new gen */
-    atomic_store_explicit(&e->state, TXN_PENDING, memory_order_release);
+  /* release: a reader that sees the reset state must see the new gen */
+  atomic_store_explicit(&e->state, TXN_PENDING, memory_order_release);
 }
 
 static void fold_stats(shm_region *r, struct shm_slot *s)

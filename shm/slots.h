@@ -115,9 +115,6 @@ void slots_retire_descriptor(shm_region *r, struct shm_txn_entry *e, uint64_t re
 /* The commit record descriptor e names (0: none yet). */
 uint64_t slots_descriptor_record(const struct shm_txn_entry *e);
 
-/* Stamp every version listed in commit record `record` (0: none) with final. */
-void slots_stamp_record(shm_region *r, uint64_t record, uint64_t final);
-
 /* The oldest published snapshot (or published_seq if none) — the horizon
 ** below which nothing may be reclaimed. Also stores it in hdr->horizon. */
 uint64_t slots_compute_horizon(shm_region *r);

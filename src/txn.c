@@ -319,8 +319,7 @@ int sdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, size_
 /* ---- commit ------------------------------------------------------------- */
 
 struct installed {
-  uint32_t mt;
-  uint64_t node;
+  uint32_t mt;     /* where its version went */
 };
 
 struct commit_ctx {
@@ -469,7 +468,6 @@ static int install_one(struct commit_ctx *c, const struct wb_entry *w, struct in
       case MV_INSTALLED:
         c->memtables |= 1ull << mt;
         at->mt = mt;
-        at->node = node;
         return SOCHDB_OK;
       case MV_CONFLICT:
         return conflict_with(c, other);

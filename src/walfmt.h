@@ -14,14 +14,14 @@
 ** before its group was sealed (such a record is replayed as written).
 **
 **   segment: [ seg header 64 B | group | group | ... | zeros or torn bytes ]
-**
-** The writer lays zeros ahead of its groups and writes each group over them
-** (daemon/walwriter.c: an fdatasync of an overwrite costs about half that of
-** an append), so a segment usually ends in zeros: the log's clean end.
 **   group:   [ magic u32 | payload bytes u32 | first_lsn u64 | payload xxh3 u64 | header xxh3 u64 ]
 **            [ record | record | ... ]
 **   record:  [ bytes u32 | type u16 | nops u16 | seq u64 | xxh3 u64 | op ... | pad to 8 ]
 **   op:      [ kind u8 | 0 u8 x3 | klen u32 | vlen u32 | key | value ]
+**
+** The writer lays zeros ahead of its groups and writes each group over them
+** (daemon/walwriter.c: an fdatasync of an overwrite costs about half that of
+** an append), so a segment usually ends in zeros: the log's clean end.
 **
 ** LSN is a byte position in the stream of records (group headers and segment
 ** headers not counted), so a record's LSN does not depend on how records
