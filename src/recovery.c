@@ -31,6 +31,7 @@
 #include "skiplist.h"
 #include "filelist.h"
 #include "manifest.h"
+#include "testhooks.h"
 #include "walfmt.h"
 
 #include <dirent.h>
@@ -265,25 +266,23 @@ static void prefault_join(struct prefault *p)
 ** POSIX_FADV_WILLNEED (measured on this project's development disk: 44 ms
 ** against 70-95 ms for a 58 MiB log). Segments already cached (their first
 ** page reads without waiting, RWF_NOWAIT) are left alone: the reads would
-** only copy them once more. */
+** only copy them once more. Each segment is probed once: a probe that finds
+** it cold starts the kernel's readahead of its first pages, so a second probe
+** would soon call it cached and leave the rest of it cold. */
 struct warmer {
   const char     *dir;
   const uint64_t *lsns;
   size_t          n;
+  unsigned char  *cold;       /* segment i was out of the page cache when warm_start probed it */
   pthread_t       th;
   int             running;
 };
 
-/* Segment i opened (-1 if it cannot be), *cold set if its start is not cached. */
-static int open_segment(const struct warmer *w, size_t i, int *cold)
+static int open_segment(const struct warmer *w, size_t i)
 {
   char path[4300];
   wal_segment_path(path, sizeof path, w->dir, w->lsns[i]);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  char probe[4096];
-  struct iovec iov = { probe, sizeof probe };
-  *cold = fd >= 0 && preadv2(fd, &iov, 1, 0, RWF_NOWAIT) < 0 && errno == EAGAIN;
-  return fd;
+  return open(path, O_RDONLY | O_CLOEXEC);
 }
 
 static void *warm_main(void *arg)
@@ -292,10 +291,9 @@ static void *warm_main(void *arg)
   enum { CHUNK = 1 << 20 };
   char *buf = malloc(CHUNK);
   for (size_t i = 0; buf && i < w->n; i++) {
-    int cold;
-    int fd = open_segment(w, i, &cold);
-    while (cold && read(fd, buf, CHUNK) > 0) {
-    }
+    int fd = w->cold[i] ? open_segment(w, i) : -1;
+    while (fd >= 0 && read(fd, buf, CHUNK) > 0)
+      CRASHPOINT("replay.warming");   /* killed on this thread: tests/test_crash.c */
     if (fd >= 0)
       close(fd);
   }
@@ -308,14 +306,19 @@ static uint64_t warm_start(struct warmer *w)
 {
   uint64_t bytes = 0;
   int any_cold = 0;
+  w->cold = calloc(w->n ? w->n : 1, 1);   /* NULL: no helper, the scan reads the log itself */
   for (size_t i = 0; i < w->n; i++) {
-    int cold;
-    int fd = open_segment(w, i, &cold);
-    struct stat st;
+    int fd = open_segment(w, i);
     if (fd < 0)
       continue;
-    bytes += fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+    char probe[4096];
+    struct iovec iov = { probe, sizeof probe };
+    int cold = w->cold && preadv2(fd, &iov, 1, 0, RWF_NOWAIT) < 0 && errno == EAGAIN;
+    if (cold)
+      w->cold[i] = 1;
     any_cold |= cold;
+    struct stat st;
+    bytes += fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
     close(fd);
   }
   w->running = any_cold && bytes >= PREFAULT_MIN && pthread_create(&w->th, NULL, warm_main, w) == 0;
@@ -327,6 +330,8 @@ static void warm_join(struct warmer *w)
   if (w->running)
     pthread_join(w->th, NULL);
   w->running = 0;
+  free(w->cold);
+  w->cold = NULL;
 }
 
 #define PREFETCH_AHEAD 16   /* ops: how far build_chunk reads ahead of itself */
@@ -392,6 +397,7 @@ static int build_chunk(struct replay *rp)
   arena_note_seq(r, mt, ops[0].seq);         /* the chunk's oldest commit: the flusher keeps its log */
   rp->n = 0;
   rp->bytes = 0;
+  CRASHPOINT("replay.built");
   return SOCHDB_OK;
 }
 
@@ -604,6 +610,7 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
     rc = scan_segment(path, &rp, &maps[i], &res);
     if (rc != SOCHDB_OK)
       break;
+    CRASHPOINT("replay.scanned");
     if (res.first_lsn != expect_lsn)
       rc = sdb_fail(SOCHDB_CORRUPT, "WAL segment %s starts at LSN %llu; the previous one ended at %llu",
                     path, (unsigned long long)res.first_lsn, (unsigned long long)expect_lsn);

@@ -27,6 +27,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+
 #include "arena.h"
 #include "internal.h"
 #include "mvcc.h"
@@ -479,6 +480,53 @@ Test(crash, kill_between_viewable_and_live)
   tu_shared_free((void *)acked, sizeof *acked);
 }
 
+/* ------------------------------------------- killed while attaching a slot */
+
+/* An attacher reserves its slot's pages, raises slots_high past it, then
+** writes its pid (shm/slots.c). Killed after the reservation
+** (slots.reserved) it leaves slots_high where it was; killed after the raise
+** (slots.opened) it leaves a scanned slot with no owner. Either way nothing
+** waits for it, no phantom process is counted, and the next attacher takes
+** the slot. */
+static void attach_killed_at(const char *point, uint32_t expect_high)
+{
+  sochdb *db = tu_open(16u << 20, 1u << 20, 5000);
+  shm_region *r = &db->region;
+  tu_commit_kv(db, "before", point, SOCHDB_ASYNC);
+  uint32_t high = atomic_load(&r->hdr->slots_high);
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    sochdb_test_crash_at(point, 1);
+    sochdb *mine = NULL;
+    _exit(sochdb_open(tu_db_dir, NULL, &mine) == SOCHDB_OK ? CC_NOT_KILLED : CC_OPEN);
+  }
+  int st = 0;
+  char sbuf[64];
+  cr_assert_eq(tu_wait_child(pid, 60000, &st), 0, "the attaching child did not finish in time");
+  cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the child ended with %s, not at %s",
+            tu_status_str(st, sbuf, sizeof sbuf), point);
+  cr_assert_eq(atomic_load(&r->hdr->slots_high), high + expect_high, "%s: slots_high %u, was %u", point,
+               atomic_load(&r->hdr->slots_high), high);
+  cr_assert_eq(atomic_load(&shm_slot_at(r, high)->owner_pid), 0u, "%s: the dead attacher left its pid", point);
+  cr_assert_eq(tu_stats(db).processes_attached, 1u, "%s: a dead attacher is counted", point);
+  tu_commit_kv(db, "after", point, SOCHDB_SYNC);
+  sochdb *next = tu_open_with(tu_dir(), NULL);
+  cr_assert_eq(next->slot, high, "%s: the next attacher takes slot %u, not %u", point, high, next->slot);
+  cr_assert_eq(atomic_load(&r->hdr->slots_high), high + 1, "%s: the slot is scanned once attached", point);
+  char buf[32];
+  cr_assert_eq(tu_read_str(next, "before", buf, sizeof buf), SOCHDB_OK, "%s: before", point);
+  cr_assert_eq(tu_read_str(next, "after", buf, sizeof buf), SOCHDB_OK, "%s: after", point);
+  cr_assert_str_eq(buf, point);
+  tu_commit_kv(next, "next", point, SOCHDB_ASYNC);
+  sochdb_close(next);
+  tu_close();
+}
+
+Test(crash, kill_after_reserving_a_slot) { attach_killed_at("slots.reserved", 0); }
+
+Test(crash, kill_after_raising_slots_high) { attach_killed_at("slots.opened", 1); }
+
 /* --------------------------------------------- random kills, no crash point */
 
 #define RR_ROUNDS   30
@@ -926,6 +974,110 @@ Test(crash, replay_of_a_log_out_of_the_page_cache)
     snprintf(v, sizeof v, "%064d", i);
     tu_expect_str(t, k, v, "replayed from a log out of the page cache");
   }
+  sochdb_abort(t);
+  tu_close();
+}
+
+/* Whether a segment of the log starts out of the page cache: then the
+** replay starts its reader thread. mincore, not a read: a read that misses
+** starts the kernel's readahead. */
+static int wal_is_cold(const char *dir)
+{
+  char wal[4300];
+  snprintf(wal, sizeof wal, "%s/wal", dir);
+  DIR *d = opendir(wal);
+  cr_assert_not_null(d, "opendir %s", wal);
+  struct dirent *e;
+  int cold = 0;
+  while (!cold && (e = readdir(d))) {
+    char path[8700];
+    snprintf(path, sizeof path, "%s/%s", wal, e->d_name);
+    int fd = open(path, O_RDONLY);
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+      void *m = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+      unsigned char in = 1;
+      cr_assert_neq(m, MAP_FAILED, "mmap %s", path);
+      cr_assert_eq(mincore(m, 4096, &in), 0, "mincore %s", path);
+      cold = !(in & 1);
+      munmap(m, 4096);
+    }
+    if (fd >= 0)
+      close(fd);
+  }
+  closedir(d);
+  return cold;
+}
+
+#define KR_COMMITS 80000   /* about 12 MiB of log: several 4 MiB memtables, and the reader thread */
+
+static void kr_key(int i, char *k, size_t n) { snprintf(k, n, "kr/%06d", i); }
+static void kr_val(int i, char *v, size_t n) { snprintf(v, n, "%064d", i); }
+
+/* A region being rebuilt is published only once the replay is done: an
+** opener killed in the middle of it (on its reader thread, after a segment
+** is scanned, after a memtable is built) leaves a region file the next
+** opener makes again, and the log is never touched, so every commit is
+** replayed then. */
+Test(crash, kill_during_replay)
+{
+  sochdb *db = tu_open(RP_REGION, 16u << 20, 5000);   /* nothing flushed: the whole history is in the log */
+  char k[32], v[96];
+  for (int i = 0; i < KR_COMMITS; i++) {
+    kr_key(i, k, sizeof k);
+    kr_val(i, v, sizeof v);
+    tu_commit_kv(db, k, v, i == KR_COMMITS - 1 ? SOCHDB_SYNC : SOCHDB_ASYNC);
+  }
+  cr_assert_eq(tu_stats(db).flushes, 0, "a memtable was flushed: the test needs the whole history in the log");
+  rp_lose_region();
+
+  sochdb_test_without_daemon(1);
+  static const struct { const char *point; unsigned countdown; } kills[] = {
+    { "replay.warming", 2 }, { "replay.scanned", 1 }, { "replay.built", 2 },
+  };
+  for (size_t i = 0; i < sizeof kills / sizeof kills[0]; i++) {
+    evict_wal(tu_dir());
+    int cold = wal_is_cold(tu_dir());
+    pid_t pid = tu_fork();
+    cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+      sochdb_test_crash_at(kills[i].point, kills[i].countdown);
+      sochdb_options o = tu_options(RP_REGION, 4u << 20, 5000);
+      sochdb *mine = NULL;
+      _exit(sochdb_open(tu_db_dir, &o, &mine) == SOCHDB_OK ? CC_NOT_KILLED : CC_OPEN);
+    }
+    int st = 0;
+    char sbuf[64];
+    cr_assert_eq(tu_wait_child(pid, 60000, &st), 0, "the replaying child did not finish in time");
+    if (!strcmp(kills[i].point, "replay.warming") && !cold) {
+      /* no reader thread where nothing leaves the page cache (tmpfs) */
+      cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == CC_NOT_KILLED, "with the log cached the child ended with %s",
+                tu_status_str(st, sbuf, sizeof sbuf));
+      cr_log_info("the log stayed in the page cache here: replay.warming not reached");
+      tu_remove_region(tu_dir());
+      continue;
+    }
+    cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the child ended with %s, not at %s",
+              tu_status_str(st, sbuf, sizeof sbuf), kills[i].point);
+  }
+
+  db = tu_open(RP_REGION, 4u << 20, 5000);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (int i = 0; i < KR_COMMITS; i++) {
+    kr_key(i, k, sizeof k);
+    kr_val(i, v, sizeof v);
+    tu_expect_str(t, k, v, "replayed after openers were killed replaying");
+  }
+  sochdb_abort(t);
+  tu_commit_kv(db, "after", "replays", SOCHDB_ASYNC);
+  tu_close();
+  sochdb_test_without_daemon(0);
+  db = tu_open(RP_REGION, 4u << 20, 5000);
+  char buf[32];
+  cr_assert_eq(tu_read_str(db, "after", buf, sizeof buf), SOCHDB_OK, "a commit after the rebuild, with a daemon");
+  kr_key(KR_COMMITS - 1, k, sizeof k);
+  kr_val(KR_COMMITS - 1, v, sizeof v);
+  tu_expect_str(t = tu_begin(db, SOCHDB_TXN_READONLY), k, v, "the last commit, with a daemon");
   sochdb_abort(t);
   tu_close();
 }
