@@ -16,6 +16,14 @@
 ** inherited handle or transaction returns SOCHDB_INVALID; the child opens its
 ** own handle (LMDB has the same rule). The parent is unaffected.
 **
+** File descriptors: a handle keeps the shared region's file open, and an
+** open-file-description lock on it is how other processes know this one is
+** alive. Never close that descriptor behind the library's back (close,
+** dup2 over it, closefrom or close_range while the handle is open): the lock
+** goes with it, another process then takes this one for dead and rolls back
+** its transactions, and a commit racing that roll-back is not protected.
+** Commits that find their slot taken fail with SOCHDB_INVALID.
+**
 ** Limits: keys are 1..SOCHDB_MAX_KEY bytes, values 0..SOCHDB_MAX_VALUE bytes.
 ** Anything outside is refused with SOCHDB_INVALID, never truncated. Keys that
 ** start with the two bytes 0xFF 0xFF are reserved for the engine (the rows
