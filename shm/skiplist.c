@@ -203,8 +203,30 @@ static void finger_save(struct sl_finger *f, uint32_t mt, uint64_t node, int lev
     f->preds[level] = level < levels ? node : preds[level];
 }
 
+/* The key right after the finger on level 0: a run of lookups of adjacent
+** keys (a commit's keys checked against an older memtable they mostly miss,
+** or that holds each next to the last) then reads one link each, not a
+** descent. Sets *node (0: absent) and returns 1, or 0 to search. The finger
+** stays right: its node, or a found node, is before every greater key. */
+static int find_next_to_finger(const shm_region *r, uint32_t mt, const void *key, uint32_t klen,
+                               struct sl_finger *f, uint64_t *node)
+{
+  if (!f || f->mt != mt || !key_less(r, f->preds[0], key, klen))
+    return 0;
+  uint64_t nx = next_at(r, f->preds[0], 0);
+  if (nx && key_less(r, nx, key, klen))
+    return 0;
+  *node = node_has_key(r, nx, key, klen) ? nx : 0;
+  if (*node)
+    f->preds[0] = *node;
+  return 1;
+}
+
 uint64_t sl_find_finger(const shm_region *r, uint32_t mt, const void *key, uint32_t klen, struct sl_finger *f)
 {
+  uint64_t found;
+  if (find_next_to_finger(r, mt, key, klen, f, &found))
+    return found;
   uint64_t preds[SL_MAX_HEIGHT], succs[SL_MAX_HEIGHT];
   find_preds_finger(r, mt, key, klen, f, preds, succs);
   uint64_t node = node_has_key(r, succs[0], key, klen) ? succs[0] : 0;
