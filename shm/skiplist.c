@@ -222,6 +222,11 @@ static int find_next_to_finger(const shm_region *r, uint32_t mt, const void *key
   return 1;
 }
 
+int sl_finger_at_end(const shm_region *r, const struct sl_finger *f)
+{
+  return f->mt != UINT32_MAX && next_at(r, f->preds[0], 0) == 0;
+}
+
 uint64_t sl_find_finger(const shm_region *r, uint32_t mt, const void *key, uint32_t klen, struct sl_finger *f)
 {
   uint64_t found;

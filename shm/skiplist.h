@@ -59,6 +59,11 @@ struct sl_finger {
 
 static inline void sl_finger_reset(struct sl_finger *f) { f->mt = UINT32_MAX; }
 
+/* 1 if no node follows the finger's on level 0 now (f holds a search of
+** memtable mt): no key greater than the last one looked up is in the list
+** at this instant. */
+int      sl_finger_at_end(const shm_region *r, const struct sl_finger *f);
+
 /* sl_find and sl_find_or_insert through a finger (f NULL: from the head). */
 uint64_t sl_find_finger(const shm_region *r, uint32_t mt, const void *key, uint32_t klen, struct sl_finger *f);
 uint64_t sl_find_or_insert_finger(shm_region *r, uint32_t mt, const void *key, uint32_t klen, struct sl_finger *f);

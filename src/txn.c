@@ -486,16 +486,21 @@ static uint64_t memtable_id(const shm_region *r, uint32_t mt)
 }
 
 /* Step 2: the key's versions in the other live memtables. fingers[i]:
-** the last search in view->idx[i] (keys come in increasing order). */
+** the last search in view->idx[i] (keys come in increasing order). Bit i of
+** *passed: a search in view->idx[i] found no node after ours, so none of our
+** greater keys is there either: their checks all take effect at that
+** instant (after our installs, as each check must), and are not repeated. */
 static int check_elsewhere(struct commit_ctx *c, const struct wb_entry *w, const struct installed *at,
-                           const struct mt_view *view, struct sl_finger *fingers)
+                           const struct mt_view *view, struct sl_finger *fingers, uint64_t *passed)
 {
   uint32_t my_slot = c->t->db->slot;
   for (uint32_t i = 0; i < view->n; i++) {
     uint32_t mt = view->idx[i];
-    if (mt == at->mt)
+    if (mt == at->mt || (*passed >> i & 1))
       continue;
     uint64_t node = sl_find_finger(c->r, mt, w->key, w->klen, &fingers[i]);
+    if (!node && sl_finger_at_end(c->r, &fingers[i]))
+      *passed |= 1ull << i;
     uint64_t state;
     const struct mv_version *live;
     while (node && (live = mv_newest_live(c->r, node, &state)) && state == 0) {
@@ -559,8 +564,9 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
   struct sl_finger fingers[SHM_MAX_MEMTABLES];
   for (uint32_t i = 0; i < view.n; i++)
     sl_finger_reset(&fingers[i]);
+  uint64_t passed = 0;
   for (size_t i = 0; view.n >= 2 && i < wb->n; i++) {
-    int rc = check_elsewhere(c, &wb->ents[order[i]], &at[i], &view, fingers);
+    int rc = check_elsewhere(c, &wb->ents[order[i]], &at[i], &view, fingers, &passed);
     if (rc != SOCHDB_OK)
       return rc;
   }

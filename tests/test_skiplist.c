@@ -577,11 +577,18 @@ Test(skiplist, finger_inserts_match_plain_inserts)
     all[i] = i;
   qsort(all, 3 * NRANDOM, sizeof *all, cmp_key_numbers);
   sl_finger_reset(&f);
+  cr_assert_eq(sl_finger_at_end(r, &f), 0, "an empty finger is at no end");
+  uint64_t last_present = 0;    /* in key order */
+  for (uint64_t j = 0; j < 3 * NRANDOM; j++)
+    if (all[j] % 3 == 0)
+      last_present = j;
   for (uint64_t j = 0; j < 3 * NRANDOM; j++) {
     uint32_t klen = make_key(all[j], key);
     uint64_t want = sl_find(r, a, key, klen);
     cr_assert_eq(sl_find_finger(r, a, key, klen, &f), want, "finger find of key %llu", (unsigned long long)all[j]);
     cr_assert_eq(want != 0, all[j] % 3 == 0, "key %llu", (unsigned long long)all[j]);
+    cr_assert_eq(sl_finger_at_end(r, &f), j >= last_present, "key %llu (%llu of %d in key order): at the end is %d",
+                 (unsigned long long)all[j], (unsigned long long)j, 3 * NRANDOM, j >= last_present);
   }
   /* backwards (every lookup falls back to the head), and through a finger of the other memtable */
   for (uint64_t j = 3 * NRANDOM; j-- > 0;) {
