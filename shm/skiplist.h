@@ -51,7 +51,11 @@ uint64_t sl_find_or_insert(shm_region *r, uint32_t mt, const void *key, uint32_t
 ** memtable, but only while the memtable cannot be recycled: reset the
 ** finger (sl_finger_reset) whenever its user may have let go of it (left
 ** its commit epoch, changed view). A key not greater than the last one
-** falls back to a search from the head. */
+** falls back to a search from the head. A key right after the level-0
+** predecessor (no node between) is answered from that link alone, and only
+** the level-0 predecessor moves (to a node found there): the upper levels
+** may lag behind it, which costs a later search a longer climb, never a
+** wrong answer (each is still before every greater key). */
 struct sl_finger {
   uint32_t mt;                          /* UINT32_MAX: empty */
   uint64_t preds[SL_MAX_HEIGHT];
@@ -59,8 +63,8 @@ struct sl_finger {
 
 static inline void sl_finger_reset(struct sl_finger *f) { f->mt = UINT32_MAX; }
 
-/* 1 if no node follows the finger's on level 0 now (f holds a search of
-** memtable mt): no key greater than the last one looked up is in the list
+/* 1 if no node follows the finger's on level 0 now. Right after a lookup
+** that found nothing: no key at or after the one looked up is in the list
 ** at this instant. */
 int      sl_finger_at_end(const shm_region *r, const struct sl_finger *f);
 

@@ -601,6 +601,48 @@ Test(skiplist, finger_inserts_match_plain_inserts)
   tu_close();
 }
 
+/* One finger used for finds and inserts in turn, in key order with strides
+** of 1 to 40 key numbers: a lookup right after a fast-path hit (which moves
+** only the finger's level-0 node) must still find the way through the upper
+** levels it left behind, and inserts through it must link every level right. */
+Test(skiplist, finger_after_fast_hits_finds_and_inserts)
+{
+  sochdb *db = open_db(4u << 20);
+  shm_region *r = &db->region;
+  uint32_t mt = scratch_memtable(db);
+  static uint64_t all[3 * NRANDOM];
+  for (uint64_t i = 0; i < 3 * NRANDOM; i++)
+    all[i] = i;
+  qsort(all, 3 * NRANDOM, sizeof *all, cmp_key_numbers);
+  uint8_t key[32];
+  for (uint64_t j = 0; j < 3 * NRANDOM; j += 2)   /* every other key, in key order */
+    cr_assert_neq(sl_find_or_insert(r, mt, key, make_key(all[j], key)), 0, "insert %llu", (unsigned long long)j);
+  struct sl_finger f;
+  uint64_t x = 88172645463325252ull, inserted = 0;
+  for (int round = 0; round < 4; round++) {
+    sl_finger_reset(&f);
+    for (uint64_t j = (uint64_t)round; j < 3 * NRANDOM;) {
+      uint32_t klen = make_key(all[j], key);
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      if (x % 4 == 0) {              /* an insert through the finger */
+        int had = sl_find(r, mt, key, klen) != 0;
+        uint64_t n = sl_find_or_insert_finger(r, mt, key, klen, &f);
+        cr_assert_neq(n, 0, "finger insert of key %llu", (unsigned long long)j);
+        cr_assert_eq(sl_find(r, mt, key, klen), n, "key %llu after its finger insert", (unsigned long long)j);
+        inserted += !had;
+      } else {
+        cr_assert_eq(sl_find_finger(r, mt, key, klen, &f), sl_find(r, mt, key, klen), "finger find of key %llu",
+                     (unsigned long long)j);
+      }
+      j += 1 + (x >> 8) % 40;
+    }
+  }
+  cr_assert_gt(inserted, 100u, "only %llu inserts went through the finger", (unsigned long long)inserted);
+  cr_assert_eq(check_order(r, mt), (3 * NRANDOM + 1) / 2 + inserted, "finger use lost or duplicated keys");
+  check_upper_levels(r, mt);
+  tu_close();
+}
+
 struct finger_arg {
   shm_region *r;
   uint32_t mt;

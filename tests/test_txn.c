@@ -254,6 +254,66 @@ Test(txn, conflict_detected_across_memtables)
   tu_close();
 }
 
+/* The conflict check stops looking in a memtable once a search there finds
+** nothing after its finger (src/txn.c, check_elsewhere): that covers that
+** memtable only. Here "a" passes the end of A (which holds "0"), while B
+** still holds T2's "z", newer than T1's snapshot. */
+Test(txn, a_memtable_passed_by_the_check_covers_only_itself)
+{
+  sochdb *db = open_db();
+  tu_commit_kv(db, "0", "base", SOCHDB_ASYNC);     /* memtable A */
+  rotate(db);
+  sochdb_txn *t1 = tu_begin(db, 0);
+  sochdb_txn *t2 = tu_begin(db, 0);
+  tu_put_str(t2, "z", "t2");
+  tu_commit(t2, SOCHDB_ASYNC, "T2 in memtable B");
+  rotate(db);
+  tu_put_str(t1, "a", "t1");
+  tu_put_str(t1, "m", "t1");
+  tu_put_str(t1, "z", "t1");
+  int rc = sochdb_commit(t1, SOCHDB_ASYNC);
+  cr_assert_eq(rc, SOCHDB_CONFLICT, "T1's z over T2's, two memtables back: %s, want CONFLICT", sochdb_strerror(rc));
+  expect_committed(db, "z", "t2", "after the refused commit");
+  expect_committed(db, "a", NULL, "the refused commit's first key");
+  tu_close();
+}
+
+/* A commit that fills the active memtable and goes on in the next one (its
+** keys split between two memtables) still finds, in the first, a newer
+** version of its last key. */
+#define ST_VLEN (32u << 10)
+
+Test(txn, a_commit_split_across_memtables_finds_its_conflict)
+{
+  sochdb *db = open_db();          /* 2 MiB memtables */
+  sochdb_txn *t1 = tu_begin(db, 0);
+  sochdb_txn *t2 = tu_begin(db, 0);
+  tu_put_str(t2, "z", "t2");
+  tu_commit(t2, SOCHDB_ASYNC, "T2");
+  static char big[ST_VLEN];
+  memset(big, 'f', sizeof big);
+  for (int i = 0; i < 40; i++) {   /* 1.3 MiB of the first memtable */
+    char k[8];
+    snprintf(k, sizeof k, "f%02d", i);
+    sochdb_txn *t = tu_begin(db, 0);
+    cr_assert_eq(sochdb_put(t, k, strlen(k), big, sizeof big), SOCHDB_OK, "put %s", k);
+    tu_commit(t, SOCHDB_ASYNC, "filler");
+  }
+  uint32_t first = arena_active(&db->region);
+  for (int i = 0; i < 40; i++) {   /* another 1.3 MiB: about half goes to the next memtable */
+    char k[8];
+    snprintf(k, sizeof k, "a%03d", i);
+    cr_assert_eq(sochdb_put(t1, k, strlen(k), big, sizeof big), SOCHDB_OK, "put %s", k);
+  }
+  tu_put_str(t1, "z", "t1");
+  int rc = sochdb_commit(t1, SOCHDB_ASYNC);
+  cr_assert_neq(arena_active(&db->region), first, "the commit did not reach a second memtable");
+  cr_assert_eq(rc, SOCHDB_CONFLICT, "a split commit over T2's z: %s, want CONFLICT", sochdb_strerror(rc));
+  expect_committed(db, "z", "t2", "after the refused commit");
+  expect_committed(db, "a000", NULL, "the refused commit's first key");
+  tu_close();
+}
+
 Test(txn, disjoint_write_sets_never_conflict)
 {
   /* Snapshot isolation validates writes only: the classic write skew (each
