@@ -933,27 +933,41 @@ static uint32_t bk_key(int i, uint8_t *out)   /* a shared 5-byte prefix, then 0.
   return len;
 }
 
-/* A log out of the page cache (evicted with POSIX_FADV_DONTNEED; where the
-** directory is on a disk) is read ahead by the replay's reader thread
-** (src/recovery.c): every commit is replayed all the same. */
-static void evict_wal(const char *dir)
+/* Call fn on each regular, non-empty file of dir's log (opened read-only)
+** until it returns non-zero; returns that, or 0. */
+static int each_wal_file(const char *dir, int (*fn)(const char *path, int fd, void *arg), void *arg)
 {
   char wal[4300];
   snprintf(wal, sizeof wal, "%s/wal", dir);
   DIR *d = opendir(wal);
   cr_assert_not_null(d, "opendir %s", wal);
   struct dirent *e;
-  while ((e = readdir(d))) {
+  int rc = 0;
+  while (!rc && (e = readdir(d))) {
     char path[8700];
     snprintf(path, sizeof path, "%s/%s", wal, e->d_name);
     int fd = open(path, O_RDONLY);
-    if (fd >= 0) {
-      (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
+      rc = fn(path, fd, arg);
+    if (fd >= 0)
       close(fd);
-    }
   }
   closedir(d);
+  return rc;
 }
+
+static int evict_file(const char *path, int fd, void *arg)
+{
+  (void)path, (void)arg;
+  (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  return 0;
+}
+
+/* A log out of the page cache (evicted with POSIX_FADV_DONTNEED; where the
+** directory is on a disk) is read ahead by the replay's reader thread
+** (src/recovery.c): every commit is replayed all the same. */
+static void evict_wal(const char *dir) { (void)each_wal_file(dir, evict_file, NULL); }
 
 Test(crash, replay_of_a_log_out_of_the_page_cache)
 {
@@ -978,36 +992,21 @@ Test(crash, replay_of_a_log_out_of_the_page_cache)
   tu_close();
 }
 
+static int file_start_cold(const char *path, int fd, void *arg)
+{
+  (void)arg;
+  void *m = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+  unsigned char in = 1;
+  cr_assert_neq(m, MAP_FAILED, "mmap %s", path);
+  cr_assert_eq(mincore(m, 4096, &in), 0, "mincore %s", path);
+  munmap(m, 4096);
+  return !(in & 1);
+}
+
 /* Whether a segment of the log starts out of the page cache: then the
 ** replay starts its reader thread. mincore, not a read: a read that misses
 ** starts the kernel's readahead. */
-static int wal_is_cold(const char *dir)
-{
-  char wal[4300];
-  snprintf(wal, sizeof wal, "%s/wal", dir);
-  DIR *d = opendir(wal);
-  cr_assert_not_null(d, "opendir %s", wal);
-  struct dirent *e;
-  int cold = 0;
-  while (!cold && (e = readdir(d))) {
-    char path[8700];
-    snprintf(path, sizeof path, "%s/%s", wal, e->d_name);
-    int fd = open(path, O_RDONLY);
-    struct stat st;
-    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
-      void *m = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
-      unsigned char in = 1;
-      cr_assert_neq(m, MAP_FAILED, "mmap %s", path);
-      cr_assert_eq(mincore(m, 4096, &in), 0, "mincore %s", path);
-      cold = !(in & 1);
-      munmap(m, 4096);
-    }
-    if (fd >= 0)
-      close(fd);
-  }
-  closedir(d);
-  return cold;
-}
+static int wal_is_cold(const char *dir) { return each_wal_file(dir, file_start_cold, NULL); }
 
 #define KR_COMMITS 80000   /* about 12 MiB of log: several 4 MiB memtables, and the reader thread */
 
