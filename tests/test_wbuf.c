@@ -321,3 +321,32 @@ Test(wbuf, free_then_reuse)
   put("a", "2");
   expect("a", "2");
 }
+
+/* Keys written in key order are given back as written, without a sort; one
+** key out of place at the very end, or in the middle, is sorted in. */
+static void expect_order(const char *const *want, size_t n, const char *ctx)
+{
+  const uint32_t *order = wbuf_sorted(&wb);
+  cr_assert_not_null(order, "%s: wbuf_sorted", ctx);
+  cr_assert_eq(wb.n, n, "%s: %zu entries", ctx, wb.n);
+  for (size_t j = 0; j < n; j++) {
+    const struct wb_entry *e = &wb.ents[order[j]];
+    cr_assert(e->klen == strlen(want[j]) && !memcmp(e->key, want[j], e->klen), "%s: position %zu holds %.*s, want %s",
+              ctx, j, (int)e->klen, (const char *)e->key, want[j]);
+  }
+}
+
+Test(wbuf, keys_written_in_order_or_nearly)
+{
+  static const char *const sorted[] = { "a", "ab", "b", "ba", "c", "d" };
+  for (size_t i = 0; i < 6; i++)
+    put(sorted[i], "v");
+  expect_order(sorted, 6, "written in order");
+  put("0", "v");                   /* now the last key belongs first */
+  static const char *const last_first[] = { "0", "a", "ab", "b", "ba", "c", "d" };
+  expect_order(last_first, 7, "the last key out of place");
+  put("bb", "v");                  /* and one in the middle */
+  static const char *const middle[] = { "0", "a", "ab", "b", "ba", "bb", "c", "d" };
+  expect_order(middle, 8, "a key out of place in the middle");
+}
+
