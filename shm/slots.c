@@ -187,7 +187,7 @@ static int open_slot(shm_region *r, uint32_t slot)
   int err = shm_reserve(r, first_page, ((end + 4095) & ~4095ull) - first_page);
   if (err)
     return err;
-  CRASHPOINT("slots.reserved");   /* killed here: tests/test_slots.c */
+  CRASHPOINT("slots.reserved");   /* killed here: tests/test_crash.c */
   while (cur <= slot && !atomic_compare_exchange_weak_explicit(&r->hdr->slots_high, &cur, slot + 1,
                                                                memory_order_seq_cst, memory_order_seq_cst)) {
   }
@@ -208,7 +208,7 @@ int slots_attach(shm_region *r, int is_daemon, uint32_t *slot_out)
       return sdb_fail(SOCHDB_BUSY, "cannot reserve shared memory for process slot %u of %s: %s", i, r->path,
                       strerror(err));
     }
-    CRASHPOINT("slots.opened");
+    CRASHPOINT("slots.opened");     /* killed here: tests/test_crash.c */
     struct shm_slot *s = shm_slot_at(r, i);
     if (atomic_load_explicit(&s->owner_pid, memory_order_acquire) != 0)
       reap_locked(r, i);             /* its owner died: clean it, then take it */

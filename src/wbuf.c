@@ -148,14 +148,12 @@ const uint32_t *wbuf_sorted(struct wbuf *wb)
   if (!order)
     return NULL;
   wb->order = order;
-  size_t in_order = wb->n > 0;   /* how many entries from the first are in key order as written */
-  for (size_t i = 0; i < wb->n; i++) {
+  for (size_t i = 0; i < wb->n; i++)
     order[i] = (uint32_t)i;
-    if (in_order == i && i > 0 && sl_compare(wb->ents[i - 1].key, wb->ents[i - 1].klen, wb->ents[i].key,
-                                             wb->ents[i].klen) < 0)
-      in_order++;
-  }
-  if (in_order < wb->n)   /* keys written in order (a batched load) need no sort: n - 1 comparisons */
+  size_t i = 1;   /* keys written in order (a batched load) need no sort: n - 1 comparisons */
+  while (i < wb->n && by_key(&order[i - 1], &order[i], wb->ents) < 0)
+    i++;
+  if (i < wb->n)
     qsort_r(order, wb->n, sizeof *order, by_key, wb->ents);
   wb->sorted = 1;
   return order;

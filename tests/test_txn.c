@@ -264,9 +264,7 @@ Test(txn, a_memtable_passed_by_the_check_covers_only_itself)
   tu_commit_kv(db, "0", "base", SOCHDB_ASYNC);     /* memtable A */
   rotate(db);
   sochdb_txn *t1 = tu_begin(db, 0);
-  sochdb_txn *t2 = tu_begin(db, 0);
-  tu_put_str(t2, "z", "t2");
-  tu_commit(t2, SOCHDB_ASYNC, "T2 in memtable B");
+  tu_commit_kv(db, "z", "t2", SOCHDB_ASYNC);       /* T2, after T1's snapshot, in memtable B */
   rotate(db);
   tu_put_str(t1, "a", "t1");
   tu_put_str(t1, "m", "t1");
@@ -287,9 +285,7 @@ Test(txn, a_commit_split_across_memtables_finds_its_conflict)
 {
   sochdb *db = open_db();          /* 2 MiB memtables */
   sochdb_txn *t1 = tu_begin(db, 0);
-  sochdb_txn *t2 = tu_begin(db, 0);
-  tu_put_str(t2, "z", "t2");
-  tu_commit(t2, SOCHDB_ASYNC, "T2");
+  tu_commit_kv(db, "z", "t2", SOCHDB_ASYNC);       /* T2, after T1's snapshot */
   static char big[ST_VLEN];
   memset(big, 'f', sizeof big);
   for (int i = 0; i < 40; i++) {   /* 1.3 MiB of the first memtable */
