@@ -38,6 +38,7 @@
 #include "walwriter.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,21 +81,26 @@ static int oldest_unflushed(shm_region *r)
   return -1;
 }
 
-/* Step 1: every commit that may still be writing into a rotated-out memtable
-** is over. Dead committers are reaped on the way. */
-static int seal(struct flusher *f)
+/* Wait until every commit that held an epoch at or below tag is over, for
+** at most limit_ms. Dead committers are reaped on the way. */
+static int wait_for_commits(struct flusher *f, uint64_t tag, unsigned limit_ms)
 {
   shm_region *r = f->s->r;
-  uint64_t tag = epoch_retire(r);
   for (unsigned round = 0; epoch_oldest_commit(r) <= tag; round++) {
     if (f->stop && atomic_load_explicit(f->stop, memory_order_relaxed))
-      return sdb_fail(SOCHDB_BUSY, "stopping while a commit still writes into a rotated-out memtable");
+      return sdb_fail(SOCHDB_BUSY, "stopping while a commit is still in progress");
+    if (round >= limit_ms)
+      return sdb_fail(SOCHDB_BUSY, "a commit is still in progress after %u ms", limit_ms);
     if (round % 100 == 99)
       slots_reap_all(r, f->s->db->slot);
     pause_ms(1);
   }
   return SOCHDB_OK;
 }
+
+/* Step 1: every commit that may still be writing into a rotated-out memtable
+** is over. */
+static int seal(struct flusher *f) { return wait_for_commits(f, epoch_retire(f->s->r), UINT_MAX); }
 
 /* The final state of version v: its seq, or MV_ABORTED. A sealed memtable
 ** holds no pending version but a dead committer's, which we reap. */
@@ -257,6 +263,15 @@ static void retire_flushed(shm_region *r)
   }
 }
 
+/* A free arena that kept its pages (at most one is kept at a time). */
+static int any_spare(shm_region *r)
+{
+  for (uint32_t i = 0; i < r->hdr->n_memtables; i++)
+    if (arena_holds_spare(r, i))
+      return 1;
+  return 0;
+}
+
 static void recycle_retired(shm_region *r)
 {
   int any = 0;
@@ -273,7 +288,7 @@ static void recycle_retired(shm_region *r)
       pthread_rwlock_wrlock(&ww_records_lock);   /* see walwriter.h */
       durable_forget_range(r, m->arena_off, m->arena_off + m->capacity);
       pthread_rwlock_unlock(&ww_records_lock);
-      arena_recycle(r, i);
+      arena_recycle(r, i, !any_spare(r));
     }
   }
 }
@@ -353,6 +368,74 @@ static void truncate_wal(struct flusher *f)
   free(lsns);
 }
 
+/* ---- pages that recycled arenas kept (shm/arena.h) ------------------------ */
+
+#define SPARE_KEEP_NS   1000000000ull   /* a spare no rotation took this long goes back */
+#define TRIM_WINDOW_NS  1000000000ull   /* the active memtable's growth is measured over this */
+#define TRIM_WAIT_MS    20u             /* a trim waits this long for commits in progress */
+
+static uint64_t monotonic_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void release_idle_spares(struct flusher *f, uint64_t now)
+{
+  shm_region *r = f->s->r;
+  for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
+    if (!arena_holds_spare(r, i))
+      f->spare_since[i] = 0;
+    else if (!f->spare_since[i])
+      f->spare_since[i] = now;
+    else if (now - f->spare_since[i] >= SPARE_KEEP_NS && arena_release_spare(r, i, f->s->db->slot))
+      f->spare_since[i] = 0;
+  }
+}
+
+/* Where the active memtable's writers will not get soon: past twice what
+** they wrote in the last window, and a chunk. 0: not measured yet. */
+static uint64_t trim_floor(struct flusher *f, uint32_t active, uint64_t now)
+{
+  struct shm_memtable *m = arena_memtable(f->s->r, active);
+  uint64_t id = atomic_load_explicit(&m->id, memory_order_relaxed);
+  uint64_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
+  uint64_t chunk = ARENA_RESERVE_CHUNK;
+  if (f->trim_eager)
+    return (used + chunk - 1) / chunk * chunk;
+  if (id != f->watch_id || used < f->watch_used) {
+    f->watch_id = id;
+    f->watch_used = used;
+    f->watch_ns = now;
+    return 0;
+  }
+  if (now - f->watch_ns < TRIM_WINDOW_NS)
+    return 0;
+  uint64_t grown = used - f->watch_used;
+  f->watch_used = used;
+  f->watch_ns = now;
+  return (used + 2 * grown + 2 * chunk - 1) / chunk * chunk;
+}
+
+/* The active memtable took a spare's pages: give back those its writers
+** will not reach soon (a rarely written database would otherwise hold a
+** whole memtable of them for little data). Commits are waited for briefly:
+** a long one must not hold flushes up, and a trim put off is harmless. */
+static void trim_active(struct flusher *f, uint64_t now)
+{
+  shm_region *r = f->s->r;
+  uint32_t a = arena_active(r);
+  uint64_t floor = trim_floor(f, a, now);
+  struct arena_trim t;
+  if (!floor || floor >= arena_backed(r, a) || !arena_trim_begin(r, a, floor, &t))
+    return;
+  if (wait_for_commits(f, t.tag, TRIM_WAIT_MS) == SOCHDB_OK)
+    arena_trim_end(r, &t);
+  else
+    arena_trim_cancel(r, &t);
+}
+
 int flusher_step(struct flusher *f)
 {
   struct store *s = f->s;
@@ -379,6 +462,9 @@ int flusher_step(struct flusher *f)
     CRASHPOINT("flush.wal_truncated");
   }
   retire_and_recycle(s);
+  uint64_t now = monotonic_ns();
+  release_idle_spares(f, now);
+  trim_active(f, now);
   store_reclaim(s);
   return flushed;
 }

@@ -18,6 +18,11 @@ struct flusher {
   struct wal_seg_info *segs;   /* what we learnt about old WAL segments */
   size_t               nsegs;
   _Atomic int         *stop;   /* set when the daemon stops: a flush waiting to seal gives up */
+  /* Pages kept by recycled arenas (shm/arena.h): when each free arena was
+  ** first seen holding some (0: not), and the active memtable's growth. */
+  uint64_t             spare_since[SHM_MAX_MEMTABLES];
+  uint64_t             watch_id, watch_used, watch_ns;
+  int                  trim_eager;  /* sochdbd-testing: trim to the fill point every round */
 };
 
 /* One round: flush the oldest rotated-out memtable if there is one, retire

@@ -439,6 +439,11 @@ int main(int argc, char **argv)
   struct background bg = { .s = &store, .f = { .s = &store }, .c = { .s = &store } };
   bg.c.stop = &bg.stop;
   bg.f.stop = &bg.stop;
+#ifdef SOCHDB_TESTING
+  /* sochdbd-testing: $SOCHDB_TEST_TRIM_EAGER=1 trims a reused arena's
+  ** tail at its fill point every round, so that tests meet trims often */
+  bg.f.trim_eager = getenv("SOCHDB_TEST_TRIM_EAGER") != NULL;
+#endif
   pthread_t flusher, compactor;
   if (pthread_create(&flusher, NULL, flush_loop, &bg) != 0 ||
       pthread_create(&compactor, NULL, compact_loop, &bg) != 0) {

@@ -82,8 +82,12 @@ static int reserve_upto(shm_region *r, struct shm_memtable *m, uint64_t upto)
   /* acquire: pairs with the release CAS below in whichever process raised
   ** the watermark, whose fallocate had returned before it */
   uint64_t have = atomic_load_explicit(&m->reserved, memory_order_acquire);
-  if (upto <= have)
+  if (upto <= (have & ~ARENA_TRIMMING))
     return 0;
+  /* Beyond the floor of a trim in progress: the daemon may be punching
+  ** those pages. The arena counts as full (arena_trim_begin); no error. */
+  if (have & ARENA_TRIMMING)
+    return EAGAIN;
   /* Racing reservers may both reserve the same range: it is idempotent. */
   int err = shm_reserve(r, m->arena_off + have, upto - have);
   last_reserve_error = err;
@@ -122,20 +126,39 @@ uint64_t arena_alloc(shm_region *r, uint32_t i, uint64_t n)
   return m->arena_off + off;
 }
 
+uint64_t arena_backed(const shm_region *r, uint32_t i)
+{
+  /* relaxed: a figure for a choice that any value keeps correct */
+  return atomic_load_explicit(&arena_memtable(r, i)->reserved, memory_order_relaxed) & ~ARENA_TRIMMING;
+}
+
+/* Claim the free arena that still holds the most pages (a spare kept by
+** arena_recycle): writing into pages that exist costs no page fault, no
+** zeroing. Another claimer may take it first: look again. */
 static int claim_free_arena(shm_region *r, uint32_t my_slot, uint32_t *out)
 {
-  for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
-    struct shm_memtable *m = arena_memtable(r, i);
+  for (;;) {
+    int best = -1;
+    uint64_t best_backed = 0;
+    for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
+      uint64_t backed = arena_backed(r, i);
+      if (atomic_load_explicit(&arena_memtable(r, i)->state_claim, memory_order_relaxed) == mt_word(MT_FREE, 0) &&
+          (best < 0 || backed > best_backed)) {
+        best = (int)i;
+        best_backed = backed;
+      }
+    }
+    if (best < 0)
+      return 0;
     uint64_t expected = mt_word(MT_FREE, 0);
     /* acquire: see the last owner's writes (its watermark too) before reusing the arena */
-    if (atomic_load_explicit(&m->state_claim, memory_order_relaxed) == expected &&
-        atomic_compare_exchange_strong_explicit(&m->state_claim, &expected, mt_word(MT_CLAIMED, my_slot + 1),
-                                                memory_order_acquire, memory_order_relaxed)) {
-      *out = i;
+    if (atomic_compare_exchange_strong_explicit(&arena_memtable(r, (uint32_t)best)->state_claim, &expected,
+                                                mt_word(MT_CLAIMED, my_slot + 1), memory_order_acquire,
+                                                memory_order_relaxed)) {
+      *out = (uint32_t)best;
       return 1;
     }
   }
-  return 0;
 }
 
 /* release: orders the arena's contents before its new state */
@@ -303,27 +326,45 @@ void arena_adopt_retired(shm_region *r)
 
 /* Punched this much at a time: the punch holds the tmpfs file's lock, which
 ** every reservation (arena_alloc crossing a chunk, a cache set's first
-** block) also takes, so one 64 MiB punch would stall them for milliseconds. */
+** block) also takes, so one 64 MiB punch would stall them for milliseconds.
+** A failed punch (no support) keeps the pages: whoever reserves them again
+** does so idempotently. */
 #define PUNCH_STEP (4ull << 20)
 
-void arena_recycle(shm_region *r, uint32_t i)
+static void punch(shm_region *r, const struct shm_memtable *m, uint64_t from, uint64_t to)
 {
-  struct shm_memtable *m = arena_memtable(r, i);
-  /* Nobody reads or writes it any more: its pages go back to the system
-  ** (the next claimer reserves them again as it fills the arena). The
-  ** kernel zeroes the fresh pages then: about 4% of a one-put-per-commit
-  ** fill's CPU (perf), the price of a region whose memory follows its data
-  ** instead of keeping every arena it ever used. Relaxed: the
-  ** release store of FREE below publishes the 0, and the next claimer's
-  ** CAS acquires it. A failed punch (no support) keeps the pages: the next
-  ** claimer reserves them again, idempotently. A daemon killed before FREE
-  ** leaves the arena RETIRED, and the next daemon recycles it again. */
-  atomic_store_explicit(&m->reserved, 0, memory_order_relaxed);
-  for (uint64_t at = 0; at < m->capacity; at += PUNCH_STEP) {
-    uint64_t len = m->capacity - at < PUNCH_STEP ? m->capacity - at : PUNCH_STEP;
+  for (uint64_t at = from; at < to; at += PUNCH_STEP) {
+    uint64_t len = to - at < PUNCH_STEP ? to - at : PUNCH_STEP;
     if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)(m->arena_off + at), (off_t)len) != 0)
       break;
   }
+}
+
+/* Give every page of m back to the system. Relaxed: the release store of
+** FREE that follows publishes the 0, and the next claimer's CAS acquires
+** it (a dead giver's claim is dropped by the reaper, which stores the 0
+** again: arena_release_claims_of). */
+static void give_back_pages(shm_region *r, struct shm_memtable *m)
+{
+  atomic_store_explicit(&m->reserved, 0, memory_order_relaxed);
+  punch(r, m, 0, m->capacity);
+}
+
+void arena_recycle(shm_region *r, uint32_t i, int keep_pages)
+{
+  struct shm_memtable *m = arena_memtable(r, i);
+  /* Nobody reads or writes it any more. Kept, its pages spare the next
+  ** rotation the kernel backing and zeroing fresh ones (a third of a
+  ** batched load's client CPU); the daemon gives a spare back if no
+  ** rotation takes it soon (arena_release_spare), and the tail of one that
+  ** is taken but not filled (arena_trim_begin). A dead trimmer's floor is
+  ** what is backed for sure. Relaxed: published by the release store of
+  ** FREE, as in give_back_pages. A daemon killed before FREE leaves the
+  ** arena RETIRED, and the next daemon recycles it again. */
+  if (keep_pages)
+    atomic_store_explicit(&m->reserved, arena_backed(r, i), memory_order_relaxed);
+  else
+    give_back_pages(r, m);
   /* release: a view that no longer lists the memtable because it read this
   ** (acquire, arena_view; later fetch_ors continue the release sequence)
   ** must see what seeing it RETIRED would have shown: retired_max_seq
@@ -333,6 +374,71 @@ void arena_recycle(shm_region *r, uint32_t i)
   atomic_fetch_and_explicit(&r->hdr->viewable_memtables, ~(1ull << i), memory_order_release);
   CRASHPOINT("recycle.unviewable");   /* killed here: tests/test_flush_crash.c */
   set_word(m, MT_FREE, 0);
+}
+
+int arena_holds_spare(const shm_region *r, uint32_t i)
+{
+  return mt_state_of(mt_load(arena_memtable(r, i))) == MT_FREE && arena_backed(r, i) > 0;
+}
+
+int arena_release_spare(shm_region *r, uint32_t i, uint32_t my_slot)
+{
+  struct shm_memtable *m = arena_memtable(r, i);
+  uint64_t expected = mt_word(MT_FREE, 0);
+  /* acquire: as claim_free_arena. Claimed, it takes no writer while its
+  ** pages go; a rotator meanwhile claims another arena. */
+  if (!atomic_compare_exchange_strong_explicit(&m->state_claim, &expected, mt_word(MT_CLAIMED, my_slot + 1),
+                                               memory_order_acquire, memory_order_relaxed))
+    return 0;
+  CRASHPOINT("spare.claimed");   /* killed here: tests/test_crash.c */
+  give_back_pages(r, m);
+  set_word(m, MT_FREE, 0);
+  return 1;
+}
+
+int arena_trim_begin(shm_region *r, uint32_t i, uint64_t floor, struct arena_trim *t)
+{
+  struct shm_memtable *m = arena_memtable(r, i);
+  uint64_t was = atomic_load_explicit(&m->reserved, memory_order_relaxed);
+  if ((was & ARENA_TRIMMING) || floor >= was || floor % ARENA_RESERVE_CHUNK != 0 ||
+      floor < atomic_load_explicit(&m->used, memory_order_relaxed))
+    return 0;
+  /* seq_cst: the unpublishing store of the commit-epoch handshake
+  ** (epoch.h). A commit whose epoch the caller's wait does not see loads
+  ** the watermark after this (reserve_upto) and reserves nothing beyond
+  ** the floor. A CAS: a writer that raised the watermark meanwhile wins. */
+  if (!atomic_compare_exchange_strong_explicit(&m->reserved, &was, floor | ARENA_TRIMMING, memory_order_seq_cst,
+                                               memory_order_relaxed))
+    return 0;
+  CRASHPOINT("trim.marked");   /* killed here: tests/test_flush_crash.c */
+  *t = (struct arena_trim){ .idx = i, .floor = floor, .was = was, .tag = epoch_retire(r) };
+  return 1;
+}
+
+void arena_trim_cancel(shm_region *r, const struct arena_trim *t)
+{
+  /* release: nothing was punched; a writer that sees the old watermark
+  ** back may write below it at once */
+  atomic_store_explicit(&arena_memtable(r, t->idx)->reserved, t->was, memory_order_release);
+}
+
+int arena_trim_end(shm_region *r, const struct arena_trim *t)
+{
+  struct shm_memtable *m = arena_memtable(r, t->idx);
+  /* Every commit that may have seen the old watermark is over (the caller
+  ** waited for t->tag; their epoch clears were acquired by its scan, so
+  ** their bumps of `used` are visible here). An allocation past the floor
+  ** is one of theirs, written, or a later one that reserve_upto refused;
+  ** we cannot tell which, so nothing is punched. */
+  if (atomic_load_explicit(&m->used, memory_order_relaxed) > t->floor) {
+    arena_trim_cancel(r, t);
+    return 0;
+  }
+  punch(r, m, t->floor, t->was);
+  /* release: a writer that reserves past the floor again (acquire) backs
+  ** fresh pages after the punch, never under it */
+  atomic_store_explicit(&m->reserved, t->floor, memory_order_release);
+  return 1;
 }
 
 void arena_release_claims_of(shm_region *r, uint32_t slot)
@@ -354,6 +460,10 @@ void arena_release_claims_of(shm_region *r, uint32_t slot)
     int inactive = arena_active(r) != i;
     uint64_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
     int orphan = mt_state_of(word) == MT_CLAIMED || (inactive && used == sl_head_bytes());
+    /* An orphan's pages may be half punched (a spare's giver died): claim
+    ** none. Relaxed: published by the release CAS to FREE. */
+    if (orphan)
+      atomic_store_explicit(&m->reserved, 0, memory_order_relaxed);
     /* CAS, not store: only the claim we looked at is ours to drop */
     atomic_compare_exchange_strong_explicit(&m->state_claim, &word,
                                             orphan ? mt_word(MT_FREE, 0) : mt_word(mt_state_of(word), 0),

@@ -41,8 +41,11 @@ struct shm_memtable {
   _Atomic uint64_t retire_tag;    /* commit-epoch tag once RETIRED (epoch.h) */
   /* Bytes from the arena start that are backed by real pages (fallocate):
   ** allocations reserve ahead in ARENA_RESERVE_CHUNK steps, and a recycled
-  ** arena gives its pages back, so the region's resident size follows the
-  ** data it holds, not the arenas' capacity (layout version 5). */
+  ** arena gives its pages back (or keeps them a while for the next
+  ** rotation), so the region's resident size follows the data it holds,
+  ** not the arenas' capacity (layout version 5). With ARENA_TRIMMING set,
+  ** the daemon is giving back the pages beyond the rest of the word (the
+  ** floor): nobody reserves past it meanwhile (arena_trim_begin). */
   _Atomic uint64_t reserved;
   uint64_t pad[6];
 };
@@ -69,6 +72,12 @@ static inline struct shm_memtable *arena_memtable(const shm_region *r, uint32_t 
 
 /* Pages are reserved for an arena this many bytes at a time. */
 #define ARENA_RESERVE_CHUNK (1ull << 20)
+
+/* The flag of `reserved` that marks a trim in progress. */
+#define ARENA_TRIMMING (1ull << 63)
+
+/* How many bytes from arena i's start are backed by pages for sure. */
+uint64_t arena_backed(const shm_region *r, uint32_t i);
 
 /* How much of an arena of this capacity a fresh memtable starts with reserved. */
 uint64_t arena_first_reserve(uint64_t capacity);
@@ -119,8 +128,45 @@ void     arena_note_seq(shm_region *r, uint32_t i, uint64_t seq);
 ** conflicts (src/txn.c), as in RocksDB's optimistic transactions. */
 uint64_t arena_retire(shm_region *r, uint32_t i);
 /* ... and give it back once no view can read it (RETIRED -> FREE), its
-** pages returned to the system. */
-void     arena_recycle(shm_region *r, uint32_t i);
+** pages returned to the system, or kept (keep_pages) for the next rotation,
+** which claims the free arena with the most pages first. */
+void     arena_recycle(shm_region *r, uint32_t i, int keep_pages);
+
+/* ---- pages that a recycled arena kept ----
+** The daemon gives them back when no rotation takes them soon, and, once a
+** rotation did, those beyond where its writers will get soon. */
+
+/* Arena i is free and still holds pages. */
+int      arena_holds_spare(const shm_region *r, uint32_t i);
+
+/* Give a free arena's pages back, claiming it meanwhile as my_slot (the
+** reaper frees the claim of a giver that dies). 0 if it was not free. */
+int      arena_release_spare(shm_region *r, uint32_t i, uint32_t my_slot);
+
+/* Giving back the pages of a LIVE arena beyond a floor, in two steps, while
+** writers go on allocating below it without a lock:
+**   arena_trim_begin marks the watermark (ARENA_TRIMMING, the floor): from
+**     then on an allocation reaching past the floor fails as if the arena
+**     were full, and the writer rotates. Returns 0 (nothing begun) unless
+**     the floor is a multiple of ARENA_RESERVE_CHUNK, at or above `used`
+**     and below the watermark. The caller then waits until every commit
+**     epoch is above t->tag (epoch.h): commits that loaded the old watermark
+**     are over.
+**   arena_trim_end punches [floor, old watermark) and lowers the watermark
+**     to the floor, writers reserving past it again; or, if allocations
+**     passed the floor meanwhile (1 returned, 0 if so), puts the old
+**     watermark back and punches nothing.
+**   arena_trim_cancel puts the old watermark back (a caller that could not
+**     wait).
+** A trimmer that dies in between leaves the flag: the arena is full at its
+** floor and, once flushed, recycled as any other. One trimmer at a time. */
+struct arena_trim {
+  uint32_t idx;
+  uint64_t floor, was, tag;
+};
+int      arena_trim_begin(shm_region *r, uint32_t i, uint64_t floor, struct arena_trim *t);
+int      arena_trim_end(shm_region *r, const struct arena_trim *t);
+void     arena_trim_cancel(shm_region *r, const struct arena_trim *t);
 
 /* A new daemon, before it flushes anything: a dead one may have retired a
 ** memtable without tagging it or raising retired_max_seq (killed inside

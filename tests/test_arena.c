@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 
 #include "arena.h"
+#include "epoch.h"
 #include "internal.h"
 #include "skiplist.h"
 #include "testutil.h"
@@ -193,7 +194,7 @@ Test(arena, pages_follow_the_data)
   memset(shm_at(r, first), 0x6b, last + 4000 - first);
   cr_assert_leq(resident_bytes(db), full, "writing them takes no more pages");
   set_st(r, mt, MT_RETIRED);
-  arena_recycle(r, mt);
+  arena_recycle(r, mt, 0);
   cr_assert_eq(st_of(r, mt), MT_FREE);
   cr_assert_eq(atomic_load(&m->reserved), 0u, "recycled: no pages reserved");
   cr_assert_leq(resident_bytes(db), start + ARENA_RESERVE_CHUNK, "a recycled arena's pages are given back "
@@ -207,6 +208,180 @@ Test(arena, pages_follow_the_data)
   memset(shm_at(r, off), 0x3c, 3u << 20);
   cr_assert_eq(((uint8_t *)shm_at(r, off))[(3u << 20) - 1], 0x3c);
   set_st(r, mt, MT_FREE);
+  tu_close();
+}
+
+/* Claim FREE arena mt by hand and allocate `bytes` in it, each byte written
+** with `fill`; returns the first allocation's offset. */
+static uint64_t fill_by_hand(shm_region *r, uint32_t mt, uint64_t bytes, int fill)
+{
+  set_st(r, mt, MT_CLAIMED);
+  cr_assert_eq(arena_reserve(r, mt), SOCHDB_OK);
+  sl_init(r, mt);
+  uint64_t first = arena_alloc(r, mt, bytes);
+  cr_assert_neq(first, 0, "alloc of %llu bytes", (unsigned long long)bytes);
+  memset(shm_at(r, first), fill, bytes);
+  return first;
+}
+
+/* Every byte of [off, off + n) is `fill`. */
+static int all_bytes(const shm_region *r, uint64_t off, uint64_t n, int fill)
+{
+  const uint8_t *p = shm_at(r, off);
+  for (uint64_t i = 0; i < n; i++)
+    if (p[i] != (uint8_t)fill)
+      return 0;
+  return 1;
+}
+
+/* A recycled arena may keep its pages for the next rotation: the rotation
+** claims it before any arena without pages, and writes into pages that
+** exist. Unclaimed, it gives them back (arena_release_spare), and then it
+** is a free arena like the others. */
+Test(arena, a_kept_arena_is_claimed_first_and_given_back_when_released)
+{
+  sochdb *db = open_db(256u << 20, 32u << 20);
+  shm_region *r = &db->region;
+  uint64_t start = resident_bytes(db);
+  uint32_t mt = r->hdr->n_memtables - 1;   /* the last FREE arena: a rotation would take arena 1 first */
+  struct shm_memtable *m = arena_memtable(r, mt);
+  fill_by_hand(r, mt, 6u << 20, 0x5a);
+  uint64_t backed = arena_backed(r, mt), full = resident_bytes(db);
+  cr_assert_geq(backed, 6u << 20);
+  set_st(r, mt, MT_RETIRED);
+  arena_recycle(r, mt, 1);
+  cr_assert_eq(st_of(r, mt), MT_FREE);
+  cr_assert_eq(arena_backed(r, mt), backed, "kept: the watermark stays");
+  cr_assert_eq(resident_bytes(db), full, "kept: the pages stay");
+  cr_assert(arena_holds_spare(r, mt));
+  cr_assert(!arena_holds_spare(r, 1), "a fresh free arena holds no pages");
+
+  uint32_t from = arena_active(r);
+  cr_assert_eq(arena_rotate(r, db->slot, from), SOCHDB_OK);
+  cr_assert_eq(arena_active(r), mt, "the rotation took arena %u, not the one with pages (%u)", arena_active(r), mt);
+  cr_assert_eq(resident_bytes(db), full, "reusing it took no new page");
+  uint64_t off = arena_alloc(r, mt, 1u << 20);
+  cr_assert_neq(off, 0);
+  memset(shm_at(r, off), 0x3c, 1u << 20);
+  cr_assert(all_bytes(r, off, 1u << 20, 0x3c));
+  cr_assert_eq(resident_bytes(db), full, "writing into the kept pages took no new page");
+  cr_assert(!arena_holds_spare(r, mt), "a LIVE arena is no spare");
+  cr_assert_eq(arena_release_spare(r, mt, db->slot), 0, "a LIVE arena is not given back");
+
+  /* rotated past, flushed, recycled again and kept: nobody takes it */
+  cr_assert_eq(arena_rotate(r, db->slot, mt), SOCHDB_OK);
+  set_st(r, mt, MT_RETIRED);
+  arena_recycle(r, mt, 1);
+  cr_assert_eq(arena_release_spare(r, mt, db->slot), 1);
+  cr_assert_eq(st_of(r, mt), MT_FREE);
+  cr_assert_eq(cl_of(r, mt), 0u, "the giver's claim is dropped");
+  cr_assert_eq(atomic_load(&m->reserved), 0u, "released: no pages reserved");
+  cr_assert(!arena_holds_spare(r, mt));
+  cr_assert_leq(resident_bytes(db), start + 2 * ARENA_RESERVE_CHUNK, "released: its pages are given back "
+                "(%llu -> %llu)", (unsigned long long)start, (unsigned long long)resident_bytes(db));
+  tu_close();
+}
+
+/* An arena that took a spare's pages and fills slowly gives back the tail
+** beyond a floor: pages below it and the bytes in them stay, and writers
+** go past it again afterwards, on fresh pages. */
+Test(arena, a_trim_gives_back_the_tail_and_writers_go_past_it_after)
+{
+  sochdb *db = open_db(256u << 20, 32u << 20);
+  shm_region *r = &db->region;
+  uint32_t mt = r->hdr->n_memtables - 1;
+  fill_by_hand(r, mt, 20u << 20, 0x11);   /* the pages a previous memtable left */
+  sl_init(r, mt);                          /* ... reused: the fill point is back at the start */
+  uint64_t was = arena_backed(r, mt), full = resident_bytes(db);
+  uint64_t kept = arena_alloc(r, mt, 1500u << 10);
+  memset(shm_at(r, kept), 0x77, 1500u << 10);
+
+  struct arena_trim t;
+  cr_assert_eq(arena_trim_begin(r, mt, 1u << 20, &t), 0, "a floor below the fill point is refused");
+  cr_assert_eq(arena_trim_begin(r, mt, (2u << 20) + 4096, &t), 0, "a floor off a chunk boundary is refused");
+  cr_assert_eq(arena_trim_begin(r, mt, was, &t), 0, "nothing above the watermark to give back");
+  cr_assert_eq(arena_trim_begin(r, mt, 2u << 20, &t), 1);
+  cr_assert_eq(arena_trim_begin(r, mt, 4u << 20, &t), 0, "one trim at a time");
+  cr_assert_eq(arena_trim_end(r, &t), 1, "nothing passed the floor: punched");
+  cr_assert_eq(atomic_load(&arena_memtable(r, mt)->reserved), 2u << 20, "the watermark is the floor, unflagged");
+  cr_assert_leq(resident_bytes(db), full - was + (2u << 20), "the tail's pages are given back (%llu -> %llu)",
+                (unsigned long long)full, (unsigned long long)resident_bytes(db));
+  cr_assert(all_bytes(r, kept, 1500u << 10, 0x77), "the bytes below the floor are intact");
+
+  uint64_t more = arena_alloc(r, mt, 3u << 20);
+  cr_assert_neq(more, 0, "writers go past the floor after the trim");
+  uint64_t floor_off = arena_memtable(r, mt)->arena_off + (2u << 20);
+  cr_assert(all_bytes(r, floor_off, more + (3u << 20) - floor_off, 0),
+            "past the floor the pages are fresh (zero), not the old tail's");
+  memset(shm_at(r, more), 0x22, 3u << 20);
+  cr_assert_geq(arena_backed(r, mt), (uint64_t)(more - arena_memtable(r, mt)->arena_off) + (3u << 20));
+  cr_assert(all_bytes(r, kept, 1500u << 10, 0x77));
+  set_st(r, mt, MT_FREE);
+  tu_close();
+}
+
+/* While a trim is in progress, allocations below its floor go on and one
+** reaching past it fails as if the arena were full, with no error for the
+** messages. A commit that saw the old watermark may have written past the
+** floor: then the trim punches nothing and puts the watermark back. */
+Test(arena, a_trim_refuses_allocations_past_its_floor_and_yields_to_writes_there)
+{
+  sochdb *db = open_db(256u << 20, 32u << 20);
+  shm_region *r = &db->region;
+  uint32_t mt = r->hdr->n_memtables - 1;
+  struct shm_memtable *m = arena_memtable(r, mt);
+  fill_by_hand(r, mt, 20u << 20, 0x11);
+  sl_init(r, mt);
+  uint64_t was = arena_backed(r, mt), full = resident_bytes(db);
+
+  /* a commit is in progress (its epoch held) when the trim begins */
+  _Atomic uint64_t *epoch = &shm_txn_entry_at(r, db->slot, 0)->commit_epoch;
+  epoch_enter(r, epoch);
+  struct arena_trim t;
+  cr_assert_eq(arena_trim_begin(r, mt, 2u << 20, &t), 1);
+  cr_assert_leq(epoch_oldest_commit(r), t.tag, "the trimmer must wait for the commit in progress");
+  cr_assert_neq(arena_alloc(r, mt, 1u << 20), 0, "below the floor, allocations go on");
+  cr_assert_eq(arena_alloc(r, mt, 1u << 20), 0, "one reaching past the floor fails");
+  cr_assert_eq(arena_last_reserve_error(), 0, "and is no reservation error");
+  cr_assert_eq(arena_backed(r, mt), 2u << 20);
+  /* ... as the commit in progress, which loaded the watermark before the
+  ** trim began, wrote past the floor (the refused allocation moved `used`
+  ** past it too: either way the trimmer cannot punch) */
+  uint64_t theirs = m->arena_off + (5u << 20);
+  memset(shm_at(r, theirs), 0x44, 4096);
+  epoch_leave(epoch);
+  cr_assert_gt(epoch_oldest_commit(r), t.tag);
+  cr_assert_eq(arena_trim_end(r, &t), 0, "allocations passed the floor: nothing punched");
+  cr_assert_eq(atomic_load(&m->reserved), was, "the old watermark is back");
+  cr_assert_eq(resident_bytes(db), full, "no page was given back");
+  cr_assert(all_bytes(r, theirs, 4096, 0x44), "the write past the floor is intact");
+  cr_assert_neq(arena_alloc(r, mt, 1u << 20), 0, "allocations go on below the old watermark");
+
+  /* a trimmer that could not wait puts the watermark back as well */
+  sl_init(r, mt);
+  cr_assert_eq(arena_trim_begin(r, mt, 1u << 20, &t), 1);
+  arena_trim_cancel(r, &t);
+  cr_assert_eq(atomic_load(&m->reserved), was);
+  set_st(r, mt, MT_FREE);
+  tu_close();
+}
+
+/* A free arena claimed by a giver (or rotator) that died may have its
+** pages half given back: the reaper frees it claiming none, so the next
+** claimer backs them again. */
+Test(arena, release_claims_of_a_dead_giver_claims_no_pages)
+{
+  sochdb *db = open_db(256u << 20, 32u << 20);
+  shm_region *r = &db->region;
+  uint32_t mt = r->hdr->n_memtables - 1;
+  fill_by_hand(r, mt, 4u << 20, 0x11);
+  set_st(r, mt, MT_FREE);
+  cr_assert(arena_holds_spare(r, mt));
+  set_st(r, mt, MT_CLAIMED);
+  set_cl(r, mt, 7);   /* slot 6 claimed it to give its pages back, and died */
+  arena_release_claims_of(r, 6);
+  cr_assert_eq(st_of(r, mt), MT_FREE);
+  cr_assert_eq(arena_backed(r, mt), 0u, "the orphan claims no pages");
   tu_close();
 }
 
@@ -364,7 +539,7 @@ Test(arena, viewable_bits_cover_every_live_arena)
   check_view(r, &v);
   cr_assert(v.n == 1 && v.idx[0] == second, "a retired arena is not in the view");
   cr_assert(viewable(r) >> first & 1, "retiring keeps the bit");
-  arena_recycle(r, first);
+  arena_recycle(r, first, 0);
   cr_assert_eq(viewable(r), 1ull << second, "recycling clears only the recycled arena's bit");
   cr_assert_eq(arena_rotate(r, db->slot, second), SOCHDB_OK);
   cr_assert_eq(arena_active(r), first, "the recycled arena is reused");

@@ -7,7 +7,9 @@
 */
 #include "testutil.h"
 
+#include "arena.h"
 #include "check.h"
+#include "internal.h"
 #include "filelist.h"
 
 TestSuite(flush, .init = tu_setup, .fini = tu_teardown, .timeout = 240);
@@ -297,4 +299,74 @@ Test(flush, a_flipped_byte_in_an_sstable_is_reported_never_returned)
   struct check_summary sum;
   cr_assert_eq(sdb_check_dir(tu_dir(), NULL, &sum), SOCHDB_OK, "check runs");
   cr_assert_geq(sum.damaged, 1, "check reports the damage");
+}
+
+/* ------------------------------------------------ pages of recycled arenas */
+
+static uint64_t region_resident(sochdb *db)
+{
+  struct stat st;
+  cr_assert_eq(stat(sochdb_region_path(db), &st), 0, "stat the region");
+  return (uint64_t)st.st_blocks * 512;
+}
+
+/* Write keys [from, from + n) at generation 1, 100 per ASYNC commit. */
+static void fill_range(sochdb *db, int from, int n)
+{
+  for (int i = from; i < from + n; i += 100) {
+    sochdb_txn *t = tu_begin(db, 0);
+    for (int j = i; j < from + n && j < i + 100; j++) {
+      char k[32], v[VLEN];
+      key_of(j, k);
+      val_of(j, 1, v);
+      cr_assert_eq(sochdb_put(t, k, strlen(k), v, VLEN), SOCHDB_OK, "put");
+    }
+    tu_commit(t, SOCHDB_ASYNC, "fill");
+  }
+}
+
+/* A recycled arena keeps its pages for the next rotation (shm/arena.h);
+** once the database is idle they go back: the spare no rotation took, and
+** the tail that the memtable which reused a spare's pages did not fill. */
+Test(flush, an_idle_database_gives_back_the_pages_recycled_arenas_kept)
+{
+  const uint64_t mt_bytes = 16u << 20;
+  sochdb *db = tu_open(96u << 20, mt_bytes, 5000);
+  shm_region *r = &db->region;
+  uint64_t empty = region_resident(db);
+  uint32_t first = arena_active(r);
+  int n = 0;
+  while (arena_active(r) == first) {   /* the first memtable, full */
+    fill_range(db, n, 2000);
+    n += 2000;
+  }
+  TU_WAIT_STATS(db, s->flushes >= 1 && s->memtables_in_use == 1, "the first memtable flushed and recycled");
+  uint32_t second = arena_active(r);
+  while (arena_active(r) == second) {  /* the second: the rotation after it reuses the first's pages */
+    fill_range(db, n, 2000);
+    n += 2000;
+  }
+  fill_range(db, n, 4000);   /* a little of the third */
+  n += 4000;
+  uint32_t third = arena_active(r);
+  cr_assert_eq(third, first, "the rotation took arena %u, not the one that kept its pages (%u)", third, first);
+  TU_WAIT_STATS(db, s->flushes >= 2 && s->memtables_in_use == 1, "the second memtable flushed and recycled");
+
+  /* what the idle database may hold: the empty region, and the pages the
+  ** third memtable's data is on, a chunk past them */
+  struct shm_memtable *m = arena_memtable(r, third);
+  uint64_t bound = empty + atomic_load(&m->used) + 2 * ARENA_RESERVE_CHUNK;
+  uint64_t now = region_resident(db);
+  cr_log_info("loaded: the region holds %.1f MiB (bound when idle: %.1f MiB)", now / 1048576.0, bound / 1048576.0);
+  for (int i = 0; i < 1000 && now > bound; i++) {
+    tu_sleep_ms(10);
+    now = region_resident(db);
+  }
+  cr_assert_leq(now, bound, "idle for 10 s, the region holds %.1f MiB, the empty one %.1f MiB and its memtable "
+                "%.1f MiB of data (16 MiB memtables)", now / 1048576.0, empty / 1048576.0,
+                atomic_load(&m->used) / 1048576.0);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_all(t, n, 1, "after the idle database gave its pages back");
+  sochdb_abort(t);
+  tu_close();
 }

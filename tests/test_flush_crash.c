@@ -55,6 +55,8 @@
 #include <sys/file.h>
 #include <sys/prctl.h>
 
+#include "arena.h"
+#include "internal.h"
 #include "sochdb.h"
 #include "testutil.h"
 #include "procutil.h"
@@ -161,9 +163,11 @@ static void fc_fini(void)
 
 TestSuite(flush_crash, .init = fc_init, .fini = fc_fini, .timeout = 120);
 
+static uint32_t fc_mt = MT;   /* the memtable size of this test's databases */
+
 static sochdb_options fc_opts(const char *daemon, unsigned busy_ms)
 {
-  sochdb_options o = tu_options(REG, MT, busy_ms);
+  sochdb_options o = tu_options(REG, fc_mt, busy_ms);
   o.daemon_path = daemon;
   return o;
 }
@@ -453,6 +457,17 @@ Test(flush_crash, daemon_killed_after_applying_a_compaction) { t1_crash_at("comp
 Test(flush_crash, daemon_killed_after_unviewing_a_memtable) { t1_crash_at("recycle.unviewable", 2); }
 /* Between writing WAL zeros ahead and writing the group over them. */
 Test(flush_crash, daemon_killed_after_writing_the_wal_runway) { t1_crash_at("wal.runway_written", 40); }
+
+/* Between marking a reused arena's tail for trimming and punching it: the
+** arena stays full at the floor, and writers rotate past it. Memtables of
+** 4 MiB, and every daemon trims a reused arena at its fill point each round
+** (sochdbd-testing), so trims race the writer all along. */
+Test(flush_crash, daemon_killed_while_trimming_a_reused_arena)
+{
+  fc_mt = 4u << 20;
+  setenv("SOCHDB_TEST_TRIM_EAGER", "1", 1);
+  t1_crash_at("trim.marked", 2);
+}
 
 /* ======================================================================
 ** 1b. Everything dies at the crash point (a power cut there): the writer
@@ -1287,4 +1302,69 @@ Test(flush_crash, snapshot_survives_a_daemon_killed_after_writing_compaction_out
 Test(flush_crash, snapshot_survives_a_daemon_killed_after_applying_a_compaction)
 {
   t3b_snapshot_across_compaction_crash("compact.applied");
+}
+
+/* ======================================================================
+** 4. The daemon dies while giving back the pages a recycled arena kept
+**    (spare.claimed: it claimed the free arena so that no rotation takes
+**    it meanwhile). The reaper frees the claim; every arena takes
+**    memtables again, and nothing is lost.
+** ====================================================================== */
+
+/* No arena is claimed: by a rotation in progress (none: nothing writes)
+** or by a dead daemon (the reaper's job). */
+static int fc_no_arena_claimed(sochdb *db)
+{
+  shm_region *r = &db->region;
+  for (uint32_t i = 0; i < r->hdr->n_memtables; i++)
+    if (mt_state_of(mt_load(arena_memtable(r, i))) == MT_CLAIMED)
+      return 0;
+  return 1;
+}
+
+Test(flush_crash, daemon_killed_while_giving_back_a_kept_arena)
+{
+  cr_assert(fc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  setenv("SOCHDB_TEST_CRASH_AT", "spare.claimed:1", 1);
+  sochdb_options o = fc_opts(SOCHDB_TEST_SOCHDBD_TESTING, 10000);
+  sochdb *db = NULL;
+  int rc = sochdb_open(dir, &o, &db);
+  unsetenv("SOCHDB_TEST_CRASH_AT");
+  cr_assert_eq(rc, SOCHDB_OK, "open: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+  pid_t armed = tp_wait_daemon(dir, 5000, 0);
+  cr_assert_gt(armed, 0, "no daemon after open (probe %d)", (int)armed);
+  /* Until a flushed memtable's arena was recycled and kept; then nothing
+  ** rotates, and the daemon gives the kept pages back a second later. */
+  int gen = 0;
+  while (tu_stats(db).flushes < 2 && gen < T1_MAXGEN)
+    t1_fill(db, ++gen);
+  pid_t who = 0;
+  for (int i = 0; i < 1000 && !t1_reap_killed(&who, "spare.claimed"); i++)
+    tu_sleep_ms(10);
+  cr_assert_eq(who, armed, "the armed daemon %d did not die at spare.claimed (a daemon that did: %d)", (int)armed,
+               (int)who);
+  t1_verify(db, gen, "after the daemon died giving back a kept arena");
+
+  /* Our next commit starts a successor; the dead daemon's claim is freed,
+  ** and the memtables go round every arena several times. */
+  sochdb_stats before = tu_stats(db);
+  int until = gen + 4 * (int)before.memtables_total;
+  while (gen < until && gen < T1_MAXGEN)
+    t1_fill(db, ++gen);
+  cr_assert_gt(tu_stats(db).processes_reaped, 0u, "the dead daemon was never reaped");
+  for (int i = 0; i < 1000 && !fc_no_arena_claimed(db); i++)
+    tu_sleep_ms(10);
+  cr_assert(fc_no_arena_claimed(db), "an arena is still claimed after its giver was reaped");
+  sochdb_stats after = tu_stats(db);
+  cr_assert_geq(after.flushes, before.flushes + before.memtables_total, "flushes %llu -> %llu: the memtables did "
+                "not go round the arenas", (unsigned long long)before.flushes, (unsigned long long)after.flushes);
+  t1_verify(db, gen, "after the successor went round the arenas");
+  sochdb_close(db);
+  fc_kill_daemon(dir, "before the rebuild");
+  tu_remove_region(dir);
+  db = fc_open(SOCHDB_TEST_SOCHDBD_TESTING);
+  t1_verify(db, gen, "region rebuilt from MANIFEST, SSTables and WAL");
+  sochdb_close(db);
+  fc_check_dir(dir, "spare.claimed");
 }
