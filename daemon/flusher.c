@@ -263,11 +263,12 @@ static void retire_flushed(shm_region *r)
   }
 }
 
-/* A free arena that kept its pages (at most one is kept at a time). */
+/* A free arena kept its pages (at most one is kept at a time). The first
+** chunk of one whose rotation lost does not count. */
 static int any_spare(shm_region *r)
 {
   for (uint32_t i = 0; i < r->hdr->n_memtables; i++)
-    if (arena_holds_spare(r, i))
+    if (arena_spare_bytes(r, i) > arena_first_reserve(arena_memtable(r, i)->capacity))
       return 1;
   return 0;
 }
@@ -385,7 +386,7 @@ static void release_idle_spares(struct flusher *f, uint64_t now)
 {
   shm_region *r = f->s->r;
   for (uint32_t i = 0; i < r->hdr->n_memtables; i++) {
-    if (!arena_holds_spare(r, i))
+    if (!arena_spare_bytes(r, i))
       f->spare_since[i] = 0;
     else if (!f->spare_since[i])
       f->spare_since[i] = now;

@@ -357,14 +357,12 @@ void arena_recycle(shm_region *r, uint32_t i, int keep_pages)
   ** rotation the kernel backing and zeroing fresh ones (a third of a
   ** batched load's client CPU); the daemon gives a spare back if no
   ** rotation takes it soon (arena_release_spare), and the tail of one that
-  ** is taken but not filled (arena_trim_begin). A dead trimmer's floor is
-  ** what is backed for sure. Relaxed: published by the release store of
-  ** FREE, as in give_back_pages. A daemon killed before FREE leaves the
-  ** arena RETIRED, and the next daemon recycles it again. */
-  if (keep_pages)
-    atomic_store_explicit(&m->reserved, arena_backed(r, i), memory_order_relaxed);
+  ** is taken but not filled (arena_trim_begin). A daemon killed before
+  ** FREE leaves the arena RETIRED, and the next daemon recycles it again. */
+  if (keep_pages && !(atomic_load_explicit(&m->reserved, memory_order_relaxed) & ARENA_TRIMMING))
+    ;   /* the watermark stays: every page below it is there */
   else
-    give_back_pages(r, m);
+    give_back_pages(r, m);   /* a dead trimmer's tail may hold pages beyond its floor */
   /* release: a view that no longer lists the memtable because it read this
   ** (acquire, arena_view; later fetch_ors continue the release sequence)
   ** must see what seeing it RETIRED would have shown: retired_max_seq
@@ -376,24 +374,33 @@ void arena_recycle(shm_region *r, uint32_t i, int keep_pages)
   set_word(m, MT_FREE, 0);
 }
 
-int arena_holds_spare(const shm_region *r, uint32_t i)
+uint64_t arena_spare_bytes(const shm_region *r, uint32_t i)
 {
-  return mt_state_of(mt_load(arena_memtable(r, i))) == MT_FREE && arena_backed(r, i) > 0;
+  return mt_state_of(mt_load(arena_memtable(r, i))) == MT_FREE ? arena_backed(r, i) : 0;
 }
 
 int arena_release_spare(shm_region *r, uint32_t i, uint32_t my_slot)
 {
   struct shm_memtable *m = arena_memtable(r, i);
   uint64_t expected = mt_word(MT_FREE, 0);
-  /* acquire: as claim_free_arena. Claimed, it takes no writer while its
-  ** pages go; a rotator meanwhile claims another arena. */
+  /* Claimed, it takes no writer while its pages go; a rotator meanwhile
+  ** claims another arena. seq_cst (acquire for the contents, as in
+  ** claim_free_arena): a view may still name a free arena, one whose
+  ** rotation lost, and read its head (sl_init). A reader publishes its
+  ** hazard, fences, then saw the arena LIVE, before the loser's FREE that
+  ** this CAS reads: so its fence precedes the CAS in S, and the scan below
+  ** sees the hazard unless it is cleared. Its pages stay then: reading a
+  ** punched hole needs a new page, a SIGBUS on a full tmpfs. */
   if (!atomic_compare_exchange_strong_explicit(&m->state_claim, &expected, mt_word(MT_CLAIMED, my_slot + 1),
-                                               memory_order_acquire, memory_order_relaxed))
+                                               memory_order_seq_cst, memory_order_relaxed))
     return 0;
-  CRASHPOINT("spare.claimed");   /* killed here: tests/test_crash.c */
-  give_back_pages(r, m);
+  int viewed = hazard_memtables(r) >> i & 1;
+  if (!viewed) {
+    CRASHPOINT("spare.claimed");   /* killed here: tests/test_flush_crash.c */
+    give_back_pages(r, m);
+  }
   set_word(m, MT_FREE, 0);
-  return 1;
+  return !viewed;
 }
 
 int arena_trim_begin(shm_region *r, uint32_t i, uint64_t floor, struct arena_trim *t)
@@ -460,10 +467,12 @@ void arena_release_claims_of(shm_region *r, uint32_t slot)
     int inactive = arena_active(r) != i;
     uint64_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
     int orphan = mt_state_of(word) == MT_CLAIMED || (inactive && used == sl_head_bytes());
-    /* An orphan's pages may be half punched (a spare's giver died): claim
-    ** none. Relaxed: published by the release CAS to FREE. */
-    if (orphan)
-      atomic_store_explicit(&m->reserved, 0, memory_order_relaxed);
+    /* A CLAIMED orphan's pages may be half given back (the daemon died in
+    ** arena_release_spare): give them all back, claiming none. Nobody else
+    ** uses it, and no view names it (it was never LIVE since its claim).
+    ** Relaxed: published by the release CAS to FREE. */
+    if (mt_state_of(word) == MT_CLAIMED)
+      give_back_pages(r, m);
     /* CAS, not store: only the claim we looked at is ours to drop */
     atomic_compare_exchange_strong_explicit(&m->state_claim, &word,
                                             orphan ? mt_word(MT_FREE, 0) : mt_word(mt_state_of(word), 0),

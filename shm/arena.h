@@ -136,11 +136,12 @@ void     arena_recycle(shm_region *r, uint32_t i, int keep_pages);
 ** The daemon gives them back when no rotation takes them soon, and, once a
 ** rotation did, those beyond where its writers will get soon. */
 
-/* Arena i is free and still holds pages. */
-int      arena_holds_spare(const shm_region *r, uint32_t i);
+/* The bytes of pages free arena i still holds (0 if it is not free). */
+uint64_t arena_spare_bytes(const shm_region *r, uint32_t i);
 
 /* Give a free arena's pages back, claiming it meanwhile as my_slot (the
-** reaper frees the claim of a giver that dies). 0 if it was not free. */
+** reaper frees the claim of a giver that dies, and gives the pages back).
+** 0 if it was not free, or a view still names it (a lost rotation's). */
 int      arena_release_spare(shm_region *r, uint32_t i, uint32_t my_slot);
 
 /* Giving back the pages of a LIVE arena beyond a floor, in two steps, while

@@ -22,11 +22,15 @@ static void full_fence(void)
 void epoch_enter(shm_region *r, _Atomic uint64_t *slot)
 {
   /* The reader half of the epoch handshake: a seq_cst load of the epoch,
-  ** our store, then the fence. The store may be relaxed: the fence orders it
-  ** before our later loads against the reclaimer's seq_cst scan (C11
-  ** 7.17.3: a seq_cst load after a seq_cst fence in S sees our store). */
+  ** our store, then the fence, which orders the store before our later
+  ** loads against the reclaimer's seq_cst scan (C11 7.17.3: a seq_cst load
+  ** after a seq_cst fence in S sees our store). The store is a release: a
+  ** committer that waits for room enters again without leaving (txn.c),
+  ** and a reclaimer that reads the newer epoch must see what was done under
+  ** the older one, as the release of epoch_leave would have shown it (a
+  ** trim reads `used` after its wait: shm/arena.c). */
   uint64_t e = atomic_load_explicit(&r->hdr->epoch, memory_order_seq_cst);
-  atomic_store_explicit(slot, e, memory_order_relaxed);
+  atomic_store_explicit(slot, e, memory_order_release);
   full_fence();
 }
 

@@ -253,8 +253,8 @@ Test(arena, a_kept_arena_is_claimed_first_and_given_back_when_released)
   cr_assert_eq(st_of(r, mt), MT_FREE);
   cr_assert_eq(arena_backed(r, mt), backed, "kept: the watermark stays");
   cr_assert_eq(resident_bytes(db), full, "kept: the pages stay");
-  cr_assert(arena_holds_spare(r, mt));
-  cr_assert(!arena_holds_spare(r, 1), "a fresh free arena holds no pages");
+  cr_assert(arena_spare_bytes(r, mt));
+  cr_assert(!arena_spare_bytes(r, 1), "a fresh free arena holds no pages");
 
   uint32_t from = arena_active(r);
   cr_assert_eq(arena_rotate(r, db->slot, from), SOCHDB_OK);
@@ -265,7 +265,7 @@ Test(arena, a_kept_arena_is_claimed_first_and_given_back_when_released)
   memset(shm_at(r, off), 0x3c, 1u << 20);
   cr_assert(all_bytes(r, off, 1u << 20, 0x3c));
   cr_assert_eq(resident_bytes(db), full, "writing into the kept pages took no new page");
-  cr_assert(!arena_holds_spare(r, mt), "a LIVE arena is no spare");
+  cr_assert(!arena_spare_bytes(r, mt), "a LIVE arena is no spare");
   cr_assert_eq(arena_release_spare(r, mt, db->slot), 0, "a LIVE arena is not given back");
 
   /* rotated past, flushed, recycled again and kept: nobody takes it */
@@ -276,7 +276,7 @@ Test(arena, a_kept_arena_is_claimed_first_and_given_back_when_released)
   cr_assert_eq(st_of(r, mt), MT_FREE);
   cr_assert_eq(cl_of(r, mt), 0u, "the giver's claim is dropped");
   cr_assert_eq(atomic_load(&m->reserved), 0u, "released: no pages reserved");
-  cr_assert(!arena_holds_spare(r, mt));
+  cr_assert(!arena_spare_bytes(r, mt));
   cr_assert_leq(resident_bytes(db), start + 2 * ARENA_RESERVE_CHUNK, "released: its pages are given back "
                 "(%llu -> %llu)", (unsigned long long)start, (unsigned long long)resident_bytes(db));
   tu_close();
@@ -367,21 +367,68 @@ Test(arena, a_trim_refuses_allocations_past_its_floor_and_yields_to_writes_there
 }
 
 /* A free arena claimed by a giver (or rotator) that died may have its
-** pages half given back: the reaper frees it claiming none, so the next
-** claimer backs them again. */
-Test(arena, release_claims_of_a_dead_giver_claims_no_pages)
+** pages half given back: the reaper gives them all back and frees it
+** claiming none, so the next claimer backs them again. */
+Test(arena, release_claims_of_a_dead_giver_gives_its_pages_back)
+{
+  sochdb *db = open_db(256u << 20, 32u << 20);
+  shm_region *r = &db->region;
+  uint64_t start = resident_bytes(db);
+  uint32_t mt = r->hdr->n_memtables - 1;
+  fill_by_hand(r, mt, 16u << 20, 0x11);
+  set_st(r, mt, MT_FREE);
+  cr_assert(arena_spare_bytes(r, mt));
+  set_st(r, mt, MT_CLAIMED);
+  set_cl(r, mt, 7);   /* slot 6 claimed it to give its pages back, and died */
+  arena_release_claims_of(r, 6);
+  cr_assert_eq(st_of(r, mt), MT_FREE);
+  cr_assert_eq(arena_backed(r, mt), 0u, "the orphan claims no pages");
+  cr_assert_leq(resident_bytes(db), start + ARENA_RESERVE_CHUNK, "the orphan's pages are given back (%llu -> %llu)",
+                (unsigned long long)start, (unsigned long long)resident_bytes(db));
+  tu_close();
+}
+
+/* A free arena some view still names (its rotation lost after a reader
+** listed it) keeps its pages: a read of a punched hole needs a new page. */
+Test(arena, a_free_arena_a_view_names_is_not_given_back)
 {
   sochdb *db = open_db(256u << 20, 32u << 20);
   shm_region *r = &db->region;
   uint32_t mt = r->hdr->n_memtables - 1;
   fill_by_hand(r, mt, 4u << 20, 0x11);
   set_st(r, mt, MT_FREE);
-  cr_assert(arena_holds_spare(r, mt));
-  set_st(r, mt, MT_CLAIMED);
-  set_cl(r, mt, 7);   /* slot 6 claimed it to give its pages back, and died */
-  arena_release_claims_of(r, 6);
+  uint64_t full = resident_bytes(db);
+  _Atomic uint64_t *hazard = &shm_txn_entry_at(r, db->slot, 0)->view_memtables;
+  hazard_publish(hazard, 1ull << mt);
+  cr_assert_eq(arena_release_spare(r, mt, db->slot), 0, "a viewed arena was given back");
+  cr_assert_eq(st_of(r, mt), MT_FREE, "and it is free again");
+  cr_assert_eq(cl_of(r, mt), 0u);
+  cr_assert_eq(resident_bytes(db), full, "with its pages");
+  atomic_store(hazard, 0);
+  cr_assert_eq(arena_release_spare(r, mt, db->slot), 1, "once no view names it, it is");
+  cr_assert_lt(resident_bytes(db), full);
+  tu_close();
+}
+
+/* A daemon that died in a trim leaves its flag: the tail past the floor may
+** still hold pages nobody counts, so recycling gives every page back even
+** when asked to keep them. */
+Test(arena, a_recycled_arena_with_a_dead_trim_keeps_no_pages)
+{
+  sochdb *db = open_db(256u << 20, 32u << 20);
+  shm_region *r = &db->region;
+  uint64_t start = resident_bytes(db);
+  uint32_t mt = r->hdr->n_memtables - 1;
+  fill_by_hand(r, mt, 16u << 20, 0x11);
+  sl_init(r, mt);
+  struct arena_trim t;
+  cr_assert_eq(arena_trim_begin(r, mt, 1u << 20, &t), 1);   /* ... and the trimmer died */
+  set_st(r, mt, MT_RETIRED);
+  arena_recycle(r, mt, 1);
   cr_assert_eq(st_of(r, mt), MT_FREE);
-  cr_assert_eq(arena_backed(r, mt), 0u, "the orphan claims no pages");
+  cr_assert_eq(atomic_load(&arena_memtable(r, mt)->reserved), 0u);
+  cr_assert_leq(resident_bytes(db), start + ARENA_RESERVE_CHUNK, "every page is given back (%llu -> %llu)",
+                (unsigned long long)start, (unsigned long long)resident_bytes(db));
   tu_close();
 }
 
