@@ -273,7 +273,7 @@ static int any_spare(shm_region *r)
   return 0;
 }
 
-static void recycle_retired(shm_region *r)
+static void recycle_retired(shm_region *r, int may_keep)
 {
   int any = 0;
   for (uint32_t i = 0; i < r->hdr->n_memtables && !any; i++)
@@ -289,15 +289,15 @@ static void recycle_retired(shm_region *r)
       pthread_rwlock_wrlock(&ww_records_lock);   /* see walwriter.h */
       durable_forget_range(r, m->arena_off, m->arena_off + m->capacity);
       pthread_rwlock_unlock(&ww_records_lock);
-      arena_recycle(r, i, !any_spare(r));
+      arena_recycle(r, i, may_keep && !any_spare(r));
     }
   }
 }
 
-static void retire_and_recycle(struct store *s)
+static void retire_and_recycle(struct flusher *f)
 {
-  retire_flushed(s->r);
-  recycle_retired(s->r);
+  retire_flushed(f->s->r);
+  recycle_retired(f->s->r, f->spare_keep_ns > 0);
 }
 
 /* ---- step 5: the WAL ------------------------------------------------------- */
@@ -371,7 +371,6 @@ static void truncate_wal(struct flusher *f)
 
 /* ---- pages that recycled arenas kept (shm/arena.h) ------------------------ */
 
-#define SPARE_KEEP_NS   1000000000ull   /* a spare no rotation took this long goes back */
 #define TRIM_WINDOW_NS  1000000000ull   /* the active memtable's growth is measured over this */
 #define TRIM_WAIT_MS    20u             /* a trim waits this long for commits in progress */
 
@@ -390,7 +389,7 @@ static void release_idle_spares(struct flusher *f, uint64_t now)
       f->spare_since[i] = 0;
     else if (!f->spare_since[i])
       f->spare_since[i] = now;
-    else if (now - f->spare_since[i] >= SPARE_KEEP_NS && arena_release_spare(r, i, f->s->db->slot))
+    else if (now - f->spare_since[i] >= f->spare_keep_ns && arena_release_spare(r, i, f->s->db->slot))
       f->spare_since[i] = 0;
   }
 }
@@ -462,7 +461,7 @@ int flusher_step(struct flusher *f)
     truncate_wal(f);
     CRASHPOINT("flush.wal_truncated");
   }
-  retire_and_recycle(s);
+  retire_and_recycle(f);
   uint64_t now = monotonic_ns();
   release_idle_spares(f, now);
   trim_active(f, now);

@@ -22,6 +22,7 @@ struct flusher {
   ** first seen holding some (0: not), and the active memtable's growth. */
   uint64_t             spare_since[SHM_MAX_MEMTABLES];
   uint64_t             watch_id, watch_used, watch_ns;
+  uint64_t             spare_keep_ns;  /* how long a spare may wait for a rotation; 0: keep none */
   int                  trim_eager;  /* sochdbd-testing: trim to the fill point every round */
 };
 

@@ -50,6 +50,7 @@ struct config {
   unsigned    compact_rate_mb; /* compaction read rate limit, MiB/s (0 = none) */
   unsigned    l0_trigger;
   unsigned    level_ratio;
+  unsigned    spare_ms;        /* a recycled arena keeps its pages this long (0 = never) */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -60,7 +61,7 @@ static void on_signal(int sig) { (void)sig; stop_requested = 1; }
 static void usage(FILE *out)
 {
   fprintf(out, "usage: sochdbd [--foreground] [--interval-ms N] [--idle-exit-ms N] [--sync-delay-ms N]\n"
-               "               [--compaction-rate-mb N] [--l0-trigger N] [--level-ratio N] DIR\n"
+               "               [--compaction-rate-mb N] [--l0-trigger N] [--level-ratio N] [--spare-ms N] DIR\n"
                "  Serves the sochdb database in DIR: WAL group commit, flushing memtables to\n"
                "  SSTables, leveled compaction, reaping dead clients.\n"
                "  --foreground        do not detach (for service managers); log to stderr\n"
@@ -70,7 +71,9 @@ static void usage(FILE *out)
                "  --sync-delay-ms N   longest delay before an ASYNC commit is durable (default 5)\n"
                "  --compaction-rate-mb N  compaction reads at most N MiB/s (default 64; 0 = no limit)\n"
                "  --l0-trigger N      level-0 files that start a compaction (default 4)\n"
-               "  --level-ratio N     size ratio between adjacent levels (default 10)\n");
+               "  --level-ratio N     size ratio between adjacent levels (default 10)\n"
+               "  --spare-ms N        a flushed memtable's arena keeps its pages this long for the\n"
+               "                      next one (default 1000; 0 = give them back at once)\n");
 }
 
 static int parse_ms(const char *name, const char *s, unsigned max, unsigned *out)
@@ -88,7 +91,7 @@ static int parse_ms(const char *name, const char *s, unsigned max, unsigned *out
 static int parse_args(int argc, char **argv, struct config *c)
 {
   const char *idle = getenv("SOCHDB_DAEMON_IDLE_MS");
-  *c = (struct config){ NULL, 0, 100, 30000, 5, 64, 4, 10 };
+  *c = (struct config){ NULL, 0, 100, 30000, 5, 64, 4, 10, 1000 };
   if (idle && parse_ms("$SOCHDB_DAEMON_IDLE_MS", idle, 86400000u, &c->idle_exit_ms) != 0)
     return 2;
   for (int i = 1; i < argc; i++) {
@@ -113,6 +116,9 @@ static int parse_args(int argc, char **argv, struct config *c)
         return 2;
     } else if (!strcmp(a, "--level-ratio") && has_value) {
       if (parse_ms(a, argv[++i], 1000, &c->level_ratio) != 0 || c->level_ratio < 2)
+        return 2;
+    } else if (!strcmp(a, "--spare-ms") && has_value) {
+      if (parse_ms(a, argv[++i], 60000, &c->spare_ms) != 0)
         return 2;
     } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       usage(stdout);
@@ -439,6 +445,7 @@ int main(int argc, char **argv)
   struct background bg = { .s = &store, .f = { .s = &store }, .c = { .s = &store } };
   bg.c.stop = &bg.stop;
   bg.f.stop = &bg.stop;
+  bg.f.spare_keep_ns = (uint64_t)c.spare_ms * 1000000u;
 #ifdef SOCHDB_TESTING
   /* sochdbd-testing: $SOCHDB_TEST_TRIM_EAGER=1 trims a reused arena's
   ** tail at its fill point every round, so that tests meet trims often */

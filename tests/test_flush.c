@@ -370,3 +370,35 @@ Test(flush, an_idle_database_gives_back_the_pages_recycled_arenas_kept)
   sochdb_abort(t);
   tu_close();
 }
+
+/* sochdbd --spare-ms 0: a recycled arena keeps no pages, for those who
+** would rather every rotation back fresh ones than hold a spare. */
+Test(flush, a_daemon_told_to_keep_no_spare_gives_every_recycled_arena_back)
+{
+  char script[4200];
+  snprintf(script, sizeof script, "%s.sochdbd", tu_dir());
+  FILE *f = fopen(script, "w");
+  cr_assert_not_null(f, "create %s: %s", script, strerror(errno));
+  fprintf(f, "#!/bin/sh\nexec '%s' --spare-ms 0 \"$@\"\n", SOCHDB_TEST_SOCHDBD);
+  cr_assert_eq(fclose(f), 0);
+  cr_assert_eq(chmod(script, 0755), 0);
+  sochdb_options o = tu_options(96u << 20, 16u << 20, 5000);
+  o.daemon_path = script;
+  sochdb *db = tu_open_with(tu_dir(), &o);
+  shm_region *r = &db->region;
+  uint32_t first = arena_active(r);
+  int n = 0;
+  while (arena_active(r) == first) {
+    fill_range(db, n, 2000);
+    n += 2000;
+  }
+  TU_WAIT_STATS(db, s->flushes >= 1 && s->memtables_in_use == 1, "the first memtable flushed and recycled");
+  for (uint32_t i = 0; i < r->hdr->n_memtables; i++)
+    cr_assert_leq(arena_spare_bytes(r, i), arena_first_reserve(16u << 20), "free arena %u kept %llu bytes of pages",
+                  i, (unsigned long long)arena_spare_bytes(r, i));
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_all(t, n, 1, "after the flush");
+  sochdb_abort(t);
+  sochdb_close(db);
+  unlink(script);
+}
