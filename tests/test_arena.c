@@ -224,6 +224,17 @@ static uint64_t fill_by_hand(shm_region *r, uint32_t mt, uint64_t bytes, int fil
   return first;
 }
 
+/* Arena mt of a fresh region as a memtable that took a spare's pages:
+** `bytes` of them left by the last memtable, the fill point back at the start. */
+static shm_region *reused_by_hand(sochdb *db, uint32_t *mt, uint64_t bytes)
+{
+  shm_region *r = &db->region;
+  *mt = r->hdr->n_memtables - 1;
+  fill_by_hand(r, *mt, bytes, 0x11);
+  sl_init(r, *mt);
+  return r;
+}
+
 /* Every byte of [off, off + n) is `fill`. */
 static int all_bytes(const shm_region *r, uint64_t off, uint64_t n, int fill)
 {
@@ -288,10 +299,8 @@ Test(arena, a_kept_arena_is_claimed_first_and_given_back_when_released)
 Test(arena, a_trim_gives_back_the_tail_and_writers_go_past_it_after)
 {
   sochdb *db = open_db(256u << 20, 32u << 20);
-  shm_region *r = &db->region;
-  uint32_t mt = r->hdr->n_memtables - 1;
-  fill_by_hand(r, mt, 20u << 20, 0x11);   /* the pages a previous memtable left */
-  sl_init(r, mt);                          /* ... reused: the fill point is back at the start */
+  uint32_t mt;
+  shm_region *r = reused_by_hand(db, &mt, 20u << 20);
   uint64_t was = arena_backed(r, mt), full = resident_bytes(db);
   uint64_t kept = arena_alloc(r, mt, 1500u << 10);
   memset(shm_at(r, kept), 0x77, 1500u << 10);
@@ -327,11 +336,9 @@ Test(arena, a_trim_gives_back_the_tail_and_writers_go_past_it_after)
 Test(arena, a_trim_refuses_allocations_past_its_floor_and_yields_to_writes_there)
 {
   sochdb *db = open_db(256u << 20, 32u << 20);
-  shm_region *r = &db->region;
-  uint32_t mt = r->hdr->n_memtables - 1;
+  uint32_t mt;
+  shm_region *r = reused_by_hand(db, &mt, 20u << 20);
   struct shm_memtable *m = arena_memtable(r, mt);
-  fill_by_hand(r, mt, 20u << 20, 0x11);
-  sl_init(r, mt);
   uint64_t was = arena_backed(r, mt), full = resident_bytes(db);
 
   /* a commit is in progress (its epoch held) when the trim begins */
@@ -416,11 +423,9 @@ Test(arena, a_free_arena_a_view_names_is_not_given_back)
 Test(arena, a_recycled_arena_with_a_dead_trim_keeps_no_pages)
 {
   sochdb *db = open_db(256u << 20, 32u << 20);
-  shm_region *r = &db->region;
   uint64_t start = resident_bytes(db);
-  uint32_t mt = r->hdr->n_memtables - 1;
-  fill_by_hand(r, mt, 16u << 20, 0x11);
-  sl_init(r, mt);
+  uint32_t mt;
+  shm_region *r = reused_by_hand(db, &mt, 16u << 20);
   struct arena_trim t;
   cr_assert_eq(arena_trim_begin(r, mt, 1u << 20, &t), 1);   /* ... and the trimmer died */
   set_st(r, mt, MT_RETIRED);

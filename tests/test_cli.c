@@ -131,15 +131,10 @@ static const char *make_quiet_daemon(void)
 {
 #ifndef SOCHDB_TEST_SOCHDBD
   cr_skip_test("the build defines no sochdbd");
+  return NULL;
 #else
-  snprintf(quiet_daemon, sizeof quiet_daemon, "%s.sochdbd", tu_dir());
-  FILE *f = fopen(quiet_daemon, "w");
-  cr_assert_not_null(f, "create %s: %s", quiet_daemon, strerror(errno));
-  fprintf(f, "#!/bin/sh\nexec '%s' --l0-trigger 1000 \"$@\"\n", SOCHDB_TEST_SOCHDBD);
-  cr_assert_eq(fclose(f), 0);
-  cr_assert_eq(chmod(quiet_daemon, 0755), 0);
+  return tu_daemon_script(quiet_daemon, sizeof quiet_daemon, SOCHDB_TEST_SOCHDBD, "--l0-trigger 1000");
 #endif
-  return quiet_daemon;
 }
 
 static void remove_quiet_daemon(void)

@@ -376,14 +376,8 @@ Test(flush, an_idle_database_gives_back_the_pages_recycled_arenas_kept)
 Test(flush, a_daemon_told_to_keep_no_spare_gives_every_recycled_arena_back)
 {
   char script[4200];
-  snprintf(script, sizeof script, "%s.sochdbd", tu_dir());
-  FILE *f = fopen(script, "w");
-  cr_assert_not_null(f, "create %s: %s", script, strerror(errno));
-  fprintf(f, "#!/bin/sh\nexec '%s' --spare-ms 0 \"$@\"\n", SOCHDB_TEST_SOCHDBD);
-  cr_assert_eq(fclose(f), 0);
-  cr_assert_eq(chmod(script, 0755), 0);
   sochdb_options o = tu_options(96u << 20, 16u << 20, 5000);
-  o.daemon_path = script;
+  o.daemon_path = tu_daemon_script(script, sizeof script, SOCHDB_TEST_SOCHDBD, "--spare-ms 0");
   sochdb *db = tu_open_with(tu_dir(), &o);
   shm_region *r = &db->region;
   uint32_t first = arena_active(r);

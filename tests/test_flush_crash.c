@@ -378,22 +378,42 @@ static void t1_round(sochdb *db, const char *dir, const char *spec, pid_t armed,
               (unsigned long long)now.flushes, (unsigned long long)now.compactions, *gen);
 }
 
-static void t1_crash_at(const char *point, unsigned nth)
+/* Open dir with the daemon this open starts armed with crash point spec
+** (NAME:N); the variable is gone when the library starts its successor.
+** The armed daemon's pid into *armed. */
+static sochdb *fc_open_armed(const char *dir, const char *spec, pid_t *armed)
 {
-  cr_assert(fc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
-  const char *dir = tu_dir();
-  /* Round 1: only the daemon started by this open is armed; the variable
-  ** is gone when the library starts its successor. */
-  char spec[96];
-  snprintf(spec, sizeof spec, "%s:%u", point, nth);
   setenv("SOCHDB_TEST_CRASH_AT", spec, 1);
   sochdb_options o = fc_opts(SOCHDB_TEST_SOCHDBD_TESTING, 10000);
   sochdb *db = NULL;
   int rc = sochdb_open(dir, &o, &db);
   unsetenv("SOCHDB_TEST_CRASH_AT");
   cr_assert_eq(rc, SOCHDB_OK, "open: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
-  pid_t d1 = tp_wait_daemon(dir, 5000, 0);
-  cr_assert_gt(d1, 0, "no daemon after open (probe %d)", (int)d1);
+  *armed = tp_wait_daemon(dir, 5000, 0);
+  cr_assert_gt(*armed, 0, "no daemon after open (probe %d)", (int)*armed);
+  return db;
+}
+
+/* kill -9 of the daemon and the region gone: generations 1..gen read back
+** from a region rebuilt from MANIFEST + SSTables + WAL. */
+static void t1_verify_rebuilt(const char *dir, int gen, const char *ctx)
+{
+  fc_kill_daemon(dir, ctx);
+  tu_remove_region(dir);
+  sochdb *db = fc_open(SOCHDB_TEST_SOCHDBD_TESTING);
+  t1_verify(db, gen, ctx);
+  sochdb_close(db);
+}
+
+static void t1_crash_at(const char *point, unsigned nth)
+{
+  cr_assert(fc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  /* Round 1: only the daemon started by this open is armed. */
+  char spec[96];
+  snprintf(spec, sizeof spec, "%s:%u", point, nth);
+  pid_t d1;
+  sochdb *db = fc_open_armed(dir, spec, &d1);
   int gen = 0;
   t1_round(db, dir, spec, d1, &gen);
 
@@ -440,11 +460,7 @@ static void t1_crash_at(const char *point, unsigned nth)
   t1_fill(db, ++gen);
   t1_verify(db, gen, "rebuilt region, one more generation");
   sochdb_close(db);
-  fc_kill_daemon(dir, "before the last rebuild");
-  tu_remove_region(dir);
-  db = fc_open(SOCHDB_TEST_SOCHDBD_TESTING);
-  t1_verify(db, gen, "rebuilt again");
-  sochdb_close(db);
+  t1_verify_rebuilt(dir, gen, "rebuilt again");
   fc_check_dir(dir, spec);
 }
 
@@ -1326,14 +1342,8 @@ Test(flush_crash, daemon_killed_while_giving_back_a_kept_arena)
 {
   cr_assert(fc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
   const char *dir = tu_dir();
-  setenv("SOCHDB_TEST_CRASH_AT", "spare.claimed:1", 1);
-  sochdb_options o = fc_opts(SOCHDB_TEST_SOCHDBD_TESTING, 10000);
-  sochdb *db = NULL;
-  int rc = sochdb_open(dir, &o, &db);
-  unsetenv("SOCHDB_TEST_CRASH_AT");
-  cr_assert_eq(rc, SOCHDB_OK, "open: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
-  pid_t armed = tp_wait_daemon(dir, 5000, 0);
-  cr_assert_gt(armed, 0, "no daemon after open (probe %d)", (int)armed);
+  pid_t armed;
+  sochdb *db = fc_open_armed(dir, "spare.claimed:1", &armed);
   /* Until a flushed memtable's arena was recycled and kept; then nothing
   ** rotates, and the daemon gives the kept pages back a second later. */
   int gen = 0;
@@ -1361,10 +1371,6 @@ Test(flush_crash, daemon_killed_while_giving_back_a_kept_arena)
                 "not go round the arenas", (unsigned long long)before.flushes, (unsigned long long)after.flushes);
   t1_verify(db, gen, "after the successor went round the arenas");
   sochdb_close(db);
-  fc_kill_daemon(dir, "before the rebuild");
-  tu_remove_region(dir);
-  db = fc_open(SOCHDB_TEST_SOCHDBD_TESTING);
-  t1_verify(db, gen, "region rebuilt from MANIFEST, SSTables and WAL");
-  sochdb_close(db);
+  t1_verify_rebuilt(dir, gen, "region rebuilt from MANIFEST, SSTables and WAL");
   fc_check_dir(dir, "spare.claimed");
 }

@@ -487,6 +487,20 @@ static inline const char *tu_dir(void)
   return tu_db_dir;
 }
 
+/* A script beside the database directory that starts `daemon` with `flags`,
+** for sochdb_options.daemon_path (the opener passes no flags); its path
+** into path. The caller unlinks it. */
+static inline const char *tu_daemon_script(char *path, size_t n, const char *daemon, const char *flags)
+{
+  snprintf(path, n, "%s.sochdbd", tu_dir());
+  FILE *f = fopen(path, "w");
+  cr_assert_not_null(f, "create %s: %s", path, strerror(errno));
+  fprintf(f, "#!/bin/sh\nexec '%s' %s \"$@\"\n", daemon, flags);
+  cr_assert_eq(fclose(f), 0);
+  cr_assert_eq(chmod(path, 0755), 0);
+  return path;
+}
+
 /* Options with everything default (zero) but the sizes and the busy timeout
 ** (0 = the library's default). */
 static inline sochdb_options tu_options(size_t region_bytes, size_t memtable_bytes, unsigned busy_timeout_ms)
