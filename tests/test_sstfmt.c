@@ -387,6 +387,30 @@ Test(sstfmt, index_search_by_prefix)
   close_free(&r, buf, &m);
 }
 
+/* The index search walks an implicit tree of the blocks (slot k's children
+** at 2k and 2k + 1): every shape of it, every block count from 1 to 70
+** (full levels, one slot more, one short), finds each key at each snapshot
+** and no absent key, the first and last blocks' keys included. */
+Test(sstfmt, index_search_every_block_count)
+{
+  uint8_t covered[71] = {0};
+  unsigned left = 70;
+  for (unsigned nkeys = 1; nkeys <= 2000 && left; nkeys++) {
+    struct model m = {0};
+    make_model(&m, nkeys, 2, 60, 0);
+    struct sst_reader r;
+    uint8_t *buf = build_open(&m, SST_BLOCK_MIN, &r);
+    if (r.nblocks >= 1 && r.nblocks <= 70 && !covered[r.nblocks]) {
+      covered[r.nblocks] = 1;
+      left--;
+      check_all_gets(&m, &r);
+    }
+    close_free(&r, buf, &m);
+  }
+  for (unsigned n = 1; n <= 70; n++)
+    cr_assert(covered[n], "no table of %u blocks was made", n);
+}
+
 /* A reader verifies a data block's checksum once: a block that fails is
 ** refused on every read (nothing marks it verified), only blocks read are
 ** marked, and a new reader of the same bytes checks again. */
