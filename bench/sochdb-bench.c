@@ -35,8 +35,9 @@
 **    database with the library's default sizes (64 MiB memtables): empty;
 **    with --memory-mb of keys and values in its memtable (none flushed yet),
 **    resident region ÷ that live data; and after 3 memtables more were
-**    written, flushed and compacted (a recycled arena gives its pages
-**    back). Resident = the region file's allocated
+**    written, flushed and compacted, once the region stopped changing (a
+**    recycled arena gives its pages back, or keeps them for a second for
+**    the next memtable, which is then trimmed). Resident = the region file's allocated
 **    pages (st_blocks: a tmpfs page is memory); the daemon's RSS and its
 **    private memory outside the region and the database's files.
 **
