@@ -157,13 +157,6 @@ Test(arena, alloc_exhaustion_returns_zero)
 
 /* ------------------------------------------------------------ resident pages */
 
-static uint64_t resident_bytes(sochdb *db)
-{
-  struct stat st;
-  cr_assert_eq(stat(sochdb_region_path(db), &st), 0, "stat the region");
-  return (uint64_t)st.st_blocks * 512;
-}
-
 /* The region's pages follow the data: an arena's pages are reserved as it
 ** fills (a chunk at a time, never the whole capacity up front), and a
 ** recycled arena gives them back. */
@@ -171,7 +164,7 @@ Test(arena, pages_follow_the_data)
 {
   sochdb *db = open_db(256u << 20, 32u << 20);
   shm_region *r = &db->region;
-  uint64_t start = resident_bytes(db);
+  uint64_t start = tu_region_resident(db);
   uint32_t mt = r->hdr->n_memtables - 1;   /* a FREE arena: claim it by hand */
   struct shm_memtable *m = arena_memtable(r, mt);
   cr_assert_eq(atomic_load(&m->reserved), 0u, "a FREE arena of a fresh region has no pages");
@@ -186,20 +179,20 @@ Test(arena, pages_follow_the_data)
     filled += 4000;
   }
   /* reserved before anything is written: the pages exist already */
-  uint64_t full = resident_bytes(db);
+  uint64_t full = tu_region_resident(db);
   cr_assert_geq(full, start + filled, "the 5 MiB allocated are reserved before they are written (%llu -> %llu)",
                 (unsigned long long)start, (unsigned long long)full);
   cr_assert_leq(full, start + filled + 2 * ARENA_RESERVE_CHUNK, "only a chunk ahead is reserved, not the 32 MiB "
                 "arena (%llu -> %llu)", (unsigned long long)start, (unsigned long long)full);
   cr_assert_geq(atomic_load(&m->reserved), atomic_load(&m->used), "the watermark covers every allocation");
   memset(shm_at(r, first), 0x6b, last + 4000 - first);
-  cr_assert_leq(resident_bytes(db), full, "writing them takes no more pages");
+  cr_assert_leq(tu_region_resident(db), full, "writing them takes no more pages");
   set_st(r, mt, MT_RETIRED);
   arena_recycle(r, mt, 0);
   cr_assert_eq(st_of(r, mt), MT_FREE);
   cr_assert_eq(atomic_load(&m->reserved), 0u, "recycled: no pages reserved");
-  cr_assert_leq(resident_bytes(db), start + ARENA_RESERVE_CHUNK, "a recycled arena's pages are given back "
-                "(%llu -> %llu)", (unsigned long long)start, (unsigned long long)resident_bytes(db));
+  cr_assert_leq(tu_region_resident(db), start + ARENA_RESERVE_CHUNK, "a recycled arena's pages are given back "
+                "(%llu -> %llu)", (unsigned long long)start, (unsigned long long)tu_region_resident(db));
   /* reused, it works as a fresh one (its bytes read back as written) */
   set_st(r, mt, MT_CLAIMED);
   cr_assert_eq(arena_reserve(r, mt), SOCHDB_OK);
@@ -254,29 +247,29 @@ Test(arena, a_kept_arena_is_claimed_first_and_given_back_when_released)
 {
   sochdb *db = open_db(256u << 20, 32u << 20);
   shm_region *r = &db->region;
-  uint64_t start = resident_bytes(db);
+  uint64_t start = tu_region_resident(db);
   uint32_t mt = r->hdr->n_memtables - 1;   /* the last FREE arena: a rotation would take arena 1 first */
   struct shm_memtable *m = arena_memtable(r, mt);
   fill_by_hand(r, mt, 6u << 20, 0x5a);
-  uint64_t backed = arena_backed(r, mt), full = resident_bytes(db);
+  uint64_t backed = arena_backed(r, mt), full = tu_region_resident(db);
   cr_assert_geq(backed, 6u << 20);
   set_st(r, mt, MT_RETIRED);
   arena_recycle(r, mt, 1);
   cr_assert_eq(st_of(r, mt), MT_FREE);
   cr_assert_eq(arena_backed(r, mt), backed, "kept: the watermark stays");
-  cr_assert_eq(resident_bytes(db), full, "kept: the pages stay");
+  cr_assert_eq(tu_region_resident(db), full, "kept: the pages stay");
   cr_assert(arena_spare_bytes(r, mt));
   cr_assert(!arena_spare_bytes(r, 1), "a fresh free arena holds no pages");
 
   uint32_t from = arena_active(r);
   cr_assert_eq(arena_rotate(r, db->slot, from), SOCHDB_OK);
   cr_assert_eq(arena_active(r), mt, "the rotation took arena %u, not the one with pages (%u)", arena_active(r), mt);
-  cr_assert_eq(resident_bytes(db), full, "reusing it took no new page");
+  cr_assert_eq(tu_region_resident(db), full, "reusing it took no new page");
   uint64_t off = arena_alloc(r, mt, 1u << 20);
   cr_assert_neq(off, 0);
   memset(shm_at(r, off), 0x3c, 1u << 20);
   cr_assert(all_bytes(r, off, 1u << 20, 0x3c));
-  cr_assert_eq(resident_bytes(db), full, "writing into the kept pages took no new page");
+  cr_assert_eq(tu_region_resident(db), full, "writing into the kept pages took no new page");
   cr_assert(!arena_spare_bytes(r, mt), "a LIVE arena is no spare");
   cr_assert_eq(arena_release_spare(r, mt, db->slot), 0, "a LIVE arena is not given back");
 
@@ -289,8 +282,8 @@ Test(arena, a_kept_arena_is_claimed_first_and_given_back_when_released)
   cr_assert_eq(cl_of(r, mt), 0u, "the giver's claim is dropped");
   cr_assert_eq(atomic_load(&m->reserved), 0u, "released: no pages reserved");
   cr_assert(!arena_spare_bytes(r, mt));
-  cr_assert_leq(resident_bytes(db), start + 2 * ARENA_RESERVE_CHUNK, "released: its pages are given back "
-                "(%llu -> %llu)", (unsigned long long)start, (unsigned long long)resident_bytes(db));
+  cr_assert_leq(tu_region_resident(db), start + 2 * ARENA_RESERVE_CHUNK, "released: its pages are given back "
+                "(%llu -> %llu)", (unsigned long long)start, (unsigned long long)tu_region_resident(db));
   tu_close();
 }
 
@@ -302,7 +295,7 @@ Test(arena, a_trim_gives_back_the_tail_and_writers_go_past_it_after)
   sochdb *db = open_db(256u << 20, 32u << 20);
   uint32_t mt;
   shm_region *r = reused_by_hand(db, &mt, 20u << 20);
-  uint64_t was = arena_backed(r, mt), full = resident_bytes(db);
+  uint64_t was = arena_backed(r, mt), full = tu_region_resident(db);
   uint64_t kept = arena_alloc(r, mt, 1500u << 10);
   memset(shm_at(r, kept), 0x77, 1500u << 10);
 
@@ -314,8 +307,8 @@ Test(arena, a_trim_gives_back_the_tail_and_writers_go_past_it_after)
   cr_assert_eq(arena_trim_begin(r, mt, 4u << 20, &t), 0, "one trim at a time");
   cr_assert_eq(arena_trim_end(r, &t), 1, "nothing passed the floor: punched");
   cr_assert_eq(atomic_load(&arena_memtable(r, mt)->reserved), 2u << 20, "the watermark is the floor, unflagged");
-  cr_assert_leq(resident_bytes(db), full - was + (2u << 20), "the tail's pages are given back (%llu -> %llu)",
-                (unsigned long long)full, (unsigned long long)resident_bytes(db));
+  cr_assert_leq(tu_region_resident(db), full - was + (2u << 20), "the tail's pages are given back (%llu -> %llu)",
+                (unsigned long long)full, (unsigned long long)tu_region_resident(db));
   cr_assert(all_bytes(r, kept, 1500u << 10, 0x77), "the bytes below the floor are intact");
 
   uint64_t more = arena_alloc(r, mt, 3u << 20);
@@ -340,7 +333,7 @@ Test(arena, a_trim_refuses_allocations_past_its_floor_and_yields_to_writes_there
   uint32_t mt;
   shm_region *r = reused_by_hand(db, &mt, 20u << 20);
   struct shm_memtable *m = arena_memtable(r, mt);
-  uint64_t was = arena_backed(r, mt), full = resident_bytes(db);
+  uint64_t was = arena_backed(r, mt), full = tu_region_resident(db);
 
   /* a commit is in progress (its epoch held) when the trim begins */
   _Atomic uint64_t *epoch = &shm_txn_entry_at(r, db->slot, 0)->commit_epoch;
@@ -361,7 +354,7 @@ Test(arena, a_trim_refuses_allocations_past_its_floor_and_yields_to_writes_there
   cr_assert_gt(epoch_oldest_commit(r), t.tag);
   cr_assert_eq(arena_trim_end(r, &t), 0, "allocations passed the floor: nothing punched");
   cr_assert_eq(atomic_load(&m->reserved), was, "the old watermark is back");
-  cr_assert_eq(resident_bytes(db), full, "no page was given back");
+  cr_assert_eq(tu_region_resident(db), full, "no page was given back");
   cr_assert(all_bytes(r, theirs, 4096, 0x44), "the write past the floor is intact");
   cr_assert_neq(arena_alloc(r, mt, 1u << 20), 0, "allocations go on below the old watermark");
 
@@ -381,7 +374,7 @@ Test(arena, release_claims_of_a_dead_giver_gives_its_pages_back)
 {
   sochdb *db = open_db(256u << 20, 32u << 20);
   shm_region *r = &db->region;
-  uint64_t start = resident_bytes(db);
+  uint64_t start = tu_region_resident(db);
   uint32_t mt = r->hdr->n_memtables - 1;
   fill_by_hand(r, mt, 16u << 20, 0x11);
   set_st(r, mt, MT_FREE);
@@ -391,8 +384,8 @@ Test(arena, release_claims_of_a_dead_giver_gives_its_pages_back)
   arena_release_claims_of(r, 6);
   cr_assert_eq(st_of(r, mt), MT_FREE);
   cr_assert_eq(arena_backed(r, mt), 0u, "the orphan claims no pages");
-  cr_assert_leq(resident_bytes(db), start + ARENA_RESERVE_CHUNK, "the orphan's pages are given back (%llu -> %llu)",
-                (unsigned long long)start, (unsigned long long)resident_bytes(db));
+  cr_assert_leq(tu_region_resident(db), start + ARENA_RESERVE_CHUNK, "the orphan's pages are given back (%llu -> %llu)",
+                (unsigned long long)start, (unsigned long long)tu_region_resident(db));
   tu_close();
 }
 
@@ -405,16 +398,16 @@ Test(arena, a_free_arena_a_view_names_is_not_given_back)
   uint32_t mt = r->hdr->n_memtables - 1;
   fill_by_hand(r, mt, 4u << 20, 0x11);
   set_st(r, mt, MT_FREE);
-  uint64_t full = resident_bytes(db);
+  uint64_t full = tu_region_resident(db);
   _Atomic uint64_t *hazard = &shm_txn_entry_at(r, db->slot, 0)->view_memtables;
   hazard_publish(hazard, 1ull << mt);
   cr_assert_eq(arena_release_spare(r, mt, db->slot), 0, "a viewed arena was given back");
   cr_assert_eq(st_of(r, mt), MT_FREE, "and it is free again");
   cr_assert_eq(cl_of(r, mt), 0u);
-  cr_assert_eq(resident_bytes(db), full, "with its pages");
+  cr_assert_eq(tu_region_resident(db), full, "with its pages");
   atomic_store(hazard, 0);
   cr_assert_eq(arena_release_spare(r, mt, db->slot), 1, "once no view names it, it is");
-  cr_assert_lt(resident_bytes(db), full);
+  cr_assert_lt(tu_region_resident(db), full);
   tu_close();
 }
 
@@ -424,7 +417,7 @@ Test(arena, a_free_arena_a_view_names_is_not_given_back)
 Test(arena, a_recycled_arena_with_a_dead_trim_keeps_no_pages)
 {
   sochdb *db = open_db(256u << 20, 32u << 20);
-  uint64_t start = resident_bytes(db);
+  uint64_t start = tu_region_resident(db);
   uint32_t mt;
   shm_region *r = reused_by_hand(db, &mt, 16u << 20);
   struct arena_trim t;
@@ -433,8 +426,8 @@ Test(arena, a_recycled_arena_with_a_dead_trim_keeps_no_pages)
   arena_recycle(r, mt, 1);
   cr_assert_eq(st_of(r, mt), MT_FREE);
   cr_assert_eq(atomic_load(&arena_memtable(r, mt)->reserved), 0u);
-  cr_assert_leq(resident_bytes(db), start + ARENA_RESERVE_CHUNK, "every page is given back (%llu -> %llu)",
-                (unsigned long long)start, (unsigned long long)resident_bytes(db));
+  cr_assert_leq(tu_region_resident(db), start + ARENA_RESERVE_CHUNK, "every page is given back (%llu -> %llu)",
+                (unsigned long long)start, (unsigned long long)tu_region_resident(db));
   tu_close();
 }
 

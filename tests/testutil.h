@@ -487,6 +487,15 @@ static inline const char *tu_dir(void)
   return tu_db_dir;
 }
 
+/* The bytes of pages the region file of db holds (st_blocks: a tmpfs page is
+** memory). */
+static inline uint64_t tu_region_resident(sochdb *db)
+{
+  struct stat st;
+  cr_assert_eq(stat(sochdb_region_path(db), &st), 0, "stat the region");
+  return (uint64_t)st.st_blocks * 512;
+}
+
 /* A script beside the database directory that starts `daemon` with `flags`,
 ** for sochdb_options.daemon_path (the opener passes no flags); its path
 ** into path. The caller unlinks it. */
