@@ -101,6 +101,14 @@ static int wc_stop_daemon(const char *dir, int sig, const char *ctx)
   cr_assert_gt(pid, 0, "%s: no daemon holds %s/LOCK (probe: %d)", ctx, dir, (int)pid);
   if (sig == SIGTERM)
     cr_assert(wc_wait_serving(dir, pid, 5000), "%s: sochdbd %d never logged that it serves", ctx, (int)pid);
+  /* Its exit status is ours to read only once it is our child: the daemon
+  ** forks itself away, and its first half may still be exiting after the
+  ** daemon already serves (CI saw a SIGTERM'd daemon end before that, its
+  ** status lost). */
+  for (int i = 0; i < 5000 && tp_ppid_of(pid) != getpid(); i++)
+    tu_sleep_ms(1);
+  cr_assert_eq(tp_ppid_of(pid), getpid(), "%s: sochdbd %d was not handed to the test (parent %d)", ctx, (int)pid,
+               (int)tp_ppid_of(pid));
   int status;
   cr_assert_eq(tp_stop_pid(pid, sig, 15000, &status), 0, "%s: sochdbd %d did not exit within 15 s of signal %d",
                ctx, (int)pid, sig);
