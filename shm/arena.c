@@ -54,7 +54,10 @@ void arena_init_all(shm_region *r, uint64_t arenas_off)
 
 uint64_t arena_first_reserve(uint64_t capacity)
 {
-  return capacity < ARENA_RESERVE_CHUNK ? capacity : ARENA_RESERVE_CHUNK;
+  /* the head node and hash index, and room for the first allocations */
+  uint64_t first = (sl_head_bytes(capacity) + ARENA_RESERVE_CHUNK / 2 + ARENA_RESERVE_CHUNK - 1) /
+                   ARENA_RESERVE_CHUNK * ARENA_RESERVE_CHUNK;
+  return capacity < first ? capacity : first;
 }
 
 /* The errno of this thread's last failed reservation (ENOSPC: the tmpfs is
@@ -467,7 +470,7 @@ void arena_release_claims_of(shm_region *r, uint32_t slot)
     ** that bump visible. */
     int inactive = arena_active(r) != i;
     uint64_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
-    int orphan = mt_state_of(word) == MT_CLAIMED || (inactive && used == sl_head_bytes());
+    int orphan = mt_state_of(word) == MT_CLAIMED || (inactive && used == sl_head_bytes(m->capacity));
     /* A CLAIMED orphan's pages may be half given back (the daemon died in
     ** arena_release_spare): give them all back, claiming none. Nobody else
     ** uses it, and no view names it (it was never LIVE since its claim).

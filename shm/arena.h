@@ -47,7 +47,11 @@ struct shm_memtable {
   ** the daemon is giving back the pages beyond the rest of the word (the
   ** floor): nobody reserves past it meanwhile (arena_trim_begin). */
   _Atomic uint64_t reserved;
-  uint64_t pad[6];
+  /* Nonzero once a node may be missing from the skiplist's hash index (an
+  ** inserter died between linking and hashing it): lookups then search the
+  ** skiplist (skiplist.h). Cleared by sl_init. */
+  _Atomic uint64_t index_incomplete;
+  uint64_t pad[5];
 };
 
 /* A process-local, ordered list of live memtables (newest first). */

@@ -29,7 +29,7 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  8u
+#define SHM_LAYOUT_VERSION  9u   /* 9: the memtables' hash index (skiplist.h) */
 #define SHM_HEADER_BYTES    4096u
 #define SHM_CACHELINE       64
 

@@ -9,37 +9,85 @@
 ** search of a level when its CAS loses a race. Two processes inserting the
 ** same key race on the level-0 CAS; the loser adopts the winner's node (its
 ** own allocation is wasted arena space, never reachable).
+**
+** It also owns the hash index of point lookups (skiplist.h): the bucket
+** array after the head node and the chains through the nodes.
 */
 #include "skiplist.h"
 
 #include "arena.h"
+#include "testhooks.h"
 
 #include <assert.h>
+#include <ck_pr.h>
+#include <sched.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
-#define HEAD_BYTES (sizeof(struct sl_node) + SL_MAX_HEIGHT * sizeof(shm_ref))
+/* 8-aligned: the bucket array follows, then the first allocation */
+#define HEAD_BYTES ((sizeof(struct sl_node) + SL_MAX_HEIGHT * sizeof(shm_ref) + 7) & ~(size_t)7)
+#define ARENA_BYTES_PER_BUCKET 256u   /* about one node per bucket in a full arena of 100-byte values */
+#define BUCKET_REF(b)          ((shm_ref)(b))
+#define BUCKET_SUMMARY(b)      ((uint32_t)((b) >> 32))
+#define ADOPT_WAIT_ROUNDS      256u   /* how long a writer waits for another's node to be hashed */
 
 static inline struct sl_node *node_at(const shm_region *r, uint64_t off) { return shm_at(r, off); }
 
 static inline uint64_t head_of(const shm_region *r, uint32_t mt) { return arena_memtable(r, mt)->arena_off; }
 
-uint64_t sl_head_bytes(void) { return HEAD_BYTES; }
+/* A power of two, about one bucket per ARENA_BYTES_PER_BUCKET of the arena. */
+static inline uint64_t bucket_count(uint64_t capacity)
+{
+  uint64_t want = capacity / ARENA_BYTES_PER_BUCKET;
+  return want ? 1ull << (63 - __builtin_clzll(want)) : 1;
+}
+
+/* A bucket is one word: the ref of its chain's first node in the low half,
+** and in the high half a summary of the chain's keys, two bits of 32 set by
+** each (summary_bits): most lookups of a key the memtable lacks end there,
+** without touching a node. */
+typedef _Atomic uint64_t sl_bucket;
+
+static inline sl_bucket *buckets_of(const shm_region *r, const struct shm_memtable *m)
+{
+  return (sl_bucket *)(r->base + m->arena_off + HEAD_BYTES);
+}
+
+static inline sl_bucket *bucket_for(const shm_region *r, const struct shm_memtable *m, uint64_t hash)
+{
+  return &buckets_of(r, m)[hash & (bucket_count(m->capacity) - 1)];
+}
+
+/* Bits of the hash that the bucket index does not use (buckets < 2^32). */
+static inline uint32_t summary_bits(uint64_t hash)
+{
+  return 1u << (hash >> 59) | 1u << (hash >> 54 & 31);
+}
+
+uint64_t sl_head_bytes(uint64_t capacity) { return HEAD_BYTES + bucket_count(capacity) * sizeof(sl_bucket); }
+
+uint64_t sl_hash(const void *key, uint32_t klen) { return XXH3_64bits(key, klen); }
 
 void sl_init(shm_region *r, uint32_t mt)
 {
   struct shm_memtable *m = arena_memtable(r, mt);
   struct sl_node *head = node_at(r, m->arena_off);
   /* atomic stores, not memset: a reader whose view briefly listed this arena
-  ** (a lost rotation) may still be loading these links */
+  ** (a lost rotation) may still be loading these links and buckets; and a
+  ** recycled arena that kept its pages holds its last memtable's */
   atomic_store_explicit(&head->versions, 0, memory_order_relaxed);
   for (int level = 0; level < SL_MAX_HEIGHT; level++)
     atomic_store_explicit(&head->next[level], 0, memory_order_relaxed);
   head->klen = 0;
   head->height = SL_MAX_HEIGHT;
-  /* relaxed: published by the caller's release of the memtable state */
-  atomic_store_explicit(&m->used, HEAD_BYTES, memory_order_relaxed);
+  sl_bucket *buckets = buckets_of(r, m);
+  for (uint64_t i = 0, n = bucket_count(m->capacity); i < n; i++)
+    atomic_store_explicit(&buckets[i], 0, memory_order_relaxed);
+  /* relaxed, all: published by the caller's release of the memtable state */
+  atomic_store_explicit(&m->index_incomplete, 0, memory_order_relaxed);
+  atomic_store_explicit(&m->used, sl_head_bytes(m->capacity), memory_order_relaxed);
 }
 
 /* Heights with p = 1/4 per level, from a per-thread xorshift generator. */
@@ -120,6 +168,75 @@ uint64_t sl_find(const shm_region *r, uint32_t mt, const void *key, uint32_t kle
   return n && node_has_key(r, n, key, klen) ? n : 0;
 }
 
+int sl_index_complete(const shm_region *r, uint32_t mt)
+{
+  /* relaxed: a writer marks the index before its commit is published, and a
+  ** reader asks after it took its snapshot (an acquire that the publication
+  ** synchronises with), so a commit the snapshot holds brings the mark */
+  return !atomic_load_explicit(&arena_memtable(r, mt)->index_incomplete, memory_order_relaxed);
+}
+
+uint64_t sl_lookup(const shm_region *r, uint32_t mt, const void *key, uint32_t klen, uint64_t hash)
+{
+  if (!sl_index_complete(r, mt))
+    return sl_find(r, mt, key, klen);
+  /* acquire: pairs with the release CAS that pushed the chain's first node.
+  ** Every write of a bucket after sl_init is such a CAS, which continues the
+  ** release sequence of every push before it: so the whole chain, every
+  ** node's key and hnext, is visible, and hnext needs no acquire. */
+  const struct shm_memtable *m = arena_memtable(r, mt);
+  uint64_t bucket = atomic_load_explicit(bucket_for(r, m, hash), memory_order_acquire);
+  uint32_t want = summary_bits(hash);
+  if ((BUCKET_SUMMARY(bucket) & want) != want)
+    return 0;
+  for (shm_ref at = BUCKET_REF(bucket); at;) {
+    uint64_t n = shm_ref_off(r, at);
+    if (node_has_key(r, n, key, klen))
+      return n;
+    at = atomic_load_explicit(&node_at(r, n)->hnext, memory_order_relaxed);
+  }
+  return 0;
+}
+
+/* Put a node just linked on level 0 on its bucket's chain, then say so. */
+static void index_push(shm_region *r, uint32_t mt, uint64_t node, uint64_t hash)
+{
+  struct shm_memtable *m = arena_memtable(r, mt);
+  sl_bucket *bucket = bucket_for(r, m, hash);
+  struct sl_node *n = node_at(r, node);
+  uint64_t was = atomic_load_explicit(bucket, memory_order_relaxed), now;
+  do {
+    /* relaxed: nobody reads hnext before the CAS below publishes the node on the chain */
+    atomic_store_explicit(&n->hnext, BUCKET_REF(was), memory_order_relaxed);
+    now = (uint64_t)(BUCKET_SUMMARY(was) | summary_bits(hash)) << 32 | shm_off_ref(r, node);
+    /* release: whoever reaches the node through the bucket sees its key and hnext */
+  } while (!atomic_compare_exchange_weak_explicit(bucket, &was, now, memory_order_release, memory_order_relaxed));
+  /* release: a writer that sees it (acquire, adopt) and then commits makes
+  ** the push visible to every snapshot that holds its commit */
+  atomic_store_explicit(&n->hashed, 1, memory_order_release);
+}
+
+/* A node found in the list, which another process may have inserted: wait
+** a little for it to be hashed, then mark the index incomplete (its
+** inserter may be dead). We are about to add a version to it, so this comes
+** before our commit can be seen, and the caller's commit orders it. */
+static uint64_t adopt(shm_region *r, uint32_t mt, uint64_t node)
+{
+  const struct sl_node *n = node_at(r, node);
+  for (unsigned round = 0; !atomic_load_explicit(&n->hashed, memory_order_acquire); round++) {
+    if (round == ADOPT_WAIT_ROUNDS) {
+      /* relaxed: ordered before our commit's publication (sl_index_complete) */
+      atomic_store_explicit(&arena_memtable(r, mt)->index_incomplete, 1, memory_order_relaxed);
+      break;
+    }
+    if (round < ADOPT_WAIT_ROUNDS / 2)
+      ck_pr_stall();
+    else
+      sched_yield();
+  }
+  return node;
+}
+
 static uint64_t new_node(shm_region *r, uint32_t mt, const void *key, uint32_t klen, uint8_t height)
 {
   uint64_t off = arena_alloc(r, mt, sl_node_bytes(height, klen));
@@ -127,6 +244,8 @@ static uint64_t new_node(shm_region *r, uint32_t mt, const void *key, uint32_t k
     return 0;
   struct sl_node *n = node_at(r, off);
   atomic_init(&n->versions, 0);
+  atomic_init(&n->hnext, 0);
+  atomic_init(&n->hashed, 0);
   n->klen = (uint16_t)klen;
   n->height = height;
   memcpy((uint8_t *)&n->next[height], key, klen);
@@ -239,13 +358,19 @@ uint64_t sl_find_finger(const shm_region *r, uint32_t mt, const void *key, uint3
   return node;
 }
 
-uint64_t sl_find_or_insert_finger(shm_region *r, uint32_t mt, const void *key, uint32_t klen, struct sl_finger *f)
+void sl_prefetch_bucket(const shm_region *r, uint32_t mt, uint64_t hash)
+{
+  __builtin_prefetch(bucket_for(r, arena_memtable(r, mt), hash), 1);
+}
+
+uint64_t sl_find_or_insert_finger(shm_region *r, uint32_t mt, const void *key, uint32_t klen, uint64_t hash,
+                                  struct sl_finger *f)
 {
   uint64_t preds[SL_MAX_HEIGHT], succs[SL_MAX_HEIGHT];
   int top = find_preds_finger(r, mt, key, klen, f, preds, succs);
   if (node_has_key(r, succs[0], key, klen)) {
     finger_save(f, mt, succs[0], 1, preds);
-    return succs[0];
+    return adopt(r, mt, succs[0]);
   }
   uint8_t height = sl_random_height();
   uint64_t node = new_node(r, mt, key, klen, height);
@@ -257,8 +382,10 @@ uint64_t sl_find_or_insert_finger(shm_region *r, uint32_t mt, const void *key, u
   uint64_t linked = link_level(r, node, 0, key, klen, preds, succs);
   if (linked != node) {
     finger_save(f, mt, linked, 1, preds);
-    return linked;
+    return adopt(r, mt, linked);
   }
+  CRASHPOINT("insert.linked");   /* killed here: tests/test_crash.c, the index is marked incomplete */
+  index_push(r, mt, node, hash);
   for (int level = 1; level < height; level++)
     link_level(r, node, level, key, klen, preds, succs);
   finger_save(f, mt, node, height, preds);
@@ -267,12 +394,13 @@ uint64_t sl_find_or_insert_finger(shm_region *r, uint32_t mt, const void *key, u
 
 uint64_t sl_find_or_insert(shm_region *r, uint32_t mt, const void *key, uint32_t klen)
 {
-  return sl_find_or_insert_finger(r, mt, key, klen, NULL);
+  return sl_find_or_insert_finger(r, mt, key, klen, sl_hash(key, klen), NULL);
 }
 
 void sl_build_begin(struct sl_builder *b, shm_region *r, uint32_t mt)
 {
   b->r = r;
+  b->m = arena_memtable(r, mt);
   b->head = head_of(r, mt);
   /* relaxed: see above; the memtable must still be empty */
   assert(atomic_load_explicit(&node_at(r, b->head)->next[0], memory_order_relaxed) == 0);
@@ -292,6 +420,13 @@ void sl_build_append(struct sl_builder *b, uint64_t node, const void *key, uint3
   n->klen = (uint16_t)klen;
   n->height = height;
   memcpy((uint8_t *)&n->next[height], key, klen);
+  uint64_t hash = sl_hash(key, klen);
+  sl_bucket *bucket = bucket_for(r, b->m, hash);
+  uint64_t was = atomic_load_explicit(bucket, memory_order_relaxed);
+  atomic_store_explicit(&n->hnext, BUCKET_REF(was), memory_order_relaxed);
+  atomic_store_explicit(bucket, (uint64_t)(BUCKET_SUMMARY(was) | summary_bits(hash)) << 32 | shm_off_ref(r, node),
+                        memory_order_relaxed);
+  atomic_store_explicit(&n->hashed, 1, memory_order_relaxed);
   for (int level = 0; level < height; level++) {
     atomic_store_explicit(&n->next[level], 0, memory_order_relaxed);
     atomic_store_explicit(&node_at(r, b->last[level])->next[level], shm_off_ref(r, node), memory_order_relaxed);

@@ -8,6 +8,18 @@
 ** always sees a fully initialised node. Links are 32-bit arena references
 ** (shm_ref, region.h); the functions below take and return region offsets.
 ** Each node carries the head of its key's version chain (see mvcc.h).
+**
+** Point lookups go through a hash index instead of the skiplist: an array
+** of bucket heads after the head node (a bucket for every 256 arena bytes),
+** each an insert-only chain linked through the nodes' `hnext`. An inserter
+** links the node on level 0, pushes it on its bucket's chain, then sets
+** `hashed`; nothing else ever writes a chain. A process killed between the
+** level-0 link and the push leaves a node the index lacks: the next writer
+** that finds such a node (it reads `hashed` before it adds a version) marks
+** the memtable's index incomplete, before its commit can be seen, and
+** lookups in that memtable search the skiplist from then on. So the index
+** holds every node that holds a version a snapshot can see, or says it may
+** not. Ranges (sl_seek) and the commit's checks always use the skiplist.
 */
 #ifndef SOCHDB_SHM_SKIPLIST_H
 #define SOCHDB_SHM_SKIPLIST_H
@@ -17,27 +29,42 @@
 
 #define SL_MAX_HEIGHT 16
 
+struct shm_memtable;
+
 struct sl_node {
   _Atomic shm_ref versions;   /* newest version of this key, 0 = none yet */
+  _Atomic shm_ref hnext;      /* the next node of its hash bucket's chain */
   uint16_t klen;              /* <= SOCHDB_MAX_KEY */
   uint8_t  height;
-  uint8_t  pad;
+  _Atomic uint8_t hashed;     /* 1 once the node is on its bucket's chain */
   _Atomic shm_ref next[];     /* `height` links, followed by the key bytes */
 };
 
-_Static_assert(sizeof(struct sl_node) == 8, "a node's header is 8 bytes");
+_Static_assert(sizeof(struct sl_node) == 12, "a node's header is 12 bytes");
 
 static inline const uint8_t *sl_key(const struct sl_node *n)
 { return (const uint8_t *)&n->next[n->height]; }
 
-/* Bytes of the head node: an arena with exactly this much used has never been written. */
-uint64_t sl_head_bytes(void);
+/* Bytes of the head node and the hash index of an arena of this capacity:
+** an arena with exactly this much used has never been written. */
+uint64_t sl_head_bytes(uint64_t capacity);
 
-/* Lay out the head node at the start of memtable i's arena. */
+/* Lay out the head node and an empty hash index at the start of memtable
+** i's arena. */
 void     sl_init(shm_region *r, uint32_t mt);
 
-/* The node for key, or 0. */
+/* The node for key, or 0: a skiplist search. */
 uint64_t sl_find(const shm_region *r, uint32_t mt, const void *key, uint32_t klen);
+
+/* A key's hash, for sl_lookup (the same for every memtable). */
+uint64_t sl_hash(const void *key, uint32_t klen);
+
+/* The node for key (whose sl_hash is hash), or 0: through the hash index
+** while it is complete, else a skiplist search. */
+uint64_t sl_lookup(const shm_region *r, uint32_t mt, const void *key, uint32_t klen, uint64_t hash);
+
+/* 1 while memtable mt's hash index holds every node (see above). */
+int      sl_index_complete(const shm_region *r, uint32_t mt);
 
 /* The node for key, inserting it if missing. 0 when the arena is full. */
 uint64_t sl_find_or_insert(shm_region *r, uint32_t mt, const void *key, uint32_t klen);
@@ -68,9 +95,15 @@ static inline void sl_finger_reset(struct sl_finger *f) { f->mt = UINT32_MAX; }
 ** at this instant. */
 int      sl_finger_at_end(const shm_region *r, const struct sl_finger *f);
 
-/* sl_find and sl_find_or_insert through a finger (f NULL: from the head). */
+/* sl_find and sl_find_or_insert through a finger (f NULL: from the head);
+** hash is the key's sl_hash. */
 uint64_t sl_find_finger(const shm_region *r, uint32_t mt, const void *key, uint32_t klen, struct sl_finger *f);
-uint64_t sl_find_or_insert_finger(shm_region *r, uint32_t mt, const void *key, uint32_t klen, struct sl_finger *f);
+uint64_t sl_find_or_insert_finger(shm_region *r, uint32_t mt, const void *key, uint32_t klen, uint64_t hash,
+                                  struct sl_finger *f);
+
+/* Ask for the line of the hash bucket that an insert of a key with this
+** sl_hash into mt will write: a commit does it a few keys ahead. */
+void     sl_prefetch_bucket(const shm_region *r, uint32_t mt, uint64_t hash);
 
 /* The first node with key >= key (key NULL = the first node), or 0. */
 uint64_t sl_seek(const shm_region *r, uint32_t mt, const void *key, uint32_t klen);
@@ -90,6 +123,7 @@ uint8_t  sl_random_height(void);
 ** same keys with the same heights would give. */
 struct sl_builder {
   shm_region *r;
+  struct shm_memtable *m;
   uint64_t    head;
   uint64_t    last[SL_MAX_HEIGHT];   /* the last node of each level (the head at first) */
 };

@@ -419,7 +419,8 @@ static int add_op(struct replay *rp, uint64_t seq, const struct wal_op *op)
     int rc = rp->n ? build_chunk(rp) : SOCHDB_OK;
     if (rc != SOCHDB_OK)
       return rc;
-    int used = arena_memtable(rp->r, arena_active(rp->r))->capacity - room_left(rp) > sl_head_bytes();
+    const struct shm_memtable *m = arena_memtable(rp->r, arena_active(rp->r));
+    int used = m->capacity - room_left(rp) > sl_head_bytes(m->capacity);
     if ((used && arena_rotate(rp->r, REPLAY_SLOT, arena_active(rp->r)) != SOCHDB_OK) ||
         need > (rp->room = room_left(rp))) {
       int err = arena_last_reserve_error();

@@ -245,8 +245,9 @@ int sdb_write(sochdb_txn *t, const void *key, size_t klen, const void *val, size
 static const struct mv_version *snapshot_lookup(const sochdb_txn *t, const void *key, uint32_t klen)
 {
   const shm_region *r = &t->db->region;
+  uint64_t hash = sl_hash(key, klen);
   for (uint32_t i = 0; i < t->view.n; i++) {   /* newest memtable first */
-    uint64_t node = sl_find(r, t->view.idx[i], key, klen);
+    uint64_t node = sl_lookup(r, t->view.idx[i], key, klen, hash);
     const struct mv_version *v = node ? mv_visible(r, node, t->snapshot) : NULL;
     if (v)
       return v;
@@ -451,7 +452,7 @@ static int install_one(struct commit_ctx *c, const struct wb_entry *w, struct in
   for (;;) {
     uint32_t mt = arena_active(c->r);
     /* keys come in increasing order: each search resumes where the last one ended */
-    uint64_t node = sl_find_or_insert_finger(c->r, mt, w->key, w->klen, &c->finger);
+    uint64_t node = sl_find_or_insert_finger(c->r, mt, w->key, w->klen, w->hash, &c->finger);
     uint64_t v = node ? new_version(c, mt, node, w) : 0;
     if (!v) {
       /* make_room may leave our commit epoch while it waits, after which
@@ -535,11 +536,19 @@ static int check_retired(struct commit_ctx *c)
   return SOCHDB_CONFLICT;
 }
 
+#define BUCKET_PREFETCH_AHEAD 8u   /* keys: about the misses a core keeps in flight */
+
 static int install_all(struct commit_ctx *c, const uint32_t *order, struct installed *at)
 {
   const struct wbuf *wb = &c->t->writes;
   sl_finger_reset(&c->finger);
+  /* each new key writes a random hash bucket: ask for the lines a few keys
+  ** ahead, so that their misses overlap each other and the skiplist search */
+  for (size_t i = 0; i < wb->n && i < BUCKET_PREFETCH_AHEAD; i++)
+    sl_prefetch_bucket(c->r, arena_active(c->r), wb->ents[order[i]].hash);
   for (size_t i = 0; i < wb->n; i++) {
+    if (i + BUCKET_PREFETCH_AHEAD < wb->n)
+      sl_prefetch_bucket(c->r, arena_active(c->r), wb->ents[order[i + BUCKET_PREFETCH_AHEAD]].hash);
     int rc = install_one(c, &wb->ents[order[i]], &at[i]);
     if (rc != SOCHDB_OK)
       return rc;

@@ -3,11 +3,10 @@
 */
 #include "wbuf.h"
 
-#include "skiplist.h"
+#include "skiplist.h"   /* sl_compare, and sl_hash: the memtables' hash index takes the same hash */
 
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
 
 #define CHUNK_BYTES (64u * 1024u)
 
@@ -93,13 +92,13 @@ static long find_slot(const struct wbuf *wb, const void *key, uint32_t klen, uin
 
 const struct wb_entry *wbuf_get(const struct wbuf *wb, const void *key, uint32_t klen)
 {
-  long i = find_slot(wb, key, klen, XXH3_64bits(key, klen));
+  long i = find_slot(wb, key, klen, sl_hash(key, klen));
   return i >= 0 ? &wb->ents[i] : NULL;
 }
 
 int wbuf_put(struct wbuf *wb, const void *key, uint32_t klen, const void *val, uint32_t vlen, int tombstone)
 {
-  uint64_t hash = XXH3_64bits(key, klen);
+  uint64_t hash = sl_hash(key, klen);
   if ((wb->n + 1) * 2 > wb->index_cap && grow_index(wb) != 0)
     return -1;
   const uint8_t *v = stash(wb, val, tombstone ? 0 : vlen);

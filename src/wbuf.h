@@ -19,7 +19,7 @@ struct wb_entry {
   const uint8_t *val;
   uint32_t klen;
   uint32_t vlen;
-  uint64_t hash;
+  uint64_t hash;              /* sl_hash(key): the memtables' index uses it too */
   int      tombstone;
 };
 

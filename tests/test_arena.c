@@ -143,7 +143,7 @@ Test(arena, alloc_exhaustion_returns_zero)
     count++;
   }
   cr_assert(exhausted, "arena_alloc never returned 0");
-  cr_assert_geq(total + 1008 + 144, m->capacity, "arena reported full with %llu of %llu bytes used",
+  cr_assert_geq(total + 1008 + sl_head_bytes(m->capacity), m->capacity, "arena reported full with %llu of %llu bytes used",
                 (unsigned long long)total, (unsigned long long)m->capacity);
   cr_assert_eq(arena_alloc(r, mt, 1000), 0, "second alloc after exhaustion succeeded");
   cr_assert_eq(arena_alloc(r, mt, m->capacity * 2), 0, "alloc bigger than the arena succeeded");
@@ -182,8 +182,8 @@ Test(arena, pages_follow_the_data)
   uint64_t full = tu_region_resident(db);
   cr_assert_geq(full, start + filled, "the 5 MiB allocated are reserved before they are written (%llu -> %llu)",
                 (unsigned long long)start, (unsigned long long)full);
-  cr_assert_leq(full, start + filled + 2 * ARENA_RESERVE_CHUNK, "only a chunk ahead is reserved, not the 32 MiB "
-                "arena (%llu -> %llu)", (unsigned long long)start, (unsigned long long)full);
+  cr_assert_leq(full, start + sl_head_bytes(m->capacity) + filled + 2 * ARENA_RESERVE_CHUNK, "only a chunk ahead "
+                "is reserved, not the 32 MiB arena (%llu -> %llu)", (unsigned long long)start, (unsigned long long)full);
   cr_assert_geq(atomic_load(&m->reserved), atomic_load(&m->used), "the watermark covers every allocation");
   memset(shm_at(r, first), 0x6b, last + 4000 - first);
   cr_assert_leq(tu_region_resident(db), full, "writing them takes no more pages");
@@ -227,6 +227,14 @@ static shm_region *reused_by_hand(sochdb *db, uint32_t *mt, uint64_t bytes)
   fill_by_hand(r, *mt, bytes, 0x11);
   sl_init(r, *mt);
   return r;
+}
+
+/* The first chunk boundary past arena mt's head node and hash index: the
+** lowest floor a trim of a fresh memtable can take. */
+static uint64_t past_head(const shm_region *r, uint32_t mt)
+{
+  uint64_t head = sl_head_bytes(arena_memtable(r, mt)->capacity);
+  return (head + ARENA_RESERVE_CHUNK - 1) / ARENA_RESERVE_CHUNK * ARENA_RESERVE_CHUNK;
 }
 
 /* Every byte of [off, off + n) is `fill`. */
@@ -282,8 +290,10 @@ Test(arena, a_kept_arena_is_claimed_first_and_given_back_when_released)
   cr_assert_eq(cl_of(r, mt), 0u, "the giver's claim is dropped");
   cr_assert_eq(atomic_load(&m->reserved), 0u, "released: no pages reserved");
   cr_assert(!arena_spare_bytes(r, mt));
-  cr_assert_leq(tu_region_resident(db), start + 2 * ARENA_RESERVE_CHUNK, "released: its pages are given back "
-                "(%llu -> %llu)", (unsigned long long)start, (unsigned long long)tu_region_resident(db));
+  /* the rotation away from it backed the start of another arena */
+  cr_assert_leq(tu_region_resident(db), start + arena_first_reserve(m->capacity) + ARENA_RESERVE_CHUNK,
+                "released: its pages are given back (%llu -> %llu)", (unsigned long long)start,
+                (unsigned long long)tu_region_resident(db));
   tu_close();
 }
 
@@ -295,25 +305,26 @@ Test(arena, a_trim_gives_back_the_tail_and_writers_go_past_it_after)
   sochdb *db = open_db(256u << 20, 32u << 20);
   uint32_t mt;
   shm_region *r = reused_by_hand(db, &mt, 20u << 20);
-  uint64_t was = arena_backed(r, mt), full = tu_region_resident(db);
+  uint64_t was = arena_backed(r, mt), full = tu_region_resident(db), head = past_head(r, mt);
   uint64_t kept = arena_alloc(r, mt, 1500u << 10);
   memset(shm_at(r, kept), 0x77, 1500u << 10);
+  uint64_t floor = head + ARENA_RESERVE_CHUNK;   /* the first boundary past the fill point */
 
   struct arena_trim t;
-  cr_assert_eq(arena_trim_begin(r, mt, 1u << 20, &t), 0, "a floor below the fill point is refused");
-  cr_assert_eq(arena_trim_begin(r, mt, (2u << 20) + 4096, &t), 0, "a floor off a chunk boundary is refused");
+  cr_assert_eq(arena_trim_begin(r, mt, head, &t), 0, "a floor below the fill point is refused");
+  cr_assert_eq(arena_trim_begin(r, mt, floor + 4096, &t), 0, "a floor off a chunk boundary is refused");
   cr_assert_eq(arena_trim_begin(r, mt, was, &t), 0, "nothing above the watermark to give back");
-  cr_assert_eq(arena_trim_begin(r, mt, 2u << 20, &t), 1);
-  cr_assert_eq(arena_trim_begin(r, mt, 4u << 20, &t), 0, "one trim at a time");
+  cr_assert_eq(arena_trim_begin(r, mt, floor, &t), 1);
+  cr_assert_eq(arena_trim_begin(r, mt, floor + (2u << 20), &t), 0, "one trim at a time");
   cr_assert_eq(arena_trim_end(r, &t), 1, "nothing passed the floor: punched");
-  cr_assert_eq(atomic_load(&arena_memtable(r, mt)->reserved), 2u << 20, "the watermark is the floor, unflagged");
-  cr_assert_leq(tu_region_resident(db), full - was + (2u << 20), "the tail's pages are given back (%llu -> %llu)",
+  cr_assert_eq(atomic_load(&arena_memtable(r, mt)->reserved), floor, "the watermark is the floor, unflagged");
+  cr_assert_leq(tu_region_resident(db), full - was + floor, "the tail's pages are given back (%llu -> %llu)",
                 (unsigned long long)full, (unsigned long long)tu_region_resident(db));
   cr_assert(all_bytes(r, kept, 1500u << 10, 0x77), "the bytes below the floor are intact");
 
   uint64_t more = arena_alloc(r, mt, 3u << 20);
   cr_assert_neq(more, 0, "writers go past the floor after the trim");
-  uint64_t floor_off = arena_memtable(r, mt)->arena_off + (2u << 20);
+  uint64_t floor_off = arena_memtable(r, mt)->arena_off + floor;
   cr_assert(all_bytes(r, floor_off, more + (3u << 20) - floor_off, 0),
             "past the floor the pages are fresh (zero), not the old tail's");
   memset(shm_at(r, more), 0x22, 3u << 20);
@@ -334,21 +345,22 @@ Test(arena, a_trim_refuses_allocations_past_its_floor_and_yields_to_writes_there
   shm_region *r = reused_by_hand(db, &mt, 20u << 20);
   struct shm_memtable *m = arena_memtable(r, mt);
   uint64_t was = arena_backed(r, mt), full = tu_region_resident(db);
+  uint64_t floor = past_head(r, mt) + ARENA_RESERVE_CHUNK;   /* room below it for one allocation of 1 MiB */
 
   /* a commit is in progress (its epoch held) when the trim begins */
   _Atomic uint64_t *epoch = &shm_txn_entry_at(r, db->slot, 0)->commit_epoch;
   epoch_enter(r, epoch);
   struct arena_trim t;
-  cr_assert_eq(arena_trim_begin(r, mt, 2u << 20, &t), 1);
+  cr_assert_eq(arena_trim_begin(r, mt, floor, &t), 1);
   cr_assert_leq(epoch_oldest_commit(r), t.tag, "the trimmer must wait for the commit in progress");
   cr_assert_neq(arena_alloc(r, mt, 1u << 20), 0, "below the floor, allocations go on");
   cr_assert_eq(arena_alloc(r, mt, 1u << 20), 0, "one reaching past the floor fails");
   cr_assert_eq(arena_last_reserve_error(), 0, "and is no reservation error");
-  cr_assert_eq(arena_backed(r, mt), 2u << 20);
+  cr_assert_eq(arena_backed(r, mt), floor);
   /* ... as the commit in progress, which loaded the watermark before the
   ** trim began, wrote past the floor (the refused allocation moved `used`
   ** past it too: either way the trimmer cannot punch) */
-  uint64_t theirs = m->arena_off + (5u << 20);
+  uint64_t theirs = m->arena_off + floor + (3u << 20);
   memset(shm_at(r, theirs), 0x44, 4096);
   epoch_leave(epoch);
   cr_assert_gt(epoch_oldest_commit(r), t.tag);
@@ -360,7 +372,7 @@ Test(arena, a_trim_refuses_allocations_past_its_floor_and_yields_to_writes_there
 
   /* a trimmer that could not wait puts the watermark back as well */
   sl_init(r, mt);
-  cr_assert_eq(arena_trim_begin(r, mt, 1u << 20, &t), 1);
+  cr_assert_eq(arena_trim_begin(r, mt, floor, &t), 1);
   arena_trim_cancel(r, &t);
   cr_assert_eq(atomic_load(&m->reserved), was);
   set_st(r, mt, MT_FREE);
@@ -421,7 +433,7 @@ Test(arena, a_recycled_arena_with_a_dead_trim_keeps_no_pages)
   uint32_t mt;
   shm_region *r = reused_by_hand(db, &mt, 16u << 20);
   struct arena_trim t;
-  cr_assert_eq(arena_trim_begin(r, mt, 1u << 20, &t), 1);   /* ... and the trimmer died */
+  cr_assert_eq(arena_trim_begin(r, mt, past_head(r, mt), &t), 1);   /* ... and the trimmer died */
   set_st(r, mt, MT_RETIRED);
   arena_recycle(r, mt, 1);
   cr_assert_eq(st_of(r, mt), MT_FREE);

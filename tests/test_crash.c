@@ -311,6 +311,70 @@ CRASH_TEST(writer_first_after_decided,       "commit.decided",     1, EXP_NEW,  
 CRASH_TEST(writer_first_after_stamped,       "commit.stamped",     1, EXP_NEW,    0,      0,         1)
 CRASH_TEST(writer_first_after_published,     "commit.published",   1, EXP_NEW,    1,      0,         1)
 
+/* ------------------------- killed between linking a node and hashing it */
+
+/* Child: arm insert.linked and commit key = "child": killed right after it
+** linked the key's new node into the skiplist, before the hash index holds
+** it (shm/skiplist.h). Never returns. */
+static void child_insert_killed(const char *dir, const char *key)
+{
+  sochdb *db = tu_child_open(dir, CC_OPEN);
+  sochdb_test_crash_at("insert.linked", 1);
+  sochdb_txn *t = NULL;
+  if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK) _exit(CC_BEGIN);
+  if (sochdb_put(t, key, strlen(key), "child", 5) != SOCHDB_OK) _exit(CC_PUT);
+  int rc = sochdb_commit(t, SOCHDB_SYNC);
+  _exit(rc == SOCHDB_OK ? CC_NOT_KILLED : CC_COMMIT + rc);
+}
+
+/* Child: a process of its own reads key; exit 0 if it holds want. */
+static void child_expect(const char *dir, const char *key, const char *want)
+{
+  sochdb *db = tu_child_open(dir, CC_OPEN);
+  char v[32];
+  int rc = tu_read_str(db, key, v, sizeof v);
+  _exit(rc == SOCHDB_OK && strcmp(v, want) == 0 ? 0 : 1);
+}
+
+/* The node the dead writer left holds no version, so the key is absent. The
+** next writer of the key finds that node without a hash entry, marks the
+** memtable's index incomplete, and its commit is then found by every get:
+** in this process and in another. */
+Test(crash, kill_between_linking_and_hashing_a_node)
+{
+  static const char *const FRESH[1] = { "fresh" };
+  sochdb *db = tu_open_with(tu_dir(), NULL);
+  commit_keys(db, ABCD, 4, "0", "setup");
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+  if (pid == 0) child_insert_killed(tu_db_dir, FRESH[0]);
+  int st = 0;
+  char sbuf[64];
+  cr_assert_eq(tu_wait_child(pid, 20000, &st), 0, "the inserting child did not finish in time");
+  cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the inserting child ended with %s, expected SIGKILL",
+            tu_status_str(st, sbuf, sizeof sbuf));
+
+  shm_region *r = &db->region;
+  uint32_t mt = arena_active(r);
+  cr_assert_neq(sl_find(r, mt, "fresh", 5), 0, "the killed writer's node is not in the active memtable's list");
+  cr_assert_eq(sl_lookup(r, mt, "fresh", 5, sl_hash("fresh", 5)), 0, "the killed writer's node was hashed");
+  cr_assert(sl_index_complete(r, mt), "the index is marked incomplete before anyone found the node");
+  char v[32];
+  cr_assert_eq(tu_read_str(db, "fresh", v, sizeof v), SOCHDB_NOTFOUND, "the dead commit's key is present");
+
+  commit_keys(db, FRESH, 1, "parent", "the writer after the dead one");
+  cr_assert(!sl_index_complete(r, mt), "the writer that found the unhashed node left the index complete");
+  cr_assert_eq(tu_read_str(db, "fresh", v, sizeof v), SOCHDB_OK, "the commit after the dead one is not found");
+  cr_assert_str_eq(v, "parent", "fresh = '%s' after the commit of \"parent\"", v);
+  pid = tu_fork();
+  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+  if (pid == 0) child_expect(tu_db_dir, "fresh", "parent");
+  cr_assert_eq(tu_wait_child(pid, 20000, &st), 0, "the reading child did not finish in time");
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "another process did not read fresh = \"parent\" (%s)",
+            tu_status_str(st, sbuf, sizeof sbuf));
+  sochdb_close(db);
+}
+
 /* ------------------------------------ killed while waiting for memtable room */
 
 /* A committer that finds every memtable arena full waits for the daemon to

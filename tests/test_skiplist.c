@@ -37,6 +37,12 @@ static uint32_t scratch_memtable(sochdb *db)
 
 static int sign(int x) { return (x > 0) - (x < 0); }
 
+/* A point lookup through the hash index, as a get makes it. */
+static uint64_t lookup(const shm_region *r, uint32_t mt, const uint8_t *key, uint32_t klen)
+{
+  return sl_lookup(r, mt, key, klen, sl_hash(key, klen));
+}
+
 /* Deterministic xorshift so a failure can be reproduced. */
 static uint64_t rnd(uint64_t *s)
 {
@@ -198,11 +204,16 @@ Test(skiplist, insert_find_many_random_keys)
                    (unsigned long long)n, (unsigned long long)node_of[i]);
     else
       cr_assert_eq(n, 0, "sl_find found absent key %llu", (unsigned long long)i);
+    cr_assert_eq(lookup(r, mt, key, klen), n, "the hash index disagrees with the list on key %llu",
+                 (unsigned long long)i);
     /* an absent key one byte longer / shorter than a present one */
     key[klen] = 0x00;
     cr_assert_eq(sl_find(r, mt, key, klen + 1), 0, "found the extension of key %llu", (unsigned long long)i);
     cr_assert_eq(sl_find(r, mt, key, klen - 1), 0, "found a prefix of key %llu", (unsigned long long)i);
+    cr_assert_eq(lookup(r, mt, key, klen + 1), 0, "the index found the extension of key %llu", (unsigned long long)i);
+    cr_assert_eq(lookup(r, mt, key, klen - 1), 0, "the index found a prefix of key %llu", (unsigned long long)i);
   }
+  cr_assert(sl_index_complete(r, mt), "inserts that all finished left the index incomplete");
   cr_assert_eq(check_order(r, mt), NRANDOM / 2, "level 0 does not hold exactly the inserted keys");
   check_upper_levels(r, mt);
   tu_close();
@@ -388,14 +399,17 @@ Test(skiplist, bulk_build_matches_inserts)
     cr_assert_eq(sl_versions(r, x), a, "node %llu lost its version chain", (unsigned long long)j);
     uint32_t klen = make_key(order[j], key);
     cr_assert_eq(sl_find(r, built, key, klen), a, "sl_find of appended key %llu", (unsigned long long)j);
+    cr_assert_eq(lookup(r, built, key, klen), a, "the index lacks appended key %llu", (unsigned long long)j);
   }
   cr_assert_eq(a, 0, "the built list is longer");
   cr_assert_eq(c, 0, "the inserted list is longer");
   for (uint64_t i = 1; i < 2 * NRANDOM + 2; i += 2) {   /* the odd keys: between and after */
     uint32_t klen = make_key(i, key);
     cr_assert_eq(sl_find(r, built, key, klen), 0, "key %llu found before its insert", (unsigned long long)i);
-    cr_assert_neq(sl_find_or_insert(r, built, key, klen), 0, "insert of %llu into the built list",
-                  (unsigned long long)i);
+    cr_assert_eq(lookup(r, built, key, klen), 0, "the index found key %llu before its insert", (unsigned long long)i);
+    uint64_t n = sl_find_or_insert(r, built, key, klen);
+    cr_assert_neq(n, 0, "insert of %llu into the built list", (unsigned long long)i);
+    cr_assert_eq(lookup(r, built, key, klen), n, "the index lacks inserted key %llu", (unsigned long long)i);
   }
   cr_assert_eq(check_order(r, built), 2 * NRANDOM + 1, "inserts into the built list lost keys");
   check_upper_levels(r, built);
@@ -468,10 +482,14 @@ static void *walker(void *p)
         a->errors++;
       prev = node;
     }
-    /* a node seen once is found by key from then on */
+    /* a node seen once is found by key from then on; through the index
+    ** once its inserter said it is hashed */
     if (prev) {
       memcpy(key, sl_key(prev), prev->klen);
       if (sl_find(a->r, a->mt, key, prev->klen) != shm_off(a->r, prev))
+        a->errors++;
+      if (atomic_load_explicit(&prev->hashed, memory_order_acquire) &&
+          lookup(a->r, a->mt, key, prev->klen) != shm_off(a->r, prev))
         a->errors++;
     }
     a->walks++;
@@ -484,9 +502,15 @@ Test(skiplist, concurrent_overlapping_inserts)
   sochdb *db = open_db(4u << 20);
   shm_region *r = &db->region;
   uint32_t mt = scratch_memtable(db);
+  uint8_t key[32];
   for (int round = 0; round < 3; round++) {
-    if (round)
-      sl_init(r, mt);
+    if (round) {
+      sl_init(r, mt);   /* the arena reused: its pages still hold the last round's nodes and buckets */
+      for (int i = 0; i < NKEYS; i++) {
+        uint32_t klen = make_key((uint64_t)i, key);
+        cr_assert_eq(lookup(r, mt, key, klen), 0, "round %d: a reused arena's index still finds key %d", round, i);
+      }
+    }
     static struct ins_arg args[NTHREADS];
     pthread_t th[NTHREADS], wt;
     pthread_barrier_t start;
@@ -509,7 +533,6 @@ Test(skiplist, concurrent_overlapping_inserts)
     pthread_barrier_destroy(&start);
     cr_assert_eq(wa.errors, 0, "round %d: a concurrent walker saw %d inconsistencies", round, wa.errors);
 
-    uint8_t key[32];
     uint64_t expected = 0;
     for (int i = 0; i < NKEYS; i++) {
       uint64_t agreed = 0;
@@ -526,6 +549,7 @@ Test(skiplist, concurrent_overlapping_inserts)
       uint64_t n = sl_find(r, mt, key, klen);
       cr_assert_eq(n, agreed, "round %d key %d: sl_find gives %llu, inserters got %llu", round, i,
                    (unsigned long long)n, (unsigned long long)agreed);
+      cr_assert_eq(lookup(r, mt, key, klen), agreed, "round %d key %d: the index disagrees", round, i);
       if (agreed)
         expected++;
     }
@@ -558,9 +582,9 @@ Test(skiplist, finger_inserts_match_plain_inserts)
   uint8_t key[32];
   for (uint64_t j = 0; j < NRANDOM; j++) {
     uint32_t klen = make_key(order[j], key);
-    uint64_t n = sl_find_or_insert_finger(r, a, key, klen, &f);
+    uint64_t n = sl_find_or_insert_finger(r, a, key, klen, sl_hash(key, klen), &f);
     cr_assert_neq(n, 0, "finger insert %llu", (unsigned long long)j);
-    cr_assert_eq(sl_find_or_insert_finger(r, a, key, klen, &f), n, "the same key again through the finger");
+    cr_assert_eq(sl_find_or_insert_finger(r, a, key, klen, sl_hash(key, klen), &f), n, "the same key again through the finger");
     cr_assert_eq(sl_find(r, a, key, klen), n, "sl_find of a key inserted through a finger");
     cr_assert_neq(sl_find_or_insert(r, b, key, klen), 0, "plain insert %llu", (unsigned long long)j);
   }
@@ -626,7 +650,7 @@ Test(skiplist, finger_after_fast_hits_finds_and_inserts)
       x ^= x << 13, x ^= x >> 7, x ^= x << 17;
       if (x % 4 == 0) {              /* an insert through the finger */
         int had = sl_find(r, mt, key, klen) != 0;
-        uint64_t n = sl_find_or_insert_finger(r, mt, key, klen, &f);
+        uint64_t n = sl_find_or_insert_finger(r, mt, key, klen, sl_hash(key, klen), &f);
         cr_assert_neq(n, 0, "finger insert of key %llu", (unsigned long long)j);
         cr_assert_eq(sl_find(r, mt, key, klen), n, "key %llu after its finger insert", (unsigned long long)j);
         inserted += !had;
@@ -665,7 +689,7 @@ static void *finger_inserter(void *p)
   for (uint64_t j = 0; j < NRANDOM; j++) {
     uint64_t i = a->order[(j + (uint64_t)a->id * (NRANDOM / NTHREADS)) % NRANDOM];
     uint32_t klen = make_key(i, key);
-    uint64_t n = sl_find_or_insert_finger(a->r, a->mt, key, klen, &f);
+    uint64_t n = sl_find_or_insert_finger(a->r, a->mt, key, klen, sl_hash(key, klen), &f);
     const struct sl_node *node = n ? shm_at(a->r, n) : NULL;
     if (!node || node->klen != klen || memcmp(sl_key(node), key, klen))
       a->failures++;
