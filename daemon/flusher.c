@@ -458,6 +458,9 @@ int flusher_step(struct flusher *f)
     if (rc != SOCHDB_OK)
       return -rc;
     flushed = 1;
+    if (!sl_index_complete(r, (uint32_t)mt))   /* gets in it searched its skiplist: slower, not wrong */
+      ww_log(s->db->dir, "memtable %d's hash index was incomplete (a writer died, or was descheduled, between "
+             "linking a new key and hashing it)", mt);
     truncate_wal(f);
     CRASHPOINT("flush.wal_truncated");
   }

@@ -29,6 +29,7 @@
 /* 8-aligned: the bucket array follows, then the first allocation */
 #define HEAD_BYTES ((sizeof(struct sl_node) + SL_MAX_HEIGHT * sizeof(shm_ref) + 7) & ~(size_t)7)
 #define ARENA_BYTES_PER_BUCKET 256u   /* about one node per bucket in a full arena of 100-byte values */
+#define MAX_BUCKETS            (1ull << 21)   /* 16 MiB: what a rotation zeroes, whatever the arena's size */
 #define BUCKET_REF(b)          ((shm_ref)(b))
 #define BUCKET_SUMMARY(b)      ((uint32_t)((b) >> 32))
 #define ADOPT_WAIT_ROUNDS      256u   /* how long a writer waits for another's node to be hashed */
@@ -37,10 +38,12 @@ static inline struct sl_node *node_at(const shm_region *r, uint64_t off) { retur
 
 static inline uint64_t head_of(const shm_region *r, uint32_t mt) { return arena_memtable(r, mt)->arena_off; }
 
-/* A power of two, about one bucket per ARENA_BYTES_PER_BUCKET of the arena. */
+/* A power of two: one bucket per 256 to 512 bytes of the arena, up to MAX_BUCKETS. */
 static inline uint64_t bucket_count(uint64_t capacity)
 {
   uint64_t want = capacity / ARENA_BYTES_PER_BUCKET;
+  if (want >= MAX_BUCKETS)
+    return MAX_BUCKETS;
   return want ? 1ull << (63 - __builtin_clzll(want)) : 1;
 }
 
@@ -183,7 +186,9 @@ uint64_t sl_lookup(const shm_region *r, uint32_t mt, const void *key, uint32_t k
   /* acquire: pairs with the release CAS that pushed the chain's first node.
   ** Every write of a bucket after sl_init is such a CAS, which continues the
   ** release sequence of every push before it: so the whole chain, every
-  ** node's key and hnext, is visible, and hnext needs no acquire. */
+  ** node's key and hnext, is visible, and hnext needs no acquire. (The one
+  ** exception, sl_build_append's plain stores, is published with the whole
+  ** region by the release store of its magic.) */
   const struct shm_memtable *m = arena_memtable(r, mt);
   uint64_t bucket = atomic_load_explicit(bucket_for(r, m, hash), memory_order_acquire);
   uint32_t want = summary_bits(hash);
@@ -224,6 +229,8 @@ static uint64_t adopt(shm_region *r, uint32_t mt, uint64_t node)
 {
   const struct sl_node *n = node_at(r, node);
   for (unsigned round = 0; !atomic_load_explicit(&n->hashed, memory_order_acquire); round++) {
+    if (!sl_index_complete(r, mt))
+      break;     /* marked already (a node of a dead inserter stays unhashed): no wait */
     if (round == ADOPT_WAIT_ROUNDS) {
       /* relaxed: ordered before our commit's publication (sl_index_complete) */
       atomic_store_explicit(&arena_memtable(r, mt)->index_incomplete, 1, memory_order_relaxed);

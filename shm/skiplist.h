@@ -10,9 +10,10 @@
 ** Each node carries the head of its key's version chain (see mvcc.h).
 **
 ** Point lookups go through a hash index instead of the skiplist: an array
-** of bucket heads after the head node (a bucket for every 256 arena bytes),
-** each an insert-only chain linked through the nodes' `hnext`. An inserter
-** links the node on level 0, pushes it on its bucket's chain, then sets
+** of buckets after the head node (one for every 256 to 512 arena bytes,
+** 2^21 at most), each the head of an insert-only chain linked through the
+** nodes' `hnext` and a summary of its keys' hashes. An inserter links the
+** node on level 0, pushes it on its bucket's chain, then sets
 ** `hashed`; nothing else ever writes a chain. A process killed between the
 ** level-0 link and the push leaves a node the index lacks: the next writer
 ** that finds such a node (it reads `hashed` before it adds a version) marks

@@ -92,6 +92,8 @@ static long find_slot(const struct wbuf *wb, const void *key, uint32_t klen, uin
 
 const struct wb_entry *wbuf_get(const struct wbuf *wb, const void *key, uint32_t klen)
 {
+  if (!wb->n)
+    return NULL;   /* a read-only transaction's gets: no hash to compute */
   long i = find_slot(wb, key, klen, sl_hash(key, klen));
   return i >= 0 ? &wb->ents[i] : NULL;
 }

@@ -313,7 +313,7 @@ CRASH_TEST(writer_first_after_published,     "commit.published",   1, EXP_NEW,  
 
 /* ------------------------- killed between linking a node and hashing it */
 
-/* Child: arm insert.linked and commit key = "child": killed right after it
+/* Child: arm insert.linked and commit key with the value "child": killed right after it
 ** linked the key's new node into the skiplist, before the hash index holds
 ** it (shm/skiplist.h). Never returns. */
 static void child_insert_killed(const char *dir, const char *key)

@@ -350,7 +350,7 @@ Test(region, header_fields)
 ** (region.h, shm_ref): the memtables of one region span at most 32 GiB, so a
 ** larger region holds fewer of its largest memtables, and the last 8 bytes of
 ** the last arena still have a reference of their own. The region is sparse:
-** nothing of the arenas is written. */
+** of the arenas, only the first one's head and hash index (16 MiB) are written. */
 Test(region, memtables_span_at_most_32_gib)
 {
   sochdb_options o = small_opts();
