@@ -472,11 +472,22 @@ void arena_release_claims_of(shm_region *r, uint32_t slot)
     uint64_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
     int orphan = mt_state_of(word) == MT_CLAIMED || (inactive && used == sl_head_bytes(m->capacity));
     /* A CLAIMED orphan's pages may be half given back (the daemon died in
-    ** arena_release_spare): give them all back, claiming none. Nobody else
-    ** uses it, and no view names it (it was never LIVE since its claim).
-    ** Relaxed: published by the release CAS to FREE. */
-    if (mt_state_of(word) == MT_CLAIMED)
-      give_back_pages(r, m);
+    ** arena_release_spare): give them all back, claiming none. Nobody
+    ** writes it, but a view from before its claim may still name it (a
+    ** lost rotation's, as in arena_release_spare) and read its head and
+    ** buckets: a punched hole read needs a new page, a SIGBUS on a full
+    ** tmpfs. Then its pages stay, counted as none (the next give-back of
+    ** the arena punches all of it). The dead claimer's CAS is seq_cst and
+    ** we acquired it, so the hazard scan's seq_cst loads follow it, and the
+    ** reader's fence that preceded it, in the single total order: a hazard
+    ** published before that fence is seen. Relaxed `reserved`: published by
+    ** the release CAS to FREE. */
+    if (mt_state_of(word) == MT_CLAIMED) {
+      if (hazard_memtables(r) >> i & 1)
+        atomic_store_explicit(&m->reserved, 0, memory_order_relaxed);
+      else
+        give_back_pages(r, m);
+    }
     /* CAS, not store: only the claim we looked at is ours to drop */
     atomic_compare_exchange_strong_explicit(&m->state_claim, &word,
                                             orphan ? mt_word(MT_FREE, 0) : mt_word(mt_state_of(word), 0),

@@ -401,6 +401,30 @@ Test(arena, release_claims_of_a_dead_giver_gives_its_pages_back)
   tu_close();
 }
 
+/* ... unless a view still names it (from its lost rotation's life, before
+** the dead claimer's claim): then the pages stay, counted as none, until
+** its next give-back. */
+Test(arena, release_claims_of_a_dead_claimer_keeps_pages_a_view_may_read)
+{
+  sochdb *db = open_db(256u << 20, 32u << 20);
+  shm_region *r = &db->region;
+  uint32_t mt = r->hdr->n_memtables - 1;
+  fill_by_hand(r, mt, 16u << 20, 0x11);
+  uint64_t full = tu_region_resident(db);
+  _Atomic uint64_t *hazard = &shm_txn_entry_at(r, db->slot, 0)->view_memtables;
+  hazard_publish(hazard, 1ull << mt);
+  set_st(r, mt, MT_CLAIMED);
+  set_cl(r, mt, 7);   /* slot 6 claimed it, and died */
+  arena_release_claims_of(r, 6);
+  cr_assert_eq(st_of(r, mt), MT_FREE);
+  cr_assert_eq(arena_backed(r, mt), 0u, "the orphan claims no pages");
+  cr_assert_eq(tu_region_resident(db), full, "a viewed orphan's pages were given back");
+  atomic_store(hazard, 0);
+  cr_assert_eq(arena_release_spare(r, mt, db->slot), 1, "once no view names it, it can be released");
+  cr_assert_lt(tu_region_resident(db), full, "and its pages go then");
+  tu_close();
+}
+
 /* A free arena some view still names (its rotation lost after a reader
 ** listed it) keeps its pages: a read of a punched hole needs a new page. */
 Test(arena, a_free_arena_a_view_names_is_not_given_back)
