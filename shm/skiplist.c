@@ -28,7 +28,7 @@
 
 /* 8-aligned: the bucket array follows, then the first allocation */
 #define HEAD_BYTES ((sizeof(struct sl_node) + SL_MAX_HEIGHT * sizeof(shm_ref) + 7) & ~(size_t)7)
-#define ARENA_BYTES_PER_BUCKET 256u   /* about one node per bucket in a full arena of 100-byte values */
+#define ARENA_BYTES_PER_BUCKET 512u   /* 2-3 nodes a bucket in a full arena of 100-byte values: 256 read no faster */
 #define MAX_BUCKETS            (1ull << 21)   /* 16 MiB: what a rotation zeroes, whatever the arena's size */
 #define BUCKET_REF(b)          ((shm_ref)(b))
 #define BUCKET_SUMMARY(b)      ((uint32_t)((b) >> 32))
@@ -38,7 +38,7 @@ static inline struct sl_node *node_at(const shm_region *r, uint64_t off) { retur
 
 static inline uint64_t head_of(const shm_region *r, uint32_t mt) { return arena_memtable(r, mt)->arena_off; }
 
-/* A power of two: one bucket per 256 to 512 bytes of the arena, up to MAX_BUCKETS. */
+/* A power of two: one bucket per 512 to 1024 bytes of the arena, up to MAX_BUCKETS. */
 static inline uint64_t bucket_count(uint64_t capacity)
 {
   uint64_t want = capacity / ARENA_BYTES_PER_BUCKET;

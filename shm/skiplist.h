@@ -10,7 +10,7 @@
 ** Each node carries the head of its key's version chain (see mvcc.h).
 **
 ** Point lookups go through a hash index instead of the skiplist: an array
-** of buckets after the head node (one for every 256 to 512 arena bytes,
+** of buckets after the head node (one for every 512 to 1024 arena bytes,
 ** 2^21 at most), each the head of an insert-only chain linked through the
 ** nodes' `hnext` and a summary of its keys' hashes. An inserter links the
 ** node on level 0, pushes it on its bucket's chain, then sets
