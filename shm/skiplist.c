@@ -69,6 +69,12 @@ static inline uint32_t summary_bits(uint64_t hash)
   return 1u << (hash >> 59) | 1u << (hash >> 54 & 31);
 }
 
+/* A bucket that was `was`, with node `ref` (key hash `hash`) pushed on its chain. */
+static inline uint64_t bucket_pushed(uint64_t was, uint64_t hash, shm_ref ref)
+{
+  return (uint64_t)(BUCKET_SUMMARY(was) | summary_bits(hash)) << 32 | ref;
+}
+
 uint64_t sl_head_bytes(uint64_t capacity) { return HEAD_BYTES + bucket_count(capacity) * sizeof(sl_bucket); }
 
 uint64_t sl_hash(const void *key, uint32_t klen) { return XXH3_64bits(key, klen); }
@@ -213,7 +219,7 @@ static void index_push(shm_region *r, uint32_t mt, uint64_t node, uint64_t hash)
   do {
     /* relaxed: nobody reads hnext before the CAS below publishes the node on the chain */
     atomic_store_explicit(&n->hnext, BUCKET_REF(was), memory_order_relaxed);
-    now = (uint64_t)(BUCKET_SUMMARY(was) | summary_bits(hash)) << 32 | shm_off_ref(r, node);
+    now = bucket_pushed(was, hash, shm_off_ref(r, node));
     /* release: whoever reaches the node through the bucket sees its key and hnext */
   } while (!atomic_compare_exchange_weak_explicit(bucket, &was, now, memory_order_release, memory_order_relaxed));
   /* release: a writer that sees it (acquire, adopt) and then commits makes
@@ -431,8 +437,7 @@ void sl_build_append(struct sl_builder *b, uint64_t node, const void *key, uint3
   sl_bucket *bucket = bucket_for(r, b->m, hash);
   uint64_t was = atomic_load_explicit(bucket, memory_order_relaxed);
   atomic_store_explicit(&n->hnext, BUCKET_REF(was), memory_order_relaxed);
-  atomic_store_explicit(bucket, (uint64_t)(BUCKET_SUMMARY(was) | summary_bits(hash)) << 32 | shm_off_ref(r, node),
-                        memory_order_relaxed);
+  atomic_store_explicit(bucket, bucket_pushed(was, hash, shm_off_ref(r, node)), memory_order_relaxed);
   atomic_store_explicit(&n->hashed, 1, memory_order_relaxed);
   for (int level = 0; level < height; level++) {
     atomic_store_explicit(&n->next[level], 0, memory_order_relaxed);

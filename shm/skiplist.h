@@ -13,8 +13,8 @@
 ** of buckets after the head node (one for every 512 to 1024 arena bytes,
 ** 2^21 at most), each the head of an insert-only chain linked through the
 ** nodes' `hnext` and a summary of its keys' hashes. An inserter links the
-** node on level 0, pushes it on its bucket's chain, then sets
-** `hashed`; nothing else ever writes a chain. A process killed between the
+** node on level 0, pushes it on its bucket's chain, then sets `hashed`;
+** nothing else ever writes a chain. A process killed between the
 ** level-0 link and the push leaves a node the index lacks: the next writer
 ** that finds such a node (it reads `hashed` before it adds a version) marks
 ** the memtable's index incomplete, before its commit can be seen, and

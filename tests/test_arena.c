@@ -379,6 +379,34 @@ Test(arena, a_trim_refuses_allocations_past_its_floor_and_yields_to_writes_there
   tu_close();
 }
 
+/* A transaction of ours names arena mt in its view (its hazard, returned). */
+static _Atomic uint64_t *view_arena(sochdb *db, uint32_t mt)
+{
+  _Atomic uint64_t *hazard = &shm_txn_entry_at(&db->region, db->slot, 0)->view_memtables;
+  hazard_publish(hazard, 1ull << mt);
+  return hazard;
+}
+
+/* ... and stops naming it: then the free arena's pages (the region held
+** `full` bytes) can be given back. */
+static void release_once_unviewed(sochdb *db, uint32_t mt, _Atomic uint64_t *hazard, uint64_t full)
+{
+  atomic_store(hazard, 0);
+  cr_assert_eq(arena_release_spare(&db->region, mt, db->slot), 1, "once no view names it, it can be released");
+  cr_assert_lt(tu_region_resident(db), full, "and its pages go then");
+}
+
+/* Slot 6 claimed arena mt and died: the reaper frees the claim, and the
+** orphan counts no pages. */
+static void reap_dead_claimer(shm_region *r, uint32_t mt)
+{
+  set_st(r, mt, MT_CLAIMED);
+  set_cl(r, mt, 7);
+  arena_release_claims_of(r, 6);
+  cr_assert_eq(st_of(r, mt), MT_FREE);
+  cr_assert_eq(arena_backed(r, mt), 0u, "the orphan claims no pages");
+}
+
 /* A free arena claimed by a giver (or rotator) that died may have its
 ** pages half given back: the reaper gives them all back and frees it
 ** claiming none, so the next claimer backs them again. */
@@ -391,11 +419,7 @@ Test(arena, release_claims_of_a_dead_giver_gives_its_pages_back)
   fill_by_hand(r, mt, 16u << 20, 0x11);
   set_st(r, mt, MT_FREE);
   cr_assert(arena_spare_bytes(r, mt));
-  set_st(r, mt, MT_CLAIMED);
-  set_cl(r, mt, 7);   /* slot 6 claimed it to give its pages back, and died */
-  arena_release_claims_of(r, 6);
-  cr_assert_eq(st_of(r, mt), MT_FREE);
-  cr_assert_eq(arena_backed(r, mt), 0u, "the orphan claims no pages");
+  reap_dead_claimer(r, mt);   /* it claimed the arena to give its pages back */
   cr_assert_leq(tu_region_resident(db), start + ARENA_RESERVE_CHUNK, "the orphan's pages are given back (%llu -> %llu)",
                 (unsigned long long)start, (unsigned long long)tu_region_resident(db));
   tu_close();
@@ -411,17 +435,10 @@ Test(arena, release_claims_of_a_dead_claimer_keeps_pages_a_view_may_read)
   uint32_t mt = r->hdr->n_memtables - 1;
   fill_by_hand(r, mt, 16u << 20, 0x11);
   uint64_t full = tu_region_resident(db);
-  _Atomic uint64_t *hazard = &shm_txn_entry_at(r, db->slot, 0)->view_memtables;
-  hazard_publish(hazard, 1ull << mt);
-  set_st(r, mt, MT_CLAIMED);
-  set_cl(r, mt, 7);   /* slot 6 claimed it, and died */
-  arena_release_claims_of(r, 6);
-  cr_assert_eq(st_of(r, mt), MT_FREE);
-  cr_assert_eq(arena_backed(r, mt), 0u, "the orphan claims no pages");
+  _Atomic uint64_t *hazard = view_arena(db, mt);
+  reap_dead_claimer(r, mt);
   cr_assert_eq(tu_region_resident(db), full, "a viewed orphan's pages were given back");
-  atomic_store(hazard, 0);
-  cr_assert_eq(arena_release_spare(r, mt, db->slot), 1, "once no view names it, it can be released");
-  cr_assert_lt(tu_region_resident(db), full, "and its pages go then");
+  release_once_unviewed(db, mt, hazard, full);
   tu_close();
 }
 
@@ -435,15 +452,12 @@ Test(arena, a_free_arena_a_view_names_is_not_given_back)
   fill_by_hand(r, mt, 4u << 20, 0x11);
   set_st(r, mt, MT_FREE);
   uint64_t full = tu_region_resident(db);
-  _Atomic uint64_t *hazard = &shm_txn_entry_at(r, db->slot, 0)->view_memtables;
-  hazard_publish(hazard, 1ull << mt);
+  _Atomic uint64_t *hazard = view_arena(db, mt);
   cr_assert_eq(arena_release_spare(r, mt, db->slot), 0, "a viewed arena was given back");
   cr_assert_eq(st_of(r, mt), MT_FREE, "and it is free again");
   cr_assert_eq(cl_of(r, mt), 0u);
   cr_assert_eq(tu_region_resident(db), full, "with its pages");
-  atomic_store(hazard, 0);
-  cr_assert_eq(arena_release_spare(r, mt, db->slot), 1, "once no view names it, it is");
-  cr_assert_lt(tu_region_resident(db), full);
+  release_once_unviewed(db, mt, hazard, full);
   tu_close();
 }
 
