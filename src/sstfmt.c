@@ -739,11 +739,11 @@ static int check_col(const uint8_t *p, size_t n, void *arg)
 static int load_data(const struct sst_reader *r, uint32_t i, struct sst_scratch *s, struct sst_blk *b,
                      struct sst_read_stats *st)
 {
-  const struct sst_index_entry *e = &r->index[i];
-  struct piece pc = block_piece(e->offset, e->size, SEED_DATA, "data");
+  uint64_t off = r->probe[i].where >> 1;
+  struct piece pc = block_piece(off, (uint32_t)((r->probe[i + 1].where >> 1) - off), SEED_DATA, "data");
   pc.verified = &r->verified[i / 64];
   pc.verified_bit = 1ull << (i % 64);
-  struct blk_check c = { b, "data", e->offset };
+  struct blk_check c = { b, "data", off };
   return load_piece(r, &pc, s, check_blk, &c, st);
 }
 
@@ -962,11 +962,12 @@ static uint64_t key_prefix(const uint8_t *k, size_t klen)
 static int index_search_setup(struct sst_reader *r)
 {
   uint32_t n = r->nblocks;
-  r->key_pfx = malloc(((size_t)n + 1) * sizeof *r->key_pfx);
+  r->probe = malloc(((size_t)n + 1) * sizeof *r->probe);
   r->verified = calloc((size_t)n / 64 + 1, sizeof *r->verified);
-  if (!r->key_pfx || !r->verified)
+  if (!r->probe || !r->verified)
     return sdb_fail(SOCHDB_NOMEM, "out of memory opening an SSTable");
   r->key_shared = 0;
+  r->probe[n] = (struct sst_probe){ 0, r->data_end << 1 };
   if (n == 0)
     return SOCHDB_OK;
   const struct sst_index_entry *first = &r->index[0], *last = &r->index[n - 1];
@@ -975,7 +976,8 @@ static int index_search_setup(struct sst_reader *r)
     r->key_shared++;
   for (uint32_t i = 0; i < n; i++) {
     const struct sst_index_entry *e = &r->index[i];
-    r->key_pfx[i] = key_prefix(r->keys + e->key_off + r->key_shared, e->klen - r->key_shared);
+    r->probe[i] = (struct sst_probe){ key_prefix(r->keys + e->key_off + r->key_shared, e->klen - r->key_shared),
+                                      e->offset << 1 | (e->col != 0) };
   }
   return SOCHDB_OK;
 }
@@ -1047,6 +1049,7 @@ int sst_open(const uint8_t *buf, size_t len, struct sst_reader *r)
   /* index */
   struct sst_scratch s = {0};
   struct sst_blk ib;
+  r->data_end = filter_off;   /* index_search_setup's last probe */
   rc = load_block(buf, index_off, index_size, SEED_INDEX, &s, &ib, "index");
   if (rc == SOCHDB_OK)
     rc = parse_index(r, &ib, filter_off);
@@ -1062,7 +1065,6 @@ int sst_open(const uint8_t *buf, size_t len, struct sst_reader *r)
   }
   r->buf = buf;
   r->len = len;
-  r->data_end = filter_off;
   return SOCHDB_OK;
 }
 
@@ -1097,7 +1099,7 @@ void sst_close(struct sst_reader *r)
 {
   free(r->index);
   free(r->keys);
-  free(r->key_pfx);
+  free(r->probe);
   free(r->verified);
   free(r->colblocks);
   free(r->segs);
@@ -1119,8 +1121,8 @@ int sst_may_contain(const struct sst_reader *r, const void *key, size_t klen)
 
 /* The first block whose last internal key is >= (key, seq); nblocks if none.
 ** Keys that share the index keys' common prefix are told apart by their next
-** 8 bytes (key_pfx) while those differ: one array of 8 bytes a block, which
-** caches well, instead of an index entry and its key at every step. Equal
+** 8 bytes (probe[].pfx) while those differ: one array of 16 bytes a block,
+** which caches well, instead of an index entry and its key at every step. Equal
 ** prefixes fall back to comparing whole internal keys. */
 static uint32_t find_block(const struct sst_reader *r, const uint8_t *key, size_t klen, uint64_t seq)
 {
@@ -1136,7 +1138,7 @@ static uint32_t find_block(const struct sst_reader *r, const uint8_t *key, size_
   uint32_t lo = 0, hi = r->nblocks;
   while (lo < hi) {
     uint32_t mid = lo + (hi - lo) / 2;
-    uint64_t mp = r->key_pfx[mid];
+    uint64_t mp = r->probe[mid].pfx;
     int below = mp < kp;
     if (mp == kp) {
       const struct sst_index_entry *e = &r->index[mid];
@@ -1231,7 +1233,7 @@ int sst_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t s
     return SOCHDB_OK;
   /* On the stack (4 KiB of it for the key): a point read allocates nothing. */
   struct sst_cursor cur, *c = &cur;
-  if (r->index[i].col)
+  if (r->probe[i].where & 1)
     return get_columnar(r, i, key, klen, snapshot, scratch, res, c);
   struct sst_blk b;
   int rc = load_data(r, i, scratch, &b, NULL);

@@ -338,6 +338,16 @@ struct sst_block_cache {
 ** reader already verified (evicted, then read back wrong from the disk) is
 ** not seen by it; a new reader (another process, a reopen, `sochdb check`)
 ** verifies every block again. */
+/* What a point read needs of data block i, in one 16-byte entry: find_block
+** searches pfx, and the entry it stops at (and the next one's where, often
+** on the same cache line) locate the block without reading its index entry.
+** The extra entry at nblocks holds where the data blocks end. */
+struct sst_probe {
+  uint64_t pfx;          /* the block's last key's 8 bytes after key_shared, big-endian, zero-padded */
+  uint64_t where;        /* the block's offset << 1, | 1 if it is columnar; its size is the next where's
+                         ** offset less its own (sst_open checked that blocks are contiguous) */
+};
+
 struct sst_reader {
   const uint8_t          *buf;
   size_t                  len;
@@ -348,8 +358,7 @@ struct sst_reader {
   uint32_t                nblocks;
   struct sst_index_entry *index;      /* malloc'ed */
   uint8_t                *keys;       /* malloc'ed: the index's keys */
-  uint64_t               *key_pfx;    /* malloc'ed: per index key, its 8 bytes after key_shared, big-endian
-                                      ** and zero-padded: find_block compares these before whole keys */
+  struct sst_probe       *probe;      /* malloc'ed: nblocks + 1 of them (sst_probe) */
   uint32_t                key_shared; /* leading bytes every index key has in common */
   _Atomic uint64_t       *verified;   /* malloc'ed: a bit per data block whose checksum this reader
                                       ** verified (the one thing sst_get and iterators write) */
