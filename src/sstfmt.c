@@ -861,6 +861,25 @@ static int cursor_next(struct sst_cursor *c)
   return 1;
 }
 
+/* The lines of a block's restart points, or of the entries of restart
+** interval i: a search reads them next, and asking for them at once lets
+** their cache misses overlap instead of following each other. Only those:
+** asking for a whole block's lines keeps the memory busy with lines that
+** are never read. */
+static void prefetch_restarts(const struct sst_blk *b)
+{
+  for (uint32_t i = 0; i < b->nrestarts; i++)
+    __builtin_prefetch(b->p + ld32(b->restarts + 4 * (size_t)i));
+}
+
+static void prefetch_interval(const struct sst_blk *b, uint32_t i)
+{
+  size_t start = ld32(b->restarts + 4 * (size_t)i);
+  size_t end = i + 1 < b->nrestarts ? ld32(b->restarts + 4 * (size_t)i + 4) : b->ents;
+  for (size_t at = start + 64; at < end && at < b->ents; at += 64)
+    __builtin_prefetch(b->p + at);
+}
+
 /* Decode entries until the first whose internal key is >= (key, seq): 1 with
 ** it decoded, 0 if none in the block, -1 if malformed. Binary search over the
 ** restart points first, unless the cursor is linear. */
@@ -881,6 +900,7 @@ static int cursor_seek(struct sst_cursor *c, const uint8_t *key, size_t klen, ui
   if (c->blk.nrestarts == 0)
     return 0;
   cursor_restart(c, lo);
+  prefetch_interval(&c->blk, lo);
   for (;;) {
     int rc = cursor_next(c);
     if (rc <= 0)
@@ -1207,17 +1227,6 @@ static int get_columnar(const struct sst_reader *r, uint32_t i, const uint8_t *k
   return rc;
 }
 
-/* A point read's search touches lines all over a block it has most likely
-** never seen (restart entries, then up to a restart interval of entries in
-** a row): ask for the lines of its first 4 KiB (a block's target size) at
-** once, so that their cache misses overlap instead of following each other. */
-static void prefetch_entries(const struct sst_blk *b)
-{
-  size_t end = b->ents < 4096 ? b->ents : 4096;
-  for (size_t at = 0; at < end; at += 64)
-    __builtin_prefetch(b->p + at);
-}
-
 int sst_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t snapshot,
             struct sst_scratch *scratch, struct sst_get_result *res)
 {
@@ -1239,7 +1248,7 @@ int sst_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t s
   int rc = load_data(r, i, scratch, &b, NULL);
   if (rc)
     return rc;
-  prefetch_entries(&b);
+  prefetch_restarts(&b);
   cursor_start(c, &b, 0);
   int e = cursor_seek(c, key, klen, snapshot);
   if (e < 0)
