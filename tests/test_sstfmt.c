@@ -19,7 +19,8 @@
 **
 ** The index search compares 8 bytes after the keys' shared prefix first:
 ** keys that tie there, or lie outside the prefix, are still found (or not)
-** exactly. A reader verifies each data block's checksum once. Blocks that
+** exactly. It starts where those bytes would sit if they grew evenly: keys
+** spread evenly, exponentially or in two far clusters are all found. A reader verifies each data block's checksum once. Blocks that
 ** do not compress make the builder skip LZ4 for a few blocks.
 */
 #include <criterion/criterion.h>
@@ -387,10 +388,9 @@ Test(sstfmt, index_search_by_prefix)
   close_free(&r, buf, &m);
 }
 
-/* The index search walks an implicit tree of the blocks (slot k's children
-** at 2k and 2k + 1): every shape of it, every block count from 1 to 70
-** (full levels, one slot more, one short), finds each key at each snapshot
-** and no absent key, the first and last blocks' keys included. */
+/* Every block count from 1 to 70 (the binary search alone up to 16, the
+** interpolation's first guess after it) finds each key at each snapshot and
+** no absent key, the first and last blocks' keys included. */
 Test(sstfmt, index_search_every_block_count)
 {
   uint8_t covered[71] = {0};
@@ -409,6 +409,50 @@ Test(sstfmt, index_search_every_block_count)
   }
   for (unsigned n = 1; n <= 70; n++)
     cr_assert(covered[n], "no table of %u blocks was made", n);
+}
+
+/* 8-byte big-endian keys id_of(0..n-1), in order, one version each; and
+** the keys between them (id + 1, where that is not the next key) absent. */
+static void check_binary_keys(unsigned n, uint64_t (*id_of)(unsigned i, unsigned n))
+{
+  struct model m = {0};
+  for (unsigned i = 0; i < n; i++) {
+    struct ent *e = model_push(&m);
+    uint64_t id = id_of(i, n);
+    for (unsigned b = 0; b < 8; b++)
+      e->key[b] = (char)(id >> (56 - 8 * b));
+    e->klen = 8;
+    e->seq = 100 + i;
+    e->kind = SST_PUT;
+    fill_value(e, 40, 0);
+  }
+  struct sst_reader r;
+  uint8_t *buf = build_open(&m, SST_BLOCK_MIN, &r);
+  cr_assert_gt(r.nblocks, 100u, "small blocks: %u", r.nblocks);
+  check_all_gets(&m, &r);
+  struct sst_scratch s = {0};
+  for (unsigned i = 0; i + 1 < n; i++) {
+    uint64_t id = id_of(i, n) + 1;
+    if (id == id_of(i + 1, n))
+      continue;
+    struct ent absent = { .klen = 8 };
+    for (unsigned b = 0; b < 8; b++)
+      absent.key[b] = (char)(id >> (56 - 8 * b));
+    check_get(&r, &s, &absent, NULL, UINT64_MAX, 0);
+  }
+  sst_scratch_free(&s);
+  close_free(&r, buf, &m);
+}
+
+static uint64_t even_ids(unsigned i, unsigned n) { return (uint64_t)i * (UINT64_MAX / n); }
+static uint64_t exponential_ids(unsigned i, unsigned n) { return (1ull << (i * 62ull / n)) + i; }
+static uint64_t clustered_ids(unsigned i, unsigned n) { return i < n / 2 ? i * 3ull : UINT64_MAX - 3ull * (n - i); }
+
+Test(sstfmt, index_search_uneven_keys)
+{
+  check_binary_keys(4000, even_ids);
+  check_binary_keys(4000, exponential_ids);
+  check_binary_keys(4000, clustered_ids);
 }
 
 /* A reader verifies a data block's checksum once: a block that fails is
