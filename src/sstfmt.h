@@ -325,6 +325,16 @@ struct sst_block_cache {
   void *ctx;
 };
 
+/* What a point read needs of data block i, in one 16-byte entry: find_block
+** searches pfx, and the entry it stops at (and the next one's where, often
+** on the same cache line) locate the block without reading its index entry.
+** The extra entry at nblocks holds where the data blocks end. */
+struct sst_probe {
+  uint64_t pfx;          /* the block's last key's 8 bytes after key_shared, big-endian, zero-padded */
+  uint64_t where;        /* the block's offset << 1, | 1 if it is columnar; its size is the next where's
+                         ** offset less its own (sst_open checked that blocks are contiguous) */
+};
+
 /* An open table. It points into the caller's buffer, which must stay mapped
 ** and unchanged until sst_close. Read-only after sst_open (and sst_set_cache)
 ** but for `verified`: several threads may read one reader at once, each with
@@ -338,16 +348,6 @@ struct sst_block_cache {
 ** reader already verified (evicted, then read back wrong from the disk) is
 ** not seen by it; a new reader (another process, a reopen, `sochdb check`)
 ** verifies every block again. */
-/* What a point read needs of data block i, in one 16-byte entry: find_block
-** searches pfx, and the entry it stops at (and the next one's where, often
-** on the same cache line) locate the block without reading its index entry.
-** The extra entry at nblocks holds where the data blocks end. */
-struct sst_probe {
-  uint64_t pfx;          /* the block's last key's 8 bytes after key_shared, big-endian, zero-padded */
-  uint64_t where;        /* the block's offset << 1, | 1 if it is columnar; its size is the next where's
-                         ** offset less its own (sst_open checked that blocks are contiguous) */
-};
-
 struct sst_reader {
   const uint8_t          *buf;
   size_t                  len;
@@ -374,7 +374,7 @@ struct sst_reader {
 /* Open the table in buf[0..len): verify the footer, the filter block's and
 ** the index block's checksums, and parse and check the index (block handles
 ** contiguous and in bounds, last keys in order). Data blocks are verified
-** when read. On success the reader owns two allocations (sst_close).
+** when read. On success the reader owns its allocations until sst_close.
 ** Errors: SOCHDB_CORRUPT (damaged or truncated), SOCHDB_VERSION (a footer of
 **   another format version), SOCHDB_INVALID (NULL argument), SOCHDB_NOMEM. */
 int  sst_open(const uint8_t *buf, size_t len, struct sst_reader *r);
