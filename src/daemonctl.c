@@ -159,16 +159,18 @@ static int spawn_daemon(sochdb *db)
   return SOCHDB_OK;
 }
 
-/* Spawn one daemon and wait until it holds DIR/LOCK. */
-static int spawn_and_wait(sochdb *db)
+/* Spawn one daemon. Its parent half exits 0 only once the daemon holds
+** DIR/LOCK with its pid written, or found another daemon serving: a lock
+** nobody holds now means that daemon died since (killed, or gone idle).
+** Report it at once, so that the caller spawns again while it holds the
+** spawn lock, instead of waiting for a lock the dead daemon will never
+** take while every other opener waits for the spawn lock and gives up. */
+static int spawn_one(sochdb *db)
 {
   int rc = spawn_daemon(db);
-  for (unsigned waited = 0; rc == SOCHDB_OK && daemon_running(db->lock_fd) != 1; waited += 2) {
-    if (waited >= SPAWN_WAIT_MS)
-      return sdb_fail(SOCHDB_DAEMON, "%s did not take %s/LOCK within %u ms (see %s/sochdbd.log)",
-                      db->daemon_path, db->dir, SPAWN_WAIT_MS, db->dir);
-    sleep_ms(2);
-  }
+  if (rc == SOCHDB_OK && daemon_running(db->lock_fd) != 1)
+    rc = sdb_fail(SOCHDB_DAEMON, "%s reported that it serves %s, then was gone (see %s/sochdbd.log)",
+                  db->daemon_path, db->dir, db->dir);
   return rc;
 }
 
@@ -186,16 +188,17 @@ static int start_daemon(sochdb *db, unsigned max_wait_ms)
     sleep_ms(2);
     waited += 2;
   }
-  if (waited >= max_wait_ms)
-    rc = sdb_fail(SOCHDB_DAEMON, "another process has been starting the daemon of %s for %u ms", db->dir,
-                  waited);
-  else {
+  if (waited >= max_wait_ms) {
+    if (daemon_running(db->lock_fd) != 1)   /* a slow start may have come to serve by now */
+      rc = sdb_fail(SOCHDB_DAEMON, "another process has been starting the daemon of %s for %u ms", db->dir,
+                    waited);
+  } else {
     /* A daemon killed while it starts (a kill -9 aimed at the daemon of
     ** this directory, say) reports failure like one that cannot start: try
     ** a few times before telling the caller, so that one kill never makes
     ** an open or a commit fail. */
     for (unsigned attempt = 0; attempt < SPAWN_ATTEMPTS && daemon_running(db->lock_fd) == 0; attempt++)
-      rc = spawn_and_wait(db);
+      rc = spawn_one(db);
     if (rc != SOCHDB_OK && daemon_running(db->lock_fd) == 1)
       rc = SOCHDB_OK;   /* a daemon serves the directory after all */
   }

@@ -18,7 +18,10 @@
 **   - a stopped daemon makes SYNC return SOCHDB_DAEMON (applied, visible);
 **     an unstartable one makes open return SOCHDB_DAEMON;
 **   - removing the region under a live writer does not wedge the database;
-**   - a process stuck while holding DIR/LOCK.spawn does not hang commits.
+**   - a process stuck while holding DIR/LOCK.spawn does not hang commits;
+**   - a daemon killed right after it reported serving is replaced at once by
+**     its starter, and an opener waiting for the starter is not turned away;
+**     nor is one that waited out a slow starter whose daemon serves by then.
 **
 ** The test process makes itself a child subreaper (PR_SET_CHILD_SUBREAPER):
 ** the daemons that the library spawns (and that detach with daemon()) are
@@ -1555,6 +1558,134 @@ Test(wal_crash, stuck_daemon_starter_does_not_hang_sync_commits)
   wc_commit_pair(db, 2);
   sochdb_close(db);
   tu_shared_free(sh, sizeof *sh);
+}
+
+/* ======================================================================
+** 17. A daemon killed right after it told its starter that it serves: the
+**     starter, which holds DIR/LOCK.spawn, must see that no daemon holds
+**     DIR/LOCK now and start another at once. It used to wait 5 s for a
+**     lock nobody would take, while another opener, waiting 5 s for the
+**     spawn lock, gave up with SOCHDB_DAEMON (seen in test_flush_crash's
+**     random kills). The daemon_path is a script that, the first time, runs
+**     the daemon, kills it with SIGKILL once its parent half has reported it
+**     serving, waits until DIR/LOCK is free, and exits 0 as the parent half
+**     did; later starts run the daemon as usual. The second opener starts
+**     once the first start is under way.
+** ====================================================================== */
+
+static void t17_child(const char *dir, const char *script, const char *first)
+{
+  wc_child_start();
+  struct stat st;
+  for (int w = 0; w < 40000 && stat(first, &st) != 0; w++) tu_sleep_us(250);
+  if (stat(first, &st) != 0) _exit(3);       /* the first start never came */
+  sochdb_options o = wc_opts(10000);
+  o.daemon_path = script;
+  sochdb *db = NULL;
+  if (sochdb_open(dir, &o, &db) != SOCHDB_OK) _exit(2);
+  sochdb_close(db);
+  _exit(0);
+}
+
+Test(wal_crash, daemon_killed_right_after_serving_is_replaced_at_once)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  snprintf(wc_extra_dir, sizeof wc_extra_dir, "%s/db", tu_dir());
+  const char *dir = wc_extra_dir;
+  char script[4300], first[4300];
+  snprintf(script, sizeof script, "%s/sochdbd-killed-once", tu_dir());
+  snprintf(first, sizeof first, "%s/first-start", tu_dir());
+  FILE *f = fopen(script, "w");
+  cr_assert_not_null(f, "create %s: %s", script, strerror(errno));
+  fprintf(f, "#!/bin/sh\n"
+             "if mkdir '%s' 2>/dev/null; then\n"
+             "  '%s' \"$@\" || exit $?\n"
+             "  kill -KILL \"$(cat \"$1/LOCK\")\"\n"
+             "  while ! flock -n \"$1/LOCK\" true; do sleep 0.01; done\n"
+             "  exit 0\n"
+             "fi\n"
+             "exec '%s' \"$@\"\n", first, SOCHDB_TEST_SOCHDBD, SOCHDB_TEST_SOCHDBD);
+  cr_assert_eq(fclose(f), 0);
+  cr_assert_eq(chmod(script, 0700), 0, "chmod %s: %s", script, strerror(errno));
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) t17_child(dir, script, first);
+  sochdb_options o = wc_opts(10000);
+  o.daemon_path = script;
+  sochdb *db = NULL;
+  int rc = sochdb_open(dir, &o, &db);
+  cr_assert_eq(rc, SOCHDB_OK, "the first opener: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+  int st;
+  cr_assert_eq(tu_wait_child(pid, 30000, &st), 0, "the second opener did not end");
+  char b[64];
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the second opener, which waited while the first one's daemon "
+            "was killed after serving, ended with %s (exit 2: open failed, 3: no first start)",
+            tu_status_str(st, b, sizeof b));
+  wc_commit_pair(db, 1);
+  sochdb_close(db);
+  char *log = wc_log(dir);
+  int serving = wc_count_str(log, ": serving (");
+  cr_assert_eq(serving, 2, "the log shows %d daemons serving, want 2 (the killed one and its successor):\n%s",
+               serving, log);
+  free(log);
+}
+
+/* ======================================================================
+** 18. An opener that waited its 5 s for the spawn lock, held by a starter
+**     slower than that, opens if a daemon serves by then: what it waited
+**     for has happened. The test is the slow starter: it holds
+**     DIR/LOCK.spawn, starts the daemon itself while the opener waits, and
+**     lets go only after the opener has ended.
+** ====================================================================== */
+
+static void t18_child(const char *dir)
+{
+  wc_child_start();
+  sochdb_options o = wc_opts(10000);
+  sochdb *db = NULL;
+  if (sochdb_open(dir, &o, &db) != SOCHDB_OK) _exit(2);
+  sochdb_close(db);
+  _exit(0);
+}
+
+Test(wal_crash, opener_that_waited_out_a_slow_starter_opens_once_a_daemon_serves)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  sochdb *db = wc_open(dir, 10000);
+  wc_commit_pair(db, 1);
+  sochdb_close(db);
+  char path[4300];
+  snprintf(path, sizeof path, "%s/LOCK.spawn", dir);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+  cr_assert_eq(flock(fd, LOCK_EX | LOCK_NB), 0, "flock %s: %s", path, strerror(errno));
+  wc_stop_daemon(dir, SIGKILL, "the daemon");
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0);
+  if (pid == 0) t18_child(dir);
+  tu_sleep_ms(300);                         /* the opener waits for the spawn lock */
+  pid_t starter = tu_fork();
+  cr_assert_geq(starter, 0);
+  if (starter == 0) {                      /* its output where the library would put it */
+    char log[4300];
+    snprintf(log, sizeof log, "%s/sochdbd.log", dir);
+    int lfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (lfd < 0 || dup2(lfd, 1) < 0 || dup2(lfd, 2) < 0) _exit(126);
+    execl(SOCHDB_TEST_SOCHDBD, "sochdbd", dir, (char *)NULL);
+    _exit(127);
+  }
+  int st;
+  cr_assert_eq(tu_wait_child(starter, 10000, &st), 0, "the daemon's parent half did not end");
+  char b[64];
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "starting the daemon by hand: %s", tu_status_str(st, b, sizeof b));
+  cr_assert_eq(tu_wait_child(pid, 30000, &st), 0, "the opener did not end");
+  close(fd);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the opener, whose wait for the spawn lock ran out while a daemon "
+            "served, ended with %s (exit 2: open failed)", tu_status_str(st, b, sizeof b));
+  db = wc_open(dir, 10000);
+  wc_expect_pair(db, 1, 1, "after the slow start");
+  sochdb_close(db);
 }
 
 /* ======================================================================
