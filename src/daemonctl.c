@@ -181,14 +181,14 @@ static int start_daemon(sochdb *db, unsigned max_wait_ms)
   int spawn_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (spawn_fd < 0)
     return sdb_fail_errno("open %s", path);
-  int rc = SOCHDB_OK;
+  int rc = SOCHDB_OK, locked;
   unsigned waited = 0;
   /* Bounded: a starter stopped in a debugger must not hang everyone. */
-  while (flock(spawn_fd, LOCK_EX | LOCK_NB) != 0 && waited < max_wait_ms) {
+  while (!(locked = flock(spawn_fd, LOCK_EX | LOCK_NB) == 0) && waited < max_wait_ms) {
     sleep_ms(2);
     waited += 2;
   }
-  if (waited >= max_wait_ms) {
+  if (!locked) {
     if (daemon_running(db->lock_fd) != 1)   /* a slow start may have come to serve by now */
       rc = sdb_fail(SOCHDB_DAEMON, "another process has been starting the daemon of %s for %u ms", db->dir,
                     waited);

@@ -1568,17 +1568,19 @@ Test(wal_crash, stuck_daemon_starter_does_not_hang_sync_commits)
 **     spawn lock, gave up with SOCHDB_DAEMON (seen in test_flush_crash's
 **     random kills). The daemon_path is a script that, the first time, runs
 **     the daemon, kills it with SIGKILL once its parent half has reported it
-**     serving, waits until DIR/LOCK is free, and exits 0 as the parent half
-**     did; later starts run the daemon as usual. The second opener starts
-**     once the first start is under way.
+**     serving, waits until DIR/LOCK is free, says so, and exits 0 as the
+**     parent half did a second later; later starts run the daemon as usual.
+**     The second opener starts once the first daemon is dead, so that it
+**     finds none and waits for the spawn lock, a second longer than the
+**     starter will (without the fix, the starter's 5 s wait outlasts it).
 ** ====================================================================== */
 
-static void t17_child(const char *dir, const char *script, const char *first)
+static void t17_child(const char *dir, const char *script, const char *killed)
 {
   wc_child_start();
   struct stat st;
-  for (int w = 0; w < 40000 && stat(first, &st) != 0; w++) tu_sleep_us(250);
-  if (stat(first, &st) != 0) _exit(3);       /* the first start never came */
+  for (int w = 0; w < 40000 && stat(killed, &st) != 0; w++) tu_sleep_us(250);
+  if (stat(killed, &st) != 0) _exit(3);      /* the first daemon was never killed */
   sochdb_options o = wc_opts(10000);
   o.daemon_path = script;
   sochdb *db = NULL;
@@ -1592,24 +1594,29 @@ Test(wal_crash, daemon_killed_right_after_serving_is_replaced_at_once)
   cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
   snprintf(wc_extra_dir, sizeof wc_extra_dir, "%s/db", tu_dir());
   const char *dir = wc_extra_dir;
-  char script[4300], first[4300];
+  char script[4300], first[4300], killed[4300];
   snprintf(script, sizeof script, "%s/sochdbd-killed-once", tu_dir());
   snprintf(first, sizeof first, "%s/first-start", tu_dir());
+  snprintf(killed, sizeof killed, "%s/first-killed", tu_dir());
   FILE *f = fopen(script, "w");
   cr_assert_not_null(f, "create %s: %s", script, strerror(errno));
+  /* flock(1) is util-linux's, essential in Debian; the wait is bounded all the same */
   fprintf(f, "#!/bin/sh\n"
              "if mkdir '%s' 2>/dev/null; then\n"
              "  '%s' \"$@\" || exit $?\n"
              "  kill -KILL \"$(cat \"$1/LOCK\")\"\n"
-             "  while ! flock -n \"$1/LOCK\" true; do sleep 0.01; done\n"
+             "  i=0\n"
+             "  while ! flock -n \"$1/LOCK\" true && [ $i -lt 1000 ]; do sleep 0.01; i=$((i + 1)); done\n"
+             "  mkdir '%s'\n"
+             "  sleep 1\n"
              "  exit 0\n"
              "fi\n"
-             "exec '%s' \"$@\"\n", first, SOCHDB_TEST_SOCHDBD, SOCHDB_TEST_SOCHDBD);
+             "exec '%s' \"$@\"\n", first, SOCHDB_TEST_SOCHDBD, killed, SOCHDB_TEST_SOCHDBD);
   cr_assert_eq(fclose(f), 0);
   cr_assert_eq(chmod(script, 0700), 0, "chmod %s: %s", script, strerror(errno));
   pid_t pid = tu_fork();
   cr_assert_geq(pid, 0);
-  if (pid == 0) t17_child(dir, script, first);
+  if (pid == 0) t17_child(dir, script, killed);
   sochdb_options o = wc_opts(10000);
   o.daemon_path = script;
   sochdb *db = NULL;
@@ -1619,7 +1626,7 @@ Test(wal_crash, daemon_killed_right_after_serving_is_replaced_at_once)
   cr_assert_eq(tu_wait_child(pid, 30000, &st), 0, "the second opener did not end");
   char b[64];
   cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the second opener, which waited while the first one's daemon "
-            "was killed after serving, ended with %s (exit 2: open failed, 3: no first start)",
+            "was killed after serving, ended with %s (exit 2: open failed, 3: the first daemon was not killed)",
             tu_status_str(st, b, sizeof b));
   wc_commit_pair(db, 1);
   sochdb_close(db);
