@@ -90,6 +90,13 @@ static void fill_value(struct ent *e, size_t vlen, int compressible)
 
 /* nkeys keys "k%08u" (even numbers) with a few 'x' appended, 1..maxv
 ** versions each, seq descending, some tombstones. */
+/* id as 8 big-endian bytes at dst: keys that sort as their ids. */
+static void put_be64(char *dst, uint64_t id)
+{
+  for (unsigned b = 0; b < 8; b++)
+    dst[b] = (char)(id >> (56 - 8 * b));
+}
+
 static void make_model(struct model *m, unsigned nkeys, unsigned maxv, size_t maxval, int compress_mode)
 {
   for (unsigned i = 0; i < nkeys; i++) {
@@ -338,6 +345,14 @@ static uint8_t *build_open(const struct model *m, size_t block_bytes, struct sst
   return buf;
 }
 
+/* Blocks of the smallest size: m's keys spread over more than 100 of them. */
+static uint8_t *build_open_small_blocks(const struct model *m, struct sst_reader *r)
+{
+  uint8_t *buf = build_open(m, SST_BLOCK_MIN, r);
+  cr_assert_gt(r->nblocks, 100u, "small blocks: %u", r->nblocks);
+  return buf;
+}
+
 static void close_free(struct sst_reader *r, uint8_t *buf, struct model *m)
 {
   sst_close(r);
@@ -356,9 +371,7 @@ Test(sstfmt, index_search_by_prefix)
   for (unsigned i = 0; i < 3000; i++) {
     struct ent *e = model_push(&m);
     memcpy(e->key, shared, 12);
-    uint64_t id = (uint64_t)(i / 3) * (UINT64_MAX / 1000);   /* its first byte varies too */
-    for (unsigned b = 0; b < 8; b++)
-      e->key[12 + b] = (char)(id >> (56 - 8 * b));
+    put_be64(e->key + 12, (uint64_t)(i / 3) * (UINT64_MAX / 1000));   /* its first byte varies too */
     e->klen = 20;
     if (i % 3 >= 1)
       e->key[e->klen++] = 0;
@@ -371,8 +384,7 @@ Test(sstfmt, index_search_by_prefix)
     fill_value(e, 40, 0);
   }
   struct sst_reader r;
-  uint8_t *buf = build_open(&m, SST_BLOCK_MIN, &r);
-  cr_assert_gt(r.nblocks, 100u, "small blocks: %u", r.nblocks);
+  uint8_t *buf = build_open_small_blocks(&m, &r);
   cr_assert_eq(r.key_shared, 12u, "the index keys share \"%s\" (got %u bytes)", shared, r.key_shared);
   check_all_gets(&m, &r);
   static const char *const outside[] = { "tenant/", "tenant/0041/\xff\xff\xff\xff\xff\xff\xff\xff",
@@ -418,17 +430,14 @@ static void check_binary_keys(unsigned n, uint64_t (*id_of)(unsigned i, unsigned
   struct model m = {0};
   for (unsigned i = 0; i < n; i++) {
     struct ent *e = model_push(&m);
-    uint64_t id = id_of(i, n);
-    for (unsigned b = 0; b < 8; b++)
-      e->key[b] = (char)(id >> (56 - 8 * b));
+    put_be64(e->key, id_of(i, n));
     e->klen = 8;
     e->seq = 100 + i;
     e->kind = SST_PUT;
     fill_value(e, 40, 0);
   }
   struct sst_reader r;
-  uint8_t *buf = build_open(&m, SST_BLOCK_MIN, &r);
-  cr_assert_gt(r.nblocks, 100u, "small blocks: %u", r.nblocks);
+  uint8_t *buf = build_open_small_blocks(&m, &r);
   check_all_gets(&m, &r);
   struct sst_scratch s = {0};
   for (unsigned i = 0; i + 1 < n; i++) {
@@ -436,8 +445,7 @@ static void check_binary_keys(unsigned n, uint64_t (*id_of)(unsigned i, unsigned
     if (id == id_of(i + 1, n))
       continue;
     struct ent absent = { .klen = 8 };
-    for (unsigned b = 0; b < 8; b++)
-      absent.key[b] = (char)(id >> (56 - 8 * b));
+    put_be64(absent.key, id);
     check_get(&r, &s, &absent, NULL, UINT64_MAX, 0);
   }
   sst_scratch_free(&s);

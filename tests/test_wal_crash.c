@@ -1500,6 +1500,18 @@ Test(wal_crash, region_removed_under_a_live_writer)
 **     about busy_timeout_ms.
 ** ====================================================================== */
 
+/* Hold DIR/LOCK.spawn, as a starter would, and kill the daemon: the spawn
+** lock's descriptor (closing it lets go), its path into path. */
+static int wc_be_a_stuck_starter(const char *dir, char *path, size_t n)
+{
+  snprintf(path, n, "%s/LOCK.spawn", dir);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+  cr_assert_eq(flock(fd, LOCK_EX | LOCK_NB), 0, "flock %s: %s", path, strerror(errno));
+  wc_stop_daemon(dir, SIGKILL, "the daemon");
+  return fd;
+}
+
 struct t14_shared {
   _Atomic int opened;
   _Atomic int go;
@@ -1537,11 +1549,7 @@ Test(wal_crash, stuck_daemon_starter_does_not_hang_sync_commits)
   cr_assert(atomic_load(&sh->opened), "the committer did not open");
   /* we are the stuck starter: hold the spawn lock, and no daemon runs */
   char path[4300];
-  snprintf(path, sizeof path, "%s/LOCK.spawn", dir);
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
-  cr_assert_eq(flock(fd, LOCK_EX | LOCK_NB), 0, "flock %s: %s", path, strerror(errno));
-  wc_stop_daemon(dir, SIGKILL, "the daemon");
+  int fd = wc_be_a_stuck_starter(dir, path, sizeof path);
   atomic_store(&sh->go, 1);
   int st;
   int waited = tu_wait_child(pid, 8000, &st);
@@ -1575,18 +1583,25 @@ Test(wal_crash, stuck_daemon_starter_does_not_hang_sync_commits)
 **     starter will (without the fix, the starter's 5 s wait outlasts it).
 ** ====================================================================== */
 
+/* A forked opener of dir (daemon_path NULL: the usual one): exit 0 once
+** open succeeded, 2 if it failed. */
+static void wc_opener_child(const char *dir, const char *daemon_path)
+{
+  sochdb_options o = wc_opts(10000);
+  o.daemon_path = daemon_path;
+  sochdb *db = NULL;
+  if (sochdb_open(dir, &o, &db) != SOCHDB_OK) _exit(2);
+  sochdb_close(db);
+  _exit(0);
+}
+
 static void t17_child(const char *dir, const char *script, const char *killed)
 {
   wc_child_start();
   struct stat st;
   for (int w = 0; w < 40000 && stat(killed, &st) != 0; w++) tu_sleep_us(250);
   if (stat(killed, &st) != 0) _exit(3);      /* the first daemon was never killed */
-  sochdb_options o = wc_opts(10000);
-  o.daemon_path = script;
-  sochdb *db = NULL;
-  if (sochdb_open(dir, &o, &db) != SOCHDB_OK) _exit(2);
-  sochdb_close(db);
-  _exit(0);
+  wc_opener_child(dir, script);
 }
 
 Test(wal_crash, daemon_killed_right_after_serving_is_replaced_at_once)
@@ -1645,16 +1660,6 @@ Test(wal_crash, daemon_killed_right_after_serving_is_replaced_at_once)
 **     lets go only after the opener has ended.
 ** ====================================================================== */
 
-static void t18_child(const char *dir)
-{
-  wc_child_start();
-  sochdb_options o = wc_opts(10000);
-  sochdb *db = NULL;
-  if (sochdb_open(dir, &o, &db) != SOCHDB_OK) _exit(2);
-  sochdb_close(db);
-  _exit(0);
-}
-
 Test(wal_crash, opener_that_waited_out_a_slow_starter_opens_once_a_daemon_serves)
 {
   cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
@@ -1663,14 +1668,13 @@ Test(wal_crash, opener_that_waited_out_a_slow_starter_opens_once_a_daemon_serves
   wc_commit_pair(db, 1);
   sochdb_close(db);
   char path[4300];
-  snprintf(path, sizeof path, "%s/LOCK.spawn", dir);
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
-  cr_assert_eq(flock(fd, LOCK_EX | LOCK_NB), 0, "flock %s: %s", path, strerror(errno));
-  wc_stop_daemon(dir, SIGKILL, "the daemon");
+  int fd = wc_be_a_stuck_starter(dir, path, sizeof path);
   pid_t pid = tu_fork();
   cr_assert_geq(pid, 0);
-  if (pid == 0) t18_child(dir);
+  if (pid == 0) {
+    wc_child_start();
+    wc_opener_child(dir, NULL);
+  }
   tu_sleep_ms(300);                         /* the opener waits for the spawn lock */
   pid_t starter = tu_fork();
   cr_assert_geq(starter, 0);
