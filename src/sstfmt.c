@@ -1159,6 +1159,14 @@ static int block_below(const struct sst_reader *r, uint32_t i, const struct bloc
   return sst_ikey_order(r->keys + e->key_off, e->klen, e->seq, t->key, t->klen, t->seq) < 0;
 }
 
+/* Where x (a < x <= z) would sit among values growing evenly from a to z,
+** scaled to [0, span]. */
+static uint32_t even_position(uint64_t a, uint64_t z, uint64_t x, uint32_t span)
+{
+  uint32_t p = (uint32_t)((double)(x - a) / (double)(z - a) * (double)span);
+  return p > span ? span : p;   /* the double's rounding, at most */
+}
+
 /* Narrow [*lo, *hi) to around where the target's prefix would sit if the
 ** blocks' prefixes grew evenly, as they nearly do for keys spread evenly
 ** (numbers, hashes, times, ids): from that guess, steps of 1, 2, 4, ...
@@ -1170,9 +1178,7 @@ static void interpolate(const struct sst_reader *r, const struct block_target *t
   uint64_t a = r->probe[*lo].pfx, b = r->probe[*hi - 1].pfx;
   if (t->pfx <= a || t->pfx >= b)
     return;
-  uint32_t g = *lo + (uint32_t)((double)(t->pfx - a) / (double)(b - a) * (double)(*hi - 1 - *lo));
-  if (g >= *hi)
-    g = *hi - 1;
+  uint32_t g = *lo + even_position(a, b, t->pfx, *hi - 1 - *lo);
   if (block_below(r, g, t)) {
     *lo = g + 1;
     for (uint64_t step = 1; g + step < *hi; step *= 2) {
@@ -1277,6 +1283,25 @@ static int get_columnar(const struct sst_reader *r, uint32_t i, const uint8_t *k
   return rc;
 }
 
+/* Ask for the lines of the restart interval of block i where the key would
+** sit if the block's keys grew evenly from the previous block's last key to
+** its own, together with the restart points' lines: when the restart search
+** then picks that interval, as it mostly does for evenly spread keys, its
+** entries are already on their way instead of being asked for only after
+** the search. A wrong guess costs lines that are never read. */
+static void prefetch_guessed_interval(const struct sst_reader *r, uint32_t i, const struct sst_blk *b,
+                                      const uint8_t *key, size_t klen)
+{
+  if (i == 0 || b->nrestarts < 2 || klen < r->key_shared)
+    return;
+  uint64_t a = r->probe[i - 1].pfx, z = r->probe[i].pfx;
+  uint64_t kp = key_prefix(key + r->key_shared, klen - r->key_shared);
+  if (kp <= a || kp > z || z == a)
+    return;
+  uint32_t j = even_position(a, z, kp, b->nrestarts);
+  prefetch_interval(b, j < b->nrestarts ? j : b->nrestarts - 1);
+}
+
 int sst_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t snapshot,
             struct sst_scratch *scratch, struct sst_get_result *res)
 {
@@ -1299,6 +1324,7 @@ int sst_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t s
   if (rc)
     return rc;
   prefetch_restarts(&b);
+  prefetch_guessed_interval(r, i, &b, key, klen);
   cursor_start(c, &b, 0);
   int e = cursor_seek(c, key, klen, snapshot);
   if (e < 0)
