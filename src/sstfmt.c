@@ -1283,23 +1283,28 @@ static int get_columnar(const struct sst_reader *r, uint32_t i, const uint8_t *k
   return rc;
 }
 
-/* Ask for the lines of the restart interval of block i where the key would
-** sit if the block's keys grew evenly from the previous block's last key to
-** its own, together with the restart points' lines: when the restart search
-** then picks that interval, as it mostly does for evenly spread keys, its
-** entries are already on their way instead of being asked for only after
-** the search. A wrong guess costs lines that are never read. */
-static void prefetch_guessed_interval(const struct sst_reader *r, uint32_t i, const struct sst_blk *b,
-                                      const uint8_t *key, size_t klen)
+/* Before a get loads block i, ask for the lines it will most likely read:
+** the trailer and the restart array before it, and the kilobyte around
+** where the key would sit if the block's keys grew evenly from the previous
+** block's last key to its own, as they nearly do for evenly spread keys.
+** Their misses then overlap the trailer's instead of following it. Only
+** those lines: asking for a whole block keeps the memory busy with lines
+** that are never read. */
+static void prefetch_block_guess(const struct sst_reader *r, uint32_t i, const uint8_t *key, size_t klen)
 {
-  if (i == 0 || b->nrestarts < 2 || klen < r->key_shared)
+  const uint8_t *start = r->buf + (r->probe[i].where >> 1), *end = r->buf + (r->probe[i + 1].where >> 1);
+  __builtin_prefetch(end - 1);
+  __builtin_prefetch(end - start > 64 ? end - 1 - 64 : start);
+  if (i == 0 || klen < r->key_shared)
     return;
   uint64_t a = r->probe[i - 1].pfx, z = r->probe[i].pfx;
   uint64_t kp = key_prefix(key + r->key_shared, klen - r->key_shared);
   if (kp <= a || kp > z || z == a)
     return;
-  uint32_t j = even_position(a, z, kp, b->nrestarts);
-  prefetch_interval(b, j < b->nrestarts ? j : b->nrestarts - 1);
+  const uint8_t *guess = start + even_position(a, z, kp, (uint32_t)(end - start));
+  const uint8_t *from = guess - start > 512 ? guess - 512 : start, *to = end - guess > 512 ? guess + 512 : end;
+  for (const uint8_t *p = from; p < to; p += 64)
+    __builtin_prefetch(p);
 }
 
 int sst_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t snapshot,
@@ -1319,12 +1324,12 @@ int sst_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t s
   struct sst_cursor cur, *c = &cur;
   if (r->probe[i].where & 1)
     return get_columnar(r, i, key, klen, snapshot, scratch, res, c);
+  prefetch_block_guess(r, i, key, klen);
   struct sst_blk b;
   int rc = load_data(r, i, scratch, &b, NULL);
   if (rc)
     return rc;
   prefetch_restarts(&b);
-  prefetch_guessed_interval(r, i, &b, key, klen);
   cursor_start(c, &b, 0);
   int e = cursor_seek(c, key, klen, snapshot);
   if (e < 0)
