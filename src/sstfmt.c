@@ -34,6 +34,20 @@
 
 static uint64_t bloom_hash(const void *key, size_t klen) { return XXH3_64bits_withSeed(key, klen, SEED_BLOOM); }
 
+/* ---- a data block's hash index (sstfmt.h, "Hashed data blocks") ---------- */
+
+#define SST_HASHED 0x80000000u   /* in a block's last word: it ends in a hash index */
+
+/* The slots of a block of nkeys keys, and the bytes they and their count take. */
+static uint32_t hash_slots(size_t nkeys) { return (uint32_t)(nkeys + (nkeys + 1) / 2 + 1); }
+static size_t hash_bytes(size_t nkeys) { return 3 * (size_t)hash_slots(nkeys) + 2; }
+
+/* Where the probe for bloom hash h starts among m slots, and the tag it
+** looks for: bits of h that the bloom filter's positions mostly do not
+** decide, so that the keys a filter lets through spread over the slots. */
+static uint32_t slot_home(uint64_t h, uint32_t m) { return (uint32_t)(((h >> 16) & 0xffffffffu) * m >> 32); }
+static uint8_t slot_tag(uint64_t h) { return (uint8_t)(h >> 56) ? (uint8_t)(h >> 56) : 1; }
+
 /* The filter's bits for hash h are (h1 + j * h2) mod nbits, j < k, where h1
 ** and h2 are h's halves (the format, sstfmt.h). A probe steps from one to
 ** the next by adding h2 mod nbits, so a lookup divides twice, not k times:
@@ -71,12 +85,33 @@ static void blockbuf_reset(struct sst_blockbuf *bb)
   bb->since_restart = 0;
   bb->last_klen = 0;
   bb->entries = 0;
+  bb->nkeys = 0;
 }
 
-static size_t blockbuf_size(const struct sst_blockbuf *bb) { return bb->n + 4 * bb->nrestarts + 4; }
+static size_t blockbuf_size(const struct sst_blockbuf *bb)
+{
+  return bb->n + 4 * bb->nrestarts + 4 + (bb->hashed ? hash_bytes(bb->nkeys) : 0);
+}
 
+/* In a hashed block, a key's first entry is stored whole, where it starts
+** noted with the key's hash (the block's hash index points there). */
+static int blockbuf_note_key(struct sst_blockbuf *bb, uint64_t hash)
+{
+  if (bb->nkeys == bb->kcap) {
+    size_t c = bb->kcap ? bb->kcap * 2 : 64;
+    struct sst_keystart *q = realloc(bb->keys, c * sizeof *q);
+    if (!q)
+      return SOCHDB_NOMEM;
+    bb->keys = q;
+    bb->kcap = c;
+  }
+  bb->keys[bb->nkeys++] = (struct sst_keystart){ (uint32_t)bb->n, hash };
+  return SOCHDB_OK;
+}
+
+/* hash: the key's bloom hash, for a hashed block. */
 static int blockbuf_add(struct sst_blockbuf *bb, const uint8_t *key, size_t klen, uint64_t seq, unsigned kind,
-                        const uint8_t *val, size_t vlen)
+                        const uint8_t *val, size_t vlen, uint64_t hash)
 {
   size_t shared = 0;
   if (bb->since_restart == SST_RESTART_INTERVAL || bb->entries == 0) {
@@ -94,6 +129,12 @@ static int blockbuf_add(struct sst_blockbuf *bb, const uint8_t *key, size_t klen
     size_t m = klen < bb->last_klen ? klen : bb->last_klen;
     while (shared < m && key[shared] == bb->last_key[shared])
       shared++;
+  }
+  int same_key = bb->entries && klen == bb->last_klen && (shared == klen || memcmp(key, bb->last_key, klen) == 0);
+  if (bb->hashed && !same_key) {
+    shared = 0;                      /* a new key: whole, where the index points */
+    if (blockbuf_note_key(bb, hash))
+      return SOCHDB_NOMEM;
   }
   if (!sst_grow(&bb->p, &bb->cap, bb->n + 4 * 10 + 1 + klen + vlen))
     return SOCHDB_NOMEM;
@@ -118,7 +159,30 @@ static int blockbuf_add(struct sst_blockbuf *bb, const uint8_t *key, size_t klen
   return SOCHDB_OK;
 }
 
-/* Append the restart array and count: the payload is then bb->p[0..n). */
+/* Append the hash index of a hashed block's keys (after its restart array):
+** 0, or 1 if a key starts too far in for a u16 offset (the block is then
+** written without one; its keys' first entries are whole either way). */
+static int blockbuf_hash(struct sst_blockbuf *bb)
+{
+  if (bb->nkeys == 0 || bb->keys[bb->nkeys - 1].off > 0xffffu)
+    return 0;
+  uint32_t m = hash_slots(bb->nkeys);
+  uint8_t *offs = bb->p + bb->n, *tags = offs + 2 * (size_t)m;
+  memset(offs, 0, 3 * (size_t)m);    /* empty slots too: the same entries make the same file */
+  for (size_t k = 0; k < bb->nkeys; k++) {
+    uint32_t at = slot_home(bb->keys[k].hash, m);
+    while (tags[at])                 /* m > nkeys: an empty slot comes */
+      at = at + 1 == m ? 0 : at + 1;
+    tags[at] = slot_tag(bb->keys[k].hash);
+    st16(offs + 2 * (size_t)at, (uint16_t)bb->keys[k].off);
+  }
+  st16(tags + m, (uint16_t)m);
+  bb->n += 3 * (size_t)m + 2;
+  return 1;
+}
+
+/* Append the restart array, a hashed block's hash index and the count: the
+** payload is then bb->p[0..n), and bb->hashed says whether it has the index. */
 static int blockbuf_seal(struct sst_blockbuf *bb)
 {
   if (!sst_grow(&bb->p, &bb->cap, blockbuf_size(bb)))
@@ -126,7 +190,8 @@ static int blockbuf_seal(struct sst_blockbuf *bb)
   for (size_t i = 0; i < bb->nrestarts; i++)
     st32(bb->p + bb->n + 4 * i, bb->restarts[i]);
   bb->n += 4 * bb->nrestarts;
-  st32(bb->p + bb->n, (uint32_t)bb->nrestarts);
+  bb->hashed = bb->hashed && blockbuf_hash(bb);
+  st32(bb->p + bb->n, (uint32_t)bb->nrestarts | (bb->hashed ? SST_HASHED : 0));
   bb->n += 4;
   return SOCHDB_OK;
 }
@@ -181,7 +246,7 @@ static int store_block(struct sst_builder *b, const uint8_t *payload, size_t n, 
 static int add_index_entry(struct sst_builder *b, const uint8_t *val, size_t n)
 {
   struct sst_blockbuf *d = &b->data;
-  int rc = blockbuf_add(&b->index, d->last_key, d->last_klen, d->last_seq, SST_PUT, val, n);
+  int rc = blockbuf_add(&b->index, d->last_key, d->last_klen, d->last_seq, SST_PUT, val, n, 0);
   blockbuf_reset(d);
   return rc;
 }
@@ -218,6 +283,7 @@ static int flush_plain(struct sst_builder *b)
     rc = store_block(b, d->p, d->n, SEED_DATA, try_lz4, &size);
   if (rc)
     return rc;
+  b->any_hashed |= d->hashed;
   if (try_lz4)
     lz4_outcome(b, size < d->n + SST_TRAILER_BYTES);
   uint8_t handle[12];
@@ -303,6 +369,7 @@ int sst_builder_init(struct sst_builder *b, size_t block_bytes)
   if (b->col_block_bytes > SST_BLOCK_MAX)
     b->col_block_bytes = SST_BLOCK_MAX;
   b->block_bytes = block_bytes;
+  b->hash_blocks = 1;
   return SOCHDB_OK;
 }
 
@@ -354,10 +421,10 @@ static int add_hash(struct sst_builder *b, const void *key, size_t klen)
 static int add_to_block(struct sst_builder *b, const struct sstcol_row *row, const void *key, size_t klen,
                         uint64_t seq, unsigned kind, const void *val, size_t vlen, int same_key)
 {
-  if (!row->columnar)
-    return blockbuf_add(&b->data, key, klen, seq, kind, val, vlen);
+  if (!row->columnar)   /* the last hash is this key's: a new key's, or the one it continues */
+    return blockbuf_add(&b->data, key, klen, seq, kind, val, vlen, b->hashes[b->nhashes - 1]);
   sstcol_note_entry(b, kind, seq, same_key);
-  int rc = blockbuf_add(&b->data, key, klen, seq, kind, NULL, 0);
+  int rc = blockbuf_add(&b->data, key, klen, seq, kind, NULL, 0, 0);
   return rc || kind != SST_PUT ? rc : sstcol_add(b, row);
 }
 
@@ -382,8 +449,10 @@ int sst_builder_add(struct sst_builder *b, const void *key, size_t klen, uint64_
   sstcol_classify(key, klen, kind, val, vlen, &row);
   if (!sstcol_fits(b, &row) && (rc = flush_data(b)))
     return builder_failed(b, rc);
-  if (d->entries == 0)
+  if (d->entries == 0) {
     sstcol_start(b, &row);
+    d->hashed = b->hash_blocks && !row.columnar;
+  }
   if ((new_key && (rc = add_hash(b, key, klen))) ||
       (rc = add_to_block(b, &row, key, klen, seq, kind, val, vlen, d->entries && !new_key)))
     return builder_failed(b, rc);
@@ -441,7 +510,7 @@ int sst_builder_finish(struct sst_builder *b, uint8_t **buf, size_t *len)
   uint8_t *f = b->out + b->out_n;
   memset(f, 0, SST_FOOTER_BYTES);
   memcpy(f, SST_MAGIC, sizeof SST_MAGIC);
-  st32(f + 8, b->any_columnar ? SST_VERSION : SST_VERSION_KV);
+  st32(f + 8, b->any_hashed ? SST_VERSION : b->any_columnar ? SST_VERSION_COLUMNAR : SST_VERSION_KV);
   st32(f + 12, (uint32_t)b->entries);
   st64(f + 16, filter_off);
   st64(f + 24, index_off);
@@ -465,8 +534,10 @@ void sst_builder_free(struct sst_builder *b)
   free(b->out);
   free(b->data.p);
   free(b->data.restarts);
+  free(b->data.keys);
   free(b->index.p);
   free(b->index.restarts);
+  free(b->index.keys);
   free(b->hashes);
   sstcol_free(b);
   memset(b, 0, sizeof *b);
@@ -481,17 +552,45 @@ void sst_scratch_free(struct sst_scratch *s)
   s->cap = 0;
 }
 
-/* Check a block's payload structure (restart array) and describe it. */
-static int parse_block(const uint8_t *p, size_t n, struct sst_blk *out, const char *what, uint64_t off)
+/* A hashed block's hash index, which ends at p + *end: into out, *end moved
+** to its start. Its slots' offsets are bounded when a get uses them. */
+static int parse_hash_index(const uint8_t *p, size_t *end, struct sst_blk *out, const char *what, uint64_t off)
+{
+  uint32_t m = *end >= 2 ? ld16(p + *end - 2) : 0;
+  if (m == 0 || 3 * (size_t)m > *end - 2)
+    return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: a hash index of %u slots does not fit", what,
+                    (unsigned long long)off, m);
+  *end -= 2 + 3 * (size_t)m;
+  out->nslots = m;
+  out->slot_off = p + *end;
+  out->slot_tag = p + *end + 2 * (size_t)m;
+  return SOCHDB_OK;
+}
+
+/* Check a block's payload structure (restart array, and its hash index if it
+** has one, which only hash_ok allows) and describe it. */
+static int parse_block(const uint8_t *p, size_t n, struct sst_blk *out, const char *what, uint64_t off, int hash_ok)
 {
   if (n < 4)
     return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: payload of %zu bytes", what, (unsigned long long)off,
                     n);
   uint32_t cnt = ld32(p + n - 4);
-  if (cnt > (n - 4) / 4)
+  size_t end = n - 4;               /* of the restart array */
+  out->nslots = 0;
+  out->slot_off = out->slot_tag = NULL;
+  if (cnt & SST_HASHED) {
+    if (!hash_ok)
+      return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: a hash index where none may be", what,
+                      (unsigned long long)off);
+    cnt &= ~SST_HASHED;
+    int rc = parse_hash_index(p, &end, out, what, off);
+    if (rc)
+      return rc;
+  }
+  if (cnt > end / 4)
     return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: %u restarts do not fit", what,
                     (unsigned long long)off, cnt);
-  size_t ents = n - 4 - 4 * (size_t)cnt;
+  size_t ents = end - 4 * (size_t)cnt;
   if ((cnt == 0) != (ents == 0))
     return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: %u restarts for %zu bytes of entries", what,
                     (unsigned long long)off, cnt, ents);
@@ -635,7 +734,7 @@ static int load_block(const uint8_t *buf, uint64_t off, uint32_t size, uint64_t 
   const uint8_t *p = NULL;   /* initialised only for gcc's -Wmaybe-uninitialized */
   size_t n = 0;
   int rc = load_payload(buf, off, size, seed, s, &p, &n, what);
-  return rc ? rc : parse_block(p, n, out, what, off);
+  return rc ? rc : parse_block(p, n, out, what, off, 0);
 }
 
 /* The uncompressed length of piece pc if its trailer (not verified yet) says
@@ -714,12 +813,13 @@ struct blk_check {           /* for check_blk: a block of entries (data, or colu
   struct sst_blk *out;
   const char     *what;
   uint64_t        off;
+  int             hash_ok;    /* it may have a hash index */
 };
 
 static int check_blk(const uint8_t *p, size_t n, void *arg)
 {
   struct blk_check *c = arg;
-  return parse_block(p, n, c->out, c->what, c->off);
+  return parse_block(p, n, c->out, c->what, c->off, c->hash_ok);
 }
 
 struct col_check {           /* for check_col: a column segment */
@@ -743,7 +843,7 @@ static int load_data(const struct sst_reader *r, uint32_t i, struct sst_scratch 
   struct piece pc = block_piece(off, (uint32_t)((r->probe[i + 1].where >> 1) - off), SEED_DATA, "data");
   pc.verified = &r->verified[i / 64];
   pc.verified_bit = 1ull << (i % 64);
-  struct blk_check c = { b, "data", off };
+  struct blk_check c = { b, "data", off, r->version == SST_VERSION };
   return load_piece(r, &pc, s, check_blk, &c, st);
 }
 
@@ -759,7 +859,7 @@ static int load_columnar(const struct sst_reader *r, uint32_t i, uint64_t want, 
   cv->segs = sg + 1;
   cv->loaded = 0;
   struct piece pc = segment_piece(e->offset, &sg[0], 0);
-  struct blk_check kc = { keys, "columnar keys", e->offset };
+  struct blk_check kc = { keys, "columnar keys", e->offset, 0 };
   int rc = load_piece(r, &pc, &cv->buf[0], check_blk, &kc, st);
   for (unsigned j = 0; rc == SOCHDB_OK && j < cb->ncols; j++) {
     if (!(want >> j & 1))
@@ -910,6 +1010,39 @@ static int cursor_seek(struct sst_cursor *c, const uint8_t *key, size_t klen, ui
   }
 }
 
+/* cursor_seek through the block's hash index, for a key of bloom hash h:
+** 1 with the first entry >= (key, seq) decoded when the block holds the key,
+** else 0 (the key is not in the block), -1 if malformed. Only the slots whose
+** tag matches cost an entry's decoding: nearly always the key's own. */
+static int cursor_seek_hashed(struct sst_cursor *c, uint64_t h, const uint8_t *key, size_t klen, uint64_t seq)
+{
+  const struct sst_blk *b = &c->blk;
+  uint32_t m = b->nslots, at = slot_home(h, m);
+  uint8_t tag = slot_tag(h);
+  for (uint32_t probes = 0; probes < m && b->slot_tag[at]; probes++, at = at + 1 == m ? 0 : at + 1) {
+    if (b->slot_tag[at] != tag)
+      continue;
+    c->pos = ld16(b->slot_off + 2 * (size_t)at);
+    for (size_t ahead = 64; ahead <= 128 && c->pos + ahead < b->ents; ahead += 64)
+      __builtin_prefetch(b->p + c->pos + ahead);   /* the rest of the entry: its value's lines */
+    c->next_restart = b->nrestarts;  /* decoding starts off the restart points: whole keys */
+    c->klen = 0;
+    if (cursor_next(c) <= 0)
+      return -1;                     /* a slot outside the entries, or at a shared key */
+    if (c->klen != klen || memcmp(c->key, key, klen) != 0)
+      continue;
+    while (c->seq > seq) {           /* versions newer than the snapshot: the next one, if it is this key's */
+      int rc = cursor_next(c);
+      if (rc <= 0)
+        return rc;
+      if (c->klen != klen || memcmp(c->key, key, klen) != 0)
+        return 0;
+    }
+    return 1;
+  }
+  return 0;
+}
+
 /* ---- opening ---------------------------------------------------------------- */
 
 static int bad(const char *msg) { return sdb_fail(SOCHDB_CORRUPT, "SSTable: %s", msg); }
@@ -922,8 +1055,8 @@ static int check_footer(const uint8_t *f, unsigned *version)
   if (ld64(f + 56) != XXH3_64bits_withSeed(f, 56, SEED_FOOTER))
     return bad("footer checksum mismatch");
   *version = ld32(f + 8);
-  if (*version != SST_VERSION && *version != SST_VERSION_KV)
-    return sdb_fail(SOCHDB_VERSION, "SSTable version %u; this library reads %u and %u", *version, SST_VERSION_KV,
+  if (*version != SST_VERSION && *version != SST_VERSION_COLUMNAR && *version != SST_VERSION_KV)
+    return sdb_fail(SOCHDB_VERSION, "SSTable version %u; this library reads %u to %u", *version, SST_VERSION_KV,
                     SST_VERSION);
   return SOCHDB_OK;
 }
@@ -1026,9 +1159,9 @@ static int parse_index(struct sst_reader *r, const struct sst_blk *ib, uint64_t 
   free(c);
   if (!rc && expect_off != filter_off)
     rc = bad("data blocks do not end where the filter starts");
-  if (!rc && r->version == SST_VERSION && r->ncolblocks == 0)
+  if (!rc && r->version == SST_VERSION_COLUMNAR && r->ncolblocks == 0)
     rc = sdb_fail(SOCHDB_VERSION, "SSTable version %u without a columnar block; this library writes such "
-                  "tables as version %u", SST_VERSION, SST_VERSION_KV);
+                  "tables as version %u", SST_VERSION_COLUMNAR, SST_VERSION_KV);
   return rc ? rc : index_search_setup(r);
 }
 
@@ -1128,15 +1261,21 @@ void sst_close(struct sst_reader *r)
 
 /* ---- point reads ------------------------------------------------------------ */
 
-int sst_may_contain(const struct sst_reader *r, const void *key, size_t klen)
+/* The bloom filter's answer for a key of bloom hash h. */
+static int bloom_may_contain(const struct sst_reader *r, uint64_t h)
 {
   if (r->bloom_bits == 0)
     return 0;
-  struct bloom_probe p = bloom_first(bloom_hash(key, klen), r->bloom_bits);
+  struct bloom_probe p = bloom_first(h, r->bloom_bits);
   for (unsigned j = 0; j < r->bloom_k; j++, bloom_next(&p))
     if (!(r->bloom[p.bit / 8] & (1u << (p.bit % 8))))
       return 0;
   return 1;
+}
+
+int sst_may_contain(const struct sst_reader *r, const void *key, size_t klen)
+{
+  return bloom_may_contain(r, bloom_hash(key, klen));
 }
 
 /* What find_block looks for: an internal key and its prefix as probe[].pfx
@@ -1293,8 +1432,8 @@ static int get_columnar(const struct sst_reader *r, uint32_t i, const uint8_t *k
 static void prefetch_block_guess(const struct sst_reader *r, uint32_t i, const uint8_t *key, size_t klen)
 {
   const uint8_t *start = r->buf + (r->probe[i].where >> 1), *end = r->buf + (r->probe[i + 1].where >> 1);
-  __builtin_prefetch(end - 1);
-  __builtin_prefetch(end - start > 64 ? end - 1 - 64 : start);
+  for (ptrdiff_t back = 1; back < 256 + 1 && back <= end - start; back += 64)
+    __builtin_prefetch(end - back);
   if (i == 0 || klen < r->key_shared)
     return;
   uint64_t a = r->probe[i - 1].pfx, z = r->probe[i].pfx;
@@ -1313,7 +1452,8 @@ int sst_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t s
   if (!r || !key || !scratch || !res || klen == 0 || klen > SOCHDB_MAX_KEY)
     return sdb_fail(SOCHDB_INVALID, "sst_get: NULL argument or key of %zu bytes", klen);
   memset(res, 0, sizeof *res);
-  if (r->nblocks == 0 || !sst_may_contain(r, key, klen))
+  uint64_t h = bloom_hash(key, klen);
+  if (r->nblocks == 0 || !bloom_may_contain(r, h))
     return SOCHDB_OK;
   /* The first entry >= (key, snapshot) is in the first block whose last
   ** entry is >= it: versions continuing into the next block are found there. */
@@ -1329,9 +1469,14 @@ int sst_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t s
   int rc = load_data(r, i, scratch, &b, NULL);
   if (rc)
     return rc;
-  prefetch_restarts(&b);
   cursor_start(c, &b, 0);
-  int e = cursor_seek(c, key, klen, snapshot);
+  int e;
+  if (b.nslots)
+    e = cursor_seek_hashed(c, h, key, klen, snapshot);
+  else {
+    prefetch_restarts(&b);
+    e = cursor_seek(c, key, klen, snapshot);
+  }
   if (e < 0)
     rc = corrupt_entry(r, i);
   else if (e > 0 && c->klen == klen && memcmp(c->key, key, klen) == 0) {

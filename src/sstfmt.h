@@ -30,6 +30,23 @@
 ** offsets (ascending, the first 0) point at them. Varints are LEB128.
 ** An empty payload (no entries) is just n = 0; only an empty table's index is.
 **
+** Hashed data blocks (version 3). A plain data block may end in a hash index
+** of its keys instead, marked by the top bit of its last word:
+**   [ entries | restart offset u32 x n | slot offset u16 x m | slot tag u8 x m |
+**     m u16 | n | 0x80000000 u32 ]
+** Every key's first entry in the block is then stored whole (shared = 0), so
+** that it decodes where it stands; its later versions may still share the
+** key. Each key has one slot, found by linear probing (the slot after m - 1
+** is 0) from slot (((h >> 16) & 0xffffffff) * m) >> 32, where h is the key's
+** bloom hash (below); the slot holds the offset of the key's first entry in
+** the block and the tag h >> 56, or 1 where that is 0. A slot with tag 0 is
+** empty, and m > the keys of the block, so every probe meets one. A point
+** read finds its key's entry without decoding the entries before it; a key
+** absent from the block meets an empty slot, almost always after comparing
+** no entry (tags differ). A block has a hash index only while its entries
+** start below 64 KiB (they always do: a block is cut once it reaches
+** SST_BLOCK_MAX); m is 1.5 x its keys, rounded up, plus one.
+**
 ** Filter block payload (never compressed):
 **   [ bloom bits, nbytes*8 of them | k u8 ]
 ** over the distinct user keys, 10 bits per key (at least 64 bits), k = 7,
@@ -59,13 +76,17 @@
 **
 ** Everything is little-endian.
 **
-** Versions. A file without columnar blocks is version 1, byte for byte what
-** the first format wrote (so a database that never used tables stays
-** readable by older builds); a file with at least one columnar block is
-** version 2. A reader accepts both; it refuses any other number and a
-** version-2 file without a columnar block (SOCHDB_VERSION: the footer does
-** not match the content), and reads a columnar index entry in a version-1
-** file as the malformed entry it is there (SOCHDB_CORRUPT).
+** Versions. A file with a hashed data block is version 3. Otherwise, a file
+** without columnar blocks is version 1, byte for byte what the first format
+** wrote, and a file with at least one columnar block is version 2. The
+** builder hashes every plain data block unless told not to (hash_blocks), so
+** it writes version 3 unless a table has no plain data block; older builds
+** refuse version 3 with SOCHDB_VERSION instead of misreading it. A reader
+** accepts all three; it refuses any other number and a version-2 file
+** without a columnar block (SOCHDB_VERSION: the footer does not match the
+** content), and reads a columnar index entry in a version-1 file, and a
+** hashed block in a version-1 or -2 file, as the malformed things they are
+** there (SOCHDB_CORRUPT).
 **
 ** Columnar data blocks (version 2; docs/columnar.md). The rows of one table
 ** (keys FF FF 01 + table id + primary key whose value parses as a row,
@@ -126,8 +147,9 @@
 #include "rowfmt.h"
 #include "sochdb.h"
 
-#define SST_VERSION          2u   /* with columnar blocks; see Versions above */
-#define SST_VERSION_KV       1u   /* without */
+#define SST_VERSION          3u   /* with hashed data blocks; see Versions above */
+#define SST_VERSION_COLUMNAR 2u   /* with columnar blocks, without hashed ones */
+#define SST_VERSION_KV       1u   /* with neither */
 #define SST_MAX_COLUMNS      64u  /* columns of a columnar block */
 #define SST_FOOTER_BYTES     64u
 #define SST_TRAILER_BYTES    16u
@@ -168,6 +190,12 @@ struct sst_blockbuf {
   size_t    last_klen;
   uint64_t  last_seq;
   size_t    entries;
+  int       hashed;          /* the block gets a key hash index (a plain data block) */
+  struct sst_keystart {      /* ... and where each of its keys starts */
+    uint32_t off;
+    uint64_t hash;
+  }        *keys;
+  size_t    nkeys, kcap;
 };
 
 /* One column of the columnar block being built; internal to the builder. */
@@ -204,7 +232,9 @@ struct sst_builder {
   struct sst_colbuf  *cols;           /* SST_MAX_COLUMNS, allocated with the first columnar block */
   uint8_t            *seg;            /* a segment's payload being assembled */
   size_t              seg_cap;
-  int                 any_columnar;   /* the file is version 2 */
+  int                 any_columnar;   /* the file has a columnar block */
+  int                 hash_blocks;    /* plain data blocks get a hash index (the default; 0 writes versions 1-2) */
+  int                 any_hashed;     /* ... and one did: the file is version 3 */
   /* Plain data blocks that LZ4 could not shrink by an eighth make the next
   ** ones skip it: 1, 2, 4, ... SST_LZ4_SKIP_MAX blocks, until one shrinks. */
   unsigned            lz4_backoff, lz4_skip_left;
@@ -457,6 +487,9 @@ struct sst_blk {
   size_t         ents;       /* their bytes */
   const uint8_t *restarts;   /* nrestarts u32 */
   uint32_t       nrestarts;
+  uint32_t       nslots;     /* of its hash index; 0: none */
+  const uint8_t *slot_off;   /* nslots u16 */
+  const uint8_t *slot_tag;   /* nslots u8 */
 };
 struct sst_cursor {
   struct sst_blk blk;

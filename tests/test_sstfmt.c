@@ -117,10 +117,13 @@ static void make_model(struct model *m, unsigned nkeys, unsigned maxv, size_t ma
   }
 }
 
-static void build(const struct model *m, size_t block_bytes, uint8_t **buf, size_t *len)
+/* The table of m's entries; hashed: its plain data blocks get a hash index
+** (the builder's default), or not (the formats of versions 1 and 2). */
+static void build_hashed(const struct model *m, size_t block_bytes, int hashed, uint8_t **buf, size_t *len)
 {
   struct sst_builder b;
   cr_assert_eq(sst_builder_init(&b, block_bytes), SOCHDB_OK, "builder init");
+  b.hash_blocks = hashed;
   for (size_t i = 0; i < m->n; i++) {
     const struct ent *e = &m->e[i];
     int rc = sst_builder_add(&b, e->key, e->klen, e->seq, e->kind, e->val, e->vlen);
@@ -128,6 +131,11 @@ static void build(const struct model *m, size_t block_bytes, uint8_t **buf, size
   }
   cr_assert_eq(sst_builder_finish(&b, buf, len), SOCHDB_OK, "finish: %s", sochdb_last_error());
   sst_builder_free(&b);
+}
+
+static void build(const struct model *m, size_t block_bytes, uint8_t **buf, size_t *len)
+{
+  build_hashed(m, block_bytes, 1, buf, len);
 }
 
 /* The expected answer for key (versions m->e[first..end)) at snapshot. */
@@ -225,15 +233,18 @@ static void check_scan(const struct model *m, const struct sst_reader *r)
   sst_iter_free(&it);
 }
 
-Test(sstfmt, round_trip)
+/* Gets, scans and seeks of a table of many keys, with hashed data blocks or
+** without. */
+static void round_trip(int hashed)
 {
   struct model m = {0};
   make_model(&m, 20000, 3, 60, 2);
   uint8_t *buf;
   size_t len;
-  build(&m, 0, &buf, &len);
+  build_hashed(&m, 0, hashed, &buf, &len);
   struct sst_reader r;
   cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
+  cr_assert_eq(r.version, hashed ? SST_VERSION : SST_VERSION_KV, "version %u", r.version);
   cr_assert_eq(r.entries, m.n, "footer entry count");
   cr_assert_gt(r.nblocks, 100u, "a table of %zu entries has many blocks (%u)", m.n, r.nblocks);
 
@@ -275,6 +286,9 @@ Test(sstfmt, round_trip)
   free(buf);
   model_free(&m);
 }
+
+Test(sstfmt, round_trip) { round_trip(1); }
+Test(sstfmt, round_trip_unhashed) { round_trip(0); }
 
 Test(sstfmt, empty_table)
 {
@@ -575,6 +589,120 @@ Test(sstfmt, zero_copy_values)
   }
   sst_scratch_free(&s);
   sst_close(&r);
+  free(buf);
+  model_free(&m);
+}
+
+/* Stored (uncompressed) data block i of the table buf holds: its payload
+** and payload bytes. */
+static uint8_t *raw_block(uint8_t *buf, const struct sst_reader *r, uint32_t i, size_t *n)
+{
+  const uint8_t *t = buf + r->index[i].offset + r->index[i].size - SST_TRAILER_BYTES;
+  cr_assert_eq(t[0], SST_NONE, "block %u is stored uncompressed", i);
+  *n = r->index[i].size - SST_TRAILER_BYTES;
+  return buf + r->index[i].offset;
+}
+
+/* The hash index of a block payload p[0..n): its slot count, offsets, tags. */
+static uint32_t block_slots(uint8_t *p, size_t n, uint8_t **offs, uint8_t **tags)
+{
+  uint32_t last;
+  uint16_t m;
+  memcpy(&last, p + n - 4, 4);
+  cr_assert(last & 0x80000000u, "the block is hashed");
+  memcpy(&m, p + n - 6, 2);
+  *offs = p + n - 6 - 3 * (size_t)m;
+  *tags = *offs + 2 * (size_t)m;
+  return m;
+}
+
+/* Every plain data block carries a hash index with a slot for each of its
+** keys; a get follows it, and is refused where the index is damaged or where
+** the file's version allows none. A scan never reads it. */
+Test(sstfmt, hash_index)
+{
+  struct model m = {0};
+  make_model(&m, 600, 3, 60, 0);
+  uint8_t *buf;
+  size_t len;
+  build(&m, 1024, &buf, &len);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
+  cr_assert_eq(r.version, SST_VERSION, "hashed blocks: version %u", r.version);
+  cr_assert_gt(r.nblocks, 10u, "several blocks (%u)", r.nblocks);
+  size_t keys = 0, used = 0;
+  for (size_t i = 0; i < m.n; i++)
+    keys += i == 0 || m.e[i].klen != m.e[i - 1].klen || memcmp(m.e[i].key, m.e[i - 1].key, m.e[i].klen) != 0;
+  for (uint32_t i = 0; i < r.nblocks; i++) {
+    size_t n;
+    uint8_t *p = raw_block(buf, &r, i, &n), *offs, *tags;
+    uint32_t slots = block_slots(p, n, &offs, &tags);
+    size_t in_block = 0;
+    for (uint32_t k = 0; k < slots; k++)
+      in_block += tags[k] != 0;
+    cr_assert(in_block > 0 && in_block < slots, "block %u: %zu keys in %u slots, one empty at least", i, in_block,
+              slots);
+    used += in_block;
+  }
+  /* a key whose versions span blocks has a slot in each of them */
+  cr_assert(used >= keys && used < keys + r.nblocks, "%zu slots used for %zu keys in %u blocks", used, keys,
+            r.nblocks);
+  check_all_gets(&m, &r);
+
+  /* every tag alike and no slot empty: a get ends after m probes, finding
+  ** nothing where it should not, whichever tag the key has */
+  struct sst_scratch s = {0};
+  struct sst_get_result res;
+  size_t n;
+  uint8_t *p = raw_block(buf, &r, 1, &n), *offs, *tags;
+  uint32_t slots = block_slots(p, n, &offs, &tags);
+  size_t stored = n + SST_TRAILER_BYTES;   /* the trailer's checksum too */
+  uint8_t *save = malloc(stored);
+  cr_assert_not_null(save);
+  memcpy(save, p, stored);
+  sst_close(&r);
+  for (unsigned tag = 1; tag < 256; tag++) {
+    memset(tags, (int)tag, slots);
+    cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
+    sst_data_block_seal(buf, &r, 1);
+    size_t at = 0;   /* an absent key inside block 1's range: a present one with a '~' appended */
+    while (sst_ikey_order((const uint8_t *)m.e[at].key, m.e[at].klen, 0, r.keys + r.index[0].key_off,
+                          r.index[0].klen, 0) <= 0)
+      at++;
+    struct ent absent = m.e[at];
+    absent.key[absent.klen++] = '~';
+    cr_assert_eq(sst_get(&r, absent.key, absent.klen, UINT64_MAX, &s, &res), SOCHDB_OK, "tag %u: %s", tag,
+                 sochdb_last_error());
+    cr_assert_eq(res.found, 0, "tag %u: an absent key is not found", tag);
+    sst_close(&r);
+  }
+  memcpy(p, save, stored);
+
+  /* a slot pointing past the entries: the get is refused, the scan is not */
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
+  memset(offs, 0xff, 2 * (size_t)slots);
+  sst_data_block_seal(buf, &r, 1);
+  size_t first = 0;   /* the first key of block 1 that block 0 does not hold too */
+  while (sst_ikey_order((const uint8_t *)m.e[first].key, m.e[first].klen, 0, r.keys + r.index[0].key_off,
+                        r.index[0].klen, 0) <= 0)
+    first++;
+  cr_assert_eq(sst_get(&r, m.e[first].key, m.e[first].klen, UINT64_MAX, &s, &res), SOCHDB_CORRUPT,
+               "a slot outside the entries");
+  check_scan(&m, &r);
+  sst_close(&r);
+  memcpy(p, save, stored);
+
+  /* a hashed block in a file of version 1 or 2: the get is refused */
+  uint8_t *footer = buf + len - SST_FOOTER_BYTES;
+  footer[8] = SST_VERSION_KV;
+  sst_footer_seal(footer);
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
+  cr_assert_eq(sst_get(&r, m.e[first].key, m.e[first].klen, UINT64_MAX, &s, &res), SOCHDB_CORRUPT,
+               "a hash index in a version-1 file");
+  cr_assert(strstr(sochdb_last_error(), "hash index") != NULL, "the message says so: %s", sochdb_last_error());
+  sst_close(&r);
+  sst_scratch_free(&s);
+  free(save);
   free(buf);
   model_free(&m);
 }
@@ -1288,7 +1416,7 @@ Test(sstfmt, columnar_round_trip)
   build(&m, 1024, &buf, &len);
   struct sst_reader r;
   cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
-  cr_assert_eq(r.version, SST_VERSION, "a table with columnar blocks is version %u", SST_VERSION);
+  cr_assert_eq(r.version, SST_VERSION, "a table with columnar and hashed blocks is version %u", SST_VERSION);
   cr_assert_gt(r.ncolblocks, 4u, "columnar blocks (%u)", r.ncolblocks);
   cr_assert_gt(r.nblocks, r.ncolblocks + 2, "plain blocks too (%u of %u)", r.nblocks - r.ncolblocks, r.nblocks);
   unsigned wide = 0, tables = 0;
@@ -1303,12 +1431,20 @@ Test(sstfmt, columnar_round_trip)
   check_columnar(&m, &r);
   sst_close(&r);
   free(buf);
+
+  /* without hashed blocks, version 2 */
+  build_hashed(&m, 1024, 0, &buf, &len);
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
+  cr_assert_eq(r.version, SST_VERSION_COLUMNAR, "columnar blocks, no hashed ones: version %u", r.version);
+  check_columnar(&m, &r);
+  sst_close(&r);
+  free(buf);
   model_free(&m);
 
-  /* a table without rows stays version 1 */
+  /* a table without rows is version 1 when it is not hashed */
   memset(&m, 0, sizeof m);
   make_model(&m, 50, 2, 40, 1);
-  build(&m, 1024, &buf, &len);
+  build_hashed(&m, 1024, 0, &buf, &len);
   cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
   cr_assert_eq(r.version, SST_VERSION_KV, "no columnar block: version %u", SST_VERSION_KV);
   sst_close(&r);
