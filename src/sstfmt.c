@@ -68,6 +68,18 @@ static inline void bloom_next(struct bloom_probe *p)
     p->bit -= p->nbits;
 }
 
+/* The blocked filter's line for hash h, and the k bits in it: successive
+** multiplications by an odd constant stir the hash's high half, each bit
+** taken from the product's top 9 bits. */
+#define BLOOM_LINE_BYTES 64u
+static inline uint64_t bloom_line(uint64_t h, uint64_t nlines) { return (h & 0xffffffffu) * nlines >> 32; }
+static inline unsigned bloom_line_bit(uint32_t *g)
+{
+  unsigned bit = *g >> 23;
+  *g *= 0x9e3779b9u;
+  return bit;
+}
+
 /* Checksum of a stored block: the trailer's first 8 bytes seed the payload's. */
 static uint64_t block_checksum(const uint8_t *payload, size_t n, const uint8_t *trailer, uint64_t seed,
                                uint64_t offset)
@@ -466,6 +478,52 @@ int sst_builder_add(struct sst_builder *b, const void *key, size_t klen, uint64_
   return SOCHDB_OK;
 }
 
+/* The filter payload of the keys added, for a version-1 or -2 file (see
+** sstfmt.h): malloc'ed, its size in *n; NULL out of memory. */
+static uint8_t *bloom_classic(const struct sst_builder *b, size_t *n)
+{
+  uint64_t nbits = (uint64_t)b->nhashes * SST_BLOOM_BITS;
+  if (nbits < 64)
+    nbits = 64;
+  size_t nbytes = (size_t)((nbits + 7) / 8);
+  nbits = (uint64_t)nbytes * 8;
+  uint8_t *bloom = calloc(nbytes + 1, 1);
+  if (!bloom)
+    return NULL;
+  for (size_t i = 0; i < b->nhashes; i++) {
+    struct bloom_probe p = bloom_first(b->hashes[i], nbits);
+    for (unsigned j = 0; j < SST_BLOOM_K; j++, bloom_next(&p))
+      bloom[p.bit / 8] |= (uint8_t)(1u << (p.bit % 8));
+  }
+  bloom[nbytes] = SST_BLOOM_K;
+  *n = nbytes + 1;
+  return bloom;
+}
+
+/* ... and the blocked one of a version-3 file stored at file offset off. */
+static uint8_t *bloom_blocked(const struct sst_builder *b, uint64_t off, size_t *n)
+{
+  uint64_t nlines = ((uint64_t)b->nhashes * SST_BLOOM_BITS + 8 * BLOOM_LINE_BYTES - 1) / (8 * BLOOM_LINE_BYTES);
+  if (nlines == 0)
+    nlines = 1;
+  size_t pad = (BLOOM_LINE_BYTES - off % BLOOM_LINE_BYTES) % BLOOM_LINE_BYTES;
+  *n = pad + (size_t)nlines * BLOOM_LINE_BYTES + 2;
+  uint8_t *bloom = calloc(*n, 1);
+  if (!bloom)
+    return NULL;
+  for (size_t i = 0; i < b->nhashes; i++) {
+    uint8_t *line = bloom + pad + bloom_line(b->hashes[i], nlines) * BLOOM_LINE_BYTES;
+    uint32_t g = (uint32_t)(b->hashes[i] >> 32);
+    for (unsigned j = 0; j < SST_BLOOM_K; j++) {
+      unsigned bit = bloom_line_bit(&g);
+      line[bit / 8] |= (uint8_t)(1u << (bit % 8));
+    }
+  }
+  bloom[*n - 2] = SST_BLOOM_K;
+  bloom[*n - 1] = (uint8_t)pad;
+  return bloom;
+}
+
 int sst_builder_finish(struct sst_builder *b, uint8_t **buf, size_t *len)
 {
   if (b->failed)
@@ -477,23 +535,13 @@ int sst_builder_finish(struct sst_builder *b, uint8_t **buf, size_t *len)
     return builder_failed(b, rc);
 
   /* filter */
-  uint64_t nbits = (uint64_t)b->nhashes * SST_BLOOM_BITS;
-  if (nbits < 64)
-    nbits = 64;
-  size_t nbytes = (size_t)((nbits + 7) / 8);
-  nbits = (uint64_t)nbytes * 8;
-  uint8_t *bloom = calloc(nbytes + 1, 1);
-  if (!bloom)
-    return builder_failed(b, SOCHDB_NOMEM);
-  for (size_t i = 0; i < b->nhashes; i++) {
-    struct bloom_probe p = bloom_first(b->hashes[i], nbits);
-    for (unsigned j = 0; j < SST_BLOOM_K; j++, bloom_next(&p))
-      bloom[p.bit / 8] |= (uint8_t)(1u << (p.bit % 8));
-  }
-  bloom[nbytes] = SST_BLOOM_K;
   uint64_t filter_off = file_pos(b);
+  uint8_t *bloom;
+  size_t bloom_n;
+  if (!(bloom = b->any_hashed ? bloom_blocked(b, filter_off, &bloom_n) : bloom_classic(b, &bloom_n)))
+    return builder_failed(b, SOCHDB_NOMEM);
   uint32_t filter_size;
-  rc = store_block(b, bloom, nbytes + 1, SEED_FILTER, 0, &filter_size);
+  rc = store_block(b, bloom, bloom_n, SEED_FILTER, 0, &filter_size);
   free(bloom);
   if (rc)
     return builder_failed(b, rc);
@@ -1061,6 +1109,27 @@ static int check_footer(const uint8_t *f, unsigned *version)
   return SOCHDB_OK;
 }
 
+/* The filter payload p[0..n) into r: classic, or blocked (version 3). */
+static int parse_filter(struct sst_reader *r, const uint8_t *p, size_t n)
+{
+  if (n < 2)
+    return bad("filter block is malformed");
+  size_t pad = 0;
+  if (r->version == SST_VERSION) {
+    pad = p[n - 1];
+    if (pad >= BLOOM_LINE_BYTES || n - 2 <= pad || (n - 2 - pad) % BLOOM_LINE_BYTES)
+      return bad("blocked filter block is malformed");
+    r->bloom_lines = (n - 2 - pad) / BLOOM_LINE_BYTES;
+    n--;
+  }
+  r->bloom = p + pad;
+  r->bloom_bits = (uint64_t)(n - 1 - pad) * 8;
+  r->bloom_k = p[n - 1];
+  if (r->bloom_k == 0 || r->bloom_k > 30)
+    return bad("filter block has a bad hash count");
+  return SOCHDB_OK;
+}
+
 /* Append the index entry c names (a data block at expect_off) to r. */
 static int add_block(struct sst_reader *r, const struct sst_cursor *c, uint64_t expect_off, uint64_t filter_off,
                      size_t *cap, size_t *keys_n, size_t *keys_cap, struct sstcol_caps *caps)
@@ -1191,13 +1260,8 @@ int sst_open(const uint8_t *buf, size_t len, struct sst_reader *r)
   rc = load_payload(buf, filter_off, filter_size, SEED_FILTER, NULL, &fp, &fn, "filter");
   if (rc)
     return rc;
-  if (fn < 2)
-    return bad("filter block is malformed");
-  r->bloom = fp;
-  r->bloom_bits = (uint64_t)(fn - 1) * 8;
-  r->bloom_k = fp[fn - 1];
-  if (r->bloom_k == 0 || r->bloom_k > 30)
-    return bad("filter block has a bad hash count");
+  if ((rc = parse_filter(r, fp, fn)))
+    return rc;
 
   /* index */
   struct sst_scratch s = {0};
@@ -1266,6 +1330,16 @@ static int bloom_may_contain(const struct sst_reader *r, uint64_t h)
 {
   if (r->bloom_bits == 0)
     return 0;
+  if (r->bloom_lines) {
+    const uint8_t *line = r->bloom + bloom_line(h, r->bloom_lines) * BLOOM_LINE_BYTES;
+    uint32_t g = (uint32_t)(h >> 32);
+    unsigned miss = 0;
+    for (unsigned j = 0; j < r->bloom_k; j++) {   /* no early exit: one line, every bit in it at once */
+      unsigned bit = bloom_line_bit(&g);
+      miss |= ~line[bit / 8] >> (bit % 8) & 1u;
+    }
+    return !miss;
+  }
   struct bloom_probe p = bloom_first(h, r->bloom_bits);
   for (unsigned j = 0; j < r->bloom_k; j++, bloom_next(&p))
     if (!(r->bloom[p.bit / 8] & (1u << (p.bit % 8))))

@@ -52,6 +52,13 @@
 ** over the distinct user keys, 10 bits per key (at least 64 bits), k = 7,
 ** double hashing: h = XXH3_64bits_withSeed(key, SEED), h1 = low 32 bits,
 ** h2 = high 32 bits, bit i = (h1 + i*h2) mod nbits for i in 0..k-1.
+** In a version-3 file the filter is blocked instead, each key's k bits in
+** one 64-byte line, so that a lookup reads one cache line, not k:
+**   [ 0 u8 x pad | lines, 64 B each | k u8 | pad u8 ]
+** pad (< 64) puts the first line at a file offset that is a multiple of 64,
+** which an mmap keeps. The key with hash h sets, in line ((h & 0xffffffff) *
+** nlines) >> 32, the bits g >> 23 for g = h >> 32, then g * 0x9e3779b9 (mod
+** 2^32), and so on k times; nlines = ceil(keys * 10 / 512), at least 1.
 **
 ** Index block: one entry per data block, in file order: key = the block's
 ** last user key, seq = that entry's seq, kind PUT, value = [ offset u64 |
@@ -385,6 +392,7 @@ struct sst_reader {
   const uint8_t          *bloom;      /* into buf */
   uint64_t                bloom_bits;
   unsigned                bloom_k;
+  uint64_t                bloom_lines; /* of a blocked filter (version 3); 0: not blocked */
   uint32_t                nblocks;
   struct sst_index_entry *index;      /* malloc'ed */
   uint8_t                *keys;       /* malloc'ed: the index's keys */
