@@ -1520,6 +1520,16 @@ static void prefetch_block_guess(const struct sst_reader *r, uint32_t i, const u
     __builtin_prefetch(p);
 }
 
+void sst_prefetch_get(const struct sst_reader *r, const void *key, size_t klen)
+{
+  if (r->nblocks == 0 || !r->bloom_lines)
+    return;
+  __builtin_prefetch(r->bloom + bloom_line(bloom_hash(key, klen), r->bloom_lines) * BLOOM_LINE_BYTES);
+  uint32_t i = find_block(r, key, klen, UINT64_MAX);
+  if (i < r->nblocks && !(r->probe[i].where & 1))
+    __builtin_prefetch(r->buf + (r->probe[i + 1].where >> 1) - 1);   /* its trailer: the first line read */
+}
+
 int sst_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t snapshot,
             struct sst_scratch *scratch, struct sst_get_result *res)
 {

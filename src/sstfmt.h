@@ -428,6 +428,10 @@ void sst_set_cache(struct sst_reader *r, const struct sst_block_cache *c);
 
 /* 0 if the bloom filter says key is certainly absent, 1 if it may be present. */
 int  sst_may_contain(const struct sst_reader *r, const void *key, size_t klen);
+/* Ask for the lines an sst_get of key would read first: the bloom filter's
+** line and the last line of the block that may hold key (its trailer).
+** Only in a version-3 file (one filter line). Touches nothing else. */
+void sst_prefetch_get(const struct sst_reader *r, const void *key, size_t klen);
 
 /* Recompute the checksum of the block stored at file[offset..offset+size)
 ** after changing its bytes (its trailer included): for tests and repair

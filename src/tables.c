@@ -321,6 +321,21 @@ uint32_t sdb_tables_seek_level(const struct sdb_tables *ts, unsigned l, const vo
   return lo;
 }
 
+void sdb_tables_prefetch(const struct sdb_tables *ts, const void *key, size_t klen)
+{
+  const struct sdb_table *t = NULL;
+  for (uint32_t i = ts->level_start[0]; i < ts->level_start[1] && !t; i++)
+    if (sdb_table_may_hold(ts->files[i], key, klen))
+      t = ts->files[i];
+  for (unsigned l = 1; l < SDB_LEVELS && !t; l++) {
+    uint32_t i = sdb_tables_seek_level(ts, l, key, klen);
+    if (i < ts->level_start[l + 1] && sdb_table_may_hold(ts->files[i], key, klen))
+      t = ts->files[i];
+  }
+  if (t && t->open_rc == SOCHDB_OK)
+    sst_prefetch_get(&t->r, key, klen);
+}
+
 int sdb_tables_get(const struct sdb_tables *ts, const void *key, size_t klen, uint64_t snapshot,
                    struct sst_scratch *scratch, struct sst_get_result *res)
 {

@@ -73,6 +73,10 @@ int  sdb_table_may_hold(const struct sdb_table *t, const void *key, size_t klen)
 ** level by level. res->found = 0 if none. res->val points into the mapping
 ** (valid while ts is held) or into scratch. Errors: SOCHDB_CORRUPT (a file
 ** that may hold the key is damaged), SOCHDB_NOMEM. */
+/* Ask for the first lines sdb_tables_get(key) will read in the first table
+** that may hold key (sst_prefetch_get): a get does this before it searches
+** the memtables, so that the misses of both overlap. */
+void sdb_tables_prefetch(const struct sdb_tables *ts, const void *key, size_t klen);
 int  sdb_tables_get(const struct sdb_tables *ts, const void *key, size_t klen, uint64_t snapshot,
                     struct sst_scratch *scratch, struct sst_get_result *res);
 

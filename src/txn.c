@@ -243,10 +243,23 @@ int sdb_write(sochdb_txn *t, const void *key, size_t klen, const void *val, size
   return buffer_write(t, key, klen, tombstone ? NULL : val, tombstone ? 0 : vlen, tombstone, 1);
 }
 
-static const struct mv_version *snapshot_lookup(const sochdb_txn *t, const void *key, uint32_t klen)
+/* Before a get searches the memtables, ask for the first lines of both of
+** its halves: each memtable's hash bucket for the key, and in the first
+** SSTable that may hold it the filter line and the block's lines. Their
+** misses then overlap each other and the work in between, instead of
+** following one another. When a memtable has the key, the SSTable's lines
+** were asked for in vain; read_rand, where a quarter of the keys are in the
+** memtable, was still ahead in 8 of 8 alternating rounds (README). */
+static void prefetch_get(const sochdb_txn *t, const void *key, size_t klen, uint64_t hash)
+{
+  for (uint32_t i = 0; i < t->view.n; i++)
+    sl_prefetch_bucket(&t->db->region, t->view.idx[i], hash);
+  sdb_tables_prefetch(t->tables, key, klen);
+}
+
+static const struct mv_version *snapshot_lookup(const sochdb_txn *t, const void *key, uint32_t klen, uint64_t hash)
 {
   const shm_region *r = &t->db->region;
-  uint64_t hash = sl_hash(key, klen);
   for (uint32_t i = 0; i < t->view.n; i++) {   /* newest memtable first */
     uint64_t node = sl_lookup(r, t->view.idx[i], key, klen, hash);
     const struct mv_version *v = node ? mv_visible(r, node, t->snapshot) : NULL;
@@ -297,7 +310,9 @@ static int get_key(sochdb_txn *t, const void *key, size_t klen, const void **val
     *vlen = own->vlen;
     return SOCHDB_OK;
   }
-  const struct mv_version *v = snapshot_lookup(t, key, (uint32_t)klen);
+  uint64_t hash = sl_hash(key, (uint32_t)klen);
+  prefetch_get(t, key, klen, hash);
+  const struct mv_version *v = snapshot_lookup(t, key, (uint32_t)klen, hash);
   if (v) {
     if (mv_is_tombstone(v))
       return SOCHDB_NOTFOUND;
