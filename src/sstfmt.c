@@ -126,7 +126,8 @@ static int blockbuf_add(struct sst_blockbuf *bb, const uint8_t *key, size_t klen
                         const uint8_t *val, size_t vlen, uint64_t hash)
 {
   size_t shared = 0;
-  if (bb->since_restart == SST_RESTART_INTERVAL || bb->entries == 0) {
+  int restart = bb->since_restart == SST_RESTART_INTERVAL || bb->entries == 0;
+  if (restart) {
     if (bb->nrestarts == bb->rcap) {
       size_t c = bb->rcap ? bb->rcap * 2 : 64;
       uint32_t *q = realloc(bb->restarts, c * sizeof *q);
@@ -142,7 +143,9 @@ static int blockbuf_add(struct sst_blockbuf *bb, const uint8_t *key, size_t klen
     while (shared < m && key[shared] == bb->last_key[shared])
       shared++;
   }
-  int same_key = bb->entries && klen == bb->last_klen && (shared == klen || memcmp(key, bb->last_key, klen) == 0);
+  /* off a restart point, shared says whether it is the last key again */
+  int same_key = bb->entries && klen == bb->last_klen &&
+                 (restart ? memcmp(key, bb->last_key, klen) == 0 : shared == klen);
   if (bb->hashed && !same_key) {
     shared = 0;                      /* a new key: whole, where the index points */
     if (blockbuf_note_key(bb, hash))
