@@ -371,9 +371,13 @@ uint64_t sl_find_finger(const shm_region *r, uint32_t mt, const void *key, uint3
   return node;
 }
 
-void sl_prefetch_bucket(const shm_region *r, uint32_t mt, uint64_t hash)
+void sl_prefetch_bucket(const shm_region *r, uint32_t mt, uint64_t hash, int for_write)
 {
-  __builtin_prefetch(bucket_for(r, arena_memtable(r, mt), hash), 1);
+  const sl_bucket *b = bucket_for(r, arena_memtable(r, mt), hash);
+  if (for_write)
+    __builtin_prefetch(b, 1);
+  else
+    __builtin_prefetch(b, 0);
 }
 
 uint64_t sl_find_or_insert_finger(shm_region *r, uint32_t mt, const void *key, uint32_t klen, uint64_t hash,

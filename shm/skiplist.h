@@ -102,9 +102,10 @@ uint64_t sl_find_finger(const shm_region *r, uint32_t mt, const void *key, uint3
 uint64_t sl_find_or_insert_finger(shm_region *r, uint32_t mt, const void *key, uint32_t klen, uint64_t hash,
                                   struct sl_finger *f);
 
-/* Ask for the line of the hash bucket that an insert of a key with this
-** sl_hash into mt will write: a commit does it a few keys ahead. */
-void     sl_prefetch_bucket(const shm_region *r, uint32_t mt, uint64_t hash);
+/* Ask for the line of the hash bucket of a key with this sl_hash in mt:
+** for writing (an insert will write it: a commit asks a few keys ahead), or
+** for reading (a get; the line stays shared with the other readers). */
+void     sl_prefetch_bucket(const shm_region *r, uint32_t mt, uint64_t hash, int for_write);
 
 /* The first node with key >= key (key NULL = the first node), or 0. */
 uint64_t sl_seek(const shm_region *r, uint32_t mt, const void *key, uint32_t klen);

@@ -26,9 +26,10 @@
 #define SEED_FOOTER     0x5353544644ull
 #define SEED_BLOOM      0x53535442ull
 #define SEED_SEGMENT    0x5353544353ull   /* + the segment's index in its block */
-/* Bigger than any block (or segment) the builder makes: a block is cut once
-** it reaches SST_BLOCK_MAX, so it holds at most that plus one entry and its
-** restart. */
+/* Bigger than any data block (or segment) the builder makes: a block is cut
+** once it reaches SST_BLOCK_MAX, so it holds at most that plus one entry and
+** its restart. The most an LZ4 piece may decompress to: a filter is never
+** compressed, and an index bigger than this is stored as it is. */
 #define SST_MAX_PAYLOAD (SST_BLOCK_MAX + SOCHDB_MAX_KEY + SOCHDB_MAX_VALUE + 64u)
 
 
@@ -42,11 +43,13 @@ static uint64_t bloom_hash(const void *key, size_t klen) { return XXH3_64bits_wi
 static uint32_t hash_slots(size_t nkeys) { return (uint32_t)(nkeys + (nkeys + 1) / 2 + 1); }
 static size_t hash_bytes(size_t nkeys) { return 3 * (size_t)hash_slots(nkeys) + 2; }
 
-/* Where the probe for bloom hash h starts among m slots, and the tag it
-** looks for: bits of h that the bloom filter's positions mostly do not
-** decide, so that the keys a filter lets through spread over the slots. */
+/* Where the probe for bloom hash h starts among m slots (bits 16-47, mostly
+** the high ones), and the tag it looks for (bits 0-7): bits that neither
+** each other nor the blocked filter's first bit (bits 55-63) decide, so that
+** an absent key the filter lets through is no likelier than any other to
+** meet its tag. */
 static uint32_t slot_home(uint64_t h, uint32_t m) { return (uint32_t)(((h >> 16) & 0xffffffffu) * m >> 32); }
-static uint8_t slot_tag(uint64_t h) { return (uint8_t)(h >> 56) ? (uint8_t)(h >> 56) : 1; }
+static uint8_t slot_tag(uint64_t h) { return (uint8_t)h ? (uint8_t)h : 1; }
 
 /* The filter's bits for hash h are (h1 + j * h2) mod nbits, j < k, where h1
 ** and h2 are h's halves (the format, sstfmt.h). A probe steps from one to
@@ -552,7 +555,8 @@ int sst_builder_finish(struct sst_builder *b, uint8_t **buf, size_t *len)
   /* index */
   uint64_t index_off = file_pos(b);
   uint32_t index_size;
-  if ((rc = blockbuf_seal(&b->index)) || (rc = store_block(b, b->index.p, b->index.n, SEED_INDEX, 1, &index_size)))
+  if ((rc = blockbuf_seal(&b->index)) ||   /* compressed only below what a reader decompresses */
+      (rc = store_block(b, b->index.p, b->index.n, SEED_INDEX, b->index.n <= SST_MAX_PAYLOAD, &index_size)))
     return builder_failed(b, rc);
 
   /* footer */
@@ -737,7 +741,11 @@ static int check_piece(const uint8_t *buf, const struct piece *pc, uint32_t *ule
     mark_verified(pc);
   }
   *ulen = ld32(t + 4);
-  if (t[1] || t[2] || t[3] || t[0] > SST_LZ4 || (t[0] == SST_NONE && *ulen != stored) || *ulen > SST_MAX_PAYLOAD ||
+  /* An LZ4 piece's length is what a reader allocates, so it is bounded; a
+  ** stored piece's is its size in the file (a large table's filter and
+  ** index exceed any data block). */
+  if (t[1] || t[2] || t[3] || t[0] > SST_LZ4 || (t[0] == SST_NONE && *ulen != stored) ||
+      (t[0] == SST_LZ4 && *ulen > SST_MAX_PAYLOAD) ||
       (t[0] == SST_LZ4 && stored > (size_t)LZ4_compressBound((int)*ulen)))
     return piece_fail(pc, "bad trailer");
   *lz4 = t[0] == SST_LZ4;

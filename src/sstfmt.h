@@ -39,7 +39,7 @@
 ** key. Each key has one slot, found by linear probing (the slot after m - 1
 ** is 0) from slot (((h >> 16) & 0xffffffff) * m) >> 32, where h is the key's
 ** bloom hash (below); the slot holds the offset of the key's first entry in
-** the block and the tag h >> 56, or 1 where that is 0. A slot with tag 0 is
+** the block and the tag h & 0xff, or 1 where that is 0. A slot with tag 0 is
 ** empty, and m > the keys of the block, so every probe meets one. A point
 ** read finds its key's entry without decoding the entries before it; a key
 ** absent from the block meets an empty slot, almost always after comparing
@@ -88,7 +88,9 @@
 ** wrote, and a file with at least one columnar block is version 2. The
 ** builder hashes every plain data block unless told not to (hash_blocks), so
 ** it writes version 3 unless a table has no plain data block; older builds
-** refuse version 3 with SOCHDB_VERSION instead of misreading it. A reader
+** refuse version 3 with SOCHDB_VERSION instead of misreading it. Version 3
+** also means the blocked filter (below); a reader cannot tell at open
+** whether a block is hashed, so it does not require one. A reader
 ** accepts all three; it refuses any other number and a version-2 file
 ** without a columnar block (SOCHDB_VERSION: the footer does not match the
 ** content), and reads a columnar index entry in a version-1 file, and a

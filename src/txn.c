@@ -253,7 +253,7 @@ int sdb_write(sochdb_txn *t, const void *key, size_t klen, const void *val, size
 static void prefetch_get(const sochdb_txn *t, const void *key, size_t klen, uint64_t hash)
 {
   for (uint32_t i = 0; i < t->view.n; i++)
-    sl_prefetch_bucket(&t->db->region, t->view.idx[i], hash);
+    sl_prefetch_bucket(&t->db->region, t->view.idx[i], hash, 0);
   sdb_tables_prefetch(t->tables, key, klen);
 }
 
@@ -561,10 +561,10 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
   /* each new key writes a random hash bucket: ask for the lines a few keys
   ** ahead, so that their misses overlap each other and the skiplist search */
   for (size_t i = 0; i < wb->n && i < BUCKET_PREFETCH_AHEAD; i++)
-    sl_prefetch_bucket(c->r, arena_active(c->r), wb->ents[order[i]].hash);
+    sl_prefetch_bucket(c->r, arena_active(c->r), wb->ents[order[i]].hash, 1);
   for (size_t i = 0; i < wb->n; i++) {
     if (i + BUCKET_PREFETCH_AHEAD < wb->n)
-      sl_prefetch_bucket(c->r, arena_active(c->r), wb->ents[order[i + BUCKET_PREFETCH_AHEAD]].hash);
+      sl_prefetch_bucket(c->r, arena_active(c->r), wb->ents[order[i + BUCKET_PREFETCH_AHEAD]].hash, 1);
     int rc = install_one(c, &wb->ents[order[i]], &at[i]);
     if (rc != SOCHDB_OK)
       return rc;

@@ -661,16 +661,28 @@ Test(sstfmt, hash_index)
   cr_assert_not_null(save);
   memcpy(save, p, stored);
   sst_close(&r);
+  /* an absent key inside block 1's range that the filter lets through (or
+  ** the get would end before the block): block 1's first key, its first
+  ** version past block 0 if it continues from there, and a suffix */
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
+  size_t at = 0;
+  while (sst_ikey_order((const uint8_t *)m.e[at].key, m.e[at].klen, 0, r.keys + r.index[0].key_off,
+                        r.index[0].klen, 0) <= 0)
+    at++;
+  struct ent absent = m.e[at];
+  for (unsigned x = 0;; x++) {
+    cr_assert_lt(x, 100000u, "an absent key the filter lets through");
+    absent.klen = m.e[at].klen + (size_t)snprintf(absent.key + m.e[at].klen, 16, "~%u", x);
+    if (sst_may_contain(&r, absent.key, absent.klen))
+      break;
+  }
+  cr_assert(sst_ikey_order((const uint8_t *)absent.key, absent.klen, 0, r.keys + r.index[1].key_off,
+                           r.index[1].klen, 0) < 0, "the absent key falls in block 1");
+  sst_close(&r);
   for (unsigned tag = 1; tag < 256; tag++) {
     memset(tags, (int)tag, slots);
     cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
     sst_data_block_seal(buf, &r, 1);
-    size_t at = 0;   /* an absent key inside block 1's range: a present one with a '~' appended */
-    while (sst_ikey_order((const uint8_t *)m.e[at].key, m.e[at].klen, 0, r.keys + r.index[0].key_off,
-                          r.index[0].klen, 0) <= 0)
-      at++;
-    struct ent absent = m.e[at];
-    absent.key[absent.klen++] = '~';
     cr_assert_eq(sst_get(&r, absent.key, absent.klen, UINT64_MAX, &s, &res), SOCHDB_OK, "tag %u: %s", tag,
                  sochdb_last_error());
     cr_assert_eq(res.found, 0, "tag %u: an absent key is not found", tag);
@@ -1025,6 +1037,57 @@ Test(sstfmt, forged_checksums)
     }
     footer[p] ^= 0x01;
   }
+  free(buf);
+  model_free(&m);
+}
+
+/* A table of tens of millions of keys has a filter (and an index) bigger
+** than any data block: the reader bounds what it decompresses, not what it
+** reads in place. A small table's filter is swapped for one of 17 MiB whose
+** bits are all set, the index moved after it and resealed. */
+Test(sstfmt, filter_bigger_than_any_block)
+{
+  struct model m = {0};
+  make_model(&m, 300, 2, 40, 0);
+  uint8_t *buf;
+  size_t len;
+  build(&m, 1024, &buf, &len);
+  const uint8_t *f = buf + len - SST_FOOTER_BYTES;
+  uint64_t filter_off, index_off;
+  uint32_t filter_size, index_size;
+  memcpy(&filter_off, f + 16, 8);
+  memcpy(&index_off, f + 24, 8);
+  memcpy(&filter_size, f + 32, 4);
+  memcpy(&index_size, f + 36, 4);
+  uint8_t pad = buf[filter_off + filter_size - SST_TRAILER_BYTES - 1];
+  size_t lines = (17u << 20) / 64, payload = pad + lines * 64 + 2;
+  uint32_t big = (uint32_t)(payload + SST_TRAILER_BYTES);
+  size_t nlen = filter_off + big + index_size + SST_FOOTER_BYTES;
+  uint8_t *nb = calloc(1, nlen);
+  cr_assert_not_null(nb);
+  memcpy(nb, buf, filter_off);
+  uint8_t *fp = nb + filter_off;
+  memset(fp + pad, 0xff, lines * 64);
+  fp[payload - 2] = SST_BLOOM_K;
+  fp[payload - 1] = pad;
+  uint32_t plen = (uint32_t)payload;
+  memcpy(fp + payload + 4, &plen, 4);              /* trailer: stored, its length */
+  sst_block_seal(nb, filter_off, big, SST_BLOCK_FILTER);
+  uint64_t new_index = filter_off + big;
+  memcpy(nb + new_index, buf + index_off, index_size);
+  sst_block_seal(nb, new_index, index_size, SST_BLOCK_INDEX);
+  uint8_t *footer = nb + nlen - SST_FOOTER_BYTES;
+  memcpy(footer, f, SST_FOOTER_BYTES);
+  memcpy(footer + 24, &new_index, 8);
+  memcpy(footer + 32, &big, 4);
+  sst_footer_seal(footer);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(nb, nlen, &r), SOCHDB_OK, "a 17 MiB filter: %s", sochdb_last_error());
+  cr_assert_eq(r.bloom_lines, lines, "every line of it");
+  check_all_gets(&m, &r);
+  check_scan(&m, &r);
+  sst_close(&r);
+  free(nb);
   free(buf);
   model_free(&m);
 }
