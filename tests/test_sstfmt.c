@@ -623,11 +623,9 @@ Test(sstfmt, hash_index)
 {
   struct model m = {0};
   make_model(&m, 600, 3, 60, 0);
-  uint8_t *buf;
-  size_t len;
-  build(&m, 1024, &buf, &len);
   struct sst_reader r;
-  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
+  uint8_t *buf = build_open(&m, 1024, &r);
+  size_t len = r.len;
   cr_assert_eq(r.version, SST_VERSION, "hashed blocks: version %u", r.version);
   cr_assert_gt(r.nblocks, 10u, "several blocks (%u)", r.nblocks);
   size_t keys = 0, used = 0;
@@ -1049,9 +1047,10 @@ Test(sstfmt, filter_bigger_than_any_block)
 {
   struct model m = {0};
   make_model(&m, 300, 2, 40, 0);
-  uint8_t *buf;
-  size_t len;
-  build(&m, 1024, &buf, &len);
+  struct sst_reader r;
+  uint8_t *buf = build_open(&m, 1024, &r);
+  size_t len = r.len;
+  sst_close(&r);
   const uint8_t *f = buf + len - SST_FOOTER_BYTES;
   uint64_t filter_off, index_off;
   uint32_t filter_size, index_size;
@@ -1081,7 +1080,6 @@ Test(sstfmt, filter_bigger_than_any_block)
   memcpy(footer + 24, &new_index, 8);
   memcpy(footer + 32, &big, 4);
   sst_footer_seal(footer);
-  struct sst_reader r;
   cr_assert_eq(sst_open(nb, nlen, &r), SOCHDB_OK, "a 17 MiB filter: %s", sochdb_last_error());
   cr_assert_eq(r.bloom_lines, lines, "every line of it");
   check_all_gets(&m, &r);
