@@ -1531,28 +1531,39 @@ static void prefetch_block_guess(const struct sst_reader *r, uint32_t i, const u
     __builtin_prefetch(p);
 }
 
-void sst_prefetch_get(const struct sst_reader *r, const void *key, size_t klen)
+void sst_prefetch_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t snapshot,
+                      struct sst_hint *hint)
 {
+  hint->r = NULL;
   if (r->nblocks == 0 || !r->bloom_lines)
     return;
-  __builtin_prefetch(r->bloom + bloom_line(bloom_hash(key, klen), r->bloom_lines) * BLOOM_LINE_BYTES);
-  uint32_t i = find_block(r, key, klen, UINT64_MAX);
+  uint64_t h = bloom_hash(key, klen);
+  __builtin_prefetch(r->bloom + bloom_line(h, r->bloom_lines) * BLOOM_LINE_BYTES);
+  uint32_t i = find_block(r, key, klen, snapshot);
   if (i < r->nblocks && !(r->probe[i].where & 1))
     __builtin_prefetch(r->buf + (r->probe[i + 1].where >> 1) - 1);   /* its trailer: the first line read */
+  *hint = (struct sst_hint){ r, key, klen, snapshot, h, i };
 }
 
 int sst_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t snapshot,
             struct sst_scratch *scratch, struct sst_get_result *res)
 {
+  return sst_get_hinted(r, key, klen, snapshot, scratch, res, NULL);
+}
+
+int sst_get_hinted(const struct sst_reader *r, const void *key, size_t klen, uint64_t snapshot,
+                   struct sst_scratch *scratch, struct sst_get_result *res, const struct sst_hint *hint)
+{
   if (!r || !key || !scratch || !res || klen == 0 || klen > SOCHDB_MAX_KEY)
     return sdb_fail(SOCHDB_INVALID, "sst_get: NULL argument or key of %zu bytes", klen);
   memset(res, 0, sizeof *res);
-  uint64_t h = bloom_hash(key, klen);
+  int hinted = hint && hint->r == r && hint->key == key && hint->klen == klen && hint->snapshot == snapshot;
+  uint64_t h = hinted ? hint->hash : bloom_hash(key, klen);
   if (r->nblocks == 0 || !bloom_may_contain(r, h))
     return SOCHDB_OK;
   /* The first entry >= (key, snapshot) is in the first block whose last
   ** entry is >= it: versions continuing into the next block are found there. */
-  uint32_t i = find_block(r, key, klen, snapshot);
+  uint32_t i = hinted ? hint->block : find_block(r, key, klen, snapshot);
   if (i == r->nblocks)
     return SOCHDB_OK;
   /* On the stack (4 KiB of it for the key): a point read allocates nothing. */

@@ -430,10 +430,24 @@ void sst_set_cache(struct sst_reader *r, const struct sst_block_cache *c);
 
 /* 0 if the bloom filter says key is certainly absent, 1 if it may be present. */
 int  sst_may_contain(const struct sst_reader *r, const void *key, size_t klen);
+/* What sst_prefetch_get learnt of a key, for the sst_get_hinted of the same
+** key (the same pointer and length) and snapshot that follows it. */
+struct sst_hint {
+  const struct sst_reader *r;        /* NULL: no hint */
+  const void              *key;
+  size_t                   klen;
+  uint64_t                 snapshot;
+  uint64_t                 hash;     /* the key's bloom hash */
+  uint32_t                 block;    /* the block that may hold it */
+};
+
 /* Ask for the lines an sst_get of key would read first: the bloom filter's
-** line and the last line of the block that may hold key (its trailer).
-** Only in a version-3 file (one filter line). Touches nothing else. */
-void sst_prefetch_get(const struct sst_reader *r, const void *key, size_t klen);
+** line and the last line of the block that may hold key (its trailer), and
+** say in *hint what was found on the way. Only in a version-3 file (one
+** filter line; *hint is emptied otherwise). Reads the reader's own arrays,
+** none of the file's bytes. */
+void sst_prefetch_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t snapshot,
+                      struct sst_hint *hint);
 
 /* Recompute the checksum of the block stored at file[offset..offset+size)
 ** after changing its bytes (its trailer included): for tests and repair
@@ -470,6 +484,10 @@ struct sst_get_result {
 **   SOCHDB_NOMEM (growing scratch). */
 int  sst_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t snapshot,
              struct sst_scratch *scratch, struct sst_get_result *res);
+/* sst_get, taking the hash and block from hint when it is of this reader,
+** key and snapshot (hint may be NULL). */
+int  sst_get_hinted(const struct sst_reader *r, const void *key, size_t klen, uint64_t snapshot,
+                    struct sst_scratch *scratch, struct sst_get_result *res, const struct sst_hint *hint);
 
 /* ---- iterating ----------------------------------------------------------- */
 

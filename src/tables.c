@@ -294,11 +294,11 @@ int sdb_table_may_hold(const struct sdb_table *t, const void *key, size_t klen)
 }
 
 static int table_get(const struct sdb_table *t, const void *key, size_t klen, uint64_t snapshot,
-                     struct sst_scratch *scratch, struct sst_get_result *res)
+                     struct sst_scratch *scratch, struct sst_get_result *res, const struct sst_hint *hint)
 {
   if (t->open_rc != SOCHDB_OK)
     return sdb_fail(t->open_rc, "%s", t->open_err);
-  int rc = sst_get(&t->r, key, klen, snapshot, scratch, res);
+  int rc = sst_get_hinted(&t->r, key, klen, snapshot, scratch, res, hint);
   if (rc == SOCHDB_CORRUPT)
     return sdb_fail(rc, "SSTable %06llu: %s", (unsigned long long)t->number, sochdb_last_error());
   return rc;
@@ -321,8 +321,10 @@ uint32_t sdb_tables_seek_level(const struct sdb_tables *ts, unsigned l, const vo
   return lo;
 }
 
-void sdb_tables_prefetch(const struct sdb_tables *ts, const void *key, size_t klen)
+void sdb_tables_prefetch(const struct sdb_tables *ts, const void *key, size_t klen, uint64_t snapshot,
+                         struct sst_hint *hint)
 {
+  hint->r = NULL;
   const struct sdb_table *t = NULL;
   for (uint32_t i = ts->level_start[0]; i < ts->level_start[1] && !t; i++)
     if (sdb_table_may_hold(ts->files[i], key, klen))
@@ -333,17 +335,17 @@ void sdb_tables_prefetch(const struct sdb_tables *ts, const void *key, size_t kl
       t = ts->files[i];
   }
   if (t && t->open_rc == SOCHDB_OK)
-    sst_prefetch_get(&t->r, key, klen);
+    sst_prefetch_get(&t->r, key, klen, snapshot, hint);
 }
 
 int sdb_tables_get(const struct sdb_tables *ts, const void *key, size_t klen, uint64_t snapshot,
-                   struct sst_scratch *scratch, struct sst_get_result *res)
+                   struct sst_scratch *scratch, struct sst_get_result *res, const struct sst_hint *hint)
 {
   memset(res, 0, sizeof *res);
   for (uint32_t i = ts->level_start[0]; i < ts->level_start[1]; i++) {   /* L0: newest first */
     if (!sdb_table_may_hold(ts->files[i], key, klen))
       continue;
-    int rc = table_get(ts->files[i], key, klen, snapshot, scratch, res);
+    int rc = table_get(ts->files[i], key, klen, snapshot, scratch, res, hint);
     if (rc != SOCHDB_OK || res->found)
       return rc;
   }
@@ -355,7 +357,7 @@ int sdb_tables_get(const struct sdb_tables *ts, const void *key, size_t klen, ui
           break;   /* past the key: levels >= 1 do not overlap */
         continue;
       }
-      int rc = table_get(t, key, klen, snapshot, scratch, res);
+      int rc = table_get(t, key, klen, snapshot, scratch, res, hint);
       if (rc != SOCHDB_OK || res->found)
         return rc;
       if (t->open_rc == SOCHDB_OK)

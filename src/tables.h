@@ -69,16 +69,19 @@ void sdb_tables_close(struct sochdb *db);
 ** not be opened may hold anything. */
 int  sdb_table_may_hold(const struct sdb_table *t, const void *key, size_t klen);
 
-/* The newest version of key at or below snapshot in the tables, searched
-** level by level. res->found = 0 if none. res->val points into the mapping
-** (valid while ts is held) or into scratch. Errors: SOCHDB_CORRUPT (a file
-** that may hold the key is damaged), SOCHDB_NOMEM. */
 /* Ask for the first lines sdb_tables_get(key) will read in the first table
 ** that may hold key (sst_prefetch_get): a get does this before it searches
-** the memtables, so that the misses of both overlap. */
-void sdb_tables_prefetch(const struct sdb_tables *ts, const void *key, size_t klen);
+** the memtables, so that the misses of both overlap. *hint says what was
+** found on the way, for the sdb_tables_get of the same key and snapshot. */
+void sdb_tables_prefetch(const struct sdb_tables *ts, const void *key, size_t klen, uint64_t snapshot,
+                         struct sst_hint *hint);
+/* The newest version of key at or below snapshot in the tables, searched
+** level by level; hint: NULL, or from sdb_tables_prefetch. res->found = 0 if
+** none. res->val points into the mapping (valid while ts is held) or into
+** scratch. Errors: SOCHDB_CORRUPT (a file that may hold the key is damaged),
+** SOCHDB_NOMEM. */
 int  sdb_tables_get(const struct sdb_tables *ts, const void *key, size_t klen, uint64_t snapshot,
-                    struct sst_scratch *scratch, struct sst_get_result *res);
+                    struct sst_scratch *scratch, struct sst_get_result *res, const struct sst_hint *hint);
 
 /* The first file of level l (>= 1) whose largest key is >= key (key NULL =
 ** the first file); level_start[l + 1] if none. */

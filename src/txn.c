@@ -250,11 +250,11 @@ int sdb_write(sochdb_txn *t, const void *key, size_t klen, const void *val, size
 ** following one another. When a memtable has the key, the SSTable's lines
 ** were asked for in vain; read_rand, where a quarter of the keys are in the
 ** memtable, was still ahead in 8 of 8 alternating rounds (README). */
-static void prefetch_get(const sochdb_txn *t, const void *key, size_t klen, uint64_t hash)
+static void prefetch_get(const sochdb_txn *t, const void *key, size_t klen, uint64_t hash, struct sst_hint *hint)
 {
   for (uint32_t i = 0; i < t->view.n; i++)
     sl_prefetch_bucket(&t->db->region, t->view.idx[i], hash, 0);
-  sdb_tables_prefetch(t->tables, key, klen);
+  sdb_tables_prefetch(t->tables, key, klen, t->snapshot, hint);
 }
 
 static const struct mv_version *snapshot_lookup(const sochdb_txn *t, const void *key, uint32_t klen, uint64_t hash)
@@ -281,10 +281,11 @@ static int hand_out(sochdb_txn *t, const uint8_t *p, size_t n, const void **out)
   return SOCHDB_OK;
 }
 
-static int tables_lookup(sochdb_txn *t, const void *key, size_t klen, const void **val, size_t *vlen)
+static int tables_lookup(sochdb_txn *t, const void *key, size_t klen, const void **val, size_t *vlen,
+                         const struct sst_hint *hint)
 {
   struct sst_get_result res;
-  int rc = sdb_tables_get(t->tables, key, klen, t->snapshot, &t->scratch, &res);
+  int rc = sdb_tables_get(t->tables, key, klen, t->snapshot, &t->scratch, &res, hint);
   if (rc != SOCHDB_OK)
     return rc;
   if (!res.found || res.tombstone)
@@ -311,7 +312,8 @@ static int get_key(sochdb_txn *t, const void *key, size_t klen, const void **val
     return SOCHDB_OK;
   }
   uint64_t hash = sl_hash(key, (uint32_t)klen);
-  prefetch_get(t, key, klen, hash);
+  struct sst_hint hint;
+  prefetch_get(t, key, klen, hash, &hint);
   const struct mv_version *v = snapshot_lookup(t, key, (uint32_t)klen, hash);
   if (v) {
     if (mv_is_tombstone(v))
@@ -320,7 +322,7 @@ static int get_key(sochdb_txn *t, const void *key, size_t klen, const void **val
     *vlen = mv_vlen(v);
     return SOCHDB_OK;
   }
-  return tables_lookup(t, key, klen, val, vlen);
+  return tables_lookup(t, key, klen, val, vlen, &hint);
 }
 
 int sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, size_t *vlen)
