@@ -100,6 +100,25 @@ static int dir_count(const char *dir, const char *suffix)
   return n;
 }
 
+/* The size of the largest file of dir whose name ends in suffix. */
+static off_t largest_file(const char *dir, const char *suffix)
+{
+  DIR *d = opendir(dir);
+  cr_assert(d != NULL, "opendir %s", dir);
+  off_t most = 0;
+  struct dirent *e;
+  size_t sl = strlen(suffix);
+  while ((e = readdir(d))) {
+    size_t len = strlen(e->d_name);
+    struct stat st;
+    if (len > sl && !strcmp(e->d_name + len - sl, suffix) && fstatat(dirfd(d), e->d_name, &st, 0) == 0 &&
+        st.st_size > most)
+      most = st.st_size;
+  }
+  closedir(d);
+  return most;
+}
+
 Test(flush, full_memtables_become_sstables_that_reads_find)
 {
   sochdb *db = tu_open(REG, MT, 5000);
@@ -346,6 +365,11 @@ Test(flush, an_idle_database_gives_back_the_pages_recycled_arenas_kept)
   cr_assert_leq(now, bound, "idle for 30 s, the region holds %.1f MiB, the empty one %.1f MiB and its memtable "
                 "%.1f MiB of data (16 MiB memtables)", now / 1048576.0, empty / 1048576.0,
                 atomic_load(&m->used) / 1048576.0);
+  /* the daemon writes a table in whole 2 MiB extents, carrying the rest of
+  ** each builder spill to the next, then its tail (daemon/store.c): a table
+  ** longer than one extent reads back whole */
+  off_t largest = largest_file(tu_dir(), ".sst");
+  cr_assert_gt(largest, 2 << 20, "a table longer than a 2 MiB write extent (%lld bytes)", (long long)largest);
   sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   expect_all(t, n, 1, "after the idle database gave its pages back");
   sochdb_abort(t);
