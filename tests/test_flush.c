@@ -85,39 +85,32 @@ static void expect_all(sochdb_txn *t, int n, int gen, const char *ctx)
   sochdb_iter_close(it);
 }
 
-static int dir_count(const char *dir, const char *suffix)
+/* How many files of dir have names ending in suffix; the largest one's size
+** into *largest (may be NULL). */
+static int dir_scan(const char *dir, const char *suffix, off_t *largest)
 {
   DIR *d = opendir(dir);
   cr_assert(d != NULL, "opendir %s", dir);
   int n = 0;
-  struct dirent *e;
-  size_t sl = strlen(suffix);
-  while ((e = readdir(d))) {
-    size_t len = strlen(e->d_name);
-    n += len > sl && !strcmp(e->d_name + len - sl, suffix);
-  }
-  closedir(d);
-  return n;
-}
-
-/* The size of the largest file of dir whose name ends in suffix. */
-static off_t largest_file(const char *dir, const char *suffix)
-{
-  DIR *d = opendir(dir);
-  cr_assert(d != NULL, "opendir %s", dir);
   off_t most = 0;
   struct dirent *e;
   size_t sl = strlen(suffix);
   while ((e = readdir(d))) {
     size_t len = strlen(e->d_name);
+    if (len <= sl || strcmp(e->d_name + len - sl, suffix) != 0)
+      continue;
+    n++;
     struct stat st;
-    if (len > sl && !strcmp(e->d_name + len - sl, suffix) && fstatat(dirfd(d), e->d_name, &st, 0) == 0 &&
-        st.st_size > most)
+    if (fstatat(dirfd(d), e->d_name, &st, 0) == 0 && st.st_size > most)
       most = st.st_size;
   }
   closedir(d);
-  return most;
+  if (largest)
+    *largest = most;
+  return n;
 }
+
+static int dir_count(const char *dir, const char *suffix) { return dir_scan(dir, suffix, NULL); }
 
 Test(flush, full_memtables_become_sstables_that_reads_find)
 {
@@ -368,7 +361,8 @@ Test(flush, an_idle_database_gives_back_the_pages_recycled_arenas_kept)
   /* the daemon writes a table in whole 2 MiB extents, carrying the rest of
   ** each builder spill to the next, then its tail (daemon/store.c): a table
   ** longer than one extent reads back whole */
-  off_t largest = largest_file(tu_dir(), ".sst");
+  off_t largest;
+  dir_scan(tu_dir(), ".sst", &largest);
   cr_assert_gt(largest, 2 << 20, "a table longer than a 2 MiB write extent (%lld bytes)", (long long)largest);
   sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   expect_all(t, n, 1, "after the idle database gave its pages back");
