@@ -181,73 +181,25 @@ int store_sst_create(struct store *s, uint64_t number, struct sst_file_out *o)
 {
   o->number = number;
   o->written = 0;
-  o->carry = NULL;
-  o->carry_n = 0;
   sst_file_path(o->path, sizeof o->path, s->db->dir, number);
   snprintf(o->tmp, sizeof o->tmp, "%s.tmp", o->path);
   o->fd = open(o->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   return o->fd < 0 ? sdb_fail_errno("create %s", o->tmp) : SOCHDB_OK;
 }
 
-/* What the kernel caches an SSTable's pages in: see store_sst_append. */
-#define SST_WRITE_EXTENT (2u << 20)
-
-static int write_out(struct sst_file_out *o, const uint8_t *p, size_t n)
-{
-  if (write_all(o->fd, p, n) != 0)
-    return sdb_fail_errno("write %s (%zu bytes)", o->tmp, n);
-  return SOCHDB_OK;
-}
-
-/* The file is written in whole 2 MiB extents, each in one write() at an
-** offset that is a multiple of 2 MiB; the rest waits in o->carry. Linux
-** (ext4 and the other filesystems with large folios) then caches each extent
-** as one 2 MiB folio, which a reader's mapping, 2 MiB-aligned by the kernel,
-** maps with one TLB entry instead of 512: random point reads over SSTables
-** of a hundred MiB otherwise miss the TLB on nearly every block. Elsewhere
-** this is only a copy. */
 int store_sst_append(void *ctx, const uint8_t *p, size_t n)
 {
   struct sst_file_out *o = ctx;
+  if (write_all(o->fd, p, n) != 0)
+    return sdb_fail_errno("write %s (%zu bytes at %llu)", o->tmp, n, (unsigned long long)o->written);
   o->written += n;
-  if (o->carry_n) {
-    size_t take = n < SST_WRITE_EXTENT - o->carry_n ? n : SST_WRITE_EXTENT - o->carry_n;
-    memcpy(o->carry + o->carry_n, p, take);
-    o->carry_n += take;
-    p += take;
-    n -= take;
-    if (o->carry_n < SST_WRITE_EXTENT)
-      return SOCHDB_OK;
-    o->carry_n = 0;
-    int rc = write_out(o, o->carry, SST_WRITE_EXTENT);
-    if (rc != SOCHDB_OK)
-      return rc;
-  }
-  size_t whole = n - n % SST_WRITE_EXTENT;
-  int rc = whole ? write_out(o, p, whole) : SOCHDB_OK;
-  if (rc != SOCHDB_OK)
-    return rc;
-  if (n == whole)
-    return SOCHDB_OK;
-  if (!o->carry && !(o->carry = malloc(SST_WRITE_EXTENT)))
-    return sdb_fail(SOCHDB_NOMEM, "out of memory writing %s", o->tmp);
-  memcpy(o->carry, p + whole, n - whole);
-  o->carry_n = n - whole;
   return SOCHDB_OK;
-}
-
-static void free_carry(struct sst_file_out *o)
-{
-  free(o->carry);
-  o->carry = NULL;
-  o->carry_n = 0;
 }
 
 void store_sst_abandon(struct sst_file_out *o)
 {
   if (o->fd < 0)
-    return;                /* never created, or completed: no carry either */
-  free_carry(o);
+    return;
   close(o->fd);
   o->fd = -1;
   unlink(o->tmp);
@@ -256,12 +208,6 @@ void store_sst_abandon(struct sst_file_out *o)
 int store_sst_complete(struct store *s, struct sst_file_out *o, const uint8_t *tail, size_t n)
 {
   int rc = store_sst_append(o, tail, n);
-  if (rc == SOCHDB_OK && o->carry_n) {
-    size_t last = o->carry_n;
-    o->carry_n = 0;
-    rc = write_out(o, o->carry, last);
-  }
-  free_carry(o);
   if (rc == SOCHDB_OK && fdatasync(o->fd) != 0)
     rc = sdb_fail_errno("fdatasync %s (%llu bytes)", o->tmp, (unsigned long long)o->written);
   /* the database's files share the region's mode (applied exactly) */

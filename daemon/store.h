@@ -38,9 +38,7 @@ uint64_t store_new_file_number(struct store *s);
 struct sst_file_out {
   int      fd;          /* -1: not open */
   uint64_t number;
-  uint64_t written;     /* bytes so far (some of them still in carry) */
-  uint8_t *carry;       /* malloc'ed: the file's last, partial 2 MiB extent, not written yet */
-  size_t   carry_n;
+  uint64_t written;     /* bytes so far */
   char     path[4200], tmp[4220];
 };
 

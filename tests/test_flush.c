@@ -358,12 +358,12 @@ Test(flush, an_idle_database_gives_back_the_pages_recycled_arenas_kept)
   cr_assert_leq(now, bound, "idle for 30 s, the region holds %.1f MiB, the empty one %.1f MiB and its memtable "
                 "%.1f MiB of data (16 MiB memtables)", now / 1048576.0, empty / 1048576.0,
                 atomic_load(&m->used) / 1048576.0);
-  /* the daemon writes a table in whole 2 MiB extents, carrying the rest of
-  ** each builder spill to the next, then its tail (daemon/store.c): a table
-  ** longer than one extent reads back whole */
+  /* the daemon streams a table to its file in spills of about 1 MiB, then
+  ** writes its tail (sst_builder_spill, daemon/store.c): a table of several
+  ** spills reads back whole */
   off_t largest;
   dir_scan(tu_dir(), ".sst", &largest);
-  cr_assert_gt(largest, 2 << 20, "a table longer than a 2 MiB write extent (%lld bytes)", (long long)largest);
+  cr_assert_gt(largest, 2 << 20, "a table of several spills (%lld bytes)", (long long)largest);
   sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   expect_all(t, n, 1, "after the idle database gave its pages back");
   sochdb_abort(t);
