@@ -1500,6 +1500,18 @@ Test(wal_crash, region_removed_under_a_live_writer)
 **     about busy_timeout_ms.
 ** ====================================================================== */
 
+/* A fresh directory whose daemon (started by the open, left running) has
+** committed one pair; the test collects the daemons it starts. */
+static const char *wc_dir_with_a_commit(void)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  sochdb *db = wc_open(dir, 10000);
+  wc_commit_pair(db, 1);
+  sochdb_close(db);
+  return dir;
+}
+
 /* Hold DIR/LOCK.spawn, as a starter would, and kill the daemon: the spawn
 ** lock's descriptor (closing it lets go), its path into path. */
 static int wc_be_a_stuck_starter(const char *dir, char *path, size_t n)
@@ -1535,11 +1547,7 @@ static void t14_child(const char *dir, struct t14_shared *sh)
 
 Test(wal_crash, stuck_daemon_starter_does_not_hang_sync_commits)
 {
-  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
-  const char *dir = tu_dir();
-  sochdb *db = wc_open(dir, 10000);
-  wc_commit_pair(db, 1);
-  sochdb_close(db);
+  const char *dir = wc_dir_with_a_commit();
   struct t14_shared *sh = tu_shared_alloc(sizeof *sh);
   cr_assert_not_null(sh);
   pid_t pid = tu_fork();
@@ -1560,7 +1568,7 @@ Test(wal_crash, stuck_daemon_starter_does_not_hang_sync_commits)
   char b[64];
   cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == SOCHDB_DAEMON, "the committer ended with %s, want exit %d "
             "(SOCHDB_DAEMON)", tu_status_str(st, b, sizeof b), SOCHDB_DAEMON);
-  db = wc_open(dir, 10000);
+  sochdb *db = wc_open(dir, 10000);
   char v[8];
   cr_assert_eq(tu_read_str(db, "while-stuck", v, sizeof v), SOCHDB_OK, "the SOCHDB_DAEMON commit is not visible");
   wc_commit_pair(db, 2);
@@ -1662,11 +1670,7 @@ Test(wal_crash, daemon_killed_right_after_serving_is_replaced_at_once)
 
 Test(wal_crash, opener_that_waited_out_a_slow_starter_opens_once_a_daemon_serves)
 {
-  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
-  const char *dir = tu_dir();
-  sochdb *db = wc_open(dir, 10000);
-  wc_commit_pair(db, 1);
-  sochdb_close(db);
+  const char *dir = wc_dir_with_a_commit();
   char path[4300];
   int fd = wc_be_a_stuck_starter(dir, path, sizeof path);
   pid_t pid = tu_fork();
@@ -1694,7 +1698,7 @@ Test(wal_crash, opener_that_waited_out_a_slow_starter_opens_once_a_daemon_serves
   close(fd);
   cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the opener, whose wait for the spawn lock ran out while a daemon "
             "served, ended with %s (exit 2: open failed)", tu_status_str(st, b, sizeof b));
-  db = wc_open(dir, 10000);
+  sochdb *db = wc_open(dir, 10000);
   wc_expect_pair(db, 1, 1, "after the slow start");
   sochdb_close(db);
 }
