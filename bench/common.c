@@ -138,6 +138,13 @@ void hist_add(struct hist *h, uint64_t ns)
   h->b[hist_index(ns)]++;
 }
 
+uint64_t lap(struct hist *h, uint64_t since)
+{
+  uint64_t now = now_ns();
+  hist_add(h, now - since);
+  return now;
+}
+
 void hist_merge(struct hist *into, const struct hist *h)
 {
   into->count += h->count;

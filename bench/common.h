@@ -81,6 +81,9 @@ struct hist {
 };
 
 void   hist_add(struct hist *h, uint64_t ns);
+/* Read the clock once: add now - since to h and return now, the start of the
+** next operation timed back to back. */
+uint64_t lap(struct hist *h, uint64_t since);
 void   hist_merge(struct hist *into, const struct hist *h);
 double hist_quantile_ms(const struct hist *h, double q);
 double hist_mean_ms(const struct hist *h);

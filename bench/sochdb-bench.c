@@ -433,9 +433,7 @@ static int probe_fdatasync(const char *root, double seconds, int overwrite, stru
       off = 0;
     if (pwrite(fd, block, sizeof block, off) != (ssize_t)sizeof block || fdatasync(fd) != 0)
       rc = fail_errno("write and fdatasync", path);
-    uint64_t done = now_ns();
-    hist_add(&r->lat, done - t);
-    t = done;
+    t = lap(&r->lat, t);
   }
   r->seconds = (double)(t - start) / NS_PER_S;
   close(fd);
@@ -479,14 +477,12 @@ struct phase_result {
 static int commit_loop(sochdb *db, struct kv *kv, const struct phase *ph, unsigned idx, uint64_t deadline,
                        struct worker_out *o)
 {
-  for (uint64_t i = 0; !ph->max_commits || i < ph->max_commits; i++) {
+  uint64_t t = now_ns();
+  for (uint64_t i = 0; (!ph->max_commits || i < ph->max_commits) && t < deadline; i++) {
     kv_set(kv, key_id(idx, i));
-    uint64_t t0 = now_ns();
-    if (t0 >= deadline)
-      break;
     if (commit_one(db, kv, ph->flags, &o->conflicts) != 0)
       return -1;
-    hist_add(&o->lat, now_ns() - t0);
+    t = lap(&o->lat, t);
     o->txns++;
   }
   return 0;
@@ -498,13 +494,10 @@ static int commit_loop(sochdb *db, struct kv *kv, const struct phase *ph, unsign
 static int read_loop(sochdb *db, struct kv *kv, const struct phase *ph, unsigned idx, uint64_t deadline,
                      struct worker_out *o)
 {
-  uint64_t seed = mix64(idx + 1);
-  for (uint64_t i = 0;; i++) {
+  uint64_t seed = mix64(idx + 1), now = now_ns();
+  for (uint64_t i = 0; now < deadline; i++) {
     uint64_t k = mix64(seed + i) % ph->read_keys;
     kv_set_version(kv, key_id(0, k), 1);
-    uint64_t t0 = now_ns();
-    if (t0 >= deadline)
-      break;
     sochdb_txn *t;
     if (begin_read(db, &t) != 0)
       return -1;
@@ -512,7 +505,7 @@ static int read_loop(sochdb *db, struct kv *kv, const struct phase *ph, unsigned
     sochdb_abort(t);
     if (bad)
       return -1;
-    hist_add(&o->lat, now_ns() - t0);
+    now = lap(&o->lat, now);
     o->txns++;
   }
   return 0;
