@@ -1125,17 +1125,17 @@ static int parse_filter(struct sst_reader *r, const uint8_t *p, size_t n)
 {
   if (n < 2)
     return bad("filter block is malformed");
-  size_t pad = 0;
-  if (r->version == SST_VERSION) {
+  size_t pad = 0, bytes = n - 1;           /* classic: [bits | k] */
+  if (r->version == SST_VERSION) {         /* blocked: [pad zeros | lines | k | pad] */
     pad = p[n - 1];
-    if (pad >= BLOOM_LINE_BYTES || n - 2 <= pad || (n - 2 - pad) % BLOOM_LINE_BYTES)
+    bytes = n - 2 - pad;
+    if (pad >= BLOOM_LINE_BYTES || n - 2 <= pad || bytes % BLOOM_LINE_BYTES)
       return bad("blocked filter block is malformed");
-    r->bloom_lines = (n - 2 - pad) / BLOOM_LINE_BYTES;
-    n--;
+    r->bloom_lines = bytes / BLOOM_LINE_BYTES;
   }
   r->bloom = p + pad;
-  r->bloom_bits = (uint64_t)(n - 1 - pad) * 8;
-  r->bloom_k = p[n - 1];
+  r->bloom_bits = (uint64_t)bytes * 8;
+  r->bloom_k = p[pad + bytes];
   if (r->bloom_k == 0 || r->bloom_k > 30)
     return bad("filter block has a bad hash count");
   return SOCHDB_OK;

@@ -321,19 +321,42 @@ uint32_t sdb_tables_seek_level(const struct sdb_tables *ts, unsigned l, const vo
   return lo;
 }
 
+/* Where next_candidate goes on: level, and at level 0 the next file. */
+struct candidate_pos {
+  unsigned level;
+  uint32_t i;
+};
+
+/* The next table that may hold key, in the order a get searches them: each
+** L0 file whose key range holds it, newest first, then at each deeper level
+** the one file whose range may (levels >= 1 do not overlap; a file that
+** could not be opened may hold anything). NULL after the last. One rule for
+** sdb_tables_prefetch and sdb_tables_get, which must agree on the first. */
+static const struct sdb_table *next_candidate(const struct sdb_tables *ts, const void *key, size_t klen,
+                                              struct candidate_pos *p)
+{
+  while (p->level == 0 && p->i < ts->level_start[1]) {
+    const struct sdb_table *t = ts->files[p->i++];
+    if (sdb_table_may_hold(t, key, klen))
+      return t;
+  }
+  if (p->level == 0)
+    p->level = 1;
+  while (p->level < SDB_LEVELS) {
+    unsigned l = p->level++;
+    uint32_t i = sdb_tables_seek_level(ts, l, key, klen);
+    if (i < ts->level_start[l + 1] && sdb_table_may_hold(ts->files[i], key, klen))
+      return ts->files[i];
+  }
+  return NULL;
+}
+
 void sdb_tables_prefetch(const struct sdb_tables *ts, const void *key, size_t klen, uint64_t snapshot,
                          struct sst_hint *hint)
 {
   hint->r = NULL;
-  const struct sdb_table *t = NULL;
-  for (uint32_t i = ts->level_start[0]; i < ts->level_start[1] && !t; i++)
-    if (sdb_table_may_hold(ts->files[i], key, klen))
-      t = ts->files[i];
-  for (unsigned l = 1; l < SDB_LEVELS && !t; l++) {
-    uint32_t i = sdb_tables_seek_level(ts, l, key, klen);
-    if (i < ts->level_start[l + 1] && sdb_table_may_hold(ts->files[i], key, klen))
-      t = ts->files[i];
-  }
+  struct candidate_pos p = { 0, ts->level_start[0] };
+  const struct sdb_table *t = next_candidate(ts, key, klen, &p);
   if (t && t->open_rc == SOCHDB_OK)
     sst_prefetch_get(&t->r, key, klen, snapshot, hint);
 }
@@ -342,27 +365,11 @@ int sdb_tables_get(const struct sdb_tables *ts, const void *key, size_t klen, ui
                    struct sst_scratch *scratch, struct sst_get_result *res, const struct sst_hint *hint)
 {
   memset(res, 0, sizeof *res);
-  for (uint32_t i = ts->level_start[0]; i < ts->level_start[1]; i++) {   /* L0: newest first */
-    if (!sdb_table_may_hold(ts->files[i], key, klen))
-      continue;
-    int rc = table_get(ts->files[i], key, klen, snapshot, scratch, res, hint);
+  struct candidate_pos p = { 0, ts->level_start[0] };
+  for (const struct sdb_table *t; (t = next_candidate(ts, key, klen, &p));) {
+    int rc = table_get(t, key, klen, snapshot, scratch, res, hint);
     if (rc != SOCHDB_OK || res->found)
       return rc;
-  }
-  for (unsigned l = 1; l < SDB_LEVELS; l++) {
-    for (uint32_t i = sdb_tables_seek_level(ts, l, key, klen); i < ts->level_start[l + 1]; i++) {
-      const struct sdb_table *t = ts->files[i];
-      if (!sdb_table_may_hold(t, key, klen)) {
-        if (t->open_rc == SOCHDB_OK)
-          break;   /* past the key: levels >= 1 do not overlap */
-        continue;
-      }
-      int rc = table_get(t, key, klen, snapshot, scratch, res, hint);
-      if (rc != SOCHDB_OK || res->found)
-        return rc;
-      if (t->open_rc == SOCHDB_OK)
-        break;
-    }
   }
   return SOCHDB_OK;
 }
