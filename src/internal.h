@@ -9,12 +9,27 @@
 
 #include "arena.h"
 #include "region.h"
+#include "skiplist.h"
 #include "slots.h"
 #include "sstfmt.h"
 #include "wbuf.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
+
+/* Where a handle's last commit left its skiplist searches, for its next
+** commit to resume from (txn.c): keys committed in increasing order across
+** commits (a bulk load, an append-only log) then cost a link or two each in
+** every memtable instead of a descent from the head. The fingers are region
+** offsets; a commit uses one only for a memtable live in its view (so kept
+** by its commit epoch) whose id is still the one saved with it. Zeroed, it
+** matches nothing (memtable ids start at 1). */
+struct commit_fingers {
+  struct sl_finger active;                     /* the installs', in the active memtable */
+  uint64_t         active_id;
+  struct sl_finger older[SHM_MAX_MEMTABLES];   /* the conflict checks', by memtable index */
+  uint64_t         older_id[SHM_MAX_MEMTABLES];
+};
 
 struct sochdb {
   shm_region      region;
@@ -33,6 +48,8 @@ struct sochdb {
   char            daemon_path[4096];  /* the sochdbd we start when none runs */
   struct sdb_tables *_Atomic tables;  /* mapped SSTables, read under urcu (tables.c) */
   pthread_mutex_t tables_lock;        /* serialises building a new set */
+  _Atomic int     fingers_busy;       /* a commit holds `fingers` (threads sharing the handle) */
+  struct commit_fingers fingers;
 };
 
 /* Copies a transaction hands out (values of compressed blocks, keys of

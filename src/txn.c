@@ -362,6 +362,8 @@ struct commit_ctx {
   uint64_t              memtables;  /* bit i: a version of ours is in memtable i */
   int                   retired_conflict;   /* the conflict is check_retired's */
   struct sl_finger      finger;     /* install_one's last search in the active memtable */
+  struct commit_fingers *kept;      /* the handle's fingers, ours during install_all; NULL if
+                                    ** another thread's commit holds them */
 };
 
 static int past(const struct timespec *d)
@@ -513,6 +515,33 @@ static uint64_t memtable_id(const shm_region *r, uint32_t mt)
   return atomic_load_explicit(&arena_memtable(r, mt)->id, memory_order_relaxed);
 }
 
+/* The handle's fingers (internal.h), or NULL while another thread's commit
+** has them. acquire/release: they hand the fingers' contents from one
+** thread's commit to the next's; nothing else in this process reads them. */
+static struct commit_fingers *take_fingers(sochdb *db)
+{
+  return atomic_exchange_explicit(&db->fingers_busy, 1, memory_order_acquire) ? NULL : &db->fingers;
+}
+
+static void give_fingers(sochdb *db)
+{
+  atomic_store_explicit(&db->fingers_busy, 0, memory_order_release);
+}
+
+/* A kept finger for memtable mt, which the caller's commit epoch keeps (it
+** is live in the commit's view, or active): the saved one if mt still holds
+** the memtable it was saved in, else an empty one. A relaxed id is enough:
+** the epoch keeps mt from being recycled, so its id cannot change under us,
+** and the acquire that showed us mt live or active also showed its id. */
+static void resume_finger(const shm_region *r, uint32_t mt, const struct sl_finger *saved, uint64_t saved_id,
+                          struct sl_finger *f)
+{
+  if (saved->mt == mt && saved_id == memtable_id(r, mt))
+    *f = *saved;
+  else
+    sl_finger_reset(f);
+}
+
 /* Step 2: the key's versions in the other live memtables. fingers[i]:
 ** the last search in view->idx[i] (keys come in increasing order). Bit i of
 ** *passed: a search in view->idx[i] found no node after ours, so none of our
@@ -565,10 +594,27 @@ static int check_retired(struct commit_ctx *c)
 
 #define BUCKET_PREFETCH_AHEAD 8u   /* keys: about the misses a core keeps in flight */
 
+/* Save this commit's fingers in the handle's, with the ids of the memtables
+** they are in (read while our epoch still keeps those memtables). */
+static void keep_fingers(struct commit_ctx *c, const struct mt_view *view, const struct sl_finger *fingers)
+{
+  struct commit_fingers *k = c->kept;
+  k->active = c->finger;
+  k->active_id = c->finger.mt != UINT32_MAX ? memtable_id(c->r, c->finger.mt) : 0;
+  for (uint32_t i = 0; i < view->n; i++) {
+    uint32_t mt = view->idx[i];
+    k->older[mt] = fingers[i];
+    k->older_id[mt] = fingers[i].mt != UINT32_MAX ? memtable_id(c->r, mt) : 0;
+  }
+}
+
 static int install_all(struct commit_ctx *c, const uint32_t *order, struct installed *at)
 {
   const struct wbuf *wb = &c->t->writes;
-  sl_finger_reset(&c->finger);
+  if (c->kept)
+    resume_finger(c->r, arena_active(c->r), &c->kept->active, c->kept->active_id, &c->finger);
+  else
+    sl_finger_reset(&c->finger);
   /* each new key writes a random hash bucket: ask for the lines a few keys
   ** ahead, so that their misses overlap each other and the skiplist search */
   for (size_t i = 0; i < wb->n && i < BUCKET_PREFETCH_AHEAD; i++)
@@ -598,15 +644,20 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
   /* Fingers are safe here: our commit epoch keeps these memtables from
   ** being recycled until we decide (shm/epoch.h). */
   struct sl_finger fingers[SHM_MAX_MEMTABLES];
-  for (uint32_t i = 0; i < view.n; i++)
-    sl_finger_reset(&fingers[i]);
-  uint64_t passed = 0;
-  for (size_t i = 0; view.n >= 2 && i < wb->n; i++) {
-    int rc = check_elsewhere(c, &wb->ents[order[i]], &at[i], &view, fingers, &passed);
-    if (rc != SOCHDB_OK)
-      return rc;
+  for (uint32_t i = 0; i < view.n; i++) {
+    uint32_t mt = view.idx[i];
+    if (c->kept)
+      resume_finger(c->r, mt, &c->kept->older[mt], c->kept->older_id[mt], &fingers[i]);
+    else
+      sl_finger_reset(&fingers[i]);
   }
-  return check_retired(c);
+  uint64_t passed = 0;
+  int rc = SOCHDB_OK;
+  for (size_t i = 0; view.n >= 2 && i < wb->n && rc == SOCHDB_OK; i++)
+    rc = check_elsewhere(c, &wb->ents[order[i]], &at[i], &view, fingers, &passed);
+  if (c->kept)
+    keep_fingers(c, &view, fingers);
+  return rc != SOCHDB_OK ? rc : check_retired(c);
 }
 
 /* Do not claim a sequence while the WAL writer is a full record ring behind
@@ -718,7 +769,10 @@ static int commit_writes(sochdb_txn *t, unsigned flags)
   /* Held while we may write into memtables: the flusher waits for it before
   ** it writes a rotated-out memtable to a file (daemon/flusher.c). */
   epoch_enter(c.r, &c.e->commit_epoch);
+  c.kept = take_fingers(db);
   int rc = install_all(&c, order, at);
+  if (c.kept)
+    give_fingers(db);
   if (rc == SOCHDB_OK)
     rc = wait_for_writer(&c);
   free(at);

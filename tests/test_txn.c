@@ -310,6 +310,82 @@ Test(txn, a_commit_split_across_memtables_finds_its_conflict)
   tu_close();
 }
 
+/* A handle's commits resume their skiplist searches where its last commit
+** left them (src/txn.c, kept fingers), but only in the memtable they were
+** left in. Here the arena of that memtable is flushed, recycled and claimed
+** again as a new memtable while another handle writes, and the kept nodes'
+** offsets now hold that handle's values: zeros, which read as a node with an
+** empty key and no links. A commit that resumed from there would link its
+** key from inside the value (no scan finds it) and write a link into it. */
+static uint64_t memtable_id_of(sochdb *db, uint32_t mt)
+{
+  return atomic_load(&arena_memtable(&db->region, mt)->id);
+}
+
+static size_t count_range(sochdb *db, const char *from, const char *to)
+{
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  sochdb_iter *it = NULL;
+  cr_assert_eq(sochdb_iter_open(t, from, strlen(from), to, strlen(to), &it), SOCHDB_OK, "iter_open");
+  size_t n = 0;
+  const void *k, *v;
+  size_t kl, vl;
+  while (sochdb_iter_next(it, &k, &kl, &v, &vl) == SOCHDB_OK)
+    n++;
+  sochdb_iter_close(it);
+  sochdb_abort(t);
+  return n;
+}
+
+static void put_zeros(sochdb *db, const char *k)
+{
+  static const char zeros[ST_VLEN];
+  sochdb_txn *t = tu_begin(db, 0);
+  cr_assert_eq(sochdb_put(t, k, strlen(k), zeros, sizeof zeros), SOCHDB_OK, "put %s", k);
+  tu_commit(t, SOCHDB_ASYNC, "zeros");
+}
+
+Test(txn, a_kept_finger_is_not_used_in_a_recycled_arena)
+{
+  sochdb *db = open_db();          /* 2 MiB memtables in a 64 MiB region */
+  sochdb *db2 = NULL;
+  int rc = sochdb_open(tu_db_dir, NULL, &db2);
+  cr_assert_eq(rc, SOCHDB_OK, "second handle: %s", sochdb_strerror(rc));
+  rotate(db);                      /* a fresh memtable: db's keys are its first nodes */
+  uint32_t mt = arena_active(&db->region);
+  uint64_t id = memtable_id_of(db, mt);
+  for (int i = 0; i < 10; i++) {
+    char k[8];
+    snprintf(k, sizeof k, "a%03d", i);
+    tu_commit_kv(db, k, "v", SOCHDB_ASYNC);
+  }
+  /* db2 fills memtables (the daemon flushes and recycles them) until mt's
+  ** arena is the active memtable again, under a new id */
+  int n = 0;
+  for (; arena_active(&db->region) != mt || memtable_id_of(db, mt) == id; n++) {
+    cr_assert_lt(n, 20000, "arena %u was not reused after %d commits of 32 KiB", mt, n);
+    char k[16];
+    snprintf(k, sizeof k, "0%07d", n);
+    put_zeros(db2, k);
+  }
+  cr_assert_gt(n, 0, "arena %u is active again with no write between", mt);
+  cr_log_info("arena %u reused after %d commits of 32 KiB", mt, n);
+  char first[16];
+  snprintf(first, sizeof first, "0%07d", n - 1);   /* its first value: where db's nodes were */
+  put_zeros(db2, "0zeros");
+  tu_commit_kv(db, "a010", "v", SOCHDB_ASYNC);    /* after db's last key: resumes, if anywhere */
+  cr_assert_eq(count_range(db, "a", "b"), 11, "a scan misses db's last commit");
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  const void *v;
+  size_t vl;
+  cr_assert_eq(sochdb_get(t, first, strlen(first), &v, &vl), SOCHDB_OK, "get %s", first);
+  static const char zeros[ST_VLEN];
+  cr_assert(vl == ST_VLEN && memcmp(v, zeros, vl) == 0, "%s's value was written into", first);
+  sochdb_abort(t);
+  sochdb_close(db2);
+  tu_close();
+}
+
 Test(txn, disjoint_write_sets_never_conflict)
 {
   /* Snapshot isolation validates writes only: the classic write skew (each
