@@ -21,9 +21,9 @@
 ** commit to resume from (txn.c): keys committed in increasing order across
 ** commits (a bulk load, an append-only log) then cost a link or two each in
 ** every memtable instead of a descent from the head. The fingers are region
-** offsets; a commit uses one only for a memtable live in its view (so kept
-** by its commit epoch) whose id is still the one saved with it. Zeroed, it
-** matches nothing (memtable ids start at 1). */
+** offsets; a commit uses one only for a memtable live in its view or active
+** (so kept by its commit epoch: txn.c, resume_finger) whose id is still the
+** one saved with it. Zeroed, it matches nothing (memtable ids start at 1). */
 struct commit_fingers {
   struct sl_finger active;                     /* the installs', in the active memtable */
   uint64_t         active_id;

@@ -531,8 +531,14 @@ static void give_fingers(sochdb *db)
 /* A kept finger for memtable mt, which the caller's commit epoch keeps (it
 ** is live in the commit's view, or active): the saved one if mt still holds
 ** the memtable it was saved in, else an empty one. A relaxed id is enough:
-** the epoch keeps mt from being recycled, so its id cannot change under us,
-** and the acquire that showed us mt live or active also showed its id. */
+** the epoch keeps mt from being flushed and recycled until it is left (or
+** re-entered, by make_room, which resets the installs' finger), so its id
+** cannot change under us, and the acquire that showed us mt live or active
+** also showed its id. One arena escapes the epoch: one whose rotation lost
+** goes back to FREE at once and may be claimed again under a new id; but it
+** never held a node in that life, so a finger saved there holds the head
+** (at a fixed offset) or nodes of its next life, reached by acquire loads
+** that also showed that life's id to keep_fingers. */
 static void resume_finger(const shm_region *r, uint32_t mt, const struct sl_finger *saved, uint64_t saved_id,
                           struct sl_finger *f)
 {

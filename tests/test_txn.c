@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <unistd.h>
 
 #include "arena.h"      /* arena_rotate: to split a key's writers across memtables */
 #include "internal.h"
@@ -203,11 +204,15 @@ Test(txn, first_committer_wins)
   tu_close();
 }
 
+/* Make a new memtable active, waiting up to 5 s for the daemon to free an
+** arena when none is. */
 static void rotate(sochdb *db)
 {
   shm_region *r = &db->region;
   uint32_t before = arena_active(r);
-  int rc = arena_rotate(r, db->slot, before);
+  int rc;
+  for (int tries = 0; (rc = arena_rotate(r, db->slot, before)) == SOCHDB_BUSY && tries < 500; tries++)
+    usleep(10000);
   cr_assert_eq(rc, SOCHDB_OK, "arena_rotate: %s", sochdb_strerror(rc));
   cr_assert_neq(arena_active(r), before, "rotation did not change the active memtable");
 }
@@ -312,11 +317,10 @@ Test(txn, a_commit_split_across_memtables_finds_its_conflict)
 
 /* A handle's commits resume their skiplist searches where its last commit
 ** left them (src/txn.c, kept fingers), but only in the memtable they were
-** left in. Here the arena of that memtable is flushed, recycled and claimed
-** again as a new memtable while another handle writes, and the kept nodes'
-** offsets now hold that handle's values: zeros, which read as a node with an
-** empty key and no links. A commit that resumed from there would link its
-** key from inside the value (no scan finds it) and write a link into it. */
+** left in. In the two tests below the arena of that memtable is flushed,
+** recycled and claimed again as a new memtable while a second handle
+** writes, and the kept nodes' offsets then hold that handle's first value:
+** zeros, which read as a node with an empty key and no links. */
 static uint64_t memtable_id_of(sochdb *db, uint32_t mt)
 {
   return atomic_load(&arena_memtable(&db->region, mt)->id);
@@ -337,14 +341,27 @@ static size_t count_range(sochdb *db, const char *from, const char *to)
   return n;
 }
 
-static void put_zeros(sochdb *db, const char *k)
+static const char zeros[ST_VLEN];
+
+/* db2 commits 32 KiB values of zeros (the daemon flushes and recycles the
+** memtables they fill) until arena mt is the active memtable again under an
+** id other than `id`. The key of the value it began with into *first. */
+static void reuse_arena(sochdb *db2, uint32_t mt, uint64_t id, char first[16])
 {
-  static const char zeros[ST_VLEN];
-  sochdb_txn *t = tu_begin(db, 0);
-  cr_assert_eq(sochdb_put(t, k, strlen(k), zeros, sizeof zeros), SOCHDB_OK, "put %s", k);
-  tu_commit(t, SOCHDB_ASYNC, "zeros");
+  int n = 0;
+  for (; arena_active(&db2->region) != mt || memtable_id_of(db2, mt) == id; n++) {
+    cr_assert_lt(n, 20000, "arena %u was not reused after %d commits of 32 KiB", mt, n);
+    snprintf(first, 16, "0%07d", n);
+    sochdb_txn *t = tu_begin(db2, 0);
+    cr_assert_eq(sochdb_put(t, first, strlen(first), zeros, sizeof zeros), SOCHDB_OK, "put %s", first);
+    tu_commit(t, SOCHDB_ASYNC, "zeros");
+  }
+  cr_assert_gt(n, 0, "arena %u is active again with no write between", mt);
 }
 
+/* The installs' finger, in the active memtable: a commit that resumed from
+** it would link its key from inside the value (no scan finds it) and write
+** a link into the value. */
 Test(txn, a_kept_finger_is_not_used_in_a_recycled_arena)
 {
   sochdb *db = open_db();          /* 2 MiB memtables in a 64 MiB region */
@@ -359,29 +376,50 @@ Test(txn, a_kept_finger_is_not_used_in_a_recycled_arena)
     snprintf(k, sizeof k, "a%03d", i);
     tu_commit_kv(db, k, "v", SOCHDB_ASYNC);
   }
-  /* db2 fills memtables (the daemon flushes and recycles them) until mt's
-  ** arena is the active memtable again, under a new id */
-  int n = 0;
-  for (; arena_active(&db->region) != mt || memtable_id_of(db, mt) == id; n++) {
-    cr_assert_lt(n, 20000, "arena %u was not reused after %d commits of 32 KiB", mt, n);
-    char k[16];
-    snprintf(k, sizeof k, "0%07d", n);
-    put_zeros(db2, k);
-  }
-  cr_assert_gt(n, 0, "arena %u is active again with no write between", mt);
-  cr_log_info("arena %u reused after %d commits of 32 KiB", mt, n);
   char first[16];
-  snprintf(first, sizeof first, "0%07d", n - 1);   /* its first value: where db's nodes were */
-  put_zeros(db2, "0zeros");
+  reuse_arena(db2, mt, id, first);
   tu_commit_kv(db, "a010", "v", SOCHDB_ASYNC);    /* after db's last key: resumes, if anywhere */
   cr_assert_eq(count_range(db, "a", "b"), 11, "a scan misses db's last commit");
   sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   const void *v;
   size_t vl;
   cr_assert_eq(sochdb_get(t, first, strlen(first), &v, &vl), SOCHDB_OK, "get %s", first);
-  static const char zeros[ST_VLEN];
   cr_assert(vl == ST_VLEN && memcmp(v, zeros, vl) == 0, "%s's value was written into", first);
   sochdb_abort(t);
+  sochdb_close(db2);
+  tu_close();
+}
+
+/* The conflict check's finger, in an older memtable: resumed there, it would
+** say the memtable holds nothing past it (a zero link), and a write over a
+** version committed after the snapshot would go through (a lost update). */
+Test(txn, a_kept_conflict_finger_is_not_used_in_a_recycled_arena)
+{
+  sochdb *db = open_db();
+  sochdb *db2 = NULL;
+  int rc = sochdb_open(tu_db_dir, NULL, &db2);
+  cr_assert_eq(rc, SOCHDB_OK, "second handle: %s", sochdb_strerror(rc));
+  rotate(db);
+  uint32_t mt = arena_active(&db->region);
+  uint64_t id = memtable_id_of(db, mt);
+  for (int i = 0; i < 10; i++) {
+    char k[8];
+    snprintf(k, sizeof k, "a%03d", i);
+    tu_commit_kv(db, k, "v", SOCHDB_ASYNC);
+  }
+  rotate(db);                      /* mt is older: the next commit's check leaves a finger there */
+  tu_commit_kv(db, "a010", "v", SOCHDB_ASYNC);
+  char first[16];
+  reuse_arena(db2, mt, id, first);
+  sochdb_txn *t = tu_begin(db, 0);  /* not before: its view would keep mt from being recycled */
+  tu_commit_kv(db2, "a999", "db2", SOCHDB_ASYNC);  /* after t's snapshot, in mt's new life */
+  rotate(db2);                     /* mt older again: t's check looks there (or, once mt is
+                                   ** flushed, check_retired refuses t) */
+  tu_put_str(t, "a999", "db");
+  rc = sochdb_commit(t, SOCHDB_ASYNC);
+  cr_assert_eq(rc, SOCHDB_CONFLICT, "a write over a newer version in a recycled arena: %s, want CONFLICT",
+               sochdb_strerror(rc));
+  expect_committed(db, "a999", "db2", "after the refused commit");
   sochdb_close(db2);
   tu_close();
 }
