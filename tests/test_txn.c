@@ -130,19 +130,26 @@ Test(txn, snapshot_isolation_between_txns)
   tu_close();
 }
 
-Test(txn, two_handles_one_process)
+/* A second handle on the database tu_open opened. */
+static sochdb *second_handle(void)
 {
-  sochdb *db = open_db();
   sochdb *db2 = NULL;
   int rc = sochdb_open(tu_db_dir, NULL, &db2);
   cr_assert_eq(rc, SOCHDB_OK, "second handle: %s", sochdb_strerror(rc));
+  return db2;
+}
+
+Test(txn, two_handles_one_process)
+{
+  sochdb *db = open_db();
+  sochdb *db2 = second_handle();
   sochdb_txn *t1 = tu_begin(db, 0);
   sochdb_txn *t2 = tu_begin(db2, 0);
   tu_put_str(t2, "k", "from-2");
   tu_commit(t2, SOCHDB_ASYNC, "handle 2");
   tu_expect_str(t1, "k", NULL, "handle 1 txn begun before");
   tu_put_str(t1, "k", "from-1");
-  rc = sochdb_commit(t1, SOCHDB_ASYNC);
+  int rc = sochdb_commit(t1, SOCHDB_ASYNC);
   cr_assert_eq(rc, SOCHDB_CONFLICT, "write-write across handles: %s, want CONFLICT", sochdb_strerror(rc));
   expect_committed(db, "k", "from-2", "handle 1 after");
   expect_committed(db2, "k", "from-2", "handle 2 after");
@@ -359,23 +366,30 @@ static void reuse_arena(sochdb *db2, uint32_t mt, uint64_t id, char first[16])
   cr_assert_gt(n, 0, "arena %u is active again with no write between", mt);
 }
 
+/* Commit a000..a009 from db, one a commit, as the first nodes of a fresh
+** memtable: its arena (returned) and id (into *id). */
+static uint32_t first_nodes(sochdb *db, uint64_t *id)
+{
+  rotate(db);
+  uint32_t mt = arena_active(&db->region);
+  *id = memtable_id_of(db, mt);
+  for (int i = 0; i < 10; i++) {
+    char k[8];
+    snprintf(k, sizeof k, "a%03d", i);
+    tu_commit_kv(db, k, "v", SOCHDB_ASYNC);
+  }
+  return mt;
+}
+
 /* The installs' finger, in the active memtable: a commit that resumed from
 ** it would link its key from inside the value (no scan finds it) and write
 ** a link into the value. */
 Test(txn, a_kept_finger_is_not_used_in_a_recycled_arena)
 {
   sochdb *db = open_db();          /* 2 MiB memtables in a 64 MiB region */
-  sochdb *db2 = NULL;
-  int rc = sochdb_open(tu_db_dir, NULL, &db2);
-  cr_assert_eq(rc, SOCHDB_OK, "second handle: %s", sochdb_strerror(rc));
-  rotate(db);                      /* a fresh memtable: db's keys are its first nodes */
-  uint32_t mt = arena_active(&db->region);
-  uint64_t id = memtable_id_of(db, mt);
-  for (int i = 0; i < 10; i++) {
-    char k[8];
-    snprintf(k, sizeof k, "a%03d", i);
-    tu_commit_kv(db, k, "v", SOCHDB_ASYNC);
-  }
+  sochdb *db2 = second_handle();
+  uint64_t id;
+  uint32_t mt = first_nodes(db, &id);
   char first[16];
   reuse_arena(db2, mt, id, first);
   tu_commit_kv(db, "a010", "v", SOCHDB_ASYNC);    /* after db's last key: resumes, if anywhere */
@@ -396,17 +410,9 @@ Test(txn, a_kept_finger_is_not_used_in_a_recycled_arena)
 Test(txn, a_kept_conflict_finger_is_not_used_in_a_recycled_arena)
 {
   sochdb *db = open_db();
-  sochdb *db2 = NULL;
-  int rc = sochdb_open(tu_db_dir, NULL, &db2);
-  cr_assert_eq(rc, SOCHDB_OK, "second handle: %s", sochdb_strerror(rc));
-  rotate(db);
-  uint32_t mt = arena_active(&db->region);
-  uint64_t id = memtable_id_of(db, mt);
-  for (int i = 0; i < 10; i++) {
-    char k[8];
-    snprintf(k, sizeof k, "a%03d", i);
-    tu_commit_kv(db, k, "v", SOCHDB_ASYNC);
-  }
+  sochdb *db2 = second_handle();
+  uint64_t id;
+  uint32_t mt = first_nodes(db, &id);
   rotate(db);                      /* mt is older: the next commit's check leaves a finger there */
   tu_commit_kv(db, "a010", "v", SOCHDB_ASYNC);
   char first[16];
@@ -416,7 +422,7 @@ Test(txn, a_kept_conflict_finger_is_not_used_in_a_recycled_arena)
   rotate(db2);                     /* mt older again: t's check looks there (or, once mt is
                                    ** flushed, check_retired refuses t) */
   tu_put_str(t, "a999", "db");
-  rc = sochdb_commit(t, SOCHDB_ASYNC);
+  int rc = sochdb_commit(t, SOCHDB_ASYNC);
   cr_assert_eq(rc, SOCHDB_CONFLICT, "a write over a newer version in a recycled arena: %s, want CONFLICT",
                sochdb_strerror(rc));
   expect_committed(db, "a999", "db2", "after the refused commit");
