@@ -354,10 +354,14 @@ static int hand_out(sochdb_iter *it, const struct table_cursor *c, const struct 
   if (it->o.transient)
     return transient_value(it, k, e, key, val, vlen);
   const struct sdb_table *t = c ? c->ts->files[c->file] : NULL;
-  const void *v = e->val;
+  const void *v = e->val, *kk = e->stored_key;
   if (!t || e->val < t->map || e->val >= t->map + t->len)   /* decompressed: copy */
     v = e->vlen ? sdb_txn_keep(it->t, e->val, e->vlen) : e->val;
-  const void *kk = sdb_txn_keep(it->t, e->key, e->klen);
+  /* a key stored whole in the mapping is handed out in place, as values are
+  ** (version 3 stores every key's first entry in a block whole); one that
+  ** shares a prefix, or is in a decompressed block, is copied */
+  if (!t || !e->stored_key || e->stored_key < t->map || e->stored_key >= t->map + t->len)
+    kk = sdb_txn_keep(it->t, e->key, e->klen);
   if (!v || !kk)
     return -sdb_fail(SOCHDB_NOMEM, "copying an SSTable entry of %u bytes", e->klen + e->vlen);
   *key = kk;

@@ -967,6 +967,7 @@ static void cursor_start(struct sst_cursor *c, const struct sst_blk *b, int line
   c->pos = 0;
   c->next_restart = 0;
   c->klen = 0;
+  c->whole = NULL;
   c->nput = 0;
   c->linear = linear;
 }
@@ -1008,6 +1009,10 @@ static int cursor_next(struct sst_cursor *c)
       (kind != SST_PUT && kind != SST_DEL) || (kind == SST_DEL && vlen) ||
       unshared + vlen > b->ents - pos)
     return -1;
+  if (shared == 0)
+    c->whole = b->p + pos;
+  else if (unshared != 0 || shared != c->klen)
+    c->whole = NULL;                 /* a new key that shares a prefix: only the copy below is whole */
   memcpy(c->key + shared, b->p + pos, (size_t)unshared);
   pos += (size_t)unshared;
   c->klen = (size_t)(shared + unshared);
@@ -1763,6 +1768,7 @@ int sst_iter_next(struct sst_iter *it, struct sst_entry *e)
   e->kind = it->cur.kind;
   e->val = it->cur.val;
   e->vlen = it->cur.vlen;
+  e->stored_key = it->cur.whole;
   return it->col ? columnar_value(it, e) : SOCHDB_OK;
 }
 

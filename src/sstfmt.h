@@ -498,6 +498,8 @@ struct sst_entry {
   unsigned       kind;
   const uint8_t *val;        /* into buf or the iterator's scratch: same validity */
   uint32_t       vlen;
+  const uint8_t *stored_key; /* the key's klen bytes where the block stores them whole (into buf or the
+                             ** scratch, like val), or NULL: a key that shares a prefix is decoded into key */
 };
 
 /* A columnar block's column segments as loaded; internal to the reader. */
@@ -529,6 +531,8 @@ struct sst_cursor {
   uint32_t       next_restart;
   uint8_t        key[SOCHDB_MAX_KEY];
   size_t         klen;
+  const uint8_t *whole;      /* key's bytes stored whole in the block (this entry's, or an earlier
+                             ** version's of the same key), or NULL */
   uint64_t       seq;
   unsigned       kind;
   const uint8_t *val;

@@ -11,6 +11,7 @@
 #include "check.h"
 #include "internal.h"
 #include "filelist.h"
+#include "tables.h"
 
 TestSuite(flush, .init = tu_setup, .fini = tu_teardown, .timeout = 240);
 
@@ -20,9 +21,22 @@ TestSuite(flush, .init = tu_setup, .fini = tu_teardown, .timeout = 240);
 
 static void key_of(int i, char *k) { snprintf(k, 32, "key-%07d", i); }
 
-/* A value that names its key and its generation, padded to VLEN bytes. */
+/* Set by a test whose SSTable blocks must stay uncompressed. */
+static int incompressible;
+
+/* A value of VLEN bytes for key i at generation gen: its name ("v0000042-g3|")
+** padded with one repeated letter, or (incompressible) bytes drawn from i and
+** gen, which LZ4 cannot shrink. */
 static void val_of(int i, int gen, char *v)
 {
+  if (incompressible) {
+    uint64_t x = (uint64_t)(i + 1) * 0x9e3779b97f4a7c15ull + (uint64_t)gen;
+    for (int b = 0; b < VLEN; b++) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      v[b] = (char)(x >> 24);
+    }
+    return;
+  }
   memset(v, 'a' + (i + gen) % 26, VLEN);
   snprintf(v, VLEN, "v%07d-g%d|", i, gen);
   v[strlen(v)] = '.';   /* keep the padding after the printed part */
@@ -83,6 +97,43 @@ static void expect_all(sochdb_txn *t, int n, int gen, const char *ctx)
   cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s: scan ended with %s (%s)", ctx, sochdb_strerror(rc), sochdb_last_error());
   cr_assert_eq(seen, n, "%s: the scan saw %d keys, want %d", ctx, seen, n);
   sochdb_iter_close(it);
+}
+
+/* Every key a full scan in t hands out still reads right when the scan is
+** over and a second one has run (the API keeps them until t ends): keys of
+** SSTables are handed out in place where the mapped block stores them whole
+** (src/iter.c), and copied where they share a prefix or were decompressed. */
+static void expect_scanned_keys_last(sochdb_txn *t, int n, const char *ctx)
+{
+  const void **keys = calloc((size_t)n, sizeof *keys);
+  size_t *lens = calloc((size_t)n, sizeof *lens);
+  cr_assert(keys && lens, "calloc");
+  for (int pass = 0; pass < 2; pass++) {
+    sochdb_iter *it;
+    cr_assert_eq(sochdb_iter_open(t, NULL, 0, NULL, 0, &it), SOCHDB_OK, "iter_open");
+    const void *key, *val;
+    size_t klen, vlen;
+    int seen = 0;
+    while (sochdb_iter_next(it, &key, &klen, &val, &vlen) == SOCHDB_OK) {
+      cr_assert_lt(seen, n, "%s: the scan saw more than %d keys", ctx, n);
+      if (pass == 0) {
+        keys[seen] = key;
+        lens[seen] = klen;
+      }
+      seen++;
+    }
+    sochdb_iter_close(it);
+    cr_assert_eq(seen, n, "%s: the scan saw %d keys, want %d", ctx, seen, n);
+  }
+  for (int i = 0; i < n; i++) {
+    char k[32];
+    key_of(i, k);
+    cr_assert(lens[i] == strlen(k) && memcmp(keys[i], k, lens[i]) == 0,
+              "%s: the scan's key %d reads %.*s after the scans, want %s", ctx, i, (int)lens[i],
+              (const char *)keys[i], k);
+  }
+  free(keys);
+  free(lens);
 }
 
 /* How many files of dir have names ending in suffix; the largest one's size
@@ -146,6 +197,10 @@ Test(flush, snapshots_keep_their_view_across_flush_and_compaction)
   expect_all(old, n, 1, "the old snapshot");
   sochdb_txn *now = tu_begin(db, SOCHDB_TXN_READONLY);
   expect_all(now, n, 7, "a new snapshot");
+  /* compacted blocks hold the old snapshot's versions after the newer ones of
+  ** the same key, which share the whole key with them */
+  expect_scanned_keys_last(old, n, "the old snapshot");
+  expect_scanned_keys_last(now, n, "a new snapshot");
   sochdb_abort(now);
   sochdb_abort(old);
   /* with the old snapshot gone, a later compaction may drop its versions */
@@ -156,6 +211,34 @@ Test(flush, snapshots_keep_their_view_across_flush_and_compaction)
   sochdb_abort(now);
   sochdb_stats st = tu_stats(db);
   cr_assert_gt(st.compact_bytes_written, 0, "compaction wrote");
+  tu_close();
+}
+
+/* Keys of plain (uncompressed) blocks: a scan hands them out in place, as
+** pointers into the mapped file, and they last until the transaction ends. */
+Test(flush, a_scan_hands_out_keys_of_plain_blocks_in_place)
+{
+  incompressible = 1;
+  sochdb *db = tu_open(REG, MT, 5000);
+  const int n = 8000;
+  fill(db, n, 1, 100);
+  TU_WAIT_STATS(db, s->flushes >= 1 && s->sst_files >= 1, "a flush");
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_all(t, n, 1, "incompressible values");
+  expect_scanned_keys_last(t, n, "incompressible values");
+  sochdb_iter *it;
+  cr_assert_eq(sochdb_iter_open(t, NULL, 0, NULL, 0, &it), SOCHDB_OK, "iter_open");
+  const void *key, *val;
+  size_t klen, vlen;
+  int in_place = 0;
+  while (sochdb_iter_next(it, &key, &klen, &val, &vlen) == SOCHDB_OK)
+    for (uint32_t f = 0; f < t->tables->n; f++) {
+      const struct sdb_table *tb = t->tables->files[f];
+      in_place += (const uint8_t *)key >= tb->map && (const uint8_t *)key < tb->map + tb->len;
+    }
+  sochdb_iter_close(it);
+  cr_assert_gt(in_place, n / 2, "only %d of %d keys were handed out from the mapped files", in_place, n);
+  sochdb_abort(t);
   tu_close();
 }
 
