@@ -60,7 +60,7 @@ struct txn_keep {
   uint8_t data[];
 };
 
-struct sochdb_txn {
+struct sochdb_txn {                   /* sochdb_txn_begin sets every field: not zeroed (txn.c) */
   sochdb         *db;
   unsigned        flags;
   uint32_t        entry;              /* our transaction entry in the slot */

@@ -345,6 +345,13 @@ static int transient_value(sochdb_iter *it, const uint8_t *k, const struct sst_e
   return 1;
 }
 
+/* 1 if p points into table t's mapping, which the transaction holds until
+** it ends (t NULL: unknown, or p NULL: no). */
+static int in_mapping(const struct sdb_table *t, const uint8_t *p)
+{
+  return t && p && p >= t->map && p < t->map + t->len;
+}
+
 /* Entry e (a live PUT of key k, which is stable until the next call) of
 ** table cursor c (NULL: unknown), made to last as long as the iterator
 ** promises: 1, or -SOCHDB_NOMEM. Called before the cursor moves past it. */
@@ -355,12 +362,12 @@ static int hand_out(sochdb_iter *it, const struct table_cursor *c, const struct 
     return transient_value(it, k, e, key, val, vlen);
   const struct sdb_table *t = c ? c->ts->files[c->file] : NULL;
   const void *v = e->val, *kk = e->stored_key;
-  if (!t || e->val < t->map || e->val >= t->map + t->len)   /* decompressed: copy */
+  if (!in_mapping(t, e->val))   /* decompressed: copy */
     v = e->vlen ? sdb_txn_keep(it->t, e->val, e->vlen) : e->val;
   /* a key stored whole in the mapping is handed out in place, as values are
   ** (version 3 stores every key's first entry in a block whole); one that
   ** shares a prefix, or is in a decompressed block, is copied */
-  if (!t || !e->stored_key || e->stored_key < t->map || e->stored_key >= t->map + t->len)
+  if (!in_mapping(t, e->stored_key))
     kk = sdb_txn_keep(it->t, e->key, e->klen);
   if (!v || !kk)
     return -sdb_fail(SOCHDB_NOMEM, "copying an SSTable entry of %u bytes", e->klen + e->vlen);
