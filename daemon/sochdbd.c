@@ -195,7 +195,7 @@ static void *writer_loop(void *arg)
     if (stopping && rc == 0)
       return NULL;
     if (rc == 0)
-      durable_wait_kick(a->w->r, a->sync_delay_ms);
+      (void)durable_wait_kick(a->w->r, a->sync_delay_ms);
   }
 }
 

@@ -79,55 +79,97 @@ const struct mv_commit *durable_record(const shm_region *r, uint64_t seq)
   return c;
 }
 
-static long futex(_Atomic uint32_t *word, int op, uint32_t val, const struct timespec *timeout)
+static long futex(_Atomic uint32_t *word, int op, uint32_t val, const struct timespec *timeout, uint32_t bits)
 {
-  return syscall(SYS_futex, (uint32_t *)word, op, val, timeout, NULL, 0);
+  return syscall(SYS_futex, (uint32_t *)word, op, val, timeout, NULL, bits);
 }
 
-static void wake_all(_Atomic uint32_t *word)
+/* The futex bit a SYNC committer waiting for seq sleeps on. A group's
+** publish wakes the waiters of its own seqs, not every waiter: the others
+** would wake only to sleep again, two context switches each. Seqs 32 apart
+** share a bit; such a waiter wakes early and sleeps again, nothing worse. */
+static uint32_t seq_bit(uint64_t seq) { return 1u << (seq % 32); }
+
+/* The bits of the seqs in (after, upto]: all of them for a range of 32 or
+** more, or one that does not move forward (no waiter may be left asleep). */
+static uint32_t seq_bits(uint64_t after, uint64_t upto)
 {
-  /* release: the waiter re-reads the state it waits on after waking */
-  atomic_fetch_add_explicit(word, 1, memory_order_release);
-  futex(word, FUTEX_WAKE, INT_MAX, NULL);
+  if (upto <= after || upto - after >= 32)
+    return UINT32_MAX;
+  uint32_t bits = 0;
+  for (uint64_t s = after + 1; s <= upto; s++)
+    bits |= seq_bit(s);
+  return bits;
 }
 
-static void wait_change(_Atomic uint32_t *word, uint32_t seen, unsigned timeout_ms)
+static void deadline_after(struct timespec *at, unsigned ms)
 {
-  struct timespec ts = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L };
-  futex(word, FUTEX_WAIT, seen, &ts);   /* EAGAIN, EINTR, ETIMEDOUT: the caller re-checks */
+  clock_gettime(CLOCK_MONOTONIC, at);   /* FUTEX_WAIT_BITSET's timeout: absolute, on this clock */
+  at->tv_sec += ms / 1000;
+  at->tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (at->tv_nsec >= 1000000000L) {
+    at->tv_sec++;
+    at->tv_nsec -= 1000000000L;
+  }
 }
 
 void durable_publish(shm_region *r, uint64_t seq)
 {
+  /* relaxed: only the writer stores durable_seq. A stale value would only
+  ** wake too few bits, and those waiters would see it at their timeout. */
+  uint64_t before = atomic_load_explicit(&r->hdr->durable_seq, memory_order_relaxed);
   /* release: a SYNC committer that sees its seq durable returns success */
   atomic_store_explicit(&r->hdr->durable_seq, seq, memory_order_release);
-  wake_all(&r->hdr->durable_futex);
+  /* release: a waiter that read the old word before checking durable_seq
+  ** fails its FUTEX_WAIT (the word moved) or is queued before our wake */
+  atomic_fetch_add_explicit(&r->hdr->durable_futex, 1, memory_order_release);
+  futex(&r->hdr->durable_futex, FUTEX_WAKE_BITSET, INT_MAX, NULL, seq_bits(before, seq));
 }
 
-void durable_kick(shm_region *r) { wake_all(&r->hdr->kick_futex); }
+/* kick_futex counts kicks in steps of 2; its low bit says the writer sleeps
+** on it, or is about to. Both sides change the word with a read-modify-write,
+** so one of the two comes first in its order: if the writer's flag does, the
+** kick sees it and wakes the writer; if the kick does, the writer's fetch_or
+** acquires it, and with it every commit published before the kick, finds the
+** work, and does not sleep. So a kick skips the system call whenever the
+** writer is busy, which is nearly always while SYNC commits arrive. */
+#define WRITER_ASLEEP 1u
+#define KICK_STEP     2u
 
-void durable_wait_kick(shm_region *r, unsigned timeout_ms)
+void durable_kick(shm_region *r)
 {
-  uint32_t seen = atomic_load_explicit(&r->hdr->kick_futex, memory_order_acquire);
+  /* release: what we published before the kick goes with it (above) */
+  uint32_t before = atomic_fetch_add_explicit(&r->hdr->kick_futex, KICK_STEP, memory_order_release);
+  if (before & WRITER_ASLEEP)
+    futex(&r->hdr->kick_futex, FUTEX_WAKE, INT_MAX, NULL, 0);
+}
+
+int durable_wait_kick(shm_region *r, unsigned timeout_ms)
+{
+  /* acquire: the kicks before this, and the commits published before them */
+  uint32_t seen = atomic_fetch_or_explicit(&r->hdr->kick_futex, WRITER_ASLEEP, memory_order_acquire) | WRITER_ASLEEP;
   uint64_t written = durable_seq(r);
-  if (atomic_load_explicit(&r->hdr->published_seq, memory_order_acquire) > written)
-    return;                              /* work is waiting already */
-  wait_change(&r->hdr->kick_futex, seen, timeout_ms);
+  int woken = atomic_load_explicit(&r->hdr->published_seq, memory_order_acquire) > written;  /* work waits already */
+  if (!woken) {
+    struct timespec ts = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L };
+    /* 0: woken; EAGAIN: kicked before we slept; EINTR and ETIMEDOUT: not kicked */
+    woken = futex(&r->hdr->kick_futex, FUTEX_WAIT, seen, &ts, 0) == 0 || errno == EAGAIN;
+  }
+  /* relaxed: a flag left set a moment longer costs a kick one needless wake */
+  atomic_fetch_and_explicit(&r->hdr->kick_futex, ~WRITER_ASLEEP, memory_order_relaxed);
+  return woken;
 }
 
 int durable_wait(shm_region *r, uint64_t seq, unsigned timeout_ms)
 {
-  struct timespec start, now;
-  clock_gettime(CLOCK_MONOTONIC, &start);
+  struct timespec deadline;
+  deadline_after(&deadline, timeout_ms);
   for (;;) {
     /* read the futex word before the condition, so a wake in between is not lost */
     uint32_t seen = atomic_load_explicit(&r->hdr->durable_futex, memory_order_acquire);
     if (durable_seq(r) >= seq)
       return 1;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    long elapsed = (now.tv_sec - start.tv_sec) * 1000L + (now.tv_nsec - start.tv_nsec) / 1000000L;
-    if (elapsed >= (long)timeout_ms)
-      return 0;
-    wait_change(&r->hdr->durable_futex, seen, (unsigned)((long)timeout_ms - elapsed));
+    if (futex(&r->hdr->durable_futex, FUTEX_WAIT_BITSET, seen, &deadline, seq_bit(seq)) != 0 && errno == ETIMEDOUT)
+      return durable_seq(r) >= seq;
   }
 }

@@ -87,14 +87,18 @@ const struct mv_commit *durable_record(const shm_region *r, uint64_t seq);
 ** record again. */
 void     durable_forget_range(shm_region *r, uint64_t lo, uint64_t hi);
 
-/* Writer: seqs up to `seq` are on disk. Wakes every SYNC waiter. */
+/* Writer: seqs up to `seq` are on disk. Wakes the SYNC waiters of the seqs
+** it moved over (and of any seq 32 apart from one of them). */
 void     durable_publish(shm_region *r, uint64_t seq);
 
-/* Committer: wake the writer (a SYNC commit wants to be written now). */
+/* Committer: wake the writer (a SYNC commit wants to be written now),
+** after publishing the commit. No system call while the writer is awake. */
 void     durable_kick(shm_region *r);
 
-/* Writer: sleep until kicked or timeout_ms passed. */
-void     durable_wait_kick(shm_region *r, unsigned timeout_ms);
+/* Writer: sleep until kicked or timeout_ms passed; not at all while
+** published commits wait to be written. Returns 1 if there is work or a kick
+** came, 0 if the time ran out (or a signal came). */
+int      durable_wait_kick(shm_region *r, unsigned timeout_ms);
 
 /* Committer: wait until durable_seq >= seq or timeout_ms passed. Returns 1
 ** when durable, 0 on timeout. */

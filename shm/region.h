@@ -110,7 +110,7 @@ struct shm_header {
   alignas(SHM_CACHELINE) _Atomic uint64_t horizon;       /* snapshots below this may be reclaimed */
   alignas(SHM_CACHELINE) _Atomic uint64_t durable_seq;   /* every commit <= it is on disk */
   _Atomic uint32_t durable_futex;                        /* bumped when durable_seq moves */
-  alignas(SHM_CACHELINE) _Atomic uint32_t kick_futex;    /* bumped to wake the WAL writer */
+  alignas(SHM_CACHELINE) _Atomic uint32_t kick_futex;    /* += 2 to wake the WAL writer; bit 0: it sleeps */
   alignas(SHM_CACHELINE) _Atomic uint32_t active_memtable;
   _Atomic uint64_t next_memtable_id;
   /* Bit i set: memtable i may be LIVE. Always a superset of the LIVE ones,

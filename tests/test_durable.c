@@ -1,0 +1,249 @@
+/*
+** test_durable.c — the futexes of shm/durable.c: a group's publish wakes the
+** SYNC committers waiting for its seqs, and a kick wakes a WAL writer that
+** sleeps, however the kick and the writer's going to sleep interleave.
+**
+** The region is a real one, opened through the public API without a daemon,
+** so that nothing but the test moves durable_seq or sleeps on kick_futex.
+** A missed wake shows as a wait that never returns: every wait here has a
+** timeout far beyond the suite's, so such a bug fails the test by the
+** suite's timeout instead of passing late. Waits start from threads whose
+** sleep the test sees in /proc before it wakes them, so the wakes under test
+** are the ones that reach a sleeping thread.
+**
+** In-process only (threads, no fork): this file also runs under TSan.
+*/
+#include <criterion/criterion.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "durable.h"
+#include "internal.h"
+#include "sochdb.h"
+#include "testutil.h"
+
+TestSuite(durable, .init = tu_setup_without_daemon, .fini = tu_teardown, .timeout = 60);
+
+#define FOREVER_MS 3600000u   /* an hour: only the suite's timeout ends such a wait */
+
+static shm_region *open_region(void) { return &tu_open(8u << 20, 1u << 20, 0)->region; }
+
+static uint64_t published(shm_region *r)
+{
+  return atomic_load_explicit(&r->hdr->published_seq, memory_order_acquire);
+}
+
+/* ------------------------------------------------------------ sleeping threads */
+
+struct sleeper {
+  pthread_t     thread;
+  shm_region   *r;
+  uint64_t      seq;          /* durable_wait's; unused by a writer */
+  _Atomic pid_t tid;          /* 0 until the thread runs */
+  _Atomic int   done;
+  int           result;
+};
+
+static void *wait_durable(void *arg)
+{
+  struct sleeper *s = arg;
+  atomic_store(&s->tid, (pid_t)syscall(SYS_gettid));
+  s->result = durable_wait(s->r, s->seq, FOREVER_MS);
+  atomic_store(&s->done, 1);
+  return NULL;
+}
+
+static void *wait_kick(void *arg)
+{
+  struct sleeper *s = arg;
+  atomic_store(&s->tid, (pid_t)syscall(SYS_gettid));
+  s->result = durable_wait_kick(s->r, FOREVER_MS);
+  atomic_store(&s->done, 1);
+  return NULL;
+}
+
+/* The state letter of thread tid (R, S, ...), from /proc. */
+static char thread_state(pid_t tid)
+{
+  char path[64], line[512];
+  snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f, "open %s", path);
+  char *ok = fgets(line, sizeof line, f);
+  fclose(f);
+  cr_assert_not_null(ok, "read %s", path);
+  const char *paren = strrchr(line, ')');   /* the name may hold spaces: the state follows its ')' */
+  cr_assert(paren && paren[1] == ' ', "%s: %s", path, line);
+  return paren[2];
+}
+
+static void pause_ms(long ms)
+{
+  struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+  nanosleep(&ts, NULL);
+}
+
+/* Start s and return once it sleeps (state S in /proc). */
+static void start_sleeping(struct sleeper *s, shm_region *r, uint64_t seq, void *(*fn)(void *))
+{
+  s->r = r;
+  s->seq = seq;
+  atomic_init(&s->tid, 0);
+  atomic_init(&s->done, 0);
+  cr_assert_eq(pthread_create(&s->thread, NULL, fn, s), 0, "pthread_create");
+  while (atomic_load(&s->tid) == 0 || thread_state(atomic_load(&s->tid)) != 'S') {
+    cr_assert_eq(atomic_load(&s->done), 0, "the waiter for %llu returned without waiting (%d)",
+                 (unsigned long long)seq, s->result);
+    pause_ms(1);
+  }
+}
+
+static int finish(struct sleeper *s)
+{
+  pthread_join(s->thread, NULL);
+  return s->result;
+}
+
+/* ------------------------------------------------------------ durable_wait */
+
+Test(durable, a_wait_returns_at_once_when_durable_and_0_when_time_runs_out)
+{
+  shm_region *r = open_region();
+  uint64_t d = durable_seq(r);
+  cr_assert_eq(durable_wait(r, d, 0), 1, "seq %llu is durable already", (unsigned long long)d);
+  cr_assert_eq(durable_wait(r, d + 1, 20), 0, "nothing made %llu durable", (unsigned long long)(d + 1));
+  durable_publish(r, d + 1);
+  cr_assert_eq(durable_wait(r, d + 1, 20), 1, "published durable");
+  tu_close();
+}
+
+Test(durable, a_publish_wakes_the_waiters_of_the_seqs_it_covers)
+{
+  shm_region *r = open_region();
+  uint64_t d = durable_seq(r);
+  struct sleeper w[6];
+  for (unsigned i = 0; i < 6; i++)
+    start_sleeping(&w[i], r, d + 1 + i, wait_durable);
+  durable_publish(r, d + 3);        /* a group of three */
+  for (unsigned i = 0; i < 3; i++)
+    cr_assert_eq(finish(&w[i]), 1, "waiter for %llu", (unsigned long long)(d + 1 + i));
+  for (unsigned i = 3; i < 6; i++)
+    cr_assert_eq(atomic_load(&w[i].done), 0, "waiter for %llu returned before its seq was durable",
+                 (unsigned long long)(d + 1 + i));
+  durable_publish(r, d + 4);        /* one */
+  cr_assert_eq(finish(&w[3]), 1, "waiter for %llu", (unsigned long long)(d + 4));
+  durable_publish(r, d + 6);        /* the other two */
+  for (unsigned i = 4; i < 6; i++)
+    cr_assert_eq(finish(&w[i]), 1, "waiter for %llu", (unsigned long long)(d + 1 + i));
+  tu_close();
+}
+
+/* Seqs 32 apart share a futex bit: the later one's waiter wakes with the
+** earlier one's group, must sleep again, and still wake with its own. */
+Test(durable, waiters_32_seqs_apart_share_a_bit_and_each_returns_with_its_own_group)
+{
+  shm_region *r = open_region();
+  uint64_t d = durable_seq(r);
+  struct sleeper early, late;
+  start_sleeping(&early, r, d + 1, wait_durable);
+  start_sleeping(&late, r, d + 33, wait_durable);
+  durable_publish(r, d + 1);
+  cr_assert_eq(finish(&early), 1, "the earlier waiter");
+  while (thread_state(atomic_load(&late.tid)) != 'S')   /* woken too: back to sleep */
+    pause_ms(1);
+  cr_assert_eq(atomic_load(&late.done), 0, "the later waiter returned before %llu was durable",
+               (unsigned long long)(d + 33));
+  durable_publish(r, d + 20);       /* a group whose bits miss d + 33's */
+  pause_ms(20);
+  cr_assert_eq(atomic_load(&late.done), 0, "the later waiter returned early");
+  durable_publish(r, d + 33);
+  cr_assert_eq(finish(&late), 1, "the later waiter");
+  tu_close();
+}
+
+Test(durable, a_jump_of_32_seqs_or_more_wakes_every_waiter)
+{
+  shm_region *r = open_region();
+  uint64_t d = durable_seq(r);
+  struct sleeper w[4];
+  static const unsigned ahead[4] = { 1, 17, 32, 40 };
+  for (unsigned i = 0; i < 4; i++)
+    start_sleeping(&w[i], r, d + ahead[i], wait_durable);
+  durable_publish(r, d + 40);
+  for (unsigned i = 0; i < 4; i++)
+    cr_assert_eq(finish(&w[i]), 1, "waiter for %llu", (unsigned long long)(d + ahead[i]));
+  tu_close();
+}
+
+/* ------------------------------------------------------------ kicks */
+
+/* No work waits: durable_seq at published_seq. */
+static void no_work(shm_region *r) { durable_publish(r, published(r)); }
+
+/* A commit published: what a committer does before it kicks. */
+static void new_work(shm_region *r)
+{
+  atomic_store_explicit(&r->hdr->published_seq, published(r) + 1, memory_order_release);
+}
+
+Test(durable, a_kick_wakes_a_sleeping_writer)
+{
+  shm_region *r = open_region();
+  no_work(r);
+  struct sleeper w;
+  start_sleeping(&w, r, 0, wait_kick);
+  new_work(r);
+  durable_kick(r);
+  cr_assert_eq(finish(&w), 1, "the writer reports the kick");
+  no_work(r);
+  cr_assert_eq(durable_wait_kick(r, 20), 0, "no kick, no work: the time runs out");
+  new_work(r);
+  cr_assert_eq(durable_wait_kick(r, FOREVER_MS), 1, "published work: no sleep at all");
+  tu_close();
+}
+
+/* The kick and the writer's going to sleep, started together many times:
+** whichever comes first, the writer must not sleep through the commit. */
+struct race {
+  shm_region       *r;
+  pthread_barrier_t start;
+  unsigned          rounds;
+  int               missed;
+};
+
+static void *writer_rounds(void *arg)
+{
+  struct race *x = arg;
+  for (unsigned i = 0; i < x->rounds; i++) {
+    pthread_barrier_wait(&x->start);
+    if (durable_wait_kick(x->r, FOREVER_MS) != 1)
+      x->missed++;
+    pthread_barrier_wait(&x->start);   /* the committer resets the work */
+  }
+  return NULL;
+}
+
+Test(durable, a_kick_racing_the_writer_to_sleep_is_never_lost)
+{
+  shm_region *r = open_region();
+  struct race x = { .r = r, .rounds = 2000 };
+  pthread_barrier_init(&x.start, NULL, 2);
+  pthread_t writer;
+  cr_assert_eq(pthread_create(&writer, NULL, writer_rounds, &x), 0, "pthread_create");
+  for (unsigned i = 0; i < x.rounds; i++) {
+    no_work(r);
+    pthread_barrier_wait(&x.start);
+    for (volatile unsigned spin = 0; spin < i % 64; spin++) {}   /* vary who comes first */
+    new_work(r);
+    durable_kick(r);
+    pthread_barrier_wait(&x.start);
+  }
+  pthread_join(writer, NULL);
+  pthread_barrier_destroy(&x.start);
+  cr_assert_eq(x.missed, 0, "rounds that ended without work or kick");
+  tu_close();
+}
