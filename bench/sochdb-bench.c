@@ -62,6 +62,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -110,7 +111,7 @@ static void usage(FILE *out)
     "  --procs LIST       process counts of sync_commit (default 1,8,32; at most %u)\n"
     "  --read-procs LIST  process counts of read_sst (default 1,2)\n"
     "  --seconds S        run time of each sync_commit and read_sst row, and of fill_async (default 3)\n"
-    "  --fsync-seconds S  run time of each fdatasync probe, appends and overwrites (default 2)\n"
+    "  --fsync-seconds S  run time of each fdatasync probe: appends, overwrites, 8 overwriters at once (default 2)\n"
     "  --key-bytes N      key size, 8..4096 (default 16)\n"
     "  --value-bytes N    value size, 0..1048576 (default 100)\n"
     "  --value-random-pct N  percent of each value that is random bytes, the rest compresses (default 100)\n"
@@ -401,6 +402,7 @@ struct fsync_result {
 /* The overwrite probe writes into a file of this many synced zeros (again
 ** from its start when it reaches the end). */
 #define PROBE_OVERWRITE_BYTES (16u << 20)
+#define PROBE_MAX_WRITERS     8u   /* the parallel probe's writers: sync_commit's 8 processes */
 
 /* Write PROBE_OVERWRITE_BYTES of zeros to fd and make them durable. */
 static int zero_fill(int fd, const char *path)
@@ -412,30 +414,78 @@ static int zero_fill(int fd, const char *path)
   return fsync(fd) == 0 ? 0 : fail_errno("fsync", path);
 }
 
+/* One writer of the probe: PROBE_BLOCK writes from first, each followed by
+** an fdatasync, until the deadline; with wrap, from first again when it
+** reaches wrap (a stripe of synced zeros), else the file grows. */
+static unsigned char probe_block[PROBE_BLOCK];   /* what every write writes: not zeros */
+
+struct probe_writer {
+  int         fd;
+  const char *path;
+  off_t       first, wrap;
+  uint64_t    start, end;       /* clock, ns */
+  struct hist lat;
+  int         rc;
+};
+
+static void *probe_loop(void *arg)
+{
+  struct probe_writer *w = arg;
+  uint64_t t = w->start;
+  for (off_t off = w->first; t < w->end && w->rc == 0 && !interrupted; off += PROBE_BLOCK) {
+    if (w->wrap && off >= w->wrap)
+      off = w->first;
+    if (pwrite(w->fd, probe_block, PROBE_BLOCK, off) != (ssize_t)PROBE_BLOCK || fdatasync(w->fd) != 0)
+      w->rc = fail_errno("write and fdatasync", w->path);
+    t = lap(&w->lat, t);
+  }
+  w->end = t;
+  return NULL;
+}
+
 /* fdatasync latency of PROBE_BLOCK writes: appends (the file grows, so each
 ** fdatasync also commits its new size and blocks), or, with overwrite,
 ** writes into synced zeros (no metadata changes: what a log reused in place,
-** like SQLite's WAL, pays). */
-static int probe_fdatasync(const char *root, double seconds, int overwrite, struct fsync_result *r)
+** like SQLite's WAL, pays). With writers > 1 (overwrite only), as many
+** threads write and fdatasync at once, each in its own stripe of the file:
+** how many syncs the disk completes when several are in flight, and how long
+** each then takes. */
+static int probe_fdatasync(const char *root, double seconds, int overwrite, unsigned writers,
+                           struct fsync_result *r)
 {
   char path[PATH_MAX + 32];
   snprintf(path, sizeof path, "%s/fdatasync-probe", root);
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0)
     return fail_errno("create", path);
-  static unsigned char block[PROBE_BLOCK];
-  memset(block, 0x5a, sizeof block);
   memset(r, 0, sizeof *r);
+  memset(probe_block, 0x5a, sizeof probe_block);
+  struct probe_writer w[PROBE_MAX_WRITERS];
+  pthread_t th[PROBE_MAX_WRITERS];
+  unsigned started = 0;
   int rc = overwrite ? zero_fill(fd, path) : 0;
-  uint64_t start = now_ns(), end = start + (uint64_t)(seconds * NS_PER_S), t = start;
-  for (off_t off = 0; t < end && rc == 0 && !interrupted; off += PROBE_BLOCK) {
-    if (overwrite && off >= (off_t)PROBE_OVERWRITE_BYTES)
-      off = 0;
-    if (pwrite(fd, block, sizeof block, off) != (ssize_t)sizeof block || fdatasync(fd) != 0)
-      rc = fail_errno("write and fdatasync", path);
-    t = lap(&r->lat, t);
+  uint64_t start = now_ns(), stripe = PROBE_OVERWRITE_BYTES / writers / PROBE_BLOCK * PROBE_BLOCK;
+  for (unsigned i = 0; i < writers && rc == 0; i++) {
+    w[i] = (struct probe_writer){ .fd = fd, .path = path, .first = (off_t)(i * stripe),
+                                  .wrap = overwrite ? (off_t)((i + 1) * stripe) : 0, .start = start,
+                                  .end = start + (uint64_t)(seconds * NS_PER_S) };
+    if (writers == 1)
+      probe_loop(&w[i]);
+    else if (pthread_create(&th[i], NULL, probe_loop, &w[i]) != 0) {
+      rc = fail("cannot start a probe thread");
+      break;
+    }
+    started++;
   }
-  r->seconds = (double)(t - start) / NS_PER_S;
+  uint64_t end = start;
+  for (unsigned i = 0; i < started; i++) {
+    if (writers > 1)
+      pthread_join(th[i], NULL);
+    rc = rc ? rc : w[i].rc;
+    hist_merge(&r->lat, &w[i].lat);
+    end = w[i].end > end ? w[i].end : end;
+  }
+  r->seconds = (double)(end - start) / NS_PER_S;
   close(fd);
   unlink(path);
   return rc;
@@ -667,6 +717,7 @@ struct results {
   int                    have_fsync, have_async, have_recovery, have_read, have_amp, have_memory;
   struct fsync_result    fsync;            /* appends: the target of sync_commit */
   struct fsync_result    fsync_overwrite;  /* into synced zeros */
+  struct fsync_result    fsync_parallel;   /* ... by PROBE_MAX_WRITERS writers at once */
   unsigned               nsync;
   struct phase_result    sync[MAX_ROWS];
   struct phase_result    async;
@@ -719,10 +770,11 @@ static int fresh_phase(const struct config *c, struct results *res, const char *
 
 static int workload_sync(const struct config *c, struct results *res)
 {
-  fprintf(stderr, "measuring fdatasync for %.1f s of appends, then %.1f s of overwrites...\n", c->fsync_seconds,
-          c->fsync_seconds);
-  if (probe_fdatasync(res->root, c->fsync_seconds, 0, &res->fsync) != 0 ||
-      probe_fdatasync(res->root, c->fsync_seconds, 1, &res->fsync_overwrite) != 0)
+  fprintf(stderr, "measuring fdatasync for %.1f s of appends, %.1f s of overwrites, %.1f s of %u overwriters...\n",
+          c->fsync_seconds, c->fsync_seconds, c->fsync_seconds, PROBE_MAX_WRITERS);
+  if (probe_fdatasync(res->root, c->fsync_seconds, 0, 1, &res->fsync) != 0 ||
+      probe_fdatasync(res->root, c->fsync_seconds, 1, 1, &res->fsync_overwrite) != 0 ||
+      probe_fdatasync(res->root, c->fsync_seconds, 1, PROBE_MAX_WRITERS, &res->fsync_parallel) != 0)
     return -1;
   res->have_fsync = 1;
   for (unsigned i = 0; i < c->procs.rows; i++) {
@@ -1094,6 +1146,9 @@ static void print_sync(const struct config *c, const struct results *res)
 {
   print_probe("append", &res->fsync);
   print_probe("overwrite of synced zeros", &res->fsync_overwrite);
+  char what[64];
+  snprintf(what, sizeof what, "overwrite, %u writers at once", PROBE_MAX_WRITERS);
+  print_probe(what, &res->fsync_parallel);
   printf("(sochdb's log appends: the append figure is the target below; a log reused in place pays the "
          "other)\n\n");
   printf("sync_commit (SOCHDB_SYNC, %.1f s per row)\n", c->seconds);
@@ -1306,6 +1361,7 @@ static void json_sync(FILE *f, const struct results *res)
 {
   json_probe(f, "fdatasync", &res->fsync);
   json_probe(f, "fdatasync_overwrite", &res->fsync_overwrite);
+  json_probe(f, "fdatasync_overwrite_parallel", &res->fsync_parallel);
   fprintf(f, ",\n  \"sync_commit\": [");
   for (unsigned i = 0; i < res->nsync; i++) {
     const struct phase_result *p = &res->sync[i];
