@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
@@ -209,6 +210,24 @@ void kv_set_version(struct kv *kv, uint64_t id, uint64_t version)
     kv->val[j] = (unsigned char)(w >> (8 * (j % 8)));
   }
   memset(kv->val + kv->vrandom, 'v', kv->vlen - kv->vrandom);
+}
+
+/* ---- the machine ----------------------------------------------------------- */
+
+#define TOUCH_PROBE_BYTES (64u << 20)
+
+double page_touch_us(void)
+{
+  long page = sysconf(_SC_PAGESIZE);
+  volatile uint8_t *p = mmap(NULL, TOUCH_PROBE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED || page <= 0)
+    return 0;
+  uint64_t t0 = now_ns();
+  for (size_t off = 0; off < TOUCH_PROBE_BYTES; off += (size_t)page)
+    p[off] = 1;
+  double us = (double)(now_ns() - t0) / 1000.0 / (double)(TOUCH_PROBE_BYTES / (size_t)page);
+  munmap((void *)p, TOUCH_PROBE_BYTES);
+  return us;
 }
 
 /* ---- files ----------------------------------------------------------------- */
