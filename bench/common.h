@@ -120,8 +120,8 @@ void fs_type(const char *path, struct fs_info *fs);
 /* Microseconds to touch, for the first time, each page of a fresh 64 MiB
 ** anonymous mapping (0 if it cannot be mapped): what every process pays for
 ** each page it maps and uses, once. Under some virtual machines (shadow
-** paging) it is 10 us or more, and it then weighs on whatever touches many
-** fresh pages: a memtable's arenas, each reader's first pass over the files. */
+** paging) it is 10 us or more, and it then weighs on whatever keeps touching
+** fresh pages, such as a memtable's new arenas. */
 double page_touch_us(void);
 void rm_rf(const char *dir);
 
