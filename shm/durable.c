@@ -91,7 +91,7 @@ static long futex(_Atomic uint32_t *word, int op, uint32_t val, const struct tim
 static uint32_t seq_bit(uint64_t seq) { return 1u << (seq % 32); }
 
 /* The bits of the seqs in (after, upto]: all of them for a range of 32 or
-** more, or one that does not move forward (no waiter may be left asleep). */
+** more, and for one that does not move forward (nothing narrower is known). */
 static uint32_t seq_bits(uint64_t after, uint64_t upto)
 {
   if (upto <= after || upto - after >= 32)
@@ -115,8 +115,11 @@ static void deadline_after(struct timespec *at, unsigned ms)
 
 void durable_publish(shm_region *r, uint64_t seq)
 {
-  /* relaxed: only the writer stores durable_seq. A stale value would only
-  ** wake too few bits, and those waiters would see it at their timeout. */
+  /* relaxed: only the writer stores durable_seq (a new daemon read it with
+  ** acquire when it took over), so this is our own last store; an older
+  ** value would only widen the range. A writer killed between the store
+  ** and the wake leaves those seqs' waiters asleep until their timeout:
+  ** every caller waits in a loop of short timeouts (src/txn.c, flusher.c). */
   uint64_t before = atomic_load_explicit(&r->hdr->durable_seq, memory_order_relaxed);
   /* release: a SYNC committer that sees its seq durable returns success */
   atomic_store_explicit(&r->hdr->durable_seq, seq, memory_order_release);
@@ -169,7 +172,11 @@ int durable_wait(shm_region *r, uint64_t seq, unsigned timeout_ms)
     uint32_t seen = atomic_load_explicit(&r->hdr->durable_futex, memory_order_acquire);
     if (durable_seq(r) >= seq)
       return 1;
-    if (futex(&r->hdr->durable_futex, FUTEX_WAIT_BITSET, seen, &deadline, seq_bit(seq)) != 0 && errno == ETIMEDOUT)
+    /* EAGAIN: the word moved (a publish) before we slept; EINTR: a signal.
+    ** Anything else (ETIMEDOUT, or a futex this system refuses) ends the
+    ** wait, so that it can never spin past its deadline. */
+    if (futex(&r->hdr->durable_futex, FUTEX_WAIT_BITSET, seen, &deadline, seq_bit(seq)) != 0 && errno != EAGAIN &&
+        errno != EINTR)
       return durable_seq(r) >= seq;
   }
 }

@@ -7,9 +7,9 @@
 ** so that nothing but the test moves durable_seq or sleeps on kick_futex.
 ** A missed wake shows as a wait that never returns: every wait here has a
 ** timeout far beyond the suite's, so such a bug fails the test by the
-** suite's timeout instead of passing late. Waits start from threads whose
-** sleep the test sees in /proc before it wakes them, so the wakes under test
-** are the ones that reach a sleeping thread.
+** suite's timeout instead of passing late. Waits start from threads that
+** /proc shows asleep in a futex wait before the test wakes them, so the
+** wakes under test are the ones that reach a sleeping thread.
 **
 ** In-process only (threads, no fork): this file also runs under TSan.
 */
@@ -81,13 +81,54 @@ static char thread_state(pid_t tid)
   return paren[2];
 }
 
+/* The first line of /proc/self/task/TID/FILE, or "" if it cannot be read. */
+static void task_line(pid_t tid, const char *file, char *out, size_t n)
+{
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%d/%s", (int)tid, file);
+  out[0] = 0;
+  FILE *f = fopen(path, "r");
+  if (f) {
+    if (!fgets(out, (int)n, f))
+      out[0] = 0;
+    fclose(f);
+  }
+}
+
+/* Asleep in a futex wait: state S, and a wait channel that names a futex
+** function (futex_wait_queue, futex_do_wait, ... by kernel version) where
+** the kernel shows it; where it shows none, state S alone. */
+static int asleep_in_futex(pid_t tid)
+{
+  char wchan[128];
+  task_line(tid, "wchan", wchan, sizeof wchan);
+  return thread_state(tid) == 'S' && (strstr(wchan, "futex") || !wchan[0] || !strcmp(wchan, "0"));
+}
+
+/* How many times thread tid gave up the CPU by blocking: a sleeping waiter
+** that a wake reaches runs, finds nothing, and blocks again, adding one. */
+static unsigned long voluntary_switches(pid_t tid)
+{
+  char path[64], line[128];
+  snprintf(path, sizeof path, "/proc/self/task/%d/status", (int)tid);
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f, "open %s", path);
+  unsigned long n = 0;
+  int found = 0;
+  while (!found && fgets(line, sizeof line, f))
+    found = sscanf(line, "voluntary_ctxt_switches: %lu", &n) == 1;
+  fclose(f);
+  cr_assert(found, "%s has no voluntary_ctxt_switches", path);
+  return n;
+}
+
 static void pause_ms(long ms)
 {
   struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
   nanosleep(&ts, NULL);
 }
 
-/* Start s and return once it sleeps (state S in /proc). */
+/* Start s and return once it sleeps in its futex wait (/proc). */
 static void start_sleeping(struct sleeper *s, shm_region *r, uint64_t seq, void *(*fn)(void *))
 {
   s->r = r;
@@ -95,7 +136,7 @@ static void start_sleeping(struct sleeper *s, shm_region *r, uint64_t seq, void 
   atomic_init(&s->tid, 0);
   atomic_init(&s->done, 0);
   cr_assert_eq(pthread_create(&s->thread, NULL, fn, s), 0, "pthread_create");
-  while (atomic_load(&s->tid) == 0 || thread_state(atomic_load(&s->tid)) != 'S') {
+  while (atomic_load(&s->tid) == 0 || !asleep_in_futex(atomic_load(&s->tid))) {
     cr_assert_eq(atomic_load(&s->done), 0, "the waiter for %llu returned without waiting (%d)",
                  (unsigned long long)seq, s->result);
     pause_ms(1);
@@ -142,6 +183,28 @@ Test(durable, a_publish_wakes_the_waiters_of_the_seqs_it_covers)
   tu_close();
 }
 
+/* The point of the bits: a waiter whose commit is in the next group is not
+** woken by this one (it would run only to sleep again). */
+Test(durable, a_publish_leaves_the_next_groups_waiters_asleep)
+{
+  shm_region *r = open_region();
+  uint64_t d = durable_seq(r);
+  struct sleeper now, next;
+  start_sleeping(&now, r, d + 2, wait_durable);
+  start_sleeping(&next, r, d + 5, wait_durable);
+  pid_t tid = atomic_load(&next.tid);
+  unsigned long before = voluntary_switches(tid);
+  durable_publish(r, d + 3);
+  cr_assert_eq(finish(&now), 1, "the waiter for %llu", (unsigned long long)(d + 2));
+  pause_ms(20);   /* room for a wrongly woken waiter to run and block again */
+  cr_assert_eq(voluntary_switches(tid), before, "the waiter for %llu was woken by the group ending at %llu",
+               (unsigned long long)(d + 5), (unsigned long long)(d + 3));
+  cr_assert(asleep_in_futex(tid), "and sleeps on");
+  durable_publish(r, d + 5);
+  cr_assert_eq(finish(&next), 1, "the waiter for %llu", (unsigned long long)(d + 5));
+  tu_close();
+}
+
 /* Seqs 32 apart share a futex bit: the later one's waiter wakes with the
 ** earlier one's group, must sleep again, and still wake with its own. */
 Test(durable, waiters_32_seqs_apart_share_a_bit_and_each_returns_with_its_own_group)
@@ -153,7 +216,7 @@ Test(durable, waiters_32_seqs_apart_share_a_bit_and_each_returns_with_its_own_gr
   start_sleeping(&late, r, d + 33, wait_durable);
   durable_publish(r, d + 1);
   cr_assert_eq(finish(&early), 1, "the earlier waiter");
-  while (thread_state(atomic_load(&late.tid)) != 'S')   /* woken too: back to sleep */
+  while (!asleep_in_futex(atomic_load(&late.tid)))   /* woken too: back to sleep */
     pause_ms(1);
   cr_assert_eq(atomic_load(&late.done), 0, "the later waiter returned before %llu was durable",
                (unsigned long long)(d + 33));
