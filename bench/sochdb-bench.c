@@ -414,11 +414,11 @@ static int zero_fill(int fd, const char *path)
   return fsync(fd) == 0 ? 0 : fail_errno("fsync", path);
 }
 
-/* One writer of the probe: PROBE_BLOCK writes from first, each followed by
-** an fdatasync, until the deadline; with wrap, from first again when it
-** reaches wrap (a stripe of synced zeros), else the file grows. */
 static unsigned char probe_block[PROBE_BLOCK];   /* what every write writes: not zeros */
 
+/* One writer of the probe, a thread: PROBE_BLOCK writes from first, each
+** followed by an fdatasync, until end; with wrap, from first again when it
+** reaches wrap (a stripe of synced zeros), else the file grows. */
 struct probe_writer {
   int         fd;
   const char *path;
@@ -469,9 +469,7 @@ static int probe_fdatasync(const char *root, double seconds, int overwrite, unsi
     w[i] = (struct probe_writer){ .fd = fd, .path = path, .first = (off_t)(i * stripe),
                                   .wrap = overwrite ? (off_t)((i + 1) * stripe) : 0, .start = start,
                                   .end = start + (uint64_t)(seconds * NS_PER_S) };
-    if (writers == 1)
-      probe_loop(&w[i]);
-    else if (pthread_create(&th[i], NULL, probe_loop, &w[i]) != 0) {
+    if (pthread_create(&th[i], NULL, probe_loop, &w[i]) != 0) {
       rc = fail("cannot start a probe thread");
       break;
     }
@@ -479,8 +477,7 @@ static int probe_fdatasync(const char *root, double seconds, int overwrite, unsi
   }
   uint64_t end = start;
   for (unsigned i = 0; i < started; i++) {
-    if (writers > 1)
-      pthread_join(th[i], NULL);
+    pthread_join(th[i], NULL);
     rc = rc ? rc : w[i].rc;
     hist_merge(&r->lat, &w[i].lat);
     end = w[i].end > end ? w[i].end : end;

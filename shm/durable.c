@@ -102,7 +102,7 @@ static uint32_t seq_bits(uint64_t after, uint64_t upto)
   return bits;
 }
 
-static void deadline_after(struct timespec *at, unsigned ms)
+void durable_deadline(struct timespec *at, unsigned ms)
 {
   clock_gettime(CLOCK_MONOTONIC, at);   /* FUTEX_WAIT_BITSET's timeout: absolute, on this clock */
   at->tv_sec += ms / 1000;
@@ -166,7 +166,7 @@ int durable_wait_kick(shm_region *r, unsigned timeout_ms)
 int durable_wait(shm_region *r, uint64_t seq, unsigned timeout_ms)
 {
   struct timespec deadline;
-  deadline_after(&deadline, timeout_ms);
+  durable_deadline(&deadline, timeout_ms);
   for (;;) {
     /* read the futex word before the condition, so a wake in between is not lost */
     uint32_t seen = atomic_load_explicit(&r->hdr->durable_futex, memory_order_acquire);

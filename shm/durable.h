@@ -24,6 +24,7 @@
 #include "region.h"
 
 #include <assert.h>
+#include <time.h>
 
 #define REC_RING_SIZE   65536u
 #define MAX_COMMIT_LAG  (REC_RING_SIZE - 256u * 128u)   /* slots x transaction entries */
@@ -99,6 +100,10 @@ void     durable_kick(shm_region *r);
 ** published commits wait to be written. Returns 1 if there is work or a kick
 ** came, 0 if the time ran out (or a signal came). */
 int      durable_wait_kick(shm_region *r, unsigned timeout_ms);
+
+/* *at = ms from now on CLOCK_MONOTONIC: the clock of durable_wait's
+** deadline and of the commit path's waits (src/txn.c). */
+void     durable_deadline(struct timespec *at, unsigned ms);
 
 /* Committer: wait until durable_seq >= seq or timeout_ms passed. Returns 1
 ** when durable, 0 on timeout. */

@@ -373,25 +373,13 @@ static int past(const struct timespec *d)
   return now.tv_sec > d->tv_sec || (now.tv_sec == d->tv_sec && now.tv_nsec >= d->tv_nsec);
 }
 
-/* The active memtable `full` had no room: rotate, or wait for a free arena
-** until busy_timeout_ms is spent. */
+/* Milliseconds from now until deadline d, 0 once it passed. */
 static unsigned ms_until(const struct timespec *d)
 {
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
   long ms = (d->tv_sec - now.tv_sec) * 1000L + (d->tv_nsec - now.tv_nsec) / 1000000L;
   return ms > 0 ? (unsigned)ms : 0;
-}
-
-static void set_deadline(struct timespec *d, unsigned ms)
-{
-  clock_gettime(CLOCK_MONOTONIC, d);
-  d->tv_sec += ms / 1000;
-  d->tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (d->tv_nsec >= 1000000000L) {
-    d->tv_sec++;
-    d->tv_nsec -= 1000000000L;
-  }
 }
 
 /* The active memtable `full` had no room: rotate, or wait for a free arena
@@ -401,7 +389,7 @@ static int make_room(struct commit_ctx *c, uint32_t full)
   if (arena_rotate(c->r, c->t->db->slot, full) == SOCHDB_OK)
     return SOCHDB_OK;
   if (!c->deadline_set) {
-    set_deadline(&c->deadline, c->t->db->busy_timeout_ms);
+    durable_deadline(&c->deadline, c->t->db->busy_timeout_ms);
     c->deadline_set = 1;
   }
   if (past(&c->deadline)) {
@@ -672,7 +660,7 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
 static int wait_for_writer(struct commit_ctx *c)
 {
   struct timespec deadline;
-  set_deadline(&deadline, c->t->db->busy_timeout_ms);
+  durable_deadline(&deadline, c->t->db->busy_timeout_ms);
   while (!durable_may_claim(c->r)) {
     durable_kick(c->r);
     sdb_daemon_ensure_within(c->t->db, ms_until(&deadline));
@@ -730,7 +718,7 @@ static int wait_durable(sochdb *db, uint64_t seq)
   ** than DURABLE_WAIT_MIN_MS. */
   unsigned limit_ms = db->busy_timeout_ms > DURABLE_WAIT_MIN_MS ? db->busy_timeout_ms : DURABLE_WAIT_MIN_MS;
   struct timespec deadline;
-  set_deadline(&deadline, limit_ms);
+  durable_deadline(&deadline, limit_ms);
   durable_kick(r);
   while (!durable_wait(r, seq, 100)) {
     if (past(&deadline))

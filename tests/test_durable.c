@@ -66,21 +66,6 @@ static void *wait_kick(void *arg)
   return NULL;
 }
 
-/* The state letter of thread tid (R, S, ...), from /proc. */
-static char thread_state(pid_t tid)
-{
-  char path[64], line[512];
-  snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-  FILE *f = fopen(path, "r");
-  cr_assert_not_null(f, "open %s", path);
-  char *ok = fgets(line, sizeof line, f);
-  fclose(f);
-  cr_assert_not_null(ok, "read %s", path);
-  const char *paren = strrchr(line, ')');   /* the name may hold spaces: the state follows its ')' */
-  cr_assert(paren && paren[1] == ' ', "%s: %s", path, line);
-  return paren[2];
-}
-
 /* The first line of /proc/self/task/TID/FILE, or "" if it cannot be read. */
 static void task_line(pid_t tid, const char *file, char *out, size_t n)
 {
@@ -93,6 +78,16 @@ static void task_line(pid_t tid, const char *file, char *out, size_t n)
       out[0] = 0;
     fclose(f);
   }
+}
+
+/* The state letter of thread tid (R, S, ...), from /proc. */
+static char thread_state(pid_t tid)
+{
+  char line[512];
+  task_line(tid, "stat", line, sizeof line);
+  const char *paren = strrchr(line, ')');   /* the name may hold spaces: the state follows its ')' */
+  cr_assert(paren && paren[1] == ' ', "/proc/self/task/%d/stat: \"%s\"", (int)tid, line);
+  return paren[2];
 }
 
 /* Asleep in a futex wait: state S, and a wait channel that names a futex
@@ -136,9 +131,11 @@ static void start_sleeping(struct sleeper *s, shm_region *r, uint64_t seq, void 
   atomic_init(&s->tid, 0);
   atomic_init(&s->done, 0);
   cr_assert_eq(pthread_create(&s->thread, NULL, fn, s), 0, "pthread_create");
-  while (atomic_load(&s->tid) == 0 || !asleep_in_futex(atomic_load(&s->tid))) {
+  for (;;) {   /* done first: a thread that returned has no /proc entry left to read */
     cr_assert_eq(atomic_load(&s->done), 0, "the waiter for %llu returned without waiting (%d)",
                  (unsigned long long)seq, s->result);
+    if (atomic_load(&s->tid) != 0 && asleep_in_futex(atomic_load(&s->tid)))
+      return;
     pause_ms(1);
   }
 }
