@@ -8,6 +8,11 @@
 **  - the reaper: slots of dead client processes reclaimed every interval.
 ** Flushing and compaction join it with the SSTables.
 **
+** Idle, it hardly wakes: the writer dozes after IDLE_AFTER_MS without work
+** (an ASYNC commit wakes it, durable_nudge), and the flusher and compactor
+** sleep longer each idle round, up to IDLE_MAX_MS, on the futex words that
+** a rotation and a new file list (or a full compaction asked for) change.
+**
 ** Lifecycle: it holds an exclusive flock on DIR/LOCK (with its pid written
 ** there) for as long as it serves; a second daemon for the same directory
 ** exits at once. sochdb_open starts it when none runs. It exits by itself
@@ -22,6 +27,7 @@
 #include "compactor.h"
 #include "durable.h"
 #include "flusher.h"
+#include "futex.h"
 #include "arena.h"
 #include "slots.h"
 #include "store.h"
@@ -164,6 +170,16 @@ static void write_pid(int fd)
   if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) { /* informational only */ }
 }
 
+/* The longest an idle daemon thread sleeps between looks, and how long the
+** writer finds nothing to write before it dozes. */
+#define IDLE_MAX_MS   1000u
+#define IDLE_AFTER_MS 100u
+
+/* sochdbd-testing: $SOCHDB_TEST_IDLE_MS=N makes every idle sleep N ms from
+** the first idle round on (the writer dozes at once), so that a test sees
+** the wakes it causes and nothing else (tests/test_sochdbd.c). 0: unset. */
+static unsigned idle_test_ms;
+
 struct writer_args {
   struct walwriter *w;
   unsigned          sync_delay_ms;
@@ -172,7 +188,7 @@ struct writer_args {
 static void *writer_loop(void *arg)
 {
   struct writer_args *a = arg;
-  unsigned failures = 0;
+  unsigned failures = 0, idle_rounds = 0;
   for (;;) {
     int stopping = atomic_load(&writer_stop);
     int rc = ww_write_pending(a->w);
@@ -194,8 +210,17 @@ static void *writer_loop(void *arg)
     }
     if (stopping && rc == 0)
       return NULL;
-    if (rc == 0)
-      (void)durable_wait_kick(a->w->r, a->sync_delay_ms);
+    if (rc > 0) {
+      idle_rounds = 0;
+      continue;
+    }
+    /* Busy, a round every sync_delay_ms writes what ASYNC commits published
+    ** meanwhile, one group for all of them; idle, the writer dozes until a
+    ** commit (SYNC or ASYNC) wakes it. */
+    int doze = idle_test_ms || idle_rounds * a->sync_delay_ms >= IDLE_AFTER_MS;
+    unsigned doze_ms = idle_test_ms ? idle_test_ms : IDLE_MAX_MS;
+    int woken = durable_wait_kick(a->w->r, doze ? doze_ms : a->sync_delay_ms, doze);
+    idle_rounds = woken ? 0 : idle_rounds + 1;
   }
 }
 
@@ -206,35 +231,83 @@ struct background {
   _Atomic int       stop;
 };
 
+/* A background thread's loop: step while there is work; idle, sleep on the
+** futex word that changes when work may come, first min_ms, twice as long
+** each idle round after, up to max_ms. A wake, or work done, starts again at
+** min_ms. A failed step is retried every fail_ms. */
+struct bg_task {
+  struct background *b;
+  int              (*step)(struct bg_task *t);   /* > 0 did work, 0 none, < 0 -error */
+  _Atomic uint32_t  *word;
+  unsigned           min_ms, max_ms, fail_ms;
+};
+
+static void bg_run(struct bg_task *t)
+{
+  if (idle_test_ms)
+    t->min_ms = t->max_ms = idle_test_ms;
+  unsigned idle_ms = t->min_ms;
+  while (!atomic_load(&t->b->stop)) {
+    /* acquire, and before the step looks: work that comes after the look
+    ** changes the word first, and the sleep below then fails at once */
+    uint32_t seen = atomic_load_explicit(t->word, memory_order_acquire);
+    int rc = t->step(t);
+    if (rc > 0) {
+      idle_ms = t->min_ms;
+    } else if (rc < 0) {
+      struct timespec ts = { t->fail_ms / 1000, (long)(t->fail_ms % 1000) * 1000000L };
+      nanosleep(&ts, NULL);
+    } else if (shm_futex_wait_ms(t->word, seen, idle_ms)) {
+      idle_ms = t->min_ms;
+    } else {
+      idle_ms = idle_ms >= t->max_ms / 2 ? t->max_ms : idle_ms * 2;
+    }
+  }
+}
+
+static int flush_step(struct bg_task *t)
+{
+  static unsigned failures;   /* one flusher thread */
+  int rc = flusher_step(&t->b->f);
+  if (rc < 0 && failures++ % 100 == 0)
+    ww_log(t->b->s->db->dir, "flush failed (%s: %s); retrying", sochdb_strerror(-rc), sochdb_last_error());
+  if (rc >= 0)
+    failures = 0;
+  return rc;
+}
+
+static int compact_step(struct bg_task *t) { return compactor_step(&t->b->c); }
+
+/* Flushing: a rotation (arena_rotate) changes active_memtable and wakes us,
+** and so does a writer that waits for room. */
 static void *flush_loop(void *arg)
 {
   struct background *b = arg;
-  unsigned failures = 0;
-  while (!b->stop) {
-    int rc = flusher_step(&b->f);
-    if (rc < 0 && failures++ % 100 == 0)
-      ww_log(b->s->db->dir, "flush failed (%s: %s); retrying", sochdb_strerror(-rc), sochdb_last_error());
-    if (rc >= 0)
-      failures = 0;
-    if (rc <= 0) {   /* nothing to flush: look again soon (writers rotate without telling us) */
-      struct timespec ts = { 0, rc < 0 ? 100000000L : 5000000L };
-      nanosleep(&ts, NULL);
-    }
-  }
+  struct bg_task t = { b, flush_step, &b->s->r->hdr->active_memtable, 5, IDLE_MAX_MS, 100 };
+#ifdef SOCHDB_TESTING
+  if (b->f.trim_eager)
+    t.max_ms = t.min_ms;   /* tests meet trims at every round */
+#endif
+  bg_run(&t);
   return NULL;
 }
 
+/* Compacting: a new file list, or a full compaction asked for, changes
+** files_futex and wakes us (filelist.h). */
 static void *compact_loop(void *arg)
 {
   struct background *b = arg;
-  while (!b->stop) {
-    int rc = compactor_step(&b->c);
-    if (rc <= 0) {
-      struct timespec ts = { 0, rc < 0 ? 500000000L : 20000000L };
-      nanosleep(&ts, NULL);
-    }
-  }
+  struct bg_task t = { b, compact_step, &b->s->r->hdr->files_futex, 20, IDLE_MAX_MS, 500 };
+  bg_run(&t);
   return NULL;
+}
+
+/* Stop the flusher and compactor, waking them from their idle sleeps. */
+static void bg_stop(struct background *b)
+{
+  atomic_store(&b->stop, 1);
+  shm_futex_wake_all(&b->s->r->hdr->active_memtable);
+  shm_futex_wake_all(&b->s->r->hdr->files_futex);
 }
 
 /* The directory we serve is gone or replaced: nobody can use us any more. */
@@ -424,6 +497,11 @@ int main(int argc, char **argv)
   /* Logged before the writer starts: from then on w is the writer's alone. */
   ww_log(c.dir, "serving (WAL at LSN %llu, durable through commit %llu)", (unsigned long long)w.next_lsn,
          (unsigned long long)durable_seq(&db->region));
+#ifdef SOCHDB_TESTING
+  const char *idle_env = getenv("SOCHDB_TEST_IDLE_MS");   /* before the threads that read it start */
+  if (idle_env && parse_ms("$SOCHDB_TEST_IDLE_MS", idle_env, 86400000u, &idle_test_ms) != 0)
+    idle_test_ms = 0;
+#endif
   struct writer_args wa = { &w, c.sync_delay_ms };
   pthread_t writer;
   if (pthread_create(&writer, NULL, writer_loop, &wa) != 0) {
@@ -460,7 +538,7 @@ int main(int argc, char **argv)
   }
   report(&report_fd, 0);
   const char *why = serve(db, &c, &lock_st);
-  bg.stop = 1;
+  bg_stop(&bg);
   pthread_join(compactor, NULL);
   pthread_join(flusher, NULL);
   atomic_store(&writer_stop, 1);

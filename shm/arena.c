@@ -11,6 +11,7 @@
 
 #include "epoch.h"
 #include "error.h"
+#include "futex.h"
 #include "skiplist.h"
 #include "testhooks.h"
 
@@ -217,8 +218,12 @@ int arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full)
   /* One store either way: a lost arena (empty: nobody used it) is free again
   ** at once, a won one drops our claim. */
   set_word(m, won ? MT_LIVE : MT_FREE, 0);
+  if (won)
+    arena_wake_flusher(r);   /* after the CAS: see futex.h */
   return SOCHDB_OK;
 }
+
+void arena_wake_flusher(shm_region *r) { shm_futex_wake_all(&r->hdr->active_memtable); }
 
 void arena_view(const shm_region *r, struct mt_view *v)
 {

@@ -109,8 +109,14 @@ static inline uint32_t arena_active(const shm_region *r)
 { return atomic_load_explicit(&r->hdr->active_memtable, memory_order_acquire); }
 
 /* Rotate away from `full` (if it is still active). Returns SOCHDB_OK when some
-** memtable other than `full` is active afterwards, SOCHDB_BUSY if no arena is free. */
+** memtable other than `full` is active afterwards, SOCHDB_BUSY if no arena is free.
+** A won rotation wakes the flusher. */
 int      arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full);
+
+/* Wake the daemon's flusher, which sleeps on active_memtable while it has
+** nothing to do: a rotation gave it a memtable to flush, or a writer waits
+** for an arena. */
+void     arena_wake_flusher(shm_region *r);
 
 /* Live memtables, newest first. */
 void     arena_view(const shm_region *r, struct mt_view *v);

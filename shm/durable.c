@@ -1,18 +1,11 @@
 /*
-** durable.c — the commit-record queue, durable_seq and the futexes (see
-** durable.h). The futexes are process-shared (no FUTEX_PRIVATE_FLAG): the
-** waiters and the waker are different processes mapping the same page.
+** durable.c — the commit-record queue, durable_seq and the futexes that
+** wake the WAL writer and the SYNC committers (see durable.h; futex.h).
 */
 #include "durable.h"
 
+#include "futex.h"
 #include "mvcc.h"
-
-#include <errno.h>
-#include <limits.h>
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
 static inline _Atomic uint64_t *rec_ring(const shm_region *r) { return shm_at(r, r->hdr->rec_ring_off); }
 
@@ -79,11 +72,6 @@ const struct mv_commit *durable_record(const shm_region *r, uint64_t seq)
   return c;
 }
 
-static long futex(_Atomic uint32_t *word, int op, uint32_t val, const struct timespec *timeout, uint32_t bits)
-{
-  return syscall(SYS_futex, (uint32_t *)word, op, val, timeout, NULL, bits);
-}
-
 /* The futex bit a SYNC committer waiting for seq sleeps on. A group's
 ** publish wakes the waiters of its own seqs, not every waiter: the others
 ** would wake only to sleep again, two context switches each. Seqs 32 apart
@@ -126,41 +114,66 @@ void durable_publish(shm_region *r, uint64_t seq)
   /* release: a waiter that read the old word before checking durable_seq
   ** fails its FUTEX_WAIT (the word moved) or is queued before our wake */
   atomic_fetch_add_explicit(&r->hdr->durable_futex, 1, memory_order_release);
-  futex(&r->hdr->durable_futex, FUTEX_WAKE_BITSET, INT_MAX, NULL, seq_bits(before, seq));
+  shm_futex(&r->hdr->durable_futex, FUTEX_WAKE_BITSET, INT_MAX, NULL, seq_bits(before, seq));
 }
 
-/* kick_futex counts kicks in steps of 2; its low bit says the writer sleeps
-** on it, or is about to. Both sides change the word with a read-modify-write,
-** so one of the two comes first in its order: if the writer's flag does, the
-** kick sees it and wakes the writer; if the kick does, the writer's fetch_or
-** acquires it, and with it every commit published before the kick, finds the
-** work, and does not sleep. So a kick skips the system call whenever the
-** writer is busy, which is nearly always while SYNC commits arrive. */
+/* kick_futex counts kicks in steps of 4; its low bit says the writer sleeps
+** on it, or is about to, and the next bit that it dozes (sleeps long, idle).
+** Both sides change the word with a read-modify-write, so one of the two
+** comes first in its order: if the writer's flag does, the kick sees it and
+** wakes the writer; if the kick does, the writer's fetch_or acquires it, and
+** with it every commit published before the kick, finds the work, and does
+** not sleep. So a kick skips the system call whenever the writer is busy,
+** which is nearly always while SYNC commits arrive. */
 #define WRITER_ASLEEP 1u
-#define KICK_STEP     2u
+#define WRITER_DOZING 2u
+#define KICK_STEP     4u
 
 void durable_kick(shm_region *r)
 {
   /* release: what we published before the kick goes with it (above) */
   uint32_t before = atomic_fetch_add_explicit(&r->hdr->kick_futex, KICK_STEP, memory_order_release);
   if (before & WRITER_ASLEEP)
-    futex(&r->hdr->kick_futex, FUTEX_WAKE, INT_MAX, NULL, 0);
+    shm_futex_wake_all(&r->hdr->kick_futex);
 }
 
-int durable_wait_kick(shm_region *r, unsigned timeout_ms)
+/* An ASYNC commit only reads the word, so that the commits of many processes
+** do not take turns owning its cache line. Reading is a store-then-check
+** against the writer's: we made our commit visible (published_seq, read with
+** acquire, covers it), then read the flag; the writer sets the flag, then
+** reads published_seq. The seq_cst fences on both sides order the two
+** checks: if ours reads the word from before the writer's flag, our fence
+** precedes the writer's in their single order, and the writer's read of
+** published_seq, after its fence, sees every store that happened before
+** ours, our commit's publication among them. One side sees the other. */
+void durable_nudge(shm_region *r)
 {
+  atomic_thread_fence(memory_order_seq_cst);
+  /* relaxed: ordered by the fence above */
+  if (atomic_load_explicit(&r->hdr->kick_futex, memory_order_relaxed) & WRITER_DOZING)
+    durable_kick(r);
+}
+
+int durable_wait_kick(shm_region *r, unsigned timeout_ms, int doze)
+{
+  uint32_t flags = WRITER_ASLEEP | (doze ? WRITER_DOZING : 0);
   /* acquire: the kicks before this, and the commits published before them */
-  uint32_t seen = atomic_fetch_or_explicit(&r->hdr->kick_futex, WRITER_ASLEEP, memory_order_acquire) | WRITER_ASLEEP;
+  uint32_t seen = atomic_fetch_or_explicit(&r->hdr->kick_futex, flags, memory_order_acquire) | flags;
+  /* seq_cst: the writer's half of durable_nudge's store-then-check */
+  atomic_thread_fence(memory_order_seq_cst);
   uint64_t written = durable_seq(r);
   int woken = atomic_load_explicit(&r->hdr->published_seq, memory_order_acquire) > written;  /* work waits already */
-  if (!woken) {
-    struct timespec ts = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L };
-    /* 0: woken; EAGAIN: kicked before we slept; EINTR and ETIMEDOUT: not kicked */
-    woken = futex(&r->hdr->kick_futex, FUTEX_WAIT, seen, &ts, 0) == 0 || errno == EAGAIN;
-  }
+  if (!woken)   /* woken, or kicked before we slept (the word moved); else the time ran out, or a signal */
+    woken = shm_futex_wait_ms(&r->hdr->kick_futex, seen, timeout_ms);
   /* relaxed: a flag left set a moment longer costs a kick one needless wake */
-  atomic_fetch_and_explicit(&r->hdr->kick_futex, ~WRITER_ASLEEP, memory_order_relaxed);
+  atomic_fetch_and_explicit(&r->hdr->kick_futex, ~(WRITER_ASLEEP | WRITER_DOZING), memory_order_relaxed);
   return woken;
+}
+
+int durable_writer_dozes(const shm_region *r)
+{
+  /* relaxed: a look, it orders nothing */
+  return (atomic_load_explicit(&r->hdr->kick_futex, memory_order_relaxed) & WRITER_DOZING) != 0;
 }
 
 int durable_wait(shm_region *r, uint64_t seq, unsigned timeout_ms)
@@ -175,7 +188,7 @@ int durable_wait(shm_region *r, uint64_t seq, unsigned timeout_ms)
     /* EAGAIN: the word moved (a publish) before we slept; EINTR: a signal.
     ** Anything else (ETIMEDOUT, or a futex this system refuses) ends the
     ** wait, so that it can never spin past its deadline. */
-    if (futex(&r->hdr->durable_futex, FUTEX_WAIT_BITSET, seen, &deadline, seq_bit(seq)) != 0 && errno != EAGAIN &&
+    if (shm_futex(&r->hdr->durable_futex, FUTEX_WAIT_BITSET, seen, &deadline, seq_bit(seq)) != 0 && errno != EAGAIN &&
         errno != EINTR)
       return durable_seq(r) >= seq;
   }

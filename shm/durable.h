@@ -96,10 +96,20 @@ void     durable_publish(shm_region *r, uint64_t seq);
 ** after publishing the commit. No system call while the writer is awake. */
 void     durable_kick(shm_region *r);
 
+/* ASYNC committer, once its commit is published: wake the writer only if it
+** dozes. Otherwise the writer's next round (sync_delay_ms) writes the commit
+** with the others of its group. A fence and a read, no system call, unless
+** the writer dozes. */
+void     durable_nudge(shm_region *r);
+
 /* Writer: sleep until kicked or timeout_ms passed; not at all while
-** published commits wait to be written. Returns 1 if there is work or a kick
-** came, 0 if the time ran out (or a signal came). */
-int      durable_wait_kick(shm_region *r, unsigned timeout_ms);
+** published commits wait to be written. doze: the writer has been idle and
+** sleeps long, so ASYNC commits wake it too (durable_nudge). Returns 1 if
+** there is work or a kick came, 0 if the time ran out (or a signal came). */
+int      durable_wait_kick(shm_region *r, unsigned timeout_ms, int doze);
+
+/* Whether the writer dozes (or is about to): for tests. */
+int      durable_writer_dozes(const shm_region *r);
 
 /* *at = ms from now on CLOCK_MONOTONIC: the clock of durable_wait's
 ** deadline and of the commit path's waits (src/txn.c). */

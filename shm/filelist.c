@@ -5,6 +5,7 @@
 
 #include "epoch.h"
 #include "error.h"
+#include "futex.h"
 
 #include <string.h>
 
@@ -85,9 +86,17 @@ int fl_publish(shm_region *r, const struct fl_file *files, uint32_t n)
   ** hazard handshake for the old list */
   atomic_store_explicit(&r->hdr->current_files, idx, memory_order_seq_cst);
   atomic_store_explicit(&old->state, FL_RETIRED, memory_order_relaxed);
-  atomic_fetch_add_explicit(&r->hdr->files_futex, 1, memory_order_release);
   fl_set_totals(r, files, n);
+  fl_wake_compactor(r);
   return SOCHDB_OK;
+}
+
+void fl_wake_compactor(shm_region *r)
+{
+  /* release: what the waker did before (a list published, a compaction
+  ** asked for) is seen by the compactor that reads the moved word */
+  atomic_fetch_add_explicit(&r->hdr->files_futex, 1, memory_order_release);
+  shm_futex_wake_all(&r->hdr->files_futex);
 }
 
 /* At a daemon's start: what a dead one left half-way through fl_publish. */

@@ -55,6 +55,11 @@ const struct fl_list *fl_protect(const shm_region *r, _Atomic uint64_t *hazard);
 ** SOCHDB_INVALID if n > FL_MAX_FILES. */
 int    fl_publish(shm_region *r, const struct fl_file *files, uint32_t n);
 
+/* Wake the daemon's compactor, which sleeps on files_futex while it has
+** nothing to do: fl_publish calls it, and so does whoever asks for a full
+** compaction, after asking. */
+void   fl_wake_compactor(shm_region *r);
+
 /* Daemon only: retired lists no hazard names become free. At a daemon's
 ** start (at_start), lists a dead one left BUILDING become free, and a list
 ** left CURRENT that is not current_files (killed inside fl_publish) is

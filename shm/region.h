@@ -29,7 +29,8 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  9u   /* 9: the memtables' hash index (skiplist.h) */
+#define SHM_LAYOUT_VERSION  10u  /* 10: an idle WAL writer dozes, and ASYNC commits wake it (durable.h);
+                                 ** rotations wake the flusher (arena.h) */
 #define SHM_HEADER_BYTES    4096u
 #define SHM_CACHELINE       64
 
@@ -110,8 +111,8 @@ struct shm_header {
   alignas(SHM_CACHELINE) _Atomic uint64_t horizon;       /* snapshots below this may be reclaimed */
   alignas(SHM_CACHELINE) _Atomic uint64_t durable_seq;   /* every commit <= it is on disk */
   _Atomic uint32_t durable_futex;                        /* bumped when durable_seq moves */
-  alignas(SHM_CACHELINE) _Atomic uint32_t kick_futex;    /* += 2 to wake the WAL writer; bit 0: it sleeps */
-  alignas(SHM_CACHELINE) _Atomic uint32_t active_memtable;
+  alignas(SHM_CACHELINE) _Atomic uint32_t kick_futex;    /* += 4 to wake the WAL writer; bit 0: it sleeps, bit 1: dozes */
+  alignas(SHM_CACHELINE) _Atomic uint32_t active_memtable;  /* also the futex the idle flusher sleeps on */
   _Atomic uint64_t next_memtable_id;
   /* Bit i set: memtable i may be LIVE. Always a superset of the LIVE ones,
   ** so arena_view reads only these instead of every memtable's state: a
@@ -128,7 +129,7 @@ struct shm_header {
   alignas(SHM_CACHELINE) _Atomic uint64_t epoch;         /* reclamation epoch (epoch.h) */
   _Atomic uint64_t retired_max_seq;  /* newest commit in a memtable retired so far (arena.h) */
   alignas(SHM_CACHELINE) _Atomic uint32_t current_files; /* index of the current file list */
-  _Atomic uint32_t files_futex;                          /* bumped when a file list is published */
+  _Atomic uint32_t files_futex;  /* bumped when a file list is published or a full compaction is asked for */
   alignas(SHM_CACHELINE) struct shm_global_stats stats;
 };
 

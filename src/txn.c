@@ -388,6 +388,7 @@ static int make_room(struct commit_ctx *c, uint32_t full)
 {
   if (arena_rotate(c->r, c->t->db->slot, full) == SOCHDB_OK)
     return SOCHDB_OK;
+  arena_wake_flusher(c->r);   /* it may sleep, idle, while arenas wait to be recycled */
   if (!c->deadline_set) {
     durable_deadline(&c->deadline, c->t->db->busy_timeout_ms);
     c->deadline_set = 1;
@@ -789,7 +790,8 @@ static int commit_writes(sochdb_txn *t, unsigned flags)
   count(&st->keys_written, t->writes.n);
   count(&st->user_bytes, t->writes.bytes);
   if (flags & SOCHDB_ASYNC) {
-    sdb_daemon_ensure(db);   /* someone must write it: rate-limited probe */
+    durable_nudge(&db->region);   /* wakes the WAL writer only if it dozes */
+    sdb_daemon_ensure(db);        /* someone must write it: rate-limited probe */
     return SOCHDB_OK;
   }
   return wait_durable(db, seq);

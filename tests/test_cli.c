@@ -312,6 +312,33 @@ Test(cli, compact_merges_level_0_into_one_level_and_keeps_the_newest_values)
   tu_close();
 }
 
+/* A daemon whose threads sleep an hour whenever idle (sochdbd-testing,
+** $SOCHDB_TEST_IDLE_MS): the compactor, idle once the flushes are done, must
+** be woken by the request itself, or the command waits out its timeout. */
+Test(cli, compact_wakes_a_daemon_that_sleeps_whenever_idle)
+{
+#ifndef SOCHDB_TEST_SOCHDBD_TESTING
+  cr_skip_test("the build defines no sochdbd-testing");
+#else
+  setenv("SOCHDB_TEST_IDLE_MS", "3600000", 1);   /* inherited by the daemon the open starts */
+  sochdb_options o = tu_options(REG, MT, 10000);
+  o.daemon_path = tu_daemon_script(quiet_daemon, sizeof quiet_daemon, SOCHDB_TEST_SOCHDBD_TESTING, "--l0-trigger 1000");
+  tu_db = tu_open_with(tu_dir(), &o);
+  sochdb *db = tu_db;
+  fill(db, NKEYS, 1);
+  fill(db, NKEYS, 2);
+  wait_flushed(db);
+  cr_assert_geq(tu_stats(db).l0_files, 1, "SSTables in level 0 to compact");
+  char out[8192], err[8192];
+  const char *args[] = { "compact", tu_dir(), "--timeout", "60", NULL };
+  int code = run_cli(args, out, sizeof out, err, sizeof err);
+  cr_assert_eq(code, 0, "exit %d\nstdout: %s\nstderr: %s", code, out, err);
+  cr_assert_eq(tu_stats(db).l0_files, 0, "level 0 compacted");
+  expect_all(db, NKEYS, 2, "after sochdb compact");
+  tu_close();
+#endif
+}
+
 /* The daemon of every day (it compacts level 0 into level 1 by itself): a
 ** mix of level 0 and level 1 files; the text summary. */
 Test(cli, compact_after_automatic_compactions)

@@ -1,7 +1,8 @@
 /*
 ** test_durable.c — the futexes of shm/durable.c: a group's publish wakes the
-** SYNC committers waiting for its seqs, and a kick wakes a WAL writer that
-** sleeps, however the kick and the writer's going to sleep interleave.
+** SYNC committers waiting for its seqs, a kick wakes a WAL writer that
+** sleeps, and an ASYNC commit's nudge one that dozes (and only one that
+** dozes), however the wake and the writer's going to sleep interleave.
 **
 ** The region is a real one, opened through the public API without a daemon,
 ** so that nothing but the test moves durable_seq or sleeps on kick_futex.
@@ -43,6 +44,7 @@ struct sleeper {
   pthread_t     thread;
   shm_region   *r;
   uint64_t      seq;          /* durable_wait's; unused by a writer */
+  int           doze;         /* a writer's: durable_wait_kick's */
   _Atomic pid_t tid;          /* 0 until the thread runs */
   _Atomic int   done;
   int           result;
@@ -61,7 +63,7 @@ static void *wait_kick(void *arg)
 {
   struct sleeper *s = arg;
   atomic_store(&s->tid, (pid_t)syscall(SYS_gettid));
-  s->result = durable_wait_kick(s->r, FOREVER_MS);
+  s->result = durable_wait_kick(s->r, FOREVER_MS, s->doze);
   atomic_store(&s->done, 1);
   return NULL;
 }
@@ -260,18 +262,55 @@ Test(durable, a_kick_wakes_a_sleeping_writer)
   durable_kick(r);
   cr_assert_eq(finish(&w), 1, "the writer reports the kick");
   no_work(r);
-  cr_assert_eq(durable_wait_kick(r, 20), 0, "no kick, no work: the time runs out");
+  cr_assert_eq(durable_wait_kick(r, 20, 0), 0, "no kick, no work: the time runs out");
+  cr_assert_eq(durable_wait_kick(r, 20, 1), 0, "nor when it dozes");
   new_work(r);
-  cr_assert_eq(durable_wait_kick(r, FOREVER_MS), 1, "published work: no sleep at all");
+  cr_assert_eq(durable_wait_kick(r, FOREVER_MS, 0), 1, "published work: no sleep at all");
+  cr_assert_eq(durable_wait_kick(r, FOREVER_MS, 1), 1, "nor a doze");
   tu_close();
 }
 
-/* The kick and the writer's going to sleep, started together many times:
-** whichever comes first, the writer must not sleep through the commit. */
+Test(durable, a_nudge_wakes_a_dozing_writer)
+{
+  shm_region *r = open_region();
+  no_work(r);
+  struct sleeper w = { .doze = 1 };
+  start_sleeping(&w, r, 0, wait_kick);
+  new_work(r);
+  durable_nudge(r);
+  cr_assert_eq(finish(&w), 1, "the dozing writer is woken by an ASYNC commit");
+  tu_close();
+}
+
+/* A writer that does not doze writes the ASYNC commits of its next round in
+** one group: their nudges must not wake it one by one. */
+Test(durable, a_nudge_leaves_a_writer_that_does_not_doze_asleep)
+{
+  shm_region *r = open_region();
+  no_work(r);
+  struct sleeper w = { .doze = 0 };
+  start_sleeping(&w, r, 0, wait_kick);
+  pid_t tid = atomic_load(&w.tid);
+  unsigned long before = voluntary_switches(tid);
+  new_work(r);
+  durable_nudge(r);
+  pause_ms(20);   /* room for a wrongly woken writer to run */
+  cr_assert_eq(atomic_load(&w.done), 0, "the nudge woke a writer that does not doze");
+  cr_assert_eq(voluntary_switches(tid), before, "the writer ran");
+  durable_kick(r);
+  cr_assert_eq(finish(&w), 1, "a kick still wakes it");
+  tu_close();
+}
+
+/* The wake and the writer's going to sleep, started together many times:
+** whichever comes first, the writer must not sleep through the commit. A
+** kick is a read-modify-write of the writer's word; a nudge only reads it,
+** after a fence (durable.c says why that is enough). */
 struct race {
   shm_region       *r;
   pthread_barrier_t start;
   unsigned          rounds;
+  int               doze;
   int               missed;
 };
 
@@ -280,17 +319,17 @@ static void *writer_rounds(void *arg)
   struct race *x = arg;
   for (unsigned i = 0; i < x->rounds; i++) {
     pthread_barrier_wait(&x->start);
-    if (durable_wait_kick(x->r, FOREVER_MS) != 1)
+    if (durable_wait_kick(x->r, FOREVER_MS, x->doze) != 1)
       x->missed++;
     pthread_barrier_wait(&x->start);   /* the committer resets the work */
   }
   return NULL;
 }
 
-Test(durable, a_kick_racing_the_writer_to_sleep_is_never_lost)
+static void race(int doze, void (*wake)(shm_region *r))
 {
   shm_region *r = open_region();
-  struct race x = { .r = r, .rounds = 2000 };
+  struct race x = { .r = r, .rounds = 2000, .doze = doze };
   pthread_barrier_init(&x.start, NULL, 2);
   pthread_t writer;
   cr_assert_eq(pthread_create(&writer, NULL, writer_rounds, &x), 0, "pthread_create");
@@ -299,11 +338,15 @@ Test(durable, a_kick_racing_the_writer_to_sleep_is_never_lost)
     pthread_barrier_wait(&x.start);
     for (volatile unsigned spin = 0; spin < i % 64; spin++) {}   /* vary who comes first */
     new_work(r);
-    durable_kick(r);
+    wake(r);
     pthread_barrier_wait(&x.start);
   }
   pthread_join(writer, NULL);
   pthread_barrier_destroy(&x.start);
-  cr_assert_eq(x.missed, 0, "rounds that ended without work or kick");
+  cr_assert_eq(x.missed, 0, "rounds that ended without work or wake");
   tu_close();
 }
+
+Test(durable, a_kick_racing_the_writer_to_sleep_is_never_lost) { race(0, durable_kick); }
+
+Test(durable, a_nudge_racing_the_writer_to_doze_is_never_lost) { race(1, durable_nudge); }

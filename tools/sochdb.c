@@ -20,6 +20,7 @@
 #include "check.h"   /* sdb_check_dir, for `sochdb check` (internal: the CLI links the static library) */
 #include "internal.h" /* struct sochdb: the region header's full-compaction request and progress, for
                       ** `sochdb compact`; sdb_daemon_ensure */
+#include "filelist.h" /* fl_wake_compactor, for `sochdb compact` */
 
 #include <errno.h>
 #include <limits.h>
@@ -1086,6 +1087,7 @@ static int compact_request_and_wait(compact_wait *w, uint64_t *ticket)
 {
   struct shm_global_stats *g = &w->db->region.hdr->stats;
   *ticket = atomic_fetch_add_explicit(&g->full_compaction_requested, 1, memory_order_acq_rel) + 1;
+  fl_wake_compactor(&w->db->region);
   for (;;) {
     if (atomic_load_explicit(&g->full_compaction_done, memory_order_acquire) >= *ticket)
       return EXIT_OK;

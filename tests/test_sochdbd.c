@@ -1,0 +1,224 @@
+/*
+** test_sochdbd.c — the daemon's own loops (daemon/sochdbd.c): idle, it
+** hardly wakes, and the events that bring work wake the thread that does it:
+** an ASYNC or SYNC commit wakes a dozing WAL writer, a rotation and a writer
+** short of memtable room wake an idle flusher. (A full compaction asked for
+** by `sochdb compact` waking an idle compactor: test_cli.c.)
+**
+** The wake tests run sochdbd-testing with $SOCHDB_TEST_IDLE_MS at an hour:
+** every idle sleep of its threads is an hour long from the first idle round,
+** so work that gets done was woken, and a missing wake fails the test by the
+** suite's timeout instead of passing late.
+*/
+#include <criterion/criterion.h>
+
+#include <dirent.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "durable.h"
+#include "internal.h"
+#include "sochdb.h"
+#include "testutil.h"
+
+static void unset_idle(void)
+{
+  unsetenv("SOCHDB_TEST_IDLE_MS");
+  tu_teardown();
+}
+
+TestSuite(sochdbd, .init = tu_setup, .fini = unset_idle, .timeout = 120);
+
+#define REGION (16u << 20)
+#define MT     (1u << 20)
+#define AN_HOUR_MS "3600000"
+
+/* Open the test's directory (a region of region_bytes) with a daemon that
+** sleeps an hour whenever idle. */
+static sochdb *open_sleepy_in(size_t region_bytes)
+{
+#ifndef SOCHDB_TEST_SOCHDBD_TESTING
+  cr_skip_test("the build defines no sochdbd-testing");
+  return NULL;
+#else
+  setenv("SOCHDB_TEST_IDLE_MS", AN_HOUR_MS, 1);   /* inherited by the daemon this open starts */
+  sochdb_options o = tu_options(region_bytes, MT, 10000);
+  o.daemon_path = SOCHDB_TEST_SOCHDBD_TESTING;
+  tu_db = tu_open_with(tu_dir(), &o);
+  return tu_db;
+#endif
+}
+
+static sochdb *open_sleepy(void) { return open_sleepy_in(REGION); }
+
+static int put(sochdb *db, const char *key, const char *val, unsigned flags)
+{
+  sochdb_txn *t = tu_begin(db, 0);
+  cr_assert_eq(sochdb_put(t, key, strlen(key), val, strlen(val)), SOCHDB_OK, "put %s", key);
+  return sochdb_commit(t, flags);
+}
+
+static uint64_t published(sochdb *db)
+{
+  return atomic_load_explicit(&db->region.hdr->published_seq, memory_order_acquire);
+}
+
+/* The pid sochdbd wrote into DIR/LOCK (asserted). */
+static pid_t daemon_pid(void)
+{
+  char path[4200], buf[32] = { 0 };
+  snprintf(path, sizeof path, "%s/LOCK", tu_dir());
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  cr_assert_geq(fd, 0, "open %s", path);
+  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+  close(fd);
+  pid_t pid = n > 0 ? (pid_t)strtol(buf, NULL, 10) : 0;
+  cr_assert_gt(pid, 0, "no pid in %s", path);
+  return pid;
+}
+
+/* How many times the threads of process pid blocked, all together. */
+static unsigned long blocked_times(pid_t pid)
+{
+  char dir[64];
+  snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+  DIR *d = opendir(dir);
+  cr_assert_not_null(d, "opendir %s", dir);
+  unsigned long total = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.')
+      continue;
+    char path[400], line[128];
+    snprintf(path, sizeof path, "%s/%s/status", dir, e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+      continue;   /* a thread that just ended */
+    unsigned long n;
+    while (fgets(line, sizeof line, f))
+      if (sscanf(line, "voluntary_ctxt_switches: %lu", &n) == 1)
+        total += n;
+    fclose(f);
+  }
+  closedir(d);
+  return total;
+}
+
+/* Before: the writer woke every 5 ms, the flusher every 5 ms, the compactor
+** every 20 ms and the reaper every 100 ms, 460 wakes a second. Now the
+** reaper's 10 and about one each for the others. The bound is loose on
+** purpose: it tells polling from sleeping, whatever the machine's load. */
+Test(sochdbd, an_idle_daemon_hardly_wakes)
+{
+#ifndef SOCHDB_TEST_SOCHDBD
+  cr_skip_test("the build defines no sochdbd");
+#else
+  sochdb_options o = tu_options(REGION, MT, 10000);
+  o.daemon_path = SOCHDB_TEST_SOCHDBD;
+  sochdb *db = tu_db = tu_open_with(tu_dir(), &o);
+  cr_assert_eq(put(db, "k", "v", SOCHDB_ASYNC), SOCHDB_OK);
+  cr_assert_eq(put(db, "k", "w", 0), SOCHDB_OK);
+  pid_t pid = daemon_pid();
+  tu_sleep_ms(2000);    /* the threads' idle sleeps grow to their longest */
+  unsigned long before = blocked_times(pid);
+  tu_sleep_ms(2000);
+  unsigned long wakes = blocked_times(pid) - before;
+  cr_assert_lt(wakes, 200, "the idle daemon woke %lu times in 2 s", wakes);
+  tu_close();
+#endif
+}
+
+/* An ASYNC commit does not kick the writer (its round writes it with the
+** others); but a writer that dozes has no rounds: the commit must wake it. */
+Test(sochdbd, an_async_commit_wakes_a_dozing_writer)
+{
+  sochdb *db = open_sleepy();
+  shm_region *r = &db->region;
+  cr_assert_eq(put(db, "first", "1", 0), SOCHDB_OK, "a SYNC commit kicks the dozing writer");
+  for (int i = 0; !durable_writer_dozes(r); i++) {
+    cr_assert_lt(i, 60000, "the writer never dozed");
+    tu_sleep_ms(1);
+  }
+  cr_assert_eq(put(db, "second", "2", SOCHDB_ASYNC), SOCHDB_OK);
+  uint64_t seq = published(db);
+  cr_assert_eq(durable_wait(r, seq, 3600000u), 1, "commit %llu made durable", (unsigned long long)seq);
+  tu_close();
+}
+
+static void fill(sochdb *db, int from, int n)
+{
+  char key[32], val[1001];
+  memset(val, 'v', sizeof val - 1);
+  val[sizeof val - 1] = 0;
+  for (int i = from; i < from + n; i++) {
+    snprintf(key, sizeof key, "key-%08d", i);
+    int rc = put(db, key, val, SOCHDB_ASYNC);
+    cr_assert_eq(rc, SOCHDB_OK, "put %d: %s (%s)", i, sochdb_strerror(rc), sochdb_last_error());
+  }
+}
+
+/* One rotation, arenas to spare: only the rotation's wake starts the flush. */
+Test(sochdbd, a_rotation_wakes_an_idle_flusher)
+{
+  sochdb *db = open_sleepy();
+  fill(db, 0, 1500);    /* 1.5 MB into 1 MiB memtables */
+  TU_WAIT_STATS(db, s->flushes >= 1, "the flush of the rotated-out memtable");
+  tu_close();
+}
+
+/* A reader on a handle of its own holds memtable 0 in its view for a while. */
+struct viewer {
+  pthread_t    thread;
+  _Atomic int  viewing;
+};
+
+static void *hold_a_view(void *arg)
+{
+  struct viewer *v = arg;
+  sochdb *db = tu_open_with(tu_dir(), NULL);
+  sochdb_txn *t = NULL;
+  cr_assert_eq(sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t), SOCHDB_OK);
+  const void *val;
+  size_t vlen;
+  cr_assert_eq(sochdb_get(t, "key-00000000", 12, &val, &vlen), SOCHDB_OK, "the view holds memtable 0");
+  atomic_store(&v->viewing, 1);
+  tu_sleep_ms(300);
+  sochdb_abort(t);
+  sochdb_close(db);
+  return NULL;
+}
+
+/* Two arenas: the first, flushed, cannot be recycled while the reader views
+** it, so the writer runs out of room with the flusher asleep. Only the
+** writer can wake it once the reader is gone. */
+Test(sochdbd, a_writer_short_of_room_wakes_an_idle_flusher)
+{
+  sochdb *db = open_sleepy_in(6u << 20);
+  cr_assert_eq(db->region.hdr->n_memtables, 2u, "6 MiB holds exactly two 1 MiB memtables");
+  fill(db, 0, 1);
+  struct viewer v = { .viewing = 0 };
+  cr_assert_eq(pthread_create(&v.thread, NULL, hold_a_view, &v), 0);
+  while (!atomic_load(&v.viewing))
+    tu_sleep_ms(1);
+  fill(db, 1, 2500);    /* fills memtable 0, then 1, then waits for 0 */
+  pthread_join(v.thread, NULL);
+  TU_WAIT_STATS(db, s->flushes >= 2, "two flushes");
+  tu_close();
+}
+
+/* Many rotations, and writers short of room now and then: the daemon keeps
+** up, woken each time, and what was written reads back. */
+Test(sochdbd, a_daemon_that_sleeps_whenever_idle_keeps_up_with_many_rotations)
+{
+  sochdb *db = open_sleepy();
+  fill(db, 0, 40000);   /* 40 MB: more than twice the region's arenas */
+  TU_WAIT_STATS(db, s->flushes >= 30, "30 flushes");
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  char got[1100];
+  cr_assert_eq(tu_get_str(t, "key-00000000", got, sizeof got), SOCHDB_OK);
+  cr_assert_eq(strlen(got), 1000, "the first key reads back from its SSTable");
+  sochdb_abort(t);
+  tu_close();
+}
