@@ -177,8 +177,18 @@ static void write_pid(int fd)
 
 /* sochdbd-testing: $SOCHDB_TEST_IDLE_MS=N makes every idle sleep N ms from
 ** the first idle round on (the writer dozes at once), so that a test sees
-** the wakes it causes and nothing else (tests/test_sochdbd.c). 0: unset. */
-static unsigned idle_test_ms;
+** the wakes it causes and nothing else; $SOCHDB_TEST_IDLE_PAUSE_MS=N makes
+** each idle round pause N ms between its look for work and its sleep, where
+** a wake or a stop that lands must not be lost (tests/test_sochdbd.c). */
+static unsigned idle_test_ms, idle_test_pause_ms;
+
+static void idle_test_pause(void)
+{
+  if (idle_test_pause_ms) {
+    struct timespec ts = { idle_test_pause_ms / 1000, (long)(idle_test_pause_ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+  }
+}
 
 struct writer_args {
   struct walwriter *w;
@@ -217,10 +227,11 @@ static void *writer_loop(void *arg)
     /* Busy, a round every sync_delay_ms writes what ASYNC commits published
     ** meanwhile, one group for all of them; idle, the writer dozes until a
     ** commit (SYNC or ASYNC) wakes it. */
+    idle_test_pause();
     int doze = idle_test_ms || idle_rounds * a->sync_delay_ms >= IDLE_AFTER_MS;
     unsigned doze_ms = idle_test_ms ? idle_test_ms : IDLE_MAX_MS;
     int woken = durable_wait_kick(a->w->r, doze ? doze_ms : a->sync_delay_ms, doze);
-    idle_rounds = woken ? 0 : idle_rounds + 1;
+    idle_rounds = woken ? 0 : idle_rounds + (idle_rounds < IDLE_AFTER_MS);   /* saturates: never wraps */
   }
 }
 
@@ -257,10 +268,10 @@ static void bg_run(struct bg_task *t)
     } else if (rc < 0) {
       struct timespec ts = { t->fail_ms / 1000, (long)(t->fail_ms % 1000) * 1000000L };
       nanosleep(&ts, NULL);
-    } else if (shm_futex_wait_ms(t->word, seen, idle_ms)) {
-      idle_ms = t->min_ms;
     } else {
-      idle_ms = idle_ms >= t->max_ms / 2 ? t->max_ms : idle_ms * 2;
+      idle_test_pause();
+      int woken = shm_futex_wait_ms(t->word, seen, idle_ms);
+      idle_ms = woken ? t->min_ms : idle_ms >= t->max_ms / 2 ? t->max_ms : idle_ms * 2;
     }
   }
 }
@@ -302,13 +313,34 @@ static void *compact_loop(void *arg)
   return NULL;
 }
 
-/* Stop the flusher and compactor, waking them from their idle sleeps. */
-static void bg_stop(struct background *b)
+/* Join thread t, waking it every 10 ms until it has ended: it may have read
+** its stop flag just before the flag was set, and then a wake that comes
+** before it sleeps changes no word it waits on (futex.h), so one wake is not
+** enough. */
+static void join_waking(pthread_t t, void (*wake)(void *arg), void *arg)
 {
-  atomic_store(&b->stop, 1);
+  for (;;) {
+    wake(arg);
+    struct timespec at;
+    clock_gettime(CLOCK_REALTIME, &at);   /* pthread_timedjoin_np's clock */
+    at.tv_nsec += 10000000L;
+    if (at.tv_nsec >= 1000000000L) {
+      at.tv_sec++;
+      at.tv_nsec -= 1000000000L;
+    }
+    if (pthread_timedjoin_np(t, NULL, &at) == 0)
+      return;
+  }
+}
+
+static void wake_background(void *arg)
+{
+  struct background *b = arg;
   shm_futex_wake_all(&b->s->r->hdr->active_memtable);
   shm_futex_wake_all(&b->s->r->hdr->files_futex);
 }
+
+static void wake_writer(void *arg) { durable_kick(arg); }
 
 /* The directory we serve is gone or replaced: nobody can use us any more. */
 static int directory_gone(const char *dir, const struct stat *lock_st)
@@ -501,6 +533,9 @@ int main(int argc, char **argv)
   const char *idle_env = getenv("SOCHDB_TEST_IDLE_MS");   /* before the threads that read it start */
   if (idle_env && parse_ms("$SOCHDB_TEST_IDLE_MS", idle_env, 86400000u, &idle_test_ms) != 0)
     idle_test_ms = 0;
+  const char *pause_env = getenv("SOCHDB_TEST_IDLE_PAUSE_MS");
+  if (pause_env && parse_ms("$SOCHDB_TEST_IDLE_PAUSE_MS", pause_env, 60000u, &idle_test_pause_ms) != 0)
+    idle_test_pause_ms = 0;
 #endif
   struct writer_args wa = { &w, c.sync_delay_ms };
   pthread_t writer;
@@ -538,12 +573,11 @@ int main(int argc, char **argv)
   }
   report(&report_fd, 0);
   const char *why = serve(db, &c, &lock_st);
-  bg_stop(&bg);
-  pthread_join(compactor, NULL);
-  pthread_join(flusher, NULL);
+  atomic_store(&bg.stop, 1);
+  join_waking(compactor, wake_background, &bg);
+  join_waking(flusher, wake_background, &bg);
   atomic_store(&writer_stop, 1);
-  durable_kick(&db->region);
-  pthread_join(writer, NULL);
+  join_waking(writer, wake_writer, &db->region);
   flusher_free(&bg.f);
   compactor_free(&bg.c);
   store_close(&store);

@@ -4,6 +4,7 @@
 */
 #include "durable.h"
 
+#include "fence.h"
 #include "futex.h"
 #include "mvcc.h"
 
@@ -139,16 +140,18 @@ void durable_kick(shm_region *r)
 
 /* An ASYNC commit only reads the word, so that the commits of many processes
 ** do not take turns owning its cache line. Reading is a store-then-check
-** against the writer's: we made our commit visible (published_seq, read with
-** acquire, covers it), then read the flag; the writer sets the flag, then
-** reads published_seq. The seq_cst fences on both sides order the two
-** checks: if ours reads the word from before the writer's flag, our fence
-** precedes the writer's in their single order, and the writer's read of
-** published_seq, after its fence, sees every store that happened before
-** ours, our commit's publication among them. One side sees the other. */
+** against the writer's: our commit is visible (we read published_seq with
+** acquire, covering it; another process's CAS may have moved it), then we
+** read the flag; the writer sets the flag, then reads published_seq. By the
+** seq_cst fence rules of C++20 [atomics.order] (RC11; what gcc and clang
+** implement): if our read of the word precedes the writer's fetch_or in its
+** modification order, our fence precedes the writer's in the single order S;
+** had the writer then read published_seq from before the store we acquired,
+** its fence would have to precede ours (that store happens before our
+** fence). So one side sees the other. */
 void durable_nudge(shm_region *r)
 {
-  atomic_thread_fence(memory_order_seq_cst);
+  shm_fence_seq_cst();
   /* relaxed: ordered by the fence above */
   if (atomic_load_explicit(&r->hdr->kick_futex, memory_order_relaxed) & WRITER_DOZING)
     durable_kick(r);
@@ -159,8 +162,7 @@ int durable_wait_kick(shm_region *r, unsigned timeout_ms, int doze)
   uint32_t flags = WRITER_ASLEEP | (doze ? WRITER_DOZING : 0);
   /* acquire: the kicks before this, and the commits published before them */
   uint32_t seen = atomic_fetch_or_explicit(&r->hdr->kick_futex, flags, memory_order_acquire) | flags;
-  /* seq_cst: the writer's half of durable_nudge's store-then-check */
-  atomic_thread_fence(memory_order_seq_cst);
+  shm_fence_seq_cst();   /* the writer's half of durable_nudge's store-then-check */
   uint64_t written = durable_seq(r);
   int woken = atomic_load_explicit(&r->hdr->published_seq, memory_order_acquire) > written;  /* work waits already */
   if (!woken)   /* woken, or kicked before we slept (the word moved); else the time ran out, or a signal */

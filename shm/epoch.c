@@ -3,21 +3,7 @@
 */
 #include "epoch.h"
 
-/* seq_cst fence: the reader half of the store-then-check handshakes; a
-** seq_cst store alone does not order later acquire-only loads on every
-** architecture. TSan does not model fences (gcc warns); the loads that
-** follow are atomics anyway. */
-static void full_fence(void)
-{
-#if defined(__SANITIZE_THREAD__) && defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wtsan"
-#endif
-  atomic_thread_fence(memory_order_seq_cst);
-#if defined(__SANITIZE_THREAD__) && defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
-}
+#include "fence.h"
 
 void epoch_enter(shm_region *r, _Atomic uint64_t *slot)
 {
@@ -31,7 +17,7 @@ void epoch_enter(shm_region *r, _Atomic uint64_t *slot)
   ** trim reads `used` after its wait: shm/arena.c). */
   uint64_t e = atomic_load_explicit(&r->hdr->epoch, memory_order_seq_cst);
   atomic_store_explicit(slot, e, memory_order_release);
-  full_fence();
+  shm_fence_seq_cst();
 }
 
 void epoch_leave(_Atomic uint64_t *slot)
@@ -70,7 +56,7 @@ void hazard_publish(_Atomic uint64_t *hazard, uint64_t value)
 {
   /* relaxed store then the fence: as in epoch_enter */
   atomic_store_explicit(hazard, value, memory_order_relaxed);
-  full_fence();
+  shm_fence_seq_cst();
 }
 
 void hazard_clear(struct shm_txn_entry *e)

@@ -132,6 +132,11 @@ static void reap_locked(shm_region *r, uint32_t slot)
   atomic_store_explicit(&s->is_daemon, 0, memory_order_relaxed);
   /* release: a new owner that sees 0 sees the slot fully cleaned */
   atomic_store_explicit(&s->owner_pid, 0, memory_order_release);
+  /* What the dead process left may be work for a daemon thread that sleeps,
+  ** idle: an arena it had claimed, or viewed, for the flusher; commits of it
+  ** that are now published, for the writer. */
+  arena_wake_flusher(r);
+  durable_nudge(r);
 }
 
 int slots_reap_if_dead(shm_region *r, uint32_t my_slot, uint32_t slot)

@@ -31,6 +31,7 @@
 #include "durable.h"
 #include "epoch.h"
 #include "error.h"
+#include "fence.h"
 #include "mvcc.h"
 #include "rowfmt.h"
 #include "seqring.h"
@@ -626,14 +627,7 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
   ** the check below, including the acquire-only ones of arena_view and
   ** sl_find (an acquire load may otherwise be satisfied early on POWER or
   ** ARMv8.3 RCpc); this is the store-then-load handshake of step 2. */
-#if defined(__SANITIZE_THREAD__) && defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wtsan"   /* TSan does not model fences; x86 needs none here */
-#endif
-  atomic_thread_fence(memory_order_seq_cst);
-#if defined(__SANITIZE_THREAD__) && defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+  shm_fence_seq_cst();
   struct mt_view view;
   arena_view(c->r, &view);               /* fresh: rotations since begin count */
   /* Fingers are safe here: our commit epoch keeps these memtables from

@@ -2,7 +2,7 @@
 ** test_sochdbd.c — the daemon's own loops (daemon/sochdbd.c): idle, it
 ** hardly wakes, and the events that bring work wake the thread that does it:
 ** an ASYNC or SYNC commit wakes a dozing WAL writer, a rotation and a writer
-** short of memtable room wake an idle flusher. (A full compaction asked for
+** short of memtable room wake an idle flusher, and a stop ends them all. (A full compaction asked for
 ** by `sochdb compact` waking an idle compactor: test_cli.c.)
 **
 ** The wake tests run sochdbd-testing with $SOCHDB_TEST_IDLE_MS at an hour:
@@ -26,6 +26,7 @@
 static void unset_idle(void)
 {
   unsetenv("SOCHDB_TEST_IDLE_MS");
+  unsetenv("SOCHDB_TEST_IDLE_PAUSE_MS");
   tu_teardown();
 }
 
@@ -220,5 +221,16 @@ Test(sochdbd, a_daemon_that_sleeps_whenever_idle_keeps_up_with_many_rotations)
   cr_assert_eq(tu_get_str(t, "key-00000000", got, sizeof got), SOCHDB_OK);
   cr_assert_eq(strlen(got), 1000, "the first key reads back from its SSTable");
   sochdb_abort(t);
+  tu_close();
+}
+
+/* A stop that lands between a thread's look for work and its sleep must not
+** leave the daemon asleep for its idle sleep (an hour here): every idle round
+** pauses 200 ms at that point, and SIGTERM comes during the first ones. */
+Test(sochdbd, a_stop_between_a_look_for_work_and_the_sleep_is_not_lost)
+{
+  setenv("SOCHDB_TEST_IDLE_PAUSE_MS", "200", 1);
+  open_sleepy();
+  tu_stop_daemon(tu_dir());   /* SIGTERM, then asserts the daemon ended within 10 s */
   tu_close();
 }
