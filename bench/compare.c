@@ -266,10 +266,10 @@ static int cparse_args(int argc, char **argv, struct cconfig *c)
 ** version (one mix64 each), then, past --value-random-pct, 'v's. With the
 ** default 100% the values are incompressible and no two share bytes, as in
 ** the other workloads. The words are computed, not copied from a pool of
-** random bytes: a copy from a random place in a 1 MiB pool (until this
-** change) missed the CPU's caches beside the engines' own traffic, and cost
+** random bytes: a copy from a random place in a 1 MiB pool (until 3d25ba6)
+** missed the CPU's caches beside the engines' own traffic, and cost
 ** 14% of a sochdb reader's samples in read_rand, the same for every engine
-** (README, "The benchmark's own work"). */
+** (bench/README.md, "Verification"). */
 static void random_words(unsigned char *dst, size_t n, uint64_t seed)
 {
   size_t i = 0;
