@@ -38,7 +38,9 @@ uint64_t store_new_file_number(struct store *s);
 struct sst_file_out {
   int      fd;          /* -1: not open */
   uint64_t number;
-  uint64_t written;     /* bytes so far */
+  uint64_t written;     /* bytes appended so far (some may wait in stage) */
+  uint8_t *stage;       /* the file's unwritten bytes after its last 2 MiB boundary (malloc'ed; NULL) */
+  size_t   staged;
   char     path[4200], tmp[4220];
 };
 

@@ -1,0 +1,132 @@
+/*
+** test_store.c — the daemon's SSTable writer (daemon/store.c): a table
+** appended in pieces of any size reaches its file byte for byte, in writes
+** of whole, aligned 2 MiB chunks and one shorter last write, so that the
+** page cache holds it in 2 MiB folios that readers map with one TLB entry
+** each. The writes are observed through the test fault "sst.write": failing
+** the k-th write reports its size and offset.
+*/
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "sochdb.h"
+#include "store.h"
+#include "testhooks.h"
+#include "testutil.h"
+
+TestSuite(store, .init = tu_setup_without_daemon, .fini = tu_teardown, .timeout = 60);
+
+#define KIB 1024u
+#define MIB (1024u * 1024u)
+
+/* A store just good enough for the SSTable writer: its directory and region. */
+static struct store open_store(void)
+{
+  sochdb *db = tu_open(8u << 20, 1u << 20, 0);
+  struct store s;
+  memset(&s, 0, sizeof s);
+  s.db = db;
+  s.r = &db->region;
+  return s;
+}
+
+static void fill_pattern(uint8_t *p, size_t n, size_t from)
+{
+  for (size_t i = 0; i < n; i++)
+    p[i] = (uint8_t)((from + i) * 2654435761u >> 13);
+}
+
+/* Append pieces[0..n) (sizes, pattern-filled), then complete with tail. */
+static int write_table(struct store *s, uint64_t number, const size_t *pieces, int n, size_t tail,
+                       size_t *total)
+{
+  struct sst_file_out o;
+  cr_assert_eq(store_sst_create(s, number, &o), SOCHDB_OK, "%s", sochdb_last_error());
+  size_t at = 0;
+  int rc = SOCHDB_OK;
+  for (int i = 0; i < n && rc == SOCHDB_OK; i++) {
+    uint8_t *buf = malloc(pieces[i] ? pieces[i] : 1);
+    fill_pattern(buf, pieces[i], at);
+    rc = store_sst_append(&o, buf, pieces[i]);
+    at += pieces[i];
+    free(buf);
+  }
+  uint8_t *t = malloc(tail ? tail : 1);
+  fill_pattern(t, tail, at);
+  if (rc == SOCHDB_OK)
+    rc = store_sst_complete(s, &o, t, tail);
+  else
+    store_sst_abandon(&o);
+  free(t);
+  *total = at + tail;
+  return rc;
+}
+
+static void expect_file(uint64_t number, size_t total)
+{
+  char path[4300];
+  snprintf(path, sizeof path, "%s/%06llu.sst", tu_dir(), (unsigned long long)number);
+  FILE *f = fopen(path, "rb");
+  cr_assert_not_null(f, "%s exists once complete", path);
+  uint8_t *got = malloc(total + 1), *want = malloc(total + 1);
+  size_t n = fread(got, 1, total + 1, f);
+  fclose(f);
+  cr_assert_eq(n, total, "%s holds %zu bytes, %zu were appended", path, n, total);
+  fill_pattern(want, total, 0);
+  for (size_t i = 0; i < total; i++)
+    cr_assert_eq(got[i], want[i], "byte %zu of %s", i, path);
+  free(got);
+  free(want);
+}
+
+Test(store, a_table_appended_in_pieces_of_any_size_is_written_byte_for_byte)
+{
+  struct store s = open_store();
+  static const size_t a[] = { 1, 7, 1 * MIB, 3 * MIB + 5, 0, 2 * MIB, 2 * MIB - 1, 1, 4 * MIB, 100 };
+  static const size_t b[] = { 2 * MIB, 2 * MIB };   /* whole chunks only, then an empty tail */
+  static const size_t c[] = { 5 };                  /* shorter than a chunk altogether */
+  size_t total;
+  cr_assert_eq(write_table(&s, 1, a, 10, 12345, &total), SOCHDB_OK, "%s", sochdb_last_error());
+  expect_file(1, total);
+  cr_assert_eq(write_table(&s, 2, b, 2, 0, &total), SOCHDB_OK, "%s", sochdb_last_error());
+  expect_file(2, total);
+  cr_assert_eq(write_table(&s, 3, c, 1, 3, &total), SOCHDB_OK, "%s", sochdb_last_error());
+  expect_file(3, total);
+  tu_close();
+}
+
+/* The k-th write of the table of pieces {1 MiB, 1.5 MiB, 5 MiB, 300 KiB}
+** and a 100 KiB tail fails (EIO): its size and offset, from the error. */
+static void kth_write(struct store *s, unsigned k, size_t *bytes, unsigned long long *offset)
+{
+  static const size_t pieces[] = { 1 * MIB, 3 * MIB / 2, 5 * MIB, 300 * KIB };
+  size_t total;
+  sochdb_test_fault("sst.write", EIO, k - 1, 1);
+  int rc = write_table(s, 10 + k, pieces, 4, 100 * KIB, &total);
+  sochdb_test_fault(NULL, 0, 0, 0);
+  cr_assert_eq(rc, SOCHDB_IO, "write %u fails: %s", k, sochdb_strerror(rc));
+  const char *msg = strstr(sochdb_last_error(), ".tmp (");
+  cr_assert_not_null(msg, "the error names the write: %s", sochdb_last_error());
+  cr_assert_eq(sscanf(msg, ".tmp (%zu bytes at %llu)", bytes, offset), 2, "%s", sochdb_last_error());
+}
+
+Test(store, a_table_is_written_in_whole_aligned_2_mib_chunks_and_one_shorter_last_write)
+{
+  struct store s = open_store();
+  static const struct { size_t bytes; unsigned long long at; } want[] = {
+    { 2 * MIB, 0 }, { 2 * MIB, 2 * MIB }, { 2 * MIB, 4 * MIB },
+    { 1 * MIB + 3 * MIB / 2 + 5 * MIB + 300 * KIB + 100 * KIB - 6 * MIB, 6 * MIB },
+  };
+  for (unsigned k = 1; k <= 4; k++) {
+    size_t bytes;
+    unsigned long long at;
+    kth_write(&s, k, &bytes, &at);
+    cr_assert_eq(bytes, want[k - 1].bytes, "write %u: %zu bytes", k, bytes);
+    cr_assert_eq(at, want[k - 1].at, "write %u: at %llu", k, at);
+  }
+  tu_close();
+}
