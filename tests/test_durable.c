@@ -252,13 +252,21 @@ static void new_work(shm_region *r)
   atomic_store_explicit(&r->hdr->published_seq, published(r) + 1, memory_order_release);
 }
 
+/* w: a writer asleep in durable_wait_kick (dozing or not) with no work
+** waiting; then a commit is published, which wakes nobody by itself. */
+static void writer_asleep_then_work(shm_region *r, struct sleeper *w, int doze)
+{
+  no_work(r);
+  w->doze = doze;
+  start_sleeping(w, r, 0, wait_kick);
+  new_work(r);
+}
+
 Test(durable, a_kick_wakes_a_sleeping_writer)
 {
   shm_region *r = open_region();
-  no_work(r);
   struct sleeper w;
-  start_sleeping(&w, r, 0, wait_kick);
-  new_work(r);
+  writer_asleep_then_work(r, &w, 0);
   durable_kick(r);
   cr_assert_eq(finish(&w), 1, "the writer reports the kick");
   no_work(r);
@@ -273,10 +281,8 @@ Test(durable, a_kick_wakes_a_sleeping_writer)
 Test(durable, a_nudge_wakes_a_dozing_writer)
 {
   shm_region *r = open_region();
-  no_work(r);
-  struct sleeper w = { .doze = 1 };
-  start_sleeping(&w, r, 0, wait_kick);
-  new_work(r);
+  struct sleeper w;
+  writer_asleep_then_work(r, &w, 1);
   durable_nudge(r);
   cr_assert_eq(finish(&w), 1, "the dozing writer is woken by an ASYNC commit");
   tu_close();
@@ -287,12 +293,10 @@ Test(durable, a_nudge_wakes_a_dozing_writer)
 Test(durable, a_nudge_leaves_a_writer_that_does_not_doze_asleep)
 {
   shm_region *r = open_region();
-  no_work(r);
-  struct sleeper w = { .doze = 0 };
-  start_sleeping(&w, r, 0, wait_kick);
+  struct sleeper w;
+  writer_asleep_then_work(r, &w, 0);
   pid_t tid = atomic_load(&w.tid);
-  unsigned long before = voluntary_switches(tid);
-  new_work(r);
+  unsigned long before = voluntary_switches(tid);   /* publishing the work woke nothing */
   durable_nudge(r);
   pause_ms(20);   /* room for a wrongly woken writer to run */
   cr_assert_eq(atomic_load(&w.done), 0, "the nudge woke a writer that does not doze");
