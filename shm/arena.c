@@ -218,8 +218,10 @@ int arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full)
   /* One store either way: a lost arena (empty: nobody used it) is free again
   ** at once, a won one drops our claim. */
   set_word(m, won ? MT_LIVE : MT_FREE, 0);
-  if (won)
-    arena_wake_flusher(r);   /* after the CAS: see futex.h */
+  if (won) {
+    CRASHPOINT("rotate.won");   /* killed before its wake: tests/test_sochdbd.c (the reaper wakes) */
+    arena_wake_flusher(r);      /* after the CAS: see futex.h */
+  }
   return SOCHDB_OK;
 }
 

@@ -3,7 +3,10 @@
 ** hardly wakes, and the events that bring work wake the thread that does it:
 ** an ASYNC or SYNC commit wakes a dozing WAL writer, a rotation and a writer
 ** short of memtable room wake an idle flusher, and a stop ends them all. (A full compaction asked for
-** by `sochdb compact` waking an idle compactor: test_cli.c.)
+** by `sochdb compact` waking an idle compactor: test_cli.c.) A process
+** killed (SIGKILL, at a crash point) between its work and its wake leaves
+** the wake to the reaper: a rotator's to the flusher, an ASYNC committer's
+** to the writer.
 **
 ** The wake tests run sochdbd-testing with $SOCHDB_TEST_IDLE_MS at an hour:
 ** every idle sleep of its threads is an hour long from the first idle round,
@@ -220,6 +223,85 @@ Test(sochdbd, a_daemon_that_sleeps_whenever_idle_keeps_up_with_many_rotations)
   char got[1100];
   cr_assert_eq(tu_get_str(t, "key-00000000", got, sizeof got), SOCHDB_OK);
   cr_assert_eq(strlen(got), 1000, "the first key reads back from its SSTable");
+  sochdb_abort(t);
+  tu_close();
+}
+
+/* ---- a process killed between its work and its wake (real kill -9) ---- */
+
+/* Child: its own handle on the test's database (the daemon already runs),
+** crash point `point` armed, then 1 KB ASYNC commits until the point kills
+** it. Exits 50 if it never did, 2+ for a failure on the way. */
+static void commit_until_killed_at(const char *point)
+{
+  sochdb_options o = tu_options(REGION, MT, 10000);
+#ifdef SOCHDB_TEST_SOCHDBD_TESTING
+  o.daemon_path = SOCHDB_TEST_SOCHDBD_TESTING;   /* should the daemon die, its successor sleeps as long */
+#endif
+  sochdb *db;
+  if (sochdb_open(tu_dir(), &o, &db) != SOCHDB_OK)
+    _exit(2);
+  sochdb_test_crash_at(point, 1);
+  char key[32], val[1000];
+  memset(val, 'k', sizeof val);
+  for (int i = 0; i < 100000; i++) {
+    sochdb_txn *t;
+    snprintf(key, sizeof key, "killed-%06d", i);
+    if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK || sochdb_put(t, key, strlen(key), val, sizeof val) != SOCHDB_OK)
+      _exit(3);
+    if (sochdb_commit(t, SOCHDB_ASYNC) != SOCHDB_OK)
+      _exit(4);
+  }
+  _exit(50);
+}
+
+static void child_killed_at(const char *point)
+{
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+  if (pid == 0)
+    commit_until_killed_at(point);
+  int st = 0;
+  cr_assert_eq(tu_wait_child(pid, 60000, &st), 0, "the child did not end in time");
+  char sbuf[64];
+  cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the child ended with %s, not killed at %s",
+            tu_status_str(st, sbuf, sizeof sbuf), point);
+}
+
+/* An ASYNC committer killed after publishing its commit, before its nudge:
+** the writer dozes (for an hour here) and nobody else commits. The reaper,
+** finding the dead process, nudges the writer, and the commit is written. */
+Test(sochdbd, an_async_commit_whose_committer_died_before_its_nudge_is_made_durable)
+{
+  sochdb *db = open_sleepy();
+  shm_region *r = &db->region;
+  cr_assert_eq(put(db, "first", "1", 0), SOCHDB_OK);
+  for (int i = 0; !durable_writer_dozes(r); i++) {
+    cr_assert_lt(i, 60000, "the writer never dozed");
+    tu_sleep_ms(1);
+  }
+  uint64_t before = published(db);
+  child_killed_at("commit.published");
+  uint64_t seq = published(db);
+  cr_assert_eq(seq, before + 1, "the dead child's commit was published");
+  cr_assert_eq(durable_wait(r, seq, 30000u), 1, "commit %llu of the dead child made durable",
+               (unsigned long long)seq);
+  cr_assert_gt(tu_stats(db).processes_reaped, 0u, "the child was reaped");
+  tu_close();
+}
+
+/* A writer killed just after its rotation won, before it woke the flusher:
+** the full memtable must still be flushed, though the flusher sleeps an hour
+** when idle and nobody writes after the rotation. The reaper wakes it. */
+Test(sochdbd, a_memtable_whose_rotator_died_before_its_wake_is_flushed)
+{
+  sochdb *db = open_sleepy();
+  child_killed_at("rotate.won");
+  TU_WAIT_STATS(db, s->flushes >= 1, "the flush of the memtable the dead child rotated out");
+  cr_assert_gt(tu_stats(db).processes_reaped, 0u, "the child was reaped");
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  char got[1100];
+  cr_assert_eq(tu_get_str(t, "killed-000000", got, sizeof got), SOCHDB_OK, "the child's first commit reads back");
   sochdb_abort(t);
   tu_close();
 }
