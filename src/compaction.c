@@ -279,6 +279,24 @@ int compaction_pick(const struct manifest_state *s, const struct compaction_opti
   }
 }
 
+int compaction_job_moves(const struct manifest_state *s, const struct compaction_job *j)
+{
+  if (!s || !j || j->score <= 0 || j->ninputs[1] || !j->ninputs[0] || j->level >= COMPACTION_LEVELS ||
+      j->output_level != j->level + 1 || j->output_level >= COMPACTION_LEVELS)
+    return 0;
+  for (size_t a = 0; a < j->ninputs[0]; a++) {
+    const struct manifest_file *fa = manifest_state_file(s, j->level, j->inputs[0][a]);
+    if (!fa)
+      return 0;
+    struct range ra = { .empty = 1 };
+    range_extend(&ra, fa);
+    for (size_t b = 0; b < a; b++)   /* pairs: a level-0 job has at most a few dozen files */
+      if (overlaps(manifest_state_file(s, j->level, j->inputs[0][b]), &ra))
+        return 0;
+  }
+  return 1;
+}
+
 int compaction_pick_full(const struct manifest_state *s, struct compaction_job *job)
 {
   if (!s || !job)

@@ -90,6 +90,17 @@ int compaction_pick(const struct manifest_state *s, const struct compaction_opti
 ** -SOCHDB_NOMEM. */
 int compaction_pick_full(const struct manifest_state *s, struct compaction_job *job);
 
+/* Whether job can be done by moving its inputs to the output level as they
+** are, in a MANIFEST edit, without a merge (LevelDB's "trivial move"): it
+** has inputs of its level only (no file of the output level overlaps them),
+** and their key ranges are disjoint from one another, so the output level
+** stays disjoint and no user key has versions in two of them. Sequential
+** loads make such jobs. A move keeps every version and tombstone of the
+** files; a later merge, or a full compaction, drops what the horizon allows.
+** 0 for a full compaction's job (score 0: asked for to rewrite), a job of no
+** inputs, or an input not live at the job's level in s. */
+int compaction_job_moves(const struct manifest_state *s, const struct compaction_job *job);
+
 struct compaction_stats {
   uint64_t bytes_read, bytes_written, entries_in, entries_out;
   uint64_t versions_dropped;    /* older than the newest version at or below the horizon */

@@ -171,6 +171,14 @@ static long find_file(const struct manifest_level *lv, uint64_t number)
   return -1;
 }
 
+const struct manifest_file *manifest_state_file(const struct manifest_state *s, unsigned level, uint64_t number)
+{
+  if (!s || level >= MANIFEST_LEVELS)
+    return NULL;
+  long at = find_file(&s->levels[level], number);
+  return at < 0 ? NULL : &s->levels[level].files[at];
+}
+
 static int deleted_by(const struct manifest_edit *e, unsigned level, uint64_t number)
 {
   for (size_t i = 0; i < e->ndels; i++)

@@ -104,6 +104,9 @@ void manifest_state_init(struct manifest_state *s);
 /* Free every file's keys and the level arrays; leaves an empty state. NULL ok. */
 void manifest_state_free(struct manifest_state *s);
 
+/* File `number` at `level` of s, or NULL if it is not live there (or level
+** is out of range). The pointer is valid until s changes. */
+const struct manifest_file *manifest_state_file(const struct manifest_state *s, unsigned level, uint64_t number);
 void manifest_edit_init(struct manifest_edit *e);
 /* Free what the edit owns; leaves it empty (reusable). NULL ok. */
 void manifest_edit_free(struct manifest_edit *e);

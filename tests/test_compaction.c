@@ -812,6 +812,65 @@ Test(compaction, pick_deeper_level_by_score)
   manifest_state_free(&s);
 }
 
+/* A job compaction_pick made from s, asserted; whether it moves. */
+static int picked_moves(const struct manifest_state *s, struct compaction_picker *p)
+{
+  struct compaction_options o = small_opts();
+  struct compaction_job j;
+  cr_assert_eq(compaction_pick(s, &o, p, NULL, 0, &j), 1, "a compaction is due");
+  int moves = compaction_job_moves(s, &j);
+  compaction_job_free(&j);
+  return moves;
+}
+
+Test(compaction, only_disjoint_inputs_with_nothing_under_them_move)
+{
+  struct manifest_state s;
+  manifest_state_init(&s);
+  struct compaction_picker p = { 0 };
+  put_file(&s, 0, 1, "a", "b", 10);   /* a sequential load's flushes */
+  put_file(&s, 0, 2, "c", "d", 10);
+  put_file(&s, 0, 3, "g", "h", 10);
+  put_file(&s, 0, 4, "e", "f", 10);
+  cr_assert_eq(picked_moves(&s, &p), 1, "disjoint level-0 files over an empty level 1");
+  put_file(&s, 1, 5, "x", "z", 10);
+  cr_assert_eq(picked_moves(&s, &p), 1, "a level-1 file outside their range");
+  put_file(&s, 1, 6, "cc", "cd", 10);
+  cr_assert_eq(picked_moves(&s, &p), 0, "a level-1 file under one of them");
+  manifest_state_free(&s);
+
+  manifest_state_init(&s);
+  put_file(&s, 0, 1, "a", "b", 10);
+  put_file(&s, 0, 2, "b", "c", 10);   /* key b in two files */
+  put_file(&s, 0, 3, "d", "e", 10);
+  put_file(&s, 0, 4, "f", "g", 10);
+  cr_assert_eq(picked_moves(&s, &p), 0, "level-0 files sharing a key");
+  manifest_state_free(&s);
+
+  manifest_state_init(&s);
+  put_file(&s, 1, 1, "a", "b", 600);  /* level 1 over its target of 1000 */
+  put_file(&s, 1, 2, "c", "d", 600);
+  put_file(&s, 2, 3, "cc", "z", 10);
+  cr_assert_eq(picked_moves(&s, &p), 1, "the first level-1 file, nothing under it at level 2");
+  cr_assert_eq(picked_moves(&s, &p), 0, "the next one has a level-2 file under it");
+  manifest_state_free(&s);
+  compaction_picker_free(&p);
+
+  manifest_state_init(&s);
+  put_file(&s, 0, 1, "a", "b", 10);
+  struct compaction_job j;
+  cr_assert_eq(compaction_pick_full(&s, &j), 1);
+  cr_assert_eq(compaction_job_moves(&s, &j), 0, "a full compaction rewrites, whatever its inputs");
+  compaction_job_free(&j);
+  uint64_t gone = 9;
+  j = (struct compaction_job){ .level = 0, .output_level = 1, .inputs = { &gone, NULL }, .ninputs = { 1, 0 },
+                               .score = 1.0 };
+  cr_assert_eq(compaction_job_moves(&s, &j), 0, "an input that is not live at the job's level");
+  cr_assert_eq(compaction_job_moves(NULL, &j), 0);
+  cr_assert_eq(compaction_job_moves(&s, NULL), 0);
+  manifest_state_free(&s);
+}
+
 Test(compaction, pick_full)
 {
   struct manifest_state s;

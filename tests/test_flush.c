@@ -183,6 +183,34 @@ Test(flush, full_memtables_become_sstables_that_reads_find)
   tu_close();
 }
 
+/* Keys written in order make level-0 files that overlap neither one another
+** nor level 1: their compactions move them down in a MANIFEST edit and write
+** nothing (LevelDB's trivial move). The same keys written again overlap the
+** moved files, and are merged. */
+Test(flush, sequential_loads_are_compacted_by_moving_files_not_rewriting_them)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  const int n = 40000;    /* ~7 MB: at least 4 level-0 files, the trigger */
+  fill(db, n, 1, 50);
+  TU_WAIT_STATS(db, s->compactions >= 1 && s->l0_files < 4, "a compaction of the level-0 files");
+  sochdb_stats st = tu_stats(db);
+  cr_assert_eq(st.compact_bytes_written, 0, "moved files were rewritten (%llu bytes)",
+               (unsigned long long)st.compact_bytes_written);
+  cr_assert_eq(st.compact_bytes_read, 0, "moved files were read (%llu bytes)",
+               (unsigned long long)st.compact_bytes_read);
+  cr_assert_gt(st.sst_files, st.l0_files, "files live below level 0");
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_all(t, n, 1, "after the moves");
+  sochdb_abort(t);
+
+  fill(db, n, 2, 50);
+  TU_WAIT_STATS(db, s->compact_bytes_written > 0, "a merging compaction of rewritten keys");
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_all(t, n, 2, "after the merge");
+  sochdb_abort(t);
+  tu_close();
+}
+
 Test(flush, snapshots_keep_their_view_across_flush_and_compaction)
 {
   sochdb *db = tu_open(REG, MT, 5000);
