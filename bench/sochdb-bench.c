@@ -30,7 +30,9 @@
 **    of data over a key space of a quarter of the puts, wait until flushing
 **    and compaction have settled, then write amplification = (flush_bytes +
 **    compact_bytes_written) / user_bytes and space amplification =
-**    sst_bytes (+ the WAL files) / the live keys and values.
+**    sst_bytes (+ the WAL files) / the live keys and values; then the same
+**    volume of new keys in key order on a fresh database (compaction moves
+**    such files down a level without rewriting them).
 **  - memory: how much memory the shared region and the daemon hold, on a
 **    database with the library's default sizes (64 MiB memtables): empty;
 **    with --memory-mb of keys and values in its memtable (none flushed yet),
@@ -720,7 +722,8 @@ struct results {
   struct phase_result    async;
   struct recovery_result rec;
   struct read_result     read;
-  struct amp_result      amp;
+  struct amp_result      amp;       /* random overwrites */
+  struct amp_result      amp_seq;   /* the same volume of new keys, in key order */
   struct memory_result   mem;
 };
 
@@ -988,15 +991,25 @@ static int amp_steps(const struct config *c, struct bench_db *b, void *ctx)
   return rc;
 }
 
-static int workload_amp(const struct config *c, struct results *res)
+/* One amplification load on a fresh database: random overwrites of a
+** quarter as many keys as puts, or (in_order) every put a new key, in key
+** order, as a bulk load or a log keyed by time writes them. */
+static int amp_load(const struct config *c, struct results *res, struct amp_result *r, int in_order)
 {
-  struct amp_result *r = &res->amp;
   memset(r, 0, sizeof *r);
   uint64_t pair = c->key_bytes + c->value_bytes, bytes = ((uint64_t)c->amp_memtables * c->memtable_mb) << 20;
   r->load.puts = (bytes + pair - 1) / pair;
-  r->load.keys = r->load.puts / AMP_KEYSPACE ? r->load.puts / AMP_KEYSPACE : 1;
-  r->load.random = 1;
-  int rc = on_fresh_db(c, res, "amplification", (size_t)c->memtable_mb << 20, amp_steps, r);
+  r->load.keys = in_order ? r->load.puts : r->load.puts / AMP_KEYSPACE ? r->load.puts / AMP_KEYSPACE : 1;
+  r->load.random = !in_order;
+  return on_fresh_db(c, res, in_order ? "amplification_in_order" : "amplification", (size_t)c->memtable_mb << 20,
+                     amp_steps, r);
+}
+
+static int workload_amp(const struct config *c, struct results *res)
+{
+  int rc = amp_load(c, res, &res->amp, 0);
+  if (rc == 0)
+    rc = amp_load(c, res, &res->amp_seq, 1);
   res->have_amp = rc == 0;
   return rc;
 }
@@ -1280,13 +1293,13 @@ static struct amp_figures amp_figures(const struct amp_result *r)
                                ratio((double)(s->sst_bytes + r->at.wal_file_bytes), (double)r->live_bytes) };
 }
 
-static void print_amp(const struct config *c, const struct results *res)
+static void print_amp(const struct config *c, const struct amp_result *r)
 {
-  const struct amp_result *r = &res->amp;
   const sochdb_stats *s = &r->at.st;
   struct amp_figures a = amp_figures(r);
-  printf("amplification: %llu random puts (%.1f MiB = %u memtables of %u MiB; ASYNC, %u per transaction) over "
+  printf("amplification: %llu %s (%.1f MiB = %u memtables of %u MiB; ASYNC, %u per transaction) over "
          "%llu keys, %llu of them written: %.1f MiB live\n", (unsigned long long)r->load.puts,
+         r->load.random ? "random puts" : "puts of new keys in key order",
          mib(r->load.puts * (c->key_bytes + c->value_bytes)), c->amp_memtables, c->memtable_mb, c->batch,
          (unsigned long long)r->load.keys, (unsigned long long)r->live_keys, mib(r->live_bytes));
   print_settled(&r->load, &r->at);
@@ -1429,11 +1442,10 @@ static void json_read(FILE *f, const struct config *c, const struct results *res
   fprintf(f, "\n  ]}");
 }
 
-static void json_amp(FILE *f, const struct config *c, const struct results *res)
+static void json_amp(FILE *f, const struct config *c, const struct amp_result *r, const char *name)
 {
-  const struct amp_result *r = &res->amp;
   struct amp_figures a = amp_figures(r);
-  fprintf(f, ",\n  \"amplification\": {\"batch\": %u, \"memtables_written\": %u, ", c->batch, c->amp_memtables);
+  fprintf(f, ",\n  \"%s\": {\"batch\": %u, \"memtables_written\": %u, ", name, c->batch, c->amp_memtables);
   json_settled(f, &r->load, &r->at);
   fprintf(f, ", \"live_keys\": %llu, \"live_bytes\": %llu, \"write_amp\": %.4f, \"write_amp_with_wal\": %.4f, "
              "\"space_amp\": %.4f, \"space_amp_with_wal\": %.4f}",
@@ -1461,8 +1473,10 @@ static int write_json(const struct config *c, const struct results *res)
     json_recovery(f, res);
   if (res->have_read)
     json_read(f, c, res);
-  if (res->have_amp)
-    json_amp(f, c, res);
+  if (res->have_amp) {
+    json_amp(f, c, &res->amp, "amplification");
+    json_amp(f, c, &res->amp_seq, "amplification_in_order");
+  }
   if (res->have_memory)
     json_memory(f, res);
   fprintf(f, "\n}\n");
@@ -1480,8 +1494,10 @@ static void report(const struct config *c, const struct results *res)
     print_recovery(res);
   if (res->have_read)
     print_read(c, res);
-  if (res->have_amp)
-    print_amp(c, res);
+  if (res->have_amp) {
+    print_amp(c, &res->amp);
+    print_amp(c, &res->amp_seq);
+  }
   if (res->have_memory)
     print_memory(c, res);
 }
