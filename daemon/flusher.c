@@ -310,6 +310,8 @@ static int note_max(void *ctx, const struct wal_record *rec)
   return 0;
 }
 
+/* The newest commit segment `lsn` logs, or a bound on it: from the writer
+** that closed it, else read from the file once (a segment of a predecessor). */
 static int segment_max_seq(struct flusher *f, uint64_t lsn, uint64_t *max)
 {
   for (size_t i = 0; i < f->nsegs; i++)
@@ -317,6 +319,8 @@ static int segment_max_seq(struct flusher *f, uint64_t lsn, uint64_t *max)
       *max = f->segs[i].max_seq;
       return SOCHDB_OK;
     }
+  if (f->w && ww_closed_seq_bound(f->w, lsn, max))
+    return SOCHDB_OK;
   char path[4300];
   wal_segment_path(path, sizeof path, f->s->db->dir, lsn);
   struct wal_scan_result res;

@@ -13,8 +13,11 @@ struct wal_seg_info {
   uint64_t max_seq;            /* newest commit in it (0 = none) */
 };
 
+struct walwriter;
+
 struct flusher {
   struct store        *s;
+  struct walwriter    *w;      /* the writer of the log (NULL: read segments to learn their seqs) */
   struct wal_seg_info *segs;   /* what we learnt about old WAL segments */
   size_t               nsegs;
   _Atomic int         *stop;   /* set when the daemon stops: a flush waiting to seal gives up */

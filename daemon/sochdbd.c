@@ -526,7 +526,8 @@ int main(int argc, char **argv)
     report(&report_fd, 1);
     return 1;
   }
-  /* Logged before the writer starts: from then on w is the writer's alone. */
+  /* Logged before the writer starts: from then on w is the writer's alone, but
+  ** for its table of closed segments, which the flusher reads under its lock. */
   ww_log(c.dir, "serving (WAL at LSN %llu, durable through commit %llu)", (unsigned long long)w.next_lsn,
          (unsigned long long)durable_seq(&db->region));
 #ifdef SOCHDB_TESTING
@@ -558,6 +559,7 @@ int main(int argc, char **argv)
   struct background bg = { .s = &store, .f = { .s = &store }, .c = { .s = &store } };
   bg.c.stop = &bg.stop;
   bg.f.stop = &bg.stop;
+  bg.f.w = &w;   /* the segments it closes need not be read back */
   bg.f.spare_keep_ns = (uint64_t)c.spare_ms * 1000000u;
 #ifdef SOCHDB_TESTING
   /* sochdbd-testing: $SOCHDB_TEST_TRIM_EAGER=1 trims a reused arena's

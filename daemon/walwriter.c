@@ -201,6 +201,7 @@ static int adopt_segment(struct walwriter *w, uint64_t first_lsn, struct adopt_s
 int ww_open(struct walwriter *w, sochdb *db)
 {
   memset(w, 0, sizeof *w);
+  pthread_mutex_init(&w->closed_lock, NULL);
   w->db = db;
   w->r = &db->region;
   w->fd = -1;
@@ -402,6 +403,13 @@ static int write_group(struct walwriter *w, size_t len)
 
 pthread_rwlock_t ww_records_lock = PTHREAD_RWLOCK_INITIALIZER;   /* see walwriter.h */
 
+static void note_closed(struct walwriter *w, uint64_t lsn, uint64_t seq_bound)
+{
+  pthread_mutex_lock(&w->closed_lock);
+  w->closed[w->nclosed++ % WW_CLOSED_MAX] = (struct ww_closed_segment){ lsn, seq_bound };
+  pthread_mutex_unlock(&w->closed_lock);
+}
+
 int ww_write_pending(struct walwriter *w)
 {
   uint64_t published = seqring_published(w->r);
@@ -444,15 +452,35 @@ int ww_write_pending(struct walwriter *w)
   durable_publish(w->r, published);
   w->next_seq = published + 1;
   if (w->end_offset >= segment_bytes(w)) {
+    uint64_t closing = w->seg_first_lsn;
     int rc = create_segment(w, w->next_lsn);
-    if (rc != SOCHDB_OK)
+    if (rc == SOCHDB_OK)
+      note_closed(w, closing, w->next_seq - 1);   /* every group it holds was below next_seq */
+    else
       ww_log(w->db->dir, "cannot start a new WAL segment (%s); continuing in the current one", sochdb_last_error());
   }
   return 1;
 }
 
+int ww_closed_seq_bound(struct walwriter *w, uint64_t lsn, uint64_t *seq_bound)
+{
+  int known = 0;
+  pthread_mutex_lock(&w->closed_lock);
+  unsigned kept = w->nclosed < WW_CLOSED_MAX ? w->nclosed : WW_CLOSED_MAX;
+  for (unsigned i = 0; i < kept && !known; i++) {
+    const struct ww_closed_segment *c = &w->closed[(w->nclosed - 1 - i) % WW_CLOSED_MAX];
+    if (c->lsn == lsn) {
+      *seq_bound = c->seq_bound;
+      known = 1;
+    }
+  }
+  pthread_mutex_unlock(&w->closed_lock);
+  return known;
+}
+
 void ww_close(struct walwriter *w)
 {
+  pthread_mutex_destroy(&w->closed_lock);
   if (w->fd >= 0)
     close(w->fd);
   w->fd = -1;

@@ -13,6 +13,14 @@
 
 #include <pthread.h>
 
+/* Segments this writer closed, newest last: what the flusher would otherwise
+** learn by reading each one back (flusher.c, truncate_wal). */
+#define WW_CLOSED_MAX 64
+struct ww_closed_segment {
+  uint64_t lsn;       /* its first LSN: its name */
+  uint64_t seq_bound; /* every commit it logs is at or below this */
+};
+
 struct walwriter {
   sochdb     *db;
   shm_region *r;
@@ -26,6 +34,9 @@ struct walwriter {
   uint8_t    *buf;            /* one group being built */
   size_t      cap;
   int         dir_unsynced;   /* the current segment's directory entry is not yet durable */
+  pthread_mutex_t          closed_lock;   /* the writer adds, the flusher looks */
+  struct ww_closed_segment closed[WW_CLOSED_MAX];   /* a ring; the oldest are forgotten */
+  unsigned                 nclosed;       /* segments closed since ww_open */
 };
 
 /* Held (read) while the writer follows commit-record offsets of the ring,
@@ -43,6 +54,10 @@ int  ww_open(struct walwriter *w, sochdb *db);
 ** (negative) after which nothing was published and the call may be retried. */
 int  ww_write_pending(struct walwriter *w);
 void ww_close(struct walwriter *w);
+/* A bound on the seqs that segment `lsn` logs, if this writer closed it
+** (1); 0 if it did not, or forgot it (the caller reads the segment). Any
+** thread. */
+int  ww_closed_seq_bound(struct walwriter *w, uint64_t lsn, uint64_t *seq_bound);
 
 void ww_log(const char *dir, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
