@@ -316,20 +316,14 @@ static void *compact_loop(void *arg)
 /* Join thread t, waking it every 10 ms until it has ended: it may have read
 ** its stop flag just before the flag was set, and then a wake that comes
 ** before it sleeps changes no word it waits on (futex.h), so one wake is not
-** enough. */
+** enough. Looked for every millisecond: no deadline to compute. */
 static void join_waking(pthread_t t, void (*wake)(void *arg), void *arg)
 {
-  for (;;) {
-    wake(arg);
-    struct timespec at;
-    clock_gettime(CLOCK_REALTIME, &at);   /* pthread_timedjoin_np's clock */
-    at.tv_nsec += 10000000L;
-    if (at.tv_nsec >= 1000000000L) {
-      at.tv_sec++;
-      at.tv_nsec -= 1000000000L;
-    }
-    if (pthread_timedjoin_np(t, NULL, &at) == 0)
-      return;
+  for (unsigned ms = 0; pthread_tryjoin_np(t, NULL) != 0; ms++) {
+    if (ms % 10 == 0)
+      wake(arg);
+    struct timespec pause = { 0, 1000000 };
+    nanosleep(&pause, NULL);
   }
 }
 
