@@ -2,6 +2,8 @@
 ** common.c — the helpers every part of sochdb-bench shares (see common.h).
 */
 #include "common.h"
+#include "pagesize.h"
+#include "region.h"   /* shm_region_path: where the library puts a database's region */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -228,6 +230,29 @@ double page_touch_us(void)
   double us = (double)(now_ns() - t0) / 1000.0 / (double)(TOUCH_PROBE_BYTES / (size_t)page);
   munmap((void *)p, TOUCH_PROBE_BYTES);
   return us;
+}
+
+void region_pages(const char *root, struct region_pages *out)
+{
+  char path[PATH_MAX];
+  if (shm_region_path(root, path, sizeof path) != SOCHDB_OK) {
+    snprintf(out->why, sizeof out->why, "%s", sochdb_last_error());
+    out->bytes = 4096;
+    return;
+  }
+  out->bytes = shm_page_bytes(path, out->why, sizeof out->why);
+}
+
+void print_region_pages(const struct region_pages *p)
+{
+  printf("sochdb's region: %s pages (%s)%s\n", p->bytes == SHM_HUGE_PAGE_BYTES ? "2 MiB" : "4 KiB", p->why,
+         p->bytes == SHM_HUGE_PAGE_BYTES ? "" : "; 2 MiB pages: README, \"Huge pages\"");
+}
+
+void json_region_pages(FILE *f, const struct region_pages *p)
+{
+  fprintf(f, ",\n  \"region_page_bytes\": %llu,\n  \"region_pages\": ", (unsigned long long)p->bytes);
+  json_str(f, p->why);
 }
 
 /* ---- files ----------------------------------------------------------------- */

@@ -123,6 +123,17 @@ void fs_type(const char *path, struct fs_info *fs);
 ** paging) it is 10 us or more, and it then weighs on whatever keeps touching
 ** fresh pages, such as a memtable's new arenas. */
 double page_touch_us(void);
+
+/* The page size sochdb's regions get for databases under root (4096, or
+** 2 MiB on a tmpfs with huge pages: shm/pagesize.h), and why, in words. */
+struct region_pages {
+  uint64_t bytes;
+  char     why[192];
+};
+
+void region_pages(const char *root, struct region_pages *out);
+void print_region_pages(const struct region_pages *p);        /* "sochdb's region: 4 KiB pages (...)" */
+void json_region_pages(FILE *f, const struct region_pages *p); /* ,"region_page_bytes":N,"region_pages":"..." */
 void rm_rf(const char *dir);
 
 /* ---- sochdb's daemon ---------------------------------------------------------- */

@@ -751,6 +751,7 @@ struct cresults {
   char             root[PATH_MAX];
   struct fs_info   fs;
   double           page_touch_us;   /* page_touch_us(), before any phase */
+  struct region_pages pages;
   unsigned         nrows;
   struct row       row[CMP_MAX_ROWS];
   struct load_info load[CMP_MAX_ENGINES];
@@ -1011,6 +1012,7 @@ static void print_cmp_header(const struct cconfig *c, const struct cresults *res
          res->fs.in_memory ? " -- IN MEMORY, sync_commit figures mean nothing" : "");
   printf("first touch of a fresh page in a process: %.2f us (paid once per page by each process that maps it)\n",
          res->page_touch_us);
+  print_region_pages(&res->pages);
   printf("keys %u bytes, values %u bytes; %.1f s per phase; %u keys preloaded for read_rand, read_seq and mixed "
          "(%u per transaction); mixed keys %s\n", c->key_bytes, c->value_bytes, c->seconds, c->keys, c->batch,
          c->uniform ? "uniform" : "zipfian (theta 0.99, scrambled)");
@@ -1204,6 +1206,7 @@ static int write_cjson(const struct cconfig *c, const struct cresults *res)
   fprintf(f, ",\n  \"fs\": ");
   json_str(f, res->fs.name);
   fprintf(f, ",\n  \"page_touch_us\": %.3f", res->page_touch_us);
+  json_region_pages(f, &res->pages);
   fprintf(f, ",\n  \"fs_in_memory\": %s,\n  \"key_bytes\": %u,\n  \"value_bytes\": %u,\n  \"value_random_pct\": %u,"
              "\n  \"seconds\": %.3f,\n  \"keys\": %u,\n  \"batch\": %u,\n  \"procs\": %u,\n  \"distribution\": \"%s\","
              "\n  \"engines\": [", res->fs.in_memory ? "true" : "false", c->key_bytes, c->value_bytes,
@@ -1403,6 +1406,7 @@ int compare_main(int argc, char **argv)
   if (!realpath(tmpl, res.root))
     snprintf(res.root, sizeof res.root, "%s", tmpl);
   fs_type(res.root, &res.fs);
+  region_pages(res.root, &res.pages);
   res.page_touch_us = page_touch_us();
   if (res.fs.in_memory)
     fprintf(stderr, "sochdb-bench: warning: %s is on %s: fsync costs nothing there, so the sync_commit figures "

@@ -712,6 +712,7 @@ struct results {
   char                   root[PATH_MAX];
   struct fs_info         fs;
   char                   region_dir[PATH_MAX];
+  struct region_pages    pages;
   long                   cpus;
   int                    have_fsync, have_async, have_recovery, have_read, have_amp, have_memory;
   struct fsync_result    fsync;            /* appends: the target of sync_commit */
@@ -1140,6 +1141,7 @@ static void print_header(const struct config *c, const struct results *res)
   printf("sochdb-bench: %ld CPU(s); database directories in %s (%s)%s; regions in %s\n", res->cpus,
          res->root, res->fs.name, res->fs.in_memory ? " -- IN MEMORY, fdatasync figures mean nothing" : "",
          res->region_dir[0] ? res->region_dir : "-");
+  print_region_pages(&res->pages);
   printf("keys %u bytes, values %u bytes; sync_commit, fill_async and recovery: one put per transaction\n\n",
          c->key_bytes, c->value_bytes);
 }
@@ -1464,6 +1466,7 @@ static int write_json(const struct config *c, const struct results *res)
   json_str(f, res->fs.name);
   fprintf(f, ",\n  \"fs_in_memory\": %s,\n  \"region_dir\": ", res->fs.in_memory ? "true" : "false");
   json_str(f, res->region_dir);
+  json_region_pages(f, &res->pages);
   fprintf(f, ",\n  \"key_bytes\": %u,\n  \"value_bytes\": %u", c->key_bytes, c->value_bytes);
   if (res->have_fsync)
     json_sync(f, res);
@@ -1511,6 +1514,7 @@ static int make_root(const struct config *c, struct results *res)
   if (!mkdtemp(res->root))
     return fail_errno("create a directory in", c->base);
   fs_type(res->root, &res->fs);
+  region_pages(res->root, &res->pages);
   if (res->fs.in_memory)
     fprintf(stderr, "sochdb-bench: warning: %s is on %s: fdatasync costs nothing there, so the "
                     "sync_commit and fdatasync figures say nothing about a disk (use --dir)\n",

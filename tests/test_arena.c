@@ -11,7 +11,6 @@
 
 #include <pthread.h>
 #include <sched.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <stdatomic.h>
 
@@ -927,11 +926,7 @@ Test(arena, release_claims_keeps_arena_that_won_and_was_rotated_past)
 Test(arena, full_tmpfs_is_busy_not_sigbus)
 {
   char mnt[] = "/tmp/sochdb-tmpfs-XXXXXX";
-  cr_assert_not_null(mkdtemp(mnt), "mkdtemp");
-  if (mount("tmpfs", mnt, "tmpfs", 0, "size=12m") != 0) {
-    rmdir(mnt);
-    cr_skip_test("cannot mount a tmpfs here (%s)", strerror(errno));
-  }
+  tu_mount_tmpfs_or_skip(mnt, "size=12m");
   setenv("SOCHDB_SHM_DIR", mnt, 1);
   sochdb_options o = { .region_bytes = 64u << 20, .memtable_bytes = 2u << 20, .busy_timeout_ms = 50 };
   sochdb *db;
@@ -945,6 +940,5 @@ Test(arena, full_tmpfs_is_busy_not_sigbus)
   check_filled(db, committed, committed / 50 + 1);
   unlink(sochdb_region_path(db));
   sochdb_close(db);
-  umount(mnt);
-  rmdir(mnt);
+  tu_unmount(mnt);
 }

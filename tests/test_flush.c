@@ -10,6 +10,7 @@
 #include "arena.h"
 #include "check.h"
 #include "internal.h"
+#include "pagesize.h"
 #include "filelist.h"
 #include "tables.h"
 
@@ -163,10 +164,13 @@ static int dir_scan(const char *dir, const char *suffix, off_t *largest)
 
 static int dir_count(const char *dir, const char *suffix) { return dir_scan(dir, suffix, NULL); }
 
-Test(flush, full_memtables_become_sstables_that_reads_find)
+/* Write n keys, several memtables of mt_bytes in a REG region: they are
+** flushed as they fill, the arenas recycled (the region never runs out
+** although the data is several times the memtables it has), and every key
+** reads back by get and by scan. Leaves the database open. */
+static sochdb *fill_through_recycled_arenas(int n, size_t mt_bytes)
 {
-  sochdb *db = tu_open(REG, MT, 5000);
-  const int n = 30000;    /* ~5 MB of versions: several memtables */
+  sochdb *db = tu_open(REG, mt_bytes, 5000);
   fill(db, n, 1, 50);
   TU_WAIT_STATS(db, s->flushes >= 3 && s->sst_files >= 1, "flushes");
   /* a flush is counted when its table is recorded, before the log it covers is removed */
@@ -177,10 +181,62 @@ Test(flush, full_memtables_become_sstables_that_reads_find)
   sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   expect_all(t, n, 1, "after flushes");
   sochdb_abort(t);
-  /* arenas are recycled: the region never ran out although the data is
-  ** several times the memtables it has */
   cr_assert_lt(st.memtables_in_use, st.memtables_total, "memtables are given back");
+  return db;
+}
+
+Test(flush, full_memtables_become_sstables_that_reads_find)
+{
+  fill_through_recycled_arenas(30000, MT);   /* ~5 MB of versions */
   tu_close();
+}
+
+/* KiB of file `path`'s mapping in this process that are mapped in 2 MiB
+** pages (ShmemPmdMapped of its /proc/self/smaps entry). */
+static uint64_t pmd_mapped_kb(const char *path)
+{
+  FILE *f = fopen("/proc/self/smaps", "re");
+  cr_assert_not_null(f, "open /proc/self/smaps");
+  char line[4400];
+  uint64_t kb = 0;
+  int ours = 0;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long long v;
+    if ((line[0] >= '0' && line[0] <= '9') || (line[0] >= 'a' && line[0] <= 'f'))   /* "7f12-7f34 rw-s ... path" */
+      ours = strstr(line, path) != NULL;
+    else if (ours && sscanf(line, "ShmemPmdMapped: %llu kB", &v) == 1)
+      kb += v;
+  }
+  fclose(f);
+  return kb;
+}
+
+/* The same on a tmpfs that gives the region 2 MiB pages (README, "Huge
+** pages"): arenas reserved 1 MiB at a time, recycled, and trimmed by
+** punching holes that split those pages. The writer's mapping is in 2 MiB
+** pages, so the mount did what it says. Needs root to mount. */
+static char huge_mnt[] = "/tmp/sochdb-huge-XXXXXX";
+
+static void unmount_huge_tmpfs(void)
+{
+  if (!strstr(huge_mnt, "XXXXXX"))   /* mounted: whatever the test's outcome */
+    tu_unmount(huge_mnt);
+}
+
+Test(flush, a_region_in_2_MiB_pages_flushes_and_recycles_losing_nothing, .fini = unmount_huge_tmpfs)
+{
+  char why[192], region[PATH_MAX];
+  tu_mount_tmpfs_or_skip(huge_mnt, "huge=within_size,size=128m");
+  setenv("SOCHDB_SHM_DIR", huge_mnt, 1);
+  cr_assert_eq(shm_region_path(tu_dir(), region, sizeof region), SOCHDB_OK);
+  if (shm_page_bytes(region, why, sizeof why) != SHM_HUGE_PAGE_BYTES)
+    cr_skip_test("this system gives a huge=within_size tmpfs 4 KiB pages (%s)", why);
+  fill_through_recycled_arenas(120000, 4u << 20);   /* ~20 MB: 5 memtables of 4 MiB */
+  uint64_t huge_kb = pmd_mapped_kb(region);
+  cr_log_info("%llu KiB of the region mapped in 2 MiB pages (%s)", (unsigned long long)huge_kb, why);
+  cr_assert_gt(huge_kb, 0, "the writer's mapping of a region on %s has no 2 MiB page", why);
+  tu_close();
+  tu_stop_daemon(tu_dir());
 }
 
 /* Keys written in order make level-0 files that overlap neither one another

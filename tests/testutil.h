@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -89,6 +90,26 @@ static inline char *tu_tmpdir(void)
   char tmpl[] = "/tmp/sochdb-test-XXXXXX";
   if (!mkdtemp(tmpl)) return NULL;
   return strdup(tmpl);
+}
+
+/* Mount a tmpfs with `options` (mount(8)'s -o) on a fresh directory named
+** from template tmpl (mkdtemp's XXXXXX), which becomes its path. Skips the
+** test where mounting is not allowed (not root, a container): a test that
+** needs a tmpfs of its own proves nothing without one. tu_unmount undoes it. */
+static inline void tu_mount_tmpfs_or_skip(char *tmpl, const char *options)
+{
+  cr_assert_not_null(mkdtemp(tmpl), "mkdtemp %s: %s", tmpl, strerror(errno));
+  if (mount("tmpfs", tmpl, "tmpfs", 0, options) != 0) {
+    int err = errno;
+    rmdir(tmpl);
+    cr_skip_test("cannot mount a tmpfs with %s here (%s)", options, strerror(err));
+  }
+}
+
+static inline void tu_unmount(const char *mnt)
+{
+  umount2(mnt, MNT_DETACH);
+  rmdir(mnt);
 }
 
 static inline int tu_rmrf_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)

@@ -21,6 +21,7 @@
 #include "internal.h" /* struct sochdb: the region header's full-compaction request and progress, for
                       ** `sochdb compact`; sdb_daemon_ensure */
 #include "filelist.h" /* fl_wake_compactor, for `sochdb compact` */
+#include "pagesize.h" /* shm_page_bytes, for `sochdb stats` */
 
 #include <errno.h>
 #include <limits.h>
@@ -582,6 +583,10 @@ static void print_stats_text(sochdb *db, const sochdb_stats *s, const rates *r)
   }
   print_label("region_path");
   printf("%s\n", sochdb_region_path(db));
+  char why[192];
+  uint64_t page = shm_page_bytes(sochdb_region_path(db), why, sizeof why);
+  print_label("region_pages");
+  printf("%s (%s)\n", page == SHM_HUGE_PAGE_BYTES ? "2 MiB" : "4 KiB", why);
   if (r == NULL)
     return;
   const char *names[WATCH_FIGURES];
@@ -609,6 +614,9 @@ static void print_stats_json(sochdb *db, const sochdb_stats *s, const rates *r)
   const char *path = sochdb_region_path(db);
   fputs("\"region_path\":", stdout);
   put_json_string(path, strlen(path));
+  char why[192];
+  printf(",\"region_page_bytes\":%llu,\"region_pages\":", (unsigned long long)shm_page_bytes(path, why, sizeof why));
+  put_json_string(why, strlen(why));
   if (r != NULL) {
     const char *names[WATCH_FIGURES];
     double values[WATCH_FIGURES];
@@ -1202,7 +1210,9 @@ static const command commands[] = {
     prepare_scan, run_scan },
   { "stats", CMD_STATS, 0, -1, "DIR [--watch [--interval MS]]", "show the shared region's counters",
     "Prints the counters of the database's shared region, summed over every\n"
-    "attached process (this one included), and the region's path.\n\n"
+    "attached process (this one included), the region's path, and the size of\n"
+    "its pages: 2 MiB on a tmpfs mounted with huge=within_size or huge=always,\n"
+    "else 4 KiB (README, \"Huge pages\").\n\n"
     "  --watch         print again every interval until interrupted (Ctrl-C), with\n"
     "                  what happened during the interval: commits_per_sec,\n"
     "                  conflicts_per_sec, fsyncs_per_sec (WAL group commits),\n"
