@@ -12,6 +12,7 @@
 ** the build directory's top).
 */
 #include "testutil.h"
+#include "pagesize.h"
 
 #include <libgen.h>
 #include <limits.h>
@@ -508,7 +509,8 @@ Test(cli, stats_watch_shows_rates_fill_debt_cache_and_processes)
   static const char *const always[] = { "\"processes_attached\":", "\"compaction_debt_bytes\":",
                                         "\"memtable_fill_pct\":",  "\"commits_per_sec\":",
                                         "\"fsyncs_per_sec\":",     "\"avg_group_commit\":",
-                                        "\"cache_hit_pct\":",      "\"cache_hits\":" };
+                                        "\"cache_hit_pct\":",      "\"cache_hits\":",
+                                        "\"region_pages\":" };
   cr_assert(strstr(line, "\"commits_per_sec\":null") && strstr(line, "\"fsyncs_per_sec\":null") &&
               strstr(line, "\"cache_hit_pct\":null"),
             "the first sample has no rates: %s", line);
@@ -519,6 +521,8 @@ Test(cli, stats_watch_shows_rates_fill_debt_cache_and_processes)
     for (size_t i = 0; i < sizeof always / sizeof always[0]; i++)
       cr_assert(strstr(line, always[i]), "sample %d lacks %s: %s", samples, always[i], line);
     cr_assert_geq(json_number(line, NULL, "processes_attached"), 2, "this test and the tool: %s", line);
+    cr_assert_eq(json_number(line, NULL, "region_page_bytes"), shm_page_bytes(sochdb_region_path(db), NULL, 0),
+                 "the page size of the region's tmpfs: %s", line);
     if (samples > 1) {
       cr_assert_null(strstr(line, "\"commits_per_sec\":null"), "sample %d: %s", samples, line);
       cr_assert_null(strstr(line, "\"fsyncs_per_sec\":null"), "sample %d: %s", samples, line);
@@ -538,7 +542,7 @@ Test(cli, stats_watch_shows_rates_fill_debt_cache_and_processes)
   cr_assert_eq(code, 0, "exit %d after SIGINT\nstderr: %s", code, err);
   static const char *const labels[] = { "processes attached", "compaction debt bytes", "commits per sec",
                                         "fsyncs per sec",     "avg group commit",      "cache hit pct",
-                                        "memtable fill pct" };
+                                        "memtable fill pct", "region pages" };
   for (size_t i = 0; i < sizeof labels / sizeof labels[0]; i++)
     cr_assert(strstr(out, labels[i]), "the text view lacks '%s': %s", labels[i], out);
   tu_close();
