@@ -28,6 +28,7 @@
 #include "durable.h"
 #include "flusher.h"
 #include "futex.h"
+#include "pagesize.h"
 #include "arena.h"
 #include "slots.h"
 #include "store.h"
@@ -524,6 +525,9 @@ int main(int argc, char **argv)
   ** for its table of closed segments, which the flusher reads under its lock. */
   ww_log(c.dir, "serving (WAL at LSN %llu, durable through commit %llu)", (unsigned long long)w.next_lsn,
          (unsigned long long)durable_seq(&db->region));
+  char pages[192];
+  ww_log(c.dir, "region %s in %s pages (%s)", db->region.path,
+         shm_page_bytes(db->region.path, pages, sizeof pages) == SHM_HUGE_PAGE_BYTES ? "2 MiB" : "4 KiB", pages);
 #ifdef SOCHDB_TESTING
   const char *idle_env = getenv("SOCHDB_TEST_IDLE_MS");   /* before the threads that read it start */
   if (idle_env && parse_ms("$SOCHDB_TEST_IDLE_MS", idle_env, 86400000u, &idle_test_ms) != 0)

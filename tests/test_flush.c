@@ -185,9 +185,26 @@ static sochdb *fill_through_recycled_arenas(int n, size_t mt_bytes)
   return db;
 }
 
+/* The daemon's log names the region's page size as shm_page_bytes sees it. */
+static void expect_logged_page_size(void)
+{
+  char region[PATH_MAX], log_path[PATH_MAX + 16], text[65536] = { 0 }, want[64];
+  cr_assert_eq(shm_region_path(tu_dir(), region, sizeof region), SOCHDB_OK);
+  snprintf(log_path, sizeof log_path, "%s/sochdbd.log", tu_dir());
+  FILE *f = fopen(log_path, "re");
+  cr_assert_not_null(f, "open %s: %s", log_path, strerror(errno));
+  size_t n = fread(text, 1, sizeof text - 1, f);
+  fclose(f);
+  text[n] = '\0';
+  snprintf(want, sizeof want, " in %s pages (",
+           shm_page_bytes(region, NULL, 0) == SHM_HUGE_PAGE_BYTES ? "2 MiB" : "4 KiB");
+  cr_assert_not_null(strstr(text, want), "the daemon's log lacks \"%s\":\n%s", want, text);
+}
+
 Test(flush, full_memtables_become_sstables_that_reads_find)
 {
   fill_through_recycled_arenas(30000, MT);   /* ~5 MB of versions */
+  expect_logged_page_size();
   tu_close();
 }
 
@@ -235,6 +252,7 @@ Test(flush, a_region_in_2_MiB_pages_flushes_and_recycles_losing_nothing, .fini =
   uint64_t huge_kb = pmd_mapped_kb(region);
   cr_log_info("%llu KiB of the region mapped in 2 MiB pages (%s)", (unsigned long long)huge_kb, why);
   cr_assert_gt(huge_kb, 0, "the writer's mapping of a region on %s has no 2 MiB page", why);
+  expect_logged_page_size();
   tu_close();
   tu_stop_daemon(tu_dir());
 }
