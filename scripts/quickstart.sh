@@ -14,6 +14,11 @@
 #                                 target, default 20; 0 skips it) and
 #                                 stress/smoke.sh if present; prints
 #                                 "N passed, N failed" and fails if N failed > 0
+#   scripts/quickstart.sh test-huge  the plain build's tests with every region
+#                                 in 2 MiB pages: a tmpfs mounted
+#                                 huge=within_size on build/shm, where the
+#                                 tests put their regions (needs root; not
+#                                 part of `test`, which CI runs)
 #
 # Environment: SOCHDB_CMAKE_ARGS  extra arguments for every cmake configure
 #              (e.g. "-DSOCHDB_WERROR=ON").
@@ -230,6 +235,10 @@ cmd_test() {
     fi
   fi
 
+  report_totals
+}
+
+report_totals() {
   echo
   local s
   for s in "${FAILED_STEPS[@]}"; do
@@ -237,6 +246,24 @@ cmd_test() {
   done
   echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed"
   ((TOTAL_FAILED == 0))
+}
+
+# The regions of the tests live in build/shm (CMakeLists.txt); a tmpfs that
+# gives 2 MiB pages mounted there runs the whole suite on them (README,
+# "Huge pages"). Unmounted again whatever the outcome.
+cmd_test_huge() {
+  install_packages
+  configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo || { build_failed plain; report_totals; return; }
+  local shm=$REPO/build/shm
+  mkdir -p "$shm"
+  if ! mount -t tmpfs -o huge=within_size,mode=1777 tmpfs "$shm"; then
+    echo "cannot mount a tmpfs on $shm (root is needed)" >&2
+    return 1
+  fi
+  trap "umount -l '$shm'" EXIT   # expanded now: the local is gone by exit
+  log "regions of the tests in $shm: $(grep " $shm " /proc/mounts)"
+  run_ctest huge-pages build
+  report_totals
 }
 
 cmd_build() {
@@ -266,6 +293,7 @@ case "${1:-}" in
   demo)  cmd_demo ;;
   build) cmd_build ;;
   test)  cmd_test ;;
+  test-huge) cmd_test_huge ;;
   -h|--help|help) usage ;;
   *) usage >&2; exit 2 ;;
 esac
