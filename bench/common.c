@@ -232,6 +232,40 @@ double page_touch_us(void)
   return us;
 }
 
+#define PAGE_CACHE_PROBE_BYTES (64u << 20)
+#define PAGE_CACHE_PROBE_WRITE  (2u << 20)
+
+/* MB/s of one pass of 2 MiB pwrites over the probe file; 0 on failure. */
+static double write_pass_mbps(int fd, const char *buf)
+{
+  uint64_t t0 = now_ns();
+  for (off_t off = 0; off < (off_t)PAGE_CACHE_PROBE_BYTES; off += PAGE_CACHE_PROBE_WRITE)
+    if (pwrite(fd, buf, PAGE_CACHE_PROBE_WRITE, off) != (ssize_t)PAGE_CACHE_PROBE_WRITE)
+      return 0;
+  double seconds = (double)(now_ns() - t0) / NS_PER_S;
+  return seconds > 0 ? PAGE_CACHE_PROBE_BYTES / 1e6 / seconds : 0;
+}
+
+void page_cache_probe(const char *dir, struct page_cache_probe *out)
+{
+  out->fresh_mbps = out->cached_mbps = 0;
+  char path[PATH_MAX];
+  char *buf = malloc(PAGE_CACHE_PROBE_WRITE);
+  if (!buf || (size_t)snprintf(path, sizeof path, "%s/page-cache-probe", dir) >= sizeof path) {
+    free(buf);
+    return;
+  }
+  memset(buf, 'p', PAGE_CACHE_PROBE_WRITE);   /* its own pages are in place before the clock starts */
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    out->fresh_mbps = write_pass_mbps(fd, buf);
+    out->cached_mbps = out->fresh_mbps > 0 ? write_pass_mbps(fd, buf) : 0;
+    close(fd);
+    unlink(path);
+  }
+  free(buf);
+}
+
 void region_pages(const char *root, struct region_pages *out)
 {
   char path[PATH_MAX];

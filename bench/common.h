@@ -124,6 +124,17 @@ void fs_type(const char *path, struct fs_info *fs);
 ** fresh pages, such as a memtable's new arenas. */
 double page_touch_us(void);
 
+/* MB/s of writing 64 MiB, in 2 MiB writes, into a new file's fresh
+** page-cache pages, then over the same, now cached, pages (no sync): what
+** every engine's writes into new files (SSTables, a growing B-tree, logs)
+** cost in memory before any disk. 0 where the file cannot be written. */
+struct page_cache_probe {
+  double fresh_mbps;
+  double cached_mbps;
+};
+
+void page_cache_probe(const char *dir, struct page_cache_probe *out);
+
 /* The page size sochdb's regions get for databases under root (4096, or
 ** 2 MiB on a tmpfs with huge pages: shm/pagesize.h), and why, in words. */
 struct region_pages {

@@ -751,6 +751,7 @@ struct cresults {
   char             root[PATH_MAX];
   struct fs_info   fs;
   double           page_touch_us;   /* page_touch_us(), before any phase */
+  struct page_cache_probe page_cache;
   struct region_pages pages;
   unsigned         nrows;
   struct row       row[CMP_MAX_ROWS];
@@ -1012,6 +1013,8 @@ static void print_cmp_header(const struct cconfig *c, const struct cresults *res
          res->fs.in_memory ? " -- IN MEMORY, sync_commit figures mean nothing" : "");
   printf("first touch of a fresh page in a process: %.2f us (paid once per page by each process that maps it)\n",
          res->page_touch_us);
+  printf("writes into the page cache: %.0f MB/s into fresh pages, %.0f MB/s over cached ones (64 MiB in 2 MiB "
+         "writes; every engine's new files pay the first)\n", res->page_cache.fresh_mbps, res->page_cache.cached_mbps);
   print_region_pages(&res->pages);
   printf("keys %u bytes, values %u bytes; %.1f s per phase; %u keys preloaded for read_rand, read_seq and mixed "
          "(%u per transaction); mixed keys %s\n", c->key_bytes, c->value_bytes, c->seconds, c->keys, c->batch,
@@ -1206,6 +1209,8 @@ static int write_cjson(const struct cconfig *c, const struct cresults *res)
   fprintf(f, ",\n  \"fs\": ");
   json_str(f, res->fs.name);
   fprintf(f, ",\n  \"page_touch_us\": %.3f", res->page_touch_us);
+  fprintf(f, ",\n  \"page_cache_fresh_mbps\": %.1f,\n  \"page_cache_cached_mbps\": %.1f", res->page_cache.fresh_mbps,
+          res->page_cache.cached_mbps);
   json_region_pages(f, &res->pages);
   fprintf(f, ",\n  \"fs_in_memory\": %s,\n  \"key_bytes\": %u,\n  \"value_bytes\": %u,\n  \"value_random_pct\": %u,"
              "\n  \"seconds\": %.3f,\n  \"keys\": %u,\n  \"batch\": %u,\n  \"procs\": %u,\n  \"distribution\": \"%s\","
@@ -1408,6 +1413,7 @@ int compare_main(int argc, char **argv)
   fs_type(res.root, &res.fs);
   region_pages(res.root, &res.pages);
   res.page_touch_us = page_touch_us();
+  page_cache_probe(res.root, &res.page_cache);
   if (res.fs.in_memory)
     fprintf(stderr, "sochdb-bench: warning: %s is on %s: fsync costs nothing there, so the sync_commit figures "
                     "say nothing about a disk (use --dir)\n", res.root, res.fs.name);
