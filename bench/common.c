@@ -266,14 +266,24 @@ void page_cache_probe(const char *dir, struct page_cache_probe *out)
   free(buf);
 }
 
+void print_page_cache_probe(const struct page_cache_probe *p)
+{
+  printf("writes into the page cache: %.0f MB/s into fresh pages, %.0f MB/s over cached ones (%u MiB in %u MiB "
+         "writes; every engine's new files pay the first)\n", p->fresh_mbps, p->cached_mbps,
+         PAGE_CACHE_PROBE_BYTES >> 20, PAGE_CACHE_PROBE_WRITE >> 20);
+}
+
 void region_pages(const char *root, struct region_pages *out)
 {
   char path[PATH_MAX];
+  out->dir[0] = '\0';
   if (shm_region_path(root, path, sizeof path) != SOCHDB_OK) {
     snprintf(out->why, sizeof out->why, "%s", sochdb_last_error());
     out->bytes = 4096;
     return;
   }
+  const char *slash = strrchr(path, '/');
+  snprintf(out->dir, sizeof out->dir, "%.*s", slash ? (int)(slash - path) : 0, path);
   out->bytes = shm_page_bytes(path, out->why, sizeof out->why);
 }
 

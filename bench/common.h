@@ -14,6 +14,7 @@
 #endif
 #include "sochdb.h"
 
+#include <limits.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -134,10 +135,13 @@ struct page_cache_probe {
 };
 
 void page_cache_probe(const char *dir, struct page_cache_probe *out);
+void print_page_cache_probe(const struct page_cache_probe *p);   /* one header line */
 
-/* The page size sochdb's regions get for databases under root (4096, or
-** 2 MiB on a tmpfs with huge pages: shm/pagesize.h), and why, in words. */
+/* Where sochdb puts the regions of databases under root (/dev/shm or
+** $SOCHDB_SHM_DIR), the page size they get there (4096, or 2 MiB on a tmpfs
+** with huge pages: shm/pagesize.h), and why, in words. */
 struct region_pages {
+  char     dir[PATH_MAX];
   uint64_t bytes;
   char     why[192];
 };

@@ -1013,8 +1013,7 @@ static void print_cmp_header(const struct cconfig *c, const struct cresults *res
          res->fs.in_memory ? " -- IN MEMORY, sync_commit figures mean nothing" : "");
   printf("first touch of a fresh page in a process: %.2f us (paid once per page by each process that maps it)\n",
          res->page_touch_us);
-  printf("writes into the page cache: %.0f MB/s into fresh pages, %.0f MB/s over cached ones (64 MiB in 2 MiB "
-         "writes; every engine's new files pay the first)\n", res->page_cache.fresh_mbps, res->page_cache.cached_mbps);
+  print_page_cache_probe(&res->page_cache);
   print_region_pages(&res->pages);
   printf("keys %u bytes, values %u bytes; %.1f s per phase; %u keys preloaded for read_rand, read_seq and mixed "
          "(%u per transaction); mixed keys %s\n", c->key_bytes, c->value_bytes, c->seconds, c->keys, c->batch,

@@ -711,8 +711,7 @@ struct memory_result {
 struct results {
   char                   root[PATH_MAX];
   struct fs_info         fs;
-  char                   region_dir[PATH_MAX];
-  struct region_pages    pages;
+  struct region_pages    pages;            /* where the regions go, and their page size */
   long                   cpus;
   int                    have_fsync, have_async, have_recovery, have_read, have_amp, have_memory;
   struct fsync_result    fsync;            /* appends: the target of sync_commit */
@@ -728,23 +727,14 @@ struct results {
   struct memory_result   mem;
 };
 
-/* Where the library put the region files (/dev/shm or $SOCHDB_SHM_DIR). */
-static void note_region_dir(struct results *res, const struct bench_db *b)
-{
-  const char *slash = strrchr(b->region, '/');
-  snprintf(res->region_dir, sizeof res->region_dir, "%.*s", slash ? (int)(slash - b->region) : 0, b->region);
-}
-
 /* steps(c, b, ctx) on a fresh database named name, removed afterwards. */
 static int on_fresh_db(const struct config *c, struct results *res, const char *name, size_t memtable_bytes,
                        int (*steps)(const struct config *c, struct bench_db *b, void *ctx), void *ctx)
 {
   struct bench_db b;
   int rc = bdb_create(c, res->root, name, memtable_bytes, &b);
-  if (rc == 0) {
-    note_region_dir(res, &b);
+  if (rc == 0)
     rc = steps(c, &b, ctx);
-  }
   if (bdb_destroy(&b) != 0)
     rc = -1;
   return rc;
@@ -1140,7 +1130,7 @@ static void print_header(const struct config *c, const struct results *res)
 {
   printf("sochdb-bench: %ld CPU(s); database directories in %s (%s)%s; regions in %s\n", res->cpus,
          res->root, res->fs.name, res->fs.in_memory ? " -- IN MEMORY, fdatasync figures mean nothing" : "",
-         res->region_dir[0] ? res->region_dir : "-");
+         res->pages.dir[0] ? res->pages.dir : "-");
   print_region_pages(&res->pages);
   printf("keys %u bytes, values %u bytes; sync_commit, fill_async and recovery: one put per transaction\n\n",
          c->key_bytes, c->value_bytes);
@@ -1465,7 +1455,7 @@ static int write_json(const struct config *c, const struct results *res)
   fprintf(f, ",\n  \"fs\": ");
   json_str(f, res->fs.name);
   fprintf(f, ",\n  \"fs_in_memory\": %s,\n  \"region_dir\": ", res->fs.in_memory ? "true" : "false");
-  json_str(f, res->region_dir);
+  json_str(f, res->pages.dir);
   json_region_pages(f, &res->pages);
   fprintf(f, ",\n  \"key_bytes\": %u,\n  \"value_bytes\": %u", c->key_bytes, c->value_bytes);
   if (res->have_fsync)
