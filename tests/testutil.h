@@ -425,26 +425,41 @@ static inline void tu_setup_without_daemon(void)
   sochdb_test_without_daemon(1);
 }
 
-/* Stop the sochdbd serving dir (its pid is in DIR/LOCK) and wait until it
-** released the lock. For tests that tamper with a region no process may be
-** attached to. Asserts it stopped within 10 s; no daemon is fine. */
-static inline void tu_stop_daemon(const char *dir)
+/* Send sig to the sochdbd serving dir (its pid is in DIR/LOCK, which it
+** holds with flock) and wait up to 10 s until it released the lock. 1 when
+** no daemon holds it any more (none at all is fine), 0 on timeout. */
+static inline int tu_signal_daemon_and_wait(const char *dir, int sig)
 {
-  char path[PATH_MAX + 8], buf[32] = { 0 };
+  char path[PATH_MAX + 8];
   if ((size_t)snprintf(path, sizeof path, "%s/LOCK", dir) >= sizeof path)
-    return;
+    return 1;
   int fd = open(path, O_RDWR | O_CLOEXEC);
   if (fd < 0)
-    return;
-  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
-  long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
-  if (pid > 0 && flock(fd, LOCK_EX | LOCK_NB) != 0)
-    kill((pid_t)pid, SIGTERM);
+    return 1;
   int stopped = 0;
-  for (int i = 0; i < 10000 && !(stopped = flock(fd, LOCK_EX | LOCK_NB) == 0); i++)
+  long signalled = 0;
+  for (int i = 0; i < 10000 && !(stopped = flock(fd, LOCK_EX | LOCK_NB) == 0); i++) {
+    /* Read the pid each time round: a daemon that is starting holds the
+    ** lock a moment before it writes its pid. */
+    char buf[32] = { 0 };
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+    if (pid > 0 && pid != signalled) {
+      kill((pid_t)pid, sig);
+      signalled = pid;
+    }
     tu_sleep_ms(1);
+  }
   close(fd);
-  cr_assert(stopped, "sochdbd %ld of %s did not stop within 10 s", pid, dir);
+  return stopped;
+}
+
+/* Stop the sochdbd serving dir with SIGTERM (its orderly shutdown) and wait
+** until it released the lock. For tests that tamper with a region no
+** process may be attached to. Asserts it stopped within 10 s. */
+static inline void tu_stop_daemon(const char *dir)
+{
+  cr_assert(tu_signal_daemon_and_wait(dir, SIGTERM), "sochdbd of %s did not stop within 10 s", dir);
 }
 
 /* .fini: kill leftover children, unlink the region, remove the directories. */
@@ -452,6 +467,10 @@ static inline void tu_teardown(void)
 {
   tu_kill_all_children();
   if (tu_db_dir) {
+    /* A daemon left serving the directory would go on writing SSTables into
+    ** it while it is being removed (leaving it behind in /tmp) and take CPU
+    ** from the next test; its shutdown is tested where it matters. */
+    tu_signal_daemon_and_wait(tu_db_dir, SIGKILL);
     tu_remove_region(tu_db_dir);
     tu_rmrf(tu_db_dir);
     free(tu_db_dir);
