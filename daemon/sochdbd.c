@@ -363,6 +363,37 @@ static uint64_t now_ms(void)
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+static const char DIRECTORY_REMOVED[] = "its directory was removed";
+
+/* The database was deleted: its directory's inode is unlinked (rm -r removes
+** LOCK, which made us stop, before the directory itself, so this waits up
+** to 2 s for that). Nobody can open the database again, and its region would
+** hold its pages in memory until the next reboot: remove it. A directory
+** moved elsewhere, or a LOCK removed by hand, leaves a database that will be
+** opened again, whose region stays. */
+static void remove_region_of_deleted_database(sochdb *db, int dir_fd, const char *dir)
+{
+  struct stat st;
+  int unlinked = 0;
+  for (int waited_ms = 0; waited_ms < 2000 && !unlinked; waited_ms += 10) {
+    if (fstat(dir_fd, &st) != 0)
+      return;
+    unlinked = st.st_nlink == 0;
+    if (!unlinked)
+      nanosleep(&(struct timespec){ 0, 10 * 1000000L }, NULL);
+  }
+  if (!unlinked) {
+    ww_log(dir, "the directory itself was not deleted (moved, or only LOCK removed): its region %s stays", db->region.path);
+    return;
+  }
+  int rc = shm_region_unlink(&db->region);
+  if (rc > 0)
+    ww_log(dir, "the database was deleted: removed its region %s", db->region.path);
+  else if (rc < 0)
+    ww_log(dir, "the database was deleted, but its region %s could not be removed: %s", db->region.path,
+           strerror(errno));
+}
+
 static const char *serve(sochdb *db, const struct config *c, const struct stat *lock_st)
 {
   struct timespec pause = { c->interval_ms / 1000, (long)(c->interval_ms % 1000) * 1000000L };
@@ -371,7 +402,7 @@ static const char *serve(sochdb *db, const struct config *c, const struct stat *
     if (stop_requested)
       return "signal";
     if (directory_gone(c->dir, lock_st))
-      return "its directory was removed";
+      return DIRECTORY_REMOVED;
     if (region_replaced(db))
       return "its shared region was removed or replaced";
     unsigned reaped = slots_reap_all(&db->region, db->slot);
@@ -513,6 +544,8 @@ int main(int argc, char **argv)
     return 1;
   }
   write_pid(lock_fd);
+  /* Held to tell, when LOCK disappears, a deleted database from a moved one. */
+  int dir_fd = open(c.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   struct walwriter w;
   rc = ww_open(&w, db);
   if (rc != SOCHDB_OK) {
@@ -583,7 +616,11 @@ int main(int argc, char **argv)
   store_close(&store);
   ww_log(c.dir, "exiting (%s); durable through commit %llu", why, (unsigned long long)durable_seq(&db->region));
   ww_close(&w);
+  if (why == DIRECTORY_REMOVED)
+    remove_region_of_deleted_database(db, dir_fd, c.dir);
   sochdb_close(db);
+  if (dir_fd >= 0)
+    close(dir_fd);
   close(lock_fd);
   return 0;
 }

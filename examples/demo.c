@@ -449,5 +449,6 @@ int main(int argc, char **argv)
   printf("demo OK: %d writer processes and 1 reader shared one database; "
          "total balance %d in every snapshot\n", cfg.workers, TOTAL);
   printf("look inside: sochdb scan %s\n", cfg.dir);
+  printf("remove it (its files and its shared memory): sochdb destroy %s\n", cfg.dir);
   return 0;
 }

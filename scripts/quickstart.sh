@@ -278,15 +278,12 @@ cmd_demo() {
     echo "build/sochdb-demo was not built (examples/demo.c missing?)" >&2
     exit 1
   fi
-  local tmp
-  tmp=$(mktemp -d "${TMPDIR:-/tmp}/sochdb-demo.XXXXXX")
-  # The demo works in its current directory; build/ on PATH lets the library
-  # find sochdbd even if its own lookup next to the executable fails.
-  log "running build/sochdb-demo in $tmp"
-  local rc=0
-  (cd "$tmp" && PATH="$REPO/build:$PATH" "$REPO/build/sochdb-demo") || rc=$?
-  rm -rf "$tmp"
-  return "$rc"
+  # The demo makes its database in a new /tmp/sochdb-demo-XXXXXX and keeps
+  # it, saying how to look inside and how to remove it (sochdb destroy).
+  # build/ on PATH lets the library find sochdbd even if its own lookup next
+  # to the executable fails.
+  log "running build/sochdb-demo"
+  PATH="$REPO/build:$PATH" "$REPO/build/sochdb-demo"
 }
 
 case "${1:-}" in

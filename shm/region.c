@@ -330,6 +330,19 @@ int shm_region_open(const struct shm_open_params *p, shm_region *r)
   return SOCHDB_OK;
 }
 
+int shm_region_unlink(shm_region *r)
+{
+  if (flock(r->fd, LOCK_EX) != 0)
+    return -1;
+  int rc = 0;
+  if (fd_is_path(r->fd, r->path))
+    rc = unlink(r->path) == 0 ? 1 : -1;
+  int err = errno;
+  flock(r->fd, LOCK_UN);
+  errno = err;
+  return rc;
+}
+
 void shm_region_close(shm_region *r)
 {
   if (r->base)

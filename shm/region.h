@@ -184,6 +184,14 @@ int  shm_region_path(const char *dir, char *out, size_t n);
 int  shm_region_open(const struct shm_open_params *p, shm_region *out);
 void shm_region_close(shm_region *r);
 
+/* Unlink r's file if its path still names it (nobody replaced it), under
+** the exclusive flock that openers hold while they validate or replace a
+** region, so none of them is half-way through it. For a region whose
+** directory no longer exists: processes still attached keep their mapping,
+** and nobody can open the database again. Returns 1 when unlinked, 0 when
+** the path names another file or none, -1 on an error (errno set). */
+int  shm_region_unlink(shm_region *r);
+
 /* Layout helpers shared by the modules that live in the region. */
 uint64_t shm_layout_arena_off(const struct shm_header *h, uint32_t idx);
 

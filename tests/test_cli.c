@@ -1,7 +1,9 @@
 /*
 ** test_cli.c — the `sochdb` tool's commands that talk to the daemon:
 ** `sochdb compact` (a full compaction requested through the region and
-** waited for) and `sochdb stats --watch` (its derived figures).
+** waited for), `sochdb stats --watch` (its derived figures), `dump`, `load`,
+** `backup`, `bench`, and `sochdb destroy` (the daemon stopped, the region
+** and the files removed, refused while another process is attached).
 **
 ** The data is written through the API with 1 MiB memtables, several
 ** generations of the same keys, so that level 0 (and level 1) hold several
@@ -13,6 +15,7 @@
 */
 #include "testutil.h"
 #include "pagesize.h"
+#include "procutil.h"
 
 #include <libgen.h>
 #include <limits.h>
@@ -839,5 +842,135 @@ Test(cli, bench_refuses_a_directory_that_is_not_empty)
   cr_assert_not_null(strstr(err, "not an empty directory"), "%s", err);
   cr_assert_eq(access(file, F_OK), 0, "bench removed %s", file);
   cr_assert_eq(out[0], '\0', "%s", out);
+  tu_rmrf(dir);
+}
+
+/* ---- sochdb destroy ---------------------------------------------------------------- */
+
+/* A database with SSTables and a WAL at side_db(suffix), closed, its daemon
+** still serving: the region's path in region (size 4300). */
+static void destroyable_db(const char *suffix, char *dir, size_t n, char *region)
+{
+  side_db(suffix, dir, n);
+  sochdb_options o = tu_options(REG, MT, 10000);
+  sochdb *db;
+  cr_assert_eq(sochdb_open(dir, &o, &db), SOCHDB_OK, "open %s: %s", dir, sochdb_last_error());
+  fill(db, NKEYS, 1);
+  wait_flushed(db);
+  snprintf(region, 4300, "%s", sochdb_region_path(db));
+  sochdb_close(db);
+  cr_assert_gt(daemon_pid(dir), 0, "no daemon serves %s", dir);
+}
+
+static int sst_files(const char *dir)
+{
+  DIR *d = opendir(dir);
+  if (!d)
+    return 0;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)))
+    n += strlen(e->d_name) > 4 && !strcmp(e->d_name + strlen(e->d_name) - 4, ".sst");
+  closedir(d);
+  return n;
+}
+
+Test(cli, destroy_removes_the_files_the_region_the_daemon_and_the_directory)
+{
+  char dir[4300], region[4300], out[4096], err[4096];
+  destroyable_db("destroy", dir, sizeof dir, region);
+  pid_t daemon = daemon_pid(dir);
+  cr_assert_gt(sst_files(dir), 0, "the data was flushed into SSTables");
+  cr_assert_eq(access(region, F_OK), 0);
+  const char *destroy[] = { "--json", "destroy", dir, NULL };
+  int rc = run_cli(destroy, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 0, "destroy: exit %d\nstdout: %s\nstderr: %s", rc, out, err);
+  cr_assert_not_null(strstr(out, "\"region_removed\":true"), "%s", out);
+  cr_assert_not_null(strstr(out, "\"dir_removed\":true"), "%s", out);
+  cr_assert_geq(json_number(out, NULL, "files_removed"), 6, "%s", out);
+  cr_assert_neq(access(region, F_OK), 0, "the region %s is still there", region);
+  cr_assert_neq(access(dir, F_OK), 0, "%s is still there", dir);
+  cr_assert(!tp_alive(daemon), "the daemon %d still runs", (int)daemon);
+  /* The name is free again: a new database there starts empty. */
+  sochdb_options o = tu_options(REG, MT, 10000);
+  sochdb *db = tu_open_with(dir, &o);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  char k[32];
+  key_of(0, k);
+  const void *v;
+  size_t vl;
+  cr_assert_eq(sochdb_get(t, k, strlen(k), &v, &vl), SOCHDB_NOTFOUND, "a destroyed database's key is back");
+  sochdb_abort(t);
+  sochdb_close(db);
+  drop_side_db(dir);
+}
+
+/* Another process attached: refused, its pid named, nothing removed; once it
+** closed, destroy goes through. */
+Test(cli, destroy_refuses_while_another_process_is_attached)
+{
+  char dir[4300], region[4300], out[4096], err[4096], pid[32];
+  destroyable_db("destroy-busy", dir, sizeof dir, region);
+  sochdb_options o = tu_options(REG, MT, 10000);
+  sochdb *db = tu_open_with(dir, &o);
+  const char *destroy[] = { "destroy", dir, NULL };
+  int rc = run_cli(destroy, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 3, "destroy with a process attached: exit %d\nstdout: %s\nstderr: %s", rc, out, err);
+  snprintf(pid, sizeof pid, " %d)", (int)getpid());
+  cr_assert(strstr(err, "1 other process is attached") && strstr(err, pid), "the pid is not named: %s", err);
+  cr_assert_gt(sst_files(dir), 0, "an SSTable was removed");
+  cr_assert_eq(access(region, F_OK), 0, "the region was removed");
+  expect_all(db, NKEYS, 1, "after a refused destroy");
+  sochdb_close(db);
+  rc = run_cli(destroy, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 0, "destroy once closed: exit %d\nstderr: %s", rc, err);
+  cr_assert(access(dir, F_OK) != 0 && access(region, F_OK) != 0, "%s or its region is still there", dir);
+  drop_side_db(dir);
+}
+
+/* Files sochdb did not make are kept, and DIR with them. */
+Test(cli, destroy_keeps_files_it_did_not_make)
+{
+  char dir[4300], region[4300], mine[4400], out[4096], err[4096];
+  destroyable_db("destroy-keep", dir, sizeof dir, region);
+  snprintf(mine, sizeof mine, "%s/notes.sst.bak", dir);
+  int fd = open(mine, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  cr_assert_geq(fd, 0);
+  close(fd);
+  const char *destroy[] = { "destroy", dir, NULL };
+  int rc = run_cli(destroy, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 0, "destroy: exit %d\nstderr: %s", rc, err);
+  cr_assert_not_null(strstr(out, "1 entry sochdb did not make (notes.sst.bak)"), "%s", out);
+  cr_assert_eq(access(mine, F_OK), 0, "destroy removed a file it did not make");
+  DIR *d = opendir(dir);
+  cr_assert_not_null(d);
+  struct dirent *e;
+  int left = 0;
+  while ((e = readdir(d)))
+    left += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+  closedir(d);
+  cr_assert_eq(left, 1, "destroy left %d entries in %s, want only notes.sst.bak", left, dir);
+  cr_assert_neq(access(region, F_OK), 0, "the region is still there");
+  drop_side_db(dir);
+}
+
+/* Not a database: refused, nothing created or removed. */
+Test(cli, destroy_refuses_a_directory_that_is_not_a_database)
+{
+  char dir[4300], file[4400], out[4096], err[4096];
+  side_db("destroy-none", dir, sizeof dir);
+  cr_assert_eq(mkdir(dir, 0755), 0);
+  snprintf(file, sizeof file, "%s/CURRENT", dir);
+  int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  cr_assert_geq(fd, 0);
+  close(fd);
+  const char *destroy[] = { "destroy", dir, NULL };
+  int rc = run_cli(destroy, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 3, "destroy of a non-database: exit %d\nstderr: %s", rc, err);
+  cr_assert_not_null(strstr(err, "no database"), "%s", err);
+  cr_assert_eq(access(file, F_OK), 0, "destroy removed %s", file);
+  char lock[4400];
+  snprintf(lock, sizeof lock, "%s/LOCK", dir);
+  cr_assert_neq(access(lock, F_OK), 0, "destroy created %s", lock);
   tu_rmrf(dir);
 }

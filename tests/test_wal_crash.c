@@ -13,7 +13,8 @@
 **   - a region that outlives its daemon is adopted, not rebuilt;
 **   - SIGTERM writes what was published and exits 0 (also while the daemon
 **     is still starting); an idle daemon exits, and so does one whose region
-**     file or directory was removed;
+**     file or directory was removed; it removes the region of a deleted
+**     database, and keeps that of a moved one, which the next open adopts;
 **   - ASYNC commits become durable even after the daemon died;
 **   - a stopped daemon makes SYNC return SOCHDB_DAEMON (applied, visible);
 **     an unstartable one makes open return SOCHDB_DAEMON;
@@ -1269,6 +1270,20 @@ Test(wal_crash, sync_commit_with_a_stopped_daemon_returns_SOCHDB_DAEMON)
   sochdb_close(db);
 }
 
+/* Wait (10 s) until daemon d, our child by the subreaper, ended; *st gets its
+** wait status (-1 if another process reaped it). 1 if it ended. */
+static int wc_wait_exit(pid_t d, int *st)
+{
+  *st = -1;
+  for (int i = 0; i < 10000; i++) {
+    pid_t r = waitpid(d, st, WNOHANG);
+    if (r == d || (r < 0 && !tp_alive(d)))
+      return 1;
+    tu_sleep_ms(1);
+  }
+  return 0;
+}
+
 /* ======================================================================
 ** 11. The region file is removed while its daemon still runs: the next
 **     opener rebuilds it, the old daemon makes way, commits go on.
@@ -1287,12 +1302,7 @@ Test(wal_crash, region_removed_while_its_daemon_runs)
   db = wc_open(dir, 10000);
   wc_expect_pairs(db, 10, "rebuilt while the old daemon ran");
   for (long n = 11; n <= 15; n++) wc_commit_pair(db, n);   /* SYNC: OK only once a daemon of this region confirms */
-  int st = -1, gone = 0;
-  for (int i = 0; i < 10000 && !gone; i++) {
-    pid_t r = waitpid(d1, &st, WNOHANG);
-    gone = r == d1 || (r < 0 && !tp_alive(d1));
-    if (!gone) tu_sleep_ms(1);
-  }
+  int st = -1, gone = wc_wait_exit(d1, &st);
   cr_assert(gone, "the daemon %d of the removed region still runs 10 s later", (int)d1);
   char b[64];
   cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "the old daemon ended with %s",
@@ -1309,34 +1319,72 @@ Test(wal_crash, region_removed_while_its_daemon_runs)
 }
 
 /* ======================================================================
-** 12. The daemon exits when its directory is removed; an unstartable
-**     daemon is SOCHDB_DAEMON from open.
+** 12. The daemon exits when its directory is removed, and removes the
+**     region of the deleted database (which would otherwise hold its pages
+**     until a reboot); a moved directory keeps its region, which the next
+**     open adopts. An unstartable daemon is SOCHDB_DAEMON from open.
 ** ====================================================================== */
 
-Test(wal_crash, daemon_exits_when_its_directory_is_removed)
+/* A database at tu_dir()/db with one SYNC commit, closed, its daemon still
+** serving: its pid, and the region's path in region (size 4300). */
+static pid_t wc_idle_database(char *region)
 {
   cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
   snprintf(wc_extra_dir, sizeof wc_extra_dir, "%s/db", tu_dir());
-  const char *dir = wc_extra_dir;
-  sochdb *db = wc_open(dir, 10000);
+  sochdb *db = wc_open(wc_extra_dir, 10000);
   wc_commit_pair(db, 1);
-  char region[4300];
-  snprintf(region, sizeof region, "%s", sochdb_region_path(db));
+  snprintf(region, 4300, "%s", sochdb_region_path(db));
   sochdb_close(db);
-  pid_t d = tp_wait_daemon(dir, 5000, 0);
+  pid_t d = tp_wait_daemon(wc_extra_dir, 5000, 0);
   cr_assert_gt(d, 0);
-  cr_assert_eq(tu_rmrf(dir), 0);
-  int st = -1, gone = 0;
-  for (int i = 0; i < 10000 && !gone; i++) {
-    pid_t r = waitpid(d, &st, WNOHANG);
-    gone = r == d || (r < 0 && !tp_alive(d));
-    if (!gone) tu_sleep_ms(1);
-  }
-  unlink(region);
-  wc_extra_dir[0] = 0;
-  cr_assert(gone, "sochdbd %d still runs 10 s after its directory was removed", (int)d);
+  return d;
+}
+
+static void wc_expect_clean_exit(pid_t d, const char *why)
+{
+  int st;
+  int gone = wc_wait_exit(d, &st);
+  cr_assert(gone, "sochdbd %d still runs 10 s after %s", (int)d, why);
   char b[64];
-  cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "it ended with %s", tu_status_str(st, b, sizeof b));
+  cr_assert(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "it ended with %s after %s",
+            tu_status_str(st, b, sizeof b), why);
+}
+
+Test(wal_crash, daemon_exits_when_its_directory_is_removed)
+{
+  char region[4300];
+  pid_t d = wc_idle_database(region);
+  struct stat st;
+  cr_assert_eq(stat(region, &st), 0, "the region %s exists while the database does", region);
+  cr_assert_eq(tu_rmrf(wc_extra_dir), 0);
+  wc_extra_dir[0] = 0;
+  wc_expect_clean_exit(d, "its directory was removed");
+  int present = stat(region, &st) == 0;
+  unlink(region);
+  cr_assert(!present, "the region %s of the deleted database is still there after its daemon exited", region);
+}
+
+Test(wal_crash, a_moved_directory_keeps_its_region)
+{
+  char region[4300], moved[4096];
+  pid_t d = wc_idle_database(region);
+  struct stat before, st;
+  cr_assert_eq(stat(region, &before), 0);
+  snprintf(moved, sizeof moved, "%s/moved", tu_dir());
+  cr_assert_eq(rename(wc_extra_dir, moved), 0, "rename: %s", strerror(errno));
+  snprintf(wc_extra_dir, sizeof wc_extra_dir, "%s", moved);
+  wc_expect_clean_exit(d, "its directory was moved");
+  cr_assert(stat(region, &st) == 0 && st.st_ino == before.st_ino, "the region %s of the moved database was removed",
+            region);
+  cr_assert(wc_wait_log(moved, "its region", 1, 5000) &&
+            wc_wait_log(moved, "(moved, or only LOCK removed)", 1, 0), "the daemon did not log that the region stays");
+  sochdb *db = wc_open(moved, 10000);
+  cr_assert(stat(region, &st) == 0 && st.st_ino == before.st_ino && !strcmp(sochdb_region_path(db), region),
+            "the moved database was given a new region instead of adopting its own");
+  wc_expect_pairs(db, 1, "after the move");
+  wc_commit_pair(db, 2);
+  wc_expect_pairs(db, 2, "a commit after the move");
+  sochdb_close(db);
 }
 
 Test(wal_crash, unstartable_daemon_is_SOCHDB_DAEMON)

@@ -1,7 +1,8 @@
 /*
 ** cli.h — what the parts of the `sochdb` tool share: exit statuses, error
 ** and escaped output, and the progress bar (all defined in tools/sochdb.c),
-** and the entry point of the columnar table commands (tools/sochdb_table.c).
+** and the entry points of the columnar table commands (tools/sochdb_table.c)
+** and of `sochdb destroy` (tools/sochdb_destroy.c).
 */
 #ifndef SOCHDB_CLI_H
 #define SOCHDB_CLI_H
@@ -42,6 +43,14 @@ typedef struct progress_bar {
 void bar_clear(progress_bar *b);
 /* label [####....]  42.0%  tail */
 void bar_draw(progress_bar *b, const char *label, uint64_t done, uint64_t total, const char *tail);
+
+/* `sochdb destroy DIR` (tools/sochdb_destroy.c): an exit status. */
+int  cli_destroy(const char *dir, int json);
+/* SIGTERM the sochdbd holding DIR/LOCK (its pid is in the file; it writes
+** what was published, then exits) and wait, at most 10 s, until the lock is
+** free. 0 once no daemon holds it (none at all included), else the pid
+** that did not stop (-1 if it never wrote one). */
+long cli_stop_daemon(const char *dir);
 
 /* `sochdb [--json] table SUBCOMMAND ...`: argv[0] is "table". */
 int  table_main(int argc, char **argv, int json);

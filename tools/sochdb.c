@@ -76,7 +76,7 @@ struct args {
 };
 
 enum { CMD_PUT = 1u, CMD_GET = 2u, CMD_DEL = 4u, CMD_SCAN = 8u, CMD_STATS = 16u, CMD_CHECK = 32u, CMD_COMPACT = 64u,
-       CMD_ALL = 127u };
+       CMD_DESTROY = 128u, CMD_ALL = 255u };
 
 struct command {
   const char *name;
@@ -1257,6 +1257,21 @@ static const command commands[] = {
     "exit status: 0 done, 2 usage error, 3 no database at DIR, no daemon could be\n"
     "started, or the timeout passed\n",
     prepare_compact, run_compact },
+  { "destroy", CMD_DESTROY, 0, -1, "DIR [--json]", "delete the database: its files, its region, DIR",
+    "Deletes the database in DIR for good: stops its daemon (which first writes\n"
+    "what was published), removes its shared region (the file in /dev/shm, or\n"
+    "$SOCHDB_SHM_DIR, that would otherwise keep its pages in memory until the\n"
+    "next reboot), then the files sochdb made in DIR, CURRENT first, and DIR\n"
+    "itself when nothing else is left in it. Files sochdb did not make are kept,\n"
+    "and so is DIR then.\n\n"
+    "Refuses, removing nothing, while another process is attached to the\n"
+    "database (their pids are named) or when DIR holds no database. Like\n"
+    "RocksDB's DestroyDB it cannot stop a program that opens the database while\n"
+    "it runs: stop the programs that use it first.\n\n"
+    "  --json    print the summary as one JSON object\n\n"
+    "exit status: 0 destroyed, 2 usage error, 3 no database at DIR, processes\n"
+    "attached, the daemon did not stop, or a file could not be removed\n",
+    NULL, NULL },
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
@@ -1482,6 +1497,8 @@ int main(int argc, char **argv)
 
   if (a.cmd->id == CMD_CHECK)   /* reads the files; opens no database */
     return run_check(&a);
+  if (a.cmd->id == CMD_DESTROY)  /* opens and closes the database itself */
+    return finish_stdout(cli_destroy(a.dir, a.json));
 
   sochdb *db;
   status = open_database(&a, &db);

@@ -356,17 +356,7 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 ** is free), unlink the region, remove the files; keep DIR if it existed. */
 static void remove_database(const char *dir, const char *region, int existed)
 {
-  char path[4200], buf[32] = { 0 };
-  snprintf(path, sizeof path, "%s/LOCK", dir);
-  int fd = open(path, O_RDWR | O_CLOEXEC);
-  if (fd >= 0) {
-    long pid = pread(fd, buf, sizeof buf - 1, 0) > 0 ? strtol(buf, NULL, 10) : 0;
-    if (pid > 0 && flock(fd, LOCK_EX | LOCK_NB) != 0)
-      kill((pid_t)pid, SIGTERM);
-    for (int i = 0; i < 1000 && flock(fd, LOCK_EX | LOCK_NB) != 0; i++)
-      usleep(10000);
-    close(fd);
-  }
+  cli_stop_daemon(dir);
   if (region[0])
     unlink(region);
   keep_top = existed;
