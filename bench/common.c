@@ -3,6 +3,7 @@
 */
 #include "common.h"
 #include "pagesize.h"
+#include "internal.h" /* sdb_daemon_pid, sdb_daemon_stop */
 #include "region.h"   /* shm_region_path: where the library puts a database's region */
 
 #include <errno.h>
@@ -338,54 +339,12 @@ void rm_rf(const char *dir)
 
 /* ---- sochdb's daemon ---------------------------------------------------------- */
 
-/* The pid of the sochdbd written in a LOCK file, if that process is one. A
-** daemon that has just taken the lock may not have written it yet: 0. */
-static pid_t daemon_pid(int lock_fd)
-{
-  char buf[32] = "", path[64], comm[32] = "";
-  ssize_t n = pread(lock_fd, buf, sizeof buf - 1, 0);
-  long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
-  if (pid <= 0)
-    return 0;
-  snprintf(path, sizeof path, "/proc/%ld/comm", pid);
-  FILE *f = fopen(path, "r");
-  if (!f)
-    return 0;
-  int ok = fgets(comm, sizeof comm, f) && !strncmp(comm, "sochdbd", 7);
-  fclose(f);
-  return ok ? (pid_t)pid : 0;
-}
-
-pid_t daemon_pid_of(const char *dir)
-{
-  char path[PATH_MAX + 8];
-  snprintf(path, sizeof path, "%s/LOCK", dir);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return 0;
-  pid_t pid = flock(fd, LOCK_SH | LOCK_NB) != 0 ? daemon_pid(fd) : 0;   /* held: a daemon runs */
-  close(fd);
-  return pid;
-}
+pid_t daemon_pid_of(const char *dir) { return sdb_daemon_pid(dir); }
 
 int stop_daemon(const char *dir, int sig)
 {
-  char path[PATH_MAX + 8];
-  snprintf(path, sizeof path, "%s/LOCK", dir);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return errno == ENOENT ? 0 : fail_errno("open", path);
-  pid_t signalled = 0;
-  uint64_t deadline = now_ns() + DAEMON_STOP_MS * 1000000ull;
-  while (flock(fd, LOCK_SH | LOCK_NB) != 0 && now_ns() < deadline) {
-    pid_t pid = daemon_pid(fd);
-    if (pid && pid != signalled && kill(pid, sig) == 0)
-      signalled = pid;
-    sleep_us(500);
-  }
-  int held = flock(fd, LOCK_SH | LOCK_NB) != 0;
-  close(fd);
-  return held ? fail("the daemon of %s did not exit within %u ms", dir, DAEMON_STOP_MS) : 0;
+  int rc = sdb_daemon_stop(dir, sig, DAEMON_STOP_MS);
+  return rc == SOCHDB_OK ? 0 : fail("%s", sochdb_last_error());
 }
 
 int stats_now(sochdb *db, sochdb_stats *st)

@@ -100,21 +100,8 @@ static double now(void)
   return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-/* Stop the daemon serving dir (its pid is in DIR/LOCK), waiting up to 10 s. */
-static void stop_daemon(const char *dir)
-{
-  char path[4200], buf[32] = { 0 };
-  snprintf(path, sizeof path, "%s/LOCK", dir);
-  int fd = open(path, O_RDWR | O_CLOEXEC);
-  if (fd < 0)
-    return;
-  long pid = pread(fd, buf, sizeof buf - 1, 0) > 0 ? strtol(buf, NULL, 10) : 0;
-  if (pid > 0 && flock(fd, LOCK_EX | LOCK_NB) != 0)
-    kill((pid_t)pid, SIGTERM);
-  for (int i = 0; i < 1000 && flock(fd, LOCK_EX | LOCK_NB) != 0; i++)
-    usleep(10000);
-  close(fd);
-}
+/* Stop the daemon serving dir, waiting up to 10 s. */
+static void stop_daemon(const char *dir) { sdb_daemon_stop(dir, SIGTERM, 10000); }
 
 /* nftw: drop a file from the page cache (it must not be mapped anywhere). */
 static int drop_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)

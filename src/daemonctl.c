@@ -115,6 +115,64 @@ int sdb_daemon_lock_out(const char *dir, int *fd_out)
   return SOCHDB_OK;
 }
 
+/* The pid written in LOCK (open as lock_fd) if that process is a sochdbd.
+** comm is the executable's name cut to 15 bytes: sochdbd, sochdbd-testing. */
+static pid_t lock_holder_pid(int lock_fd)
+{
+  char buf[32] = "", path[64], comm[32] = "";
+  ssize_t n = pread(lock_fd, buf, sizeof buf - 1, 0);
+  long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+  if (pid <= 0)
+    return 0;
+  snprintf(path, sizeof path, "/proc/%ld/comm", pid);
+  FILE *f = fopen(path, "re");
+  if (!f)
+    return 0;
+  int ok = fgets(comm, sizeof comm, f) && !strncmp(comm, "sochdbd", 7);
+  fclose(f);
+  return ok ? (pid_t)pid : 0;
+}
+
+static int open_lock_file(const char *dir)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/LOCK", dir);
+  return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+pid_t sdb_daemon_pid(const char *dir)
+{
+  int fd = open_lock_file(dir);
+  if (fd < 0)
+    return 0;
+  pid_t pid = daemon_running(fd) == 1 ? lock_holder_pid(fd) : 0;
+  close(fd);
+  return pid;
+}
+
+int sdb_daemon_stop(const char *dir, int sig, unsigned timeout_ms)
+{
+  int fd = open_lock_file(dir);
+  if (fd < 0)
+    return errno == ENOENT ? SOCHDB_OK : sdb_fail_errno("open %s/LOCK", dir);
+  pid_t signalled = 0;
+  uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
+  int running;
+  /* The pid is read again each time round: a daemon that is starting holds
+  ** the lock a moment before it writes its pid. */
+  while ((running = daemon_running(fd)) == 1 && now_ns() < deadline) {
+    pid_t pid = lock_holder_pid(fd);
+    if (pid && pid != signalled && kill(pid, sig) == 0)
+      signalled = pid;
+    sleep_ms(1);
+  }
+  close(fd);
+  if (running == 1)
+    return sdb_fail(SOCHDB_BUSY, "the sochdbd of %s (pid %d) did not stop within %u ms", dir, (int)signalled,
+                    timeout_ms);
+  return running == 0 ? SOCHDB_OK : sdb_fail_errno("flock %s/LOCK", dir);
+}
+
 /* posix_spawn the daemon with its output appended to DIR/sochdbd.log, and
 ** reap the short-lived parent half (the daemon forks itself away). */
 static int spawn_daemon(sochdb *db)

@@ -132,6 +132,16 @@ int  sdb_daemon_setup(sochdb *db, const char *daemon_path, unsigned mode, int en
 /* Take DIR/LOCK exclusively (waiting at most 10 s for a daemon holding it to
 ** leave) so that no daemon writes the log until *fd_out is closed. */
 int  sdb_daemon_lock_out(const char *dir, int *fd_out);
+/* The pid of the sochdbd holding DIR/LOCK, or 0: none holds it, the holder
+** has not written its pid yet, or the pid in the file is no sochdbd
+** (/proc/PID/comm), so that a reused pid is never taken for a daemon. */
+pid_t sdb_daemon_pid(const char *dir);
+/* Send sig to the sochdbd holding DIR/LOCK (SIGTERM: it writes what was
+** published, then exits) and wait up to timeout_ms until the lock is free.
+** SOCHDB_OK once no daemon holds it (none at all included); SOCHDB_BUSY,
+** naming the pid in sochdb_last_error(), if one still does; SOCHDB_IO if
+** LOCK cannot be opened. For tools and tests: clients never stop daemons. */
+int  sdb_daemon_stop(const char *dir, int sig, unsigned timeout_ms);
 /* The MANIFEST state's files as the region lists them (shm/filelist.h):
 ** level 0 newest first, deeper levels by smallest key. *out is malloc'ed. */
 struct manifest_state;

@@ -800,6 +800,14 @@ Test(cli, backup_while_a_writer_commits_copies_one_snapshot)
   drop_side_db(dst);
 }
 
+/* An empty file at path, asserted. */
+static void create_empty_file(const char *path)
+{
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  cr_assert_geq(fd, 0, "create %s: %s", path, strerror(errno));
+  close(fd);
+}
+
 /* ---- sochdb bench ------------------------------------------------------------------ */
 
 /* A short run on a fresh directory: every workload reported with a positive
@@ -833,9 +841,7 @@ Test(cli, bench_refuses_a_directory_that_is_not_empty)
   side_db("bench-full", dir, sizeof dir);
   cr_assert_eq(mkdir(dir, 0755), 0, "mkdir %s: %s", dir, strerror(errno));
   snprintf(file, sizeof file, "%s/precious", dir);
-  int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  cr_assert_geq(fd, 0);
-  close(fd);
+  create_empty_file(file);
   const char *bench[] = { "bench", dir, "--seconds", "1", "--procs", "2", NULL };
   int rc = run_cli(bench, out, sizeof out, err, sizeof err);
   cr_assert_eq(rc, 2, "bench into a non-empty directory: exit %d\nstderr: %s", rc, err);
@@ -934,9 +940,7 @@ Test(cli, destroy_keeps_files_it_did_not_make)
   char dir[4300], region[4300], mine[4400], out[4096], err[4096];
   destroyable_db("destroy-keep", dir, sizeof dir, region);
   snprintf(mine, sizeof mine, "%s/notes.sst.bak", dir);
-  int fd = open(mine, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  cr_assert_geq(fd, 0);
-  close(fd);
+  create_empty_file(mine);
   const char *destroy[] = { "destroy", dir, NULL };
   int rc = run_cli(destroy, out, sizeof out, err, sizeof err);
   cr_assert_eq(rc, 0, "destroy: exit %d\nstderr: %s", rc, err);
@@ -961,9 +965,7 @@ Test(cli, destroy_refuses_a_directory_that_is_not_a_database)
   side_db("destroy-none", dir, sizeof dir);
   cr_assert_eq(mkdir(dir, 0755), 0);
   snprintf(file, sizeof file, "%s/CURRENT", dir);
-  int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  cr_assert_geq(fd, 0);
-  close(fd);
+  create_empty_file(file);
   const char *destroy[] = { "destroy", dir, NULL };
   int rc = run_cli(destroy, out, sizeof out, err, sizeof err);
   cr_assert_eq(rc, 3, "destroy of a non-database: exit %d\nstderr: %s", rc, err);

@@ -53,6 +53,7 @@
 
 #include <criterion/criterion.h>
 
+#include "internal.h" /* sdb_daemon_stop */
 #include "region.h"   /* shm_region_path: where the region file of a directory is */
 #include "testhooks.h" /* sochdb_test_without_daemon */
 #include "sochdb.h"
@@ -435,33 +436,11 @@ static inline void tu_setup_without_daemon(void)
   sochdb_test_without_daemon(1);
 }
 
-/* Send sig to the sochdbd serving dir (its pid is in DIR/LOCK, which it
-** holds with flock) and wait up to 10 s until it released the lock. 1 when
-** no daemon holds it any more (none at all is fine), 0 on timeout. */
+/* Send sig to the sochdbd serving dir and wait up to 10 s until it released
+** DIR/LOCK. 1 when no daemon holds it any more (none at all is fine). */
 static inline int tu_signal_daemon_and_wait(const char *dir, int sig)
 {
-  char path[PATH_MAX + 8];
-  if ((size_t)snprintf(path, sizeof path, "%s/LOCK", dir) >= sizeof path)
-    return 1;
-  int fd = open(path, O_RDWR | O_CLOEXEC);
-  if (fd < 0)
-    return 1;
-  int stopped = 0;
-  long signalled = 0;
-  for (int i = 0; i < 10000 && !(stopped = flock(fd, LOCK_EX | LOCK_NB) == 0); i++) {
-    /* Read the pid each time round: a daemon that is starting holds the
-    ** lock a moment before it writes its pid. */
-    char buf[32] = { 0 };
-    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
-    long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
-    if (pid > 0 && pid != signalled) {
-      kill((pid_t)pid, sig);
-      signalled = pid;
-    }
-    tu_sleep_ms(1);
-  }
-  close(fd);
-  return stopped;
+  return sdb_daemon_stop(dir, sig, 10000) == SOCHDB_OK;
 }
 
 /* Stop the sochdbd serving dir with SIGTERM (its orderly shutdown) and wait

@@ -46,11 +46,6 @@ void bar_draw(progress_bar *b, const char *label, uint64_t done, uint64_t total,
 
 /* `sochdb destroy DIR` (tools/sochdb_destroy.c): an exit status. */
 int  cli_destroy(const char *dir, int json);
-/* SIGTERM the sochdbd holding DIR/LOCK (its pid is in the file; it writes
-** what was published, then exits) and wait, at most 10 s, until the lock is
-** free. 0 once no daemon holds it (none at all included), else the pid
-** that did not stop (-1 if it never wrote one). */
-long cli_stop_daemon(const char *dir);
 
 /* `sochdb [--json] table SUBCOMMAND ...`: argv[0] is "table". */
 int  table_main(int argc, char **argv, int json);

@@ -19,6 +19,7 @@
 #include "sochdb.h"
 
 #include "cli.h"
+#include "internal.h"   /* sdb_daemon_stop */
 
 #include <dirent.h>
 #include <errno.h>
@@ -356,7 +357,7 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 ** is free), unlink the region, remove the files; keep DIR if it existed. */
 static void remove_database(const char *dir, const char *region, int existed)
 {
-  cli_stop_daemon(dir);
+  sdb_daemon_stop(dir, SIGTERM, 10000);
   if (region[0])
     unlink(region);
   keep_top = existed;

@@ -22,7 +22,8 @@
 
 #include "cli.h"
 
-#include "internal.h"   /* struct sochdb: its region and slot, for the attached processes */
+#include "internal.h"   /* struct sochdb: its region and slot, for the attached processes;
+                        ** sdb_daemon_stop */
 #include "region.h"     /* shm_region_path: a damaged database's region, named by hand */
 #include "slots.h"
 
@@ -35,8 +36,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <time.h>
 #include <unistd.h>
 
 #define DAEMON_STOP_MS 10000
@@ -50,13 +49,6 @@ typedef struct destroy_result {
   char first_kept[256];
   int dir_removed;
 } destroy_result;
-
-static void sleep_ms(unsigned ms)
-{
-  struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-}
 
 /* Refuses (EXIT_DB_ERROR) while a process other than this one is attached,
 ** naming them; dead processes' slots are reclaimed first, so a crashed
@@ -86,36 +78,12 @@ static int refuse_if_attached(sochdb *db, const char *dir)
   return EXIT_DB_ERROR;
 }
 
-long cli_stop_daemon(const char *dir)
-{
-  char path[PATH_MAX + 8];
-  snprintf(path, sizeof path, "%s/LOCK", dir);
-  int fd = open(path, O_RDWR | O_CLOEXEC);
-  if (fd < 0)
-    return 0;
-  long signalled = 0;
-  int free_now = 0;
-  for (unsigned waited = 0; waited < DAEMON_STOP_MS && !(free_now = flock(fd, LOCK_EX | LOCK_NB) == 0); waited += 2) {
-    char buf[32] = { 0 };
-    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
-    long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
-    if (pid > 0 && pid != signalled) {    /* a daemon starting holds the lock before it writes its pid */
-      kill((pid_t)pid, SIGTERM);
-      signalled = pid;
-    }
-    sleep_ms(2);
-  }
-  close(fd);
-  return free_now ? 0 : signalled ? signalled : -1;
-}
-
 static int stop_daemon(const char *dir)
 {
-  long pid = cli_stop_daemon(dir);
-  if (pid == 0)
+  int rc = sdb_daemon_stop(dir, SIGTERM, DAEMON_STOP_MS);
+  if (rc == SOCHDB_OK)
     return EXIT_OK;
-  fprintf(stderr, "sochdb: the daemon of %s (pid %ld) did not stop within %u s; nothing was removed\n", dir, pid,
-          DAEMON_STOP_MS / 1000);
+  fprintf(stderr, "sochdb: %s; nothing was removed\n", sochdb_last_error());
   return EXIT_DB_ERROR;
 }
 
