@@ -365,25 +365,41 @@ static uint64_t now_ms(void)
 
 static const char DIRECTORY_REMOVED[] = "its directory was removed";
 
-/* The database was deleted: its directory's inode is unlinked (rm -r removes
-** LOCK, which made us stop, before the directory itself, so this waits up
-** to 2 s for that). Nobody can open the database again, and its region would
-** hold its pages in memory until the next reboot: remove it. A directory
-** moved elsewhere, or a LOCK removed by hand, leaves a database that will be
-** opened again, whose region stays. */
-static void remove_region_of_deleted_database(sochdb *db, int dir_fd, const char *dir)
+/* How the directory left the path we serve, once its LOCK did. */
+enum dir_fate { DIR_MOVED, DIR_DELETED, DIR_OTHER };
+
+/* Our LOCK still in our directory (dir_fd) means the directory was renamed;
+** another LOCK there, that a new daemon serves it. With none, rm -r is
+** deleting it (LOCK may go first): wait up to 2 s for the directory's own
+** unlinking or for its sochdb.id to go, after which whatever opens DIR is a
+** new database to which this region is stale. */
+static enum dir_fate how_the_directory_went(int dir_fd, const struct stat *lock_st)
 {
-  struct stat st;
-  int unlinked = 0;
-  for (int waited_ms = 0; waited_ms < 2000 && !unlinked; waited_ms += 10) {
-    if (fstat(dir_fd, &st) != 0)
-      return;
-    unlinked = st.st_nlink == 0;
-    if (!unlinked)
-      nanosleep(&(struct timespec){ 0, 10 * 1000000L }, NULL);
+  for (int waited_ms = 0; waited_ms < 2000; waited_ms += 10) {
+    struct stat st;
+    if (dir_fd < 0 || fstat(dir_fd, &st) != 0)
+      return DIR_OTHER;
+    if (st.st_nlink == 0)
+      return DIR_DELETED;
+    if (fstatat(dir_fd, "LOCK", &st, AT_SYMLINK_NOFOLLOW) == 0)
+      return st.st_ino == lock_st->st_ino && st.st_dev == lock_st->st_dev ? DIR_MOVED : DIR_OTHER;
+    if (fstatat(dir_fd, SDB_ID_FILE, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT)
+      return DIR_DELETED;
+    nanosleep(&(struct timespec){ 0, 10 * 1000000L }, NULL);
   }
-  if (!unlinked) {
-    ww_log(dir, "the directory itself was not deleted (moved, or only LOCK removed): its region %s stays", db->region.path);
+  return DIR_OTHER;
+}
+
+/* The database was deleted: nobody can open it again, and its region would
+** hold its pages in memory until the next reboot, so remove it. A directory
+** moved elsewhere keeps its region, which the next open there adopts. */
+static void remove_region_of_deleted_database(sochdb *db, int dir_fd, const struct stat *lock_st, const char *dir)
+{
+  enum dir_fate fate = how_the_directory_went(dir_fd, lock_st);
+  if (fate != DIR_DELETED) {
+    ww_log(dir, "the directory %s: its region %s stays",
+           fate == DIR_MOVED ? "was moved" : "was not deleted (only its LOCK was removed or replaced)",
+           db->region.path);
     return;
   }
   int rc = shm_region_unlink(&db->region);
@@ -546,6 +562,8 @@ int main(int argc, char **argv)
   write_pid(lock_fd);
   /* Held to tell, when LOCK disappears, a deleted database from a moved one. */
   int dir_fd = open(c.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0)
+    ww_log(c.dir, "cannot open the directory (%s): if it is deleted, its region will stay", strerror(errno));
   struct walwriter w;
   rc = ww_open(&w, db);
   if (rc != SOCHDB_OK) {
@@ -617,7 +635,7 @@ int main(int argc, char **argv)
   ww_log(c.dir, "exiting (%s); durable through commit %llu", why, (unsigned long long)durable_seq(&db->region));
   ww_close(&w);
   if (why == DIRECTORY_REMOVED)
-    remove_region_of_deleted_database(db, dir_fd, c.dir);
+    remove_region_of_deleted_database(db, dir_fd, &lock_st, c.dir);
   sochdb_close(db);
   if (dir_fd >= 0)
     close(dir_fd);

@@ -330,15 +330,31 @@ int shm_region_open(const struct shm_open_params *p, shm_region *r)
   return SOCHDB_OK;
 }
 
-int shm_region_unlink(shm_region *r)
+/* Unlink path if fd (open on it) still names it, under the exclusive flock
+** that openers hold while they validate or replace a region. */
+static int unlink_if_still(int fd, const char *path)
 {
-  if (flock(r->fd, LOCK_EX) != 0)
+  if (flock(fd, LOCK_EX) != 0)
     return -1;
   int rc = 0;
-  if (fd_is_path(r->fd, r->path))
-    rc = unlink(r->path) == 0 ? 1 : -1;
+  if (fd_is_path(fd, path))
+    rc = unlink(path) == 0 ? 1 : -1;
   int err = errno;
-  flock(r->fd, LOCK_UN);
+  flock(fd, LOCK_UN);
+  errno = err;
+  return rc;
+}
+
+int shm_region_unlink(shm_region *r) { return unlink_if_still(r->fd, r->path); }
+
+int shm_region_unlink_path(const char *path)
+{
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno == ENOENT ? 0 : -1;
+  int rc = unlink_if_still(fd, path);
+  int err = errno;
+  close(fd);
   errno = err;
   return rc;
 }

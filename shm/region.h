@@ -191,6 +191,9 @@ void shm_region_close(shm_region *r);
 ** and nobody can open the database again. Returns 1 when unlinked, 0 when
 ** the path names another file or none, -1 on an error (errno set). */
 int  shm_region_unlink(shm_region *r);
+/* The same for the region file at path, which this process need not have
+** attached (`sochdb destroy`): 1 unlinked, 0 none there, -1 on an error. */
+int  shm_region_unlink_path(const char *path);
 
 /* Layout helpers shared by the modules that live in the region. */
 uint64_t shm_layout_arena_off(const struct shm_header *h, uint32_t idx);

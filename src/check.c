@@ -6,6 +6,7 @@
 
 #include "error.h"
 #include "fsutil.h"
+#include "internal.h"  /* SDB_ID_FILE */
 #include "manifest.h"
 #include "sochdb.h"
 #include "sstfmt.h"
@@ -22,7 +23,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define ID_FILE   "sochdb.id"
 #define CK_PATH   4400
 #define WAL_DBID_OFFSET 24u   /* db_id in a WAL segment header */
 #define MAN_DBID_OFFSET 16u   /* db_id in a MANIFEST header */
@@ -145,12 +145,12 @@ static int read_head(const char *path, uint8_t *p, size_t need)
 static int check_identity(struct ck *c)
 {
   char path[CK_PATH];
-  snprintf(path, sizeof path, "%s/" ID_FILE, c->dir);
+  snprintf(path, sizeof path, "%s/" SDB_ID_FILE, c->dir);
   uint8_t *buf;
   size_t len;
   int e = sdb_read_file(path, &buf, &len);
   if (e == ENOENT)
-    return sdb_fail(SOCHDB_NOTFOUND, "%s is not a sochdb database (no %s)", c->dir, ID_FILE);
+    return sdb_fail(SOCHDB_NOTFOUND, "%s is not a sochdb database (no %s)", c->dir, SDB_ID_FILE);
   if (e == ENOMEM)
     return sdb_fail(SOCHDB_NOMEM, "reading %s", path);
   if (e) {

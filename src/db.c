@@ -32,8 +32,6 @@
 #include <unistd.h>
 #include <urcu-bp.h>
 
-#define ID_FILE "sochdb.id"
-
 /* ---- handles across fork() ------------------------------------------- */
 
 static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -191,12 +189,12 @@ static int create_identity(const char *dir, const char *path, unsigned mode)
 static int load_identity(const char *dir, int create, unsigned mode, uint8_t id[16])
 {
   char path[4200];
-  snprintf(path, sizeof path, "%s/%s", dir, ID_FILE);
+  snprintf(path, sizeof path, "%s/%s", dir, SDB_ID_FILE);
   int rc = read_identity(path, id);
   if (rc != SOCHDB_NOTFOUND)
     return rc;
   if (!create)
-    return sdb_fail(SOCHDB_NOTFOUND, "%s is not a sochdb database (no %s)", dir, ID_FILE);
+    return sdb_fail(SOCHDB_NOTFOUND, "%s is not a sochdb database (no %s)", dir, SDB_ID_FILE);
   rc = create_identity(dir, path, mode);
   return rc == SOCHDB_OK ? read_identity(path, id) : rc;
 }

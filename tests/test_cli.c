@@ -24,8 +24,18 @@ static void remove_quiet_daemon(void);
 
 /* The daemon is stopped before the directory is removed: one still
 ** compacting (a test that failed half-way) would write files into it. */
+static void drop_side_db(const char *dir);
+/* Databases beside the test's directory (side_db): the teardown drops them
+** too, for a test that failed half-way. */
+static char side_dbs[4][4300];
+
 static void teardown(void)
 {
+  for (size_t i = 0; i < sizeof side_dbs / sizeof side_dbs[0]; i++) {
+    if (side_dbs[i][0])
+      drop_side_db(side_dbs[i]);
+    side_dbs[i][0] = 0;
+  }
   remove_quiet_daemon();
   if (tu_db_dir)
     tu_stop_daemon(tu_db_dir);
@@ -557,9 +567,15 @@ Test(cli, stats_watch_shows_rates_fill_debt_cache_and_processes)
 
 /* A second database directory beside the test's (DIR.SUFFIX), removed by
 ** drop_side_db: its daemon stopped, its region unlinked, its files gone. */
+
 static void side_db(const char *suffix, char *out, size_t n)
 {
   snprintf(out, n, "%s.%s", tu_dir(), suffix);
+  for (size_t i = 0; i < sizeof side_dbs / sizeof side_dbs[0]; i++)
+    if (!side_dbs[i][0]) {
+      snprintf(side_dbs[i], sizeof side_dbs[i], "%s", out);
+      break;
+    }
 }
 
 static void drop_side_db(const char *dir)
@@ -896,6 +912,8 @@ Test(cli, destroy_removes_the_files_the_region_the_daemon_and_the_directory)
   cr_assert_geq(json_number(out, NULL, "files_removed"), 6, "%s", out);
   cr_assert_neq(access(region, F_OK), 0, "the region %s is still there", region);
   cr_assert_neq(access(dir, F_OK), 0, "%s is still there", dir);
+  for (int i = 0; i < 5000 && tp_alive(daemon); i++)   /* it releases LOCK just before it exits */
+    tu_sleep_ms(1);
   cr_assert(!tp_alive(daemon), "the daemon %d still runs", (int)daemon);
   /* The name is free again: a new database there starts empty. */
   sochdb_options o = tu_options(REG, MT, 10000);
@@ -939,13 +957,17 @@ Test(cli, destroy_keeps_files_it_did_not_make)
 {
   char dir[4300], region[4300], mine[4400], out[4096], err[4096];
   destroyable_db("destroy-keep", dir, sizeof dir, region);
+  char wal_mine[4400];
   snprintf(mine, sizeof mine, "%s/notes.sst.bak", dir);
+  snprintf(wal_mine, sizeof wal_mine, "%s/wal/00000000000000001.wal", dir);   /* 17 digits: not a segment */
   create_empty_file(mine);
-  const char *destroy[] = { "destroy", dir, NULL };
+  create_empty_file(wal_mine);
+  const char *destroy[] = { "--json", "destroy", dir, NULL };
   int rc = run_cli(destroy, out, sizeof out, err, sizeof err);
   cr_assert_eq(rc, 0, "destroy: exit %d\nstderr: %s", rc, err);
-  cr_assert_not_null(strstr(out, "1 entry sochdb did not make (notes.sst.bak)"), "%s", out);
-  cr_assert_eq(access(mine, F_OK), 0, "destroy removed a file it did not make");
+  cr_assert_eq(json_number(out, NULL, "files_kept"), 2, "%s", out);
+  cr_assert_not_null(strstr(out, "\"dir_removed\":false"), "%s", out);
+  cr_assert(access(mine, F_OK) == 0 && access(wal_mine, F_OK) == 0, "destroy removed a file it did not make");
   DIR *d = opendir(dir);
   cr_assert_not_null(d);
   struct dirent *e;
@@ -953,7 +975,7 @@ Test(cli, destroy_keeps_files_it_did_not_make)
   while ((e = readdir(d)))
     left += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
   closedir(d);
-  cr_assert_eq(left, 1, "destroy left %d entries in %s, want only notes.sst.bak", left, dir);
+  cr_assert_eq(left, 2, "destroy left %d entries in %s, want notes.sst.bak and wal/", left, dir);
   cr_assert_neq(access(region, F_OK), 0, "the region is still there");
   drop_side_db(dir);
 }
@@ -975,4 +997,38 @@ Test(cli, destroy_refuses_a_directory_that_is_not_a_database)
   snprintf(lock, sizeof lock, "%s/LOCK", dir);
   cr_assert_neq(access(lock, F_OK), 0, "destroy created %s", lock);
   tu_rmrf(dir);
+}
+
+/* Destroy the database at dir with $SOCHDB_DAEMON naming no program, so that
+** a daemon it started would fail its open; asserts success. */
+static void destroy_without_a_daemon(const char *dir, const char *region)
+{
+  char out[4096], err[4096];
+  setenv("SOCHDB_DAEMON", "/nonexistent/sochdbd", 1);
+  const char *destroy[] = { "--json", "destroy", dir, NULL };
+  int rc = run_cli(destroy, out, sizeof out, err, sizeof err);
+  unsetenv("SOCHDB_DAEMON");
+  cr_assert_eq(rc, 0, "destroy: exit %d\nstdout: %s\nstderr: %s", rc, out, err);
+  cr_assert_not_null(strstr(out, "\"region_removed\":true"), "%s", out);
+  cr_assert(access(dir, F_OK) != 0 && access(region, F_OK) != 0, "%s or its region is still there", dir);
+}
+
+/* With no daemon running, destroy starts none (one that cannot start is no
+** obstacle); and a destroy cut short (CURRENT and the WAL gone, the rest
+** there) is finished by running it again, region included. */
+Test(cli, destroy_starts_no_daemon_and_finishes_a_destroy_cut_short)
+{
+  char dir[4300], region[4300], path[4400];
+  destroyable_db("destroy-idle", dir, sizeof dir, region);
+  tu_stop_daemon(dir);
+  destroy_without_a_daemon(dir, region);
+
+  destroyable_db("destroy-again", dir, sizeof dir, region);
+  tu_stop_daemon(dir);
+  snprintf(path, sizeof path, "%s/CURRENT", dir);
+  cr_assert_eq(unlink(path), 0);
+  snprintf(path, sizeof path, "%s/wal", dir);
+  cr_assert_eq(tu_rmrf(path), 0);
+  cr_assert_gt(sst_files(dir), 0);
+  destroy_without_a_daemon(dir, region);
 }

@@ -1258,12 +1258,14 @@ static const command commands[] = {
     "started, or the timeout passed\n",
     prepare_compact, run_compact },
   { "destroy", CMD_DESTROY, 0, -1, "DIR [--json]", "delete the database: its files, its region, DIR",
-    "Deletes the database in DIR for good: stops its daemon (which first writes\n"
-    "what was published), removes its shared region (the file in /dev/shm, or\n"
-    "$SOCHDB_SHM_DIR, that would otherwise keep its pages in memory until the\n"
-    "next reboot), then the files sochdb made in DIR, CURRENT first, and DIR\n"
-    "itself when nothing else is left in it. Files sochdb did not make are kept,\n"
-    "and so is DIR then.\n\n"
+    "Deletes the database in DIR for good: stops its daemon if one runs (it first\n"
+    "writes what was published; none is started), removes its shared region (the\n"
+    "file in /dev/shm, or $SOCHDB_SHM_DIR, that would otherwise keep its pages in\n"
+    "memory until the next reboot), then the files sochdb made in DIR: CURRENT\n"
+    "and the WAL first, so that an opener meanwhile finds an empty database and\n"
+    "never part of this one, sochdb.id last, so that a run cut short is finished\n"
+    "by running it again; then DIR itself when nothing else is left in it. Files\n"
+    "sochdb did not make are kept, and so is DIR then.\n\n"
     "Refuses, removing nothing, while another process is attached to the\n"
     "database (their pids are named) or when DIR holds no database. Like\n"
     "RocksDB's DestroyDB it cannot stop a program that opens the database while\n"

@@ -6,15 +6,17 @@
 ** pages stay in memory until the next reboot if the directory is removed
 ** while no daemon serves it (a running daemon notices the removal and takes
 ** the region with it). This command removes both:
-**   1. it opens the database (which must exist) and refuses while any other
-**      process is attached to it: they would go on using a deleted database;
-**   2. it stops the daemon (SIGTERM: it writes what was published, then
-**      exits) and waits until the daemon released DIR/LOCK;
-**   3. it removes the region file;
-**   4. it removes the files sochdb made in DIR, CURRENT first (from then on
-**      an opener finds no database, never half of one), then DIR itself if
-**      nothing else is left in it. Files sochdb did not make are kept and
-**      named.
+**   1. DIR must hold a database (its sochdb.id). If the region exists, it
+**      attaches to it without starting a daemon and refuses while any other
+**      process is attached: they would go on using a deleted database;
+**   2. it stops the daemon, if one runs (SIGTERM: it writes what was
+**      published, then exits), and waits until it released DIR/LOCK;
+**   3. it removes the region file (under the flock openers take);
+**   4. it removes the files sochdb made in DIR: CURRENT and the WAL first
+**      (from then on an opener finds an empty database, never part of this
+**      one), sochdb.id and the locks last (so a run cut short is finished
+**      by running it again), then DIR itself if nothing else is left in it.
+**      Files sochdb did not make are kept and named.
 ** Like RocksDB's DestroyDB it cannot stop a process that opens the database
 ** while it runs; stop the programs that use it first.
 */
@@ -36,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define DAEMON_STOP_MS 10000
@@ -46,7 +49,7 @@ typedef struct destroy_result {
   int region_removed;           /* 1 removed, 0 there was none */
   unsigned files_removed;
   unsigned kept;                /* entries of DIR (or DIR/wal) sochdb did not make */
-  char first_kept[256];
+  char first_kept[300];         /* the first of them, as DIR-relative path */
   int dir_removed;
 } destroy_result;
 
@@ -87,69 +90,96 @@ static int stop_daemon(const char *dir)
   return EXIT_DB_ERROR;
 }
 
+/* Attach to the region without starting a daemon (as a daemon attaches,
+** so this process counts as none of the others) and refuse while another
+** process is attached. A database too damaged to open can still be removed
+** by hand: say how. */
+static int check_nobody_attached(const char *dir, const char *region)
+{
+  sochdb_options opts;
+  memset(&opts, 0, sizeof opts);
+  opts.create_if_missing = -1;
+  sochdb *db;
+  int rc = sdb_open(dir, &opts, 1, &db);
+  if (rc != SOCHDB_OK) {
+    char what[64 + PATH_MAX];
+    snprintf(what, sizeof what, "cannot open %s", dir);
+    db_error(what, rc);
+    fprintf(stderr, "sochdb: nothing was removed; to remove it by hand, stop the programs that use it and its "
+                    "daemon (kill -TERM \"$(cat %s/LOCK)\"), then: rm %s; rm -r %s\n", dir, region, dir);
+    return EXIT_DB_ERROR;
+  }
+  int status = refuse_if_attached(db, dir);
+  sochdb_close(db);
+  return status;
+}
+
 static int all_digits(const char *s, size_t n, int hex)
 {
-  if (n == 0)
-    return 0;
   for (size_t i = 0; i < n; i++)
     if (!(hex ? isxdigit((unsigned char)s[i]) : isdigit((unsigned char)s[i])))
       return 0;
   return 1;
 }
 
-/* s is DIGITS followed by suffix, or by suffix ".tmp" (a file being written). */
-static int numbered(const char *s, const char *suffix, int hex)
+/* s is DIGITS followed by suffix, or by suffix ".tmp" (a file being written),
+** with at least min and at most max digits. */
+static int numbered(const char *s, const char *suffix, size_t min, size_t max, int hex)
 {
   size_t n = strlen(s), sl = strlen(suffix);
   if (n > 4 && !strcmp(s + n - 4, ".tmp"))
     n -= 4;
-  return n > sl && !strncmp(s + n - sl, suffix, sl) && all_digits(s, n - sl, hex);
+  if (n < sl || strncmp(s + n - sl, suffix, sl) != 0)
+    return 0;
+  n -= sl;
+  return n >= min && n <= max && all_digits(s, n, hex);
 }
 
-/* Names sochdb makes in DIR (manifest.c, db.c, daemonctl.c, the daemon). */
+/* What sochdb makes in DIR, but for CURRENT, the identity and the locks,
+** which go in an order of their own (remove_files): MANIFEST-NNNNNN
+** (manifest.c), NNNNNN.sst (the daemon), their .tmp files, sochdbd.log,
+** and the identity's temporary file (db.c). */
 static int sochdb_file(const char *name)
 {
-  static const char *const exact[] = { "sochdb.id", "LOCK", "LOCK.spawn", "sochdbd.log", "CURRENT", "CURRENT.tmp" };
-  for (size_t i = 0; i < sizeof exact / sizeof exact[0]; i++)
-    if (!strcmp(name, exact[i]))
-      return 1;
-  if (!strncmp(name, ".sochdb.id.", 11))
-    return 1;
-  if (!strncmp(name, "MANIFEST-", 9) && numbered(name + 9, "", 0))
-    return 1;
-  return numbered(name, ".sst", 0);
+  return !strcmp(name, "sochdbd.log") || !strcmp(name, "CURRENT.tmp") || !strncmp(name, ".sochdb.id.", 11) ||
+         (!strncmp(name, "MANIFEST-", 9) && numbered(name + 9, "", 6, 20, 0)) || numbered(name, ".sst", 6, 20, 0);
 }
 
-static int sochdb_wal_file(const char *name) { return numbered(name, ".wal", 1); }
+static int last_file(const char *name)
+{
+  return !strcmp(name, "CURRENT") || !strcmp(name, SDB_ID_FILE) || !strcmp(name, "LOCK") ||
+         !strcmp(name, "LOCK.spawn") || !strcmp(name, "wal");
+}
 
-static void note_kept(destroy_result *r, const char *name)
+/* WAL segments: 16 hex digits, .wal (walfmt.c). */
+static int sochdb_wal_file(const char *name) { return numbered(name, ".wal", 16, 16, 1); }
+
+static void note_kept(destroy_result *r, const char *sub, const char *name)
 {
   if (r->kept++ == 0)
-    snprintf(r->first_kept, sizeof r->first_kept, "%s", name);
+    snprintf(r->first_kept, sizeof r->first_kept, "%s%s%s", sub ? sub : "", sub ? "/" : "", name);
 }
 
-/* Remove DIR/SUB's entries that is_ours accepts; keep and count the others.
-** EXIT_DB_ERROR (said on stderr) when one of ours cannot be removed. */
-static int remove_ours(const char *dir, const char *sub, int (*is_ours)(const char *), destroy_result *r)
+/* Remove DIR[/SUB]'s entries that is_ours accepts; keep and count the
+** others, but for those skip accepts (handled by the caller). EXIT_DB_ERROR
+** (said on stderr) when one of ours cannot be removed. */
+static int remove_ours(const char *dir, const char *sub, int (*is_ours)(const char *), int (*skip)(const char *),
+                       destroy_result *r)
 {
   char path[PATH_MAX * 2];
   snprintf(path, sizeof path, sub ? "%s/%s" : "%s", dir, sub ? sub : "");
   DIR *d = opendir(path);
   if (!d) {
-    if (errno == ENOENT && sub)
-      return EXIT_OK;
     fprintf(stderr, "sochdb: cannot read %s: %s\n", path, strerror(errno));
     return EXIT_DB_ERROR;
   }
   int status = EXIT_OK;
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || (skip && skip(e->d_name)))
       continue;
-    if (!sub && !strcmp(e->d_name, "wal"))
-      continue;                              /* its own pass */
     if (!is_ours(e->d_name)) {
-      note_kept(r, e->d_name);
+      note_kept(r, sub, e->d_name);
       continue;
     }
     if (unlinkat(dirfd(d), e->d_name, 0) == 0 || errno == ENOENT) {
@@ -163,29 +193,53 @@ static int remove_ours(const char *dir, const char *sub, int (*is_ours)(const ch
   return status;
 }
 
-/* CURRENT first: once it is gone, DIR opens as no database at all. */
+/* Unlink DIR/name if it is there; EXIT_DB_ERROR (said) if it cannot be. */
+static int remove_one(const char *dir, const char *name, destroy_result *r)
+{
+  char path[PATH_MAX + 32];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  if (unlink(path) == 0) {
+    r->files_removed++;
+    return EXIT_OK;
+  }
+  if (errno == ENOENT)
+    return EXIT_OK;
+  fprintf(stderr, "sochdb: cannot remove %s: %s\n", path, strerror(errno));
+  return EXIT_DB_ERROR;
+}
+
+/* DIR/wal, when it is a directory (not a link to one elsewhere): its
+** segments, then itself unless it holds something else. */
+static int remove_wal(const char *dir, destroy_result *r)
+{
+  char path[PATH_MAX + 8];
+  snprintf(path, sizeof path, "%s/wal", dir);
+  struct stat st;
+  if (lstat(path, &st) != 0)
+    return errno == ENOENT ? EXIT_OK : (fprintf(stderr, "sochdb: %s: %s\n", path, strerror(errno)), EXIT_DB_ERROR);
+  if (!S_ISDIR(st.st_mode)) {
+    note_kept(r, NULL, "wal");
+    return EXIT_OK;
+  }
+  unsigned kept = r->kept;
+  int status = remove_ours(dir, "wal", sochdb_wal_file, NULL, r);
+  if (status == EXIT_OK && r->kept == kept && rmdir(path) != 0) {
+    fprintf(stderr, "sochdb: cannot remove %s: %s\n", path, strerror(errno));
+    status = EXIT_DB_ERROR;
+  }
+  return status;
+}
+
 static int remove_files(const char *dir, destroy_result *r)
 {
-  char path[PATH_MAX + 16];
-  snprintf(path, sizeof path, "%s/CURRENT", dir);
-  if (unlink(path) == 0)
-    r->files_removed++;
-  else if (errno != ENOENT) {
-    fprintf(stderr, "sochdb: cannot remove %s: %s; nothing else was removed\n", path, strerror(errno));
-    return EXIT_DB_ERROR;
-  }
-  int status = remove_ours(dir, "wal", sochdb_wal_file, r);
-  snprintf(path, sizeof path, "%s/wal", dir);
-  if (status == EXIT_OK && rmdir(path) != 0 && errno != ENOENT) {
-    if (errno != ENOTEMPTY && errno != EEXIST) {
-      fprintf(stderr, "sochdb: cannot remove %s: %s\n", path, strerror(errno));
-      status = EXIT_DB_ERROR;
-    }
-    note_kept(r, "wal");
-  }
-  int rest = remove_ours(dir, NULL, sochdb_file, r);
+  int status = remove_one(dir, "CURRENT", r);
   if (status == EXIT_OK)
-    status = rest;
+    status = remove_wal(dir, r);
+  if (status == EXIT_OK)
+    status = remove_ours(dir, NULL, sochdb_file, last_file, r);
+  static const char *const last[] = { SDB_ID_FILE, "LOCK.spawn", "LOCK" };
+  for (size_t i = 0; i < sizeof last / sizeof last[0] && status == EXIT_OK; i++)
+    status = remove_one(dir, last[i], r);
   if (status == EXIT_OK && r->kept == 0) {
     if (rmdir(dir) == 0)
       r->dir_removed = 1;
@@ -215,32 +269,44 @@ static void print_result(const char *dir, const destroy_result *r, int json)
            r->first_kept, r->kept > 1 ? ", ..." : "");
 }
 
+/* DIR holds a database when it holds its identity, sochdb.id (also after
+** a destroy cut short, which removes it last). */
+static int holds_database(const char *dir)
+{
+  char path[PATH_MAX + 16];
+  snprintf(path, sizeof path, "%s/" SDB_ID_FILE, dir);
+  struct stat st;
+  return lstat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
 int cli_destroy(const char *dir, int json)
 {
   destroy_result r;
   memset(&r, 0, sizeof r);
-  sochdb *db;
-  int status = cli_open_db(dir, -1, &db);
-  if (status != EXIT_OK) {
-    /* A database too damaged to open can still be removed by hand. */
-    if (shm_region_path(dir, r.region, sizeof r.region) == SOCHDB_OK && access(r.region, F_OK) == 0)
-      fprintf(stderr, "sochdb: nothing was removed; to remove it by hand, stop the programs that use it and its "
-                      "daemon (kill -TERM \"$(cat %s/LOCK)\"), then: rm %s; rm -r %s\n", dir, r.region, dir);
-    return status;
+  if (!holds_database(dir)) {
+    fprintf(stderr, "sochdb: no database at %s\n", dir);
+    return EXIT_DB_ERROR;
   }
-  snprintf(r.region, sizeof r.region, "%s", sochdb_region_path(db));
-  status = refuse_if_attached(db, dir);
-  sochdb_close(db);
+  int rc = shm_region_path(dir, r.region, sizeof r.region);
+  if (rc != SOCHDB_OK)
+    return db_error("cannot name the region", rc);
+  /* Without a region nobody is attached; one left by a destroy cut short
+  ** (CURRENT gone) is reattached by nobody either. */
+  char current[PATH_MAX + 16];
+  snprintf(current, sizeof current, "%s/CURRENT", dir);
+  int status = EXIT_OK;
+  if (access(r.region, F_OK) == 0 && access(current, F_OK) == 0)
+    status = check_nobody_attached(dir, r.region);
   if (status == EXIT_OK)
     status = stop_daemon(dir);
   if (status != EXIT_OK)
     return status;
-  if (unlink(r.region) == 0)
-    r.region_removed = 1;
-  else if (errno != ENOENT) {
+  rc = shm_region_unlink_path(r.region);
+  if (rc < 0) {
     fprintf(stderr, "sochdb: cannot remove the region %s: %s; nothing else was removed\n", r.region, strerror(errno));
     return EXIT_DB_ERROR;
   }
+  r.region_removed = rc > 0;
   status = remove_files(dir, &r);
   if (status == EXIT_OK)
     print_result(dir, &r, json);
