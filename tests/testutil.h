@@ -139,6 +139,16 @@ static inline int tu_rmrf(const char *path)
   return nftw(path, tu_rmrf_cb, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
 
+/* Whether the file `before` describes (a stat of path, taken earlier) is
+** still at path, rather than none or a new file of the same name: a region
+** is named after its directory's inode, which a directory made meanwhile
+** by a test running in parallel may get once the first is removed. */
+static inline int tu_same_file_at(const char *path, const struct stat *before)
+{
+  struct stat now;
+  return stat(path, &now) == 0 && now.st_ino == before->st_ino && now.st_dev == before->st_dev;
+}
+
 /* Make sure region files go somewhere private to the test when not run by ctest. */
 static inline void tu_shm_env_setup(void)
 {
