@@ -137,6 +137,7 @@ static void fc_check_dir(const char *dir, const char *ctx)
 
 static void fc_init(void)
 {
+  tu_data_on_tmpfs();
   tu_setup();
   setenv("SOCHDB_DAEMON_IDLE_MS", "2000", 1);   /* daemons left behind leave soon */
   unsetenv("SOCHDB_TEST_CRASH_AT");
