@@ -24,19 +24,34 @@ seeds=$build/seeds
 rm -rf "$seeds"
 "$build/sochdb_fuzz_corpus" "$seeds" || exit 1
 
-failed=0
-for t in sst wal manifest; do
-  corpus=$build/corpus/$t
-  crashes=$build/crashes/$t
+# Each target is one process on one core: as many run at once as there are
+# cores, so a 2-core CI machine fuzzes the three in two rounds, not three.
+run_target() {
+  local t=$1 corpus=$build/corpus/$1 crashes=$build/crashes/$1
   mkdir -p "$corpus" "$crashes"
-  log=$build/fuzz_$t.log
-  echo "== fuzz_$t: $secs s"
   "$build/fuzz_$t" -max_total_time="$secs" -print_final_stats=1 -artifact_prefix="$crashes/" \
-      -rss_limit_mb=4096 -timeout=10 "$corpus" "$seeds/$t" >"$log" 2>&1
-  rc=$?
+      -rss_limit_mb=4096 -timeout=10 "$corpus" "$seeds/$t" >"$build/fuzz_$t.log" 2>&1
+  echo $? >"$build/fuzz_$t.rc"
+}
+targets=(sst wal manifest)
+running=0
+for t in "${targets[@]}"; do
+  if [ $running -ge "$jobs" ]; then
+    wait -n
+    running=$((running - 1))
+  fi
+  run_target "$t" &
+  running=$((running + 1))
+done
+wait
+failed=0
+for t in "${targets[@]}"; do
+  log=$build/fuzz_$t.log
+  rc=$(cat "$build/fuzz_$t.rc" 2>/dev/null || echo 1)
+  echo "== fuzz_$t: $secs s"
   grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|^#[0-9]+.*DONE' "$log" | sed 's/^/   /'
-  if [ $rc -ne 0 ]; then
-    echo "!! fuzz_$t FAILED (exit $rc); see $log and $crashes/" >&2
+  if [ "$rc" -ne 0 ]; then
+    echo "!! fuzz_$t FAILED (exit $rc); see $log and $build/crashes/$t/" >&2
     grep -E -m3 'ERROR:|runtime error|SUMMARY' "$log" | sed 's/^/   /' >&2
     failed=1
   fi
