@@ -1340,6 +1340,16 @@ static pid_t wc_idle_database(char *region)
   return d;
 }
 
+/* The region `before` describes is gone once its daemon exited after why
+** (a file of the same name may be another test's: tu_same_file_at). */
+static void wc_expect_region_removed(const char *region, const struct stat *before, const char *why)
+{
+  int present = tu_same_file_at(region, before);
+  if (present)
+    unlink(region);
+  cr_assert(!present, "the region %s is still there after its daemon exited, %s", region, why);
+}
+
 static void wc_expect_clean_exit(pid_t d, const char *why)
 {
   int st;
@@ -1359,10 +1369,7 @@ Test(wal_crash, daemon_exits_when_its_directory_is_removed)
   cr_assert_eq(tu_rmrf(wc_extra_dir), 0);
   wc_extra_dir[0] = 0;
   wc_expect_clean_exit(d, "its directory was removed");
-  int present = tu_same_file_at(region, &st);
-  if (present)
-    unlink(region);
-  cr_assert(!present, "the region %s of the deleted database is still there after its daemon exited", region);
+  wc_expect_region_removed(region, &st, "its directory was removed");
 }
 
 /* The database's files removed, and with them its identity, but not the
@@ -1388,10 +1395,7 @@ Test(wal_crash, a_directory_emptied_of_its_database_loses_its_region)
     }
   closedir(dd);
   wc_expect_clean_exit(d, "its files were removed");
-  int present = tu_same_file_at(region, &before);
-  if (present)
-    unlink(region);
-  cr_assert(!present, "the region %s of the removed database is still there", region);
+  wc_expect_region_removed(region, &before, "its files were removed");
 }
 
 Test(wal_crash, a_removed_LOCK_alone_keeps_the_region)
