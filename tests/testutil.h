@@ -85,16 +85,6 @@ static inline void tu_sleep_us(unsigned us)
   }
 }
 
-/* Exhaustive single-threaded loops (every byte of a file damaged in turn)
-** learn nothing from ThreadSanitizer, which makes them 10 to 20 times
-** slower: under it they visit every TU_EXHAUSTIVE_STRIDE-th position. The
-** plain and ASan+UBSan builds visit every one. */
-#if defined(__SANITIZE_THREAD__)
-#define TU_EXHAUSTIVE_STRIDE 7u
-#else
-#define TU_EXHAUSTIVE_STRIDE 1u
-#endif
-
 /* ------------------------------------------------------- directories */
 
 /* Where tu_tmpdir makes directories: /tmp, or a tmpfs (tu_data_on_tmpfs). */
