@@ -3,7 +3,6 @@
 */
 #include "common.h"
 #include "pagesize.h"
-#include "internal.h" /* sdb_daemon_pid, sdb_daemon_stop */
 #include "region.h"   /* shm_region_path: where the library puts a database's region */
 
 #include <errno.h>
@@ -338,8 +337,6 @@ void rm_rf(const char *dir)
 }
 
 /* ---- sochdb's daemon ---------------------------------------------------------- */
-
-pid_t daemon_pid_of(const char *dir) { return sdb_daemon_pid(dir); }
 
 int stop_daemon(const char *dir, int sig)
 {

@@ -13,6 +13,7 @@
 #define _GNU_SOURCE
 #endif
 #include "sochdb.h"
+#include "internal.h"   /* sdb_daemon_pid, sdb_daemon_stop: the daemon of a database */
 
 #include <limits.h>
 #include <signal.h>
@@ -153,8 +154,6 @@ void rm_rf(const char *dir);
 
 /* ---- sochdb's daemon ---------------------------------------------------------- */
 
-/* The pid of the sochdbd holding DIR/LOCK, or 0. */
-pid_t daemon_pid_of(const char *dir);
 /* Send sig to the daemon serving dir, if any, and wait until it has exited. */
 int   stop_daemon(const char *dir, int sig);
 /* sochdb_stats_get, its error reported. */

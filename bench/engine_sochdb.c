@@ -99,7 +99,7 @@ static void s_shared_memory(void *state, uint64_t *region_kib, uint64_t *rss_kib
   struct stat st;
   *region_kib = stat(s->region, &st) == 0 ? (uint64_t)st.st_blocks / 2 : 0;
   *rss_kib = *private_kib = 0;
-  pid_t pid = daemon_pid_of(s->dir);
+  pid_t pid = sdb_daemon_pid(s->dir);
   if (pid) {
     const char *exclude[] = { s->region, s->dir };
     struct mem_usage m;
@@ -112,7 +112,7 @@ static void s_shared_memory(void *state, uint64_t *region_kib, uint64_t *rss_kib
 static uint64_t s_helper_cpu_ns(void *state)
 {
   struct sochdb_state *s = state;
-  pid_t pid = daemon_pid_of(s->dir);
+  pid_t pid = sdb_daemon_pid(s->dir);
   return pid ? proc_cpu_ns(pid) : 0;
 }
 

@@ -1013,7 +1013,7 @@ static int measure_memory(struct bench_db *b, struct mem_point *p)
   p->region_bytes = (uint64_t)st.st_blocks * 512;
   if (stats_now(b->db, &p->st) != 0)
     return -1;
-  pid_t pid = daemon_pid_of(b->dir);
+  pid_t pid = sdb_daemon_pid(b->dir);
   p->daemon_rss_kib = p->daemon_private_kib = 0;
   if (pid) {
     const char *exclude[] = { b->region, b->dir };

@@ -120,6 +120,11 @@ static inline struct shm_txn_entry *sdb_txn_entry(const sochdb_txn *t)
 
 void sdb_txn_abort_all(sochdb *db);   /* used by sochdb_close */
 
+/* DIR/sochdb.id: the directory's random 16-byte identity (db.c), which the
+** region, the WAL and the MANIFEST carry. A directory without it holds no
+** database. */
+#define SDB_ID_FILE "sochdb.id"
+
 /* Make sure a sochdbd serves this database, starting one if none does.
 ** Cheap when one runs (one flock probe, rate-limited). Returns SOCHDB_OK or
 ** SOCHDB_DAEMON. */
@@ -129,11 +134,6 @@ int  sdb_daemon_ensure_within(sochdb *db, unsigned max_wait_ms);
 /* At open: open DIR/LOCK, choose the daemon binary, and (if ensure) make
 ** sure one runs. */
 int  sdb_daemon_setup(sochdb *db, const char *daemon_path, unsigned mode, int ensure);
-/* DIR/sochdb.id: the directory's random 16-byte identity (db.c), which the
-** region, the WAL and the MANIFEST carry. A directory without it holds no
-** database. */
-#define SDB_ID_FILE "sochdb.id"
-
 /* Take DIR/LOCK exclusively (waiting at most 10 s for a daemon holding it to
 ** leave) so that no daemon writes the log until *fd_out is closed. */
 int  sdb_daemon_lock_out(const char *dir, int *fd_out);

@@ -20,6 +20,7 @@
 
 #include "cli.h"
 #include "internal.h"   /* sdb_daemon_stop */
+#include "region.h"     /* shm_region_unlink_path */
 
 #include <dirent.h>
 #include <errno.h>
@@ -359,7 +360,7 @@ static void remove_database(const char *dir, const char *region, int existed)
 {
   sdb_daemon_stop(dir, SIGTERM, 10000);
   if (region[0])
-    unlink(region);
+    shm_region_unlink_path(region);
   keep_top = existed;
   nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
