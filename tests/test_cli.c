@@ -870,9 +870,12 @@ Test(cli, bench_refuses_a_directory_that_is_not_empty)
 /* ---- sochdb destroy ---------------------------------------------------------------- */
 
 /* A database with SSTables and a WAL at side_db(suffix), closed, its daemon
-** still serving: the region's path in region (size 4300), its stat in
-** region_st (see tu_same_file_at). */
-static void destroyable_db(const char *suffix, char *dir, size_t n, char *region, struct stat *region_st)
+** still serving: the region's path in region (size 4300), and in region_fd
+** a descriptor open on it, which tells whether that very file was unlinked
+** (region_unlinked) whatever file takes its name or its inode number later:
+** a region is named after its directory's inode, which a directory made by
+** a test running in parallel may get once the first is removed. */
+static void destroyable_db(const char *suffix, char *dir, size_t n, char *region, int *region_fd)
 {
   side_db(suffix, dir, n);
   sochdb_options o = tu_options(REG, MT, 10000);
@@ -881,9 +884,17 @@ static void destroyable_db(const char *suffix, char *dir, size_t n, char *region
   fill(db, NKEYS, 1);
   wait_flushed(db);
   snprintf(region, 4300, "%s", sochdb_region_path(db));
-  cr_assert_eq(stat(region, region_st), 0, "stat %s: %s", region, strerror(errno));
+  *region_fd = open(region, O_RDONLY | O_CLOEXEC);
+  cr_assert_geq(*region_fd, 0, "open %s: %s", region, strerror(errno));
   sochdb_close(db);
   cr_assert_gt(daemon_pid(dir), 0, "no daemon serves %s", dir);
+}
+
+/* The region file open as fd was unlinked. */
+static int region_unlinked(int fd)
+{
+  struct stat st;
+  return fstat(fd, &st) == 0 && st.st_nlink == 0;
 }
 
 static int sst_files(const char *dir)
@@ -902,8 +913,8 @@ static int sst_files(const char *dir)
 Test(cli, destroy_removes_the_files_the_region_the_daemon_and_the_directory)
 {
   char dir[4300], region[4300], out[4096], err[4096];
-  struct stat rst;
-  destroyable_db("destroy", dir, sizeof dir, region, &rst);
+  int rfd;
+  destroyable_db("destroy", dir, sizeof dir, region, &rfd);
   pid_t daemon = daemon_pid(dir);
   cr_assert_gt(sst_files(dir), 0, "the data was flushed into SSTables");
   const char *destroy[] = { "--json", "destroy", dir, NULL };
@@ -912,7 +923,7 @@ Test(cli, destroy_removes_the_files_the_region_the_daemon_and_the_directory)
   cr_assert_not_null(strstr(out, "\"region_removed\":true"), "%s", out);
   cr_assert_not_null(strstr(out, "\"dir_removed\":true"), "%s", out);
   cr_assert_geq(json_number(out, NULL, "files_removed"), 6, "%s", out);
-  cr_assert(!tu_same_file_at(region, &rst), "the region %s is still there", region);
+  cr_assert(region_unlinked(rfd), "the region %s is still there", region);
   cr_assert_neq(access(dir, F_OK), 0, "%s is still there", dir);
   for (int i = 0; i < 5000 && tp_alive(daemon); i++)   /* it releases LOCK just before it exits */
     tu_sleep_ms(1);
@@ -936,8 +947,8 @@ Test(cli, destroy_removes_the_files_the_region_the_daemon_and_the_directory)
 Test(cli, destroy_refuses_while_another_process_is_attached)
 {
   char dir[4300], region[4300], out[4096], err[4096], pid[32];
-  struct stat rst;
-  destroyable_db("destroy-busy", dir, sizeof dir, region, &rst);
+  int rfd;
+  destroyable_db("destroy-busy", dir, sizeof dir, region, &rfd);
   sochdb_options o = tu_options(REG, MT, 10000);
   sochdb *db = tu_open_with(dir, &o);
   const char *destroy[] = { "destroy", dir, NULL };
@@ -946,12 +957,13 @@ Test(cli, destroy_refuses_while_another_process_is_attached)
   snprintf(pid, sizeof pid, " %d)", (int)getpid());
   cr_assert(strstr(err, "1 other process is attached") && strstr(err, pid), "the pid is not named: %s", err);
   cr_assert_gt(sst_files(dir), 0, "an SSTable was removed");
-  cr_assert(tu_same_file_at(region, &rst), "the region was removed");
+  cr_assert(!region_unlinked(rfd), "the region was removed");
   expect_all(db, NKEYS, 1, "after a refused destroy");
   sochdb_close(db);
   rc = run_cli(destroy, out, sizeof out, err, sizeof err);
   cr_assert_eq(rc, 0, "destroy once closed: exit %d\nstderr: %s", rc, err);
-  cr_assert(access(dir, F_OK) != 0 && !tu_same_file_at(region, &rst), "%s or its region is still there", dir);
+  cr_assert(region_unlinked(rfd), "the region %s is still there", region);
+  cr_assert_neq(access(dir, F_OK), 0, "%s is still there", dir);
   drop_side_db(dir);
 }
 
@@ -959,8 +971,8 @@ Test(cli, destroy_refuses_while_another_process_is_attached)
 Test(cli, destroy_keeps_files_it_did_not_make)
 {
   char dir[4300], region[4300], mine[4400], out[4096], err[4096];
-  struct stat rst;
-  destroyable_db("destroy-keep", dir, sizeof dir, region, &rst);
+  int rfd;
+  destroyable_db("destroy-keep", dir, sizeof dir, region, &rfd);
   char wal_mine[4400];
   snprintf(mine, sizeof mine, "%s/notes.sst.bak", dir);
   snprintf(wal_mine, sizeof wal_mine, "%s/wal/00000000000000001.wal", dir);   /* 17 digits: not a segment */
@@ -980,7 +992,7 @@ Test(cli, destroy_keeps_files_it_did_not_make)
     left += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
   closedir(d);
   cr_assert_eq(left, 2, "destroy left %d entries in %s, want notes.sst.bak and wal/", left, dir);
-  cr_assert(!tu_same_file_at(region, &rst), "the region is still there");
+  cr_assert(region_unlinked(rfd), "the region is still there");
   drop_side_db(dir);
 }
 
@@ -1005,7 +1017,7 @@ Test(cli, destroy_refuses_a_directory_that_is_not_a_database)
 
 /* Destroy the database at dir with $SOCHDB_DAEMON naming no program, so that
 ** a daemon it started would fail its open; asserts success. */
-static void destroy_without_a_daemon(const char *dir, const char *region, const struct stat *rst)
+static void destroy_without_a_daemon(const char *dir, const char *region, int rfd)
 {
   char out[4096], err[4096];
   setenv("SOCHDB_DAEMON", "/nonexistent/sochdbd", 1);
@@ -1014,7 +1026,8 @@ static void destroy_without_a_daemon(const char *dir, const char *region, const 
   unsetenv("SOCHDB_DAEMON");
   cr_assert_eq(rc, 0, "destroy: exit %d\nstdout: %s\nstderr: %s", rc, out, err);
   cr_assert_not_null(strstr(out, "\"region_removed\":true"), "%s", out);
-  cr_assert(access(dir, F_OK) != 0 && !tu_same_file_at(region, rst), "%s or its region is still there", dir);
+  cr_assert(region_unlinked(rfd), "the region %s is still there", region);
+  cr_assert_neq(access(dir, F_OK), 0, "%s is still there", dir);
 }
 
 /* With no daemon running, destroy starts none (one that cannot start is no
@@ -1023,17 +1036,17 @@ static void destroy_without_a_daemon(const char *dir, const char *region, const 
 Test(cli, destroy_starts_no_daemon_and_finishes_a_destroy_cut_short)
 {
   char dir[4300], region[4300], path[4400];
-  struct stat rst;
-  destroyable_db("destroy-idle", dir, sizeof dir, region, &rst);
+  int rfd;
+  destroyable_db("destroy-idle", dir, sizeof dir, region, &rfd);
   tu_stop_daemon(dir);
-  destroy_without_a_daemon(dir, region, &rst);
+  destroy_without_a_daemon(dir, region, rfd);
 
-  destroyable_db("destroy-again", dir, sizeof dir, region, &rst);
+  destroyable_db("destroy-again", dir, sizeof dir, region, &rfd);
   tu_stop_daemon(dir);
   snprintf(path, sizeof path, "%s/CURRENT", dir);
   cr_assert_eq(unlink(path), 0);
   snprintf(path, sizeof path, "%s/wal", dir);
   cr_assert_eq(tu_rmrf(path), 0);
   cr_assert_gt(sst_files(dir), 0);
-  destroy_without_a_daemon(dir, region, &rst);
+  destroy_without_a_daemon(dir, region, rfd);
 }
