@@ -503,6 +503,8 @@ struct phase {
 
 struct worker_out {
   uint64_t    txns, conflicts;   /* transactions done (commits, or reads in a read phase) */
+  uint64_t    private_kib;   /* read phases: the worker's private memory outside the region and the
+                             ** database's files, after its reads (Private_* of /proc/self/smaps) */
   struct hist lat;           /* one whole transaction each */
 };
 
@@ -520,6 +522,7 @@ struct phase_result {
   uint64_t    txns, conflicts;
   uint64_t    wal_groups, wal_records;   /* deltas over the measured window */
   uint64_t    cache_hits, cache_misses;  /* ... of the block cache */
+  uint64_t    private_kib;               /* read phases: the largest worker's (worker_out) */
   struct hist lat;
 };
 
@@ -563,9 +566,10 @@ static int read_loop(sochdb *db, struct kv *kv, const struct phase *ph, unsigned
 /* A worker: its own handle (a handle does not survive fork), commit (or
 ** read) until told to stop, then check every key it wrote. Returns the exit
 ** status. */
-static int worker_main(const struct config *c, const char *dir, const struct phase *ph, unsigned idx,
+static int worker_main(const struct config *c, const struct bench_db *b, const struct phase *ph, unsigned idx,
                        struct shared *sh)
 {
+  const char *dir = b->dir;
   struct kv kv;
   sochdb *db;
   sochdb_options o = db_options(c, 0);
@@ -580,9 +584,13 @@ static int worker_main(const struct config *c, const char *dir, const struct pha
   atomic_fetch_add(&sh->ready, 1);
   while (!atomic_load_explicit(&sh->go, memory_order_acquire))
     sleep_us(50);
-  if (ph->read_keys)
+  if (ph->read_keys) {
     rc = read_loop(db, &kv, ph, idx, sh->deadline_ns, &sh->out[idx]);
-  else
+    const char *exclude[] = { b->region, b->dir };
+    struct mem_usage m;
+    if (mem_usage(0, exclude, 2, &m) == 0)
+      sh->out[idx].private_kib = m.private_kib - m.excluded_kib;
+  } else
     rc = commit_loop(db, &kv, ph, idx, sh->deadline_ns, &sh->out[idx]);
   atomic_fetch_add(&sh->done, 1);
   if (rc == 0 && !ph->read_keys)
@@ -593,22 +601,22 @@ static int worker_main(const struct config *c, const char *dir, const struct pha
 }
 
 struct worker_ctx {
-  const struct config *c;
-  const char          *dir;
-  const struct phase  *ph;
-  struct shared       *sh;
+  const struct config   *c;
+  const struct bench_db *b;
+  const struct phase    *ph;
+  struct shared         *sh;
 };
 
 static int worker_child(unsigned idx, void *ctx)
 {
   struct worker_ctx *w = ctx;
-  return worker_main(w->c, w->dir, w->ph, idx, w->sh);
+  return worker_main(w->c, w->b, w->ph, idx, w->sh);
 }
 
-static int spawn_workers(const struct config *c, const char *dir, const struct phase *ph, struct shared *sh,
-                         struct kids *k)
+static int spawn_workers(const struct config *c, const struct bench_db *b, const struct phase *ph,
+                         struct shared *sh, struct kids *k)
 {
-  struct worker_ctx w = { c, dir, ph, sh };
+  struct worker_ctx w = { c, b, ph, sh };
   return kids_spawn(k, ph->procs, worker_child, &w);
 }
 
@@ -642,7 +650,7 @@ static int run_phase(const struct config *c, struct bench_db *b, const struct ph
   memset(r, 0, sizeof *r);
   r->procs = ph->procs;
   struct kids k;
-  int rc = spawn_workers(c, b->dir, ph, sh, &k);
+  int rc = spawn_workers(c, b, ph, sh, &k);
   if (rc == 0)
     rc = measure(b, ph, sh, &k, r);
   if (kids_finish(&k, rc != 0) != 0 && rc == 0)
@@ -650,6 +658,8 @@ static int run_phase(const struct config *c, struct bench_db *b, const struct ph
   for (unsigned i = 0; i < ph->procs; i++) {
     r->txns += sh->out[i].txns;
     r->conflicts += sh->out[i].conflicts;
+    if (sh->out[i].private_kib > r->private_kib)
+      r->private_kib = sh->out[i].private_kib;
     hist_merge(&r->lat, &sh->out[i].lat);
   }
   munmap(sh, bytes);
@@ -1236,18 +1246,21 @@ static void print_settled(const struct load *ld, const struct settled *at)
 
 static void print_read_rows(const struct read_result *r)
 {
-  printf("%5s %11s %11s %8s %8s %10s %13s\n", "procs", "reads/s", "per proc", "p50 us", "p99 us", "cache hit",
-         "lookups/read");
+  printf("%5s %11s %11s %8s %8s %10s %13s %12s\n", "procs", "reads/s", "per proc", "p50 us", "p99 us", "cache hit",
+         "lookups/read", "private KiB");
   int lookups = 0;
   for (unsigned i = 0; i < r->rows; i++) {
     struct read_row w = read_row(&r->row[i]);
     printf("%5u %11.0f %11.0f %8.2f %8.2f", r->row[i].procs, w.reads_s, w.per_proc_s, w.p50_us, w.p99_us);
     if (w.lookups > 0)
-      printf(" %9.1f%% %13.2f\n", 100 * w.hit_rate, w.lookups);
+      printf(" %9.1f%% %13.2f", 100 * w.hit_rate, w.lookups);
     else
-      printf(" %10s %13.2f\n", "-", w.lookups);
+      printf(" %10s %13.2f", "-", w.lookups);
+    printf(" %12llu\n", (unsigned long long)r->row[i].private_kib);
     lookups |= w.lookups > 0;
   }
+  printf("private KiB: the largest reader process's private memory outside the region and the database's files "
+         "(Private_Clean + Private_Dirty of /proc/PID/smaps) after its reads\n");
   if (!lookups)
     printf("no block cache lookups: only LZ4-compressed blocks are cached, and these did not compress (see "
            "--value-random-pct); uncompressed blocks are read in place from the mapped SSTables\n");
@@ -1427,9 +1440,11 @@ static void json_read(FILE *f, const struct config *c, const struct results *res
     struct read_row w = read_row(p);
     fprintf(f, "%s\n    {\"procs\": %u, \"seconds\": %.3f, \"reads\": %llu, \"reads_per_s\": %.1f, "
                "\"reads_per_s_per_proc\": %.1f, \"p50_us\": %.3f, \"p99_us\": %.3f, \"cache_hits\": %llu, "
-               "\"cache_misses\": %llu, \"cache_hit_rate\": %.4f, \"cache_lookups_per_read\": %.3f}",
+               "\"cache_misses\": %llu, \"cache_hit_rate\": %.4f, \"cache_lookups_per_read\": %.3f, "
+               "\"reader_private_kib\": %llu}",
             i ? "," : "", p->procs, p->seconds, (unsigned long long)p->txns, w.reads_s, w.per_proc_s, w.p50_us,
-            w.p99_us, (unsigned long long)p->cache_hits, (unsigned long long)p->cache_misses, w.hit_rate, w.lookups);
+            w.p99_us, (unsigned long long)p->cache_hits, (unsigned long long)p->cache_misses, w.hit_rate, w.lookups,
+            (unsigned long long)p->private_kib);
   }
   fprintf(f, "\n  ]}");
 }

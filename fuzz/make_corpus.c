@@ -43,13 +43,15 @@ static void save(const char *kind, const char *name, const void *p, size_t n)
 }
 
 /* nkeys keys, up to 3 versions each, some deletes; values compressible or
-** not; hashed: the data blocks' hash index (version 3) or none (version 1). */
-static void sst(const char *name, unsigned nkeys, size_t vlen, int compressible, size_t block, int hashed)
+** not; hashed: the data blocks' hash index or none; legacy: the format
+** before version 4 (version 3 if hashed, else 1), else version 4. */
+static void sst(const char *name, unsigned nkeys, size_t vlen, int compressible, size_t block, int hashed, int legacy)
 {
   struct sst_builder b;
   if (sst_builder_init(&b, block) != SOCHDB_OK)
     die("sst_builder_init");
   b.hash_blocks = hashed;
+  b.legacy_index = legacy;
   uint8_t val[512];
   uint64_t x = 88172645463325252ull;
   for (unsigned i = 0; i < nkeys; i++) {
@@ -204,13 +206,15 @@ int main(int argc, char **argv)
   out = argv[1];
   if (mkdir(out, 0755) != 0 && errno != EEXIST)
     die(out);
-  sst("empty.sst", 0, 0, 0, 0, 1);
-  sst("one.sst", 1, 8, 0, 0, 1);
-  sst("small.sst", 20, 16, 0, SST_BLOCK_MIN, 1);
-  sst("blocks.sst", 200, 40, 0, SST_BLOCK_MIN, 1);
-  sst("lz4.sst", 150, 100, 1, SST_BLOCK_MIN, 1);
-  sst("blocks-v1.sst", 200, 40, 0, SST_BLOCK_MIN, 0);
-  sst("lz4-v1.sst", 150, 100, 1, SST_BLOCK_MIN, 0);
+  sst("empty.sst", 0, 0, 0, 0, 1, 0);
+  sst("one.sst", 1, 8, 0, 0, 1, 0);
+  sst("small.sst", 20, 16, 0, SST_BLOCK_MIN, 1, 0);
+  sst("blocks.sst", 200, 40, 0, SST_BLOCK_MIN, 1, 0);
+  sst("lz4.sst", 150, 100, 1, SST_BLOCK_MIN, 1, 0);
+  sst("blocks-unhashed.sst", 200, 40, 0, SST_BLOCK_MIN, 0, 0);
+  sst("blocks-v3.sst", 200, 40, 0, SST_BLOCK_MIN, 1, 1);
+  sst("blocks-v1.sst", 200, 40, 0, SST_BLOCK_MIN, 0, 1);
+  sst("lz4-v1.sst", 150, 100, 1, SST_BLOCK_MIN, 0, 1);
   sst_rows("rows.sst", 40, SST_BLOCK_MIN);
   sst_rows("rowblocks.sst", 600, SST_BLOCK_MIN);
   wal("empty.wal", 0, 0);

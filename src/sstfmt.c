@@ -530,6 +530,57 @@ static uint8_t *bloom_blocked(const struct sst_builder *b, uint64_t off, size_t 
   return bloom;
 }
 
+/* A version-4 index block (sstfmt.h): its header, then pad zeros. */
+#define SEARCH_INDEX_HEADER 24u
+
+_Static_assert(sizeof(struct sst_probe) == 16 && sizeof(struct sst_index_entry) == 40,
+               "a version-4 index is read in place: its structs are the file's layout");
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the file format is little-endian");
+
+static int parse_block(const uint8_t *p, size_t n, struct sst_blk *out, const char *what, uint64_t off,
+                       int hash_ok);
+static int parse_index(struct sst_reader *r, const struct sst_blk *ib, uint64_t filter_off);
+
+/* The version-4 index (sstfmt.h), stored uncompressed at the current end:
+** the sealed index blockbuf decoded as a reader of an older version decodes
+** it, then written out as that reader's arrays. */
+static int store_search_index(struct sst_builder *b, uint64_t filter_off, uint32_t *size)
+{
+  uint64_t index_off = file_pos(b);
+  struct sst_blk ib;
+  struct sst_reader t;
+  memset(&t, 0, sizeof t);
+  t.version = SST_VERSION;
+  t.data_end = filter_off;
+  int rc = parse_block(b->index.p, b->index.n, &ib, "index", index_off, 0);
+  if (rc == SOCHDB_OK)
+    rc = parse_index(&t, &ib, filter_off);
+  uint32_t nb = t.nblocks;
+  uint64_t keys_bytes = nb ? t.index[nb - 1].key_off + t.index[nb - 1].klen : 0;
+  size_t pad = (size_t)((8 - (index_off + SEARCH_INDEX_HEADER) % 8) % 8);
+  size_t probes = ((size_t)nb + 1) * sizeof(struct sst_probe), entries = (size_t)nb * sizeof(struct sst_index_entry);
+  size_t n = SEARCH_INDEX_HEADER + pad + probes + entries + (size_t)keys_bytes;
+  uint8_t *p = rc == SOCHDB_OK ? calloc(1, n) : NULL;
+  if (rc == SOCHDB_OK && !p)
+    rc = sdb_fail(SOCHDB_NOMEM, "out of memory building an SSTable's index");
+  if (rc == SOCHDB_OK) {
+    st32(p, nb);
+    st32(p + 4, t.key_shared);
+    st64(p + 8, keys_bytes);
+    st32(p + 16, (uint32_t)pad);
+    uint8_t *at = p + SEARCH_INDEX_HEADER + pad;
+    memcpy(at, t.probe, probes);
+    if (nb) {   /* an empty table decodes no entries: NULL arrays */
+      memcpy(at + probes, t.index, entries);
+      memcpy(at + probes + entries, t.keys, (size_t)keys_bytes);
+    }
+    rc = store_block(b, p, n, SEED_INDEX, 0, size);
+  }
+  free(p);
+  sst_close(&t);
+  return rc;
+}
+
 int sst_builder_finish(struct sst_builder *b, uint8_t **buf, size_t *len)
 {
   if (b->failed)
@@ -540,11 +591,16 @@ int sst_builder_finish(struct sst_builder *b, uint8_t **buf, size_t *len)
   if (rc)
     return builder_failed(b, rc);
 
+  unsigned version = !b->any_columnar && !b->legacy_index ? SST_VERSION
+                   : b->any_hashed                       ? SST_VERSION_HASHED
+                   : b->any_columnar                     ? SST_VERSION_COLUMNAR
+                                                         : SST_VERSION_KV;
+
   /* filter */
   uint64_t filter_off = file_pos(b);
   uint8_t *bloom;
   size_t bloom_n;
-  if (!(bloom = b->any_hashed ? bloom_blocked(b, filter_off, &bloom_n) : bloom_classic(b, &bloom_n)))
+  if (!(bloom = version >= SST_VERSION_HASHED ? bloom_blocked(b, filter_off, &bloom_n) : bloom_classic(b, &bloom_n)))
     return builder_failed(b, SOCHDB_NOMEM);
   uint32_t filter_size;
   rc = store_block(b, bloom, bloom_n, SEED_FILTER, 0, &filter_size);
@@ -555,8 +611,11 @@ int sst_builder_finish(struct sst_builder *b, uint8_t **buf, size_t *len)
   /* index */
   uint64_t index_off = file_pos(b);
   uint32_t index_size;
-  if ((rc = blockbuf_seal(&b->index)) ||   /* compressed only below what a reader decompresses */
-      (rc = store_block(b, b->index.p, b->index.n, SEED_INDEX, b->index.n <= SST_MAX_PAYLOAD, &index_size)))
+  if ((rc = blockbuf_seal(&b->index)) ||
+      (rc = version == SST_VERSION ? store_search_index(b, filter_off, &index_size)
+                                   /* compressed only below what a reader decompresses */
+                                   : store_block(b, b->index.p, b->index.n, SEED_INDEX, b->index.n <= SST_MAX_PAYLOAD,
+                                                 &index_size)))
     return builder_failed(b, rc);
 
   /* footer */
@@ -565,7 +624,7 @@ int sst_builder_finish(struct sst_builder *b, uint8_t **buf, size_t *len)
   uint8_t *f = b->out + b->out_n;
   memset(f, 0, SST_FOOTER_BYTES);
   memcpy(f, SST_MAGIC, sizeof SST_MAGIC);
-  st32(f + 8, b->any_hashed ? SST_VERSION : b->any_columnar ? SST_VERSION_COLUMNAR : SST_VERSION_KV);
+  st32(f + 8, version);
   st32(f + 12, (uint32_t)b->entries);
   st64(f + 16, filter_off);
   st64(f + 24, index_off);
@@ -902,7 +961,7 @@ static int load_data(const struct sst_reader *r, uint32_t i, struct sst_scratch 
   struct piece pc = block_piece(off, (uint32_t)((r->probe[i + 1].where >> 1) - off), SEED_DATA, "data");
   pc.verified = &r->verified[i / 64];
   pc.verified_bit = 1ull << (i % 64);
-  struct blk_check c = { b, "data", off, r->version == SST_VERSION };
+  struct blk_check c = { b, "data", off, r->version >= SST_VERSION_HASHED };
   return load_piece(r, &pc, s, check_blk, &c, st);
 }
 
@@ -1119,7 +1178,7 @@ static int check_footer(const uint8_t *f, unsigned *version)
   if (ld64(f + 56) != XXH3_64bits_withSeed(f, 56, SEED_FOOTER))
     return bad("footer checksum mismatch");
   *version = ld32(f + 8);
-  if (*version != SST_VERSION && *version != SST_VERSION_COLUMNAR && *version != SST_VERSION_KV)
+  if (*version < SST_VERSION_KV || *version > SST_VERSION)
     return sdb_fail(SOCHDB_VERSION, "SSTable version %u; this library reads %u to %u", *version, SST_VERSION_KV,
                     SST_VERSION);
   return SOCHDB_OK;
@@ -1131,7 +1190,7 @@ static int parse_filter(struct sst_reader *r, const uint8_t *p, size_t n)
   if (n < 2)
     return bad("filter block is malformed");
   size_t pad = 0, bytes = n - 1;           /* classic: [bits | k] */
-  if (r->version == SST_VERSION) {         /* blocked: [pad zeros | lines | k | pad] */
+  if (r->version >= SST_VERSION_HASHED) { /* blocked: [pad zeros | lines | k | pad] */
     pad = p[n - 1];
     bytes = n - 2 - pad;
     if (pad >= BLOOM_LINE_BYTES || n - 2 <= pad || bytes % BLOOM_LINE_BYTES)
@@ -1146,9 +1205,16 @@ static int parse_filter(struct sst_reader *r, const uint8_t *p, size_t n)
   return SOCHDB_OK;
 }
 
-/* Append the index entry c names (a data block at expect_off) to r. */
-static int add_block(struct sst_reader *r, const struct sst_cursor *c, uint64_t expect_off, uint64_t filter_off,
-                     size_t *cap, size_t *keys_n, size_t *keys_cap, struct sstcol_caps *caps)
+/* A decoded index being grown (versions 1 to 3): r's arrays once complete. */
+struct index_decode {
+  struct sst_index_entry *index;
+  uint8_t                *keys;
+  size_t                  cap, keys_n, keys_cap;
+};
+
+/* Append the index entry c names (a data block at expect_off) to d. */
+static int add_block(struct sst_reader *r, struct index_decode *d, const struct sst_cursor *c, uint64_t expect_off,
+                     uint64_t filter_off, struct sstcol_caps *caps)
 {
   if (c->kind != SST_PUT || c->vlen < 12 || (c->vlen != 12 && r->version == SST_VERSION_KV))
     return bad("index block entry is malformed");
@@ -1157,8 +1223,8 @@ static int add_block(struct sst_reader *r, const struct sst_cursor *c, uint64_t 
   if (boff != expect_off || bsize < SST_TRAILER_BYTES || bsize > filter_off - boff)
     return bad("index block handle out of place");
   if (r->nblocks > 0) {
-    const struct sst_index_entry *p = &r->index[r->nblocks - 1];
-    if (sst_ikey_order(r->keys + p->key_off, p->klen, p->seq, c->key, c->klen, c->seq) >= 0)
+    const struct sst_index_entry *p = &d->index[r->nblocks - 1];
+    if (sst_ikey_order(d->keys + p->key_off, p->klen, p->seq, c->key, c->klen, c->seq) >= 0)
       return bad("index block keys out of order");
   }
   uint32_t col = 0;
@@ -1167,20 +1233,20 @@ static int add_block(struct sst_reader *r, const struct sst_cursor *c, uint64_t 
     if (rc)
       return rc;
   }
-  if (r->nblocks == *cap) {
-    size_t nc = *cap ? *cap * 2 : 64;
-    struct sst_index_entry *q = realloc(r->index, nc * sizeof *q);
+  if (r->nblocks == d->cap) {
+    size_t nc = d->cap ? d->cap * 2 : 64;
+    struct sst_index_entry *q = realloc(d->index, nc * sizeof *q);
     if (!q)
       return sdb_fail(SOCHDB_NOMEM, "out of memory opening an SSTable");
-    r->index = q;
-    *cap = nc;
+    d->index = q;
+    d->cap = nc;
   }
-  if (!sst_grow(&r->keys, keys_cap, *keys_n + c->klen))
+  if (!sst_grow(&d->keys, &d->keys_cap, d->keys_n + c->klen))
     return sdb_fail(SOCHDB_NOMEM, "out of memory opening an SSTable");
-  memcpy(r->keys + *keys_n, c->key, c->klen);
-  r->index[r->nblocks++] = (struct sst_index_entry){ .offset = boff, .size = bsize, .klen = (uint32_t)c->klen,
-                                                     .key_off = *keys_n, .seq = c->seq, .col = col };
-  *keys_n += c->klen;
+  memcpy(d->keys + d->keys_n, c->key, c->klen);
+  d->index[r->nblocks++] = (struct sst_index_entry){ .offset = boff, .size = bsize, .klen = (uint32_t)c->klen,
+                                                     .key_off = d->keys_n, .seq = c->seq, .col = col };
+  d->keys_n += c->klen;
   return SOCHDB_OK;
 }
 
@@ -1194,29 +1260,42 @@ static uint64_t key_prefix(const uint8_t *k, size_t klen)
   return ld64be(b);
 }
 
-/* What find_block searches: the index keys' common prefix and their next
-** bytes; and the verified bits. The first and last keys' common prefix is
-** every key's, since the keys are in order. */
+/* The bytes every index key has in common: the first and last keys' common
+** prefix, since the keys are in order. */
+static uint32_t index_key_shared(const struct sst_index_entry *index, const uint8_t *keys, uint32_t n)
+{
+  if (n == 0)
+    return 0;
+  const struct sst_index_entry *first = &index[0], *last = &index[n - 1];
+  uint32_t most = first->klen < last->klen ? first->klen : last->klen, shared = 0;
+  while (shared < most && keys[first->key_off + shared] == keys[last->key_off + shared])
+    shared++;
+  return shared;
+}
+
+/* What find_block searches for block i (i == n: the end of the data). */
+static struct sst_probe index_probe(const struct sst_index_entry *index, const uint8_t *keys, uint32_t n,
+                                    uint32_t key_shared, uint64_t data_end, uint32_t i)
+{
+  if (i == n)
+    return (struct sst_probe){ 0, data_end << 1 };
+  const struct sst_index_entry *e = &index[i];
+  return (struct sst_probe){ key_prefix(keys + e->key_off + key_shared, e->klen - key_shared),
+                             e->offset << 1 | (e->col != 0) };
+}
+
+/* What find_block searches, computed from the decoded index: the index keys'
+** common prefix and their next bytes. */
 static int index_search_setup(struct sst_reader *r)
 {
   uint32_t n = r->nblocks;
-  r->probe = malloc(((size_t)n + 1) * sizeof *r->probe);
-  r->verified = calloc((size_t)n / 64 + 1, sizeof *r->verified);
-  if (!r->probe || !r->verified)
+  struct sst_probe *probe = malloc(((size_t)n + 1) * sizeof *probe);
+  if (!probe)
     return sdb_fail(SOCHDB_NOMEM, "out of memory opening an SSTable");
-  r->key_shared = 0;
-  r->probe[n] = (struct sst_probe){ 0, r->data_end << 1 };
-  if (n == 0)
-    return SOCHDB_OK;
-  const struct sst_index_entry *first = &r->index[0], *last = &r->index[n - 1];
-  uint32_t most = first->klen < last->klen ? first->klen : last->klen;
-  while (r->key_shared < most && r->keys[first->key_off + r->key_shared] == r->keys[last->key_off + r->key_shared])
-    r->key_shared++;
-  for (uint32_t i = 0; i < n; i++) {
-    const struct sst_index_entry *e = &r->index[i];
-    r->probe[i] = (struct sst_probe){ key_prefix(r->keys + e->key_off + r->key_shared, e->klen - r->key_shared),
-                                      e->offset << 1 | (e->col != 0) };
-  }
+  r->key_shared = index_key_shared(r->index, r->keys, n);
+  for (uint32_t i = 0; i <= n; i++)
+    probe[i] = index_probe(r->index, r->keys, n, r->key_shared, r->data_end, i);
+  r->probe = probe;
   return SOCHDB_OK;
 }
 
@@ -1227,7 +1306,7 @@ static int parse_index(struct sst_reader *r, const struct sst_blk *ib, uint64_t 
   if (!c)
     return sdb_fail(SOCHDB_NOMEM, "out of memory opening an SSTable");
   cursor_start(c, ib, 0);
-  size_t cap = 0, keys_n = 0, keys_cap = 0;
+  struct index_decode d = { 0 };
   struct sstcol_caps caps = { 0, 0 };
   uint64_t expect_off = 0;
   int rc = SOCHDB_OK;
@@ -1235,19 +1314,90 @@ static int parse_index(struct sst_reader *r, const struct sst_blk *ib, uint64_t 
     int e = cursor_next(c);
     if (e == 0)
       break;
-    rc = e < 0 ? bad("index block entry is malformed")
-               : add_block(r, c, expect_off, filter_off, &cap, &keys_n, &keys_cap, &caps);
+    rc = e < 0 ? bad("index block entry is malformed") : add_block(r, &d, c, expect_off, filter_off, &caps);
     if (rc)
       break;
-    expect_off = r->index[r->nblocks - 1].offset + r->index[r->nblocks - 1].size;
+    expect_off = d.index[r->nblocks - 1].offset + d.index[r->nblocks - 1].size;
   }
   free(c);
+  r->index = d.index;   /* sst_close frees them, whatever happens next */
+  r->keys = d.keys;
+  r->index_owned = 1;
   if (!rc && expect_off != filter_off)
     rc = bad("data blocks do not end where the filter starts");
   if (!rc && r->version == SST_VERSION_COLUMNAR && r->ncolblocks == 0)
     rc = sdb_fail(SOCHDB_VERSION, "SSTable version %u without a columnar block; this library writes such "
                   "tables as version %u", SST_VERSION_COLUMNAR, SST_VERSION_KV);
   return rc ? rc : index_search_setup(r);
+}
+
+/* Point r's index, keys and probes at the arrays of the version-4 index
+** payload `at` (aligned: in place; else copies), keys_bytes of keys. */
+static int place_search_index(struct sst_reader *r, const uint8_t *at, uint32_t nb, uint64_t keys_bytes)
+{
+  size_t probes = ((size_t)nb + 1) * sizeof(struct sst_probe), entries = (size_t)nb * sizeof(struct sst_index_entry);
+  if ((uintptr_t)at % 8 == 0) {   /* a mapped file, or a malloc'ed table: always */
+    r->probe = (const struct sst_probe *)(const void *)at;
+    r->index = (const struct sst_index_entry *)(const void *)(at + probes);
+    r->keys = at + probes + entries;
+    return SOCHDB_OK;
+  }
+  void *probe = malloc(probes), *index = malloc(entries ? entries : 1), *keys = malloc(keys_bytes ? keys_bytes : 1);
+  r->probe = probe;
+  r->index = index;
+  r->keys = keys;
+  r->index_owned = 1;
+  if (!probe || !index || !keys)
+    return sdb_fail(SOCHDB_NOMEM, "out of memory opening an SSTable");
+  memcpy(probe, at, probes);
+  memcpy(index, at + probes, entries);
+  memcpy(keys, at + probes + entries, keys_bytes);
+  return SOCHDB_OK;
+}
+
+/* The version-4 index payload p[0..n) into r, each field checked against
+** what it must be: the block's checksum held, but a reader trusts no
+** offset it has not bounded. */
+static int parse_search_index(struct sst_reader *r, const uint8_t *p, size_t n, uint64_t filter_off)
+{
+  if (n < SEARCH_INDEX_HEADER)
+    return bad("index block is malformed");
+  uint32_t nb = ld32(p), shared = ld32(p + 4), pad = ld32(p + 16);
+  uint64_t keys_bytes = ld64(p + 8);
+  if (pad >= 8 || ld32(p + 20) != 0 || n < SEARCH_INDEX_HEADER + pad || !all_zero(p + SEARCH_INDEX_HEADER, pad))
+    return bad("index block header is malformed");
+  uint64_t room = n - SEARCH_INDEX_HEADER - pad;
+  uint64_t arrays = ((uint64_t)nb + 1) * sizeof(struct sst_probe) + (uint64_t)nb * sizeof(struct sst_index_entry);
+  if (room < arrays || room - arrays != keys_bytes)
+    return bad("index block sizes do not add up");
+  r->nblocks = nb;
+  int rc = place_search_index(r, p + SEARCH_INDEX_HEADER + pad, nb, keys_bytes);
+  if (rc)
+    return rc;
+  uint64_t expect_off = 0;
+  for (uint32_t i = 0; i < nb; i++) {
+    const struct sst_index_entry *e = &r->index[i], *prev = e - 1;
+    if (e->offset != expect_off || e->size < SST_TRAILER_BYTES || e->size > filter_off - e->offset || e->col ||
+        e->zero)
+      return bad("index block handle out of place");
+    if (e->klen == 0 || e->klen > SOCHDB_MAX_KEY || e->key_off > keys_bytes || e->klen > keys_bytes - e->key_off)
+      return bad("index block key out of bounds");
+    if (i > 0 && sst_ikey_order(r->keys + prev->key_off, prev->klen, prev->seq, r->keys + e->key_off, e->klen,
+                                e->seq) >= 0)
+      return bad("index block keys out of order");
+    expect_off += e->size;
+  }
+  if (expect_off != filter_off)
+    return bad("data blocks do not end where the filter starts");
+  if (shared != index_key_shared(r->index, r->keys, nb))
+    return bad("index block's shared key prefix is wrong");
+  r->key_shared = shared;
+  for (uint32_t i = 0; i <= nb; i++) {
+    struct sst_probe want = index_probe(r->index, r->keys, nb, shared, filter_off, i);
+    if (r->probe[i].pfx != want.pfx || r->probe[i].where != want.where)
+      return bad("index block probe does not match its entry");
+  }
+  return SOCHDB_OK;
 }
 
 int sst_open(const uint8_t *buf, size_t len, struct sst_reader *r)
@@ -1280,13 +1430,24 @@ int sst_open(const uint8_t *buf, size_t len, struct sst_reader *r)
     return rc;
 
   /* index */
-  struct sst_scratch s = {0};
-  struct sst_blk ib;
-  r->data_end = filter_off;   /* index_search_setup's last probe */
-  rc = load_block(buf, index_off, index_size, SEED_INDEX, &s, &ib, "index");
-  if (rc == SOCHDB_OK)
-    rc = parse_index(r, &ib, filter_off);
-  sst_scratch_free(&s);
+  r->data_end = filter_off;   /* the last probe */
+  if (r->version == SST_VERSION) {   /* searched in place: never compressed */
+    const uint8_t *ip = NULL;
+    size_t in = 0;
+    rc = load_payload(buf, index_off, index_size, SEED_INDEX, NULL, &ip, &in, "index");
+    if (rc == SOCHDB_OK)
+      rc = parse_search_index(r, ip, in, filter_off);
+  } else {
+    struct sst_scratch s = {0};
+    struct sst_blk ib;
+    rc = load_block(buf, index_off, index_size, SEED_INDEX, &s, &ib, "index");
+    if (rc == SOCHDB_OK)
+      rc = parse_index(r, &ib, filter_off);
+    sst_scratch_free(&s);
+  }
+  /* A bit per data block whose checksum this reader verified: its own. */
+  if (rc == SOCHDB_OK && !(r->verified = calloc((size_t)r->nblocks / 64 + 1, sizeof *r->verified)))
+    rc = sdb_fail(SOCHDB_NOMEM, "out of memory opening an SSTable");
   r->entries = ld32(f + 12);
   r->min_seq = ld64(f + 40);
   r->max_seq = ld64(f + 48);
@@ -1330,9 +1491,11 @@ void sst_footer_seal(uint8_t *footer)
 
 void sst_close(struct sst_reader *r)
 {
-  free(r->index);
-  free(r->keys);
-  free(r->probe);
+  if (r->index_owned) {
+    free((void *)r->index);
+    free((void *)r->keys);
+    free((void *)r->probe);
+  }
   free(r->verified);
   free(r->colblocks);
   free(r->segs);

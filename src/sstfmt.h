@@ -66,6 +66,27 @@
 ** block's value is longer, see below). Data blocks are contiguous from
 ** offset 0 to the filter block.
 **
+** In a version-4 file the index block is instead laid out as a reader
+** searches it, so that every process reads it in place from its mapping of
+** the file (shared page cache) instead of decoding a private copy, which
+** cost each process about 70 bytes of heap per 4 KiB data block (a client
+** reading 1 GB of values carried 25 MiB of it). Never compressed:
+**   [ nblocks u32 | key_shared u32 | keys bytes u64 | pad u32 | 0 u32 |
+**     0 u8 x pad | probe x (nblocks + 1) | entry x nblocks | keys ]
+**   probe (struct sst_probe, 16 B): the block's last key's 8 bytes after
+**     key_shared, big-endian, zero-padded | offset << 1 (columnar: never
+**     set in version 4); the extra last probe is [ 0 | filter offset << 1 ]
+**   entry (struct sst_index_entry, 40 B): offset u64 | stored size u32 |
+**     last key's length u32 | its offset in keys u64 | its seq u64 | 0 u32 |
+**     0 u32
+**   key_shared: the bytes the first and last keys have in common (so every
+**     key has them); pad (< 8) puts the probes at a file offset that is a
+**     multiple of 8, which an mmap keeps.
+** sst_open checks all of it against what it would have computed from the
+** entries (blocks contiguous and in bounds, keys in order and in bounds,
+** probes and key_shared as derived), so a damaged index whose checksum
+** still holds is refused, not trusted.
+**
 ** Footer (64 bytes, every field naturally aligned):
 **    0  magic "SOCHSST" NUL   8 B
 **    8  version u32           (SST_VERSION)
@@ -83,19 +104,21 @@
 **
 ** Everything is little-endian.
 **
-** Versions. A file with a hashed data block is version 3. Otherwise, a file
-** without columnar blocks is version 1, byte for byte what the first format
-** wrote, and a file with at least one columnar block is version 2. The
-** builder hashes every plain data block unless told not to (hash_blocks), so
-** it writes version 3 unless a table has no plain data block; older builds
-** refuse version 3 with SOCHDB_VERSION instead of misreading it. Version 3
-** also means the blocked filter (below); a reader cannot tell at open
-** whether a block is hashed, so it does not require one. A reader
-** accepts all three; it refuses any other number and a version-2 file
-** without a columnar block (SOCHDB_VERSION: the footer does not match the
-** content), and reads a columnar index entry in a version-1 file, and a
-** hashed block in a version-1 or -2 file, as the malformed things they are
-** there (SOCHDB_CORRUPT).
+** Versions. The builder writes a file without columnar blocks as version 4:
+** the index laid out for searching in place (above), the blocked filter,
+** data blocks hashed or not (hash_blocks). A file with columnar blocks is
+** version 3 if it also has a hashed data block, else version 2. Versions 1
+** (no columnar block, no hashed block, the classic filter: what the first
+** format wrote) and 3 without columnar blocks are what earlier builds wrote
+** and are still read. Version 3 and 4 mean the blocked filter (below); a
+** reader cannot tell at open whether a block is hashed, so it does not
+** require one. Older builds refuse a version they do not know with
+** SOCHDB_VERSION instead of misreading it. A reader accepts all four; it
+** refuses any other number and a version-2 file without a columnar block
+** (SOCHDB_VERSION: the footer does not match the content), and reads a
+** columnar index entry in a version-1 file, and a hashed block in a
+** version-1 or -2 file, as the malformed things they are there
+** (SOCHDB_CORRUPT).
 **
 ** Columnar data blocks (version 2; docs/columnar.md). The rows of one table
 ** (keys FF FF 01 + table id + primary key whose value parses as a row,
@@ -156,7 +179,8 @@
 #include "rowfmt.h"
 #include "sochdb.h"
 
-#define SST_VERSION          3u   /* with hashed data blocks; see Versions above */
+#define SST_VERSION          4u   /* without columnar blocks: the index searched in place; see Versions above */
+#define SST_VERSION_HASHED   3u   /* with hashed data blocks (and columnar ones, now) */
 #define SST_VERSION_COLUMNAR 2u   /* with columnar blocks, without hashed ones */
 #define SST_VERSION_KV       1u   /* with neither */
 #define SST_MAX_COLUMNS      64u  /* columns of a columnar block */
@@ -242,8 +266,10 @@ struct sst_builder {
   uint8_t            *seg;            /* a segment's payload being assembled */
   size_t              seg_cap;
   int                 any_columnar;   /* the file has a columnar block */
-  int                 hash_blocks;    /* plain data blocks get a hash index (the default; 0 writes versions 1-2) */
-  int                 any_hashed;     /* ... and one did: the file is version 3 */
+  int                 hash_blocks;    /* plain data blocks get a hash index (the default) */
+  int                 any_hashed;     /* ... and one did */
+  int                 legacy_index;   /* write what builds before version 4 wrote (version 3 if a block is
+                                      ** hashed, else 1 or 2): for tests that read older files */
   /* Plain data blocks that LZ4 could not shrink by an eighth make the next
   ** ones skip it: 1, 2, 4, ... SST_LZ4_SKIP_MAX blocks, until one shrinks. */
   unsigned            lz4_backoff, lz4_skip_left;
@@ -300,13 +326,14 @@ struct sst_scratch {
 };
 void sst_scratch_free(struct sst_scratch *s);
 
-struct sst_index_entry {
+struct sst_index_entry {  /* also the layout of a version-4 file's entries */
   uint64_t offset;       /* of the data block */
   uint32_t size;         /* stored, with its trailer */
   uint32_t klen;         /* the block's last key: keys + key_off */
-  size_t   key_off;
+  uint64_t key_off;
   uint64_t seq;          /* ... and its seq */
   uint32_t col;          /* 0: a plain block; else 1 + its index in colblocks */
+  uint32_t zero;         /* padding, 0 in a file */
 };
 
 /* A segment of a columnar block, as the index describes it. */
@@ -396,9 +423,10 @@ struct sst_reader {
   unsigned                bloom_k;
   uint64_t                bloom_lines; /* of a blocked filter (version 3); 0: not blocked */
   uint32_t                nblocks;
-  struct sst_index_entry *index;      /* malloc'ed */
-  uint8_t                *keys;       /* malloc'ed: the index's keys */
-  struct sst_probe       *probe;      /* malloc'ed: nblocks + 1 of them (sst_probe) */
+  const struct sst_index_entry *index;  /* into buf (version 4, aligned), else malloc'ed (index_owned) */
+  const uint8_t          *keys;       /* the index's keys: the same */
+  const struct sst_probe *probe;      /* nblocks + 1 of them (sst_probe): the same */
+  int                     index_owned;/* index, keys and probe are malloc'ed: sst_close frees them */
   uint32_t                key_shared; /* leading bytes every index key has in common */
   _Atomic uint64_t       *verified;   /* malloc'ed: a bit per data block whose checksum this reader
                                       ** verified (the one thing sst_get and iterators write) */

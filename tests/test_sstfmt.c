@@ -119,11 +119,14 @@ static void make_model(struct model *m, unsigned nkeys, unsigned maxv, size_t ma
 
 /* The table of m's entries; hashed: its plain data blocks get a hash index
 ** (the builder's default), or not (the formats of versions 1 and 2). */
-static void build_hashed(const struct model *m, size_t block_bytes, int hashed, uint8_t **buf, size_t *len)
+/* hashed: 1 hashed blocks, 0 plain ones; legacy: the format of builds
+** before version 4 (every database written before holds such files). */
+static void build_as(const struct model *m, size_t block_bytes, int hashed, int legacy, uint8_t **buf, size_t *len)
 {
   struct sst_builder b;
   cr_assert_eq(sst_builder_init(&b, block_bytes), SOCHDB_OK, "builder init");
   b.hash_blocks = hashed;
+  b.legacy_index = legacy;
   for (size_t i = 0; i < m->n; i++) {
     const struct ent *e = &m->e[i];
     int rc = sst_builder_add(&b, e->key, e->klen, e->seq, e->kind, e->val, e->vlen);
@@ -131,6 +134,11 @@ static void build_hashed(const struct model *m, size_t block_bytes, int hashed, 
   }
   cr_assert_eq(sst_builder_finish(&b, buf, len), SOCHDB_OK, "finish: %s", sochdb_last_error());
   sst_builder_free(&b);
+}
+
+static void build_hashed(const struct model *m, size_t block_bytes, int hashed, uint8_t **buf, size_t *len)
+{
+  build_as(m, block_bytes, hashed, 0, buf, len);
 }
 
 static void build(const struct model *m, size_t block_bytes, uint8_t **buf, size_t *len)
@@ -234,17 +242,24 @@ static void check_scan(const struct model *m, const struct sst_reader *r)
 }
 
 /* Gets, scans and seeks of a table of many keys, with hashed data blocks or
-** without. */
-static void round_trip(int hashed)
+** without, in this build's format or the one before version 4. */
+static void round_trip(int hashed, int legacy)
 {
   struct model m = {0};
   make_model(&m, 20000, 3, 60, 2);
   uint8_t *buf;
   size_t len;
-  build_hashed(&m, 0, hashed, &buf, &len);
+  build_as(&m, 0, hashed, legacy, &buf, &len);
   struct sst_reader r;
   cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
-  cr_assert_eq(r.version, hashed ? SST_VERSION : SST_VERSION_KV, "version %u", r.version);
+  unsigned want = !legacy ? SST_VERSION : hashed ? SST_VERSION_HASHED : SST_VERSION_KV;
+  cr_assert_eq(r.version, want, "version %u, not %u", r.version, want);
+  /* version 4's index is read where it lies, never copied */
+  int in_place = (const uint8_t *)r.index >= buf && (const uint8_t *)r.index < buf + len &&
+                 (const uint8_t *)r.probe >= buf && (const uint8_t *)r.probe < buf + len &&
+                 r.keys >= buf && r.keys < buf + len;
+  cr_assert_eq(in_place, !legacy, "the index is %s the file", in_place ? "read in" : "copied out of");
+  cr_assert_eq(r.index_owned, legacy, "the reader owns its index only when it decoded one");
   cr_assert_eq(r.entries, m.n, "footer entry count");
   cr_assert_gt(r.nblocks, 100u, "a table of %zu entries has many blocks (%u)", m.n, r.nblocks);
 
@@ -287,8 +302,71 @@ static void round_trip(int hashed)
   model_free(&m);
 }
 
-Test(sstfmt, round_trip) { round_trip(1); }
-Test(sstfmt, round_trip_unhashed) { round_trip(0); }
+/* A version-4 index whose checksum holds but one of whose fields lies (a
+** bug, or a file made to fool the reader) is refused: sst_open checks every
+** field against what it must be. */
+Test(sstfmt, search_index_fields_are_checked)
+{
+  struct model m = {0};
+  make_model(&m, 3000, 2, 40, 0);
+  uint8_t *buf;
+  size_t len;
+  build(&m, 1024, &buf, &len);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
+  const uint8_t *footer = buf + len - SST_FOOTER_BYTES;
+  uint64_t index_off = ld64(footer + 24);
+  uint32_t index_size = ld32(footer + 36), nb = r.nblocks;
+  size_t probes = (size_t)((const uint8_t *)r.probe - buf), entries = probes + 16 * ((size_t)nb + 1);
+  size_t last = entries + 40 * ((size_t)nb - 1);
+  cr_assert_eq(probes % 8, 0u, "the probes start at a multiple of 8 in the file");
+  sst_close(&r);
+  struct lie {
+    const char *what;
+    size_t      at;
+    unsigned    bytes;
+    uint64_t    add;
+  } lies[] = {
+    { "block count", index_off, 4, 1 },         { "shared prefix", index_off + 4, 4, 1 },
+    { "keys bytes", index_off + 8, 8, 1 },      { "pad", index_off + 16, 4, 1 },
+    { "reserved word", index_off + 20, 4, 1 },  { "a probe's prefix", probes + 16, 8, 1 },
+    { "the end probe", probes + 16 * (size_t)nb + 8, 8, 2 },
+    { "a block offset", entries + 40, 8, 1 },   { "a block size", entries + 40 + 8, 4, 1 },
+    { "the last key's length", last + 12, 4, 1 }, { "the last key's place", last + 16, 8, 1 },
+    { "a columnar mark", entries + 40 + 32, 4, 1 }, { "padding", entries + 36, 4, 1 },
+    { "the first key", entries + 40 * (size_t)nb, 1, 1 },
+  };
+  uint8_t *copy = malloc(len);
+  for (size_t i = 0; i < sizeof lies / sizeof lies[0]; i++) {
+    memcpy(copy, buf, len);
+    uint64_t v = 0;
+    memcpy(&v, copy + lies[i].at, lies[i].bytes);
+    v += lies[i].add;
+    memcpy(copy + lies[i].at, &v, lies[i].bytes);
+    sst_block_seal(copy, index_off, index_size, SST_BLOCK_INDEX);
+    cr_assert_eq(sst_open(copy, len, &r), SOCHDB_CORRUPT, "%s changed, checksum resealed: refused", lies[i].what);
+    cr_assert(strstr(sochdb_last_error(), "index") != NULL, "%s: the message names the index: %s", lies[i].what,
+              sochdb_last_error());
+  }
+  free(copy);
+
+  /* an unaligned buffer (a reader handed bytes at an odd address): the
+  ** arrays are copied out and every get still answers */
+  uint8_t *odd = malloc(len + 1);
+  memcpy(odd + 1, buf, len);
+  cr_assert_eq(sst_open(odd + 1, len, &r), SOCHDB_OK, "open at an odd address: %s", sochdb_last_error());
+  cr_assert(r.index_owned, "the index was copied");
+  check_all_gets(&m, &r);
+  sst_close(&r);
+  free(odd);
+  free(buf);
+  model_free(&m);
+}
+
+Test(sstfmt, round_trip) { round_trip(1, 0); }
+Test(sstfmt, round_trip_unhashed) { round_trip(0, 0); }
+Test(sstfmt, round_trip_version_3) { round_trip(1, 1); }
+Test(sstfmt, round_trip_version_1) { round_trip(0, 1); }
 
 Test(sstfmt, empty_table)
 {
@@ -624,9 +702,13 @@ Test(sstfmt, hash_index)
   struct model m = {0};
   make_model(&m, 600, 3, 60, 0);
   struct sst_reader r;
-  uint8_t *buf = build_open(&m, 1024, &r);
-  size_t len = r.len;
-  cr_assert_eq(r.version, SST_VERSION, "hashed blocks: version %u", r.version);
+  uint8_t *buf;
+  size_t len;
+  /* the legacy format: its footer can say version 1 below and keep an
+  ** index that version reads */
+  build_as(&m, 1024, 1, 1, &buf, &len);
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
+  cr_assert_eq(r.version, SST_VERSION_HASHED, "hashed blocks: version %u", r.version);
   cr_assert_gt(r.nblocks, 10u, "several blocks (%u)", r.nblocks);
   size_t keys = 0, used = 0;
   for (size_t i = 0; i < m.n; i++)
@@ -806,20 +888,20 @@ Test(sstfmt, large_key_and_value)
 }
 
 /* No false negative, few false positives: the classic filter (versions 1
-** and 2) and the blocked one (version 3), whose lines start at file
+** and 2) and the blocked one (versions 3 and 4), whose lines start at file
 ** offsets that are multiples of 64. */
 Test(sstfmt, bloom_false_positives)
 {
   struct model m = {0};
   make_model(&m, 10000, 1, 8, 0);
-  for (int hashed = 0; hashed < 2; hashed++) {
+  for (int blocked = 0; blocked < 2; blocked++) {
     uint8_t *buf;
     size_t len;
-    build_hashed(&m, 0, hashed, &buf, &len);
+    build_as(&m, 0, blocked, !blocked, &buf, &len);   /* version 1, then 4 */
     struct sst_reader r;
     cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
-    cr_assert_eq(r.bloom_lines != 0, hashed, "the filter is blocked in version 3 only");
-    if (hashed)
+    cr_assert_eq(r.bloom_lines != 0, blocked, "the filter is blocked in versions 3 and 4 only");
+    if (blocked)
       cr_assert_eq((size_t)(r.bloom - buf) % 64, 0u, "the filter's lines are aligned in the file");
     for (size_t i = 0; i < m.n; i++)
       cr_assert(sst_may_contain(&r, m.e[i].key, m.e[i].klen), "no false negative for %s", m.e[i].key);
@@ -830,7 +912,7 @@ Test(sstfmt, bloom_false_positives)
       fp += (unsigned)sst_may_contain(&r, k, (size_t)n);
     }
     cr_assert_lt(fp, 300u, "false positives: %u of 10000 absent keys (limit 3%%)", fp);
-    cr_log_info("bloom filter, %s: %u false positives in 10000", hashed ? "blocked" : "classic", fp);
+    cr_log_info("bloom filter, %s: %u false positives in 10000", blocked ? "blocked" : "classic", fp);
     sst_close(&r);
     free(buf);
   }
@@ -915,7 +997,7 @@ Test(sstfmt, damage_any_byte)
   cr_assert_eq(sst_open(buf, len, &r), SOCHDB_VERSION, "a version this library does not know");
   free(buf);
   /* a version-1 file that says version 2 lacks the columnar block 2 means */
-  build_hashed(&m, 1024, 0, &buf, &len);
+  build_as(&m, 1024, 0, 1, &buf, &len);
   footer = buf + len - SST_FOOTER_BYTES;
   footer[8] = SST_VERSION_COLUMNAR;
   sst_footer_seal(footer);
@@ -1497,7 +1579,7 @@ Test(sstfmt, columnar_round_trip)
   build(&m, 1024, &buf, &len);
   struct sst_reader r;
   cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
-  cr_assert_eq(r.version, SST_VERSION, "a table with columnar and hashed blocks is version %u", SST_VERSION);
+  cr_assert_eq(r.version, SST_VERSION_HASHED, "a table with columnar and hashed blocks is version %u", r.version);
   cr_assert_gt(r.ncolblocks, 4u, "columnar blocks (%u)", r.ncolblocks);
   cr_assert_gt(r.nblocks, r.ncolblocks + 2, "plain blocks too (%u of %u)", r.nblocks - r.ncolblocks, r.nblocks);
   unsigned wide = 0, tables = 0;
@@ -1522,14 +1604,17 @@ Test(sstfmt, columnar_round_trip)
   free(buf);
   model_free(&m);
 
-  /* a table without rows is version 1 when it is not hashed */
+  /* a table without rows is version 4, hashed or not; version 1 in the
+  ** legacy format when it is not hashed */
   memset(&m, 0, sizeof m);
   make_model(&m, 50, 2, 40, 1);
-  build_hashed(&m, 1024, 0, &buf, &len);
-  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
-  cr_assert_eq(r.version, SST_VERSION_KV, "no columnar block: version %u", SST_VERSION_KV);
-  sst_close(&r);
-  free(buf);
+  for (int legacy = 0; legacy <= 1; legacy++) {
+    build_as(&m, 1024, 0, legacy, &buf, &len);
+    cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
+    cr_assert_eq(r.version, legacy ? SST_VERSION_KV : SST_VERSION, "no columnar block: version %u", r.version);
+    sst_close(&r);
+    free(buf);
+  }
   model_free(&m);
 }
 
