@@ -1374,21 +1374,31 @@ static int parse_search_index(struct sst_reader *r, const uint8_t *p, size_t n, 
   int rc = place_search_index(r, p + SEARCH_INDEX_HEADER + pad, nb, keys_bytes);
   if (rc)
     return rc;
-  uint64_t expect_off = 0;
+  /* What the decoding of older versions makes true: blocks back to back
+  ** from 0 to the filter, keys back to back from 0 (find_block takes the
+  ** shared prefix from the first key at offset 0), keys in order. */
+  uint64_t expect_off = 0, key_at = 0;
   for (uint32_t i = 0; i < nb; i++) {
     const struct sst_index_entry *e = &r->index[i], *prev = e - 1;
     if (e->offset != expect_off || e->size < SST_TRAILER_BYTES || e->size > filter_off - e->offset || e->col ||
         e->zero)
       return bad("index block handle out of place");
-    if (e->klen == 0 || e->klen > SOCHDB_MAX_KEY || e->key_off > keys_bytes || e->klen > keys_bytes - e->key_off)
+    if (e->klen == 0 || e->klen > SOCHDB_MAX_KEY)
+      return bad("index block key length out of range");
+    if (e->key_off != key_at)
+      return bad("index block key out of place");
+    if (e->klen > keys_bytes - key_at)
       return bad("index block key out of bounds");
     if (i > 0 && sst_ikey_order(r->keys + prev->key_off, prev->klen, prev->seq, r->keys + e->key_off, e->klen,
                                 e->seq) >= 0)
       return bad("index block keys out of order");
     expect_off += e->size;
+    key_at += e->klen;
   }
   if (expect_off != filter_off)
     return bad("data blocks do not end where the filter starts");
+  if (key_at != keys_bytes)
+    return bad("index block keys do not fill their area");
   if (shared != index_key_shared(r->index, r->keys, nb))
     return bad("index block's shared key prefix is wrong");
   r->key_shared = shared;

@@ -443,6 +443,10 @@ struct sst_reader {
 ** the index block's checksums, and parse and check the index (block handles
 ** contiguous and in bounds, last keys in order). Data blocks are verified
 ** when read. On success the reader owns its allocations until sst_close.
+** buf must not change while the reader is open: what sst_open checked is
+** trusted afterwards (a version-4 index's offsets, each data block's checksum
+** once verified; entries are bounds-checked whenever decoded). The engine's
+** SSTables are written once, renamed into place and never modified.
 ** Errors: SOCHDB_CORRUPT (damaged or truncated), SOCHDB_VERSION (a footer of
 **   another format version), SOCHDB_INVALID (NULL argument), SOCHDB_NOMEM. */
 int  sst_open(const uint8_t *buf, size_t len, struct sst_reader *r);

@@ -159,8 +159,7 @@ static void table_unref(struct sdb_table *t)
   /* acq_rel: the last holder sees every use before it frees */
   if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
     return;
-  if (t->r.index || t->r.keys)
-    sst_close(&t->r);
+  sst_close(&t->r);   /* a reader that never opened is all zeros: nothing to free */
   if (t->map)
     sdb_unmap_file(t->map, t->len);
   free(t->smallest);

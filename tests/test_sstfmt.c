@@ -302,9 +302,57 @@ static void round_trip(int hashed, int legacy)
   model_free(&m);
 }
 
+/* Where the arrays of a version-4 index lie in its table (sstfmt.h). */
+struct search_index_at {
+  uint64_t index_off;
+  uint32_t index_size, nb;
+  size_t   probes, entries, keys;   /* file offsets */
+};
+
+static struct search_index_at search_index_at(const uint8_t *buf, size_t len)
+{
+  const uint8_t *footer = buf + len - SST_FOOTER_BYTES;
+  struct search_index_at a = { .index_off = ld64(footer + 24), .index_size = ld32(footer + 36) };
+  a.nb = ld32(buf + a.index_off);
+  a.probes = a.index_off + 24 + ld32(buf + a.index_off + 16);
+  a.entries = a.probes + 16 * ((size_t)a.nb + 1);
+  a.keys = a.entries + 40 * (size_t)a.nb;
+  return a;
+}
+
+static uint64_t len_of_keys(const uint8_t *buf, const struct search_index_at *a)
+{
+  return ld64(buf + a->index_off + 8);
+}
+
+/* Recompute every probe of the table's version-4 index from its entries and
+** header as they now are (the reader's rule: 8 key bytes after key_shared,
+** big-endian, zero-padded; offset << 1 | columnar), then reseal the index:
+** a lie in an entry then reaches the check meant for it, not the probes'. */
+static void reprobe_and_seal(uint8_t *buf, const struct search_index_at *a)
+{
+  uint32_t shared = ld32(buf + a->index_off + 4);
+  for (uint32_t i = 0; i < a->nb; i++) {
+    const uint8_t *e = buf + a->entries + 40 * (size_t)i;
+    uint32_t klen = ld32(e + 12);
+    uint64_t key_off = ld64(e + 16);
+    uint8_t b[8] = { 0 };
+    if (klen > shared && key_off + klen <= len_of_keys(buf, a))
+      memcpy(b, buf + a->keys + key_off + shared, klen - shared < 8 ? klen - shared : 8);
+    uint64_t pfx = 0;
+    for (int j = 0; j < 8; j++)
+      pfx = pfx << 8 | b[j];
+    st64(buf + a->probes + 16 * (size_t)i, pfx);
+    st64(buf + a->probes + 16 * (size_t)i + 8, ld64(e) << 1 | (ld32(e + 32) != 0));
+  }
+  sst_block_seal(buf, a->index_off, a->index_size, SST_BLOCK_INDEX);
+}
+
 /* A version-4 index whose checksum holds but one of whose fields lies (a
 ** bug, or a file made to fool the reader) is refused: sst_open checks every
-** field against what it must be. */
+** field against what it must be, each lie by the check meant for it (the
+** probes are made to agree with the lie first, but for the probes' own). At
+** an odd address, where the arrays are copied out, too. */
 Test(sstfmt, search_index_fields_are_checked)
 {
   struct model m = {0};
@@ -314,40 +362,82 @@ Test(sstfmt, search_index_fields_are_checked)
   build(&m, 1024, &buf, &len);
   struct sst_reader r;
   cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
-  const uint8_t *footer = buf + len - SST_FOOTER_BYTES;
-  uint64_t index_off = ld64(footer + 24);
-  uint32_t index_size = ld32(footer + 36), nb = r.nblocks;
-  size_t probes = (size_t)((const uint8_t *)r.probe - buf), entries = probes + 16 * ((size_t)nb + 1);
-  size_t last = entries + 40 * ((size_t)nb - 1);
-  cr_assert_eq(probes % 8, 0u, "the probes start at a multiple of 8 in the file");
+  struct search_index_at a = search_index_at(buf, len);
+  cr_assert_eq(a.nb, r.nblocks, "the header's block count");
+  cr_assert_eq(a.probes, (size_t)((const uint8_t *)r.probe - buf), "the probes where the header says");
+  cr_assert_eq(a.probes % 8, 0u, "the probes start at a multiple of 8 in the file");
+  cr_assert_gt(r.key_shared, 0u, "the model's keys share a prefix");
   sst_close(&r);
+  size_t first = a.entries, second = a.entries + 40, last = a.entries + 40 * ((size_t)a.nb - 1);
   struct lie {
-    const char *what;
+    const char *what, *refusal;
     size_t      at;
     unsigned    bytes;
-    uint64_t    add;
+    uint64_t    set;      /* the field's new value: ... */
+    int         add;      /* ... or, when 1, added to it */
+    int         reprobe;
   } lies[] = {
-    { "block count", index_off, 4, 1 },         { "shared prefix", index_off + 4, 4, 1 },
-    { "keys bytes", index_off + 8, 8, 1 },      { "pad", index_off + 16, 4, 1 },
-    { "reserved word", index_off + 20, 4, 1 },  { "a probe's prefix", probes + 16, 8, 1 },
-    { "the end probe", probes + 16 * (size_t)nb + 8, 8, 2 },
-    { "a block offset", entries + 40, 8, 1 },   { "a block size", entries + 40 + 8, 4, 1 },
-    { "the last key's length", last + 12, 4, 1 }, { "the last key's place", last + 16, 8, 1 },
-    { "a columnar mark", entries + 40 + 32, 4, 1 }, { "padding", entries + 36, 4, 1 },
-    { "the first key", entries + 40 * (size_t)nb, 1, 1 },
+    { "block count", "sizes do not add up", a.index_off, 4, 1, 1, 0 },
+    { "shared prefix", "shared key prefix is wrong", a.index_off + 4, 4, 1, 1, 1 },
+    { "keys bytes", "sizes do not add up", a.index_off + 8, 8, 1, 1, 0 },
+    { "pad", "header is malformed", a.index_off + 16, 4, 8, 0, 0 },
+    { "reserved word", "header is malformed", a.index_off + 20, 4, 1, 0, 0 },
+    { "a probe's prefix", "probe does not match", a.probes + 16, 8, 1, 1, 0 },
+    { "the end probe", "probe does not match", a.probes + 16 * (size_t)a.nb + 8, 8, 2, 1, 0 },
+    { "a block offset", "handle out of place", second, 8, 1, 1, 1 },
+    { "a block size", "handle out of place", second + 8, 4, 1, 1, 1 },
+    { "a columnar mark", "handle out of place", second + 32, 4, 1, 0, 1 },
+    { "padding", "handle out of place", second + 36, 4, 1, 0, 1 },
+    { "a key length of 0", "key length out of range", second + 12, 4, 0, 0, 1 },
+    { "a key length over the limit", "key length out of range", second + 12, 4, SOCHDB_MAX_KEY + 1, 0, 1 },
+    { "the first key's place (the second's)", "key out of place", first + 16, 8, 0, 0, 1 },
+    { "a key's place", "key out of place", second + 16, 8, 1, 1, 1 },
+    { "the last key's length", "key out of bounds", last + 12, 4, 1, 1, 1 },
+    { "the first key", "keys out of order", a.keys, 1, 1, 1, 1 },
   };
-  uint8_t *copy = malloc(len);
-  for (size_t i = 0; i < sizeof lies / sizeof lies[0]; i++) {
-    memcpy(copy, buf, len);
-    uint64_t v = 0;
-    memcpy(&v, copy + lies[i].at, lies[i].bytes);
-    v += lies[i].add;
-    memcpy(copy + lies[i].at, &v, lies[i].bytes);
-    sst_block_seal(copy, index_off, index_size, SST_BLOCK_INDEX);
-    cr_assert_eq(sst_open(copy, len, &r), SOCHDB_CORRUPT, "%s changed, checksum resealed: refused", lies[i].what);
-    cr_assert(strstr(sochdb_last_error(), "index") != NULL, "%s: the message names the index: %s", lies[i].what,
-              sochdb_last_error());
-  }
+  /* the first key's place set to the second's: its own bytes unused */
+  lies[13].set = ld64(buf + second + 16);
+  uint8_t *copy = malloc(len + 1);
+  for (int odd = 0; odd <= 1; odd++)
+    for (size_t i = 0; i < sizeof lies / sizeof lies[0]; i++) {
+      uint8_t *t = copy + odd;
+      memcpy(t, buf, len);
+      uint64_t v = 0;
+      memcpy(&v, t + lies[i].at, lies[i].bytes);
+      v = lies[i].add ? v + lies[i].set : lies[i].set;
+      memcpy(t + lies[i].at, &v, lies[i].bytes);
+      if (lies[i].reprobe)
+        reprobe_and_seal(t, &a);
+      else
+        sst_block_seal(t, a.index_off, a.index_size, SST_BLOCK_INDEX);
+      cr_assert_eq(sst_open(t, len, &r), SOCHDB_CORRUPT, "%s (%s address): refused", lies[i].what,
+                   odd ? "an odd" : "an aligned");
+      cr_assert(strstr(sochdb_last_error(), lies[i].refusal) != NULL, "%s: refused with \"%s\", not: %s",
+                lies[i].what, lies[i].refusal, sochdb_last_error());
+    }
+  /* keys that do not fill their area: one byte more of it, unused (the
+  ** block, its trailer's length and the footer say so, all resealed) */
+  size_t payload = a.index_size - 16, grown_len = len + 1;
+  uint8_t *grown = malloc(grown_len);
+  memcpy(grown, buf, a.index_off + payload);
+  grown[a.index_off + payload] = 0;
+  memcpy(grown + a.index_off + payload + 1, buf + a.index_off + payload, 16 + SST_FOOTER_BYTES);
+  st64(grown + a.index_off + 8, ld64(buf + a.index_off + 8) + 1);            /* keys bytes */
+  st32(grown + a.index_off + payload + 1 + 4, (uint32_t)payload + 1);        /* the trailer's length */
+  uint8_t *gfooter = grown + grown_len - SST_FOOTER_BYTES;
+  st32(gfooter + 36, a.index_size + 1);
+  sst_footer_seal(gfooter);
+  sst_block_seal(grown, a.index_off, a.index_size + 1, SST_BLOCK_INDEX);
+  cr_assert_eq(sst_open(grown, grown_len, &r), SOCHDB_CORRUPT, "an unused key byte: refused");
+  cr_assert(strstr(sochdb_last_error(), "keys do not fill their area") != NULL, "refused as such: %s",
+            sochdb_last_error());
+  free(grown);
+
+  /* the helper itself: probes recomputed over an unchanged index still open */
+  memcpy(copy, buf, len);
+  reprobe_and_seal(copy, &a);
+  cr_assert_eq(sst_open(copy, len, &r), SOCHDB_OK, "reprobed, unchanged: %s", sochdb_last_error());
+  sst_close(&r);
   free(copy);
 
   /* an unaligned buffer (a reader handed bytes at an odd address): the
