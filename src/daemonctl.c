@@ -27,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -115,7 +117,30 @@ int sdb_daemon_lock_out(const char *dir, int *fd_out)
   return SOCHDB_OK;
 }
 
-/* The pid written in LOCK (open as lock_fd) if that process is a sochdbd.
+/* 1 if process pid holds the exclusive flock on the file lock_fd is open
+** on, by /proc/locks ("N: FLOCK ADVISORY WRITE pid maj:min:inode ..."). */
+static int holds_flock(int lock_fd, long pid)
+{
+  struct stat st;
+  FILE *f = fstat(lock_fd, &st) == 0 ? fopen("/proc/locks", "re") : NULL;
+  if (!f)
+    return 0;
+  char line[256];
+  int held = 0;
+  while (!held && fgets(line, sizeof line, f)) {
+    long holder;
+    unsigned maj, min;
+    unsigned long ino;
+    held = sscanf(line, "%*d: FLOCK %*s WRITE %ld %x:%x:%lu", &holder, &maj, &min, &ino) == 4 && holder == pid &&
+           maj == major(st.st_dev) && min == minor(st.st_dev) && ino == (unsigned long)st.st_ino;
+  }
+  fclose(f);
+  return held;
+}
+
+/* The pid written in LOCK (open as lock_fd) if that process is a sochdbd
+** that holds LOCK's flock now: a pid left by a daemon that died, and since
+** given to another daemon (of another database), is not ours to signal.
 ** comm is the executable's name cut to 15 bytes: sochdbd, sochdbd-testing. */
 static pid_t lock_holder_pid(int lock_fd)
 {
@@ -130,7 +155,7 @@ static pid_t lock_holder_pid(int lock_fd)
     return 0;
   int ok = fgets(comm, sizeof comm, f) && !strncmp(comm, "sochdbd", 7);
   fclose(f);
-  return ok ? (pid_t)pid : 0;
+  return ok && holds_flock(lock_fd, pid) ? (pid_t)pid : 0;
 }
 
 static int open_lock_file(const char *dir)

@@ -316,3 +316,33 @@ Test(sochdbd, a_stop_between_a_look_for_work_and_the_sleep_is_not_lost)
   tu_stop_daemon(tu_dir());   /* SIGTERM, then asserts the daemon ended within 10 s */
   tu_close();
 }
+
+/* sdb_daemon_pid and sdb_daemon_stop (sochdb destroy, the benchmarks) name
+** and signal only a sochdbd that holds the directory's LOCK now: a LOCK
+** whose pid is another database's running daemon (its own daemon died and
+** the pid went to that one) is not obeyed. */
+Test(sochdbd, a_lock_naming_another_databases_daemon_is_not_obeyed)
+{
+  sochdb *db = tu_open(REGION, MT, 10000);
+  cr_assert_eq(put(db, "k", "v", SOCHDB_SYNC), SOCHDB_OK, "a SYNC commit: the daemon runs");
+  pid_t theirs = sdb_daemon_pid(tu_dir());
+  cr_assert_gt(theirs, 0, "the test database's daemon is named");
+
+  char *other = tu_tmpdir(), lock[4200], pid[32];
+  cr_assert_not_null(other, "a second directory");
+  snprintf(lock, sizeof lock, "%s/LOCK", other);
+  int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  int n = snprintf(pid, sizeof pid, "%d\n", (int)theirs);
+  cr_assert(fd >= 0 && write(fd, pid, (size_t)n) == n, "a LOCK naming that daemon");
+  cr_assert_eq(flock(fd, LOCK_EX | LOCK_NB), 0, "held by this process, as a daemon would hold it");
+
+  cr_assert_eq(sdb_daemon_pid(other), 0, "a daemon that does not hold the LOCK is not its daemon");
+  cr_assert_eq(sdb_daemon_stop(other, SIGTERM, 200), SOCHDB_BUSY, "the LOCK stays held: nobody stopped");
+  tu_sleep_ms(50);
+  cr_assert_eq(kill(theirs, 0), 0, "the other database's daemon was not signalled");
+  cr_assert_eq(sdb_daemon_pid(tu_dir()), theirs, "and its own directory still names it");
+
+  close(fd);
+  cr_assert_eq(tu_rmrf(other), 0, "remove %s", other);
+  free(other);
+}
