@@ -146,6 +146,17 @@ static void build(const struct model *m, size_t block_bytes, uint8_t **buf, size
   build_hashed(m, block_bytes, 1, buf, len);
 }
 
+/* Build m's table (block_bytes, 0: the default) and open it as *r; the
+** buffer, which the reader points into, is returned to free after sst_close. */
+static uint8_t *build_open(const struct model *m, size_t block_bytes, struct sst_reader *r)
+{
+  uint8_t *buf;
+  size_t len;
+  build(m, block_bytes, &buf, &len);
+  cr_assert_eq(sst_open(buf, len, r), SOCHDB_OK, "open: %s", sochdb_last_error());
+  return buf;
+}
+
 /* The expected answer for key (versions m->e[first..end)) at snapshot. */
 static const struct ent *expect(const struct model *m, size_t first, size_t end, uint64_t snap)
 {
@@ -320,11 +331,6 @@ static struct search_index_at search_index_at(const uint8_t *buf, size_t len)
   return a;
 }
 
-static uint64_t len_of_keys(const uint8_t *buf, const struct search_index_at *a)
-{
-  return ld64(buf + a->index_off + 8);
-}
-
 /* Recompute every probe of the table's version-4 index from its entries and
 ** header as they now are (the reader's rule: 8 key bytes after key_shared,
 ** big-endian, zero-padded; offset << 1 | columnar), then reseal the index:
@@ -332,12 +338,13 @@ static uint64_t len_of_keys(const uint8_t *buf, const struct search_index_at *a)
 static void reprobe_and_seal(uint8_t *buf, const struct search_index_at *a)
 {
   uint32_t shared = ld32(buf + a->index_off + 4);
+  uint64_t keys_bytes = ld64(buf + a->index_off + 8);
   for (uint32_t i = 0; i < a->nb; i++) {
     const uint8_t *e = buf + a->entries + 40 * (size_t)i;
     uint32_t klen = ld32(e + 12);
     uint64_t key_off = ld64(e + 16);
     uint8_t b[8] = { 0 };
-    if (klen > shared && key_off + klen <= len_of_keys(buf, a))
+    if (klen > shared && key_off + klen <= keys_bytes)
       memcpy(b, buf + a->keys + key_off + shared, klen - shared < 8 ? klen - shared : 8);
     uint64_t pfx = 0;
     for (int j = 0; j < 8; j++)
@@ -357,11 +364,9 @@ Test(sstfmt, search_index_fields_are_checked)
 {
   struct model m = {0};
   make_model(&m, 3000, 2, 40, 0);
-  uint8_t *buf;
-  size_t len;
-  build(&m, 1024, &buf, &len);
   struct sst_reader r;
-  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
+  uint8_t *buf = build_open(&m, 1024, &r);
+  size_t len = r.len;
   struct search_index_at a = search_index_at(buf, len);
   cr_assert_eq(a.nb, r.nblocks, "the header's block count");
   cr_assert_eq(a.probes, (size_t)((const uint8_t *)r.probe - buf), "the probes where the header says");
@@ -514,17 +519,6 @@ Test(sstfmt, compression)
     free(buf);
     model_free(&m);
   }
-}
-
-/* Build m's table (block_bytes, 0: the default) and open it as *r; the
-** buffer, which the reader points into, is returned to free after sst_close. */
-static uint8_t *build_open(const struct model *m, size_t block_bytes, struct sst_reader *r)
-{
-  uint8_t *buf;
-  size_t len;
-  build(m, block_bytes, &buf, &len);
-  cr_assert_eq(sst_open(buf, len, r), SOCHDB_OK, "open: %s", sochdb_last_error());
-  return buf;
 }
 
 /* Blocks of the smallest size: m's keys spread over more than 100 of them. */
