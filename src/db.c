@@ -304,11 +304,13 @@ void sochdb_close(sochdb *db)
     allow_fork();
     if (db->region.base)
       munmap(db->region.base, db->region.size);
+    sdb_txn_free(db->spare);
     free(db->dir);
     free(db);
     return;
   }
   sdb_txn_abort_all(db);
+  sdb_txn_free(db->spare);
   sdb_tables_close(db);
   pthread_mutex_destroy(&db->tables_lock);
   forbid_fork();

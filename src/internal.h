@@ -40,6 +40,7 @@ struct sochdb {
   _Atomic int     forked;             /* set in a fork() child: the handle is dead there */
   pthread_mutex_t txns_lock;          /* guards the list of open transactions */
   struct sochdb_txn *txns;
+  struct sochdb_txn *_Atomic spare;   /* a finished transaction's object, for the next begin (txn.c) */
   struct sochdb  *next_handle;        /* process-wide list, for the fork handler */
   char           *dir;
   int             lock_fd;            /* DIR/LOCK, probed to see whether sochdbd runs */
@@ -119,6 +120,7 @@ static inline struct shm_txn_entry *sdb_txn_entry(const sochdb_txn *t)
 { return shm_txn_entry_at(&t->db->region, t->db->slot, t->entry); }
 
 void sdb_txn_abort_all(sochdb *db);   /* used by sochdb_close */
+void sdb_txn_free(sochdb_txn *t);     /* a transaction object and all it owns; NULL: nothing */
 
 /* DIR/sochdb.id: the directory's random 16-byte identity (db.c), which the
 ** region, the WAL and the MANIFEST carry. A directory without it holds no

@@ -101,18 +101,60 @@ const void *sdb_txn_keep(sochdb_txn *t, const void *p, size_t n)
   return at;
 }
 
-/* What a transaction owns in this process (also all a fork child may free). */
-static void free_txn_memory(sochdb_txn *t)
+/* What a transaction holds until it ends: its tables and the copies it
+** handed out. */
+static void release_txn_memory(sochdb_txn *t)
 {
   sdb_tables_release(t->tables);
-  sst_scratch_free(&t->scratch);
+  t->tables = NULL;
   while (t->keep) {
     struct txn_keep *next = t->keep->next;
     free(t->keep);
     t->keep = next;
   }
+}
+
+/* What a transaction owns in this process (also all a fork child may free). */
+void sdb_txn_free(sochdb_txn *t)
+{
+  if (!t)
+    return;
+  release_txn_memory(t);
+  sst_scratch_free(&t->scratch);
   wbuf_free(&t->writes);
   free(t);
+}
+
+#define SPARE_SCRATCH_MAX (256u * 1024u)   /* a larger scratch (a huge value's block) is not kept */
+
+/* A transaction object for begin: the handle's spare if it has one, whose
+** write buffer and scratch keep their memory (LMDB's mdb_txn_reset and
+** renew, without asking the caller), so that a small transaction allocates
+** nothing. acquire: pairs with keep_spare's release, so the object's last
+** user's writes to it happen-before ours. */
+static sochdb_txn *take_spare(sochdb *db)
+{
+  sochdb_txn *t = atomic_exchange_explicit(&db->spare, NULL, memory_order_acquire);
+  if (t)
+    return t;
+  if (!(t = malloc(sizeof *t)))
+    return NULL;
+  wbuf_init(&t->writes);
+  t->scratch = (struct sst_scratch){ NULL, 0 };
+  return t;
+}
+
+/* Make finished t the handle's spare. acq_rel: release hands t's contents
+** to the next take_spare; acquire, those of the spare it displaces, which
+** we free. */
+static void keep_spare(sochdb_txn *t)
+{
+  sochdb *db = t->db;
+  release_txn_memory(t);
+  wbuf_reset(&t->writes);
+  if (t->scratch.cap > SPARE_SCRATCH_MAX)
+    sst_scratch_free(&t->scratch);
+  sdb_txn_free(atomic_exchange_explicit(&db->spare, t, memory_order_acq_rel));
 }
 
 static void finish_txn(sochdb_txn *t)
@@ -131,7 +173,7 @@ static void finish_txn(sochdb_txn *t)
   atomic_store_explicit(&e->snapshot, 0, memory_order_release);
   hazard_clear(e);
   release_entry(db, t->entry);
-  free_txn_memory(t);
+  keep_spare(t);
 }
 
 static struct shm_slot_stats *my_stats(const sochdb *db) { return &shm_slot_at(&db->region, db->slot)->stats; }
@@ -153,27 +195,23 @@ int sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out)
   *out = NULL;
   if (flags & ~SOCHDB_TXN_READONLY)
     return sdb_fail(SOCHDB_INVALID, "unknown transaction flags 0x%x", flags);
-  /* Not calloc: glibc's calloc skips the thread's cache of freed chunks,
-  ** which a transaction of the same size, just freed, is likely in. Nor a
-  ** zeroed struct: clearing the view's 64 memtable numbers, which
+  /* Not a zeroed struct: clearing the view's 64 memtable numbers, which
   ** arena_view_protected writes as far as it needs, was 2.5% of a point
   ** read (perf, read_rand). */
-  sochdb_txn *t = malloc(sizeof *t);
+  sochdb_txn *t = take_spare(db);
   if (!t)
     return sdb_fail(SOCHDB_NOMEM, "allocating a transaction");
   t->db = db;
   t->flags = flags;
   t->view.n = 0;
   t->tables = NULL;
-  t->scratch = (struct sst_scratch){ NULL, 0 };
   t->keep = NULL;
   t->prev = t->next = NULL;
   rc = claim_entry(db, &t->entry);
   if (rc != SOCHDB_OK) {
-    free(t);
+    sdb_txn_free(t);
     return rc;
   }
-  wbuf_init(&t->writes);
   struct shm_txn_entry *e = sdb_txn_entry(t);
   /* Snapshot, memtables, files, in this order: a commit after our snapshot
   ** is in a memtable of the view (see the header), and a memtable that left
@@ -186,7 +224,7 @@ int sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out)
     atomic_store_explicit(&e->snapshot, 0, memory_order_release);
     hazard_clear(e);
     release_entry(db, t->entry);
-    free_txn_memory(t);
+    sdb_txn_free(t);
     return rc;
   }
   link_txn(t);
@@ -741,6 +779,8 @@ static int check_txn_size(const sochdb_txn *t)
   return SOCHDB_OK;
 }
 
+#define INSTALLED_ON_STACK 64u
+
 static int commit_writes(sochdb_txn *t, unsigned flags)
 {
   sochdb *db = t->db;
@@ -752,7 +792,8 @@ static int commit_writes(sochdb_txn *t, unsigned flags)
   struct commit_ctx c = { .t = t, .r = &db->region, .e = sdb_txn_entry(t) };
   c.ref = txn_ref(db->slot, t->entry, atomic_load_explicit(&c.e->gen, memory_order_relaxed));
   const uint32_t *order = wbuf_sorted(&t->writes);   /* key order: see header */
-  struct installed *at = order ? malloc(t->writes.n * sizeof *at) : NULL;
+  struct installed few[INSTALLED_ON_STACK];
+  struct installed *at = !order ? NULL : t->writes.n <= INSTALLED_ON_STACK ? few : malloc(t->writes.n * sizeof *at);
   if (!at)
     return sdb_fail(SOCHDB_NOMEM, "committing %zu writes", t->writes.n);
   /* Held while we may write into memtables: the flusher waits for it before
@@ -764,7 +805,8 @@ static int commit_writes(sochdb_txn *t, unsigned flags)
     give_fingers(db);
   if (rc == SOCHDB_OK)
     rc = wait_for_writer(&c);
-  free(at);
+  if (at != few)
+    free(at);
   struct shm_slot_stats *st = my_stats(db);
   if (rc != SOCHDB_OK) {
     slots_retire_descriptor(c.r, c.e, c.record_off);   /* aborts: our intents become invisible */
@@ -796,7 +838,7 @@ int sochdb_commit(sochdb_txn *t, unsigned flags)
   int rc = sdb_check_txn(t);
   if (rc != SOCHDB_OK) {
     if (t && atomic_load_explicit(&t->db->forked, memory_order_relaxed)) {
-      free_txn_memory(t);      /* the child may free its copy, nothing more */
+      sdb_txn_free(t);      /* the child may free its copy, nothing more */
     }
     return rc;
   }
@@ -821,7 +863,7 @@ void sochdb_abort(sochdb_txn *t)
   if (!t)
     return;
   if (atomic_load_explicit(&t->db->forked, memory_order_relaxed)) {
-    free_txn_memory(t);
+    sdb_txn_free(t);
     return;
   }
   count(&my_stats(t->db)->aborts, 1);

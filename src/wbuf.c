@@ -9,6 +9,7 @@
 #include <string.h>
 
 #define CHUNK_BYTES (64u * 1024u)
+#define WBUF_KEEP_ENTRIES 1024u   /* a fill_batch transaction's: 40 KiB of entries, 8 KiB of index */
 
 struct wb_chunk {
   struct wb_chunk *next;
@@ -28,6 +29,43 @@ void wbuf_free(struct wbuf *wb)
   free(wb->index);
   free(wb->order);
   memset(wb, 0, sizeof *wb);
+}
+
+void wbuf_reset(struct wbuf *wb)
+{
+  struct wb_chunk *keep = NULL;
+  for (struct wb_chunk *c = wb->chunks, *next; c; c = next) {
+    next = c->next;
+    if (!keep && c->cap == CHUNK_BYTES)
+      keep = c;
+    else
+      free(c);
+  }
+  if (keep) {
+    keep->used = 0;
+    keep->next = NULL;
+  }
+  if (wb->cap > WBUF_KEEP_ENTRIES) {
+    free(wb->ents);
+    wb->ents = NULL;
+    wb->cap = 0;
+  }
+  if (wb->index_cap > 2 * WBUF_KEEP_ENTRIES) {
+    free(wb->index);
+    wb->index = NULL;
+    wb->index_cap = 0;
+  } else if (wb->n) {
+    memset(wb->index, 0, wb->index_cap * sizeof *wb->index);
+  }
+  if (wb->order_cap > WBUF_KEEP_ENTRIES) {
+    free(wb->order);
+    wb->order = NULL;
+    wb->order_cap = 0;
+  }
+  wb->chunks = keep;
+  wb->n = 0;
+  wb->sorted = 0;
+  wb->bytes = 0;
 }
 
 /* Copy bytes into the chunk arena; large payloads get a chunk of their own. */
@@ -145,10 +183,15 @@ const uint32_t *wbuf_sorted(struct wbuf *wb)
 {
   if (wb->sorted)
     return wb->order;
-  uint32_t *order = realloc(wb->order, (wb->n ? wb->n : 1) * sizeof *order);
-  if (!order)
-    return NULL;
-  wb->order = order;
+  if (wb->n > wb->order_cap || !wb->order) {
+    size_t cap = wb->n ? wb->n : 1;
+    uint32_t *grown = realloc(wb->order, cap * sizeof *grown);
+    if (!grown)
+      return NULL;
+    wb->order = grown;
+    wb->order_cap = cap;
+  }
+  uint32_t *order = wb->order;
   for (size_t i = 0; i < wb->n; i++)
     order[i] = (uint32_t)i;
   size_t i = 1;   /* keys written in order (a batched load) need no sort: n - 1 comparisons */

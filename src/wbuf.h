@@ -31,6 +31,7 @@ struct wbuf {
   uint32_t        *index;       /* open addressing: entry number + 1, 0 = empty */
   size_t           index_cap;   /* power of two */
   uint32_t        *order;       /* entry numbers in key order, valid when sorted */
+  size_t           order_cap;
   int              sorted;
   struct wb_chunk *chunks;
   size_t           bytes;       /* payload bytes buffered */
@@ -38,6 +39,10 @@ struct wbuf {
 
 void  wbuf_init(struct wbuf *wb);
 void  wbuf_free(struct wbuf *wb);
+/* Empty wb for the next transaction, keeping what a small one needs (one
+** chunk, arrays for WBUF_KEEP_ENTRIES keys): the next one then allocates
+** nothing until it outgrows them. Larger allocations are freed. */
+void  wbuf_reset(struct wbuf *wb);
 /* Record a put (tombstone 0) or delete (1). Returns 0, or -1 on ENOMEM. */
 int   wbuf_put(struct wbuf *wb, const void *key, uint32_t klen, const void *val, uint32_t vlen, int tombstone);
 const struct wb_entry *wbuf_get(const struct wbuf *wb, const void *key, uint32_t klen);

@@ -100,6 +100,47 @@ Test(txn, value_pointer_stays_valid_until_txn_ends)
   tu_close();
 }
 
+/* A handle reuses a finished transaction's object (and its write buffer's
+** memory) for the next one: nothing of the last transaction may show in
+** the next, whether it aborted or committed, wrote a few keys or more than
+** the buffer keeps, or overlapped another open transaction. */
+Test(txn, a_finished_transaction_leaves_nothing_to_the_next)
+{
+  sochdb *db = open_db();
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_put_str(t, "aborted", "x");
+  sochdb_abort(t);
+  t = tu_begin(db, 0);
+  tu_expect_str(t, "aborted", NULL, "the aborted transaction's write, in the next one");
+  tu_commit(t, SOCHDB_ASYNC, "an empty commit after an abort");
+  expect_committed(db, "aborted", NULL, "an aborted write committed by the next transaction");
+
+  t = tu_begin(db, 0);
+  char k[32];
+  for (unsigned i = 0; i < 5000; i++) {   /* more than a reused buffer keeps */
+    snprintf(k, sizeof k, "big%05u", i);
+    tu_put_str(t, k, "v");
+  }
+  tu_commit(t, SOCHDB_ASYNC, "5000 keys");
+  t = tu_begin(db, 0);
+  tu_put_str(t, "small", "s");
+  tu_commit(t, SOCHDB_ASYNC, "one key after 5000");
+  cr_assert_eq(count_keys(db), 5001, "keys after a 5000-key and a one-key transaction");
+
+  sochdb_txn *a = tu_begin(db, 0), *b = tu_begin(db, 0);   /* one reuses the object, one is new */
+  tu_put_str(a, "from-a", "a");
+  tu_put_str(b, "from-b", "b");
+  sochdb_abort(a);
+  tu_expect_str(b, "from-a", NULL, "another transaction's aborted write");
+  tu_commit(b, SOCHDB_ASYNC, "b");
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  tu_expect_str(t, "from-a", NULL, "an aborted write after two transactions ended");
+  tu_expect_str(t, "from-b", "b", "a committed write after two transactions ended");
+  tu_expect_str(t, "small", "s", "a reused object's earlier commit");
+  sochdb_abort(t);
+  tu_close();
+}
+
 /* ---------------------------------------------------- isolation */
 
 Test(txn, snapshot_isolation_between_txns)

@@ -350,3 +350,40 @@ Test(wbuf, keys_written_in_order_or_nearly)
   expect_order(middle, 8, "a key out of place in the middle");
 }
 
+/* A reset buffer holds nothing of its last use, whether it kept its memory
+** (a few keys) or gave it back (thousands, over the kept sizes), and works
+** as a fresh one: new keys, their order, values in the kept chunk. */
+static void reset_and_reuse(size_t nkeys)
+{
+  char k[32], v[32];
+  for (size_t i = 0; i < nkeys; i++) {
+    snprintf(k, sizeof k, "old%06zu", i);
+    put(k, "stale");
+  }
+  wbuf_sorted(&wb);
+  wbuf_reset(&wb);
+  cr_assert_eq(wb.n, 0, "reset after %zu keys left %zu entries", nkeys, wb.n);
+  cr_assert_eq(wb.bytes, 0, "reset after %zu keys left %zu bytes counted", nkeys, wb.bytes);
+  for (size_t i = 0; i < nkeys; i++) {
+    snprintf(k, sizeof k, "old%06zu", i);
+    cr_assert_null(get(k), "reset after %zu keys still finds %s", nkeys, k);
+  }
+  for (size_t i = 3; i-- > 0;) {
+    snprintf(k, sizeof k, "new%zu", i);
+    snprintf(v, sizeof v, "fresh%zu", i);
+    put(k, v);
+  }
+  const char *const want[] = { "new0", "new1", "new2" };
+  expect_order(want, 3, "after reset");
+  expect("new1", "fresh1");
+  cr_assert_null(get("old000000"), "a key of the last use came back after new puts");
+}
+
+Test(wbuf, reset_forgets_small_and_large_buffers)
+{
+  reset_and_reuse(5);      /* keeps its arrays and chunk */
+  wbuf_reset(&wb);
+  reset_and_reuse(5000);   /* over the kept sizes: arrays and chunks freed */
+  wbuf_reset(&wb);
+  reset_and_reuse(0);
+}
