@@ -46,6 +46,16 @@ static uint64_t now_ns(void)
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* The probe's rate limit, read on every ASYNC commit: the coarse clock
+** (a few milliseconds of resolution) reads a variable where the precise one
+** reads the TSC, a third of the time (24 ns against 7 here). */
+static uint64_t coarse_now_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static void sleep_ms(unsigned ms)
 {
   struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
@@ -296,7 +306,7 @@ int sdb_daemon_ensure_within(sochdb *db, unsigned max_wait_ms)
   if (sdb_test_without_daemon())
     return SOCHDB_OK;
   /* Called from wait loops: probe at most every 20 ms. relaxed: a hint. */
-  uint64_t now = now_ns(), last = atomic_load_explicit(&db->daemon_probe_ns, memory_order_relaxed);
+  uint64_t now = coarse_now_ns(), last = atomic_load_explicit(&db->daemon_probe_ns, memory_order_relaxed);
   if (last && now - last < 20000000ull)
     return SOCHDB_OK;
   atomic_store_explicit(&db->daemon_probe_ns, now, memory_order_relaxed);
@@ -312,6 +322,6 @@ int sdb_daemon_ensure_within(sochdb *db, unsigned max_wait_ms)
                     db->dir, db->dir);
   int rc = start_daemon(db, max_wait_ms ? max_wait_ms : 1);
   if (rc != SOCHDB_OK)
-    atomic_store_explicit(&db->daemon_retry_ns, now_ns() + DAEMON_RETRY_NS, memory_order_relaxed);
+    atomic_store_explicit(&db->daemon_retry_ns, coarse_now_ns() + DAEMON_RETRY_NS, memory_order_relaxed);
   return rc;
 }

@@ -400,7 +400,9 @@ struct commit_ctx {
   int                   deadline_set;
   uint64_t              memtables;  /* bit i: a version of ours is in memtable i */
   int                   retired_conflict;   /* the conflict is check_retired's */
-  struct sl_finger      finger;     /* install_one's last search in the active memtable */
+  struct sl_finger     *finger;     /* install_one's last search in the active memtable: the
+                                    ** handle's (kept->active), or own_finger */
+  struct sl_finger      own_finger;
   struct commit_fingers *kept;      /* the handle's fingers, ours during install_all; NULL if
                                     ** another thread's commit holds them */
 };
@@ -509,12 +511,12 @@ static int install_one(struct commit_ctx *c, const struct wb_entry *w, struct in
   for (;;) {
     uint32_t mt = arena_active(c->r);
     /* keys come in increasing order: each search resumes where the last one ended */
-    uint64_t node = sl_find_or_insert_finger(c->r, mt, w->key, w->klen, w->hash, &c->finger);
+    uint64_t node = sl_find_or_insert_finger(c->r, mt, w->key, w->klen, w->hash, c->finger);
     uint64_t v = node ? new_version(c, mt, node, w) : 0;
     if (!v) {
       /* make_room may leave our commit epoch while it waits, after which
       ** memtables, this one included, may be recycled under the finger */
-      sl_finger_reset(&c->finger);
+      sl_finger_reset(c->finger);
       int rc = make_room(c, mt);
       if (rc != SOCHDB_OK)
         return rc;
@@ -556,24 +558,24 @@ static void give_fingers(sochdb *db)
   atomic_store_explicit(&db->fingers_busy, 0, memory_order_release);
 }
 
-/* A kept finger for memtable mt, which the caller's commit epoch keeps (it
-** is live in the commit's view, or active): the saved one if mt still holds
-** the memtable it was saved in, else an empty one. A relaxed id is enough:
-** the epoch keeps mt from being flushed and recycled until it is left (or
-** re-entered, by make_room, which resets the installs' finger), so its id
-** cannot change under us, and the acquire that showed us mt live or active
-** also showed its id. One arena escapes the epoch: one whose rotation lost
-** goes back to FREE at once and may be claimed again under a new id; but it
-** never held a node in that life, so a finger saved there holds the head
-** (at a fixed offset) or nodes of its next life, reached by acquire loads
-** that also showed that life's id to keep_fingers. */
-static void resume_finger(const shm_region *r, uint32_t mt, const struct sl_finger *saved, uint64_t saved_id,
-                          struct sl_finger *f)
+/* Keep finger f, saved in memtable mt (which the caller's commit epoch
+** keeps: it is live in the commit's view, or active) with memtable id
+** saved_id, if mt still holds that memtable, else empty it. A relaxed id is
+** enough: the epoch keeps mt from being flushed and recycled until it is
+** left (or re-entered, by make_room, which resets the installs' finger), so
+** its id cannot change under us, and the acquire that showed us mt live or
+** active also showed its id. One arena escapes the epoch: one whose
+** rotation lost goes back to FREE at once and may be claimed again under a
+** new id; but it never held a node in that life, so a finger saved there
+** holds the head (at a fixed offset) or nodes of its next life, reached by
+** acquire loads that also showed that life's id to keep_fingers. The
+** fingers are used where they lie, not copied: copying them was most of
+** install_all's samples in fill_seq (perf). */
+static struct sl_finger *resume_finger(const shm_region *r, uint32_t mt, struct sl_finger *f, uint64_t saved_id)
 {
-  if (saved->mt == mt && saved_id == memtable_id(r, mt))
-    *f = *saved;
-  else
+  if (f->mt != mt || saved_id != memtable_id(r, mt))
     sl_finger_reset(f);
+  return f;
 }
 
 /* Step 2: the key's versions in the other live memtables. fingers[i]:
@@ -582,15 +584,15 @@ static void resume_finger(const shm_region *r, uint32_t mt, const struct sl_fing
 ** greater keys is there either: their checks all take effect at that
 ** instant (after our installs, as each check must), and are not repeated. */
 static int check_elsewhere(struct commit_ctx *c, const struct wb_entry *w, const struct installed *at,
-                           const struct mt_view *view, struct sl_finger *fingers, uint64_t *passed)
+                           const struct mt_view *view, struct sl_finger *const *fingers, uint64_t *passed)
 {
   uint32_t my_slot = c->t->db->slot;
   for (uint32_t i = 0; i < view->n; i++) {
     uint32_t mt = view->idx[i];
     if (mt == at->mt || (*passed >> i & 1))
       continue;
-    uint64_t node = sl_find_finger(c->r, mt, w->key, w->klen, &fingers[i]);
-    if (!node && sl_finger_at_end(c->r, &fingers[i]))
+    uint64_t node = sl_find_finger(c->r, mt, w->key, w->klen, fingers[i]);
+    if (!node && sl_finger_at_end(c->r, fingers[i]))
       *passed |= 1ull << i;
     uint64_t state;
     const struct mv_version *live;
@@ -628,27 +630,45 @@ static int check_retired(struct commit_ctx *c)
 
 #define BUCKET_PREFETCH_AHEAD 8u   /* keys: about the misses a core keeps in flight */
 
-/* Save this commit's fingers in the handle's, with the ids of the memtables
-** they are in (read while our epoch still keeps those memtables). */
-static void keep_fingers(struct commit_ctx *c, const struct mt_view *view, const struct sl_finger *fingers)
+/* Record with the handle's fingers, which this commit moved where they
+** lie, the ids of the memtables they are now in (read while our epoch
+** still keeps those memtables). */
+static void keep_fingers(struct commit_ctx *c, const struct mt_view *view)
 {
   struct commit_fingers *k = c->kept;
-  k->active = c->finger;
-  k->active_id = c->finger.mt != UINT32_MAX ? memtable_id(c->r, c->finger.mt) : 0;
+  k->active_id = k->active.mt != UINT32_MAX ? memtable_id(c->r, k->active.mt) : 0;
   for (uint32_t i = 0; i < view->n; i++) {
     uint32_t mt = view->idx[i];
-    k->older[mt] = fingers[i];
-    k->older_id[mt] = fingers[i].mt != UINT32_MAX ? memtable_id(c->r, mt) : 0;
+    k->older_id[mt] = k->older[mt].mt != UINT32_MAX ? memtable_id(c->r, mt) : 0;
+  }
+}
+
+/* The conflict checks' fingers, fingers[i] for memtable view->idx[i]: the
+** handle's, where they lie, or (another thread's commit holds those) empty
+** ones in own[]. */
+static void check_fingers(struct commit_ctx *c, const struct mt_view *view, struct sl_finger **fingers,
+                          struct sl_finger *own)
+{
+  for (uint32_t i = 0; i < view->n; i++) {
+    uint32_t mt = view->idx[i];
+    if (c->kept) {
+      fingers[i] = resume_finger(c->r, mt, &c->kept->older[mt], c->kept->older_id[mt]);
+    } else {
+      fingers[i] = &own[i];
+      sl_finger_reset(fingers[i]);
+    }
   }
 }
 
 static int install_all(struct commit_ctx *c, const uint32_t *order, struct installed *at)
 {
   const struct wbuf *wb = &c->t->writes;
-  if (c->kept)
-    resume_finger(c->r, arena_active(c->r), &c->kept->active, c->kept->active_id, &c->finger);
-  else
-    sl_finger_reset(&c->finger);
+  if (c->kept) {
+    c->finger = resume_finger(c->r, arena_active(c->r), &c->kept->active, c->kept->active_id);
+  } else {
+    c->finger = &c->own_finger;
+    sl_finger_reset(c->finger);
+  }
   /* each new key writes a random hash bucket: ask for the lines a few keys
   ** ahead, so that their misses overlap each other and the skiplist search */
   for (size_t i = 0; i < wb->n && i < BUCKET_PREFETCH_AHEAD; i++)
@@ -657,8 +677,10 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
     if (i + BUCKET_PREFETCH_AHEAD < wb->n)
       sl_prefetch_bucket(c->r, arena_active(c->r), wb->ents[order[i + BUCKET_PREFETCH_AHEAD]].hash, 1);
     int rc = install_one(c, &wb->ents[order[i]], &at[i]);
-    if (rc != SOCHDB_OK)
+    if (rc != SOCHDB_OK) {
+      sl_finger_reset(c->finger);   /* its id is not recorded: a memtable change may have moved it */
       return rc;
+    }
     CRASHPOINT("commit.install");
   }
   /* seq_cst fence: the installs above must be ordered before every load of
@@ -670,20 +692,14 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
   arena_view(c->r, &view);               /* fresh: rotations since begin count */
   /* Fingers are safe here: our commit epoch keeps these memtables from
   ** being recycled until we decide (shm/epoch.h). */
-  struct sl_finger fingers[SHM_MAX_MEMTABLES];
-  for (uint32_t i = 0; i < view.n; i++) {
-    uint32_t mt = view.idx[i];
-    if (c->kept)
-      resume_finger(c->r, mt, &c->kept->older[mt], c->kept->older_id[mt], &fingers[i]);
-    else
-      sl_finger_reset(&fingers[i]);
-  }
+  struct sl_finger *fingers[SHM_MAX_MEMTABLES], own[SHM_MAX_MEMTABLES];   /* own: untouched when kept */
+  check_fingers(c, &view, fingers, own);
   uint64_t passed = 0;
   int rc = SOCHDB_OK;
   for (size_t i = 0; view.n >= 2 && i < wb->n && rc == SOCHDB_OK; i++)
     rc = check_elsewhere(c, &wb->ents[order[i]], &at[i], &view, fingers, &passed);
   if (c->kept)
-    keep_fingers(c, &view, fingers);
+    keep_fingers(c, &view);
   return rc != SOCHDB_OK ? rc : check_retired(c);
 }
 
@@ -692,6 +708,8 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
 ** sure it runs, and give up after busy_timeout_ms. */
 static int wait_for_writer(struct commit_ctx *c)
 {
+  if (durable_may_claim(c->r))
+    return SOCHDB_OK;   /* nearly always: no deadline to read the clock for */
   struct timespec deadline;
   durable_deadline(&deadline, c->t->db->busy_timeout_ms);
   while (!durable_may_claim(c->r)) {
