@@ -631,8 +631,12 @@ static void t1b_power_cut_at(const char *point, unsigned nth)
   /* The files as the dying daemon left them: a rebuild from them alone. */
   tu_remove_region(dir);
   db = fc_open(SOCHDB_TEST_SOCHDBD_TESTING);
+  /* The flush and compaction points come after a table was written; the
+  ** log's runway may come before the first flush ends (a loaded machine,
+  ** a fast writer), and the rebuild is then from the log alone. */
   sochdb_stats s = tu_stats(db);
-  cr_assert_geq(s.sst_files, 1, "the rebuilt region lists no SSTable");
+  if (strncmp(point, "wal.", 4) != 0)
+    cr_assert_geq(s.sst_files, 1, "the rebuilt region lists no SSTable");
   sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   long n = acked;                              /* the one in flight may be there too */
   char tk[32], tv[32];
