@@ -161,7 +161,8 @@ static void remove_quiet_daemon(void)
 static pid_t daemon_pid(const char *dir)
 {
   char path[4200], buf[32] = { 0 };
-  snprintf(path, sizeof path, "%s/LOCK", dir);
+  if (snprintf(path, sizeof path, "%s/LOCK", dir) >= (int)sizeof path)
+    return 0;   /* no such path: no pid */
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return 0;
