@@ -61,7 +61,9 @@ struct txn_keep {
   uint8_t data[];
 };
 
-struct sochdb_txn {                   /* sochdb_txn_begin sets every field: not zeroed (txn.c) */
+/* Not zeroed: sochdb_txn_begin sets every field but writes and scratch,
+** which a reused object (the handle's spare, txn.c) brings emptied. */
+struct sochdb_txn {
   sochdb         *db;
   unsigned        flags;
   uint32_t        entry;              /* our transaction entry in the slot */

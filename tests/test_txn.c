@@ -391,6 +391,20 @@ static size_t count_range(sochdb *db, const char *from, const char *to)
 
 static const char zeros[ST_VLEN];
 
+/* Wait (up to 30 s) until the daemon has flushed all but `most` live
+** memtables. */
+static void wait_memtables_in_use(sochdb *db, uint32_t most)
+{
+  sochdb_stats st;
+  for (int tries = 0;; tries++) {
+    cr_assert_eq(sochdb_stats_get(db, &st), SOCHDB_OK, "stats");
+    if (st.memtables_in_use <= most)
+      return;
+    cr_assert_lt(tries, 3000, "%u memtables still live after 30 s, want %u at most", st.memtables_in_use, most);
+    usleep(10000);
+  }
+}
+
 /* db2 commits 32 KiB values of zeros (the daemon flushes and recycles the
 ** memtables they fill) until arena mt is the active memtable again under an
 ** id other than `id`. The key of the value it began with into *first. */
@@ -458,6 +472,10 @@ Test(txn, a_kept_conflict_finger_is_not_used_in_a_recycled_arena)
   tu_commit_kv(db, "a010", "v", SOCHDB_ASYNC);
   char first[16];
   reuse_arena(db2, mt, id, first);
+  /* t's view will keep every live memtable from being recycled, and
+  ** rotate(db2) below needs a free arena: let the daemon catch up first
+  ** (a writer faster than the flusher could leave none free) */
+  wait_memtables_in_use(db, 2);
   sochdb_txn *t = tu_begin(db, 0);  /* not before: its view would keep mt from being recycled */
   tu_commit_kv(db2, "a999", "db2", SOCHDB_ASYNC);  /* after t's snapshot, in mt's new life */
   rotate(db2);                     /* mt older again: t's check looks there (or, once mt is
