@@ -70,7 +70,7 @@ struct sochdb_txn {
   uint64_t        snapshot;
   struct mt_view  view;               /* live memtables when the snapshot was taken */
   struct wbuf     writes;
-  struct sdb_tables *tables;          /* SSTables in the view (tables.h) */
+  struct sdb_tables *tables;          /* SSTables it reads, NULL until its first read (tables.h) */
   struct sst_scratch scratch;         /* decompressed blocks for gets */
   struct txn_keep *keep;
   struct sochdb_txn *prev, *next;     /* in db->txns */
@@ -123,6 +123,7 @@ static inline struct shm_txn_entry *sdb_txn_entry(const sochdb_txn *t)
 
 void sdb_txn_abort_all(sochdb *db);   /* used by sochdb_close */
 void sdb_txn_free(sochdb_txn *t);     /* a transaction object and all it owns; NULL: nothing */
+int  sdb_txn_tables(sochdb_txn *t);   /* take t->tables if not yet taken (txn.c) */
 
 /* DIR/sochdb.id: the directory's random 16-byte identity (db.c), which the
 ** region, the WAL and the MANIFEST carry. A directory without it holds no

@@ -238,6 +238,8 @@ static int iter_open(sochdb_txn *t, const void *start, size_t slen, const void *
     start = NULL;
   rc = copy_own_writes(it, start, (uint32_t)slen);
   if (rc == SOCHDB_OK)
+    rc = sdb_txn_tables(t);
+  if (rc == SOCHDB_OK)
     rc = open_table_cursors(it, start, slen);
   if (rc != SOCHDB_OK) {
     sochdb_iter_close(it);

@@ -213,24 +213,30 @@ int sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out)
     return rc;
   }
   struct shm_txn_entry *e = sdb_txn_entry(t);
-  /* Snapshot, memtables, files, in this order: a commit after our snapshot
-  ** is in a memtable of the view (see the header), and a memtable that left
-  ** the view has its file in the list we take after it (daemon/flusher.c).
-  ** Both are protected by hazards in our entry (epoch.h) until we end. */
+  /* Snapshot, then memtables, in this order: a commit after our snapshot
+  ** is in a memtable of the view (see the header). The view is protected
+  ** by a hazard in our entry (epoch.h) until we end; the files come at the
+  ** first read that needs them (sdb_txn_tables). */
   t->snapshot = slots_publish_snapshot(&db->region, e);
   arena_view_protected(&db->region, &e->view_memtables, &t->view);
-  rc = sdb_tables_acquire(db, &e->view_files, &t->tables);
-  if (rc != SOCHDB_OK) {
-    atomic_store_explicit(&e->snapshot, 0, memory_order_release);
-    hazard_clear(e);
-    release_entry(db, t->entry);
-    sdb_txn_free(t);
-    return rc;
-  }
   link_txn(t);
   CRASHPOINT("txn.begin.snapshot");
   *out = t;
   return SOCHDB_OK;
+}
+
+/* The SSTables t reads, taken at its first read that needs them rather than
+** at begin, so that a transaction that only writes never takes them. Any
+** list taken after the view serves our snapshot: a memtable that left the
+** view has its file in it (daemon/flusher.c), and the files that replace
+** those of an earlier list keep every version our snapshot can see, since
+** our published snapshot holds the compactions' horizon at or below it
+** (daemon/compactor.c). */
+int sdb_txn_tables(sochdb_txn *t)
+{
+  if (t->tables)
+    return SOCHDB_OK;
+  return sdb_tables_acquire(t->db, &sdb_txn_entry(t)->view_files, &t->tables);
 }
 
 static int check_key(const void *key, size_t klen)
@@ -359,6 +365,9 @@ static int get_key(sochdb_txn *t, const void *key, size_t klen, const void **val
     *vlen = own->vlen;
     return SOCHDB_OK;
   }
+  rc = sdb_txn_tables(t);
+  if (rc != SOCHDB_OK)
+    return rc;
   uint64_t hash = sl_hash(key, (uint32_t)klen);
   struct sst_hint hint;
   prefetch_get(t, key, klen, hash, &hint);
