@@ -292,7 +292,9 @@ Test(flush, snapshots_keep_their_view_across_flush_and_compaction)
   fill(db, n, 1, 100);
   sochdb_txn *old = tu_begin(db, SOCHDB_TXN_READONLY);
   /* overwrite everything several times: flushes, then compactions, while
-  ** `old` holds its snapshot and its view */
+  ** `old` holds its snapshot and its view. It reads nothing before they
+  ** end, so it takes its files after them (txn.c, sdb_txn_tables): the
+  ** horizon its snapshot holds must have kept its versions in them. */
   for (int gen = 2; gen <= 7; gen++)
     fill(db, n, gen, 100);
   TU_WAIT_STATS(db, s->compactions >= 1, "a compaction");
