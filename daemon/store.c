@@ -103,9 +103,9 @@ static int publish_locked(struct store *s)
   if (rc != SOCHDB_OK)
     return rc;
   for (unsigned waited = 0; (rc = fl_publish(s->r, files, n)) == SOCHDB_BUSY; waited++) {
-    /* Every other list is read by a snapshot that began before it was
-    ** replaced: wait for one to end. Each snapshot holds one list, so this
-    ** takes FL_LISTS - 1 snapshots, each from a different file set. */
+    /* Every other list is named by a hazard: a transaction mapping its
+    ** files (it names one only while its process maps them, src/tables.c).
+    ** Reclaim and look again until one is let go. */
     if (waited % 1000 == 0)
       ww_log(s->db->dir, "waiting for a snapshot to end: all %u file lists are in use", FL_LISTS);
     fl_reclaim(s->r, 0);

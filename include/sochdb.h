@@ -162,7 +162,9 @@ int  sochdb_delete(sochdb_txn *t, const void *key, size_t klen);
 ** the same key again. The bytes must not be modified.
 **
 ** Errors: SOCHDB_NOTFOUND (absent or deleted), SOCHDB_INVALID (NULL argument,
-**   bad key length), SOCHDB_CORRUPT (a damaged structure was detected).
+**   bad key length), SOCHDB_CORRUPT (a damaged structure was detected),
+**   SOCHDB_NOMEM (mapping the SSTables at the transaction's first read, or
+**   copying a value out of a compressed block; the transaction stays usable).
 */
 int  sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, size_t *vlen);
 

@@ -5,10 +5,12 @@
 **
 ** Two mechanisms, each fitted to how long its readers hold on.
 **
-** Views: hazards. A transaction reads the memtables and the file list that
-** were live when it began, for as long as it lives (a snapshot may be kept
-** for hours). Each transaction entry names exactly what its view holds: a
-** bitmask of memtables (view_memtables) and one file list (view_files). The
+** Views: hazards. A transaction reads the memtables that were live when it
+** began, for as long as it lives (a snapshot may be kept for hours), and the
+** file list current at its first read of SSTables, only while its process
+** maps that list's files (src/tables.c). Each transaction entry names
+** exactly what it holds: a bitmask of memtables (view_memtables) and one
+** file list (view_files). The
 ** reader publishes the hazard, then checks that the object is still live;
 ** the daemon unpublishes the object, then scans every hazard. Both sides are
 ** seq_cst (store-then-check), so either the daemon sees the hazard, or the

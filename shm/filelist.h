@@ -6,9 +6,11 @@
 ** (hdr->current_files). The daemon publishes a new set of files by filling a
 ** FREE list, marking it CURRENT, swinging current_files to it, then retiring
 ** the previous one with an epoch tag (epoch.h); a RETIRED list becomes FREE
-** once no view taken before the swing remains. A transaction reads the
-** current list once, at begin, under its view epoch: the list it read stays
-** unchanged until the transaction ends. Lists carry ids (strictly
+** once no hazard names it. A transaction reads the current list once, at
+** its first read that needs SSTables (src/txn.c, sdb_txn_tables), under a
+** hazard (view_files, epoch.h) held only while its process maps the files:
+** the process's table of mapped files (src/tables.c) then keeps them until
+** the transaction ends, whatever becomes of the list. Lists carry ids (strictly
 ** increasing) so that a process can tell whether its own table of mapped
 ** files (src/tables.c) is still the current one without reading the list.
 **

@@ -1,6 +1,7 @@
 /*
 ** iter.c — range iterators: a merge of the transaction's own writes, every
-** live memtable of its view, and the SSTables of its view, in key order.
+** live memtable of its view, and its SSTables (taken at its first read:
+** src/txn.c, sdb_txn_tables), in key order.
 **
 ** For each key the newest source wins: the transaction's own write first,
 ** then the newest memtable holding a version visible at the snapshot (a

@@ -6,8 +6,9 @@
 **
 ** The table set is swapped under liburcu (urcu-bp, so that any application
 ** thread may read it without registering): a transaction takes a reference
-** inside a read-side critical section at begin and drops it at its end, and
-** the set it holds (with every mapping in it) lives at least that long. A new
+** inside a read-side critical section at its first read that needs SSTables
+** (a get, an iterator: src/txn.c, sdb_txn_tables) and drops it at its end,
+** and the set it holds (with every mapping in it) lives at least that long. A new
 ** set is built by the first transaction that finds the region's list newer
 ** than the process's set, reusing the mappings of files it already has.
 */

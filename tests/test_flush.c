@@ -164,6 +164,19 @@ static int dir_scan(const char *dir, const char *suffix, off_t *largest)
 
 static int dir_count(const char *dir, const char *suffix) { return dir_scan(dir, suffix, NULL); }
 
+/* Make a fresh memtable active and wait until the daemon has flushed every
+** other: all that was written is then in SSTables. */
+static void rotate_and_flush(sochdb *db)
+{
+  shm_region *r = &db->region;
+  uint32_t before = arena_active(r);
+  int rc;
+  for (int tries = 0; (rc = arena_rotate(r, db->slot, before)) == SOCHDB_BUSY && tries < 500; tries++)
+    tu_sleep_ms(10);
+  cr_assert_eq(rc, SOCHDB_OK, "arena_rotate: %s", sochdb_strerror(rc));
+  TU_WAIT_STATS(db, s->memtables_in_use <= 1, "every memtable but the new active one flushed");
+}
+
 /* Write n keys, several memtables of mt_bytes in a REG region: they are
 ** flushed as they fill, the arenas recycled (the region never runs out
 ** although the data is several times the memtables it has), and every key
@@ -173,7 +186,13 @@ static sochdb *fill_through_recycled_arenas(int n, size_t mt_bytes)
   sochdb *db = tu_open(REG, mt_bytes, 5000);
   fill(db, n, 1, 50);
   TU_WAIT_STATS(db, s->flushes >= 3 && s->sst_files >= 1, "flushes");
-  /* a flush is counted when its table is recorded, before the log it covers is removed */
+  /* The log is removed a whole segment at a time once the flushes cover
+  ** it. A writer far ahead of the WAL writer puts many commits in one
+  ** group, and a segment may then reach into the memtable still active:
+  ** flush that one too, so that every closed segment is covered. A flush
+  ** is counted when its table is recorded, before the log it covers is
+  ** removed: wait. */
+  rotate_and_flush(db);
   TU_WAIT_STATS(db, s->wal_segments_removed > 0, "the WAL covered by SSTables is removed");
   sochdb_stats st = tu_stats(db);
   cr_assert_gt(st.flush_bytes, 0, "flush bytes");
@@ -316,19 +335,6 @@ Test(flush, snapshots_keep_their_view_across_flush_and_compaction)
   sochdb_stats st = tu_stats(db);
   cr_assert_gt(st.compact_bytes_written, 0, "compaction wrote");
   tu_close();
-}
-
-/* Make a fresh memtable active and wait until the daemon has flushed every
-** other: all that was written is then in SSTables. */
-static void rotate_and_flush(sochdb *db)
-{
-  shm_region *r = &db->region;
-  uint32_t before = arena_active(r);
-  int rc;
-  for (int tries = 0; (rc = arena_rotate(r, db->slot, before)) == SOCHDB_BUSY && tries < 500; tries++)
-    tu_sleep_ms(10);
-  cr_assert_eq(rc, SOCHDB_OK, "arena_rotate: %s", sochdb_strerror(rc));
-  TU_WAIT_STATS(db, s->memtables_in_use <= 1, "every memtable but the new active one flushed");
 }
 
 /* A snapshot whose versions are all in SSTables when it begins, and that
