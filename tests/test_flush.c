@@ -168,12 +168,7 @@ static int dir_count(const char *dir, const char *suffix) { return dir_scan(dir,
 ** other: all that was written is then in SSTables. */
 static void rotate_and_flush(sochdb *db)
 {
-  shm_region *r = &db->region;
-  uint32_t before = arena_active(r);
-  int rc;
-  for (int tries = 0; (rc = arena_rotate(r, db->slot, before)) == SOCHDB_BUSY && tries < 500; tries++)
-    tu_sleep_ms(10);
-  cr_assert_eq(rc, SOCHDB_OK, "arena_rotate: %s", sochdb_strerror(rc));
+  tu_rotate(db);
   TU_WAIT_STATS(db, s->memtables_in_use <= 1, "every memtable but the new active one flushed");
 }
 

@@ -252,19 +252,6 @@ Test(txn, first_committer_wins)
   tu_close();
 }
 
-/* Make a new memtable active, waiting up to 5 s for the daemon to free an
-** arena when none is. */
-static void rotate(sochdb *db)
-{
-  shm_region *r = &db->region;
-  uint32_t before = arena_active(r);
-  int rc;
-  for (int tries = 0; (rc = arena_rotate(r, db->slot, before)) == SOCHDB_BUSY && tries < 500; tries++)
-    usleep(10000);
-  cr_assert_eq(rc, SOCHDB_OK, "arena_rotate: %s", sochdb_strerror(rc));
-  cr_assert_neq(arena_active(r), before, "rotation did not change the active memtable");
-}
-
 Test(txn, conflict_detected_across_memtables)
 {
   /* T2 commits k into memtable A; the active memtable then changes; T1 (an
@@ -277,7 +264,7 @@ Test(txn, conflict_detected_across_memtables)
   sochdb_txn *t2 = tu_begin(db, 0);
   tu_put_str(t2, "k", "t2");
   tu_commit(t2, SOCHDB_ASYNC, "T2 in memtable A");
-  rotate(db);
+  tu_rotate(db);
   tu_put_str(t1, "k", "t1");
   tu_put_str(t1, "a-first", "t1");   /* installed before k: must be rolled back */
   int rc = sochdb_commit(t1, SOCHDB_ASYNC);
@@ -288,7 +275,7 @@ Test(txn, conflict_detected_across_memtables)
 
   /* a key last written before our snapshot, in an older memtable, is fine */
   sochdb_txn *t3 = tu_begin(db, 0);
-  rotate(db);
+  tu_rotate(db);
   tu_put_str(t3, "other", "t3");
   tu_put_str(t3, "k", "t3");
   tu_commit(t3, SOCHDB_ASYNC, "write over versions in older memtables");
@@ -296,7 +283,7 @@ Test(txn, conflict_detected_across_memtables)
   expect_committed(db, "k", "t3", "after T3");
 
   /* and the next writer, in the newest memtable, sees T3's version win */
-  rotate(db);
+  tu_rotate(db);
   sochdb_txn *t4 = tu_begin(db, 0);
   sochdb_txn *t5 = tu_begin(db, 0);
   tu_put_str(t4, "k", "t4");
@@ -315,10 +302,10 @@ Test(txn, a_memtable_passed_by_the_check_covers_only_itself)
 {
   sochdb *db = open_db();
   tu_commit_kv(db, "0", "base", SOCHDB_ASYNC);     /* memtable A */
-  rotate(db);
+  tu_rotate(db);
   sochdb_txn *t1 = tu_begin(db, 0);
   tu_commit_kv(db, "z", "t2", SOCHDB_ASYNC);       /* T2, after T1's snapshot, in memtable B */
-  rotate(db);
+  tu_rotate(db);
   tu_put_str(t1, "a", "t1");
   tu_put_str(t1, "m", "t1");
   tu_put_str(t1, "z", "t1");
@@ -391,20 +378,6 @@ static size_t count_range(sochdb *db, const char *from, const char *to)
 
 static const char zeros[ST_VLEN];
 
-/* Wait (up to 30 s) until the daemon has flushed all but `most` live
-** memtables. */
-static void wait_memtables_in_use(sochdb *db, uint32_t most)
-{
-  sochdb_stats st;
-  for (int tries = 0;; tries++) {
-    cr_assert_eq(sochdb_stats_get(db, &st), SOCHDB_OK, "stats");
-    if (st.memtables_in_use <= most)
-      return;
-    cr_assert_lt(tries, 3000, "%u memtables still live after 30 s, want %u at most", st.memtables_in_use, most);
-    usleep(10000);
-  }
-}
-
 /* db2 commits 32 KiB values of zeros (the daemon flushes and recycles the
 ** memtables they fill) until arena mt is the active memtable again under an
 ** id other than `id`. The key of the value it began with into *first. */
@@ -425,7 +398,7 @@ static void reuse_arena(sochdb *db2, uint32_t mt, uint64_t id, char first[16])
 ** memtable: its arena (returned) and id (into *id). */
 static uint32_t first_nodes(sochdb *db, uint64_t *id)
 {
-  rotate(db);
+  tu_rotate(db);
   uint32_t mt = arena_active(&db->region);
   *id = memtable_id_of(db, mt);
   for (int i = 0; i < 10; i++) {
@@ -468,17 +441,17 @@ Test(txn, a_kept_conflict_finger_is_not_used_in_a_recycled_arena)
   sochdb *db2 = second_handle();
   uint64_t id;
   uint32_t mt = first_nodes(db, &id);
-  rotate(db);                      /* mt is older: the next commit's check leaves a finger there */
+  tu_rotate(db);                   /* mt is older: the next commit's check leaves a finger there */
   tu_commit_kv(db, "a010", "v", SOCHDB_ASYNC);
   char first[16];
   reuse_arena(db2, mt, id, first);
   /* t's view will keep every live memtable from being recycled, and
-  ** rotate(db2) below needs a free arena: let the daemon catch up first
+  ** tu_rotate(db2) below needs a free arena: let the daemon catch up first
   ** (a writer faster than the flusher could leave none free) */
-  wait_memtables_in_use(db, 2);
+  TU_WAIT_STATS(db, s->memtables_in_use <= 2, "the flusher catching up");
   sochdb_txn *t = tu_begin(db, 0);  /* not before: its view would keep mt from being recycled */
   tu_commit_kv(db2, "a999", "db2", SOCHDB_ASYNC);  /* after t's snapshot, in mt's new life */
-  rotate(db2);                     /* mt older again: t's check looks there (or, once mt is
+  tu_rotate(db2);                  /* mt older again: t's check looks there (or, once mt is
                                    ** flushed, check_retired refuses t) */
   tu_put_str(t, "a999", "db");
   int rc = sochdb_commit(t, SOCHDB_ASYNC);

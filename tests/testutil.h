@@ -55,6 +55,7 @@
 
 #include <criterion/criterion.h>
 
+#include "arena.h"    /* arena_rotate: tu_rotate */
 #include "internal.h" /* sdb_daemon_stop */
 #include "region.h"   /* shm_region_path: where the region file of a directory is */
 #include "testhooks.h" /* sochdb_test_without_daemon */
@@ -606,6 +607,19 @@ static inline sochdb_stats tu_stats(sochdb *db)
   int rc = sochdb_stats_get(db, &s);
   cr_assert_eq(rc, SOCHDB_OK, "stats_get: %s", sochdb_strerror(rc));
   return s;
+}
+
+/* Make a new memtable active, waiting up to 5 s for the daemon to free an
+** arena when none is. */
+static inline void tu_rotate(sochdb *db)
+{
+  shm_region *r = &db->region;
+  uint32_t before = arena_active(r);
+  int rc;
+  for (int tries = 0; (rc = arena_rotate(r, db->slot, before)) == SOCHDB_BUSY && tries < 500; tries++)
+    tu_sleep_ms(10);
+  cr_assert_eq(rc, SOCHDB_OK, "arena_rotate: %s", sochdb_strerror(rc));
+  cr_assert_neq(arena_active(r), before, "rotation did not change the active memtable");
 }
 
 /* ------------------------------------------------------ transactions */
