@@ -263,29 +263,28 @@ static uint64_t view_bits(const struct mt_view *v)
   return bits;
 }
 
-void arena_view_protected(const shm_region *r, _Atomic uint64_t *hazard, struct mt_view *v)
+void arena_view_offer(const shm_region *r, _Atomic uint64_t *hazard, struct mt_view *v, uint64_t *ids)
 {
-  uint64_t ids[SHM_MAX_MEMTABLES];
-  for (;;) {
-    arena_view(r, v);
-    /* relaxed ids: an id is set before the release store of LIVE that the
-    ** view and the re-check below acquire */
-    for (uint32_t i = 0; i < v->n; i++)
-      ids[i] = atomic_load_explicit(&arena_memtable(r, v->idx[i])->id, memory_order_relaxed);
-    hazard_publish(hazard, view_bits(v));
-    /* Still LIVE with the same id after the hazard is visible: the flusher
-    ** retires (seq_cst) before it scans hazards, so it will see ours. A
-    ** new id means the arena was recycled meanwhile: look again. */
-    uint32_t i = 0;
-    while (i < v->n) {
-      struct shm_memtable *m = arena_memtable(r, v->idx[i]);
-      if (mt_state_of(mt_load(m)) != MT_LIVE || atomic_load_explicit(&m->id, memory_order_relaxed) != ids[i])
-        break;
-      i++;
-    }
-    if (i == v->n)
-      return;
+  arena_view(r, v);
+  /* relaxed ids: an id is set before the release store of LIVE that the
+  ** view and arena_view_held's re-check acquire */
+  for (uint32_t i = 0; i < v->n; i++)
+    ids[i] = atomic_load_explicit(&arena_memtable(r, v->idx[i])->id, memory_order_relaxed);
+  /* relaxed: the caller's seq_cst fence orders it before the re-check */
+  atomic_store_explicit(hazard, view_bits(v), memory_order_relaxed);
+}
+
+int arena_view_held(const shm_region *r, const struct mt_view *v, const uint64_t *ids)
+{
+  /* Still LIVE with the same id after the hazard is visible: the flusher
+  ** retires (seq_cst) before it scans hazards, so it will see ours. A new
+  ** id means the arena was recycled meanwhile: look again. */
+  for (uint32_t i = 0; i < v->n; i++) {
+    struct shm_memtable *m = arena_memtable(r, v->idx[i]);
+    if (mt_state_of(mt_load(m)) != MT_LIVE || atomic_load_explicit(&m->id, memory_order_relaxed) != ids[i])
+      return 0;
   }
+  return 1;
 }
 
 void arena_note_seq(shm_region *r, uint32_t i, uint64_t seq)

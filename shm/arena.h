@@ -121,12 +121,16 @@ void     arena_wake_flusher(shm_region *r);
 /* Live memtables, newest first. */
 void     arena_view(const shm_region *r, struct mt_view *v);
 
-/* The same for a transaction that keeps reading them: publishes the view in
-** *hazard (its entry's view_memtables, epoch.h) and retries until every
-** memtable it names is still the one it saw, so the flusher recycles none
+/* The same for a transaction that keeps reading them, in two halves around
+** the caller's seq_cst fence (which may order other hazards too): offer
+** takes the view, with each memtable's id in ids[SHM_MAX_MEMTABLES], and
+** stores it in *hazard (the entry's view_memtables, epoch.h); after the
+** fence, held says whether every memtable it names is still the one it
+** saw, else the caller offers again. Once held, the flusher recycles none
 ** of them before the hazard is cleared. (An arena whose rotation lost goes
 ** back to FREE without the flusher; it never held a version.) */
-void     arena_view_protected(const shm_region *r, _Atomic uint64_t *hazard, struct mt_view *v);
+void     arena_view_offer(const shm_region *r, _Atomic uint64_t *hazard, struct mt_view *v, uint64_t *ids);
+int      arena_view_held(const shm_region *r, const struct mt_view *v, const uint64_t *ids);
 
 /* A committer: a version of commit seq lives in memtable i. */
 void     arena_note_seq(shm_region *r, uint32_t i, uint64_t seq);

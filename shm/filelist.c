@@ -16,7 +16,7 @@ void fl_init(shm_region *r)
   for (uint32_t i = 0; i < FL_LISTS; i++)
     atomic_init(&fl_list_at(r, i)->state, FL_FREE);
   struct fl_list *l = fl_list_at(r, 0);
-  l->id = 1;
+  atomic_init(&l->id, 1);
   l->nfiles = 0;
   atomic_init(&l->state, FL_CURRENT);
   atomic_init(&r->hdr->current_files, 0);
@@ -36,6 +36,15 @@ const struct fl_list *fl_protect(const shm_region *r, _Atomic uint64_t *hazard)
     if (atomic_load_explicit(&r->hdr->current_files, memory_order_acquire) == i)
       return fl_list_at(r, i % FL_LISTS);
   }
+}
+
+uint64_t fl_current_id(const shm_region *r)
+{
+  /* acquire: pairs with the swing's release, so the id read is the one
+  ** written before it, or a later (larger) one of a rebuild; relaxed id:
+  ** that coherence is all it needs, and it guards nothing it points to */
+  uint32_t i = atomic_load_explicit(&r->hdr->current_files, memory_order_acquire);
+  return atomic_load_explicit(&fl_list_at(r, i % FL_LISTS)->id, memory_order_relaxed);
 }
 
 static int claim_free_list(shm_region *r, uint32_t *out)
@@ -78,7 +87,9 @@ int fl_publish(shm_region *r, const struct fl_file *files, uint32_t n)
   ** thread writes them, and readers follow current_files alone */
   uint32_t old_idx = atomic_load_explicit(&r->hdr->current_files, memory_order_relaxed);
   struct fl_list *old = fl_list_at(r, old_idx), *l = fl_list_at(r, idx);
-  l->id = old->id + 1;
+  /* relaxed: published by the seq_cst store of current_files below; a
+  ** reader that reads it early (fl_current_id) may take any value it holds */
+  atomic_store_explicit(&l->id, atomic_load_explicit(&old->id, memory_order_relaxed) + 1, memory_order_relaxed);
   l->nfiles = n;
   memcpy(l->files, files, n * sizeof *files);
   atomic_store_explicit(&l->state, FL_CURRENT, memory_order_relaxed);

@@ -36,7 +36,7 @@ struct fl_file {
 
 struct fl_list {
   _Atomic uint64_t state;     /* FL_* */
-  uint64_t id;                /* immutable while CURRENT or RETIRED */
+  _Atomic uint64_t id;        /* immutable while CURRENT or RETIRED; read unprotected by fl_current_id */
   uint32_t nfiles;
   uint32_t pad;
   struct fl_file files[FL_MAX_FILES];
@@ -51,6 +51,14 @@ static inline struct fl_list *fl_list_at(const shm_region *r, uint32_t i)
 /* The current list, protected by *hazard (a transaction entry's
 ** view_files) until the hazard is cleared. */
 const struct fl_list *fl_protect(const shm_region *r, _Atomic uint64_t *hazard);
+
+/* The id of the current list, or of one made current after it, read
+** without a hazard (the list's contents may be rewritten meanwhile): for a
+** process whose table of mapped files mirrors that id, which then needs no
+** list at all. Ids of published lists only grow (a list that a killed
+** daemon left BUILDING may hold one that is published later, elsewhere),
+** and the id read is at least the one current_files held when loaded. */
+uint64_t fl_current_id(const shm_region *r);
 
 /* Daemon only (one thread at a time): publish files[0..n). SOCHDB_BUSY if
 ** no list is free (every other one is still read by an old snapshot),

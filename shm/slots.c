@@ -3,10 +3,10 @@
 **
 ** Snapshot publication and the reclamation horizon follow a store-then-check
 ** protocol between a reader and a reclaimer (the two sides of Dekker's
-** algorithm, hence the seq_cst operations there):
+** algorithm, hence the seq_cst fence and operations there):
 **
-**   reader:    snapshot := published; STORE entry.snapshot; LOAD horizon;
-**              retry if snapshot < horizon
+**   reader:    snapshot := published; STORE entry.snapshot; FENCE;
+**              LOAD horizon; retry if snapshot < horizon
 **   reclaimer: H := min(published, all snapshots); STORE horizon := H;
 **              LOAD all snapshots again; reclaim only below the new minimum
 **
@@ -22,6 +22,7 @@
 #include "blockcache.h"
 #include "durable.h"
 #include "error.h"
+#include "fence.h"
 #include "mvcc.h"
 #include "seqring.h"
 #include "testhooks.h"
@@ -237,13 +238,26 @@ void slots_detach(shm_region *r, uint32_t slot)
   slot_lock(r, slot, F_UNLCK);
 }
 
+uint64_t slots_offer_snapshot(shm_region *r, struct shm_txn_entry *e)
+{
+  uint64_t snap = seqring_published(r);
+  /* relaxed: the caller's seq_cst fence orders it before the horizon check */
+  atomic_store_explicit(&e->snapshot, snap, memory_order_relaxed);
+  return snap;
+}
+
+int slots_snapshot_held(shm_region *r, uint64_t snap)
+{
+  /* seq_cst: after the caller's fence, the reader half of the horizon protocol */
+  return snap >= atomic_load_explicit(&r->hdr->horizon, memory_order_seq_cst);
+}
+
 uint64_t slots_publish_snapshot(shm_region *r, struct shm_txn_entry *e)
 {
   for (;;) {
-    uint64_t snap = seqring_published(r);
-    /* seq_cst store then seq_cst load: the reader half of the horizon protocol */
-    atomic_store_explicit(&e->snapshot, snap, memory_order_seq_cst);
-    if (snap >= atomic_load_explicit(&r->hdr->horizon, memory_order_seq_cst))
+    uint64_t snap = slots_offer_snapshot(r, e);
+    shm_fence_seq_cst();
+    if (slots_snapshot_held(r, snap))
       return snap;
   }
 }

@@ -103,6 +103,12 @@ unsigned slots_reap_all(shm_region *r, uint32_t my_slot);
 /* Publish a snapshot in entry e: returns the snapshot seq. Lock-free; see
 ** the horizon protocol in slots.c. */
 uint64_t slots_publish_snapshot(shm_region *r, struct shm_txn_entry *e);
+/* Its two halves, for a caller that publishes other hazards at the same
+** time and orders all their stores with one seq_cst fence (src/txn.c):
+** offer stores the published seq in e and returns it; after the fence,
+** held says whether it still holds, else the caller offers again. */
+uint64_t slots_offer_snapshot(shm_region *r, struct shm_txn_entry *e);
+int      slots_snapshot_held(shm_region *r, uint64_t snap);
 
 /* Finish a descriptor whose transaction is over: stamp the versions of its
 ** commit record `record` with their final state (an undecided descriptor is

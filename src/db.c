@@ -277,7 +277,6 @@ int sdb_open(const char *dir, const sochdb_options *opts, int as_daemon, sochdb 
   }
   db->busy_timeout_ms = busy_ms;
   db->max_version_bytes = db->region.hdr->memtable_bytes / 2;
-  pthread_mutex_init(&db->txns_lock, NULL);
   pthread_mutex_init(&db->tables_lock, NULL);
   rc = sdb_daemon_setup(db, opts ? opts->daemon_path : NULL, p.file_mode, !as_daemon);
   if (rc != SOCHDB_OK) {
@@ -318,7 +317,6 @@ void sochdb_close(sochdb *db)
   shm_region_close(&db->region);
   unlist_handle(db);
   allow_fork();
-  pthread_mutex_destroy(&db->txns_lock);
   if (db->lock_fd >= 0)
     close(db->lock_fd);
   free(db->dir);

@@ -38,8 +38,10 @@ struct sochdb {
   uint64_t        max_version_bytes;  /* a version must fit comfortably in one arena */
   _Atomic uint64_t entry_bits[SHM_TXNS_PER_SLOT / 64];  /* transaction entries in use */
   _Atomic int     forked;             /* set in a fork() child: the handle is dead there */
-  pthread_mutex_t txns_lock;          /* guards the list of open transactions */
-  struct sochdb_txn *txns;
+  /* Open transactions by entry, for sochdb_close. Each element is written
+  ** only by the thread that holds its entry bit, and close runs after
+  ** every other call on the handle, so plain stores do: no lock on begin. */
+  struct sochdb_txn *open_txns[SHM_TXNS_PER_SLOT];
   struct sochdb_txn *_Atomic spare;   /* a finished transaction's object, for the next begin (txn.c) */
   struct sochdb  *next_handle;        /* process-wide list, for the fork handler */
   char           *dir;
@@ -73,7 +75,6 @@ struct sochdb_txn {
   struct sdb_tables *tables;          /* SSTables it reads, NULL until its first read (tables.h) */
   struct sst_scratch scratch;         /* decompressed blocks for gets */
   struct txn_keep *keep;
-  struct sochdb_txn *prev, *next;     /* in db->txns */
 };
 
 /* Buffer a write (tombstone 1: a delete) or read a key, like sochdb_put,

@@ -205,7 +205,7 @@ static struct sdb_tables *set_build(sochdb *db, const struct fl_list *l, const s
     free(ts);
     return NULL;
   }
-  ts->id = l->id;
+  ts->id = atomic_load_explicit(&l->id, memory_order_relaxed);   /* immutable while we hold the hazard */
   atomic_init(&ts->refs, 1);
   for (uint32_t i = 0; i < l->nfiles; i++) {
     const struct fl_file *f = &l->files[i];
@@ -225,21 +225,33 @@ static struct sdb_tables *set_build(sochdb *db, const struct fl_list *l, const s
   return ts;
 }
 
-static int acquire_set(sochdb *db, const struct fl_list *l, struct sdb_tables **out)
+/* The process's current set, referenced for the caller, if it mirrors the
+** list with this id; else NULL. Under urcu: a builder that replaces the set
+** waits for us before it drops its "current" reference. */
+static struct sdb_tables *take_current(sochdb *db, uint64_t id)
 {
   read_begin();
   /* acquire: the set's contents were written before it was published */
   struct sdb_tables *ts = atomic_load_explicit(&db->tables, memory_order_acquire);
-  if (ts && ts->id == l->id) {
+  if (ts && ts->id == id)
     atomic_fetch_add_explicit(&ts->refs, 1, memory_order_relaxed);   /* its "current" ref pins it */
-    read_end();
+  else
+    ts = NULL;
+  read_end();
+  return ts;
+}
+
+static int acquire_set(sochdb *db, const struct fl_list *l, struct sdb_tables **out)
+{
+  uint64_t id = atomic_load_explicit(&l->id, memory_order_relaxed);   /* immutable under our hazard */
+  struct sdb_tables *ts = take_current(db, id);
+  if (ts) {
     *out = ts;
     return SOCHDB_OK;
   }
-  read_end();
   pthread_mutex_lock(&db->tables_lock);
   struct sdb_tables *old = atomic_load_explicit(&db->tables, memory_order_relaxed);
-  if (old && old->id >= l->id) {
+  if (old && old->id >= id) {
     ts = old;       /* another thread built it, or a newer one, meanwhile */
   } else {
     ts = set_build(db, l, old);
@@ -260,11 +272,15 @@ static int acquire_set(sochdb *db, const struct fl_list *l, struct sdb_tables **
   return SOCHDB_OK;
 }
 
-/* The list is read, and its files opened, under the hazard; then the
-** hazard goes: the set holds its own mappings, which stay valid when the
-** daemon unlinks a file, so a long transaction never pins a list. */
+/* Mostly the process's set is current already, and only the list's id is
+** read, with no hazard and no fence (filelist.h, fl_current_id). Else the
+** list is read, and its files opened, under the hazard; then the hazard
+** goes: the set holds its own mappings, which stay valid when the daemon
+** unlinks a file, so a long transaction never pins a list. */
 int sdb_tables_acquire(sochdb *db, _Atomic uint64_t *hazard, struct sdb_tables **out)
 {
+  if ((*out = take_current(db, fl_current_id(&db->region))))
+    return SOCHDB_OK;
   int rc = acquire_set(db, fl_protect(&db->region, hazard), out);
   /* release: our reads of the list happen-before the daemon reuses it */
   atomic_store_explicit(hazard, 0, memory_order_release);

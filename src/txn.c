@@ -70,17 +70,6 @@ static void release_entry(sochdb *db, uint32_t entry)
   atomic_fetch_and_explicit(&db->entry_bits[entry / 64], ~(1ull << (entry % 64)), memory_order_release);
 }
 
-static void link_txn(sochdb_txn *t)
-{
-  sochdb *db = t->db;
-  pthread_mutex_lock(&db->txns_lock);
-  t->next = db->txns;
-  if (db->txns)
-    db->txns->prev = t;
-  db->txns = t;
-  pthread_mutex_unlock(&db->txns_lock);
-}
-
 const void *sdb_txn_keep(sochdb_txn *t, const void *p, size_t n)
 {
   struct txn_keep *k = t->keep;
@@ -160,14 +149,7 @@ static void keep_spare(sochdb_txn *t)
 static void finish_txn(sochdb_txn *t)
 {
   sochdb *db = t->db;
-  pthread_mutex_lock(&db->txns_lock);
-  if (t->prev)
-    t->prev->next = t->next;
-  else
-    db->txns = t->next;
-  if (t->next)
-    t->next->prev = t->prev;
-  pthread_mutex_unlock(&db->txns_lock);
+  db->open_txns[t->entry] = NULL;   /* before release_entry hands the element on */
   struct shm_txn_entry *e = sdb_txn_entry(t);
   /* release: the snapshot is dropped only after our last read of the region */
   atomic_store_explicit(&e->snapshot, 0, memory_order_release);
@@ -184,6 +166,24 @@ static void count(_Atomic uint64_t *counter, uint64_t n)
 }
 
 /* ---- begin / put / delete / get --------------------------------------- */
+
+/* Publish a snapshot in e, then the memtables it reads (the view) as e's
+** hazard, with one seq_cst fence for both handshakes: the snapshot's with
+** the compaction horizon (shm/slots.c) and the view's with the flusher
+** (shm/epoch.h). Snapshot first: a commit after it is in a memtable of the
+** view (see the header). The files come at the first read that needs them
+** (sdb_txn_tables). */
+static uint64_t publish_view(shm_region *r, struct shm_txn_entry *e, struct mt_view *v)
+{
+  uint64_t ids[SHM_MAX_MEMTABLES];
+  for (;;) {
+    uint64_t snap = slots_offer_snapshot(r, e);
+    arena_view_offer(r, &e->view_memtables, v, ids);
+    shm_fence_seq_cst();
+    if (slots_snapshot_held(r, snap) && arena_view_held(r, v, ids))
+      return snap;
+  }
+}
 
 int sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out)
 {
@@ -206,20 +206,13 @@ int sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out)
   t->view.n = 0;
   t->tables = NULL;
   t->keep = NULL;
-  t->prev = t->next = NULL;
   rc = claim_entry(db, &t->entry);
   if (rc != SOCHDB_OK) {
     sdb_txn_free(t);
     return rc;
   }
-  struct shm_txn_entry *e = sdb_txn_entry(t);
-  /* Snapshot, then memtables, in this order: a commit after our snapshot
-  ** is in a memtable of the view (see the header). The view is protected
-  ** by a hazard in our entry (epoch.h) until we end; the files come at the
-  ** first read that needs them (sdb_txn_tables). */
-  t->snapshot = slots_publish_snapshot(&db->region, e);
-  arena_view_protected(&db->region, &e->view_memtables, &t->view);
-  link_txn(t);
+  t->snapshot = publish_view(&db->region, sdb_txn_entry(t), &t->view);
+  db->open_txns[t->entry] = t;
   CRASHPOINT("txn.begin.snapshot");
   *out = t;
   return SOCHDB_OK;
@@ -899,6 +892,6 @@ void sochdb_abort(sochdb_txn *t)
 
 void sdb_txn_abort_all(sochdb *db)
 {
-  while (db->txns)
-    sochdb_abort(db->txns);
+  for (uint32_t i = 0; i < SHM_TXNS_PER_SLOT; i++)
+    sochdb_abort(db->open_txns[i]);
 }
