@@ -336,19 +336,13 @@ uint32_t sdb_tables_seek_level(const struct sdb_tables *ts, unsigned l, const vo
   return lo;
 }
 
-/* Where next_candidate goes on: level, and at level 0 the next file. */
-struct candidate_pos {
-  unsigned level;
-  uint32_t i;
-};
-
 /* The next table that may hold key, in the order a get searches them: each
 ** L0 file whose key range holds it, newest first, then at each deeper level
 ** the one file whose range may (levels >= 1 do not overlap; a file that
 ** could not be opened may hold anything). NULL after the last. One rule for
 ** sdb_tables_prefetch and sdb_tables_get, which must agree on the first. */
 static const struct sdb_table *next_candidate(const struct sdb_tables *ts, const void *key, size_t klen,
-                                              struct candidate_pos *p)
+                                              struct sdb_candidate_pos *p)
 {
   while (p->level == 0 && p->i < ts->level_start[1]) {
     const struct sdb_table *t = ts->files[p->i++];
@@ -367,22 +361,31 @@ static const struct sdb_table *next_candidate(const struct sdb_tables *ts, const
 }
 
 void sdb_tables_prefetch(const struct sdb_tables *ts, const void *key, size_t klen, uint64_t snapshot,
-                         struct sst_hint *hint)
+                         struct sdb_tables_hint *hint)
 {
-  hint->r = NULL;
-  struct candidate_pos p = { 0, ts->level_start[0] };
+  struct sdb_candidate_pos p = { 0, ts->level_start[0] };
   const struct sdb_table *t = next_candidate(ts, key, klen, &p);
+  *hint = (struct sdb_tables_hint){ ts, key, klen, snapshot, t, p, { NULL } };
   if (t && t->open_rc == SOCHDB_OK)
-    sst_prefetch_get(&t->r, key, klen, snapshot, hint);
+    sst_prefetch_get(&t->r, key, klen, snapshot, &hint->sst);
 }
 
 int sdb_tables_get(const struct sdb_tables *ts, const void *key, size_t klen, uint64_t snapshot,
-                   struct sst_scratch *scratch, struct sst_get_result *res, const struct sst_hint *hint)
+                   struct sst_scratch *scratch, struct sst_get_result *res, const struct sdb_tables_hint *hint)
 {
   memset(res, 0, sizeof *res);
-  struct candidate_pos p = { 0, ts->level_start[0] };
-  for (const struct sdb_table *t; (t = next_candidate(ts, key, klen, &p));) {
-    int rc = table_get(t, key, klen, snapshot, scratch, res, hint);
+  struct sdb_candidate_pos p = { 0, ts->level_start[0] };
+  const struct sdb_table *t;
+  const struct sst_hint *sh = NULL;
+  if (hint && hint->ts == ts && hint->key == key && hint->klen == klen && hint->snapshot == snapshot) {
+    t = hint->first;     /* where the prefetch's search stopped: the same rule's first */
+    p = hint->after;
+    sh = &hint->sst;
+  } else {
+    t = next_candidate(ts, key, klen, &p);
+  }
+  for (; t; t = next_candidate(ts, key, klen, &p)) {
+    int rc = table_get(t, key, klen, snapshot, scratch, res, sh);
     if (rc != SOCHDB_OK || res->found)
       return rc;
   }

@@ -70,19 +70,40 @@ void sdb_tables_close(struct sochdb *db);
 ** not be opened may hold anything. */
 int  sdb_table_may_hold(const struct sdb_table *t, const void *key, size_t klen);
 
+/* Where a get's search of the tables stands: the level, and at level 0 the
+** next file (tables.c, next_candidate). */
+struct sdb_candidate_pos {
+  unsigned level;
+  uint32_t i;
+};
+
+/* What sdb_tables_prefetch found, for the sdb_tables_get of the same key
+** (the same pointer and length) and snapshot in the same set: the first
+** table that may hold the key, the search's position after it, and what
+** that table's sst_prefetch_get learnt. */
+struct sdb_tables_hint {
+  const struct sdb_tables *ts;           /* NULL: no hint */
+  const void              *key;
+  size_t                   klen;
+  uint64_t                 snapshot;
+  const struct sdb_table  *first;        /* NULL: no table may hold the key */
+  struct sdb_candidate_pos after;
+  struct sst_hint          sst;
+};
+
 /* Ask for the first lines sdb_tables_get(key) will read in the first table
 ** that may hold key (sst_prefetch_get): a get does this before it searches
 ** the memtables, so that the misses of both overlap. *hint says what was
 ** found on the way, for the sdb_tables_get of the same key and snapshot. */
 void sdb_tables_prefetch(const struct sdb_tables *ts, const void *key, size_t klen, uint64_t snapshot,
-                         struct sst_hint *hint);
+                         struct sdb_tables_hint *hint);
 /* The newest version of key at or below snapshot in the tables, searched
 ** level by level; hint: NULL, or from sdb_tables_prefetch. res->found = 0 if
 ** none. res->val points into the mapping (valid while ts is held) or into
 ** scratch. Errors: SOCHDB_CORRUPT (a file that may hold the key is damaged),
 ** SOCHDB_NOMEM. */
 int  sdb_tables_get(const struct sdb_tables *ts, const void *key, size_t klen, uint64_t snapshot,
-                    struct sst_scratch *scratch, struct sst_get_result *res, const struct sst_hint *hint);
+                    struct sst_scratch *scratch, struct sst_get_result *res, const struct sdb_tables_hint *hint);
 
 /* The first file of level l (>= 1) whose largest key is >= key (key NULL =
 ** the first file); level_start[l + 1] if none. */

@@ -297,7 +297,8 @@ int sdb_write(sochdb_txn *t, const void *key, size_t klen, const void *val, size
 ** following one another. When a memtable has the key, the SSTable's lines
 ** were asked for in vain; read_rand, where a quarter of the keys are in the
 ** memtable, was still ahead in 8 of 8 alternating rounds (README). */
-static void prefetch_get(const sochdb_txn *t, const void *key, size_t klen, uint64_t hash, struct sst_hint *hint)
+static void prefetch_get(const sochdb_txn *t, const void *key, size_t klen, uint64_t hash,
+                         struct sdb_tables_hint *hint)
 {
   for (uint32_t i = 0; i < t->view.n; i++)
     sl_prefetch_bucket(&t->db->region, t->view.idx[i], hash, 0);
@@ -329,7 +330,7 @@ static int hand_out(sochdb_txn *t, const uint8_t *p, size_t n, const void **out)
 }
 
 static int tables_lookup(sochdb_txn *t, const void *key, size_t klen, const void **val, size_t *vlen,
-                         const struct sst_hint *hint)
+                         const struct sdb_tables_hint *hint)
 {
   struct sst_get_result res;
   int rc = sdb_tables_get(t->tables, key, klen, t->snapshot, &t->scratch, &res, hint);
@@ -362,7 +363,7 @@ static int get_key(sochdb_txn *t, const void *key, size_t klen, const void **val
   if (rc != SOCHDB_OK)
     return rc;
   uint64_t hash = sl_hash(key, (uint32_t)klen);
-  struct sst_hint hint;
+  struct sdb_tables_hint hint;
   prefetch_get(t, key, klen, hash, &hint);
   const struct mv_version *v = snapshot_lookup(t, key, (uint32_t)klen, hash);
   if (v) {
