@@ -12,7 +12,7 @@ trap 'rm -rf "$work"' EXIT
 "$bench" compare --dir "$work" --keys 20000 --seconds 0.2 --sync-procs 1,2 --read-procs 1,2 --procs 2 \
   --json "$work/compare.json" --no-chart
 "$bench" --dir "$work" --seconds 0.2 --procs 1,2 --read-procs 1 --read-keys 20000 --recovery-mb 1 \
-  --fsync-seconds 0.1 --memory-mb 4 --amp-memtables 2 --json "$work/bench.json" all
+  --fsync-seconds 0.1 --memory-mb 4 --amp-memtables 2 --hot-keys 2000 --hot-rounds 2 --json "$work/bench.json" all
 
 python3 - "$work/compare.json" "$work/bench.json" <<'PY'
 import json, sys
@@ -31,8 +31,10 @@ need(compare["page_touch_us"] > 0, "no page-touch probe")
 need(compare["page_cache_fresh_mbps"] > 0 and compare["page_cache_cached_mbps"] > 0, "no page-cache probe")
 for doc in (compare, bench):
     need(doc["region_page_bytes"] in (4096, 2 << 20) and doc["region_pages"], "region pages: %r" % doc.get("region_pages"))
-for key in ("sync_commit", "fill_async", "recovery", "read_sst", "amplification", "memory"):
+for key in ("sync_commit", "fill_async", "recovery", "read_sst", "amplification", "memory", "read_hot"):
     need(bench.get(key), "sochdb-bench all has no " + key)
+hot = bench.get("read_hot", {})
+need(hot.get("reads", 0) > 0 and 0 < hot.get("best_ns", 0) <= hot.get("median_ns", 0), "read_hot: %r" % hot)
 if problems:
     sys.exit("bench smoke test:\n  " + "\n  ".join(problems))
 print("bench smoke test: %d compare rows, sochdb-bench all: ok" % len(labels))

@@ -43,6 +43,14 @@
 **    pages (st_blocks: a tmpfs page is memory); the daemon's RSS and its
 **    private memory outside the region and the database's files.
 **
+**  - read_hot: the fixed cost of a read-only transaction. --hot-keys keys
+**    (they fit the memtable and the CPU's caches) are written once; then
+**    --hot-rounds rounds of 0.2 s each of one READONLY transaction + one get
+**    of a random key (value checked) + abort. The best round's nanoseconds a
+**    transaction, and the median: the best is what changes to begin, get
+**    and abort move, where this machine's run-to-run swing hides them in
+**    the comparison's reads of a large database.
+**
 ** `sochdb-bench compare ...` runs the comparison with LMDB, SQLite and
 ** RocksDB instead (compare.c).
 **
@@ -79,8 +87,8 @@
 
 /* ---- configuration -------------------------------------------------------- */
 
-enum { W_SYNC = 1u, W_ASYNC = 2u, W_RECOVERY = 4u, W_READ = 8u, W_AMP = 16u, W_MEMORY = 32u };
-#define W_ALL (W_SYNC | W_ASYNC | W_RECOVERY | W_READ | W_AMP | W_MEMORY)
+enum { W_SYNC = 1u, W_ASYNC = 2u, W_RECOVERY = 4u, W_READ = 8u, W_AMP = 16u, W_MEMORY = 32u, W_HOT = 64u };
+#define W_ALL (W_SYNC | W_ASYNC | W_RECOVERY | W_READ | W_AMP | W_MEMORY | W_HOT)
 
 struct config {
   const char *base;           /* the fresh directory is made in here */
@@ -99,6 +107,7 @@ struct config {
   unsigned    amp_memtables;  /* amplification writes this many memtables' worth */
   unsigned    memory_mb;      /* keys and values the memory workload keeps in its memtable */
   unsigned    batch;          /* puts per transaction of the read_sst and amplification loads */
+  unsigned    hot_keys, hot_rounds;   /* read_hot */
   unsigned    workloads;      /* W_* bits */
 };
 
@@ -107,7 +116,7 @@ static void usage(FILE *out)
   fprintf(out,
     "usage: sochdb-bench [options] WORKLOAD...\n"
     "       sochdb-bench compare [options] [WORKLOAD...]   (sochdb against LMDB, SQLite, RocksDB; compare --help)\n"
-    "  workloads: sync_commit fill_async recovery read_sst amplification memory (or all)\n"
+    "  workloads: sync_commit fill_async recovery read_sst amplification memory read_hot (or all)\n"
     "  --dir D            make the benchmark's directory in D (default " DEFAULT_BASE ")\n"
     "  --json FILE        also write the figures as JSON to FILE\n"
     "  --procs LIST       process counts of sync_commit (default 1,8,32; at most %u)\n"
@@ -124,7 +133,9 @@ static void usage(FILE *out)
     "  --read-keys N      keys read_sst loads (default 1000000)\n"
     "  --amp-memtables N  amplification writes N memtables' worth of keys and values (default 10)\n"
     "  --memory-mb N      keys and values the memory workload keeps in one 64 MiB memtable (default 32)\n"
-    "  --batch N          puts per transaction of those loads (default 100)\n",
+    "  --batch N          puts per transaction of those loads (default 100)\n"
+    "  --hot-keys N       keys read_hot reads (default 10000, at most 1000000)\n"
+    "  --hot-rounds N     rounds of 0.2 s of read_hot, the best one counts (default 15)\n",
     MAX_PROCS);
 }
 
@@ -142,11 +153,13 @@ static int parse_workload(const char *w, struct config *c)
     c->workloads |= W_AMP;
   else if (!strcmp(w, "memory"))
     c->workloads |= W_MEMORY;
+  else if (!strcmp(w, "read_hot"))
+    c->workloads |= W_HOT;
   else if (!strcmp(w, "all"))
     c->workloads |= W_ALL;
   else
     return fail("unknown workload '%s' (sync_commit, fill_async, recovery, read_sst, amplification, memory, "
-                "all)", w);
+                "read_hot, all)", w);
   return 0;
 }
 
@@ -159,7 +172,8 @@ static int parse_option(const char *opt, const char *val, struct config *c)
     { "--cache-mb", 0, 1u << 20, &c->cache_mb },           { "--memtable-mb", 1, 4096, &c->memtable_mb },
     { "--read-keys", 1, 1u << 30, &c->read_keys },         { "--amp-memtables", 1, 10000, &c->amp_memtables },
     { "--batch", 1, 65535, &c->batch },                    { "--value-random-pct", 0, 100, &c->value_random_pct },
-    { "--memory-mb", 1, 48, &c->memory_mb },
+    { "--memory-mb", 1, 48, &c->memory_mb },               { "--hot-keys", 1, 1000000, &c->hot_keys },
+    { "--hot-rounds", 1, 1000, &c->hot_rounds },
   };
   for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++)
     if (!strcmp(opt, numbers[i].name))
@@ -187,7 +201,8 @@ static int parse_args(int argc, char **argv, struct config *c)
   *c = (struct config){ .base = DEFAULT_BASE, .procs = { { 1, 8, 32 }, 3 }, .read_procs = { { 1, 2 }, 2 },
                         .seconds = 3, .fsync_seconds = 2, .key_bytes = 16, .value_bytes = 100,
                         .value_random_pct = 100, .recovery_mb = 32, .region_mb = 4096, .memtable_mb = 8,
-                        .read_keys = 1000000, .amp_memtables = 10, .memory_mb = 32, .batch = 100 };
+                        .read_keys = 1000000, .amp_memtables = 10, .memory_mb = 32, .batch = 100,
+                        .hot_keys = 10000, .hot_rounds = 15 };
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -718,12 +733,19 @@ struct memory_result {
   double           idle_seconds;  /* waited after settling for the region to stop changing */
 };
 
+struct hot_result {
+  struct load load;
+  unsigned    rounds;
+  uint64_t    reads;           /* in all rounds */
+  double      best_ns, median_ns;   /* a transaction (begin + get + abort), of the rounds */
+};
+
 struct results {
   char                   root[PATH_MAX];
   struct fs_info         fs;
   struct region_pages    pages;            /* where the regions go, and their page size */
   long                   cpus;
-  int                    have_fsync, have_async, have_recovery, have_read, have_amp, have_memory;
+  int                    have_fsync, have_async, have_recovery, have_read, have_amp, have_memory, have_hot;
   struct fsync_result    fsync;            /* appends: the target of sync_commit */
   struct fsync_result    fsync_overwrite;  /* into synced zeros */
   struct fsync_result    fsync_parallel;   /* ... by PROBE_MAX_WRITERS writers at once */
@@ -735,6 +757,7 @@ struct results {
   struct amp_result      amp;       /* random overwrites */
   struct amp_result      amp_seq;   /* the same volume of new keys, in key order */
   struct memory_result   mem;
+  struct hot_result      hot;
 };
 
 /* steps(c, b, ctx) on a fresh database named name, removed afterwards. */
@@ -1105,6 +1128,107 @@ static int workload_memory(const struct config *c, struct results *res)
   return rc;
 }
 
+/* ---- read_hot: the fixed cost of a read-only transaction ---------------------- */
+
+#define HOT_ROUND_NS 200000000ull
+#define HOT_CLOCK_EVERY 1000u      /* reads between two readings of the clock */
+
+/* The keys and expected values of read_hot, built before the clock runs. */
+struct hot_set {
+  size_t         klen, vlen;
+  unsigned char *keys, *vals;
+};
+
+static int hot_set_build(const struct config *c, uint64_t n, struct hot_set *h)
+{
+  struct kv kv;
+  if (kv_init(&kv, c) != 0)
+    return -1;
+  *h = (struct hot_set){ kv.klen, kv.vlen, malloc(n * kv.klen), malloc(n * kv.vlen + 1) };   /* + 1: values may be empty */
+  int rc = h->keys && h->vals ? 0 : fail("out of memory");
+  for (uint64_t k = 0; rc == 0 && k < n; k++) {
+    kv_set_version(&kv, key_id(0, k), 1);   /* the load wrote each key once */
+    memcpy(h->keys + k * h->klen, kv.key, h->klen);
+    memcpy(h->vals + k * h->vlen, kv.val, h->vlen);
+  }
+  kv_free(&kv);
+  return rc;
+}
+
+static void hot_set_free(struct hot_set *h)
+{
+  free(h->keys);
+  free(h->vals);
+}
+
+/* One round: begin, get (checked), abort, for HOT_ROUND_NS; *ns a read. */
+static int hot_round(sochdb *db, const struct hot_set *h, uint64_t keys, uint64_t seed, double *ns, uint64_t *reads)
+{
+  uint64_t t0 = now_ns(), n = 0;
+  for (uint64_t now = t0; now - t0 < HOT_ROUND_NS; now = now_ns()) {
+    for (unsigned j = 0; j < HOT_CLOCK_EVERY; j++, n++) {
+      uint64_t k = mix64(seed + n) % keys;
+      const void *val;
+      size_t vlen;
+      sochdb_txn *t;
+      if (begin_read(db, &t) != 0)
+        return -1;
+      int rc = sochdb_get(t, h->keys + k * h->klen, h->klen, &val, &vlen);
+      int bad = rc != SOCHDB_OK || vlen != h->vlen || memcmp(val, h->vals + k * h->vlen, vlen) != 0;
+      sochdb_abort(t);
+      if (bad)
+        return fail("read_hot: key %llu reads back %s", (unsigned long long)k,
+                    rc == SOCHDB_OK ? "a wrong value" : sochdb_strerror(rc));
+    }
+  }
+  *ns = (double)(now_ns() - t0) / (double)n;
+  *reads += n;
+  return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static int hot_steps(const struct config *c, struct bench_db *b, void *ctx)
+{
+  struct hot_result *r = ctx;
+  struct hot_set h;
+  double *ns = calloc(c->hot_rounds, sizeof *ns);
+  r->load.writes = calloc(r->load.keys, sizeof *r->load.writes);
+  int rc = ns && r->load.writes ? 0 : fail("out of memory");
+  if (rc == 0)
+    rc = load_keys(c, b->db, &r->load);
+  if (rc == 0 && (rc = hot_set_build(c, r->load.keys, &h)) == 0) {
+    fprintf(stderr, "read_hot: %u rounds of %.1f s over %llu keys...\n", c->hot_rounds,
+            (double)HOT_ROUND_NS / NS_PER_S, (unsigned long long)r->load.keys);
+    for (unsigned i = 0; rc == 0 && i < c->hot_rounds; i++)
+      rc = interrupted ? fail("interrupted") : hot_round(b->db, &h, r->load.keys, mix64(i + 1), &ns[i], &r->reads);
+    hot_set_free(&h);
+  }
+  if (rc == 0) {
+    qsort(ns, c->hot_rounds, sizeof *ns, cmp_double);
+    r->rounds = c->hot_rounds;
+    r->best_ns = ns[0];
+    r->median_ns = ns[c->hot_rounds / 2];
+  }
+  free(ns);
+  load_free(&r->load);
+  return rc;
+}
+
+static int workload_hot(const struct config *c, struct results *res)
+{
+  struct hot_result *r = &res->hot;
+  memset(r, 0, sizeof *r);
+  r->load = (struct load){ .puts = c->hot_keys, .keys = c->hot_keys };
+  int rc = on_fresh_db(c, res, "read_hot", 0, hot_steps, r);
+  res->have_hot = rc == 0;
+  return rc;
+}
+
 /* ---- report ---------------------------------------------------------------------- */
 
 /* What a sync_commit row shows, derived once for the table and the JSON. */
@@ -1342,6 +1466,16 @@ static void print_memory(const struct config *c, const struct results *res)
          (unsigned long long)r->idle.st.compactions);
 }
 
+static void print_hot(const struct config *c, const struct results *res)
+{
+  const struct hot_result *r = &res->hot;
+  printf("read_hot: %llu keys of %u+%u bytes in the memtable; %u rounds of %.1f s, %llu reads in all\n",
+         (unsigned long long)r->load.keys, c->key_bytes, c->value_bytes, r->rounds, (double)HOT_ROUND_NS / NS_PER_S,
+         (unsigned long long)r->reads);
+  printf("  a READONLY transaction with one get (value checked): best round %.1f ns, median %.1f ns\n", r->best_ns,
+         r->median_ns);
+}
+
 static void json_memory_point(FILE *f, const char *name, const struct mem_point *p)
 {
   fprintf(f, "\"%s\": {\"region_bytes\": %llu, \"memtable_used_bytes\": %llu, \"daemon_rss_kib\": %llu, "
@@ -1460,6 +1594,14 @@ static void json_amp(FILE *f, const struct config *c, const struct amp_result *r
           a.space_wal);
 }
 
+static void json_hot(FILE *f, const struct results *res)
+{
+  const struct hot_result *r = &res->hot;
+  fprintf(f, ",\n  \"read_hot\": {\"keys\": %llu, \"rounds\": %u, \"round_seconds\": %.1f, \"reads\": %llu, "
+             "\"best_ns\": %.1f, \"median_ns\": %.1f}", (unsigned long long)r->load.keys, r->rounds,
+          (double)HOT_ROUND_NS / NS_PER_S, (unsigned long long)r->reads, r->best_ns, r->median_ns);
+}
+
 static int write_json(const struct config *c, const struct results *res)
 {
   FILE *f = fopen(c->json, "w");
@@ -1487,6 +1629,8 @@ static int write_json(const struct config *c, const struct results *res)
   }
   if (res->have_memory)
     json_memory(f, res);
+  if (res->have_hot)
+    json_hot(f, res);
   fprintf(f, "\n}\n");
   return fclose(f) == 0 ? 0 : fail_errno("write", c->json);
 }
@@ -1508,6 +1652,8 @@ static void report(const struct config *c, const struct results *res)
   }
   if (res->have_memory)
     print_memory(c, res);
+  if (res->have_hot)
+    print_hot(c, res);
 }
 
 /* ---- main -------------------------------------------------------------------------- */
@@ -1552,6 +1698,8 @@ int main(int argc, char **argv)
     rc = workload_amp(&c, &res);
   if (rc == 0 && c.workloads & W_MEMORY)
     rc = workload_memory(&c, &res);
+  if (rc == 0 && c.workloads & W_HOT)
+    rc = workload_hot(&c, &res);
   rm_rf(res.root);
   if (rc != 0 || interrupted)
     return 1;
