@@ -227,9 +227,9 @@ int arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full)
 
 void arena_wake_flusher(shm_region *r) { shm_futex_wake_all(&r->hdr->active_memtable); }
 
-void arena_view(const shm_region *r, struct mt_view *v)
+/* The live memtables, newest first, with their ids (ids[SHM_MAX_MEMTABLES]). */
+static void collect_view(const shm_region *r, struct mt_view *v, uint64_t *ids)
 {
-  uint64_t ids[SHM_MAX_MEMTABLES];
   v->n = 0;
   /* A memtable this view must hold went LIVE, with its bit set before, in
   ** what happened before the view (the caller's snapshot or active index
@@ -243,6 +243,7 @@ void arena_view(const shm_region *r, struct mt_view *v)
     struct shm_memtable *m = arena_memtable(r, i);
     if (mt_state_of(mt_load(m)) != MT_LIVE)
       continue;
+    /* relaxed: an id is set before the release store of LIVE acquired above */
     uint64_t id = atomic_load_explicit(&m->id, memory_order_relaxed);
     uint32_t k = v->n++;
     while (k > 0 && ids[k - 1] < id) {  /* insertion sort, newest first */
@@ -255,6 +256,12 @@ void arena_view(const shm_region *r, struct mt_view *v)
   }
 }
 
+void arena_view(const shm_region *r, struct mt_view *v)
+{
+  uint64_t ids[SHM_MAX_MEMTABLES];
+  collect_view(r, v, ids);
+}
+
 static uint64_t view_bits(const struct mt_view *v)
 {
   uint64_t bits = 0;
@@ -265,11 +272,7 @@ static uint64_t view_bits(const struct mt_view *v)
 
 void arena_view_offer(const shm_region *r, _Atomic uint64_t *hazard, struct mt_view *v, uint64_t *ids)
 {
-  arena_view(r, v);
-  /* relaxed ids: an id is set before the release store of LIVE that the
-  ** view and arena_view_held's re-check acquire */
-  for (uint32_t i = 0; i < v->n; i++)
-    ids[i] = atomic_load_explicit(&arena_memtable(r, v->idx[i])->id, memory_order_relaxed);
+  collect_view(r, v, ids);
   /* relaxed: the caller's seq_cst fence orders it before the re-check */
   atomic_store_explicit(hazard, view_bits(v), memory_order_relaxed);
 }

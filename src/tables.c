@@ -222,6 +222,8 @@ static struct sdb_tables *set_build(sochdb *db, const struct fl_list *l, const s
       at++;
     ts->level_start[lv] = lv == SDB_LEVELS ? ts->n : at;
   }
+  /* list order: the deepest level last; clamped like level_start */
+  ts->levels = ts->n ? (ts->files[ts->n - 1]->level < SDB_LEVELS ? ts->files[ts->n - 1]->level + 1 : SDB_LEVELS) : 0;
   return ts;
 }
 
@@ -351,7 +353,7 @@ static const struct sdb_table *next_candidate(const struct sdb_tables *ts, const
   }
   if (p->level == 0)
     p->level = 1;
-  while (p->level < SDB_LEVELS) {
+  while (p->level < ts->levels) {   /* none below the deepest level that holds a file */
     unsigned l = p->level++;
     uint32_t i = sdb_tables_seek_level(ts, l, key, klen);
     if (i < ts->level_start[l + 1] && sdb_table_may_hold(ts->files[i], key, klen))

@@ -55,6 +55,7 @@ struct sdb_tables {
   uint32_t           n;
   struct sdb_table **files;     /* list order: L0 newest first, then each level by smallest key */
   uint32_t           level_start[SDB_LEVELS + 1];   /* files of level l: [level_start[l], level_start[l+1]) */
+  unsigned           levels;    /* 1 + the deepest level holding a file; 0 if none */
 };
 
 /* The set matching the region's current list, referenced for the caller.

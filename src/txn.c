@@ -140,7 +140,8 @@ static void keep_spare(sochdb_txn *t)
 {
   sochdb *db = t->db;
   release_txn_memory(t);
-  wbuf_reset(&t->writes);
+  if (!(t->flags & SOCHDB_TXN_READONLY))
+    wbuf_reset(&t->writes);   /* a read-only one buffered nothing (buffer_write) */
   if (t->scratch.cap > SPARE_SCRATCH_MAX)
     sst_scratch_free(&t->scratch);
   sdb_txn_free(atomic_exchange_explicit(&db->spare, t, memory_order_acq_rel));

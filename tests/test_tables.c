@@ -1,0 +1,134 @@
+/*
+** test_tables.c — the process's table of mapped SSTables (src/tables.c): a
+** get searches level 0 newest first, then every deeper level that holds a
+** file, down to the deepest; the shallower version wins; a newly published
+** file list is taken by the next transaction.
+**
+** The database runs without sochdbd, so that nothing but the test publishes
+** file lists: the tests write SSTables with the builder and publish lists
+** naming them at the levels they choose (fl_publish, as the daemon does).
+*/
+#include <criterion/criterion.h>
+
+#include "testutil.h"
+
+#include "check.h"      /* sst_file_path */
+#include "filelist.h"
+#include "internal.h"
+#include "sstfmt.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+TestSuite(tables, .init = tu_setup_without_daemon, .fini = tu_teardown);
+
+#define REGION (64u << 20)
+#define MEMTABLE (4u << 20)
+
+/* One entry of a table to write: key, seq, value (NULL: a tombstone). */
+struct entry {
+  const char *key;
+  uint64_t    seq;
+  const char *val;
+};
+
+/* Write DIR/<number>.sst holding entries (in key order, newest version of a
+** key first) and describe it for a list at level. */
+static struct fl_file write_table(uint64_t number, unsigned level, const struct entry *e, size_t n)
+{
+  struct sst_builder b;
+  cr_assert_eq(sst_builder_init(&b, SST_BLOCK_MIN), SOCHDB_OK);
+  for (size_t i = 0; i < n; i++)
+    cr_assert_eq(sst_builder_add(&b, e[i].key, strlen(e[i].key), e[i].seq, e[i].val ? SST_PUT : SST_DEL, e[i].val,
+                                 e[i].val ? strlen(e[i].val) : 0),
+                 SOCHDB_OK, "adding %s", e[i].key);
+  uint8_t *buf;
+  size_t len;
+  cr_assert_eq(sst_builder_finish(&b, &buf, &len), SOCHDB_OK);
+  sst_builder_free(&b);
+  char path[4200];
+  cr_assert_eq(sst_file_path(path, sizeof path, tu_dir(), number), SOCHDB_OK);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  cr_assert_geq(fd, 0, "create %s", path);
+  cr_assert_eq(write(fd, buf, len), (ssize_t)len);
+  close(fd);
+  free(buf);
+  return (struct fl_file){ .number = number, .size = len, .level = level };
+}
+
+/* A database whose published sequence is past every seq the tables use. */
+static sochdb *open_db(void)
+{
+  sochdb *db = tu_open(REGION, MEMTABLE, 5000);
+  for (int i = 0; i < 20; i++)
+    tu_commit_kv(db, "zz-unrelated", "x", SOCHDB_ASYNC);
+  return db;
+}
+
+static void publish(sochdb *db, const struct fl_file *files, uint32_t n)
+{
+  cr_assert_eq(fl_publish(&db->region, files, n), SOCHDB_OK, "%s", sochdb_last_error());
+}
+
+Test(tables, a_get_reaches_the_deepest_level_holding_a_file)
+{
+  sochdb *db = open_db();
+  const struct entry l0[] = { { "a-l0", 5, "zero" } };
+  const struct entry l2[] = { { "b-l2", 4, "two" } };
+  const struct entry l5[] = { { "c-l5", 3, "five" } };
+  const struct entry l7[] = { { "d-l7", 2, "seven" } };
+  /* list order: level 0 newest first, then each level by smallest key */
+  struct fl_file files[] = { write_table(13, 0, l0, 1), write_table(12, 2, l2, 1), write_table(11, 5, l5, 1),
+                             write_table(10, 7, l7, 1) };
+  publish(db, files, 4);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  tu_expect_str(t, "a-l0", "zero", "level 0");
+  tu_expect_str(t, "b-l2", "two", "level 2, under an empty level 1");
+  tu_expect_str(t, "c-l5", "five", "level 5");
+  tu_expect_str(t, "d-l7", "seven", "level 7, the last");
+  tu_expect_str(t, "e-none", NULL, "in no file");
+  tu_expect_str(t, "b-l1", NULL, "in a gap of level 2's range");
+  sochdb_abort(t);
+  sochdb_close(db);
+}
+
+Test(tables, the_shallower_version_wins)
+{
+  sochdb *db = open_db();
+  const struct entry l1[] = { { "k1", 9, "new" }, { "k2", 9, NULL } };
+  const struct entry l4[] = { { "k1", 3, "old" }, { "k2", 3, "old" }, { "k3", 3, "only-old" } };
+  struct fl_file files[] = { write_table(21, 1, l1, 2), write_table(20, 4, l4, 3) };
+  publish(db, files, 2);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  tu_expect_str(t, "k1", "new", "level 1 over level 4");
+  tu_expect_str(t, "k2", NULL, "a tombstone at level 1 hides level 4's put");
+  tu_expect_str(t, "k3", "only-old", "at level 4 only");
+  sochdb_abort(t);
+  sochdb_close(db);
+}
+
+Test(tables, the_next_transaction_takes_a_newly_published_list)
+{
+  sochdb *db = open_db();
+  const struct entry first[] = { { "m", 4, "first" } };
+  struct fl_file a[] = { write_table(30, 1, first, 1) };
+  publish(db, a, 1);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  tu_expect_str(t, "m", "first", "the first list");
+  tu_expect_str(t, "n", NULL, "not yet published");
+  sochdb_abort(t);
+
+  /* the process's set now mirrors the first list; a second one adds a
+  ** deeper file and a newer version of m at level 0 */
+  const struct entry newer[] = { { "m", 8, "second" } };
+  const struct entry deep[] = { { "n", 2, "deep" } };
+  struct fl_file b[] = { write_table(32, 0, newer, 1), a[0], write_table(31, 3, deep, 1) };
+  publish(db, b, 3);
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  tu_expect_str(t, "m", "second", "level 0 of the second list");
+  tu_expect_str(t, "n", "deep", "level 3 of the second list");
+  sochdb_abort(t);
+  sochdb_close(db);
+}
