@@ -1469,7 +1469,7 @@ static void print_memory(const struct config *c, const struct results *res)
 static void print_hot(const struct config *c, const struct results *res)
 {
   const struct hot_result *r = &res->hot;
-  printf("read_hot: %llu keys of %u+%u bytes in the memtable; %u rounds of %.1f s, %llu reads in all\n",
+  printf("read_hot: %llu keys of %u+%u bytes; %u rounds of %.1f s, %llu reads in all\n",
          (unsigned long long)r->load.keys, c->key_bytes, c->value_bytes, r->rounds, (double)HOT_ROUND_NS / NS_PER_S,
          (unsigned long long)r->reads);
   printf("  a READONLY transaction with one get (value checked): best round %.1f ns, median %.1f ns\n", r->best_ns,
