@@ -6,13 +6,14 @@
 ** (hdr->current_files). The daemon publishes a new set of files by filling a
 ** FREE list, marking it CURRENT, swinging current_files to it, then retiring
 ** the previous one with an epoch tag (epoch.h); a RETIRED list becomes FREE
-** once no hazard names it. A transaction reads the current list once, at
-** its first read that needs SSTables (src/txn.c, sdb_txn_tables), under a
-** hazard (view_files, epoch.h) held only while its process maps the files:
-** the process's table of mapped files (src/tables.c) then keeps them until
-** the transaction ends, whatever becomes of the list. Lists carry ids (strictly
-** increasing) so that a process can tell whether its own table of mapped
-** files (src/tables.c) is still the current one without reading the list.
+** once no hazard names it. At its first read that needs SSTables (src/txn.c,
+** sdb_txn_tables) a transaction takes its process's table of mapped files
+** (src/tables.c), which keeps them until the transaction ends, whatever
+** becomes of the list. When that table mirrors the current list's id
+** (fl_current_id) no list is read at all; otherwise the current list is
+** read under a hazard (view_files, epoch.h) held only while the process
+** maps its files. Lists carry ids (increasing with each publication) for
+** that comparison.
 **
 ** Files are ordered as readers search them: level 0 newest first (higher
 ** file number first), then each deeper level by smallest key.

@@ -58,7 +58,9 @@ struct sdb_tables {
   unsigned           levels;    /* 1 + the deepest level holding a file; 0 if none */
 };
 
-/* The set matching the region's current list, referenced for the caller.
+/* A set mirroring the region's current list (or one published after it),
+** referenced for the caller. When the process's set has the current list's
+** id (fl_current_id) it is taken without reading the list; otherwise
 ** *hazard (the transaction entry's view_files, shm/epoch.h) protects the
 ** list while it is read and its files are mapped, and is cleared before
 ** this returns. Errors: SOCHDB_NOMEM. */

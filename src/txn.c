@@ -197,8 +197,8 @@ int sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out)
   if (flags & ~SOCHDB_TXN_READONLY)
     return sdb_fail(SOCHDB_INVALID, "unknown transaction flags 0x%x", flags);
   /* Not a zeroed struct: clearing the view's 64 memtable numbers, which
-  ** arena_view_protected writes as far as it needs, was 2.5% of a point
-  ** read (perf, read_rand). */
+  ** publish_view writes as far as it needs, was 2.5% of a point read
+  ** (perf, read_rand). */
   sochdb_txn *t = take_spare(db);
   if (!t)
     return sdb_fail(SOCHDB_NOMEM, "allocating a transaction");
