@@ -668,17 +668,26 @@ void sst_scratch_free(struct sst_scratch *s)
 
 /* A hashed block's hash index, which ends at p + *end: into out, *end moved
 ** to its start. Its slots' offsets are bounded when a get uses them. */
-static int parse_hash_index(const uint8_t *p, size_t *end, struct sst_blk *out, const char *what, uint64_t off)
+/* The layout of a block payload p[0..n) that parse_block found sound: the
+** restart array and, if it has one, the hash index before it. */
+static void describe_block(const uint8_t *p, size_t n, struct sst_blk *out)
 {
-  uint32_t m = *end >= 2 ? ld16(p + *end - 2) : 0;
-  if (m == 0 || 3 * (size_t)m > *end - 2)
-    return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: a hash index of %u slots does not fit", what,
-                    (unsigned long long)off, m);
-  *end -= 2 + 3 * (size_t)m;
-  out->nslots = m;
-  out->slot_off = p + *end;
-  out->slot_tag = p + *end + 2 * (size_t)m;
-  return SOCHDB_OK;
+  uint32_t cnt = ld32(p + n - 4);
+  size_t end = n - 4;               /* of the restart array */
+  out->nslots = 0;
+  out->slot_off = out->slot_tag = NULL;
+  if (cnt & SST_HASHED) {
+    cnt &= ~SST_HASHED;
+    uint32_t m = ld16(p + end - 2);
+    end -= 2 + 3 * (size_t)m;
+    out->nslots = m;
+    out->slot_off = p + end;
+    out->slot_tag = p + end + 2 * (size_t)m;
+  }
+  out->p = p;
+  out->ents = end - 4 * (size_t)cnt;
+  out->restarts = p + out->ents;
+  out->nrestarts = cnt;
 }
 
 /* Check a block's payload structure (restart array, and its hash index if it
@@ -690,16 +699,16 @@ static int parse_block(const uint8_t *p, size_t n, struct sst_blk *out, const ch
                     n);
   uint32_t cnt = ld32(p + n - 4);
   size_t end = n - 4;               /* of the restart array */
-  out->nslots = 0;
-  out->slot_off = out->slot_tag = NULL;
   if (cnt & SST_HASHED) {
     if (!hash_ok)
       return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: a hash index where none may be", what,
                       (unsigned long long)off);
     cnt &= ~SST_HASHED;
-    int rc = parse_hash_index(p, &end, out, what, off);
-    if (rc)
-      return rc;
+    uint32_t m = end >= 2 ? ld16(p + end - 2) : 0;
+    if (m == 0 || 3 * (size_t)m > end - 2)
+      return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: a hash index of %u slots does not fit", what,
+                      (unsigned long long)off, m);
+    end -= 2 + 3 * (size_t)m;
   }
   if (cnt > end / 4)
     return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: %u restarts do not fit", what,
@@ -717,10 +726,7 @@ static int parse_block(const uint8_t *p, size_t n, struct sst_blk *out, const ch
                       (unsigned long long)off, r);
     prev = r;
   }
-  out->p = p;
-  out->ents = ents;
-  out->restarts = rs;
-  out->nrestarts = cnt;
+  describe_block(p, n, out);
   return SOCHDB_OK;
 }
 
@@ -953,16 +959,29 @@ static int check_col(const uint8_t *p, size_t n, void *arg)
   return sstcol_check_column(p, n, c->type, c->nrows, c->out, c->block_off);
 }
 
-/* Plain data block i: from the cache if it has it, else from the file. */
+/* Plain data block i: from the cache if it has it, else from the file. A
+** block stored uncompressed that passed every check once in this reader
+** (its trusted bit) is only described again: its bytes are the file's,
+** which never change. Relaxed bits, as the verified ones: a race checks a
+** block twice, harmlessly. */
 static int load_data(const struct sst_reader *r, uint32_t i, struct sst_scratch *s, struct sst_blk *b,
                      struct sst_read_stats *st)
 {
-  uint64_t off = r->probe[i].where >> 1;
-  struct piece pc = block_piece(off, (uint32_t)((r->probe[i + 1].where >> 1) - off), SEED_DATA, "data");
+  uint64_t off = r->probe[i].where >> 1, bit = 1ull << (i % 64);
+  uint32_t size = (uint32_t)((r->probe[i + 1].where >> 1) - off);
+  if (atomic_load_explicit(&r->trusted[i / 64], memory_order_relaxed) & bit) {
+    describe_block(r->buf + off, size - SST_TRAILER_BYTES, b);
+    count_read(st, size, 0);
+    return SOCHDB_OK;
+  }
+  struct piece pc = block_piece(off, size, SEED_DATA, "data");
   pc.verified = &r->verified[i / 64];
-  pc.verified_bit = 1ull << (i % 64);
+  pc.verified_bit = bit;
   struct blk_check c = { b, "data", off, r->version >= SST_VERSION_HASHED };
-  return load_piece(r, &pc, s, check_blk, &c, st);
+  int rc = load_piece(r, &pc, s, check_blk, &c, st);
+  if (rc == SOCHDB_OK && b->p == r->buf + off)   /* in place: checksummed, uncompressed, its layout checked */
+    atomic_fetch_or_explicit(&r->trusted[i / 64], bit, memory_order_relaxed);
+  return rc;
 }
 
 /* Columnar data block i: its keys segment into *keys, and the segments of
@@ -1455,9 +1474,13 @@ int sst_open(const uint8_t *buf, size_t len, struct sst_reader *r)
       rc = parse_index(r, &ib, filter_off);
     sst_scratch_free(&s);
   }
-  /* A bit per data block whose checksum this reader verified: its own. */
-  if (rc == SOCHDB_OK && !(r->verified = calloc((size_t)r->nblocks / 64 + 1, sizeof *r->verified)))
+  /* A bit per data block whose checksum this reader verified, and one per
+  ** block it trusts (load_data): its own, in one allocation. */
+  size_t words = (size_t)r->nblocks / 64 + 1;
+  if (rc == SOCHDB_OK && !(r->verified = calloc(2 * words, sizeof *r->verified)))
     rc = sdb_fail(SOCHDB_NOMEM, "out of memory opening an SSTable");
+  if (rc == SOCHDB_OK)
+    r->trusted = r->verified + words;
   r->entries = ld32(f + 12);
   r->min_seq = ld64(f + 40);
   r->max_seq = ld64(f + 48);

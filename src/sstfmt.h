@@ -406,8 +406,8 @@ struct sst_probe {
 ** but for `verified`: several threads may read one reader at once, each with
 ** its own scratch and iterators.
 **
-** A data block's checksum is verified the first time the reader loads it
-** from the file, not again: the file never changes and its mapped pages are
+** A data block's checksum (and, stored uncompressed, its layout) is verified
+** the first time the reader loads it from the file, not again: the file never changes and its mapped pages are
 ** the same memory on every read, so a second check would only stream the
 ** block through the CPU again (a tenth of a point read). As with a block
 ** cache filled from verified reads, damage that appears later in a page this
@@ -429,7 +429,11 @@ struct sst_reader {
   int                     index_owned;/* index, keys and probe are malloc'ed: sst_close frees them */
   uint32_t                key_shared; /* leading bytes every index key has in common */
   _Atomic uint64_t       *verified;   /* malloc'ed: a bit per data block whose checksum this reader
-                                      ** verified (the one thing sst_get and iterators write) */
+                                      ** verified (with `trusted`, the one thing sst_get and
+                                      ** iterators write) */
+  _Atomic uint64_t       *trusted;    /* in verified's allocation: a bit per plain data block stored
+                                      ** uncompressed whose checksum and layout this reader checked,
+                                      ** so that it is only described again */
   uint64_t                entries, min_seq, max_seq;
   struct sst_block_cache  cache;      /* lookup/insert NULL: none */
   unsigned                version;    /* the footer's */

@@ -2109,3 +2109,44 @@ Test(sstfmt, failed_spill_fails_the_builder)
   free(k.p);
   model_free(&m);
 }
+
+/* load_data describes a plain block from the reader's trusted bit only once
+** the block passed every check: such a block reads the second time as the
+** first, and one whose restart count is forged (its checksum resealed) is
+** corrupt on every read, not only the first. */
+Test(sstfmt, a_block_is_trusted_only_after_its_checks_passed)
+{
+  struct model m = {0};
+  make_model(&m, 200, 1, 200, 0);   /* random values: blocks stored uncompressed */
+  uint8_t *buf;
+  size_t len;
+  build(&m, 1024, &buf, &len);
+  struct sst_reader r;
+  struct sst_scratch s = {0};
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK);
+  cr_assert_gt(r.nblocks, 1u);
+  uint64_t off = r.index[0].offset;
+  uint32_t size = r.index[0].size;
+  cr_assert_eq(buf[off + size - SST_TRAILER_BYTES], SST_NONE, "block 0 is stored uncompressed");
+  for (int pass = 0; pass < 2; pass++)
+    for (size_t i = 0; i < m.n; i++)
+      check_get(&r, &s, &m.e[i], &m.e[i], m.e[i].seq, 0);
+  cr_assert(atomic_load(&r.trusted[0]) & 1, "block 0 trusted after a clean read");
+  sst_close(&r);
+
+  uint8_t *count = buf + off + size - SST_TRAILER_BYTES - 4;
+  uint32_t was;
+  memcpy(&was, count, 4);
+  uint32_t forged = (was & 0x80000000u) | 0x0fffffffu;   /* the hash-index flag kept; more restarts than fit */
+  memcpy(count, &forged, 4);
+  sst_block_seal(buf, off, size, SST_BLOCK_DATA);
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK);
+  for (int pass = 0; pass < 2; pass++)
+    cr_assert_eq(check_get(&r, &s, &m.e[0], &m.e[0], m.e[0].seq, 1), SOCHDB_CORRUPT, "read %d of the forged block",
+                 pass + 1);
+  cr_assert_eq(atomic_load(&r.trusted[0]) & 1, 0u, "a block that failed its checks is not trusted");
+  sst_close(&r);
+  sst_scratch_free(&s);
+  free(buf);
+  model_free(&m);
+}
