@@ -1274,8 +1274,10 @@ static int add_block(struct sst_reader *r, struct index_decode *d, const struct 
 ** the longer one has bytes, so it is not greater). */
 static uint64_t key_prefix(const uint8_t *k, size_t klen)
 {
+  if (klen >= 8)
+    return ld64be(k);    /* the common case: no copy of a variable length (a call to memcpy) */
   uint8_t b[8] = {0};
-  memcpy(b, k, klen < 8 ? klen : 8);
+  memcpy(b, k, klen);
   return ld64be(b);
 }
 
