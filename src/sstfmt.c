@@ -666,10 +666,9 @@ void sst_scratch_free(struct sst_scratch *s)
   s->cap = 0;
 }
 
-/* A hashed block's hash index, which ends at p + *end: into out, *end moved
-** to its start. Its slots' offsets are bounded when a get uses them. */
 /* The layout of a block payload p[0..n) that parse_block found sound: the
-** restart array and, if it has one, the hash index before it. */
+** restart array and, if it has one, the hash index before it (its slots'
+** offsets are bounded when a get uses them). */
 static void describe_block(const uint8_t *p, size_t n, struct sst_blk *out)
 {
   uint32_t cnt = ld32(p + n - 4);

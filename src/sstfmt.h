@@ -403,13 +403,14 @@ struct sst_probe {
 
 /* An open table. It points into the caller's buffer, which must stay mapped
 ** and unchanged until sst_close. Read-only after sst_open (and sst_set_cache)
-** but for `verified`: several threads may read one reader at once, each with
-** its own scratch and iterators.
+** but for `verified` and `trusted`: several threads may read one reader at
+** once, each with its own scratch and iterators.
 **
 ** A data block's checksum (and, stored uncompressed, its layout) is verified
-** the first time the reader loads it from the file, not again: the file never changes and its mapped pages are
-** the same memory on every read, so a second check would only stream the
-** block through the CPU again (a tenth of a point read). As with a block
+** the first time the reader loads it from the file, not again: the file
+** never changes and its mapped pages are the same memory on every read, so
+** a second check would only stream the block through the CPU again (a
+** tenth of a point read). As with a block
 ** cache filled from verified reads, damage that appears later in a page this
 ** reader already verified (evicted, then read back wrong from the disk) is
 ** not seen by it; a new reader (another process, a reopen, `sochdb check`)
