@@ -1139,6 +1139,12 @@ struct hot_set {
   unsigned char *keys, *vals;
 };
 
+static void hot_set_free(struct hot_set *h)
+{
+  free(h->keys);
+  free(h->vals);
+}
+
 static int hot_set_build(const struct config *c, uint64_t n, struct hot_set *h)
 {
   struct kv kv;
@@ -1152,13 +1158,9 @@ static int hot_set_build(const struct config *c, uint64_t n, struct hot_set *h)
     memcpy(h->vals + k * h->vlen, kv.val, h->vlen);
   }
   kv_free(&kv);
+  if (rc != 0)
+    hot_set_free(h);   /* one of the two may have been allocated */
   return rc;
-}
-
-static void hot_set_free(struct hot_set *h)
-{
-  free(h->keys);
-  free(h->vals);
 }
 
 /* One round: begin, get (checked), abort, for HOT_ROUND_NS; *ns a read. */
