@@ -517,12 +517,12 @@ static void arm_fault_from_env(void)
 ** spill buffer, the bloom's key hashes, the index) and frees them at the
 ** end. With glibc's defaults the largest came as fresh mmap()ed pages and
 ** freed heap went back to the kernel, so every table faulted all of them in
-** and zeroed them anew: about 17,000 page faults a second during
-** `sochdb-bench compare fill_batch`, on a virtual machine where a fault
-** costs tens of microseconds. Fixed thresholds keep up to 16 MiB at the
-** top of each thread's malloc arena for the next table: about 3,000 faults
-** a second, 10-15% less daemon CPU per put. The price is memory: after
-** `sochdb-bench memory` the daemon's private memory is 36-37 MiB instead
+** and zeroed them anew: 17,399 page faults in 1.5 s of `sochdb-bench
+** compare fill_batch`, on a virtual machine where a page's first touch
+** costs about 10 us. Fixed thresholds keep up to 16 MiB at the top of each
+** thread's malloc arena for the next table: 3,066 faults in that window,
+** 10-15% less daemon CPU per put. The price is memory: after
+** `sochdb-bench memory` the daemon's private memory is 37 MiB instead
 ** of 17 (malloc_trim does not shrink a thread's arena; an idle daemon
 ** exits after --idle-exit-ms anyway). */
 static void keep_heap_for_reuse(void)
