@@ -208,9 +208,10 @@ static int sort_chunk(struct replay *rp)
 }
 
 /* The first memtable's pages, made ready by a helper thread while the WAL
-** is read and sorted: on tmpfs, backing (fallocate) and mapping
-** (MADV_POPULATE_WRITE) 64 MiB of fresh pages costs about as much as the
-** rest of a replay, and both can run at once on two cores. At most as many
+** is read and sorted: on tmpfs, backing (fallocate), mapping
+** (MADV_POPULATE_WRITE) and first writing (touch) 64 MiB of fresh pages
+** costs about as much as the rest of a replay, and both can run at once on
+** two cores. At most as many
 ** bytes as the log holds are prepared, so a short log does not make a whole
 ** arena resident. Failures are ignored: arena_alloc reserves, and writes
 ** fault in, whatever the helper did not. */
@@ -232,11 +233,27 @@ static void populate(const shm_region *r, uint64_t off, uint64_t len)
   (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);   /* a hint: see above */
 }
 
+/* Under a hypervisor that shadows the guest's page tables (a PVM guest, say)
+** a page mapped by MADV_POPULATE_WRITE still faults at its first write from
+** user space, and the builder would take those faults one by one: the
+** helper takes them, with a write to each page that changes nothing (the
+** start of the arena already holds the skiplist's head). Nobody else writes
+** these pages before the join: the region is not published yet, and the
+** builder starts after prefault_join. */
+static void touch(const shm_region *r, uint64_t off, uint64_t len)
+{
+  uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+  uint8_t *p = shm_at(r, off);
+  for (uint64_t i = 0; i < len; i += page)
+    __atomic_fetch_or(p + i, 0, __ATOMIC_RELAXED);   /* relaxed: the join orders it */
+}
+
 static void *prefault_main(void *arg)
 {
   struct prefault *p = arg;
   if (shm_reserve(p->r, p->off, p->len) == 0) {
     populate(p->r, p->off, p->len);
+    touch(p->r, p->off, p->len);
     arena_note_reserved(p->r, p->mt, p->len);   /* arena_alloc need not walk them again */
     p->ready = 1;
   }
