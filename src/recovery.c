@@ -211,10 +211,9 @@ static int sort_chunk(struct replay *rp)
 ** is read and sorted: on tmpfs, backing (fallocate), mapping
 ** (MADV_POPULATE_WRITE) and first writing (touch) 64 MiB of fresh pages
 ** costs about as much as the rest of a replay, and both can run at once on
-** two cores. At most as many
-** bytes as the log holds are prepared, so a short log does not make a whole
-** arena resident. Failures are ignored: arena_alloc reserves, and writes
-** fault in, whatever the helper did not. */
+** two cores. At most as many bytes as the log holds are prepared, so a
+** short log does not make a whole arena resident. Failures are ignored:
+** arena_alloc reserves, and writes fault in, whatever the helper did not. */
 struct prefault {
   shm_region *r;
   uint32_t    mt;             /* the memtable whose start it prepares */
