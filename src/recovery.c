@@ -99,7 +99,7 @@ struct replay {
   size_t      n, cap;
   uint64_t    bytes;          /* what it may take in the arena (see above) */
   uint64_t    room;           /* what the active memtable had left when the chunk began */
-  struct prefault *prefault;  /* the helper preparing the first memtable's pages */
+  struct helper *helper;      /* the thread preparing the first memtable's pages */
   uint32_t   *order;          /* scratch of the sort: op indexes in key order */
   uint8_t    *newkey;         /* ... and whether each differs from the key before it */
   struct sort_ent *sort_a, *sort_b;
@@ -208,23 +208,38 @@ static int sort_chunk(struct replay *rp)
   return SOCHDB_OK;
 }
 
-/* The first memtable's pages, made ready by a helper thread while the WAL
-** is read and sorted: on tmpfs, backing (fallocate), mapping
-** (MADV_POPULATE_WRITE) and first writing (touch) 64 MiB of fresh pages
-** costs about as much as the rest of a replay, and both can run at once on
-** two cores. At most as many bytes as the log holds are prepared, so a
-** short log does not make a whole arena resident. Failures are ignored:
-** arena_alloc reserves, and writes fault in, whatever the helper did not. */
-struct prefault {
+/* The segments stay mapped until the replay ends: chunks point into them. */
+struct mapped {
+  const uint8_t *buf;
+  size_t         len;
+};
+
+/* The replay's helper thread. First it makes the first memtable's pages
+** ready while the WAL is read and sorted: on tmpfs, backing (fallocate),
+** mapping (MADV_POPULATE_WRITE) and first writing (touch) 64 MiB of fresh
+** 4 KiB pages costs about as much as the rest of a replay, and both can run
+** at once on two cores. At most as many bytes as the log holds are
+** prepared, so a short log does not make a whole arena resident. Failures
+** are ignored: arena_alloc reserves, and writes fault in, whatever the
+** helper did not. Then it verifies the log's group checksums ahead of the
+** scan (wal_verify_ahead), which spares the scan most of its reading where
+** the pages were quick to prepare (2 MiB ones take a few milliseconds). */
+struct helper {
   shm_region *r;
   uint32_t    mt;             /* the memtable whose start it prepares */
   uint64_t    off, len;       /* the region bytes to prepare */
-  int         ready;          /* they are reserved and mapped (read after the join) */
+  const struct mapped *maps;  /* the log's segments, to verify */
+  size_t      nmaps;
+  struct wal_ahead ahead;
+  pthread_mutex_t lock;
+  pthread_cond_t  prepared_cond;
+  int         prepared;       /* done with the pages (under lock) */
+  int         ready;          /* they are reserved and mapped (read after helper_wait_pages) */
   pthread_t   th;
   int         running;
 };
 
-#define PREFAULT_MIN (4u << 20)   /* below this a thread is not worth starting */
+#define HELPER_MIN (4u << 20)   /* log bytes below which a helper thread is not worth starting */
 
 static void populate(const shm_region *r, uint64_t off, uint64_t len)
 {
@@ -238,43 +253,72 @@ static void populate(const shm_region *r, uint64_t off, uint64_t len)
 ** user space, and the builder would take those faults one by one: the
 ** helper takes them, with a write to each page that changes nothing (the
 ** start of the arena already holds the skiplist's head). Nobody else writes
-** these pages before the join: the region is not published yet, and the
-** builder starts after prefault_join. */
+** these pages meanwhile: the region is not published yet, and the builder
+** starts after helper_wait_pages. */
 static void touch(const shm_region *r, uint64_t off, uint64_t len)
 {
   uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
   uint8_t *p = shm_at(r, off);
   for (uint64_t i = 0; i < len; i += page)
-    __atomic_fetch_or(p + i, 0, __ATOMIC_RELAXED);   /* relaxed: the join orders it */
+    __atomic_fetch_or(p + i, 0, __ATOMIC_RELAXED);   /* relaxed: the mutex orders it */
 }
 
-static void *prefault_main(void *arg)
+static void *helper_main(void *arg)
 {
-  struct prefault *p = arg;
-  if (shm_reserve(p->r, p->off, p->len) == 0) {
-    populate(p->r, p->off, p->len);
-    touch(p->r, p->off, p->len);
-    arena_note_reserved(p->r, p->mt, p->len);   /* arena_alloc need not walk them again */
-    p->ready = 1;
+  struct helper *h = arg;
+  int ready = 0;
+  if (shm_reserve(h->r, h->off, h->len) == 0) {
+    populate(h->r, h->off, h->len);
+    touch(h->r, h->off, h->len);
+    arena_note_reserved(h->r, h->mt, h->len);   /* arena_alloc need not walk them again */
+    ready = 1;
   }
+  pthread_mutex_lock(&h->lock);
+  h->ready = ready;
+  h->prepared = 1;
+  pthread_cond_signal(&h->prepared_cond);
+  pthread_mutex_unlock(&h->lock);
+  for (size_t i = 0; i < h->nmaps; i++)
+    wal_verify_ahead(&h->ahead, (uint32_t)i, h->maps[i].buf, h->maps[i].len);
   return NULL;
 }
 
-static void prefault_start(struct prefault *p, shm_region *r, uint64_t wal_bytes)
+static void helper_start(struct helper *h, shm_region *r, uint64_t wal_bytes, const struct mapped *maps,
+                         size_t nmaps)
 {
-  p->mt = arena_active(r);
-  const struct shm_memtable *m = arena_memtable(r, p->mt);
-  p->r = r;
-  p->off = m->arena_off;
-  p->len = wal_bytes < m->capacity ? wal_bytes : m->capacity;
-  p->running = p->len >= PREFAULT_MIN && pthread_create(&p->th, NULL, prefault_main, p) == 0;
+  h->mt = arena_active(r);
+  const struct shm_memtable *m = arena_memtable(r, h->mt);
+  h->r = r;
+  h->off = m->arena_off;
+  h->len = wal_bytes < m->capacity ? wal_bytes : m->capacity;
+  h->maps = maps;
+  h->nmaps = nmaps;
+  pthread_mutex_init(&h->lock, NULL);
+  pthread_cond_init(&h->prepared_cond, NULL);
+  h->running = wal_bytes >= HELPER_MIN && pthread_create(&h->th, NULL, helper_main, h) == 0;
 }
 
-static void prefault_join(struct prefault *p)
+/* Wait until the helper is done with the pages (at once if there is none). */
+static void helper_wait_pages(struct helper *h)
 {
-  if (p->running)
-    pthread_join(p->th, NULL);
-  p->running = 0;
+  if (!h->running)
+    return;
+  pthread_mutex_lock(&h->lock);
+  while (!h->prepared)
+    pthread_cond_wait(&h->prepared_cond, &h->lock);
+  pthread_mutex_unlock(&h->lock);
+}
+
+static void helper_stop(struct helper *h)
+{
+  if (h->running) {
+    /* relaxed: a request; the join waits for its answer */
+    atomic_store_explicit(&h->ahead.stop, 1, memory_order_relaxed);
+    pthread_join(h->th, NULL);
+  }
+  h->running = 0;
+  pthread_mutex_destroy(&h->lock);
+  pthread_cond_destroy(&h->prepared_cond);
 }
 
 /* A log out of the page cache is read by a helper thread, ahead of the
@@ -338,7 +382,7 @@ static uint64_t warm_start(struct warmer *w)
     bytes += fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
     close(fd);
   }
-  w->running = any_cold && bytes >= PREFAULT_MIN && pthread_create(&w->th, NULL, warm_main, w) == 0;
+  w->running = any_cold && bytes >= HELPER_MIN && pthread_create(&w->th, NULL, warm_main, w) == 0;
   return bytes;
 }
 
@@ -374,7 +418,7 @@ static int build_chunk(struct replay *rp)
       total += sl_node_bytes(o->height, o->klen);
     total += pad8(mv_version_bytes(o->vlen));
   }
-  prefault_join(rp->prefault);              /* its pages are ready: no two passes over them */
+  helper_wait_pages(rp->helper);             /* its pages are ready: no two passes over them */
   uint32_t mt = arena_active(r);
   uint64_t at = arena_alloc(r, mt, total);
   if (!at)    /* the chunk was sized for the room left: only a full tmpfs */
@@ -385,7 +429,7 @@ static int build_chunk(struct replay *rp)
   ** still: map it with one call rather than a page fault each. */
   const struct shm_memtable *m = arena_memtable(r, mt);
   uint64_t first_end = m->arena_off + arena_first_reserve(m->capacity);
-  if (!(rp->prefault->ready && rp->prefault->mt == mt) && at < first_end)
+  if (!(rp->helper->ready && rp->helper->mt == mt) && at < first_end)
     populate(r, at, (at + total < first_end ? at + total : first_end) - at);
   struct sl_builder b;
   sl_build_begin(&b, r, mt);
@@ -485,17 +529,43 @@ static int replay_record(void *ctx, const struct wal_record *rec)
   return SOCHDB_OK;
 }
 
-/* The segments stay mapped until the replay ends: chunks point into them. */
-struct mapped {
-  const uint8_t *buf;
-  size_t         len;
-};
-
-/* wal_scan_file, keeping the mapping in *m. */
-static int scan_segment(const char *path, struct replay *rp, struct mapped *m, struct wal_scan_result *res)
+/* Map every segment (maps[] zeroed, n long), for the helper to verify
+** ahead of the scan. */
+static int map_segments(const char *dir, const uint64_t *lsns, size_t n, struct mapped *maps)
 {
-  int rc = wal_map_segment(path, &m->buf, &m->len);
-  return rc == SOCHDB_OK ? wal_scan_buffer(m->buf, m->len, rp->r->hdr->db_id, replay_record, rp, res) : rc;
+  for (size_t i = 0; i < n; i++) {
+    char path[4300];
+    wal_segment_path(path, sizeof path, dir, lsns[i]);
+    int rc = wal_map_segment(path, &maps[i].buf, &maps[i].len);
+    if (rc != SOCHDB_OK)
+      return rc;
+  }
+  return SOCHDB_OK;
+}
+
+/* Scan the mapped segments into the replay, checking that they follow each other. */
+static int scan_segments(const char *dir, const uint64_t *lsns, size_t n, const struct mapped *maps,
+                         struct replay *rp)
+{
+  uint64_t expect_lsn = n ? lsns[0] : 0;
+  for (size_t i = 0; i < n; i++) {
+    char path[4300];
+    wal_segment_path(path, sizeof path, dir, lsns[i]);
+    struct wal_scan_result res;
+    int rc = wal_scan_buffer_ahead(maps[i].buf, maps[i].len, rp->r->hdr->db_id, replay_record, rp, &res,
+                                   &rp->helper->ahead, (uint32_t)i);
+    if (rc != SOCHDB_OK)
+      return rc;
+    CRASHPOINT("replay.scanned");
+    if (res.first_lsn != expect_lsn)
+      return sdb_fail(SOCHDB_CORRUPT, "WAL segment %s starts at LSN %llu; the previous one ended at %llu", path,
+                      (unsigned long long)res.first_lsn, (unsigned long long)expect_lsn);
+    if (res.torn_bytes && i + 1 < n)
+      return sdb_fail(SOCHDB_CORRUPT, "WAL segment %s has %llu damaged bytes at offset %llu but is not the last",
+                      path, (unsigned long long)res.torn_bytes, (unsigned long long)res.end_offset);
+    expect_lsn = res.next_lsn;
+  }
+  return SOCHDB_OK;
 }
 
 struct sortable {
@@ -610,36 +680,23 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
       close(lock_fd);
     return rc;
   }
-  struct prefault pf = { 0 };
+  struct helper hp = { 0 };
   /* seq 1 is the empty database */
-  struct replay rp = { .r = r, .max_seq = flushed > 1 ? flushed : 1, .flushed = flushed, .prefault = &pf };
+  struct replay rp = { .r = r, .max_seq = flushed > 1 ? flushed : 1, .flushed = flushed, .helper = &hp };
   rp.room = room_left(&rp);
   struct warmer wm = { .dir = dir, .lsns = lsns, .n = n };
   uint64_t wal_bytes = warm_start(&wm);
-  prefault_start(&pf, r, wal_bytes);
   struct mapped *maps = n ? calloc(n, sizeof *maps) : NULL;
   if (n && !maps)
     rc = sdb_fail(SOCHDB_NOMEM, "replaying %zu WAL segments", n);
-  uint64_t expect_lsn = n ? lsns[0] : 0;
-  for (size_t i = 0; i < n && rc == SOCHDB_OK; i++) {
-    char path[4300];
-    wal_segment_path(path, sizeof path, dir, lsns[i]);
-    struct wal_scan_result res;
-    rc = scan_segment(path, &rp, &maps[i], &res);
-    if (rc != SOCHDB_OK)
-      break;
-    CRASHPOINT("replay.scanned");
-    if (res.first_lsn != expect_lsn)
-      rc = sdb_fail(SOCHDB_CORRUPT, "WAL segment %s starts at LSN %llu; the previous one ended at %llu",
-                    path, (unsigned long long)res.first_lsn, (unsigned long long)expect_lsn);
-    else if (res.torn_bytes && i + 1 < n)
-      rc = sdb_fail(SOCHDB_CORRUPT, "WAL segment %s has %llu damaged bytes at offset %llu but is not the last",
-                    path, (unsigned long long)res.torn_bytes, (unsigned long long)res.end_offset);
-    expect_lsn = res.next_lsn;
-  }
+  if (rc == SOCHDB_OK)
+    rc = map_segments(dir, lsns, n, maps);
+  helper_start(&hp, r, wal_bytes, maps, rc == SOCHDB_OK ? n : 0);
+  if (rc == SOCHDB_OK)
+    rc = scan_segments(dir, lsns, n, maps, &rp);
   if (rc == SOCHDB_OK)
     rc = build_chunk(&rp);
-  prefault_join(&pf);
+  helper_stop(&hp);
   warm_join(&wm);
   for (size_t i = 0; maps && i < n; i++)
     if (maps[i].buf)

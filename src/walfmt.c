@@ -176,17 +176,48 @@ int wal_record_checksum_ok(const struct wal_record *rec)
   return ld64(p + 16) == record_checksum(p, ld32(p));
 }
 
-/* An intact group at off (header and payload checksums): its payload size, or -1. */
-static long long intact_group(const uint8_t *buf, size_t len, size_t off, struct wal_group_header *g)
+/* An intact group at off (header and payload checksums; the payload's is
+** not computed again when `trusted` says a helper verified it): its payload
+** size, or -1. */
+static long long intact_group(const uint8_t *buf, size_t len, size_t off, struct wal_group_header *g,
+                              const struct wal_ahead *trusted, uint32_t seg)
 {
   if (len - off < WAL_GROUP_HEADER)
     return -1;
   memcpy(g, buf + off, sizeof *g);
   if (g->magic != GROUP_MAGIC || g->header_checksum != group_header_checksum(g) || g->payload_bytes % 8 ||
-      g->payload_bytes > len - off - WAL_GROUP_HEADER ||
-      g->payload_checksum != group_payload_checksum(buf + off + WAL_GROUP_HEADER, g->payload_bytes, g->first_lsn))
+      g->payload_bytes > len - off - WAL_GROUP_HEADER)
+    return -1;
+  uint64_t end = off + WAL_GROUP_HEADER + g->payload_bytes;
+  /* relaxed: the claim is about bytes nobody writes during the scan (the
+  ** caller holds the log), so there is nothing of the helper's to see */
+  if (trusted) {
+    uint64_t verified = atomic_load_explicit(&trusted->verified[seg % WAL_AHEAD_SLOTS], memory_order_relaxed);
+    if (verified >> WAL_AHEAD_OFFSET_BITS == seg && wal_ahead_pos(seg, end) <= verified)
+      return g->payload_bytes;
+  }
+  if (g->payload_checksum != group_payload_checksum(buf + off + WAL_GROUP_HEADER, g->payload_bytes, g->first_lsn))
     return -1;
   return g->payload_bytes;
+}
+
+void wal_verify_ahead(struct wal_ahead *a, uint32_t seg, const uint8_t *buf, size_t len)
+{
+  struct wal_group_header g;
+  size_t off = WAL_SEG_HEADER;
+  while (off < len && !atomic_load_explicit(&a->stop, memory_order_relaxed)) {
+    /* relaxed, both: positions only, of bytes nobody writes (intact_group) */
+    uint64_t scanned = atomic_load_explicit(&a->scanned, memory_order_relaxed);
+    if (scanned >= wal_ahead_pos(seg + 1, 0))
+      return;                               /* the scan is past this segment */
+    if (scanned > wal_ahead_pos(seg, off))
+      off = scanned & WAL_AHEAD_OFFSET_MASK;   /* ...or past us: go on from where it is, a group's start */
+    long long payload = intact_group(buf, len, off, &g, NULL, seg);
+    if (payload < 0)
+      return;                               /* the end, or damage, which the scan judges */
+    off += WAL_GROUP_HEADER + (size_t)payload;
+    atomic_store_explicit(&a->verified[seg % WAL_AHEAD_SLOTS], wal_ahead_pos(seg, off), memory_order_relaxed);
+  }
 }
 
 static int scan_group(const uint8_t *payload, uint32_t bytes, uint64_t lsn, size_t file_off, wal_record_fn fn,
@@ -226,6 +257,12 @@ static int check_seg_header(const uint8_t *buf, size_t len, const uint8_t *db_id
 int wal_scan_buffer(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_record_fn fn, void *ctx,
                     struct wal_scan_result *out)
 {
+  return wal_scan_buffer_ahead(buf, len, db_id, fn, ctx, out, NULL, 0);
+}
+
+int wal_scan_buffer_ahead(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_record_fn fn, void *ctx,
+                          struct wal_scan_result *out, struct wal_ahead *ahead, uint32_t seg)
+{
   memset(out, 0, sizeof *out);
   struct wal_seg_header h;
   int rc = check_seg_header(buf, len, db_id, &h);
@@ -235,13 +272,15 @@ int wal_scan_buffer(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_re
   size_t off = WAL_SEG_HEADER;
   struct wal_group_header g;
   long long payload;
-  while ((payload = intact_group(buf, len, off, &g)) >= 0 && g.first_lsn == out->next_lsn) {
+  while ((payload = intact_group(buf, len, off, &g, ahead, seg)) >= 0 && g.first_lsn == out->next_lsn) {
     rc = scan_group(buf + off + WAL_GROUP_HEADER, g.payload_bytes, g.first_lsn, off, fn, ctx, out);
     if (rc != SOCHDB_OK)
       return rc;
     out->groups++;
     out->next_lsn += (uint64_t)payload;
     off += WAL_GROUP_HEADER + (size_t)payload;
+    if (ahead)   /* relaxed: a position (wal_verify_ahead) */
+      atomic_store_explicit(&ahead->scanned, wal_ahead_pos(seg, off), memory_order_relaxed);
   }
   out->end_offset = off;
   if (payload >= 0)
@@ -253,7 +292,7 @@ int wal_scan_buffer(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_re
   ** damaged: a group-shaped value inside the torn group (a WAL file stored as
   ** a value) names an LSN that is not ahead of the damage. */
   for (size_t later = off + 8; later + WAL_GROUP_HEADER <= len; later += 8)
-    if (intact_group(buf, len, later, &g) >= 0 && g.first_lsn > out->next_lsn)
+    if (intact_group(buf, len, later, &g, NULL, 0) >= 0 && g.first_lsn > out->next_lsn)
       return sdb_fail(SOCHDB_CORRUPT,
                       "WAL damaged at file offset %zu (LSN %llu) before an intact group at offset %zu: "
                       "data that was durable is damaged",

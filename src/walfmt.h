@@ -38,6 +38,7 @@
 #define SOCHDB_WALFMT_H
 
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #define WAL_VERSION        1u
@@ -150,6 +151,41 @@ typedef int (*wal_record_fn)(void *ctx, const struct wal_record *rec);
 ** intact group whose records do not parse), SOCHDB_VERSION, or fn's value. */
 int    wal_scan_buffer(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_record_fn fn, void *ctx,
                        struct wal_scan_result *out);
+
+/* Verifying ahead: a helper thread computes the groups' payload checksums
+** (most of a scan's reading) while the scan parses the groups behind it.
+** Positions are wal_ahead_pos(segment's index among those scanned, file
+** offset). Zero-initialise; the helper calls wal_verify_ahead for each
+** segment in order, the scan wal_scan_buffer_ahead. A group the helper has
+** not reached is verified by the scan itself, and the helper skips what the
+** scan has passed, so neither waits for the other. Neither may be given a
+** buffer someone writes meanwhile. */
+#define WAL_AHEAD_SLOTS 4u
+struct wal_ahead {
+  /* Segment seg's progress, in slot seg % WAL_AHEAD_SLOTS: a position in
+  ** seg before which the groups, from where the helper began or last
+  ** skipped to, are intact (a position in another segment says nothing of
+  ** seg's: the helper may have stopped at damage in seg and gone on) */
+  _Atomic uint64_t verified[WAL_AHEAD_SLOTS];
+  _Atomic uint64_t scanned;   /* where the scan is: a group's start */
+  _Atomic int      stop;      /* set by the scan's owner: the helper returns */
+};
+
+#define WAL_AHEAD_OFFSET_BITS 40   /* segments are far smaller than 1 TiB */
+#define WAL_AHEAD_OFFSET_MASK ((1ull << WAL_AHEAD_OFFSET_BITS) - 1)
+static inline uint64_t wal_ahead_pos(uint32_t seg, uint64_t off)
+{ return (uint64_t)seg << WAL_AHEAD_OFFSET_BITS | off; }
+
+/* The helper's part for segment number seg: verify its groups from the
+** start, publishing each intact one in a->verified; returns at the first
+** group that is not intact (the scan judges it), at the end, when the scan
+** is past the segment, or when a->stop is set. */
+void   wal_verify_ahead(struct wal_ahead *a, uint32_t seg, const uint8_t *buf, size_t len);
+
+/* wal_scan_buffer of segment number seg, skipping the payload checksums of
+** the groups `ahead` says are verified, and publishing its progress there. */
+int    wal_scan_buffer_ahead(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_record_fn fn, void *ctx,
+                             struct wal_scan_result *out, struct wal_ahead *ahead, uint32_t seg);
 
 /* Map a segment read-only (*len 0 and a valid *buf for an empty file); undo
 ** with wal_unmap_segment, also after a failure. SOCHDB_IO on a failed system call. */

@@ -955,6 +955,93 @@ Test(wal_crash, damaged_durable_group_is_reported)
   free(buf);
 }
 
+/* A log of several MiB is replayed with a helper thread verifying its
+** groups ahead of the scan (src/recovery.c): damage in the middle is still
+** reported, whichever of the two reaches it first. */
+#define BIG_COMMITS 48
+#define BIG_VALUE   (96u << 10)
+
+static void big_value(long n, uint8_t *v)
+{
+  for (size_t i = 0; i < BIG_VALUE; i++)
+    v[i] = (uint8_t)(n * 31 + i / 4096);
+}
+
+Test(wal_crash, damage_in_a_long_log_is_reported_with_the_helper_verifying)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  uint8_t *v = malloc(BIG_VALUE);
+  cr_assert_not_null(v);
+  sochdb *db = wc_open(dir, 10000);
+  for (long n = 1; n <= BIG_COMMITS; n++) {   /* SYNC: one group each */
+    char k[32];
+    snprintf(k, sizeof k, "big/%02ld", n);
+    big_value(n, v);
+    sochdb_txn *t = tu_begin(db, 0);
+    cr_assert_eq(sochdb_put(t, k, strlen(k), v, BIG_VALUE), SOCHDB_OK, "%s", sochdb_last_error());
+    tu_commit(t, SOCHDB_SYNC, k);
+  }
+  sochdb_close(db);
+  wc_stop_daemon(dir, SIGTERM, "after the commits");
+  tu_remove_region(dir);
+
+  uint64_t *lsns;
+  size_t nseg;
+  cr_assert_eq(wal_list_segments(dir, &lsns, &nseg), SOCHDB_OK, "%s", sochdb_last_error());
+  cr_assert_geq(nseg, 2, "the log has %zu segment(s)", nseg);
+  size_t total = 0;
+  for (size_t i = 0; i < nseg; i++) {
+    char seg[4300];
+    wal_segment_path(seg, sizeof seg, dir, lsns[i]);
+    size_t len = 0;
+    free(wc_slurp(seg, &len));
+    total += len;
+  }
+  cr_assert_geq(total, 4u << 20, "the log is %zu bytes, too short for the helper", total);
+  const size_t damaged_seg[] = { nseg / 2, nseg - 1 };   /* one before the last, and the last */
+  for (size_t d = 0; d < 2; d++) {
+    char seg[4300];
+    wal_segment_path(seg, sizeof seg, dir, lsns[damaged_seg[d]]);
+    size_t len = 0;
+    uint8_t *buf = (uint8_t *)wc_slurp(seg, &len), *copy = malloc(len);
+    cr_assert(buf && copy);
+    struct wc_group g[1024];
+    int ng = wc_groups(buf, len, g, 1024);
+    cr_assert_geq(ng, 3, "%s holds %d groups", seg, ng);
+    const int at[] = { 0, ng / 2, ng - 2 };   /* each followed by an intact group */
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+      memcpy(copy, buf, len);
+      copy[g[at[i]].off + WAL_GROUP_HEADER + g[at[i]].payload / 2] ^= 0x10;
+      wc_write_file(seg, copy, len);
+      tu_remove_region(dir);
+      char what[96];
+      snprintf(what, sizeof what, "a byte of group %d of %d in segment %zu of %zu", at[i], ng,
+               damaged_seg[d] + 1, nseg);
+      t5_expect_corrupt(dir, what);
+    }
+    wc_write_file(seg, buf, len);   /* repaired */
+    free(copy);
+    free(buf);
+  }
+  free(lsns);
+  tu_remove_region(dir);   /* every value is back */
+  db = wc_open(dir, 10000);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (long n = 1; n <= BIG_COMMITS; n++) {
+    char k[32];
+    snprintf(k, sizeof k, "big/%02ld", n);
+    const void *got;
+    size_t glen;
+    cr_assert_eq(sochdb_get(t, k, strlen(k), &got, &glen), SOCHDB_OK, "%s: %s", k, sochdb_last_error());
+    big_value(n, v);
+    cr_assert(glen == BIG_VALUE && !memcmp(got, v, BIG_VALUE), "%s came back different", k);
+  }
+  sochdb_abort(t);
+  sochdb_close(db);
+  free(v);
+}
+
 /* ======================================================================
 ** 6. A region that survives its daemon is adopted, not rebuilt.
 ** ====================================================================== */
