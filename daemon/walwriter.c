@@ -12,10 +12,11 @@
 ** RUNWAY_MAX_BYTES at a time), not appended. An fdatasync of an append must
 ** also commit the file's new size and blocks to the filesystem's journal; one
 ** of an overwrite writes the data alone, about half the time on ext4 (the
-** fdatasync probes of sochdb-bench). The first group over a fresh stretch of
-** zeros pays for it, the ones after do not. A reader sees zeros after the
-** last group as the log's clean end (walfmt.h). Without room for the zeros,
-** a group is appended.
+** fdatasync probes of sochdb-bench). A group that ends past the runway lays
+** the next stretch of zeros after itself and pays for both in its
+** fdatasync; the groups over that stretch do not. A reader sees zeros after
+** the last group as the log's clean end (walfmt.h). Without room for the
+** zeros, a group is appended.
 */
 #include "walwriter.h"
 
@@ -330,9 +331,14 @@ static uint64_t write_zeros(int fd, uint64_t from, uint64_t to)
   return from;
 }
 
-/* Make the segment hold zeros up to `upto` at least, writing them a runway
-** step at a time (see the file's header). They become durable with the
-** group written over them, by its fdatasync. */
+/* Make the segment hold zeros up to `upto` (the end of the group about to
+** be written) at least, laying them a runway step at a time (see the file's
+** header). They become durable with the group written over them, by its
+** fdatasync. Zeros under the group itself would be overwritten before
+** anything synced them, which buys nothing: only those after it are
+** written, and the group fills the hole before them (a hole reads as zeros,
+** so the segment's clean end is the same). For the big groups of a batched
+** load that halves what the writer copies into the page cache. */
 static int extend_runway(struct walwriter *w, uint64_t upto)
 {
   if (upto <= w->zeroed_end)
@@ -345,9 +351,13 @@ static int extend_runway(struct walwriter *w, uint64_t upto)
   uint64_t step = segment_bytes(w) / 8;
   step = step < RUNWAY_MIN_BYTES ? RUNWAY_MIN_BYTES : step > RUNWAY_MAX_BYTES ? RUNWAY_MAX_BYTES : step;
   uint64_t target = (upto + step - 1) / step * step;
-  w->zeroed_end = write_zeros(w->fd, w->zeroed_end, target);
+  if (target == upto)
+    target += step;   /* a group that ends on a step still leaves a runway after it */
+  if (write_zeros(w->fd, upto, target) < target)
+    return sdb_fail_errno("write the WAL's runway of zeros");   /* appended: unwrite_group cuts what it wrote */
+  w->zeroed_end = target;
   CRASHPOINT("wal.runway_written");   /* killed here: tests/test_flush_crash.c */
-  return w->zeroed_end < target ? sdb_fail_errno("write the WAL's runway of zeros") : SOCHDB_OK;
+  return SOCHDB_OK;
 }
 
 /* After a failed write or fdatasync of the group that was to end at `end`:
