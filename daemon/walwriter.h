@@ -27,7 +27,8 @@ struct walwriter {
   int         fd;             /* the current segment */
   uint64_t    seg_first_lsn;
   uint64_t    end_offset;     /* where the next group goes in the segment */
-  uint64_t    zeroed_end;     /* the segment's size: zeros from end_offset to here (its runway) */
+  uint64_t    zeroed_end;     /* zeros (or a hole) from end_offset to here: its runway; the file may go on
+                              ** past it after a runway write failed part-way */
   int         runway_failed;  /* logged that this segment's groups are appended, for want of room */
   uint64_t    next_lsn;
   uint64_t    next_seq;       /* the first commit not yet written */

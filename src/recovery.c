@@ -166,8 +166,6 @@ static int sort_chunk(struct replay *rp)
   }
   scratch_populate(rp->order, 0, n * sizeof *rp->order);   /* pages populated before cost little more */
   scratch_populate(rp->newkey, 0, n);
-  scratch_populate(rp->sort_a, 0, n * sizeof *rp->sort_a);
-  scratch_populate(rp->sort_b, 0, n * sizeof *rp->sort_b);
   uint32_t *order = rp->order;
   uint8_t *newkey = rp->newkey;
   size_t i = 1;
@@ -187,6 +185,8 @@ static int sort_chunk(struct replay *rp)
     common = k;
   }
   struct sort_ent *a = rp->sort_a, *b = rp->sort_b;
+  scratch_populate(a, 0, n * sizeof *a);
+  scratch_populate(b, 0, n * sizeof *b);
   size_t count[8][256];
   memset(count, 0, sizeof count);
   for (i = 0; i < n; i++) {
@@ -715,7 +715,8 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
     rc = sdb_fail(SOCHDB_NOMEM, "replaying %zu WAL segments", n);
   if (rc == SOCHDB_OK)
     rc = map_segments(dir, lsns, n, maps);
-  helper_start(&hp, r, wal_bytes, maps, rc == SOCHDB_OK ? n : 0);
+  /* after a failure only for its mutex: no thread, no pages for a region about to go */
+  helper_start(&hp, r, rc == SOCHDB_OK ? wal_bytes : 0, maps, rc == SOCHDB_OK ? n : 0);
   if (rc == SOCHDB_OK)
     rc = scan_segments(dir, lsns, n, maps, &rp);
   if (rc == SOCHDB_OK)

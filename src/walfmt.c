@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SEG_MAGIC          "SOCHWAL"
@@ -189,10 +190,13 @@ static long long intact_group(const uint8_t *buf, size_t len, size_t off, struct
       g->payload_bytes > len - off - WAL_GROUP_HEADER)
     return -1;
   uint64_t end = off + WAL_GROUP_HEADER + g->payload_bytes;
-  /* relaxed: the claim is about bytes nobody writes during the scan (the
-  ** caller holds the log), so there is nothing of the helper's to see */
+  /* The claim is about bytes nobody writes during the scan (the caller
+  ** holds the log). acquire, with the helper's release: the helper's skips
+  ** to where the scan was then happen before its claims, so no claim can
+  ** rest on a position the scan reaches only by trusting it (a cycle the
+  ** C11 model would allow relaxed loads to form, however unlikely). */
   if (trusted) {
-    uint64_t verified = atomic_load_explicit(&trusted->verified[seg % WAL_AHEAD_SLOTS], memory_order_relaxed);
+    uint64_t verified = atomic_load_explicit(&trusted->verified[seg % WAL_AHEAD_SLOTS], memory_order_acquire);
     if (verified >> WAL_AHEAD_OFFSET_BITS == seg && wal_ahead_pos(seg, end) <= verified)
       return g->payload_bytes;
   }
@@ -201,13 +205,28 @@ static long long intact_group(const uint8_t *buf, size_t len, size_t off, struct
   return g->payload_bytes;
 }
 
+/* Whether the scan is WAL_AHEAD_SLOTS or more segments behind seg, where the
+** helper would take the slot of a segment it has not finished. */
+static int too_far_ahead(struct wal_ahead *a, uint32_t seg)
+{
+  uint64_t scanned = atomic_load_explicit(&a->scanned, memory_order_relaxed);   /* a hint: see below */
+  return (scanned >> WAL_AHEAD_OFFSET_BITS) + WAL_AHEAD_SLOTS <= seg;
+}
+
 void wal_verify_ahead(struct wal_ahead *a, uint32_t seg, const uint8_t *buf, size_t len)
 {
+  /* relaxed: a request to stop, honoured soon enough */
+  while (too_far_ahead(a, seg) && !atomic_load_explicit(&a->stop, memory_order_relaxed)) {
+    struct timespec pause = { 0, 200000 };   /* the scan is building a memtable: wait for it to come on */
+    nanosleep(&pause, NULL);
+  }
   struct wal_group_header g;
   size_t off = WAL_SEG_HEADER;
   while (off < len && !atomic_load_explicit(&a->stop, memory_order_relaxed)) {
-    /* relaxed, both: positions only, of bytes nobody writes (intact_group) */
-    uint64_t scanned = atomic_load_explicit(&a->scanned, memory_order_relaxed);
+    /* acquire: pairs with the scan's release store. The skip below must
+    ** never land ahead of the scan, which a position from its future could
+    ** make it do; the scan's acquire of `verified` closes the cycle. */
+    uint64_t scanned = atomic_load_explicit(&a->scanned, memory_order_acquire);
     if (scanned >= wal_ahead_pos(seg + 1, 0))
       return;                               /* the scan is past this segment */
     if (scanned > wal_ahead_pos(seg, off))
@@ -216,7 +235,8 @@ void wal_verify_ahead(struct wal_ahead *a, uint32_t seg, const uint8_t *buf, siz
     if (payload < 0)
       return;                               /* the end, or damage, which the scan judges */
     off += WAL_GROUP_HEADER + (size_t)payload;
-    atomic_store_explicit(&a->verified[seg % WAL_AHEAD_SLOTS], wal_ahead_pos(seg, off), memory_order_relaxed);
+    /* release: pairs with the scan's acquire in intact_group (see above) */
+    atomic_store_explicit(&a->verified[seg % WAL_AHEAD_SLOTS], wal_ahead_pos(seg, off), memory_order_release);
   }
 }
 
@@ -279,8 +299,8 @@ int wal_scan_buffer_ahead(const uint8_t *buf, size_t len, const uint8_t *db_id, 
     out->groups++;
     out->next_lsn += (uint64_t)payload;
     off += WAL_GROUP_HEADER + (size_t)payload;
-    if (ahead)   /* relaxed: a position (wal_verify_ahead) */
-      atomic_store_explicit(&ahead->scanned, wal_ahead_pos(seg, off), memory_order_relaxed);
+    if (ahead)   /* release: pairs with the helper's acquire (wal_verify_ahead) */
+      atomic_store_explicit(&ahead->scanned, wal_ahead_pos(seg, off), memory_order_release);
   }
   out->end_offset = off;
   if (payload >= 0)

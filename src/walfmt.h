@@ -179,7 +179,9 @@ static inline uint64_t wal_ahead_pos(uint32_t seg, uint64_t off)
 /* The helper's part for segment number seg: verify its groups from the
 ** start, publishing each intact one in a->verified; returns at the first
 ** group that is not intact (the scan judges it), at the end, when the scan
-** is past the segment, or when a->stop is set. */
+** is past the segment, or when a->stop is set. First waits (sleeping)
+** while the scan is WAL_AHEAD_SLOTS segments or more behind seg, whose
+** slot it would otherwise take. */
 void   wal_verify_ahead(struct wal_ahead *a, uint32_t seg, const uint8_t *buf, size_t len);
 
 /* wal_scan_buffer of segment number seg, skipping the payload checksums of

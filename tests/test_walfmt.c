@@ -433,7 +433,8 @@ Test(walfmt, verified_groups_are_trusted_and_no_others)
   /* Without the helper's word, or with it for another segment, the damage
   ** before intact groups is corruption. */
   struct wal_ahead other = { 0 };
-  wal_verify_ahead(&other, 4, s[0].b.p, s[0].b.n);   /* segment 4 shares slot 0 */
+  atomic_store(&other.scanned, wal_ahead_pos(4, WAL_SEG_HEADER));   /* a scan at segment 4's start... */
+  wal_verify_ahead(&other, 4, s[0].b.p, s[0].b.n);   /* ... whose helper used slot 0 */
   cr_assert_eq(scan_ahead(s[0].b.p, s[0].b.n, &other, 0, &r, &seen), SOCHDB_CORRUPT);
   cr_assert_eq(scan(s[0].b.p, s[0].b.n, &r, &seen), SOCHDB_CORRUPT);
   s[0].b.p[value_byte] ^= 0x01;
@@ -476,5 +477,44 @@ Test(walfmt, a_verifier_skips_what_the_scan_passed)
   atomic_store(&b.scanned, wal_ahead_pos(1, WAL_SEG_HEADER));
   wal_verify_ahead(&b, 0, s.b.p, s.b.n);
   cr_assert_eq(atomic_load(&b.verified[0]), 0, "verified a segment the scan had left");
+  free(s.b.p);
+}
+
+struct lone_verifier {
+  struct wal_ahead *a;
+  const struct seg *s;
+  uint32_t          seg;
+};
+
+static void *verify_one(void *arg)
+{
+  struct lone_verifier *v = arg;
+  wal_verify_ahead(v->a, v->seg, v->s->b.p, v->s->b.n);
+  return NULL;
+}
+
+Test(walfmt, a_verifier_waits_rather_than_take_an_unfinished_segments_slot)
+{
+  struct seg s;
+  make_segment(&s, 4);
+  struct wal_ahead a = { 0 };
+  atomic_store(&a.scanned, wal_ahead_pos(0, s.group_end[0]));   /* the scan is in segment 0 */
+  atomic_store(&a.verified[0], wal_ahead_pos(0, s.group_end[2]));
+  struct lone_verifier v = { &a, &s, WAL_AHEAD_SLOTS };   /* segment 4 would take segment 0's slot */
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, verify_one, &v), 0);
+  usleep(20000);
+  cr_assert_eq(atomic_load(&a.verified[0]), wal_ahead_pos(0, s.group_end[2]), "segment 0's progress was replaced");
+  atomic_store(&a.scanned, wal_ahead_pos(1, WAL_SEG_HEADER));   /* the scan moves on: the helper may too */
+  pthread_join(th, NULL);
+  cr_assert_eq(atomic_load(&a.verified[0]), wal_ahead_pos(WAL_AHEAD_SLOTS, s.group_end[3]));
+  /* ... and a helper told to stop while it waits returns */
+  struct wal_ahead b = { 0 };
+  v.a = &b;
+  cr_assert_eq(pthread_create(&th, NULL, verify_one, &v), 0);
+  usleep(5000);
+  atomic_store(&b.stop, 1);
+  pthread_join(th, NULL);
+  cr_assert_eq(atomic_load(&b.verified[0]), 0);
   free(s.b.p);
 }
