@@ -1,0 +1,157 @@
+/*
+** test_recovery.c — rebuilding a lost region from the WAL (src/recovery.c),
+** run in this process, where ThreadSanitizer can watch it: a log long enough
+** for the replay's helper thread (which prepares the first memtable's pages,
+** then verifies the log's group checksums ahead of the scan) comes back
+** whole, every key with its newest value, in key order, from keys logged out
+** of order and over several segments and memtables. The log itself is written
+** by other processes (the sochdb tool loading a dump, and its daemon); only
+** the replay runs here.
+*/
+#include <criterion/criterion.h>
+
+#include "testutil.h"
+
+#include "walfmt.h"
+
+#include <spawn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+extern char **environ;
+
+TestSuite(recovery, .init = tu_setup, .fini = tu_teardown, .timeout = 120);
+
+#define KEYS       60
+#define UPDATED    12            /* the first keys are written twice */
+#define VALUE      (80u << 10)   /* 72 pairs of 80 KiB: a 5.6 MiB log */
+
+static void value_of(int key, int version, uint8_t *v)
+{
+  for (size_t i = 0; i < VALUE; i++)
+    v[i] = (uint8_t)(key * 7 + version * 101 + i / 512);
+}
+
+static void put_be32(FILE *f, uint32_t x)
+{
+  uint8_t b[4] = { (uint8_t)(x >> 24), (uint8_t)(x >> 16), (uint8_t)(x >> 8), (uint8_t)x };
+  cr_assert_eq(fwrite(b, 1, 4, f), 4);
+}
+
+/* A dump (tools/sochdb_xfer.c) of the keys in a scrambled order, then the
+** first UPDATED keys again with version 2. */
+static void write_dump(const char *path)
+{
+  FILE *f = fopen(path, "wb");
+  cr_assert_not_null(f, "create %s", path);
+  fputs("SOCHDB-DUMP 1\n", f);
+  uint8_t *v = malloc(VALUE);
+  cr_assert_not_null(v);
+  uint64_t pairs = 0;
+  for (int n = 0; n < KEYS + UPDATED; n++) {
+    int key = n < KEYS ? (n * 37) % KEYS : n - KEYS;
+    char k[16];
+    int klen = snprintf(k, sizeof k, "rk/%03d", key);
+    value_of(key, n < KEYS ? 1 : 2, v);
+    fputc('R', f);
+    put_be32(f, (uint32_t)klen);
+    fwrite(k, 1, (size_t)klen, f);
+    put_be32(f, VALUE);
+    cr_assert_eq(fwrite(v, 1, VALUE, f), VALUE);
+    pairs++;
+  }
+  fputc('E', f);
+  for (int s = 56; s >= 0; s -= 8)
+    fputc((int)(pairs >> s) & 0xff, f);
+  cr_assert_eq(fclose(f), 0);
+  free(v);
+}
+
+/* sochdb load --batch 3 DIR FILE, in another process; asserts exit 0. */
+static void load(const char *dir, const char *file)
+{
+  char *argv[] = { "sochdb", "load", "--batch", "3", (char *)dir, (char *)file, NULL };
+  pid_t pid;
+  int err = posix_spawnp(&pid, "sochdb", NULL, NULL, argv, environ);
+  cr_assert_eq(err, 0, "cannot run sochdb: %s", strerror(err));
+  int status;
+  cr_assert_eq(waitpid(pid, &status, 0), pid);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "sochdb load exited with %d", status);
+}
+
+static uint64_t log_bytes(const char *dir, size_t *segments)
+{
+  uint64_t *lsns;
+  cr_assert_eq(wal_list_segments(dir, &lsns, segments), SOCHDB_OK, "%s", sochdb_last_error());
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < *segments; i++) {
+    char path[4300];
+    struct stat st;
+    wal_segment_path(path, sizeof path, dir, lsns[i]);
+    cr_assert_eq(stat(path, &st), 0, "stat %s", path);
+    bytes += (uint64_t)st.st_size;
+  }
+  free(lsns);
+  return bytes;
+}
+
+Test(recovery, a_long_scrambled_log_comes_back_whole_beside_the_helper)
+{
+  const char *dir = tu_dir();
+  /* Made here, then left to the other processes: its 8 MiB memtables make
+  ** the daemon close a log segment every 2 MiB. */
+  sochdb_options o = tu_options(256u << 20, 8u << 20, 10000);
+  sochdb_close(tu_open_with(dir, &o));
+  char dump[4200];
+  snprintf(dump, sizeof dump, "%s.dump", dir);
+  write_dump(dump);
+  load(dir, dump);
+  unlink(dump);
+  tu_stop_daemon(dir);   /* SIGTERM: it logs whatever was published first */
+  size_t segments;
+  uint64_t bytes = log_bytes(dir, &segments);
+  cr_assert_geq(bytes, 4u << 20, "a log of %llu bytes is too short for the replay's helper",
+                (unsigned long long)bytes);
+  cr_assert_geq(segments, 2, "the log has %zu segment(s)", segments);
+
+  tu_remove_region(dir);
+  sochdb_test_without_daemon(1);   /* the replay alone, in this process */
+  o = tu_options(256u << 20, 2u << 20, 10000);   /* 2 MiB memtables: the replay fills several */
+  sochdb *db = tu_open_with(dir, &o);
+  uint8_t *want = malloc(VALUE);
+  cr_assert_not_null(want);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (int key = 0; key < KEYS; key++) {
+    char k[16];
+    int klen = snprintf(k, sizeof k, "rk/%03d", key);
+    const void *got;
+    size_t glen;
+    cr_assert_eq(sochdb_get(t, k, (size_t)klen, &got, &glen), SOCHDB_OK, "%s: %s", k, sochdb_last_error());
+    value_of(key, key < UPDATED ? 2 : 1, want);
+    cr_assert(glen == VALUE && !memcmp(got, want, VALUE), "%s came back with another value", k);
+  }
+  sochdb_iter *it;
+  cr_assert_eq(sochdb_iter_open(t, NULL, 0, NULL, 0, &it), SOCHDB_OK, "%s", sochdb_last_error());
+  int seen = 0, rc;
+  const void *k, *v;
+  size_t klen, vlen;
+  while ((rc = sochdb_iter_next(it, &k, &klen, &v, &vlen)) == SOCHDB_OK) {
+    char expect[16];
+    snprintf(expect, sizeof expect, "rk/%03d", seen);
+    cr_assert(klen == strlen(expect) && !memcmp(k, expect, klen), "key %d of the scan is %.*s", seen, (int)klen,
+              (const char *)k);
+    cr_assert_eq(vlen, VALUE);
+    seen++;
+  }
+  cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s", sochdb_last_error());
+  cr_assert_eq(seen, KEYS, "the scan saw %d keys", seen);
+  sochdb_iter_close(it);
+  sochdb_abort(t);
+  sochdb_close(db);
+  sochdb_test_without_daemon(0);
+  free(want);
+}
