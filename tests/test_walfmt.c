@@ -375,17 +375,19 @@ static int scan_ahead(const uint8_t *p, size_t n, struct wal_ahead *a, uint32_t 
   return wal_scan_buffer_ahead(p, n, DB_ID, check_record, seen, r, a, seg);
 }
 
+/* A helper's part for segs[0..n-1], numbered first, first + 1, ... */
 struct verifier {
   struct wal_ahead *a;
   const struct seg *segs;
   unsigned          n;
+  uint32_t          first;
 };
 
 static void *verify_main(void *arg)
 {
   struct verifier *v = arg;
   for (unsigned i = 0; i < v->n; i++)
-    wal_verify_ahead(v->a, i, v->segs[i].b.p, v->segs[i].b.n);
+    wal_verify_ahead(v->a, v->first + i, v->segs[i].b.p, v->segs[i].b.n);
   return NULL;
 }
 
@@ -397,7 +399,7 @@ Test(walfmt, a_scan_beside_its_verifier_reads_every_record)
     make_segment(&s[i], 8);
   for (unsigned round = 0; round < ROUNDS; round++) {   /* the two threads meet at different places */
     struct wal_ahead a = { 0 };
-    struct verifier v = { &a, s, SEGS };
+    struct verifier v = { &a, s, SEGS, 0 };
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, verify_main, &v), 0);
     for (unsigned i = 0; i < SEGS; i++) {
@@ -450,7 +452,7 @@ Test(walfmt, a_verifier_stops_at_damage_and_the_scan_still_finds_it)
   for (size_t i = s[0].group_end[1]; i < s[0].group_end[2]; i += 7) {
     s[0].b.p[i] ^= 0x10;
     struct wal_ahead a = { 0 };
-    struct verifier v = { &a, s, 2 };
+    struct verifier v = { &a, s, 2, 0 };
     verify_main(&v);   /* done with both segments before the scan starts */
     struct wal_scan_result r;
     struct seen seen;
@@ -480,19 +482,6 @@ Test(walfmt, a_verifier_skips_what_the_scan_passed)
   free(s.b.p);
 }
 
-struct lone_verifier {
-  struct wal_ahead *a;
-  const struct seg *s;
-  uint32_t          seg;
-};
-
-static void *verify_one(void *arg)
-{
-  struct lone_verifier *v = arg;
-  wal_verify_ahead(v->a, v->seg, v->s->b.p, v->s->b.n);
-  return NULL;
-}
-
 Test(walfmt, a_verifier_waits_rather_than_take_an_unfinished_segments_slot)
 {
   struct seg s;
@@ -500,9 +489,9 @@ Test(walfmt, a_verifier_waits_rather_than_take_an_unfinished_segments_slot)
   struct wal_ahead a = { 0 };
   atomic_store(&a.scanned, wal_ahead_pos(0, s.group_end[0]));   /* the scan is in segment 0 */
   atomic_store(&a.verified[0], wal_ahead_pos(0, s.group_end[2]));
-  struct lone_verifier v = { &a, &s, WAL_AHEAD_SLOTS };   /* segment 4 would take segment 0's slot */
+  struct verifier v = { &a, &s, 1, WAL_AHEAD_SLOTS };   /* segment 4 would take segment 0's slot */
   pthread_t th;
-  cr_assert_eq(pthread_create(&th, NULL, verify_one, &v), 0);
+  cr_assert_eq(pthread_create(&th, NULL, verify_main, &v), 0);
   usleep(20000);
   cr_assert_eq(atomic_load(&a.verified[0]), wal_ahead_pos(0, s.group_end[2]), "segment 0's progress was replaced");
   atomic_store(&a.scanned, wal_ahead_pos(1, WAL_SEG_HEADER));   /* the scan moves on: the helper may too */
@@ -511,7 +500,7 @@ Test(walfmt, a_verifier_waits_rather_than_take_an_unfinished_segments_slot)
   /* ... and a helper told to stop while it waits returns */
   struct wal_ahead b = { 0 };
   v.a = &b;
-  cr_assert_eq(pthread_create(&th, NULL, verify_one, &v), 0);
+  cr_assert_eq(pthread_create(&th, NULL, verify_main, &v), 0);
   usleep(5000);
   atomic_store(&b.stop, 1);
   pthread_join(th, NULL);
