@@ -252,6 +252,9 @@ struct helper {
   struct wal_ahead ahead;
   pthread_mutex_t lock;
   pthread_cond_t  prepared_cond;
+  _Atomic int populated;      /* the pages are backed and mapped: anyone may touch them */
+  _Atomic uint64_t next_chunk; /* the next TOUCH_CHUNK to touch (touch_chunks) */
+  int         touching;       /* the main thread is touching chunks (under lock) */
   int         prepared;       /* done with the pages (under lock) */
   int         ready;          /* they are reserved and mapped (read after helper_wait_pages) */
   pthread_t   th;
@@ -271,9 +274,13 @@ static void populate(const shm_region *r, uint64_t off, uint64_t len)
 ** a page mapped by MADV_POPULATE_WRITE still faults at its first write from
 ** user space, and the builder would take those faults one by one: the
 ** helper takes them, with a write to each page that changes nothing (the
-** start of the arena already holds the skiplist's head). Nobody else writes
-** these pages meanwhile: the region is not published yet, and the builder
-** starts after helper_wait_pages. */
+** start of the arena already holds the skiplist's head), TOUCH_CHUNK bytes
+** at a time, and a main thread that finished its scan and sort first takes
+** chunks too (touch_chunks). Nobody else writes these pages meanwhile: the
+** region is not published yet, and the builder starts after
+** helper_wait_pages. */
+#define TOUCH_CHUNK (256u << 10)
+
 static void touch(const shm_region *r, uint64_t off, uint64_t len)
 {
   uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
@@ -282,17 +289,34 @@ static void touch(const shm_region *r, uint64_t off, uint64_t len)
     __atomic_fetch_or(p + i, 0, __ATOMIC_RELAXED);   /* relaxed: the mutex orders it */
 }
 
+/* Touch chunks of the prepared range until none is left unclaimed. relaxed:
+** a claim orders nothing; the pages' order comes from the mutex. */
+static void touch_chunks(struct helper *h)
+{
+  for (;;) {
+    uint64_t at = atomic_fetch_add_explicit(&h->next_chunk, 1, memory_order_relaxed) * TOUCH_CHUNK;
+    if (at >= h->len)
+      return;
+    touch(h->r, h->off + at, h->len - at < TOUCH_CHUNK ? h->len - at : TOUCH_CHUNK);
+  }
+}
+
 static void *helper_main(void *arg)
 {
   struct helper *h = arg;
-  int ready = 0;
-  if (shm_reserve(h->r, h->off, h->len) == 0) {
+  int ready = shm_reserve(h->r, h->off, h->len) == 0;
+  if (ready) {
     populate(h->r, h->off, h->len);
-    touch(h->r, h->off, h->len);
-    arena_note_reserved(h->r, h->mt, h->len);   /* arena_alloc need not walk them again */
-    ready = 1;
+    /* release: a main thread that sees it (acquire) may touch the pages,
+    ** which are backed now (touching a hole of a full tmpfs is a SIGBUS) */
+    atomic_store_explicit(&h->populated, 1, memory_order_release);
+    touch_chunks(h);
   }
   pthread_mutex_lock(&h->lock);
+  while (ready && h->touching)   /* the main thread's last chunk */
+    pthread_cond_wait(&h->prepared_cond, &h->lock);
+  if (ready)
+    arena_note_reserved(h->r, h->mt, h->len);   /* arena_alloc need not walk them again */
   h->ready = ready;
   h->prepared = 1;
   pthread_cond_signal(&h->prepared_cond);
@@ -322,6 +346,17 @@ static void helper_wait_pages(struct helper *h)
 {
   if (!h->running)
     return;
+  pthread_mutex_lock(&h->lock);
+  int help = !h->prepared && atomic_load_explicit(&h->populated, memory_order_acquire);
+  h->touching = help;
+  pthread_mutex_unlock(&h->lock);
+  if (help) {   /* rather than wait idle, share what is left of the touching */
+    touch_chunks(h);
+    pthread_mutex_lock(&h->lock);
+    h->touching = 0;
+    pthread_cond_broadcast(&h->prepared_cond);
+    pthread_mutex_unlock(&h->lock);
+  }
   pthread_mutex_lock(&h->lock);
   while (!h->prepared)
     pthread_cond_wait(&h->prepared_cond, &h->lock);
