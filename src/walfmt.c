@@ -209,7 +209,8 @@ static long long intact_group(const uint8_t *buf, size_t len, size_t off, struct
 ** helper would take the slot of a segment it has not finished. */
 static int too_far_ahead(struct wal_ahead *a, uint32_t seg)
 {
-  uint64_t scanned = atomic_load_explicit(&a->scanned, memory_order_relaxed);   /* a hint: see below */
+  /* relaxed: a stale position only makes the helper wait a little longer */
+  uint64_t scanned = atomic_load_explicit(&a->scanned, memory_order_relaxed);
   return (scanned >> WAL_AHEAD_OFFSET_BITS) + WAL_AHEAD_SLOTS <= seg;
 }
 

@@ -158,8 +158,8 @@ int    wal_scan_buffer(const uint8_t *buf, size_t len, const uint8_t *db_id, wal
 ** offset). Zero-initialise; the helper calls wal_verify_ahead for each
 ** segment in order, the scan wal_scan_buffer_ahead. A group the helper has
 ** not reached is verified by the scan itself, and the helper skips what the
-** scan has passed, so neither waits for the other. Neither may be given a
-** buffer someone writes meanwhile. */
+** scan has passed, so the scan never waits for the helper. Neither may be
+** given a buffer someone writes meanwhile. */
 #define WAL_AHEAD_SLOTS 4u
 struct wal_ahead {
   /* Segment seg's progress, in slot seg % WAL_AHEAD_SLOTS: a position in
