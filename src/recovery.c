@@ -111,8 +111,8 @@ static const uint8_t *rop_val(const struct rop *o) { return o->key + o->klen; }
 
 #define SCRATCH_STEP (1u << 20)   /* bytes of the op array mapped at a time */
 
-/* Map bytes [from, to) of a scratch array with one call rather than a page
-** fault each: under this machine's hypervisor a fresh page costs about
+/* Map bytes [from, to) of a scratch array (or of the region: populate)
+** with one call rather than a page fault each: under this machine's hypervisor a fresh page costs about
 ** 10 us at its first write, and 5 once populated (the write still takes a
 ** lighter fault there). A hint: whatever fails is faulted in as before. */
 static void scratch_populate(void *base, size_t from, size_t to)
@@ -265,9 +265,7 @@ struct helper {
 
 static void populate(const shm_region *r, uint64_t off, uint64_t len)
 {
-  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-  uintptr_t lo = (uintptr_t)shm_at(r, off) & ~(page - 1), hi = (uintptr_t)shm_at(r, off) + len;
-  (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);   /* a hint: see above */
+  scratch_populate(shm_at(r, off), 0, len);   /* the same call, on region pages */
 }
 
 /* Under a hypervisor that shadows the guest's page tables (a PVM guest, say)

@@ -140,12 +140,19 @@ static int check_record(void *ctx, const struct wal_record *rec)
   return 0;
 }
 
-static int scan(const uint8_t *p, size_t n, struct wal_scan_result *r, struct seen *seen)
+/* Scan p with check_record, beside a helper verifying ahead when a is not NULL. */
+static int scan_ahead(const uint8_t *p, size_t n, struct wal_ahead *a, uint32_t seg, struct wal_scan_result *r,
+                      struct seen *seen)
 {
   memset(seen, 0, sizeof *seen);
   seen->next_seq = 10;
   seen->next_lsn = 1000;
-  return wal_scan_buffer(p, n, DB_ID, check_record, seen, r);
+  return wal_scan_buffer_ahead(p, n, DB_ID, check_record, seen, r, a, seg);
+}
+
+static int scan(const uint8_t *p, size_t n, struct wal_scan_result *r, struct seen *seen)
+{
+  return scan_ahead(p, n, NULL, 0, r, seen);   /* what wal_scan_buffer is */
 }
 
 /* How many whole groups fit in the first n bytes. */
@@ -365,15 +372,6 @@ Test(walfmt, record_size_limits)
 }
 
 /* ---- verifying ahead (a helper thread checksums groups the scan then trusts) ---- */
-
-static int scan_ahead(const uint8_t *p, size_t n, struct wal_ahead *a, uint32_t seg, struct wal_scan_result *r,
-                      struct seen *seen)
-{
-  memset(seen, 0, sizeof *seen);
-  seen->next_seq = 10;
-  seen->next_lsn = 1000;
-  return wal_scan_buffer_ahead(p, n, DB_ID, check_record, seen, r, a, seg);
-}
 
 /* A helper's part for segs[0..n-1], numbered first, first + 1, ... */
 struct verifier {
