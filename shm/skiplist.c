@@ -419,19 +419,31 @@ void sl_build_begin(struct sl_builder *b, shm_region *r, uint32_t mt)
   b->r = r;
   b->m = arena_memtable(r, mt);
   b->head = head_of(r, mt);
+  b->link = NULL;
+  b->link_ctx = NULL;
   /* relaxed: see above; the memtable must still be empty */
   assert(atomic_load_explicit(&node_at(r, b->head)->next[0], memory_order_relaxed) == 0);
   for (int level = 0; level < SL_MAX_HEIGHT; level++)
     b->last[level] = head_of(r, mt);
 }
 
-void sl_build_append(struct sl_builder *b, uint64_t node, const void *key, uint32_t klen, uint8_t height,
-                     uint64_t versions)
+/* Point the link on `level` of node `pred` (the head or a node appended before) at `node`. */
+static void build_link(struct sl_builder *b, uint64_t pred, int level, uint64_t node)
+{
+  shm_ref ref = shm_off_ref(b->r, node);
+  if (b->link)
+    b->link(b->link_ctx, pred + offsetof(struct sl_node, next) + (uint64_t)level * sizeof(shm_ref), ref);
+  else   /* relaxed: nobody else can reach this memtable yet (see skiplist.h) */
+    atomic_store_explicit(&node_at(b->r, pred)->next[level], ref, memory_order_relaxed);
+}
+
+void sl_build_append(struct sl_builder *b, uint64_t node, void *bytes, const void *key, uint32_t klen,
+                     uint8_t height, uint64_t versions)
 {
   shm_region *r = b->r;
-  struct sl_node *n = node_at(r, node);
+  struct sl_node *n = bytes;
   assert(height >= 1 && height <= SL_MAX_HEIGHT);
-  assert(b->last[0] == b->head || key_less(r, b->last[0], key, klen));
+  assert(b->last[0] == b->head || b->link || key_less(r, b->last[0], key, klen));
   /* relaxed, all of them: nobody else can reach this memtable yet (see skiplist.h) */
   atomic_store_explicit(&n->versions, shm_off_ref(r, versions), memory_order_relaxed);
   n->klen = (uint16_t)klen;
@@ -445,7 +457,7 @@ void sl_build_append(struct sl_builder *b, uint64_t node, const void *key, uint3
   atomic_store_explicit(&n->hashed, 1, memory_order_relaxed);
   for (int level = 0; level < height; level++) {
     atomic_store_explicit(&n->next[level], 0, memory_order_relaxed);
-    atomic_store_explicit(&node_at(r, b->last[level])->next[level], shm_off_ref(r, node), memory_order_relaxed);
+    build_link(b, b->last[level], level, node);
     b->last[level] = node;
   }
 }

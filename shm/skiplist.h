@@ -122,22 +122,35 @@ uint8_t  sl_random_height(void);
 ** is not published yet, so relaxed stores suffice: the magic's release
 ** store publishes them). Each append is O(1): the last node of every level
 ** is kept as the predecessor. The result is the skiplist that inserting the
-** same keys with the same heights would give. */
+** same keys with the same heights would give.
+**
+** The caller may lay nodes out somewhere other than the region's mapping (a
+** private buffer it then writes to the region's file: recovery does, since
+** a first write through a mapping can cost far more than the kernel's copy)
+** and say where each node's bytes go; the builder then writes only those
+** bytes, the hash buckets (through the mapping), and the links into nodes
+** appended before, which go to `link` when it is set. */
 struct sl_builder {
   shm_region *r;
   struct shm_memtable *m;
   uint64_t    head;
   uint64_t    last[SL_MAX_HEIGHT];   /* the last node of each level (the head at first) */
+  /* Store ref at region offset off, a link field of the head or of a node
+  ** appended before; NULL (sl_build_begin's choice): through the mapping. */
+  void      (*link)(void *ctx, uint64_t off, shm_ref ref);
+  void       *link_ctx;
 };
 
 /* Start appending to memtable mt, which must hold no node yet. */
 void     sl_build_begin(struct sl_builder *b, shm_region *r, uint32_t mt);
 
-/* Lay out a node at `node` (sl_node_bytes(height, klen) bytes the caller
-** allocated in the memtable) with key and version chain `versions`, and
-** append it: key must be greater than every key appended before. */
-void     sl_build_append(struct sl_builder *b, uint64_t node, const void *key, uint32_t klen, uint8_t height,
-                         uint64_t versions);
+/* Lay out a node for region offset `node` (sl_node_bytes(height, klen)
+** bytes the caller allocated in the memtable) at `bytes` (shm_at(r, node),
+** or the caller's copy of those bytes), with key and version chain
+** `versions`, and append it: key must be greater than every key appended
+** before. */
+void     sl_build_append(struct sl_builder *b, uint64_t node, void *bytes, const void *key, uint32_t klen,
+                         uint8_t height, uint64_t versions);
 
 /* The node after n (never 0: the head or a node) on level 0, or 0. */
 static inline uint64_t sl_next(const shm_region *r, uint64_t n)

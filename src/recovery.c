@@ -91,6 +91,88 @@ struct __attribute__((packed, aligned(4))) sort_ent {
 
 _Static_assert(sizeof(struct sort_ent) == 12, "a radix-sort item takes 12 bytes");
 
+/*
+** The build lays the memtable out in a private buffer and writes it to the
+** region's file with pwrite(), instead of writing through the mapping: under
+** a hypervisor that shadows the guest's page tables, the first touch of each
+** mapped page costs 6-7 us even after MADV_POPULATE_WRITE, and the kernel's
+** copy into the page cache about 1 (a 64 MiB memtable is 16,384 pages:
+** bench/, recovery). The buffer holds a window of consecutive arena bytes;
+** a node or version that does not fit in it sends the window to the file
+** and starts the next one. Links into nodes already written (the skiplist
+** predecessors, sl_builder.link) are written with a pwrite of their own; at
+** most one per level and window. The other processes read these pages
+** through their mappings once the magic is published: the same page-cache
+** pages, written by this thread before that release store.
+*/
+#define STAGE_BYTES (512u << 10)
+
+struct stage {
+  int      fd;                /* the region's file */
+  uint8_t *buf;
+  size_t   cap;
+  uint64_t off;               /* the region offset buf[0] stands for */
+  size_t   len;               /* bytes laid out in buf */
+  int      err;               /* errno of the first write that failed */
+};
+
+static void stage_write(struct stage *s, uint64_t off, const void *p, size_t n)
+{
+  const uint8_t *at = p;
+  while (n && !s->err) {
+    ssize_t w = pwrite(s->fd, at, n, (off_t)off);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      s->err = w < 0 ? errno : ENOSPC;
+    else {
+      at += w;
+      off += (uint64_t)w;
+      n -= (size_t)w;
+    }
+  }
+}
+
+static void stage_flush(struct stage *s)
+{
+  stage_write(s, s->off, s->buf, s->len);
+  s->off += s->len;
+  s->len = 0;
+}
+
+/* Room for the n bytes (a multiple of 8) at region offset off, which
+** follow whatever was laid out before in the window, or start a new one.
+** NULL if a bigger buffer cannot be had. The last 8 bytes come zeroed: they
+** hold an item's padding, which the file must get as zeros too. */
+static void *stage_take(struct stage *s, uint64_t off, size_t n)
+{
+  if (off != s->off + s->len || s->len + n > s->cap) {
+    stage_flush(s);
+    s->off = off;
+  }
+  if (n > s->cap) {             /* a value bigger than the window */
+    uint8_t *buf = realloc(s->buf, n);
+    if (!buf)
+      return NULL;
+    s->buf = buf;
+    s->cap = n;
+  }
+  uint8_t *p = s->buf + s->len;
+  s->len += n;
+  memset(p + n - 8, 0, 8);
+  return p;
+}
+
+/* sl_builder.link: a link field in the window is written there, else to the file. */
+static void stage_link(void *ctx, uint64_t off, shm_ref ref)
+{
+  struct stage *s = ctx;
+  if (off >= s->off && off + sizeof ref <= s->off + s->len)
+    memcpy(s->buf + (off - s->off), &ref, sizeof ref);
+  else
+    stage_write(s, off, &ref, sizeof ref);
+}
+
 struct replay {
   shm_region *r;
   uint64_t    max_seq;
@@ -100,7 +182,8 @@ struct replay {
   size_t      ops_mapped;     /* bytes of ops populated (scratch_populate) */
   uint64_t    bytes;          /* what it may take in the arena (see above) */
   uint64_t    room;           /* what the active memtable had left when the chunk began */
-  struct helper *helper;      /* the thread preparing the first memtable's pages */
+  struct helper *helper;      /* the thread backing the first memtable's pages */
+  struct stage stage;         /* the memtable being laid out (see above) */
   uint32_t   *order;          /* scratch of the sort: op indexes in key order */
   uint8_t    *newkey;         /* ... and whether each differs from the key before it */
   struct sort_ent *sort_a, *sort_b;
@@ -111,10 +194,11 @@ static const uint8_t *rop_val(const struct rop *o) { return o->key + o->klen; }
 
 #define SCRATCH_STEP (1u << 20)   /* bytes of the op array mapped at a time */
 
-/* Map bytes [from, to) of a scratch array (or of the region: populate)
-** with one call rather than a page fault each: under this machine's hypervisor a fresh page costs about
-** 10 us at its first write, and 5 once populated (the write still takes a
-** lighter fault there). A hint: whatever fails is faulted in as before. */
+/* Map bytes [from, to) of a scratch array with one call rather than a page
+** fault each: under a hypervisor that shadows page tables a fresh page costs
+** about 10 us at its first write, and 5 once populated (the write still
+** takes a lighter fault there). A hint: whatever fails is faulted in as
+** before. */
 static void scratch_populate(void *base, size_t from, size_t to)
 {
   uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
@@ -233,89 +317,36 @@ struct mapped {
   size_t         len;
 };
 
-/* The replay's helper thread. First it makes the first memtable's pages
-** ready while the WAL is read and sorted: on tmpfs, backing (fallocate),
-** mapping (MADV_POPULATE_WRITE) and first writing (touch) 64 MiB of fresh
-** 4 KiB pages costs about as much as the rest of a replay, and both can run
-** at once on two cores. At most as many bytes as the log holds are
-** prepared, so a short log does not make a whole arena resident. Failures
-** are ignored: arena_alloc reserves, and writes fault in, whatever the
-** helper did not. Then it verifies the log's group checksums ahead of the
-** scan (wal_verify_ahead), which spares the scan most of its reading where
-** the pages were quick to prepare (2 MiB ones take a few milliseconds). */
+/* The replay's helper thread. First it backs the first memtable's pages
+** (fallocate) while the WAL is read and sorted, so that the build's writes
+** find them allocated and zeroed; at most as many bytes as the log holds, so
+** a short log does not make a whole arena resident. A failure is ignored:
+** build_chunk reserves whatever the helper did not. Then it verifies the
+** log's group checksums ahead of the scan (wal_verify_ahead): its first
+** reads of the mapped log are what cost, and it spares the scan them. */
 struct helper {
   shm_region *r;
-  uint32_t    mt;             /* the memtable whose start it prepares */
-  uint64_t    off, len;       /* the region bytes to prepare */
+  uint32_t    mt;             /* the memtable whose start it backs */
+  uint64_t    off, len;       /* the region bytes to back */
   const struct mapped *maps;  /* the log's segments, to verify */
   size_t      nmaps;
   struct wal_ahead ahead;
   pthread_mutex_t lock;
   pthread_cond_t  prepared_cond;
-  _Atomic int populated;      /* the pages are backed and mapped: anyone may touch them */
-  _Atomic uint64_t next_chunk; /* the next TOUCH_CHUNK to touch (touch_chunks) */
-  int         touching;       /* the main thread is touching chunks (under lock) */
   int         prepared;       /* done with the pages (under lock) */
-  int         ready;          /* they are reserved and mapped (read after helper_wait_pages) */
   pthread_t   th;
   int         running;
 };
 
 #define HELPER_MIN (4u << 20)   /* log bytes below which a helper thread is not worth starting */
 
-static void populate(const shm_region *r, uint64_t off, uint64_t len)
-{
-  scratch_populate(shm_at(r, off), 0, len);   /* the same call, on region pages */
-}
-
-/* Under a hypervisor that shadows the guest's page tables (a PVM guest, say)
-** a page mapped by MADV_POPULATE_WRITE still faults at its first write from
-** user space, and the builder would take those faults one by one: the
-** helper takes them, with a write to each page that changes nothing (the
-** start of the arena already holds the skiplist's head), TOUCH_CHUNK bytes
-** at a time, and a main thread that finished its scan and sort first takes
-** chunks too (touch_chunks). Nobody else writes these pages meanwhile: the
-** region is not published yet, and the builder starts after
-** helper_wait_pages. */
-#define TOUCH_CHUNK (256u << 10)
-
-static void touch(const shm_region *r, uint64_t off, uint64_t len)
-{
-  uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-  uint8_t *p = shm_at(r, off);
-  for (uint64_t i = 0; i < len; i += page)
-    __atomic_fetch_or(p + i, 0, __ATOMIC_RELAXED);   /* relaxed: the mutex orders it */
-}
-
-/* Touch chunks of the prepared range until none is left unclaimed. relaxed:
-** a claim orders nothing; the pages' order comes from the mutex. */
-static void touch_chunks(struct helper *h)
-{
-  for (;;) {
-    uint64_t at = atomic_fetch_add_explicit(&h->next_chunk, 1, memory_order_relaxed) * TOUCH_CHUNK;
-    if (at >= h->len)
-      return;
-    touch(h->r, h->off + at, h->len - at < TOUCH_CHUNK ? h->len - at : TOUCH_CHUNK);
-  }
-}
-
 static void *helper_main(void *arg)
 {
   struct helper *h = arg;
   int ready = shm_reserve(h->r, h->off, h->len) == 0;
-  if (ready) {
-    populate(h->r, h->off, h->len);
-    /* release: a main thread that sees it (acquire) may touch the pages,
-    ** which are backed now (touching a hole of a full tmpfs is a SIGBUS) */
-    atomic_store_explicit(&h->populated, 1, memory_order_release);
-    touch_chunks(h);
-  }
   pthread_mutex_lock(&h->lock);
-  while (ready && h->touching)   /* the main thread's last chunk */
-    pthread_cond_wait(&h->prepared_cond, &h->lock);
   if (ready)
-    arena_note_reserved(h->r, h->mt, h->len);   /* arena_alloc need not walk them again */
-  h->ready = ready;
+    arena_note_reserved(h->r, h->mt, h->len);   /* arena_alloc need not reserve them again */
   h->prepared = 1;
   pthread_cond_signal(&h->prepared_cond);
   pthread_mutex_unlock(&h->lock);
@@ -344,17 +375,6 @@ static void helper_wait_pages(struct helper *h)
 {
   if (!h->running)
     return;
-  pthread_mutex_lock(&h->lock);
-  int help = !h->prepared && atomic_load_explicit(&h->populated, memory_order_acquire);
-  h->touching = help;
-  pthread_mutex_unlock(&h->lock);
-  if (help) {   /* rather than wait idle, share what is left of the touching */
-    touch_chunks(h);
-    pthread_mutex_lock(&h->lock);
-    h->touching = 0;
-    pthread_cond_broadcast(&h->prepared_cond);
-    pthread_mutex_unlock(&h->lock);
-  }
   pthread_mutex_lock(&h->lock);
   while (!h->prepared)
     pthread_cond_wait(&h->prepared_cond, &h->lock);
@@ -447,6 +467,30 @@ static void warm_join(struct warmer *w)
   w->cold = NULL;
 }
 
+/* arena_alloc of total bytes in memtable mt, their pages backed first
+** without mapping them into this process (arena_alloc would: a writer
+** through the mapping wants them mapped; the build writes the file). */
+static uint64_t reserve_chunk(shm_region *r, uint32_t mt, uint64_t total, int *err)
+{
+  *err = 0;
+  const struct shm_memtable *m = arena_memtable(r, mt);
+  /* relaxed: only this thread allocates in the region during the replay */
+  uint64_t end = atomic_load_explicit(&m->used, memory_order_relaxed) + total;
+  end = (end + ARENA_RESERVE_CHUNK - 1) & ~(ARENA_RESERVE_CHUNK - 1);
+  if (end > m->capacity)
+    end = m->capacity;
+  uint64_t have = arena_backed(r, mt);
+  if (end > have) {
+    if ((*err = shm_reserve(r, m->arena_off + have, end - have)) != 0)
+      return 0;
+    arena_note_reserved(r, mt, end);
+  }
+  uint64_t at = arena_alloc(r, mt, total);
+  if (!at)
+    *err = arena_last_reserve_error();
+  return at;
+}
+
 #define PREFETCH_AHEAD 16   /* ops: how far build_chunk reads ahead of itself */
 
 /* Build the chunk into the active memtable and start a new, empty chunk. */
@@ -472,19 +516,16 @@ static int build_chunk(struct replay *rp)
   }
   helper_wait_pages(rp->helper);             /* its pages are ready: no two passes over them */
   uint32_t mt = arena_active(r);
-  uint64_t at = arena_alloc(r, mt, total);
+  int err;
+  uint64_t at = reserve_chunk(r, mt, total, &err);
   if (!at)    /* the chunk was sized for the room left: only a full tmpfs */
     return sdb_fail(SOCHDB_BUSY, "cannot reserve %llu bytes of shared memory to replay the WAL into: %s",
-                    (unsigned long long)total, strerror(arena_last_reserve_error()));
-  /* arena_alloc maps what it reserves, and the helper what it prepared; only
-  ** the start of an arena reserved when the region was made may be unmapped
-  ** still: map it with one call rather than a page fault each. */
-  const struct shm_memtable *m = arena_memtable(r, mt);
-  uint64_t first_end = m->arena_off + arena_first_reserve(m->capacity);
-  if (!(rp->helper->ready && rp->helper->mt == mt) && at < first_end)
-    populate(r, at, (at + total < first_end ? at + total : first_end) - at);
+                    (unsigned long long)total, strerror(err));
+  struct stage *st = &rp->stage;
   struct sl_builder b;
   sl_build_begin(&b, r, mt);
+  b.link = stage_link;
+  b.link_ctx = st;
   for (size_t i = 0; i < rp->n;) {
     if (i + PREFETCH_AHEAD < rp->n) {        /* the op, then its key and value once the op is in */
       __builtin_prefetch(&ops[order[i + PREFETCH_AHEAD]]);
@@ -493,20 +534,32 @@ static int build_chunk(struct replay *rp)
       __builtin_prefetch(soon->key + soon->klen + soon->vlen / 2);
     }
     const struct rop *first = &ops[order[i]];
-    uint64_t node = at;
-    at += sl_node_bytes(first->height, first->klen);
-    uint64_t newest = 0;
-    do {                                     /* versions oldest first: the newest heads the chain */
+    uint64_t node = at, node_bytes = sl_node_bytes(first->height, first->klen);
+    size_t end = i + 1;                      /* the key's ops are order[i, end) */
+    uint64_t newest = node + node_bytes;     /* versions oldest first: the newest heads the chain */
+    for (; end < rp->n && !newkey[end]; end++)
+      newest += pad8(mv_version_bytes(ops[order[end - 1]].vlen));
+    void *bytes = stage_take(st, node, node_bytes);
+    if (!bytes)
+      return sdb_fail(SOCHDB_NOMEM, "laying out a node to replay");
+    sl_build_append(&b, node, bytes, first->key, first->klen, first->height, newest);
+    at += node_bytes;
+    uint64_t older = 0;
+    for (; i < end; i++) {
       const struct rop *o = &ops[order[i]];
-      struct mv_version *v = shm_at(r, at);
+      uint64_t vbytes = pad8(mv_version_bytes(o->vlen));
+      struct mv_version *v = stage_take(st, at, vbytes);
+      if (!v)
+        return sdb_fail(SOCHDB_NOMEM, "laying out a value of %u bytes to replay", o->vlen);
       mv_version_fill(r, v, o->seq, node, rop_val(o), o->vlen, o->tombstone);
-      v->older = shm_off_ref(r, newest);
-      newest = at;
-      at += pad8(mv_version_bytes(o->vlen));
-      i++;
-    } while (i < rp->n && !newkey[i]);
-    sl_build_append(&b, node, first->key, first->klen, first->height, newest);
+      v->older = shm_off_ref(r, older);
+      older = at;
+      at += vbytes;
+    }
   }
+  stage_flush(st);
+  if (st->err)
+    return sdb_fail(SOCHDB_BUSY, "cannot write the replayed memtable into shared memory: %s", strerror(st->err));
   arena_note_seq(r, mt, ops[0].seq);         /* the chunk's oldest commit: the flusher keeps its log */
   rp->n = 0;
   rp->bytes = 0;
@@ -741,6 +794,11 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
   /* seq 1 is the empty database */
   struct replay rp = { .r = r, .max_seq = flushed > 1 ? flushed : 1, .flushed = flushed, .helper = &hp };
   rp.room = room_left(&rp);
+  rp.stage = (struct stage){ .fd = r->fd, .buf = malloc(STAGE_BYTES), .cap = STAGE_BYTES };
+  if (!rp.stage.buf)
+    rc = sdb_fail(SOCHDB_NOMEM, "a buffer to replay the WAL through");
+  else
+    scratch_populate(rp.stage.buf, 0, rp.stage.cap);
   struct warmer wm = { .dir = dir, .lsns = lsns, .n = n };
   uint64_t wal_bytes = warm_start(&wm);
   struct mapped *maps = n ? calloc(n, sizeof *maps) : NULL;
@@ -765,6 +823,7 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
   free(rp.newkey);
   free(rp.sort_a);
   free(rp.sort_b);
+  free(rp.stage.buf);
   free(lsns);
   if (lock_fd >= 0)
     close(lock_fd);

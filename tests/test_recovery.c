@@ -6,12 +6,18 @@
 ** whole, every key with its newest value, in key order, from keys logged out
 ** of order and over several segments and memtables. The log itself is written
 ** by other processes (the sochdb tool loading a dump, and its daemon); only
-** the replay runs here.
+** the replay runs here. The build lays each memtable out in a private window
+** and writes it to the region's file: a second test makes every kind of
+** write cross the window's edges (links into nodes already written, a
+** version chain longer than a window, values bigger than one).
 */
 #include <criterion/criterion.h>
 
 #include "testutil.h"
 
+#include "internal.h"
+#include "mvcc.h"
+#include "skiplist.h"
 #include "walfmt.h"
 
 #include <spawn.h>
@@ -165,5 +171,136 @@ Test(recovery, a_long_scrambled_log_comes_back_whole_beside_the_helper)
     sochdb_close(db);
   }
   sochdb_test_without_daemon(0);
+  free(want);
+}
+
+#define SMALL_KEYS 20000         /* 100-byte values: 2.6 MiB of nodes and versions */
+#define CHAIN      6000          /* versions of one key: 0.8 MiB, longer than a window */
+#define BIG_KEYS   3
+#define BIG_VALUE  (700u << 10)  /* more than a window */
+
+static void fill_value(uint8_t *v, size_t n, uint32_t key, uint32_t version)
+{
+  for (size_t i = 0; i < n; i++)
+    v[i] = (uint8_t)(key * 31 + version * 7 + i * 13 + (i >> 9));
+}
+
+static size_t small_key(char *k, size_t n, uint32_t i) { return (size_t)snprintf(k, n, "sk/%06u", i); }
+
+static void put_value(sochdb_txn *t, const char *k, size_t klen, uint8_t *v, size_t vlen, uint32_t key,
+                      uint32_t version)
+{
+  fill_value(v, vlen, key, version);
+  cr_assert_eq(sochdb_put(t, k, klen, v, vlen), SOCHDB_OK, "put %s: %s", k, sochdb_last_error());
+}
+
+/* The small keys in a scrambled order, 500 a transaction; the chain's key
+** once a transaction; the big values. */
+static void write_window_crossers(sochdb *db, uint8_t *v)
+{
+  for (uint32_t n = 0; n < SMALL_KEYS; n += 500) {
+    sochdb_txn *t = tu_begin(db, 0);
+    for (uint32_t j = n; j < n + 500; j++) {
+      uint32_t key = (uint32_t)(((uint64_t)j * 7919) % SMALL_KEYS);
+      char k[16];
+      put_value(t, k, small_key(k, sizeof k, key), v, 100, key, 1);
+    }
+    tu_commit(t, SOCHDB_ASYNC, "small keys");
+  }
+  for (uint32_t version = 1; version <= CHAIN; version++) {
+    sochdb_txn *t = tu_begin(db, 0);
+    put_value(t, "chain", 5, v, 120, 0, version);
+    tu_commit(t, SOCHDB_ASYNC, "chain");
+  }
+  for (uint32_t b = 0; b < BIG_KEYS; b++) {
+    sochdb_txn *t = tu_begin(db, 0);
+    char k[16];
+    put_value(t, k, (size_t)snprintf(k, sizeof k, "big/%u", b), v, BIG_VALUE, b, 1);
+    tu_commit(t, b + 1 == BIG_KEYS ? SOCHDB_SYNC : SOCHDB_ASYNC, "big");
+  }
+}
+
+static void expect_value(sochdb_txn *t, const char *k, size_t klen, uint8_t *want, size_t vlen, uint32_t key,
+                         uint32_t version)
+{
+  const void *got;
+  size_t glen;
+  cr_assert_eq(sochdb_get(t, k, klen, &got, &glen), SOCHDB_OK, "%.*s: %s", (int)klen, k, sochdb_last_error());
+  fill_value(want, vlen, key, version);
+  cr_assert(glen == vlen && !memcmp(got, want, vlen), "%.*s came back with another value", (int)klen, k);
+}
+
+/* Every version of the chain, newest first, with its own value, in the
+** active memtable: the replay laid them out across windows. */
+static void expect_chain(sochdb *db, uint8_t *want)
+{
+  const shm_region *r = &db->region;
+  uint32_t mt = arena_active(r);
+  uint64_t node = sl_find(r, mt, "chain", 5);
+  cr_assert_neq(node, 0, "the chain's key is not in the active memtable");
+  uint32_t version = CHAIN;
+  for (uint64_t off = sl_versions(r, shm_at(r, node)); off; version--) {
+    const struct mv_version *v = shm_at(r, off);
+    cr_assert_gt(version, 0, "the chain holds more than %u versions", CHAIN);
+    cr_assert_eq(mv_vlen(v), 120);
+    cr_assert_eq(shm_ref_off(r, v->node), node, "version %u names another node", version);
+    fill_value(want, 120, 0, version);
+    cr_assert(!memcmp(v->value, want, 120), "version %u of the chain has another value", version);
+    off = shm_ref_off(r, v->older);
+  }
+  cr_assert_eq(version, 0, "the chain lacks its %u oldest versions", version);
+}
+
+Test(recovery, what_crosses_the_build_windows_comes_back)
+{
+  const char *dir = tu_dir();
+  uint8_t *v = malloc(BIG_VALUE), *want = malloc(BIG_VALUE);
+  cr_assert(v && want);
+  sochdb_options o = tu_options(256u << 20, 64u << 20, 10000);
+  sochdb *db = tu_open_with(dir, &o);
+  write_window_crossers(db, v);
+  sochdb_close(db);
+  tu_stop_daemon(dir);
+
+  sochdb_test_without_daemon(1);
+  const size_t memtables[] = { 64u << 20, 2u << 20 };   /* one memtable, then many */
+  for (size_t m = 0; m < 2; m++) {
+    tu_remove_region(dir);
+    o = tu_options(256u << 20, memtables[m], 10000);
+    db = tu_open_with(dir, &o);
+    sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+    for (uint32_t key = 0; key < SMALL_KEYS; key++) {
+      char k[16];
+      expect_value(t, k, small_key(k, sizeof k, key), want, 100, key, 1);
+    }
+    expect_value(t, "chain", 5, want, 120, 0, CHAIN);
+    for (uint32_t b = 0; b < BIG_KEYS; b++) {
+      char k[16];
+      expect_value(t, k, (size_t)snprintf(k, sizeof k, "big/%u", b), want, BIG_VALUE, b, 1);
+    }
+    sochdb_iter *it;
+    cr_assert_eq(sochdb_iter_open(t, NULL, 0, NULL, 0, &it), SOCHDB_OK, "%s", sochdb_last_error());
+    size_t seen = 0, klen, vlen, prev_len = 0;
+    const void *k, *val;
+    char prev[16];
+    int rc;
+    while ((rc = sochdb_iter_next(it, &k, &klen, &val, &vlen)) == SOCHDB_OK) {
+      cr_assert_lt(klen, sizeof prev);
+      int c = memcmp(prev, k, prev_len < klen ? prev_len : klen);
+      cr_assert(!seen || c < 0 || (c == 0 && prev_len < klen), "the scan is out of order at key %zu", seen);
+      memcpy(prev, k, klen);
+      prev_len = klen;
+      seen++;
+    }
+    cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s", sochdb_last_error());
+    cr_assert_eq(seen, SMALL_KEYS + 1 + BIG_KEYS, "the scan saw %zu keys", seen);
+    sochdb_iter_close(it);
+    sochdb_abort(t);
+    if (memtables[m] == (64u << 20))
+      expect_chain(db, want);
+    sochdb_close(db);
+  }
+  sochdb_test_without_daemon(0);
+  free(v);
   free(want);
 }

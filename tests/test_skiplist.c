@@ -383,7 +383,7 @@ Test(skiplist, bulk_build_matches_inserts)
     heights[height]++;
     uint64_t node = arena_alloc(r, built, sl_node_bytes(height, klen));
     cr_assert_neq(node, 0, "arena full after %llu nodes", (unsigned long long)j);
-    sl_build_append(&b, node, key, klen, height, node);   /* any arena offset will do as a chain */
+    sl_build_append(&b, node, shm_at(r, node), key, klen, height, node);   /* any arena offset will do as a chain */
     node_of[j] = node;
     cr_assert_neq(sl_find_or_insert(r, inserted, key, klen), 0, "insert into the reference list");
   }
