@@ -92,86 +92,49 @@ struct __attribute__((packed, aligned(4))) sort_ent {
 _Static_assert(sizeof(struct sort_ent) == 12, "a radix-sort item takes 12 bytes");
 
 /*
-** The build lays the memtable out in a private buffer and writes it to the
+** The build lays the memtable out in private windows and writes them to the
 ** region's file with pwrite(), instead of writing through the mapping: under
 ** a hypervisor that shadows the guest's page tables, the first touch of each
 ** mapped page costs 6-7 us even after MADV_POPULATE_WRITE, and the kernel's
 ** copy into the page cache about 1 (a 64 MiB memtable is 16,384 pages:
-** bench/, recovery). The buffer holds a window of consecutive arena bytes;
-** a node or version that does not fit in it sends the window to the file
-** and starts the next one. Links into nodes already written (the skiplist
-** predecessors, sl_builder.link) are written with a pwrite of their own; at
-** most one per level and window. The other processes read these pages
-** through their mappings once the magic is published: the same page-cache
-** pages, written by this thread before that release store.
+** bench/, recovery). A window holds consecutive arena bytes; a node or
+** version that does not fit in it sends the window to the file and starts
+** the next one. A link into a node of an earlier window (a skiplist
+** predecessor, sl_builder.link) is kept with the window being laid out and
+** written after it, with a pwrite of its own: at most one per level and
+** window. Once the helper thread is done verifying the log it writes the
+** windows (stage_flush hands each over) while the main thread lays out the
+** next; before that, and without a helper, the main thread writes them
+** itself. The other processes read these pages through their mappings once
+** the magic is published: the same page-cache pages, written before that
+** release store by this thread, or by the helper, whose writes the main
+** thread waited for under the helper's mutex (stage_drain).
 */
-#define STAGE_BYTES (512u << 10)
+#define STAGE_BYTES (256u << 10)
 
-struct stage {
-  int      fd;                /* the region's file */
+struct link_patch {
+  uint64_t off;               /* a link field in an earlier window */
+  shm_ref  ref;
+};
+
+struct window {
   uint8_t *buf;
   size_t   cap;
   uint64_t off;               /* the region offset buf[0] stands for */
   size_t   len;               /* bytes laid out in buf */
-  int      err;               /* errno of the first write that failed */
+  struct link_patch *patches; /* links into earlier windows, written after this one */
+  size_t   npatches, patch_cap;
 };
 
-static void stage_write(struct stage *s, uint64_t off, const void *p, size_t n)
-{
-  const uint8_t *at = p;
-  while (n && !s->err) {
-    ssize_t w = pwrite(s->fd, at, n, (off_t)off);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w <= 0)
-      s->err = w < 0 ? errno : ENOSPC;
-    else {
-      at += w;
-      off += (uint64_t)w;
-      n -= (size_t)w;
-    }
-  }
-}
+struct helper;
 
-static void stage_flush(struct stage *s)
-{
-  stage_write(s, s->off, s->buf, s->len);
-  s->off += s->len;
-  s->len = 0;
-}
-
-/* Room for the n bytes (a multiple of 8) at region offset off, which
-** follow whatever was laid out before in the window, or start a new one.
-** NULL if a bigger buffer cannot be had. The last 8 bytes come zeroed: they
-** hold an item's padding, which the file must get as zeros too. */
-static void *stage_take(struct stage *s, uint64_t off, size_t n)
-{
-  if (off != s->off + s->len || s->len + n > s->cap) {
-    stage_flush(s);
-    s->off = off;
-  }
-  if (n > s->cap) {             /* a value bigger than the window */
-    uint8_t *buf = realloc(s->buf, n);
-    if (!buf)
-      return NULL;
-    s->buf = buf;
-    s->cap = n;
-  }
-  uint8_t *p = s->buf + s->len;
-  s->len += n;
-  memset(p + n - 8, 0, 8);
-  return p;
-}
-
-/* sl_builder.link: a link field in the window is written there, else to the file. */
-static void stage_link(void *ctx, uint64_t off, shm_ref ref)
-{
-  struct stage *s = ctx;
-  if (off >= s->off && off + sizeof ref <= s->off + s->len)
-    memcpy(s->buf + (off - s->off), &ref, sizeof ref);
-  else
-    stage_write(s, off, &ref, sizeof ref);
-}
+struct stage {
+  int            fd;          /* the region's file */
+  struct window  win[2];      /* the main thread lays out win[cur]; the helper may be writing the other */
+  int            cur;
+  int            err;         /* errno of the first write that failed */
+  struct helper *writer;      /* the helper thread, if there is one */
+};
 
 struct replay {
   shm_region *r;
@@ -332,13 +295,44 @@ struct helper {
   size_t      nmaps;
   struct wal_ahead ahead;
   pthread_mutex_t lock;
-  pthread_cond_t  prepared_cond;
-  int         prepared;       /* done with the pages (under lock) */
+  pthread_cond_t  main_cond;  /* the main thread waits: pages backed, a window written */
+  pthread_cond_t  helper_cond; /* the helper waits: a window to write, or stop */
+  int         prepared;       /* done with the pages (under lock, as what follows) */
+  int         serving;        /* done verifying: it writes the windows handed over */
+  const struct window *job;   /* the window it is to write or writing, or NULL */
+  int         werr;           /* errno of its first failed write */
+  int         stop;
   pthread_t   th;
   int         running;
 };
 
 #define HELPER_MIN (4u << 20)   /* log bytes below which a helper thread is not worth starting */
+
+/* pwrite n bytes at off in full. Returns 0 or an errno. */
+static int write_fully(int fd, uint64_t off, const void *p, size_t n)
+{
+  const uint8_t *at = p;
+  while (n) {
+    ssize_t w = pwrite(fd, at, n, (off_t)off);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return w < 0 ? errno : ENOSPC;
+    at += w;
+    off += (uint64_t)w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* A window, then its links into earlier windows (written before it). */
+static int window_write(int fd, const struct window *w)
+{
+  int err = write_fully(fd, w->off, w->buf, w->len);
+  for (size_t i = 0; !err && i < w->npatches; i++)
+    err = write_fully(fd, w->patches[i].off, &w->patches[i].ref, sizeof w->patches[i].ref);
+  return err;
+}
 
 static void *helper_main(void *arg)
 {
@@ -348,10 +342,29 @@ static void *helper_main(void *arg)
   if (ready)
     arena_note_reserved(h->r, h->mt, h->len);   /* arena_alloc need not reserve them again */
   h->prepared = 1;
-  pthread_cond_signal(&h->prepared_cond);
+  pthread_cond_broadcast(&h->main_cond);
   pthread_mutex_unlock(&h->lock);
   for (size_t i = 0; i < h->nmaps; i++)
     wal_verify_ahead(&h->ahead, (uint32_t)i, h->maps[i].buf, h->maps[i].len);
+  /* Only now: while it verifies it may wait for the scan, which must
+  ** therefore never wait for it. */
+  pthread_mutex_lock(&h->lock);
+  h->serving = 1;
+  for (;;) {
+    while (!h->job && !h->stop)
+      pthread_cond_wait(&h->helper_cond, &h->lock);
+    if (!h->job)
+      break;
+    const struct window *w = h->job;
+    pthread_mutex_unlock(&h->lock);
+    int err = window_write(h->r->fd, w);
+    pthread_mutex_lock(&h->lock);
+    if (err && !h->werr)
+      h->werr = err;
+    h->job = NULL;
+    pthread_cond_broadcast(&h->main_cond);
+  }
+  pthread_mutex_unlock(&h->lock);
   return NULL;
 }
 
@@ -366,7 +379,8 @@ static void helper_start(struct helper *h, shm_region *r, uint64_t wal_bytes, co
   h->maps = maps;
   h->nmaps = nmaps;
   pthread_mutex_init(&h->lock, NULL);
-  pthread_cond_init(&h->prepared_cond, NULL);
+  pthread_cond_init(&h->main_cond, NULL);
+  pthread_cond_init(&h->helper_cond, NULL);
   h->running = wal_bytes >= HELPER_MIN && pthread_create(&h->th, NULL, helper_main, h) == 0;
 }
 
@@ -377,7 +391,7 @@ static void helper_wait_pages(struct helper *h)
     return;
   pthread_mutex_lock(&h->lock);
   while (!h->prepared)
-    pthread_cond_wait(&h->prepared_cond, &h->lock);
+    pthread_cond_wait(&h->main_cond, &h->lock);
   pthread_mutex_unlock(&h->lock);
 }
 
@@ -386,11 +400,145 @@ static void helper_stop(struct helper *h)
   if (h->running) {
     /* relaxed: a request; the join waits for its answer */
     atomic_store_explicit(&h->ahead.stop, 1, memory_order_relaxed);
+    pthread_mutex_lock(&h->lock);
+    h->stop = 1;
+    pthread_cond_signal(&h->helper_cond);
+    pthread_mutex_unlock(&h->lock);
     pthread_join(h->th, NULL);
   }
   h->running = 0;
   pthread_mutex_destroy(&h->lock);
-  pthread_cond_destroy(&h->prepared_cond);
+  pthread_cond_destroy(&h->main_cond);
+  pthread_cond_destroy(&h->helper_cond);
+}
+
+/* ---- the windows (see the comment before struct link_patch) ---------- */
+
+static void note_error(struct stage *s, int err)
+{
+  if (err && !s->err)
+    s->err = err;
+}
+
+static int window_alloc(struct window *w)
+{
+  if (!(w->buf = malloc(STAGE_BYTES)))
+    return ENOMEM;
+  w->cap = STAGE_BYTES;
+  scratch_populate(w->buf, 0, w->cap);
+  return 0;
+}
+
+/* Wait until the helper has no window in hand. */
+static void wait_job_done(struct stage *s, struct helper *h)
+{
+  while (h->job)
+    pthread_cond_wait(&h->main_cond, &h->lock);
+  note_error(s, h->werr);
+}
+
+/* Send the window being laid out to the file (or to the helper, which
+** writes it meanwhile) and start the next one where it ends. */
+static void stage_flush(struct stage *s)
+{
+  struct window *w = &s->win[s->cur];
+  uint64_t end = w->off + w->len;
+  if (!w->len && !w->npatches)
+    return;
+  struct helper *h = s->writer;
+  int handed = 0;
+  if (h) {
+    pthread_mutex_lock(&h->lock);
+    if (h->serving) {
+      wait_job_done(s, h);   /* it has the other window: ours is next */
+      h->job = w;
+      pthread_cond_signal(&h->helper_cond);
+      handed = 1;
+    }
+    pthread_mutex_unlock(&h->lock);
+  }
+  if (handed) {
+    s->cur ^= 1;
+    w = &s->win[s->cur];
+    if (!w->buf)
+      note_error(s, window_alloc(w));
+  } else {
+    note_error(s, window_write(s->fd, w));
+  }
+  w->off = end;
+  w->len = 0;
+  w->npatches = 0;
+}
+
+/* Flush, and wait until every window is in the file. */
+static int stage_drain(struct stage *s)
+{
+  stage_flush(s);
+  struct helper *h = s->writer;
+  if (h) {
+    pthread_mutex_lock(&h->lock);
+    wait_job_done(s, h);
+    pthread_mutex_unlock(&h->lock);
+  }
+  return s->err;
+}
+
+/* Room for the n bytes (a multiple of 8) at region offset off, which
+** follow whatever was laid out before in the window, or start a new one.
+** NULL if there is no buffer for them. The last 8 bytes come zeroed: they
+** hold an item's padding, which the file must get as zeros too. */
+static void *stage_take(struct stage *s, uint64_t off, size_t n)
+{
+  struct window *w = &s->win[s->cur];
+  if (off != w->off + w->len || w->len + n > w->cap) {
+    stage_flush(s);
+    w = &s->win[s->cur];
+    w->off = off;
+  }
+  if (n > w->cap) {             /* a value bigger than the window */
+    uint8_t *buf = realloc(w->buf, n);
+    if (!buf)
+      return NULL;
+    w->buf = buf;
+    w->cap = n;
+  }
+  if (!w->buf)
+    return NULL;
+  uint8_t *p = w->buf + w->len;
+  w->len += n;
+  memset(p + n - 8, 0, 8);
+  return p;
+}
+
+/* sl_builder.link: a link field in the window is written there; one in an
+** earlier window goes to the file after this one (which comes after it). */
+static void stage_link(void *ctx, uint64_t off, shm_ref ref)
+{
+  struct stage *s = ctx;
+  struct window *w = &s->win[s->cur];
+  if (off >= w->off && off + sizeof ref <= w->off + w->len) {
+    memcpy(w->buf + (off - w->off), &ref, sizeof ref);
+    return;
+  }
+  if (w->npatches == w->patch_cap) {
+    size_t cap = w->patch_cap ? 2 * w->patch_cap : 64;
+    struct link_patch *p = realloc(w->patches, cap * sizeof *p);
+    if (!p) {
+      note_error(s, ENOMEM);
+      return;
+    }
+    w->patches = p;
+    w->patch_cap = cap;
+  }
+  w->patches[w->npatches++] = (struct link_patch){ off, ref };
+}
+
+static void stage_free(struct stage *s)
+{
+  for (int i = 0; i < 2; i++) {
+    free(s->win[i].buf);
+    free(s->win[i].patches);
+  }
 }
 
 /* A log out of the page cache is read by a helper thread, ahead of the
@@ -527,11 +675,19 @@ static int build_chunk(struct replay *rp)
   b.link = stage_link;
   b.link_ctx = st;
   for (size_t i = 0; i < rp->n;) {
-    if (i + PREFETCH_AHEAD < rp->n) {        /* the op, then its key and value once the op is in */
+    if (i + PREFETCH_AHEAD < rp->n) {        /* the op, then its key and value once the op is in, */
       __builtin_prefetch(&ops[order[i + PREFETCH_AHEAD]]);
       const struct rop *soon = &ops[order[i + PREFETCH_AHEAD / 2]];
       __builtin_prefetch(soon->key);
       __builtin_prefetch(soon->key + soon->klen + soon->vlen / 2);
+      /* then the hash bucket its node goes on, once the key is in: a
+      ** random line of a 1 MiB array (the bucket's load was four fifths
+      ** of sl_build_append, perf) */
+      size_t next = i + PREFETCH_AHEAD / 4;
+      if (newkey[next]) {
+        const struct rop *o = &ops[order[next]];
+        sl_prefetch_bucket(r, mt, sl_hash(o->key, o->klen), 1);
+      }
     }
     const struct rop *first = &ops[order[i]];
     uint64_t node = at, node_bytes = sl_node_bytes(first->height, first->klen);
@@ -557,8 +713,7 @@ static int build_chunk(struct replay *rp)
       at += vbytes;
     }
   }
-  stage_flush(st);
-  if (st->err)
+  if (stage_drain(st))
     return sdb_fail(SOCHDB_BUSY, "cannot write the replayed memtable into shared memory: %s", strerror(st->err));
   arena_note_seq(r, mt, ops[0].seq);         /* the chunk's oldest commit: the flusher keeps its log */
   rp->n = 0;
@@ -794,11 +949,9 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
   /* seq 1 is the empty database */
   struct replay rp = { .r = r, .max_seq = flushed > 1 ? flushed : 1, .flushed = flushed, .helper = &hp };
   rp.room = room_left(&rp);
-  rp.stage = (struct stage){ .fd = r->fd, .buf = malloc(STAGE_BYTES), .cap = STAGE_BYTES };
-  if (!rp.stage.buf)
+  rp.stage = (struct stage){ .fd = r->fd };
+  if (window_alloc(&rp.stage.win[0]) != 0)
     rc = sdb_fail(SOCHDB_NOMEM, "a buffer to replay the WAL through");
-  else
-    scratch_populate(rp.stage.buf, 0, rp.stage.cap);
   struct warmer wm = { .dir = dir, .lsns = lsns, .n = n };
   uint64_t wal_bytes = warm_start(&wm);
   struct mapped *maps = n ? calloc(n, sizeof *maps) : NULL;
@@ -808,6 +961,7 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
     rc = map_segments(dir, lsns, n, maps);
   /* after a failure only for its mutex: no thread, no pages for a region about to go */
   helper_start(&hp, r, rc == SOCHDB_OK ? wal_bytes : 0, maps, rc == SOCHDB_OK ? n : 0);
+  rp.stage.writer = hp.running ? &hp : NULL;
   if (rc == SOCHDB_OK)
     rc = scan_segments(dir, lsns, n, maps, &rp);
   if (rc == SOCHDB_OK)
@@ -823,7 +977,7 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
   free(rp.newkey);
   free(rp.sort_a);
   free(rp.sort_b);
-  free(rp.stage.buf);
+  stage_free(&rp.stage);
   free(lsns);
   if (lock_fd >= 0)
     close(lock_fd);
