@@ -53,7 +53,8 @@
 ** The replay is a bulk load. Ops are collected in commit order into a chunk
 ** until the next one might not fit the active memtable; the chunk is then
 ** sorted by (key, seq) and the memtable's skiplist is built in key order with
-** O(1) appends (sl_build_append), each key's versions newest first, all in
+** O(1) appends (sl_build_append), each key's versions laid out oldest first
+** with the newest heading the chain, all in
 ** one arena allocation; then the replay rotates to a fresh memtable, as the
 ** committers would have. Chunks are contiguous runs of ops in commit order
 ** (a chunk boundary may fall inside a commit, as a rotation may during a
@@ -132,7 +133,8 @@ struct stage {
   int            fd;          /* the region's file */
   struct window  win[2];      /* the main thread lays out win[cur]; the helper may be writing the other */
   int            cur;
-  int            err;         /* errno of the first write that failed */
+  int            err;         /* errno of the first failure: a write's, ENOMEM, EOVERFLOW (stage_fail) */
+  uint64_t       limit;       /* the end of the chunk's allocation: nothing is laid out past it */
   struct helper *helper;      /* the helper thread, if there is one */
 };
 
@@ -205,6 +207,8 @@ static void helper_touch_wait(struct helper *h);
 
 static int sort_chunk(struct replay *rp)
 {
+  if (!rp->unsorted)                        /* add_op found them in order: nothing to do */
+    return SOCHDB_OK;
   size_t n = rp->n;
   const struct rop *ops = rp->ops;
   if (n > rp->sort_cap) {
@@ -225,8 +229,6 @@ static int sort_chunk(struct replay *rp)
   uint32_t *order = rp->order;
   uint8_t *newkey = rp->newkey;
   size_t i;
-  if (!rp->unsorted)                        /* add_op found them in order: nothing to do */
-    return SOCHDB_OK;
   uint32_t common = rp->common;
   /* The first writes to these fresh pages are most of a sort's time where
   ** pages are dear: an idle helper makes the scatter's ready while we fill
@@ -333,7 +335,7 @@ static int write_fully(int fd, uint64_t off, const void *p, size_t n)
   return 0;
 }
 
-/* A window, then its links into earlier windows (written before it). */
+/* A window, then its links into earlier windows (written after it, as those were before it). */
 static int window_write(int fd, const struct window *w)
 {
   int err = write_fully(fd, w->off, w->buf, w->len);
@@ -451,6 +453,7 @@ static int helper_touch(struct helper *h, void *p1, size_t len1, void *p2, size_
 {
   if (!h)
     return 0;
+  assert(p1);   /* touch[0] NULL means "no request" */
   pthread_mutex_lock(&h->lock);
   int serving = h->serving;
   if (serving) {
@@ -568,10 +571,15 @@ static int stage_drain(struct stage *s)
 
 /* Room for the n bytes (a multiple of 8) at region offset off, which
 ** follow whatever was laid out before in the window, or start a new one.
-** NULL if there is no buffer for them. The last 8 bytes come zeroed: they
-** hold an item's padding, which the file must get as zeros too. */
+** NULL after any failure, or if they would pass s->limit (stage_fail says
+** which). The last 8 bytes come zeroed: they hold an item's padding, which
+** the file must get as zeros too. */
 static void *stage_take(struct stage *s, uint64_t off, size_t n)
 {
+  if (!s->err && off + n > s->limit)
+    s->err = EOVERFLOW;
+  if (s->err)
+    return NULL;
   struct window *w = &s->win[s->cur];
   if (off != w->off + w->len || w->len + n > w->cap) {
     stage_flush(s);
@@ -580,12 +588,14 @@ static void *stage_take(struct stage *s, uint64_t off, size_t n)
   }
   if (n > w->cap) {             /* a value bigger than the window */
     uint8_t *buf = realloc(w->buf, n);
-    if (!buf)
+    if (!buf) {
+      note_error(s, ENOMEM);
       return NULL;
+    }
     w->buf = buf;
     w->cap = n;
   }
-  if (!w->buf)
+  if (s->err)                   /* the flush, or the next window's buffer */
     return NULL;
   uint8_t *p = w->buf + w->len;
   w->len += n;
@@ -614,6 +624,17 @@ static void stage_link(void *ctx, uint64_t off, shm_ref ref)
     w->patch_cap = cap;
   }
   w->patches[w->npatches++] = (struct link_patch){ off, ref };
+}
+
+/* The error for a failed layout or write of a chunk of total bytes. */
+static int stage_fail(const struct stage *s, uint64_t total)
+{
+  if (s->err == ENOMEM)
+    return sdb_fail(SOCHDB_NOMEM, "laying out a replayed memtable");
+  if (s->err == EOVERFLOW)   /* a bug: the count and the layout disagree */
+    return sdb_fail(SOCHDB_CORRUPT, "the replay's layout ran past the %llu bytes it counted",
+                    (unsigned long long)total);
+  return sdb_fail(SOCHDB_BUSY, "cannot write the replayed memtable into shared memory: %s", strerror(s->err));
 }
 
 static void stage_free(struct stage *s)
@@ -749,9 +770,10 @@ static int build_chunk(struct replay *rp)
   uint64_t at = reserve_chunk(r, mt, total, &err);
   if (!at)    /* the chunk was sized for the room left: only a full tmpfs */
     return sdb_fail(SOCHDB_BUSY, "cannot reserve %llu bytes of shared memory to replay the WAL into: %s",
-                    (unsigned long long)total, strerror(err));
+                    (unsigned long long)total, err ? strerror(err) : "the memtable has no room left");
   const uint64_t end_of_chunk = at + total;
   struct stage *st = &rp->stage;
+  st->limit = end_of_chunk;
   struct sl_builder b;
   sl_build_begin(&b, r, mt);
   b.link = stage_link;
@@ -779,7 +801,7 @@ static int build_chunk(struct replay *rp)
       newest += pad8(mv_version_bytes(op_at(rp, end - 1)->vlen));
     void *bytes = stage_take(st, node, node_bytes);
     if (!bytes)
-      return sdb_fail(SOCHDB_NOMEM, "laying out a node to replay");
+      return stage_fail(st, total);
     sl_build_append(&b, node, bytes, first->key, first->klen, first->height, newest);
     at += node_bytes;
     uint64_t older = 0;
@@ -788,18 +810,18 @@ static int build_chunk(struct replay *rp)
       uint64_t vbytes = pad8(mv_version_bytes(o->vlen));
       struct mv_version *v = stage_take(st, at, vbytes);
       if (!v)
-        return sdb_fail(SOCHDB_NOMEM, "laying out a value of %u bytes to replay", o->vlen);
+        return stage_fail(st, total);
       mv_version_fill(r, v, o->seq, node, rop_val(o), o->vlen, o->tombstone);
       v->older = shm_off_ref(r, older);
       older = at;
       at += vbytes;
     }
   }
-  if (at != end_of_chunk)   /* what was counted must be what was laid out: never past the allocation */
+  if (at != end_of_chunk)   /* what was counted must be what was laid out (more cannot be: st->limit) */
     return sdb_fail(SOCHDB_CORRUPT, "the replay laid out %llu bytes where it counted %llu",
                     (unsigned long long)(at - (end_of_chunk - total)), (unsigned long long)total);
   if (stage_drain(st))
-    return sdb_fail(SOCHDB_BUSY, "cannot write the replayed memtable into shared memory: %s", strerror(st->err));
+    return stage_fail(st, total);
   arena_note_seq(r, mt, rp->ops[0].seq);     /* the chunk's oldest commit: the flusher keeps its log */
   rp->n = 0;
   rp->bytes = 0;
