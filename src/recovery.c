@@ -544,6 +544,7 @@ static void stage_flush(struct stage *s)
     pthread_mutex_unlock(&h->lock);
   }
   if (handed) {
+    CRASHPOINT("replay.window");   /* killed with a window in the helper's hands: tests/test_crash.c */
     s->cur ^= 1;
     w = &s->win[s->cur];
     if (!w->buf)

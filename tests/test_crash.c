@@ -1079,7 +1079,8 @@ static void kr_val(int i, char *v, size_t n) { snprintf(v, n, "%064d", i); }
 
 /* A region being rebuilt is published only once the replay is done: an
 ** opener killed in the middle of it (on its reader thread, after a segment
-** is scanned, after a memtable is built) leaves a region file the next
+** is scanned, after a memtable is built, with a window of the memtable
+** being laid out in its helper's hands) leaves a region file the next
 ** opener makes again, and the log is never touched, so every commit is
 ** replayed then. */
 Test(crash, kill_during_replay)
@@ -1096,7 +1097,7 @@ Test(crash, kill_during_replay)
 
   sochdb_test_without_daemon(1);
   static const struct { const char *point; unsigned countdown; } kills[] = {
-    { "replay.warming", 2 }, { "replay.scanned", 1 }, { "replay.built", 2 },
+    { "replay.warming", 2 }, { "replay.scanned", 1 }, { "replay.built", 2 }, { "replay.window", 5 },
   };
   for (size_t i = 0; i < sizeof kills / sizeof kills[0]; i++) {
     evict_wal(tu_dir());
