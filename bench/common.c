@@ -273,6 +273,64 @@ void print_page_cache_probe(const struct page_cache_probe *p)
          PAGE_CACHE_PROBE_BYTES >> 20, PAGE_CACHE_PROBE_WRITE >> 20);
 }
 
+#define SHM_PROBE_BYTES (16u << 20)
+#define SHM_PROBE_WRITE (1u << 20)
+
+/* A fresh SHM_PROBE_BYTES file in dir, open read-write, already unlinked; -1 on failure. */
+static int fresh_probe_file(const char *dir)
+{
+  char path[PATH_MAX];
+  if ((size_t)snprintf(path, sizeof path, "%s/sochdb-bench-probe.%d", dir, (int)getpid()) >= sizeof path)
+    return -1;
+  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return -1;
+  unlink(path);
+  if (ftruncate(fd, SHM_PROBE_BYTES) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static double us_per_page(uint64_t t0, long page)
+{
+  return (double)(now_ns() - t0) / 1000.0 / (double)(SHM_PROBE_BYTES / (size_t)page);
+}
+
+void shm_write_probe(const char *dir, struct shm_write_probe *out)
+{
+  out->mapped_write_us = out->pwrite_us = 0;
+  long page = sysconf(_SC_PAGESIZE);
+  int fd = page > 0 ? fresh_probe_file(dir) : -1;
+  if (fd >= 0) {
+    (void)fallocate(fd, 0, 0, SHM_PROBE_BYTES);
+    volatile uint8_t *p = mmap(NULL, SHM_PROBE_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p != MAP_FAILED) {
+      (void)madvise((void *)p, SHM_PROBE_BYTES, MADV_POPULATE_WRITE);
+      uint64_t t0 = now_ns();
+      for (size_t off = 0; off < SHM_PROBE_BYTES; off += (size_t)page)
+        p[off] = 1;
+      out->mapped_write_us = us_per_page(t0, page);
+      munmap((void *)p, SHM_PROBE_BYTES);
+    }
+    close(fd);
+  }
+  char *buf = malloc(SHM_PROBE_WRITE);
+  fd = buf && page > 0 ? fresh_probe_file(dir) : -1;
+  if (fd >= 0) {
+    memset(buf, 'p', SHM_PROBE_WRITE);   /* its own pages are in place before the clock starts */
+    uint64_t t0 = now_ns();
+    off_t off = 0;
+    while (off < (off_t)SHM_PROBE_BYTES && pwrite(fd, buf, SHM_PROBE_WRITE, off) == (ssize_t)SHM_PROBE_WRITE)
+      off += SHM_PROBE_WRITE;
+    if (off == (off_t)SHM_PROBE_BYTES)
+      out->pwrite_us = us_per_page(t0, page);
+    close(fd);
+  }
+  free(buf);
+}
+
 void region_pages(const char *root, struct region_pages *out)
 {
   char path[PATH_MAX];

@@ -138,6 +138,19 @@ struct page_cache_probe {
 void page_cache_probe(const char *dir, struct page_cache_probe *out);
 void print_page_cache_probe(const struct page_cache_probe *p);   /* one header line */
 
+/* Microseconds a 4 KiB page of a fresh tmpfs file in dir (where regions go)
+** costs: its first write through a shared mapping after MADV_POPULATE_WRITE
+** (what a writer of a memtable pays per page), and a pwrite() of it (what
+** recovery pays per page of the memtable it rebuilds: src/recovery.c). 0
+** where the probe cannot run. Under a hypervisor that shadows page tables
+** the first is several times the second. */
+struct shm_write_probe {
+  double mapped_write_us;
+  double pwrite_us;
+};
+
+void shm_write_probe(const char *dir, struct shm_write_probe *out);
+
 /* Where sochdb puts the regions of databases under root (/dev/shm or
 ** $SOCHDB_SHM_DIR), the page size they get there (4096, or 2 MiB on a tmpfs
 ** with huge pages: shm/pagesize.h), and why, in words. */
