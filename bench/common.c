@@ -274,7 +274,6 @@ void print_page_cache_probe(const struct page_cache_probe *p)
 }
 
 #define SHM_PROBE_BYTES (16u << 20)
-#define SHM_PROBE_WRITE (1u << 20)
 
 /* A fresh SHM_PROBE_BYTES file in dir, open read-write, already unlinked; -1 on failure. */
 static int fresh_probe_file(const char *dir)
@@ -316,19 +315,11 @@ void shm_write_probe(const char *dir, struct shm_write_probe *out)
     }
     close(fd);
   }
-  char *buf = malloc(SHM_PROBE_WRITE);
-  fd = buf && page > 0 ? fresh_probe_file(dir) : -1;
-  if (fd >= 0) {
-    memset(buf, 'p', SHM_PROBE_WRITE);   /* its own pages are in place before the clock starts */
-    uint64_t t0 = now_ns();
-    off_t off = 0;
-    while (off < (off_t)SHM_PROBE_BYTES && pwrite(fd, buf, SHM_PROBE_WRITE, off) == (ssize_t)SHM_PROBE_WRITE)
-      off += SHM_PROBE_WRITE;
-    if (off == (off_t)SHM_PROBE_BYTES)
-      out->pwrite_us = us_per_page(t0, page);
-    close(fd);
-  }
-  free(buf);
+  /* A pwrite into fresh pages is what page_cache_probe's first pass measures. */
+  struct page_cache_probe pc;
+  page_cache_probe(dir, &pc);
+  if (pc.fresh_mbps > 0 && page > 0)
+    out->pwrite_us = (double)page / pc.fresh_mbps;   /* 1 MB/s is a byte a microsecond */
 }
 
 void region_pages(const char *root, struct region_pages *out)

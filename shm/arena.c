@@ -77,8 +77,9 @@ static void raise_reserved(struct shm_memtable *m, uint64_t have, uint64_t upto)
 }
 
 /* Back arena bytes [0, upto) with pages (shm_reserve), rounded up to a
-** whole chunk, before anyone writes them. Returns 0 or an errno. */
-static int reserve_upto(shm_region *r, struct shm_memtable *m, uint64_t upto)
+** whole chunk, before anyone writes them, and map them into this process if
+** `map`. Returns 0 or an errno. */
+static int reserve_upto(shm_region *r, struct shm_memtable *m, uint64_t upto, int map)
 {
   upto = (upto + ARENA_RESERVE_CHUNK - 1) & ~(ARENA_RESERVE_CHUNK - 1);
   if (upto > m->capacity)
@@ -100,15 +101,15 @@ static int reserve_upto(shm_region *r, struct shm_memtable *m, uint64_t upto)
   /* Map the new pages into this process in one call (a hint; an old kernel
   ** says EINVAL): the writer that reserved them writes them next, and a
   ** page fault for each 4 KiB cost more than the kernel zeroing them. */
-  (void)madvise(shm_at(r, m->arena_off + have), upto - have, MADV_POPULATE_WRITE);
+  if (map)
+    (void)madvise(shm_at(r, m->arena_off + have), upto - have, MADV_POPULATE_WRITE);
   raise_reserved(m, have, upto);
   return 0;
 }
 
-void arena_note_reserved(shm_region *r, uint32_t i, uint64_t upto)
+int arena_back(shm_region *r, uint32_t i, uint64_t upto)
 {
-  struct shm_memtable *m = arena_memtable(r, i);
-  raise_reserved(m, atomic_load_explicit(&m->reserved, memory_order_relaxed), upto);
+  return reserve_upto(r, arena_memtable(r, i), upto, 0);
 }
 
 int arena_last_reserve_error(void) { return last_reserve_error; }
@@ -125,7 +126,7 @@ uint64_t arena_alloc(shm_region *r, uint32_t i, uint64_t n)
   /* The bytes stay claimed (never read) if the tmpfs is full: the arena
   ** counts as full, and whoever then finds no room says why
   ** (arena_last_reserve_error). */
-  if (reserve_upto(r, m, off + n) != 0)
+  if (reserve_upto(r, m, off + n, 1) != 0)
     return 0;
   return m->arena_off + off;
 }
@@ -174,7 +175,7 @@ static void set_word(struct shm_memtable *m, uint32_t state, uint32_t claimer)
 int arena_reserve(shm_region *r, uint32_t i)
 {
   struct shm_memtable *m = arena_memtable(r, i);
-  int err = reserve_upto(r, m, arena_first_reserve(m->capacity));
+  int err = reserve_upto(r, m, arena_first_reserve(m->capacity), 1);
   if (err == 0)
     return SOCHDB_OK;
   errno = err;

@@ -96,9 +96,11 @@ int      arena_reserve(shm_region *r, uint32_t i);
 ** rotates, and arena_last_reserve_error says why if no room is found). */
 uint64_t arena_alloc(shm_region *r, uint32_t i, uint64_t n);
 
-/* The caller has reserved (shm_reserve) and mapped arena i's bytes [0, upto)
-** itself: allocations there need not do it again. */
-void     arena_note_reserved(shm_region *r, uint32_t i, uint64_t upto);
+/* Back arena i's bytes [0, upto) with pages, as arena_alloc does, but
+** without mapping them into this process: for a writer that writes them
+** through the region's file (recovery.c), where mapping them first would
+** only cost. Returns 0 or an errno (also arena_last_reserve_error's). */
+int      arena_back(shm_region *r, uint32_t i, uint64_t upto);
 
 /* The errno (ENOSPC) of this thread's last reservation of arena pages that
 ** failed, or 0 if none did. */

@@ -195,16 +195,15 @@ static int cmp_idx(const void *x, const void *y, void *ctx)
   return c ? c : (i > j) - (i < j);
 }
 
-/* rp->order = the chunk's op indexes sorted by (key, commit order), and
-** rp->newkey by that order. Input already sorted (keys that only grow, the
-** common case, which add_op noted) is left as it is, without an order
-** (op_at); else an LSD radix sort
-** on the 8 bytes after the chunk's common key prefix (it is stable, so
-** commit order holds among equal prefixes), then the runs of equal prefix
-** are sorted by whole key. */
 static int  helper_touch(struct helper *h, void *p1, size_t len1, void *p2, size_t len2);
 static void helper_touch_wait(struct helper *h);
 
+/* rp->order = the chunk's op indexes sorted by (key, commit order), and
+** rp->newkey by that order. Input already sorted (keys that only grow, the
+** common case, which add_op noted) is left as it is, without an order
+** (op_at); else an LSD radix sort on the 8 bytes after the chunk's common
+** key prefix (it is stable, so commit order holds among equal prefixes),
+** then the runs of equal prefix are sorted by whole key. */
 static int sort_chunk(struct replay *rp)
 {
   if (!rp->unsorted)                        /* add_op found them in order: nothing to do */
@@ -364,10 +363,8 @@ static void touch_pages(uint8_t *p, size_t len)
 static void *helper_main(void *arg)
 {
   struct helper *h = arg;
-  int ready = shm_reserve(h->r, h->off, h->len) == 0;
+  (void)arena_back(h->r, h->mt, h->len);   /* a failure is build_chunk's to meet again and report */
   pthread_mutex_lock(&h->lock);
-  if (ready)
-    arena_note_reserved(h->r, h->mt, h->len);   /* arena_alloc need not reserve them again */
   h->prepared = 1;
   pthread_cond_broadcast(&h->main_cond);
   pthread_mutex_unlock(&h->lock);
@@ -725,21 +722,10 @@ static void warm_join(struct warmer *w)
 ** through the mapping wants them mapped; the build writes the file). */
 static uint64_t reserve_chunk(shm_region *r, uint32_t mt, uint64_t total, int *err)
 {
-  *err = 0;
-  const struct shm_memtable *m = arena_memtable(r, mt);
   /* relaxed: only this thread allocates in the region during the replay */
-  uint64_t end = atomic_load_explicit(&m->used, memory_order_relaxed) + total;
-  end = (end + ARENA_RESERVE_CHUNK - 1) & ~(ARENA_RESERVE_CHUNK - 1);
-  if (end > m->capacity)
-    end = m->capacity;
-  uint64_t have = arena_backed(r, mt);
-  if (end > have) {
-    if ((*err = shm_reserve(r, m->arena_off + have, end - have)) != 0)
-      return 0;
-    arena_note_reserved(r, mt, end);
-  }
-  uint64_t at = arena_alloc(r, mt, total);
-  if (!at)
+  uint64_t used = atomic_load_explicit(&arena_memtable(r, mt)->used, memory_order_relaxed);
+  uint64_t at = (*err = arena_back(r, mt, used + total)) == 0 ? arena_alloc(r, mt, total) : 0;
+  if (!at && !*err)
     *err = arena_last_reserve_error();
   return at;
 }
