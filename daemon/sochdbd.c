@@ -596,8 +596,9 @@ int main(int argc, char **argv)
   }
   /* Logged before the writer starts: from then on w is the writer's alone, but
   ** for its table of closed segments, which the flusher reads under its lock. */
-  ww_log(c.dir, "serving (WAL at LSN %llu, durable through commit %llu)", (unsigned long long)w.next_lsn,
-         (unsigned long long)durable_seq(&db->region));
+  ww_log(c.dir, "serving (WAL at LSN %llu, durable through commit %llu; last segment read from offset %llu)",
+         (unsigned long long)w.next_lsn, (unsigned long long)durable_seq(&db->region),
+         (unsigned long long)w.adopted_from);
   char pages[192];
   ww_log(c.dir, "region %s in %s pages (%s)", db->region.path,
          shm_page_bytes(db->region.path, pages, sizeof pages) == SHM_HUGE_PAGE_BYTES ? "2 MiB" : "4 KiB", pages);

@@ -102,6 +102,7 @@ static int create_segment(struct walwriter *w, uint64_t first_lsn)
   w->fd = fd;
   w->seg_first_lsn = first_lsn;
   w->end_offset = WAL_SEG_HEADER;
+  w->last_group = 0;
   w->zeroed_end = WAL_SEG_HEADER;
   w->runway_failed = 0;
   w->next_lsn = first_lsn;
@@ -119,6 +120,7 @@ struct adopt_scan {
   uint64_t cut_lsn;            /* its first LSN */
   uint64_t group_offset;       /* the group being read, and its first LSN */
   uint64_t group_lsn;
+  uint64_t noted_seq;          /* the region's note of the log's end covers commits up to it */
 };
 
 static int note_record(void *ctx, const struct wal_record *rec)
@@ -148,6 +150,22 @@ static int note_record(void *ctx, const struct wal_record *rec)
   return 0;
 }
 
+/* Where the scan of segment first_lsn may resume: after the groups the
+** region's note says a daemon made durable in it (durable.h), if the note
+** is whole, names this segment and claims no commit beyond what the region
+** calls durable. NULL: scan the whole segment. wal_scan_buffer_from still
+** checks the resume point against the file. */
+static const struct wal_resume *noted_resume(const struct walwriter *w, uint64_t first_lsn, struct adopt_scan *a,
+                                             struct wal_resume *out)
+{
+  struct durable_log_end e;
+  if (!durable_log_end(w->r, &e) || e.segment != first_lsn || e.seq > a->durable)
+    return NULL;
+  *out = (struct wal_resume){ e.last_group, e.end_offset, e.next_lsn };
+  a->noted_seq = e.seq;
+  return out;
+}
+
 /* Open the last segment for appending after its last whole group. Whole
 ** groups holding commits the region never saw confirmed durable are cut off
 ** too: their bytes may be page-cache ghosts of a write whose fdatasync failed
@@ -159,9 +177,13 @@ static int adopt_segment(struct walwriter *w, uint64_t first_lsn, struct adopt_s
   char path[4300];
   wal_segment_path(path, sizeof path, w->db->dir, first_lsn);
   struct wal_scan_result res;
-  int rc = wal_scan_file(path, w->r->hdr->db_id, note_record, a, &res);
+  struct wal_resume noted;
+  int rc = wal_scan_file_from(path, w->r->hdr->db_id, noted_resume(w, first_lsn, a, &noted), note_record, a, &res);
   if (rc != SOCHDB_OK)
     return rc;
+  if (res.resumed && a->noted_seq > a->log_max)   /* the groups not read again hold commits up to it */
+    a->log_max = a->noted_seq;
+  w->adopted_from = res.resumed ? noted.end_offset : WAL_SEG_HEADER;
   int fd = open(path, O_WRONLY | O_CLOEXEC);
   if (fd < 0)
     return sdb_fail_errno("open WAL segment %s", path);
@@ -404,6 +426,7 @@ static int write_group(struct walwriter *w, size_t len)
     unwrite_group(w, end);
     return rc;
   }
+  w->last_group = w->end_offset;
   w->end_offset = end;
   if (w->zeroed_end < end)   /* appended past the runway: the next one starts after it */
     w->zeroed_end = end;
@@ -460,6 +483,9 @@ int ww_write_pending(struct walwriter *w)
     w->cap = 0;
   }
   durable_publish(w->r, published);
+  if (len)   /* after the publish: a note never covers a commit the region does not call durable */
+    durable_note_log_end(w->r, &(struct durable_log_end){ w->seg_first_lsn, w->last_group, w->end_offset,
+                                                          w->next_lsn, published });
   w->next_seq = published + 1;
   if (w->end_offset >= segment_bytes(w)) {
     uint64_t closing = w->seg_first_lsn;

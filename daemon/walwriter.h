@@ -27,6 +27,8 @@ struct walwriter {
   int         fd;             /* the current segment */
   uint64_t    seg_first_lsn;
   uint64_t    end_offset;     /* where the next group goes in the segment */
+  uint64_t    last_group;     /* where the last group written whole starts (0: none in this segment) */
+  uint64_t    adopted_from;   /* where ww_open's scan of the last segment began (0: it made a new one) */
   uint64_t    zeroed_end;     /* zeros (or a hole) from end_offset to here: its runway; the file may go on
                               ** past it after a runway write failed part-way */
   int         runway_failed;  /* logged that this segment's groups are appended, for want of room */

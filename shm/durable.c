@@ -8,6 +8,10 @@
 #include "futex.h"
 #include "mvcc.h"
 
+#include <xxhash.h>
+
+#define LOG_END_SEED 0x6c6f67656e64ull   /* "logend": no other checksum of the region matches it by chance */
+
 static inline _Atomic uint64_t *rec_ring(const shm_region *r) { return shm_at(r, r->hdr->rec_ring_off); }
 
 size_t durable_section_bytes(void) { return REC_RING_SIZE * sizeof(uint64_t); }
@@ -17,6 +21,42 @@ void durable_init(shm_region *r, uint64_t durable)
   atomic_init(&r->hdr->durable_seq, durable);
   atomic_init(&r->hdr->durable_futex, 0);
   atomic_init(&r->hdr->kick_futex, 0);
+  atomic_init(&r->hdr->log_end.check, 0);   /* no note: a check of 0 is never taken */
+}
+
+static uint64_t log_end_check(const struct durable_log_end *e)
+{
+  const uint64_t w[5] = { e->segment, e->last_group, e->end_offset, e->next_lsn, e->seq };
+  return XXH3_64bits_withSeed(w, sizeof w, LOG_END_SEED);
+}
+
+void durable_note_log_end(shm_region *r, const struct durable_log_end *e)
+{
+  struct shm_log_end *n = &r->hdr->log_end;
+  /* relaxed: a reader takes the words only with a check that matches them,
+  ** stored after them (release, below); a writer killed half-way leaves a
+  ** check that matches neither the old words nor the new */
+  atomic_store_explicit(&n->check, 0, memory_order_relaxed);
+  atomic_store_explicit(&n->segment, e->segment, memory_order_relaxed);
+  atomic_store_explicit(&n->last_group, e->last_group, memory_order_relaxed);
+  atomic_store_explicit(&n->end_offset, e->end_offset, memory_order_relaxed);
+  atomic_store_explicit(&n->next_lsn, e->next_lsn, memory_order_relaxed);
+  atomic_store_explicit(&n->seq, e->seq, memory_order_relaxed);
+  /* release: whoever acquires this check sees the words it covers */
+  atomic_store_explicit(&n->check, log_end_check(e), memory_order_release);
+}
+
+int durable_log_end(const shm_region *r, struct durable_log_end *out)
+{
+  const struct shm_log_end *n = &r->hdr->log_end;
+  /* acquire: pairs with the release store of the check */
+  uint64_t check = atomic_load_explicit(&n->check, memory_order_acquire);
+  out->segment = atomic_load_explicit(&n->segment, memory_order_relaxed);
+  out->last_group = atomic_load_explicit(&n->last_group, memory_order_relaxed);
+  out->end_offset = atomic_load_explicit(&n->end_offset, memory_order_relaxed);
+  out->next_lsn = atomic_load_explicit(&n->next_lsn, memory_order_relaxed);
+  out->seq = atomic_load_explicit(&n->seq, memory_order_relaxed);
+  return check != 0 && check == log_end_check(out);
 }
 
 int durable_may_claim(const shm_region *r)

@@ -76,6 +76,27 @@ static inline uint64_t durable_seq(const shm_region *r)
 /* May a committer claim a sequence now, without outrunning the writer? */
 int      durable_may_claim(const shm_region *r);
 
+/* Where the log's whole groups end (shm_log_end): what the WAL writer
+** notes after each group it made durable, and the opener that rebuilt the
+** region from the log notes where its scan ended; the next daemon reads it
+** to scan only the groups after it (daemon/walwriter.c). Only one process
+** writes it at a time: the daemon holding DIR/LOCK, or the opener
+** rebuilding the region before anyone can see it. */
+struct durable_log_end {
+  uint64_t segment;           /* first LSN of the segment */
+  uint64_t last_group;        /* file offset of its last group written whole */
+  uint64_t end_offset;        /* file offset after that group */
+  uint64_t next_lsn;          /* the LSN after it */
+  uint64_t seq;               /* every commit in the segment up to end_offset is <= it */
+};
+
+/* Writer: note e, after the groups it covers are durable and durable_seq
+** is at least e->seq. */
+void     durable_note_log_end(shm_region *r, const struct durable_log_end *e);
+/* The note, if there is a whole one (1; 0: none, or torn by a writer killed
+** while it wrote it). */
+int      durable_log_end(const shm_region *r, struct durable_log_end *out);
+
 /* Committer: record `commit` (an arena offset) for seq, before deciding. */
 void     durable_set_record(shm_region *r, uint64_t seq, uint64_t commit);
 

@@ -29,8 +29,7 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  10u  /* 10: an idle WAL writer dozes, and ASYNC commits wake it (durable.h);
-                                 ** rotations wake the flusher (arena.h) */
+#define SHM_LAYOUT_VERSION  11u  /* 11: where the log's synced groups end (durable.h, shm_log_end) */
 #define SHM_HEADER_BYTES    4096u
 #define SHM_CACHELINE       64
 
@@ -82,6 +81,17 @@ struct shm_global_stats {
   _Atomic uint64_t scan_blocks_direct;
 };
 
+/* Where the log's whole groups end: a note for the next daemon, which then
+** reads only what follows (durable.h). */
+struct shm_log_end {
+  _Atomic uint64_t segment;     /* the first LSN of the segment (its file name) */
+  _Atomic uint64_t last_group;  /* file offset of the last group written */
+  _Atomic uint64_t end_offset;  /* file offset after it */
+  _Atomic uint64_t next_lsn;    /* the LSN after it */
+  _Atomic uint64_t seq;         /* no commit in the segment up to end_offset is newer */
+  _Atomic uint64_t check;       /* XXH3 of the five above, stored last: else there is no note */
+};
+
 struct shm_header {
   /* Immutable after creation; covered by `checksum`. */
   uint64_t magic;             /* written last, release; read acquire */
@@ -111,6 +121,7 @@ struct shm_header {
   alignas(SHM_CACHELINE) _Atomic uint64_t horizon;       /* snapshots below this may be reclaimed */
   alignas(SHM_CACHELINE) _Atomic uint64_t durable_seq;   /* every commit <= it is on disk */
   _Atomic uint32_t durable_futex;                        /* bumped when durable_seq moves */
+  struct shm_log_end log_end;                            /* by the WAL writer (layout version 11) */
   alignas(SHM_CACHELINE) _Atomic uint32_t kick_futex;    /* += 4 to wake the WAL writer; bit 0: it sleeps, bit 1: dozes */
   alignas(SHM_CACHELINE) _Atomic uint32_t active_memtable;  /* also the futex the idle flusher sleeps on */
   _Atomic uint64_t next_memtable_id;
@@ -132,6 +143,10 @@ struct shm_header {
   _Atomic uint32_t files_futex;  /* bumped when a file list is published or a full compaction is asked for */
   alignas(SHM_CACHELINE) struct shm_global_stats stats;
 };
+
+/* The note shares durable_seq's line and moves no other field. */
+_Static_assert(offsetof(struct shm_header, kick_futex) == offsetof(struct shm_header, durable_seq) + SHM_CACHELINE,
+               "shm_log_end must fit in durable_seq's cache line");
 
 /* One process's view of an attached region. Process-local, never shared. */
 typedef struct shm_region {

@@ -936,9 +936,11 @@ static int map_segments(const char *dir, const uint64_t *lsns, size_t n, struct 
   return SOCHDB_OK;
 }
 
-/* Scan the mapped segments into the replay, checking that they follow each other. */
+/* Scan the mapped segments into the replay, checking that they follow
+** each other; *end: where the last one's whole groups end (its last_group
+** 0 if it has none), for the daemon that adopts the log (durable.h). */
 static int scan_segments(const char *dir, const uint64_t *lsns, size_t n, const struct mapped *maps,
-                         struct replay *rp)
+                         struct replay *rp, struct durable_log_end *end)
 {
   uint64_t expect_lsn = n ? lsns[0] : 0;
   for (size_t i = 0; i < n; i++) {
@@ -957,6 +959,7 @@ static int scan_segments(const char *dir, const uint64_t *lsns, size_t n, const 
       return sdb_fail(SOCHDB_CORRUPT, "WAL segment %s has %llu damaged bytes at offset %llu but is not the last",
                       path, (unsigned long long)res.torn_bytes, (unsigned long long)res.end_offset);
     expect_lsn = res.next_lsn;
+    *end = (struct durable_log_end){ lsns[i], res.last_group, res.end_offset, res.next_lsn, 0 };
   }
   return SOCHDB_OK;
 }
@@ -1074,6 +1077,7 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
     return rc;
   }
   struct helper hp = { 0 };
+  struct durable_log_end log_end = { 0 };
   /* seq 1 is the empty database */
   struct replay rp = { .r = r, .max_seq = flushed > 1 ? flushed : 1, .flushed = flushed, .helper = &hp };
   rp.room = room_left(&rp);
@@ -1091,7 +1095,7 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
   helper_start(&hp, r, rc == SOCHDB_OK ? wal_bytes : 0, maps, rc == SOCHDB_OK ? n : 0);
   rp.stage.helper = hp.running ? &hp : NULL;
   if (rc == SOCHDB_OK)
-    rc = scan_segments(dir, lsns, n, maps, &rp);
+    rc = scan_segments(dir, lsns, n, maps, &rp, &log_end);
   if (rc == SOCHDB_OK)
     helper_serve_now(rp.stage.helper);
   if (rc == SOCHDB_OK)
@@ -1115,5 +1119,11 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
     return rc;
   seqring_init(r, rp.max_seq);
   durable_init(r, rp.max_seq);
+  /* The daemon that adopts the log need not read again what this scan read
+  ** whole; it still syncs the segment, which no one may have synced yet. */
+  if (log_end.last_group) {
+    log_end.seq = rp.max_seq;
+    durable_note_log_end(r, &log_end);
+  }
   return SOCHDB_OK;
 }

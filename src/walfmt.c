@@ -281,23 +281,21 @@ int wal_scan_buffer(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_re
   return wal_scan_buffer_ahead(buf, len, db_id, fn, ctx, out, NULL, 0);
 }
 
-int wal_scan_buffer_ahead(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_record_fn fn, void *ctx,
-                          struct wal_scan_result *out, struct wal_ahead *ahead, uint32_t seg)
+/* The groups of a segment whose header checked out, from file offset off
+** (a group's start, LSN next_lsn) to the end: records to fn, the end and
+** any torn tail into out. */
+static int scan_groups(const uint8_t *buf, size_t len, size_t off, uint64_t next_lsn, wal_record_fn fn, void *ctx,
+                       struct wal_scan_result *out, struct wal_ahead *ahead, uint32_t seg)
 {
-  memset(out, 0, sizeof *out);
-  struct wal_seg_header h;
-  int rc = check_seg_header(buf, len, db_id, &h);
-  if (rc != SOCHDB_OK)
-    return rc;
-  out->first_lsn = out->next_lsn = h.first_lsn;
-  size_t off = WAL_SEG_HEADER;
+  out->next_lsn = next_lsn;
   struct wal_group_header g;
   long long payload;
   while ((payload = intact_group(buf, len, off, &g, ahead, seg)) >= 0 && g.first_lsn == out->next_lsn) {
-    rc = scan_group(buf + off + WAL_GROUP_HEADER, g.payload_bytes, g.first_lsn, off, fn, ctx, out);
+    int rc = scan_group(buf + off + WAL_GROUP_HEADER, g.payload_bytes, g.first_lsn, off, fn, ctx, out);
     if (rc != SOCHDB_OK)
       return rc;
     out->groups++;
+    out->last_group = off;
     out->next_lsn += (uint64_t)payload;
     off += WAL_GROUP_HEADER + (size_t)payload;
     if (ahead)   /* release: pairs with the helper's acquire (wal_verify_ahead) */
@@ -322,6 +320,49 @@ int wal_scan_buffer_ahead(const uint8_t *buf, size_t len, const uint8_t *db_id, 
   return SOCHDB_OK;
 }
 
+int wal_scan_buffer_ahead(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_record_fn fn, void *ctx,
+                          struct wal_scan_result *out, struct wal_ahead *ahead, uint32_t seg)
+{
+  memset(out, 0, sizeof *out);
+  struct wal_seg_header h;
+  int rc = check_seg_header(buf, len, db_id, &h);
+  if (rc != SOCHDB_OK)
+    return rc;
+  out->first_lsn = h.first_lsn;
+  return scan_groups(buf, len, WAL_SEG_HEADER, h.first_lsn, fn, ctx, out, ahead, seg);
+}
+
+/* Whether `from` names a group of buf (header intact: its payload is not
+** read) that ends where it says, after the segment's first LSN. */
+static int resume_point_ok(const uint8_t *buf, size_t len, const struct wal_seg_header *h,
+                           const struct wal_resume *from)
+{
+  if (from->last_group < WAL_SEG_HEADER || from->last_group > len || from->last_group % 8 || from->end_offset > len ||
+      from->end_offset < from->last_group + WAL_GROUP_HEADER)
+    return 0;
+  struct wal_group_header g;
+  memcpy(&g, buf + from->last_group, sizeof g);
+  return g.magic == GROUP_MAGIC && g.header_checksum == group_header_checksum(&g) &&
+         from->last_group + WAL_GROUP_HEADER + g.payload_bytes == from->end_offset && g.first_lsn >= h->first_lsn &&
+         g.first_lsn + g.payload_bytes == from->next_lsn;
+}
+
+int wal_scan_buffer_from(const uint8_t *buf, size_t len, const uint8_t *db_id, const struct wal_resume *from,
+                         wal_record_fn fn, void *ctx, struct wal_scan_result *out)
+{
+  memset(out, 0, sizeof *out);
+  struct wal_seg_header h;
+  int rc = check_seg_header(buf, len, db_id, &h);
+  if (rc != SOCHDB_OK)
+    return rc;
+  out->first_lsn = h.first_lsn;
+  if (!from || !resume_point_ok(buf, len, &h, from))
+    return scan_groups(buf, len, WAL_SEG_HEADER, h.first_lsn, fn, ctx, out, NULL, 0);
+  out->resumed = 1;
+  out->last_group = from->last_group;
+  return scan_groups(buf, len, from->end_offset, from->next_lsn, fn, ctx, out, NULL, 0);
+}
+
 int wal_map_segment(const char *path, const uint8_t **buf, size_t *len)
 {
   static const uint8_t empty[1];
@@ -340,16 +381,22 @@ void wal_unmap_segment(const uint8_t *buf, size_t len)
   sdb_unmap_file(buf, len);
 }
 
-int wal_scan_file(const char *path, const uint8_t *db_id, wal_record_fn fn, void *ctx,
-                  struct wal_scan_result *out)
+int wal_scan_file_from(const char *path, const uint8_t *db_id, const struct wal_resume *from, wal_record_fn fn,
+                       void *ctx, struct wal_scan_result *out)
 {
   const uint8_t *buf;
   size_t len;
   int rc = wal_map_segment(path, &buf, &len);
   if (rc == SOCHDB_OK)
-    rc = wal_scan_buffer(buf, len, db_id, fn, ctx, out);
+    rc = wal_scan_buffer_from(buf, len, db_id, from, fn, ctx, out);
   wal_unmap_segment(buf, len);
   return rc;
+}
+
+int wal_scan_file(const char *path, const uint8_t *db_id, wal_record_fn fn, void *ctx,
+                  struct wal_scan_result *out)
+{
+  return wal_scan_file_from(path, db_id, NULL, fn, ctx, out);
 }
 
 /* ---- files -------------------------------------------------------------- */

@@ -136,6 +136,8 @@ struct wal_scan_result {
   uint64_t first_lsn;         /* from the segment header */
   uint64_t next_lsn;          /* LSN after the last whole group */
   uint64_t end_offset;        /* file offset after the last whole group: where to append */
+  uint64_t last_group;        /* file offset of the last whole group (0: none) */
+  int      resumed;           /* wal_scan_buffer_from began at its resume point */
   uint64_t groups;
   uint64_t records;
   uint64_t torn_bytes;        /* non-zero bytes after end_offset, discarded as a torn tail */
@@ -151,6 +153,25 @@ typedef int (*wal_record_fn)(void *ctx, const struct wal_record *rec);
 ** intact group whose records do not parse), SOCHDB_VERSION, or fn's value. */
 int    wal_scan_buffer(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_record_fn fn, void *ctx,
                        struct wal_scan_result *out);
+
+/* Where a scan may begin past a segment's first group: after a group
+** already read whole (the daemon's note of where the log ends,
+** shm/durable.h), so that only what came after it is read again. */
+struct wal_resume {
+  uint64_t last_group;        /* file offset of that group */
+  uint64_t end_offset;        /* file offset after it */
+  uint64_t next_lsn;          /* the LSN after it */
+};
+
+/* wal_scan_buffer from `from` on: fn sees only the records after it, and
+** out counts only those groups. The resume point is checked against the
+** buffer first: at last_group there must be a group whose header is
+** intact, that ends at end_offset and whose records end at next_lsn.
+** Otherwise it is ignored and the scan reads the whole segment
+** (out->resumed says which). The groups before last_group are trusted: a
+** damaged byte among them goes unseen (sochdb check and a replay read them). */
+int    wal_scan_buffer_from(const uint8_t *buf, size_t len, const uint8_t *db_id, const struct wal_resume *from,
+                            wal_record_fn fn, void *ctx, struct wal_scan_result *out);
 
 /* Verifying ahead: a helper thread computes the groups' payload checksums
 ** (most of a scan's reading) while the scan parses the groups behind it.
@@ -197,5 +218,8 @@ void   wal_unmap_segment(const uint8_t *buf, size_t len);
 /* The same for a file (mapped read-only while scanning). SOCHDB_IO on a failed system call. */
 int    wal_scan_file(const char *path, const uint8_t *db_id, wal_record_fn fn, void *ctx,
                      struct wal_scan_result *out);
+/* wal_scan_buffer_from of a file; from NULL: the whole file. */
+int    wal_scan_file_from(const char *path, const uint8_t *db_id, const struct wal_resume *from, wal_record_fn fn,
+                          void *ctx, struct wal_scan_result *out);
 
 #endif

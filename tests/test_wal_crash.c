@@ -51,6 +51,7 @@
 #include "procutil.h"
 #include "walfmt.h"
 #include "internal.h"   /* struct sochdb: to wind back durable_seq by hand */
+#include "durable.h"    /* ... and to plant a note of the log's end */
 
 static int wc_subreaper;            /* PR_SET_CHILD_SUBREAPER took effect */
 static pid_t wc_parent;             /* the test process */
@@ -186,23 +187,42 @@ static int wc_wait_log(const char *dir, const char *needle, int times, unsigned 
   return 0;
 }
 
-/* Wait (limit_ms) until daemon pid logged its "serving" line. 1 if it did. */
-static int wc_wait_serving(const char *dir, pid_t pid, unsigned limit_ms)
+/* What a daemon's "serving" line says. */
+struct wc_serving {
+  unsigned long long lsn;        /* where its WAL goes on */
+  unsigned long long durable;    /* durable through this commit */
+  unsigned long long read_from;  /* where its scan of the last segment began */
+};
+
+/* Wait (limit_ms) until daemon pid logged its "serving" line, and read it
+** into *out (if not NULL). 1 if it did and the line reads as expected. */
+static int wc_serving_of(const char *dir, pid_t pid, unsigned limit_ms, struct wc_serving *out)
 {
   char tag[64];
   snprintf(tag, sizeof tag, "sochdbd[%d] ", (int)pid);
   for (unsigned i = 0; i <= limit_ms; i += 2) {
     char *log = wc_log(dir);
-    int found = 0;
-    for (const char *p = log; !found && (p = strstr(p, tag)); p++) {
+    const char *line = NULL;
+    for (const char *p = log; !line && (p = strstr(p, tag)); p++) {
       const char *nl = strchr(p, '\n'), *sv = strstr(p, ": serving (");
-      found = sv && (!nl || sv < nl);
+      if (sv && (!nl || sv < nl)) line = sv;
     }
+    struct wc_serving got;
+    int parsed = line && sscanf(line, ": serving (WAL at LSN %llu, durable through commit %llu; last segment read "
+                                "from offset %llu)", &got.lsn, &got.durable, &got.read_from) == 3;
     free(log);
-    if (found) return 1;
+    if (line) {
+      if (parsed && out) *out = got;
+      return parsed;
+    }
     tu_sleep_ms(2);
   }
   return 0;
+}
+
+static int wc_wait_serving(const char *dir, pid_t pid, unsigned limit_ms)
+{
+  return wc_serving_of(dir, pid, limit_ms, NULL);
 }
 
 /* Path of the last WAL segment of dir; asserts there is one. */
@@ -1083,22 +1103,14 @@ Test(wal_crash, region_survives_daemon_death_without_replay)
   wc_expect_pairs(db, 30, "region kept after the daemon's death");
   pid_t d2 = tp_wait_daemon(dir, 5000, d1);
   cr_assert_gt(d2, 0, "no new daemon after sochdbd %d was killed", (int)d1);
-  char tag[64];
-  snprintf(tag, sizeof tag, "sochdbd[%d] ", (int)d2);
-  cr_assert(wc_wait_log(dir, tag, 1, 5000), "no log line of the new daemon %d", (int)d2);
-  cr_assert(wc_wait_log(dir, ": serving (", 2, 5000), "the new daemon %d never logged that it serves", (int)d2);
-  char *log = wc_log(dir);
-  const char *line = NULL;
-  for (const char *p = log; (p = strstr(p, tag)); p++)
-    if (strstr(p, ": serving (") && (!strchr(p, '\n') || strstr(p, ": serving (") < strchr(p, '\n'))) line = p;
-  cr_assert_not_null(line, "the new daemon's log has no \"serving\" line:\n%s", log);
-  unsigned long long lsn = 0, durable = 0;
-  cr_assert_eq(sscanf(strstr(line, ": serving ("), ": serving (WAL at LSN %llu, durable through commit %llu)", &lsn,
-                      &durable), 2, "unexpected serving line in:\n%s", log);
-  cr_assert_gt(lsn, 0, "the new daemon started at LSN 0: it did not adopt the WAL:\n%s", log);
-  cr_assert_geq(durable, s1.last_commit_seq, "the new daemon's durable sequence %llu is behind SYNC commit %llu",
-                durable, (unsigned long long)s1.last_commit_seq);
-  free(log);
+  struct wc_serving sv;
+  cr_assert(wc_serving_of(dir, d2, 5000, &sv), "the new daemon %d logged no serving line as expected", (int)d2);
+  cr_assert_gt(sv.lsn, 0, "the new daemon started at LSN 0: it did not adopt the WAL");
+  cr_assert_geq(sv.durable, s1.last_commit_seq, "the new daemon's durable sequence %llu is behind SYNC commit %llu",
+                sv.durable, (unsigned long long)s1.last_commit_seq);
+  /* the groups its predecessor noted in the region are not read again */
+  cr_assert_gt(sv.read_from, WAL_SEG_HEADER, "the new daemon read the whole last segment again, not from the "
+               "region's note of where its predecessor's groups end");
   sochdb_stats s2 = tu_stats(db);
   cr_assert_geq(s2.wal_groups, s1.wal_groups, "the region's WAL counters were reset: it was rebuilt");
   cr_assert_geq(s2.last_commit_seq, s1.last_commit_seq + 20);
@@ -1109,6 +1121,56 @@ Test(wal_crash, region_survives_daemon_death_without_replay)
   /* the ASYNC commits the first daemon may have missed were written by the second */
   db = wc_rebuild(dir, "before the rebuild");
   wc_expect_pairs(db, 31, "rebuilt after the adoption");
+  /* the daemon after a rebuild starts where the rebuild's scan ended */
+  pid_t d3 = tp_wait_daemon(dir, 5000, d2);
+  cr_assert_gt(d3, 0);
+  cr_assert(wc_serving_of(dir, d3, 5000, &sv));
+  cr_assert_gt(sv.read_from, WAL_SEG_HEADER, "the daemon after a rebuild read the whole last segment again");
+  wc_commit_pair(db, 32);
+  sochdb_close(db);
+  db = wc_rebuild(dir, "after the rebuild");
+  wc_expect_pairs(db, 32, "rebuilt twice");
+  sochdb_close(db);
+}
+
+/* A note of where the log's groups end that does not match the log (one
+** that names another LSN, a commit the region never called durable, or
+** another segment) is not trusted: the next daemon reads the whole last
+** segment, and every commit is there. */
+Test(wal_crash, a_note_of_the_logs_end_that_does_not_match_is_not_trusted)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  sochdb *db = wc_open(dir, 10000);
+  long n = 0;
+  pid_t killed = 0;
+  for (int bad = 0; bad < 3; bad++) {
+    for (int i = 0; i < 5; i++) wc_commit_pair(db, ++n);
+    struct durable_log_end e;
+    cr_assert_eq(durable_log_end(&db->region, &e), 1, "no note after SYNC commits");
+    cr_assert_gt(e.end_offset, e.last_group);
+    pid_t d = tp_wait_daemon(dir, 5000, killed);
+    cr_assert_gt(d, 0);
+    cr_assert_eq(tp_stop_pid(d, SIGKILL, 5000, NULL), 0);
+    killed = d;
+    if (bad == 0) e.next_lsn += 8;                            /* not where the named group's records end */
+    if (bad == 1) e.seq = durable_seq(&db->region) + 5;       /* beyond what the region calls durable */
+    if (bad == 2) e.segment += 1u << 20;                      /* another segment */
+    durable_note_log_end(&db->region, &e);
+    sochdb_close(db);
+    db = wc_open(dir, 10000);
+    pid_t next = tp_wait_daemon(dir, 5000, killed);
+    cr_assert_gt(next, 0);
+    struct wc_serving sv;
+    cr_assert(wc_serving_of(dir, next, 5000, &sv), "daemon %d logged no serving line as expected", (int)next);
+    cr_assert_eq(sv.read_from, WAL_SEG_HEADER, "bad note %d was trusted: the scan began at offset %llu", bad,
+                 sv.read_from);
+    wc_expect_pairs(db, n, "after a bad note");
+  }
+  wc_commit_pair(db, ++n);
+  sochdb_close(db);
+  db = wc_rebuild(dir, "after the bad notes");
+  wc_expect_pairs(db, n, "rebuilt from the log after the bad notes");
   sochdb_close(db);
 }
 

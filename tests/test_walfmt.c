@@ -505,3 +505,117 @@ Test(walfmt, a_verifier_waits_rather_than_take_an_unfinished_segments_slot)
   cr_assert_eq(atomic_load(&b.verified[0]), 0);
   free(s.b.p);
 }
+
+/* ---- resuming after a group read before (the daemon's note of the log's end) */
+
+/* Scan s from `from` with check_record, expecting records from seq on. */
+static int scan_from(const struct seg *s, size_t n, const struct wal_resume *from, uint64_t seq, uint64_t lsn,
+                     struct wal_scan_result *r, struct seen *seen)
+{
+  memset(seen, 0, sizeof *seen);
+  seen->next_seq = seq;
+  seen->next_lsn = lsn;
+  return wal_scan_buffer_from(s->b.p, n, DB_ID, from, check_record, seen, r);
+}
+
+/* The resume point after group g of s. */
+static struct wal_resume after_group(const struct seg *s, unsigned g, uint64_t next_lsn)
+{
+  return (struct wal_resume){ g ? s->group_end[g - 1] : WAL_SEG_HEADER, s->group_end[g], next_lsn };
+}
+
+Test(walfmt, a_scan_resumes_after_a_group_and_reads_only_what_follows)
+{
+  struct seg s;
+  make_segment(&s, 4);
+  struct wal_scan_result full, r;
+  struct seen seen;
+  cr_assert_eq(scan(s.b.p, s.b.n, &full, &seen), SOCHDB_OK);
+  cr_assert_eq(full.last_group, s.group_end[2], "the last group starts where the third ends");
+  /* the LSN after group 1: what the records of groups 0 and 1 take */
+  struct seen upto;
+  cr_assert_eq(scan(s.b.p, s.group_end[1], &r, &upto), SOCHDB_OK);
+  struct wal_resume from = after_group(&s, 1, r.next_lsn);
+  cr_assert_eq(scan_from(&s, s.b.n, &from, s.seq_end[1], r.next_lsn, &r, &seen), SOCHDB_OK, "%s",
+               sochdb_last_error());
+  cr_assert(r.resumed, "a resume point that matches the segment was not taken");
+  cr_assert_eq(seen.bad, 0, "the records after the resume point differ from what was written");
+  cr_assert_eq(r.groups, 2, "only the two groups after the resume point are read");
+  cr_assert_eq(seen.next_seq, s.seq_end[3]);
+  cr_assert_eq(r.next_lsn, full.next_lsn);
+  cr_assert_eq(r.end_offset, full.end_offset);
+  cr_assert_eq(r.last_group, full.last_group);
+  cr_assert_eq(r.first_lsn, 1000);
+  /* resumed at the very end: nothing to read, the end is where it was */
+  from = after_group(&s, 3, full.next_lsn);
+  cr_assert_eq(scan_from(&s, s.b.n, &from, s.seq_end[3], full.next_lsn, &r, &seen), SOCHDB_OK);
+  cr_assert(r.resumed);
+  cr_assert_eq(r.groups, 0);
+  cr_assert_eq(r.end_offset, s.b.n);
+  cr_assert_eq(r.last_group, s.group_end[2]);
+  cr_assert_eq(r.next_lsn, full.next_lsn);
+  free(s.b.p);
+}
+
+Test(walfmt, a_resume_point_that_does_not_match_the_segment_is_ignored)
+{
+  struct seg s;
+  make_segment(&s, 3);
+  struct wal_scan_result r;
+  struct seen seen;
+  cr_assert_eq(scan(s.b.p, s.group_end[0], &r, &seen), SOCHDB_OK);
+  uint64_t lsn1 = r.next_lsn;
+  const struct wal_resume good = after_group(&s, 0, lsn1);
+  struct wal_resume bad[] = {
+    { good.last_group, good.end_offset, lsn1 + 8 },               /* another LSN */
+    { good.last_group, good.end_offset - 8, lsn1 - 8 },           /* the end inside the group */
+    { good.last_group + 8, good.end_offset, lsn1 },               /* not a group's start */
+    { s.group_end[0], s.group_end[1] + 8, lsn1 },                  /* past the next group's end */
+    { good.last_group, s.b.n + 4096, lsn1 },                       /* past the file */
+    { UINT64_MAX - 7, good.end_offset, lsn1 },                     /* an offset that would wrap */
+    { 8, 40, 1000 },                                               /* inside the segment header */
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    cr_assert_eq(scan_from(&s, s.b.n, &bad[i], 10, 1000, &r, &seen), SOCHDB_OK, "point %zu: %s", i,
+                 sochdb_last_error());
+    cr_assert_not(r.resumed, "resume point %zu does not match the segment but was taken", i);
+    cr_assert_eq(r.groups, 3, "point %zu: the whole segment is read instead", i);
+    cr_assert_eq(seen.bad, 0);
+    cr_assert_eq(seen.next_seq, s.seq_end[2]);
+  }
+  /* a damaged header of the group it names */
+  s.b.p[good.last_group + 4] ^= 0x10;
+  cr_assert_eq(scan_from(&s, s.group_end[0], &good, 10, 1000, &r, &seen), SOCHDB_OK);
+  cr_assert_not(r.resumed, "the named group's header is damaged, yet the scan resumed after it");
+  cr_assert_eq(r.torn_bytes, s.group_end[0] - WAL_SEG_HEADER, "read whole, the damaged only group is a torn tail");
+  free(s.b.p);
+}
+
+Test(walfmt, after_a_resume_point_a_torn_tail_and_damage_are_judged_as_ever)
+{
+  struct seg s;
+  make_segment(&s, 3);
+  struct wal_scan_result r;
+  struct seen seen;
+  cr_assert_eq(scan(s.b.p, s.group_end[0], &r, &seen), SOCHDB_OK);
+  const struct wal_resume from = after_group(&s, 0, r.next_lsn);
+  uint64_t lsn1 = r.next_lsn;
+  /* cut inside the last group: read up to the second, the rest torn */
+  size_t cut = s.group_end[1] + 40;
+  cr_assert_eq(scan_from(&s, cut, &from, s.seq_end[0], lsn1, &r, &seen), SOCHDB_OK);
+  cr_assert(r.resumed);
+  cr_assert_eq(r.end_offset, s.group_end[1]);
+  cr_assert_eq(r.torn_bytes, cut - s.group_end[1]);
+  cr_assert_eq(seen.next_seq, s.seq_end[1]);
+  /* damage in the second group, before the intact third: corruption */
+  s.b.p[s.group_end[0] + 50] ^= 0x01;
+  cr_assert_eq(scan_from(&s, s.b.n, &from, s.seq_end[0], lsn1, &r, &seen), SOCHDB_CORRUPT);
+  s.b.p[s.group_end[0] + 50] ^= 0x01;
+  /* damage before the resume point is not read again: that is the point */
+  s.b.p[WAL_SEG_HEADER + 50] ^= 0x01;
+  cr_assert_eq(scan_from(&s, s.b.n, &from, s.seq_end[0], lsn1, &r, &seen), SOCHDB_OK);
+  cr_assert(r.resumed);
+  cr_assert_eq(seen.next_seq, s.seq_end[2]);
+  cr_assert_eq(scan(s.b.p, s.b.n, &r, &seen), SOCHDB_CORRUPT, "a whole scan still finds it");
+  free(s.b.p);
+}
