@@ -570,7 +570,8 @@ static double unit_random(uint64_t r) { return (double)(r >> 11) * 0x1.0p-53; }
 /* The timed loop of one worker. The clock is read once an operation, after
 ** it: an operation's latency runs from the end of the one before, and so
 ** also holds the few nanoseconds of picking its key. A second read before
-** each operation cost as much as a tenth of a point read here (README). */
+** each operation cost as much as a tenth of a point read here
+** (docs/performance-history.md). */
 static int worker_loop(const struct wctx *w, struct kv *kv, struct kv *exp, struct cout *o)
 {
   const struct cphase *ph = w->ph;

@@ -297,7 +297,8 @@ int sdb_write(sochdb_txn *t, const void *key, size_t klen, const void *val, size
 ** misses then overlap each other and the work in between, instead of
 ** following one another. When a memtable has the key, the SSTable's lines
 ** were asked for in vain; read_rand, where a quarter of the keys are in the
-** memtable, was still ahead in 8 of 8 alternating rounds (README). */
+** memtable, was still ahead in 8 of 8 alternating rounds
+** (docs/performance-history.md). */
 static void prefetch_get(const sochdb_txn *t, const void *key, size_t klen, uint64_t hash,
                          struct sdb_tables_hint *hint)
 {
