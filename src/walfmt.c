@@ -320,16 +320,22 @@ static int scan_groups(const uint8_t *buf, size_t len, size_t off, uint64_t next
   return SOCHDB_OK;
 }
 
+/* Every scan's start: out cleared, the segment header checked into *h. */
+static int begin_scan(const uint8_t *buf, size_t len, const uint8_t *db_id, struct wal_seg_header *h,
+                      struct wal_scan_result *out)
+{
+  memset(out, 0, sizeof *out);
+  int rc = check_seg_header(buf, len, db_id, h);
+  out->first_lsn = rc == SOCHDB_OK ? h->first_lsn : 0;
+  return rc;
+}
+
 int wal_scan_buffer_ahead(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_record_fn fn, void *ctx,
                           struct wal_scan_result *out, struct wal_ahead *ahead, uint32_t seg)
 {
-  memset(out, 0, sizeof *out);
   struct wal_seg_header h;
-  int rc = check_seg_header(buf, len, db_id, &h);
-  if (rc != SOCHDB_OK)
-    return rc;
-  out->first_lsn = h.first_lsn;
-  return scan_groups(buf, len, WAL_SEG_HEADER, h.first_lsn, fn, ctx, out, ahead, seg);
+  int rc = begin_scan(buf, len, db_id, &h, out);
+  return rc != SOCHDB_OK ? rc : scan_groups(buf, len, WAL_SEG_HEADER, h.first_lsn, fn, ctx, out, ahead, seg);
 }
 
 /* Whether `from` names a group of buf (header intact: its payload is not
@@ -350,12 +356,10 @@ static int resume_point_ok(const uint8_t *buf, size_t len, const struct wal_seg_
 int wal_scan_buffer_from(const uint8_t *buf, size_t len, const uint8_t *db_id, const struct wal_resume *from,
                          wal_record_fn fn, void *ctx, struct wal_scan_result *out)
 {
-  memset(out, 0, sizeof *out);
   struct wal_seg_header h;
-  int rc = check_seg_header(buf, len, db_id, &h);
+  int rc = begin_scan(buf, len, db_id, &h, out);
   if (rc != SOCHDB_OK)
     return rc;
-  out->first_lsn = h.first_lsn;
   if (!from || !resume_point_ok(buf, len, &h, from))
     return scan_groups(buf, len, WAL_SEG_HEADER, h.first_lsn, fn, ctx, out, NULL, 0);
   out->resumed = 1;
