@@ -338,6 +338,13 @@ static void wake_background(void *arg)
 
 static void wake_writer(void *arg) { durable_kick(arg); }
 
+/* Stop the WAL writer thread once it has written what was published. */
+static void stop_writer(pthread_t writer, sochdb *db)
+{
+  atomic_store(&writer_stop, 1);
+  join_waking(writer, wake_writer, &db->region);
+}
+
 /* The directory we serve is gone or replaced: nobody can use us any more. */
 static int directory_gone(const char *dir, const struct stat *lock_st)
 {
@@ -470,6 +477,17 @@ static void report(int *fd, char verdict)
   *fd = -1;
 }
 
+/* Give up once DIR/LOCK is ours: let go of it before saying so. The
+** starter looks at the lock after our verdict, and a lock still held (we
+** have not exited yet) would tell it that a daemon serves. Only while none
+** of our threads writes the log: another daemon may adopt it at once. */
+static int give_up_locked(int *report_fd, int lock_fd)
+{
+  close(lock_fd);
+  report(report_fd, 1);
+  return 1;
+}
+
 static void catch_stop_signals(void)
 {
   struct sigaction sa;
@@ -578,8 +596,7 @@ int main(int argc, char **argv)
   if (region_replaced(db)) {      /* rebuilt while we waited for the lock: not ours to serve */
     ww_log(c.dir, "the region was rebuilt while this daemon started; leaving it to a new daemon");
     sochdb_close(db);
-    report(&report_fd, 1);
-    return 1;
+    return give_up_locked(&report_fd, lock_fd);
   }
   write_pid(lock_fd);
   /* Held to tell, when LOCK disappears, a deleted database from a moved one. */
@@ -591,8 +608,7 @@ int main(int argc, char **argv)
   if (rc != SOCHDB_OK) {
     ww_log(c.dir, "cannot open the WAL: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
     sochdb_close(db);
-    report(&report_fd, 1);
-    return 1;
+    return give_up_locked(&report_fd, lock_fd);
   }
   /* Logged before the writer starts: from then on w is the writer's alone, but
   ** for its table of closed segments, which the flusher reads under its lock. */
@@ -614,15 +630,14 @@ int main(int argc, char **argv)
   pthread_t writer;
   if (pthread_create(&writer, NULL, writer_loop, &wa) != 0) {
     ww_log(c.dir, "cannot start the WAL writer thread");
-    report(&report_fd, 1);
-    return 1;
+    return give_up_locked(&report_fd, lock_fd);
   }
   struct store store;
   rc = store_open(&store, db);
   if (rc != SOCHDB_OK) {
     ww_log(c.dir, "cannot open the MANIFEST: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
-    report(&report_fd, 1);
-    return 1;
+    stop_writer(writer, db);
+    return give_up_locked(&report_fd, lock_fd);
   }
   arena_adopt_retired(&db->region);   /* before any flush: see arena.h */
   store.copts.l0_trigger = c.l0_trigger;
@@ -639,19 +654,21 @@ int main(int argc, char **argv)
   bg.f.trim_eager = getenv("SOCHDB_TEST_TRIM_EAGER") != NULL;
 #endif
   pthread_t flusher, compactor;
-  if (pthread_create(&flusher, NULL, flush_loop, &bg) != 0 ||
-      pthread_create(&compactor, NULL, compact_loop, &bg) != 0) {
+  int have_flusher = pthread_create(&flusher, NULL, flush_loop, &bg) == 0;
+  if (!have_flusher || pthread_create(&compactor, NULL, compact_loop, &bg) != 0) {
     ww_log(c.dir, "cannot start the flush and compaction threads");
-    report(&report_fd, 1);
-    return 1;
+    atomic_store(&bg.stop, 1);
+    if (have_flusher)
+      join_waking(flusher, wake_background, &bg);
+    stop_writer(writer, db);
+    return give_up_locked(&report_fd, lock_fd);
   }
   report(&report_fd, 0);
   const char *why = serve(db, &c, &lock_st);
   atomic_store(&bg.stop, 1);
   join_waking(compactor, wake_background, &bg);
   join_waking(flusher, wake_background, &bg);
-  atomic_store(&writer_stop, 1);
-  join_waking(writer, wake_writer, &db->region);
+  stop_writer(writer, db);
   flusher_free(&bg.f);
   compactor_free(&bg.c);
   store_close(&store);

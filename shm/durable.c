@@ -33,9 +33,11 @@ static uint64_t log_end_check(const struct durable_log_end *e)
 void durable_note_log_end(shm_region *r, const struct durable_log_end *e)
 {
   struct shm_log_end *n = &r->hdr->log_end;
-  /* relaxed: a reader takes the words only with a check that matches them,
-  ** stored after them (release, below); a writer killed half-way leaves a
-  ** check that matches neither the old words nor the new */
+  /* relaxed: what protects a reader is the XXH3 check, which matches the
+  ** five words only when they are one note's. A writer killed half-way
+  ** leaves words of two notes under either note's check (or under the 0
+  ** stored here first, which is never taken). The only reader that matters
+  ** starts after this writer died (the next daemon, after DIR/LOCK). */
   atomic_store_explicit(&n->check, 0, memory_order_relaxed);
   atomic_store_explicit(&n->segment, e->segment, memory_order_relaxed);
   atomic_store_explicit(&n->last_group, e->last_group, memory_order_relaxed);

@@ -339,18 +339,28 @@ int wal_scan_buffer_ahead(const uint8_t *buf, size_t len, const uint8_t *db_id, 
 }
 
 /* Whether `from` names a group of buf (header intact: its payload is not
-** read) that ends where it says, after the segment's first LSN. */
-static int resume_point_ok(const uint8_t *buf, size_t len, const struct wal_seg_header *h,
-                           const struct wal_resume *from)
+** read) that ends where it says, after the segment's first LSN; if not,
+** the error that says how it does not. */
+static int check_resume_point(const uint8_t *buf, size_t len, const struct wal_seg_header *h,
+                              const struct wal_resume *from)
 {
-  if (from->last_group < WAL_SEG_HEADER || from->last_group > len || from->last_group % 8 || from->end_offset > len ||
-      from->end_offset < from->last_group + WAL_GROUP_HEADER)
-    return 0;
+  if (from->end_offset > len)
+    return sdb_fail(SOCHDB_CORRUPT, "WAL segment is %zu bytes, but groups up to offset %llu were made durable in it",
+                    len, (unsigned long long)from->end_offset);
+  if (from->last_group < WAL_SEG_HEADER || from->last_group % 8 || from->end_offset < WAL_GROUP_HEADER ||
+      from->last_group > from->end_offset - WAL_GROUP_HEADER)   /* so written: no sum that could wrap */
+    return sdb_fail(SOCHDB_CORRUPT, "a durable WAL group noted at offset %llu to %llu cannot be one",
+                    (unsigned long long)from->last_group, (unsigned long long)from->end_offset);
   struct wal_group_header g;
   memcpy(&g, buf + from->last_group, sizeof g);
-  return g.magic == GROUP_MAGIC && g.header_checksum == group_header_checksum(&g) &&
-         from->last_group + WAL_GROUP_HEADER + g.payload_bytes == from->end_offset && g.first_lsn >= h->first_lsn &&
-         g.first_lsn + g.payload_bytes == from->next_lsn;
+  if (g.magic != GROUP_MAGIC || g.header_checksum != group_header_checksum(&g) ||
+      from->last_group + WAL_GROUP_HEADER + g.payload_bytes != from->end_offset || g.first_lsn < h->first_lsn ||
+      g.first_lsn + g.payload_bytes != from->next_lsn)
+    return sdb_fail(SOCHDB_CORRUPT, "WAL group at file offset %llu, made durable up to offset %llu (LSN %llu), is "
+                    "damaged or not there: data that was durable is damaged",
+                    (unsigned long long)from->last_group, (unsigned long long)from->end_offset,
+                    (unsigned long long)from->next_lsn);
+  return SOCHDB_OK;
 }
 
 int wal_scan_buffer_from(const uint8_t *buf, size_t len, const uint8_t *db_id, const struct wal_resume *from,
@@ -360,8 +370,11 @@ int wal_scan_buffer_from(const uint8_t *buf, size_t len, const uint8_t *db_id, c
   int rc = begin_scan(buf, len, db_id, &h, out);
   if (rc != SOCHDB_OK)
     return rc;
-  if (!from || !resume_point_ok(buf, len, &h, from))
+  if (!from)
     return scan_groups(buf, len, WAL_SEG_HEADER, h.first_lsn, fn, ctx, out, NULL, 0);
+  rc = check_resume_point(buf, len, &h, from);
+  if (rc != SOCHDB_OK)
+    return rc;
   out->resumed = 1;
   out->last_group = from->last_group;
   return scan_groups(buf, len, from->end_offset, from->next_lsn, fn, ctx, out, NULL, 0);

@@ -137,7 +137,7 @@ struct wal_scan_result {
   uint64_t next_lsn;          /* LSN after the last whole group */
   uint64_t end_offset;        /* file offset after the last whole group: where to append */
   uint64_t last_group;        /* file offset of the last whole group (0: none) */
-  int      resumed;           /* wal_scan_buffer_from began at its resume point */
+  int      resumed;           /* wal_scan_buffer_from began at a resume point */
   uint64_t groups;
   uint64_t records;
   uint64_t torn_bytes;        /* non-zero bytes after end_offset, discarded as a torn tail */
@@ -163,13 +163,15 @@ struct wal_resume {
   uint64_t next_lsn;          /* the LSN after it */
 };
 
-/* wal_scan_buffer from `from` on: fn sees only the records after it, and
-** out counts only those groups. The resume point is checked against the
-** buffer first: at last_group there must be a group whose header is
-** intact, that ends at end_offset and whose records end at next_lsn.
-** Otherwise it is ignored and the scan reads the whole segment
-** (out->resumed says which). The groups before last_group are trusted: a
-** damaged byte among them goes unseen (sochdb check and a replay read them). */
+/* wal_scan_buffer from `from` on (NULL: the whole segment): fn sees only
+** the records after it, and out counts only those groups. The resume point
+** is a claim that the bytes before end_offset were made durable, and it is
+** checked against the buffer first: at last_group there must be a group
+** whose header is intact, that ends at end_offset and whose records end at
+** next_lsn. If not, durable data is damaged or missing: SOCHDB_CORRUPT (a
+** whole scan would take a damaged last group for a torn tail and drop
+** acknowledged commits). The groups before last_group are trusted: a damaged
+** byte among them goes unseen here (sochdb check and a replay read them). */
 int    wal_scan_buffer_from(const uint8_t *buf, size_t len, const uint8_t *db_id, const struct wal_resume *from,
                             wal_record_fn fn, void *ctx, struct wal_scan_result *out);
 

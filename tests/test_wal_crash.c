@@ -1133,44 +1133,78 @@ Test(wal_crash, region_survives_daemon_death_without_replay)
   sochdb_close(db);
 }
 
-/* A note of where the log's groups end that does not match the log (one
-** that names another LSN, a commit the region never called durable, or
-** another segment) is not trusted: the next daemon reads the whole last
-** segment, and every commit is there. */
-Test(wal_crash, a_note_of_the_logs_end_that_does_not_match_is_not_trusted)
+/* The note of where the log's durable groups end, read once its daemon is
+** dead (a SYNC commit returns before its daemon writes the note). */
+static struct durable_log_end wc_note_after_kill(sochdb *db, const char *dir, pid_t *killed)
+{
+  pid_t d = tp_wait_daemon(dir, 5000, *killed);
+  cr_assert_gt(d, 0);
+  cr_assert_eq(tp_stop_pid(d, SIGKILL, 5000, NULL), 0);
+  *killed = d;
+  struct durable_log_end e;
+  cr_assert_eq(durable_log_end(&db->region, &e), 1, "no note after SYNC commits");
+  cr_assert_gt(e.end_offset, e.last_group);
+  return e;
+}
+
+/* The serving line of the daemon after `killed`. */
+static struct wc_serving wc_next_serving(const char *dir, pid_t killed)
+{
+  pid_t next = tp_wait_daemon(dir, 5000, killed);
+  cr_assert_gt(next, 0, "no daemon after sochdbd %d", (int)killed);
+  struct wc_serving sv;
+  cr_assert(wc_serving_of(dir, next, 5000, &sv), "daemon %d logged no serving line as expected", (int)next);
+  return sv;
+}
+
+/* A note that does not apply (it claims a commit the region never called
+** durable, or names another segment) is not used: the next daemon reads
+** the whole last segment. A note that applies but that the segment does
+** not bear out means durable data is damaged: the daemon refuses to start
+** (a whole scan would take a damaged last group for a torn tail and cut
+** acknowledged commits); with the note made right again it serves, and
+** every commit is there. */
+Test(wal_crash, a_note_of_the_logs_end_is_used_only_where_it_applies)
 {
   cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
   const char *dir = tu_dir();
   sochdb *db = wc_open(dir, 10000);
   long n = 0;
   pid_t killed = 0;
-  for (int bad = 0; bad < 3; bad++) {
+  for (int bad = 0; bad < 2; bad++) {
     for (int i = 0; i < 5; i++) wc_commit_pair(db, ++n);
-    struct durable_log_end e;
-    cr_assert_eq(durable_log_end(&db->region, &e), 1, "no note after SYNC commits");
-    cr_assert_gt(e.end_offset, e.last_group);
-    pid_t d = tp_wait_daemon(dir, 5000, killed);
-    cr_assert_gt(d, 0);
-    cr_assert_eq(tp_stop_pid(d, SIGKILL, 5000, NULL), 0);
-    killed = d;
-    if (bad == 0) e.next_lsn += 8;                            /* not where the named group's records end */
-    if (bad == 1) e.seq = durable_seq(&db->region) + 5;       /* beyond what the region calls durable */
-    if (bad == 2) e.segment += 1u << 20;                      /* another segment */
+    struct durable_log_end e = wc_note_after_kill(db, dir, &killed);
+    if (bad == 0) e.seq = durable_seq(&db->region) + 5;       /* beyond what the region calls durable */
+    if (bad == 1) e.segment += 1u << 20;                      /* another segment */
     durable_note_log_end(&db->region, &e);
-    sochdb_close(db);
-    db = wc_open(dir, 10000);
-    pid_t next = tp_wait_daemon(dir, 5000, killed);
-    cr_assert_gt(next, 0);
-    struct wc_serving sv;
-    cr_assert(wc_serving_of(dir, next, 5000, &sv), "daemon %d logged no serving line as expected", (int)next);
-    cr_assert_eq(sv.read_from, WAL_SEG_HEADER, "bad note %d was trusted: the scan began at offset %llu", bad,
+    wc_commit_pair(db, ++n);                                  /* starts the next daemon */
+    struct wc_serving sv = wc_next_serving(dir, killed);
+    cr_assert_eq(sv.read_from, WAL_SEG_HEADER, "note %d does not apply but was used: the scan began at %llu", bad,
                  sv.read_from);
-    wc_expect_pairs(db, n, "after a bad note");
+    wc_expect_pairs(db, n, "after a note that does not apply");
   }
+  /* a note of this segment whose group ends at another LSN */
+  for (int i = 0; i < 5; i++) wc_commit_pair(db, ++n);
+  struct durable_log_end e = wc_note_after_kill(db, dir, &killed);
+  struct durable_log_end wrong = e;
+  wrong.next_lsn += 8;
+  durable_note_log_end(&db->region, &wrong);
+  sochdb_options o = wc_opts(2000);
+  sochdb *other = NULL;
+  int rc = sochdb_open(dir, &o, &other);
+  cr_assert_eq(rc, SOCHDB_DAEMON, "a daemon started on a log that does not bear out its note: %s",
+               sochdb_strerror(rc));
+  cr_assert(wc_wait_log(dir, "data that was durable is damaged", 1, 5000), "the daemon's log does not say why");
+  durable_note_log_end(&db->region, &e);
+  sochdb_close(db);
+  db = wc_open(dir, 10000);
+  struct wc_serving sv = wc_next_serving(dir, killed);
+  cr_assert_eq(sv.read_from, e.end_offset, "the note made right again was not used");
+  wc_expect_pairs(db, n, "after the note was made right");
   wc_commit_pair(db, ++n);
   sochdb_close(db);
-  db = wc_rebuild(dir, "after the bad notes");
-  wc_expect_pairs(db, n, "rebuilt from the log after the bad notes");
+  db = wc_rebuild(dir, "after the notes");
+  wc_expect_pairs(db, n, "rebuilt from the log after the notes");
   sochdb_close(db);
 }
 
@@ -1978,6 +2012,37 @@ Test(wal_crash, unconfirmed_groups_are_rewritten_not_trusted)
   uint64_t wound = st.durable_seq - 10;   /* the last 10 commits' groups become unconfirmed */
   atomic_store(&db->region.hdr->durable_seq, wound);
   wc_commit_pair(db, 31);                 /* starts a daemon; waits for durability */
+  char *log = wc_log(dir);
+  cr_assert_not_null(strstr(log, "never confirmed durable"), "the adopting daemon says what it rewrites:\n%s", log);
+  free(log);
+  sochdb_close(db);
+  db = wc_rebuild(dir, "before the rebuild");               /* replay refuses a commit seen twice */
+  wc_expect_pairs(db, 31, "rebuilt after the rewrite");
+  sochdb_close(db);
+}
+
+/* The same when the adopting daemon resumes its scan at the region's note
+** of where the log ends: the unconfirmed groups after the note are cut and
+** rewritten once, as with a whole scan. */
+Test(wal_crash, unconfirmed_groups_after_the_note_are_rewritten_not_trusted)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  sochdb *db = wc_open(dir, 10000);
+  for (long n = 1; n <= 20; n++)
+    wc_commit_pair(db, n);
+  pid_t killed = 0;
+  struct durable_log_end at20 = wc_note_after_kill(db, dir, &killed);
+  cr_assert_leq(at20.seq, durable_seq(&db->region), "the note covers a commit the region does not call durable");
+  for (long n = 21; n <= 30; n++)
+    wc_commit_pair(db, n);
+  wc_note_after_kill(db, dir, &killed);
+  /* As if the daemon that wrote pairs 21-30 had died before confirming any: */
+  atomic_store(&db->region.hdr->durable_seq, at20.seq);
+  durable_note_log_end(&db->region, &at20);
+  wc_commit_pair(db, 31);                 /* starts a daemon; waits for durability */
+  struct wc_serving sv = wc_next_serving(dir, killed);
+  cr_assert_eq(sv.read_from, at20.end_offset, "the adopting daemon did not resume at the note");
   char *log = wc_log(dir);
   cr_assert_not_null(strstr(log, "never confirmed durable"), "the adopting daemon says what it rewrites:\n%s", log);
   free(log);

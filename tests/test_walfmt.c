@@ -4,7 +4,9 @@
 ** the last whole group (a torn tail, never an error); damage followed by an
 ** intact group, a damaged header, another version or another database's
 ** segment is reported, never skipped; a scan beside a helper verifying
-** ahead of it reads the same, and trusts only what the helper verified.
+** ahead of it reads the same, and trusts only what the helper verified; a
+** scan resumed after a group made durable reads only what follows, and a
+** resume point the segment does not bear out is corruption.
 */
 #include <criterion/criterion.h>
 
@@ -558,7 +560,7 @@ Test(walfmt, a_scan_resumes_after_a_group_and_reads_only_what_follows)
   free(s.b.p);
 }
 
-Test(walfmt, a_resume_point_that_does_not_match_the_segment_is_ignored)
+Test(walfmt, a_resume_point_that_does_not_match_the_segment_is_corruption)
 {
   struct seg s;
   make_segment(&s, 3);
@@ -571,23 +573,30 @@ Test(walfmt, a_resume_point_that_does_not_match_the_segment_is_ignored)
     { good.last_group, good.end_offset - 8, lsn1 - 8 },           /* the end inside the group */
     { good.last_group + 8, good.end_offset, lsn1 },               /* not a group's start */
     { s.group_end[0], s.group_end[1] + 8, lsn1 },                  /* past the next group's end */
-    { good.last_group, s.b.n + 4096, lsn1 },                       /* past the file */
+    { good.last_group, s.b.n + 4096, lsn1 },                       /* past the file: durable bytes missing */
     { UINT64_MAX - 7, good.end_offset, lsn1 },                     /* an offset that would wrap */
     { 8, 40, 1000 },                                               /* inside the segment header */
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-    cr_assert_eq(scan_from(&s, s.b.n, &bad[i], 10, 1000, &r, &seen), SOCHDB_OK, "point %zu: %s", i,
-                 sochdb_last_error());
-    cr_assert_not(r.resumed, "resume point %zu does not match the segment but was taken", i);
-    cr_assert_eq(r.groups, 3, "point %zu: the whole segment is read instead", i);
-    cr_assert_eq(seen.bad, 0);
-    cr_assert_eq(seen.next_seq, s.seq_end[2]);
+    cr_assert_eq(scan_from(&s, s.b.n, &bad[i], 10, 1000, &r, &seen), SOCHDB_CORRUPT,
+                 "resume point %zu does not match the segment, yet no corruption was reported", i);
+    cr_assert_not(r.resumed);
+    cr_assert_eq(seen.records, 0, "point %zu: records were read from a segment that does not match", i);
   }
-  /* a damaged header of the group it names */
+  /* The named group's header damaged, the only group: a whole scan would
+  ** call it a torn tail and cut it; the note says it was durable. */
   s.b.p[good.last_group + 4] ^= 0x10;
-  cr_assert_eq(scan_from(&s, s.group_end[0], &good, 10, 1000, &r, &seen), SOCHDB_OK);
-  cr_assert_not(r.resumed, "the named group's header is damaged, yet the scan resumed after it");
+  cr_assert_eq(scan(s.b.p, s.group_end[0], &r, &seen), SOCHDB_OK);
   cr_assert_eq(r.torn_bytes, s.group_end[0] - WAL_SEG_HEADER, "read whole, the damaged only group is a torn tail");
+  cr_assert_eq(scan_from(&s, s.group_end[0], &good, 10, 1000, &r, &seen), SOCHDB_CORRUPT,
+               "the durable group's header is damaged, yet the scan went on");
+  cr_assert_not_null(strstr(sochdb_last_error(), "durable"), "message: %s", sochdb_last_error());
+  s.b.p[good.last_group + 4] ^= 0x10;
+  /* no resume point: the whole segment */
+  cr_assert_eq(scan_from(&s, s.b.n, NULL, 10, 1000, &r, &seen), SOCHDB_OK);
+  cr_assert_not(r.resumed);
+  cr_assert_eq(r.groups, 3);
+  cr_assert_eq(seen.bad, 0);
   free(s.b.p);
 }
 
