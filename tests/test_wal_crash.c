@@ -1999,6 +1999,19 @@ Test(wal_crash, opener_that_waited_out_a_slow_starter_opens_once_a_daemon_serves
 **     duplicates nothing.
 ** ====================================================================== */
 
+/* The adopting daemon said it rewrote unconfirmed groups, and a rebuild
+** from the log finds pairs 1..n once each; closes db. */
+static void wc_expect_rewritten_once(sochdb *db, const char *dir, long n)
+{
+  char *log = wc_log(dir);
+  cr_assert_not_null(strstr(log, "never confirmed durable"), "the adopting daemon says what it rewrites:\n%s", log);
+  free(log);
+  sochdb_close(db);
+  db = wc_rebuild(dir, "before the rebuild");               /* replay refuses a commit seen twice */
+  wc_expect_pairs(db, n, "rebuilt after the rewrite");
+  sochdb_close(db);
+}
+
 Test(wal_crash, unconfirmed_groups_are_rewritten_not_trusted)
 {
   cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
@@ -2012,13 +2025,7 @@ Test(wal_crash, unconfirmed_groups_are_rewritten_not_trusted)
   uint64_t wound = st.durable_seq - 10;   /* the last 10 commits' groups become unconfirmed */
   atomic_store(&db->region.hdr->durable_seq, wound);
   wc_commit_pair(db, 31);                 /* starts a daemon; waits for durability */
-  char *log = wc_log(dir);
-  cr_assert_not_null(strstr(log, "never confirmed durable"), "the adopting daemon says what it rewrites:\n%s", log);
-  free(log);
-  sochdb_close(db);
-  db = wc_rebuild(dir, "before the rebuild");               /* replay refuses a commit seen twice */
-  wc_expect_pairs(db, 31, "rebuilt after the rewrite");
-  sochdb_close(db);
+  wc_expect_rewritten_once(db, dir, 31);
 }
 
 /* The same when the adopting daemon resumes its scan at the region's note
@@ -2043,13 +2050,7 @@ Test(wal_crash, unconfirmed_groups_after_the_note_are_rewritten_not_trusted)
   wc_commit_pair(db, 31);                 /* starts a daemon; waits for durability */
   struct wc_serving sv = wc_next_serving(dir, killed);
   cr_assert_eq(sv.read_from, at20.end_offset, "the adopting daemon did not resume at the note");
-  char *log = wc_log(dir);
-  cr_assert_not_null(strstr(log, "never confirmed durable"), "the adopting daemon says what it rewrites:\n%s", log);
-  free(log);
-  sochdb_close(db);
-  db = wc_rebuild(dir, "before the rebuild");               /* replay refuses a commit seen twice */
-  wc_expect_pairs(db, 31, "rebuilt after the rewrite");
-  sochdb_close(db);
+  wc_expect_rewritten_once(db, dir, 31);
 }
 
 /* A client that blocks SIGTERM (a CLI waiting in sigsuspend) or ignores
