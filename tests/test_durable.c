@@ -2,7 +2,9 @@
 ** test_durable.c — the futexes of shm/durable.c: a group's publish wakes the
 ** SYNC committers waiting for its seqs, a kick wakes a WAL writer that
 ** sleeps, and an ASYNC commit's nudge one that dozes (and only one that
-** dozes), however the wake and the writer's going to sleep interleave.
+** dozes), however the wake and the writer's going to sleep interleave; and
+** the note of where the log's durable groups end reads back whole or not at
+** all (a writer killed between its words leaves no note).
 **
 ** The region is a real one, opened through the public API without a daemon,
 ** so that nothing but the test moves durable_seq or sleeps on kick_futex.
