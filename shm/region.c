@@ -167,11 +167,13 @@ static int region_format(char *base, const struct shm_open_params *p, shm_region
   return SOCHDB_OK;
 }
 
-static int region_check(const struct shm_header *h, const struct shm_open_params *p, off_t file_size)
+static int region_check(const char *path, const struct shm_header *h, const struct shm_open_params *p,
+                        off_t file_size)
 {
   if (h->layout_version != SHM_LAYOUT_VERSION)
-    return sdb_fail(SOCHDB_VERSION, "region has layout version %u; this library speaks %u",
-                    h->layout_version, SHM_LAYOUT_VERSION);
+    return sdb_fail(SOCHDB_VERSION, "region has layout version %u; this library speaks %u (another version of "
+                    "sochdb made it: once every process using the database and its daemon have stopped, remove %s, "
+                    "and the next open rebuilds it from the log)", h->layout_version, SHM_LAYOUT_VERSION, path);
   if (h->checksum != header_checksum(h))
     return sdb_fail(SOCHDB_CORRUPT, "region header checksum mismatch");
   if (h->memtable_bytes < SHM_MIN_MEMTABLE_BYTES || h->memtable_bytes > SHM_MAX_MEMTABLE_BYTES ||
@@ -212,7 +214,7 @@ static int region_attach_locked(const struct shm_open_params *p, shm_region *r, 
     int rc = SOCHDB_OK;
     int stale = 0;
     if (magic == SHM_MAGIC) {
-      rc = region_check(h, p, st.st_size);
+      rc = region_check(r->path, h, p, st.st_size);
       uint8_t boot[16];
       current_boot_id(boot);
       stale = rc == SOCHDB_OK && (memcmp(h->db_id, p->db_id, sizeof h->db_id) != 0 ||

@@ -388,6 +388,8 @@ Test(region, another_layout_version_is_refused_and_left_alone)
   sochdb_options o = small_opts();
   open_fails(dir, &o, SOCHDB_VERSION, "layout_version + 1");
   cr_assert(strstr(sochdb_last_error(), "version") != NULL, "detail: \"%s\"", sochdb_last_error());
+  cr_assert(strstr(sochdb_last_error(), path) != NULL && strstr(sochdb_last_error(), "rebuilds it") != NULL,
+            "the message does not say which file to remove and what then: \"%s\"", sochdb_last_error());
   other = 0;
   file_write(path, off, &other, sizeof other);
   open_fails(dir, &o, SOCHDB_VERSION, "layout_version 0");
@@ -396,6 +398,14 @@ Test(region, another_layout_version_is_refused_and_left_alone)
   sochdb *db = tu_open_with(dir, &o);
   char buf[16];
   cr_assert_eq(tu_read_str(db, "key", buf, sizeof buf), SOCHDB_OK, "the refused region was not touched");
+  cr_assert_str_eq(buf, "value", "value");
+  sochdb_close(db);
+  /* what the message advises: with everything stopped, remove it; the next open rebuilds it from the log */
+  tu_stop_daemon(dir);
+  file_write(path, off, &other, sizeof other);
+  cr_assert_eq(unlink(path), 0, "remove %s: %s", path, strerror(errno));
+  db = tu_open_with(dir, &o);
+  cr_assert_eq(tu_read_str(db, "key", buf, sizeof buf), SOCHDB_OK, "rebuilt from the log after the advice");
   cr_assert_str_eq(buf, "value", "value");
   sochdb_close(db);
   free(dir);
