@@ -7,7 +7,10 @@
 ** each record inside it whose length fits: scans trust the group's checksum,
 ** sochdb check verifies the record's, wal_record_checksum_ok, called on every
 ** record here) so that the record and op parsers see arbitrary bytes behind
-** valid checksums. Nothing may crash, read out of bounds or leak.
+** valid checksums. Nothing may crash, read out of bounds or leak. Each scan
+** is also resumed (wal_scan_buffer_from): at the last group the whole scan
+** found, which must end where the whole scan ended, and at a point taken
+** from the input's last 24 bytes, which may be anything.
 */
 #include "bytes.h"
 #include "walfmt.h"
@@ -37,10 +40,27 @@ static int on_record(void *ctx, const struct wal_record *rec)
   return 0;
 }
 
+/* Resume after the whole scan's last group: the same end, or the property is broken. */
+static void resume(const uint8_t *buf, size_t len, int whole_rc, const struct wal_scan_result *whole)
+{
+  struct wal_scan_result res;
+  if (whole_rc == SOCHDB_OK && whole->last_group) {
+    struct wal_resume at = { whole->last_group, whole->end_offset, whole->next_lsn };
+    if (wal_scan_buffer_from(buf, len, NULL, &at, on_record, NULL, &res) != SOCHDB_OK || !res.resumed ||
+        res.end_offset != whole->end_offset || res.next_lsn != whole->next_lsn ||
+        res.torn_bytes != whole->torn_bytes)
+      abort();
+  }
+  if (len >= WAL_SEG_HEADER + 24) {
+    struct wal_resume any = { ld64(buf + len - 24), ld64(buf + len - 16), ld64(buf + len - 8) };
+    (void)wal_scan_buffer_from(buf, len, NULL, &any, on_record, NULL, &res);
+  }
+}
+
 static void scan(const uint8_t *buf, size_t len)
 {
   struct wal_scan_result res;
-  (void)wal_scan_buffer(buf, len, NULL, on_record, NULL, &res);
+  resume(buf, len, wal_scan_buffer(buf, len, NULL, on_record, NULL, &res), &res);
   if (len >= WAL_SEG_HEADER) {   /* with the id check too: the header's own id */
     uint8_t id[16];
     memcpy(id, buf + 24, 16);
