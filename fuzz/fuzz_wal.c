@@ -46,14 +46,14 @@ static void resume(const uint8_t *buf, size_t len, int whole_rc, const struct wa
   struct wal_scan_result res;
   if (whole_rc == SOCHDB_OK && whole->last_group) {
     struct wal_resume at = { whole->last_group, whole->end_offset, whole->next_lsn };
-    if (wal_scan_buffer_from(buf, len, NULL, &at, on_record, NULL, &res) != SOCHDB_OK || !res.resumed ||
+    if (wal_scan_buffer_from(buf, len, -1, NULL, &at, on_record, NULL, &res) != SOCHDB_OK || !res.resumed ||
         res.end_offset != whole->end_offset || res.next_lsn != whole->next_lsn ||
         res.torn_bytes != whole->torn_bytes)
       abort();
   }
   if (len >= WAL_SEG_HEADER + 24) {
     struct wal_resume any = { ld64(buf + len - 24), ld64(buf + len - 16), ld64(buf + len - 8) };
-    (void)wal_scan_buffer_from(buf, len, NULL, &any, on_record, NULL, &res);
+    (void)wal_scan_buffer_from(buf, len, -1, NULL, &any, on_record, NULL, &res);
   }
 }
 

@@ -285,6 +285,7 @@ static int sort_chunk(struct replay *rp)
 struct mapped {
   const uint8_t *buf;
   size_t         len;
+  int            fd;          /* open for reading (the tail's check, walfmt.h), or -1 */
 };
 
 /* The replay's helper thread. First it backs the first memtable's pages
@@ -932,6 +933,7 @@ static int map_segments(const char *dir, const uint64_t *lsns, size_t n, struct 
     int rc = wal_map_segment(path, &maps[i].buf, &maps[i].len);
     if (rc != SOCHDB_OK)
       return rc;
+    maps[i].fd = open(path, O_RDONLY | O_CLOEXEC);   /* -1: the scan reads the tail through the mapping */
   }
   return SOCHDB_OK;
 }
@@ -947,8 +949,8 @@ static int scan_segments(const char *dir, const uint64_t *lsns, size_t n, const 
     char path[4300];
     wal_segment_path(path, sizeof path, dir, lsns[i]);
     struct wal_scan_result res;
-    int rc = wal_scan_buffer_ahead(maps[i].buf, maps[i].len, rp->r->hdr->db_id, replay_record, rp, &res,
-                                   &rp->helper->ahead, (uint32_t)i);
+    int rc = wal_scan_buffer_ahead(maps[i].buf, maps[i].len, maps[i].fd, rp->r->hdr->db_id, replay_record, rp,
+                                   &res, &rp->helper->ahead, (uint32_t)i);
     if (rc != SOCHDB_OK)
       return rc;
     CRASHPOINT("replay.scanned");
@@ -1089,6 +1091,8 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
   struct mapped *maps = n ? calloc(n, sizeof *maps) : NULL;
   if (n && !maps)
     rc = sdb_fail(SOCHDB_NOMEM, "replaying %zu WAL segments", n);
+  for (size_t i = 0; maps && i < n; i++)
+    maps[i].fd = -1;
   if (rc == SOCHDB_OK)
     rc = map_segments(dir, lsns, n, maps);
   /* after a failure only for its mutex: no thread, no pages for a region about to go */
@@ -1102,9 +1106,12 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
     rc = build_chunk(&rp);
   helper_stop(&hp);
   warm_join(&wm);
-  for (size_t i = 0; maps && i < n; i++)
+  for (size_t i = 0; maps && i < n; i++) {
     if (maps[i].buf)
       wal_unmap_segment(maps[i].buf, maps[i].len);
+    if (maps[i].fd >= 0)
+      close(maps[i].fd);
+  }
   free(maps);
   free(rp.ops);
   free(rp.order);

@@ -163,7 +163,8 @@ struct wal_resume {
   uint64_t next_lsn;          /* the LSN after it */
 };
 
-/* wal_scan_buffer from `from` on (NULL: the whole segment): fn sees only
+/* wal_scan_buffer from `from` on (NULL: the whole segment; fd as for
+** wal_scan_buffer_ahead): fn sees only
 ** the records after it, and out counts only those groups. The resume point
 ** is a claim that the bytes before end_offset were made durable, and it is
 ** checked against the buffer first: at last_group there must be a group
@@ -172,8 +173,8 @@ struct wal_resume {
 ** whole scan would take a damaged last group for a torn tail and drop
 ** acknowledged commits). The groups before last_group are trusted: a damaged
 ** byte among them goes unseen here (sochdb check and a replay read them). */
-int    wal_scan_buffer_from(const uint8_t *buf, size_t len, const uint8_t *db_id, const struct wal_resume *from,
-                            wal_record_fn fn, void *ctx, struct wal_scan_result *out);
+int    wal_scan_buffer_from(const uint8_t *buf, size_t len, int fd, const uint8_t *db_id,
+                            const struct wal_resume *from, wal_record_fn fn, void *ctx, struct wal_scan_result *out);
 
 /* Verifying ahead: a helper thread computes the groups' payload checksums
 ** (most of a scan's reading) while the scan parses the groups behind it.
@@ -208,9 +209,13 @@ static inline uint64_t wal_ahead_pos(uint32_t seg, uint64_t off)
 void   wal_verify_ahead(struct wal_ahead *a, uint32_t seg, const uint8_t *buf, size_t len);
 
 /* wal_scan_buffer of segment number seg, skipping the payload checksums of
-** the groups `ahead` says are verified, and publishing its progress there. */
-int    wal_scan_buffer_ahead(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_record_fn fn, void *ctx,
-                             struct wal_scan_result *out, struct wal_ahead *ahead, uint32_t seg);
+** the groups `ahead` says are verified, and publishing its progress there.
+** fd: the segment's file open for reading, or -1. With it, whether what
+** follows the last group is zeros (a clean end) is read through the file
+** instead of the mapping: a copy costs less there than the first touch of
+** each mapped page. */
+int    wal_scan_buffer_ahead(const uint8_t *buf, size_t len, int fd, const uint8_t *db_id, wal_record_fn fn,
+                             void *ctx, struct wal_scan_result *out, struct wal_ahead *ahead, uint32_t seg);
 
 /* Map a segment read-only (*len 0 and a valid *buf for an empty file); undo
 ** with wal_unmap_segment, also after a failure. SOCHDB_IO on a failed system call. */

@@ -149,7 +149,7 @@ static int scan_ahead(const uint8_t *p, size_t n, struct wal_ahead *a, uint32_t 
   memset(seen, 0, sizeof *seen);
   seen->next_seq = 10;
   seen->next_lsn = 1000;
-  return wal_scan_buffer_ahead(p, n, DB_ID, check_record, seen, r, a, seg);
+  return wal_scan_buffer_ahead(p, n, -1, DB_ID, check_record, seen, r, a, seg);
 }
 
 static int scan(const uint8_t *p, size_t n, struct wal_scan_result *r, struct seen *seen)
@@ -517,7 +517,7 @@ static int scan_from(const struct seg *s, size_t n, const struct wal_resume *fro
   memset(seen, 0, sizeof *seen);
   seen->next_seq = seq;
   seen->next_lsn = lsn;
-  return wal_scan_buffer_from(s->b.p, n, DB_ID, from, check_record, seen, r);
+  return wal_scan_buffer_from(s->b.p, n, -1, DB_ID, from, check_record, seen, r);
 }
 
 /* The resume point after group g of s. */
@@ -625,5 +625,56 @@ Test(walfmt, after_a_resume_point_a_torn_tail_and_damage_are_judged_as_ever)
   cr_assert(r.resumed);
   cr_assert_eq(seen.next_seq, s.seq_end[2]);
   cr_assert_eq(scan(s.b.p, s.b.n, &r, &seen), SOCHDB_CORRUPT, "a whole scan still finds it");
+  free(s.b.p);
+}
+
+/* ---- the tail after the last group, read through the file */
+
+/* Scan s's n bytes through a buffer and, written to a file, with the file
+** given for the tail: both ways must agree. */
+static void agree_with_the_file(const struct seg *s, size_t n, const char *what)
+{
+  char path[] = "/tmp/sochdb-walfmt-tail-XXXXXX";
+  int fd = mkstemp(path);
+  cr_assert_geq(fd, 0);
+  cr_assert_eq(write(fd, s->b.p, n), (ssize_t)n, "write");
+  struct wal_scan_result mem, file;
+  struct seen seen;
+  memset(&seen, 0, sizeof seen);
+  seen.next_seq = 10;
+  seen.next_lsn = 1000;
+  int rc_mem = wal_scan_buffer_ahead(s->b.p, n, -1, DB_ID, NULL, NULL, &mem, NULL, 0);
+  int rc_file = wal_scan_buffer_ahead(s->b.p, n, fd, DB_ID, check_record, &seen, &file, NULL, 0);
+  close(fd);
+  unlink(path);
+  cr_assert_eq(rc_file, rc_mem, "%s: %s through the file, %s through the mapping", what, sochdb_strerror(rc_file),
+               sochdb_strerror(rc_mem));
+  cr_assert_eq(file.end_offset, mem.end_offset, "%s", what);
+  cr_assert_eq(file.torn_bytes, mem.torn_bytes, "%s", what);
+  cr_assert_eq(file.groups, mem.groups, "%s", what);
+  cr_assert_eq(seen.bad, 0, "%s", what);
+}
+
+Test(walfmt, a_tail_read_through_the_file_is_judged_as_through_the_mapping)
+{
+  struct seg s;
+  make_segment(&s, 2);
+  size_t end = s.b.n;
+  static uint8_t zeros[200 << 10];   /* longer than the scan's chunk of the file */
+  append(&s.b, zeros, sizeof zeros);
+  agree_with_the_file(&s, s.b.n, "a long runway of zeros");
+  struct wal_scan_result r;
+  struct seen seen;
+  cr_assert_eq(scan(s.b.p, s.b.n, &r, &seen), SOCHDB_OK);
+  cr_assert_eq(r.torn_bytes, 0, "zeros are a clean end");
+  /* one byte far into the runway, past the first chunks: a torn tail either way */
+  size_t far[] = { end, end + (16 << 10), end + (70 << 10), s.b.n - 1 };
+  for (size_t i = 0; i < sizeof far / sizeof far[0]; i++) {
+    s.b.p[far[i]] = 0x5a;
+    agree_with_the_file(&s, s.b.n, "a byte in the runway");
+    cr_assert_eq(scan(s.b.p, s.b.n, &r, &seen), SOCHDB_OK);
+    cr_assert_eq(r.torn_bytes, s.b.n - end, "a byte at %zu of the runway makes the rest a torn tail", far[i] - end);
+    s.b.p[far[i]] = 0;
+  }
   free(s.b.p);
 }
