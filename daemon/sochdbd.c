@@ -485,6 +485,16 @@ static int give_up_locked(int *report_fd, int lock_fd)
 {
   close(lock_fd);
   report(report_fd, 1);
+#ifdef SOCHDB_TESTING
+  /* sochdbd-testing: $SOCHDB_TEST_GIVE_UP_PAUSE_MS=N lives on N ms after the
+  ** verdict, so that a test's starter always probes the lock meanwhile */
+  unsigned pause_ms;
+  const char *env = getenv("SOCHDB_TEST_GIVE_UP_PAUSE_MS");
+  if (env && parse_ms("$SOCHDB_TEST_GIVE_UP_PAUSE_MS", env, 60000u, &pause_ms) == 0) {
+    struct timespec ts = { pause_ms / 1000, (long)(pause_ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+  }
+#endif
   return 1;
 }
 

@@ -281,9 +281,6 @@ int wal_scan_buffer(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_re
   return wal_scan_buffer_ahead(buf, len, -1, db_id, fn, ctx, out, NULL, 0);
 }
 
-/* The groups of a segment whose header checked out, from file offset off
-** (a group's start, LSN next_lsn) to the end: records to fn, the end and
-** any torn tail into out. */
 /* Whether bytes [off, len) of the segment are all zeros. With its file
 ** (fd >= 0) they are read into a small buffer: the runway of zeros after a
 ** segment's last group is up to 1 MiB, and under a hypervisor that shadows
@@ -305,6 +302,9 @@ static int zeros_from(const uint8_t *buf, size_t len, size_t off, int fd)
   return off == len || all_zero(buf + off, len - off);
 }
 
+/* The groups of a segment whose header checked out, from file offset off
+** (a group's start, LSN next_lsn) to the end: records to fn, the end and
+** any torn tail into out. */
 static int scan_groups(const uint8_t *buf, size_t len, size_t off, uint64_t next_lsn, wal_record_fn fn, void *ctx,
                        struct wal_scan_result *out, struct wal_ahead *ahead, uint32_t seg, int fd)
 {

@@ -676,5 +676,20 @@ Test(walfmt, a_tail_read_through_the_file_is_judged_as_through_the_mapping)
     cr_assert_eq(r.torn_bytes, s.b.n - end, "a byte at %zu of the runway makes the rest a torn tail", far[i] - end);
     s.b.p[far[i]] = 0;
   }
+  /* The file is what is read: a byte in the buffer's runway that the file
+  ** does not have goes unseen, up to where a shorter file ends and the
+  ** buffer takes over. */
+  char path[] = "/tmp/sochdb-walfmt-tail-XXXXXX";
+  int fd = mkstemp(path);
+  cr_assert_geq(fd, 0);
+  cr_assert_eq(write(fd, s.b.p, s.b.n), (ssize_t)s.b.n, "write");
+  s.b.p[end + (70 << 10)] = 0x5a;
+  cr_assert_eq(wal_scan_buffer_ahead(s.b.p, s.b.n, fd, DB_ID, NULL, NULL, &r, NULL, 0), SOCHDB_OK);
+  cr_assert_eq(r.torn_bytes, 0, "the tail was not read through the file");
+  cr_assert_eq(ftruncate(fd, (off_t)(end + (20 << 10))), 0, "truncate");
+  cr_assert_eq(wal_scan_buffer_ahead(s.b.p, s.b.n, fd, DB_ID, NULL, NULL, &r, NULL, 0), SOCHDB_OK);
+  cr_assert_eq(r.torn_bytes, s.b.n - end, "past the file's end the buffer was not read");
+  close(fd);
+  unlink(path);
   free(s.b.p);
 }
