@@ -184,12 +184,16 @@ static void write_pid(int fd)
 ** a wake or a stop that lands must not be lost (tests/test_sochdbd.c). */
 static unsigned idle_test_ms, idle_test_pause_ms;
 
+static void sleep_ms(unsigned ms)
+{
+  struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+  nanosleep(&ts, NULL);
+}
+
 static void idle_test_pause(void)
 {
-  if (idle_test_pause_ms) {
-    struct timespec ts = { idle_test_pause_ms / 1000, (long)(idle_test_pause_ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-  }
+  if (idle_test_pause_ms)
+    sleep_ms(idle_test_pause_ms);
 }
 
 struct writer_args {
@@ -490,10 +494,8 @@ static int give_up_locked(int *report_fd, int lock_fd)
   ** verdict, so that a test's starter always probes the lock meanwhile */
   unsigned pause_ms;
   const char *env = getenv("SOCHDB_TEST_GIVE_UP_PAUSE_MS");
-  if (env && parse_ms("$SOCHDB_TEST_GIVE_UP_PAUSE_MS", env, 60000u, &pause_ms) == 0) {
-    struct timespec ts = { pause_ms / 1000, (long)(pause_ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-  }
+  if (env && parse_ms("$SOCHDB_TEST_GIVE_UP_PAUSE_MS", env, 60000u, &pause_ms) == 0)
+    sleep_ms(pause_ms);
 #endif
   return 1;
 }

@@ -147,8 +147,7 @@ struct replay {
   size_t      ops_mapped;     /* bytes of ops populated (scratch_populate) */
   uint64_t    bytes;          /* what it may take in the arena (see above) */
   uint64_t    room;           /* what the active memtable had left when the chunk began */
-  struct helper *helper;      /* the thread backing the first memtable's pages */
-  struct stage stage;         /* the memtable being laid out (see above) */
+  struct stage stage;         /* the memtable being laid out (see above); stage.helper: the helper thread */
   uint8_t    *newkey;         /* per op (cap of them): its key differs from the one before it in key order */
   int         unsorted;       /* a key of the chunk is below the one before it in commit order */
   uint32_t    common;         /* the longest prefix every key of the chunk shares */
@@ -419,10 +418,10 @@ static void helper_start(struct helper *h, shm_region *r, uint64_t wal_bytes, co
   h->running = wal_bytes >= HELPER_MIN && pthread_create(&h->th, NULL, helper_main, h) == 0;
 }
 
-/* Wait until the helper is done with the pages (at once if there is none). */
+/* Wait until the helper is done with the pages (at once if there is none: h NULL). */
 static void helper_wait_pages(struct helper *h)
 {
-  if (!h->running)
+  if (!h)
     return;
   pthread_mutex_lock(&h->lock);
   while (!h->prepared)
@@ -752,7 +751,7 @@ static int build_chunk(struct replay *rp)
       total += sl_node_bytes(o->height, o->klen);
     total += pad8(mv_version_bytes(o->vlen));
   }
-  helper_wait_pages(rp->helper);             /* its pages are ready: no two passes over them */
+  helper_wait_pages(rp->stage.helper);       /* its pages are ready: no two passes over them */
   uint32_t mt = arena_active(r);
   int err;
   uint64_t at = reserve_chunk(r, mt, total, &err);
@@ -942,7 +941,7 @@ static int map_segments(const char *dir, const uint64_t *lsns, size_t n, struct 
 ** each other; *end: where the last one's whole groups end (its last_group
 ** 0 if it has none), for the daemon that adopts the log (durable.h). */
 static int scan_segments(const char *dir, const uint64_t *lsns, size_t n, const struct mapped *maps,
-                         struct replay *rp, struct durable_log_end *end)
+                         struct wal_ahead *ahead, struct replay *rp, struct durable_log_end *end)
 {
   uint64_t expect_lsn = n ? lsns[0] : 0;
   for (size_t i = 0; i < n; i++) {
@@ -950,7 +949,7 @@ static int scan_segments(const char *dir, const uint64_t *lsns, size_t n, const 
     wal_segment_path(path, sizeof path, dir, lsns[i]);
     struct wal_scan_result res;
     int rc = wal_scan_buffer_ahead(maps[i].buf, maps[i].len, maps[i].fd, rp->r->hdr->db_id, replay_record, rp,
-                                   &res, &rp->helper->ahead, (uint32_t)i);
+                                   &res, ahead, (uint32_t)i);
     if (rc != SOCHDB_OK)
       return rc;
     CRASHPOINT("replay.scanned");
@@ -1081,7 +1080,7 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
   struct helper hp = { 0 };
   struct durable_log_end log_end = { 0 };
   /* seq 1 is the empty database */
-  struct replay rp = { .r = r, .max_seq = flushed > 1 ? flushed : 1, .flushed = flushed, .helper = &hp };
+  struct replay rp = { .r = r, .max_seq = flushed > 1 ? flushed : 1, .flushed = flushed };
   rp.room = room_left(&rp);
   rp.stage = (struct stage){ .fd = r->fd };
   if (window_alloc(&rp.stage.win[0]) != 0)
@@ -1099,7 +1098,7 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
   helper_start(&hp, r, rc == SOCHDB_OK ? wal_bytes : 0, maps, rc == SOCHDB_OK ? n : 0);
   rp.stage.helper = hp.running ? &hp : NULL;
   if (rc == SOCHDB_OK)
-    rc = scan_segments(dir, lsns, n, maps, &rp, &log_end);
+    rc = scan_segments(dir, lsns, n, maps, &hp.ahead, &rp, &log_end);
   if (rc == SOCHDB_OK)
     helper_serve_now(rp.stage.helper);
   if (rc == SOCHDB_OK)
