@@ -423,9 +423,11 @@ int sochdb_wait_settled(sochdb *db, sochdb_stats *out, double *seconds)
       return fail("interrupted");
     if (stats_now(db, &st) != 0)
       return -1;
+    double waited = (double)(now_ns() - t0) / NS_PER_S;
     stable = settled_now(&st) && same_files(&st, &prev) ? stable + 1 : 0;
-    *seconds = (double)(now_ns() - t0) / NS_PER_S;
-    if (*seconds > SETTLE_MAX_S)
+    if (stable <= 1)   /* a streak starts (or none): the poll that found it settled */
+      *seconds = waited;
+    if (waited > SETTLE_MAX_S)
       return fail("flushing and compaction did not settle within %.0f s: %u memtables live, %u L0 files, "
                   "compaction debt %llu bytes, %llu flushes, %llu compactions", SETTLE_MAX_S,
                   st.memtables_in_use, st.l0_files, (unsigned long long)st.compaction_debt_bytes,
@@ -435,6 +437,25 @@ int sochdb_wait_settled(sochdb *db, sochdb_stats *out, double *seconds)
   }
   *out = st;
   return 0;
+}
+
+int sochdb_wait_durable(sochdb *db, uint64_t seq, double *seconds)
+{
+  sochdb_stats st;
+  uint64_t t0 = now_ns();
+  for (;;) {
+    if (interrupted)
+      return fail("interrupted");
+    if (stats_now(db, &st) != 0)
+      return -1;
+    *seconds = (double)(now_ns() - t0) / NS_PER_S;
+    if (st.durable_seq >= seq)
+      return 0;
+    if (*seconds > SETTLE_MAX_S)
+      return fail("the log was not durable through commit %llu within %.0f s (durable through %llu)",
+                  (unsigned long long)seq, SETTLE_MAX_S, (unsigned long long)st.durable_seq);
+    sleep_us(DURABLE_POLL_US);
+  }
 }
 
 /* ---- worker processes -------------------------------------------------------- */

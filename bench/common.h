@@ -35,6 +35,7 @@
 #define SETTLE_POLL_US  100000u  /* how often the settle wait reads the stats */
 #define SETTLE_STABLE   3u       /* polls in a row that must find everything settled and unchanged */
 #define SETTLE_MAX_S    600.0    /* longest wait for flushing and compaction to settle */
+#define DURABLE_POLL_US 2000u    /* how often the wait for the log to catch up reads the stats */
 
 /* ---- errors and interruption ---------------------------------------------- */
 
@@ -173,8 +174,12 @@ int   stop_daemon(const char *dir, int sig);
 int   stats_now(sochdb *db, sochdb_stats *st);
 /* Poll the stats until SETTLE_STABLE polls in a row find every rotated-out
 ** memtable flushed, level 0 below the trigger, no compaction debt and no file
-** changed; *st gets the last stats, *seconds the wait. */
+** changed; *st gets the last stats, *seconds the wait until the first of
+** those polls (the confirming polls after it are not counted). */
 int   sochdb_wait_settled(sochdb *db, sochdb_stats *st, double *seconds);
+/* Poll the stats every DURABLE_POLL_US until every commit up to seq is
+** durable; *seconds gets the wait. */
+int   sochdb_wait_durable(sochdb *db, uint64_t seq, double *seconds);
 
 /* ---- worker processes ----------------------------------------------------------- */
 

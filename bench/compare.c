@@ -401,6 +401,7 @@ struct cout {                     /* one worker's figures */
 struct cshared {                  /* MAP_SHARED between the parent and the workers */
   atomic_uint ready, done;
   atomic_int  go;
+  atomic_int  verify_go;          /* the workers read back what they wrote after the parent's settle wait */
   uint64_t    deadline_ns;
   struct cout out[];
 };
@@ -665,6 +666,8 @@ static int worker_run(const struct wctx *w)
     measure_memory(w, o);
   atomic_fetch_add(&w->sh->done, 1);
   unsigned op = w->ph->op;
+  while (rc == 0 && !atomic_load_explicit(&w->sh->verify_go, memory_order_acquire))
+    sleep_us(1000);
   if (rc == 0 && (op == WL_FILL_SEQ || op == WL_FILL_BATCH || op == WL_SYNC))
     rc = verify_written(w, &exp, w->idx, o->ops);
   kv_free(&kv);
@@ -733,6 +736,9 @@ struct cell {                     /* one workload row on one engine */
   uint64_t    mem_private_kib, mem_private_all_kib, mem_rss_kib;   /* the largest of its clients */
   uint64_t    cpu_ns, helper_cpu_ns;  /* CPU time of the clients (all together) and of the helper */
   uint64_t    region_kib, helper_rss_kib, helper_private_kib;
+  int         settled;            /* a fill whose engine's background work was waited for (quiesce) */
+  double      durable_after_s, settled_after_s;   /* from the end of the phase */
+  uint64_t    settle_helper_cpu_ns;               /* the helper's CPU time during that wait */
 };
 
 struct row {
@@ -791,6 +797,16 @@ static int run_cphase(const struct cconfig *c, const struct engine_ops *ops, voi
   }
   if (rc == 0 && cell && ops->shared_memory)
     ops->shared_memory(state, &cell->region_kib, &cell->helper_rss_kib, &cell->helper_private_kib);
+  /* What a fill left the engine to do once the clock stopped; the workers
+  ** read back after it, so that their reads do not slow it down. */
+  if (rc == 0 && cell && ops->quiesce && (ph->op == WL_FILL_SEQ || ph->op == WL_FILL_BATCH)) {
+    fprintf(stderr, "compare: waiting for %s's background work to settle...\n", ops->name);
+    rc = ops->quiesce(state, &cell->durable_after_s, &cell->settled_after_s);
+    uint64_t helper2 = ops->helper_cpu_ns ? ops->helper_cpu_ns(state) : 0;
+    cell->settle_helper_cpu_ns = helper2 > helper1 ? helper2 - helper1 : 0;
+    cell->settled = rc == 0;
+  }
+  atomic_store_explicit(&sh->verify_go, 1, memory_order_release);
   if (kids_finish(&k, rc != 0) != 0 && rc == 0)
     rc = fail("%s: a worker failed (see above)", ops->name);
   if (cell) {
@@ -911,7 +927,8 @@ static void run_loaded(const struct cconfig *c, struct cresults *res, struct row
     }
     if (rc == 0 && ops->quiesce) {
       fprintf(stderr, "compare: waiting for %s's background work to settle...\n", ops->name);
-      rc = ops->quiesce(state, &ld->settle_seconds);
+      double durable_s;
+      rc = ops->quiesce(state, &durable_s, &ld->settle_seconds);
     }
     for (unsigned i = 0; i < nrows && rc == 0 && !interrupted; i++) {
       struct row *r = rows[i];
@@ -1097,6 +1114,32 @@ static void print_cpu(const struct cconfig *c, const struct cresults *res)
   printf("\n");
 }
 
+/* A fill's clock stops with its last commit; what the engine's helper still
+** had to do then (make the commits durable, flush, compact) is shown here,
+** with the rate the fill would have had if the clock had run until it was
+** done: the rate a load longer than the region's memtables can sustain. */
+static void print_settle(const struct cconfig *c, const struct cresults *res)
+{
+  int any = 0;
+  for (unsigned i = 0; i < res->nrows; i++)
+    for (unsigned e = 0; e < c->neng; e++) {
+      const struct cell *x = &res->row[i].cell[e];
+      if (!cell_ok(x) || !x->settled)
+        continue;
+      if (!any++)
+        printf("after the clock stopped (engines with a helper that reports it): the newest commit durable after, "
+               "flushing and compaction settled after, the helper's CPU a put until then, puts/s over both\n"
+               "%-18s %-10s %14s %14s %14s %14s\n", "workload", "engine", "durable after", "settled after",
+               "helper us/put", "puts/s");
+      double secs = x->seconds + x->settled_after_s;
+      printf("%-18s %-10s %13.2fs %13.2fs %14.2f %14.0f\n", res->row[i].label, c->eng[e]->name, x->durable_after_s,
+             x->settled_after_s, x->ops ? (double)(x->helper_cpu_ns + x->settle_helper_cpu_ns) / 1e3 / (double)x->ops : 0,
+             secs > 0 ? (double)x->ops / secs : 0);
+    }
+  if (any)
+    printf("\n");
+}
+
 static void print_latencies(const struct cconfig *c, const struct cresults *res)
 {
   int any = 0;
@@ -1185,6 +1228,11 @@ static void json_cell(FILE *f, const struct cell *x, const struct engine_ops *op
     fprintf(f, ", \"client_cpu_us_per_op\": %.4f", cpu_us_per_op(x, 0));
     if (ops->helper_cpu_ns)
       fprintf(f, ", \"daemon_cpu_us_per_op\": %.4f", cpu_us_per_op(x, 1));
+    if (x->settled)
+      fprintf(f, ", \"durable_after_s\": %.3f, \"settled_after_s\": %.3f, \"daemon_cpu_us_per_op_until_settled\": %.4f, "
+                 "\"ops_per_s_until_settled\": %.1f", x->durable_after_s, x->settled_after_s,
+              x->ops ? (double)(x->helper_cpu_ns + x->settle_helper_cpu_ns) / 1e3 / (double)x->ops : 0,
+              x->seconds + x->settled_after_s > 0 ? (double)x->ops / (x->seconds + x->settled_after_s) : 0);
     if (wl == WL_MIXED)
       fprintf(f, ", \"reads\": %llu, \"updates\": %llu, \"update_p50_us\": %.3f, \"update_p99_us\": %.3f, "
                  "\"update_p999_us\": %.3f", ull(x->lat.count), ull(x->lat_upd.count), us(&x->lat_upd, 0.5),
@@ -1429,6 +1477,7 @@ int compare_main(int argc, char **argv)
   print_rates(&c, &res);
   print_latencies(&c, &res);
   print_cpu(&c, &res);
+  print_settle(&c, &res);
   print_memory(&c, &res);
   print_settings(&c, &res);
   int out = write_cjson(&c, &res);

@@ -68,9 +68,11 @@ struct engine_ops {
   ** state, stop what runs on the engine's behalf; the caller then removes
   ** p->dir. */
   int  (*teardown)(const struct engine_params *p, void *state);
-  /* In the parent, after a load (may be NULL): wait until the engine's
-  ** background work on it (flushes, compaction) has settled. */
-  int  (*quiesce)(void *state, double *seconds);
+  /* In the parent, after a load or a fill (may be NULL): wait until the
+  ** engine's background work on it has settled. From the call: *durable_s
+  ** until the newest commit was durable (its log caught up), *settle_s
+  ** until flushes and compaction settled. */
+  int  (*quiesce)(void *state, double *durable_s, double *settle_s);
   /* In the parent (may be NULL): the engine's memory outside its clients,
   ** in KiB: what a shared region holds, and a helper process's RSS and
   ** private memory. */
