@@ -132,14 +132,17 @@ void sochdb_close(sochdb *db);
 /*
 ** sochdb_txn_begin — start a transaction whose snapshot is the last commit
 ** published when it begins. Read-only transactions (SOCHDB_TXN_READONLY)
-** never block and are never blocked; they refuse writes.
+** never block and are never blocked; they refuse writes. A read-write
+** transaction's begin waits out the write stall (see sochdb_commit) before
+** it takes its snapshot, up to busy_timeout_ms.
 **
 ** On success *out is owned by the caller until sochdb_commit() or
 ** sochdb_abort() frees it.
 **
 ** Errors: SOCHDB_INVALID (NULL argument, unknown flag bits, handle inherited
 **   across fork), SOCHDB_BUSY (this handle has too many open transactions:
-**   SOCHDB_MAX_TXNS_PER_HANDLE), SOCHDB_NOMEM.
+**   SOCHDB_MAX_TXNS_PER_HANDLE; or, read-write only, the write stall was not
+**   over within busy_timeout_ms), SOCHDB_NOMEM.
 */
 #define SOCHDB_MAX_TXNS_PER_HANDLE 128u
 int  sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out);
@@ -184,14 +187,21 @@ int  sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, s
 **
 ** SOCHDB_SYNC returns once the commit is durable (written and fdatasync'd by
 ** sochdbd's group commit); SOCHDB_ASYNC once it is visible (durable within a
-** few milliseconds). A commit is visible to others slightly before it is
-** durable; the log keeps commit order, so a crash loses at most a suffix of
-** unacknowledged commits.
+** few milliseconds while the log keeps up). A commit is visible to others
+** slightly before it is durable; the log keeps commit order, so a crash loses
+** at most a suffix of unacknowledged commits.
+**
+** Write stall: a read-write transaction's begin waits while more than 128
+** MiB (and at least two) of full memtables wait for sochdbd to flush them,
+** and its commit, before it installs anything, while one more than that
+** does. That bounds how far ASYNC durability can lag a load faster than the
+** daemon, and what a replay after a lost region must read.
 **
 ** Errors: SOCHDB_CONFLICT, SOCHDB_INVALID (unknown flag bits, NULL t,
 **   inherited across fork, more than 65535 keys or 1 GiB written in one
-**   transaction: nothing is applied), SOCHDB_BUSY (no memtable room, or the WAL
-**   writer too far behind, within busy_timeout_ms), SOCHDB_NOMEM,
+**   transaction: nothing is applied), SOCHDB_BUSY (no memtable room, the WAL
+**   writer too far behind, or the write stall not over, within
+**   busy_timeout_ms: nothing is applied), SOCHDB_NOMEM,
 **   SOCHDB_DAEMON (SOCHDB_SYNC only: the commit IS applied and visible, but
 **   no daemon confirmed it durable within max(busy_timeout_ms, 5 s), even
 **   after restarting one).

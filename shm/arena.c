@@ -257,6 +257,27 @@ static void collect_view(const shm_region *r, struct mt_view *v, uint64_t *ids)
   }
 }
 
+int arena_flush_backlog_over(const shm_region *r, uint32_t limit)
+{
+  /* relaxed: only a throttle reads this; a mask a moment stale starts or
+  ** ends one writer's wait a moment late, and orders nothing */
+  uint64_t viewable = atomic_load_explicit(&r->hdr->viewable_memtables, memory_order_relaxed);
+  if ((uint32_t)__builtin_popcountll(viewable) <= limit + 1)
+    return 0;   /* nearly always: one load, no arena looked at */
+  uint32_t active = arena_active(r), waiting = 0;
+  for (; viewable; viewable &= viewable - 1) {
+    uint32_t i = (uint32_t)__builtin_ctzll(viewable);
+    /* acquire: a writer that waited here until a memtable was RETIRED then
+    ** takes its snapshot after the flush that retired it, so its commit's
+    ** check_retired (src/txn.c) finds nothing newer than the snapshot there.
+    ** A claimer means a rotation in progress: not a full memtable. */
+    uint64_t word = atomic_load_explicit(&arena_memtable(r, i)->state_claim, memory_order_acquire);
+    if (i != active && word == mt_word(MT_LIVE, 0))
+      waiting++;
+  }
+  return waiting > limit;
+}
+
 void arena_view(const shm_region *r, struct mt_view *v)
 {
   uint64_t ids[SHM_MAX_MEMTABLES];

@@ -123,6 +123,11 @@ void     arena_wake_flusher(shm_region *r);
 /* Live memtables, newest first. */
 void     arena_view(const shm_region *r, struct mt_view *v);
 
+/* 1 if more than `limit` memtables are full and wait for their flush (LIVE,
+** unclaimed, not the active one); flushed memtables that readers still hold
+** do not count. A figure for a throttle: it may be a moment stale. */
+int      arena_flush_backlog_over(const shm_region *r, uint32_t limit);
+
 /* The same for a transaction that keeps reading them, in two halves around
 ** the caller's seq_cst fence (which may order other hazards too): offer
 ** takes the view, with each memtable's id in ids[SHM_MAX_MEMTABLES], and

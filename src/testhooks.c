@@ -28,6 +28,12 @@ void sochdb_test_without_daemon(int on) { atomic_store(&without_daemon, on); }
 
 int sdb_test_without_daemon(void) { return atomic_load_explicit(&without_daemon, memory_order_relaxed); }
 
+static _Atomic uint64_t flush_backlog;
+
+void sochdb_test_flush_backlog(uint64_t bytes) { atomic_store(&flush_backlog, bytes); }
+
+uint64_t sdb_test_flush_backlog(void) { return atomic_load_explicit(&flush_backlog, memory_order_relaxed); }
+
 void sdb_crashpoint(const char *name)
 {
   if (atomic_load_explicit(&remaining, memory_order_relaxed) == 0 || strcmp(name, armed) != 0)

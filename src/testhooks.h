@@ -13,6 +13,8 @@
 #ifndef SOCHDB_TESTHOOKS_H
 #define SOCHDB_TESTHOOKS_H
 
+#include <stdint.h>
+
 #ifdef SOCHDB_TESTING
 /* Arm a crash point: the countdown-th time `name` is reached in this process,
 ** the process kills itself with SIGKILL. countdown 1 = first time; NULL disarms. */
@@ -28,10 +30,15 @@ int  sdb_fault(const char *name);   /* 0, or the errno to fail with */
 ** For suites that place process slots exactly; they commit SOCHDB_ASYNC. */
 void sochdb_test_without_daemon(int on);
 int  sdb_test_without_daemon(void);
+/* The bytes of full memtables that may wait for their flush before this
+** process's writers stall (src/txn.c); 0 restores the default. */
+void     sochdb_test_flush_backlog(uint64_t bytes);
+uint64_t sdb_test_flush_backlog(void);
 #else
 #define CRASHPOINT(name) ((void)0)
 #define FAULT(name) 0
 #define sdb_test_without_daemon() 0
+#define sdb_test_flush_backlog() 0
 #endif
 
 #endif

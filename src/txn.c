@@ -186,6 +186,70 @@ static uint64_t publish_view(shm_region *r, struct shm_txn_entry *e, struct mt_v
   }
 }
 
+static int past(const struct timespec *d)
+{
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return now.tv_sec > d->tv_sec || (now.tv_sec == d->tv_sec && now.tv_nsec >= d->tv_nsec);
+}
+
+/* Milliseconds from now until deadline d, 0 once it passed. */
+static unsigned ms_until(const struct timespec *d)
+{
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  long ms = (d->tv_sec - now.tv_sec) * 1000L + (d->tv_nsec - now.tv_nsec) / 1000000L;
+  return ms > 0 ? (unsigned)ms : 0;
+}
+
+/* Write stall. Full memtables wait for the daemon to flush them; while they
+** wait, their commits are only in the log, which a replay after a lost
+** region reads again, and every get looks in each of them. A load faster
+** than the daemon would otherwise fill every arena the region has (62 in a
+** 4 GiB one) before it had to wait: its ASYNC commits seconds from durable,
+** a replay of gigabytes after a power cut. So writers wait while more than
+** FLUSH_BACKLOG_BYTES of full memtables (and at least two) wait for their
+** flush, as RocksDB's writers stall on max_write_buffer_number.
+**
+** A write transaction waits at its begin, before it takes its snapshot: a
+** snapshot taken before the wait would predate the flushes that end it, and
+** the commit would find newer versions retired (check_retired) and report a
+** conflict that is not one. Its commit waits again only if the backlog grew
+** by another memtable meanwhile (a long transaction, or many writers), and
+** before it installs anything. A commit already installing rotates freely:
+** it may hold intents in the very memtables that wait (the flusher waits for
+** those), so it never waits for them. */
+#define FLUSH_BACKLOG_BYTES (128ull << 20)
+
+static uint32_t flush_backlog_limit(const shm_region *r)
+{
+  uint64_t bytes = sdb_test_flush_backlog() ? sdb_test_flush_backlog() : FLUSH_BACKLOG_BYTES;
+  uint64_t memtables = bytes / r->hdr->memtable_bytes;
+  return memtables < 2 ? 2 : memtables > SHM_MAX_MEMTABLES ? SHM_MAX_MEMTABLES : (uint32_t)memtables;
+}
+
+/* Wait while more than the backlog's limit plus `slack` memtables wait for
+** their flush; SOCHDB_BUSY after busy_timeout_ms. */
+static int wait_for_flushes(sochdb *db, uint32_t slack)
+{
+  shm_region *r = &db->region;
+  uint32_t limit = flush_backlog_limit(r) + slack;
+  if (!arena_flush_backlog_over(r, limit))
+    return SOCHDB_OK;   /* nearly always: no deadline to read the clock for */
+  struct timespec deadline;
+  durable_deadline(&deadline, db->busy_timeout_ms);
+  while (arena_flush_backlog_over(r, limit)) {
+    arena_wake_flusher(r);
+    sdb_daemon_ensure_within(db, ms_until(&deadline));
+    if (past(&deadline))
+      return sdb_fail(SOCHDB_BUSY, "more than %u full memtables waited for their flush for %u ms (sochdbd is behind: "
+                      "see DIR/sochdbd.log)", limit, db->busy_timeout_ms);
+    struct timespec pause = { 0, 1000000 };   /* 1 ms: a flush takes far longer */
+    nanosleep(&pause, NULL);
+  }
+  return SOCHDB_OK;
+}
+
 int sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out)
 {
   int rc = sdb_check_db(db);
@@ -196,6 +260,15 @@ int sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out)
   *out = NULL;
   if (flags & ~SOCHDB_TXN_READONLY)
     return sdb_fail(SOCHDB_INVALID, "unknown transaction flags 0x%x", flags);
+  if (!(flags & SOCHDB_TXN_READONLY)) {
+    /* not cancelled in the wait: a daemon start in it holds DIR/LOCK.spawn */
+    int cancel_state;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
+    rc = wait_for_flushes(db, 0);
+    pthread_setcancelstate(cancel_state, NULL);
+    if (rc != SOCHDB_OK)
+      return rc;
+  }
   /* Not a zeroed struct: clearing the view's 64 memtable numbers, which
   ** publish_view writes as far as it needs, was 2.5% of a point read
   ** (perf, read_rand). */
@@ -411,22 +484,6 @@ struct commit_ctx {
   struct commit_fingers *kept;      /* the handle's fingers, ours during install_all; NULL if
                                     ** another thread's commit holds them */
 };
-
-static int past(const struct timespec *d)
-{
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return now.tv_sec > d->tv_sec || (now.tv_sec == d->tv_sec && now.tv_nsec >= d->tv_nsec);
-}
-
-/* Milliseconds from now until deadline d, 0 once it passed. */
-static unsigned ms_until(const struct timespec *d)
-{
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  long ms = (d->tv_sec - now.tv_sec) * 1000L + (d->tv_nsec - now.tv_nsec) / 1000000L;
-  return ms > 0 ? (unsigned)ms : 0;
-}
 
 /* The active memtable `full` had no room: rotate, or wait for a free arena
 ** until busy_timeout_ms is spent, then report why rotation failed. */
@@ -811,6 +868,11 @@ static int commit_writes(sochdb_txn *t, unsigned flags)
   if (size_rc != SOCHDB_OK) {
     count(&my_stats(db)->aborts, 1);
     return size_rc;
+  }
+  int stall_rc = wait_for_flushes(db, 1);
+  if (stall_rc != SOCHDB_OK) {
+    count(&my_stats(db)->aborts, 1);
+    return stall_rc;
   }
   struct commit_ctx c = { .t = t, .r = &db->region, .e = sdb_txn_entry(t) };
   c.ref = txn_ref(db->slot, t->entry, atomic_load_explicit(&c.e->gen, memory_order_relaxed));

@@ -48,14 +48,16 @@ static void fill_from(sochdb *db, int from, int end, int gen, int batch)
 {
   for (int i = from; i < end; i += batch) {
     for (;;) {
-      sochdb_txn *t = tu_begin(db, 0);
-      for (int j = i; j < end && j < i + batch; j++) {
+      sochdb_txn *t;
+      int rc = sochdb_txn_begin(db, 0, &t);   /* BUSY: the write stall outlasted busy_timeout_ms */
+      for (int j = i; rc == SOCHDB_OK && j < end && j < i + batch; j++) {
         char k[32], v[VLEN];
         key_of(j, k);
         val_of(j, gen, v);
         cr_assert_eq(sochdb_put(t, k, strlen(k), v, VLEN), SOCHDB_OK, "put");
       }
-      int rc = sochdb_commit(t, SOCHDB_ASYNC);
+      if (rc == SOCHDB_OK)
+        rc = sochdb_commit(t, SOCHDB_ASYNC);
       if (rc == SOCHDB_OK)
         break;
       cr_assert_eq(rc, SOCHDB_BUSY, "commit of keys from %d: %s (%s)", i, sochdb_strerror(rc), sochdb_last_error());
@@ -219,6 +221,160 @@ Test(flush, full_memtables_become_sstables_that_reads_find)
 {
   fill_through_recycled_arenas(30000, MT);   /* ~5 MB of versions */
   expect_logged_page_size();
+  tu_close();
+}
+
+/* The write stall (src/txn.c), with a backlog of two memtables and no
+** daemon to flush them. A transaction larger than the backlog commits: one
+** that is installing is never held back (it may hold intents in the
+** memtables that wait). Then a write transaction cannot begin (SOCHDB_BUSY
+** naming the cause; a reader can), and one that began before the backlog
+** grew cannot commit, having changed nothing. Once a daemon may run, the
+** stalled writer starts one, its flushes let writers on, and every key
+** written is there. */
+static void expect_stall_message(int rc, const char *what)
+{
+  cr_assert_eq(rc, SOCHDB_BUSY, "%s with memtables waiting and no daemon: %s", what, sochdb_strerror(rc));
+  cr_assert_not_null(strstr(sochdb_last_error(), "waited for their flush"), "%s: %s", what, sochdb_last_error());
+}
+
+Test(flush, writers_wait_while_full_memtables_wait_for_their_flush)
+{
+  enum { BIG = 40000 };   /* about six memtables of versions */
+  sochdb_test_without_daemon(1);
+  sochdb_test_flush_backlog(2 * MT);
+  sochdb_options o = tu_options(REG, MT, 300);
+  tu_db = tu_open_with(tu_dir(), &o);
+  sochdb *db = tu_db;
+  char k[32], v[VLEN];
+  key_of(BIG + 1, k);
+  val_of(BIG + 1, 1, v);
+  sochdb_txn *early = tu_begin(db, 0);   /* before the backlog */
+  cr_assert_eq(sochdb_put(early, k, strlen(k), v, VLEN), SOCHDB_OK);
+
+  fill(db, BIG, 1, BIG);
+  sochdb_stats st = tu_stats(db);
+  cr_assert_geq(st.memtables_in_use, 5, "one transaction of %d keys filled %u memtables", BIG, st.memtables_in_use);
+
+  sochdb_txn *t = NULL;
+  expect_stall_message(sochdb_txn_begin(db, 0, &t), "a write transaction's begin");
+  cr_assert_null(t, "a refused begin hands out no transaction");
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  sochdb_abort(t);
+  expect_stall_message(sochdb_commit(early, SOCHDB_ASYNC), "the commit of a transaction begun before");
+  sochdb_stats after = tu_stats(db);
+  cr_assert_eq(after.memtables_in_use, st.memtables_in_use, "the stalled commit rotated to a new memtable");
+  cr_assert_eq(after.last_commit_seq, st.last_commit_seq, "the stalled commit took a sequence");
+
+  sochdb_test_without_daemon(0);
+  fill_from(db, BIG, BIG + 1, 1, 1);   /* BUSY while the daemon starts and flushes: retried */
+  TU_WAIT_STATS(db, s->flushes >= 4, "the daemon flushed the memtables that waited");
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_all(t, BIG + 1, 1, "after the stall");   /* key BIG + 1, never committed, is not listed */
+  sochdb_abort(t);
+  tu_close();
+}
+
+/* Commit key i at generation 1, ASYNC; it must go through at once. */
+static void put_key_now(sochdb *db, int i)
+{
+  char k[32], v[VLEN];
+  key_of(i, k);
+  val_of(i, 1, v);
+  sochdb_txn *t = tu_begin(db, 0);
+  cr_assert_eq(sochdb_put(t, k, strlen(k), v, VLEN), SOCHDB_OK);
+  int rc = sochdb_commit(t, SOCHDB_ASYNC);
+  cr_assert_eq(rc, SOCHDB_OK, "commit of key %d: %s (%s)", i, sochdb_strerror(rc), sochdb_last_error());
+}
+
+/* The stall's bounds exactly, with a backlog of two memtables and no
+** daemon: a write transaction begins with two full memtables waiting, not
+** with three; a commit goes through with three (one of slack, for a
+** transaction begun before), not with four. */
+Test(flush, the_write_stall_holds_writers_past_its_limit_and_not_before)
+{
+  sochdb_test_without_daemon(1);
+  sochdb_test_flush_backlog(2 * MT);
+  sochdb_options o = tu_options(REG, MT, 200);
+  tu_db = tu_open_with(tu_dir(), &o);
+  sochdb *db = tu_db;
+  char k[32], v[VLEN];
+  memset(v, 'w', VLEN);
+  sochdb_txn *first = tu_begin(db, 0);   /* nothing waits yet */
+  cr_assert_eq(sochdb_put(first, "first", 5, v, VLEN), SOCHDB_OK);
+  for (int i = 0; i < 2; i++) {
+    put_key_now(db, i);
+    tu_rotate(db);
+  }
+  sochdb_txn *second = tu_begin(db, 0);   /* two wait: not past the limit */
+  cr_assert_eq(sochdb_put(second, "second", 6, v, VLEN), SOCHDB_OK);
+  tu_rotate(db);                          /* three */
+  sochdb_txn *t = NULL;
+  expect_stall_message(sochdb_txn_begin(db, 0, &t), "a begin with three memtables waiting");
+  cr_assert_eq(sochdb_commit(second, SOCHDB_ASYNC), SOCHDB_OK, "a commit with three waiting: %s",
+               sochdb_last_error());
+  tu_rotate(db);                          /* four */
+  expect_stall_message(sochdb_commit(first, SOCHDB_ASYNC), "a commit with four memtables waiting");
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  const void *got;
+  size_t glen;
+  cr_assert_eq(sochdb_get(t, "second", 6, &got, &glen), SOCHDB_OK, "the commit let through is there");
+  cr_assert_eq(sochdb_get(t, "first", 5, &got, &glen), SOCHDB_NOTFOUND, "the commit held back is not");
+  key_of(1, k);
+  cr_assert_eq(sochdb_get(t, k, strlen(k), &got, &glen), SOCHDB_OK);
+  sochdb_abort(t);
+  tu_close();
+}
+
+/* Flushed memtables that a reader's snapshot still holds are not in the
+** backlog: a writer stalled by four waiting memtables starts the daemon,
+** and once they are flushed it goes on, although the reader keeps them all
+** (RETIRED, not recycled) until it ends. */
+Test(flush, flushed_memtables_a_reader_holds_do_not_stall_writers)
+{
+  sochdb_test_without_daemon(1);
+  sochdb_test_flush_backlog(2 * MT);
+  sochdb_options o = tu_options(REG, MT, 300);
+  tu_db = tu_open_with(tu_dir(), &o);
+  sochdb *db = tu_db;
+  for (int i = 0; i < 3; i++) {   /* a write begins with two waiting, not three */
+    put_key_now(db, i);
+    tu_rotate(db);
+  }
+  tu_rotate(db);
+  sochdb_txn *reader = tu_begin(db, SOCHDB_TXN_READONLY);   /* its view holds all five */
+  sochdb_test_without_daemon(0);
+  sochdb_txn *t = NULL;
+  int rc = SOCHDB_BUSY;
+  for (int tries = 0; tries < 30 && rc == SOCHDB_BUSY; tries++)   /* 300 ms each */
+    rc = sochdb_txn_begin(db, 0, &t);
+  cr_assert_eq(rc, SOCHDB_OK, "a write transaction's begin once the four are flushed: %s (%s)", sochdb_strerror(rc),
+               sochdb_last_error());
+  char v[VLEN];
+  memset(v, 'w', VLEN);
+  cr_assert_eq(sochdb_put(t, "after", 5, v, VLEN), SOCHDB_OK);
+  cr_assert_eq(sochdb_commit(t, SOCHDB_ASYNC), SOCHDB_OK, "%s", sochdb_last_error());
+  TU_WAIT_STATS(db, s->memtables_in_use <= 1, "all four flushed");
+  shm_region *r = &db->region;
+  uint32_t retired = 0;
+  for (uint32_t i = 0; i < r->hdr->n_memtables; i++)
+    retired += mt_state_of(mt_load(arena_memtable(r, i))) == MT_RETIRED;
+  cr_assert_eq(retired, 4, "the reader holds the four flushed memtables (%u retired)", retired);
+
+  /* With the daemon stopped, the limit counts only what waits beside the
+  ** retired ones: two waiting let a write begin, three do not. */
+  pid_t daemon = sdb_daemon_pid(tu_dir());
+  cr_assert_gt(daemon, 0, "the daemon's pid is in LOCK");
+  cr_assert_eq(kill(daemon, SIGSTOP), 0, "stop the daemon: %s", strerror(errno));
+  tu_rotate(db);
+  tu_rotate(db);
+  t = tu_begin(db, 0);
+  sochdb_abort(t);
+  tu_rotate(db);
+  t = NULL;
+  expect_stall_message(sochdb_txn_begin(db, 0, &t), "a begin with three waiting besides the retired ones");
+  cr_assert_eq(kill(daemon, SIGCONT), 0);
+  sochdb_abort(reader);
   tu_close();
 }
 

@@ -3,7 +3,9 @@
  * sochdb — Node.js bindings for sochdb through koffi (FFI: no compiler at
  * install time). Every call is synchronous, like better-sqlite3's: a SYNC
  * commit blocks the event loop until the daemon's group commit fdatasync'd it
- * (milliseconds); use { sync: false } (ASYNC) where that matters.
+ * (milliseconds); use { sync: false } (ASYNC) where that matters. A
+ * read-write begin or commit also waits out the write stall (writers faster
+ * than the daemon's flushes), up to busy_timeout_ms.
  *
  *   const sochdb = require('sochdb');
  *   const db = sochdb.open('/var/lib/myapp/db');
