@@ -232,6 +232,17 @@ Test(flush, full_memtables_become_sstables_that_reads_find)
 ** grew cannot commit, having changed nothing. Once a daemon may run, the
 ** stalled writer starts one, its flushes let writers on, and every key
 ** written is there. */
+/* A database with no daemon (until the test allows one) whose writers
+** stall once more than two memtables wait for their flush. */
+static sochdb *open_with_backlog_of_two(unsigned busy_timeout_ms)
+{
+  sochdb_test_without_daemon(1);
+  sochdb_test_flush_backlog(2 * MT);
+  sochdb_options o = tu_options(REG, MT, busy_timeout_ms);
+  tu_db = tu_open_with(tu_dir(), &o);
+  return tu_db;
+}
+
 static void expect_stall_message(int rc, const char *what)
 {
   cr_assert_eq(rc, SOCHDB_BUSY, "%s with memtables waiting and no daemon: %s", what, sochdb_strerror(rc));
@@ -241,11 +252,7 @@ static void expect_stall_message(int rc, const char *what)
 Test(flush, writers_wait_while_full_memtables_wait_for_their_flush)
 {
   enum { BIG = 40000 };   /* about six memtables of versions */
-  sochdb_test_without_daemon(1);
-  sochdb_test_flush_backlog(2 * MT);
-  sochdb_options o = tu_options(REG, MT, 300);
-  tu_db = tu_open_with(tu_dir(), &o);
-  sochdb *db = tu_db;
+  sochdb *db = open_with_backlog_of_two(300);
   char k[32], v[VLEN];
   key_of(BIG + 1, k);
   val_of(BIG + 1, 1, v);
@@ -293,11 +300,7 @@ static void put_key_now(sochdb *db, int i)
 ** transaction begun before), not with four. */
 Test(flush, the_write_stall_holds_writers_past_its_limit_and_not_before)
 {
-  sochdb_test_without_daemon(1);
-  sochdb_test_flush_backlog(2 * MT);
-  sochdb_options o = tu_options(REG, MT, 200);
-  tu_db = tu_open_with(tu_dir(), &o);
-  sochdb *db = tu_db;
+  sochdb *db = open_with_backlog_of_two(200);
   char k[32], v[VLEN];
   memset(v, 'w', VLEN);
   sochdb_txn *first = tu_begin(db, 0);   /* nothing waits yet */
@@ -332,11 +335,7 @@ Test(flush, the_write_stall_holds_writers_past_its_limit_and_not_before)
 ** (RETIRED, not recycled) until it ends. */
 Test(flush, flushed_memtables_a_reader_holds_do_not_stall_writers)
 {
-  sochdb_test_without_daemon(1);
-  sochdb_test_flush_backlog(2 * MT);
-  sochdb_options o = tu_options(REG, MT, 300);
-  tu_db = tu_open_with(tu_dir(), &o);
-  sochdb *db = tu_db;
+  sochdb *db = open_with_backlog_of_two(300);
   for (int i = 0; i < 3; i++) {   /* a write begins with two waiting, not three */
     put_key_now(db, i);
     tu_rotate(db);
