@@ -243,6 +243,16 @@ static sochdb *open_with_backlog_of_two(unsigned busy_timeout_ms)
   return tu_db;
 }
 
+/* How many memtables are flushed but not yet given back. */
+static uint32_t retired_memtables(sochdb *db)
+{
+  shm_region *r = &db->region;
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < r->hdr->n_memtables; i++)
+    n += mt_state_of(mt_load(arena_memtable(r, i))) == MT_RETIRED;
+  return n;
+}
+
 static void expect_stall_message(int rc, const char *what)
 {
   cr_assert_eq(rc, SOCHDB_BUSY, "%s with memtables waiting and no daemon: %s", what, sochdb_strerror(rc));
@@ -354,10 +364,7 @@ Test(flush, flushed_memtables_a_reader_holds_do_not_stall_writers)
   cr_assert_eq(sochdb_put(t, "after", 5, v, VLEN), SOCHDB_OK);
   cr_assert_eq(sochdb_commit(t, SOCHDB_ASYNC), SOCHDB_OK, "%s", sochdb_last_error());
   TU_WAIT_STATS(db, s->memtables_in_use <= 1, "all four flushed");
-  shm_region *r = &db->region;
-  uint32_t retired = 0;
-  for (uint32_t i = 0; i < r->hdr->n_memtables; i++)
-    retired += mt_state_of(mt_load(arena_memtable(r, i))) == MT_RETIRED;
+  uint32_t retired = retired_memtables(db);
   cr_assert_eq(retired, 4, "the reader holds the four flushed memtables (%u retired)", retired);
 
   /* With the daemon stopped, the limit counts only what waits beside the
@@ -374,6 +381,91 @@ Test(flush, flushed_memtables_a_reader_holds_do_not_stall_writers)
   expect_stall_message(sochdb_txn_begin(db, 0, &t), "a begin with three waiting besides the retired ones");
   cr_assert_eq(kill(daemon, SIGCONT), 0);
   sochdb_abort(reader);
+  tu_close();
+}
+
+/* A child for the test below: begin a write transaction of `key` while
+** nothing waits, commit it once the parent has made four memtables wait (it
+** stalls), and exit with what the commit returned. */
+static void stalled_committer(volatile int *stage, const char *key)
+{
+  sochdb_options o = tu_options(REG, MT, 10000);
+  sochdb *mine;
+  sochdb_txn *t;
+  char v[VLEN];
+  memset(v, 'k', VLEN);
+  if (sochdb_open(tu_dir(), &o, &mine) != SOCHDB_OK || sochdb_txn_begin(mine, 0, &t) != SOCHDB_OK ||
+      sochdb_put(t, key, strlen(key), v, VLEN) != SOCHDB_OK)
+    _exit(2);
+  __atomic_add_fetch(stage, 1, __ATOMIC_SEQ_CST);
+  while (__atomic_load_n(stage, __ATOMIC_SEQ_CST) < 100)
+    tu_sleep_ms(1);
+  __atomic_add_fetch(stage, 1, __ATOMIC_SEQ_CST);
+  _exit(sochdb_commit(t, SOCHDB_ASYNC));
+}
+
+/* Two writers wait in their commits' write stall; one is killed with
+** SIGKILL. What a stalled commit holds is a snapshot and a view of every
+** memtable, but no commit epoch, intent or sequence: so the daemon let in
+** flushes the memtables that waited (a commit epoch held through the wait
+** would keep its seal from ever finishing), and the other writer's commit
+** returns long before its busy_timeout_ms: applied, or SOCHDB_CONFLICT, as
+** for any transaction that began before versions were flushed out of
+** memory. Once the dead one is reaped nothing of it remains: every flushed
+** memtable is given back (its view does not pin them), the horizon moves
+** on, and its key was never applied. */
+Test(flush, a_writer_killed_in_the_write_stall_holds_nothing_up)
+{
+  sochdb *db = open_with_backlog_of_two(10000);
+  volatile int *stage = tu_shared_alloc(sizeof *stage);
+  cr_assert_not_null(stage);
+  pid_t killed = tu_fork();
+  cr_assert_geq(killed, 0, "fork: %s", strerror(errno));
+  if (killed == 0)
+    stalled_committer(stage, "killed");
+  pid_t patient = tu_fork();
+  cr_assert_geq(patient, 0, "fork: %s", strerror(errno));
+  if (patient == 0)
+    stalled_committer(stage, "patient");
+  for (int i = 0; i < 5000 && __atomic_load_n(stage, __ATOMIC_SEQ_CST) != 2; i++)
+    tu_sleep_ms(1);
+  cr_assert_eq(*stage, 2, "both children began their transactions");
+  for (int i = 0; i < 3; i++) {
+    put_key_now(db, i);
+    tu_rotate(db);
+  }
+  tu_rotate(db);   /* four wait */
+  sochdb_stats made = tu_stats(db);
+  __atomic_store_n(stage, 100, __ATOMIC_SEQ_CST);
+  for (int i = 0; i < 5000 && __atomic_load_n(stage, __ATOMIC_SEQ_CST) != 102; i++)
+    tu_sleep_ms(1);
+  tu_sleep_ms(100);   /* both inside their commits' wait by now (1 ms a round, 10 s to go) */
+  sochdb_stats before = tu_stats(db);
+  cr_assert_eq(before.last_commit_seq, made.last_commit_seq, "neither stalled commit went through without a daemon");
+  cr_assert_eq(kill(killed, SIGKILL), 0);
+  int st = 0;
+  cr_assert_eq(tu_wait_child(killed, 5000, &st), 0);
+  cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the child was killed in the stall (status %#x)", st);
+
+  sochdb_test_without_daemon(0);
+  put_key_now(db, 3);   /* its begin starts the daemon, whose flushes end the stall */
+  cr_assert_eq(tu_wait_child(patient, 8000, &st), 0, "the other stalled writer finished within 8 s (its "
+               "busy_timeout_ms is 10 s)");
+  int patient_rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  cr_assert(patient_rc == SOCHDB_OK || patient_rc == SOCHDB_CONFLICT, "its commit returned %s (status %#x)",
+            patient_rc >= 0 ? sochdb_strerror(patient_rc) : "nothing", st);
+  TU_WAIT_STATS(db, s->memtables_in_use <= 2 && s->processes_reaped >= 1, "flushed, and the dead child reaped");
+  for (int i = 0; i < 10000 && retired_memtables(db) > 0; i++)
+    tu_sleep_ms(1);
+  cr_assert_eq(retired_memtables(db), 0, "the flushed memtables are given back");
+  TU_WAIT_STATS(db, s->oldest_snapshot == s->last_commit_seq, "no dead snapshot holds the horizon");
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  const void *got;
+  size_t glen;
+  cr_assert_eq(sochdb_get(t, "killed", 6, &got, &glen), SOCHDB_NOTFOUND, "the killed commit applied nothing");
+  cr_assert_eq(sochdb_get(t, "patient", 7, &got, &glen), patient_rc == SOCHDB_OK ? SOCHDB_OK : SOCHDB_NOTFOUND,
+               "the other stalled commit is there if it returned SOCHDB_OK, else not");
+  sochdb_abort(t);
   tu_close();
 }
 
