@@ -62,11 +62,16 @@ static uint64_t flushed_file_of(const struct shm_memtable *m)
 }
 
 /* The oldest LIVE, not active, not yet flushed memtable, or -1. Older ones
-** must all be flushed: "newer memtable = newer version" carries over to L0.
-** An arena still claimed by a rotator is skipped: if its rotation loses, the
-** rotator (or the reaper) frees it without us, so it is not ours to take;
-** it never holds a version before it becomes active, and then it is
-** unclaimed. */
+** must all be flushed first: "newer memtable = newer version" carries over
+** to L0, whose files a get searches newest first, and retire_flushed takes
+** memtables out of views oldest first. An arena still claimed by a rotator
+** that was never written is skipped: its rotation is in progress or lost,
+** and the rotator (or the reaper) frees it without us. One that was written
+** is the arena of a rotator that won and died before it dropped its claim
+** (arena_rotate, rotate.swung): nothing newer may be flushed before it, so
+** the flush waits until the reaper has dropped the claim (-1). Written or
+** not is its bump pointer: every allocation, even a failed one, raises it,
+** and a rotation away from an arena follows a failed allocation. */
 static int oldest_unflushed(shm_region *r)
 {
   struct mt_view v;
@@ -74,8 +79,17 @@ static int oldest_unflushed(shm_region *r)
   uint32_t active = arena_active(r);
   for (int i = (int)v.n - 1; i >= 0; i--) {   /* the view is newest first */
     struct shm_memtable *m = arena_memtable(r, v.idx[i]);
-    if (mt_claimer_of(mt_load(m)) != 0 || flushed_file_of(m))
+    if (flushed_file_of(m))
       continue;
+    if (mt_claimer_of(mt_load(m)) != 0) {
+      /* relaxed: we reach it before the active arena, so it was rotated
+      ** away from, by a CAS on active_memtable made after a failed
+      ** allocation raised `used`; arena_active acquired that CAS or a later
+      ** one, which makes the raise visible (as in arena_release_claims_of) */
+      if (atomic_load_explicit(&m->used, memory_order_relaxed) == sl_head_bytes(m->capacity))
+        continue;
+      return -1;
+    }
     return v.idx[i] == active ? -1 : (int)v.idx[i];
   }
   return -1;

@@ -216,6 +216,8 @@ int arena_rotate(shm_region *r, uint32_t my_slot, uint32_t full)
   /* acq_rel: writers that load the new active index (acquire) see the head */
   int won = atomic_compare_exchange_strong_explicit(&h->active_memtable, &expected, fresh,
                                                     memory_order_acq_rel, memory_order_acquire);
+  if (won)
+    CRASHPOINT("rotate.swung");   /* killed still claiming the active arena: tests/test_crash.c */
   /* One store either way: a lost arena (empty: nobody used it) is free again
   ** at once, a won one drops our claim. */
   set_word(m, won ? MT_LIVE : MT_FREE, 0);

@@ -544,6 +544,83 @@ Test(crash, kill_between_viewable_and_live)
   tu_shared_free((void *)acked, sizeof *acked);
 }
 
+/* ------------------------- killed rotating, after winning, still claiming */
+
+/* Commit key = val, ASYNC, at once. */
+static void put_now(sochdb *db, const char *key, const char *val)
+{
+  sochdb_txn *t;
+  cr_assert_eq(sochdb_txn_begin(db, 0, &t), SOCHDB_OK);
+  cr_assert_eq(sochdb_put(t, key, strlen(key), val, strlen(val)), SOCHDB_OK);
+  int rc = sochdb_commit(t, SOCHDB_ASYNC);
+  cr_assert_eq(rc, SOCHDB_OK, "commit %s: %s (%s)", key, sochdb_strerror(rc), sochdb_last_error());
+}
+
+static void expect_value(sochdb *db, const char *key, const char *want, const char *when)
+{
+  sochdb_txn *t;
+  const void *v;
+  size_t vlen;
+  cr_assert_eq(sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t), SOCHDB_OK);
+  int rc = sochdb_get(t, key, strlen(key), &v, &vlen);
+  cr_assert(rc == SOCHDB_OK && vlen == strlen(want) && memcmp(v, want, vlen) == 0, "%s: %s reads %s%.*s, want %s",
+            when, key, rc == SOCHDB_OK ? "" : sochdb_strerror(rc), rc == SOCHDB_OK ? (int)vlen : 0,
+            rc == SOCHDB_OK ? (const char *)v : "", want);
+  sochdb_abort(t);
+}
+
+/* A rotator killed right after the CAS that made its arena active, before
+** it dropped its claim on it (crash point rotate.swung). Writers write into
+** that arena and rotate past it while the claim stays: the daemon's reaper
+** runs once a minute here, and the test reads no stats (they reap too).
+** The memtable after it must not be flushed first: memtables leave the
+** views oldest first and a get searches L0 newest file first, so a key
+** written in both would read its older value from then on. Once the claim
+** is dropped the two are flushed in order and the key reads its newer
+** value throughout. */
+Test(crash, a_rotator_killed_still_claiming_the_active_arena_is_flushed_in_order)
+{
+  char script[PATH_MAX];
+  sochdb_options o = tu_options(16u << 20, 1u << 20, 5000);
+  o.daemon_path = tu_daemon_script(script, sizeof script, SOCHDB_TEST_SOCHDBD, "--interval-ms 60000");
+  sochdb *db = tu_open_with(tu_dir(), &o);
+  tu_sleep_ms(300);   /* past the daemon's first reap, at its start: the next is a minute away */
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    sochdb *mine;
+    if (sochdb_open(tu_dir(), &o, &mine) != SOCHDB_OK)
+      _exit(2);
+    sochdb_test_crash_at("rotate.swung", 1);
+    tu_rotate(mine);
+    _exit(50);
+  }
+  int st = 0;
+  cr_assert_eq(tu_wait_child(pid, 20000, &st), 0, "the rotating child did not finish in time");
+  cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the child was not killed at rotate.swung (status %#x)", st);
+  shm_region *r = &db->region;
+  uint32_t claimed = arena_active(r);
+  cr_assert_neq(mt_claimer_of(mt_load(arena_memtable(r, claimed))), 0, "the dead rotator claims the active arena");
+
+  put_now(db, "k", "old");   /* into the claimed arena */
+  tu_rotate(db);
+  uint32_t newer = arena_active(r);
+  put_now(db, "k", "new");
+  tu_rotate(db);             /* both wait for their flush */
+  for (int i = 0; i < 1000 && !atomic_load(&arena_memtable(r, newer)->flushed_file); i++)
+    tu_sleep_ms(1);
+  cr_assert_eq(atomic_load(&arena_memtable(r, newer)->flushed_file), 0,
+               "the newer memtable was flushed before the older one a dead rotator claims");
+  expect_value(db, "k", "new", "while the claim stays");
+
+  sochdb_stats s0 = tu_stats(db);   /* reaps the child: its claim is dropped */
+  cr_assert_geq(s0.processes_reaped, 1, "the child was reaped");
+  TU_WAIT_STATS(db, s->memtables_in_use <= 1 && s->flushes >= 2, "both flushed once the claim is dropped");
+  expect_value(db, "k", "new", "from the SSTables");
+  sochdb_close(db);
+  unlink(script);
+}
+
 /* ------------------------------------------- killed while attaching a slot */
 
 /* An attacher reserves its slot's pages, raises slots_high past it, then
