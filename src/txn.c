@@ -229,25 +229,31 @@ static uint32_t flush_backlog_limit(const shm_region *r)
 }
 
 /* Wait while more than the backlog's limit plus `slack` memtables wait for
-** their flush; SOCHDB_BUSY after busy_timeout_ms. */
+** their flush; SOCHDB_BUSY after busy_timeout_ms. Not cancelled while it
+** waits: a daemon start in it holds DIR/LOCK.spawn. */
 static int wait_for_flushes(sochdb *db, uint32_t slack)
 {
   shm_region *r = &db->region;
   uint32_t limit = flush_backlog_limit(r) + slack;
   if (!arena_flush_backlog_over(r, limit))
     return SOCHDB_OK;   /* nearly always: no deadline to read the clock for */
+  int cancel_state, rc = SOCHDB_OK;
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
   struct timespec deadline;
   durable_deadline(&deadline, db->busy_timeout_ms);
-  while (arena_flush_backlog_over(r, limit)) {
+  while (rc == SOCHDB_OK && arena_flush_backlog_over(r, limit)) {
     arena_wake_flusher(r);
     sdb_daemon_ensure_within(db, ms_until(&deadline));
-    if (past(&deadline))
-      return sdb_fail(SOCHDB_BUSY, "more than %u full memtables waited for their flush for %u ms (sochdbd is behind: "
-                      "see DIR/sochdbd.log)", limit, db->busy_timeout_ms);
-    struct timespec pause = { 0, 1000000 };   /* 1 ms: a flush takes far longer */
-    nanosleep(&pause, NULL);
+    if (past(&deadline)) {
+      rc = sdb_fail(SOCHDB_BUSY, "more than %u full memtables waited for their flush for %u ms (sochdbd is behind: "
+                    "see DIR/sochdbd.log)", limit, db->busy_timeout_ms);
+    } else {
+      struct timespec pause = { 0, 1000000 };   /* 1 ms: a flush takes far longer */
+      nanosleep(&pause, NULL);
+    }
   }
-  return SOCHDB_OK;
+  pthread_setcancelstate(cancel_state, NULL);
+  return rc;
 }
 
 int sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out)
@@ -260,15 +266,8 @@ int sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out)
   *out = NULL;
   if (flags & ~SOCHDB_TXN_READONLY)
     return sdb_fail(SOCHDB_INVALID, "unknown transaction flags 0x%x", flags);
-  if (!(flags & SOCHDB_TXN_READONLY)) {
-    /* not cancelled in the wait: a daemon start in it holds DIR/LOCK.spawn */
-    int cancel_state;
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
-    rc = wait_for_flushes(db, 0);
-    pthread_setcancelstate(cancel_state, NULL);
-    if (rc != SOCHDB_OK)
-      return rc;
-  }
+  if (!(flags & SOCHDB_TXN_READONLY) && (rc = wait_for_flushes(db, 0)) != SOCHDB_OK)
+    return rc;
   /* Not a zeroed struct: clearing the view's 64 memtable numbers, which
   ** publish_view writes as far as it needs, was 2.5% of a point read
   ** (perf, read_rand). */
