@@ -109,12 +109,11 @@ static int create_segment(struct walwriter *w, uint64_t first_lsn)
   return SOCHDB_OK;
 }
 
-/* What the adopting daemon learns from the last segment: the newest commit
-** it holds at or below the region's durable_seq, and where the first group
-** holding a commit beyond it starts. */
+/* What the adopting daemon learns from the last segment: where the first
+** group holding a commit beyond the region's durable_seq starts, and the
+** newest commit in it. */
 struct adopt_scan {
   uint64_t durable;            /* the region's durable_seq: the truth */
-  uint64_t max_seq;            /* newest commit kept */
   uint64_t log_max;            /* newest commit in the segment, kept or not */
   uint64_t cut_offset;         /* first group with a commit > durable (0 = none) */
   uint64_t cut_lsn;            /* its first LSN */
@@ -136,8 +135,6 @@ static int note_record(void *ctx, const struct wal_record *rec)
     if (a->cut_offset)   /* a confirmed commit after an unconfirmed one: not a log we wrote */
       return sdb_fail(SOCHDB_CORRUPT, "WAL commit %llu at LSN %llu follows commits never confirmed durable",
                       (unsigned long long)rec->seq, (unsigned long long)rec->lsn);
-    if (rec->seq > a->max_seq)
-      a->max_seq = rec->seq;
   } else if (!a->cut_offset) {
     /* Groups end where durable_seq was published, so the first unconfirmed
     ** commit opens its group; anything else would cut confirmed commits. */
