@@ -344,6 +344,13 @@ static void wc_commit_pair(sochdb *db, long n)
   tu_commit(t, SOCHDB_SYNC, ka);
 }
 
+/* wc_commit_pair for every n in [from, to]. */
+static void wc_commit_pairs(sochdb *db, long from, long to)
+{
+  for (long n = from; n <= to; n++)
+    wc_commit_pair(db, n);
+}
+
 /* Expect a/<n> and b/<n> both = v<n> (present) or both absent. */
 static void wc_expect_pair(sochdb *db, long n, int present, const char *ctx)
 {
@@ -812,7 +819,7 @@ Test(wal_crash, torn_wal_tail_is_cut_at_the_last_whole_group)
   const char *dir = tu_dir();
   const long N = 30;
   sochdb *db = wc_open(dir, 10000);
-  for (long n = 1; n <= N; n++) wc_commit_pair(db, n);
+  wc_commit_pairs(db, 1, N);
   sochdb_close(db);
   int st = wc_stop_daemon(dir, SIGTERM, "after the first commits");
   cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: sochdbd exit status 0x%x", (unsigned)st);
@@ -931,7 +938,7 @@ Test(wal_crash, damaged_durable_group_is_reported)
   const char *dir = tu_dir();
   const long N = 30;
   sochdb *db = wc_open(dir, 10000);
-  for (long n = 1; n <= N; n++) wc_commit_pair(db, n);
+  wc_commit_pairs(db, 1, N);
   sochdb_close(db);
   wc_stop_daemon(dir, SIGTERM, "after the commits");
   tu_remove_region(dir);
@@ -1071,7 +1078,7 @@ Test(wal_crash, region_survives_daemon_death_without_replay)
   cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
   const char *dir = tu_dir();
   sochdb *db = wc_open(dir, 10000);
-  for (long n = 1; n <= 10; n++) wc_commit_pair(db, n);
+  wc_commit_pairs(db, 1, 10);
   sochdb_stats s1 = tu_stats(db);
   /* ASYNC commits that the dying daemon may not have written yet */
   for (long n = 11; n <= 30; n++) {
@@ -1482,14 +1489,14 @@ Test(wal_crash, region_removed_while_its_daemon_runs)
   cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
   const char *dir = tu_dir();
   sochdb *db = wc_open(dir, 10000);
-  for (long n = 1; n <= 10; n++) wc_commit_pair(db, n);
+  wc_commit_pairs(db, 1, 10);
   sochdb_close(db);
   pid_t d1 = tp_wait_daemon(dir, 5000, 0);
   cr_assert_gt(d1, 0);
   tu_remove_region(dir);
   db = wc_open(dir, 10000);
   wc_expect_pairs(db, 10, "rebuilt while the old daemon ran");
-  for (long n = 11; n <= 15; n++) wc_commit_pair(db, n);   /* SYNC: OK only once a daemon of this region confirms */
+  wc_commit_pairs(db, 11, 15);   /* SYNC: OK only once a daemon of this region confirms */
   int st = -1, gone = wc_wait_exit(d1, &st);
   cr_assert(gone, "the daemon %d of the removed region still runs 10 s later", (int)d1);
   char b[64];
@@ -2022,8 +2029,7 @@ Test(wal_crash, unconfirmed_groups_are_rewritten_not_trusted)
   cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
   const char *dir = tu_dir();
   sochdb *db = wc_open(dir, 10000);
-  for (long n = 1; n <= 30; n++)
-    wc_commit_pair(db, n);
+  wc_commit_pairs(db, 1, 30);
   sochdb_stats st = tu_stats(db);
   cr_assert_geq(st.wal_groups, 30u, "one group per SYNC commit here");
   wc_stop_daemon(dir, SIGKILL, "before winding durable_seq back");
@@ -2041,13 +2047,11 @@ Test(wal_crash, unconfirmed_groups_after_the_note_are_rewritten_not_trusted)
   cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
   const char *dir = tu_dir();
   sochdb *db = wc_open(dir, 10000);
-  for (long n = 1; n <= 20; n++)
-    wc_commit_pair(db, n);
+  wc_commit_pairs(db, 1, 20);
   pid_t killed = 0;
   struct durable_log_end at20 = wc_note_after_kill(db, dir, &killed);
   cr_assert_leq(at20.seq, durable_seq(&db->region), "the note covers a commit the region does not call durable");
-  for (long n = 21; n <= 30; n++)
-    wc_commit_pair(db, n);
+  wc_commit_pairs(db, 21, 30);
   wc_note_after_kill(db, dir, &killed);
   /* As if the daemon that wrote pairs 21-30 had died before confirming any: */
   atomic_store(&db->region.hdr->durable_seq, at20.seq);
