@@ -50,7 +50,7 @@ static int map_input(struct store *s, struct input *in)
 {
   char path[4200];
   sst_file_path(path, sizeof path, s->db->dir, in->number);
-  int e = sdb_map_file(path, &in->map, &in->len);
+  int e = sdb_map_file(path, &in->map, &in->len, NULL);
   int rc = SOCHDB_OK;
   if (e) {
     errno = e;

@@ -281,7 +281,7 @@ static int verify_sst_file(struct ck *c, const char *path, const struct manifest
 {
   const uint8_t *buf;
   size_t len;
-  int e = sdb_map_file(path, &buf, &len);
+  int e = sdb_map_file(path, &buf, &len, NULL);
   if (e)
     return e;
   *size = len;

@@ -73,10 +73,12 @@ int sdb_read_file(const char *path, uint8_t **out, size_t *n)
   return 0;
 }
 
-int sdb_map_file(const char *path, const uint8_t **buf, size_t *len)
+int sdb_map_file(const char *path, const uint8_t **buf, size_t *len, int *keep_fd)
 {
   *buf = NULL;
   *len = 0;
+  if (keep_fd)
+    *keep_fd = -1;
   int fd;
   size_t n;
   int e = open_sized(path, &fd, &n);
@@ -84,7 +86,10 @@ int sdb_map_file(const char *path, const uint8_t **buf, size_t *len)
     return e;
   void *m = n ? mmap(NULL, n, PROT_READ, MAP_SHARED, fd, 0) : NULL;
   e = m == MAP_FAILED ? errno : 0;
-  close(fd);
+  if (e || !keep_fd)
+    close(fd);
+  else
+    *keep_fd = fd;
   if (e)
     return e;
   /* A hint: pages read in from the disk come in 2 MiB folios, which the

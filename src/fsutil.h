@@ -18,8 +18,10 @@ int sdb_read_file(const char *path, uint8_t **out, size_t *n);
 
 /* Map the whole file at path read-only (shared): 0 with *buf and *len (an
 ** empty file maps nothing: *buf NULL, *len 0), or an errno value, with no
-** detail recorded. Undo with sdb_unmap_file. */
-int  sdb_map_file(const char *path, const uint8_t **buf, size_t *len);
+** detail recorded. Undo with sdb_unmap_file. With keep_fd, *keep_fd gets
+** the descriptor it opened the file with, for the caller to read through
+** and close (-1 on failure); without, it is closed. */
+int  sdb_map_file(const char *path, const uint8_t **buf, size_t *len, int *keep_fd);
 void sdb_unmap_file(const uint8_t *buf, size_t len);
 
 #endif

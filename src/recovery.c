@@ -929,10 +929,9 @@ static int map_segments(const char *dir, const uint64_t *lsns, size_t n, struct 
   for (size_t i = 0; i < n; i++) {
     char path[4300];
     wal_segment_path(path, sizeof path, dir, lsns[i]);
-    int rc = wal_map_segment(path, &maps[i].buf, &maps[i].len);
+    int rc = wal_map_segment(path, &maps[i].buf, &maps[i].len, &maps[i].fd);
     if (rc != SOCHDB_OK)
       return rc;
-    maps[i].fd = open(path, O_RDONLY | O_CLOEXEC);   /* -1: the scan reads the tail through the mapping */
   }
   return SOCHDB_OK;
 }

@@ -111,7 +111,7 @@ static int map_file(struct sdb_table *t, const char *dir)
   sst_file_path(path, sizeof path, dir, t->number);
   const uint8_t *map;
   size_t len;
-  int e = sdb_map_file(path, &map, &len);
+  int e = sdb_map_file(path, &map, &len, NULL);
   int rc = SOCHDB_OK;
   if (e) {
     errno = e;

@@ -401,10 +401,10 @@ int wal_scan_buffer_from(const uint8_t *buf, size_t len, int fd, const uint8_t *
   return scan_groups(buf, len, from->end_offset, from->next_lsn, fn, ctx, out, NULL, 0, fd);
 }
 
-int wal_map_segment(const char *path, const uint8_t **buf, size_t *len)
+int wal_map_segment(const char *path, const uint8_t **buf, size_t *len, int *fd)
 {
   static const uint8_t empty[1];
-  int e = sdb_map_file(path, buf, len);
+  int e = sdb_map_file(path, buf, len, fd);
   if (!*buf)
     *buf = empty;   /* wal_scan_buffer wants a buffer, even of 0 bytes */
   if (e) {
@@ -424,8 +424,8 @@ int wal_scan_file_from(const char *path, const uint8_t *db_id, const struct wal_
 {
   const uint8_t *buf;
   size_t len;
-  int rc = wal_map_segment(path, &buf, &len);
-  int fd = rc == SOCHDB_OK ? open(path, O_RDONLY | O_CLOEXEC) : -1;   /* -1: the mapping alone will do */
+  int fd;
+  int rc = wal_map_segment(path, &buf, &len, &fd);
   if (rc == SOCHDB_OK)
     rc = wal_scan_buffer_from(buf, len, fd, db_id, from, fn, ctx, out);
   if (fd >= 0)

@@ -218,8 +218,10 @@ int    wal_scan_buffer_ahead(const uint8_t *buf, size_t len, int fd, const uint8
                              void *ctx, struct wal_scan_result *out, struct wal_ahead *ahead, uint32_t seg);
 
 /* Map a segment read-only (*len 0 and a valid *buf for an empty file); undo
-** with wal_unmap_segment, also after a failure. SOCHDB_IO on a failed system call. */
-int    wal_map_segment(const char *path, const uint8_t **buf, size_t *len);
+** with wal_unmap_segment, also after a failure. *fd: the segment open for
+** reading (the scans' tail check), for the caller to close; -1 after a
+** failure. SOCHDB_IO on a failed system call. */
+int    wal_map_segment(const char *path, const uint8_t **buf, size_t *len, int *fd);
 void   wal_unmap_segment(const uint8_t *buf, size_t len);
 
 /* The same for a file (mapped read-only while scanning). SOCHDB_IO on a failed system call. */
