@@ -1114,6 +1114,19 @@ static void print_cpu(const struct cconfig *c, const struct cresults *res)
   printf("\n");
 }
 
+/* A settled fill's figures over the phase and the settle together: the
+** helper's CPU a put, and the rate. */
+static double helper_us_per_op_until_settled(const struct cell *x)
+{
+  return x->ops ? (double)(x->helper_cpu_ns + x->settle_helper_cpu_ns) / 1e3 / (double)x->ops : 0;
+}
+
+static double rate_until_settled(const struct cell *x)
+{
+  double secs = x->seconds + x->settled_after_s;
+  return secs > 0 ? (double)x->ops / secs : 0;
+}
+
 /* A fill's clock stops with its last commit; what the engine's helper still
 ** had to do then (make the commits durable, flush, compact) is shown here,
 ** with the rate the fill would have had if the clock had run until it was
@@ -1131,10 +1144,8 @@ static void print_settle(const struct cconfig *c, const struct cresults *res)
                "flushing and compaction settled after, the helper's CPU a put until then, puts/s over both\n"
                "%-18s %-10s %14s %14s %14s %14s\n", "workload", "engine", "durable after", "settled after",
                "helper us/put", "puts/s");
-      double secs = x->seconds + x->settled_after_s;
       printf("%-18s %-10s %13.2fs %13.2fs %14.2f %14.0f\n", res->row[i].label, c->eng[e]->name, x->durable_after_s,
-             x->settled_after_s, x->ops ? (double)(x->helper_cpu_ns + x->settle_helper_cpu_ns) / 1e3 / (double)x->ops : 0,
-             secs > 0 ? (double)x->ops / secs : 0);
+             x->settled_after_s, helper_us_per_op_until_settled(x), rate_until_settled(x));
     }
   if (any)
     printf("\n");
@@ -1231,8 +1242,7 @@ static void json_cell(FILE *f, const struct cell *x, const struct engine_ops *op
     if (x->settled)
       fprintf(f, ", \"durable_after_s\": %.3f, \"settled_after_s\": %.3f, \"daemon_cpu_us_per_op_until_settled\": %.4f, "
                  "\"ops_per_s_until_settled\": %.1f", x->durable_after_s, x->settled_after_s,
-              x->ops ? (double)(x->helper_cpu_ns + x->settle_helper_cpu_ns) / 1e3 / (double)x->ops : 0,
-              x->seconds + x->settled_after_s > 0 ? (double)x->ops / (x->seconds + x->settled_after_s) : 0);
+              helper_us_per_op_until_settled(x), rate_until_settled(x));
     if (wl == WL_MIXED)
       fprintf(f, ", \"reads\": %llu, \"updates\": %llu, \"update_p50_us\": %.3f, \"update_p99_us\": %.3f, "
                  "\"update_p999_us\": %.3f", ull(x->lat.count), ull(x->lat_upd.count), us(&x->lat_upd, 0.5),
