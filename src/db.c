@@ -277,6 +277,7 @@ int sdb_open(const char *dir, const sochdb_options *opts, int as_daemon, sochdb 
   }
   db->busy_timeout_ms = busy_ms;
   db->max_version_bytes = db->region.hdr->memtable_bytes / 2;
+  db->flush_backlog = sdb_flush_backlog_limit(&db->region);
   pthread_mutex_init(&db->tables_lock, NULL);
   rc = sdb_daemon_setup(db, opts ? opts->daemon_path : NULL, p.file_mode, !as_daemon);
   if (rc != SOCHDB_OK) {

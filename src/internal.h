@@ -36,6 +36,7 @@ struct sochdb {
   uint32_t        slot;               /* our process slot */
   unsigned        busy_timeout_ms;
   uint64_t        max_version_bytes;  /* a version must fit comfortably in one arena */
+  uint32_t        flush_backlog;      /* the write stall's limit, in memtables (txn.c) */
   _Atomic uint64_t entry_bits[SHM_TXNS_PER_SLOT / 64];  /* transaction entries in use */
   _Atomic int     forked;             /* set in a fork() child: the handle is dead there */
   /* Open transactions by entry, for sochdb_close. Each element is written
@@ -123,6 +124,9 @@ static inline struct shm_txn_entry *sdb_txn_entry(const sochdb_txn *t)
 { return shm_txn_entry_at(&t->db->region, t->db->slot, t->entry); }
 
 void sdb_txn_abort_all(sochdb *db);   /* used by sochdb_close */
+/* The write stall's limit for r's memtable size, in memtables (txn.c):
+** computed once per handle, at open. */
+uint32_t sdb_flush_backlog_limit(const shm_region *r);
 void sdb_txn_free(sochdb_txn *t);     /* a transaction object and all it owns; NULL: nothing */
 int  sdb_txn_tables(sochdb_txn *t);   /* take t->tables if not yet taken (txn.c) */
 

@@ -221,7 +221,7 @@ static unsigned ms_until(const struct timespec *d)
 ** those), so it never waits for them. */
 #define FLUSH_BACKLOG_BYTES (128ull << 20)
 
-static uint32_t flush_backlog_limit(const shm_region *r)
+uint32_t sdb_flush_backlog_limit(const shm_region *r)
 {
   uint64_t bytes = sdb_test_flush_backlog() ? sdb_test_flush_backlog() : FLUSH_BACKLOG_BYTES;
   uint64_t memtables = bytes / r->hdr->memtable_bytes;
@@ -234,7 +234,7 @@ static uint32_t flush_backlog_limit(const shm_region *r)
 static int wait_for_flushes(sochdb *db, uint32_t slack)
 {
   shm_region *r = &db->region;
-  uint32_t limit = flush_backlog_limit(r) + slack;
+  uint32_t limit = db->flush_backlog + slack;
   if (!arena_flush_backlog_over(r, limit))
     return SOCHDB_OK;   /* nearly always: no deadline to read the clock for */
   int cancel_state, rc = SOCHDB_OK;
