@@ -228,32 +228,46 @@ uint32_t sdb_flush_backlog_limit(const shm_region *r)
   return memtables < 2 ? 2 : memtables > SHM_MAX_MEMTABLES ? SHM_MAX_MEMTABLES : (uint32_t)memtables;
 }
 
-/* Wait while more than the backlog's limit plus `slack` memtables wait for
-** their flush; SOCHDB_BUSY after busy_timeout_ms. Not cancelled while it
-** waits: a daemon start in it holds DIR/LOCK.spawn. */
-static int wait_for_flushes(sochdb *db, uint32_t slack)
+/* Wait, polling every millisecond, until the daemon has caught up
+** (caught_up(r, arg)): wake the thread concerned (nudge) and make sure a
+** daemon runs (restarting a dead one) each round. 0 once caught up, -1
+** after busy_timeout_ms. The caller has found it behind already. Not
+** cancelled while it waits: a daemon start in it holds DIR/LOCK.spawn. */
+static int wait_for_daemon(sochdb *db, int (*caught_up)(const shm_region *, uint32_t), uint32_t arg,
+                           void (*nudge)(shm_region *))
 {
   shm_region *r = &db->region;
-  uint32_t limit = db->flush_backlog + slack;
-  if (!arena_flush_backlog_over(r, limit))
-    return SOCHDB_OK;   /* nearly always: no deadline to read the clock for */
-  int cancel_state, rc = SOCHDB_OK;
+  int cancel_state, rc = 0;
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
   struct timespec deadline;
   durable_deadline(&deadline, db->busy_timeout_ms);
-  while (rc == SOCHDB_OK && arena_flush_backlog_over(r, limit)) {
-    arena_wake_flusher(r);
+  while (rc == 0 && !caught_up(r, arg)) {
+    nudge(r);
     sdb_daemon_ensure_within(db, ms_until(&deadline));
     if (past(&deadline)) {
-      rc = sdb_fail(SOCHDB_BUSY, "more than %u full memtables waited for their flush for %u ms (sochdbd is behind: "
-                    "see DIR/sochdbd.log)", limit, db->busy_timeout_ms);
+      rc = -1;
     } else {
-      struct timespec pause = { 0, 1000000 };   /* 1 ms: a flush takes far longer */
+      struct timespec pause = { 0, 1000000 };   /* 1 ms: what we wait for takes far longer */
       nanosleep(&pause, NULL);
     }
   }
   pthread_setcancelstate(cancel_state, NULL);
   return rc;
+}
+
+static int flushes_caught_up(const shm_region *r, uint32_t limit) { return !arena_flush_backlog_over(r, limit); }
+
+/* Wait while more than the backlog's limit plus `slack` memtables wait for
+** their flush; SOCHDB_BUSY after busy_timeout_ms. */
+static int wait_for_flushes(sochdb *db, uint32_t slack)
+{
+  uint32_t limit = db->flush_backlog + slack;
+  if (flushes_caught_up(&db->region, limit))
+    return SOCHDB_OK;   /* nearly always: no deadline to read the clock for */
+  if (wait_for_daemon(db, flushes_caught_up, limit, arena_wake_flusher) == 0)
+    return SOCHDB_OK;
+  return sdb_fail(SOCHDB_BUSY, "more than %u full memtables waited for their flush for %u ms (sochdbd is behind: "
+                  "see DIR/sochdbd.log)", limit, db->busy_timeout_ms);
 }
 
 int sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out)
@@ -767,22 +781,20 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
 /* Do not claim a sequence while the WAL writer is a full record ring behind
 ** (its records would be overwritten before it read them): wake it, make
 ** sure it runs, and give up after busy_timeout_ms. */
+static int writer_caught_up(const shm_region *r, uint32_t unused)
+{
+  (void)unused;
+  return durable_may_claim(r);
+}
+
 static int wait_for_writer(struct commit_ctx *c)
 {
   if (durable_may_claim(c->r))
     return SOCHDB_OK;   /* nearly always: no deadline to read the clock for */
-  struct timespec deadline;
-  durable_deadline(&deadline, c->t->db->busy_timeout_ms);
-  while (!durable_may_claim(c->r)) {
-    durable_kick(c->r);
-    sdb_daemon_ensure_within(c->t->db, ms_until(&deadline));
-    if (past(&deadline))
-      return sdb_fail(SOCHDB_BUSY, "the WAL writer stayed %u commits behind for %u ms", MAX_COMMIT_LAG,
-                      c->t->db->busy_timeout_ms);
-    struct timespec pause = { 0, 1000000 };
-    nanosleep(&pause, NULL);
-  }
-  return SOCHDB_OK;
+  if (wait_for_daemon(c->t->db, writer_caught_up, 0, durable_kick) == 0)
+    return SOCHDB_OK;
+  return sdb_fail(SOCHDB_BUSY, "the WAL writer stayed %u commits behind for %u ms", MAX_COMMIT_LAG,
+                  c->t->db->busy_timeout_ms);
 }
 
 /* Steps 3 and 4: claim, decide, stamp, publish. Fails only if our own slot
