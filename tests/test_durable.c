@@ -4,7 +4,8 @@
 ** sleeps, and an ASYNC commit's nudge one that dozes (and only one that
 ** dozes), however the wake and the writer's going to sleep interleave; and
 ** the note of where the log's durable groups end reads back whole or not at
-** all (a writer killed between its words leaves no note).
+** all (a writer killed between its words leaves no note); and a commit
+** waits while the writer is a record ring behind (durable_may_claim).
 **
 ** The region is a real one, opened through the public API without a daemon,
 ** so that nothing but the test moves durable_seq or sleeps on kick_futex.
@@ -381,5 +382,68 @@ Test(durable, a_note_of_the_logs_end_reads_back_whole_or_not_at_all)
   cr_assert_eq(durable_log_end(r, &e), 1);
   durable_init(r, 1);
   cr_assert_eq(durable_log_end(r, &e), 0, "durable_init keeps no note");
+  tu_close();
+}
+
+/* ------------------------------------------------------------ the record ring's bound */
+
+struct late_writer {
+  shm_region *r;
+  _Atomic int committing;   /* the test's commit has started */
+  _Atomic int caught_up;    /* durable_seq moved over every published commit */
+};
+
+/* A WAL writer that catches up 50 ms after the commit starts: it calls
+** every published commit durable, as a writer does once it wrote them. */
+static void *catch_up_later(void *arg)
+{
+  struct late_writer *w = arg;
+  while (!atomic_load(&w->committing))
+    pause_ms(1);
+  pause_ms(50);
+  durable_publish(w->r, published(w->r));
+  atomic_store(&w->caught_up, 1);
+  return NULL;
+}
+
+/* A committer claims no sequence while the WAL writer is a record ring
+** behind (durable_may_claim): the writer would find the ring entries of the
+** commits it has not read yet overwritten. With no daemon here nothing
+** writes the log, so exactly MAX_COMMIT_LAG commits go through; the next
+** waits busy_timeout_ms and is SOCHDB_BUSY with nothing applied; and a
+** commit that waits while the writer catches up goes on once it has. */
+Test(durable, a_commit_waits_while_the_wal_writer_is_a_record_ring_behind)
+{
+  sochdb *db = tu_open(64u << 20, 16u << 20, 200);
+  shm_region *r = &db->region;
+  /* claims go on while next_seq - durable_seq <= MAX_COMMIT_LAG */
+  uint64_t lag = atomic_load(&r->hdr->next_seq) - durable_seq(r);
+  cr_assert_leq(lag, 1, "a new database's next commit is %llu ahead of the log", (unsigned long long)lag);
+  char k[32];
+  for (uint64_t i = 0; i <= MAX_COMMIT_LAG - lag; i++) {
+    snprintf(k, sizeof k, "k%06llu", (unsigned long long)i);
+    tu_commit_kv(db, k, "v", SOCHDB_ASYNC);
+  }
+  sochdb_stats before = tu_stats(db);
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_put_str(t, "late", "v");
+  int rc = sochdb_commit(t, SOCHDB_ASYNC);
+  cr_assert_eq(rc, SOCHDB_BUSY, "a commit with the log %u commits behind: %s", MAX_COMMIT_LAG, sochdb_strerror(rc));
+  cr_assert_not_null(strstr(sochdb_last_error(), "WAL writer stayed"), "%s", sochdb_last_error());
+  cr_assert_eq(tu_stats(db).last_commit_seq, before.last_commit_seq, "the refused commit took a sequence");
+  char buf[8];
+  cr_assert_eq(tu_read_str(db, "late", buf, sizeof buf), SOCHDB_NOTFOUND, "the refused commit applied its put");
+
+  db->busy_timeout_ms = 60000;   /* the rest must not depend on how fast this machine is */
+  struct late_writer w = { .r = r };
+  pthread_t writer;
+  cr_assert_eq(pthread_create(&writer, NULL, catch_up_later, &w), 0);
+  t = tu_begin(db, 0);
+  tu_put_str(t, "late", "v");
+  atomic_store(&w.committing, 1);
+  tu_commit(t, SOCHDB_ASYNC, "once the writer caught up");
+  cr_assert(atomic_load(&w.caught_up), "the commit went through before the writer caught up");
+  pthread_join(writer, NULL);
+  cr_assert_eq(tu_read_str(db, "late", buf, sizeof buf), SOCHDB_OK);
   tu_close();
 }
