@@ -536,6 +536,19 @@ int wait_count_every(atomic_uint *counter, unsigned n, struct kids *k, double ma
   return 0;
 }
 
+int wait_until(uint64_t t, struct kids *k)
+{
+  for (uint64_t now = now_ns(); now < t; now = now_ns()) {
+    if (interrupted)
+      return fail("interrupted");
+    if (kids_poll(k) != 0)
+      return fail("a worker process failed");
+    uint64_t left_us = (t - now) / 1000;
+    sleep_us(left_us < 50000 ? (unsigned)left_us : 50000);
+  }
+  return 0;
+}
+
 uint64_t cpu_ns(clockid_t clock)
 {
   struct timespec ts;

@@ -201,6 +201,10 @@ int kids_finish(struct kids *k, int kill_them);
 int wait_count(atomic_uint *counter, unsigned n, struct kids *k, double max_s, const char *what);
 int wait_count_every(atomic_uint *counter, unsigned n, struct kids *k, double max_s, const char *what,
                      unsigned poll_us);
+/* Sleep until now_ns() reaches t, looking every 50 ms for a failed worker
+** (-1, with a message): the parent of a timed phase wakes 20 times a second
+** instead of sharing a core with its workers 1000 times a second. */
+int wait_until(uint64_t t, struct kids *k);
 
 /* ---- output --------------------------------------------------------------------- */
 

@@ -790,8 +790,12 @@ static int run_cphase(const struct cconfig *c, const struct engine_ops *ops, voi
     uint64_t t0 = now_ns();
     sh->deadline_ns = ph->seconds > 0 ? t0 + (uint64_t)(ph->seconds * NS_PER_S) : UINT64_MAX;
     atomic_store_explicit(&sh->go, 1, memory_order_release);
-    /* every millisecond: a 2-core machine has no core to spare for a parent waking more often */
-    rc = wait_count_every(&sh->done, ph->procs, &k, done_max_s, "finish", 1000);
+    /* asleep until the clock stops, then every millisecond: a 2-core machine has no core to spare
+    ** for a parent waking more often */
+    if (ph->seconds > 0)
+      rc = wait_until(sh->deadline_ns, &k);
+    if (rc == 0)
+      rc = wait_count_every(&sh->done, ph->procs, &k, done_max_s, "finish", 1000);
     seconds = (double)(now_ns() - t0) / NS_PER_S;
     helper1 = ops->helper_cpu_ns ? ops->helper_cpu_ns(state) : 0;
   }
