@@ -9,7 +9,9 @@
 #include "fsutil.h"
 #include "sochdb.h"
 #include "bulkhash.h"
+#include "testhooks.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -681,12 +683,35 @@ static int parse_current(const uint8_t *p, size_t n, uint64_t *number)
 }
 
 /* Read DIR/CURRENT and build the path of the MANIFEST it names. */
+/* No CURRENT: a new database, unless the directory holds an SSTable. Then
+** its CURRENT was lost, and starting empty would lose every table silently
+** (the daemon would even remove them as orphans). A MANIFEST alone is a
+** creation cut short before CURRENT was renamed in: it lists no file. */
+static int missing_current(const char *dir)
+{
+  DIR *d = opendir(dir);
+  if (!d)
+    return sdb_fail_errno("opendir %s", dir);
+  struct dirent *e;
+  int found = 0;
+  while (!found && (e = readdir(d))) {
+    size_t len = strlen(e->d_name);
+    found = len > 4 && !strcmp(e->d_name + len - 4, ".sst");
+  }
+  closedir(d);
+  return found ? sdb_fail(SOCHDB_CORRUPT, "%s holds SSTables but no CURRENT file (it names the MANIFEST, which "
+                          "lists them): restore it from a backup", dir)
+               : sdb_fail(SOCHDB_NOTFOUND, "%s has no CURRENT file and no SSTable: a new database", dir);
+}
+
 static int current_manifest(const char *dir, char *path, size_t n, uint64_t *number)
 {
   snprintf(path, n, "%s/CURRENT", dir);
   uint8_t *buf;
   size_t len;
   int rc = read_file(path, &buf, &len);
+  if (rc == SOCHDB_NOTFOUND)
+    return missing_current(dir);
   if (rc != SOCHDB_OK)
     return rc;
   rc = parse_current(buf, len, number);
@@ -736,12 +761,18 @@ int manifest_open(const char *dir, const uint8_t db_id[16], struct manifest **ou
   rc = replay_file(path, db_id, state, &end, &len);
   if (rc == SOCHDB_NOTFOUND)
     rc = sdb_fail(SOCHDB_CORRUPT, "%s vanished while opening it", path);
-  if (rc == SOCHDB_OK && end < len) {   /* cut the torn tail off before appending after it */
-    if (ftruncate(fd, (off_t)end) != 0)
-      rc = sdb_fail_errno("truncate the torn tail of %s", path);
-    else if (fdatasync(fd) != 0)
-      rc = sdb_fail_errno("fdatasync %s", path);
-  }
+  if (rc == SOCHDB_OK && end < len && ftruncate(fd, (off_t)end) != 0)   /* the torn tail goes before we append */
+    rc = sdb_fail_errno("truncate the torn tail of %s", path);
+  /* What we replayed must be durable before anyone acts on it: a predecessor
+  ** killed between its append and its fdatasync left records that only the
+  ** page cache holds, and removing the files such a record deleted, then a
+  ** power cut, would leave a MANIFEST naming files that are gone. The same
+  ** for CURRENT's name, renamed in by a predecessor killed before it synced
+  ** the directory. */
+  if (rc == SOCHDB_OK && (FAULT("manifest.open_sync") ? (errno = EIO, -1) : fdatasync(fd)) != 0)
+    rc = sdb_fail_errno("fdatasync %s", path);
+  if (rc == SOCHDB_OK)
+    rc = sdb_fsync_dir(dir);
   struct manifest *m = rc == SOCHDB_OK ? calloc(1, sizeof *m) : NULL;
   if (rc == SOCHDB_OK && !m)
     rc = sdb_fail(SOCHDB_NOMEM, "manifest handle");
@@ -807,6 +838,7 @@ int manifest_apply(struct manifest *m, struct manifest_state *state, const struc
   }
   rc = pwrite_all(m->fd, rec, n, m->end, "MANIFEST");
   free(rec);
+  CRASHPOINT("manifest.appended");   /* killed here: the record is in the page cache only */
   if (rc == SOCHDB_OK && fdatasync(m->fd) != 0)
     rc = sdb_fail_errno("fdatasync MANIFEST-%06llu", (unsigned long long)m->number);
   if (rc != SOCHDB_OK) {

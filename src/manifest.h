@@ -133,8 +133,12 @@ int  manifest_create(const char *dir, const uint8_t db_id[16], struct manifest *
 /* Read DIR/CURRENT, replay the MANIFEST it names into *state (initialised
 ** here; the caller frees it with manifest_state_free, also on error it is
 ** left empty), and open that MANIFEST for appending after its last whole
-** record. A torn last record (and any zeros after it) is cut off the file.
-** Errors: SOCHDB_NOTFOUND (no CURRENT), SOCHDB_CORRUPT (CURRENT malformed,
+** record. A torn last record (and any zeros after it) is cut off the file,
+** and what is kept is made durable (fdatasync, and the directory's fsync)
+** before this returns: a predecessor killed before its fdatasync may have
+** left records only the page cache holds, and the caller acts on them.
+** Errors: SOCHDB_NOTFOUND (no CURRENT and no SSTable: a new database),
+** SOCHDB_CORRUPT (SSTables but no CURRENT, CURRENT malformed,
 ** the MANIFEST it names missing, a damaged header, another db_id, a damaged
 ** record followed by an intact one, an intact record that does not parse or
 ** does not apply to the state), SOCHDB_VERSION (another format version),

@@ -1007,23 +1007,6 @@ int sdb_state_file_list(const struct manifest_state *st, struct fl_file **out, u
   return SOCHDB_OK;
 }
 
-/* A directory without CURRENT is a new database only if it holds no SSTable:
-** otherwise its MANIFEST was lost, and guessing would lose data silently. */
-static int check_no_tables(const char *dir)
-{
-  DIR *d = opendir(dir);
-  if (!d)
-    return sdb_fail_errno("opendir %s", dir);
-  struct dirent *e;
-  int found = 0;
-  while (!found && (e = readdir(d))) {
-    size_t len = strlen(e->d_name);
-    found = (len > 4 && !strcmp(e->d_name + len - 4, ".sst")) || !strncmp(e->d_name, "MANIFEST-", 9);
-  }
-  closedir(d);
-  return found ? sdb_fail(SOCHDB_CORRUPT, "%s holds SSTables or a MANIFEST but no CURRENT file", dir) : SOCHDB_OK;
-}
-
 /* The MANIFEST's state into the new region: its file list, and the seq the
 ** log replay starts after. */
 static int load_files(shm_region *r, const char *dir, uint64_t *flushed)
@@ -1032,9 +1015,9 @@ static int load_files(shm_region *r, const char *dir, uint64_t *flushed)
   int torn = 0;
   int rc = manifest_read(dir, r->hdr->db_id, &st, &torn);
   *flushed = 0;
-  if (rc == SOCHDB_NOTFOUND) {
+  if (rc == SOCHDB_NOTFOUND) {   /* a new database (no CURRENT, no SSTable: manifest.h) */
     manifest_state_free(&st);
-    return check_no_tables(dir);
+    return SOCHDB_OK;
   }
   struct fl_file *files = NULL;
   uint32_t n = 0;
