@@ -8,6 +8,7 @@
 #include "testutil.h"
 
 #include "manifest.h"
+#include "testhooks.h"
 #include "sochdb.h"
 
 #include <dirent.h>
@@ -585,4 +586,44 @@ Test(manifest, missing_files)
   cr_assert_eq(manifest_open(dir, DB_ID, &m, &got), SOCHDB_OK, "CURRENT restored: %s", sochdb_last_error());
   manifest_close(m);
   manifest_state_free(&got);
+}
+
+/* A directory without CURRENT is a new database only if it holds no
+** SSTable. With tables beside it CURRENT was lost, and an empty state would
+** lose them all (the daemon would remove them as orphans). A MANIFEST alone
+** is a creation cut short before CURRENT was renamed in: it lists no file. */
+Test(manifest, sstables_without_current_are_corrupt_a_manifest_alone_is_a_new_database)
+{
+  struct manifest *m;
+  struct manifest_state got;
+  cr_assert_eq(manifest_create(dir, DB_ID, &m), SOCHDB_OK);
+  manifest_close(m);
+  char path[128];
+  snprintf(path, sizeof path, "%s/CURRENT", dir);
+  cr_assert_eq(unlink(path), 0);
+  cr_assert_eq(manifest_open(dir, DB_ID, &m, &got), SOCHDB_NOTFOUND, "a MANIFEST without CURRENT or tables");
+  spit("000008.sst.tmp", "x", 1);   /* a table never completed is no table */
+  cr_assert_eq(manifest_read(dir, DB_ID, &got, NULL), SOCHDB_NOTFOUND, "beside a temporary table file");
+  spit("000007.sst", "x", 1);
+  cr_assert_eq(manifest_open(dir, DB_ID, &m, &got), SOCHDB_CORRUPT, "an SSTable without CURRENT");
+  cr_assert_not_null(strstr(sochdb_last_error(), "no CURRENT"), "%s", sochdb_last_error());
+  cr_assert_eq(manifest_read(dir, DB_ID, &got, NULL), SOCHDB_CORRUPT, "manifest_read, the same");
+}
+
+/* What manifest_open replayed is synced before it returns (a predecessor
+** killed before its fdatasync left records only the page cache holds, and
+** the daemon acts on them at once): a failed sync fails the open. */
+Test(manifest, opening_syncs_what_it_replayed_before_it_returns)
+{
+  struct manifest *m;
+  struct manifest_state s, got;
+  uint64_t next;
+  build(&m, &s, 3, &next);
+  manifest_close(m);
+  sochdb_test_fault("manifest.open_sync", EIO, 0, 1);
+  cr_assert_eq(manifest_open(dir, DB_ID, &m, &got), SOCHDB_IO, "open with its fdatasync failing");
+  cr_assert_null(m, "a failed open hands out no handle");
+  cr_assert_not_null(strstr(sochdb_last_error(), "fdatasync"), "%s", sochdb_last_error());
+  reopen_and_compare(&s, "once the sync works");
+  manifest_state_free(&s);
 }

@@ -130,3 +130,27 @@ Test(store, a_table_is_written_in_whole_aligned_2_mib_chunks_and_one_shorter_las
   }
   tu_close();
 }
+
+/* The daemon's store on a directory whose CURRENT was lost: its tables are
+** not orphans of a new database. store_open refuses (SOCHDB_CORRUPT) and
+** removes nothing; it used to start an empty MANIFEST and remove them all. */
+Test(store, a_store_without_current_beside_its_tables_refuses_and_removes_nothing)
+{
+  sochdb *db = tu_open(8u << 20, 1u << 20, 0);
+  struct store s;
+  cr_assert_eq(store_open(&s, db), SOCHDB_OK, "%s", sochdb_last_error());
+  size_t total;
+  const size_t pieces[] = { 5000 };
+  uint64_t number = store_new_file_number(&s);
+  cr_assert_eq(write_table(&s, number, pieces, 1, 100, &total), SOCHDB_OK, "%s", sochdb_last_error());
+  store_close(&s);
+  char path[4300];
+  snprintf(path, sizeof path, "%s/CURRENT", tu_dir());
+  cr_assert_eq(unlink(path), 0);
+  int rc = store_open(&s, db);
+  cr_assert_eq(rc, SOCHDB_CORRUPT, "store_open without CURRENT beside a table: %s", sochdb_strerror(rc));
+  cr_assert_not_null(strstr(sochdb_last_error(), "no CURRENT"), "%s", sochdb_last_error());
+  expect_file(number, total);
+  cr_assert_neq(access(path, F_OK), 0, "a refused store wrote a new CURRENT");
+  tu_close();
+}
