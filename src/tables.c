@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <urcu-bp.h>
 
@@ -130,6 +131,17 @@ static int map_file(struct sdb_table *t, const char *dir)
   return rc;
 }
 
+/* How long a set holding a file that failed to open serves before the next
+** transaction builds it again (and retries that file). */
+#define TABLE_RETRY_NS 1000000000ull
+
+static uint64_t monotonic_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static struct sdb_table *table_open(sochdb *db, const struct fl_file *f)
 {
   struct sdb_table *t = calloc(1, sizeof *t);
@@ -185,11 +197,14 @@ void sdb_tables_release(struct sdb_tables *ts)
     set_free(ts);
 }
 
+/* A file that could not be opened (too many mappings, no memory, a file
+** missing that is restored) is opened again by the next set, never reused:
+** else one passing failure would fail its reads for as long as it lives. */
 static struct sdb_table *reuse(const struct sdb_tables *old, const struct fl_file *f)
 {
   for (uint32_t i = 0; old && i < old->n; i++) {
     struct sdb_table *t = old->files[i];
-    if (t->number == f->number && t->level == f->level) {
+    if (t->number == f->number && t->level == f->level && t->open_rc == SOCHDB_OK) {
       atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);   /* we hold old: it cannot go */
       return t;
     }
@@ -215,7 +230,10 @@ static struct sdb_tables *set_build(sochdb *db, const struct fl_list *l, const s
       return NULL;
     }
     ts->files[ts->n++] = t;
+    ts->failed |= t->open_rc != SOCHDB_OK;
   }
+  if (ts->failed)
+    ts->retry_ns = monotonic_ns() + TABLE_RETRY_NS;
   uint32_t at = 0;
   for (unsigned lv = 0; lv <= SDB_LEVELS; lv++) {
     while (at < ts->n && ts->files[at]->level < lv)
@@ -235,7 +253,7 @@ static struct sdb_tables *take_current(sochdb *db, uint64_t id)
   read_begin();
   /* acquire: the set's contents were written before it was published */
   struct sdb_tables *ts = atomic_load_explicit(&db->tables, memory_order_acquire);
-  if (ts && ts->id == id)
+  if (ts && ts->id == id && !ts->failed)
     atomic_fetch_add_explicit(&ts->refs, 1, memory_order_relaxed);   /* its "current" ref pins it */
   else
     ts = NULL;
@@ -253,8 +271,8 @@ static int acquire_set(sochdb *db, const struct fl_list *l, struct sdb_tables **
   }
   pthread_mutex_lock(&db->tables_lock);
   struct sdb_tables *old = atomic_load_explicit(&db->tables, memory_order_relaxed);
-  if (old && old->id >= id) {
-    ts = old;       /* another thread built it, or a newer one, meanwhile */
+  if (old && (old->id > id || (old->id == id && !(old->failed && monotonic_ns() >= old->retry_ns)))) {
+    ts = old;       /* another thread built it, or a newer one, meanwhile; or it failed too recently */
   } else {
     ts = set_build(db, l, old);
     if (!ts) {

@@ -56,6 +56,8 @@ struct sdb_tables {
   struct sdb_table **files;     /* list order: L0 newest first, then each level by smallest key */
   uint32_t           level_start[SDB_LEVELS + 1];   /* files of level l: [level_start[l], level_start[l+1]) */
   unsigned           levels;    /* 1 + the deepest level holding a file; 0 if none */
+  int                failed;    /* a file of it could not be opened: built again after retry_ns */
+  uint64_t           retry_ns;  /* CLOCK_MONOTONIC */
 };
 
 /* A set mirroring the region's current list (or one published after it),
@@ -63,7 +65,9 @@ struct sdb_tables {
 ** id (fl_current_id) it is taken without reading the list; otherwise
 ** *hazard (the transaction entry's view_files, shm/epoch.h) protects the
 ** list while it is read and its files are mapped, and is cleared before
-** this returns. Errors: SOCHDB_NOMEM. */
+** this returns. A file that fails to open makes its reads fail with why; it
+** is opened again by the next list's set, or by the same list's set built
+** again a second later. Errors: SOCHDB_NOMEM. */
 int  sdb_tables_acquire(struct sochdb *db, _Atomic uint64_t *hazard, struct sdb_tables **out);
 void sdb_tables_release(struct sdb_tables *ts);
 /* At sochdb_close: drop the process's current set. */
