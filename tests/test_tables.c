@@ -2,7 +2,8 @@
 ** test_tables.c — the process's table of mapped SSTables (src/tables.c): a
 ** get searches level 0 newest first, then every deeper level that holds a
 ** file, down to the deepest; the shallower version wins; a newly published
-** file list is taken by the next transaction.
+** file list is taken by the next transaction; a file that failed to open is
+** opened again (by the next list's set, or by the same list's a second on).
 **
 ** The database runs without sochdbd, so that nothing but the test publishes
 ** file lists: the tests write SSTables with the builder and publish lists
