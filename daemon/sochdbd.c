@@ -285,6 +285,8 @@ static void bg_run(struct bg_task *t)
 static int flush_step(struct bg_task *t)
 {
   static unsigned failures;   /* one flusher thread */
+  if (store_failed(t->b->s))
+    return 0;   /* the daemon is leaving (serve): flushing again would only pile up tables */
   int rc = flusher_step(&t->b->f);
   if (rc < 0 && failures++ % 100 == 0)
     ww_log(t->b->s->db->dir, "flush failed (%s: %s); retrying", sochdb_strerror(-rc), sochdb_last_error());
@@ -293,7 +295,7 @@ static int flush_step(struct bg_task *t)
   return rc;
 }
 
-static int compact_step(struct bg_task *t) { return compactor_step(&t->b->c); }
+static int compact_step(struct bg_task *t) { return store_failed(t->b->s) ? 0 : compactor_step(&t->b->c); }
 
 /* Flushing: a rotation (arena_rotate) changes active_memtable and wakes us,
 ** and so does a writer that waits for room. */
@@ -422,7 +424,7 @@ static void remove_region_of_deleted_database(sochdb *db, int dir_fd, const stru
            strerror(errno));
 }
 
-static const char *serve(sochdb *db, const struct config *c, const struct stat *lock_st)
+static const char *serve(sochdb *db, struct store *s, const struct config *c, const struct stat *lock_st)
 {
   struct timespec pause = { c->interval_ms / 1000, (long)(c->interval_ms % 1000) * 1000000L };
   uint64_t idle_since = now_ms();
@@ -433,6 +435,9 @@ static const char *serve(sochdb *db, const struct config *c, const struct stat *
       return DIRECTORY_REMOVED;
     if (region_replaced(db))
       return "its shared region was removed or replaced";
+    if (store_failed(s))
+      return "the MANIFEST could not be written, or its file list published (see above): the next daemon "
+             "reads it again";
     unsigned reaped = slots_reap_all(&db->region, db->slot);
     if (reaped)
       ww_log(c->dir, "reclaimed the slots of %u dead process(es)", reaped);
@@ -676,7 +681,7 @@ int main(int argc, char **argv)
     return give_up_locked(&report_fd, lock_fd);
   }
   report(&report_fd, 0);
-  const char *why = serve(db, &c, &lock_st);
+  const char *why = serve(db, &store, &c, &lock_st);
   atomic_store(&bg.stop, 1);
   join_waking(compactor, wake_background, &bg);
   join_waking(flusher, wake_background, &bg);

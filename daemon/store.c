@@ -297,8 +297,11 @@ int store_apply(struct store *s, struct manifest_edit *edit)
   pthread_mutex_lock(&s->lock);
   manifest_edit_set_next_file(edit, s->next_file);
   int rc = manifest_apply(s->man, &s->state, edit);
-  if (rc == SOCHDB_OK)
+  if (rc == SOCHDB_OK) {
     rc = publish_locked(s);
+    s->failed |= rc != SOCHDB_OK;
+  }
+  s->failed |= manifest_failed(s->man);
   if (rc == SOCHDB_OK) {
     for (size_t i = 0; i < edit->ndels && rc == SOCHDB_OK; i++)
       if (!is_live(&s->state, edit->dels[i].number))   /* not merely moved to another level */
@@ -306,6 +309,14 @@ int store_apply(struct store *s, struct manifest_edit *edit)
   }
   pthread_mutex_unlock(&s->lock);
   return rc;
+}
+
+int store_failed(struct store *s)
+{
+  pthread_mutex_lock(&s->lock);
+  int failed = s->failed;
+  pthread_mutex_unlock(&s->lock);
+  return failed;
 }
 
 void store_reclaim(struct store *s)

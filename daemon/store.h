@@ -25,10 +25,17 @@ struct store {
   size_t                    ndoomed, capdoomed;
   struct compaction_options copts;
   uint64_t                  compact_rate;   /* bytes/s a compaction may read; 0 = unlimited */
+  int                       failed;   /* the MANIFEST or the published list is in doubt: store_failed */
 };
 
 /* Open (or create) the MANIFEST, doom orphan files, publish the file list. */
 int  store_open(struct store *s, sochdb *db);
+/* Whether an edit failed in a way only a new store can mend: the MANIFEST
+** could not be written or synced (its handle refuses every later edit, and
+** the file is in doubt), or an edit was made durable but its file list
+** could not be published (the region's list and the MANIFEST differ). The
+** daemon then leaves, and the next one opens the store from the files. */
+int  store_failed(struct store *s);
 void store_close(struct store *s);
 
 /* A file number for a new SSTable (recorded by the next store_apply). */

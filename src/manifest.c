@@ -836,7 +836,8 @@ int manifest_apply(struct manifest *m, struct manifest_state *state, const struc
     free(rec);
     return rc;
   }
-  rc = pwrite_all(m->fd, rec, n, m->end, "MANIFEST");
+  int fault = FAULT("manifest.write");
+  rc = fault ? (errno = fault, sdb_fail_errno("write MANIFEST")) : pwrite_all(m->fd, rec, n, m->end, "MANIFEST");
   free(rec);
   CRASHPOINT("manifest.appended");   /* killed here: the record is in the page cache only */
   if (rc == SOCHDB_OK && fdatasync(m->fd) != 0)
@@ -856,6 +857,8 @@ int manifest_apply(struct manifest *m, struct manifest_state *state, const struc
   edit_commit(state, edit, &p);
   return SOCHDB_OK;
 }
+
+int manifest_failed(const struct manifest *m) { return m && m->failed; }
 
 int manifest_rewrite(struct manifest *m, const struct manifest_state *state)
 {

@@ -163,6 +163,9 @@ int  manifest_read(const char *dir, const uint8_t db_id[16], struct manifest_sta
 ** unusable, every later call returns SOCHDB_IO; reopen to go on). */
 int  manifest_apply(struct manifest *m, struct manifest_state *state, const struct manifest_edit *edit);
 
+/* Whether a failed write or fdatasync made m unusable (manifest_apply). */
+int  manifest_failed(const struct manifest *m);
+
 /* Write MANIFEST-<number + 1> holding a snapshot of state (via .tmp, fdatasync,
 ** rename, fsync dir), switch CURRENT to it the same way, then remove the old
 ** MANIFEST (best effort) and append to the new one from now on. A crash at

@@ -1,7 +1,8 @@
 /*
 ** test_faults.c — I/O faults in the daemon: ENOSPC and EIO on WAL writes,
 ** EIO on the WAL's fdatasync, short writes, ENOSPC on SSTable writes, no
-** room for the WAL's runway of zeros (groups are appended instead).
+** room for the WAL's runway of zeros (groups are appended instead), ENOSPC
+** on a MANIFEST write (the daemon leaves; the next one goes on).
 **
 ** The faults are injected by the fault points of sochdbd-testing
 ** (src/testhooks.h), armed with $SOCHDB_TEST_FAULT=NAME:ERRNO:SKIP:COUNT for
@@ -237,6 +238,38 @@ Test(faults, enospc_on_sstable_writes_is_retried_and_loses_nothing)
   cr_assert_geq(st.flushes, 2, "flushing resumed after the fault (%llu flushes)", (unsigned long long)st.flushes);
   cr_assert(log_contains("flush failed"), "the daemon's log does not show the failed flush");
   cr_assert_eq(put_one(db, n, SOCHDB_SYNC), SOCHDB_OK, "a SYNC marker");
+  crash_and_lose_region(db);
+  db = open_with_fault(NULL, 10000);
+  expect_keys(db, n + 1, "after kill -9 and a rebuild");
+  sochdb_close(db);
+}
+
+/* A failed MANIFEST write leaves the MANIFEST in doubt and its handle
+** refusing every later edit: the daemon that met it used to stay, flushing
+** nothing, while writers waited behind the write stall for good. It leaves
+** instead, the next daemon (which a writer starts) opens the MANIFEST from
+** the file, and the flushes go on; nothing is lost. */
+Test(faults, a_failed_manifest_write_ends_the_daemon_and_the_next_one_goes_on)
+{
+  char spec[64];
+  snprintf(spec, sizeof spec, "manifest.write:%d:0:1", ENOSPC);
+  sochdb *db = open_with_fault(spec, 10000);
+  pid_t first = daemon_pid();
+  const int n = 30000;   /* several 1 MiB memtables: the first flush meets the fault */
+  for (int i = 0; i < n; i++) {
+    int rc;
+    while ((rc = put_one(db, i, SOCHDB_ASYNC)) == SOCHDB_BUSY)
+      tu_sleep_ms(5);
+    cr_assert_eq(rc, SOCHDB_OK, "commit %d: %s (%s)", i, sochdb_strerror(rc), sochdb_last_error());
+  }
+  for (int w = 0; w < 6000 && !log_contains("the MANIFEST could not be written"); w++)
+    tu_sleep_ms(10);
+  cr_assert(log_contains("the MANIFEST could not be written"), "the daemon did not leave for its failed MANIFEST");
+  cr_assert(log_contains("write MANIFEST"), "the daemon's log does not show the failed MANIFEST write");
+  /* a SYNC commit starts a daemon if none runs (ASYNC ones wait for one only in the write stall) */
+  cr_assert_eq(put_one(db, n, SOCHDB_SYNC), SOCHDB_OK, "a SYNC marker: %s", sochdb_last_error());
+  cr_assert_neq(daemon_pid(), first, "the daemon that met the fault still serves");
+  TU_WAIT_STATS(db, s->flushes >= 2, "flushes by the next daemon");
   crash_and_lose_region(db);
   db = open_with_fault(NULL, 10000);
   expect_keys(db, n + 1, "after kill -9 and a rebuild");
