@@ -116,6 +116,15 @@ static int publish_locked(struct store *s)
   return rc;
 }
 
+/* The MANIFEST is an edit log: every flush and compaction appends to it, and
+** every daemon start (and every rebuild of a lost region) replays all of it.
+** Past roll_bytes, and twice its size after the last rewrite (a snapshot
+** of thousands of files is itself large), it is rewritten as one snapshot
+** (manifest_rewrite: a new file, then CURRENT switched, each durable). A
+** failure that leaves CURRENT in doubt fails the store (store_failed); one
+** before it keeps the old file, to be tried again after the next edit. */
+#define MANIFEST_ROLL_BYTES (4ull << 20)
+
 /* ---- open / close ---------------------------------------------------------- */
 
 int store_open(struct store *s, sochdb *db)
@@ -131,6 +140,7 @@ int store_open(struct store *s, sochdb *db)
   s->copts.l1_target_bytes = 4 * mt;
   s->copts.target_file_bytes = mt;
   s->compact_rate = 64ull << 20;
+  s->roll_bytes = MANIFEST_ROLL_BYTES;
   int rc = open_manifest(s);
   if (rc != SOCHDB_OK)
     return rc;
@@ -292,6 +302,19 @@ int store_write_sst(struct store *s, uint64_t number, const uint8_t *buf, size_t
   return rc == SOCHDB_OK ? store_sst_complete(s, &o, buf, len) : rc;
 }
 
+
+static void roll_manifest(struct store *s)
+{
+  uint64_t bytes = manifest_bytes(s->man);
+  if (bytes < s->roll_bytes || bytes < 2 * s->rolled_bytes)
+    return;
+  if (manifest_rewrite(s->man, &s->state) == SOCHDB_OK)
+    s->rolled_bytes = manifest_bytes(s->man);
+  else if (!manifest_failed(s->man))
+    ww_log(s->db->dir, "cannot rewrite the MANIFEST of %llu bytes (%s); it keeps growing for now",
+           (unsigned long long)bytes, sochdb_last_error());
+}
+
 int store_apply(struct store *s, struct manifest_edit *edit)
 {
   pthread_mutex_lock(&s->lock);
@@ -301,6 +324,8 @@ int store_apply(struct store *s, struct manifest_edit *edit)
     rc = publish_locked(s);
     s->failed |= rc != SOCHDB_OK;
   }
+  if (rc == SOCHDB_OK)
+    roll_manifest(s);
   s->failed |= manifest_failed(s->man);
   if (rc == SOCHDB_OK) {
     for (size_t i = 0; i < edit->ndels && rc == SOCHDB_OK; i++)

@@ -26,6 +26,8 @@ struct store {
   struct compaction_options copts;
   uint64_t                  compact_rate;   /* bytes/s a compaction may read; 0 = unlimited */
   int                       failed;   /* the MANIFEST or the published list is in doubt: store_failed */
+  uint64_t                  roll_bytes;   /* the MANIFEST is rewritten as a snapshot past this (roll_manifest) */
+  uint64_t                  rolled_bytes; /* its size after the last rewrite (0: none since open) */
 };
 
 /* Open (or create) the MANIFEST, doom orphan files, publish the file list. */

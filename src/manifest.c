@@ -799,12 +799,20 @@ int manifest_read(const char *dir, const uint8_t db_id[16], struct manifest_stat
   if (torn_tail)
     *torn_tail = 0;
   char path[PATH_MAX_DIR + 64];
-  uint64_t number = 0;
-  rc = current_manifest(dir, path, sizeof path, &number);
-  if (rc != SOCHDB_OK)
-    return rc;
   size_t end = 0, len = 0;
-  rc = replay_file(path, db_id, state, &end, &len);
+  /* The daemon may rewrite the MANIFEST meanwhile (store.c, roll_manifest):
+  ** switch CURRENT to a new file, then remove the one we were about to read.
+  ** Missing, it is read again through CURRENT; damage only if CURRENT still
+  ** names it. */
+  for (uint64_t number = 0, before = UINT64_MAX; number != before;) {
+    before = number;
+    rc = current_manifest(dir, path, sizeof path, &number);
+    if (rc != SOCHDB_OK)
+      return rc;
+    rc = replay_file(path, db_id, state, &end, &len);
+    if (rc != SOCHDB_NOTFOUND)
+      break;
+  }
   if (rc == SOCHDB_NOTFOUND)
     rc = sdb_fail(SOCHDB_CORRUPT, "CURRENT names %s, which does not exist", path);
   if (rc != SOCHDB_OK) {
@@ -895,6 +903,8 @@ uint64_t manifest_number(const struct manifest *m)
 {
   return m->number;
 }
+
+uint64_t manifest_bytes(const struct manifest *m) { return m->end; }
 
 void manifest_close(struct manifest *m)
 {

@@ -177,6 +177,8 @@ int  manifest_rewrite(struct manifest *m, const struct manifest_state *state);
 
 /* The number of the MANIFEST being appended to (1 after create). */
 uint64_t manifest_number(const struct manifest *m);
+/* The bytes of the live MANIFEST's whole records (its header included). */
+uint64_t manifest_bytes(const struct manifest *m);
 
 /* Close the file and free the handle. NULL ok. */
 void manifest_close(struct manifest *m);

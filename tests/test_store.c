@@ -8,6 +8,7 @@
 */
 #include <criterion/criterion.h>
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,5 +153,63 @@ Test(store, a_store_without_current_beside_its_tables_refuses_and_removes_nothin
   cr_assert_not_null(strstr(sochdb_last_error(), "no CURRENT"), "%s", sochdb_last_error());
   expect_file(number, total);
   cr_assert_neq(access(path, F_OK), 0, "a refused store wrote a new CURRENT");
+  tu_close();
+}
+
+/* How many MANIFEST-* files the test's directory holds. */
+static int manifest_files(void)
+{
+  DIR *d = opendir(tu_dir());
+  cr_assert_not_null(d);
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)))
+    n += !strncmp(e->d_name, "MANIFEST-", 9);
+  closedir(d);
+  return n;
+}
+
+/* Every flush and compaction appends an edit to the MANIFEST, and every
+** daemon start replays all of it: past roll_bytes (4 MiB; 4 KiB here) it is
+** rewritten as one snapshot, and the old file goes. What a reopen reads is
+** the state the edits made. */
+Test(store, the_manifest_is_rewritten_as_a_snapshot_once_it_grows)
+{
+  sochdb *db = tu_open(8u << 20, 1u << 20, 0);
+  struct store s;
+  cr_assert_eq(store_open(&s, db), SOCHDB_OK, "%s", sochdb_last_error());
+  s.roll_bytes = 4096;
+  uint64_t first = manifest_number(s.man), last = 0;
+  enum { EDITS = 200 };
+  for (int i = 0; i < EDITS; i++) {
+    struct manifest_edit e;
+    manifest_edit_init(&e);
+    char lo[16], hi[16];
+    snprintf(lo, sizeof lo, "k%06d", i);
+    snprintf(hi, sizeof hi, "k%06d~", i);
+    uint64_t n = store_new_file_number(&s);
+    struct manifest_file f = { n, 1000, (uint8_t *)lo, (uint32_t)strlen(lo), (uint8_t *)hi, (uint32_t)strlen(hi),
+                               (uint64_t)i + 1, (uint64_t)i + 1 };
+    cr_assert_eq(manifest_edit_add_file(&e, 1, &f), SOCHDB_OK);
+    if (last)
+      cr_assert_eq(manifest_edit_delete_file(&e, 1, last), SOCHDB_OK);
+    manifest_edit_set_flushed(&e, (uint64_t)i + 1);
+    cr_assert_eq(store_apply(&s, &e), SOCHDB_OK, "edit %d: %s", i, sochdb_last_error());
+    manifest_edit_free(&e);
+    last = n;
+    cr_assert_leq(manifest_bytes(s.man), 2 * 4096 + 1024, "edit %d: the MANIFEST grew to %llu bytes", i,
+                  (unsigned long long)manifest_bytes(s.man));
+  }
+  cr_assert_gt(manifest_number(s.man), first + 1, "rewritten more than once (MANIFEST-%06llu)",
+               (unsigned long long)manifest_number(s.man));
+  cr_assert_eq(manifest_files(), 1, "the rewritten MANIFESTs were not removed");
+  cr_assert(!store_failed(&s));
+  store_close(&s);
+  struct manifest_state st;
+  cr_assert_eq(manifest_read(tu_dir(), db->region.hdr->db_id, &st, NULL), SOCHDB_OK, "%s", sochdb_last_error());
+  cr_assert(st.levels[1].n == 1 && st.levels[1].files[0].number == last, "level 1 holds %u files after a reopen",
+            st.levels[1].n);
+  cr_assert_eq(st.last_flushed_seq, EDITS, "last_flushed_seq after a reopen");
+  manifest_state_free(&st);
   tu_close();
 }
