@@ -52,8 +52,13 @@ static void after_fork_parent(void)
   pthread_mutex_unlock(&handles_lock);
 }
 
-/* In the child, every inherited handle dies: its region fd is closed so that
-** the child does not keep the parent's slot lock alive after the parent exits. */
+/* In the child, every inherited handle dies: its region fd is closed and
+** its region unmapped, so that the child does not keep the parent's slot
+** lock alive after the parent dies. The lock is an OFD lock on the region's
+** open file description, which a mapping references as much as a
+** descriptor: a worker forked by a process killed mid-commit kept it held,
+** so nobody reaped the dead process and every later commit waited for its
+** sequence for as long as the worker lived. */
 static void after_fork_child(void)
 {
   urcu_bp_after_fork_child();
@@ -62,6 +67,10 @@ static void after_fork_child(void)
     if (db->region.fd >= 0)
       close(db->region.fd);
     db->region.fd = -1;
+    if (db->region.base)
+      munmap(db->region.base, db->region.size);
+    db->region.base = NULL;
+    db->region.hdr = NULL;
     if (db->lock_fd >= 0)
       close(db->lock_fd);
     db->lock_fd = -1;
