@@ -390,7 +390,7 @@ Test(durable, a_note_of_the_logs_end_reads_back_whole_or_not_at_all)
 struct late_writer {
   shm_region *r;
   _Atomic int committing;   /* the test's commit has started */
-  _Atomic int caught_up;    /* durable_seq moved over every published commit */
+  _Atomic int catching_up;  /* about to move durable_seq over every published commit */
 };
 
 /* A WAL writer that catches up 50 ms after the commit starts: it calls
@@ -401,8 +401,9 @@ static void *catch_up_later(void *arg)
   while (!atomic_load(&w->committing))
     pause_ms(1);
   pause_ms(50);
+  /* set before the publish: the commit may return the moment it lands */
+  atomic_store(&w->catching_up, 1);
   durable_publish(w->r, published(w->r));
-  atomic_store(&w->caught_up, 1);
   return NULL;
 }
 
@@ -442,7 +443,7 @@ Test(durable, a_commit_waits_while_the_wal_writer_is_a_record_ring_behind)
   tu_put_str(t, "late", "v");
   atomic_store(&w.committing, 1);
   tu_commit(t, SOCHDB_ASYNC, "once the writer caught up");
-  cr_assert(atomic_load(&w.caught_up), "the commit went through before the writer caught up");
+  cr_assert(atomic_load(&w.catching_up), "the commit went through before the writer caught up");
   pthread_join(writer, NULL);
   cr_assert_eq(tu_read_str(db, "late", buf, sizeof buf), SOCHDB_OK);
   tu_close();
