@@ -392,13 +392,6 @@ static void truncate_wal(struct flusher *f)
 #define TRIM_WINDOW_NS  1000000000ull   /* the active memtable's growth is measured over this */
 #define TRIM_WAIT_MS    20u             /* a trim waits this long for commits in progress */
 
-static uint64_t monotonic_ns(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void release_idle_spares(struct flusher *f, uint64_t now)
 {
   shm_region *r = f->s->r;
@@ -466,7 +459,7 @@ int flusher_step(struct flusher *f)
   ** past its last trimmable chunk already, which under AddressSanitizer,
   ** where building a table is slow, was the rule */
   if (mt >= 0 && f->trim_eager)
-    trim_active(f, monotonic_ns());
+    trim_active(f, sdb_monotonic_ns());
   if (mt >= 0) {
     int rc = seal(f);
     if (rc != SOCHDB_OK)
@@ -489,7 +482,7 @@ int flusher_step(struct flusher *f)
     CRASHPOINT("flush.wal_truncated");
   }
   retire_and_recycle(f);
-  uint64_t now = monotonic_ns();
+  uint64_t now = sdb_monotonic_ns();
   release_idle_spares(f, now);
   trim_active(f, now);
   store_reclaim(s);

@@ -116,14 +116,7 @@ static int publish_locked(struct store *s)
   return rc;
 }
 
-/* The MANIFEST is an edit log: every flush and compaction appends to it, and
-** every daemon start (and every rebuild of a lost region) replays all of it.
-** Past roll_bytes, and twice its size after the last rewrite (a snapshot
-** of thousands of files is itself large), it is rewritten as one snapshot
-** (manifest_rewrite: a new file, then CURRENT switched, each durable). A
-** failure that leaves CURRENT in doubt fails the store (store_failed); one
-** before it keeps the old file, to be tried again after the next edit. */
-#define MANIFEST_ROLL_BYTES (4ull << 20)
+#define MANIFEST_ROLL_BYTES (4ull << 20)   /* roll_manifest */
 
 /* ---- open / close ---------------------------------------------------------- */
 
@@ -302,7 +295,13 @@ int store_write_sst(struct store *s, uint64_t number, const uint8_t *buf, size_t
   return rc == SOCHDB_OK ? store_sst_complete(s, &o, buf, len) : rc;
 }
 
-
+/* The MANIFEST is an edit log: every flush and compaction appends to it, and
+** every daemon start (and every rebuild of a lost region) replays all of it.
+** Past roll_bytes, and twice its size after the last rewrite (a snapshot
+** of thousands of files is itself large), it is rewritten as one snapshot
+** (manifest_rewrite: a new file, then CURRENT switched, each durable). A
+** failure that leaves CURRENT in doubt fails the store (store_failed); one
+** before it keeps the old file, to be tried again after the next edit. */
 static void roll_manifest(struct store *s)
 {
   uint64_t bytes = manifest_bytes(s->man);

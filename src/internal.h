@@ -16,6 +16,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 
 /* Where a handle's last commit left its skiplist searches, for its next
 ** commit to resume from (txn.c): keys committed in increasing order across
@@ -120,6 +121,14 @@ int  sdb_open(const char *dir, const sochdb_options *opts, int as_daemon, sochdb
 /* A handle or transaction used in a fork() child, or NULL. */
 int  sdb_check_db(const sochdb *db);
 int  sdb_check_txn(const sochdb_txn *t);
+/* Nanoseconds on CLOCK_MONOTONIC: the clock of retry and idle deadlines. */
+static inline uint64_t sdb_monotonic_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static inline struct shm_txn_entry *sdb_txn_entry(const sochdb_txn *t)
 { return shm_txn_entry_at(&t->db->region, t->db->slot, t->entry); }
 

@@ -135,13 +135,6 @@ static int map_file(struct sdb_table *t, const char *dir)
 ** transaction builds it again (and retries that file). */
 #define TABLE_RETRY_NS 1000000000ull
 
-static uint64_t monotonic_ns(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static struct sdb_table *table_open(sochdb *db, const struct fl_file *f)
 {
   struct sdb_table *t = calloc(1, sizeof *t);
@@ -233,7 +226,7 @@ static struct sdb_tables *set_build(sochdb *db, const struct fl_list *l, const s
     ts->failed |= t->open_rc != SOCHDB_OK;
   }
   if (ts->failed)
-    ts->retry_ns = monotonic_ns() + TABLE_RETRY_NS;
+    ts->retry_ns = sdb_monotonic_ns() + TABLE_RETRY_NS;
   uint32_t at = 0;
   for (unsigned lv = 0; lv <= SDB_LEVELS; lv++) {
     while (at < ts->n && ts->files[at]->level < lv)
@@ -271,7 +264,7 @@ static int acquire_set(sochdb *db, const struct fl_list *l, struct sdb_tables **
   }
   pthread_mutex_lock(&db->tables_lock);
   struct sdb_tables *old = atomic_load_explicit(&db->tables, memory_order_relaxed);
-  if (old && (old->id > id || (old->id == id && !(old->failed && monotonic_ns() >= old->retry_ns)))) {
+  if (old && (old->id > id || (old->id == id && !(old->failed && sdb_monotonic_ns() >= old->retry_ns)))) {
     ts = old;       /* another thread built it, or a newer one, meanwhile; or it failed too recently */
   } else {
     ts = set_build(db, l, old);
