@@ -115,10 +115,9 @@ static void assert_all4(sochdb *db, const char *want, const char *what)
     cr_assert_str_eq(v[i], want, "%s: %s = '%s', expected '%s'", what, ABCD[i], v[i], want);
 }
 
-/* Child: own handle, arm the crash point, write a,b,c,d = "child", commit. Never returns. */
-static void child_commit_abcd(const char *dir, const char *name, unsigned k)
+/* Child: arm the crash point, write a,b,c,d = "child" through db, commit. Never returns. */
+static void commit_abcd_until_killed(sochdb *db, const char *name, unsigned k)
 {
-  sochdb *db = tu_child_open(dir, CC_OPEN);
   sochdb_test_crash_at(name, k);
   sochdb_txn *t = NULL;
   if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK) _exit(CC_BEGIN);
@@ -126,6 +125,12 @@ static void child_commit_abcd(const char *dir, const char *name, unsigned k)
     if (sochdb_put(t, ABCD[i], 1, "child", 5) != SOCHDB_OK) _exit(CC_PUT);
   int rc = sochdb_commit(t, SOCHDB_SYNC);
   _exit(rc == SOCHDB_OK ? CC_NOT_KILLED : CC_COMMIT + rc);
+}
+
+/* Child: the same through its own handle. Never returns. */
+static void child_commit_abcd(const char *dir, const char *name, unsigned k)
+{
+  commit_abcd_until_killed(tu_child_open(dir, CC_OPEN), name, k);
 }
 
 /* Child: own handle, commit a,b,c,d = value with bounded retries. Never returns. */
@@ -310,6 +315,83 @@ CRASH_TEST(writer_first_after_claim_seq,     "commit.claim_seq",   1, EXP_EITHER
 CRASH_TEST(writer_first_after_decided,       "commit.decided",     1, EXP_NEW,    0,      0,         1)
 CRASH_TEST(writer_first_after_stamped,       "commit.stamped",     1, EXP_NEW,    0,      0,         1)
 CRASH_TEST(writer_first_after_published,     "commit.published",   1, EXP_NEW,    1,      0,         1)
+
+/* ------------------------- a prefork parent killed while its worker lives */
+
+/* The slot's liveness lock belongs to the region's open file description,
+** which a mapping holds as much as a descriptor does. A fork child that kept
+** its parent's mapping would keep the dead parent's lock: the parent would
+** never be reaped, and the sequence it claimed would hold every later commit
+** back for as long as the child lived (db.c, after_fork_child). */
+
+/* The worker: forked by a process that has the database open, as a prefork
+** server forks. It opens its own handle, sends its pid on ready_fd, and lives
+** until hold_fd reads end-of-file (the test closes it, or ends). */
+static void prefork_worker(const char *dir, int ready_fd, int hold_fd)
+{
+  sochdb *db = tu_child_open(dir, CC_OPEN);
+  pid_t me = getpid();
+  if (write(ready_fd, &me, sizeof me) != (ssize_t)sizeof me) _exit(CC_OPEN);
+  char c;
+  while (read(hold_fd, &c, 1) < 0 && errno == EINTR) {}
+  sochdb_close(db);
+  _exit(0);
+}
+
+/* The parent: open, fork the worker, then die in a commit at
+** commit.claim_seq, holding a sequence nobody decided. Never returns. */
+static void prefork_parent(const char *dir, int ready_fd, int hold_fd)
+{
+  sochdb *db = tu_child_open(dir, CC_OPEN);
+  pid_t w = fork();
+  if (w < 0) _exit(CC_OPEN);
+  if (w == 0) prefork_worker(dir, ready_fd, hold_fd);
+  commit_abcd_until_killed(db, "commit.claim_seq", 1);
+}
+
+Test(crash, a_process_killed_mid_commit_is_reaped_while_its_fork_child_lives)
+{
+  sochdb *db = tu_open_with(tu_dir(), NULL);
+  commit_keys(db, ABCD, 4, "0", "setup");
+  sochdb_stats before = tu_stats(db);
+  int ready[2], hold[2];
+  cr_assert(pipe(ready) == 0 && pipe(hold) == 0, "pipe: %s", strerror(errno));
+  pid_t parent = tu_fork();
+  cr_assert_geq(parent, 0, "fork: %s", strerror(errno));
+  if (parent == 0) {
+    close(ready[0]);
+    close(hold[1]);   /* so that the worker sees end-of-file when the test closes its end */
+    prefork_parent(tu_db_dir, ready[1], hold[0]);
+  }
+  close(ready[1]);
+  close(hold[0]);
+  pid_t worker = 0;
+  struct pollfd pf = { .fd = ready[0], .events = POLLIN };
+  cr_assert(poll(&pf, 1, 20000) == 1 && read(ready[0], &worker, sizeof worker) == (ssize_t)sizeof worker,
+            "the fork child never said it had opened the database");
+  int st = 0;
+  char sbuf[64];
+  cr_assert_eq(tu_wait_child(parent, 20000, &st), 0, "the parent did not die in its commit in time");
+  cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the parent ended with %s, expected SIGKILL at "
+            "commit.claim_seq", tu_status_str(st, sbuf, sizeof sbuf));
+
+  /* Another process commits while the worker lives: it must get past the
+  ** dead parent's undecided sequence. Bounded: a wedge fails the test. */
+  pid_t writer = tu_fork();
+  cr_assert_geq(writer, 0, "fork: %s", strerror(errno));
+  if (writer == 0) child_put_abcd(tu_db_dir, "second");
+  int late = tu_wait_child(writer, 30000, &st);
+  cr_assert_eq(kill(worker, 0), 0, "the worker was gone before the commit ended, so this proves nothing");
+  cr_assert(late == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+            "the second writer %s %s (7: CONFLICT retries exhausted on the dead parent's keys) while the "
+            "parent's fork child lived: the child kept the parent's slot lock, so the parent was never reaped",
+            late ? "was killed after 30 s," : "ended with", tu_status_str(st, sbuf, sizeof sbuf));
+  assert_all4(db, "second", "after the second process's commit");
+  cr_assert_gt(tu_stats(db).processes_reaped, before.processes_reaped, "the dead parent was not counted as reaped");
+  close(hold[1]);   /* the worker leaves */
+  close(ready[0]);
+  sochdb_close(db);
+}
 
 /* ------------------------- killed between linking a node and hashing it */
 
