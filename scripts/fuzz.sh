@@ -45,6 +45,11 @@ for t in "${targets[@]}"; do
 done
 wait
 failed=0
+# A one-line account of each failure for the end of CI's output (quickstart.sh
+# prints it beside the failed step): what killed the target and, for a small
+# input, the input itself (libFuzzer's Base64 line) to reproduce it from.
+summary=$build/fuzz-failures.txt
+rm -f "$summary"
 for t in "${targets[@]}"; do
   log=$build/fuzz_$t.log
   rc=$(cat "$build/fuzz_$t.rc" 2>/dev/null || echo 1)
@@ -53,6 +58,8 @@ for t in "${targets[@]}"; do
   if [ "$rc" -ne 0 ]; then
     echo "!! fuzz_$t FAILED (exit $rc); see $log and $build/crashes/$t/" >&2
     grep -E -m3 'ERROR:|runtime error|SUMMARY' "$log" | sed 's/^/   /' >&2
+    { echo "fuzz_$t exit $rc: $(grep -E -m1 'ERROR:|runtime error|SUMMARY|Timeout|out-of-memory|leak' "$log")"
+      grep -m1 '^Base64:' "$log" | cut -c1-3000; } >>"$summary"
     failed=1
   fi
 done

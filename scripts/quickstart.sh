@@ -219,7 +219,7 @@ cmd_test() {
     if bash "$REPO/scripts/fuzz.sh" "$fuzz_secs"; then
       TOTAL_PASSED=$((TOTAL_PASSED + 1))
     else
-      FAILED_STEPS+=("scripts/fuzz.sh found a crash or did not build")
+      FAILED_STEPS+=("scripts/fuzz.sh found a crash or did not build $(cat "$REPO/build-fuzz/fuzz-failures.txt" 2>/dev/null)")
       TOTAL_FAILED=$((TOTAL_FAILED + 1))
     fi
   fi
