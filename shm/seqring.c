@@ -87,8 +87,11 @@ uint64_t seqring_claim(shm_region *r, uint32_t my_slot, uint32_t did)
   _Atomic uint64_t *ents = ring(r);
   unsigned round = 0;
   for (;;) {
-    /* acquire: the entry we read below must be at least as new as next_seq */
-    uint64_t s = atomic_load_explicit(&h->next_seq, memory_order_acquire);
+    /* relaxed: next_seq is a hint, stored relaxed (help_next_seq), so an
+    ** acquire here would pair with nothing. The entry decides: a taken s is
+    ** helped past below, an s a lap behind fails the previous-lap check and
+    ** is read again, and only the CAS on the entry claims. */
+    uint64_t s = atomic_load_explicit(&h->next_seq, memory_order_relaxed);
     _Atomic uint64_t *slot = &ents[s % SEQRING_SIZE];
     uint64_t e = atomic_load_explicit(slot, memory_order_acquire);
     if (ent_tag(e) == tag_of(s)) {
@@ -170,8 +173,12 @@ static void decide_range(shm_region *r, uint32_t lo, uint32_t hi)
 {
   _Atomic uint64_t *ents = ring(r);
   uint64_t p = seqring_published(r);
-  uint64_t next = atomic_load_explicit(&r->hdr->next_seq, memory_order_acquire);
-  /* A claim can be at most one position past next_seq (claimed, not yet helped). */
+  /* relaxed, like every access to next_seq: the entries are the truth. The
+  ** slot being decided belongs to a dead process (slots.c, reap_locked), so
+  ** it claims nothing more; each of its claims is at most one position
+  ** past next_seq (claimed, not yet helped), and next_seq moves only past
+  ** taken entries. */
+  uint64_t next = atomic_load_explicit(&r->hdr->next_seq, memory_order_relaxed);
   for (uint64_t s = p + 1; s <= next && s - p <= SEQRING_SIZE; s++) {
     uint64_t e = atomic_load_explicit(&ents[s % SEQRING_SIZE], memory_order_acquire);
     if (ent_tag(e) == tag_of(s) && ent_st(e) == ST_CLAIMED && ent_did(e) >= lo && ent_did(e) <= hi)
