@@ -312,6 +312,11 @@ static int scan_groups(const uint8_t *buf, size_t len, size_t off, uint64_t next
   struct wal_group_header g;
   long long payload;
   while ((payload = intact_group(buf, len, off, &g, ahead, seg)) >= 0 && g.first_lsn == out->next_lsn) {
+    /* LSNs never wrap (2^64 bytes of log); one that would is a forged or
+    ** damaged header, and a resume point past it could not be checked. */
+    if ((uint64_t)payload > UINT64_MAX - out->next_lsn)
+      return sdb_fail(SOCHDB_CORRUPT, "WAL group at file offset %zu (LSN %llu) runs past the largest LSN", off,
+                      (unsigned long long)g.first_lsn);
     int rc = scan_group(buf + off + WAL_GROUP_HEADER, g.payload_bytes, g.first_lsn, off, fn, ctx, out);
     if (rc != SOCHDB_OK)
       return rc;

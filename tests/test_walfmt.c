@@ -328,6 +328,29 @@ Test(walfmt, group_with_an_unexpected_lsn_is_corruption)
   free(b.p);
 }
 
+Test(walfmt, a_group_whose_lsns_would_wrap_is_corruption)
+{
+  struct buf probe = { 0 };
+  uint64_t lsn = 0;
+  append_group(&probe, &lsn, 10, 2);   /* lsn is now one group's payload */
+  uint64_t payload = lsn;
+  free(probe.p);
+  struct buf b = { 0 };
+  struct wal_seg_header h;
+  wal_seg_header_init(&h, UINT64_MAX - payload, DB_ID, 1);
+  append(&b, &h, sizeof h);
+  lsn = UINT64_MAX - payload;
+  append_group(&b, &lsn, 10, 2);       /* ends at the largest LSN: allowed */
+  struct wal_scan_result r;
+  cr_assert_eq(wal_scan_buffer(b.p, b.n, DB_ID, NULL, NULL, &r), SOCHDB_OK, "%s", sochdb_last_error());
+  cr_assert_eq(r.groups, 1);
+  cr_assert_eq(r.next_lsn, UINT64_MAX);
+  append_group(&b, &lsn, 11, 2);       /* from UINT64_MAX on: would wrap to payload - 1 */
+  cr_assert_eq(wal_scan_buffer(b.p, b.n, DB_ID, NULL, NULL, &r), SOCHDB_CORRUPT);
+  cr_assert(strstr(sochdb_last_error(), "runs past the largest LSN"), "%s", sochdb_last_error());
+  free(b.p);
+}
+
 static int stop_at_second(void *ctx, const struct wal_record *rec)
 {
   (void)rec;
