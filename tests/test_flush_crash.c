@@ -202,36 +202,30 @@ static void t1_val(int i, int gen, char *v)
 
 #define T1_PER_GEN (T1_KEYS / T1_BATCH)   /* transactions per generation */
 
-/* Transaction x (0, 1, ...): generation x / T1_PER_GEN + 1 of the keys of
-** batch x % T1_PER_GEN, plus its marker txn/<gen>/<first key>, committed
-** SYNC; CONFLICT and BUSY (nothing applied) are retried. The last code. */
+/* Transaction x (0, 1, ...) into t: generation x / T1_PER_GEN + 1 of the
+** keys of batch x % T1_PER_GEN, plus its marker txn/<gen>/<first key>. */
+static int t1_fill_txn(sochdb_txn *t, void *ctx)
+{
+  long x = *(const long *)ctx;
+  int gen = (int)(x / T1_PER_GEN) + 1, i = (int)(x % T1_PER_GEN) * T1_BATCH;
+  int rc = SOCHDB_OK;
+  for (int j = i; j < i + T1_BATCH && rc == SOCHDB_OK; j++) {
+    char k[32], v[T1_VLEN];
+    t1_key(j, k);
+    t1_val(j, gen, v);
+    rc = sochdb_put(t, k, strlen(k), v, T1_VLEN);
+  }
+  char tk[32], tv[32];
+  t1_txn_key(gen, i, tk);
+  t1_txn_val(gen, i, tv);
+  return rc == SOCHDB_OK ? sochdb_put(t, tk, strlen(tk), tv, strlen(tv)) : rc;
+}
+
+/* Transaction x committed SYNC; CONFLICT and BUSY (nothing applied) are
+** retried. The last code. */
 static int t1_commit_txn(sochdb *db, long x)
 {
-  int gen = (int)(x / T1_PER_GEN) + 1, i = (int)(x % T1_PER_GEN) * T1_BATCH;
-  int rc = SOCHDB_CONFLICT;
-  for (int attempt = 0; attempt < 1000; attempt++) {
-    sochdb_txn *t = NULL;
-    rc = sochdb_txn_begin(db, 0, &t);
-    if (rc != SOCHDB_OK) return rc;
-    for (int j = i; j < i + T1_BATCH && rc == SOCHDB_OK; j++) {
-      char k[32], v[T1_VLEN];
-      t1_key(j, k);
-      t1_val(j, gen, v);
-      rc = sochdb_put(t, k, strlen(k), v, T1_VLEN);
-    }
-    char tk[32], tv[32];
-    t1_txn_key(gen, i, tk);
-    t1_txn_val(gen, i, tv);
-    if (rc == SOCHDB_OK) rc = sochdb_put(t, tk, strlen(tk), tv, strlen(tv));
-    if (rc != SOCHDB_OK) {
-      sochdb_abort(t);
-      return rc;
-    }
-    rc = sochdb_commit(t, SOCHDB_SYNC);
-    if (rc != SOCHDB_CONFLICT && rc != SOCHDB_BUSY) break;
-    tu_sleep_ms(1);
-  }
-  return rc;
+  return tu_commit_retry(db, t1_fill_txn, &x, SOCHDB_SYNC, 999, NULL);
 }
 
 /* Write every key at generation gen (T1_PER_GEN transactions); asserts

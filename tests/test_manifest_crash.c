@@ -90,30 +90,25 @@ static void mc_val(long i, char *v)
   v[n] = '.';
 }
 
-/* Keys [from, from + BATCH) in one SYNC commit; CONFLICT and BUSY (nothing
-** applied) are retried. The last code. */
-static int mc_commit(sochdb *db, long from)
+/* Keys [from, from + BATCH) into t. */
+static int mc_fill(sochdb_txn *t, void *ctx)
 {
-  int rc = SOCHDB_CONFLICT;
-  for (int attempt = 0; attempt < 1000; attempt++) {
-    sochdb_txn *t = NULL;
-    rc = sochdb_txn_begin(db, 0, &t);
-    if (rc != SOCHDB_OK) return rc;
-    for (long i = from; i < from + BATCH && rc == SOCHDB_OK; i++) {
-      char k[32], v[VLEN];
-      mc_key(i, k);
-      mc_val(i, v);
-      rc = sochdb_put(t, k, strlen(k), v, VLEN);
-    }
-    if (rc != SOCHDB_OK) {
-      sochdb_abort(t);
-      return rc;
-    }
-    rc = sochdb_commit(t, SOCHDB_SYNC);
-    if (rc != SOCHDB_CONFLICT && rc != SOCHDB_BUSY) break;
-    tu_sleep_ms(1);
+  long from = *(const long *)ctx;
+  int rc = SOCHDB_OK;
+  for (long i = from; i < from + BATCH && rc == SOCHDB_OK; i++) {
+    char k[32], v[VLEN];
+    mc_key(i, k);
+    mc_val(i, v);
+    rc = sochdb_put(t, k, strlen(k), v, VLEN);
   }
   return rc;
+}
+
+/* Those keys in one SYNC commit; CONFLICT and BUSY (nothing applied) are
+** retried. The last code. */
+static int mc_commit(sochdb *db, long from)
+{
+  return tu_commit_retry(db, mc_fill, &from, SOCHDB_SYNC, 999, NULL);
 }
 
 /* ------------------------------------------------------------ files */

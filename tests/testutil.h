@@ -386,29 +386,52 @@ static inline int tu_get_str(sochdb_txn *t, const char *key, char *buf, size_t n
   return SOCHDB_OK;
 }
 
-/* Commit keys[0..nkeys) = value in one transaction, retrying SOCHDB_CONFLICT
-** (and SOCHDB_BUSY) up to max_retries times with a 1 ms sleep between
-** attempts. *conflicts (may be NULL) counts the retries. Returns the last code. */
-static inline int tu_put_all_retry(sochdb *db, const char *const *keys, int nkeys, const char *value,
-                                   unsigned flags, unsigned max_retries, unsigned *conflicts)
+/* Write a transaction with fill(t, ctx) and commit it with flags; while the
+** commit is SOCHDB_CONFLICT or SOCHDB_BUSY (nothing applied), do it all
+** again, 1 ms later, up to max_retries times. *retries (may be NULL) counts
+** them. An error of begin or fill is returned at once (the transaction
+** aborted); otherwise the last commit's code. */
+typedef int (*tu_fill_fn)(sochdb_txn *t, void *ctx);
+
+static inline int tu_commit_retry(sochdb *db, tu_fill_fn fill, void *ctx, unsigned flags, unsigned max_retries,
+                                  unsigned *retries)
 {
   int rc = SOCHDB_CONFLICT;
   for (unsigned attempt = 0; attempt <= max_retries; attempt++) {
     sochdb_txn *t = NULL;
     rc = sochdb_txn_begin(db, 0, &t);
     if (rc != SOCHDB_OK) return rc;
-    for (int i = 0; i < nkeys && rc == SOCHDB_OK; i++)
-      rc = sochdb_put(t, keys[i], strlen(keys[i]), value, strlen(value));
+    rc = fill(t, ctx);
     if (rc != SOCHDB_OK) {
       sochdb_abort(t);
       return rc;
     }
     rc = sochdb_commit(t, flags);
     if (rc != SOCHDB_CONFLICT && rc != SOCHDB_BUSY) return rc;
-    if (conflicts) (*conflicts)++;
+    if (retries) (*retries)++;
     tu_sleep_ms(1);
   }
   return rc;
+}
+
+struct tu_put_all { const char *const *keys; int nkeys; const char *value; };
+
+static inline int tu_fill_put_all(sochdb_txn *t, void *ctx)
+{
+  const struct tu_put_all *p = ctx;
+  int rc = SOCHDB_OK;
+  for (int i = 0; i < p->nkeys && rc == SOCHDB_OK; i++)
+    rc = sochdb_put(t, p->keys[i], strlen(p->keys[i]), p->value, strlen(p->value));
+  return rc;
+}
+
+/* Commit keys[0..nkeys) = value in one transaction, retried as by
+** tu_commit_retry (*conflicts counts the retries). Returns the last code. */
+static inline int tu_put_all_retry(sochdb *db, const char *const *keys, int nkeys, const char *value,
+                                   unsigned flags, unsigned max_retries, unsigned *conflicts)
+{
+  struct tu_put_all p = { keys, nkeys, value };
+  return tu_commit_retry(db, tu_fill_put_all, &p, flags, max_retries, conflicts);
 }
 
 /* --------------------------------------------------- fixture */
