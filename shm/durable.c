@@ -64,10 +64,15 @@ int durable_log_end(const shm_region *r, struct durable_log_end *out)
 int durable_may_claim(const shm_region *r)
 {
   /* relaxed: next_seq is stored relaxed (a hint; seqring.c), so acquire
-  ** would pair with nothing. The bound leaves room for every transaction
-  ** entry of every slot to pass this check at once (durable.h). */
+  ** would pair with nothing. The bound holds even with a stale read: a
+  ** committer that passes having read next <= d + MAX_COMMIT_LAG claims one
+  ** sequence, and reads a larger next_seq at its next check (coherence), so
+  ** each of the slots x transaction entries makes at most one claim past
+  ** durable d + MAX_COMMIT_LAG. So none goes past d + REC_RING_SIZE, whose
+  ** record slot is durable d's, already written (durable.h).
+  ** Signed: read after next_seq, durable_seq may be past it already. */
   uint64_t next = atomic_load_explicit(&r->hdr->next_seq, memory_order_relaxed);
-  return next - durable_seq(r) <= MAX_COMMIT_LAG;
+  return (int64_t)(next - durable_seq(r)) <= (int64_t)MAX_COMMIT_LAG;
 }
 
 void durable_set_record(shm_region *r, uint64_t seq, uint64_t commit)

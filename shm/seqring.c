@@ -173,11 +173,14 @@ static void decide_range(shm_region *r, uint32_t lo, uint32_t hi)
 {
   _Atomic uint64_t *ents = ring(r);
   uint64_t p = seqring_published(r);
-  /* relaxed, like every access to next_seq: the entries are the truth. The
-  ** slot being decided belongs to a dead process (slots.c, reap_locked), so
-  ** it claims nothing more; each of its claims is at most one position
-  ** past next_seq (claimed, not yet helped), and next_seq moves only past
-  ** taken entries. */
+  /* relaxed, like every access to next_seq: no load order here could make up
+  ** for its relaxed stores. What makes the scan see every claim of the slot
+  ** is the slot lock: the kernel drops a dead owner's and we took it
+  ** (slots.c, reap_locked), which orders all the owner did before our loads.
+  ** A claim of s was made after reading next_seq == s, and next_seq only
+  ** grows, so every claim lies at or below next (hence s <= next). A live
+  ** owner whose slot was reclaimed (its descriptor closed behind its back)
+  ** may claim after this scan; it decides that claim itself (txn.c). */
   uint64_t next = atomic_load_explicit(&r->hdr->next_seq, memory_order_relaxed);
   for (uint64_t s = p + 1; s <= next && s - p <= SEQRING_SIZE; s++) {
     uint64_t e = atomic_load_explicit(&ents[s % SEQRING_SIZE], memory_order_acquire);

@@ -216,6 +216,8 @@ static int too_far_ahead(struct wal_ahead *a, uint32_t seg)
 
 void wal_verify_ahead(struct wal_ahead *a, uint32_t seg, const uint8_t *buf, size_t len)
 {
+  if (len > WAL_AHEAD_OFFSET_MASK)
+    return;   /* a position cannot name its offsets (a forged, sparse file): the scan verifies it alone */
   /* relaxed: a request to stop, honoured soon enough */
   while (too_far_ahead(a, seg) && !atomic_load_explicit(&a->stop, memory_order_relaxed)) {
     struct timespec pause = { 0, 200000 };   /* the scan is building a memtable: wait for it to come on */
@@ -270,6 +272,11 @@ static int check_seg_header(const uint8_t *buf, size_t len, const uint8_t *db_id
     return sdb_fail(SOCHDB_CORRUPT, "WAL segment header checksum mismatch");
   if (h->version != WAL_VERSION || h->header_bytes != WAL_SEG_HEADER)
     return sdb_fail(SOCHDB_VERSION, "WAL segment version %u; this library reads %u", h->version, WAL_VERSION);
+  /* No log reaches 2^62 bytes; below it, a segment's LSNs cannot wrap, and
+  ** neither can the writer's, which go on from the last segment's. */
+  if (h->first_lsn > WAL_MAX_FIRST_LSN)
+    return sdb_fail(SOCHDB_CORRUPT, "WAL segment starts at LSN %llu, past any log's length",
+                    (unsigned long long)h->first_lsn);
   if (db_id && memcmp(h->db_id, db_id, sizeof h->db_id) != 0)
     return sdb_fail(SOCHDB_CORRUPT, "WAL segment belongs to another database");
   return SOCHDB_OK;
@@ -361,6 +368,8 @@ int wal_scan_buffer_ahead(const uint8_t *buf, size_t len, int fd, const uint8_t 
 {
   struct wal_seg_header h;
   int rc = begin_scan(buf, len, db_id, &h, out);
+  if (len > WAL_AHEAD_OFFSET_MASK)
+    ahead = NULL;   /* as wal_verify_ahead: its positions could not name ours */
   return rc != SOCHDB_OK ? rc : scan_groups(buf, len, WAL_SEG_HEADER, h.first_lsn, fn, ctx, out, ahead, seg, fd);
 }
 
@@ -381,7 +390,7 @@ static int check_resume_point(const uint8_t *buf, size_t len, const struct wal_s
   memcpy(&g, buf + from->last_group, sizeof g);
   if (g.magic != GROUP_MAGIC || g.header_checksum != group_header_checksum(&g) ||
       from->last_group + WAL_GROUP_HEADER + g.payload_bytes != from->end_offset || g.first_lsn < h->first_lsn ||
-      g.first_lsn + g.payload_bytes != from->next_lsn)
+      g.payload_bytes > UINT64_MAX - g.first_lsn || g.first_lsn + g.payload_bytes != from->next_lsn)
     return sdb_fail(SOCHDB_CORRUPT, "WAL group at file offset %llu, made durable up to offset %llu (LSN %llu), is "
                     "damaged or not there: data that was durable is damaged",
                     (unsigned long long)from->last_group, (unsigned long long)from->end_offset,
@@ -458,6 +467,25 @@ static int cmp_u64(const void *a, const void *b)
   return x < y ? -1 : x > y;
 }
 
+/* Whether name is a segment's, exactly as wal_segment_path spells it (16
+** lower-case hex digits, ".wal"), and its LSN. Another spelling of a number
+** (a sign, "0x", capitals) would list a segment that no path reaches. */
+static int segment_name_lsn(const char *name, uint64_t *lsn)
+{
+  uint64_t v = 0;
+  for (int i = 0; i < 16; i++) {
+    char c = name[i];
+    if (c >= '0' && c <= '9')
+      v = v << 4 | (uint64_t)(c - '0');
+    else if (c >= 'a' && c <= 'f')
+      v = v << 4 | (uint64_t)(c - 'a' + 10);
+    else
+      return 0;
+  }
+  *lsn = v;
+  return strcmp(name + 16, ".wal") == 0;
+}
+
 int wal_list_segments(const char *dir, uint64_t **lsns, size_t *n)
 {
   *lsns = NULL;
@@ -470,9 +498,8 @@ int wal_list_segments(const char *dir, uint64_t **lsns, size_t *n)
   size_t cap = 0;
   int rc = SOCHDB_OK;
   for (struct dirent *e; (e = readdir(d));) {
-    char *end;
-    unsigned long long lsn = strtoull(e->d_name, &end, 16);
-    if (end != e->d_name + 16 || strcmp(end, ".wal") != 0)
+    uint64_t lsn;
+    if (!segment_name_lsn(e->d_name, &lsn))
       continue;   /* not a segment (temporary files, editors' leftovers) */
     if (*n == cap) {
       cap = cap ? cap * 2 : 16;

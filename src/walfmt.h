@@ -97,6 +97,7 @@ int wal_record_checksum_ok(const struct wal_record *rec);
 
 #define WAL_DIR             "wal"
 #define WAL_SEGMENT_BYTES   (64u << 20)    /* a new segment once one passes this */
+#define WAL_MAX_FIRST_LSN   (1ull << 62)   /* a segment header past it is corrupt: LSNs never wrap */
 
 /* DIR/wal/<first LSN as 16 hex digits>.wal */
 void   wal_segment_path(char *out, size_t n, const char *dir, uint64_t first_lsn);

@@ -13,11 +13,14 @@
 #include "sochdb.h"
 #include "walfmt.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const uint8_t DB_ID[16] = "0123456789abcdef";
@@ -328,26 +331,55 @@ Test(walfmt, group_with_an_unexpected_lsn_is_corruption)
   free(b.p);
 }
 
-Test(walfmt, a_group_whose_lsns_would_wrap_is_corruption)
+/* One group's payload bytes, as append_group writes it. */
+static uint64_t group_payload_bytes(void)
 {
   struct buf probe = { 0 };
   uint64_t lsn = 0;
-  append_group(&probe, &lsn, 10, 2);   /* lsn is now one group's payload */
-  uint64_t payload = lsn;
+  append_group(&probe, &lsn, 10, 2);
   free(probe.p);
-  struct buf b = { 0 };
-  struct wal_seg_header h;
-  wal_seg_header_init(&h, UINT64_MAX - payload, DB_ID, 1);
-  append(&b, &h, sizeof h);
-  lsn = UINT64_MAX - payload;
-  append_group(&b, &lsn, 10, 2);       /* ends at the largest LSN: allowed */
+  return lsn;
+}
+
+Test(walfmt, lsns_never_wrap)
+{
+  uint64_t payload = group_payload_bytes();
   struct wal_scan_result r;
+  struct wal_seg_header h;
+  /* A segment may start as late as WAL_MAX_FIRST_LSN... */
+  struct buf b = { 0 };
+  wal_seg_header_init(&h, WAL_MAX_FIRST_LSN, DB_ID, 1);
+  append(&b, &h, sizeof h);
+  uint64_t lsn = WAL_MAX_FIRST_LSN;
+  append_group(&b, &lsn, 10, 2);
   cr_assert_eq(wal_scan_buffer(b.p, b.n, DB_ID, NULL, NULL, &r), SOCHDB_OK, "%s", sochdb_last_error());
-  cr_assert_eq(r.groups, 1);
-  cr_assert_eq(r.next_lsn, UINT64_MAX);
-  append_group(&b, &lsn, 11, 2);       /* from UINT64_MAX on: would wrap to payload - 1 */
+  cr_assert_eq(r.next_lsn, WAL_MAX_FIRST_LSN + payload);
+  free(b.p);
+  /* ...and no later: near UINT64_MAX its LSNs could wrap. */
+  b = (struct buf){ 0 };
+  wal_seg_header_init(&h, WAL_MAX_FIRST_LSN + 1, DB_ID, 1);
+  append(&b, &h, sizeof h);
   cr_assert_eq(wal_scan_buffer(b.p, b.n, DB_ID, NULL, NULL, &r), SOCHDB_CORRUPT);
+  cr_assert(strstr(sochdb_last_error(), "past any log's length"), "%s", sochdb_last_error());
+  free(b.p);
+
+  /* Groups forged to end at UINT64_MAX, then to go past it, behind an honest
+  ** header: a resume at the first goes on from UINT64_MAX and refuses the
+  ** second; a resume at a group that itself wraps is refused. */
+  b = (struct buf){ 0 };
+  wal_seg_header_init(&h, 100, DB_ID, 1);
+  append(&b, &h, sizeof h);
+  uint64_t first = b.n;
+  lsn = UINT64_MAX - payload;
+  append_group(&b, &lsn, 10, 2);
+  uint64_t second = b.n;
+  append_group(&b, &lsn, 11, 2);   /* from UINT64_MAX: would wrap to payload - 1 */
+  struct wal_resume at = { first, second, UINT64_MAX };
+  cr_assert_eq(wal_scan_buffer_from(b.p, b.n, -1, DB_ID, &at, NULL, NULL, &r), SOCHDB_CORRUPT);
   cr_assert(strstr(sochdb_last_error(), "runs past the largest LSN"), "%s", sochdb_last_error());
+  at = (struct wal_resume){ second, b.n, payload - 1 };
+  cr_assert_eq(wal_scan_buffer_from(b.p, b.n, -1, DB_ID, &at, NULL, NULL, &r), SOCHDB_CORRUPT);
+  cr_assert(strstr(sochdb_last_error(), "is damaged or not there"), "%s", sochdb_last_error());
   free(b.p);
 }
 
@@ -386,6 +418,38 @@ Test(walfmt, scan_file_reads_a_segment_and_reports_a_missing_one)
   unlink(path);
   cr_assert_eq(wal_scan_file(path, DB_ID, NULL, NULL, &r), SOCHDB_IO, "missing file");
   free(s.b.p);
+}
+
+Test(walfmt, only_segment_names_as_written_are_listed)
+{
+  char dir[] = "/tmp/sochdb-walfmt-XXXXXX", wal[64], path[128];
+  cr_assert(mkdtemp(dir));
+  snprintf(wal, sizeof wal, "%s/" WAL_DIR, dir);
+  cr_assert_eq(mkdir(wal, 0700), 0);
+  static const char *const names[] = { "0000000000000010.wal", "000000000000002a.wal",
+                                       "00000000000000AB.wal", "-000000000000001.wal", "0x00000000000030.wal",
+                                       " 000000000000040.wal", "000000000000005.wal", "0000000000000060.wal.tmp" };
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    snprintf(path, sizeof path, "%s/%s", wal, names[i]);
+    int fd = open(path, O_CREAT | O_WRONLY, 0600);
+    cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+    close(fd);
+  }
+  uint64_t *lsns;
+  size_t n;
+  cr_assert_eq(wal_list_segments(dir, &lsns, &n), SOCHDB_OK, "%s", sochdb_last_error());
+  cr_assert_eq(n, 2, "%zu segments listed: a name no path reaches was taken for one", n);
+  cr_assert_eq(lsns[0], 0x10);
+  cr_assert_eq(lsns[1], 0x2a);
+  wal_segment_path(path, sizeof path, dir, lsns[1]);
+  cr_assert(strstr(path, "000000000000002a.wal"), "%s", path);
+  free(lsns);
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    snprintf(path, sizeof path, "%s/%s", wal, names[i]);
+    unlink(path);
+  }
+  rmdir(wal);
+  rmdir(dir);
 }
 
 Test(walfmt, record_size_limits)
