@@ -64,13 +64,13 @@ static int doom_orphans(struct store *s)
   int rc = SOCHDB_OK;
   struct dirent *e;
   while (rc == SOCHDB_OK && (e = readdir(d))) {
-    char *end;
-    unsigned long long n = strtoull(e->d_name, &end, 10);
-    if (end == e->d_name || (strcmp(end, ".sst") != 0 && strcmp(end, ".sst.tmp") != 0))
+    uint64_t n;
+    int tmp = sst_file_number(e->d_name, ".sst.tmp", &n);
+    if (!tmp && !sst_file_number(e->d_name, ".sst", &n))
       continue;
     if (n >= s->next_file)
       s->next_file = n + 1;   /* never reuse a number a client may have cached blocks of */
-    if (!strcmp(end, ".sst.tmp")) {
+    if (tmp) {
       char path[4300];
       snprintf(path, sizeof path, "%s/%s", s->db->dir, e->d_name);
       unlink(path);

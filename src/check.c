@@ -37,6 +37,22 @@ int sst_file_path(char *out, size_t n, const char *dir, uint64_t number)
   return SOCHDB_OK;
 }
 
+int sst_file_number(const char *name, const char *suffix, uint64_t *number)
+{
+  size_t digits = strspn(name, "0123456789");
+  if (digits < 6 || digits > 20 || (digits > 6 && name[0] == '0') || strcmp(name + digits, suffix) != 0)
+    return 0;
+  uint64_t v = 0;
+  for (size_t i = 0; i < digits; i++) {
+    unsigned d = (unsigned)(name[i] - '0');
+    if (v > (UINT64_MAX - d) / 10)
+      return 0;
+    v = v * 10 + d;
+  }
+  *number = v;
+  return v <= UINT64_MAX >> 1;   /* beyond any count of files: next_file (v + 1) must not wrap */
+}
+
 /* ---- the run ------------------------------------------------------------------ */
 
 struct sst_found {        /* a *.sst file found in the directory */
@@ -354,9 +370,10 @@ static int list_ssts(struct ck *c, struct sst_found **out, size_t *n)
   int rc = SOCHDB_OK;
   for (struct dirent *e; (e = readdir(d));) {
     const char *s = e->d_name;
-    size_t digits = strspn(s, "0123456789");
-    if (digits == 0 || digits > 19 || strcmp(s + digits, ".sst") != 0)
+    uint64_t number;
+    if (!sst_file_number(s, ".sst", &number))
       continue;
+    size_t digits = strlen(s) - 4;
     if (*n == cap) {
       cap = cap ? cap * 2 : 32;
       struct sst_found *grown = realloc(*out, cap * sizeof *grown);
@@ -368,8 +385,8 @@ static int list_ssts(struct ck *c, struct sst_found **out, size_t *n)
     }
     char path[CK_PATH];
     snprintf(path, sizeof path, "%s/%s", c->dir, s);
-    (*out)[*n] = (struct sst_found){ .number = strtoull(s, NULL, 10), .size = file_size(path), .live = 0 };
-    memcpy((*out)[*n].name, s, digits + 5);   /* digits (at most 19), ".sst" and NUL */
+    (*out)[*n] = (struct sst_found){ .number = number, .size = file_size(path), .live = 0 };
+    memcpy((*out)[*n].name, s, digits + 5);   /* digits (at most 20), ".sst" and NUL */
     (*n)++;
   }
   closedir(d);

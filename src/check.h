@@ -35,6 +35,12 @@
 ** when it does not fit (out then holds a truncated, NUL-terminated path). */
 int sst_file_path(char *out, size_t n, const char *dir, uint64_t number);
 
+/* 1 and *number if name is a table's file name exactly as sst_file_path
+** spells it, followed by suffix (".sst", ".sst.tmp"); else 0. Another
+** spelling ("-1.sst", " 7.sst", "0000007.sst", twenty nines) is not a table:
+** taken for one it would name another file, or wrap the next file number. */
+int sst_file_number(const char *name, const char *suffix, uint64_t *number);
+
 struct check_callbacks {
   /* One damaged or odd thing found: file is a path (or the directory). It
   ** has been counted in the summary (damaged or warnings) when this is called. */

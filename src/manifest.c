@@ -9,6 +9,7 @@
 #include "fsutil.h"
 #include "sochdb.h"
 #include "bulkhash.h"
+#include "check.h"
 #include "testhooks.h"
 
 #include <dirent.h>
@@ -694,10 +695,9 @@ static int missing_current(const char *dir)
     return sdb_fail_errno("opendir %s", dir);
   struct dirent *e;
   int found = 0;
-  while (!found && (e = readdir(d))) {
-    size_t len = strlen(e->d_name);
-    found = len > 4 && !strcmp(e->d_name + len - 4, ".sst");
-  }
+  uint64_t number;
+  while (!found && (e = readdir(d)))
+    found = sst_file_number(e->d_name, ".sst", &number);
   closedir(d);
   return found ? sdb_fail(SOCHDB_CORRUPT, "%s holds SSTables but no CURRENT file (it names the MANIFEST, which "
                           "lists them): restore it from a backup", dir)

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "internal.h"
 #include "sochdb.h"
 #include "store.h"
@@ -153,6 +154,39 @@ Test(store, a_store_without_current_beside_its_tables_refuses_and_removes_nothin
   cr_assert_not_null(strstr(sochdb_last_error(), "no CURRENT"), "%s", sochdb_last_error());
   expect_file(number, total);
   cr_assert_neq(access(path, F_OK), 0, "a refused store wrote a new CURRENT");
+  tu_close();
+}
+
+/* Files whose names only look like tables: store_open must neither remove
+** them as orphans nor take their numbers, and check must not list them.
+** "-1.sst" and twenty nines used to read as UINT64_MAX, which wrapped the
+** next file number to 0, so new tables would have reused live numbers. */
+Test(store, only_table_names_as_written_are_taken_for_tables)
+{
+  static const char *const odd[] = { "-1.sst", "99999999999999999999.sst", " 000007.sst", "+000008.sst",
+                                     "0000009.sst", "00010.sst", "18446744073709551615.sst", "000011.sst.bak" };
+  char path[4300];
+  for (size_t i = 0; i < sizeof odd / sizeof *odd; i++) {
+    snprintf(path, sizeof path, "%s/%s", tu_dir(), odd[i]);
+    int fd = open(path, O_CREAT | O_WRONLY, 0600);
+    cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+    close(fd);
+  }
+  sochdb *db = tu_open(8u << 20, 1u << 20, 0);
+  struct store s;
+  cr_assert_eq(store_open(&s, db), SOCHDB_OK, "%s", sochdb_last_error());
+  uint64_t number = store_new_file_number(&s);
+  cr_assert(number >= 1 && number < 100, "the next table number is %llu: a name was taken for a table's",
+            (unsigned long long)number);
+  store_close(&s);
+  for (size_t i = 0; i < sizeof odd / sizeof *odd; i++) {
+    snprintf(path, sizeof path, "%s/%s", tu_dir(), odd[i]);
+    cr_assert_eq(access(path, F_OK), 0, "%s was removed as an orphan table", odd[i]);
+  }
+  uint64_t n;
+  cr_assert(sst_file_number("000012.sst", ".sst", &n) && n == 12);
+  cr_assert(sst_file_number("1234567.sst.tmp", ".sst.tmp", &n) && n == 1234567);
+  cr_assert(!sst_file_number("000012.sst", ".sst.tmp", &n));
   tu_close();
 }
 
