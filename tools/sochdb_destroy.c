@@ -22,6 +22,7 @@
 */
 #include "sochdb.h"
 
+#include "check.h"
 #include "cli.h"
 
 #include "internal.h"   /* struct sochdb: its region and slot, for the attached processes;
@@ -141,8 +142,10 @@ static int numbered(const char *s, const char *suffix, size_t min, size_t max, i
 ** and the identity's temporary file (db.c). */
 static int sochdb_file(const char *name)
 {
+  uint64_t number;   /* tables: only the names the daemon takes for its own (check.h) */
   return !strcmp(name, "sochdbd.log") || !strcmp(name, "CURRENT.tmp") || !strncmp(name, ".sochdb.id.", 11) ||
-         (!strncmp(name, "MANIFEST-", 9) && numbered(name + 9, "", 6, 20, 0)) || numbered(name, ".sst", 6, 20, 0);
+         (!strncmp(name, "MANIFEST-", 9) && numbered(name + 9, "", 6, 20, 0)) ||
+         sst_file_number(name, ".sst", &number) || sst_file_number(name, ".sst.tmp", &number);
 }
 
 static int last_file(const char *name)
