@@ -50,7 +50,7 @@ int sst_file_number(const char *name, const char *suffix, uint64_t *number)
     v = v * 10 + d;
   }
   *number = v;
-  return v <= UINT64_MAX >> 1;   /* beyond any count of files: next_file (v + 1) must not wrap */
+  return v <= SDB_MAX_FILE_NUMBER;
 }
 
 /* ---- the run ------------------------------------------------------------------ */

@@ -41,6 +41,11 @@ int sst_file_path(char *out, size_t n, const char *dir, uint64_t number);
 ** taken for one it would name another file, or wrap the next file number. */
 int sst_file_number(const char *name, const char *suffix, uint64_t *number);
 
+/* The largest file number (tables, MANIFESTs): past it a name is not the
+** database's, and a MANIFEST or CURRENT that names one is corrupt, so that
+** next_file_number (+1 per file) can never wrap onto live tables' numbers. */
+#define SDB_MAX_FILE_NUMBER (UINT64_MAX >> 1)
+
 struct check_callbacks {
   /* One damaged or odd thing found: file is a path (or the directory). It
   ** has been counted in the summary (damaged or warnings) when this is called. */

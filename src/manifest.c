@@ -202,6 +202,9 @@ static int edit_check(const struct manifest_state *s, const struct manifest_edit
   if (e->has_flushed && e->last_flushed_seq < s->last_flushed_seq)
     return sdb_fail(SOCHDB_CORRUPT, "manifest edit moves last_flushed_seq back from %llu to %llu",
                     (unsigned long long)s->last_flushed_seq, (unsigned long long)e->last_flushed_seq);
+  if (e->has_next_file && e->next_file_number > SDB_MAX_FILE_NUMBER + 1)
+    return sdb_fail(SOCHDB_CORRUPT, "manifest edit sets next_file_number to %llu, past any file's",
+                    (unsigned long long)e->next_file_number);
   if (e->has_next_file && e->next_file_number < s->next_file_number)
     return sdb_fail(SOCHDB_CORRUPT, "manifest edit moves next_file_number back from %llu to %llu",
                     (unsigned long long)s->next_file_number, (unsigned long long)e->next_file_number);
@@ -216,7 +219,7 @@ static int edit_check(const struct manifest_state *s, const struct manifest_edit
   }
   for (size_t i = 0; i < e->nadds; i++) {
     const struct manifest_edit_add *a = &e->adds[i];
-    if (a->level >= MANIFEST_LEVELS || !keys_valid(&a->file))
+    if (a->level >= MANIFEST_LEVELS || !keys_valid(&a->file) || a->file.number > SDB_MAX_FILE_NUMBER)
       return sdb_fail(SOCHDB_CORRUPT, "manifest edit adds a malformed file %llu", (unsigned long long)a->file.number);
     for (unsigned l = 0; l < MANIFEST_LEVELS; l++)
       if (find_file(&s->levels[l], a->file.number) >= 0 && !deleted_by(e, l, a->file.number))
@@ -666,7 +669,9 @@ static int replay(const uint8_t *buf, size_t len, const uint8_t *db_id, const ch
   return SOCHDB_OK;   /* a torn last record: never acknowledged */
 }
 
-/* CURRENT's content: "MANIFEST-<digits>\n" with at least 6 digits. */
+/* CURRENT's content: a MANIFEST's name exactly as manifest_name spells it,
+** then "\n". Another spelling of the number ("MANIFEST-0000007") would name
+** a file other than the one opened. */
 static int parse_current(const uint8_t *p, size_t n, uint64_t *number)
 {
   static const char prefix[] = "MANIFEST-";
@@ -675,10 +680,15 @@ static int parse_current(const uint8_t *p, size_t n, uint64_t *number)
     return sdb_fail(SOCHDB_CORRUPT, "CURRENT is malformed");
   uint64_t v = 0;
   for (size_t i = pl; i < n - 1; i++) {
-    if (p[i] < '0' || p[i] > '9' || v > (UINT64_MAX - 9) / 10)
+    unsigned d = (unsigned)(p[i] - '0');
+    if (p[i] < '0' || p[i] > '9' || v > (UINT64_MAX - d) / 10)
       return sdb_fail(SOCHDB_CORRUPT, "CURRENT is malformed");
-    v = v * 10 + (uint64_t)(p[i] - '0');
+    v = v * 10 + d;
   }
+  char name[32];
+  manifest_name(name, sizeof name, v);
+  if (v > SDB_MAX_FILE_NUMBER || strlen(name) != n - 1 || memcmp(name, p, n - 1) != 0)
+    return sdb_fail(SOCHDB_CORRUPT, "CURRENT is malformed (it names %.*s)", (int)(n - 1), (const char *)p);
   *number = v;
   return SOCHDB_OK;
 }

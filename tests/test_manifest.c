@@ -7,6 +7,7 @@
 */
 #include "testutil.h"
 
+#include "check.h"
 #include "manifest.h"
 #include "testhooks.h"
 #include "sochdb.h"
@@ -506,6 +507,13 @@ Test(manifest, inconsistent_edits_refused)
   manifest_edit_set_next_file(&e, s.next_file_number - 1);
   cr_assert_eq(manifest_apply(m, &s, &e), SOCHDB_CORRUPT, "next_file_number backwards");
   manifest_edit_free(&e);
+  /* numbers past any file's: next_file_number could wrap onto live tables' */
+  manifest_edit_set_next_file(&e, SDB_MAX_FILE_NUMBER + 2);
+  cr_assert_eq(manifest_apply(m, &s, &e), SOCHDB_CORRUPT, "next_file_number past any file's");
+  manifest_edit_free(&e);
+  add(&e, 0, SDB_MAX_FILE_NUMBER + 1);
+  cr_assert_eq(manifest_apply(m, &s, &e), SOCHDB_CORRUPT, "a file number past any file's");
+  manifest_edit_free(&e);
 
   assert_same(&before, &s, "after refused edits");
   cr_assert_eq(file_size("MANIFEST-000001"), size, "refused edits must not touch the file");
@@ -529,6 +537,28 @@ Test(manifest, inconsistent_edits_refused)
   reopen_and_compare(&s, "after refusals and good edits");
   manifest_state_free(&s);
   manifest_state_free(&before);
+}
+
+/* CURRENT must name its MANIFEST exactly as it is spelt: "MANIFEST-0000001"
+** is another file's name for the same number. */
+Test(manifest, current_spelling_another_name_is_corrupt)
+{
+  struct manifest *m;
+  struct manifest_state s;
+  uint64_t next;
+  build(&m, &s, 3, &next);
+  manifest_close(m);
+  static const char *const odd[] = { "MANIFEST-0000001\n", "MANIFEST-+00001\n", "MANIFEST-18446744073709551615\n",
+                                     "MANIFEST-000001 \n" };
+  for (size_t i = 0; i < sizeof odd / sizeof *odd; i++) {
+    spit("CURRENT", odd[i], strlen(odd[i]));
+    struct manifest_state got;
+    cr_assert_eq(manifest_open(dir, DB_ID, &m, &got), SOCHDB_CORRUPT, "CURRENT = %s", odd[i]);
+    cr_assert(strstr(sochdb_last_error(), "CURRENT is malformed"), "%s", sochdb_last_error());
+  }
+  spit("CURRENT", "MANIFEST-000001\n", 16);
+  reopen_and_compare(&s, "CURRENT spelt as written");
+  manifest_state_free(&s);
 }
 
 Test(manifest, other_db_id_is_corrupt)
