@@ -467,10 +467,7 @@ static int cmp_u64(const void *a, const void *b)
   return x < y ? -1 : x > y;
 }
 
-/* Whether name is a segment's, exactly as wal_segment_path spells it (16
-** lower-case hex digits, ".wal"), and its LSN. Another spelling of a number
-** (a sign, "0x", capitals) would list a segment that no path reaches. */
-static int segment_name_lsn(const char *name, uint64_t *lsn)
+int wal_segment_name(const char *name, const char *suffix, uint64_t *lsn)
 {
   uint64_t v = 0;
   for (int i = 0; i < 16; i++) {
@@ -483,7 +480,7 @@ static int segment_name_lsn(const char *name, uint64_t *lsn)
       return 0;
   }
   *lsn = v;
-  return strcmp(name + 16, ".wal") == 0;
+  return strcmp(name + 16, suffix) == 0;
 }
 
 int wal_list_segments(const char *dir, uint64_t **lsns, size_t *n)
@@ -499,7 +496,7 @@ int wal_list_segments(const char *dir, uint64_t **lsns, size_t *n)
   int rc = SOCHDB_OK;
   for (struct dirent *e; (e = readdir(d));) {
     uint64_t lsn;
-    if (!segment_name_lsn(e->d_name, &lsn))
+    if (!wal_segment_name(e->d_name, ".wal", &lsn))
       continue;   /* not a segment (temporary files, editors' leftovers) */
     if (*n == cap) {
       cap = cap ? cap * 2 : 16;

@@ -101,6 +101,11 @@ int wal_record_checksum_ok(const struct wal_record *rec);
 
 /* DIR/wal/<first LSN as 16 hex digits>.wal */
 void   wal_segment_path(char *out, size_t n, const char *dir, uint64_t first_lsn);
+/* 1 and *lsn if name is a segment's exactly as wal_segment_path spells it
+** (16 lower-case hex digits), followed by suffix (".wal", ".wal.tmp"); else
+** 0. Another spelling of a number (a sign, "0x", capitals) would list a
+** segment that no path reaches. */
+int    wal_segment_name(const char *name, const char *suffix, uint64_t *lsn);
 /* The first LSNs of the segments in DIR/wal, ascending (malloc'ed, *n of
 ** them; NULL with *n = 0 if none). SOCHDB_OK, SOCHDB_IO or SOCHDB_NOMEM. */
 int    wal_list_segments(const char *dir, uint64_t **lsns, size_t *n);

@@ -29,8 +29,8 @@
                         ** sdb_daemon_stop */
 #include "region.h"     /* shm_region_path: a damaged database's region, named by hand */
 #include "slots.h"
+#include "walfmt.h"
 
-#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -115,36 +115,16 @@ static int check_nobody_attached(const char *dir, const char *region)
   return status;
 }
 
-static int all_digits(const char *s, size_t n, int hex)
-{
-  for (size_t i = 0; i < n; i++)
-    if (!(hex ? isxdigit((unsigned char)s[i]) : isdigit((unsigned char)s[i])))
-      return 0;
-  return 1;
-}
-
-/* s is DIGITS followed by suffix, or by suffix ".tmp" (a file being written),
-** with at least min and at most max digits. */
-static int numbered(const char *s, const char *suffix, size_t min, size_t max, int hex)
-{
-  size_t n = strlen(s), sl = strlen(suffix);
-  if (n > 4 && !strcmp(s + n - 4, ".tmp"))
-    n -= 4;
-  if (n < sl || strncmp(s + n - sl, suffix, sl) != 0)
-    return 0;
-  n -= sl;
-  return n >= min && n <= max && all_digits(s, n, hex);
-}
-
 /* What sochdb makes in DIR, but for CURRENT, the identity and the locks,
 ** which go in an order of their own (remove_files): MANIFEST-NNNNNN
 ** (manifest.c), NNNNNN.sst (the daemon), their .tmp files, sochdbd.log,
 ** and the identity's temporary file (db.c). */
 static int sochdb_file(const char *name)
 {
-  uint64_t number;   /* tables: only the names the daemon takes for its own (check.h) */
+  uint64_t number;   /* only the names the library takes for its own (check.h); a MANIFEST's number is spelt as a table's */
   return !strcmp(name, "sochdbd.log") || !strcmp(name, "CURRENT.tmp") || !strncmp(name, ".sochdb.id.", 11) ||
-         (!strncmp(name, "MANIFEST-", 9) && numbered(name + 9, "", 6, 20, 0)) ||
+         (!strncmp(name, "MANIFEST-", 9) &&
+          (sst_file_number(name + 9, "", &number) || sst_file_number(name + 9, ".tmp", &number))) ||
          sst_file_number(name, ".sst", &number) || sst_file_number(name, ".sst.tmp", &number);
 }
 
@@ -155,7 +135,11 @@ static int last_file(const char *name)
 }
 
 /* WAL segments: 16 hex digits, .wal (walfmt.c). */
-static int sochdb_wal_file(const char *name) { return numbered(name, ".wal", 16, 16, 1); }
+static int sochdb_wal_file(const char *name)
+{
+  uint64_t lsn;
+  return wal_segment_name(name, ".wal", &lsn) || wal_segment_name(name, ".wal.tmp", &lsn);
+}
 
 static void note_kept(destroy_result *r, const char *sub, const char *name)
 {
