@@ -285,7 +285,11 @@ int store_sst_complete(struct store *s, struct sst_file_out *o, const uint8_t *t
     unlink(o->tmp);
     return rc;
   }
-  return sdb_fsync_dir(s->db->dir);
+  int fault = FAULT("sst.dir_sync");
+  rc = fault ? (errno = fault, sdb_fail_errno("fsync %s", s->db->dir)) : sdb_fsync_dir(s->db->dir);
+  if (rc != SOCHDB_OK)
+    unlink(o->path);   /* in no edit and no list: the caller writes it again under a new number */
+  return rc;
 }
 
 int store_write_sst(struct store *s, uint64_t number, const uint8_t *buf, size_t len)

@@ -190,6 +190,31 @@ Test(store, only_table_names_as_written_are_taken_for_tables)
   tu_close();
 }
 
+/* A table whose name could not be made durable (the directory's fsync
+** failed) is in no edit: it must not stay behind under its final name
+** until the next daemon's sweep. */
+Test(store, a_table_whose_directory_sync_failed_is_removed)
+{
+  sochdb *db = tu_open(8u << 20, 1u << 20, 0);
+  struct store s;
+  cr_assert_eq(store_open(&s, db), SOCHDB_OK, "%s", sochdb_last_error());
+  size_t total;
+  const size_t pieces[] = { 5000 };
+  uint64_t number = store_new_file_number(&s);
+  sochdb_test_fault("sst.dir_sync", EIO, 0, 1);
+  int rc = write_table(&s, number, pieces, 1, 100, &total);
+  sochdb_test_fault(NULL, 0, 0, 0);
+  cr_assert_eq(rc, SOCHDB_IO, "a failed directory fsync: %s", sochdb_strerror(rc));
+  char path[4300];
+  cr_assert_eq(sst_file_path(path, sizeof path, tu_dir(), number), SOCHDB_OK);
+  cr_assert_neq(access(path, F_OK), 0, "%s stayed behind, in no edit", path);
+  number = store_new_file_number(&s);
+  cr_assert_eq(write_table(&s, number, pieces, 1, 100, &total), SOCHDB_OK, "%s", sochdb_last_error());
+  expect_file(number, total);
+  store_close(&s);
+  tu_close();
+}
+
 /* How many MANIFEST-* files the test's directory holds. */
 static int manifest_files(void)
 {
