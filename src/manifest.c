@@ -202,6 +202,12 @@ static int edit_check(const struct manifest_state *s, const struct manifest_edit
   if (e->has_flushed && e->last_flushed_seq < s->last_flushed_seq)
     return sdb_fail(SOCHDB_CORRUPT, "manifest edit moves last_flushed_seq back from %llu to %llu",
                     (unsigned long long)s->last_flushed_seq, (unsigned long long)e->last_flushed_seq);
+  /* Past any commit's seq, last_flushed_seq would make a replay skip every
+  ** commit in the log, the flusher remove the log, and new commits take
+  ** seqs no version can hold. */
+  if (e->has_flushed && e->last_flushed_seq > MANIFEST_MAX_SEQ)
+    return sdb_fail(SOCHDB_CORRUPT, "manifest edit sets last_flushed_seq to %llu, past any commit's",
+                    (unsigned long long)e->last_flushed_seq);
   if (e->has_next_file && e->next_file_number > SDB_MAX_FILE_NUMBER + 1)
     return sdb_fail(SOCHDB_CORRUPT, "manifest edit sets next_file_number to %llu, past any file's",
                     (unsigned long long)e->next_file_number);
@@ -219,7 +225,12 @@ static int edit_check(const struct manifest_state *s, const struct manifest_edit
   }
   for (size_t i = 0; i < e->nadds; i++) {
     const struct manifest_edit_add *a = &e->adds[i];
-    if (a->level >= MANIFEST_LEVELS || !keys_valid(&a->file) || a->file.number > SDB_MAX_FILE_NUMBER)
+    /* A number at or past the edit's next_file_number could be handed out
+    ** again, and the shared block cache, keyed by file number, would serve
+    ** this file's blocks for the new one. */
+    if (a->level >= MANIFEST_LEVELS || !keys_valid(&a->file) || a->file.number > SDB_MAX_FILE_NUMBER ||
+        (e->has_next_file && a->file.number >= e->next_file_number) || a->file.max_seq > MANIFEST_MAX_SEQ ||
+        a->file.min_seq > a->file.max_seq)
       return sdb_fail(SOCHDB_CORRUPT, "manifest edit adds a malformed file %llu", (unsigned long long)a->file.number);
     for (unsigned l = 0; l < MANIFEST_LEVELS; l++)
       if (find_file(&s->levels[l], a->file.number) >= 0 && !deleted_by(e, l, a->file.number))

@@ -46,6 +46,7 @@
 #define MANIFEST_HEADER        40u
 #define MANIFEST_RECORD_HEADER 16u
 #define MANIFEST_MAX_KEY       4096u
+#define MANIFEST_MAX_SEQ       ((1ull << 62) - 1)   /* MV_MAX_SEQ (shm/mvcc.h): no commit is later */
 
 /* One live SSTable file. Keys are malloc'ed copies owned by whatever holds
 ** the struct (a state or an edit). */

@@ -35,6 +35,8 @@
 #include "walfmt.h"
 
 #include <assert.h>
+
+static_assert(MANIFEST_MAX_SEQ == MV_MAX_SEQ, "a MANIFEST's seqs are bounded as versions' are");
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

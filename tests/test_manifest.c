@@ -514,6 +514,24 @@ Test(manifest, inconsistent_edits_refused)
   add(&e, 0, SDB_MAX_FILE_NUMBER + 1);
   cr_assert_eq(manifest_apply(m, &s, &e), SOCHDB_CORRUPT, "a file number past any file's");
   manifest_edit_free(&e);
+  /* a file the same edit's next_file_number would hand out again */
+  add(&e, 0, next + 80);
+  manifest_edit_set_next_file(&e, next + 80);
+  cr_assert_eq(manifest_apply(m, &s, &e), SOCHDB_CORRUPT, "a file at next_file_number");
+  manifest_edit_free(&e);
+  /* seqs past any commit's, or a file whose seqs run backwards */
+  manifest_edit_set_flushed(&e, MANIFEST_MAX_SEQ + 1);
+  cr_assert_eq(manifest_apply(m, &s, &e), SOCHDB_CORRUPT, "last_flushed_seq past any commit's");
+  manifest_edit_free(&e);
+  struct manifest_file f = { .number = next + 90, .size = 1, .smallest = (uint8_t *)"a", .smallest_len = 1,
+                             .largest = (uint8_t *)"b", .largest_len = 1, .min_seq = 5, .max_seq = MANIFEST_MAX_SEQ + 1 };
+  cr_assert_eq(manifest_edit_add_file(&e, 0, &f), SOCHDB_OK);
+  cr_assert_eq(manifest_apply(m, &s, &e), SOCHDB_CORRUPT, "a file's max_seq past any commit's");
+  manifest_edit_free(&e);
+  f.max_seq = 4;
+  cr_assert_eq(manifest_edit_add_file(&e, 0, &f), SOCHDB_OK);
+  cr_assert_eq(manifest_apply(m, &s, &e), SOCHDB_CORRUPT, "a file's min_seq above its max_seq");
+  manifest_edit_free(&e);
 
   assert_same(&before, &s, "after refused edits");
   cr_assert_eq(file_size("MANIFEST-000001"), size, "refused edits must not touch the file");
