@@ -68,6 +68,22 @@ static int write_table(struct store *s, uint64_t number, const size_t *pieces, i
   return rc;
 }
 
+/* The daemon's whole store on a fresh database (tu_close ends it). */
+static sochdb *open_daemon_store(struct store *s)
+{
+  sochdb *db = tu_open(8u << 20, 1u << 20, 0);
+  cr_assert_eq(store_open(s, db), SOCHDB_OK, "%s", sochdb_last_error());
+  return db;
+}
+
+/* A small table under the store's next number: its rc, *number, *total. */
+static int write_small_table(struct store *s, uint64_t *number, size_t *total)
+{
+  static const size_t pieces[] = { 5000 };
+  *number = store_new_file_number(s);
+  return write_table(s, *number, pieces, 1, 100, total);
+}
+
 static void expect_file(uint64_t number, size_t total)
 {
   char path[4300];
@@ -138,13 +154,11 @@ Test(store, a_table_is_written_in_whole_aligned_2_mib_chunks_and_one_shorter_las
 ** removes nothing; it used to start an empty MANIFEST and remove them all. */
 Test(store, a_store_without_current_beside_its_tables_refuses_and_removes_nothing)
 {
-  sochdb *db = tu_open(8u << 20, 1u << 20, 0);
   struct store s;
-  cr_assert_eq(store_open(&s, db), SOCHDB_OK, "%s", sochdb_last_error());
+  sochdb *db = open_daemon_store(&s);
   size_t total;
-  const size_t pieces[] = { 5000 };
-  uint64_t number = store_new_file_number(&s);
-  cr_assert_eq(write_table(&s, number, pieces, 1, 100, &total), SOCHDB_OK, "%s", sochdb_last_error());
+  uint64_t number;
+  cr_assert_eq(write_small_table(&s, &number, &total), SOCHDB_OK, "%s", sochdb_last_error());
   store_close(&s);
   char path[4300];
   snprintf(path, sizeof path, "%s/CURRENT", tu_dir());
@@ -172,9 +186,8 @@ Test(store, only_table_names_as_written_are_taken_for_tables)
     cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
     close(fd);
   }
-  sochdb *db = tu_open(8u << 20, 1u << 20, 0);
   struct store s;
-  cr_assert_eq(store_open(&s, db), SOCHDB_OK, "%s", sochdb_last_error());
+  open_daemon_store(&s);
   uint64_t number = store_new_file_number(&s);
   cr_assert(number >= 1 && number < 100, "the next table number is %llu: a name was taken for a table's",
             (unsigned long long)number);
@@ -195,21 +208,18 @@ Test(store, only_table_names_as_written_are_taken_for_tables)
 ** until the next daemon's sweep. */
 Test(store, a_table_whose_directory_sync_failed_is_removed)
 {
-  sochdb *db = tu_open(8u << 20, 1u << 20, 0);
   struct store s;
-  cr_assert_eq(store_open(&s, db), SOCHDB_OK, "%s", sochdb_last_error());
+  open_daemon_store(&s);
   size_t total;
-  const size_t pieces[] = { 5000 };
-  uint64_t number = store_new_file_number(&s);
+  uint64_t number;
   sochdb_test_fault("sst.dir_sync", EIO, 0, 1);
-  int rc = write_table(&s, number, pieces, 1, 100, &total);
+  int rc = write_small_table(&s, &number, &total);
   sochdb_test_fault(NULL, 0, 0, 0);
   cr_assert_eq(rc, SOCHDB_IO, "a failed directory fsync: %s", sochdb_strerror(rc));
   char path[4300];
   cr_assert_eq(sst_file_path(path, sizeof path, tu_dir(), number), SOCHDB_OK);
   cr_assert_neq(access(path, F_OK), 0, "%s stayed behind, in no edit", path);
-  number = store_new_file_number(&s);
-  cr_assert_eq(write_table(&s, number, pieces, 1, 100, &total), SOCHDB_OK, "%s", sochdb_last_error());
+  cr_assert_eq(write_small_table(&s, &number, &total), SOCHDB_OK, "%s", sochdb_last_error());
   expect_file(number, total);
   store_close(&s);
   tu_close();
@@ -234,9 +244,8 @@ static int manifest_files(void)
 ** the state the edits made. */
 Test(store, the_manifest_is_rewritten_as_a_snapshot_once_it_grows)
 {
-  sochdb *db = tu_open(8u << 20, 1u << 20, 0);
   struct store s;
-  cr_assert_eq(store_open(&s, db), SOCHDB_OK, "%s", sochdb_last_error());
+  sochdb *db = open_daemon_store(&s);
   s.roll_bytes = 4096;
   uint64_t first = manifest_number(s.man), last = 0;
   enum { EDITS = 200 };
