@@ -680,27 +680,21 @@ static int replay(const uint8_t *buf, size_t len, const uint8_t *db_id, const ch
   return SOCHDB_OK;   /* a torn last record: never acknowledged */
 }
 
-/* CURRENT's content: a MANIFEST's name exactly as manifest_name spells it,
-** then "\n". Another spelling of the number ("MANIFEST-0000007") would name
-** a file other than the one opened. */
+/* CURRENT's content: a MANIFEST's name exactly as manifest_name spells it
+** (its number spelt as a table's: sst_file_number), then "\n". Another
+** spelling of the number ("MANIFEST-0000007") would name a file other than
+** the one opened. */
 static int parse_current(const uint8_t *p, size_t n, uint64_t *number)
 {
   static const char prefix[] = "MANIFEST-";
   size_t pl = sizeof prefix - 1;
-  if (n < pl + 7 || n > pl + 21 || memcmp(p, prefix, pl) != 0 || p[n - 1] != '\n')
+  char digits[32];
+  if (n <= pl || n - pl >= sizeof digits || memcmp(p, prefix, pl) != 0)
     return sdb_fail(SOCHDB_CORRUPT, "CURRENT is malformed");
-  uint64_t v = 0;
-  for (size_t i = pl; i < n - 1; i++) {
-    unsigned d = (unsigned)(p[i] - '0');
-    if (p[i] < '0' || p[i] > '9' || v > (UINT64_MAX - d) / 10)
-      return sdb_fail(SOCHDB_CORRUPT, "CURRENT is malformed");
-    v = v * 10 + d;
-  }
-  char name[32];
-  manifest_name(name, sizeof name, v);
-  if (v > SDB_MAX_FILE_NUMBER || strlen(name) != n - 1 || memcmp(name, p, n - 1) != 0)
+  memcpy(digits, p + pl, n - pl);
+  digits[n - pl] = '\0';
+  if (!sst_file_number(digits, "\n", number))
     return sdb_fail(SOCHDB_CORRUPT, "CURRENT is malformed (it names %.*s)", (int)(n - 1), (const char *)p);
-  *number = v;
   return SOCHDB_OK;
 }
 
