@@ -249,13 +249,13 @@ static void update_debt(struct compactor *c)
   store_level_bytes(s, bytes);
   uint64_t target = s->copts.l1_target_bytes;
   for (unsigned l = 1; l + 1 < MANIFEST_LEVELS; l++, target *= s->copts.level_ratio)
-    if (bytes[l] > target)
-      debt += bytes[l] - target;
+    if (bytes[l] > target && __builtin_add_overflow(debt, bytes[l] - target, &debt))
+      debt = UINT64_MAX;   /* a forged MANIFEST's sizes: saturate, never wrap */
   pthread_mutex_lock(&s->lock);
   size_t l0 = s->state.levels[0].n;
   pthread_mutex_unlock(&s->lock);
-  if (l0 >= s->copts.l0_trigger)
-    debt += bytes[0];
+  if (l0 >= s->copts.l0_trigger && __builtin_add_overflow(debt, bytes[0], &debt))
+    debt = UINT64_MAX;
   atomic_store_explicit(&s->r->hdr->stats.compact_debt_bytes, debt, memory_order_relaxed);
 }
 

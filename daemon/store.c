@@ -370,10 +370,7 @@ void store_reclaim(struct store *s)
 void store_level_bytes(struct store *s, uint64_t out[MANIFEST_LEVELS])
 {
   pthread_mutex_lock(&s->lock);
-  for (unsigned l = 0; l < MANIFEST_LEVELS; l++) {
-    out[l] = 0;
-    for (size_t i = 0; i < s->state.levels[l].n; i++)
-      out[l] += s->state.levels[l].files[i].size;
-  }
+  for (unsigned l = 0; l < MANIFEST_LEVELS; l++)
+    out[l] = manifest_level_bytes(&s->state.levels[l]);
   pthread_mutex_unlock(&s->lock);
 }

@@ -221,14 +221,6 @@ static int pick_level(const struct manifest_state *s, struct compaction_picker *
   return rc;
 }
 
-static uint64_t level_bytes(const struct manifest_level *lv)
-{
-  uint64_t n = 0;
-  for (size_t i = 0; i < lv->n; i++)
-    n += lv->files[i].size;
-  return n;
-}
-
 static double level_score(const struct manifest_state *s, const struct compaction_options *o, unsigned level)
 {
   if (level == 0)
@@ -236,7 +228,7 @@ static double level_score(const struct manifest_state *s, const struct compactio
   double target = (double)o->l1_target_bytes;
   for (unsigned l = 1; l < level; l++)
     target *= o->level_ratio;
-  return (double)level_bytes(&s->levels[level]) / target;
+  return (double)manifest_level_bytes(&s->levels[level]) / target;
 }
 
 static int check_options(const struct compaction_options *o)

@@ -68,6 +68,15 @@ void manifest_state_free(struct manifest_state *s)
   manifest_state_init(s);
 }
 
+uint64_t manifest_level_bytes(const struct manifest_level *lv)
+{
+  uint64_t n = 0;
+  for (size_t i = 0; i < lv->n; i++)
+    if (__builtin_add_overflow(n, lv->files[i].size, &n))
+      return UINT64_MAX;
+  return n;
+}
+
 void manifest_edit_init(struct manifest_edit *e)
 {
   memset(e, 0, sizeof *e);

@@ -812,6 +812,26 @@ Test(compaction, pick_deeper_level_by_score)
   manifest_state_free(&s);
 }
 
+/* Sizes come from the MANIFEST: two near 2^63 must not wrap level 2's size to 2 bytes, which would
+** leave the level uncompacted for good and pick level 1 instead. */
+Test(compaction, level_sizes_saturate_rather_than_wrap)
+{
+  struct manifest_state s;
+  manifest_state_init(&s);
+  struct compaction_options o = small_opts();
+  put_file(&s, 1, 1, "a", "b", 1100);                        /* 1.1 */
+  put_file(&s, 2, 2, "a", "c", UINT64_MAX / 2 + 1);
+  put_file(&s, 2, 3, "d", "f", UINT64_MAX / 2 + 2);          /* sums to 2^64 + 1 */
+  cr_assert_eq(manifest_level_bytes(&s.levels[2]), UINT64_MAX);
+  struct compaction_picker p = { 0 };
+  struct compaction_job j;
+  cr_assert_eq(compaction_pick(&s, &o, &p, NULL, 0, &j), 1);
+  cr_assert_eq(j.level, 2u, "level %u was picked: level 2's size wrapped", j.level);
+  compaction_job_free(&j);
+  compaction_picker_free(&p);
+  manifest_state_free(&s);
+}
+
 /* A job compaction_pick made from s, asserted; whether it moves. */
 static int picked_moves(const struct manifest_state *s, struct compaction_picker *p)
 {
