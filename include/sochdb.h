@@ -137,7 +137,10 @@ void sochdb_close(sochdb *db);
 ** it takes its snapshot, up to busy_timeout_ms.
 **
 ** On success *out is owned by the caller until sochdb_commit() or
-** sochdb_abort() frees it.
+** sochdb_abort() frees it. t must not be used after that. (The object is
+** kept for this handle's next begin: until one reuses it, a call on t
+** returns SOCHDB_INVALID and a second abort does nothing; after, t is the
+** new transaction. Do not rely on the check.)
 **
 ** Errors: SOCHDB_INVALID (NULL argument, unknown flag bits, handle inherited
 **   across fork), SOCHDB_BUSY (this handle has too many open transactions:
@@ -153,7 +156,9 @@ int  sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out);
 **
 ** Errors: SOCHDB_INVALID (NULL t, NULL key, key length 0 or above
 **   SOCHDB_MAX_KEY, value above SOCHDB_MAX_VALUE or NULL with vlen > 0,
-**   read-only transaction), SOCHDB_NOMEM.
+**   a version larger than half of this database's memtable_bytes (one
+**   memtable must hold it whole), read-only or ended transaction),
+**   SOCHDB_NOMEM.
 */
 int  sochdb_put(sochdb_txn *t, const void *key, size_t klen, const void *val, size_t vlen);
 int  sochdb_delete(sochdb_txn *t, const void *key, size_t klen);
@@ -218,8 +223,8 @@ void sochdb_abort(sochdb_txn *t);
 ** key. The iterator must be closed before its transaction ends. Reserved
 ** keys (0xFF 0xFF ...) are never returned: the range ends before them.
 **
-** Errors: SOCHDB_INVALID (NULL t or out, bound longer than SOCHDB_MAX_KEY),
-**   SOCHDB_NOMEM.
+** Errors: SOCHDB_INVALID (NULL t or out, ended transaction, bound longer
+**   than SOCHDB_MAX_KEY), SOCHDB_NOMEM.
 */
 int  sochdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void *end, size_t elen,
                       sochdb_iter **out);
@@ -227,6 +232,12 @@ int  sochdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void 
 /*
 ** sochdb_iter_next — the next key and value. *key and *val stay valid until
 ** the transaction ends. Returns SOCHDB_NOTFOUND when the range is exhausted.
+**
+** Errors: SOCHDB_NOTFOUND (exhausted), SOCHDB_INVALID (NULL argument; the
+**   transaction ended: close iterators first), SOCHDB_CORRUPT or SOCHDB_IO
+**   (an SSTable is damaged or could not be read; the message names the
+**   file), SOCHDB_NOMEM (copying a
+**   value out of a compressed block).
 */
 int  sochdb_iter_next(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen);
 
@@ -353,7 +364,8 @@ int  sochdb_table_create(sochdb_txn *t, const char *name, const sochdb_column *c
 ** caller frees with sochdb_table_close(); it keeps the schema it was opened
 ** with (after sochdb_table_add_column commits, open the table again to use
 ** the new column) and may be used in any later transaction of the same
-** database.
+** database handle (another handle's transactions refuse it with
+** SOCHDB_INVALID: open the table there).
 **
 ** Errors: SOCHDB_NOTFOUND (no such table), SOCHDB_INVALID (NULL argument,
 **   schema mismatch), SOCHDB_CORRUPT (a damaged schema), SOCHDB_NOMEM.
@@ -390,9 +402,9 @@ int  sochdb_table_add_column(sochdb_txn *t, sochdb_table *tb, const sochdb_colum
 ** NULL, allowed in nullable columns only). Buffered in t like sochdb_put;
 ** the bytes are copied.
 **
-** Errors: SOCHDB_INVALID (NULL argument, read-only t, NULL in a column that
-**   is not nullable, primary key too long, row above SOCHDB_MAX_VALUE),
-**   SOCHDB_NOMEM.
+** Errors: SOCHDB_INVALID (NULL argument, read-only or ended t, tb opened
+**   on another handle, NULL in a column that is not nullable, primary key
+**   too long, row above SOCHDB_MAX_VALUE), SOCHDB_NOMEM.
 */
 int  sochdb_row_put(sochdb_txn *t, sochdb_table *tb, const sochdb_value *values);
 

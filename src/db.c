@@ -122,6 +122,8 @@ int sdb_check_txn(const sochdb_txn *t)
 {
   if (!t)
     return sdb_fail(SOCHDB_INVALID, "NULL transaction");
+  if (!t->db)
+    return sdb_fail(SOCHDB_INVALID, "the transaction has ended (committed or aborted)");
   return sdb_check_db(t->db);
 }
 

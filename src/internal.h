@@ -68,7 +68,8 @@ struct txn_keep {
 /* Not zeroed: sochdb_txn_begin sets every field but writes and scratch,
 ** which a reused object (the handle's spare, txn.c) brings emptied. */
 struct sochdb_txn {
-  sochdb         *db;
+  sochdb         *db;                 /* NULL once it ended (a handle's spare) */
+  uint64_t        generation;         /* bumped by every begin that reuses the object */
   unsigned        flags;
   uint32_t        entry;              /* our transaction entry in the slot */
   uint64_t        snapshot;

@@ -54,6 +54,7 @@ struct table_cursor {
 
 struct sochdb_iter {
   sochdb_txn      *t;
+  uint64_t         generation;   /* t's when opened: t may be reused once it ends */
   uint8_t         *end;          /* exclusive bound, NULL = none */
   uint32_t         elen;
   uint32_t         ncur;
@@ -224,6 +225,7 @@ static int iter_open(sochdb_txn *t, const void *start, size_t slen, const void *
   if (!it)
     return sdb_fail(SOCHDB_NOMEM, "allocating an iterator");
   it->t = t;
+  it->generation = t->generation;
   it->run = -1;
   if (o)
     it->o = *o;
@@ -541,6 +543,8 @@ static int iter_next(sochdb_iter *it, const void **key, size_t *klen, const void
   int rc = sdb_check_txn(it->t);
   if (rc != SOCHDB_OK)
     return rc;
+  if (it->t->generation != it->generation)
+    return sdb_fail(SOCHDB_INVALID, "the iterator's transaction has ended");
   if (!key || !klen || !val || !vlen)
     return sdb_fail(SOCHDB_INVALID, "NULL iterator output");
   for (;;) {

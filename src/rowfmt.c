@@ -100,7 +100,10 @@ size_t rowfmt_size(unsigned ncols, const uint8_t *types, const sochdb_value *val
   for (unsigned j = 0; j < ncols; j++) {
     if (vals[j].is_null)
       continue;
-    n += rowfmt_fixed(types[j]) ? 8 : varint_len(vals[j].len) + vals[j].len;
+    size_t len = rowfmt_fixed(types[j]) ? 8 : vals[j].len;
+    if (n > SIZE_MAX / 2 || len > SIZE_MAX / 4)
+      return SIZE_MAX;   /* far past any limit; stopping here keeps the sum from wrapping */
+    n += rowfmt_fixed(types[j]) ? 8 : varint_len(len) + len;
   }
   return n;
 }

@@ -76,8 +76,9 @@ static inline int rowfmt_fixed(unsigned type) { return type == SOCHDB_INT64 || t
 /* Bytes of a row's header (tag, count, types, null bitmap) of ncols columns. */
 static inline size_t rowfmt_header_size(unsigned ncols) { return 2 + ncols + (ncols + 7) / 8; }
 
-/* Bytes of the row encoding of vals[0..ncols) with those types; 0 if a
-** bytes value is too long to be encoded (never, below 2^63). */
+/* Bytes of the row encoding of vals[0..ncols) with those types; SIZE_MAX
+** when the lengths add up past it (the caller refuses any size above its
+** limit, so a wrapped sum can never pass for a small row). */
 size_t rowfmt_size(unsigned ncols, const uint8_t *types, const sochdb_value *vals);
 /* Encode it into out (rowfmt_size bytes); returns that size. */
 size_t rowfmt_encode(uint8_t *out, unsigned ncols, const uint8_t *types, const sochdb_value *vals);

@@ -186,6 +186,16 @@ static int next_table_id(sochdb_txn *t, uint32_t *id)
 
 /* ---- create / open / close ------------------------------------------------- */
 
+int sdb_table_check(const sochdb_txn *t, const sochdb_table *tb)
+{
+  int rc = sdb_check_txn(t);
+  if (rc == SOCHDB_OK && !tb)
+    rc = sdb_fail(SOCHDB_INVALID, "NULL table");
+  if (rc == SOCHDB_OK && tb->db != t->db)   /* its schema may differ there, or not exist */
+    rc = sdb_fail(SOCHDB_INVALID, "table '%s' was opened on another database handle", tb->name);
+  return rc;
+}
+
 static int check_writer(const sochdb_txn *t)
 {
   int rc = sdb_check_txn(t);
@@ -287,8 +297,10 @@ int sochdb_table_schema(const sochdb_table *tb, const sochdb_column **cols, size
 int sochdb_table_add_column(sochdb_txn *t, sochdb_table *tb, const sochdb_column *col)
 {
   int rc = check_writer(t);
-  if (rc == SOCHDB_OK && (!tb || !col))
-    rc = sdb_fail(SOCHDB_INVALID, "NULL table or column");
+  if (rc == SOCHDB_OK)
+    rc = sdb_table_check(t, tb);
+  if (rc == SOCHDB_OK && !col)
+    rc = sdb_fail(SOCHDB_INVALID, "NULL column");
   if (rc == SOCHDB_OK)
     rc = check_column(col);
   if (rc)
@@ -362,8 +374,13 @@ static int check_values(const sochdb_table *tb, const sochdb_value *values)
     const sochdb_value *v = &values[j];
     if (v->is_null && !(tb->cols[j].flags & SOCHDB_NULLABLE))
       return sdb_fail(SOCHDB_INVALID, "column '%s' of table '%s' is not nullable", tb->names[j], tb->name);
-    if (!v->is_null && !rowfmt_fixed(tb->types[j]) && v->len && !v->bytes)
+    if (v->is_null || rowfmt_fixed(tb->types[j]))
+      continue;
+    if (v->len && !v->bytes)
       return sdb_fail(SOCHDB_INVALID, "column '%s': %zu bytes at NULL", tb->names[j], v->len);
+    if (v->len > SOCHDB_MAX_VALUE)   /* checked one by one: a sum of lengths near SIZE_MAX wraps */
+      return sdb_fail(SOCHDB_INVALID, "column '%s': a value of %zu bytes; a row is at most %u",
+                      tb->names[j], v->len, SOCHDB_MAX_VALUE);
   }
   return SOCHDB_OK;
 }
@@ -385,9 +402,9 @@ static int encode_row(const sochdb_table *tb, const sochdb_value *values, uint8_
 
 static int check_row_call(const sochdb_txn *t, const sochdb_table *tb, const void *values)
 {
-  int rc = sdb_check_txn(t);
-  if (rc == SOCHDB_OK && (!tb || !values))
-    return sdb_fail(SOCHDB_INVALID, "NULL table or values");
+  int rc = sdb_table_check(t, tb);
+  if (rc == SOCHDB_OK && !values)
+    return sdb_fail(SOCHDB_INVALID, "NULL values");
   return rc;
 }
 

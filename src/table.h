@@ -24,6 +24,10 @@ struct sochdb_table {
   uint8_t        types[SOCHDB_MAX_COLUMNS];
 };
 
+/* SOCHDB_OK if t is a live transaction and tb a table opened on t's
+** database handle; else SOCHDB_INVALID, with the message set. */
+int    sdb_table_check(const sochdb_txn *t, const sochdb_table *tb);
+
 /* The key of tb's row with primary key pk into key (room for SOCHDB_MAX_KEY
 ** bytes); its length, or 0 with SOCHDB_INVALID set when pk is too long. */
 size_t sdb_row_key(const sochdb_table *tb, const sochdb_value *pk, uint8_t *key);

@@ -76,6 +76,8 @@ static int make_filter(sochdb_scan *s, const sochdb_filter *in)
   unsigned type = tb->types[in->column];
   if (!rowfmt_fixed(type) && ((a->len && !a->bytes) || (two && b->len && !b->bytes)))
     return sdb_fail(SOCHDB_INVALID, "a filter bound of bytes at NULL");
+  if (!rowfmt_fixed(type) && (a->len > SOCHDB_MAX_VALUE || (two && b->len > SOCHDB_MAX_VALUE)))
+    return sdb_fail(SOCHDB_INVALID, "a filter bound above %u bytes (no stored value is longer)", SOCHDB_MAX_VALUE);
   struct rowfmt_filter *f = &s->proj.f;
   memset(f, 0, sizeof *f);
   f->col = in->column;
@@ -141,9 +143,9 @@ static int open_iterator(sochdb_scan *s, sochdb_txn *t, const sochdb_value *star
 int sochdb_table_scan(sochdb_txn *t, sochdb_table *tb, const sochdb_value *start_pk, const sochdb_value *end_pk,
                       const unsigned *cols, size_t ncols, const sochdb_filter *filter, sochdb_scan **out)
 {
-  int rc = sdb_check_txn(t);
-  if (rc == SOCHDB_OK && (!tb || !out))
-    rc = sdb_fail(SOCHDB_INVALID, "NULL table or scan output");
+  int rc = sdb_table_check(t, tb);
+  if (rc == SOCHDB_OK && !out)
+    rc = sdb_fail(SOCHDB_INVALID, "NULL scan output");
   if (rc)
     return rc;
   *out = NULL;

@@ -130,6 +130,7 @@ static sochdb_txn *take_spare(sochdb *db)
     return NULL;
   wbuf_init(&t->writes);
   t->scratch = (struct sst_scratch){ NULL, 0 };
+  t->generation = 0;
   return t;
 }
 
@@ -144,6 +145,7 @@ static void keep_spare(sochdb_txn *t)
     wbuf_reset(&t->writes);   /* a read-only one buffered nothing (buffer_write) */
   if (t->scratch.cap > SPARE_SCRATCH_MAX)
     sst_scratch_free(&t->scratch);
+  t->db = NULL;   /* a call on the ended handle fails (sdb_check_txn) until begin reuses it */
   sdb_txn_free(atomic_exchange_explicit(&db->spare, t, memory_order_acq_rel));
 }
 
@@ -289,6 +291,7 @@ int sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out)
   if (!t)
     return sdb_fail(SOCHDB_NOMEM, "allocating a transaction");
   t->db = db;
+  t->generation++;
   t->flags = flags;
   t->view.n = 0;
   t->tables = NULL;
@@ -933,7 +936,7 @@ int sochdb_commit(sochdb_txn *t, unsigned flags)
 {
   int rc = sdb_check_txn(t);
   if (rc != SOCHDB_OK) {
-    if (t && atomic_load_explicit(&t->db->forked, memory_order_relaxed)) {
+    if (t && t->db && atomic_load_explicit(&t->db->forked, memory_order_relaxed)) {
       sdb_txn_free(t);      /* the child may free its copy, nothing more */
     }
     return rc;
@@ -956,7 +959,7 @@ int sochdb_commit(sochdb_txn *t, unsigned flags)
 
 void sochdb_abort(sochdb_txn *t)
 {
-  if (!t)
+  if (!t || !t->db)   /* NULL or already ended: nothing to do */
     return;
   if (atomic_load_explicit(&t->db->forked, memory_order_relaxed)) {
     sdb_txn_free(t);

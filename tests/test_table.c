@@ -305,6 +305,62 @@ Test(table, reserved_keys_are_refused_and_never_listed)
   tu_close();
 }
 
+/* Lengths near SIZE_MAX used to wrap the row's size and the filter's copy
+** (a segfault); a table handle of another database handle used to write
+** rows by its own schema. All are refused, and nothing is written. */
+Test(table, huge_lengths_and_foreign_handles_are_refused)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  sochdb_table *tb = create_table(db, "t");
+  sochdb_txn *t = tu_begin(db, 0);
+  sochdb_value v[NCOLS];
+  char buf[256];
+  const size_t huge[] = { SIZE_MAX - 12, SIZE_MAX / 2 + 1, (size_t)SOCHDB_MAX_VALUE + 1 };
+  for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+    make_row(1, 1, v, buf);
+    v[C_NOTE].is_null = 0;
+    v[C_NOTE].len = huge[i];
+    cr_assert_eq(sochdb_row_put(t, tb, v), SOCHDB_INVALID, "a note of %zu bytes", huge[i]);
+    cr_assert(strstr(sochdb_last_error(), "'note'"), "message: %s", sochdb_last_error());
+  }
+  sochdb_filter f = { .column = C_NAME, .op = SOCHDB_BETWEEN, .value = { .bytes = "a", .len = SIZE_MAX / 2 + 1 },
+                      .value2 = { .bytes = "b", .len = SIZE_MAX / 2 + 1 } };
+  sochdb_scan *sc = NULL;
+  cr_assert_eq(sochdb_table_scan(t, tb, NULL, NULL, NULL, 0, &f, &sc), SOCHDB_INVALID, "a filter of 2 x 2^63 bytes");
+  cr_assert_null(sc, "a refused scan's handle");
+  put_row(t, tb, 2, 1);
+  tu_commit(t, SOCHDB_SYNC, "one good row");
+
+  sochdb *db2 = NULL;
+  cr_assert_eq(sochdb_open(tu_db_dir, NULL, &db2), SOCHDB_OK, "second handle");
+  sochdb_txn *t2 = tu_begin(db2, 0);
+  make_row(3, 1, v, buf);
+  sochdb_value pk = pk_of(2), out[NCOLS];
+  const sochdb_column extra = { "extra", SOCHDB_INT64, SOCHDB_NULLABLE };
+  cr_assert_eq(sochdb_row_put(t2, tb, v), SOCHDB_INVALID, "row_put with another handle's table");
+  cr_assert(strstr(sochdb_last_error(), "another database handle"), "message: %s", sochdb_last_error());
+  cr_assert_eq(sochdb_row_get(t2, tb, &pk, NULL, 0, out), SOCHDB_INVALID, "row_get");
+  cr_assert_eq(sochdb_row_delete(t2, tb, &pk), SOCHDB_INVALID, "row_delete");
+  cr_assert_eq(sochdb_table_add_column(t2, tb, &extra), SOCHDB_INVALID, "add_column");
+  cr_assert_eq(sochdb_table_scan(t2, tb, NULL, NULL, NULL, 0, NULL, &sc), SOCHDB_INVALID, "scan");
+  sochdb_table *tb2 = NULL;
+  cr_assert_eq(sochdb_table_open(t2, "t", COLS, NCOLS, &tb2), SOCHDB_OK, "the table opened on the second handle");
+  cr_assert_eq(sochdb_row_get(t2, tb2, &pk, NULL, 0, out), SOCHDB_OK, "row_get through its own handle");
+  tu_commit(t2, SOCHDB_SYNC, "nothing written");
+  sochdb_table_close(tb2);
+  sochdb_close(db2);
+
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_row(t, tb, 2, 1, "the good row");
+  pk = pk_of(1);
+  cr_assert_eq(sochdb_row_get(t, tb, &pk, NULL, 0, out), SOCHDB_NOTFOUND, "a refused row");
+  pk = pk_of(3);
+  cr_assert_eq(sochdb_row_get(t, tb, &pk, NULL, 0, out), SOCHDB_NOTFOUND, "a row refused on the second handle");
+  sochdb_abort(t);
+  sochdb_table_close(tb);
+  tu_close();
+}
+
 /* ---- snapshot isolation --------------------------------------------------------- */
 
 Test(table, snapshots_and_conflicts_hold_for_rows)

@@ -141,6 +141,44 @@ Test(txn, a_finished_transaction_leaves_nothing_to_the_next)
   tu_close();
 }
 
+/* A handle used after its commit or abort is refused, not quietly revived:
+** the object is kept for the next begin, and a put on it used to land in
+** whichever transaction reused it. (The API forbids the use; this is the
+** difference between a clear error and silent corruption when it happens.) */
+Test(txn, an_ended_transaction_refuses_further_use)
+{
+  sochdb *db = open_db();
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_put_str(t, "kept", "1");
+  sochdb_iter *it = NULL;
+  cr_assert_eq(sochdb_iter_open(t, NULL, 0, NULL, 0, &it), SOCHDB_OK, "iter_open");
+  tu_commit(t, SOCHDB_ASYNC, "first");
+
+  cr_assert_eq(sochdb_put(t, "late", 4, "x", 1), SOCHDB_INVALID, "a put after commit");
+  cr_assert(strstr(sochdb_last_error(), "ended"), "message: %s", sochdb_last_error());
+  const void *k, *v;
+  size_t kl, vl;
+  cr_assert_eq(sochdb_get(t, "kept", 4, &v, &vl), SOCHDB_INVALID, "a get after commit");
+  cr_assert_eq(sochdb_iter_next(it, &k, &kl, &v, &vl), SOCHDB_INVALID, "an iterator after its commit");
+  cr_assert_eq(sochdb_commit(t, SOCHDB_ASYNC), SOCHDB_INVALID, "a second commit");
+  sochdb_abort(t);   /* an abort after the commit: nothing to do */
+  sochdb_abort(t);
+
+  sochdb_txn *next = tu_begin(db, 0);   /* reuses the object */
+  cr_assert_eq(sochdb_iter_next(it, &k, &kl, &v, &vl), SOCHDB_INVALID,
+               "an iterator whose transaction's object was reused");
+  sochdb_iter_close(it);
+  tu_put_str(next, "next", "n");
+  tu_commit(next, SOCHDB_ASYNC, "next");
+  expect_committed(db, "late", NULL, "a put made after its transaction committed");
+  expect_committed(db, "next", "n", "the next transaction's own write");
+  sochdb_stats st;
+  cr_assert_eq(sochdb_stats_get(db, &st), SOCHDB_OK, "stats");
+  cr_assert_eq(st.transactions_open, 0, "transactions still open: %u", st.transactions_open);
+  cr_assert_eq(count_keys(db), 2, "keys after the misuse");
+  tu_close();
+}
+
 /* ---------------------------------------------------- isolation */
 
 Test(txn, snapshot_isolation_between_txns)
