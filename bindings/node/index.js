@@ -259,6 +259,16 @@ function sleepMs(ms) {
 
 // ------------------------------------------------------------------ classes
 
+const OPTION_MAX = { region_bytes: Number.MAX_SAFE_INTEGER, memtable_bytes: Number.MAX_SAFE_INTEGER,
+  cache_bytes: Number.MAX_SAFE_INTEGER, busy_timeout_ms: 0xffffffff, file_mode: 0xffffffff };
+
+/** s as the C library gets it: a NUL inside would cut it short there. */
+function cPath(s, what) {
+  const p = String(s);
+  if (p.includes('\0')) throw new TypeError(`the ${what} contains a NUL byte: ${JSON.stringify(p)}`);
+  return p;
+}
+
 const OPTION_NAMES = {
   regionBytes: 'region_bytes',
   memtableBytes: 'memtable_bytes',
@@ -276,10 +286,11 @@ function makeOptions(opts) {
   for (const [k, v] of Object.entries(opts)) {
     if (v === undefined) continue;
     if (k in OPTION_NAMES) {
-      if (!Number.isInteger(v) || v < 0) throw new RangeError(`option ${k} must be a non-negative integer, not ${v}`);
+      const max = OPTION_MAX[OPTION_NAMES[k]];
+      if (!Number.isInteger(v) || v < 0 || v > max) throw new RangeError(`option ${k} must be an integer in [0, ${max}], not ${v}`);
       o[OPTION_NAMES[k]] = v;
     } else if (k === 'daemonPath') {
-      o.daemon_path = v === null ? null : String(v);
+      o.daemon_path = v === null ? null : cPath(v, 'daemon path');
     } else if (k === 'createIfMissing') {
       o.create_if_missing = v ? 1 : -1;
     } else {
@@ -293,7 +304,7 @@ class Database {
   /** Use sochdb.open(). */
   constructor(dir, opts) {
     const a = loadLibrary();
-    this.path = String(dir);
+    this.path = cPath(dir, 'database path');
     this._txns = new Set();
     const out = [null];
     check(a.open(this.path, makeOptions(opts), out));

@@ -177,6 +177,12 @@ test('options', () => {
     db.close();
     assert.throws(() => sochdb.open(dir, { noSuchOption: 1 }), TypeError);
     assert.throws(() => sochdb.open(dir, { regionBytes: -1 }), RangeError);
+    // past the C field's width: the value used to be cut to its low bits
+    assert.throws(() => sochdb.open(dir, { busyTimeoutMs: 2 ** 32 }), RangeError);
+    assert.throws(() => sochdb.open(dir, { fileMode: 2 ** 32 + 0o600 }), RangeError);
+    // a NUL would end the path early in C: another directory would be opened
+    assert.throws(() => sochdb.open(`${dir}\0-elsewhere`), (e) => e instanceof TypeError && /NUL/.test(e.message));
+    assert.throws(() => sochdb.open(dir, { daemonPath: '/bin/true\0x' }), TypeError);
   } finally {
     cleanup();
   }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import sochdb
@@ -240,6 +242,49 @@ def test_options(dbdir):
         sochdb.open(dbdir, no_such_option=1)
     with pytest.raises(ValueError):
         sochdb.open(dbdir, region_bytes=-1)
+    # past the C field's width: ctypes used to keep only the low bits
+    with pytest.raises(ValueError):
+        sochdb.open(dbdir, busy_timeout_ms=1 << 32)
+    with pytest.raises(ValueError):
+        sochdb.open(dbdir, region_bytes=1 << 64)
+    # a NUL would end the path early in C: another directory would be opened
+    with pytest.raises(ValueError, match="null byte"):
+        sochdb.open(str(dbdir) + "\0-elsewhere")
+    with pytest.raises(ValueError, match="null byte"):
+        sochdb.open(dbdir, daemon_path="/bin/true\0x")
+
+
+_GC_CYCLE = """
+import gc, sys
+import sochdb
+db = sochdb.open(sys.argv[1])
+t = db.transaction()
+t.put(b"k", b"v")
+s = t.scan()
+cycle = [t, db, s] if sys.argv[2] == "txn-first" else [db, s, t]
+cycle.append(cycle)
+del db, t, s, cycle
+gc.collect()
+with sochdb.open(sys.argv[1]) as db2:  # reuses what a double free would have corrupted
+    for i in range(3):
+        db2.put(b"a%d" % i, b"b")
+    assert db2.get(b"k") is None
+print("survived")
+"""
+
+
+@pytest.mark.parametrize("order", ["db-first", "txn-first"])
+def test_garbage_collected_cycle_of_database_and_transaction(dbdir, order):
+    """The collector may finalize the Database first; its close frees the
+    C transactions, which the Transaction's finalizer then must not abort
+    again (a segfault before)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(sochdb.__file__)))
+    r = subprocess.run([sys.executable, "-c", _GC_CYCLE, str(dbdir), order], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "survived" in r.stdout, (r.returncode, r.stdout, r.stderr)
 
 
 def test_run_retries_and_returns(db):

@@ -61,6 +61,17 @@ def _sleep_backoff(attempt: int, base: float, cap: float) -> None:
         time.sleep(random.uniform(0, min(cap, base * (2 ** min(attempt, 16)))))
 
 
+def _c_path(path: Union[str, bytes, "os.PathLike[str]"], what: str) -> bytes:
+    """path as the C library gets it; a NUL inside would cut it short there."""
+    p = os.fsencode(path)
+    if b"\0" in p:
+        raise ValueError("embedded null byte in the %s %r" % (what, p))
+    return p
+
+
+_OPTION_MAX = {name: (1 << (8 * ctypes.sizeof(ctype))) - 1 for name, ctype in _ffi.Options._fields_}
+
+
 def _options(kw: Dict[str, Any]) -> Optional[_ffi.Options]:
     unknown = set(kw) - set(_OPTION_NAMES)
     if unknown:
@@ -72,12 +83,12 @@ def _options(kw: Dict[str, Any]) -> Optional[_ffi.Options]:
         v = kw.get(name)
         if v is None:
             continue
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise ValueError("option %s must be a non-negative int, not %r" % (name, v))
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= _OPTION_MAX[name]:
+            raise ValueError("option %s must be an int in [0, %d], not %r" % (name, _OPTION_MAX[name], v))
         setattr(o, name, v)
     dp = kw.get("daemon_path")
     if dp is not None:
-        o.daemon_path = os.fsencode(dp)
+        o.daemon_path = _c_path(dp, "daemon path")
     cim = kw.get("create_if_missing")
     if cim is not None:
         o.create_if_missing = 1 if cim else -1
@@ -98,10 +109,11 @@ class Database:
         self._pid = os.getpid()
         self._txns: "weakref.WeakSet[Transaction]" = weakref.WeakSet()
         self.path = os.fsdecode(path)
+        cpath = _c_path(path, "database path")
         opts = _options(options)
         lib = _ffi.lib()
         out = ctypes.c_void_p()
-        rc = lib.sochdb_open(os.fsencode(path), ctypes.byref(opts) if opts is not None else None, ctypes.byref(out))
+        rc = lib.sochdb_open(cpath, ctypes.byref(opts) if opts is not None else None, ctypes.byref(out))
         _check(rc)
         self._handle = out.value
 
@@ -116,13 +128,13 @@ class Database:
 
         In a fork()ed child, closing an inherited handle only frees this
         process's copy; the parent's handle is unaffected."""
-        h, self._handle = self._handle, None
-        txns = list(self._txns)
-        if h is None:
+        if self._handle is None:
             return
-        for t in txns:
+        for t in list(self._txns):  # while the handle is open: _release aborts only then
             t._release()
-        _ffi.lib().sochdb_close(h)
+        h, self._handle = self._handle, None
+        if h is not None:
+            _ffi.lib().sochdb_close(h)
 
     def __enter__(self) -> "Database":
         return self
@@ -251,7 +263,9 @@ class Transaction:
 
     def _release(self) -> None:
         p = self._take()
-        if p is not None:
+        # A closed database freed its transactions: the garbage collector may
+        # finalize a Database before a Transaction of the same cycle.
+        if p is not None and self._db._handle is not None:
             _ffi.lib().sochdb_abort(p)
 
     # -- reads and writes -----------------------------------------------------
