@@ -460,7 +460,10 @@ int flusher_step(struct flusher *f)
   ** where building a table is slow, was the rule */
   if (mt >= 0 && f->trim_eager)
     trim_active(f, sdb_monotonic_ns());
-  if (mt >= 0) {
+  /* At the region's file limit the table would be built only to be
+  ** refused; the rest of the step (reclaiming compacted files) still runs. */
+  int no_room = mt >= 0 ? store_check_room(s, 1, 0) : SOCHDB_OK;
+  if (mt >= 0 && no_room == SOCHDB_OK) {
     int rc = seal(f);
     if (rc != SOCHDB_OK)
       return -rc;
@@ -486,6 +489,8 @@ int flusher_step(struct flusher *f)
   release_idle_spares(f, now);
   trim_active(f, now);
   store_reclaim(s);
+  if (no_room != SOCHDB_OK && (no_room = store_check_room(s, 1, 0)) != SOCHDB_OK)
+    return -no_room;   /* asked again, for a message the step did not overwrite */
   return flushed;
 }
 

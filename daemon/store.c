@@ -53,6 +53,50 @@ static int is_live(const struct manifest_state *st, uint64_t number)
   return 0;
 }
 
+static size_t live_files(const struct manifest_state *st)
+{
+  size_t n = 0;
+  for (unsigned l = 0; l < MANIFEST_LEVELS; l++)
+    n += st->levels[l].n;
+  return n;
+}
+
+/* The region's file lists hold FL_MAX_FILES. An edit that would leave more
+** must be refused before the MANIFEST records it: recorded, no daemon could
+** publish the list, and no process could open the database again. An edit
+** that does not add to the count (a compaction, a move) always passes, so
+** compactions can bring a database at the limit back under it. */
+static int check_room_locked(const struct store *s, size_t adds, size_t dels)
+{
+  size_t before = live_files(&s->state);
+  size_t after = before + adds > dels ? before + adds - dels : 0;
+  if (after <= FL_MAX_FILES || after <= before)
+    return SOCHDB_OK;
+  return sdb_fail(SOCHDB_BUSY, "%zu live SSTables, and the region lists at most %u: waiting for compaction "
+                  "to merge some (a larger memtable_bytes makes larger files)", before, FL_MAX_FILES);
+}
+
+int store_check_room(struct store *s, size_t adds, size_t dels)
+{
+  pthread_mutex_lock(&s->lock);
+  int rc = check_room_locked(s, adds, dels);
+  pthread_mutex_unlock(&s->lock);
+  return rc;
+}
+
+/* The new files of an edit that was refused: nothing will name them. */
+static void remove_refused_locked(struct store *s, const struct manifest_edit *e)
+{
+  for (size_t i = 0; i < e->nadds; i++) {
+    uint64_t number = e->adds[i].file.number;
+    if (is_live(&s->state, number))
+      continue;   /* a move: the file stays where it was */
+    char path[4200];
+    sst_file_path(path, sizeof path, s->db->dir, number);
+    unlink(path);
+  }
+}
+
 /* Files named NNNNNN.sst (or a leftover .tmp) that the MANIFEST does not
 ** name: left by a daemon killed between writing and recording them, or
 ** removed by a compaction whose daemon died before unlinking them. */
@@ -321,8 +365,14 @@ static void roll_manifest(struct store *s)
 int store_apply(struct store *s, struct manifest_edit *edit)
 {
   pthread_mutex_lock(&s->lock);
+  int rc = check_room_locked(s, edit->nadds, edit->ndels);
+  if (rc != SOCHDB_OK) {
+    remove_refused_locked(s, edit);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+  }
   manifest_edit_set_next_file(edit, s->next_file);
-  int rc = manifest_apply(s->man, &s->state, edit);
+  rc = manifest_apply(s->man, &s->state, edit);
   if (rc == SOCHDB_OK) {
     rc = publish_locked(s);
     s->failed |= rc != SOCHDB_OK;

@@ -67,8 +67,15 @@ void store_sst_abandon(struct sst_file_out *o);
 /* Write buf as SSTable `number` durably: create, complete. */
 int  store_write_sst(struct store *s, uint64_t number, const uint8_t *buf, size_t len);
 
+/* SOCHDB_BUSY (with the message set) if an edit adding `adds` files and
+** deleting `dels` would leave more than the region's file lists hold
+** (FL_MAX_FILES) and more than there are now. */
+int  store_check_room(struct store *s, size_t adds, size_t dels);
+
 /* Apply edit to the MANIFEST (durably), then publish the new file list; the
-** files the edit deletes are doomed. Takes the lock. */
+** files the edit deletes are doomed. Takes the lock. An edit that
+** store_check_room refuses is not applied, and the new files it adds are
+** removed. */
 int  store_apply(struct store *s, struct manifest_edit *edit);
 
 /* Unlink doomed files no view can read any more; free retired file lists. */

@@ -12,8 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
+#include "filelist.h"
 #include "internal.h"
 #include "sochdb.h"
 #include "store.h"
@@ -279,5 +281,84 @@ Test(store, the_manifest_is_rewritten_as_a_snapshot_once_it_grows)
             st.levels[1].n);
   cr_assert_eq(st.last_flushed_seq, EDITS, "last_flushed_seq after a reopen");
   manifest_state_free(&st);
+  tu_close();
+}
+
+/* An edit of n fake level-1 files numbered from the store (keys fNNNNNN),
+** deleting dels[0..ndels) of level 1. */
+static int apply_level1(struct store *s, unsigned n, const uint64_t *dels, unsigned ndels, uint64_t *first)
+{
+  struct manifest_edit e;
+  manifest_edit_init(&e);
+  for (unsigned i = 0; i < n; i++) {
+    uint64_t number = store_new_file_number(s);
+    if (first && i == 0)
+      *first = number;
+    char lo[16], hi[16];
+    snprintf(lo, sizeof lo, "f%07llu", (unsigned long long)number);
+    snprintf(hi, sizeof hi, "f%07llu~", (unsigned long long)number);
+    struct manifest_file f = { number, 1000, (uint8_t *)lo, (uint32_t)strlen(lo), (uint8_t *)hi,
+                               (uint32_t)strlen(hi), 1, 1 };
+    cr_assert_eq(manifest_edit_add_file(&e, 1, &f), SOCHDB_OK);
+  }
+  for (unsigned i = 0; i < ndels; i++)
+    cr_assert_eq(manifest_edit_delete_file(&e, 1, dels[i]), SOCHDB_OK);
+  int rc = store_apply(s, &e);
+  manifest_edit_free(&e);
+  return rc;
+}
+
+static size_t manifest_level1_files(sochdb *db)
+{
+  struct manifest_state st;
+  cr_assert_eq(manifest_read(tu_dir(), db->region.hdr->db_id, &st, NULL), SOCHDB_OK, "%s", sochdb_last_error());
+  size_t n = st.levels[1].n;
+  manifest_state_free(&st);
+  return n;
+}
+
+/* The region lists at most FL_MAX_FILES files. A MANIFEST that named more
+** could never be published again, and the database would not open: an edit
+** that would pass the limit is refused before it is recorded (BUSY, the
+** daemon flushes later), its new file is removed, and edits that do not add
+** to the count (compactions) still pass and make room. */
+Test(store, an_edit_past_the_file_limit_is_refused_before_the_manifest_records_it)
+{
+  struct store s;
+  sochdb *db = open_daemon_store(&s);
+  uint64_t first = 0, start;
+  for (unsigned done = 0; done < FL_MAX_FILES; done += 256) {
+    cr_assert_eq(apply_level1(&s, 256, NULL, 0, &start), SOCHDB_OK, "files %u..: %s", done, sochdb_last_error());
+    if (!first)
+      first = start;
+  }
+  cr_assert_eq(manifest_level1_files(db), FL_MAX_FILES);
+  cr_assert_eq(store_check_room(&s, 1, 0), SOCHDB_BUSY, "room for one more");
+  cr_assert_eq(store_check_room(&s, 1, 1), SOCHDB_OK, "a replacement at the limit");
+
+  uint64_t number;
+  size_t total;
+  cr_assert_eq(write_small_table(&s, &number, &total), SOCHDB_OK, "%s", sochdb_last_error());
+  struct manifest_edit e;
+  manifest_edit_init(&e);
+  struct manifest_file f = { number, total, (uint8_t *)"a", 1, (uint8_t *)"b", 1, 2, 2 };
+  cr_assert_eq(manifest_edit_add_file(&e, 0, &f), SOCHDB_OK);
+  cr_assert_eq(store_apply(&s, &e), SOCHDB_BUSY, "a flush past the limit");
+  manifest_edit_free(&e);
+  cr_assert(strstr(sochdb_last_error(), "at most"), "message: %s", sochdb_last_error());
+  cr_assert(!store_failed(&s), "a refused edit failed the store");
+  cr_assert_eq(manifest_level1_files(db), FL_MAX_FILES, "the refused edit was recorded");
+  char path[4300];
+  snprintf(path, sizeof path, "%s/%06llu.sst", tu_dir(), (unsigned long long)number);
+  cr_assert(access(path, F_OK) != 0, "the refused edit's new table %s is still there", path);
+
+  uint64_t two[] = { first, first + 1 };
+  cr_assert_eq(apply_level1(&s, 1, two, 2, NULL), SOCHDB_OK, "a compaction of two into one: %s", sochdb_last_error());
+  cr_assert_eq(apply_level1(&s, 1, NULL, 0, NULL), SOCHDB_OK, "the flush, once there is room: %s",
+               sochdb_last_error());
+  cr_assert_eq(manifest_level1_files(db), FL_MAX_FILES);
+  store_close(&s);
+  cr_assert_eq(store_open(&s, db), SOCHDB_OK, "a store at the limit reopens: %s", sochdb_last_error());
+  store_close(&s);
   tu_close();
 }
