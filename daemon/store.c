@@ -182,6 +182,12 @@ int store_open(struct store *s, sochdb *db)
   if (rc != SOCHDB_OK)
     return rc;
   s->next_file = s->state.next_file_number ? s->state.next_file_number : 1;
+  /* relaxed: see store_new_file_number. Above the MANIFEST's after a
+  ** daemon died between numbering a table and recording it, or when the
+  ** directory was put back to an older copy. */
+  uint64_t floor = atomic_load_explicit(&s->r->hdr->next_file_floor, memory_order_relaxed);
+  if (floor > s->next_file)
+    s->next_file = floor;
   rc = doom_orphans(s);
   if (rc != SOCHDB_OK)
     return rc;
@@ -203,6 +209,9 @@ uint64_t store_new_file_number(struct store *s)
 {
   pthread_mutex_lock(&s->lock);
   uint64_t n = s->next_file++;
+  /* relaxed: only the daemon touches it, and the next daemon starts only
+  ** after this one's lock is released (which orders it) */
+  atomic_store_explicit(&s->r->hdr->next_file_floor, s->next_file, memory_order_relaxed);
   pthread_mutex_unlock(&s->lock);
   return n;
 }

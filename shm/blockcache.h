@@ -19,8 +19,10 @@
 ** its owner id in the state; the reaper calls bc_release_owner, which makes
 ** such entries empty again.
 **
-** SSTable file numbers are never reused, so entries are never invalidated:
-** those of deleted files age out by CLOCK.
+** SSTable file numbers are never reused (the daemon continues from the
+** region's next_file_floor, even when the directory lost the MANIFEST
+** edits that used them), so entries are never invalidated: those of
+** deleted files age out by CLOCK.
 */
 #ifndef SOCHDB_SHM_BLOCKCACHE_H
 #define SOCHDB_SHM_BLOCKCACHE_H

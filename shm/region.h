@@ -29,7 +29,7 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  11u  /* 11: where the log's synced groups end (durable.h, shm_log_end) */
+#define SHM_LAYOUT_VERSION  12u  /* 12: next_file_floor; 11: where the log's synced groups end (shm_log_end) */
 #define SHM_HEADER_BYTES    4096u
 #define SHM_CACHELINE       64
 
@@ -141,6 +141,11 @@ struct shm_header {
   _Atomic uint64_t retired_max_seq;  /* newest commit in a memtable retired so far (arena.h) */
   alignas(SHM_CACHELINE) _Atomic uint32_t current_files; /* index of the current file list */
   _Atomic uint32_t files_futex;  /* bumped when a file list is published or a full compaction is asked for */
+  /* No SSTable number below it is handed out again (daemon/store.c): the
+  ** block cache keys blocks by file number, and a directory put back to an
+  ** older copy while the region lived on would otherwise hand out numbers
+  ** whose old blocks the cache still holds. (layout version 12) */
+  _Atomic uint64_t next_file_floor;
   alignas(SHM_CACHELINE) struct shm_global_stats stats;
 };
 

@@ -362,3 +362,23 @@ Test(store, an_edit_past_the_file_limit_is_refused_before_the_manifest_records_i
   store_close(&s);
   tu_close();
 }
+
+/* The block cache keys blocks by file number: a number must never be
+** handed out twice, even when the MANIFEST never recorded it (a daemon
+** killed after numbering a table) or the directory was put back to an
+** older copy while the region lived on. The region remembers the floor. */
+Test(store, file_numbers_are_not_reused_after_the_manifest_lost_them)
+{
+  struct store s;
+  sochdb *db = open_daemon_store(&s);
+  uint64_t last = 0;
+  for (int i = 0; i < 5; i++)
+    last = store_new_file_number(&s);   /* numbered, never recorded */
+  store_close(&s);
+  cr_assert_eq(store_open(&s, db), SOCHDB_OK, "%s", sochdb_last_error());
+  uint64_t next = store_new_file_number(&s);
+  cr_assert_gt(next, last, "number %llu handed out again (the last was %llu)", (unsigned long long)next,
+               (unsigned long long)last);
+  store_close(&s);
+  tu_close();
+}
