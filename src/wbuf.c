@@ -145,11 +145,12 @@ int wbuf_put(struct wbuf *wb, const void *key, uint32_t klen, const void *val, u
   if (!v)
     return -1;
   long i = find_slot(wb, key, klen, hash);
+  uint32_t stored = tombstone ? 0 : vlen;
   if (i >= 0) {                                   /* overwrite: same key, new value */
+    wb->bytes = wb->bytes - wb->ents[i].vlen + stored;   /* the commit writes the last value only */
     wb->ents[i].val = v;
-    wb->ents[i].vlen = tombstone ? 0 : vlen;
+    wb->ents[i].vlen = stored;
     wb->ents[i].tombstone = tombstone;
-    wb->bytes += vlen;
     return 0;
   }
   if (wb->n == wb->cap) {
@@ -163,10 +164,10 @@ int wbuf_put(struct wbuf *wb, const void *key, uint32_t klen, const void *val, u
   const uint8_t *k = stash(wb, key, klen);
   if (!k)
     return -1;
-  wb->ents[wb->n] = (struct wb_entry){ k, v, klen, tombstone ? 0 : vlen, hash, tombstone };
+  wb->ents[wb->n] = (struct wb_entry){ k, v, klen, stored, hash, tombstone };
   wb->index[-i - 2] = (uint32_t)++wb->n;
   wb->sorted = 0;
-  wb->bytes += klen + vlen;
+  wb->bytes += klen + stored;
   return 0;
 }
 

@@ -34,7 +34,7 @@ struct wbuf {
   size_t           order_cap;
   int              sorted;
   struct wb_chunk *chunks;
-  size_t           bytes;       /* payload bytes buffered */
+  size_t           bytes;       /* key and value bytes of the entries as they stand (what a commit writes) */
 };
 
 void  wbuf_init(struct wbuf *wb);

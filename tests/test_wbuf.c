@@ -86,6 +86,11 @@ Test(wbuf, put_get_overwrite_delete)
   put("alpha", "back");
   expect("alpha", "back");
   cr_assert_eq(wb.n, 4, "put after delete added an entry");
+  /* what a commit would write (the 1 GiB limit, user_bytes): the entries as
+  ** they stand, not every value ever buffered */
+  size_t want = strlen("alpha") + strlen("back") + strlen("beta") + strlen("overwritten") + strlen("gamma") +
+                strlen("333") + strlen("never-put");
+  cr_assert_eq(wb.bytes, want, "bytes %zu, the entries hold %zu", wb.bytes, want);
 }
 
 Test(wbuf, binary_keys_and_values)
