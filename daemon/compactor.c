@@ -247,10 +247,11 @@ static void update_debt(struct compactor *c)
   struct store *s = c->s;
   uint64_t bytes[MANIFEST_LEVELS], debt = 0;
   store_level_bytes(s, bytes);
-  uint64_t target = s->copts.l1_target_bytes;
-  for (unsigned l = 1; l + 1 < MANIFEST_LEVELS; l++, target *= s->copts.level_ratio)
+  for (unsigned l = 1; l + 1 < MANIFEST_LEVELS; l++) {
+    uint64_t target = compaction_level_target(&s->copts, l);
     if (bytes[l] > target && __builtin_add_overflow(debt, bytes[l] - target, &debt))
       debt = UINT64_MAX;   /* a forged MANIFEST's sizes: saturate, never wrap */
+  }
   pthread_mutex_lock(&s->lock);
   size_t l0 = s->state.levels[0].n;
   pthread_mutex_unlock(&s->lock);

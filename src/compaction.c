@@ -225,10 +225,16 @@ static double level_score(const struct manifest_state *s, const struct compactio
 {
   if (level == 0)
     return (double)s->levels[0].n / o->l0_trigger;
-  double target = (double)o->l1_target_bytes;
+  return (double)manifest_level_bytes(&s->levels[level]) / (double)compaction_level_target(o, level);
+}
+
+uint64_t compaction_level_target(const struct compaction_options *o, unsigned level)
+{
+  uint64_t target = o->l1_target_bytes;
   for (unsigned l = 1; l < level; l++)
-    target *= o->level_ratio;
-  return (double)manifest_level_bytes(&s->levels[level]) / target;
+    if (__builtin_mul_overflow(target, (uint64_t)o->level_ratio, &target))
+      return UINT64_MAX;
+  return target;
 }
 
 static int check_options(const struct compaction_options *o)

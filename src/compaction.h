@@ -82,6 +82,10 @@ void compaction_picker_free(struct compaction_picker *p);
 int compaction_pick(const struct manifest_state *s, const struct compaction_options *o,
                     struct compaction_picker *p, const uint64_t *busy, size_t nbusy, struct compaction_job *job);
 
+/* target(level) in bytes for level >= 1, as above, saturating at UINT64_MAX
+** (a level ratio of 1000 passes 2^64 by level 5). o must not be NULL. */
+uint64_t compaction_level_target(const struct compaction_options *o, unsigned level);
+
 /* A full compaction: every file of every level -> output level = the deepest
 ** non-empty level (at least 1), bottommost = 1, score 0. inputs[0] = all files
 ** of levels < output level (by level, then in the state's order), inputs[1] =

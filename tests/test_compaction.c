@@ -832,6 +832,21 @@ Test(compaction, level_sizes_saturate_rather_than_wrap)
   manifest_state_free(&s);
 }
 
+/* The daemon's compaction debt sums bytes over these targets: with a level
+** ratio of 1000 (sochdbd --level-ratio allows it) the product passed 2^64 by
+** level 5 and wrapped to a small target, reporting a debt that was not there. */
+Test(compaction, level_targets_saturate_rather_than_wrap)
+{
+  struct compaction_options o;
+  compaction_options_default(&o);
+  o.l1_target_bytes = 256ull << 20;
+  o.level_ratio = 1000;
+  cr_assert_eq(compaction_level_target(&o, 1), 256ull << 20);
+  cr_assert_eq(compaction_level_target(&o, 3), (256ull << 20) * 1000 * 1000);
+  for (unsigned l = 5; l < MANIFEST_LEVELS; l++)
+    cr_assert_eq(compaction_level_target(&o, l), UINT64_MAX, "level %u's target wrapped", l);
+}
+
 /* A job compaction_pick made from s, asserted; whether it moves. */
 static int picked_moves(const struct manifest_state *s, struct compaction_picker *p)
 {
