@@ -460,11 +460,14 @@ static int load_rows(struct loader *l)
   }
   bar_clear(&l->bar);
   double s = cli_seconds_since(&t0);
-  if (l->a->json)
-    printf("{\"table\":\"%s\",\"rows\":%llu,\"seconds\":%.3f}\n", l->a->pos[1], l->rows, s);
-  else
+  if (l->a->json) {
+    printf("{\"table\":");
+    put_json_string(l->a->pos[1], strlen(l->a->pos[1]));
+    printf(",\"rows\":%llu,\"seconds\":%.3f}\n", l->rows, s);
+  } else {
     printf("%s %llu rows into %s in %.2f s (%.0f rows/s)\n", status ? "loaded only" : "loaded", l->rows,
            l->a->pos[1], s, s > 0 ? (double)l->rows / s : 0.0);
+  }
   return status;
 }
 
