@@ -365,7 +365,11 @@ int  sochdb_table_create(sochdb_txn *t, const char *name, const sochdb_column *c
 ** with (after sochdb_table_add_column commits, open the table again to use
 ** the new column) and may be used in any later transaction of the same
 ** database handle (another handle's transactions refuse it with
-** SOCHDB_INVALID: open the table there).
+** SOCHDB_INVALID: open the table there). A transaction checks, at its first
+** use of a handle, that the handle's columns are still the table's in its
+** snapshot: a handle opened in a transaction whose create or add_column was
+** then rolled back, or used in a snapshot older than the handle's schema,
+** is refused with SOCHDB_INVALID ("open it again").
 **
 ** Errors: SOCHDB_NOTFOUND (no such table), SOCHDB_INVALID (NULL argument,
 **   schema mismatch), SOCHDB_CORRUPT (a damaged schema), SOCHDB_NOMEM.
@@ -403,7 +407,7 @@ int  sochdb_table_add_column(sochdb_txn *t, sochdb_table *tb, const sochdb_colum
 ** the bytes are copied.
 **
 ** Errors: SOCHDB_INVALID (NULL argument, read-only or ended t, tb opened
-**   on another handle, NULL in a column that is not nullable, primary key
+**   on another handle or stale (see sochdb_table_open), NULL in a column that is not nullable, primary key
 **   too long, row above SOCHDB_MAX_VALUE), SOCHDB_NOMEM.
 */
 int  sochdb_row_put(sochdb_txn *t, sochdb_table *tb, const sochdb_value *values);

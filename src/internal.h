@@ -78,6 +78,8 @@ struct sochdb_txn {
   struct sdb_tables *tables;          /* SSTables it reads, NULL until its first read (tables.h) */
   struct sst_scratch scratch;         /* decompressed blocks for gets */
   struct txn_keep *keep;
+  uint64_t        tables_checked[4];  /* serials of table handles sdb_table_check passed in this transaction */
+  unsigned        ntables_checked;    /* how many were ever added (the array is a ring) */
 };
 
 /* Buffer a write (tombstone 1: a delete) or read a key, like sochdb_put,

@@ -186,13 +186,49 @@ static int next_table_id(sochdb_txn *t, uint32_t *id)
 
 /* ---- create / open / close ------------------------------------------------- */
 
-int sdb_table_check(const sochdb_txn *t, const sochdb_table *tb)
+/* tb's columns are still the table's first columns, under its id, in t's
+** snapshot. Not so for a handle opened in a transaction that created the
+** table or added a column and then rolled back (ids and generations are
+** handed out again: its rows would be decoded by another schema), nor for
+** one opened on a snapshot newer than t's. A handle older than a committed
+** add_column passes: rows without the new column read it as NULL. */
+static int check_handle_current(sochdb_txn *t, const sochdb_table *tb)
+{
+  sochdb_table *cur = malloc(sizeof *cur);
+  if (!cur)
+    return sdb_fail(SOCHDB_NOMEM, "checking a table handle");
+  int rc = schema_read(t, tb->name, cur);
+  int same = rc == SOCHDB_OK && cur->id == tb->id && cur->ncols >= tb->ncols &&
+             (cur->gen > tb->gen || (cur->gen == tb->gen && cur->ncols == tb->ncols));
+  for (size_t i = 0; same && i < tb->ncols; i++)
+    same = !strcmp(cur->names[i], tb->names[i]) && cur->types[i] == tb->types[i] &&
+           cur->cols[i].flags == tb->cols[i].flags;
+  free(cur);
+  if (rc != SOCHDB_OK && rc != SOCHDB_NOTFOUND)
+    return rc;
+  if (!same)
+    return sdb_fail(SOCHDB_INVALID, "table '%s' in this transaction's snapshot is not the one the handle was opened "
+                    "on (its creation or an added column was rolled back, or the snapshot is older than the "
+                    "handle): open it again", tb->name);
+  return SOCHDB_OK;
+}
+
+int sdb_table_check(sochdb_txn *t, const sochdb_table *tb)
 {
   int rc = sdb_check_txn(t);
   if (rc == SOCHDB_OK && !tb)
     rc = sdb_fail(SOCHDB_INVALID, "NULL table");
   if (rc == SOCHDB_OK && tb->db != t->db)   /* its schema may differ there, or not exist */
     rc = sdb_fail(SOCHDB_INVALID, "table '%s' was opened on another database handle", tb->name);
+  if (rc != SOCHDB_OK)
+    return rc;
+  const unsigned ring = sizeof t->tables_checked / sizeof t->tables_checked[0];
+  for (unsigned i = 0; i < t->ntables_checked && i < ring; i++)
+    if (t->tables_checked[i] == tb->serial)
+      return SOCHDB_OK;   /* a rollback cannot happen inside t: once is enough */
+  rc = check_handle_current(t, tb);
+  if (rc == SOCHDB_OK)
+    t->tables_checked[t->ntables_checked++ % ring] = tb->serial;
   return rc;
 }
 
@@ -276,7 +312,9 @@ int sochdb_table_open(sochdb_txn *t, const char *name, const sochdb_column *cols
     free(tb);
     return rc;
   }
+  static _Atomic uint64_t serials;
   tb->db = t->db;
+  tb->serial = atomic_fetch_add_explicit(&serials, 1, memory_order_relaxed) + 1;   /* uniqueness only */
   *out = tb;
   return SOCHDB_OK;
 }
@@ -400,7 +438,7 @@ static int encode_row(const sochdb_table *tb, const sochdb_value *values, uint8_
   return SOCHDB_OK;
 }
 
-static int check_row_call(const sochdb_txn *t, const sochdb_table *tb, const void *values)
+static int check_row_call(sochdb_txn *t, const sochdb_table *tb, const void *values)
 {
   int rc = sdb_table_check(t, tb);
   if (rc == SOCHDB_OK && !values)

@@ -15,6 +15,7 @@
 
 struct sochdb_table {
   sochdb        *db;
+  uint64_t       serial;              /* unique in the process: what a transaction's check remembers */
   uint32_t       id;
   uint32_t       gen;                 /* the schema's generation: add_column bumps it */
   char           name[SOCHDB_MAX_NAME + 1];
@@ -25,8 +26,11 @@ struct sochdb_table {
 };
 
 /* SOCHDB_OK if t is a live transaction and tb a table opened on t's
-** database handle; else SOCHDB_INVALID, with the message set. */
-int    sdb_table_check(const sochdb_txn *t, const sochdb_table *tb);
+** database handle whose columns are, in t's snapshot, still the table's
+** first columns under the same id (checked at t's first use of tb, read
+** from the stored schema); else SOCHDB_INVALID (or an error of that read),
+** with the message set. */
+int    sdb_table_check(sochdb_txn *t, const sochdb_table *tb);
 
 /* The key of tb's row with primary key pk into key (room for SOCHDB_MAX_KEY
 ** bytes); its length, or 0 with SOCHDB_INVALID set when pk is too long. */

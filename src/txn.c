@@ -296,6 +296,7 @@ int sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out)
   t->view.n = 0;
   t->tables = NULL;
   t->keep = NULL;
+  t->ntables_checked = 0;
   rc = claim_entry(db, &t->entry);
   if (rc != SOCHDB_OK) {
     sdb_txn_free(t);
