@@ -11,7 +11,7 @@
 */
 #include "compactor.h"
 
-#include "check.h"
+#include "filenames.h"
 #include "error.h"
 #include "fsutil.h"
 #include "slots.h"

@@ -12,7 +12,7 @@
 */
 #include "store.h"
 
-#include "check.h"
+#include "filenames.h"
 #include "error.h"
 #include "filelist.h"
 #include "fsutil.h"

@@ -9,7 +9,7 @@
 #include "fsutil.h"
 #include "sochdb.h"
 #include "bulkhash.h"
-#include "check.h"
+#include "filenames.h"
 #include "testhooks.h"
 
 #include <dirent.h>

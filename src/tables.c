@@ -4,7 +4,7 @@
 #include "internal.h"
 
 #include "blockcache.h"
-#include "check.h"
+#include "filenames.h"
 #include "error.h"
 #include "filelist.h"
 #include "fsutil.h"

@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 
 #include "check.h"
+#include "filenames.h"
 #include "manifest.h"
 #include "sochdb.h"
 #include "sstfmt.h"

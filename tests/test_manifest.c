@@ -7,7 +7,7 @@
 */
 #include "testutil.h"
 
-#include "check.h"
+#include "filenames.h"
 #include "manifest.h"
 #include "testhooks.h"
 #include "sochdb.h"

@@ -57,7 +57,7 @@
 #include <stdatomic.h>
 #include <sys/prctl.h>
 
-#include "check.h"      /* sst_file_path */
+#include "filenames.h"
 #include "internal.h"
 #include "manifest.h"
 #include "powercut.h"   /* stress/: pc_baseline, pc_materialise */

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "check.h"
+#include "filenames.h"
 #include "filelist.h"
 #include "internal.h"
 #include "sochdb.h"

@@ -13,7 +13,7 @@
 
 #include "testutil.h"
 
-#include "check.h"      /* sst_file_path */
+#include "filenames.h"
 #include "filelist.h"
 #include "internal.h"
 #include "sstfmt.h"

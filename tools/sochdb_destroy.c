@@ -22,7 +22,7 @@
 */
 #include "sochdb.h"
 
-#include "check.h"
+#include "filenames.h"
 #include "cli.h"
 
 #include "internal.h"   /* struct sochdb: its region and slot, for the attached processes;
