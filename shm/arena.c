@@ -121,7 +121,7 @@ uint64_t arena_alloc(shm_region *r, uint32_t i, uint64_t n)
   /* relaxed: reserving bytes orders nothing; contents are published by the
   ** release CAS that links them into a list */
   uint64_t off = atomic_fetch_add_explicit(&m->used, n, memory_order_relaxed);
-  if (off + n > m->capacity)
+  if (off > m->capacity || n > m->capacity - off)   /* not off + n: a damaged `used` near 2^64 would wrap it */
     return 0;
   /* The bytes stay claimed (never read) if the tmpfs is full: the arena
   ** counts as full, and whoever then finds no room says why

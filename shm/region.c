@@ -70,7 +70,7 @@ int shm_region_path(const char *dir, char *out, size_t n)
   return SOCHDB_OK;
 }
 
-static uint64_t header_checksum(const struct shm_header *h)
+uint64_t shm_header_checksum(const struct shm_header *h)
 {
   /* from the field after magic: the magic is stored after the checksum */
   const char *from = (const char *)&h->layout_version;
@@ -102,19 +102,39 @@ int shm_reserve(const shm_region *r, uint64_t off, uint64_t len)
   }
 }
 
-/* Where the sections go; fills the offset fields of h. */
+/* The section offsets of h, from its cache_bytes: the one layout. */
+static void place_sections(struct shm_header *h)
+{
+  h->slots_off = SHM_HEADER_BYTES;
+  h->ring_off = align_up(h->slots_off + slots_section_bytes(), 4096);
+  h->rec_ring_off = align_up(h->ring_off + seqring_section_bytes(), 4096);
+  h->files_off = align_up(h->rec_ring_off + durable_section_bytes(), 4096);
+  h->cache_off = h->cache_bytes ? align_up(h->files_off + fl_section_bytes(), 4096) : 0;
+  h->memtables_off = align_up(h->files_off + fl_section_bytes() + h->cache_bytes, 4096);
+}
+
+/* Where the sections go; fills the size and offset fields of h. */
 static void layout_sections(struct shm_header *h, uint64_t memtable_bytes, uint64_t cache_bytes)
 {
   h->header_bytes = SHM_HEADER_BYTES;
   h->memtable_bytes = memtable_bytes;
-  h->slots_off = SHM_HEADER_BYTES;
   h->n_slots = SHM_MAX_SLOTS;
-  h->ring_off = align_up(h->slots_off + slots_section_bytes(), 4096);
-  h->rec_ring_off = align_up(h->ring_off + seqring_section_bytes(), 4096);
-  h->files_off = align_up(h->rec_ring_off + durable_section_bytes(), 4096);
   h->cache_bytes = bc_area_bytes(cache_bytes);
-  h->cache_off = h->cache_bytes ? align_up(h->files_off + fl_section_bytes(), 4096) : 0;
-  h->memtables_off = align_up(h->files_off + fl_section_bytes() + h->cache_bytes, 4096);
+  place_sections(h);
+}
+
+/* Every section where the layout puts it. The checksum only says the header
+** is as some process wrote it (its seed is no secret): offsets that point
+** elsewhere would be followed out of the mapping. */
+static int sections_in_place(const struct shm_header *h)
+{
+  if (h->cache_bytes > h->region_bytes)
+    return 0;   /* first: the sums below must not wrap */
+  struct shm_header probe = { .cache_bytes = h->cache_bytes };   /* not a copy of *h: its mutable half moves */
+  place_sections(&probe);
+  return probe.slots_off == h->slots_off && probe.ring_off == h->ring_off && probe.rec_ring_off == h->rec_ring_off &&
+         probe.files_off == h->files_off && probe.cache_off == h->cache_off &&
+         probe.memtables_off == h->memtables_off;
 }
 
 /* Fill in a zeroed mapping. The magic goes last (release) so that no
@@ -156,7 +176,7 @@ static int region_format(char *base, const struct shm_open_params *p, shm_region
   if (h->cache_bytes)
     bc_init(shm_at(r, h->cache_off), h->cache_bytes);
   arena_init_all(r, first_arena);
-  h->checksum = header_checksum(h);
+  h->checksum = shm_header_checksum(h);
   if (p->populate) {
     int rc = p->populate(r, p->populate_ctx);
     if (rc != SOCHDB_OK)
@@ -174,7 +194,7 @@ static int region_check(const char *path, const struct shm_header *h, const stru
     return sdb_fail(SOCHDB_VERSION, "region has layout version %u; this library speaks %u (another version of "
                     "sochdb made it: once every process using the database and its daemon have stopped, remove %s, "
                     "and the next open rebuilds it from the log)", h->layout_version, SHM_LAYOUT_VERSION, path);
-  if (h->checksum != header_checksum(h))
+  if (h->checksum != shm_header_checksum(h))
     return sdb_fail(SOCHDB_CORRUPT, "region header checksum mismatch");
   if (h->memtable_bytes < SHM_MIN_MEMTABLE_BYTES || h->memtable_bytes > SHM_MAX_MEMTABLE_BYTES ||
       h->memtable_bytes % 4096)   /* first: the products below must not wrap */
@@ -182,7 +202,7 @@ static int region_check(const char *path, const struct shm_header *h, const stru
                     (unsigned long long)h->memtable_bytes);
   if (h->header_bytes != SHM_HEADER_BYTES || h->region_bytes != (uint64_t)file_size ||
       h->n_slots != SHM_MAX_SLOTS || h->n_memtables < 2 || h->n_memtables > SHM_MAX_MEMTABLES ||
-      shm_layout_arena_off(h, h->n_memtables) > h->region_bytes ||
+      !sections_in_place(h) || shm_layout_arena_off(h, h->n_memtables) > h->region_bytes ||
       (uint64_t)h->n_memtables * h->memtable_bytes > SHM_MAX_ARENA_SPAN)
     return sdb_fail(SOCHDB_CORRUPT, "region header describes an impossible layout");
   (void)p;

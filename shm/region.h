@@ -218,6 +218,9 @@ int  shm_region_unlink_path(const char *path);
 /* Layout helpers shared by the modules that live in the region. */
 uint64_t shm_layout_arena_off(const struct shm_header *h, uint32_t idx);
 
+/* The checksum of h's immutable fields, as stored in h->checksum. */
+uint64_t shm_header_checksum(const struct shm_header *h);
+
 /* Back [off, off + len) of the region with real pages before anyone writes
 ** there. The region is sparse: a write to an untouched page of a full tmpfs
 ** would be a SIGBUS; reserving first turns it into an error. Idempotent.
