@@ -94,15 +94,10 @@ void durable_forget_range(shm_region *r, uint64_t lo, uint64_t hi)
   }
 }
 
-static int in_region(const shm_region *r, uint64_t off, uint64_t bytes)
-{
-  return off >= r->hdr->memtables_off && off < r->size && bytes <= r->size - off;
-}
-
 const struct mv_commit *durable_record(const shm_region *r, uint64_t seq)
 {
   uint64_t off = atomic_load_explicit(&rec_ring(r)[seq % REC_RING_SIZE], memory_order_relaxed);
-  if (!off || !in_region(r, off, sizeof(struct mv_commit)))
+  if (!off || !shm_in_arenas(r, off, sizeof(struct mv_commit)))
     return NULL;
   const struct mv_commit *c = shm_at(r, off);
   /* A record of another lap, or of an aborted commit, names another seq or
@@ -110,11 +105,11 @@ const struct mv_commit *durable_record(const shm_region *r, uint64_t seq)
   /* relaxed: the whole record was written before the decision, whose
   ** release the writer acquired through published_seq */
   uint32_t nops = atomic_load_explicit(&c->nops, memory_order_relaxed);
-  if (c->seq != seq || !nops || nops > c->cap || !in_region(r, off, mv_commit_bytes(nops)))
+  if (c->seq != seq || !nops || nops > c->cap || !shm_in_arenas(r, off, mv_commit_bytes(nops)))
     return NULL;
   for (uint32_t i = 0; i < nops; i++) {
     uint64_t voff = shm_ref_off(r, c->versions[i]);
-    if (!in_region(r, voff, mv_version_bytes(0)))
+    if (!shm_in_arenas(r, voff, mv_version_bytes(0)))
       return NULL;
     const struct mv_version *v = shm_at(r, voff);
     if (atomic_load_explicit(&v->state, memory_order_relaxed) != seq)

@@ -17,6 +17,8 @@
 static uint64_t resolve_pending(const shm_region *r, const struct mv_version *v, uint64_t w)
 {
   uint64_t ref = w & ~MV_PENDING;
+  if (txn_ref_slot(ref) >= SHM_MAX_SLOTS || txn_ref_entry(ref) >= SHM_TXNS_PER_SLOT)
+    return MV_ABORTED;   /* a damaged word names no descriptor: never follow it out of the section */
   struct shm_txn_entry *e = shm_txn_entry_at(r, txn_ref_slot(ref), txn_ref_entry(ref));
   uint64_t g1 = atomic_load_explicit(&e->gen, memory_order_acquire);
   uint64_t st = atomic_load_explicit(&e->state, memory_order_acquire);

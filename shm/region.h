@@ -218,6 +218,14 @@ int  shm_region_unlink_path(const char *path);
 /* Layout helpers shared by the modules that live in the region. */
 uint64_t shm_layout_arena_off(const struct shm_header *h, uint32_t idx);
 
+/* [off, off + bytes) lies within the memtable arenas' part of the mapping:
+** for offsets read from the region's mutable half before they are followed
+** where a damaged one must not take us out of the mapping (recovery paths). */
+static inline int shm_in_arenas(const shm_region *r, uint64_t off, uint64_t bytes)
+{
+  return off >= r->hdr->memtables_off && off < r->size && bytes <= r->size - off;
+}
+
 /* The checksum of h's immutable fields, as stored in h->checksum. */
 uint64_t shm_header_checksum(const struct shm_header *h);
 

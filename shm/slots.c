@@ -46,17 +46,26 @@ static int slot_lock(const shm_region *r, uint32_t slot, short type)
   return fcntl(r->fd, F_OFD_SETLK, &fl);
 }
 
-/* Stamp every version listed in commit record `record` (0: none) with final. */
+/* Stamp every version listed in commit record `record` (0: none) with final.
+** The reaper runs this for dead processes inside every open: a damaged
+** record must not take it out of the mapping (every open would crash the
+** same way), so what it names is bounded first; what is out of bounds is
+** left unstamped (pending: invisible to readers). */
 static void stamp_record(shm_region *r, uint64_t record, uint64_t final)
 {
-  if (!record)
+  if (!record || !shm_in_arenas(r, record, sizeof(struct mv_commit)))
     return;
   struct mv_commit *c = shm_at(r, record);
   /* acquire: pairs with each release raise of nops (mv_commit_add), so
   ** every version listed is seen */
   uint32_t n = atomic_load_explicit(&c->nops, memory_order_acquire);
+  if (n > c->cap || !shm_in_arenas(r, record, mv_commit_bytes(n)))
+    return;
   for (uint32_t i = 0; i < n; i++) {
-    struct mv_version *v = shm_ref_at(r, c->versions[i]);
+    uint64_t voff = shm_ref_off(r, c->versions[i]);
+    if (!shm_in_arenas(r, voff, mv_version_bytes(0)))
+      continue;
+    struct mv_version *v = shm_at(r, voff);
     /* relaxed: the stamp carries its own meaning; the release on gen that
     ** follows orders it before the descriptor can be reused. */
     atomic_store_explicit(&v->state, final, memory_order_relaxed);

@@ -396,6 +396,14 @@ Test(mvcc, resolve_consults_descriptor)
   set_desc(s.e, big + 1, 556);
   cr_assert_eq(mv_resolve(s.r, shm_at(s.r, off2)), 0, "the next generation beyond 40 bits must not match");
   set_desc(s.e, 0, TXN_PENDING);
+
+  /* a damaged pending word naming a slot or entry past the section (the
+  ** ref has room for 2^16 slots and 256 entries) names no descriptor: it
+  ** is not followed (a read 128 MB past the mapping) but taken as aborted */
+  uint64_t off3 = push_version(&s, 0, txn_ref(0x3fff, 0, 1), "z", 0);
+  cr_assert_eq(mv_resolve(s.r, shm_at(s.r, off3)), MV_ABORTED, "a slot past the section");
+  uint64_t off4 = push_version(&s, 0, txn_ref(0, 200, 1), "w", 0);
+  cr_assert_eq(mv_resolve(s.r, shm_at(s.r, off4)), MV_ABORTED, "an entry past the slot");
   tu_close();
 }
 

@@ -823,6 +823,40 @@ Test(slots, reaping_a_dead_slot_rolls_back_its_pending_commit)
   sochdb_close(db);
 }
 
+/* The reaper runs inside every open. A dead slot whose commit record is
+** damaged (an offset past the mapping, or a version count past its room)
+** crashed it, and so every later open: the record is bounded first, and
+** what it cannot reach stays pending (invisible), while the reap goes on. */
+Test(slots, reaping_a_dead_slot_with_a_damaged_record_stays_inside_the_region)
+{
+  sochdb *db = open_db();
+  shm_region *r = &db->region;
+  tu_commit_kv(db, "base", "1", SOCHDB_ASYNC);
+  for (int damage = 0; damage < 3; damage++) {
+    struct dead d;
+    char k0[16], k1[16];
+    snprintf(k0, sizeof k0, "dmg%d-a", damage);
+    snprintf(k1, sizeof k1, "dmg%d-b", damage);
+    make_dead(db, 200, &d, k0, k1, 0);
+    struct shm_txn_entry *e0 = shm_txn_entry_at(r, d.slot, 0);
+    struct mv_commit *rec = shm_at(r, atomic_load(&e0->record));
+    if (damage == 0)
+      atomic_store(&e0->record, 1ull << 40);              /* far past the mapping */
+    else if (damage == 1)
+      atomic_store(&rec->nops, 0x3fffffffu);              /* past the record's room */
+    else
+      rec->versions[0] = (shm_ref)0xfffffff0u;            /* one version past the mapping */
+    int rc = slots_reap_if_dead(r, db->slot, d.slot);
+    cr_assert_eq(rc, 1, "damage %d: the slot was not reaped (%d)", damage, rc);
+    cr_assert_eq(atomic_load(&shm_slot_at(r, d.slot)->owner_pid), 0u, "damage %d: the slot is free", damage);
+    if (damage == 2)
+      cr_assert_eq(atomic_load(&ver(db, d.v[1])->state), MV_ABORTED, "the version still in reach is stamped");
+    char buf[32];
+    cr_assert_eq(tu_read_str(db, k1, buf, sizeof buf), SOCHDB_NOTFOUND, "damage %d: a dead intent is visible", damage);
+  }
+  sochdb_close(db);
+}
+
 Test(slots, reaping_a_dead_slot_finishes_its_decided_commit)
 {
   sochdb *db = open_db();
