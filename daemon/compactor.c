@@ -61,7 +61,7 @@ static int map_input(struct store *s, struct input *in)
   if (rc == SOCHDB_OK)
     in->open = 1;
   else if (in->map)
-    rc = sdb_fail(rc, "SSTable %s: %s", path, sochdb_last_error());
+    rc = sdb_fail_prefix(rc, "SSTable %s", path);
   return rc;
 }
 

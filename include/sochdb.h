@@ -236,7 +236,8 @@ int  sochdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void 
 ** Errors: SOCHDB_NOTFOUND (exhausted), SOCHDB_INVALID (NULL argument; the
 **   transaction ended: close iterators first), SOCHDB_CORRUPT or SOCHDB_IO
 **   (an SSTable is damaged or could not be read; the message names the
-**   file), SOCHDB_NOMEM (copying a
+**   file: once an iterator reports one, every later next reports it
+**   again, for the keys behind the damage cannot be listed), SOCHDB_NOMEM (copying a
 **   value out of a compressed block).
 */
 int  sochdb_iter_next(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen);

@@ -42,6 +42,19 @@ int sdb_fail(int code, const char *fmt, ...)
   return code;
 }
 
+int sdb_fail_prefix(int code, const char *fmt, ...)
+{
+  char detail[sizeof last_detail];
+  memcpy(detail, last_detail, sizeof detail);
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(last_detail, sizeof last_detail, fmt, ap);
+  va_end(ap);
+  if (n >= 0 && (size_t)n < sizeof last_detail)
+    snprintf(last_detail + n, sizeof last_detail - (size_t)n, ": %s", detail);
+  return code;
+}
+
 int sdb_fail_errno(const char *fmt, ...)
 {
   int saved = errno;

@@ -38,6 +38,7 @@
 #include "skiplist.h"
 #include "tables.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,6 +75,8 @@ struct sochdb_iter {
   uint8_t         *vbuf;         /* transient: the value handed out last */
   size_t           vcap;
   uint8_t          kbuf[SOCHDB_MAX_KEY];   /* the key being decided, when only a cursor holds it */
+  int              failed;       /* a source failed (damage, no memory): every later next reports it */
+  char             failure[512]; /* ... with this message: the cursors are past the failure, not before it */
 };
 
 static int node_cmp(const shm_region *r, uint64_t node, const void *key, uint32_t klen)
@@ -139,8 +142,7 @@ static int cursor_step(struct table_cursor *c, const void *seek, size_t slen)
       return SOCHDB_OK;
     }
     if (rc != SOCHDB_NOTFOUND)
-      return sdb_fail(rc, "SSTable %06llu: %s", (unsigned long long)c->ts->files[c->file]->number,
-                      sochdb_last_error());
+      return sdb_fail_prefix(rc, "SSTable %06llu", (unsigned long long)c->ts->files[c->file]->number);
     cursor_close_file(c);
     c->file++;
     seek = NULL;       /* the next file of a level starts above the seek key */
@@ -535,7 +537,27 @@ static int run_step(sochdb_iter *it, const void **key, size_t *klen, const void 
   return r ? SOCHDB_OK : RUN_OVER;
 }
 
+static int iter_step(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen,
+                     struct sdb_iter_block *blk);
+
+/* One step, with a failure made sticky: a cursor whose file failed has
+** moved past the damage, so a call after the error would go on from there
+** and end as if the range were complete, the keys behind the damage
+** silently missing. */
 static int iter_next(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen,
+                     struct sdb_iter_block *blk)
+{
+  if (it && it->failed)
+    return sdb_fail(it->failed, "%s", it->failure);
+  int rc = iter_step(it, key, klen, val, vlen, blk);
+  if (it && rc != SOCHDB_OK && rc != SOCHDB_NOTFOUND && rc != SOCHDB_INVALID) {
+    it->failed = rc;
+    snprintf(it->failure, sizeof it->failure, "%s", sochdb_last_error());
+  }
+  return rc;
+}
+
+static int iter_step(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen,
                      struct sdb_iter_block *blk)
 {
   if (!it)

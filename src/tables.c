@@ -127,7 +127,7 @@ static int map_file(struct sdb_table *t, const char *dir)
   if (rc == SOCHDB_OK)
     rc = sst_open(t->map, t->len, &t->r);
   if (rc != SOCHDB_OK && t->map && rc != SOCHDB_NOMEM)
-    rc = sdb_fail(rc, "SSTable %s: %s", path, sochdb_last_error());
+    rc = sdb_fail_prefix(rc, "SSTable %s", path);
   return rc;
 }
 
@@ -153,6 +153,8 @@ static struct sdb_table *table_open(sochdb *db, const struct fl_file *f)
       sst_set_cache(&t->r, &hook);
     }
     t->open_rc = find_bounds(t);
+    if (t->open_rc != SOCHDB_OK && t->open_rc != SOCHDB_NOMEM)
+      sdb_fail_prefix(t->open_rc, "SSTable %06llu", (unsigned long long)t->number);   /* kept in open_err: name the file */
   }
   if (t->open_rc != SOCHDB_OK)
     snprintf(t->open_err, sizeof t->open_err, "%s", sochdb_last_error());
@@ -328,7 +330,7 @@ static int table_get(const struct sdb_table *t, const void *key, size_t klen, ui
     return sdb_fail(t->open_rc, "%s", t->open_err);
   int rc = sst_get_hinted(&t->r, key, klen, snapshot, scratch, res, hint);
   if (rc == SOCHDB_CORRUPT)
-    return sdb_fail(rc, "SSTable %06llu: %s", (unsigned long long)t->number, sochdb_last_error());
+    return sdb_fail_prefix(rc, "SSTable %06llu", (unsigned long long)t->number);
   return rc;
 }
 

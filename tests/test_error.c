@@ -98,6 +98,11 @@ Test(error, last_error_starts_empty_and_records_the_detail)
   size_t len = strlen(sochdb_last_error());
   cr_assert(len > 0 && len < sizeof big - 1, "a %zu-byte detail should be truncated, got %zu bytes",
             sizeof big - 1, len);
+  /* sdb_fail_prefix puts context before the detail recorded last */
+  sdb_fail(SOCHDB_CORRUPT, "data block at %d: checksum mismatch", 4096);
+  rc = sdb_fail_prefix(SOCHDB_CORRUPT, "SSTable %06d", 7);
+  cr_assert_eq(rc, SOCHDB_CORRUPT);
+  cr_assert_str_eq(sochdb_last_error(), "SSTable 000007: data block at 4096: checksum mismatch");
   sochdb_abort(t);
   sochdb_close(db);
 }

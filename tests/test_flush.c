@@ -777,15 +777,45 @@ Test(flush, a_flipped_byte_in_an_sstable_is_reported_never_returned)
   int rc = sochdb_iter_open(t, NULL, 0, NULL, 0, &it);
   const void *key, *val;
   size_t klen, vlen;
-  while (rc == SOCHDB_OK && (rc = sochdb_iter_next(it, &key, &klen, &val, &vlen)) == SOCHDB_OK) {
-  }
+  int returned = 0;
+  while (rc == SOCHDB_OK && (rc = sochdb_iter_next(it, &key, &klen, &val, &vlen)) == SOCHDB_OK)
+    returned++;
   cr_assert_eq(rc, SOCHDB_CORRUPT, "a full scan crosses the damage: %s", sochdb_strerror(rc));
+  /* the message names the file once, as "SSTable NNNNNN: <what>" (it was
+  ** formatted into its own buffer, and came out garbled) */
+  const char *name = strrchr(path, '/') + 1;
+  char want[64];
+  snprintf(want, sizeof want, "SSTable %.6s: ", name);
+  const char *msg = sochdb_last_error();
+  cr_assert(!strncmp(msg, want, strlen(want)) && !strstr(msg + strlen(want), want), "message: %s", msg);
+  /* a caller that goes on after the error keeps getting it: the cursor is
+  ** past the damage, and used to end the scan quietly with keys missing */
+  for (int again = 0; again < 3; again++) {
+    rc = sochdb_iter_next(it, &key, &klen, &val, &vlen);
+    cr_assert_eq(rc, SOCHDB_CORRUPT, "next after the error (%d keys before it): %s", returned, sochdb_strerror(rc));
+  }
   sochdb_iter_close(it);
   sochdb_abort(t);
   sochdb_close(db);
   struct check_summary sum;
   cr_assert_eq(sdb_check_dir(tu_dir(), NULL, &sum), SOCHDB_OK, "check runs");
   cr_assert_geq(sum.damaged, 1, "check reports the damage");
+
+  /* damage in the first block, which opening the file reads for its first
+  ** key: the error is kept for every read of the file, and names it too */
+  tu_stop_daemon(tu_dir());
+  fd = open(path, O_RDWR);
+  cr_assert_geq(fd, 0, "open %s", path);
+  cr_assert_eq(pread(fd, &b, 1, 40), 1, "read");
+  b ^= 0x40;
+  cr_assert_eq(pwrite(fd, &b, 1, 40), 1, "write");
+  close(fd);
+  tu_remove_region(tu_dir());
+  db = tu_open_with(tu_dir(), &o);
+  char buf[VLEN + 1];
+  cr_assert_eq(tu_read_str(db, "key-that-sorts-anywhere", buf, sizeof buf), SOCHDB_CORRUPT, "a get in the file");
+  cr_assert(!strncmp(sochdb_last_error(), want, strlen(want)), "message: %s", sochdb_last_error());
+  sochdb_close(db);
 }
 
 /* ------------------------------------------------ pages of recycled arenas */
