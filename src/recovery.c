@@ -154,6 +154,7 @@ struct replay {
   int         unsorted;       /* a key of the chunk is below the one before it in commit order */
   uint32_t    common;         /* the longest prefix every key of the chunk shares */
   uint64_t    exact;          /* the arena bytes the chunk takes, while it is in order */
+  struct recent *recent;      /* RECENT_SLOTS: an op of the chunk per key hash, once it is out of order */
   uint32_t   *order;          /* scratch of the sort: op indexes in key order */
   struct sort_ent *sort_a, *sort_b;
   size_t      sort_cap;
@@ -852,11 +853,42 @@ static void note_order(struct replay *rp, const struct rop *o)
   rp->common = k;
 }
 
+/* Keys the chunk holds already, remembered while its ops come out of key
+** order (in order, note_order counts exactly). A key updated again needs a
+** version but no second node: counting a node for every op sized a
+** memtable of updates to long keys at 3% of what it holds, and a log the
+** region held could not be replayed into it. A direct-mapped cache of one
+** op per slot: a miss counts a node it may not need (safe); a hit is a key
+** compared equal to an op of the chunk (an index below n is one). */
+#define RECENT_SLOTS 65536u
+struct recent {
+  uint32_t hash;
+  uint32_t op;     /* index in rp->ops + 1; 0 = none */
+};
+
+/* Whether the chunk holds key already; remembers the op at index i for it. */
+static int key_in_chunk(struct replay *rp, const uint8_t *key, uint32_t klen, size_t i)
+{
+  if (!rp->recent && !(rp->recent = calloc(RECENT_SLOTS, sizeof *rp->recent)))
+    return 0;   /* without the cache every op counts a node: larger, never wrong */
+  uint64_t h = sl_hash(key, klen);
+  struct recent *e = &rp->recent[h % RECENT_SLOTS];
+  int seen = e->op && e->op <= rp->n && e->hash == (uint32_t)(h >> 32) && rp->ops[e->op - 1].klen == klen &&
+             !memcmp(rp->ops[e->op - 1].key, key, klen);
+  if (!seen)
+    *e = (struct recent){ (uint32_t)(h >> 32), (uint32_t)(i + 1) };
+  return seen;
+}
+
 static int add_op(struct replay *rp, uint64_t seq, const struct wal_op *op)
 {
   uint8_t height = sl_random_height();
-  uint64_t need = sl_node_bytes(height, op->klen) + pad8(mv_version_bytes(op->vlen));
-  if (rp->bytes + need > rp->room) {
+  uint64_t node = sl_node_bytes(height, op->klen), version = pad8(mv_version_bytes(op->vlen));
+  int repeat = rp->n && rp->unsorted && rp->n < UINT32_MAX && key_in_chunk(rp, op->key, op->klen, rp->n);
+  uint64_t need = (repeat ? 0 : node) + version;
+  uint64_t counted = !rp->n ? 0 : rp->unsorted ? rp->bytes : rp->exact;   /* in order, exact is exact */
+  if (counted + need > rp->room) {
+    need = node + version;   /* the op starts the next chunk: its node is new there */
     /* A memtable is built once: the next chunk goes into a fresh one. */
     int rc = rp->n ? build_chunk(rp) : SOCHDB_OK;
     if (rc != SOCHDB_OK)
@@ -1101,6 +1133,7 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
   free(rp.newkey);
   free(rp.sort_a);
   free(rp.sort_b);
+  free(rp.recent);
   stage_free(&rp.stage);
   free(lsns);
   if (lock_fd >= 0)

@@ -1117,6 +1117,55 @@ Test(crash, replay_into_small_memtables_keeps_every_version)
   tu_close();
 }
 
+/* Updates of a few long keys, out of key order: a memtable holds a node per
+** key and a version per update, but the replay counted a node for every
+** op (a kilobyte each here) and built each memtable at a few percent of
+** its room, so a log that one memtable held needed twenty to be replayed
+** and the open failed with BUSY at the size the database ran with. */
+#define UL_KEYS 8
+#define UL_KLEN 1000
+
+static void ul_key(int k, char *out)
+{
+  memset(out, 'a' + k, UL_KLEN);
+  snprintf(out + UL_KLEN - 8, 9, "%07d", k);   /* the 8 last bytes tell them apart */
+}
+
+Test(crash, a_replay_counts_one_node_per_key_not_per_update)
+{
+  sochdb *db = tu_open(RP_REGION, 16u << 20, 5000);
+  char key[UL_KLEN + 1], val[16];
+  const int rounds = 2500;   /* 20,000 updates: about 1 MiB as versions, 22 MiB as nodes */
+  for (int i = 0; i < rounds; i++) {
+    sochdb_txn *t = tu_begin(db, 0);
+    for (int k = UL_KEYS - 1; k >= 0; k--) {   /* each transaction writes the keys in descending order */
+      ul_key(k, key);
+      snprintf(val, sizeof val, "%07d", i);
+      cr_assert_eq(sochdb_put(t, key, UL_KLEN, val, 7), SOCHDB_OK);
+    }
+    tu_commit(t, SOCHDB_ASYNC, "an update of every key");
+  }
+  cr_assert_eq(tu_stats(db).flushes, 0, "a memtable was flushed: the test needs the whole history in the log");
+  rp_lose_region();
+  sochdb_test_without_daemon(1);
+  sochdb_options o = tu_options(8u << 20, 1u << 20, 5000);   /* a handful of 1 MiB memtables */
+  sochdb *small = NULL;
+  int rc = sochdb_open(tu_dir(), &o, &small);
+  cr_assert_eq(rc, SOCHDB_OK, "replaying 20,000 updates of 8 keys into 1 MiB memtables: %s (%s)",
+               sochdb_strerror(rc), sochdb_last_error());
+  sochdb_txn *t = tu_begin(small, SOCHDB_TXN_READONLY);
+  snprintf(val, sizeof val, "%07d", rounds - 1);
+  for (int k = 0; k < UL_KEYS; k++) {
+    ul_key(k, key);
+    const void *v;
+    size_t vl;
+    cr_assert_eq(sochdb_get(t, key, UL_KLEN, &v, &vl), SOCHDB_OK, "key %d", k);
+    cr_assert(vl == 7 && !memcmp(v, val, 7), "key %d holds %.*s, not the last update", k, (int)vl, (const char *)v);
+  }
+  sochdb_abort(t);
+  sochdb_close(small);
+}
+
 /* A log that cannot fit the new region's memtables: the open fails with
 ** SOCHDB_BUSY and says why, and leaves nothing half made: an open with room
 ** enough replays it all. */
