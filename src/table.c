@@ -192,6 +192,8 @@ static int next_table_id(sochdb_txn *t, uint32_t *id)
 ** handed out again: its rows would be decoded by another schema), nor for
 ** one opened on a snapshot newer than t's. A handle older than a committed
 ** add_column passes: rows without the new column read it as NULL. */
+static int schema_match(const sochdb_table *tb, const sochdb_column *cols, size_t ncols);
+
 static int check_handle_current(sochdb_txn *t, const sochdb_table *tb)
 {
   sochdb_table *cur = malloc(sizeof *cur);
@@ -200,9 +202,10 @@ static int check_handle_current(sochdb_txn *t, const sochdb_table *tb)
   int rc = schema_read(t, tb->name, cur);
   int same = rc == SOCHDB_OK && cur->id == tb->id && cur->ncols >= tb->ncols &&
              (cur->gen > tb->gen || (cur->gen == tb->gen && cur->ncols == tb->ncols));
-  for (size_t i = 0; same && i < tb->ncols; i++)
-    same = !strcmp(cur->names[i], tb->names[i]) && cur->types[i] == tb->types[i] &&
-           cur->cols[i].flags == tb->cols[i].flags;
+  if (same) {
+    cur->ncols = tb->ncols;   /* the stored schema's first columns, compared as table_open compares */
+    same = schema_match(cur, tb->cols, tb->ncols) == SOCHDB_OK;
+  }
   free(cur);
   if (rc != SOCHDB_OK && rc != SOCHDB_NOTFOUND)
     return rc;
