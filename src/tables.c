@@ -87,7 +87,13 @@ static int copy_key(uint8_t **dst, uint32_t *dlen, const uint8_t *key, size_t kl
   return SOCHDB_OK;
 }
 
-/* The first and the last user key (the index's last key is the last entry's). */
+/* The first and the last user key (the index's last key is the last entry's).
+** The first is read from the first block; if that block is damaged, the
+** empty key stands in for it (below every key: keys are 1 byte or more), so
+** that the file is still searched for every key up to its last. A get or a
+** scan that needs the damaged block then reports it, as for damage in any
+** other block, and the other blocks' keys stay readable; LevelDB's table
+** open, which reads no data block, behaves the same. */
 static int find_bounds(struct sdb_table *t)
 {
   if (!t->r.nblocks)
@@ -98,6 +104,8 @@ static int find_bounds(struct sdb_table *t)
   int rc = sst_iter_next(&it, &e);
   if (rc == SOCHDB_OK)
     rc = copy_key(&t->smallest, &t->slen, e.key, e.klen);
+  else if (rc == SOCHDB_CORRUPT)
+    rc = copy_key(&t->smallest, &t->slen, (const uint8_t *)"", 0);
   sst_iter_free(&it);
   if (rc != SOCHDB_OK)
     return rc == SOCHDB_NOTFOUND ? sdb_fail(SOCHDB_CORRUPT, "SSTable %llu has an index but no entries",
