@@ -378,6 +378,38 @@ static uint64_t now_ms(void)
 }
 
 static const char DIRECTORY_REMOVED[] = "its directory was removed";
+static const char IDLE_TIMEOUT[] = "no client for the idle timeout";
+
+/* Leaving on the idle timeout, we still held DIR/LOCK after our writer's
+** last pass: a client that attached meanwhile found us serving, and its
+** ASYNC commits, published after that pass, would wait, acknowledged and
+** not durable, for whoever starts the next daemon. A committer probes
+** DIR/LOCK after it publishes, at most 20 ms apart: whatever it publishes
+** from 20 ms after we let go on, its own probe sees no daemon and starts one.
+** So look that long (and some) for commits past durable_seq, and start a
+** successor for them. */
+static void hand_over_late_commits(sochdb *db, const char *dir)
+{
+  for (int ms = 0; ms < 60; ms++) {
+    sochdb_stats st;
+    if (sochdb_stats_get(db, &st) == SOCHDB_OK && st.last_commit_seq > st.durable_seq) {
+      ww_log(dir, "commits %llu..%llu were published while this daemon left: starting another",
+             (unsigned long long)st.durable_seq + 1, (unsigned long long)st.last_commit_seq);
+      /* ourselves, unless the clients name another ($SOCHDB_DAEMON, which we inherited) */
+      const char *env = getenv("SOCHDB_DAEMON");
+      char self[sizeof db->daemon_path];
+      ssize_t n = env && *env ? -1 : readlink("/proc/self/exe", self, sizeof self - 1);
+      if (n > 0) {
+        self[n] = 0;
+        memcpy(db->daemon_path, self, (size_t)n + 1);
+      }
+      if (sdb_daemon_ensure(db) != SOCHDB_OK)
+        ww_log(dir, "could not start another daemon (%s): the next commit or open will", sochdb_last_error());
+      return;
+    }
+    sleep_ms(1);
+  }
+}
 
 /* How the directory left the path we serve, once its LOCK did. */
 enum dir_fate { DIR_MOVED, DIR_DELETED, DIR_OTHER };
@@ -446,7 +478,7 @@ static const char *serve(sochdb *db, struct store *s, const struct config *c, co
     if (sochdb_stats_get(db, &st) == SOCHDB_OK && st.processes_attached > 0)
       idle_since = now_ms();
     else if (c->idle_exit_ms && now_ms() - idle_since >= c->idle_exit_ms)
-      return "no client for the idle timeout";
+      return IDLE_TIMEOUT;
     nanosleep(&pause, NULL);
   }
 }
@@ -455,6 +487,8 @@ static const char *serve(sochdb *db, struct store *s, const struct config *c, co
 ** the child reports through a pipe that it serves (holds DIR/LOCK with its pid
 ** written) or gave up, and exits with that verdict: so a starter that reaped
 ** the parent knows whether the daemon runs, and finds the right pid. */
+#define REPORT_WAIT_MS 10000u   /* how long the parent half waits for the daemon's verdict */
+
 static int detach(int *report_fd)
 {
   int p[2];
@@ -467,7 +501,15 @@ static int detach(int *report_fd)
     close(p[1]);
     struct pollfd pfd = { p[0], POLLIN, 0 };
     char verdict = 1;
-    if (poll(&pfd, 1, 10000) == 1 && read(p[0], &verdict, 1) != 1)
+    unsigned wait_ms = REPORT_WAIT_MS;
+#ifdef SOCHDB_TESTING
+    /* sochdbd-testing: $SOCHDB_TEST_REPORT_WAIT_MS=N gives up after N ms,
+    ** so that a test of a start slower than that need not take 10 s */
+    const char *wait_env = getenv("SOCHDB_TEST_REPORT_WAIT_MS");
+    if (wait_env && parse_ms("$SOCHDB_TEST_REPORT_WAIT_MS", wait_env, REPORT_WAIT_MS, &wait_ms) != 0)
+      wait_ms = REPORT_WAIT_MS;
+#endif
+    if (poll(&pfd, 1, (int)wait_ms) == 1 && read(p[0], &verdict, 1) != 1)
       verdict = 1;
     _exit(verdict);
   }
@@ -512,6 +554,12 @@ static void catch_stop_signals(void)
   sa.sa_handler = on_signal;
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
+  /* A write to a pipe nobody reads must fail with EPIPE, not kill us: the
+  ** report to a parent half that gave up waiting (a start slower than 10 s)
+  ** killed a daemon that had just begun to serve, and so did every later
+  ** one as slow; a --foreground daemon's stderr may be a pipe too. */
+  sa.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &sa, NULL);
   /* started by hand from a shell or a service manager that blocked them */
   sigset_t stop;
   sigemptyset(&stop);
@@ -693,9 +741,19 @@ int main(int argc, char **argv)
   ww_close(&w);
   if (why == DIRECTORY_REMOVED)
     remove_region_of_deleted_database(db, dir_fd, &lock_st, c.dir);
+#ifdef SOCHDB_TESTING
+  /* sochdbd-testing: $SOCHDB_TEST_EXIT_PAUSE_MS=N lives on N ms after its
+  ** writer's last pass, still holding DIR/LOCK, as a descheduled daemon would */
+  unsigned exit_pause_ms;
+  const char *exit_env = getenv("SOCHDB_TEST_EXIT_PAUSE_MS");
+  if (exit_env && parse_ms("$SOCHDB_TEST_EXIT_PAUSE_MS", exit_env, 60000u, &exit_pause_ms) == 0)
+    sleep_ms(exit_pause_ms);
+#endif
+  close(lock_fd);
+  if (why == IDLE_TIMEOUT)
+    hand_over_late_commits(db, c.dir);
   sochdb_close(db);
   if (dir_fd >= 0)
     close(dir_fd);
-  close(lock_fd);
   return 0;
 }

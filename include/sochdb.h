@@ -14,7 +14,10 @@
 **
 ** fork(): a handle does not survive fork(). In the child every call on an
 ** inherited handle or transaction returns SOCHDB_INVALID; the child opens its
-** own handle (LMDB has the same rule). The parent is unaffected.
+** own handle (LMDB has the same rule). The parent is unaffected. The child
+** unmaps the shared region: keys and values that sochdb_get or
+** sochdb_iter_next returned before the fork point into it, and reading them
+** in the child faults (SIGSEGV). Copy what a child needs before forking.
 **
 ** File descriptors: a handle keeps the shared region's file open, and an
 ** open-file-description lock on it is how other processes know this one is
@@ -116,7 +119,10 @@ typedef struct sochdb_options {          /* zero-initialised = defaults */
 **   SOCHDB_IO (a system call failed; errno kept), SOCHDB_NOMEM,
 **   SOCHDB_VERSION (the region was made by an incompatible layout version),
 **   SOCHDB_CORRUPT (the region's header is damaged),
-**   SOCHDB_BUSY (every process slot of the region is held by a live process).
+**   SOCHDB_BUSY (every process slot of the region is held by a live process),
+**   SOCHDB_DAEMON (no sochdbd serves the directory and none could be
+**   started: the binary is missing, it exited, or another process had been
+**   starting one for 5 s; sochdb_last_error() and DIR/sochdbd.log say why).
 */
 int  sochdb_open(const char *dir, const sochdb_options *opts, sochdb **out);
 

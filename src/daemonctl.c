@@ -206,8 +206,11 @@ int sdb_daemon_stop(const char *dir, int sig, unsigned timeout_ms)
 }
 
 /* posix_spawn the daemon with its output appended to DIR/sochdbd.log, and
-** reap the short-lived parent half (the daemon forks itself away). */
-static int spawn_daemon(sochdb *db)
+** reap the short-lived parent half (the daemon forks itself away). With a
+** deadline (deadline_ns not 0), a parent half still waiting for its daemon
+** then is killed and reaped: the daemon it forked, if any, starts on by
+** itself (its report fails with EPIPE), and the caller keeps its bound. */
+static int spawn_daemon(sochdb *db, uint64_t deadline_ns)
 {
   char log[4200];
   snprintf(log, sizeof log, "%s/sochdbd.log", db->dir);
@@ -240,9 +243,27 @@ static int spawn_daemon(sochdb *db)
     errno = err;
     return sdb_fail(SOCHDB_DAEMON, "cannot start %s for %s: %s", db->daemon_path, db->dir, strerror(err));
   }
-  int status;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-    ;
+  int status = 0;
+  for (;;) {
+    pid_t w = waitpid(pid, &status, deadline_ns ? WNOHANG : 0);
+    if (w == pid)
+      break;
+    if (w < 0 && errno != EINTR) {
+      /* ECHILD: the application reaps children itself (SIGCHLD ignored):
+      ** no verdict; the caller probes DIR/LOCK. */
+      status = 0;
+      break;
+    }
+    if (w == 0 && now_ns() >= deadline_ns) {
+      kill(pid, SIGKILL);
+      while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+      return sdb_fail(SOCHDB_DAEMON, "%s %s had not reported whether it serves by the caller's deadline (see %s)",
+                      db->daemon_path, db->dir, log);
+    }
+    if (w == 0)
+      sleep_ms(1);
+  }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     return sdb_fail(SOCHDB_DAEMON, "%s %s exited with status %d (see %s)", db->daemon_path, db->dir,
                     WIFEXITED(status) ? WEXITSTATUS(status) : -1, log);
@@ -255,20 +276,26 @@ static int spawn_daemon(sochdb *db)
 ** Report it at once, so that the caller spawns again while it holds the
 ** spawn lock, instead of waiting for a lock the dead daemon will never
 ** take while every other opener waits for the spawn lock and gives up. */
-static int spawn_one(sochdb *db)
+static int spawn_one(sochdb *db, uint64_t deadline_ns)
 {
-  int rc = spawn_daemon(db);
+  int rc = spawn_daemon(db, deadline_ns);
   if (rc == SOCHDB_OK && daemon_running(db->lock_fd) != 1)
     rc = sdb_fail(SOCHDB_DAEMON, "%s reported that it serves %s, then was gone (see %s/sochdbd.log)",
                   db->daemon_path, db->dir, db->dir);
   return rc;
 }
 
-static int start_daemon(sochdb *db, unsigned max_wait_ms)
+/* deadline_ns: 0, or when the caller gives up (SYNC commits: their
+** documented bound); then no attempt starts, nor is waited for, past it. */
+static int start_daemon(sochdb *db, unsigned max_wait_ms, uint64_t deadline_ns)
 {
   char path[4200];
   snprintf(path, sizeof path, "%s/LOCK.spawn", db->dir);
-  int spawn_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  /* Not inherited by a child that another thread forks meanwhile: it would
+  ** hold the spawn lock for as long as it lives, and nobody could start a
+  ** daemon for this directory again until it exits. */
+  struct sdb_fork_fd spawn;
+  int spawn_fd = sdb_fork_fd_open(&spawn, path, O_RDWR | O_CREAT, 0600);
   if (spawn_fd < 0)
     return sdb_fail_errno("open %s", path);
   int rc = SOCHDB_OK, locked;
@@ -287,18 +314,23 @@ static int start_daemon(sochdb *db, unsigned max_wait_ms)
     ** this directory, say) reports failure like one that cannot start: try
     ** a few times before telling the caller, so that one kill never makes
     ** an open or a commit fail. */
-    for (unsigned attempt = 0; attempt < SPAWN_ATTEMPTS && daemon_running(db->lock_fd) == 0; attempt++)
-      rc = spawn_one(db);
+    for (unsigned attempt = 0; attempt < SPAWN_ATTEMPTS && daemon_running(db->lock_fd) == 0 &&
+                               (!deadline_ns || now_ns() < deadline_ns); attempt++)
+      rc = spawn_one(db, deadline_ns);
     if (rc != SOCHDB_OK && daemon_running(db->lock_fd) == 1)
       rc = SOCHDB_OK;   /* a daemon serves the directory after all */
   }
-  close(spawn_fd);   /* drops the spawn lock */
+  sdb_fork_fd_close(&spawn);   /* drops the spawn lock */
   return rc;
 }
 
-int sdb_daemon_ensure(sochdb *db) { return sdb_daemon_ensure_within(db, SPAWN_WAIT_MS); }
+static int ensure(sochdb *db, unsigned max_wait_ms, int bounded);
 
-int sdb_daemon_ensure_within(sochdb *db, unsigned max_wait_ms)
+int sdb_daemon_ensure(sochdb *db) { return ensure(db, SPAWN_WAIT_MS, 0); }
+
+int sdb_daemon_ensure_within(sochdb *db, unsigned max_wait_ms) { return ensure(db, max_wait_ms, 1); }
+
+static int ensure(sochdb *db, unsigned max_wait_ms, int bounded)
 {
   if (sdb_test_without_daemon())
     return SOCHDB_OK;
@@ -317,7 +349,8 @@ int sdb_daemon_ensure_within(sochdb *db, unsigned max_wait_ms)
   if (now < atomic_load_explicit(&db->daemon_retry_ns, memory_order_relaxed))
     return sdb_fail(SOCHDB_DAEMON, "the daemon of %s failed to start less than a second ago (see %s/sochdbd.log)",
                     db->dir, db->dir);
-  int rc = start_daemon(db, max_wait_ms ? max_wait_ms : 1);
+  unsigned wait_ms = max_wait_ms ? max_wait_ms : 1;
+  int rc = start_daemon(db, wait_ms, bounded ? now_ns() + (uint64_t)wait_ms * 1000000u : 0);
   if (rc != SOCHDB_OK)
     atomic_store_explicit(&db->daemon_retry_ns, coarse_now_ns() + DAEMON_RETRY_NS, memory_order_relaxed);
   return rc;

@@ -36,6 +36,7 @@
 
 static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
 static sochdb *handles;
+static struct sdb_fork_fd *fork_fds;   /* descriptors a fork() child closes (internal.h) */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 /* urcu-bp's own fork handling keeps its reader registry sane in the child
@@ -75,6 +76,14 @@ static void after_fork_child(void)
       close(db->lock_fd);
     db->lock_fd = -1;
   }
+  /* A flock held by a thread of the parent (DIR/LOCK.spawn while it starts
+  ** a daemon) belongs to the open file description: a child that kept its
+  ** copy would hold the lock for as long as it lives. Closed, not unlocked:
+  ** LOCK_UN would release the parent's lock too. The nodes live on the
+  ** stacks of the parent's threads, which the child has a copy of. */
+  for (struct sdb_fork_fd *f = fork_fds; f; f = f->next)
+    close(f->fd);
+  fork_fds = NULL;
   pthread_mutex_unlock(&handles_lock);
 }
 
@@ -92,6 +101,31 @@ static void forbid_fork(void)
 }
 
 static void allow_fork(void) { pthread_mutex_unlock(&handles_lock); }
+
+int sdb_fork_fd_open(struct sdb_fork_fd *f, const char *path, int flags, unsigned mode)
+{
+  forbid_fork();
+  f->fd = open(path, flags | O_CLOEXEC, mode);
+  if (f->fd >= 0) {
+    f->next = fork_fds;
+    fork_fds = f;
+  }
+  allow_fork();
+  return f->fd;
+}
+
+void sdb_fork_fd_close(struct sdb_fork_fd *f)
+{
+  forbid_fork();
+  for (struct sdb_fork_fd **p = &fork_fds; *p; p = &(*p)->next)
+    if (*p == f) {
+      *p = f->next;
+      break;
+    }
+  close(f->fd);
+  f->fd = -1;
+  allow_fork();
+}
 
 /* Callers hold handles_lock. */
 static void list_handle(sochdb *db)

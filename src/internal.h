@@ -121,6 +121,17 @@ const void *sdb_txn_keep(sochdb_txn *t, const void *p, size_t n);
 /* sochdb_open, for sochdbd too (as_daemon: its slot is not a client's). */
 int  sdb_open(const char *dir, const sochdb_options *opts, int as_daemon, sochdb **out);
 
+/* A descriptor whose flock must not outlive this process in a fork() child
+** (DIR/LOCK.spawn): opened and closed while no thread can fork, and listed
+** meanwhile, so that a child forked in between closes its copy. The node is
+** the caller's (on its stack) until sdb_fork_fd_close. Returns the fd or -1. */
+struct sdb_fork_fd {
+  int                 fd;
+  struct sdb_fork_fd *next;
+};
+int  sdb_fork_fd_open(struct sdb_fork_fd *f, const char *path, int flags, unsigned mode);
+void sdb_fork_fd_close(struct sdb_fork_fd *f);
+
 /* A handle or transaction used in a fork() child, or NULL. */
 int  sdb_check_db(const sochdb *db);
 int  sdb_check_txn(const sochdb_txn *t);
@@ -151,7 +162,9 @@ int  sdb_txn_tables(sochdb_txn *t);   /* take t->tables if not yet taken (txn.c)
 ** Cheap when one runs (one flock probe, rate-limited). Returns SOCHDB_OK or
 ** SOCHDB_DAEMON. */
 int  sdb_daemon_ensure(sochdb *db);
-/* The same, giving up on a daemon start after max_wait_ms (the caller's deadline). */
+/* The same, giving up on a daemon start after max_wait_ms (the caller's
+** deadline): neither the spawn lock nor a starting daemon is waited for
+** longer. */
 int  sdb_daemon_ensure_within(sochdb *db, unsigned max_wait_ms);
 /* At open: open DIR/LOCK, choose the daemon binary, and (if ensure) make
 ** sure one runs. */

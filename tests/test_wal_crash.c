@@ -1981,7 +1981,8 @@ Test(wal_crash, opener_that_waited_out_a_slow_starter_opens_once_a_daemon_serves
     snprintf(log, sizeof log, "%s/sochdbd.log", dir);
     int lfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
     if (lfd < 0 || dup2(lfd, 1) < 0 || dup2(lfd, 2) < 0) _exit(126);
-    execl(SOCHDB_TEST_SOCHDBD, "sochdbd", dir, (char *)NULL);
+    setenv("SOCHDB_TEST_REPORT_WAIT_MS", "1000", 1);
+    execl(SOCHDB_TEST_SOCHDBD_TESTING, "sochdbd-testing", dir, (char *)NULL);
     _exit(127);
   }
   int st;
@@ -2089,4 +2090,223 @@ Test(wal_crash, a_daemon_started_by_a_client_blocking_sigterm_stops_on_sigterm)
   kill(c, SIGKILL);
   cr_assert_eq(tu_wait_child(c, 10000, &st), 0, "the client did not end");
   cr_assert(WIFSIGNALED(st), "the client ended before it was killed (0x%x: it could not open)", (unsigned)st);
+}
+
+/* ======================================================================
+** 19. A process that forks (a prefork server starting a worker) while one
+**     of its threads starts the daemon: the worker must not keep
+**     DIR/LOCK.spawn locked. It inherited the descriptor, and with it the
+**     flock, for as long as it lived: once that daemon was gone, every
+**     opener waited 5 s for the spawn lock and failed with SOCHDB_DAEMON
+**     ("another process has been starting the daemon"), and no commit could
+**     be made durable, until the worker exited. The test forks the moment
+**     its opening thread holds the spawn lock.
+** ====================================================================== */
+
+struct t19_forker {
+  const char *dir;
+  _Atomic int stop;
+  pid_t worker;
+};
+
+static void *t19_fork_while_spawning(void *arg)
+{
+  struct t19_forker *f = arg;
+  char path[4300];
+  snprintf(path, sizeof path, "%s/LOCK.spawn", f->dir);
+  while (!atomic_load(&f->stop)) {
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) continue;   /* the opener has not made it yet */
+    int busy = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    close(fd);              /* lets go of our lock, if we got it */
+    if (busy) {
+      f->worker = tu_fork();
+      if (f->worker == 0) {   /* a worker that never touches the database */
+        wc_child_start();
+        for (;;) pause();
+      }
+      return NULL;
+    }
+  }
+  return NULL;
+}
+
+Test(wal_crash, a_worker_forked_while_the_daemon_starts_does_not_keep_the_spawn_lock)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  snprintf(wc_extra_dir, sizeof wc_extra_dir, "%s/db", tu_dir());
+  const char *dir = wc_extra_dir;
+  cr_assert_eq(mkdir(dir, 0700), 0, "mkdir %s: %s", dir, strerror(errno));
+  struct t19_forker f = { .dir = dir };
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, t19_fork_while_spawning, &f), 0);
+  sochdb *db = wc_open(dir, 10000);
+  atomic_store(&f.stop, 1);
+  pthread_join(th, NULL);
+  cr_assert_gt(f.worker, 0, "no fork happened while the opener held %s/LOCK.spawn", dir);
+  sochdb_close(db);
+  wc_stop_daemon(dir, SIGKILL, "the daemon the opener started");   /* or its idle exit */
+  pid_t opener = tu_fork();
+  cr_assert_geq(opener, 0);
+  if (opener == 0) {
+    wc_child_start();
+    wc_opener_child(dir, NULL);
+  }
+  int st;
+  cr_assert_eq(tu_wait_child(opener, 30000, &st), 0, "the later opener did not end");
+  char b[64];
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "an opener, while a worker forked during the first daemon's start "
+            "lives on, ended with %s (exit 2: open failed: the worker holds %s/LOCK.spawn)",
+            tu_status_str(st, b, sizeof b), dir);
+  kill(f.worker, SIGKILL);
+  cr_assert_eq(tu_wait_child(f.worker, 10000, &st), 0, "the worker did not end");
+}
+
+/* ======================================================================
+** 20. A daemon whose start takes longer than its parent half waits (10 s;
+**     1 s here, through sochdbd-testing's $SOCHDB_TEST_REPORT_WAIT_MS; the
+**     region's creation flock is held, as by an opener rebuilding the
+**     region) still serves once it gets there. Its report to the parent
+**     half that gave up raised SIGPIPE, which killed it right after it had
+**     logged "serving", and every later daemon as slow died the same way.
+** ====================================================================== */
+
+Test(wal_crash, a_daemon_that_reports_after_its_parent_half_gave_up_serves)
+{
+  const char *dir = wc_dir_with_a_commit();
+  wc_stop_daemon(dir, SIGKILL, "the first daemon");
+  char region[4096];
+  cr_assert_eq(shm_region_path(dir, region, sizeof region), SOCHDB_OK);
+  int rfd = open(region, O_RDONLY | O_CLOEXEC);
+  cr_assert_geq(rfd, 0, "open %s: %s", region, strerror(errno));
+  pid_t holder = tu_fork();
+  cr_assert_geq(holder, 0);
+  if (holder == 0) {   /* holds the region's flock 1.5 s: the daemon's open waits for it */
+    wc_child_start();
+    if (flock(rfd, LOCK_EX) != 0) _exit(1);
+    tu_sleep_ms(1500);
+    _exit(0);
+  }
+  close(rfd);
+  tu_sleep_ms(200);
+  pid_t starter = tu_fork();
+  cr_assert_geq(starter, 0);
+  if (starter == 0) {
+    char log[4300];
+    snprintf(log, sizeof log, "%s/sochdbd.log", dir);
+    int lfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (lfd < 0 || dup2(lfd, 1) < 0 || dup2(lfd, 2) < 0) _exit(126);
+    setenv("SOCHDB_TEST_REPORT_WAIT_MS", "1000", 1);
+    execl(SOCHDB_TEST_SOCHDBD_TESTING, "sochdbd-testing", dir, (char *)NULL);
+    _exit(127);
+  }
+  int st;
+  cr_assert_eq(tu_wait_child(starter, 20000, &st), 0, "the daemon's parent half did not end");
+  char b[64];
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "the parent half, which waits 1 s, ended with %s, want exit 1",
+            tu_status_str(st, b, sizeof b));
+  cr_assert_eq(tu_wait_child(holder, 20000, &st), 0, "the flock holder did not end");
+  pid_t d = tp_wait_daemon(dir, 10000, 0);
+  cr_assert_gt(d, 0, "the slow daemon never held %s/LOCK", dir);
+  cr_assert(wc_wait_serving(dir, d, 10000), "sochdbd %d never logged that it serves", (int)d);
+  tu_sleep_ms(500);
+  cr_assert(tp_alive(d) && tp_lock_held(dir), "sochdbd %d logged that it serves, then was gone (its report to the "
+            "parent half that gave up raised SIGPIPE)", (int)d);
+}
+
+/* ======================================================================
+** 21. A SYNC commit whose daemon died while no new daemon can finish
+**     starting (the region's creation flock is held) returns SOCHDB_DAEMON
+**     after max(busy_timeout_ms, 5 s), as documented. The starter waited
+**     for each daemon's parent half (up to 10 s), three times: 30 s.
+** ====================================================================== */
+
+Test(wal_crash, a_sync_commit_keeps_its_bound_while_a_daemon_is_slow_to_start, .timeout = 90)
+{
+  const char *dir = wc_dir_with_a_commit();
+  sochdb *db = wc_open(dir, 300);
+  wc_stop_daemon(dir, SIGKILL, "the daemon");
+  int rfd = open(sochdb_region_path(db), O_RDONLY | O_CLOEXEC);
+  cr_assert_geq(rfd, 0, "open the region: %s", strerror(errno));
+  pid_t holder = tu_fork();
+  cr_assert_geq(holder, 0);
+  if (holder == 0) {   /* holds the region's flock: a new daemon's open waits for it */
+    wc_child_start();
+    if (flock(rfd, LOCK_EX) != 0) _exit(1);
+    tu_sleep_ms(40000);
+    _exit(0);
+  }
+  close(rfd);
+  tu_sleep_ms(200);
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_put_str(t, "while-slow", "1");
+  struct timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  int rc = sochdb_commit(t, SOCHDB_SYNC);
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  long ms = (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
+  kill(holder, SIGKILL);
+  int st;
+  tu_wait_child(holder, 10000, &st);
+  cr_assert_eq(rc, SOCHDB_DAEMON, "the commit: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+  cr_assert_lt(ms, 9000, "a SYNC commit with busy_timeout_ms 300 returned after %ld ms, not about 5 s: the starter "
+               "waited for three daemons that could not finish starting", ms);
+  wc_commit_pair(db, 2);   /* the slow daemon serves once the flock is free */
+  sochdb_close(db);
+}
+
+/* ======================================================================
+** 22. An ASYNC commit made while the daemon leaves on its idle timeout,
+**     after its writer's last pass but before it let go of DIR/LOCK (the
+**     test daemon pauses there, as a descheduled one would): the committer
+**     found a daemon serving and started none, so the acknowledged commit
+**     stayed unwritten, with no daemon at all, until the next process came.
+**     The leaving daemon must hand it to a successor.
+** ====================================================================== */
+
+/* durable_seq >= last_commit_seq, looked at without starting a daemon, within limit_ms. */
+static int wc_wait_all_durable(const char *dir, unsigned limit_ms, sochdb_stats *s)
+{
+  for (unsigned w = 0; w < limit_ms; w += 20) {
+    sochdb_test_without_daemon(1);
+    sochdb_options o = wc_opts(10000);
+    sochdb *db = NULL;
+    int rc = sochdb_open(dir, &o, &db);
+    sochdb_test_without_daemon(0);
+    if (rc != SOCHDB_OK) return 0;
+    sochdb_stats_get(db, s);
+    sochdb_close(db);
+    if (s->durable_seq >= s->last_commit_seq) return 1;
+    tu_sleep_ms(20);
+  }
+  return 0;
+}
+
+Test(wal_crash, an_async_commit_made_while_the_daemon_leaves_idle_is_made_durable)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  setenv("SOCHDB_DAEMON_IDLE_MS", "200", 1);
+  setenv("SOCHDB_TEST_EXIT_PAUSE_MS", "1500", 1);
+  sochdb_options o = wc_opts(10000);
+  o.daemon_path = SOCHDB_TEST_SOCHDBD_TESTING;
+  sochdb *db = tu_open_with(dir, &o);
+  wc_commit_pair(db, 1);
+  sochdb_close(db);
+  cr_assert(wc_wait_log(dir, "exiting (no client for the idle timeout)", 1, 10000), "the daemon did not leave idle");
+  cr_assert(tp_lock_held(dir), "the leaving daemon no longer holds %s/LOCK: its pause did not take", dir);
+  db = tu_open_with(dir, &o);   /* finds the leaving daemon serving: starts none */
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_put_str(t, "late", "1");
+  tu_commit(t, SOCHDB_ASYNC, "late");
+  sochdb_close(db);
+  unsetenv("SOCHDB_TEST_EXIT_PAUSE_MS");
+  cr_assert(wc_wait_lock_free(dir, 5000), "the leaving daemon did not let go of %s/LOCK", dir);
+  sochdb_stats s;
+  int ok = wc_wait_all_durable(dir, 5000, &s);
+  char *log = wc_log(dir);
+  cr_assert(ok, "5 s after the daemon left, the acknowledged ASYNC commit %llu is still not durable (durable_seq "
+            "%llu) and no daemon was started for it:\n%s", (unsigned long long)s.last_commit_seq,
+            (unsigned long long)s.durable_seq, log);
+  free(log);
 }
