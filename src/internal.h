@@ -70,6 +70,9 @@ struct txn_keep {
 struct sochdb_txn {
   sochdb         *db;                 /* NULL once it ended (a handle's spare) */
   uint64_t        generation;         /* bumped by every begin that reuses the object */
+  uint32_t        iters;              /* iterators (and scans) open on it: while there are any, an
+                                      ** ended t is kept (db NULL), neither reused nor freed (iter.c) */
+  int             orphan;             /* ended with iterators open: the last iterator_close frees it */
   unsigned        flags;
   uint32_t        entry;              /* our transaction entry in the slot */
   uint64_t        snapshot;

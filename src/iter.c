@@ -227,6 +227,7 @@ static int iter_open(sochdb_txn *t, const void *start, size_t slen, const void *
   if (!it)
     return sdb_fail(SOCHDB_NOMEM, "allocating an iterator");
   it->t = t;
+  t->iters++;          /* t is kept until we close, even once it ends (txn.c, keep_spare) */
   it->generation = t->generation;
   it->run = -1;
   if (o)
@@ -648,5 +649,7 @@ void sochdb_iter_close(sochdb_iter *it)
   free(it->vbuf);
   free(it->own);
   free(it->end);
+  if (it->t && --it->t->iters == 0 && it->t->orphan)
+    sdb_txn_free(it->t);   /* the transaction ended while we were open */
   free(it);
 }

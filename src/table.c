@@ -150,9 +150,13 @@ static int schema_read(sochdb_txn *t, const char *name, sochdb_table *tb)
   size_t vlen;
   snprintf(tb->name, sizeof tb->name, "%s", name);
   int rc = sdb_get(t, key, klen, &v, &vlen);
-  if (rc == SOCHDB_NOTFOUND)
-    return sdb_fail(rc, "no table '%s'", name);
-  return rc ? rc : schema_decode(v, vlen, tb);
+  return rc ? rc : schema_decode(v, vlen, tb);   /* NOTFOUND without a message: create succeeds on it */
+}
+
+/* rc, with the message of a missing table when it is SOCHDB_NOTFOUND. */
+static int no_table(int rc, const char *name)
+{
+  return rc == SOCHDB_NOTFOUND ? sdb_fail(rc, "no table '%s'", name) : rc;
 }
 
 static int schema_write(sochdb_txn *t, const sochdb_table *tb)
@@ -308,7 +312,7 @@ int sochdb_table_open(sochdb_txn *t, const char *name, const sochdb_column *cols
   sochdb_table *tb = calloc(1, sizeof *tb);
   if (!tb)
     return sdb_fail(SOCHDB_NOMEM, "opening a table");
-  rc = schema_read(t, name, tb);
+  rc = no_table(schema_read(t, name, tb), name);
   if (rc == SOCHDB_OK && cols)
     rc = schema_match(tb, cols, ncols);
   if (rc) {
@@ -355,7 +359,7 @@ int sochdb_table_add_column(sochdb_txn *t, sochdb_table *tb, const sochdb_column
   sochdb_table *now = calloc(1, sizeof *now);
   if (!now)
     return sdb_fail(SOCHDB_NOMEM, "adding a column");
-  rc = schema_read(t, tb->name, now);
+  rc = no_table(schema_read(t, tb->name, now), tb->name);
   if (rc == SOCHDB_OK && (now->id != tb->id || now->gen != tb->gen))
     rc = sdb_fail(SOCHDB_CONFLICT, "the schema of table '%s' changed since it was opened; open it again",
                   tb->name);

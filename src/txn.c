@@ -109,6 +109,11 @@ void sdb_txn_free(sochdb_txn *t)
   if (!t)
     return;
   release_txn_memory(t);
+  if (t->iters) {          /* an iterator still points at t: it is freed when the last one closes */
+    t->db = NULL;
+    t->orphan = 1;
+    return;
+  }
   sst_scratch_free(&t->scratch);
   wbuf_free(&t->writes);
   free(t);
@@ -131,6 +136,8 @@ static sochdb_txn *take_spare(sochdb *db)
   wbuf_init(&t->writes);
   t->scratch = (struct sst_scratch){ NULL, 0 };
   t->generation = 0;
+  t->iters = 0;
+  t->orphan = 0;
   return t;
 }
 
@@ -140,6 +147,13 @@ static sochdb_txn *take_spare(sochdb *db)
 static void keep_spare(sochdb_txn *t)
 {
   sochdb *db = t->db;
+  if (t->iters) {
+    /* An iterator still points at t: no spare, which the next begin would
+    ** reuse or a later end would free under it. Its next calls find t
+    ** ended (SOCHDB_INVALID); the last sochdb_iter_close frees t. */
+    sdb_txn_free(t);
+    return;
+  }
   release_txn_memory(t);
   if (!(t->flags & SOCHDB_TXN_READONLY))
     wbuf_reset(&t->writes);   /* a read-only one buffered nothing (buffer_write) */

@@ -222,6 +222,27 @@ Test(table, schemas_are_created_opened_checked_and_widened)
 
 /* ---- rows in transactions ------------------------------------------------------- */
 
+/* sochdb.h, sochdb_last_error: "a call that succeeds leaves it unchanged".
+** A create looks the table up first, and that lookup's "no table" used to
+** replace the message of the caller's last failure. The messages of the
+** calls that do fail on a missing table stay. */
+Test(table, a_successful_create_leaves_the_last_error_alone)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  sochdb_txn *t = tu_begin(db, 0);
+  cr_assert_eq(sochdb_put(t, "", 0, "x", 1), SOCHDB_INVALID, "an empty key");
+  char before[512];
+  snprintf(before, sizeof before, "%s", sochdb_last_error());
+  cr_assert(strstr(before, "key is 0 bytes"), "message: %s", before);
+  cr_assert_eq(sochdb_table_create(t, "fresh", COLS, NCOLS), SOCHDB_OK, "create");
+  cr_assert_str_eq(sochdb_last_error(), before, "the last error after a successful create");
+  sochdb_table *x = NULL;
+  cr_assert_eq(sochdb_table_open(t, "missing", NULL, 0, &x), SOCHDB_NOTFOUND, "a missing table");
+  cr_assert(strstr(sochdb_last_error(), "no table 'missing'"), "message: %s", sochdb_last_error());
+  sochdb_abort(t);
+  tu_close();
+}
+
 Test(table, rows_follow_their_transaction)
 {
   sochdb *db = tu_open(REG, MT, 5000);

@@ -179,6 +179,32 @@ Test(txn, an_ended_transaction_refuses_further_use)
   tu_close();
 }
 
+/* sochdb_iter_next documents SOCHDB_INVALID once "the transaction ended".
+** With two transactions on the handle, the one ended second takes the
+** handle's spare slot and freed the first one's object, which an iterator
+** opened in the first still pointed at: its next read freed memory. (A scan
+** goes through the same iterator.) */
+Test(txn, an_iterator_of_a_freed_transaction_object_is_refused)
+{
+  sochdb *db = open_db();
+  sochdb_txn *a = tu_begin(db, 0), *b = tu_begin(db, 0);   /* two new objects */
+  sochdb_iter *it = NULL;
+  cr_assert_eq(sochdb_iter_open(a, NULL, 0, NULL, 0, &it), SOCHDB_OK, "iter_open");
+  tu_commit(a, SOCHDB_ASYNC, "a");   /* a ends with its iterator open */
+  sochdb_abort(b);                    /* b ends after it: the spare used to displace (free) a */
+  /* c takes the spare; d is a new object, very likely in a's freed memory,
+  ** with the generation a had: the iterator then read d's snapshot */
+  sochdb_txn *c = tu_begin(db, 0), *d = tu_begin(db, 0);
+  const void *k, *v;
+  size_t kl, vl;
+  cr_assert_eq(sochdb_iter_next(it, &k, &kl, &v, &vl), SOCHDB_INVALID, "an iterator after its transaction ended");
+  sochdb_iter_close(it);
+  sochdb_abort(c);
+  sochdb_abort(d);
+
+  tu_close();
+}
+
 /* ---------------------------------------------------- isolation */
 
 Test(txn, snapshot_isolation_between_txns)
