@@ -1103,3 +1103,103 @@ Test(cli, table_create_load_scan_and_schema)
   sochdb_abort(t);
   tu_close();
 }
+
+/* A batch whose commit conflicts is read again and committed, also from a
+** FILE that cannot seek back (a pipe): none of its rows is lost. The loader
+** (batches of 2) holds its first batch open while it waits for the pipe's
+** next byte; the test commits pk 1 meanwhile, so that commit conflicts. */
+Test(cli, table_load_from_a_pipe_retries_a_conflicting_batch_whole)
+{
+  char fifo[4300], out[8192], err[4096];
+  snprintf(fifo, sizeof fifo, "%s.fifo", tu_dir());
+  unlink(fifo);
+  cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo: %s", strerror(errno));
+  const char *create[] = { "table", "create", tu_dir(), "t", "id:int64,v:string", NULL };
+  int rc = run_cli(create, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 0, "create: exit %d\nstderr: %s", rc, err);
+  const char *load[] = { "table", "load", tu_dir(), "t", fifo, "--batch", "2", NULL };
+  pid_t pid = start_cli(load);
+  int fd = open(fifo, O_WRONLY);   /* once the loader opened it */
+  cr_assert_geq(fd, 0, "open %s: %s", fifo, strerror(errno));
+  const char first[] = "id,v\n1,csv\n2,csv\n";
+  cr_assert_eq(write(fd, first, strlen(first)), (ssize_t)strlen(first));
+  tu_sleep_ms(2000);               /* the loader reads both rows, then waits for more */
+
+  sochdb *db = tu_open(REG, MT, 10000);
+  sochdb_txn *t = tu_begin(db, 0);
+  sochdb_table *tb = NULL;
+  cr_assert_eq(sochdb_table_open(t, "t", NULL, 0, &tb), SOCHDB_OK, "%s", sochdb_last_error());
+  sochdb_value row[2] = { { .i64 = 1 }, { .bytes = "test", .len = 4 } };
+  cr_assert_eq(sochdb_row_put(t, tb, row), SOCHDB_OK, "%s", sochdb_last_error());
+  cr_assert_eq(sochdb_commit(t, SOCHDB_SYNC), SOCHDB_OK, "%s", sochdb_last_error());
+
+  const char rest[] = "3,csv\n";
+  cr_assert_eq(write(fd, rest, strlen(rest)), (ssize_t)strlen(rest));
+  close(fd);
+  rc = finish_cli(pid, out, sizeof out, err, sizeof err);
+  unlink(fifo);
+  cr_assert_eq(rc, 0, "load: exit %d\nstdout: %s\nstderr: %s", rc, out, err);
+  cr_assert(strstr(out, "loaded 3 rows"), "load: %s", out);
+
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (int64_t id = 1; id <= 3; id++) {
+    sochdb_value pk = { .i64 = id }, got[2];
+    rc = sochdb_row_get(t, tb, &pk, NULL, 0, got);
+    cr_assert_eq(rc, SOCHDB_OK, "row %lld of the CSV is missing: %s", (long long)id, sochdb_strerror(rc));
+    cr_assert(got[1].len == 3 && !memcmp(got[1].bytes, "csv", 3), "row %lld holds '%.*s', not the CSV's",
+              (long long)id, (int)got[1].len, (const char *)got[1].bytes);
+  }
+  sochdb_abort(t);
+  sochdb_table_close(tb);
+  tu_close();
+}
+
+/* RFC 4180: the last record may end without a line break. */
+Test(cli, table_load_takes_a_last_record_without_a_line_break)
+{
+  char csv[4300], out[8192], err[4096];
+  snprintf(csv, sizeof csv, "%s.csv", tu_dir());
+  FILE *f = fopen(csv, "w");
+  cr_assert_not_null(f);
+  fputs("id,v\n1,a\n2,\"b\"", f);
+  fclose(f);
+  const char *create[] = { "table", "create", tu_dir(), "t", "id:int64,v:string", NULL };
+  int rc = run_cli(create, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 0, "create: exit %d\nstderr: %s", rc, err);
+  const char *load[] = { "table", "load", tu_dir(), "t", csv, NULL };
+  rc = run_cli(load, out, sizeof out, err, sizeof err);
+  unlink(csv);
+  cr_assert_eq(rc, 0, "load: exit %d\nstdout: %s\nstderr: %s", rc, out, err);
+  cr_assert(strstr(out, "loaded 2 rows"), "load: %s", out);
+}
+
+/* A record is read into memory whole, so it has a bound: a row is one value
+** of at most SOCHDB_MAX_VALUE bytes. A file with no line break (/dev/zero,
+** here 17 MiB of one field) used to be read until memory ran out, then
+** reported as "no header line". Each failure says what it is. */
+Test(cli, table_load_bounds_a_record_and_says_what_is_wrong)
+{
+  char csv[4300], out[8192], err[4096];
+  snprintf(csv, sizeof csv, "%s.csv", tu_dir());
+  const char *create[] = { "table", "create", tu_dir(), "t", "id:int64,v:string", NULL };
+  int rc = run_cli(create, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 0, "create: exit %d\nstderr: %s", rc, err);
+  const char *load[] = { "table", "load", tu_dir(), "t", csv, NULL };
+  static const struct { const char *head; size_t fill; const char *want; } cases[] = {
+    { "id,v\n1,", 17u << 20, ":2: a record of more than 16 MiB" },
+    { "", 17u << 20, ":1: a record of more than 16 MiB" },
+    { "id,v\n1,\"abc\n", 0, ":2: a quoted field is not closed" },
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    FILE *f = fopen(csv, "w");
+    cr_assert_not_null(f);
+    fputs(cases[i].head, f);
+    for (size_t n = 0; n < cases[i].fill; n++)
+      putc('x', f);
+    fclose(f);
+    rc = run_cli(load, out, sizeof out, err, sizeof err);
+    cr_assert_eq(rc, 2, "case %zu: exit %d\nstderr: %s", i, rc, err);
+    cr_assert(strstr(err, cases[i].want), "case %zu: stderr: %s", i, err);
+  }
+  unlink(csv);
+}

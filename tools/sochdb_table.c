@@ -243,15 +243,71 @@ struct csv {
   unsigned      n;              /* fields */
   unsigned long line;           /* of the record's start, 1-based */
   unsigned long next_line;
+  /* Every byte read since the current batch began, so that a batch whose
+  ** commit conflicted is read again from memory: FILE may be a pipe, where
+  ** seeking back fails. Bytes [0, spool_pos) are consumed. */
+  unsigned char *spool;
+  size_t        spool_len, spool_cap, spool_pos;
 };
+
+/* What the CSV readers return besides characters and EOF (-1). */
+enum { CSV_UNCLOSED = -2, CSV_NOMEM = -3, CSV_BAD = -4, CSV_TOO_BIG = -5 };
+
+/* A record's fields, unquoted, may not pass this: a row is stored as one
+** value of at most SOCHDB_MAX_VALUE bytes, and a number's text is at most
+** a few dozen bytes a column. Without a bound a file with no line break
+** (/dev/zero) would be read into memory until it ran out. */
+#define CSV_MAX_RECORD ((size_t)SOCHDB_MAX_VALUE + 64u * SOCHDB_MAX_COLUMNS)
+
+/* What a CSV_* value says went wrong, for "FILE:LINE: ..." */
+static const char *csv_problem(int code)
+{
+  switch (code) {
+  case CSV_UNCLOSED: return "a quoted field is not closed before the end of the file";
+  case CSV_NOMEM:    return "out of memory reading the record";
+  case CSV_TOO_BIG:  return "a record of more than 16 MiB (a row holds at most SOCHDB_MAX_VALUE bytes)";
+  default:           return "malformed CSV record";
+  }
+}
+
+/* The next byte of the file (replayed from the spool first), EOF, or CSV_NOMEM. */
+static int csv_getc(struct csv *c)
+{
+  if (c->spool_pos < c->spool_len)
+    return c->spool[c->spool_pos++];
+  int ch = getc(c->f);
+  if (ch == EOF)
+    return EOF;
+  if (c->spool_len == c->spool_cap) {
+    size_t cap = c->spool_cap ? c->spool_cap * 2 : 1 << 16;
+    unsigned char *p = realloc(c->spool, cap);
+    if (!p)
+      return CSV_NOMEM;
+    c->spool = p;
+    c->spool_cap = cap;
+  }
+  c->spool[c->spool_len++] = (unsigned char)ch;
+  c->spool_pos++;
+  return ch;
+}
+
+/* A new batch begins at the read position: forget what was consumed. */
+static void csv_spool_start(struct csv *c)
+{
+  memmove(c->spool, c->spool + c->spool_pos, c->spool_len - c->spool_pos);
+  c->spool_len -= c->spool_pos;
+  c->spool_pos = 0;
+}
 
 static int csv_put(struct csv *c, char ch)
 {
+  if (c->len >= CSV_MAX_RECORD)
+    return CSV_TOO_BIG;
   if (c->len == c->cap) {
     size_t cap = c->cap ? c->cap * 2 : 4096;
     char *p = realloc(c->buf, cap);
     if (!p)
-      return -1;
+      return CSV_NOMEM;
     c->buf = p;
     c->cap = cap;
   }
@@ -260,67 +316,78 @@ static int csv_put(struct csv *c, char ch)
 }
 
 /* A quoted field's rest (after its opening quote): the character after the
-** closing quote, or -2 if the file ends inside the quotes. */
+** closing quote (EOF included), CSV_UNCLOSED if the file ends inside the
+** quotes, or CSV_NOMEM. */
 static int csv_quoted(struct csv *c)
 {
   for (;;) {
-    int ch = getc(c->f);
+    int ch = csv_getc(c);
     if (ch == EOF)
-      return -2;
-    if (ch == '"' && (ch = getc(c->f)) != '"')
+      return CSV_UNCLOSED;
+    if (ch < 0)
+      return ch;
+    if (ch == '"' && (ch = csv_getc(c)) != '"')
       return ch;
     if (ch == '\n')
       c->next_line++;
-    if (csv_put(c, (char)ch))
-      return -3;
+    int bad = csv_put(c, (char)ch);
+    if (bad)
+      return bad;
   }
 }
 
 /* One field, from its first character ch: the character that ends it
-** (',', '\n' or EOF), or a negative value if malformed. */
+** (',', '\n' or EOF: the last record need not end in a line break), or a
+** CSV_* value below EOF if malformed. */
 static int csv_field(struct csv *c, int ch)
 {
   if (c->n == MAX_FIELDS)
-    return -1;
+    return CSV_BAD;
   c->off[c->n] = c->len;
   c->quoted[c->n] = ch == '"';
   if (ch == '"')
     ch = csv_quoted(c);
   else
-    while (ch != ',' && ch != '\n' && ch != EOF) {
-      if (csv_put(c, (char)ch))
-        return -3;
-      ch = getc(c->f);
+    while (ch >= 0 && ch != ',' && ch != '\n') {
+      int bad = csv_put(c, (char)ch);
+      if (bad)
+        return bad;
+      ch = csv_getc(c);
     }
-  if (ch == '\r' && (ch = getc(c->f)) != '\n')
-    return -1;
+  if (ch < EOF)
+    return ch;
+  if (ch == '\r' && (ch = csv_getc(c)) != '\n' && ch != EOF)
+    return ch < EOF ? ch : CSV_BAD;
   if (ch != ',' && ch != '\n' && ch != EOF)
-    return -1;                  /* text after a closing quote */
+    return CSV_BAD;             /* text after a closing quote */
   c->flen[c->n] = c->len - c->off[c->n];
   if (c->quoted[c->n] == 0 && c->flen[c->n] && c->buf[c->len - 1] == '\r')
     c->flen[c->n]--, c->len--;
   c->n++;
-  return csv_put(c, '\0') ? -3 : ch;
+  int bad = csv_put(c, '\0');
+  return bad ? bad : ch;
 }
 
-/* The next record: 1, 0 at the end of the file, -1 malformed. */
+/* The next record: 1, 0 at the end of the file, or a CSV_* value. */
 static int csv_read(struct csv *c)
 {
   c->n = 0;
   c->len = 0;
   c->line = c->next_line;
-  int ch = getc(c->f);
+  int ch = csv_getc(c);
   if (ch == EOF)
     return 0;
   for (;;) {
+    if (ch < EOF)
+      return ch;
     ch = csv_field(c, ch);
-    if (ch < 0)
-      return -1;
+    if (ch < EOF)
+      return ch;
     if (ch != ',') {
       c->next_line++;
       return 1;
     }
-    ch = getc(c->f);
+    ch = csv_getc(c);
   }
 }
 
@@ -342,10 +409,21 @@ struct loader {
   progress_bar     bar;
 };
 
+/* A record that could not be read: EXIT_USAGE for bad input, EXIT_DB_ERROR
+** when memory ran out. */
+static int csv_error(const struct loader *l, int code)
+{
+  int status = input_error("%s:%lu: %s", l->a->pos[2], l->csv.line, csv_problem(code));
+  return code == CSV_NOMEM ? EXIT_DB_ERROR : status;
+}
+
 /* The header record names the columns the fields hold. */
 static int read_header(struct loader *l)
 {
-  if (csv_read(&l->csv) != 1)
+  int r = csv_read(&l->csv);
+  if (r < 0)
+    return csv_error(l, r);
+  if (r == 0)
     return input_error("%s: no header line (the column names)", l->a->pos[2]);
   int seen[SOCHDB_MAX_COLUMNS] = { 0 };
   for (unsigned i = 0; i < l->csv.n; i++) {
@@ -380,12 +458,13 @@ static int record_row(const struct loader *l, sochdb_value *v)
   return EXIT_OK;
 }
 
-static int at_eof(FILE *f)
+static int at_eof(struct csv *c)
 {
-  int ch = getc(f);
+  int ch = csv_getc(c);
   if (ch == EOF)
     return 1;
-  ungetc(ch, f);
+  if (ch >= 0)
+    c->spool_pos--;             /* read again by the next record */
   return 0;
 }
 
@@ -397,7 +476,9 @@ static int load_batch(struct loader *l, sochdb_txn *t, unsigned long long *n)
     int r = csv_read(&l->csv);
     if (r == 0)
       break;
-    if (r < 0 || l->csv.n != l->nfields)
+    if (r < 0)
+      return -csv_error(l, r);
+    if (l->csv.n != l->nfields)
       return -input_error("%s:%lu: malformed CSV record (%u fields for %u columns)", l->a->pos[2], l->csv.line,
                           l->csv.n, l->nfields);
     if (record_row(l, v))
@@ -413,14 +494,14 @@ static int load_batch(struct loader *l, sochdb_txn *t, unsigned long long *n)
 ** the file is done, 0 if not, or -EXIT_*. */
 static int load_one(struct loader *l)
 {
-  off_t start = ftello(l->csv.f);
+  csv_spool_start(&l->csv);
   unsigned long line = l->csv.next_line;
   int rc = SOCHDB_CONFLICT;
   unsigned long long n = 0;
   int done = 0;
   for (int attempt = 0; attempt < WRITE_ATTEMPTS && (rc == SOCHDB_CONFLICT || rc == SOCHDB_BUSY); attempt++) {
     if (attempt) {
-      fseeko(l->csv.f, start, SEEK_SET);
+      l->csv.spool_pos = 0;     /* the same records again, from memory */
       l->csv.next_line = line;
       struct timespec pause = { 0, 10000000L * attempt };
       nanosleep(&pause, NULL);
@@ -435,7 +516,7 @@ static int load_one(struct loader *l)
         return rc;
       break;
     }
-    done = at_eof(l->csv.f);
+    done = at_eof(&l->csv);
     rc = sochdb_commit(t, done ? SOCHDB_SYNC : SOCHDB_ASYNC);   /* the last makes them all durable */
   }
   if (rc != SOCHDB_OK)
@@ -503,6 +584,7 @@ static int run_load(const targs *a)
   sochdb_close(l.db);
   fclose(l.csv.f);
   free(l.csv.buf);
+  free(l.csv.spool);
   return status;
 }
 
@@ -687,10 +769,13 @@ static const struct subcommand subs[] = {
     "Loads the rows of FILE.csv into table NAME: a header line names the columns\n"
     "(in any order; nullable columns may be left out), then one row per record.\n"
     "Fields follow RFC 4180 (\"quoted\", \"\" for a quote); an unquoted empty field\n"
-    "of a nullable column is NULL. A row whose primary key exists replaces it.\n"
-    "Rows are committed N at a time (--batch, default 5000); the last commit is\n"
-    "durable, and with it every one before. On bad input the rows of the batches\n"
-    "committed before it stay. A progress bar is drawn on stderr on a terminal.\n",
+    "of a nullable column is NULL; the last record may end without a line break;\n"
+    "a record holds at most 16 MiB. A row whose primary key exists replaces it.\n"
+    "Rows are committed N at a time (--batch, default 5000); a batch that\n"
+    "conflicts with another writer is read again and retried (FILE may be a\n"
+    "pipe). The last commit is durable, and with it every one before. On bad\n"
+    "input the rows of the batches committed before it stay. A progress bar is\n"
+    "drawn on stderr on a terminal.\n",
     run_load },
   { "scan", 1, "DIR NAME [--columns A,B] [--where EXPR] [--start PK] [--end PK] [--limit N] [--stats]",
     "Prints the rows of table NAME in primary-key order, one snapshot: a header\n"
