@@ -1203,3 +1203,28 @@ Test(cli, table_load_bounds_a_record_and_says_what_is_wrong)
   }
   unlink(csv);
 }
+
+/* The table commands' numbers are read as the key-value commands' are:
+** decimal, the whole string, in range. sscanf took --limit -1 as every row,
+** --limit 2x as 2 and --batch 1e3 as 1. */
+Test(cli, table_options_refuse_numbers_that_are_not_whole_decimals)
+{
+  char out[8192], err[4096];
+  const char *create[] = { "table", "create", tu_dir(), "t", "id:int64,v:string", NULL };
+  int rc = run_cli(create, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 0, "create: exit %d\nstderr: %s", rc, err);
+  static const char *const bad[][8] = {
+    { "table", "scan", NULL, "t", "--limit", "-1", NULL },
+    { "table", "scan", NULL, "t", "--limit", "2x", NULL },
+    { "table", "load", NULL, "t", "/dev/null", "--batch", "1e3", NULL },
+    { "table", "load", NULL, "t", "/dev/null", "--batch", "0", NULL },
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    const char *argv[8];
+    memcpy(argv, bad[i], sizeof argv);
+    argv[2] = tu_dir();
+    rc = run_cli(argv, out, sizeof out, err, sizeof err);
+    cr_assert_eq(rc, 2, "%s %s %s: exit %d\nstdout: %s\nstderr: %s", argv[1], argv[4], argv[5], rc, out, err);
+    cr_assert(strstr(err, "wants"), "%s %s: stderr: %s", argv[1], argv[4], err);
+  }
+}

@@ -25,6 +25,11 @@ void put_json_string(const void *bytes, size_t n);
 ** line) and returns EXIT_DB_ERROR, else EXIT_OK. */
 struct sochdb;
 int  cli_open_db(const char *dir, int create_if_missing, struct sochdb **db);
+/* An option's number: decimal only, the whole string, within [min, max] (a
+** typo must not turn into a silent default); else says so on stderr, with
+** `want` describing the range, and returns EXIT_USAGE. */
+int  cli_parse_number(const char *option, const char *s, unsigned long long min, unsigned long long max,
+                      const char *want, unsigned long long *out);
 /* Seconds of CLOCK_MONOTONIC since t0. */
 double cli_seconds_since(const struct timespec *t0);
 

@@ -204,8 +204,8 @@ static int prepare_key(args *a)
 
 /* Decimal only, whole string, within [min, max]: a typo must not turn
 ** into a silent default. `want` describes the range for the message. */
-static int parse_number(const char *option, const char *s, unsigned long long min,
-                        unsigned long long max, const char *want, unsigned long long *out)
+int cli_parse_number(const char *option, const char *s, unsigned long long min, unsigned long long max,
+                     const char *want, unsigned long long *out)
 {
   char *end;
   errno = 0;
@@ -313,7 +313,7 @@ static int prepare_scan(args *a)
   int status;
   a->limit = ULLONG_MAX;
   if (a->limit_arg != NULL) {
-    status = parse_number("--limit", a->limit_arg, 0, ULLONG_MAX - 1, "a count of entries", &a->limit);
+    status = cli_parse_number("--limit", a->limit_arg, 0, ULLONG_MAX - 1, "a count of entries", &a->limit);
     if (status != EXIT_OK)
       return status;
   }
@@ -342,7 +342,7 @@ static int prepare_stats(args *a)
     fputs("sochdb: --interval only makes sense with --watch\n", stderr);
     return EXIT_USAGE;
   }
-  return parse_number("--interval", a->interval_arg, 1, MAX_INTERVAL_MS,
+  return cli_parse_number("--interval", a->interval_arg, 1, MAX_INTERVAL_MS,
                       "milliseconds from 1 to 86400000 (a day)", &a->interval_ms);
 }
 
@@ -351,7 +351,7 @@ static int prepare_compact(args *a)
   a->timeout_s = DEFAULT_COMPACT_TIMEOUT_S;
   if (a->timeout_arg == NULL)
     return EXIT_OK;
-  return parse_number("--timeout", a->timeout_arg, 1, MAX_COMPACT_TIMEOUT_S,
+  return cli_parse_number("--timeout", a->timeout_arg, 1, MAX_COMPACT_TIMEOUT_S,
                       "seconds from 1 to 604800 (a week)", &a->timeout_s);
 }
 

@@ -464,11 +464,11 @@ int bench_main(int argc, char **argv, int json)
     return EXIT_USAGE;
   }
   if (procs_arg) {
-    unsigned long v = strtoul(procs_arg, &end, 10);
-    if (procs_arg[0] < '1' || procs_arg[0] > '9' || *end || v > MAX_PROCS) {
-      fprintf(stderr, "sochdb: --procs wants 1 to %d, not '%s'\n", MAX_PROCS, procs_arg);
+    char want[32];
+    snprintf(want, sizeof want, "1 to %d", MAX_PROCS);
+    unsigned long long v;
+    if (cli_parse_number("--procs", procs_arg, 1, MAX_PROCS, want, &v) != EXIT_OK)
       return EXIT_USAGE;
-    }
     procs = (unsigned)v;
   }
 

@@ -558,8 +558,9 @@ static int run_load(const targs *a)
   memset(&l, 0, sizeof l);
   l.a = a;
   l.batch = DEFAULT_BATCH;
-  if (a->batch_arg && (sscanf(a->batch_arg, "%llu", &l.batch) != 1 || l.batch == 0 || l.batch > 60000))
-    return input_error("--batch: rows per transaction, 1 to 60000");
+  if (a->batch_arg && cli_parse_number("--batch", a->batch_arg, 1, 60000, "rows per transaction, 1 to 60000",
+                                       &l.batch) != EXIT_OK)
+    return EXIT_USAGE;
   l.csv.f = fopen(a->pos[2], "r");
   if (!l.csv.f) {
     fprintf(stderr, "sochdb: %s: %s\n", a->pos[2], strerror(errno));
@@ -654,8 +655,9 @@ static int parse_bounds(struct scanner *s)
   if (s->a->end && parse_value(type, s->a->end, strlen(s->a->end), &s->hi))
     return input_error("--end: not a %s", TYPE_NAMES[type]);
   s->limit = ~0ull;
-  if (s->a->limit_arg && sscanf(s->a->limit_arg, "%llu", &s->limit) != 1)
-    return input_error("--limit: a number of rows");
+  if (s->a->limit_arg && cli_parse_number("--limit", s->a->limit_arg, 0, ~0ull - 1, "a number of rows",
+                                          &s->limit) != EXIT_OK)
+    return EXIT_USAGE;
   return EXIT_OK;
 }
 

@@ -575,14 +575,10 @@ static int parse_batch(xargs *a)
   a->batch = DEFAULT_BATCH;
   if (a->batch_arg == NULL)
     return EXIT_OK;
-  char *end;
-  errno = 0;
-  a->batch = strtoull(a->batch_arg, &end, 10);
-  if (a->batch_arg[0] < '1' || a->batch_arg[0] > '9' || *end || errno || a->batch > 65535) {
-    fprintf(stderr, "sochdb: --batch wants a count of pairs from 1 to 65535, not '%s'\n", a->batch_arg);
-    return EXIT_USAGE;
-  }
-  return EXIT_OK;
+  unsigned long long v;
+  int status = cli_parse_number("--batch", a->batch_arg, 1, 65535, "a count of pairs from 1 to 65535", &v);
+  a->batch = v;
+  return status;
 }
 
 /* `sochdb [--json] dump|load|backup ...`: argv[0] is the command's name. */
