@@ -944,6 +944,40 @@ Test(cli, destroy_removes_the_files_the_region_the_daemon_and_the_directory)
   drop_side_db(dir);
 }
 
+/* DIR given as a symbolic link to the database: refused before anything is
+** removed (it used to remove every file and the region, then fail on
+** rmdir(LINK) and say the command had failed). */
+Test(cli, destroy_refuses_a_symbolic_link_and_removes_nothing)
+{
+  char dir[4300], link[4400], out[4096], err[4096];
+  side_db("destroy-link", dir, sizeof dir);
+  sochdb_options o = tu_options(REG, MT, 10000);
+  sochdb *db = tu_open_with(dir, &o);
+  fill(db, 10, 1);
+  sochdb_close(db);
+  snprintf(link, sizeof link, "%s.link", dir);
+  unlink(link);
+  cr_assert_eq(symlink(dir, link), 0, "symlink: %s", strerror(errno));
+  const char *destroy[] = { "destroy", link, NULL };
+  int rc = run_cli(destroy, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 2, "destroy LINK: exit %d\nstdout: %s\nstderr: %s", rc, out, err);
+  cr_assert(strstr(err, "symbolic link") && strstr(err, "nothing was removed"), "stderr: %s", err);
+  char current[4400];
+  snprintf(current, sizeof current, "%s/CURRENT", dir);
+  cr_assert_eq(access(current, F_OK), 0, "%s was removed", current);
+  db = tu_open_with(dir, &o);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  char k[32];
+  key_of(9, k);
+  const void *v;
+  size_t vl;
+  cr_assert_eq(sochdb_get(t, k, strlen(k), &v, &vl), SOCHDB_OK, "the database's keys after the refusal");
+  sochdb_abort(t);
+  sochdb_close(db);
+  unlink(link);
+  drop_side_db(dir);
+}
+
 /* Another process attached: refused, its pid named, nothing removed; once it
 ** closed, destroy goes through. */
 Test(cli, destroy_refuses_while_another_process_is_attached)

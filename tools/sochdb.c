@@ -1267,9 +1267,10 @@ static const command commands[] = {
     "by running it again; then DIR itself when nothing else is left in it. Files\n"
     "sochdb did not make are kept, and so is DIR then.\n\n"
     "Refuses, removing nothing, while another process is attached to the\n"
-    "database (their pids are named) or when DIR holds no database. Like\n"
-    "RocksDB's DestroyDB it cannot stop a program that opens the database while\n"
-    "it runs: stop the programs that use it first.\n\n"
+    "database (their pids are named), when DIR holds no database, or when DIR is\n"
+    "a symbolic link (give the directory itself; exit 2). Like RocksDB's\n"
+    "DestroyDB it cannot stop a program that opens the database while it runs:\n"
+    "stop the programs that use it first.\n\n"
     "  --json    print the summary as one JSON object\n\n"
     "exit status: 0 destroyed, 2 usage error, 3 no database at DIR, processes\n"
     "attached, the daemon did not stop, or a file could not be removed\n",

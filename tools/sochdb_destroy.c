@@ -270,6 +270,18 @@ int cli_destroy(const char *dir, int json)
 {
   destroy_result r;
   memset(&r, 0, sizeof r);
+  /* Through a link the last step, removing DIR, would fail after all the
+  ** rest was removed, and the command would say it failed: refuse before
+  ** anything, naming the directory to give instead. */
+  struct stat lst;
+  if (lstat(dir, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+    char target[PATH_MAX];
+    if (!realpath(dir, target))
+      snprintf(target, sizeof target, "the directory it names");
+    fprintf(stderr, "sochdb: %s is a symbolic link; nothing was removed: give the directory itself (%s)\n", dir,
+            target);
+    return EXIT_USAGE;
+  }
   if (!holds_database(dir)) {
     fprintf(stderr, "sochdb: no database at %s\n", dir);
     return EXIT_DB_ERROR;
