@@ -87,6 +87,11 @@ static void io_problem(struct ck *c, const char *path, const char *what, int err
     problem(c, 1, path, "%s: %s", what, strerror(err));
     return;
   }
+  struct stat st;
+  if ((err == EINVAL || err == EISDIR) && stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+    problem(c, 1, path, "not a regular file: a FIFO, a device or a directory stands where sochdb keeps a file");
+    return;
+  }
   if (!c->fatal)
     c->fatal = sdb_fail(SOCHDB_IO, "%s %s: %s", what, path, strerror(err));
 }
@@ -122,8 +127,9 @@ static void current_manifest_path(const char *dir, char *out, size_t n)
 /* Read the first `need` bytes of path into p: 1 if there were that many. */
 static int read_head(const char *path, uint8_t *p, size_t need)
 {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
+  int fd;
+  size_t len;
+  if (sdb_open_regular(path, &fd, &len) != 0)
     return 0;
   ssize_t r = pread(fd, p, need, 0);
   close(fd);

@@ -187,9 +187,15 @@ static int ensure_directory(const char *dir, int create, unsigned mode)
 
 static int read_identity(const char *path, uint8_t id[16])
 {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return errno == ENOENT ? SOCHDB_NOTFOUND : sdb_fail_errno("open %s", path);
+  int fd;
+  size_t len;
+  int e = sdb_open_regular(path, &fd, &len);
+  if (e) {
+    errno = e;
+    return e == ENOENT ? SOCHDB_NOTFOUND
+                       : e == EINVAL ? sdb_fail(SOCHDB_CORRUPT, "%s is not a regular file", path)
+                                     : sdb_fail_errno("open %s", path);
+  }
   ssize_t n = read(fd, id, 16);
   uint8_t extra;
   ssize_t more = n == 16 ? read(fd, &extra, 1) : 0;

@@ -22,16 +22,18 @@ int sdb_fsync_dir(const char *path)
   return rc;
 }
 
-/* path opened read-only, with its size: 0, or an errno value. */
-static int open_sized(const char *path, int *fd, size_t *len)
+int sdb_open_regular(const char *path, int *fd, size_t *len)
 {
-  *fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: opening a FIFO for reading would wait for a writer, and a
+  ** read of it for data, forever; it has no effect on a regular file. */
+  *fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (*fd < 0)
     return errno;
   struct stat st;
-  if (fstat(*fd, &st) != 0) {
-    int e = errno;
+  int e = fstat(*fd, &st) != 0 ? errno : S_ISREG(st.st_mode) ? 0 : S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+  if (e) {
     close(*fd);
+    *fd = -1;
     return e;
   }
   *len = (size_t)st.st_size;
@@ -44,7 +46,7 @@ int sdb_read_file(const char *path, uint8_t **out, size_t *n)
   *n = 0;
   int fd;
   size_t len;
-  int e = open_sized(path, &fd, &len);
+  int e = sdb_open_regular(path, &fd, &len);
   if (e)
     return e;
   uint8_t *buf = malloc(len ? len : 1);
@@ -81,7 +83,7 @@ int sdb_map_file(const char *path, const uint8_t **buf, size_t *len, int *keep_f
     *keep_fd = -1;
   int fd;
   size_t n;
-  int e = open_sized(path, &fd, &n);
+  int e = sdb_open_regular(path, &fd, &n);
   if (e)
     return e;
   void *m = n ? mmap(NULL, n, PROT_READ, MAP_SHARED, fd, 0) : NULL;

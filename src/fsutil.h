@@ -11,6 +11,12 @@
 ** in it durable. SOCHDB_OK, or SOCHDB_IO (errno kept, detail recorded). */
 int sdb_fsync_dir(const char *path);
 
+/* Open path read-only, with its size (*len), if it is a regular file: 0, or
+** an errno value (EINVAL for a FIFO, a device or a socket, EISDIR for a
+** directory), never waiting: a FIFO named like a database file must not
+** hang whoever reads it. The functions below open files with it. */
+int sdb_open_regular(const char *path, int *fd, size_t *len);
+
 /* Read the whole file at path into a malloc'ed buffer (*out, *n; the caller
 ** frees it): 0, or an errno value, with no detail recorded. A file that
 ** grows meanwhile is read up to the size it had when opened. */

@@ -624,6 +624,8 @@ static int read_file(const char *path, uint8_t **out, size_t *n)
     return sdb_fail(SOCHDB_NOTFOUND, "%s does not exist", path);
   if (e == ENOMEM)
     return sdb_fail(SOCHDB_NOMEM, "reading %s", path);
+  if (e == EINVAL || e == EISDIR)   /* sdb_open_regular: a FIFO, a device or a directory in its place */
+    return sdb_fail(SOCHDB_CORRUPT, "%s is not a regular file", path);
   errno = e;
   return sdb_fail_errno("read %s", path);
 }

@@ -914,3 +914,29 @@ Test(check, cli_exit_status)
   cr_assert_eq(code, 0);
   cr_assert(strstr(out, "usage: sochdb check DIR"), "help: %s", out);
 }
+
+/* A FIFO (or a device, or a directory) where sochdb keeps a file: reported
+** as damage, never waited on. Opening a FIFO for reading waits for a
+** writer, and the check used to hang there for good. */
+Test(check, a_fifo_in_place_of_a_file_is_damage_not_a_hang, .timeout = 60)
+{
+  make_db();
+  char seg[256], sst[256];
+  snprintf(seg, sizeof seg, WAL_DIR "/%016llx.wal", 0ull);
+  snprintf(sst, sizeof sst, "%06llu.sst", 1ull);
+  const char *const names[] = { "CURRENT", "sochdb.id", seg, sst };
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    char path[256], saved[300];
+    pathof(path, sizeof path, names[i]);
+    snprintf(saved, sizeof saved, "%s.saved", path);
+    cr_assert_eq(rename(path, saved), 0, "rename %s: %s", path, strerror(errno));
+    cr_assert_eq(mkfifo(path, 0600), 0, "mkfifo %s: %s", path, strerror(errno));
+    int rc = run_check();
+    unlink(path);
+    cr_assert_eq(rename(saved, path), 0, "rename back %s", path);
+    cr_assert_eq(rc, SOCHDB_OK, "%s: check: %s (%s)", names[i], sochdb_strerror(rc), sochdb_last_error());
+    cr_assert(sum.damaged >= 1 && found(names[i], 1), "%s as a FIFO is damage; findings:%s", names[i], all_findings);
+  }
+  cr_assert_eq(run_check(), SOCHDB_OK);
+  cr_assert_eq(sum.damaged, 0, "restored: findings:%s", all_findings);
+}
