@@ -1262,3 +1262,27 @@ Test(cli, table_options_refuse_numbers_that_are_not_whole_decimals)
     cr_assert(strstr(err, "wants"), "%s %s: stderr: %s", argv[1], argv[4], err);
   }
 }
+
+/* load from a stream that is not a dump: refused before the database is
+** opened, so a missing DIR is not created (it used to be made, with its
+** daemon, and then the input refused). */
+Test(cli, load_of_a_stream_that_is_not_a_dump_creates_nothing)
+{
+  char dir[4300], fifo[4300], out[4096], err[4096];
+  side_db("load-garbage", dir, sizeof dir);
+  snprintf(fifo, sizeof fifo, "%s.fifo", tu_dir());
+  unlink(fifo);
+  cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo: %s", strerror(errno));
+  const char *load[] = { "load", dir, fifo, NULL };
+  pid_t pid = start_cli(load);
+  int fd = open(fifo, O_WRONLY);
+  cr_assert_geq(fd, 0, "open %s: %s", fifo, strerror(errno));
+  const char garbage[] = "this is no dump\n";
+  cr_assert_eq(write(fd, garbage, strlen(garbage)), (ssize_t)strlen(garbage));
+  close(fd);
+  int rc = finish_cli(pid, out, sizeof out, err, sizeof err);
+  unlink(fifo);
+  cr_assert_eq(rc, 2, "load: exit %d\nstderr: %s", rc, err);
+  cr_assert(strstr(err, "is not a sochdb dump"), "stderr: %s", err);
+  cr_assert_neq(access(dir, F_OK), 0, "%s was created", dir);
+}

@@ -337,9 +337,11 @@ static int read_magic(reader *r)
 
 /* Reads the whole dump; with db NULL it only validates (a regular file is
 ** checked before anything is written, so a bad record loads nothing). */
+/* The records after the dump's header (read_magic first), into db (NULL:
+** only checked). */
 static int load_pass(reader *r, sochdb *db, const xargs *a, totals *tot, progress_bar *bar, off_t size)
 {
-  int status = read_magic(r), more;
+  int status = EXIT_OK, more;
   batch b = { 0 };
   uint32_t kl, vl;
   while (status == EXIT_OK && (more = read_record(r, &kl, &vl, &status)) > 0) {
@@ -370,14 +372,21 @@ static int load_from(reader *r, const xargs *a, totals *tot)
   memset(&bar, 0, sizeof bar);
   bar.enabled = isatty(STDERR_FILENO) && seekable;
   if (seekable) {
-    int status = load_pass(r, NULL, a, tot, &bar, 0);
+    int status = read_magic(r);
+    if (status == EXIT_OK)
+      status = load_pass(r, NULL, a, tot, &bar, 0);
     if (status != EXIT_OK)
       return status;
     rewind(r->f);
     r->record = 0;
   }
+  /* Before the database is opened (created, if missing): input that is not
+  ** a dump must not leave a new, empty database behind. */
+  int status = read_magic(r);
+  if (status != EXIT_OK)
+    return status;
   sochdb *db;
-  int status = cli_open_db(a->pos[0], 1, &db);
+  status = cli_open_db(a->pos[0], 1, &db);
   if (status != EXIT_OK)
     return status;
   status = load_pass(r, db, a, tot, &bar, seekable ? st.st_size : 0);
