@@ -690,6 +690,17 @@ Test(flush, a_lost_region_is_rebuilt_from_sstables_and_the_wal_tail)
   sochdb *db = tu_open(REG, MT, 5000);
   const int n = 20000;
   fill(db, n, 1, 50);
+  /* A segment goes once all its commits are flushed. When a big group
+  ** closed the last full segment with commits of the active memtable in it,
+  ** nothing more is removed until that memtable fills too: keys past n
+  ** (never checked) fill it, a round at a time. */
+  for (int more = n; more < 4 * n; more += 2000) {
+    sochdb_stats st = tu_stats(db);
+    if (st.flushes >= 2 && st.wal_segments_removed >= 1)
+      break;
+    tu_sleep_ms(200);
+    fill_from(db, more, more + 2000, 1, 50);
+  }
   TU_WAIT_STATS(db, s->flushes >= 2 && s->wal_segments_removed >= 1, "flushes and WAL removal");
   fill(db, 500, 2, 50);   /* a tail that only the WAL (and a memtable) holds */
   sochdb_txn *t = tu_begin(db, 0);
