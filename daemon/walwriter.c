@@ -87,6 +87,8 @@ static int create_segment(struct walwriter *w, uint64_t first_lsn)
   clock_gettime(CLOCK_REALTIME, &ts);
   struct wal_seg_header h;
   wal_seg_header_init(&h, first_lsn, w->r->hdr->db_id, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+  h.prev_seq = w->last_logged;
+  wal_seg_header_seal(&h);
   if (pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h || fdatasync(fd) != 0 || rename(tmp, path) != 0) {
     int rc = sdb_fail_errno("write WAL segment %s", path);
     close(fd);
@@ -447,7 +449,7 @@ int ww_write_pending(struct walwriter *w)
   if (published < w->next_seq)
     return 0;
   size_t len = 0;
-  uint64_t records = 0, last = w->next_seq - 1;
+  uint64_t records = 0, last = w->next_seq - 1, newest_logged = 0;
   /* A group is capped (GROUP_CAP_BYTES, or one commit if larger): what is
   ** left goes in the next group, and durable_seq moves only over what was
   ** written. Each commit fits one record: sochdb_commit refuses the rest. */
@@ -461,6 +463,7 @@ int ww_write_pending(struct walwriter *w)
         return -rc;
       }
       records++;
+      newest_logged = s;
     }
     last = s;            /* an aborted or abandoned seq has nothing to log */
   }
@@ -470,6 +473,7 @@ int ww_write_pending(struct walwriter *w)
     int rc = write_group(w, len);
     if (rc != SOCHDB_OK)
       return -rc;
+    w->last_logged = newest_logged;   /* durable now: a later segment may name it */
     struct shm_global_stats *st = &w->r->hdr->stats;
     atomic_fetch_add_explicit(&st->wal_groups, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->wal_records, records, memory_order_relaxed);

@@ -34,6 +34,8 @@ struct walwriter {
   int         runway_failed;  /* logged that this segment's groups are appended, for want of room */
   uint64_t    next_lsn;
   uint64_t    next_seq;       /* the first commit not yet written */
+  uint64_t    last_logged;    /* the newest commit this writer logged (0: none yet): the next segment's
+                              ** prev_seq (walfmt.h) */
   uint8_t    *buf;            /* one group being built */
   size_t      cap;
   int         dir_unsynced;   /* the current segment's directory entry is not yet durable */

@@ -395,10 +395,18 @@ static int check_record(void *ctx, const struct wal_record *rec)
   return SOCHDB_OK;
 }
 
-static void check_wal(struct ck *c, const uint64_t *lsns, size_t n)
+/* The oldest segment read: its path and prev_seq (walfmt.h), for the check
+** that the log reaches back to the MANIFEST's last flushed commit. */
+struct oldest_segment {
+  int      known;
+  uint64_t prev_seq;
+  char     path[CK_PATH];
+};
+
+static void check_wal(struct ck *c, const uint64_t *lsns, size_t n, struct oldest_segment *oldest)
 {
   uint64_t expect = 0;
-  int have_expect = 0;
+  int have_expect = 0, read_one = 0;
   char err[1024];
   for (size_t i = 0; i < n && !c->fatal; i++) {
     char path[CK_PATH];
@@ -423,6 +431,11 @@ static void check_wal(struct ck *c, const uint64_t *lsns, size_t n)
     struct wal_scan_result res;
     struct bad_records bad = { 0, 0, 0 };
     int rc = wal_scan_buffer(buf, len, c->db_id, check_record, &bad, &res);
+    if (!read_one++) {   /* prev_seq 0 if its header is damaged (reported below): nothing to judge */
+      oldest->known = 1;
+      oldest->prev_seq = res.prev_seq;
+      snprintf(oldest->path, sizeof oldest->path, "%s", path);
+    }
     if (bad.n)
       problem(c, 1, path, "%llu records do not match their own checksums inside groups that match theirs (the "
               "first at LSN %llu, in the group at offset %llu): a fault in the writer before the group was "
@@ -455,6 +468,27 @@ static void check_wal(struct ck *c, const uint64_t *lsns, size_t n)
       have_expect = 1;
     }
     progress(c, c->done + len);
+  }
+}
+
+/* The log must hold every commit after the MANIFEST's last_flushed_seq:
+** the flusher removes a segment only once every commit in it is flushed.
+** On a live database a flush may have moved the MANIFEST on (and removed
+** segments) since it was read: judged by the MANIFEST as it is now. */
+static void check_log_reaches_back(struct ck *c, const struct oldest_segment *oldest, uint64_t flushed)
+{
+  if (!oldest->known || oldest->prev_seq <= flushed)
+    return;
+  struct manifest_state now;
+  if (manifest_read(c->dir, c->db_id, &now, NULL) == SOCHDB_OK) {
+    if (now.last_flushed_seq > flushed)
+      flushed = now.last_flushed_seq;
+    manifest_state_free(&now);
+  }
+  if (oldest->prev_seq > flushed) {
+    char gap[CK_PATH + 400];
+    wal_gap_message(gap, sizeof gap, oldest->path, oldest->prev_seq, flushed);
+    problem(c, 1, oldest->path, "%s", gap);
   }
 }
 
@@ -574,11 +608,15 @@ int sdb_check_dir(const char *dir, const struct check_callbacks *cb, struct chec
         io_problem(&c, path, "cannot read", e);
     }
   }
+  uint64_t flushed = mrc == SOCHDB_OK ? state.last_flushed_seq : 0;
   manifest_state_free(&state);
   free(found);
 
+  struct oldest_segment oldest = { 0 };
   if (!c.fatal)
-    check_wal(&c, lsns, nlsns);
+    check_wal(&c, lsns, nlsns, &oldest);
+  if (!c.fatal && (mrc == SOCHDB_OK || mrc == SOCHDB_NOTFOUND))
+    check_log_reaches_back(&c, &oldest, flushed);
   free(lsns);
   if (c.fatal)
     return c.fatal;

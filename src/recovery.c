@@ -989,6 +989,11 @@ static int scan_segments(const char *dir, const uint64_t *lsns, size_t n, const 
     if (res.first_lsn != expect_lsn)
       return sdb_fail(SOCHDB_CORRUPT, "WAL segment %s starts at LSN %llu; the previous one ended at %llu", path,
                       (unsigned long long)res.first_lsn, (unsigned long long)expect_lsn);
+    if (i == 0 && res.prev_seq > rp->flushed) {
+      char gap[4600];
+      wal_gap_message(gap, sizeof gap, path, res.prev_seq, rp->flushed);
+      return sdb_fail(SOCHDB_CORRUPT, "%s", gap);
+    }
     if (res.torn_bytes && i + 1 < n)
       return sdb_fail(SOCHDB_CORRUPT, "WAL segment %s has %llu damaged bytes at offset %llu but is not the last",
                       path, (unsigned long long)res.torn_bytes, (unsigned long long)res.end_offset);

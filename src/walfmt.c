@@ -113,6 +113,14 @@ void wal_group_header_init(struct wal_group_header *g, uint64_t first_lsn, const
 
 /* ---- reading ------------------------------------------------------------ */
 
+void wal_gap_message(char *out, size_t n, const char *path, uint64_t prev_seq, uint64_t flushed)
+{
+  snprintf(out, n,
+           "the oldest WAL segment, %s, follows commit %llu, but the SSTables hold commits only through %llu: "
+           "a segment with commits after %llu is gone, or the MANIFEST lost its last edit",
+           path, (unsigned long long)prev_seq, (unsigned long long)flushed, (unsigned long long)flushed);
+}
+
 int wal_op_next(const struct wal_record *rec, size_t *pos, struct wal_op *op)
 {
   if (*pos + WAL_OP_HEADER > rec->ops_bytes)
@@ -360,6 +368,7 @@ static int begin_scan(const uint8_t *buf, size_t len, const uint8_t *db_id, stru
   memset(out, 0, sizeof *out);
   int rc = check_seg_header(buf, len, db_id, h);
   out->first_lsn = rc == SOCHDB_OK ? h->first_lsn : 0;
+  out->prev_seq = rc == SOCHDB_OK ? h->prev_seq : 0;
   return rc;
 }
 

@@ -57,7 +57,15 @@ struct wal_seg_header {
   uint64_t first_lsn;
   uint8_t  db_id[16];
   uint64_t created_unix_ns;
-  uint64_t reserved;
+  /* A commit the writer had logged before this segment (the newest it
+  ** logged itself; 0: none known, as in segments of writers before this
+  ** field). The flusher removes a segment only once every commit in it is
+  ** in SSTables, so when the oldest segment's prev_seq is above the
+  ** MANIFEST's last_flushed_seq, a segment holding unflushed commits is gone
+  ** (or the MANIFEST lost its last edit): recovery and sochdb check say so
+  ** instead of serving a database without them. A lower bound, never a
+  ** claimed seq that may not be logged, so it cannot cry wolf. */
+  uint64_t prev_seq;
   uint64_t checksum;          /* XXH3 of the 56 bytes before it */
 };
 
@@ -134,12 +142,18 @@ void   wal_group_header_init(struct wal_group_header *g, uint64_t first_lsn, con
 
 /* ---- reading ---------------------------------------------------------- */
 
+/* The oldest segment (path) follows commit prev_seq, and the SSTables hold
+** commits through flushed < prev_seq: what recovery and sochdb check say,
+** into out. */
+void wal_gap_message(char *out, size_t n, const char *path, uint64_t prev_seq, uint64_t flushed);
+
 /* The next op of a record: pos starts at 0. Returns 1 with *op filled, 0 at
 ** the end. The record was verified by the scanner, so ops are in bounds. */
 int    wal_op_next(const struct wal_record *rec, size_t *pos, struct wal_op *op);
 
 struct wal_scan_result {
   uint64_t first_lsn;         /* from the segment header */
+  uint64_t prev_seq;          /* from the segment header (struct wal_seg_header) */
   uint64_t next_lsn;          /* LSN after the last whole group */
   uint64_t end_offset;        /* file offset after the last whole group: where to append */
   uint64_t last_group;        /* file offset of the last whole group (0: none) */

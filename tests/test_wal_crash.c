@@ -52,6 +52,7 @@
 #include "walfmt.h"
 #include "internal.h"   /* struct sochdb: to wind back durable_seq by hand */
 #include "durable.h"    /* ... and to plant a note of the log's end */
+#include "check.h"      /* sdb_check_dir */
 
 static int wc_subreaper;            /* PR_SET_CHILD_SUBREAPER took effect */
 static pid_t wc_parent;             /* the test process */
@@ -2309,4 +2310,53 @@ Test(wal_crash, an_async_commit_made_while_the_daemon_leaves_idle_is_made_durabl
             "%llu) and no daemon was started for it:\n%s", (unsigned long long)s.last_commit_seq,
             (unsigned long long)s.durable_seq, log);
   free(log);
+}
+
+/* ======================================================================
+** 23. A WAL segment holding commits that are in no SSTable is gone (removed
+**     by hand, lost with a disk): the oldest segment left names, in its
+**     header, a commit the writer logged before it (prev_seq), above what
+**     the MANIFEST calls flushed. Rebuilding the region from such a log
+**     used to serve the database without those commits, silently, and
+**     sochdb check called it clean; now both report it. The intact log,
+**     several segments with nothing flushed, checks clean first.
+** ====================================================================== */
+
+Test(wal_crash, a_lost_wal_segment_is_reported_never_skipped)
+{
+  const char *dir = tu_dir();
+  sochdb_options o = tu_options(256u << 20, 8u << 20, 10000);   /* 2 MiB segments, no flush below 8 MiB */
+  sochdb *db = tu_open_with(dir, &o);
+  static char v[8192];
+  memset(v, 'w', sizeof v);
+  for (int i = 0; i < 600; i += 20) {   /* 4.8 MiB of values */
+    sochdb_txn *t = tu_begin(db, 0);
+    for (int j = i; j < i + 20; j++) {
+      char k[32];
+      snprintf(k, sizeof k, "key-%05d", j);
+      cr_assert_eq(sochdb_put(t, k, strlen(k), v, sizeof v), SOCHDB_OK, "put: %s", sochdb_last_error());
+    }
+    tu_commit(t, i + 20 < 600 ? SOCHDB_ASYNC : SOCHDB_SYNC, "batch");
+  }
+  cr_assert_eq(tu_stats(db).flushes, 0, "nothing was flushed");
+  sochdb_close(db);
+  tu_stop_daemon(dir);
+  uint64_t *lsns;
+  size_t n;
+  cr_assert_eq(wal_list_segments(dir, &lsns, &n), SOCHDB_OK);
+  cr_assert_geq(n, 2u, "the log has %zu segments", n);
+  struct check_summary sum;
+  cr_assert_eq(sdb_check_dir(dir, NULL, &sum), SOCHDB_OK);
+  cr_assert_eq(sum.damaged, 0, "the intact log checks clean");
+  char oldest[4300];
+  wal_segment_path(oldest, sizeof oldest, dir, lsns[0]);
+  free(lsns);
+  cr_assert_eq(unlink(oldest), 0, "unlink %s", oldest);
+  cr_assert_eq(sdb_check_dir(dir, NULL, &sum), SOCHDB_OK);
+  cr_assert_geq(sum.damaged, 1, "check reports the lost segment");
+  tu_remove_region(dir);
+  int rc = sochdb_open(dir, &o, &db);
+  cr_assert_eq(rc, SOCHDB_CORRUPT, "open without the segment: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+  cr_assert(strstr(sochdb_last_error(), "a segment with commits after 0 is gone"), "message: %s",
+            sochdb_last_error());
 }
