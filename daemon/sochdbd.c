@@ -184,6 +184,17 @@ static void write_pid(int fd)
 ** a wake or a stop that lands must not be lost (tests/test_sochdbd.c). */
 static unsigned idle_test_ms, idle_test_pause_ms;
 
+#ifdef SOCHDB_TESTING
+/* sochdbd-testing's timing hooks: $name in milliseconds (at most max), or
+** fallback when it is unset or not such a number. */
+static unsigned testing_ms(const char *name, unsigned max, unsigned fallback)
+{
+  unsigned ms;
+  const char *env = getenv(name);
+  return env && parse_ms(name, env, max, &ms) == 0 ? ms : fallback;
+}
+#endif
+
 static void sleep_ms(unsigned ms)
 {
   struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
@@ -505,9 +516,7 @@ static int detach(int *report_fd)
 #ifdef SOCHDB_TESTING
     /* sochdbd-testing: $SOCHDB_TEST_REPORT_WAIT_MS=N gives up after N ms,
     ** so that a test of a start slower than that need not take 10 s */
-    const char *wait_env = getenv("SOCHDB_TEST_REPORT_WAIT_MS");
-    if (wait_env && parse_ms("$SOCHDB_TEST_REPORT_WAIT_MS", wait_env, REPORT_WAIT_MS, &wait_ms) != 0)
-      wait_ms = REPORT_WAIT_MS;
+    wait_ms = testing_ms("SOCHDB_TEST_REPORT_WAIT_MS", REPORT_WAIT_MS, REPORT_WAIT_MS);
 #endif
     if (poll(&pfd, 1, (int)wait_ms) == 1 && read(p[0], &verdict, 1) != 1)
       verdict = 1;
@@ -539,10 +548,7 @@ static int give_up_locked(int *report_fd, int lock_fd)
 #ifdef SOCHDB_TESTING
   /* sochdbd-testing: $SOCHDB_TEST_GIVE_UP_PAUSE_MS=N lives on N ms after the
   ** verdict, so that a test's starter always probes the lock meanwhile */
-  unsigned pause_ms;
-  const char *env = getenv("SOCHDB_TEST_GIVE_UP_PAUSE_MS");
-  if (env && parse_ms("$SOCHDB_TEST_GIVE_UP_PAUSE_MS", env, 60000u, &pause_ms) == 0)
-    sleep_ms(pause_ms);
+  sleep_ms(testing_ms("SOCHDB_TEST_GIVE_UP_PAUSE_MS", 60000u, 0));
 #endif
   return 1;
 }
@@ -744,10 +750,7 @@ int main(int argc, char **argv)
 #ifdef SOCHDB_TESTING
   /* sochdbd-testing: $SOCHDB_TEST_EXIT_PAUSE_MS=N lives on N ms after its
   ** writer's last pass, still holding DIR/LOCK, as a descheduled daemon would */
-  unsigned exit_pause_ms;
-  const char *exit_env = getenv("SOCHDB_TEST_EXIT_PAUSE_MS");
-  if (exit_env && parse_ms("$SOCHDB_TEST_EXIT_PAUSE_MS", exit_env, 60000u, &exit_pause_ms) == 0)
-    sleep_ms(exit_pause_ms);
+  sleep_ms(testing_ms("SOCHDB_TEST_EXIT_PAUSE_MS", 60000u, 0));
 #endif
   close(lock_fd);
   if (why == IDLE_TIMEOUT)

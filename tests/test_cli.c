@@ -912,6 +912,21 @@ static int sst_files(const char *dir)
   return n;
 }
 
+/* Open dir, get key i (key_of) in a read-only transaction, close: its status. */
+static int get_key_of(const char *dir, const sochdb_options *o, int i)
+{
+  sochdb *db = tu_open_with(dir, o);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  char k[32];
+  key_of(i, k);
+  const void *v;
+  size_t vl;
+  int rc = sochdb_get(t, k, strlen(k), &v, &vl);
+  sochdb_abort(t);
+  sochdb_close(db);
+  return rc;
+}
+
 Test(cli, destroy_removes_the_files_the_region_the_daemon_and_the_directory)
 {
   char dir[4300], region[4300], out[4096], err[4096];
@@ -932,15 +947,7 @@ Test(cli, destroy_removes_the_files_the_region_the_daemon_and_the_directory)
   cr_assert(!tp_alive(daemon), "the daemon %d still runs", (int)daemon);
   /* The name is free again: a new database there starts empty. */
   sochdb_options o = tu_options(REG, MT, 10000);
-  sochdb *db = tu_open_with(dir, &o);
-  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
-  char k[32];
-  key_of(0, k);
-  const void *v;
-  size_t vl;
-  cr_assert_eq(sochdb_get(t, k, strlen(k), &v, &vl), SOCHDB_NOTFOUND, "a destroyed database's key is back");
-  sochdb_abort(t);
-  sochdb_close(db);
+  cr_assert_eq(get_key_of(dir, &o, 0), SOCHDB_NOTFOUND, "a destroyed database's key is back");
   drop_side_db(dir);
 }
 
@@ -965,15 +972,7 @@ Test(cli, destroy_refuses_a_symbolic_link_and_removes_nothing)
   char current[4400];
   snprintf(current, sizeof current, "%s/CURRENT", dir);
   cr_assert_eq(access(current, F_OK), 0, "%s was removed", current);
-  db = tu_open_with(dir, &o);
-  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
-  char k[32];
-  key_of(9, k);
-  const void *v;
-  size_t vl;
-  cr_assert_eq(sochdb_get(t, k, strlen(k), &v, &vl), SOCHDB_OK, "the database's keys after the refusal");
-  sochdb_abort(t);
-  sochdb_close(db);
+  cr_assert_eq(get_key_of(dir, &o, 9), SOCHDB_OK, "the database's keys after the refusal");
   unlink(link);
   drop_side_db(dir);
 }
@@ -1094,6 +1093,16 @@ Test(cli, destroy_starts_no_daemon_and_finishes_a_destroy_cut_short)
   destroy_without_a_daemon(dir, region, rfd);
 }
 
+/* text as a CSV file beside the test's directory, its path into path. */
+static void write_csv(char *path, size_t n, const char *text)
+{
+  snprintf(path, n, "%s.csv", tu_dir());
+  FILE *f = fopen(path, "w");
+  cr_assert_not_null(f, "fopen %s: %s", path, strerror(errno));
+  fputs(text, f);
+  cr_assert_eq(fclose(f), 0, "write %s", path);
+}
+
 /* `sochdb table`: create, load a CSV (quoted fields, an empty field as
 ** NULL), scan a projection with a filter, show the schema; --json output
 ** escapes the table's name (load printed it raw). What the tool wrote is
@@ -1102,11 +1111,7 @@ Test(cli, table_create_load_scan_and_schema)
 {
   const char *name = "or\"d\\ers";
   char csv[4300], out[8192], err[4096];
-  snprintf(csv, sizeof csv, "%s.csv", tu_dir());
-  FILE *f = fopen(csv, "w");
-  cr_assert_not_null(f);
-  fputs("id,name,price\n1,apple,1.5\n2,\"pear, big\",\n3,fig,0.25\n", f);
-  fclose(f);
+  write_csv(csv, sizeof csv, "id,name,price\n1,apple,1.5\n2,\"pear, big\",\n3,fig,0.25\n");
   const char *create[] = { "table", "create", tu_dir(), name, "id:int64,name:string,price:double?", NULL };
   int rc = run_cli(create, out, sizeof out, err, sizeof err);
   cr_assert_eq(rc, 0, "create: exit %d\nstderr: %s", rc, err);
@@ -1138,6 +1143,28 @@ Test(cli, table_create_load_scan_and_schema)
   tu_close();
 }
 
+/* ---- tables and pipes for the load tests ------------------------------------------- */
+
+/* Table t (id int64 primary key, v string) in the test's database, by the
+** tool; returns 0 (its exit status, asserted). */
+static int create_table_t(void)
+{
+  char out[4096], err[4096];
+  const char *create[] = { "table", "create", tu_dir(), "t", "id:int64,v:string", NULL };
+  int rc = run_cli(create, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 0, "create: exit %d\nstderr: %s", rc, err);
+  return rc;
+}
+
+/* A FIFO beside the test's directory, its path into path (n bytes): a
+** file that cannot seek back, as a pipe. */
+static void make_fifo(char *path, size_t n)
+{
+  snprintf(path, n, "%s.fifo", tu_dir());
+  unlink(path);
+  cr_assert_eq(mkfifo(path, 0600), 0, "mkfifo %s: %s", path, strerror(errno));
+}
+
 /* A batch whose commit conflicts is read again and committed, also from a
 ** FILE that cannot seek back (a pipe): none of its rows is lost. The loader
 ** (batches of 2) holds its first batch open while it waits for the pipe's
@@ -1145,12 +1172,8 @@ Test(cli, table_create_load_scan_and_schema)
 Test(cli, table_load_from_a_pipe_retries_a_conflicting_batch_whole)
 {
   char fifo[4300], out[8192], err[4096];
-  snprintf(fifo, sizeof fifo, "%s.fifo", tu_dir());
-  unlink(fifo);
-  cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo: %s", strerror(errno));
-  const char *create[] = { "table", "create", tu_dir(), "t", "id:int64,v:string", NULL };
-  int rc = run_cli(create, out, sizeof out, err, sizeof err);
-  cr_assert_eq(rc, 0, "create: exit %d\nstderr: %s", rc, err);
+  make_fifo(fifo, sizeof fifo);
+  int rc = create_table_t();
   const char *load[] = { "table", "load", tu_dir(), "t", fifo, "--batch", "2", NULL };
   pid_t pid = start_cli(load);
   int fd = open(fifo, O_WRONLY);   /* once the loader opened it */
@@ -1192,14 +1215,8 @@ Test(cli, table_load_from_a_pipe_retries_a_conflicting_batch_whole)
 Test(cli, table_load_takes_a_last_record_without_a_line_break)
 {
   char csv[4300], out[8192], err[4096];
-  snprintf(csv, sizeof csv, "%s.csv", tu_dir());
-  FILE *f = fopen(csv, "w");
-  cr_assert_not_null(f);
-  fputs("id,v\n1,a\n2,\"b\"", f);
-  fclose(f);
-  const char *create[] = { "table", "create", tu_dir(), "t", "id:int64,v:string", NULL };
-  int rc = run_cli(create, out, sizeof out, err, sizeof err);
-  cr_assert_eq(rc, 0, "create: exit %d\nstderr: %s", rc, err);
+  write_csv(csv, sizeof csv, "id,v\n1,a\n2,\"b\"");
+  int rc = create_table_t();
   const char *load[] = { "table", "load", tu_dir(), "t", csv, NULL };
   rc = run_cli(load, out, sizeof out, err, sizeof err);
   unlink(csv);
@@ -1215,9 +1232,7 @@ Test(cli, table_load_bounds_a_record_and_says_what_is_wrong)
 {
   char csv[4300], out[8192], err[4096];
   snprintf(csv, sizeof csv, "%s.csv", tu_dir());
-  const char *create[] = { "table", "create", tu_dir(), "t", "id:int64,v:string", NULL };
-  int rc = run_cli(create, out, sizeof out, err, sizeof err);
-  cr_assert_eq(rc, 0, "create: exit %d\nstderr: %s", rc, err);
+  int rc = create_table_t();
   const char *load[] = { "table", "load", tu_dir(), "t", csv, NULL };
   static const struct { const char *head; size_t fill; const char *want; } cases[] = {
     { "id,v\n1,", 17u << 20, ":2: a record of more than 16 MiB" },
@@ -1244,9 +1259,7 @@ Test(cli, table_load_bounds_a_record_and_says_what_is_wrong)
 Test(cli, table_options_refuse_numbers_that_are_not_whole_decimals)
 {
   char out[8192], err[4096];
-  const char *create[] = { "table", "create", tu_dir(), "t", "id:int64,v:string", NULL };
-  int rc = run_cli(create, out, sizeof out, err, sizeof err);
-  cr_assert_eq(rc, 0, "create: exit %d\nstderr: %s", rc, err);
+  int rc = create_table_t();
   static const char *const bad[][8] = {
     { "table", "scan", NULL, "t", "--limit", "-1", NULL },
     { "table", "scan", NULL, "t", "--limit", "2x", NULL },
@@ -1270,9 +1283,7 @@ Test(cli, load_of_a_stream_that_is_not_a_dump_creates_nothing)
 {
   char dir[4300], fifo[4300], out[4096], err[4096];
   side_db("load-garbage", dir, sizeof dir);
-  snprintf(fifo, sizeof fifo, "%s.fifo", tu_dir());
-  unlink(fifo);
-  cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo: %s", strerror(errno));
+  make_fifo(fifo, sizeof fifo);
   const char *load[] = { "load", dir, fifo, NULL };
   pid_t pid = start_cli(load);
   int fd = open(fifo, O_WRONLY);

@@ -1955,6 +1955,51 @@ Test(wal_crash, daemon_killed_right_after_serving_is_replaced_at_once)
   free(log);
 }
 
+
+/* A child that holds the region file's flock (the one a region's creator
+** and a starting daemon take) for ms, taken before this returns (200 ms
+** given to it). Its pid. */
+static pid_t wc_hold_region_lock(const char *region, unsigned ms)
+{
+  int rfd = open(region, O_RDONLY | O_CLOEXEC);
+  cr_assert_geq(rfd, 0, "open %s: %s", region, strerror(errno));
+  pid_t holder = tu_fork();
+  cr_assert_geq(holder, 0);
+  if (holder == 0) {
+    wc_child_start();
+    if (flock(rfd, LOCK_EX) != 0) _exit(1);
+    tu_sleep_ms(ms);
+    _exit(0);
+  }
+  close(rfd);
+  tu_sleep_ms(200);
+  return holder;
+}
+
+/* A child that runs a daemon for dir by hand, its output where the library
+** would put it (DIR/sochdbd.log): sochdbd itself, or with report_wait_ms,
+** sochdbd-testing whose parent half waits that long for the verdict
+** ($SOCHDB_TEST_REPORT_WAIT_MS) instead of 10 s. Its pid: the parent half. */
+static pid_t wc_start_daemon_by_hand(const char *dir, const char *report_wait_ms)
+{
+  pid_t starter = tu_fork();
+  cr_assert_geq(starter, 0);
+  if (starter == 0) {
+    char log[4300];
+    snprintf(log, sizeof log, "%s/sochdbd.log", dir);
+    int lfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (lfd < 0 || dup2(lfd, 1) < 0 || dup2(lfd, 2) < 0) _exit(126);
+    if (report_wait_ms) {
+      setenv("SOCHDB_TEST_REPORT_WAIT_MS", report_wait_ms, 1);
+      execl(SOCHDB_TEST_SOCHDBD_TESTING, "sochdbd-testing", dir, (char *)NULL);
+    } else {
+      execl(SOCHDB_TEST_SOCHDBD, "sochdbd", dir, (char *)NULL);
+    }
+    _exit(127);
+  }
+  return starter;
+}
+
 /* ======================================================================
 ** 18. An opener that waited its 5 s for the spawn lock, held by a starter
 **     slower than that, opens if a daemon serves by then: what it waited
@@ -1975,17 +2020,7 @@ Test(wal_crash, opener_that_waited_out_a_slow_starter_opens_once_a_daemon_serves
     wc_opener_child(dir, NULL);
   }
   tu_sleep_ms(300);                         /* the opener waits for the spawn lock */
-  pid_t starter = tu_fork();
-  cr_assert_geq(starter, 0);
-  if (starter == 0) {                      /* its output where the library would put it */
-    char log[4300];
-    snprintf(log, sizeof log, "%s/sochdbd.log", dir);
-    int lfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    if (lfd < 0 || dup2(lfd, 1) < 0 || dup2(lfd, 2) < 0) _exit(126);
-    setenv("SOCHDB_TEST_REPORT_WAIT_MS", "1000", 1);
-    execl(SOCHDB_TEST_SOCHDBD_TESTING, "sochdbd-testing", dir, (char *)NULL);
-    _exit(127);
-  }
+  pid_t starter = wc_start_daemon_by_hand(dir, NULL);
   int st;
   cr_assert_eq(tu_wait_child(starter, 10000, &st), 0, "the daemon's parent half did not end");
   char b[64];
@@ -2178,29 +2213,8 @@ Test(wal_crash, a_daemon_that_reports_after_its_parent_half_gave_up_serves)
   wc_stop_daemon(dir, SIGKILL, "the first daemon");
   char region[4096];
   cr_assert_eq(shm_region_path(dir, region, sizeof region), SOCHDB_OK);
-  int rfd = open(region, O_RDONLY | O_CLOEXEC);
-  cr_assert_geq(rfd, 0, "open %s: %s", region, strerror(errno));
-  pid_t holder = tu_fork();
-  cr_assert_geq(holder, 0);
-  if (holder == 0) {   /* holds the region's flock 1.5 s: the daemon's open waits for it */
-    wc_child_start();
-    if (flock(rfd, LOCK_EX) != 0) _exit(1);
-    tu_sleep_ms(1500);
-    _exit(0);
-  }
-  close(rfd);
-  tu_sleep_ms(200);
-  pid_t starter = tu_fork();
-  cr_assert_geq(starter, 0);
-  if (starter == 0) {
-    char log[4300];
-    snprintf(log, sizeof log, "%s/sochdbd.log", dir);
-    int lfd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    if (lfd < 0 || dup2(lfd, 1) < 0 || dup2(lfd, 2) < 0) _exit(126);
-    setenv("SOCHDB_TEST_REPORT_WAIT_MS", "1000", 1);
-    execl(SOCHDB_TEST_SOCHDBD_TESTING, "sochdbd-testing", dir, (char *)NULL);
-    _exit(127);
-  }
+  pid_t holder = wc_hold_region_lock(region, 1500);   /* the daemon's open waits for it */
+  pid_t starter = wc_start_daemon_by_hand(dir, "1000");
   int st;
   cr_assert_eq(tu_wait_child(starter, 20000, &st), 0, "the daemon's parent half did not end");
   char b[64];
@@ -2227,18 +2241,7 @@ Test(wal_crash, a_sync_commit_keeps_its_bound_while_a_daemon_is_slow_to_start, .
   const char *dir = wc_dir_with_a_commit();
   sochdb *db = wc_open(dir, 300);
   wc_stop_daemon(dir, SIGKILL, "the daemon");
-  int rfd = open(sochdb_region_path(db), O_RDONLY | O_CLOEXEC);
-  cr_assert_geq(rfd, 0, "open the region: %s", strerror(errno));
-  pid_t holder = tu_fork();
-  cr_assert_geq(holder, 0);
-  if (holder == 0) {   /* holds the region's flock: a new daemon's open waits for it */
-    wc_child_start();
-    if (flock(rfd, LOCK_EX) != 0) _exit(1);
-    tu_sleep_ms(40000);
-    _exit(0);
-  }
-  close(rfd);
-  tu_sleep_ms(200);
+  pid_t holder = wc_hold_region_lock(sochdb_region_path(db), 40000);   /* a new daemon's open waits for it */
   sochdb_txn *t = tu_begin(db, 0);
   tu_put_str(t, "while-slow", "1");
   struct timespec a, b;
