@@ -2236,7 +2236,7 @@ Test(wal_crash, a_daemon_that_reports_after_its_parent_half_gave_up_serves)
 **     for each daemon's parent half (up to 10 s), three times: 30 s.
 ** ====================================================================== */
 
-Test(wal_crash, a_sync_commit_keeps_its_bound_while_a_daemon_is_slow_to_start, .timeout = 90)
+Test(wal_crash, a_sync_commit_keeps_its_bound_while_a_daemon_is_slow_to_start)
 {
   const char *dir = wc_dir_with_a_commit();
   sochdb *db = wc_open(dir, 300);
