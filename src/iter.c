@@ -227,7 +227,6 @@ static int iter_open(sochdb_txn *t, const void *start, size_t slen, const void *
   if (!it)
     return sdb_fail(SOCHDB_NOMEM, "allocating an iterator");
   it->t = t;
-  t->iters++;          /* t is kept until we close, even once it ends (txn.c, keep_spare) */
   it->generation = t->generation;
   it->run = -1;
   if (o)
@@ -242,6 +241,7 @@ static int iter_open(sochdb_txn *t, const void *start, size_t slen, const void *
   }
   if (!slen)
     start = NULL;
+  t->iters++;          /* t is kept until we close, even once it ends (txn.c, keep_spare) */
   rc = copy_own_writes(it, start, (uint32_t)slen);
   if (rc == SOCHDB_OK)
     rc = sdb_txn_tables(t);
