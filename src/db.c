@@ -193,7 +193,7 @@ static int read_identity(const char *path, uint8_t id[16])
   if (e) {
     errno = e;
     return e == ENOENT ? SOCHDB_NOTFOUND
-                       : e == EINVAL ? sdb_fail(SOCHDB_CORRUPT, "%s is not a regular file", path)
+                       : e == EINVAL || e == EISDIR ? sdb_fail(SOCHDB_CORRUPT, "%s is not a regular file", path)
                                      : sdb_fail_errno("open %s", path);
   }
   ssize_t n = read(fd, id, 16);
