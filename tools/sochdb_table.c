@@ -294,6 +294,8 @@ static int csv_getc(struct csv *c)
 /* A new batch begins at the read position: forget what was consumed. */
 static void csv_spool_start(struct csv *c)
 {
+  if (!c->spool_pos)
+    return;             /* nothing consumed (and no spool yet before the first byte) */
   memmove(c->spool, c->spool + c->spool_pos, c->spool_len - c->spool_pos);
   c->spool_len -= c->spool_pos;
   c->spool_pos = 0;
