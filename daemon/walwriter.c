@@ -117,6 +117,7 @@ static int create_segment(struct walwriter *w, uint64_t first_lsn)
 struct adopt_scan {
   uint64_t durable;            /* the region's durable_seq: the truth */
   uint64_t log_max;            /* newest commit in the segment, kept or not */
+  uint64_t kept_max;           /* newest commit read that the region calls durable: it stays logged */
   uint64_t cut_offset;         /* first group with a commit > durable (0 = none) */
   uint64_t cut_lsn;            /* its first LSN */
   uint64_t group_offset;       /* the group being read, and its first LSN */
@@ -134,6 +135,8 @@ static int note_record(void *ctx, const struct wal_record *rec)
     a->group_lsn = rec->lsn;
   }
   if (rec->seq <= a->durable) {
+    if (rec->seq > a->kept_max)
+      a->kept_max = rec->seq;
     if (a->cut_offset)   /* a confirmed commit after an unconfirmed one: not a log we wrote */
       return sdb_fail(SOCHDB_CORRUPT, "WAL commit %llu at LSN %llu follows commits never confirmed durable",
                       (unsigned long long)rec->seq, (unsigned long long)rec->lsn);
@@ -183,6 +186,11 @@ static int adopt_segment(struct walwriter *w, uint64_t first_lsn, struct adopt_s
     return rc;
   if (res.resumed && a->noted_seq > a->log_max)   /* the groups not read again hold commits up to it */
     a->log_max = a->noted_seq;
+  /* The next segment's prev_seq (walfmt.h) must name a commit logged before
+  ** it: one this scan read and keeps, or the one this segment names. Not
+  ** noted_seq, which may be an abandoned seq that no group holds. Known here,
+  ** a segment made before this writer logs anything still names one. */
+  w->last_logged = a->kept_max > res.prev_seq ? a->kept_max : res.prev_seq;
   w->adopted_from = res.resumed ? noted.end_offset : WAL_SEG_HEADER;
   int fd = open(path, O_WRONLY | O_CLOEXEC);
   if (fd < 0)
