@@ -752,11 +752,18 @@ int main(int argc, char **argv)
   ** writer's last pass, still holding DIR/LOCK, as a descheduled daemon would */
   sleep_ms(testing_ms("SOCHDB_TEST_EXIT_PAUSE_MS", 60000u, 0));
 #endif
-  close(lock_fd);
-  if (why == IDLE_TIMEOUT)
+  /* Leaving idle, LOCK goes first, so that late commits are handed over
+  ** (hand_over_late_commits). Otherwise it goes last, as it always did: a
+  ** client still starting a daemon that probes DIR/LOCK between our stop
+  ** and our exit would otherwise take us for dead and start another. */
+  if (why == IDLE_TIMEOUT) {
+    close(lock_fd);
     hand_over_late_commits(db, c.dir);
+  }
   sochdb_close(db);
   if (dir_fd >= 0)
     close(dir_fd);
+  if (why != IDLE_TIMEOUT)
+    close(lock_fd);
   return 0;
 }
