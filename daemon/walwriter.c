@@ -123,6 +123,7 @@ struct adopt_scan {
   uint64_t group_offset;       /* the group being read, and its first LSN */
   uint64_t group_lsn;
   uint64_t noted_seq;          /* the region's note of the log's end covers commits up to it */
+  uint64_t noted_logged;       /* and names this commit as logged (or flushed) before its end */
 };
 
 static int note_record(void *ctx, const struct wal_record *rec)
@@ -155,17 +156,18 @@ static int note_record(void *ctx, const struct wal_record *rec)
 /* Where the scan of segment first_lsn may resume: after the groups the
 ** region's note says a daemon made durable in it (durable.h), if the note
 ** is whole, names this segment and claims no commit beyond what the region
-** calls durable. NULL: scan the whole segment. wal_scan_buffer_from checks
+** calls durable (nor a logged commit beyond its own seq). NULL: scan the whole segment. wal_scan_buffer_from checks
 ** the resume point against the file, and a file that does not bear it out
 ** is corruption: the note says its groups were durable. */
 static const struct wal_resume *noted_resume(const struct walwriter *w, uint64_t first_lsn, struct adopt_scan *a,
                                              struct wal_resume *out)
 {
   struct durable_log_end e;
-  if (!durable_log_end(w->r, &e) || e.segment != first_lsn || e.seq > a->durable)
+  if (!durable_log_end(w->r, &e) || e.segment != first_lsn || e.seq > a->durable || e.logged_seq > e.seq)
     return NULL;
   *out = (struct wal_resume){ e.last_group, e.end_offset, e.next_lsn };
   a->noted_seq = e.seq;
+  a->noted_logged = e.logged_seq;
   return out;
 }
 
@@ -187,10 +189,14 @@ static int adopt_segment(struct walwriter *w, uint64_t first_lsn, struct adopt_s
   if (res.resumed && a->noted_seq > a->log_max)   /* the groups not read again hold commits up to it */
     a->log_max = a->noted_seq;
   /* The next segment's prev_seq (walfmt.h) must name a commit logged before
-  ** it: one this scan read and keeps, or the one this segment names. Not
-  ** noted_seq, which may be an abandoned seq that no group holds. Known here,
-  ** a segment made before this writer logs anything still names one. */
-  w->last_logged = a->kept_max > res.prev_seq ? a->kept_max : res.prev_seq;
+  ** it: one this scan read and keeps, the one the note names for the groups
+  ** not read again, or the one this segment names. Not noted_seq, which may
+  ** be an abandoned seq that no group holds. Known here, a segment made
+  ** before this writer logs anything still names one. */
+  uint64_t logged = res.resumed ? a->noted_logged : 0;
+  if (a->kept_max > logged)
+    logged = a->kept_max;
+  w->last_logged = res.prev_seq > logged ? res.prev_seq : logged;
   w->adopted_from = res.resumed ? noted.end_offset : WAL_SEG_HEADER;
   int fd = open(path, O_WRONLY | O_CLOEXEC);
   if (fd < 0)
@@ -495,7 +501,7 @@ int ww_write_pending(struct walwriter *w)
   durable_publish(w->r, published);
   if (len)   /* after the publish: a note never covers a commit the region does not call durable */
     durable_note_log_end(w->r, &(struct durable_log_end){ w->seg_first_lsn, w->last_group, w->end_offset,
-                                                          w->next_lsn, published });
+                                                          w->next_lsn, published, w->last_logged });
   w->next_seq = published + 1;
   if (w->end_offset >= segment_bytes(w)) {
     uint64_t closing = w->seg_first_lsn;

@@ -26,7 +26,7 @@ void durable_init(shm_region *r, uint64_t durable)
 
 static uint64_t log_end_check(const struct durable_log_end *e)
 {
-  const uint64_t w[5] = { e->segment, e->last_group, e->end_offset, e->next_lsn, e->seq };
+  const uint64_t w[6] = { e->segment, e->last_group, e->end_offset, e->next_lsn, e->seq, e->logged_seq };
   return XXH3_64bits_withSeed(w, sizeof w, LOG_END_SEED);
 }
 
@@ -34,7 +34,7 @@ void durable_note_log_end(shm_region *r, const struct durable_log_end *e)
 {
   struct shm_log_end *n = &r->hdr->log_end;
   /* relaxed: what protects a reader is the XXH3 check, which matches the
-  ** five words only when they are one note's. A writer killed half-way
+  ** six words only when they are one note's. A writer killed half-way
   ** leaves words of two notes under either note's check (or under the 0
   ** stored here first, which is never taken). The only reader that matters
   ** starts after this writer died (the next daemon, after DIR/LOCK). */
@@ -44,6 +44,7 @@ void durable_note_log_end(shm_region *r, const struct durable_log_end *e)
   atomic_store_explicit(&n->end_offset, e->end_offset, memory_order_relaxed);
   atomic_store_explicit(&n->next_lsn, e->next_lsn, memory_order_relaxed);
   atomic_store_explicit(&n->seq, e->seq, memory_order_relaxed);
+  atomic_store_explicit(&n->logged_seq, e->logged_seq, memory_order_relaxed);
   /* release: whoever acquires this check sees the words it covers */
   atomic_store_explicit(&n->check, log_end_check(e), memory_order_release);
 }
@@ -58,6 +59,7 @@ int durable_log_end(const shm_region *r, struct durable_log_end *out)
   out->end_offset = atomic_load_explicit(&n->end_offset, memory_order_relaxed);
   out->next_lsn = atomic_load_explicit(&n->next_lsn, memory_order_relaxed);
   out->seq = atomic_load_explicit(&n->seq, memory_order_relaxed);
+  out->logged_seq = atomic_load_explicit(&n->logged_seq, memory_order_relaxed);
   return check != 0 && check == log_end_check(out);
 }
 

@@ -88,6 +88,10 @@ struct durable_log_end {
   uint64_t end_offset;        /* file offset after that group */
   uint64_t next_lsn;          /* the LSN after it */
   uint64_t seq;               /* every commit in the segment up to end_offset is <= it */
+  /* A lower bound for the next segment's prev_seq (walfmt.h): a commit that
+  ** was logged whole before end_offset, or one the SSTables hold, 0 if none
+  ** is known. Never an abandoned seq, which seq may be. */
+  uint64_t logged_seq;
 };
 
 /* Writer: note e, after the groups it covers are durable and durable_seq

@@ -29,7 +29,8 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  12u  /* 12: next_file_floor; 11: where the log's synced groups end (shm_log_end) */
+#define SHM_LAYOUT_VERSION  13u  /* 13: shm_log_end.logged_seq, on its own line; 12: next_file_floor;
+                                  ** 11: where the log's synced groups end (shm_log_end) */
 #define SHM_HEADER_BYTES    4096u
 #define SHM_CACHELINE       64
 
@@ -89,7 +90,8 @@ struct shm_log_end {
   _Atomic uint64_t end_offset;  /* file offset after it */
   _Atomic uint64_t next_lsn;    /* the LSN after it */
   _Atomic uint64_t seq;         /* no commit in the segment up to end_offset is newer */
-  _Atomic uint64_t check;       /* XXH3 of the five above, stored last: else there is no note */
+  _Atomic uint64_t logged_seq;  /* a commit the log holds whole, or one the SSTables hold (layout 13) */
+  _Atomic uint64_t check;       /* XXH3 of the six above, stored last: else there is no note */
 };
 
 struct shm_header {
@@ -121,7 +123,9 @@ struct shm_header {
   alignas(SHM_CACHELINE) _Atomic uint64_t horizon;       /* snapshots below this may be reclaimed */
   alignas(SHM_CACHELINE) _Atomic uint64_t durable_seq;   /* every commit <= it is on disk */
   _Atomic uint32_t durable_futex;                        /* bumped when durable_seq moves */
-  struct shm_log_end log_end;                            /* by the WAL writer (layout version 11) */
+  /* by the WAL writer after each group (layout version 11); on its own line
+  ** since 13, which outgrew durable_seq's: only the next daemon reads it */
+  alignas(SHM_CACHELINE) struct shm_log_end log_end;
   alignas(SHM_CACHELINE) _Atomic uint32_t kick_futex;    /* += 4 to wake the WAL writer; bit 0: it sleeps, bit 1: dozes */
   alignas(SHM_CACHELINE) _Atomic uint32_t active_memtable;  /* also the futex the idle flusher sleeps on */
   _Atomic uint64_t next_memtable_id;
@@ -149,9 +153,9 @@ struct shm_header {
   alignas(SHM_CACHELINE) struct shm_global_stats stats;
 };
 
-/* The note shares durable_seq's line and moves no other field. */
-_Static_assert(offsetof(struct shm_header, kick_futex) == offsetof(struct shm_header, durable_seq) + SHM_CACHELINE,
-               "shm_log_end must fit in durable_seq's cache line");
+/* The note fills one line, so its stores never share one with a hot word. */
+_Static_assert(offsetof(struct shm_header, kick_futex) == offsetof(struct shm_header, log_end) + SHM_CACHELINE,
+               "shm_log_end must fit in one cache line");
 
 /* One process's view of an attached region. Process-local, never shared. */
 typedef struct shm_region {

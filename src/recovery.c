@@ -998,7 +998,7 @@ static int scan_segments(const char *dir, const uint64_t *lsns, size_t n, const 
       return sdb_fail(SOCHDB_CORRUPT, "WAL segment %s has %llu damaged bytes at offset %llu but is not the last",
                       path, (unsigned long long)res.torn_bytes, (unsigned long long)res.end_offset);
     expect_lsn = res.next_lsn;
-    *end = (struct durable_log_end){ lsns[i], res.last_group, res.end_offset, res.next_lsn, 0 };
+    *end = (struct durable_log_end){ lsns[i], res.last_group, res.end_offset, res.next_lsn, 0, 0 };
   }
   return SOCHDB_OK;
 }
@@ -1150,7 +1150,8 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
   /* The daemon that adopts the log need not read again what this scan read
   ** whole; it still syncs the segment, which no one may have synced yet. */
   if (log_end.last_group) {
-    log_end.seq = rp.max_seq;
+    /* max_seq: a commit the scan read whole, or the SSTables' newest */
+    log_end.seq = log_end.logged_seq = rp.max_seq;
     durable_note_log_end(r, &log_end);
   }
   return SOCHDB_OK;

@@ -365,14 +365,15 @@ Test(durable, a_note_of_the_logs_end_reads_back_whole_or_not_at_all)
   shm_region *r = open_region();
   struct durable_log_end e;
   cr_assert_eq(durable_log_end(r, &e), 0, "a new region has no note of the log's end");
-  const struct durable_log_end note = { 4096, 1024, 2048, 5000, 77 };
+  const struct durable_log_end note = { 4096, 1024, 2048, 5000, 77, 75 };
   durable_note_log_end(r, &note);
   cr_assert_eq(durable_log_end(r, &e), 1);
   cr_assert(e.segment == note.segment && e.last_group == note.last_group && e.end_offset == note.end_offset &&
-            e.next_lsn == note.next_lsn && e.seq == note.seq, "the note read back differs from the one written");
+            e.next_lsn == note.next_lsn && e.seq == note.seq && e.logged_seq == note.logged_seq,
+            "the note read back differs from the one written");
   /* a writer killed between its words: any one word new and the check old */
   _Atomic uint64_t *words[] = { &r->hdr->log_end.segment, &r->hdr->log_end.last_group, &r->hdr->log_end.end_offset,
-                                &r->hdr->log_end.next_lsn, &r->hdr->log_end.seq };
+                                &r->hdr->log_end.next_lsn, &r->hdr->log_end.seq, &r->hdr->log_end.logged_seq };
   for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
     uint64_t was = atomic_load(words[i]);
     atomic_store(words[i], was + 8);

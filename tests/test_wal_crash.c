@@ -2325,25 +2325,29 @@ Test(wal_crash, an_async_commit_made_while_the_daemon_leaves_idle_is_made_durabl
 **     several segments with nothing flushed, checks clean first.
 ** ====================================================================== */
 
-Test(wal_crash, a_lost_wal_segment_is_reported_never_skipped)
+/* Commit values of 8 KiB under key-00000.. in batches of 20, the last SYNC:
+** bytes of log, and nothing flushed with a memtable above 2 * bytes. */
+static void wc_commit_unflushed(sochdb *db, int nkeys)
 {
-  const char *dir = tu_dir();
-  sochdb_options o = tu_options(256u << 20, 8u << 20, 10000);   /* 2 MiB segments, no flush below 8 MiB */
-  sochdb *db = tu_open_with(dir, &o);
   static char v[8192];
   memset(v, 'w', sizeof v);
-  for (int i = 0; i < 600; i += 20) {   /* 4.8 MiB of values */
+  for (int i = 0; i < nkeys; i += 20) {
     sochdb_txn *t = tu_begin(db, 0);
-    for (int j = i; j < i + 20; j++) {
+    for (int j = i; j < i + 20 && j < nkeys; j++) {
       char k[32];
       snprintf(k, sizeof k, "key-%05d", j);
       cr_assert_eq(sochdb_put(t, k, strlen(k), v, sizeof v), SOCHDB_OK, "put: %s", sochdb_last_error());
     }
-    tu_commit(t, i + 20 < 600 ? SOCHDB_ASYNC : SOCHDB_SYNC, "batch");
+    tu_commit(t, i + 20 < nkeys ? SOCHDB_ASYNC : SOCHDB_SYNC, "batch");
   }
   cr_assert_eq(tu_stats(db).flushes, 0, "nothing was flushed");
-  sochdb_close(db);
-  tu_stop_daemon(dir);
+}
+
+/* With no daemon running: the log of dir has at least two segments and
+** checks clean; without its oldest segment, sochdb check reports damage and
+** rebuilding the region fails with SOCHDB_CORRUPT, saying `gone`. */
+static void wc_expect_oldest_segment_missed(const char *dir, const sochdb_options *o, const char *gone)
+{
   uint64_t *lsns;
   size_t n;
   cr_assert_eq(wal_list_segments(dir, &lsns, &n), SOCHDB_OK);
@@ -2356,10 +2360,78 @@ Test(wal_crash, a_lost_wal_segment_is_reported_never_skipped)
   free(lsns);
   cr_assert_eq(unlink(oldest), 0, "unlink %s", oldest);
   cr_assert_eq(sdb_check_dir(dir, NULL, &sum), SOCHDB_OK);
-  cr_assert_geq(sum.damaged, 1, "check reports the lost segment");
+  cr_assert_geq(sum.damaged, 1, "check does not report the lost segment %s", oldest);
   tu_remove_region(dir);
-  int rc = sochdb_open(dir, &o, &db);
+  sochdb *db = NULL;
+  int rc = sochdb_open(dir, o, &db);
   cr_assert_eq(rc, SOCHDB_CORRUPT, "open without the segment: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
-  cr_assert(strstr(sochdb_last_error(), "a segment with commits after 0 is gone"), "message: %s",
-            sochdb_last_error());
+  cr_assert(strstr(sochdb_last_error(), gone), "message: %s", sochdb_last_error());
+}
+
+Test(wal_crash, a_lost_wal_segment_is_reported_never_skipped)
+{
+  const char *dir = tu_dir();
+  sochdb_options o = tu_options(256u << 20, 8u << 20, 10000);   /* 2 MiB segments, no flush below 8 MiB */
+  sochdb *db = tu_open_with(dir, &o);
+  wc_commit_unflushed(db, 600);   /* 4.8 MiB of values */
+  sochdb_close(db);
+  tu_stop_daemon(dir);
+  wc_expect_oldest_segment_missed(dir, &o, "a segment with commits after 0 is gone");
+}
+
+/* The same loss where the daemon started the second segment before it had
+** logged anything: it took the log over from the note of a region rebuilt
+** from it (so it read none of it), found the segment full (the memtable is
+** smaller now, so are segments), and its first work was a sequence that a
+** writer killed in its commit left without data. The new segment must still
+** name a commit before it: the note says which (layout 13). Before, it
+** named none, and the loss of the first segment went unseen. */
+Test(wal_crash, a_segment_begun_before_anything_was_logged_still_names_a_commit)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  sochdb_options o = tu_options(256u << 20, 8u << 20, 10000);   /* 2 MiB segments */
+  sochdb *db = tu_open_with(dir, &o);
+  wc_commit_unflushed(db, 80);    /* 640 KiB in the first segment */
+  sochdb_close(db);
+  tu_stop_daemon(dir);
+  tu_remove_region(dir);
+  o.memtable_bytes = 2u << 20;    /* 512 KiB segments: the first one is full */
+  db = tu_open_with(dir, &o);
+  sochdb_stats before = tu_stats(db);
+  uint64_t *lsns;
+  size_t n;
+  cr_assert_eq(wal_list_segments(dir, &lsns, &n), SOCHDB_OK);
+  free(lsns);
+  cr_assert_eq(n, 1u, "the rebuilt database's daemon began a segment before any commit");
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    sochdb *mine = tu_child_open(dir, 10);
+    sochdb_test_crash_at("commit.claim_seq", 1);   /* dies holding a sequence with no data */
+    sochdb_txn *t = NULL;
+    if (sochdb_txn_begin(mine, 0, &t) != SOCHDB_OK || sochdb_put(t, "never", 5, "1", 1) != SOCHDB_OK) _exit(11);
+    _exit(sochdb_commit(t, SOCHDB_SYNC) == SOCHDB_OK ? 12 : 13);
+  }
+  int st = 0;
+  char sbuf[64];
+  cr_assert_eq(tu_wait_child(pid, 20000, &st), 0, "the writer did not die in its commit in time");
+  cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the writer ended with %s, not killed at commit.claim_seq",
+            tu_status_str(st, sbuf, sizeof sbuf));
+  /* the reaper settles the sequence, the WAL writer passes over it alone and closes the full segment */
+  for (unsigned w = 0; w < 10000 && n < 2; w += 10) {
+    tu_sleep_ms(10);
+    cr_assert_eq(wal_list_segments(dir, &lsns, &n), SOCHDB_OK);
+    free(lsns);
+  }
+  cr_assert_eq(n, 2u, "the daemon did not close the full segment after the dead writer's sequence");
+  sochdb_stats after = tu_stats(db);
+  cr_assert_eq(after.last_commit_seq, before.last_commit_seq + 1, "only the dead writer's sequence came");
+  cr_assert_eq(after.durable_seq, after.last_commit_seq, "the writer passed over the dead writer's sequence");
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_put_str(t, "after", "1");
+  tu_commit(t, SOCHDB_SYNC, "into the second segment");
+  sochdb_close(db);
+  tu_stop_daemon(dir);
+  wc_expect_oldest_segment_missed(dir, &o, "a segment with commits after 0 is gone");
 }
