@@ -208,3 +208,15 @@ test('more than 128 open transactions is BUSY', () => withDb((db) => {
   for (const t of txns) t.abort();
   db.begin({ readonly: true }).abort();
 }));
+
+test('reads do not leak native memory', () => withDb((db) => {
+  // koffi.view() leaked ~220 bytes per value copied out (200k gets: ~45 MiB)
+  db.transaction((t) => { for (let i = 0; i < 10; i++) t.put(`k${i}`, Buffer.alloc(100, i)); });
+  const anon = () => Number(/RssAnon:\s+(\d+)/.exec(require('fs').readFileSync('/proc/self/status', 'utf8'))[1]);
+  db.transaction((t) => {
+    for (let i = 0; i < 2000; i++) t.scan().toArray();
+    const before = anon();
+    for (let i = 0; i < 20000; i++) t.scan().toArray();   // 400k copies
+    assert.ok(anon() - before < 40 * 1024, `RssAnon grew by ${anon() - before} KiB`);
+  }, { readonly: true });
+}));

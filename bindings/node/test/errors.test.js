@@ -89,3 +89,9 @@ test('a daemon that cannot start is DAEMON', () => {
     cleanup();
   }
 });
+
+test('open() refuses a path that is not a string', () => {
+  for (const bad of [undefined, null, 123, {}]) {
+    assert.throws(() => sochdb.open(bad), TypeError);   // String(undefined) made ./undefined
+  }
+});

@@ -360,3 +360,34 @@ def test_threads_share_a_handle(db):
         th.join(60)
     assert not errors
     assert db.get(b"n") == b"200"
+
+
+def test_close_from_another_thread_while_reading_does_not_crash(tmp_path):
+    # ctypes releases the GIL during C calls: close() used to free the
+    # transaction and unmap the region under a get/commit in another thread
+    # (SIGSEGV within a few rounds). Now close() waits for calls in flight.
+    import threading
+    import time
+
+    path = str(tmp_path / "db")
+    with sochdb.open(path) as db:
+        db.put(b"big", b"v" * (4 << 20), sync=False)
+    for _ in range(40):
+        db = sochdb.open(path)
+        seen = []
+
+        def reader():
+            try:
+                while True:
+                    with db.transaction(readonly=True) as txn:
+                        v = txn.get(b"big")
+                        assert v == b"v" * (4 << 20)
+            except sochdb.InvalidError as e:
+                seen.append(e)
+
+        th = threading.Thread(target=reader)
+        th.start()
+        time.sleep(0.005)
+        db.close()
+        th.join()
+        assert seen and "closed" in str(seen[0])

@@ -26,6 +26,7 @@ def test_inherited_handle_raises_in_child_parent_unaffected(db, dbdir, fork):
             ("transaction", lambda: db.transaction()),
             ("get", lambda: db.get(b"from-parent")),
             ("stats", lambda: db.stats()),
+            ("region_path", lambda: db.region_path),
             ("txn.get", lambda: open_txn.get(b"from-parent")),
             ("txn.commit", lambda: open_txn.commit()),
         ]:
@@ -41,7 +42,7 @@ def test_inherited_handle_raises_in_child_parent_unaffected(db, dbdir, fork):
         return out
 
     (out,) = fork(1, child)
-    for name in ("transaction", "get", "stats", "txn.get", "txn.commit"):
+    for name in ("transaction", "get", "stats", "region_path", "txn.get", "txn.commit"):
         assert "fork" in out[name], (name, out[name])
     assert out["own-read"] == "1"
     # The parent's handle and its open transaction carry on.

@@ -6,6 +6,7 @@ import ctypes
 import functools
 import os
 import random
+import threading
 import time
 import weakref
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple, TypeVar, Union
@@ -27,6 +28,19 @@ _OPTION_NAMES = (
 )
 
 DEFAULT_RETRIES = 100
+
+# Bumped in every fork()ed child: a handle opened in an earlier generation is
+# inherited, and its lock may have been held by a thread that is not here.
+_fork_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _as_bytes(x: Any, what: str) -> bytes:
@@ -108,6 +122,13 @@ class Database:
         self._handle: Optional[int] = None
         self._pid = os.getpid()
         self._txns: "weakref.WeakSet[Transaction]" = weakref.WeakSet()
+        # Calls in flight on this handle (ctypes releases the GIL during them):
+        # close() waits for them, so that it never frees a transaction, an
+        # iterator or the mapping another thread is using.
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._generation = _fork_generation
+        self._closing = False
         self.path = os.fsdecode(path)
         cpath = _c_path(path, "database path")
         opts = _options(options)
@@ -130,6 +151,13 @@ class Database:
         process's copy; the parent's handle is unaffected."""
         if self._handle is None:
             return
+        if self._generation == _fork_generation:
+            with self._lock:
+                if self._closing:
+                    return
+                self._closing = True  # new calls refused from here
+            while self._busy:  # calls in flight in other threads (milliseconds at most, but a SYNC commit)
+                time.sleep(0.0005)
         for t in list(self._txns):  # while the handle is open: _release aborts only then
             t._release()
         h, self._handle = self._handle, None
@@ -150,6 +178,23 @@ class Database:
 
     def __repr__(self) -> str:
         return "<sochdb.Database %r%s>" % (self.path, " closed" if self.closed else "")
+
+    def _enter(self) -> bool:
+        """Begin a C call on this handle or one of its objects (pair with _leave)."""
+        if self._generation != _fork_generation:
+            return False  # inherited across fork: the library refuses every call
+        with self._lock:  # nothing that allocates inside: a finalizer run by the GC here would deadlock
+            ok = not self._closing and self._handle is not None
+            if ok:
+                self._busy += 1
+        if not ok:
+            raise usage_error("the database %s is closed" % self.path)
+        return True
+
+    def _leave(self, entered: bool) -> None:
+        if entered:
+            with self._lock:
+                self._busy -= 1
 
     def _h(self) -> int:
         h = self._handle
@@ -214,13 +259,20 @@ class Database:
     def stats(self) -> Dict[str, int]:
         """``sochdb_stats_get`` as a dict (counters summed over all processes)."""
         st = _ffi.Stats()
-        _check(_ffi.lib().sochdb_stats_get(self._h(), ctypes.byref(st)))
+        e = self._enter()
+        try:
+            _check(_ffi.lib().sochdb_stats_get(self._h(), ctypes.byref(st)))
+        finally:
+            self._leave(e)
         return {name: getattr(st, name) for name, _ in _ffi.Stats._fields_}
 
     @property
     def region_path(self) -> str:
         """The shared region file of this database (under /dev/shm or $SOCHDB_SHM_DIR)."""
-        return os.fsdecode(_ffi.lib().sochdb_region_path(self._h()))
+        h = self._h()
+        if self._pid != os.getpid():  # the C call cannot refuse an inherited handle, so refuse it here
+            raise usage_error("the database %s was opened before a fork(): open it again in this process" % self.path)
+        return os.fsdecode(_ffi.lib().sochdb_region_path(h))
 
 
 class Transaction:
@@ -238,9 +290,13 @@ class Transaction:
         self.sync = sync
         out = ctypes.c_void_p()
         flags = _ffi.TXN_READONLY if readonly else 0
-        _check(_ffi.lib().sochdb_txn_begin(db._h(), flags, ctypes.byref(out)))
-        self._ptr = out.value
-        db._txns.add(self)
+        e = db._enter()
+        try:
+            _check(_ffi.lib().sochdb_txn_begin(db._h(), flags, ctypes.byref(out)))
+            self._ptr = out.value
+            db._txns.add(self)
+        finally:
+            db._leave(e)
 
     @property
     def closed(self) -> bool:
@@ -256,7 +312,7 @@ class Transaction:
     def _take(self) -> Optional[int]:
         """Detach the C transaction from this object, closing its iterators first."""
         for it in list(self._iters):
-            it.close()
+            it._close()
         p, self._ptr = self._ptr, None
         self._db._txns.discard(self)
         return p
@@ -272,22 +328,34 @@ class Transaction:
 
     def put(self, key: BytesLike, value: BytesLike) -> None:
         k, v = _as_bytes(key, "key"), _as_bytes(value, "value")
-        _check(_ffi.lib().sochdb_put(self._t(), k, len(k), v, len(v)))
+        e = self._db._enter()
+        try:
+            _check(_ffi.lib().sochdb_put(self._t(), k, len(k), v, len(v)))
+        finally:
+            self._db._leave(e)
 
     def delete(self, key: BytesLike) -> None:
         """Delete key (not an error if it is absent)."""
         k = _as_bytes(key, "key")
-        _check(_ffi.lib().sochdb_delete(self._t(), k, len(k)))
+        e = self._db._enter()
+        try:
+            _check(_ffi.lib().sochdb_delete(self._t(), k, len(k)))
+        finally:
+            self._db._leave(e)
 
     def get(self, key: BytesLike, default: Optional[bytes] = None) -> Optional[bytes]:
         """The value of key in this snapshot (a copy), or default if absent."""
         k = _as_bytes(key, "key")
         val, vlen = ctypes.c_void_p(), ctypes.c_size_t()
-        rc = _ffi.lib().sochdb_get(self._t(), k, len(k), ctypes.byref(val), ctypes.byref(vlen))
-        if rc == _ffi.NOTFOUND:
-            return default
-        _check(rc)
-        return ctypes.string_at(val.value, vlen.value) if vlen.value else b""
+        e = self._db._enter()
+        try:
+            rc = _ffi.lib().sochdb_get(self._t(), k, len(k), ctypes.byref(val), ctypes.byref(vlen))
+            if rc == _ffi.NOTFOUND:
+                return default
+            _check(rc)
+            return ctypes.string_at(val.value, vlen.value) if vlen.value else b""  # before close() may unmap it
+        finally:
+            self._db._leave(e)
 
     def __contains__(self, key: BytesLike) -> bool:
         return self.get(key) is not None
@@ -318,14 +386,29 @@ class Transaction:
         transaction). The transaction is finished whatever happens."""
         if sync is None:
             sync = self.sync
-        p = self._take()
-        if p is None:
-            raise usage_error("the transaction is finished (committed, aborted or its database closed)")
-        _check(_ffi.lib().sochdb_commit(p, _ffi.SYNC if sync else _ffi.ASYNC))
+        e = self._db._enter()
+        try:
+            p = self._take()
+            if p is None:
+                raise usage_error("the transaction is finished (committed, aborted or its database closed)")
+            _check(_ffi.lib().sochdb_commit(p, _ffi.SYNC if sync else _ffi.ASYNC))
+        finally:
+            self._db._leave(e)
 
     def abort(self) -> None:
         """Discard the writes. A no-op on a finished transaction."""
-        self._release()
+        if self._ptr is None:
+            return
+        try:
+            e = self._db._enter()
+        except Exception:
+            if self._db._handle is None:  # closed (a GC cycle may finalize it first): only free iterators
+                self._release()
+            return  # else closing in another thread: its close() aborts us
+        try:
+            self._release()
+        finally:
+            self._db._leave(e)
 
     def __enter__(self) -> "Transaction":
         self._t()
@@ -341,7 +424,7 @@ class Transaction:
 
     def __del__(self) -> None:
         try:
-            self._release()
+            self.abort()
         except Exception:
             pass
 
@@ -360,13 +443,17 @@ class Scan:
         self._txn = txn
         self._it: Optional[int] = None
         out = ctypes.c_void_p()
-        _check(
-            _ffi.lib().sochdb_iter_open(
-                txn._t(), start, len(start) if start else 0, end, len(end) if end else 0, ctypes.byref(out)
+        e = txn._db._enter()
+        try:
+            _check(
+                _ffi.lib().sochdb_iter_open(
+                    txn._t(), start, len(start) if start else 0, end, len(end) if end else 0, ctypes.byref(out)
+                )
             )
-        )
-        self._it = out.value
-        txn._iters.add(self)
+            self._it = out.value
+            txn._iters.add(self)
+        finally:
+            txn._db._leave(e)
         self._k, self._kl = ctypes.c_void_p(), ctypes.c_size_t()
         self._v, self._vl = ctypes.c_void_p(), ctypes.c_size_t()
 
@@ -374,24 +461,48 @@ class Scan:
         return self
 
     def __next__(self) -> Tuple[bytes, bytes]:
-        it = self._it
-        if it is None:
+        if self._it is None:
             raise StopIteration
-        rc = _ffi.lib().sochdb_iter_next(
-            it, ctypes.byref(self._k), ctypes.byref(self._kl), ctypes.byref(self._v), ctypes.byref(self._vl)
-        )
-        if rc == _ffi.NOTFOUND:
-            self.close()
-            raise StopIteration
-        if rc != _ffi.OK:
-            err = from_code(rc)
-            self.close()
-            raise err
-        key = ctypes.string_at(self._k.value, self._kl.value)
-        val = ctypes.string_at(self._v.value, self._vl.value) if self._vl.value else b""
-        return key, val
+        db = self._txn._db
+        try:
+            e = db._enter()
+        except Exception:
+            raise StopIteration  # closed with its database
+        try:
+            it = self._it  # re-read: close() may have run while we waited
+            if it is None:
+                raise StopIteration
+            rc = _ffi.lib().sochdb_iter_next(
+                it, ctypes.byref(self._k), ctypes.byref(self._kl), ctypes.byref(self._v), ctypes.byref(self._vl)
+            )
+            if rc == _ffi.NOTFOUND:
+                self._close()
+                raise StopIteration
+            if rc != _ffi.OK:
+                err = from_code(rc)
+                self._close()
+                raise err
+            key = ctypes.string_at(self._k.value, self._kl.value)
+            val = ctypes.string_at(self._v.value, self._vl.value) if self._vl.value else b""
+            return key, val
+        finally:
+            db._leave(e)
 
     def close(self) -> None:
+        if self._it is None:
+            return
+        try:
+            e = self._txn._db._enter()
+        except Exception:
+            if self._txn._db._handle is None:  # closed (a GC cycle may finalize it first)
+                self._close()
+            return  # else closing in another thread: its close() closes us
+        try:
+            self._close()
+        finally:
+            self._txn._db._leave(e)
+
+    def _close(self) -> None:
         it, self._it = self._it, None
         if it is not None:
             self._txn._iters.discard(self)
