@@ -1068,6 +1068,11 @@ static int load_files(shm_region *r, const char *dir, uint64_t *flushed)
     l->nfiles = n;
     fl_set_totals(r, files, n);
     *flushed = st.last_flushed_seq;
+    /* Every file this region's clients may cache blocks of is numbered below
+    ** the MANIFEST's next_file_number: keep a daemon from handing such a
+    ** number out again, even if the directory goes back to an older copy
+    ** (shm/blockcache.h). Relaxed: the region is not yet visible. */
+    atomic_store_explicit(&r->hdr->next_file_floor, st.next_file_number, memory_order_relaxed);
   }
   free(files);
   manifest_state_free(&st);

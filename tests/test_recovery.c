@@ -9,7 +9,9 @@
 ** the replay runs here. The build lays each memtable out in a private window
 ** and writes it to the region's file: a second test makes every kind of
 ** write cross the window's edges (links into nodes already written, a
-** version chain longer than a window, values bigger than one).
+** version chain longer than a window, values bigger than one). A region
+** rebuilt from the MANIFEST keeps its tables' file numbers from being handed
+** out again, which the shared block cache relies on.
 */
 #include <criterion/criterion.h>
 
@@ -364,4 +366,93 @@ Test(recovery, keys_logged_in_order_need_no_sort)
     sochdb_close(db);
   }
   sochdb_test_without_daemon(0);
+}
+
+/* The region rebuilt from the MANIFEST must keep the file numbers the
+** MANIFEST used from being handed out again (its next_file_floor). The
+** shared block cache keys blocks by file number: when the directory was then
+** put back to an older copy (same inode, same id, so the region stays), the
+** next daemon numbered its tables after the older MANIFEST, and readers got
+** the cached blocks of the newer copy's tables under those numbers: 1,102 of
+** 3,000 keys read an older generation's value, with no error (found by an
+** independent review). */
+#define RR_KEYS 3000
+#define RR_VLEN 200
+
+static void rr_value(int i, int gen, char *v)
+{
+  memset(v, 'a' + gen, RR_VLEN);   /* compresses: LZ4 blocks go through the cache */
+  int n = snprintf(v, RR_VLEN, "%06d-gen%d|", i, gen);
+  v[n] = (char)('a' + gen);
+}
+
+static void rr_write_and_flush(sochdb *db, int gen)
+{
+  char k[32], v[RR_VLEN];
+  for (int i = 0; i < RR_KEYS; i += 100) {
+    sochdb_txn *t = tu_begin(db, 0);
+    for (int j = i; j < i + 100; j++) {
+      snprintf(k, sizeof k, "rr-%06d", j);
+      rr_value(j, gen, v);
+      cr_assert_eq(sochdb_put(t, k, strlen(k), v, RR_VLEN), SOCHDB_OK, "put: %s", sochdb_last_error());
+    }
+    tu_commit(t, SOCHDB_SYNC, "write");
+  }
+  sochdb_stats s0 = tu_stats(db);
+  tu_rotate(db);
+  TU_WAIT_STATS(db, s->flushes > s0.flushes && s->memtables_in_use == 1, "a flush, its memtable retired");
+}
+
+/* Every key reads generation gen's value. */
+static void rr_expect(sochdb *db, int gen, const char *when)
+{
+  char k[32], v[RR_VLEN];
+  int bad = 0, first = -1;
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (int i = 0; i < RR_KEYS; i++) {
+    snprintf(k, sizeof k, "rr-%06d", i);
+    rr_value(i, gen, v);
+    const void *got;
+    size_t n;
+    int rc = sochdb_get(t, k, strlen(k), &got, &n);
+    cr_assert_eq(rc, SOCHDB_OK, "%s: get %s: %s (%s)", when, k, sochdb_strerror(rc), sochdb_last_error());
+    if ((n != RR_VLEN || memcmp(got, v, n) != 0) && !bad++)
+      first = i;
+  }
+  sochdb_abort(t);
+  cr_assert_eq(bad, 0, "%s: %d of %d keys read another generation's value (the first: key %d)", when, bad, RR_KEYS,
+               first);
+}
+
+static void rr_close(sochdb *db, const char *dir)
+{
+  sochdb_close(db);
+  tu_stop_daemon(dir);
+}
+
+Test(recovery, a_region_rebuilt_from_the_manifest_keeps_its_file_numbers_from_reuse)
+{
+  const char *dir = tu_dir();
+  char backup[4200], cmd[9000];
+  snprintf(backup, sizeof backup, "%s.bak", dir);
+  sochdb_options o = tu_options(64u << 20, 1u << 20, 10000);
+  sochdb *db = tu_open_with(dir, &o);
+  rr_write_and_flush(db, 1);
+  rr_close(db, dir);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -a '%s' '%s'", backup, dir, backup);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  db = tu_open_with(dir, &o);
+  rr_write_and_flush(db, 2);
+  rr_close(db, dir);
+  tu_remove_region(dir);
+  db = tu_open_with(dir, &o);   /* rebuilt from the MANIFEST; its reads cache generation 2's blocks */
+  rr_expect(db, 2, "after the rebuild");
+  rr_close(db, dir);
+  snprintf(cmd, sizeof cmd, "cd '%s' && find . -mindepth 1 -delete && cp -a '%s'/. . && rm -rf '%s'", dir, backup,
+           backup);
+  cr_assert_eq(system(cmd), 0, "%s", cmd);
+  db = tu_open_with(dir, &o);   /* the older copy, the same region */
+  rr_write_and_flush(db, 3);
+  rr_expect(db, 3, "after the older copy came back");
+  rr_close(db, dir);
 }
