@@ -483,7 +483,9 @@ int  sochdb_table_scan(sochdb_txn *t, sochdb_table *tb, const sochdb_value *star
 ** for. Bytes stay valid until the next sochdb_scan_next or sochdb_scan_close
 ** on s. Returns SOCHDB_NOTFOUND when the scan is done.
 **
-** Errors: SOCHDB_INVALID (NULL argument), SOCHDB_CORRUPT, SOCHDB_NOMEM.
+** Errors: SOCHDB_INVALID (NULL argument; the scan's transaction has ended:
+** close a scan before its transaction's commit or abort), SOCHDB_CORRUPT,
+** SOCHDB_NOMEM.
 */
 int  sochdb_scan_next(sochdb_scan *s, sochdb_value *out);
 

@@ -117,6 +117,10 @@ struct sdb_iter_block {
 ** and value are set. An iterator opened with a projection only. */
 int  sdb_iter_next_rows(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen,
                         struct sdb_iter_block *blk);
+/* SOCHDB_OK while it's transaction is the one it was opened in and live;
+** else SOCHDB_INVALID: the tables a block handed over points into may be
+** unmapped. */
+int  sdb_iter_check(const sochdb_iter *it);
 
 /* A copy of p[0..n) that lives until t ends, or NULL (out of memory). */
 const void *sdb_txn_keep(sochdb_txn *t, const void *p, size_t n);

@@ -558,16 +558,22 @@ static int iter_next(sochdb_iter *it, const void **key, size_t *klen, const void
   return rc;
 }
 
+int sdb_iter_check(const sochdb_iter *it)
+{
+  int rc = sdb_check_txn(it->t);
+  if (rc == SOCHDB_OK && it->t->generation != it->generation)
+    rc = sdb_fail(SOCHDB_INVALID, "the iterator's transaction has ended");
+  return rc;
+}
+
 static int iter_step(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen,
                      struct sdb_iter_block *blk)
 {
   if (!it)
     return sdb_fail(SOCHDB_INVALID, "NULL iterator");
-  int rc = sdb_check_txn(it->t);
+  int rc = sdb_iter_check(it);
   if (rc != SOCHDB_OK)
     return rc;
-  if (it->t->generation != it->generation)
-    return sdb_fail(SOCHDB_INVALID, "the iterator's transaction has ended");
   if (!key || !klen || !val || !vlen)
     return sdb_fail(SOCHDB_INVALID, "NULL iterator output");
   for (;;) {

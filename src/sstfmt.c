@@ -472,7 +472,7 @@ int sst_builder_add(struct sst_builder *b, const void *key, size_t klen, uint64_
     d->hashed = b->hash_blocks && !row.columnar;
   }
   if ((new_key && (rc = add_hash(b, key, klen))) ||
-      (rc = add_to_block(b, &row, key, klen, seq, kind, val, vlen, d->entries && !new_key)))
+      (rc = add_to_block(b, &row, key, klen, seq, kind, val, vlen, !new_key)))
     return builder_failed(b, rc);
   if (b->entries == 0 || seq < b->min_seq)
     b->min_seq = seq;

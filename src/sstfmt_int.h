@@ -57,7 +57,9 @@ int    sstcol_fits(const struct sst_builder *b, const struct sstcol_row *row);
 /* The data block being built is empty: it takes row's kind. */
 void   sstcol_start(struct sst_builder *b, const struct sstcol_row *row);
 /* A columnar entry of the block being built: its kind, its seq, and whether
-** the block's previous entry has the same key. */
+** the file's previous entry has the same key (in this block, or last in the
+** one before: a block that opens with an older version is not unique either,
+** so a scan can never take one whole on the strength of the flag alone). */
 void   sstcol_note_entry(struct sst_builder *b, unsigned kind, uint64_t seq, int same_key);
 /* Append a PUT row's values to the column buffers. SOCHDB_OK or SOCHDB_NOMEM. */
 int    sstcol_add(struct sst_builder *b, const struct sstcol_row *row);

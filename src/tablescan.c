@@ -206,6 +206,8 @@ int sochdb_scan_next(sochdb_scan *s, sochdb_value *out)
   if (!s || !out)
     return sdb_fail(SOCHDB_INVALID, "NULL scan or row output");
   int rc = sdb_check_db(s->db);
+  if (rc == SOCHDB_OK && s->blk.cv)
+    rc = sdb_iter_check(s->it);   /* a block taken whole reads the transaction's mappings directly */
   if (rc)
     return rc;
   for (;;) {

@@ -2020,6 +2020,53 @@ Test(sstfmt, columnar_blocks_are_taken_whole_only_when_they_can_be)
   model_free(&m);
 }
 
+/* 3000 rows of one version each, but key `twice` (if not -1) has an older
+** version right after its newest: built with 1 KiB blocks and opened. */
+static uint8_t *build_rows_one_twice(struct model *m, long twice, struct sst_reader *r)
+{
+  memset(m, 0, sizeof *m);
+  for (long i = 0; i < 3000; i++)
+    for (long v = 0; v < (i == twice ? 2 : 1); v++) {
+      struct ent *e = model_push(m);
+      row_key(e, COL_TABLE, i);
+      e->seq = 1000 + (uint64_t)i * 3 - (uint64_t)v;
+      e->kind = SST_PUT;
+      row_value(e, i, e->seq, 0);
+    }
+  return build_open(m, 1024, r);
+}
+
+/* A columnar block that opens with an older version of the previous block's
+** last key is not unique: its entries are not all their keys' newest. */
+Test(sstfmt, a_block_that_opens_with_an_older_version_is_not_unique)
+{
+  struct model m;
+  struct sst_reader plain;
+  uint8_t *pbuf = build_rows_one_twice(&m, -1, &plain);
+  cr_assert_gt(plain.ncolblocks, 4u, "blocks: %u", plain.ncolblocks);
+  long last = -1;
+  int seen = 0;
+  for (uint32_t b = 0; b + 1 < plain.ncolblocks && seen < 3; b++) {
+    last += plain.colblocks[b].nrows;   /* block b's last key */
+    struct model m2;
+    struct sst_reader r;
+    uint8_t *buf = build_rows_one_twice(&m2, last, &r);
+    if (r.colblocks[b].nrows == plain.colblocks[b].nrows) {   /* the older version opens block b + 1 */
+      seen++;
+      cr_assert(!r.colblocks[b + 1].unique, "block %u opens with an older version of key %ld yet is unique", b + 1,
+                last);
+      cr_assert(plain.colblocks[b + 1].unique, "block %u without it is unique", b + 1);
+    }
+    sst_close(&r);
+    free(buf);
+    model_free(&m2);
+  }
+  cr_assert_gt(seen, 0, "no older version landed at the start of a block");
+  sst_close(&plain);
+  free(pbuf);
+  model_free(&m);
+}
+
 /* ------------------------------------------------------------ streaming */
 
 struct sink {
