@@ -342,16 +342,34 @@ static int table_get(const struct sdb_table *t, const void *key, size_t klen, ui
   return rc;
 }
 
+/* Are all keys of file i of a level (which ends before file end) below key?
+** A file that could not be opened has no known range, but a level's files
+** never share a key (a compaction cuts its outputs between keys), so it
+** holds only keys below the next readable file's first: below key if that
+** one starts at or before key. So one damaged file fails the gets of its own
+** gap alone, not those of every file after it. */
+static int file_below(const struct sdb_tables *ts, uint32_t i, uint32_t end, const void *key, size_t klen)
+{
+  const struct sdb_table *t = ts->files[i];
+  if (t->open_rc == SOCHDB_OK)
+    return !t->largest || sl_compare(t->largest, t->llen, key, (uint32_t)klen) < 0;
+  for (uint32_t j = i + 1; j < end; j++) {
+    const struct sdb_table *next = ts->files[j];
+    if (next->open_rc == SOCHDB_OK && next->smallest)
+      return sl_compare(next->smallest, next->slen, key, (uint32_t)klen) <= 0;
+  }
+  return 0;
+}
+
 uint32_t sdb_tables_seek_level(const struct sdb_tables *ts, unsigned l, const void *key, size_t klen)
 {
   uint32_t lo = ts->level_start[l], hi = ts->level_start[l + 1];
+  const uint32_t end = hi;
   if (!key)
     return lo;
-  while (lo < hi) {    /* the first file whose largest key is >= key; a damaged one matches all */
+  while (lo < hi) {    /* the first file whose largest key is >= key (or may be) */
     uint32_t mid = lo + (hi - lo) / 2;
-    const struct sdb_table *t = ts->files[mid];
-    int below = t->open_rc == SOCHDB_OK && (!t->largest || sl_compare(t->largest, t->llen, key, (uint32_t)klen) < 0);
-    if (below)
+    if (file_below(ts, mid, end, key, klen))
       lo = mid + 1;
     else
       hi = mid;

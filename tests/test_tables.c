@@ -3,7 +3,8 @@
 ** get searches level 0 newest first, then every deeper level that holds a
 ** file, down to the deepest; the shallower version wins; a newly published
 ** file list is taken by the next transaction; a file that failed to open is
-** opened again (by the next list's set, or by the same list's a second on).
+** opened again (by the next list's set, or by the same list's a second on),
+** and until then fails only the gets of keys it may hold.
 **
 ** The database runs without sochdbd, so that nothing but the test publishes
 ** file lists: the tests write SSTables with the builder and publish lists
@@ -171,5 +172,40 @@ Test(tables, a_file_that_failed_to_open_is_opened_again)
   cr_assert_eq(tu_read_str(db, "k2", buf, sizeof buf), SOCHDB_OK, "the same list, a second later: %s",
                sochdb_last_error());
   cr_assert_eq(tu_read_str(db, "k", buf, sizeof buf), SOCHDB_OK);
+  sochdb_close(db);
+}
+
+/* A level's file that cannot be opened fails only the gets of keys it may
+** hold (between its neighbours' ranges): the level's other files answer for
+** their own keys. The binary search took it for a file holding every key,
+** so every key after it in the level reported its error (noted by an
+** independent review). */
+Test(tables, a_file_that_cannot_be_opened_fails_only_the_keys_it_may_hold)
+{
+  sochdb *db = open_db();
+  const struct entry a[] = { { "a1", 3, "va1" }, { "a2", 3, "va2" } };
+  const struct entry b[] = { { "b1", 3, "vb1" }, { "b2", 3, "vb2" } };
+  const struct entry c[] = { { "c1", 3, "vc1" }, { "c2", 3, "vc2" } };
+  const struct entry d[] = { { "d1", 3, "vd1" }, { "d2", 3, "vd2" } };
+  const struct entry e[] = { { "e1", 3, "ve1" } };
+  struct fl_file files[] = { write_table(50, 1, a, 2), write_table(51, 1, b, 2), write_table(52, 1, c, 2),
+                             write_table(53, 1, d, 2), write_table(54, 1, e, 1) };
+  move_table(52, "", ".away");
+  publish(db, files, 5);
+  static const struct { const char *key, *want; } readable[] = {
+    { "a1", "va1" }, { "a3", NULL }, { "b2", "vb2" }, { "d1", "vd1" }, { "d2", "vd2" }, { "e1", "ve1" }, { "f", NULL },
+  };
+  char buf[8];
+  for (size_t i = 0; i < sizeof readable / sizeof readable[0]; i++) {
+    int rc = tu_read_str(db, readable[i].key, buf, sizeof buf);
+    cr_assert_eq(rc, readable[i].want ? SOCHDB_OK : SOCHDB_NOTFOUND, "%s beside the missing file: %s (%s)",
+                 readable[i].key, sochdb_strerror(rc), sochdb_last_error());
+    if (readable[i].want)
+      cr_assert_str_eq(buf, readable[i].want, "%s", readable[i].key);
+  }
+  static const char *const maybe_in_it[] = { "c1", "c2", "b3", "c0", "d0" };
+  for (size_t i = 0; i < sizeof maybe_in_it / sizeof maybe_in_it[0]; i++)
+    cr_assert_eq(tu_read_str(db, maybe_in_it[i], buf, sizeof buf), SOCHDB_CORRUPT, "%s may be in the missing file",
+                 maybe_in_it[i]);
   sochdb_close(db);
 }
