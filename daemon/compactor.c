@@ -285,11 +285,7 @@ int compactor_step(struct compactor *c)
   if (rc == SOCHDB_OK && full)
     atomic_store_explicit(&g->full_compaction_done, asked, memory_order_release);
   update_debt(c);
-  if (rc != SOCHDB_OK) {
-    ww_log(s->db->dir, "compaction failed: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
-    return -rc;
-  }
-  return picked == 1;
+  return rc != SOCHDB_OK ? -rc : picked == 1;   /* the caller logs a failure */
 }
 
 void compactor_free(struct compactor *c) { compaction_picker_free(&c->picker); }

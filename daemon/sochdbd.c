@@ -293,20 +293,32 @@ static void bg_run(struct bg_task *t)
   }
 }
 
+/* A background step's result rc: a failure is logged the first time and
+** once per 100 after (a lasting one is retried every fail_ms, and would
+** otherwise fill the log); *failures counts them, a success resets it. */
+static int note_step(struct bg_task *t, unsigned *failures, const char *what, int rc)
+{
+  if (rc < 0 && (*failures)++ % 100 == 0)
+    ww_log(t->b->s->db->dir, "%s failed (%s: %s); retrying (%u time%s so far)", what, sochdb_strerror(-rc),
+           sochdb_last_error(), *failures, *failures == 1 ? "" : "s");
+  if (rc >= 0)
+    *failures = 0;
+  return rc;
+}
+
 static int flush_step(struct bg_task *t)
 {
   static unsigned failures;   /* one flusher thread */
   if (store_failed(t->b->s))
     return 0;   /* the daemon is leaving (serve): flushing again would only pile up tables */
-  int rc = flusher_step(&t->b->f);
-  if (rc < 0 && failures++ % 100 == 0)
-    ww_log(t->b->s->db->dir, "flush failed (%s: %s); retrying", sochdb_strerror(-rc), sochdb_last_error());
-  if (rc >= 0)
-    failures = 0;
-  return rc;
+  return note_step(t, &failures, "flush", flusher_step(&t->b->f));
 }
 
-static int compact_step(struct bg_task *t) { return store_failed(t->b->s) ? 0 : compactor_step(&t->b->c); }
+static int compact_step(struct bg_task *t)
+{
+  static unsigned failures;   /* one compactor thread */
+  return store_failed(t->b->s) ? 0 : note_step(t, &failures, "compaction", compactor_step(&t->b->c));
+}
 
 /* Flushing: a rotation (arena_rotate) changes active_memtable and wakes us,
 ** and so does a writer that waits for room. */

@@ -69,8 +69,8 @@ static void fill_from(sochdb *db, int from, int end, int gen, int batch)
 /* Write keys [0, n) at generation gen, `batch` per ASYNC transaction. */
 static void fill(sochdb *db, int n, int gen, int batch) { fill_from(db, 0, n, gen, batch); }
 
-/* Every key [0, n) reads as generation gen in t, by get and by a full scan. */
-static void expect_all(sochdb_txn *t, int n, int gen, const char *ctx)
+/* Every key [0, n) reads as generation gen in t, by get. */
+static void expect_gets(sochdb_txn *t, int n, int gen, const char *ctx)
 {
   for (int i = 0; i < n; i++) {
     char k[32], v[VLEN];
@@ -83,6 +83,12 @@ static void expect_all(sochdb_txn *t, int n, int gen, const char *ctx)
     cr_assert(glen == VLEN && memcmp(got, v, VLEN) == 0, "%s: %s reads %.*s, want generation %d", ctx, k,
               (int)(glen < 20 ? glen : 20), (const char *)got, gen);
   }
+}
+
+/* Keys 0..n-1 read as generation gen in t, by get and by a full scan. */
+static void expect_all(sochdb_txn *t, int n, int gen, const char *ctx)
+{
+  expect_gets(t, n, gen, ctx);
   sochdb_iter *it;
   cr_assert_eq(sochdb_iter_open(t, NULL, 0, NULL, 0, &it), SOCHDB_OK, "iter_open");
   const void *key, *val;
@@ -743,6 +749,23 @@ static void first_sst(const char *dir, char *path, size_t n)
   cr_assert(path[0], "no SSTable in %s", dir);
 }
 
+/* Flip a bit of the byte at offset at of path (at < 0: from the end). */
+static void flip_byte(const char *path, off_t at)
+{
+  int fd = open(path, O_RDWR);
+  cr_assert_geq(fd, 0, "open %s", path);
+  if (at < 0) {
+    struct stat st;
+    cr_assert_eq(fstat(fd, &st), 0);
+    at += st.st_size;
+  }
+  uint8_t b;
+  cr_assert_eq(pread(fd, &b, 1, at), 1, "read %s", path);
+  b ^= 0x40;
+  cr_assert_eq(pwrite(fd, &b, 1, at), 1, "write %s", path);
+  close(fd);
+}
+
 /* Get keys 0..n-1 (generation 1) in t: every one that does not report
 ** SOCHDB_CORRUPT has its right value. Returns how many did; the message of
 ** the first into first_error. */
@@ -779,16 +802,9 @@ Test(flush, a_flipped_byte_in_an_sstable_is_reported_never_returned)
   tu_stop_daemon(tu_dir());
   char path[4300];
   first_sst(tu_dir(), path, sizeof path);
-  int fd = open(path, O_RDWR);
-  cr_assert_geq(fd, 0, "open %s", path);
   struct stat st;
-  fstat(fd, &st);
-  off_t at = st.st_size / 3;   /* inside a data block */
-  uint8_t b;
-  cr_assert_eq(pread(fd, &b, 1, at), 1, "read");
-  b ^= 0x40;
-  cr_assert_eq(pwrite(fd, &b, 1, at), 1, "write");
-  close(fd);
+  cr_assert_eq(stat(path, &st), 0);
+  flip_byte(path, st.st_size / 3);   /* inside a data block */
   tu_remove_region(tu_dir());   /* a fresh block cache: nothing read before the damage */
   o.busy_timeout_ms = 1000;
   db = tu_open_with(tu_dir(), &o);
@@ -830,12 +846,7 @@ Test(flush, a_flipped_byte_in_an_sstable_is_reported_never_returned)
   ** refused, the file kept as failed to open), and the damaged block's keys
   ** report it, naming the file */
   tu_stop_daemon(tu_dir());
-  fd = open(path, O_RDWR);
-  cr_assert_geq(fd, 0, "open %s", path);
-  cr_assert_eq(pread(fd, &b, 1, 40), 1, "read");
-  b ^= 0x40;
-  cr_assert_eq(pwrite(fd, &b, 1, 40), 1, "write");
-  close(fd);
+  flip_byte(path, 40);
   tu_remove_region(tu_dir());
   db = tu_open_with(tu_dir(), &o);
   t = tu_begin(db, SOCHDB_TXN_READONLY);
@@ -848,6 +859,56 @@ Test(flush, a_flipped_byte_in_an_sstable_is_reported_never_returned)
   const void *got;
   size_t gl;
   cr_assert_eq(sochdb_get(t, k0, strlen(k0), &got, &gl), SOCHDB_CORRUPT, "the first key is in the damaged block");
+  sochdb_abort(t);
+  sochdb_close(db);
+}
+
+/* Lines of DIR/sochdbd.log that hold needle. */
+static int log_lines_with(const char *needle)
+{
+  char path[4200], line[4096];
+  snprintf(path, sizeof path, "%s/sochdbd.log", tu_dir());
+  FILE *f = fopen(path, "r");
+  cr_assert(f != NULL, "no daemon log at %s", path);
+  int n = 0;
+  while (fgets(line, sizeof line, f))
+    n += strstr(line, needle) != NULL;
+  fclose(f);
+  return n;
+}
+
+/* A compaction whose input is damaged fails, and the daemon retries it
+** every half second: it says so in its log the first time and once per 100
+** tries after, not at every try (two a second, for as long as the damage
+** stays). Reads go on meanwhile; the full compaction asked for is never
+** called done. */
+Test(flush, a_compaction_that_meets_damage_is_logged_once_not_at_every_retry)
+{
+  sochdb_options o = tu_options(REG, MT, 5000);
+  sochdb *db = tu_open_with(tu_dir(), &o);
+  const int n = 9000;
+  fill(db, n, 1, 50);
+  TU_WAIT_STATS(db, s->sst_files >= 1, "an SSTable");
+  sochdb_close(db);
+  tu_stop_daemon(tu_dir());
+  char path[4300];
+  first_sst(tu_dir(), path, sizeof path);
+  struct stat st;
+  cr_assert_eq(stat(path, &st), 0);
+  flip_byte(path, st.st_size / 3);
+  tu_remove_region(tu_dir());
+  db = tu_open_with(tu_dir(), &o);
+  fill(db, n, 2, 50);   /* an overlapping file: a compaction must read the damaged one */
+  rotate_and_flush(db);
+  uint64_t ticket = tu_request_full_compaction(db);
+  for (int i = 0; i < 300 && log_lines_with("compaction failed") == 0; i++)
+    tu_sleep_ms(10);
+  cr_assert_eq(log_lines_with("compaction failed"), 1, "the failed compaction is not in the daemon's log");
+  tu_sleep_ms(2500);   /* five retries */
+  cr_assert_eq(log_lines_with("compaction failed"), 1, "the log repeats the failure at every retry");
+  cr_assert_lt(atomic_load(&db->region.hdr->stats.full_compaction_done), ticket, "a failed compaction called done");
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_gets(t, n, 2, "the newer file over the damaged one");   /* a scan merges the damaged one in */
   sochdb_abort(t);
   sochdb_close(db);
 }

@@ -1025,19 +1025,6 @@ Test(table, a_damaged_column_segment_is_reported_and_spares_the_other_columns)
 /* ---- random updates and snapshots ------------------------------------------------- */
 
 /* A full compaction by the daemon, asked for as `sochdb compact` does. */
-static void full_compaction(sochdb *db)
-{
-  struct shm_global_stats *g = &db->region.hdr->stats;
-  /* acq_rel / acquire: as tools/sochdb.c (the daemon answers with a release store) */
-  uint64_t ticket = atomic_fetch_add_explicit(&g->full_compaction_requested, 1, memory_order_acq_rel) + 1;
-  int done = 0;
-  for (int i = 0; i < 6000 && !done; i++) {
-    done = atomic_load_explicit(&g->full_compaction_done, memory_order_acquire) >= ticket;
-    if (!done)
-      tu_sleep_ms(10);
-  }
-  cr_assert(done, "the full compaction did not finish within 60 s");
-}
 
 /* A scan used after its transaction ended: sochdb_scan_next must refuse it,
 ** as sochdb_iter_next does. A scan reading a block taken whole read on from
@@ -1057,7 +1044,7 @@ static void scan_on_after_the_end(sochdb *db, sochdb_table *tb, int mode)
   sochdb_txn *other = NULL;
   if (mode == 1) {
     fill(db, tb, 20000, 2, 100);
-    full_compaction(db);
+    tu_full_compaction(db);
     other = tu_begin(db, SOCHDB_TXN_READONLY);   /* this process now reads the new files */
     expect_row(other, tb, 7, 2, "after the compaction");
   }
@@ -1078,7 +1065,7 @@ Test(table, a_scan_of_an_ended_transaction_is_refused)
   sochdb *db = tu_open(REG, MT, 5000);
   sochdb_table *tb = create_table(db, "t");
   fill(db, tb, 20000, 1, 100);
-  full_compaction(db);
+  tu_full_compaction(db);
   scan_on_after_the_end(db, tb, 0);
   scan_on_after_the_end(db, tb, 1);
   sochdb_table_close(tb);
@@ -1150,7 +1137,7 @@ Test(table, random_updates_under_held_snapshots_scan_like_the_model)
   ** then hold one version per key, and scans read them whole */
   sochdb_table *filler = create_table(db, "filler");
   fill(db, filler, 15000, 1, 100);
-  full_compaction(db);
+  tu_full_compaction(db);
   sochdb_scan_stats before, after;
   cr_assert_eq(sochdb_scan_stats_get(db, &before), SOCHDB_OK, "stats");
   check_all_projections(db, tb, &m, "compacted");
