@@ -791,23 +791,31 @@ static int get_all_but_damaged(sochdb_txn *t, int n, char *first_error, size_t c
   return corrupt;
 }
 
-Test(flush, a_flipped_byte_in_an_sstable_is_reported_never_returned)
+/* Keys 0..n-1 at generation 1 in an SSTable (path), then a bit flipped
+** inside one of its data blocks; the region removed (a fresh block cache:
+** nothing read before the damage), no daemon running. */
+static void damaged_sst_of(const sochdb_options *o, int n, char *path, size_t cap)
 {
-  sochdb_options o = tu_options(REG, MT, 5000);
-  sochdb *db = tu_open_with(tu_dir(), &o);
-  const int n = 9000;
+  sochdb *db = tu_open_with(tu_dir(), o);
   fill(db, n, 1, 50);
   TU_WAIT_STATS(db, s->sst_files >= 1, "an SSTable");
   sochdb_close(db);
   tu_stop_daemon(tu_dir());
-  char path[4300];
-  first_sst(tu_dir(), path, sizeof path);
+  first_sst(tu_dir(), path, cap);
   struct stat st;
   cr_assert_eq(stat(path, &st), 0);
-  flip_byte(path, st.st_size / 3);   /* inside a data block */
-  tu_remove_region(tu_dir());   /* a fresh block cache: nothing read before the damage */
+  flip_byte(path, st.st_size / 3);
+  tu_remove_region(tu_dir());
+}
+
+Test(flush, a_flipped_byte_in_an_sstable_is_reported_never_returned)
+{
+  sochdb_options o = tu_options(REG, MT, 5000);
+  const int n = 9000;
+  char path[4300];
+  damaged_sst_of(&o, n, path, sizeof path);
   o.busy_timeout_ms = 1000;
-  db = tu_open_with(tu_dir(), &o);
+  sochdb *db = tu_open_with(tu_dir(), &o);
   sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   char first_error[512];
   int corrupt = get_all_but_damaged(t, n, first_error, sizeof first_error);
@@ -885,19 +893,10 @@ static int log_lines_with(const char *needle)
 Test(flush, a_compaction_that_meets_damage_is_logged_once_not_at_every_retry)
 {
   sochdb_options o = tu_options(REG, MT, 5000);
-  sochdb *db = tu_open_with(tu_dir(), &o);
   const int n = 9000;
-  fill(db, n, 1, 50);
-  TU_WAIT_STATS(db, s->sst_files >= 1, "an SSTable");
-  sochdb_close(db);
-  tu_stop_daemon(tu_dir());
   char path[4300];
-  first_sst(tu_dir(), path, sizeof path);
-  struct stat st;
-  cr_assert_eq(stat(path, &st), 0);
-  flip_byte(path, st.st_size / 3);
-  tu_remove_region(tu_dir());
-  db = tu_open_with(tu_dir(), &o);
+  damaged_sst_of(&o, n, path, sizeof path);
+  sochdb *db = tu_open_with(tu_dir(), &o);
   fill(db, n, 2, 50);   /* an overlapping file: a compaction must read the damaged one */
   rotate_and_flush(db);
   uint64_t ticket = tu_request_full_compaction(db);
