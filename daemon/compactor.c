@@ -196,7 +196,7 @@ static int run_job(struct compactor *c, const struct compaction_job *job)
     ** if publishing the list failed afterwards */
     rc = store_apply(s, &run.edit);
     CRASHPOINT("compact.applied");
-  } else {   /* outputs already written are orphans nobody can read: remove them now */
+  } else if (sdb_dir_is_ours(s->db) == SOCHDB_OK) {   /* written outputs are orphans nobody reads: remove them */
     for (size_t i = 0; i < run.edit.nadds; i++) {
       char path[4200];
       sst_file_path(path, sizeof path, s->db->dir, run.edit.adds[i].file.number);

@@ -205,10 +205,15 @@ static uint64_t flushed_through(shm_region *r, uint32_t mt)
   return cut - 1;
 }
 
-/* Wait until the WAL holds every commit up to seq. */
-static int wait_logged(shm_region *r, uint64_t seq)
+/* Wait until the WAL holds every commit up to seq; not while the daemon
+** stops (its main thread joins us before it stops the writer, which may be
+** failing: it gives up after about a second only once told to stop). */
+static int wait_logged(struct flusher *f, uint64_t seq)
 {
+  shm_region *r = f->s->r;
   for (unsigned i = 0; i < 3000 && durable_seq(r) < seq; i++) {
+    if (f->stop && atomic_load_explicit(f->stop, memory_order_relaxed))   /* relaxed: a flag, nothing to see by it */
+      return sdb_fail(SOCHDB_BUSY, "stopping while the WAL has not reached commit %llu", (unsigned long long)seq);
     durable_kick(r);
     durable_wait(r, seq, 10);
   }
@@ -369,8 +374,8 @@ static void truncate_wal(struct flusher *f)
   pthread_mutex_unlock(&s->lock);
   uint64_t *lsns;
   size_t n;
-  if (wal_list_segments(s->db->dir, &lsns, &n) != SOCHDB_OK)
-    return;
+  if (sdb_dir_is_ours(s->db) != SOCHDB_OK || wal_list_segments(s->db->dir, &lsns, &n) != SOCHDB_OK)
+    return;   /* a segment of another database may bear the same name */
   for (size_t i = 0; i + 1 < n; i++) {
     uint64_t max;
     if (segment_max_seq(f, lsns[i], &max) != SOCHDB_OK || max > flushed)
@@ -470,7 +475,7 @@ int flusher_step(struct flusher *f)
     struct built t;
     rc = build_table(s, (uint32_t)mt, &t);
     if (rc == SOCHDB_OK)
-      rc = wait_logged(r, t.max_seq);
+      rc = wait_logged(f, t.max_seq);
     if (rc == SOCHDB_OK)
       rc = record_table(s, (uint32_t)mt, &t);
     store_sst_abandon(&t.file);   /* not written whole (a no-op once it is) */

@@ -239,6 +239,10 @@ int store_sst_create(struct store *s, uint64_t number, struct sst_file_out *o)
   o->written = 0;
   o->stage = NULL;
   o->staged = 0;
+  o->fd = -1;
+  int rc = sdb_dir_is_ours(s->db);
+  if (rc != SOCHDB_OK)
+    return rc;
   sst_file_path(o->path, sizeof o->path, s->db->dir, number);
   snprintf(o->tmp, sizeof o->tmp, "%s.tmp", o->path);
   o->fd = open(o->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -333,6 +337,10 @@ int store_sst_complete(struct store *s, struct sst_file_out *o, const uint8_t *t
   }
   close(o->fd);
   o->fd = -1;
+  if ((rc = sdb_dir_is_ours(s->db)) != SOCHDB_OK) {   /* a new database's table of this number stays */
+    unlink(o->tmp);
+    return rc;
+  }
   if (rename(o->tmp, o->path) != 0) {
     rc = sdb_fail_errno("rename %s", o->tmp);
     unlink(o->tmp);
@@ -362,8 +370,8 @@ int store_write_sst(struct store *s, uint64_t number, const uint8_t *buf, size_t
 static void roll_manifest(struct store *s)
 {
   uint64_t bytes = manifest_bytes(s->man);
-  if (bytes < s->roll_bytes || bytes < 2 * s->rolled_bytes)
-    return;
+  if (bytes < s->roll_bytes || bytes < 2 * s->rolled_bytes || sdb_dir_is_ours(s->db) != SOCHDB_OK)
+    return;   /* not ours: CURRENT may be another database's */
   if (manifest_rewrite(s->man, &s->state) == SOCHDB_OK)
     s->rolled_bytes = manifest_bytes(s->man);
   else if (!manifest_failed(s->man))
@@ -411,9 +419,10 @@ void store_reclaim(struct store *s)
   pthread_mutex_lock(&s->lock);
   fl_reclaim(s->r, 0);
   size_t kept = 0;
+  int ours = sdb_dir_is_ours(s->db) == SOCHDB_OK;   /* else the numbers may name another database's tables */
   for (size_t i = 0; i < s->ndoomed; i++) {
     uint64_t number = s->doomed[i];
-    if (fl_names_file(s->r, number)) {
+    if (!ours || fl_names_file(s->r, number)) {
       s->doomed[kept++] = number;
       continue;
     }

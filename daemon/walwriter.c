@@ -78,6 +78,9 @@ static int fsync_wal_dir(const char *dir)
 static int create_segment(struct walwriter *w, uint64_t first_lsn)
 {
   char path[4300], tmp[4320];
+  int rc = sdb_dir_is_ours(w->db);
+  if (rc != SOCHDB_OK)
+    return rc;
   wal_segment_path(path, sizeof path, w->db->dir, first_lsn);
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -90,7 +93,7 @@ static int create_segment(struct walwriter *w, uint64_t first_lsn)
   h.prev_seq = w->last_logged;
   wal_seg_header_seal(&h);
   if (pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h || fdatasync(fd) != 0 || rename(tmp, path) != 0) {
-    int rc = sdb_fail_errno("write WAL segment %s", path);
+    rc = sdb_fail_errno("write WAL segment %s", path);
     close(fd);
     unlink(tmp);
     return rc;
@@ -467,8 +470,9 @@ int ww_write_pending(struct walwriter *w)
   /* A group is capped (GROUP_CAP_BYTES, or one commit if larger): what is
   ** left goes in the next group, and durable_seq moves only over what was
   ** written. Each commit fits one record: sochdb_commit refuses the rest. */
+  size_t cap = w->group_cap ? w->group_cap : GROUP_CAP_BYTES;
   pthread_rwlock_rdlock(&ww_records_lock);
-  for (uint64_t s = w->next_seq; s <= published && len < GROUP_CAP_BYTES; s++) {
+  for (uint64_t s = w->next_seq; s <= published && len < cap; s++) {
     const struct mv_commit *c = durable_record(w->r, s);
     if (c) {
       int rc = encode_commit(w, c, &len);
@@ -485,8 +489,15 @@ int ww_write_pending(struct walwriter *w)
   published = last;
   if (len) {
     int rc = write_group(w, len);
-    if (rc != SOCHDB_OK)
+    if (rc != SOCHDB_OK) {
+      /* A group that does not fit may be followed by smaller ones that do:
+      ** shrink the next try, down to one commit, so a nearly full disk still
+      ** lets commits become durable (and flushes free WAL segments). */
+      if (cap > 4096)
+        w->group_cap = cap / 2;
       return -rc;
+    }
+    w->group_cap = cap >= GROUP_CAP_BYTES / 2 ? 0 : cap * 2;   /* grows back a step per group */
     w->last_logged = newest_logged;   /* durable now: a later segment may name it */
     struct shm_global_stats *st = &w->r->hdr->stats;
     atomic_fetch_add_explicit(&st->wal_groups, 1, memory_order_relaxed);

@@ -31,6 +31,7 @@ struct walwriter {
   uint64_t    adopted_from;   /* where ww_open's scan of the last segment began (0: it made a new one) */
   uint64_t    zeroed_end;     /* zeros (or a hole) from end_offset to here: its runway; the file may go on
                               ** past it after a runway write failed part-way */
+  size_t      group_cap;      /* 0: GROUP_CAP_BYTES; halved after each failed group write (a nearly full disk) */
   int         runway_failed;  /* logged that this segment's groups are appended, for want of room */
   uint64_t    next_lsn;
   uint64_t    next_seq;       /* the first commit not yet written */

@@ -250,6 +250,17 @@ static int load_identity(const char *dir, int create, unsigned mode, uint8_t id[
   return rc == SOCHDB_OK ? read_identity(path, id) : rc;
 }
 
+int sdb_dir_is_ours(const sochdb *db)
+{
+  char path[4200];
+  uint8_t id[16];
+  snprintf(path, sizeof path, "%s/%s", db->dir, SDB_ID_FILE);
+  if (read_identity(path, id) == SOCHDB_OK && memcmp(id, db->region.hdr->db_id, sizeof id) == 0)
+    return SOCHDB_OK;
+  return sdb_fail(SOCHDB_IO, "%s no longer holds this database (deleted, or replaced by another): nothing is "
+                  "written or removed there", db->dir);
+}
+
 /* ---- options ----------------------------------------------------------- */
 
 static int resolve_options(const sochdb_options *o, struct shm_open_params *p, unsigned *busy_ms, int *create)

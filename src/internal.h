@@ -141,6 +141,12 @@ void sdb_fork_fd_close(struct sdb_fork_fd *f);
 
 /* A handle or transaction used in a fork() child, or NULL. */
 int  sdb_check_db(const sochdb *db);
+/* SOCHDB_OK while db->dir still holds the database db opened (its
+** sochdb.id); SOCHDB_IO once it was deleted or replaced by another, perhaps
+** at the same path. The daemon asks before it creates, renames or removes a
+** file by path, so that a daemon outliving its database never writes into
+** or removes from a new one made where it was. */
+int  sdb_dir_is_ours(const sochdb *db);
 int  sdb_check_txn(const sochdb_txn *t);
 /* Nanoseconds on CLOCK_MONOTONIC: the clock of retry and idle deadlines. */
 static inline uint64_t sdb_monotonic_ns(void)

@@ -382,3 +382,41 @@ Test(store, file_numbers_are_not_reused_after_the_manifest_lost_them)
   store_close(&s);
   tu_close();
 }
+
+/* A daemon that outlives its database (deleted, a new one made at its path)
+** must neither write into the new one nor remove its files: the store asks
+** whether DIR/sochdb.id is still its database's before it creates a table,
+** renames one into place, or removes one. Here the id file is replaced (a
+** new database's) between a table's create and its rename, then before a
+** create; with the id back, the store works again. */
+Test(store, a_directory_that_now_holds_another_database_is_left_alone)
+{
+  struct store s = open_store();
+  char id_path[4300], kept[4320];
+  snprintf(id_path, sizeof id_path, "%s/%s", tu_dir(), SDB_ID_FILE);
+  snprintf(kept, sizeof kept, "%s.kept", id_path);
+  cr_assert_eq(sdb_dir_is_ours(s.db), SOCHDB_OK, "%s", sochdb_last_error());
+  struct sst_file_out o;
+  uint64_t number = 7;
+  cr_assert_eq(store_sst_create(&s, number, &o), SOCHDB_OK, "%s", sochdb_last_error());
+  cr_assert_eq(rename(id_path, kept), 0);
+  FILE *f = fopen(id_path, "wb");   /* another database's id */
+  cr_assert_not_null(f);
+  fputs("0123456789abcdef0123456789abcdef\n", f);
+  fclose(f);
+  static const uint8_t tail[100];
+  cr_assert_eq(store_sst_complete(&s, &o, tail, sizeof tail), SOCHDB_IO, "the table was renamed into another "
+               "database's directory");
+  cr_assert(strstr(sochdb_last_error(), "no longer holds this database"), "message: %s", sochdb_last_error());
+  char path[4300];
+  snprintf(path, sizeof path, "%s/%06llu.sst", tu_dir(), (unsigned long long)number);
+  cr_assert_neq(access(path, F_OK), 0, "%s was made in another database's directory", path);
+  cr_assert_eq(store_sst_create(&s, number + 1, &o), SOCHDB_IO, "a table was created in another database's directory");
+  cr_assert_eq(rename(kept, id_path), 0);
+  static const size_t pieces[] = { 5000 };
+  size_t total;
+  cr_assert_eq(write_table(&s, number + 2, pieces, 1, 100, &total), SOCHDB_OK, "with its id back: %s",
+               sochdb_last_error());
+  expect_file(number + 2, total);
+  tu_close();
+}
