@@ -865,7 +865,8 @@ static int wait_durable(sochdb *db, uint64_t seq)
   while (!durable_wait(r, seq, 100)) {
     if (past(&deadline))
       return sdb_fail(SOCHDB_DAEMON, "commit %llu is applied and visible, but the daemon did not confirm "
-                      "it durable within %u ms", (unsigned long long)seq, limit_ms);
+                      "it durable within %u ms (%s/sochdbd.log says why: a full disk, an I/O error?)",
+                      (unsigned long long)seq, limit_ms, db->dir);
     sdb_daemon_ensure_within(db, ms_until(&deadline));
     durable_kick(r);
   }

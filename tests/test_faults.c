@@ -204,6 +204,8 @@ Test(faults, a_lasting_fault_gives_sochdb_daemon_then_the_next_daemon_recovers)
   int rc = put_one(db, 0, SOCHDB_SYNC);
   cr_assert_eq(rc, SOCHDB_DAEMON, "a SYNC commit under a lasting ENOSPC: %s (%s)", sochdb_strerror(rc),
                sochdb_last_error());
+  cr_assert(strstr(sochdb_last_error(), "sochdbd.log says why"), "the message points to the daemon's log: %s",
+            sochdb_last_error());
   expect_keys(db, 1, "applied and visible although not confirmed durable");
   pid_t pid = daemon_pid();
   cr_assert_gt(pid, 0, "a daemon serves the directory");
