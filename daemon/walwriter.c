@@ -159,9 +159,10 @@ static int note_record(void *ctx, const struct wal_record *rec)
 /* Where the scan of segment first_lsn may resume: after the groups the
 ** region's note says a daemon made durable in it (durable.h), if the note
 ** is whole, names this segment and claims no commit beyond what the region
-** calls durable (nor a logged commit beyond its own seq). NULL: scan the whole segment. wal_scan_buffer_from checks
-** the resume point against the file, and a file that does not bear it out
-** is corruption: the note says its groups were durable. */
+** calls durable (nor a logged commit beyond its own seq). NULL: scan the
+** whole segment. wal_scan_buffer_from checks the resume point against the
+** file, and a file that does not bear it out is corruption: the note says
+** its groups were durable. */
 static const struct wal_resume *noted_resume(const struct walwriter *w, uint64_t first_lsn, struct adopt_scan *a,
                                              struct wal_resume *out)
 {

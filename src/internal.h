@@ -117,7 +117,7 @@ struct sdb_iter_block {
 ** and value are set. An iterator opened with a projection only. */
 int  sdb_iter_next_rows(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen,
                         struct sdb_iter_block *blk);
-/* SOCHDB_OK while it's transaction is the one it was opened in and live;
+/* SOCHDB_OK while its transaction is the one it was opened in and live;
 ** else SOCHDB_INVALID: the tables a block handed over points into may be
 ** unmapped. */
 int  sdb_iter_check(const sochdb_iter *it);
@@ -141,13 +141,13 @@ void sdb_fork_fd_close(struct sdb_fork_fd *f);
 
 /* A handle or transaction used in a fork() child, or NULL. */
 int  sdb_check_db(const sochdb *db);
+int  sdb_check_txn(const sochdb_txn *t);
 /* SOCHDB_OK while db->dir still holds the database db opened (its
 ** sochdb.id); SOCHDB_IO once it was deleted or replaced by another, perhaps
 ** at the same path. The daemon asks before it creates, renames or removes a
 ** file by path, so that a daemon outliving its database never writes into
 ** or removes from a new one made where it was. */
 int  sdb_dir_is_ours(const sochdb *db);
-int  sdb_check_txn(const sochdb_txn *t);
 /* Nanoseconds on CLOCK_MONOTONIC: the clock of retry and idle deadlines. */
 static inline uint64_t sdb_monotonic_ns(void)
 {

@@ -1155,8 +1155,10 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
   /* The daemon that adopts the log need not read again what this scan read
   ** whole; it still syncs the segment, which no one may have synced yet. */
   if (log_end.last_group) {
-    /* max_seq: a commit the scan read whole, or the SSTables' newest */
-    log_end.seq = log_end.logged_seq = rp.max_seq;
+    log_end.seq = rp.max_seq;
+    /* a commit the scan read whole, or else the SSTables' newest (not the 1
+    ** that max_seq starts from: no commit, so no bound) */
+    log_end.logged_seq = rp.max_seq > rp.flushed ? rp.max_seq : rp.flushed;
     durable_note_log_end(r, &log_end);
   }
   return SOCHDB_OK;
