@@ -313,7 +313,7 @@ Test(faults, sigterm_under_a_lasting_wal_fault_stops_within_seconds)
 ** database in the new one's wal/, which no daemon would open after that
 ** ("belongs to another database"). It now checks DIR/sochdb.id before it
 ** creates, renames or removes a file there. */
-Test(faults, a_deleted_databases_daemon_does_not_write_into_a_new_one_at_its_path, .timeout = 180)
+Test(faults, a_deleted_databases_daemon_does_not_write_into_a_new_one_at_its_path)
 {
   char spec[64];
   snprintf(spec, sizeof spec, "wal.write:%d:0:1500", ENOSPC);   /* ~15 s of failures */
@@ -380,7 +380,7 @@ static void fill_the_disk(const char *mnt, char *out, size_t n)
 ** written: thousands of the commits become durable. (Whether all of them
 ** do, with the log and the tables sharing the 7 MiB, depends on how flushes
 ** and groups interleave.) With the rest of the space back, all of them are. */
-Test(faults, a_nearly_full_disk_still_takes_smaller_groups, .fini = unmount_full_disk, .timeout = 180)
+Test(faults, a_nearly_full_disk_still_takes_smaller_groups, .fini = unmount_full_disk)
 {
   tu_mount_tmpfs_or_skip(full_mnt, "size=24m");
   char dir[PATH_MAX], filler[PATH_MAX];
