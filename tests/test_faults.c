@@ -104,19 +104,7 @@ static void crash_and_lose_region(sochdb *db)
 }
 
 /* Does DIR/sochdbd.log contain needle? */
-static int log_contains(const char *needle)
-{
-  char path[4200];
-  snprintf(path, sizeof path, "%s/sochdbd.log", tu_dir());
-  FILE *f = fopen(path, "r");
-  cr_assert(f != NULL, "no daemon log at %s", path);
-  char line[2048];
-  int found = 0;
-  while (!found && fgets(line, sizeof line, f))
-    found = strstr(line, needle) != NULL;
-  fclose(f);
-  return found;
-}
+static int log_contains(const char *needle) { return tu_log_lines(tu_dir(), needle) > 0; }
 
 /* SYNC commits made while a fault of the WAL lasts wait for it to clear,
 ** then succeed; none is acknowledged before it is on disk. */

@@ -871,20 +871,6 @@ Test(flush, a_flipped_byte_in_an_sstable_is_reported_never_returned)
   sochdb_close(db);
 }
 
-/* Lines of DIR/sochdbd.log that hold needle. */
-static int log_lines_with(const char *needle)
-{
-  char path[4200], line[4096];
-  snprintf(path, sizeof path, "%s/sochdbd.log", tu_dir());
-  FILE *f = fopen(path, "r");
-  cr_assert(f != NULL, "no daemon log at %s", path);
-  int n = 0;
-  while (fgets(line, sizeof line, f))
-    n += strstr(line, needle) != NULL;
-  fclose(f);
-  return n;
-}
-
 /* A compaction whose input is damaged fails, and the daemon retries it
 ** every half second: it says so in its log the first time and once per 100
 ** tries after, not at every try (two a second, for as long as the damage
@@ -900,11 +886,11 @@ Test(flush, a_compaction_that_meets_damage_is_logged_once_not_at_every_retry)
   fill(db, n, 2, 50);   /* an overlapping file: a compaction must read the damaged one */
   rotate_and_flush(db);
   uint64_t ticket = tu_request_full_compaction(db);
-  for (int i = 0; i < 300 && log_lines_with("compaction failed") == 0; i++)
+  for (int i = 0; i < 300 && tu_log_lines(tu_dir(), "compaction failed") == 0; i++)
     tu_sleep_ms(10);
-  cr_assert_eq(log_lines_with("compaction failed"), 1, "the failed compaction is not in the daemon's log");
+  cr_assert_eq(tu_log_lines(tu_dir(), "compaction failed"), 1, "the failed compaction is not in the daemon's log");
   tu_sleep_ms(2500);   /* five retries */
-  cr_assert_eq(log_lines_with("compaction failed"), 1, "the log repeats the failure at every retry");
+  cr_assert_eq(tu_log_lines(tu_dir(), "compaction failed"), 1, "the log repeats the failure at every retry");
   cr_assert_lt(atomic_load(&db->region.hdr->stats.full_compaction_done), ticket, "a failed compaction called done");
   sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   expect_gets(t, n, 2, "the newer file over the damaged one");   /* a scan merges the damaged one in */

@@ -674,6 +674,21 @@ static inline void tu_full_compaction(sochdb *db)
   cr_assert(done, "the full compaction did not finish within 60 s");
 }
 
+/* Lines of DIR/sochdbd.log (the daemon's log) that hold needle; asserts the
+** log exists. */
+static inline int tu_log_lines(const char *dir, const char *needle)
+{
+  char path[4200], line[4096];
+  snprintf(path, sizeof path, "%s/sochdbd.log", dir);
+  FILE *f = fopen(path, "r");
+  cr_assert(f != NULL, "no daemon log at %s", path);
+  int n = 0;
+  while (fgets(line, sizeof line, f))
+    n += strstr(line, needle) != NULL;
+  fclose(f);
+  return n;
+}
+
 /* ------------------------------------------------------ transactions */
 
 static inline sochdb_txn *tu_begin(sochdb *db, unsigned flags)
