@@ -109,6 +109,49 @@ def _options(kw: Dict[str, Any]) -> Optional[_ffi.Options]:
     return o
 
 
+class _CallsInFlight:
+    """Counts the C calls in flight on one handle or its objects, used as
+    ``with db._calls:`` around each (ctypes releases the GIL during a call),
+    so that close() in another thread waits for them and never frees a
+    transaction, an iterator or the mapping one is using. It holds no
+    reference to its Database, which a dropped handle's finalizer closes."""
+
+    __slots__ = ("_lock", "_busy", "_closing", "_generation", "_path")
+
+    def __init__(self, path: str):
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._closing = False
+        self._generation = _fork_generation
+        self._path = path
+
+    def __enter__(self) -> None:
+        if self._generation != _fork_generation:
+            return  # inherited across fork: the library refuses every call, and nothing here counts
+        with self._lock:  # nothing that allocates inside: a finalizer run by the GC here would deadlock
+            ok = not self._closing
+            if ok:
+                self._busy += 1
+        if not ok:
+            raise usage_error("the database %s is closed" % self._path)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._generation == _fork_generation:  # as __enter__ found it: a fork leaves no caller in the child
+            with self._lock:
+                self._busy -= 1
+
+    def refuse_and_drain(self) -> bool:
+        """Refuse new calls and wait for those in flight (milliseconds at
+        most, but a SYNC commit). False if another thread closes already."""
+        with self._lock:
+            if self._closing:
+                return False
+            self._closing = True
+        while self._busy:
+            time.sleep(0.0005)
+        return True
+
+
 class Database:
     """One process's handle on one database directory (``sochdb_open``).
 
@@ -122,14 +165,9 @@ class Database:
         self._handle: Optional[int] = None
         self._pid = os.getpid()
         self._txns: "weakref.WeakSet[Transaction]" = weakref.WeakSet()
-        # Calls in flight on this handle (ctypes releases the GIL during them):
-        # close() waits for them, so that it never frees a transaction, an
-        # iterator or the mapping another thread is using.
-        self._lock = threading.Lock()
-        self._busy = 0
         self._generation = _fork_generation
-        self._closing = False
         self.path = os.fsdecode(path)
+        self._calls = _CallsInFlight(self.path)
         cpath = _c_path(path, "database path")
         opts = _options(options)
         lib = _ffi.lib()
@@ -151,13 +189,8 @@ class Database:
         process's copy; the parent's handle is unaffected."""
         if self._handle is None:
             return
-        if self._generation == _fork_generation:
-            with self._lock:
-                if self._closing:
-                    return
-                self._closing = True  # new calls refused from here
-            while self._busy:  # calls in flight in other threads (milliseconds at most, but a SYNC commit)
-                time.sleep(0.0005)
+        if self._generation == _fork_generation and not self._calls.refuse_and_drain():
+            return
         for t in list(self._txns):  # while the handle is open: _release aborts only then
             t._release()
         h, self._handle = self._handle, None
@@ -179,22 +212,21 @@ class Database:
     def __repr__(self) -> str:
         return "<sochdb.Database %r%s>" % (self.path, " closed" if self.closed else "")
 
-    def _enter(self) -> bool:
-        """Begin a C call on this handle or one of its objects (pair with _leave)."""
-        if self._generation != _fork_generation:
-            return False  # inherited across fork: the library refuses every call
-        with self._lock:  # nothing that allocates inside: a finalizer run by the GC here would deadlock
-            ok = not self._closing and self._handle is not None
-            if ok:
-                self._busy += 1
-        if not ok:
-            raise usage_error("the database %s is closed" % self.path)
-        return True
-
-    def _leave(self, entered: bool) -> None:
-        if entered:
-            with self._lock:
-                self._busy -= 1
+    def _end_object(self, end: Callable[[], None]) -> None:
+        """Run ``end`` (which frees a transaction or an iterator) as a call in
+        flight. Where the database is closed (a GC cycle may finalize it
+        first) run it without counting; where another thread is closing it,
+        skip it: that close() ends the object."""
+        try:
+            self._calls.__enter__()
+        except Exception:
+            if self._handle is None:
+                end()
+            return
+        try:
+            end()
+        finally:
+            self._calls.__exit__()
 
     def _h(self) -> int:
         h = self._handle
@@ -259,11 +291,8 @@ class Database:
     def stats(self) -> Dict[str, int]:
         """``sochdb_stats_get`` as a dict (counters summed over all processes)."""
         st = _ffi.Stats()
-        e = self._enter()
-        try:
+        with self._calls:
             _check(_ffi.lib().sochdb_stats_get(self._h(), ctypes.byref(st)))
-        finally:
-            self._leave(e)
         return {name: getattr(st, name) for name, _ in _ffi.Stats._fields_}
 
     @property
@@ -290,13 +319,10 @@ class Transaction:
         self.sync = sync
         out = ctypes.c_void_p()
         flags = _ffi.TXN_READONLY if readonly else 0
-        e = db._enter()
-        try:
+        with db._calls:
             _check(_ffi.lib().sochdb_txn_begin(db._h(), flags, ctypes.byref(out)))
             self._ptr = out.value
             db._txns.add(self)
-        finally:
-            db._leave(e)
 
     @property
     def closed(self) -> bool:
@@ -328,34 +354,25 @@ class Transaction:
 
     def put(self, key: BytesLike, value: BytesLike) -> None:
         k, v = _as_bytes(key, "key"), _as_bytes(value, "value")
-        e = self._db._enter()
-        try:
+        with self._db._calls:
             _check(_ffi.lib().sochdb_put(self._t(), k, len(k), v, len(v)))
-        finally:
-            self._db._leave(e)
 
     def delete(self, key: BytesLike) -> None:
         """Delete key (not an error if it is absent)."""
         k = _as_bytes(key, "key")
-        e = self._db._enter()
-        try:
+        with self._db._calls:
             _check(_ffi.lib().sochdb_delete(self._t(), k, len(k)))
-        finally:
-            self._db._leave(e)
 
     def get(self, key: BytesLike, default: Optional[bytes] = None) -> Optional[bytes]:
         """The value of key in this snapshot (a copy), or default if absent."""
         k = _as_bytes(key, "key")
         val, vlen = ctypes.c_void_p(), ctypes.c_size_t()
-        e = self._db._enter()
-        try:
+        with self._db._calls:
             rc = _ffi.lib().sochdb_get(self._t(), k, len(k), ctypes.byref(val), ctypes.byref(vlen))
             if rc == _ffi.NOTFOUND:
                 return default
             _check(rc)
             return ctypes.string_at(val.value, vlen.value) if vlen.value else b""  # before close() may unmap it
-        finally:
-            self._db._leave(e)
 
     def __contains__(self, key: BytesLike) -> bool:
         return self.get(key) is not None
@@ -386,29 +403,16 @@ class Transaction:
         transaction). The transaction is finished whatever happens."""
         if sync is None:
             sync = self.sync
-        e = self._db._enter()
-        try:
+        with self._db._calls:
             p = self._take()
             if p is None:
                 raise usage_error("the transaction is finished (committed, aborted or its database closed)")
             _check(_ffi.lib().sochdb_commit(p, _ffi.SYNC if sync else _ffi.ASYNC))
-        finally:
-            self._db._leave(e)
 
     def abort(self) -> None:
         """Discard the writes. A no-op on a finished transaction."""
-        if self._ptr is None:
-            return
-        try:
-            e = self._db._enter()
-        except Exception:
-            if self._db._handle is None:  # closed (a GC cycle may finalize it first): only free iterators
-                self._release()
-            return  # else closing in another thread: its close() aborts us
-        try:
-            self._release()
-        finally:
-            self._db._leave(e)
+        if self._ptr is not None:
+            self._db._end_object(self._release)  # on a closed database _release only frees iterators
 
     def __enter__(self) -> "Transaction":
         self._t()
@@ -443,8 +447,7 @@ class Scan:
         self._txn = txn
         self._it: Optional[int] = None
         out = ctypes.c_void_p()
-        e = txn._db._enter()
-        try:
+        with txn._db._calls:
             _check(
                 _ffi.lib().sochdb_iter_open(
                     txn._t(), start, len(start) if start else 0, end, len(end) if end else 0, ctypes.byref(out)
@@ -452,8 +455,6 @@ class Scan:
             )
             self._it = out.value
             txn._iters.add(self)
-        finally:
-            txn._db._leave(e)
         self._k, self._kl = ctypes.c_void_p(), ctypes.c_size_t()
         self._v, self._vl = ctypes.c_void_p(), ctypes.c_size_t()
 
@@ -465,7 +466,7 @@ class Scan:
             raise StopIteration
         db = self._txn._db
         try:
-            e = db._enter()
+            db._calls.__enter__()
         except Exception:
             raise StopIteration  # closed with its database
         try:
@@ -486,21 +487,11 @@ class Scan:
             val = ctypes.string_at(self._v.value, self._vl.value) if self._vl.value else b""
             return key, val
         finally:
-            db._leave(e)
+            db._calls.__exit__()
 
     def close(self) -> None:
-        if self._it is None:
-            return
-        try:
-            e = self._txn._db._enter()
-        except Exception:
-            if self._txn._db._handle is None:  # closed (a GC cycle may finalize it first)
-                self._close()
-            return  # else closing in another thread: its close() closes us
-        try:
-            self._close()
-        finally:
-            self._txn._db._leave(e)
+        if self._it is not None:
+            self._txn._db._end_object(self._close)
 
     def _close(self) -> None:
         it, self._it = self._it, None
