@@ -229,10 +229,8 @@ static void settle(sochdb *db)
 /* A full compaction by the daemon, as `sochdb compact` asks for one. */
 static void compact(sochdb *db)
 {
-  struct shm_global_stats *g = &db->region.hdr->stats;
-  /* acq_rel/acquire: as tools/sochdb.c (the daemon answers by a release store of the ticket) */
-  uint64_t ticket = atomic_fetch_add_explicit(&g->full_compaction_requested, 1, memory_order_acq_rel) + 1;
-  while (atomic_load_explicit(&g->full_compaction_done, memory_order_acquire) < ticket) {
+  uint64_t ticket = sdb_full_compaction_request(db);
+  while (!sdb_full_compaction_done(db, ticket)) {
     sdb_daemon_ensure(db);
     usleep(50000);
   }

@@ -11,10 +11,13 @@
 **
 ** Which sochdbd: sochdb_options.daemon_path, else $SOCHDB_DAEMON, else the
 ** one next to the library (or executable) this code is in, else $PATH.
+**
+** Tools and tests also ask the running daemon for a full compaction here.
 */
 #include "internal.h"
 
 #include "error.h"
+#include "filelist.h" /* fl_wake_compactor */
 #include "testhooks.h"
 
 #include <dlfcn.h>
@@ -354,4 +357,22 @@ static int ensure(sochdb *db, unsigned max_wait_ms, int bounded)
   if (rc != SOCHDB_OK)
     atomic_store_explicit(&db->daemon_retry_ns, coarse_now_ns() + DAEMON_RETRY_NS, memory_order_relaxed);
   return rc;
+}
+
+uint64_t sdb_full_compaction_request(sochdb *db)
+{
+  struct shm_global_stats *g = &db->region.hdr->stats;
+  /* release: the compactor reads the request with acquire, so whatever the
+  ** asker did first (a memtable rotated for the flusher) is visible to the
+  ** pick that answers it. */
+  uint64_t ticket = atomic_fetch_add_explicit(&g->full_compaction_requested, 1, memory_order_release) + 1;
+  fl_wake_compactor(&db->region);
+  return ticket;
+}
+
+int sdb_full_compaction_done(const sochdb *db, uint64_t ticket)
+{
+  /* acquire: pairs with the compactor's release store of the ticket, so that
+  ** the asker's reads after this see the file list the compaction installed. */
+  return atomic_load_explicit(&db->region.hdr->stats.full_compaction_done, memory_order_acquire) >= ticket;
 }

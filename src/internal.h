@@ -195,6 +195,13 @@ pid_t sdb_daemon_pid(const char *dir);
 ** naming the pid in sochdb_last_error(), if one still does; SOCHDB_IO if
 ** LOCK cannot be opened. For tools and tests: clients never stop daemons. */
 int  sdb_daemon_stop(const char *dir, int sig, unsigned timeout_ms);
+/* Ask the daemon for a full compaction (`sochdb compact`): the request lives
+** in the region, so whichever daemon runs next answers it. Returns the
+** ticket that sdb_full_compaction_done compares with. */
+uint64_t sdb_full_compaction_request(sochdb *db);
+/* Whether the daemon finished the full compaction of ticket or of a later
+** request (it marks done the newest request it saw when it began the job). */
+int      sdb_full_compaction_done(const sochdb *db, uint64_t ticket);
 /* The MANIFEST state's files as the region lists them (shm/filelist.h):
 ** level 0 newest first, deeper levels by smallest key. *out is malloc'ed. */
 struct manifest_state;

@@ -56,7 +56,6 @@
 #include <criterion/criterion.h>
 
 #include "arena.h"    /* arena_rotate: tu_rotate */
-#include "filelist.h" /* fl_wake_compactor: tu_request_full_compaction */
 #include "internal.h" /* sdb_daemon_stop */
 #include "region.h"   /* shm_region_path: where the region file of a directory is */
 #include "testhooks.h" /* sochdb_test_without_daemon */
@@ -646,28 +645,16 @@ static inline void tu_rotate(sochdb *db)
   cr_assert_neq(arena_active(r), before, "rotation did not change the active memtable");
 }
 
-/* Ask sochdbd for a full compaction (as `sochdb compact` does): the ticket
-** that full_compaction_done reaches once it is carried out. */
-static inline uint64_t tu_request_full_compaction(sochdb *db)
-{
-  struct shm_global_stats *g = &db->region.hdr->stats;
-  /* acq_rel / acquire: as tools/sochdb.c (the daemon answers with a release store) */
-  uint64_t ticket = atomic_fetch_add_explicit(&g->full_compaction_requested, 1, memory_order_acq_rel) + 1;
-  fl_wake_compactor(&db->region);
-  return ticket;
-}
-
 /* Every memtable flushed, then a full compaction (as `sochdb compact`
 ** does), waited for up to 60 s (asserted). */
 static inline void tu_full_compaction(sochdb *db)
 {
   tu_rotate(db);
   TU_WAIT_STATS(db, s->memtables_in_use <= 1, "every memtable but the new active one flushed");
-  uint64_t ticket = tu_request_full_compaction(db);
-  struct shm_global_stats *g = &db->region.hdr->stats;
+  uint64_t ticket = sdb_full_compaction_request(db);
   int done = 0;
   for (int i = 0; i < 6000 && !done; i++) {
-    done = atomic_load_explicit(&g->full_compaction_done, memory_order_acquire) >= ticket;
+    done = sdb_full_compaction_done(db, ticket);
     if (!done)
       tu_sleep_ms(10);
   }

@@ -18,9 +18,8 @@
 #include "cli.h"
 
 #include "check.h"   /* sdb_check_dir, for `sochdb check` (internal: the CLI links the static library) */
-#include "internal.h" /* struct sochdb: the region header's full-compaction request and progress, for
-                      ** `sochdb compact`; sdb_daemon_ensure */
-#include "filelist.h" /* fl_wake_compactor, for `sochdb compact` */
+#include "internal.h" /* struct sochdb: the region header's compaction progress, for `sochdb compact`;
+                      ** sdb_full_compaction_request, sdb_daemon_ensure */
 #include "pagesize.h" /* shm_page_bytes, for `sochdb stats` */
 
 #include <errno.h>
@@ -1089,15 +1088,13 @@ static int compact_wait_for_flushes(compact_wait *w, sochdb_stats *st)
 }
 
 /* Ask the daemon for a full compaction and wait until it answered this
-** request (or a later one: the daemon sets full_compaction_done to the
-** newest request it saw when it started the job it finished). */
+** request or a later one, drawing its progress. */
 static int compact_request_and_wait(compact_wait *w, uint64_t *ticket)
 {
   struct shm_global_stats *g = &w->db->region.hdr->stats;
-  *ticket = atomic_fetch_add_explicit(&g->full_compaction_requested, 1, memory_order_acq_rel) + 1;
-  fl_wake_compactor(&w->db->region);
+  *ticket = sdb_full_compaction_request(w->db);
   for (;;) {
-    if (atomic_load_explicit(&g->full_compaction_done, memory_order_acquire) >= *ticket)
+    if (sdb_full_compaction_done(w->db, *ticket))
       return EXIT_OK;
     uint64_t done = atomic_load_explicit(&g->compact_progress_done, memory_order_relaxed);
     uint64_t total = atomic_load_explicit(&g->compact_progress_total, memory_order_relaxed);
