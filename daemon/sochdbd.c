@@ -27,6 +27,7 @@
 #include "compactor.h"
 #include "durable.h"
 #include "flusher.h"
+#include "fsutil.h"
 #include "futex.h"
 #include "pagesize.h"
 #include "arena.h"
@@ -155,6 +156,7 @@ static int take_lock(const char *dir, struct stat *st)
     fprintf(stderr, "sochdbd: open %s: %s\n", path, strerror(errno));
     return -1;
   }
+  sdb_apply_db_mode(dir, fd, path);
   for (int i = 0; i < 50; i++) {
     if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, st) == 0)
       return fd;

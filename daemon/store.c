@@ -327,10 +327,8 @@ int store_sst_complete(struct store *s, struct sst_file_out *o, const uint8_t *t
     rc = flush_stage(o);
   if (rc == SOCHDB_OK && fdatasync(o->fd) != 0)
     rc = sdb_fail_errno("fdatasync %s (%llu bytes)", o->tmp, (unsigned long long)o->written);
-  /* the database's files share the region's mode (applied exactly) */
-  struct stat st;
-  if (rc == SOCHDB_OK && fstat(s->r->fd, &st) == 0)
-    fchmod(o->fd, st.st_mode & 0777);
+  if (rc == SOCHDB_OK)
+    sdb_apply_db_mode(s->db->dir, o->fd, o->tmp);
   if (rc != SOCHDB_OK) {
     store_sst_abandon(o);
     return rc;

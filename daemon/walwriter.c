@@ -86,6 +86,7 @@ static int create_segment(struct walwriter *w, uint64_t first_lsn)
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0)
     return sdb_fail_errno("create WAL segment %s", tmp);
+  sdb_apply_db_mode(w->db->dir, fd, tmp);
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   struct wal_seg_header h;
@@ -248,7 +249,9 @@ int ww_open(struct walwriter *w, sochdb *db)
   w->fd = -1;
   char path[4200];
   snprintf(path, sizeof path, "%s/" WAL_DIR, db->dir);
-  if (mkdir(path, 0700) != 0 && errno != EEXIST)
+  if (mkdir(path, 0700) == 0)
+    sdb_apply_db_mode(db->dir, -1, path);
+  else if (errno != EEXIST)
     return sdb_fail_errno("mkdir %s", path);
   uint64_t *lsns;
   size_t n;

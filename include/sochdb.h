@@ -97,8 +97,9 @@ typedef struct sochdb_options {          /* zero-initialised = defaults */
   unsigned busy_timeout_ms; /* how long a writer may wait for room before SOCHDB_BUSY (default 10000) */
   const char *daemon_path;  /* sochdbd to spawn; NULL = next to the library, then $PATH */
   int create_if_missing;    /* default 1; a negative value means 0 (must exist) */
-  unsigned file_mode;       /* permission bits of the files created (region, data), applied exactly,
-                               not reduced by the umask; 0 = 0600 */
+  unsigned file_mode;       /* permission bits of the database's files (region, data, log, locks; its
+                               directories add x where r), applied exactly, not reduced by the umask;
+                               0 = 0600. Set by the creator: later openers' file_mode is ignored */
   size_t cache_bytes;       /* the block cache in the region, shared by every process, fixed at
                                creation (default: region_bytes / 16, at most 64 MiB); blocks kept
                                there are decompressed SSTable blocks */
@@ -177,8 +178,10 @@ int  sochdb_delete(sochdb_txn *t, const void *key, size_t klen);
 **
 ** Errors: SOCHDB_NOTFOUND (absent or deleted), SOCHDB_INVALID (NULL argument,
 **   bad key length), SOCHDB_CORRUPT (a damaged structure was detected),
-**   SOCHDB_NOMEM (mapping the SSTables at the transaction's first read, or
-**   copying a value out of a compressed block; the transaction stays usable).
+**   SOCHDB_IO (an SSTable could not be opened or mapped, e.g. EMFILE; the
+**   message names the file), SOCHDB_NOMEM (mapping the SSTables at the
+**   transaction's first read, or copying a value out of a compressed block;
+**   the transaction stays usable).
 */
 int  sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, size_t *vlen);
 
@@ -230,7 +233,8 @@ void sochdb_abort(sochdb_txn *t);
 ** keys (0xFF 0xFF ...) are never returned: the range ends before them.
 **
 ** Errors: SOCHDB_INVALID (NULL t or out, ended transaction, bound longer
-**   than SOCHDB_MAX_KEY), SOCHDB_NOMEM.
+**   than SOCHDB_MAX_KEY), SOCHDB_CORRUPT or SOCHDB_IO (an SSTable is damaged,
+**   missing or could not be opened; the message names the file), SOCHDB_NOMEM.
 */
 int  sochdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void *end, size_t elen,
                       sochdb_iter **out);
@@ -359,7 +363,7 @@ typedef struct sochdb_scan  sochdb_scan;    /* a projected range scan inside a t
 ** Errors: SOCHDB_INVALID (NULL argument, read-only t, bad or duplicate name,
 **   unknown type or flag, ncols 0 or above SOCHDB_MAX_COLUMNS, bad primary
 **   key column, or a table of that name exists in t's snapshot),
-**   SOCHDB_NOMEM, SOCHDB_CORRUPT.
+**   SOCHDB_NOMEM, SOCHDB_CORRUPT, SOCHDB_IO (an SSTable could not be read).
 */
 int  sochdb_table_create(sochdb_txn *t, const char *name, const sochdb_column *cols, size_t ncols);
 
@@ -379,7 +383,8 @@ int  sochdb_table_create(sochdb_txn *t, const char *name, const sochdb_column *c
 ** is refused with SOCHDB_INVALID ("open it again").
 **
 ** Errors: SOCHDB_NOTFOUND (no such table), SOCHDB_INVALID (NULL argument,
-**   schema mismatch), SOCHDB_CORRUPT (a damaged schema), SOCHDB_NOMEM.
+**   schema mismatch), SOCHDB_CORRUPT (a damaged schema), SOCHDB_IO (an
+**   SSTable could not be read), SOCHDB_NOMEM.
 */
 int  sochdb_table_open(sochdb_txn *t, const char *name, const sochdb_column *cols, size_t ncols,
                        sochdb_table **out);
@@ -403,7 +408,8 @@ int  sochdb_table_schema(const sochdb_table *tb, const sochdb_column **cols, siz
 **
 ** Errors: SOCHDB_INVALID (NULL argument, read-only t, not nullable, bad or
 **   duplicate name, SOCHDB_MAX_COLUMNS reached), SOCHDB_CONFLICT,
-**   SOCHDB_NOTFOUND (the table is gone), SOCHDB_NOMEM.
+**   SOCHDB_NOTFOUND (the table is gone), SOCHDB_CORRUPT or SOCHDB_IO (an
+**   SSTable could not be read), SOCHDB_NOMEM.
 */
 int  sochdb_table_add_column(sochdb_txn *t, sochdb_table *tb, const sochdb_column *col);
 
@@ -415,7 +421,8 @@ int  sochdb_table_add_column(sochdb_txn *t, sochdb_table *tb, const sochdb_colum
 **
 ** Errors: SOCHDB_INVALID (NULL argument, read-only or ended t, tb opened
 **   on another handle or stale (see sochdb_table_open), NULL in a column that is not nullable, primary key
-**   too long, row above SOCHDB_MAX_VALUE), SOCHDB_NOMEM.
+**   too long, row above SOCHDB_MAX_VALUE), SOCHDB_CORRUPT or SOCHDB_IO (checking tb
+**   against t's snapshot read a damaged or unreadable SSTable), SOCHDB_NOMEM.
 */
 int  sochdb_row_put(sochdb_txn *t, sochdb_table *tb, const sochdb_value *values);
 
@@ -431,7 +438,8 @@ int  sochdb_row_delete(sochdb_txn *t, sochdb_table *tb, const sochdb_value *pk);
 ** memory that stays valid until t ends.
 **
 ** Errors: SOCHDB_NOTFOUND (no such row), SOCHDB_INVALID (NULL argument,
-**   column index out of range), SOCHDB_CORRUPT, SOCHDB_NOMEM.
+**   NULL primary key, column index out of range), SOCHDB_CORRUPT,
+**   SOCHDB_IO (an SSTable could not be opened or mapped), SOCHDB_NOMEM.
 */
 int  sochdb_row_get(sochdb_txn *t, sochdb_table *tb, const sochdb_value *pk, const unsigned *cols, size_t ncols,
                     sochdb_value *out);
@@ -472,8 +480,9 @@ typedef struct sochdb_scan_stats {
 ** ends, and tb must stay open until then; *filter is copied.
 **
 ** Errors: SOCHDB_INVALID (NULL t, tb or out, a column or the filter's column
-**   out of range, unknown op, a NULL filter bound, a primary-key bound too
-**   long), SOCHDB_NOMEM.
+**   out of range, unknown op, a NULL filter bound, a primary-key bound that
+**   is NULL or too long), SOCHDB_CORRUPT or SOCHDB_IO (an SSTable is damaged
+**   or could not be opened), SOCHDB_NOMEM.
 */
 int  sochdb_table_scan(sochdb_txn *t, sochdb_table *tb, const sochdb_value *start_pk, const sochdb_value *end_pk,
                        const unsigned *cols, size_t ncols, const sochdb_filter *filter, sochdb_scan **out);

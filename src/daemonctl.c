@@ -18,6 +18,7 @@
 
 #include "error.h"
 #include "filelist.h" /* fl_wake_compactor */
+#include "fsutil.h"
 #include "testhooks.h"
 
 #include <dlfcn.h>
@@ -97,6 +98,7 @@ int sdb_daemon_setup(sochdb *db, const char *daemon_path, unsigned mode, int ens
   db->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode);
   if (db->lock_fd < 0)
     return sdb_fail_errno("open %s", path);
+  sdb_apply_db_mode(db->dir, db->lock_fd, path);
   if (daemon_path)
     snprintf(db->daemon_path, sizeof db->daemon_path, "%s", daemon_path);
   else
@@ -114,6 +116,7 @@ int sdb_daemon_lock_out(const char *dir, int *fd_out)
   int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0)
     return sdb_fail_errno("open %s", path);
+  sdb_apply_db_mode(dir, fd, path);
   unsigned waited = 0;
   while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     if (waited >= 10000) {
@@ -217,6 +220,11 @@ static int spawn_daemon(sochdb *db, uint64_t deadline_ns)
 {
   char log[4200];
   snprintf(log, sizeof log, "%s/sochdbd.log", db->dir);
+  int logfd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);   /* the database's mode */
+  if (logfd >= 0) {
+    sdb_apply_db_mode(db->dir, logfd, log);
+    close(logfd);
+  }
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
@@ -301,6 +309,7 @@ static int start_daemon(sochdb *db, unsigned max_wait_ms, uint64_t deadline_ns)
   int spawn_fd = sdb_fork_fd_open(&spawn, path, O_RDWR | O_CREAT, 0600);
   if (spawn_fd < 0)
     return sdb_fail_errno("open %s", path);
+  sdb_apply_db_mode(db->dir, spawn_fd, path);
   int rc = SOCHDB_OK, locked;
   unsigned waited = 0;
   /* Bounded: a starter stopped in a debugger must not hang everyone. */

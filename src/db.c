@@ -180,6 +180,9 @@ static int ensure_directory(const char *dir, int create, unsigned mode)
       return SOCHDB_OK;
     return sdb_fail_errno("mkdir %s", dir);
   }
+  /* exact bits, like every file of the database: mkdir applied the umask */
+  if (chmod(dir, (mode_t)(mode | ((mode & 0444) >> 2))) != 0)
+    return sdb_fail_errno("chmod %s", dir);
   char parent[4200];
   snprintf(parent, sizeof parent, "%s", dir);
   return sdb_fsync_dir(dirname(parent));   /* the new directory's name is durable */
@@ -237,17 +240,23 @@ static int create_identity(const char *dir, const char *path, unsigned mode)
   return rc == SOCHDB_OK ? sdb_fsync_dir(dir) : rc;
 }
 
-static int load_identity(const char *dir, int create, unsigned mode, uint8_t id[16])
+/* Read the database's id, creating it (with *mode) if missing and create is
+** set. *mode becomes the database's mode: the one its creator gave the id
+** file, which every file made later takes too (sdb_apply_db_mode), whatever
+** file_mode a later opener passes. */
+static int load_identity(const char *dir, int create, unsigned *mode, uint8_t id[16])
 {
   char path[4200];
   snprintf(path, sizeof path, "%s/%s", dir, SDB_ID_FILE);
   int rc = read_identity(path, id);
-  if (rc != SOCHDB_NOTFOUND)
-    return rc;
-  if (!create)
+  if (rc == SOCHDB_NOTFOUND && !create)
     return sdb_fail(SOCHDB_NOTFOUND, "%s is not a sochdb database (no %s)", dir, SDB_ID_FILE);
-  rc = create_identity(dir, path, mode);
-  return rc == SOCHDB_OK ? read_identity(path, id) : rc;
+  if (rc == SOCHDB_NOTFOUND && (rc = create_identity(dir, path, *mode)) == SOCHDB_OK)
+    rc = read_identity(path, id);
+  struct stat st;
+  if (rc == SOCHDB_OK && stat(path, &st) == 0)
+    *mode = st.st_mode & 0777;
+  return rc;
 }
 
 int sdb_dir_is_ours(const sochdb *db)
@@ -294,7 +303,12 @@ static int resolve_options(const sochdb_options *o, struct shm_open_params *p, u
 
 int sochdb_open(const char *dir, const sochdb_options *opts, sochdb **out)
 {
-  return sdb_open(dir, opts, 0, out);
+  char saved[SDB_ERROR_DETAIL_BYTES];
+  sdb_save_error(saved);
+  int rc = sdb_open(dir, opts, 0, out);
+  if (rc == SOCHDB_OK)
+    sdb_restore_error(saved);
+  return rc;
 }
 
 int sdb_open(const char *dir, const sochdb_options *opts, int as_daemon, sochdb **out)
@@ -310,7 +324,7 @@ int sdb_open(const char *dir, const sochdb_options *opts, int as_daemon, sochdb 
   if (rc == SOCHDB_OK)
     rc = ensure_directory(dir, create, p.file_mode);
   if (rc == SOCHDB_OK)
-    rc = load_identity(dir, create, p.file_mode, p.db_id);
+    rc = load_identity(dir, create, &p.file_mode, p.db_id);
   if (rc != SOCHDB_OK)
     return rc;
   sochdb *db = calloc(1, sizeof *db);

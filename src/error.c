@@ -10,7 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static _Thread_local char last_detail[512];
+static _Thread_local char last_detail[SDB_ERROR_DETAIL_BYTES];
 
 const char *sochdb_strerror(int err)
 {
@@ -32,6 +32,10 @@ const char *sochdb_strerror(int err)
 const char *sochdb_last_error(void) { return last_detail; }
 
 void sdb_clear_error(void) { last_detail[0] = '\0'; }
+
+void sdb_save_error(char saved[SDB_ERROR_DETAIL_BYTES]) { memcpy(saved, last_detail, sizeof last_detail); }
+
+void sdb_restore_error(const char saved[SDB_ERROR_DETAIL_BYTES]) { memcpy(last_detail, saved, sizeof last_detail); }
 
 int sdb_fail(int code, const char *fmt, ...)
 {

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -108,4 +109,18 @@ void sdb_unmap_file(const uint8_t *buf, size_t len)
 {
   if (buf && len)
     munmap((void *)buf, len);
+}
+
+void sdb_apply_db_mode(const char *dir, int fd, const char *path)
+{
+  char id[4200];
+  struct stat st;
+  snprintf(id, sizeof id, "%s/" SDB_ID_FILE, dir);
+  if (stat(id, &st) != 0)
+    return;
+  mode_t mode = st.st_mode & 0777;
+  if (fd >= 0)
+    (void)fchmod(fd, mode);
+  else
+    (void)chmod(path, mode | ((mode & 0444) >> 2));
 }

@@ -1,5 +1,6 @@
 /*
-** fsutil.h — small file-system helpers: durable directory entries, whole-file reads.
+** fsutil.h — small file-system helpers: durable directory entries, whole-file
+** reads, and the permission bits of a database's files.
 */
 #ifndef SOCHDB_FSUTIL_H
 #define SOCHDB_FSUTIL_H
@@ -29,5 +30,19 @@ int sdb_read_file(const char *path, uint8_t **out, size_t *n);
 ** and close (-1 on failure); without, it is closed. */
 int  sdb_map_file(const char *path, const uint8_t **buf, size_t *len, int *keep_fd);
 void sdb_unmap_file(const uint8_t *buf, size_t len);
+
+/* DIR/sochdb.id: the directory's random 16-byte identity (db.c), which the
+** region, the WAL and the MANIFEST carry. A directory without it holds no
+** database. */
+#define SDB_ID_FILE "sochdb.id"
+
+/* Give a file just made in database directory dir the database's mode: the
+** permission bits of DIR/sochdb.id, which its creator made with file_mode
+** applied exactly (not reduced by the umask), so that every file and
+** directory of it is open to the same users and no more. fd, or with fd < 0
+** the directory at path, which also gets x wherever it has r. Best effort:
+** a file another user owns keeps its mode, and the open that needs it
+** reports the refusal. */
+void sdb_apply_db_mode(const char *dir, int fd, const char *path);
 
 #endif

@@ -8,6 +8,7 @@
 #include "sochdb.h"
 
 #include "arena.h"
+#include "fsutil.h"   /* SDB_ID_FILE */
 #include "region.h"
 #include "skiplist.h"
 #include "slots.h"
@@ -166,10 +167,6 @@ uint32_t sdb_flush_backlog_limit(const shm_region *r);
 void sdb_txn_free(sochdb_txn *t);     /* a transaction object and all it owns; NULL: nothing */
 int  sdb_txn_tables(sochdb_txn *t);   /* take t->tables if not yet taken (txn.c) */
 
-/* DIR/sochdb.id: the directory's random 16-byte identity (db.c), which the
-** region, the WAL and the MANIFEST carry. A directory without it holds no
-** database. */
-#define SDB_ID_FILE "sochdb.id"
 
 /* Make sure a sochdbd serves this database, starting one if none does.
 ** Cheap when one runs (one flock probe, rate-limited). Returns SOCHDB_OK or

@@ -520,6 +520,7 @@ static int write_atomic(const char *dir, const char *name, const uint8_t *p, siz
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0)
     return sdb_fail_errno("create %s", tmp);
+  sdb_apply_db_mode(dir, fd, tmp);
   int rc = pwrite_all(fd, p, n, 0, tmp);
   if (rc == SOCHDB_OK && fdatasync(fd) != 0)
     rc = sdb_fail_errno("fdatasync %s", tmp);

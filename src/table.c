@@ -378,6 +378,10 @@ int sochdb_table_add_column(sochdb_txn *t, sochdb_table *tb, const sochdb_column
 size_t sdb_row_key(const sochdb_table *tb, const sochdb_value *pk, uint8_t *key)
 {
   unsigned type = tb->types[0];
+  if (pk->is_null) {   /* the primary key is never NULL: no row has it */
+    sdb_fail(SOCHDB_INVALID, "a NULL primary key (table '%s')", tb->name);
+    return 0;
+  }
   if (type != SOCHDB_INT64 && pk->len > SOCHDB_MAX_PK) {
     sdb_fail(SOCHDB_INVALID, "a primary key of %zu bytes; the limit is %u", pk->len, SOCHDB_MAX_PK);
     return 0;

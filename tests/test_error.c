@@ -107,6 +107,19 @@ Test(error, last_error_starts_empty_and_records_the_detail)
   sochdb_close(db);
 }
 
+/* "A call that succeeds leaves it unchanged": an open of a new database
+** looks for its CURRENT on the way, and that lookup's message used to
+** replace the caller's last failure. */
+Test(error, a_successful_open_leaves_the_last_error_alone)
+{
+  EXPECT_INVALID(sochdb_open(NULL, NULL, NULL), "open without a directory");
+  char before[512];
+  snprintf(before, sizeof before, "%s", sochdb_last_error());
+  sochdb *db = open_db();   /* a new database: no CURRENT yet */
+  cr_assert_str_eq(sochdb_last_error(), before, "the last error after a successful open");
+  sochdb_close(db);
+}
+
 /* ------------------------------------------------------------ per thread */
 
 struct lt_arg {

@@ -672,6 +672,64 @@ Test(region, file_modes)
   free(d2);
 }
 
+/* The modes of every entry of dir and dir/wal: files want_file, directories
+** want_dir (the region, elsewhere, is checked by the caller). */
+static void expect_modes(const char *dir, unsigned want_file, unsigned want_dir, int depth)
+{
+  DIR *d = opendir(dir);
+  cr_assert_not_null(d, "opendir %s", dir);
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+      continue;
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    struct stat st;
+    cr_assert_eq(lstat(path, &st), 0, "lstat %s", path);
+    unsigned want = S_ISDIR(st.st_mode) ? want_dir : want_file;
+    cr_assert_eq(st.st_mode & 07777, want, "%s has mode %o, want %o", path, (unsigned)(st.st_mode & 07777), want);
+    if (S_ISDIR(st.st_mode) && depth > 0)
+      expect_modes(path, want_file, want_dir, depth - 1);
+  }
+  closedir(d);
+}
+
+/* file_mode is applied exactly to every file and directory the database
+** makes, by the library and by its daemon (0660: processes of the group
+** attach), and it is the creator's: a later opener's file_mode changes
+** nothing, not even the region it rebuilds. */
+Test(region, every_file_of_a_database_takes_its_file_mode_exactly)
+{
+  mode_t old = umask(022);
+  char *dir = sub("mode-0660");
+  sochdb_options o = small_opts();
+  o.file_mode = 0660;
+  sochdb *db = tu_open_with(dir, &o);
+  for (int i = 0; i < 3; i++) {
+    tu_commit_kv(db, "k", "v", SOCHDB_SYNC);
+    tu_full_compaction(db);   /* SSTables, a MANIFEST edit, WAL segments */
+  }
+  struct stat st;
+  cr_assert_eq(stat(sochdb_region_path(db), &st), 0, "stat region");
+  cr_assert_eq(st.st_mode & 07777, 0660u, "region mode %o", (unsigned)(st.st_mode & 07777));
+  cr_assert_eq(stat(dir, &st), 0, "stat dir");
+  cr_assert_eq(st.st_mode & 07777, 0770u, "the directory's mode %o", (unsigned)(st.st_mode & 07777));
+  expect_modes(dir, 0660, 0770, 1);
+  sochdb_close(db);
+  cr_assert_eq(sdb_daemon_stop(dir, SIGTERM, 10000), SOCHDB_OK, "stop the daemon");
+
+  tu_remove_region(dir);
+  o.file_mode = 0600;   /* a later opener's own choice: the database keeps its creator's */
+  db = tu_open_with(dir, &o);
+  tu_commit_kv(db, "k", "v2", SOCHDB_SYNC);
+  cr_assert_eq(stat(sochdb_region_path(db), &st), 0, "stat region");
+  cr_assert_eq(st.st_mode & 07777, 0660u, "the rebuilt region's mode %o", (unsigned)(st.st_mode & 07777));
+  expect_modes(dir, 0660, 0770, 1);
+  sochdb_close(db);
+  umask(old);
+  free(dir);
+}
+
 /* ------------------------------------------------------------ the directory */
 
 Test(region, a_missing_directory_with_create_if_missing_negative_is_notfound)

@@ -382,6 +382,33 @@ Test(table, huge_lengths_and_foreign_handles_are_refused)
   tu_close();
 }
 
+/* The primary key is never NULL: a key marked is_null is refused by every
+** call that takes one (a delete used to act on whatever i64 it held). */
+Test(table, a_null_primary_key_is_refused_everywhere)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  sochdb_table *tb = create_table(db, "t");
+  sochdb_txn *t = tu_begin(db, 0);
+  put_row(t, tb, 7, 1);
+  tu_commit(t, SOCHDB_SYNC, "row 7");
+  sochdb_value null_pk = pk_of(7), out[NCOLS];
+  null_pk.is_null = 1;
+  t = tu_begin(db, 0);
+  cr_assert_eq(sochdb_row_get(t, tb, &null_pk, NULL, 0, out), SOCHDB_INVALID, "row_get of a NULL key");
+  cr_assert(strstr(sochdb_last_error(), "NULL primary key"), "message: %s", sochdb_last_error());
+  cr_assert_eq(sochdb_row_delete(t, tb, &null_pk), SOCHDB_INVALID, "row_delete of a NULL key");
+  sochdb_scan *sc = NULL;
+  cr_assert_eq(sochdb_table_scan(t, tb, &null_pk, NULL, NULL, 0, NULL, &sc), SOCHDB_INVALID, "a NULL start");
+  cr_assert_eq(sochdb_table_scan(t, tb, NULL, &null_pk, NULL, 0, NULL, &sc), SOCHDB_INVALID, "a NULL end");
+  cr_assert_null(sc, "a refused scan's handle");
+  tu_commit(t, SOCHDB_SYNC, "nothing written");
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_row(t, tb, 7, 1, "row 7 after the refused delete");
+  sochdb_abort(t);
+  sochdb_table_close(tb);
+  tu_close();
+}
+
 /* A handle of a rolled-back create or add_column: table ids and schema
 ** generations are handed out again, so it used to write rows that the
 ** table's real schema decodes as CORRUPT. Checked at a transaction's first
