@@ -75,3 +75,17 @@ int sdb_fail_errno(const char *fmt, ...)
   errno = saved;
   return SOCHDB_IO;
 }
+
+int sdb_sticky_get(const struct sdb_sticky_error *e)
+{
+  return e->code ? sdb_fail(e->code, "%s", e->detail) : SOCHDB_OK;
+}
+
+int sdb_sticky_note(struct sdb_sticky_error *e, int rc)
+{
+  if (rc != SOCHDB_OK && rc != SOCHDB_NOTFOUND && rc != SOCHDB_INVALID) {
+    e->code = rc;
+    memcpy(e->detail, last_detail, sizeof e->detail);
+  }
+  return rc;
+}

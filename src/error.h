@@ -30,4 +30,18 @@ void sdb_clear_error(void);
 void sdb_save_error(char saved[SDB_ERROR_DETAIL_BYTES]);
 void sdb_restore_error(const char saved[SDB_ERROR_DETAIL_BYTES]);
 
+/* A failure that ends a walk for good (an iterator's, a table scan's): its
+** cursors have moved past the damage, so a call after the error would read
+** on from there and end as if the range were complete, the rows behind the
+** damage silently missing. Zeroed: no failure. */
+struct sdb_sticky_error {
+  int  code;
+  char detail[SDB_ERROR_DETAIL_BYTES];
+};
+/* The failure recorded (with its detail set again), or SOCHDB_OK. */
+int sdb_sticky_get(const struct sdb_sticky_error *e);
+/* Record rc if it ends the walk (anything but OK, NOTFOUND and INVALID: a
+** refused call leaves the walk as it was); returns rc. */
+int sdb_sticky_note(struct sdb_sticky_error *e, int rc);
+
 #endif

@@ -75,8 +75,7 @@ struct sochdb_iter {
   uint8_t         *vbuf;         /* transient: the value handed out last */
   size_t           vcap;
   uint8_t          kbuf[SOCHDB_MAX_KEY];   /* the key being decided, when only a cursor holds it */
-  int              failed;       /* a source failed (damage, no memory): every later next reports it */
-  char             failure[512]; /* ... with this message: the cursors are past the failure, not before it */
+  struct sdb_sticky_error failed;   /* a source failed (damage, no memory): every later next reports it */
 };
 
 static int node_cmp(const shm_region *r, uint64_t node, const void *key, uint32_t klen)
@@ -541,21 +540,14 @@ static int run_step(sochdb_iter *it, const void **key, size_t *klen, const void 
 static int iter_step(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen,
                      struct sdb_iter_block *blk);
 
-/* One step, with a failure made sticky: a cursor whose file failed has
-** moved past the damage, so a call after the error would go on from there
-** and end as if the range were complete, the keys behind the damage
-** silently missing. */
+/* One step, with a failure made sticky (struct sdb_sticky_error). */
 static int iter_next(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen,
                      struct sdb_iter_block *blk)
 {
-  if (it && it->failed)
-    return sdb_fail(it->failed, "%s", it->failure);
-  int rc = iter_step(it, key, klen, val, vlen, blk);
-  if (it && rc != SOCHDB_OK && rc != SOCHDB_NOTFOUND && rc != SOCHDB_INVALID) {
-    it->failed = rc;
-    snprintf(it->failure, sizeof it->failure, "%s", sochdb_last_error());
-  }
-  return rc;
+  if (!it)
+    return iter_step(it, key, klen, val, vlen, blk);
+  int rc = sdb_sticky_get(&it->failed);
+  return rc ? rc : sdb_sticky_note(&it->failed, iter_step(it, key, klen, val, vlen, blk));
 }
 
 int sdb_iter_check(const sochdb_iter *it)

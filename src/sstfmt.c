@@ -983,8 +983,58 @@ static int load_data(const struct sst_reader *r, uint32_t i, struct sst_scratch 
   return rc;
 }
 
+static void cursor_start(struct sst_cursor *c, const struct sst_blk *b, int linear);
+static int  cursor_next(struct sst_cursor *c);
+
+/* Whether the keys segment of columnar block i (cb) is what its index entry
+** says, which the readers rely on: a row per PUT entry, nrows of them (a
+** get and an iterator take row n - 1 for the n-th PUT, a block taken whole
+** hands out nrows rows without decoding its keys); entries with no value, in
+** order, none above max_seq; if unique, every entry a PUT of a key of its
+** own, the first above the previous block's last key; the last entry the
+** index entry's key and seq. A checksum proves none of it.
+** SOCHDB_OK, SOCHDB_CORRUPT or SOCHDB_NOMEM. */
+static int check_columnar_keys(const struct sst_reader *r, uint32_t i, const struct sst_colblock *cb,
+                               const struct sst_blk *keys)
+{
+  struct {
+    struct sst_cursor c;
+    uint8_t           prev[SOCHDB_MAX_KEY];
+  } *w = malloc(sizeof *w);
+  if (!w)
+    return sdb_fail(SOCHDB_NOMEM, "out of memory reading a columnar block");
+  const struct sst_index_entry *e = &r->index[i];
+  cursor_start(&w->c, keys, 1);
+  size_t plen = 0, n = 0;
+  uint64_t pseq = 0;
+  int ok = 1, d = 0;
+  if (cb->unique && i > 0) {   /* the previous block's last key, as the first entry's predecessor */
+    const struct sst_index_entry *p = &r->index[i - 1];
+    memcpy(w->prev, r->keys + p->key_off, p->klen);
+    plen = p->klen;
+  }
+  for (int first = 1; ok && (d = cursor_next(&w->c)) > 0; first = 0) {
+    const struct sst_cursor *c = &w->c;
+    int kc = plen ? key_order(w->prev, plen, c->key, c->klen) : -1;
+    ok = c->vlen == 0 && c->seq <= cb->max_seq &&
+         (cb->unique ? c->kind == SST_PUT && kc < 0 : first || kc < 0 || (kc == 0 && pseq > c->seq));
+    memcpy(w->prev, c->key, c->klen);
+    plen = c->klen;
+    pseq = c->seq;
+    n++;
+  }
+  ok = ok && d == 0 && w->c.nput == cb->nrows && n && key_order(w->prev, plen, r->keys + e->key_off, e->klen) == 0 &&
+       pseq == e->seq;
+  free(w);
+  return ok ? SOCHDB_OK
+            : sdb_fail(SOCHDB_CORRUPT, "SSTable columnar block at %llu: its keys do not match its index entry",
+                       (unsigned long long)e->offset);
+}
+
 /* Columnar data block i: its keys segment into *keys, and the segments of
-** the columns in want into cv (each in a scratch of cv's). */
+** the columns in want into cv (each in a scratch of cv's). The keys are
+** checked against the index entry the first time this reader loads the
+** block (its trusted bit, which plain blocks use for their own checks). */
 static int load_columnar(const struct sst_reader *r, uint32_t i, uint64_t want, struct sst_colview *cv,
                          struct sst_blk *keys, struct sst_read_stats *st)
 {
@@ -997,6 +1047,10 @@ static int load_columnar(const struct sst_reader *r, uint32_t i, uint64_t want, 
   struct piece pc = segment_piece(e->offset, &sg[0], 0);
   struct blk_check kc = { keys, "columnar keys", e->offset, 0 };
   int rc = load_piece(r, &pc, &cv->buf[0], check_blk, &kc, st);
+  uint64_t bit = 1ull << (i % 64);
+  if (rc == SOCHDB_OK && !(atomic_load_explicit(&r->trusted[i / 64], memory_order_relaxed) & bit) &&
+      (rc = check_columnar_keys(r, i, cb, keys)) == SOCHDB_OK)
+    atomic_fetch_or_explicit(&r->trusted[i / 64], bit, memory_order_relaxed);
   for (unsigned j = 0; rc == SOCHDB_OK && j < cb->ncols; j++) {
     if (!(want >> j & 1))
       continue;

@@ -434,7 +434,8 @@ struct sst_reader {
                                       ** iterators write) */
   _Atomic uint64_t       *trusted;    /* in verified's allocation: a bit per plain data block stored
                                       ** uncompressed whose checksum and layout this reader checked,
-                                      ** so that it is only described again */
+                                      ** so that it is only described again; per columnar block whose
+                                      ** keys this reader checked against its index entry */
   uint64_t                entries, min_seq, max_seq;
   struct sst_block_cache  cache;      /* lookup/insert NULL: none */
   unsigned                version;    /* the footer's */

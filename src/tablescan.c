@@ -31,6 +31,7 @@ struct sochdb_scan {
   uint64_t               need;                       /* the columns decoded: asked for and the filter's */
   struct sdb_iter_block  blk;                        /* a block being read whole (blk.cv NULL: none) */
   uint32_t               blk_row;                    /* its next row */
+  struct sdb_sticky_error failed;                    /* an error that ends the scan: every later next returns it */
   sochdb_value           vals[SOCHDB_MAX_COLUMNS];   /* the row being decoded */
 };
 
@@ -201,10 +202,19 @@ static int block_next(sochdb_scan *s, sochdb_value *out)
   return 0;
 }
 
+static int scan_step(sochdb_scan *s, sochdb_value *out);
+
+/* A failure is sticky, as an iterator's is (struct sdb_sticky_error). */
 int sochdb_scan_next(sochdb_scan *s, sochdb_value *out)
 {
   if (!s || !out)
     return sdb_fail(SOCHDB_INVALID, "NULL scan or row output");
+  int rc = sdb_sticky_get(&s->failed);
+  return rc ? rc : sdb_sticky_note(&s->failed, scan_step(s, out));
+}
+
+static int scan_step(sochdb_scan *s, sochdb_value *out)
+{
   int rc = sdb_check_db(s->db);
   if (rc == SOCHDB_OK && s->blk.cv)
     rc = sdb_iter_check(s->it);   /* a block taken whole reads the transaction's mappings directly */

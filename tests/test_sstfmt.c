@@ -30,6 +30,8 @@
 #include "error.h"
 #include "sstfmt.h"
 
+#include <lz4.h>
+
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2064,6 +2066,182 @@ Test(sstfmt, a_block_that_opens_with_an_older_version_is_not_unique)
   cr_assert_gt(seen, 0, "no older version landed at the start of a block");
   sst_close(&plain);
   free(pbuf);
+  model_free(&m);
+}
+
+/* ---- columnar blocks whose keys disagree with their index entry ---------------- */
+
+/* The index block of a version-2/3 file, rewritten uncompressed so that its
+** bytes can be changed in place: the new file (buf freed), its payload at
+** *ioff, *in bytes. */
+static uint8_t *index_in_place(uint8_t *buf, size_t *len, size_t *ioff, size_t *in)
+{
+  const uint8_t *f = buf + *len - SST_FOOTER_BYTES;
+  uint64_t off = 0;
+  uint32_t size = 0, ulen = 0;
+  memcpy(&off, f + 24, 8);
+  memcpy(&size, f + 36, 4);
+  const uint8_t *t = buf + off + size - SST_TRAILER_BYTES;
+  memcpy(&ulen, t + 4, 4);
+  size_t n = (size_t)off + ulen + SST_TRAILER_BYTES + SST_FOOTER_BYTES;
+  uint8_t *out = calloc(1, n);
+  cr_assert_not_null(out);
+  memcpy(out, buf, (size_t)off);
+  if (t[0] == SST_LZ4)
+    cr_assert_eq(LZ4_decompress_safe((const char *)buf + off, (char *)out + off, (int)(size - SST_TRAILER_BYTES),
+                                     (int)ulen), (int)ulen, "index decompresses");
+  else
+    memcpy(out + off, buf + off, ulen);
+  memcpy(out + off + ulen + 4, &ulen, 4);
+  uint8_t *nf = out + n - SST_FOOTER_BYTES;
+  memcpy(nf, f, SST_FOOTER_BYTES);
+  uint32_t nsize = ulen + SST_TRAILER_BYTES;
+  memcpy(nf + 36, &nsize, 4);
+  sst_footer_seal(nf);
+  sst_block_seal(out, off, nsize, SST_BLOCK_INDEX);
+  free(buf);
+  *len = n;
+  *ioff = (size_t)off;
+  *in = ulen;
+  return out;
+}
+
+/* The index entry value (descriptor) of the columnar block at off. */
+static uint8_t *descriptor_of(uint8_t *buf, size_t ioff, size_t in, uint64_t off, uint32_t size)
+{
+  uint8_t pat[13];
+  memcpy(pat, &off, 8);
+  memcpy(pat + 8, &size, 4);
+  pat[12] = 1;
+  for (size_t i = ioff; i + sizeof pat <= ioff + in; i++)
+    if (!memcmp(buf + i, pat, sizeof pat))
+      return buf + i;
+  cr_assert_fail("no descriptor for the block at %llu", (unsigned long long)off);
+  return NULL;
+}
+
+/* A projected scan at snapshot taking blocks whole where it can: the live
+** rows it yields (a key's newest visible version), its end code. */
+static int take_scan(const struct sst_reader *r, uint64_t snap, size_t *rows)
+{
+  struct sst_projection p = { .table = COL_TABLE, .columns = 3 };
+  struct sst_iter it;
+  struct sst_entry e;
+  sst_iter_init(&it, r);
+  sst_iter_project(&it, &p, NULL);
+  char prev[32];
+  size_t plen = 0;
+  int rc;
+  *rows = 0;
+  while ((rc = sst_iter_next(&it, &e)) == SOCHDB_OK) {
+    const struct sst_colview *cv;
+    const uint8_t *last;
+    uint32_t nrows, lastlen;
+    int skipped;
+    if (sst_iter_take_block(&it, snap, NULL, 0, &cv, &nrows, &skipped, &last, &lastlen)) {
+      *rows += nrows;
+      memcpy(prev, last, lastlen);   /* its older versions are passed over, as iter.c does */
+      plen = lastlen;
+    } else if (e.kind == SST_PUT && e.seq <= snap && !(e.klen == plen && !memcmp(prev, e.key, plen))) {
+      (*rows)++;
+      memcpy(prev, e.key, e.klen);
+      plen = e.klen;
+    }
+  }
+  sst_iter_free(&it);
+  return rc;
+}
+
+/* Readers rely on a columnar block's index entry: a get and an iterator take
+** row n - 1 for the n-th PUT of the keys, and a block taken whole is handed
+** over on the strength of unique, max seq, row count and last key. A file
+** whose checksums hold but whose index entry says what the block's keys do
+** not is CORRUPT: no stale version, row above the snapshot or row of another
+** key handed out instead. */
+Test(sstfmt, a_columnar_block_whose_keys_disagree_with_its_index_is_not_taken_whole)
+{
+  struct model m = {0};
+  for (unsigned i = 0; i < 600; i++) {   /* random pks: keys segments LZ4 cannot shrink */
+    int64_t pk = (int64_t)i * (1ll << 32) + (int64_t)(rng() & 0xffffffffu);
+    for (unsigned v = 0; v < (i == 300 ? 2u : 1u); v++) {
+      struct ent *e = model_push(&m);
+      row_key(e, COL_TABLE, pk);
+      e->seq = 1000 + i * 3 - v;
+      e->kind = SST_PUT;
+      row_value(e, pk, e->seq, 0);
+    }
+  }
+  uint8_t *orig;
+  size_t len, ioff, in;
+  build(&m, 1024, &orig, &len);
+  orig = index_in_place(orig, &len, &ioff, &in);
+  uint8_t *buf = malloc(len);
+  cr_assert_not_null(buf);
+  struct sst_reader r;
+  size_t rows;
+  uint64_t snap = 1000 + 300 * 3;   /* keys 0..300 visible */
+  for (int c = 0; c < 3; c++) {
+    memcpy(buf, orig, len);
+    cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
+    int done = 0;
+    for (uint32_t i = 0; i < r.nblocks && !done; i++) {
+      if (!r.index[i].col)
+        continue;
+      const struct sst_colblock *cb = &r.colblocks[r.index[i].col - 1];
+      const struct sst_segment *ks = &r.segs[cb->seg];
+      uint8_t *d = descriptor_of(buf, ioff, in, r.index[i].offset, r.index[i].size);
+      if (c == 0 && !cb->unique) {          /* two versions of a key, said unique */
+        d[14] |= 1;
+        done = 1;
+      } else if (c == 1 && cb->unique && cb->max_seq > snap) {   /* newer entries than it says */
+        memset(d + 28, 0, 8);
+        done = 1;
+      } else if (c == 2 && cb->unique && buf[ks->offset + ks->size - SST_TRAILER_BYTES] == SST_NONE) {
+        done = 2;   /* a PUT of the keys segment turned DEL: the keys name a row fewer than the columns hold */
+      }
+      if (done == 2) {   /* entry 3: shared, unshared, vlen, seq varints, kind, then key bytes */
+        size_t at = 0;
+        for (int k = 0; k <= 3; k++) {
+          uint64_t v[4] = { 0 };
+          for (int f = 0; f < 4; f++)
+            for (unsigned sh = 0;; sh += 7) {
+              uint8_t b = buf[ks->offset + at++];
+              v[f] |= (uint64_t)(b & 0x7f) << sh;
+              if (!(b & 0x80))
+                break;
+            }
+          if (k == 3)
+            buf[ks->offset + at] = SST_DEL;
+          at += 1 + v[1] + v[2];
+        }
+        sst_data_block_seal(buf, &r, i);
+      }
+    }
+    cr_assert(done, "case %d: a block to change", c);
+    sst_close(&r);
+    sst_block_seal(buf, ioff, (uint32_t)in + SST_TRAILER_BYTES, SST_BLOCK_INDEX);
+    cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "case %d: the checksums hold", c);
+    int rc = take_scan(&r, c == 1 ? snap : UINT64_MAX, &rows);
+    cr_assert_eq(rc, SOCHDB_CORRUPT, "case %d: a scan ends in %d after %zu rows (%s)", c, rc, rows,
+                 c == 0 ? "two versions said unique" : c == 1 ? "max seq too low" : "a row fewer in the keys");
+    struct sst_iter it;   /* without a projection: no block taken whole, the same answer */
+    struct sst_entry e;
+    sst_iter_init(&it, &r);
+    while ((rc = sst_iter_next(&it, &e)) == SOCHDB_OK) {
+    }
+    sst_iter_free(&it);
+    cr_assert_eq(rc, SOCHDB_CORRUPT, "case %d: a plain iteration", c);
+    if (c == 2) {   /* a get of a key after the changed one: not the row of the key before it */
+      struct sst_scratch s = {0};
+      struct sst_get_result res;
+      for (size_t k = 5; k < 40; k++)
+        cr_assert_eq(sst_get(&r, m.e[k].key, m.e[k].klen, UINT64_MAX, &s, &res), SOCHDB_CORRUPT, "get #%zu", k);
+      sst_scratch_free(&s);
+    }
+    sst_close(&r);
+  }
+  free(buf);
+  free(orig);
   model_free(&m);
 }
 

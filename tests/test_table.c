@@ -16,6 +16,7 @@
 #include "sstfmt.h"
 
 #include <dirent.h>
+#include <lz4.h>
 
 TestSuite(table, .init = tu_setup, .fini = tu_teardown, .timeout = 240);
 
@@ -1047,6 +1048,111 @@ Test(table, a_damaged_column_segment_is_reported_and_spares_the_other_columns)
   struct check_summary sum;
   cr_assert_eq(sdb_check_dir(tu_dir(), NULL, &sum), SOCHDB_OK, "check runs");
   cr_assert_eq(sum.damaged, 1, "check reports the damaged segment");
+}
+
+/* Give column col of a columnar block in the middle of the largest SSTable
+** another 8-byte type in its index entry (double <-> int64), every checksum
+** made to hold again: the index block is rewritten uncompressed. The number
+** of columnar blocks so changed: 1. */
+static void retype_column(const char *dir, unsigned col)
+{
+  char path[4400];
+  largest_sst(dir, path, sizeof path);
+  int fd = open(path, O_RDWR);
+  cr_assert_geq(fd, 0, "open %s", path);
+  struct stat st;
+  fstat(fd, &st);
+  size_t len = (size_t)st.st_size;
+  uint8_t *buf = malloc(len);
+  cr_assert_eq(pread(fd, buf, len, 0), (ssize_t)len, "read");
+  const uint8_t *f = buf + len - SST_FOOTER_BYTES;
+  uint64_t ioff;
+  uint32_t isize, ulen;
+  memcpy(&ioff, f + 24, 8);
+  memcpy(&isize, f + 36, 4);
+  const uint8_t *t = buf + ioff + isize - SST_TRAILER_BYTES;
+  memcpy(&ulen, t + 4, 4);
+  size_t n = (size_t)ioff + ulen + SST_TRAILER_BYTES + SST_FOOTER_BYTES;
+  uint8_t *out = calloc(1, n);
+  memcpy(out, buf, (size_t)ioff);
+  if (t[0] == SST_LZ4)
+    cr_assert_eq(LZ4_decompress_safe((const char *)buf + ioff, (char *)out + ioff, (int)(isize - SST_TRAILER_BYTES),
+                                     (int)ulen), (int)ulen, "index decompresses");
+  else
+    memcpy(out + ioff, buf + ioff, ulen);
+  memcpy(out + ioff + ulen + 4, &ulen, 4);
+  uint8_t *nf = out + n - SST_FOOTER_BYTES;
+  memcpy(nf, f, SST_FOOTER_BYTES);
+  uint32_t nsize = ulen + SST_TRAILER_BYTES;
+  memcpy(nf + 36, &nsize, 4);
+  sst_footer_seal(nf);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "sst_open");
+  uint32_t b = r.nblocks / 2;
+  while (!r.index[b].col)
+    b++;
+  uint8_t pat[13];
+  memcpy(pat, &r.index[b].offset, 8);
+  memcpy(pat + 8, &r.index[b].size, 4);
+  pat[12] = 1;   /* the descriptor's format */
+  uint8_t *d = NULL;
+  for (size_t i = ioff; !d && i + sizeof pat <= ioff + ulen; i++)
+    if (!memcmp(out + i, pat, sizeof pat))
+      d = out + i;
+  cr_assert_not_null(d, "the block's index entry");
+  uint8_t *type = d + 36 + 22 * col;
+  cr_assert(*type == SOCHDB_DOUBLE || *type == SOCHDB_INT64, "an 8-byte column");
+  *type = *type == SOCHDB_DOUBLE ? SOCHDB_INT64 : SOCHDB_DOUBLE;
+  sst_block_seal(out, ioff, nsize, SST_BLOCK_INDEX);
+  sst_close(&r);
+  cr_assert_eq(sst_open(out, n, &r), SOCHDB_OK, "the retyped table opens: its checksums hold");
+  sst_close(&r);
+  cr_assert_eq(pwrite(fd, out, n, 0), (ssize_t)n, "write");
+  close(fd);
+  free(out);
+  free(buf);
+}
+
+/* A column of a block whose stored type is not the schema's (checksums
+** intact) is CORRUPT, and stays so: a scan that goes on after the error
+** keeps getting it, as an iterator does, instead of reading on past the
+** damaged block to an end that looks complete. */
+Test(table, a_scan_error_from_a_block_of_the_wrong_type_is_sticky)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  sochdb_table *tb = create_table(db, "t");
+  static struct model m;
+  m.n = 12000;
+  model_fill(db, tb, &m, 1);
+  TU_WAIT_STATS(db, s->flushes >= 2, "flushes");
+  sochdb_table_close(tb);
+  tu_close();
+  tu_stop_daemon(tu_dir());
+  retype_column(tu_dir(), C_PRICE);
+  tu_remove_region(tu_dir());
+  db = tu_open(REG, MT, 1000);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  cr_assert_eq(sochdb_table_open(t, "t", COLS, NCOLS, &tb), SOCHDB_OK, "open");
+  for (int whole = 0; whole < 2; whole++) {   /* the price column alone (blocks taken whole), every column */
+    unsigned col = C_PRICE;
+    sochdb_scan *s = open_scan(t, tb, NULL, NULL, whole ? NULL : &col, whole ? 0 : 1, NULL);
+    sochdb_value v[NCOLS];
+    int rc;
+    size_t before = 0;
+    while ((rc = sochdb_scan_next(s, v)) == SOCHDB_OK)
+      before++;
+    cr_assert_eq(rc, SOCHDB_CORRUPT, "%s: the retyped block is reported (%zu rows before it)",
+                 whole ? "every column" : "one column", before);
+    for (int again = 0; again < 2000; again++) {
+      rc = sochdb_scan_next(s, v);
+      cr_assert_eq(rc, SOCHDB_CORRUPT, "%s: call %d after the error: %s", whole ? "every column" : "one column",
+                   again + 1, sochdb_strerror(rc));
+    }
+    sochdb_scan_close(s, NULL);
+  }
+  sochdb_abort(t);
+  sochdb_table_close(tb);
+  tu_close();
 }
 
 /* ---- random updates and snapshots ------------------------------------------------- */
