@@ -253,6 +253,18 @@ static int run_cli(const char *const *argv_tail, char *out, size_t outn, char *e
   return finish_cli(start_cli(argv_tail), out, outn, err, errn);
 }
 
+/* Run a /bin/sh command line with $CLI naming the tool (for redirections
+** run_cli does not make); its exit status, asserted to be one. */
+static int run_sh(const char *line)
+{
+  char bin[PATH_MAX];
+  cli_path(bin, sizeof bin);
+  cr_assert_eq(setenv("CLI", bin, 1), 0);
+  int st = system(line);
+  cr_assert(st != -1 && WIFEXITED(st), "sh -c '%s' did not exit", line);
+  return WEXITSTATUS(st);
+}
+
 /* The unsigned number after "name": in the JSON object that starts at "obj":{
 ** (obj NULL: anywhere in json). */
 static unsigned long long json_number(const char *json, const char *obj, const char *name)
@@ -717,6 +729,54 @@ Test(cli, load_refuses_reserved_keys_and_truncated_dumps_before_writing)
   unlink(bad);
 }
 
+/* Standard input may be a regular file read from an offset other than 0
+** ({ read -r line; sochdb load DIR; } < FILE): the dump starts there (the
+** check read from there, then the load rewound to byte 0 and refused). */
+Test(cli, load_reads_standard_input_from_where_it_stands)
+{
+  sochdb *src = tu_open(64u << 20, 8u << 20, 10000);
+  xfer_fill(src);
+  char dst[4300], dump[4300], withhead[4400], line[14000], out[4096], err[4096];
+  side_db("loaded", dst, sizeof dst);
+  side_db("dump", dump, sizeof dump);
+  const char *d[] = { "dump", tu_dir(), dump, NULL };
+  cr_assert_eq(run_cli(d, out, sizeof out, err, sizeof err), 0, "dump: %s", err);
+  snprintf(withhead, sizeof withhead, "%s.head", dump);
+  snprintf(line, sizeof line, "{ echo 'a line before the dump'; cat '%s'; } > '%s'", dump, withhead);
+  cr_assert_eq(run_sh(line), 0, "%s", line);
+  snprintf(line, sizeof line, "{ read -r x; \"$CLI\" load '%s' 2>'%s.err'; } < '%s'", dst, dump, withhead);
+  int rc = run_sh(line);
+  snprintf(line, sizeof line, "%s.err", dump);
+  slurp(line, err, sizeof err);
+  cr_assert_eq(rc, 0, "load from an offset of stdin: exit %d, stderr: %s", rc, err);
+  sochdb *copy = tu_open_with(dst, NULL);
+  unsigned long long pairs;
+  expect_same_pairs(src, copy, &pairs);
+  cr_assert_eq(pairs, XFER_PAIRS);
+  sochdb_close(copy);
+  unlink(line);
+  unlink(withhead);
+  unlink(dump);
+  drop_side_db(dst);
+}
+
+/* A dump to a standard output that cannot take it: exit 3, and no summary
+** claiming it was written (it came before stdout's last bytes were). */
+Test(cli, a_dump_to_a_full_stdout_says_no_success)
+{
+  tu_open(REG, MT, 10000);
+  tu_commit_kv(tu_db, "a", "1", SOCHDB_SYNC);
+  char line[9000], errp[4400], err[4096];
+  snprintf(errp, sizeof errp, "%s.err", tu_dir());
+  snprintf(line, sizeof line, "\"$CLI\" --json dump '%s' > /dev/full 2>'%s'", tu_dir(), errp);
+  int rc = run_sh(line);
+  slurp(errp, err, sizeof err);
+  unlink(errp);
+  cr_assert_eq(rc, 3, "dump > /dev/full: exit %d, stderr: %s", rc, err);
+  cr_assert_null(strstr(err, "\"pairs\""), "a success summary on stderr: %s", err);
+  tu_close();
+}
+
 /* A generation family: every transaction of the writer sets all FAMILY keys
 ** to its next generation, so one snapshot has all of them at one value. */
 #define FAMILY 1000
@@ -969,11 +1029,23 @@ Test(cli, destroy_refuses_a_symbolic_link_and_removes_nothing)
   int rc = run_cli(destroy, out, sizeof out, err, sizeof err);
   cr_assert_eq(rc, 2, "destroy LINK: exit %d\nstdout: %s\nstderr: %s", rc, out, err);
   cr_assert(strstr(err, "symbolic link") && strstr(err, "nothing was removed"), "stderr: %s", err);
-  char current[4400];
+  char current[4500];
   snprintf(current, sizeof current, "%s/CURRENT", dir);
   cr_assert_eq(access(current, F_OK), 0, "%s was removed", current);
   cr_assert_eq(get_key_of(dir, &o, 9), SOCHDB_OK, "the database's keys after the refusal");
+  /* with a trailing slash lstat follows the link: it used to remove everything, then fail */
+  snprintf(current, sizeof current, "%s//", link);
+  const char *slash[] = { "destroy", current, NULL };
+  rc = run_cli(slash, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 2, "destroy LINK/: exit %d\nstdout: %s\nstderr: %s", rc, out, err);
+  cr_assert_eq(get_key_of(dir, &o, 9), SOCHDB_OK, "the database's keys after the refusal of LINK/");
   unlink(link);
+  /* DIR/. names the database: destroyed, and the command says so (rmdir of "x/." is EINVAL) */
+  snprintf(current, sizeof current, "%s/.", dir);
+  const char *dot[] = { "destroy", current, NULL };
+  rc = run_cli(dot, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 0, "destroy DIR/.: exit %d\nstdout: %s\nstderr: %s", rc, out, err);
+  cr_assert_neq(access(dir, F_OK), 0, "%s is still there", dir);
   drop_side_db(dir);
 }
 
@@ -1141,6 +1213,46 @@ Test(cli, table_create_load_scan_and_schema)
   sochdb_table_close(tb);
   sochdb_abort(t);
   tu_close();
+}
+
+/* Malformed input is a usage error (exit 2), as documented: a column spec
+** the engine refuses, a reserved key, a primary key over the limit (with
+** its line). A subnormal double, as `table scan` prints one, loads. */
+Test(cli, malformed_input_exits_2_and_subnormal_doubles_load)
+{
+  char out[8192], err[4096], csv[4300];
+  const char *bad_spec[] = { "table", "create", tu_dir(), "s", "id:double,v:string", NULL };
+  int rc = run_cli(bad_spec, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 2, "a double primary key: exit %d, stderr: %s", rc, err);
+  const char *twice[] = { "table", "create", tu_dir(), "s", "id:int64,id:string", NULL };
+  rc = run_cli(twice, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 2, "a column named twice: exit %d, stderr: %s", rc, err);
+  const char *reserved[] = { "put", tu_dir(), "\xff\xffk", "v", NULL };
+  rc = run_cli(reserved, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 2, "a reserved key: exit %d, stderr: %s", rc, err);
+
+  const char *create[] = { "table", "create", tu_dir(), "s", "id:string,x:double", NULL };
+  rc = run_cli(create, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 0, "create: exit %d, stderr: %s", rc, err);
+  static char text[6000];
+  snprintf(text, sizeof text, "id,x\na,4.9406564584124654e-324\nb,1e-310\nc,0.5\n");
+  write_csv(csv, sizeof csv, text);
+  const char *load[] = { "table", "load", tu_dir(), "s", csv, NULL };
+  rc = run_cli(load, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 0, "subnormal doubles: exit %d, stderr: %s", rc, err);
+  const char *scan[] = { "table", "scan", tu_dir(), "s", "--where", "x < 1e-300", NULL };
+  rc = run_cli(scan, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 0, "a subnormal --where: exit %d, stderr: %s", rc, err);
+  cr_assert(strstr(out, "4.9406564584124654e-324") && strstr(out, "e-311") && !strstr(out, "0.5"), "scan: %s", out);
+
+  size_t n = (size_t)snprintf(text, sizeof text, "id,x\nd,1\n");
+  memset(text + n, 'k', 5000);
+  snprintf(text + n + 5000, sizeof text - n - 5000, ",2\n");
+  write_csv(csv, sizeof csv, text);
+  rc = run_cli(load, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 2, "a primary key of 5000 bytes: exit %d, stderr: %s", rc, err);
+  cr_assert(strstr(err, ":3:"), "the line is not named: %s", err);
+  unlink(csv);
 }
 
 /* ---- tables and pipes for the load tests ------------------------------------------- */

@@ -198,6 +198,10 @@ static int prepare_key(args *a)
 {
   a->key = a->pos[1];
   a->klen = strlen(a->key);
+  if (a->klen >= 2 && (unsigned char)a->key[0] == 0xff && (unsigned char)a->key[1] == 0xff) {
+    fputs("sochdb: keys starting with the bytes 0xFF 0xFF are reserved for columnar tables\n", stderr);
+    return EXIT_USAGE;
+  }
   return check_key("the key", a->klen);
 }
 

@@ -230,7 +230,8 @@ static int remove_files(const char *dir, destroy_result *r)
   if (status == EXIT_OK && r->kept == 0) {
     if (rmdir(dir) == 0)
       r->dir_removed = 1;
-    else if (errno != ENOTEMPTY && errno != EEXIST) {    /* a file appeared meanwhile: keep DIR */
+    else if (errno != ENOTEMPTY && errno != EEXIST &&    /* a file appeared meanwhile: keep DIR */
+             errno != EBUSY) {                             /* a mount point: the database is gone, DIR stays */
       fprintf(stderr, "sochdb: cannot remove %s: %s\n", dir, strerror(errno));
       status = EXIT_DB_ERROR;
     }
@@ -266,10 +267,42 @@ static int holds_database(const char *dir)
   return lstat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-int cli_destroy(const char *dir, int json)
+/* DIR as destroy uses it: without trailing slashes, through which lstat
+** would follow a link ("link/"), and resolved when it ends in "." or ".."
+** (rmdir refuses those, after every file was removed). NULL if too long or
+** unresolvable (said on stderr). */
+static const char *destroy_path(const char *dir, char out[PATH_MAX])
+{
+  size_t n = strlen(dir);
+  while (n > 1 && dir[n - 1] == '/')
+    n--;
+  if (n == 0 || n >= PATH_MAX) {
+    fprintf(stderr, "sochdb: no database at %s\n", dir);
+    return NULL;
+  }
+  memcpy(out, dir, n);
+  out[n] = '\0';
+  const char *base = strrchr(out, '/');
+  base = base ? base + 1 : out;
+  if (strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
+    char resolved[PATH_MAX];
+    if (realpath(out, resolved) == NULL) {
+      fprintf(stderr, "sochdb: %s: %s\n", dir, strerror(errno));
+      return NULL;
+    }
+    memcpy(out, resolved, strlen(resolved) + 1);
+  }
+  return out;
+}
+
+int cli_destroy(const char *dir_arg, int json)
 {
   destroy_result r;
   memset(&r, 0, sizeof r);
+  char dir_buf[PATH_MAX];
+  const char *dir = destroy_path(dir_arg, dir_buf);
+  if (dir == NULL)
+    return EXIT_DB_ERROR;
   /* Through a link the last step, removing DIR, would fail after all the
   ** rest was removed, and the command would say it failed: refuse before
   ** anything, naming the directory to give instead. */

@@ -18,6 +18,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdarg.h>
@@ -81,8 +82,13 @@ static int parse_value(unsigned type, const char *text, size_t n, sochdb_value *
   errno = 0;
   if (type == SOCHDB_INT64)
     v->i64 = strtoll(num, &end, 10);
-  else
+  else {
     v->f64 = strtod(num, &end);
+    /* Underflow (ERANGE with a result no larger than DBL_MIN) is a subnormal
+    ** double, or the nearest one, 0: a value, as `table scan` prints them. */
+    if (errno == ERANGE && fabs(v->f64) <= DBL_MIN)
+      errno = 0;
+  }
   return errno || end != num + n ? -1 : 0;
 }
 
@@ -156,8 +162,11 @@ static int run_create(const targs *a)
     else
       sochdb_abort(t);
   }
-  if (status == EXIT_OK && rc != SOCHDB_OK)
+  if (status == EXIT_OK && rc != SOCHDB_OK) {
     status = db_error("cannot create the table", rc);
+    if (rc == SOCHDB_INVALID)           /* the name or COLSPEC: malformed input */
+      status = EXIT_USAGE;
+  }
   if (status == EXIT_OK && !a->json)
     printf("created table %s with %zu columns\n", a->pos[1], n);
   sochdb_close(db);
@@ -248,10 +257,11 @@ struct csv {
   ** seeking back fails. Bytes [0, spool_pos) are consumed. */
   unsigned char *spool;
   size_t        spool_len, spool_cap, spool_pos;
+  int           read_errno;     /* of the read that failed (CSV_IO) */
 };
 
 /* What the CSV readers return besides characters and EOF (-1). */
-enum { CSV_UNCLOSED = -2, CSV_NOMEM = -3, CSV_BAD = -4, CSV_TOO_BIG = -5 };
+enum { CSV_UNCLOSED = -2, CSV_NOMEM = -3, CSV_BAD = -4, CSV_TOO_BIG = -5, CSV_IO = -6 };
 
 /* A record's fields, unquoted, may not pass this: a row is stored as one
 ** value of at most SOCHDB_MAX_VALUE bytes, and a number's text is at most
@@ -276,6 +286,10 @@ static int csv_getc(struct csv *c)
   if (c->spool_pos < c->spool_len)
     return c->spool[c->spool_pos++];
   int ch = getc(c->f);
+  if (ch == EOF && ferror(c->f)) {   /* a read error is not the end of the file */
+    c->read_errno = errno ? errno : EIO;
+    return CSV_IO;
+  }
   if (ch == EOF)
     return EOF;
   if (c->spool_len == c->spool_cap) {
@@ -415,6 +429,10 @@ struct loader {
 ** when memory ran out. */
 static int csv_error(const struct loader *l, int code)
 {
+  if (code == CSV_IO) {
+    fprintf(stderr, "sochdb: %s:%lu: reading: %s\n", l->a->pos[2], l->csv.line, strerror(l->csv.read_errno));
+    return EXIT_DB_ERROR;
+  }
   int status = input_error("%s:%lu: %s", l->a->pos[2], l->csv.line, csv_problem(code));
   return code == CSV_NOMEM ? EXIT_DB_ERROR : status;
 }
@@ -467,7 +485,7 @@ static int at_eof(struct csv *c)
     return 1;
   if (ch >= 0)
     c->spool_pos--;             /* read again by the next record */
-  return 0;
+  return 0;                     /* CSV_IO and CSV_NOMEM too: the next record reads and reports them */
 }
 
 /* Up to l->batch records into t: SOCHDB_OK, or -EXIT_* for bad input. */
@@ -486,6 +504,11 @@ static int load_batch(struct loader *l, sochdb_txn *t, unsigned long long *n)
     if (record_row(l, v))
       return -EXIT_USAGE;
     int rc = sochdb_row_put(t, l->tb, v);
+    if (rc == SOCHDB_INVALID) {       /* the row: a primary key too long, a row above 16 MiB */
+      const char *detail = sochdb_last_error();
+      return -input_error("%s:%lu: the row is refused: %s", l->a->pos[2], l->csv.line,
+                          detail[0] ? detail : sochdb_strerror(rc));
+    }
     if (rc)
       return rc;
   }

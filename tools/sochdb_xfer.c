@@ -20,6 +20,7 @@
 
 #include "cli.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,6 +163,12 @@ static int run_dump(const xargs *a)
   }
   if (f != NULL && !to_stdout && fclose(f) != 0 && status == EXIT_OK) {
     fprintf(stderr, "sochdb: writing %s: %s\n", path, strerror(errno));
+    status = EXIT_DB_ERROR;
+  }
+  /* stdout is buffered: its last bytes are written only now, and the
+  ** summary must not claim a dump that did not reach its destination. */
+  if (to_stdout && status == EXIT_OK && (fflush(stdout) != 0 || ferror(stdout))) {
+    fprintf(stderr, "sochdb: writing the dump: %s\n", strerror(errno));
     status = EXIT_DB_ERROR;
   }
   sochdb_close(db);
@@ -371,13 +378,21 @@ static int load_from(reader *r, const xargs *a, totals *tot)
   progress_bar bar;
   memset(&bar, 0, sizeof bar);
   bar.enabled = isatty(STDERR_FILENO) && seekable;
+  /* Standard input may be a regular file read from an offset other than 0
+  ** ({ read -r line; sochdb load DIR; } < FILE): the dump starts there. */
+  off_t start = seekable ? ftello(r->f) : 0;
+  if (start < 0)
+    start = 0;
   if (seekable) {
     int status = read_magic(r);
     if (status == EXIT_OK)
       status = load_pass(r, NULL, a, tot, &bar, 0);
     if (status != EXIT_OK)
       return status;
-    rewind(r->f);
+    if (fseeko(r->f, start, SEEK_SET) != 0) {
+      fprintf(stderr, "sochdb: %s: cannot read it again: %s\n", r->path, strerror(errno));
+      return EXIT_DB_ERROR;
+    }
     r->record = 0;
   }
   /* Before the database is opened (created, if missing): input that is not
@@ -474,9 +489,21 @@ static int check_dest(const char *dest)
     fprintf(stderr, "sochdb: %s exists and is not a directory\n", dest);
     return EXIT_USAGE;
   }
-  if (rmdir(dest) == 0 || errno == ENOENT) {     /* empty: fine (sochdb_open recreates it) */
-    return EXIT_OK;
+  /* Look, do not rmdir: an empty mount point cannot be removed (EBUSY), and a
+  ** removed directory would come back with sochdb's mode, not the user's. */
+  DIR *d = opendir(dest);
+  if (d == NULL) {
+    fprintf(stderr, "sochdb: cannot read %s: %s\n", dest, strerror(errno));
+    return EXIT_DB_ERROR;
   }
+  struct dirent *e;
+  int empty = 1;
+  while (empty && (e = readdir(d)) != NULL)
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+      empty = 0;
+  closedir(d);
+  if (empty)
+    return EXIT_OK;
   fprintf(stderr, "sochdb: %s is not empty; backup writes into a new or empty directory only\n", dest);
   return EXIT_USAGE;
 }
@@ -524,10 +551,11 @@ static const xcmd xcmds[] = {
     "Stores every pair of a dump (FILE, or standard input when FILE is absent or\n"
     "'-') into DIR, creating the database if needed, in transactions of N pairs\n"
     "(at most 8 MiB each), each durable when committed; existing keys are\n"
-    "overwritten, others are kept. A FILE is checked whole before anything is\n"
-    "written: a truncated or damaged dump, or a key starting with 0xFF 0xFF\n"
-    "(reserved for the engine), loads nothing. From standard input a bad record\n"
-    "stops the load, and the batches committed before it stay. A progress bar is\n"
+    "overwritten, others are kept. A regular FILE is checked whole before\n"
+    "anything is written: a truncated or damaged dump, or a key starting with\n"
+    "0xFF 0xFF (reserved for the engine), loads nothing. From a pipe (standard\n"
+    "input, a FIFO, <(...)) a bad record stops the load, and the batches\n"
+    "committed before it stay. A progress bar is\n"
     "drawn on stderr when it is a terminal and FILE a regular file.\n\n"
     "  --batch N   pairs per transaction (default 1000)\n"
     "  --json      print the summary as one JSON object\n",
