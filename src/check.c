@@ -461,7 +461,8 @@ static void check_wal(struct ck *c, const uint64_t *lsns, size_t n, struct oldes
                 (unsigned long long)res.torn_bytes, (unsigned long long)res.end_offset);
       else if (res.torn_bytes)
         problem(c, 0, path,
-                "torn tail of %llu bytes at offset %llu: a write a crash interrupted, never acknowledged "
+                "torn tail of %llu bytes at offset %llu: most likely a write a crash interrupted, never "
+                "acknowledged; damage to the last group written looks the same, and its commits would be lost "
                 "(cut off when the daemon next opens the log)",
                 (unsigned long long)res.torn_bytes, (unsigned long long)res.end_offset);
       expect = res.next_lsn;
