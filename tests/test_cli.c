@@ -1255,6 +1255,24 @@ Test(cli, malformed_input_exits_2_and_subnormal_doubles_load)
   unlink(csv);
 }
 
+/* After --, a VALUE of - is the one-byte value "-" (the help's advice for
+** arguments that start with '-'), not standard input; and table create
+** --json prints its summary object, as every other command does. */
+Test(cli, a_dash_after_double_dash_is_a_value_and_create_speaks_json)
+{
+  char out[4096], err[4096], line[9000];
+  snprintf(line, sizeof line, "echo from-stdin | \"$CLI\" put '%s' -- -k - > /dev/null", tu_dir());
+  cr_assert_eq(run_sh(line), 0, "%s", line);
+  const char *get[] = { "get", tu_dir(), "--", "-k", NULL };
+  int rc = run_cli(get, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 0, "get -- -k: exit %d, stderr: %s", rc, err);
+  cr_assert_str_eq(out, "-\n", "the value put after --");
+  const char *create[] = { "--json", "table", "create", tu_dir(), "j", "id:int64,v:string", NULL };
+  rc = run_cli(create, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 0, "create: exit %d, stderr: %s", rc, err);
+  cr_assert_str_eq(out, "{\"table\":\"j\",\"columns\":2}\n", "table create --json");
+}
+
 /* ---- tables and pipes for the load tests ------------------------------------------- */
 
 /* Table t (id int64 primary key, v string) in the test's database, by the

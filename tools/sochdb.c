@@ -55,6 +55,7 @@ typedef struct command command;
 struct args {
   const command *cmd;
   const char *pos[3];           /* DIR and up to two more */
+  int literal[3];               /* pos[i] came after "--": a "-" there is the value "-", not stdin */
   int npos;
   int json, help, raw, keys_only, watch;
   const char *prefix, *start, *end, *limit_arg, *interval_arg, *timeout_arg;
@@ -269,7 +270,7 @@ static int prepare_put(args *a)
   int status = prepare_key(a);
   if (status != EXIT_OK)
     return status;
-  if (strcmp(a->pos[2], "-") == 0)
+  if (strcmp(a->pos[2], "-") == 0 && !a->literal[2])
     return read_stdin_value(a);
   a->value = a->pos[2];
   a->vlen = strlen(a->pos[2]);
@@ -1323,7 +1324,8 @@ static void print_usage(FILE *f)
         "  --help      this text; 'sochdb COMMAND --help' describes one command\n"
         "  --version   print the library version the tool was built with\n\n"
         "Keys and values are taken from the arguments byte for byte; write -- before\n"
-        "a key or value that starts with '-'.\n\n"
+        "a key or value that starts with '-' (after --, a VALUE of - is itself, not\n"
+        "standard input).\n\n"
         "exit status: 0 success, 1 key not found, 2 usage error, 3 database or I/O error\n"
         "(check: 0 clean, 1 damage found, 2 usage error or could not run)\n", f);
 }
@@ -1412,6 +1414,7 @@ static int parse_command_args(args *a, int argc, char **argv)
     } else if (a->npos == a->cmd->nargs + 1) {
       return usage_error(a->cmd, "too many arguments");
     } else {
+      a->literal[a->npos] = only_arguments;
       a->pos[a->npos++] = arg;
     }
   }

@@ -167,8 +167,13 @@ static int run_create(const targs *a)
     if (rc == SOCHDB_INVALID)           /* the name or COLSPEC: malformed input */
       status = EXIT_USAGE;
   }
-  if (status == EXIT_OK && !a->json)
+  if (status == EXIT_OK && a->json) {
+    fputs("{\"table\":", stdout);
+    put_json_string(a->pos[1], strlen(a->pos[1]));
+    printf(",\"columns\":%zu}\n", n);
+  } else if (status == EXIT_OK) {
     printf("created table %s with %zu columns\n", a->pos[1], n);
+  }
   sochdb_close(db);
   free(spec);
   return status;
