@@ -1273,6 +1273,38 @@ Test(cli, a_dash_after_double_dash_is_a_value_and_create_speaks_json)
   cr_assert_str_eq(out, "{\"table\":\"j\",\"columns\":2}\n", "table create --json");
 }
 
+/* Blank lines are no rows (a trailing one made a row of key ""), CRLF ends
+** a line, and any other CR is the field's byte (one before a comma was
+** dropped). */
+Test(cli, table_load_skips_blank_lines_and_keeps_a_cr_inside_a_field)
+{
+  char out[4096], err[4096], csv[4300];
+  const char *create[] = { "table", "create", tu_dir(), "t", "id:string,v:string?", NULL };
+  int rc = run_cli(create, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 0, "create: exit %d, stderr: %s", rc, err);
+  write_csv(csv, sizeof csv, "id,v\r\n\r\na,1\r\nb\r,2\n\rc,3\n\n\n");
+  const char *load[] = { "--json", "table", "load", tu_dir(), "t", csv, NULL };
+  rc = run_cli(load, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 0, "load: exit %d, stderr: %s", rc, err);
+  cr_assert_eq(json_number(out, NULL, "rows"), 3, "%s", out);
+  unlink(csv);
+  sochdb *db = tu_open(REG, MT, 10000);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  sochdb_table *tb = NULL;
+  cr_assert_eq(sochdb_table_open(t, "t", NULL, 0, &tb), SOCHDB_OK, "%s", sochdb_last_error());
+  const char *keys[] = { "a", "b\r", "\rc" }, *vals[] = { "1", "2", "3" };
+  for (int i = 0; i < 3; i++) {
+    sochdb_value pk = { .bytes = keys[i], .len = strlen(keys[i]) }, row[2];
+    cr_assert_eq(sochdb_row_get(t, tb, &pk, NULL, 0, row), SOCHDB_OK, "row %d: %s", i, sochdb_last_error());
+    cr_assert(row[1].len == 1 && !memcmp(row[1].bytes, vals[i], 1), "row %d's value", i);
+  }
+  sochdb_value empty = { .bytes = "", .len = 0 }, row[2];
+  cr_assert_eq(sochdb_row_get(t, tb, &empty, NULL, 0, row), SOCHDB_NOTFOUND, "a row made of a blank line");
+  sochdb_table_close(tb);
+  sochdb_abort(t);
+  tu_close();
+}
+
 /* ---- tables and pipes for the load tests ------------------------------------------- */
 
 /* Table t (id int64 primary key, v string) in the test's database, by the

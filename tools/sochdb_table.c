@@ -382,20 +382,35 @@ static int csv_field(struct csv *c, int ch)
   if (ch != ',' && ch != '\n' && ch != EOF)
     return CSV_BAD;             /* text after a closing quote */
   c->flen[c->n] = c->len - c->off[c->n];
-  if (c->quoted[c->n] == 0 && c->flen[c->n] && c->buf[c->len - 1] == '\r')
-    c->flen[c->n]--, c->len--;
+  if (c->quoted[c->n] == 0 && ch != ',' && c->flen[c->n] && c->buf[c->len - 1] == '\r')
+    c->flen[c->n]--, c->len--;  /* a CRLF line end; a CR inside a field is its byte */
   c->n++;
   int bad = csv_put(c, '\0');
   return bad ? bad : ch;
 }
 
-/* The next record: 1, 0 at the end of the file, or a CSV_* value. */
+/* The next record, after any blank lines (no field at all, so no row: a
+** trailing empty line is common): 1, 0 at the end of the file, or a CSV_*
+** value. */
 static int csv_read(struct csv *c)
 {
   c->n = 0;
   c->len = 0;
+  int ch;
+  while ((ch = csv_getc(c)) == '\n' || ch == '\r') {
+    if (ch == '\r') {
+      int next = csv_getc(c);
+      if (next != '\n') {     /* a CR that ends no line starts the first field */
+        if (next >= 0)
+          c->spool_pos--;       /* read again by that field */
+        else if (next < EOF)
+          return next;
+        break;
+      }
+    }
+    c->next_line++;
+  }
   c->line = c->next_line;
-  int ch = csv_getc(c);
   if (ch == EOF)
     return 0;
   for (;;) {
@@ -802,6 +817,7 @@ static const struct subcommand subs[] = {
     "(in any order; nullable columns may be left out), then one row per record.\n"
     "Fields follow RFC 4180 (\"quoted\", \"\" for a quote); an unquoted empty field\n"
     "of a nullable column is NULL; the last record may end without a line break;\n"
+    "blank lines are skipped; lines end in LF or CRLF (any other CR is data);\n"
     "a record holds at most 16 MiB. A row whose primary key exists replaces it.\n"
     "Rows are committed N at a time (--batch, default 5000); a batch that\n"
     "conflicts with another writer is read again and retried (FILE may be a\n"
