@@ -550,7 +550,8 @@ static const xcmd xcmds[] = {
   { "load", "DIR [FILE] [--batch N] [--json]",
     "Stores every pair of a dump (FILE, or standard input when FILE is absent or\n"
     "'-') into DIR, creating the database if needed, in transactions of N pairs\n"
-    "(at most 8 MiB each), each durable when committed; existing keys are\n"
+    "(or fewer: one ends at the pair that takes it to 8 MiB), each durable when\n"
+    "committed; existing keys are\n"
     "overwritten, others are kept. A regular FILE is checked whole before\n"
     "anything is written: a truncated or damaged dump, or a key starting with\n"
     "0xFF 0xFF (reserved for the engine), loads nothing. From a pipe (standard\n"
