@@ -120,8 +120,10 @@ static int parse_colspec(char *spec, sochdb_column *cols, size_t *n)
 {
   *n = 0;
   for (char *item = strtok(spec, ","); item; item = strtok(NULL, ",")) {
+    if (*n == SOCHDB_MAX_COLUMNS)
+      return input_error("column spec: a table has at most %u columns", SOCHDB_MAX_COLUMNS);
     char *colon = strchr(item, ':');
-    if (!colon || colon == item || *n == SOCHDB_MAX_COLUMNS)
+    if (!colon || colon == item)
       return input_error("column spec '%s': expected NAME:TYPE (int64, double, bytes, string; ? = nullable)", item);
     *colon = '\0';
     char *type = colon + 1;
@@ -660,7 +662,9 @@ static int parse_columns(struct scanner *s)
   while (*p) {
     size_t len = strcspn(p, ",");
     int c = find_column(s->cols, s->ncols, p, len);
-    if (c < 0 || s->nwant == SOCHDB_MAX_COLUMNS)
+    if (s->nwant == SOCHDB_MAX_COLUMNS)
+      return input_error("--columns: at most %u columns", SOCHDB_MAX_COLUMNS);
+    if (c < 0)
       return input_error("--columns: no column '%.*s' in table %s", (int)len, p, s->a->pos[1]);
     s->want[s->nwant++] = (unsigned)c;
     p += len + (p[len] == ',');
