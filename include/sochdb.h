@@ -166,8 +166,9 @@ int  sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out);
 ** Errors: SOCHDB_INVALID (NULL t, NULL key, key length 0 or above
 **   SOCHDB_MAX_KEY, value above SOCHDB_MAX_VALUE or NULL with vlen > 0,
 **   a version larger than half of this database's memtable_bytes (one
-**   memtable must hold it whole), read-only or ended transaction),
-**   SOCHDB_NOMEM.
+**   memtable must hold it whole), read-only or ended transaction, a write
+**   that would take the transaction past 65535 keys or 1 GiB of keys and
+**   values: refused, the transaction stays usable), SOCHDB_NOMEM.
 */
 int  sochdb_put(sochdb_txn *t, const void *key, size_t klen, const void *val, size_t vlen);
 int  sochdb_delete(sochdb_txn *t, const void *key, size_t klen);
@@ -175,8 +176,9 @@ int  sochdb_delete(sochdb_txn *t, const void *key, size_t klen);
 /*
 ** sochdb_get — read key in the transaction's snapshot, seeing its own writes.
 ** Zero-copy where possible: *val points into the shared region or the
-** transaction's buffer and stays valid until the transaction ends or writes
-** the same key again. The bytes must not be modified.
+** transaction's buffer and stays valid until the transaction ends (also
+** when the transaction writes the same key again: its buffer only grows).
+** The bytes must not be modified.
 **
 ** Errors: SOCHDB_NOTFOUND (absent or deleted), SOCHDB_INVALID (NULL argument,
 **   bad key length), SOCHDB_CORRUPT (a damaged structure was detected),
@@ -198,7 +200,12 @@ int  sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, s
 ** Snapshot isolation, first committer wins: if another transaction committed
 ** a write to one of our keys after our snapshot (or is committing one right
 ** now), nothing is applied and SOCHDB_CONFLICT is returned; retry the whole
-** transaction. When SOCHDB_OK is returned the commit is visible to every
+** transaction. A read-write transaction whose snapshot is older than a
+** memtable that has since been flushed and recycled cannot be checked and
+** gets SOCHDB_CONFLICT as well, whatever keys it wrote (a transaction that
+** stays open while a whole memtable fills, flushes and is reused): keep
+** read-write transactions short under a steady write load.
+** When SOCHDB_OK is returned the commit is visible to every
 ** transaction that begins afterwards, in any process.
 **
 ** SOCHDB_SYNC returns once the commit is durable (written and fdatasync'd by

@@ -137,6 +137,36 @@ static int sections_in_place(const struct shm_header *h)
          probe.memtables_off == h->memtables_off;
 }
 
+/* The memtables a region of region_bytes holds after the sections laid out
+** in h (at most SHM_MAX_MEMTABLES, and what SHM_MAX_ARENA_SPAN allows: the
+** rest of a larger region stays unused): SOCHDB_OK with *n, 2 or more, or
+** SOCHDB_INVALID. */
+static int memtables_that_fit(const struct shm_header *h, uint64_t region_bytes, uint64_t *n)
+{
+  uint64_t first_arena = shm_layout_arena_off(h, 0);
+  if (first_arena >= region_bytes)
+    return sdb_fail(SOCHDB_INVALID, "region of %llu bytes is too small for its tables",
+                    (unsigned long long)region_bytes);
+  *n = (region_bytes - first_arena) / h->memtable_bytes;
+  if (*n > SHM_MAX_MEMTABLES)
+    *n = SHM_MAX_MEMTABLES;
+  if (*n > SHM_MAX_ARENA_SPAN / h->memtable_bytes)
+    *n = SHM_MAX_ARENA_SPAN / h->memtable_bytes;
+  if (*n < 2)
+    return sdb_fail(SOCHDB_INVALID, "region of %llu bytes holds fewer than 2 memtables of %llu bytes",
+                    (unsigned long long)region_bytes, (unsigned long long)h->memtable_bytes);
+  return SOCHDB_OK;
+}
+
+int shm_layout_check(uint64_t region_bytes, uint64_t memtable_bytes, uint64_t cache_bytes)
+{
+  struct shm_header probe;
+  memset(&probe, 0, sizeof probe);
+  layout_sections(&probe, memtable_bytes, cache_bytes);
+  uint64_t n;
+  return memtables_that_fit(&probe, region_bytes, &n);
+}
+
 /* Fill in a zeroed mapping. The magic goes last (release) so that no
 ** attacher can see a half-made region as valid. */
 static int region_format(char *base, const struct shm_open_params *p, shm_region *r)
@@ -147,19 +177,10 @@ static int region_format(char *base, const struct shm_open_params *p, shm_region
   memcpy(h->db_id, p->db_id, sizeof h->db_id);
   current_boot_id(h->boot_id);
   layout_sections(h, p->memtable_bytes, p->cache_bytes);
-  uint64_t first_arena = shm_layout_arena_off(h, 0);
-  if (first_arena >= p->region_bytes)
-    return sdb_fail(SOCHDB_INVALID, "region of %llu bytes is too small for its tables",
-                    (unsigned long long)p->region_bytes);
-  uint64_t n = (p->region_bytes - first_arena) / p->memtable_bytes;
-  if (n > SHM_MAX_MEMTABLES)
-    n = SHM_MAX_MEMTABLES;
-  if (n > SHM_MAX_ARENA_SPAN / p->memtable_bytes)
-    n = SHM_MAX_ARENA_SPAN / p->memtable_bytes;   /* the rest of a larger region stays unused */
-  if (n < 2)
-    return sdb_fail(SOCHDB_INVALID,
-                    "region of %llu bytes holds fewer than 2 memtables of %llu bytes",
-                    (unsigned long long)p->region_bytes, (unsigned long long)p->memtable_bytes);
+  uint64_t n;
+  int rc = memtables_that_fit(h, p->region_bytes, &n);
+  if (rc != SOCHDB_OK)
+    return rc;
   h->n_memtables = (uint32_t)n;
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -175,13 +196,10 @@ static int region_format(char *base, const struct shm_open_params *p, shm_region
   fl_init(r);
   if (h->cache_bytes)
     bc_init(shm_at(r, h->cache_off), h->cache_bytes);
-  arena_init_all(r, first_arena);
+  arena_init_all(r, shm_layout_arena_off(h, 0));
   h->checksum = shm_header_checksum(h);
-  if (p->populate) {
-    int rc = p->populate(r, p->populate_ctx);
-    if (rc != SOCHDB_OK)
-      return rc;
-  }
+  if (p->populate && (rc = p->populate(r, p->populate_ctx)) != SOCHDB_OK)
+    return rc;
   /* release: everything above happens-before any acquire load that sees the magic */
   __atomic_store_n(&h->magic, SHM_MAGIC, __ATOMIC_RELEASE);
   return SOCHDB_OK;

@@ -219,6 +219,11 @@ int  shm_region_unlink(shm_region *r);
 ** attached (`sochdb destroy`): 1 unlinked, 0 none there, -1 on an error. */
 int  shm_region_unlink_path(const char *path);
 
+/* Whether a region of these sizes can be made (the checks region_format
+** makes), without touching anything: sochdb_open refuses bad options before
+** it creates the directory or its sochdb.id. SOCHDB_OK or SOCHDB_INVALID. */
+int  shm_layout_check(uint64_t region_bytes, uint64_t memtable_bytes, uint64_t cache_bytes);
+
 /* Layout helpers shared by the modules that live in the region. */
 uint64_t shm_layout_arena_off(const struct shm_header *h, uint32_t idx);
 

@@ -296,7 +296,9 @@ static int resolve_options(const sochdb_options *o, struct shm_open_params *p, u
                     o->region_bytes);
   if (p->file_mode & ~0777u)
     return sdb_fail(SOCHDB_INVALID, "file_mode %o has bits beyond 0777", p->file_mode);
-  return SOCHDB_OK;
+  /* Before anything is created: a refused open leaves no directory or
+  ** sochdb.id behind (which a later create_if_missing < 0 would accept). */
+  return shm_layout_check(p->region_bytes, p->memtable_bytes, p->cache_bytes);
 }
 
 /* ---- open / close ------------------------------------------------------ */

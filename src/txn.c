@@ -355,6 +355,24 @@ static int check_user_key(const void *key, size_t klen)
   return rc;
 }
 
+/* The whole transaction must fit one WAL record (walfmt.h). A write that
+** would take it past either limit is refused when it is made, leaving the
+** transaction usable (the bytes counted as if it added them all: a rewrite
+** of a key near the limit may be refused though it would fit); the commit
+** checks again before anything is installed. */
+#define MAX_TXN_OPS   65535u
+#define MAX_TXN_BYTES (1ull << 30)
+
+static int check_room_for_write(const sochdb_txn *t, const void *key, size_t klen, size_t vlen)
+{
+  if (t->writes.bytes + klen + vlen > MAX_TXN_BYTES)
+    return sdb_fail(SOCHDB_INVALID, "a transaction writes at most %llu bytes of keys and values; this write "
+                    "would take it past that", (unsigned long long)MAX_TXN_BYTES);
+  if (t->writes.n >= MAX_TXN_OPS && !wbuf_get(&t->writes, key, (uint32_t)klen))
+    return sdb_fail(SOCHDB_INVALID, "a transaction writes at most %u keys; this would be one more", MAX_TXN_OPS);
+  return SOCHDB_OK;
+}
+
 static int buffer_write(sochdb_txn *t, const void *key, size_t klen, const void *val, size_t vlen, int tomb,
                         int reserved_ok)
 {
@@ -372,6 +390,8 @@ static int buffer_write(sochdb_txn *t, const void *key, size_t klen, const void 
   if (mv_version_bytes(vlen) + klen + 256 > t->db->max_version_bytes)
     return sdb_fail(SOCHDB_INVALID, "value of %zu bytes does not fit this database's %llu-byte memtables",
                     vlen, (unsigned long long)t->db->region.hdr->memtable_bytes);
+  if ((rc = check_room_for_write(t, key, klen, vlen)) != SOCHDB_OK)
+    return rc;
   if (wbuf_put(&t->writes, key, (uint32_t)klen, val, (uint32_t)vlen, tomb) != 0)
     return sdb_fail(SOCHDB_NOMEM, "buffering a write of %zu bytes", klen + vlen);
   CRASHPOINT("put.buffered");
@@ -872,11 +892,6 @@ static int wait_durable(sochdb *db, uint64_t seq)
   }
   return SOCHDB_OK;
 }
-
-/* The whole transaction must fit one WAL record (walfmt.h); checked before
-** anything is installed, so a refused transaction changes nothing. */
-#define MAX_TXN_OPS   65535u
-#define MAX_TXN_BYTES (1ull << 30)
 
 static int check_txn_size(const sochdb_txn *t)
 {
