@@ -163,7 +163,7 @@ int shm_layout_check(uint64_t region_bytes, uint64_t memtable_bytes, uint64_t ca
   struct shm_header probe;
   memset(&probe, 0, sizeof probe);
   layout_sections(&probe, memtable_bytes, cache_bytes);
-  uint64_t n;
+  uint64_t n = 0;
   return memtables_that_fit(&probe, region_bytes, &n);
 }
 
@@ -177,7 +177,7 @@ static int region_format(char *base, const struct shm_open_params *p, shm_region
   memcpy(h->db_id, p->db_id, sizeof h->db_id);
   current_boot_id(h->boot_id);
   layout_sections(h, p->memtable_bytes, p->cache_bytes);
-  uint64_t n;
+  uint64_t n = 0;
   int rc = memtables_that_fit(h, p->region_bytes, &n);
   if (rc != SOCHDB_OK)
     return rc;
