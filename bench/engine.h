@@ -35,6 +35,10 @@ enum {
 #define ENG_TXN_SYNC     0x2u      /* begin: its commit returns once durable (fsync'd); else no
                                       waiting for the disk. Chosen at begin, not at commit:
                                       SQLite takes PRAGMA synchronous at BEGIN. */
+#define ENG_TXN_ONE_READ 0x4u      /* begin, with READONLY: the transaction makes exactly one get or one
+                                      scan. An engine whose single read is a consistent snapshot by itself
+                                      (RocksDB's Get and its iterator) may skip its explicit snapshot, as its
+                                      own users would. */
 
 /* What every handle of one database gets: the same in every process. */
 struct engine_params {

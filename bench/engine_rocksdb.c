@@ -15,7 +15,8 @@
 **
 ** Options: create_if_missing, increase_parallelism(CPUs), a block-based
 ** table with a bloom filter of 10 bits per key and an LRU block cache of
-** --cache-mb (64 MiB by default, like sochdb's shared cache); everything else
+** --cache-mb (64 MiB by default, like sochdb's shared cache), reads from
+** mapped files (allow_mmap_reads, as sochdb and LMDB read); everything else
 ** RocksDB's defaults (64 MiB memtables, leveled compaction, Snappy or LZ4
 ** where built in).
 */
@@ -75,6 +76,12 @@ static int r_open(const struct engine_params *p, struct engine **out)
     return fail("out of memory");
   e->opts = rocksdb_options_create();
   rocksdb_options_set_create_if_missing(e->opts, 1);
+  /* Reads from the mapped files, as sochdb's (whose block cache holds only
+  ** LZ4-compressed blocks: with incompressible values every block is read
+  ** in place from its mapped SSTable) and LMDB's: without this, RocksDB's
+  ** 64 MiB cache is the only memory its reads may use, and every miss is a
+  ** pread into it. */
+  rocksdb_options_set_allow_mmap_reads(e->opts, 1);
   rocksdb_options_increase_parallelism(e->opts, (int)p->cpus);
   rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
   e->cache = rocksdb_cache_create_lru(p->cache_bytes);
@@ -104,7 +111,9 @@ static int r_begin(struct engine *e, unsigned flags, struct engine_txn **out)
     return fail("out of memory");
   t->e = e;
   t->flags = flags;
-  if (flags & ENG_TXN_READONLY) {
+  if ((flags & ENG_TXN_READONLY) && (flags & ENG_TXN_ONE_READ)) {
+    /* one Get or one iterator: each reads a consistent implicit snapshot; t->ro stays NULL */
+  } else if (flags & ENG_TXN_READONLY) {
     t->snap = rocksdb_create_snapshot(e->db);
     t->ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_snapshot(t->ro, t->snap);
@@ -182,8 +191,9 @@ const struct engine_ops engine_rocksdb = {
   .caps = ENGINE_THREADS,
   .settings = "ONE process (RocksDB locks a database to one process): P threads sharing one handle where the "
               "others run P processes; a write transaction = a WriteBatch, SYNC = WriteOptions.sync (WAL "
-              "fsync'd, group commit), else sync=0 (WAL written, not fsync'd); read-only = a snapshot; bloom "
-              "filter 10 bits/key, LRU block cache --cache-mb (64 MiB), increase_parallelism(CPUs), other "
+              "fsync'd, group commit), else sync=0 (WAL written, not fsync'd); read-only = a snapshot (none for a "
+              "one-read transaction: Get and iterators read an implicit one); bloom filter 10 bits/key, LRU block "
+              "cache --cache-mb (64 MiB), allow_mmap_reads, increase_parallelism(CPUs), other "
               "options default",
   .open = r_open,
   .close = r_close,
