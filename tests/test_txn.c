@@ -526,6 +526,31 @@ Test(txn, a_kept_conflict_finger_is_not_used_in_a_recycled_arena)
   tu_close();
 }
 
+/* A version committed after our snapshot may leave memory before we commit:
+** its memtable flushed and retired, out of every view. No chain and no live
+** memtable shows it then, yet writing over it is still a lost update: the
+** commit must be refused (check_retired), while a transaction that began
+** after the flush writes the key freely. */
+Test(txn, a_conflict_with_a_version_flushed_out_of_memory_is_still_a_conflict)
+{
+  sochdb *db = open_db();
+  tu_commit_kv(db, "k", "base", SOCHDB_ASYNC);
+  sochdb_txn *t1 = tu_begin(db, 0);
+  tu_commit_kv(db, "k", "t2", SOCHDB_ASYNC);   /* after t1's snapshot */
+  tu_rotate(db);
+  TU_WAIT_STATS(db, s->memtables_in_use <= 1 && s->flushes >= 1, "the memtable holding t2's version flushed");
+  tu_put_str(t1, "k", "t1");
+  int rc = sochdb_commit(t1, SOCHDB_ASYNC);
+  cr_assert_eq(rc, SOCHDB_CONFLICT, "a write over a version flushed after the snapshot: %s, want CONFLICT",
+               sochdb_strerror(rc));
+  expect_committed(db, "k", "t2", "after the refused commit");
+  sochdb_txn *t3 = tu_begin(db, 0);
+  tu_put_str(t3, "k", "t3");
+  tu_commit(t3, SOCHDB_ASYNC, "a write that began after the flush");
+  expect_committed(db, "k", "t3", "after T3");
+  tu_close();
+}
+
 Test(txn, disjoint_write_sets_never_conflict)
 {
   /* Snapshot isolation validates writes only: the classic write skew (each

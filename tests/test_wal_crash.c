@@ -53,6 +53,7 @@
 #include "internal.h"   /* struct sochdb: to wind back durable_seq by hand */
 #include "durable.h"    /* ... and to plant a note of the log's end */
 #include "check.h"      /* sdb_check_dir */
+#include "testhooks.h"  /* sochdb_test_without_daemon */
 
 static int wc_subreaper;            /* PR_SET_CHILD_SUBREAPER took effect */
 static pid_t wc_parent;             /* the test process */
@@ -1478,6 +1479,68 @@ static int wc_wait_exit(pid_t d, int *st)
     tu_sleep_ms(1);
   }
   return 0;
+}
+
+/* ======================================================================
+** 10b. A backlog larger than one WAL group (8 MiB): the writer writes it
+**      in several groups, and durable_seq moves only over what a group
+**      wrote. Were it moved over the whole backlog, the commits past the
+**      first group would be called durable yet never logged: gone once the
+**      region is rebuilt from the WAL.
+** ====================================================================== */
+
+#define BL_COMMITS 48
+#define BL_VLEN    (256u << 10)   /* 48 x 256 KiB: 12 MiB, half again a group's cap */
+
+static void bl_value(int i, uint8_t *v)
+{
+  for (size_t j = 0; j < BL_VLEN; j++)
+    v[j] = (uint8_t)(i * 31 + j * 7);
+}
+
+Test(wal_crash, a_backlog_larger_than_one_group_is_logged_whole)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  /* memtables big enough that no flush carries the backlog to an SSTable */
+  sochdb_options o = tu_options(256u << 20, 64u << 20, 10000);
+  sochdb *db = tu_open_with(dir, &o);
+  wc_commit_pair(db, 1);
+  wc_stop_daemon(dir, SIGKILL, "the daemon");
+  sochdb_test_without_daemon(1);   /* the ASYNC commits below pile up: no daemon is started for them */
+  uint8_t *v = malloc(BL_VLEN);
+  cr_assert_not_null(v);
+  for (int i = 0; i < BL_COMMITS; i++) {
+    char k[32];
+    snprintf(k, sizeof k, "big/%02d", i);
+    bl_value(i, v);
+    sochdb_txn *t = tu_begin(db, 0);
+    cr_assert_eq(sochdb_put(t, k, strlen(k), v, BL_VLEN), SOCHDB_OK, "put %s", k);
+    tu_commit(t, SOCHDB_ASYNC, k);
+  }
+  sochdb_test_without_daemon(0);
+  wc_commit_pair(db, 2);            /* SYNC: starts a daemon, which finds the whole backlog waiting */
+  wc_stop_daemon(dir, SIGKILL, "the daemon that logged the backlog");
+  sochdb_close(db);
+  tu_remove_region(dir);
+  db = tu_open_with(dir, &o);       /* rebuilt from the WAL alone */
+  wc_expect_pair(db, 1, 1, "before the backlog");
+  wc_expect_pair(db, 2, 1, "after the backlog");
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (int i = 0; i < BL_COMMITS; i++) {
+    char k[32];
+    snprintf(k, sizeof k, "big/%02d", i);
+    bl_value(i, v);
+    const void *got;
+    size_t glen;
+    int rc = sochdb_get(t, k, strlen(k), &got, &glen);
+    cr_assert_eq(rc, SOCHDB_OK, "%s, committed before a SYNC commit that returned OK, is not in the rebuilt region: %s",
+                 k, sochdb_strerror(rc));
+    cr_assert(glen == BL_VLEN && memcmp(got, v, BL_VLEN) == 0, "%s came back with other bytes", k);
+  }
+  sochdb_abort(t);
+  free(v);
+  sochdb_close(db);
 }
 
 /* ======================================================================
