@@ -29,8 +29,8 @@
 #include "sochdb.h"
 #include "error.h"
 #include "sstfmt.h"
+#include "sstcraft.h"
 
-#include <lz4.h>
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -2071,55 +2071,6 @@ Test(sstfmt, a_block_that_opens_with_an_older_version_is_not_unique)
 
 /* ---- columnar blocks whose keys disagree with their index entry ---------------- */
 
-/* The index block of a version-2/3 file, rewritten uncompressed so that its
-** bytes can be changed in place: the new file (buf freed), its payload at
-** *ioff, *in bytes. */
-static uint8_t *index_in_place(uint8_t *buf, size_t *len, size_t *ioff, size_t *in)
-{
-  const uint8_t *f = buf + *len - SST_FOOTER_BYTES;
-  uint64_t off = 0;
-  uint32_t size = 0, ulen = 0;
-  memcpy(&off, f + 24, 8);
-  memcpy(&size, f + 36, 4);
-  const uint8_t *t = buf + off + size - SST_TRAILER_BYTES;
-  memcpy(&ulen, t + 4, 4);
-  size_t n = (size_t)off + ulen + SST_TRAILER_BYTES + SST_FOOTER_BYTES;
-  uint8_t *out = calloc(1, n);
-  cr_assert_not_null(out);
-  memcpy(out, buf, (size_t)off);
-  if (t[0] == SST_LZ4)
-    cr_assert_eq(LZ4_decompress_safe((const char *)buf + off, (char *)out + off, (int)(size - SST_TRAILER_BYTES),
-                                     (int)ulen), (int)ulen, "index decompresses");
-  else
-    memcpy(out + off, buf + off, ulen);
-  memcpy(out + off + ulen + 4, &ulen, 4);
-  uint8_t *nf = out + n - SST_FOOTER_BYTES;
-  memcpy(nf, f, SST_FOOTER_BYTES);
-  uint32_t nsize = ulen + SST_TRAILER_BYTES;
-  memcpy(nf + 36, &nsize, 4);
-  sst_footer_seal(nf);
-  sst_block_seal(out, off, nsize, SST_BLOCK_INDEX);
-  free(buf);
-  *len = n;
-  *ioff = (size_t)off;
-  *in = ulen;
-  return out;
-}
-
-/* The index entry value (descriptor) of the columnar block at off. */
-static uint8_t *descriptor_of(uint8_t *buf, size_t ioff, size_t in, uint64_t off, uint32_t size)
-{
-  uint8_t pat[13];
-  memcpy(pat, &off, 8);
-  memcpy(pat + 8, &size, 4);
-  pat[12] = 1;
-  for (size_t i = ioff; i + sizeof pat <= ioff + in; i++)
-    if (!memcmp(buf + i, pat, sizeof pat))
-      return buf + i;
-  cr_assert_fail("no descriptor for the block at %llu", (unsigned long long)off);
-  return NULL;
-}
-
 /* A projected scan at snapshot taking blocks whole where it can: the live
 ** rows it yields (a key's newest visible version), its end code. */
 static int take_scan(const struct sst_reader *r, uint64_t snap, size_t *rows)
@@ -2174,7 +2125,9 @@ Test(sstfmt, a_columnar_block_whose_keys_disagree_with_its_index_is_not_taken_wh
   uint8_t *orig;
   size_t len, ioff, in;
   build(&m, 1024, &orig, &len);
-  orig = index_in_place(orig, &len, &ioff, &in);
+  uint8_t *sealed = sc_index_uncompressed(orig, len, &len, &ioff, &in);
+  free(orig);
+  orig = sealed;
   uint8_t *buf = malloc(len);
   cr_assert_not_null(buf);
   struct sst_reader r;
@@ -2189,7 +2142,7 @@ Test(sstfmt, a_columnar_block_whose_keys_disagree_with_its_index_is_not_taken_wh
         continue;
       const struct sst_colblock *cb = &r.colblocks[r.index[i].col - 1];
       const struct sst_segment *ks = &r.segs[cb->seg];
-      uint8_t *d = descriptor_of(buf, ioff, in, r.index[i].offset, r.index[i].size);
+      uint8_t *d = sc_col_descriptor(buf, ioff, in, r.index[i].offset, r.index[i].size);
       if (c == 0 && !cb->unique) {          /* two versions of a key, said unique */
         d[14] |= 1;
         done = 1;

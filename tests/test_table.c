@@ -14,9 +14,9 @@
 #include "check.h"
 #include "internal.h"   /* the region's full-compaction request */
 #include "sstfmt.h"
+#include "sstcraft.h"
 
 #include <dirent.h>
-#include <lz4.h>
 
 TestSuite(table, .init = tu_setup, .fini = tu_teardown, .timeout = 240);
 
@@ -1021,7 +1021,9 @@ static int scan_column(sochdb_txn *t, sochdb_table *tb, unsigned col)
   return rc;
 }
 
-Test(table, a_damaged_column_segment_is_reported_and_spares_the_other_columns)
+/* Table t of 12,000 rows, in SSTables, its database closed and its daemon
+** stopped: its files may be changed now. */
+static void flushed_table_then_stopped(void)
 {
   sochdb *db = tu_open(REG, MT, 5000);
   sochdb_table *tb = create_table(db, "t");
@@ -1032,12 +1034,27 @@ Test(table, a_damaged_column_segment_is_reported_and_spares_the_other_columns)
   sochdb_table_close(tb);
   tu_close();
   tu_stop_daemon(tu_dir());
+}
+
+/* After flushed_table_then_stopped and a change to the files: the database
+** opened again without its region (an empty block cache), a read-only
+** transaction, and table t open in it (*tb). */
+static sochdb_txn *reopened_table(sochdb_table **tb)
+{
+  tu_remove_region(tu_dir());
+  sochdb *db = tu_open(REG, MT, 1000);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  cr_assert_eq(sochdb_table_open(t, "t", COLS, NCOLS, tb), SOCHDB_OK, "open");
+  return t;
+}
+
+Test(table, a_damaged_column_segment_is_reported_and_spares_the_other_columns)
+{
+  flushed_table_then_stopped();
   int64_t pk;
   damage_column(tu_dir(), C_NOTE, &pk);
-  tu_remove_region(tu_dir());   /* an empty block cache */
-  db = tu_open(REG, MT, 1000);
-  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
-  cr_assert_eq(sochdb_table_open(t, "t", COLS, NCOLS, &tb), SOCHDB_OK, "open");
+  sochdb_table *tb;
+  sochdb_txn *t = reopened_table(&tb);
   cr_assert_eq(scan_column(t, tb, C_NOTE), SOCHDB_CORRUPT, "a scan of the damaged column");
   cr_assert_eq(scan_column(t, tb, C_PRICE), SOCHDB_NOTFOUND, "a scan of another column reads past the damage");
   sochdb_value key = pk_of(pk), row[NCOLS];
@@ -1065,45 +1082,18 @@ static void retype_column(const char *dir, unsigned col)
   size_t len = (size_t)st.st_size;
   uint8_t *buf = malloc(len);
   cr_assert_eq(pread(fd, buf, len, 0), (ssize_t)len, "read");
-  const uint8_t *f = buf + len - SST_FOOTER_BYTES;
-  uint64_t ioff;
-  uint32_t isize, ulen;
-  memcpy(&ioff, f + 24, 8);
-  memcpy(&isize, f + 36, 4);
-  const uint8_t *t = buf + ioff + isize - SST_TRAILER_BYTES;
-  memcpy(&ulen, t + 4, 4);
-  size_t n = (size_t)ioff + ulen + SST_TRAILER_BYTES + SST_FOOTER_BYTES;
-  uint8_t *out = calloc(1, n);
-  memcpy(out, buf, (size_t)ioff);
-  if (t[0] == SST_LZ4)
-    cr_assert_eq(LZ4_decompress_safe((const char *)buf + ioff, (char *)out + ioff, (int)(isize - SST_TRAILER_BYTES),
-                                     (int)ulen), (int)ulen, "index decompresses");
-  else
-    memcpy(out + ioff, buf + ioff, ulen);
-  memcpy(out + ioff + ulen + 4, &ulen, 4);
-  uint8_t *nf = out + n - SST_FOOTER_BYTES;
-  memcpy(nf, f, SST_FOOTER_BYTES);
-  uint32_t nsize = ulen + SST_TRAILER_BYTES;
-  memcpy(nf + 36, &nsize, 4);
-  sst_footer_seal(nf);
+  size_t n, ioff, ulen;
+  uint8_t *out = sc_index_uncompressed(buf, len, &n, &ioff, &ulen);
   struct sst_reader r;
   cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "sst_open");
   uint32_t b = r.nblocks / 2;
   while (!r.index[b].col)
     b++;
-  uint8_t pat[13];
-  memcpy(pat, &r.index[b].offset, 8);
-  memcpy(pat + 8, &r.index[b].size, 4);
-  pat[12] = 1;   /* the descriptor's format */
-  uint8_t *d = NULL;
-  for (size_t i = ioff; !d && i + sizeof pat <= ioff + ulen; i++)
-    if (!memcmp(out + i, pat, sizeof pat))
-      d = out + i;
-  cr_assert_not_null(d, "the block's index entry");
+  uint8_t *d = sc_col_descriptor(out, ioff, ulen, r.index[b].offset, r.index[b].size);
   uint8_t *type = d + 36 + 22 * col;
   cr_assert(*type == SOCHDB_DOUBLE || *type == SOCHDB_INT64, "an 8-byte column");
   *type = *type == SOCHDB_DOUBLE ? SOCHDB_INT64 : SOCHDB_DOUBLE;
-  sst_block_seal(out, ioff, nsize, SST_BLOCK_INDEX);
+  sst_block_seal(out, ioff, (uint32_t)ulen + SST_TRAILER_BYTES, SST_BLOCK_INDEX);
   sst_close(&r);
   cr_assert_eq(sst_open(out, n, &r), SOCHDB_OK, "the retyped table opens: its checksums hold");
   sst_close(&r);
@@ -1119,20 +1109,10 @@ static void retype_column(const char *dir, unsigned col)
 ** damaged block to an end that looks complete. */
 Test(table, a_scan_error_from_a_block_of_the_wrong_type_is_sticky)
 {
-  sochdb *db = tu_open(REG, MT, 5000);
-  sochdb_table *tb = create_table(db, "t");
-  static struct model m;
-  m.n = 12000;
-  model_fill(db, tb, &m, 1);
-  TU_WAIT_STATS(db, s->flushes >= 2, "flushes");
-  sochdb_table_close(tb);
-  tu_close();
-  tu_stop_daemon(tu_dir());
+  flushed_table_then_stopped();
   retype_column(tu_dir(), C_PRICE);
-  tu_remove_region(tu_dir());
-  db = tu_open(REG, MT, 1000);
-  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
-  cr_assert_eq(sochdb_table_open(t, "t", COLS, NCOLS, &tb), SOCHDB_OK, "open");
+  sochdb_table *tb;
+  sochdb_txn *t = reopened_table(&tb);
   for (int whole = 0; whole < 2; whole++) {   /* the price column alone (blocks taken whole), every column */
     unsigned col = C_PRICE;
     sochdb_scan *s = open_scan(t, tb, NULL, NULL, whole ? NULL : &col, whole ? 0 : 1, NULL);
@@ -1156,8 +1136,6 @@ Test(table, a_scan_error_from_a_block_of_the_wrong_type_is_sticky)
 }
 
 /* ---- random updates and snapshots ------------------------------------------------- */
-
-/* A full compaction by the daemon, asked for as `sochdb compact` does. */
 
 /* A scan used after its transaction ended: sochdb_scan_next must refuse it,
 ** as sochdb_iter_next does. A scan reading a block taken whole read on from
