@@ -978,20 +978,31 @@ static void largest_sst(const char *dir, char *path, size_t n)
   cr_assert(path[0], "no SSTable in %s", dir);
 }
 
+/* The whole of the largest SSTable of dir (malloc'ed, *len bytes), its path
+** in path, and *fd open read-write on it. */
+static uint8_t *read_largest_sst(const char *dir, char *path, size_t n, int *fd, size_t *len)
+{
+  largest_sst(dir, path, n);
+  *fd = open(path, O_RDWR);
+  cr_assert_geq(*fd, 0, "open %s", path);
+  struct stat st;
+  cr_assert_eq(fstat(*fd, &st), 0);
+  *len = (size_t)st.st_size;
+  uint8_t *buf = malloc(*len);
+  cr_assert_eq(pread(*fd, buf, *len, 0), (ssize_t)*len, "read %s", path);
+  return buf;
+}
+
 /* Flip one byte in the payload of column `col`'s segment of a columnar block
 ** in the middle of the largest SSTable; the primary key of a row in it to *pk. */
 static void damage_column(const char *dir, unsigned col, int64_t *pk)
 {
   char path[4400];
-  largest_sst(dir, path, sizeof path);
-  int fd = open(path, O_RDWR);
-  cr_assert_geq(fd, 0, "open %s", path);
-  struct stat st;
-  fstat(fd, &st);
-  uint8_t *buf = malloc((size_t)st.st_size);
-  cr_assert_eq(pread(fd, buf, (size_t)st.st_size, 0), st.st_size, "read");
+  int fd;
+  size_t len;
+  uint8_t *buf = read_largest_sst(dir, path, sizeof path, &fd, &len);
   struct sst_reader r;
-  cr_assert_eq(sst_open(buf, (size_t)st.st_size, &r), SOCHDB_OK, "sst_open");
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "sst_open");
   cr_assert_gt(r.ncolblocks, 2u, "columnar blocks in %s", path);
   uint32_t b = r.nblocks / 2;
   while (!r.index[b].col)
@@ -1074,14 +1085,9 @@ Test(table, a_damaged_column_segment_is_reported_and_spares_the_other_columns)
 static void retype_column(const char *dir, unsigned col)
 {
   char path[4400];
-  largest_sst(dir, path, sizeof path);
-  int fd = open(path, O_RDWR);
-  cr_assert_geq(fd, 0, "open %s", path);
-  struct stat st;
-  fstat(fd, &st);
-  size_t len = (size_t)st.st_size;
-  uint8_t *buf = malloc(len);
-  cr_assert_eq(pread(fd, buf, len, 0), (ssize_t)len, "read");
+  int fd;
+  size_t len;
+  uint8_t *buf = read_largest_sst(dir, path, sizeof path, &fd, &len);
   size_t n, ioff, ulen;
   uint8_t *out = sc_index_uncompressed(buf, len, &n, &ioff, &ulen);
   struct sst_reader r;
