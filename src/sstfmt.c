@@ -1034,7 +1034,8 @@ static int check_columnar_keys(const struct sst_reader *r, uint32_t i, const str
 /* Columnar data block i: its keys segment into *keys, and the segments of
 ** the columns in want into cv (each in a scratch of cv's). The keys are
 ** checked against the index entry the first time this reader loads the
-** block (its trusted bit, which plain blocks use for their own checks). */
+** block (its trusted bit, which plain blocks use for their own checks;
+** relaxed, as there: the file never changes, and a race checks twice). */
 static int load_columnar(const struct sst_reader *r, uint32_t i, uint64_t want, struct sst_colview *cv,
                          struct sst_blk *keys, struct sst_read_stats *st)
 {
