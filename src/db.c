@@ -175,13 +175,13 @@ static int ensure_directory(const char *dir, int create, unsigned mode)
     return sdb_fail_errno("stat %s", dir);
   if (!create)
     return sdb_fail(SOCHDB_NOTFOUND, "no database at %s", dir);
-  if (mkdir(dir, (mode_t)(mode | ((mode & 0444) >> 2))) != 0) {
+  if (mkdir(dir, (mode_t)sdb_dir_mode(mode)) != 0) {
     if (errno == EEXIST)
       return SOCHDB_OK;
     return sdb_fail_errno("mkdir %s", dir);
   }
   /* exact bits, like every file of the database: mkdir applied the umask */
-  if (chmod(dir, (mode_t)(mode | ((mode & 0444) >> 2))) != 0)
+  if (chmod(dir, (mode_t)sdb_dir_mode(mode)) != 0)
     return sdb_fail_errno("chmod %s", dir);
   char parent[4200];
   snprintf(parent, sizeof parent, "%s", dir);

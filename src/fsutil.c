@@ -122,5 +122,5 @@ void sdb_apply_db_mode(const char *dir, int fd, const char *path)
   if (fd >= 0)
     (void)fchmod(fd, mode);
   else
-    (void)chmod(path, mode | ((mode & 0444) >> 2));
+    (void)chmod(path, sdb_dir_mode(mode));
 }

@@ -45,4 +45,7 @@ void sdb_unmap_file(const uint8_t *buf, size_t len);
 ** reports the refusal. */
 void sdb_apply_db_mode(const char *dir, int fd, const char *path);
 
+/* A directory's mode for files of file_mode: x wherever it has r. */
+static inline unsigned sdb_dir_mode(unsigned file_mode) { return file_mode | ((file_mode & 0444) >> 2); }
+
 #endif
