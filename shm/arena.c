@@ -270,8 +270,9 @@ int arena_flush_backlog_over(const shm_region *r, uint32_t limit)
   for (; viewable; viewable &= viewable - 1) {
     uint32_t i = (uint32_t)__builtin_ctzll(viewable);
     /* acquire: a writer that waited here until a memtable was RETIRED then
-    ** takes its snapshot after the flush that retired it, so its commit's
-    ** check_retired (src/txn.c) finds nothing newer than the snapshot there.
+    ** takes its snapshot after the flush that retired it, so its commit
+    ** finds no version newer than its snapshot out of memory (src/txn.c,
+    ** versions_left_memory) and looks nothing up in the SSTables.
     ** A claimer means a rotation in progress: not a full memtable. */
     uint64_t word = atomic_load_explicit(&arena_memtable(r, i)->state_claim, memory_order_acquire);
     if (i != active && word == mt_word(MT_LIVE, 0))
@@ -328,7 +329,7 @@ void arena_note_seq(shm_region *r, uint32_t i, uint64_t seq)
 static void raise_retired_max(shm_region *r, const struct shm_memtable *m)
 {
   /* relaxed CAS-max: published to committers by the release half of the
-  ** seq_cst RETIRED store that follows (see check_retired in src/txn.c) */
+  ** seq_cst RETIRED store that follows (see versions_left_memory in src/txn.c) */
   uint64_t max = atomic_load_explicit(&m->max_seq, memory_order_relaxed);
   uint64_t cur = atomic_load_explicit(&r->hdr->retired_max_seq, memory_order_relaxed);
   while (max > cur && !atomic_compare_exchange_weak_explicit(&r->hdr->retired_max_seq, &cur, max,

@@ -145,8 +145,8 @@ void     arena_note_seq(shm_region *r, uint32_t i, uint64_t seq);
 /* The flusher: take memtable i out of new views (LIVE -> RETIRED). Returns
 ** its commit-epoch tag (epoch.h). First raises hdr->retired_max_seq to its
 ** max_seq: a transaction whose snapshot is older than that can no longer
-** see every version newer than its snapshot in memory, so its commit
-** conflicts (src/txn.c), as in RocksDB's optimistic transactions. */
+** see every version newer than its snapshot in memory, so its commit looks
+** its keys up in the SSTables as well (src/txn.c, check_flushed). */
 uint64_t arena_retire(shm_region *r, uint32_t i);
 /* ... and give it back once no view can read it (RETIRED -> FREE), its
 ** pages returned to the system, or kept (keep_pages) for the next rotation,

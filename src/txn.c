@@ -229,8 +229,7 @@ static unsigned ms_until(const struct timespec *d)
 **
 ** A write transaction waits at its begin, before it takes its snapshot: a
 ** snapshot taken before the wait would predate the flushes that end it, and
-** the commit would find newer versions retired (check_retired) and report a
-** conflict that is not one. Its commit waits again only if the backlog grew
+** the commit would look each of its keys up in the SSTables (check_flushed). Its commit waits again only if the backlog grew
 ** by another memtable meanwhile (a long transaction, or many writers), and
 ** before it installs anything. A commit already installing rotates freely:
 ** it may hold intents in the very memtables that wait (the flusher waits for
@@ -528,7 +527,6 @@ struct commit_ctx {
   struct timespec       deadline;   /* for waiting on a free arena */
   int                   deadline_set;
   uint64_t              memtables;  /* bit i: a version of ours is in memtable i */
-  int                   retired_conflict;   /* the conflict is check_retired's */
   struct sl_finger     *finger;     /* install_one's last search in the active memtable: the
                                     ** handle's (kept->active), or own_finger */
   struct sl_finger      own_finger;
@@ -725,20 +723,44 @@ static int check_elsewhere(struct commit_ctx *c, const struct wb_entry *w, const
 }
 
 /* Versions newer than our snapshot may have left memory with a retired
-** memtable (shm/arena.h): then we cannot prove there is no conflict, and
-** say there is. Relaxed: arena_retire raises retired_max_seq before its
-** seq_cst RETIRED store, and every memtable missing from the fresh view we
-** just took was seen (acquire) RETIRED, or in a later state whose store
-** carries that one along, or had its viewable bit seen cleared (acquire),
-** which arena_recycle releases after all of these; so the raise is already
-** visible to us. */
-static int check_retired(struct commit_ctx *c)
+** memtable (shm/arena.h). Relaxed: arena_retire raises retired_max_seq
+** before its seq_cst RETIRED store, and every memtable missing from the
+** fresh view we just took was seen (acquire) RETIRED, or in a later state
+** whose store carries that one along, or had its viewable bit seen cleared
+** (acquire), which arena_recycle releases after all of these; so the raise
+** is already visible to us. */
+static int versions_left_memory(const struct commit_ctx *c)
 {
-  uint64_t retired = atomic_load_explicit(&c->r->hdr->retired_max_seq, memory_order_relaxed);
-  if (retired <= c->t->snapshot)
-    return SOCHDB_OK;
-  c->retired_conflict = 1;
-  return SOCHDB_CONFLICT;
+  return atomic_load_explicit(&c->r->hdr->retired_max_seq, memory_order_relaxed) > c->t->snapshot;
+}
+
+/* Step 2b: the versions that left memory are in the SSTables. A memtable
+** missing from our fresh view had its file listed before it was retired
+** (daemon/flusher.c), so a table set taken now holds it, or the files a
+** compaction made of it; and a compaction keeps every version newer than
+** its horizon, which our published snapshot holds at or below it
+** (daemon/compactor.c). So the newest version of each key we write, in a
+** set taken after the view, is newer than our snapshot exactly when
+** someone committed the key since. These versions are settled (the flusher
+** waited for their commits), so no intent of a live committer is there. A
+** long transaction pays a table lookup a key; others never come here. */
+static int check_flushed(struct commit_ctx *c, const uint32_t *order)
+{
+  sochdb_txn *t = c->t;
+  struct sdb_tables *fresh;
+  int rc = sdb_tables_acquire(t->db, &c->e->view_files, &fresh);
+  if (rc != SOCHDB_OK)
+    return rc;
+  const struct wbuf *wb = &t->writes;
+  for (size_t i = 0; i < wb->n && rc == SOCHDB_OK; i++) {
+    const struct wb_entry *w = &wb->ents[order[i]];
+    struct sst_get_result res;
+    rc = sdb_tables_get(fresh, w->key, w->klen, UINT64_MAX, &t->scratch, &res, NULL);
+    if (rc == SOCHDB_OK && res.found && res.seq > t->snapshot)
+      rc = SOCHDB_CONFLICT;
+  }
+  sdb_tables_release(fresh);
+  return rc;
 }
 
 #define BUCKET_PREFETCH_AHEAD 8u   /* keys: about the misses a core keeps in flight */
@@ -813,7 +835,9 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
     rc = check_elsewhere(c, &wb->ents[order[i]], &at[i], &view, fingers, &passed);
   if (c->kept)
     keep_fingers(c, &view);
-  return rc != SOCHDB_OK ? rc : check_retired(c);
+  if (rc == SOCHDB_OK && versions_left_memory(c))
+    rc = check_flushed(c, order);
+  return rc;
 }
 
 /* Do not claim a sequence while the WAL writer is a full record ring behind
@@ -942,9 +966,6 @@ static int commit_writes(sochdb_txn *t, unsigned flags)
     slots_retire_descriptor(c.r, c.e, c.record_off);   /* aborts: our intents become invisible */
     epoch_leave(&c.e->commit_epoch);
     count(rc == SOCHDB_CONFLICT ? &st->conflicts : &st->aborts, 1);
-    if (rc == SOCHDB_CONFLICT && c.retired_conflict)
-      return sdb_fail(rc, "the transaction began before versions that have since been flushed out of "
-                          "memory; it cannot be checked for conflicts: retry it");
     return rc == SOCHDB_CONFLICT ? sdb_fail(rc, "a concurrent transaction wrote the same key") : rc;
   }
   uint64_t seq = 0;

@@ -516,7 +516,7 @@ Test(txn, a_kept_conflict_finger_is_not_used_in_a_recycled_arena)
   sochdb_txn *t = tu_begin(db, 0);  /* not before: its view would keep mt from being recycled */
   tu_commit_kv(db2, "a999", "db2", SOCHDB_ASYNC);  /* after t's snapshot, in mt's new life */
   tu_rotate(db2);                  /* mt older again: t's check looks there (or, once mt is
-                                   ** flushed, check_retired refuses t) */
+                                   ** flushed, check_flushed finds it in its SSTable) */
   tu_put_str(t, "a999", "db");
   int rc = sochdb_commit(t, SOCHDB_ASYNC);
   cr_assert_eq(rc, SOCHDB_CONFLICT, "a write over a newer version in a recycled arena: %s, want CONFLICT",
@@ -529,8 +529,8 @@ Test(txn, a_kept_conflict_finger_is_not_used_in_a_recycled_arena)
 /* A version committed after our snapshot may leave memory before we commit:
 ** its memtable flushed and retired, out of every view. No chain and no live
 ** memtable shows it then, yet writing over it is still a lost update: the
-** commit must be refused (check_retired), while a transaction that began
-** after the flush writes the key freely. */
+** commit must be refused (check_flushed finds it in the SSTable), while a
+** transaction that began after the flush writes the key freely. */
 Test(txn, a_conflict_with_a_version_flushed_out_of_memory_is_still_a_conflict)
 {
   sochdb *db = open_db();
@@ -548,6 +548,90 @@ Test(txn, a_conflict_with_a_version_flushed_out_of_memory_is_still_a_conflict)
   tu_put_str(t3, "k", "t3");
   tu_commit(t3, SOCHDB_ASYNC, "a write that began after the flush");
   expect_committed(db, "k", "t3", "after T3");
+  tu_close();
+}
+
+/* Commit k (v NULL: delete it) after a long transaction's snapshot, then
+** flush it out of memory: its memtable flushed and retired, so that only
+** the SSTables still know the new version. */
+static void commit_then_flush_out_of_memory(sochdb *db, const char *k, const char *v)
+{
+  if (v) {
+    tu_commit_kv(db, k, v, SOCHDB_ASYNC);
+  } else {
+    sochdb_txn *d = tu_begin(db, 0);
+    tu_del_str(d, k);
+    tu_commit(d, SOCHDB_ASYNC, "a delete after the long transaction's snapshot");
+  }
+  sochdb_stats before = tu_stats(db);
+  tu_rotate(db);
+  TU_WAIT_STATS(db, s->memtables_in_use <= 1 && s->flushes > before.flushes,
+                "the memtable holding the new version flushed and retired");
+}
+
+/* A transaction open while a memtable with newer versions is flushed out
+** of memory: keys nobody wrote since its snapshot commit (a new key, and
+** one whose only version was flushed before), as in a database that keeps
+** every version in memory; it is not refused for what it cannot see. */
+Test(txn, a_transaction_open_across_a_flush_commits_keys_nobody_else_wrote)
+{
+  sochdb *db = open_db();
+  tu_commit_kv(db, "old", "base", SOCHDB_ASYNC);
+  commit_then_flush_out_of_memory(db, "unrelated", "x");   /* "old" leaves memory too */
+  sochdb_txn *t1 = tu_begin(db, 0);
+  tu_expect_str(t1, "old", "base", "t1 reads the flushed key");
+  commit_then_flush_out_of_memory(db, "other", "after t1");
+  tu_put_str(t1, "old", "t1");
+  tu_put_str(t1, "new", "t1");
+  tu_commit(t1, SOCHDB_ASYNC, "keys nobody wrote after t1's snapshot, with newer versions flushed meanwhile");
+  expect_committed(db, "old", "t1", "after t1");
+  expect_committed(db, "new", "t1", "after t1");
+  expect_committed(db, "other", "after t1", "after t1");
+  tu_close();
+}
+
+/* The SSTables a transaction mapped at its first read predate the flush of
+** the version it would overwrite: its commit must look in the files listed
+** now, not in those. */
+Test(txn, a_conflict_flushed_after_the_transaction_mapped_its_tables_is_found)
+{
+  sochdb *db = open_db();
+  commit_then_flush_out_of_memory(db, "k", "base");
+  sochdb_txn *t1 = tu_begin(db, 0);
+  tu_expect_str(t1, "k", "base", "t1's first read maps the SSTables listed now");
+  commit_then_flush_out_of_memory(db, "k", "t2");
+  tu_put_str(t1, "k", "t1");
+  int rc = sochdb_commit(t1, SOCHDB_ASYNC);
+  cr_assert_eq(rc, SOCHDB_CONFLICT, "a write over a version flushed after t1 mapped its tables: %s, want CONFLICT",
+               sochdb_strerror(rc));
+  expect_committed(db, "k", "t2", "after the refused commit");
+  tu_close();
+}
+
+/* Deletes after the snapshot, flushed and compacted into the last level,
+** where nothing older lies under them: a tombstone newer than a live
+** snapshot stays (the compactions' horizon), so both writes are still
+** conflicts, for a key deleted and for one made and deleted since. */
+Test(txn, a_delete_compacted_after_the_snapshot_is_still_a_conflict)
+{
+  sochdb *db = open_db();
+  commit_then_flush_out_of_memory(db, "gone", "base");
+  sochdb_txn *t1 = tu_begin(db, 0);
+  sochdb_txn *t2 = tu_begin(db, 0);
+  commit_then_flush_out_of_memory(db, "gone", NULL);
+  commit_then_flush_out_of_memory(db, "brief", "made");
+  commit_then_flush_out_of_memory(db, "brief", NULL);
+  tu_full_compaction(db);
+  cr_assert_eq(tu_stats(db).l0_files, 0, "the full compaction left files in level 0");
+  tu_put_str(t1, "gone", "t1");
+  tu_put_str(t2, "brief", "t2");
+  int rc1 = sochdb_commit(t1, SOCHDB_ASYNC), rc2 = sochdb_commit(t2, SOCHDB_ASYNC);
+  cr_assert_eq(rc1, SOCHDB_CONFLICT, "a write over a delete made after the snapshot: %s, want CONFLICT",
+               sochdb_strerror(rc1));
+  cr_assert_eq(rc2, SOCHDB_CONFLICT, "a write over a key made and deleted after the snapshot: %s, want CONFLICT",
+               sochdb_strerror(rc2));
+  expect_committed(db, "gone", NULL, "after the refused commits");
+  expect_committed(db, "brief", NULL, "after the refused commits");
   tu_close();
 }
 
