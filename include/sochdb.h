@@ -200,11 +200,9 @@ int  sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, s
 ** Snapshot isolation, first committer wins: if another transaction committed
 ** a write to one of our keys after our snapshot (or is committing one right
 ** now), nothing is applied and SOCHDB_CONFLICT is returned; retry the whole
-** transaction. A read-write transaction whose snapshot is older than a
-** memtable that has since been flushed and recycled cannot be checked and
-** gets SOCHDB_CONFLICT as well, whatever keys it wrote (a transaction that
-** stays open while a whole memtable fills, flushes and is reused): keep
-** read-write transactions short under a steady write load.
+** transaction. A read-write transaction that stayed open while versions
+** newer than its snapshot were flushed out of memory has each of its keys
+** looked up in the SSTables too (one lookup a key, bloom filter first).
 ** When SOCHDB_OK is returned the commit is visible to every
 ** transaction that begins afterwards, in any process.
 **

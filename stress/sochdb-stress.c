@@ -38,6 +38,9 @@ static void usage(FILE *out)
           "  --registers N      put/delete registers [32]\n"
           "  --sync-pct P       SYNC share of write commits [50]\n"
           "  --large-pct P      read-modify-writes with 64 KiB - 1 MiB of padding [1]\n"
+          "  --linger-pct P     read-modify-writes that wait, between their reads and their\n"
+          "                     writes, for sochdbd to flush a memtable (at most 0.5 s), so\n"
+          "                     that their conflicts are found in the SSTables [0]\n"
           "  --region-mb N      shared region size [library default]\n"
           "  --memtable-mb N    memtable size: small ones flush and compact often [library default]\n"
           "  --table-pct P      transactions on the columnar table (row appends, transfers,\n"
@@ -60,13 +63,15 @@ static void usage(FILE *out)
 
 enum { O_DIR = 256, O_WORKERS, O_SECONDS, O_OPS, O_KEYS, O_HOT, O_HOT_PCT, O_MAXLEN, O_ACCOUNTS, O_BALANCE,
        O_REGISTERS, O_SYNC_PCT, O_LARGE_PCT, O_REGION_MB, O_SEED, O_STALL, O_KEEP, O_CYCLES, O_CYCLE_MS,
-       O_REMOVE_PCT, O_FAULT, O_MEMTABLE_MB, O_TABLE_PCT, O_TABLE_KEYS, O_POWER_PCT, O_FAULT_PCT };
+       O_REMOVE_PCT, O_FAULT, O_MEMTABLE_MB, O_TABLE_PCT, O_TABLE_KEYS, O_POWER_PCT, O_FAULT_PCT,
+       O_LINGER_PCT };
 
 static const struct option options[] = {
   { "dir", 1, 0, O_DIR }, { "workers", 1, 0, O_WORKERS }, { "seconds", 1, 0, O_SECONDS }, { "ops", 1, 0, O_OPS },
   { "keys", 1, 0, O_KEYS }, { "hot", 1, 0, O_HOT }, { "hot-pct", 1, 0, O_HOT_PCT }, { "maxlen", 1, 0, O_MAXLEN },
   { "accounts", 1, 0, O_ACCOUNTS }, { "balance", 1, 0, O_BALANCE }, { "registers", 1, 0, O_REGISTERS },
-  { "sync-pct", 1, 0, O_SYNC_PCT }, { "large-pct", 1, 0, O_LARGE_PCT }, { "region-mb", 1, 0, O_REGION_MB },
+  { "sync-pct", 1, 0, O_SYNC_PCT }, { "large-pct", 1, 0, O_LARGE_PCT }, { "linger-pct", 1, 0, O_LINGER_PCT },
+  { "region-mb", 1, 0, O_REGION_MB },
   { "seed", 1, 0, O_SEED }, { "stall-s", 1, 0, O_STALL }, { "keep", 0, 0, O_KEEP }, { "cycles", 1, 0, O_CYCLES },
   { "cycle-ms", 1, 0, O_CYCLE_MS }, { "remove-pct", 1, 0, O_REMOVE_PCT }, { "fault", 1, 0, O_FAULT }, { "memtable-mb", 1, 0, O_MEMTABLE_MB },
   { "table-pct", 1, 0, O_TABLE_PCT }, { "table-keys", 1, 0, O_TABLE_KEYS },
@@ -120,6 +125,7 @@ static void set_option(st_cfg *c, int o, const char *a)
   case O_REGISTERS:  c->registers = (unsigned)number(name, a, 1, 65535); break;
   case O_SYNC_PCT:   c->sync_pct = pct(name, a); break;
   case O_LARGE_PCT:  c->large_pct = pct(name, a); break;
+  case O_LINGER_PCT: c->linger_pct = pct(name, a); break;
   case O_REGION_MB:  c->region_mb = (size_t)number(name, a, 0, 1 << 20); break;
   case O_SEED:       c->seed = (uint64_t)strtoull(a, NULL, 0); break;
   case O_STALL:      c->stall_s = (unsigned)number(name, a, 1, 1e6); break;

@@ -45,6 +45,7 @@ typedef struct st_cfg {
   unsigned registers;     /* D/ registers (put / delete) */
   unsigned sync_pct;      /* share of write commits that use SOCHDB_SYNC */
   unsigned large_pct;     /* share of read-modify-writes that add 64 KiB - 1 MiB of padding */
+  unsigned linger_pct;    /* share of read-modify-writes that wait for flushes before they write */
   uint64_t seed;
   int keep;               /* keep the run directory even when everything passed */
   unsigned cycles;        /* crash mode: kill cycles */

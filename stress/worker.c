@@ -224,6 +224,22 @@ static uint32_t large_pad(wk *w)
   return min + st_below(&w->rng, max - min);
 }
 
+#define LINGER_MAX_MS 500
+
+/* Wait until sochdbd has flushed another memtable, or LINGER_MAX_MS: the
+** memtable that was active at our snapshot, with what others committed
+** after it, has likely left memory by then, and the commit must find its
+** conflicts there in the SSTables (src/txn.c, check_flushed). */
+static void linger(wk *w)
+{
+  sochdb_stats s;
+  if (sochdb_stats_get(w->db, &s) != SOCHDB_OK) return;
+  uint64_t goal = s.flushes + 1;
+  int64_t end = st_now_ns() + LINGER_MAX_MS * 1000000ll;
+  while (st_now_ns() < end && sochdb_stats_get(w->db, &s) == SOCHDB_OK && s.flushes < goal)
+    st_sleep_ms(5);
+}
+
 static int do_rmw(wk *w)
 {
   st_tx x;
@@ -233,6 +249,7 @@ static int do_rmw(wk *w)
   static chain ch[6];
   int rc = SOCHDB_OK;
   for (unsigned i = 0; i < n + extra && rc == SOCHDB_OK; i++) rc = chain_read(w, &x, 'L', keys[i], &ch[i]);
+  if (rc == SOCHDB_OK && chance(w, w->c->linger_pct)) linger(w);
   uint32_t pad = chance(w, w->c->large_pct) ? large_pad(w) : 0;
   for (unsigned i = 0; i < n && rc == SOCHDB_OK; i++)
     rc = ch[i].ok ? chain_append(&x, &ch[i], i == 0 ? pad : 0, chance(w, 5), fault(w, ST_FAULT_LOST_UPDATE))
