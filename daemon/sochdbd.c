@@ -264,29 +264,49 @@ struct background {
 /* A background thread's loop: step while there is work; idle, sleep on the
 ** futex word that changes when work may come, first min_ms, twice as long
 ** each idle round after, up to max_ms. A wake, or work done, starts again at
-** min_ms. A failed step is retried every fail_ms. */
+** min_ms. A failed step is retried after fail_ms, and after twice as long
+** each time it fails again, up to fail_max_ms: a compaction that meets a
+** damaged table fails until the table is replaced, and each try reads its
+** inputs again. */
 struct bg_task {
   struct background *b;
   int              (*step)(struct bg_task *t);   /* > 0 did work, 0 none, < 0 -error */
   _Atomic uint32_t  *word;
-  unsigned           min_ms, max_ms, fail_ms;
+  unsigned           min_ms, max_ms, fail_ms, fail_max_ms;
+  unsigned           retry_ms;   /* the wait after a failure now: fail_ms .. fail_max_ms */
 };
+
+/* Sleep ms, in slices that look at the stop flag: a stop does not wait out
+** a long retry. */
+static void bg_pause(struct bg_task *t, unsigned ms)
+{
+  while (ms && !atomic_load(&t->b->stop)) {
+    unsigned slice = ms < 100 ? ms : 100;
+    struct timespec ts = { 0, (long)slice * 1000000L };
+    nanosleep(&ts, NULL);
+    ms -= slice;
+  }
+}
 
 static void bg_run(struct bg_task *t)
 {
   if (idle_test_ms)
     t->min_ms = t->max_ms = idle_test_ms;
   unsigned idle_ms = t->min_ms;
+  t->retry_ms = t->fail_ms;
   while (!atomic_load(&t->b->stop)) {
     /* acquire, and before the step looks: work that comes after the look
     ** changes the word first, and the sleep below then fails at once */
     uint32_t seen = atomic_load_explicit(t->word, memory_order_acquire);
     int rc = t->step(t);
+    if (rc < 0) {
+      bg_pause(t, t->retry_ms);
+      t->retry_ms = t->retry_ms >= t->fail_max_ms / 2 ? t->fail_max_ms : t->retry_ms * 2;
+      continue;
+    }
+    t->retry_ms = t->fail_ms;
     if (rc > 0) {
       idle_ms = t->min_ms;
-    } else if (rc < 0) {
-      struct timespec ts = { t->fail_ms / 1000, (long)(t->fail_ms % 1000) * 1000000L };
-      nanosleep(&ts, NULL);
     } else {
       idle_test_pause();
       int woken = shm_futex_wait_ms(t->word, seen, idle_ms);
@@ -295,16 +315,20 @@ static void bg_run(struct bg_task *t)
   }
 }
 
-/* A background step's result rc: a failure is logged the first time and
-** once per 100 after (a lasting one is retried every fail_ms, and would
-** otherwise fill the log); *failures counts them, a success resets it. */
+/* A background step's result rc: failures in a row are logged the 1st,
+** 2nd, 4th, 8th ... time and every 100th, with the wait before the next
+** try (a lasting one would otherwise fill the log); *failures counts them,
+** a success resets it. */
 static int note_step(struct bg_task *t, unsigned *failures, const char *what, int rc)
 {
-  if (rc < 0 && (*failures)++ % 100 == 0)
-    ww_log(t->b->s->db->dir, "%s failed (%s: %s); retrying (%u time%s so far)", what, sochdb_strerror(-rc),
-           sochdb_last_error(), *failures, *failures == 1 ? "" : "s");
-  if (rc >= 0)
+  if (rc >= 0) {
     *failures = 0;
+    return rc;
+  }
+  unsigned n = ++*failures;
+  if ((n & (n - 1)) == 0 || n % 100 == 0)
+    ww_log(t->b->s->db->dir, "%s failed (%s: %s); retrying in %u ms (%u time%s so far)", what,
+           sochdb_strerror(-rc), sochdb_last_error(), t->retry_ms, n, n == 1 ? "" : "s");
   return rc;
 }
 
@@ -327,7 +351,8 @@ static int compact_step(struct bg_task *t)
 static void *flush_loop(void *arg)
 {
   struct background *b = arg;
-  struct bg_task t = { b, flush_step, &b->s->r->hdr->active_memtable, 5, IDLE_MAX_MS, 100 };
+  /* a failed flush holds writers up: retried every 100 ms, however often */
+  struct bg_task t = { b, flush_step, &b->s->r->hdr->active_memtable, 5, IDLE_MAX_MS, 100, 100, 0 };
 #ifdef SOCHDB_TESTING
   if (b->f.trim_eager)
     t.max_ms = t.min_ms;   /* tests meet trims at every round */
@@ -341,7 +366,7 @@ static void *flush_loop(void *arg)
 static void *compact_loop(void *arg)
 {
   struct background *b = arg;
-  struct bg_task t = { b, compact_step, &b->s->r->hdr->files_futex, 20, IDLE_MAX_MS, 500 };
+  struct bg_task t = { b, compact_step, &b->s->r->hdr->files_futex, 20, IDLE_MAX_MS, 500, 30000, 0 };
   bg_run(&t);
   return NULL;
 }
