@@ -12,7 +12,8 @@
 **  3. complete it durably under its name, record it in the MANIFEST with the new
 **     last_flushed_seq, and publish the new file list;
 **  4. retire M from new views at once (a transaction whose snapshot is older
-**     than M's newest seq then conflicts when it commits: shm/arena.h), and
+**     than M's newest seq then checks its keys in the SSTables too when it
+**     commits: shm/arena.h, src/txn.c), and
 **     recycle its arena once no view names it and no commit can still be
 **     checking it for conflicts (shm/epoch.h);
 **  5. remove WAL segments whose every commit is at or below last_flushed_seq.

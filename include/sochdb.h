@@ -223,6 +223,9 @@ int  sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, s
 **   transaction: nothing is applied), SOCHDB_BUSY (no memtable room, the WAL
 **   writer too far behind, or the write stall not over, within
 **   busy_timeout_ms: nothing is applied), SOCHDB_NOMEM,
+**   SOCHDB_CORRUPT or SOCHDB_IO (only a transaction whose keys were looked
+**   up in the SSTables, as sochdb_get reports them: a file that may hold one
+**   of its keys is damaged or cannot be mapped; nothing is applied),
 **   SOCHDB_DAEMON (SOCHDB_SYNC only: the commit IS applied and visible, but
 **   no daemon confirmed it durable within max(busy_timeout_ms, 5 s), even
 **   after restarting one).

@@ -14,6 +14,9 @@
 **     (seq_cst) before it checks (seq_cst), so of two committers of one key,
 **     at least one sees the other. A version in a newer memtable than ours
 **     is a conflict too, which keeps "newer memtable = newer version".
+**     If versions newer than our snapshot have left memory since (their
+**     memtable flushed and retired), look each key up in the SSTables too:
+**     one there newer than our snapshot is a conflict (check_flushed).
 **  3. write our commit record (seq and version offsets) into the arena,
 **     claim a commit sequence number (not while the WAL writer lags a whole
 **     record ring behind), point rec_ring[seq] at the record, then decide:
@@ -229,9 +232,10 @@ static unsigned ms_until(const struct timespec *d)
 **
 ** A write transaction waits at its begin, before it takes its snapshot: a
 ** snapshot taken before the wait would predate the flushes that end it, and
-** the commit would look each of its keys up in the SSTables (check_flushed). Its commit waits again only if the backlog grew
-** by another memtable meanwhile (a long transaction, or many writers), and
-** before it installs anything. A commit already installing rotates freely:
+** the commit would look each of its keys up in the SSTables (check_flushed).
+** Its commit waits again only if the backlog grew by another memtable
+** meanwhile (a long transaction, or many writers), and before it installs
+** anything. A commit already installing rotates freely:
 ** it may hold intents in the very memtables that wait (the flusher waits for
 ** those), so it never waits for them. */
 #define FLUSH_BACKLOG_BYTES (128ull << 20)
