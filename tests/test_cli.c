@@ -1373,6 +1373,43 @@ Test(cli, table_load_from_a_pipe_retries_a_conflicting_batch_whole)
   tu_close();
 }
 
+/* FILE - is standard input, here a pipe: its rows load, and a bad one is
+** named by "standard input" and its line. */
+Test(cli, table_load_reads_standard_input_for_a_dash)
+{
+  char line[9000], errp[4400], outp[4400], out[4096], err[4096];
+  create_table_t();
+  snprintf(errp, sizeof errp, "%s.err", tu_dir());
+  snprintf(outp, sizeof outp, "%s.out", tu_dir());
+  snprintf(line, sizeof line, "printf 'id,v\\n1,a\\n2,b\\n' | \"$CLI\" table load '%s' t - >'%s' 2>'%s'", tu_dir(),
+           outp, errp);
+  int rc = run_sh(line);
+  slurp(outp, out, sizeof out);
+  slurp(errp, err, sizeof err);
+  cr_assert_eq(rc, 0, "load from a pipe on stdin: exit %d\nstdout: %s\nstderr: %s", rc, out, err);
+  cr_assert(strstr(out, "loaded 2 rows"), "load: %s", out);
+  snprintf(line, sizeof line, "printf 'id,v\\n3,c\\nx,d\\n' | \"$CLI\" table load '%s' t - >'%s' 2>'%s'", tu_dir(),
+           outp, errp);
+  rc = run_sh(line);
+  slurp(errp, err, sizeof err);
+  unlink(outp);
+  unlink(errp);
+  cr_assert_eq(rc, 2, "a bad row on stdin: exit %d, stderr: %s", rc, err);
+  cr_assert(strstr(err, "standard input:3: 'x' is not a int64"), "stderr: %s", err);
+  sochdb *db = tu_open(REG, MT, 10000);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  sochdb_table *tb = NULL;
+  cr_assert_eq(sochdb_table_open(t, "t", NULL, 0, &tb), SOCHDB_OK, "%s", sochdb_last_error());
+  for (int64_t id = 1; id <= 2; id++) {
+    sochdb_value pk = { .i64 = id }, got[2];
+    cr_assert_eq(sochdb_row_get(t, tb, &pk, NULL, 0, got), SOCHDB_OK, "row %lld", (long long)id);
+    cr_assert(got[1].len == 1 && ((const char *)got[1].bytes)[0] == "ab"[id - 1], "row %lld's value", (long long)id);
+  }
+  sochdb_table_close(tb);
+  sochdb_abort(t);
+  tu_close();
+}
+
 /* RFC 4180: the last record may end without a line break. */
 Test(cli, table_load_takes_a_last_record_without_a_line_break)
 {

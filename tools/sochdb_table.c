@@ -3,7 +3,7 @@
 ** sochdb tool (docs/columnar.md):
 **
 **   sochdb table create DIR NAME COLSPEC      e.g. id:int64,price:double,note:string?
-**   sochdb table load   DIR NAME FILE.csv     header row of column names; batched transactions
+**   sochdb table load   DIR NAME FILE.csv|-   header row of column names; batched transactions
 **   sochdb table scan   DIR NAME [--columns a,b] [--where 'col<5'] [--start PK] [--end PK]
 **                                 [--limit N] [--stats] [--json]
 **   sochdb table schema DIR NAME
@@ -435,6 +435,7 @@ static const char *csv_text(const struct csv *c, unsigned i) { return c->buf + c
 
 struct loader {
   const targs     *a;
+  const char      *source;            /* FILE, or "standard input" for - */
   sochdb          *db;
   sochdb_table    *tb;
   const sochdb_column *cols;
@@ -452,10 +453,10 @@ struct loader {
 static int csv_error(const struct loader *l, int code)
 {
   if (code == CSV_IO) {
-    fprintf(stderr, "sochdb: %s:%lu: reading: %s\n", l->a->pos[2], l->csv.line, strerror(l->csv.read_errno));
+    fprintf(stderr, "sochdb: %s:%lu: reading: %s\n", l->source, l->csv.line, strerror(l->csv.read_errno));
     return EXIT_DB_ERROR;
   }
-  int status = input_error("%s:%lu: %s", l->a->pos[2], l->csv.line, csv_problem(code));
+  int status = input_error("%s:%lu: %s", l->source, l->csv.line, csv_problem(code));
   return code == CSV_NOMEM ? EXIT_DB_ERROR : status;
 }
 
@@ -466,19 +467,19 @@ static int read_header(struct loader *l)
   if (r < 0)
     return csv_error(l, r);
   if (r == 0)
-    return input_error("%s: no header line (the column names)", l->a->pos[2]);
+    return input_error("%s: no header line (the column names)", l->source);
   int seen[SOCHDB_MAX_COLUMNS] = { 0 };
   for (unsigned i = 0; i < l->csv.n; i++) {
     int c = find_column(l->cols, l->ncols, csv_text(&l->csv, i), l->csv.flen[i]);
     if (c < 0 || seen[c]++)
-      return input_error("%s: header field %u ('%s') is %s", l->a->pos[2], i + 1, csv_text(&l->csv, i),
+      return input_error("%s: header field %u ('%s') is %s", l->source, i + 1, csv_text(&l->csv, i),
                          c < 0 ? "not a column of the table" : "a column named twice");
     l->map[i] = c;
   }
   l->nfields = l->csv.n;
   for (size_t c = 0; c < l->ncols; c++)
     if (!seen[c] && !(l->cols[c].flags & SOCHDB_NULLABLE))
-      return input_error("%s: the header lacks column '%s', which is not nullable", l->a->pos[2], l->cols[c].name);
+      return input_error("%s: the header lacks column '%s', which is not nullable", l->source, l->cols[c].name);
   return EXIT_OK;
 }
 
@@ -494,7 +495,7 @@ static int record_row(const struct loader *l, sochdb_value *v)
     if (!c->flen[i] && !c->quoted[i] && (col->flags & SOCHDB_NULLABLE))
       continue;
     if (parse_value(col->type, csv_text(c, i), c->flen[i], &v[l->map[i]]))
-      return input_error("%s:%lu: '%s' is not a %s (column '%s')", l->a->pos[2], c->line, csv_text(c, i),
+      return input_error("%s:%lu: '%s' is not a %s (column '%s')", l->source, c->line, csv_text(c, i),
                          TYPE_NAMES[col->type], col->name);
   }
   return EXIT_OK;
@@ -521,14 +522,14 @@ static int load_batch(struct loader *l, sochdb_txn *t, unsigned long long *n)
     if (r < 0)
       return -csv_error(l, r);
     if (l->csv.n != l->nfields)
-      return -input_error("%s:%lu: malformed CSV record (%u fields for %u columns)", l->a->pos[2], l->csv.line,
+      return -input_error("%s:%lu: malformed CSV record (%u fields for %u columns)", l->source, l->csv.line,
                           l->csv.n, l->nfields);
     if (record_row(l, v))
       return -EXIT_USAGE;
     int rc = sochdb_row_put(t, l->tb, v);
     if (rc == SOCHDB_INVALID) {       /* the row: a primary key too long, a row above 16 MiB */
       const char *detail = sochdb_last_error();
-      return -input_error("%s:%lu: the row is refused: %s", l->a->pos[2], l->csv.line,
+      return -input_error("%s:%lu: the row is refused: %s", l->source, l->csv.line,
                           detail[0] ? detail : sochdb_strerror(rc));
     }
     if (rc)
@@ -608,7 +609,9 @@ static int run_load(const targs *a)
   if (a->batch_arg && cli_parse_number("--batch", a->batch_arg, 1, 60000, "rows per transaction, 1 to 60000",
                                        &l.batch) != EXIT_OK)
     return EXIT_USAGE;
-  l.csv.f = fopen(a->pos[2], "r");
+  int from_stdin = strcmp(a->pos[2], "-") == 0;
+  l.source = from_stdin ? "standard input" : a->pos[2];
+  l.csv.f = from_stdin ? stdin : fopen(a->pos[2], "r");
   if (!l.csv.f) {
     fprintf(stderr, "sochdb: %s: %s\n", a->pos[2], strerror(errno));
     return EXIT_USAGE;
@@ -630,7 +633,8 @@ static int run_load(const targs *a)
   }
   sochdb_table_close(l.tb);
   sochdb_close(l.db);
-  fclose(l.csv.f);
+  if (!from_stdin)
+    fclose(l.csv.f);
   free(l.csv.buf);
   free(l.csv.spool);
   return status;
@@ -825,7 +829,7 @@ static const struct subcommand subs[] = {
     "a record holds at most 16 MiB. A row whose primary key exists replaces it.\n"
     "Rows are committed N at a time (--batch, default 5000); a batch that\n"
     "conflicts with another writer is read again and retried (FILE may be a\n"
-    "pipe). The last commit is durable, and with it every one before. On bad\n"
+    "pipe, or - for standard input). The last commit is durable, and with it every one before. On bad\n"
     "input the rows of the batches committed before it stay. A progress bar is\n"
     "drawn on stderr on a terminal.\n",
     run_load },
