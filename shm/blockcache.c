@@ -166,6 +166,15 @@ void bc_init(void *area, size_t area_bytes)
   h->magic = BC_MAGIC;   /* the creator publishes the whole area to others later */
 }
 
+int bc_header_intact(const void *area, size_t area_bytes)
+{
+  if (!area || area_bytes < BC_HEADER)
+    return 1;   /* bc_init formatted nothing there */
+  const struct bc_header *h = area;
+  uint64_t nsets = nsets_for(area_bytes);
+  return h->magic == BC_MAGIC && h->nsets == nsets && h->data_off == data_off_for(nsets);
+}
+
 /* ---- copying words ------------------------------------------------------------- */
 
 /* relaxed loads: a racing writer may change the words under us; the caller's

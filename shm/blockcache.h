@@ -63,6 +63,13 @@ struct bc_backing {
 ** small for one set is formatted as a disabled cache (every lookup misses). */
 void   bc_init(void *area, size_t area_bytes);
 
+/* 1 if the header of area (area_bytes, as given to bc_init) is the one
+** bc_init wrote: its set count and data offset follow from area_bytes and
+** never change, and a damaged one would send every lookup, insert and
+** reap outside the area. 0 otherwise. An attacher checks it once
+** (shm/region.c), as it checks the region's own layout. */
+int    bc_header_intact(const void *area, size_t area_bytes);
+
 /* Copy the block (file, offset) into dst (cap bytes) if cached: returns 1 with
 ** *len set, else 0 (also when the block is longer than cap). Never returns a
 ** torn copy. A NULL area, or one formatted with no set, always misses. */

@@ -277,6 +277,13 @@ static int region_attach_locked(const struct shm_open_params *p, shm_region *r, 
       void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, r->fd, 0);
       if (base == MAP_FAILED)
         return sdb_fail_errno("mmap %s (%zu bytes)", r->path, size);
+      const struct shm_header *hdr = base;
+      if (hdr->cache_bytes && !bc_header_intact((const char *)base + hdr->cache_off, hdr->cache_bytes)) {
+        munmap(base, size);
+        return sdb_fail(SOCHDB_CORRUPT, "region %s: its block cache's header is damaged (once every process "
+                        "using the database and its daemon have stopped, remove the region, and the next open "
+                        "rebuilds it from the log)", r->path);
+      }
       r->base = base;
       r->size = size;
       r->hdr = base;

@@ -473,6 +473,40 @@ Test(region, a_header_with_moved_sections_is_refused_despite_its_checksum)
   free(dir);
 }
 
+/* The shared block cache's own header (its magic, set count and data
+** offset) is written once, when the region is made, outside the header's
+** checksum: a flipped bit there sent every lookup, insert and reap outside
+** the cache (a SIGSEGV at the first SSTable read; an insert could write into
+** a memtable). An opener checks it as it checks the layout. */
+Test(region, a_damaged_block_cache_header_is_refused)
+{
+  char path[4096];
+  char *dir = make_db_with_key("cachehdr", path, sizeof path);
+  sochdb_options o = small_opts();
+  uint64_t cache_off, cache_bytes;
+  file_read(path, offsetof(struct shm_header, cache_off), &cache_off, sizeof cache_off);
+  file_read(path, offsetof(struct shm_header, cache_bytes), &cache_bytes, sizeof cache_bytes);
+  cr_assert(cache_off && cache_bytes, "the test's region has a block cache");
+  static const struct { off_t at; const char *name; } words[] = { { 0, "magic" }, { 8, "set count" },
+                                                                  { 16, "data offset" } };
+  for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+    for (int bit = 1; bit < 8; bit += 6) {   /* a low bit and a high one of the word's first byte */
+      off_t at = (off_t)cache_off + words[i].at;
+      unsigned char b;
+      file_read(path, at, &b, 1);
+      unsigned char flipped = (unsigned char)(b ^ (1u << bit));
+      file_write(path, at, &flipped, 1);
+      char what[96];
+      snprintf(what, sizeof what, "the block cache's %s, bit %d flipped", words[i].name, bit);
+      open_fails(dir, &o, SOCHDB_CORRUPT, what);
+      cr_assert(strstr(sochdb_last_error(), "block cache"), "%s: %s", what, sochdb_last_error());
+      file_write(path, at, &b, 1);
+    }
+  }
+  expect_refused_region_intact(dir, &o);
+  free(dir);
+}
+
 Test(region, a_region_of_the_wrong_size_is_corrupt)
 {
   char path[4096];
