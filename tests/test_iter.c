@@ -507,3 +507,604 @@ Test(iter, snapshot_stable_while_others_commit)
   sochdb_abort(t);
   tu_close();
 }
+
+/* ------------------------------------------- a random history and a model */
+
+/* A key space of many shapes, in byte order: plain keys, the same keys
+** extended by 0x00, 0x00 0xFF or 0xFF (prefixes of one another), keys of
+** 0x00 bytes and of 0xFF 0xFE bytes (the last just below the reserved
+** range), and long keys up to SOCHDB_MAX_KEY. Merges, seeks and block
+** boundaries go wrong, if anywhere, at keys like these. */
+#define NSPACE 2400
+#define MAXVAL 2200
+
+static struct tu_key space[NSPACE];
+
+/* The generation of each key's value the history wrote; -1: absent. */
+struct history {
+  int gen[NSPACE];
+};
+
+static uint64_t xorshift(uint64_t *s)
+{
+  *s ^= *s << 13;
+  *s ^= *s >> 7;
+  *s ^= *s << 17;
+  return *s;
+}
+
+static uint64_t rnd_state;
+
+static uint64_t rnd(void) { return xorshift(&rnd_state); }
+
+/* The i-th key made, before sorting, into b; its length. */
+static size_t shaped_key(int i, uint8_t *b)
+{
+  size_t n;
+  switch (i % 6) {
+  case 0:
+    return (size_t)snprintf((char *)b, 16, "k%06d", i);
+  case 1:
+    b[0] = 0, b[1] = (uint8_t)(i >> 8), b[2] = (uint8_t)i;
+    return 3;
+  case 2:
+    b[0] = 0xFF, b[1] = 0xFE, b[2] = (uint8_t)(i >> 8), b[3] = (uint8_t)i, b[4] = 0xFF;
+    return 5;
+  case 3:
+    n = shaped_key(i - 3, b);
+    b[n++] = 0;
+    if ((i / 6) % 2)
+      b[n++] = 0xFF;
+    return n;
+  case 4:
+    n = shaped_key(i - 4, b);
+    b[n++] = 0xFF;
+    return n;
+  default:
+    n = i % 60 == 5 ? SOCHDB_MAX_KEY : 200 + (size_t)(i * 13) % 900;
+    memset(b, 'L', n);
+    b[n - 2] = (uint8_t)(i >> 8), b[n - 1] = (uint8_t)i;
+    return n;
+  }
+}
+
+/* A database for a random history: the key space made, the generator
+** seeded (SOCHDB_TEST_SEED replays another history), every key absent in m. */
+static sochdb *open_history(struct history *m)
+{
+  static uint8_t pool[1u << 20];
+  rnd_state = tu_seed(0x9E3779B97F4A7C15ull);
+  tu_make_keys(space, NSPACE, shaped_key, SOCHDB_MAX_KEY, pool, sizeof pool);
+  for (int i = 0; i < NSPACE; i++)
+    m->gen[i] = -1;
+  return open_db(1u << 20);
+}
+
+/* The value of key i at generation g into out (MAXVAL bytes); its length.
+** Empty values and values long enough to fill much of a block; the bytes do
+** not compress, so the files hold them as they were written. */
+static size_t value_of(int i, int g, uint8_t *out)
+{
+  size_t n = (i * 7 + g * 13) % 23 == 0 ? 0
+           : (i + g) % 17 == 0          ? 1500 + (size_t)(i % 700)
+                                        : 8 + (size_t)(i * 5 + g) % 1200;
+  uint64_t h = (uint64_t)i * 0x9E3779B97F4A7C15ull ^ (uint64_t)g * 0xC2B2AE3D27D4EB4Full;
+  for (size_t k = 0; k < n; k++) {
+    h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ull;
+    out[k] = (uint8_t)(h >> 56);
+  }
+  return n;
+}
+
+/* Write generation g of key i in t (g < 0: delete it), and record it in m. */
+static void write_key(sochdb_txn *t, struct history *m, int i, int g)
+{
+  uint8_t val[MAXVAL];
+  int rc = g < 0 ? sochdb_delete(t, space[i].p, space[i].n)
+                 : sochdb_put(t, space[i].p, space[i].n, val, value_of(i, g, val));
+  cr_assert_eq(rc, SOCHDB_OK, "write of key %d: %s (%s)", i, sochdb_strerror(rc), sochdb_last_error());
+  m->gen[i] = g;
+}
+
+/* Commit n random writes of generation g, a quarter of them deletes, over
+** scattered keys or (one round in three) a run of adjacent ones; done again
+** while the memtables are full (BUSY). */
+static void commit_round(sochdb *db, struct history *m, int g, int n)
+{
+  for (;;) {
+    struct history next = *m;
+    sochdb_txn *t = tu_begin(db, 0);
+    uint64_t x = rnd();
+    int base = (int)(x % NSPACE), adjacent = (x >> 20) % 3 == 0;
+    for (int k = 0; k < n; k++)
+      write_key(t, &next, adjacent ? (base + k) % NSPACE : (int)(rnd() % NSPACE), rnd() % 4 == 0 ? -1 : g);
+    int rc = sochdb_commit(t, SOCHDB_ASYNC);
+    if (rc == SOCHDB_OK) {
+      *m = next;
+      return;
+    }
+    cr_assert_eq(rc, SOCHDB_BUSY, "commit of generation %d: %s (%s)", g, sochdb_strerror(rc), sochdb_last_error());
+    tu_sleep_ms(5);
+  }
+}
+
+/* [s, e) of an iterator; a length of 0 leaves that side open. */
+struct bounds {
+  const void *s, *e;
+  size_t sl, el;
+};
+
+/* The first key at or after j that m holds and that is not below b's start. */
+static int next_due(const struct history *m, int j, const struct bounds *b)
+{
+  while (j < NSPACE && (m->gen[j] < 0 || (b->sl && tu_keycmp(space[j].p, space[j].n, b->s, b->sl) < 0)))
+    j++;
+  return j;
+}
+
+static int before_end(int j, const struct bounds *b)
+{
+  return j < NSPACE && (!b->el || tu_keycmp(space[j].p, space[j].n, b->e, b->el) < 0);
+}
+
+static void expect_value(const struct history *m, int j, const void *v, size_t vl, const char *ctx)
+{
+  uint8_t want[MAXVAL];
+  size_t wl = value_of(j, m->gen[j], want);
+  cr_assert(vl == wl && (!wl || memcmp(v, want, wl) == 0), "%s: key %d: a value of %zu bytes, not generation %d's "
+            "(%zu bytes)", ctx, j, vl, m->gen[j], wl);
+}
+
+/* What an iterator handed out: it must stay valid, and the same, until its
+** transaction ends (docs/api.md), also once the iterator is closed. */
+struct handed {
+  int n, j[NSPACE];
+  const void *k[NSPACE], *v[NSPACE];
+  size_t vl[NSPACE];
+};
+
+static void expect_still_valid(const struct handed *h, const struct history *m, const char *ctx)
+{
+  for (int i = 0; i < h->n; i++) {
+    const struct tu_key *key = &space[h->j[i]];
+    cr_assert(memcmp(h->k[i], key->p, key->n) == 0, "%s: key %d changed after it was handed out", ctx, h->j[i]);
+    expect_value(m, h->j[i], h->v[i], h->vl[i], ctx);
+  }
+}
+
+/* Something that happens while a scan is under way (every 300 keys). */
+struct midway {
+  void (*fn)(struct midway *md);
+  sochdb *db;
+  sochdb_txn *t;   /* the scan's transaction, when it writes */
+  struct history *m;
+  int pass, times;
+};
+
+/* An iterator over b in t returns exactly the keys m holds there, in order,
+** with their values; md (may be NULL) happens while it runs. */
+static void expect_scan(sochdb_txn *t, const struct history *m, const struct bounds *b, const char *ctx,
+                        struct midway *md)
+{
+  static struct handed h;
+  h.n = 0;
+  sochdb_iter *it = NULL;
+  int rc = sochdb_iter_open(t, b->s, b->sl, b->e, b->el, &it);
+  cr_assert_eq(rc, SOCHDB_OK, "%s: iter_open: %s (%s)", ctx, sochdb_strerror(rc), sochdb_last_error());
+  const void *k, *v;
+  size_t kl, vl;
+  int j = 0;
+  while ((rc = sochdb_iter_next(it, &k, &kl, &v, &vl)) == SOCHDB_OK) {
+    j = next_due(m, j, b);
+    cr_assert(before_end(j, b), "%s: a key of %zu bytes after the last one due", ctx, kl);
+    cr_assert(kl == space[j].n && memcmp(k, space[j].p, kl) == 0, "%s: a key of %zu bytes (order %d to it) where "
+              "key %d was due: a deleted, skipped or repeated key", ctx, kl, tu_keycmp(k, kl, space[j].p, space[j].n),
+              j);
+    expect_value(m, j, v, vl, ctx);
+    h.j[h.n] = j, h.k[h.n] = k, h.v[h.n] = v, h.vl[h.n++] = vl;
+    j++;
+    if (md && h.n % 300 == 0)
+      md->fn(md);
+  }
+  cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s: iter_next: %s (%s)", ctx, sochdb_strerror(rc), sochdb_last_error());
+  j = next_due(m, j, b);
+  cr_assert(!before_end(j, b), "%s: key %d is missing at the end", ctx, j);
+  sochdb_iter_close(it);
+  expect_still_valid(&h, m, ctx);
+}
+
+/* A random bound into buf: none, a key of the space, that key with 0x00
+** appended (just after it) or its last byte dropped (before it and all its
+** extensions). Two of them make ranges of every kind: empty ones, ones that
+** start after their end, edges on, just before and just after a key. */
+static void random_bound(uint8_t *buf, const void **key, size_t *len)
+{
+  const struct tu_key *at = &space[rnd() % NSPACE];
+  memcpy(buf, at->p, at->n);
+  *key = buf;
+  *len = at->n;
+  switch (rnd() % 5) {
+  case 0:
+    *key = NULL, *len = 0;
+    break;
+  case 1:
+    if (*len < SOCHDB_MAX_KEY)
+      buf[(*len)++] = 0;
+    break;
+  case 2:
+    if (*len > 1)
+      (*len)--;
+    break;
+  }
+}
+
+/* Every key, and nranges random ranges, of t read as m says. */
+static void expect_ranges(sochdb_txn *t, const struct history *m, int nranges, const char *ctx)
+{
+  static uint8_t s[SOCHDB_MAX_KEY], e[SOCHDB_MAX_KEY];
+  char what[128];
+  struct bounds b = { 0 };
+  snprintf(what, sizeof what, "%s, every key", ctx);
+  expect_scan(t, m, &b, what, NULL);
+  for (int r = 0; r < nranges; r++) {
+    random_bound(s, &b.s, &b.sl);
+    random_bound(e, &b.e, &b.el);
+    snprintf(what, sizeof what, "%s, range %d (bounds of %zu and %zu bytes)", ctx, r, b.sl, b.el);
+    expect_scan(t, m, &b, what, NULL);
+  }
+}
+
+/* A new snapshot of db reads as m says. */
+static void expect_now(sochdb *db, const struct history *m, int nranges, const char *ctx)
+{
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_ranges(t, m, nranges, ctx);
+  sochdb_abort(t);
+}
+
+/* A random history of puts and deletes over keys of every shape, spread over
+** memtables, L0 and deeper files by rotations and full compactions, reads
+** back as the model says: whole and in random ranges, in snapshots held
+** across later compactions, and merged with a transaction's own writes.
+** The iterator merges all these sources, each with its rule for which
+** version wins; a wrong rule shows as a key too many, missing or old. */
+Test(iter, a_random_history_reads_back_as_the_model_says)
+{
+  static struct history m, held[3], own;
+  sochdb *db = open_history(&m);
+  sochdb_txn *snap[3];
+  int nheld = 0;
+  char what[64];
+  for (int g = 1; g <= 36; g++) {
+    commit_round(db, &m, g, 150 + (int)(rnd() % 300));
+    if (g % 5 == 0)
+      tu_rotate(db);
+    if (g % 12 == 0)
+      tu_compact_files(db);
+    if (g % 11 == 0) {
+      held[nheld] = m;
+      snap[nheld++] = tu_begin(db, SOCHDB_TXN_READONLY);
+    }
+    if (g % 3 == 0) {
+      snprintf(what, sizeof what, "after round %d", g);
+      expect_now(db, &m, 6, what);
+    }
+  }
+  sochdb_txn *t = tu_begin(db, 0);
+  own = m;
+  for (int k = 0; k < 300; k++)
+    write_key(t, &own, (int)(rnd() % NSPACE), rnd() % 3 == 0 ? -1 : 1000 + k);
+  expect_ranges(t, &own, 40, "own writes over every source");
+  sochdb_abort(t);
+  for (int h = 0; h < nheld; h++) {
+    snprintf(what, sizeof what, "held snapshot %d", h);
+    expect_ranges(snap[h], &held[h], 6, what);
+  }
+  tu_rotate(db);
+  tu_compact_files(db);
+  for (int h = 0; h < nheld; h++) {
+    snprintf(what, sizeof what, "held snapshot %d, its files compacted away", h);
+    expect_ranges(snap[h], &held[h], 3, what);
+    sochdb_abort(snap[h]);
+  }
+  tu_close();
+}
+
+/* Another process's work, midway through a scan: a commit, a rotation (the
+** full memtables get flushed and recycled), now and then a full compaction
+** that deletes the files the scan reads, and own writes of the scan's
+** transaction, which its iterator must not see. */
+static void commit_and_compact(struct midway *md)
+{
+  static struct history unseen;
+  md->times++;
+  commit_round(md->db, md->m, 100 + 10 * md->pass + md->times, 250);
+  for (int k = 0; md->t && k < 20; k++)
+    write_key(md->t, &unseen, (int)(rnd() % NSPACE), rnd() % 2 ? -1 : 7000 + k);
+  tu_rotate(md->db);
+  if (md->times % 3 == 0)
+    tu_compact_files(md->db);
+}
+
+/* An iterator open while others commit, memtables are flushed and recycled
+** and compactions delete the files it reads keeps showing its snapshot, and
+** what it handed out stays valid: its transaction holds the memtables and
+** files of its view. The read-write passes merge own writes made before
+** the open, and not those made after it (docs/api.md). */
+Test(iter, an_open_iterator_keeps_its_snapshot_while_its_files_are_compacted_away)
+{
+  static struct history m, at;
+  sochdb *db = open_history(&m);
+  for (int g = 1; g <= 10; g++) {
+    commit_round(db, &m, g, 300);
+    if (g % 4 == 0)
+      tu_rotate(db);
+  }
+  for (int pass = 0; pass < 4; pass++) {
+    int rw = pass % 2;
+    sochdb_txn *t = tu_begin(db, rw ? 0 : SOCHDB_TXN_READONLY);
+    at = m;
+    for (int k = 0; rw && k < 200; k++)
+      write_key(t, &at, (int)(rnd() % NSPACE), rnd() % 3 == 0 ? -1 : 5000 + k);
+    struct midway md = { commit_and_compact, db, rw ? t : NULL, &m, pass, 0 };
+    char what[64];
+    snprintf(what, sizeof what, "pass %d", pass);
+    expect_scan(t, &at, &(struct bounds){ 0 }, what, &md);
+    cr_assert_geq(md.times, 3, "%s: the scan was interrupted %d times only", what, md.times);
+    sochdb_abort(t);
+    snprintf(what, sizeof what, "after pass %d", pass);
+    expect_now(db, &m, 4, what);
+  }
+  tu_close();
+}
+
+/* ------------------------------------------- concurrent writers and readers */
+
+/* Two writers of WRITER_COMMITS commits each, of random puts and deletes
+** over the key space, asking for a full compaction every 100 commits. */
+#define WRITER_COMMITS 1000
+
+struct writer {
+  sochdb *db;
+  int id, commits;
+  atomic_int done, stop;
+};
+
+static struct writer writers[2];
+static pthread_t writer_threads[2];
+static int nwriters;
+
+static void *write_randomly(void *arg)
+{
+  struct writer *w = arg;
+  uint64_t x = 0x1234567ull + (uint64_t)w->id * 977;
+  uint8_t val[MAXVAL];
+  for (int g = 1 + w->id * 1000000, tries = 0;
+       w->commits < WRITER_COMMITS && tries < 10 * WRITER_COMMITS && !atomic_load(&w->stop); g++, tries++) {
+    sochdb_txn *t = NULL;
+    if (sochdb_txn_begin(w->db, 0, &t) != SOCHDB_OK)
+      continue;
+    for (int k = 0; k < 60; k++) {
+      const struct tu_key *key = &space[xorshift(&x) % NSPACE];
+      if (x >> 62 == 0)
+        sochdb_delete(t, key->p, key->n);
+      else
+        sochdb_put(t, key->p, key->n, val, value_of((int)(key - space), g, val));
+    }
+    if (sochdb_commit(t, SOCHDB_ASYNC) == SOCHDB_OK && ++w->commits % 100 == 0)
+      sdb_full_compaction_request(w->db);
+  }
+  atomic_store(&w->done, 1);
+  return NULL;
+}
+
+/* .fini: the writers stopped, also after a failed assertion, before the
+** suite's teardown removes the database under them. */
+static void stop_writers(void)
+{
+  for (int i = 0; i < nwriters; i++)
+    atomic_store(&writers[i].stop, 1);
+  for (int i = 0; i < nwriters; i++)
+    tu_join_within(writer_threads[i], 20000);
+  nwriters = 0;
+}
+
+/* What the first iterator of a snapshot returned, for the second to repeat. */
+struct seen {
+  int n;
+  const void *k[NSPACE], *v[NSPACE];
+  size_t kl[NSPACE], vl[NSPACE];
+};
+
+static void expect_get_absent(sochdb_txn *t, int j, const char *ctx)
+{
+  const void *v;
+  size_t vl;
+  int rc = sochdb_get(t, space[j].p, space[j].n, &v, &vl);
+  cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s: key %d: get finds it (%s), the iterator passed it over", ctx, j,
+               sochdb_strerror(rc));
+}
+
+static void expect_get_equal(sochdb_txn *t, int j, const void *v, size_t vl, const char *ctx)
+{
+  const void *gv;
+  size_t gl;
+  int rc = sochdb_get(t, space[j].p, space[j].n, &gv, &gl);
+  cr_assert_eq(rc, SOCHDB_OK, "%s: key %d: the iterator returned it, get says %s", ctx, j, sochdb_strerror(rc));
+  cr_assert(gl == vl && (!vl || memcmp(gv, v, vl) == 0), "%s: key %d: get and the iterator read other values", ctx,
+            j);
+}
+
+/* Record entry n of the first iterator in s, or check that a later one
+** repeats it (through the first one's pointers: they stay valid). */
+static void expect_repeated(struct seen *s, int first, int n, const void *k, size_t kl, const void *v, size_t vl,
+                            const char *ctx)
+{
+  if (first) {
+    s->k[n] = k, s->kl[n] = kl, s->v[n] = v, s->vl[n] = vl;
+    s->n = n + 1;
+    return;
+  }
+  cr_assert(n < s->n && s->kl[n] == kl && s->vl[n] == vl && memcmp(s->k[n], k, kl) == 0 &&
+                (!vl || memcmp(s->v[n], v, vl) == 0),
+            "%s: entry %d differs from the first iterator's", ctx, n);
+}
+
+/* One iterator over every key of t, each checked against get in t. */
+static void iterate_like_get(sochdb_txn *t, struct seen *s, int first, const char *ctx)
+{
+  sochdb_iter *it = NULL;
+  int rc = sochdb_iter_open(t, NULL, 0, NULL, 0, &it);
+  cr_assert_eq(rc, SOCHDB_OK, "%s: iter_open: %s (%s)", ctx, sochdb_strerror(rc), sochdb_last_error());
+  const void *k, *v;
+  size_t kl, vl;
+  int j = 0, n = 0;
+  if (first)
+    s->n = 0;
+  for (; (rc = sochdb_iter_next(it, &k, &kl, &v, &vl)) == SOCHDB_OK; j++, n++) {
+    for (; j < NSPACE && tu_keycmp(space[j].p, space[j].n, k, kl) < 0; j++)
+      expect_get_absent(t, j, ctx);
+    cr_assert(j < NSPACE && tu_keycmp(space[j].p, space[j].n, k, kl) == 0,
+              "%s: a key of %zu bytes that is not the next of the space: repeated, or never written", ctx, kl);
+    expect_get_equal(t, j, v, vl, ctx);
+    expect_repeated(s, first, n, k, kl, v, vl, ctx);
+  }
+  cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s: iter_next: %s (%s)", ctx, sochdb_strerror(rc), sochdb_last_error());
+  for (; j < NSPACE; j++)
+    expect_get_absent(t, j, ctx);
+  cr_assert_eq(n, s->n, "%s: %d entries, the first iterator's %d", ctx, n, s->n);
+  sochdb_iter_close(it);
+}
+
+/* A snapshot of db (one in three with own writes) read by two iterators. */
+static void read_a_snapshot_twice(sochdb *db, int round)
+{
+  static struct seen s;
+  int rw = round % 3 == 2;
+  sochdb_txn *t = tu_begin(db, rw ? 0 : SOCHDB_TXN_READONLY);
+  for (int k = 0; rw && k < 30; k++) {
+    const struct tu_key *key = &space[rnd() % NSPACE];
+    int rc = k % 3 ? sochdb_put(t, key->p, key->n, "own", 3) : sochdb_delete(t, key->p, key->n);
+    cr_assert_eq(rc, SOCHDB_OK, "round %d: own write: %s (%s)", round, sochdb_strerror(rc), sochdb_last_error());
+  }
+  char what[64];
+  for (int pass = 0; pass < 2; pass++) {
+    snprintf(what, sizeof what, "round %d, iterator %d", round, pass);
+    iterate_like_get(t, &s, pass == 0, what);
+  }
+  sochdb_abort(t);
+}
+
+/* Writers commit random puts and deletes and ask for full compactions while
+** the daemon flushes, and a reader's iterators agree with sochdb_get in the
+** same snapshot on every key of the space: no key passed over, shown twice
+** or shown deleted, no other value; two iterators of one snapshot agree
+** too. What the writers wrote is not known here (they race), so get is the
+** reference: the merge goes wrong, if anywhere, while its sources change
+** under it. The writers' commits bound the test, not time. */
+Test(iter, iterators_agree_with_get_while_writers_commit_and_files_change, .fini = stop_writers)
+{
+  static struct history unused;
+  sochdb *db = open_history(&unused);
+  for (; nwriters < 2; nwriters++) {
+    writers[nwriters] = (struct writer){ .db = db, .id = nwriters };
+    cr_assert_eq(pthread_create(&writer_threads[nwriters], NULL, write_randomly, &writers[nwriters]), 0, "a writer");
+  }
+  int rounds = 0;
+  while (!atomic_load(&writers[0].done) || !atomic_load(&writers[1].done))
+    read_a_snapshot_twice(db, rounds++);
+  for (; nwriters > 0; nwriters--)
+    TU_JOIN(writer_threads[nwriters - 1], "a writer");
+  sochdb_stats st = tu_stats(db);
+  cr_log_info("rounds %d, commits %d + %d, flushes %llu, compactions %llu", rounds, writers[0].commits,
+              writers[1].commits, (unsigned long long)st.flushes, (unsigned long long)st.compactions);
+  cr_assert_gt(st.flushes, 0, "no memtable was flushed while the readers read");
+  tu_close();
+}
+
+/* ------------------------------------------------------- prefix scans */
+
+/* docs/api.md's end of a prefix scan: the prefix with its trailing 0xFF
+** bytes dropped and its last byte then incremented, into end; NULL for a
+** prefix of 0xFF bytes only, which no key follows. */
+static const void *prefix_end(const char *prefix, size_t n, char *end, size_t *elen)
+{
+  while (n > 0 && (unsigned char)prefix[n - 1] == 0xFF)
+    n--;
+  *elen = n;
+  if (!n)
+    return NULL;
+  memcpy(end, prefix, n);
+  end[n - 1] = (char)((unsigned char)end[n - 1] + 1);
+  return end;
+}
+
+/* The keys of [start, end) in t are exactly those of keys[0..n) (sorted)
+** that start with prefix. */
+static void expect_prefixed(sochdb_txn *t, const struct tu_key *keys, size_t n, struct tu_key prefix, const void *end,
+                            size_t elen, const char *ctx)
+{
+  sochdb_iter *it = NULL;
+  cr_assert_eq(sochdb_iter_open(t, prefix.p, prefix.n, end, elen, &it), SOCHDB_OK, "%s: iter_open", ctx);
+  const void *k, *v;
+  size_t kl, vl;
+  size_t i = 0;
+  int rc, found = 0;
+  while ((rc = sochdb_iter_next(it, &k, &kl, &v, &vl)) == SOCHDB_OK) {
+    while (i < n && (keys[i].n < prefix.n || memcmp(keys[i].p, prefix.p, prefix.n) != 0))
+      i++;
+    cr_assert(i < n && kl == keys[i].n && memcmp(k, keys[i].p, kl) == 0,
+              "%s: a key of %zu bytes that does not start with the prefix, or one out of order", ctx, kl);
+    i++;
+    found++;
+  }
+  cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s: iter_next: %s", ctx, sochdb_strerror(rc));
+  sochdb_iter_close(it);
+  int due = 0;
+  for (size_t j = 0; j < n; j++)
+    due += keys[j].n >= prefix.n && memcmp(keys[j].p, prefix.p, prefix.n) == 0;
+  cr_assert_eq(found, due, "%s: %d keys found, %d start with the prefix", ctx, found, due);
+}
+
+#define KEY(s) { s, sizeof s - 1 }
+
+/* The prefix scan docs/api.md describes finds exactly the keys that start
+** with the prefix, also where the prefix ends in 0xFF (an end that only
+** incremented its last byte wrapped to 0x00, below the start, and the scan
+** found nothing) and where it is made of 0xFF bytes only (no end: the range
+** runs to the reserved keys 0xFF 0xFF ..., which a table's schema fills
+** here, and which are never returned). */
+Test(iter, a_prefix_scan_by_the_documented_recipe_finds_exactly_the_prefixed_keys)
+{
+  static struct tu_key keys[] = {
+    KEY("a"), KEY("a\x00"), KEY("aa"), KEY("ab"), KEY("ab\x00"), KEY("ab\xff"), KEY("ab\xff\x01"), KEY("ac"),
+    KEY("a\xfe"), KEY("a\xfe\xff"), KEY("a\xff"), KEY("a\xff\x00"), KEY("a\xff\xff"), KEY("a\xff\xff\x01"), KEY("b"),
+    KEY("\xfe\xff"), KEY("\xff"), KEY("\xff\x00"), KEY("\xff\xfe"), KEY("\xff\xfe\xff"),
+  };
+  static const struct tu_key prefixes[] = {
+    KEY("a"), KEY("ab"), KEY("ab\xff"), KEY("a\xff"), KEY("a\xff\xff"), KEY("\xfe"), KEY("\xff"), KEY("\xff\xff"),
+  };
+  const size_t nkeys = sizeof keys / sizeof keys[0];
+  qsort(keys, nkeys, sizeof keys[0], tu_key_order);
+  sochdb *db = open_db(2u << 20);
+  sochdb_txn *t = tu_begin(db, 0);
+  for (size_t i = 0; i < nkeys; i++)
+    cr_assert_eq(sochdb_put(t, keys[i].p, keys[i].n, "v", 1), SOCHDB_OK, "put of key %zu", i);
+  static const sochdb_column id = { "id", SOCHDB_INT64, 0 };
+  cr_assert_eq(sochdb_table_create(t, "t", &id, 1), SOCHDB_OK, "a table: %s", sochdb_last_error());
+  tu_commit(t, SOCHDB_SYNC, "keys and a table");
+  char end[8];
+  size_t elen;
+  cr_assert(prefix_end("ab\xff", 3, end, &elen) && elen == 2 && memcmp(end, "ac", 2) == 0,
+            "docs/api.md's example: ab\\xff ends at ac");
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (size_t p = 0; p < sizeof prefixes / sizeof prefixes[0]; p++) {
+    const void *e = prefix_end(prefixes[p].p, prefixes[p].n, end, &elen);
+    char what[32];
+    snprintf(what, sizeof what, "prefixes[%zu]", p);
+    expect_prefixed(t, keys, nkeys, prefixes[p], e, elen, what);
+  }
+  sochdb_abort(t);
+  tu_close();
+}

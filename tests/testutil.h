@@ -1,8 +1,9 @@
 /*
 ** testutil.h — small helpers shared by the Criterion suites: temporary
 ** directories, the region directory, bounded waits for children and threads,
-** shared result arrays, retrying write transactions, and the asserting
-** scaffolding of in-process tests (open a database, begin, put, read, commit).
+** shared result arrays, retrying write transactions, seeds and key spaces of
+** randomized tests, and the asserting scaffolding of in-process tests (open
+** a database, begin, put, read, commit).
 **
 ** Everything here is static inline so each test file gets its own copy and no
 ** extra object has to be linked. Two kinds of helpers:
@@ -338,6 +339,16 @@ static inline int tu_parse_i64(const void *val, size_t vlen, int64_t *out)
   return 0;
 }
 
+/* The seed of a randomized test: dflt, unless SOCHDB_TEST_SEED holds a
+** number (strtoull's syntax) to replay another history. Never 0, which a
+** xorshift generator would never leave. */
+static inline uint64_t tu_seed(uint64_t dflt)
+{
+  const char *s = getenv("SOCHDB_TEST_SEED");
+  uint64_t x = s && *s ? strtoull(s, NULL, 0) * 0x9E3779B97F4A7C15ull : dflt;
+  return x ? x : dflt;
+}
+
 /* Byte order of keys as the engine defines it (memcmp, shorter prefix first). */
 static inline int tu_keycmp(const void *a, size_t alen, const void *b, size_t blen)
 {
@@ -645,12 +656,11 @@ static inline void tu_rotate(sochdb *db)
   cr_assert_neq(arena_active(r), before, "rotation did not change the active memtable");
 }
 
-/* Every memtable flushed, then a full compaction (as `sochdb compact`
-** does), waited for up to 60 s (asserted). */
-static inline void tu_full_compaction(sochdb *db)
+/* A full compaction of the files there are now, waited for up to 60 s
+** (asserted). Unlike tu_full_compaction it does not wait for the memtables
+** to be flushed, which a transaction held open would keep forever. */
+static inline void tu_compact_files(sochdb *db)
 {
-  tu_rotate(db);
-  TU_WAIT_STATS(db, s->memtables_in_use <= 1, "every memtable but the new active one flushed");
   uint64_t ticket = sdb_full_compaction_request(db);
   int done = 0;
   for (int i = 0; i < 6000 && !done; i++) {
@@ -659,6 +669,15 @@ static inline void tu_full_compaction(sochdb *db)
       tu_sleep_ms(10);
   }
   cr_assert(done, "the full compaction did not finish within 60 s");
+}
+
+/* Every memtable flushed, then a full compaction (as `sochdb compact`
+** does), waited for up to 60 s (asserted). */
+static inline void tu_full_compaction(sochdb *db)
+{
+  tu_rotate(db);
+  TU_WAIT_STATS(db, s->memtables_in_use <= 1, "every memtable but the new active one flushed");
+  tu_compact_files(db);
 }
 
 /* Lines of DIR/sochdbd.log (the daemon's log) that hold needle; asserts the
@@ -674,6 +693,38 @@ static inline int tu_log_lines(const char *dir, const char *needle)
     n += strstr(line, needle) != NULL;
   fclose(f);
   return n;
+}
+
+/* ------------------------------------------------------------ keys */
+
+/* A byte string: a key, a primary key, a prefix. */
+struct tu_key {
+  const void *p;
+  size_t n;
+};
+
+/* qsort's order of struct tu_key: the engine's key order. */
+static inline int tu_key_order(const void *a, const void *b)
+{
+  const struct tu_key *x = a, *y = b;
+  return tu_keycmp(x->p, x->n, y->p, y->n);
+}
+
+/* keys[0..n), the i-th made by shape(i, out) (which returns its length, at
+** most max_len bytes) in pool (pool_bytes, kept by the caller), then sorted
+** in key order. Asserts that they fit in the pool and are all different. */
+static inline void tu_make_keys(struct tu_key *keys, int n, size_t (*shape)(int i, uint8_t *out), size_t max_len,
+                                uint8_t *pool, size_t pool_bytes)
+{
+  size_t used = 0;
+  for (int i = 0; i < n; i++) {
+    cr_assert_leq(used + max_len, pool_bytes, "%d keys do not fit in %zu bytes", n, pool_bytes);
+    keys[i] = (struct tu_key){ pool + used, shape(i, pool + used) };
+    used += keys[i].n;
+  }
+  qsort(keys, (size_t)n, sizeof keys[0], tu_key_order);
+  for (int i = 1; i < n; i++)
+    cr_assert_lt(tu_key_order(&keys[i - 1], &keys[i]), 0, "keys %d and %d are equal", i - 1, i);
 }
 
 /* ------------------------------------------------------ transactions */
