@@ -31,6 +31,13 @@ static void expect_committed(sochdb *db, const char *k, const char *want, const 
   sochdb_abort(t);
 }
 
+/* Commit t (ASYNC), which must be refused as a conflict. */
+static void expect_conflict(sochdb_txn *t, const char *what)
+{
+  int rc = sochdb_commit(t, SOCHDB_ASYNC);
+  cr_assert_eq(rc, SOCHDB_CONFLICT, "%s: %s, want CONFLICT", what, sochdb_strerror(rc));
+}
+
 /* Number of keys a full scan sees in a fresh transaction. */
 static size_t count_keys(sochdb *db)
 {
@@ -254,8 +261,7 @@ Test(txn, two_handles_one_process)
   tu_commit(t2, SOCHDB_ASYNC, "handle 2");
   tu_expect_str(t1, "k", NULL, "handle 1 txn begun before");
   tu_put_str(t1, "k", "from-1");
-  int rc = sochdb_commit(t1, SOCHDB_ASYNC);
-  cr_assert_eq(rc, SOCHDB_CONFLICT, "write-write across handles: %s, want CONFLICT", sochdb_strerror(rc));
+  expect_conflict(t1, "write-write across handles");
   expect_committed(db, "k", "from-2", "handle 1 after");
   expect_committed(db2, "k", "from-2", "handle 2 after");
   sochdb_close(db2);
@@ -295,8 +301,7 @@ Test(txn, first_committer_wins)
   tu_del_str(t2, "b-deleted");            /* likewise, a tombstone intent */
   tu_put_str(t2, "z-side-effect", "y");   /* sorts after: never installed */
   tu_commit(t1, SOCHDB_ASYNC, "first committer");
-  int rc = sochdb_commit(t2, SOCHDB_ASYNC);
-  cr_assert_eq(rc, SOCHDB_CONFLICT, "second committer: %s, want CONFLICT", sochdb_strerror(rc));
+  expect_conflict(t2, "second committer");
   expect_committed(db, "counter", "11", "after the lost update was refused");
   expect_committed(db, "a-side-effect", NULL, "the refused txn's other key");
   expect_committed(db, "z-side-effect", NULL, "the refused txn's other key");
@@ -331,9 +336,7 @@ Test(txn, conflict_detected_across_memtables)
   tu_rotate(db);
   tu_put_str(t1, "k", "t1");
   tu_put_str(t1, "a-first", "t1");   /* installed before k: must be rolled back */
-  int rc = sochdb_commit(t1, SOCHDB_ASYNC);
-  cr_assert_eq(rc, SOCHDB_CONFLICT, "lost update across a memtable rotation: %s, want CONFLICT",
-               sochdb_strerror(rc));
+  expect_conflict(t1, "lost update across a memtable rotation");
   expect_committed(db, "k", "t2", "after the refused commit");
   expect_committed(db, "a-first", NULL, "the refused commit's other key");
 
@@ -373,8 +376,7 @@ Test(txn, a_memtable_passed_by_the_check_covers_only_itself)
   tu_put_str(t1, "a", "t1");
   tu_put_str(t1, "m", "t1");
   tu_put_str(t1, "z", "t1");
-  int rc = sochdb_commit(t1, SOCHDB_ASYNC);
-  cr_assert_eq(rc, SOCHDB_CONFLICT, "T1's z over T2's, two memtables back: %s, want CONFLICT", sochdb_strerror(rc));
+  expect_conflict(t1, "T1's z over T2's, two memtables back");
   expect_committed(db, "z", "t2", "after the refused commit");
   expect_committed(db, "a", NULL, "the refused commit's first key");
   tu_close();
@@ -518,9 +520,7 @@ Test(txn, a_kept_conflict_finger_is_not_used_in_a_recycled_arena)
   tu_rotate(db2);                  /* mt older again: t's check looks there (or, once mt is
                                    ** flushed, check_flushed finds it in its SSTable) */
   tu_put_str(t, "a999", "db");
-  int rc = sochdb_commit(t, SOCHDB_ASYNC);
-  cr_assert_eq(rc, SOCHDB_CONFLICT, "a write over a newer version in a recycled arena: %s, want CONFLICT",
-               sochdb_strerror(rc));
+  expect_conflict(t, "a write over a newer version in a recycled arena");
   expect_committed(db, "a999", "db2", "after the refused commit");
   sochdb_close(db2);
   tu_close();
@@ -540,9 +540,7 @@ Test(txn, a_conflict_with_a_version_flushed_out_of_memory_is_still_a_conflict)
   tu_rotate(db);
   TU_WAIT_STATS(db, s->memtables_in_use <= 1 && s->flushes >= 1, "the memtable holding t2's version flushed");
   tu_put_str(t1, "k", "t1");
-  int rc = sochdb_commit(t1, SOCHDB_ASYNC);
-  cr_assert_eq(rc, SOCHDB_CONFLICT, "a write over a version flushed after the snapshot: %s, want CONFLICT",
-               sochdb_strerror(rc));
+  expect_conflict(t1, "a write over a version flushed after the snapshot");
   expect_committed(db, "k", "t2", "after the refused commit");
   sochdb_txn *t3 = tu_begin(db, 0);
   tu_put_str(t3, "k", "t3");
@@ -601,9 +599,7 @@ Test(txn, a_conflict_flushed_after_the_transaction_mapped_its_tables_is_found)
   tu_expect_str(t1, "k", "base", "t1's first read maps the SSTables listed now");
   commit_then_flush_out_of_memory(db, "k", "t2");
   tu_put_str(t1, "k", "t1");
-  int rc = sochdb_commit(t1, SOCHDB_ASYNC);
-  cr_assert_eq(rc, SOCHDB_CONFLICT, "a write over a version flushed after t1 mapped its tables: %s, want CONFLICT",
-               sochdb_strerror(rc));
+  expect_conflict(t1, "a write over a version flushed after t1 mapped its tables");
   expect_committed(db, "k", "t2", "after the refused commit");
   tu_close();
 }
@@ -625,11 +621,8 @@ Test(txn, a_delete_compacted_after_the_snapshot_is_still_a_conflict)
   cr_assert_eq(tu_stats(db).l0_files, 0, "the full compaction left files in level 0");
   tu_put_str(t1, "gone", "t1");
   tu_put_str(t2, "brief", "t2");
-  int rc1 = sochdb_commit(t1, SOCHDB_ASYNC), rc2 = sochdb_commit(t2, SOCHDB_ASYNC);
-  cr_assert_eq(rc1, SOCHDB_CONFLICT, "a write over a delete made after the snapshot: %s, want CONFLICT",
-               sochdb_strerror(rc1));
-  cr_assert_eq(rc2, SOCHDB_CONFLICT, "a write over a key made and deleted after the snapshot: %s, want CONFLICT",
-               sochdb_strerror(rc2));
+  expect_conflict(t1, "a write over a delete made after the snapshot");
+  expect_conflict(t2, "a write over a key made and deleted after the snapshot");
   expect_committed(db, "gone", NULL, "after the refused commits");
   expect_committed(db, "brief", NULL, "after the refused commits");
   tu_close();
@@ -677,8 +670,7 @@ Test(txn, uncommitted_writer_does_not_block_until_it_commits)
   sochdb_txn *t2 = tu_begin(db, 0);
   tu_put_str(t2, "k", "from-t2");
   tu_commit(t2, SOCHDB_ASYNC, "T2 while T1 holds an uncommitted write of k");
-  int rc = sochdb_commit(t1, SOCHDB_ASYNC);
-  cr_assert_eq(rc, SOCHDB_CONFLICT, "T1 after T2 committed k: %s, want CONFLICT", sochdb_strerror(rc));
+  expect_conflict(t1, "T1 after T2 committed k");
   expect_committed(db, "k", "from-t2", "after");
 
   /* the other order: the first writer aborts, the second commits */
