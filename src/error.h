@@ -20,12 +20,12 @@ int sdb_fail_errno(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 ** into itself, which garbles it.) */
 int sdb_fail_prefix(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* A public call that succeeds leaves sochdb_last_error() unchanged (sochdb.h),
-** though steps inside it may fail on the way (a new database has no CURRENT):
-** such a call saves the detail first and puts it back when it succeeds. */
 /* Forget the detail (tests: so that a detail seen after a call is that call's). */
 void sdb_clear_error(void);
 
+/* A public call that succeeds leaves sochdb_last_error() unchanged (sochdb.h),
+** though steps inside it may fail on the way (a new database has no CURRENT):
+** such a call saves the detail first and puts it back when it succeeds. */
 #define SDB_ERROR_DETAIL_BYTES 512
 void sdb_save_error(char saved[SDB_ERROR_DETAIL_BYTES]);
 void sdb_restore_error(const char saved[SDB_ERROR_DETAIL_BYTES]);

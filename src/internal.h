@@ -167,7 +167,6 @@ uint32_t sdb_flush_backlog_limit(const shm_region *r);
 void sdb_txn_free(sochdb_txn *t);     /* a transaction object and all it owns; NULL: nothing */
 int  sdb_txn_tables(sochdb_txn *t);   /* take t->tables if not yet taken (txn.c) */
 
-
 /* Make sure a sochdbd serves this database, starting one if none does.
 ** Cheap when one runs (one flock probe, rate-limited). Returns SOCHDB_OK or
 ** SOCHDB_DAEMON. */

@@ -714,7 +714,8 @@ static void expect_modes(const char *dir, unsigned want_file, unsigned want_dir,
     if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
       continue;
     char path[4400];
-    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    int n = snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    cr_assert(n > 0 && (size_t)n < sizeof path, "path of %s in %s too long", e->d_name, dir);
     struct stat st;
     cr_assert_eq(lstat(path, &st), 0, "lstat %s", path);
     unsigned want = S_ISDIR(st.st_mode) ? want_dir : want_file;
