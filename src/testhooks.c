@@ -41,6 +41,31 @@ void sdb_crashpoint(const char *name)
   if (atomic_fetch_sub(&remaining, 1) == 1)
     kill(getpid(), SIGKILL);
 }
+static char call_name[64];
+static void (*call_fn)(void *);
+static void *call_arg;
+static _Atomic int call_armed;
+
+void sochdb_test_call_at(const char *name, void (*fn)(void *arg), void *arg)
+{
+  atomic_store(&call_armed, 0);
+  if (!name || !fn)
+    return;
+  strncpy(call_name, name, sizeof call_name - 1);
+  call_fn = fn;
+  call_arg = arg;
+  atomic_store_explicit(&call_armed, 1, memory_order_release);   /* publishes the three above */
+}
+
+void sdb_callpoint(const char *name)
+{
+  /* acquire: the name, function and argument armed before it */
+  if (!atomic_load_explicit(&call_armed, memory_order_acquire) || strcmp(name, call_name) != 0)
+    return;
+  if (atomic_exchange(&call_armed, 0))   /* one thread runs it, once */
+    call_fn(call_arg);
+}
+
 static char fault_name[64];
 static int fault_err;
 static _Atomic unsigned fault_skip, fault_left;

@@ -16,7 +16,9 @@
 **     is a conflict too, which keeps "newer memtable = newer version".
 **     If versions newer than our snapshot have left memory since (their
 **     memtable flushed and retired), look each key up in the SSTables too:
-**     one there newer than our snapshot is a conflict (check_flushed).
+**     one there newer than our snapshot is a conflict (check_flushed). The
+**     lookups are made once before step 1, outside the commit epoch, and
+**     made again here only if the file list has changed since.
 **  3. write our commit record (seq and version offsets) into the arena,
 **     claim a commit sequence number (not while the WAL writer lags a whole
 **     record ring behind), point rec_ring[seq] at the record, then decide:
@@ -521,6 +523,8 @@ struct installed {
   uint32_t mt;     /* where its version went */
 };
 
+#define NO_LIST UINT64_MAX   /* commit_ctx.files_checked: none yet */
+
 struct commit_ctx {
   sochdb_txn           *t;
   shm_region           *r;
@@ -536,6 +540,7 @@ struct commit_ctx {
   struct sl_finger      own_finger;
   struct commit_fingers *kept;      /* the handle's fingers, ours during install_all; NULL if
                                     ** another thread's commit holds them */
+  uint64_t              files_checked; /* the file list check_flushed found no conflict in, or NO_LIST */
 };
 
 /* The active memtable `full` had no room: rotate, or wait for a free arena
@@ -747,7 +752,12 @@ static int versions_left_memory(const struct commit_ctx *c)
 ** set taken after the view, is newer than our snapshot exactly when
 ** someone committed the key since. These versions are settled (the flusher
 ** waited for their commits), so no intent of a live committer is there. A
-** long transaction pays a table lookup a key; others never come here. */
+** long transaction pays a table lookup a key; others never come here.
+** commit_writes makes these lookups first before it installs anything, in
+** a set taken then: inside the commit epoch, where they would hold up
+** flushes and the other committers of our keys, they are made again only
+** in a set of another file list (files never change, so the same list
+** gives the same answers). */
 static int check_flushed(struct commit_ctx *c, const uint32_t *order)
 {
   sochdb_txn *t = c->t;
@@ -755,14 +765,21 @@ static int check_flushed(struct commit_ctx *c, const uint32_t *order)
   int rc = sdb_tables_acquire(t->db, &c->e->view_files, &fresh);
   if (rc != SOCHDB_OK)
     return rc;
+  if (fresh->id == c->files_checked) {
+    sdb_tables_release(fresh);
+    return SOCHDB_OK;
+  }
   const struct wbuf *wb = &t->writes;
   for (size_t i = 0; i < wb->n && rc == SOCHDB_OK; i++) {
     const struct wb_entry *w = &wb->ents[order[i]];
     struct sst_get_result res;
+    CALLPOINT("commit.flushed_lookup");
     rc = sdb_tables_get(fresh, w->key, w->klen, UINT64_MAX, &t->scratch, &res, NULL);
     if (rc == SOCHDB_OK && res.found && res.seq > t->snapshot)
       rc = SOCHDB_CONFLICT;
   }
+  if (rc == SOCHDB_OK)
+    c->files_checked = fresh->id;
   sdb_tables_release(fresh);
   return rc;
 }
@@ -947,18 +964,24 @@ static int commit_writes(sochdb_txn *t, unsigned flags)
     count(&my_stats(db)->aborts, 1);
     return stall_rc;
   }
-  struct commit_ctx c = { .t = t, .r = &db->region, .e = sdb_txn_entry(t) };
+  struct commit_ctx c = { .t = t, .r = &db->region, .e = sdb_txn_entry(t), .files_checked = NO_LIST };
   c.ref = txn_ref(db->slot, t->entry, atomic_load_explicit(&c.e->gen, memory_order_relaxed));
   const uint32_t *order = wbuf_sorted(&t->writes);   /* key order: see header */
   struct installed few[INSTALLED_ON_STACK];
   struct installed *at = !order ? NULL : t->writes.n <= INSTALLED_ON_STACK ? few : malloc(t->writes.n * sizeof *at);
   if (!at)
     return sdb_fail(SOCHDB_NOMEM, "committing %zu writes", t->writes.n);
+  /* The SSTable lookups of a transaction that versions newer than its
+  ** snapshot have left memory since, made before the commit epoch (see
+  ** check_flushed). */
+  int rc = versions_left_memory(&c) ? check_flushed(&c, order) : SOCHDB_OK;
+  CALLPOINT("commit.checked_flushed");
   /* Held while we may write into memtables: the flusher waits for it before
   ** it writes a rotated-out memtable to a file (daemon/flusher.c). */
   epoch_enter(c.r, &c.e->commit_epoch);
   c.kept = take_fingers(db);
-  int rc = install_all(&c, order, at);
+  if (rc == SOCHDB_OK)
+    rc = install_all(&c, order, at);
   if (c.kept)
     give_fingers(db);
   if (rc == SOCHDB_OK)

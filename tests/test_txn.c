@@ -604,6 +604,68 @@ Test(txn, a_conflict_flushed_after_the_transaction_mapped_its_tables_is_found)
   tu_close();
 }
 
+/* The lookups of a commit across a flush, made before its commit epoch,
+** are not made again inside it while the file list stays the same: a
+** long transaction's lookups would hold up flushes there. */
+static int lookups_in_epoch;
+
+static void count_lookup(void *unused)
+{
+  (void)unused;
+  lookups_in_epoch++;
+}
+
+static void watch_lookups(void *unused)
+{
+  (void)unused;
+  sochdb_test_call_at("commit.flushed_lookup", count_lookup, NULL);
+}
+
+Test(txn, a_commit_across_a_flush_looks_its_keys_up_before_its_commit_epoch)
+{
+  sochdb *db = open_db();
+  sochdb_txn *t1 = tu_begin(db, 0);
+  commit_then_flush_out_of_memory(db, "unrelated", "x");
+  for (int i = 0; i < 100; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "key-%03d", i);
+    tu_put_str(t1, k, "t1");
+  }
+  sochdb_test_call_at("commit.checked_flushed", watch_lookups, NULL);
+  tu_commit(t1, SOCHDB_ASYNC, "a transaction open across a flush");
+  sochdb_test_call_at(NULL, NULL, NULL);
+  cr_assert_eq(lookups_in_epoch, 0, "the commit looked keys up again with the same file list");
+  expect_committed(db, "key-099", "t1", "after the commit");
+  tu_close();
+}
+
+/* A commit looks its keys up in the SSTables before its commit epoch, and
+** again inside it only if the file list changed meanwhile: a conflicting
+** version flushed out of memory between the two is in a newer list, and
+** found there. */
+static sochdb *flushing_db;
+
+static void commit_k_and_flush_it(void *unused)
+{
+  (void)unused;
+  commit_then_flush_out_of_memory(flushing_db, "k", "t2");
+}
+
+Test(txn, a_conflict_flushed_between_the_first_lookups_and_the_commit_epoch_is_found)
+{
+  sochdb *db = open_db();
+  commit_then_flush_out_of_memory(db, "k", "base");
+  sochdb_txn *t1 = tu_begin(db, 0);
+  commit_then_flush_out_of_memory(db, "unrelated", "x");   /* t1 now commits through the lookups */
+  tu_put_str(t1, "k", "t1");
+  flushing_db = db;
+  sochdb_test_call_at("commit.checked_flushed", commit_k_and_flush_it, NULL);
+  expect_conflict(t1, "a write over a version flushed after the lookups before the commit epoch");
+  sochdb_test_call_at(NULL, NULL, NULL);
+  expect_committed(db, "k", "t2", "after the refused commit");
+  tu_close();
+}
+
 /* Deletes after the snapshot, flushed and compacted into the last level,
 ** where nothing older lies under them: a tombstone newer than a live
 ** snapshot stays (the compactions' horizon), so both writes are still
