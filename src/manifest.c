@@ -682,6 +682,12 @@ static int replay(const uint8_t *buf, size_t len, const uint8_t *db_id, const ch
     off += MANIFEST_RECORD_HEADER + pad8((uint64_t)bytes);
   }
   *end = off;
+  /* The first record (the snapshot) is written with the file, which is
+  ** renamed in only once it is durable: it is never torn. Without it whole,
+  ** the file is damaged, and an empty state would make every table an orphan. */
+  if (off == MANIFEST_HEADER)
+    return sdb_fail(SOCHDB_CORRUPT, "%s: its first record (the snapshot of the live files) is damaged or missing",
+                    path);
   if (off == len || all_zero(buf + off, len - off))
     return SOCHDB_OK;
   for (size_t later = off + 8; later + MANIFEST_RECORD_HEADER <= len; later += 8)

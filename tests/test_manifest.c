@@ -463,6 +463,42 @@ Test(manifest, damaged_middle_record_is_corrupt)
   manifest_state_free(&s);
 }
 
+/* After a rewrite the snapshot is the MANIFEST's only record. It is
+** written with the file, durable before CURRENT names it, so it is never
+** torn: damage anywhere in it, or the file cut short of its end, is
+** corruption, not a torn tail to cut off (an empty state would make every
+** table an orphan). */
+Test(manifest, a_damaged_or_cut_sole_snapshot_record_is_corrupt)
+{
+  struct manifest *m;
+  struct manifest_state s;
+  uint64_t next;
+  build(&m, &s, 10, &next);
+  cr_assert_eq(manifest_rewrite(m, &s), SOCHDB_OK, "rewrite: %s", sochdb_last_error());
+  manifest_close(m);
+  size_t n;
+  uint8_t *full = slurp("MANIFEST-000002", &n);
+  for (size_t at = 40; at < n; at += 11) {
+    full[at] ^= 0x10;
+    spit("MANIFEST-000002", full, n);
+    full[at] ^= 0x10;
+    struct manifest_state got;
+    int rc = manifest_open(dir, DB_ID, &m, &got);
+    cr_assert_eq(rc, SOCHDB_CORRUPT, "byte %zu of %zu flipped in the sole snapshot record: open returned %d", at,
+                 n, rc);
+  }
+  for (size_t len = 40; len < n; len += len < 80 ? 1 : 97) {
+    spit("MANIFEST-000002", full, len);
+    struct manifest_state got;
+    int rc = manifest_open(dir, DB_ID, &m, &got);
+    cr_assert_eq(rc, SOCHDB_CORRUPT, "the MANIFEST cut to %zu of %zu bytes: open returned %d", len, n, rc);
+  }
+  spit("MANIFEST-000002", full, n);
+  reopen_and_compare(&s, "the snapshot whole again");
+  free(full);
+  manifest_state_free(&s);
+}
+
 Test(manifest, inconsistent_edits_refused)
 {
   struct manifest *m;

@@ -173,6 +173,44 @@ Test(store, a_store_without_current_beside_its_tables_refuses_and_removes_nothin
   tu_close();
 }
 
+/* A MANIFEST rewritten as one snapshot record (roll_manifest), then damaged
+** there: the snapshot is written with its file and durable before CURRENT
+** names it, so it is never torn. store_open read the damage as a torn tail,
+** started from an empty state and removed every table as an orphan (one
+** flipped bit lost the database; found by an independent review). It now
+** refuses (SOCHDB_CORRUPT) and removes nothing. */
+Test(store, a_store_whose_sole_snapshot_record_is_damaged_refuses_and_removes_nothing)
+{
+  struct store s;
+  sochdb *db = open_daemon_store(&s);
+  size_t total;
+  uint64_t number;
+  cr_assert_eq(write_small_table(&s, &number, &total), SOCHDB_OK, "%s", sochdb_last_error());
+  struct manifest_edit e;
+  manifest_edit_init(&e);
+  struct manifest_file f = { number, total, (uint8_t *)"a", 1, (uint8_t *)"z", 1, 1, 1 };
+  cr_assert_eq(manifest_edit_add_file(&e, 0, &f), SOCHDB_OK);
+  cr_assert_eq(store_apply(&s, &e), SOCHDB_OK, "%s", sochdb_last_error());
+  manifest_edit_free(&e);
+  cr_assert_eq(manifest_rewrite(s.man, &s.state), SOCHDB_OK, "%s", sochdb_last_error());
+  char name[64], path[4300];
+  snprintf(name, sizeof name, "MANIFEST-%06llu", (unsigned long long)manifest_number(s.man));
+  store_close(&s);
+  snprintf(path, sizeof path, "%s/%s", tu_dir(), name);
+  int fd = open(path, O_RDWR);
+  cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+  uint8_t byte;
+  cr_assert_eq(pread(fd, &byte, 1, 40 + 24), 1);   /* in the snapshot record, after its 16-byte header */
+  byte ^= 0x04;
+  cr_assert_eq(pwrite(fd, &byte, 1, 40 + 24), 1);
+  close(fd);
+  int rc = store_open(&s, db);
+  cr_assert_eq(rc, SOCHDB_CORRUPT, "store_open of a damaged sole snapshot record: %s", sochdb_strerror(rc));
+  cr_assert_not_null(strstr(sochdb_last_error(), "first record"), "%s", sochdb_last_error());
+  expect_file(number, total);
+  tu_close();
+}
+
 /* Files whose names only look like tables: store_open must neither remove
 ** them as orphans nor take their numbers, and check must not list them.
 ** "-1.sst" and twenty nines used to read as UINT64_MAX, which wrapped the
