@@ -205,6 +205,57 @@ static int cmp_u64(const void *a, const void *b)
   return x < y ? -1 : x > y;
 }
 
+/* Whether files a and b hold a user key in common (closed ranges). */
+static int ranges_overlap(const struct manifest_file *a, const struct manifest_file *b)
+{
+  return key_order(a->smallest, a->smallest_len, b->largest, b->largest_len) <= 0 &&
+         key_order(b->smallest, b->smallest_len, a->largest, a->largest_len) <= 0;
+}
+
+static int cmp_add_ranges(const void *pa, const void *pb)
+{
+  const struct manifest_edit_add *a = *(const struct manifest_edit_add *const *)pa;
+  const struct manifest_edit_add *b = *(const struct manifest_edit_add *const *)pb;
+  if (a->level != b->level)
+    return a->level < b->level ? -1 : 1;
+  return key_order(a->file.smallest, a->file.smallest_len, b->file.smallest, b->file.smallest_len);
+}
+
+/* Below level 0 a level's files hold disjoint key ranges: a get searches
+** the one file whose range holds its key, and would miss the key in an
+** overlapping other. SOCHDB_CORRUPT if e adds a file there whose range
+** meets that of a file the edit leaves in place, or of another it adds
+** (sorted: a snapshot record adds every file at once). */
+static int check_level_ranges(const struct manifest_state *s, const struct manifest_edit *e)
+{
+  const struct manifest_edit_add **deep = malloc((e->nadds ? e->nadds : 1) * sizeof *deep);
+  if (!deep)
+    return sdb_fail(SOCHDB_NOMEM, "checking a manifest edit");
+  size_t n = 0;
+  int rc = SOCHDB_OK;
+  for (size_t i = 0; i < e->nadds && rc == SOCHDB_OK; i++) {
+    const struct manifest_edit_add *a = &e->adds[i];
+    if (a->level == 0)
+      continue;
+    deep[n++] = a;
+    const struct manifest_level *lv = &s->levels[a->level];
+    for (size_t j = 0; j < lv->n && rc == SOCHDB_OK; j++)
+      if (ranges_overlap(&a->file, &lv->files[j]) && !deleted_by(e, a->level, lv->files[j].number))
+        rc = sdb_fail(SOCHDB_CORRUPT, "manifest edit adds file %llu at level %u over the keys of file %llu there",
+                      (unsigned long long)a->file.number, a->level, (unsigned long long)lv->files[j].number);
+  }
+  if (rc == SOCHDB_OK && n > 1) {
+    qsort(deep, n, sizeof *deep, cmp_add_ranges);
+    for (size_t i = 1; i < n && rc == SOCHDB_OK; i++)
+      if (deep[i]->level == deep[i - 1]->level && ranges_overlap(&deep[i]->file, &deep[i - 1]->file))
+        rc = sdb_fail(SOCHDB_CORRUPT, "manifest edit adds files %llu and %llu at level %u over the same keys",
+                      (unsigned long long)deep[i - 1]->file.number, (unsigned long long)deep[i]->file.number,
+                      deep[i]->level);
+  }
+  free(deep);
+  return rc;
+}
+
 /* SOCHDB_CORRUPT if e does not apply to s; nothing changes. */
 static int edit_check(const struct manifest_state *s, const struct manifest_edit *e)
 {
@@ -239,7 +290,8 @@ static int edit_check(const struct manifest_state *s, const struct manifest_edit
     ** this file's blocks for the new one. */
     if (a->level >= MANIFEST_LEVELS || !keys_valid(&a->file) || a->file.number > SDB_MAX_FILE_NUMBER ||
         (e->has_next_file && a->file.number >= e->next_file_number) || a->file.max_seq > MANIFEST_MAX_SEQ ||
-        a->file.min_seq > a->file.max_seq)
+        a->file.min_seq > a->file.max_seq ||
+        key_order(a->file.smallest, a->file.smallest_len, a->file.largest, a->file.largest_len) > 0)
       return sdb_fail(SOCHDB_CORRUPT, "manifest edit adds a malformed file %llu", (unsigned long long)a->file.number);
     for (unsigned l = 0; l < MANIFEST_LEVELS; l++)
       if (find_file(&s->levels[l], a->file.number) >= 0 && !deleted_by(e, l, a->file.number))
@@ -261,7 +313,7 @@ static int edit_check(const struct manifest_state *s, const struct manifest_edit
     if (dup)
       return sdb_fail(SOCHDB_CORRUPT, "manifest edit adds the same file twice (%llu...)", (unsigned long long)which);
   }
-  return SOCHDB_OK;
+  return check_level_ranges(s, e);
 }
 
 /* Everything applying e needs allocated beforehand, so that committing cannot

@@ -7,6 +7,7 @@
 */
 #include "testutil.h"
 
+#include "bytes.h"
 #include "filenames.h"
 #include "manifest.h"
 #include "testhooks.h"
@@ -108,16 +109,18 @@ static size_t file_size(const char *name)
 }
 
 /* Add file `number` at level with keys whose lengths vary with the number
-** (up to the 4096-byte maximum). */
+** (up to the 4096-byte maximum). Each file's keys begin with its number, so
+** no two files' ranges meet (levels below 0 must not overlap). */
 static void add(struct manifest_edit *e, unsigned level, uint64_t number)
 {
   static uint8_t lo[4096], hi[4096];
-  uint32_t slen = 1 + (uint32_t)(number * 37 % 4096), llen = 1 + (uint32_t)(number * 101 % 300);
+  uint32_t slen = 9 + (uint32_t)(number * 37 % 4087), llen = 9 + (uint32_t)(number * 101 % 292);
   if (number % 17 == 0)
     slen = 4096;
   memset(lo, 'a' + (int)(number % 26), slen);
-  memset(hi, 'A' + (int)(number % 26), llen);
-  lo[0] = (uint8_t)number;
+  memset(hi, '~', llen);   /* above every byte of lo's */
+  for (int i = 0; i < 8; i++)
+    lo[i] = hi[i] = (uint8_t)(number >> (56 - 8 * i));
   struct manifest_file f = {
     .number = number, .size = number * 1000 + 7, .smallest = lo, .smallest_len = slen,
     .largest = hi, .largest_len = llen, .min_seq = number * 10, .max_seq = number * 10 + 9,
@@ -495,6 +498,88 @@ Test(manifest, a_damaged_or_cut_sole_snapshot_record_is_corrupt)
   }
   spit("MANIFEST-000002", full, n);
   reopen_and_compare(&s, "the snapshot whole again");
+  free(full);
+  manifest_state_free(&s);
+}
+
+static void add_range(struct manifest_edit *e, unsigned level, uint64_t number, const char *lo, const char *hi)
+{
+  struct manifest_file f = { .number = number, .size = 1000, .smallest = (uint8_t *)lo,
+                             .smallest_len = (uint32_t)strlen(lo), .largest = (uint8_t *)hi,
+                             .largest_len = (uint32_t)strlen(hi), .min_seq = 1, .max_seq = 2 };
+  cr_assert_eq(manifest_edit_add_file(e, level, &f), SOCHDB_OK);
+}
+
+/* One edit, applied or refused as `want`. */
+static void expect_apply(struct manifest *m, struct manifest_state *s, struct manifest_edit *e, int want,
+                         const char *what)
+{
+  int rc = manifest_apply(m, s, e);
+  manifest_edit_free(e);
+  cr_assert_eq(rc, want, "%s: %s (%s)", what, sochdb_strerror(rc), sochdb_last_error());
+}
+
+/* Below level 0 a get searches the one file of a level whose range holds
+** its key: files there whose ranges meet would hide keys. Edits that would
+** leave such a pair are refused, whether the other file is already there or
+** in the same edit, sharing only a boundary key or moved down; level 0's
+** files may overlap, and a compaction replaces the files it deletes. A
+** record that says so anyway is damage when the MANIFEST is read back. */
+Test(manifest, files_whose_ranges_meet_below_level_0_are_refused)
+{
+  struct manifest *m;
+  struct manifest_state s;
+  manifest_state_init(&s);
+  cr_assert_eq(manifest_create(dir, DB_ID, &m), SOCHDB_OK);
+  struct manifest_edit e = {0};
+  add_range(&e, 1, 10, "ccc", "fff");
+  add_range(&e, 2, 11, "aaa", "zzz");
+  add_range(&e, 0, 12, "aaa", "zzz");
+  expect_apply(m, &s, &e, SOCHDB_OK, "one file a level, and level 0 over them");
+  add_range(&e, 1, 20, "eee", "hhh");
+  expect_apply(m, &s, &e, SOCHDB_CORRUPT, "a file over part of another's keys");
+  add_range(&e, 1, 21, "fff", "ggg");
+  expect_apply(m, &s, &e, SOCHDB_CORRUPT, "a file sharing one boundary key");
+  add_range(&e, 1, 22, "ppp", "rrr");
+  add_range(&e, 1, 23, "ggg", "hhh");
+  add_range(&e, 1, 24, "hhh", "kkk");
+  expect_apply(m, &s, &e, SOCHDB_CORRUPT, "two new files over the same key");
+  add_range(&e, 1, 25, "zzz", "aaa");
+  expect_apply(m, &s, &e, SOCHDB_CORRUPT, "a file whose smallest key is above its largest");
+  add_range(&e, 0, 26, "zzz", "aaa");
+  expect_apply(m, &s, &e, SOCHDB_CORRUPT, "the same at level 0");
+  cr_assert_eq(manifest_edit_delete_file(&e, 1, 10), SOCHDB_OK);
+  cr_assert_eq(manifest_edit_add_file(&e, 2, &s.levels[1].files[0]), SOCHDB_OK);
+  expect_apply(m, &s, &e, SOCHDB_CORRUPT, "a file moved down over another");
+  add_range(&e, 0, 30, "bbb", "ddd");
+  add_range(&e, 1, 31, "ggg", "hhh");
+  add_range(&e, 1, 32, "xxx", "yyy");
+  expect_apply(m, &s, &e, SOCHDB_OK, "files between the others, and level 0 over them");
+  cr_assert_eq(manifest_edit_delete_file(&e, 1, 10), SOCHDB_OK);
+  cr_assert_eq(manifest_edit_delete_file(&e, 1, 31), SOCHDB_OK);
+  add_range(&e, 1, 33, "ccc", "eee");
+  add_range(&e, 1, 34, "eeef", "hhh");
+  expect_apply(m, &s, &e, SOCHDB_OK, "a compaction's outputs over the keys of the files it deletes");
+  manifest_close(m);
+  reopen_and_compare(&s, "after refused and applied edits");
+
+  /* the last record, resealed with file 32's smallest key "xxx" made "ddd":
+  ** over file 33's keys */
+  size_t n;
+  uint8_t *full = slurp("MANIFEST-000001", &n);
+  uint8_t *key = memmem(full + 40, n - 40, "xxx", 3);
+  cr_assert_not_null(key, "file 32's smallest key is in the MANIFEST");
+  memcpy(key, "ddd", 3);
+  size_t rec = 40;   /* the record holding it: 16-byte headers (length, zero, checksum), padded to 8 */
+  while (rec + 16 + ((ld32(full + rec) + 7) & ~7u) <= (size_t)(key - full))
+    rec += 16 + ((ld32(full + rec) + 7) & ~7u);
+  uint32_t bytes = ld32(full + rec);
+  uint64_t off = rec;
+  uint64_t sum = XXH3_64bits_withSeed(full + rec + 16, bytes, 0x4d414e0b66ull ^ (off << 32) ^ off ^ ((uint64_t)bytes << 8));
+  st64(full + rec + 8, sum);
+  spit("MANIFEST-000001", full, n);
+  struct manifest_state got;
+  cr_assert_eq(manifest_open(dir, DB_ID, &m, &got), SOCHDB_CORRUPT, "a record putting two files over one key");
   free(full);
   manifest_state_free(&s);
 }
