@@ -380,9 +380,17 @@ static int list_ssts(struct ck *c, struct sst_found **out, size_t *n)
 
 /* Records inside intact groups whose own checksum does not match: the writer
 ** wrote them wrong, or they were damaged in its buffer before the group was
-** sealed. Counted, and the scan goes on (the rest of the segment is checked). */
+** sealed. Counted, and the scan goes on (the rest of the segment is checked).
+** And the commits' seqs, across segments: above the last flushed seq they
+** must grow, as the replay requires (wal_commit_follows); the first that
+** does not is kept for the report. */
 struct bad_records {
   uint64_t n, first_lsn, first_group;
+  uint64_t flushed;     /* the MANIFEST's last_flushed_seq */
+  uint64_t after;       /* the newest commit above it so far, or it */
+  uint64_t newest;      /* the newest commit read, at any seq */
+  int      seq_bad;
+  char     seq_why[512];
 };
 
 static int check_record(void *ctx, const struct wal_record *rec)
@@ -391,6 +399,18 @@ static int check_record(void *ctx, const struct wal_record *rec)
   if (!wal_record_checksum_ok(rec) && !b->n++) {
     b->first_lsn = rec->lsn;
     b->first_group = rec->group_offset;
+  }
+  if (rec->type != WAL_COMMIT)
+    return SOCHDB_OK;
+  if (rec->seq > b->newest)
+    b->newest = rec->seq;
+  if (rec->seq <= b->flushed || b->seq_bad)
+    return SOCHDB_OK;
+  if (wal_commit_follows(rec, b->after) != SOCHDB_OK) {
+    b->seq_bad = 1;
+    snprintf(b->seq_why, sizeof b->seq_why, "%s", sochdb_last_error());
+  } else {
+    b->after = rec->seq;
   }
   return SOCHDB_OK;
 }
@@ -403,7 +423,8 @@ struct oldest_segment {
   char     path[CK_PATH];
 };
 
-static void check_wal(struct ck *c, const uint64_t *lsns, size_t n, struct oldest_segment *oldest)
+static void check_wal(struct ck *c, const uint64_t *lsns, size_t n, struct oldest_segment *oldest,
+                      struct bad_records *seqs)
 {
   uint64_t expect = 0;
   int have_expect = 0, read_one = 0;
@@ -429,8 +450,10 @@ static void check_wal(struct ck *c, const uint64_t *lsns, size_t n, struct oldes
       continue;
     }
     struct wal_scan_result res;
-    struct bad_records bad = { 0, 0, 0 };
-    int rc = wal_scan_buffer(buf, len, c->db_id, check_record, &bad, &res);
+    seqs->n = 0;
+    int was_bad = seqs->seq_bad;
+    int rc = wal_scan_buffer(buf, len, c->db_id, check_record, seqs, &res);
+    const struct bad_records bad = *seqs;
     if (!read_one++) {   /* prev_seq 0 if its header is damaged (reported below): nothing to judge */
       oldest->known = 1;
       oldest->prev_seq = res.prev_seq;
@@ -441,6 +464,8 @@ static void check_wal(struct ck *c, const uint64_t *lsns, size_t n, struct oldes
               "first at LSN %llu, in the group at offset %llu): a fault in the writer before the group was "
               "sealed; recovery replays them as written", (unsigned long long)bad.n,
               (unsigned long long)bad.first_lsn, (unsigned long long)bad.first_group);
+    if (bad.seq_bad && !was_bad)
+      problem(c, 1, path, "%s: the log's commits are out of order, and recovery would refuse it", bad.seq_why);
     free(buf);
     c->s->files_checked++;
     c->s->wal_segments++;
@@ -610,14 +635,33 @@ int sdb_check_dir(const char *dir, const struct check_callbacks *cb, struct chec
     }
   }
   uint64_t flushed = mrc == SOCHDB_OK ? state.last_flushed_seq : 0;
+  size_t nlive = 0;
+  uint64_t sst_max = 0, sst_file = 0;
+  for (unsigned l = 0; have_manifest && l < MANIFEST_LEVELS; l++)
+    for (size_t i = 0; i < state.levels[l].n; i++, nlive++)
+      if (state.levels[l].files[i].max_seq > sst_max) {
+        sst_max = state.levels[l].files[i].max_seq;
+        sst_file = state.levels[l].files[i].number;
+      }
   manifest_state_free(&state);
   free(found);
 
   struct oldest_segment oldest = { 0 };
+  struct bad_records seqs = { .flushed = flushed, .after = flushed };
   if (!c.fatal)
-    check_wal(&c, lsns, nlsns, &oldest);
+    check_wal(&c, lsns, nlsns, &oldest, &seqs);
   if (!c.fatal && (mrc == SOCHDB_OK || mrc == SOCHDB_NOTFOUND))
     check_log_reaches_back(&c, &oldest, flushed);
+  /* The log only grows while we read it: judged by the MANIFEST read first. */
+  if (!c.fatal && have_manifest &&
+      wal_check_reaches(nlsns, flushed, nlive, seqs.newest, sst_max, sst_file) != SOCHDB_OK) {
+    char where[CK_PATH];
+    if (nlsns)
+      wal_segment_path(where, sizeof where, dir, lsns[nlsns - 1]);
+    else
+      snprintf(where, sizeof where, "%s/" WAL_DIR, dir);
+    problem(&c, 1, where, "%s", last_error(err, sizeof err));
+  }
   free(lsns);
   if (c.fatal)
     return c.fatal;

@@ -664,11 +664,16 @@ struct warmer {
   int             running;
 };
 
+/* Segment i's descriptor, or -1. Never a FIFO's: opening one would wait
+** for a writer, with the region's creation lock and DIR/LOCK held
+** (map_segments then refuses it with why). */
 static int open_segment(const struct warmer *w, size_t i)
 {
   char path[4300];
   wal_segment_path(path, sizeof path, w->dir, w->lsns[i]);
-  return open(path, O_RDONLY | O_CLOEXEC);
+  int fd;
+  size_t len;
+  return sdb_open_regular(path, &fd, &len) == 0 ? fd : -1;
 }
 
 static void *warm_main(void *arg)
@@ -939,16 +944,13 @@ static int replay_record(void *ctx, const struct wal_record *rec)
     return SOCHDB_OK;
   if (rec->seq <= rp->flushed)
     return SOCHDB_OK;     /* in SSTables already */
-  if (rec->seq > MV_MAX_SEQ)   /* a version could not hold it (mvcc.h) */
-    return sdb_fail(SOCHDB_CORRUPT, "WAL commit at LSN %llu has the impossible sequence %llu",
-                    (unsigned long long)rec->lsn, (unsigned long long)rec->seq);
-  if (rec->seq <= rp->max_seq)
-    return sdb_fail(SOCHDB_CORRUPT, "WAL commit %llu at LSN %llu is not after commit %llu",
-                    (unsigned long long)rec->seq, (unsigned long long)rec->lsn, (unsigned long long)rp->max_seq);
+  int rc = wal_commit_follows(rec, rp->max_seq);
+  if (rc != SOCHDB_OK)
+    return rc;
   size_t pos = 0;
   struct wal_op op;
   while (wal_op_next(rec, &pos, &op)) {
-    int rc = add_op(rp, rec->seq, &op);
+    rc = add_op(rp, rec->seq, &op);
     if (rc != SOCHDB_OK)
       return rc;
   }
@@ -1046,14 +1048,22 @@ int sdb_state_file_list(const struct manifest_state *st, struct fl_file **out, u
   return SOCHDB_OK;
 }
 
-/* The MANIFEST's state into the new region: its file list, and the seq the
-** log replay starts after. */
-static int load_files(shm_region *r, const char *dir, uint64_t *flushed)
+/* What the MANIFEST says the log must reach (wal_check_reaches). */
+struct log_promise {
+  uint64_t flushed;    /* the seq the replay starts after */
+  size_t   nfiles;
+  uint64_t sst_max;    /* the newest commit a live SSTable holds (0: none) */
+  uint64_t sst_file;   /* that SSTable */
+};
+
+/* The MANIFEST's state into the new region: its file list, and what the
+** log must reach. */
+static int load_files(shm_region *r, const char *dir, struct log_promise *lp)
 {
   struct manifest_state st;
   int torn = 0;
   int rc = manifest_read(dir, r->hdr->db_id, &st, &torn);
-  *flushed = 0;
+  *lp = (struct log_promise){ 0 };
   if (rc == SOCHDB_NOTFOUND) {   /* a new database (no CURRENT, no SSTable: manifest.h) */
     manifest_state_free(&st);
     return SOCHDB_OK;
@@ -1067,7 +1077,14 @@ static int load_files(shm_region *r, const char *dir, uint64_t *flushed)
     memcpy(l->files, files, n * sizeof *files);
     l->nfiles = n;
     fl_set_totals(r, files, n);
-    *flushed = st.last_flushed_seq;
+    lp->flushed = st.last_flushed_seq;
+    lp->nfiles = n;
+    for (unsigned l = 0; l < MANIFEST_LEVELS; l++)
+      for (size_t i = 0; i < st.levels[l].n; i++)
+        if (st.levels[l].files[i].max_seq > lp->sst_max) {
+          lp->sst_max = st.levels[l].files[i].max_seq;
+          lp->sst_file = st.levels[l].files[i].number;
+        }
     /* Every file this region's clients may cache blocks of is numbered below
     ** the MANIFEST's next_file_number: keep a daemon from handing such a
     ** number out again, even if the directory goes back to an older copy
@@ -1092,8 +1109,9 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
   int rc = sdb_daemon_lock_out(dir, &lock_fd);
   if (rc != SOCHDB_OK)
     return rc;
-  uint64_t flushed = 0;
-  rc = load_files(r, dir, &flushed);
+  struct log_promise lp;
+  rc = load_files(r, dir, &lp);
+  uint64_t flushed = lp.flushed;
   uint64_t *lsns = NULL;
   size_t n = 0;
   if (rc == SOCHDB_OK)
@@ -1125,6 +1143,8 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
   rp.stage.helper = hp.running ? &hp : NULL;
   if (rc == SOCHDB_OK)
     rc = scan_segments(dir, lsns, n, maps, &hp.ahead, &rp, &log_end);
+  if (rc == SOCHDB_OK)
+    rc = wal_check_reaches(n, flushed, lp.nfiles, rp.max_seq, lp.sst_max, lp.sst_file);
   if (rc == SOCHDB_OK)
     helper_serve_now(rp.stage.helper);
   if (rc == SOCHDB_OK)

@@ -9,6 +9,7 @@
 #include "sochdb.h"
 #include "bulkhash.h"
 #include "fsutil.h"
+#include "mvcc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -119,6 +120,33 @@ void wal_gap_message(char *out, size_t n, const char *path, uint64_t prev_seq, u
            "the oldest WAL segment, %s, follows commit %llu, but the SSTables hold commits only through %llu: "
            "a segment with commits after %llu is gone, or the MANIFEST lost its last edit",
            path, (unsigned long long)prev_seq, (unsigned long long)flushed, (unsigned long long)flushed);
+}
+
+int wal_commit_follows(const struct wal_record *rec, uint64_t after)
+{
+  if (rec->seq > MV_MAX_SEQ)   /* a version could not hold it (mvcc.h) */
+    return sdb_fail(SOCHDB_CORRUPT, "WAL commit at LSN %llu has the impossible sequence %llu",
+                    (unsigned long long)rec->lsn, (unsigned long long)rec->seq);
+  if (rec->seq <= after)
+    return sdb_fail(SOCHDB_CORRUPT, "WAL commit %llu at LSN %llu is not after commit %llu",
+                    (unsigned long long)rec->seq, (unsigned long long)rec->lsn, (unsigned long long)after);
+  return SOCHDB_OK;
+}
+
+int wal_check_reaches(size_t nsegments, uint64_t flushed, size_t nfiles, uint64_t log_newest, uint64_t sst_max,
+                      uint64_t sst_file)
+{
+  if (!nsegments && (flushed || nfiles))
+    return sdb_fail(SOCHDB_CORRUPT, "the WAL has no segment, but the MANIFEST records a flush (%zu live SSTable%s, "
+                    "commits through %llu flushed): the log is gone, and with it every commit after the last "
+                    "flush", nfiles, nfiles == 1 ? "" : "s", (unsigned long long)flushed);
+  uint64_t reaches = log_newest > flushed ? log_newest : flushed;
+  if (sst_max > reaches)
+    return sdb_fail(SOCHDB_CORRUPT, "the WAL ends at commit %llu, but SSTable %06llu holds commit %llu, which "
+                    "the log held durably before the table was written: a durable group of the log is damaged "
+                    "or gone", (unsigned long long)reaches, (unsigned long long)sst_file,
+                    (unsigned long long)sst_max);
+  return SOCHDB_OK;
 }
 
 int wal_op_next(const struct wal_record *rec, size_t *pos, struct wal_op *op)

@@ -147,6 +147,25 @@ void   wal_group_header_init(struct wal_group_header *g, uint64_t first_lsn, con
 ** into out. */
 void wal_gap_message(char *out, size_t n, const char *path, uint64_t prev_seq, uint64_t flushed);
 
+/* Whether commit record rec may follow commit `after` in the log (the
+** newest one before it above the last flushed seq, or that seq): the
+** writer logs commits in seq order, each a seq a version can hold.
+** SOCHDB_OK, or SOCHDB_CORRUPT with why: the replay refuses such a log,
+** and sochdb check reports it. */
+int wal_commit_follows(const struct wal_record *rec, uint64_t after);
+
+/* What the MANIFEST proves the log still holds, for the replay and sochdb
+** check alike. The flusher writes a table only once the log holds its
+** commits durably, and never removes the newest segment. So SOCHDB_CORRUPT,
+** with why, if there is no segment (nsegments 0) while the MANIFEST records
+** a flush (flushed > 0, or nfiles live files), or if the log's newest commit
+** (log_newest, or flushed if that is more) is below sst_max, the newest
+** commit an SSTable holds (file sst_file): a durable group is damaged or
+** gone, and taking it for a torn tail would lose it (and hand its seq out
+** again beside the SSTable's copy). SOCHDB_OK otherwise. */
+int wal_check_reaches(size_t nsegments, uint64_t flushed, size_t nfiles, uint64_t log_newest, uint64_t sst_max,
+                      uint64_t sst_file);
+
 /* The next op of a record: pos starts at 0. Returns 1 with *op filled, 0 at
 ** the end. The record was verified by the scanner, so ops are in bounds. */
 int    wal_op_next(const struct wal_record *rec, size_t *pos, struct wal_op *op);

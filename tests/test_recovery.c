@@ -17,11 +17,13 @@
 
 #include "testutil.h"
 
+#include "check.h"
 #include "internal.h"
 #include "mvcc.h"
 #include "skiplist.h"
 #include "walfmt.h"
 
+#include <fcntl.h>
 #include <spawn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,6 +31,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 extern char **environ;
 
@@ -455,4 +458,244 @@ Test(recovery, a_region_rebuilt_from_the_manifest_keeps_its_file_numbers_from_re
   rr_write_and_flush(db, 3);
   rr_expect(db, 3, "after the older copy came back");
   rr_close(db, dir);
+}
+
+/* ---- what the MANIFEST proves the log holds (found by the recovery review) ---- */
+
+static uint8_t *slurp_file(const char *path, size_t *len)
+{
+  int fd = open(path, O_RDONLY);
+  cr_assert_geq(fd, 0, "open %s", path);
+  struct stat st;
+  cr_assert_eq(fstat(fd, &st), 0);
+  uint8_t *buf = malloc((size_t)st.st_size + 1);
+  cr_assert_not_null(buf);
+  cr_assert_eq(pread(fd, buf, (size_t)st.st_size, 0), st.st_size);
+  close(fd);
+  *len = (size_t)st.st_size;
+  return buf;
+}
+
+static void rewrite_file(const char *path, const uint8_t *buf, size_t len)
+{
+  int fd = open(path, O_WRONLY | O_TRUNC);
+  cr_assert_geq(fd, 0, "open %s", path);
+  cr_assert_eq(pwrite(fd, buf, len, 0), (ssize_t)len);
+  close(fd);
+}
+
+static void newest_segment(const char *dir, char *out, size_t n)
+{
+  uint64_t *lsns;
+  size_t k;
+  cr_assert_eq(wal_list_segments(dir, &lsns, &k), SOCHDB_OK);
+  cr_assert_gt(k, 0, "no WAL segment");
+  wal_segment_path(out, n, dir, lsns[k - 1]);
+  free(lsns);
+}
+
+/* The offsets and payload sizes of a segment's whole groups; their count. */
+static int groups_in(const uint8_t *buf, size_t len, size_t *offs, uint32_t *payloads, int max)
+{
+  int n = 0;
+  for (size_t off = WAL_SEG_HEADER; n < max && off + WAL_GROUP_HEADER <= len;) {
+    struct wal_group_header g;
+    memcpy(&g, buf + off, sizeof g);
+    if (!g.payload_bytes || off + WAL_GROUP_HEADER + g.payload_bytes > len)
+      break;
+    offs[n] = off;
+    payloads[n++] = g.payload_bytes;
+    off += WAL_GROUP_HEADER + g.payload_bytes;
+  }
+  return n;
+}
+
+static void stop_and_lose_region(sochdb *db, const char *dir)
+{
+  sochdb_close(db);
+  tu_stop_daemon(dir);
+  tu_remove_region(dir);
+}
+
+static int check_damage(const char *dir)
+{
+  struct check_summary sum;
+  cr_assert_eq(sdb_check_dir(dir, NULL, &sum), SOCHDB_OK, "%s", sochdb_last_error());
+  return (int)sum.damaged;
+}
+
+/* The open of dir (its region lost) fails with SOCHDB_CORRUPT, saying `why`. */
+static void expect_open_corrupt(const char *dir, const char *why, const char *what)
+{
+  sochdb_options o = tu_options(64u << 20, 1u << 20, 10000);
+  sochdb *db = NULL;
+  int rc = sochdb_open(dir, &o, &db);
+  if (rc == SOCHDB_OK) {
+    sochdb_close(db);
+    tu_stop_daemon(dir);
+  }
+  cr_assert_eq(rc, SOCHDB_CORRUPT, "%s: the open returned %s", what, sochdb_strerror(rc));
+  cr_assert_not_null(strstr(sochdb_last_error(), why), "%s: %s", what, sochdb_last_error());
+}
+
+#define STRADDLER_KEYS  11
+#define STRADDLER_VALUE (8u << 10)
+
+/* Commits of STRADDLER_KEYS values of 8 KiB (the first with `pad` more) into a
+** 1 MiB memtable until one fills it in the middle of its installs, so that
+** the older memtable's SSTable holds part of that commit, seq S, while the
+** MANIFEST's last_flushed_seq stays S - 1 (daemon/flusher.c). The daemon
+** stopped, the region lost: 1 if the commit is the newest segment's last
+** group, whose middle byte is then flipped; 0 if not (another pad moves
+** where segments roll over). */
+static int damage_a_commit_half_flushed(const char *dir, int pad)
+{
+  sochdb_options o = tu_options(64u << 20, 1u << 20, 10000);
+  sochdb *db = tu_open_with(dir, &o);
+  uint8_t *v = malloc(STRADDLER_VALUE);
+  memset(v, 'v', STRADDLER_VALUE);
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_put_str(t, "pre", "x");
+  for (int i = 0; i < pad; i++) {
+    char k[32];
+    snprintf(k, sizeof k, "pad/%03d", i);
+    cr_assert_eq(sochdb_put(t, k, strlen(k), v, STRADDLER_VALUE), SOCHDB_OK, "%s", sochdb_last_error());
+  }
+  tu_commit(t, SOCHDB_SYNC, "the first commit");
+  int round;
+  for (round = 0; round < 60; round++) {
+    uint32_t before = arena_active(&db->region);
+    t = tu_begin(db, 0);
+    for (int i = 0; i < STRADDLER_KEYS; i++) {
+      char k[32];
+      snprintf(k, sizeof k, "big/%03d/%03d", round, i);
+      cr_assert_eq(sochdb_put(t, k, strlen(k), v, STRADDLER_VALUE), SOCHDB_OK, "%s", sochdb_last_error());
+    }
+    tu_commit(t, SOCHDB_SYNC, "a commit of 88 KiB");
+    if (arena_active(&db->region) != before)
+      break;
+  }
+  free(v);
+  cr_assert_lt(round, 60, "no commit filled a memtable");
+  TU_WAIT_STATS(db, s->flushes >= 1, "the first memtable flushed");
+  stop_and_lose_region(db, dir);
+  char seg[4300];
+  newest_segment(dir, seg, sizeof seg);
+  size_t len, offs[4096];
+  uint32_t payloads[4096];
+  uint8_t *buf = slurp_file(seg, &len);
+  int n = groups_in(buf, len, offs, payloads, 4096);
+  if (n > 0) {
+    buf[offs[n - 1] + WAL_GROUP_HEADER + payloads[n - 1] / 2] ^= 0x40;
+    rewrite_file(seg, buf, len);
+  }
+  free(buf);
+  return n > 0;
+}
+
+/* The log's last group damaged, where an SSTable holds part of its commit:
+** the flusher wrote the table only once that group was durable, so it is
+** damage, not a torn tail. Taken for one, the replay lost the commit, left
+** the table's half of it visible once the next commit took its seq again,
+** and a compaction then dropped that new commit as a duplicate of the old
+** (key, seq); sochdb check called the directory clean. */
+Test(recovery, a_damaged_last_group_whose_commit_an_sstable_holds_is_damage_not_a_torn_tail)
+{
+  for (int pad = 0; pad < 12; pad += 3) {
+    char dir[4300];
+    snprintf(dir, sizeof dir, "%s/try%d", tu_dir(), pad);
+    cr_assert_eq(mkdir(dir, 0700), 0);
+    if (!damage_a_commit_half_flushed(dir, pad))
+      continue;
+    cr_assert_gt(check_damage(dir), 0, "sochdb check calls the log clean");
+    expect_open_corrupt(dir, "holds commit", "the damaged last group");
+    return;
+  }
+  cr_assert_fail("no try left the commit half flushed in the newest segment's last group");
+}
+
+/* The flusher never removes the newest segment: a MANIFEST that records a
+** flush beside no segment at all means the log is gone, and with it the
+** commits after the flush. The replay rebuilt the region from the SSTables
+** alone, and check called it clean. */
+Test(recovery, every_segment_gone_after_a_flush_is_damage)
+{
+  const char *dir = tu_dir();
+  sochdb_options o = tu_options(64u << 20, 1u << 20, 10000);
+  sochdb *db = tu_open_with(dir, &o);
+  tu_commit_kv(db, "flushed", "1", SOCHDB_SYNC);
+  tu_rotate(db);
+  TU_WAIT_STATS(db, s->flushes >= 1, "a flush");
+  tu_commit_kv(db, "acknowledged", "2", SOCHDB_SYNC);
+  stop_and_lose_region(db, dir);
+  uint64_t *lsns;
+  size_t n;
+  cr_assert_eq(wal_list_segments(dir, &lsns, &n), SOCHDB_OK);
+  for (size_t i = 0; i < n; i++) {
+    char p[4300];
+    wal_segment_path(p, sizeof p, dir, lsns[i]);
+    cr_assert_eq(unlink(p), 0);
+  }
+  free(lsns);
+  cr_assert_gt(check_damage(dir), 0, "sochdb check calls a database without its log clean");
+  expect_open_corrupt(dir, "no segment", "every segment gone");
+}
+
+/* A record whose seq does not follow the one before it, in an intact group
+** (a writer's fault sealed in): the replay refuses the log, and sochdb check
+** must say so before a rebuild needs it. */
+Test(recovery, check_reports_commits_out_of_order_as_the_replay_refuses_them)
+{
+  const char *dir = tu_dir();
+  sochdb_options o = tu_options(64u << 20, 1u << 20, 10000);
+  sochdb *db = tu_open_with(dir, &o);
+  for (int i = 0; i < 6; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "k%d", i);
+    tu_commit_kv(db, k, "v", SOCHDB_SYNC);
+  }
+  stop_and_lose_region(db, dir);
+  char seg[4300];
+  newest_segment(dir, seg, sizeof seg);
+  size_t len, offs[256];
+  uint32_t payloads[256];
+  uint8_t *buf = slurp_file(seg, &len);
+  int n = groups_in(buf, len, offs, payloads, 256);
+  cr_assert_geq(n, 4, "%d groups", n);
+  uint8_t *prev = buf + offs[n - 2] + WAL_GROUP_HEADER, *rec = buf + offs[n - 1] + WAL_GROUP_HEADER;
+  memcpy(rec + 8, prev + 8, 8);   /* the last commit takes the seq of the one before, resealed */
+  wal_record_finish(rec);
+  struct wal_group_header g;
+  memcpy(&g, buf + offs[n - 1], sizeof g);
+  wal_group_header_init(&g, g.first_lsn, rec, g.payload_bytes);
+  memcpy(buf + offs[n - 1], &g, sizeof g);
+  rewrite_file(seg, buf, len);
+  free(buf);
+  cr_assert_gt(check_damage(dir), 0, "sochdb check calls a log with a repeated seq clean");
+  expect_open_corrupt(dir, "is not after commit", "a repeated seq");
+}
+
+/* A FIFO named like a WAL segment: the replay's read-ahead opened it and
+** waited for a writer forever, holding the region's creation lock and
+** DIR/LOCK, so every opener hung. */
+Test(recovery, a_fifo_named_like_a_segment_is_refused_not_waited_on)
+{
+  const char *dir = tu_dir();
+  sochdb_options o = tu_options(64u << 20, 1u << 20, 10000);
+  sochdb *db = tu_open_with(dir, &o);
+  tu_commit_kv(db, "k", "v", SOCHDB_SYNC);
+  stop_and_lose_region(db, dir);
+  char fifo[4300];
+  snprintf(fifo, sizeof fifo, "%s/" WAL_DIR "/7fffffffffffff00.wal", dir);
+  cr_assert_eq(mkfifo(fifo, 0600), 0);
+  pid_t pid = tu_fork();
+  if (pid == 0) {
+    int rc = sochdb_open(dir, &o, &db);
+    _exit(rc == SOCHDB_CORRUPT || rc == SOCHDB_IO ? 0 : 1);
+  }
+  int status = 0;
+  int ended = tu_wait_child(pid, 15000, &status) == 0;
+  unlink(fifo);
+  cr_assert(ended, "the open still waited after 15 s");
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the open did not refuse the FIFO");
 }
