@@ -239,7 +239,8 @@ static unsigned ms_until(const struct timespec *d)
 ** meanwhile (a long transaction, or many writers), and before it installs
 ** anything. A commit already installing rotates freely:
 ** it may hold intents in the very memtables that wait (the flusher waits for
-** those), so it never waits for them. */
+** those), so it never waits for the backlog. It waits only when no arena
+** at all is free (make_room), and then at most busy_timeout_ms. */
 #define FLUSH_BACKLOG_BYTES (128ull << 20)
 
 uint32_t sdb_flush_backlog_limit(const shm_region *r)
@@ -630,6 +631,7 @@ static int install_one(struct commit_ctx *c, const struct wb_entry *w, struct in
   uint32_t my_slot = c->t->db->slot;
   for (;;) {
     uint32_t mt = arena_active(c->r);
+    CALLPOINT("commit.read_active");   /* tests/test_txn.c: paused between reading the active index and installing */
     /* keys come in increasing order: each search resumes where the last one ended */
     uint64_t node = sl_find_or_insert_finger(c->r, mt, w->key, w->klen, w->hash, c->finger);
     uint64_t v = node ? new_version(c, mt, node, w) : 0;
@@ -725,6 +727,10 @@ static int check_elsewhere(struct commit_ctx *c, const struct wb_entry *w, const
       continue;
     if (state > c->t->snapshot)
       return conflict_with(c, state);
+    /* A guard, not a check that decides: a version at or below our
+    ** snapshot was installed into a memtable made active before our begin,
+    ** and we read the active index after it, so ours is never older
+    ** (memtable ids follow activation order). Deleting it breaks no test. */
     if (memtable_id(c->r, mt) > memtable_id(c->r, at->mt))
       return SOCHDB_CONFLICT;
   }
@@ -838,6 +844,7 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
       return rc;
     }
     CRASHPOINT("commit.install");
+    CALLPOINT("commit.installed_one");   /* tests/test_txn.c: a rotation between two installs of one commit */
   }
   /* seq_cst fence: the installs above must be ordered before every load of
   ** the check below, including the acquire-only ones of arena_view and
@@ -903,6 +910,7 @@ static int decide_and_publish(struct commit_ctx *c, uint32_t did, uint64_t *seq_
                     "database's file descriptor closed?); the transaction was rolled back");
   }
   CRASHPOINT("commit.decided");
+  CALLPOINT("commit.decided");   /* tests/test_txn.c: decided, not yet stamped nor published */
   slots_retire_descriptor(c->r, c->e, c->record_off);  /* stamps our versions with seq */
   CRASHPOINT("commit.stamped");
   seqring_decide(c->r, seq, did);

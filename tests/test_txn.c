@@ -16,8 +16,12 @@
 
 #include "arena.h"      /* arena_rotate: to split a key's writers across memtables */
 #include "internal.h"
+#include "mvcc.h"
+#include "skiplist.h"
 #include "sochdb.h"
 #include "testutil.h"
+
+#include <sys/wait.h>
 
 TestSuite(txn, .init = tu_setup, .fini = tu_teardown, .timeout = 240);
 
@@ -1438,4 +1442,183 @@ Test(txn, commit_record_outlives_the_memtable_it_began_in)
   db = tu_open_with(tu_dir(), &o);
   rr_expect(db, "rebuilt from the log");
   sochdb_close(db);
+}
+
+/* ---- the order of one key's versions across memtables -------------------
+** "Newer memtable = newer version", which gets, iterators and level 0 rely
+** on, under races staged with the call points of src/txn.c:
+** commit.read_active (install_one, between reading the active index and
+** installing), commit.installed_one (install_all, after each install) and
+** commit.decided (decide_and_publish, after the commit point, before the
+** stamps and publication). From the MVCC-ordering review. */
+
+static sochdb *ord_db;
+static uint32_t ord_before, ord_after;
+static int ord_reader_a, ord_reader_b;   /* what the reader inside the commit read: 1 = new */
+
+/* The newest live version of k in arena mt: 1 and its state, or 0. */
+static int ord_version_in(sochdb *db, uint32_t mt, const char *k, uint64_t *state)
+{
+  uint64_t node = sl_lookup(&db->region, mt, k, (uint32_t)strlen(k), sl_hash(k, (uint32_t)strlen(k)));
+  return node && mv_newest_live(&db->region, node, state) != NULL;
+}
+
+static void ord_rotate(void)
+{
+  ord_before = arena_active(&ord_db->region);
+  tu_rotate(ord_db);
+  ord_after = arena_active(&ord_db->region);
+}
+
+static void ord_rotate_and_commit(void *arg)
+{
+  ord_rotate();
+  tu_commit_kv(ord_db, (const char *)arg, "t2", SOCHDB_ASYNC);   /* into the new, newer memtable */
+}
+
+static void ord_flush_all(sochdb *db)
+{
+  tu_rotate(db);
+  TU_WAIT_STATS(db, s->memtables_in_use <= 1, "every memtable but the new active one flushed");
+}
+
+/* T1 read the active index (memtable A), then paused; meanwhile the active
+** memtable became B and T2 committed k there. T1 then installs k into A,
+** older than B, on top of a chain that holds only "base": mv_install sees
+** no conflict. check_elsewhere must refuse it (B's version is newer than
+** T1's snapshot, and in a newer memtable). */
+Test(txn, a_committer_paused_before_its_install_loses_to_a_commit_in_a_newer_memtable)
+{
+  sochdb *db = ord_db = open_db();
+  tu_commit_kv(db, "k", "base", SOCHDB_ASYNC);
+  sochdb_txn *t1 = tu_begin(db, 0);
+  tu_put_str(t1, "k", "t1");
+  sochdb_test_call_at("commit.read_active", ord_rotate_and_commit, "k");
+  expect_conflict(t1, "T1 installing into the older memtable after T2 committed k in the newer one");
+  sochdb_test_call_at(NULL, NULL, NULL);
+  cr_assert_neq(ord_before, ord_after, "no rotation was staged");
+  uint64_t st = 0;
+  cr_assert(ord_version_in(db, ord_after, "k", &st) && st > 0, "T2's k is not in the newer memtable");
+  expect_committed(db, "k", "t2", "after the refused commit");
+  ord_flush_all(db);
+  expect_committed(db, "k", "t2", "after both memtables were flushed to level 0");
+  tu_close();
+}
+
+/* The same pause with T2 writing another key: T1 commits k into the older
+** memtable A with a seq above T2's in B (one memtable no longer holds a seq
+** range of its own), yet k's versions stay in order: every later write of k
+** goes to B or newer, and level 0 keeps it. */
+Test(txn, a_paused_committer_lands_a_newer_seq_in_the_older_memtable_without_disorder)
+{
+  sochdb *db = ord_db = open_db();
+  tu_commit_kv(db, "k", "base", SOCHDB_ASYNC);
+  sochdb_txn *t1 = tu_begin(db, 0);
+  tu_put_str(t1, "k", "t1");
+  sochdb_test_call_at("commit.read_active", ord_rotate_and_commit, "other");
+  tu_commit(t1, SOCHDB_ASYNC, "T1 into the older memtable, T2 on another key");
+  sochdb_test_call_at(NULL, NULL, NULL);
+  uint64_t s_k = 0, s_other = 0;
+  cr_assert(ord_version_in(db, ord_before, "k", &s_k), "T1's k is not in the older memtable");
+  cr_assert(ord_version_in(db, ord_after, "other", &s_other), "T2's key is not in the newer memtable");
+  cr_assert_gt(s_k, s_other, "staging: T1's seq %llu should follow T2's %llu", (unsigned long long)s_k,
+               (unsigned long long)s_other);
+  expect_committed(db, "k", "t1", "after T1");
+  tu_commit_kv(db, "k", "t3", SOCHDB_ASYNC);
+  expect_committed(db, "k", "t3", "after T3");
+  ord_flush_all(db);
+  expect_committed(db, "k", "t3", "after everything was flushed to level 0");
+  expect_committed(db, "other", "t2", "after everything was flushed to level 0");
+  tu_close();
+}
+
+/* A reader that begins between a commit's decision and its publication,
+** where the commit straddles a rotation ("a" in memtable A, "b" in B), sees
+** neither half; one after it, both. */
+static void ord_read_inside(void *unused)
+{
+  (void)unused;
+  sochdb_txn *r = tu_begin(ord_db, SOCHDB_TXN_READONLY);
+  const void *v;
+  size_t vl;
+  ord_reader_a = sochdb_get(r, "a", 1, &v, &vl) == SOCHDB_OK && vl == 2 && !memcmp(v, "t1", 2);
+  ord_reader_b = sochdb_get(r, "b", 1, &v, &vl) == SOCHDB_OK && vl == 2 && !memcmp(v, "t1", 2);
+  sochdb_abort(r);
+}
+
+static void ord_rotate_then_watch(void *unused)
+{
+  (void)unused;
+  ord_rotate();
+  sochdb_test_call_at("commit.decided", ord_read_inside, NULL);
+}
+
+Test(txn, a_commit_straddling_a_rotation_is_seen_whole_or_not_at_all)
+{
+  sochdb *db = ord_db = open_db();
+  tu_commit_kv(db, "a", "old", SOCHDB_ASYNC);
+  tu_commit_kv(db, "b", "old", SOCHDB_ASYNC);
+  ord_reader_a = ord_reader_b = -1;
+  sochdb_txn *t1 = tu_begin(db, 0);
+  tu_put_str(t1, "a", "t1");
+  tu_put_str(t1, "b", "t1");
+  sochdb_test_call_at("commit.installed_one", ord_rotate_then_watch, NULL);
+  tu_commit(t1, SOCHDB_ASYNC, "a commit straddling a rotation");
+  sochdb_test_call_at(NULL, NULL, NULL);
+  uint64_t sa = 0, sb = 0;
+  cr_assert(ord_version_in(db, ord_before, "a", &sa), "a is not in the older memtable");
+  cr_assert(ord_version_in(db, ord_after, "b", &sb), "b is not in the newer memtable");
+  cr_assert_eq(sa, sb, "the halves hold seqs %llu and %llu", (unsigned long long)sa, (unsigned long long)sb);
+  cr_assert_eq(ord_reader_a, 0, "a reader before publication saw the first half");
+  cr_assert_eq(ord_reader_b, 0, "a reader before publication saw the second half");
+  expect_committed(db, "a", "t1", "after the commit");
+  expect_committed(db, "b", "t1", "after the commit");
+  ord_flush_all(db);
+  expect_committed(db, "a", "t1", "after level 0");
+  expect_committed(db, "b", "t1", "after level 0");
+  tu_close();
+}
+
+/* A committer that read the active index, was paused while the active
+** memtable changed, installed into the older one and was killed there: the
+** next writer of k (in the newer memtable) reaps it and commits; the
+** flush of the older memtable settles it as aborted; reads stay right. */
+static void ord_child_rotate(void *db)
+{
+  shm_region *r = &((sochdb *)db)->region;
+  uint32_t before = arena_active(r);
+  if (arena_rotate(r, ((sochdb *)db)->slot, before) != SOCHDB_OK || arena_active(r) == before)
+    _exit(5);
+}
+
+Test(txn, a_dead_committers_intent_in_the_older_memtable_does_not_reorder_its_key)
+{
+  sochdb *db = open_db();
+  tu_commit_kv(db, "k", "base", SOCHDB_ASYNC);
+  uint32_t first = arena_active(&db->region);
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0, "fork");
+  if (pid == 0) {
+    sochdb *c = NULL;
+    if (sochdb_open(tu_db_dir, NULL, &c) != SOCHDB_OK)
+      _exit(2);
+    sochdb_txn *t = NULL;
+    if (sochdb_txn_begin(c, 0, &t) != SOCHDB_OK || sochdb_put(t, "k", 1, "dead", 4) != SOCHDB_OK)
+      _exit(3);
+    sochdb_test_call_at("commit.read_active", ord_child_rotate, c);
+    sochdb_test_crash_at("commit.install", 1);
+    sochdb_commit(t, SOCHDB_ASYNC);
+    _exit(4);
+  }
+  int st = 0;
+  cr_assert_eq(tu_wait_child(pid, 20000, &st), 0, "the child did not finish");
+  cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the child was not killed at its install (status %d)", st);
+  cr_assert_neq(arena_active(&db->region), first, "the child did not rotate");
+  uint64_t state = 0;
+  cr_assert(ord_version_in(db, first, "k", &state), "k missing from the older memtable");
+  tu_commit_kv(db, "k", "parent", SOCHDB_ASYNC);
+  expect_committed(db, "k", "parent", "after the parent's commit over the dead intent");
+  ord_flush_all(db);
+  expect_committed(db, "k", "parent", "after level 0");
+  tu_close();
 }
