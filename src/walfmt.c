@@ -333,8 +333,19 @@ int wal_scan_buffer(const uint8_t *buf, size_t len, const uint8_t *db_id, wal_re
 static int zeros_from(const uint8_t *buf, size_t len, size_t off, int fd)
 {
   uint8_t chunk[16 << 10];   /* on the stack of whoever scans: an opener's thread may have a small one */
-  while (fd >= 0 && off < len) {
-    size_t want = len - off < sizeof chunk ? len - off : sizeof chunk;
+  struct stat st;
+  size_t file_end = fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size < len ? (size_t)st.st_size : len;
+  while (fd >= 0 && off < file_end) {
+    /* holes read as zeros: skip them (a sparse segment of any size costs
+    ** nothing); a filesystem without SEEK_DATA gives off itself */
+    off_t data = lseek(fd, (off_t)off, SEEK_DATA);
+    if (data < 0 && errno == ENXIO)
+      data = (off_t)file_end;   /* nothing but a hole from off to the file's end */
+    if (data > (off_t)off)
+      off = (size_t)data < file_end ? (size_t)data : file_end;
+    if (off >= file_end)
+      break;
+    size_t want = file_end - off < sizeof chunk ? file_end - off : sizeof chunk;
     ssize_t got = pread(fd, chunk, want, (off_t)off);
     if (got <= 0)
       break;
