@@ -125,6 +125,36 @@ static int doom_orphans(struct store *s)
   return rc;
 }
 
+/* A table the region's current list names that the MANIFEST neither lists
+** nor ever numbered (at or past its next_file_number): a list is published
+** only after its edit is durable (store_apply), so the MANIFEST lost that
+** edit, its last record damaged and cut off as a torn tail. The table, if
+** still here, holds what its flush took out of the log: removing it as an
+** orphan would lose that for good, so SOCHDB_CORRUPT. One that is gone
+** (the directory put back to an older copy under a surviving region) has
+** nothing left to save. The daemon is the lists' only writer: no hazard. */
+static int check_published_list(struct store *s)
+{
+  /* relaxed: whoever published it last (a daemon before us, or the opener
+  ** that rebuilt the region) is ordered before us by DIR/LOCK, which we hold,
+  ** or by the region's magic, which we acquired when we attached */
+  uint32_t cur = atomic_load_explicit(&s->r->hdr->current_files, memory_order_relaxed);
+  const struct fl_list *l = fl_list_at(s->r, cur % FL_LISTS);
+  uint32_t n = l->nfiles < FL_MAX_FILES ? l->nfiles : FL_MAX_FILES;
+  for (uint32_t i = 0; i < n; i++) {
+    uint64_t number = l->files[i].number;
+    if (number < s->state.next_file_number || is_live(&s->state, number))
+      continue;
+    char path[4200];
+    sst_file_path(path, sizeof path, s->db->dir, number);
+    if (access(path, F_OK) == 0)
+      return sdb_fail(SOCHDB_CORRUPT, "%s is in the file list the last daemon published, but not in the "
+                      "MANIFEST, which never numbered it: the MANIFEST lost an edit that was durable (its last "
+                      "record damaged?); the table is kept, and the database left as it is", path);
+  }
+  return SOCHDB_OK;
+}
+
 static int open_manifest(struct store *s)
 {
   const uint8_t *id = s->r->hdr->db_id;
@@ -188,7 +218,9 @@ int store_open(struct store *s, sochdb *db)
   uint64_t floor = atomic_load_explicit(&s->r->hdr->next_file_floor, memory_order_relaxed);
   if (floor > s->next_file)
     s->next_file = floor;
-  rc = doom_orphans(s);
+  rc = check_published_list(s);
+  if (rc == SOCHDB_OK)
+    rc = doom_orphans(s);
   if (rc != SOCHDB_OK)
     return rc;
   fl_reclaim(s->r, 1);   /* and lists a dead daemon was building */

@@ -211,6 +211,45 @@ Test(store, a_store_whose_sole_snapshot_record_is_damaged_refuses_and_removes_no
   tu_close();
 }
 
+/* The MANIFEST's last record, the edit that added a flushed table, damaged
+** after the daemon published the list naming it: the reader cuts it off as
+** a torn tail, and the table looked like an orphan. Removing it would lose
+** what its flush took out of the log. The region's list says the edit was
+** durable: store_open refuses (SOCHDB_CORRUPT) and keeps the table. */
+Test(store, a_table_the_published_list_names_is_kept_when_the_manifest_lost_its_edit)
+{
+  struct store s;
+  sochdb *db = open_daemon_store(&s);
+  size_t total;
+  uint64_t number;
+  cr_assert_eq(write_small_table(&s, &number, &total), SOCHDB_OK, "%s", sochdb_last_error());
+  char name[64];
+  snprintf(name, sizeof name, "MANIFEST-%06llu", (unsigned long long)manifest_number(s.man));
+  uint64_t last_record = manifest_bytes(s.man);
+  struct manifest_edit e;
+  manifest_edit_init(&e);
+  struct manifest_file f = { number, total, (uint8_t *)"a", 1, (uint8_t *)"z", 1, 1, 1 };
+  cr_assert_eq(manifest_edit_add_file(&e, 0, &f), SOCHDB_OK);
+  cr_assert_eq(store_apply(&s, &e), SOCHDB_OK, "%s", sochdb_last_error());   /* durable, then published */
+  manifest_edit_free(&e);
+  store_close(&s);
+  char path[4300];
+  snprintf(path, sizeof path, "%s/%s", tu_dir(), name);
+  int fd = open(path, O_RDWR);
+  cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+  uint8_t byte;
+  off_t at = (off_t)last_record + 24;   /* in the last record, after its 16-byte header */
+  cr_assert_eq(pread(fd, &byte, 1, at), 1);
+  byte ^= 0x20;
+  cr_assert_eq(pwrite(fd, &byte, 1, at), 1);
+  close(fd);
+  int rc = store_open(&s, db);
+  cr_assert_eq(rc, SOCHDB_CORRUPT, "store_open after the MANIFEST lost a published edit: %s", sochdb_strerror(rc));
+  cr_assert_not_null(strstr(sochdb_last_error(), "lost an edit"), "%s", sochdb_last_error());
+  expect_file(number, total);
+  tu_close();
+}
+
 /* Files whose names only look like tables: store_open must neither remove
 ** them as orphans nor take their numbers, and check must not list them.
 ** "-1.sst" and twenty nines used to read as UINT64_MAX, which wrapped the
