@@ -74,23 +74,25 @@ static void usage(FILE *out)
                "  Serves the sochdb database in DIR: WAL group commit, flushing memtables to\n"
                "  SSTables, leveled compaction, reaping dead clients.\n"
                "  --foreground        do not detach (for service managers); log to stderr\n"
-               "  --interval-ms N     how often to reap dead client processes (default 100)\n"
+               "  --interval-ms N     how often to reap dead client processes (default 100; 1..60000)\n"
                "  --idle-exit-ms N    exit this long after the last client left (default 30000,\n"
-               "                      or $SOCHDB_DAEMON_IDLE_MS; 0 = never)\n"
-               "  --sync-delay-ms N   longest delay before an ASYNC commit is durable (default 5)\n"
-               "  --compaction-rate-mb N  compaction reads at most N MiB/s (default 64; 0 = no limit)\n"
-               "  --l0-trigger N      level-0 files that start a compaction (default 4)\n"
-               "  --level-ratio N     size ratio between adjacent levels (default 10)\n"
+               "                      or $SOCHDB_DAEMON_IDLE_MS; 0 = never; up to 86400000)\n"
+               "  --sync-delay-ms N   longest delay before an ASYNC commit is durable (default 5; 1..1000)\n"
+               "  --compaction-rate-mb N  compaction reads at most N MiB/s (default 64; 0 = no limit;\n"
+               "                      up to 1000000)\n"
+               "  --l0-trigger N      level-0 files that start a compaction (default 4; 2..1000)\n"
+               "  --level-ratio N     size ratio between adjacent levels (default 10; 2..1000)\n"
                "  --spare-ms N        a flushed memtable's arena keeps its pages this long for the\n"
-               "                      next one (default 1000; 0 = give them back at once)\n");
+               "                      next one (default 1000; 0 = give them back at once; up to 60000)\n");
 }
 
-static int parse_ms(const char *name, const char *s, unsigned max, unsigned *out)
+/* The number s for `name`, min..max, into *out: 0, or -1 after saying why. */
+static int parse_uint(const char *name, const char *s, unsigned min, unsigned max, unsigned *out)
 {
   char *end;
   unsigned long v = strtoul(s, &end, 10);
-  if (!*s || *end || v > max) {
-    fprintf(stderr, "sochdbd: %s takes 0..%u\n", name, max);
+  if (!*s || *end || s[0] == '-' || v < min || v > max) {
+    fprintf(stderr, "sochdbd: %s takes %u..%u\n", name, min, max);
     return -1;
   }
   *out = (unsigned)v;
@@ -101,7 +103,7 @@ static int parse_args(int argc, char **argv, struct config *c)
 {
   const char *idle = getenv("SOCHDB_DAEMON_IDLE_MS");
   *c = (struct config){ NULL, 0, 100, 30000, 5, 64, 4, 10, 1000 };
-  if (idle && parse_ms("$SOCHDB_DAEMON_IDLE_MS", idle, 86400000u, &c->idle_exit_ms) != 0)
+  if (idle && parse_uint("$SOCHDB_DAEMON_IDLE_MS", idle, 0, 86400000u, &c->idle_exit_ms) != 0)
     return 2;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -109,25 +111,25 @@ static int parse_args(int argc, char **argv, struct config *c)
     if (!strcmp(a, "--foreground"))
       c->foreground = 1;
     else if (!strcmp(a, "--interval-ms") && has_value) {
-      if (parse_ms(a, argv[++i], 60000, &c->interval_ms) != 0 || !c->interval_ms)
+      if (parse_uint(a, argv[++i], 1, 60000, &c->interval_ms) != 0)
         return 2;
     } else if (!strcmp(a, "--idle-exit-ms") && has_value) {
-      if (parse_ms(a, argv[++i], 86400000u, &c->idle_exit_ms) != 0)
+      if (parse_uint(a, argv[++i], 0, 86400000u, &c->idle_exit_ms) != 0)
         return 2;
     } else if (!strcmp(a, "--sync-delay-ms") && has_value) {
-      if (parse_ms(a, argv[++i], 1000, &c->sync_delay_ms) != 0 || !c->sync_delay_ms)
+      if (parse_uint(a, argv[++i], 1, 1000, &c->sync_delay_ms) != 0)
         return 2;
     } else if (!strcmp(a, "--compaction-rate-mb") && has_value) {
-      if (parse_ms(a, argv[++i], 1000000, &c->compact_rate_mb) != 0)
+      if (parse_uint(a, argv[++i], 0, 1000000, &c->compact_rate_mb) != 0)
         return 2;
     } else if (!strcmp(a, "--l0-trigger") && has_value) {
-      if (parse_ms(a, argv[++i], 1000, &c->l0_trigger) != 0 || c->l0_trigger < 2)
+      if (parse_uint(a, argv[++i], 2, 1000, &c->l0_trigger) != 0)
         return 2;
     } else if (!strcmp(a, "--level-ratio") && has_value) {
-      if (parse_ms(a, argv[++i], 1000, &c->level_ratio) != 0 || c->level_ratio < 2)
+      if (parse_uint(a, argv[++i], 2, 1000, &c->level_ratio) != 0)
         return 2;
     } else if (!strcmp(a, "--spare-ms") && has_value) {
-      if (parse_ms(a, argv[++i], 60000, &c->spare_ms) != 0)
+      if (parse_uint(a, argv[++i], 0, 60000, &c->spare_ms) != 0)
         return 2;
     } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       usage(stdout);
@@ -193,7 +195,7 @@ static unsigned testing_ms(const char *name, unsigned max, unsigned fallback)
 {
   unsigned ms;
   const char *env = getenv(name);
-  return env && parse_ms(name, env, max, &ms) == 0 ? ms : fallback;
+  return env && parse_uint(name, env, 0, max, &ms) == 0 ? ms : fallback;
 }
 #endif
 
@@ -730,10 +732,10 @@ int main(int argc, char **argv)
          shm_page_bytes(db->region.path, pages, sizeof pages) == SHM_HUGE_PAGE_BYTES ? "2 MiB" : "4 KiB", pages);
 #ifdef SOCHDB_TESTING
   const char *idle_env = getenv("SOCHDB_TEST_IDLE_MS");   /* before the threads that read it start */
-  if (idle_env && parse_ms("$SOCHDB_TEST_IDLE_MS", idle_env, 86400000u, &idle_test_ms) != 0)
+  if (idle_env && parse_uint("$SOCHDB_TEST_IDLE_MS", idle_env, 0, 86400000u, &idle_test_ms) != 0)
     idle_test_ms = 0;
   const char *pause_env = getenv("SOCHDB_TEST_IDLE_PAUSE_MS");
-  if (pause_env && parse_ms("$SOCHDB_TEST_IDLE_PAUSE_MS", pause_env, 60000u, &idle_test_pause_ms) != 0)
+  if (pause_env && parse_uint("$SOCHDB_TEST_IDLE_PAUSE_MS", pause_env, 0, 60000u, &idle_test_pause_ms) != 0)
     idle_test_pause_ms = 0;
 #endif
   struct writer_args wa = { &w, c.sync_delay_ms };

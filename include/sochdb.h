@@ -78,9 +78,10 @@ const char *sochdb_strerror(int err);
 
 /*
 ** sochdb_last_error — details of the last error returned to this thread
-** (for example "key is 5000 bytes; the limit is 4096"), or "" if none.
-** Like errno, it is meaningful right after a call that failed: a call that
-** succeeds leaves it unchanged.
+** (for example "key is 5000 bytes; keys are 1 to 4096 bytes"), or "" if
+** none. Like errno, it is meaningful right after a call that failed: a call
+** that succeeds leaves it unchanged, and so does SOCHDB_NOTFOUND (an absent
+** key, the end of an iterator or scan), which is an answer, not an error.
 ** The string is owned by the library and valid until this thread's next
 ** sochdb call. Optional: sochdb_strerror() alone is always enough.
 */
@@ -92,11 +93,14 @@ typedef struct sochdb_iter sochdb_iter;  /* a range cursor inside a transaction'
 
 typedef struct sochdb_options {          /* zero-initialised = defaults */
   size_t region_bytes;      /* size of the shared region, fixed at creation (default: 1 GiB, sparse) */
-  size_t memtable_bytes;    /* one memtable arena (default 64 MiB; 1 MiB to 4 GiB; the region holds
-                               up to 64 of them, 32 GiB of them at most) */
+  size_t memtable_bytes;    /* one memtable arena (default 64 MiB; 1 MiB to 4 GiB, a multiple of 4096;
+                               the region holds up to 64 of them, 32 GiB of them at most). A value
+                               may take at most about half of one */
   unsigned busy_timeout_ms; /* how long a writer may wait for room before SOCHDB_BUSY (default 10000) */
-  const char *daemon_path;  /* sochdbd to spawn; NULL = next to the library, then $PATH */
-  int create_if_missing;    /* default 1; a negative value means 0 (must exist) */
+  const char *daemon_path;  /* sochdbd to spawn; NULL = $SOCHDB_DAEMON, else the one next to the
+                               library, else $PATH */
+  int create_if_missing;    /* 0 (zero-initialised) = the default, 1: create a missing database;
+                               negative (-1): it must exist (SOCHDB_NOTFOUND). Note that 0 creates */
   unsigned file_mode;       /* permission bits of the database's files (region, data, log, locks; its
                                directories add x where r), applied exactly, not reduced by the umask;
                                0 = 0600. Set by the creator: later openers' file_mode is ignored */
@@ -115,12 +119,19 @@ typedef struct sochdb_options {          /* zero-initialised = defaults */
 ** memtable_bytes only matter to the process that creates the region. On
 ** success *out owns a handle the caller releases with sochdb_close().
 **
-** Errors: SOCHDB_INVALID (NULL dir or out, options out of range, dir is not a
-**   directory), SOCHDB_NOTFOUND (missing and create_if_missing < 0),
+** Errors: SOCHDB_INVALID (NULL dir or out, options out of range: sizes not
+**   multiples of 4096, region_bytes above 1 TiB or too small for its tables,
+**   cache_bytes above half the region; dir is not a directory),
+**   SOCHDB_NOTFOUND (missing and create_if_missing < 0),
 **   SOCHDB_IO (a system call failed; errno kept), SOCHDB_NOMEM,
-**   SOCHDB_VERSION (the region was made by an incompatible layout version),
-**   SOCHDB_CORRUPT (the region's header is damaged),
-**   SOCHDB_BUSY (every process slot of the region is held by a live process),
+**   SOCHDB_VERSION (the region or a file of the directory was written by an
+**   incompatible format version),
+**   SOCHDB_CORRUPT (the region's header is damaged, or a file a rebuild of
+**   the region reads: sochdb.id, CURRENT and the MANIFEST, a WAL group or a
+**   missing segment; sochdb_last_error() names it),
+**   SOCHDB_BUSY (every process slot of the region is held by a live process,
+**   a slot's shared memory could not be reserved, or the sochdbd of a
+**   previous region of dir did not exit within 10 s),
 **   SOCHDB_DAEMON (no sochdbd serves the directory and none could be
 **   started: the binary is missing, it exited, or another process had been
 **   starting one for 5 s; sochdb_last_error() and DIR/sochdbd.log say why).
@@ -503,8 +514,9 @@ int  sochdb_table_scan(sochdb_txn *t, sochdb_table *tb, const sochdb_value *star
 ** on s. Returns SOCHDB_NOTFOUND when the scan is done.
 **
 ** Errors: SOCHDB_INVALID (NULL argument; the scan's transaction has ended:
-** close a scan before its transaction's commit or abort), SOCHDB_CORRUPT,
-** SOCHDB_NOMEM.
+** close a scan before its transaction's commit or abort), SOCHDB_CORRUPT or
+** SOCHDB_IO (an SSTable is damaged or could not be read; once a scan has
+** returned one, every later call returns it again), SOCHDB_NOMEM.
 */
 int  sochdb_scan_next(sochdb_scan *s, sochdb_value *out);
 

@@ -346,3 +346,27 @@ Test(sochdbd, a_lock_naming_another_databases_daemon_is_not_obeyed)
   cr_assert_eq(tu_rmrf(other), 0, "remove %s", other);
   free(other);
 }
+
+/* A flag's value outside its range is refused with the range, exit 2:
+** zero for --sync-delay-ms or --interval-ms used to end the daemon with no
+** word, and the message said 0 was allowed. */
+Test(sochdbd, a_flag_out_of_its_range_is_refused_with_the_range)
+{
+  static const struct { const char *flag, *value, *says; } cases[] = {
+    { "--sync-delay-ms", "0", "takes 1..1000" },   { "--interval-ms", "0", "takes 1..60000" },
+    { "--interval-ms", "70000", "takes 1..60000" }, { "--l0-trigger", "1", "takes 2..1000" },
+    { "--level-ratio", "-3", "takes 2..1000" },     { "--spare-ms", "x", "takes 0..60000" },
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    char cmd[8300], out[512] = "";
+    snprintf(cmd, sizeof cmd, "'%s' %s %s '%s' 2>&1", SOCHDB_TEST_SOCHDBD, cases[i].flag, cases[i].value, tu_dir());
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p, "%s", cmd);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    int status = pclose(p);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 2, "%s %s: status %d", cases[i].flag, cases[i].value,
+              status);
+    cr_assert_not_null(strstr(out, cases[i].says), "%s %s said \"%s\"", cases[i].flag, cases[i].value, out);
+  }
+}
