@@ -536,18 +536,20 @@ Test(manifest, files_whose_ranges_meet_below_level_0_are_refused)
   add_range(&e, 2, 11, "aaa", "zzz");
   add_range(&e, 0, 12, "aaa", "zzz");
   expect_apply(m, &s, &e, SOCHDB_OK, "one file a level, and level 0 over them");
-  add_range(&e, 1, 20, "eee", "hhh");
-  expect_apply(m, &s, &e, SOCHDB_CORRUPT, "a file over part of another's keys");
-  add_range(&e, 1, 21, "fff", "ggg");
-  expect_apply(m, &s, &e, SOCHDB_CORRUPT, "a file sharing one boundary key");
-  add_range(&e, 1, 22, "ppp", "rrr");
-  add_range(&e, 1, 23, "ggg", "hhh");
-  add_range(&e, 1, 24, "hhh", "kkk");
+  static const struct { unsigned level; const char *lo, *hi, *what; } refused[] = {
+    { 1, "eee", "hhh", "a file over part of another's keys" },
+    { 1, "fff", "ggg", "a file sharing one boundary key" },
+    { 1, "zzz", "aaa", "a file whose smallest key is above its largest" },
+    { 0, "zzz", "aaa", "the same at level 0" },
+  };
+  for (unsigned i = 0; i < sizeof refused / sizeof *refused; i++) {
+    add_range(&e, refused[i].level, 20 + i, refused[i].lo, refused[i].hi);
+    expect_apply(m, &s, &e, SOCHDB_CORRUPT, refused[i].what);
+  }
+  add_range(&e, 1, 25, "ppp", "rrr");
+  add_range(&e, 1, 26, "ggg", "hhh");
+  add_range(&e, 1, 27, "hhh", "kkk");
   expect_apply(m, &s, &e, SOCHDB_CORRUPT, "two new files over the same key");
-  add_range(&e, 1, 25, "zzz", "aaa");
-  expect_apply(m, &s, &e, SOCHDB_CORRUPT, "a file whose smallest key is above its largest");
-  add_range(&e, 0, 26, "zzz", "aaa");
-  expect_apply(m, &s, &e, SOCHDB_CORRUPT, "the same at level 0");
   cr_assert_eq(manifest_edit_delete_file(&e, 1, 10), SOCHDB_OK);
   cr_assert_eq(manifest_edit_add_file(&e, 2, &s.levels[1].files[0]), SOCHDB_OK);
   expect_apply(m, &s, &e, SOCHDB_CORRUPT, "a file moved down over another");

@@ -519,6 +519,20 @@ static void stop_and_lose_region(sochdb *db, const char *dir)
   tu_remove_region(dir);
 }
 
+/* A database in dir with SYNC commits of keys k0 .. k<n-1> ("v"), its
+** daemon stopped and its region lost: the next open replays the log. */
+static void commit_keys_and_lose_region(const char *dir, int n)
+{
+  sochdb_options o = tu_options(64u << 20, 1u << 20, 10000);
+  sochdb *db = tu_open_with(dir, &o);
+  for (int i = 0; i < n; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "k%d", i);
+    tu_commit_kv(db, k, "v", SOCHDB_SYNC);
+  }
+  stop_and_lose_region(db, dir);
+}
+
 static int check_damage(const char *dir)
 {
   struct check_summary sum;
@@ -526,9 +540,11 @@ static int check_damage(const char *dir)
   return (int)sum.damaged;
 }
 
-/* The open of dir (its region lost) fails with SOCHDB_CORRUPT, saying `why`. */
-static void expect_open_corrupt(const char *dir, const char *why, const char *what)
+/* sochdb check finds damage in dir, and the open of dir (its region lost)
+** fails with SOCHDB_CORRUPT, saying `why`. */
+static void expect_damage_refused(const char *dir, const char *why, const char *what)
 {
+  cr_assert_gt(check_damage(dir), 0, "%s: sochdb check calls the directory clean", what);
   sochdb_options o = tu_options(64u << 20, 1u << 20, 10000);
   sochdb *db = NULL;
   int rc = sochdb_open(dir, &o, &db);
@@ -609,8 +625,7 @@ Test(recovery, a_damaged_last_group_whose_commit_an_sstable_holds_is_damage_not_
     cr_assert_eq(mkdir(dir, 0700), 0);
     if (!damage_a_commit_half_flushed(dir, pad))
       continue;
-    cr_assert_gt(check_damage(dir), 0, "sochdb check calls the log clean");
-    expect_open_corrupt(dir, "holds commit", "the damaged last group");
+    expect_damage_refused(dir, "holds commit", "the damaged last group");
     return;
   }
   cr_assert_fail("no try left the commit half flushed in the newest segment's last group");
@@ -639,8 +654,7 @@ Test(recovery, every_segment_gone_after_a_flush_is_damage)
     cr_assert_eq(unlink(p), 0);
   }
   free(lsns);
-  cr_assert_gt(check_damage(dir), 0, "sochdb check calls a database without its log clean");
-  expect_open_corrupt(dir, "no segment", "every segment gone");
+  expect_damage_refused(dir, "no segment", "every segment gone");
 }
 
 /* A record whose seq does not follow the one before it, in an intact group
@@ -649,14 +663,7 @@ Test(recovery, every_segment_gone_after_a_flush_is_damage)
 Test(recovery, check_reports_commits_out_of_order_as_the_replay_refuses_them)
 {
   const char *dir = tu_dir();
-  sochdb_options o = tu_options(64u << 20, 1u << 20, 10000);
-  sochdb *db = tu_open_with(dir, &o);
-  for (int i = 0; i < 6; i++) {
-    char k[16];
-    snprintf(k, sizeof k, "k%d", i);
-    tu_commit_kv(db, k, "v", SOCHDB_SYNC);
-  }
-  stop_and_lose_region(db, dir);
+  commit_keys_and_lose_region(dir, 6);
   char seg[4300];
   newest_segment(dir, seg, sizeof seg);
   size_t len, offs[256];
@@ -673,8 +680,7 @@ Test(recovery, check_reports_commits_out_of_order_as_the_replay_refuses_them)
   memcpy(buf + offs[n - 1], &g, sizeof g);
   rewrite_file(seg, buf, len);
   free(buf);
-  cr_assert_gt(check_damage(dir), 0, "sochdb check calls a log with a repeated seq clean");
-  expect_open_corrupt(dir, "is not after commit", "a repeated seq");
+  expect_damage_refused(dir, "is not after commit", "a repeated seq");
 }
 
 /* A FIFO named like a WAL segment: the replay's read-ahead opened it and
@@ -683,16 +689,14 @@ Test(recovery, check_reports_commits_out_of_order_as_the_replay_refuses_them)
 Test(recovery, a_fifo_named_like_a_segment_is_refused_not_waited_on)
 {
   const char *dir = tu_dir();
-  sochdb_options o = tu_options(64u << 20, 1u << 20, 10000);
-  sochdb *db = tu_open_with(dir, &o);
-  tu_commit_kv(db, "k", "v", SOCHDB_SYNC);
-  stop_and_lose_region(db, dir);
+  commit_keys_and_lose_region(dir, 1);
   char fifo[4300];
   snprintf(fifo, sizeof fifo, "%s/" WAL_DIR "/7fffffffffffff00.wal", dir);
   cr_assert_eq(mkfifo(fifo, 0600), 0);
   pid_t pid = tu_fork();
   if (pid == 0) {
-    int rc = sochdb_open(dir, &o, &db);
+    sochdb *db;
+    int rc = sochdb_open(dir, NULL, &db);
     _exit(rc == SOCHDB_CORRUPT || rc == SOCHDB_IO ? 0 : 1);
   }
   int status = 0;
@@ -709,10 +713,7 @@ Test(recovery, a_fifo_named_like_a_segment_is_refused_not_waited_on)
 Test(recovery, a_segment_grown_into_a_huge_hole_is_checked_and_replayed_without_reading_it)
 {
   const char *dir = tu_dir();
-  sochdb_options o = tu_options(64u << 20, 1u << 20, 10000);
-  sochdb *db = tu_open_with(dir, &o);
-  tu_commit_kv(db, "k", "v", SOCHDB_SYNC);
-  stop_and_lose_region(db, dir);
+  commit_keys_and_lose_region(dir, 1);
   char seg[4300];
   newest_segment(dir, seg, sizeof seg);
   cr_assert_eq(truncate(seg, 1ll << 30), 0, "truncate %s: %s", seg, strerror(errno));
@@ -722,8 +723,9 @@ Test(recovery, a_segment_grown_into_a_huge_hole_is_checked_and_replayed_without_
   getrusage(RUSAGE_SELF, &after);
   cr_assert_lt(after.ru_maxrss - before.ru_maxrss, 256 << 10, "sochdb check grew by %ld KiB for a 1 GiB hole",
                after.ru_maxrss - before.ru_maxrss);
-  db = tu_open_with(dir, &o);
+  sochdb_options o = tu_options(64u << 20, 1u << 20, 10000);
+  sochdb *db = tu_open_with(dir, &o);
   char v[8];
-  cr_assert_eq(tu_read_str(db, "k", v, sizeof v), SOCHDB_OK, "the commit before the hole");
+  cr_assert_eq(tu_read_str(db, "k0", v, sizeof v), SOCHDB_OK, "the commit before the hole");
   sochdb_close(db);
 }

@@ -173,6 +173,41 @@ Test(store, a_store_without_current_beside_its_tables_refuses_and_removes_nothin
   tu_close();
 }
 
+/* A small table written and recorded at level 0 (durable, then published):
+** its number and size. */
+static void record_small_table(struct store *s, uint64_t *number, size_t *total)
+{
+  cr_assert_eq(write_small_table(s, number, total), SOCHDB_OK, "%s", sochdb_last_error());
+  struct manifest_edit e;
+  manifest_edit_init(&e);
+  struct manifest_file f = { *number, *total, (uint8_t *)"a", 1, (uint8_t *)"z", 1, 1, 1 };
+  cr_assert_eq(manifest_edit_add_file(&e, 0, &f), SOCHDB_OK);
+  cr_assert_eq(store_apply(s, &e), SOCHDB_OK, "%s", sochdb_last_error());
+  manifest_edit_free(&e);
+}
+
+/* Close s, flip a bit of its MANIFEST at offset `at`, and expect store_open
+** to refuse (SOCHDB_CORRUPT, saying `says`) and keep table `number`. */
+static void damage_manifest_and_expect_refusal(struct store *s, sochdb *db, uint64_t at, uint64_t number,
+                                               size_t total, const char *says)
+{
+  char path[4300];
+  snprintf(path, sizeof path, "%s/MANIFEST-%06llu", tu_dir(), (unsigned long long)manifest_number(s->man));
+  store_close(s);
+  int fd = open(path, O_RDWR);
+  cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+  uint8_t byte;
+  cr_assert_eq(pread(fd, &byte, 1, (off_t)at), 1);
+  byte ^= 0x20;
+  cr_assert_eq(pwrite(fd, &byte, 1, (off_t)at), 1);
+  close(fd);
+  int rc = store_open(s, db);
+  cr_assert_eq(rc, SOCHDB_CORRUPT, "store_open after byte %llu of the MANIFEST was damaged: %s",
+               (unsigned long long)at, sochdb_strerror(rc));
+  cr_assert_not_null(strstr(sochdb_last_error(), says), "%s", sochdb_last_error());
+  expect_file(number, total);
+}
+
 /* A MANIFEST rewritten as one snapshot record (roll_manifest), then damaged
 ** there: the snapshot is written with its file and durable before CURRENT
 ** names it, so it is never torn. store_open read the damage as a torn tail,
@@ -185,29 +220,9 @@ Test(store, a_store_whose_sole_snapshot_record_is_damaged_refuses_and_removes_no
   sochdb *db = open_daemon_store(&s);
   size_t total;
   uint64_t number;
-  cr_assert_eq(write_small_table(&s, &number, &total), SOCHDB_OK, "%s", sochdb_last_error());
-  struct manifest_edit e;
-  manifest_edit_init(&e);
-  struct manifest_file f = { number, total, (uint8_t *)"a", 1, (uint8_t *)"z", 1, 1, 1 };
-  cr_assert_eq(manifest_edit_add_file(&e, 0, &f), SOCHDB_OK);
-  cr_assert_eq(store_apply(&s, &e), SOCHDB_OK, "%s", sochdb_last_error());
-  manifest_edit_free(&e);
+  record_small_table(&s, &number, &total);
   cr_assert_eq(manifest_rewrite(s.man, &s.state), SOCHDB_OK, "%s", sochdb_last_error());
-  char name[64], path[4300];
-  snprintf(name, sizeof name, "MANIFEST-%06llu", (unsigned long long)manifest_number(s.man));
-  store_close(&s);
-  snprintf(path, sizeof path, "%s/%s", tu_dir(), name);
-  int fd = open(path, O_RDWR);
-  cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
-  uint8_t byte;
-  cr_assert_eq(pread(fd, &byte, 1, 40 + 24), 1);   /* in the snapshot record, after its 16-byte header */
-  byte ^= 0x04;
-  cr_assert_eq(pwrite(fd, &byte, 1, 40 + 24), 1);
-  close(fd);
-  int rc = store_open(&s, db);
-  cr_assert_eq(rc, SOCHDB_CORRUPT, "store_open of a damaged sole snapshot record: %s", sochdb_strerror(rc));
-  cr_assert_not_null(strstr(sochdb_last_error(), "first record"), "%s", sochdb_last_error());
-  expect_file(number, total);
+  damage_manifest_and_expect_refusal(&s, db, MANIFEST_HEADER + 24, number, total, "first record");
   tu_close();
 }
 
@@ -220,33 +235,11 @@ Test(store, a_table_the_published_list_names_is_kept_when_the_manifest_lost_its_
 {
   struct store s;
   sochdb *db = open_daemon_store(&s);
+  uint64_t last_record = manifest_bytes(s.man);
   size_t total;
   uint64_t number;
-  cr_assert_eq(write_small_table(&s, &number, &total), SOCHDB_OK, "%s", sochdb_last_error());
-  char name[64];
-  snprintf(name, sizeof name, "MANIFEST-%06llu", (unsigned long long)manifest_number(s.man));
-  uint64_t last_record = manifest_bytes(s.man);
-  struct manifest_edit e;
-  manifest_edit_init(&e);
-  struct manifest_file f = { number, total, (uint8_t *)"a", 1, (uint8_t *)"z", 1, 1, 1 };
-  cr_assert_eq(manifest_edit_add_file(&e, 0, &f), SOCHDB_OK);
-  cr_assert_eq(store_apply(&s, &e), SOCHDB_OK, "%s", sochdb_last_error());   /* durable, then published */
-  manifest_edit_free(&e);
-  store_close(&s);
-  char path[4300];
-  snprintf(path, sizeof path, "%s/%s", tu_dir(), name);
-  int fd = open(path, O_RDWR);
-  cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
-  uint8_t byte;
-  off_t at = (off_t)last_record + 24;   /* in the last record, after its 16-byte header */
-  cr_assert_eq(pread(fd, &byte, 1, at), 1);
-  byte ^= 0x20;
-  cr_assert_eq(pwrite(fd, &byte, 1, at), 1);
-  close(fd);
-  int rc = store_open(&s, db);
-  cr_assert_eq(rc, SOCHDB_CORRUPT, "store_open after the MANIFEST lost a published edit: %s", sochdb_strerror(rc));
-  cr_assert_not_null(strstr(sochdb_last_error(), "lost an edit"), "%s", sochdb_last_error());
-  expect_file(number, total);
+  record_small_table(&s, &number, &total);
+  damage_manifest_and_expect_refusal(&s, db, last_record + 24, number, total, "lost an edit");
   tu_close();
 }
 
