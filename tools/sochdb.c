@@ -1311,7 +1311,8 @@ static void print_usage(FILE *f)
 {
   fputs("usage: sochdb [--json] COMMAND DIR [ARGS]\n\n"
         "Reads and writes the sochdb database in directory DIR. Other processes may\n"
-        "use the database at the same time; every command is one transaction.\n\n"
+        "use the database at the same time; a command that reads or writes keys is one\n"
+        "transaction (load, backup and table load write in batches).\n\n"
         "commands:\n", f);
   for (size_t i = 0; i < NCOMMANDS; i++)
     fprintf(f, "  %-7s %s\n", commands[i].name, commands[i].summary);
@@ -1322,7 +1323,7 @@ static void print_usage(FILE *f)
         "  bench   a quick benchmark (puts, durable puts, reads, a scan) on a scratch DIR\n", f);
   fputs("\noptions:\n"
         "  --json      machine-readable output (get, scan, stats, check, compact, bench,\n"
-        "              and the summaries of dump, load, backup)\n"
+        "              destroy, table, and the summaries of dump, load, backup)\n"
         "  --help      this text; 'sochdb COMMAND --help' describes one command\n"
         "  --version   print the library version the tool was built with\n\n"
         "Keys and values are taken from the arguments byte for byte; write -- before\n"
