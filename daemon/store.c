@@ -209,22 +209,25 @@ int store_open(struct store *s, sochdb *db)
   s->compact_rate = 64ull << 20;
   s->roll_bytes = MANIFEST_ROLL_BYTES;
   int rc = open_manifest(s);
-  if (rc != SOCHDB_OK)
-    return rc;
-  s->next_file = s->state.next_file_number ? s->state.next_file_number : 1;
-  /* relaxed: see store_new_file_number. Above the MANIFEST's after a
-  ** daemon died between numbering a table and recording it, or when the
-  ** directory was put back to an older copy. */
-  uint64_t floor = atomic_load_explicit(&s->r->hdr->next_file_floor, memory_order_relaxed);
-  if (floor > s->next_file)
-    s->next_file = floor;
-  rc = check_published_list(s);
+  if (rc == SOCHDB_OK) {
+    s->next_file = s->state.next_file_number ? s->state.next_file_number : 1;
+    /* relaxed: see store_new_file_number. Above the MANIFEST's after a
+    ** daemon died between numbering a table and recording it, or when the
+    ** directory was put back to an older copy. */
+    uint64_t floor = atomic_load_explicit(&s->r->hdr->next_file_floor, memory_order_relaxed);
+    if (floor > s->next_file)
+      s->next_file = floor;
+    rc = check_published_list(s);
+  }
   if (rc == SOCHDB_OK)
     rc = doom_orphans(s);
+  if (rc == SOCHDB_OK) {
+    fl_reclaim(s->r, 1);   /* and lists a dead daemon was building */
+    rc = publish_locked(s);
+  }
   if (rc != SOCHDB_OK)
-    return rc;
-  fl_reclaim(s->r, 1);   /* and lists a dead daemon was building */
-  return publish_locked(s);
+    store_close(s);   /* nothing is left for the caller to close */
+  return rc;
 }
 
 void store_close(struct store *s)

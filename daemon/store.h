@@ -30,7 +30,8 @@ struct store {
   uint64_t                  rolled_bytes; /* its size after the last rewrite (0: none since open) */
 };
 
-/* Open (or create) the MANIFEST, doom orphan files, publish the file list. */
+/* Open (or create) the MANIFEST, doom orphan files, publish the file list.
+** On failure everything is released: there is nothing to store_close. */
 int  store_open(struct store *s, sochdb *db);
 /* Whether an edit failed in a way only a new store can mend: the MANIFEST
 ** could not be written or synced (its handle refuses every later edit, and
