@@ -11,6 +11,7 @@
 #include "manifest.h"
 #include "sochdb.h"
 #include "sstfmt.h"
+#include "testhooks.h"
 #include "walfmt.h"
 
 #include <dirent.h>
@@ -423,6 +424,92 @@ struct oldest_segment {
   char     path[CK_PATH];
 };
 
+/* A segment's bytes for the scan. Older segments are mapped: closed, they
+** never change (the flusher only unlinks them). The newest may be written,
+** or cut by a starting daemon trimming its torn tail, while we read it: it
+** is copied, so that the scan judges one state of it and never touches a
+** mapped page the file no longer has (SIGBUS). The copy stops at the end of
+** its last data extent: a hole after it reads as zeros, however large a
+** damaged size makes it (and fd, kept for a mapped segment, lets the scan
+** skip holes when it looks for the zeros after the last group). */
+struct seg_bytes {
+  const uint8_t *buf;
+  size_t         len;
+  int            fd;       /* -1 for a copy */
+  int            copied;
+};
+
+/* Where fd's last data extent ends (size if the filesystem cannot say). */
+static size_t data_end(int fd, size_t size)
+{
+  size_t end = 0;
+  for (off_t pos = 0; (size_t)pos < size;) {
+    off_t data = lseek(fd, pos, SEEK_DATA);
+    if (data < 0)
+      return errno == ENXIO ? end : size;
+    off_t hole = lseek(fd, data, SEEK_HOLE);
+    if (hole < 0)
+      return size;
+    end = (size_t)hole < size ? (size_t)hole : size;
+    pos = hole;
+  }
+  return end;
+}
+
+/* 0, or an errno value (ENOENT: removed meanwhile). */
+static int seg_read(const char *path, int newest, struct seg_bytes *sb)
+{
+  *sb = (struct seg_bytes){ NULL, 0, -1, newest };
+  if (!newest)
+    return sdb_map_file(path, &sb->buf, &sb->len, &sb->fd);
+  int fd;
+  size_t size;
+  int e = sdb_open_regular(path, &fd, &size);
+  if (e)
+    return e;
+  size_t end = data_end(fd, size);
+  uint8_t *copy = malloc(end ? end : 1);
+  size_t got = 0;
+  while (copy && got < end) {
+    ssize_t r = pread(fd, copy + got, end - got, (off_t)got);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0) {   /* cut meanwhile (r == 0): judged as far as it goes */
+      e = r < 0 ? errno : 0;
+      break;
+    }
+    got += (size_t)r;
+  }
+  close(fd);
+  if (!copy || e) {
+    free(copy);
+    return copy ? e : ENOMEM;
+  }
+  sb->buf = copy;
+  sb->len = got;
+  return 0;
+}
+
+static void seg_release(struct seg_bytes *sb)
+{
+  if (sb->copied)
+    free((void *)sb->buf);
+  else
+    sdb_unmap_file(sb->buf, sb->len);
+  if (sb->fd >= 0)
+    close(sb->fd);
+  sb->buf = NULL;
+  sb->fd = -1;
+}
+
+static int scan_segment(struct ck *c, const struct seg_bytes *sb, struct bad_records *seqs,
+                        struct wal_scan_result *res)
+{
+  static const uint8_t empty[1];
+  seqs->n = 0;
+  return wal_scan_buffer_from(sb->buf ? sb->buf : empty, sb->len, sb->fd, c->db_id, NULL, check_record, seqs, res);
+}
+
 static void check_wal(struct ck *c, const uint64_t *lsns, size_t n, struct oldest_segment *oldest,
                       struct bad_records *seqs)
 {
@@ -432,13 +519,24 @@ static void check_wal(struct ck *c, const uint64_t *lsns, size_t n, struct oldes
   for (size_t i = 0; i < n && !c->fatal; i++) {
     char path[CK_PATH];
     wal_segment_path(path, sizeof path, c->dir, lsns[i]);
-    const uint8_t *buf;
-    size_t len;
-    int fd = -1;
-    /* Mapped, not read into memory, and its trailing zeros looked for
-    ** through fd, which skips holes: a segment whose size was damaged into
-    ** gigabytes costs neither its size in memory nor reading its zeros. */
-    int e = sdb_map_file(path, &buf, &len, &fd);
+    struct seg_bytes sb;
+    struct bad_records before = *seqs;
+    int e = seg_read(path, i + 1 == n, &sb);
+    CALLPOINT("check.segment_read");   /* tests/test_check.c: the daemon cuts or writes it now */
+    struct wal_scan_result res;
+    int rc = e ? SOCHDB_OK : scan_segment(c, &sb, seqs, &res);
+    if (!e && rc == SOCHDB_CORRUPT && i + 1 == n) {
+      /* damage before an intact group in the newest segment: the writer
+      ** may have finished a group while we copied; look once more, and
+      ** report what is still there */
+      seg_release(&sb);
+      struct timespec pause = { 0, 100 * 1000000L };
+      nanosleep(&pause, NULL);
+      *seqs = before;
+      e = seg_read(path, 1, &sb);
+      rc = e ? SOCHDB_OK : scan_segment(c, &sb, seqs, &res);
+    }
+    size_t len = sb.len;
     if (e == ENOENT) {
       problem(c, 0, path, "vanished while checking (removed once its contents were flushed)");
       have_expect = 0;
@@ -453,11 +551,7 @@ static void check_wal(struct ck *c, const uint64_t *lsns, size_t n, struct oldes
       have_expect = 0;
       continue;
     }
-    struct wal_scan_result res;
-    seqs->n = 0;
-    int was_bad = seqs->seq_bad;
-    static const uint8_t empty[1];
-    int rc = wal_scan_buffer_from(buf ? buf : empty, len, fd, c->db_id, NULL, check_record, seqs, &res);
+    int was_bad = before.seq_bad;
     const struct bad_records bad = *seqs;
     if (!read_one++) {   /* prev_seq 0 if its header is damaged (reported below): nothing to judge */
       oldest->known = 1;
@@ -471,8 +565,7 @@ static void check_wal(struct ck *c, const uint64_t *lsns, size_t n, struct oldes
               (unsigned long long)bad.first_lsn, (unsigned long long)bad.first_group);
     if (bad.seq_bad && !was_bad)
       problem(c, 1, path, "%s: the log's commits are out of order, and recovery would refuse it", bad.seq_why);
-    sdb_unmap_file(buf, len);
-    close(fd);
+    seg_release(&sb);
     c->s->files_checked++;
     c->s->wal_segments++;
     c->s->bytes_checked += len;
@@ -522,6 +615,51 @@ static void check_log_reaches_back(struct ck *c, const struct oldest_segment *ol
     wal_gap_message(gap, sizeof gap, oldest->path, oldest->prev_seq, flushed);
     problem(c, 1, oldest->path, "%s", gap);
   }
+}
+
+/* What the MANIFEST read first says the log must reach, and what the log
+** read after it held (wal_check_reaches). */
+struct log_promise {
+  size_t   nsegments;
+  uint64_t flushed;
+  size_t   nfiles;
+  uint64_t log_newest;   /* the newest commit the segments read held */
+  uint64_t sst_max;      /* the newest commit a live table holds, */
+  uint64_t sst_file;     /* in this table */
+};
+
+/* The log must reach the newest commit a live table holds. On a live
+** database the flusher may have removed the segments we listed, every one
+** at or below the last_flushed_seq the MANIFEST says by then, and a new
+** segment may have been renamed in while the directory was listed: what
+** falls short is judged again by the MANIFEST and the segments as they are
+** now. A stopped database's answer does not change. */
+static void check_log_reaches_forward(struct ck *c, const struct log_promise *lp, uint64_t newest_lsn)
+{
+  if (wal_check_reaches(lp->nsegments, lp->flushed, lp->nfiles, lp->log_newest, lp->sst_max, lp->sst_file) ==
+      SOCHDB_OK)
+    return;
+  uint64_t flushed_now = lp->flushed, *lsns;
+  struct manifest_state now;
+  if (manifest_read(c->dir, c->db_id, &now, NULL) == SOCHDB_OK) {
+    if (now.last_flushed_seq > flushed_now)
+      flushed_now = now.last_flushed_seq;
+    manifest_state_free(&now);
+  }
+  size_t segments_now = lp->nsegments;
+  if (wal_list_segments(c->dir, &lsns, &segments_now) == SOCHDB_OK)
+    free(lsns);
+  if (!lp->nsegments && segments_now)
+    return;   /* listed while a segment was renamed in: nothing read to judge by */
+  uint64_t newest = lp->log_newest > flushed_now ? lp->log_newest : flushed_now;
+  if (wal_check_reaches(segments_now, flushed_now, lp->nfiles, newest, lp->sst_max, lp->sst_file) == SOCHDB_OK)
+    return;
+  char where[CK_PATH], err[1024];
+  if (lp->nsegments)
+    wal_segment_path(where, sizeof where, c->dir, newest_lsn);
+  else
+    snprintf(where, sizeof where, "%s/" WAL_DIR, c->dir);
+  problem(c, 1, where, "%s", last_error(err, sizeof err));
 }
 
 /* ---- the whole directory ------------------------------------------------------------ */
@@ -658,15 +796,9 @@ int sdb_check_dir(const char *dir, const struct check_callbacks *cb, struct chec
     check_wal(&c, lsns, nlsns, &oldest, &seqs);
   if (!c.fatal && (mrc == SOCHDB_OK || mrc == SOCHDB_NOTFOUND))
     check_log_reaches_back(&c, &oldest, flushed);
-  /* The log only grows while we read it: judged by the MANIFEST read first. */
-  if (!c.fatal && have_manifest &&
-      wal_check_reaches(nlsns, flushed, nlive, seqs.newest, sst_max, sst_file) != SOCHDB_OK) {
-    char where[CK_PATH];
-    if (nlsns)
-      wal_segment_path(where, sizeof where, dir, lsns[nlsns - 1]);
-    else
-      snprintf(where, sizeof where, "%s/" WAL_DIR, dir);
-    problem(&c, 1, where, "%s", last_error(err, sizeof err));
+  if (!c.fatal && have_manifest) {
+    struct log_promise lp = { nlsns, flushed, nlive, seqs.newest, sst_max, sst_file };
+    check_log_reaches_forward(&c, &lp, nlsns ? lsns[nlsns - 1] : 0);
   }
   free(lsns);
   if (c.fatal)

@@ -21,9 +21,13 @@
 **              a crash interrupted, never acknowledged), a live file that
 **              vanished because a compaction removed it meanwhile.
 **
-** Safe while the database is in use: files are only read (SSTables through a
-** read-only mmap: they are immutable once named; the WAL and MANIFEST with
-** read(), since they grow meanwhile), nothing is locked or written.
+** Safe while the database is in use: files are only read (SSTables and the
+** closed WAL segments through a read-only mmap: they never change once
+** named or closed; the newest segment and the MANIFEST copied with read(),
+** since they grow, or are cut back, meanwhile), nothing is locked or
+** written. What the daemon removes or moves on meanwhile (segments a flush
+** covered, tables a compaction replaced) is judged by the MANIFEST as it
+** is when the check looks again, never reported as damage.
 */
 #ifndef SOCHDB_CHECK_H
 #define SOCHDB_CHECK_H
