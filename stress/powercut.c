@@ -7,7 +7,9 @@
 **                          made durable: a regular file's size (read before
 **                          the call: bytes written concurrently may not be
 **                          durable) or a directory's listing (read before the
-**                          call, for the same reason). A record is never
+**                          call, for the same reason; one directory sync at a
+**                          time, so listings are recorded in the order they
+**                          were read). A record is never
 **                          ahead of the disk, and every commit the daemon
 **                          acknowledges has its record, because it
 **                          acknowledges only after fdatasync returned.
@@ -225,6 +227,8 @@ static int lie_now(const char *path, const struct stat *st)
   return seen;
 }
 
+static pthread_mutex_t dir_sync_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static int synced(int fd, int (*real)(int))
 {
   char path[PATH_MAX];
@@ -232,6 +236,15 @@ static int synced(int fd, int (*real)(int))
   if (!active || !real || fd_path(fd, path) != 0 || fstat(fd, &st) != 0) return real ? real(fd) : (errno = ENOSYS, -1);
   if (lie_now(path, &st)) return 0;   /* a lying disk: nothing synced, nothing recorded */
   if (S_ISDIR(st.st_mode)) {
+    /* One directory sync at a time in this process: the crash state takes
+    ** the last listing recorded as the directory's durable names, so the
+    ** listings must be recorded in the order they were read. Unlocked, the
+    ** flusher's sync could list a new table's name and record it, and the
+    ** compactor's, listed earlier without that name, be recorded after it:
+    ** the table the MANIFEST then named was dropped at the cut (a stress
+    ** run's "created, its name never made durable" on a table listed at
+    ** level 0). */
+    pthread_mutex_lock(&dir_sync_mu);
     char *body = listing(path);
     int rc = real(fd);
     if (rc == 0 && body) {
@@ -239,6 +252,7 @@ static int synced(int fd, int (*real)(int))
       record("D %s %s", path, body);
       errno = saved;
     }
+    pthread_mutex_unlock(&dir_sync_mu);
     free(body);
     return rc;
   }
