@@ -150,7 +150,9 @@ static int check_published_list(struct store *s)
     if (access(path, F_OK) == 0)
       return sdb_fail(SOCHDB_CORRUPT, "%s is in the file list the last daemon published, but not in the "
                       "MANIFEST, which never numbered it: the MANIFEST lost an edit that was durable (its last "
-                      "record damaged?); the table is kept, and the database left as it is", path);
+                      "record damaged?), or the directory was put back to a copy taken before that edit while "
+                      "the region stayed (then remove the region: sochdb_region_path); the table is kept, and "
+                      "the database left as it is", path);
   }
   return SOCHDB_OK;
 }
