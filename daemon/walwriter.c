@@ -135,7 +135,9 @@ static int note_record(void *ctx, const struct wal_record *rec)
   struct adopt_scan *a = ctx;
   if (rec->seq > a->log_max)
     a->log_max = rec->seq;
-  if (rec->group_offset != a->group_offset || !a->group_lsn) {
+  /* a new group: no group starts at offset 0 (the segment's header is
+  ** there), and the log's first group starts at LSN 0 */
+  if (rec->group_offset != a->group_offset) {
     a->group_offset = rec->group_offset;
     a->group_lsn = rec->lsn;
   }

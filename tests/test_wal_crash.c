@@ -2162,6 +2162,39 @@ Test(wal_crash, unconfirmed_groups_after_the_note_are_rewritten_not_trusted)
   wc_expect_rewritten_once(db, dir, 31);
 }
 
+/* Groups end where durable_seq was published: a region whose durable_seq
+** falls inside a group (damaged) is refused by the adopting daemon, which
+** would otherwise cut the group at its start, confirmed commits with it.
+** The log's first group starts at LSN 0, which its scan took for "no group
+** yet": there the check never fired (found by the WAL writer review). */
+Test(wal_crash, a_first_group_mixing_confirmed_and_unconfirmed_commits_is_refused)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  sochdb_test_without_daemon(1);   /* four ASYNC commits wait: the first daemon logs them as one group */
+  sochdb *db = wc_open(dir, 10000);
+  for (int i = 0; i < 4; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "k%d", i);
+    tu_commit_kv(db, k, "v", SOCHDB_ASYNC);
+  }
+  uint64_t first = tu_stats(db).last_commit_seq - 3;
+  sochdb_test_without_daemon(0);
+  tu_commit_kv(db, "k4", "v", SOCHDB_SYNC);   /* starts the daemon */
+  cr_assert_eq(tu_stats(db).wal_groups, 1, "the five commits are not one group");
+  wc_stop_daemon(dir, SIGKILL, "before winding durable_seq into the group");
+  atomic_store(&db->region.hdr->durable_seq, first);   /* inside the first group */
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_put_str(t, "k5", "v");
+  int rc = sochdb_commit(t, SOCHDB_SYNC);
+  cr_assert_eq(rc, SOCHDB_DAEMON, "a daemon adopted a log whose first group the region calls half durable: %s",
+               sochdb_strerror(rc));
+  char *log = wc_log(dir);
+  cr_assert_not_null(strstr(log, "mixes confirmed and unconfirmed"), "the daemon's log:\n%s", log);
+  free(log);
+  sochdb_close(db);
+}
+
 /* A client that blocks SIGTERM (a CLI waiting in sigsuspend) or ignores
 ** signals must not hand that to the daemon it starts: the daemon still
 ** stops on SIGTERM. */
