@@ -117,17 +117,27 @@ static int wait_for_commits(struct flusher *f, uint64_t tag, unsigned limit_ms)
 ** is over. */
 static int seal(struct flusher *f) { return wait_for_commits(f, epoch_retire(f->s->r), UINT_MAX); }
 
+static void recycle_retired(shm_region *r, int may_keep);
+
 /* The final state of version v: its seq, or MV_ABORTED. A sealed memtable
-** holds no pending version but a dead committer's, which we reap. */
+** holds no pending version but a dead committer's, which we reap, or that
+** of a live one waiting in make_room for a free arena (it left the commit
+** epoch the seal waited for, its intents here still undecided). That one
+** may be waiting for an arena only we recycle, one that became free since
+** this step began (a reader let go of it, or the committer's own older
+** epoch ended): we recycle while we wait, or it would time out with
+** SOCHDB_BUSY, room there, and hold every flush up meanwhile. */
 static uint64_t final_state(shm_region *r, uint32_t my_slot, const struct mv_version *v)
 {
-  for (;;) {
+  for (unsigned round = 1;; round++) {
     uint64_t st = mv_resolve(r, v);
     if (st)
       return st;
     uint64_t ref = mv_pending_txn(v);   /* 0: stamped meanwhile */
     if (ref)
       slots_reap_if_dead(r, my_slot, txn_ref_slot(ref));
+    if (round % 10 == 0)
+      recycle_retired(r, 0);
     pause_ms(1);
   }
 }

@@ -1025,3 +1025,67 @@ Test(flush, a_daemon_told_to_keep_no_spare_gives_every_recycled_arena_back)
   sochdb_close(db);
   unlink(script);
 }
+
+/* ---- a committer waiting for an arena the flusher alone can recycle ------
+** A commit that fills the last free arena waits in make_room, its intents in
+** an older memtable still undecided; the flusher seals that memtable (the
+** committer re-entered a newer commit epoch) and waits in build_table for
+** them. An arena that became free meanwhile was recycled only after that
+** flush, which waited for the commit: the commit failed with SOCHDB_BUSY
+** after busy_timeout_ms, room there (found by the memtable-lifecycle
+** review). Three arenas: 7 MiB of region, 1 MiB memtables. */
+
+/* One transaction of 16,000 keys (about 2.4 memtables), committed ASYNC: its rc. */
+static int commit_two_memtables_and_more(sochdb *db)
+{
+  sochdb_txn *t = tu_begin(db, 0);
+  for (int i = 0; i < 16000; i++) {
+    char k[32], v[VLEN];
+    key_of(100000 + i, k);
+    val_of(100000 + i, 1, v);
+    cr_assert_eq(sochdb_put(t, k, strlen(k), v, VLEN), SOCHDB_OK);
+  }
+  return sochdb_commit(t, SOCHDB_ASYNC);
+}
+
+/* Nobody else: the flushed first memtable stays RETIRED through its flush
+** step only because of the commit's own older epoch. */
+Test(flush, one_large_commit_in_three_arenas_is_not_held_up_by_its_own_intents)
+{
+  sochdb *db = tu_open(7u << 20, MT, 6000);
+  cr_assert_eq(db->region.hdr->n_memtables, 3, "three arenas: %u", db->region.hdr->n_memtables);
+  fill(db, 2000, 1, 50);
+  tu_rotate(db);   /* the first memtable waits for its flush */
+  int rc = commit_two_memtables_and_more(db);
+  cr_assert_eq(rc, SOCHDB_OK, "the commit: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+  tu_close();
+}
+
+static void *abort_after_a_second(void *reader)
+{
+  tu_sleep_ms(1000);
+  sochdb_abort(reader);
+  return NULL;
+}
+
+/* A reader holds the flushed first memtable and lets go of it a second
+** into the commit. */
+Test(flush, a_committer_waiting_for_room_gets_the_arena_a_reader_lets_go)
+{
+  sochdb *db = tu_open(7u << 20, MT, 6000);
+  cr_assert_eq(db->region.hdr->n_memtables, 3, "three arenas: %u", db->region.hdr->n_memtables);
+  fill(db, 2000, 1, 50);
+  sochdb_txn *reader = tu_begin(db, SOCHDB_TXN_READONLY);
+  tu_rotate(db);
+  TU_WAIT_STATS(db, s->flushes >= 1, "the first memtable flushed");
+  for (int w = 0; w < 5000 && retired_memtables(db) != 1; w++)
+    tu_sleep_ms(1);
+  cr_assert_eq(retired_memtables(db), 1, "the first memtable retired, held by the reader");
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, abort_after_a_second, reader), 0);
+  int rc = commit_two_memtables_and_more(db);
+  pthread_join(th, NULL);
+  cr_assert_eq(rc, SOCHDB_OK, "the commit, an arena free after 1 s of 6: %s (%s)", sochdb_strerror(rc),
+               sochdb_last_error());
+  tu_close();
+}
