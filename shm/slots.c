@@ -126,6 +126,8 @@ static void reap_locked(shm_region *r, uint32_t slot)
     uint64_t record = slots_descriptor_record(e);   /* named only once a version is listed */
     int had_intents = record && atomic_load_explicit(&e->state, memory_order_acquire) == TXN_PENDING;
     slots_retire_descriptor(r, e, record);   /* undecided = aborted: wholly absent */
+    if (record)
+      CRASHPOINT("reap.one_retired");   /* killed after one descriptor: tests/test_crash.c */
     /* release: pairs with the horizon scan; the snapshot is gone */
     atomic_store_explicit(&e->snapshot, 0, memory_order_release);
     epoch_leave(&e->commit_epoch);     /* after the descriptor is decided: a flush may go on */
@@ -133,6 +135,7 @@ static void reap_locked(shm_region *r, uint32_t slot)
     if (had_intents)
       atomic_fetch_add_explicit(&r->hdr->stats.dead_txns_rolled_back, 1, memory_order_relaxed);
   }
+  CRASHPOINT("reap.retired");   /* killed after every descriptor, before the ring: tests/test_crash.c */
   seqring_decide_all_of_slot(r, slot);   /* after every descriptor is decided */
   arena_release_claims_of(r, slot);
   if (r->hdr->cache_off)

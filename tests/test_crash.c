@@ -32,6 +32,8 @@
 #include "internal.h"
 #include "mvcc.h"
 #include "skiplist.h"
+#include "seqring.h"
+#include "slots.h"
 #include "sochdb.h"
 #include "testhooks.h"
 #include "testutil.h"
@@ -120,9 +122,11 @@ static void commit_abcd_until_killed(sochdb *db, const char *name, unsigned k)
 {
   sochdb_test_crash_at(name, k);
   sochdb_txn *t = NULL;
-  if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK) _exit(CC_BEGIN);
+  if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK)
+    _exit(CC_BEGIN);
   for (int i = 0; i < 4; i++)
-    if (sochdb_put(t, ABCD[i], 1, "child", 5) != SOCHDB_OK) _exit(CC_PUT);
+    if (sochdb_put(t, ABCD[i], 1, "child", 5) != SOCHDB_OK)
+      _exit(CC_PUT);
   int rc = sochdb_commit(t, SOCHDB_SYNC);
   _exit(rc == SOCHDB_OK ? CC_NOT_KILLED : CC_COMMIT + rc);
 }
@@ -403,7 +407,8 @@ static void child_insert_killed(const char *dir, const char *key)
   sochdb *db = tu_child_open(dir, CC_OPEN);
   sochdb_test_crash_at("insert.linked", 1);
   sochdb_txn *t = NULL;
-  if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK) _exit(CC_BEGIN);
+  if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK)
+    _exit(CC_BEGIN);
   if (sochdb_put(t, key, strlen(key), "child", 5) != SOCHDB_OK) _exit(CC_PUT);
   int rc = sochdb_commit(t, SOCHDB_SYNC);
   _exit(rc == SOCHDB_OK ? CC_NOT_KILLED : CC_COMMIT + rc);
@@ -772,7 +777,8 @@ static void rr_child(int round, int ready_fd, int64_t *acked)
     char v[32];
     snprintf(v, sizeof v, "r%d-%lld", round, (long long)n);
     sochdb_txn *t = NULL;
-    if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK) _exit(CC_BEGIN);
+    if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK)
+    _exit(CC_BEGIN);
     for (int i = 0; i < 3; i++)
       if (sochdb_put(t, XYZ[i], 1, v, strlen(v)) != SOCHDB_OK) _exit(CC_PUT);
     int rc = sochdb_commit(t, (n & 1) ? SOCHDB_ASYNC : SOCHDB_SYNC);
@@ -1413,3 +1419,76 @@ Test(crash, replay_sorts_binary_keys)
   tu_close();
   sochdb_test_without_daemon(0);
 }
+
+/* ---- a reaper killed half-way through reaping a dead committer -----------
+** The committer killed at its install, after claiming its seq or after
+** deciding; the process that reaps it killed after retiring one descriptor
+** or all of them, before it decides the dead slot's seqs in the ring; a
+** third process finishes the reap. The transaction is wholly there (it had
+** decided) or wholly absent, and later commits go on (from the reaper
+** review). */
+TestSuite(reapcrash, .init = tu_setup_without_daemon, .fini = tu_teardown, .timeout = 120);
+
+static void rc_child_commit(const char *dir, const char *cp)
+{
+  sochdb *db = tu_child_open(dir, CC_OPEN);
+  sochdb_test_crash_at(cp, 1);
+  sochdb_txn *t = NULL;
+  if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK)
+    _exit(CC_BEGIN);
+  for (int i = 0; i < 4; i++)
+    if (sochdb_put(t, ABCD[i], 1, "child", 5) != SOCHDB_OK)
+      _exit(CC_PUT);
+  int rc = sochdb_commit(t, SOCHDB_ASYNC);
+  _exit(rc == SOCHDB_OK ? CC_NOT_KILLED : CC_COMMIT + rc);
+}
+
+static void rc_child_reaper(const char *dir, const char *cp)
+{
+  sochdb_test_crash_at(cp, 1);
+  sochdb *db = tu_child_open(dir, CC_OPEN);   /* slots_attach reaps the dead slot */
+  sochdb_close(db);
+  _exit(CC_NOT_KILLED);
+}
+
+static void rc_run(const char *commit_cp, const char *reap_cp, const char *want)
+{
+  sochdb *db = tu_open_with(tu_dir(), NULL);
+  sochdb_txn *t;
+  cr_assert_eq(sochdb_txn_begin(db, 0, &t), SOCHDB_OK);
+  for (int i = 0; i < 4; i++)
+    cr_assert_eq(sochdb_put(t, ABCD[i], 1, "0", 1), SOCHDB_OK);
+  cr_assert_eq(sochdb_commit(t, SOCHDB_ASYNC), SOCHDB_OK);
+  int st = 0;
+  pid_t a = tu_fork();
+  if (a == 0)
+    rc_child_commit(tu_db_dir, commit_cp);
+  cr_assert_eq(tu_wait_child(a, 20000, &st), 0);
+  cr_assert(WIFSIGNALED(st), "committer not killed at %s", commit_cp);
+  pid_t b = tu_fork();
+  if (b == 0)
+    rc_child_reaper(tu_db_dir, reap_cp);
+  cr_assert_eq(tu_wait_child(b, 20000, &st), 0);
+  cr_assert(WIFSIGNALED(st), "reaper not killed at %s (status %d)", reap_cp, st);
+  /* a third process finishes the reap */
+  pid_t c = tu_fork();
+  if (c == 0) {
+    sochdb_close(tu_child_open(tu_db_dir, CC_OPEN));
+    _exit(0);
+  }
+  cr_assert_eq(tu_wait_child(c, 20000, &st), 0);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "third opener failed: %d", st);
+  slots_reap_all(&db->region, db->slot);
+  seqring_help(&db->region, db->slot);
+  assert_all4(db, want, "after the reaper died and the reap was redone");
+  /* and the database goes on: a new commit is published */
+  cr_assert_eq(tu_put_all_retry(db, ABCD, 4, "second", SOCHDB_ASYNC, RETRY_LIMIT, NULL), SOCHDB_OK);
+  assert_all4(db, "second", "after a later commit");
+  sochdb_close(db);
+}
+
+Test(reapcrash, decided_commit_reaper_killed_before_ring) { rc_run("commit.decided", "reap.retired", "child"); }
+Test(reapcrash, decided_commit_reaper_killed_after_one_entry) { rc_run("commit.decided", "reap.one_retired", "child"); }
+Test(reapcrash, claimed_commit_reaper_killed_before_ring) { rc_run("commit.claim_seq", "reap.retired", "0"); }
+Test(reapcrash, claimed_commit_reaper_killed_after_one_entry) { rc_run("commit.claim_seq", "reap.one_retired", "0"); }
+Test(reapcrash, installing_commit_reaper_killed_after_one_entry) { rc_run("commit.install", "reap.one_retired", "0"); }
