@@ -322,6 +322,7 @@ static int start_daemon(sochdb *db, unsigned max_wait_ms, uint64_t deadline_ns)
       rc = sdb_fail(SOCHDB_DAEMON, "another process has been starting the daemon of %s for %u ms", db->dir,
                     waited);
   } else {
+    CALLPOINT("daemon.spawn_locked");   /* tests/test_wal_crash.c: a worker forked now */
     /* A daemon killed while it starts (a kill -9 aimed at the daemon of
     ** this directory, say) reports failure like one that cannot start: try
     ** a few times before telling the caller, so that one kill never makes

@@ -2235,32 +2235,20 @@ Test(wal_crash, a_daemon_started_by_a_client_blocking_sigterm_stops_on_sigterm)
 **     its opening thread holds the spawn lock.
 ** ====================================================================== */
 
-struct t19_forker {
-  const char *dir;
-  _Atomic int stop;
-  pid_t worker;
-};
+static pid_t t19_worker;
 
-static void *t19_fork_while_spawning(void *arg)
+/* At the opener's call point, spawn lock held: a worker that never touches
+** the database. (A thread that watched for the lock to be taken missed the
+** window now and then under AddressSanitizer.) */
+static void t19_fork_a_worker(void *unused)
 {
-  struct t19_forker *f = arg;
-  char path[4300];
-  snprintf(path, sizeof path, "%s/LOCK.spawn", f->dir);
-  while (!atomic_load(&f->stop)) {
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0) continue;   /* the opener has not made it yet */
-    int busy = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
-    close(fd);              /* lets go of our lock, if we got it */
-    if (busy) {
-      f->worker = tu_fork();
-      if (f->worker == 0) {   /* a worker that never touches the database */
-        wc_child_start();
-        for (;;) pause();
-      }
-      return NULL;
-    }
+  (void)unused;
+  t19_worker = tu_fork();
+  if (t19_worker == 0) {
+    wc_child_start();
+    for (;;)
+      pause();
   }
-  return NULL;
 }
 
 Test(wal_crash, a_worker_forked_while_the_daemon_starts_does_not_keep_the_spawn_lock)
@@ -2269,13 +2257,11 @@ Test(wal_crash, a_worker_forked_while_the_daemon_starts_does_not_keep_the_spawn_
   snprintf(wc_extra_dir, sizeof wc_extra_dir, "%s/db", tu_dir());
   const char *dir = wc_extra_dir;
   cr_assert_eq(mkdir(dir, 0700), 0, "mkdir %s: %s", dir, strerror(errno));
-  struct t19_forker f = { .dir = dir };
-  pthread_t th;
-  cr_assert_eq(pthread_create(&th, NULL, t19_fork_while_spawning, &f), 0);
+  t19_worker = 0;
+  sochdb_test_call_at("daemon.spawn_locked", t19_fork_a_worker, NULL);
   sochdb *db = wc_open(dir, 10000);
-  atomic_store(&f.stop, 1);
-  pthread_join(th, NULL);
-  cr_assert_gt(f.worker, 0, "no fork happened while the opener held %s/LOCK.spawn", dir);
+  sochdb_test_call_at(NULL, NULL, NULL);
+  cr_assert_gt(t19_worker, 0, "no fork happened while the opener held %s/LOCK.spawn", dir);
   sochdb_close(db);
   wc_stop_daemon(dir, SIGKILL, "the daemon the opener started");   /* or its idle exit */
   pid_t opener = tu_fork();
@@ -2290,8 +2276,8 @@ Test(wal_crash, a_worker_forked_while_the_daemon_starts_does_not_keep_the_spawn_
   cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "an opener, while a worker forked during the first daemon's start "
             "lives on, ended with %s (exit 2: open failed: the worker holds %s/LOCK.spawn)",
             tu_status_str(st, b, sizeof b), dir);
-  kill(f.worker, SIGKILL);
-  cr_assert_eq(tu_wait_child(f.worker, 10000, &st), 0, "the worker did not end");
+  kill(t19_worker, SIGKILL);
+  cr_assert_eq(tu_wait_child(t19_worker, 10000, &st), 0, "the worker did not end");
 }
 
 /* ======================================================================
