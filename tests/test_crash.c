@@ -117,8 +117,9 @@ static void assert_all4(sochdb *db, const char *want, const char *what)
     cr_assert_str_eq(v[i], want, "%s: %s = '%s', expected '%s'", what, ABCD[i], v[i], want);
 }
 
-/* Child: arm the crash point, write a,b,c,d = "child" through db, commit. Never returns. */
-static void commit_abcd_until_killed(sochdb *db, const char *name, unsigned k)
+/* Child: arm the crash point, write a,b,c,d = "child" through db, commit
+** with flags. Never returns. */
+static void commit_abcd_flags_until_killed(sochdb *db, const char *name, unsigned k, unsigned flags)
 {
   sochdb_test_crash_at(name, k);
   sochdb_txn *t = NULL;
@@ -127,8 +128,14 @@ static void commit_abcd_until_killed(sochdb *db, const char *name, unsigned k)
   for (int i = 0; i < 4; i++)
     if (sochdb_put(t, ABCD[i], 1, "child", 5) != SOCHDB_OK)
       _exit(CC_PUT);
-  int rc = sochdb_commit(t, SOCHDB_SYNC);
+  int rc = sochdb_commit(t, flags);
   _exit(rc == SOCHDB_OK ? CC_NOT_KILLED : CC_COMMIT + rc);
+}
+
+/* The same, SYNC. */
+static void commit_abcd_until_killed(sochdb *db, const char *name, unsigned k)
+{
+  commit_abcd_flags_until_killed(db, name, k, SOCHDB_SYNC);
 }
 
 /* Child: the same through its own handle. Never returns. */
@@ -1429,18 +1436,10 @@ Test(crash, replay_sorts_binary_keys)
 ** review). */
 TestSuite(reapcrash, .init = tu_setup_without_daemon, .fini = tu_teardown, .timeout = 120);
 
+/* ASYNC: no daemon runs in this suite. */
 static void rc_child_commit(const char *dir, const char *cp)
 {
-  sochdb *db = tu_child_open(dir, CC_OPEN);
-  sochdb_test_crash_at(cp, 1);
-  sochdb_txn *t = NULL;
-  if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK)
-    _exit(CC_BEGIN);
-  for (int i = 0; i < 4; i++)
-    if (sochdb_put(t, ABCD[i], 1, "child", 5) != SOCHDB_OK)
-      _exit(CC_PUT);
-  int rc = sochdb_commit(t, SOCHDB_ASYNC);
-  _exit(rc == SOCHDB_OK ? CC_NOT_KILLED : CC_COMMIT + rc);
+  commit_abcd_flags_until_killed(tu_child_open(dir, CC_OPEN), cp, 1, SOCHDB_ASYNC);
 }
 
 static void rc_child_reaper(const char *dir, const char *cp)
