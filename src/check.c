@@ -617,45 +617,32 @@ static void check_log_reaches_back(struct ck *c, const struct oldest_segment *ol
   }
 }
 
-/* What the MANIFEST read first says the log must reach, and what the log
-** read after it held (wal_check_reaches). */
-struct log_promise {
-  size_t   nsegments;
-  uint64_t flushed;
-  size_t   nfiles;
-  uint64_t log_newest;   /* the newest commit the segments read held */
-  uint64_t sst_max;      /* the newest commit a live table holds, */
-  uint64_t sst_file;     /* in this table */
-};
-
 /* The log must reach the newest commit a live table holds. On a live
 ** database the flusher may have removed the segments we listed, every one
 ** at or below the last_flushed_seq the MANIFEST says by then, and a new
 ** segment may have been renamed in while the directory was listed: what
 ** falls short is judged again by the MANIFEST and the segments as they are
 ** now. A stopped database's answer does not change. */
-static void check_log_reaches_forward(struct ck *c, const struct log_promise *lp, uint64_t newest_lsn)
+static void check_log_reaches_forward(struct ck *c, const struct wal_promise *first, uint64_t newest_lsn)
 {
-  if (wal_check_reaches(lp->nsegments, lp->flushed, lp->nfiles, lp->log_newest, lp->sst_max, lp->sst_file) ==
-      SOCHDB_OK)
+  if (wal_check_reaches(first) == SOCHDB_OK)
     return;
-  uint64_t flushed_now = lp->flushed, *lsns;
-  struct manifest_state now;
-  if (manifest_read(c->dir, c->db_id, &now, NULL) == SOCHDB_OK) {
-    if (now.last_flushed_seq > flushed_now)
-      flushed_now = now.last_flushed_seq;
-    manifest_state_free(&now);
+  struct wal_promise now = *first;
+  uint64_t *lsns;
+  struct manifest_state st;
+  if (manifest_read(c->dir, c->db_id, &st, NULL) == SOCHDB_OK) {
+    if (st.last_flushed_seq > now.flushed)
+      now.flushed = st.last_flushed_seq;
+    manifest_state_free(&st);
   }
-  size_t segments_now = lp->nsegments;
-  if (wal_list_segments(c->dir, &lsns, &segments_now) == SOCHDB_OK)
+  if (wal_list_segments(c->dir, &lsns, &now.nsegments) == SOCHDB_OK)
     free(lsns);
-  if (!lp->nsegments && segments_now)
+  if (!first->nsegments && now.nsegments)
     return;   /* listed while a segment was renamed in: nothing read to judge by */
-  uint64_t newest = lp->log_newest > flushed_now ? lp->log_newest : flushed_now;
-  if (wal_check_reaches(segments_now, flushed_now, lp->nfiles, newest, lp->sst_max, lp->sst_file) == SOCHDB_OK)
+  if (wal_check_reaches(&now) == SOCHDB_OK)
     return;
   char where[CK_PATH], err[1024];
-  if (lp->nsegments)
+  if (first->nsegments)
     wal_segment_path(where, sizeof where, c->dir, newest_lsn);
   else
     snprintf(where, sizeof where, "%s/" WAL_DIR, c->dir);
@@ -779,14 +766,12 @@ int sdb_check_dir(const char *dir, const struct check_callbacks *cb, struct chec
     }
   }
   uint64_t flushed = mrc == SOCHDB_OK ? state.last_flushed_seq : 0;
-  size_t nlive = 0;
-  uint64_t sst_max = 0, sst_file = 0;
-  for (unsigned l = 0; have_manifest && l < MANIFEST_LEVELS; l++)
-    for (size_t i = 0; i < state.levels[l].n; i++, nlive++)
-      if (state.levels[l].files[i].max_seq > sst_max) {
-        sst_max = state.levels[l].files[i].max_seq;
-        sst_file = state.levels[l].files[i].number;
-      }
+  struct wal_promise promise = { .nsegments = nlsns, .flushed = flushed };
+  const struct manifest_file *newest = have_manifest ? manifest_state_newest(&state, &promise.nfiles) : NULL;
+  if (newest) {
+    promise.sst_max = newest->max_seq;
+    promise.sst_file = newest->number;
+  }
   manifest_state_free(&state);
   free(found);
 
@@ -797,8 +782,8 @@ int sdb_check_dir(const char *dir, const struct check_callbacks *cb, struct chec
   if (!c.fatal && (mrc == SOCHDB_OK || mrc == SOCHDB_NOTFOUND))
     check_log_reaches_back(&c, &oldest, flushed);
   if (!c.fatal && have_manifest) {
-    struct log_promise lp = { nlsns, flushed, nlive, seqs.newest, sst_max, sst_file };
-    check_log_reaches_forward(&c, &lp, nlsns ? lsns[nlsns - 1] : 0);
+    promise.log_newest = seqs.newest;
+    check_log_reaches_forward(&c, &promise, nlsns ? lsns[nlsns - 1] : 0);
   }
   free(lsns);
   if (c.fatal)

@@ -191,6 +191,17 @@ const struct manifest_file *manifest_state_file(const struct manifest_state *s, 
   return at < 0 ? NULL : &s->levels[level].files[at];
 }
 
+const struct manifest_file *manifest_state_newest(const struct manifest_state *s, size_t *nfiles)
+{
+  const struct manifest_file *newest = NULL;
+  *nfiles = 0;
+  for (unsigned l = 0; l < MANIFEST_LEVELS; l++)
+    for (size_t i = 0; i < s->levels[l].n; i++, ++*nfiles)
+      if (!newest || s->levels[l].files[i].max_seq > newest->max_seq)
+        newest = &s->levels[l].files[i];
+  return newest;
+}
+
 static int deleted_by(const struct manifest_edit *e, unsigned level, uint64_t number)
 {
   for (size_t i = 0; i < e->ndels; i++)

@@ -108,6 +108,9 @@ void manifest_state_free(struct manifest_state *s);
 /* File `number` at `level` of s, or NULL if it is not live there (or level
 ** is out of range). The pointer is valid until s changes. */
 const struct manifest_file *manifest_state_file(const struct manifest_state *s, unsigned level, uint64_t number);
+/* The live file holding the newest commit of s (its max_seq), NULL if s
+** has none; *nfiles: how many live files s has. */
+const struct manifest_file *manifest_state_newest(const struct manifest_state *s, size_t *nfiles);
 /* The sum of lv's file sizes, saturating at UINT64_MAX: sizes come from the MANIFEST, and a
 ** forged one must not wrap a level's size to "nearly empty" (it would never be compacted). */
 uint64_t manifest_level_bytes(const struct manifest_level *lv);

@@ -1048,22 +1048,14 @@ int sdb_state_file_list(const struct manifest_state *st, struct fl_file **out, u
   return SOCHDB_OK;
 }
 
-/* What the MANIFEST says the log must reach (wal_check_reaches). */
-struct log_promise {
-  uint64_t flushed;    /* the seq the replay starts after */
-  size_t   nfiles;
-  uint64_t sst_max;    /* the newest commit a live SSTable holds (0: none) */
-  uint64_t sst_file;   /* that SSTable */
-};
-
-/* The MANIFEST's state into the new region: its file list, and what the
-** log must reach. */
-static int load_files(shm_region *r, const char *dir, struct log_promise *lp)
+/* The MANIFEST's state into the new region: its file list, and what it
+** says the log must reach (lp's flushed, the seq the replay starts after). */
+static int load_files(shm_region *r, const char *dir, struct wal_promise *lp)
 {
   struct manifest_state st;
   int torn = 0;
   int rc = manifest_read(dir, r->hdr->db_id, &st, &torn);
-  *lp = (struct log_promise){ 0 };
+  *lp = (struct wal_promise){ 0 };
   if (rc == SOCHDB_NOTFOUND) {   /* a new database (no CURRENT, no SSTable: manifest.h) */
     manifest_state_free(&st);
     return SOCHDB_OK;
@@ -1078,13 +1070,11 @@ static int load_files(shm_region *r, const char *dir, struct log_promise *lp)
     l->nfiles = n;
     fl_set_totals(r, files, n);
     lp->flushed = st.last_flushed_seq;
-    lp->nfiles = n;
-    for (unsigned l = 0; l < MANIFEST_LEVELS; l++)
-      for (size_t i = 0; i < st.levels[l].n; i++)
-        if (st.levels[l].files[i].max_seq > lp->sst_max) {
-          lp->sst_max = st.levels[l].files[i].max_seq;
-          lp->sst_file = st.levels[l].files[i].number;
-        }
+    const struct manifest_file *newest = manifest_state_newest(&st, &lp->nfiles);
+    if (newest) {
+      lp->sst_max = newest->max_seq;
+      lp->sst_file = newest->number;
+    }
     /* Every file this region's clients may cache blocks of is numbered below
     ** the MANIFEST's next_file_number: keep a daemon from handing such a
     ** number out again, even if the directory goes back to an older copy
@@ -1109,7 +1099,7 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
   int rc = sdb_daemon_lock_out(dir, &lock_fd);
   if (rc != SOCHDB_OK)
     return rc;
-  struct log_promise lp;
+  struct wal_promise lp;
   rc = load_files(r, dir, &lp);
   uint64_t flushed = lp.flushed;
   uint64_t *lsns = NULL;
@@ -1143,8 +1133,11 @@ int sdb_replay_wal(shm_region *r, void *dir_arg)
   rp.stage.helper = hp.running ? &hp : NULL;
   if (rc == SOCHDB_OK)
     rc = scan_segments(dir, lsns, n, maps, &hp.ahead, &rp, &log_end);
-  if (rc == SOCHDB_OK)
-    rc = wal_check_reaches(n, flushed, lp.nfiles, rp.max_seq, lp.sst_max, lp.sst_file);
+  if (rc == SOCHDB_OK) {
+    lp.nsegments = n;
+    lp.log_newest = rp.max_seq;
+    rc = wal_check_reaches(&lp);
+  }
   if (rc == SOCHDB_OK)
     helper_serve_now(rp.stage.helper);
   if (rc == SOCHDB_OK)

@@ -133,19 +133,18 @@ int wal_commit_follows(const struct wal_record *rec, uint64_t after)
   return SOCHDB_OK;
 }
 
-int wal_check_reaches(size_t nsegments, uint64_t flushed, size_t nfiles, uint64_t log_newest, uint64_t sst_max,
-                      uint64_t sst_file)
+int wal_check_reaches(const struct wal_promise *p)
 {
-  if (!nsegments && (flushed || nfiles))
+  if (!p->nsegments && (p->flushed || p->nfiles))
     return sdb_fail(SOCHDB_CORRUPT, "the WAL has no segment, but the MANIFEST records a flush (%zu live SSTable%s, "
                     "commits through %llu flushed): the log is gone, and with it every commit after the last "
-                    "flush", nfiles, nfiles == 1 ? "" : "s", (unsigned long long)flushed);
-  uint64_t reaches = log_newest > flushed ? log_newest : flushed;
-  if (sst_max > reaches)
+                    "flush", p->nfiles, p->nfiles == 1 ? "" : "s", (unsigned long long)p->flushed);
+  uint64_t reaches = p->log_newest > p->flushed ? p->log_newest : p->flushed;
+  if (p->sst_max > reaches)
     return sdb_fail(SOCHDB_CORRUPT, "the WAL ends at commit %llu, but SSTable %06llu holds commit %llu, which "
                     "the log held durably before the table was written: a durable group of the log is damaged "
-                    "or gone", (unsigned long long)reaches, (unsigned long long)sst_file,
-                    (unsigned long long)sst_max);
+                    "or gone", (unsigned long long)reaches, (unsigned long long)p->sst_file,
+                    (unsigned long long)p->sst_max);
   return SOCHDB_OK;
 }
 

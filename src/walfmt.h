@@ -154,17 +154,25 @@ void wal_gap_message(char *out, size_t n, const char *path, uint64_t prev_seq, u
 ** and sochdb check reports it. */
 int wal_commit_follows(const struct wal_record *rec, uint64_t after);
 
+/* What the MANIFEST says the log holds, and what the log read held. */
+struct wal_promise {
+  size_t   nsegments;   /* the log's segments */
+  uint64_t flushed;     /* the MANIFEST's last_flushed_seq */
+  size_t   nfiles;      /* its live files */
+  uint64_t sst_max;     /* the newest commit one of them holds (0: none), */
+  uint64_t sst_file;    /* in this file */
+  uint64_t log_newest;  /* the newest commit the log held */
+};
+
 /* What the MANIFEST proves the log still holds, for the replay and sochdb
 ** check alike. The flusher writes a table only once the log holds its
 ** commits durably, and never removes the newest segment. So SOCHDB_CORRUPT,
-** with why, if there is no segment (nsegments 0) while the MANIFEST records
-** a flush (flushed > 0, or nfiles live files), or if the log's newest commit
-** (log_newest, or flushed if that is more) is below sst_max, the newest
-** commit an SSTable holds (file sst_file): a durable group is damaged or
-** gone, and taking it for a torn tail would lose it (and hand its seq out
-** again beside the SSTable's copy). SOCHDB_OK otherwise. */
-int wal_check_reaches(size_t nsegments, uint64_t flushed, size_t nfiles, uint64_t log_newest, uint64_t sst_max,
-                      uint64_t sst_file);
+** with why, if there is no segment while the MANIFEST records a flush
+** (flushed > 0, or live files), or if the log's newest commit (or flushed,
+** if that is more) is below sst_max: a durable group is damaged or gone,
+** and taking it for a torn tail would lose it (and hand its seq out again
+** beside the SSTable's copy). SOCHDB_OK otherwise. */
+int wal_check_reaches(const struct wal_promise *p);
 
 /* The next op of a record: pos starts at 0. Returns 1 with *op filled, 0 at
 ** the end. The record was verified by the scanner, so ops are in bounds. */

@@ -771,11 +771,9 @@ Test(recovery, check_of_a_live_database_is_not_fooled_by_segments_a_flush_remove
   live_db = commit_until_one_is_half_flushed(dir, 0);
   struct manifest_state st;
   cr_assert_eq(manifest_read(dir, live_db->region.hdr->db_id, &st, NULL), SOCHDB_OK, "%s", sochdb_last_error());
-  uint64_t sst_max = 0;
-  for (unsigned l = 0; l < MANIFEST_LEVELS; l++)
-    for (size_t i = 0; i < st.levels[l].n; i++)
-      sst_max = st.levels[l].files[i].max_seq > sst_max ? st.levels[l].files[i].max_seq : sst_max;
-  cr_assert_gt(sst_max, st.last_flushed_seq, "setup: no table holds a commit above last_flushed_seq");
+  size_t nfiles;
+  const struct manifest_file *newest = manifest_state_newest(&st, &nfiles);
+  cr_assert(newest && newest->max_seq > st.last_flushed_seq, "setup: no table holds a commit above last_flushed_seq");
   manifest_state_free(&st);
   struct check_callbacks cb = { .progress = flush_the_listed_log_away };
   struct check_summary sum;
