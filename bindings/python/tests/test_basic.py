@@ -391,3 +391,80 @@ def test_close_from_another_thread_while_reading_does_not_crash(tmp_path):
         db.close()
         th.join()
         assert seen and "closed" in str(seen[0])
+
+
+_EXIT_RACES_CLOSE = """
+import sys, threading, time
+import sochdb
+from sochdb import _ffi
+lib = _ffi.lib()
+real_abort = lib.sochdb_abort
+inside = threading.Event()
+def slow_abort(p):  # widens the window between __exit__'s bookkeeping and its sochdb_abort
+    if threading.current_thread().name == "B":
+        inside.set()
+        time.sleep(0.2)
+    return real_abort(p)
+lib.sochdb_abort = slow_abort
+db = sochdb.open(sys.argv[1])
+def b():
+    try:
+        with db.transaction() as t:
+            t.put(b"k", b"v")
+            raise KeyError("boom")
+    except KeyError:
+        pass
+th = threading.Thread(target=b, name="B")
+th.start()
+inside.wait()
+db.close()
+th.join()
+print("survived")
+"""
+
+
+def test_close_waits_for_an_abort_on_exception_in_another_thread(dbdir):
+    """A `with` block left by an exception aborts its transaction; a close()
+    in another thread must wait for that abort, not free the transaction
+    under it (a segfault or 'double free' before)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(sochdb.__file__)))
+    r = subprocess.run([sys.executable, "-c", _EXIT_RACES_CLOSE, str(dbdir)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "survived" in r.stdout, (r.returncode, r.stdout, r.stderr)
+
+
+def test_region_path_counts_as_a_call_in_flight(db, monkeypatch):
+    """region_path reads the handle: a close() in another thread must wait
+    for it, not free the handle under the call."""
+    import threading
+    import time
+
+    from sochdb import _ffi
+
+    lib = _ffi.lib()
+    real_path, real_close = lib.sochdb_region_path, lib.sochdb_close
+    inside, closed, freed_under_call = threading.Event(), threading.Event(), []
+
+    def slow_path(h):
+        inside.set()
+        time.sleep(0.2)
+        if closed.is_set():  # do not read the freed handle: record it
+            freed_under_call.append(True)
+            return b"/freed"
+        return real_path(h)
+
+    def close(h):
+        closed.set()
+        real_close(h)
+
+    monkeypatch.setattr(lib, "sochdb_region_path", slow_path)
+    monkeypatch.setattr(lib, "sochdb_close", close)
+    th = threading.Thread(target=lambda: (inside.wait(), db.close()))
+    th.start()
+    path = db.region_path
+    th.join()
+    assert not freed_under_call and path != "/freed"
+    assert db.closed

@@ -298,10 +298,11 @@ class Database:
     @property
     def region_path(self) -> str:
         """The shared region file of this database (under /dev/shm or $SOCHDB_SHM_DIR)."""
-        h = self._h()
         if self._pid != os.getpid():  # the C call cannot refuse an inherited handle, so refuse it here
+            self._h()
             raise usage_error("the database %s was opened before a fork(): open it again in this process" % self.path)
-        return os.fsdecode(_ffi.lib().sochdb_region_path(h))
+        with self._calls:  # close() in another thread must not free the handle under the call
+            return os.fsdecode(_ffi.lib().sochdb_region_path(self._h()))
 
 
 class Transaction:
@@ -424,7 +425,9 @@ class Transaction:
         if exc_type is None:
             self.commit()
         else:
-            self._release()
+            # As a call in flight, like abort(): a close() in another thread
+            # must not free the transaction under this sochdb_abort.
+            self._db._end_object(self._release)
 
     def __del__(self) -> None:
         try:
