@@ -468,3 +468,43 @@ def test_region_path_counts_as_a_call_in_flight(db, monkeypatch):
     th.join()
     assert not freed_under_call and path != "/freed"
     assert db.closed
+
+
+_CLOSE_IN_SIGNAL_HANDLER = """
+import signal, sys, time
+import sochdb
+from sochdb import _ffi
+db = sochdb.open(sys.argv[1])
+db.put(b"k", b"v")
+lib = _ffi.lib()
+real_get = lib.sochdb_get
+def slow_get(*args):  # the signal arrives while the call is in flight
+    time.sleep(0.5)
+    return real_get(*args)
+lib.sochdb_get = slow_get
+def on_alarm(signum, frame):  # a graceful-shutdown handler
+    db.close()
+    print("handler returned", flush=True)
+signal.signal(signal.SIGALRM, on_alarm)
+signal.setitimer(signal.ITIMER_REAL, 0.1)
+with db.transaction(readonly=True) as t:
+    print("got", t.get(b"k"), flush=True)
+print("closed", db.closed, flush=True)
+"""
+
+
+def test_close_in_a_signal_handler_that_interrupted_a_call(dbdir):
+    """A signal handler that closes the database runs between bytecodes,
+    possibly inside a call on it in the same thread: close() waited for that
+    call forever (a hang) before; now the close happens when it returns."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(sochdb.__file__)))
+    try:
+        r = subprocess.run([sys.executable, "-c", _CLOSE_IN_SIGNAL_HANDLER, str(dbdir)], env=env,
+                           capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("close() in a signal handler hung")
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout.split("\n")[:3] == ["handler returned", "got b'v'", "closed True"], r.stdout

@@ -114,40 +114,66 @@ class _CallsInFlight:
     ``with db._calls:`` around each (ctypes releases the GIL during a call),
     so that close() in another thread waits for them and never frees a
     transaction, an iterator or the mapping one is using. It holds no
-    reference to its Database, which a dropped handle's finalizer closes."""
+    reference to its Database, which a dropped handle's finalizer closes
+    (but a deferred close, below, until it runs).
 
-    __slots__ = ("_lock", "_busy", "_closing", "_generation", "_path")
+    The calls are counted per thread: a close() that runs in a thread which
+    itself has a call in flight (a signal handler, or a finalizer, that ran in
+    the middle of one) cannot wait for it, so it is deferred to the end of
+    the last call in flight."""
+
+    __slots__ = ("_lock", "_owners", "_closing", "_on_idle", "_generation", "_path")
 
     def __init__(self, path: str):
-        self._lock = threading.Lock()
-        self._busy = 0
+        # Reentrant: a signal handler or a finalizer may run while this thread holds it.
+        self._lock = threading.RLock()
+        self._owners: Dict[int, int] = {}  # thread ident -> its calls in flight
         self._closing = False
+        self._on_idle: Optional[Callable[[], None]] = None  # a close() deferred until no call is in flight
         self._generation = _fork_generation
         self._path = path
 
     def __enter__(self) -> None:
         if self._generation != _fork_generation:
             return  # inherited across fork: the library refuses every call, and nothing here counts
+        tid = threading.get_ident()
         with self._lock:  # nothing that allocates inside: a finalizer run by the GC here would deadlock
             ok = not self._closing
             if ok:
-                self._busy += 1
+                self._owners[tid] = self._owners.get(tid, 0) + 1  # one store: counted or not
         if not ok:
             raise usage_error("the database %s is closed" % self._path)
 
     def __exit__(self, *exc: Any) -> None:
-        if self._generation == _fork_generation:  # as __enter__ found it: a fork leaves no caller in the child
-            with self._lock:
-                self._busy -= 1
+        if self._generation != _fork_generation:  # as __enter__ found it: a fork leaves no caller in the child
+            return
+        tid = threading.get_ident()
+        with self._lock:
+            n = self._owners[tid] - 1
+            if n:
+                self._owners[tid] = n
+            else:
+                del self._owners[tid]
+            run = self._on_idle if not self._owners else None
+            if run is not None:
+                self._on_idle = None
+        if run is not None:
+            run()
 
-    def refuse_and_drain(self) -> bool:
+    def refuse_and_drain(self, finish: Callable[[], None]) -> bool:
         """Refuse new calls and wait for those in flight (milliseconds at
-        most, but a SYNC commit). False if another thread closes already."""
+        most, but a SYNC commit). False if another thread closes already, or
+        if this thread has a call in flight itself: then finish() runs when
+        the last call in flight ends."""
+        tid = threading.get_ident()
         with self._lock:
             if self._closing:
                 return False
             self._closing = True
-        while self._busy:
+            if self._owners.get(tid):
+                self._on_idle = finish
+                return False
+        while self._owners:
             time.sleep(0.0005)
         return True
 
@@ -186,11 +212,17 @@ class Database:
         """Abort the transactions still open and detach. Idempotent.
 
         In a fork()ed child, closing an inherited handle only frees this
-        process's copy; the parent's handle is unaffected."""
+        process's copy; the parent's handle is unaffected. Called from a
+        signal handler (or a finalizer) that interrupted a call on this
+        handle in the same thread, it refuses new calls at once and detaches
+        when that call returns."""
         if self._handle is None:
             return
-        if self._generation == _fork_generation and not self._calls.refuse_and_drain():
+        if self._generation == _fork_generation and not self._calls.refuse_and_drain(self._finish_close):
             return
+        self._finish_close()
+
+    def _finish_close(self) -> None:
         for t in list(self._txns):  # while the handle is open: _release aborts only then
             t._release()
         h, self._handle = self._handle, None
