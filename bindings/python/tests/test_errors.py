@@ -110,3 +110,36 @@ def test_library_lookup_order(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path / "checkout")
     assert _ffi.find_library() == str(fake)  # then <cwd or a parent>/build
     assert sochdb.library_path() and os.path.exists(sochdb.library_path())
+
+
+def test_errors_survive_pickle_and_copy():
+    """multiprocessing and concurrent.futures pickle what a worker raises: an
+    Error must come back whole (a TypeError in the parent's result handler
+    before, which hung multiprocessing.Pool and broke a ProcessPoolExecutor)."""
+    import copy
+    import pickle
+
+    e = sochdb.ConflictError(sochdb.CONFLICT, "write-write conflict", "key k", None)
+    io = sochdb.IoError(sochdb.IO, "I/O error", "open x", 13)
+    for orig in (e, io):
+        for back in (pickle.loads(pickle.dumps(orig)), copy.copy(orig)):
+            assert type(back) is type(orig)
+            assert (back.code, back.code_name, back.reason, back.detail, back.errno, str(back)) == (
+                orig.code, orig.code_name, orig.reason, orig.detail, orig.errno, str(orig))
+
+
+def test_error_raised_in_a_process_pool_worker_reaches_the_parent(dbdir):
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    sochdb.open(dbdir).close()
+    with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as ex:
+        fut = ex.submit(_put_empty_key, str(dbdir))
+        with pytest.raises(sochdb.InvalidError) as ei:
+            fut.result(timeout=60)
+    assert ei.value.code == sochdb.INVALID and "key is 0 bytes" in ei.value.detail
+
+
+def _put_empty_key(path):
+    with sochdb.open(path) as db:
+        db.put(b"", b"an empty key is refused")

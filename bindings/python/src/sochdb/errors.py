@@ -45,6 +45,12 @@ class Error(Exception):
     def message(self) -> str:
         return self.args[0]
 
+    def __reduce__(self):  # type: ignore[override]
+        # pickle and copy rebuild an exception as cls(*args); args is the
+        # message alone, which __init__ cannot take. multiprocessing pickles
+        # what a worker raises: without this the parent's result handler dies.
+        return (self.__class__, (self.code, self.reason, self.detail, self.errno))
+
 
 class NotFoundError(Error):
     """SOCHDB_NOTFOUND where absence is an error: opening a missing database
