@@ -307,6 +307,18 @@ function makeOptions(opts) {
   return o;
 }
 
+// A worker thread's handles, closed when the worker ends (its 'exit' event:
+// it returned, threw or called process.exit()). A handle left open would hold
+// one of the region's 256 process slots, and its transactions' snapshots, for
+// as long as the process lives: the process is alive, so nobody reaps them.
+// (worker.terminate() ends a worker without running JavaScript: close first.)
+const workerDatabases = new Set();
+let workerExitHook = false;
+
+function closeWorkerDatabases() {
+  for (const db of [...workerDatabases]) db.close();
+}
+
 class Database {
   /** Use sochdb.open(). */
   constructor(dir, opts) {
@@ -316,6 +328,13 @@ class Database {
     const out = [null];
     check(a.open(this.path, makeOptions(opts), out));
     this._h = out[0];
+    if (!require('worker_threads').isMainThread) {
+      workerDatabases.add(this);
+      if (!workerExitHook) {
+        process.on('exit', closeWorkerDatabases);
+        workerExitHook = true;
+      }
+    }
   }
 
   get closed() { return this._h === null; }
@@ -330,6 +349,7 @@ class Database {
     const h = this._h;
     if (h === null) return;
     this._h = null;
+    workerDatabases.delete(this);
     for (const t of [...this._txns]) t.abort();
     api.close(h);
   }
