@@ -264,16 +264,20 @@ function sleepMs(ms) {
 const OPTION_MAX = { region_bytes: Number.MAX_SAFE_INTEGER, memtable_bytes: Number.MAX_SAFE_INTEGER,
   cache_bytes: Number.MAX_SAFE_INTEGER, busy_timeout_ms: 0xffffffff, file_mode: 0xffffffff };
 
-/** s as the C library gets it: a NUL inside would cut it short there. */
+/** s as the C library gets it: a NUL inside would cut it short there. A
+ *  Buffer is passed as its bytes (NUL-terminated), like fs does: decoded as
+ *  UTF-8, bytes that are not would become U+FFFD, another file name. */
 function cPath(s, what) {
   let p;
   if (typeof s === 'string') p = s;
-  else if (Buffer.isBuffer(s)) p = s.toString('utf8');
+  else if (Buffer.isBuffer(s)) p = s;
   else if (s instanceof URL) p = require('url').fileURLToPath(s);
   // String(undefined) would open (and create) a database named "undefined" in the cwd
   else throw new TypeError(`the ${what} must be a string, Buffer or file: URL, not ${s === null ? 'null' : typeof s}`);
-  if (p.includes('\0')) throw new TypeError(`the ${what} contains a NUL byte: ${JSON.stringify(p)}`);
-  return p;
+  if (p.includes(typeof p === 'string' ? '\0' : 0)) {
+    throw new TypeError(`the ${what} contains a NUL byte: ${JSON.stringify(p.toString())}`);
+  }
+  return typeof p === 'string' ? p : Buffer.concat([p, Buffer.alloc(1)]);
 }
 
 const OPTION_NAMES = {
@@ -323,10 +327,11 @@ class Database {
   /** Use sochdb.open(). */
   constructor(dir, opts) {
     const a = loadLibrary();
-    this.path = cPath(dir, 'database path');
+    const cdir = cPath(dir, 'database path');
+    this.path = typeof cdir === 'string' ? cdir : cdir.subarray(0, -1).toString();
     this._txns = new Set();
     const out = [null];
-    check(a.open(this.path, makeOptions(opts), out));
+    check(a.open(cdir, makeOptions(opts), out));
     this._h = out[0];
     if (!require('worker_threads').isMainThread) {
       workerDatabases.add(this);

@@ -220,3 +220,27 @@ test('reads do not leak native memory', () => withDb((db) => {
     assert.ok(anon() - before < 40 * 1024, `RssAnon grew by ${anon() - before} KiB`);
   }, { readonly: true });
 }));
+
+test('a Buffer path is passed as its bytes, not decoded as UTF-8', () => {
+  const fs = require('fs');
+  const path = require('path');
+  const { dir, cleanup } = tempDb();
+  try {
+    const parent = path.dirname(dir);
+    // 0xff 0xfe is not UTF-8: decoded, it became U+FFFD U+FFFD, another directory
+    const raw = Buffer.concat([Buffer.from(`${parent}/db-`), Buffer.from([0xff, 0xfe])]);
+    const db = sochdb.open(raw);
+    db.put('k', 'v');
+    db.close();
+    assert.ok(fs.existsSync(raw), 'the directory named by the bytes given');
+    assert.deepEqual(fs.readdirSync(parent, { encoding: 'buffer' }), [Buffer.from([0x64, 0x62, 0x2d, 0xff, 0xfe])]);
+    // the daemon path too: a sochdbd reached only through its raw name
+    const daemon = Buffer.concat([Buffer.from(`${parent}/sochdbd-`), Buffer.from([0xff])]);
+    fs.symlinkSync(process.env.SOCHDB_DAEMON || path.join(path.dirname(sochdb.libraryPath()), 'sochdbd'), daemon);
+    const db2 = sochdb.open(`${parent}/db2`, { daemonPath: daemon });
+    db2.close();
+    assert.throws(() => sochdb.open(Buffer.from(`${parent}/x\0y`)), (e) => e instanceof TypeError && /NUL/.test(e.message));
+  } finally {
+    cleanup();
+  }
+});
