@@ -9,7 +9,7 @@ export interface OpenOptions {
   memtableBytes?: number;
   cacheBytes?: number;
   busyTimeoutMs?: number;
-  daemonPath?: string | null;
+  daemonPath?: string | Buffer | URL | null;
   /** Default true; false: NotFoundError when the database is missing. */
   createIfMissing?: boolean;
   /** e.g. 0o660; default 0o600. */
@@ -89,7 +89,7 @@ export class NoMemoryError extends SochdbError {}
 export class VersionError extends SochdbError {}
 export class DaemonError extends SochdbError {}
 
-export function open(dir: string, options?: OpenOptions): Database;
+export function open(dir: string | Buffer | URL, options?: OpenOptions): Database;
 export function errorClass(code: number): typeof SochdbError;
 export function libraryPath(): string | null;
 export function candidatePaths(): string[];

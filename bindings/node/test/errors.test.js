@@ -95,3 +95,22 @@ test('open() refuses a path that is not a string', () => {
     assert.throws(() => sochdb.open(bad), TypeError);   // String(undefined) made ./undefined
   }
 });
+
+test('index.d.ts declares what open() accepts: string, Buffer or URL, also for daemonPath', () => {
+  const dts = fs.readFileSync(path.join(__dirname, '..', 'index.d.ts'), 'utf8');
+  const openDecl = dts.match(/export function open\(dir: ([^,]+),/);
+  assert.ok(openDecl, 'open() is declared');
+  const daemonDecl = dts.match(/daemonPath\?: ([^;]+);/);
+  assert.ok(daemonDecl, 'daemonPath is declared');
+  for (const decl of [openDecl[1], daemonDecl[1]]) {
+    for (const type of ['string', 'Buffer', 'URL']) assert.ok(decl.split('|').map((s) => s.trim()).includes(type), `${decl}: ${type}`);
+  }
+  // and index.js does accept them
+  const { dir, cleanup } = tempDb();
+  try {
+    sochdb.open(Buffer.from(dir)).close();
+    sochdb.open(require('url').pathToFileURL(dir)).close();
+  } finally {
+    cleanup();
+  }
+});
