@@ -122,6 +122,41 @@ function candidatePaths() {
 
 let api = null;
 let loadedFrom = null;
+let types = null;
+
+// koffi's type names are global to the process: declared once, so that a load
+// that failed (a library without the sochdb symbols) can be retried and
+// reports its own error again, not "Duplicate type name 'sochdb_options'".
+function declareTypes() {
+  if (types) return types;
+  const Options = koffi.struct('sochdb_options', {
+    region_bytes: 'size_t',
+    memtable_bytes: 'size_t',
+    busy_timeout_ms: 'unsigned int',
+    daemon_path: 'const char *',
+    create_if_missing: 'int',
+    file_mode: 'unsigned int',
+    cache_bytes: 'size_t',
+  });
+  const u32 = 'uint32_t';
+  const u64 = 'uint64_t';
+  const Stats = koffi.struct('sochdb_stats', {
+    region_bytes: u64, memtable_bytes: u64, memtables_total: u32, memtables_in_use: u32,
+    memtable_used_bytes: u64, processes_attached: u32, transactions_open: u32,
+    last_commit_seq: u64, commits: u64, conflicts: u64, aborts: u64, keys_written: u64,
+    processes_reaped: u64, dead_txns_rolled_back: u64, oldest_snapshot: u64, durable_seq: u64,
+    wal_groups: u64, wal_records: u64, wal_bytes: u64, daemon_running: u32, wal_segments: u32,
+    user_bytes: u64, flushes: u64, flush_bytes: u64, compactions: u64, compact_bytes_read: u64,
+    compact_bytes_written: u64, compaction_debt_bytes: u64, wal_segments_removed: u64,
+    sst_files: u32, l0_files: u32, sst_bytes: u64, cache_bytes: u64, cache_hits: u64,
+    cache_misses: u64, cache_inserts: u64, cache_evictions: u64,
+  });
+  koffi.opaque('sochdb');
+  koffi.opaque('sochdb_txn');
+  koffi.opaque('sochdb_iter');
+  types = { Options, Stats };
+  return types;
+}
 
 function loadLibrary() {
   if (api) return api;
@@ -149,33 +184,8 @@ function loadLibrary() {
     }
   }
 
-  const Options = koffi.struct('sochdb_options', {
-    region_bytes: 'size_t',
-    memtable_bytes: 'size_t',
-    busy_timeout_ms: 'unsigned int',
-    daemon_path: 'const char *',
-    create_if_missing: 'int',
-    file_mode: 'unsigned int',
-    cache_bytes: 'size_t',
-  });
-  const u32 = 'uint32_t';
-  const u64 = 'uint64_t';
-  const Stats = koffi.struct('sochdb_stats', {
-    region_bytes: u64, memtable_bytes: u64, memtables_total: u32, memtables_in_use: u32,
-    memtable_used_bytes: u64, processes_attached: u32, transactions_open: u32,
-    last_commit_seq: u64, commits: u64, conflicts: u64, aborts: u64, keys_written: u64,
-    processes_reaped: u64, dead_txns_rolled_back: u64, oldest_snapshot: u64, durable_seq: u64,
-    wal_groups: u64, wal_records: u64, wal_bytes: u64, daemon_running: u32, wal_segments: u32,
-    user_bytes: u64, flushes: u64, flush_bytes: u64, compactions: u64, compact_bytes_read: u64,
-    compact_bytes_written: u64, compaction_debt_bytes: u64, wal_segments_removed: u64,
-    sst_files: u32, l0_files: u32, sst_bytes: u64, cache_bytes: u64, cache_hits: u64,
-    cache_misses: u64, cache_inserts: u64, cache_evictions: u64,
-  });
-  koffi.opaque('sochdb');
-  koffi.opaque('sochdb_txn');
-  koffi.opaque('sochdb_iter');
-
-  api = {
+  const { Options, Stats } = declareTypes();
+  const loaded = {
     Options,
     Stats,
     strerror: lib.func('const char *sochdb_strerror(int err)'),
@@ -198,6 +208,7 @@ function loadLibrary() {
     // copyOut: koffi.view() leaks ~220 bytes of native memory per call (koffi 3.3.4)
     memcpy: lib.func('void *memcpy(void *dst, const void *src, size_t n)'),
   };
+  api = loaded; // only once every function is found
   return api;
 }
 
@@ -295,13 +306,15 @@ function makeOptions(opts) {
     create_if_missing: 0, file_mode: 0, cache_bytes: 0,
   };
   for (const [k, v] of Object.entries(opts)) {
-    if (v === undefined) continue;
+    // null is unset, as None is in Python and null already was for daemonPath:
+    // { createIfMissing: null } used to mean false (NotFoundError on a new database)
+    if (v === undefined || v === null) continue;
     if (k in OPTION_NAMES) {
       const max = OPTION_MAX[OPTION_NAMES[k]];
       if (!Number.isInteger(v) || v < 0 || v > max) throw new RangeError(`option ${k} must be an integer in [0, ${max}], not ${v}`);
       o[OPTION_NAMES[k]] = v;
     } else if (k === 'daemonPath') {
-      o.daemon_path = v === null ? null : cPath(v, 'daemon path');
+      o.daemon_path = cPath(v, 'daemon path');
     } else if (k === 'createIfMissing') {
       o.create_if_missing = v ? 1 : -1;
     } else {
@@ -329,10 +342,12 @@ class Database {
     const a = loadLibrary();
     const cdir = cPath(dir, 'database path');
     this.path = typeof cdir === 'string' ? cdir : cdir.subarray(0, -1).toString();
-    this._txns = new Set();
+    this._txns = new Set(); // the states (below) of its open transactions
     const out = [null];
     check(a.open(cdir, makeOptions(opts), out));
-    this._h = out[0];
+    // The handle apart from this object, for a close when it is collected.
+    this._d = { h: out[0], txns: this._txns };
+    droppedDatabases.register(this, this._d, this._d);
     if (!require('worker_threads').isMainThread) {
       workerDatabases.add(this);
       if (!workerExitHook) {
@@ -342,21 +357,17 @@ class Database {
     }
   }
 
-  get closed() { return this._h === null; }
+  get closed() { return this._d.h === null; }
 
   _handle() {
-    if (this._h === null) throw usageError(`the database ${this.path} is closed`);
-    return this._h;
+    if (this._d.h === null) throw usageError(`the database ${this.path} is closed`);
+    return this._d.h;
   }
 
   /** Abort the transactions still open and detach. Idempotent. */
   close() {
-    const h = this._h;
-    if (h === null) return;
-    this._h = null;
     workerDatabases.delete(this);
-    for (const t of [...this._txns]) t.abort();
-    api.close(h);
+    closeHandle(this._d);
   }
 
   /** Begin a transaction for manual control (commit()/abort() it yourself). */
@@ -416,33 +427,74 @@ class Database {
   get regionPath() { return api.regionPath(this._handle()); }
 }
 
+// A transaction's C state, apart from its object: { t, iters, owner } (iters:
+// its open scans' states { it, owner }; owner: the set that lists it). The
+// database lists the states of its open transactions, not the objects, so that
+// a transaction dropped unfinished is collected, and aborted then, as Python's
+// binding does: it would otherwise keep one of the handle's 128 transactions,
+// and its snapshot, until db.close().
+function closeIter(is) {
+  const it = is.it;
+  if (it === null) return;
+  is.it = null;
+  is.owner.delete(is);
+  api.iterClose(it);
+}
+
+function takeTxn(s) {
+  for (const is of [...s.iters]) closeIter(is);
+  const t = s.t;
+  s.t = null;
+  s.owner.delete(s);
+  droppedTxns.unregister(s);
+  return t;
+}
+
+function abortTxn(s) {
+  const t = takeTxn(s);
+  if (t !== null) api.abort(t);
+}
+
+// A live scan holds its transaction, so a collected one has none open either.
+// After db.close() the state is already taken: nothing is freed twice.
+const droppedTxns = new FinalizationRegistry(abortTxn);
+
+// A database: { h, txns }. One dropped unclosed is closed when collected,
+// as Python's binding does: it would otherwise hold one of the region's 256
+// process slots (shared by every process) until this process exits. Its
+// transactions hold it, so they are unreachable too.
+function closeHandle(d) {
+  const h = d.h;
+  if (h === null) return;
+  d.h = null;
+  droppedDatabases.unregister(d);
+  for (const s of [...d.txns]) abortTxn(s);
+  api.close(h);
+}
+
+const droppedDatabases = new FinalizationRegistry(closeHandle);
+
 class Transaction {
   constructor(db, readonly, sync) {
     this.db = db;
     this.readonly = !!readonly;
     this.sync = sync !== false;
-    this._iters = new Set();
     const out = [null];
     check(api.begin(db._handle(), readonly ? TXN_READONLY : 0, out));
-    this._t = out[0];
-    db._txns.add(this);
+    this._s = { t: out[0], iters: new Set(), owner: db._txns };
+    db._txns.add(this._s);
+    droppedTxns.register(this, this._s, this._s);
   }
 
   /** True once committed, aborted, or its database closed. */
-  get closed() { return this._t === null; }
+  get closed() { return this._s.t === null; }
 
   _ptr() {
-    if (this._t === null) throw usageError('the transaction is finished (committed, aborted or its database closed)');
-    return this._t;
+    if (this._s.t === null) throw usageError('the transaction is finished (committed, aborted or its database closed)');
+    return this._s.t;
   }
 
-  _take() {
-    for (const it of [...this._iters]) it.close();
-    const t = this._t;
-    this._t = null;
-    this.db._txns.delete(this);
-    return t;
-  }
+  _take() { return takeTxn(this._s); }
 
   put(key, value) {
     const k = toBuffer(key, 'key');
@@ -504,16 +556,16 @@ class Scan {
     this._txn = txn;
     const out = [null];
     check(api.iterOpen(txn._ptr(), start, start ? start.length : 0, end, end ? end.length : 0, out));
-    this._it = out[0];
-    txn._iters.add(this);
+    this._is = { it: out[0], owner: txn._s.iters };
+    txn._s.iters.add(this._is);
     this._k = [null]; this._kl = [0]; this._v = [null]; this._vl = [0];
   }
 
   [Symbol.iterator]() { return this; }
 
   next() {
-    if (this._it === null) return { done: true, value: undefined };
-    const rc = api.iterNext(this._it, this._k, this._kl, this._v, this._vl);
+    if (this._is.it === null) return { done: true, value: undefined };
+    const rc = api.iterNext(this._is.it, this._k, this._kl, this._v, this._vl);
     if (rc === NOTFOUND) {
       this.close();
       return { done: true, value: undefined };
@@ -538,13 +590,7 @@ class Scan {
   /** All remaining pairs as an array. */
   toArray() { return [...this]; }
 
-  close() {
-    const it = this._it;
-    if (it === null) return;
-    this._it = null;
-    this._txn._iters.delete(this);
-    api.iterClose(it);
-  }
+  close() { closeIter(this._is); }
 }
 
 /**

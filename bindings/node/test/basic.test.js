@@ -183,6 +183,11 @@ test('options', () => {
     // a NUL would end the path early in C: another directory would be opened
     assert.throws(() => sochdb.open(`${dir}\0-elsewhere`), (e) => e instanceof TypeError && /NUL/.test(e.message));
     assert.throws(() => sochdb.open(dir, { daemonPath: '/bin/true\0x' }), TypeError);
+    // null is unset, as in Python (None): the defaults, which create a missing database
+    const fresh = `${dir}-null-options`;
+    sochdb.open(fresh, { createIfMissing: null }).close();
+    assert.ok(require('fs').existsSync(fresh));
+    sochdb.open(fresh, { busyTimeoutMs: null, regionBytes: null, daemonPath: null }).close();
   } finally {
     cleanup();
   }
@@ -244,3 +249,56 @@ test('a Buffer path is passed as its bytes, not decoded as UTF-8', () => {
     cleanup();
   }
 });
+
+test('a transaction dropped unfinished is aborted when collected', () => withDb(async (db) => {
+  const v8 = require('v8');
+  const vm = require('vm');
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc');
+  const settle = async () => {
+    for (let i = 0; i < 5; i++) { gc(); await new Promise((r) => setTimeout(r, 10)); }
+  };
+  // A handler that fails between begin and commit and forgets the abort: the
+  // handle's 128 transactions were used up for good (BusyError ever after).
+  const handler = (i) => {
+    const t = db.begin();
+    t.put(`req/${i}`, 'x');
+    const s = t.scan({ prefix: 'req/' });
+    s.next(); // an open scan goes with it
+    if (i % 2) throw new RangeError('validation failed');
+    t.commit();
+  };
+  for (let i = 0; i < 3 * sochdb.MAX_TXNS_PER_HANDLE; i++) {
+    assert.throws(() => handler(2 * i + 1), RangeError);
+    if (i % 32 === 31) await settle();
+  }
+  await settle();
+  assert.ok(db.stats().transactions_open < 32, `transactions_open ${db.stats().transactions_open}`);
+  handler(0);
+  assert.deepEqual(db.get('req/0'), B('x'));
+  assert.equal(db.get('req/1'), null);
+}));
+
+test('a database dropped unclosed is closed when collected', () => withDb(async (db, dir) => {
+  const v8 = require('v8');
+  const vm = require('vm');
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc');
+  const settle = async () => {
+    for (let i = 0; i < 5; i++) { gc(); await new Promise((r) => setTimeout(r, 10)); }
+  };
+  const attached = db.stats().processes_attached;
+  // Open per request and fail before close(): each handle kept one of the
+  // region's 256 process slots for good (BusyError for every process after).
+  for (let i = 0; i < 300; i++) {
+    assert.throws(() => {
+      const own = sochdb.open(dir);
+      own.begin().put('pending', 'x');
+      throw new RangeError('request failed');
+    }, RangeError);
+    if (i % 32 === 31) await settle();
+  }
+  await settle();
+  assert.ok(db.stats().processes_attached < attached + 32, `processes_attached ${db.stats().processes_attached}`);
+  assert.equal(db.get('pending'), null);
+}));

@@ -114,3 +114,17 @@ test('index.d.ts declares what open() accepts: string, Buffer or URL, also for d
     cleanup();
   }
 });
+
+test('a library without the sochdb functions reports so on every try', () => {
+  const { spawnSync } = require('child_process');
+  const script = `
+    const sochdb = require(${JSON.stringify(path.join(__dirname, '..'))});
+    for (let i = 0; i < 2; i++) {
+      try { sochdb.open('/nonexistent/never-created'); } catch (e) { console.log(e.message.split('\\n')[0]); }
+    }`;
+  // libc: loads, but has no sochdb_* symbols
+  const r = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, SOCHDB_LIBRARY: 'libc.so.6' }, encoding: 'utf8' });
+  const lines = r.stdout.trim().split('\n');
+  assert.equal(lines.length, 2, r.stdout + r.stderr);
+  for (const line of lines) assert.match(line, /sochdb_strerror/);
+});
