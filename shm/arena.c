@@ -156,9 +156,16 @@ static int claim_free_arena(shm_region *r, uint32_t my_slot, uint32_t *out)
     if (best < 0)
       return 0;
     uint64_t expected = mt_word(MT_FREE, 0);
-    /* acquire: see the last owner's writes (its watermark too) before reusing the arena */
+    /* seq_cst: acquire, to see the last owner's writes (its watermark too)
+    ** before reusing the arena; and seq_cst because a claimer that dies
+    ** before LIVE leaves the claim to arena_release_claims_of, whose hazard
+    ** and commit-epoch scans must come after, in the single total order S,
+    ** the fence of every reader that saw the arena LIVE in a lost
+    ** rotation's life (a fence before a load that is coherence-ordered
+    ** before a seq_cst operation precedes that operation in S; an acquire
+    ** CAS gives no such order) */
     if (atomic_compare_exchange_strong_explicit(&arena_memtable(r, (uint32_t)best)->state_claim, &expected,
-                                                mt_word(MT_CLAIMED, my_slot + 1), memory_order_acquire,
+                                                mt_word(MT_CLAIMED, my_slot + 1), memory_order_seq_cst,
                                                 memory_order_relaxed)) {
       *out = (uint32_t)best;
       return 1;
@@ -412,6 +419,22 @@ void arena_recycle(shm_region *r, uint32_t i, int keep_pages)
   set_word(m, MT_FREE, 0);
 }
 
+/* Whether a commit in progress may still read a free arena claimed just
+** before (seq_cst) by the caller or a dead claimer it reaps: one whose
+** conflict check listed it while a rotation to it was in progress (LIVE,
+** claimed), a rotation that then lost. That check's view is no hazard: the
+** commit epoch keeps what it reads (src/txn.c, install_all), but a lost
+** rotation's arena escapes the epoch, going back to FREE at once. Such a
+** commit took its epoch before its fence, and read LIVE after it, before
+** the FREE that the claim read: its fence precedes the claim in S, so its
+** epoch is at or below the tag and the scan (after the claim) sees it. A
+** commit still held then keeps the pages, as a hazard does. */
+static int commit_may_read(shm_region *r)
+{
+  uint64_t tag = epoch_retire(r);
+  return epoch_oldest_commit(r) <= tag;
+}
+
 uint64_t arena_spare_bytes(const shm_region *r, uint32_t i)
 {
   return mt_state_of(mt_load(arena_memtable(r, i))) == MT_FREE ? arena_backed(r, i) : 0;
@@ -427,12 +450,13 @@ int arena_release_spare(shm_region *r, uint32_t i, uint32_t my_slot)
   ** rotation lost, and read its head (sl_init). A reader publishes its
   ** hazard, fences, then saw the arena LIVE, before the loser's FREE that
   ** this CAS reads: so its fence precedes the CAS in S, and the scan below
-  ** sees the hazard unless it is cleared. Its pages stay then: reading a
-  ** punched hole needs a new page, a SIGBUS on a full tmpfs. */
+  ** sees the hazard unless it is cleared; and a commit whose conflict check
+  ** may read it, the same way (commit_may_read). Its pages stay then:
+  ** reading a punched hole needs a new page, a SIGBUS on a full tmpfs. */
   if (!atomic_compare_exchange_strong_explicit(&m->state_claim, &expected, mt_word(MT_CLAIMED, my_slot + 1),
                                                memory_order_seq_cst, memory_order_relaxed))
     return 0;
-  int viewed = hazard_memtables(r) >> i & 1;
+  int viewed = (hazard_memtables(r) >> i & 1) || commit_may_read(r);
   if (!viewed) {
     CRASHPOINT("spare.claimed");   /* killed here: tests/test_flush_crash.c */
     give_back_pages(r, m);
@@ -510,14 +534,15 @@ void arena_release_claims_of(shm_region *r, uint32_t slot)
     ** writes it, but a view from before its claim may still name it (a
     ** lost rotation's, as in arena_release_spare) and read its head and
     ** buckets: a punched hole read needs a new page, a SIGBUS on a full
-    ** tmpfs. Then its pages stay, counted as none (the next give-back of
-    ** the arena punches all of it). The dead claimer's CAS is seq_cst and
-    ** we acquired it, so the hazard scan's seq_cst loads follow it, and the
-    ** reader's fence that preceded it, in the single total order: a hazard
-    ** published before that fence is seen. Relaxed `reserved`: published by
-    ** the release CAS to FREE. */
+    ** tmpfs; so may a commit's conflict check (commit_may_read). Then its
+    ** pages stay, counted as none (the next give-back of the arena punches
+    ** all of it). The dead claimer's CAS is seq_cst (claim_free_arena's or
+    ** arena_release_spare's) and we acquired it, so the hazard scan's
+    ** seq_cst loads follow it, and the reader's fence that preceded it, in
+    ** the single total order: a hazard published before that fence is seen.
+    ** Relaxed `reserved`: published by the release CAS to FREE. */
     if (mt_state_of(word) == MT_CLAIMED) {
-      if (hazard_memtables(r) >> i & 1)
+      if ((hazard_memtables(r) >> i & 1) || commit_may_read(r))
         atomic_store_explicit(&m->reserved, 0, memory_order_relaxed);
       else
         give_back_pages(r, m);

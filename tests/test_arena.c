@@ -464,6 +464,66 @@ Test(arena, a_free_arena_a_view_names_is_not_given_back)
   tu_close();
 }
 
+/* A commit's conflict check (src/txn.c, install_all) reads the arenas of a
+** fresh view that it publishes as no hazard: its commit epoch keeps them.
+** An arena whose rotation lost escapes that epoch (it goes back to FREE at
+** once), so a commit that listed it while it was LIVE may still read its
+** head after it is free: arena mt, LIVE and claimed by a rotator (slot 6)
+** that has not swung active_memtable yet, in the view of a commit in
+** progress (ours). */
+static _Atomic uint64_t *commit_views_a_losing_arena(sochdb *db, uint32_t mt)
+{
+  shm_region *r = &db->region;
+  fill_by_hand(r, mt, 4u << 20, 0x11);
+  set_cl(r, mt, 7);
+  set_st(r, mt, MT_LIVE);
+  _Atomic uint64_t *ce = &shm_txn_entry_at(r, db->slot, 0)->commit_epoch;
+  epoch_enter(r, ce);
+  struct mt_view v;
+  arena_view(r, &v);
+  int listed = 0;
+  for (uint32_t k = 0; k < v.n; k++)
+    listed |= v.idx[k] == mt;
+  cr_assert(listed, "the commit's view lists the LIVE arena");
+  return ce;
+}
+
+/* ... the rotation lost: the arena is free, and the commit may still read
+** it. Given back now, that read would need a fresh page (a SIGBUS on a full
+** tmpfs), as for a transaction's view (a_free_arena_a_view_names_...). */
+Test(arena, a_free_arena_a_commit_in_progress_may_read_is_not_given_back)
+{
+  sochdb *db = open_db(256u << 20, 32u << 20);
+  shm_region *r = &db->region;
+  uint32_t mt = r->hdr->n_memtables - 1;
+  _Atomic uint64_t *ce = commit_views_a_losing_arena(db, mt);
+  atomic_store(&arena_memtable(r, mt)->state_claim, mt_word(MT_FREE, 0));   /* the rotation lost */
+  uint64_t full = tu_region_resident(db);
+  cr_assert_eq(arena_release_spare(r, mt, db->slot), 0, "an arena a commit in progress may read was given back");
+  cr_assert_eq(st_of(r, mt), MT_FREE, "and it is free again");
+  cr_assert_eq(tu_region_resident(db), full, "with its pages");
+  epoch_leave(ce);
+  cr_assert_eq(arena_release_spare(r, mt, db->slot), 1, "once the commit is over, it can be released");
+  cr_assert_lt(tu_region_resident(db), full, "and its pages go then");
+  tu_close();
+}
+
+/* ... the same arena claimed again, by a rotator that died before it was
+** LIVE: the reaper keeps its pages while the commit may read them. */
+Test(arena, release_claims_of_a_dead_claimer_keeps_pages_a_commit_may_read)
+{
+  sochdb *db = open_db(256u << 20, 32u << 20);
+  shm_region *r = &db->region;
+  uint32_t mt = r->hdr->n_memtables - 1;
+  _Atomic uint64_t *ce = commit_views_a_losing_arena(db, mt);
+  atomic_store(&arena_memtable(r, mt)->state_claim, mt_word(MT_FREE, 0));   /* the rotation lost */
+  uint64_t full = tu_region_resident(db);
+  reap_dead_claimer(r, mt);
+  cr_assert_eq(tu_region_resident(db), full, "the pages of an orphan a commit may read were given back");
+  epoch_leave(ce);
+  tu_close();
+}
+
 /* A daemon that died in a trim leaves its flag: the tail past the floor may
 ** still hold pages nobody counts, so recycling gives every page back even
 ** when asked to keep them. */
