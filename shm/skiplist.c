@@ -89,8 +89,16 @@ void sl_init(shm_region *r, uint32_t mt)
   atomic_store_explicit(&head->versions, 0, memory_order_relaxed);
   for (int level = 0; level < SL_MAX_HEIGHT; level++)
     atomic_store_explicit(&head->next[level], 0, memory_order_relaxed);
-  head->klen = 0;
-  head->height = SL_MAX_HEIGHT;
+  /* Plain fields, written only when they do not hold their (never changing)
+  ** values already: a fresh arena, or one whose pages were given back, which
+  ** no view names (arena_release_spare). A commit's search finger may rest
+  ** on the head of an arena whose rotation lost and read these (key_less)
+  ** while a new rotator initialises it: rewriting the same bytes then would
+  ** still be a data race. */
+  if (head->klen != 0 || head->height != SL_MAX_HEIGHT) {
+    head->klen = 0;
+    head->height = SL_MAX_HEIGHT;
+  }
   sl_bucket *buckets = buckets_of(r, m);
   for (uint64_t i = 0, n = bucket_count(m->capacity); i < n; i++)
     atomic_store_explicit(&buckets[i], 0, memory_order_relaxed);
