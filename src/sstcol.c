@@ -375,9 +375,23 @@ size_t sstcol_row_bound(const struct sst_colview *cv)
   return n;
 }
 
-size_t sstcol_encode_row(const struct sst_colview *cv, uint32_t row, uint8_t *out)
+/* The columns row `row` is encoded with: up to its last loaded non-NULL one.
+** Trailing NULLs read the same when they are left out, and leaving them out
+** keeps a reassembled row no longer than the row as written: a row of fewer
+** columns than its block (written before a column was added) would else come
+** back a type byte (and a bitmap byte) longer, past SOCHDB_MAX_VALUE when it
+** was written at the limit. */
+static unsigned row_columns(const struct sst_colview *cv, uint32_t row)
 {
   unsigned ncols = cv->loaded ? 64 - (unsigned)__builtin_clzll(cv->loaded) : 0;
+  while (ncols > 0 && (!(cv->loaded >> (ncols - 1) & 1) || (cv->col[ncols - 1].nulls[row / 8] >> (row % 8) & 1)))
+    ncols--;
+  return ncols;
+}
+
+size_t sstcol_encode_row(const struct sst_colview *cv, uint32_t row, uint8_t *out)
+{
+  unsigned ncols = row_columns(cv, row);
   size_t n = rowfmt_header_size(ncols);
   if (out) {
     out[0] = ROWFMT_TAG;

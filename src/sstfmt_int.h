@@ -90,8 +90,9 @@ int    sstcol_check_column(const uint8_t *p, size_t n, unsigned type, uint32_t n
 /* Row `row`'s value of column j (loaded) into *v. */
 void   sstcol_value(const struct sst_colview *cv, unsigned j, uint32_t row, sochdb_value *v);
 /* Row `row` of the block, encoded as a row value (rowfmt.h) into out, or
-** only measured when out is NULL: its columns up to the last one loaded,
-** those not loaded NULL. Returns its size. */
+** only measured when out is NULL: its columns up to the last one loaded
+** that is not NULL in this row, those not loaded NULL (so never longer than
+** the row as written). Returns its size. */
 size_t sstcol_encode_row(const struct sst_colview *cv, uint32_t row, uint8_t *out);
 /* No row of the loaded block encodes to more bytes than this. */
 size_t sstcol_row_bound(const struct sst_colview *cv);

@@ -1975,3 +1975,67 @@ Test(table, rows_from_before_and_after_an_added_column_scan_and_filter_by_it)
   sochdb_table_close(tb);
   tu_close();
 }
+
+/* ---- review: a row of the largest size beside a wider row ------------------------ */
+
+/* A row of exactly SOCHDB_MAX_VALUE bytes, written through a handle opened
+** before a column was added, shares a columnar block with a row of the wider
+** schema once flushed. The block's reader reassembled every row with the
+** block's column count (one type byte more, here), so the row came back one
+** byte over SOCHDB_MAX_VALUE and was refused as SOCHDB_CORRUPT: an
+** acknowledged row lost to every get and scan, and to compaction. */
+Test(table, a_row_of_the_largest_size_reads_back_from_a_block_of_wider_rows)
+{
+  static const sochdb_column cols[3] = {
+    { "id", SOCHDB_INT64, 0 }, { "data", SOCHDB_BYTES, 0 }, { "x", SOCHDB_INT64, SOCHDB_NULLABLE },
+  };
+  sochdb *db = tu_open(256u << 20, 64u << 20, 10000);
+  sochdb_table *old = create_table_of(db, "big", cols, 2), *wide = NULL;
+  sochdb_txn *t = tu_begin(db, 0);
+  cr_assert_eq(sochdb_table_add_column(t, old, &cols[2]), SOCHDB_OK, "add column: %s", sochdb_last_error());
+  tu_commit(t, SOCHDB_SYNC, "add column");
+  /* header 2 + 2 types + 1 bitmap byte, the id 8 bytes, the length 4 bytes */
+  const size_t len = SOCHDB_MAX_VALUE - 17;
+  uint8_t *data = malloc(len);
+  cr_assert_not_null(data);
+  for (size_t i = 0; i < len; i++)
+    data[i] = (uint8_t)(i * 7 + i / 251);
+  t = tu_begin(db, 0);
+  cr_assert_eq(sochdb_table_open(t, "big", cols, 3, &wide), SOCHDB_OK, "open: %s", sochdb_last_error());
+  cr_assert_eq(sochdb_row_put(t, wide, (sochdb_value[3]){ { .i64 = 1 }, { .bytes = "a", .len = 1 }, { .i64 = 5 } }),
+               SOCHDB_OK, "the wide row: %s", sochdb_last_error());
+  int rc = sochdb_row_put(t, old, (sochdb_value[2]){ { .i64 = 2 }, { .bytes = data, .len = len } });
+  cr_assert_eq(rc, SOCHDB_OK, "a row of %u bytes: %s (%s)", SOCHDB_MAX_VALUE, sochdb_strerror(rc),
+               sochdb_last_error());
+  tu_commit(t, SOCHDB_SYNC, "the rows");
+  for (int stage = 0; stage < 2; stage++) {
+    if (stage == 0) {
+      tu_rotate(db);
+      TU_WAIT_STATS(db, s->memtables_in_use <= 1, "the memtable flushed");
+    } else {
+      tu_compact_files(db);
+    }
+    t = tu_begin(db, SOCHDB_TXN_READONLY);
+    sochdb_value out[3];
+    rc = sochdb_row_get(t, old, &(sochdb_value){ .i64 = 2 }, NULL, 0, out);
+    cr_assert_eq(rc, SOCHDB_OK, "stage %d: the largest row: %s (%s)", stage, sochdb_strerror(rc), sochdb_last_error());
+    cr_assert(out[1].len == len && memcmp(out[1].bytes, data, len) == 0, "stage %d: its bytes", stage);
+    rc = sochdb_row_get(t, wide, &(sochdb_value){ .i64 = 2 }, NULL, 0, out);
+    cr_assert_eq(rc, SOCHDB_OK, "stage %d: through the wide handle: %s (%s)", stage, sochdb_strerror(rc),
+                 sochdb_last_error());
+    cr_assert(out[2].is_null, "stage %d: the added column reads NULL", stage);
+    sochdb_scan *s = open_scan(t, wide, NULL, NULL, NULL, 0, NULL);
+    int n = 0;
+    while ((rc = sochdb_scan_next(s, out)) == SOCHDB_OK)
+      n++;
+    cr_assert_eq(rc, SOCHDB_NOTFOUND, "stage %d: a full scan: %s (%s)", stage, sochdb_strerror(rc),
+                 sochdb_last_error());
+    cr_assert_eq(n, 2, "stage %d: both rows", stage);
+    sochdb_scan_close(s, NULL);
+    sochdb_abort(t);
+  }
+  free(data);
+  sochdb_table_close(old);
+  sochdb_table_close(wide);
+  tu_close();
+}
