@@ -417,6 +417,14 @@ void sdb_row_column(const sochdb_value *vals, unsigned ncols, unsigned c, sochdb
   }
 }
 
+int sdb_row_check_null(const sochdb_table *tb, unsigned c, const sochdb_value *v)
+{
+  if (v->is_null && !(tb->cols[c].flags & SOCHDB_NULLABLE))
+    return sdb_fail(SOCHDB_CORRUPT, "a row of table '%s' holds NULL in column '%s', which is not nullable", tb->name,
+                    tb->names[c]);
+  return SOCHDB_OK;
+}
+
 static int check_values(const sochdb_table *tb, const sochdb_value *values)
 {
   for (size_t j = 0; j < tb->ncols; j++) {
@@ -518,7 +526,11 @@ int sochdb_row_get(sochdb_txn *t, sochdb_table *tb, const sochdb_value *pk, cons
   if ((rc = sdb_row_decode(tb, v, vlen, ~0ull, &nv, vals)))
     return rc;
   size_t n = cols ? ncols : tb->ncols;
-  for (size_t i = 0; i < n; i++)
-    sdb_row_column(vals, nv, cols ? cols[i] : (unsigned)i, &out[i]);
+  for (size_t i = 0; i < n; i++) {
+    unsigned c = cols ? cols[i] : (unsigned)i;
+    sdb_row_column(vals, nv, c, &out[i]);
+    if ((rc = sdb_row_check_null(tb, c, &out[i])))
+      return rc;
+  }
   return SOCHDB_OK;
 }

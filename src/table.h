@@ -45,4 +45,9 @@ int    sdb_row_decode(const sochdb_table *tb, const uint8_t *p, size_t n, uint64
 /* Column c of a decoded row of ncols columns: NULL past its end. */
 void   sdb_row_column(const sochdb_value *vals, unsigned ncols, unsigned c, sochdb_value *out);
 
+/* SOCHDB_OK, or SOCHDB_CORRUPT (message set) when v, read from a stored row
+** as tb's column c, is NULL where c is not nullable: no row put writes that
+** (columns added later are nullable), so the row is damaged. */
+int    sdb_row_check_null(const sochdb_table *tb, unsigned c, const sochdb_value *v);
+
 #endif

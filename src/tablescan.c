@@ -177,7 +177,7 @@ static int block_value(const sochdb_scan *s, unsigned c, uint32_t r, sochdb_valu
   if (sst_colview_get(s->blk.cv, c, r, &type, v) != SOCHDB_OK || (type && type != s->tb->types[c]))
     return sdb_fail(SOCHDB_CORRUPT, "a block of table '%s' holds column '%s' of another type", s->tb->name,
                     s->tb->names[c]);
-  return SOCHDB_OK;
+  return sdb_row_check_null(s->tb, c, v);
 }
 
 /* The next row of the block being read that passes the filter: 1 with
@@ -242,8 +242,11 @@ static int scan_step(sochdb_scan *s, sochdb_value *out)
       if (!rowfmt_match(&s->proj.f, &fv))
         continue;
     }
-    for (size_t i = 0; i < s->ncols; i++)
+    for (size_t i = 0; i < s->ncols; i++) {
       sdb_row_column(s->vals, nv, s->cols[i], &out[i]);
+      if ((rc = sdb_row_check_null(s->tb, s->cols[i], &out[i])))
+        return rc;
+    }
     s->rows++;
     return SOCHDB_OK;
   }

@@ -209,3 +209,81 @@ Test(tables, a_file_that_cannot_be_opened_fails_only_the_keys_it_may_hold)
                  maybe_in_it[i]);
   sochdb_close(db);
 }
+
+/* ---- review: rows of a crafted file against the table's schema ------------------ */
+
+/* A row of table `table` (id int64, name string, q int64 nullable): name
+** NULL when null_name, its id column `id` (the key says `pk`). */
+static void add_row(struct sst_builder *b, uint32_t table, int64_t pk, int64_t id, int null_name, uint64_t seq)
+{
+  static const uint8_t types[3] = { SOCHDB_INT64, SOCHDB_STRING, SOCHDB_INT64 };
+  uint8_t key[32], val[64];
+  rowfmt_row_prefix(key, table);
+  sochdb_value k = { .i64 = pk };
+  size_t klen = ROWFMT_PREFIX_LEN + rowfmt_pk_encode(key + ROWFMT_PREFIX_LEN, SOCHDB_INT64, &k);
+  sochdb_value v[3] = { { .i64 = id }, { .is_null = null_name, .bytes = "nm", .len = 2 }, { .i64 = pk * 2 } };
+  size_t vlen = rowfmt_encode(val, 3, types, v);
+  cr_assert_eq(sst_builder_add(b, key, klen, seq, SST_PUT, val, vlen), SOCHDB_OK, "add row %lld", (long long)pk);
+}
+
+/* An SSTable whose checksums hold but whose row 2 has NULL in a column that
+** is not nullable: a scan and a get handed out the NULL as if it were data
+** (the API promises none there), where a damaged file is SOCHDB_CORRUPT. */
+Test(tables, a_row_with_null_in_a_column_that_is_not_nullable_is_corrupt)
+{
+  static const sochdb_column cols[3] = {
+    { "id", SOCHDB_INT64, 0 }, { "name", SOCHDB_STRING, 0 }, { "q", SOCHDB_INT64, SOCHDB_NULLABLE },
+  };
+  sochdb *db = open_db();
+  sochdb_txn *t = tu_begin(db, 0);
+  cr_assert_eq(sochdb_table_create(t, "t", cols, 3), SOCHDB_OK, "create: %s", sochdb_last_error());
+  tu_commit(t, SOCHDB_ASYNC, "create");
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  sochdb_table *tb = NULL;
+  cr_assert_eq(sochdb_table_open(t, "t", cols, 3, &tb), SOCHDB_OK, "open");
+  uint32_t id;
+  const sochdb_column *c;
+  size_t n;
+  sochdb_table_schema(tb, &c, &n, &id);
+  sochdb_abort(t);
+
+  struct sst_builder b;
+  cr_assert_eq(sst_builder_init(&b, SST_BLOCK_MIN), SOCHDB_OK);
+  for (int64_t pk = 1; pk <= 3; pk++)
+    add_row(&b, id, pk, pk, pk == 2, 4);
+  uint8_t *buf;
+  size_t len;
+  cr_assert_eq(sst_builder_finish(&b, &buf, &len), SOCHDB_OK);
+  sst_builder_free(&b);
+  char path[4200];
+  cr_assert_eq(sst_file_path(path, sizeof path, tu_dir(), 60), SOCHDB_OK);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  cr_assert_geq(fd, 0);
+  cr_assert_eq(write(fd, buf, len), (ssize_t)len);
+  close(fd);
+  free(buf);
+  struct fl_file f = { .number = 60, .size = len, .level = 1 };
+  publish(db, &f, 1);
+
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (int proj = 0; proj < 2; proj++) {   /* every column; the name alone (its block read whole) */
+    unsigned one = 1;
+    sochdb_scan *s = NULL;
+    cr_assert_eq(sochdb_table_scan(t, tb, NULL, NULL, proj ? &one : NULL, proj ? 1 : 0, NULL, &s), SOCHDB_OK);
+    sochdb_value out[3];
+    int rc, rows = 0;
+    while ((rc = sochdb_scan_next(s, out)) == SOCHDB_OK) {
+      cr_assert(!out[proj ? 0 : 1].is_null, "scan (projection %d): row %d hands out NULL in 'name', which is not "
+                "nullable", proj, rows);
+      rows++;
+    }
+    cr_assert_eq(rc, SOCHDB_CORRUPT, "scan (projection %d): %s after %d rows", proj, sochdb_strerror(rc), rows);
+    sochdb_scan_close(s, NULL);
+  }
+  sochdb_value pk = { .i64 = 2 }, out[3];
+  int rc = sochdb_row_get(t, tb, &pk, NULL, 0, out);
+  cr_assert_eq(rc, SOCHDB_CORRUPT, "get: %s (name NULL %d)", sochdb_strerror(rc), out[1].is_null);
+  sochdb_abort(t);
+  sochdb_table_close(tb);
+  sochdb_close(db);
+}
