@@ -987,7 +987,8 @@ static void cursor_start(struct sst_cursor *c, const struct sst_blk *b, int line
 static int  cursor_next(struct sst_cursor *c);
 
 /* Whether the keys segment of columnar block i (cb) is what its index entry
-** says, which the readers rely on: a row per PUT entry, nrows of them (a
+** says, which the readers rely on: every key a row of cb->table (a
+** projection of another table reads only its keys), a row per PUT entry, nrows of them (a
 ** get and an iterator take row n - 1 for the n-th PUT, a block taken whole
 ** hands out nrows rows without decoding its keys); entries with no value, in
 ** order, none above max_seq; if unique, every entry a PUT of a key of its
@@ -1016,15 +1017,18 @@ static int check_columnar_keys(const struct sst_reader *r, uint32_t i, const str
   for (int first = 1; ok && (d = cursor_next(&w->c)) > 0; first = 0) {
     const struct sst_cursor *c = &w->c;
     int kc = plen ? key_order(w->prev, plen, c->key, c->klen) : -1;
+    uint32_t table = 0;
     ok = c->vlen == 0 && c->seq <= cb->max_seq &&
+         (!first || (rowfmt_key_table(c->key, c->klen, &table) && table == cb->table)) &&
          (cb->unique ? c->kind == SST_PUT && kc < 0 : first || kc < 0 || (kc == 0 && pseq > c->seq));
     memcpy(w->prev, c->key, c->klen);
     plen = c->klen;
     pseq = c->seq;
     n++;
   }
+  uint32_t last_table = 0;   /* the first and the last key rows of cb->table: so is every key between */
   ok = ok && d == 0 && w->c.nput == cb->nrows && n && key_order(w->prev, plen, r->keys + e->key_off, e->klen) == 0 &&
-       pseq == e->seq;
+       pseq == e->seq && rowfmt_key_table(w->prev, plen, &last_table) && last_table == cb->table;
   free(w);
   return ok ? SOCHDB_OK
             : sdb_fail(SOCHDB_CORRUPT, "SSTable columnar block at %llu: its keys do not match its index entry",
@@ -1872,8 +1876,12 @@ static uint64_t columns_wanted(const struct sst_iter *it, const struct sst_colbl
 {
   const struct sst_projection *p = it->proj;
   *skip = *filter = 0;
-  if (!p || p->table != cb->table)
+  if (!p)
     return ~0ull;
+  if (p->table != cb->table) {   /* beyond the scan's range: its keys alone (sst_iter_project) */
+    *skip = 1;
+    return 0;
+  }
   if (!p->filtered)
     return p->columns;
   if (sstcol_excluded(it->r, cb, &p->f)) {
@@ -1893,7 +1901,7 @@ static int iter_load_columnar(struct sst_iter *it, uint32_t i, struct sst_blk *k
     return sdb_fail(SOCHDB_NOMEM, "out of memory reading a columnar block");
   const struct sst_colblock *cb = &it->r->colblocks[it->r->index[i].col - 1];
   uint64_t want = columns_wanted(it, cb, &it->col_skip, &it->col_filter);
-  if (it->col_skip && it->stats)
+  if (it->col_skip && it->stats && cb->table == it->proj->table)
     it->stats->blocks_skipped++;
   it->col = 1;
   int rc = load_columnar(it->r, i, want, it->cv, keys, it->stats);

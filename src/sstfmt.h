@@ -364,8 +364,9 @@ struct sst_read_stats {
 };
 
 /* Which columns of one table's rows an iterator reads, and an optional
-** filter it evaluates on them (rowfmt.h). Only columnar blocks of `table`
-** are read partially; every other block is read whole. */
+** filter it evaluates on them (rowfmt.h). Columnar blocks of `table` are
+** read partially, those of other tables not at all but for their keys
+** (sst_iter_project); plain blocks are read whole. */
 struct sst_projection {
   uint32_t table;
   uint64_t columns;            /* bit j: column j is wanted */
@@ -607,7 +608,11 @@ void sst_iter_init(struct sst_iter *it, const struct sst_reader *r);
 ** columns are NULL (those after the last wanted one are left out: they read
 ** as NULL too), or as SST_SKIP (no value) when it fails p's filter; the
 ** column segments of a block whose min/max exclude the filter are not read
-** at all (every PUT of it is SST_SKIP). stats adds up what was read. */
+** at all (every PUT of it is SST_SKIP). A columnar block of another table
+** has its keys read alone, every PUT of it SST_SKIP: a projected iterator
+** serves a scan of p->table, whose range holds no other table's rows; it
+** only passes such a block (the next table's first, where the scan ends).
+** stats adds up what was read. */
 void sst_iter_project(struct sst_iter *it, const struct sst_projection *p, struct sst_read_stats *stats);
 /* Position it before the first entry whose user key is >= key (all its
 ** versions follow); key NULL = the first entry. Errors: SOCHDB_INVALID (bad

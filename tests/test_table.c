@@ -2039,3 +2039,41 @@ Test(table, a_row_of_the_largest_size_reads_back_from_a_block_of_wider_rows)
   sochdb_table_close(wide);
   tu_close();
 }
+
+/* ---- review: a scan reads no other table's columns ------------------------------- */
+
+/* A one-column scan of table a, whose one row sits in the block before table
+** b's first one, read all eight columns of b's block (about 15 KB here, for
+** a row of a few bytes): the iterator reads the next block before it sees
+** that the scan is over, and a projection read another table's columnar
+** block whole. It reads that block's keys only now: no more than the same
+** one-column read of b's first row costs, plus a's own block. */
+Test(table, a_projected_scan_reads_no_column_of_the_next_table)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  sochdb_table *a = create_table(db, "a");
+  sochdb_table *b = create_table(db, "b");
+  sochdb_txn *t = tu_begin(db, 0);
+  put_row(t, a, 1, 1);
+  tu_commit(t, SOCHDB_SYNC, "a row of a");
+  fill(db, b, 20000, 1, 100);
+  tu_full_compaction(db);
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  unsigned one = C_QTY;
+  sochdb_scan_stats sa = scan_cost(t, a, &one, 1);
+  sochdb_value lo = pk_of(0), hi = pk_of(1), row;
+  sochdb_scan *s = open_scan(t, b, &lo, &hi, &one, 1, NULL);
+  cr_assert_eq(sochdb_scan_next(s, &row), SOCHDB_OK, "b's first row");
+  cr_assert_eq(sochdb_scan_next(s, &row), SOCHDB_NOTFOUND, "b's first row only");
+  sochdb_scan_stats sb;
+  sochdb_scan_close(s, &sb);
+  sochdb_abort(t);
+  cr_assert_eq(sa.rows, 1, "a's row");
+  cr_assert_lt(sa.bytes_read, sb.bytes_read + 512, "one column of a read %llu bytes; the same column of b's first "
+               "row %llu", (unsigned long long)sa.bytes_read, (unsigned long long)sb.bytes_read);
+  cr_assert_lt(sa.bytes_decompressed, sb.bytes_decompressed + 512, "decompressed: %llu; b's first row %llu",
+               (unsigned long long)sa.bytes_decompressed, (unsigned long long)sb.bytes_decompressed);
+  sochdb_table_close(a);
+  sochdb_table_close(b);
+  tu_close();
+}
