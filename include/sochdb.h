@@ -501,8 +501,10 @@ typedef struct sochdb_scan_stats {
 ** ends, and tb must stay open until then; *filter is copied.
 **
 ** Errors: SOCHDB_INVALID (NULL t, tb or out, a column or the filter's column
-**   out of range, unknown op, a NULL filter bound, a primary-key bound that
-**   is NULL or too long), SOCHDB_CORRUPT or SOCHDB_IO (an SSTable is damaged
+**   out of range, cols given with ncols 0 or above SOCHDB_MAX_COLUMNS,
+**   unknown op, a NULL filter bound, a bytes or string filter bound above
+**   SOCHDB_MAX_VALUE, a primary-key bound that is NULL or too long),
+**   SOCHDB_CORRUPT or SOCHDB_IO (an SSTable is damaged
 **   or could not be opened), SOCHDB_NOMEM.
 */
 int  sochdb_table_scan(sochdb_txn *t, sochdb_table *tb, const sochdb_value *start_pk, const sochdb_value *end_pk,
