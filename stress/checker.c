@@ -78,6 +78,7 @@ typedef struct txn {
   uint8_t role, out, mode, status;
   uint8_t seen, durable;
   uint32_t mark;
+  int64_t seen_b1;           /* the earliest snapshot (a worker's b1) that saw it */
 } txn;
 
 typedef struct key {
@@ -119,6 +120,7 @@ typedef struct ck {
   uint32_t fin, ini;         /* the final.state and init.state transactions */
   uint32_t stamp;
   int64_t max_sync_c0;
+  int64_t max_present_c0;    /* the latest commit call begun among transactions found in the state after it */
   unsigned examples[CK_NKINDS];
 } ck;
 
@@ -732,6 +734,22 @@ static void classify(ck *c)
       uint32_t t = txn_of(c, obs_ids(c, &c->rd[i].o)[j]);
       if (t != NONE) c->tx[t].seen = 1;
     }
+  /* A write a worker's snapshot saw was published before that snapshot's
+  ** begin returned (b1), so before any commit call that began after b1: a
+  ** SYNC commit acknowledged after that makes it durable too, whatever its
+  ** own outcome (an unknown one included) and whenever it returned. */
+  for (size_t i = 0; i < c->ntx; i++) c->tx[i].seen_b1 = INT64_MAX;
+  for (size_t r = 0; r < c->ntx; r++) {
+    const txn *rt = &c->tx[r];
+    if (rt->role != RO_WORKER) continue;
+    for (uint32_t i = 0; i < rt->nrd; i++) {
+      const rd *x = &c->rd[rt->rd0 + i];
+      for (uint32_t j = 0; j < x->o.nids; j++) {
+        uint32_t t = txn_of(c, obs_ids(c, &x->o)[j]);
+        if (t != NONE && t != r && rt->b1 < c->tx[t].seen_b1) c->tx[t].seen_b1 = rt->b1;
+      }
+    }
+  }
   c->max_sync_c0 = INT64_MIN;
   for (size_t i = 0; i < c->ntx; i++) {
     txn *t = &c->tx[i];
@@ -744,7 +762,8 @@ static void classify(ck *c)
   for (size_t i = 0; i < c->ntx; i++) {
     txn *t = &c->tx[i];
     t->durable = t->role == RO_PRE || (t->mode == 's' && t->out == OUT_OK) ||
-                 (t->status == ST_COMMITTED && t->c1 < c->max_sync_c0);
+                 (t->status == ST_COMMITTED && t->c1 < c->max_sync_c0) ||
+                 ((t->status == ST_COMMITTED || t->status == ST_PRESENT) && t->seen_b1 < c->max_sync_c0);
   }
 }
 
@@ -1037,9 +1056,8 @@ static void check_reads_kept(ck *c, const txn *t)
   }
 }
 
-/* After the unit, t must be in all its lists in final.state or in none; in
-** all when it was acknowledged (and durable, if the region was removed). */
-static void check_presence(ck *c, const txn *t)
+/* How many of t's lists hold its append in final.state, and miss it. */
+static void presence(const ck *c, const txn *t, unsigned *pin, unsigned *pout)
 {
   unsigned in = 0, out = 0;
   for (uint32_t i = 0; i < t->nwr; i++) {
@@ -1051,19 +1069,118 @@ static void check_presence(ck *c, const txn *t)
     if (w->pos >= 0 && (uint32_t)w->pos < len && obs_ids(c, s)[w->pos] == t->id) in++;
     else out++;
   }
+  *pin = in;
+  *pout = out;
+}
+
+/* A transaction found after the unit was committed after every commit that
+** had returned (or been seen) before its commit call began: the log keeps
+** commits in order, so those are there too, durable or not. */
+static void note_present(ck *c)
+{
+  c->max_present_c0 = INT64_MIN;
+  for (size_t i = 0; i < c->ntx; i++) {
+    const txn *t = &c->tx[i];
+    unsigned in, out;
+    if (t->role != RO_WORKER || !live(t)) continue;
+    presence(c, t, &in, &out);
+    if (in && t->c0 > c->max_present_c0) c->max_present_c0 = t->c0;
+  }
+}
+
+/* After the unit, t must be in all its lists in final.state or in none; in
+** all when it was acknowledged (and durable, if the region was removed, or
+** older than a commit found there). */
+static void check_presence(ck *c, const txn *t)
+{
+  unsigned in, out;
+  presence(c, t, &in, &out);
+  int kept_after = (t->status == ST_COMMITTED && t->c1 < c->max_present_c0) || t->seen_b1 < c->max_present_c0;
   if (in && out) {
     anomaly(c, CK_HALF_PRESENT, "%s (%s) is in %u of its lists after the unit and missing from %u", idstr(t->id),
             t->status == ST_COMMITTED ? "committed" : "outcome unknown", in, out);
-  } else if (out && t->status == ST_COMMITTED) {
-    if (!c->region_removed || t->durable)
-      anomaly(c, CK_LOST_COMMIT, "%s was acknowledged (%s commit at %lld) but is missing after the unit",
-              idstr(t->id), t->mode == 's' ? "SYNC" : "ASYNC", (long long)t->c1);
-    else
+  } else if (out && (t->status == ST_COMMITTED || t->status == ST_PRESENT)) {
+    if (!c->region_removed || t->durable || kept_after) {
+      if (t->status == ST_COMMITTED)
+        anomaly(c, CK_LOST_COMMIT, "%s was acknowledged (%s commit at %lld) but is missing after the unit%s",
+                idstr(t->id), t->mode == 's' ? "SYNC" : "ASYNC", (long long)t->c1,
+                c->region_removed && !t->durable ? " (a commit begun after it returned is there)" : "");
+      else
+        anomaly(c, CK_LOST_COMMIT, "%s (outcome unknown) was seen by a snapshot taken at %lld%s but is missing "
+                "after the unit", idstr(t->id), (long long)t->seen_b1,
+                c->region_removed ? ", before a durable or surviving commit began," : "");
+
+    } else if (t->status == ST_COMMITTED)
       c->rep->nondurable_lost++;
   } else if (in) {
     c->rep->commits_verified++;
     check_reads_kept(c, t);
   }
+}
+
+/* The bank accounts hold no list, only their last writer's id: each transfer
+** read the account (the writer before it) and wrote its own id. From the
+** writer final.state shows, the chain of writers (each one's read naming the
+** one before) is the account's committed history; a transfer off every
+** chain of its accounts is lost, one on some and off others half present. */
+static void check_accounts(ck *c)
+{
+  uint8_t *on = malloc(c->ntx + 1);
+  uint32_t *in = calloc(c->ntx + 1, sizeof *in), *out = calloc(c->ntx + 1, sizeof *out);
+  for (size_t ki = 0; ki < c->nkeys; ki++) {
+    const key *k = &c->keys[ki];
+    if ((k->kind != K_ACCT && k->kind != K_RACCT) || k->state_rd == NONE) continue;
+    memset(on, 0, c->ntx + 1);
+    const obs *s = &c->rd[k->state_rd].o;
+    uint64_t cur = s->st == OB_VAL && s->nids ? obs_ids(c, s)[0] : 0, before = 0;   /* init.state's writer */
+    for (uint32_t i = 0; c->ini != NONE && i < c->tx[c->ini].nrd; i++) {
+      const rd *x = &c->rd[c->tx[c->ini].rd0 + i];
+      if (x->key == ki && x->o.st == OB_VAL && x->o.nids) before = obs_ids(c, &x->o)[0];
+    }
+    int reached = !before;
+    for (size_t steps = 0; cur && steps <= c->ntx; steps++) {
+      if (cur == before) {
+        reached = 1;
+        break;
+      }
+      uint32_t t = txn_of(c, cur);
+      if (t == NONE || on[t] || !write_of(c, &c->tx[t], (uint32_t)ki)) break;
+      on[t] = 1;
+      cur = 0;   /* the writer before it: what its first read of the account saw */
+      for (uint32_t i = 0; i < c->tx[t].nrd; i++) {
+        const rd *x = &c->rd[c->tx[t].rd0 + i];
+        if (x->key != ki) continue;
+        if (x->o.st == OB_VAL && x->o.nids) cur = obs_ids(c, &x->o)[0];
+        break;
+      }
+    }
+    if (!reached)
+      anomaly(c, CK_LOST_COMMIT, "%s: its value before the unit (written by %s, durable) is not in the history of its "
+              "value after it", k->name, idstr(before));
+    for (size_t i = 0; i < c->ntx; i++) {
+      const txn *t = &c->tx[i];
+      if (t->role != RO_WORKER || !live(t) || !write_of(c, t, (uint32_t)ki)) continue;
+      if (on[i]) in[i]++;
+      else out[i]++;
+    }
+  }
+  for (size_t i = 0; i < c->ntx; i++) {
+    const txn *t = &c->tx[i];
+    if (in[i] && out[i]) {
+      anomaly(c, CK_HALF_PRESENT, "%s (%s) is in the history of %u of its accounts after the unit and missing "
+              "from %u", idstr(t->id), t->status == ST_COMMITTED ? "committed" : "outcome unknown", in[i], out[i]);
+    } else if (out[i] && t->status == ST_COMMITTED) {
+      if (!c->region_removed || t->durable)
+        anomaly(c, CK_LOST_COMMIT, "%s was acknowledged (%s commit at %lld) but its account writes are not in "
+                "the history of the accounts' values after the unit", idstr(t->id), t->mode == 's' ? "SYNC" : "ASYNC",
+                (long long)t->c1);
+      else
+        c->rep->nondurable_lost++;
+    }
+  }
+  free(on);
+  free(in);
+  free(out);
 }
 
 /* ------------------------------------------------------------ dependency cycles */
@@ -1328,6 +1445,7 @@ static void count_outcomes(ck *c)
 
 static void run_checks(ck *c)
 {
+  note_present(c);
   for (size_t i = 0; i < c->ntx; i++)
     if (c->tx[i].role != RO_PRE) check_txn(c, &c->tx[i]);
   for (size_t i = 0; i < c->ntx; i++) {
@@ -1336,6 +1454,7 @@ static void run_checks(ck *c)
     check_lost_updates(c, t);
     check_presence(c, t);
   }
+  check_accounts(c);
   check_cycles(c);
 }
 
