@@ -129,6 +129,10 @@ static int parse_line(char *line, rec *r)
     r->ino = num(&p);
     r->grave = tok(&p);
     return r->grave ? 0 : -1;
+  case 'X':
+    while (*p == ' ') p++;
+    r->path = strdup(p);
+    return 0;
   case 'R':
     r->dir = tok(&p);
     r->name = tok(&p);
@@ -511,6 +515,13 @@ int pc_materialise(const char *db, const char *state_dir, uint64_t *rng, FILE *l
     recs_free(&v);
     return -1;
   }
+  for (size_t i = 0; i < v.n; i++)
+    if (v.r[i].type == 'X') {
+      fprintf(stderr, "sochdb-stress: a daemon did %s, which the power-loss mode cannot model (stress/powercut.c)\n",
+              v.r[i].path);
+      recs_free(&v);
+      return -1;
+    }
   fprintf(log, "power cut: %zu records\n", v.n);
   for (int i = 0; i < nd; i++) namespace(&v, dirs[i], rng, log, st);
   for (int i = 0; i < nd; i++) {

@@ -51,7 +51,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static char state_path[PATH_MAX], grave_dir[PATH_MAX], db_dir[PATH_MAX];
@@ -68,6 +71,15 @@ static int (*real_renameat)(int, const char *, int, const char *);
 static int (*real_renameat2)(int, const char *, int, const char *, unsigned);
 static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
 static ssize_t (*real_pwrite64)(int, const void *, size_t, off64_t);
+static ssize_t (*real_write)(int, const void *, size_t);
+static ssize_t (*real_writev)(int, const struct iovec *, int);
+static ssize_t (*real_pwritev)(int, const struct iovec *, int, off_t);
+static ssize_t (*real_pwritev64)(int, const struct iovec *, int, off64_t);
+static ssize_t (*real_pwritev2)(int, const struct iovec *, int, off_t, int);
+static ssize_t (*real_copy_file_range)(int, off64_t *, int, off64_t *, size_t, unsigned);
+static int (*real_remove)(const char *);
+static int (*real_fallocate)(int, int, off_t, off_t);
+static void *(*real_mmap)(void *, size_t, int, int, int, off_t);
 
 __attribute__((constructor)) static void pc_init(void)
 {
@@ -80,6 +92,16 @@ __attribute__((constructor)) static void pc_init(void)
   real_renameat2 = (int (*)(int, const char *, int, const char *, unsigned))dlsym(RTLD_NEXT, "renameat2");
   real_pwrite = (ssize_t (*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
   real_pwrite64 = (ssize_t (*)(int, const void *, size_t, off64_t))dlsym(RTLD_NEXT, "pwrite64");
+  real_write = (ssize_t (*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
+  real_writev = (ssize_t (*)(int, const struct iovec *, int))dlsym(RTLD_NEXT, "writev");
+  real_pwritev = (ssize_t (*)(int, const struct iovec *, int, off_t))dlsym(RTLD_NEXT, "pwritev");
+  real_pwritev64 = (ssize_t (*)(int, const struct iovec *, int, off64_t))dlsym(RTLD_NEXT, "pwritev64");
+  real_pwritev2 = (ssize_t (*)(int, const struct iovec *, int, off_t, int))dlsym(RTLD_NEXT, "pwritev2");
+  real_copy_file_range =
+    (ssize_t (*)(int, off64_t *, int, off64_t *, size_t, unsigned))dlsym(RTLD_NEXT, "copy_file_range");
+  real_remove = (int (*)(const char *))dlsym(RTLD_NEXT, "remove");
+  real_fallocate = (int (*)(int, int, off_t, off_t))dlsym(RTLD_NEXT, "fallocate");
+  real_mmap = (void *(*)(void *, size_t, int, int, int, off_t))dlsym(RTLD_NEXT, "mmap");
   const char *st = getenv(PC_ENV_STATE), *dir = getenv(PC_ENV_DIR), *l = getenv(PC_ENV_LIE);
   lie = l && *l && strcmp(l, "0") != 0;
   if (!st || !*st || !dir || !*dir || !realpath(dir, db_dir)) return;
@@ -113,7 +135,7 @@ __attribute__((format(printf, 1, 2))) static void record(const char *fmt, ...)
   int saved = errno;
   int fd = open(state_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   if (fd >= 0) {
-    if (write(fd, buf, (size_t)n) != n) { /* nothing to do: the record is simply missing */ }
+    if ((real_write ? real_write : write)(fd, buf, (size_t)n) != n) { /* the record is simply missing */ }
     close(fd);
   }
   errno = saved;
@@ -227,7 +249,16 @@ static int lie_now(const char *path, const struct stat *st)
   return seen;
 }
 
-static pthread_mutex_t dir_sync_mu = PTHREAD_MUTEX_INITIALIZER;
+/* Directory syncs hold it for writing from the listing to the record; an
+** unlink or a rename holds it for reading from its record to its real call.
+** So an operation recorded before a listing is done before it (the listing
+** shows it), and one recorded after the D record is done after the sync
+** returned (undoable): without it, an unlink recorded, then a listing that
+** still has the name, then the unlink, left a D record after the U record
+** that the crash state took as making the unlink durable, however late it
+** came. It also keeps directory syncs one at a time in this process, so
+** the last listing recorded is the newest. */
+static pthread_rwlock_t ns_lock = PTHREAD_RWLOCK_INITIALIZER;
 
 static int synced(int fd, int (*real)(int))
 {
@@ -244,7 +275,7 @@ static int synced(int fd, int (*real)(int))
     ** the table the MANIFEST then named was dropped at the cut (a stress
     ** run's "created, its name never made durable" on a table listed at
     ** level 0). */
-    pthread_mutex_lock(&dir_sync_mu);
+    pthread_rwlock_wrlock(&ns_lock);
     char *body = listing(path);
     int rc = real(fd);
     if (rc == 0 && body) {
@@ -252,7 +283,7 @@ static int synced(int fd, int (*real)(int))
       record("D %s %s", path, body);
       errno = saved;
     }
-    pthread_mutex_unlock(&dir_sync_mu);
+    pthread_rwlock_unlock(&ns_lock);
     free(body);
     return rc;
   }
@@ -283,6 +314,31 @@ int fdatasync(int fd)
   return synced(fd, real_fdatasync);
 }
 
+/* ------------------------------------------------------------ unmodelled */
+
+/* An operation on a tracked file that a power cut could undo and the crash
+** state cannot: an X record, which makes pc_materialise fail the run rather
+** than let it pass on a state no disk could be trusted to leave. */
+static void unmodelled(const char *what, int dirfd, const char *path)
+{
+  char dir[PATH_MAX], name[NAME_MAX + 1];
+  int saved = errno;
+  if (resolve(dirfd, path, dir, name) == 0) record("X %s %s/%s", what, dir, name);
+  errno = saved;
+}
+
+static void unmodelled_fd(const char *what, int fd)
+{
+  char path[PATH_MAX];
+  struct stat st;
+  int saved = errno;
+  if (active && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && fd_path(fd, path) == 0) {
+    const char *base = strrchr(path, '/');
+    if (!(base && pc_ignored_name(base + 1))) record("X %s %s", what, path);
+  }
+  errno = saved;
+}
+
 /* ------------------------------------------------------------ unlink */
 
 static void before_unlink(int dirfd, const char *path)
@@ -298,15 +354,34 @@ static void before_unlink(int dirfd, const char *path)
 int unlink(const char *path)
 {
   if (!real_unlink) pc_init();
+  pthread_rwlock_rdlock(&ns_lock);
   before_unlink(AT_FDCWD, path);
-  return real_unlink(path);
+  int rc = real_unlink(path);
+  pthread_rwlock_unlock(&ns_lock);
+  return rc;
+}
+
+/* glibc's remove() unlinks through an internal call that no interposed
+** unlink() sees. */
+int remove(const char *path)
+{
+  if (!real_remove) pc_init();
+  struct stat st;
+  pthread_rwlock_rdlock(&ns_lock);
+  if (lstat(path, &st) == 0 && !S_ISDIR(st.st_mode)) before_unlink(AT_FDCWD, path);
+  int rc = real_remove(path);
+  pthread_rwlock_unlock(&ns_lock);
+  return rc;
 }
 
 int unlinkat(int dirfd, const char *path, int flags)
 {
   if (!real_unlinkat) pc_init();
+  pthread_rwlock_rdlock(&ns_lock);
   if (!(flags & AT_REMOVEDIR)) before_unlink(dirfd, path);
-  return real_unlinkat(dirfd, path, flags);
+  int rc = real_unlinkat(dirfd, path, flags);
+  pthread_rwlock_unlock(&ns_lock);
+  return rc;
 }
 
 /* ------------------------------------------------------------ rename */
@@ -331,22 +406,32 @@ static void before_rename(int fd1, const char *from, int fd2, const char *to)
 int rename(const char *from, const char *to)
 {
   if (!real_rename) pc_init();
+  pthread_rwlock_rdlock(&ns_lock);
   before_rename(AT_FDCWD, from, AT_FDCWD, to);
-  return real_rename(from, to);
+  int rc = real_rename(from, to);
+  pthread_rwlock_unlock(&ns_lock);
+  return rc;
 }
 
 int renameat(int fd1, const char *from, int fd2, const char *to)
 {
   if (!real_renameat) pc_init();
+  pthread_rwlock_rdlock(&ns_lock);
   before_rename(fd1, from, fd2, to);
-  return real_renameat(fd1, from, fd2, to);
+  int rc = real_renameat(fd1, from, fd2, to);
+  pthread_rwlock_unlock(&ns_lock);
+  return rc;
 }
 
 int renameat2(int fd1, const char *from, int fd2, const char *to, unsigned flags)
 {
   if (!real_renameat2) pc_init();
+  pthread_rwlock_rdlock(&ns_lock);
   if (!(flags & 2u)) before_rename(fd1, from, fd2, to);   /* not RENAME_EXCHANGE */
-  return real_renameat2(fd1, from, fd2, to, flags);
+  else unmodelled("renameat2(RENAME_EXCHANGE)", fd1, from);
+  int rc = real_renameat2(fd1, from, fd2, to, flags);
+  pthread_rwlock_unlock(&ns_lock);
+  return rc;
 }
 
 /* ------------------------------------------------------------ pwrite */
@@ -404,4 +489,119 @@ ssize_t pwrite64(int fd, const void *buf, size_t n, off64_t off)
   if (!real_pwrite64) return errno = ENOSYS, -1;
   before_pwrite(fd, n, off);
   return real_pwrite64(fd, buf, n, off);
+}
+
+/* The other ways to write over zeros: the vectored writes, and write()/writev()
+** at the descriptor's offset (not O_APPEND: an append only grows the file,
+** which the sizes cover). */
+static size_t iov_len(const struct iovec *iov, int n)
+{
+  size_t len = 0;
+  for (int i = 0; iov && i < n; i++) len += iov[i].iov_len;
+  return len;
+}
+
+static void before_write_at_offset(int fd, size_t n)
+{
+  int saved = errno;
+  int fl = active && n ? fcntl(fd, F_GETFL) : -1;
+  off64_t off = fl >= 0 && !(fl & O_APPEND) ? lseek64(fd, 0, SEEK_CUR) : -1;
+  errno = saved;
+  if (off >= 0) before_pwrite(fd, n, off);
+}
+
+ssize_t write(int fd, const void *buf, size_t n)
+{
+  if (!real_write) pc_init();
+  if (!real_write) return errno = ENOSYS, -1;
+  before_write_at_offset(fd, n);
+  return real_write(fd, buf, n);
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+  if (!real_writev) pc_init();
+  if (!real_writev) return errno = ENOSYS, -1;
+  before_write_at_offset(fd, iov_len(iov, cnt));
+  return real_writev(fd, iov, cnt);
+}
+
+ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+  if (!real_pwritev) pc_init();
+  if (!real_pwritev) return errno = ENOSYS, -1;
+  before_pwrite(fd, iov_len(iov, cnt), off);
+  return real_pwritev(fd, iov, cnt, off);
+}
+
+ssize_t pwritev64(int fd, const struct iovec *iov, int cnt, off64_t off)
+{
+  if (!real_pwritev64) pc_init();
+  if (!real_pwritev64) return errno = ENOSYS, -1;
+  before_pwrite(fd, iov_len(iov, cnt), off);
+  return real_pwritev64(fd, iov, cnt, off);
+}
+
+ssize_t pwritev2(int fd, const struct iovec *iov, int cnt, off_t off, int flags)
+{
+  if (!real_pwritev2) pc_init();
+  if (!real_pwritev2) return errno = ENOSYS, -1;
+  if (off == -1) before_write_at_offset(fd, iov_len(iov, cnt));
+  else before_pwrite(fd, iov_len(iov, cnt), off);
+  return real_pwritev2(fd, iov, cnt, off, flags);
+}
+
+ssize_t copy_file_range(int in, off64_t *in_off, int out, off64_t *out_off, size_t n, unsigned flags)
+{
+  if (!real_copy_file_range) pc_init();
+  if (!real_copy_file_range) return errno = ENOSYS, -1;
+  if (out_off) before_pwrite(out, n, *out_off);
+  else before_write_at_offset(out, n);
+  return real_copy_file_range(in, in_off, out, out_off, n, flags);
+}
+
+/* What the crash state cannot undo: a hole punched in (or a range removed
+** from) synced data, and stores through a shared writable mapping (no
+** write call to see). */
+int fallocate(int fd, int mode, off_t off, off_t len)
+{
+  if (!real_fallocate) pc_init();
+  if (!real_fallocate) return errno = ENOSYS, -1;
+  if (mode & ~FALLOC_FL_KEEP_SIZE) unmodelled_fd("fallocate", fd);
+  return real_fallocate(fd, mode, off, len);
+}
+
+void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+  if (!real_mmap) pc_init();
+  if (!real_mmap) return errno = ENOSYS, MAP_FAILED;
+  if (fd >= 0 && (prot & PROT_WRITE) && (flags & MAP_SHARED)) unmodelled_fd("mmap(PROT_WRITE, MAP_SHARED)", fd);
+  return real_mmap(addr, len, prot, flags, fd, off);
+}
+
+/* syscall(2) bypasses every wrapper above: a tracked operation made through
+** it is one the crash state never hears of. */
+long syscall(long nr, ...)
+{
+  va_list ap;
+  va_start(ap, nr);
+  long a[6];
+  for (int i = 0; i < 6; i++) a[i] = va_arg(ap, long);
+  va_end(ap);
+  static long (*real_syscall)(long, ...);
+  if (!real_syscall) real_syscall = (long (*)(long, ...))dlsym(RTLD_NEXT, "syscall");
+  switch (nr) {
+#ifdef SYS_rename
+  case SYS_rename:
+#endif
+#ifdef SYS_unlink
+  case SYS_unlink:
+#endif
+  case SYS_renameat: case SYS_renameat2: case SYS_unlinkat: case SYS_fsync: case SYS_fdatasync:
+  case SYS_pwrite64: case SYS_pwritev: case SYS_write: case SYS_writev: case SYS_fallocate:
+  case SYS_ftruncate: case SYS_sync_file_range: case SYS_copy_file_range:
+    if (active) record("X syscall(%ld) %s", nr, db_dir);
+    break;
+  }
+  return real_syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
