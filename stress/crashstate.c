@@ -214,11 +214,12 @@ int pc_baseline(const char *db, const char *state_dir)
     body.len = 0;
     for (struct dirent *e; d && (e = readdir(d));) {
       if (pc_ignored_name(e->d_name) || strchr(e->d_name, ' ')) continue;
-      st_buf_printf(&body, " %s %llu", e->d_name, (unsigned long long)e->d_ino);
-      n++;
       struct stat st;
       snprintf(path, sizeof path, "%.4095s/%.255s", dirs[i], e->d_name);
-      if (lstat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+      int ok = lstat(path, &st) == 0;
+      st_buf_printf(&body, " %s %llu", e->d_name, ok ? (unsigned long long)st.st_ino : 0ull);
+      n++;
+      if (ok && S_ISREG(st.st_mode)) {
         line.len = 0;
         st_buf_printf(&line, "F %llu %llu %lld %s", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
                       (long long)st.st_size, path);
@@ -282,10 +283,12 @@ static int undo(const rec *r, FILE *log, pc_stats *st)
   return 1;
 }
 
-static int in_listing(const rec *d, const char *name)
+/* Whether the listing has name for inode ino: a name it has for another
+** inode (unlinked since, and made again by open) is not durable. */
+static int in_listing(const rec *d, const char *name, unsigned long long ino)
 {
   for (unsigned i = 0; d && i < d->n; i++)
-    if (!strcmp(d->names[i], name)) return 1;
+    if (!strcmp(d->names[i], name)) return d->inos[i] == ino;
   return 0;
 }
 
@@ -310,15 +313,17 @@ static void namespace(const recs *v, const char *dir, uint64_t *rng, FILE *log, 
   /* names neither durable nor made by a kept operation: created by open() */
   DIR *d = opendir(dir);
   for (struct dirent *e; d && (e = readdir(d));) {
-    if (pc_ignored_name(e->d_name) || in_listing(durable, e->d_name)) continue;
+    if (pc_ignored_name(e->d_name)) continue;
     char path[PATH_MAX * 2];
     struct stat s;
     snprintf(path, sizeof path, "%.4095s/%.255s", dir, e->d_name);
-    if (lstat(path, &s) != 0 || !S_ISREG(s.st_mode)) continue;
+    if (lstat(path, &s) != 0 || !S_ISREG(s.st_mode) || in_listing(durable, e->d_name, (unsigned long long)s.st_ino))
+      continue;
     int made = 0;
     for (size_t i = 0; i < cut && !made; i++) {
       const rec *r = &v->r[ops[i]];
-      made = r->type == 'R' && !strcmp(r->dir2, dir) && !strcmp(r->name2, e->d_name);
+      made = r->type == 'R' && !strcmp(r->dir2, dir) && !strcmp(r->name2, e->d_name) &&
+             r->ino == (unsigned long long)s.st_ino;
     }
     if (made || st_below(rng, 2)) continue;
     if (unlink(path) == 0) {

@@ -120,10 +120,16 @@ __attribute__((constructor)) static void pc_init(void)
 /* Append one record (with its checksum) with one write(2). */
 __attribute__((format(printf, 1, 2))) static void record(const char *fmt, ...)
 {
-  size_t cap = 1 << 16;
-  char *buf = malloc(cap + 32);
-  if (!buf) return;
+  /* sized to fit: a directory's listing outgrows any fixed buffer, and a
+  ** D record dropped for its size would make the crash state fall back on
+  ** an older listing */
   va_list ap;
+  va_start(ap, fmt);
+  int need = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  size_t cap = need < 0 ? 0 : (size_t)need + 1;
+  char *buf = cap ? malloc(cap + 32) : NULL;
+  if (!buf) return;
   va_start(ap, fmt);
   int n = vsnprintf(buf, cap, fmt, ap);
   va_end(ap);
@@ -217,7 +223,9 @@ static char *listing(const char *dir)
       if (!g) break;
       out = g;
     }
-    len += (size_t)sprintf(out + len, " %s %llu", e->d_name, (unsigned long long)e->d_ino);
+    struct stat st;   /* the inode stat() gives, which the crash state compares (d_ino may differ: overlayfs) */
+    unsigned long long ino = fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? st.st_ino : 0;
+    len += (size_t)sprintf(out + len, " %s %llu", e->d_name, ino);
     n++;
   }
   closedir(d);
