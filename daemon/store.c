@@ -210,6 +210,13 @@ int store_open(struct store *s, sochdb *db)
   s->copts.target_file_bytes = mt;
   s->compact_rate = 64ull << 20;
   s->roll_bytes = MANIFEST_ROLL_BYTES;
+#ifdef SOCHDB_TESTING
+  /* sochdb-stress's power cuts: a MANIFEST rewritten (and CURRENT switched)
+  ** every few flushes, not once per 4 MiB of edits, which a run never reaches */
+  const char *roll = getenv("SOCHDB_TEST_MANIFEST_ROLL");
+  if (roll && *roll)
+    s->roll_bytes = strtoull(roll, NULL, 10);
+#endif
   int rc = open_manifest(s);
   if (rc == SOCHDB_OK) {
     s->next_file = s->state.next_file_number ? s->state.next_file_number : 1;

@@ -549,5 +549,6 @@ int pc_materialise(const char *db, const char *state_dir, uint64_t *rng, FILE *l
   /* after the reboot, what is on disk is the durable state */
   st_rmrf(st_path(path, sizeof path, state_dir, "grave"));
   unlink(st_path(path, sizeof path, state_dir, "log"));
+  unlink(st_path(path, sizeof path, state_dir, PC_CUT_FILE));
   return 0;
 }

@@ -46,6 +46,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -60,6 +61,9 @@
 static char state_path[PATH_MAX], grave_dir[PATH_MAX], db_dir[PATH_MAX];
 static size_t db_len;
 static int active, lie;
+static char cut_path[PATH_MAX];
+static _Atomic long cut_left;   /* durable operations before the cut; 0: no cut */
+static int cut_ns_only;         /* ... counting only renames, unlinks and directory syncs */
 static _Atomic unsigned grave_ctr;
 
 static int (*real_fsync)(int);
@@ -113,6 +117,29 @@ __attribute__((constructor)) static void pc_init(void)
   snprintf(grave_dir, sizeof grave_dir, "%.4000s/grave", slash ? copy : ".");
   db_len = strlen(db_dir);
   active = 1;
+  snprintf(cut_path, sizeof cut_path, "%.4000s/" PC_CUT_FILE, slash ? copy : ".");
+  const char *cut = getenv(PC_ENV_CUT);
+  long n = cut ? strtol(cut, NULL, 10) : 0;
+  if (n > 0) {
+    if (access(cut_path, F_OK) == 0)
+      for (;;) pause();   /* after the cut: nothing more reaches the disk */
+    unsigned seed = (unsigned)getpid() * 2654435761u ^ (unsigned)(uintptr_t)&n;
+    /* Half the daemons count only namespace operations (a rename, an unlink,
+    ** a directory sync), which are few: a cut right after one, before the
+    ** data it names is synced, is the state a protocol's order must survive. */
+    cut_ns_only = rand_r(&seed) % 2;
+    cut_left = 1 + (long)(rand_r(&seed) % (unsigned)(cut_ns_only ? 16 : n));
+  }
+}
+
+/* After one durable operation (its record written): the power goes now? */
+static void maybe_cut(int ns)
+{
+  if ((ns || !cut_ns_only) && cut_left > 0 && atomic_fetch_sub(&cut_left, 1) == 1) {
+    int fd = open(cut_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0) close(fd);
+    kill(getpid(), SIGKILL);
+  }
 }
 
 /* ------------------------------------------------------------ records */
@@ -293,6 +320,7 @@ static int synced(int fd, int (*real)(int))
     }
     pthread_rwlock_unlock(&ns_lock);
     free(body);
+    if (rc == 0) maybe_cut(1);
     return rc;
   }
   if (!S_ISREG(st.st_mode)) return real(fd);
@@ -306,6 +334,7 @@ static int synced(int fd, int (*real)(int))
     record("F %llu %llu %lld %s", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino, (long long)size,
            path);
     errno = saved;
+    maybe_cut(0);
   }
   return rc;
 }
@@ -366,6 +395,7 @@ int unlink(const char *path)
   before_unlink(AT_FDCWD, path);
   int rc = real_unlink(path);
   pthread_rwlock_unlock(&ns_lock);
+  if (rc == 0) maybe_cut(1);
   return rc;
 }
 
@@ -379,6 +409,7 @@ int remove(const char *path)
   if (lstat(path, &st) == 0 && !S_ISDIR(st.st_mode)) before_unlink(AT_FDCWD, path);
   int rc = real_remove(path);
   pthread_rwlock_unlock(&ns_lock);
+  if (rc == 0) maybe_cut(1);
   return rc;
 }
 
@@ -389,6 +420,7 @@ int unlinkat(int dirfd, const char *path, int flags)
   if (!(flags & AT_REMOVEDIR)) before_unlink(dirfd, path);
   int rc = real_unlinkat(dirfd, path, flags);
   pthread_rwlock_unlock(&ns_lock);
+  if (rc == 0) maybe_cut(1);
   return rc;
 }
 
@@ -418,6 +450,7 @@ int rename(const char *from, const char *to)
   before_rename(AT_FDCWD, from, AT_FDCWD, to);
   int rc = real_rename(from, to);
   pthread_rwlock_unlock(&ns_lock);
+  if (rc == 0) maybe_cut(1);
   return rc;
 }
 
@@ -428,6 +461,7 @@ int renameat(int fd1, const char *from, int fd2, const char *to)
   before_rename(fd1, from, fd2, to);
   int rc = real_renameat(fd1, from, fd2, to);
   pthread_rwlock_unlock(&ns_lock);
+  if (rc == 0) maybe_cut(1);
   return rc;
 }
 
@@ -439,6 +473,7 @@ int renameat2(int fd1, const char *from, int fd2, const char *to, unsigned flags
   else unmodelled("renameat2(RENAME_EXCHANGE)", fd1, from);
   int rc = real_renameat2(fd1, from, fd2, to, flags);
   pthread_rwlock_unlock(&ns_lock);
+  if (rc == 0) maybe_cut(1);
   return rc;
 }
 

@@ -49,7 +49,16 @@
 #define PC_ENV_STATE "SOCHDB_POWERCUT_STATE"
 #define PC_ENV_DIR   "SOCHDB_POWERCUT_DIR"
 #define PC_ENV_LIE   "SOCHDB_POWERCUT_LIE"
+#define PC_ENV_CUT   "SOCHDB_POWERCUT_CUT_AT"
 #define PC_LIB       "libsochdb-powercut.so"
+/* With $SOCHDB_POWERCUT_CUT_AT=N, each daemon cuts the power itself right
+** after its K-th durable operation (an fsync, a rename or an unlink made;
+** K random in 1..N): it creates <state dir>/cut and kills itself; a daemon
+** started while that file exists waits to be killed, touching nothing; the
+** supervisor ends the cycle as soon as it sees the file. So power goes at
+** any step of a daemon's protocols, not only where SIGKILL happens to find
+** a busy daemon. pc_materialise removes the file. */
+#define PC_CUT_FILE  "cut"
 
 /* Files of the database directory that are not the database's: the shim
 ** does not track them and a power cut leaves them alone (the daemon's log

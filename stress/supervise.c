@@ -449,6 +449,14 @@ static void crash_event(sup *s, uint64_t *rng)
   }
 }
 
+/* Whether a daemon of a power-loss cycle has cut the power (powercut.h). */
+static int power_went(const sup *s)
+{
+  char path[4400];
+  snprintf(path, sizeof path, "%s/powercut/" PC_CUT_FILE, s->c->dir);
+  return access(path, F_OK) == 0;
+}
+
 /* Run one cycle's workers for about cycle_ms with random kills in between;
 ** end with kill -9 of every process. Returns the transactions finished. */
 static uint64_t run_cycle(sup *s, uint64_t *rng)
@@ -458,7 +466,9 @@ static uint64_t run_cycle(sup *s, uint64_t *rng)
   int64_t end = st_now_ns() + (int64_t)(c->cycle_ms / 2 + st_below(rng, c->cycle_ms)) * 1000000;
   for (int i = 0; i < c->workers; i++) spawn_worker(s, i, INT64_MAX);
   while (st_now_ns() < end) {
-    st_sleep_ms(20 + st_below(rng, c->cycle_ms / 4 + 1));
+    for (unsigned ms = 20 + st_below(rng, c->cycle_ms / 4 + 1); ms > 0 && !power_went(s); ms -= ms < 5 ? ms : 5)
+      st_sleep_ms(ms < 5 ? ms : 5);
+    if (power_went(s)) break;   /* a daemon cut the power (powercut.h): the cycle ends now */
     reap(s);
     if (st_now_ns() < end) crash_event(s, rng);
     reap(s);
@@ -530,12 +540,23 @@ static void special_env(sup *s, int power, const char *fault_spec)
     setenv("LD_PRELOAD", st_path(path, sizeof path, s->bin, PC_LIB), 1);
     setenv(PC_ENV_STATE, st_path(path, sizeof path, s->c->dir, "powercut/log"), 1);
     setenv(PC_ENV_DIR, st_path(path, sizeof path, s->c->dir, "db"), 1);
+    /* A lying disk's self-test (smoke.sh) wants much acknowledged and
+    ** unsynced at the cut: power goes at the cycle's end there, as before */
+    const char *lie = getenv(PC_ENV_LIE);
+    if (!lie || !*lie)
+      setenv(PC_ENV_CUT, "2000", 1);
     /* a sanitized daemon refuses a preloaded library that is not its runtime */
     const char *asan = getenv("ASAN_OPTIONS");
     had_asan = asan != NULL;
     snprintf(saved_asan, sizeof saved_asan, "%s", asan ? asan : "");
     snprintf(path, sizeof path, "%s%sverify_asan_link_order=0", saved_asan, asan && *asan ? ":" : "");
     setenv("ASAN_OPTIONS", path, 1);
+    /* with the test hooks: rewrite the MANIFEST and switch CURRENT often, so
+    ** that power goes during those protocols too */
+    if (access(st_path(path, sizeof path, s->bin, "sochdbd-testing"), X_OK) == 0) {
+      setenv("SOCHDB_DAEMON", path, 1);
+      setenv("SOCHDB_TEST_MANIFEST_ROLL", "4096", 1);
+    }
   }
   if (fault_spec) {
     setenv("SOCHDB_DAEMON", st_path(path, sizeof path, s->bin, "sochdbd-testing"), 1);
@@ -549,8 +570,11 @@ static void plain_env(int power, int fault)
     unsetenv("LD_PRELOAD");
     unsetenv(PC_ENV_STATE);
     unsetenv(PC_ENV_DIR);
+    unsetenv(PC_ENV_CUT);
     if (had_asan) setenv("ASAN_OPTIONS", saved_asan, 1);
     else unsetenv("ASAN_OPTIONS");
+    unsetenv("SOCHDB_TEST_MANIFEST_ROLL");
+    unsetenv("SOCHDB_DAEMON");
   }
   if (fault) {
     unsetenv("SOCHDB_DAEMON");
