@@ -470,7 +470,7 @@ Test(arena, a_free_arena_a_view_names_is_not_given_back)
 ** once), so a commit that listed it while it was LIVE may still read its
 ** head after it is free: arena mt, LIVE and claimed by a rotator (slot 6)
 ** that has not swung active_memtable yet, in the view of a commit in
-** progress (ours). */
+** progress (ours); then the rotation lost. */
 static _Atomic uint64_t *commit_views_a_losing_arena(sochdb *db, uint32_t mt)
 {
   shm_region *r = &db->region;
@@ -485,6 +485,7 @@ static _Atomic uint64_t *commit_views_a_losing_arena(sochdb *db, uint32_t mt)
   for (uint32_t k = 0; k < v.n; k++)
     listed |= v.idx[k] == mt;
   cr_assert(listed, "the commit's view lists the LIVE arena");
+  atomic_store(&arena_memtable(r, mt)->state_claim, mt_word(MT_FREE, 0));   /* the rotation lost */
   return ce;
 }
 
@@ -497,7 +498,6 @@ Test(arena, a_free_arena_a_commit_in_progress_may_read_is_not_given_back)
   shm_region *r = &db->region;
   uint32_t mt = r->hdr->n_memtables - 1;
   _Atomic uint64_t *ce = commit_views_a_losing_arena(db, mt);
-  atomic_store(&arena_memtable(r, mt)->state_claim, mt_word(MT_FREE, 0));   /* the rotation lost */
   uint64_t full = tu_region_resident(db);
   cr_assert_eq(arena_release_spare(r, mt, db->slot), 0, "an arena a commit in progress may read was given back");
   cr_assert_eq(st_of(r, mt), MT_FREE, "and it is free again");
@@ -516,7 +516,6 @@ Test(arena, release_claims_of_a_dead_claimer_keeps_pages_a_commit_may_read)
   shm_region *r = &db->region;
   uint32_t mt = r->hdr->n_memtables - 1;
   _Atomic uint64_t *ce = commit_views_a_losing_arena(db, mt);
-  atomic_store(&arena_memtable(r, mt)->state_claim, mt_word(MT_FREE, 0));   /* the rotation lost */
   uint64_t full = tu_region_resident(db);
   reap_dead_claimer(r, mt);
   cr_assert_eq(tu_region_resident(db), full, "the pages of an orphan a commit may read were given back");
