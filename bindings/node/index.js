@@ -442,7 +442,10 @@ function closeIter(is) {
 }
 
 function takeTxn(s) {
-  for (const is of [...s.iters]) closeIter(is);
+  for (const is of [...s.iters]) {
+    is.cut = true; // cut short: its next() throws, never a silent end
+    closeIter(is);
+  }
   const t = s.t;
   s.t = null;
   s.owner.delete(s);
@@ -556,7 +559,7 @@ class Scan {
     this._txn = txn;
     const out = [null];
     check(api.iterOpen(txn._ptr(), start, start ? start.length : 0, end, end ? end.length : 0, out));
-    this._is = { it: out[0], owner: txn._s.iters };
+    this._is = { it: out[0], owner: txn._s.iters, cut: false };
     txn._s.iters.add(this._is);
     this._k = [null]; this._kl = [0]; this._v = [null]; this._vl = [0];
   }
@@ -564,7 +567,12 @@ class Scan {
   [Symbol.iterator]() { return this; }
 
   next() {
-    if (this._is.it === null) return { done: true, value: undefined };
+    if (this._is.it === null) {
+      if (this._is.cut) {
+        throw usageError('the scan was cut short: its transaction ended (committed, aborted or its database closed) before the scan was done');
+      }
+      return { done: true, value: undefined };
+    }
     const rc = api.iterNext(this._is.it, this._k, this._kl, this._v, this._vl);
     if (rc === NOTFOUND) {
       this.close();

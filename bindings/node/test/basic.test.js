@@ -131,8 +131,14 @@ test('scan sees own writes; break and commit close iterators', () => withDb((db)
   const it = t.scan();
   assert.equal(it.next().done, false);
   t.put('new', '1');
-  t.commit(); // closes the open iterator first
-  assert.equal(it.next().done, true);
+  t.commit(); // closes the open iterator first: cut short, it says so
+  assert.throws(() => it.next(), (e) => e instanceof sochdb.InvalidError && /cut short/.test(e.message));
+  const r = db.begin({ readonly: true });
+  const own = r.scan();
+  own.next();
+  own.close(); // closed by its user: a plain end
+  assert.equal(own.next().done, true);
+  r.abort();
 }));
 
 test('stats', () => withDb((db) => {
@@ -157,7 +163,7 @@ test('close is idempotent and aborts open transactions', () => {
     db.close();
     db.close();
     assert.ok(db.closed && t.closed);
-    assert.equal(it.next().done, true);
+    assert.throws(() => it.next(), (e) => e instanceof sochdb.InvalidError && /cut short/.test(e.message));
     assert.throws(() => db.begin(), sochdb.InvalidError);
     assert.throws(() => t.get('k'), sochdb.InvalidError);
     const db2 = sochdb.open(dir);

@@ -193,8 +193,9 @@ def test_abandoned_scan_is_closed_by_commit(db):
     it = txn.scan()
     assert next(it)[0] == b"\x00"
     txn.put(b"new", b"1")
-    txn.commit()  # closes the open iterator first (the C API requires it)
-    assert list(it) == []
+    txn.commit()  # closes the open iterator first (the C API requires it): cut short, it says so
+    with pytest.raises(sochdb.InvalidError, match="cut short"):
+        next(it)
     with db.transaction(readonly=True) as txn:
         with txn.scan() as it2:
             next(it2)
@@ -227,7 +228,8 @@ def test_close_is_idempotent_and_aborts_open_transactions(dbdir):
         db.transaction()
     with pytest.raises(sochdb.InvalidError):
         txn.get(b"k")
-    assert list(it) == []
+    with pytest.raises(sochdb.InvalidError, match="cut short"):
+        list(it)
     with sochdb.open(dbdir) as db2:  # the aborted write was never applied
         assert db2.get(b"k") is None
     assert db2.closed

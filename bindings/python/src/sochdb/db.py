@@ -9,7 +9,7 @@ import random
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterator, NoReturn, Optional, Tuple, TypeVar, Union
 
 from . import _ffi
 from .errors import ConflictError, from_code, usage_error
@@ -371,7 +371,7 @@ class Transaction:
     def _take(self) -> Optional[int]:
         """Detach the C transaction from this object, closing its iterators first."""
         for it in list(self._iters):
-            it._close()
+            it._cut_short()
         p, self._ptr = self._ptr, None
         self._db._txns.discard(self)
         return p
@@ -481,6 +481,7 @@ class Scan:
     def __init__(self, txn: Transaction, start: Optional[bytes], end: Optional[bytes]):
         self._txn = txn
         self._it: Optional[int] = None
+        self._cut = False  # closed because its transaction ended, before the scan was done
         out = ctypes.c_void_p()
         with txn._db._calls:
             _check(
@@ -498,16 +499,13 @@ class Scan:
 
     def __next__(self) -> Tuple[bytes, bytes]:
         if self._it is None:
-            raise StopIteration
+            self._stop()
         db = self._txn._db
-        try:
-            db._calls.__enter__()
-        except Exception:
-            raise StopIteration  # closed with its database
+        db._calls.__enter__()  # InvalidError once the database is closed: the scan was not done
         try:
             it = self._it  # re-read: close() may have run while we waited
             if it is None:
-                raise StopIteration
+                self._stop()
             rc = _ffi.lib().sochdb_iter_next(
                 it, ctypes.byref(self._k), ctypes.byref(self._kl), ctypes.byref(self._v), ctypes.byref(self._vl)
             )
@@ -527,6 +525,21 @@ class Scan:
     def close(self) -> None:
         if self._it is not None:
             self._txn._db._end_object(self._close)
+
+    def _stop(self) -> NoReturn:
+        """The end of a scan closed before this call: StopIteration if it ran
+        to its end or was closed by its user, InvalidError if its transaction
+        ended under it (never a silent end to a scan that was not done)."""
+        if self._cut:
+            raise usage_error(
+                "the scan was cut short: its transaction ended (committed, aborted or its database closed) "
+                "before the scan was done"
+            )
+        raise StopIteration
+
+    def _cut_short(self) -> None:
+        self._cut = True
+        self._close()
 
     def _close(self) -> None:
         it, self._it = self._it, None
