@@ -569,6 +569,34 @@ static int detach(int *report_fd)
   return 0;
 }
 
+/* Detached, keep nothing of the starter's standard streams: a shell's
+** $(sochdbd DIR), an ssh session or a supervisor that reads our output
+** waits for end-of-file on the pipe it gave us, which we would hold for as
+** long as we serve (forever with --idle-exit-ms 0). From the moment we
+** serve, we log where a client that starts us puts our output anyway:
+** DIR/sochdbd.log. Start-up failures before that still reach the starter. */
+static void leave_the_starters_streams(const char *dir)
+{
+  char log[4200];
+  snprintf(log, sizeof log, "%s/sochdbd.log", dir);
+  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (out >= 0)
+    sdb_apply_db_mode(dir, out, log);
+  else
+    out = null;
+  if (null >= 0)
+    dup2(null, 0);
+  if (out >= 0) {
+    dup2(out, 1);
+    dup2(out, 2);
+  }
+  if (out >= 0 && out != null)
+    close(out);
+  if (null >= 0)
+    close(null);
+}
+
 static void report(int *fd, char verdict)
 {
   if (*fd < 0)
@@ -775,6 +803,8 @@ int main(int argc, char **argv)
     stop_writer(writer, db);
     return give_up_locked(&report_fd, lock_fd);
   }
+  if (!c.foreground)
+    leave_the_starters_streams(c.dir);
   report(&report_fd, 0);
   const char *why = serve(db, &store, &c, &lock_st);
   atomic_store(&bg.stop, 1);

@@ -2517,3 +2517,49 @@ Test(wal_crash, a_segment_begun_before_anything_was_logged_still_names_a_commit)
   tu_stop_daemon(dir);
   wc_expect_oldest_segment_missed(dir, &o, "a segment with commits after 0 is gone");
 }
+
+/* ======================================================================
+** A daemon started by hand (`sochdbd DIR`, detached) lets go of its
+** starter's standard streams once it serves: `out=$(sochdbd DIR)`, an ssh
+** session or a supervisor that reads its output waits for end-of-file on
+** the pipe it gave, which a daemon that kept it held for as long as it
+** served (here: for ever, --idle-exit-ms 0).
+** ====================================================================== */
+
+Test(wal_crash, a_daemon_started_by_hand_lets_go_of_its_starters_output)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  sochdb *db = wc_open(dir, 10000);
+  wc_commit_pair(db, 1);
+  sochdb_close(db);
+  wc_stop_daemon(dir, SIGTERM, "the daemon of the first open");
+  int p[2];
+  cr_assert_eq(pipe2(p, O_CLOEXEC), 0, "pipe: %s", strerror(errno));
+  pid_t starter = tu_fork();
+  cr_assert_geq(starter, 0);
+  if (starter == 0) {
+    wc_child_start();
+    if (dup2(p[1], 1) < 0 || dup2(p[1], 2) < 0) _exit(126);
+    execl(SOCHDB_TEST_SOCHDBD, "sochdbd", "--idle-exit-ms", "0", dir, (char *)NULL);
+    _exit(127);
+  }
+  close(p[1]);
+  int st;
+  char b[64];
+  cr_assert_eq(tu_wait_child(starter, 15000, &st), 0, "sochdbd's parent half did not exit");
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "sochdbd DIR ended with %s", tu_status_str(st, b, sizeof b));
+  pid_t pid = tp_wait_daemon(dir, 5000, 0);
+  cr_assert_gt(pid, 0, "no daemon serves %s after sochdbd reported that it does", dir);
+  int eof = 0;
+  for (int waited = 0; !eof && waited < 5000; waited += 100) {
+    struct pollfd pfd = { p[0], POLLIN, 0 };
+    char buf[4096];
+    if (poll(&pfd, 1, 100) == 1 && read(p[0], buf, sizeof buf) == 0)
+      eof = 1;
+  }
+  close(p[0]);
+  cr_assert(eof, "sochdbd %d serves and still holds its starter's stdout/stderr pipe 5 s after it reported: "
+            "`out=$(sochdbd DIR)` waits for as long as it serves", (int)pid);
+  cr_assert_eq(tp_daemon_pid(dir), pid, "the daemon stopped serving");
+}
