@@ -2563,3 +2563,51 @@ Test(wal_crash, a_daemon_started_by_hand_lets_go_of_its_starters_output)
             "`out=$(sochdbd DIR)` waits for as long as it serves", (int)pid);
   cr_assert_eq(tp_daemon_pid(dir), pid, "the daemon stopped serving");
 }
+
+/* ======================================================================
+** A database opened by a relative path is still served after the
+** application changes its working directory (a server that settles in "/"
+** once it has initialised): a SYNC commit that finds its daemon dead starts
+** the next one for DIR, not for a directory of that name under the new
+** working directory, and a table flushed later is read from DIR.
+** ====================================================================== */
+
+/* The pid written in dir/LOCK, whatever argv its daemon was started with. */
+static pid_t wc_lock_pid(const char *dir)
+{
+  char path[4300], buf[32] = "";
+  snprintf(path, sizeof path, "%s/LOCK", dir);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd >= 0 ? pread(fd, buf, sizeof buf - 1, 0) : -1;
+  if (fd >= 0) close(fd);
+  return n > 0 ? (pid_t)strtol(buf, NULL, 10) : 0;
+}
+
+Test(wal_crash, a_database_opened_by_a_relative_path_survives_a_chdir)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  snprintf(wc_extra_dir, sizeof wc_extra_dir, "%s/db", tu_dir());
+  cr_assert_eq(chdir(tu_dir()), 0, "chdir %s: %s", tu_dir(), strerror(errno));
+  sochdb_options o = wc_opts(10000);
+  sochdb *db = tu_open_with("db", &o);
+  wc_commit_pair(db, 1);
+  pid_t first = 0;
+  for (int i = 0; i < 5000 && (first = wc_lock_pid(wc_extra_dir)) <= 0; i++)
+    tu_sleep_ms(1);
+  cr_assert_gt(first, 0, "no pid in %s/LOCK", wc_extra_dir);
+  cr_assert_eq(chdir("/"), 0, "chdir /: %s", strerror(errno));
+  /* its daemon dies (an OOM killer): the next SYNC commit starts another */
+  cr_assert_eq(tp_stop_pid(first, SIGKILL, 5000, NULL), 0, "sochdbd %d did not die", (int)first);
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_put_str(t, "a/2", "v2");
+  tu_put_str(t, "b/2", "v2");
+  int rc = sochdb_commit(t, SOCHDB_SYNC);
+  cr_assert_eq(rc, SOCHDB_OK, "a SYNC commit after chdir(\"/\") and the daemon's death: %s (%s)",
+               sochdb_strerror(rc), sochdb_last_error());
+  /* a table flushed after the chdir */
+  tu_rotate(db);
+  TU_WAIT_STATS(db, s->memtables_in_use <= 1, "every memtable but the new active one flushed");
+  wc_expect_pair(db, 1, 1, "read from a table flushed after chdir(\"/\")");
+  wc_expect_pair(db, 2, 1, "read from a table flushed after chdir(\"/\")");
+  sochdb_close(db);
+}
