@@ -60,7 +60,9 @@ int shm_region_path(const char *dir, char *out, size_t n)
   struct stat st;
   if (stat(dir, &st) != 0)
     return sdb_fail_errno("stat %s", dir);
-  const char *shm_dir = getenv("SOCHDB_SHM_DIR");
+  /* secure_getenv: a set-user-ID program must not create its region
+  ** (and follow a symlink planted there) where its caller says */
+  const char *shm_dir = secure_getenv("SOCHDB_SHM_DIR");
   if (!shm_dir || !*shm_dir)
     shm_dir = "/dev/shm";
   int len = snprintf(out, n, "%s/sochdb-%llx-%llx.region", shm_dir,

@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -73,9 +74,15 @@ static int daemon_running(int lock_fd)
   return errno == EWOULDBLOCK ? 1 : -1;
 }
 
+/* In a set-user-ID (or set-capability) program the environment is the
+** unprivileged caller's: $SOCHDB_DAEMON, and $PATH, would name the program
+** that we start with the privileges of the application. There (AT_SECURE),
+** only the application's daemon_path or the sochdbd next to the library is
+** started, like glibc's secure_getenv and the dynamic loader's rules. */
 static void default_daemon_path(char *out, size_t n)
 {
-  const char *env = getenv("SOCHDB_DAEMON");
+  int secure = getauxval(AT_SECURE) != 0;
+  const char *env = secure ? NULL : getenv("SOCHDB_DAEMON");
   if (env && *env) {
     snprintf(out, n, "%s", env);
     return;
@@ -88,7 +95,7 @@ static void default_daemon_path(char *out, size_t n)
     if (access(out, X_OK) == 0)
       return;
   }
-  snprintf(out, n, "sochdbd");   /* through $PATH */
+  snprintf(out, n, secure ? "" : "sochdbd");   /* through $PATH; "": cannot start */
 }
 
 int sdb_daemon_setup(sochdb *db, const char *daemon_path, unsigned mode, int ensure)
@@ -245,9 +252,25 @@ static int spawn_daemon(sochdb *db, uint64_t deadline_ns)
   posix_spawnattr_setsigdefault(&at, &all);
   posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   char *argv[] = { "sochdbd", db->dir, NULL };
+  /* A set-user-ID application's daemon runs with its privileges but is no
+  ** secure program itself: it must not take its settings ($SOCHDB_SHM_DIR,
+  ** the $SOCHDB_DAEMON it starts a successor with) from the caller. */
+  char **env = environ, **clean = NULL;
+  if (getauxval(AT_SECURE)) {
+    size_t n = 0, k = 0;
+    while (environ[n])
+      n++;
+    clean = calloc(n + 1, sizeof *clean);
+    for (size_t i = 0; clean && i < n; i++)
+      if (strncmp(environ[i], "SOCHDB_", 7) != 0)
+        clean[k++] = environ[i];
+    env = clean;
+  }
   pid_t pid;
-  int err = strchr(db->daemon_path, '/') ? posix_spawn(&pid, db->daemon_path, &fa, &at, argv, environ)
-                                         : posix_spawnp(&pid, db->daemon_path, &fa, &at, argv, environ);
+  int err = !env ? ENOMEM
+        : strchr(db->daemon_path, '/') ? posix_spawn(&pid, db->daemon_path, &fa, &at, argv, env)
+                                       : posix_spawnp(&pid, db->daemon_path, &fa, &at, argv, env);
+  free(clean);
   posix_spawnattr_destroy(&at);
   posix_spawn_file_actions_destroy(&fa);
   if (err) {
