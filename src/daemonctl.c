@@ -43,6 +43,12 @@ extern char **environ;
 #define SPAWN_WAIT_MS   5000
 #define SPAWN_ATTEMPTS  3
 #define DAEMON_RETRY_NS 1000000000ull   /* after a failed start, try again a second later */
+/* The longest a start without a caller's deadline waits for what it spawned
+** to exit: sochdbd's parent half waits at most 10 s for its daemon's
+** verdict (REPORT_WAIT_MS in daemon/sochdbd.c), so only a program that does
+** not detach (a wrapper running sochdbd --foreground, a hung binary) is
+** still there past this. */
+#define SPAWN_REPORT_NS 15000000000ull
 
 static uint64_t clock_ns(clockid_t clock)
 {
@@ -289,6 +295,12 @@ static int spawn_daemon(sochdb *db, uint64_t deadline_ns)
       break;
     }
     if (w == 0 && now_ns() >= deadline_ns) {
+      /* A daemon that serves without having detached (or whose parent half
+      ** is slow to exit) is left to serve: killing it would take away the
+      ** daemon we waited for. Unreaped, it stays a zombie of ours once it
+      ** exits, which is better than an open that never returns. */
+      if (daemon_running(db->lock_fd) == 1)
+        return SOCHDB_OK;
       kill(pid, SIGKILL);
       while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
@@ -352,7 +364,7 @@ static int start_daemon(sochdb *db, unsigned max_wait_ms, uint64_t deadline_ns)
     ** an open or a commit fail. */
     for (unsigned attempt = 0; attempt < SPAWN_ATTEMPTS && daemon_running(db->lock_fd) == 0 &&
                                (!deadline_ns || now_ns() < deadline_ns); attempt++)
-      rc = spawn_one(db, deadline_ns);
+      rc = spawn_one(db, deadline_ns ? deadline_ns : now_ns() + SPAWN_REPORT_NS);
     if (rc != SOCHDB_OK && daemon_running(db->lock_fd) == 1)
       rc = SOCHDB_OK;   /* a daemon serves the directory after all */
   }

@@ -2611,3 +2611,41 @@ Test(wal_crash, a_database_opened_by_a_relative_path_survives_a_chdir)
   wc_expect_pair(db, 2, 1, "read from a table flushed after chdir(\"/\")");
   sochdb_close(db);
 }
+
+/* ======================================================================
+** An open whose daemon_path starts a daemon that does not detach (a
+** wrapper script that runs `sochdbd --foreground "$@"`, as the systemd
+** unit does, or a binary that hangs) returns within a bound instead of
+** waiting for that process to exit, which it never does while the opener
+** is attached.
+** ====================================================================== */
+
+Test(wal_crash, an_open_returns_when_the_started_daemon_does_not_detach)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  snprintf(wc_extra_dir, sizeof wc_extra_dir, "%s/db", tu_dir());
+  const char *dir = wc_extra_dir;
+  char script[4300];
+  snprintf(script, sizeof script, "%s/sochdbd-foreground", tu_dir());
+  FILE *f = fopen(script, "w");
+  cr_assert_not_null(f, "create %s: %s", script, strerror(errno));
+  fprintf(f, "#!/bin/sh\nexec '%s' --foreground \"$@\"\n", SOCHDB_TEST_SOCHDBD);
+  cr_assert_eq(fclose(f), 0);
+  cr_assert_eq(chmod(script, 0700), 0, "chmod %s: %s", script, strerror(errno));
+  pid_t opener = tu_fork();
+  cr_assert_geq(opener, 0);
+  if (opener == 0) {
+    wc_child_start();
+    sochdb_options o = wc_opts(10000);
+    o.daemon_path = script;
+    sochdb *db = NULL;
+    int rc = sochdb_open(dir, &o, &db);
+    _exit(rc == SOCHDB_OK ? 0 : 10 + rc);
+  }
+  int st;
+  char b[64];
+  cr_assert_eq(tu_wait_child(opener, 30000, &st), 0,
+               "sochdb_open has not returned after 30 s: it waits for a daemon started with --foreground to exit");
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the opener ended with %s (10 + its error otherwise)",
+            tu_status_str(st, b, sizeof b));
+}
