@@ -176,6 +176,16 @@ static void write_pid(int fd)
   if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) { /* informational only */ }
 }
 
+/* Let go of DIR/LOCK, our pid erased first (while we still hold it, so that
+** it cannot erase a successor's): `kill -TERM "$(cat DIR/LOCK)"`, which
+** docs/daemon.md gives to stop the daemon, must not find a pid of ours that
+** the kernel may since have given to any other process. */
+static void release_lock(int fd)
+{
+  if (ftruncate(fd, 0) != 0) { /* informational only */ }
+  close(fd);
+}
+
 /* The longest an idle daemon thread sleeps between looks, and how long the
 ** writer finds nothing to write before it dozes. */
 #define IDLE_MAX_MS   1000u
@@ -612,7 +622,7 @@ static void report(int *fd, char verdict)
 ** of our threads writes the log: another daemon may adopt it at once. */
 static int give_up_locked(int *report_fd, int lock_fd)
 {
-  close(lock_fd);
+  release_lock(lock_fd);
   report(report_fd, 1);
 #ifdef SOCHDB_TESTING
   /* sochdbd-testing: $SOCHDB_TEST_GIVE_UP_PAUSE_MS=N lives on N ms after the
@@ -828,13 +838,13 @@ int main(int argc, char **argv)
   ** client still starting a daemon that probes DIR/LOCK between our stop
   ** and our exit would otherwise take us for dead and start another. */
   if (why == IDLE_TIMEOUT) {
-    close(lock_fd);
+    release_lock(lock_fd);
     hand_over_late_commits(db, c.dir);
   }
   sochdb_close(db);
   if (dir_fd >= 0)
     close(dir_fd);
   if (why != IDLE_TIMEOUT)
-    close(lock_fd);
+    release_lock(lock_fd);
   return 0;
 }

@@ -2649,3 +2649,27 @@ Test(wal_crash, an_open_returns_when_the_started_daemon_does_not_detach)
   cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the opener ended with %s (10 + its error otherwise)",
             tu_status_str(st, b, sizeof b));
 }
+
+/* ======================================================================
+** A daemon that stops leaves no pid in DIR/LOCK: `kill -TERM "$(cat
+** DIR/LOCK)"` (docs/daemon.md's way to stop it by hand) must not signal a
+** process that was given that pid after the daemon exited.
+** ====================================================================== */
+
+Test(wal_crash, a_stopped_daemon_leaves_no_pid_in_LOCK)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  sochdb *db = wc_open(dir, 10000);
+  wc_commit_pair(db, 1);
+  sochdb_close(db);
+  wc_stop_daemon(dir, SIGTERM, "stopped by SIGTERM");
+  char path[4300], buf[32] = "";
+  snprintf(path, sizeof path, "%s/LOCK", dir);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+  ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+  close(fd);
+  cr_assert_leq(n, 0, "%s still says %s after its daemon exited: kill -TERM \"$(cat DIR/LOCK)\" signals whatever "
+                "process has that pid now", path, buf);
+}
