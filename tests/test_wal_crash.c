@@ -2673,3 +2673,46 @@ Test(wal_crash, a_stopped_daemon_leaves_no_pid_in_LOCK)
   cr_assert_leq(n, 0, "%s still says %s after its daemon exited: kill -TERM \"$(cat DIR/LOCK)\" signals whatever "
                 "process has that pid now", path, buf);
 }
+
+/* ======================================================================
+** An ASYNC commit acknowledged while a daemon stops on SIGTERM (after its
+** writer's last pass, while it still holds DIR/LOCK, so the committer's
+** probe finds it serving) is made durable within a bound, as one made
+** while a daemon leaves idle is, although its committer commits nothing
+** more (a server between requests).
+** ====================================================================== */
+
+Test(wal_crash, an_async_commit_made_while_the_daemon_stops_on_sigterm_is_made_durable)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  setenv("SOCHDB_TEST_EXIT_PAUSE_MS", "1500", 1);
+  sochdb_options o = wc_opts(10000);
+  o.daemon_path = SOCHDB_TEST_SOCHDBD_TESTING;
+  sochdb *db = tu_open_with(dir, &o);
+  unsetenv("SOCHDB_TEST_EXIT_PAUSE_MS");
+  wc_commit_pair(db, 1);
+  pid_t pid = tp_wait_daemon(dir, 5000, 0);
+  cr_assert_gt(pid, 0, "no daemon serves %s", dir);
+  cr_assert(wc_wait_serving(dir, pid, 5000), "sochdbd %d never logged that it serves", (int)pid);
+  cr_assert_eq(kill(pid, SIGTERM), 0);
+  cr_assert(wc_wait_log(dir, "exiting (signal)", 1, 10000), "the daemon did not stop on SIGTERM");
+  cr_assert(tp_lock_held(dir), "the stopping daemon no longer holds %s/LOCK: its pause did not take", dir);
+  tu_sleep_ms(30);   /* past the handle's probe rate limit: the commit's probe looks, and finds it serving */
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_put_str(t, "late", "1");
+  tu_commit(t, SOCHDB_ASYNC, "late");
+  cr_assert(wc_wait_lock_free(dir, 5000), "the stopping daemon did not let go of %s/LOCK", dir);
+  /* the committer stays attached and commits nothing more */
+  sochdb_stats s = tu_stats(db);
+  for (int i = 0; i < 300 && s.durable_seq < s.last_commit_seq; i++) {
+    tu_sleep_ms(10);
+    s = tu_stats(db);
+  }
+  char *log = wc_log(dir);
+  cr_assert_geq(s.durable_seq, s.last_commit_seq, "3 s after the daemon stopped, the acknowledged ASYNC commit "
+                "%llu is still not durable (durable_seq %llu), and no daemon runs to write it:\n%s",
+                (unsigned long long)s.last_commit_seq, (unsigned long long)s.durable_seq, log);
+  free(log);
+  sochdb_close(db);
+}
