@@ -583,6 +583,26 @@ static int detach(int *report_fd)
   return 0;
 }
 
+/* Detached, hold nothing of the starter's working directory, so that its
+** file system can be unmounted while we serve (daemon(3) does the same):
+** the paths we take from it, DIR and $SOCHDB_SHM_DIR, made absolute first
+** (a client's region path must stay the one we open). */
+static int leave_the_starters_directory(struct config *c)
+{
+  char *dir = sdb_absolute_path(c->dir);
+  if (!dir)
+    return -1;
+  c->dir = dir;   /* lives as long as the process */
+  const char *shm = getenv("SOCHDB_SHM_DIR");
+  if (shm && *shm && shm[0] != '/') {
+    char *abs = sdb_absolute_path(shm);
+    if (!abs || setenv("SOCHDB_SHM_DIR", abs, 1) != 0)
+      return -1;
+    free(abs);
+  }
+  return chdir("/");
+}
+
 /* Detached, keep nothing of the starter's standard streams: a shell's
 ** $(sochdbd DIR), an ssh session or a supervisor that reads our output
 ** waits for end-of-file on the pipe it gave us, which we would hold for as
@@ -722,6 +742,10 @@ int main(int argc, char **argv)
   int rc = parse_args(argc, argv, &c);
   if (rc)
     return rc;
+  if (!c.foreground && leave_the_starters_directory(&c) != 0) {
+    fprintf(stderr, "sochdbd: cannot resolve %s: %s\n", c.dir, strerror(errno));
+    return 1;
+  }
   int report_fd = -1;
   if (!c.foreground && detach(&report_fd) != 0) {   /* before open: a handle does not survive fork() */
     fprintf(stderr, "sochdbd: cannot detach: %s\n", strerror(errno));

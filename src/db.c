@@ -313,27 +313,6 @@ int sochdb_open(const char *dir, const sochdb_options *opts, sochdb **out)
   return rc;
 }
 
-/* The handle keeps DIR as an absolute path: it opens files there long after
-** sochdb_open (SSTables mapped when a flush or compaction installs them, the
-** log and the spawn lock of a daemon it starts again, whose argument it
-** is), and an application may chdir() meanwhile (a server that settles in
-** "/" after it initialised). Not resolved through symlinks: DIR is what the
-** application named, as before. */
-static char *absolute_dir(const char *dir)
-{
-  if (dir[0] == '/')
-    return strdup(dir);
-  char *cwd = getcwd(NULL, 0);
-  if (!cwd)
-    return NULL;
-  size_t n = strlen(cwd) + 1 + strlen(dir) + 1;
-  char *abs = malloc(n);
-  if (abs)
-    snprintf(abs, n, "%s/%s", cwd, dir);
-  free(cwd);
-  return abs;
-}
-
 int sdb_open(const char *dir, const sochdb_options *opts, int as_daemon, sochdb **out)
 {
   if (!dir || !*dir || !out)
@@ -351,7 +330,7 @@ int sdb_open(const char *dir, const sochdb_options *opts, int as_daemon, sochdb 
   if (rc != SOCHDB_OK)
     return rc;
   sochdb *db = calloc(1, sizeof *db);
-  if (!db || !(db->dir = absolute_dir(dir))) {
+  if (!db || !(db->dir = sdb_absolute_path(dir))) {
     int e = errno;
     free(db);
     errno = e;

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -123,4 +124,19 @@ void sdb_apply_db_mode(const char *dir, int fd, const char *path)
     (void)fchmod(fd, mode);
   else
     (void)chmod(path, sdb_dir_mode(mode));
+}
+
+char *sdb_absolute_path(const char *path)
+{
+  if (path[0] == '/')
+    return strdup(path);
+  char *cwd = getcwd(NULL, 0);
+  if (!cwd)
+    return NULL;
+  size_t n = strlen(cwd) + 1 + strlen(path) + 1;
+  char *abs = malloc(n);
+  if (abs)
+    snprintf(abs, n, "%s/%s", cwd, path);
+  free(cwd);
+  return abs;
 }

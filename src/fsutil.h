@@ -8,6 +8,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* path made absolute against the working directory (not resolved through
+** symbolic links: what the caller named), in a malloc'd string; NULL with
+** errno set (ENOMEM, or getcwd's). A handle keeps its DIR so, since it opens
+** files there long after sochdb_open and the application may chdir()
+** meanwhile (a server that settles in "/"); the daemon, because it leaves
+** its starter's working directory. */
+char *sdb_absolute_path(const char *path);
+
 /* fsync the directory at path, making the names created, renamed or removed
 ** in it durable. SOCHDB_OK, or SOCHDB_IO (errno kept, detail recorded). */
 int sdb_fsync_dir(const char *path);

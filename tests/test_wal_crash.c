@@ -2612,6 +2612,63 @@ Test(wal_crash, a_database_opened_by_a_relative_path_survives_a_chdir)
   sochdb_close(db);
 }
 
+/* The daemon of DIR serves from "/", not from its starter's working
+** directory (whose file system could not be unmounted while it runs). */
+static pid_t wc_daemon_in_root(const char *dir)
+{
+  pid_t pid = 0;
+  for (int i = 0; i < 5000 && (pid = wc_lock_pid(dir)) <= 0; i++)
+    tu_sleep_ms(1);
+  cr_assert_gt(pid, 0, "no pid in %s/LOCK", dir);
+  char link[64], cwd[4300] = "";
+  snprintf(link, sizeof link, "/proc/%d/cwd", (int)pid);
+  ssize_t n = readlink(link, cwd, sizeof cwd - 1);
+  cr_assert_gt(n, 0, "readlink %s: %s", link, strerror(errno));
+  cwd[n] = 0;
+  cr_assert_str_eq(cwd, "/", "sochdbd %d kept its starter's working directory %s", (int)pid, cwd);
+  return pid;
+}
+
+/* A database and its region named by relative paths (DIR, and
+** $SOCHDB_SHM_DIR): the daemon a client starts, and one started by hand
+** (`sochdbd db`), serve from "/" and still serve the region the clients of
+** that directory use (a SYNC commit is confirmed). */
+Test(wal_crash, a_daemon_given_relative_paths_leaves_its_working_directory)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  snprintf(wc_extra_dir, sizeof wc_extra_dir, "%s/db", tu_dir());
+  cr_assert_eq(chdir(tu_dir()), 0, "chdir %s: %s", tu_dir(), strerror(errno));
+  cr_assert_eq(mkdir("shm-here", 0700), 0, "mkdir: %s", strerror(errno));
+  char *shm = getenv("SOCHDB_SHM_DIR") ? strdup(getenv("SOCHDB_SHM_DIR")) : NULL;
+  setenv("SOCHDB_SHM_DIR", "shm-here", 1);
+  sochdb_options o = wc_opts(10000);
+  sochdb *db = tu_open_with("db", &o);
+  wc_commit_pair(db, 1);   /* SYNC: confirmed by the daemon of this region */
+  sochdb_close(db);
+  cr_assert_eq(tp_stop_pid(wc_daemon_in_root(wc_extra_dir), SIGTERM, 10000, NULL), 0, "the daemon did not stop");
+  pid_t starter = tu_fork();
+  cr_assert_geq(starter, 0);
+  if (starter == 0) {
+    execl(SOCHDB_TEST_SOCHDBD, "sochdbd", "db", (char *)NULL);
+    _exit(127);
+  }
+  int st;
+  cr_assert_eq(waitpid(starter, &st, 0), starter);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "sochdbd db exited %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+  pid_t pid = wc_daemon_in_root(wc_extra_dir);
+  db = tu_open_with("db", &o);
+  cr_assert_eq(wc_lock_pid(wc_extra_dir), pid, "the open started another daemon");
+  wc_commit_pair(db, 2);
+  wc_expect_pair(db, 1, 1, "after the daemon started by hand");
+  sochdb_close(db);
+  if (shm)
+    setenv("SOCHDB_SHM_DIR", shm, 1);
+  else
+    unsetenv("SOCHDB_SHM_DIR");
+  free(shm);
+  cr_assert_eq(tp_stop_pid(pid, SIGTERM, 10000, NULL), 0, "sochdbd %d did not stop", (int)pid);
+}
+
 /* ======================================================================
 ** An open whose daemon_path starts a daemon that does not detach (a
 ** wrapper script that runs `sochdbd --foreground "$@"`, as the systemd
