@@ -332,3 +332,31 @@ Test(stress_checker, table_row_register)
   unit bad = table_unit(HIST1_V, HIST2_V("-"), FINAL_V);
   expect(&bad, CK_REGISTER, 0);
 }
+
+/* The accounts are held to the lists' rules: final.state's accounts are
+** init.state's, without 1.2's transfer. */
+#define FINAL_NO_TRANSFER \
+  "T 0.3 state r 200 201 210\nS B/ B0\nR B/0000 100:0:0:0.1\nR B/0001 100:0:0:0.1\nZ\n" \
+  "S D/ D0\nR D/0000 0:0:0:1.3\nZ\n" \
+  "S L/0000/000000 L/0000/~\nR L/0000/000000 0:0:0:1.1\nZ\nS L/0001/000000 L/0001/~\nR L/0001/000000 0:0:0:1.1\nZ\n" \
+  "S E/0000/000000 E/0000/~\nR E/0000/000000 0:0:0:1.3\nZ\nI 0.3\nO 0.3 ok 211\n"
+#define T12_UNKNOWN \
+  "T 1.2 transfer a 40 41 50\nR B/0000 100:0:0:0.1\nR B/0001 100:0:0:0.1\n" \
+  "W B/0000 90:0:0:1.2\nW B/0001 110:0:0:1.2\nI 1.2\n"
+
+Test(stress_checker, a_transfer_older_than_a_surviving_commit_is_not_lost_with_the_region)
+{
+  /* All ASYNC, the region removed: 1.2 returned (60) before 1.3, found in
+  ** final.state, began its commit (80); the log holds 1.2 then. */
+  unit u = { .meta = META_LOST, .h1 = "H 1\n" T11("a", "O 1.1 ok 30\n") T12 T13("a"), .h2 = "H 2\n",
+             .final = FINAL_NO_TRANSFER };
+  expect(&u, CK_LOST_COMMIT, 0);
+}
+
+Test(stress_checker, a_transfer_of_unknown_outcome_that_a_snapshot_saw_is_not_lost)
+{
+  /* The region kept: 1.2 was killed in its commit, 2.1 saw its transfer,
+  ** and final.state has the accounts as before it. */
+  unit u = { .h1 = "H 1\n" T11("s", "O 1.1 ok 30\n") T12_UNKNOWN T13("s"), .final = FINAL_NO_TRANSFER };
+  expect(&u, CK_LOST_COMMIT, 0);
+}
