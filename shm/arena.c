@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 size_t arena_table_bytes(void) { return sizeof(struct shm_memtable) * SHM_MAX_MEMTABLES; }
 
@@ -429,10 +430,26 @@ void arena_recycle(shm_region *r, uint32_t i, int keep_pages)
 ** the FREE that the claim read: its fence precedes the claim in S, so its
 ** epoch is at or below the tag and the scan (after the claim) sees it. A
 ** commit still held then keeps the pages, as a hazard does. */
-static int commit_may_read(shm_region *r)
+/* How long arena_release_spare (the daemon's) waits, holding its claim, for
+** the commits that may read the arena; the reaper, which may run inside a
+** commit's own epoch, does not wait. */
+#define SPARE_WAIT_MS 20u
+
+static int commit_may_read(shm_region *r, unsigned wait_ms)
 {
   uint64_t tag = epoch_retire(r);
-  return epoch_oldest_commit(r) <= tag;
+  /* Only commits at or below the tag matter: one that takes its epoch after
+  ** the bump cannot have seen the arena LIVE (its rotation lost before the
+  ** claim). Under sustained commits from several processes some commit is
+  ** nearly always in its epoch, so asking once would keep the pages for as
+  ** long as the load lasts; those at the tag end within microseconds. */
+  for (unsigned tick = 0; epoch_oldest_commit(r) <= tag; tick++) {
+    if (tick >= wait_ms * 10)
+      return 1;
+    struct timespec pause = { 0, 100000 };   /* 0.1 ms */
+    nanosleep(&pause, NULL);
+  }
+  return 0;
 }
 
 uint64_t arena_spare_bytes(const shm_region *r, uint32_t i)
@@ -456,7 +473,7 @@ int arena_release_spare(shm_region *r, uint32_t i, uint32_t my_slot)
   if (!atomic_compare_exchange_strong_explicit(&m->state_claim, &expected, mt_word(MT_CLAIMED, my_slot + 1),
                                                memory_order_seq_cst, memory_order_relaxed))
     return 0;
-  int viewed = (hazard_memtables(r) >> i & 1) || commit_may_read(r);
+  int viewed = (hazard_memtables(r) >> i & 1) || commit_may_read(r, SPARE_WAIT_MS);
   if (!viewed) {
     CRASHPOINT("spare.claimed");   /* killed here: tests/test_flush_crash.c */
     give_back_pages(r, m);
@@ -542,7 +559,7 @@ void arena_release_claims_of(shm_region *r, uint32_t slot)
     ** the single total order: a hazard published before that fence is seen.
     ** Relaxed `reserved`: published by the release CAS to FREE. */
     if (mt_state_of(word) == MT_CLAIMED) {
-      if ((hazard_memtables(r) >> i & 1) || commit_may_read(r))
+      if ((hazard_memtables(r) >> i & 1) || commit_may_read(r, 0))
         atomic_store_explicit(&m->reserved, 0, memory_order_relaxed);
       else
         give_back_pages(r, m);

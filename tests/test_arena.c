@@ -1005,3 +1005,52 @@ Test(arena, full_tmpfs_is_busy_not_sigbus)
   sochdb_close(db);
   tu_unmount(mnt);
 }
+
+/* Commits that take turns in their commit epochs, so that one is always in
+** progress (as under sustained commits from several processes), none of
+** them lasting: a spare arena is still given back, since none of them can
+** have seen it LIVE for long. Before, arena_release_spare refused while
+** any commit was in progress at the instant it looked. */
+struct relay {
+  shm_region *r;
+  _Atomic uint64_t *ce[2];
+  atomic_int stop;
+};
+
+static void *commit_relay(void *arg)
+{
+  struct relay *x = arg;
+  epoch_enter(x->r, x->ce[0]);
+  for (unsigned n = 1; !atomic_load(&x->stop); n++) {
+    epoch_enter(x->r, x->ce[n & 1]);   /* the next commit begins before the last one ends */
+    epoch_leave(x->ce[(n - 1) & 1]);
+    for (volatile int spin = 0; spin < 2000; spin++) {
+    }
+  }
+  epoch_leave(x->ce[0]);
+  epoch_leave(x->ce[1]);
+  return NULL;
+}
+
+Test(arena, a_spare_is_given_back_under_commits_that_take_turns)
+{
+  sochdb *db = open_db(256u << 20, 32u << 20);
+  shm_region *r = &db->region;
+  uint32_t mt = r->hdr->n_memtables - 1;
+  fill_by_hand(r, mt, 4u << 20, 0x11);
+  set_st(r, mt, MT_FREE);
+  uint64_t full = tu_region_resident(db);
+  struct relay x = { r, { &shm_txn_entry_at(r, db->slot, 1)->commit_epoch, &shm_txn_entry_at(r, db->slot, 2)->commit_epoch }, 0 };
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, commit_relay, &x), 0);
+  while (!atomic_load(x.ce[1]))
+    sched_yield();   /* the relay has begun */
+  int released = 0;
+  for (int i = 0; i < 20 && !released; i++)
+    released = arena_release_spare(r, mt, db->slot);
+  atomic_store(&x.stop, 1);
+  pthread_join(th, NULL);
+  cr_assert(released, "a spare was kept while commits that never saw it took turns");
+  cr_assert_lt(tu_region_resident(db), full, "and its pages went");
+  tu_close();
+}
