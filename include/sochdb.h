@@ -98,7 +98,8 @@ typedef struct sochdb_options {          /* zero-initialised = defaults */
                                may take at most about half of one */
   unsigned busy_timeout_ms; /* how long a writer may wait for room before SOCHDB_BUSY (default 10000) */
   const char *daemon_path;  /* sochdbd to spawn; NULL = $SOCHDB_DAEMON, else the one next to the
-                               library, else $PATH */
+                               library, else the one in its installation's bin/,
+                               else $PATH */
   int create_if_missing;    /* 0 (zero-initialised) = the default, 1: create a missing database;
                                negative (-1): it must exist (SOCHDB_NOTFOUND). Note that 0 creates */
   unsigned file_mode;       /* permission bits of the database's files (region, data, log, locks; its

@@ -10,7 +10,8 @@
 ** inherits nothing of ours. The daemon detaches itself.
 **
 ** Which sochdbd: sochdb_options.daemon_path, else $SOCHDB_DAEMON, else the
-** one next to the library (or executable) this code is in, else $PATH.
+** one next to the library (or executable) this code is in, else the one in
+** its installation's BINDIR (SOCHDB_LIB_TO_BINDIR), else $PATH.
 **
 ** Tools and tests also ask the running daemon for a full compaction here.
 */
@@ -97,9 +98,16 @@ static void default_daemon_path(char *out, size_t n)
   if (dladdr((void *)default_daemon_path, &info) && info.dli_fname) {
     char copy[4096];
     snprintf(copy, sizeof copy, "%s", info.dli_fname);
-    snprintf(out, n, "%s/sochdbd", dirname(copy));
+    const char *here = dirname(copy);
+    snprintf(out, n, "%s/sochdbd", here);
     if (access(out, X_OK) == 0)
       return;
+#ifdef SOCHDB_LIB_TO_BINDIR
+    /* an installed library: cmake --install puts sochdbd in BINDIR, not LIBDIR */
+    snprintf(out, n, "%s/%s/sochdbd", here, SOCHDB_LIB_TO_BINDIR);
+    if (access(out, X_OK) == 0)
+      return;
+#endif
   }
   snprintf(out, n, secure ? "" : "sochdbd");   /* through $PATH; "": cannot start */
 }
