@@ -788,14 +788,18 @@ int main(int argc, char **argv)
     sochdb_close(db);
     return give_up_locked(&report_fd, lock_fd);
   }
-  /* Logged before the writer starts: from then on w is the writer's alone, but
-  ** for its table of closed segments, which the flusher reads under its lock. */
-  ww_log(c.dir, "serving (WAL at LSN %llu, durable through commit %llu; last segment read from offset %llu)",
-         (unsigned long long)w.next_lsn, (unsigned long long)durable_seq(&db->region),
-         (unsigned long long)w.adopted_from);
-  char pages[192];
-  ww_log(c.dir, "region %s in %s pages (%s)", db->region.path,
-         shm_page_bytes(db->region.path, pages, sizeof pages) == SHM_HUGE_PAGE_BYTES ? "2 MiB" : "4 KiB", pages);
+  /* Read before the writer starts: from then on w is the writer's alone, but
+  ** for its table of closed segments, which the flusher reads under its lock.
+  ** Logged once the streams are DIR/sochdbd.log (below): a daemon started by
+  ** hand wrote these two lines to its starter's terminal, and its log, where
+  ** docs/daemon.md sends whoever needs the "serving" line, lacked them. */
+  char serving[160], pages[192], region_line[4500];
+  snprintf(serving, sizeof serving,
+           "serving (WAL at LSN %llu, durable through commit %llu; last segment read from offset %llu)",
+           (unsigned long long)w.next_lsn, (unsigned long long)durable_seq(&db->region),
+           (unsigned long long)w.adopted_from);
+  snprintf(region_line, sizeof region_line, "region %s in %s pages (%s)", db->region.path,
+           shm_page_bytes(db->region.path, pages, sizeof pages) == SHM_HUGE_PAGE_BYTES ? "2 MiB" : "4 KiB", pages);
 #ifdef SOCHDB_TESTING
   const char *idle_env = getenv("SOCHDB_TEST_IDLE_MS");   /* before the threads that read it start */
   if (idle_env && parse_uint("$SOCHDB_TEST_IDLE_MS", idle_env, 0, 86400000u, &idle_test_ms) != 0)
@@ -843,6 +847,8 @@ int main(int argc, char **argv)
   }
   if (!c.foreground)
     leave_the_starters_streams(c.dir);
+  ww_log(c.dir, "%s", serving);
+  ww_log(c.dir, "%s", region_line);
   report(&report_fd, 0);
   const char *why = serve(db, &store, &c, &lock_st);
   atomic_store(&bg.stop, 1);

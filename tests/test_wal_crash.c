@@ -2552,16 +2552,26 @@ Test(wal_crash, a_daemon_started_by_hand_lets_go_of_its_starters_output)
   pid_t pid = tp_wait_daemon(dir, 5000, 0);
   cr_assert_gt(pid, 0, "no daemon serves %s after sochdbd reported that it does", dir);
   int eof = 0;
+  char got[8192];
+  size_t got_n = 0;
   for (int waited = 0; !eof && waited < 5000; waited += 100) {
     struct pollfd pfd = { p[0], POLLIN, 0 };
     char buf[4096];
-    if (poll(&pfd, 1, 100) == 1 && read(p[0], buf, sizeof buf) == 0)
+    ssize_t n = poll(&pfd, 1, 100) == 1 ? read(p[0], buf, sizeof buf) : -1;
+    if (n == 0)
       eof = 1;
+    for (ssize_t i = 0; i < n && got_n < sizeof got - 1; i++)
+      got[got_n++] = buf[i];
   }
+  got[got_n] = '\0';
   close(p[0]);
   cr_assert(eof, "sochdbd %d serves and still holds its starter's stdout/stderr pipe 5 s after it reported: "
             "`out=$(sochdbd DIR)` waits for as long as it serves", (int)pid);
   cr_assert_eq(tp_daemon_pid(dir), pid, "the daemon stopped serving");
+  /* its "serving" line is in DIR/sochdbd.log (docs/daemon.md, "Logs"), not on the starter's terminal */
+  cr_assert(wc_wait_serving(dir, pid, 5000), "sochdbd %d started by hand serves, but DIR/sochdbd.log has no "
+            "\"serving\" line of it (its starter got: %s)", (int)pid, got);
+  cr_assert_null(strstr(got, ": serving ("), "the starter's output got the serving line: %s", got);
 }
 
 /* ======================================================================
