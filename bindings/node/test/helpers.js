@@ -20,7 +20,10 @@ if (!process.env.SOCHDB_DAEMON_IDLE_MS) process.env.SOCHDB_DAEMON_IDLE_MS = '150
 if (!process.env.SOCHDB_DAEMON) {
   const libs = [process.env.SOCHDB_LIBRARY, ...require('..').candidatePaths()].filter(Boolean);
   for (const lib of libs) {
-    const daemon = path.join(path.dirname(lib), 'sochdbd');
+    // absolute: a relative $SOCHDB_LIBRARY (bindings/README.md runs npm test with
+    // ../../build/libsochdb.so) made a relative $SOCHDB_DAEMON, which a symlink elsewhere
+    // or a process in another directory resolves against the wrong directory
+    const daemon = path.resolve(path.dirname(lib), 'sochdbd');
     if (lib.includes('/') && fs.existsSync(lib) && fs.existsSync(daemon)) {
       process.env.SOCHDB_DAEMON = daemon;
       break;
