@@ -589,10 +589,17 @@ static int detach(int *report_fd)
 ** (a client's region path must stay the one we open). */
 static int leave_the_starters_directory(struct config *c)
 {
+  static char abs_dir[4096];   /* lives as long as the process, freed by nothing */
   char *dir = sdb_absolute_path(c->dir);
   if (!dir)
     return -1;
-  c->dir = dir;   /* lives as long as the process */
+  int fits = strlen(dir) < sizeof abs_dir;
+  if (fits)
+    memcpy(abs_dir, dir, strlen(dir) + 1);
+  free(dir);
+  if (!fits)
+    return errno = ENAMETOOLONG, -1;
+  c->dir = abs_dir;
   const char *shm = getenv("SOCHDB_SHM_DIR");
   if (shm && *shm && shm[0] != '/') {
     char *abs = sdb_absolute_path(shm);
