@@ -64,7 +64,6 @@ struct config {
 
 static volatile sig_atomic_t stop_requested;
 static _Atomic int writer_stop;
-static _Atomic int writer_gave_up;   /* it stopped with commits it could not write */
 
 static void on_signal(int sig) { (void)sig; stop_requested = 1; }
 
@@ -237,8 +236,6 @@ static void *writer_loop(void *arg)
     if (rc < 0) {
       if (stopping && failures >= 100) {   /* about 1 s: publish nothing more, let the daemon exit */
         ww_log(a->w->db->dir, "stopping with unwritten commits: the WAL keeps failing (%s)", sochdb_last_error());
-        /* relaxed: main reads it after joining this thread (stop_writer) */
-        atomic_store_explicit(&writer_gave_up, 1, memory_order_relaxed);
         return NULL;
       }
       if (failures++ % 100 == 0)
@@ -444,7 +441,6 @@ static uint64_t now_ms(void)
 
 static const char DIRECTORY_REMOVED[] = "its directory was removed";
 static const char IDLE_TIMEOUT[] = "no client for the idle timeout";
-static const char STOP_SIGNAL[] = "signal";
 
 /* Leaving on the idle timeout, we still held DIR/LOCK after our writer's
 ** last pass: a client that attached meanwhile found us serving, and its
@@ -528,7 +524,7 @@ static const char *serve(sochdb *db, struct store *s, const struct config *c, co
   uint64_t idle_since = now_ms();
   for (;;) {
     if (stop_requested)
-      return STOP_SIGNAL;
+      return "signal";
     if (directory_gone(c->dir, lock_st))
       return DIRECTORY_REMOVED;
     if (region_replaced(db))
@@ -874,22 +870,18 @@ int main(int argc, char **argv)
   ** writer's last pass, still holding DIR/LOCK, as a descheduled daemon would */
   sleep_ms(testing_ms("SOCHDB_TEST_EXIT_PAUSE_MS", 60000u, 0));
 #endif
-  /* Leaving idle or on a signal, LOCK goes first, so that late commits are
-  ** handed over (hand_over_late_commits): an ASYNC committer attached to us
-  ** found us serving (or did not probe, less than 20 ms after its last
-  ** look) and may commit nothing more. Otherwise it goes last, as it always
-  ** did: a client still starting a daemon that probes DIR/LOCK between our
-  ** stop and our exit would otherwise take us for dead and start another. */
-  int hand_over = why == IDLE_TIMEOUT || (why == STOP_SIGNAL &&
-                   !atomic_load_explicit(&writer_gave_up, memory_order_relaxed));   /* joined: stop_writer */
-  if (hand_over) {
+  /* Leaving idle, LOCK goes first, so that late commits are handed over
+  ** (hand_over_late_commits). Otherwise it goes last, as it always did: a
+  ** client still starting a daemon that probes DIR/LOCK between our stop
+  ** and our exit would otherwise take us for dead and start another. */
+  if (why == IDLE_TIMEOUT) {
     release_lock(lock_fd);
     hand_over_late_commits(db, c.dir);
   }
   sochdb_close(db);
   if (dir_fd >= 0)
     close(dir_fd);
-  if (!hand_over)
+  if (why != IDLE_TIMEOUT)
     release_lock(lock_fd);
   return 0;
 }
