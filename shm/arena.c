@@ -420,6 +420,11 @@ void arena_recycle(shm_region *r, uint32_t i, int keep_pages)
   set_word(m, MT_FREE, 0);
 }
 
+/* How long arena_release_spare (the daemon's) waits, holding its claim, for
+** the commits that may read the arena; the reaper, which may run inside a
+** commit's own epoch, does not wait. */
+#define SPARE_WAIT_MS 20u
+
 /* Whether a commit in progress may still read a free arena claimed just
 ** before (seq_cst) by the caller or a dead claimer it reaps: one whose
 ** conflict check listed it while a rotation to it was in progress (LIVE,
@@ -429,12 +434,7 @@ void arena_recycle(shm_region *r, uint32_t i, int keep_pages)
 ** commit took its epoch before its fence, and read LIVE after it, before
 ** the FREE that the claim read: its fence precedes the claim in S, so its
 ** epoch is at or below the tag and the scan (after the claim) sees it. A
-** commit still held then keeps the pages, as a hazard does. */
-/* How long arena_release_spare (the daemon's) waits, holding its claim, for
-** the commits that may read the arena; the reaper, which may run inside a
-** commit's own epoch, does not wait. */
-#define SPARE_WAIT_MS 20u
-
+** commit still held after wait_ms keeps the pages, as a hazard does. */
 static int commit_may_read(shm_region *r, unsigned wait_ms)
 {
   uint64_t tag = epoch_retire(r);

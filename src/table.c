@@ -425,6 +425,19 @@ int sdb_row_check_null(const sochdb_table *tb, unsigned c, const sochdb_value *v
   return SOCHDB_OK;
 }
 
+int sdb_row_columns_out(const sochdb_table *tb, const sochdb_value *vals, unsigned nv, const unsigned *cols, size_t n,
+                        sochdb_value *out)
+{
+  for (size_t i = 0; i < n; i++) {
+    unsigned c = cols ? cols[i] : (unsigned)i;
+    sdb_row_column(vals, nv, c, &out[i]);
+    int rc = sdb_row_check_null(tb, c, &out[i]);
+    if (rc != SOCHDB_OK)
+      return rc;
+  }
+  return SOCHDB_OK;
+}
+
 static int check_values(const sochdb_table *tb, const sochdb_value *values)
 {
   for (size_t j = 0; j < tb->ncols; j++) {
@@ -525,12 +538,5 @@ int sochdb_row_get(sochdb_txn *t, sochdb_table *tb, const sochdb_value *pk, cons
   unsigned nv;
   if ((rc = sdb_row_decode(tb, v, vlen, ~0ull, &nv, vals)))
     return rc;
-  size_t n = cols ? ncols : tb->ncols;
-  for (size_t i = 0; i < n; i++) {
-    unsigned c = cols ? cols[i] : (unsigned)i;
-    sdb_row_column(vals, nv, c, &out[i]);
-    if ((rc = sdb_row_check_null(tb, c, &out[i])))
-      return rc;
-  }
-  return SOCHDB_OK;
+  return sdb_row_columns_out(tb, vals, nv, cols, cols ? ncols : tb->ncols, out);
 }

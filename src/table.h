@@ -49,5 +49,10 @@ void   sdb_row_column(const sochdb_value *vals, unsigned ncols, unsigned c, soch
 ** as tb's column c, is NULL where c is not nullable: no row put writes that
 ** (columns added later are nullable), so the row is damaged. */
 int    sdb_row_check_null(const sochdb_table *tb, unsigned c, const sochdb_value *v);
+/* out[i] = column cols[i] (cols NULL: column i) of a decoded row of nv
+** columns, for i < n, each checked by sdb_row_check_null: SOCHDB_OK or its
+** SOCHDB_CORRUPT. */
+int    sdb_row_columns_out(const sochdb_table *tb, const sochdb_value *vals, unsigned nv, const unsigned *cols,
+                           size_t n, sochdb_value *out);
 
 #endif

@@ -242,11 +242,8 @@ static int scan_step(sochdb_scan *s, sochdb_value *out)
       if (!rowfmt_match(&s->proj.f, &fv))
         continue;
     }
-    for (size_t i = 0; i < s->ncols; i++) {
-      sdb_row_column(s->vals, nv, s->cols[i], &out[i]);
-      if ((rc = sdb_row_check_null(s->tb, s->cols[i], &out[i])))
-        return rc;
-    }
+    if ((rc = sdb_row_columns_out(s->tb, s->vals, nv, s->cols, s->ncols, out)))
+      return rc;
     s->rows++;
     return SOCHDB_OK;
   }
