@@ -230,8 +230,15 @@ static void *writer_loop(void *arg)
 {
   struct writer_args *a = arg;
   unsigned failures = 0, idle_rounds = 0;
+  int told_leaving = 0;
   for (;;) {
     int stopping = atomic_load(&writer_stop);
+    /* Before the last passes: an ASYNC commit published after them finds
+    ** us leaving, and sees to a successor itself (src/txn.c). */
+    if (stopping && !told_leaving) {
+      durable_writer_leaves(a->w->r);
+      told_leaving = 1;
+    }
     int rc = ww_write_pending(a->w);
     if (rc < 0) {
       if (stopping && failures >= 100) {   /* about 1 s: publish nothing more, let the daemon exit */
@@ -441,37 +448,6 @@ static uint64_t now_ms(void)
 
 static const char DIRECTORY_REMOVED[] = "its directory was removed";
 static const char IDLE_TIMEOUT[] = "no client for the idle timeout";
-
-/* Leaving on the idle timeout, we still held DIR/LOCK after our writer's
-** last pass: a client that attached meanwhile found us serving, and its
-** ASYNC commits, published after that pass, would wait, acknowledged and
-** not durable, for whoever starts the next daemon. A committer probes
-** DIR/LOCK after it publishes, at most 20 ms apart: whatever it publishes
-** from 20 ms after we let go on, its own probe sees no daemon and starts one.
-** So look that long (and some) for commits past durable_seq, and start a
-** successor for them. */
-static void hand_over_late_commits(sochdb *db, const char *dir)
-{
-  for (int ms = 0; ms < 60; ms++) {
-    sochdb_stats st;
-    if (sochdb_stats_get(db, &st) == SOCHDB_OK && st.last_commit_seq > st.durable_seq) {
-      ww_log(dir, "commits %llu..%llu were published while this daemon left: starting another",
-             (unsigned long long)st.durable_seq + 1, (unsigned long long)st.last_commit_seq);
-      /* ourselves, unless the clients name another ($SOCHDB_DAEMON, which we inherited) */
-      const char *env = getenv("SOCHDB_DAEMON");
-      char self[sizeof db->daemon_path];
-      ssize_t n = env && *env ? -1 : readlink("/proc/self/exe", self, sizeof self - 1);
-      if (n > 0) {
-        self[n] = 0;
-        memcpy(db->daemon_path, self, (size_t)n + 1);
-      }
-      if (sdb_daemon_ensure(db) != SOCHDB_OK)
-        ww_log(dir, "could not start another daemon (%s): the next commit or open will", sochdb_last_error());
-      return;
-    }
-    sleep_ms(1);
-  }
-}
 
 /* How the directory left the path we serve, once its LOCK did. */
 enum dir_fate { DIR_MOVED, DIR_DELETED, DIR_OTHER };
@@ -813,6 +789,7 @@ int main(int argc, char **argv)
 #endif
   struct writer_args wa = { &w, c.sync_delay_ms };
   pthread_t writer;
+  durable_writer_arrives(&db->region);   /* a stopped or killed predecessor may have left it leaving */
   if (pthread_create(&writer, NULL, writer_loop, &wa) != 0) {
     ww_log(c.dir, "cannot start the WAL writer thread");
     return give_up_locked(&report_fd, lock_fd);
@@ -870,18 +847,14 @@ int main(int argc, char **argv)
   ** writer's last pass, still holding DIR/LOCK, as a descheduled daemon would */
   sleep_ms(testing_ms("SOCHDB_TEST_EXIT_PAUSE_MS", 60000u, 0));
 #endif
-  /* Leaving idle, LOCK goes first, so that late commits are handed over
-  ** (hand_over_late_commits). Otherwise it goes last, as it always did: a
-  ** client still starting a daemon that probes DIR/LOCK between our stop
-  ** and our exit would otherwise take us for dead and start another. */
-  if (why == IDLE_TIMEOUT) {
-    release_lock(lock_fd);
-    hand_over_late_commits(db, c.dir);
-  }
+  /* LOCK goes last, whatever the reason we leave: nobody may take the
+  ** directory or the region from under us while we still read it (sochdb
+  ** destroy, a successor). An ASYNC commit published after the writer's
+  ** last pass saw it leaving, and waits for LOCK to start our successor
+  ** (src/txn.c, see_to_a_successor). */
   sochdb_close(db);
   if (dir_fd >= 0)
     close(dir_fd);
-  if (why != IDLE_TIMEOUT)
-    release_lock(lock_fd);
+  release_lock(lock_fd);
   return 0;
 }

@@ -220,7 +220,9 @@ int  sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, s
 **
 ** SOCHDB_SYNC returns once the commit is durable (written and fdatasync'd by
 ** sochdbd's group commit); SOCHDB_ASYNC once it is visible (durable within a
-** few milliseconds while the log keeps up). A commit is visible to others
+** few milliseconds while the log keeps up; one made while the daemon stops,
+** after its last write of the log, waits until it has left, at most 2 s, and
+** starts its successor, which writes it). A commit is visible to others
 ** slightly before it is durable; the log keeps commit order, so a crash loses
 ** at most a suffix of unacknowledged commits.
 **

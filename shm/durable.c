@@ -165,8 +165,9 @@ void durable_publish(shm_region *r, uint64_t seq)
   shm_futex(&r->hdr->durable_futex, FUTEX_WAKE_BITSET, INT_MAX, NULL, seq_bits(before, seq));
 }
 
-/* kick_futex counts kicks in steps of 4; its low bit says the writer sleeps
-** on it, or is about to, and the next bit that it dozes (sleeps long, idle).
+/* kick_futex counts kicks in steps of 8; its low bit says the writer sleeps
+** on it, or is about to, the next bit that it dozes (sleeps long, idle), and
+** the third that it is leaving (durable_writer_leaves).
 ** Both sides change the word with a read-modify-write, so one of the two
 ** comes first in its order: if the writer's flag does, the kick sees it and
 ** wakes the writer; if the kick does, the writer's fetch_or acquires it, and
@@ -175,7 +176,8 @@ void durable_publish(shm_region *r, uint64_t seq)
 ** which is nearly always while SYNC commits arrive. */
 #define WRITER_ASLEEP 1u
 #define WRITER_DOZING 2u
-#define KICK_STEP     4u
+#define KICK_STEP     8u   /* WRITER_LEAVING (durable.h) is 4 */
+_Static_assert(DURABLE_WRITER_LEAVING == 4u, "the kick word's third bit");
 
 void durable_kick(shm_region *r)
 {
@@ -195,13 +197,34 @@ void durable_kick(shm_region *r)
 ** modification order, our fence precedes the writer's in the single order S;
 ** had the writer then read published_seq from before the store we acquired,
 ** its fence would have to precede ours (that store happens before our
-** fence). So one side sees the other. */
-void durable_nudge(shm_region *r)
+** fence). So one side sees the other.
+**
+** The same store-then-check tells the committer whether the writer is
+** leaving: durable_writer_leaves sets that bit, fences, and then reads
+** published_seq for its last passes. */
+int durable_nudge(shm_region *r)
 {
   shm_fence_seq_cst();
   /* relaxed: ordered by the fence above */
-  if (atomic_load_explicit(&r->hdr->kick_futex, memory_order_relaxed) & WRITER_DOZING)
+  uint32_t word = atomic_load_explicit(&r->hdr->kick_futex, memory_order_relaxed);
+  if (word & WRITER_DOZING)
     durable_kick(r);
+  return (word & DURABLE_WRITER_LEAVING) != 0;
+}
+
+void durable_writer_leaves(shm_region *r)
+{
+  /* relaxed: the fence after it orders it before our reads of
+  ** published_seq, which is all durable_nudge's check relies on */
+  atomic_fetch_or_explicit(&r->hdr->kick_futex, DURABLE_WRITER_LEAVING, memory_order_relaxed);
+  shm_fence_seq_cst();   /* the leaving writer's half of durable_nudge's store-then-check */
+}
+
+void durable_writer_arrives(shm_region *r)
+{
+  /* relaxed: a committer that still sees the bit only waits for its
+  ** commit to be durable, which this writer makes it */
+  atomic_fetch_and_explicit(&r->hdr->kick_futex, ~DURABLE_WRITER_LEAVING, memory_order_relaxed);
 }
 
 int durable_wait_kick(shm_region *r, unsigned timeout_ms, int doze)

@@ -124,8 +124,24 @@ void     durable_kick(shm_region *r);
 /* ASYNC committer, once its commit is published: wake the writer only if it
 ** dozes. Otherwise the writer's next round (sync_delay_ms) writes the commit
 ** with the others of its group. A fence and a read, no system call, unless
-** the writer dozes. */
-void     durable_nudge(shm_region *r);
+** the writer dozes. Returns 1 if the writer is leaving (its daemon stops):
+** then its last pass may have missed the commit, and the committer must see
+** it durable or a successor started (src/txn.c). 0: the writer will write
+** it, or has. */
+int      durable_nudge(shm_region *r);
+
+/* The kick word's bit that says the writer is leaving (bits 0 and 1 say it
+** sleeps or dozes; kicks count in steps of 8 above them). */
+#define DURABLE_WRITER_LEAVING 4u
+
+/* Writer, once its daemon stops, before its last passes over the published
+** commits: every commit published before a committer's durable_nudge that
+** returns 0 is one those passes find. */
+void     durable_writer_leaves(shm_region *r);
+
+/* A new daemon's writer, before it serves: clears a bit a stopped (or
+** killed) daemon left set. */
+void     durable_writer_arrives(shm_region *r);
 
 /* Writer: sleep until kicked or timeout_ms passed; not at all while
 ** published commits wait to be written. doze: the writer has been idle and

@@ -29,7 +29,8 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  13u  /* 13: shm_log_end.logged_seq, on its own line; 12: next_file_floor;
+#define SHM_LAYOUT_VERSION  14u  /* 14: kick_futex's third bit (the writer leaving), kicks in steps of 8;
+                                  ** 13: shm_log_end.logged_seq, on its own line; 12: next_file_floor;
                                   ** 11: where the log's synced groups end (shm_log_end) */
 #define SHM_HEADER_BYTES    4096u
 #define SHM_CACHELINE       64
@@ -126,7 +127,7 @@ struct shm_header {
   /* by the WAL writer after each group (layout version 11); on its own line
   ** since 13, which outgrew durable_seq's: only the next daemon reads it */
   alignas(SHM_CACHELINE) struct shm_log_end log_end;
-  alignas(SHM_CACHELINE) _Atomic uint32_t kick_futex;    /* += 4 to wake the WAL writer; bit 0: it sleeps, bit 1: dozes */
+  alignas(SHM_CACHELINE) _Atomic uint32_t kick_futex;    /* += 8 to wake the WAL writer; bit 0: it sleeps, 1: dozes, 2: leaves */
   alignas(SHM_CACHELINE) _Atomic uint32_t active_memtable;  /* also the futex the idle flusher sleeps on */
   _Atomic uint64_t next_memtable_id;
   /* Bit i set: memtable i may be LIVE. Always a superset of the LIVE ones,

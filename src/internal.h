@@ -51,6 +51,7 @@ struct sochdb {
   int             lock_fd;            /* DIR/LOCK, probed to see whether sochdbd runs */
   _Atomic uint64_t daemon_probe_ns;   /* when we last probed (rate limit) */
   _Atomic uint64_t daemon_retry_ns;   /* no new start attempt before this (after a failed one) */
+  _Atomic int      successor_lapsed;  /* a wait for a leaving daemon's successor ran out (src/txn.c) */
   char            daemon_path[4096];  /* the sochdbd we start when none runs */
   struct sdb_tables *_Atomic tables;  /* mapped SSTables, read under urcu (tables.c) */
   pthread_mutex_t tables_lock;        /* serialises building a new set */

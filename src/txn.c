@@ -946,6 +946,36 @@ static int wait_durable(sochdb *db, uint64_t seq)
   return SOCHDB_OK;
 }
 
+#define SUCCESSOR_WAIT_MS 2000u
+
+/* SOCHDB_ASYNC, when the WAL writer said it is leaving (durable_nudge): its
+** daemon stops, and its last pass may have missed our commit, published
+** after it; its committer's probe would still find the daemon serving, and
+** the commit would wait, acknowledged and not durable, for whoever commits
+** or opens next. So wait until the commit is durable (the last pass had it)
+** or the daemon let go of DIR/LOCK, and start its successor then (which
+** writes the commit), both within SUCCESSOR_WAIT_MS: a daemon leaves
+** within milliseconds of its writer's last pass. A handle whose wait ran
+** out (the writer of a region nobody serves now: it was replaced) does not
+** wait again until it finds a writer that is not leaving. */
+static void see_to_a_successor(sochdb *db, uint64_t seq)
+{
+  /* relaxed, both: a hint of this handle's, ordering nothing */
+  if (atomic_load_explicit(&db->successor_lapsed, memory_order_relaxed)) {
+    sdb_daemon_ensure(db);
+    return;
+  }
+  struct timespec deadline;
+  durable_deadline(&deadline, SUCCESSOR_WAIT_MS);
+  while (!durable_wait(&db->region, seq, 2)) {
+    if (past(&deadline)) {
+      atomic_store_explicit(&db->successor_lapsed, 1, memory_order_relaxed);
+      return;
+    }
+    sdb_daemon_ensure_within(db, ms_until(&deadline));   /* starts one once DIR/LOCK is free */
+  }
+}
+
 static int check_txn_size(const sochdb_txn *t)
 {
   if (t->writes.n > MAX_TXN_OPS)
@@ -1012,8 +1042,14 @@ static int commit_writes(sochdb_txn *t, unsigned flags)
   count(&st->keys_written, t->writes.n);
   count(&st->user_bytes, t->writes.bytes);
   if (flags & SOCHDB_ASYNC) {
-    durable_nudge(&db->region);   /* wakes the WAL writer only if it dozes */
-    sdb_daemon_ensure(db);        /* someone must write it: rate-limited probe */
+    /* wakes the WAL writer only if it dozes; says whether it is leaving */
+    if (durable_nudge(&db->region)) {
+      see_to_a_successor(db, seq);
+    } else {
+      if (atomic_load_explicit(&db->successor_lapsed, memory_order_relaxed))   /* relaxed: a hint */
+        atomic_store_explicit(&db->successor_lapsed, 0, memory_order_relaxed);
+      sdb_daemon_ensure(db);      /* someone must write it: rate-limited probe */
+    }
     return SOCHDB_OK;
   }
   return wait_durable(db, seq);

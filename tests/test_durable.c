@@ -356,7 +356,9 @@ static void race(int doze, void (*wake)(shm_region *r))
 
 Test(durable, a_kick_racing_the_writer_to_sleep_is_never_lost) { race(0, durable_kick); }
 
-Test(durable, a_nudge_racing_the_writer_to_doze_is_never_lost) { race(1, durable_nudge); }
+static void nudge(shm_region *r) { (void)durable_nudge(r); }
+
+Test(durable, a_nudge_racing_the_writer_to_doze_is_never_lost) { race(1, nudge); }
 
 /* ------------------------------------------------------------ the note of the log's end */
 
@@ -447,5 +449,59 @@ Test(durable, a_commit_waits_while_the_wal_writer_is_a_record_ring_behind)
   cr_assert(atomic_load(&w.catching_up), "the commit went through before the writer caught up");
   pthread_join(writer, NULL);
   cr_assert_eq(tu_read_str(db, "late", buf, sizeof buf), SOCHDB_OK);
+  tu_close();
+}
+
+/* A writer leaving (its daemon stops) and a commit published at the same
+** moment, many times over: either the writer's last look finds the commit,
+** or the committer's nudge finds the writer leaving (and sees to a
+** successor, src/txn.c); never neither, which would leave an acknowledged
+** ASYNC commit with nobody to write it. */
+struct leave_race {
+  shm_region       *r;
+  pthread_barrier_t start;
+  unsigned          rounds;
+  int               writer_saw;   /* this round: the last look found the commit */
+};
+
+static void *leaving_writer(void *arg)
+{
+  struct leave_race *x = arg;
+  for (unsigned i = 0; i < x->rounds; i++) {
+    pthread_barrier_wait(&x->start);
+    durable_writer_leaves(x->r);
+    x->writer_saw = atomic_load_explicit(&x->r->hdr->published_seq, memory_order_acquire) > durable_seq(x->r);
+    pthread_barrier_wait(&x->start);   /* the committer judges the round, then resets it */
+    pthread_barrier_wait(&x->start);
+  }
+  return NULL;
+}
+
+Test(durable, a_commit_published_as_the_writer_leaves_is_seen_by_one_of_the_two)
+{
+  shm_region *r = open_region();
+  struct leave_race x = { .r = r, .rounds = 2000 };
+  pthread_barrier_init(&x.start, NULL, 2);
+  pthread_t writer;
+  cr_assert_eq(pthread_create(&writer, NULL, leaving_writer, &x), 0, "pthread_create");
+  unsigned missed = 0, committer_saw = 0;
+  for (unsigned i = 0; i < x.rounds; i++) {
+    no_work(r);
+    durable_writer_arrives(r);
+    pthread_barrier_wait(&x.start);
+    for (volatile unsigned spin = 0; spin < i % 64; spin++) {}   /* vary who comes first */
+    new_work(r);
+    int leaving = durable_nudge(r);
+    pthread_barrier_wait(&x.start);
+    committer_saw += leaving;
+    missed += !leaving && !x.writer_saw;
+    pthread_barrier_wait(&x.start);
+  }
+  pthread_join(writer, NULL);
+  pthread_barrier_destroy(&x.start);
+  cr_assert_eq(missed, 0, "rounds in which neither the leaving writer nor the committer saw the other");
+  cr_log_info("the committer found the writer leaving in %u of %u rounds", committer_saw, x.rounds);
+  durable_writer_arrives(r);
+  cr_assert_eq(durable_nudge(r), 0, "a writer that arrived is not leaving");
   tu_close();
 }

@@ -2373,7 +2373,7 @@ Test(wal_crash, an_async_commit_made_while_the_daemon_leaves_idle_is_made_durabl
   cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
   const char *dir = tu_dir();
   setenv("SOCHDB_DAEMON_IDLE_MS", "200", 1);
-  setenv("SOCHDB_TEST_EXIT_PAUSE_MS", "1500", 1);
+  setenv("SOCHDB_TEST_EXIT_PAUSE_MS", "500", 1);
   sochdb_options o = wc_opts(10000);
   o.daemon_path = SOCHDB_TEST_SOCHDBD_TESTING;
   sochdb *db = tu_open_with(dir, &o);
@@ -2395,6 +2395,87 @@ Test(wal_crash, an_async_commit_made_while_the_daemon_leaves_idle_is_made_durabl
             "%llu) and no daemon was started for it:\n%s", (unsigned long long)s.last_commit_seq,
             (unsigned long long)s.durable_seq, log);
   free(log);
+}
+
+/* The same for a daemon stopped by SIGTERM, and for one killed while it
+** leaves, which leaves its writer's word saying "leaving": the next ASYNC
+** commit starts a successor, which clears it, so the one after that does
+** not wait. The committer commits nothing more (a server between requests). */
+static pid_t wc_stop_with_pause(const char *dir, sochdb *db, const char *pause_ms)
+{
+  (void)db;
+  pid_t pid = tp_wait_daemon(dir, 5000, 0);
+  cr_assert_gt(pid, 0, "no daemon serves %s", dir);
+  cr_assert(wc_wait_serving(dir, pid, 5000), "sochdbd %d never logged that it serves", (int)pid);
+  cr_assert_eq(kill(pid, SIGTERM), 0);
+  cr_assert(wc_wait_log(dir, "exiting (signal)", 1, 10000), "the daemon did not stop on SIGTERM");
+  cr_assert(tp_lock_held(dir), "the stopping daemon no longer holds %s/LOCK: its %s ms pause did not take", dir,
+            pause_ms);
+  return pid;
+}
+
+static int wc_writer_leaving(sochdb *db)
+{
+  return (atomic_load(&db->region.hdr->kick_futex) & DURABLE_WRITER_LEAVING) != 0;
+}
+
+static void wc_assert_durable_within(sochdb *db, const char *dir, int ms, const char *when)
+{
+  sochdb_stats s = tu_stats(db);
+  for (int i = 0; i < ms / 10 && s.durable_seq < s.last_commit_seq; i++) {
+    tu_sleep_ms(10);
+    s = tu_stats(db);
+  }
+  char *log = wc_log(dir);
+  cr_assert_geq(s.durable_seq, s.last_commit_seq, "%d ms after %s, the acknowledged ASYNC commit %llu is still "
+                "not durable (durable_seq %llu), and no daemon runs to write it:\n%s", ms, when,
+                (unsigned long long)s.last_commit_seq, (unsigned long long)s.durable_seq, log);
+  free(log);
+}
+
+static sochdb *wc_open_pausing_at_exit(const char *dir, const char *pause_ms)
+{
+  setenv("SOCHDB_TEST_EXIT_PAUSE_MS", pause_ms, 1);
+  sochdb_options o = wc_opts(10000);
+  o.daemon_path = SOCHDB_TEST_SOCHDBD_TESTING;
+  sochdb *db = tu_open_with(dir, &o);
+  unsetenv("SOCHDB_TEST_EXIT_PAUSE_MS");
+  wc_commit_pair(db, 1);
+  return db;
+}
+
+Test(wal_crash, an_async_commit_made_while_the_daemon_stops_on_sigterm_is_made_durable)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  sochdb *db = wc_open_pausing_at_exit(dir, "500");
+  wc_stop_with_pause(dir, db, "500");
+  cr_assert(wc_writer_leaving(db), "the stopping daemon's writer did not say it leaves");
+  tu_sleep_ms(30);   /* past the handle's probe rate limit: a probe would look, and find it serving */
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_put_str(t, "late", "1");
+  tu_commit(t, SOCHDB_ASYNC, "late");
+  wc_assert_durable_within(db, dir, 3000, "the commit returned");
+  cr_assert_not(wc_writer_leaving(db), "the successor did not clear its predecessor's word");
+  sochdb_close(db);
+}
+
+Test(wal_crash, a_daemon_killed_while_it_leaves_holds_up_no_async_commit_for_long)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  sochdb *db = wc_open_pausing_at_exit(dir, "30000");
+  pid_t pid = wc_stop_with_pause(dir, db, "30000");
+  cr_assert_eq(kill(pid, SIGKILL), 0);
+  cr_assert(wc_wait_lock_free(dir, 5000), "the killed daemon's %s/LOCK stayed held", dir);
+  cr_assert(wc_writer_leaving(db), "the killed daemon's word should still say that it leaves");
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_put_str(t, "late", "1");
+  tu_commit(t, SOCHDB_ASYNC, "late");   /* finds the word, and DIR/LOCK free: starts a daemon */
+  wc_assert_durable_within(db, dir, 3000, "the commit returned");
+  cr_assert_not(wc_writer_leaving(db), "the successor did not clear the killed daemon's word");
+  cr_assert_eq(atomic_load(&db->successor_lapsed), 0, "the commit's wait for a successor ran out");
+  sochdb_close(db);
 }
 
 /* ======================================================================
