@@ -18,7 +18,8 @@
 ** exits at once. sochdb_open starts it when none runs. It exits by itself
 ** --idle-exit-ms after the last client detached (default 30 s, or
 ** $SOCHDB_DAEMON_IDLE_MS), when its directory disappears, and on SIGTERM or
-** SIGINT, after writing and syncing what was published.
+** SIGINT, after writing and syncing what was published. SIGHUP opens
+** DIR/sochdbd.log again (log rotation).
 **
 ** Usage: sochdbd [--foreground] [--interval-ms N] [--idle-exit-ms N] [--sync-delay-ms N] DIR
 */
@@ -65,7 +66,10 @@ struct config {
 static volatile sig_atomic_t stop_requested;
 static _Atomic int writer_stop;
 
+static volatile sig_atomic_t log_reopen_requested;
+
 static void on_signal(int sig) { (void)sig; stop_requested = 1; }
+static void on_hangup(int sig) { (void)sig; log_reopen_requested = 1; }
 
 static void usage(FILE *out)
 {
@@ -83,7 +87,9 @@ static void usage(FILE *out)
                "  --l0-trigger N      level-0 files that start a compaction (default 4; 2..1000)\n"
                "  --level-ratio N     size ratio between adjacent levels (default 10; 2..1000)\n"
                "  --spare-ms N        a flushed memtable's arena keeps its pages this long for the\n"
-               "                      next one (default 1000; 0 = give them back at once; up to 60000)\n");
+               "                      next one (default 1000; 0 = give them back at once; up to 60000)\n"
+               "  SIGTERM or SIGINT stops it once what was published is durable; SIGHUP opens\n"
+               "  DIR/sochdbd.log again (log rotation).\n");
 }
 
 /* The number s for `name`, min..max, into *out: 0, or -1 after saying why. */
@@ -494,6 +500,35 @@ static void remove_region_of_deleted_database(sochdb *db, int dir_fd, const stru
            strerror(errno));
 }
 
+/* Detached, keep nothing of the starter's standard streams: a shell's
+** $(sochdbd DIR), an ssh session or a supervisor that reads our output
+** waits for end-of-file on the pipe it gave us, which we would hold for as
+** long as we serve (forever with --idle-exit-ms 0). From the moment we
+** serve, we log where a client that starts us puts our output anyway:
+** DIR/sochdbd.log. Start-up failures before that still reach the starter.
+** Again on SIGHUP: logrotate moved the log, and we open a new one. */
+static void leave_the_starters_streams(const char *dir)
+{
+  char log[4200];
+  snprintf(log, sizeof log, "%s/sochdbd.log", dir);
+  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+  int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (out >= 0)
+    sdb_apply_db_mode(dir, out, log);
+  else
+    out = null;
+  if (null >= 0)
+    dup2(null, 0);
+  if (out >= 0) {
+    dup2(out, 1);
+    dup2(out, 2);
+  }
+  if (out >= 0 && out != null)
+    close(out);
+  if (null >= 0)
+    close(null);
+}
+
 static const char *serve(sochdb *db, struct store *s, const struct config *c, const struct stat *lock_st)
 {
   struct timespec pause = { c->interval_ms / 1000, (long)(c->interval_ms % 1000) * 1000000L };
@@ -501,6 +536,13 @@ static const char *serve(sochdb *db, struct store *s, const struct config *c, co
   for (;;) {
     if (stop_requested)
       return "signal";
+    if (log_reopen_requested) {
+      log_reopen_requested = 0;
+      if (!c->foreground) {   /* a foreground daemon's streams are its service manager's */
+        leave_the_starters_streams(c->dir);
+        ww_log(c->dir, "opened its log again (SIGHUP)");
+      }
+    }
     if (directory_gone(c->dir, lock_st))
       return DIRECTORY_REMOVED;
     if (region_replaced(db))
@@ -582,33 +624,6 @@ static int leave_the_starters_directory(struct config *c)
   return chdir("/");
 }
 
-/* Detached, keep nothing of the starter's standard streams: a shell's
-** $(sochdbd DIR), an ssh session or a supervisor that reads our output
-** waits for end-of-file on the pipe it gave us, which we would hold for as
-** long as we serve (forever with --idle-exit-ms 0). From the moment we
-** serve, we log where a client that starts us puts our output anyway:
-** DIR/sochdbd.log. Start-up failures before that still reach the starter. */
-static void leave_the_starters_streams(const char *dir)
-{
-  char log[4200];
-  snprintf(log, sizeof log, "%s/sochdbd.log", dir);
-  int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-  int out = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (out >= 0)
-    sdb_apply_db_mode(dir, out, log);
-  else
-    out = null;
-  if (null >= 0)
-    dup2(null, 0);
-  if (out >= 0) {
-    dup2(out, 1);
-    dup2(out, 2);
-  }
-  if (out >= 0 && out != null)
-    close(out);
-  if (null >= 0)
-    close(null);
-}
 
 static void report(int *fd, char verdict)
 {
@@ -642,6 +657,10 @@ static void catch_stop_signals(void)
   sa.sa_handler = on_signal;
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
+  /* SIGHUP, by a daemon's custom, asks for its log to be opened again (after
+  ** logrotate moved it): it used to kill us, as the default action. */
+  sa.sa_handler = on_hangup;
+  sigaction(SIGHUP, &sa, NULL);
   /* A write to a pipe nobody reads must fail with EPIPE, not kill us: the
   ** report to a parent half that gave up waiting (a start slower than 10 s)
   ** killed a daemon that had just begun to serve, and so did every later
@@ -653,6 +672,7 @@ static void catch_stop_signals(void)
   sigemptyset(&stop);
   sigaddset(&stop, SIGTERM);
   sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGHUP);
   sigprocmask(SIG_UNBLOCK, &stop, NULL);
 }
 

@@ -2816,3 +2816,28 @@ Test(wal_crash, a_stopped_daemon_leaves_no_pid_in_LOCK)
   cr_assert_leq(left, 0, "%s/LOCK still says %d after its daemon exited: kill -TERM \"$(cat DIR/LOCK)\" signals "
                 "whatever process has that pid now", dir, (int)left);
 }
+
+/* SIGHUP asks a detached daemon to open DIR/sochdbd.log again (logrotate
+** moved it); it used to kill the daemon, the signal's default action. */
+Test(wal_crash, sighup_opens_the_log_again_and_the_daemon_serves_on)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  sochdb *db = wc_open(dir, 10000);
+  wc_commit_pair(db, 1);
+  pid_t pid = tp_wait_daemon(dir, 5000, 0);
+  cr_assert_gt(pid, 0, "no daemon serves %s", dir);
+  cr_assert(wc_wait_serving(dir, pid, 5000), "sochdbd %d never logged that it serves", (int)pid);
+  char log[4300], rotated[4320];
+  snprintf(log, sizeof log, "%s/sochdbd.log", dir);
+  snprintf(rotated, sizeof rotated, "%s.1", log);
+  cr_assert_eq(rename(log, rotated), 0, "rename %s: %s", log, strerror(errno));
+  cr_assert_eq(kill(pid, SIGHUP), 0);
+  cr_assert(wc_wait_log(dir, "opened its log again (SIGHUP)", 1, 5000), "no new %s after SIGHUP", log);
+  cr_assert_eq(tp_wait_daemon(dir, 5000, 0), pid, "the daemon did not serve on after SIGHUP");
+  wc_commit_pair(db, 2);   /* SYNC: the same daemon confirms it */
+  sochdb_close(db);
+  cr_assert_eq(kill(pid, SIGTERM), 0);   /* not wc_stop_daemon: its "serving" line is in the rotated log */
+  cr_assert(wc_wait_lock_free(dir, 10000), "the daemon did not stop on SIGTERM");
+  cr_assert(wc_wait_log(dir, "exiting (signal)", 1, 5000), "the daemon's exit went to the rotated log");
+}
