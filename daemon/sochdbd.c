@@ -624,7 +624,6 @@ static int leave_the_starters_directory(struct config *c)
   return chdir("/");
 }
 
-
 static void report(int *fd, char verdict)
 {
   if (*fd < 0)
