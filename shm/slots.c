@@ -212,6 +212,19 @@ static int open_slot(shm_region *r, uint32_t slot)
   return 0;
 }
 
+int slots_daemon_attached(const shm_region *r)
+{
+  uint32_t high = slots_scan_bound(r);
+  for (uint32_t i = 0; i < high; i++) {
+    struct shm_slot *s = shm_slot_at(r, i);
+    /* acquire: pairs with the attach's release, so is_daemon is this owner's */
+    if (atomic_load_explicit(&s->owner_pid, memory_order_acquire) != 0 &&
+        atomic_load_explicit(&s->is_daemon, memory_order_relaxed))
+      return 1;
+  }
+  return 0;
+}
+
 int slots_attach(shm_region *r, int is_daemon, uint32_t *slot_out)
 {
   for (uint32_t i = 0; i < SHM_MAX_SLOTS; i++) {

@@ -91,6 +91,9 @@ static inline uint32_t slots_scan_bound(const shm_region *r)
 /* Claim a free slot (reaping dead ones on the way). SOCHDB_BUSY if all are live.
 ** is_daemon marks the slot as sochdbd's before it is published. */
 int  slots_attach(shm_region *r, int is_daemon, uint32_t *slot_out);
+/* Whether a live slot is a daemon's (sochdbd attaches as one while it
+** serves this region). A look: it may change the moment after. */
+int  slots_daemon_attached(const shm_region *r);
 /* Give our slot back: our entries must be idle. */
 void slots_detach(shm_region *r, uint32_t slot);
 

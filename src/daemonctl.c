@@ -112,6 +112,8 @@ static void default_daemon_path(char *out, size_t n)
   snprintf(out, n, secure ? "" : "sochdbd");   /* through $PATH; "": cannot start */
 }
 
+int sdb_daemon_lock_held(const sochdb *db) { return daemon_running(db->lock_fd); }
+
 int sdb_daemon_setup(sochdb *db, const char *daemon_path, unsigned mode, int ensure)
 {
   char path[4200];

@@ -922,6 +922,22 @@ static int decide_and_publish(struct commit_ctx *c, uint32_t did, uint64_t *seq_
 
 #define DURABLE_WAIT_MIN_MS 5000u
 
+/* Why a SYNC commit was not confirmed durable in time, as well as we can
+** tell: DIR/LOCK held with no daemon attached to our region is not a
+** daemon in trouble but a lock held by something else (`flock DIR/LOCK`, a
+** daemon of a replaced region), which no full disk explains. */
+static int durable_timeout(sochdb *db, uint64_t seq, unsigned limit_ms)
+{
+  if (sdb_daemon_lock_held(db) == 1 && !slots_daemon_attached(&db->region))
+    return sdb_fail(SOCHDB_DAEMON, "commit %llu is applied and visible, but nothing confirmed it durable within "
+                    "%u ms: %s/LOCK is held, yet no daemon serves this database's region (another program holds "
+                    "the lock, or a sochdbd serves a region that was replaced; see %s/sochdbd.log)",
+                    (unsigned long long)seq, limit_ms, db->dir, db->dir);
+  return sdb_fail(SOCHDB_DAEMON, "commit %llu is applied and visible, but the daemon did not confirm it durable "
+                  "within %u ms (%s/sochdbd.log says why: a full disk, an I/O error?)", (unsigned long long)seq,
+                  limit_ms, db->dir);
+}
+
 /* SOCHDB_SYNC: wait for the group commit that covers seq, restarting a dead
 ** daemon on the way. The commit is already applied and visible; if it cannot
 ** be confirmed durable in time, say so (SOCHDB_DAEMON), never hang. */
@@ -937,9 +953,7 @@ static int wait_durable(sochdb *db, uint64_t seq)
   durable_kick(r);
   while (!durable_wait(r, seq, 100)) {
     if (past(&deadline))
-      return sdb_fail(SOCHDB_DAEMON, "commit %llu is applied and visible, but the daemon did not confirm "
-                      "it durable within %u ms (%s/sochdbd.log says why: a full disk, an I/O error?)",
-                      (unsigned long long)seq, limit_ms, db->dir);
+      return durable_timeout(db, seq, limit_ms);
     sdb_daemon_ensure_within(db, ms_until(&deadline));
     durable_kick(r);
   }

@@ -1934,6 +1934,32 @@ Test(wal_crash, stuck_daemon_starter_does_not_hang_sync_commits)
   tu_shared_free(sh, sizeof *sh);
 }
 
+/* DIR/LOCK held by a program that is not sochdbd (`flock DIR/LOCK sleep
+** 100`): no daemon can start, and a SYNC commit returns SOCHDB_DAEMON in
+** its time, saying so instead of blaming a full disk. */
+Test(wal_crash, a_lock_held_by_another_program_is_named_in_the_durability_error)
+{
+  cr_assert(wc_subreaper, "prctl(PR_SET_CHILD_SUBREAPER) failed: the test cannot collect the daemons");
+  const char *dir = tu_dir();
+  sochdb *db = wc_open(dir, 300);
+  wc_commit_pair(db, 1);
+  wc_stop_daemon(dir, SIGTERM, "the daemon");
+  char path[4300];
+  snprintf(path, sizeof path, "%s/LOCK", dir);
+  int fd = open(path, O_RDWR | O_CLOEXEC);
+  cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+  cr_assert_eq(flock(fd, LOCK_EX | LOCK_NB), 0, "flock %s: %s", path, strerror(errno));
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_put_str(t, "while-held", "1");
+  int rc = sochdb_commit(t, SOCHDB_SYNC);
+  const char *why = sochdb_last_error();
+  cr_assert_eq(rc, SOCHDB_DAEMON, "commit with %s held by another program: %s", path, sochdb_strerror(rc));
+  cr_assert(strstr(why, "LOCK is held, yet no daemon serves"), "the error does not say who is in the way: %s", why);
+  close(fd);
+  wc_commit_pair(db, 2);   /* the lock free: a daemon starts and confirms it */
+  sochdb_close(db);
+}
+
 /* ======================================================================
 ** 17. A daemon killed right after it told its starter that it serves: the
 **     starter, which holds DIR/LOCK.spawn, must see that no daemon holds
