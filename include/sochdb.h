@@ -224,7 +224,9 @@ int  sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, s
 ** after its last write of the log, waits until it has left, at most 2 s, and
 ** starts its successor, which writes it). A commit is visible to others
 ** slightly before it is durable; the log keeps commit order, so a crash loses
-** at most a suffix of unacknowledged commits.
+** at most a suffix of the commits that were not yet durable: never a SYNC
+** commit that returned SOCHDB_OK, but possibly ASYNC ones that did, within
+** the last few milliseconds.
 **
 ** Write stall: a read-write transaction's begin waits while more than 128
 ** MiB (and at least two) of full memtables wait for sochdbd to flush them,
