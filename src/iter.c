@@ -257,17 +257,31 @@ static int iter_open(sochdb_txn *t, const void *start, size_t slen, const void *
   return SOCHDB_OK;
 }
 
-int sochdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void *end, size_t elen,
-                     sochdb_iter **out)
+/* An iterator over a user range: the reserved keys start at 0xFF 0xFF, and
+** every user range ends there (a bad bound is left as it is, for iter_open
+** to report). */
+static int user_iter_open(sochdb_txn *t, const void *start, size_t slen, const void *end, size_t elen,
+                          const struct sdb_iter_opts *o, sochdb_iter **out)
 {
-  /* the reserved keys start at 0xFF 0xFF: every user range ends there (a bad
-  ** bound is left as it is, for iter_open to report) */
   int bad_end = elen > SOCHDB_MAX_KEY || (!end && elen);
   if (!bad_end && (!elen || sl_compare(end, (uint32_t)elen, rowfmt_reserved_start, 2) > 0)) {
     end = rowfmt_reserved_start;
     elen = 2;
   }
-  return iter_open(t, start, slen, end, elen, NULL, out);
+  return iter_open(t, start, slen, end, elen, o, out);
+}
+
+int sochdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void *end, size_t elen,
+                     sochdb_iter **out)
+{
+  return user_iter_open(t, start, slen, end, elen, NULL, out);
+}
+
+int sdb_iter_open_transient(sochdb_txn *t, const void *start, size_t slen, const void *end, size_t elen,
+                            sochdb_iter **out)
+{
+  static const struct sdb_iter_opts transient = { .transient = 1 };
+  return user_iter_open(t, start, slen, end, elen, &transient, out);
 }
 
 int sdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void *end, size_t elen,
