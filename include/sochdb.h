@@ -187,8 +187,9 @@ int  sochdb_delete(sochdb_txn *t, const void *key, size_t klen);
 
 /*
 ** sochdb_get — read key in the transaction's snapshot, seeing its own writes.
-** Zero-copy where possible: *val points into the shared region or the
-** transaction's buffer and stays valid until the transaction ends (also
+** Zero-copy where possible: *val points into the shared region, a mapped
+** SSTable, or the transaction's buffer (a value of a compressed block is
+** copied there) and stays valid until the transaction ends (also
 ** when the transaction writes the same key again: its buffer only grows).
 ** The bytes must not be modified.
 **
@@ -268,6 +269,12 @@ int  sochdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void 
 /*
 ** sochdb_iter_next — the next key and value. *key and *val stay valid until
 ** the transaction ends. Returns SOCHDB_NOTFOUND when the range is exhausted.
+** That promise costs memory: a key or value read from a compressed SSTable
+** block, and a key stored sharing a prefix with the one before it, is
+** handed out as a copy that the transaction keeps until it ends, also once
+** the iterator is closed; so a scan holds about as much memory as the keys
+** and values it returned. Over a range larger than memory, end the
+** transaction now and then (each new one is a new snapshot).
 **
 ** Errors: SOCHDB_NOTFOUND (exhausted), SOCHDB_INVALID (NULL argument; the
 **   transaction ended: close iterators first), SOCHDB_CORRUPT or SOCHDB_IO
