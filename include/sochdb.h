@@ -158,10 +158,11 @@ void sochdb_close(sochdb *db);
 ** it takes its snapshot, up to busy_timeout_ms.
 **
 ** On success *out is owned by the caller until sochdb_commit() or
-** sochdb_abort() frees it. t must not be used after that. (The object is
-** kept for this handle's next begin: until one reuses it, a call on t
-** returns SOCHDB_INVALID and a second abort does nothing; after, t is the
-** new transaction. Do not rely on the check.)
+** sochdb_abort() frees it. t must not be used after that. (The object may be
+** kept for this handle's next begin, which then reuses it: until then, a
+** call on t returns SOCHDB_INVALID and a second abort does nothing. But the
+** handle keeps one such object: when another of its transactions ends, t's
+** is freed, and a call on t reads freed memory. Do not rely on the check.)
 **
 ** Errors: SOCHDB_INVALID (NULL argument, unknown flag bits, handle inherited
 **   across fork), SOCHDB_BUSY (this handle has too many open transactions:
