@@ -75,17 +75,30 @@ static void release_entry(sochdb *db, uint32_t entry)
   atomic_fetch_and_explicit(&db->entry_bits[entry / 64], ~(1ull << (entry % 64)), memory_order_release);
 }
 
+#define KEEP_CHUNK (64u * 1024u)
+
+/* Copies go into 64 KiB chunks; one over a quarter of that gets a chunk of
+** its own, behind the current one, which goes on taking the small copies (a
+** key after its large value): else a large copy would end the current chunk
+** early, and the next key would take a new 64 KiB chunk (wbuf.c's stash does
+** the same). So a chunk wastes at most a quarter of itself. */
 const void *sdb_txn_keep(sochdb_txn *t, const void *p, size_t n)
 {
   struct txn_keep *k = t->keep;
   if (!k || k->cap - k->used < n) {
-    size_t cap = n > 65536 ? n : 65536;
+    int own = n > KEEP_CHUNK / 4;
+    size_t cap = own ? n : KEEP_CHUNK;
     if (!(k = malloc(sizeof *k + cap)))
       return NULL;
     k->used = 0;
     k->cap = cap;
-    k->next = t->keep;
-    t->keep = k;
+    if (own && t->keep) {
+      k->next = t->keep->next;
+      t->keep->next = k;
+    } else {
+      k->next = t->keep;
+      t->keep = k;
+    }
   }
   void *at = k->data + k->used;
   memcpy(at, p, n);

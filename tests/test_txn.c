@@ -2521,3 +2521,69 @@ Test(txn, a_model_of_snapshot_isolation_agrees_with_the_engine)
   free(m.trace);
   free(m.buf);
 }
+
+/* ------------------------------------------- copies kept until the end */
+
+/* Bytes the transaction's kept copies (sdb_txn_keep) take in memory. */
+static size_t kept_bytes(const sochdb_txn *t)
+{
+  size_t n = 0;
+  for (const struct txn_keep *k = t->keep; k; k = k->next)
+    n += sizeof *k + k->cap;
+  return n;
+}
+
+/* The copies a transaction keeps of what it hands out of compressed blocks
+** (values, and keys: sdb_txn_keep) used to go into a 64 KiB chunk that a
+** copy too large for what was left of it replaced as the current one: a
+** value over 16 KiB left the rest of the chunk unused, and one over 64 KiB
+** got a chunk of its own, after which the next key, a few bytes, took a new
+** 64 KiB chunk. A scan of 40 KiB values kept 64 KiB a value, one of 70 KiB
+** values 134 KiB a value. Compressible values (the blocks hold them
+** compressed, so they are copied), all in SSTables. */
+Test(txn, copies_of_large_values_waste_no_chunk)
+{
+  sochdb *db = tu_open(64u << 20, 1u << 20, 10000);
+  static const size_t sizes[] = { 40u << 10, 70u << 10 };
+  for (int s = 0; s < 2; s++) {
+    static char v[70u << 10];
+    sochdb_txn *w = tu_begin(db, 0);
+    for (int i = 0; i < 32; i++) {
+      char k[32];
+      snprintf(k, sizeof k, "big-%d-%02d", s, i);
+      memset(v, 'a' + i % 26, sizes[s]);
+      cr_assert_eq(sochdb_put(w, k, strlen(k), v, sizes[s]), SOCHDB_OK, "put %s", k);
+      if (i % 8 == 7) {   /* 8 values a commit: a commit's versions fit one 1 MiB memtable */
+        tu_commit(w, SOCHDB_ASYNC, "a batch of large values");
+        w = tu_begin(db, 0);
+      }
+    }
+    sochdb_abort(w);
+  }
+  tu_full_compaction(db);
+  for (int s = 0; s < 2; s++) {
+    sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+    char lo[16], hi[16];
+    snprintf(lo, sizeof lo, "big-%d-", s);
+    snprintf(hi, sizeof hi, "big-%d.", s);
+    sochdb_iter *it;
+    cr_assert_eq(sochdb_iter_open(t, lo, strlen(lo), hi, strlen(hi), &it), SOCHDB_OK, "iter_open");
+    const void *k, *val;
+    size_t kl, vl, handed = 0;
+    int n = 0, rc;
+    while ((rc = sochdb_iter_next(it, &k, &kl, &val, &vl)) == SOCHDB_OK) {
+      cr_assert_eq(vl, sizes[s], "value %d of %zu bytes", n, vl);
+      handed += kl + vl;
+      n++;
+    }
+    cr_assert_eq(rc, SOCHDB_NOTFOUND, "the scan: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+    cr_assert_eq(n, 32, "the scan saw %d values", n);
+    sochdb_iter_close(it);
+    size_t kept = kept_bytes(t);
+    cr_assert_geq(kept, handed * 9 / 10, "values of %zu bytes: were they copied at all? %zu kept", sizes[s], kept);
+    cr_assert_leq(kept, handed * 5 / 4, "values of %zu bytes: %zu bytes handed out kept %zu", sizes[s], handed,
+                  kept);
+    sochdb_abort(t);
+  }
+  tu_close();
+}
