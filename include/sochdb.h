@@ -274,8 +274,9 @@ int  sochdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void 
 ** block, and a key stored sharing a prefix with the one before it, is
 ** handed out as a copy that the transaction keeps until it ends, also once
 ** the iterator is closed; so a scan holds about as much memory as the keys
-** and values it returned. Over a range larger than memory, end the
-** transaction now and then (each new one is a new snapshot).
+** and values it returned. Over a range larger than memory, open it with
+** sochdb_iter_open_transient (below), or end the transaction now and then
+** (each new one is a new snapshot).
 **
 ** Errors: SOCHDB_NOTFOUND (exhausted), SOCHDB_INVALID (NULL argument; the
 **   transaction ended: close iterators first), SOCHDB_CORRUPT or SOCHDB_IO
@@ -285,6 +286,19 @@ int  sochdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void 
 **   value out of a compressed block).
 */
 int  sochdb_iter_next(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen);
+
+/*
+** sochdb_iter_open_transient — sochdb_iter_open, but each key and value that
+** sochdb_iter_next hands out stays valid only until the next
+** sochdb_iter_next or sochdb_iter_close on this iterator. Nothing is kept
+** for the transaction, so a scan of any length holds one block's worth of
+** memory: for whole-database scans, dumps and exports, and for callers
+** that copy each pair at once (the Python and Node.js bindings do).
+**
+** Errors: those of sochdb_iter_open; sochdb_iter_next's are unchanged.
+*/
+int  sochdb_iter_open_transient(sochdb_txn *t, const void *start, size_t slen, const void *end, size_t elen,
+                                sochdb_iter **out);
 
 /* sochdb_iter_close — free it. NULL is a no-op. */
 void sochdb_iter_close(sochdb_iter *it);

@@ -105,14 +105,6 @@ struct sdb_iter_opts {
 };
 int  sdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void *end, size_t elen,
                    const struct sdb_iter_opts *o, sochdb_iter **out);
-/* sochdb_iter_open (user keys only), but transient: each key and value it
-** hands out stays valid until its next sochdb_iter_next or close only. For
-** the tools that scan a whole database in one snapshot and print or copy
-** each pair at once (sochdb scan, dump, backup): a public iterator keeps a
-** copy of every key and value of a compressed block until the transaction
-** ends, as much memory as the data it read. */
-int  sdb_iter_open_transient(sochdb_txn *t, const void *start, size_t slen, const void *end, size_t elen,
-                             sochdb_iter **out);
 
 /* A whole columnar block, for table scans (sst_iter_take_block): rows
 ** 0..nrows-1 of cv are the next keys, every one live and visible, and no

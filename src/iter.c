@@ -277,8 +277,8 @@ int sochdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void *
   return user_iter_open(t, start, slen, end, elen, NULL, out);
 }
 
-int sdb_iter_open_transient(sochdb_txn *t, const void *start, size_t slen, const void *end, size_t elen,
-                            sochdb_iter **out)
+int sochdb_iter_open_transient(sochdb_txn *t, const void *start, size_t slen, const void *end, size_t elen,
+                               sochdb_iter **out)
 {
   static const struct sdb_iter_opts transient = { .transient = 1 };
   return user_iter_open(t, start, slen, end, elen, &transient, out);

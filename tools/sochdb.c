@@ -19,7 +19,7 @@
 
 #include "check.h"   /* sdb_check_dir, for `sochdb check` (internal: the CLI links the static library) */
 #include "internal.h" /* struct sochdb: the region header's compaction progress, for `sochdb compact`;
-                      ** sdb_full_compaction_request, sdb_daemon_ensure; sdb_iter_open_transient */
+                      ** sdb_full_compaction_request, sdb_daemon_ensure */
 #include "pagesize.h" /* shm_page_bytes, for `sochdb stats` */
 
 #include <errno.h>
@@ -452,7 +452,7 @@ static int scan_body(sochdb_txn *t, const args *a)
   sochdb_iter *it;
   /* transient: each entry is printed before the next; a public iterator
   ** would keep a copy of every compressed one until the scan's end */
-  int rc = sdb_iter_open_transient(t, a->lo, a->lolen, a->hi, a->hilen, &it);
+  int rc = sochdb_iter_open_transient(t, a->lo, a->lolen, a->hi, a->hilen, &it);
   if (rc != SOCHDB_OK)
     return db_error("cannot open an iterator", rc);
 

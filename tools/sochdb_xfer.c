@@ -19,7 +19,6 @@
 #include "sochdb.h"
 
 #include "cli.h"
-#include "internal.h" /* sdb_iter_open_transient: the CLI links the static library */
 
 #include <dirent.h>
 #include <errno.h>
@@ -114,8 +113,8 @@ static int write_trailer(FILE *f, unsigned long long n)
 static int dump_pairs(sochdb_txn *t, FILE *f, totals *tot)
 {
   sochdb_iter *it;
-  /* transient: each pair is written before the next (internal.h) */
-  int rc = sdb_iter_open_transient(t, NULL, 0, NULL, 0, &it);
+  /* transient: each pair is written before the next */
+  int rc = sochdb_iter_open_transient(t, NULL, 0, NULL, 0, &it);
   if (rc != SOCHDB_OK)
     return db_error("cannot open an iterator", rc);
   const void *k, *v;
@@ -453,8 +452,8 @@ static void backup_progress(const progress_bar *bar, const totals *tot)
 static int copy_pairs(sochdb_txn *snap, sochdb *dst, const xargs *a, totals *tot)
 {
   sochdb_iter *it;
-  /* transient: batch_add copies each pair before the next (internal.h) */
-  int rc = sdb_iter_open_transient(snap, NULL, 0, NULL, 0, &it);
+  /* transient: batch_add copies each pair before the next */
+  int rc = sochdb_iter_open_transient(snap, NULL, 0, NULL, 0, &it);
   if (rc != SOCHDB_OK)
     return db_error("cannot open an iterator", rc);
   progress_bar bar;

@@ -198,7 +198,9 @@ function loadLibrary() {
     get: lib.func('int sochdb_get(sochdb_txn *t, const void *key, size_t klen, _Out_ void **val, _Out_ size_t *vlen)'),
     commit: lib.func('int sochdb_commit(sochdb_txn *t, unsigned int flags)'),
     abort: lib.func('void sochdb_abort(sochdb_txn *t)'),
-    iterOpen: lib.func('int sochdb_iter_open(sochdb_txn *t, const void *start, size_t slen, ' +
+    // transient: next() copies each pair out before the next step, so the
+    // transaction keeps no copy of what a scan read
+    iterOpen: lib.func('int sochdb_iter_open_transient(sochdb_txn *t, const void *start, size_t slen, ' +
                        'const void *end, size_t elen, _Out_ sochdb_iter **out)'),
     iterNext: lib.func('int sochdb_iter_next(sochdb_iter *it, _Out_ void **key, _Out_ size_t *klen, ' +
                        '_Out_ void **val, _Out_ size_t *vlen)'),

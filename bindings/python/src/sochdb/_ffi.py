@@ -169,6 +169,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     f("sochdb_commit", i, vp, u)
     f("sochdb_abort", None, vp)
     f("sochdb_iter_open", i, vp, cp, sz, cp, sz, pvp)
+    f("sochdb_iter_open_transient", i, vp, cp, sz, cp, sz, pvp)
     f("sochdb_iter_next", i, vp, pvp, psz, pvp, psz)
     f("sochdb_iter_close", None, vp)
     f("sochdb_stats_get", i, vp, ctypes.POINTER(Stats))

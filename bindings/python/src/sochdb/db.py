@@ -485,7 +485,9 @@ class Scan:
         out = ctypes.c_void_p()
         with txn._db._calls:
             _check(
-                _ffi.lib().sochdb_iter_open(
+                # transient: __next__ copies each pair before the next step,
+                # so the transaction keeps no copy of what the scan read
+                _ffi.lib().sochdb_iter_open_transient(
                     txn._t(), start, len(start) if start else 0, end, len(end) if end else 0, ctypes.byref(out)
                 )
             )
