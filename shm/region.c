@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -299,6 +300,17 @@ static int region_attach_locked(const struct shm_open_params *p, shm_region *r, 
   ** shares the database must be able to attach, whoever created it */
   if (fchmod(r->fd, p->file_mode) != 0)
     return sdb_fail_errno("chmod region %s", r->path);
+  /* A file may not grow past RLIMIT_FSIZE: ftruncate would kill us with
+  ** SIGXFSZ (the default action), not fail, under a `ulimit -f` smaller than
+  ** the region (1 GiB by default, sparse though it is). */
+  struct rlimit fsize;
+  if (getrlimit(RLIMIT_FSIZE, &fsize) == 0 && fsize.rlim_cur != RLIM_INFINITY &&
+      p->region_bytes > (uint64_t)fsize.rlim_cur) {
+    errno = EFBIG;
+    return sdb_fail_errno("create region %s of %llu bytes: this process may write files of at most %llu bytes "
+                          "(RLIMIT_FSIZE, ulimit -f)", r->path, (unsigned long long)p->region_bytes,
+                          (unsigned long long)fsize.rlim_cur);
+  }
   if (ftruncate(r->fd, 0) != 0 || ftruncate(r->fd, (off_t)p->region_bytes) != 0)
     return sdb_fail_errno("size region %s to %llu bytes", r->path, (unsigned long long)p->region_bytes);
   void *base = mmap(NULL, p->region_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, r->fd, 0);

@@ -17,6 +17,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <sys/resource.h>
 
 #include "error.h"
 #include "internal.h"
@@ -975,4 +976,37 @@ Test(region, a_region_of_an_earlier_boot_is_rebuilt_from_the_wal)
   close(oldfd);
   sochdb_close(db);
   free(dir);
+}
+
+/* ---- a file size limit ------------------------------------------------------ */
+
+/* A process whose file size limit (`ulimit -f`) is below the region's size
+** was killed by SIGXFSZ in sochdb_open: the ftruncate that sizes a new
+** region raises it. The open fails with SOCHDB_IO (EFBIG) and says why. */
+Test(region, a_file_size_limit_below_the_region_fails_the_open_not_the_process)
+{
+  const char *dir = tu_dir();
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_FSIZE, &rl) != 0)
+      _exit(2);
+    rl.rlim_cur = 1u << 20;   /* the region is 8 MiB; sochdb.id and the MANIFEST fit */
+    if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+      _exit(3);
+    sochdb_options o = small_opts();
+    sochdb *db = NULL;
+    int rc = sochdb_open(dir, &o, &db);
+    if (rc == SOCHDB_OK)
+      _exit(4);
+    _exit(rc == SOCHDB_IO && strstr(sochdb_last_error(), "RLIMIT_FSIZE") ? 0 : 10 + rc);
+  }
+  int st = 0;
+  char how[64];
+  cr_assert_eq(tu_wait_child(pid, 30000, &st), 0, "sochdb_open under a file size limit did not return in 30 s");
+  tu_forget_child(pid);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "sochdb_open under a 1 MiB file size limit: %s (exit 0: "
+            "SOCHDB_IO naming RLIMIT_FSIZE; 4: it opened; 10+rc: another error)",
+            tu_status_str(st, how, sizeof how));
 }
