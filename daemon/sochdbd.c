@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -666,6 +667,12 @@ static void catch_stop_signals(void)
   ** one as slow; a --foreground daemon's stderr may be a pipe too. */
   sa.sa_handler = SIG_IGN;
   sigaction(SIGPIPE, &sa, NULL);
+  /* Likewise a write past RLIMIT_FSIZE must fail with EFBIG, which the WAL
+  ** writer and the flusher log and retry, not kill us with SIGXFSZ: a daemon
+  ** started by a client under `ulimit -f` died at its first WAL segment,
+  ** silently, and so did each one started after it, while SYNC commits
+  ** timed out pointing at a log that said nothing. */
+  sigaction(SIGXFSZ, &sa, NULL);
   /* started by hand from a shell or a service manager that blocked them */
   sigset_t stop;
   sigemptyset(&stop);
@@ -715,6 +722,20 @@ static void arm_fault_from_env(void)
 ** `sochdb-bench memory` the daemon's private memory is 37 MiB instead
 ** of 17 (malloc_trim does not shrink a thread's arena; an idle daemon
 ** exits after --idle-exit-ms anyway). */
+/* The daemon inherits the limits of whichever client happened to start it;
+** a file size limit meant for that client's own files (`ulimit -f` in its
+** shell) would cap the log and the tables of every client. The soft limit
+** goes up to the hard one; past that, writes fail with EFBIG (SIGXFSZ is
+** ignored: catch_stop_signals), and the log says so. */
+static void lift_file_size_limit(void)
+{
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    (void)setrlimit(RLIMIT_FSIZE, &rl);   /* may not fail: the soft limit may always rise to the hard one */
+  }
+}
+
 static void keep_heap_for_reuse(void)
 {
 #if defined(M_MMAP_THRESHOLD) && defined(M_TRIM_THRESHOLD)
@@ -736,6 +757,7 @@ int main(int argc, char **argv)
   arm_fault_from_env();
 #endif
   keep_heap_for_reuse();
+  lift_file_size_limit();
   struct config c;
   int rc = parse_args(argc, argv, &c);
   if (rc)

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "durable.h"
 #include "internal.h"
@@ -369,4 +370,58 @@ Test(sochdbd, a_flag_out_of_its_range_is_refused_with_the_range)
               status);
     cr_assert_not_null(strstr(out, cases[i].says), "%s %s said \"%s\"", cases[i].flag, cases[i].value, out);
   }
+}
+
+/* ---- a file size limit inherited from the starter ----------------------------- */
+
+/* The daemon inherits the limits of the client that starts it. Under that
+** client's `ulimit -f` of 64 KiB (soft; the hard limit above) the daemon's
+** first WAL segment past 64 KiB killed it with SIGXFSZ, silently, and the
+** daemon started after it too: SYNC commits returned SOCHDB_DAEMON after
+** 5 s each. The daemon raises its soft limit to the hard one. */
+Test(sochdbd, a_starters_file_size_limit_does_not_kill_the_daemon)
+{
+  struct rlimit hard;
+  cr_assert_eq(getrlimit(RLIMIT_FSIZE, &hard), 0);
+  if (hard.rlim_max != RLIM_INFINITY && hard.rlim_max < (64u << 20))
+    cr_skip_test("the hard file size limit here is %llu bytes", (unsigned long long)hard.rlim_max);
+  sochdb *db = tu_open(REGION, MT, 2000);   /* the region is made here, without the limit */
+  tu_commit_kv(db, "made", "1", SOCHDB_SYNC);
+  tu_close();
+  tu_stop_daemon(tu_dir());
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_FSIZE, &rl) != 0)
+      _exit(2);
+    rl.rlim_cur = 64u << 10;
+    if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+      _exit(3);
+    sochdb_options o = tu_options(REGION, MT, 2000);
+    sochdb *child = NULL;
+    if (sochdb_open(tu_dir(), &o, &child) != SOCHDB_OK)
+      _exit(4);
+    static char v[4096];
+    for (int i = 0; i < 64; i++) {   /* 256 KiB of SYNC commits: the WAL passes 64 KiB */
+      char k[32];
+      snprintf(k, sizeof k, "limited-%03d", i);
+      memset(v, 'a' + i % 26, sizeof v);
+      sochdb_txn *t = NULL;
+      if (sochdb_txn_begin(child, 0, &t) != SOCHDB_OK || sochdb_put(t, k, strlen(k), v, sizeof v) != SOCHDB_OK)
+        _exit(5);
+      int rc = sochdb_commit(t, SOCHDB_SYNC);
+      if (rc != SOCHDB_OK)
+        _exit(10 + rc);
+    }
+    sochdb_close(child);
+    _exit(0);
+  }
+  int st = 0;
+  char how[64];
+  cr_assert_eq(tu_wait_child(pid, 100000, &st), 0, "the limited client did not finish in 100 s");
+  tu_forget_child(pid);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the client under a 64 KiB file size limit: %s (exit 10+rc: a "
+            "SYNC commit failed; %d: SOCHDB_DAEMON, the daemon died)", tu_status_str(st, how, sizeof how),
+            10 + SOCHDB_DAEMON);
 }
