@@ -21,6 +21,7 @@
 #include <libgen.h>
 #include <sys/resource.h>
 #include <limits.h>
+#include <sys/resource.h>
 
 static void remove_quiet_daemon(void);
 
@@ -1560,4 +1561,37 @@ Test(cli, load_of_a_stream_that_is_not_a_dump_creates_nothing)
   cr_assert_eq(rc, 2, "load: exit %d\nstderr: %s", rc, err);
   cr_assert(strstr(err, "is not a sochdb dump"), "stderr: %s", err);
   cr_assert_neq(access(dir, F_OK), 0, "%s was created", dir);
+}
+
+/* ---- a file size limit ---------------------------------------------------------- */
+
+/* Under a `ulimit -f` smaller than the dump, the tool was killed by SIGXFSZ
+** half-way through writing it: no message, the shell's "File size limit
+** exceeded". The write fails with EFBIG instead: exit 3 and a message. */
+Test(cli, a_dump_past_the_file_size_limit_fails_with_a_message)
+{
+  sochdb *db = tu_open(16u << 20, 1u << 20, 0);
+  static char v[4096];
+  for (int i = 0; i < 64; i++) {   /* 256 KiB of pairs */
+    char k[32];
+    snprintf(k, sizeof k, "limit-%03d", i);
+    memset(v, 'a' + i % 26, sizeof v);
+    sochdb_txn *t = tu_begin(db, 0);
+    cr_assert_eq(sochdb_put(t, k, strlen(k), v, sizeof v), SOCHDB_OK);
+    cr_assert_eq(sochdb_commit(t, SOCHDB_ASYNC), SOCHDB_OK);
+  }
+  tu_close();
+  char path[4300], out[4096], err[4096];
+  snprintf(path, sizeof path, "%s.dump", tu_dir());
+  struct rlimit old, rl;
+  cr_assert_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+  rl = old;
+  rl.rlim_cur = 64u << 10;   /* the soft limit only: the test raises it back */
+  cr_assert_eq(setrlimit(RLIMIT_FSIZE, &rl), 0, "setrlimit: %s", strerror(errno));
+  pid_t pid = start_cli((const char *const[]){ "dump", tu_dir(), path, NULL });
+  cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0, "setrlimit: %s", strerror(errno));
+  int status = finish_cli(pid, out, sizeof out, err, sizeof err);
+  unlink(path);
+  cr_assert_eq(status, 3, "dump past a 64 KiB file size limit exited %d\nstderr: %s", status, err);
+  cr_assert(strstr(err, "File too large"), "no EFBIG in the message: %s", err);
 }

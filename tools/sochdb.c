@@ -1499,6 +1499,10 @@ static int open_database(const args *a, sochdb **db)
 
 int main(int argc, char **argv)
 {
+  /* A write past RLIMIT_FSIZE (`ulimit -f`: a dump, a backup's new region)
+  ** must fail with EFBIG and be reported (exit 3), not kill the tool with
+  ** SIGXFSZ half-way, a partial dump left under its final name. */
+  signal(SIGXFSZ, SIG_IGN);
   args a;
   memset(&a, 0, sizeof a);
   int status = parse_command_line(&a, argc, argv);
