@@ -477,6 +477,14 @@ int ww_write_pending(struct walwriter *w)
   ** left goes in the next group, and durable_seq moves only over what was
   ** written. Each commit fits one record: sochdb_commit refuses the rest. */
   size_t cap = w->group_cap ? w->group_cap : GROUP_CAP_BYTES;
+  /* Nor past its segment by more than a segment: a segment is removed only
+  ** once every memtable it logs is flushed, so one that logs many holds
+  ** their log until the last of their tables is written. After a full disk
+  ** an 8 MiB group of small (1 MiB) memtables kept that space from the
+  ** flush whose table it waited for (tests/test_faults.c,
+  ** a_few_free_mib_do_not_deadlock_the_log_against_the_flush). */
+  if (cap > segment_bytes(w))
+    cap = (size_t)segment_bytes(w);
   pthread_rwlock_rdlock(&ww_records_lock);
   for (uint64_t s = w->next_seq; s <= published && len < cap; s++) {
     const struct mv_commit *c = durable_record(w->r, s);

@@ -413,3 +413,48 @@ Test(faults, a_nearly_full_disk_still_takes_smaller_groups, .fini = unmount_full
   tu_commit_kv(db, "tiny", "1", SOCHDB_SYNC);
   sochdb_close(db);
 }
+
+/* The disk fills while 6 MiB of ASYNC commits come (6 memtables of 1 MiB,
+** none logged), then 3 MiB are freed: room for the log of a memtable and
+** its SSTable (small: the values compress), whose flush then gives that
+** log's space back, and so on. The WAL writer's first group after the free
+** took 2 MiB (groups were capped at 8 MiB only, halved after each failure),
+** one segment logging three memtables: it could go only once the third was
+** flushed, whose log the MiB left could not hold, and nothing was flushed
+** or made durable again: the log and the flush deadlocked over a few free
+** MiB. A group is now at most a segment long. */
+Test(faults, a_few_free_mib_do_not_deadlock_the_log_against_the_flush, .fini = unmount_full_disk)
+{
+  tu_mount_tmpfs_or_skip(full_mnt, "size=24m");
+  char dir[PATH_MAX], filler[PATH_MAX];
+  full_db_dir(dir, sizeof dir);
+  sochdb_options o = tu_options(64u << 20, 1u << 20, 3000);
+  sochdb *db = tu_open_with(dir, &o);
+  tu_commit_kv(db, "first", "1", SOCHDB_SYNC);
+  fill_the_disk(full_mnt, filler, sizeof filler);
+  static char v[1024];
+  for (int n = 0; n < 6000; n++) {
+    char k[32];
+    snprintf(k, sizeof k, "few-%06d", n);
+    memset(v, 'a' + n % 26, sizeof v);
+    sochdb_txn *t = tu_begin(db, 0);
+    cr_assert_eq(sochdb_put(t, k, strlen(k), v, sizeof v), SOCHDB_OK, "put");
+    int rc = sochdb_commit(t, SOCHDB_ASYNC);
+    cr_assert_eq(rc, SOCHDB_OK, "ASYNC commit %d: %s (%s)", n, sochdb_strerror(rc), sochdb_last_error());
+  }
+  sochdb_stats s = tu_stats(db);
+  cr_assert_lt(s.durable_seq + 1000, s.last_commit_seq, "the full disk took the commits");
+  struct stat st;
+  cr_assert_eq(stat(filler, &st), 0);
+  cr_assert_eq(truncate(filler, st.st_size - (3 << 20)), 0, "free 3 MiB");
+  for (int w = 0; w < 4000 && s.durable_seq < s.last_commit_seq; w++) {
+    tu_sleep_ms(10);
+    s = tu_stats(db);
+  }
+  cr_assert_geq(s.durable_seq, s.last_commit_seq, "40 s after 3 MiB were freed, commits through %llu of %llu are "
+                "durable (flushes: %llu)", (unsigned long long)s.durable_seq, (unsigned long long)s.last_commit_seq,
+                (unsigned long long)s.flushes);
+  cr_assert_eq(unlink(filler), 0, "free the rest");
+  tu_commit_kv(db, "tiny", "1", SOCHDB_SYNC);
+  sochdb_close(db);
+}
