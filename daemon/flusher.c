@@ -199,6 +199,36 @@ static int build_table(struct store *s, uint32_t mt, struct built *out)
   return rc;
 }
 
+/* Ask the WAL writer to leave room on the disk for the table of sealed
+** memtable mt (walwriter.c, leave_room_for_table): the log and the tables
+** share the disk, and only this flush gives the log's space back. The bound
+** on the table is the arena's bytes and a margin (a table is smaller than
+** its skiplist but for its index and filter). The log goes on up to seq
+** only: set once the table is built, to what it waits for (0 till then). */
+static void ask_room_for_table(struct flusher *f, uint32_t mt, uint64_t seq)
+{
+  struct walwriter *w = f->w;
+  if (!w)
+    return;
+  const struct shm_memtable *m = arena_memtable(f->s->r, mt);
+  /* relaxed: mt is sealed; `used` may exceed the capacity by failed claims */
+  uint64_t used = atomic_load_explicit(&m->used, memory_order_relaxed);
+  if (used > m->capacity)
+    used = m->capacity;
+  /* relaxed, both: see leave_room_for_table */
+  atomic_store_explicit(&w->room_seq, seq, memory_order_relaxed);
+  atomic_store_explicit(&w->room_bytes, used + used / 16 + (64u << 10), memory_order_relaxed);
+}
+
+/* No memtable waits for its flush: no room is held. After a flush the room
+** stays asked until the next one asks again (at once, if a memtable waits):
+** dropped in between, it could go to the log first. */
+static void drop_room_for_table(struct flusher *f)
+{
+  if (f->w)
+    atomic_store_explicit(&f->w->room_bytes, 0, memory_order_relaxed);   /* relaxed: see leave_room_for_table */
+}
+
 /* Commits at or below the result are all in SSTables once mt is. */
 static uint64_t flushed_through(shm_region *r, uint32_t mt)
 {
@@ -479,14 +509,19 @@ int flusher_step(struct flusher *f)
   /* At the region's file limit the table would be built only to be
   ** refused; the rest of the step (reclaiming compacted files) still runs. */
   int no_room = mt >= 0 ? store_check_room(s, 1, 0) : SOCHDB_OK;
+  if (mt < 0 || no_room != SOCHDB_OK)
+    drop_room_for_table(f);   /* no table to make room for */
   if (mt >= 0 && no_room == SOCHDB_OK) {
     int rc = seal(f);
     if (rc != SOCHDB_OK)
       return -rc;
+    ask_room_for_table(f, (uint32_t)mt, 0);   /* kept while the flush fails: its retry needs the room */
     struct built t;
     rc = build_table(s, (uint32_t)mt, &t);
-    if (rc == SOCHDB_OK)
+    if (rc == SOCHDB_OK) {
+      ask_room_for_table(f, (uint32_t)mt, t.max_seq);   /* built: the log may go on to what it waits for */
       rc = wait_logged(f, t.max_seq);
+    }
     if (rc == SOCHDB_OK)
       rc = record_table(s, (uint32_t)mt, &t);
     store_sst_abandon(&t.file);   /* not written whole (a no-op once it is) */

@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -355,6 +356,13 @@ static uint64_t segment_bytes(const struct walwriter *w)
   return b < (256u << 10) ? (256u << 10) : b > WAL_SEGMENT_BYTES ? WAL_SEGMENT_BYTES : b;
 }
 
+/* How far ahead of a group the runway is laid at a time. */
+static uint64_t runway_step(const struct walwriter *w)
+{
+  uint64_t step = segment_bytes(w) / 8;
+  return step < RUNWAY_MIN_BYTES ? RUNWAY_MIN_BYTES : step > RUNWAY_MAX_BYTES ? RUNWAY_MAX_BYTES : step;
+}
+
 /* Zeros over [from, to) of fd: the offset reached, `to` unless a write
 ** failed (errno says why). Plain pwrites: the runway's own fault point is
 ** wal.runway, and unwrite_group's cleanup must not consume wal.write's. */
@@ -393,8 +401,7 @@ static int extend_runway(struct walwriter *w, uint64_t upto)
     errno = fault;
     return sdb_fail_errno("write the WAL's runway of zeros");
   }
-  uint64_t step = segment_bytes(w) / 8;
-  step = step < RUNWAY_MIN_BYTES ? RUNWAY_MIN_BYTES : step > RUNWAY_MAX_BYTES ? RUNWAY_MAX_BYTES : step;
+  uint64_t step = runway_step(w);
   uint64_t target = (upto + step - 1) / step * step;
   if (target == upto)
     target += step;   /* a group that ends on a step still leaves a runway after it */
@@ -423,8 +430,42 @@ static void unwrite_group(struct walwriter *w, uint64_t end)
   }
 }
 
+/* SOCHDB_OK if a group of len bytes may be written now; an error (nothing
+** written) while it would take the room the flusher asked for (room_bytes)
+** for the table of the memtable it flushes, unless that table is built and
+** waits for this log (room_seq). The log and the tables share the disk and
+** only that flush removes log segments: a log that took the last free MiB
+** for newer commits left the table no room, and neither ever moved again
+** on a disk with a few MiB free (tests/test_faults.c,
+** the_log_leaves_a_failing_flush_room_for_its_table). Commits wait
+** meanwhile, as for a failed write, and the table is written first. One
+** fstatvfs a group, only while a flush is in progress. */
+static int leave_room_for_table(struct walwriter *w, size_t len)
+{
+  /* relaxed, both: a pacing hint between two threads of this daemon. A
+  ** stale or mismatched pair lets one group through or holds it back one
+  ** retry longer; what is acknowledged stays what was written and synced. */
+  uint64_t room = atomic_load_explicit(&w->room_bytes, memory_order_relaxed);
+  if (!room || w->next_seq <= atomic_load_explicit(&w->room_seq, memory_order_relaxed))
+    return SOCHDB_OK;   /* no flush, or its built table still waits for this log: write it */
+  struct statvfs sv;
+  if (fstatvfs(w->fd, &sv) != 0)
+    return SOCHDB_OK;   /* cannot tell: write, as without the hint */
+  uint64_t avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+  uint64_t need = room + len + sizeof(struct wal_group_header) + runway_step(w);
+  if (avail >= need)
+    return SOCHDB_OK;
+  errno = ENOSPC;
+  return sdb_fail(SOCHDB_IO, "a group of %zu bytes waits: %llu bytes are free and the memtable sochdbd "
+                  "flushes needs %llu for its table, whose flush then frees log segments", len,
+                  (unsigned long long)avail, (unsigned long long)room);
+}
+
 static int write_group(struct walwriter *w, size_t len)
 {
+  int held = leave_room_for_table(w, len);
+  if (held != SOCHDB_OK)
+    return held;
   struct wal_group_header g;
   wal_group_header_init(&g, w->next_lsn, w->buf, (uint32_t)len);
   uint64_t end = w->end_offset + sizeof g + len;

@@ -43,6 +43,13 @@ struct walwriter {
   pthread_mutex_t          closed_lock;   /* the writer adds, the flusher looks */
   struct ww_closed_segment closed[WW_CLOSED_MAX];   /* a ring; the oldest are forgotten */
   unsigned                 nclosed;       /* segments closed since ww_open */
+  /* Set by the flusher while a memtable waits for its flush (flusher.c,
+  ** ask_room_for_table): a group must leave room_bytes free on the disk for
+  ** its table, which alone gives the log's space back, unless the log does
+  ** not yet hold room_seq, the newest commit of a table built and waiting
+  ** for the log (0: none built yet). room_bytes 0: no flush waits. */
+  _Atomic uint64_t         room_seq;
+  _Atomic uint64_t         room_bytes;
 };
 
 /* Held (read) while the writer follows commit-record offsets of the ring,

@@ -458,3 +458,50 @@ Test(faults, a_few_free_mib_do_not_deadlock_the_log_against_the_flush, .fini = u
   tu_commit_kv(db, "tiny", "1", SOCHDB_SYNC);
   sochdb_close(db);
 }
+
+/* With 3 MiB free, 6 MiB of ASYNC commits come while every flush fails
+** (ENOSPC injected into SSTable writes for about 3 s): the log runs ahead of
+** the flusher. It took all 3 MiB, and when the fault cleared the first
+** memtable's table (a few KiB: the values compress) found no room, so no
+** flush ever removed a log segment again. The flusher asks the log to leave
+** room for the table of a memtable the log holds whole once the disk is
+** nearly full; the log waits for that flush, and every commit becomes
+** durable in the 3 MiB. */
+Test(faults, the_log_leaves_a_failing_flush_room_for_its_table, .fini = unmount_full_disk)
+{
+  tu_mount_tmpfs_or_skip(full_mnt, "size=24m");
+  char dir[PATH_MAX], filler[PATH_MAX], spec[64];
+  full_db_dir(dir, sizeof dir);
+  snprintf(spec, sizeof spec, "sst.write:%d:0:30", ENOSPC);
+  setenv("SOCHDB_TEST_FAULT", spec, 1);
+  sochdb_options o = tu_options(64u << 20, 1u << 20, 3000);
+  o.daemon_path = SOCHDB_TEST_SOCHDBD_TESTING;
+  sochdb *db = tu_open_with(dir, &o);
+  unsetenv("SOCHDB_TEST_FAULT");
+  tu_commit_kv(db, "first", "1", SOCHDB_SYNC);
+  fill_the_disk(full_mnt, filler, sizeof filler);
+  struct stat st;
+  cr_assert_eq(stat(filler, &st), 0);
+  cr_assert_eq(truncate(filler, st.st_size - (3 << 20)), 0, "free 3 MiB");
+  static char v[1024];
+  for (int n = 0; n < 6000; n++) {
+    char k[32];
+    snprintf(k, sizeof k, "ahead-%06d", n);
+    memset(v, 'a' + n % 26, sizeof v);
+    sochdb_txn *t = tu_begin(db, 0);
+    cr_assert_eq(sochdb_put(t, k, strlen(k), v, sizeof v), SOCHDB_OK, "put");
+    int rc = sochdb_commit(t, SOCHDB_ASYNC);
+    cr_assert_eq(rc, SOCHDB_OK, "ASYNC commit %d: %s (%s)", n, sochdb_strerror(rc), sochdb_last_error());
+  }
+  sochdb_stats s = tu_stats(db);
+  for (int w = 0; w < 4000 && s.durable_seq < s.last_commit_seq; w++) {
+    tu_sleep_ms(10);
+    s = tu_stats(db);
+  }
+  cr_assert_geq(s.durable_seq, s.last_commit_seq, "40 s on, commits through %llu of %llu are durable in 3 MiB "
+                "(flushes: %llu)", (unsigned long long)s.durable_seq, (unsigned long long)s.last_commit_seq,
+                (unsigned long long)s.flushes);
+  cr_assert_eq(unlink(filler), 0, "free the rest");
+  tu_commit_kv(db, "tiny", "1", SOCHDB_SYNC);
+  sochdb_close(db);
+}
