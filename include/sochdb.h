@@ -142,8 +142,9 @@ int  sochdb_open(const char *dir, const sochdb_options *opts, sochdb **out);
 /*
 ** sochdb_close — detach from the database and free db. Transactions of this
 ** handle that are still open are aborted (their memory is freed; later use of
-** them, or of their iterators and scans, close included, is undefined: close
-** those first). Table handles (sochdb_table_close) may be closed after it.
+** them is undefined: end them first). Their iterators and scans return
+** SOCHDB_INVALID from then on and must still be closed. Table handles
+** (sochdb_table_close) may be closed after it.
 ** NULL is a no-op. Must not race with other calls on db.
 */
 void sochdb_close(sochdb *db);

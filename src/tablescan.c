@@ -215,9 +215,13 @@ int sochdb_scan_next(sochdb_scan *s, sochdb_value *out)
 
 static int scan_step(sochdb_scan *s, sochdb_value *out)
 {
-  int rc = sdb_check_db(s->db);
-  if (rc == SOCHDB_OK && s->blk.cv)
-    rc = sdb_iter_check(s->it);   /* a block taken whole reads the transaction's mappings directly */
+  /* The iterator first: its transaction outlives a sochdb_close of the
+  ** handle (an orphan while iterators are open) and says it ended, where
+  ** the handle is freed. It also guards a block taken whole, which reads
+  ** the transaction's mappings directly. */
+  int rc = sdb_iter_check(s->it);
+  if (rc == SOCHDB_OK)
+    rc = sdb_check_db(s->db);
   if (rc)
     return rc;
   for (;;) {
@@ -264,7 +268,7 @@ void sochdb_scan_close(sochdb_scan *s, sochdb_scan_stats *stats)
                            .bytes_decompressed = s->read.bytes_decompressed };
   if (stats)
     *stats = st;
-  if (s->it && sdb_check_db(s->db) == SOCHDB_OK) {
+  if (s->it && sdb_iter_check(s->it) == SOCHDB_OK && sdb_check_db(s->db) == SOCHDB_OK) {   /* as scan_step */
     struct shm_global_stats *g = &s->db->region.hdr->stats;
     add(&g->table_scans, 1);
     add(&g->scan_rows, st.rows);

@@ -2077,3 +2077,30 @@ Test(table, a_projected_scan_reads_no_column_of_the_next_table)
   sochdb_table_close(b);
   tu_close();
 }
+
+/* sochdb_close with a scan open: its transaction is aborted, and the scan
+** (like an iterator) says so, SOCHDB_INVALID, instead of reading the freed
+** handle (a heap-use-after-free under ASan before), and can still be closed. */
+Test(table, a_scan_outliving_its_handle_is_refused_and_closes)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  sochdb_table *tb = create_table(db, "t");
+  fill(db, tb, 10, 1, 10);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  sochdb_scan *s;
+  cr_assert_eq(sochdb_table_scan(t, tb, NULL, NULL, NULL, 0, NULL, &s), SOCHDB_OK, "scan");
+  sochdb_iter *it;
+  cr_assert_eq(sochdb_iter_open(t, NULL, 0, NULL, 0, &it), SOCHDB_OK, "iter_open");
+  sochdb_value row[NCOLS];
+  cr_assert_eq(sochdb_scan_next(s, row), SOCHDB_OK, "the first row");
+  tu_close();
+  cr_assert_eq(sochdb_scan_next(s, row), SOCHDB_INVALID, "a scan whose handle was closed");
+  const void *k, *v;
+  size_t kl, vl;
+  cr_assert_eq(sochdb_iter_next(it, &k, &kl, &v, &vl), SOCHDB_INVALID, "an iterator whose handle was closed");
+  sochdb_scan_stats st;
+  sochdb_scan_close(s, &st);
+  cr_assert_eq(st.rows, 1, "the scan's own statistics");
+  sochdb_iter_close(it);
+  sochdb_table_close(tb);
+}
