@@ -17,7 +17,8 @@
 ** there) for as long as it serves; a second daemon for the same directory
 ** exits at once. sochdb_open starts it when none runs. It exits by itself
 ** --idle-exit-ms after the last client detached (default 30 s, or
-** $SOCHDB_DAEMON_IDLE_MS), when its directory disappears, and on SIGTERM or
+** $SOCHDB_DAEMON_IDLE_MS) once what was published is written, when its
+** directory disappears, and on SIGTERM or
 ** SIGINT, after writing and syncing what was published. SIGHUP opens
 ** DIR/sochdbd.log again (log rotation).
 **
@@ -555,8 +556,13 @@ static const char *serve(sochdb *db, struct store *s, const struct config *c, co
     if (reaped)
       ww_log(c->dir, "reclaimed the slots of %u dead process(es)", reaped);
     slots_compute_horizon(&db->region);
+    /* Not idle while published commits wait for the log (it fails: a full
+    ** disk): told to stop, the writer gives them up after about a second,
+    ** and ASYNC commits acknowledged before it marked itself leaving would
+    ** wait, not durable, for whoever opens the database next. Their
+    ** committers may have left: only we can still write them. */
     sochdb_stats st;
-    if (sochdb_stats_get(db, &st) == SOCHDB_OK && st.processes_attached > 0)
+    if (sochdb_stats_get(db, &st) == SOCHDB_OK && (st.processes_attached > 0 || st.durable_seq < st.last_commit_seq))
       idle_since = now_ms();
     else if (c->idle_exit_ms && now_ms() - idle_since >= c->idle_exit_ms)
       return IDLE_TIMEOUT;

@@ -295,6 +295,48 @@ Test(faults, sigterm_under_a_lasting_wal_fault_stops_within_seconds)
   sochdb_close(db);
 }
 
+/* 1 once nobody holds DIR/LOCK (the daemon left), within ms. */
+static int lock_free_within(unsigned ms)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/LOCK", tu_dir());
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return errno == ENOENT;
+  int free_now = 0;
+  for (unsigned waited = 0; !free_now && waited <= ms; waited += 10) {
+    free_now = flock(fd, LOCK_SH | LOCK_NB) == 0;
+    if (!free_now)
+      tu_sleep_ms(10);
+  }
+  close(fd);
+  return free_now;
+}
+
+/* An ASYNC commit acknowledged while the WAL fails for a few seconds (a full
+** disk that an operator frees), then its process leaves: nobody is attached,
+** and the daemon's idle timeout comes before the fault clears. The daemon
+** left idle with the commit unwritten (its writer gives up a second after it
+** is told to stop), and the commit waited, acknowledged and not durable, for
+** whoever opened the database next: a reboot lost it. Before 4b26cb9 the
+** idle exit's hand_over_late_commits started a successor for it (found by an
+** independent review). A daemon with published commits to write is not idle. */
+Test(faults, an_idle_daemon_does_not_leave_while_an_acknowledged_commit_waits_for_the_wal)
+{
+  char spec[64];
+  snprintf(spec, sizeof spec, "wal.write:%d:0:400", ENOSPC);   /* >= 4 s, past the writer's 100 failures */
+  setenv("SOCHDB_DAEMON_IDLE_MS", "300", 1);
+  sochdb *db = open_with_fault(spec, 1000);
+  cr_assert_eq(put_one(db, 0, SOCHDB_ASYNC), SOCHDB_OK, "ASYNC commit: %s", sochdb_last_error());
+  sochdb_close(db);   /* nobody attached from now on: the daemon is idle */
+  cr_assert(lock_free_within(30000), "the daemon did not leave within 30 s of its WAL working again");
+  tu_remove_region(tu_dir());   /* a reboot: what is left is what reached the log */
+  db = open_with_fault(NULL, 10000);
+  expect_keys(db, 1, "the acknowledged ASYNC commit, after its idle daemon left");
+  cr_assert_eq(tu_log_lines(tu_dir(), "stopping with unwritten commits"), 0, "an idle daemon gave up commits");
+  sochdb_close(db);
+}
+
 /* A database deleted (rm -r) while its daemon cannot write the WAL, and a new
 ** one made at the same path: the old daemon must not write into it. It made
 ** files by path, and once its WAL worked again started a segment of the old
