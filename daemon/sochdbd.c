@@ -839,6 +839,7 @@ int main(int argc, char **argv)
   durable_writer_arrives(&db->region);   /* a stopped or killed predecessor may have left it leaving */
   if (pthread_create(&writer, NULL, writer_loop, &wa) != 0) {
     ww_log(c.dir, "cannot start the WAL writer thread");
+    durable_writer_leaves(&db->region);   /* no writer after all: committers see to a successor */
     return give_up_locked(&report_fd, lock_fd);
   }
   struct store store;
