@@ -545,6 +545,14 @@ int flusher_step(struct flusher *f)
   return flushed;
 }
 
+/* A room still asked when the flusher stops (a flush that failed, or was
+** given up while it waited for the log, or the hint a finished flush
+** leaves) would hold the WAL writer's last passes back for a table nobody
+** will write: they would give up commits that fit on the disk, acknowledged
+** ASYNC ones among them (tests/test_faults.c,
+** a_daemon_stopped_while_its_log_leaves_room_for_a_table_writes_what_fits). */
+void flusher_stopped(struct flusher *f) { drop_room_for_table(f); }
+
 void flusher_free(struct flusher *f)
 {
   free(f->segs);

@@ -34,6 +34,10 @@ struct flusher {
 ** flushed a memtable, 0 if there was nothing to flush, or minus an error
 ** code (the round can be retried). */
 int  flusher_step(struct flusher *f);
+/* The flusher's thread has stopped (the daemon leaves): the room it asked
+** the log to leave for a table is given back, since no table of this daemon
+** will take it. Call before the WAL writer's last passes. */
+void flusher_stopped(struct flusher *f);
 void flusher_free(struct flusher *f);
 
 #endif

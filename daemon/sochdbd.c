@@ -882,6 +882,9 @@ int main(int argc, char **argv)
   atomic_store(&bg.stop, 1);
   join_waking(compactor, wake_background, &bg);
   join_waking(flusher, wake_background, &bg);
+  /* relaxed store, seen by the writer: the join and stop_writer's seq_cst
+  ** writer_stop order it before the writer's last passes */
+  flusher_stopped(&bg.f);
   stop_writer(writer, db);
   flusher_free(&bg.f);
   compactor_free(&bg.c);

@@ -547,3 +547,53 @@ Test(faults, the_log_leaves_a_failing_flush_room_for_its_table, .fini = unmount_
   tu_commit_kv(db, "tiny", "1", SOCHDB_SYNC);
   sochdb_close(db);
 }
+
+/* A daemon told to stop (SIGTERM) while its log leaves room for the table of
+** a flush that keeps failing: the flusher stops first, and the room it had
+** asked for stayed asked, so the WAL writer's last passes held back a commit
+** that fitted on the disk, gave it up after their second ("stopping with
+** unwritten commits") and the acknowledged ASYNC commit was lost with the
+** region (found by an independent review). Once the flusher has stopped no
+** table of this daemon takes that room: the log may have it. */
+Test(faults, a_daemon_stopped_while_its_log_leaves_room_for_a_table_writes_what_fits, .fini = unmount_full_disk)
+{
+  tu_mount_tmpfs_or_skip(full_mnt, "size=24m");
+  char dir[PATH_MAX], filler[PATH_MAX], spec[64];
+  full_db_dir(dir, sizeof dir);
+  snprintf(spec, sizeof spec, "sst.write:%d:0:1000000", ENOSPC);   /* no flush ever writes its table */
+  setenv("SOCHDB_TEST_FAULT", spec, 1);
+  sochdb_options o = tu_options(REG, MT, 3000);
+  o.daemon_path = SOCHDB_TEST_SOCHDBD_TESTING;
+  sochdb *db = tu_open_with(dir, &o);
+  unsetenv("SOCHDB_TEST_FAULT");
+  static char v[1024];
+  for (int n = 0; n < 1500; n++) {   /* 1.5 MiB: a full memtable waits for its flush, which asks for room */
+    char k[32];
+    snprintf(k, sizeof k, "early-%06d", n);
+    memset(v, 'a' + n % 26, sizeof v);
+    sochdb_txn *t = tu_begin(db, 0);
+    cr_assert_eq(sochdb_put(t, k, strlen(k), v, sizeof v), SOCHDB_OK, "put");
+    cr_assert_eq(sochdb_commit(t, SOCHDB_ASYNC), SOCHDB_OK, "ASYNC commit %d: %s", n, sochdb_last_error());
+  }
+  sochdb_stats s = tu_stats(db);
+  for (int w = 0; w < 1000 && s.durable_seq < s.last_commit_seq; w++) {   /* 20 MiB free: all logged */
+    tu_sleep_ms(10);
+    s = tu_stats(db);
+  }
+  cr_assert_geq(s.durable_seq, s.last_commit_seq, "the first 1.5 MiB are not logged with 20 MiB free");
+  fill_the_disk(full_mnt, filler, sizeof filler);
+  struct stat st;
+  cr_assert_eq(stat(filler, &st), 0);
+  cr_assert_eq(truncate(filler, st.st_size - (256 << 10)), 0, "free 256 KiB: room for a commit, not for the table");
+  cr_assert_eq(put_one(db, 0, SOCHDB_ASYNC), SOCHDB_OK, "ASYNC commit: %s", sochdb_last_error());
+  tu_sleep_ms(300);
+  s = tu_stats(db);
+  cr_assert_lt(s.durable_seq, s.last_commit_seq, "the log did not leave the table its room (the test's premise)");
+  cr_assert(tu_signal_daemon_and_wait(dir, SIGTERM), "sochdbd did not stop within 10 s");
+  sochdb_close(db);
+  tu_remove_region(dir);   /* a reboot: what is left is what reached the log */
+  cr_assert_eq(unlink(filler), 0, "free the rest");
+  db = tu_open_with(dir, &o);
+  expect_keys(db, 1, "the acknowledged ASYNC commit, after its daemon stopped on SIGTERM");
+  sochdb_close(db);
+}
