@@ -279,6 +279,11 @@ int ww_open(struct walwriter *w, sochdb *db)
                     "this log's (remove it to rebuild it from the WAL)", (unsigned long long)a.log_max,
                     (unsigned long long)published);
   w->next_seq = a.durable + 1;
+  /* DIR/wal may be a link to, or a mount of, another filesystem (a log on
+  ** its own device): then the tables take none of the log's space, and the
+  ** log's room on its own disk is no table's (leave_room_for_table). */
+  struct stat wal_st, dir_st;
+  w->tables_elsewhere = fstat(w->fd, &wal_st) == 0 && stat(db->dir, &dir_st) == 0 && wal_st.st_dev != dir_st.st_dev;
   return SOCHDB_OK;
 }
 
@@ -446,8 +451,8 @@ static int leave_room_for_table(struct walwriter *w, size_t len)
   ** stale or mismatched pair lets one group through or holds it back one
   ** retry longer; what is acknowledged stays what was written and synced. */
   uint64_t room = atomic_load_explicit(&w->room_bytes, memory_order_relaxed);
-  if (!room || w->next_seq <= atomic_load_explicit(&w->room_seq, memory_order_relaxed))
-    return SOCHDB_OK;   /* no flush, or its built table still waits for this log: write it */
+  if (!room || w->tables_elsewhere || w->next_seq <= atomic_load_explicit(&w->room_seq, memory_order_relaxed))
+    return SOCHDB_OK;   /* no flush, its table on another disk, or built and waiting for this log: write it */
   struct statvfs sv;
   if (fstatvfs(w->fd, &sv) != 0)
     return SOCHDB_OK;   /* cannot tell: write, as without the hint */

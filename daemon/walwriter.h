@@ -50,6 +50,7 @@ struct walwriter {
   ** for the log (0: none built yet). room_bytes 0: no flush waits. */
   _Atomic uint64_t         room_seq;
   _Atomic uint64_t         room_bytes;
+  int                      tables_elsewhere;   /* DIR/wal is on another filesystem than DIR: no room to leave */
 };
 
 /* Held (read) while the writer follows commit-record offsets of the ring,

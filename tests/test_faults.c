@@ -597,3 +597,66 @@ Test(faults, a_daemon_stopped_while_its_log_leaves_room_for_a_table_writes_what_
   expect_keys(db, 1, "the acknowledged ASYNC commit, after its daemon stopped on SIGTERM");
   sochdb_close(db);
 }
+
+/* DIR/wal on a filesystem of its own (a link to a small, fast device), a
+** flush that keeps failing, and a few hundred KiB free on the log's disk,
+** plenty on the tables': the WAL writer measured the room it was asked to
+** leave for the table on its own disk, which the table never takes, and held
+** every commit back for as long as the flush failed (a SYNC commit: 'not
+** confirmed durable within 5000 ms'; found by an independent review). */
+static char wal_mnt[] = "/tmp/sochdb-wal-XXXXXX";
+
+static void unmount_both_disks(void)
+{
+  if (!strstr(wal_mnt, "XXXXXX")) {
+    char dir[PATH_MAX];
+    full_db_dir(dir, sizeof dir);
+    tu_signal_daemon_and_wait(dir, SIGKILL);   /* before its log's disk goes */
+    tu_unmount(wal_mnt);
+  }
+  unmount_full_disk();
+}
+
+Test(faults, a_log_on_its_own_disk_leaves_no_room_there_for_a_table, .fini = unmount_both_disks)
+{
+  tu_mount_tmpfs_or_skip(full_mnt, "size=32m");
+  tu_mount_tmpfs_or_skip(wal_mnt, "size=8m");
+  char dir[PATH_MAX], wal[PATH_MAX + 8], link[PATH_MAX + 8], filler[PATH_MAX], spec[64];
+  full_db_dir(dir, sizeof dir);
+  cr_assert_eq(mkdir(dir, 0700), 0);
+  snprintf(wal, sizeof wal, "%s/wal", wal_mnt);
+  snprintf(link, sizeof link, "%s/wal", dir);
+  cr_assert_eq(mkdir(wal, 0700), 0);
+  cr_assert_eq(symlink(wal, link), 0);
+  snprintf(spec, sizeof spec, "sst.write:%d:0:1000000", ENOSPC);   /* no flush ever writes its table */
+  setenv("SOCHDB_TEST_FAULT", spec, 1);
+  sochdb_options o = tu_options(REG, MT, 3000);
+  o.daemon_path = SOCHDB_TEST_SOCHDBD_TESTING;
+  sochdb *db = tu_open_with(dir, &o);
+  unsetenv("SOCHDB_TEST_FAULT");
+  static char v[1024];
+  for (int n = 0; n < 1500; n++) {   /* 1.5 MiB: a full memtable waits for its flush, which asks for room */
+    char k[32];
+    snprintf(k, sizeof k, "early-%06d", n);
+    memset(v, 'a' + n % 26, sizeof v);
+    sochdb_txn *t = tu_begin(db, 0);
+    cr_assert_eq(sochdb_put(t, k, strlen(k), v, sizeof v), SOCHDB_OK, "put");
+    cr_assert_eq(sochdb_commit(t, SOCHDB_ASYNC), SOCHDB_OK, "ASYNC commit %d: %s", n, sochdb_last_error());
+  }
+  sochdb_stats s = tu_stats(db);
+  for (int w = 0; w < 1000 && s.durable_seq < s.last_commit_seq; w++) {
+    tu_sleep_ms(10);
+    s = tu_stats(db);
+  }
+  cr_assert_geq(s.durable_seq, s.last_commit_seq, "the first 1.5 MiB are not logged with 6 MiB free");
+  fill_the_disk(wal_mnt, filler, sizeof filler);
+  struct stat st;
+  cr_assert_eq(stat(filler, &st), 0);
+  cr_assert_eq(truncate(filler, st.st_size - (512 << 10)), 0, "free 512 KiB on the log's disk");
+  uint64_t t0 = sdb_monotonic_ns();
+  int rc = put_one(db, 0, SOCHDB_SYNC);
+  cr_assert_eq(rc, SOCHDB_OK, "SYNC commit with 512 KiB free for the log and 30 MiB for the tables: %s (%s), "
+               "after %llu ms", sochdb_strerror(rc), sochdb_last_error(),
+               (unsigned long long)((sdb_monotonic_ns() - t0) / 1000000));
+  sochdb_close(db);
+}
