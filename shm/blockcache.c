@@ -391,6 +391,13 @@ void bc_insert(void *area, uint64_t file, uint64_t offset, const void *data, siz
 ** touches an entry that names a writer. */
 static void release_entry(struct bc_entry *e, uint64_t st)
 {
+  /* release fence, as claim has after its CAS: a reader that began on the
+  ** entry's last published state and whose relaxed loads see a tag written
+  ** below (len 0 with the old file and offset, say) must also see, after
+  ** its acquire fence, that the state moved on, and discard its copy. The
+  ** dead writer's own fence does not cover our stores, and our relaxed load
+  ** of its claim orders nothing in C11 (x86 and ARMv8 happen to). */
+  fence_release();
   write_tags(e, 0, 0, 0);
   /* release: whoever claims the entry next (acquire) sees the emptied tags
   ** before its own stores. relaxed on failure: someone else reaped it. */
