@@ -3,12 +3,14 @@
 ** blocks (see blockcache.h). It owns nothing but the caller's area, laid out
 ** as offsets from its start:
 **
-**   [ header 128 B | set 0 | set 1 | ... | pad to 4 KiB | data of entry 0 | data of entry 1 | ... ]
+**   [ header 192 B | tier 0's sets | tier 1's sets | pad to 4 KiB | tier 0's data | tier 1's data ]
 **
-** A set is its CLOCK hand and the metadata of its BC_WAYS entries (state,
-** tags, length, reference bit), 384 bytes; the entries' data, BC_BLOCK_MAX
-** bytes each, is kept apart so that a lookup reads a few adjacent cache lines
-** to scan a set, and formatting touches no data page.
+** A tier is a cache of its own for blocks of one size class: a block goes to
+** the tier of the smallest entries that hold it (see bc_default_tiers). A
+** set is its CLOCK hand and the metadata of its BC_WAYS entries (state,
+** tags, length, reference bit), 384 bytes; the entries' data, the tier's
+** block_max bytes each, is kept apart so that a lookup reads a few adjacent
+** cache lines to scan a set, and formatting touches no data page.
 **
 ** Shared data is only ever touched with atomic operations (data as 8-byte
 ** words, relaxed): processes race on entries by design, and the seqlock, not
@@ -21,19 +23,31 @@
 #include <string.h>
 #include <xxhash.h>
 
-#define BC_MAGIC       0x3143424244484353ull   /* "SCHDBBC1" */
-#define BC_HEADER      128u
+#define BC_MAGIC       0x3243424244484353ull   /* "SCHDBBC2": size tiers */
+#define BC_HEADER      192u
 #define BC_DATA_ALIGN  4096u
-#define BC_WORDS       (BC_BLOCK_MAX / 8u)
 #define OWNER_MASK     0xffffull
 #define VALID_BIT      (1ull << 16)
 #define VERSION_SHIFT  17
 
+/* Small entries for the blocks sochdbd writes by default (4 KiB of entries
+** and the one that crossed the mark: 4.1-4.2 KiB with 100-byte values),
+** which a 16 KiB entry held at a quarter of its size; the rest for blocks of
+** big values, up to BC_BLOCK_MAX. Three quarters of the budget to the first. */
+const struct bc_tiers bc_default_tiers = { 2, { 4608u, BC_BLOCK_MAX }, { 3, 1 } };
+
+struct bc_tier {
+  uint64_t nsets;       /* 0: this size class is not cached */
+  uint64_t sets_off;    /* of its set 0, from the area's start */
+  uint64_t data_off;    /* of its entry 0's data, from the area's start */
+  uint64_t block_max;   /* bytes of one entry's data */
+};
+
 struct bc_header {
   uint64_t magic;       /* BC_MAGIC once formatted */
-  uint64_t nsets;       /* 0: disabled */
-  uint64_t data_off;    /* of entry 0's data, from the area's start */
-  uint64_t pad[5];
+  uint64_t ntiers;
+  struct bc_tier tier[BC_MAX_TIERS];
+  uint64_t pad[16 - 2 - 4 * BC_MAX_TIERS];
   /* counters on a line of their own */
   _Atomic uint64_t hits, misses, inserts, evictions, too_big;
   uint64_t pad2[3];
@@ -53,6 +67,7 @@ struct bc_set {
 };
 
 _Static_assert(sizeof(struct bc_header) == BC_HEADER, "header size");
+_Static_assert(offsetof(struct bc_header, hits) % 64 == 0, "counters on their own line");
 _Static_assert(sizeof(struct bc_set) % 64 == 0, "sets are whole cache lines");
 
 /* ---- state words ------------------------------------------------------------ */
@@ -67,56 +82,113 @@ static inline uint64_t st_make(uint64_t version, int valid, uint32_t owner)
 
 /* ---- layout ------------------------------------------------------------------- */
 
-static uint64_t data_off_for(uint64_t nsets)
+/* Sets of each tier for a budget of `budget` bytes of entries, into nsets. */
+static void sets_for_budget(const struct bc_tiers *t, uint64_t budget, uint64_t *nsets)
 {
-  uint64_t end = BC_HEADER + nsets * sizeof(struct bc_set);
-  return (end + BC_DATA_ALIGN - 1) / BC_DATA_ALIGN * BC_DATA_ALIGN;
+  uint64_t shares = 0;
+  for (unsigned i = 0; i < t->n; i++)
+    shares += t->share[i];
+  for (unsigned i = 0; i < t->n; i++)
+    nsets[i] = budget / shares * t->share[i] / ((uint64_t)BC_WAYS * t->block_max[i]);
 }
 
-static uint64_t area_for(uint64_t nsets) { return data_off_for(nsets) + nsets * BC_WAYS * BC_BLOCK_MAX; }
-
-static uint64_t nsets_for(size_t area_bytes)
+/* The layout of those sets: each tier's offsets into out (if not NULL); the
+** area's bytes (0 when no tier has a set: no cache). */
+static uint64_t lay_out(const struct bc_tiers *t, const uint64_t *nsets, struct bc_tier *out)
 {
-  uint64_t nsets = area_bytes / ((uint64_t)BC_WAYS * BC_BLOCK_MAX + sizeof(struct bc_set));
-  while (nsets > 0 && area_for(nsets) > area_bytes)
-    nsets--;
-  return nsets;
+  uint64_t meta = BC_HEADER, data = 0, any = 0;
+  for (unsigned i = 0; i < t->n; i++)
+    meta += nsets[i] * sizeof(struct bc_set);
+  uint64_t data_start = (meta + BC_DATA_ALIGN - 1) / BC_DATA_ALIGN * BC_DATA_ALIGN;
+  meta = BC_HEADER;
+  for (unsigned i = 0; i < t->n; i++) {
+    if (out)
+      out[i] = (struct bc_tier){ nsets[i], meta, data_start + data, t->block_max[i] };
+    meta += nsets[i] * sizeof(struct bc_set);
+    data += nsets[i] * BC_WAYS * t->block_max[i];
+    any |= nsets[i];
+  }
+  return any ? data_start + data : 0;
 }
 
-size_t bc_meta_bytes(size_t area_bytes)
+static uint64_t area_for_budget(const struct bc_tiers *t, uint64_t budget)
 {
-  return area_bytes < BC_HEADER ? area_bytes : (size_t)data_off_for(nsets_for(area_bytes));
+  uint64_t nsets[BC_MAX_TIERS];
+  sets_for_budget(t, budget, nsets);
+  return lay_out(t, nsets, NULL);
 }
 
-size_t bc_area_bytes(uint64_t cache_bytes)
+/* The layout of an area of area_bytes: that of the largest budget whose area
+** fits, so that an area sized by bc_area_bytes_of(budget) gets exactly that
+** budget's sets (the area grows with the budget, one tier's set at a time),
+** and every process derives the same layout from the size alone. Its sets
+** into nsets; the area's bytes in use (0: none fits). */
+static uint64_t layout_of_area(const struct bc_tiers *t, size_t area_bytes, uint64_t *nsets)
 {
-  uint64_t nsets = cache_bytes / ((uint64_t)BC_WAYS * BC_BLOCK_MAX);
-  return nsets ? (size_t)area_for(nsets) : 0;
+  uint64_t lo = 0, hi = area_bytes;   /* a budget's area is at least the budget */
+  while (lo < hi) {
+    uint64_t mid = lo + (hi - lo + 1) / 2;
+    if (area_for_budget(t, mid) <= area_bytes)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  sets_for_budget(t, lo, nsets);
+  return lay_out(t, nsets, NULL);
 }
+
+size_t bc_area_bytes_of(const struct bc_tiers *t, uint64_t cache_bytes)
+{
+  return (size_t)area_for_budget(t, cache_bytes);
+}
+
+size_t bc_area_bytes(uint64_t cache_bytes) { return bc_area_bytes_of(&bc_default_tiers, cache_bytes); }
+
+size_t bc_meta_bytes_of(const struct bc_tiers *t, size_t area_bytes)
+{
+  uint64_t nsets[BC_MAX_TIERS];
+  struct bc_tier tier[BC_MAX_TIERS];
+  if (area_bytes < BC_HEADER || !layout_of_area(t, area_bytes, nsets))
+    return area_bytes < BC_HEADER ? area_bytes : BC_HEADER;
+  lay_out(t, nsets, tier);
+  return (size_t)tier[0].data_off;   /* the data of tier 0 comes first, after every set */
+}
+
+size_t bc_meta_bytes(size_t area_bytes) { return bc_meta_bytes_of(&bc_default_tiers, area_bytes); }
 
 /* The formatted header of area, or NULL when the cache is absent or disabled. */
 static struct bc_header *header(const void *area)
 {
   struct bc_header *h = (struct bc_header *)area;
-  return h && h->magic == BC_MAGIC && h->nsets > 0 ? h : NULL;
+  return h && h->magic == BC_MAGIC && h->ntiers > 0 ? h : NULL;
 }
 
-static struct bc_set *set_at(struct bc_header *h, uint64_t i)
+static struct bc_set *set_at(struct bc_header *h, const struct bc_tier *t, uint64_t i)
 {
-  return (struct bc_set *)((char *)h + BC_HEADER + i * sizeof(struct bc_set));
+  return (struct bc_set *)((char *)h + t->sets_off + i * sizeof(struct bc_set));
 }
 
-static struct bc_set *set_of(struct bc_header *h, uint64_t file, uint64_t offset)
+static struct bc_set *set_of(struct bc_header *h, const struct bc_tier *t, uint64_t file, uint64_t offset)
 {
   uint64_t key[2] = {file, offset};
-  return set_at(h, XXH3_64bits(key, sizeof key) % h->nsets);
+  return set_at(h, t, XXH3_64bits(key, sizeof key) % t->nsets);
 }
 
-static _Atomic uint64_t *data_of(struct bc_header *h, const struct bc_set *s, unsigned way)
+static _Atomic uint64_t *data_of(struct bc_header *h, const struct bc_tier *t, const struct bc_set *s, unsigned way)
 {
-  uint64_t set_index = (uint64_t)((const char *)s - ((char *)h + BC_HEADER)) / sizeof(struct bc_set);
+  uint64_t set_index = (uint64_t)((const char *)s - ((char *)h + t->sets_off)) / sizeof(struct bc_set);
   uint64_t entry = set_index * BC_WAYS + way;
-  return (_Atomic uint64_t *)((char *)h + h->data_off + entry * BC_BLOCK_MAX);
+  return (_Atomic uint64_t *)((char *)h + t->data_off + entry * t->block_max);
+}
+
+/* The tier a block of len bytes goes to: the first (smallest entries) with
+** a set that holds it; NULL if none does. */
+static const struct bc_tier *tier_for(const struct bc_header *h, size_t len)
+{
+  for (uint64_t i = 0; i < h->ntiers; i++)
+    if (h->tier[i].nsets && len <= h->tier[i].block_max)
+      return &h->tier[i];
+  return NULL;
 }
 
 /* The seqlock's two fences. TSan does not model fences (gcc warns about
@@ -135,44 +207,58 @@ static inline void fence_release(void) { atomic_thread_fence(memory_order_releas
 /* relaxed: counters are statistics; nothing is ordered by them. */
 static void count(_Atomic uint64_t *c) { atomic_fetch_add_explicit(c, 1, memory_order_relaxed); }
 
-void bc_init(void *area, size_t area_bytes)
+void bc_init_of(const struct bc_tiers *t, void *area, size_t area_bytes)
 {
   if (!area || area_bytes < BC_HEADER)
     return;
   struct bc_header *h = area;
-  uint64_t nsets = nsets_for(area_bytes);
+  uint64_t nsets[BC_MAX_TIERS];
+  int enabled = layout_of_area(t, area_bytes, nsets) != 0;
   memset(h, 0, BC_HEADER);   /* nobody else sees the area yet */
-  h->nsets = nsets;
-  h->data_off = data_off_for(nsets);
+  h->ntiers = enabled ? t->n : 0;
+  if (enabled)
+    lay_out(t, nsets, h->tier);
   atomic_init(&h->hits, 0);
   atomic_init(&h->misses, 0);
   atomic_init(&h->inserts, 0);
   atomic_init(&h->evictions, 0);
   atomic_init(&h->too_big, 0);
-  for (uint64_t i = 0; i < nsets; i++) {
-    struct bc_set *s = set_at(h, i);
-    atomic_init(&s->hand, 0);
-    atomic_init(&s->backed, 0);
-    for (unsigned w = 0; w < BC_WAYS; w++) {
-      struct bc_entry *e = &s->way[w];
-      atomic_init(&e->state, st_make(0, 0, 0));
-      atomic_init(&e->file, 0);
-      atomic_init(&e->offset, 0);
-      atomic_init(&e->len, 0);
-      atomic_init(&e->ref, 0);
-      e->pad = 0;
+  for (uint64_t k = 0; k < h->ntiers; k++)
+    for (uint64_t i = 0; i < h->tier[k].nsets; i++) {
+      struct bc_set *s = set_at(h, &h->tier[k], i);
+      atomic_init(&s->hand, 0);
+      atomic_init(&s->backed, 0);
+      for (unsigned w = 0; w < BC_WAYS; w++) {
+        struct bc_entry *e = &s->way[w];
+        atomic_init(&e->state, st_make(0, 0, 0));
+        atomic_init(&e->file, 0);
+        atomic_init(&e->offset, 0);
+        atomic_init(&e->len, 0);
+        atomic_init(&e->ref, 0);
+        e->pad = 0;
+      }
     }
-  }
   h->magic = BC_MAGIC;   /* the creator publishes the whole area to others later */
 }
 
-int bc_header_intact(const void *area, size_t area_bytes)
+void bc_init(void *area, size_t area_bytes) { bc_init_of(&bc_default_tiers, area, area_bytes); }
+
+int bc_header_intact_of(const struct bc_tiers *t, const void *area, size_t area_bytes)
 {
   if (!area || area_bytes < BC_HEADER)
     return 1;   /* bc_init formatted nothing there */
   const struct bc_header *h = area;
-  uint64_t nsets = nsets_for(area_bytes);
-  return h->magic == BC_MAGIC && h->nsets == nsets && h->data_off == data_off_for(nsets);
+  uint64_t nsets[BC_MAX_TIERS];
+  struct bc_tier want[BC_MAX_TIERS];
+  if (!layout_of_area(t, area_bytes, nsets))
+    return h->magic == BC_MAGIC && h->ntiers == 0;
+  lay_out(t, nsets, want);
+  return h->magic == BC_MAGIC && h->ntiers == t->n && !memcmp(h->tier, want, t->n * sizeof *want);
+}
+
+int bc_header_intact(const void *area, size_t area_bytes)
+{
+  return bc_header_intact_of(&bc_default_tiers, area, area_bytes);
 }
 
 /* ---- copying words ------------------------------------------------------------- */
@@ -212,8 +298,8 @@ static void copy_in(_Atomic uint64_t *dst, const uint8_t *src, size_t len)
 /* ---- lookup -------------------------------------------------------------------- */
 
 /* Copy way w of s out if it holds (file, offset) stably: 1, *len set. */
-static int read_way(struct bc_header *h, struct bc_set *s, unsigned w, uint64_t file, uint64_t offset, void *dst,
-                    size_t cap, size_t *len)
+static int read_way(struct bc_header *h, const struct bc_tier *t, struct bc_set *s, unsigned w, uint64_t file,
+                    uint64_t offset, void *dst, size_t cap, size_t *len)
 {
   struct bc_entry *e = &s->way[w];
   /* acquire: pairs with the publisher's release store, so the tags and data
@@ -226,9 +312,9 @@ static int read_way(struct bc_header *h, struct bc_set *s, unsigned w, uint64_t 
       atomic_load_explicit(&e->offset, memory_order_relaxed) != offset)
     return 0;
   uint64_t n = atomic_load_explicit(&e->len, memory_order_relaxed);
-  if (n > BC_BLOCK_MAX || n > cap)
+  if (n > t->block_max || n > cap)
     return 0;
-  copy_out(data_of(h, s, w), dst, (size_t)n);
+  copy_out(data_of(h, t, s, w), dst, (size_t)n);
   /* acquire fence: if the copy read any word a later writer stored (after its
   ** claim and release fence), the re-load below sees that claim or later. */
   fence_acquire();
@@ -248,12 +334,22 @@ int bc_lookup(void *area, uint64_t file, uint64_t offset, void *dst, size_t cap,
   struct bc_header *h = header(area);
   if (!h)
     return 0;
-  struct bc_set *s = set_of(h, file, offset);
-  for (unsigned w = 0; w < BC_WAYS; w++)
-    if (read_way(h, s, w, file, offset, dst, cap, len)) {
-      count(&h->hits);
-      return 1;
-    }
+  /* Each tier that may hold a block of at most cap bytes: the block is in
+  ** the first that holds its length (tier_for), so not in one after a tier
+  ** whose entries hold cap. */
+  for (uint64_t i = 0; i < h->ntiers; i++) {
+    const struct bc_tier *t = &h->tier[i];
+    if (!t->nsets)
+      continue;
+    struct bc_set *s = set_of(h, t, file, offset);
+    for (unsigned w = 0; w < BC_WAYS; w++)
+      if (read_way(h, t, s, w, file, offset, dst, cap, len)) {
+        count(&h->hits);
+        return 1;
+      }
+    if (cap <= t->block_max)
+      break;
+  }
   count(&h->misses);
   return 0;
 }
@@ -345,13 +441,13 @@ static int claim_victim(struct bc_header *h, struct bc_set *s, uint32_t owner, u
 
 /* Give set s's blocks memory before the first write to any of them. Two
 ** processes may both reserve it: reserving is idempotent. */
-static int back_set(struct bc_header *h, struct bc_set *s, const struct bc_backing *b)
+static int back_set(struct bc_header *h, const struct bc_tier *t, struct bc_set *s, const struct bc_backing *b)
 {
   /* acquire: pairs with the release store below in whichever process backed
   ** the set: its reservation is done before we write into the blocks */
   if (!b || atomic_load_explicit(&s->backed, memory_order_acquire))
     return 1;
-  if (b->reserve(b->ctx, data_of(h, s, 0), (size_t)BC_WAYS * BC_BLOCK_MAX) != 0)
+  if (b->reserve(b->ctx, data_of(h, t, s, 0), (size_t)(BC_WAYS * t->block_max)) != 0)
     return 0;
   atomic_store_explicit(&s->backed, 1, memory_order_release);
   return 1;
@@ -363,12 +459,13 @@ void bc_insert(void *area, uint64_t file, uint64_t offset, const void *data, siz
   struct bc_header *h = header(area);
   if (!h || owner == 0 || owner > OWNER_MASK || (!data && len))
     return;
-  if (len > BC_BLOCK_MAX) {
+  const struct bc_tier *t = tier_for(h, len);
+  if (!t) {
     count(&h->too_big);
     return;
   }
-  struct bc_set *s = set_of(h, file, offset);
-  if (present(s, file, offset) || !back_set(h, s, backing))
+  struct bc_set *s = set_of(h, t, file, offset);
+  if (present(s, file, offset) || !back_set(h, t, s, backing))
     return;
   uint64_t claimed;
   int w = claim_victim(h, s, owner, &claimed);
@@ -376,9 +473,9 @@ void bc_insert(void *area, uint64_t file, uint64_t offset, const void *data, siz
     return;
   write_tags(&s->way[w], file, offset, len);
   size_t half = (len / 2) & ~(size_t)7;   /* whole words: copy_in pads a partial one */
-  copy_in(data_of(h, s, (unsigned)w), data, half);
+  copy_in(data_of(h, t, s, (unsigned)w), data, half);
   CRASHPOINT("cache.insert");   /* killed here: the reaper frees the half-written entry */
-  copy_in(data_of(h, s, (unsigned)w) + half / 8, (const uint8_t *)data + half, len - half);
+  copy_in(data_of(h, t, s, (unsigned)w) + half / 8, (const uint8_t *)data + half, len - half);
   publish(&s->way[w], claimed);
   count(&h->inserts);
 }
@@ -410,15 +507,16 @@ void bc_release_owner(void *area, uint32_t owner)
   struct bc_header *h = header(area);
   if (!h || owner == 0 || owner > OWNER_MASK)
     return;
-  for (uint64_t i = 0; i < h->nsets; i++) {
-    struct bc_set *s = set_at(h, i);
-    for (unsigned w = 0; w < BC_WAYS; w++) {
-      /* relaxed: only the dead owner could change a state that names it */
-      uint64_t st = atomic_load_explicit(&s->way[w].state, memory_order_relaxed);
-      if (st_owner(st) == owner)
-        release_entry(&s->way[w], st);
+  for (uint64_t k = 0; k < h->ntiers; k++)
+    for (uint64_t i = 0; i < h->tier[k].nsets; i++) {
+      struct bc_set *s = set_at(h, &h->tier[k], i);
+      for (unsigned w = 0; w < BC_WAYS; w++) {
+        /* relaxed: only the dead owner could change a state that names it */
+        uint64_t st = atomic_load_explicit(&s->way[w].state, memory_order_relaxed);
+        if (st_owner(st) == owner)
+          release_entry(&s->way[w], st);
+      }
     }
-  }
 }
 
 void bc_get_stats(const void *area, struct bc_stats *out)
@@ -433,16 +531,20 @@ void bc_get_stats(const void *area, struct bc_stats *out)
   out->inserts = atomic_load_explicit(&h->inserts, memory_order_relaxed);
   out->evictions = atomic_load_explicit(&h->evictions, memory_order_relaxed);
   out->too_big = atomic_load_explicit(&h->too_big, memory_order_relaxed);
-  out->capacity_blocks = h->nsets * BC_WAYS;
+  for (uint64_t k = 0; k < h->ntiers; k++) {
+    out->capacity_blocks += h->tier[k].nsets * BC_WAYS;
+    out->capacity_bytes += h->tier[k].nsets * BC_WAYS * h->tier[k].block_max;
+  }
 }
 
 #ifdef SOCHDB_TESTING
 int bc_test_claim_and_stop(void *area, uint64_t file, uint64_t offset, size_t len, uint32_t owner)
 {
   struct bc_header *h = header(area);
-  if (!h || owner == 0 || owner > OWNER_MASK || len > BC_BLOCK_MAX)
+  const struct bc_tier *t = h ? tier_for(h, len) : NULL;
+  if (!t || owner == 0 || owner > OWNER_MASK)
     return 0;
-  struct bc_set *s = set_of(h, file, offset);
+  struct bc_set *s = set_of(h, t, file, offset);
   uint64_t claimed;
   int w = claim_victim(h, s, owner, &claimed);
   if (w < 0)
@@ -450,7 +552,7 @@ int bc_test_claim_and_stop(void *area, uint64_t file, uint64_t offset, size_t le
   write_tags(&s->way[w], file, offset, len);
   uint8_t half[BC_BLOCK_MAX / 2];
   memset(half, 0xAB, len / 2);
-  copy_in(data_of(h, s, (unsigned)w), half, len / 2);
+  copy_in(data_of(h, t, s, (unsigned)w), half, len / 2);
   return 1;   /* and never publish: the writer "died" here */
 }
 
@@ -458,9 +560,11 @@ unsigned bc_test_owned(const void *area, uint32_t owner)
 {
   struct bc_header *h = header(area);
   unsigned n = 0;
-  for (uint64_t i = 0; h && i < h->nsets; i++)
-    for (unsigned w = 0; w < BC_WAYS; w++)
-      n += st_owner(atomic_load_explicit(&set_at(h, i)->way[w].state, memory_order_relaxed)) == owner;
+  for (uint64_t k = 0; h && k < h->ntiers; k++)
+    for (uint64_t i = 0; i < h->tier[k].nsets; i++)
+      for (unsigned w = 0; w < BC_WAYS; w++)
+        n += st_owner(atomic_load_explicit(&set_at(h, &h->tier[k], i)->way[w].state, memory_order_relaxed)) ==
+             owner;
   return n;
 }
 #endif

@@ -5,10 +5,11 @@
 ** all of them.
 **
 ** The area holds offsets and plain values only, never a pointer. It is a
-** fixed-size, set-associative cache: (file, offset) hashes to one set of
-** BC_WAYS entries, and CLOCK (a reference bit per entry, a hand per set)
-** chooses the victim within the set. Blocks larger than BC_BLOCK_MAX are not
-** cached.
+** fixed-size, set-associative cache in size tiers: a block goes to the tier
+** of the smallest entries that hold it, there (file, offset) hashes to one
+** set of BC_WAYS entries, and CLOCK (a reference bit per entry, a hand per
+** set) chooses the victim within the set. Blocks larger than BC_BLOCK_MAX
+** are not cached.
 **
 ** Every entry is a seqlock. Its state word is [ version 47 bits | valid 1 bit
 ** | writer 16 bits ]: a writer claims the entry by CAS (writer = its owner
@@ -30,22 +31,40 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define BC_BLOCK_MAX  16384u   /* payload capacity of one entry; bigger blocks are not cached */
+#define BC_BLOCK_MAX  16384u   /* the largest entry; bigger blocks are not cached */
 #define BC_WAYS       8u
+#define BC_MAX_TIERS  2u
+
+/* The size tiers: n of them, each with entries of block_max bytes (ascending)
+** and share parts of the budget. */
+struct bc_tiers {
+  unsigned n;
+  uint32_t block_max[BC_MAX_TIERS];
+  uint32_t share[BC_MAX_TIERS];
+};
+
+/* What a region's cache uses: 4608-byte entries for the blocks sochdbd
+** writes (about 4.1 KiB) with three quarters of the budget, 16 KiB entries
+** with the rest. The _of functions below take other tiers (tests). */
+extern const struct bc_tiers bc_default_tiers;
 
 struct bc_stats {
   uint64_t hits, misses, inserts, evictions, too_big;
   uint64_t capacity_blocks;
+  uint64_t capacity_bytes;   /* of the entries' data, every tier */
 };
 
-/* Bytes of the area for a cache of about cache_bytes of payload (rounded down
-** to whole sets; 0 when cache_bytes is too small for one set: cache disabled). */
+/* Bytes of the area for a cache of about cache_bytes of payload (each tier's
+** share rounded down to whole sets; 0 when no tier gets a set: cache
+** disabled). */
 size_t bc_area_bytes(uint64_t cache_bytes);
+size_t bc_area_bytes_of(const struct bc_tiers *t, uint64_t cache_bytes);
 
 /* Bytes at the start of an area of area_bytes (as bc_area_bytes gives) that
 ** bc_init writes: the header and every set's metadata. The rest, the blocks,
 ** is written only by bc_insert, through its backing. */
 size_t bc_meta_bytes(size_t area_bytes);
+size_t bc_meta_bytes_of(const struct bc_tiers *t, size_t area_bytes);
 
 /* How bc_insert backs a set's blocks with memory before it first writes one:
 ** reserve(ctx, addr, len) returns 0 once [addr, addr + len) is backed (see
@@ -62,6 +81,7 @@ struct bc_backing {
 ** a sparse area stays mostly untouched until blocks are cached. An area too
 ** small for one set is formatted as a disabled cache (every lookup misses). */
 void   bc_init(void *area, size_t area_bytes);
+void   bc_init_of(const struct bc_tiers *t, void *area, size_t area_bytes);
 
 /* 1 if the header of area (area_bytes, as given to bc_init) is the one
 ** bc_init wrote: its set count and data offset follow from area_bytes and
@@ -69,14 +89,18 @@ void   bc_init(void *area, size_t area_bytes);
 ** reap outside the area. 0 otherwise. An attacher checks it once
 ** (shm/region.c), as it checks the region's own layout. */
 int    bc_header_intact(const void *area, size_t area_bytes);
+int    bc_header_intact_of(const struct bc_tiers *t, const void *area, size_t area_bytes);
 
 /* Copy the block (file, offset) into dst (cap bytes) if cached: returns 1 with
 ** *len set, else 0 (also when the block is longer than cap). Never returns a
-** torn copy. A NULL area, or one formatted with no set, always misses. */
+** torn copy. A NULL area, or one formatted with no set, always misses. It
+** looks in the tiers that may hold a block of at most cap bytes: a cap near
+** the block's length (its file tells it) spares a look into a larger tier. */
 int    bc_lookup(void *area, uint64_t file, uint64_t offset, void *dst, size_t cap, size_t *len);
 
-/* Insert a copy of data[0..len) under (file, offset); len > BC_BLOCK_MAX is
-** counted in too_big and ignored. owner = the inserting process's slot + 1
+/* Insert a copy of data[0..len) under (file, offset), in the first tier whose
+** entries hold it; a block no tier holds (len > BC_BLOCK_MAX) is counted in
+** too_big and ignored. owner = the inserting process's slot + 1
 ** (1..65535). Does nothing if the block is already cached; may silently give
 ** up under contention (every way of the set being written) or when backing
 ** cannot reserve the set's memory. */

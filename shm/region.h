@@ -29,7 +29,8 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  14u  /* 14: kick_futex's third bit (the writer leaving), kicks in steps of 8;
+#define SHM_LAYOUT_VERSION  15u  /* 15: the block cache in size tiers (blockcache.h);
+                                  ** 14: kick_futex's third bit (the writer leaving), kicks in steps of 8;
                                   ** 13: shm_log_end.logged_seq, on its own line; 12: next_file_floor;
                                   ** 11: where the log's synced groups end (shm_log_end) */
 #define SHM_HEADER_BYTES    4096u

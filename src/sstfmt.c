@@ -893,7 +893,8 @@ static int fetch_piece(const struct sst_reader *r, const struct piece *pc, int u
     if (rc)
       return rc;
     size_t got = 0;
-    if (r->cache.lookup(r->cache.ctx, pc->off, s->p, s->cap, &got) && got == ulen) {
+    /* cap = ulen: only the cache tier that holds blocks of this length is looked in */
+    if (r->cache.lookup(r->cache.ctx, pc->off, s->p, ulen, &got) && got == ulen) {
       *hit = 1;
       *out = s->p;
       *n = got;

@@ -189,8 +189,8 @@
 #define SST_RESTART_INTERVAL 16u
 /* 4 KiB. A point read verifies the checksum of the whole block it reads
 ** (uncompressed blocks are read in place, not cached), so bigger blocks cost
-** every get: 12 KiB halved random reads in sochdb-bench read_sst. A cached
-** block of 4 KiB fills a quarter of its block-cache entry (BC_BLOCK_MAX). */
+** every get: 12 KiB halved random reads in sochdb-bench read_sst. The block
+** cache's small tier (shm/blockcache.h) has entries of 4608 bytes for them. */
 #define SST_BLOCK_DEFAULT    4096u
 /* What a columnar block aims at by default: 48 KiB of rows. */
 #define SST_COLUMNAR_DEFAULT 49152u

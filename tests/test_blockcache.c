@@ -21,6 +21,11 @@
 
 static void kill_children(void) { tu_kill_all_children(); }
 
+/* One tier of BC_BLOCK_MAX entries: the geometry most tests below reason
+** about (a set, its ways, eviction within it). The region's own tiers are
+** tested at the end (default_tiers_...). */
+static const struct bc_tiers ONE = { 1, { BC_BLOCK_MAX }, { 1 } };
+
 TestSuite(blockcache, .fini = kill_children, .timeout = 120);
 
 /* ------------------------------------------------------------ blocks */
@@ -81,11 +86,11 @@ static int get(void *area, uint64_t f, uint64_t o)
 /* An area (zero-filled, MAP_SHARED) of nsets sets, formatted. */
 static void *make_area(uint64_t nsets, size_t *bytes)
 {
-  *bytes = bc_area_bytes(nsets * BC_WAYS * BC_BLOCK_MAX);
+  *bytes = bc_area_bytes_of(&ONE, nsets * BC_WAYS * BC_BLOCK_MAX);
   cr_assert_gt(*bytes, 0u, "area for %llu sets", (unsigned long long)nsets);
   void *a = tu_shared_alloc(*bytes);
   cr_assert_not_null(a, "mmap %zu bytes", *bytes);
-  bc_init(a, *bytes);
+  bc_init_of(&ONE, a, *bytes);
   struct bc_stats st;
   bc_get_stats(a, &st);
   cr_assert_eq(st.capacity_blocks, nsets * BC_WAYS, "capacity of %llu sets", (unsigned long long)nsets);
@@ -104,12 +109,12 @@ static struct bc_stats stats(void *area)
 Test(blockcache, sizing_and_disabled)
 {
   uint64_t set_bytes = (uint64_t)BC_WAYS * BC_BLOCK_MAX;
-  cr_assert_eq(bc_area_bytes(0), 0u, "no cache");
-  cr_assert_eq(bc_area_bytes(set_bytes - 1), 0u, "too small for one set");
-  size_t one = bc_area_bytes(set_bytes), two = bc_area_bytes(2 * set_bytes - 1);
+  cr_assert_eq(bc_area_bytes_of(&ONE, 0), 0u, "no cache");
+  cr_assert_eq(bc_area_bytes_of(&ONE, set_bytes - 1), 0u, "too small for one set");
+  size_t one = bc_area_bytes_of(&ONE, set_bytes), two = bc_area_bytes_of(&ONE, 2 * set_bytes - 1);
   cr_assert_geq(one, set_bytes, "one set holds its payload");
   cr_assert_eq(one, two, "rounded down to whole sets");
-  cr_assert_gt(bc_area_bytes(2 * set_bytes), one, "two sets");
+  cr_assert_gt(bc_area_bytes_of(&ONE, 2 * set_bytes), one, "two sets");
 
   /* NULL area: every call is harmless, every lookup misses */
   uint8_t out[16];
@@ -122,16 +127,16 @@ Test(blockcache, sizing_and_disabled)
 
   /* an area too small for a set is formatted as a disabled cache */
   static uint64_t small[1024];
-  bc_init(small, sizeof small);
+  bc_init_of(&ONE, small, sizeof small);
   bc_insert(small, 1, 0, "abc", 3, 1, NULL);
   cr_assert_eq(bc_lookup(small, 1, 0, out, sizeof out, &len), 0, "disabled cache misses");
   cr_assert_eq(stats(small).capacity_blocks, 0u, "disabled: no capacity");
 
   /* an area a little bigger than needed: whole sets only */
-  size_t bytes = bc_area_bytes(3 * set_bytes) + (size_t)set_bytes / 2;
+  size_t bytes = bc_area_bytes_of(&ONE, 3 * set_bytes) + (size_t)set_bytes / 2;
   void *a = tu_shared_alloc(bytes);
   cr_assert_not_null(a);
-  bc_init(a, bytes);
+  bc_init_of(&ONE, a, bytes);
   cr_assert_eq(stats(a).capacity_blocks, 3u * BC_WAYS, "3 sets fit");
   tu_shared_free(a, bytes);
 }
@@ -185,8 +190,8 @@ Test(blockcache, backing_reserves_each_set_once)
 {
   size_t bytes;
   void *a = make_area(4, &bytes);
-  cr_assert_lt(bc_meta_bytes(bytes), bytes - 4u * BC_WAYS * BC_BLOCK_MAX + 1, "the metadata is not the blocks");
-  struct backing_log log = { .fail = ENOSPC, .lo = (char *)a + bc_meta_bytes(bytes), .hi = (char *)a + bytes };
+  cr_assert_lt(bc_meta_bytes_of(&ONE, bytes), bytes - 4u * BC_WAYS * BC_BLOCK_MAX + 1, "the metadata is not the blocks");
+  struct backing_log log = { .fail = ENOSPC, .lo = (char *)a + bc_meta_bytes_of(&ONE, bytes), .hi = (char *)a + bytes };
   memset(log.lo, POISON, (size_t)(log.hi - log.lo));
   struct bc_backing b = { log_reserve, &log };
   blk_fill(9, 0, blkbuf, blk_len(9, 0));
@@ -481,5 +486,84 @@ Test(blockcache, processes_never_see_torn_blocks)
   cr_assert_eq(st.hits + st.misses, 3ull * ITERS, "every lookup of every process counted once");
   cr_assert(st.hits > 0 && st.evictions > 0, "hits (%llu) and evictions (%llu) in the shared area",
             (unsigned long long)st.hits, (unsigned long long)st.evictions);
+  tu_shared_free(a, bytes);
+}
+
+/* ------------------------------------------------------------ the region's tiers */
+
+/* An area of the region's tiers (bc_default_tiers) for cache_bytes. */
+static void *make_default_area(uint64_t cache_bytes, size_t *bytes)
+{
+  *bytes = bc_area_bytes(cache_bytes);
+  cr_assert_gt(*bytes, 0u, "area for %llu bytes", (unsigned long long)cache_bytes);
+  void *a = tu_shared_alloc(*bytes);
+  cr_assert_not_null(a, "mmap %zu bytes", *bytes);
+  bc_init(a, *bytes);
+  cr_assert(bc_header_intact(a, *bytes), "the header bc_init wrote is intact");
+  return a;
+}
+
+/* A data block of the default size (SST_BLOCK_DEFAULT of entries and the
+** one that crossed it: 4139-4194 bytes in sochdbd's tables) took a whole
+** 16 KiB entry, so a cache held a quarter of its bytes' worth of them (the
+** block-cache review: 32 such blocks in a 512 KiB cache). With the small
+** tier they fill at least three quarters of the budget's three quarters. */
+Test(blockcache, default_size_blocks_fill_most_of_the_small_tier)
+{
+  const uint64_t budget = 512u << 10;
+  size_t bytes;
+  void *a = make_default_area(budget, &bytes);
+  static uint8_t blk[4160];
+  memset(blk, 0x5a, sizeof blk);
+  unsigned nblocks = (unsigned)(budget / sizeof blk) + 2, cached = 0;
+  for (unsigned o = 0; o < nblocks; o++)
+    bc_insert(a, 1, o * 4096ull, blk, sizeof blk, 1, NULL);
+  for (unsigned o = 0; o < nblocks; o++) {
+    uint8_t out[sizeof blk];
+    size_t len = 0;
+    cached += bc_lookup(a, 1, o * 4096ull, out, sizeof out, &len) && len == sizeof blk;
+  }
+  cr_assert_geq(cached * sizeof blk, budget * 3 / 4 * 3 / 4, "%u blocks of %zu bytes (%llu KiB) cached in a %llu "
+                "KiB cache", cached, sizeof blk, (unsigned long long)(cached * sizeof blk >> 10),
+                (unsigned long long)(budget >> 10));
+  struct bc_stats st = stats(a);
+  cr_assert_leq(st.capacity_bytes, budget, "the entries take no more than the budget");
+  cr_assert_leq(bytes, budget + bc_meta_bytes(bytes), "the area is the budget and its metadata");
+  tu_shared_free(a, bytes);
+}
+
+/* Blocks of every length go to their tier and come back whole, whatever
+** room the reader offers; a dead writer's entries are freed in every tier;
+** the area's layout follows from its size alone. */
+Test(blockcache, default_tiers_hold_blocks_of_every_size)
+{
+  size_t bytes;
+  void *a = make_default_area(16u << 20, &bytes);   /* 32 large sets for about 46 large blocks: no eviction */
+  for (uint64_t o = 0; o < 64; o++)
+    put(a, 3, o * 4096, 1);
+  unsigned hits = 0;
+  for (uint64_t o = 0; o < 64; o++) {
+    hits += (unsigned)get(a, 3, o * 4096);   /* room for BC_BLOCK_MAX: looks in both tiers */
+    size_t n = blk_len(3, o * 4096), len = 0;
+    uint8_t out[BC_BLOCK_MAX];
+    cr_assert_eq(bc_lookup(a, 3, o * 4096, out, n, &len), 1, "block %llu (%zu bytes) with room for just itself",
+                 (unsigned long long)o, n);
+    cr_assert(blk_ok(3, o * 4096, out, len), "block %llu's contents", (unsigned long long)o);
+  }
+  cr_assert_eq(hits, 64u, "every block cached in a cache far larger than them");
+  static uint8_t big[BC_BLOCK_MAX + 1];
+  bc_insert(a, 4, 0, big, sizeof big, 1, NULL);
+  cr_assert_eq(stats(a).too_big, 1u, "a block over BC_BLOCK_MAX is no tier's");
+
+  cr_assert_eq(bc_test_claim_and_stop(a, 5, 0, 1000, 9), 1, "a small block's entry");
+  cr_assert_eq(bc_test_claim_and_stop(a, 5, 1, 9000, 9), 1, "a large block's entry");
+  cr_assert_eq(bc_test_owned(a, 9), 2u, "owner 9 holds one entry in each tier");
+  bc_release_owner(a, 9);
+  cr_assert_eq(bc_test_owned(a, 9), 0u, "the reaper frees both");
+
+  cr_assert_not(bc_header_intact(a, bytes + 64u * BC_WAYS * BC_BLOCK_MAX), "another size, another layout");
+  uint64_t *word = a;
+  word[2] ^= 1;   /* a tier's set count */
+  cr_assert_not(bc_header_intact(a, bytes), "a damaged tier is seen");
   tu_shared_free(a, bytes);
 }
