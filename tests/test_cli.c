@@ -1595,3 +1595,30 @@ Test(cli, a_dump_past_the_file_size_limit_fails_with_a_message)
   cr_assert_eq(status, 3, "dump past a 64 KiB file size limit exited %d\nstderr: %s", status, err);
   cr_assert(strstr(err, "File too large"), "no EFBIG in the message: %s", err);
 }
+
+/* ---- closed standard descriptors ------------------------------------------------ */
+
+/* With stdout or stderr closed (`>&-`, `2>&-`, a parent that closed them)
+** the library's first open took the free number: the shared region became
+** fd 1, and the dump, or the "not found" message, was written over the
+** region's header. The dump said it succeeded, and every later open failed
+** with "not a sochdb region (bad magic)" until the daemon was killed and the
+** region removed by hand. Now a closed stdout fails the dump (exit 3) and the
+** database stays readable. */
+Test(cli, a_closed_stdout_or_stderr_is_not_written_into_the_database)
+{
+  tu_open(REG, MT, 10000);
+  tu_commit_kv(tu_db, "a", "1", SOCHDB_SYNC);
+  tu_close();   /* the daemon keeps the region; the tool attaches to it */
+  char line[9000], out[4096], err[4096];
+  snprintf(line, sizeof line, "\"$CLI\" dump '%s' >&- 2>/dev/null", tu_dir());
+  int rc = run_sh(line);
+  cr_assert_eq(rc, 3, "dump to a closed stdout: exit %d, want 3 (the dump went somewhere else)", rc);
+  snprintf(line, sizeof line, "\"$CLI\" get '%s' absent 2>&-", tu_dir());
+  rc = run_sh(line);
+  cr_assert_eq(rc, 1, "get of an absent key with stderr closed: exit %d", rc);
+  const char *get[] = { "get", tu_dir(), "a", NULL };
+  rc = run_cli(get, out, sizeof out, err, sizeof err);
+  cr_assert_eq(rc, 0, "the database is broken afterwards: exit %d, stderr: %s", rc, err);
+  cr_assert_str_eq(out, "1\n");
+}
