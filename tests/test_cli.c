@@ -1622,3 +1622,51 @@ Test(cli, a_closed_stdout_or_stderr_is_not_written_into_the_database)
   cr_assert_eq(rc, 0, "the database is broken afterwards: exit %d, stderr: %s", rc, err);
   cr_assert_str_eq(out, "1\n");
 }
+
+/* ---- a dump that replaces a dump -------------------------------------------------- */
+
+/* `sochdb dump DIR app.dump` every night over yesterday's: the file was
+** truncated first and written in place, so a dump that failed half-way (a
+** full disk; here the file size limit) had destroyed the good dump and left
+** a truncated one under its name. It is written beside FILE and renamed over
+** it once complete and synced: a failure leaves FILE as it was, and no
+** temporary file. */
+Test(cli, a_dump_that_fails_keeps_the_dump_it_was_to_replace)
+{
+  sochdb *db = tu_open(16u << 20, 1u << 20, 0);
+  tu_commit_kv(db, "a", "1", SOCHDB_SYNC);
+  char path[4300], copy[4400], out[4096], err[4096];
+  snprintf(path, sizeof path, "%s.dump", tu_dir());
+  snprintf(copy, sizeof copy, "%s.good", path);
+  const char *good[] = { "dump", tu_dir(), path, NULL };
+  cr_assert_eq(run_cli(good, out, sizeof out, err, sizeof err), 0, "the first dump: %s", err);
+  char line[14000];
+  snprintf(line, sizeof line, "cp '%s' '%s'", path, copy);
+  cr_assert_eq(run_sh(line), 0);
+  static char v[4096];
+  for (int i = 0; i < 64; i++) {   /* 256 KiB of pairs */
+    char k[32];
+    snprintf(k, sizeof k, "limit-%03d", i);
+    memset(v, 'a' + i % 26, sizeof v);
+    sochdb_txn *t = tu_begin(db, 0);
+    cr_assert_eq(sochdb_put(t, k, strlen(k), v, sizeof v), SOCHDB_OK);
+    cr_assert_eq(sochdb_commit(t, SOCHDB_ASYNC), SOCHDB_OK);
+  }
+  tu_close();
+  struct rlimit old, rl;
+  cr_assert_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+  rl = old;
+  rl.rlim_cur = 64u << 10;
+  cr_assert_eq(setrlimit(RLIMIT_FSIZE, &rl), 0, "setrlimit: %s", strerror(errno));
+  pid_t pid = start_cli(good);
+  cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0, "setrlimit: %s", strerror(errno));
+  int status = finish_cli(pid, out, sizeof out, err, sizeof err);
+  int same = files_equal(path, copy);
+  snprintf(line, sizeof line, "ls '%s'.tmp-* >/dev/null 2>&1", path);
+  int leftovers = run_sh(line) == 0;
+  snprintf(line, sizeof line, "rm -f '%s' '%s' '%s'.tmp-*", path, copy, path);
+  run_sh(line);
+  cr_assert_eq(status, 3, "dump past the file size limit exited %d\nstderr: %s", status, err);
+  cr_assert(same, "the failed dump destroyed the previous dump at its path");
+  cr_assert(!leftovers, "the failed dump left its temporary file");
+}

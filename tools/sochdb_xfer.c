@@ -22,6 +22,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,6 +138,100 @@ static int dump_pairs(sochdb_txn *t, FILE *f, totals *tot)
   return status;
 }
 
+/* Where a dump to FILE goes: a temporary file beside FILE, renamed over it
+** only once complete and on disk. A dump that fails half-way (a full disk)
+** must not destroy the good dump it was to replace, nor leave a truncated
+** one under FILE's name; one that said it succeeded must survive a power
+** cut. A FILE that exists and is not a regular file (a FIFO, a device, a
+** symbolic link, /dev/stdout) is written in place, as before. */
+typedef struct dump_out {
+  FILE *f;
+  const char *path;
+  char tmp[PATH_MAX + 16];      /* "" when written in place */
+} dump_out;
+
+/* The mode a file created by fopen(path, "w") would get: FILE's own when
+** it is replaced, else 0666 less the umask. */
+static mode_t dump_mode(const struct stat *st, int exists)
+{
+  if (exists)
+    return st->st_mode & 07777;
+  mode_t mask = umask(0);
+  umask(mask);
+  return 0666 & ~mask;
+}
+
+static int dump_open(dump_out *o, const char *path)
+{
+  struct stat st;
+  int exists = lstat(path, &st) == 0;
+  o->path = path;
+  o->tmp[0] = '\0';
+  if (exists && !S_ISREG(st.st_mode)) {
+    o->f = fopen(path, "wb");
+  } else if (snprintf(o->tmp, sizeof o->tmp, "%s.tmp-XXXXXX", path) >= (int)sizeof o->tmp) {
+    errno = ENAMETOOLONG;
+    o->tmp[0] = '\0';
+    o->f = NULL;
+  } else {
+    int fd = mkstemp(o->tmp);
+    if (fd >= 0 && fchmod(fd, dump_mode(&st, exists)) != 0) {
+      int e = errno;
+      close(fd);
+      unlink(o->tmp);
+      errno = e;
+      fd = -1;
+    }
+    o->f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (o->f == NULL && fd >= 0) {
+      close(fd);
+      unlink(o->tmp);
+    }
+    if (o->f == NULL)
+      o->tmp[0] = '\0';
+    /* A directory this user cannot write to, holding a FILE it can: as before */
+    if (o->f == NULL && exists && (errno == EACCES || errno == EPERM || errno == EROFS))
+      o->f = fopen(path, "wb");
+  }
+  if (o->f == NULL)
+    fprintf(stderr, "sochdb: cannot create %s: %s\n", path, strerror(errno));
+  return o->f != NULL ? EXIT_OK : EXIT_DB_ERROR;
+}
+
+/* The directory holding path, synced so that the rename survives a crash. */
+static int sync_parent(const char *path)
+{
+  char dir[PATH_MAX + 16];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash == NULL)
+    snprintf(dir, sizeof dir, ".");
+  else
+    slash[slash == dir] = '\0';    /* "/x" -> "/" */
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  int rc = fsync(fd);
+  close(fd);
+  return rc;
+}
+
+/* Ends the dump: on success the file is flushed, synced and renamed over
+** FILE; on failure the temporary file is removed and FILE left as it was. */
+static int dump_close(dump_out *o, int status)
+{
+  int failed = status == EXIT_OK && (fflush(o->f) != 0 || (o->tmp[0] && fsync(fileno(o->f)) != 0));
+  if (fclose(o->f) != 0)
+    failed |= status == EXIT_OK;
+  if (!failed && status == EXIT_OK && o->tmp[0] && (rename(o->tmp, o->path) != 0 || sync_parent(o->path) != 0))
+    failed = 1;
+  if (failed)
+    fprintf(stderr, "sochdb: writing %s: %s\n", o->path, strerror(errno));
+  if ((failed || status != EXIT_OK) && o->tmp[0])
+    unlink(o->tmp);
+  return failed ? EXIT_DB_ERROR : status;
+}
+
 static int run_dump(const xargs *a)
 {
   const char *path = a->npos > 1 ? a->pos[1] : "-";
@@ -150,22 +246,19 @@ static int run_dump(const xargs *a)
   int status = cli_open_db(a->pos[0], -1, &db);
   if (status != EXIT_OK)
     return status;
-  FILE *f = to_stdout ? stdout : fopen(path, "wb");
+  dump_out out = { stdout, path, "" };
   sochdb_txn *t = NULL;
   int rc = SOCHDB_OK;
-  if (f == NULL) {
-    fprintf(stderr, "sochdb: cannot create %s: %s\n", path, strerror(errno));
-    status = EXIT_DB_ERROR;
+  if (!to_stdout && (status = dump_open(&out, path)) != EXIT_OK) {
+    /* said */
   } else if ((rc = sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t)) != SOCHDB_OK) {
     status = db_error("cannot begin a transaction", rc);
   } else {
-    status = dump_pairs(t, f, &tot);
+    status = dump_pairs(t, out.f, &tot);
     sochdb_commit(t, 0);
   }
-  if (f != NULL && !to_stdout && fclose(f) != 0 && status == EXIT_OK) {
-    fprintf(stderr, "sochdb: writing %s: %s\n", path, strerror(errno));
-    status = EXIT_DB_ERROR;
-  }
+  if (!to_stdout && out.f != NULL)
+    status = dump_close(&out, status);
   /* stdout is buffered: its last bytes are written only now, and the
   ** summary must not claim a dump that did not reach its destination. */
   if (to_stdout && status == EXIT_OK && (fflush(stdout) != 0 || ferror(stdout))) {
@@ -545,8 +638,10 @@ static const xcmd xcmds[] = {
     "the line \"SOCHDB-DUMP 1\", then per pair 'R', the key's length (4 bytes,\n"
     "big-endian), the key, the value's length (4 bytes), the value; then 'E' and\n"
     "the number of pairs (8 bytes, big-endian). Columnar tables are not dumped\n"
-    "(their reserved keys are not key-value pairs). A summary goes to stdout\n"
-    "(to stderr when the dump does).\n\n"
+    "(their reserved keys are not key-value pairs). FILE is written under a\n"
+    "temporary name beside it (FILE.tmp-XXXXXX), synced, and renamed over FILE\n"
+    "only when complete: a dump that fails leaves FILE as it was. A summary goes\n"
+    "to stdout (to stderr when the dump does).\n\n"
     "  --json    print the summary as one JSON object\n",
     1, 2, run_dump },
   { "load", "DIR [FILE] [--batch N] [--json]",
