@@ -51,6 +51,10 @@ void bar_draw(progress_bar *b, const char *label, uint64_t done, uint64_t total,
 
 /* `sochdb destroy DIR` (tools/sochdb_destroy.c): an exit status. */
 int  cli_destroy(const char *dir, int json);
+/* Stop DIR's daemon and remove its shared region, unless another process
+** is attached (tools/sochdb_destroy.c): DIR is then a closed set of files,
+** safe to copy, and leaves no pages in /dev/shm. An exit status. */
+int  cli_release_db(const char *dir);
 
 /* `sochdb [--json] table SUBCOMMAND ...`: argv[0] is "table". */
 int  table_main(int argc, char **argv, int json);

@@ -19,6 +19,7 @@
 **      Files sochdb did not make are kept and named.
 ** Like RocksDB's DestroyDB it cannot stop a process that opens the database
 ** while it runs; stop the programs that use it first.
+** Steps 1 to 3 also end `sochdb backup` (cli_release_db).
 */
 #include "sochdb.h"
 
@@ -293,6 +294,29 @@ static const char *destroy_path(const char *dir, char out[PATH_MAX])
     memcpy(out, resolved, strlen(resolved) + 1);
   }
   return out;
+}
+
+/* The end of `sochdb backup`: DEST is new and nobody else's, but its daemon
+** would stay for 30 s (--idle-exit-ms), flushing and compacting, so that a
+** copy of DEST made meanwhile (`tar`, `cp -r`) could miss an SSTable; and
+** leaving idle it keeps the region, whose memtable pages then stay in
+** /dev/shm until the next reboot for a backup nobody opens again. After
+** SIGTERM the daemon has written everything published to the WAL, so the
+** region holds nothing the next open would not replay. */
+int cli_release_db(const char *dir)
+{
+  char region[PATH_MAX];
+  int rc = shm_region_path(dir, region, sizeof region);
+  if (rc != SOCHDB_OK)
+    return db_error("cannot name the region", rc);
+  int status = check_nobody_attached(dir, region);
+  if (status == EXIT_OK)
+    status = stop_daemon(dir);
+  if (status == EXIT_OK && shm_region_unlink_path(region) < 0) {
+    fprintf(stderr, "sochdb: cannot remove the region %s: %s\n", region, strerror(errno));
+    status = EXIT_DB_ERROR;
+  }
+  return status;
 }
 
 int cli_destroy(const char *dir_arg, int json)

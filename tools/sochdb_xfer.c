@@ -603,6 +603,15 @@ static int check_dest(const char *dest)
   return EXIT_USAGE;
 }
 
+/* A finished backup whose daemon cannot be stopped (someone opened DEST
+** meanwhile) is still whole and durable: a warning, not a failure. */
+static void release_dest(const char *dest)
+{
+  if (cli_release_db(dest) != EXIT_OK)
+    fprintf(stderr, "sochdb: warning: the backup in %s is complete, but its daemon still runs (above): copy "
+                    "its files only once no process uses it\n", dest);
+}
+
 static int run_backup(const xargs *a)
 {
   totals tot = { 0 };
@@ -623,6 +632,11 @@ static int run_backup(const xargs *a)
     sochdb_commit(snap, 0);
   sochdb_close(dst);
   sochdb_close(src);
+  if (status == EXIT_OK)
+    release_dest(a->pos[1]);
+  else if (dst != NULL)
+    fprintf(stderr, "sochdb: %s is incomplete (it looks like a database, with part of the pairs): remove it "
+                    "with 'sochdb destroy %s'\n", a->pos[1], a->pos[1]);
   if (status == EXIT_OK)
     print_summary(stdout, a, "dest", a->pos[1], &tot);
   return status;
@@ -662,8 +676,11 @@ static const xcmd xcmds[] = {
     "must not exist or be empty), while other processes go on writing to DIR.\n"
     "It is a LOGICAL copy, not a file copy: every key-value pair of one read-only\n"
     "snapshot is written into DEST in transactions of N pairs; DEST gets fresh\n"
-    "files of its own. Columnar tables are not copied. Until the command ends\n"
-    "successfully DEST is incomplete.\n\n"
+    "files of its own. Columnar tables are not copied. When it is done, DEST's\n"
+    "daemon is stopped and its shared region removed: DEST is then a closed set\n"
+    "of files, safe to copy (tar, rsync) or move. Until the command ends\n"
+    "successfully DEST is incomplete, though it looks like a database: after a\n"
+    "failure (or a kill, a reboot) remove it with 'sochdb destroy DEST'.\n\n"
     "  --batch N   pairs per transaction (default 1000)\n"
     "  --json      print the summary as one JSON object\n",
     2, 2, run_backup },
