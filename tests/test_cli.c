@@ -1702,3 +1702,26 @@ Test(cli, a_finished_backup_has_no_daemon_and_no_region)
   sochdb_close(copy);
   drop_side_db(dst);
 }
+
+/* ---- a dump of a newer format ---------------------------------------------------- */
+
+/* A dump made by a newer sochdb ("SOCHDB-DUMP 2") was refused as "not a
+** sochdb dump", which sends the operator looking for a damaged file. It is
+** refused (exit 2, nothing created) naming the version it has. */
+Test(cli, load_names_the_version_of_a_newer_dump)
+{
+  char dir[4300], path[4300], out[4096], err[4096];
+  side_db("load-v2", dir, sizeof dir);
+  snprintf(path, sizeof path, "%s.v2dump", tu_dir());
+  static const char v2[] = "SOCHDB-DUMP 2\nR\0\0\0\1a\0\0\0\1" "1E\0\0\0\0\0\0\0\1";
+  FILE *f = fopen(path, "wb");
+  cr_assert_not_null(f);
+  fwrite(v2, 1, sizeof v2 - 1, f);
+  fclose(f);
+  const char *load[] = { "load", dir, path, NULL };
+  int rc = run_cli(load, out, sizeof out, err, sizeof err);
+  unlink(path);
+  cr_assert_eq(rc, 2, "load of a version 2 dump: exit %d, stderr: %s", rc, err);
+  cr_assert(strstr(err, "version 2"), "the message does not name the dump's version: %s", err);
+  cr_assert_neq(access(dir, F_OK), 0, "%s was created", dir);
+}

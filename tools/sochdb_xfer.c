@@ -426,11 +426,30 @@ static int read_record(reader *r, uint32_t *kl, uint32_t *vl, int *status)
   return 1;
 }
 
+/* "SOCHDB-DUMP " and a version that is not 1: a dump made by a newer sochdb
+** is told apart from a file that is no dump at all, so that the operator
+** knows which tool can load it. */
+static int other_version(const char *magic, size_t n, const char *path)
+{
+  const size_t tag = sizeof "SOCHDB-DUMP " - 1;
+  size_t digits = 0;
+  while (tag + digits < n && magic[tag + digits] >= '0' && magic[tag + digits] <= '9')
+    digits++;
+  if (n < tag || memcmp(magic, DUMP_MAGIC, tag) != 0 || digits == 0 || (digits == 1 && magic[tag] == '1'))
+    return 0;   /* no dump, or a damaged header of version 1 (CRLF line ends) */
+  fprintf(stderr, "sochdb: %s is a sochdb dump of version %.*s, which this sochdb %d.%d.%d (it reads dump "
+                  "version 1) does not know: load it with the sochdb that made it\n",
+          path, (int)digits, magic + tag, SOCHDB_VERSION_MAJOR, SOCHDB_VERSION_MINOR, SOCHDB_VERSION_PATCH);
+  return 1;
+}
+
 static int read_magic(reader *r)
 {
   char magic[sizeof DUMP_MAGIC - 1];
-  if (fread(magic, 1, sizeof magic, r->f) != sizeof magic || memcmp(magic, DUMP_MAGIC, sizeof magic) != 0) {
-    fprintf(stderr, "sochdb: %s is not a sochdb dump (version 1)\n", r->path);
+  size_t n = fread(magic, 1, sizeof magic, r->f);
+  if (n != sizeof magic || memcmp(magic, DUMP_MAGIC, sizeof magic) != 0) {
+    if (!other_version(magic, n, r->path))
+      fprintf(stderr, "sochdb: %s is not a sochdb dump (version 1)\n", r->path);
     return EXIT_USAGE;
   }
   return EXIT_OK;
