@@ -1725,3 +1725,27 @@ Test(cli, load_names_the_version_of_a_newer_dump)
   cr_assert(strstr(err, "version 2"), "the message does not name the dump's version: %s", err);
   cr_assert_neq(access(dir, F_OK), 0, "%s was created", dir);
 }
+
+/* ---- table names in text output -------------------------------------------------- */
+
+/* Column and table names are bytes the table's creator chose; `table scan`
+** and `table schema` printed them raw, so a name holding ESC sent a
+** terminal escape sequence to whoever ran them, and one holding a tab split
+** the header into more columns than the rows have. They are escaped as keys
+** and fields are. */
+Test(cli, table_names_are_escaped_in_text_output)
+{
+  tu_open(REG, MT, 10000);
+  tu_close();
+  char out[4096], err[4096];
+  const char *create[] = { "table", "create", tu_dir(), "t\x1b[31m", "id:int64,a\tb\x1b]0;x\x07:string?", NULL };
+  cr_assert_eq(run_cli(create, out, sizeof out, err, sizeof err), 0, "create: %s", err);
+  const char *scan[] = { "table", "scan", tu_dir(), "t\x1b[31m", NULL };
+  cr_assert_eq(run_cli(scan, out, sizeof out, err, sizeof err), 0, "scan: %s", err);
+  cr_assert_null(strchr(out, '\x1b'), "an ESC byte in the scan's output: %s", out);
+  cr_assert_str_eq(out, "id\ta\\tb\\x1b]0;x\\x07\n");
+  const char *schema[] = { "table", "schema", tu_dir(), "t\x1b[31m", NULL };
+  cr_assert_eq(run_cli(schema, out, sizeof out, err, sizeof err), 0, "schema: %s", err);
+  cr_assert_null(strchr(out, '\x1b'), "an ESC byte in the schema's output: %s", out);
+  cr_assert_null(strchr(out, '\t'), "a tab in the schema's output: %s", out);
+}

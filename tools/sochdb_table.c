@@ -198,10 +198,18 @@ static void print_schema(const targs *a, const sochdb_column *cols, size_t n, ui
     printf("]}\n");
     return;
   }
-  printf("table %s (id %u)\n", a->pos[1], id);
-  for (size_t i = 0; i < n; i++)
-    printf("  %-24s %s%s%s\n", cols[i].name, TYPE_NAMES[cols[i].type],
+  /* Names are any bytes the creator chose: escaped as keys are, so that
+  ** none is a terminal's escape sequence or breaks the line. */
+  fputs("table ", stdout);
+  put_escaped(stdout, a->pos[1], strlen(a->pos[1]));
+  printf(" (id %u)\n", id);
+  for (size_t i = 0; i < n; i++) {
+    fputs("  ", stdout);
+    put_escaped(stdout, cols[i].name, strlen(cols[i].name));
+    size_t len = strlen(cols[i].name);
+    printf("%*s %s%s%s\n", len < 24 ? (int)(24 - len) : 0, "", TYPE_NAMES[cols[i].type],
            cols[i].flags & SOCHDB_NULLABLE ? " nullable" : "", i == 0 ? " (primary key)" : "");
+  }
 }
 
 /* Table a->pos[1] of the database in a->pos[0], in a read-only transaction. */
@@ -771,8 +779,10 @@ static int scan_rows(struct scanner *s, sochdb_txn *t, sochdb_table *tb)
   if (s->a->json)
     putchar('[');
   else
-    for (size_t k = 0; k < s->nwant; k++)
-      printf("%s%s", k ? "\t" : "", s->cols[s->want[k]].name);
+    for (size_t k = 0; k < s->nwant; k++) {   /* escaped like the fields: one header line, one name per column */
+      fputs(k ? "\t" : "", stdout);
+      put_escaped(stdout, s->cols[s->want[k]].name, strlen(s->cols[s->want[k]].name));
+    }
   if (!s->a->json)
     putchar('\n');
   sochdb_value row[SOCHDB_MAX_COLUMNS];
