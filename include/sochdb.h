@@ -118,7 +118,10 @@ typedef struct sochdb_options {          /* zero-initialised = defaults */
 ** directory at the same instant; exactly one creates the region, the others
 ** wait for it to be complete. opts may be NULL (all defaults); region_bytes and
 ** memtable_bytes only matter to the process that creates the region. On
-** success *out owns a handle the caller releases with sochdb_close().
+** success *out owns a handle the caller releases with sochdb_close(). A
+** closed descriptor 0, 1 or 2 is first taken by /dev/null, unusable as it
+** was (stdin not readable, stdout and stderr not writable), so that no
+** database file gets that number: writes to stdout would land in the region.
 **
 ** Errors: SOCHDB_INVALID (NULL dir or out, options out of range: sizes not
 **   multiples of 4096, region_bytes above 1 TiB or too small for its tables,

@@ -318,6 +318,9 @@ int sdb_open(const char *dir, const sochdb_options *opts, int as_daemon, sochdb 
   if (!dir || !*dir || !out)
     return sdb_fail(SOCHDB_INVALID, "sochdb_open needs a directory and an output handle");
   *out = NULL;
+  if (sdb_reserve_standard_fds() != 0)
+    return sdb_fail_errno("a standard descriptor (0, 1 or 2) is closed, and /dev/null could not take it: the "
+                          "database's files would get its number");
   struct shm_open_params p;
   memset(&p, 0, sizeof p);
   unsigned busy_ms;

@@ -140,3 +140,21 @@ char *sdb_absolute_path(const char *path)
   free(cwd);
   return abs;
 }
+
+int sdb_reserve_standard_fds(void)
+{
+  static const int unusable[3] = { O_WRONLY, O_RDONLY, O_RDONLY };
+  for (int fd = 0; fd <= 2; fd++) {
+    if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+      continue;
+    int got = open("/dev/null", unusable[fd]);   /* the lowest free number: fd, as the lower ones are open */
+    if (got != fd) {
+      int e = got >= 0 ? EBUSY : errno;   /* another thread took the number first */
+      if (got >= 0)
+        close(got);
+      errno = e;
+      return -1;
+    }
+  }
+  return 0;
+}

@@ -26,6 +26,15 @@ int sdb_fsync_dir(const char *path);
 ** hang whoever reads it. The functions below open files with it. */
 int sdb_open_regular(const char *path, int *fd, size_t *len);
 
+/* Each of the descriptors 0, 1 and 2 that is closed is taken by /dev/null,
+** opened so that using it fails with EBADF as the closed one did (stdin not
+** readable, stdout and stderr not writable). Else the next file opened gets
+** that number, and a program's writes to its stdout or stderr land in it:
+** in the shared region's header, which breaks the database for every
+** process (SQLite keeps its files off 0-2 for the same reason). 0, or -1 if
+** a number could not be taken (errno). */
+int sdb_reserve_standard_fds(void);
+
 /* Read the whole file at path into a malloc'ed buffer (*out, *n; the caller
 ** frees it): 0, or an errno value, with no detail recorded. A file that
 ** grows meanwhile is read up to the size it had when opened. */

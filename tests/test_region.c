@@ -1010,3 +1010,45 @@ Test(region, a_file_size_limit_below_the_region_fails_the_open_not_the_process)
             "SOCHDB_IO naming RLIMIT_FSIZE; 4: it opened; 10+rc: another error)",
             tu_status_str(st, how, sizeof how));
 }
+
+/* A program started with its stdout and stderr closed (`prog >&- 2>&-`, a
+** daemon's child): the library's files must not get numbers 1 and 2, or
+** the program's writes to them land in the shared region (its header) or
+** DIR/LOCK, and every process then finds the database broken. The child
+** writes to both after its open and its commit; the parent then opens and
+** reads what it committed. */
+Test(region, a_program_without_stdout_and_stderr_does_not_write_into_the_database)
+{
+  const char *dir = tu_dir();
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    close(1);
+    close(2);
+    sochdb_options o = small_opts();
+    sochdb *db = NULL;
+    if (sochdb_open(dir, &o, &db) != SOCHDB_OK)
+      _exit(2);
+    sochdb_txn *t = NULL;
+    if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK || sochdb_put(t, "k", 1, "v", 1) != SOCHDB_OK ||
+        sochdb_commit(t, SOCHDB_SYNC) != SOCHDB_OK)
+      _exit(3);
+    static char junk[8192];
+    memset(junk, 'x', sizeof junk);
+    int wrote = (write(1, junk, sizeof junk) > 0) + (write(2, junk, sizeof junk) > 0);
+    sochdb_close(db);
+    _exit(wrote ? 4 : 0);
+  }
+  int st = 0;
+  char how[64];
+  cr_assert_eq(tu_wait_child(pid, 30000, &st), 0, "the child did not finish in 30 s");
+  tu_forget_child(pid);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child without stdout and stderr: %s (2: open, 3: commit "
+            "failed; 4: its writes to fds 1 or 2 succeeded, into a file of the database)",
+            tu_status_str(st, how, sizeof how));
+  sochdb_options o = small_opts();
+  sochdb *db = tu_open_with(dir, &o);
+  char v[8];
+  cr_assert_eq(tu_read_str(db, "k", v, sizeof v), SOCHDB_OK, "the child's commit");
+  sochdb_close(db);
+}

@@ -23,7 +23,6 @@
 #include "pagesize.h" /* shm_page_bytes, for `sochdb stats` */
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1498,32 +1497,12 @@ static int open_database(const args *a, sochdb **db)
   return cli_open_db(a->dir, a->cmd->create_if_missing, db);
 }
 
-/* A closed standard descriptor (`sochdb dump DIR >&-`, `2>&-`, a parent
-** that closed them) is the lowest free number, so the library's next open
-** takes it: the shared region got fd 1 and the dump, or an error message,
-** was written over its header, breaking the database for every process
-** attached. Each closed one is taken by /dev/null, opened so that using it
-** fails with EBADF as the closed descriptor did: a dump or a get to a
-** closed stdout still exits 3, a put - from a closed stdin still fails. */
-static int reserve_standard_fds(void)
-{
-  static const int unusable[3] = { O_WRONLY, O_RDONLY, O_RDONLY };   /* stdin not readable, the others not writable */
-  for (int fd = 0; fd <= 2; fd++) {
-    if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
-      continue;
-    int got = open("/dev/null", unusable[fd]);   /* the lowest free number: fd, as the lower ones are open */
-    if (got != fd) {
-      if (got >= 0)
-        close(got);
-      return -1;
-    }
-  }
-  return 0;
-}
-
 int main(int argc, char **argv)
 {
-  if (reserve_standard_fds() != 0)
+  /* A closed stdout or stderr (`sochdb dump DIR >&-`) must not be the
+  ** number the dump file or the database's files get: the dump, or a
+  ** message, was written over the shared region's header. */
+  if (sdb_reserve_standard_fds() != 0)
     return EXIT_DB_ERROR;   /* nothing safe to write the reason to */
   /* A write past RLIMIT_FSIZE (`ulimit -f`: a dump, a backup's new region)
   ** must fail with EFBIG and be reported (exit 3), not kill the tool with
