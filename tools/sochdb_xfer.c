@@ -19,6 +19,7 @@
 #include "sochdb.h"
 
 #include "cli.h"
+#include "internal.h" /* sdb_iter_open, sdb_write: backup copies the columnar tables' keys too */
 
 #include <dirent.h>
 #include <errno.h>
@@ -279,6 +280,7 @@ typedef struct batch {
   size_t len, cap;
   size_t *off;                  /* off[i]: record i's key length word */
   size_t n, ncap;
+  int engine_keys;              /* backup: the columnar tables' reserved keys go in as they are */
 } batch;
 
 static int batch_add(batch *b, const void *k, uint32_t kl, const void *v, uint32_t vl)
@@ -343,7 +345,7 @@ static int batch_commit(sochdb *db, batch *b, totals *tot)
       const void *k, *v;
       uint32_t kl, vl;
       batch_pair(b, i, &k, &kl, &v, &vl);
-      rc = sochdb_put(t, k, kl, v, vl);
+      rc = b->engine_keys ? sdb_write(t, k, kl, v, vl, 0) : sochdb_put(t, k, kl, v, vl);
     }
     if (rc != SOCHDB_OK) {
       sochdb_abort(t);
@@ -561,17 +563,22 @@ static void backup_progress(const progress_bar *bar, const totals *tot)
     fprintf(stderr, "\r\033[Kbackup: %llu pairs copied", tot->pairs);
 }
 
+/* Every pair of the snapshot, the columnar tables' included (their schemas
+** and rows are keys from 0xFF 0xFF on, which sochdb_iter_open leaves out):
+** a backup is the whole database. Their ids and schemas are copied as they
+** are, so DEST's tables are the same tables; DEST is new, so none clashes. */
 static int copy_pairs(sochdb_txn *snap, sochdb *dst, const xargs *a, totals *tot)
 {
   sochdb_iter *it;
   /* transient: batch_add copies each pair before the next */
-  int rc = sochdb_iter_open_transient(snap, NULL, 0, NULL, 0, &it);
+  static const struct sdb_iter_opts every_key = { .transient = 1 };
+  int rc = sdb_iter_open(snap, NULL, 0, NULL, 0, &every_key, &it);
   if (rc != SOCHDB_OK)
     return db_error("cannot open an iterator", rc);
   progress_bar bar;
   memset(&bar, 0, sizeof bar);
   bar.enabled = isatty(STDERR_FILENO);
-  batch b = { 0 };
+  batch b = { .engine_keys = 1 };
   int status = EXIT_OK;
   const void *k, *v;
   size_t kl, vl;
@@ -694,8 +701,9 @@ static const xcmd xcmds[] = {
     "Copies one consistent snapshot of DIR into a new database at DEST (which\n"
     "must not exist or be empty), while other processes go on writing to DIR.\n"
     "It is a LOGICAL copy, not a file copy: every key-value pair of one read-only\n"
-    "snapshot is written into DEST in transactions of N pairs; DEST gets fresh\n"
-    "files of its own. Columnar tables are not copied. When it is done, DEST's\n"
+    "snapshot, and every columnar table (its schema and rows), is written into\n"
+    "DEST in transactions of N pairs or rows; DEST gets fresh files of its own.\n"
+    "When it is done, DEST's\n"
     "daemon is stopped and its shared region removed: DEST is then a closed set\n"
     "of files, safe to copy (tar, rsync) or move. Until the command ends\n"
     "successfully DEST is incomplete, though it looks like a database: after a\n"
