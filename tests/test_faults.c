@@ -402,6 +402,32 @@ static void fill_the_disk(const char *mnt, char *out, size_t n)
   close(fd);
 }
 
+/* n ASYNC commits of one 1 KiB value each (compressible), keys PREFIX-n. */
+static void commit_kib_values(sochdb *db, const char *prefix, int n)
+{
+  static char v[1024];
+  for (int i = 0; i < n; i++) {
+    char k[48];
+    snprintf(k, sizeof k, "%s-%06d", prefix, i);
+    memset(v, 'a' + i % 26, sizeof v);
+    sochdb_txn *t = tu_begin(db, 0);
+    cr_assert_eq(sochdb_put(t, k, strlen(k), v, sizeof v), SOCHDB_OK, "put");
+    int rc = sochdb_commit(t, SOCHDB_ASYNC);
+    cr_assert_eq(rc, SOCHDB_OK, "ASYNC commit %d: %s (%s)", i, sochdb_strerror(rc), sochdb_last_error());
+  }
+}
+
+/* db's stats once every published commit is durable, or limit_ms on. */
+static sochdb_stats wait_all_durable(sochdb *db, int limit_ms)
+{
+  sochdb_stats s = tu_stats(db);
+  for (int w = 0; w < limit_ms / 10 && s.durable_seq < s.last_commit_seq; w++) {
+    tu_sleep_ms(10);
+    s = tu_stats(db);
+  }
+  return s;
+}
+
 /* The disk fills while ASYNC commits come (12 MB of them, none logged), then
 ** 7 MiB are freed: less than the WAL writer's biggest group (8 MiB), room for
 ** smaller ones. The writer retried the same 8 MiB group forever, and nothing
@@ -446,10 +472,7 @@ Test(faults, a_nearly_full_disk_still_takes_smaller_groups, .fini = unmount_full
   cr_assert_geq(s.durable_seq, stuck + 1000, "30 s after 7 MiB were freed, durable_seq went from %llu to %llu",
                 (unsigned long long)stuck, (unsigned long long)s.durable_seq);
   cr_assert_eq(unlink(filler), 0, "free the rest");
-  for (int w = 0; w < 3000 && s.durable_seq < s.last_commit_seq; w++) {
-    tu_sleep_ms(10);
-    s = tu_stats(db);
-  }
+  s = wait_all_durable(db, 30000);
   cr_assert_geq(s.durable_seq, s.last_commit_seq, "with the disk free again, commits through %llu of %llu are "
                 "durable", (unsigned long long)s.durable_seq, (unsigned long long)s.last_commit_seq);
   tu_commit_kv(db, "tiny", "1", SOCHDB_SYNC);
@@ -474,25 +497,13 @@ Test(faults, a_few_free_mib_do_not_deadlock_the_log_against_the_flush, .fini = u
   sochdb *db = tu_open_with(dir, &o);
   tu_commit_kv(db, "first", "1", SOCHDB_SYNC);
   fill_the_disk(full_mnt, filler, sizeof filler);
-  static char v[1024];
-  for (int n = 0; n < 6000; n++) {
-    char k[32];
-    snprintf(k, sizeof k, "few-%06d", n);
-    memset(v, 'a' + n % 26, sizeof v);
-    sochdb_txn *t = tu_begin(db, 0);
-    cr_assert_eq(sochdb_put(t, k, strlen(k), v, sizeof v), SOCHDB_OK, "put");
-    int rc = sochdb_commit(t, SOCHDB_ASYNC);
-    cr_assert_eq(rc, SOCHDB_OK, "ASYNC commit %d: %s (%s)", n, sochdb_strerror(rc), sochdb_last_error());
-  }
+  commit_kib_values(db, "few", 6000);
   sochdb_stats s = tu_stats(db);
   cr_assert_lt(s.durable_seq + 1000, s.last_commit_seq, "the full disk took the commits");
   struct stat st;
   cr_assert_eq(stat(filler, &st), 0);
   cr_assert_eq(truncate(filler, st.st_size - (3 << 20)), 0, "free 3 MiB");
-  for (int w = 0; w < 4000 && s.durable_seq < s.last_commit_seq; w++) {
-    tu_sleep_ms(10);
-    s = tu_stats(db);
-  }
+  s = wait_all_durable(db, 40000);
   cr_assert_geq(s.durable_seq, s.last_commit_seq, "40 s after 3 MiB were freed, commits through %llu of %llu are "
                 "durable (flushes: %llu)", (unsigned long long)s.durable_seq, (unsigned long long)s.last_commit_seq,
                 (unsigned long long)s.flushes);
@@ -525,21 +536,8 @@ Test(faults, the_log_leaves_a_failing_flush_room_for_its_table, .fini = unmount_
   struct stat st;
   cr_assert_eq(stat(filler, &st), 0);
   cr_assert_eq(truncate(filler, st.st_size - (3 << 20)), 0, "free 3 MiB");
-  static char v[1024];
-  for (int n = 0; n < 6000; n++) {
-    char k[32];
-    snprintf(k, sizeof k, "ahead-%06d", n);
-    memset(v, 'a' + n % 26, sizeof v);
-    sochdb_txn *t = tu_begin(db, 0);
-    cr_assert_eq(sochdb_put(t, k, strlen(k), v, sizeof v), SOCHDB_OK, "put");
-    int rc = sochdb_commit(t, SOCHDB_ASYNC);
-    cr_assert_eq(rc, SOCHDB_OK, "ASYNC commit %d: %s (%s)", n, sochdb_strerror(rc), sochdb_last_error());
-  }
-  sochdb_stats s = tu_stats(db);
-  for (int w = 0; w < 4000 && s.durable_seq < s.last_commit_seq; w++) {
-    tu_sleep_ms(10);
-    s = tu_stats(db);
-  }
+  commit_kib_values(db, "ahead", 6000);
+  sochdb_stats s = wait_all_durable(db, 40000);
   cr_assert_geq(s.durable_seq, s.last_commit_seq, "40 s on, commits through %llu of %llu are durable in 3 MiB "
                 "(flushes: %llu)", (unsigned long long)s.durable_seq, (unsigned long long)s.last_commit_seq,
                 (unsigned long long)s.flushes);
@@ -566,20 +564,8 @@ Test(faults, a_daemon_stopped_while_its_log_leaves_room_for_a_table_writes_what_
   o.daemon_path = SOCHDB_TEST_SOCHDBD_TESTING;
   sochdb *db = tu_open_with(dir, &o);
   unsetenv("SOCHDB_TEST_FAULT");
-  static char v[1024];
-  for (int n = 0; n < 1500; n++) {   /* 1.5 MiB: a full memtable waits for its flush, which asks for room */
-    char k[32];
-    snprintf(k, sizeof k, "early-%06d", n);
-    memset(v, 'a' + n % 26, sizeof v);
-    sochdb_txn *t = tu_begin(db, 0);
-    cr_assert_eq(sochdb_put(t, k, strlen(k), v, sizeof v), SOCHDB_OK, "put");
-    cr_assert_eq(sochdb_commit(t, SOCHDB_ASYNC), SOCHDB_OK, "ASYNC commit %d: %s", n, sochdb_last_error());
-  }
-  sochdb_stats s = tu_stats(db);
-  for (int w = 0; w < 1000 && s.durable_seq < s.last_commit_seq; w++) {   /* 20 MiB free: all logged */
-    tu_sleep_ms(10);
-    s = tu_stats(db);
-  }
+  commit_kib_values(db, "early", 1500);   /* 1.5 MiB: a full memtable waits for its flush, which asks for room */
+  sochdb_stats s = wait_all_durable(db, 10000);   /* 20 MiB free: all logged */
   cr_assert_geq(s.durable_seq, s.last_commit_seq, "the first 1.5 MiB are not logged with 20 MiB free");
   fill_the_disk(full_mnt, filler, sizeof filler);
   struct stat st;
@@ -634,20 +620,8 @@ Test(faults, a_log_on_its_own_disk_leaves_no_room_there_for_a_table, .fini = unm
   o.daemon_path = SOCHDB_TEST_SOCHDBD_TESTING;
   sochdb *db = tu_open_with(dir, &o);
   unsetenv("SOCHDB_TEST_FAULT");
-  static char v[1024];
-  for (int n = 0; n < 1500; n++) {   /* 1.5 MiB: a full memtable waits for its flush, which asks for room */
-    char k[32];
-    snprintf(k, sizeof k, "early-%06d", n);
-    memset(v, 'a' + n % 26, sizeof v);
-    sochdb_txn *t = tu_begin(db, 0);
-    cr_assert_eq(sochdb_put(t, k, strlen(k), v, sizeof v), SOCHDB_OK, "put");
-    cr_assert_eq(sochdb_commit(t, SOCHDB_ASYNC), SOCHDB_OK, "ASYNC commit %d: %s", n, sochdb_last_error());
-  }
-  sochdb_stats s = tu_stats(db);
-  for (int w = 0; w < 1000 && s.durable_seq < s.last_commit_seq; w++) {
-    tu_sleep_ms(10);
-    s = tu_stats(db);
-  }
+  commit_kib_values(db, "early", 1500);   /* 1.5 MiB: a full memtable waits for its flush, which asks for room */
+  sochdb_stats s = wait_all_durable(db, 10000);
   cr_assert_geq(s.durable_seq, s.last_commit_seq, "the first 1.5 MiB are not logged with 6 MiB free");
   fill_the_disk(wal_mnt, filler, sizeof filler);
   struct stat st;
