@@ -141,6 +141,14 @@ check_sanitizer_logs() {
   local name=$1 logs="$REPO/$2/sanitizer-logs" f n=0
   for f in "$logs"/report*; do
     [[ -e $f ]] || continue
+    # LeakSanitizer's exit-time check of a process that was SIGKILLed while
+    # it ran (the tests kill daemons that may be leaving): its tracer cannot
+    # read the dying threads and says only this. No finding, and no check:
+    # shown, not counted.
+    if ! grep -qv 'Unable to get registers from thread' "$f"; then
+      echo "---- $name: a leak check cut short by a kill (not a report): $f: $(head -c 200 "$f")"
+      continue
+    fi
     n=$((n + 1))
     echo "---- $name sanitizer report: $f"
     head -n 60 "$f"
