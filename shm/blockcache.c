@@ -125,7 +125,21 @@ static uint64_t area_for_budget(const struct bc_tiers *t, uint64_t budget)
 ** into nsets; the area's bytes in use (0: none fits). */
 static uint64_t layout_of_area(const struct bc_tiers *t, size_t area_bytes, uint64_t *nsets)
 {
-  uint64_t lo = 0, hi = area_bytes;   /* a budget's area is at least the budget */
+  /* Not area_bytes: each tier's share rounds down to whole sets, so an area
+  ** can be smaller than its budget (512 KiB: 507904 bytes), and a search up
+  ** to area_bytes found fewer sets than the area was sized for. The smallest
+  ** budget with a given set count per tier is shares * max over tiers of
+  ** ceil(tier's data / share), at most shares * (area_bytes + 1) since each
+  ** tier's data fits in the area and a share is at least 1. Capped at 2^62,
+  ** far above any area a process can map, so that area_for_budget's sums
+  ** (the budget and under 1% of metadata) cannot wrap. */
+  uint64_t shares = 0;
+  for (unsigned i = 0; i < t->n; i++)
+    shares += t->share[i];
+  uint64_t lo = 0, hi;
+  if (area_bytes >= (1ull << 62) || __builtin_mul_overflow(shares, (uint64_t)area_bytes + 1, &hi) ||
+      hi > (1ull << 62))
+    hi = 1ull << 62;
   while (lo < hi) {
     uint64_t mid = lo + (hi - lo + 1) / 2;
     if (area_for_budget(t, mid) <= area_bytes)

@@ -567,3 +567,40 @@ Test(blockcache, default_tiers_hold_blocks_of_every_size)
   cr_assert_not(bc_header_intact(a, bytes), "a damaged tier is seen");
   tu_shared_free(a, bytes);
 }
+
+/* The area bc_area_bytes gives for a budget gets that budget's sets. The
+** layout was searched among budgets up to the area's size, taken for an
+** upper bound ("a budget's area is at least the budget"), but each tier's
+** share rounds down to whole sets, so an area can be smaller than its
+** budget: 512 KiB made an area of 507904 bytes, whose own search found no
+** large set (no block over 4608 bytes was ever cached), 2 MiB lost one of
+** its 4 large sets, and 48-53 KiB made an area with no set at all. */
+Test(blockcache, an_area_gets_the_sets_of_its_budget)
+{
+  static uint8_t blk[BC_BLOCK_MAX];
+  memset(blk, 0x3c, sizeof blk);
+  for (uint64_t budget = 0; budget <= (4u << 20); budget += 1024) {
+    size_t bytes = bc_area_bytes(budget);
+    uint64_t small = budget / 4 * 3 / (BC_WAYS * 4608u), large = budget / 4 / (BC_WAYS * BC_BLOCK_MAX);
+    if (!bytes) {
+      cr_assert_eq(small + large, 0u, "budget %llu has sets but no area", (unsigned long long)budget);
+      continue;
+    }
+    void *a = tu_shared_alloc(bytes);
+    cr_assert_not_null(a);
+    bc_init(a, bytes);
+    struct bc_stats st = stats(a);
+    cr_assert_eq(st.capacity_blocks, (small + large) * BC_WAYS,
+                 "budget %llu (area %zu): %llu blocks, want %llu small and %llu large sets' worth",
+                 (unsigned long long)budget, bytes, (unsigned long long)st.capacity_blocks,
+                 (unsigned long long)small, (unsigned long long)large);
+    if (large) {
+      bc_insert(a, 1, 0, blk, sizeof blk, 1, NULL);
+      uint8_t out[BC_BLOCK_MAX];
+      size_t len = 0;
+      cr_assert_eq(bc_lookup(a, 1, 0, out, sizeof out, &len), 1, "budget %llu: a 16 KiB block is cached",
+                   (unsigned long long)budget);
+    }
+    tu_shared_free(a, bytes);
+  }
+}
