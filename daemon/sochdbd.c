@@ -755,6 +755,13 @@ int main(int argc, char **argv)
   /* Whoever started us may have leaked descriptors into us (a socket, a
   ** pipe someone waits on for EOF): we keep none of them. */
   close_range(3, ~0u, 0);
+  /* A closed stdin, stdout or stderr is taken by /dev/null before anything
+  ** is opened (sdb_open does it too, but later): else detach()'s report
+  ** pipe gets 0 and 1 (`sochdbd DIR <&- >&-`), leave_the_starters_streams
+  ** puts the log over its write end, and the starter hears end-of-file, no
+  ** verdict, and exits 1 while we serve. */
+  if (sdb_reserve_standard_fds() != 0)
+    return 1;   /* nothing safe to write the reason to */
   /* From the first instruction on, SIGTERM only asks us to stop: a daemon
   ** told to stop while starting still writes what was published. */
   catch_stop_signals();

@@ -425,3 +425,36 @@ Test(sochdbd, a_starters_file_size_limit_does_not_kill_the_daemon)
             "SYNC commit failed; %d: SOCHDB_DAEMON, the daemon died)", tu_status_str(st, how, sizeof how),
             10 + SOCHDB_DAEMON);
 }
+
+/* ---- a starter without standard streams ---------------------------------------- */
+
+/* Started with stdin and stdout closed (`sochdbd DIR <&- >&-`), the report
+** pipe detach() makes got fds 0 and 1; leave_the_starters_streams then put
+** /dev/null and the log over fd 1, the pipe's write end, so the parent half
+** saw end-of-file without a verdict and exited 1 while the daemon served.
+** sochdbd keeps 0-2 taken before it opens anything, as the CLI does. */
+Test(sochdbd, a_starter_without_stdin_and_stdout_hears_that_the_daemon_serves)
+{
+  sochdb *db = tu_open(REGION, MT, 2000);
+  tu_commit_kv(db, "made", "1", SOCHDB_SYNC);
+  tu_close();
+  tu_stop_daemon(tu_dir());
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    close(0);
+    close(1);
+    execl(SOCHDB_TEST_SOCHDBD, "sochdbd", tu_dir(), (char *)NULL);
+    _exit(127);
+  }
+  int st = 0;
+  char how[64];
+  cr_assert_eq(tu_wait_child(pid, 20000, &st), 0, "the starter did not return in 20 s");
+  tu_forget_child(pid);
+  pid_t served = daemon_pid();
+  int alive = kill(served, 0) == 0;
+  tu_stop_daemon(tu_dir());
+  cr_assert(alive, "the daemon %d serves", (int)served);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the starter's verdict on a daemon that serves: %s",
+            tu_status_str(st, how, sizeof how));
+}
