@@ -9,7 +9,8 @@
 ** of the smallest entries that hold it, there (file, offset) hashes to one
 ** set of BC_WAYS entries, and CLOCK (a reference bit per entry, a hand per
 ** set) chooses the victim within the set. Blocks larger than BC_BLOCK_MAX
-** are not cached.
+** are not cached, nor blocks over the small tier's entries when the budget
+** gives the large tier no set (a cache under about 512 KiB).
 **
 ** Every entry is a seqlock. Its state word is [ version 47 bits | valid 1 bit
 ** | writer 16 bits ]: a writer claims the entry by CAS (writer = its owner

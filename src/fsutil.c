@@ -141,20 +141,30 @@ char *sdb_absolute_path(const char *path)
   return abs;
 }
 
+/* Take closed descriptor fd with /dev/null opened as mode: 0, or -1 (errno).
+** Another thread may take the number between our look and our open: then
+** look again, a few times. */
+static int reserve_fd(int fd, int mode)
+{
+  for (int tries = 0; tries < 4; tries++) {
+    if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+      return 0;   /* open (now) */
+    int got = open("/dev/null", mode);   /* the lowest free number: fd, as the lower ones are open */
+    if (got == fd)
+      return 0;
+    if (got < 0)
+      return -1;
+    close(got);
+  }
+  errno = EBUSY;
+  return -1;
+}
+
 int sdb_reserve_standard_fds(void)
 {
   static const int unusable[3] = { O_WRONLY, O_RDONLY, O_RDONLY };
-  for (int fd = 0; fd <= 2; fd++) {
-    if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
-      continue;
-    int got = open("/dev/null", unusable[fd]);   /* the lowest free number: fd, as the lower ones are open */
-    if (got != fd) {
-      int e = got >= 0 ? EBUSY : errno;   /* another thread took the number first */
-      if (got >= 0)
-        close(got);
-      errno = e;
+  for (int fd = 0; fd <= 2; fd++)
+    if (reserve_fd(fd, unusable[fd]) != 0)
       return -1;
-    }
-  }
   return 0;
 }
