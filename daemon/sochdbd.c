@@ -716,18 +716,6 @@ static void arm_fault_from_env(void)
 }
 #endif
 
-/* Each flush and compaction builds its tables in buffers of a few MiB (the
-** spill buffer, the bloom's key hashes, the index) and frees them at the
-** end. With glibc's defaults the largest came as fresh mmap()ed pages and
-** freed heap went back to the kernel, so every table faulted all of them in
-** and zeroed them anew: 17,399 page faults in 1.5 s of `sochdb-bench
-** compare fill_batch`, on a virtual machine where a page's first touch
-** costs about 10 us. Fixed thresholds keep up to 16 MiB at the top of each
-** thread's malloc arena for the next table: 3,066 faults in that window,
-** 10-15% less daemon CPU per put. The price is memory: after
-** `sochdb-bench memory` the daemon's private memory is 37 MiB instead
-** of 17 (malloc_trim does not shrink a thread's arena; an idle daemon
-** exits after --idle-exit-ms anyway). */
 /* The daemon inherits the limits of whichever client happened to start it;
 ** a file size limit meant for that client's own files (`ulimit -f` in its
 ** shell) would cap the log and the tables of every client. The soft limit
@@ -742,6 +730,18 @@ static void lift_file_size_limit(void)
   }
 }
 
+/* Each flush and compaction builds its tables in buffers of a few MiB (the
+** spill buffer, the bloom's key hashes, the index) and frees them at the
+** end. With glibc's defaults the largest came as fresh mmap()ed pages and
+** freed heap went back to the kernel, so every table faulted all of them in
+** and zeroed them anew: 17,399 page faults in 1.5 s of `sochdb-bench
+** compare fill_batch`, on a virtual machine where a page's first touch
+** costs about 10 us. Fixed thresholds keep up to 16 MiB at the top of each
+** thread's malloc arena for the next table: 3,066 faults in that window,
+** 10-15% less daemon CPU per put. The price is memory: after
+** `sochdb-bench memory` the daemon's private memory is 37 MiB instead
+** of 17 (malloc_trim does not shrink a thread's arena; an idle daemon
+** exits after --idle-exit-ms anyway). */
 static void keep_heap_for_reuse(void)
 {
 #if defined(M_MMAP_THRESHOLD) && defined(M_TRIM_THRESHOLD)
