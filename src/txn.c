@@ -951,26 +951,34 @@ static int durable_timeout(sochdb *db, uint64_t seq, unsigned limit_ms)
                   limit_ms, db->dir);
 }
 
+/* Wait until seq is durable, at most limit_ms, looking every poll_ms: the
+** writer is kicked, and a daemon started once none holds DIR/LOCK (a dead
+** one, or one that has left). 1 once durable, 0 when the time ran out. */
+static int durable_within(sochdb *db, uint64_t seq, unsigned limit_ms, unsigned poll_ms)
+{
+  shm_region *r = &db->region;
+  struct timespec deadline;
+  durable_deadline(&deadline, limit_ms);
+  durable_kick(r);
+  while (!durable_wait(r, seq, poll_ms)) {
+    if (past(&deadline))
+      return 0;
+    sdb_daemon_ensure_within(db, ms_until(&deadline));
+    durable_kick(r);
+  }
+  return 1;
+}
+
 /* SOCHDB_SYNC: wait for the group commit that covers seq, restarting a dead
 ** daemon on the way. The commit is already applied and visible; if it cannot
 ** be confirmed durable in time, say so (SOCHDB_DAEMON), never hang. */
 static int wait_durable(sochdb *db, uint64_t seq)
 {
-  shm_region *r = &db->region;
   /* busy_timeout_ms is about memtable room; a durability wait must also
   ** survive a slow fdatasync and a daemon restart, so it is never shorter
   ** than DURABLE_WAIT_MIN_MS. */
   unsigned limit_ms = db->busy_timeout_ms > DURABLE_WAIT_MIN_MS ? db->busy_timeout_ms : DURABLE_WAIT_MIN_MS;
-  struct timespec deadline;
-  durable_deadline(&deadline, limit_ms);
-  durable_kick(r);
-  while (!durable_wait(r, seq, 100)) {
-    if (past(&deadline))
-      return durable_timeout(db, seq, limit_ms);
-    sdb_daemon_ensure_within(db, ms_until(&deadline));
-    durable_kick(r);
-  }
-  return SOCHDB_OK;
+  return durable_within(db, seq, limit_ms, 100) ? SOCHDB_OK : durable_timeout(db, seq, limit_ms);
 }
 
 #define SUCCESSOR_WAIT_MS 2000u
@@ -992,15 +1000,8 @@ static void see_to_a_successor(sochdb *db, uint64_t seq)
     sdb_daemon_ensure(db);
     return;
   }
-  struct timespec deadline;
-  durable_deadline(&deadline, SUCCESSOR_WAIT_MS);
-  while (!durable_wait(&db->region, seq, 2)) {
-    if (past(&deadline)) {
-      atomic_store_explicit(&db->successor_lapsed, 1, memory_order_relaxed);
-      return;
-    }
-    sdb_daemon_ensure_within(db, ms_until(&deadline));   /* starts one once DIR/LOCK is free */
-  }
+  if (!durable_within(db, seq, SUCCESSOR_WAIT_MS, 2))   /* starts one once DIR/LOCK is free */
+    atomic_store_explicit(&db->successor_lapsed, 1, memory_order_relaxed);
 }
 
 static int check_txn_size(const sochdb_txn *t)
