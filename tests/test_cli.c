@@ -1906,3 +1906,57 @@ Test(cli, a_backup_of_rows_in_columnar_blocks_is_byte_for_byte)
   sochdb_close(copy);
   drop_side_db(dst);
 }
+
+/* ---- keys an argument cannot carry: --escaped ------------------------------------ */
+
+/* A key holding 0x00 could not be typed at all (argv strings end there),
+** so get and del could not reach it. With --escaped every argument is read
+** in the escapes scan prints, so each line of scan's output names its key
+** exactly, and a bad escape is refused rather than taken for another key. */
+Test(cli, escaped_arguments_reach_keys_an_argument_cannot_carry)
+{
+  static const struct { const char *k; size_t kl; const char *shown; } keys[] = {
+    { "k\0a", 3, "k\\x00a" }, { "k\0\0", 3, "k\\x00\\x00" }, { "k\t\n\\", 4, "k\\t\\n\\\\" },
+    { "k\xff\x01", 3, "k\\xff\\x01" }, { "l", 1, "l" },
+  };
+  const int nkeys = (int)(sizeof keys / sizeof keys[0]);
+  tu_open(REG, MT, 10000);
+  sochdb_txn *t = tu_begin(tu_db, 0);
+  for (int i = 0; i < nkeys; i++)
+    cr_assert_eq(sochdb_put(t, keys[i].k, keys[i].kl, keys[i].k, keys[i].kl), SOCHDB_OK);
+  cr_assert_eq(sochdb_commit(t, SOCHDB_SYNC), SOCHDB_OK);
+  tu_close();
+
+  char out[4096], err[4096];
+  const char *scan[] = { "scan", "--keys-only", tu_dir(), NULL };
+  cr_assert_eq(run_cli(scan, out, sizeof out, err, sizeof err), 0, "scan: %s", err);
+  cr_assert_str_eq(out, "k\\x00\\x00\nk\\x00a\nk\\t\\n\\\\\nk\\xff\\x01\nl\n");
+  for (int i = 0; i < nkeys; i++) {
+    const char *get[] = { "get", "--escaped", "--raw", tu_dir(), keys[i].shown, NULL };
+    cr_assert_eq(run_cli(get, out, sizeof out, err, sizeof err), 0, "get %s: %s", keys[i].shown, err);
+    cr_assert_eq(memcmp(out, keys[i].k, keys[i].kl), 0, "get %s printed another value", keys[i].shown);
+  }
+  const char *prefix[] = { "scan", "-e", "--keys-only", "--prefix", "k\\x00", tu_dir(), NULL };
+  cr_assert_eq(run_cli(prefix, out, sizeof out, err, sizeof err), 0, "scan --prefix: %s", err);
+  cr_assert_str_eq(out, "k\\x00\\x00\nk\\x00a\n");
+  const char *del[] = { "del", "-e", tu_dir(), "k\\x00a", NULL };
+  cr_assert_eq(run_cli(del, out, sizeof out, err, sizeof err), 0, "del: %s", err);
+  const char *put[] = { "put", "--escaped", tu_dir(), "k\\x00\\x00", "v\\x00\\x7F\\\\", NULL };
+  cr_assert_eq(run_cli(put, out, sizeof out, err, sizeof err), 0, "put: %s", err);
+  static const char *const bad[] = { "k\\x0", "k\\x0g", "k\\r", "k\\" };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    const char *get[] = { "get", "--escaped", tu_dir(), bad[i], NULL };
+    cr_assert_eq(run_cli(get, out, sizeof out, err, sizeof err), 2, "get of '%s': %s", bad[i], err);
+    cr_assert(strstr(err, "bad escape"), "get of '%s' did not name the escape: %s", bad[i], err);
+  }
+
+  tu_open(REG, MT, 10000);
+  t = tu_begin(tu_db, SOCHDB_TXN_READONLY);
+  const void *v;
+  size_t vl;
+  cr_assert_eq(sochdb_get(t, "k\0a", 3, &v, &vl), SOCHDB_NOTFOUND, "del -e did not delete k\\x00a");
+  cr_assert_eq(sochdb_get(t, "k\0\0", 3, &v, &vl), SOCHDB_OK);
+  cr_assert(vl == 4 && memcmp(v, "v\0\x7f\\", 4) == 0, "put -e stored %zu other bytes", vl);
+  cr_assert_eq(sochdb_get(t, "k", 1, &v, &vl), SOCHDB_NOTFOUND, "a key was cut at its 0x00");
+  sochdb_abort(t);
+}

@@ -57,7 +57,7 @@ struct args {
   const char *pos[3];           /* DIR and up to two more */
   int literal[3];               /* pos[i] came after "--": a "-" there is the value "-", not stdin */
   int npos;
-  int json, help, raw, keys_only, watch;
+  int json, help, raw, keys_only, watch, escaped;
   const char *prefix, *start, *end, *limit_arg, *interval_arg, *timeout_arg;
 
   /* Derived before the database is opened. */
@@ -66,9 +66,10 @@ struct args {
   size_t klen;
   const void *value;
   size_t vlen;
-  char *stdin_value;            /* owns value when it came from stdin */
+  char *owned_value;            /* owns value when it came from stdin or --escaped */
   const char *lo, *hi;          /* scan range [lo, hi); NULL = unbounded */
   size_t lolen, hilen;
+  char key_buf[SOCHDB_MAX_KEY], lo_buf[SOCHDB_MAX_KEY], hi_buf[SOCHDB_MAX_KEY];   /* --escaped, decoded */
   char prefix_end[SOCHDB_MAX_KEY];
   unsigned long long limit;     /* ULLONG_MAX = no limit */
   unsigned long long interval_ms;
@@ -195,10 +196,67 @@ static int check_key(const char *what, size_t n)
   return EXIT_USAGE;
 }
 
+static int hex_digit(char c)
+{
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* The inverse of put_escaped, for --escaped: a key as `scan` prints it can
+** be given back to get, del or put, bytes an argument cannot carry (0x00)
+** included. Writes at most cap bytes to out (none when out is NULL) and
+** returns the decoded length, or -1 after a message when s holds an escape
+** put_escaped never writes: a typo must not become a different key. */
+static long long unescape(const char *what, const char *s, char *out, size_t cap)
+{
+  size_t n = 0;
+  for (const char *p = s; *p != '\0'; n++) {
+    int c = (unsigned char)*p++;
+    if (c == '\\') {
+      int hi, lo;
+      if (*p == '\\' || *p == 't' || *p == 'n') {
+        c = *p == 't' ? '\t' : *p == 'n' ? '\n' : '\\';
+        p++;
+      } else if (*p == 'x' && (hi = hex_digit(p[1])) >= 0 && (lo = hex_digit(p[2])) >= 0) {
+        c = hi * 16 + lo;
+        p += 3;
+      } else {
+        fprintf(stderr, "sochdb: %s has a bad escape at byte %zu: --escaped takes \\\\, \\t, \\n and "
+                        "\\xNN (two hex digits), as scan prints them\n", what, (size_t)(p - 1 - s));
+        return -1;
+      }
+    }
+    if (out != NULL && n < cap)
+      out[n] = (char)c;
+  }
+  return (long long)n;
+}
+
+/* Points bytes and len at arg, or with --escaped to its decoded bytes in buf
+** (cap bytes; a longer result is only measured, for the caller's limit). */
+static int argument_bytes(const args *a, const char *what, const char *arg, char *buf, size_t cap,
+                          const char **bytes, size_t *len)
+{
+  if (!a->escaped) {
+    *bytes = arg;
+    *len = strlen(arg);
+    return EXIT_OK;
+  }
+  long long n = unescape(what, arg, buf, cap);
+  if (n < 0)
+    return EXIT_USAGE;
+  *bytes = buf;
+  *len = (size_t)n;
+  return EXIT_OK;
+}
+
 static int prepare_key(args *a)
 {
-  a->key = a->pos[1];
-  a->klen = strlen(a->key);
+  int status = argument_bytes(a, "the key", a->pos[1], a->key_buf, sizeof a->key_buf, &a->key, &a->klen);
+  if (status != EXIT_OK)
+    return status;
   if (a->klen >= 2 && (unsigned char)a->key[0] == 0xff && (unsigned char)a->key[1] == 0xff) {
     fputs("sochdb: keys starting with the bytes 0xFF 0xFF are reserved for columnar tables\n", stderr);
     return EXIT_USAGE;
@@ -259,7 +317,7 @@ static int read_stdin_value(args *a)
     free(buf);
     return EXIT_USAGE;
   }
-  a->stdin_value = buf;
+  a->owned_value = buf;
   a->value = buf;
   a->vlen = len;
   return EXIT_OK;
@@ -272,9 +330,20 @@ static int prepare_put(args *a)
     return status;
   if (strcmp(a->pos[2], "-") == 0 && !a->literal[2])
     return read_stdin_value(a);
-  a->value = a->pos[2];
-  a->vlen = strlen(a->pos[2]);
-  return EXIT_OK;
+  if (!a->escaped) {
+    a->value = a->pos[2];
+    a->vlen = strlen(a->pos[2]);
+    return EXIT_OK;
+  }
+  size_t cap = strlen(a->pos[2]) + 1;   /* decoding never lengthens */
+  if ((a->owned_value = malloc(cap)) == NULL) {
+    fputs("sochdb: out of memory\n", stderr);
+    return EXIT_DB_ERROR;
+  }
+  const char *value = NULL;
+  status = argument_bytes(a, "the value", a->pos[2], a->owned_value, cap, &value, &a->vlen);
+  a->value = value;
+  return status;
 }
 
 static int prepare_get(args *a)
@@ -301,14 +370,18 @@ static size_t prefix_successor(const char *p, size_t n, char *out)
   return n;
 }
 
-static int prepare_bound(const char *option, const char *value, const char **bound, size_t *len)
+static int prepare_bound(const args *a, const char *option, const char *value, char *buf, const char **bound,
+                         size_t *len)
 {
   if (value == NULL)
     return EXIT_OK;
-  *len = strlen(value);
+  const char *bytes;
+  int status = argument_bytes(a, option, value, buf, SOCHDB_MAX_KEY, &bytes, len);
+  if (status != EXIT_OK)
+    return status;
   if (*len > SOCHDB_MAX_KEY)
     return check_key(option, *len);
-  *bound = *len > 0 ? value : NULL;   /* an empty bound means "unbounded" to sochdb_iter_open */
+  *bound = *len > 0 ? bytes : NULL;   /* an empty bound means "unbounded" to sochdb_iter_open */
   return EXIT_OK;
 }
 
@@ -326,15 +399,15 @@ static int prepare_scan(args *a)
     return EXIT_USAGE;
   }
   if (a->prefix) {
-    if ((status = prepare_bound("--prefix", a->prefix, &a->lo, &a->lolen)) != EXIT_OK)
+    if ((status = prepare_bound(a, "--prefix", a->prefix, a->lo_buf, &a->lo, &a->lolen)) != EXIT_OK)
       return status;
-    a->hilen = prefix_successor(a->prefix, a->lolen, a->prefix_end);
+    a->hilen = prefix_successor(a->lo, a->lolen, a->prefix_end);
     a->hi = a->hilen > 0 ? a->prefix_end : NULL;
     return EXIT_OK;
   }
-  if ((status = prepare_bound("--start", a->start, &a->lo, &a->lolen)) != EXIT_OK)
+  if ((status = prepare_bound(a, "--start", a->start, a->lo_buf, &a->lo, &a->lolen)) != EXIT_OK)
     return status;
-  return prepare_bound("--end", a->end, &a->hi, &a->hilen);
+  return prepare_bound(a, "--end", a->end, a->hi_buf, &a->hi, &a->hilen);
 }
 
 static int prepare_stats(args *a)
@@ -1184,22 +1257,28 @@ static int run_compact(sochdb *db, const args *a)
 /* ------------------------------------------------- commands and options */
 
 static const command commands[] = {
-  { "put", CMD_PUT, 2, 1, "DIR KEY VALUE", "store VALUE under KEY (- reads VALUE from stdin)",
+  { "put", CMD_PUT, 2, 1, "DIR KEY VALUE [--escaped]", "store VALUE under KEY (- reads VALUE from stdin)",
     "Stores VALUE under KEY in one transaction and returns once the commit is\n"
     "durable. With - as VALUE the value is read from standard input, byte for\n"
     "byte, up to 16 MiB; a larger input is refused, never truncated. Creates the\n"
-    "database when DIR holds none.\n",
+    "database when DIR holds none.\n\n"
+    "  --escaped, -e KEY and VALUE are given as scan prints them: \\\\, \\t, \\n and \\xNN\n"
+    "                stand for a backslash, a tab, a newline and any byte (\\x00 too)\n",
     prepare_put, run_put },
-  { "get", CMD_GET, 1, -1, "DIR KEY [--raw]", "print the value of KEY",
+  { "get", CMD_GET, 1, -1, "DIR KEY [--raw] [--escaped]", "print the value of KEY",
     "Prints the value of KEY followed by a newline; exit status 1 if KEY is absent.\n\n"
     "  --raw     print exactly the value's bytes, without the newline\n"
-    "  --json    print {\"key\":...,\"value\":...}\n",
+    "  --json    print {\"key\":...,\"value\":...}\n"
+    "  --escaped, -e KEY is given as scan prints keys: \\\\, \\t, \\n and \\xNN\n"
+    "                stand for a backslash, a tab, a newline and any byte (\\x00 too)\n",
     prepare_get, run_get },
-  { "del", CMD_DEL, 1, -1, "DIR KEY", "delete KEY",
+  { "del", CMD_DEL, 1, -1, "DIR KEY [--escaped]", "delete KEY",
     "Deletes KEY and returns once the commit is durable; exit status 1 if KEY\n"
-    "was absent.\n",
+    "was absent.\n\n"
+    "  --escaped, -e KEY is given as scan prints keys: \\\\, \\t, \\n and \\xNN\n"
+    "                stand for a backslash, a tab, a newline and any byte (\\x00 too)\n",
     prepare_key, run_del },
-  { "scan", CMD_SCAN, 0, -1, "DIR [--prefix P | --start S --end E] [--limit N] [--keys-only]",
+  { "scan", CMD_SCAN, 0, -1, "DIR [--prefix P | --start S --end E] [--limit N] [--keys-only] [--escaped]",
     "list keys and values in key order",
     "Prints one key<TAB>value line per key, in byte order, all from one snapshot.\n"
     "Backslash, tab, newline and non-printable bytes are escaped (\\\\, \\t, \\n, \\xNN)\n"
@@ -1209,6 +1288,8 @@ static const command commands[] = {
     "  --end E       to key E (exclusive)\n"
     "  --limit N     at most N entries\n"
     "  --keys-only   print keys without values\n"
+    "  --escaped, -e P, S and E are given as scan prints keys: \\\\, \\t, \\n and \\xNN\n"
+    "                stand for a backslash, a tab, a newline and any byte (\\x00 too)\n"
     "  --json        print a JSON array of {\"key\":...,\"value\":...}; bytes that\n"
     "                are not printable ASCII become \\u00XX\n",
     prepare_scan, run_scan },
@@ -1298,6 +1379,8 @@ static const option options[] = {
   FLAG("--help", CMD_ALL, help),
   FLAG("-h", CMD_ALL, help),
   FLAG("--raw", CMD_GET, raw),
+  FLAG("--escaped", CMD_PUT | CMD_GET | CMD_DEL | CMD_SCAN, escaped),
+  FLAG("-e", CMD_PUT | CMD_GET | CMD_DEL | CMD_SCAN, escaped),
   VALUE("--prefix", CMD_SCAN, prefix),
   VALUE("--start", CMD_SCAN, start),
   VALUE("--end", CMD_SCAN, end),
@@ -1330,7 +1413,8 @@ static void print_usage(FILE *f)
         "  --version   print the library version the tool was built with\n\n"
         "Keys and values are taken from the arguments byte for byte; write -- before\n"
         "a key or value that starts with '-' (after --, a VALUE of - is itself, not\n"
-        "standard input).\n\n"
+        "standard input). A key holding bytes an argument cannot carry (0x00) is given\n"
+        "with --escaped as scan prints it: sochdb get --escaped DIR 'a\\x00b'.\n\n"
         "exit status: 0 success, 1 key not found, 2 usage error, 3 database or I/O error\n"
         "(check: 0 clean, 1 damage found, 2 usage error or could not run)\n", f);
 }
@@ -1527,6 +1611,6 @@ int main(int argc, char **argv)
     status = a.cmd->run(db, &a);
     sochdb_close(db);
   }
-  free(a.stdin_value);
+  free(a.owned_value);
   return finish_stdout(status);
 }
