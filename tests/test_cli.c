@@ -681,6 +681,17 @@ static int files_equal(const char *p, const char *q)
   return same;
 }
 
+/* A file's first bytes equal want (a dump's header line). */
+static int starts_with(const char *path, const char *want)
+{
+  char buf[64] = "";
+  FILE *f = fopen(path, "rb");
+  cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+  size_t n = fread(buf, 1, strlen(want), f);
+  fclose(f);
+  return n == strlen(want) && memcmp(buf, want, n) == 0;
+}
+
 Test(cli, dump_then_load_round_trips_binary_keys_and_empty_values)
 {
   sochdb *src = tu_open(64u << 20, 8u << 20, 10000);   /* memtables that hold the 1 MiB value */
@@ -693,6 +704,7 @@ Test(cli, dump_then_load_round_trips_binary_keys_and_empty_values)
   const char *dump1[] = { "--json", "dump", tu_dir(), d1, NULL };
   cr_assert_eq(run_cli(dump1, out, sizeof out, err, sizeof err), 0, "dump: %s", err);
   cr_assert_eq(json_number(out, NULL, "pairs"), XFER_PAIRS, "%s", out);
+  cr_assert(starts_with(d1, "SOCHDB-DUMP 1\n"), "a dump without tables is not version 1, as older tools read");
   const char *load[] = { "--json", "load", dst, d1, "--batch", "128", NULL };
   cr_assert_eq(run_cli(load, out, sizeof out, err, sizeof err), 0, "load: %s", err);
   cr_assert_eq(json_number(out, NULL, "pairs"), XFER_PAIRS, "%s", out);
@@ -725,6 +737,22 @@ Test(cli, load_refuses_reserved_keys_and_truncated_dumps_before_writing)
   cr_assert_eq(run_cli(load, out, sizeof out, err, sizeof err), 2, "load of a reserved key: %s", err);
   cr_assert_not_null(strstr(err, "reserved"), "stderr: %s", err);
   cr_assert_neq(access(dst, F_OK), 0, "a refused dump must write nothing");
+
+  /* a table record in version 1, and one whose key no table has */
+  static const struct { const char *bytes; size_t n; const char *says; } forged[] = {
+    { "SOCHDB-DUMP 1\nT\0\0\0\4\xff\xff\0x\0\0\0\0E\0\0\0\0\0\0\0\1", 36, "not a record" },
+    { "SOCHDB-DUMP 2\nT\0\0\0\4\xff\xff\7x\0\0\0\0E\0\0\0\0\0\0\0\1", 36, "no columnar table" },
+    { "SOCHDB-DUMP 2\nR\0\0\0\3\xff\xff\0\0\0\0\0E\0\0\0\0\0\0\0\1", 35, "reserved" },
+  };
+  for (size_t i = 0; i < sizeof forged / sizeof forged[0]; i++) {
+    f = fopen(bad, "wb");
+    cr_assert_not_null(f);
+    fwrite(forged[i].bytes, 1, forged[i].n, f);
+    fclose(f);
+    cr_assert_eq(run_cli(load, out, sizeof out, err, sizeof err), 2, "load of forged dump %zu: %s", i, err);
+    cr_assert(strstr(err, forged[i].says), "forged dump %zu: %s", i, err);
+    cr_assert_neq(access(dst, F_OK), 0, "a refused dump must write nothing");
+  }
 
   cr_assert_eq(truncate(bad, 20), 0);
   cr_assert_eq(run_cli(load, out, sizeof out, err, sizeof err), 2, "load of a truncated dump: %s", err);
@@ -1741,18 +1769,18 @@ Test(cli, a_backup_copies_the_columnar_tables)
 Test(cli, load_names_the_version_of_a_newer_dump)
 {
   char dir[4300], path[4300], out[4096], err[4096];
-  side_db("load-v2", dir, sizeof dir);
+  side_db("load-v3", dir, sizeof dir);
   snprintf(path, sizeof path, "%s.v2dump", tu_dir());
-  static const char v2[] = "SOCHDB-DUMP 2\nR\0\0\0\1a\0\0\0\1" "1E\0\0\0\0\0\0\0\1";
+  static const char v3[] = "SOCHDB-DUMP 3\nR\0\0\0\1a\0\0\0\1" "1E\0\0\0\0\0\0\0\1";
   FILE *f = fopen(path, "wb");
   cr_assert_not_null(f);
-  fwrite(v2, 1, sizeof v2 - 1, f);
+  fwrite(v3, 1, sizeof v3 - 1, f);
   fclose(f);
   const char *load[] = { "load", dir, path, NULL };
   int rc = run_cli(load, out, sizeof out, err, sizeof err);
   unlink(path);
-  cr_assert_eq(rc, 2, "load of a version 2 dump: exit %d, stderr: %s", rc, err);
-  cr_assert(strstr(err, "version 2"), "the message does not name the dump's version: %s", err);
+  cr_assert_eq(rc, 2, "load of a version 3 dump: exit %d, stderr: %s", rc, err);
+  cr_assert(strstr(err, "version 3"), "the message does not name the dump's version: %s", err);
   cr_assert_neq(access(dir, F_OK), 0, "%s was created", dir);
 }
 
@@ -1835,9 +1863,11 @@ static int values_eq(unsigned type, const sochdb_value *a, const sochdb_value *b
 ** every shape (written before an add_column, NULLs, empty strings, NaN and
 ** -0.0, a 300 KiB value) come back byte for byte, in SSTables and in the
 ** memtable, and DEST passes check. */
-Test(cli, a_backup_of_rows_in_columnar_blocks_is_byte_for_byte)
+/* Table "shapes" of 720 rows of every shape, rows 0..649 in columnar SSTable
+** blocks (half of them written before its fourth column), 650..719 in the
+** memtable. */
+static void shapes_fill(sochdb *src)
 {
-  sochdb *src = tu_open(REG, MT, 10000);
   sochdb_txn *t = tu_begin(src, 0);
   sochdb_column cols[3] = { { "id", SOCHDB_INT64, 0 }, { "name", SOCHDB_STRING, SOCHDB_NULLABLE },
                             { "blob", SOCHDB_BYTES, SOCHDB_NULLABLE } };
@@ -1855,15 +1885,12 @@ Test(cli, a_backup_of_rows_in_columnar_blocks_is_byte_for_byte)
   tu_full_compaction(src);          /* every row in columnar SSTable blocks */
   cr_assert_gt(tu_stats(src).sst_files, 0u, "rows in SSTables");
   shapes_put(src, 650, 720, 1);     /* and some in the memtable */
+}
 
-  char out[8192], err[4096], dst[4300];
-  side_db("backup-shapes", dst, sizeof dst);
-  const char *backup[] = { "backup", tu_dir(), dst, NULL };
-  cr_assert_eq(run_cli(backup, out, sizeof out, err, sizeof err), 0, "backup: %s", err);
-  const char *check[] = { "check", dst, NULL };
-  cr_assert_eq(run_cli(check, out, sizeof out, err, sizeof err), 0, "check of the backup: %s%s", out, err);
-
-  sochdb *copy = tu_open_with(dst, NULL);
+/* copy has src's table "shapes" (shapes_fill), the same rows read through
+** the table API, and every key, reserved or not, with the same value. */
+static void expect_same_shapes(sochdb *src, sochdb *copy)
+{
   sochdb_txn *ts = tu_begin(src, SOCHDB_TXN_READONLY), *td = tu_begin(copy, SOCHDB_TXN_READONLY);
   sochdb_table *a, *b;
   cr_assert_eq(sochdb_table_open(ts, "shapes", NULL, 0, &a), SOCHDB_OK);
@@ -1903,7 +1930,72 @@ Test(cli, a_backup_of_rows_in_columnar_blocks_is_byte_for_byte)
   sochdb_table_close(b);
   sochdb_commit(ts, 0);
   sochdb_commit(td, 0);
+}
+
+/* The backup reads rows through the plain iterator (no projection), which
+** rebuilds each row of a columnar block from its column segments: rows of
+** every shape (written before an add_column, NULLs, empty strings, NaN and
+** -0.0, a 300 KiB value) come back byte for byte, in SSTables and in the
+** memtable, and DEST passes check. */
+Test(cli, a_backup_of_rows_in_columnar_blocks_is_byte_for_byte)
+{
+  sochdb *src = tu_open(REG, MT, 10000);
+  shapes_fill(src);
+  char out[8192], err[4096], dst[4300];
+  side_db("backup-shapes", dst, sizeof dst);
+  const char *backup[] = { "backup", tu_dir(), dst, NULL };
+  cr_assert_eq(run_cli(backup, out, sizeof out, err, sizeof err), 0, "backup: %s", err);
+  const char *check[] = { "check", dst, NULL };
+  cr_assert_eq(run_cli(check, out, sizeof out, err, sizeof err), 0, "check of the backup: %s%s", out, err);
+  sochdb *copy = tu_open_with(dst, NULL);
+  expect_same_shapes(src, copy);
   sochdb_close(copy);
+  drop_side_db(dst);
+}
+
+
+/* dump wrote the key-value pairs only, so a dump and load lost every
+** columnar table without a word. A snapshot holding tables is dumped as
+** version 2, its tables' keys as 'T' records after the pairs, and load puts
+** them back as they are (ids and schemas), only into a database that has no
+** table yet; a dump of the copy is the same file. */
+Test(cli, dump_and_load_carry_the_columnar_tables)
+{
+  sochdb *src = tu_open(REG, MT, 10000);
+  shapes_fill(src);
+  sochdb_txn *t = tu_begin(src, 0);
+  cr_assert_eq(sochdb_put(t, "a", 1, "1", 1), SOCHDB_OK);
+  cr_assert_eq(sochdb_put(t, "\xff\xfe", 2, "below the tables", 16), SOCHDB_OK);
+  tu_commit(t, SOCHDB_SYNC, "pairs");
+
+  char out[8192], err[4096], dst[4300], d1[4300], d2[4300];
+  side_db("load-shapes", dst, sizeof dst);
+  side_db("shapes1", d1, sizeof d1);
+  side_db("shapes2", d2, sizeof d2);
+  const char *dump1[] = { "dump", tu_dir(), d1, NULL };
+  cr_assert_eq(run_cli(dump1, out, sizeof out, err, sizeof err), 0, "dump: %s", err);
+  cr_assert(starts_with(d1, "SOCHDB-DUMP 2\n"), "a dump with tables is not version 2");
+  const char *load[] = { "load", dst, d1, "--batch", "100", NULL };
+  cr_assert_eq(run_cli(load, out, sizeof out, err, sizeof err), 0, "load: %s", err);
+  const char *check[] = { "check", dst, NULL };
+  cr_assert_eq(run_cli(check, out, sizeof out, err, sizeof err), 0, "check of the copy: %s%s", out, err);
+
+  sochdb *copy = tu_open_with(dst, NULL);
+  expect_same_shapes(src, copy);
+  sochdb_close(copy);
+  const char *dump2[] = { "dump", dst, d2, NULL };
+  cr_assert_eq(run_cli(dump2, out, sizeof out, err, sizeof err), 0, "dump of the copy: %s", err);
+  cr_assert(files_equal(d1, d2), "the dump of the loaded copy differs from the original dump");
+
+  /* again into the copy, which now has tables: refused, nothing committed */
+  copy = tu_open_with(dst, NULL);
+  uint64_t last = tu_stats(copy).last_commit_seq;
+  cr_assert_eq(run_cli(load, out, sizeof out, err, sizeof err), 2, "a second load: %s", err);
+  cr_assert(strstr(err, "already has tables"), "the refusal does not say why: %s", err);
+  cr_assert_eq(tu_stats(copy).last_commit_seq, last, "the refused load committed something");
+  sochdb_close(copy);
+  unlink(d1);
+  unlink(d2);
   drop_side_db(dst);
 }
 

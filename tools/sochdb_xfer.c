@@ -6,14 +6,19 @@
 **   sochdb load   DIR [FILE]        a dump into DIR, in batched transactions
 **   sochdb backup DIR DEST          a logical copy of one snapshot into DEST
 **
-** The dump format (version 1) round-trips arbitrary bytes:
-**   the header line  "SOCHDB-DUMP 1\n"
+** The dump format round-trips arbitrary bytes:
+**   the header line  "SOCHDB-DUMP 1\n", or "SOCHDB-DUMP 2\n" when the
+**                    snapshot holds columnar tables
 **   per pair         'R', key length (u32, big-endian), key bytes,
 **                         value length (u32, big-endian), value bytes
-**   the trailer      'E', the number of pairs (u64, big-endian)
+**   per table key    'T', laid out as 'R' (version 2 only): the reserved
+**                         keys (0xFF 0xFF ...) holding the tables' schemas,
+**                         their next id and their rows, after every 'R'
+**   the trailer      'E', the number of records (u64, big-endian)
 ** Nothing may follow the trailer; a file without it is truncated and
-** refused. Only user keys are dumped: the reserved keys of columnar tables
-** (0xFF 0xFF ...) are invisible to iterators, and load refuses them.
+** refused. A dump without tables is version 1, byte for byte as before, so
+** older tools load it. Table keys load as they are (ids included), so only
+** into a database that holds no table yet.
 ** Exit statuses as the rest of the tool (cli.h).
 */
 #include "sochdb.h"
@@ -32,7 +37,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rowfmt.h"   /* rowfmt_reserved: which records carry the columnar tables' keys */
+
 #define DUMP_MAGIC      "SOCHDB-DUMP 1\n"
+#define DUMP_MAGIC_V2   "SOCHDB-DUMP 2\n"
 #define DEFAULT_BATCH   1000ull
 #define BATCH_BYTES     (8u << 20)    /* a batch also ends after this many bytes */
 #define WRITE_ATTEMPTS  10
@@ -97,7 +105,7 @@ static void put_u32(unsigned char *p, uint32_t v)
 
 static int write_record(FILE *f, const void *k, size_t kl, const void *v, size_t vl)
 {
-  unsigned char head[5] = { 'R' }, vlen[4];
+  unsigned char head[5] = { rowfmt_reserved(k, kl) ? 'T' : 'R' }, vlen[4];
   put_u32(head + 1, (uint32_t)kl);
   put_u32(vlen, (uint32_t)vl);
   return fwrite(head, 1, 5, f) != 5 || fwrite(k, 1, kl, f) != kl || fwrite(vlen, 1, 4, f) != 4 ||
@@ -112,17 +120,39 @@ static int write_trailer(FILE *f, unsigned long long n)
   return fwrite(t, 1, 9, f) != 9;
 }
 
-/* Every pair of t's snapshot into f. */
-static int dump_pairs(sochdb_txn *t, FILE *f, totals *tot)
+/* transient: each pair is copied or written before the next step */
+static const struct sdb_iter_opts every_key = { .transient = 1 };
+
+/* 1 if t's snapshot holds a reserved key (a columnar table), 0 if not, or
+** an exit status < 0 after a message. */
+static int holds_tables(sochdb_txn *t)
 {
   sochdb_iter *it;
-  /* transient: each pair is written before the next */
-  int rc = sochdb_iter_open_transient(t, NULL, 0, NULL, 0, &it);
+  int rc = sdb_iter_open(t, rowfmt_reserved_start, sizeof rowfmt_reserved_start, NULL, 0, &every_key, &it);
+  if (rc != SOCHDB_OK)
+    return -db_error("cannot open an iterator", rc);
+  const void *k, *v;
+  size_t kl, vl;
+  rc = sochdb_iter_next(it, &k, &kl, &v, &vl);
+  sochdb_iter_close(it);
+  if (rc != SOCHDB_OK && rc != SOCHDB_NOTFOUND)
+    return -db_error("reading the tables failed", rc);
+  return rc == SOCHDB_OK;
+}
+
+/* Every pair of t's snapshot into f, the columnar tables' keys included. */
+static int dump_pairs(sochdb_txn *t, FILE *f, totals *tot)
+{
+  int tables = holds_tables(t);
+  if (tables < 0)
+    return -tables;
+  sochdb_iter *it;
+  int rc = sdb_iter_open(t, NULL, 0, NULL, 0, &every_key, &it);
   if (rc != SOCHDB_OK)
     return db_error("cannot open an iterator", rc);
   const void *k, *v;
   size_t kl, vl;
-  int status = fputs(DUMP_MAGIC, f) < 0 ? EXIT_DB_ERROR : EXIT_OK;
+  int status = fputs(tables ? DUMP_MAGIC_V2 : DUMP_MAGIC, f) < 0 ? EXIT_DB_ERROR : EXIT_OK;
   while (status == EXIT_OK && (rc = sochdb_iter_next(it, &k, &kl, &v, &vl)) == SOCHDB_OK) {
     if (write_record(f, k, kl, v, vl))
       status = EXIT_DB_ERROR;
@@ -280,7 +310,6 @@ typedef struct batch {
   size_t len, cap;
   size_t *off;                  /* off[i]: record i's key length word */
   size_t n, ncap;
-  int engine_keys;              /* backup: the columnar tables' reserved keys go in as they are */
 } batch;
 
 static int batch_add(batch *b, const void *k, uint32_t kl, const void *v, uint32_t vl)
@@ -345,7 +374,8 @@ static int batch_commit(sochdb *db, batch *b, totals *tot)
       const void *k, *v;
       uint32_t kl, vl;
       batch_pair(b, i, &k, &kl, &v, &vl);
-      rc = b->engine_keys ? sdb_write(t, k, kl, v, vl, 0) : sochdb_put(t, k, kl, v, vl);
+      /* the tables' keys go in as they are, through the engine's own write */
+      rc = rowfmt_reserved(k, kl) ? sdb_write(t, k, kl, v, vl, 0) : sochdb_put(t, k, kl, v, vl);
     }
     if (rc != SOCHDB_OK) {
       sochdb_abort(t);
@@ -383,6 +413,7 @@ typedef struct reader {
   FILE *f;
   const char *path;
   unsigned long long record;    /* records read so far */
+  int version;                  /* the header's: 1, or 2 (table keys may follow the pairs) */
   unsigned char *k, *v;         /* SOCHDB_MAX_KEY and SOCHDB_MAX_VALUE bytes */
 } reader;
 
@@ -395,6 +426,14 @@ static int bad_dump(const reader *r, const char *what)
 {
   fprintf(stderr, "sochdb: %s: record %llu: %s\n", r->path, r->record + 1, what);
   return EXIT_USAGE;
+}
+
+/* A reserved key a table is made of: FF FF 00 and a name (a schema, the
+** next table id) or FF FF 01, a table id and a primary key (a row). Any
+** other, from a damaged or forged dump, would be a key no table reads. */
+static int table_record_key(const unsigned char *k, uint32_t kl)
+{
+  return rowfmt_reserved(k, kl) && ((kl > 3 && k[2] == ROWFMT_META) || (kl > ROWFMT_PREFIX_LEN && k[2] == ROWFMT_ROWS));
 }
 
 /* The next record: 1 a pair in r->k/r->v, 0 the trailer (checked), or an exit status < 0. */
@@ -413,7 +452,8 @@ static int read_record(reader *r, uint32_t *kl, uint32_t *vl, int *status)
       return *status = bad_dump(r, "the trailer's pair count does not match the records"), -1;
     return 0;
   }
-  if (head[0] != 'R' || fread(head + 1, 1, 4, r->f) != 4)
+  int table_key = head[0] == 'T' && r->version >= 2;
+  if ((head[0] != 'R' && !table_key) || fread(head + 1, 1, 4, r->f) != 4)
     return *status = bad_dump(r, "not a record: is this a sochdb dump?"), -1;
   *kl = get_u32(head + 1);
   if (*kl < 1 || *kl > SOCHDB_MAX_KEY || fread(r->k, 1, *kl, r->f) != *kl || fread(head, 1, 4, r->f) != 4)
@@ -421,14 +461,16 @@ static int read_record(reader *r, uint32_t *kl, uint32_t *vl, int *status)
   *vl = get_u32(head);
   if (*vl > SOCHDB_MAX_VALUE || fread(r->v, 1, *vl, r->f) != *vl)
     return *status = bad_dump(r, "a bad value length, or the file ends inside the record"), -1;
-  if (*kl >= 2 && r->k[0] == 0xff && r->k[1] == 0xff)
-    return *status = bad_dump(r, "the key starts with 0xFF 0xFF, which is reserved for the engine "
+  if (!table_key && rowfmt_reserved(r->k, *kl))
+    return *status = bad_dump(r, "a pair's key starts with 0xFF 0xFF, which is reserved for the engine "
                                  "(columnar tables); a dump never holds one"), -1;
+  if (table_key && !table_record_key(r->k, *kl))
+    return *status = bad_dump(r, "a table record whose key is no columnar table's"), -1;
   r->record++;
   return 1;
 }
 
-/* "SOCHDB-DUMP " and a version that is not 1: a dump made by a newer sochdb
+/* "SOCHDB-DUMP " and a version above 2: a dump made by a newer sochdb
 ** is told apart from a file that is no dump at all, so that the operator
 ** knows which tool can load it. */
 static int other_version(const char *magic, size_t n, const char *path)
@@ -437,21 +479,24 @@ static int other_version(const char *magic, size_t n, const char *path)
   size_t digits = 0;
   while (tag + digits < n && magic[tag + digits] >= '0' && magic[tag + digits] <= '9')
     digits++;
-  if (n < tag || memcmp(magic, DUMP_MAGIC, tag) != 0 || digits == 0 || (digits == 1 && magic[tag] == '1'))
-    return 0;   /* no dump, or a damaged header of version 1 (CRLF line ends) */
+  if (n < tag || memcmp(magic, DUMP_MAGIC, tag) != 0 || digits == 0 ||
+      (digits == 1 && (magic[tag] == '1' || magic[tag] == '2')))
+    return 0;   /* no dump, or a damaged header of a known version (CRLF line ends) */
   fprintf(stderr, "sochdb: %s is a sochdb dump of version %.*s, which this sochdb %d.%d.%d (it reads dump "
-                  "version 1) does not know: load it with the sochdb that made it\n",
+                  "versions 1 and 2) does not know: load it with the sochdb that made it\n",
           path, (int)digits, magic + tag, SOCHDB_VERSION_MAJOR, SOCHDB_VERSION_MINOR, SOCHDB_VERSION_PATCH);
   return 1;
 }
 
 static int read_magic(reader *r)
 {
+  _Static_assert(sizeof DUMP_MAGIC == sizeof DUMP_MAGIC_V2, "both headers are one length");
   char magic[sizeof DUMP_MAGIC - 1];
   size_t n = fread(magic, 1, sizeof magic, r->f);
-  if (n != sizeof magic || memcmp(magic, DUMP_MAGIC, sizeof magic) != 0) {
+  r->version = n != sizeof magic ? 0 : !memcmp(magic, DUMP_MAGIC, n) ? 1 : !memcmp(magic, DUMP_MAGIC_V2, n) ? 2 : 0;
+  if (r->version == 0) {
     if (!other_version(magic, n, r->path))
-      fprintf(stderr, "sochdb: %s is not a sochdb dump (version 1)\n", r->path);
+      fprintf(stderr, "sochdb: %s is not a sochdb dump (version 1 or 2)\n", r->path);
     return EXIT_USAGE;
   }
   return EXIT_OK;
@@ -484,6 +529,26 @@ static int load_pass(reader *r, sochdb *db, const xargs *a, totals *tot, progres
   free(b.data);
   free(b.off);
   return status;
+}
+
+/* A dump's tables keep their ids and names, so they go only into a
+** database that has no table yet: merged into others, an id or a name
+** would be two tables' at once. */
+static int check_no_tables(sochdb *db, const char *dir)
+{
+  sochdb_txn *t;
+  int rc = sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t);
+  if (rc != SOCHDB_OK)
+    return db_error("cannot begin a transaction", rc);
+  int tables = holds_tables(t);
+  sochdb_commit(t, 0);
+  if (tables < 0)
+    return -tables;
+  if (tables == 0)
+    return EXIT_OK;
+  fprintf(stderr, "sochdb: the dump holds columnar tables, and %s already has tables of its own: a dump's "
+                  "tables load only into a database without any (load it into a new one)\n", dir);
+  return EXIT_USAGE;
 }
 
 static int load_from(reader *r, const xargs *a, totals *tot)
@@ -519,7 +584,10 @@ static int load_from(reader *r, const xargs *a, totals *tot)
   status = cli_open_db(a->pos[0], 1, &db);
   if (status != EXIT_OK)
     return status;
-  status = load_pass(r, db, a, tot, &bar, seekable ? st.st_size : 0);
+  if (r->version >= 2)
+    status = check_no_tables(db, a->pos[0]);
+  if (status == EXIT_OK)
+    status = load_pass(r, db, a, tot, &bar, seekable ? st.st_size : 0);
   sochdb_close(db);
   if (status != EXIT_OK && tot->pairs > 0)
     fprintf(stderr, "sochdb: %llu pairs before the failure were loaded (committed)\n", tot->pairs);
@@ -529,7 +597,7 @@ static int load_from(reader *r, const xargs *a, totals *tot)
 static int run_load(const xargs *a)
 {
   const char *path = a->npos > 1 ? a->pos[1] : "-";
-  reader r = { NULL, path, 0, malloc(SOCHDB_MAX_KEY), malloc(SOCHDB_MAX_VALUE) };
+  reader r = { NULL, path, 0, 0, malloc(SOCHDB_MAX_KEY), malloc(SOCHDB_MAX_VALUE) };
   totals tot = { 0 };
   clock_gettime(CLOCK_MONOTONIC, &tot.start);
   int status = EXIT_OK;
@@ -578,7 +646,7 @@ static int copy_pairs(sochdb_txn *snap, sochdb *dst, const xargs *a, totals *tot
   progress_bar bar;
   memset(&bar, 0, sizeof bar);
   bar.enabled = isatty(STDERR_FILENO);
-  batch b = { .engine_keys = 1 };
+  batch b = { 0 };
   int status = EXIT_OK;
   const void *k, *v;
   size_t kl, vl;
@@ -672,14 +740,17 @@ static int run_backup(const xargs *a)
 
 static const xcmd xcmds[] = {
   { "dump", "DIR [FILE] [--json]",
-    "Writes every key-value pair of DIR, in key order, from one snapshot (other\n"
-    "processes may write meanwhile), to FILE, or to standard output when FILE is\n"
-    "absent or '-' (never to a terminal). The format round-trips arbitrary bytes:\n"
-    "the line \"SOCHDB-DUMP 1\", then per pair 'R', the key's length (4 bytes,\n"
-    "big-endian), the key, the value's length (4 bytes), the value; then 'E' and\n"
-    "the number of pairs (8 bytes, big-endian). Columnar tables are not dumped\n"
-    "(their reserved keys are not key-value pairs). FILE is written under a\n"
-    "temporary name beside it (FILE.tmp-XXXXXX), synced, and renamed over FILE\n"
+    "Writes every key-value pair of DIR, in key order, and every columnar table,\n"
+    "from one snapshot (other processes may write meanwhile), to FILE, or to\n"
+    "standard output when FILE is absent or '-' (never to a terminal). The format\n"
+    "round-trips arbitrary bytes: the line \"SOCHDB-DUMP 1\", then per pair 'R',\n"
+    "the key's length (4 bytes, big-endian), the key, the value's length (4\n"
+    "bytes), the value; then 'E' and the number of records (8 bytes, big-endian).\n"
+    "When DIR holds columnar tables the line is \"SOCHDB-DUMP 2\" and the pairs are\n"
+    "followed by 'T' records, laid out as 'R': the reserved keys (0xFF 0xFF ...)\n"
+    "holding the tables' schemas and rows, counted in the summary's pairs (a\n"
+    "tool that reads version 1 only refuses it by its version). FILE is written\n"
+    "under a temporary name beside it (FILE.tmp-XXXXXX), synced, and renamed over FILE\n"
     "only when complete: a dump that fails leaves FILE as it was. A summary goes\n"
     "to stdout (to stderr when the dump does).\n\n"
     "  --json    print the summary as one JSON object\n",
@@ -688,8 +759,10 @@ static const xcmd xcmds[] = {
     "Stores every pair of a dump (FILE, or standard input when FILE is absent or\n"
     "'-') into DIR, creating the database if needed, in transactions of N pairs\n"
     "(or fewer: one ends at the pair that takes it to 8 MiB), each durable when\n"
-    "committed; existing keys are overwritten, others are kept. A regular FILE is\n"
-    "checked whole before anything is written: a truncated or damaged dump, or a\n"
+    "committed; existing keys are overwritten, others are kept. A dump's columnar\n"
+    "tables (version 2) keep their names and ids, so they load only into a database\n"
+    "that has no table yet (else nothing is loaded). A regular FILE is checked\n"
+    "whole before anything is written: a truncated or damaged dump, or a pair's\n"
     "key starting with 0xFF 0xFF (reserved for the engine), loads nothing. From a\n"
     "pipe (standard input, a FIFO, <(...)) a bad record stops the load, and the\n"
     "batches committed before it stay. A progress bar is drawn on stderr when it\n"
