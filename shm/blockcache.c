@@ -346,6 +346,13 @@ static int read_way(struct bc_header *h, const struct bc_tier *t, struct bc_set 
 int bc_lookup(void *area, uint64_t file, uint64_t offset, void *dst, size_t cap, size_t *len)
 {
   struct bc_header *h = header(area);
+  return h ? bc_lookup_counted(area, file, offset, dst, cap, len, &h->hits, &h->misses) : 0;
+}
+
+int bc_lookup_counted(void *area, uint64_t file, uint64_t offset, void *dst, size_t cap, size_t *len,
+                      _Atomic uint64_t *hits, _Atomic uint64_t *misses)
+{
+  struct bc_header *h = header(area);
   if (!h)
     return 0;
   /* Each tier that may hold a block of at most cap bytes: the block is in
@@ -358,14 +365,24 @@ int bc_lookup(void *area, uint64_t file, uint64_t offset, void *dst, size_t cap,
     struct bc_set *s = set_of(h, t, file, offset);
     for (unsigned w = 0; w < BC_WAYS; w++)
       if (read_way(h, t, s, w, file, offset, dst, cap, len)) {
-        count(&h->hits);
+        count(hits);
         return 1;
       }
     if (cap <= t->block_max)
       break;
   }
-  count(&h->misses);
+  count(misses);
   return 0;
+}
+
+void bc_add_counts(void *area, uint64_t hits, uint64_t misses)
+{
+  struct bc_header *h = header(area);
+  if (!h)
+    return;
+  /* relaxed: counters, ordered with nothing */
+  atomic_fetch_add_explicit(&h->hits, hits, memory_order_relaxed);
+  atomic_fetch_add_explicit(&h->misses, misses, memory_order_relaxed);
 }
 
 /* ---- insert -------------------------------------------------------------------- */

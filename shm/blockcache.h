@@ -99,6 +99,16 @@ int    bc_header_intact_of(const struct bc_tiers *t, const void *area, size_t ar
 ** the block's length (its file tells it) spares a look into a larger tier. */
 int    bc_lookup(void *area, uint64_t file, uint64_t offset, void *dst, size_t cap, size_t *len);
 
+/* bc_lookup, counting the hit or miss in *hits or *misses (a process's own
+** counters, its slot's: shm/slots.h) instead of the area's header, whose
+** one line every process would otherwise write on every lookup. */
+int    bc_lookup_counted(void *area, uint64_t file, uint64_t offset, void *dst, size_t cap, size_t *len,
+                         _Atomic uint64_t *hits, _Atomic uint64_t *misses);
+
+/* Add a released process's counted lookups to the area's own counters, so
+** that the totals (bc_get_stats plus every live process's) never go back. */
+void   bc_add_counts(void *area, uint64_t hits, uint64_t misses);
+
 /* Insert a copy of data[0..len) under (file, offset), in the first tier whose
 ** entries hold it; a block no tier holds (len > BC_BLOCK_MAX) is counted in
 ** too_big and ignored. owner = the inserting process's slot + 1

@@ -29,7 +29,8 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  16u  /* 16: a cache area's sets found among budgets above its size (an
+#define SHM_LAYOUT_VERSION  17u  /* 17: block cache hits and misses counted in each process's slot;
+                                  ** 16: a cache area's sets found among budgets above its size (an
                                   ** area of 15 could get fewer sets for the same size);
                                   ** 15: the block cache in size tiers (blockcache.h);
                                   ** 14: kick_futex's third bit (the writer leaving), kicks in steps of 8;

@@ -114,6 +114,10 @@ static void fold_stats(shm_region *r, struct shm_slot *s)
   atomic_fetch_add_explicit(&g->aborts, atomic_exchange_explicit(&s->stats.aborts, 0, memory_order_relaxed), memory_order_relaxed);
   atomic_fetch_add_explicit(&g->keys_written, atomic_exchange_explicit(&s->stats.keys_written, 0, memory_order_relaxed), memory_order_relaxed);
   atomic_fetch_add_explicit(&g->user_bytes, atomic_exchange_explicit(&s->stats.user_bytes, 0, memory_order_relaxed), memory_order_relaxed);
+  uint64_t hits = atomic_exchange_explicit(&s->stats.cache_hits, 0, memory_order_relaxed);
+  uint64_t misses = atomic_exchange_explicit(&s->stats.cache_misses, 0, memory_order_relaxed);
+  if (r->hdr->cache_off)
+    bc_add_counts(shm_at(r, r->hdr->cache_off), hits, misses);
 }
 
 /* Reclaim everything a dead owner held. Caller holds the slot's lock. Every
@@ -344,6 +348,8 @@ void slots_collect_stats(shm_region *r, uint32_t my_slot, struct sochdb_stats *o
     out->aborts += atomic_load_explicit(&s->stats.aborts, memory_order_relaxed);
     out->keys_written += atomic_load_explicit(&s->stats.keys_written, memory_order_relaxed);
     out->user_bytes += atomic_load_explicit(&s->stats.user_bytes, memory_order_relaxed);
+    out->cache_hits += atomic_load_explicit(&s->stats.cache_hits, memory_order_relaxed);
+    out->cache_misses += atomic_load_explicit(&s->stats.cache_misses, memory_order_relaxed);
     for (uint32_t j = 0; j < SHM_TXNS_PER_SLOT; j++) {
       uint64_t snap = atomic_load_explicit(&s->txn[j].snapshot, memory_order_relaxed);
       if (!snap)

@@ -49,6 +49,12 @@ struct shm_slot_stats {       /* written by the owner only, read by stats */
   _Atomic uint64_t aborts;
   _Atomic uint64_t keys_written;
   _Atomic uint64_t user_bytes;   /* key + value bytes committed */
+  /* Block cache lookups of this process (bc_lookup_counted): each process
+  ** counts on its own line, so that cached reads in many processes do not
+  ** all add to one line of the cache's header. Folded into the header's
+  ** counters when the slot is released (bc_add_counts). */
+  _Atomic uint64_t cache_hits;
+  _Atomic uint64_t cache_misses;
 };
 
 struct shm_slot {
@@ -56,7 +62,7 @@ struct shm_slot {
   _Atomic uint64_t is_daemon;  /* held by sochdbd: not counted as an attached process */
   uint64_t pad[6];
   struct shm_slot_stats stats;
-  uint64_t pad2[4];
+  uint64_t pad2[2];
   struct shm_txn_entry txn[SHM_TXNS_PER_SLOT];
 };
 

@@ -63,7 +63,7 @@ static void wait_for_readers(void)
 static int cache_lookup(void *ctx, uint64_t off, uint8_t *dst, size_t cap, size_t *len)
 {
   struct sdb_table_cache *c = ctx;
-  return bc_lookup(c->area, c->number, off, dst, cap, len);
+  return bc_lookup_counted(c->area, c->number, off, dst, cap, len, c->hits, c->misses);
 }
 
 static void cache_insert(void *ctx, uint64_t off, const uint8_t *data, size_t len)
@@ -154,8 +154,10 @@ static struct sdb_table *table_open(sochdb *db, const struct fl_file *f)
   t->open_rc = map_file(t, db->dir);
   if (t->open_rc == SOCHDB_OK) {
     struct shm_header *h = db->region.hdr;
+    struct shm_slot_stats *own = &shm_slot_at(&db->region, db->slot)->stats;
     t->cache = (struct sdb_table_cache){ h->cache_off ? shm_at(&db->region, h->cache_off) : NULL, t->number,
-                                         db->slot + 1, { reserve_in_region, &db->region } };
+                                         db->slot + 1, { reserve_in_region, &db->region },
+                                         &own->cache_hits, &own->cache_misses };
     if (t->cache.area) {
       struct sst_block_cache hook = { cache_lookup, cache_insert, &t->cache };
       sst_set_cache(&t->r, &hook);

@@ -29,6 +29,7 @@ struct sdb_table_cache {        /* the block-cache hook's context for one file *
   uint64_t number;
   uint32_t owner;               /* our slot + 1 */
   struct bc_backing backing;    /* reserves the cache's memory in the region as it fills */
+  _Atomic uint64_t *hits, *misses;   /* this process's lookups: its slot's counters */
 };
 
 struct sdb_table {              /* one mapped SSTable */

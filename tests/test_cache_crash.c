@@ -140,3 +140,93 @@ Test(cache_crash, a_reader_killed_mid_insert_leaves_no_stuck_entry)
               (unsigned long long)end.cache_hits, (unsigned long long)end.cache_misses);
   tu_close();
 }
+
+/* ---- where lookups are counted ----------------------------------------------- */
+
+/* What a counting child tells its parent: its slot and its own lookups. */
+struct cc_counts {
+  uint32_t slot;
+  uint64_t hits, misses;
+};
+
+/* The child: reads every key twice (the second pass hits the cache), tells
+** the parent its slot's counters, and waits to be killed. */
+static void cc_counting_child(int to_parent)
+{
+  sochdb *db;
+  sochdb_options o = tu_options(64u << 20, 1u << 20, 1000);
+  if (sochdb_open(tu_dir(), &o, &db) != SOCHDB_OK)
+    _exit(3);
+  char k[32];
+  for (int pass = 0; pass < 2; pass++) {
+    sochdb_txn *t;
+    if (sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t) != SOCHDB_OK)
+      _exit(4);
+    for (int i = 0; i < CC_KEYS; i++) {
+      const void *got;
+      size_t n;
+      cc_key(i, k);
+      if (sochdb_get(t, k, strlen(k), &got, &n) != SOCHDB_OK)
+        _exit(5);
+    }
+    sochdb_abort(t);
+  }
+  const struct shm_slot_stats *own = &shm_slot_at(&db->region, db->slot)->stats;
+  struct cc_counts c = { db->slot, atomic_load(&own->cache_hits), atomic_load(&own->cache_misses) };
+  if (write(to_parent, &c, sizeof c) != (ssize_t)sizeof c)
+    _exit(6);
+  pause();
+  _exit(7);
+}
+
+/* Every cached read in every process added to one pair of counters on one
+** line of the cache's header, a line bounced between all the CPUs reading.
+** Each process now counts in its own slot; stats adds the living's counts
+** to the header's, and a process's counts move into the header when its
+** slot is released, here by the reaper after a kill -9: the totals never
+** go back. */
+Test(cache_crash, lookups_are_counted_per_process_and_outlive_it)
+{
+  sochdb *db = tu_open(64u << 20, 1u << 20, 1000);
+  cc_fill(db);
+  TU_WAIT_STATS(db, s->flushes >= 2 && s->memtables_in_use == 1, "the keys flushed to SSTables");
+  void *area = shm_at(&db->region, db->region.hdr->cache_off);
+  cr_assert_not_null(area, "the region has a block cache");
+  struct bc_stats shared_before;
+  bc_get_stats(area, &shared_before);
+
+  int fds[2];
+  cr_assert_eq(pipe(fds), 0);
+  pid_t pid = tu_fork();
+  if (pid == 0) {
+    close(fds[0]);
+    cc_counting_child(fds[1]);
+  }
+  close(fds[1]);
+  struct cc_counts c;
+  cr_assert_eq(read(fds[0], &c, sizeof c), (ssize_t)sizeof c, "the child's counts");
+  close(fds[0]);
+  cr_assert_gt(c.hits, 0u, "the child's second pass hit the cache");
+  cr_assert_gt(c.misses, 0u, "the child's first pass missed");
+
+  struct bc_stats shared_during;
+  bc_get_stats(area, &shared_during);
+  cr_assert_eq(shared_during.hits, shared_before.hits, "the child's hits went to the shared line");
+  cr_assert_eq(shared_during.misses, shared_before.misses, "the child's misses went to the shared line");
+  sochdb_stats living = tu_stats(db);
+  cr_assert_geq(living.cache_hits, shared_before.hits + c.hits, "stats leaves out a living process's hits");
+
+  kill(pid, SIGKILL);
+  int st;
+  cr_assert_eq(tu_wait_child(pid, 60000, &st), 0, "the child ended");
+  TU_WAIT_STATS(db, s->processes_attached == 1, "the dead reader's slot reaped");
+  struct bc_stats shared_after;
+  bc_get_stats(area, &shared_after);
+  cr_assert_geq(shared_after.hits, shared_before.hits + c.hits, "the reaper dropped the dead process's hits");
+  cr_assert_geq(shared_after.misses, shared_before.misses + c.misses, "the reaper dropped its misses");
+  sochdb_stats gone = tu_stats(db);
+  cr_assert_geq(gone.cache_hits, living.cache_hits, "the total went back when the process died");
+  cr_assert_eq(atomic_load(&shm_slot_at(&db->region, c.slot)->stats.cache_hits), 0u,
+               "the released slot kept its counts (a new owner would count them twice)");
+  tu_close();
+}
