@@ -2052,3 +2052,38 @@ Test(cli, escaped_arguments_reach_keys_an_argument_cannot_carry)
   cr_assert_eq(sochdb_get(t, "k", 1, &v, &vl), SOCHDB_NOTFOUND, "a key was cut at its 0x00");
   sochdb_abort(t);
 }
+
+/* ---- a batch applied but not confirmed durable ------------------------------------ */
+
+/* A SYNC commit that no daemon confirms within its bound returns
+** SOCHDB_DAEMON with the commit applied and visible. load counted that
+** batch as not loaded ("N pairs before the failure were loaded"), though
+** its pairs are in the database; it now says they were applied and that
+** their durability is unknown. */
+Test(cli, a_load_whose_batch_no_daemon_confirms_says_it_was_applied)
+{
+  tu_open(REG, MT, 10000);
+  pid_t daemon = daemon_pid(tu_dir());
+  cr_assert_gt(daemon, 0, "a daemon serves the database");
+  char path[4300], out[4096], err[4096];
+  snprintf(path, sizeof path, "%s.dump", tu_dir());
+  static const char two[] = "SOCHDB-DUMP 1\nR\0\0\0\1a\0\0\0\1" "1R\0\0\0\1b\0\0\0\1" "2E\0\0\0\0\0\0\0\2";
+  FILE *f = fopen(path, "wb");
+  cr_assert_not_null(f);
+  fwrite(two, 1, sizeof two - 1, f);
+  fclose(f);
+
+  cr_assert_eq(kill(daemon, SIGSTOP), 0);   /* alive, holding DIR/LOCK, confirming nothing */
+  const char *load[] = { "load", tu_dir(), path, NULL };
+  int rc = run_cli(load, out, sizeof out, err, sizeof err);
+  kill(daemon, SIGCONT);
+  unlink(path);
+  cr_assert_eq(rc, 3, "load with a stopped daemon: exit %d, stderr: %s", rc, err);
+  cr_assert(strstr(err, "2 pairs were applied too"), "the message leaves out the applied batch: %s", err);
+
+  sochdb_txn *t = tu_begin(tu_db, SOCHDB_TXN_READONLY);
+  const void *v;
+  size_t vl;
+  cr_assert_eq(sochdb_get(t, "b", 1, &v, &vl), SOCHDB_OK, "the batch the message calls applied is not");
+  sochdb_abort(t);
+}

@@ -63,6 +63,7 @@ typedef struct xcmd {
 /* What a command did, for its summary. */
 typedef struct totals {
   unsigned long long pairs, bytes, batches;
+  unsigned long long unconfirmed;   /* pairs of a batch applied but not confirmed durable (SOCHDB_DAEMON) */
   struct timespec start;
 } totals;
 
@@ -384,6 +385,8 @@ static int batch_commit(sochdb *db, batch *b, totals *tot)
     rc = sochdb_commit(t, SOCHDB_SYNC);
     if (rc == SOCHDB_OK)
       break;
+    if (rc == SOCHDB_DAEMON)
+      tot->unconfirmed = b->n;   /* applied and visible: only its durability is unknown */
     if (rc != SOCHDB_CONFLICT && rc != SOCHDB_BUSY)
       return db_error("commit failed", rc);
     sleep_ms(rc == SOCHDB_BUSY ? 50 : 1);
@@ -591,6 +594,9 @@ static int load_from(reader *r, const xargs *a, totals *tot)
   sochdb_close(db);
   if (status != EXIT_OK && tot->pairs > 0)
     fprintf(stderr, "sochdb: %llu pairs before the failure were loaded (committed)\n", tot->pairs);
+  if (status != EXIT_OK && tot->unconfirmed > 0)
+    fprintf(stderr, "sochdb: the failed batch's %llu pairs were applied too, but no daemon confirmed them durable: "
+                    "a crash may lose them, so load the dump again once a daemon runs\n", tot->unconfirmed);
   return status;
 }
 
