@@ -493,6 +493,26 @@ static void trim_active(struct flusher *f, uint64_t now)
     arena_trim_cancel(r, &t);
 }
 
+/* Steps 1 to 3 for memtable mt: sealed, written and recorded. */
+static int flush_memtable(struct flusher *f, uint32_t mt)
+{
+  int rc = seal(f);
+  if (rc != SOCHDB_OK)
+    return rc;
+  ask_room_for_table(f, mt, 0);   /* kept while the flush fails: its retry needs the room */
+  struct built t;
+  rc = build_table(f->s, mt, &t);
+  if (rc == SOCHDB_OK) {
+    ask_room_for_table(f, mt, t.max_seq);   /* built: the log may go on to what it waits for */
+    rc = wait_logged(f, t.max_seq);
+  }
+  if (rc == SOCHDB_OK)
+    rc = record_table(f->s, mt, &t);
+  store_sst_abandon(&t.file);   /* not written whole (a no-op once it is) */
+  free(t.buf);
+  return rc;
+}
+
 int flusher_step(struct flusher *f)
 {
   struct store *s = f->s;
@@ -512,22 +532,13 @@ int flusher_step(struct flusher *f)
   if (mt < 0 || no_room != SOCHDB_OK)
     drop_room_for_table(f);   /* no table to make room for */
   if (mt >= 0 && no_room == SOCHDB_OK) {
-    int rc = seal(f);
-    if (rc != SOCHDB_OK)
+    int rc = flush_memtable(f, (uint32_t)mt);
+    if (rc != SOCHDB_OK) {
+      /* The files compactions doomed go all the same: a flush that fails
+      ** for a full disk needs the space of the inputs they merged. */
+      store_reclaim(s);
       return -rc;
-    ask_room_for_table(f, (uint32_t)mt, 0);   /* kept while the flush fails: its retry needs the room */
-    struct built t;
-    rc = build_table(s, (uint32_t)mt, &t);
-    if (rc == SOCHDB_OK) {
-      ask_room_for_table(f, (uint32_t)mt, t.max_seq);   /* built: the log may go on to what it waits for */
-      rc = wait_logged(f, t.max_seq);
     }
-    if (rc == SOCHDB_OK)
-      rc = record_table(s, (uint32_t)mt, &t);
-    store_sst_abandon(&t.file);   /* not written whole (a no-op once it is) */
-    free(t.buf);
-    if (rc != SOCHDB_OK)
-      return -rc;
     flushed = 1;
     if (!sl_index_complete(r, (uint32_t)mt))   /* gets in it searched its skiplist: slower, not wrong */
       ww_log(s->db->dir, "memtable %d's hash index was incomplete (a writer died, or was descheduled, between "

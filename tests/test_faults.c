@@ -234,6 +234,37 @@ Test(faults, enospc_on_sstable_writes_is_retried_and_loses_nothing)
   sochdb_close(db);
 }
 
+/* Files a daemon dooms (the inputs of a compaction, or, as here, a table
+** no MANIFEST names: the inputs a daemon killed after its compaction's edit
+** left) are removed while flushes fail. A full disk is when their space is
+** needed most: the flusher, which removes them, used to return from a failed
+** flush before it got to them, so a disk filled by a compaction's outputs
+** stayed full for good, the flush failing on it every 100 ms. The sealed
+** memtable is there when the daemon starts, so its first flusher step
+** already meets the fault. */
+Test(faults, doomed_tables_are_removed_while_flushes_fail)
+{
+  sochdb *db = open_with_fault(NULL, 10000);
+  cr_assert_eq(put_one(db, 0, SOCHDB_SYNC), SOCHDB_OK, "a first commit");
+  tu_stop_daemon(tu_dir());
+  tu_rotate(db);   /* a sealed memtable for the next daemon to flush */
+  char orphan[4300];
+  snprintf(orphan, sizeof orphan, "%s/999999.sst", tu_dir());
+  FILE *f = fopen(orphan, "w");
+  cr_assert(f && fputs("a table no MANIFEST names", f) >= 0 && fclose(f) == 0, "write %s", orphan);
+  char spec[64];
+  snprintf(spec, sizeof spec, "sst.write:%d:0:1000000", ENOSPC);   /* no flush ever writes its table */
+  setenv("SOCHDB_TEST_FAULT", spec, 1);
+  cr_assert_eq(put_one(db, 1, SOCHDB_SYNC), SOCHDB_OK, "the commit that starts the armed daemon");
+  unsetenv("SOCHDB_TEST_FAULT");
+  for (int w = 0; w < 6000 && !log_contains("(2 times so far)"); w++)
+    tu_sleep_ms(10);
+  cr_assert(log_contains("flush failed"), "the daemon's log does not show the failed flush");
+  cr_assert(log_contains("(2 times so far)"), "the flush did not fail twice");
+  cr_assert_neq(access(orphan, F_OK), 0, "%s is still there after two failed flushes", orphan);
+  sochdb_close(db);
+}
+
 /* A failed MANIFEST write leaves the MANIFEST in doubt and its handle
 ** refusing every later edit: the daemon that met it used to stay, flushing
 ** nothing, while writers waited behind the write stall for good. It leaves
