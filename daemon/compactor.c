@@ -95,8 +95,14 @@ static int emit(void *ctx, struct compaction_output *out)
                              : store_write_sst(s, number = store_new_file_number(s), out->buf, out->len);
   struct manifest_file f = { number, out->bytes, (uint8_t *)out->smallest, out->smallest_len,
                              (uint8_t *)out->largest, out->largest_len, out->min_seq, out->max_seq };
-  if (rc == SOCHDB_OK)
-    rc = manifest_edit_add_file(&run->edit, run->output_level, &f);
+  if (rc == SOCHDB_OK && (rc = manifest_edit_add_file(&run->edit, run->output_level, &f)) != SOCHDB_OK) {
+    /* written whole but in no edit (no memory for it): run_job's cleanup,
+    ** which removes the edit's outputs, would not see it */
+    char path[4200];
+    sst_file_path(path, sizeof path, s->db->dir, number);
+    if (sdb_dir_is_ours(s->db) == SOCHDB_OK)   /* as run_job's: never another database's file */
+      unlink(path);
+  }
   free(out->buf);
   if (rc == SOCHDB_OK)
     atomic_fetch_add_explicit(&s->r->hdr->stats.compact_bytes_written, out->bytes, memory_order_relaxed);

@@ -431,7 +431,10 @@ int store_apply(struct store *s, struct manifest_edit *edit)
     return rc;
   }
   manifest_edit_set_next_file(edit, s->next_file);
+  int was_failed = manifest_failed(s->man);
   rc = manifest_apply(s->man, &s->state, edit);
+  if (rc != SOCHDB_OK && !was_failed && !manifest_failed(s->man))
+    remove_refused_locked(s, edit);   /* refused before a byte was written (its checks, memory): nothing names them */
   if (rc == SOCHDB_OK) {
     rc = publish_locked(s);
     s->failed |= rc != SOCHDB_OK;

@@ -929,6 +929,8 @@ int manifest_apply(struct manifest *m, struct manifest_state *state, const struc
   int rc = edit_check(state, edit);
   if (rc != SOCHDB_OK)
     return rc;
+  if (FAULT("manifest.prepare"))   /* tests: an edit refused before a byte is written, as by NOMEM below */
+    return sdb_fail(SOCHDB_NOMEM, "MANIFEST edit not prepared (a test's fault)");
   uint8_t *rec;
   size_t n;
   rc = encode_record(edit, m->end, &rec, &n);

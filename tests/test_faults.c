@@ -265,6 +265,43 @@ Test(faults, doomed_tables_are_removed_while_flushes_fail)
   sochdb_close(db);
 }
 
+/* The .sst files in the test's directory. */
+static int sst_files_in_dir(void)
+{
+  DIR *d = opendir(tu_dir());
+  cr_assert_not_null(d, "opendir %s", tu_dir());
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    size_t l = strlen(e->d_name);
+    n += l > 4 && strcmp(e->d_name + l - 4, ".sst") == 0;
+  }
+  closedir(d);
+  return n;
+}
+
+/* A MANIFEST edit refused before a byte of it is written (its checks, or
+** no memory to encode it) names nothing, but the table or compaction
+** outputs it was to add stayed, until the next daemon's start: each retry
+** of a flush left a whole table behind. They are removed at once now. */
+Test(faults, a_table_whose_edit_is_refused_unwritten_is_removed)
+{
+  sochdb *db = open_with_fault(NULL, 10000);
+  cr_assert_eq(put_one(db, 0, SOCHDB_SYNC), SOCHDB_OK, "a first commit");
+  tu_stop_daemon(tu_dir());
+  tu_rotate(db);   /* a sealed memtable for the next daemon to flush */
+  setenv("SOCHDB_TEST_FAULT", "manifest.prepare:12:0:2", 1);   /* its first two edits refused */
+  cr_assert_eq(put_one(db, 1, SOCHDB_SYNC), SOCHDB_OK, "the commit that starts the armed daemon");
+  unsetenv("SOCHDB_TEST_FAULT");
+  TU_WAIT_STATS(db, s->flushes >= 1, "the flush after two refused edits");
+  cr_assert(log_contains("not prepared"), "the daemon's log does not show the refused edits");
+  sochdb_stats st = tu_stats(db);
+  cr_assert_eq(sst_files_in_dir(), (int)st.sst_files, "%d .sst files for %u live tables: the refused ones stayed",
+               sst_files_in_dir(), st.sst_files);
+  expect_keys(db, 2, "after the refused edits");
+  sochdb_close(db);
+}
+
 /* A failed MANIFEST write leaves the MANIFEST in doubt and its handle
 ** refusing every later edit: the daemon that met it used to stay, flushing
 ** nothing, while writers waited behind the write stall for good. It leaves
