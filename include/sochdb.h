@@ -128,9 +128,11 @@ typedef struct sochdb_options {          /* zero-initialised = defaults */
 **   cache_bytes above half the region; dir is not a directory),
 **   SOCHDB_NOTFOUND (missing and create_if_missing < 0),
 **   SOCHDB_IO (a system call failed; errno kept), SOCHDB_NOMEM,
-**   SOCHDB_VERSION (the region or a file of the directory was written by an
-**   incompatible format version),
-**   SOCHDB_CORRUPT (the region's header is damaged, or a file a rebuild of
+**   SOCHDB_VERSION (a file of the directory was written by an incompatible
+**   format version, or the region was while a process still uses it; once
+**   none does, an open rebuilds the region from the directory),
+**   SOCHDB_CORRUPT (the region's header is damaged while a process still
+**   uses it (rebuilt likewise once none does), or a file a rebuild of
 **   the region reads: sochdb.id, CURRENT and the MANIFEST, a WAL group or a
 **   missing segment; sochdb_last_error() names it),
 **   SOCHDB_BUSY (every process slot of the region is held by a live process,

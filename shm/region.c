@@ -212,9 +212,8 @@ static int region_check(const char *path, const struct shm_header *h, const stru
                         off_t file_size)
 {
   if (h->layout_version != SHM_LAYOUT_VERSION)
-    return sdb_fail(SOCHDB_VERSION, "region has layout version %u; this library speaks %u (another version of "
-                    "sochdb made it: once every process using the database and its daemon have stopped, remove %s, "
-                    "and the next open rebuilds it from the log)", h->layout_version, SHM_LAYOUT_VERSION, path);
+    return sdb_fail(SOCHDB_VERSION, "region %s has layout version %u; this library speaks %u (another version of "
+                    "sochdb made it)", path, h->layout_version, SHM_LAYOUT_VERSION);
   if (h->checksum != shm_header_checksum(h))
     return sdb_fail(SOCHDB_CORRUPT, "region header checksum mismatch");
   if (h->memtable_bytes < SHM_MIN_MEMTABLE_BYTES || h->memtable_bytes > SHM_MAX_MEMTABLE_BYTES ||
@@ -240,6 +239,32 @@ static int fd_is_path(int fd, const char *path)
 
 enum { ATTACH_DONE, ATTACH_RETRY };
 
+/* A region this library cannot attach (another layout version: an upgrade;
+** a damaged header) that no process uses is removed, and the next attempt
+** makes it anew from the directory, as a stale one: what it held is in the
+** log, but for ASYNC commits a crashed daemon left unlogged, which no
+** process could read from it anyway. One in use (a slot is held: shm/slots.h,
+** and an attacher takes its slot before it lets go of the flock we hold) is
+** refused, saying when it will be rebuilt. Returns 1 when removed, else rc's
+** error, its message extended. */
+static int replace_if_unused(shm_region *r, int rc, int *again)
+{
+  char why[512];
+  snprintf(why, sizeof why, "%s", sochdb_last_error());   /* sdb_fail writes where it lies */
+  int held = slots_any_held(r->fd);
+  if (held == 0 && unlink(r->path) == 0) {
+    *again = ATTACH_RETRY;
+    return 1;
+  }
+  if (held > 0)
+    sdb_fail(rc, "%s; processes use it: once they and sochdbd have stopped, the next open rebuilds it from the "
+             "log", why);
+  else
+    sdb_fail(rc, "%s; nobody uses it, but it could not be removed (%s): remove it, and the next open rebuilds it "
+             "from the log", why, strerror(errno));
+  return 0;
+}
+
 /* One attempt, under the exclusive flock: validate, or (re)initialise. */
 static int region_attach_locked(const struct shm_open_params *p, shm_region *r, int *again)
 {
@@ -263,10 +288,15 @@ static int region_attach_locked(const struct shm_open_params *p, shm_region *r, 
     } else if (magic != 0) {
       rc = sdb_fail(SOCHDB_CORRUPT, "%s is not a sochdb region (bad magic)", r->path);
     }
+    /* Ours, if damaged: the magic, or (a few bytes written over its start)
+    ** its size or this directory's id where they belong. Anything else at
+    ** our path is left alone. */
+    int ours = magic == SHM_MAGIC || h->region_bytes == (uint64_t)st.st_size ||
+               memcmp(h->db_id, p->db_id, sizeof h->db_id) == 0;
     size_t size = rc == SOCHDB_OK && magic == SHM_MAGIC ? h->region_bytes : 0;
     munmap(h, SHM_HEADER_BYTES);
     if (rc != SOCHDB_OK)
-      return rc;
+      return ours && replace_if_unused(r, rc, again) ? SOCHDB_OK : rc;
     if (stale) {
       /* Left by a deleted directory whose inode was reused, or by an earlier
       ** boot: nobody can be using it for this database, so start afresh with
@@ -283,9 +313,8 @@ static int region_attach_locked(const struct shm_open_params *p, shm_region *r, 
       const struct shm_header *hdr = base;
       if (hdr->cache_bytes && !bc_header_intact((const char *)base + hdr->cache_off, hdr->cache_bytes)) {
         munmap(base, size);
-        return sdb_fail(SOCHDB_CORRUPT, "region %s: its block cache's header is damaged (once every process "
-                        "using the database and its daemon have stopped, remove the region, and the next open "
-                        "rebuilds it from the log)", r->path);
+        sdb_fail(SOCHDB_CORRUPT, "region %s: its block cache's header is damaged", r->path);
+        return replace_if_unused(r, SOCHDB_CORRUPT, again) ? SOCHDB_OK : SOCHDB_CORRUPT;
       }
       r->base = base;
       r->size = size;
@@ -375,6 +404,8 @@ int shm_region_open(const struct shm_open_params *p, shm_region *r)
     }
     int again = ATTACH_DONE;
     rc = region_attach_locked(p, r, &again);
+    if (rc == SOCHDB_OK && again == ATTACH_DONE && p->keep_locked)
+      break;   /* the caller takes its slot, then shm_region_unlock */
     flock(r->fd, LOCK_UN);
     if (rc != SOCHDB_OK || again == ATTACH_DONE)
       break;
@@ -390,6 +421,8 @@ int shm_region_open(const struct shm_open_params *p, shm_region *r)
   }
   return SOCHDB_OK;
 }
+
+void shm_region_unlock(shm_region *r) { flock(r->fd, LOCK_UN); }
 
 /* Unlink path if fd (open on it) still names it, under the exclusive flock
 ** that openers hold while they validate or replace a region. */

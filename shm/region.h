@@ -204,6 +204,11 @@ struct shm_open_params {
   ** is published: fills it from the directory (WAL replay). */
   int       (*populate)(shm_region *r, void *ctx);
   void       *populate_ctx;
+  /* 1: return (on success) with the exclusive flock openers validate under
+  ** still held, for the caller to take its process slot before it calls
+  ** shm_region_unlock: an opener that finds the region unusable replaces it
+  ** only when no slot is held (slots_any_held), so none may be about to be. */
+  int         keep_locked;
 };
 
 /* Path of the region file of directory `dir` into out (size n). Returns SOCHDB_OK or an error. */
@@ -211,6 +216,8 @@ int  shm_region_path(const char *dir, char *out, size_t n);
 
 /* Create or attach. Returns SOCHDB_OK, SOCHDB_IO, SOCHDB_VERSION, SOCHDB_CORRUPT, SOCHDB_INVALID. */
 int  shm_region_open(const struct shm_open_params *p, shm_region *out);
+/* Let go of the flock shm_region_open kept (keep_locked). */
+void shm_region_unlock(shm_region *r);
 void shm_region_close(shm_region *r);
 
 /* Unlink r's file if its path still names it (nobody replaced it), under

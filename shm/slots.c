@@ -46,6 +46,19 @@ static int slot_lock(const shm_region *r, uint32_t slot, short type)
   return fcntl(r->fd, F_OFD_SETLK, &fl);
 }
 
+int slots_any_held(int region_fd)
+{
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);   /* l_pid 0, as F_OFD_GETLK wants */
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = 0;
+  fl.l_len = SHM_MAX_SLOTS;    /* every slot's byte (slot_lock) */
+  if (fcntl(region_fd, F_OFD_GETLK, &fl) != 0)
+    return -1;
+  return fl.l_type != F_UNLCK;
+}
+
 /* Stamp every version listed in commit record `record` (0: none) with final.
 ** The reaper runs this for dead processes inside every open: a damaged
 ** record must not take it out of the mapping (every open would crash the

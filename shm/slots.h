@@ -103,6 +103,12 @@ int  slots_daemon_attached(const shm_region *r);
 /* Give our slot back: our entries must be idle. */
 void slots_detach(shm_region *r, uint32_t slot);
 
+/* Whether any process holds a slot of the region file that region_fd is
+** open on: 1 if one does, 0 if none, -1 on an error (errno). Every attached
+** process, sochdbd included, holds its slot's lock (a byte of the file)
+** from its attach to its detach or death, so 0 means nobody uses it. */
+int  slots_any_held(int region_fd);
+
 /* Reap `slot` if its owner is dead. Returns 1 if it was reaped (or found
 ** free), 0 if a live handle holds it. Never call it on one's own slot. */
 int  slots_reap_if_dead(shm_region *r, uint32_t my_slot, uint32_t slot);

@@ -342,11 +342,13 @@ int sdb_open(const char *dir, const sochdb_options *opts, int as_daemon, sochdb 
   p.dir = dir;
   p.populate = sdb_replay_wal;          /* a region made anew is filled from the WAL */
   p.populate_ctx = db->dir;
+  p.keep_locked = 1;                    /* our slot is taken before another opener may judge the region unused */
   db->lock_fd = -1;
   forbid_fork();
   rc = shm_region_open(&p, &db->region);
   if (rc == SOCHDB_OK) {
     rc = slots_attach(&db->region, as_daemon, &db->slot);
+    shm_region_unlock(&db->region);
     if (rc != SOCHDB_OK)
       shm_region_close(&db->region);
   }
