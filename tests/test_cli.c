@@ -2087,3 +2087,105 @@ Test(cli, a_load_whose_batch_no_daemon_confirms_says_it_was_applied)
   cr_assert_eq(sochdb_get(t, "b", 1, &v, &vl), SOCHDB_OK, "the batch the message calls applied is not");
   sochdb_abort(t);
 }
+
+/* ---- a table created while a dump with tables loads ------------------------------- */
+
+/* Waits (up to 60 s) until key k is visible in db; 1 if it is. */
+static int wait_for_key(sochdb *db, const char *k)
+{
+  for (int i = 0; i < 6000; i++) {
+    sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+    const void *v;
+    size_t vl;
+    int rc = sochdb_get(t, k, strlen(k), &v, &vl);
+    sochdb_abort(t);
+    if (rc == SOCHDB_OK)
+      return 1;
+    tu_sleep_ms(10);
+  }
+  return 0;
+}
+
+/* load checked that DIR had no table before its first batch, then wrote the
+** dump's tables (ids and names as they are) batches later: a table another
+** process created meanwhile got id 1 too, the dump's next id was written
+** over the new one's, and both tables read each other's rows (CORRUPT), the
+** load reporting success. The batch that writes the first table record now
+** checks again, in its own transaction: the load is refused and the table
+** created meanwhile is intact. Fails before: load exits 0 and scanning the
+** table created meanwhile reports corruption. */
+/* The dump of a database (in side directory src) holding the pair "a" = "1"
+** and table "people" (id int64, name string) with one row, into bytes (cap
+** bytes); its length. The pair's record ends at byte 25, where the tables'
+** start. */
+static size_t people_dump(char *src, size_t srcn, char *bytes, size_t cap)
+{
+  char path[4300], out[4096], err[4096];
+  side_db("tables-src", src, srcn);
+  snprintf(path, sizeof path, "%s.dump", tu_dir());
+  sochdb *s = tu_open_with(src, NULL);
+  sochdb_txn *t = tu_begin(s, 0);
+  sochdb_column cols[2] = { { "id", SOCHDB_INT64, 0 }, { "name", SOCHDB_STRING, SOCHDB_NULLABLE } };
+  cr_assert_eq(sochdb_table_create(t, "people", cols, 2), SOCHDB_OK);
+  sochdb_table *tb;
+  cr_assert_eq(sochdb_table_open(t, "people", NULL, 0, &tb), SOCHDB_OK);
+  sochdb_value row[2] = { { .i64 = 7 }, { .bytes = "seven", .len = 5 } };
+  cr_assert_eq(sochdb_row_put(t, tb, row), SOCHDB_OK);
+  sochdb_table_close(tb);
+  cr_assert_eq(sochdb_put(t, "a", 1, "1", 1), SOCHDB_OK);
+  tu_commit(t, SOCHDB_SYNC, "the source");
+  sochdb_close(s);
+  const char *dump[] = { "dump", src, path, NULL };
+  cr_assert_eq(run_cli(dump, out, sizeof out, err, sizeof err), 0, "dump: %s", err);
+  FILE *f = fopen(path, "rb");
+  cr_assert_not_null(f);
+  size_t n = fread(bytes, 1, cap, f);
+  fclose(f);
+  unlink(path);
+  cr_assert(n > 25 && bytes[25] == 'T', "the dump is not the header, one pair, then tables");
+  return n;
+}
+
+Test(cli, a_table_created_while_a_dump_with_tables_loads_is_not_overwritten)
+{
+  char src[4300], fifo[4300], out[4096], err[4096];
+  static char bytes[4096];
+  size_t n = people_dump(src, sizeof src, bytes, sizeof bytes);
+  const size_t pairs_end = 25;   /* the header, and 'R' "a" "1" */
+  sochdb_txn *t;
+  sochdb_table *tb;
+  tu_open(REG, MT, 10000);
+  make_fifo(fifo, sizeof fifo);
+  const char *load[] = { "load", tu_dir(), fifo, "--batch", "1", NULL };
+  pid_t pid = start_cli(load);
+  int fd = open(fifo, O_WRONLY);   /* once the loader opened it */
+  cr_assert_geq(fd, 0, "open %s: %s", fifo, strerror(errno));
+  cr_assert_eq(write(fd, bytes, pairs_end), (ssize_t)pairs_end);
+  /* the pair is committed: the loader has found DIR without tables */
+  cr_assert(wait_for_key(tu_db, "a"), "the loader did not commit the pair");
+  t = tu_begin(tu_db, 0);
+  sochdb_column other[2] = { { "id", SOCHDB_STRING, 0 }, { "v", SOCHDB_INT64, 0 } };
+  cr_assert_eq(sochdb_table_create(t, "other", other, 2), SOCHDB_OK);
+  cr_assert_eq(sochdb_table_open(t, "other", NULL, 0, &tb), SOCHDB_OK);
+  sochdb_value orow[2] = { { .bytes = "k", .len = 1 }, { .i64 = 1 } };
+  cr_assert_eq(sochdb_row_put(t, tb, orow), SOCHDB_OK);
+  sochdb_table_close(tb);
+  tu_commit(t, SOCHDB_SYNC, "the table created meanwhile");
+  cr_assert_eq(write(fd, bytes + pairs_end, n - pairs_end), (ssize_t)(n - pairs_end));
+  close(fd);
+  int rc = finish_cli(pid, out, sizeof out, err, sizeof err);
+  unlink(fifo);
+  cr_assert_eq(rc, 2, "load into a database that got a table meanwhile: exit %d, stderr: %s", rc, err);
+  cr_assert(strstr(err, "has tables"), "the refusal does not say why: %s", err);
+
+  t = tu_begin(tu_db, SOCHDB_TXN_READONLY);
+  cr_assert_eq(sochdb_table_open(t, "other", NULL, 0, &tb), SOCHDB_OK);
+  sochdb_value got[2];
+  sochdb_value pk = { .bytes = "k", .len = 1 };
+  cr_assert_eq(sochdb_row_get(t, tb, &pk, NULL, 0, got), SOCHDB_OK, "%s", sochdb_last_error());
+  cr_assert_eq(got[1].i64, 1);
+  sochdb_table_close(tb);
+  cr_assert_eq(sochdb_table_open(t, "people", NULL, 0, &tb), SOCHDB_NOTFOUND, "a dump's table was loaded");
+  sochdb_abort(t);
+  drop_side_db(src);
+}

@@ -64,6 +64,7 @@ typedef struct xcmd {
 typedef struct totals {
   unsigned long long pairs, bytes, batches;
   unsigned long long unconfirmed;   /* pairs of a batch applied but not confirmed durable (SOCHDB_DAEMON) */
+  unsigned long long table_records; /* columnar tables' keys among pairs (committed) */
   struct timespec start;
 } totals;
 
@@ -360,17 +361,61 @@ static void sleep_ms(long ms)
   nanosleep(&ts, NULL);
 }
 
+/* In t, before a batch holding tables' keys is written. Those keys keep
+** their ids and names, free when the load began (check_no_tables), but
+** another process may have created a table since: the pairs before the
+** tables can take long. So the first batch of them must find no table at
+** all, and every batch none of the meta keys (a schema, the next table id)
+** it writes. t writes those keys too, so a table created after t's snapshot
+** makes t's commit conflict, and the retry sees it. */
+static int check_tables_free(sochdb_txn *t, const batch *b, int first)
+{
+  int tables = first ? holds_tables(t) : 0;
+  if (tables < 0)
+    return -tables;
+  for (size_t i = 0; i < b->n && !tables; i++) {
+    const void *k, *v;
+    uint32_t kl, vl;
+    batch_pair(b, i, &k, &kl, &v, &vl);
+    if (!rowfmt_reserved(k, kl) || ((const unsigned char *)k)[2] != ROWFMT_META)
+      continue;
+    const void *old;
+    size_t oldlen;
+    int rc = sdb_get(t, k, kl, &old, &oldlen);
+    if (rc != SOCHDB_OK && rc != SOCHDB_NOTFOUND)
+      return db_error("reading the tables failed", rc);
+    tables = rc == SOCHDB_OK;
+  }
+  if (!tables)
+    return EXIT_OK;
+  fputs("sochdb: the database has tables of its own now (created while the load ran), and a dump's tables "
+        "keep their names and ids: they are not loaded (load the dump into a new database)\n", stderr);
+  return EXIT_USAGE;
+}
+
 /* Writes the batch in one transaction: a conflict (nothing applied) or BUSY
 ** (the daemon is behind) is retried. */
 static int batch_commit(sochdb *db, batch *b, totals *tot)
 {
   if (b->n == 0)
     return EXIT_OK;
+  size_t table_records = 0;
+  for (size_t i = 0; i < b->n; i++) {
+    const void *k, *v;
+    uint32_t kl, vl;
+    batch_pair(b, i, &k, &kl, &v, &vl);
+    table_records += rowfmt_reserved(k, kl) != 0;
+  }
   int rc = SOCHDB_OK;
   for (int attempt = 0; attempt < WRITE_ATTEMPTS + BUSY_ATTEMPTS; attempt++) {
     sochdb_txn *t;
     if ((rc = sochdb_txn_begin(db, 0, &t)) != SOCHDB_OK)
       return db_error("cannot begin a transaction", rc);
+    int status = table_records ? check_tables_free(t, b, tot->table_records == 0) : EXIT_OK;
+    if (status != EXIT_OK) {
+      sochdb_abort(t);
+      return status;
+    }
     for (size_t i = 0; i < b->n && rc == SOCHDB_OK; i++) {
       const void *k, *v;
       uint32_t kl, vl;
@@ -400,6 +445,7 @@ static int batch_commit(sochdb *db, batch *b, totals *tot)
     tot->bytes += (unsigned long long)kl + vl;
   }
   tot->pairs += b->n;
+  tot->table_records += table_records;
   tot->batches++;
   b->n = b->len = 0;
   return EXIT_OK;
