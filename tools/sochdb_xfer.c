@@ -65,6 +65,7 @@ typedef struct totals {
   unsigned long long pairs, bytes, batches;
   unsigned long long unconfirmed;   /* pairs of a batch applied but not confirmed durable (SOCHDB_DAEMON) */
   unsigned long long table_records; /* columnar tables' keys among pairs (committed) */
+  unsigned long long unconfirmed_tables;   /* and among unconfirmed */
   struct timespec start;
 } totals;
 
@@ -430,8 +431,10 @@ static int batch_commit(sochdb *db, batch *b, totals *tot)
     rc = sochdb_commit(t, SOCHDB_SYNC);
     if (rc == SOCHDB_OK)
       break;
-    if (rc == SOCHDB_DAEMON)
-      tot->unconfirmed = b->n;   /* applied and visible: only its durability is unknown */
+    if (rc == SOCHDB_DAEMON) {   /* applied and visible: only its durability is unknown */
+      tot->unconfirmed = b->n;
+      tot->unconfirmed_tables = table_records;
+    }
     if (rc != SOCHDB_CONFLICT && rc != SOCHDB_BUSY)
       return db_error("commit failed", rc);
     sleep_ms(rc == SOCHDB_BUSY ? 50 : 1);
@@ -640,9 +643,16 @@ static int load_from(reader *r, const xargs *a, totals *tot)
   sochdb_close(db);
   if (status != EXIT_OK && tot->pairs > 0)
     fprintf(stderr, "sochdb: %llu pairs before the failure were loaded (committed)\n", tot->pairs);
+  /* Tables in DIR make a second load of the dump refused (check_no_tables):
+  ** "load it again" would send the operator into that refusal. */
+  int tables_in = tot->table_records + tot->unconfirmed_tables > 0;
   if (status != EXIT_OK && tot->unconfirmed > 0)
     fprintf(stderr, "sochdb: the failed batch's %llu pairs were applied too, but no daemon confirmed them durable: "
-                    "a crash may lose them, so load the dump again once a daemon runs\n", tot->unconfirmed);
+                    "a crash may lose them%s\n", tot->unconfirmed,
+            tables_in ? "" : ", so load the dump again once a daemon runs");
+  if (status != EXIT_OK && tables_in)
+    fprintf(stderr, "sochdb: the dump's columnar tables are only partly loaded into %s, which now has tables, so "
+                    "a load into it again is refused: load the dump into a new database\n", a->pos[0]);
   return status;
 }
 
