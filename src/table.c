@@ -188,6 +188,39 @@ static int next_table_id(sochdb_txn *t, uint32_t *id)
   return sdb_write(t, key, klen, val, sizeof val, 0);
 }
 
+int sdb_table_record_check(const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+{
+  uint32_t id;
+  if (rowfmt_key_table(key, klen, &id) && klen > ROWFMT_PREFIX_LEN && id != 0) {
+    unsigned ncols;
+    uint8_t types[SOCHDB_MAX_COLUMNS];
+    sochdb_value vals[SOCHDB_MAX_COLUMNS];
+    if (rowfmt_decode(val, vlen, SOCHDB_MAX_COLUMNS, &ncols, types, vals) != 0 || ncols == 0)
+      return sdb_fail(SOCHDB_CORRUPT, "a row of table id %u is malformed", (unsigned)id);
+    return SOCHDB_OK;
+  }
+  if (klen < 3 || !rowfmt_reserved(key, klen) || key[2] != ROWFMT_META)
+    return sdb_fail(SOCHDB_INVALID, "the key is no columnar table's");
+  const char *name = (const char *)key + 3;
+  size_t n = klen - 3, pl = strlen(SCHEMA_PREFIX);
+  if (n == strlen(NEXT_ID_NAME) && memcmp(name, NEXT_ID_NAME, n) == 0) {
+    if (vlen != 4 || ld32(val) == 0)
+      return sdb_fail(SOCHDB_CORRUPT, "the next table id is malformed (%zu bytes)", vlen);
+    return SOCHDB_OK;
+  }
+  if (n <= pl || n - pl > SOCHDB_MAX_NAME || memcmp(name, SCHEMA_PREFIX, pl) != 0 || memchr(name + pl, 0, n - pl))
+    return sdb_fail(SOCHDB_INVALID, "the key is no columnar table's");
+  sochdb_table *tb = calloc(1, sizeof *tb);
+  if (!tb)
+    return sdb_fail(SOCHDB_NOMEM, "checking a schema");
+  memcpy(tb->name, name + pl, n - pl);
+  int rc = schema_decode(val, vlen, tb);
+  if (rc == SOCHDB_OK && tb->id == 0)
+    rc = bad_schema(tb->name);
+  free(tb);
+  return rc;
+}
+
 /* ---- create / open / close ------------------------------------------------- */
 
 /* tb's columns are still the table's first columns, under its id, in t's

@@ -55,4 +55,14 @@ int    sdb_row_check_null(const sochdb_table *tb, unsigned c, const sochdb_value
 int    sdb_row_columns_out(const sochdb_table *tb, const sochdb_value *vals, unsigned nv, const unsigned *cols,
                            size_t n, sochdb_value *out);
 
+/* A columnar table's reserved key and its value as a dump or a copy carries
+** them (sochdb load): SOCHDB_OK when key is a schema (FF FF 00 "schema/"
+** NAME) whose value decodes, the next table id (FF FF 00 "next_table_id",
+** a u32 above 0) or a row (FF FF 01, a table id above 0, a primary key)
+** whose value is a well-formed row; SOCHDB_INVALID when the key is none of
+** them, SOCHDB_CORRUPT when its value is not what the key says; the message
+** set. Such a record written as it is would break the table (or table
+** creation) for good: nothing outside the engine can rewrite it. */
+int    sdb_table_record_check(const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen);
+
 #endif

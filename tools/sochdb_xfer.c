@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "rowfmt.h"   /* rowfmt_reserved: which records carry the columnar tables' keys */
+#include "table.h"    /* sdb_table_record_check: a table record load writes as it is */
 
 #define DUMP_MAGIC      "SOCHDB-DUMP 1\n"
 #define DUMP_MAGIC_V2   "SOCHDB-DUMP 2\n"
@@ -480,14 +481,6 @@ static int bad_dump(const reader *r, const char *what)
   return EXIT_USAGE;
 }
 
-/* A reserved key a table is made of: FF FF 00 and a name (a schema, the
-** next table id) or FF FF 01, a table id and a primary key (a row). Any
-** other, from a damaged or forged dump, would be a key no table reads. */
-static int table_record_key(const unsigned char *k, uint32_t kl)
-{
-  return rowfmt_reserved(k, kl) && ((kl > 3 && k[2] == ROWFMT_META) || (kl > ROWFMT_PREFIX_LEN && k[2] == ROWFMT_ROWS));
-}
-
 /* The next record: 1 a pair in r->k/r->v, 0 the trailer (checked), or an exit status < 0. */
 static int read_record(reader *r, uint32_t *kl, uint32_t *vl, int *status)
 {
@@ -516,8 +509,16 @@ static int read_record(reader *r, uint32_t *kl, uint32_t *vl, int *status)
   if (!table_key && rowfmt_reserved(r->k, *kl))
     return *status = bad_dump(r, "a pair's key starts with 0xFF 0xFF, which is reserved for the engine "
                                  "(columnar tables); a dump never holds one"), -1;
-  if (table_key && !table_record_key(r->k, *kl))
-    return *status = bad_dump(r, "a table record whose key is no columnar table's"), -1;
+  /* Decoded as what its key says it is: written as it is, a damaged one
+  ** would break its table, or every table creation, for good. */
+  int rc = table_key ? sdb_table_record_check(r->k, *kl, r->v, *vl) : SOCHDB_OK;
+  if (rc != SOCHDB_OK) {
+    char what[600];
+    snprintf(what, sizeof what, "%s (%s)",
+             rc == SOCHDB_INVALID ? "a table record whose key is no columnar table's" : "a damaged table record",
+             sochdb_last_error());
+    return *status = bad_dump(r, what), -1;
+  }
   r->record++;
   return 1;
 }
