@@ -1263,7 +1263,8 @@ static const command commands[] = {
     "byte, up to 16 MiB; a larger input is refused, never truncated. Creates the\n"
     "database when DIR holds none.\n\n"
     "  --escaped, -e KEY and VALUE are given as scan prints them: \\\\, \\t, \\n and \\xNN\n"
-    "                stand for a backslash, a tab, a newline and any byte (\\x00 too)\n",
+    "                stand for a backslash, a tab, a newline and any byte (\\x00 too);\n"
+    "                a VALUE read from standard input is taken as it is\n",
     prepare_put, run_put },
   { "get", CMD_GET, 1, -1, "DIR KEY [--raw] [--escaped]", "print the value of KEY",
     "Prints the value of KEY followed by a newline; exit status 1 if KEY is absent.\n\n"
@@ -1597,8 +1598,10 @@ int main(int argc, char **argv)
   int status = parse_command_line(&a, argc, argv);
   if (status >= 0)
     return finish_stdout(status);
-  if (a.cmd->prepare != NULL && (status = a.cmd->prepare(&a)) != EXIT_OK)
+  if (a.cmd->prepare != NULL && (status = a.cmd->prepare(&a)) != EXIT_OK) {
+    free(a.owned_value);   /* a value decoded before a later argument was refused */
     return status;
+  }
 
   if (a.cmd->id == CMD_CHECK)   /* reads the files; opens no database */
     return run_check(&a);

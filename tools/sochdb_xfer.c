@@ -555,10 +555,9 @@ static int read_magic(reader *r)
   return EXIT_OK;
 }
 
-/* Reads the whole dump; with db NULL it only validates (a regular file is
-** checked before anything is written, so a bad record loads nothing). */
-/* The records after the dump's header (read_magic first), into db (NULL:
-** only checked). */
+/* The records after the dump's header (read_magic first), into db; with db
+** NULL only checked (a regular file is checked before anything is written,
+** so a bad record loads nothing). */
 static int load_pass(reader *r, sochdb *db, const xargs *a, totals *tot, progress_bar *bar, off_t size)
 {
   int status = EXIT_OK, more;
