@@ -1858,11 +1858,6 @@ static int values_eq(unsigned type, const sochdb_value *a, const sochdb_value *b
   return a->len == b->len && (a->len == 0 || memcmp(a->bytes, b->bytes, a->len) == 0);
 }
 
-/* The backup reads rows through the plain iterator (no projection), which
-** rebuilds each row of a columnar block from its column segments: rows of
-** every shape (written before an add_column, NULLs, empty strings, NaN and
-** -0.0, a 300 KiB value) come back byte for byte, in SSTables and in the
-** memtable, and DEST passes check. */
 /* Table "shapes" of 720 rows of every shape, rows 0..649 in columnar SSTable
 ** blocks (half of them written before its fourth column), 650..719 in the
 ** memtable. */
@@ -1932,6 +1927,18 @@ static void expect_same_shapes(sochdb *src, sochdb *copy)
   sochdb_commit(td, 0);
 }
 
+/* dst, a copy of src made by the tool, passes check and has src's table
+** and keys (expect_same_shapes). */
+static void expect_a_whole_copy(sochdb *src, const char *dst)
+{
+  char out[8192], err[4096];
+  const char *check[] = { "check", dst, NULL };
+  cr_assert_eq(run_cli(check, out, sizeof out, err, sizeof err), 0, "check of the copy: %s%s", out, err);
+  sochdb *copy = tu_open_with(dst, NULL);
+  expect_same_shapes(src, copy);
+  sochdb_close(copy);
+}
+
 /* The backup reads rows through the plain iterator (no projection), which
 ** rebuilds each row of a columnar block from its column segments: rows of
 ** every shape (written before an add_column, NULLs, empty strings, NaN and
@@ -1945,14 +1952,9 @@ Test(cli, a_backup_of_rows_in_columnar_blocks_is_byte_for_byte)
   side_db("backup-shapes", dst, sizeof dst);
   const char *backup[] = { "backup", tu_dir(), dst, NULL };
   cr_assert_eq(run_cli(backup, out, sizeof out, err, sizeof err), 0, "backup: %s", err);
-  const char *check[] = { "check", dst, NULL };
-  cr_assert_eq(run_cli(check, out, sizeof out, err, sizeof err), 0, "check of the backup: %s%s", out, err);
-  sochdb *copy = tu_open_with(dst, NULL);
-  expect_same_shapes(src, copy);
-  sochdb_close(copy);
+  expect_a_whole_copy(src, dst);
   drop_side_db(dst);
 }
-
 
 /* dump wrote the key-value pairs only, so a dump and load lost every
 ** columnar table without a word. A snapshot holding tables is dumped as
@@ -1977,18 +1979,13 @@ Test(cli, dump_and_load_carry_the_columnar_tables)
   cr_assert(starts_with(d1, "SOCHDB-DUMP 2\n"), "a dump with tables is not version 2");
   const char *load[] = { "load", dst, d1, "--batch", "100", NULL };
   cr_assert_eq(run_cli(load, out, sizeof out, err, sizeof err), 0, "load: %s", err);
-  const char *check[] = { "check", dst, NULL };
-  cr_assert_eq(run_cli(check, out, sizeof out, err, sizeof err), 0, "check of the copy: %s%s", out, err);
-
-  sochdb *copy = tu_open_with(dst, NULL);
-  expect_same_shapes(src, copy);
-  sochdb_close(copy);
+  expect_a_whole_copy(src, dst);
   const char *dump2[] = { "dump", dst, d2, NULL };
   cr_assert_eq(run_cli(dump2, out, sizeof out, err, sizeof err), 0, "dump of the copy: %s", err);
   cr_assert(files_equal(d1, d2), "the dump of the loaded copy differs from the original dump");
 
   /* again into the copy, which now has tables: refused, nothing committed */
-  copy = tu_open_with(dst, NULL);
+  sochdb *copy = tu_open_with(dst, NULL);
   uint64_t last = tu_stats(copy).last_commit_seq;
   cr_assert_eq(run_cli(load, out, sizeof out, err, sizeof err), 2, "a second load: %s", err);
   cr_assert(strstr(err, "already has tables"), "the refusal does not say why: %s", err);
@@ -2146,6 +2143,18 @@ static size_t people_dump(char *src, size_t srcn, char *bytes, size_t cap)
   return n;
 }
 
+/* `sochdb load DIR FIFO --batch 1` started, reading a new FIFO; returns the
+** FIFO's write end, open once the loader opened it. */
+static int start_load_from_fifo(char *fifo, size_t n, pid_t *pid)
+{
+  make_fifo(fifo, n);
+  const char *load[] = { "load", tu_dir(), fifo, "--batch", "1", NULL };
+  *pid = start_cli(load);
+  int fd = open(fifo, O_WRONLY);
+  cr_assert_geq(fd, 0, "open %s: %s", fifo, strerror(errno));
+  return fd;
+}
+
 Test(cli, a_table_created_while_a_dump_with_tables_loads_is_not_overwritten)
 {
   char src[4300], fifo[4300], out[4096], err[4096];
@@ -2155,11 +2164,8 @@ Test(cli, a_table_created_while_a_dump_with_tables_loads_is_not_overwritten)
   sochdb_txn *t;
   sochdb_table *tb;
   tu_open(REG, MT, 10000);
-  make_fifo(fifo, sizeof fifo);
-  const char *load[] = { "load", tu_dir(), fifo, "--batch", "1", NULL };
-  pid_t pid = start_cli(load);
-  int fd = open(fifo, O_WRONLY);   /* once the loader opened it */
-  cr_assert_geq(fd, 0, "open %s: %s", fifo, strerror(errno));
+  pid_t pid;
+  int fd = start_load_from_fifo(fifo, sizeof fifo, &pid);
   cr_assert_eq(write(fd, bytes, pairs_end), (ssize_t)pairs_end);
   /* the pair is committed: the loader has found DIR without tables */
   cr_assert(wait_for_key(tu_db, "a"), "the loader did not commit the pair");
@@ -2203,11 +2209,8 @@ Test(cli, a_load_that_stops_inside_the_tables_says_they_are_partly_loaded)
   static char bytes[4096];
   size_t n = people_dump(src, sizeof src, bytes, sizeof bytes);
   tu_open(REG, MT, 10000);
-  make_fifo(fifo, sizeof fifo);
-  const char *load[] = { "load", tu_dir(), fifo, "--batch", "1", NULL };
-  pid_t pid = start_cli(load);
-  int fd = open(fifo, O_WRONLY);   /* once the loader opened it */
-  cr_assert_geq(fd, 0, "open %s: %s", fifo, strerror(errno));
+  pid_t pid;
+  int fd = start_load_from_fifo(fifo, sizeof fifo, &pid);
   size_t cut = n - 9 - 1;          /* inside the last record, before the trailer */
   cr_assert_eq(write(fd, bytes, cut), (ssize_t)cut);
   close(fd);
