@@ -188,17 +188,75 @@ static int next_table_id(sochdb_txn *t, uint32_t *id)
   return sdb_write(t, key, klen, val, sizeof val, 0);
 }
 
-int sdb_table_record_check(const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen)
+static const sochdb_table *seen_table(const struct sdb_table_records *seen, uint32_t id)
+{
+  for (size_t i = 0; i < seen->n; i++)
+    if (seen->tables[i]->id == id)
+      return seen->tables[i];
+  return NULL;
+}
+
+/* A row of the table with id `id`, checked as a read of it would decode it. */
+static int row_record_check(const struct sdb_table_records *seen, uint32_t id, const uint8_t *val, size_t vlen)
+{
+  const sochdb_table *tb = seen_table(seen, id);
+  if (!tb)
+    return sdb_fail(SOCHDB_CORRUPT, "a row of table id %u, which no schema before it names", (unsigned)id);
+  unsigned ncols;
+  sochdb_value vals[SOCHDB_MAX_COLUMNS];
+  int rc = sdb_row_decode(tb, val, vlen, UINT64_MAX, &ncols, vals);
+  if (rc == SOCHDB_OK && (ncols == 0 || ncols > tb->ncols))
+    rc = sdb_fail(SOCHDB_CORRUPT, "a row of table '%s' has %u columns; the table has %zu", tb->name, ncols,
+                  tb->ncols);
+  for (unsigned c = 0; rc == SOCHDB_OK && c < ncols; c++)
+    rc = sdb_row_check_null(tb, c, &vals[c]);
+  return rc;
+}
+
+/* A schema record: decoded, and kept for the rows after it. */
+static int schema_record_check(struct sdb_table_records *seen, const char *name, size_t nlen, const uint8_t *val,
+                               size_t vlen)
+{
+  if (seen->n == seen->cap) {
+    size_t cap = seen->cap ? seen->cap * 2 : 8;
+    sochdb_table **more = realloc(seen->tables, cap * sizeof *more);
+    if (!more)
+      return sdb_fail(SOCHDB_NOMEM, "checking a schema");
+    seen->tables = more;
+    seen->cap = cap;
+  }
+  sochdb_table *tb = calloc(1, sizeof *tb);
+  if (!tb)
+    return sdb_fail(SOCHDB_NOMEM, "checking a schema");
+  memcpy(tb->name, name, nlen);
+  int rc = schema_decode(val, vlen, tb);
+  if (rc == SOCHDB_OK && tb->id == 0)
+    rc = bad_schema(tb->name);
+  if (rc == SOCHDB_OK && seen_table(seen, tb->id))
+    rc = sdb_fail(SOCHDB_CORRUPT, "tables '%s' and '%s' both have id %u", seen_table(seen, tb->id)->name, tb->name,
+                  (unsigned)tb->id);
+  if (rc != SOCHDB_OK) {
+    free(tb);
+    return rc;
+  }
+  seen->tables[seen->n++] = tb;
+  return SOCHDB_OK;
+}
+
+void sdb_table_records_free(struct sdb_table_records *seen)
+{
+  for (size_t i = 0; i < seen->n; i++)
+    free(seen->tables[i]);
+  free(seen->tables);
+  memset(seen, 0, sizeof *seen);
+}
+
+int sdb_table_record_check(struct sdb_table_records *seen, const uint8_t *key, size_t klen, const uint8_t *val,
+                           size_t vlen)
 {
   uint32_t id;
-  if (rowfmt_key_table(key, klen, &id) && klen > ROWFMT_PREFIX_LEN && id != 0) {
-    unsigned ncols;
-    uint8_t types[SOCHDB_MAX_COLUMNS];
-    sochdb_value vals[SOCHDB_MAX_COLUMNS];
-    if (rowfmt_decode(val, vlen, SOCHDB_MAX_COLUMNS, &ncols, types, vals) != 0 || ncols == 0)
-      return sdb_fail(SOCHDB_CORRUPT, "a row of table id %u is malformed", (unsigned)id);
-    return SOCHDB_OK;
-  }
+  if (rowfmt_key_table(key, klen, &id) && klen > ROWFMT_PREFIX_LEN && id != 0)
+    return row_record_check(seen, id, val, vlen);
   if (klen < 3 || !rowfmt_reserved(key, klen) || key[2] != ROWFMT_META)
     return sdb_fail(SOCHDB_INVALID, "the key is no columnar table's");
   const char *name = (const char *)key + 3;
@@ -210,15 +268,7 @@ int sdb_table_record_check(const uint8_t *key, size_t klen, const uint8_t *val, 
   }
   if (n <= pl || n - pl > SOCHDB_MAX_NAME || memcmp(name, SCHEMA_PREFIX, pl) != 0 || memchr(name + pl, 0, n - pl))
     return sdb_fail(SOCHDB_INVALID, "the key is no columnar table's");
-  sochdb_table *tb = calloc(1, sizeof *tb);
-  if (!tb)
-    return sdb_fail(SOCHDB_NOMEM, "checking a schema");
-  memcpy(tb->name, name + pl, n - pl);
-  int rc = schema_decode(val, vlen, tb);
-  if (rc == SOCHDB_OK && tb->id == 0)
-    rc = bad_schema(tb->name);
-  free(tb);
-  return rc;
+  return schema_record_check(seen, name + pl, n - pl, val, vlen);
 }
 
 /* ---- create / open / close ------------------------------------------------- */

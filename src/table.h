@@ -63,6 +63,18 @@ int    sdb_row_columns_out(const sochdb_table *tb, const sochdb_value *vals, uns
 ** them, SOCHDB_CORRUPT when its value is not what the key says; the message
 ** set. Such a record written as it is would break the table (or table
 ** creation) for good: nothing outside the engine can rewrite it. */
-int    sdb_table_record_check(const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen);
+/* The schemas of the records checked so far, for the rows after them (a
+** dump is in key order: every schema before every row). Zeroed to start;
+** sdb_table_records_free when done. */
+struct sdb_table_records {
+  sochdb_table **tables;
+  size_t         n, cap;
+};
+/* Also, across records: a row must belong to a table a schema before it
+** named, decode as that table's columns (types, NULLs only where allowed),
+** and two schemas may not name one table id (SOCHDB_CORRUPT). */
+int    sdb_table_record_check(struct sdb_table_records *seen, const uint8_t *key, size_t klen, const uint8_t *val,
+                              size_t vlen);
+void   sdb_table_records_free(struct sdb_table_records *seen);
 
 #endif

@@ -2303,3 +2303,78 @@ Test(cli, load_refuses_table_records_whose_values_no_table_reads)
   sochdb_close(db);
   drop_side_db(dst);
 }
+
+/* One 'T' record of a hand-made version 2 dump. */
+struct t_record {
+  const char *key;
+  size_t kl;
+  const unsigned char *v;
+  size_t vl;
+};
+
+/* A version 2 dump of the records recs[0..n) at path. */
+static void write_t_dump(const char *path, const struct t_record *recs, size_t n)
+{
+  FILE *f = fopen(path, "wb");
+  cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+  fputs("SOCHDB-DUMP 2\n", f);
+  for (size_t i = 0; i < n; i++) {
+    unsigned char len[4] = { 0, 0, (unsigned char)(recs[i].kl >> 8), (unsigned char)recs[i].kl };
+    fputc('T', f);
+    fwrite(len, 1, 4, f);
+    fwrite(recs[i].key, 1, recs[i].kl, f);
+    len[2] = (unsigned char)(recs[i].vl >> 8), len[3] = (unsigned char)recs[i].vl;
+    fwrite(len, 1, 4, f);
+    fwrite(recs[i].v, 1, recs[i].vl, f);
+  }
+  unsigned char trailer[9] = { 'E' };
+  trailer[8] = (unsigned char)n;
+  fwrite(trailer, 1, 9, f);
+  cr_assert_eq(fclose(f), 0);
+}
+
+/* Each record well-formed by itself, but not with the others: a row of a
+** table no schema names, a row whose column is not its table's type, a
+** NULL in a column that takes none, more columns than the table has, and
+** two schemas of one id. Loaded as they are, each table would read as
+** damage for good; load refuses each dump before it writes anything. */
+Test(cli, load_refuses_table_records_that_do_not_fit_their_table)
+{
+  char path[4300], dst[4300], out[4096], err[4096];
+  snprintf(path, sizeof path, "%s.unfit-dump", tu_dir());
+  side_db("unfit", dst, sizeof dst);
+  static const unsigned char schema1[] = { 1, 1, 0, 0, 0, 1, 0, 0, 0, 1, SOCHDB_INT64, 0, 2, 'i', 'd' };
+  static const unsigned char row_double[] = { 0xC5, 1, SOCHDB_DOUBLE, 0, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f };
+  static const unsigned char row_null[] = { 0xC5, 1, SOCHDB_INT64, 1 };
+  static const unsigned char row_two[] = { 0xC5, 2, SOCHDB_INT64, SOCHDB_INT64, 0, 7, 0, 0, 0, 0, 0, 0, 0,
+                                           8, 0, 0, 0, 0, 0, 0, 0 };
+  static const unsigned char row_ok[] = { 0xC5, 1, SOCHDB_INT64, 0, 7, 0, 0, 0, 0, 0, 0, 0 };
+  static const char row1[] = "\xff\xff\1\0\0\0\1\x80\0\0\0\0\0\0\7", row2[] = "\xff\xff\1\0\0\0\2\x80\0\0\0\0\0\0\7";
+  const struct t_record schema_t = { "\xff\xff\0schema/t", 11, schema1, sizeof schema1 };
+  const struct t_record schema_u = { "\xff\xff\0schema/u", 11, schema1, sizeof schema1 };
+  const struct {
+    struct t_record rec[2];
+    const char *says;
+  } unfit[] = {
+    { { schema_t, { row2, 15, row_ok, sizeof row_ok } }, "which no schema before it names" },
+    { { schema_t, { row1, 15, row_double, sizeof row_double } }, "holds a double" },
+    { { schema_t, { row1, 15, row_null, sizeof row_null } }, "holds NULL" },
+    { { schema_t, { row1, 15, row_two, sizeof row_two } }, "has 2 columns" },
+    { { schema_t, schema_u }, "both have id 1" },
+  };
+  for (size_t i = 0; i < sizeof unfit / sizeof unfit[0]; i++) {
+    write_t_dump(path, unfit[i].rec, 2);
+    const char *load[] = { "load", dst, path, NULL };
+    int rc = run_cli(load, out, sizeof out, err, sizeof err);
+    cr_assert_eq(rc, 2, "load of unfit dump %zu: exit %d, stderr: %s", i, rc, err);
+    cr_assert(strstr(err, unfit[i].says), "unfit dump %zu: %s", i, err);
+    cr_assert_neq(access(dst, F_OK), 0, "unfit dump %zu: a refused dump must write nothing (%s)", i, err);
+  }
+  /* the same schema with a row that fits loads */
+  const struct t_record fit[] = { schema_t, { row1, 15, row_ok, sizeof row_ok } };
+  write_t_dump(path, fit, 2);
+  const char *load[] = { "load", dst, path, NULL };
+  cr_assert_eq(run_cli(load, out, sizeof out, err, sizeof err), 0, "load of a fitting row: %s", err);
+  unlink(path);
+  drop_side_db(dst);
+}

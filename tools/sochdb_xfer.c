@@ -467,6 +467,7 @@ typedef struct reader {
   const char *path;
   unsigned long long record;    /* records read so far */
   int version;                  /* the header's: 1, or 2 (table keys may follow the pairs) */
+  struct sdb_table_records tables;   /* the schemas read so far, for the rows after them */
   unsigned char *k, *v;         /* SOCHDB_MAX_KEY and SOCHDB_MAX_VALUE bytes */
 } reader;
 
@@ -511,7 +512,7 @@ static int read_record(reader *r, uint32_t *kl, uint32_t *vl, int *status)
                                  "(columnar tables); a dump never holds one"), -1;
   /* Decoded as what its key says it is: written as it is, a damaged one
   ** would break its table, or every table creation, for good. */
-  int rc = table_key ? sdb_table_record_check(r->k, *kl, r->v, *vl) : SOCHDB_OK;
+  int rc = table_key ? sdb_table_record_check(&r->tables, r->k, *kl, r->v, *vl) : SOCHDB_OK;
   if (rc != SOCHDB_OK) {
     char what[600];
     snprintf(what, sizeof what, "%s (%s)",
@@ -626,6 +627,7 @@ static int load_from(reader *r, const xargs *a, totals *tot)
       return EXIT_DB_ERROR;
     }
     r->record = 0;
+    sdb_table_records_free(&r->tables);   /* read again from the start */
   }
   /* Before the database is opened (created, if missing): input that is not
   ** a dump must not leave a new, empty database behind. */
@@ -659,7 +661,7 @@ static int load_from(reader *r, const xargs *a, totals *tot)
 static int run_load(const xargs *a)
 {
   const char *path = a->npos > 1 ? a->pos[1] : "-";
-  reader r = { NULL, path, 0, 0, malloc(SOCHDB_MAX_KEY), malloc(SOCHDB_MAX_VALUE) };
+  reader r = { NULL, path, 0, 0, { NULL, 0, 0 }, malloc(SOCHDB_MAX_KEY), malloc(SOCHDB_MAX_VALUE) };
   totals tot = { 0 };
   clock_gettime(CLOCK_MONOTONIC, &tot.start);
   int status = EXIT_OK;
@@ -677,6 +679,7 @@ static int run_load(const xargs *a)
   }
   if (r.f != NULL && r.f != stdin)
     fclose(r.f);
+  sdb_table_records_free(&r.tables);
   free(r.k);
   free(r.v);
   if (status == EXIT_OK)
