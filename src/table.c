@@ -196,8 +196,10 @@ static const sochdb_table *seen_table(const struct sdb_table_records *seen, uint
   return NULL;
 }
 
-/* A row of the table with id `id`, checked as a read of it would decode it. */
-static int row_record_check(const struct sdb_table_records *seen, uint32_t id, const uint8_t *val, size_t vlen)
+/* A row of the table with id `id` under key (klen bytes), checked as a read
+** of it would decode it, and its primary key (column 0) the key's own. */
+static int row_record_check(const struct sdb_table_records *seen, uint32_t id, const uint8_t *key, size_t klen,
+                            const uint8_t *val, size_t vlen)
 {
   const sochdb_table *tb = seen_table(seen, id);
   if (!tb)
@@ -210,7 +212,15 @@ static int row_record_check(const struct sdb_table_records *seen, uint32_t id, c
                   tb->ncols);
   for (unsigned c = 0; rc == SOCHDB_OK && c < ncols; c++)
     rc = sdb_row_check_null(tb, c, &vals[c]);
-  return rc;
+  if (rc != SOCHDB_OK)
+    return rc;
+  uint8_t pk[SOCHDB_MAX_KEY];
+  if (vals[0].len > SOCHDB_MAX_KEY - ROWFMT_PREFIX_LEN ||
+      rowfmt_pk_encode(pk, tb->types[0], &vals[0]) != klen - ROWFMT_PREFIX_LEN ||
+      memcmp(pk, key + ROWFMT_PREFIX_LEN, klen - ROWFMT_PREFIX_LEN) != 0)
+    return sdb_fail(SOCHDB_CORRUPT, "a row of table '%s' is under another primary key than its first column's",
+                    tb->name);
+  return SOCHDB_OK;
 }
 
 /* A schema record: decoded, and kept for the rows after it. */
@@ -256,7 +266,7 @@ int sdb_table_record_check(struct sdb_table_records *seen, const uint8_t *key, s
 {
   uint32_t id;
   if (rowfmt_key_table(key, klen, &id) && klen > ROWFMT_PREFIX_LEN && id != 0)
-    return row_record_check(seen, id, val, vlen);
+    return row_record_check(seen, id, key, klen, val, vlen);
   if (klen < 3 || !rowfmt_reserved(key, klen) || key[2] != ROWFMT_META)
     return sdb_fail(SOCHDB_INVALID, "the key is no columnar table's");
   const char *name = (const char *)key + 3;

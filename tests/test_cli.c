@@ -2335,8 +2335,9 @@ static void write_t_dump(const char *path, const struct t_record *recs, size_t n
 
 /* Each record well-formed by itself, but not with the others: a row of a
 ** table no schema names, a row whose column is not its table's type, a
-** NULL in a column that takes none, more columns than the table has, and
-** two schemas of one id. Loaded as they are, each table would read as
+** NULL in a column that takes none, more columns than the table has, two
+** schemas of one id, and a row under a key whose primary key is not its
+** first column's. Loaded as they are, each table would read as
 ** damage for good; load refuses each dump before it writes anything. */
 Test(cli, load_refuses_table_records_that_do_not_fit_their_table)
 {
@@ -2349,6 +2350,7 @@ Test(cli, load_refuses_table_records_that_do_not_fit_their_table)
   static const unsigned char row_two[] = { 0xC5, 2, SOCHDB_INT64, SOCHDB_INT64, 0, 7, 0, 0, 0, 0, 0, 0, 0,
                                            8, 0, 0, 0, 0, 0, 0, 0 };
   static const unsigned char row_ok[] = { 0xC5, 1, SOCHDB_INT64, 0, 7, 0, 0, 0, 0, 0, 0, 0 };
+  static const unsigned char row_pk8[] = { 0xC5, 1, SOCHDB_INT64, 0, 8, 0, 0, 0, 0, 0, 0, 0 };
   static const char row1[] = "\xff\xff\1\0\0\0\1\x80\0\0\0\0\0\0\7", row2[] = "\xff\xff\1\0\0\0\2\x80\0\0\0\0\0\0\7";
   const struct t_record schema_t = { "\xff\xff\0schema/t", 11, schema1, sizeof schema1 };
   const struct t_record schema_u = { "\xff\xff\0schema/u", 11, schema1, sizeof schema1 };
@@ -2361,6 +2363,7 @@ Test(cli, load_refuses_table_records_that_do_not_fit_their_table)
     { { schema_t, { row1, 15, row_null, sizeof row_null } }, "holds NULL" },
     { { schema_t, { row1, 15, row_two, sizeof row_two } }, "has 2 columns" },
     { { schema_t, schema_u }, "both have id 1" },
+    { { schema_t, { row1, 15, row_pk8, sizeof row_pk8 } }, "another primary key" },
   };
   for (size_t i = 0; i < sizeof unfit / sizeof unfit[0]; i++) {
     write_t_dump(path, unfit[i].rec, 2);
