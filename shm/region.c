@@ -297,6 +297,16 @@ static int region_attach_locked(const struct shm_open_params *p, shm_region *r, 
     munmap(h, SHM_HEADER_BYTES);
     if (rc != SOCHDB_OK)
       return ours && replace_if_unused(r, rc, again) ? SOCHDB_OK : rc;
+    if (magic == 0 && slots_any_held(r->fd) != 0) {
+      /* No magic, yet a slot is held: not a creator that died before
+      ** publishing it (an opener takes its slot after the magic is out),
+      ** but zeros written over the start of a region in use. Re-initialising
+      ** it in place would truncate the memory of every attached process
+      ** from under it (SIGBUS): refused like other damage while in use. */
+      sdb_fail(SOCHDB_CORRUPT, "region %s has no magic while a process slot is held (its start was overwritten)",
+               r->path);
+      return replace_if_unused(r, SOCHDB_CORRUPT, again) ? SOCHDB_OK : SOCHDB_CORRUPT;
+    }
     if (stale) {
       /* Left by a deleted directory whose inode was reused, or by an earlier
       ** boot: nobody can be using it for this database, so start afresh with

@@ -653,6 +653,39 @@ Test(region, a_region_without_magic_is_initialised_again)
   free(dir);
 }
 
+/* Eight zero bytes over the start of a region in use (a program's buffer
+** written there) look like a creator that died before publishing its
+** magic. Such a creator never held a slot (an opener takes its slot after
+** the magic is out), so with a slot held it is damage: re-initialising the
+** file in place (truncating it) would pull the memory of every attached
+** process and sochdbd from under them (SIGBUS) and drop what they hold.
+** Refused while in use, rebuilt after, like the other damage. */
+Test(region, a_region_without_magic_is_refused_while_in_use)
+{
+  char path[4096];
+  char *dir = make_db_with_key("zeroed", path, sizeof path);
+  struct stat before;
+  cr_assert_eq(stat(path, &before), 0, "stat");
+  int holder = hold_a_slot(path);
+  uint64_t zero = 0;
+  file_write(path, 0, &zero, sizeof zero);
+  sochdb_options o = small_opts();
+  o.region_bytes = 16u << 20;   /* a re-initialiser would resize it: seen below */
+  open_fails(dir, &o, SOCHDB_CORRUPT, "no magic while a slot is held");
+  cr_assert(strstr(sochdb_last_error(), "processes use it") != NULL, "detail: \"%s\"", sochdb_last_error());
+  struct stat after;
+  cr_assert_eq(stat(path, &after), 0, "stat");
+  cr_assert_eq(after.st_ino, before.st_ino, "the region in use was replaced");
+  cr_assert_eq(after.st_size, before.st_size, "the region in use was re-initialised in place (%lld bytes, was %lld)",
+               (long long)after.st_size, (long long)before.st_size);
+  uint64_t region_bytes;
+  file_read(path, (off_t)offsetof(struct shm_header, region_bytes), &region_bytes, sizeof region_bytes);
+  cr_assert_eq(region_bytes, (uint64_t)before.st_size, "the header of the region in use was rewritten");
+  close(holder);
+  expect_rebuilt(dir, &o, "no magic, no process left");
+  free(dir);
+}
+
 Test(region, a_region_of_another_directory_is_replaced)
 {
   char path[4096];
