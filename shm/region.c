@@ -283,8 +283,21 @@ static int region_attach_locked(const struct shm_open_params *p, shm_region *r, 
       rc = region_check(r->path, h, p, st.st_size);
       uint8_t boot[16];
       current_boot_id(boot);
-      stale = rc == SOCHDB_OK && (memcmp(h->db_id, p->db_id, sizeof h->db_id) != 0 ||
-                                  memcmp(h->boot_id, boot, sizeof boot) != 0);
+      stale = rc == SOCHDB_OK && memcmp(h->db_id, p->db_id, sizeof h->db_id) != 0;
+      if (rc == SOCHDB_OK && !stale && memcmp(h->boot_id, boot, sizeof boot) != 0) {
+        /* Of an earlier boot, unless a process holds a slot of it: then it
+        ** is this boot's, and one of the two ids is unknown (all zeros: the
+        ** boot id could not be read, EMFILE or no /proc). Replacing a region
+        ** in use would split the database between two regions. */
+        int held = slots_any_held(r->fd);
+        if (held < 0) {
+          int err = errno;
+          munmap(h, SHM_HEADER_BYTES);
+          errno = err;
+          return sdb_fail_errno("test the process slots of %s", r->path);
+        }
+        stale = held == 0;
+      }
     } else if (magic != 0) {
       rc = sdb_fail(SOCHDB_CORRUPT, "%s is not a sochdb region (bad magic)", r->path);
     }

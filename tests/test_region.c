@@ -1076,6 +1076,57 @@ Test(region, a_region_of_an_earlier_boot_is_rebuilt_from_the_wal)
   free(dir);
 }
 
+/* An opener that cannot read this boot's id (open fails with EMFILE: the
+** region's descriptor was the last one its limit allowed; no /proc in a
+** chroot) sees all zeros, which differ from the boot id of a region made
+** this boot. A region some process holds a slot of is of this boot, whatever
+** the ids say: it must not be replaced as one of an earlier boot, or the
+** attached processes and the next opener's would be two regions of one
+** database. */
+Test(region, an_opener_without_the_boot_id_does_not_replace_a_region_in_use)
+{
+  char path[4096];
+  char *dir = make_db_with_key("noboot", path, sizeof path);
+  int holder = hold_a_slot(path);
+  struct stat before;
+  cr_assert_eq(fstat(holder, &before), 0, "fstat");
+  pid_t pid = tu_fork();
+  cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    /* The lowest free descriptor is the last one allowed: the region takes
+    ** it (the files opened before it are closed by then), and the boot id's
+    ** open then fails. */
+    int lowest = dup(0);
+    if (lowest < 0)
+      _exit(2);
+    close(lowest);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+      _exit(3);
+    rl.rlim_cur = (rlim_t)lowest + 1;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+      _exit(4);
+    sochdb_options o = small_opts();
+    sochdb *db = NULL;
+    if (sochdb_open(dir, &o, &db) == SOCHDB_OK)
+      sochdb_close(db);   /* or it fails later, out of descriptors: either way */
+    _exit(0);
+  }
+  int st = 0;
+  char how[64];
+  cr_assert_eq(tu_wait_child(pid, 30000, &st), 0, "the opener did not return in 30 s");
+  tu_forget_child(pid);
+  cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the opener: %s", tu_status_str(st, how, sizeof how));
+  struct stat held, named;
+  cr_assert_eq(fstat(holder, &held), 0, "fstat");
+  cr_assert_gt(held.st_nlink, 0u, "the region in use was unlinked");
+  cr_assert_eq(stat(path, &named), 0, "stat %s", path);
+  cr_assert_eq(named.st_ino, before.st_ino, "the region in use was replaced by inode %llu",
+               (unsigned long long)named.st_ino);
+  close(holder);
+  free(dir);
+}
+
 /* ---- a file size limit ------------------------------------------------------ */
 
 /* A process whose file size limit (`ulimit -f`) is below the region's size
