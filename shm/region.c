@@ -258,10 +258,14 @@ static int replace_if_unused(shm_region *r, int rc, int *again)
   }
   if (held > 0)
     sdb_fail(rc, "%s; processes use it: once they and sochdbd have stopped, the next open rebuilds it from the "
-             "log", why);
+             "database's files", why);
+  else if (held < 0)   /* cannot tell: never advise removing a region that may be in use */
+    sdb_fail(rc, "%s; whether a process uses it cannot be told (%s): once every process of the database and "
+             "sochdbd have stopped, remove it, and the next open rebuilds it from the database's files", why,
+             strerror(errno));
   else
     sdb_fail(rc, "%s; nobody uses it, but it could not be removed (%s): remove it, and the next open rebuilds it "
-             "from the log", why, strerror(errno));
+             "from the database's files", why, strerror(errno));
   return 0;
 }
 
@@ -449,27 +453,33 @@ void shm_region_unlock(shm_region *r) { flock(r->fd, LOCK_UN); }
 
 /* Unlink path if fd (open on it) still names it, under the exclusive flock
 ** that openers hold while they validate or replace a region. */
-static int unlink_if_still(int fd, const char *path)
+static int unlink_if_still(int fd, const char *path, int only_unused)
 {
   if (flock(fd, LOCK_EX) != 0)
     return -1;
   int rc = 0;
-  if (fd_is_path(fd, path))
+  int held = only_unused ? slots_any_held(fd) : 0;   /* an attacher takes its slot under this flock */
+  if (held != 0) {
+    rc = -1;
+    if (held > 0)
+      errno = EBUSY;
+  } else if (fd_is_path(fd, path)) {
     rc = unlink(path) == 0 ? 1 : -1;
+  }
   int err = errno;
   flock(fd, LOCK_UN);
   errno = err;
   return rc;
 }
 
-int shm_region_unlink(shm_region *r) { return unlink_if_still(r->fd, r->path); }
+int shm_region_unlink(shm_region *r) { return unlink_if_still(r->fd, r->path, 0); }
 
-int shm_region_unlink_path(const char *path)
+int shm_region_unlink_path(const char *path, int only_unused)
 {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return errno == ENOENT ? 0 : -1;
-  int rc = unlink_if_still(fd, path);
+  int rc = unlink_if_still(fd, path, only_unused);
   int err = errno;
   close(fd);
   errno = err;

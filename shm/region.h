@@ -228,8 +228,11 @@ void shm_region_close(shm_region *r);
 ** the path names another file or none, -1 on an error (errno set). */
 int  shm_region_unlink(shm_region *r);
 /* The same for the region file at path, which this process need not have
-** attached (`sochdb destroy`): 1 unlinked, 0 none there, -1 on an error. */
-int  shm_region_unlink_path(const char *path);
+** attached (`sochdb destroy`): 1 unlinked, 0 none there, -1 on an error.
+** With only_unused, not while a process holds a slot of it (errno EBUSY):
+** one that attached after the caller found nobody attached would be left
+** on a region nobody else opens. */
+int  shm_region_unlink_path(const char *path, int only_unused);
 
 /* Whether a region of these sizes can be made (the checks region_format
 ** makes), without touching anything: sochdb_open refuses bad options before

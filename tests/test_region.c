@@ -408,7 +408,7 @@ Test(region, memtables_span_at_most_32_gib)
 
 /* After an upgrade that changes the layout, the region of the old version
 ** is refused while any process still uses it (an old one, or sochdbd), and
-** the first open after they have all stopped rebuilds it from the log: no
+** the first open after they have all stopped rebuilds it from the files: no
 ** one has to find and remove it by hand. */
 Test(region, another_layout_version_is_refused_while_in_use_and_rebuilt_after)
 {
@@ -581,6 +581,25 @@ Test(region, a_region_of_the_wrong_size_is_corrupt)
   open_fails(dir, &o, SOCHDB_CORRUPT, "region file smaller than its header says");
   close(holder);
   expect_rebuilt(dir, &o, "the wrong size, no process left");
+  free(dir);
+}
+
+/* `sochdb destroy` and `backup` find nobody attached, stop the daemon, then
+** remove the region: a process that attached in between was left on a region
+** nobody else would open (its commits unseen, never logged). The removal
+** they use refuses while a slot is held. */
+Test(region, a_region_is_removed_for_destroy_only_while_no_slot_is_held)
+{
+  char path[4096];
+  char *dir = make_db_with_key("unused", path, sizeof path);
+  int holder = hold_a_slot(path);
+  errno = 0;
+  cr_assert_eq(shm_region_unlink_path(path, 1), -1, "removed while a slot is held");
+  cr_assert_eq(errno, EBUSY, "errno %d (%s), not EBUSY", errno, strerror(errno));
+  cr_assert_eq(access(path, F_OK), 0, "the region in use is gone");
+  close(holder);
+  cr_assert_eq(shm_region_unlink_path(path, 1), 1, "not removed once no slot is held: %s", strerror(errno));
+  cr_assert_neq(access(path, F_OK), 0, "the region is still there");
   free(dir);
 }
 

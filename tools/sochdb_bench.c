@@ -360,7 +360,7 @@ static void remove_database(const char *dir, const char *region, int existed)
 {
   sdb_daemon_stop(dir, SIGTERM, 10000);
   if (region[0])
-    shm_region_unlink_path(region);
+    shm_region_unlink_path(region, 0);
   keep_top = existed;
   nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }

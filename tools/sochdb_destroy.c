@@ -312,8 +312,9 @@ int cli_release_db(const char *dir)
   int status = check_nobody_attached(dir, region);
   if (status == EXIT_OK)
     status = stop_daemon(dir);
-  if (status == EXIT_OK && shm_region_unlink_path(region) < 0) {
-    fprintf(stderr, "sochdb: cannot remove the region %s: %s\n", region, strerror(errno));
+  if (status == EXIT_OK && shm_region_unlink_path(region, 1) < 0) {
+    fprintf(stderr, "sochdb: cannot remove the region %s: %s%s\n", region, strerror(errno),
+            errno == EBUSY ? " (a process attached meanwhile)" : "");
     status = EXIT_DB_ERROR;
   }
   return status;
@@ -357,9 +358,10 @@ int cli_destroy(const char *dir_arg, int json)
     status = stop_daemon(dir);
   if (status != EXIT_OK)
     return status;
-  rc = shm_region_unlink_path(r.region);
+  rc = shm_region_unlink_path(r.region, 1);
   if (rc < 0) {
-    fprintf(stderr, "sochdb: cannot remove the region %s: %s; nothing else was removed\n", r.region, strerror(errno));
+    fprintf(stderr, "sochdb: cannot remove the region %s: %s%s; nothing else was removed\n", r.region,
+            strerror(errno), errno == EBUSY ? " (a process attached meanwhile)" : "");
     return EXIT_DB_ERROR;
   }
   r.region_removed = rc > 0;
