@@ -29,7 +29,9 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  17u  /* 17: block cache hits and misses counted in each process's slot;
+#define SHM_LAYOUT_VERSION  18u  /* 18: an opener takes its slot under the creation flock, and an
+                                  ** unusable region nobody holds a slot of is rebuilt (region.c);
+                                  ** 17: block cache hits and misses counted in each process's slot;
                                   ** 16: a cache area's sets found among budgets above its size (an
                                   ** area of 15 could get fewer sets for the same size);
                                   ** 15: the block cache in size tiers (blockcache.h);
