@@ -84,9 +84,17 @@ int store_check_room(struct store *s, size_t adds, size_t dels)
   return rc;
 }
 
-/* The new files of an edit that was refused: nothing will name them. */
-static void remove_refused_locked(struct store *s, const struct manifest_edit *e)
+/* The new files of an edit that was refused (rc, its message the last
+** error, which stays the caller's to report): nothing will name them. */
+static void remove_refused_locked(struct store *s, const struct manifest_edit *e, int rc)
 {
+  char why[512];
+  snprintf(why, sizeof why, "%s", sochdb_last_error());
+  if (sdb_dir_is_ours(s->db) != SOCHDB_OK) {
+    /* the numbers may name another database's tables now, as in store_reclaim */
+    sdb_fail(rc, "%s", why);
+    return;
+  }
   for (size_t i = 0; i < e->nadds; i++) {
     uint64_t number = e->adds[i].file.number;
     if (is_live(&s->state, number))
@@ -426,7 +434,7 @@ int store_apply(struct store *s, struct manifest_edit *edit)
   pthread_mutex_lock(&s->lock);
   int rc = check_room_locked(s, edit->nadds, edit->ndels);
   if (rc != SOCHDB_OK) {
-    remove_refused_locked(s, edit);
+    remove_refused_locked(s, edit, rc);
     pthread_mutex_unlock(&s->lock);
     return rc;
   }
@@ -434,7 +442,7 @@ int store_apply(struct store *s, struct manifest_edit *edit)
   int was_failed = manifest_failed(s->man);
   rc = manifest_apply(s->man, &s->state, edit);
   if (rc != SOCHDB_OK && !was_failed && !manifest_failed(s->man))
-    remove_refused_locked(s, edit);   /* refused before a byte was written (its checks, memory): nothing names them */
+    remove_refused_locked(s, edit, rc);   /* refused before a byte was written (its checks, memory): nothing names them */
   if (rc == SOCHDB_OK) {
     rc = publish_locked(s);
     s->failed |= rc != SOCHDB_OK;

@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -488,5 +489,47 @@ Test(store, a_directory_that_now_holds_another_database_is_left_alone)
   cr_assert_eq(write_table(&s, number + 2, pieces, 1, 100, &total), SOCHDB_OK, "with its id back: %s",
                sochdb_last_error());
   expect_file(number + 2, total);
+  tu_close();
+}
+
+/* An edit refused before the MANIFEST records it (here by the test fault
+** manifest.prepare, as by no memory; or past the file limit) has its new
+** tables removed by number. If DIR meanwhile holds another database (the
+** one the daemon served deleted, a new one made at its path), a table of
+** that number is the new database's: removing it would lose its data. The
+** refusal's cleanup asks whether DIR is still ours, as every other
+** removal of the store does. */
+Test(store, a_refused_edit_removes_nothing_from_another_database)
+{
+  struct store s;
+  sochdb *db = open_daemon_store(&s);
+  (void)db;
+  uint64_t number;
+  size_t total;
+  cr_assert_eq(write_small_table(&s, &number, &total), SOCHDB_OK, "%s", sochdb_last_error());
+  char id_path[4300], kept[4320];
+  snprintf(id_path, sizeof id_path, "%s/%s", tu_dir(), SDB_ID_FILE);
+  snprintf(kept, sizeof kept, "%s.kept", id_path);
+  cr_assert_eq(rename(id_path, kept), 0);
+  FILE *f = fopen(id_path, "wb");   /* another database's id: its table of this number stands for it */
+  cr_assert_not_null(f);
+  fputs("0123456789abcdef0123456789abcdef\n", f);
+  fclose(f);
+  struct manifest_edit e;
+  manifest_edit_init(&e);
+  struct manifest_file mf = { number, total, (uint8_t *)"a", 1, (uint8_t *)"z", 1, 1, 1 };
+  cr_assert_eq(manifest_edit_add_file(&e, 0, &mf), SOCHDB_OK);
+  sochdb_test_fault("manifest.prepare", ENOMEM, 0, 1);
+  int rc = store_apply(&s, &e);
+  sochdb_test_fault(NULL, 0, 0, 0);
+  manifest_edit_free(&e);
+  cr_assert_neq(rc, SOCHDB_OK, "the edit was not refused");
+  cr_assert(strstr(sochdb_last_error(), "not prepared"), "the refusal's own message is lost: %s",
+            sochdb_last_error());
+  char path[4300];
+  snprintf(path, sizeof path, "%s/%06llu.sst", tu_dir(), (unsigned long long)number);
+  cr_assert_eq(access(path, F_OK), 0, "%s, another database's table by now, was removed", path);
+  cr_assert_eq(rename(kept, id_path), 0);
+  store_close(&s);
   tu_close();
 }
