@@ -106,7 +106,10 @@ int    bc_lookup_counted(void *area, uint64_t file, uint64_t offset, void *dst, 
                          _Atomic uint64_t *hits, _Atomic uint64_t *misses);
 
 /* Add a released process's counted lookups to the area's own counters, so
-** that the totals (bc_get_stats plus every live process's) never go back. */
+** that the totals (bc_get_stats plus every live process's) keep them. A
+** reading made while a slot is released may count that process's lookups
+** twice or not at all (the slot and the area are read one after the
+** other): figures for monitoring, not an exact sequence. */
 void   bc_add_counts(void *area, uint64_t hits, uint64_t misses);
 
 /* Insert a copy of data[0..len) under (file, offset), in the first tier whose

@@ -1358,7 +1358,8 @@ static const command commands[] = {
     "database (their pids are named), when DIR holds no database, or when DIR is\n"
     "a symbolic link (give the directory itself; exit 2). Like RocksDB's\n"
     "DestroyDB it cannot stop a program that opens the database while it runs:\n"
-    "stop the programs that use it first.\n\n"
+    "stop the programs that use it first. One that attaches after the check\n"
+    "makes it fail (exit 3) before any file is removed.\n\n"
     "  --json    print the summary as one JSON object\n\n"
     "exit status: 0 destroyed, 2 usage error, 3 no database at DIR, processes\n"
     "attached, the daemon did not stop, or a file could not be removed\n",

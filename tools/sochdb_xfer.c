@@ -762,13 +762,14 @@ static int check_dest(const char *dest)
   return EXIT_USAGE;
 }
 
-/* A finished backup whose daemon cannot be stopped (someone opened DEST
-** meanwhile) is still whole and durable: a warning, not a failure. */
+/* A finished backup that something else opened meanwhile (its daemon not
+** stopped, or its region still attached) is still whole and durable: a
+** warning, not a failure. */
 static void release_dest(const char *dest)
 {
   if (cli_release_db(dest) != EXIT_OK)
-    fprintf(stderr, "sochdb: warning: the backup in %s is complete, but its daemon still runs (above): copy "
-                    "its files only once no process uses it\n", dest);
+    fprintf(stderr, "sochdb: warning: the backup in %s is complete, but another process uses it (above): copy "
+                    "its files only once none does\n", dest);
 }
 
 static int run_backup(const xargs *a)
