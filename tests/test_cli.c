@@ -2070,7 +2070,7 @@ Test(cli, a_load_whose_batch_no_daemon_confirms_says_it_was_applied)
   fwrite(two, 1, sizeof two - 1, f);
   fclose(f);
 
-  cr_assert_eq(kill(daemon, SIGSTOP), 0);   /* alive, holding DIR/LOCK, confirming nothing */
+  tu_stop_process(daemon);   /* alive, holding DIR/LOCK, confirming nothing */
   const char *load[] = { "load", tu_dir(), path, NULL };
   int rc = run_cli(load, out, sizeof out, err, sizeof err);
   kill(daemon, SIGCONT);

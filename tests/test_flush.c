@@ -377,7 +377,7 @@ Test(flush, flushed_memtables_a_reader_holds_do_not_stall_writers)
   ** retired ones: two waiting let a write begin, three do not. */
   pid_t daemon = sdb_daemon_pid(tu_dir());
   cr_assert_gt(daemon, 0, "the daemon's pid is in LOCK");
-  cr_assert_eq(kill(daemon, SIGSTOP), 0, "stop the daemon: %s", strerror(errno));
+  tu_stop_process(daemon);   /* every thread stopped, not only signalled */
   tu_rotate(db);
   tu_rotate(db);
   t = tu_begin(db, 0);

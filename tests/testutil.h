@@ -506,6 +506,46 @@ static inline void tu_stop_daemon(const char *dir)
   cr_assert(tu_signal_daemon_and_wait(dir, SIGTERM), "sochdbd of %s did not stop within 10 s", dir);
 }
 
+/* 1 when every thread of pid is stopped (state T or t in /proc/PID/task/TID/stat). */
+static inline int tu_all_threads_stopped(pid_t pid)
+{
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+  DIR *d = opendir(path);
+  if (!d)
+    return 0;
+  int stopped = 1;
+  struct dirent *e;
+  while (stopped && (e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.')
+      continue;
+    char stat_path[80 + sizeof e->d_name], buf[512] = "";
+    snprintf(stat_path, sizeof stat_path, "%s/%s/stat", path, e->d_name);
+    FILE *f = fopen(stat_path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+      fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')');   /* the state follows the command name, which may hold spaces */
+    stopped = paren && (paren[2] == 'T' || paren[2] == 't');
+  }
+  closedir(d);
+  return stopped;
+}
+
+/* SIGSTOP pid and wait until every one of its threads has stopped: kill()
+** returns once the signal is queued, and a thread busy on another CPU (or
+** on a vCPU the host has descheduled) may still run for a while, long
+** enough to flush a memtable a test meant it not to. Asserts within 10 s. */
+static inline void tu_stop_process(pid_t pid)
+{
+  cr_assert_eq(kill(pid, SIGSTOP), 0, "SIGSTOP %d: %s", (int)pid, strerror(errno));
+  int stopped = 0;
+  for (int i = 0; i < 10000 && !(stopped = tu_all_threads_stopped(pid)); i++)
+    tu_sleep_ms(1);
+  cr_assert(stopped, "process %d did not stop within 10 s of SIGSTOP", (int)pid);
+}
+
 /* .fini: kill leftover children, unlink the region, remove the directories. */
 static inline void tu_teardown(void)
 {
