@@ -168,6 +168,7 @@ static int claim_free_arena(shm_region *r, uint32_t my_slot, uint32_t *out)
     if (atomic_compare_exchange_strong_explicit(&arena_memtable(r, (uint32_t)best)->state_claim, &expected,
                                                 mt_word(MT_CLAIMED, my_slot + 1), memory_order_seq_cst,
                                                 memory_order_relaxed)) {
+      epoch_reuse_begins();   /* for ThreadSanitizer only: epoch.h */
       *out = (uint32_t)best;
       return 1;
     }

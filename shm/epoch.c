@@ -20,8 +20,19 @@ void epoch_enter(shm_region *r, _Atomic uint64_t *slot)
   shm_fence_seq_cst();
 }
 
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+
+static char tsan_holds_released;   /* the process-wide object of epoch.h's TSan note */
+static void tsan_hold_released(void) { __tsan_release(&tsan_holds_released); }
+void epoch_reuse_begins(void) { __tsan_acquire(&tsan_holds_released); }
+#else
+static inline void tsan_hold_released(void) {}
+#endif
+
 void epoch_leave(_Atomic uint64_t *slot)
 {
+  tsan_hold_released();
   /* release: every access to reclaimable memory happens-before the clear */
   atomic_store_explicit(slot, 0, memory_order_release);
 }
@@ -61,6 +72,7 @@ void hazard_publish(_Atomic uint64_t *hazard, uint64_t value)
 
 void hazard_clear(struct shm_txn_entry *e)
 {
+  tsan_hold_released();
   /* release: every read of what the hazards named happens-before the clear
   ** that the reclaimer's seq_cst scan reads */
   atomic_store_explicit(&e->view_memtables, 0, memory_order_release);
@@ -69,6 +81,7 @@ void hazard_clear(struct shm_txn_entry *e)
 
 void hazard_drop_memtables(struct shm_txn_entry *e)
 {
+  tsan_hold_released();
   /* release: as in hazard_clear */
   atomic_store_explicit(&e->view_memtables, 0, memory_order_release);
 }

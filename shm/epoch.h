@@ -34,6 +34,22 @@
 #include "region.h"
 #include "slots.h"
 
+/* ---- what ThreadSanitizer cannot see ---- */
+
+/* An arena (or list) is reused only after every reader left it, but the
+** reclaimer that decides so is sochdbd, another process: ThreadSanitizer
+** sees no order from a thread that read the old contents here to one that
+** writes the new ones, and reports a race (test_iter did, once). Under TSan
+** every release of a hold (epoch_leave, hazard_clear, hazard_drop_memtables)
+** is a release on one process-wide object, and epoch_reuse_begins, called
+** by whoever claims reclaimed memory, acquires it: the order the protocol
+** gives, said so that TSan sees it. Nothing at all elsewhere. */
+#if defined(__SANITIZE_THREAD__)
+void     epoch_reuse_begins(void);
+#else
+static inline void epoch_reuse_begins(void) {}
+#endif
+
 /* ---- commit epochs ---- */
 
 /* Hold the current epoch in *slot (one's own commit_epoch). */

@@ -54,6 +54,7 @@ static int claim_free_list(shm_region *r, uint32_t *out)
     /* relaxed: only the daemon changes list states */
     if (atomic_load_explicit(&l->state, memory_order_relaxed) == FL_FREE) {
       atomic_store_explicit(&l->state, FL_BUILDING, memory_order_relaxed);
+      epoch_reuse_begins();   /* for ThreadSanitizer only: epoch.h */
       *out = i;
       return 1;
     }
