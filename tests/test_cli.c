@@ -2235,75 +2235,6 @@ Test(cli, a_load_that_stops_inside_the_tables_says_they_are_partly_loaded)
 
 /* ---- a damaged or forged version-2 dump ---------------------------------------- */
 
-/* load checked only the shape of a 'T' record's key (FF FF 00 and anything,
-** FF FF 01 and 5 bytes or more), never its value, and the format has no
-** checksum: a next table id of 0 or of 2 bytes, a schema that does not
-** decode, a row that is not a row, or a meta key no table reads went in,
-** load exited 0 and check said clean, and afterwards no table could be
-** created (the stored next table id is malformed) nor the table read. Each
-** record is now decoded as what its key says it is, before anything is
-** written. Fails before: each of these dumps loads (exit 0). */
-Test(cli, load_refuses_table_records_whose_values_no_table_reads)
-{
-  char path[4300], dst[4300], out[4096], err[4096];
-  snprintf(path, sizeof path, "%s.forged", tu_dir());
-  side_db("forged-values", dst, sizeof dst);
-  static const unsigned char schema_ok[] = { 1, 1, 0, 0, 0, 1, 0, 0, 0, 1, SOCHDB_INT64, 0, 2, 'i', 'd' };
-  static const unsigned char row_ok[] = { 0xC5, 1, SOCHDB_INT64, 0, 7, 0, 0, 0, 0, 0, 0, 0 };
-  static const struct { const char *key; size_t kl; const unsigned char *v; size_t vl; const char *says; } forged[] = {
-    { "\xff\xff\0next_table_id", 16, (const unsigned char *)"\0\0\0\0", 4, "next table id" },
-    { "\xff\xff\0next_table_id", 16, (const unsigned char *)"\2\0", 2, "next table id" },
-    { "\xff\xff\0schema/t", 11, schema_ok, sizeof schema_ok - 1, "schema" },
-    { "\xff\xff\0schema/", 10, schema_ok, sizeof schema_ok, "no columnar table" },
-    { "\xff\xff\0other", 8, (const unsigned char *)"x", 1, "no columnar table" },
-    { "\xff\xff\1\0\0\0\1\x80\0\0\0\0\0\0\7", 15, (const unsigned char *)"garbage", 7, "row" },
-    { "\xff\xff\1\0\0\0\1\x80\0\0\0\0\0\0\7", 15, row_ok, sizeof row_ok - 1, "row" },
-  };
-  for (size_t i = 0; i < sizeof forged / sizeof forged[0]; i++) {
-    FILE *f = fopen(path, "wb");
-    cr_assert_not_null(f);
-    unsigned char len[4];
-    fputs("SOCHDB-DUMP 2\nT", f);
-    len[0] = 0, len[1] = 0, len[2] = (unsigned char)(forged[i].kl >> 8), len[3] = (unsigned char)forged[i].kl;
-    fwrite(len, 1, 4, f);
-    fwrite(forged[i].key, 1, forged[i].kl, f);
-    len[2] = (unsigned char)(forged[i].vl >> 8), len[3] = (unsigned char)forged[i].vl;
-    fwrite(len, 1, 4, f);
-    fwrite(forged[i].v, 1, forged[i].vl, f);
-    fwrite("E\0\0\0\0\0\0\0\1", 1, 9, f);
-    fclose(f);
-    const char *load[] = { "load", dst, path, NULL };
-    int rc = run_cli(load, out, sizeof out, err, sizeof err);
-    cr_assert_eq(rc, 2, "load of forged dump %zu: exit %d, stderr: %s", i, rc, err);
-    cr_assert(strstr(err, forged[i].says), "forged dump %zu: %s", i, err);
-    cr_assert_neq(access(dst, F_OK), 0, "a refused dump must write nothing");
-  }
-  /* the intact records themselves load */
-  FILE *f = fopen(path, "wb");
-  cr_assert_not_null(f);
-  fputs("SOCHDB-DUMP 2\n", f);
-  fwrite("T\0\0\0\20\xff\xff\0next_table_id\0\0\0\4\2\0\0\0", 1, 29, f);
-  fwrite("T\0\0\0\13\xff\xff\0schema/t\0\0\0\17", 1, 20, f);
-  fwrite(schema_ok, 1, sizeof schema_ok, f);
-  fwrite("T\0\0\0\17\xff\xff\1\0\0\0\1\x80\0\0\0\0\0\0\7\0\0\0\14", 1, 24, f);
-  fwrite(row_ok, 1, sizeof row_ok, f);
-  fwrite("E\0\0\0\0\0\0\0\3", 1, 9, f);
-  fclose(f);
-  const char *load[] = { "load", dst, path, NULL };
-  cr_assert_eq(run_cli(load, out, sizeof out, err, sizeof err), 0, "load of intact records: %s", err);
-  unlink(path);
-  sochdb *db = tu_open_with(dst, NULL);
-  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
-  sochdb_table *tb;
-  cr_assert_eq(sochdb_table_open(t, "t", NULL, 0, &tb), SOCHDB_OK, "%s", sochdb_last_error());
-  sochdb_value pk = { .i64 = 7 }, got;
-  cr_assert_eq(sochdb_row_get(t, tb, &pk, NULL, 0, &got), SOCHDB_OK, "%s", sochdb_last_error());
-  sochdb_table_close(tb);
-  sochdb_abort(t);
-  sochdb_close(db);
-  drop_side_db(dst);
-}
-
 /* One 'T' record of a hand-made version 2 dump. */
 struct t_record {
   const char *key;
@@ -2333,6 +2264,68 @@ static void write_t_dump(const char *path, const struct t_record *recs, size_t n
   cr_assert_eq(fclose(f), 0);
 }
 
+/* Table "t" (id 1) of one int64 column, "id": its schema blob, and its row
+** with id 7 under that row's key. */
+static const unsigned char schema_t_id1[] = { 1, 1, 0, 0, 0, 1, 0, 0, 0, 1, SOCHDB_INT64, 0, 2, 'i', 'd' };
+static const unsigned char row_id7[] = { 0xC5, 1, SOCHDB_INT64, 0, 7, 0, 0, 0, 0, 0, 0, 0 };
+static const char row_key_t_7[] = "\xff\xff\1\0\0\0\1\x80\0\0\0\0\0\0\7";   /* 15 bytes */
+
+/* load checked only the shape of a 'T' record's key (FF FF 00 and anything,
+** FF FF 01 and 5 bytes or more), never its value, and the format has no
+** checksum: a next table id of 0 or of 2 bytes, a schema that does not
+** decode, a row that is not a row, or a meta key no table reads went in,
+** load exited 0 and check said clean, and afterwards no table could be
+** created (the stored next table id is malformed) nor the table read. Each
+** record is now decoded as what its key says it is, before anything is
+** written. Fails before: each of these dumps loads (exit 0). */
+Test(cli, load_refuses_table_records_whose_values_no_table_reads)
+{
+  char path[4300], dst[4300], out[4096], err[4096];
+  snprintf(path, sizeof path, "%s.forged", tu_dir());
+  side_db("forged-values", dst, sizeof dst);
+  const struct t_record schema_t = { "\xff\xff\0schema/t", 11, schema_t_id1, sizeof schema_t_id1 };
+  const struct {
+    struct t_record rec[2];
+    size_t n;
+    const char *says;
+  } forged[] = {
+    { { { "\xff\xff\0next_table_id", 16, (const unsigned char *)"\0\0\0\0", 4 } }, 1, "next table id" },
+    { { { "\xff\xff\0next_table_id", 16, (const unsigned char *)"\2\0", 2 } }, 1, "next table id" },
+    { { { "\xff\xff\0schema/t", 11, schema_t_id1, sizeof schema_t_id1 - 1 } }, 1, "schema" },
+    { { { "\xff\xff\0schema/", 10, schema_t_id1, sizeof schema_t_id1 } }, 1, "no columnar table" },
+    { { { "\xff\xff\0other", 8, (const unsigned char *)"x", 1 } }, 1, "no columnar table" },
+    { { schema_t, { row_key_t_7, 15, (const unsigned char *)"garbage", 7 } }, 2, "row" },
+    { { schema_t, { row_key_t_7, 15, row_id7, sizeof row_id7 - 1 } }, 2, "row" },
+  };
+  for (size_t i = 0; i < sizeof forged / sizeof forged[0]; i++) {
+    write_t_dump(path, forged[i].rec, forged[i].n);
+    const char *load[] = { "load", dst, path, NULL };
+    int rc = run_cli(load, out, sizeof out, err, sizeof err);
+    cr_assert_eq(rc, 2, "load of forged dump %zu: exit %d, stderr: %s", i, rc, err);
+    cr_assert(strstr(err, forged[i].says), "forged dump %zu: %s", i, err);
+    cr_assert_neq(access(dst, F_OK), 0, "a refused dump must write nothing");
+  }
+  /* the intact records themselves load */
+  const struct t_record intact[] = {
+    { "\xff\xff\0next_table_id", 16, (const unsigned char *)"\2\0\0\0", 4 }, schema_t,
+    { row_key_t_7, 15, row_id7, sizeof row_id7 },
+  };
+  write_t_dump(path, intact, 3);
+  const char *load[] = { "load", dst, path, NULL };
+  cr_assert_eq(run_cli(load, out, sizeof out, err, sizeof err), 0, "load of intact records: %s", err);
+  unlink(path);
+  sochdb *db = tu_open_with(dst, NULL);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  sochdb_table *tb;
+  cr_assert_eq(sochdb_table_open(t, "t", NULL, 0, &tb), SOCHDB_OK, "%s", sochdb_last_error());
+  sochdb_value pk = { .i64 = 7 }, got;
+  cr_assert_eq(sochdb_row_get(t, tb, &pk, NULL, 0, &got), SOCHDB_OK, "%s", sochdb_last_error());
+  sochdb_table_close(tb);
+  sochdb_abort(t);
+  sochdb_close(db);
+  drop_side_db(dst);
+}
+
 /* Each record well-formed by itself, but not with the others: a row of a
 ** table no schema names, a row whose column is not its table's type, a
 ** NULL in a column that takes none, more columns than the table has, two
@@ -2344,21 +2337,19 @@ Test(cli, load_refuses_table_records_that_do_not_fit_their_table)
   char path[4300], dst[4300], out[4096], err[4096];
   snprintf(path, sizeof path, "%s.unfit-dump", tu_dir());
   side_db("unfit", dst, sizeof dst);
-  static const unsigned char schema1[] = { 1, 1, 0, 0, 0, 1, 0, 0, 0, 1, SOCHDB_INT64, 0, 2, 'i', 'd' };
   static const unsigned char row_double[] = { 0xC5, 1, SOCHDB_DOUBLE, 0, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f };
   static const unsigned char row_null[] = { 0xC5, 1, SOCHDB_INT64, 1 };
   static const unsigned char row_two[] = { 0xC5, 2, SOCHDB_INT64, SOCHDB_INT64, 0, 7, 0, 0, 0, 0, 0, 0, 0,
                                            8, 0, 0, 0, 0, 0, 0, 0 };
-  static const unsigned char row_ok[] = { 0xC5, 1, SOCHDB_INT64, 0, 7, 0, 0, 0, 0, 0, 0, 0 };
   static const unsigned char row_pk8[] = { 0xC5, 1, SOCHDB_INT64, 0, 8, 0, 0, 0, 0, 0, 0, 0 };
-  static const char row1[] = "\xff\xff\1\0\0\0\1\x80\0\0\0\0\0\0\7", row2[] = "\xff\xff\1\0\0\0\2\x80\0\0\0\0\0\0\7";
-  const struct t_record schema_t = { "\xff\xff\0schema/t", 11, schema1, sizeof schema1 };
-  const struct t_record schema_u = { "\xff\xff\0schema/u", 11, schema1, sizeof schema1 };
+  static const char *const row1 = row_key_t_7, row2[] = "\xff\xff\1\0\0\0\2\x80\0\0\0\0\0\0\7";
+  const struct t_record schema_t = { "\xff\xff\0schema/t", 11, schema_t_id1, sizeof schema_t_id1 };
+  const struct t_record schema_u = { "\xff\xff\0schema/u", 11, schema_t_id1, sizeof schema_t_id1 };
   const struct {
     struct t_record rec[2];
     const char *says;
   } unfit[] = {
-    { { schema_t, { row2, 15, row_ok, sizeof row_ok } }, "which no schema before it names" },
+    { { schema_t, { row2, 15, row_id7, sizeof row_id7 } }, "which no schema before it names" },
     { { schema_t, { row1, 15, row_double, sizeof row_double } }, "holds a double" },
     { { schema_t, { row1, 15, row_null, sizeof row_null } }, "holds NULL" },
     { { schema_t, { row1, 15, row_two, sizeof row_two } }, "has 2 columns" },
@@ -2374,7 +2365,7 @@ Test(cli, load_refuses_table_records_that_do_not_fit_their_table)
     cr_assert_neq(access(dst, F_OK), 0, "unfit dump %zu: a refused dump must write nothing (%s)", i, err);
   }
   /* the same schema with a row that fits loads */
-  const struct t_record fit[] = { schema_t, { row1, 15, row_ok, sizeof row_ok } };
+  const struct t_record fit[] = { schema_t, { row1, 15, row_id7, sizeof row_id7 } };
   write_t_dump(path, fit, 2);
   const char *load[] = { "load", dst, path, NULL };
   cr_assert_eq(run_cli(load, out, sizeof out, err, sizeof err), 0, "load of a fitting row: %s", err);
