@@ -296,6 +296,18 @@ static const char *destroy_path(const char *dir, char out[PATH_MAX])
   return out;
 }
 
+/* Remove the region unless a process holds a slot of it (one that attached
+** after the caller found nobody attached); as shm_region_unlink_path, with
+** a failure reported, `tail` ending the message. */
+static int remove_unused_region(const char *region, const char *tail)
+{
+  int rc = shm_region_unlink_path(region, 1);
+  if (rc < 0)
+    fprintf(stderr, "sochdb: cannot remove the region %s: %s%s%s\n", region, strerror(errno),
+            errno == EBUSY ? " (a process attached meanwhile)" : "", tail);
+  return rc;
+}
+
 /* The end of `sochdb backup`: DEST is new and nobody else's, but its daemon
 ** would stay for 30 s (--idle-exit-ms), flushing and compacting, so that a
 ** copy of DEST made meanwhile (`tar`, `cp -r`) could miss an SSTable; and
@@ -312,11 +324,8 @@ int cli_release_db(const char *dir)
   int status = check_nobody_attached(dir, region);
   if (status == EXIT_OK)
     status = stop_daemon(dir);
-  if (status == EXIT_OK && shm_region_unlink_path(region, 1) < 0) {
-    fprintf(stderr, "sochdb: cannot remove the region %s: %s%s\n", region, strerror(errno),
-            errno == EBUSY ? " (a process attached meanwhile)" : "");
+  if (status == EXIT_OK && remove_unused_region(region, "") < 0)
     status = EXIT_DB_ERROR;
-  }
   return status;
 }
 
@@ -358,12 +367,9 @@ int cli_destroy(const char *dir_arg, int json)
     status = stop_daemon(dir);
   if (status != EXIT_OK)
     return status;
-  rc = shm_region_unlink_path(r.region, 1);
-  if (rc < 0) {
-    fprintf(stderr, "sochdb: cannot remove the region %s: %s%s; nothing else was removed\n", r.region,
-            strerror(errno), errno == EBUSY ? " (a process attached meanwhile)" : "");
+  rc = remove_unused_region(r.region, "; nothing else was removed");
+  if (rc < 0)
     return EXIT_DB_ERROR;
-  }
   r.region_removed = rc > 0;
   status = remove_files(dir, &r);
   if (status == EXIT_OK)
