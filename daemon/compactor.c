@@ -80,7 +80,7 @@ static int begin_output(void *ctx, struct sst_builder *b)
 {
   struct run *run = ctx;
   store_sst_abandon(&run->file);   /* none open: the previous output was completed */
-  int rc = store_sst_create(run->c->s, store_new_file_number(run->c->s), &run->file);
+  int rc = store_sst_create(run->c->s, store_new_file_number(run->c->s), SST_HUGE_PIECES, &run->file);
   if (rc == SOCHDB_OK)
     sst_builder_spill(b, store_sst_append, &run->file);
   return rc;
@@ -92,7 +92,8 @@ static int emit(void *ctx, struct compaction_output *out)
   struct store *s = run->c->s;
   uint64_t number = run->file.number;
   int rc = run->file.fd >= 0 ? store_sst_complete(s, &run->file, out->buf, out->len)
-                             : store_write_sst(s, number = store_new_file_number(s), out->buf, out->len);
+                             : store_write_sst(s, number = store_new_file_number(s), SST_HUGE_PIECES, out->buf,
+                                                               out->len);
   struct manifest_file f = { number, out->bytes, (uint8_t *)out->smallest, out->smallest_len,
                              (uint8_t *)out->largest, out->largest_len, out->min_seq, out->max_seq };
   if (rc == SOCHDB_OK && (rc = manifest_edit_add_file(&run->edit, run->output_level, &f)) != SOCHDB_OK) {

@@ -285,10 +285,31 @@ static int write_all(int fd, const uint8_t *buf, size_t len)
   return 0;
 }
 
-int store_sst_create(struct store *s, uint64_t number, struct sst_file_out *o)
+/* An SSTable is written in whole, aligned pieces, and the size of the
+** pieces decides the size of the page cache's folios: a write that covers
+** an aligned 2 MiB gets one 2 MiB folio (ext4, and other filesystems with
+** large folios), which every process mapping the table then maps with one
+** TLB entry instead of 512 (FilePmdMapped in /proc/PID/smaps), so random
+** reads miss the TLB less (283bc41: 0.78 against 0.91 us of CPU a get with
+** two readers). A 2 MiB folio costs more to get than 512 small ones, though,
+** and on some machines far more: on a virtual machine that reports its free
+** memory to its host in 2 MiB blocks (virtio-balloon free page reporting,
+** the development machine) one took 8-13 ms, 4.1-6.5 s to write 1 GiB in
+** 2 MiB pieces against 0.46-0.48 s in 64 KiB ones (dd, after 6 s idle), and
+** a flush spent 73% of its CPU copying into them. So only compaction
+** outputs, which live long and hold most of the data, get 2 MiB pieces; a
+** flush's level-0 table, written while commits come in and soon compacted,
+** gets 256 KiB ones, which no 2 MiB folio covers. */
+static size_t piece_bytes(enum sst_pieces pieces)
+{
+  return pieces == SST_HUGE_PIECES ? (size_t)2 << 20 : (size_t)256 << 10;
+}
+
+int store_sst_create(struct store *s, uint64_t number, enum sst_pieces pieces, struct sst_file_out *o)
 {
   o->number = number;
   o->written = 0;
+  o->piece = piece_bytes(pieces);
   o->stage = NULL;
   o->staged = 0;
   o->fd = -1;
@@ -300,15 +321,6 @@ int store_sst_create(struct store *s, uint64_t number, struct sst_file_out *o)
   o->fd = open(o->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   return o->fd < 0 ? sdb_fail_errno("create %s", o->tmp) : SOCHDB_OK;
 }
-
-/* An SSTable is written in whole, aligned pieces of SST_WRITE_CHUNK: the
-** page cache gives a write that covers an aligned 2 MiB one folio of that
-** size (ext4, and other filesystems with large folios), and every process
-** that maps the table then maps it with one TLB entry per 2 MiB instead of
-** 512 (FilePmdMapped in /proc/PID/smaps): random reads of a table miss the
-** TLB far less. Written as the builder spills it (about 1 MiB at a time),
-** the same file got folios of 1 MiB at most, mapped page by page. */
-#define SST_WRITE_CHUNK (2u << 20)
 
 static int write_at_offset(struct sst_file_out *o, const uint8_t *p, size_t n)
 {
@@ -332,26 +344,27 @@ int store_sst_append(void *ctx, const uint8_t *p, size_t n)
 {
   struct sst_file_out *o = ctx;
   while (n) {
-    if (o->staged == 0 && n >= SST_WRITE_CHUNK) {   /* whole chunks straight from the caller */
-      size_t whole = n / SST_WRITE_CHUNK * SST_WRITE_CHUNK;
-      int rc = write_at_offset(o, p, whole);
+    /* A whole piece straight from the caller, one write each: a longer
+    ** write could get larger folios than the piece allows. */
+    if (o->staged == 0 && n >= o->piece) {
+      int rc = write_at_offset(o, p, o->piece);
       if (rc != SOCHDB_OK)
         return rc;
-      o->written += whole;
-      p += whole;
-      n -= whole;
+      o->written += o->piece;
+      p += o->piece;
+      n -= o->piece;
       continue;
     }
-    if (!o->stage && !(o->stage = malloc(SST_WRITE_CHUNK)))
+    if (!o->stage && !(o->stage = malloc(o->piece)))
       return sdb_fail(SOCHDB_NOMEM, "out of memory writing %s", o->tmp);
-    size_t take = SST_WRITE_CHUNK - o->staged < n ? SST_WRITE_CHUNK - o->staged : n;
+    size_t take = o->piece - o->staged < n ? o->piece - o->staged : n;
     memcpy(o->stage + o->staged, p, take);
     o->staged += take;
     o->written += take;
     p += take;
     n -= take;
-    if (o->staged == SST_WRITE_CHUNK) {
-      int rc = write_at_offset(o, o->stage, SST_WRITE_CHUNK);
+    if (o->staged == o->piece) {
+      int rc = write_at_offset(o, o->stage, o->piece);
       o->staged = 0;
       if (rc != SOCHDB_OK)
         return rc;
@@ -403,10 +416,10 @@ int store_sst_complete(struct store *s, struct sst_file_out *o, const uint8_t *t
   return rc;
 }
 
-int store_write_sst(struct store *s, uint64_t number, const uint8_t *buf, size_t len)
+int store_write_sst(struct store *s, uint64_t number, enum sst_pieces pieces, const uint8_t *buf, size_t len)
 {
   struct sst_file_out o;
-  int rc = store_sst_create(s, number, &o);
+  int rc = store_sst_create(s, number, pieces, &o);
   return rc == SOCHDB_OK ? store_sst_complete(s, &o, buf, len) : rc;
 }
 

@@ -44,18 +44,26 @@ void store_close(struct store *s);
 /* A file number for a new SSTable (recorded by the next store_apply). */
 uint64_t store_new_file_number(struct store *s);
 
+/* How a table's bytes reach the page cache: in whole, aligned pieces of
+** one size (store.c says why there are two). */
+enum sst_pieces {
+  SST_SMALL_PIECES,   /* 256 KiB: a flush's level-0 table, written at the rate commits come in */
+  SST_HUGE_PIECES     /* 2 MiB: a compaction's output, which readers map with one TLB entry per piece */
+};
+
 /* An SSTable being written: NNNNNN.sst.tmp, renamed once complete and durable. */
 struct sst_file_out {
   int      fd;          /* -1: not open */
   uint64_t number;
   uint64_t written;     /* bytes appended so far (some may wait in stage) */
-  uint8_t *stage;       /* the file's unwritten bytes after its last 2 MiB boundary (malloc'ed; NULL) */
+  size_t   piece;       /* the size of each write but the last (enum sst_pieces) */
+  uint8_t *stage;       /* the file's unwritten bytes after its last piece boundary (malloc'ed; NULL) */
   size_t   staged;
   char     path[4200], tmp[4220];
 };
 
-/* Create SSTable `number`'s temporary file. */
-int  store_sst_create(struct store *s, uint64_t number, struct sst_file_out *o);
+/* Create SSTable `number`'s temporary file, to be written in `pieces`. */
+int  store_sst_create(struct store *s, uint64_t number, enum sst_pieces pieces, struct sst_file_out *o);
 /* Append (an sst_builder_spill sink: ctx is the sst_file_out). */
 int  store_sst_append(void *ctx, const uint8_t *p, size_t n);
 /* Append the file's end, make it durable (fdatasync), give it the region's
@@ -66,7 +74,7 @@ int  store_sst_complete(struct store *s, struct sst_file_out *o, const uint8_t *
 void store_sst_abandon(struct sst_file_out *o);
 
 /* Write buf as SSTable `number` durably: create, complete. */
-int  store_write_sst(struct store *s, uint64_t number, const uint8_t *buf, size_t len);
+int  store_write_sst(struct store *s, uint64_t number, enum sst_pieces pieces, const uint8_t *buf, size_t len);
 
 /* SOCHDB_BUSY (with the message set) if an edit adding `adds` files and
 ** deleting `dels` would leave more than the region's file lists hold

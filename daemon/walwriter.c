@@ -334,16 +334,24 @@ static int encode_commit(struct walwriter *w, const struct mv_commit *c, size_t 
   return SOCHDB_OK;
 }
 
-/* Write all of buf at off, continuing after short writes (Linux moves at most
-** about 2 GiB per call). */
+/* The most one write of the log moves: a write covering an aligned 2 MiB
+** would get a 2 MiB folio, which costs more than small ones for nothing
+** (the log is read back only by recovery), and on a virtual machine whose
+** free memory is reported to its host costs a fresh block from the host
+** (daemon/store.c, piece_bytes). */
+#define WAL_WRITE_PIECE ((size_t)256 << 10)
+
+/* Write all of buf at off in pieces, continuing after short writes. */
 static int write_all(int fd, const uint8_t *buf, size_t len, uint64_t off)
 {
   while (len) {
     int fault = FAULT("wal.write");
-    size_t n = FAULT("wal.short") && len > 1 ? len / 2 : len;   /* a short write, for tests */
+    size_t n = len < WAL_WRITE_PIECE ? len : WAL_WRITE_PIECE;
+    if (FAULT("wal.short") && n > 1)   /* a short write, for tests */
+      n /= 2;
     ssize_t got = fault ? (errno = fault, -1) : pwrite(fd, buf, n, (off_t)off);
     if (got <= 0)
-      return got < 0 ? sdb_fail_errno("write WAL at offset %llu", (unsigned long long)off)
+      return got < 0 ? sdb_fail_errno("write WAL at offset %llu (%zu bytes)", (unsigned long long)off, n)
                      : sdb_fail(SOCHDB_IO, "WAL write at offset %llu wrote nothing", (unsigned long long)off);
     buf += got;
     len -= (size_t)got;

@@ -98,7 +98,8 @@ int sdb_map_file(const char *path, const uint8_t **buf, size_t *len, int *keep_f
     return e;
   /* A hint: pages read in from the disk come in 2 MiB folios, which the
   ** mapping then maps with one TLB entry each (what the daemon's aligned
-  ** writes give a table still in the page cache: daemon/store.c). */
+  ** writes give a compaction's output still in the page cache:
+  ** daemon/store.c). */
   if (n >= (2u << 20))
     (void)madvise(m, n, MADV_HUGEPAGE);
   *buf = m;

@@ -146,6 +146,38 @@ Test(faults, eio_on_wal_fdatasync_rewrites_the_group_and_loses_none)
   commits_survive_a_passing_fault(spec, "fdatasync WAL group");
 }
 
+/* The log is written in pieces of at most 256 KiB, so that the page cache
+** never holds it in 2 MiB folios (daemon/walwriter.c, WAL_WRITE_PIECE):
+** the second write of the group of one commit of a 300 KiB value (its
+** header is the first) fails, and the daemon's log gives that write's
+** size; the commit is written again and survives kill -9 and a rebuild. */
+Test(faults, the_wal_is_written_in_pieces_of_at_most_256_kib)
+{
+  char spec[64];
+  snprintf(spec, sizeof spec, "wal.write:%d:1:1", EIO);
+  sochdb *db = open_with_fault(spec, 10000);
+  size_t vlen = 300u << 10;
+  char *v = malloc(vlen);
+  memset(v, 'w', vlen);
+  sochdb_txn *t = tu_begin(db, 0);
+  cr_assert_eq(sochdb_put(t, "big", 3, v, vlen), SOCHDB_OK, "put");
+  int rc = sochdb_commit(t, SOCHDB_SYNC);
+  cr_assert_eq(rc, SOCHDB_OK, "a SYNC commit after one failed write: %s (%s)", sochdb_strerror(rc),
+               sochdb_last_error());
+  cr_assert(log_contains("(262144 bytes)"), "the failed write was not one of 256 KiB (see sochdbd.log)");
+  crash_and_lose_region(db);
+  db = open_with_fault(NULL, 10000);
+  t = tu_begin(db, SOCHDB_TXN_READONLY);
+  const void *got;
+  size_t glen;
+  rc = sochdb_get(t, "big", 3, &got, &glen);
+  cr_assert_eq(rc, SOCHDB_OK, "after kill -9 and a rebuild: %s", sochdb_strerror(rc));
+  cr_assert(glen == vlen && !memcmp(got, v, vlen), "the value came back as %zu other bytes", glen);
+  sochdb_abort(t);
+  sochdb_close(db);
+  free(v);
+}
+
 /* Under a fault that lasts the whole run but fails nothing (spec), n
 ** commits, one in sync_every SYNC, then a last SYNC one, all go through at
 ** once; the fault point fired (`fired` in the daemon's log), and every

@@ -1,10 +1,11 @@
 /*
 ** test_store.c — the daemon's SSTable writer (daemon/store.c): a table
 ** appended in pieces of any size reaches its file byte for byte, in writes
-** of whole, aligned 2 MiB chunks and one shorter last write, so that the
-** page cache holds it in 2 MiB folios that readers map with one TLB entry
-** each. The writes are observed through the test fault "sst.write": failing
-** the k-th write reports its size and offset.
+** of whole, aligned pieces and one shorter last write: 2 MiB for a
+** compaction's output, so that the page cache holds it in 2 MiB folios
+** that readers map with one TLB entry each, 256 KiB for a flush's table,
+** so that it gets no 2 MiB folio. The writes are observed through the test
+** fault "sst.write": failing the k-th write reports its size and offset.
 */
 #include <criterion/criterion.h>
 
@@ -46,11 +47,11 @@ static void fill_pattern(uint8_t *p, size_t n, size_t from)
 }
 
 /* Append pieces[0..n) (sizes, pattern-filled), then complete with tail. */
-static int write_table(struct store *s, uint64_t number, const size_t *pieces, int n, size_t tail,
-                       size_t *total)
+static int write_table(struct store *s, uint64_t number, enum sst_pieces how, const size_t *pieces, int n,
+                       size_t tail, size_t *total)
 {
   struct sst_file_out o;
-  cr_assert_eq(store_sst_create(s, number, &o), SOCHDB_OK, "%s", sochdb_last_error());
+  cr_assert_eq(store_sst_create(s, number, how, &o), SOCHDB_OK, "%s", sochdb_last_error());
   size_t at = 0;
   int rc = SOCHDB_OK;
   for (int i = 0; i < n && rc == SOCHDB_OK; i++) {
@@ -84,7 +85,7 @@ static int write_small_table(struct store *s, uint64_t *number, size_t *total)
 {
   static const size_t pieces[] = { 5000 };
   *number = store_new_file_number(s);
-  return write_table(s, *number, pieces, 1, 100, total);
+  return write_table(s, *number, SST_SMALL_PIECES, pieces, 1, 100, total);
 }
 
 static void expect_file(uint64_t number, size_t total)
@@ -111,23 +112,27 @@ Test(store, a_table_appended_in_pieces_of_any_size_is_written_byte_for_byte)
   static const size_t b[] = { 2 * MIB, 2 * MIB };   /* whole chunks only, then an empty tail */
   static const size_t c[] = { 5 };                  /* shorter than a chunk altogether */
   size_t total;
-  cr_assert_eq(write_table(&s, 1, a, 10, 12345, &total), SOCHDB_OK, "%s", sochdb_last_error());
-  expect_file(1, total);
-  cr_assert_eq(write_table(&s, 2, b, 2, 0, &total), SOCHDB_OK, "%s", sochdb_last_error());
-  expect_file(2, total);
-  cr_assert_eq(write_table(&s, 3, c, 1, 3, &total), SOCHDB_OK, "%s", sochdb_last_error());
-  expect_file(3, total);
+  for (uint64_t how = SST_SMALL_PIECES; how <= SST_HUGE_PIECES; how++) {
+    uint64_t number = 1 + 3 * how;
+    cr_assert_eq(write_table(&s, number, how, a, 10, 12345, &total), SOCHDB_OK, "%s", sochdb_last_error());
+    expect_file(number, total);
+    cr_assert_eq(write_table(&s, number + 1, how, b, 2, 0, &total), SOCHDB_OK, "%s", sochdb_last_error());
+    expect_file(number + 1, total);
+    cr_assert_eq(write_table(&s, number + 2, how, c, 1, 3, &total), SOCHDB_OK, "%s", sochdb_last_error());
+    expect_file(number + 2, total);
+  }
   tu_close();
 }
 
 /* The k-th write of the table of pieces {1 MiB, 1.5 MiB, 5 MiB, 300 KiB}
-** and a 100 KiB tail fails (EIO): its size and offset, from the error. */
-static void kth_write(struct store *s, unsigned k, size_t *bytes, unsigned long long *offset)
+** and a 100 KiB tail (8080 KiB) fails (EIO): its size and offset, from the
+** error. */
+static void kth_write(struct store *s, enum sst_pieces how, unsigned k, size_t *bytes, unsigned long long *offset)
 {
   static const size_t pieces[] = { 1 * MIB, 3 * MIB / 2, 5 * MIB, 300 * KIB };
   size_t total;
   sochdb_test_fault("sst.write", EIO, k - 1, 1);
-  int rc = write_table(s, 10 + k, pieces, 4, 100 * KIB, &total);
+  int rc = write_table(s, 100 + k, how, pieces, 4, 100 * KIB, &total);
   sochdb_test_fault(NULL, 0, 0, 0);
   cr_assert_eq(rc, SOCHDB_IO, "write %u fails: %s", k, sochdb_strerror(rc));
   const char *msg = strstr(sochdb_last_error(), ".tmp (");
@@ -135,7 +140,7 @@ static void kth_write(struct store *s, unsigned k, size_t *bytes, unsigned long 
   cr_assert_eq(sscanf(msg, ".tmp (%zu bytes at %llu)", bytes, offset), 2, "%s", sochdb_last_error());
 }
 
-Test(store, a_table_is_written_in_whole_aligned_2_mib_chunks_and_one_shorter_last_write)
+Test(store, a_compaction_output_is_written_in_whole_aligned_2_mib_pieces_and_one_shorter_last_write)
 {
   struct store s = open_store();
   static const struct { size_t bytes; unsigned long long at; } want[] = {
@@ -145,9 +150,29 @@ Test(store, a_table_is_written_in_whole_aligned_2_mib_chunks_and_one_shorter_las
   for (unsigned k = 1; k <= 4; k++) {
     size_t bytes;
     unsigned long long at;
-    kth_write(&s, k, &bytes, &at);
+    kth_write(&s, SST_HUGE_PIECES, k, &bytes, &at);
     cr_assert_eq(bytes, want[k - 1].bytes, "write %u: %zu bytes", k, bytes);
     cr_assert_eq(at, want[k - 1].at, "write %u: at %llu", k, at);
+  }
+  tu_close();
+}
+
+/* A flush's table: 31 whole 256 KiB pieces, each its own write, even where
+** one append holds several (before, a 1 MiB append was one write, which
+** the page cache could hold in one 1 MiB folio), and the 144 KiB left. */
+Test(store, a_flush_table_is_written_in_whole_aligned_256_kib_pieces_and_one_shorter_last_write)
+{
+  struct store s = open_store();
+  static const struct { unsigned k; size_t bytes; unsigned long long at; } want[] = {
+    { 1, 256 * KIB, 0 }, { 2, 256 * KIB, 256 * KIB }, { 5, 256 * KIB, 1 * MIB },
+    { 31, 256 * KIB, 30 * 256 * KIB }, { 32, 144 * KIB, 31 * 256 * KIB },
+  };
+  for (unsigned i = 0; i < sizeof want / sizeof want[0]; i++) {
+    size_t bytes;
+    unsigned long long at;
+    kth_write(&s, SST_SMALL_PIECES, want[i].k, &bytes, &at);
+    cr_assert_eq(bytes, want[i].bytes, "write %u: %zu bytes", want[i].k, bytes);
+    cr_assert_eq(at, want[i].at, "write %u: at %llu", want[i].k, at);
   }
   tu_close();
 }
@@ -469,7 +494,7 @@ Test(store, a_directory_that_now_holds_another_database_is_left_alone)
   cr_assert_eq(sdb_dir_is_ours(s.db), SOCHDB_OK, "%s", sochdb_last_error());
   struct sst_file_out o;
   uint64_t number = 7;
-  cr_assert_eq(store_sst_create(&s, number, &o), SOCHDB_OK, "%s", sochdb_last_error());
+  cr_assert_eq(store_sst_create(&s, number, SST_SMALL_PIECES, &o), SOCHDB_OK, "%s", sochdb_last_error());
   cr_assert_eq(rename(id_path, kept), 0);
   FILE *f = fopen(id_path, "wb");   /* another database's id */
   cr_assert_not_null(f);
@@ -482,11 +507,11 @@ Test(store, a_directory_that_now_holds_another_database_is_left_alone)
   char path[4300];
   snprintf(path, sizeof path, "%s/%06llu.sst", tu_dir(), (unsigned long long)number);
   cr_assert_neq(access(path, F_OK), 0, "%s was made in another database's directory", path);
-  cr_assert_eq(store_sst_create(&s, number + 1, &o), SOCHDB_IO, "a table was created in another database's directory");
+  cr_assert_eq(store_sst_create(&s, number + 1, SST_SMALL_PIECES, &o), SOCHDB_IO, "a table was created in another database's directory");
   cr_assert_eq(rename(kept, id_path), 0);
   static const size_t pieces[] = { 5000 };
   size_t total;
-  cr_assert_eq(write_table(&s, number + 2, pieces, 1, 100, &total), SOCHDB_OK, "with its id back: %s",
+  cr_assert_eq(write_table(&s, number + 2, SST_SMALL_PIECES, pieces, 1, 100, &total), SOCHDB_OK, "with its id back: %s",
                sochdb_last_error());
   expect_file(number + 2, total);
   tu_close();
