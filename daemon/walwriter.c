@@ -356,6 +356,8 @@ static int write_all(int fd, const uint8_t *buf, size_t len, uint64_t off)
     buf += got;
     len -= (size_t)got;
     off += (uint64_t)got;
+    if (len)
+      CRASHPOINT("wal.piece_written");   /* a group part written: tests/test_faults.c */
   }
   return SOCHDB_OK;
 }
