@@ -147,6 +147,39 @@ Test(faults, eio_on_wal_fdatasync_rewrites_the_group_and_loses_none)
   commits_survive_a_passing_fault(spec, "fdatasync WAL group");
 }
 
+#define BIG_VALUE (300u << 10)   /* more than one 256 KiB piece of the log */
+
+/* One SYNC commit of key "big" holding BIG_VALUE bytes of `fill` into db,
+** which must succeed (`when` says under what); the value, malloc'ed. */
+static char *commit_big_value(sochdb *db, char fill, const char *when)
+{
+  char *v = malloc(BIG_VALUE);
+  cr_assert_not_null(v);
+  memset(v, fill, BIG_VALUE);
+  sochdb_txn *t = tu_begin(db, 0);
+  cr_assert_eq(sochdb_put(t, "big", 3, v, BIG_VALUE), SOCHDB_OK, "put");
+  int rc = sochdb_commit(t, SOCHDB_SYNC);
+  cr_assert_eq(rc, SOCHDB_OK, "a SYNC commit %s: %s (%s)", when, sochdb_strerror(rc), sochdb_last_error());
+  return v;
+}
+
+/* kill -9 the daemon and rebuild the region from the files: "big" still
+** holds v. Closes db and frees v. */
+static void expect_big_value_after_a_crash(sochdb *db, char *v)
+{
+  crash_and_lose_region(db);
+  db = open_with_fault(NULL, 10000);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  const void *got;
+  size_t glen;
+  int rc = sochdb_get(t, "big", 3, &got, &glen);
+  cr_assert_eq(rc, SOCHDB_OK, "after kill -9 and a rebuild: %s", sochdb_strerror(rc));
+  cr_assert(glen == BIG_VALUE && !memcmp(got, v, BIG_VALUE), "the value came back as %zu other bytes", glen);
+  sochdb_abort(t);
+  sochdb_close(db);
+  free(v);
+}
+
 /* The log is written in pieces of at most 256 KiB, so that the page cache
 ** never holds it in 2 MiB folios (daemon/walwriter.c, WAL_WRITE_PIECE):
 ** the second write of the group of one commit of a 300 KiB value (its
@@ -157,26 +190,9 @@ Test(faults, the_wal_is_written_in_pieces_of_at_most_256_kib)
   char spec[64];
   snprintf(spec, sizeof spec, "wal.write:%d:1:1", EIO);
   sochdb *db = open_with_fault(spec, 10000);
-  size_t vlen = 300u << 10;
-  char *v = malloc(vlen);
-  memset(v, 'w', vlen);
-  sochdb_txn *t = tu_begin(db, 0);
-  cr_assert_eq(sochdb_put(t, "big", 3, v, vlen), SOCHDB_OK, "put");
-  int rc = sochdb_commit(t, SOCHDB_SYNC);
-  cr_assert_eq(rc, SOCHDB_OK, "a SYNC commit after one failed write: %s (%s)", sochdb_strerror(rc),
-               sochdb_last_error());
+  char *v = commit_big_value(db, 'w', "after one failed write");
   cr_assert(log_contains("(262144 bytes)"), "the failed write was not one of 256 KiB (see sochdbd.log)");
-  crash_and_lose_region(db);
-  db = open_with_fault(NULL, 10000);
-  t = tu_begin(db, SOCHDB_TXN_READONLY);
-  const void *got;
-  size_t glen;
-  rc = sochdb_get(t, "big", 3, &got, &glen);
-  cr_assert_eq(rc, SOCHDB_OK, "after kill -9 and a rebuild: %s", sochdb_strerror(rc));
-  cr_assert(glen == vlen && !memcmp(got, v, vlen), "the value came back as %zu other bytes", glen);
-  sochdb_abort(t);
-  sochdb_close(db);
-  free(v);
+  expect_big_value_after_a_crash(db, v);
 }
 
 /* sochdbd killed (its crash point wal.piece_written) after the first 256
@@ -190,28 +206,11 @@ Test(faults, a_daemon_killed_between_two_pieces_of_a_group_loses_nothing)
   sochdb *db = open_with_fault(NULL, 10000);
   unsetenv("SOCHDB_TEST_CRASH_AT");
   pid_t first = daemon_pid();
-  size_t vlen = 300u << 10;
-  char *v = malloc(vlen);
-  memset(v, 'p', vlen);
-  sochdb_txn *t = tu_begin(db, 0);
-  cr_assert_eq(sochdb_put(t, "big", 3, v, vlen), SOCHDB_OK, "put");
-  int rc = sochdb_commit(t, SOCHDB_SYNC);
-  cr_assert_eq(rc, SOCHDB_OK, "a SYNC commit across its daemon's death: %s (%s)", sochdb_strerror(rc),
-               sochdb_last_error());
   cr_assert_gt(first, 0, "no daemon served the open");
+  char *v = commit_big_value(db, 'p', "across its daemon's death");
   cr_assert_neq(daemon_pid(), first, "the first daemon acknowledged the commit: it did not die between two pieces");
   cr_assert(log_contains("cut off a torn tail"), "the successor did not cut the torn group off (see sochdbd.log)");
-  crash_and_lose_region(db);
-  db = open_with_fault(NULL, 10000);
-  t = tu_begin(db, SOCHDB_TXN_READONLY);
-  const void *got;
-  size_t glen;
-  rc = sochdb_get(t, "big", 3, &got, &glen);
-  cr_assert_eq(rc, SOCHDB_OK, "after kill -9 and a rebuild: %s", sochdb_strerror(rc));
-  cr_assert(glen == vlen && !memcmp(got, v, vlen), "the value came back as %zu other bytes", glen);
-  sochdb_abort(t);
-  sochdb_close(db);
-  free(v);
+  expect_big_value_after_a_crash(db, v);
 }
 
 /* Under a fault that lasts the whole run but fails nothing (spec), n
