@@ -388,8 +388,20 @@ static int scan_groups(const uint8_t *buf, size_t len, size_t off, uint64_t next
     return SOCHDB_OK;                       /* clean end (or preallocated zeros) */
   /* Only an intact group further along the log proves durable data was
   ** damaged: a group-shaped value inside the torn group (a WAL file stored as
-  ** a value) names an LSN that is not ahead of the damage. */
-  for (size_t later = off + 8; later + WAL_GROUP_HEADER <= len; later += 8)
+  ** a value) names an LSN that is not ahead of the damage. Nor is one inside
+  ** the torn group's payload, where its header is intact and is the one
+  ** expected (written whole before the payload, which sochdbd writes in
+  ** pieces: a kill -9 between two leaves the first, values and all, and
+  ** zeros): the search begins after the payload that header declares. */
+  size_t from = off + 8;
+  if (len - off >= WAL_GROUP_HEADER) {
+    struct wal_group_header h;
+    memcpy(&h, buf + off, sizeof h);
+    if (h.magic == GROUP_MAGIC && h.header_checksum == group_header_checksum(&h) && h.payload_bytes % 8 == 0 &&
+        h.first_lsn == out->next_lsn)
+      from = h.payload_bytes > len - off - WAL_GROUP_HEADER ? len : off + WAL_GROUP_HEADER + h.payload_bytes;
+  }
+  for (size_t later = from; later + WAL_GROUP_HEADER <= len; later += 8)
     if (intact_group(buf, len, later, &g, NULL, 0) >= 0 && g.first_lsn > out->next_lsn)
       return sdb_fail(SOCHDB_CORRUPT,
                       "WAL damaged at file offset %zu (LSN %llu) before an intact group at offset %zu: "

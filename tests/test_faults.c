@@ -14,6 +14,7 @@
 ** and the engine resumes by itself when the fault clears.
 */
 #include "testutil.h"
+#include "walfmt.h"
 
 #include <errno.h>
 
@@ -208,6 +209,39 @@ Test(faults, a_daemon_killed_between_two_pieces_of_a_group_loses_nothing)
   pid_t first = daemon_pid();
   cr_assert_gt(first, 0, "no daemon served the open");
   char *v = commit_big_value(db, 'p', "across its daemon's death");
+  cr_assert_neq(daemon_pid(), first, "the first daemon acknowledged the commit: it did not die between two pieces");
+  cr_assert(log_contains("cut off a torn tail"), "the successor did not cut the torn group off (see sochdbd.log)");
+  expect_big_value_after_a_crash(db, v);
+}
+
+/* As above, the value being a run of group-shaped bytes (an intact group
+** header and payload naming an LSN far ahead, as in a WAL segment of
+** another database stored as a value), at every offset mod 8: the torn
+** group's own first piece holds intact "groups" ahead of the log's end. They
+** are inside the torn group (its header, intact, says how far it reaches),
+** so they prove no damage: the successor cuts the tail off as above and does
+** not refuse the log as damaged. */
+Test(faults, a_torn_group_holding_group_shaped_values_is_cut_off_not_called_damage)
+{
+  setenv("SOCHDB_TEST_CRASH_AT", "wal.piece_written:1", 1);   /* for the daemon this open starts only */
+  sochdb *db = open_with_fault(NULL, 10000);
+  unsetenv("SOCHDB_TEST_CRASH_AT");
+  pid_t first = daemon_pid();
+  cr_assert_gt(first, 0, "no daemon served the open");
+  uint8_t fake[WAL_GROUP_HEADER + 8] = { 0 };
+  struct wal_group_header g;
+  wal_group_header_init(&g, 1ull << 40, fake + WAL_GROUP_HEADER, 8);
+  memcpy(fake, &g, sizeof g);
+  char *v = malloc(BIG_VALUE);
+  cr_assert_not_null(v);
+  memset(v, 0, BIG_VALUE);
+  for (size_t at = 0; at + sizeof fake <= BIG_VALUE; at += sizeof fake + 1)   /* 41: every offset mod 8 */
+    memcpy(v + at, fake, sizeof fake);
+  sochdb_txn *t = tu_begin(db, 0);
+  cr_assert_eq(sochdb_put(t, "big", 3, v, BIG_VALUE), SOCHDB_OK, "put");
+  int rc = sochdb_commit(t, SOCHDB_SYNC);
+  cr_assert_eq(rc, SOCHDB_OK, "a SYNC commit across its daemon's death: %s (%s)", sochdb_strerror(rc),
+               sochdb_last_error());
   cr_assert_neq(daemon_pid(), first, "the first daemon acknowledged the commit: it did not die between two pieces");
   cr_assert(log_contains("cut off a torn tail"), "the successor did not cut the torn group off (see sochdbd.log)");
   expect_big_value_after_a_crash(db, v);
