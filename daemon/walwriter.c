@@ -336,12 +336,13 @@ static int encode_commit(struct walwriter *w, const struct mv_commit *c, size_t 
 
 /* The most one write of the log moves: a write covering an aligned 2 MiB
 ** would get a 2 MiB folio, which costs more than small ones for nothing
-** (the log is read back only by recovery), and on a virtual machine whose
+** (the log is read back only when a daemon starts, by recovery and by
+** `sochdb check`, never mapped by readers), and on a virtual machine whose
 ** free memory is reported to its host costs a fresh block from the host
 ** (daemon/store.c, piece_bytes). */
 #define WAL_WRITE_PIECE ((size_t)256 << 10)
 
-/* Write all of buf at off in pieces, continuing after short writes. */
+/* Write all of buf at off in pieces, continuing after short writes and EINTR. */
 static int write_all(int fd, const uint8_t *buf, size_t len, uint64_t off)
 {
   while (len) {
@@ -350,9 +351,12 @@ static int write_all(int fd, const uint8_t *buf, size_t len, uint64_t off)
     if (FAULT("wal.short") && n > 1)   /* a short write, for tests */
       n /= 2;
     ssize_t got = fault ? (errno = fault, -1) : pwrite(fd, buf, n, (off_t)off);
+    if (got < 0 && errno == EINTR && !fault)
+      continue;
     if (got <= 0)
       return got < 0 ? sdb_fail_errno("write WAL at offset %llu (%zu bytes)", (unsigned long long)off, n)
-                     : sdb_fail(SOCHDB_IO, "WAL write at offset %llu wrote nothing", (unsigned long long)off);
+                     : sdb_fail(SOCHDB_IO, "WAL write at offset %llu (%zu bytes) wrote nothing",
+                                (unsigned long long)off, n);
     buf += got;
     len -= (size_t)got;
     off += (uint64_t)got;

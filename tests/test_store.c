@@ -124,20 +124,26 @@ Test(store, a_table_appended_in_pieces_of_any_size_is_written_byte_for_byte)
   tu_close();
 }
 
-/* The k-th write of the table of pieces {1 MiB, 1.5 MiB, 5 MiB, 300 KiB}
-** and a 100 KiB tail (8080 KiB) fails (EIO): its size and offset, from the
-** error. */
-static void kth_write(struct store *s, enum sst_pieces how, unsigned k, size_t *bytes, unsigned long long *offset)
+/* The k-th write of a table of n pieces (sizes) and a 100 KiB tail fails
+** (EIO): its size and offset, from the error. */
+static void kth_write_of(struct store *s, enum sst_pieces how, const size_t *pieces, int n, unsigned k,
+                         size_t *bytes, unsigned long long *offset)
 {
-  static const size_t pieces[] = { 1 * MIB, 3 * MIB / 2, 5 * MIB, 300 * KIB };
   size_t total;
   sochdb_test_fault("sst.write", EIO, k - 1, 1);
-  int rc = write_table(s, 100 + k, how, pieces, 4, 100 * KIB, &total);
+  int rc = write_table(s, 100 + k, how, pieces, n, 100 * KIB, &total);
   sochdb_test_fault(NULL, 0, 0, 0);
   cr_assert_eq(rc, SOCHDB_IO, "write %u fails: %s", k, sochdb_strerror(rc));
   const char *msg = strstr(sochdb_last_error(), ".tmp (");
   cr_assert_not_null(msg, "the error names the write: %s", sochdb_last_error());
   cr_assert_eq(sscanf(msg, ".tmp (%zu bytes at %llu)", bytes, offset), 2, "%s", sochdb_last_error());
+}
+
+/* The same for pieces {1 MiB, 1.5 MiB, 5 MiB, 300 KiB}: 8080 KiB in all. */
+static void kth_write(struct store *s, enum sst_pieces how, unsigned k, size_t *bytes, unsigned long long *offset)
+{
+  static const size_t pieces[] = { 1 * MIB, 3 * MIB / 2, 5 * MIB, 300 * KIB };
+  kth_write_of(s, how, pieces, 4, k, bytes, offset);
 }
 
 Test(store, a_compaction_output_is_written_in_whole_aligned_2_mib_pieces_and_one_shorter_last_write)
@@ -153,6 +159,15 @@ Test(store, a_compaction_output_is_written_in_whole_aligned_2_mib_pieces_and_one
     kth_write(&s, SST_HUGE_PIECES, k, &bytes, &at);
     cr_assert_eq(bytes, want[k - 1].bytes, "write %u: %zu bytes", k, bytes);
     cr_assert_eq(at, want[k - 1].at, "write %u: at %llu", k, at);
+  }
+  /* one append of two pieces and a byte, nothing staged: two writes of a piece each */
+  static const size_t two_and_a_byte[] = { 4 * MIB + 1 };
+  for (unsigned k = 1; k <= 2; k++) {
+    size_t bytes;
+    unsigned long long at;
+    kth_write_of(&s, SST_HUGE_PIECES, two_and_a_byte, 1, k, &bytes, &at);
+    cr_assert_eq(bytes, 2 * MIB, "write %u of one 4 MiB append: %zu bytes", k, bytes);
+    cr_assert_eq(at, (k - 1) * 2ull * MIB, "write %u of one 4 MiB append: at %llu", k, at);
   }
   tu_close();
 }
