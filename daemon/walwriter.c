@@ -2,8 +2,9 @@
 ** walwriter.c — the daemon's WAL writer (see walwriter.h).
 **
 ** Group commit: every published commit since the last group goes into one
-** group, written with one pwritev() and made durable with one fdatasync(),
-** however many processes committed them. A failed write is cut off again
+** group, written in pieces of at most WAL_WRITE_PIECE (its header first)
+** and made durable with one fdatasync(), however many processes committed
+** them. A failed write is cut off again
 ** (ftruncate to the group's start) and nothing is published, so the next
 ** attempt rewrites the same group; a committer waiting for durability is
 ** never told a lie.
