@@ -150,18 +150,23 @@ Test(faults, eio_on_wal_fdatasync_rewrites_the_group_and_loses_none)
 
 #define BIG_VALUE (300u << 10)   /* more than one 256 KiB piece of the log */
 
-/* One SYNC commit of key "big" holding BIG_VALUE bytes of `fill` into db,
-** which must succeed (`when` says under what); the value, malloc'ed. */
-static char *commit_big_value(sochdb *db, char fill, const char *when)
+/* BIG_VALUE bytes of fill, malloc'ed. */
+static char *big_value(char fill)
 {
   char *v = malloc(BIG_VALUE);
   cr_assert_not_null(v);
   memset(v, fill, BIG_VALUE);
+  return v;
+}
+
+/* One SYNC commit of key "big" holding v (BIG_VALUE bytes) into db, which
+** must succeed (`when` says under what). */
+static void commit_big_value(sochdb *db, const char *v, const char *when)
+{
   sochdb_txn *t = tu_begin(db, 0);
   cr_assert_eq(sochdb_put(t, "big", 3, v, BIG_VALUE), SOCHDB_OK, "put");
   int rc = sochdb_commit(t, SOCHDB_SYNC);
   cr_assert_eq(rc, SOCHDB_OK, "a SYNC commit %s: %s (%s)", when, sochdb_strerror(rc), sochdb_last_error());
-  return v;
 }
 
 /* kill -9 the daemon and rebuild the region from the files: "big" still
@@ -191,27 +196,33 @@ Test(faults, the_wal_is_written_in_pieces_of_at_most_256_kib)
   char spec[64];
   snprintf(spec, sizeof spec, "wal.write:%d:1:1", EIO);
   sochdb *db = open_with_fault(spec, 10000);
-  char *v = commit_big_value(db, 'w', "after one failed write");
+  char *v = big_value('w');
+  commit_big_value(db, v, "after one failed write");
   cr_assert(log_contains("(262144 bytes)"), "the failed write was not one of 256 KiB (see sochdbd.log)");
   expect_big_value_after_a_crash(db, v);
 }
 
 /* sochdbd killed (its crash point wal.piece_written) after the first 256
-** KiB piece of a group of one 300 KiB commit: the group is torn in the
-** page cache, not only by a power cut. The SYNC commit was not acknowledged
-** by the dead daemon; its successor cuts the torn piece off, logs the
-** commit again and acknowledges it, and it survives kill -9 and a rebuild. */
-Test(faults, a_daemon_killed_between_two_pieces_of_a_group_loses_nothing)
+** KiB piece of the group of one SYNC commit of v: the group is torn in the
+** page cache, not only by a power cut. The dead daemon did not acknowledge
+** the commit; its successor cuts the torn piece off, logs the commit again
+** and acknowledges it, and it survives kill -9 and a rebuild. Frees v. */
+static void commit_across_a_death_between_two_pieces(char *v)
 {
   setenv("SOCHDB_TEST_CRASH_AT", "wal.piece_written:1", 1);   /* for the daemon this open starts only */
   sochdb *db = open_with_fault(NULL, 10000);
   unsetenv("SOCHDB_TEST_CRASH_AT");
   pid_t first = daemon_pid();
   cr_assert_gt(first, 0, "no daemon served the open");
-  char *v = commit_big_value(db, 'p', "across its daemon's death");
+  commit_big_value(db, v, "across its daemon's death");
   cr_assert_neq(daemon_pid(), first, "the first daemon acknowledged the commit: it did not die between two pieces");
   cr_assert(log_contains("cut off a torn tail"), "the successor did not cut the torn group off (see sochdbd.log)");
   expect_big_value_after_a_crash(db, v);
+}
+
+Test(faults, a_daemon_killed_between_two_pieces_of_a_group_loses_nothing)
+{
+  commit_across_a_death_between_two_pieces(big_value('p'));
 }
 
 /* As above, the value being a run of group-shaped bytes (an intact group
@@ -223,28 +234,14 @@ Test(faults, a_daemon_killed_between_two_pieces_of_a_group_loses_nothing)
 ** not refuse the log as damaged. */
 Test(faults, a_torn_group_holding_group_shaped_values_is_cut_off_not_called_damage)
 {
-  setenv("SOCHDB_TEST_CRASH_AT", "wal.piece_written:1", 1);   /* for the daemon this open starts only */
-  sochdb *db = open_with_fault(NULL, 10000);
-  unsetenv("SOCHDB_TEST_CRASH_AT");
-  pid_t first = daemon_pid();
-  cr_assert_gt(first, 0, "no daemon served the open");
   uint8_t fake[WAL_GROUP_HEADER + 8] = { 0 };
   struct wal_group_header g;
   wal_group_header_init(&g, 1ull << 40, fake + WAL_GROUP_HEADER, 8);
   memcpy(fake, &g, sizeof g);
-  char *v = malloc(BIG_VALUE);
-  cr_assert_not_null(v);
-  memset(v, 0, BIG_VALUE);
+  char *v = big_value(0);
   for (size_t at = 0; at + sizeof fake <= BIG_VALUE; at += sizeof fake + 1)   /* 41: every offset mod 8 */
     memcpy(v + at, fake, sizeof fake);
-  sochdb_txn *t = tu_begin(db, 0);
-  cr_assert_eq(sochdb_put(t, "big", 3, v, BIG_VALUE), SOCHDB_OK, "put");
-  int rc = sochdb_commit(t, SOCHDB_SYNC);
-  cr_assert_eq(rc, SOCHDB_OK, "a SYNC commit across its daemon's death: %s (%s)", sochdb_strerror(rc),
-               sochdb_last_error());
-  cr_assert_neq(daemon_pid(), first, "the first daemon acknowledged the commit: it did not die between two pieces");
-  cr_assert(log_contains("cut off a torn tail"), "the successor did not cut the torn group off (see sochdbd.log)");
-  expect_big_value_after_a_crash(db, v);
+  commit_across_a_death_between_two_pieces(v);
 }
 
 /* Under a fault that lasts the whole run but fails nothing (spec), n
