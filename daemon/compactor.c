@@ -91,9 +91,9 @@ static int emit(void *ctx, struct compaction_output *out)
   struct run *run = ctx;
   struct store *s = run->c->s;
   uint64_t number = run->file.number;
-  int rc = run->file.fd >= 0 ? store_sst_complete(s, &run->file, out->buf, out->len)
-                             : store_write_sst(s, number = store_new_file_number(s), SST_HUGE_PIECES, out->buf,
-                                                               out->len);
+  int rc = run->file.fd >= 0
+               ? store_sst_complete(s, &run->file, out->buf, out->len)
+               : store_write_sst(s, number = store_new_file_number(s), SST_HUGE_PIECES, out->buf, out->len);
   struct manifest_file f = { number, out->bytes, (uint8_t *)out->smallest, out->smallest_len,
                              (uint8_t *)out->largest, out->largest_len, out->min_seq, out->max_seq };
   if (rc == SOCHDB_OK && (rc = manifest_edit_add_file(&run->edit, run->output_level, &f)) != SOCHDB_OK) {

@@ -163,7 +163,9 @@ static int build_table(struct store *s, uint32_t mt, struct built *out)
   /* Streamed to its file as it is built, so the daemon holds about
   ** SST_SPILL_BYTES of it, not a memtable's worth. The file is only renamed
   ** to its name, and recorded, once the log holds everything in it (step 3). */
-  if (rc == SOCHDB_OK && (rc = store_sst_create(s, store_new_file_number(s), SST_SMALL_PIECES, &out->file)) == SOCHDB_OK)
+  if (rc == SOCHDB_OK)
+    rc = store_sst_create(s, store_new_file_number(s), SST_SMALL_PIECES, &out->file);
+  if (rc == SOCHDB_OK)
     sst_builder_spill(&b, store_sst_append, &out->file);
   for (uint64_t n = sl_seek(r, mt, NULL, 0); n && rc == SOCHDB_OK; n = sl_next(r, n)) {
     const struct sl_node *node = shm_at(r, n);

@@ -4,10 +4,9 @@
 ** Group commit: every published commit since the last group goes into one
 ** group, written in pieces of at most WAL_WRITE_PIECE (its header first)
 ** and made durable with one fdatasync(), however many processes committed
-** them. A failed write is cut off again
-** (ftruncate to the group's start) and nothing is published, so the next
-** attempt rewrites the same group; a committer waiting for durability is
-** never told a lie.
+** them. A failed write is cut off again (ftruncate to the group's start)
+** and nothing is published, so the next attempt rewrites the same group; a
+** committer waiting for durability is never told a lie.
 **
 ** The runway: groups are written over zeros written ahead of them (up to
 ** RUNWAY_MAX_BYTES at a time), not appended. An fdatasync of an append must
