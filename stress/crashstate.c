@@ -17,9 +17,14 @@
 **      record; 0 for a file never synced) plus a random part of its unsynced
 **      tail: none of it, a random prefix, all of it, or a random prefix with
 **      one 512-byte sector in it zeroed or filled with garbage (torn);
-**   3. writes over zeros (the WAL's runway) after the file's last fsync, newest
-**      first: each is kept, made zeros again, made zeros after a random
-**      prefix, or has one 512-byte sector in it zeroed or filled with garbage.
+**   3. writes over existing bytes after the file's last fsync (matched to the
+**      file by device and inode, whatever its name now), newest first, within
+**      what step 2 left of the file (never growing it): each is kept, has
+**      what it overwrote put back — zeros for a write over zeros (Z records:
+**      the WAL's runway), the saved old bytes for one over other bytes (O
+**      records: a recycled WAL segment's previous incarnation) —, has that
+**      put back after a random prefix, or has one 512-byte sector in it
+**      zeroed or filled with garbage.
 ** Every change is one line on the cycle's power-cut log.
 */
 
@@ -37,11 +42,11 @@
 #include <unistd.h>
 
 typedef struct rec {
-  char type;                 /* F D U R Z */
-  char *dir, *name, *dir2, *name2, *grave, *path;
+  char type;                 /* F D U R Z O X */
+  char *dir, *name, *dir2, *name2, *grave, *path;   /* O: grave is the saved old bytes */
   unsigned long long dev, ino, ino2;
-  long long size;            /* F: durable size; Z: offset */
-  long long len;             /* Z: bytes */
+  long long size;            /* F: durable size; Z, O: offset */
+  long long len;             /* Z, O: bytes */
   char **names;              /* D: its listing */
   unsigned long long *inos;
   unsigned n;
@@ -112,6 +117,15 @@ static int parse_line(char *line, rec *r)
     while (*p == ' ') p++;
     r->path = strdup(p);
     return 0;
+  case 'O':
+    r->dev = num(&p);
+    r->ino = num(&p);
+    r->size = (long long)num(&p);
+    r->len = (long long)num(&p);
+    r->grave = tok(&p);
+    while (*p == ' ') p++;
+    r->path = strdup(p);
+    return r->grave ? 0 : -1;
   case 'D':
     r->dir = tok(&p);
     r->n = (unsigned)num(&p);
@@ -197,6 +211,7 @@ int pc_baseline(const char *db, const char *state_dir)
 {
   char dirs[16][PATH_MAX], path[PATH_MAX + 300];
   sync();
+  st_rmrf(st_path(path, sizeof path, state_dir, PC_OLD_DIR));   /* the shim makes it when it needs it */
   st_rmrf(st_path(path, sizeof path, state_dir, "grave"));
   st_mkdir(state_dir);
   st_mkdir(path);
@@ -367,50 +382,88 @@ static int fill(int fd, long long lo, long long hi, int garbage, uint64_t *rng)
   return 0;
 }
 
+/* Put bytes [lo, hi) of fd back as they were before write r: zeros (Z), or
+** the old bytes r saved (O; byte k of its copy was at r->size + k); 0 if
+** done. Callers clip hi to the file's size: this never grows the file. */
+static int put_back(const rec *r, int fd, long long lo, long long hi, uint64_t *rng)
+{
+  if (r->type == 'Z')
+    return fill(fd, lo, hi, 0, rng);
+  int in = open(r->grave, O_RDONLY | O_CLOEXEC), rc = in >= 0 ? 0 : -1;
+  unsigned char buf[4096];
+  for (long long at = lo; rc == 0 && at < hi;) {
+    size_t n = hi - at < (long long)sizeof buf ? (size_t)(hi - at) : sizeof buf;
+    ssize_t got = pread(in, buf, n, (off_t)(at - r->size));
+    rc = got > 0 && pwrite(fd, buf, (size_t)got, (off_t)at) == got ? 0 : -1;
+    at += got;
+  }
+  if (in >= 0)
+    close(in);
+  return rc;
+}
+
+/* One 512-byte sector of the disk (aligned in the file) within [wlo, whi),
+** the written bytes kept: zeroed or garbage, described in `torn`; 0 if done. */
+static int tear(int fd, long long wlo, long long whi, uint64_t *rng, char *torn, size_t cap)
+{
+  long long at = (wlo + (long long)(st_rand(rng) % (uint64_t)(whi - wlo))) & ~511LL;
+  long long slo = at < wlo ? wlo : at, shi = at + 512 < whi ? at + 512 : whi;
+  int garbage = st_below(rng, 2);
+  snprintf(torn, cap, ", bytes %lld..%lld %s (torn sector)", slo, shi, garbage ? "garbage" : "zeroed");
+  return fill(fd, slo, shi, garbage, rng);
+}
+
+/* Step 3 for one unsynced write r over bytes of fd (`len` bytes after step
+** 2): kept, put back, put back after a prefix, or torn; a lying disk puts
+** it back whole. */
+static void revert(const rec *r, int fd, long long len, int lie, const char *dir, const char *name, uint64_t *rng,
+                   FILE *log, pc_stats *st)
+{
+  long long lo = r->size, hi = r->size + r->len < len ? r->size + r->len : len;
+  if (lo >= hi)
+    return;   /* all of it past what step 2 kept */
+  unsigned how = lie ? 1 : st_below(rng, 4);
+  if (how == 0) {
+    st->overwrites_kept++;
+    return;
+  }
+  int zeros = r->type == 'Z';
+  const char *what = zeros ? "made zeros again" : "old bytes put back";
+  long long wlo = lo, whi = hi;   /* the written bytes the power cut may tear */
+  int ok = 1;
+  if (how == 2) {
+    lo += (long long)(st_rand(rng) % (uint64_t)(hi - lo));
+    whi = lo;
+    what = zeros ? "made zeros again after a prefix" : "old bytes put back after a prefix";
+  }
+  if (how != 3)
+    ok = put_back(r, fd, lo, hi, rng) == 0;
+  char torn[160] = "";
+  if ((how == 3 || (how == 2 && st_below(rng, 2))) && whi > wlo) {
+    ok = tear(fd, wlo, whi, rng, torn, sizeof torn) == 0 && ok;
+    if (how == 3)
+      lo = hi = 0, what = "kept";
+  }
+  fprintf(log, "%s/%s: unsynced write over %s at %lld (%lld bytes): bytes %lld..%lld %s%s%s\n", base(dir), name,
+          zeros ? "zeros" : "old bytes", r->size, r->len, lo, hi, what, torn, ok ? "" : " FAILED");
+  st->overwrites_undone++;
+}
+
 /* Step 3 for one file (open as fd, `len` bytes after step 2): its writes
-** over zeros that no sync covered, newest first. With a lying disk, only the
-** newest WAL segment's are undone, all of them (see cut_file). */
+** over existing bytes that no sync covered, newest first (an older write's
+** old bytes go back over what a newer one's revert left). With a lying
+** disk, only the newest WAL segment's are undone, all of them (see
+** cut_file). */
 static void undo_overwrites(const recs *v, int fd, const struct stat *s, long long len, int lie, const char *dir,
                             const char *name, uint64_t *rng, FILE *log, pc_stats *st)
 {
   long long dur;
   size_t from = last_sync(v, (unsigned long long)s->st_dev, (unsigned long long)s->st_ino, &dur);
   for (size_t i = v->n; i > from; i--) {
-    const rec *z = &v->r[i - 1];
-    if (z->type != 'Z' || z->dev != (unsigned long long)s->st_dev || z->ino != (unsigned long long)s->st_ino)
-      continue;
-    long long lo = z->size, hi = z->size + z->len < len ? z->size + z->len : len;
-    if (lo >= hi)
-      continue;
-    unsigned how = lie ? 1 : st_below(rng, 4);
-    if (how == 0) {
-      st->overwrites_kept++;
-      continue;
-    }
-    const char *what = "made zeros again";
-    long long wlo = lo, whi = hi;   /* the written bytes the power cut may tear */
-    int ok = 1;
-    if (how == 2) {
-      lo += (long long)(st_rand(rng) % (uint64_t)(hi - lo));
-      whi = lo;
-      what = "made zeros again after a prefix";
-    }
-    if (how != 3)
-      ok = fill(fd, lo, hi, 0, rng) == 0;
-    char torn[160] = "";
-    if ((how == 3 || (how == 2 && st_below(rng, 2))) && whi > wlo) {
-      /* one 512-byte sector of the disk (aligned in the file) within what is kept */
-      long long at = (wlo + (long long)(st_rand(rng) % (uint64_t)(whi - wlo))) & ~511LL;
-      long long slo = at < wlo ? wlo : at, shi = at + 512 < whi ? at + 512 : whi;
-      int garbage = st_below(rng, 2);
-      ok = ok && fill(fd, slo, shi, garbage, rng) == 0;
-      snprintf(torn, sizeof torn, ", bytes %lld..%lld %s (torn sector)", slo, shi, garbage ? "garbage" : "zeroed");
-      if (how == 3)
-        lo = hi = 0, what = "kept";
-    }
-    fprintf(log, "%s/%s: unsynced write over zeros at %lld (%lld bytes): bytes %lld..%lld %s%s%s\n", base(dir), name,
-            z->size, z->len, lo, hi, what, torn, ok ? "" : " FAILED");
-    st->overwrites_undone++;
+    const rec *r = &v->r[i - 1];
+    if ((r->type == 'Z' || r->type == 'O') && r->dev == (unsigned long long)s->st_dev &&
+        r->ino == (unsigned long long)s->st_ino)
+      revert(r, fd, len, lie, dir, name, rng, log, st);
   }
 }
 
@@ -548,6 +601,7 @@ int pc_materialise(const char *db, const char *state_dir, uint64_t *rng, FILE *l
   sync();
   /* after the reboot, what is on disk is the durable state */
   st_rmrf(st_path(path, sizeof path, state_dir, "grave"));
+  st_rmrf(st_path(path, sizeof path, state_dir, PC_OLD_DIR));
   unlink(st_path(path, sizeof path, state_dir, "log"));
   unlink(st_path(path, sizeof path, state_dir, PC_CUT_FILE));
   return 0;

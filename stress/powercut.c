@@ -20,22 +20,32 @@
 **   rename, renameat, renameat2
 **                          the same for the file a rename replaces, and the
 **                          move itself, so that a power cut can revert it;
-**   pwrite, pwrite64       before a write over bytes of a regular file that
-**                          are all zeros (the WAL's runway: groups are
-**                          written over zeros laid ahead of them), record the
-**                          range, so that a power cut before the file's next
-**                          sync can make it zeros again.
+**   pwrite, pwrite64 (and write, writev, the pwritev variants and
+**   copy_file_range, which go through the same hook)
+**                          before a write over existing bytes of a regular
+**                          file, record the range, so that a power cut before
+**                          the file's next sync can put back what was there:
+**                          zeros (a Z record; the WAL's runway: groups are
+**                          written over zeros laid ahead of them), or bytes
+**                          that are not all zeros (an O record: a recycled
+**                          WAL segment's groups are written over the bytes of
+**                          its previous incarnation), whose old bytes are
+**                          copied first into the state directory's old/.
+**                          Old bytes that cannot be saved make an X record:
+**                          the write goes ahead, and the run fails at the cut
+**                          rather than pass on a state it could not model.
 **
 ** Only paths under $SOCHDB_POWERCUT_DIR are tracked; without
 ** $SOCHDB_POWERCUT_STATE the shim does nothing. With SOCHDB_POWERCUT_LIE=1
 ** the disk lies: a process's syncs of a WAL segment after its first one
 ** return 0 without syncing or recording anything (see lie_now).
 **
-** Not interposed (documented limits): overwrites of bytes that are not all
-** zeros, writes other than pwrite, and truncations of synced data cannot be
-** undone (sochdb does none of these to data it relies on); open(O_CREAT)
-** is not recorded (a created name the last directory fsync did not see may
-** vanish at the cut, which is what a power cut may do to it).
+** Not interposed (documented limits): writes no hook sees (stores through a
+** shared writable mapping, syscall()) only make X records, and truncations
+** of synced data cannot be undone (sochdb does none of these to data it
+** relies on); open(O_CREAT) is not recorded (a created name the last
+** directory fsync did not see may vanish at the cut, which is what a power
+** cut may do to it).
 */
 
 #include "powercut.h"
@@ -58,7 +68,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-static char state_path[PATH_MAX], grave_dir[PATH_MAX], db_dir[PATH_MAX];
+static char state_path[PATH_MAX], grave_dir[PATH_MAX], old_dir[PATH_MAX], db_dir[PATH_MAX];
 static size_t db_len;
 static int active, lie;
 static char cut_path[PATH_MAX];
@@ -115,6 +125,7 @@ __attribute__((constructor)) static void pc_init(void)
   char *slash = strrchr(copy, '/');
   if (slash) *slash = 0;
   snprintf(grave_dir, sizeof grave_dir, "%.4000s/grave", slash ? copy : ".");
+  snprintf(old_dir, sizeof old_dir, "%.4000s/" PC_OLD_DIR, slash ? copy : ".");
   db_len = strlen(db_dir);
   active = 1;
   snprintf(cut_path, sizeof cut_path, "%.4000s/" PC_CUT_FILE, slash ? copy : ".");
@@ -269,6 +280,19 @@ static char *listing(const char *dir)
 static pthread_mutex_t lie_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct { dev_t dev; ino_t ino; } lie_seen[1024];
 static unsigned lie_n;
+
+/* A WAL segment renamed away from its name (retired, to be recycled as a
+** new segment) starts over: the first sync of its next incarnation (its new
+** header) is kept, as a new file's would be. */
+static void lie_forget(const char *name, const struct stat *st)
+{
+  size_t len = strlen(name);
+  if (!lie || len < 4 || strcmp(name + len - 4, ".wal") != 0) return;
+  pthread_mutex_lock(&lie_mu);
+  for (unsigned i = 0; i < lie_n; i++)
+    if (lie_seen[i].dev == st->st_dev && lie_seen[i].ino == st->st_ino) lie_seen[i] = lie_seen[--lie_n];
+  pthread_mutex_unlock(&lie_mu);
+}
 
 static int lie_now(const char *path, const struct stat *st)
 {
@@ -439,6 +463,7 @@ static void before_rename(int fd1, const char *from, int fd2, const char *to)
       snprintf(grave, sizeof grave, "-");
     }
     record("R %s %s %s %s %llu %llu %s", d1, n1, d2, n2, (unsigned long long)st.st_ino, old, grave);
+    lie_forget(n1, &st);
   }
   errno = saved;
 }
@@ -502,6 +527,63 @@ static int all_zeros(const char *path, off64_t off, size_t len)
   return zero;
 }
 
+/* Copy [off, off+len) of `from` into `out`, open for writing; 0 if all of
+** it was copied (a short read means the file shrank under us: what was
+** there is then not known, and the write is not modelled). */
+static int copy_range(int from, int out, off64_t off, size_t len)
+{
+  unsigned char buf[1 << 14];
+  for (off64_t at = 0; (size_t)at < len;) {
+    size_t n = len - (size_t)at < sizeof buf ? len - (size_t)at : sizeof buf;
+    ssize_t got = pread64(from, buf, n, off + at);
+    if (got == 0) errno = ENODATA;
+    if (got <= 0 || real_pwrite(out, buf, (size_t)got, at) != got) return -1;
+    at += got;
+  }
+  return 0;
+}
+
+/* Save [off, off+len) of path into a new file of old/ (its name in `saved`),
+** read through a descriptor of our own as all_zeros does; 0 if saved. */
+static int save_old(const char *path, off64_t off, size_t len, char *saved, size_t cap)
+{
+  int in = open(path, O_RDONLY | O_CLOEXEC), out = -1;
+  if (in < 0 || !real_pwrite) {
+    if (in >= 0) close(in);
+    return -1;
+  }
+  mkdir(old_dir, 0755);
+  /* O_EXCL: a name left by an earlier process of the same pid is skipped, never reused */
+  for (int tries = 0; out < 0 && tries < 8; tries++) {
+    snprintf(saved, cap, "%s/%d-%u", old_dir, (int)getpid(), atomic_fetch_add(&grave_ctr, 1));
+    out = open(saved, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (out < 0 && errno != EEXIST) break;
+  }
+  int rc = out >= 0 ? copy_range(in, out, off, len) : -1, err = errno;
+  if (out >= 0 && close(out) != 0 && rc == 0) rc = -1, err = errno;
+  if (rc != 0 && out >= 0) (real_unlink ? real_unlink : unlink)(saved);   /* not ours: maybe_cut would count it */
+  close(in);
+  errno = err;   /* the first failure's, for the X record */
+  return rc;
+}
+
+/* Record a write of [off, off+len) over existing bytes of path: a Z record
+** if they are all zeros, else an O record naming a copy of them. A copy that
+** cannot be made leaves a write no cut could revert: an X record fails the
+** run at the cut rather than let it pass on a model with a hole in it. */
+static void record_overwrite(const struct stat *st, const char *path, off64_t off, size_t len)
+{
+  char saved[PATH_MAX + 64];
+  if (all_zeros(path, off, len))
+    record("Z %llu %llu %lld %zu %s", (unsigned long long)st->st_dev, (unsigned long long)st->st_ino,
+           (long long)off, len, path);
+  else if (save_old(path, off, len, saved, sizeof saved) == 0)
+    record("O %llu %llu %lld %zu %s %s", (unsigned long long)st->st_dev, (unsigned long long)st->st_ino,
+           (long long)off, len, saved, path);
+  else
+    record("X pwrite over old bytes that could not be saved (%s): %s", strerror(errno), path);
+}
+
 static void before_pwrite(int fd, size_t n, off64_t off)
 {
   char path[PATH_MAX];
@@ -511,9 +593,7 @@ static void before_pwrite(int fd, size_t n, off64_t off)
       fd_path(fd, path) == 0) {
     const char *base = strrchr(path, '/');
     size_t len = (size_t)(st.st_size - off) < n ? (size_t)(st.st_size - off) : n;
-    if (!(base && pc_ignored_name(base + 1)) && all_zeros(path, off, len))
-      record("Z %llu %llu %lld %zu %s", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino, (long long)off,
-             len, path);
+    if (!(base && pc_ignored_name(base + 1))) record_overwrite(&st, path, off, len);
   }
   errno = saved;
 }
@@ -534,9 +614,9 @@ ssize_t pwrite64(int fd, const void *buf, size_t n, off64_t off)
   return real_pwrite64(fd, buf, n, off);
 }
 
-/* The other ways to write over zeros: the vectored writes, and write()/writev()
-** at the descriptor's offset (not O_APPEND: an append only grows the file,
-** which the sizes cover). */
+/* The other ways to write over existing bytes: the vectored writes, and
+** write()/writev() at the descriptor's offset (not O_APPEND: an append only
+** grows the file, which the sizes cover). */
 static size_t iov_len(const struct iovec *iov, int n)
 {
   size_t len = 0;

@@ -7,7 +7,8 @@
 ** through the exec of sochdbd by a worker's library). It is configured by
 **   SOCHDB_POWERCUT_STATE  the record log, a file outside the database
 **                          directory; its directory also holds grave/, the
-**                          graveyard of unlinked files (same file system);
+**                          graveyard of unlinked files (same file system),
+**                          and old/, copies of bytes overwritten (O records);
 **   SOCHDB_POWERCUT_DIR    the database directory: only files under it count;
 **   SOCHDB_POWERCUT_LIE=1  a lying disk: a process's fsync/fdatasync of a
 **                          WAL segment after its first one return success without
@@ -36,7 +37,19 @@
 **                                   off+len) of a regular file that were all
 **                                   zeros (the WAL's runway): until a later F
 **                                   record of the file, they may be zeros
-**                                   again after a power cut.
+**                                   again after a power cut;
+**   O <dev> <ino> <off> <len> <saved> <path>
+**                                   before a pwrite over bytes [off,
+**                                   off+len) of a regular file that were not
+**                                   all zeros (a recycled WAL segment's old
+**                                   incarnation): they were copied first into
+**                                   the file <saved> (state directory's
+**                                   old/); until a later F record of the
+**                                   file, they may be back after a power cut;
+**   X <what> <path>                 an operation the crash state cannot
+**                                   undo (or an overwrite whose old bytes
+**                                   could not be saved): pc_materialise
+**                                   fails the run.
 ** Names are those of the database (no spaces); paths are realpath()s.
 */
 #ifndef SOCHDB_STRESS_POWERCUT_H
@@ -59,6 +72,9 @@
 ** any step of a daemon's protocols, not only where SIGKILL happens to find
 ** a busy daemon. pc_materialise removes the file. */
 #define PC_CUT_FILE  "cut"
+/* The state directory's folder of the bytes O records saved before they
+** were overwritten, one file per record. */
+#define PC_OLD_DIR   "old"
 
 /* Files of the database directory that are not the database's: the shim
 ** does not track them and a power cut leaves them alone (the daemon's log
@@ -87,21 +103,21 @@ typedef struct pc_stats {
   uint64_t names_dropped;    /* names never made durable, removed */
   uint64_t names_restored;   /* unlinks and renames never made durable, undone */
   uint64_t shrunk;           /* files found shorter than their durable size (not undoable) */
-  uint64_t overwrites_undone;  /* unsynced writes over zeros reverted, whole or in part */
+  uint64_t overwrites_undone;  /* unsynced writes over zeros or old bytes reverted, whole or in part */
   uint64_t overwrites_kept;    /* ... kept */
   uint64_t files_checked;    /* files the file checker verified after the cuts */
 } pc_stats;
 
 /* crashstate.c, in the supervisor. The state directory holds the record log
-** "log" and the graveyard "grave/".
+** "log", the graveyard "grave/" and the saved old bytes "old/".
 ** pc_baseline: sync(), then record every file and directory under db as
 ** durable as it is now (a fresh record log, an empty graveyard).
 ** pc_materialise: turn db into a state a power cut could have left: undo
 ** the namespace operations not made durable, cut each file to its durable
 ** size plus a random part of its unsynced tail (maybe torn), and revert
-** unsynced writes over zeros (whole, a suffix, or one torn sector); one line per
-** change on `log`. Then the record log and graveyard are emptied. 0, or -1
-** (message on stderr). */
+** unsynced writes over zeros or over old bytes (whole, a suffix, or one torn
+** sector); one line per change on `log`. Then the record log, the graveyard
+** and old/ are emptied. 0, or -1 (message on stderr). */
 int pc_baseline(const char *db, const char *state_dir);
 int pc_materialise(const char *db, const char *state_dir, uint64_t *rng, FILE *log, pc_stats *st);
 

@@ -739,7 +739,7 @@ static int crash_cycle(sup *s, unsigned n, uint64_t *rng, char *prev_unit, crash
   if (s->pc_damaged) rc = 1;
   char extra[256] = "";
   if (power)
-    snprintf(extra, sizeof extra, "; POWER CUT: %llu files cut, %llu writes over zeros undone, %llu names dropped "
+    snprintf(extra, sizeof extra, "; POWER CUT: %llu files cut, %llu unsynced overwrites undone, %llu names dropped "
              "or restored", (unsigned long long)(s->pc.files_cut - cut0),
              (unsigned long long)(s->pc.overwrites_undone - undone0),
              (unsigned long long)(s->pc.names_dropped + s->pc.names_restored - names0));
@@ -773,8 +773,8 @@ static void print_crash_summary(const sup *s, const crash_totals *t, unsigned cy
   if (s->c->power_pct) {
     const pc_stats *p = &s->pc;
     printf("  power cuts: %u; files cut: %llu (%llu torn, %llu bytes torn), unsynced tails kept whole: %llu, "
-           "bytes dropped: %llu; unsynced writes over zeros undone: %llu, kept: %llu; names dropped: %llu, "
-           "unlinks/renames undone: %llu; files shorter than durable: %llu\n",
+           "bytes dropped: %llu; unsynced overwrites (over zeros or old bytes) undone: %llu, kept: %llu; names "
+           "dropped: %llu, unlinks/renames undone: %llu; files shorter than durable: %llu\n",
            p->cuts, (unsigned long long)p->files_cut, (unsigned long long)p->files_torn,
            (unsigned long long)p->bytes_torn, (unsigned long long)p->files_kept, (unsigned long long)p->bytes_dropped,
            (unsigned long long)p->overwrites_undone, (unsigned long long)p->overwrites_kept,
