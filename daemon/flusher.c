@@ -407,8 +407,40 @@ static void forget_segment(struct flusher *f, uint64_t lsn)
     }
 }
 
+/* Segment lsn's file renamed to its .free name for the writer to reuse,
+** if the writer wants one more (pending renamed already): 1, else 0 (the
+** caller removes it). */
+static int keep_for_reuse(struct flusher *f, uint64_t lsn, const char *path, unsigned pending)
+{
+  if (!f->w || !ww_pool_wants(f->w, pending))
+    return 0;
+  char free_path[4300];
+  wal_free_path(free_path, sizeof free_path, f->s->db->dir, lsn);
+  return rename(path, free_path) == 0;
+}
+
+/* The renamed files go to the writer once their new names are durable: a
+** file reused under an old segment's name that a crash brought back would
+** be that segment, damaged. If the directory cannot be synced, they go. */
+static void hand_over_for_reuse(struct flusher *f, const uint64_t *lsns, unsigned n)
+{
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s/" WAL_DIR, f->s->db->dir);
+  int synced = n && sdb_fsync_dir(dir) == SOCHDB_OK;
+  for (unsigned i = 0; i < n; i++) {
+    if (synced) {
+      ww_pool_add(f->w, lsns[i]);
+    } else {
+      char path[4300];
+      wal_free_path(path, sizeof path, f->s->db->dir, lsns[i]);
+      unlink(path);
+    }
+  }
+}
+
 /* Remove, oldest first, every segment but the newest whose commits are all
-** flushed: recovery replays from the first remaining one. */
+** flushed: recovery replays from the first remaining one. The writer may
+** keep a few files for its next segments (walwriter.c, reuse). */
 static void truncate_wal(struct flusher *f)
 {
   struct store *s = f->s;
@@ -419,19 +451,24 @@ static void truncate_wal(struct flusher *f)
   size_t n;
   if (sdb_dir_is_ours(s->db) != SOCHDB_OK || wal_list_segments(s->db->dir, &lsns, &n) != SOCHDB_OK)
     return;   /* a segment of another database may bear the same name */
+  uint64_t kept[WAL_FREE_MAX];
+  unsigned nkept = 0;
   for (size_t i = 0; i + 1 < n; i++) {
     uint64_t max;
     if (segment_max_seq(f, lsns[i], &max) != SOCHDB_OK || max > flushed)
       break;
     char path[4300];
     wal_segment_path(path, sizeof path, s->db->dir, lsns[i]);
-    if (unlink(path) != 0 && errno != ENOENT) {
+    if (nkept < WAL_FREE_MAX && keep_for_reuse(f, lsns[i], path, nkept)) {
+      kept[nkept++] = lsns[i];
+    } else if (unlink(path) != 0 && errno != ENOENT) {
       ww_log(s->db->dir, "cannot remove WAL segment %s: %s", path, strerror(errno));
       break;
     }
     forget_segment(f, lsns[i]);
     atomic_fetch_add_explicit(&s->r->hdr->stats.wal_segments_removed, 1, memory_order_relaxed);
   }
+  hand_over_for_reuse(f, kept, nkept);
   free(lsns);
 }
 

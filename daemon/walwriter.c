@@ -17,6 +17,16 @@
 ** fdatasync; the groups over that stretch do not. A reader sees zeros after
 ** the last group as the log's clean end (walfmt.h). Without room for the
 ** zeros, a group is appended.
+**
+** Reuse: a new segment takes, when there is one, the file of a segment the
+** flusher removed (kept as DIR/wal/<lsn>.free, ww_pool_add), and its groups
+** are written over the old ones with no runway: the disk writes over blocks
+** it holds (it synced 4 KiB writes over written blocks 8.0-9.2 thousand
+** times a second here, appends into a new file 5.1-6.6 thousand), nothing
+** is written twice, and no file is removed under the flusher's feet (with
+** `discard`, removing 64 MiB took 23 ms). The old groups are salted with the
+** old header's checksum, so a scan never takes them for this segment's
+** (walfmt.h).
 */
 #include "walwriter.h"
 
@@ -73,9 +83,37 @@ static int fsync_wal_dir(const char *dir)
   return sdb_fsync_dir(path);
 }
 
+/* A pooled file renamed to tmp and open for writing, or -1 if the pool is
+** empty (or its files cannot be had: they are dropped). */
+static int take_pooled_file(struct walwriter *w, const char *tmp)
+{
+  for (;;) {
+    pthread_mutex_lock(&w->pool_lock);
+    int have = w->npool > 0;
+    uint64_t lsn = have ? w->pool[--w->npool] : 0;
+    pthread_mutex_unlock(&w->pool_lock);
+    if (!have)
+      return -1;
+    char from[4300];
+    wal_free_path(from, sizeof from, w->db->dir, lsn);
+    if (rename(from, tmp) == 0) {
+      int fd = open(tmp, O_WRONLY | O_CLOEXEC);
+      if (fd >= 0)
+        return fd;
+      unlink(tmp);
+    } else {
+      unlink(from);
+    }
+  }
+}
+
 /* A new, empty segment starting at first_lsn, durable with its directory
-** entry. It appears under its name only complete (written to a temporary
-** file, then renamed), so a replay never finds a segment without a header. */
+** entry: a pooled file written over (see the file's header), else a new
+** one. It appears under its name only complete (written to a temporary
+** file, then renamed), so a replay never finds a segment without a header;
+** a pooled file's old name is durably gone before it is written (the
+** flusher synced the rename to .free), and until the rename to the new
+** name it is a .tmp nobody reads. */
 static int create_segment(struct walwriter *w, uint64_t first_lsn)
 {
   char path[4300], tmp[4320];
@@ -84,7 +122,9 @@ static int create_segment(struct walwriter *w, uint64_t first_lsn)
     return rc;
   wal_segment_path(path, sizeof path, w->db->dir, first_lsn);
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int fd = take_pooled_file(w, tmp), reused = fd >= 0;
+  if (!reused)
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0)
     return sdb_fail_errno("create WAL segment %s", tmp);
   sdb_apply_db_mode(w->db->dir, fd, tmp);
@@ -94,7 +134,9 @@ static int create_segment(struct walwriter *w, uint64_t first_lsn)
   wal_seg_header_init(&h, first_lsn, w->r->hdr->db_id, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
   h.prev_seq = w->last_logged;
   wal_seg_header_seal(&h);
-  if (pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h || fdatasync(fd) != 0 || rename(tmp, path) != 0) {
+  struct stat st;
+  if (pwrite(fd, &h, sizeof h, 0) != (ssize_t)sizeof h || fdatasync(fd) != 0 || fstat(fd, &st) != 0 ||
+      rename(tmp, path) != 0) {
     rc = sdb_fail_errno("write WAL segment %s", path);
     close(fd);
     unlink(tmp);
@@ -108,9 +150,11 @@ static int create_segment(struct walwriter *w, uint64_t first_lsn)
     close(w->fd);
   w->fd = fd;
   w->seg_first_lsn = first_lsn;
+  w->salt = wal_seg_salt(&h);
   w->end_offset = WAL_SEG_HEADER;
   w->last_group = 0;
-  w->zeroed_end = WAL_SEG_HEADER;
+  /* a reused file's old bytes are written over as they are */
+  w->zeroed_end = reused && (uint64_t)st.st_size > WAL_SEG_HEADER ? (uint64_t)st.st_size : WAL_SEG_HEADER;
   w->runway_failed = 0;
   w->next_lsn = first_lsn;
   return SOCHDB_OK;
@@ -210,10 +254,14 @@ static int adopt_segment(struct walwriter *w, uint64_t first_lsn, struct adopt_s
   if (fd < 0)
     return sdb_fail_errno("open WAL segment %s", path);
   uint64_t end = res.end_offset, next_lsn = res.next_lsn;
+  /* In a reused file the bytes after the groups may be its earlier use's:
+  ** only a torn group's header says a write was interrupted. */
   if (res.torn_bytes)
-    ww_log(w->db->dir, "WAL %s: cut off a torn tail of %llu bytes at offset %llu (an interrupted group, "
-           "never acknowledged); the log ends at LSN %llu", path, (unsigned long long)res.torn_bytes,
-           (unsigned long long)res.end_offset, (unsigned long long)res.next_lsn);
+    ww_log(w->db->dir, "WAL %s: cut off a torn tail of %llu bytes at offset %llu (an interrupted write, never "
+           "acknowledged%s); the log ends at LSN %llu", path, (unsigned long long)res.torn_bytes,
+           (unsigned long long)res.end_offset,
+           res.version == WAL_VERSION_1 || res.torn_group ? "" : ", or what the file held before it was reused",
+           (unsigned long long)res.next_lsn);
   if (a->cut_offset) {
     /* the LSN of the cut group: its records' LSNs minus what precedes them in it */
     next_lsn = a->cut_lsn;
@@ -237,16 +285,66 @@ static int adopt_segment(struct walwriter *w, uint64_t first_lsn, struct adopt_s
   struct stat st;
   w->fd = fd;
   w->seg_first_lsn = first_lsn;
+  w->salt = res.salt;
   w->end_offset = end;
   w->zeroed_end = fstat(fd, &st) == 0 && (uint64_t)st.st_size > end ? (uint64_t)st.st_size : end;
   w->next_lsn = next_lsn;
   return SOCHDB_OK;
 }
 
+static uint64_t segment_bytes(const struct walwriter *w);
+
+/* Whether the log's disk has room to keep pooled files: two memtables'
+** tables and the pool's files besides. Pooled files hold space a nearly
+** full disk needs for the tables whose flushes free the log. */
+static int pool_has_room(struct walwriter *w)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/" WAL_DIR, w->db->dir);
+  struct statvfs sv;
+  if (statvfs(path, &sv) != 0)
+    return 0;
+  uint64_t want = 2 * (uint64_t)w->r->hdr->memtable_bytes + (WAL_FREE_MAX + 1) * segment_bytes(w);
+  return (uint64_t)sv.f_bavail * sv.f_frsize >= want;
+}
+
+/* Unlink every pooled file (the disk may be full: they hold its space). */
+static void release_pool(struct walwriter *w)
+{
+  pthread_mutex_lock(&w->pool_lock);
+  while (w->npool) {
+    char path[4300];
+    wal_free_path(path, sizeof path, w->db->dir, w->pool[--w->npool]);
+    unlink(path);
+  }
+  pthread_mutex_unlock(&w->pool_lock);
+}
+
+/* The files a predecessor kept for reuse join the pool, as many as it
+** takes while the disk has room; the rest are removed. */
+static void adopt_pool(struct walwriter *w)
+{
+  uint64_t *lsns;
+  size_t n;
+  if (wal_list_free(w->db->dir, &lsns, &n) != SOCHDB_OK)
+    return;   /* they stay until a daemon can list them */
+  int room = pool_has_room(w);
+  for (size_t i = 0; i < n; i++) {
+    char path[4300];
+    wal_free_path(path, sizeof path, w->db->dir, lsns[i]);
+    if (room && w->npool < WAL_FREE_MAX)
+      w->pool[w->npool++] = lsns[i];
+    else
+      unlink(path);
+  }
+  free(lsns);
+}
+
 int ww_open(struct walwriter *w, sochdb *db)
 {
   memset(w, 0, sizeof *w);
   pthread_mutex_init(&w->closed_lock, NULL);
+  pthread_mutex_init(&w->pool_lock, NULL);
   w->db = db;
   w->r = &db->region;
   w->fd = -1;
@@ -272,6 +370,7 @@ int ww_open(struct walwriter *w, sochdb *db)
     rc = sdb_fsync_dir(db->dir);
   if (rc != SOCHDB_OK)
     return rc;
+  adopt_pool(w);   /* after the sync: a predecessor's .free names are durable now */
   /* The cut groups are rewritten from the region, which must hold them. */
   uint64_t published = seqring_published(w->r);
   if (a.log_max > published)
@@ -486,7 +585,7 @@ static int write_group(struct walwriter *w, size_t len)
   if (held != SOCHDB_OK)
     return held;
   struct wal_group_header g;
-  wal_group_header_init(&g, w->next_lsn, w->buf, (uint32_t)len);
+  wal_group_header_init(&g, w->salt, w->next_lsn, w->buf, (uint32_t)len);
   uint64_t end = w->end_offset + sizeof g + len;
   if (extend_runway(w, end) != SOCHDB_OK && !w->runway_failed) {
     /* No room for zeros ahead (a nearly full disk): the group is appended,
@@ -569,6 +668,7 @@ int ww_write_pending(struct walwriter *w)
       ** lets commits become durable (and flushes free WAL segments). */
       if (cap > 4096)
         w->group_cap = cap / 2;
+      release_pool(w);   /* a full disk, perhaps: give it the pooled files */
       return -rc;
     }
     w->group_cap = cap >= GROUP_CAP_BYTES / 2 ? 0 : cap * 2;   /* grows back a step per group */
@@ -615,9 +715,32 @@ int ww_closed_seq_bound(struct walwriter *w, uint64_t lsn, uint64_t *seq_bound)
   return known;
 }
 
+int ww_pool_wants(struct walwriter *w, unsigned pending)
+{
+  pthread_mutex_lock(&w->pool_lock);
+  unsigned held = w->npool;
+  pthread_mutex_unlock(&w->pool_lock);
+  return held + pending < WAL_FREE_MAX && pool_has_room(w);
+}
+
+void ww_pool_add(struct walwriter *w, uint64_t lsn)
+{
+  pthread_mutex_lock(&w->pool_lock);
+  int kept = w->npool < WAL_FREE_MAX;
+  if (kept)
+    w->pool[w->npool++] = lsn;
+  pthread_mutex_unlock(&w->pool_lock);
+  if (!kept) {   /* offered past ww_pool_wants: not kept */
+    char path[4300];
+    wal_free_path(path, sizeof path, w->db->dir, lsn);
+    unlink(path);
+  }
+}
+
 void ww_close(struct walwriter *w)
 {
   pthread_mutex_destroy(&w->closed_lock);
+  pthread_mutex_destroy(&w->pool_lock);
   if (w->fd >= 0)
     close(w->fd);
   w->fd = -1;

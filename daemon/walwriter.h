@@ -10,6 +10,7 @@
 #define SOCHDB_WALWRITER_H
 
 #include "internal.h"
+#include "walfmt.h"
 
 #include <pthread.h>
 
@@ -26,11 +27,13 @@ struct walwriter {
   shm_region *r;
   int         fd;             /* the current segment */
   uint64_t    seg_first_lsn;
+  uint64_t    salt;           /* the current segment's (wal_seg_salt) */
   uint64_t    end_offset;     /* where the next group goes in the segment */
   uint64_t    last_group;     /* where the last group written whole starts (0: none in this segment) */
   uint64_t    adopted_from;   /* where ww_open's scan of the last segment began (0: it made a new one) */
-  uint64_t    zeroed_end;     /* zeros (or a hole) from end_offset to here: its runway; the file may go on
-                              ** past it after a runway write failed part-way */
+  uint64_t    zeroed_end;     /* zeros, a hole or (a reused file) an earlier use's bytes from end_offset to
+                              ** here: its runway, written over without growing the file; the file may go
+                              ** on past it after a runway write failed part-way */
   size_t      group_cap;      /* 0: GROUP_CAP_BYTES; halved after each failed group write (a nearly full disk) */
   int         runway_failed;  /* logged that this segment's groups are appended, for want of room */
   uint64_t    next_lsn;
@@ -51,6 +54,9 @@ struct walwriter {
   _Atomic uint64_t         room_seq;
   _Atomic uint64_t         room_bytes;
   int                      tables_elsewhere;   /* DIR/wal is on another filesystem than DIR: no room to leave */
+  pthread_mutex_t          pool_lock;     /* the flusher adds, the writer takes */
+  uint64_t                 pool[WAL_FREE_MAX];   /* DIR/wal/<lsn>.free, each durable under that name */
+  unsigned                 npool;
 };
 
 /* Held (read) while the writer follows commit-record offsets of the ring,
@@ -72,6 +78,15 @@ void ww_close(struct walwriter *w);
 ** (1); 0 if it did not, or forgot it (the caller reads the segment). Any
 ** thread. */
 int  ww_closed_seq_bound(struct walwriter *w, uint64_t lsn, uint64_t *seq_bound);
+
+/* Whether the flusher should keep a removed segment's file for reuse
+** (renamed to DIR/wal/<lsn>.free) rather than unlink it, with `pending`
+** such files it renamed but has not added yet: the pool has room for one
+** more and the disk has room to spare. Any thread. */
+int  ww_pool_wants(struct walwriter *w, unsigned pending);
+/* The file of segment lsn, renamed to its .free name and that rename made
+** durable (its directory synced), is the writer's to reuse. Any thread. */
+void ww_pool_add(struct walwriter *w, uint64_t lsn);
 
 void ww_log(const char *dir, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -92,7 +92,7 @@ static void reseal(uint8_t *buf, size_t len)
       wal_record_finish(payload + pos);
       pos += rb;
     }
-    wal_group_header_init(&g, lsn, payload, bytes);
+    wal_group_header_init(&g, wal_seg_salt(&h), lsn, payload, bytes);
     memcpy(buf + off, &g, sizeof g);
     lsn += bytes;
     off += WAL_GROUP_HEADER + bytes;

@@ -138,7 +138,7 @@ static void wal(const char *name, unsigned ngroups, int torn)
       pn += bytes;
     }
     struct wal_group_header gh;
-    wal_group_header_init(&gh, lsn, payload, (uint32_t)pn);
+    wal_group_header_init(&gh, wal_seg_salt(&h), lsn, payload, (uint32_t)pn);
     memcpy(file + n, &gh, sizeof gh);
     memcpy(file + n + sizeof gh, payload, pn);
     size_t total = sizeof gh + pn;

@@ -51,6 +51,11 @@ void wal_seg_header_seal(struct wal_seg_header *h)
   h->checksum = XXH3_64bits_withSeed(h, offsetof(struct wal_seg_header, checksum), SEED_SEG_HEADER);
 }
 
+uint64_t wal_seg_salt(const struct wal_seg_header *h)
+{
+  return h->version == WAL_VERSION_1 ? 0 : h->checksum;
+}
+
 size_t wal_record_bytes(unsigned nops, uint64_t key_and_value_bytes)
 {
   uint64_t n = pad8(WAL_RECORD_HEADER + (uint64_t)nops * WAL_OP_HEADER + key_and_value_bytes);
@@ -92,24 +97,30 @@ void wal_record_finish(uint8_t *buf)
   st64(buf + 16, record_checksum(buf, ld32(buf)));
 }
 
-static uint64_t group_header_checksum(const struct wal_group_header *g)
+static uint64_t group_header_checksum(const struct wal_group_header *g, uint64_t salt)
 {
-  return XXH3_64bits_withSeed(g, offsetof(struct wal_group_header, header_checksum), SEED_GROUP_HEADER);
+  return XXH3_64bits_withSeed(g, offsetof(struct wal_group_header, header_checksum), SEED_GROUP_HEADER ^ salt);
 }
 
-static uint64_t group_payload_checksum(const uint8_t *payload, uint32_t bytes, uint64_t first_lsn)
+static uint64_t group_payload_checksum(const uint8_t *payload, uint32_t bytes, uint64_t first_lsn, uint64_t salt)
 {
-  return XXH3_64bits_withSeed(payload, bytes, SEED_GROUP_PAYLOAD ^ first_lsn);
+  return XXH3_64bits_withSeed(payload, bytes, SEED_GROUP_PAYLOAD ^ first_lsn ^ salt);
 }
 
-void wal_group_header_init(struct wal_group_header *g, uint64_t first_lsn, const uint8_t *payload,
+void wal_group_header_init(struct wal_group_header *g, uint64_t salt, uint64_t first_lsn, const uint8_t *payload,
                            uint32_t payload_bytes)
 {
   g->magic = GROUP_MAGIC;
   g->payload_bytes = payload_bytes;
   g->first_lsn = first_lsn;
-  g->payload_checksum = group_payload_checksum(payload, payload_bytes, first_lsn);
-  g->header_checksum = group_header_checksum(g);
+  g->payload_checksum = group_payload_checksum(payload, payload_bytes, first_lsn, salt);
+  g->header_checksum = group_header_checksum(g, salt);
+}
+
+/* Whether g is a group header of the segment salted so (its own checksum). */
+static int group_header_ok(const struct wal_group_header *g, uint64_t salt)
+{
+  return g->magic == GROUP_MAGIC && g->header_checksum == group_header_checksum(g, salt) && g->payload_bytes % 8 == 0;
 }
 
 /* ---- reading ------------------------------------------------------------ */
@@ -215,14 +226,13 @@ int wal_record_checksum_ok(const struct wal_record *rec)
 /* An intact group at off (header and payload checksums; the payload's is
 ** not computed again when `trusted` says a helper verified it): its payload
 ** size, or -1. */
-static long long intact_group(const uint8_t *buf, size_t len, size_t off, struct wal_group_header *g,
-                              const struct wal_ahead *trusted, uint32_t seg)
+static long long intact_group(const uint8_t *buf, size_t len, size_t off, uint64_t salt,
+                              struct wal_group_header *g, const struct wal_ahead *trusted, uint32_t seg)
 {
   if (len - off < WAL_GROUP_HEADER)
     return -1;
   memcpy(g, buf + off, sizeof *g);
-  if (g->magic != GROUP_MAGIC || g->header_checksum != group_header_checksum(g) || g->payload_bytes % 8 ||
-      g->payload_bytes > len - off - WAL_GROUP_HEADER)
+  if (!group_header_ok(g, salt) || g->payload_bytes > len - off - WAL_GROUP_HEADER)
     return -1;
   uint64_t end = off + WAL_GROUP_HEADER + g->payload_bytes;
   /* The claim is about bytes nobody writes during the scan (the caller
@@ -235,7 +245,7 @@ static long long intact_group(const uint8_t *buf, size_t len, size_t off, struct
     if (verified >> WAL_AHEAD_OFFSET_BITS == seg && wal_ahead_pos(seg, end) <= verified)
       return g->payload_bytes;
   }
-  if (g->payload_checksum != group_payload_checksum(buf + off + WAL_GROUP_HEADER, g->payload_bytes, g->first_lsn))
+  if (g->payload_checksum != group_payload_checksum(buf + off + WAL_GROUP_HEADER, g->payload_bytes, g->first_lsn, salt))
     return -1;
   return g->payload_bytes;
 }
@@ -258,6 +268,11 @@ void wal_verify_ahead(struct wal_ahead *a, uint32_t seg, const uint8_t *buf, siz
     struct timespec pause = { 0, 200000 };   /* the scan is building a memtable: wait for it to come on */
     nanosleep(&pause, NULL);
   }
+  struct wal_seg_header h;
+  if (len < WAL_SEG_HEADER)
+    return;
+  memcpy(&h, buf, sizeof h);   /* the scan checks the header; a damaged one only gives a salt no group has */
+  uint64_t salt = wal_seg_salt(&h);
   struct wal_group_header g;
   size_t off = WAL_SEG_HEADER;
   while (off < len && !atomic_load_explicit(&a->stop, memory_order_relaxed)) {
@@ -269,7 +284,7 @@ void wal_verify_ahead(struct wal_ahead *a, uint32_t seg, const uint8_t *buf, siz
       return;                               /* the scan is past this segment */
     if (scanned > wal_ahead_pos(seg, off))
       off = scanned & WAL_AHEAD_OFFSET_MASK;   /* ...or past us: go on from where it is, a group's start */
-    long long payload = intact_group(buf, len, off, &g, NULL, seg);
+    long long payload = intact_group(buf, len, off, salt, &g, NULL, seg);
     if (payload < 0)
       return;                               /* the end, or damage, which the scan judges */
     off += WAL_GROUP_HEADER + (size_t)payload;
@@ -305,8 +320,9 @@ static int check_seg_header(const uint8_t *buf, size_t len, const uint8_t *db_id
     return sdb_fail(SOCHDB_CORRUPT, "not a sochdb WAL segment (bad magic)");
   if (h->checksum != XXH3_64bits_withSeed(h, offsetof(struct wal_seg_header, checksum), SEED_SEG_HEADER))
     return sdb_fail(SOCHDB_CORRUPT, "WAL segment header checksum mismatch");
-  if (h->version != WAL_VERSION || h->header_bytes != WAL_SEG_HEADER)
-    return sdb_fail(SOCHDB_VERSION, "WAL segment version %u; this library reads %u", h->version, WAL_VERSION);
+  if ((h->version != WAL_VERSION && h->version != WAL_VERSION_1) || h->header_bytes != WAL_SEG_HEADER)
+    return sdb_fail(SOCHDB_VERSION, "WAL segment version %u; this library reads %u and %u", h->version,
+                    WAL_VERSION_1, WAL_VERSION);
   /* No log reaches 2^62 bytes; below it, a segment's LSNs cannot wrap, and
   ** neither can the writer's, which go on from the last segment's. */
   if (h->first_lsn > WAL_MAX_FIRST_LSN)
@@ -355,16 +371,55 @@ static int zeros_from(const uint8_t *buf, size_t len, size_t off, int fd)
   return off == len || all_zero(buf + off, len - off);
 }
 
-/* The groups of a segment whose header checked out, from file offset off
-** (a group's start, LSN next_lsn) to the end: records to fn, the end and
-** any torn tail into out. */
-static int scan_groups(const uint8_t *buf, size_t len, size_t off, uint64_t next_lsn, wal_record_fn fn, void *ctx,
-                       struct wal_scan_result *out, struct wal_ahead *ahead, uint32_t seg, int fd)
+/* The payload bytes a group header of this segment (salt) with LSN
+** next_lsn at off declares, or -1 if there is no such header: where the
+** groups break off, the header of the group a crash interrupted (written
+** whole, before its payload). */
+static long long torn_group(const uint8_t *buf, size_t len, size_t off, uint64_t salt, uint64_t next_lsn)
+{
+  struct wal_group_header g;
+  if (len - off < WAL_GROUP_HEADER)
+    return -1;
+  memcpy(&g, buf + off, sizeof g);
+  return group_header_ok(&g, salt) && g.first_lsn == next_lsn ? (long long)g.payload_bytes : -1;
+}
+
+/* Whether an intact group of this segment (salt) with an LSN after next_lsn
+** lies in [off, len), where the groups broke off at off: proof that what
+** broke them off was durable once (the writer writes a group only after the
+** one before it was synced, one after another from the header on), so
+** damage, not an interrupted write. Only such a group proves it: the bytes
+** after a torn group are zeros, or in a reused file an earlier use's, whose
+** groups are salted otherwise; a group stored as a value inside the torn
+** group is not ahead of it. Nor is one inside the torn group's payload,
+** where its header is intact (torn_group; in a version-1 segment a value's
+** group has the same salt): the search begins after the payload that
+** header declares. 1 with *at, or 0. */
+static int later_group(const uint8_t *buf, size_t len, size_t off, uint64_t salt, uint64_t next_lsn, size_t *at)
+{
+  long long torn = torn_group(buf, len, off, salt, next_lsn);
+  size_t from = torn < 0 ? off + 8
+              : (uint64_t)torn > len - off - WAL_GROUP_HEADER ? len : off + WAL_GROUP_HEADER + (size_t)torn;
+  struct wal_group_header g;
+  for (size_t later = from; later + WAL_GROUP_HEADER <= len; later += 8)
+    if (ld32(buf + later) == GROUP_MAGIC && intact_group(buf, len, later, salt, &g, NULL, 0) >= 0 &&
+        g.first_lsn > next_lsn) {
+      *at = later;
+      return 1;
+    }
+  return 0;
+}
+
+/* The groups of a segment whose header checked out (its salt given), from
+** file offset off (a group's start, LSN next_lsn) to the end: records to
+** fn, the end and any torn tail into out. */
+static int scan_groups(const uint8_t *buf, size_t len, uint64_t salt, size_t off, uint64_t next_lsn, wal_record_fn fn,
+                       void *ctx, struct wal_scan_result *out, struct wal_ahead *ahead, uint32_t seg, int fd)
 {
   out->next_lsn = next_lsn;
   struct wal_group_header g;
   long long payload;
-  while ((payload = intact_group(buf, len, off, &g, ahead, seg)) >= 0 && g.first_lsn == out->next_lsn) {
+  while ((payload = intact_group(buf, len, off, salt, &g, ahead, seg)) >= 0 && g.first_lsn == out->next_lsn) {
     /* LSNs never wrap (2^64 bytes of log); one that would is a forged or
     ** damaged header, and a resume point past it could not be checked. */
     if ((uint64_t)payload > UINT64_MAX - out->next_lsn)
@@ -381,33 +436,22 @@ static int scan_groups(const uint8_t *buf, size_t len, size_t off, uint64_t next
       atomic_store_explicit(&ahead->scanned, wal_ahead_pos(seg, off), memory_order_release);
   }
   out->end_offset = off;
+  /* an intact group of this segment where the next was expected, with
+  ** another LSN: a reused file's groups are salted otherwise, so this one
+  ** was written into this segment, out of order */
   if (payload >= 0)
     return sdb_fail(SOCHDB_CORRUPT, "WAL group at file offset %zu has LSN %llu where %llu was expected", off,
                     (unsigned long long)g.first_lsn, (unsigned long long)out->next_lsn);
   if (zeros_from(buf, len, off, fd))
     return SOCHDB_OK;                       /* clean end (or preallocated zeros) */
-  /* Only an intact group further along the log proves durable data was
-  ** damaged: a group-shaped value inside the torn group (a WAL file stored as
-  ** a value) names an LSN that is not ahead of the damage. Nor is one inside
-  ** the torn group's payload, where its header is intact and is the one
-  ** expected (written whole before the payload, which sochdbd writes in
-  ** pieces: a kill -9 between two leaves the first, values and all, and
-  ** zeros): the search begins after the payload that header declares. */
-  size_t from = off + 8;
-  if (len - off >= WAL_GROUP_HEADER) {
-    struct wal_group_header h;
-    memcpy(&h, buf + off, sizeof h);
-    if (h.magic == GROUP_MAGIC && h.header_checksum == group_header_checksum(&h) && h.payload_bytes % 8 == 0 &&
-        h.first_lsn == out->next_lsn)
-      from = h.payload_bytes > len - off - WAL_GROUP_HEADER ? len : off + WAL_GROUP_HEADER + h.payload_bytes;
-  }
-  for (size_t later = from; later + WAL_GROUP_HEADER <= len; later += 8)
-    if (intact_group(buf, len, later, &g, NULL, 0) >= 0 && g.first_lsn > out->next_lsn)
-      return sdb_fail(SOCHDB_CORRUPT,
-                      "WAL damaged at file offset %zu (LSN %llu) before an intact group at offset %zu: "
-                      "data that was durable is damaged",
-                      off, (unsigned long long)out->next_lsn, later);
-  out->torn_bytes = len - off;              /* an interrupted last write: never acknowledged */
+  size_t later;
+  if (later_group(buf, len, off, salt, out->next_lsn, &later))
+    return sdb_fail(SOCHDB_CORRUPT,
+                    "WAL damaged at file offset %zu (LSN %llu) before an intact group at offset %zu: "
+                    "data that was durable is damaged",
+                    off, (unsigned long long)out->next_lsn, later);
+  out->torn_bytes = len - off;              /* an interrupted last write, or a reused file's old bytes */
+  out->torn_group = torn_group(buf, len, off, salt, out->next_lsn) >= 0;
   return SOCHDB_OK;
 }
 
@@ -419,6 +463,8 @@ static int begin_scan(const uint8_t *buf, size_t len, const uint8_t *db_id, stru
   int rc = check_seg_header(buf, len, db_id, h);
   out->first_lsn = rc == SOCHDB_OK ? h->first_lsn : 0;
   out->prev_seq = rc == SOCHDB_OK ? h->prev_seq : 0;
+  out->version = rc == SOCHDB_OK ? h->version : 0;
+  out->salt = rc == SOCHDB_OK ? wal_seg_salt(h) : 0;
   return rc;
 }
 
@@ -429,7 +475,9 @@ int wal_scan_buffer_ahead(const uint8_t *buf, size_t len, int fd, const uint8_t 
   int rc = begin_scan(buf, len, db_id, &h, out);
   if (len > WAL_AHEAD_OFFSET_MASK)
     ahead = NULL;   /* as wal_verify_ahead: its positions could not name ours */
-  return rc != SOCHDB_OK ? rc : scan_groups(buf, len, WAL_SEG_HEADER, h.first_lsn, fn, ctx, out, ahead, seg, fd);
+  return rc != SOCHDB_OK ? rc
+                         : scan_groups(buf, len, wal_seg_salt(&h), WAL_SEG_HEADER, h.first_lsn, fn, ctx, out, ahead,
+                                       seg, fd);
 }
 
 /* Whether `from` names a group of buf (header intact: its payload is not
@@ -447,9 +495,9 @@ static int check_resume_point(const uint8_t *buf, size_t len, const struct wal_s
                     (unsigned long long)from->last_group, (unsigned long long)from->end_offset);
   struct wal_group_header g;
   memcpy(&g, buf + from->last_group, sizeof g);
-  if (g.magic != GROUP_MAGIC || g.header_checksum != group_header_checksum(&g) ||
-      from->last_group + WAL_GROUP_HEADER + g.payload_bytes != from->end_offset || g.first_lsn < h->first_lsn ||
-      g.payload_bytes > UINT64_MAX - g.first_lsn || g.first_lsn + g.payload_bytes != from->next_lsn)
+  if (!group_header_ok(&g, wal_seg_salt(h)) || from->last_group + WAL_GROUP_HEADER + g.payload_bytes != from->end_offset ||
+      g.first_lsn < h->first_lsn || g.payload_bytes > UINT64_MAX - g.first_lsn ||
+      g.first_lsn + g.payload_bytes != from->next_lsn)
     return sdb_fail(SOCHDB_CORRUPT, "WAL group at file offset %llu, made durable up to offset %llu (LSN %llu), is "
                     "damaged or not there: data that was durable is damaged",
                     (unsigned long long)from->last_group, (unsigned long long)from->end_offset,
@@ -464,14 +512,15 @@ int wal_scan_buffer_from(const uint8_t *buf, size_t len, int fd, const uint8_t *
   int rc = begin_scan(buf, len, db_id, &h, out);
   if (rc != SOCHDB_OK)
     return rc;
+  uint64_t salt = wal_seg_salt(&h);
   if (!from)
-    return scan_groups(buf, len, WAL_SEG_HEADER, h.first_lsn, fn, ctx, out, NULL, 0, fd);
+    return scan_groups(buf, len, salt, WAL_SEG_HEADER, h.first_lsn, fn, ctx, out, NULL, 0, fd);
   rc = check_resume_point(buf, len, &h, from);
   if (rc != SOCHDB_OK)
     return rc;
   out->resumed = 1;
   out->last_group = from->last_group;
-  return scan_groups(buf, len, from->end_offset, from->next_lsn, fn, ctx, out, NULL, 0, fd);
+  return scan_groups(buf, len, salt, from->end_offset, from->next_lsn, fn, ctx, out, NULL, 0, fd);
 }
 
 int wal_map_segment(const char *path, const uint8_t **buf, size_t *len, int *fd)
@@ -542,7 +591,13 @@ int wal_segment_name(const char *name, const char *suffix, uint64_t *lsn)
   return strcmp(name + 16, suffix) == 0;
 }
 
-int wal_list_segments(const char *dir, uint64_t **lsns, size_t *n)
+void wal_free_path(char *out, size_t n, const char *dir, uint64_t lsn)
+{
+  snprintf(out, n, "%s/" WAL_DIR "/%016llx" WAL_FREE_SUFFIX, dir, (unsigned long long)lsn);
+}
+
+/* The LSNs DIR/wal's files named <16 hex digits><suffix> carry, ascending. */
+static int list_named(const char *dir, const char *suffix, uint64_t **lsns, size_t *n)
 {
   *lsns = NULL;
   *n = 0;
@@ -555,13 +610,13 @@ int wal_list_segments(const char *dir, uint64_t **lsns, size_t *n)
   int rc = SOCHDB_OK;
   for (struct dirent *e; (e = readdir(d));) {
     uint64_t lsn;
-    if (!wal_segment_name(e->d_name, ".wal", &lsn))
-      continue;   /* not a segment (temporary files, editors' leftovers) */
+    if (!wal_segment_name(e->d_name, suffix, &lsn))
+      continue;   /* not one (temporary files, editors' leftovers) */
     if (*n == cap) {
       cap = cap ? cap * 2 : 16;
       uint64_t *grown = realloc(*lsns, cap * sizeof *grown);
       if (!grown) {
-        rc = sdb_fail(SOCHDB_NOMEM, "listing WAL segments");
+        rc = sdb_fail(SOCHDB_NOMEM, "listing WAL files");
         break;
       }
       *lsns = grown;
@@ -572,4 +627,14 @@ int wal_list_segments(const char *dir, uint64_t **lsns, size_t *n)
   if (rc == SOCHDB_OK && *n)
     qsort(*lsns, *n, sizeof **lsns, cmp_u64);
   return rc;
+}
+
+int wal_list_segments(const char *dir, uint64_t **lsns, size_t *n)
+{
+  return list_named(dir, ".wal", lsns, n);
+}
+
+int wal_list_free(const char *dir, uint64_t **lsns, size_t *n)
+{
+  return list_named(dir, WAL_FREE_SUFFIX, lsns, n);
 }

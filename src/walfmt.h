@@ -21,16 +21,26 @@
 **
 ** The writer lays zeros ahead of its groups and writes each group over them
 ** (daemon/walwriter.c: an fdatasync of an overwrite costs about half that of
-** an append), so a segment usually ends in zeros: the log's clean end.
+** an append), so a new segment usually ends in zeros: the log's clean end.
+**
+** Reused segments (version 2): the writer may take the file of a segment
+** the flusher no longer needs, write a new header over it and its groups
+** over the old ones (the disk then writes over blocks it holds, with no
+** zeros laid first and no file removed). Such a file's tail holds the old
+** segment's bytes, groups included. Every group's checksums are seeded
+** with its segment's salt (wal_seg_salt: the header's own checksum, which
+** names the segment's first LSN and when it was made), so a group of an
+** earlier use of the file, or one stored as a value, never reads as a group
+** of this segment. A version-1 segment's salt is 0 (how they were written).
 **
 ** LSN is a byte position in the stream of records (group headers and segment
 ** headers not counted), so a record's LSN does not depend on how records
 ** were grouped.
 **
 ** Why groups, and how damage is judged: group N+1 is written only after group
-** N's fdatasync returned. So a damaged group followed by an intact one was
-** damaged after it was durable: that is corruption (SOCHDB_CORRUPT), never
-** skipped. A damaged last group (nothing intact after it) is a write the
+** N's fdatasync returned. So a damaged group followed by an intact one of
+** its segment with a later LSN was damaged after it was durable: that is
+** corruption (SOCHDB_CORRUPT), never skipped. A damaged last group (nothing intact after it) is a write the
 ** crash interrupted, which no commit was acknowledged for: recovery stops
 ** before it and reports the torn bytes.
 */
@@ -41,7 +51,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#define WAL_VERSION        1u
+#define WAL_VERSION        2u   /* what the writer writes; 1 (unsalted groups, never reused) is read too */
+#define WAL_VERSION_1      1u
 #define WAL_SEG_HEADER     64u
 #define WAL_GROUP_HEADER   32u
 #define WAL_RECORD_HEADER  24u
@@ -118,12 +129,24 @@ int    wal_segment_name(const char *name, const char *suffix, uint64_t *lsn);
 ** them; NULL with *n = 0 if none). SOCHDB_OK, SOCHDB_IO or SOCHDB_NOMEM. */
 int    wal_list_segments(const char *dir, uint64_t **lsns, size_t *n);
 
+/* Files of removed segments kept for reuse (see the file's header), named
+** as their segment was with this suffix: DIR/wal/<LSN>.free. A replay
+** never reads them. */
+#define WAL_FREE_SUFFIX ".free"
+#define WAL_FREE_MAX    4   /* the most the daemon keeps, and only while the disk has room to spare */
+void   wal_free_path(char *out, size_t n, const char *dir, uint64_t lsn);
+/* wal_list_segments of the files kept for reuse. */
+int    wal_list_free(const char *dir, uint64_t **lsns, size_t *n);
+
 /* ---- writing ---------------------------------------------------------- */
 
 void   wal_seg_header_init(struct wal_seg_header *h, uint64_t first_lsn, const uint8_t db_id[16],
                            uint64_t created_unix_ns);
 /* Recompute the header's checksum after changing a field (init does it). */
 void   wal_seg_header_seal(struct wal_seg_header *h);
+/* The seed of a sealed header's groups' checksums (see the file's header):
+** its checksum for version 2, 0 for version 1. */
+uint64_t wal_seg_salt(const struct wal_seg_header *h);
 
 /* Bytes a record with these operations takes (8-aligned), or 0 if it would
 ** exceed the format's 4 GiB record limit. */
@@ -136,8 +159,9 @@ size_t wal_record_add_op(uint8_t *buf, size_t pos, unsigned kind, const void *ke
                          const void *val, uint32_t vlen);
 void   wal_record_finish(uint8_t *buf);
 
-/* The header of a group whose records (payload) are already in place. */
-void   wal_group_header_init(struct wal_group_header *g, uint64_t first_lsn, const uint8_t *payload,
+/* The header of a group whose records (payload) are already in place, in
+** the segment whose salt (wal_seg_salt) is given. */
+void   wal_group_header_init(struct wal_group_header *g, uint64_t salt, uint64_t first_lsn, const uint8_t *payload,
                              uint32_t payload_bytes);
 
 /* ---- reading ---------------------------------------------------------- */
@@ -181,13 +205,17 @@ int    wal_op_next(const struct wal_record *rec, size_t *pos, struct wal_op *op)
 struct wal_scan_result {
   uint64_t first_lsn;         /* from the segment header */
   uint64_t prev_seq;          /* from the segment header (struct wal_seg_header) */
+  unsigned version;           /* from the segment header: 2 may be a reused file */
+  uint64_t salt;              /* its groups' (wal_seg_salt) */
   uint64_t next_lsn;          /* LSN after the last whole group */
   uint64_t end_offset;        /* file offset after the last whole group: where to append */
   uint64_t last_group;        /* file offset of the last whole group (0: none) */
   int      resumed;           /* wal_scan_buffer_from began at a resume point */
   uint64_t groups;
   uint64_t records;
-  uint64_t torn_bytes;        /* non-zero bytes after end_offset, discarded as a torn tail */
+  uint64_t torn_bytes;        /* bytes from end_offset to the end, not all zeros: a torn tail, or (version
+                              ** 2) what an earlier use of the file left there; never a group of this segment */
+  int      torn_group;        /* they begin with the header of the group expected next: an interrupted write */
 };
 
 /* Called for each record of each whole group, in order; a non-zero return

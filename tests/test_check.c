@@ -205,7 +205,7 @@ static void make_segment(unsigned s, uint64_t *lsn, uint64_t *seq)
       pn += bytes;
     }
     struct wal_group_header gh;
-    wal_group_header_init(&gh, *lsn, payload, (uint32_t)pn);
+    wal_group_header_init(&gh, wal_seg_salt(&h), *lsn, payload, (uint32_t)pn);
     memcpy(file + n, &gh, sizeof gh);
     memcpy(file + n + sizeof gh, payload, pn);
     n += sizeof gh + pn;
@@ -682,9 +682,15 @@ Test(check, the_newest_segment_cut_while_it_is_checked_is_judged_as_read)
   make_db();
   wal_path(cut_path, sizeof cut_path, 1);
   cut_at = (off_t)group_end[1][GROUPS_PER_SEG - 1];
-  static uint8_t torn[64 << 10];
-  memset(torn, 0x5a, sizeof torn);   /* a torn group's bytes over many pages */
-  append_bytes(cut_path, torn, sizeof torn);
+  /* a torn group over many pages: its header and half its payload */
+  static uint8_t torn[128 << 10];
+  memset(torn, 0x5a, sizeof torn);
+  struct wal_scan_result res;
+  cr_assert_eq(wal_scan_file(cut_path, DB_ID, NULL, NULL, &res), SOCHDB_OK, "%s", sochdb_last_error());
+  struct wal_group_header g;
+  wal_group_header_init(&g, res.salt, res.next_lsn, torn, sizeof torn);
+  append_bytes(cut_path, &g, sizeof g);
+  append_bytes(cut_path, torn, sizeof torn / 2);
   sochdb_test_call_at("check.segment_read", cut_at_the_next_read, NULL);
   expect_warning_only(strrchr(cut_path, '/'), "the torn tail, cut while it was checked");
   sochdb_test_call_at(NULL, NULL, NULL);
@@ -714,7 +720,9 @@ Test(check, wal_record_with_a_bad_checksum_in_a_sealed_group_is_damage)
   memcpy(&g, seg + WAL_SEG_HEADER, sizeof g);
   uint8_t *payload = seg + WAL_SEG_HEADER + WAL_GROUP_HEADER;
   payload[16] ^= 0x40;                          /* the first record's checksum */
-  wal_group_header_init(&g, g.first_lsn, payload, g.payload_bytes);
+  struct wal_seg_header h;
+  memcpy(&h, seg, sizeof h);
+  wal_group_header_init(&g, wal_seg_salt(&h), g.first_lsn, payload, g.payload_bytes);
   memcpy(seg + WAL_SEG_HEADER, &g, sizeof g);   /* sealed again */
   write_bytes(path, seg, n);
   struct wal_scan_result res;

@@ -236,7 +236,7 @@ Test(faults, a_torn_group_holding_group_shaped_values_is_cut_off_not_called_dama
 {
   uint8_t fake[WAL_GROUP_HEADER + 8] = { 0 };
   struct wal_group_header g;
-  wal_group_header_init(&g, 1ull << 40, fake + WAL_GROUP_HEADER, 8);
+  wal_group_header_init(&g, 0, 1ull << 40, fake + WAL_GROUP_HEADER, 8);   /* salted as a version-1 segment's */
   memcpy(fake, &g, sizeof g);
   char *v = big_value(0);
   for (size_t at = 0; at + sizeof fake <= BIG_VALUE; at += sizeof fake + 1)   /* 41: every offset mod 8 */

@@ -683,7 +683,9 @@ Test(recovery, check_reports_commits_out_of_order_as_the_replay_refuses_them)
   wal_record_finish(rec);
   struct wal_group_header g;
   memcpy(&g, buf + offs[n - 1], sizeof g);
-  wal_group_header_init(&g, g.first_lsn, rec, g.payload_bytes);
+  struct wal_seg_header h;
+  memcpy(&h, buf, sizeof h);
+  wal_group_header_init(&g, wal_seg_salt(&h), g.first_lsn, rec, g.payload_bytes);
   memcpy(buf + offs[n - 1], &g, sizeof g);
   rewrite_file(seg, buf, len);
   free(buf);

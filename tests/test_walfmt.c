@@ -72,14 +72,14 @@ static size_t make_record(uint8_t *out, uint64_t seq, unsigned nops)
 }
 
 /* Append a group of records seq .. seq+n-1 (each with seq%5+1 ops). */
-static void append_group(struct buf *b, uint64_t *lsn, uint64_t seq, unsigned n)
+static void append_group(struct buf *b, uint64_t salt, uint64_t *lsn, uint64_t seq, unsigned n)
 {
   struct buf payload = { 0 };
   uint8_t rec[8192];
   for (unsigned i = 0; i < n; i++)
     append(&payload, rec, make_record(rec, seq + i, (unsigned)((seq + i) % 5 + 1)));
   struct wal_group_header g;
-  wal_group_header_init(&g, *lsn, payload.p, (uint32_t)payload.n);
+  wal_group_header_init(&g, salt, *lsn, payload.p, (uint32_t)payload.n);
   append(b, &g, sizeof g);
   append(b, payload.p, payload.n);
   *lsn += payload.n;
@@ -93,20 +93,27 @@ struct seg {
   unsigned groups;
 };
 
-static void make_segment(struct seg *s, unsigned groups)
+/* A segment at LSN 1000 made at `created` (its salt follows from it),
+** its records from seq on. */
+static void make_segment_made_at(struct seg *s, unsigned groups, uint64_t created, uint64_t seq)
 {
   memset(s, 0, sizeof *s);
   struct wal_seg_header h;
-  wal_seg_header_init(&h, 1000, DB_ID, 42);
+  wal_seg_header_init(&h, 1000, DB_ID, created);
   append(&s->b, &h, sizeof h);
-  uint64_t lsn = 1000, seq = 10;
+  uint64_t lsn = 1000;
   for (unsigned g = 0; g < groups; g++) {
-    append_group(&s->b, &lsn, seq, 3 + g);
+    append_group(&s->b, wal_seg_salt(&h), &lsn, seq, 3 + g);
     seq += 3 + g;
     s->group_end[g] = s->b.n;
     s->seq_end[g] = seq;
   }
   s->groups = groups;
+}
+
+static void make_segment(struct seg *s, unsigned groups)
+{
+  make_segment_made_at(s, groups, 42, 10);
 }
 
 struct seen {
@@ -310,7 +317,7 @@ Test(walfmt, malformed_record_in_an_intact_group_is_corruption)
   rec[WAL_RECORD_HEADER] = 9;        /* unknown op kind ... */
   wal_record_finish(rec);            /* ... under a valid record checksum */
   struct wal_group_header g;
-  wal_group_header_init(&g, 0, rec, (uint32_t)bytes);
+  wal_group_header_init(&g, wal_seg_salt(&h), 0, rec, (uint32_t)bytes);
   append(&b, &g, sizeof g);
   append(&b, rec, bytes);
   struct wal_scan_result r;
@@ -325,7 +332,7 @@ Test(walfmt, group_with_an_unexpected_lsn_is_corruption)
   wal_seg_header_init(&h, 100, DB_ID, 1);
   append(&b, &h, sizeof h);
   uint64_t lsn = 200;                /* the segment says the stream starts at 100 */
-  append_group(&b, &lsn, 10, 2);
+  append_group(&b, wal_seg_salt(&h), &lsn, 10, 2);
   struct wal_scan_result r;
   cr_assert_eq(wal_scan_buffer(b.p, b.n, DB_ID, NULL, NULL, &r), SOCHDB_CORRUPT);
   free(b.p);
@@ -336,7 +343,7 @@ static uint64_t group_payload_bytes(void)
 {
   struct buf probe = { 0 };
   uint64_t lsn = 0;
-  append_group(&probe, &lsn, 10, 2);
+  append_group(&probe, 0, &lsn, 10, 2);
   free(probe.p);
   return lsn;
 }
@@ -351,7 +358,7 @@ Test(walfmt, lsns_never_wrap)
   wal_seg_header_init(&h, WAL_MAX_FIRST_LSN, DB_ID, 1);
   append(&b, &h, sizeof h);
   uint64_t lsn = WAL_MAX_FIRST_LSN;
-  append_group(&b, &lsn, 10, 2);
+  append_group(&b, wal_seg_salt(&h), &lsn, 10, 2);
   cr_assert_eq(wal_scan_buffer(b.p, b.n, DB_ID, NULL, NULL, &r), SOCHDB_OK, "%s", sochdb_last_error());
   cr_assert_eq(r.next_lsn, WAL_MAX_FIRST_LSN + payload);
   free(b.p);
@@ -371,9 +378,9 @@ Test(walfmt, lsns_never_wrap)
   append(&b, &h, sizeof h);
   uint64_t first = b.n;
   lsn = UINT64_MAX - payload;
-  append_group(&b, &lsn, 10, 2);
+  append_group(&b, wal_seg_salt(&h), &lsn, 10, 2);
   uint64_t second = b.n;
-  append_group(&b, &lsn, 11, 2);   /* from UINT64_MAX: would wrap to payload - 1 */
+  append_group(&b, wal_seg_salt(&h), &lsn, 11, 2);   /* from UINT64_MAX: would wrap to payload - 1 */
   struct wal_resume at = { first, second, UINT64_MAX };
   cr_assert_eq(wal_scan_buffer_from(b.p, b.n, -1, DB_ID, &at, NULL, NULL, &r), SOCHDB_CORRUPT);
   cr_assert(strstr(sochdb_last_error(), "runs past the largest LSN"), "%s", sochdb_last_error());
@@ -779,4 +786,112 @@ Test(walfmt, a_tail_read_through_the_file_is_judged_as_through_the_mapping)
   close(fd);
   unlink(path);
   free(s.b.p);
+}
+
+/* ---- reused files (walfmt.h) ------------------------------------------- */
+
+/* A file reused for a new segment: the new segment's first n bytes written
+** over an older segment of 6 groups (made earlier, so salted otherwise),
+** whose groups name the same LSNs and more, with other records: in *out. */
+static void reuse_file(struct buf *out, const struct seg *fresh, size_t n)
+{
+  struct seg old;
+  make_segment_made_at(&old, 6, 41, 500);
+  cr_assert_gt(old.b.n, fresh->b.n);
+  memcpy(old.b.p, fresh->b.p, n);
+  *out = old.b;
+}
+
+Test(walfmt, a_reused_files_old_groups_are_neither_read_nor_taken_for_damage)
+{
+  struct seg fresh;
+  make_segment(&fresh, 2);
+  struct buf file;
+  reuse_file(&file, &fresh, fresh.b.n);
+  struct wal_scan_result r;
+  struct seen seen;
+  cr_assert_eq(scan(file.p, file.n, &r, &seen), SOCHDB_OK, "%s", sochdb_last_error());
+  cr_assert_eq(seen.bad, 0);
+  cr_assert_eq(r.version, WAL_VERSION);
+  cr_assert_eq(r.groups, 2, "%llu groups read: the old ones after the new are not this segment's",
+               (unsigned long long)r.groups);
+  cr_assert_eq(r.end_offset, fresh.b.n);
+  cr_assert_eq(seen.next_seq, fresh.seq_end[1]);
+  cr_assert_eq(r.torn_bytes, file.n - fresh.b.n, "the old bytes are after the groups");
+  cr_assert(!r.torn_group, "the old bytes do not begin a torn group of this segment");
+  free(file.p);
+  free(fresh.b.p);
+}
+
+/* The second group written over the old bytes cut at every byte, as a kill
+** or a power cut may leave it: a torn tail, never damage, though the old
+** groups after it are intact and name later LSNs. */
+Test(walfmt, a_group_torn_over_a_reused_files_old_bytes_is_a_torn_tail)
+{
+  struct seg fresh;
+  make_segment(&fresh, 2);
+  for (size_t n = fresh.group_end[0]; n < fresh.group_end[1]; n++) {
+    struct buf file;
+    reuse_file(&file, &fresh, n);
+    struct wal_scan_result r;
+    struct seen seen;
+    int rc = scan(file.p, file.n, &r, &seen);
+    cr_assert_eq(rc, SOCHDB_OK, "cut at %zu: %s (%s)", n, sochdb_strerror(rc), sochdb_last_error());
+    cr_assert_eq(r.groups, 1, "cut at %zu: %llu groups", n, (unsigned long long)r.groups);
+    cr_assert_eq(r.end_offset, fresh.group_end[0], "cut at %zu", n);
+    cr_assert_eq(r.torn_group, n >= fresh.group_end[0] + WAL_GROUP_HEADER, "cut at %zu: its header is %s", n,
+                 n >= fresh.group_end[0] + WAL_GROUP_HEADER ? "whole" : "not whole");
+    free(file.p);
+  }
+  free(fresh.b.p);
+}
+
+Test(walfmt, damage_in_a_reused_file_before_one_of_its_groups_is_corruption)
+{
+  struct seg fresh;
+  make_segment(&fresh, 3);
+  struct buf file;
+  reuse_file(&file, &fresh, fresh.b.n);
+  for (size_t i = fresh.group_end[0]; i < fresh.group_end[1]; i += 7) {
+    file.p[i] ^= 0x01;
+    struct wal_scan_result r;
+    struct seen seen;
+    int rc = scan(file.p, file.n, &r, &seen);
+    cr_assert_eq(rc, SOCHDB_CORRUPT, "byte %zu of a middle group: got %s", i, sochdb_strerror(rc));
+    cr_assert_not_null(strstr(sochdb_last_error(), "durable"), "message: %s", sochdb_last_error());
+    file.p[i] ^= 0x01;
+  }
+  free(file.p);
+  free(fresh.b.p);
+}
+
+/* A version-1 segment (written before segments were reused): its groups are
+** unsalted and read as ever; a version-2 header over the same groups does
+** not make them its own. */
+Test(walfmt, a_version_1_segment_is_read_and_its_groups_are_no_other_versions)
+{
+  struct buf b = { 0 };
+  struct wal_seg_header h;
+  wal_seg_header_init(&h, 1000, DB_ID, 42);
+  h.version = WAL_VERSION_1;
+  wal_seg_header_seal(&h);
+  cr_assert_eq(wal_seg_salt(&h), 0);
+  append(&b, &h, sizeof h);
+  uint64_t lsn = 1000;
+  append_group(&b, 0, &lsn, 10, 3);
+  size_t first_end = b.n;
+  append_group(&b, 0, &lsn, 13, 4);
+  struct wal_scan_result r;
+  struct seen seen;
+  cr_assert_eq(scan(b.p, b.n, &r, &seen), SOCHDB_OK, "%s", sochdb_last_error());
+  cr_assert(r.version == WAL_VERSION_1 && r.groups == 2 && seen.bad == 0 && r.torn_bytes == 0);
+  b.p[first_end - 1] ^= 0x01;   /* damage before an intact group: judged as ever */
+  cr_assert_eq(scan(b.p, b.n, &r, &seen), SOCHDB_CORRUPT);
+  b.p[first_end - 1] ^= 0x01;
+  h.version = WAL_VERSION;
+  wal_seg_header_seal(&h);
+  memcpy(b.p, &h, sizeof h);
+  cr_assert_eq(scan(b.p, b.n, &r, &seen), SOCHDB_OK, "%s", sochdb_last_error());
+  cr_assert_eq(r.groups, 0, "a version-2 segment read unsalted groups");
+  free(b.p);
 }

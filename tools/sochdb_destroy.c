@@ -135,11 +135,12 @@ static int last_file(const char *name)
          !strcmp(name, "LOCK.spawn") || !strcmp(name, "wal");
 }
 
-/* WAL segments: 16 hex digits, .wal (walfmt.c). */
+/* WAL segments: 16 hex digits, .wal (walfmt.c), and files kept for reuse. */
 static int sochdb_wal_file(const char *name)
 {
   uint64_t lsn;
-  return wal_segment_name(name, ".wal", &lsn) || wal_segment_name(name, ".wal.tmp", &lsn);
+  return wal_segment_name(name, ".wal", &lsn) || wal_segment_name(name, ".wal.tmp", &lsn) ||
+         wal_segment_name(name, WAL_FREE_SUFFIX, &lsn);
 }
 
 static void note_kept(destroy_result *r, const char *sub, const char *name)
