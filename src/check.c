@@ -424,19 +424,21 @@ struct oldest_segment {
   char     path[CK_PATH];
 };
 
-/* A segment's bytes for the scan. Older segments are mapped: closed, they
-** never change (the flusher only unlinks them). The newest may be written,
-** or cut by a starting daemon trimming its torn tail, while we read it: it
-** is copied, so that the scan judges one state of it and never touches a
-** mapped page the file no longer has (SIGBUS). The copy stops at the end of
-** its last data extent: a hole after it reads as zeros, however large a
-** damaged size makes it (and fd, kept for a mapped segment, lets the scan
-** skip holes when it looks for the zeros after the last group). */
+/* A segment's bytes for the scan, copied: the newest may be written, or cut
+** by a starting daemon trimming its torn tail, while we read it, and an
+** older one's file may be taken for reuse once the flusher no longer needs
+** it (renamed to .free, then written over under a later segment's name and
+** cut by a daemon adopting it: daemon/walwriter.c). A copy lets the scan
+** judge one state of it and never touch a mapped page the file no longer
+** has (SIGBUS); the file's identity, kept, says afterwards whether the name
+** still names what was read (seg_renamed). The copy stops at the end of its
+** last data extent: a hole after it reads as zeros, however large a damaged
+** size makes it. */
 struct seg_bytes {
   const uint8_t *buf;
   size_t         len;
-  int            fd;       /* -1 for a copy */
-  int            copied;
+  dev_t          dev;
+  ino_t          ino;
 };
 
 /* Where fd's last data extent ends (size if the filesystem cannot say). */
@@ -457,16 +459,20 @@ static size_t data_end(int fd, size_t size)
 }
 
 /* 0, or an errno value (ENOENT: removed meanwhile). */
-static int seg_read(const char *path, int newest, struct seg_bytes *sb)
+static int seg_read(const char *path, struct seg_bytes *sb)
 {
-  *sb = (struct seg_bytes){ NULL, 0, -1, newest };
-  if (!newest)
-    return sdb_map_file(path, &sb->buf, &sb->len, &sb->fd);
+  *sb = (struct seg_bytes){ NULL, 0, 0, 0 };
   int fd;
   size_t size;
   int e = sdb_open_regular(path, &fd, &size);
   if (e)
     return e;
+  struct stat st;
+  if (fstat(fd, &st) == 0) {
+    sb->dev = st.st_dev;
+    sb->ino = st.st_ino;
+  }
+  CALLPOINT("check.segment_opened");   /* tests/test_check.c: its file is reused now */
   size_t end = data_end(fd, size);
   uint8_t *copy = malloc(end ? end : 1);
   size_t got = 0;
@@ -492,14 +498,19 @@ static int seg_read(const char *path, int newest, struct seg_bytes *sb)
 
 static void seg_release(struct seg_bytes *sb)
 {
-  if (sb->copied)
-    free((void *)sb->buf);
-  else
-    sdb_unmap_file(sb->buf, sb->len);
-  if (sb->fd >= 0)
-    close(sb->fd);
+  free((void *)sb->buf);
   sb->buf = NULL;
-  sb->fd = -1;
+}
+
+/* Whether path no longer names the file sb was read from: the segment was
+** removed (or its file renamed for reuse) while we read it, and what we
+** read may be a later segment's bytes written over it. */
+static int seg_renamed(const char *path, const struct seg_bytes *sb)
+{
+  struct stat st;
+  if (stat(path, &st) != 0)
+    return errno == ENOENT;
+  return st.st_dev != sb->dev || st.st_ino != sb->ino;
 }
 
 static int scan_segment(struct ck *c, const struct seg_bytes *sb, struct bad_records *seqs,
@@ -507,7 +518,7 @@ static int scan_segment(struct ck *c, const struct seg_bytes *sb, struct bad_rec
 {
   static const uint8_t empty[1];
   seqs->n = 0;
-  return wal_scan_buffer_from(sb->buf ? sb->buf : empty, sb->len, sb->fd, c->db_id, NULL, check_record, seqs, res);
+  return wal_scan_buffer_from(sb->buf ? sb->buf : empty, sb->len, -1, c->db_id, NULL, check_record, seqs, res);
 }
 
 static void check_wal(struct ck *c, const uint64_t *lsns, size_t n, struct oldest_segment *oldest,
@@ -521,7 +532,7 @@ static void check_wal(struct ck *c, const uint64_t *lsns, size_t n, struct oldes
     wal_segment_path(path, sizeof path, c->dir, lsns[i]);
     struct seg_bytes sb;
     struct bad_records before = *seqs;
-    int e = seg_read(path, i + 1 == n, &sb);
+    int e = seg_read(path, &sb);
     CALLPOINT("check.segment_read");   /* tests/test_check.c: the daemon cuts or writes it now */
     struct wal_scan_result res;
     int rc = e ? SOCHDB_OK : scan_segment(c, &sb, seqs, &res);
@@ -533,8 +544,15 @@ static void check_wal(struct ck *c, const uint64_t *lsns, size_t n, struct oldes
       struct timespec pause = { 0, 100 * 1000000L };
       nanosleep(&pause, NULL);
       *seqs = before;
-      e = seg_read(path, 1, &sb);
+      e = seg_read(path, &sb);
       rc = e ? SOCHDB_OK : scan_segment(c, &sb, seqs, &res);
+    }
+    if (!e && seg_renamed(path, &sb)) {
+      /* what was read may be a later segment's bytes over this one's: judged
+      ** as a segment removed before it was read */
+      seg_release(&sb);
+      *seqs = before;
+      e = ENOENT;
     }
     size_t len = sb.len;
     if (e == ENOENT) {
