@@ -321,11 +321,24 @@ static void release_pool(struct walwriter *w)
 }
 
 /* The files a predecessor kept for reuse join the pool, as many as it
-** takes while the disk has room; the rest are removed. */
+** takes while the disk has room; the rest are removed. So are the segments
+** a predecessor died making (<lsn>.wal.tmp, never read: no group is
+** written into a segment before its name is durable): one made of a
+** pooled file holds a whole segment's bytes, and the next segment seldom
+** has its name, whose creation would have replaced it. */
 static void adopt_pool(struct walwriter *w)
 {
   uint64_t *lsns;
   size_t n;
+  if (wal_list_tmp(w->db->dir, &lsns, &n) == SOCHDB_OK) {
+    for (size_t i = 0; i < n; i++) {
+      char path[4300], tmp[4320];
+      wal_segment_path(path, sizeof path, w->db->dir, lsns[i]);
+      snprintf(tmp, sizeof tmp, "%s.tmp", path);
+      unlink(tmp);
+    }
+    free(lsns);
+  }
   if (wal_list_free(w->db->dir, &lsns, &n) != SOCHDB_OK)
     return;   /* they stay until a daemon can list them */
   int room = pool_has_room(w);

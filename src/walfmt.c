@@ -638,3 +638,8 @@ int wal_list_free(const char *dir, uint64_t **lsns, size_t *n)
 {
   return list_named(dir, WAL_FREE_SUFFIX, lsns, n);
 }
+
+int wal_list_tmp(const char *dir, uint64_t **lsns, size_t *n)
+{
+  return list_named(dir, ".wal.tmp", lsns, n);
+}

@@ -137,6 +137,9 @@ int    wal_list_segments(const char *dir, uint64_t **lsns, size_t *n);
 void   wal_free_path(char *out, size_t n, const char *dir, uint64_t lsn);
 /* wal_list_segments of the files kept for reuse. */
 int    wal_list_free(const char *dir, uint64_t **lsns, size_t *n);
+/* wal_list_segments of segments not yet renamed into place (<LSN>.wal.tmp:
+** daemon/walwriter.c, create_segment), which a replay never reads. */
+int    wal_list_tmp(const char *dir, uint64_t **lsns, size_t *n);
 
 /* ---- writing ---------------------------------------------------------- */
 

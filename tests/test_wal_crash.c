@@ -2981,3 +2981,29 @@ Test(wal_crash, a_removed_segments_file_is_reused_and_a_kill_9_loses_nothing)
   ru_expect_round(db, round, "rebuilt again");
   sochdb_close(db);
 }
+
+/* A daemon killed in create_segment after it renamed a pooled file to the
+** next segment's .wal.tmp name leaves a whole segment's bytes under a name
+** nothing reads; the next segment is seldom made at the same LSN (the
+** adopting daemon rolls after a group of its own), so nothing replaced it:
+** the next daemon removes it. */
+Test(wal_crash, a_segment_left_half_made_by_a_kill_9_is_removed)
+{
+  const char *dir = tu_dir();
+  sochdb *db = wc_open(dir, 10000);
+  wc_commit_pairs(db, 1, 10);
+  sochdb_close(db);
+  wc_stop_daemon(dir, SIGKILL, "before a leftover .wal.tmp is planted");
+  char tmp[4300];
+  snprintf(tmp, sizeof tmp, "%s/" WAL_DIR "/%016llx.wal.tmp", dir, 0x7fffffffull);
+  static uint8_t old[1u << 20];
+  memset(old, 0x33, sizeof old);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  cr_assert_geq(fd, 0, "create %s: %s", tmp, strerror(errno));
+  cr_assert_eq(pwrite(fd, old, sizeof old, 0), (ssize_t)sizeof old);
+  close(fd);
+  db = wc_open(dir, 10000);
+  wc_expect_pairs(db, 10, "after the leftover");
+  cr_assert(access(tmp, F_OK) != 0, "the leftover %s (%zu bytes) is still there", tmp, sizeof old);
+  sochdb_close(db);
+}
