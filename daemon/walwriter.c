@@ -311,13 +311,17 @@ static int pool_has_room(struct walwriter *w)
 /* Unlink every pooled file (the disk may be full: they hold its space). */
 static void release_pool(struct walwriter *w)
 {
+  uint64_t lsns[WAL_FREE_MAX];
   pthread_mutex_lock(&w->pool_lock);
-  while (w->npool) {
+  unsigned n = w->npool;
+  memcpy(lsns, w->pool, n * sizeof *lsns);
+  w->npool = 0;
+  pthread_mutex_unlock(&w->pool_lock);
+  for (unsigned i = 0; i < n; i++) {   /* unlocked: with `discard` an unlink may wait on the disk */
     char path[4300];
-    wal_free_path(path, sizeof path, w->db->dir, w->pool[--w->npool]);
+    wal_free_path(path, sizeof path, w->db->dir, lsns[i]);
     unlink(path);
   }
-  pthread_mutex_unlock(&w->pool_lock);
 }
 
 /* The files a predecessor kept for reuse join the pool, as many as it
