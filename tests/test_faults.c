@@ -645,6 +645,46 @@ Test(faults, a_nearly_full_disk_still_takes_smaller_groups, .fini = unmount_full
   sochdb_close(db);
 }
 
+/* How many files DIR/wal keeps for reuse, once it keeps `want` or more
+** (want 0: once it keeps none), waiting up to 10 s. */
+static size_t files_kept_for_reuse(const char *dir, size_t want)
+{
+  size_t kept = 0;
+  for (int w = 0; w < 1000; w++) {
+    uint64_t *lsns;
+    cr_assert_eq(wal_list_free(dir, &lsns, &kept), SOCHDB_OK);
+    free(lsns);
+    if (want ? kept >= want : kept == 0)
+      break;
+    tu_sleep_ms(10);
+  }
+  return kept;
+}
+
+/* Files of removed segments kept for the log to reuse hold disk space: when
+** a group cannot be written (the disk is full), they are given back. */
+Test(faults, files_kept_for_reuse_go_back_to_a_full_disk, .fini = unmount_full_disk)
+{
+  tu_mount_tmpfs_or_skip(full_mnt, "size=24m");
+  char dir[PATH_MAX], filler[PATH_MAX];
+  full_db_dir(dir, sizeof dir);
+  sochdb_options o = tu_options(64u << 20, 1u << 20, 3000);
+  sochdb *db = tu_open_with(dir, &o);
+  commit_kib_values(db, "before", 4000);
+  wait_all_durable(db, 30000);
+  cr_assert_geq(files_kept_for_reuse(dir, 1), 1, "flushes of 1 MiB memtables left no WAL file for reuse");
+  fill_the_disk(full_mnt, filler, sizeof filler);
+  commit_kib_values(db, "after", 1500);   /* 1.5 MiB: more than the log's last free blocks hold */
+  sochdb_stats s = tu_stats(db);
+  cr_assert_lt(s.durable_seq, s.last_commit_seq, "the full disk took every commit");
+  cr_assert_eq(files_kept_for_reuse(dir, 0), 0, "WAL files still kept for reuse on a full disk");
+  cr_assert_eq(unlink(filler), 0, "free the disk");
+  s = wait_all_durable(db, 30000);
+  cr_assert_geq(s.durable_seq, s.last_commit_seq, "with the disk free again, commits through %llu of %llu are "
+                "durable", (unsigned long long)s.durable_seq, (unsigned long long)s.last_commit_seq);
+  sochdb_close(db);
+}
+
 /* The disk fills while 6 MiB of ASYNC commits come (6 memtables of 1 MiB,
 ** none logged), then 3 MiB are freed: room for the log of a memtable and
 ** its SSTable (small: the values compress), whose flush then gives that
