@@ -342,7 +342,9 @@ typedef struct sochdb_stats {
   uint64_t compact_bytes_read;  /* SSTable bytes read by compactions */
   uint64_t compact_bytes_written; /* SSTable bytes written by compactions */
   uint64_t compaction_debt_bytes; /* bytes the levels are over their size targets */
-  uint64_t wal_segments_removed; /* WAL segments deleted once flushed */
+  uint64_t wal_segments_removed; /* WAL segments removed once flushed (their files deleted, or kept
+                                 ** for later segments to reuse: DIR/wal/<lsn>.free, not counted in
+                                 ** wal_segments) */
   uint32_t sst_files;           /* live SSTables, all levels */
   uint32_t l0_files;            /* ... of which in level 0 (flushed, not yet compacted) */
   uint64_t sst_bytes;           /* their total size: space amplification = sst_bytes / live data */
