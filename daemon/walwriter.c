@@ -260,7 +260,7 @@ static int adopt_segment(struct walwriter *w, uint64_t first_lsn, struct adopt_s
     ww_log(w->db->dir, "WAL %s: cut off a torn tail of %llu bytes at offset %llu (an interrupted write, never "
            "acknowledged%s); the log ends at LSN %llu", path, (unsigned long long)res.torn_bytes,
            (unsigned long long)res.end_offset,
-           res.version == WAL_VERSION_1 || res.torn_group ? "" : ", or what the file held before it was reused",
+           res.torn_write ? "" : ", or what the file held before it was reused",
            (unsigned long long)res.next_lsn);
   if (a->cut_offset) {
     /* the LSN of the cut group: its records' LSNs minus what precedes them in it */

@@ -598,11 +598,10 @@ static void check_wal(struct ck *c, const uint64_t *lsns, size_t n, struct oldes
       else if (have_expect && res.first_lsn != expect)
         problem(c, 1, path, "starts at LSN %llu where the previous segment ended at LSN %llu: records are missing",
                 (unsigned long long)res.first_lsn, (unsigned long long)expect);
-      int torn = res.version == WAL_VERSION_1 ? res.torn_bytes != 0 : res.torn_group;   /* see recovery.c */
-      if (torn && i + 1 < n)
+      if (res.torn_write && i + 1 < n)
         problem(c, 1, path, "%llu damaged bytes at offset %llu, and it is not the newest segment",
                 (unsigned long long)res.torn_bytes, (unsigned long long)res.end_offset);
-      else if (torn)
+      else if (res.torn_write)
         problem(c, 0, path,
                 "torn tail of %llu bytes at offset %llu: most likely a write a crash interrupted, never "
                 "acknowledged; damage to the last group written looks the same, and its commits would be lost "

@@ -999,7 +999,7 @@ static int scan_segments(const char *dir, const uint64_t *lsns, size_t n, const 
     /* a reused file's tail holds its earlier use's bytes (walfmt.h): only
     ** the header of a torn group says this segment's last write was not
     ** whole, and the next segment was begun after it was */
-    if (i + 1 < n && (res.version == WAL_VERSION_1 ? res.torn_bytes != 0 : res.torn_group))
+    if (i + 1 < n && res.torn_write)
       return sdb_fail(SOCHDB_CORRUPT, "WAL segment %s has %llu damaged bytes at offset %llu but is not the last",
                       path, (unsigned long long)res.torn_bytes, (unsigned long long)res.end_offset);
     expect_lsn = res.next_lsn;

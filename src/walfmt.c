@@ -451,7 +451,7 @@ static int scan_groups(const uint8_t *buf, size_t len, uint64_t salt, size_t off
                     "data that was durable is damaged",
                     off, (unsigned long long)out->next_lsn, later);
   out->torn_bytes = len - off;              /* an interrupted last write, or a reused file's old bytes */
-  out->torn_group = torn_group(buf, len, off, salt, out->next_lsn) >= 0;
+  out->torn_write = out->version == WAL_VERSION_1 || torn_group(buf, len, off, salt, out->next_lsn) >= 0;
   return SOCHDB_OK;
 }
 

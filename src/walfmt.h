@@ -218,7 +218,10 @@ struct wal_scan_result {
   uint64_t records;
   uint64_t torn_bytes;        /* bytes from end_offset to the end, not all zeros: a torn tail, or (version
                               ** 2) what an earlier use of the file left there; never a group of this segment */
-  int      torn_group;        /* they begin with the header of the group expected next: an interrupted write */
+  int      torn_write;        /* they are known to be an interrupted write of this segment: any of them in
+                              ** version 1; in version 2 (a file perhaps reused) only where they begin with the
+                              ** header of the group expected next. Recovery calls it damage in a segment that
+                              ** is not the last, sochdb check warns of it in the last */
 };
 
 /* Called for each record of each whole group, in order; a non-zero return

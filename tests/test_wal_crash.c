@@ -2965,7 +2965,7 @@ Test(wal_crash, a_removed_segments_file_is_reused_and_a_kill_9_loses_nothing)
   struct wal_scan_result res = wc_scan_last(dir, "the reused newest segment");
   cr_assert_eq(res.version, WAL_VERSION);
   cr_assert_gt(res.torn_bytes, 0, "the reused file's old bytes follow its groups");
-  cr_assert(!res.torn_group, "the old bytes are not a torn group of this segment");
+  cr_assert(!res.torn_write, "the old bytes are not a torn group of this segment");
   struct check_summary sum;
   cr_assert_eq(sdb_check_dir(dir, NULL, &sum), SOCHDB_OK);
   cr_assert(sum.damaged == 0 && sum.warnings == 0, "check of a log with reused files: %llu damaged, %llu warnings",

@@ -818,7 +818,7 @@ Test(walfmt, a_reused_files_old_groups_are_neither_read_nor_taken_for_damage)
   cr_assert_eq(r.end_offset, fresh.b.n);
   cr_assert_eq(seen.next_seq, fresh.seq_end[1]);
   cr_assert_eq(r.torn_bytes, file.n - fresh.b.n, "the old bytes are after the groups");
-  cr_assert(!r.torn_group, "the old bytes do not begin a torn group of this segment");
+  cr_assert(!r.torn_write, "the old bytes do not begin a torn group of this segment");
   free(file.p);
   free(fresh.b.p);
 }
@@ -839,7 +839,7 @@ Test(walfmt, a_group_torn_over_a_reused_files_old_bytes_is_a_torn_tail)
     cr_assert_eq(rc, SOCHDB_OK, "cut at %zu: %s (%s)", n, sochdb_strerror(rc), sochdb_last_error());
     cr_assert_eq(r.groups, 1, "cut at %zu: %llu groups", n, (unsigned long long)r.groups);
     cr_assert_eq(r.end_offset, fresh.group_end[0], "cut at %zu", n);
-    cr_assert_eq(r.torn_group, n >= fresh.group_end[0] + WAL_GROUP_HEADER, "cut at %zu: its header is %s", n,
+    cr_assert_eq(r.torn_write, n >= fresh.group_end[0] + WAL_GROUP_HEADER, "cut at %zu: its header is %s", n,
                  n >= fresh.group_end[0] + WAL_GROUP_HEADER ? "whole" : "not whole");
     free(file.p);
   }
