@@ -583,6 +583,16 @@ static void commit_kib_values(sochdb *db, const char *prefix, int n)
   }
 }
 
+/* A database in DIR (PATH_MAX bytes) on a 24 MiB tmpfs at full_mnt, with
+** 1 MiB memtables (256 KiB log segments), busy_ms 3000. */
+static sochdb *open_on_a_small_disk(char *dir)
+{
+  tu_mount_tmpfs_or_skip(full_mnt, "size=24m");
+  full_db_dir(dir, PATH_MAX);
+  sochdb_options o = tu_options(64u << 20, 1u << 20, 3000);
+  return tu_open_with(dir, &o);
+}
+
 /* db's stats once every published commit is durable, or limit_ms on. */
 static sochdb_stats wait_all_durable(sochdb *db, int limit_ms)
 {
@@ -604,11 +614,8 @@ static sochdb_stats wait_all_durable(sochdb *db, int limit_ms)
 ** and groups interleave.) With the rest of the space back, all of them are. */
 Test(faults, a_nearly_full_disk_still_takes_smaller_groups, .fini = unmount_full_disk)
 {
-  tu_mount_tmpfs_or_skip(full_mnt, "size=24m");
   char dir[PATH_MAX], filler[PATH_MAX];
-  full_db_dir(dir, sizeof dir);
-  sochdb_options o = tu_options(64u << 20, 1u << 20, 3000);
-  sochdb *db = tu_open_with(dir, &o);
+  sochdb *db = open_on_a_small_disk(dir);
   tu_commit_kv(db, "first", "1", SOCHDB_SYNC);
   fill_the_disk(full_mnt, filler, sizeof filler);
   static char v[1024];
@@ -665,11 +672,8 @@ static size_t files_kept_for_reuse(const char *dir, size_t want)
 ** a group cannot be written (the disk is full), they are given back. */
 Test(faults, files_kept_for_reuse_go_back_to_a_full_disk, .fini = unmount_full_disk)
 {
-  tu_mount_tmpfs_or_skip(full_mnt, "size=24m");
   char dir[PATH_MAX], filler[PATH_MAX];
-  full_db_dir(dir, sizeof dir);
-  sochdb_options o = tu_options(64u << 20, 1u << 20, 3000);
-  sochdb *db = tu_open_with(dir, &o);
+  sochdb *db = open_on_a_small_disk(dir);
   commit_kib_values(db, "before", 4000);
   wait_all_durable(db, 30000);
   cr_assert_geq(files_kept_for_reuse(dir, 1), 1, "flushes of 1 MiB memtables left no WAL file for reuse");
@@ -696,11 +700,8 @@ Test(faults, files_kept_for_reuse_go_back_to_a_full_disk, .fini = unmount_full_d
 ** MiB. A group is now at most a segment long. */
 Test(faults, a_few_free_mib_do_not_deadlock_the_log_against_the_flush, .fini = unmount_full_disk)
 {
-  tu_mount_tmpfs_or_skip(full_mnt, "size=24m");
   char dir[PATH_MAX], filler[PATH_MAX];
-  full_db_dir(dir, sizeof dir);
-  sochdb_options o = tu_options(64u << 20, 1u << 20, 3000);
-  sochdb *db = tu_open_with(dir, &o);
+  sochdb *db = open_on_a_small_disk(dir);
   tu_commit_kv(db, "first", "1", SOCHDB_SYNC);
   fill_the_disk(full_mnt, filler, sizeof filler);
   commit_kib_values(db, "few", 6000);
