@@ -97,9 +97,14 @@ static int take_pooled_file(struct walwriter *w, const char *tmp)
     char from[4300];
     wal_free_path(from, sizeof from, w->db->dir, lsn);
     if (rename(from, tmp) == 0) {
-      int fd = open(tmp, O_WRONLY | O_CLOEXEC);
-      if (fd >= 0)
+      /* only a regular file of its own: a link or a directory planted under
+      ** a .free name is never written through */
+      int fd = open(tmp, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+      struct stat st;
+      if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
         return fd;
+      if (fd >= 0)
+        close(fd);
       unlink(tmp);
     } else {
       unlink(from);

@@ -3007,3 +3007,43 @@ Test(wal_crash, a_segment_left_half_made_by_a_kill_9_is_removed)
   cr_assert(access(tmp, F_OK) != 0, "the leftover %s (%zu bytes) is still there", tmp, sizeof old);
   sochdb_close(db);
 }
+
+/* A symbolic link planted under a .free name (DIR/wal is the database's,
+** but whoever can write there can plant one) is dropped, not written
+** through: the file it names keeps its bytes, and the log goes on in files
+** of its own. */
+Test(wal_crash, a_link_planted_as_a_file_kept_for_reuse_is_never_written_through)
+{
+  const char *dir = tu_dir();
+  sochdb *db = wc_open(dir, 10000);
+  ru_commit_round(db, 1);
+  sochdb_close(db);
+  wc_stop_daemon(dir, SIGTERM, "before the link is planted");
+  char victim[4300], planted[4300];
+  snprintf(victim, sizeof victim, "%s/victim", dir);
+  snprintf(planted, sizeof planted, "%s/" WAL_DIR "/00000000000000aa" WAL_FREE_SUFFIX, dir);
+  FILE *f = fopen(victim, "w");
+  cr_assert_not_null(f);
+  fputs("untouched", f);
+  fclose(f);
+  cr_assert_eq(symlink(victim, planted), 0, "symlink: %s", strerror(errno));
+  db = wc_open(dir, 10000);
+  long round = 1;
+  uint64_t *lsns = NULL;
+  size_t n = 0;
+  do {   /* until the log has begun a new segment, which takes the pool's file */
+    ru_commit_round(db, ++round);
+    free(lsns);
+    cr_assert_eq(wal_list_segments(dir, &lsns, &n), SOCHDB_OK);
+  } while (n < 2 && round < 500);
+  free(lsns);
+  cr_assert_geq(n, 2, "no new segment after %ld rounds", round);
+  size_t len;
+  char *bytes = wc_slurp(victim, &len);
+  cr_assert(len == 9 && memcmp(bytes, "untouched", 9) == 0, "the link's target was written: %zu bytes", len);
+  free(bytes);
+  struct stat st;
+  cr_assert_neq(lstat(planted, &st), 0, "the planted link is still kept");
+  ru_expect_round(db, round, "after a new segment with a link in the pool");
+  sochdb_close(db);
+}
