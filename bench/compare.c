@@ -1247,9 +1247,10 @@ static void json_cell(FILE *f, const struct cell *x, const struct engine_ops *op
   fprintf(f, "{\"ran\": %s, \"failed\": %s", x->ran ? "true" : "false", x->failed ? "true" : "false");
   if (cell_ok(x)) {
     fprintf(f, ", \"threads_in_one_process\": %s, \"seconds\": %.3f, \"ops\": %llu, \"txns\": %llu, "
-               "\"retries\": %llu, \"ops_per_s\": %.1f, \"p50_us\": %.3f, \"p99_us\": %.3f, \"p999_us\": %.3f",
+               "\"retries\": %llu, \"ops_per_s\": %.1f, \"p50_us\": %.3f, \"p99_us\": %.3f, \"p999_us\": %.3f, "
+               "\"p9999_us\": %.3f",
             x->threads ? "true" : "false", x->seconds, ull(x->ops), ull(x->txns), ull(x->retries), cell_rate(x),
-            us(&x->lat, 0.5), us(&x->lat, 0.99), us(&x->lat, 0.999));
+            us(&x->lat, 0.5), us(&x->lat, 0.99), us(&x->lat, 0.999), us(&x->lat, 0.9999));
     fprintf(f, ", \"client_cpu_us_per_op\": %.4f", cpu_us_per_op(x, 0));
     if (ops->helper_cpu_ns)
       fprintf(f, ", \"daemon_cpu_us_per_op\": %.4f", cpu_us_per_op(x, 1));
