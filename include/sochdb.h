@@ -234,7 +234,9 @@ int  sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, s
 ** slightly before it is durable; the log keeps commit order, so a crash loses
 ** at most a suffix of the commits that were not yet durable: never a SYNC
 ** commit that returned SOCHDB_OK, but possibly ASYNC ones that did, within
-** the last few milliseconds.
+** the last few milliseconds (a load faster than the disk: at most 229,376
+** commits, 32,768 in a region under 64 MiB; a commit waits while the log
+** is that far behind).
 **
 ** Write stall: a read-write transaction's begin waits while more than 128
 ** MiB (and at least two) of full memtables wait for sochdbd to flush them,

@@ -12,9 +12,22 @@
 
 #define LOG_END_SEED 0x6c6f67656e64ull   /* "logend": no other checksum of the region matches it by chance */
 
-static inline _Atomic uint64_t *rec_ring(const shm_region *r) { return shm_at(r, r->hdr->rec_ring_off); }
+/* Entries are shm_refs: records live in the arenas, and a ring of half the
+** bytes of offsets can hold twice the commits in the same memory. */
+static inline _Atomic shm_ref *rec_ring(const shm_region *r) { return shm_at(r, r->hdr->rec_ring_off); }
 
-size_t durable_section_bytes(void) { return REC_RING_SIZE * sizeof(uint64_t); }
+size_t durable_section_bytes(uint32_t entries) { return entries * sizeof(shm_ref); }
+
+uint32_t durable_ring_entries(uint64_t region_bytes)
+{
+  uint32_t n = REC_RING_MAX_ENTRIES;
+  while (n > REC_RING_MIN_ENTRIES && (uint64_t)n * 512u > region_bytes)
+    n /= 2;
+  return n;
+}
+
+/* Entries are a power of two (sections_in_place checks the header's). */
+static inline uint64_t ring_slot(const shm_region *r, uint64_t seq) { return seq & (r->hdr->rec_ring_entries - 1u); }
 
 void durable_init(shm_region *r, uint64_t durable)
 {
@@ -67,38 +80,39 @@ int durable_may_claim(const shm_region *r)
 {
   /* relaxed: next_seq is stored relaxed (a hint; seqring.c), so acquire
   ** would pair with nothing. The bound holds even with a stale read: a
-  ** committer that passes having read next <= d + MAX_COMMIT_LAG claims one
+  ** committer that passes having read next <= d + max lag claims one
   ** sequence, and reads a larger next_seq at its next check (coherence), so
   ** each of the slots x transaction entries makes at most one claim past
-  ** durable d + MAX_COMMIT_LAG. So none goes past d + REC_RING_SIZE, whose
+  ** durable d + max lag. So none goes past d + the ring's entries, whose
   ** record slot is durable d's, already written (durable.h).
   ** Signed: read after next_seq, durable_seq may be past it already. */
   uint64_t next = atomic_load_explicit(&r->hdr->next_seq, memory_order_relaxed);
-  return (int64_t)(next - durable_seq(r)) <= (int64_t)MAX_COMMIT_LAG;
+  return (int64_t)(next - durable_seq(r)) <= (int64_t)durable_max_lag(r);
 }
 
 void durable_set_record(shm_region *r, uint64_t seq, uint64_t commit)
 {
   /* relaxed: published to the writer by the release of the decision and of
   ** the ring entry, which the writer acquires through published_seq */
-  atomic_store_explicit(&rec_ring(r)[seq % REC_RING_SIZE], commit, memory_order_relaxed);
+  atomic_store_explicit(&rec_ring(r)[ring_slot(r, seq)], shm_off_ref(r, commit), memory_order_relaxed);
 }
 
 void durable_forget_range(shm_region *r, uint64_t lo, uint64_t hi)
 {
-  _Atomic uint64_t *ring = rec_ring(r);
-  for (uint32_t i = 0; i < REC_RING_SIZE; i++) {
-    uint64_t off = atomic_load_explicit(&ring[i], memory_order_relaxed);
+  _Atomic shm_ref *ring = rec_ring(r);
+  for (uint32_t i = 0; i < r->hdr->rec_ring_entries; i++) {
+    shm_ref ref = atomic_load_explicit(&ring[i], memory_order_relaxed);
+    uint64_t off = shm_ref_off(r, ref);
     /* relaxed CAS: only this exact stale value is ours to clear; a committer
     ** writing a fresh record there meanwhile wins */
     if (off >= lo && off < hi)
-      atomic_compare_exchange_strong_explicit(&ring[i], &off, 0, memory_order_relaxed, memory_order_relaxed);
+      atomic_compare_exchange_strong_explicit(&ring[i], &ref, 0, memory_order_relaxed, memory_order_relaxed);
   }
 }
 
 const struct mv_commit *durable_record(const shm_region *r, uint64_t seq)
 {
-  uint64_t off = atomic_load_explicit(&rec_ring(r)[seq % REC_RING_SIZE], memory_order_relaxed);
+  uint64_t off = shm_ref_off(r, atomic_load_explicit(&rec_ring(r)[ring_slot(r, seq)], memory_order_relaxed));
   if (!off || !shm_in_arenas(r, off, sizeof(struct mv_commit)))
     return NULL;
   const struct mv_commit *c = shm_at(r, off);

@@ -6,8 +6,8 @@
 ** The memtable is the log buffer. A committer has already copied its values
 ** into the shared memtable, so it does not copy them again into a byte ring:
 ** it writes a small commit record (its seq and the offsets of its versions)
-** into the arena and stores the record's offset in rec_ring[seq % N] before
-** it decides. The writer reads published commits in sequence order from
+** into the arena and stores a reference to it (shm_ref) in rec_ring[seq % N]
+** before it decides. The writer reads published commits in sequence order from
 ** there, encodes them, writes one group, fdatasyncs once, and publishes
 ** durable_seq. An aborted or abandoned sequence number (a dead committer the
 ** reaper rolled back) simply has no valid record: its versions are stamped
@@ -26,8 +26,25 @@
 #include <assert.h>
 #include <time.h>
 
-#define REC_RING_SIZE   65536u
-#define MAX_COMMIT_LAG  (REC_RING_SIZE - 256u * 128u)   /* slots x transaction entries */
+/* The ring's entries (shm_header.rec_ring_entries): the largest power of
+** two at most a 512th of the region (4 bytes an entry: at most a 128th of
+** it), between these two. The writer falls behind in bursts, not on
+** average: an fdatasync that waits behind a flush's writeback took 20-80 ms
+** here, while one process commits 2.5M ASYNC puts a second. With 65,536
+** entries a fill_seq load waited for the log 14 to 24 times in a 2-s
+** phase, sleeping 180-280 ms in all; with 262,144 (1 MiB, from a 128 MiB
+** region up) it ran up to 208,572 commits ahead and went 16-22% faster
+** (README, group commit). A small region keeps its room for memtables. */
+#define REC_RING_MIN_ENTRIES 65536u
+#define REC_RING_MAX_ENTRIES 262144u
+#define REC_RING_CLAIMERS    (256u * 128u)   /* slots x transaction entries */
+
+/* The ring's entries in a region of region_bytes (a power of two). */
+uint32_t durable_ring_entries(uint64_t region_bytes);
+
+/* How far next_seq may run ahead of durable_seq: the ring less the claims
+** that can be between a check and its claim (durable_may_claim). */
+static inline uint64_t durable_max_lag(const shm_region *r) { return r->hdr->rec_ring_entries - REC_RING_CLAIMERS; }
 
 /* A transaction's commit record, in the arena: made with its first version,
 ** in the same memtable (src/txn.c, new_version, says why that keeps it), and
@@ -64,7 +81,7 @@ static inline void mv_commit_add(const shm_region *r, struct mv_commit *c, uint6
   atomic_store_explicit(&c->nops, n + 1, memory_order_release);
 }
 
-size_t   durable_section_bytes(void);
+size_t   durable_section_bytes(uint32_t entries);
 void     durable_init(shm_region *r, uint64_t durable);
 
 static inline uint64_t durable_seq(const shm_region *r)

@@ -105,21 +105,25 @@ int shm_reserve(const shm_region *r, uint64_t off, uint64_t len)
   }
 }
 
-/* The section offsets of h, from its cache_bytes: the one layout. */
+/* The section offsets of h, from its region_bytes and cache_bytes: the one
+** layout. */
 static void place_sections(struct shm_header *h)
 {
+  h->rec_ring_entries = durable_ring_entries(h->region_bytes);
   h->slots_off = SHM_HEADER_BYTES;
   h->ring_off = align_up(h->slots_off + slots_section_bytes(), 4096);
   h->rec_ring_off = align_up(h->ring_off + seqring_section_bytes(), 4096);
-  h->files_off = align_up(h->rec_ring_off + durable_section_bytes(), 4096);
+  h->files_off = align_up(h->rec_ring_off + durable_section_bytes(h->rec_ring_entries), 4096);
   h->cache_off = h->cache_bytes ? align_up(h->files_off + fl_section_bytes(), 4096) : 0;
   h->memtables_off = align_up(h->files_off + fl_section_bytes() + h->cache_bytes, 4096);
 }
 
 /* Where the sections go; fills the size and offset fields of h. */
-static void layout_sections(struct shm_header *h, uint64_t memtable_bytes, uint64_t cache_bytes)
+static void layout_sections(struct shm_header *h, uint64_t region_bytes, uint64_t memtable_bytes,
+                            uint64_t cache_bytes)
 {
   h->header_bytes = SHM_HEADER_BYTES;
+  h->region_bytes = region_bytes;
   h->memtable_bytes = memtable_bytes;
   h->n_slots = SHM_MAX_SLOTS;
   h->cache_bytes = bc_area_bytes(cache_bytes);
@@ -133,9 +137,11 @@ static int sections_in_place(const struct shm_header *h)
 {
   if (h->cache_bytes > h->region_bytes)
     return 0;   /* first: the sums below must not wrap */
-  struct shm_header probe = { .cache_bytes = h->cache_bytes };   /* not a copy of *h: its mutable half moves */
+  /* not a copy of *h: its mutable half moves */
+  struct shm_header probe = { .region_bytes = h->region_bytes, .cache_bytes = h->cache_bytes };
   place_sections(&probe);
-  return probe.slots_off == h->slots_off && probe.ring_off == h->ring_off && probe.rec_ring_off == h->rec_ring_off &&
+  return probe.rec_ring_entries == h->rec_ring_entries && probe.slots_off == h->slots_off &&
+         probe.ring_off == h->ring_off && probe.rec_ring_off == h->rec_ring_off &&
          probe.files_off == h->files_off && probe.cache_off == h->cache_off &&
          probe.memtables_off == h->memtables_off;
 }
@@ -165,7 +171,7 @@ int shm_layout_check(uint64_t region_bytes, uint64_t memtable_bytes, uint64_t ca
 {
   struct shm_header probe;
   memset(&probe, 0, sizeof probe);
-  layout_sections(&probe, memtable_bytes, cache_bytes);
+  layout_sections(&probe, region_bytes, memtable_bytes, cache_bytes);
   uint64_t n = 0;
   return memtables_that_fit(&probe, region_bytes, &n);
 }
@@ -176,10 +182,9 @@ static int region_format(char *base, const struct shm_open_params *p, shm_region
 {
   struct shm_header *h = (struct shm_header *)base;
   h->layout_version = SHM_LAYOUT_VERSION;
-  h->region_bytes = p->region_bytes;
   memcpy(h->db_id, p->db_id, sizeof h->db_id);
   current_boot_id(h->boot_id);
-  layout_sections(h, p->memtable_bytes, p->cache_bytes);
+  layout_sections(h, p->region_bytes, p->memtable_bytes, p->cache_bytes);
   uint64_t n = 0;
   int rc = memtables_that_fit(h, p->region_bytes, &n);
   if (rc != SOCHDB_OK)
@@ -378,7 +383,7 @@ static int region_attach_locked(const struct shm_open_params *p, shm_region *r, 
   ** the arena are reserved as they fill (bc_insert, arena_alloc). */
   struct shm_header probe;
   memset(&probe, 0, sizeof probe);
-  layout_sections(&probe, p->memtable_bytes, p->cache_bytes);
+  layout_sections(&probe, p->region_bytes, p->memtable_bytes, p->cache_bytes);
   uint64_t arena0 = shm_layout_arena_off(&probe, 0);
   uint64_t meta_end = probe.cache_bytes ? probe.cache_off + bc_meta_bytes(probe.cache_bytes) : probe.memtables_off;
   int err = 0;

@@ -29,7 +29,9 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  18u  /* 18: an opener takes its slot under the creation flock, and an
+#define SHM_LAYOUT_VERSION  19u  /* 19: the commit-record ring sized to the region, up to 262,144
+                                  ** entries (rec_ring_entries, durable.h);
+                                  ** 18: an opener takes its slot under the creation flock, and an
                                   ** unusable region nobody holds a slot of is rebuilt (region.c);
                                   ** 17: block cache hits and misses counted in each process's slot;
                                   ** 16: a cache area's sets found among budgets above its size (an
@@ -118,6 +120,8 @@ struct shm_header {
   uint64_t cache_bytes;
   uint32_t n_slots;
   uint32_t n_memtables;
+  uint32_t rec_ring_entries;  /* durable_ring_entries(region_bytes) (layout 19) */
+  uint32_t reserved;          /* 0 */
   uint64_t created_unix_ns;
   uint64_t checksum;          /* XXH3 of every field above (but the magic) */
   uint8_t  boot_id[16];       /* the kernel boot that made it; outside the checksum on purpose:

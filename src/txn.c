@@ -897,8 +897,8 @@ static int wait_for_writer(struct commit_ctx *c)
     return SOCHDB_OK;   /* nearly always: no deadline to read the clock for */
   if (wait_for_daemon(c->t->db, writer_caught_up, 0, durable_kick) == 0)
     return SOCHDB_OK;
-  return sdb_fail(SOCHDB_BUSY, "the WAL writer stayed %u commits behind for %u ms", MAX_COMMIT_LAG,
-                  c->t->db->busy_timeout_ms);
+  return sdb_fail(SOCHDB_BUSY, "the WAL writer stayed %llu commits behind for %u ms",
+                  (unsigned long long)durable_max_lag(c->r), c->t->db->busy_timeout_ms);
 }
 
 /* Steps 3 and 4: claim, decide, stamp, publish. Fails only if our own slot

@@ -413,18 +413,20 @@ static void *catch_up_later(void *arg)
 /* A committer claims no sequence while the WAL writer is a record ring
 ** behind (durable_may_claim): the writer would find the ring entries of the
 ** commits it has not read yet overwritten. With no daemon here nothing
-** writes the log, so exactly MAX_COMMIT_LAG commits go through; the next
+** writes the log, so exactly durable_max_lag commits go through; the next
 ** waits busy_timeout_ms and is SOCHDB_BUSY with nothing applied; and a
 ** commit that waits while the writer catches up goes on once it has. */
 Test(durable, a_commit_waits_while_the_wal_writer_is_a_record_ring_behind)
 {
   sochdb *db = tu_open(64u << 20, 16u << 20, 200);
   shm_region *r = &db->region;
-  /* claims go on while next_seq - durable_seq <= MAX_COMMIT_LAG */
-  uint64_t lag = atomic_load(&r->hdr->next_seq) - durable_seq(r);
+  /* claims go on while next_seq - durable_seq <= durable_max_lag */
+  uint64_t lag = atomic_load(&r->hdr->next_seq) - durable_seq(r), max_lag = durable_max_lag(r);
+  cr_assert_eq(max_lag, 131072u - 256u * 128u, "a 64 MiB region's ring: %llu commits of lag",
+               (unsigned long long)max_lag);
   cr_assert_leq(lag, 1, "a new database's next commit is %llu ahead of the log", (unsigned long long)lag);
   char k[32];
-  for (uint64_t i = 0; i <= MAX_COMMIT_LAG - lag; i++) {
+  for (uint64_t i = 0; i <= max_lag - lag; i++) {
     snprintf(k, sizeof k, "k%06llu", (unsigned long long)i);
     tu_commit_kv(db, k, "v", SOCHDB_ASYNC);
   }
@@ -432,7 +434,8 @@ Test(durable, a_commit_waits_while_the_wal_writer_is_a_record_ring_behind)
   sochdb_txn *t = tu_begin(db, 0);
   tu_put_str(t, "late", "v");
   int rc = sochdb_commit(t, SOCHDB_ASYNC);
-  cr_assert_eq(rc, SOCHDB_BUSY, "a commit with the log %u commits behind: %s", MAX_COMMIT_LAG, sochdb_strerror(rc));
+  cr_assert_eq(rc, SOCHDB_BUSY, "a commit with the log %llu commits behind: %s", (unsigned long long)max_lag,
+               sochdb_strerror(rc));
   cr_assert_not_null(strstr(sochdb_last_error(), "WAL writer stayed"), "%s", sochdb_last_error());
   cr_assert_eq(tu_stats(db).last_commit_seq, before.last_commit_seq, "the refused commit took a sequence");
   char buf[8];
@@ -450,6 +453,35 @@ Test(durable, a_commit_waits_while_the_wal_writer_is_a_record_ring_behind)
   pthread_join(writer, NULL);
   cr_assert_eq(tu_read_str(db, "late", buf, sizeof buf), SOCHDB_OK);
   tu_close();
+}
+
+/* The record ring takes a 128th of a region at most, between 65,536 and
+** 262,144 entries (256 KiB and 1 MiB): a region of the default size gets
+** the largest, so bursts of ASYNC commits outrun a slow fdatasync without
+** waiting; a small one keeps its room for memtables (8 MiB still holds 4
+** of 1 MiB). */
+Test(durable, the_record_ring_grows_with_the_region_up_to_1_mib)
+{
+  static const struct { uint64_t region; uint32_t entries; } sizes[] = {
+    { 8u << 20, 65536u }, { 32u << 20, 65536u }, { 64u << 20, 131072u }, { (128u << 20) - 4096, 131072u },
+    { 128u << 20, 262144u }, { 1ull << 30, 262144u },
+  };
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    cr_assert_eq(durable_ring_entries(sizes[i].region), sizes[i].entries, "a region of %llu bytes",
+                 (unsigned long long)sizes[i].region);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/ring%zu", tu_dir(), i);
+    sochdb_options o = tu_options(sizes[i].region, 1u << 20, 0);
+    sochdb *db = tu_open_with(dir, &o);
+    const struct shm_header *h = db->region.hdr;
+    cr_assert_eq(h->rec_ring_entries, sizes[i].entries, "%s: %u entries", dir, h->rec_ring_entries);
+    cr_assert_geq(h->files_off - h->rec_ring_off, (uint64_t)sizes[i].entries * sizeof(shm_ref), "%s: its ring", dir);
+    cr_assert_eq(durable_max_lag(&db->region), sizes[i].entries - 256u * 128u, "%s", dir);
+    if (sizes[i].region == 8u << 20)
+      cr_assert_geq(h->n_memtables, 4u, "8 MiB holds %u memtables of 1 MiB", h->n_memtables);
+    sochdb_close(db);
+    tu_remove_region(dir);   /* the directory goes with the test's */
+  }
 }
 
 /* A writer leaving (its daemon stops) and a commit published at the same

@@ -481,9 +481,23 @@ Test(region, every_flipped_header_byte_is_detected)
   free(dir);
 }
 
+/* Write the header page orig to path with n bytes at field replaced by
+** value and the checksum made to match. */
+static void write_header_with(const char *path, const uint8_t *orig, size_t field, const void *value, size_t n)
+{
+  _Alignas(64) uint8_t h[4096];
+  memcpy(h, orig, sizeof h);
+  memcpy(h + field, value, n);
+  uint64_t sum = shm_header_checksum((const struct shm_header *)h);
+  memcpy(h + offsetof(struct shm_header, checksum), &sum, sizeof sum);
+  file_write(path, 0, h, sizeof h);
+}
+
 /* The checksum's seed is no secret: a header rewritten with sections moved
 ** and its checksum recomputed must still be refused, never followed out
-** of the mapping (a process then wrote through ring_off = region_bytes - 8). */
+** of the mapping (a process then wrote through ring_off = region_bytes - 8).
+** So must one naming another size of the commit-record ring, whose entries
+** would then run into the next section or leave commits unread. */
 Test(region, a_header_with_moved_sections_is_refused_despite_its_checksum)
 {
   char path[4096];
@@ -494,34 +508,28 @@ Test(region, a_header_with_moved_sections_is_refused_despite_its_checksum)
                                    offsetof(struct shm_header, rec_ring_off), offsetof(struct shm_header, files_off),
                                    offsetof(struct shm_header, cache_off), offsetof(struct shm_header, memtables_off),
                                    offsetof(struct shm_header, cache_bytes) };
-  const size_t ck = offsetof(struct shm_header, checksum);
   uint8_t orig[4096];
   file_read(path, 0, orig, sizeof orig);
+  const uint64_t moved = SMALL_REGION - 8;
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
-    _Alignas(64) uint8_t h[4096];
-    memcpy(h, orig, sizeof h);
-    uint64_t moved = SMALL_REGION - 8;
-    memcpy(h + fields[i], &moved, sizeof moved);
-    uint64_t sum = shm_header_checksum((const struct shm_header *)h);
-    memcpy(h + ck, &sum, sizeof sum);
-    file_write(path, 0, h, sizeof h);
+    write_header_with(path, orig, fields[i], &moved, sizeof moved);
     char what[64];
     snprintf(what, sizeof what, "header field at %zu moved", fields[i]);
+    open_fails(dir, &o, SOCHDB_CORRUPT, what);
+  }
+  const uint32_t entries = ((const struct shm_header *)orig)->rec_ring_entries;
+  const uint32_t sizes[] = { entries * 2, entries / 2, entries + 1, 0 };
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    write_header_with(path, orig, offsetof(struct shm_header, rec_ring_entries), &sizes[i], sizeof sizes[i]);
+    char what[80];
+    snprintf(what, sizeof what, "a record ring of %u entries for %u", sizes[i], entries);
     open_fails(dir, &o, SOCHDB_CORRUPT, what);
   }
   file_write(path, 0, orig, sizeof orig);
   expect_refused_region_intact(dir, &o);
   /* and once nobody uses it, such a header is rebuilt */
   tu_stop_daemon(dir);
-  {
-    _Alignas(64) uint8_t h[4096];
-    memcpy(h, orig, sizeof h);
-    uint64_t moved = SMALL_REGION - 8, sum;
-    memcpy(h + fields[0], &moved, sizeof moved);
-    sum = shm_header_checksum((const struct shm_header *)h);
-    memcpy(h + ck, &sum, sizeof sum);
-    file_write(path, 0, h, sizeof h);
-  }
+  write_header_with(path, orig, fields[0], &moved, sizeof moved);
   close(holder);
   expect_rebuilt(dir, &o, "a moved section, no process left");
   free(dir);
