@@ -392,3 +392,34 @@ Test(wbuf, reset_forgets_small_and_large_buffers)
   wbuf_reset(&wb);
   reset_and_reuse(0);
 }
+
+/* wbuf_reset clears a sparse index entry by entry (clear_index): every slot
+** must be empty afterwards, including those of entries that collided and
+** sit past their home slot. A slot left behind is never cleared again: the
+** index fills with stale entries over transactions until find_slot finds no
+** free slot and probes forever. Only emptiness is checked here (a lookup of
+** an empty buffer never reads the index). Rounds of 1 to 12 keys, one key
+** written twice, cover the entry-by-entry clear (n * 8 <= 64) and the memset. */
+Test(wbuf, reset_empties_every_index_slot)
+{
+  char k[32];
+  unsigned displaced = 0;
+  for (unsigned round = 0; round < 400; round++) {
+    unsigned nkeys = 1 + round % 12;
+    for (unsigned i = 0; i < nkeys; i++) {
+      snprintf(k, sizeof k, "r%u-k%u", round, i);
+      put(k, "v");
+    }
+    snprintf(k, sizeof k, "r%u-k0", round);
+    put(k, "again");   /* an overwrite adds no entry */
+    cr_assert_eq(wb.n, nkeys, "round %u: %zu entries for %u keys", round, wb.n, nkeys);
+    for (size_t h = 0; h < wb.index_cap; h++)
+      displaced += wb.index[h] && (wb.ents[wb.index[h] - 1].hash & (wb.index_cap - 1)) != h;
+    wbuf_reset(&wb);
+    cr_assert_not_null(wb.index, "a small buffer keeps its index");
+    for (size_t h = 0; h < wb.index_cap; h++)
+      cr_assert_eq(wb.index[h], 0, "round %u (%u keys): slot %zu still holds entry %u after the reset", round,
+                   nkeys, h, wb.index[h]);
+  }
+  cr_assert_gt(displaced, 20u, "only %u entries collided: the probe past a home slot went untested", displaced);
+}
