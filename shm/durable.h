@@ -27,8 +27,8 @@
 #include <time.h>
 
 /* The ring's entries (shm_header.rec_ring_entries): the largest power of
-** two at most a 512th of the region (4 bytes an entry: at most a 128th of
-** it), between these two. The writer falls behind in bursts, not on
+** two at most a 512th of the region (4 bytes an entry: a 128th of a region
+** of 32 MiB or more), between these two. The writer falls behind in bursts, not on
 ** average: an fdatasync that waits behind a flush's writeback took 20-80 ms
 ** here, while one process commits 2.5M ASYNC puts a second. With 65,536
 ** entries a fill_seq load waited for the log 14 to 24 times in a 2-s
@@ -39,7 +39,7 @@
 #define REC_RING_MAX_ENTRIES 262144u
 #define REC_RING_CLAIMERS    (256u * 128u)   /* slots x transaction entries */
 
-/* The ring's entries in a region of region_bytes (a power of two). */
+/* The ring's entries (a power of two) in a region of region_bytes. */
 uint32_t durable_ring_entries(uint64_t region_bytes);
 
 /* How far next_seq may run ahead of durable_seq: the ring less the claims

@@ -855,11 +855,13 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
     int rc = install_one(c, &wb->ents[order[i]], &at[i]);
     if (rc != SOCHDB_OK) {
       sl_finger_reset(c->finger);   /* its id is not recorded: a memtable change may have moved it */
+      c->finger = NULL;             /* own_active ends with this call */
       return rc;
     }
     CRASHPOINT("commit.install");
     CALLPOINT("commit.installed_one");   /* tests/test_txn.c: a rotation between two installs of one commit */
   }
+  c->finger = NULL;
   /* seq_cst fence: the installs above must be ordered before every load of
   ** the check below, including the acquire-only ones of arena_view and
   ** sl_find (an acquire load may otherwise be satisfied early on POWER or

@@ -64,17 +64,17 @@ void wbuf_reset(struct wbuf *wb)
     keep->used = 0;
     keep->next = NULL;
   }
-  if (wb->cap > WBUF_KEEP_ENTRIES) {
-    free(wb->ents);
-    wb->ents = NULL;
-    wb->cap = 0;
-  }
   if (wb->index_cap > 2 * WBUF_KEEP_ENTRIES) {
     free(wb->index);
     wb->index = NULL;
     wb->index_cap = 0;
   } else if (wb->n) {
-    clear_index(wb);
+    clear_index(wb);   /* before the entries go: it reads their hashes */
+  }
+  if (wb->cap > WBUF_KEEP_ENTRIES) {
+    free(wb->ents);
+    wb->ents = NULL;
+    wb->cap = 0;
   }
   if (wb->order_cap > WBUF_KEEP_ENTRIES) {
     free(wb->order);
