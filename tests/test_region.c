@@ -508,7 +508,7 @@ Test(region, a_header_with_moved_sections_is_refused_despite_its_checksum)
                                    offsetof(struct shm_header, rec_ring_off), offsetof(struct shm_header, files_off),
                                    offsetof(struct shm_header, cache_off), offsetof(struct shm_header, memtables_off),
                                    offsetof(struct shm_header, cache_bytes) };
-  uint8_t orig[4096];
+  _Alignas(64) uint8_t orig[4096];   /* read as a struct shm_header below */
   file_read(path, 0, orig, sizeof orig);
   const uint64_t moved = SMALL_REGION - 8;
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
