@@ -2948,6 +2948,12 @@ static int ru_look(const char *dir, struct ru_seen *s)
   return newest_reused;
 }
 
+static void ru_show_problem(void *ctx, const char *file, const char *what)
+{
+  (void)ctx;
+  cr_log_warn("check: %s: %s", file, what);
+}
+
 Test(wal_crash, a_removed_segments_file_is_reused_and_a_kill_9_loses_nothing)
 {
   const char *dir = tu_dir();
@@ -2966,12 +2972,15 @@ Test(wal_crash, a_removed_segments_file_is_reused_and_a_kill_9_loses_nothing)
   cr_assert_eq(res.version, WAL_VERSION);
   cr_assert_gt(res.torn_bytes, 0, "the reused file's old bytes follow its groups");
   cr_assert(!res.torn_write, "the old bytes are not a torn group of this segment");
-  struct check_summary sum;
-  cr_assert_eq(sdb_check_dir(dir, NULL, &sum), SOCHDB_OK);
-  cr_assert(sum.damaged == 0 && sum.warnings == 0, "check of a log with reused files: %llu damaged, %llu warnings",
-            (unsigned long long)sum.damaged, (unsigned long long)sum.warnings);
   sochdb_close(db);
   wc_stop_daemon(dir, SIGKILL, "with a reused newest segment");
+  /* checked once the daemon is dead: on a live database a flush may remove
+  ** a listed segment mid-check, a warning that says nothing of reuse */
+  struct check_summary sum;
+  struct check_callbacks show = { ru_show_problem, NULL, NULL };
+  cr_assert_eq(sdb_check_dir(dir, &show, &sum), SOCHDB_OK);
+  cr_assert(sum.damaged == 0 && sum.warnings == 0, "check of a log with reused files: %llu damaged, %llu warnings",
+            (unsigned long long)sum.damaged, (unsigned long long)sum.warnings);
   tu_remove_region(dir);   /* the region rebuilt from the SSTables and the log alone */
   db = wc_open(dir, 10000);
   ru_expect_round(db, round, "rebuilt after kill -9 with reused segments");
