@@ -273,6 +273,30 @@ void print_page_cache_probe(const struct page_cache_probe *p)
          PAGE_CACHE_PROBE_BYTES >> 20, PAGE_CACHE_PROBE_WRITE >> 20);
 }
 
+#define PRIME_WRITE (256u << 10)   /* no 2 MiB folio: those always cost the host's memory (store.c) */
+
+int prime_page_cache(const char *dir, unsigned mb)
+{
+  char path[PATH_MAX];
+  if ((size_t)snprintf(path, sizeof path, "%s/page-cache-prime.%d", dir, (int)getpid()) >= sizeof path) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0)
+    return -1;
+  unlink(path);   /* its pages go back when it is closed, and nothing is left behind */
+  static char buf[PRIME_WRITE];
+  memset(buf, 'p', sizeof buf);
+  int rc = 0;
+  for (uint64_t off = 0; off < (uint64_t)mb << 20 && rc == 0; off += sizeof buf)
+    rc = pwrite(fd, buf, sizeof buf, (off_t)off) == (ssize_t)sizeof buf ? 0 : -1;
+  int saved = errno;
+  close(fd);
+  errno = saved;
+  return rc;
+}
+
 #define SHM_PROBE_BYTES (16u << 20)
 
 /* A fresh SHM_PROBE_BYTES file in dir, open read-write, already unlinked; -1 on failure. */

@@ -139,6 +139,18 @@ struct page_cache_probe {
 void page_cache_probe(const char *dir, struct page_cache_probe *out);
 void print_page_cache_probe(const struct page_cache_probe *p);   /* one header line */
 
+/* Write mb MiB into a new file in dir, in 256 KiB writes with no sync, and
+** remove it, so that the page cache's next mb MiB of new pages come from
+** memory just freed. On a virtual machine that reports its free memory to
+** its host (virtio-balloon free page reporting) a new page-cache page is
+** cheap only while it reuses memory freed in the last second or two: a
+** fill into new files ran at 3-4 GB/s for its first few hundred MiB and
+** then at 0.2-0.3 GB/s (bench/README.md, "Priming"). compare primes before
+** each engine's write phases, so that no engine runs on what the one
+** before it freed and another on memory its host took back. Returns 0, or
+** -1 (errno set) if the file cannot be written: the run goes on unprimed. */
+int prime_page_cache(const char *dir, unsigned mb);
+
 /* Microseconds a 4 KiB page of a fresh tmpfs file in dir (where regions go)
 ** costs: its first write through a shared mapping after MADV_POPULATE_WRITE
 ** (what a writer of a memtable pays per page), and a pwrite() of it (what

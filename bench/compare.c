@@ -54,6 +54,7 @@ extern char **environ;
 #define ZIPF_THETA      0.99     /* YCSB's zipfian constant */
 #define VERSION_BYTES   8u       /* each value starts with its version, little-endian */
 #define DEFAULT_JSON    "sochdb-bench-compare.json"
+#define DEFAULT_PRIME_MB 1536u
 
 /* The workloads, in the order they run; the internal phases after them. */
 enum { WL_FILL_SEQ, WL_FILL_BATCH, WL_READ_RAND, WL_READ_SEQ, WL_MIXED, WL_SYNC, WL_COUNT,
@@ -103,6 +104,7 @@ struct cconfig {
   struct proc_list read_procs;      /* read_rand rows */
   struct proc_list sync_procs;      /* sync_commit rows */
   unsigned    region_mb, cache_mb, memtable_mb, lmdb_map_mb;
+  unsigned    prime_mb;             /* page cache primed before each engine's write phases (0: never) */
   int         uniform;              /* mixed: uniform keys instead of zipfian */
   unsigned    workloads;            /* 1u << WL_* */
   unsigned    neng;
@@ -134,8 +136,10 @@ static void cusage(FILE *out)
     "  --region-mb N      sochdb: shared region, sparse (default 4096)\n"
     "  --memtable-mb N    sochdb: memtable size (default 0: the library's, 64)\n"
     "  --cache-mb N       sochdb's shared block cache and RocksDB's block cache (default 64)\n"
-    "  --lmdb-map-mb N    LMDB: map size, address space only (default 65536)\n",
-    MAX_PROCS);
+    "  --lmdb-map-mb N    LMDB: map size, address space only (default 65536)\n"
+    "  --prime-mb N       write and remove N MiB of page cache before each engine's fill, preload and\n"
+    "                     sync_commit phases, so that each starts on memory just freed (default %u; 0: never)\n",
+    MAX_PROCS, DEFAULT_PRIME_MB);
 }
 
 static int parse_workloads_word(const char *w, struct cconfig *c)
@@ -183,6 +187,7 @@ static int cparse_option(const char *opt, const char *val, struct cconfig *c)
     { "--value-random-pct", 0, 100, &c->value_random_pct }, { "--procs", 1, MAX_PROCS, &c->procs },
     { "--region-mb", 16, 1u << 20, &c->region_mb },        { "--memtable-mb", 0, 4096, &c->memtable_mb },
     { "--cache-mb", 1, 1u << 20, &c->cache_mb },           { "--lmdb-map-mb", 1, 1u << 30, &c->lmdb_map_mb },
+    { "--prime-mb", 0, 1u << 20, &c->prime_mb },
   };
   for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++)
     if (!strcmp(opt, numbers[i].name))
@@ -217,7 +222,7 @@ static int cparse_args(int argc, char **argv, struct cconfig *c)
   *c = (struct cconfig){ .base = DEFAULT_BASE, .json = DEFAULT_JSON, .seconds = 2, .keys = 1000000,
                          .batch = 1000, .key_bytes = 16, .value_bytes = 100, .value_random_pct = 100,
                          .sync_procs = { { 1, 8, 32 }, 3 }, .region_mb = 4096, .cache_mb = 64,
-                         .lmdb_map_mb = 65536 };
+                         .lmdb_map_mb = 65536, .prime_mb = DEFAULT_PRIME_MB };
   c->cpus = cpus > 0 ? (unsigned)cpus : 1;
   c->procs = c->cpus < MAX_PROCS ? c->cpus : MAX_PROCS;
   for (int i = 1; i < argc; i++) {
@@ -768,6 +773,23 @@ struct cresults {
 
 /* Run one phase of engine ops on the database of p; the figures go to cell
 ** (added to it when cell is NULL: a load or a check, not reported). */
+/* Just before the workers start (not while they wait for the clock: they
+** poll every 50 us), so that what an engine pays for new pages in the phase
+** depends on no other engine (prime_page_cache). Reads take few new pages;
+** mixed's updates, on a loaded database, fewer than a fill. */
+static void prime_before(const struct cconfig *c, const char *dir, unsigned op)
+{
+  if (!c->prime_mb || !(op == WL_FILL_SEQ || op == WL_FILL_BATCH || op == WL_SYNC || op == OP_LOAD))
+    return;
+  uint64_t t0 = now_ns();
+  if (prime_page_cache(dir, c->prime_mb) != 0)
+    fprintf(stderr, "compare: priming %u MiB of page cache in %s failed (%s); this phase runs unprimed\n",
+            c->prime_mb, dir, strerror(errno));
+  else
+    fprintf(stderr, "compare: primed %u MiB of page cache in %.2f s\n", c->prime_mb,
+            (double)(now_ns() - t0) / NS_PER_S);
+}
+
 static int run_cphase(const struct cconfig *c, const struct engine_ops *ops, void *state,
                       struct engine_params *p, const struct cphase *ph, struct cell *cell)
 {
@@ -781,6 +803,7 @@ static int run_cphase(const struct cconfig *c, const struct engine_ops *ops, voi
   struct wctx w = { c, ops, p, ph, sh, NULL, 0, threads };
   struct kids k;
   double seconds = 0, done_max_s = ph->seconds > 0 ? ph->seconds + DONE_SLACK_S : 3600;
+  prime_before(c, p->dir, ph->op);
   int rc = kids_spawn(&k, threads ? 1 : ph->procs, threads ? thread_child : proc_child, &w);
   if (rc == 0)
     rc = wait_count(&sh->ready, ph->procs, &k, READY_WAIT_S, "open the database");
@@ -1287,8 +1310,9 @@ static int write_cjson(const struct cconfig *c, const struct cresults *res)
   json_region_pages(f, &res->pages);
   fprintf(f, ",\n  \"fs_in_memory\": %s,\n  \"key_bytes\": %u,\n  \"value_bytes\": %u,\n  \"value_random_pct\": %u,"
              "\n  \"seconds\": %.3f,\n  \"keys\": %u,\n  \"batch\": %u,\n  \"procs\": %u,\n  \"distribution\": \"%s\","
-             "\n  \"engines\": [", res->fs.in_memory ? "true" : "false", c->key_bytes, c->value_bytes,
-          c->value_random_pct, c->seconds, c->keys, c->batch, c->procs, c->uniform ? "uniform" : "zipfian");
+             "\n  \"prime_mb\": %u,\n  \"engines\": [", res->fs.in_memory ? "true" : "false", c->key_bytes,
+          c->value_bytes, c->value_random_pct, c->seconds, c->keys, c->batch, c->procs,
+          c->uniform ? "uniform" : "zipfian", c->prime_mb);
   for (unsigned e = 0; e < c->neng; e++) {
     const struct engine_ops *ops = c->eng[e];
     fprintf(f, "%s\n    {\"name\": \"%s\", \"multiprocess\": %s, \"settings\": ", e ? "," : "", ops->name,
