@@ -285,14 +285,20 @@ int prime_page_cache(const char *dir, unsigned mb)
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0)
     return -1;
-  unlink(path);   /* its pages go back when it is closed, and nothing is left behind */
+  /* removed at once: its pages go back when it is closed, and nothing is left behind */
+  int rc = unlink(path);
   static char buf[PRIME_WRITE];
   memset(buf, 'p', sizeof buf);
-  int rc = 0;
-  for (uint64_t off = 0; off < (uint64_t)mb << 20 && rc == 0; off += sizeof buf)
-    rc = pwrite(fd, buf, sizeof buf, (off_t)off) == (ssize_t)sizeof buf ? 0 : -1;
+  for (uint64_t off = 0; off < (uint64_t)mb << 20 && rc == 0; off += sizeof buf) {
+    ssize_t n = pwrite(fd, buf, sizeof buf, (off_t)off);
+    if (n >= 0 && n < (ssize_t)sizeof buf)
+      errno = ENOSPC;   /* a short write: the file system is full */
+    rc = n == (ssize_t)sizeof buf ? 0 : -1;
+  }
   int saved = errno;
   close(fd);
+  if (rc != 0)
+    unlink(path);   /* if the first unlink failed; ENOENT otherwise */
   errno = saved;
   return rc;
 }

@@ -144,11 +144,13 @@ void print_page_cache_probe(const struct page_cache_probe *p);   /* one header l
 ** memory just freed. On a virtual machine that reports its free memory to
 ** its host (virtio-balloon free page reporting) a new page-cache page is
 ** cheap only while it reuses memory freed in the last second or two: a
-** fill into new files ran at 3-4 GB/s for its first few hundred MiB and
-** then at 0.2-0.3 GB/s (bench/README.md, "Priming"). compare primes before
-** each engine's write phases, so that no engine runs on what the one
-** before it freed and another on memory its host took back. Returns 0, or
-** -1 (errno set) if the file cannot be written: the run goes on unprimed. */
+** fill into new files ran at 3-4 GB/s for its first ~800 MiB and then at
+** 0.2-0.3 GB/s (bench/README.md, "Fairness notes": "The phase before, and
+** priming"). compare primes before each engine's fills and preload, so
+** that no engine runs on what the one before it freed and another on
+** memory its host took back. Returns 0, or -1 with errno set (ENOSPC for a
+** short write) if the file cannot be made or written: the phase then runs
+** unprimed. */
 int prime_page_cache(const char *dir, unsigned mb);
 
 /* Microseconds a 4 KiB page of a fresh tmpfs file in dir (where regions go)

@@ -137,8 +137,9 @@ static void cusage(FILE *out)
     "  --memtable-mb N    sochdb: memtable size (default 0: the library's, 64)\n"
     "  --cache-mb N       sochdb's shared block cache and RocksDB's block cache (default 64)\n"
     "  --lmdb-map-mb N    LMDB: map size, address space only (default 65536)\n"
-    "  --prime-mb N       write and remove N MiB of page cache before each engine's fill, preload and\n"
-    "                     sync_commit phases, so that each starts on memory just freed (default %u; 0: never)\n",
+    "  --prime-mb N       write and remove N MiB of page cache (at most an eighth of MemAvailable) before\n"
+    "                     each engine's fill and preload phases, so that each starts on memory just freed\n"
+    "                     (default %u; 0: never)\n",
     MAX_PROCS, DEFAULT_PRIME_MB);
 }
 
@@ -187,7 +188,7 @@ static int cparse_option(const char *opt, const char *val, struct cconfig *c)
     { "--value-random-pct", 0, 100, &c->value_random_pct }, { "--procs", 1, MAX_PROCS, &c->procs },
     { "--region-mb", 16, 1u << 20, &c->region_mb },        { "--memtable-mb", 0, 4096, &c->memtable_mb },
     { "--cache-mb", 1, 1u << 20, &c->cache_mb },           { "--lmdb-map-mb", 1, 1u << 30, &c->lmdb_map_mb },
-    { "--prime-mb", 0, 1u << 20, &c->prime_mb },
+    { "--prime-mb", 0, 65536, &c->prime_mb },
   };
   for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++)
     if (!strcmp(opt, numbers[i].name))
@@ -768,28 +769,13 @@ struct cresults {
   unsigned         nrows;
   struct row       row[CMP_MAX_ROWS];
   struct load_info load[CMP_MAX_ENGINES];
+  unsigned         prime_mb;         /* what each prime writes: --prime-mb, at most an eighth of MemAvailable */
+  unsigned         primes, prime_failures;
   int              failed;
 };
 
 /* Run one phase of engine ops on the database of p; the figures go to cell
 ** (added to it when cell is NULL: a load or a check, not reported). */
-/* Just before the workers start (not while they wait for the clock: they
-** poll every 50 us), so that what an engine pays for new pages in the phase
-** depends on no other engine (prime_page_cache). Reads take few new pages;
-** mixed's updates, on a loaded database, fewer than a fill. */
-static void prime_before(const struct cconfig *c, const char *dir, unsigned op)
-{
-  if (!c->prime_mb || !(op == WL_FILL_SEQ || op == WL_FILL_BATCH || op == WL_SYNC || op == OP_LOAD))
-    return;
-  uint64_t t0 = now_ns();
-  if (prime_page_cache(dir, c->prime_mb) != 0)
-    fprintf(stderr, "compare: priming %u MiB of page cache in %s failed (%s); this phase runs unprimed\n",
-            c->prime_mb, dir, strerror(errno));
-  else
-    fprintf(stderr, "compare: primed %u MiB of page cache in %.2f s\n", c->prime_mb,
-            (double)(now_ns() - t0) / NS_PER_S);
-}
-
 static int run_cphase(const struct cconfig *c, const struct engine_ops *ops, void *state,
                       struct engine_params *p, const struct cphase *ph, struct cell *cell)
 {
@@ -803,7 +789,6 @@ static int run_cphase(const struct cconfig *c, const struct engine_ops *ops, voi
   struct wctx w = { c, ops, p, ph, sh, NULL, 0, threads };
   struct kids k;
   double seconds = 0, done_max_s = ph->seconds > 0 ? ph->seconds + DONE_SLACK_S : 3600;
-  prime_before(c, p->dir, ph->op);
   int rc = kids_spawn(&k, threads ? 1 : ph->procs, threads ? thread_child : proc_child, &w);
   if (rc == 0)
     rc = wait_count(&sh->ready, ph->procs, &k, READY_WAIT_S, "open the database");
@@ -906,6 +891,44 @@ static struct row *add_row(struct cresults *res, unsigned wl, unsigned procs, un
   return r;
 }
 
+/* Just before a fill's or the preload's workers start (not while they wait
+** for the clock: they poll every 50 us), so that what an engine pays for new
+** pages in the phase depends on no other engine (prime_page_cache). Not
+** before reads, mixed or sync_commit: nothing measured says they need it. */
+static void prime_before(struct cresults *res, unsigned op)
+{
+  if (!res->prime_mb || !(op == WL_FILL_SEQ || op == WL_FILL_BATCH || op == OP_LOAD))
+    return;
+  uint64_t t0 = now_ns();
+  res->primes++;
+  if (prime_page_cache(res->root, res->prime_mb) != 0) {
+    res->prime_failures++;
+    fprintf(stderr, "compare: priming %u MiB of page cache in %s failed (%s); this phase runs unprimed\n",
+            res->prime_mb, res->root, strerror(errno));
+  } else {
+    fprintf(stderr, "compare: primed %u MiB of page cache in %.2f s\n", res->prime_mb,
+            (double)(now_ns() - t0) / NS_PER_S);
+  }
+}
+
+/* An eighth of MemAvailable, so that the prime's dirty pages stay under the
+** kernel's writeback thresholds (10% of available memory by default) and
+** are removed before any is written; --prime-mb where /proc/meminfo says
+** nothing. */
+static unsigned prime_size_mb(unsigned asked)
+{
+  FILE *f = fopen("/proc/meminfo", "r");
+  unsigned long long kib = 0;
+  char line[256];
+  while (f && fgets(line, sizeof line, f))
+    if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
+      break;
+  if (f)
+    fclose(f);
+  unsigned long long cap = kib / 1024 / 8;
+  return kib && cap < asked ? (unsigned)cap : asked;
+}
+
 /* A row that runs on a fresh database of each engine: fill_seq, fill_batch,
 ** one sync_commit row. */
 static void run_fresh_row(const struct cconfig *c, struct cresults *res, struct row *r, const struct cphase *ph)
@@ -918,8 +941,10 @@ static void run_fresh_row(const struct cconfig *c, struct cresults *res, struct 
     snprintf(name, sizeof name, "%s-%u", wl_name[r->wl], r->procs);
     fprintf(stderr, "compare: %s on %s for %.1f s...\n", r->label, ops->name, ph->seconds);
     int rc = db_create(c, res, ops, name, dir, sizeof dir, &p, &state);
-    if (rc == 0)
+    if (rc == 0) {
+      prime_before(res, ph->op);
       rc = run_cphase(c, ops, state, &p, ph, &r->cell[e]);
+    }
     if (db_destroy(ops, &p, state, dir) != 0)
       rc = -1;
     if (rc != 0) {
@@ -946,6 +971,7 @@ static void run_loaded(const struct cconfig *c, struct cresults *res, struct row
     if (rc == 0) {
       struct cphase load = { .op = OP_LOAD, .procs = 1, .limit = c->keys, .batch = c->batch, .keys = c->keys };
       memset(&scratch, 0, sizeof scratch);
+      prime_before(res, load.op);
       rc = run_cphase(c, ops, state, &p, &load, &scratch);
       ld->ran = rc == 0;
       ld->keys = c->keys;
@@ -1068,6 +1094,11 @@ static void print_cmp_header(const struct cconfig *c, const struct cresults *res
          res->page_touch_us);
   print_page_cache_probe(&res->page_cache);
   print_region_pages(&res->pages);
+  if (res->prime_mb)
+    printf("page cache primed with %u MiB (--prime-mb %u) before each engine's fill and preload phases: %u primes, "
+           "%u failed (bench/README.md, fairness)\n", res->prime_mb, c->prime_mb, res->primes, res->prime_failures);
+  else
+    printf("page cache not primed (--prime-mb 0)\n");
   printf("keys %u bytes, values %u bytes; %.1f s per phase; %u keys preloaded for read_rand, read_seq and mixed "
          "(%u per transaction); mixed keys %s\n", c->key_bytes, c->value_bytes, c->seconds, c->keys, c->batch,
          c->uniform ? "uniform" : "zipfian (theta 0.99, scrambled)");
@@ -1310,9 +1341,10 @@ static int write_cjson(const struct cconfig *c, const struct cresults *res)
   json_region_pages(f, &res->pages);
   fprintf(f, ",\n  \"fs_in_memory\": %s,\n  \"key_bytes\": %u,\n  \"value_bytes\": %u,\n  \"value_random_pct\": %u,"
              "\n  \"seconds\": %.3f,\n  \"keys\": %u,\n  \"batch\": %u,\n  \"procs\": %u,\n  \"distribution\": \"%s\","
-             "\n  \"prime_mb\": %u,\n  \"engines\": [", res->fs.in_memory ? "true" : "false", c->key_bytes,
+             "\n  \"prime_mb\": %u,\n  \"prime_mb_asked\": %u,\n  \"primes\": %u,\n  \"prime_failures\": %u,"
+             "\n  \"engines\": [", res->fs.in_memory ? "true" : "false", c->key_bytes,
           c->value_bytes, c->value_random_pct, c->seconds, c->keys, c->batch, c->procs,
-          c->uniform ? "uniform" : "zipfian", c->prime_mb);
+          c->uniform ? "uniform" : "zipfian", res->prime_mb, c->prime_mb, res->primes, res->prime_failures);
   for (unsigned e = 0; e < c->neng; e++) {
     const struct engine_ops *ops = c->eng[e];
     fprintf(f, "%s\n    {\"name\": \"%s\", \"multiprocess\": %s, \"settings\": ", e ? "," : "", ops->name,
@@ -1511,6 +1543,7 @@ int compare_main(int argc, char **argv)
   region_pages(res.root, &res.pages);
   res.page_touch_us = page_touch_us();
   page_cache_probe(res.root, &res.page_cache);
+  res.prime_mb = prime_size_mb(c.prime_mb);
   if (res.fs.in_memory)
     fprintf(stderr, "sochdb-bench: warning: %s is on %s: fsync costs nothing there, so the sync_commit figures "
                     "say nothing about a disk (use --dir)\n", res.root, res.fs.name);
