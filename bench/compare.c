@@ -104,7 +104,7 @@ struct cconfig {
   struct proc_list read_procs;      /* read_rand rows */
   struct proc_list sync_procs;      /* sync_commit rows */
   unsigned    region_mb, cache_mb, memtable_mb, lmdb_map_mb;
-  unsigned    prime_mb;             /* page cache primed before each engine's write phases (0: never) */
+  unsigned    prime_mb;             /* page cache primed before each engine's fills and preload (0: never) */
   int         uniform;              /* mixed: uniform keys instead of zipfian */
   unsigned    workloads;            /* 1u << WL_* */
   unsigned    neng;
@@ -1098,7 +1098,7 @@ static void print_cmp_header(const struct cconfig *c, const struct cresults *res
     printf("page cache primed with %u MiB (--prime-mb %u) before each engine's fill and preload phases: %u primes, "
            "%u failed (bench/README.md, fairness)\n", res->prime_mb, c->prime_mb, res->primes, res->prime_failures);
   else
-    printf("page cache not primed (--prime-mb 0)\n");
+    printf("page cache not primed (--prime-mb %u%s)\n", c->prime_mb, c->prime_mb ? ", MemAvailable too small" : "");
   printf("keys %u bytes, values %u bytes; %.1f s per phase; %u keys preloaded for read_rand, read_seq and mixed "
          "(%u per transaction); mixed keys %s\n", c->key_bytes, c->value_bytes, c->seconds, c->keys, c->batch,
          c->uniform ? "uniform" : "zipfian (theta 0.99, scrambled)");
