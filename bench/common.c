@@ -246,22 +246,38 @@ static double write_pass_mbps(int fd, const char *buf)
   return seconds > 0 ? PAGE_CACHE_PROBE_BYTES / 1e6 / seconds : 0;
 }
 
+/* A new file dir/NAME.PID, open read-write and already removed, so that
+** its pages go back when it is closed and nothing is left behind; -1 with
+** errno set on failure. */
+static int unlinked_file(const char *dir, const char *name)
+{
+  char path[PATH_MAX];
+  if ((size_t)snprintf(path, sizeof path, "%s/%s.%d", dir, name, (int)getpid()) >= sizeof path) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd >= 0 && unlink(path) != 0) {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+  }
+  return fd;
+}
+
 void page_cache_probe(const char *dir, struct page_cache_probe *out)
 {
   out->fresh_mbps = out->cached_mbps = 0;
-  char path[PATH_MAX];
   char *buf = malloc(PAGE_CACHE_PROBE_WRITE);
-  if (!buf || (size_t)snprintf(path, sizeof path, "%s/page-cache-probe", dir) >= sizeof path) {
-    free(buf);
+  if (!buf)
     return;
-  }
   memset(buf, 'p', PAGE_CACHE_PROBE_WRITE);   /* its own pages are in place before the clock starts */
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int fd = unlinked_file(dir, "page-cache-probe");
   if (fd >= 0) {
     out->fresh_mbps = write_pass_mbps(fd, buf);
     out->cached_mbps = out->fresh_mbps > 0 ? write_pass_mbps(fd, buf) : 0;
     close(fd);
-    unlink(path);
   }
   free(buf);
 }
@@ -277,16 +293,10 @@ void print_page_cache_probe(const struct page_cache_probe *p)
 
 int prime_page_cache(const char *dir, unsigned mb)
 {
-  char path[PATH_MAX];
-  if ((size_t)snprintf(path, sizeof path, "%s/page-cache-prime.%d", dir, (int)getpid()) >= sizeof path) {
-    errno = ENAMETOOLONG;
-    return -1;
-  }
-  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  int fd = unlinked_file(dir, "page-cache-prime");
   if (fd < 0)
     return -1;
-  /* removed at once: its pages go back when it is closed, and nothing is left behind */
-  int rc = unlink(path);
+  int rc = 0;
   static char buf[PRIME_WRITE];
   memset(buf, 'p', sizeof buf);
   for (uint64_t off = 0; off < (uint64_t)mb << 20 && rc == 0; off += sizeof buf) {
@@ -297,8 +307,6 @@ int prime_page_cache(const char *dir, unsigned mb)
   }
   int saved = errno;
   close(fd);
-  if (rc != 0)
-    unlink(path);   /* if the first unlink failed; ENOENT otherwise */
   errno = saved;
   return rc;
 }
@@ -308,13 +316,9 @@ int prime_page_cache(const char *dir, unsigned mb)
 /* A fresh SHM_PROBE_BYTES file in dir, open read-write, already unlinked; -1 on failure. */
 static int fresh_probe_file(const char *dir)
 {
-  char path[PATH_MAX];
-  if ((size_t)snprintf(path, sizeof path, "%s/sochdb-bench-probe.%d", dir, (int)getpid()) >= sizeof path)
-    return -1;
-  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  int fd = unlinked_file(dir, "sochdb-bench-probe");
   if (fd < 0)
     return -1;
-  unlink(path);
   if (ftruncate(fd, SHM_PROBE_BYTES) != 0) {
     close(fd);
     return -1;
