@@ -124,12 +124,27 @@ static int blockbuf_note_key(struct sst_blockbuf *bb, uint64_t hash)
   return SOCHDB_OK;
 }
 
-/* hash: the key's bloom hash, for a hashed block. */
+/* How many bytes key and last share at their start. */
+static size_t shared_prefix(const uint8_t *key, size_t klen, const uint8_t *last, size_t last_klen)
+{
+  size_t m = klen < last_klen ? klen : last_klen, shared = 0;
+  for (; shared + 8 <= m; shared += 8)
+    if (ld64be(key + shared) != ld64be(last + shared))
+      return shared + (size_t)__builtin_clzll(ld64be(key + shared) ^ ld64be(last + shared)) / 8;
+  while (shared < m && key[shared] == last[shared])
+    shared++;
+  return shared;
+}
+
+/* hash: the key's bloom hash, for a hashed block. same_key: the caller knows
+** that key is the previous entry's key (the builder compared them already);
+** 0 when it does not know (the index). */
 static int blockbuf_add(struct sst_blockbuf *bb, const uint8_t *key, size_t klen, uint64_t seq, unsigned kind,
-                        const uint8_t *val, size_t vlen, uint64_t hash)
+                        const uint8_t *val, size_t vlen, uint64_t hash, int same_key)
 {
   size_t shared = 0;
   int restart = bb->since_restart == SST_RESTART_INTERVAL || bb->entries == 0;
+  same_key = same_key && bb->entries;   /* the first entry of a block continues nothing in it */
   if (restart) {
     if (bb->nrestarts == bb->rcap) {
       size_t c = bb->rcap ? bb->rcap * 2 : 64;
@@ -141,19 +156,13 @@ static int blockbuf_add(struct sst_blockbuf *bb, const uint8_t *key, size_t klen
     }
     bb->restarts[bb->nrestarts++] = (uint32_t)bb->n;
     bb->since_restart = 0;
-  } else {
-    size_t m = klen < bb->last_klen ? klen : bb->last_klen;
-    while (shared < m && key[shared] == bb->last_key[shared])
-      shared++;
+  } else if (same_key) {
+    shared = klen;
+  } else if (!bb->hashed) {          /* a hashed block stores a new key whole, where the index points */
+    shared = shared_prefix(key, klen, bb->last_key, bb->last_klen);
   }
-  /* off a restart point, shared says whether it is the last key again */
-  int same_key = bb->entries && klen == bb->last_klen &&
-                 (restart ? memcmp(key, bb->last_key, klen) == 0 : shared == klen);
-  if (bb->hashed && !same_key) {
-    shared = 0;                      /* a new key: whole, where the index points */
-    if (blockbuf_note_key(bb, hash))
-      return SOCHDB_NOMEM;
-  }
+  if (bb->hashed && !same_key && blockbuf_note_key(bb, hash))
+    return SOCHDB_NOMEM;
   if (!sst_grow(&bb->p, &bb->cap, bb->n + 4 * 10 + 1 + klen + vlen))
     return SOCHDB_NOMEM;
   uint8_t *p = bb->p + bb->n;
@@ -264,7 +273,7 @@ static int store_block(struct sst_builder *b, const uint8_t *payload, size_t n, 
 static int add_index_entry(struct sst_builder *b, const uint8_t *val, size_t n)
 {
   struct sst_blockbuf *d = &b->data;
-  int rc = blockbuf_add(&b->index, d->last_key, d->last_klen, d->last_seq, SST_PUT, val, n, 0);
+  int rc = blockbuf_add(&b->index, d->last_key, d->last_klen, d->last_seq, SST_PUT, val, n, 0, 0);
   blockbuf_reset(d);
   return rc;
 }
@@ -440,9 +449,9 @@ static int add_to_block(struct sst_builder *b, const struct sstcol_row *row, con
                         uint64_t seq, unsigned kind, const void *val, size_t vlen, int same_key)
 {
   if (!row->columnar)   /* the last hash is this key's: a new key's, or the one it continues */
-    return blockbuf_add(&b->data, key, klen, seq, kind, val, vlen, b->hashes[b->nhashes - 1]);
+    return blockbuf_add(&b->data, key, klen, seq, kind, val, vlen, b->hashes[b->nhashes - 1], same_key);
   sstcol_note_entry(b, kind, seq, same_key);
-  int rc = blockbuf_add(&b->data, key, klen, seq, kind, NULL, 0, 0);
+  int rc = blockbuf_add(&b->data, key, klen, seq, kind, NULL, 0, 0, same_key);
   return rc || kind != SST_PUT ? rc : sstcol_add(b, row);
 }
 
@@ -456,12 +465,12 @@ int sst_builder_add(struct sst_builder *b, const void *key, size_t klen, uint64_
   /* The previous entry: in the data block, or the last one flushed (index). */
   const struct sst_blockbuf *prev = d->entries ? d : b->index.entries ? &b->index : NULL;
   int new_key = 1;
-  if (prev) {
-    int c = sst_ikey_order(key, klen, seq, prev->last_key, prev->last_klen, prev->last_seq);
-    if (c <= 0)
+  if (prev) {   /* sst_ikey_order's two steps, the first of which says whether the key is new */
+    int c = key_order(key, klen, prev->last_key, prev->last_klen);
+    new_key = c != 0;
+    if (c < 0 || (c == 0 && seq >= prev->last_seq))
       return sdb_fail(SOCHDB_INVALID, "SSTable entries out of order (seq %llu after seq %llu)",
                       (unsigned long long)seq, (unsigned long long)prev->last_seq);
-    new_key = klen != prev->last_klen || memcmp(key, prev->last_key, klen) != 0;
   }
   struct sstcol_row row;
   sstcol_classify(key, klen, kind, val, vlen, &row);
