@@ -18,7 +18,11 @@
 **  - sync_commit: one-put durable transactions (fsync'd before the commit
 **    returns) from 1, 8 and 32 processes (--sync-procs).
 ** An engine that cannot open a database from several processes (RocksDB)
-** runs P threads of one process instead, and the output marks it.
+** runs P threads of one process instead, and the output marks it. Every
+** engine's preloaded database is made before the read and mixed rows, which
+** then run on each engine in turn. With --rounds N every timed phase runs N
+** times, the engines taking turns, and each engine's median round is the
+** one reported (the others' rates and ratios are listed beside it).
 **
 ** Every value carries its version and is derived from its key and version;
 ** every read checks the whole value, every fill is read back afterwards, and
@@ -55,6 +59,7 @@ extern char **environ;
 #define VERSION_BYTES   8u       /* each value starts with its version, little-endian */
 #define DEFAULT_JSON    "sochdb-bench-compare.json"
 #define DEFAULT_PRIME_MB 1536u
+#define MAX_ROUNDS      9u
 
 /* The workloads, in the order they run; the internal phases after them. */
 enum { WL_FILL_SEQ, WL_FILL_BATCH, WL_READ_RAND, WL_READ_SEQ, WL_MIXED, WL_SYNC, WL_COUNT,
@@ -105,6 +110,7 @@ struct cconfig {
   struct proc_list sync_procs;      /* sync_commit rows */
   unsigned    region_mb, cache_mb, memtable_mb, lmdb_map_mb;
   unsigned    prime_mb;             /* page cache primed before each engine's fills and preload (0: never) */
+  unsigned    rounds;               /* each phase this many times, the engines taking turns; the median counts */
   int         uniform;              /* mixed: uniform keys instead of zipfian */
   unsigned    workloads;            /* 1u << WL_* */
   unsigned    neng;
@@ -139,8 +145,10 @@ static void cusage(FILE *out)
     "  --lmdb-map-mb N    LMDB: map size, address space only (default 65536)\n"
     "  --prime-mb N       write and remove N MiB of page cache (at most an eighth of MemAvailable) before\n"
     "                     each engine's fill and preload phases, so that each starts on memory just freed\n"
-    "                     (default %u; 0: never)\n",
-    MAX_PROCS, DEFAULT_PRIME_MB);
+    "                     (default %u; 0: never)\n"
+    "  --rounds N         run each timed phase N times (1..%u), the engines taking turns, and report each\n"
+    "                     engine's median round (default 1)\n",
+    MAX_PROCS, DEFAULT_PRIME_MB, MAX_ROUNDS);
 }
 
 static int parse_workloads_word(const char *w, struct cconfig *c)
@@ -188,7 +196,7 @@ static int cparse_option(const char *opt, const char *val, struct cconfig *c)
     { "--value-random-pct", 0, 100, &c->value_random_pct }, { "--procs", 1, MAX_PROCS, &c->procs },
     { "--region-mb", 16, 1u << 20, &c->region_mb },        { "--memtable-mb", 0, 4096, &c->memtable_mb },
     { "--cache-mb", 1, 1u << 20, &c->cache_mb },           { "--lmdb-map-mb", 1, 1u << 30, &c->lmdb_map_mb },
-    { "--prime-mb", 0, 65536, &c->prime_mb },
+    { "--prime-mb", 0, 65536, &c->prime_mb },              { "--rounds", 1, MAX_ROUNDS, &c->rounds },
   };
   for (size_t i = 0; i < sizeof numbers / sizeof numbers[0]; i++)
     if (!strcmp(opt, numbers[i].name))
@@ -223,7 +231,7 @@ static int cparse_args(int argc, char **argv, struct cconfig *c)
   *c = (struct cconfig){ .base = DEFAULT_BASE, .json = DEFAULT_JSON, .seconds = 2, .keys = 1000000,
                          .batch = 1000, .key_bytes = 16, .value_bytes = 100, .value_random_pct = 100,
                          .sync_procs = { { 1, 8, 32 }, 3 }, .region_mb = 4096, .cache_mb = 64,
-                         .lmdb_map_mb = 65536, .prime_mb = DEFAULT_PRIME_MB };
+                         .lmdb_map_mb = 65536, .prime_mb = DEFAULT_PRIME_MB, .rounds = 1 };
   c->cpus = cpus > 0 ? (unsigned)cpus : 1;
   c->procs = c->cpus < MAX_PROCS ? c->cpus : MAX_PROCS;
   for (int i = 1; i < argc; i++) {
@@ -745,6 +753,8 @@ struct cell {                     /* one workload row on one engine */
   int         settled;            /* a fill whose engine's background work was waited for (quiesce) */
   double      durable_after_s, settled_after_s;   /* from the end of the phase */
   uint64_t    settle_helper_cpu_ns;               /* the helper's CPU time during that wait */
+  unsigned    rounds;             /* the rounds run (--rounds), this cell being the median one */
+  double      round_rate[MAX_ROUNDS];             /* every round's cell_rate, in the order they ran */
 };
 
 struct row {
@@ -752,6 +762,46 @@ struct row {
   char        label[40];
   struct cell cell[CMP_MAX_ENGINES];
 };
+
+static int cell_ok(const struct cell *x) { return x->ran && !x->failed; }
+
+/* A settled fill (sochdb) counts until its newest commit was durable: its
+** ASYNC commits leave the log write to sochdbd, where LMDB (pwrite or the
+** map), SQLite (the WAL) and RocksDB (write() of the WAL) write inside the
+** commit, so the time the log took to catch up after the clock belongs to
+** the fill. */
+static double cell_rate(const struct cell *x)
+{
+  return per_s(x->ops, x->seconds + (x->settled ? x->durable_after_s : 0));
+}
+
+/* The median of an engine's rounds of one row (runs[0..n), in the order
+** they ran) into *out, with every round's rate: its other figures (CPU,
+** latencies, memory) are that round's. A failed round makes the cell the
+** failed one. */
+static void keep_median(struct cell *out, const struct cell *runs, unsigned n)
+{
+  unsigned order[MAX_ROUNDS], failed = n;
+  for (unsigned i = 0; i < n; i++) {
+    order[i] = i;
+    if (!cell_ok(&runs[i]))
+      failed = i;
+  }
+  for (unsigned i = 1; i < n; i++)   /* insertion sort by rate: n <= MAX_ROUNDS */
+    for (unsigned j = i; j > 0 && cell_rate(&runs[order[j]]) < cell_rate(&runs[order[j - 1]]); j--) {
+      unsigned t = order[j];
+      order[j] = order[j - 1];
+      order[j - 1] = t;
+    }
+  *out = runs[failed < n ? failed : order[(n - 1) / 2]];
+  out->rounds = n;
+  for (unsigned i = 0; i < n; i++)
+    out->round_rate[i] = cell_ok(&runs[i]) ? cell_rate(&runs[i]) : 0;
+}
+
+/* The j-th engine to run in round k: each round starts one engine later, so
+** that no engine always runs first, right after another's phase. */
+static unsigned turn(const struct cconfig *c, unsigned round, unsigned j) { return (round + j) % c->neng; }
 
 struct load_info {
   int      ran;
@@ -929,80 +979,193 @@ static unsigned prime_size_mb(unsigned asked)
   return kib && cap < asked ? (unsigned)cap : asked;
 }
 
-/* A row that runs on a fresh database of each engine: fill_seq, fill_batch,
-** one sync_commit row. */
-static void run_fresh_row(const struct cconfig *c, struct cresults *res, struct row *r, const struct cphase *ph)
+/* "(round 2/3)" when there are rounds, else "". */
+static const char *round_note(const struct cconfig *c, unsigned round, char *buf, size_t size)
 {
-  for (unsigned e = 0; e < c->neng && !interrupted; e++) {
+  if (c->rounds < 2)
+    return "";
+  snprintf(buf, size, " (round %u/%u)", round + 1, c->rounds);
+  return buf;
+}
+
+/* One round of a row that runs on a fresh database of each engine (fill_seq,
+** fill_batch, one sync_commit row): engine e's figures into cell[e]. */
+static void run_fresh_round(const struct cconfig *c, struct cresults *res, const struct row *r,
+                            const struct cphase *ph, unsigned round, struct cell *cell)
+{
+  for (unsigned j = 0; j < c->neng && !interrupted; j++) {
+    unsigned e = turn(c, round, j);
     const struct engine_ops *ops = c->eng[e];
-    char dir[PATH_MAX], name[48];
+    char dir[PATH_MAX], name[48], note[32];
     struct engine_params p;
     void *state;
     snprintf(name, sizeof name, "%s-%u", wl_name[r->wl], r->procs);
-    fprintf(stderr, "compare: %s on %s for %.1f s...\n", r->label, ops->name, ph->seconds);
+    fprintf(stderr, "compare: %s on %s for %.1f s%s...\n", r->label, ops->name, ph->seconds,
+            round_note(c, round, note, sizeof note));
     int rc = db_create(c, res, ops, name, dir, sizeof dir, &p, &state);
     if (rc == 0) {
       prime_before(res, ph->op);
-      rc = run_cphase(c, ops, state, &p, ph, &r->cell[e]);
+      rc = run_cphase(c, ops, state, &p, ph, &cell[e]);
     }
     if (db_destroy(ops, &p, state, dir) != 0)
       rc = -1;
     if (rc != 0) {
-      r->cell[e].ran = 1;
-      r->cell[e].failed = 1;
+      cell[e].ran = 1;
+      cell[e].failed = 1;
       res->failed = 1;
     }
   }
 }
 
-/* read_rand, read_seq and mixed, on one preloaded database per engine. */
+/* The rounds' cells of row i, engine e: runs[((i * neng) + e) * rounds + k]. */
+static struct cell *runs_of(const struct cconfig *c, struct cell *runs, unsigned i, unsigned e)
+{
+  return runs + ((size_t)i * c->neng + e) * c->rounds;
+}
+
+/* Each engine's median round into the rows' cells (nrounds were run). */
+static void keep_medians(const struct cconfig *c, struct row **rows, unsigned nrows, struct cell *runs,
+                         unsigned nrounds)
+{
+  for (unsigned i = 0; i < nrows; i++)
+    for (unsigned e = 0; e < c->neng; e++) {
+      const struct cell *mine = runs_of(c, runs, i, e);
+      unsigned n = 0;
+      while (n < nrounds && mine[n].ran)
+        n++;
+      if (n)
+        keep_median(&rows[i]->cell[e], mine, n);
+    }
+}
+
+/* A row on a fresh database of each engine, --rounds times. */
+static void run_fresh_row(const struct cconfig *c, struct cresults *res, struct row *r, const struct cphase *ph)
+{
+  struct cell *runs = calloc((size_t)c->neng * c->rounds, sizeof *runs);
+  if (!runs) {
+    fail("out of memory for %u rounds", c->rounds);
+    res->failed = 1;
+    return;
+  }
+  struct cell *cell = calloc(c->neng, sizeof *cell);
+  for (unsigned k = 0; cell && k < c->rounds && !interrupted; k++) {
+    memset(cell, 0, c->neng * sizeof *cell);
+    run_fresh_round(c, res, r, ph, k, cell);
+    for (unsigned e = 0; e < c->neng; e++)
+      runs_of(c, runs, 0, e)[k] = cell[e];
+  }
+  if (!cell)
+    res->failed = 1;
+  keep_medians(c, &r, 1, runs, c->rounds);
+  free(cell);
+  free(runs);
+}
+
+/* An engine's preloaded database for read_rand, read_seq and mixed. */
+struct loaded_db {
+  char                 dir[PATH_MAX];
+  struct engine_params p;
+  void                *state;
+  int                  created, rc;   /* rc: 0 while its phases may go on */
+};
+
+/* Create engine e's database, preload it and wait for its background work. */
+static void preload(const struct cconfig *c, struct cresults *res, unsigned e, struct loaded_db *db)
+{
+  const struct engine_ops *ops = c->eng[e];
+  struct load_info *ld = &res->load[e];
+  struct cell scratch;
+  fprintf(stderr, "compare: loading %u keys into %s (%u per transaction)...\n", c->keys, ops->name, c->batch);
+  db->rc = db_create(c, res, ops, "loaded", db->dir, sizeof db->dir, &db->p, &db->state);
+  db->created = 1;
+  if (db->rc == 0) {
+    struct cphase load = { .op = OP_LOAD, .procs = 1, .limit = c->keys, .batch = c->batch, .keys = c->keys };
+    memset(&scratch, 0, sizeof scratch);
+    prime_before(res, load.op);
+    db->rc = run_cphase(c, ops, db->state, &db->p, &load, &scratch);
+    ld->ran = db->rc == 0;
+    ld->keys = c->keys;
+    ld->seconds = scratch.seconds;
+    ld->retries = scratch.retries;
+  }
+  if (db->rc == 0 && ops->quiesce) {
+    fprintf(stderr, "compare: waiting for %s's background work to settle...\n", ops->name);
+    double durable_s;
+    db->rc = ops->quiesce(db->state, &durable_s, &ld->settle_seconds);
+  }
+}
+
+/* After the updates: every key holds a whole value of one of its writes.
+** Then the database goes. A failure fails every row the engine ran. */
+static void check_and_remove(const struct cconfig *c, struct cresults *res, unsigned e, struct loaded_db *db,
+                             struct cell *runs, unsigned nrows)
+{
+  const struct engine_ops *ops = c->eng[e];
+  if (db->rc == 0 && !interrupted) {
+    struct cphase check = { .op = OP_VERIFY, .procs = 1, .keys = c->keys };
+    fprintf(stderr, "compare: checking every key of %s...\n", ops->name);
+    db->rc = run_cphase(c, ops, db->state, &db->p, &check, NULL);
+    if (db->rc != 0)
+      for (unsigned i = 0; i < nrows; i++)
+        for (unsigned k = 0; k < c->rounds; k++)
+          runs_of(c, runs, i, e)[k].failed = runs_of(c, runs, i, e)[k].ran;
+  }
+  if (db->created && db_destroy(ops, &db->p, db->state, db->dir) != 0)
+    db->rc = -1;
+  if (db->rc != 0)
+    res->failed = 1;
+}
+
+/* Every round of rows [from, to) on each engine's preloaded database. */
+static void run_loaded_rounds(const struct cconfig *c, struct loaded_db *db, struct row **rows, unsigned from,
+                              unsigned to, struct cell *runs, const struct zipf *zipf)
+{
+  for (unsigned k = 0; k < c->rounds && !interrupted; k++)
+    for (unsigned i = from; i < to && !interrupted; i++)
+      for (unsigned j = 0; j < c->neng && !interrupted; j++) {
+        unsigned e = turn(c, k, j);
+        if (!db[e].created || db[e].rc != 0)
+          continue;
+        const struct row *r = rows[i];
+        struct cphase ph = { .op = r->wl, .procs = r->procs, .seconds = c->seconds, .keys = c->keys,
+                             .read_pct = r->read_pct, .zipf = zipf };
+        char note[32];
+        fprintf(stderr, "compare: %s on %s for %.1f s%s...\n", r->label, c->eng[e]->name, ph.seconds,
+                round_note(c, k, note, sizeof note));
+        db[e].rc = run_cphase(c, c->eng[e], db[e].state, &db[e].p, &ph, &runs_of(c, runs, i, e)[k]);
+      }
+}
+
+/* read_rand, read_seq and mixed, on one preloaded database per engine: every
+** engine's is loaded first, then each round runs every row on each engine
+** in turn, so that an engine's phase and the others' of the same row run
+** seconds apart, not one engine's rows all before another's. */
 static void run_loaded(const struct cconfig *c, struct cresults *res, struct row **rows, unsigned nrows,
                        const struct zipf *zipf)
 {
-  for (unsigned e = 0; e < c->neng && !interrupted; e++) {
-    const struct engine_ops *ops = c->eng[e];
-    char dir[PATH_MAX];
-    struct engine_params p;
-    void *state;
-    struct load_info *ld = &res->load[e];
-    struct cell scratch;
-    fprintf(stderr, "compare: loading %u keys into %s (%u per transaction)...\n", c->keys, ops->name, c->batch);
-    int rc = db_create(c, res, ops, "loaded", dir, sizeof dir, &p, &state);
-    if (rc == 0) {
-      struct cphase load = { .op = OP_LOAD, .procs = 1, .limit = c->keys, .batch = c->batch, .keys = c->keys };
-      memset(&scratch, 0, sizeof scratch);
-      prime_before(res, load.op);
-      rc = run_cphase(c, ops, state, &p, &load, &scratch);
-      ld->ran = rc == 0;
-      ld->keys = c->keys;
-      ld->seconds = scratch.seconds;
-      ld->retries = scratch.retries;
-    }
-    if (rc == 0 && ops->quiesce) {
-      fprintf(stderr, "compare: waiting for %s's background work to settle...\n", ops->name);
-      double durable_s;
-      rc = ops->quiesce(state, &durable_s, &ld->settle_seconds);
-    }
-    for (unsigned i = 0; i < nrows && rc == 0 && !interrupted; i++) {
-      struct row *r = rows[i];
-      struct cphase ph = { .op = r->wl, .procs = r->procs, .seconds = c->seconds, .keys = c->keys,
-                           .read_pct = r->read_pct, .zipf = zipf };
-      fprintf(stderr, "compare: %s on %s for %.1f s...\n", r->label, ops->name, ph.seconds);
-      rc = run_cphase(c, ops, state, &p, &ph, &r->cell[e]);
-    }
-    if (rc == 0 && !interrupted) {   /* after the updates: every key holds a whole value of one of its writes */
-      struct cphase check = { .op = OP_VERIFY, .procs = 1, .keys = c->keys };
-      fprintf(stderr, "compare: checking every key of %s...\n", ops->name);
-      rc = run_cphase(c, ops, state, &p, &check, NULL);
-      if (rc != 0)
-        for (unsigned i = 0; i < nrows; i++)
-          rows[i]->cell[e].failed = rows[i]->cell[e].ran;
-    }
-    if (db_destroy(ops, &p, state, dir) != 0)
-      rc = -1;
-    if (rc != 0)
-      res->failed = 1;
+  struct loaded_db *db = calloc(c->neng, sizeof *db);
+  struct cell *runs = calloc((size_t)nrows * c->neng * c->rounds, sizeof *runs);
+  if (!db || !runs) {
+    fail("out of memory for %u rounds of %u rows", c->rounds, nrows);
+    res->failed = 1;
+    free(db);
+    free(runs);
+    return;
   }
+  for (unsigned e = 0; e < c->neng && !interrupted; e++)
+    preload(c, res, e, &db[e]);
+  /* read_rand and read_seq check that every key holds its preloaded value:
+  ** all their rounds run before the mixed rows' updates (which come last) */
+  unsigned first_mixed = 0;
+  while (first_mixed < nrows && rows[first_mixed]->wl != WL_MIXED)
+    first_mixed++;
+  run_loaded_rounds(c, db, rows, 0, first_mixed, runs, zipf);
+  run_loaded_rounds(c, db, rows, first_mixed, nrows, runs, zipf);
+  for (unsigned e = 0; e < c->neng; e++)
+    check_and_remove(c, res, e, &db[e], runs, nrows);
+  keep_medians(c, rows, nrows, runs, c->rounds);
+  free(db);
+  free(runs);
 }
 
 static int run_all(const struct cconfig *c, struct cresults *res)
@@ -1053,18 +1216,6 @@ static int engine_index(const struct cconfig *c, const char *name)
     if (!strcmp(c->eng[e]->name, name))
       return (int)e;
   return -1;
-}
-
-static int cell_ok(const struct cell *x) { return x->ran && !x->failed; }
-
-/* A settled fill (sochdb) counts until its newest commit was durable: its
-** ASYNC commits leave the log write to sochdbd, where LMDB (pwrite or the
-** map), SQLite (the WAL) and RocksDB (write() of the WAL) write inside the
-** commit, so the time the log took to catch up after the clock belongs to
-** the fill. */
-static double cell_rate(const struct cell *x)
-{
-  return per_s(x->ops, x->seconds + (x->settled ? x->durable_after_s : 0));
 }
 
 /* sochdb's rate over the best other engine's; 0 when either is missing.
@@ -1146,6 +1297,46 @@ static void print_rates(const struct cconfig *c, const struct cresults *res)
          "write their log or pages inside the commit\n");
   printf("LMDB and SQLite let one writer at a time in (LMDB's writer mutex, SQLite's WAL write lock); sochdb's "
          "writers run concurrently\n\n");
+}
+
+/* sochdb's rate over the best other engine's in round k of row r; 0 when
+** either is missing. */
+static double round_ratio(const struct cconfig *c, const struct row *r, unsigned k)
+{
+  int s = engine_index(c, "sochdb");
+  double top = 0;
+  for (unsigned e = 0; e < c->neng; e++)
+    if ((int)e != s && cell_ok(&r->cell[e]) && k < r->cell[e].rounds && r->cell[e].round_rate[k] > top)
+      top = r->cell[e].round_rate[k];
+  if (s < 0 || !cell_ok(&r->cell[s]) || k >= r->cell[s].rounds || top <= 0)
+    return 0;
+  return r->cell[s].round_rate[k] / top;
+}
+
+/* With --rounds: every round's rate, and sochdb's ratio in each. */
+static void print_rounds(const struct cconfig *c, const struct cresults *res)
+{
+  if (c->rounds < 2)
+    return;
+  printf("each figure above is the engine's median of %u rounds, run in turns (round k starts with the k-th "
+         "engine); every round, in the order run:\n", c->rounds);
+  for (unsigned i = 0; i < res->nrows; i++) {
+    const struct row *r = &res->row[i];
+    printf("%-18s", r->label);
+    for (unsigned e = 0; e < c->neng; e++) {
+      const struct cell *x = &r->cell[e];
+      printf("  %s", c->eng[e]->name);
+      for (unsigned k = 0; k < x->rounds; k++)
+        printf("%c%.0f", k ? '/' : ' ', x->round_rate[k]);
+    }
+    if (engine_index(c, "sochdb") >= 0 && c->neng > 1) {
+      printf("  ratio");
+      for (unsigned k = 0; k < c->rounds; k++)
+        printf("%c%.2fx", k ? '/' : ' ', round_ratio(c, r, k));
+    }
+    printf("\n");
+  }
+  printf("\n");
 }
 
 static double cpu_us_per_op(const struct cell *x, int helper)
@@ -1308,6 +1499,10 @@ static void json_cell(FILE *f, const struct cell *x, const struct engine_ops *op
     fprintf(f, ", \"client_cpu_us_per_op\": %.4f", cpu_us_per_op(x, 0));
     if (ops->helper_cpu_ns)
       fprintf(f, ", \"daemon_cpu_us_per_op\": %.4f", cpu_us_per_op(x, 1));
+    fprintf(f, ", \"round_ops_per_s\": [");
+    for (unsigned k = 0; k < x->rounds; k++)
+      fprintf(f, "%s%.1f", k ? ", " : "", x->round_rate[k]);
+    fprintf(f, "]");
     if (x->settled)
       fprintf(f, ", \"durable_after_s\": %.3f, \"settled_after_s\": %.3f, \"daemon_cpu_us_per_op_until_settled\": %.4f, "
                  "\"ops_per_s_until_settled\": %.1f", x->durable_after_s, x->settled_after_s,
@@ -1342,9 +1537,10 @@ static int write_cjson(const struct cconfig *c, const struct cresults *res)
   fprintf(f, ",\n  \"fs_in_memory\": %s,\n  \"key_bytes\": %u,\n  \"value_bytes\": %u,\n  \"value_random_pct\": %u,"
              "\n  \"seconds\": %.3f,\n  \"keys\": %u,\n  \"batch\": %u,\n  \"procs\": %u,\n  \"distribution\": \"%s\","
              "\n  \"prime_mb\": %u,\n  \"prime_mb_asked\": %u,\n  \"primes\": %u,\n  \"prime_failures\": %u,"
-             "\n  \"engines\": [", res->fs.in_memory ? "true" : "false", c->key_bytes,
+             "\n  \"rounds\": %u,\n  \"engines\": [", res->fs.in_memory ? "true" : "false", c->key_bytes,
           c->value_bytes, c->value_random_pct, c->seconds, c->keys, c->batch, c->procs,
-          c->uniform ? "uniform" : "zipfian", res->prime_mb, c->prime_mb, res->primes, res->prime_failures);
+          c->uniform ? "uniform" : "zipfian", res->prime_mb, c->prime_mb, res->primes, res->prime_failures,
+          c->rounds);
   for (unsigned e = 0; e < c->neng; e++) {
     const struct engine_ops *ops = c->eng[e];
     fprintf(f, "%s\n    {\"name\": \"%s\", \"multiprocess\": %s, \"settings\": ", e ? "," : "", ops->name,
@@ -1377,8 +1573,13 @@ static int write_cjson(const struct cconfig *c, const struct cresults *res)
     int best;
     double q = sochdb_ratio(c, r, &best);
     fprintf(f, "\n    }");
-    if (q > 0)
-      fprintf(f, ", \"best_other\": \"%s\", \"sochdb_over_best_other\": %.4f", c->eng[best]->name, q);
+    if (q > 0) {
+      fprintf(f, ", \"best_other\": \"%s\", \"sochdb_over_best_other\": %.4f, \"round_ratios\": [",
+              c->eng[best]->name, q);
+      for (unsigned k = 0; k < c->rounds; k++)
+        fprintf(f, "%s%.4f", k ? ", " : "", round_ratio(c, r, k));
+      fprintf(f, "]");
+    }
     fprintf(f, "}");
   }
   fprintf(f, "\n  ],\n  \"memory\": {");
@@ -1557,6 +1758,7 @@ int compare_main(int argc, char **argv)
     return 1;
   print_cmp_header(&c, &res);
   print_rates(&c, &res);
+  print_rounds(&c, &res);
   print_latencies(&c, &res);
   print_cpu(&c, &res);
   print_settle(&c, &res);
