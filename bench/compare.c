@@ -147,7 +147,7 @@ static void cusage(FILE *out)
     "                     each engine's fill and preload phases, so that each starts on memory just freed\n"
     "                     (default %u; 0: never)\n"
     "  --rounds N         run each timed phase N times (1..%u), the engines taking turns, and report each\n"
-    "                     engine's median round (default 1)\n",
+    "                     engine's median round (of an even number, the slower middle one; default 1)\n",
     MAX_PROCS, DEFAULT_PRIME_MB, MAX_ROUNDS);
 }
 
@@ -776,9 +776,10 @@ static double cell_rate(const struct cell *x)
 }
 
 /* The median of an engine's rounds of one row (runs[0..n), in the order
-** they ran) into *out, with every round's rate: its other figures (CPU,
-** latencies, memory) are that round's. A failed round makes the cell the
-** failed one. */
+** they ran; of an even number, the slower middle one) into *out, with every
+** round's rate: its CPU and latency figures are that round's, its memory
+** figures the last round's (what the row left at its end). A failed round
+** makes the cell the failed one. */
 static void keep_median(struct cell *out, const struct cell *runs, unsigned n)
 {
   unsigned order[MAX_ROUNDS], failed = n;
@@ -794,6 +795,13 @@ static void keep_median(struct cell *out, const struct cell *runs, unsigned n)
       order[j - 1] = t;
     }
   *out = runs[failed < n ? failed : order[(n - 1) / 2]];
+  const struct cell *last = &runs[n - 1];
+  out->mem_private_kib = last->mem_private_kib;
+  out->mem_private_all_kib = last->mem_private_all_kib;
+  out->mem_rss_kib = last->mem_rss_kib;
+  out->region_kib = last->region_kib;
+  out->helper_rss_kib = last->helper_rss_kib;
+  out->helper_private_kib = last->helper_private_kib;
   out->rounds = n;
   for (unsigned i = 0; i < n; i++)
     out->round_rate[i] = cell_ok(&runs[i]) ? cell_rate(&runs[i]) : 0;
@@ -1023,7 +1031,9 @@ static struct cell *runs_of(const struct cconfig *c, struct cell *runs, unsigned
   return runs + ((size_t)i * c->neng + e) * c->rounds;
 }
 
-/* Each engine's median round into the rows' cells (nrounds were run). */
+/* Each engine's median round into the rows' cells (nrounds were run). A
+** row an engine ran in some rounds only (a phase that could not start, or
+** a failure in another row that stopped its later ones) is failed. */
 static void keep_medians(const struct cconfig *c, struct row **rows, unsigned nrows, struct cell *runs,
                          unsigned nrounds)
 {
@@ -1035,6 +1045,8 @@ static void keep_medians(const struct cconfig *c, struct row **rows, unsigned nr
         n++;
       if (n)
         keep_median(&rows[i]->cell[e], mine, n);
+      if (n && n < nrounds)
+        rows[i]->cell[e].failed = 1;
     }
 }
 
@@ -1042,20 +1054,20 @@ static void keep_medians(const struct cconfig *c, struct row **rows, unsigned nr
 static void run_fresh_row(const struct cconfig *c, struct cresults *res, struct row *r, const struct cphase *ph)
 {
   struct cell *runs = calloc((size_t)c->neng * c->rounds, sizeof *runs);
-  if (!runs) {
+  struct cell *cell = calloc(c->neng, sizeof *cell);
+  if (!runs || !cell) {
     fail("out of memory for %u rounds", c->rounds);
     res->failed = 1;
+    free(runs);
+    free(cell);
     return;
   }
-  struct cell *cell = calloc(c->neng, sizeof *cell);
-  for (unsigned k = 0; cell && k < c->rounds && !interrupted; k++) {
+  for (unsigned k = 0; k < c->rounds && !interrupted; k++) {
     memset(cell, 0, c->neng * sizeof *cell);
     run_fresh_round(c, res, r, ph, k, cell);
     for (unsigned e = 0; e < c->neng; e++)
       runs_of(c, runs, 0, e)[k] = cell[e];
   }
-  if (!cell)
-    res->failed = 1;
   keep_medians(c, &r, 1, runs, c->rounds);
   free(cell);
   free(runs);
@@ -1116,6 +1128,18 @@ static void check_and_remove(const struct cconfig *c, struct cresults *res, unsi
     res->failed = 1;
 }
 
+/* What a mixed phase's updates left an engine to do (sochdb's flushes and
+** compactions; every engine's dirty pages, which LMDB, SQLite and RocksDB
+** leave to the kernel when they do not sync) is done before another
+** engine's phase starts, outside every clock. */
+static int settle_after_updates(const struct engine_ops *ops, void *state)
+{
+  double durable_s, settle_s;
+  int rc = ops->quiesce ? ops->quiesce(state, &durable_s, &settle_s) : 0;
+  sync();
+  return rc;
+}
+
 /* Every round of rows [from, to) on each engine's preloaded database. */
 static void run_loaded_rounds(const struct cconfig *c, struct loaded_db *db, struct row **rows, unsigned from,
                               unsigned to, struct cell *runs, const struct zipf *zipf)
@@ -1133,6 +1157,8 @@ static void run_loaded_rounds(const struct cconfig *c, struct loaded_db *db, str
         fprintf(stderr, "compare: %s on %s for %.1f s%s...\n", r->label, c->eng[e]->name, ph.seconds,
                 round_note(c, k, note, sizeof note));
         db[e].rc = run_cphase(c, c->eng[e], db[e].state, &db[e].p, &ph, &runs_of(c, runs, i, e)[k]);
+        if (db[e].rc == 0 && r->wl == WL_MIXED)
+          db[e].rc = settle_after_updates(c->eng[e], db[e].state);
       }
 }
 

@@ -397,7 +397,7 @@ static int check_room_for_write(const sochdb_txn *t, const void *key, size_t kle
 /* The commit of a small transaction installs each key in a random hash
 ** bucket of the active memtable, a cache miss that install_all's own
 ** prefetch, issued as it starts, barely hides: in fill_seq (one put per
-** commit) the load of that bucket was 14% of the client's time (perf). Its
+** commit) the load of that bucket was 13% of the client's time (perf). Its
 ** first keys' buckets are asked for as they are written, so the misses
 ** overlap what comes before the install (the rest of the put, begin's and
 ** commit's bookkeeping); install_all asks for a bigger transaction's

@@ -679,32 +679,38 @@ Test(sstfmt, checksum_verified_once_per_reader)
   close_free(&r, buf, &m);
 }
 
-/* Which run of 500 keys (even: random values, odd: compressible) a key of
-** make_runs is in. */
-static unsigned run_of(const char *key) { return (unsigned)(strtoul(key + 1, NULL, 10) / 2 / 500); }
+/* Keys a run of make_runs holds: about 160 blocks of 200-byte values, so
+** that a random run backs LZ4 off past SST_LZ4_SKIP_MAX blocks
+** (1 + 2 + 4 + ... + 64 = 127) and the cap is what bounds the raw blocks at
+** the start of the compressible run after it. */
+#define RUN_KEYS 3000u
+
+/* Which run (even: random values, odd: compressible) a key of make_runs is in. */
+static unsigned run_of(const char *key) { return (unsigned)(strtoul(key + 1, NULL, 10) / 2 / RUN_KEYS); }
 
 static void make_runs(struct model *m, unsigned runs)
 {
-  for (unsigned i = 0; i < runs * 500; i++) {
+  for (unsigned i = 0; i < runs * RUN_KEYS; i++) {
     struct ent *e = model_push(m);
     e->klen = (size_t)snprintf(e->key, sizeof e->key, "k%08u", i * 2);
     e->seq = 10 + i;
     e->kind = SST_PUT;
-    fill_value(e, 200, i / 500 % 2);
+    fill_value(e, 200, i / RUN_KEYS % 2);
   }
 }
 
 /* After blocks that LZ4 could not shrink, the builder skips LZ4 for a few
 ** blocks (at most SST_LZ4_SKIP_MAX) before trying again: a compressible run
-** after a random one starts with a few raw blocks, then every block of it
-** is compressed; everything reads back. */
+** after a random one starts with a few raw blocks, at most that many (an
+** uncapped back-off would have grown to 128 over the random run before),
+** then every block of it is compressed; everything reads back. */
 Test(sstfmt, lz4_backs_off_on_incompressible_blocks)
 {
   struct model m = {0};
   make_runs(&m, 4);
   struct sst_reader r;
   uint8_t *buf = build_open(&m, 0, &r);
-  unsigned raw_in_compressible = 0, prev_run = UINT32_MAX, lz4_seen = 0;
+  unsigned raw_in_run[4] = {0}, prev_run = UINT32_MAX, lz4_seen = 0;
   for (uint32_t i = 0; i < r.nblocks; i++) {
     const struct sst_index_entry *e = &r.index[i];
     char key[32] = {0};
@@ -725,11 +731,13 @@ Test(sstfmt, lz4_backs_off_on_incompressible_blocks)
       continue;
     }
     cr_assert(!lz4_seen, "block %u: raw after an LZ4 block of the same compressible run", i);
-    raw_in_compressible++;
+    cr_assert_lt(run, 4u, "block %u: a key of run %u", i, run);
+    raw_in_run[run]++;
   }
-  cr_assert(raw_in_compressible >= 1 && raw_in_compressible <= 2 * SST_LZ4_SKIP_MAX,
-            "%u raw blocks at the starts of the 2 compressible runs (backing off skips 1..%u each)",
-            raw_in_compressible, SST_LZ4_SKIP_MAX);
+  for (unsigned run = 1; run < 4; run += 2)
+    cr_assert_leq(raw_in_run[run], SST_LZ4_SKIP_MAX, "%u raw blocks at the start of compressible run %u (the "
+                  "back-off skips at most %u)", raw_in_run[run], run, SST_LZ4_SKIP_MAX);
+  cr_assert_geq(raw_in_run[1] + raw_in_run[3], 1u, "no compressible run started with a raw block");
   check_all_gets(&m, &r);
   check_scan(&m, &r);
   close_free(&r, buf, &m);
