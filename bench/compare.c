@@ -1662,9 +1662,12 @@ static int write_gnuplot(const struct cconfig *c, const struct cresults *res, co
              "} else {\n  set terminal png size 1500,800 noenhanced\n}\n");
   fprintf(f, "set output ");
   gp_str(f, png);
+  char rounds[48] = "";
+  if (c->rounds > 1)
+    snprintf(rounds, sizeof rounds, "; each engine's median of %u rounds", c->rounds);
   fprintf(f, "\nset title \"sochdb-bench compare: operations per second, higher is better (log scale); %u CPU(s), "
-             "%s; keys %u B, values %u B; xN = N processes (* RocksDB: N threads of one process)\"\n",
-          c->cpus, res->fs.name, c->key_bytes, c->value_bytes);
+             "%s; keys %u B, values %u B; xN = N processes (* RocksDB: N threads of one process)%s\"\n",
+          c->cpus, res->fs.name, c->key_bytes, c->value_bytes, rounds);
   fprintf(f, "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.85 border -1\n"
              "set boxwidth 0.9\nset logscale y\nset format y \"%%.0s%%c\"\nset grid ytics\nset ylabel \"ops/s\"\n"
              "set xtics rotate by -25 scale 0\nset key outside top center horizontal\n"
