@@ -59,6 +59,8 @@ struct sst_file_out {
   size_t   piece;       /* the size of each write but the last (enum sst_pieces) */
   uint8_t *stage;       /* the file's unwritten bytes after its last piece boundary (malloc'ed; NULL) */
   size_t   staged;
+  uint64_t in_file;     /* bytes written to fd so far */
+  uint64_t kicked;      /* writeback started for [0, kicked) (write_behind, store.c) */
   char     path[4200], tmp[4220];
 };
 
