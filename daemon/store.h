@@ -61,6 +61,7 @@ struct sst_file_out {
   size_t   staged;
   uint64_t in_file;     /* bytes written to fd so far */
   uint64_t kicked;      /* writeback started for [0, kicked) (write_behind, store.c) */
+  int      wb_err;      /* the first error that writeback returned, 0: none (fails the table) */
   char     path[4200], tmp[4220];
 };
 

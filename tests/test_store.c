@@ -6,6 +6,8 @@
 ** that readers map with one TLB entry each, 256 KiB for a flush's table,
 ** so that it gets no 2 MiB folio. The writes are observed through the test
 ** fault "sst.write": failing the k-th write reports its size and offset.
+** The write-behind's errors (fault "sst.writeback") fail the table unless
+** they leave its pages for the fdatasync.
 */
 #include <criterion/criterion.h>
 
@@ -122,6 +124,44 @@ Test(store, a_table_appended_in_pieces_of_any_size_is_written_byte_for_byte)
     expect_file(number + 2, total);
   }
   tu_close();
+}
+
+/* Write-behind (store.c): an error the writeback start returns, which the
+** file may never report again (ext4 drops the pages of a failed delayed
+** allocation), fails the table at its completion, and the temporary file
+** goes; a refusal that leaves the pages dirty (ENOSYS, as under a seccomp
+** filter) does not, and the fdatasync writes the table whole. Injected at
+** fault point "sst.writeback", on the second start (8 MiB in). */
+static void table_after_writeback_error(int err, int want_rc)
+{
+  struct store s = open_store();
+  static const size_t pieces[] = { 3 * MIB, 3 * MIB, 3 * MIB, 3 * MIB };
+  size_t total;
+  sochdb_test_fault("sst.writeback", err, 1, 1);
+  int rc = write_table(&s, 7, SST_SMALL_PIECES, pieces, 4, 100 * KIB, &total);
+  sochdb_test_fault(NULL, 0, 0, 0);
+  cr_assert_eq(rc, want_rc, "%s: %s (%s)", strerror(err), sochdb_strerror(rc), sochdb_last_error());
+  char path[4300];
+  snprintf(path, sizeof path, "%s/000007.sst.tmp", tu_dir());
+  cr_assert_neq(access(path, F_OK), 0, "%s is left behind", path);
+  if (want_rc == SOCHDB_OK) {
+    expect_file(7, total);
+  } else {
+    cr_assert_not_null(strstr(sochdb_last_error(), "writeback of"), "the error says so: %s", sochdb_last_error());
+    snprintf(path, sizeof path, "%s/000007.sst", tu_dir());
+    cr_assert_neq(access(path, F_OK), 0, "%s exists after a failed writeback", path);
+  }
+  tu_close();
+}
+
+Test(store, an_error_from_starting_writeback_fails_the_table)
+{
+  table_after_writeback_error(EIO, SOCHDB_IO);
+}
+
+Test(store, a_refused_writeback_start_leaves_the_table_to_its_fdatasync)
+{
+  table_after_writeback_error(ENOSYS, SOCHDB_OK);
 }
 
 /* The k-th write of a table of n pieces (sizes) and a 100 KiB tail fails
