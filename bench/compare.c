@@ -996,10 +996,12 @@ static const char *round_note(const struct cconfig *c, unsigned round, char *buf
   return buf;
 }
 
-/* One round of a row that runs on a fresh database of each engine (fill_seq,
-** fill_batch, one sync_commit row): engine e's figures into cell[e]. */
+static struct cell *runs_of(const struct cconfig *c, struct cell *runs, unsigned i, unsigned e);
+
+/* Round `round` of a row that runs on a fresh database of each engine
+** (fill_seq, fill_batch, one sync_commit row), into its cells of runs. */
 static void run_fresh_round(const struct cconfig *c, struct cresults *res, const struct row *r,
-                            const struct cphase *ph, unsigned round, struct cell *cell)
+                            const struct cphase *ph, unsigned round, struct cell *runs)
 {
   for (unsigned j = 0; j < c->neng && !interrupted; j++) {
     unsigned e = turn(c, round, j);
@@ -1007,19 +1009,20 @@ static void run_fresh_round(const struct cconfig *c, struct cresults *res, const
     char dir[PATH_MAX], name[48], note[32];
     struct engine_params p;
     void *state;
+    struct cell *cell = &runs_of(c, runs, 0, e)[round];
     snprintf(name, sizeof name, "%s-%u", wl_name[r->wl], r->procs);
     fprintf(stderr, "compare: %s on %s for %.1f s%s...\n", r->label, ops->name, ph->seconds,
             round_note(c, round, note, sizeof note));
     int rc = db_create(c, res, ops, name, dir, sizeof dir, &p, &state);
     if (rc == 0) {
       prime_before(res, ph->op);
-      rc = run_cphase(c, ops, state, &p, ph, &cell[e]);
+      rc = run_cphase(c, ops, state, &p, ph, cell);
     }
     if (db_destroy(ops, &p, state, dir) != 0)
       rc = -1;
     if (rc != 0) {
-      cell[e].ran = 1;
-      cell[e].failed = 1;
+      cell->ran = 1;
+      cell->failed = 1;
       res->failed = 1;
     }
   }
@@ -1054,22 +1057,14 @@ static void keep_medians(const struct cconfig *c, struct row **rows, unsigned nr
 static void run_fresh_row(const struct cconfig *c, struct cresults *res, struct row *r, const struct cphase *ph)
 {
   struct cell *runs = calloc((size_t)c->neng * c->rounds, sizeof *runs);
-  struct cell *cell = calloc(c->neng, sizeof *cell);
-  if (!runs || !cell) {
+  if (!runs) {
     fail("out of memory for %u rounds", c->rounds);
     res->failed = 1;
-    free(runs);
-    free(cell);
     return;
   }
-  for (unsigned k = 0; k < c->rounds && !interrupted; k++) {
-    memset(cell, 0, c->neng * sizeof *cell);
-    run_fresh_round(c, res, r, ph, k, cell);
-    for (unsigned e = 0; e < c->neng; e++)
-      runs_of(c, runs, 0, e)[k] = cell[e];
-  }
+  for (unsigned k = 0; k < c->rounds && !interrupted; k++)
+    run_fresh_round(c, res, r, ph, k, runs);
   keep_medians(c, &r, 1, runs, c->rounds);
-  free(cell);
   free(runs);
 }
 
@@ -1246,19 +1241,36 @@ static int engine_index(const struct cconfig *c, const char *name)
 
 /* sochdb's rate over the best other engine's; 0 when either is missing.
 ** *best gets that engine. */
-static double sochdb_ratio(const struct cconfig *c, const struct row *r, int *best)
+/* A cell's rate: its median's (round < 0), or round k's (0 if it has none). */
+static double rate_in(const struct cell *x, int round)
+{
+  if (!cell_ok(x))
+    return 0;
+  if (round < 0)
+    return cell_rate(x);
+  return (unsigned)round < x->rounds ? x->round_rate[round] : 0;
+}
+
+/* sochdb's rate over the best other engine's, of the medians (round < 0)
+** or in round k; 0 when either is missing. *best gets that engine. */
+static double ratio_in(const struct cconfig *c, const struct row *r, int round, int *best)
 {
   int s = engine_index(c, "sochdb");
   double top = 0;
   *best = -1;
   for (unsigned e = 0; e < c->neng; e++)
-    if ((int)e != s && cell_ok(&r->cell[e]) && cell_rate(&r->cell[e]) > top) {
-      top = cell_rate(&r->cell[e]);
+    if ((int)e != s && rate_in(&r->cell[e], round) > top) {
+      top = rate_in(&r->cell[e], round);
       *best = (int)e;
     }
-  if (s < 0 || !cell_ok(&r->cell[s]) || top <= 0)
+  if (s < 0 || top <= 0)
     return 0;
-  return cell_rate(&r->cell[s]) / top;
+  return rate_in(&r->cell[s], round) / top;
+}
+
+static double sochdb_ratio(const struct cconfig *c, const struct row *r, int *best)
+{
+  return ratio_in(c, r, -1, best);
 }
 
 static double us(const struct hist *h, double q) { return h->count ? hist_quantile_ms(h, q) * 1000 : 0; }
@@ -1329,14 +1341,8 @@ static void print_rates(const struct cconfig *c, const struct cresults *res)
 ** either is missing. */
 static double round_ratio(const struct cconfig *c, const struct row *r, unsigned k)
 {
-  int s = engine_index(c, "sochdb");
-  double top = 0;
-  for (unsigned e = 0; e < c->neng; e++)
-    if ((int)e != s && cell_ok(&r->cell[e]) && k < r->cell[e].rounds && r->cell[e].round_rate[k] > top)
-      top = r->cell[e].round_rate[k];
-  if (s < 0 || !cell_ok(&r->cell[s]) || k >= r->cell[s].rounds || top <= 0)
-    return 0;
-  return r->cell[s].round_rate[k] / top;
+  int best;
+  return ratio_in(c, r, (int)k, &best);
 }
 
 /* With --rounds: every round's rate, and sochdb's ratio in each. */

@@ -332,8 +332,9 @@ int store_sst_create(struct store *s, uint64_t number, enum sst_pieces pieces, s
 ** built and the fdatasync at its end waits for the last few MiB and the
 ** metadata, not the whole file. Without it the flusher spent about a
 ** quarter of each flush cycle in that fdatasync (20-32 ms of ~100, strace
-** of fill_batch), building nothing, while the writer waited in the write stall with a
-** third of the 2 vCPUs idle or in iowait (/proc/stat through the phase).
+** of fill_batch), building nothing, while the writer waited in the write
+** stall with a third of the 2 vCPUs idle or in iowait (/proc/stat through
+** the phase).
 ** Alternating rounds of `compare --engines sochdb fill_batch`, the daemon
 ** swapped: ahead in 7 of 7. Not a durability step: the fdatasync still
 ** makes the table durable. A writeback error is reported by that fdatasync
