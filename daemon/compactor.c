@@ -80,6 +80,7 @@ static int begin_output(void *ctx, struct sst_builder *b)
 {
   struct run *run = ctx;
   store_sst_abandon(&run->file);   /* none open: the previous output was completed */
+  b->lz4_data = store_compresses(run->c->s, run->output_level);
   int rc = store_sst_create(run->c->s, store_new_file_number(run->c->s), SST_HUGE_PIECES, &run->file);
   if (rc == SOCHDB_OK)
     sst_builder_spill(b, store_sst_append, &run->file);
@@ -278,7 +279,11 @@ int compactor_step(struct compactor *c)
   pthread_mutex_lock(&s->lock);
   int picked = full ? compaction_pick_full(&s->state, &job)
                     : compaction_pick(&s->state, &s->copts, &c->picker, NULL, 0, &job);
-  int moves = picked == 1 && compaction_job_moves(&s->state, &job);
+  /* A move would carry uncompressed files into a level that compresses
+  ** (a sequential load moves every file down): those are rewritten
+  ** instead, as RocksDB's trivial move requires matching compression. */
+  int moves = picked == 1 && compaction_job_moves(&s->state, &job) &&
+              store_compresses(s, job.level) == store_compresses(s, job.output_level);
   pthread_mutex_unlock(&s->lock);
   int rc = picked < 0 ? -picked : SOCHDB_OK;
   if (picked == 1) {

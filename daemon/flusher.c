@@ -163,6 +163,7 @@ static int build_table(struct store *s, uint32_t mt, struct built *out)
   /* Streamed to its file as it is built, so the daemon holds about
   ** SST_SPILL_BYTES of it, not a memtable's worth. The file is only renamed
   ** to its name, and recorded, once the log holds everything in it (step 3). */
+  b.lz4_data = store_compresses(s, 0);
   if (rc == SOCHDB_OK)
     rc = store_sst_create(s, store_new_file_number(s), SST_SMALL_PIECES, &out->file);
   if (rc == SOCHDB_OK)

@@ -63,6 +63,7 @@ struct config {
   unsigned    l0_trigger;
   unsigned    level_ratio;
   unsigned    spare_ms;        /* a recycled arena keeps its pages this long (0 = never) */
+  unsigned    compress_from;   /* store_compresses */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -76,7 +77,8 @@ static void on_hangup(int sig) { (void)sig; log_reopen_requested = 1; }
 static void usage(FILE *out)
 {
   fprintf(out, "usage: sochdbd [--foreground] [--interval-ms N] [--idle-exit-ms N] [--sync-delay-ms N]\n"
-               "               [--compaction-rate-mb N] [--l0-trigger N] [--level-ratio N] [--spare-ms N] DIR\n"
+               "               [--compaction-rate-mb N] [--l0-trigger N] [--level-ratio N] [--spare-ms N]\n"
+               "               [--compress-from-level N] DIR\n"
                "  Serves the sochdb database in DIR: WAL group commit, flushing memtables to\n"
                "  SSTables, leveled compaction, reaping dead clients.\n"
                "  --foreground        do not detach (for service managers); log to stderr\n"
@@ -90,6 +92,9 @@ static void usage(FILE *out)
                "  --level-ratio N     size ratio between adjacent levels (default 10; 2..1000)\n"
                "  --spare-ms N        a flushed memtable's arena keeps its pages this long for the\n"
                "                      next one (default 1000; 0 = give them back at once; up to 60000)\n"
+               "  --compress-from-level N  SSTables of level N and deeper LZ4-compress their data\n"
+               "                      blocks; levels 0..N-1 store them as they are (default 2;\n"
+               "                      0 = every level; 8 = none)\n"
                "  SIGTERM or SIGINT stops it once what was published is durable; SIGHUP opens\n"
                "  DIR/sochdbd.log again (log rotation).\n");
 }
@@ -110,7 +115,7 @@ static int parse_uint(const char *name, const char *s, unsigned min, unsigned ma
 static int parse_args(int argc, char **argv, struct config *c)
 {
   const char *idle = getenv("SOCHDB_DAEMON_IDLE_MS");
-  *c = (struct config){ NULL, 0, 100, 30000, 5, 64, 4, 10, 1000 };
+  *c = (struct config){ NULL, 0, 100, 30000, 5, 64, 4, 10, 1000, STORE_COMPRESS_FROM_LEVEL };
   if (idle && parse_uint("$SOCHDB_DAEMON_IDLE_MS", idle, 0, 86400000u, &c->idle_exit_ms) != 0)
     return 2;
   for (int i = 1; i < argc; i++) {
@@ -138,6 +143,9 @@ static int parse_args(int argc, char **argv, struct config *c)
         return 2;
     } else if (!strcmp(a, "--spare-ms") && has_value) {
       if (parse_uint(a, argv[++i], 0, 60000, &c->spare_ms) != 0)
+        return 2;
+    } else if (!strcmp(a, "--compress-from-level") && has_value) {
+      if (parse_uint(a, argv[++i], 0, MANIFEST_LEVELS, &c->compress_from) != 0)
         return 2;
     } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       usage(stdout);
@@ -860,6 +868,7 @@ int main(int argc, char **argv)
   store.copts.l0_trigger = c.l0_trigger;
   store.copts.level_ratio = c.level_ratio;
   store.compact_rate = (uint64_t)c.compact_rate_mb << 20;
+  store.compress_from_level = c.compress_from;
   struct background bg = { .s = &store, .f = { .s = &store }, .c = { .s = &store } };
   bg.c.stop = &bg.stop;
   bg.f.stop = &bg.stop;

@@ -217,6 +217,7 @@ int store_open(struct store *s, sochdb *db)
   s->copts.l1_target_bytes = 4 * mt;
   s->copts.target_file_bytes = mt;
   s->compact_rate = 64ull << 20;
+  s->compress_from_level = STORE_COMPRESS_FROM_LEVEL;
   s->roll_bytes = MANIFEST_ROLL_BYTES;
 #ifdef SOCHDB_TESTING
   /* sochdb-stress's power cuts: a MANIFEST rewritten (and CURRENT switched)
@@ -256,6 +257,8 @@ void store_close(struct store *s)
   s->doomed = NULL;
   pthread_mutex_destroy(&s->lock);
 }
+
+int store_compresses(const struct store *s, unsigned level) { return level >= s->compress_from_level; }
 
 uint64_t store_new_file_number(struct store *s)
 {

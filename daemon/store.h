@@ -25,6 +25,7 @@ struct store {
   size_t                    ndoomed, capdoomed;
   struct compaction_options copts;
   uint64_t                  compact_rate;   /* bytes/s a compaction may read; 0 = unlimited */
+  unsigned                  compress_from_level;   /* store_compresses */
   int                       failed;   /* the MANIFEST or the published list is in doubt: store_failed */
   uint64_t                  roll_bytes;   /* the MANIFEST is rewritten as a snapshot past this (roll_manifest) */
   uint64_t                  rolled_bytes; /* its size after the last rewrite (0: none since open) */
@@ -40,6 +41,21 @@ int  store_open(struct store *s, sochdb *db);
 ** daemon then leaves, and the next one opens the store from the files. */
 int  store_failed(struct store *s);
 void store_close(struct store *s);
+
+/* The level from which tables LZ4-compress their plain data blocks, by
+** default: level 0 (flushes) and level 1 hold the newest data, which reads
+** and compactions touch most, and at most l0_trigger memtables plus four
+** in L1 (some 512 MiB with 64 MiB memtables), so storing their blocks as
+** they are costs little disk and spares every read of them a decompression
+** and a block-cache copy (a point read of a compressed block decompresses
+** all of it). Deeper levels, where nearly all of a large database lies,
+** are compressed. RocksDB users configure the same (compression_per_level
+** with none for the first levels). */
+#define STORE_COMPRESS_FROM_LEVEL 2u
+
+/* Whether tables written into `level` try LZ4 on their plain data blocks
+** (level >= s->compress_from_level). */
+int store_compresses(const struct store *s, unsigned level);
 
 /* A file number for a new SSTable (recorded by the next store_apply). */
 uint64_t store_new_file_number(struct store *s);

@@ -305,7 +305,7 @@ static int flush_plain(struct sst_builder *b)
   uint64_t offset = file_pos(b);
   uint32_t size;
   int rc = blockbuf_seal(d);
-  int try_lz4 = lz4_worth_trying(b);
+  int try_lz4 = b->lz4_data && lz4_worth_trying(b);
   if (!rc)
     rc = store_block(b, d->p, d->n, SEED_DATA, try_lz4, &size);
   if (rc)
@@ -397,6 +397,7 @@ int sst_builder_init(struct sst_builder *b, size_t block_bytes)
     b->col_block_bytes = SST_BLOCK_MAX;
   b->block_bytes = block_bytes;
   b->hash_blocks = 1;
+  b->lz4_data = 1;
   return SOCHDB_OK;
 }
 

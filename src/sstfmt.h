@@ -269,6 +269,8 @@ struct sst_builder {
   size_t              seg_cap;
   int                 any_columnar;   /* the file has a columnar block */
   int                 hash_blocks;    /* plain data blocks get a hash index (the default) */
+  int                 lz4_data;       /* plain data blocks may be LZ4-compressed (the default); 0: every one
+                                      ** is stored as it is, and read in place from the mapping */
   int                 any_hashed;     /* ... and one did */
   int                 legacy_index;   /* write what builds before version 4 wrote (version 3 if a block is
                                       ** hashed, else 1 or 2): for tests that read older files */

@@ -6,8 +6,10 @@
 ** free it once the process is found dead, and every read afterwards returns
 ** exactly what was written, through the cache again.
 **
-** The values compress, so the SSTable blocks holding them are LZ4 blocks,
-** which are the ones that go through the cache.
+** The values compress, and the daemon compresses every level (by default
+** levels 0 and 1 are stored uncompressed: daemon/store.h), so the SSTable
+** blocks holding them are LZ4 blocks, which are the ones that go through
+** the cache.
 */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
@@ -93,7 +95,7 @@ static void cc_child(int slot_fd)
 
 Test(cache_crash, a_reader_killed_mid_insert_leaves_no_stuck_entry)
 {
-  sochdb *db = tu_open(64u << 20, 1u << 20, 1000);
+  sochdb *db = tu_open_compressing(64u << 20, 1u << 20, 1000);
   cc_fill(db);
   TU_WAIT_STATS(db, s->flushes >= 2 && s->memtables_in_use == 1, "the keys flushed to SSTables");
   void *area = shm_at(&db->region, db->region.hdr->cache_off);
@@ -187,7 +189,7 @@ static void cc_counting_child(int to_parent)
 ** go back. */
 Test(cache_crash, lookups_are_counted_per_process_and_outlive_it)
 {
-  sochdb *db = tu_open(64u << 20, 1u << 20, 1000);
+  sochdb *db = tu_open_compressing(64u << 20, 1u << 20, 1000);
   cc_fill(db);
   TU_WAIT_STATS(db, s->flushes >= 2 && s->memtables_in_use == 1, "the keys flushed to SSTables");
   void *area = shm_at(&db->region, db->region.hdr->cache_off);

@@ -585,11 +585,21 @@ static void commit_kib_values(sochdb *db, const char *prefix, int n)
 
 /* A database in DIR (PATH_MAX bytes) on a 24 MiB tmpfs at full_mnt, with
 ** 1 MiB memtables (256 KiB log segments), busy_ms 3000. */
+/* daemon, told to compress the tables of every level: the small disk holds
+** the tables of all the memtables the tests write because their values
+** compress (a flush stores its blocks as they are by default). */
+static const char *compressing(const char *daemon)
+{
+  static char script[4200];
+  return tu_daemon_script(script, sizeof script, daemon, "--compress-from-level 0");
+}
+
 static sochdb *open_on_a_small_disk(char *dir)
 {
   tu_mount_tmpfs_or_skip(full_mnt, "size=24m");
   full_db_dir(dir, PATH_MAX);
   sochdb_options o = tu_options(64u << 20, 1u << 20, 3000);
+  o.daemon_path = compressing(SOCHDB_TEST_SOCHDBD);
   return tu_open_with(dir, &o);
 }
 
@@ -735,7 +745,7 @@ Test(faults, the_log_leaves_a_failing_flush_room_for_its_table, .fini = unmount_
   snprintf(spec, sizeof spec, "sst.write:%d:0:30", ENOSPC);
   setenv("SOCHDB_TEST_FAULT", spec, 1);
   sochdb_options o = tu_options(64u << 20, 1u << 20, 3000);
-  o.daemon_path = SOCHDB_TEST_SOCHDBD_TESTING;
+  o.daemon_path = compressing(SOCHDB_TEST_SOCHDBD_TESTING);
   sochdb *db = tu_open_with(dir, &o);
   unsetenv("SOCHDB_TEST_FAULT");
   tu_commit_kv(db, "first", "1", SOCHDB_SYNC);

@@ -12,6 +12,9 @@
 #include "internal.h"
 #include "pagesize.h"
 #include "filelist.h"
+#include "filenames.h"
+#include "manifest.h"
+#include "sstfmt.h"
 #include "tables.h"
 
 TestSuite(flush, .init = tu_setup, .fini = tu_teardown, .timeout = 240);
@@ -526,10 +529,15 @@ Test(flush, a_region_in_2_MiB_pages_flushes_and_recycles_losing_nothing, .fini =
 /* Keys written in order make level-0 files that overlap neither one another
 ** nor level 1: their compactions move them down in a MANIFEST edit and write
 ** nothing (LevelDB's trivial move). The same keys written again overlap the
-** moved files, and are merged. */
+** moved files, and are merged. The daemon compresses every level: by
+** default a file moving from level 1 to 2 is rewritten to be compressed
+** (tables_compress_their_blocks_from_level_2, below). */
 Test(flush, sequential_loads_are_compacted_by_moving_files_not_rewriting_them)
 {
-  sochdb *db = tu_open(REG, MT, 5000);
+  char script[4200];
+  sochdb_options o = tu_options(REG, MT, 5000);
+  o.daemon_path = tu_daemon_script(script, sizeof script, SOCHDB_TEST_SOCHDBD, "--compress-from-level 0");
+  sochdb *db = tu_db = tu_open_with(tu_dir(), &o);
   const int n = 40000;    /* ~7 MB: at least 4 level-0 files, the trigger */
   fill(db, n, 1, 50);
   TU_WAIT_STATS(db, s->compactions >= 1 && s->l0_files < 4, "a compaction of the level-0 files");
@@ -547,6 +555,99 @@ Test(flush, sequential_loads_are_compacted_by_moving_files_not_rewriting_them)
   TU_WAIT_STATS(db, s->compact_bytes_written > 0, "a merging compaction of rewritten keys");
   t = tu_begin(db, SOCHDB_TXN_READONLY);
   expect_all(t, n, 2, "after the merge");
+  sochdb_abort(t);
+  tu_close();
+  unlink(script);
+}
+
+/* The data blocks of the SSTables the MANIFEST of dir lists at level, by
+** compression byte. Nothing may change the files meanwhile. */
+static void count_level_blocks(const char *dir, const uint8_t db_id[16], unsigned level, unsigned *files,
+                               unsigned *none, unsigned *lz4)
+{
+  struct manifest_state st;
+  cr_assert_eq(manifest_read(dir, db_id, &st, NULL), SOCHDB_OK, "read the MANIFEST: %s", sochdb_last_error());
+  *files = *none = *lz4 = 0;
+  for (size_t i = 0; i < st.levels[level].n; i++) {
+    char path[4300];
+    sst_file_path(path, sizeof path, dir, st.levels[level].files[i].number);
+    size_t len;
+    uint8_t *buf = tu_read_file(path, &len);
+    struct sst_reader r;
+    cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open %s: %s", path, sochdb_last_error());
+    for (uint32_t b = 0; b < r.nblocks; b++)
+      (buf[r.index[b].offset + r.index[b].size - SST_TRAILER_BYTES] == SST_LZ4 ? lz4 : none)[0]++;
+    sst_close(&r);
+    free(buf);
+    ++*files;
+  }
+  manifest_state_free(&st);
+}
+
+/* The LZ4 blocks and the plain ones of every level above `levels`, once the
+** daemon is stopped (files no longer change); the test's database is
+** closed. */
+static void count_blocks_by_level(sochdb *db, unsigned levels, unsigned *files, unsigned *none, unsigned *lz4)
+{
+  uint8_t db_id[16];
+  memcpy(db_id, db->region.hdr->db_id, sizeof db_id);
+  tu_close();
+  tu_stop_daemon(tu_dir());
+  for (unsigned l = 0; l < levels; l++)
+    count_level_blocks(tu_dir(), db_id, l, &files[l], &none[l], &lz4[l]);
+}
+
+/* The blocks of the level-0 tables a flush of about two memtables of
+** compressible values writes, served by sochdbd with flags. */
+static void flushed_blocks(const char *flags, unsigned *none, unsigned *lz4)
+{
+  char script[4200];
+  sochdb_options o = tu_options(REG, MT, 5000);
+  o.daemon_path = tu_daemon_script(script, sizeof script, SOCHDB_TEST_SOCHDBD, flags);
+  sochdb *db = tu_db = tu_open_with(tu_dir(), &o);
+  fill(db, 12000, 1, 50);
+  TU_WAIT_STATS(db, s->flushes >= 1 && s->memtables_in_use == 1, "the full memtables flushed");
+  unsigned files;
+  count_blocks_by_level(db, 1, &files, none, lz4);
+  unlink(script);
+  cr_assert_gt(files, 0, "tables in level 0");
+}
+
+Test(flush, flushed_tables_store_their_blocks_as_they_are)
+{
+  unsigned none, lz4;
+  flushed_blocks("", &none, &lz4);
+  cr_assert(lz4 == 0 && none > 0, "%u LZ4 blocks of %u", lz4, lz4 + none);
+}
+
+Test(flush, a_daemon_told_to_compress_from_level_0_compresses_flushed_tables)
+{
+  unsigned none, lz4;
+  flushed_blocks("--compress-from-level 0", &none, &lz4);
+  cr_assert(lz4 > 0 && none == 0, "%u LZ4 blocks of %u", lz4, lz4 + none);
+}
+
+/* Deeper levels compress their blocks: a sequential load, whose files a
+** compaction could move down unchanged, has them rewritten on their way
+** from level 1, which does not compress, to level 2. */
+Test(flush, tables_compress_their_blocks_from_level_2)
+{
+  sochdb *db = tu_open(REG, MT, 5000);
+  const int n = 80000;    /* ~14 MB of compressible values: past level 1's target of 4 MiB */
+  fill(db, n, 1, 50);
+  TU_WAIT_STATS(db, s->compact_bytes_written > 0 && s->memtables_in_use == 1 && s->compaction_debt_bytes == 0 &&
+                s->l0_files < 4, "the load flushed and settled, some of it rewritten into level 2");
+  unsigned files[3], none[3], lz4[3];
+  count_blocks_by_level(db, 3, files, none, lz4);
+  cr_assert_gt(files[1], 0, "files in level 1");
+  cr_assert_gt(files[2], 0, "files in level 2");
+  for (unsigned l = 0; l < 2; l++)
+    cr_assert(lz4[l] == 0 && (files[l] == 0 || none[l] > 0), "level %u: %u LZ4 blocks of %u", l, lz4[l],
+              lz4[l] + none[l]);
+  cr_assert(lz4[2] > 0 && none[2] == 0, "level 2: %u LZ4 blocks of %u", lz4[2], lz4[2] + none[2]);
+  db = tu_open(REG, MT, 5000);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_all(t, n, 1, "after the compactions");
   sochdb_abort(t);
   tu_close();
 }

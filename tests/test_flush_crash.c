@@ -382,10 +382,20 @@ static void t1_round(sochdb *db, const char *dir, const char *spec, pid_t armed,
 /* Open dir with the daemon this open starts armed with crash point spec
 ** (NAME:N); the variable is gone when the library starts its successor.
 ** The armed daemon's pid into *armed. */
+/* sochdbd-testing with compactions unthrottled: these writers make a
+** level-0 table about every 10 ms, uncompressed (daemon/store.h), faster
+** than compactions limited to 64 MiB/s of reads keep up with on a loaded
+** machine, and each round must reach a compaction's crash points. */
+static const char *t1_daemon(void)
+{
+  static char script[4200];
+  return tu_daemon_script(script, sizeof script, SOCHDB_TEST_SOCHDBD_TESTING, "--compaction-rate-mb 0");
+}
+
 static sochdb *fc_open_armed(const char *dir, const char *spec, pid_t *armed)
 {
   setenv("SOCHDB_TEST_CRASH_AT", spec, 1);
-  sochdb_options o = fc_opts(SOCHDB_TEST_SOCHDBD_TESTING, 10000);
+  sochdb_options o = fc_opts(t1_daemon(), 10000);
   sochdb *db = NULL;
   int rc = sochdb_open(dir, &o, &db);
   unsetenv("SOCHDB_TEST_CRASH_AT");
@@ -454,7 +464,7 @@ Test(flush_crash, daemon_killed_after_moving_files_down_a_level)
 
   fc_kill_daemon(dir, "before the rebuild");
   tu_remove_region(dir);
-  db = fc_open(SOCHDB_TEST_SOCHDBD_TESTING);
+  db = fc_open(t1_daemon());
   s = tu_stats(db);
   cr_assert_gt(s.sst_files, s.l0_files, "the rebuilt region lists no file below level 0");
   t1m_verify(db, n, "region rebuilt from MANIFEST, SSTables and WAL");
@@ -468,7 +478,7 @@ static void t1_verify_rebuilt(const char *dir, int gen, const char *ctx)
 {
   fc_kill_daemon(dir, ctx);
   tu_remove_region(dir);
-  sochdb *db = fc_open(SOCHDB_TEST_SOCHDBD_TESTING);
+  sochdb *db = fc_open(t1_daemon());
   t1_verify(db, gen, ctx);
   sochdb_close(db);
 }
@@ -511,7 +521,7 @@ static void t1_crash_at(const char *point, unsigned nth)
   struct stat before, after;
   cr_assert_eq(stat(region, &before), 0, "stat %s", region);
   sochdb_close(db);
-  db = fc_open(SOCHDB_TEST_SOCHDBD_TESTING);
+  db = fc_open(t1_daemon());
   cr_assert_eq(stat(region, &after), 0, "stat %s", region);
   cr_assert(before.st_ino == after.st_ino, "the region was rebuilt instead of kept");
   t1_verify(db, gen, "fresh handle, region kept");
@@ -520,7 +530,7 @@ static void t1_crash_at(const char *point, unsigned nth)
   /* kill -9 of the daemon and the region gone: MANIFEST + SSTables + WAL. */
   fc_kill_daemon(dir, "before the rebuild");
   tu_remove_region(dir);
-  db = fc_open(SOCHDB_TEST_SOCHDBD_TESTING);
+  db = fc_open(t1_daemon());
   sochdb_stats rs = tu_stats(db);
   cr_assert_geq(rs.sst_files, 1, "the rebuilt region lists no SSTable");
   t1_verify(db, gen, "region rebuilt from MANIFEST, SSTables and WAL");
@@ -575,7 +585,7 @@ struct t1b_shared {
 static void t1b_child(const char *dir, struct t1b_shared *sh)
 {
   fc_child_start();
-  sochdb_options o = fc_opts(SOCHDB_TEST_SOCHDBD_TESTING, 10000);
+  sochdb_options o = fc_opts(t1_daemon(), 10000);
   sochdb *db = NULL;
   if (sochdb_open(dir, &o, &db) != SOCHDB_OK) _exit(2);
   atomic_store(&sh->opened, 1);
@@ -597,7 +607,7 @@ static void t1b_power_cut_at(const char *point, unsigned nth)
   char spec[96];
   snprintf(spec, sizeof spec, "%s:%u", point, nth);
   setenv("SOCHDB_TEST_CRASH_AT", spec, 1);   /* for the daemon our open starts, only */
-  sochdb_options o = fc_opts(SOCHDB_TEST_SOCHDBD_TESTING, 10000);
+  sochdb_options o = fc_opts(t1_daemon(), 10000);
   sochdb *db = NULL;
   int rc = sochdb_open(dir, &o, &db);
   unsetenv("SOCHDB_TEST_CRASH_AT");
@@ -634,7 +644,7 @@ static void t1b_power_cut_at(const char *point, unsigned nth)
 
   /* The files as the dying daemon left them: a rebuild from them alone. */
   tu_remove_region(dir);
-  db = fc_open(SOCHDB_TEST_SOCHDBD_TESTING);
+  db = fc_open(t1_daemon());
   /* The flush and compaction points come after a table was written; the
   ** log's runway may come before the first flush ends (a loaded machine,
   ** a fast writer), and the rebuild is then from the log alone. */
@@ -662,7 +672,7 @@ static void t1b_power_cut_at(const char *point, unsigned nth)
   sochdb_close(db);
   fc_kill_daemon(dir, "before the last rebuild");
   tu_remove_region(dir);
-  db = fc_open(SOCHDB_TEST_SOCHDBD_TESTING);
+  db = fc_open(t1_daemon());
   t1_verify_txns(db, more, "rebuilt once more");
   sochdb_close(db);
   fc_check_dir(dir, spec);

@@ -76,17 +76,7 @@ static uint8_t *slurp(const char *name, size_t *n)
 {
   char p[256];
   pathof(p, sizeof p, name);
-  FILE *f = fopen(p, "rb");
-  cr_assert_not_null(f, "cannot open %s", p);
-  fseek(f, 0, SEEK_END);
-  long len = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  uint8_t *buf = malloc(len ? (size_t)len : 1);
-  cr_assert_not_null(buf);
-  cr_assert_eq(fread(buf, 1, (size_t)len, f), (size_t)len, "short read of %s", p);
-  fclose(f);
-  *n = (size_t)len;
-  return buf;
+  return tu_read_file(p, n);
 }
 
 static void spit(const char *name, const void *buf, size_t n)

@@ -465,20 +465,6 @@ Test(recovery, a_region_rebuilt_from_the_manifest_keeps_its_file_numbers_from_re
 
 /* ---- what the MANIFEST proves the log holds (found by the recovery review) ---- */
 
-static uint8_t *slurp_file(const char *path, size_t *len)
-{
-  int fd = open(path, O_RDONLY);
-  cr_assert_geq(fd, 0, "open %s", path);
-  struct stat st;
-  cr_assert_eq(fstat(fd, &st), 0);
-  uint8_t *buf = malloc((size_t)st.st_size + 1);
-  cr_assert_not_null(buf);
-  cr_assert_eq(pread(fd, buf, (size_t)st.st_size, 0), st.st_size);
-  close(fd);
-  *len = (size_t)st.st_size;
-  return buf;
-}
-
 static void rewrite_file(const char *path, const uint8_t *buf, size_t len)
 {
   int fd = open(path, O_WRONLY | O_TRUNC);
@@ -608,7 +594,7 @@ static int damage_a_commit_half_flushed(const char *dir, int pad)
   newest_segment(dir, seg, sizeof seg);
   size_t len, offs[4096];
   uint32_t payloads[4096];
-  uint8_t *buf = slurp_file(seg, &len);
+  uint8_t *buf = tu_read_file(seg, &len);
   int n = groups_in(buf, len, offs, payloads, 4096);
   if (n > 0) {
     buf[offs[n - 1] + WAL_GROUP_HEADER + payloads[n - 1] / 2] ^= 0x40;
@@ -675,7 +661,7 @@ Test(recovery, check_reports_commits_out_of_order_as_the_replay_refuses_them)
   newest_segment(dir, seg, sizeof seg);
   size_t len, offs[256];
   uint32_t payloads[256];
-  uint8_t *buf = slurp_file(seg, &len);
+  uint8_t *buf = tu_read_file(seg, &len);
   int n = groups_in(buf, len, offs, payloads, 256);
   cr_assert_geq(n, 4, "%d groups", n);
   uint8_t *prev = buf + offs[n - 2] + WAL_GROUP_HEADER, *rec = buf + offs[n - 1] + WAL_GROUP_HEADER;

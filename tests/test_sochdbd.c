@@ -357,6 +357,7 @@ Test(sochdbd, a_flag_out_of_its_range_is_refused_with_the_range)
     { "--sync-delay-ms", "0", "takes 1..1000" },   { "--interval-ms", "0", "takes 1..60000" },
     { "--interval-ms", "70000", "takes 1..60000" }, { "--l0-trigger", "1", "takes 2..1000" },
     { "--level-ratio", "-3", "takes 2..1000" },     { "--spare-ms", "x", "takes 0..60000" },
+    { "--compress-from-level", "9", "takes 0..8" },
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     char cmd[8300], out[512] = "";

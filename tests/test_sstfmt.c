@@ -122,13 +122,16 @@ static void make_model(struct model *m, unsigned nkeys, unsigned maxv, size_t ma
 /* The table of m's entries; hashed: its plain data blocks get a hash index
 ** (the builder's default), or not (the formats of versions 1 and 2). */
 /* hashed: 1 hashed blocks, 0 plain ones; legacy: the format of builds
-** before version 4 (every database written before holds such files). */
-static void build_as(const struct model *m, size_t block_bytes, int hashed, int legacy, uint8_t **buf, size_t *len)
+** before version 4 (every database written before holds such files); lz4:
+** the plain data blocks may be compressed (the default), or not. */
+static void build_with(const struct model *m, size_t block_bytes, int hashed, int legacy, int lz4, uint8_t **buf,
+                       size_t *len)
 {
   struct sst_builder b;
   cr_assert_eq(sst_builder_init(&b, block_bytes), SOCHDB_OK, "builder init");
   b.hash_blocks = hashed;
   b.legacy_index = legacy;
+  b.lz4_data = lz4;
   for (size_t i = 0; i < m->n; i++) {
     const struct ent *e = &m->e[i];
     int rc = sst_builder_add(&b, e->key, e->klen, e->seq, e->kind, e->val, e->vlen);
@@ -136,6 +139,11 @@ static void build_as(const struct model *m, size_t block_bytes, int hashed, int 
   }
   cr_assert_eq(sst_builder_finish(&b, buf, len), SOCHDB_OK, "finish: %s", sochdb_last_error());
   sst_builder_free(&b);
+}
+
+static void build_as(const struct model *m, size_t block_bytes, int hashed, int legacy, uint8_t **buf, size_t *len)
+{
+  build_with(m, block_bytes, hashed, legacy, 1, buf, len);
 }
 
 static void build_hashed(const struct model *m, size_t block_bytes, int hashed, uint8_t **buf, size_t *len)
@@ -521,6 +529,39 @@ Test(sstfmt, compression)
     free(buf);
     model_free(&m);
   }
+}
+
+/* A builder told not to compress (the daemon's, for levels 0 and 1) stores
+** every data block of compressible values as it is: each get and scan reads
+** it in place, its values pointing into the file. */
+Test(sstfmt, compressible_blocks_stored_as_they_are_when_lz4_is_off)
+{
+  struct model m = {0};
+  make_model(&m, 2000, 2, 300, 1);
+  uint8_t *buf, *packed;
+  size_t len, packed_len;
+  build_with(&m, 8192, 1, 0, 0, &buf, &len);
+  build_with(&m, 8192, 1, 0, 1, &packed, &packed_len);
+  cr_assert_lt(packed_len * 2, len, "the values compress: %zu bytes with LZ4, %zu without", packed_len, len);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
+  unsigned none, lz4;
+  count_compression(&r, &none, &lz4);
+  cr_assert(none == r.nblocks && none > 10, "%u of %u blocks uncompressed", none, r.nblocks);
+  check_all_gets(&m, &r);
+  check_scan(&m, &r);
+  struct sst_scratch s = {0};
+  for (size_t i = 0; i < m.n; i++) {
+    struct sst_get_result res;
+    cr_assert_eq(sst_get(&r, m.e[i].key, m.e[i].klen, UINT64_MAX, &s, &res), SOCHDB_OK, "get");
+    if (res.found && res.vlen)
+      cr_assert(res.val >= buf && res.val + res.vlen <= buf + len, "the value points into the file");
+  }
+  sst_scratch_free(&s);
+  sst_close(&r);
+  free(buf);
+  free(packed);
+  model_free(&m);
 }
 
 /* Blocks of the smallest size: m's keys spread over more than 100 of them. */

@@ -2543,7 +2543,7 @@ static size_t kept_bytes(const sochdb_txn *t)
 ** compressed, so they are copied), all in SSTables. */
 Test(txn, copies_of_large_values_waste_no_chunk)
 {
-  sochdb *db = tu_open(64u << 20, 1u << 20, 10000);
+  sochdb *db = tu_open_compressing(64u << 20, 1u << 20, 10000);
   static const size_t sizes[] = { 40u << 10, 70u << 10 };
   for (int s = 0; s < 2; s++) {
     static char v[70u << 10];
@@ -2617,7 +2617,7 @@ static size_t scan_all(sochdb_txn *t, int transient, int expect)
 
 Test(txn, a_transient_scan_keeps_no_copy_for_its_transaction)
 {
-  sochdb *db = tu_open(64u << 20, 1u << 20, 10000);
+  sochdb *db = tu_open_compressing(64u << 20, 1u << 20, 10000);
   enum { N = 2000 };
   static char v[1000];
   sochdb_txn *w = tu_begin(db, 0);

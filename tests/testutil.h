@@ -557,6 +557,9 @@ static inline void tu_teardown(void)
     tu_signal_daemon_and_wait(tu_db_dir, SIGKILL);
     tu_remove_region(tu_db_dir);
     tu_rmrf(tu_db_dir);
+    char script[4200];
+    snprintf(script, sizeof script, "%s.sochdbd", tu_db_dir);
+    unlink(script);   /* tu_daemon_script's, if the test made one */
     free(tu_db_dir);
     tu_db_dir = NULL;
   }
@@ -634,6 +637,22 @@ static inline const char *tu_daemon_script(char *path, size_t n, const char *dae
   return path;
 }
 
+/* The whole file at path (malloc'ed, one byte to spare), *len its size;
+** asserts that it is read. */
+static inline uint8_t *tu_read_file(const char *path, size_t *len)
+{
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+  struct stat st;
+  cr_assert_eq(fstat(fd, &st), 0);
+  uint8_t *buf = malloc((size_t)st.st_size + 1);
+  cr_assert_not_null(buf);
+  cr_assert_eq(pread(fd, buf, (size_t)st.st_size, 0), st.st_size, "read %s", path);
+  close(fd);
+  *len = (size_t)st.st_size;
+  return buf;
+}
+
 /* Options with everything default (zero) but the sizes and the busy timeout
 ** (0 = the library's default). */
 static inline sochdb_options tu_options(size_t region_bytes, size_t memtable_bytes, unsigned busy_timeout_ms)
@@ -664,6 +683,24 @@ static inline sochdb *tu_open(size_t region_bytes, size_t memtable_bytes, unsign
   sochdb_options o = tu_options(region_bytes, memtable_bytes, busy_timeout_ms);
   tu_db = tu_open_with(dir, &o);
   return tu_db;
+}
+
+/* tu_open, served by a sochdbd that LZ4-compresses the blocks of every
+** level (--compress-from-level 0), for tests of what reads do with
+** compressed blocks: by default a flush's level-0 table stores its blocks
+** as they are (daemon/store.h). */
+static inline sochdb *tu_open_compressing(size_t region_bytes, size_t memtable_bytes, unsigned busy_timeout_ms)
+{
+#ifndef SOCHDB_TEST_SOCHDBD
+  cr_skip_test("the build defines no sochdbd");
+  return NULL;
+#else
+  static char script[4200];
+  sochdb_options o = tu_options(region_bytes, memtable_bytes, busy_timeout_ms);
+  o.daemon_path = tu_daemon_script(script, sizeof script, SOCHDB_TEST_SOCHDBD, "--compress-from-level 0");
+  tu_db = tu_open_with(tu_dir(), &o);
+  return tu_db;
+#endif
 }
 
 /* Close the handle last opened by tu_open. */
