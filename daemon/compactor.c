@@ -249,6 +249,29 @@ static int run_move(struct compactor *c, const struct compaction_job *job)
   return rc;
 }
 
+#define MOVE_SAMPLE_BLOCKS 16u   /* of each input file, spread over it */
+
+/* Whether moving job's files would carry blocks stored as they are into a
+** level that compresses, blocks that LZ4 would shrink (judged on a sample
+** of each file): they are rewritten then, so that a load in key order ends
+** compressed too. Blocks LZ4 cannot shrink (random bytes, data compressed
+** already) are moved as they are: rewriting them would cost the whole I/O
+** of the load (a 1 GB sequential load of such values settled 15 s after
+** its last commit instead of 0.5 s) and change no byte. */
+static int move_skips_compression(struct store *s, const struct compaction_job *job)
+{
+  if (store_compresses(s, job->level) || !store_compresses(s, job->output_level))
+    return 0;
+  struct input *in = NULL;
+  size_t n = 0;
+  int compress = open_inputs(s, job, &in, &n) != SOCHDB_OK;   /* then the merge reports why */
+  for (size_t i = 0; !compress && i < n; i++)
+    compress = sst_plain_blocks_compress(&in[i].r, MOVE_SAMPLE_BLOCKS);
+  if (in)
+    unmap_inputs(in, n);
+  return compress;
+}
+
 /* Bytes the levels are over their targets (the compaction debt). */
 static void update_debt(struct compactor *c)
 {
@@ -279,12 +302,10 @@ int compactor_step(struct compactor *c)
   pthread_mutex_lock(&s->lock);
   int picked = full ? compaction_pick_full(&s->state, &job)
                     : compaction_pick(&s->state, &s->copts, &c->picker, NULL, 0, &job);
-  /* A move would carry uncompressed files into a level that compresses
-  ** (a sequential load moves every file down): those are rewritten
-  ** instead, as RocksDB's trivial move requires matching compression. */
-  int moves = picked == 1 && compaction_job_moves(&s->state, &job) &&
-              store_compresses(s, job.level) == store_compresses(s, job.output_level);
+  int moves = picked == 1 && compaction_job_moves(&s->state, &job);
   pthread_mutex_unlock(&s->lock);
+  if (moves && move_skips_compression(s, &job))
+    moves = 0;
   int rc = picked < 0 ? -picked : SOCHDB_OK;
   if (picked == 1) {
     uint64_t saved = s->compact_rate;

@@ -226,6 +226,9 @@ static int blockbuf_seal(struct sst_blockbuf *bb)
 /* Where the next piece goes in the file: after what was spilled and held. */
 static uint64_t file_pos(const struct sst_builder *b) { return b->spilled + b->out_n; }
 
+/* LZ4's c bytes of an n-byte payload are kept only when they save an eighth. */
+static int lz4_pays(int c, size_t n) { return c > 0 && (size_t)c <= n - n / 8; }
+
 /* Append payload as a piece (a block, or a segment of a columnar one) at the
 ** end of the file, its checksum seeded with seed ^ seed_off; its stored size
 ** to *size. */
@@ -243,7 +246,7 @@ static int store_piece(struct sst_builder *b, const uint8_t *payload, size_t n, 
     if (!tmp)
       return SOCHDB_NOMEM;
     int c = LZ4_compress_default((const char *)payload, (char *)tmp, (int)n, bound);
-    if (c > 0 && (size_t)c <= n - n / 8) {
+    if (lz4_pays(c, n)) {
       memcpy(dst, tmp, (size_t)c);
       stored = (size_t)c;
       comp = SST_LZ4;
@@ -1498,6 +1501,26 @@ static int parse_search_index(struct sst_reader *r, const uint8_t *p, size_t n, 
       return bad("index block probe does not match its entry");
   }
   return SOCHDB_OK;
+}
+
+int sst_plain_blocks_compress(const struct sst_reader *r, unsigned samples)
+{
+  uint32_t step = samples && r->nblocks > samples ? r->nblocks / samples : 1;
+  int bound = LZ4_compressBound((int)SST_BLOCK_MAX * 2);
+  char *tmp = malloc((size_t)bound);
+  size_t raw = 0, packed = 0;
+  for (uint32_t i = 0; tmp && i < r->nblocks; i += step) {
+    const struct sst_index_entry *e = &r->index[i];
+    size_t n = e->size - SST_TRAILER_BYTES;
+    const uint8_t *p = r->buf + e->offset;
+    if (e->col || p[n] != SST_NONE || n < 16 || LZ4_compressBound((int)n) > bound)
+      continue;   /* columnar, compressed already, too small to try, or beyond any block we write */
+    int c = LZ4_compress_default((const char *)p, tmp, (int)n, bound);
+    raw += n;
+    packed += lz4_pays(c, n) ? (size_t)c : n;
+  }
+  free(tmp);
+  return raw && lz4_pays((int)(packed < INT32_MAX ? packed : INT32_MAX), raw);
 }
 
 int sst_open(const uint8_t *buf, size_t len, struct sst_reader *r)

@@ -463,6 +463,13 @@ struct sst_reader {
 int  sst_open(const uint8_t *buf, size_t len, struct sst_reader *r);
 void sst_close(struct sst_reader *r);
 
+/* 1 if LZ4 would shrink the plain data blocks r stores uncompressed by an
+** eighth or more, as the builder requires of each block, judged on about
+** `samples` of them spread over the file (0: all); 0 if not, or if r has no
+** such block (all compressed, columnar, or none). The blocks are read
+** unverified: the answer only chooses how a compaction handles the file. */
+int  sst_plain_blocks_compress(const struct sst_reader *r, unsigned samples);
+
 /* Use c (NULL = none; copied) for this reader's LZ4-compressed data blocks: a
 ** hit skips the checksum and decompression (the block was verified when it
 ** was inserted); a hit whose length is not the trailer's uncompressed size is

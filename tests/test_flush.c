@@ -627,9 +627,37 @@ Test(flush, a_daemon_told_to_compress_from_level_0_compresses_flushed_tables)
   cr_assert(lz4 > 0 && none == 0, "%u LZ4 blocks of %u", lz4, lz4 + none);
 }
 
-/* Deeper levels compress their blocks: a sequential load, whose files a
-** compaction could move down unchanged, has them rewritten on their way
-** from level 1, which does not compress, to level 2. */
+/* Values LZ4 cannot shrink gain nothing from a rewrite: a load of them in
+** key order moves from level 1 into level 2 as it is, reading and writing
+** nothing (a sample of each file's blocks says so). */
+Test(flush, a_load_in_key_order_that_does_not_compress_moves_into_level_2_unchanged)
+{
+  incompressible = 1;
+  sochdb *db = tu_open(REG, MT, 5000);
+  const int n = 80000;    /* ~16 MB: past level 1's target of 4 MiB */
+  fill(db, n, 1, 50);
+  uint8_t db_id[16];
+  memcpy(db_id, db->region.hdr->db_id, sizeof db_id);
+  unsigned files = 0, none = 0, lz4 = 0;
+  for (int w = 0; w < 1000 && !files; w++) {   /* moves only: every file listed stays */
+    count_level_blocks(tu_dir(), db_id, 2, &files, &none, &lz4);
+    if (!files)
+      tu_sleep_ms(10);
+  }
+  cr_assert_gt(files, 0, "no file reached level 2 in 10 s");
+  cr_assert(lz4 == 0 && none > 0, "level 2: %u LZ4 blocks of %u", lz4, lz4 + none);
+  sochdb_stats st = tu_stats(db);
+  cr_assert_eq(st.compact_bytes_written, 0, "the files were rewritten (%llu bytes)",
+               (unsigned long long)st.compact_bytes_written);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_all(t, n, 1, "after the moves");
+  sochdb_abort(t);
+  tu_close();
+}
+
+/* Deeper levels compress their blocks: a sequential load of values that
+** compress, whose files a compaction could move down unchanged, has them
+** rewritten on their way from level 1, which does not compress, to level 2. */
 Test(flush, tables_compress_their_blocks_from_level_2)
 {
   sochdb *db = tu_open(REG, MT, 5000);

@@ -507,6 +507,24 @@ static void count_compression(const struct sst_reader *r, unsigned *none, unsign
   }
 }
 
+/* Random values: blocks stored as they are that LZ4 cannot shrink by an
+** eighth are not worth compressing (a compaction moves them unchanged). */
+Test(sstfmt, random_blocks_are_not_worth_compressing)
+{
+  struct model m = {0};
+  make_model(&m, 2000, 2, 300, 0);
+  uint8_t *buf;
+  size_t len;
+  build_with(&m, 8192, 1, 0, 0, &buf, &len);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
+  cr_assert_gt(r.nblocks, 10u);
+  cr_assert_eq(sst_plain_blocks_compress(&r, 16), 0, "random values would shrink by an eighth");
+  sst_close(&r);
+  free(buf);
+  model_free(&m);
+}
+
 Test(sstfmt, compression)
 {
   for (int mode = 0; mode < 2; mode++) {
@@ -548,6 +566,12 @@ Test(sstfmt, compressible_blocks_stored_as_they_are_when_lz4_is_off)
   unsigned none, lz4;
   count_compression(&r, &none, &lz4);
   cr_assert(none == r.nblocks && none > 10, "%u of %u blocks uncompressed", none, r.nblocks);
+  cr_assert_eq(sst_plain_blocks_compress(&r, 4), 1, "a sample of 4 blocks would shrink");
+  cr_assert_eq(sst_plain_blocks_compress(&r, 0), 1, "every block would shrink");
+  struct sst_reader rp;
+  cr_assert_eq(sst_open(packed, packed_len, &rp), SOCHDB_OK, "open: %s", sochdb_last_error());
+  cr_assert_eq(sst_plain_blocks_compress(&rp, 0), 0, "compressed blocks are compressed already");
+  sst_close(&rp);
   check_all_gets(&m, &r);
   check_scan(&m, &r);
   struct sst_scratch s = {0};
