@@ -387,18 +387,33 @@ void bc_add_counts(void *area, uint64_t hits, uint64_t misses)
 
 /* ---- insert -------------------------------------------------------------------- */
 
-/* Is (file, offset) cached (or was it, a moment ago)? A stale answer only
-** means a skipped or a duplicate insert, so relaxed loads suffice. */
-static int present(struct bc_set *s, uint64_t file, uint64_t offset)
+/* Is (file, offset) cached (or was it, a moment ago)? And *full: has the set
+** no free way? Stale answers only mean a skipped or a duplicate insert, or
+** one admitted or refused wrongly, so relaxed loads suffice. */
+static int present(struct bc_set *s, uint64_t file, uint64_t offset, int *full)
 {
+  *full = 1;
   for (unsigned w = 0; w < BC_WAYS; w++) {
     struct bc_entry *e = &s->way[w];
     uint64_t st = atomic_load_explicit(&e->state, memory_order_relaxed);
+    if (!st_owner(st) && !st_valid(st))
+      *full = 0;
     if (!st_owner(st) && st_valid(st) && atomic_load_explicit(&e->file, memory_order_relaxed) == file &&
         atomic_load_explicit(&e->offset, memory_order_relaxed) == offset)
       return 1;
   }
   return 0;
+}
+
+/* Whether this insert into a full set goes ahead: every BC_ADMIT_EVERY-th
+** of the thread's (see the header). Counted per thread, not per set or per
+** block: a per-block count would need memory for blocks not cached, and a
+** shared one a line every process writes. Asking before the victim is
+** picked leaves the set's reference bits alone when it does not. */
+static int admitted(void)
+{
+  static _Thread_local unsigned full_set_inserts;
+  return ++full_set_inserts % BC_ADMIT_EVERY == 0;
 }
 
 /* CLOCK: the next way that is free, or valid with its reference bit clear
@@ -496,7 +511,8 @@ void bc_insert(void *area, uint64_t file, uint64_t offset, const void *data, siz
     return;
   }
   struct bc_set *s = set_of(h, t, file, offset);
-  if (present(s, file, offset) || !back_set(h, t, s, backing))
+  int full;
+  if (present(s, file, offset, &full) || (full && !admitted()) || !back_set(h, t, s, backing))
     return;
   uint64_t claimed;
   int w = claim_victim(h, s, owner, &claimed);
