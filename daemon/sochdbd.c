@@ -92,9 +92,10 @@ static void usage(FILE *out)
                "  --level-ratio N     size ratio between adjacent levels (default 10; 2..1000)\n"
                "  --spare-ms N        a flushed memtable's arena keeps its pages this long for the\n"
                "                      next one (default 1000; 0 = give them back at once; up to 60000)\n"
-               "  --compress-from-level N  SSTables of level N and deeper LZ4-compress their data\n"
-               "                      blocks; levels 0..N-1 store them as they are (default 2;\n"
-               "                      0 = every level; 8 = none)\n"
+               "  --compress-from-level N  SSTables of level N and deeper LZ4-compress their\n"
+               "                      key-value blocks; levels 0..N-1 store them as they are\n"
+               "                      (default 2; 0 = every level; 8 = none; columnar\n"
+               "                      segments are compressed at every level)\n"
                "  SIGTERM or SIGINT stops it once what was published is durable; SIGHUP opens\n"
                "  DIR/sochdbd.log again (log rotation).\n");
 }

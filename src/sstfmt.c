@@ -1503,24 +1503,29 @@ static int parse_search_index(struct sst_reader *r, const uint8_t *p, size_t n, 
   return SOCHDB_OK;
 }
 
+/* Of a block larger than this (one holding a large value: up to 16 MiB),
+** only its first bytes are judged. */
+#define LZ4_SAMPLE_MAX (2 * SST_BLOCK_MAX)
+
 int sst_plain_blocks_compress(const struct sst_reader *r, unsigned samples)
 {
   uint32_t step = samples && r->nblocks > samples ? r->nblocks / samples : 1;
-  int bound = LZ4_compressBound((int)SST_BLOCK_MAX * 2);
+  int bound = LZ4_compressBound((int)LZ4_SAMPLE_MAX);
   char *tmp = malloc((size_t)bound);
   size_t raw = 0, packed = 0;
   for (uint32_t i = 0; tmp && i < r->nblocks; i += step) {
     const struct sst_index_entry *e = &r->index[i];
     size_t n = e->size - SST_TRAILER_BYTES;
     const uint8_t *p = r->buf + e->offset;
-    if (e->col || p[n] != SST_NONE || n < 16 || LZ4_compressBound((int)n) > bound)
-      continue;   /* columnar, compressed already, too small to try, or beyond any block we write */
-    int c = LZ4_compress_default((const char *)p, tmp, (int)n, bound);
-    raw += n;
-    packed += lz4_pays(c, n) ? (size_t)c : n;
+    if (e->col || p[n] != SST_NONE || n < 16)
+      continue;   /* columnar, compressed already, or too small to try */
+    size_t m = n < LZ4_SAMPLE_MAX ? n : LZ4_SAMPLE_MAX;
+    int c = LZ4_compress_default((const char *)p, tmp, (int)m, bound);
+    raw += m;
+    packed += lz4_pays(c, m) ? (size_t)c : m;
   }
   free(tmp);
-  return raw && lz4_pays((int)(packed < INT32_MAX ? packed : INT32_MAX), raw);
+  return raw && packed <= raw - raw / 8;   /* lz4_pays, in size_t */
 }
 
 int sst_open(const uint8_t *buf, size_t len, struct sst_reader *r)

@@ -465,8 +465,9 @@ void sst_close(struct sst_reader *r);
 
 /* 1 if LZ4 would shrink the plain data blocks r stores uncompressed by an
 ** eighth or more, as the builder requires of each block, judged on about
-** `samples` of them spread over the file (0: all); 0 if not, or if r has no
-** such block (all compressed, columnar, or none). The blocks are read
+** `samples` of them spread over the file (0: all), and on the first 128 KiB
+** of a larger one; 0 if not, or if r has no such block (all compressed,
+** columnar, or none). The blocks are read
 ** unverified: the answer only chooses how a compaction handles the file. */
 int  sst_plain_blocks_compress(const struct sst_reader *r, unsigned samples);
 

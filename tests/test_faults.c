@@ -583,8 +583,6 @@ static void commit_kib_values(sochdb *db, const char *prefix, int n)
   }
 }
 
-/* A database in DIR (PATH_MAX bytes) on a 24 MiB tmpfs at full_mnt, with
-** 1 MiB memtables (256 KiB log segments), busy_ms 3000. */
 /* daemon, told to compress the tables of every level: the small disk holds
 ** the tables of all the memtables the tests write because their values
 ** compress (a flush stores its blocks as they are by default). */
@@ -594,6 +592,8 @@ static const char *compressing(const char *daemon)
   return tu_daemon_script(script, sizeof script, daemon, "--compress-from-level 0");
 }
 
+/* A database in DIR (PATH_MAX bytes) on a 24 MiB tmpfs at full_mnt, with
+** 1 MiB memtables (256 KiB log segments), busy_ms 3000. */
 static sochdb *open_on_a_small_disk(char *dir)
 {
   tu_mount_tmpfs_or_skip(full_mnt, "size=24m");

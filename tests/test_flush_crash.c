@@ -379,9 +379,6 @@ static void t1_round(sochdb *db, const char *dir, const char *spec, pid_t armed,
               (unsigned long long)now.flushes, (unsigned long long)now.compactions, *gen);
 }
 
-/* Open dir with the daemon this open starts armed with crash point spec
-** (NAME:N); the variable is gone when the library starts its successor.
-** The armed daemon's pid into *armed. */
 /* sochdbd-testing with compactions unthrottled: these writers make a
 ** level-0 table about every 10 ms, uncompressed (daemon/store.h), faster
 ** than compactions limited to 64 MiB/s of reads keep up with on a loaded
@@ -392,6 +389,9 @@ static const char *t1_daemon(void)
   return tu_daemon_script(script, sizeof script, SOCHDB_TEST_SOCHDBD_TESTING, "--compaction-rate-mb 0");
 }
 
+/* Open dir with the daemon this open starts armed with crash point spec
+** (NAME:N); the variable is gone when the library starts its successor.
+** The armed daemon's pid into *armed. */
 static sochdb *fc_open_armed(const char *dir, const char *spec, pid_t *armed)
 {
   setenv("SOCHDB_TEST_CRASH_AT", spec, 1);

@@ -525,6 +525,33 @@ Test(sstfmt, random_blocks_are_not_worth_compressing)
   model_free(&m);
 }
 
+/* A block holding a large value (past 128 KiB) is judged on its first
+** bytes: one of compressible values is worth compressing. (Such blocks were
+** skipped, and a file of only them was moved uncompressed.) */
+Test(sstfmt, large_compressible_values_are_worth_compressing)
+{
+  struct sst_builder b;
+  cr_assert_eq(sst_builder_init(&b, 0), SOCHDB_OK);
+  b.lz4_data = 0;
+  static char v[200000];
+  for (int i = 0; i < 4; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "big-%d", i);
+    memset(v, 'a' + i, sizeof v);
+    cr_assert_eq(sst_builder_add(&b, k, strlen(k), 1, SST_PUT, v, sizeof v), SOCHDB_OK, "%s", sochdb_last_error());
+  }
+  uint8_t *buf;
+  size_t len;
+  cr_assert_eq(sst_builder_finish(&b, &buf, &len), SOCHDB_OK, "finish: %s", sochdb_last_error());
+  sst_builder_free(&b);
+  struct sst_reader r;
+  cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open: %s", sochdb_last_error());
+  cr_assert_geq(r.nblocks, 4u, "a block a value");
+  cr_assert_eq(sst_plain_blocks_compress(&r, 16), 1, "values of one repeated byte would shrink");
+  sst_close(&r);
+  free(buf);
+}
+
 Test(sstfmt, compression)
 {
   for (int mode = 0; mode < 2; mode++) {
