@@ -507,6 +507,20 @@ static void count_compression(const struct sst_reader *r, unsigned *none, unsign
   }
 }
 
+/* Every value a get of m's keys finds in r (opened on buf) points into the
+** file: read in place, not copied. */
+static void check_values_in_place(const struct model *m, const struct sst_reader *r, const uint8_t *buf, size_t len)
+{
+  struct sst_scratch s = {0};
+  for (size_t i = 0; i < m->n; i++) {
+    struct sst_get_result res;
+    cr_assert_eq(sst_get(r, m->e[i].key, m->e[i].klen, UINT64_MAX, &s, &res), SOCHDB_OK, "get");
+    if (res.found && res.vlen)
+      cr_assert(res.val >= buf && res.val + res.vlen <= buf + len, "the value of #%zu points into the file", i);
+  }
+  sst_scratch_free(&s);
+}
+
 /* Random values: blocks stored as they are that LZ4 cannot shrink by an
 ** eighth are not worth compressing (a compaction moves them unchanged). */
 Test(sstfmt, random_blocks_are_not_worth_compressing)
@@ -601,14 +615,7 @@ Test(sstfmt, compressible_blocks_stored_as_they_are_when_lz4_is_off)
   sst_close(&rp);
   check_all_gets(&m, &r);
   check_scan(&m, &r);
-  struct sst_scratch s = {0};
-  for (size_t i = 0; i < m.n; i++) {
-    struct sst_get_result res;
-    cr_assert_eq(sst_get(&r, m.e[i].key, m.e[i].klen, UINT64_MAX, &s, &res), SOCHDB_OK, "get");
-    if (res.found && res.vlen)
-      cr_assert(res.val >= buf && res.val + res.vlen <= buf + len, "the value points into the file");
-  }
-  sst_scratch_free(&s);
+  check_values_in_place(&m, &r, buf, len);
   sst_close(&r);
   free(buf);
   free(packed);
@@ -844,14 +851,7 @@ Test(sstfmt, zero_copy_values)
   build(&m, 0, &buf, &len);
   struct sst_reader r;
   cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
-  struct sst_scratch s = {0};
-  for (size_t i = 0; i < m.n; i++) {
-    struct sst_get_result res;
-    cr_assert_eq(sst_get(&r, m.e[i].key, m.e[i].klen, UINT64_MAX, &s, &res), SOCHDB_OK, "get");
-    if (res.found && res.vlen)
-      cr_assert(res.val >= buf && res.val + res.vlen <= buf + len, "uncompressed value points into the file");
-  }
-  sst_scratch_free(&s);
+  check_values_in_place(&m, &r, buf, len);
   sst_close(&r);
   free(buf);
   model_free(&m);
