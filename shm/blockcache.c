@@ -18,6 +18,7 @@
 */
 #include "blockcache.h"
 #include "testhooks.h"
+#include "threadrand.h"
 
 #include <stdatomic.h>
 #include <string.h>
@@ -387,17 +388,21 @@ void bc_add_counts(void *area, uint64_t hits, uint64_t misses)
 
 /* ---- insert -------------------------------------------------------------------- */
 
-/* Is (file, offset) cached (or was it, a moment ago)? And *full: has the set
-** no free way? Stale answers only mean a skipped or a duplicate insert, or
-** one admitted or refused wrongly, so relaxed loads suffice. */
-static int present(struct bc_set *s, uint64_t file, uint64_t offset, int *full)
+/* Is (file, offset) cached (or was it, a moment ago)? And *free_way: a way
+** of the set that is free (-1: none), with its state. Stale answers only
+** mean a skipped or a duplicate insert, one admitted or refused wrongly, or
+** a claim of the free way that fails (the caller then picks a victim), so
+** relaxed loads suffice. */
+static int present(struct bc_set *s, uint64_t file, uint64_t offset, int *free_way, uint64_t *free_state)
 {
-  *full = 1;
+  *free_way = -1;
   for (unsigned w = 0; w < BC_WAYS; w++) {
     struct bc_entry *e = &s->way[w];
     uint64_t st = atomic_load_explicit(&e->state, memory_order_relaxed);
-    if (!st_owner(st) && !st_valid(st))
-      *full = 0;
+    if (!st_owner(st) && !st_valid(st) && *free_way < 0) {
+      *free_way = (int)w;
+      *free_state = st;
+    }
     if (!st_owner(st) && st_valid(st) && atomic_load_explicit(&e->file, memory_order_relaxed) == file &&
         atomic_load_explicit(&e->offset, memory_order_relaxed) == offset)
       return 1;
@@ -405,15 +410,16 @@ static int present(struct bc_set *s, uint64_t file, uint64_t offset, int *full)
   return 0;
 }
 
-/* Whether this insert into a full set goes ahead: every BC_ADMIT_EVERY-th
-** of the thread's (see the header). Counted per thread, not per set or per
-** block: a per-block count would need memory for blocks not cached, and a
-** shared one a line every process writes. Asking before the victim is
-** picked leaves the set's reference bits alone when it does not. */
+/* Whether this insert into a full set goes ahead: with probability 1 in
+** BC_ADMIT_EVERY, drawn per thread (see the header). Not a count of the
+** thread's inserts, which would never admit in a process that misses three
+** times in its life and would favour the same places in a repeating
+** pattern of misses (a columnar read's segments); not a count per block,
+** which would need memory for blocks not cached. Asking before the victim
+** is picked leaves the set's reference bits alone when it does not. */
 static int admitted(void)
 {
-  static _Thread_local unsigned full_set_inserts;
-  return ++full_set_inserts % BC_ADMIT_EVERY == 0;
+  return shm_thread_random() % BC_ADMIT_EVERY == 0;
 }
 
 /* CLOCK: the next way that is free, or valid with its reference bit clear
@@ -511,11 +517,15 @@ void bc_insert(void *area, uint64_t file, uint64_t offset, const void *data, siz
     return;
   }
   struct bc_set *s = set_of(h, t, file, offset);
-  int full;
-  if (present(s, file, offset, &full) || (full && !admitted()) || !back_set(h, t, s, backing))
+  int free_way;
+  uint64_t free_state = 0, claimed;
+  if (present(s, file, offset, &free_way, &free_state) || (free_way < 0 && !admitted()) ||
+      !back_set(h, t, s, backing))
     return;
-  uint64_t claimed;
-  int w = claim_victim(h, s, owner, &claimed);
+  /* a free way first: CLOCK's hand may point at a valid block meanwhile */
+  int w = free_way >= 0 && claim(&s->way[free_way], free_state, owner, &claimed)
+              ? free_way
+              : claim_victim(h, s, owner, &claimed);
   if (w < 0)
     return;
   write_tags(&s->way[w], file, offset, len);

@@ -9,11 +9,11 @@
 ** of the smallest entries that hold it, there (file, offset) hashes to one
 ** set of BC_WAYS entries, and CLOCK (a reference bit per entry, a hand per
 ** set) chooses the victim within the set. A block that would evict another
-** is admitted one miss in BC_ADMIT_EVERY (each thread counts its own): a
-** block read often misses often and gets in soon, while blocks read once,
-** by random reads over more than the cache holds, rarely displace cached
-** ones, nor cost a 4 KiB copy each (a set with a free entry takes every
-** block). Blocks larger than BC_BLOCK_MAX
+** is admitted with probability 1 in BC_ADMIT_EVERY (each thread draws its
+** own): a block read often misses often and gets in soon, while blocks
+** read once, by random reads over more than the cache holds, rarely
+** displace cached ones, nor cost a 4 KiB copy each. A set with a free entry
+** takes every block, into that entry. Blocks larger than BC_BLOCK_MAX
 ** are not cached, nor blocks over the small tier's entries when the budget
 ** gives the large tier no set (a cache under about 512 KiB).
 **
@@ -39,7 +39,7 @@
 
 #define BC_BLOCK_MAX  16384u   /* the largest entry; bigger blocks are not cached */
 #define BC_WAYS       8u
-#define BC_ADMIT_EVERY 4u      /* misses of full sets per admission: see above */
+#define BC_ADMIT_EVERY 4u      /* 1 in this many inserts into full sets goes ahead: see above */
 #define BC_MAX_TIERS  2u
 
 /* The size tiers: n of them, each with entries of block_max bytes (ascending)
@@ -121,8 +121,8 @@ void   bc_add_counts(void *area, uint64_t hits, uint64_t misses);
 /* Insert a copy of data[0..len) under (file, offset), in the first tier whose
 ** entries hold it; a block no tier holds (len > BC_BLOCK_MAX) is counted in
 ** too_big and ignored. owner = the inserting process's slot + 1
-** (1..65535). Does nothing if the block is already cached, or if its set is
-** full and this is not the calling thread's BC_ADMIT_EVERY-th such insert;
+** (1..65535). Does nothing if the block is already cached, or (with
+** probability 1 - 1/BC_ADMIT_EVERY) if its set is full;
 ** may silently give up under contention (every way of the set being
 ** written) or when backing cannot reserve the set's memory. */
 void   bc_insert(void *area, uint64_t file, uint64_t offset, const void *data, size_t len, uint32_t owner,

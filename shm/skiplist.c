@@ -17,6 +17,7 @@
 
 #include "arena.h"
 #include "testhooks.h"
+#include "threadrand.h"
 
 #include <assert.h>
 #include <ck_pr.h>
@@ -110,18 +111,8 @@ void sl_init(shm_region *r, uint32_t mt)
 /* Heights with p = 1/4 per level, from a per-thread xorshift generator. */
 uint8_t sl_random_height(void)
 {
-  static _Thread_local uint64_t x;
-  if (!x) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    x = ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)&x;
-    x |= 1;
-  }
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
   uint8_t h = 1;
-  for (uint64_t bits = x; h < SL_MAX_HEIGHT && (bits & 3) == 0; bits >>= 2)
+  for (uint64_t bits = shm_thread_random(); h < SL_MAX_HEIGHT && (bits & 3) == 0; bits >>= 2)
     h++;
   return h;
 }
