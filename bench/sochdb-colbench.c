@@ -616,10 +616,12 @@ int main(int argc, char **argv)
     printf("\n(SQLite comparison not built: libsqlite3 was not found)\n");
 #endif
   if (!o.keep) {
+    /* the region's name comes from the directory's identity: ask before removing it */
     char region[4096];
+    int have_region = shm_region_path(dir, region, sizeof region) == SOCHDB_OK;
     stop_daemon(dir);
     nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-    if (shm_region_path(dir, region, sizeof region) == SOCHDB_OK)
+    if (have_region)
       unlink(region);
   }
   return status;
