@@ -226,8 +226,9 @@ static int blockbuf_seal(struct sst_blockbuf *bb)
 /* Where the next piece goes in the file: after what was spilled and held. */
 static uint64_t file_pos(const struct sst_builder *b) { return b->spilled + b->out_n; }
 
-/* LZ4's c bytes of an n-byte payload are kept only when they save an eighth. */
-static int lz4_pays(int c, size_t n) { return c > 0 && (size_t)c <= n - n / 8; }
+/* LZ4's c bytes of an n-byte payload (c = 0: LZ4 failed) are kept only when
+** they save an eighth. */
+static int lz4_pays(size_t c, size_t n) { return c > 0 && c <= n - n / 8; }
 
 /* Append payload as a piece (a block, or a segment of a columnar one) at the
 ** end of the file, its checksum seeded with seed ^ seed_off; its stored size
@@ -245,8 +246,8 @@ static int store_piece(struct sst_builder *b, const uint8_t *payload, size_t n, 
     uint8_t *tmp = bound > 0 ? malloc((size_t)bound) : NULL;
     if (!tmp)
       return SOCHDB_NOMEM;
-    int c = LZ4_compress_default((const char *)payload, (char *)tmp, (int)n, bound);
-    if (lz4_pays(c, n)) {
+    int c = LZ4_compress_default((const char *)payload, (char *)tmp, (int)n, bound);   /* 0: failed, never < 0 */
+    if (lz4_pays((size_t)c, n)) {
       memcpy(dst, tmp, (size_t)c);
       stored = (size_t)c;
       comp = SST_LZ4;
@@ -1520,12 +1521,12 @@ int sst_plain_blocks_compress(const struct sst_reader *r, unsigned samples)
     if (e->col || p[n] != SST_NONE || n < 16)
       continue;   /* columnar, compressed already, or too small to try */
     size_t m = n < LZ4_SAMPLE_MAX ? n : LZ4_SAMPLE_MAX;
-    int c = LZ4_compress_default((const char *)p, tmp, (int)m, bound);
+    size_t c = (size_t)LZ4_compress_default((const char *)p, tmp, (int)m, bound);   /* 0: failed */
     raw += m;
-    packed += lz4_pays(c, m) ? (size_t)c : m;
+    packed += lz4_pays(c, m) ? c : m;
   }
   free(tmp);
-  return raw && packed <= raw - raw / 8;   /* lz4_pays, in size_t */
+  return lz4_pays(packed, raw);
 }
 
 int sst_open(const uint8_t *buf, size_t len, struct sst_reader *r)
