@@ -550,7 +550,7 @@ Test(flush_crash, daemon_killed_after_applying_a_compaction) { t1_crash_at("comp
 /* Between unlisting a flushed memtable from new views and freeing its arena. */
 Test(flush_crash, daemon_killed_after_unviewing_a_memtable) { t1_crash_at("recycle.unviewable", 2); }
 /* Between writing WAL zeros ahead and writing the group over them. */
-Test(flush_crash, daemon_killed_after_writing_the_wal_runway) { t1_crash_at("wal.runway_written", 40); }
+Test(flush_crash, daemon_killed_after_writing_the_wal_runway) { t1_crash_at("wal.runway_written", 12); }
 
 /* Between marking a reused arena's tail for trimming and punching it: the
 ** arena stays full at the floor, and writers rotate past it. Memtables of
