@@ -312,9 +312,10 @@ static void copy_in(_Atomic uint64_t *dst, const uint8_t *src, size_t len)
 
 /* ---- lookup -------------------------------------------------------------------- */
 
-/* Copy way w of s out if it holds (file, offset) stably: 1, *len set. */
-static int read_way(struct bc_header *h, const struct bc_tier *t, struct bc_set *s, unsigned w, uint64_t file,
-                    uint64_t offset, void *dst, size_t cap, size_t *len)
+/* Way w of s, if it holds (file, offset) stably published and no longer
+** than cap: 1 with rd set up to read it. */
+static int open_way(struct bc_header *h, const struct bc_tier *t, struct bc_set *s, unsigned w, uint64_t file,
+                    uint64_t offset, size_t cap, struct bc_read *rd)
 {
   struct bc_entry *e = &s->way[w];
   /* acquire: pairs with the publisher's release store, so the tags and data
@@ -322,36 +323,22 @@ static int read_way(struct bc_header *h, const struct bc_tier *t, struct bc_set 
   uint64_t s1 = atomic_load_explicit(&e->state, memory_order_acquire);
   if (st_owner(s1) || !st_valid(s1))
     return 0;
-  /* relaxed: ordered after s1 by its acquire; validated by the re-check */
+  /* relaxed: ordered after s1 by its acquire; validated by bc_read_end */
   if (atomic_load_explicit(&e->file, memory_order_relaxed) != file ||
       atomic_load_explicit(&e->offset, memory_order_relaxed) != offset)
     return 0;
   uint64_t n = atomic_load_explicit(&e->len, memory_order_relaxed);
   if (n > t->block_max || n > cap)
     return 0;
-  copy_out(data_of(h, t, s, w), dst, (size_t)n);
-  /* acquire fence: if the copy read any word a later writer stored (after its
-  ** claim and release fence), the re-load below sees that claim or later. */
-  fence_acquire();
-  /* relaxed: the fence above orders it after the copy */
-  if (atomic_load_explicit(&e->state, memory_order_relaxed) != s1)
-    return 0;   /* changed while copying: maybe torn; a miss, no retry */
-  /* relaxed: the reference bit is a CLOCK hint; written only when clear so
-  ** that hits on a hot block do not bounce its cache line between CPUs. */
-  if (!atomic_load_explicit(&e->ref, memory_order_relaxed))
-    atomic_store_explicit(&e->ref, 1, memory_order_relaxed);
-  *len = (size_t)n;
+  rd->entry = e;
+  rd->data = data_of(h, t, s, w);
+  rd->seen = s1;
+  rd->len = (size_t)n;
   return 1;
 }
 
-int bc_lookup(void *area, uint64_t file, uint64_t offset, void *dst, size_t cap, size_t *len)
-{
-  struct bc_header *h = header(area);
-  return h ? bc_lookup_counted(area, file, offset, dst, cap, len, &h->hits, &h->misses) : 0;
-}
-
-int bc_lookup_counted(void *area, uint64_t file, uint64_t offset, void *dst, size_t cap, size_t *len,
-                      _Atomic uint64_t *hits, _Atomic uint64_t *misses)
+/* The entry of (file, offset), no longer than cap: 1 with rd set up to read it. */
+static int find_entry(void *area, uint64_t file, uint64_t offset, size_t cap, struct bc_read *rd)
 {
   struct bc_header *h = header(area);
   if (!h)
@@ -365,15 +352,82 @@ int bc_lookup_counted(void *area, uint64_t file, uint64_t offset, void *dst, siz
       continue;
     struct bc_set *s = set_of(h, t, file, offset);
     for (unsigned w = 0; w < BC_WAYS; w++)
-      if (read_way(h, t, s, w, file, offset, dst, cap, len)) {
-        count(hits);
+      if (open_way(h, t, s, w, file, offset, cap, rd))
         return 1;
-      }
     if (cap <= t->block_max)
       break;
   }
-  count(misses);
   return 0;
+}
+
+int bc_read_begin(void *area, uint64_t file, uint64_t offset, size_t cap, struct bc_read *rd,
+                  _Atomic uint64_t *hits, _Atomic uint64_t *misses)
+{
+  rd->hits = hits;
+  rd->misses = misses;
+  if (find_entry(area, file, offset, cap, rd))
+    return 1;
+  if (header(area))
+    count(misses);
+  return 0;
+}
+
+void bc_prefetch_end(void *area, uint64_t file, uint64_t offset, size_t bytes)
+{
+  struct bc_read rd;
+  if (!find_entry(area, file, offset, BC_BLOCK_MAX, &rd))
+    return;
+  size_t from = rd.len > bytes ? rd.len - bytes : 0;
+  for (size_t at = from / 64 * 64; at < rd.len; at += 64)
+    __builtin_prefetch((const char *)rd.data + at);
+}
+
+void bc_read_copy(const struct bc_read *rd, size_t from, size_t to, void *dst)
+{
+  if (to > rd->len)
+    to = rd->len;
+  if (from >= to)
+    return;
+  size_t first = from / 8;   /* whole words: the word holding byte from starts at byte 8 * first */
+  copy_out(rd->data + first, (uint8_t *)dst + 8 * first, to - 8 * first);
+}
+
+int bc_read_end(const struct bc_read *rd)
+{
+  struct bc_entry *e = rd->entry;
+  /* acquire fence: if a copy read any word a later writer stored (after its
+  ** claim and release fence), the re-load below sees that claim or later. */
+  fence_acquire();
+  /* relaxed: the fence above orders it after the copies */
+  if (atomic_load_explicit(&e->state, memory_order_relaxed) != rd->seen) {
+    count(rd->misses);   /* changed while we copied: maybe torn; a miss, no retry */
+    return 0;
+  }
+  /* relaxed: the reference bit is a CLOCK hint; written only when clear so
+  ** that hits on a hot block do not bounce its cache line between CPUs. */
+  if (!atomic_load_explicit(&e->ref, memory_order_relaxed))
+    atomic_store_explicit(&e->ref, 1, memory_order_relaxed);
+  count(rd->hits);
+  return 1;
+}
+
+int bc_lookup(void *area, uint64_t file, uint64_t offset, void *dst, size_t cap, size_t *len)
+{
+  struct bc_header *h = header(area);
+  return h ? bc_lookup_counted(area, file, offset, dst, cap, len, &h->hits, &h->misses) : 0;
+}
+
+int bc_lookup_counted(void *area, uint64_t file, uint64_t offset, void *dst, size_t cap, size_t *len,
+                      _Atomic uint64_t *hits, _Atomic uint64_t *misses)
+{
+  struct bc_read rd;
+  if (!bc_read_begin(area, file, offset, cap, &rd, hits, misses))
+    return 0;
+  bc_read_copy(&rd, 0, rd.len, dst);
+  if (!bc_read_end(&rd))
+    return 0;
+  *len = rd.len;
+  return 1;
 }
 
 void bc_add_counts(void *area, uint64_t hits, uint64_t misses)

@@ -111,6 +111,36 @@ int    bc_lookup(void *area, uint64_t file, uint64_t offset, void *dst, size_t c
 int    bc_lookup_counted(void *area, uint64_t file, uint64_t offset, void *dst, size_t cap, size_t *len,
                          _Atomic uint64_t *hits, _Atomic uint64_t *misses);
 
+/* A lookup in pieces, for a reader that needs a few ranges of a block, not
+** all of it (a point read through a block's hash index): bc_read_begin
+** finds (file, offset), no longer than cap, and notes its entry's state
+** (1 with rd->len set; else 0, a miss counted in *misses); bc_read_copy
+** copies bytes [from, to) of it, clipped to rd->len, to the same place in
+** dst (a buffer of rd->len bytes; whole words, so it may also write up to 7
+** bytes before from), as often as the reader likes; bc_read_end returns 1,
+** counting a hit in *hits, if the entry was not changed since the begin,
+** and then every byte copied is the block's; else 0, a miss: the bytes
+** copied may be torn and must be thrown away. Until the end says so, the
+** reader must treat what it copied as untrusted (bounds-check everything
+** it reads from it). No call waits, and none writes the entry but its
+** CLOCK reference bit. */
+struct bc_read {
+  void                   *entry;    /* the entry's metadata, in the area */
+  const _Atomic uint64_t *data;     /* its data words, in the area */
+  uint64_t                seen;     /* its state at the begin */
+  size_t                  len;      /* the block's length */
+  _Atomic uint64_t       *hits, *misses;
+};
+int    bc_read_begin(void *area, uint64_t file, uint64_t offset, size_t cap, struct bc_read *rd,
+                     _Atomic uint64_t *hits, _Atomic uint64_t *misses);
+void   bc_read_copy(const struct bc_read *rd, size_t from, size_t to, void *dst);
+int    bc_read_end(const struct bc_read *rd);
+
+/* Ask the CPU for the lines of the last bytes of block (file, offset) if
+** it is cached (no counting, no waiting): a reader that will read its
+** tail soon lets that cache miss overlap other work. */
+void   bc_prefetch_end(void *area, uint64_t file, uint64_t offset, size_t bytes);
+
 /* Add a released process's counted lookups to the area's own counters, so
 ** that the totals (bc_get_stats plus every live process's) keep them. A
 ** reading made while a slot is released may count that process's lookups

@@ -703,44 +703,69 @@ static void describe_block(const uint8_t *p, size_t n, struct sst_blk *out)
   out->nrestarts = cnt;
 }
 
+/* What can be wrong with a block's payload structure: block_shape says. */
+enum block_fault { BLOCK_SOUND, BLOCK_SHORT, BLOCK_HASH_FORBIDDEN, BLOCK_HASH_UNFIT, BLOCK_RESTARTS_UNFIT,
+                   BLOCK_RESTARTS_EMPTY, BLOCK_RESTART_BAD };
+
 /* Check a block's payload structure (restart array, and its hash index if it
-** has one, which only hash_ok allows) and describe it. */
-static int parse_block(const uint8_t *p, size_t n, struct sst_blk *out, const char *what, uint64_t off, int hash_ok)
+** has one, which only hash_ok allows), quietly: its fault, with the number
+** the fault is about in *what. It reads only p[n - 6 .. n) and the restart
+** array and hash index these place, bounds-checked (torn copies too:
+** sst_get's peek). */
+static enum block_fault block_shape(const uint8_t *p, size_t n, int hash_ok, uint32_t *what)
 {
   if (n < 4)
-    return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: payload of %zu bytes", what, (unsigned long long)off,
-                    n);
+    return BLOCK_SHORT;
   uint32_t cnt = ld32(p + n - 4);
   size_t end = n - 4;               /* of the restart array */
   if (cnt & SST_HASHED) {
     if (!hash_ok)
-      return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: a hash index where none may be", what,
-                      (unsigned long long)off);
+      return BLOCK_HASH_FORBIDDEN;
     cnt &= ~SST_HASHED;
     uint32_t m = end >= 2 ? ld16(p + end - 2) : 0;
     if (m == 0 || 3 * (size_t)m > end - 2)
-      return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: a hash index of %u slots does not fit", what,
-                      (unsigned long long)off, m);
+      return *what = m, BLOCK_HASH_UNFIT;
     end -= 2 + 3 * (size_t)m;
   }
   if (cnt > end / 4)
-    return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: %u restarts do not fit", what,
-                    (unsigned long long)off, cnt);
+    return *what = cnt, BLOCK_RESTARTS_UNFIT;
   size_t ents = end - 4 * (size_t)cnt;
   if ((cnt == 0) != (ents == 0))
-    return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: %u restarts for %zu bytes of entries", what,
-                    (unsigned long long)off, cnt, ents);
+    return *what = cnt, BLOCK_RESTARTS_EMPTY;
   const uint8_t *rs = p + ents;
   uint32_t prev = 0;
   for (uint32_t i = 0; i < cnt; i++) {
     uint32_t r = ld32(rs + 4 * (size_t)i);
     if ((i == 0 && r != 0) || (i > 0 && r <= prev) || r >= ents)
-      return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: bad restart offset %u", what,
-                      (unsigned long long)off, r);
+      return *what = r, BLOCK_RESTART_BAD;
     prev = r;
   }
-  describe_block(p, n, out);
-  return SOCHDB_OK;
+  return BLOCK_SOUND;
+}
+
+/* Check a block's payload structure (block_shape) and describe it. */
+static int parse_block(const uint8_t *p, size_t n, struct sst_blk *out, const char *what, uint64_t off, int hash_ok)
+{
+  uint32_t v = 0;
+  unsigned long long at = off;
+  switch (block_shape(p, n, hash_ok, &v)) {
+  case BLOCK_SOUND:
+    describe_block(p, n, out);
+    return SOCHDB_OK;
+  case BLOCK_SHORT:
+    return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: payload of %zu bytes", what, at, n);
+  case BLOCK_HASH_FORBIDDEN:
+    return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: a hash index where none may be", what, at);
+  case BLOCK_HASH_UNFIT:
+    return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: a hash index of %u slots does not fit", what, at, v);
+  case BLOCK_RESTARTS_UNFIT:
+    return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: %u restarts do not fit", what, at, v);
+  case BLOCK_RESTARTS_EMPTY:
+    return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: %u restarts for %s entries", what, at, v,
+                    v ? "no" : "some");
+  default:
+    return sdb_fail(SOCHDB_CORRUPT, "SSTable %s block at %llu: bad restart offset %u", what, at, v);
+  }
 }
 
 /* Grow the scratch to at least n bytes. */
@@ -925,16 +950,17 @@ static int fetch_piece(const struct sst_reader *r, const struct piece *pc, int u
 /* Checks a piece's payload structure, describing it in arg. */
 typedef int (*piece_check)(const uint8_t *p, size_t n, void *arg);
 
-/* Piece pc, read through the cache, its structure checked: a cached copy that
-** does not pass is a miss (the piece is read from the file again), and a
-** piece decompressed from the file goes into the cache once it passed. */
-static int load_piece(const struct sst_reader *r, const struct piece *pc, struct sst_scratch *s, piece_check check,
-                      void *arg, struct sst_read_stats *st)
+/* Piece pc, read through the cache (unless look is 0: the caller looked),
+** its structure checked: a cached copy that does not pass is a miss (the
+** piece is read from the file again), and a piece decompressed from the
+** file goes into the cache once it passed. */
+static int load_piece(const struct sst_reader *r, const struct piece *pc, int look, struct sst_scratch *s,
+                      piece_check check, void *arg, struct sst_read_stats *st)
 {
   const uint8_t *p = NULL;
   size_t n = 0;
   int hit = 0;
-  int rc = fetch_piece(r, pc, 1, s, &p, &n, &hit, st);
+  int rc = fetch_piece(r, pc, look, s, &p, &n, &hit, st);
   if (rc == SOCHDB_OK)
     rc = check(p, n, arg);
   if (rc != SOCHDB_OK && hit) {
@@ -978,7 +1004,7 @@ static int check_col(const uint8_t *p, size_t n, void *arg)
 ** (its trusted bit) is only described again: its bytes are the file's,
 ** which never change. Relaxed bits, as the verified ones: a race checks a
 ** block twice, harmlessly. */
-static int load_data(const struct sst_reader *r, uint32_t i, struct sst_scratch *s, struct sst_blk *b,
+static int load_data(const struct sst_reader *r, uint32_t i, int look, struct sst_scratch *s, struct sst_blk *b,
                      struct sst_read_stats *st)
 {
   uint64_t off = r->probe[i].where >> 1, bit = 1ull << (i % 64);
@@ -992,7 +1018,7 @@ static int load_data(const struct sst_reader *r, uint32_t i, struct sst_scratch 
   pc.verified = &r->verified[i / 64];
   pc.verified_bit = bit;
   struct blk_check c = { b, "data", off, r->version >= SST_VERSION_HASHED };
-  int rc = load_piece(r, &pc, s, check_blk, &c, st);
+  int rc = load_piece(r, &pc, look, s, check_blk, &c, st);
   if (rc == SOCHDB_OK && b->p == r->buf + off)   /* in place: checksummed, uncompressed, its layout checked */
     atomic_fetch_or_explicit(&r->trusted[i / 64], bit, memory_order_relaxed);
   return rc;
@@ -1066,7 +1092,7 @@ static int load_columnar(const struct sst_reader *r, uint32_t i, uint64_t want, 
   cv->loaded = 0;
   struct piece pc = segment_piece(e->offset, &sg[0], 0);
   struct blk_check kc = { keys, "columnar keys", e->offset, 0 };
-  int rc = load_piece(r, &pc, &cv->buf[0], check_blk, &kc, st);
+  int rc = load_piece(r, &pc, 1, &cv->buf[0], check_blk, &kc, st);
   uint64_t bit = 1ull << (i % 64);
   if (rc == SOCHDB_OK && !(atomic_load_explicit(&r->trusted[i / 64], memory_order_relaxed) & bit) &&
       (rc = check_columnar_keys(r, i, cb, keys)) == SOCHDB_OK)
@@ -1076,7 +1102,7 @@ static int load_columnar(const struct sst_reader *r, uint32_t i, uint64_t want, 
       continue;
     pc = segment_piece(e->offset, &sg[1 + j], 1 + j);
     struct col_check cc = { sg[1 + j].type, cb->nrows, &cv->col[j], e->offset };
-    rc = load_piece(r, &pc, &cv->buf[1 + j], check_col, &cc, st);
+    rc = load_piece(r, &pc, 1, &cv->buf[1 + j], check_col, &cc, st);
     if (rc == SOCHDB_OK)
       cv->loaded |= 1ull << j;
   }
@@ -1225,11 +1251,50 @@ static int cursor_seek(struct sst_cursor *c, const uint8_t *key, size_t klen, ui
   }
 }
 
+/* What fill_entry copies first: the longest entry header (four varints of
+** up to 10 bytes, and the kind) and, at the benchmark's sizes (16-byte
+** keys, 100-byte values), all of the entry, in one round of cache misses
+** where two would follow one another. */
+#define ENTRY_FIRST_COPY 128u
+
+/* Copy the entry at pos of a block being read piecemeal from src: its
+** header, then its key and value, clipped to the entries' bytes. The bytes
+** may be torn (sst_block_cache's peek): a wrong length copies too little or
+** too much of the block, never outside it, and cursor_next checks every
+** bound of what it then decodes. */
+static void fill_entry(const struct sst_block_src *src, const struct sst_blk *b, size_t pos)
+{
+  if (pos >= b->ents)
+    return;
+  size_t head = b->ents - pos > ENTRY_FIRST_COPY ? pos + ENTRY_FIRST_COPY : b->ents;
+  src->copy(src, pos, head);
+  size_t at = pos;
+  uint64_t shared, unshared, vlen, seq;
+  if (!get_varint(b->p, head, &at, &shared) || !get_varint(b->p, head, &at, &unshared) ||
+      !get_varint(b->p, head, &at, &vlen) || !get_varint(b->p, head, &at, &seq) || at >= head)
+    return;
+  at++;                              /* the kind */
+  size_t room = b->ents - at;
+  size_t body = unshared > room || vlen > room - unshared ? room : (size_t)(unshared + vlen);
+  if (at + body > head)
+    src->copy(src, head, at + body);
+}
+
+static int cursor_next_from(struct sst_cursor *c, const struct sst_block_src *src)
+{
+  if (src)
+    fill_entry(src, &c->blk, c->pos);
+  return cursor_next(c);
+}
+
 /* cursor_seek through the block's hash index, for a key of bloom hash h:
 ** 1 with the first entry >= (key, seq) decoded when the block holds the key,
 ** else 0 (the key is not in the block), -1 if malformed. Only the slots whose
-** tag matches cost an entry's decoding: nearly always the key's own. */
-static int cursor_seek_hashed(struct sst_cursor *c, uint64_t h, const uint8_t *key, size_t klen, uint64_t seq)
+** tag matches cost an entry's decoding: nearly always the key's own. src:
+** the block is being read piecemeal (NULL: it is all there), its hash index
+** copied already; each entry is copied before it is decoded. */
+static int cursor_seek_hashed(struct sst_cursor *c, uint64_t h, const uint8_t *key, size_t klen, uint64_t seq,
+                              const struct sst_block_src *src)
 {
   const struct sst_blk *b = &c->blk;
   uint32_t m = b->nslots, at = slot_home(h, m);
@@ -1238,16 +1303,16 @@ static int cursor_seek_hashed(struct sst_cursor *c, uint64_t h, const uint8_t *k
     if (b->slot_tag[at] != tag)
       continue;
     c->pos = ld16(b->slot_off + 2 * (size_t)at);
-    for (size_t ahead = 64; ahead <= 128 && c->pos + ahead < b->ents; ahead += 64)
+    for (size_t ahead = 64; !src && ahead <= 128 && c->pos + ahead < b->ents; ahead += 64)
       __builtin_prefetch(b->p + c->pos + ahead);   /* the rest of the entry: its value's lines */
     c->next_restart = b->nrestarts;  /* decoding starts off the restart points: whole keys */
     c->klen = 0;
-    if (cursor_next(c) <= 0)
+    if (cursor_next_from(c, src) <= 0)
       return -1;                     /* a slot outside the entries, or at a shared key */
     if (c->klen != klen || memcmp(c->key, key, klen) != 0)
       continue;
     while (c->seq > seq) {           /* versions newer than the snapshot: the next one, if it is this key's */
-      int rc = cursor_next(c);
+      int rc = cursor_next_from(c, src);
       if (rc <= 0)
         return rc;
       if (c->klen != klen || memcmp(c->key, key, klen) != 0)
@@ -1256,6 +1321,25 @@ static int cursor_seek_hashed(struct sst_cursor *c, uint64_t h, const uint8_t *k
     return 1;
   }
   return 0;
+}
+
+/* Search block b for the first entry >= (key, seq) (h: the key's bloom
+** hash): as cursor_seek_hashed (through its hash index) or cursor_seek. src
+** as cursor_seek_hashed's: a block without a hash index is then copied
+** whole, since its search may read any entry. Inlined in its two callers:
+** out of line, a point read took 37 instructions more (callgrind). */
+static inline __attribute__((always_inline)) int seek_block(struct sst_cursor *c, const struct sst_blk *b, uint64_t h,
+                                                            const uint8_t *key, size_t klen, uint64_t seq,
+                                                            const struct sst_block_src *src)
+{
+  cursor_start(c, b, 0);
+  if (b->nslots)
+    return cursor_seek_hashed(c, h, key, klen, seq, src);
+  if (src)
+    src->copy(src, 0, b->ents);
+  else
+    prefetch_restarts(b);
+  return cursor_seek(c, key, klen, seq);
 }
 
 /* ---- opening ---------------------------------------------------------------- */
@@ -1574,13 +1658,16 @@ int sst_open(const uint8_t *buf, size_t len, struct sst_reader *r)
       rc = parse_index(r, &ib, filter_off);
     sst_scratch_free(&s);
   }
-  /* A bit per data block whose checksum this reader verified, and one per
-  ** block it trusts (load_data): its own, in one allocation. */
+  /* A bit per data block whose checksum this reader verified, one per
+  ** block it trusts (load_data), one per block it found compressed
+  ** (seek_cached): its own, in one allocation. */
   size_t words = (size_t)r->nblocks / 64 + 1;
-  if (rc == SOCHDB_OK && !(r->verified = calloc(2 * words, sizeof *r->verified)))
+  if (rc == SOCHDB_OK && !(r->verified = calloc(3 * words, sizeof *r->verified)))
     rc = sdb_fail(SOCHDB_NOMEM, "out of memory opening an SSTable");
-  if (rc == SOCHDB_OK)
+  if (rc == SOCHDB_OK) {
     r->trusted = r->verified + words;
+    r->compressed = r->trusted + words;
+  }
   r->entries = ld32(f + 12);
   r->min_seq = ld64(f + 40);
   r->max_seq = ld64(f + 48);
@@ -1832,6 +1919,11 @@ static void prefetch_block_guess(const struct sst_reader *r, uint32_t i, const u
     __builtin_prefetch(p);
 }
 
+/* What peek_search copies first of a block's end: the tail of a block of
+** 4 KiB (the count, a few restarts, a hash index of about 50 slots) in one
+** round of cache misses. */
+#define TAIL_FIRST_COPY 256u
+
 void sst_prefetch_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t snapshot,
                       struct sst_hint *hint)
 {
@@ -1841,9 +1933,79 @@ void sst_prefetch_get(const struct sst_reader *r, const void *key, size_t klen, 
   uint64_t h = bloom_hash(key, klen);
   __builtin_prefetch(r->bloom + bloom_line(h, r->bloom_lines) * BLOOM_LINE_BYTES);
   uint32_t i = find_block(r, key, klen, snapshot);
-  if (i < r->nblocks && !(r->probe[i].where & 1))
+  if (i < r->nblocks && !(r->probe[i].where & 1)) {
     __builtin_prefetch(r->buf + (r->probe[i + 1].where >> 1) - 1);   /* its trailer: the first line read */
+    /* relaxed: a hint (seek_cached); blocks stored uncompressed, never cached, are never marked */
+    if (r->cache.prefetch && (atomic_load_explicit(&r->compressed[i / 64], memory_order_relaxed) & (1ull << (i % 64))))
+      r->cache.prefetch(r->cache.ctx, r->probe[i].where >> 1, TAIL_FIRST_COPY);   /* what peek_search reads first */
+  }
   *hint = (struct sst_hint){ r, key, klen, snapshot, h, i };
+}
+
+/* A point read's search of a cached data block that is read piecemeal
+** (peek_search): where the block is copied, and what is looked for. */
+struct peek {
+  struct sst_cursor *c;
+  uint8_t           *dst;       /* the scratch: the copied bytes land at their places in the block */
+  size_t             n;         /* the block's length, as its trailer in the file gives it */
+  uint64_t           h, seq;
+  const uint8_t     *key;
+  size_t             klen;
+  int                hash_ok;   /* its blocks may have a hash index */
+};
+
+/* sst_block_reader of a point read: copy the block's tail (its count, restart
+** array and hash index), check its shape as parse_block does, and search it,
+** copying each entry the search decodes. -1 if the copy is not a sound block
+** of the expected length. Everything it reads may be torn, and is
+** bounds-checked: block_shape's reads stay within the n bytes, and
+** seek_block's copies and reads within the entries they place. */
+static int peek_search(void *arg, const struct sst_block_src *src, size_t len)
+{
+  struct peek *pk = arg;
+  size_t n = pk->n, first = n < TAIL_FIRST_COPY ? n : TAIL_FIRST_COPY;
+  if (len != n || n < 6)
+    return -1;
+  src->copy(src, n - first, n);
+  uint32_t cnt = ld32(pk->dst + n - 4);
+  size_t tail = 4 + 4 * (size_t)(cnt & ~SST_HASHED) + (cnt & SST_HASHED ? 2 + 3 * (size_t)ld16(pk->dst + n - 6) : 0);
+  if (tail > n)
+    return -1;
+  if (tail > first)
+    src->copy(src, n - tail, n - first);
+  uint32_t what;
+  if (block_shape(pk->dst, n, pk->hash_ok, &what) != BLOCK_SOUND)
+    return -1;
+  struct sst_blk b;
+  describe_block(pk->dst, n, &b);
+  return seek_block(pk->c, &b, pk->h, pk->key, pk->klen, pk->seq, src);
+}
+
+/* Search data block i in the reader's cache, without copying it whole (the
+** cache's peek), if it is there: 1 with the search's result in *e. Else 0,
+** and *look says whether load_data should look in the cache (not once the
+** peek found the block missing, changing or unsound: it reads the file). */
+static int seek_cached(const struct sst_reader *r, uint32_t i, struct sst_cursor *c, uint64_t h, const uint8_t *key,
+                       size_t klen, uint64_t seq, struct sst_scratch *s, int *e, int *look)
+{
+  *look = 1;
+  uint64_t off = r->probe[i].where >> 1;
+  if (!r->cache.peek || (atomic_load_explicit(&r->trusted[i / 64], memory_order_relaxed) & (1ull << (i % 64))))
+    return 0;   /* relaxed: load_data's trusted bit, a hint as there */
+  struct piece pc = block_piece(off, (uint32_t)((r->probe[i + 1].where >> 1) - off), SEED_DATA, "data");
+  uint32_t ulen = cacheable_len(r->buf, &pc);
+  if (!ulen || scratch_reserve(s, ulen) != SOCHDB_OK)
+    return 0;   /* stored uncompressed (read in place), or no memory (load_data reports it) */
+  uint64_t bit = 1ull << (i % 64);
+  if (!(atomic_load_explicit(&r->compressed[i / 64], memory_order_relaxed) & bit))   /* relaxed: a hint */
+    atomic_fetch_or_explicit(&r->compressed[i / 64], bit, memory_order_relaxed);
+  struct peek pk = { c, s->p, ulen, h, seq, key, klen, r->version >= SST_VERSION_HASHED };
+  int rc = -1;
+  *look = 0;
+  if (r->cache.peek(r->cache.ctx, off, s->p, ulen, peek_search, &pk, &rc) != 1 || rc < 0)
+    return 0;
+  *e = rc;
+  return 1;
 }
 
 int sst_get(const struct sst_reader *r, const void *key, size_t klen, uint64_t snapshot,
@@ -1872,17 +2034,12 @@ int sst_get_hinted(const struct sst_reader *r, const void *key, size_t klen, uin
   if (r->probe[i].where & 1)
     return get_columnar(r, i, key, klen, snapshot, scratch, res, c);
   prefetch_block_guess(r, i, key, klen);
-  struct sst_blk b;
-  int rc = load_data(r, i, scratch, &b, NULL);
-  if (rc)
-    return rc;
-  cursor_start(c, &b, 0);
-  int e;
-  if (b.nslots)
-    e = cursor_seek_hashed(c, h, key, klen, snapshot);
-  else {
-    prefetch_restarts(&b);
-    e = cursor_seek(c, key, klen, snapshot);
+  int e = 0, look = 1, rc = SOCHDB_OK;
+  if (!seek_cached(r, i, c, h, key, klen, snapshot, scratch, &e, &look)) {
+    struct sst_blk b;
+    if ((rc = load_data(r, i, look, scratch, &b, NULL)))
+      return rc;
+    e = seek_block(c, &b, h, key, klen, snapshot, NULL);
   }
   if (e < 0)
     rc = corrupt_entry(r, i);
@@ -1959,7 +2116,7 @@ static int iter_load(struct sst_iter *it, uint32_t i)
     return SOCHDB_OK;
   struct sst_blk b;
   int columnar = it->r->index[i].col != 0;
-  int rc = columnar ? iter_load_columnar(it, i, &b) : load_data(it->r, i, &it->scratch, &b, it->stats);
+  int rc = columnar ? iter_load_columnar(it, i, &b) : load_data(it->r, i, 1, &it->scratch, &b, it->stats);
   if (rc) {
     it->block = it->r->nblocks;
     return rc;

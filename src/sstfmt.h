@@ -386,13 +386,34 @@ static inline int sst_ikey_order(const uint8_t *a, size_t al, uint64_t aseq, con
   return c ? c : (aseq < bseq) - (aseq > bseq);
 }
 
+/* A cached block being read piecemeal (sst_block_cache's peek): copy puts
+** bytes [from, to) of the block, clipped to its length, at the same place
+** in the buffer the peek was given (and may write up to 7 bytes before from
+** with the block's). */
+struct sst_block_src {
+  void (*copy)(const struct sst_block_src *src, size_t from, size_t to);
+};
+
+/* What a peek runs on a cached block of len bytes: its result, or -1. */
+typedef int (*sst_block_reader)(void *arg, const struct sst_block_src *src, size_t len);
+
 /* A cache of decompressed data blocks, keyed by the block's file offset
 ** (ctx says which table). lookup copies the block into dst (cap bytes) and
 ** returns 1 with *len set, or returns 0; insert stores a copy of data[0..len)
-** (or ignores it). Both may be called from several threads at once. */
+** (or ignores it). peek (optional: NULL, and point reads copy whole blocks
+** through lookup) runs read(arg, src, len) on the block if it is cached and
+** no longer than cap, src copying ranges of it into dst, and returns 1 with
+** read's result in *read_rc if the cached block did not change while read
+** ran; else 0 (not cached, or changed: what read saw may have been torn,
+** and it must have bounds-checked every byte it read). prefetch (optional)
+** asks the CPU for the last bytes of the block if it is cached, which a
+** peek reads first. All may be called from several threads at once. */
 struct sst_block_cache {
   int  (*lookup)(void *ctx, uint64_t block_offset, uint8_t *dst, size_t cap, size_t *len);
   void (*insert)(void *ctx, uint64_t block_offset, const uint8_t *data, size_t len);
+  int  (*peek)(void *ctx, uint64_t block_offset, uint8_t *dst, size_t cap, sst_block_reader read, void *arg,
+               int *read_rc);
+  void (*prefetch)(void *ctx, uint64_t block_offset, size_t bytes);
   void *ctx;
 };
 
@@ -435,12 +456,15 @@ struct sst_reader {
   int                     index_owned;/* index, keys and probe are malloc'ed: sst_close frees them */
   uint32_t                key_shared; /* leading bytes every index key has in common */
   _Atomic uint64_t       *verified;   /* malloc'ed: a bit per data block whose checksum this reader
-                                      ** verified (with `trusted`, the one thing sst_get and
+                                      ** verified (with `trusted` and `compressed`, the things sst_get and
                                       ** iterators write) */
   _Atomic uint64_t       *trusted;    /* in verified's allocation: a bit per plain data block stored
                                       ** uncompressed whose checksum and layout this reader checked,
                                       ** so that it is only described again; per columnar block whose
                                       ** keys this reader checked against its index entry */
+  _Atomic uint64_t       *compressed; /* in verified's allocation: a bit per plain data block a point
+                                      ** read found compressed (a cache holds it): sst_prefetch_get asks
+                                      ** the cache for its tail */
   uint64_t                entries, min_seq, max_seq;
   struct sst_block_cache  cache;      /* lookup/insert NULL: none */
   unsigned                version;    /* the footer's */

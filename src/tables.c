@@ -72,6 +72,36 @@ static void cache_insert(void *ctx, uint64_t off, const uint8_t *data, size_t le
   bc_insert(c->area, c->number, off, data, len, c->owner, &c->backing);
 }
 
+struct cache_src {              /* sst_block_src over a block cache read in pieces */
+  struct sst_block_src src;     /* first: copy gets it back as this */
+  const struct bc_read *rd;
+  uint8_t              *dst;
+};
+
+static void cache_copy(const struct sst_block_src *src, size_t from, size_t to)
+{
+  const struct cache_src *cs = (const struct cache_src *)src;
+  bc_read_copy(cs->rd, from, to, cs->dst);
+}
+
+static int cache_peek(void *ctx, uint64_t off, uint8_t *dst, size_t cap, sst_block_reader read, void *arg,
+                      int *read_rc)
+{
+  struct sdb_table_cache *c = ctx;
+  struct bc_read rd;
+  if (!bc_read_begin(c->area, c->number, off, cap, &rd, c->hits, c->misses))
+    return 0;
+  struct cache_src cs = { { cache_copy }, &rd, dst };
+  *read_rc = read(arg, &cs.src, rd.len);
+  return bc_read_end(&rd);
+}
+
+static void cache_prefetch(void *ctx, uint64_t off, size_t bytes)
+{
+  struct sdb_table_cache *c = ctx;
+  bc_prefetch_end(c->area, c->number, off, bytes);
+}
+
 static int reserve_in_region(void *ctx, void *addr, size_t len)
 {
   const shm_region *r = ctx;
@@ -159,7 +189,7 @@ static struct sdb_table *table_open(sochdb *db, const struct fl_file *f)
                                          db->slot + 1, { reserve_in_region, &db->region },
                                          &own->cache_hits, &own->cache_misses };
     if (t->cache.area) {
-      struct sst_block_cache hook = { cache_lookup, cache_insert, &t->cache };
+      struct sst_block_cache hook = { cache_lookup, cache_insert, cache_peek, cache_prefetch, &t->cache };
       sst_set_cache(&t->r, &hook);
     }
     t->open_rc = find_bounds(t);

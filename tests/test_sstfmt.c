@@ -1424,13 +1424,36 @@ Test(sstfmt, invalid_input)
 
 /* A fake block cache: a small array of copies. lie 1: a lookup of a cached
 ** block "hits" with another cached block of another length (bytes that parse
-** as a block); lie 2: every lookup "hits" with 17 bytes of garbage. */
+** as a block); lie 2: every lookup "hits" with 17 bytes of garbage; lie 3:
+** every peek says the block changed while it was read. Its peek (unless
+** no_peek) first fills the destination with another cached block, as a
+** scratch that held it would be: a search that read a byte it did not copy
+** would read that block's. */
 struct fake_cache {
   struct { uint64_t off; size_t len; uint8_t *data; } e[512];
   unsigned n;
   unsigned lookups, hits, inserts, dup_inserts, lies;
-  int      lie;
+  unsigned peek_hits;
+  size_t   peeked_bytes, copied_bytes;   /* of the blocks peeked at, and copied out of them */
+  int      lie, no_peek;
 };
+
+/* The entry a lookup of off answers with (lie 1: another of another
+** length, no longer than cap), or -1. */
+static int fake_find(struct fake_cache *c, uint64_t off, size_t cap)
+{
+  for (unsigned i = 0; i < c->n; i++) {
+    if (c->e[i].off != off)
+      continue;
+    unsigned j = i;
+    for (unsigned k = 0; c->lie == 1 && k < c->n && j == i; k++)
+      if (c->e[k].len != c->e[i].len && c->e[k].len <= cap)
+        j = k;
+    c->lies += j != i;
+    return c->e[j].len <= cap ? (int)j : -1;
+  }
+  return -1;
+}
 
 static int fake_lookup(void *ctx, uint64_t off, uint8_t *dst, size_t cap, size_t *len)
 {
@@ -1441,22 +1464,53 @@ static int fake_lookup(void *ctx, uint64_t off, uint8_t *dst, size_t cap, size_t
     *len = 17;
     return 1;
   }
-  for (unsigned i = 0; i < c->n; i++) {
-    if (c->e[i].off != off)
-      continue;
-    unsigned j = i;
-    for (unsigned k = 0; c->lie && k < c->n && j == i; k++)
-      if (c->e[k].len != c->e[i].len && c->e[k].len <= cap)
-        j = k;
-    if (c->e[j].len > cap)
-      return 0;
-    c->lies += j != i;
-    memcpy(dst, c->e[j].data, c->e[j].len);
-    *len = c->e[j].len;
-    c->hits++;
-    return 1;
+  int j = fake_find(c, off, cap);
+  if (j < 0)
+    return 0;
+  memcpy(dst, c->e[j].data, c->e[j].len);
+  *len = c->e[j].len;
+  c->hits++;
+  return 1;
+}
+
+struct fake_src {
+  struct sst_block_src src;
+  const uint8_t       *data;
+  size_t               len;
+  uint8_t             *dst;
+  struct fake_cache   *c;
+};
+
+static void fake_copy(const struct sst_block_src *src, size_t from, size_t to)
+{
+  const struct fake_src *fs = (const struct fake_src *)src;
+  if (to > fs->len)
+    to = fs->len;
+  if (from < to) {
+    memcpy(fs->dst + from, fs->data + from, to - from);
+    fs->c->copied_bytes += to - from;
   }
-  return 0;
+}
+
+static int fake_peek(void *ctx, uint64_t off, uint8_t *dst, size_t cap, sst_block_reader read, void *arg,
+                     int *read_rc)
+{
+  struct fake_cache *c = ctx;
+  c->lookups++;
+  int j = fake_find(c, off, cap);
+  if (j < 0)
+    return 0;
+  unsigned stale = ((unsigned)j + 1) % c->n;
+  memset(dst, 0xEE, cap);
+  memcpy(dst, c->e[stale].data, c->e[stale].len < cap ? c->e[stale].len : cap);
+  struct fake_src fs = { { fake_copy }, c->e[j].data, c->e[j].len, dst, c };
+  *read_rc = read(arg, &fs.src, c->e[j].len);
+  if (c->lie == 3)
+    return 0;
+  c->hits++;
+  c->peek_hits++;
+  c->peeked_bytes += c->e[j].len;
+  return 1;
 }
 
 static void fake_insert(void *ctx, uint64_t off, const uint8_t *data, size_t len)
@@ -1484,14 +1538,19 @@ static void fake_free(struct fake_cache *c)
   free(c);
 }
 
-static struct fake_cache *fake_attach(struct sst_reader *r)
+/* A fake cache for r, with a peek unless no_peek. */
+static struct fake_cache *fake_attach_as(struct sst_reader *r, int no_peek)
 {
   struct fake_cache *c = calloc(1, sizeof *c);
   cr_assert_not_null(c);
-  struct sst_block_cache hook = {.lookup = fake_lookup, .insert = fake_insert, .ctx = c};
+  c->no_peek = no_peek;
+  struct sst_block_cache hook = {.lookup = fake_lookup, .insert = fake_insert, .peek = no_peek ? NULL : fake_peek,
+                                 .ctx = c};
   sst_set_cache(r, &hook);
   return c;
 }
+
+static struct fake_cache *fake_attach(struct sst_reader *r) { return fake_attach_as(r, 0); }
 
 Test(sstfmt, cache_hits_return_identical_results)
 {
@@ -1564,7 +1623,7 @@ Test(sstfmt, lying_cache_is_ignored)
   uint8_t *buf;
   size_t len;
   build(&m, 4096, &buf, &len);
-  for (int lie = 1; lie <= 2; lie++) {
+  for (int lie = 1; lie <= 3; lie++) {
     struct sst_reader r;
     cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
     struct fake_cache *c = fake_attach(&r);
@@ -1578,10 +1637,47 @@ Test(sstfmt, lying_cache_is_ignored)
     if (lie == 1)
       cr_assert(c->hits - hits == c->lookups - lookups && c->lies > 10,
                 "and answered with another block of another length (%u times)", c->lies);
+    if (lie == 3)
+      cr_assert(c->copied_bytes > 0 && c->peek_hits == 0, "the peeks ran the search (%zu bytes copied), and "
+                "every one said the block changed", c->copied_bytes);
     sst_close(&r);
     fake_free(c);
   }
   free(buf);
+  model_free(&m);
+}
+
+/* Point reads through the peek: the same answers as from the file, reading
+** only what they search of a cached block. Values up to 300 bytes, several
+** versions a key, snapshots between them (check_all_gets); hashed blocks,
+** and blocks without a hash index (whose search copies all the entries). */
+Test(sstfmt, point_reads_copy_only_what_they_search_of_a_cached_block)
+{
+  struct model m = {0};
+  make_model(&m, 2000, 3, 300, 1);
+  for (int hashed = 1; hashed >= 0; hashed--) {
+    uint8_t *buf;
+    size_t len;
+    build_hashed(&m, 4096, hashed, &buf, &len);
+    struct sst_reader r;
+    cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
+    struct fake_cache *c = fake_attach(&r);
+    check_scan(&m, &r);   /* fill it */
+    cr_assert_eq(c->inserts, r.nblocks, "every block cached");
+    check_all_gets(&m, &r);
+    cr_assert_gt(c->peek_hits, 1000u, "the gets peeked (%u)", c->peek_hits);
+    cr_assert_eq(c->inserts, r.nblocks, "and inserted nothing");
+    double share = (double)c->copied_bytes / (double)c->peeked_bytes;
+    cr_log_info("hashed %d: %u peeks copied %.1f%% of their blocks' bytes", hashed, c->peek_hits, 100 * share);
+    if (hashed)
+      cr_assert_lt(share, 0.25, "a search through the hash index copies a small part of the block (%.1f%%)",
+                   100 * share);
+    else
+      cr_assert_gt(share, 0.80, "a search without one copies the entries (%.1f%%)", 100 * share);
+    sst_close(&r);
+    fake_free(c);
+    free(buf);
+  }
   model_free(&m);
 }
 
