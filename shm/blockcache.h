@@ -114,7 +114,8 @@ int    bc_lookup_counted(void *area, uint64_t file, uint64_t offset, void *dst, 
 /* A lookup in pieces, for a reader that needs a few ranges of a block, not
 ** all of it (a point read through a block's hash index): bc_read_begin
 ** finds (file, offset), no longer than cap, and notes its entry's state
-** (1 with rd->len set; else 0, a miss counted in *misses); bc_read_copy
+** (1 with rd->len set; else 0, a miss counted in *misses unless the
+** area holds no cache, as bc_lookup counts); bc_read_copy
 ** copies bytes [from, to) of it, clipped to rd->len, to the same place in
 ** dst (a buffer of rd->len bytes; whole words, so it may also write up to 7
 ** bytes before from), as often as the reader likes; bc_read_end returns 1,

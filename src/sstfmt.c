@@ -709,9 +709,9 @@ enum block_fault { BLOCK_SOUND, BLOCK_SHORT, BLOCK_HASH_FORBIDDEN, BLOCK_HASH_UN
 
 /* Check a block's payload structure (restart array, and its hash index if it
 ** has one, which only hash_ok allows), quietly: its fault, with the number
-** the fault is about in *what. It reads only p[n - 6 .. n) and the restart
-** array and hash index these place, bounds-checked (torn copies too:
-** sst_get's peek). */
+** the fault is about in *what. It reads only the count (and a hashed
+** block's slot count) in the last 4 (6) bytes and the restart array they
+** place, bounds-checked (torn copies too: sst_get's peek). */
 static enum block_fault block_shape(const uint8_t *p, size_t n, int hash_ok, uint32_t *what)
 {
   if (n < 4)
@@ -1659,14 +1659,14 @@ int sst_open(const uint8_t *buf, size_t len, struct sst_reader *r)
     sst_scratch_free(&s);
   }
   /* A bit per data block whose checksum this reader verified, one per
-  ** block it trusts (load_data), one per block it found compressed
+  ** block it trusts (load_data), one per block it found in the cache
   ** (seek_cached): its own, in one allocation. */
   size_t words = (size_t)r->nblocks / 64 + 1;
   if (rc == SOCHDB_OK && !(r->verified = calloc(3 * words, sizeof *r->verified)))
     rc = sdb_fail(SOCHDB_NOMEM, "out of memory opening an SSTable");
   if (rc == SOCHDB_OK) {
     r->trusted = r->verified + words;
-    r->compressed = r->trusted + words;
+    r->cached = r->trusted + words;
   }
   r->entries = ld32(f + 12);
   r->min_seq = ld64(f + 40);
@@ -1936,7 +1936,7 @@ void sst_prefetch_get(const struct sst_reader *r, const void *key, size_t klen, 
   if (i < r->nblocks && !(r->probe[i].where & 1)) {
     __builtin_prefetch(r->buf + (r->probe[i + 1].where >> 1) - 1);   /* its trailer: the first line read */
     /* relaxed: a hint (seek_cached); blocks stored uncompressed, never cached, are never marked */
-    if (r->cache.prefetch && (atomic_load_explicit(&r->compressed[i / 64], memory_order_relaxed) & (1ull << (i % 64))))
+    if (r->cache.prefetch && (atomic_load_explicit(&r->cached[i / 64], memory_order_relaxed) & (1ull << (i % 64))))
       r->cache.prefetch(r->cache.ctx, r->probe[i].where >> 1, TAIL_FIRST_COPY);   /* what peek_search reads first */
   }
   *hint = (struct sst_hint){ r, key, klen, snapshot, h, i };
@@ -1996,14 +1996,14 @@ static int seek_cached(const struct sst_reader *r, uint32_t i, struct sst_cursor
   uint32_t ulen = cacheable_len(r->buf, &pc);
   if (!ulen || scratch_reserve(s, ulen) != SOCHDB_OK)
     return 0;   /* stored uncompressed (read in place), or no memory (load_data reports it) */
-  uint64_t bit = 1ull << (i % 64);
-  if (!(atomic_load_explicit(&r->compressed[i / 64], memory_order_relaxed) & bit))   /* relaxed: a hint */
-    atomic_fetch_or_explicit(&r->compressed[i / 64], bit, memory_order_relaxed);
   struct peek pk = { c, s->p, ulen, h, seq, key, klen, r->version >= SST_VERSION_HASHED };
   int rc = -1;
   *look = 0;
   if (r->cache.peek(r->cache.ctx, off, s->p, ulen, peek_search, &pk, &rc) != 1 || rc < 0)
     return 0;
+  uint64_t bit = 1ull << (i % 64);
+  if (!(atomic_load_explicit(&r->cached[i / 64], memory_order_relaxed) & bit))   /* relaxed: a hint */
+    atomic_fetch_or_explicit(&r->cached[i / 64], bit, memory_order_relaxed);
   *e = rc;
   return 1;
 }

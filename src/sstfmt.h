@@ -456,14 +456,14 @@ struct sst_reader {
   int                     index_owned;/* index, keys and probe are malloc'ed: sst_close frees them */
   uint32_t                key_shared; /* leading bytes every index key has in common */
   _Atomic uint64_t       *verified;   /* malloc'ed: a bit per data block whose checksum this reader
-                                      ** verified (with `trusted` and `compressed`, the things sst_get and
+                                      ** verified (with `trusted` and `cached`, the things sst_get and
                                       ** iterators write) */
   _Atomic uint64_t       *trusted;    /* in verified's allocation: a bit per plain data block stored
                                       ** uncompressed whose checksum and layout this reader checked,
                                       ** so that it is only described again; per columnar block whose
                                       ** keys this reader checked against its index entry */
-  _Atomic uint64_t       *compressed; /* in verified's allocation: a bit per plain data block a point
-                                      ** read found compressed (a cache holds it): sst_prefetch_get asks
+  _Atomic uint64_t       *cached;     /* in verified's allocation: a bit per plain data block a point
+                                      ** read found in the cache (seek_cached): sst_prefetch_get asks
                                       ** the cache for its tail */
   uint64_t                entries, min_seq, max_seq;
   struct sst_block_cache  cache;      /* lookup/insert NULL: none */

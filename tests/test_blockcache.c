@@ -526,9 +526,9 @@ static int read_pieces(struct worker *w, uint64_t f, uint64_t o, uint64_t r, uin
   if (!bc_read_begin(w->area, f, o, BC_BLOCK_MAX, &rd, w->piece_hits, w->piece_misses))
     return 0;
   size_t from[3], to[3];
-  for (unsigned k = 0; k < 3; k++, r >>= 7) {
+  for (unsigned k = 0; k < 3; k++, r >>= 11) {   /* 7 bits of r place a piece, 4 more size it */
     from[k] = (size_t)(r & 0x7f) * rd.len / 128;
-    to[k] = from[k] + 1 + (size_t)(r >> 3 & 0xf) * 97;
+    to[k] = from[k] + 1 + (size_t)(r >> 7 & 0xf) * 97;
     bc_read_copy(&rd, from[k], to[k], out);
   }
   if (!bc_read_end(&rd))
@@ -542,7 +542,7 @@ static int read_pieces(struct worker *w, uint64_t f, uint64_t o, uint64_t r, uin
 }
 
 /* Look up random blocks of a key space bigger than the cache, whole or in
-** pieces; insert on a miss. Every hit is checked byte for byte. Asserts nothing (it also runs in
+** pieces; insert on a miss of a whole lookup. Every hit is checked byte for byte. Asserts nothing (it also runs in
 ** forked children). */
 static void work(struct worker *w)
 {
@@ -552,7 +552,7 @@ static void work(struct worker *w)
     uint64_t f = 1 + r % KEY_FILES, o = (r >> 8) % KEY_OFFSETS * 4096u;
     size_t len = 0;
     if (r >> 40 & 1) {
-      w->bad += read_pieces(w, f, o, r >> 41, out);
+      w->bad += read_pieces(w, f, o, xorshift(&w->seed), out);
     } else if (bc_lookup(w->area, f, o, out, sizeof out, &len)) {
       w->hits++;
       w->bad += !blk_ok(f, o, out, len);

@@ -1425,7 +1425,8 @@ Test(sstfmt, invalid_input)
 /* A fake block cache: a small array of copies. lie 1: a lookup of a cached
 ** block "hits" with another cached block of another length (bytes that parse
 ** as a block); lie 2: every lookup "hits" with 17 bytes of garbage; lie 3:
-** every peek says the block changed while it was read. Its peek (unless
+** every peek says the block changed while it was read; lie 4: so does every
+** peek, whose copies garble bytes as torn ones would be (fake_copy). Its peek (unless
 ** no_peek) first fills the destination with another cached block, as a
 ** scratch that held it would be: a search that read a byte it did not copy
 ** would read that block's. */
@@ -1481,14 +1482,25 @@ struct fake_src {
   struct fake_cache   *c;
 };
 
+/* As the block cache's copy: whole words, so from the word that holds
+** byte from. lie 4: each copied byte may be garbled (zeroed, 0xff, or
+** flipped), as torn bytes would be. */
 static void fake_copy(const struct sst_block_src *src, size_t from, size_t to)
 {
   const struct fake_src *fs = (const struct fake_src *)src;
   if (to > fs->len)
     to = fs->len;
-  if (from < to) {
-    memcpy(fs->dst + from, fs->data + from, to - from);
-    fs->c->copied_bytes += to - from;
+  if (from >= to)
+    return;
+  fs->c->copied_bytes += to - from;
+  from -= from % 8;
+  memcpy(fs->dst + from, fs->data + from, to - from);
+  for (size_t i = from; fs->c->lie == 4 && i < to; i++) {
+    uint64_t x = rng();
+    if (x % 8 == 0)
+      fs->dst[i] = x >> 8 & 1 ? 0 : 0xff;
+    else if (x % 8 == 1)
+      fs->dst[i] ^= (uint8_t)(x >> 16);
   }
 }
 
@@ -1505,7 +1517,7 @@ static int fake_peek(void *ctx, uint64_t off, uint8_t *dst, size_t cap, sst_bloc
   memcpy(dst, c->e[stale].data, c->e[stale].len < cap ? c->e[stale].len : cap);
   struct fake_src fs = { { fake_copy }, c->e[j].data, c->e[j].len, dst, c };
   *read_rc = read(arg, &fs.src, c->e[j].len);
-  if (c->lie == 3)
+  if (c->lie == 3 || c->lie == 4)
     return 0;
   c->hits++;
   c->peek_hits++;
@@ -1623,7 +1635,7 @@ Test(sstfmt, lying_cache_is_ignored)
   uint8_t *buf;
   size_t len;
   build(&m, 4096, &buf, &len);
-  for (int lie = 1; lie <= 3; lie++) {
+  for (int lie = 1; lie <= 4; lie++) {
     struct sst_reader r;
     cr_assert_eq(sst_open(buf, len, &r), SOCHDB_OK, "open");
     struct fake_cache *c = fake_attach(&r);
@@ -1637,7 +1649,7 @@ Test(sstfmt, lying_cache_is_ignored)
     if (lie == 1)
       cr_assert(c->hits - hits == c->lookups - lookups && c->lies > 10,
                 "and answered with another block of another length (%u times)", c->lies);
-    if (lie == 3)
+    if (lie >= 3)
       cr_assert(c->copied_bytes > 0 && c->peek_hits == 0, "the peeks ran the search (%zu bytes copied), and "
                 "every one said the block changed", c->copied_bytes);
     sst_close(&r);
