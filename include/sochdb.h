@@ -242,7 +242,9 @@ int  sochdb_get(sochdb_txn *t, const void *key, size_t klen, const void **val, s
 ** MiB (and at least two) of full memtables wait for sochdbd to flush them,
 ** and its commit, before it installs anything, while one more than that
 ** does. That bounds how far ASYNC durability can lag a load faster than the
-** daemon, and what a replay after a lost region must read.
+** daemon, and what a replay after a lost region must read. sochdb_stats
+** counts such waits (and a commit's for a free memtable or for the WAL
+** writer): write_stalls, write_stall_us.
 **
 ** Errors: SOCHDB_CONFLICT, SOCHDB_INVALID (unknown flag bits, NULL t,
 **   inherited across fork, more than 65535 keys or 1 GiB written in one
@@ -355,6 +357,11 @@ typedef struct sochdb_stats {
   uint64_t cache_misses;
   uint64_t cache_inserts;
   uint64_t cache_evictions;
+  uint64_t write_stalls;        /* waits of writers for sochdbd, every process's: a begin or commit held
+                                ** by the write stall (memtables waiting for their flush: sochdb_commit),
+                                ** a commit waiting for a free memtable, or for the WAL writer a full
+                                ** record ring behind; each wait counts once, however long */
+  uint64_t write_stall_us;      /* microseconds writers spent in those waits, all together */
 } sochdb_stats;
 
 /* Errors: SOCHDB_INVALID (NULL argument or handle inherited across fork). */

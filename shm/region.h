@@ -29,7 +29,8 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  19u  /* 19: the commit-record ring sized to the region, up to 262,144
+#define SHM_LAYOUT_VERSION  20u  /* 20: writers' waits for the daemon counted in each slot (write stalls);
+                                  ** 19: the commit-record ring sized to the region, up to 262,144
                                   ** entries (rec_ring_entries, durable.h);
                                   ** 18: an opener takes its slot under the creation flock, and an
                                   ** unusable region nobody holds a slot of is rebuilt (region.c);
@@ -89,6 +90,9 @@ struct shm_global_stats {
   _Atomic uint64_t scan_bytes_read;
   _Atomic uint64_t scan_bytes_decompressed;
   _Atomic uint64_t scan_blocks_direct;
+  /* Write stalls of released slots (shm_slot_stats), layout 20. */
+  _Atomic uint64_t write_stalls;
+  _Atomic uint64_t write_stall_ns;
 };
 
 /* Where the log's whole groups end: a note for the next daemon, which then

@@ -127,6 +127,8 @@ static void fold_stats(shm_region *r, struct shm_slot *s)
   atomic_fetch_add_explicit(&g->aborts, atomic_exchange_explicit(&s->stats.aborts, 0, memory_order_relaxed), memory_order_relaxed);
   atomic_fetch_add_explicit(&g->keys_written, atomic_exchange_explicit(&s->stats.keys_written, 0, memory_order_relaxed), memory_order_relaxed);
   atomic_fetch_add_explicit(&g->user_bytes, atomic_exchange_explicit(&s->stats.user_bytes, 0, memory_order_relaxed), memory_order_relaxed);
+  atomic_fetch_add_explicit(&g->write_stalls, atomic_exchange_explicit(&s->stats.write_stalls, 0, memory_order_relaxed), memory_order_relaxed);
+  atomic_fetch_add_explicit(&g->write_stall_ns, atomic_exchange_explicit(&s->stats.write_stall_ns, 0, memory_order_relaxed), memory_order_relaxed);
   uint64_t hits = atomic_exchange_explicit(&s->stats.cache_hits, 0, memory_order_relaxed);
   uint64_t misses = atomic_exchange_explicit(&s->stats.cache_misses, 0, memory_order_relaxed);
   if (r->hdr->cache_off)
@@ -343,6 +345,8 @@ void slots_collect_stats(shm_region *r, uint32_t my_slot, struct sochdb_stats *o
   out->aborts = atomic_load_explicit(&g->aborts, memory_order_relaxed);
   out->keys_written = atomic_load_explicit(&g->keys_written, memory_order_relaxed);
   out->user_bytes = atomic_load_explicit(&g->user_bytes, memory_order_relaxed);
+  out->write_stalls = atomic_load_explicit(&g->write_stalls, memory_order_relaxed);
+  uint64_t stall_ns = atomic_load_explicit(&g->write_stall_ns, memory_order_relaxed);
   out->processes_reaped = atomic_load_explicit(&g->processes_reaped, memory_order_relaxed);
   out->dead_txns_rolled_back = atomic_load_explicit(&g->dead_txns_rolled_back, memory_order_relaxed);
   uint64_t published = seqring_published(r);
@@ -363,6 +367,8 @@ void slots_collect_stats(shm_region *r, uint32_t my_slot, struct sochdb_stats *o
     out->user_bytes += atomic_load_explicit(&s->stats.user_bytes, memory_order_relaxed);
     out->cache_hits += atomic_load_explicit(&s->stats.cache_hits, memory_order_relaxed);
     out->cache_misses += atomic_load_explicit(&s->stats.cache_misses, memory_order_relaxed);
+    out->write_stalls += atomic_load_explicit(&s->stats.write_stalls, memory_order_relaxed);
+    stall_ns += atomic_load_explicit(&s->stats.write_stall_ns, memory_order_relaxed);
     for (uint32_t j = 0; j < SHM_TXNS_PER_SLOT; j++) {
       uint64_t snap = atomic_load_explicit(&s->txn[j].snapshot, memory_order_relaxed);
       if (!snap)
@@ -372,4 +378,5 @@ void slots_collect_stats(shm_region *r, uint32_t my_slot, struct sochdb_stats *o
         out->oldest_snapshot = snap;
     }
   }
+  out->write_stall_us = stall_ns / 1000;
 }

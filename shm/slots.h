@@ -55,14 +55,17 @@ struct shm_slot_stats {       /* written by the owner only, read by stats */
   ** counters when the slot is released (bc_add_counts). */
   _Atomic uint64_t cache_hits;
   _Atomic uint64_t cache_misses;
+  /* This process's waits for the daemon (src/txn.c, note_stall), folded
+  ** into the header's counters when the slot is released. */
+  _Atomic uint64_t write_stalls;
+  _Atomic uint64_t write_stall_ns;
 };
 
 struct shm_slot {
   _Atomic uint64_t owner_pid;  /* 0 = free; informational (liveness is the lock) */
   _Atomic uint64_t is_daemon;  /* held by sochdbd: not counted as an attached process */
   uint64_t pad[6];
-  struct shm_slot_stats stats;
-  uint64_t pad2[2];
+  struct shm_slot_stats stats;   /* with the two stall counters, where 16 bytes of padding were */
   struct shm_txn_entry txn[SHM_TXNS_PER_SLOT];
 };
 

@@ -268,10 +268,22 @@ uint32_t sdb_flush_backlog_limit(const shm_region *r)
 ** daemon runs (restarting a dead one) each round. 0 once caught up, -1
 ** after busy_timeout_ms. The caller has found it behind already. Not
 ** cancelled while it waits: a daemon start in it holds DIR/LOCK.spawn. */
+/* A writer's wait for the daemon (a write stall): waits (0 for one already
+** counted: make_room's later pauses) and its time, in our slot's counters.
+** relaxed: counters, ordering nothing; only this process writes them. */
+static void note_stall(sochdb *db, uint64_t waits, uint64_t since_ns)
+{
+  struct shm_slot_stats *st = &shm_slot_at(&db->region, db->slot)->stats;
+  if (waits)
+    atomic_fetch_add_explicit(&st->write_stalls, waits, memory_order_relaxed);
+  atomic_fetch_add_explicit(&st->write_stall_ns, sdb_monotonic_ns() - since_ns, memory_order_relaxed);
+}
+
 static int wait_for_daemon(sochdb *db, int (*caught_up)(const shm_region *, uint32_t), uint32_t arg,
                            void (*nudge)(shm_region *))
 {
   shm_region *r = &db->region;
+  uint64_t since = sdb_monotonic_ns();
   int cancel_state, rc = 0;
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
   struct timespec deadline;
@@ -286,6 +298,7 @@ static int wait_for_daemon(sochdb *db, int (*caught_up)(const shm_region *, uint
       nanosleep(&pause, NULL);
     }
   }
+  note_stall(db, 1, since);
   pthread_setcancelstate(cancel_state, NULL);
   return rc;
 }
@@ -582,7 +595,8 @@ static int make_room(struct commit_ctx *c, uint32_t full)
   if (arena_rotate(c->r, c->t->db->slot, full) == SOCHDB_OK)
     return SOCHDB_OK;
   arena_wake_flusher(c->r);   /* it may sleep, idle, while arenas wait to be recycled */
-  if (!c->deadline_set) {
+  uint64_t since = sdb_monotonic_ns(), first = !c->deadline_set;
+  if (first) {
     durable_deadline(&c->deadline, c->t->db->busy_timeout_ms);
     c->deadline_set = 1;
   }
@@ -608,6 +622,7 @@ static int make_room(struct commit_ctx *c, uint32_t full)
   CRASHPOINT("commit.wait_room");           /* killed waiting: tests/test_crash.c */
   struct timespec pause = { 0, 1000000 };   /* 1 ms */
   nanosleep(&pause, NULL);
+  note_stall(c->t->db, first, since);       /* one stall a commit, however many pauses */
   return SOCHDB_OK;
 }
 

@@ -540,7 +540,8 @@ Test(cli, stats_watch_shows_rates_fill_debt_cache_and_processes)
                                         "\"memtable_fill_pct\":",  "\"commits_per_sec\":",
                                         "\"fsyncs_per_sec\":",     "\"avg_group_commit\":",
                                         "\"cache_hit_pct\":",      "\"cache_hits\":",
-                                        "\"region_pages\":" };
+                                        "\"region_pages\":",       "\"stall_ms_per_sec\":",
+                                        "\"write_stalls\":" };
   cr_assert(strstr(line, "\"commits_per_sec\":null") && strstr(line, "\"fsyncs_per_sec\":null") &&
               strstr(line, "\"cache_hit_pct\":null"),
             "the first sample has no rates: %s", line);
@@ -556,6 +557,7 @@ Test(cli, stats_watch_shows_rates_fill_debt_cache_and_processes)
     if (samples > 1) {
       cr_assert_null(strstr(line, "\"commits_per_sec\":null"), "sample %d: %s", samples, line);
       cr_assert_null(strstr(line, "\"fsyncs_per_sec\":null"), "sample %d: %s", samples, line);
+      cr_assert_eq(json_number(line, NULL, "stall_ms_per_sec"), 0, "nobody waited: sample %d: %s", samples, line);
       with_rates++;
     }
   }
@@ -572,7 +574,8 @@ Test(cli, stats_watch_shows_rates_fill_debt_cache_and_processes)
   cr_assert_eq(code, 0, "exit %d after SIGINT\nstderr: %s", code, err);
   static const char *const labels[] = { "processes attached", "compaction debt bytes", "commits per sec",
                                         "fsyncs per sec",     "avg group commit",      "cache hit pct",
-                                        "memtable fill pct", "region pages" };
+                                        "memtable fill pct", "region pages",     "stall ms per sec",
+                                        "write stalls" };
   for (size_t i = 0; i < sizeof labels / sizeof labels[0]; i++)
     cr_assert(strstr(out, labels[i]), "the text view lacks '%s': %s", labels[i], out);
   tu_close();

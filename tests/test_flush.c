@@ -281,16 +281,37 @@ Test(flush, writers_wait_while_full_memtables_wait_for_their_flush)
   fill(db, BIG, 1, BIG);
   sochdb_stats st = tu_stats(db);
   cr_assert_geq(st.memtables_in_use, 5, "one transaction of %d keys filled %u memtables", BIG, st.memtables_in_use);
+  cr_assert_eq(st.write_stalls, 0, "the transaction that filled them was never held (%llu stalls)",
+               (unsigned long long)st.write_stalls);
 
   sochdb_txn *t = NULL;
   expect_stall_message(sochdb_txn_begin(db, 0, &t), "a write transaction's begin");
   cr_assert_null(t, "a refused begin hands out no transaction");
   t = tu_begin(db, SOCHDB_TXN_READONLY);
   sochdb_abort(t);
+  sochdb_stats mid = tu_stats(db);
+  cr_assert_eq(mid.write_stalls, 1, "the begin's wait counted once, the reader's begin not at all (%llu)",
+               (unsigned long long)mid.write_stalls);
+  cr_assert_geq(mid.write_stall_us, 250000, "the begin waited busy_timeout_ms, 300 ms: %llu us counted",
+                (unsigned long long)mid.write_stall_us);
   expect_stall_message(sochdb_commit(early, SOCHDB_ASYNC), "the commit of a transaction begun before");
   sochdb_stats after = tu_stats(db);
   cr_assert_eq(after.memtables_in_use, st.memtables_in_use, "the stalled commit rotated to a new memtable");
   cr_assert_eq(after.last_commit_seq, st.last_commit_seq, "the stalled commit took a sequence");
+  cr_assert_eq(after.write_stalls, 2, "the commit's wait counted too (%llu)", (unsigned long long)after.write_stalls);
+  cr_assert_geq(after.write_stall_us, mid.write_stall_us + 250000, "with its time: %llu us, %llu before",
+                (unsigned long long)after.write_stall_us, (unsigned long long)mid.write_stall_us);
+
+  /* counted in this process's slot: another handle's close keeps them (folded into the region's) */
+  sochdb_options same = tu_options(REG, MT, 300);
+  sochdb *other = tu_open_with(tu_dir(), &same);
+  sochdb_close(db);
+  tu_db = db = other;
+  sochdb_stats kept = tu_stats(db);
+  cr_assert(kept.write_stalls == 2 && kept.write_stall_us >= after.write_stall_us,
+            "after the stalled handle's close: %llu stalls, %llu us (were 2, %llu)",
+            (unsigned long long)kept.write_stalls, (unsigned long long)kept.write_stall_us,
+            (unsigned long long)after.write_stall_us);
 
   sochdb_test_without_daemon(0);
   fill_from(db, BIG, BIG + 1, 1, 1);   /* BUSY while the daemon starts and flushes: retried */
@@ -345,6 +366,35 @@ Test(flush, the_write_stall_holds_writers_past_its_limit_and_not_before)
   key_of(1, k);
   cr_assert_eq(sochdb_get(t, k, strlen(k), &got, &glen), SOCHDB_OK);
   sochdb_abort(t);
+  tu_close();
+}
+
+/* A commit that finds every arena in use (no daemon to flush them, and a
+** backlog limit too high to stall the begin) waits for a free memtable:
+** a write stall too, counted once however many pauses, with its time. */
+Test(flush, a_commit_waiting_for_a_free_memtable_counts_one_stall)
+{
+  sochdb_test_without_daemon(1);
+  sochdb_test_flush_backlog(1ull << 40);
+  sochdb_options o = tu_options(REG, MT, 200);
+  sochdb *db = tu_db = tu_open_with(tu_dir(), &o);
+  for (sochdb_stats s = tu_stats(db); s.memtables_in_use < s.memtables_total; s = tu_stats(db))
+    tu_rotate(db);
+  int rc = SOCHDB_OK, i = 0;
+  char k[32], v[VLEN];
+  memset(v, 's', VLEN);
+  for (; rc == SOCHDB_OK && i < 100000; i++) {   /* until the last arena is full */
+    sochdb_txn *t = tu_begin(db, 0);
+    key_of(i, k);
+    cr_assert_eq(sochdb_put(t, k, strlen(k), v, VLEN), SOCHDB_OK);
+    rc = sochdb_commit(t, SOCHDB_ASYNC);
+  }
+  cr_assert_eq(rc, SOCHDB_BUSY, "commit %d with every arena in use: %s", i, sochdb_strerror(rc));
+  cr_assert_not_null(strstr(sochdb_last_error(), "no memtable room"), "%s", sochdb_last_error());
+  sochdb_stats st = tu_stats(db);
+  cr_assert_eq(st.write_stalls, 1, "the commit's wait counted once (%llu)", (unsigned long long)st.write_stalls);
+  cr_assert_geq(st.write_stall_us, 150000, "it waited busy_timeout_ms, 200 ms: %llu us counted",
+                (unsigned long long)st.write_stall_us);
   tu_close();
 }
 

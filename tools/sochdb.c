@@ -560,7 +560,7 @@ static int run_scan(sochdb *db, const args *a)
   X(wal_bytes) X(daemon_running) X(wal_segments) X(user_bytes) X(flushes) X(flush_bytes) \
   X(compactions) X(compact_bytes_read) X(compact_bytes_written) X(compaction_debt_bytes) \
   X(wal_segments_removed) X(sst_files) X(l0_files) X(sst_bytes) X(cache_bytes) X(cache_hits) \
-  X(cache_misses) X(cache_inserts) X(cache_evictions)
+  X(cache_misses) X(cache_inserts) X(cache_evictions) X(write_stalls) X(write_stall_us)
 
 #define STATS_FIELD_SIZE(f) + sizeof(((sochdb_stats *)0)->f)
 _Static_assert(0 STATS_FIELDS(STATS_FIELD_SIZE) == sizeof(sochdb_stats),
@@ -611,16 +611,19 @@ typedef struct rates {
   double group_commit;          /* commits per WAL group */
   double cache_hit_pct;         /* block-cache hits per lookup */
   double memtable_fill_pct;     /* used bytes / capacity of the live memtables (from one sample) */
+  double stall_ms;              /* milliseconds writers waited for the daemon, per second (write_stall_us:
+                                ** over 1000 when several waited at once) */
 } rates;
 
 /* The derived figures, in the order printed. */
-#define WATCH_FIGURES 6
+#define WATCH_FIGURES 7
 static void watch_figures(const rates *r, const char *names[WATCH_FIGURES], double values[WATCH_FIGURES])
 {
   static const char *const n[WATCH_FIGURES] = { "commits_per_sec",  "conflicts_per_sec", "fsyncs_per_sec",
-                                                "avg_group_commit", "cache_hit_pct",     "memtable_fill_pct" };
-  const double v[WATCH_FIGURES] = { r->commits,      r->conflicts,    r->fsyncs,
-                                    r->group_commit, r->cache_hit_pct, r->memtable_fill_pct };
+                                                "avg_group_commit", "cache_hit_pct",     "memtable_fill_pct",
+                                                "stall_ms_per_sec" };
+  const double v[WATCH_FIGURES] = { r->commits,      r->conflicts,     r->fsyncs,  r->group_commit,
+                                    r->cache_hit_pct, r->memtable_fill_pct, r->stall_ms };
   for (int i = 0; i < WATCH_FIGURES; i++) {
     names[i] = n[i];
     values[i] = v[i];
@@ -761,7 +764,7 @@ static double memtable_fill_pct(const sochdb_stats *s)
 /* The figures of one sample; prev NULL on the first. */
 static rates rates_between(const sample *prev, const sample *cur)
 {
-  rates r = { NO_FIGURE, NO_FIGURE, NO_FIGURE, NO_FIGURE, NO_FIGURE, memtable_fill_pct(&cur->stats) };
+  rates r = { NO_FIGURE, NO_FIGURE, NO_FIGURE, NO_FIGURE, NO_FIGURE, memtable_fill_pct(&cur->stats), NO_FIGURE };
   if (prev == NULL)
     return r;
   const sochdb_stats *a = &prev->stats, *b = &cur->stats;
@@ -772,6 +775,7 @@ static rates rates_between(const sample *prev, const sample *cur)
   r.group_commit = ratio(delta(a->wal_records, b->wal_records), delta(a->wal_groups, b->wal_groups), 1.0);
   uint64_t hits = delta(a->cache_hits, b->cache_hits);
   r.cache_hit_pct = ratio(hits, hits + delta(a->cache_misses, b->cache_misses), 100.0);
+  r.stall_ms = rate(a->write_stall_us, b->write_stall_us, seconds) / 1000.0;
   return r;
 }
 
@@ -1303,7 +1307,8 @@ static const command commands[] = {
     "                  what happened during the interval: commits_per_sec,\n"
     "                  conflicts_per_sec, fsyncs_per_sec (WAL group commits),\n"
     "                  avg_group_commit (commits per fsync), cache_hit_pct (block\n"
-    "                  cache hits per lookup), and memtable_fill_pct (used share\n"
+    "                  cache hits per lookup), stall_ms_per_sec (writers' waits\n"
+    "                  for the daemon: write_stall_us), and memtable_fill_pct (used share\n"
     "                  of the live memtables); '-' (null) when not known yet or\n"
     "                  when nothing happened\n"
     "  --interval MS   milliseconds between samples (default 1000)\n"

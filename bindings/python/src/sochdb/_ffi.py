@@ -104,6 +104,8 @@ class Stats(ctypes.Structure):
         ("cache_misses", _u64),
         ("cache_inserts", _u64),
         ("cache_evictions", _u64),
+        ("write_stalls", _u64),
+        ("write_stall_us", _u64),
     ]
 
 
