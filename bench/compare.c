@@ -753,6 +753,7 @@ struct cell {                     /* one workload row on one engine */
   int         settled;            /* a fill whose engine's background work was waited for (quiesce) */
   double      durable_after_s, settled_after_s;   /* from the end of the phase */
   uint64_t    settle_helper_cpu_ns;               /* the helper's CPU time during that wait */
+  uint64_t    stall_us;           /* the clients' waits for the helper during the phase (engine_ops.stall_us) */
   unsigned    rounds;             /* the rounds run (--rounds), this cell being the median one */
   double      round_rate[MAX_ROUNDS];             /* every round's cell_rate, in the order they ran */
 };
@@ -850,9 +851,10 @@ static int run_cphase(const struct cconfig *c, const struct engine_ops *ops, voi
   int rc = kids_spawn(&k, threads ? 1 : ph->procs, threads ? thread_child : proc_child, &w);
   if (rc == 0)
     rc = wait_count(&sh->ready, ph->procs, &k, READY_WAIT_S, "open the database");
-  uint64_t helper0 = 0, helper1 = 0;
+  uint64_t helper0 = 0, helper1 = 0, stall0 = 0, stall1 = 0;
   if (rc == 0) {
     helper0 = ops->helper_cpu_ns ? ops->helper_cpu_ns(state) : 0;
+    stall0 = ops->stall_us ? ops->stall_us(state) : 0;
     uint64_t t0 = now_ns();
     sh->deadline_ns = ph->seconds > 0 ? t0 + (uint64_t)(ph->seconds * NS_PER_S) : UINT64_MAX;
     atomic_store_explicit(&sh->go, 1, memory_order_release);
@@ -864,6 +866,7 @@ static int run_cphase(const struct cconfig *c, const struct engine_ops *ops, voi
       rc = wait_count_every(&sh->done, ph->procs, &k, done_max_s, "finish", 1000);
     seconds = (double)(now_ns() - t0) / NS_PER_S;
     helper1 = ops->helper_cpu_ns ? ops->helper_cpu_ns(state) : 0;
+    stall1 = ops->stall_us ? ops->stall_us(state) : 0;
   }
   if (rc == 0 && cell && ops->shared_memory)
     ops->shared_memory(state, &cell->region_kib, &cell->helper_rss_kib, &cell->helper_private_kib);
@@ -885,6 +888,7 @@ static int run_cphase(const struct cconfig *c, const struct engine_ops *ops, voi
     cell->threads = threads && ph->procs > 1;
     cell->seconds = seconds;
     cell->helper_cpu_ns = helper1 > helper0 ? helper1 - helper0 : 0;
+    cell->stall_us = stall1 > stall0 ? stall1 - stall0 : 0;
     for (unsigned i = 0; i < ph->procs; i++) {
       const struct cout *o = &sh->out[i];
       cell->cpu_ns += o->cpu_ns;
@@ -1432,11 +1436,13 @@ static void print_settle(const struct cconfig *c, const struct cresults *res)
         continue;
       if (!any++)
         printf("after the clock stopped (engines with a helper that reports it): the newest commit durable after, "
-               "flushing and compaction settled after, the helper's CPU a put until then, puts/s over both\n"
-               "%-18s %-10s %14s %14s %14s %14s\n", "workload", "engine", "durable after", "settled after",
-               "helper us/put", "puts/s");
-      printf("%-18s %-10s %13.2fs %13.2fs %14.2f %14.0f\n", res->row[i].label, c->eng[e]->name, x->durable_after_s,
-             x->settled_after_s, helper_us_per_op_until_settled(x), rate_until_settled(x));
+               "flushing and compaction settled after, the helper's CPU a put until then, puts/s over both; and "
+               "the share of the phase its writer waited for the helper (sochdb: the write stall)\n"
+               "%-18s %-10s %14s %14s %14s %14s %14s\n", "workload", "engine", "durable after", "settled after",
+               "helper us/put", "puts/s", "writer waited");
+      printf("%-18s %-10s %13.2fs %13.2fs %14.2f %14.0f %13.0f%%\n", res->row[i].label, c->eng[e]->name,
+             x->durable_after_s, x->settled_after_s, helper_us_per_op_until_settled(x), rate_until_settled(x),
+             x->seconds > 0 ? 100.0 * (double)x->stall_us / 1e6 / x->seconds : 0.0);
     }
   if (any)
     printf("\n");
@@ -1531,6 +1537,8 @@ static void json_cell(FILE *f, const struct cell *x, const struct engine_ops *op
     fprintf(f, ", \"client_cpu_us_per_op\": %.4f", cpu_us_per_op(x, 0));
     if (ops->helper_cpu_ns)
       fprintf(f, ", \"daemon_cpu_us_per_op\": %.4f", cpu_us_per_op(x, 1));
+    if (ops->stall_us)
+      fprintf(f, ", \"write_stall_s\": %.3f", (double)x->stall_us / 1e6);
     fprintf(f, ", \"round_ops_per_s\": [");
     for (unsigned k = 0; k < x->rounds; k++)
       fprintf(f, "%s%.1f", k ? ", " : "", x->round_rate[k]);

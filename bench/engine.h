@@ -86,6 +86,9 @@ struct engine_ops {
   /* In the parent (may be NULL): CPU time so far, in ns, of the helper
   ** process that works for the clients (sochdbd), or 0. */
   uint64_t (*helper_cpu_ns)(void *state);
+  /* In the parent (may be NULL): microseconds the clients have waited so
+  ** far, all together, for the helper to catch up (sochdb's write stalls). */
+  uint64_t (*stall_us)(void *state);
 
   int  (*open)(const struct engine_params *p, struct engine **out);
   void (*close)(struct engine *e);

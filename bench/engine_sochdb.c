@@ -120,6 +120,13 @@ static uint64_t s_helper_cpu_ns(void *state)
   return pid ? proc_cpu_ns(pid) : 0;
 }
 
+static uint64_t s_stall_us(void *state)
+{
+  struct sochdb_state *s = state;
+  sochdb_stats st;
+  return stats_now(s->db, &st) == 0 ? st.write_stall_us : 0;
+}
+
 static int s_open(const struct engine_params *p, struct engine **out)
 {
   struct engine *e = calloc(1, sizeof *e);
@@ -211,6 +218,7 @@ const struct engine_ops engine_sochdb = {
   .quiesce = s_quiesce,
   .shared_memory = s_shared_memory,
   .helper_cpu_ns = s_helper_cpu_ns,
+  .stall_us = s_stall_us,
   .open = s_open,
   .close = s_close,
   .shared_file = s_shared_file,

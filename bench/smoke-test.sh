@@ -34,6 +34,7 @@ for row in compare["rows"]:
     # the median of two rounds is the slower one
     need(len(rounds) == 2 and min(rounds) > 0 and abs(s.get("ops_per_s", 0) - min(rounds)) <= 0.1,
          "sochdb's rounds in " + row["label"] + ": %r" % rounds)
+    need(s.get("write_stall_s", -1) >= 0, "sochdb's write stalls in " + row["label"] + ": %r" % s.get("write_stall_s"))
     need("sochdb_over_best_other" not in row or len(row.get("round_ratios", [])) == 2,
          "round ratios in " + row["label"] + ": %r" % row.get("round_ratios"))
 need(compare["page_touch_us"] > 0, "no page-touch probe")
