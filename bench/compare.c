@@ -1440,9 +1440,12 @@ static void print_settle(const struct cconfig *c, const struct cresults *res)
                "the share of the phase its writer waited for the helper (sochdb: the write stall)\n"
                "%-18s %-10s %14s %14s %14s %14s %14s\n", "workload", "engine", "durable after", "settled after",
                "helper us/put", "puts/s", "writer waited");
-      printf("%-18s %-10s %13.2fs %13.2fs %14.2f %14.0f %13.0f%%\n", res->row[i].label, c->eng[e]->name,
+      char waited[32] = "-";   /* one writer (a fill): its waits over the phase */
+      if (c->eng[e]->stall_us && x->seconds > 0)
+        snprintf(waited, sizeof waited, "%.0f%%", 100.0 * (double)x->stall_us / 1e6 / x->seconds);
+      printf("%-18s %-10s %13.2fs %13.2fs %14.2f %14.0f %14s\n", res->row[i].label, c->eng[e]->name,
              x->durable_after_s, x->settled_after_s, helper_us_per_op_until_settled(x), rate_until_settled(x),
-             x->seconds > 0 ? 100.0 * (double)x->stall_us / 1e6 / x->seconds : 0.0);
+             waited);
     }
   if (any)
     printf("\n");

@@ -359,8 +359,9 @@ typedef struct sochdb_stats {
   uint64_t cache_evictions;
   uint64_t write_stalls;        /* waits of writers for sochdbd, every process's: a begin or commit held
                                 ** by the write stall (memtables waiting for their flush: sochdb_commit),
-                                ** a commit waiting for a free memtable, or for the WAL writer a full
-                                ** record ring behind; each wait counts once, however long */
+                                ** or a commit waiting for the WAL writer a full record ring behind,
+                                ** each wait once however long; a commit waiting for a free memtable,
+                                ** once however many times it does (counted as they happen) */
   uint64_t write_stall_us;      /* microseconds writers spent in those waits, all together */
 } sochdb_stats;
 

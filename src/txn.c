@@ -263,27 +263,31 @@ uint32_t sdb_flush_backlog_limit(const shm_region *r)
   return memtables < 2 ? 2 : memtables > SHM_MAX_MEMTABLES ? SHM_MAX_MEMTABLES : (uint32_t)memtables;
 }
 
+/* A writer's wait for the daemon (a write stall), counted as it goes, so
+** that `sochdb stats --watch` sees a writer held for seconds while it is:
+** *noted_ns 0 means the wait is not counted yet (it counts as one stall
+** now); else it is when the time up to now was last added. */
+static void note_stall(sochdb *db, uint64_t *noted_ns)
+{
+  uint64_t now = sdb_monotonic_ns();
+  if (!*noted_ns)
+    count(&my_stats(db)->write_stalls, 1);
+  else
+    count(&my_stats(db)->write_stall_ns, now - *noted_ns);
+  *noted_ns = now;
+}
+
 /* Wait, polling every millisecond, until the daemon has caught up
 ** (caught_up(r, arg)): wake the thread concerned (nudge) and make sure a
 ** daemon runs (restarting a dead one) each round. 0 once caught up, -1
-** after busy_timeout_ms. The caller has found it behind already. Not
-** cancelled while it waits: a daemon start in it holds DIR/LOCK.spawn. */
-/* A writer's wait for the daemon (a write stall): waits (0 for one already
-** counted: make_room's later pauses) and its time, in our slot's counters.
-** relaxed: counters, ordering nothing; only this process writes them. */
-static void note_stall(sochdb *db, uint64_t waits, uint64_t since_ns)
-{
-  struct shm_slot_stats *st = &shm_slot_at(&db->region, db->slot)->stats;
-  if (waits)
-    atomic_fetch_add_explicit(&st->write_stalls, waits, memory_order_relaxed);
-  atomic_fetch_add_explicit(&st->write_stall_ns, sdb_monotonic_ns() - since_ns, memory_order_relaxed);
-}
-
+** after busy_timeout_ms. The caller has found it behind already; a wait
+** that pauses (or runs out) is a write stall (note_stall). Not cancelled
+** while it waits: a daemon start in it holds DIR/LOCK.spawn. */
 static int wait_for_daemon(sochdb *db, int (*caught_up)(const shm_region *, uint32_t), uint32_t arg,
                            void (*nudge)(shm_region *))
 {
   shm_region *r = &db->region;
-  uint64_t since = sdb_monotonic_ns();
+  uint64_t noted = 0;
   int cancel_state, rc = 0;
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
   struct timespec deadline;
@@ -291,14 +295,16 @@ static int wait_for_daemon(sochdb *db, int (*caught_up)(const shm_region *, uint
   while (rc == 0 && !caught_up(r, arg)) {
     nudge(r);
     sdb_daemon_ensure_within(db, ms_until(&deadline));
+    if (!noted)
+      note_stall(db, &noted);
     if (past(&deadline)) {
       rc = -1;
     } else {
       struct timespec pause = { 0, 1000000 };   /* 1 ms: what we wait for takes far longer */
       nanosleep(&pause, NULL);
     }
+    note_stall(db, &noted);
   }
-  note_stall(db, 1, since);
   pthread_setcancelstate(cancel_state, NULL);
   return rc;
 }
@@ -579,6 +585,7 @@ struct commit_ctx {
   uint64_t              record_off; /* its offset; 0 until our first version exists */
   struct timespec       deadline;   /* for waiting on a free arena */
   int                   deadline_set;
+  uint64_t              room_noted; /* that wait as a write stall: note_stall's mark, 0 before it */
   uint64_t              memtables;  /* bit i: a version of ours is in memtable i */
   struct sl_finger     *finger;     /* install_one's last search in the active memtable, during
                                     ** install_all: the handle's (kept->active), or one of its own
@@ -595,8 +602,8 @@ static int make_room(struct commit_ctx *c, uint32_t full)
   if (arena_rotate(c->r, c->t->db->slot, full) == SOCHDB_OK)
     return SOCHDB_OK;
   arena_wake_flusher(c->r);   /* it may sleep, idle, while arenas wait to be recycled */
-  uint64_t since = sdb_monotonic_ns(), first = !c->deadline_set;
-  if (first) {
+  note_stall(c->t->db, &c->room_noted);   /* counted once a commit, with its time between pauses */
+  if (!c->deadline_set) {
     durable_deadline(&c->deadline, c->t->db->busy_timeout_ms);
     c->deadline_set = 1;
   }
@@ -622,7 +629,7 @@ static int make_room(struct commit_ctx *c, uint32_t full)
   CRASHPOINT("commit.wait_room");           /* killed waiting: tests/test_crash.c */
   struct timespec pause = { 0, 1000000 };   /* 1 ms */
   nanosleep(&pause, NULL);
-  note_stall(c->t->db, first, since);       /* one stall a commit, however many pauses */
+  note_stall(c->t->db, &c->room_noted);
   return SOCHDB_OK;
 }
 

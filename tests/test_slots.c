@@ -758,6 +758,8 @@ static void make_dead(sochdb *db, uint32_t slot, struct dead *d, const char *k0,
   }
   atomic_store(&shm_slot_at(r, slot)->stats.commits, 5);   /* its counters must survive it */
   atomic_store(&shm_slot_at(r, slot)->stats.keys_written, 7);
+  atomic_store(&shm_slot_at(r, slot)->stats.write_stalls, 3);
+  atomic_store(&shm_slot_at(r, slot)->stats.write_stall_ns, 4000000);
   mark_dead_owner(db, slot);
 }
 
@@ -802,6 +804,8 @@ Test(slots, reaping_a_dead_slot_rolls_back_its_pending_commit)
   cr_assert_eq(st.commits, 2u + 5u, "the dead slot's 5 commits are kept in the totals: %llu",
                (unsigned long long)st.commits);
   cr_assert_eq(st.keys_written, 2u + 7u, "keys_written %llu", (unsigned long long)st.keys_written);
+  cr_assert(st.write_stalls == 3 && st.write_stall_us == 4000, "its write stalls kept: %llu, %llu us",
+            (unsigned long long)st.write_stalls, (unsigned long long)st.write_stall_us);
   cr_assert_eq(st.processes_attached, 1u, "only we are attached");
   cr_assert_eq(st.processes_reaped, 1u, "stats processes_reaped");
   cr_assert_eq(st.dead_txns_rolled_back, 1u, "stats dead_txns_rolled_back");

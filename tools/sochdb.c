@@ -1307,9 +1307,10 @@ static const command commands[] = {
     "                  what happened during the interval: commits_per_sec,\n"
     "                  conflicts_per_sec, fsyncs_per_sec (WAL group commits),\n"
     "                  avg_group_commit (commits per fsync), cache_hit_pct (block\n"
-    "                  cache hits per lookup), stall_ms_per_sec (writers' waits\n"
-    "                  for the daemon: write_stall_us), and memtable_fill_pct (used share\n"
-    "                  of the live memtables); '-' (null) when not known yet or\n"
+    "                  cache hits per lookup), memtable_fill_pct (used share\n"
+    "                  of the live memtables), and stall_ms_per_sec (writers'\n"
+    "                  waits for the daemon: write_stall_us); '-' (null) when\n"
+    "                  not known yet or\n"
     "                  when nothing happened\n"
     "  --interval MS   milliseconds between samples (default 1000)\n"
     "  --json          one JSON object per sample, named like struct sochdb_stats\n",
