@@ -1935,8 +1935,12 @@ void sst_prefetch_get(const struct sst_reader *r, const void *key, size_t klen, 
   uint32_t i = find_block(r, key, klen, snapshot);
   if (i < r->nblocks && !(r->probe[i].where & 1)) {
     __builtin_prefetch(r->buf + (r->probe[i + 1].where >> 1) - 1);   /* its trailer: the first line read */
-    /* relaxed: a hint (seek_cached); blocks stored uncompressed, never cached, are never marked */
-    if (r->cache.prefetch && (atomic_load_explicit(&r->cached[i / 64], memory_order_relaxed) & (1ull << (i % 64))))
+    /* relaxed, both: hints (load_data, seek_cached). The trusted bit first: a
+    ** block read in place (never cached) then costs no look at the cached
+    ** bits, a line of their own, and the get finds the trusted line loaded. */
+    uint64_t bit = 1ull << (i % 64);
+    if (r->cache.prefetch && !(atomic_load_explicit(&r->trusted[i / 64], memory_order_relaxed) & bit) &&
+        (atomic_load_explicit(&r->cached[i / 64], memory_order_relaxed) & bit))
       r->cache.prefetch(r->cache.ctx, r->probe[i].where >> 1, TAIL_FIRST_COPY);   /* what peek_search reads first */
   }
   *hint = (struct sst_hint){ r, key, klen, snapshot, h, i };
