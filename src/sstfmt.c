@@ -999,28 +999,47 @@ static int check_col(const uint8_t *p, size_t n, void *arg)
   return sstcol_check_column(p, n, c->type, c->nrows, c->out, c->block_off);
 }
 
+/* Block i's bit in one of the reader's per-block bitmaps (verified,
+** trusted, cached). Relaxed: each bit is a hint that only spares work (a
+** check, a look in the cache) and orders nothing; a race repeats the work,
+** harmlessly. Set by a plain load first, so that a set bit costs no write. */
+static int block_bit(_Atomic uint64_t *bits, uint32_t i)
+{
+  return (atomic_load_explicit(&bits[i / 64], memory_order_relaxed) >> (i % 64)) & 1;
+}
+
+static void set_block_bit(_Atomic uint64_t *bits, uint32_t i)
+{
+  if (!block_bit(bits, i))
+    atomic_fetch_or_explicit(&bits[i / 64], 1ull << (i % 64), memory_order_relaxed);
+}
+
+/* Plain data block i of r, where the file stores it. */
+static struct piece data_piece(const struct sst_reader *r, uint32_t i)
+{
+  uint64_t off = r->probe[i].where >> 1;
+  return block_piece(off, (uint32_t)((r->probe[i + 1].where >> 1) - off), SEED_DATA, "data");
+}
+
 /* Plain data block i: from the cache if it has it, else from the file. A
 ** block stored uncompressed that passed every check once in this reader
 ** (its trusted bit) is only described again: its bytes are the file's,
-** which never change. Relaxed bits, as the verified ones: a race checks a
-** block twice, harmlessly. */
+** which never change (block_bit). */
 static int load_data(const struct sst_reader *r, uint32_t i, int look, struct sst_scratch *s, struct sst_blk *b,
                      struct sst_read_stats *st)
 {
-  uint64_t off = r->probe[i].where >> 1, bit = 1ull << (i % 64);
-  uint32_t size = (uint32_t)((r->probe[i + 1].where >> 1) - off);
-  if (atomic_load_explicit(&r->trusted[i / 64], memory_order_relaxed) & bit) {
-    describe_block(r->buf + off, size - SST_TRAILER_BYTES, b);
-    count_read(st, size, 0);
+  struct piece pc = data_piece(r, i);
+  if (block_bit(r->trusted, i)) {
+    describe_block(r->buf + pc.off, pc.size - SST_TRAILER_BYTES, b);
+    count_read(st, pc.size, 0);
     return SOCHDB_OK;
   }
-  struct piece pc = block_piece(off, size, SEED_DATA, "data");
   pc.verified = &r->verified[i / 64];
-  pc.verified_bit = bit;
-  struct blk_check c = { b, "data", off, r->version >= SST_VERSION_HASHED };
+  pc.verified_bit = 1ull << (i % 64);
+  struct blk_check c = { b, "data", pc.off, r->version >= SST_VERSION_HASHED };
   int rc = load_piece(r, &pc, look, s, check_blk, &c, st);
-  if (rc == SOCHDB_OK && b->p == r->buf + off)   /* in place: checksummed, uncompressed, its layout checked */
-    atomic_fetch_or_explicit(&r->trusted[i / 64], bit, memory_order_relaxed);
+  if (rc == SOCHDB_OK && b->p == r->buf + pc.off)   /* in place: checksummed, uncompressed, its layout checked */
+    set_block_bit(r->trusted, i);
   return rc;
 }
 
@@ -1093,10 +1112,8 @@ static int load_columnar(const struct sst_reader *r, uint32_t i, uint64_t want, 
   struct piece pc = segment_piece(e->offset, &sg[0], 0);
   struct blk_check kc = { keys, "columnar keys", e->offset, 0 };
   int rc = load_piece(r, &pc, 1, &cv->buf[0], check_blk, &kc, st);
-  uint64_t bit = 1ull << (i % 64);
-  if (rc == SOCHDB_OK && !(atomic_load_explicit(&r->trusted[i / 64], memory_order_relaxed) & bit) &&
-      (rc = check_columnar_keys(r, i, cb, keys)) == SOCHDB_OK)
-    atomic_fetch_or_explicit(&r->trusted[i / 64], bit, memory_order_relaxed);
+  if (rc == SOCHDB_OK && !block_bit(r->trusted, i) && (rc = check_columnar_keys(r, i, cb, keys)) == SOCHDB_OK)
+    set_block_bit(r->trusted, i);
   for (unsigned j = 0; rc == SOCHDB_OK && j < cb->ncols; j++) {
     if (!(want >> j & 1))
       continue;
@@ -1935,12 +1952,10 @@ void sst_prefetch_get(const struct sst_reader *r, const void *key, size_t klen, 
   uint32_t i = find_block(r, key, klen, snapshot);
   if (i < r->nblocks && !(r->probe[i].where & 1)) {
     __builtin_prefetch(r->buf + (r->probe[i + 1].where >> 1) - 1);   /* its trailer: the first line read */
-    /* relaxed, both: hints (load_data, seek_cached). The trusted bit first: a
-    ** block read in place (never cached) then costs no look at the cached
-    ** bits, a line of their own, and the get finds the trusted line loaded. */
-    uint64_t bit = 1ull << (i % 64);
-    if (r->cache.prefetch && !(atomic_load_explicit(&r->trusted[i / 64], memory_order_relaxed) & bit) &&
-        (atomic_load_explicit(&r->cached[i / 64], memory_order_relaxed) & bit))
+    /* The trusted bit first: a block read in place (never cached) then costs
+    ** no look at the cached bits, a line of their own, and the get finds the
+    ** trusted line loaded. */
+    if (r->cache.prefetch && !block_bit(r->trusted, i) && block_bit(r->cached, i))
       r->cache.prefetch(r->cache.ctx, r->probe[i].where >> 1, TAIL_FIRST_COPY);   /* what peek_search reads first */
   }
   *hint = (struct sst_hint){ r, key, klen, snapshot, h, i };
@@ -1993,21 +2008,18 @@ static int seek_cached(const struct sst_reader *r, uint32_t i, struct sst_cursor
                        size_t klen, uint64_t seq, struct sst_scratch *s, int *e, int *look)
 {
   *look = 1;
-  uint64_t off = r->probe[i].where >> 1;
-  if (!r->cache.peek || (atomic_load_explicit(&r->trusted[i / 64], memory_order_relaxed) & (1ull << (i % 64))))
-    return 0;   /* relaxed: load_data's trusted bit, a hint as there */
-  struct piece pc = block_piece(off, (uint32_t)((r->probe[i + 1].where >> 1) - off), SEED_DATA, "data");
+  if (!r->cache.peek || block_bit(r->trusted, i))
+    return 0;   /* read in place, never cached */
+  struct piece pc = data_piece(r, i);
   uint32_t ulen = cacheable_len(r->buf, &pc);
   if (!ulen || scratch_reserve(s, ulen) != SOCHDB_OK)
     return 0;   /* stored uncompressed (read in place), or no memory (load_data reports it) */
   struct peek pk = { c, s->p, ulen, h, seq, key, klen, r->version >= SST_VERSION_HASHED };
   int rc = -1;
   *look = 0;
-  if (r->cache.peek(r->cache.ctx, off, s->p, ulen, peek_search, &pk, &rc) != 1 || rc < 0)
+  if (r->cache.peek(r->cache.ctx, pc.off, s->p, ulen, peek_search, &pk, &rc) != 1 || rc < 0)
     return 0;
-  uint64_t bit = 1ull << (i % 64);
-  if (!(atomic_load_explicit(&r->cached[i / 64], memory_order_relaxed) & bit))   /* relaxed: a hint */
-    atomic_fetch_or_explicit(&r->cached[i / 64], bit, memory_order_relaxed);
+  set_block_bit(r->cached, i);
   *e = rc;
   return 1;
 }
