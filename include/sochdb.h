@@ -315,7 +315,11 @@ void sochdb_iter_close(sochdb_iter *it);
 
 /*
 ** sochdb_stats — a consistent-enough picture of the shared region, summed over
-** all attached processes (counters are read without stopping anyone).
+** all attached processes (counters are read without stopping anyone). The
+** counters of what processes did (commits through keys_written, user_bytes,
+** cache_hits and cache_misses, write_stalls and write_stall_us) count every
+** process since the region was made, those gone or killed included, and one
+** reading is never below an earlier one, whoever comes or goes meanwhile.
 */
 typedef struct sochdb_stats {
   uint64_t region_bytes;        /* size of the shared region */

@@ -430,16 +430,6 @@ int bc_lookup_counted(void *area, uint64_t file, uint64_t offset, void *dst, siz
   return 1;
 }
 
-void bc_add_counts(void *area, uint64_t hits, uint64_t misses)
-{
-  struct bc_header *h = header(area);
-  if (!h)
-    return;
-  /* relaxed: counters, ordered with nothing */
-  atomic_fetch_add_explicit(&h->hits, hits, memory_order_relaxed);
-  atomic_fetch_add_explicit(&h->misses, misses, memory_order_relaxed);
-}
-
 /* ---- insert -------------------------------------------------------------------- */
 
 /* Is (file, offset) cached (or was it, a moment ago)? And *free_way: a way

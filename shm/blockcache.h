@@ -142,13 +142,6 @@ int    bc_read_end(const struct bc_read *rd);
 ** tail soon lets that cache miss overlap other work. */
 void   bc_prefetch_end(void *area, uint64_t file, uint64_t offset, size_t bytes);
 
-/* Add a released process's counted lookups to the area's own counters, so
-** that the totals (bc_get_stats plus every live process's) keep them. A
-** reading made while a slot is released may count that process's lookups
-** twice or not at all (the slot and the area are read one after the
-** other): figures for monitoring, not an exact sequence. */
-void   bc_add_counts(void *area, uint64_t hits, uint64_t misses);
-
 /* Insert a copy of data[0..len) under (file, offset), in the first tier whose
 ** entries hold it; a block no tier holds (len > BC_BLOCK_MAX) is counted in
 ** too_big and ignored. owner = the inserting process's slot + 1

@@ -29,7 +29,9 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  20u  /* 20: writers' waits for the daemon counted in each slot (write stalls);
+#define SHM_LAYOUT_VERSION  21u  /* 21: slots' counters never reset nor folded into the header,
+                                  ** whose copies of them are gone (slots.h, shm_slot_stats);
+                                  ** 20: writers' waits for the daemon counted in each slot (write stalls);
                                   ** 19: the commit-record ring sized to the region, up to 262,144
                                   ** entries (rec_ring_entries, durable.h);
                                   ** 18: an opener takes its slot under the creation flock, and an
@@ -57,11 +59,6 @@
 struct shm_global_stats {
   _Atomic uint64_t processes_reaped;
   _Atomic uint64_t dead_txns_rolled_back;
-  /* Counters of reaped slots are folded in here so the totals survive them. */
-  _Atomic uint64_t commits;
-  _Atomic uint64_t conflicts;
-  _Atomic uint64_t aborts;
-  _Atomic uint64_t keys_written;
   /* The WAL writer's counters. */
   _Atomic uint64_t wal_groups;         /* groups written = fdatasyncs */
   _Atomic uint64_t wal_records;
@@ -74,7 +71,6 @@ struct shm_global_stats {
   _Atomic uint64_t compact_bytes_written;
   _Atomic uint64_t compact_debt_bytes; /* bytes the levels are over their targets */
   _Atomic uint64_t wal_segments_removed;
-  _Atomic uint64_t user_bytes;         /* key + value bytes committed (write amplification's base) */
   _Atomic uint64_t full_compaction_requested; /* bumped by `sochdb compact`; the daemon answers */
   _Atomic uint64_t full_compaction_done;      /* ... by setting this to the request it finished */
   _Atomic uint64_t compact_progress_done;     /* bytes read by the running compaction */
@@ -90,9 +86,6 @@ struct shm_global_stats {
   _Atomic uint64_t scan_bytes_read;
   _Atomic uint64_t scan_bytes_decompressed;
   _Atomic uint64_t scan_blocks_direct;
-  /* Write stalls of released slots (shm_slot_stats), layout 20. */
-  _Atomic uint64_t write_stalls;
-  _Atomic uint64_t write_stall_ns;
 };
 
 /* Where the log's whole groups end: a note for the next daemon, which then

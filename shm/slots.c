@@ -118,23 +118,6 @@ void slots_retire_descriptor(shm_region *r, struct shm_txn_entry *e, uint64_t re
   atomic_store_explicit(&e->state, TXN_PENDING, memory_order_release);
 }
 
-static void fold_stats(shm_region *r, struct shm_slot *s)
-{
-  struct shm_global_stats *g = &r->hdr->stats;
-  /* relaxed: counters, no ordering with anything */
-  atomic_fetch_add_explicit(&g->commits, atomic_exchange_explicit(&s->stats.commits, 0, memory_order_relaxed), memory_order_relaxed);
-  atomic_fetch_add_explicit(&g->conflicts, atomic_exchange_explicit(&s->stats.conflicts, 0, memory_order_relaxed), memory_order_relaxed);
-  atomic_fetch_add_explicit(&g->aborts, atomic_exchange_explicit(&s->stats.aborts, 0, memory_order_relaxed), memory_order_relaxed);
-  atomic_fetch_add_explicit(&g->keys_written, atomic_exchange_explicit(&s->stats.keys_written, 0, memory_order_relaxed), memory_order_relaxed);
-  atomic_fetch_add_explicit(&g->user_bytes, atomic_exchange_explicit(&s->stats.user_bytes, 0, memory_order_relaxed), memory_order_relaxed);
-  atomic_fetch_add_explicit(&g->write_stalls, atomic_exchange_explicit(&s->stats.write_stalls, 0, memory_order_relaxed), memory_order_relaxed);
-  atomic_fetch_add_explicit(&g->write_stall_ns, atomic_exchange_explicit(&s->stats.write_stall_ns, 0, memory_order_relaxed), memory_order_relaxed);
-  uint64_t hits = atomic_exchange_explicit(&s->stats.cache_hits, 0, memory_order_relaxed);
-  uint64_t misses = atomic_exchange_explicit(&s->stats.cache_misses, 0, memory_order_relaxed);
-  if (r->hdr->cache_off)
-    bc_add_counts(shm_at(r, r->hdr->cache_off), hits, misses);
-}
-
 /* Reclaim everything a dead owner held. Caller holds the slot's lock. Every
 ** step is idempotent, so a reaper that dies half-way is simply redone. */
 static void reap_locked(shm_region *r, uint32_t slot)
@@ -159,7 +142,6 @@ static void reap_locked(shm_region *r, uint32_t slot)
   arena_release_claims_of(r, slot);
   if (r->hdr->cache_off)
     bc_release_owner(shm_at(r, r->hdr->cache_off), slot + 1);   /* blocks it was caching */
-  fold_stats(r, s);
   atomic_fetch_add_explicit(&r->hdr->stats.processes_reaped, 1, memory_order_relaxed);
   atomic_store_explicit(&s->is_daemon, 0, memory_order_relaxed);
   /* release: a new owner that sees 0 sees the slot fully cleaned */
@@ -275,8 +257,7 @@ int slots_attach(shm_region *r, int is_daemon, uint32_t *slot_out)
 
 void slots_detach(shm_region *r, uint32_t slot)
 {
-  struct shm_slot *s = shm_slot_at(r, slot);
-  fold_stats(r, s);
+  struct shm_slot *s = shm_slot_at(r, slot);   /* its counters stay: shm_slot_stats */
   atomic_store_explicit(&s->is_daemon, 0, memory_order_relaxed);
   atomic_store_explicit(&s->owner_pid, 0, memory_order_release);
   slot_lock(r, slot, F_UNLCK);
@@ -336,39 +317,40 @@ uint64_t slots_compute_horizon(shm_region *r)
   return oldest_snapshot(r, first);
 }
 
+/* Add one slot's counters, whoever owns it now or owned it before. */
+static void add_slot_counters(const struct shm_slot_stats *c, struct sochdb_stats *out, uint64_t *stall_ns)
+{
+  /* relaxed: counters, ordered with nothing */
+  out->commits += atomic_load_explicit(&c->commits, memory_order_relaxed);
+  out->conflicts += atomic_load_explicit(&c->conflicts, memory_order_relaxed);
+  out->aborts += atomic_load_explicit(&c->aborts, memory_order_relaxed);
+  out->keys_written += atomic_load_explicit(&c->keys_written, memory_order_relaxed);
+  out->user_bytes += atomic_load_explicit(&c->user_bytes, memory_order_relaxed);
+  out->cache_hits += atomic_load_explicit(&c->cache_hits, memory_order_relaxed);
+  out->cache_misses += atomic_load_explicit(&c->cache_misses, memory_order_relaxed);
+  out->write_stalls += atomic_load_explicit(&c->write_stalls, memory_order_relaxed);
+  *stall_ns += atomic_load_explicit(&c->write_stall_ns, memory_order_relaxed);
+}
+
 void slots_collect_stats(shm_region *r, uint32_t my_slot, struct sochdb_stats *out)
 {
   (void)my_slot;
   struct shm_global_stats *g = &r->hdr->stats;
-  out->commits = atomic_load_explicit(&g->commits, memory_order_relaxed);
-  out->conflicts = atomic_load_explicit(&g->conflicts, memory_order_relaxed);
-  out->aborts = atomic_load_explicit(&g->aborts, memory_order_relaxed);
-  out->keys_written = atomic_load_explicit(&g->keys_written, memory_order_relaxed);
-  out->user_bytes = atomic_load_explicit(&g->user_bytes, memory_order_relaxed);
-  out->write_stalls = atomic_load_explicit(&g->write_stalls, memory_order_relaxed);
-  uint64_t stall_ns = atomic_load_explicit(&g->write_stall_ns, memory_order_relaxed);
   out->processes_reaped = atomic_load_explicit(&g->processes_reaped, memory_order_relaxed);
   out->dead_txns_rolled_back = atomic_load_explicit(&g->dead_txns_rolled_back, memory_order_relaxed);
   uint64_t published = seqring_published(r);
   out->last_commit_seq = published;
   out->oldest_snapshot = published;
-  uint32_t high = slots_scan_bound(r);
+  uint64_t stall_ns = 0;
+  uint32_t high = slots_scan_bound(r);   /* a slot above it was never attached: no counts */
   for (uint32_t i = 0; i < high; i++) {
     struct shm_slot *s = shm_slot_at(r, i);
+    add_slot_counters(&s->stats, out, &stall_ns);   /* free slots too: shm_slot_stats */
     /* acquire: pairs with the attach's release, so is_daemon is this owner's */
     if (atomic_load_explicit(&s->owner_pid, memory_order_acquire) == 0)
       continue;
     if (!atomic_load_explicit(&s->is_daemon, memory_order_relaxed))
       out->processes_attached++;
-    out->commits += atomic_load_explicit(&s->stats.commits, memory_order_relaxed);
-    out->conflicts += atomic_load_explicit(&s->stats.conflicts, memory_order_relaxed);
-    out->aborts += atomic_load_explicit(&s->stats.aborts, memory_order_relaxed);
-    out->keys_written += atomic_load_explicit(&s->stats.keys_written, memory_order_relaxed);
-    out->user_bytes += atomic_load_explicit(&s->stats.user_bytes, memory_order_relaxed);
-    out->cache_hits += atomic_load_explicit(&s->stats.cache_hits, memory_order_relaxed);
-    out->cache_misses += atomic_load_explicit(&s->stats.cache_misses, memory_order_relaxed);
-    out->write_stalls += atomic_load_explicit(&s->stats.write_stalls, memory_order_relaxed);
-    stall_ns += atomic_load_explicit(&s->stats.write_stall_ns, memory_order_relaxed);
     for (uint32_t j = 0; j < SHM_TXNS_PER_SLOT; j++) {
       uint64_t snap = atomic_load_explicit(&s->txn[j].snapshot, memory_order_relaxed);
       if (!snap)

@@ -43,7 +43,13 @@ struct shm_txn_entry {
   _Atomic uint64_t view_files;     /* hazard: file list index + 1 it reads; 0 = none (epoch.h) */
 };
 
-struct shm_slot_stats {       /* written by the owner only, read by stats */
+/* A slot's counters are never reset: they carry over from owner to owner
+** (a new owner, a reaper, a closing handle all leave them), so a total, the
+** sum of every slot's, only grows, whoever attaches or leaves while it is
+** read. Moving a leaver's counts into the header instead had a window, between
+** taking them from the slot and adding them there, in which a reading missed
+** them, or counted them twice, and the next reading dipped. */
+struct shm_slot_stats {       /* written by the slot's owners, one at a time; read by stats */
   _Atomic uint64_t commits;
   _Atomic uint64_t conflicts;
   _Atomic uint64_t aborts;
@@ -51,12 +57,10 @@ struct shm_slot_stats {       /* written by the owner only, read by stats */
   _Atomic uint64_t user_bytes;   /* key + value bytes committed */
   /* Block cache lookups of this process (bc_lookup_counted): each process
   ** counts on its own line, so that cached reads in many processes do not
-  ** all add to one line of the cache's header. Folded into the header's
-  ** counters when the slot is released (bc_add_counts). */
+  ** all add to one line of the cache's header. */
   _Atomic uint64_t cache_hits;
   _Atomic uint64_t cache_misses;
-  /* This process's waits for the daemon (src/txn.c, note_stall), folded
-  ** into the header's counters when the slot is released. */
+  /* Its owners' waits for the daemon (src/txn.c, note_stall). */
   _Atomic uint64_t write_stalls;
   _Atomic uint64_t write_stall_ns;
 };

@@ -428,7 +428,7 @@ static void collect_storage_stats(sochdb *db, sochdb_stats *out)
     struct bc_stats bc;
     bc_get_stats(shm_at(&db->region, h->cache_off), &bc);
     out->cache_bytes = h->cache_bytes;
-    out->cache_hits += bc.hits;       /* those of processes gone; the living's: slots_collect_stats */
+    out->cache_hits += bc.hits;       /* lookups counted in no slot (bc_lookup); the rest: slots_collect_stats */
     out->cache_misses += bc.misses;
     out->cache_inserts = bc.inserts;
     out->cache_evictions = bc.evictions;
