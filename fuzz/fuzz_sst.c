@@ -27,6 +27,89 @@
 
 static volatile uint64_t sink;   /* keeps the touched bytes alive */
 
+/* ---- a block cache in the input's image -------------------------------- */
+
+#define FZ_CACHED 64
+
+struct fz_cache {
+  uint64_t  off[FZ_CACHED];
+  uint8_t  *data[FZ_CACHED];      /* exactly len[i] bytes: ASan sees any overread */
+  size_t    len[FZ_CACHED];
+  unsigned  n;
+  int       torn;                 /* pieces are garbled and the peek reports a change */
+};
+
+static int fz_find(const struct fz_cache *c, uint64_t off)
+{
+  for (unsigned i = 0; i < c->n; i++)
+    if (c->off[i] == off)
+      return (int)i;
+  return -1;
+}
+
+static int fz_lookup(void *ctx, uint64_t off, uint8_t *dst, size_t cap, size_t *len)
+{
+  const struct fz_cache *c = ctx;
+  int i = fz_find(c, off);
+  if (i < 0 || c->len[i] > cap)
+    return 0;
+  memcpy(dst, c->data[i], c->len[i]);
+  *len = c->len[i];
+  return 1;
+}
+
+static void fz_insert(void *ctx, uint64_t off, const uint8_t *data, size_t len)
+{
+  struct fz_cache *c = ctx;
+  uint8_t *copy;
+  if (c->n == FZ_CACHED || fz_find(c, off) >= 0 || !(copy = malloc(len ? len : 1)))
+    return;
+  memcpy(copy, data, len);
+  c->off[c->n] = off;
+  c->data[c->n] = copy;
+  c->len[c->n++] = len;
+}
+
+struct fz_src {                  /* sst_block_src over one cached block */
+  struct sst_block_src src;      /* first: fz_copy gets it back as this */
+  const struct fz_cache *c;
+  int i;
+  uint8_t *dst;
+};
+
+static void fz_copy(const struct sst_block_src *src, size_t from, size_t to)
+{
+  const struct fz_src *fs = (const struct fz_src *)src;
+  size_t len = fs->c->len[fs->i];
+  if (to > len)
+    to = len;
+  for (size_t b = from; b < to; b++)
+    fs->dst[b] = fs->c->torn ? (uint8_t)(fs->c->data[fs->i][b] ^ (b * 167 + 13)) : fs->c->data[fs->i][b];
+}
+
+static int fz_peek(void *ctx, uint64_t off, uint8_t *dst, size_t cap, sst_block_reader read, void *arg,
+                   int *read_rc)
+{
+  const struct fz_cache *c = ctx;
+  int i = fz_find(c, off);
+  if (i < 0 || c->len[i] > cap)
+    return 0;
+  struct fz_src fs = { { fz_copy }, c, i, dst };
+  *read_rc = read(arg, &fs.src, c->len[i]);
+  return !c->torn;
+}
+
+static void fz_prefetch(void *ctx, uint64_t off, size_t bytes)
+{
+  (void)ctx, (void)off, (void)bytes;
+}
+
+static void fz_cache_free(struct fz_cache *c)
+{
+  for (unsigned i = 0; i < c->n; i++)
+    free(c->data[i]);
+}
+
 
 static void touch(const uint8_t *p, size_t n)
 {
@@ -73,11 +156,15 @@ static void exercise_projected(const struct sst_reader *r, uint32_t table)
   sink += st.bytes_read;
 }
 
-static void exercise(const uint8_t *buf, size_t len)
+static void exercise(const uint8_t *buf, size_t len, struct fz_cache *cache)
 {
   struct sst_reader r;
   if (sst_open(buf, len, &r) != SOCHDB_OK)
     return;
+  if (cache) {
+    struct sst_block_cache hook = { fz_lookup, fz_insert, fz_peek, fz_prefetch, cache };
+    sst_set_cache(&r, &hook);
+  }
   uint8_t keys[PROBES][SOCHDB_MAX_KEY];
   size_t klens[PROBES] = {0};
   uint64_t seqs[PROBES] = {0};
@@ -153,9 +240,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   if (!buf)
     return 0;
   memcpy(buf, data, size);
-  exercise(buf, size);
+  exercise(buf, size, NULL);
   reseal(buf, size);
-  exercise(buf, size);
+  exercise(buf, size, NULL);
+  /* Twice through one cache: the first fills it, the second reads hits. */
+  struct fz_cache cache = { .torn = size && (data[0] & 1) };
+  exercise(buf, size, &cache);
+  exercise(buf, size, &cache);
+  fz_cache_free(&cache);
   free(buf);
   return 0;
 }

@@ -438,7 +438,7 @@ void sdb_tables_prefetch(const struct sdb_tables *ts, const void *key, size_t kl
 {
   struct sdb_candidate_pos p = { 0, ts->level_start[0] };
   const struct sdb_table *t = next_candidate(ts, key, klen, &p);
-  *hint = (struct sdb_tables_hint){ ts, key, klen, snapshot, t, p, { NULL } };
+  *hint = (struct sdb_tables_hint){ .ts = ts, .key = key, .klen = klen, .snapshot = snapshot, .first = t, .after = p };
   if (t && t->open_rc == SOCHDB_OK)
     sst_prefetch_get(&t->r, key, klen, snapshot, &hint->sst);
 }
