@@ -143,22 +143,18 @@ static void unlist_handle(sochdb *db)
     }
 }
 
-int sdb_check_db(const sochdb *db)
+int sdb_report_bad_db(const sochdb *db)
 {
   if (!db)
     return sdb_fail(SOCHDB_INVALID, "NULL database handle");
-  if (atomic_load_explicit(&db->forked, memory_order_relaxed))
-    return sdb_fail(SOCHDB_INVALID, "database handle inherited across fork(); open a new one in the child");
-  return SOCHDB_OK;
+  return sdb_fail(SOCHDB_INVALID, "database handle inherited across fork(); open a new one in the child");
 }
 
-int sdb_check_txn(const sochdb_txn *t)
+int sdb_report_bad_txn(const sochdb_txn *t)
 {
   if (!t)
     return sdb_fail(SOCHDB_INVALID, "NULL transaction");
-  if (!t->db)
-    return sdb_fail(SOCHDB_INVALID, "the transaction has ended (committed or aborted)");
-  return sdb_check_db(t->db);
+  return sdb_fail(SOCHDB_INVALID, "the transaction has ended (committed or aborted)");
 }
 
 /* ---- the directory ----------------------------------------------------- */

@@ -76,16 +76,13 @@ int sdb_fail_errno(const char *fmt, ...)
   return SOCHDB_IO;
 }
 
-int sdb_sticky_get(const struct sdb_sticky_error *e)
+int sdb_sticky_report(const struct sdb_sticky_error *e)
 {
-  return e->code ? sdb_fail(e->code, "%s", e->detail) : SOCHDB_OK;
+  return sdb_fail(e->code, "%s", e->detail);
 }
 
-int sdb_sticky_note(struct sdb_sticky_error *e, int rc)
+void sdb_sticky_record(struct sdb_sticky_error *e, int rc)
 {
-  if (rc != SOCHDB_OK && rc != SOCHDB_NOTFOUND && rc != SOCHDB_INVALID) {
-    e->code = rc;
-    memcpy(e->detail, last_detail, sizeof e->detail);
-  }
-  return rc;
+  e->code = rc;
+  memcpy(e->detail, last_detail, sizeof e->detail);
 }

@@ -38,10 +38,21 @@ struct sdb_sticky_error {
   int  code;
   char detail[SDB_ERROR_DETAIL_BYTES];
 };
-/* The failure recorded (with its detail set again), or SOCHDB_OK. */
-int sdb_sticky_get(const struct sdb_sticky_error *e);
+/* The failure recorded (with its detail set again), or SOCHDB_OK. Inline,
+** as is sdb_sticky_note's test: an iterator asks on every key. */
+int sdb_sticky_report(const struct sdb_sticky_error *e);
+static inline int sdb_sticky_get(const struct sdb_sticky_error *e)
+{
+  return e->code ? sdb_sticky_report(e) : SOCHDB_OK;
+}
 /* Record rc if it ends the walk (anything but OK, NOTFOUND and INVALID: a
 ** refused call leaves the walk as it was); returns rc. */
-int sdb_sticky_note(struct sdb_sticky_error *e, int rc);
+void sdb_sticky_record(struct sdb_sticky_error *e, int rc);
+static inline int sdb_sticky_note(struct sdb_sticky_error *e, int rc)
+{
+  if (rc != SOCHDB_OK && rc != SOCHDB_NOTFOUND && rc != SOCHDB_INVALID)
+    sdb_sticky_record(e, rc);
+  return rc;
+}
 
 #endif

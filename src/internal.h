@@ -141,9 +141,21 @@ struct sdb_fork_fd {
 int  sdb_fork_fd_open(struct sdb_fork_fd *f, const char *path, int flags, unsigned mode);
 void sdb_fork_fd_close(struct sdb_fork_fd *f);
 
-/* A handle or transaction used in a fork() child, or NULL. */
-int  sdb_check_db(const sochdb *db);
-int  sdb_check_txn(const sochdb_txn *t);
+/* SOCHDB_OK, or SOCHDB_INVALID for a NULL handle or transaction, one
+** inherited across fork(), or a transaction that ended. Inline tests in
+** front of the reports: every call of the API makes them, a scan on every
+** key. */
+int  sdb_report_bad_db(const sochdb *db);
+int  sdb_report_bad_txn(const sochdb_txn *t);
+static inline int sdb_check_db(const sochdb *db)
+{
+  /* relaxed: set by the fork child handler in this same thread */
+  return db && !atomic_load_explicit(&db->forked, memory_order_relaxed) ? SOCHDB_OK : sdb_report_bad_db(db);
+}
+static inline int sdb_check_txn(const sochdb_txn *t)
+{
+  return t && t->db ? sdb_check_db(t->db) : sdb_report_bad_txn(t);
+}
 /* SOCHDB_OK while db->dir still holds the database db opened (its
 ** sochdb.id); SOCHDB_IO once it was deleted or replaced by another, perhaps
 ** at the same path. The daemon asks before it creates, renames or removes a

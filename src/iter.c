@@ -49,6 +49,7 @@ struct table_cursor {
   uint32_t         file, end;     /* the file being read, and one past the last */
   int              open;          /* it holds an sst_iter on file */
   int              valid;         /* e is its current entry */
+  const uint8_t   *map, *map_end; /* the open file's mapping (hand_out asks of every entry) */
   struct sst_iter  it;
   struct sst_entry e;
 };
@@ -126,6 +127,8 @@ static int cursor_step(struct table_cursor *c, const void *seek, size_t slen)
       if (t->open_rc != SOCHDB_OK)
         return sdb_fail(t->open_rc, "%s", t->open_err);
       sst_iter_init(&c->it, &t->r);
+      c->map = t->map;
+      c->map_end = t->map + t->len;
       if (c->o->proj)
         sst_iter_project(&c->it, c->o->proj, c->o->stats);
       c->open = 1;
@@ -366,34 +369,46 @@ static int transient_value(sochdb_iter *it, const uint8_t *k, const struct sst_e
   return 1;
 }
 
-/* 1 if p points into table t's mapping, which the transaction holds until
-** it ends (t NULL: unknown, or p NULL: no). */
-static int in_mapping(const struct sdb_table *t, const uint8_t *p)
+/* 1 if p points into the mapping of cursor c's file, which the
+** transaction holds until it ends (c NULL: unknown, or p NULL: no). */
+static inline int in_mapping(const struct table_cursor *c, const uint8_t *p)
 {
-  return t && p && p >= t->map && p < t->map + t->len;
+  return c && p && p >= c->map && p < c->map_end;
 }
 
-/* Entry e (a live PUT of key k, which is stable until the next call) of
-** table cursor c (NULL: unknown), made to last as long as the iterator
-** promises: 1, or -SOCHDB_NOMEM. Called before the cursor moves past it. */
-static int hand_out(sochdb_iter *it, const struct table_cursor *c, const struct sst_entry *e, const uint8_t *k,
-                    const void **key, const void **val, size_t *vlen)
+/* hand_out's other cases: transient, or a copy to keep. */
+static int hand_out_copy(sochdb_iter *it, const struct table_cursor *c, const struct sst_entry *e, const uint8_t *k,
+                         const void **key, const void **val, size_t *vlen)
 {
   if (it->o.transient)
     return transient_value(it, k, e, key, val, vlen);
-  const struct sdb_table *t = c ? c->ts->files[c->file] : NULL;
   const void *v = e->val, *kk = e->stored_key;
-  if (!in_mapping(t, e->val))   /* decompressed: copy */
+  if (!in_mapping(c, e->val))   /* decompressed: copy */
     v = e->vlen ? sdb_txn_keep(it->t, e->val, e->vlen) : e->val;
   /* a key stored whole in the mapping is handed out in place, as values are
   ** (version 3 stores every key's first entry in a block whole); one that
   ** shares a prefix, or is in a decompressed block, is copied */
-  if (!in_mapping(t, e->stored_key))
+  if (!in_mapping(c, e->stored_key))
     kk = sdb_txn_keep(it->t, e->key, e->klen);
   if (!v || !kk)
     return -sdb_fail(SOCHDB_NOMEM, "copying an SSTable entry of %u bytes", e->klen + e->vlen);
   *key = kk;
   *val = v;
+  *vlen = e->vlen;
+  return 1;
+}
+
+/* Entry e (a live PUT of key k, which is stable until the next call) of
+** table cursor c (NULL: unknown), made to last as long as the iterator
+** promises: 1, or -SOCHDB_NOMEM. Called before the cursor moves past it.
+** Inline, the common case of a scan: key and value in place in the mapping. */
+static inline int hand_out(sochdb_iter *it, const struct table_cursor *c, const struct sst_entry *e,
+                           const uint8_t *k, const void **key, const void **val, size_t *vlen)
+{
+  if (it->o.transient || !in_mapping(c, e->val) || !in_mapping(c, e->stored_key))
+    return hand_out_copy(it, c, e, k, key, val, vlen);
+  *key = e->stored_key;
+  *val = e->val;
   *vlen = e->vlen;
   return 1;
 }
@@ -512,9 +527,9 @@ static int run_next(sochdb_iter *it, const void **key, uint32_t *klen, const voi
     if (run_take_block(it, c, blk))
       return 2;
     uint32_t kl = c->e.klen;
-    memcpy(it->kbuf, c->e.key, kl);
+    copy_short(it->kbuf, c->e.key, kl);
     int decided = 0, found = 0;
-    while (c->valid && key_order(c->e.key, c->e.klen, it->kbuf, kl) == 0) {
+    do {   /* the key's versions: the first is the key just copied */
       if (!decided && c->e.seq <= it->t->snapshot) {
         decided = 1;
         found = c->e.kind == SST_PUT ? hand_out(it, c, &c->e, it->kbuf, key, val, vlen) : 0;
@@ -524,7 +539,7 @@ static int run_next(sochdb_iter *it, const void **key, uint32_t *klen, const voi
       int rc = cursor_step(c, NULL, 0);
       if (rc != SOCHDB_OK)
         return -rc;
-    }
+    } while (c->valid && key_order(c->e.key, c->e.klen, it->kbuf, kl) == 0);
     it->run_rows++;
     if (found) {
       *klen = kl;
@@ -564,7 +579,8 @@ static int iter_next(sochdb_iter *it, const void **key, size_t *klen, const void
   return rc ? rc : sdb_sticky_note(&it->failed, iter_step(it, key, klen, val, vlen, blk));
 }
 
-int sdb_iter_check(const sochdb_iter *it)
+/* sdb_iter_check, inline for sochdb_iter_next's every key. */
+static inline int iter_check(const sochdb_iter *it)
 {
   int rc = sdb_check_txn(it->t);
   if (rc == SOCHDB_OK && it->t->generation != it->generation)
@@ -572,12 +588,17 @@ int sdb_iter_check(const sochdb_iter *it)
   return rc;
 }
 
+int sdb_iter_check(const sochdb_iter *it)
+{
+  return iter_check(it);
+}
+
 static int iter_step(sochdb_iter *it, const void **key, size_t *klen, const void **val, size_t *vlen,
                      struct sdb_iter_block *blk)
 {
   if (!it)
     return sdb_fail(SOCHDB_INVALID, "NULL iterator");
-  int rc = sdb_iter_check(it);
+  int rc = iter_check(it);
   if (rc != SOCHDB_OK)
     return rc;
   if (!key || !klen || !val || !vlen)

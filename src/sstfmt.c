@@ -1207,7 +1207,7 @@ static int cursor_next(struct sst_cursor *c)
     c->whole = b->p + pos;
   else if (unshared != 0 || shared != c->klen)
     c->whole = NULL;                 /* a new key that shares a prefix: only the copy below is whole */
-  memcpy(c->key + shared, b->p + pos, (size_t)unshared);
+  copy_short(c->key + shared, b->p + pos, (size_t)unshared);
   pos += (size_t)unshared;
   c->klen = (size_t)(shared + unshared);
   c->seq = seq;
