@@ -87,7 +87,7 @@ static volatile uint64_t sink;   /* keeps the values read alive */
 static char cities[NCITIES][16];
 static char words[NWORDS][12];
 
-static void die(const char *what, int rc)
+static _Noreturn void die(const char *what, int rc)
 {
   fprintf(stderr, "sochdb-colbench: %s: %s (%s)\n", what, sochdb_strerror(rc), sochdb_last_error());
   exit(2);

@@ -91,16 +91,24 @@ static inline int get_varint(const uint8_t *p, size_t end, size_t *pos, uint64_t
 static inline int key_order(const void *a, size_t alen, const void *b, size_t blen)
 {
   const uint8_t *p = a, *q = b;
-  size_t n = alen < blen ? alen : blen, i = 0;
-  if (n <= 32)
+  size_t n = alen < blen ? alen : blen;
+  if (n <= 32) {
+    size_t i = 0;
     for (; i + 8 <= n; i += 8) {
       uint64_t x = ld64be(p + i), y = ld64be(q + i);
       if (x != y)
         return x < y ? -1 : 1;
     }
-  int c = n > i ? memcmp(p + i, q + i, n - i) : 0;
-  if (c)
-    return c;
+    /* The last 0-7 bytes one by one: the first usually decides (a scan's
+    ** bound, the reserved keys' 0xFF 0xFF, is 2 bytes long). */
+    for (; i < n; i++)
+      if (p[i] != q[i])
+        return p[i] < q[i] ? -1 : 1;
+  } else {
+    int c = memcmp(p, q, n);
+    if (c)
+      return c;
+  }
   return alen < blen ? -1 : alen > blen;
 }
 

@@ -20,11 +20,13 @@
 ** every row it read until the transaction ends. The public sochdb_iter_open
 ** never reaches the reserved keys (0xFF 0xFF ..., rowfmt.h).
 **
-** Runs: while one SSTable cursor alone holds the keys below every other
-** source's current key (the others stay where they are meanwhile), its
-** entries are taken one after the other without comparing them with the
-** other sources: a long scan over a compacted level costs two key
-** comparisons per key instead of several per source. A run that ends at once
+** Runs: while one SSTable cursor, or one memtable's, alone holds the keys
+** below every other source's current key (the others stay where they are
+** meanwhile), its entries are taken one after the other without comparing
+** them with the other sources: a long scan over a compacted level costs two
+** key comparisons per key instead of several per source, and over the keys
+** only a memtable holds (the newest of a load in key order) none but the
+** bound's. A run that ends at once
 ** backs off for a few keys, so interleaved sources pay little for trying.
 ** Within a run, a table scan (sdb_iter_next_rows) is handed a whole columnar
 ** block at once when every row of it is the only, visible version of its key
@@ -67,6 +69,7 @@ struct sochdb_iter {
   struct table_cursor *tab;      /* L0 files, then one per deeper level */
   struct sdb_iter_opts o;
   int              run;          /* the table cursor of the run in progress, -1 if none */
+  int              mrun;         /* the memtable cursor (node[]) of the run in progress, -1 if none */
   const uint8_t   *run_end;      /* the run's bound: another source's current key (NULL: none) */
   uint32_t         run_elen;
   uint32_t         run_rows;     /* keys the run went through */
@@ -231,6 +234,7 @@ static int iter_open(sochdb_txn *t, const void *start, size_t slen, const void *
   it->t = t;
   it->generation = t->generation;
   it->run = -1;
+  it->mrun = -1;
   if (o)
     it->o = *o;
   if (end && elen) {
@@ -434,29 +438,49 @@ static int tables_verdict(sochdb_iter *it, const uint8_t *k, uint32_t kl, const 
 
 /* ---- runs ------------------------------------------------------------------ */
 
-/* The smallest current key of every source but table cursor `skip`, and the
-** iterator's end: the bound of a run of that cursor (NULL: none). Each is
-** stable while its source does not move. */
-static const uint8_t *others_min(const sochdb_iter *it, uint32_t skip, uint32_t *blen)
+/* The smallest current key of every source but table cursor `skip` (or
+** memtable cursor `mskip`; -1: none), and the iterator's end: the bound of
+** a run of that cursor (NULL: none). Each is stable while its source does
+** not move. */
+static const uint8_t *others_min(const sochdb_iter *it, int skip, int mskip, uint32_t *blen)
 {
   const shm_region *r = &it->t->db->region;
   const uint8_t *best = it->end;
   *blen = it->elen;
   for (uint32_t i = 0; i < it->ncur; i++) {
-    if (it->node[i]) {
+    if (it->node[i] && (int)i != mskip) {
       const struct sl_node *n = shm_at(r, it->node[i]);
       take_smaller(&best, blen, sl_key(n), n->klen, 0);
     }
   }
   for (uint32_t i = 0; i < it->ntab; i++)
-    if (i != skip && it->tab[i].valid)
+    if ((int)i != skip && it->tab[i].valid)
       take_smaller(&best, blen, it->tab[i].e.key, it->tab[i].e.klen, 0);
   if (it->pos < it->nown)
     take_smaller(&best, blen, it->own[it->pos].key, it->own[it->pos].klen, 0);
   return best;
 }
 
-/* Start a run if one table cursor's key is below every other source's. */
+/* The memtable cursor with the smallest key (-1: none), that key in *key. */
+static int first_memtable(const sochdb_iter *it, const uint8_t **key, uint32_t *klen)
+{
+  const shm_region *r = &it->t->db->region;
+  int first = -1;
+  for (uint32_t i = 0; i < it->ncur; i++) {
+    if (!it->node[i])
+      continue;
+    const struct sl_node *n = shm_at(r, it->node[i]);
+    if (first < 0 || sl_compare(sl_key(n), n->klen, *key, *klen) < 0) {
+      first = (int)i;
+      *key = sl_key(n);
+      *klen = n->klen;
+    }
+  }
+  return first;
+}
+
+/* Start a run if one table cursor's key, or one memtable cursor's, is
+** below every other source's. */
 static void run_try(sochdb_iter *it)
 {
   if (it->run_backoff) {
@@ -469,16 +493,33 @@ static void run_try(sochdb_iter *it)
     if (c->valid && (first < 0 || sl_compare(c->e.key, c->e.klen, it->tab[first].e.key, it->tab[first].e.klen) < 0))
       first = (int)i;
   }
-  if (first < 0)
+  const uint8_t *mkey = NULL;
+  uint32_t mklen = 0;
+  int mfirst = first_memtable(it, &mkey, &mklen);
+  if (mfirst >= 0 && first >= 0 && sl_compare(mkey, mklen, it->tab[first].e.key, it->tab[first].e.klen) < 0)
+    first = -1;      /* the memtable's key is the smaller: its run, if any */
+  else if (first >= 0)
+    mfirst = -1;
+  if (first < 0 && mfirst < 0)
     return;
-  const struct sst_entry *e = &it->tab[first].e;
-  it->run_end = others_min(it, (uint32_t)first, &it->run_elen);
-  if (it->run_end && sl_compare(e->key, e->klen, it->run_end, it->run_elen) >= 0) {
+  const uint8_t *k = first >= 0 ? it->tab[first].e.key : mkey;
+  uint32_t kl = first >= 0 ? it->tab[first].e.klen : mklen;
+  it->run_end = others_min(it, first, mfirst, &it->run_elen);
+  if (it->run_end && sl_compare(k, kl, it->run_end, it->run_elen) >= 0) {
     it->run_backoff = 8;
     return;
   }
   it->run = first;
+  it->mrun = mfirst;
   it->run_rows = 0;
+}
+
+static void run_over(sochdb_iter *it)
+{
+  if (it->run_rows < 2)
+    it->run_backoff = 8;
+  it->run = -1;
+  it->mrun = -1;
 }
 
 /* Move the run's cursor past the block handed over whole, and past the
@@ -546,9 +587,34 @@ static int run_next(sochdb_iter *it, const void **key, uint32_t *klen, const voi
       return 1;
     }
   }
-  if (it->run_rows < 2)
-    it->run_backoff = 8;
-  it->run = -1;
+  run_over(it);
+  return 0;
+}
+
+/* The memtable run's next live key: 1 with it handed out (key and value in
+** the region: stable), 0 when the run is over. No other source holds its
+** keys, so a node without a version visible at the snapshot is a key that
+** does not exist there, and is passed over. */
+static int mrun_next(sochdb_iter *it, const void **key, uint32_t *klen, const void **val, size_t *vlen)
+{
+  const shm_region *r = &it->t->db->region;
+  uint64_t *node = &it->node[it->mrun];
+  while (*node) {
+    const struct sl_node *n = shm_at(r, *node);
+    if (it->run_end && sl_compare(sl_key(n), n->klen, it->run_end, it->run_elen) >= 0)
+      break;
+    const struct mv_version *mv = mv_visible(r, *node, it->t->snapshot);
+    *node = sl_next(r, *node);
+    it->run_rows++;
+    if (mv && !mv_is_tombstone(mv)) {
+      *key = sl_key(n);
+      *klen = n->klen;
+      *val = mv->value;
+      *vlen = mv_vlen(mv);
+      return 1;
+    }
+  }
+  run_over(it);
   return 0;
 }
 
@@ -559,7 +625,7 @@ static int run_step(sochdb_iter *it, const void **key, size_t *klen, const void 
                     struct sdb_iter_block *blk)
 {
   uint32_t kl = 0;
-  int r = run_next(it, key, &kl, val, vlen, blk);
+  int r = it->mrun >= 0 ? mrun_next(it, key, &kl, val, vlen) : run_next(it, key, &kl, val, vlen, blk);
   if (r < 0)
     return -r;
   *klen = kl;
@@ -604,9 +670,9 @@ static int iter_step(sochdb_iter *it, const void **key, size_t *klen, const void
   if (!key || !klen || !val || !vlen)
     return sdb_fail(SOCHDB_INVALID, "NULL iterator output");
   for (;;) {
-    if (it->run < 0)
+    if (it->run < 0 && it->mrun < 0)
       run_try(it);
-    if (it->run >= 0) {
+    if (it->run >= 0 || it->mrun >= 0) {
       rc = run_step(it, key, klen, val, vlen, blk);
       if (rc != RUN_OVER)
         return rc;
