@@ -13,9 +13,12 @@ size_t fl_section_bytes(void) { return sizeof(struct fl_list) * FL_LISTS; }
 
 void fl_init(shm_region *r)
 {
+  /* The section's place, set before this call, without shm_at's test for
+  ** offset 0: a link-time optimising gcc saw a store through its NULL. */
+  struct fl_list *lists = (struct fl_list *)(r->base + r->hdr->files_off);
   for (uint32_t i = 0; i < FL_LISTS; i++)
-    atomic_init(&fl_list_at(r, i)->state, FL_FREE);
-  struct fl_list *l = fl_list_at(r, 0);
+    atomic_init(&lists[i].state, FL_FREE);
+  struct fl_list *l = &lists[0];
   atomic_init(&l->id, 1);
   l->nfiles = 0;
   atomic_init(&l->state, FL_CURRENT);
