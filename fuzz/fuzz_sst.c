@@ -10,6 +10,13 @@
 ** arbitrary bytes too. Each time the table opens it is iterated to the end
 ** (whole, then through a projection with a filter on the first table whose
 ** rows it holds), sought into and read with sst_get / sst_may_contain.
+** Each time it is also read through a block cache (fz_cache below), twice,
+** the second time from its hits, so that the blocks a cache hands back,
+** whole or searched in pieces (sst_block_cache's peek), are parsed with the
+** same arbitrary bytes; for every other input the pieces are torn (some
+** words garbled, differently in each copy, and the peek then says the block
+** changed), as a reader racing a writer of the shared cache may copy them,
+** and every other whole hit has the wrong length.
 ** Nothing may crash, read out of bounds or leak.
 */
 #include "bytes.h"
@@ -37,6 +44,8 @@ struct fz_cache {
   size_t    len[FZ_CACHED];
   unsigned  n;
   int       torn;                 /* pieces are garbled and the peek reports a change */
+  unsigned  copies;               /* pieces copied: which words a tear garbles changes with each */
+  unsigned  lookups;
 };
 
 static int fz_find(const struct fz_cache *c, uint64_t off)
@@ -49,12 +58,14 @@ static int fz_find(const struct fz_cache *c, uint64_t off)
 
 static int fz_lookup(void *ctx, uint64_t off, uint8_t *dst, size_t cap, size_t *len)
 {
-  const struct fz_cache *c = ctx;
+  struct fz_cache *c = ctx;
   int i = fz_find(c, off);
   if (i < 0 || c->len[i] > cap)
     return 0;
   memcpy(dst, c->data[i], c->len[i]);
   *len = c->len[i];
+  if (c->torn && c->len[i] && ++c->lookups % 2)
+    --*len;                       /* a hit of the wrong length: the reader must take it as a miss */
   return 1;
 }
 
@@ -72,25 +83,34 @@ static void fz_insert(void *ctx, uint64_t off, const uint8_t *data, size_t len)
 
 struct fz_src {                  /* sst_block_src over one cached block */
   struct sst_block_src src;      /* first: fz_copy gets it back as this */
-  const struct fz_cache *c;
+  struct fz_cache *c;
   int i;
   uint8_t *dst;
 };
 
+/* As bc_read_copy: whole words, so from the word that holds byte `from`.
+** Torn: some words garbled, which ones and how changing from one copy to
+** the next, as a writer racing the copies would leave them. */
 static void fz_copy(const struct sst_block_src *src, size_t from, size_t to)
 {
   const struct fz_src *fs = (const struct fz_src *)src;
-  size_t len = fs->c->len[fs->i];
+  struct fz_cache *c = fs->c;
+  size_t len = c->len[fs->i];
+  unsigned copy = c->copies++;
   if (to > len)
     to = len;
-  for (size_t b = from; b < to; b++)
-    fs->dst[b] = fs->c->torn ? (uint8_t)(fs->c->data[fs->i][b] ^ (b * 167 + 13)) : fs->c->data[fs->i][b];
+  for (size_t b = from & ~(size_t)7; b < to; b++) {
+    uint8_t v = c->data[fs->i][b];
+    if (c->torn && ((b >> 3) * 2654435761u + copy) % 3 == 0)
+      v ^= (uint8_t)(b * 167 + 13 + copy);
+    fs->dst[b] = v;
+  }
 }
 
 static int fz_peek(void *ctx, uint64_t off, uint8_t *dst, size_t cap, sst_block_reader read, void *arg,
                    int *read_rc)
 {
-  const struct fz_cache *c = ctx;
+  struct fz_cache *c = ctx;
   int i = fz_find(c, off);
   if (i < 0 || c->len[i] > cap)
     return 0;

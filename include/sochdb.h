@@ -314,8 +314,8 @@ int  sochdb_iter_open_transient(sochdb_txn *t, const void *start, size_t slen, c
 void sochdb_iter_close(sochdb_iter *it);
 
 /*
-** sochdb_stats — a consistent-enough picture of the shared region, summed over
-** all attached processes (counters are read without stopping anyone). The
+** sochdb_stats — a consistent-enough picture of the shared region (counters
+** are read without stopping anyone). The
 ** counters of what processes did (commits through keys_written, user_bytes,
 ** cache_hits and cache_misses, write_stalls and write_stall_us) count every
 ** process since the region was made, those gone or killed included, and one

@@ -45,8 +45,9 @@ static inline int sdb_sticky_get(const struct sdb_sticky_error *e)
 {
   return e->code ? sdb_sticky_report(e) : SOCHDB_OK;
 }
-/* Record rc if it ends the walk (anything but OK, NOTFOUND and INVALID: a
-** refused call leaves the walk as it was); returns rc. */
+/* sdb_sticky_note: record rc if it ends the walk (anything but OK, NOTFOUND
+** and INVALID: a refused call leaves the walk as it was); returns rc.
+** sdb_sticky_record stores it with this thread's detail. */
 void sdb_sticky_record(struct sdb_sticky_error *e, int rc);
 static inline int sdb_sticky_note(struct sdb_sticky_error *e, int rc)
 {

@@ -438,6 +438,116 @@ Test(iter, newer_memtable_with_only_invisible_versions)
   tu_close();
 }
 
+/* Other transactions write ahead of a memtable run (keys only the memtable
+** holds, taken node after node) while it is under way: new keys between
+** its nodes, new versions and a delete of keys it has yet to reach, a
+** deleted key put back, and, in two of the four passes, a rotation and
+** more of the same in the new memtable. None of it is in the snapshot.
+** The passes with own writes put keys inside the run, delete one and put
+** back a deleted one before the iterator opens: they bound the run. */
+static void mrun_load(sochdb *db, char p)
+{
+  sochdb_txn *t = tu_begin(db, 0);
+  char k[8], v[8];
+  for (int d = 0; d < 200; d++) {
+    snprintf(k, sizeof k, "%c%03d", p, d);
+    snprintf(v, sizeof v, "v%03d", d);
+    tu_put_str(t, k, v);
+  }
+  tu_commit(t, SOCHDB_ASYNC, "the run's keys");
+  t = tu_begin(db, 0);
+  for (int d = 50; d < 60; d++) {
+    snprintf(k, sizeof k, "%c%03d", p, d);
+    tu_del_str(t, k);
+  }
+  tu_commit(t, SOCHDB_ASYNC, "deletes before the snapshot");
+}
+
+static void mrun_write_ahead(sochdb *db, char p, int rotate)
+{
+  char k[2][8];
+  snprintf(k[0], sizeof k[0], "%c105a", p);
+  snprintf(k[1], sizeof k[1], "%c120", p);
+  sochdb_txn *w = tu_begin(db, 0);
+  tu_put_str(w, k[0], "new-key");
+  tu_put_str(w, k[1], "new-version");
+  snprintf(k[0], sizeof k[0], "%c130", p);
+  tu_del_str(w, k[0]);
+  snprintf(k[0], sizeof k[0], "%c055", p);
+  tu_put_str(w, k[0], "put-back");
+  tu_commit(w, SOCHDB_ASYNC, "ahead of the run");
+  if (!rotate)
+    return;
+  tu_rotate(db);
+  w = tu_begin(db, 0);
+  snprintf(k[0], sizeof k[0], "%c180a", p);
+  tu_put_str(w, k[0], "new-key");
+  snprintf(k[0], sizeof k[0], "%c190", p);
+  tu_del_str(w, k[0]);
+  snprintf(k[0], sizeof k[0], "%c020", p);
+  tu_put_str(w, k[0], "behind-the-run");
+  tu_commit(w, SOCHDB_ASYNC, "ahead of the run, in the next memtable");
+}
+
+static void mrun_expect(struct expect *x, char p, int own)
+{
+  x->n = 0;
+  for (int d = 0; d < 200; d++) {
+    if (own && d == 80)
+      continue;                                               /* deleted by the transaction */
+    if (d >= 50 && d < 60 && !(own && d == 55))
+      continue;                                               /* deleted before the snapshot */
+    snprintf(x->key[x->n], sizeof x->key[0], "%c%03d", p, d);
+    snprintf(x->val[x->n], sizeof x->val[0], own && d == 55 ? "own" : "v%03d", d);
+    x->n++;
+    if (own && d == 70) {
+      snprintf(x->key[x->n], sizeof x->key[0], "%c070a", p);
+      strcpy(x->val[x->n++], "own");
+    }
+  }
+}
+
+Test(iter, a_memtable_run_keeps_its_snapshot_while_others_write_ahead_of_it)
+{
+  sochdb *db = open_db(8u << 20);
+  static struct expect x;
+  for (int pass = 0; pass < 4; pass++) {
+    int own = pass & 1, rotate = pass >> 1;
+    char p = (char)('a' + pass), lo[2] = { p, 0 }, hi[2] = { (char)(p + 1), 0 };
+    mrun_load(db, p);
+    sochdb_txn *t = tu_begin(db, own ? 0 : SOCHDB_TXN_READONLY);
+    if (own) {
+      char k[8];
+      snprintf(k, sizeof k, "%c070a", p);
+      tu_put_str(t, k, "own");
+      snprintf(k, sizeof k, "%c080", p);
+      tu_del_str(t, k);
+      snprintf(k, sizeof k, "%c055", p);
+      tu_put_str(t, k, "own");
+    }
+    mrun_expect(&x, p, own);
+    sochdb_iter *it = NULL;
+    int rc = sochdb_iter_open(t, lo, 1, pass ? hi : NULL, pass ? 1 : 0, &it);
+    cr_assert_eq(rc, SOCHDB_OK, "pass %d: iter_open: %s", pass, sochdb_strerror(rc));
+    const void *k, *v;
+    size_t kl, vl, i = 0;
+    while ((rc = sochdb_iter_next(it, &k, &kl, &v, &vl)) == SOCHDB_OK) {
+      cr_assert_lt(i, x.n, "pass %d: an extra key %.*s", pass, (int)kl, (const char *)k);
+      cr_assert(kl == strlen(x.key[i]) && memcmp(k, x.key[i], kl) == 0, "pass %d: position %zu: key %.*s, want %s",
+                pass, i, (int)kl, (const char *)k, x.key[i]);
+      cr_assert(vl == strlen(x.val[i]) && memcmp(v, x.val[i], vl) == 0, "pass %d: key %s = %.*s, want %s", pass,
+                x.key[i], (int)vl, (const char *)v, x.val[i]);
+      if (++i == 10)
+        mrun_write_ahead(db, p, rotate);
+    }
+    cr_assert_eq(rc, SOCHDB_NOTFOUND, "pass %d: iter_next: %s", pass, sochdb_strerror(rc));
+    cr_assert_eq(i, x.n, "pass %d: %zu keys, want %zu", pass, i, x.n);
+    sochdb_iter_close(it);
+    sochdb_abort(t);
+  }
+  tu_close();
+}
+
 /* ------------------------------------------------ snapshot stability */
 
 Test(iter, snapshot_stable_while_others_commit)

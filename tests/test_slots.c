@@ -349,7 +349,7 @@ Test(slots, a_released_slot_keeps_its_counters_for_its_next_owner)
   s = tu_stats(a);
   cr_assert_eq(s.commits, 2u, "commits survive the committer's detach: %llu", (unsigned long long)s.commits);
   cr_assert_eq(s.keys_written, 2u, "keys_written: %llu", (unsigned long long)s.keys_written);
-  sochdb *c = open_db();
+  sochdb *c = open_db();   /* no daemon in this suite: nothing else takes the free slot meanwhile */
   cr_assert_eq(c->slot, slot, "the next handle takes the free slot %u, not %u", slot, c->slot);
   tu_commit_kv(c, "k3", "v", SOCHDB_ASYNC);
   cr_assert_eq(atomic_load(&shm_slot_at(&a->region, slot)->stats.commits), 3u,
