@@ -15,26 +15,18 @@
 #include <string.h>
 
 #include "bytes.h"
+#include "testutil.h"
 
 TestSuite(bytes, .timeout = 60);
 
 static uint64_t rnd_state = 88172645463325252ull;
-static uint64_t rnd(void)
-{
-  rnd_state ^= rnd_state << 13;
-  rnd_state ^= rnd_state >> 7;
-  rnd_state ^= rnd_state << 17;
-  return rnd_state;
-}
+static uint64_t rnd(void) { return tu_xorshift(&rnd_state); }
 
 /* key_order's definition: bytewise, a key that is a prefix of another first. */
 static int reference_order(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
 {
-  size_t n = alen < blen ? alen : blen;
-  int c = n ? memcmp(a, b, n) : 0;
-  if (c)
-    return c < 0 ? -1 : 1;
-  return alen < blen ? -1 : alen > blen;
+  int c = tu_keycmp(a, alen, b, blen);
+  return (c > 0) - (c < 0);
 }
 
 static int sign(int x) { return (x > 0) - (x < 0); }

@@ -463,30 +463,35 @@ static void mrun_load(sochdb *db, char p)
   tu_commit(t, SOCHDB_ASYNC, "deletes before the snapshot");
 }
 
+struct mrun_op {
+  const char *key;   /* after the pass's prefix letter */
+  const char *val;   /* NULL: a delete */
+};
+
+static void mrun_commit(sochdb *db, char p, const struct mrun_op *ops, size_t n, const char *what)
+{
+  sochdb_txn *w = tu_begin(db, 0);
+  char k[8];
+  for (size_t i = 0; i < n; i++) {
+    snprintf(k, sizeof k, "%c%s", p, ops[i].key);
+    if (ops[i].val)
+      tu_put_str(w, k, ops[i].val);
+    else
+      tu_del_str(w, k);
+  }
+  tu_commit(w, SOCHDB_ASYNC, what);
+}
+
 static void mrun_write_ahead(sochdb *db, char p, int rotate)
 {
-  char k[2][8];
-  snprintf(k[0], sizeof k[0], "%c105a", p);
-  snprintf(k[1], sizeof k[1], "%c120", p);
-  sochdb_txn *w = tu_begin(db, 0);
-  tu_put_str(w, k[0], "new-key");
-  tu_put_str(w, k[1], "new-version");
-  snprintf(k[0], sizeof k[0], "%c130", p);
-  tu_del_str(w, k[0]);
-  snprintf(k[0], sizeof k[0], "%c055", p);
-  tu_put_str(w, k[0], "put-back");
-  tu_commit(w, SOCHDB_ASYNC, "ahead of the run");
-  if (!rotate)
-    return;
-  tu_rotate(db);
-  w = tu_begin(db, 0);
-  snprintf(k[0], sizeof k[0], "%c180a", p);
-  tu_put_str(w, k[0], "new-key");
-  snprintf(k[0], sizeof k[0], "%c190", p);
-  tu_del_str(w, k[0]);
-  snprintf(k[0], sizeof k[0], "%c020", p);
-  tu_put_str(w, k[0], "behind-the-run");
-  tu_commit(w, SOCHDB_ASYNC, "ahead of the run, in the next memtable");
+  static const struct mrun_op ahead[] = { { "105a", "new-key" }, { "120", "new-version" }, { "130", NULL },
+                                          { "055", "put-back" } };
+  static const struct mrun_op next[] = { { "180a", "new-key" }, { "190", NULL }, { "020", "behind-the-run" } };
+  mrun_commit(db, p, ahead, sizeof ahead / sizeof *ahead, "ahead of the run");
+  if (rotate) {
+    tu_rotate(db);
+    mrun_commit(db, p, next, sizeof next / sizeof *next, "ahead of the run, in the next memtable");
+  }
 }
 
 static void mrun_expect(struct expect *x, char p, int own)

@@ -1209,13 +1209,7 @@ Test(table, a_scan_of_an_ended_transaction_is_refused)
 }
 
 static uint64_t rnd_state = 88172645463325252ull;
-static uint64_t rnd(void)
-{
-  rnd_state ^= rnd_state << 13;
-  rnd_state ^= rnd_state >> 7;
-  rnd_state ^= rnd_state << 17;
-  return rnd_state;
-}
+static uint64_t rnd(void) { return tu_xorshift(&rnd_state); }
 
 /* Round r: a random few rows updated to generation r, a few deleted, a few
 ** (re)inserted, in transactions of 50. */

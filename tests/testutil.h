@@ -349,6 +349,16 @@ static inline uint64_t tu_seed(uint64_t dflt)
   return x ? x : dflt;
 }
 
+/* The next number of a xorshift64 generator (state never 0). */
+static inline uint64_t tu_xorshift(uint64_t *state)
+{
+  uint64_t x = *state;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return *state = x;
+}
+
 /* Byte order of keys as the engine defines it (memcmp, shorter prefix first). */
 static inline int tu_keycmp(const void *a, size_t alen, const void *b, size_t blen)
 {
