@@ -594,7 +594,12 @@ static int run_next(sochdb_iter *it, const void **key, uint32_t *klen, const voi
 /* The memtable run's next live key: 1 with it handed out (key and value in
 ** the region: stable), 0 when the run is over. No other source holds its
 ** keys, so a node without a version visible at the snapshot is a key that
-** does not exist there, and is passed over. */
+** does not exist there, and is passed over. A node another process links
+** below the bound meanwhile, here or in another source behind its cursor,
+** holds only versions newer than the snapshot: a commit installs its
+** versions before it claims and publishes its seq (src/txn.c), so one at or
+** below the snapshot was installed before this transaction began. The
+** general step relies on the same order for the nodes its cursors passed. */
 static int mrun_next(sochdb_iter *it, const void **key, uint32_t *klen, const void **val, size_t *vlen)
 {
   const shm_region *r = &it->t->db->region;
