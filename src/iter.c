@@ -67,6 +67,12 @@ struct sochdb_iter {
   size_t           nown, pos;
   uint32_t         ntab;
   struct table_cursor *tab;      /* L0 files, then one per deeper level */
+  /* The sources whose current key is the one smallest_key found: the
+  ** general step asks only them for their verdict and moves only them. */
+  uint64_t         mem_min;      /* bit i: node[i] */
+  uint32_t        *tab_min;      /* indexes into tab, ntab_min of them */
+  uint32_t         ntab_min;
+  int              own_min;      /* own[pos] */
   struct sdb_iter_opts o;
   int              run;          /* the table cursor of the run in progress, -1 if none */
   int              mrun;         /* the memtable cursor (node[]) of the run in progress, -1 if none */
@@ -81,12 +87,6 @@ struct sochdb_iter {
   uint8_t          kbuf[SOCHDB_MAX_KEY];   /* the key being decided, when only a cursor holds it */
   struct sdb_sticky_error failed;   /* a source failed (damage, no memory): every later next reports it */
 };
-
-static int node_cmp(const shm_region *r, uint64_t node, const void *key, uint32_t klen)
-{
-  const struct sl_node *n = shm_at(r, node);
-  return sl_compare(sl_key(n), n->klen, key, klen);
-}
 
 static int copy_own_writes(sochdb_iter *it, const void *start, uint32_t slen)
 {
@@ -159,7 +159,8 @@ static int open_table_cursors(sochdb_iter *it, const void *start, size_t slen)
   const struct sdb_tables *ts = it->t->tables;
   uint32_t n0 = ts->level_start[1] - ts->level_start[0];
   it->tab = calloc(n0 + SDB_LEVELS, sizeof *it->tab);
-  if (!it->tab)
+  it->tab_min = calloc(n0 + SDB_LEVELS, sizeof *it->tab_min);
+  if (!it->tab || !it->tab_min)
     return sdb_fail(SOCHDB_NOMEM, "allocating SSTable cursors");
   for (uint32_t i = 0; i < n0; i++)
     it->tab[it->ntab++] = (struct table_cursor){ .ts = ts, .o = &it->o, .file = ts->level_start[0] + i,
@@ -178,14 +179,14 @@ static int open_table_cursors(sochdb_iter *it, const void *start, size_t slen)
   return SOCHDB_OK;
 }
 
-/* Among the table cursors at key k, the visible version with the highest
-** seq (skipping, on each, versions newer than the snapshot): 1 found, 0
-** none, or minus an error code. */
+/* Among the table cursors at key k (tab_min), the visible version with the
+** highest seq (skipping, on each, versions newer than the snapshot): 1
+** found, 0 none, or minus an error code. */
 static int tables_candidate(sochdb_iter *it, const uint8_t *k, uint32_t kl, struct sst_entry *best)
 {
   int found = 0;
-  for (uint32_t i = 0; i < it->ntab; i++) {
-    struct table_cursor *c = &it->tab[i];
+  for (uint32_t j = 0; j < it->ntab_min; j++) {
+    struct table_cursor *c = &it->tab[it->tab_min[j]];
     while (c->valid && sl_compare(c->e.key, c->e.klen, k, kl) == 0 && c->e.seq > it->t->snapshot) {
       int rc = cursor_step(c, NULL, 0);
       if (rc != SOCHDB_OK)
@@ -199,11 +200,11 @@ static int tables_candidate(sochdb_iter *it, const uint8_t *k, uint32_t kl, stru
   return found ? 1 : 0;
 }
 
-/* Move every table cursor past key k (given as a stable copy). */
+/* Move the table cursors at key k (tab_min; k given as a stable copy) past it. */
 static int tables_skip(sochdb_iter *it, const uint8_t *k, uint32_t kl)
 {
-  for (uint32_t i = 0; i < it->ntab; i++) {
-    struct table_cursor *c = &it->tab[i];
+  for (uint32_t j = 0; j < it->ntab_min; j++) {
+    struct table_cursor *c = &it->tab[it->tab_min[j]];
     while (c->valid && sl_compare(c->e.key, c->e.klen, k, kl) == 0) {
       int rc = cursor_step(c, NULL, 0);
       if (rc != SOCHDB_OK)
@@ -306,35 +307,67 @@ static void take_smaller(const uint8_t **best, uint32_t *blen, const uint8_t *k,
   }
 }
 
-/* The smallest key among the cursors and own writes (NULL when all are done). */
-static const uint8_t *smallest_key(const sochdb_iter *it, uint32_t *klen)
+/* The smallest key among the cursors and own writes (NULL when all are
+** done), and which sources hold it (mem_min, tab_min, own_min). */
+static const uint8_t *smallest_key(sochdb_iter *it, uint32_t *klen)
 {
   const shm_region *r = &it->t->db->region;
   const uint8_t *best = NULL;
+  it->mem_min = 0;
+  it->ntab_min = 0;
+  it->own_min = 0;
   for (uint32_t i = 0; i < it->ncur; i++) {
-    if (it->node[i]) {
-      const struct sl_node *n = shm_at(r, it->node[i]);
-      take_smaller(&best, klen, sl_key(n), n->klen, 0);
+    if (!it->node[i])
+      continue;
+    const struct sl_node *n = shm_at(r, it->node[i]);
+    int c = best ? sl_compare(sl_key(n), n->klen, best, *klen) : -1;
+    if (c < 0) {
+      best = sl_key(n);
+      *klen = n->klen;
+      it->mem_min = 0;
+    }
+    if (c <= 0)
+      it->mem_min |= 1ull << i;
+  }
+  for (uint32_t i = 0; i < it->ntab; i++) {
+    const struct table_cursor *tc = &it->tab[i];
+    if (!tc->valid)
+      continue;
+    int c = best ? sl_compare(tc->e.key, tc->e.klen, best, *klen) : -1;
+    if (c < 0) {
+      best = tc->e.key;
+      *klen = tc->e.klen;
+      it->mem_min = 0;
+      it->ntab_min = 0;
+    }
+    if (c <= 0)
+      it->tab_min[it->ntab_min++] = i;
+  }
+  if (it->pos < it->nown) {
+    const struct wb_entry *e = &it->own[it->pos];
+    int c = best ? sl_compare(e->key, e->klen, best, *klen) : -1;
+    if (c < 0) {
+      it->mem_min = 0;
+      it->ntab_min = 0;
+    }
+    if (c <= 0) {   /* on a tie, the stable copy in the write buffer */
+      best = e->key;
+      *klen = e->klen;
+      it->own_min = 1;
     }
   }
-  for (uint32_t i = 0; i < it->ntab; i++)
-    if (it->tab[i].valid)
-      take_smaller(&best, klen, it->tab[i].e.key, it->tab[i].e.klen, 0);
-  if (it->pos < it->nown)   /* on a tie, the stable copy in the write buffer */
-    take_smaller(&best, klen, it->own[it->pos].key, it->own[it->pos].klen, 1);
   return best;
 }
 
-/* The memtables' verdict on key k: 1 decided (visible version in *mv), 0
-** not. *stable: the key in the region when a memtable holds it. */
-static int memtables_verdict(sochdb_iter *it, const uint8_t *k, uint32_t kl, const struct mv_version **mv,
-                             const uint8_t **stable)
+/* The verdict of the memtables at the smallest key (mem_min): 1 decided
+** (visible version in *mv), 0 not. *stable: the key in the region when a
+** memtable holds it. */
+static int memtables_verdict(sochdb_iter *it, const struct mv_version **mv, const uint8_t **stable)
 {
   const shm_region *r = &it->t->db->region;
   int decided = 0;
-  for (uint32_t i = 0; i < it->ncur; i++) {   /* newest memtable first */
-    if (!it->node[i] || node_cmp(r, it->node[i], k, kl) != 0)
-      continue;
+  for (uint64_t m = it->mem_min; m; m &= m - 1) {   /* newest memtable (lowest index) first */
+    uint32_t i = (uint32_t)__builtin_ctzll(m);
     *stable = sl_key(shm_at(r, it->node[i]));
     if (!decided && (*mv = mv_visible(r, it->node[i], it->t->snapshot)))
       decided = 1;
@@ -342,12 +375,14 @@ static int memtables_verdict(sochdb_iter *it, const uint8_t *k, uint32_t kl, con
   return decided;
 }
 
-static void memtables_skip(sochdb_iter *it, const uint8_t *k, uint32_t kl)
+/* Move the memtable cursors at the smallest key (mem_min) past it. */
+static void memtables_skip(sochdb_iter *it)
 {
   const shm_region *r = &it->t->db->region;
-  for (uint32_t i = 0; i < it->ncur; i++)
-    if (it->node[i] && node_cmp(r, it->node[i], k, kl) == 0)
-      it->node[i] = sl_next(r, it->node[i]);
+  for (uint64_t m = it->mem_min; m; m &= m - 1) {
+    uint32_t i = (uint32_t)__builtin_ctzll(m);
+    it->node[i] = sl_next(r, it->node[i]);
+  }
 }
 
 /* Transient mode: the value copied into the iterator (the cursors move on
@@ -692,13 +727,13 @@ static int iter_step(sochdb_iter *it, const void **key, size_t *klen, const void
     int found = 0;
     const struct mv_version *mv = NULL;
     const uint8_t *stable = NULL;
-    if (it->pos < it->nown && sl_compare(it->own[it->pos].key, it->own[it->pos].klen, k, kl) == 0) {
+    if (it->own_min) {
       const struct wb_entry *e = &it->own[it->pos++];
       k = e->key;            /* stable: the write buffer outlives the iterator */
       found = !e->tombstone;
       v = e->val;
       vl = e->vlen;
-    } else if (memtables_verdict(it, k, kl, &mv, &stable)) {
+    } else if (memtables_verdict(it, &mv, &stable)) {
       k = stable;            /* stable: the region outlives the transaction */
       found = !mv_is_tombstone(mv);
       v = mv->value;
@@ -717,7 +752,7 @@ static int iter_step(sochdb_iter *it, const void **key, size_t *klen, const void
         k = outk;
     }
     outk = k;
-    memtables_skip(it, k, kl);
+    memtables_skip(it);
     rc = tables_skip(it, k, kl);
     if (rc != SOCHDB_OK)
       return rc;
@@ -750,6 +785,7 @@ void sochdb_iter_close(sochdb_iter *it)
   for (uint32_t i = 0; i < it->ntab; i++)
     cursor_close_file(&it->tab[i]);
   free(it->tab);
+  free(it->tab_min);
   free(it->vbuf);
   free(it->own);
   free(it->end);
