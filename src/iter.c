@@ -56,6 +56,8 @@ struct table_cursor {
   struct sst_entry e;
 };
 
+_Static_assert(SHM_MAX_MEMTABLES <= 64, "sochdb_iter's mem_min has a bit per memtable of a view");
+
 struct sochdb_iter {
   sochdb_txn      *t;
   uint64_t         generation;   /* t's when opened: t may be reused once it ends */
@@ -69,7 +71,7 @@ struct sochdb_iter {
   struct table_cursor *tab;      /* L0 files, then one per deeper level */
   /* The sources whose current key is the one smallest_key found: the
   ** general step asks only them for their verdict and moves only them. */
-  uint64_t         mem_min;      /* bit i: node[i] */
+  uint64_t         mem_min;      /* bit i: node[i] (so at most 64 of them: below) */
   uint32_t        *tab_min;      /* indexes into tab, ntab_min of them */
   uint32_t         ntab_min;
   int              own_min;      /* own[pos] */
@@ -350,7 +352,7 @@ static const uint8_t *smallest_key(sochdb_iter *it, uint32_t *klen)
       it->mem_min = 0;
       it->ntab_min = 0;
     }
-    if (c <= 0) {   /* on a tie, the stable copy in the write buffer */
+    if (c <= 0) {   /* on a tie, the write buffer's copy (as iter_step takes it) */
       best = e->key;
       *klen = e->klen;
       it->own_min = 1;
@@ -465,9 +467,11 @@ static int tables_verdict(sochdb_iter *it, const uint8_t *k, uint32_t kl, const 
   if (best.kind != SST_PUT)   /* a tombstone, or a version the projection's filter hides */
     return 0;
   const struct table_cursor *c = NULL;
-  for (uint32_t i = 0; i < it->ntab && !c; i++)
-    if (it->tab[i].valid && it->tab[i].e.val == best.val)
-      c = &it->tab[i];
+  for (uint32_t j = 0; j < it->ntab_min && !c; j++) {
+    const struct table_cursor *tc = &it->tab[it->tab_min[j]];
+    if (tc->valid && tc->e.val == best.val)
+      c = tc;
+  }
   return hand_out(it, c, &best, k, key, val, vlen);
 }
 

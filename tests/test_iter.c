@@ -553,6 +553,45 @@ Test(iter, a_memtable_run_keeps_its_snapshot_while_others_write_ahead_of_it)
   tu_close();
 }
 
+/* More memtables in a view than a 32-bit mask holds, every one of them
+** holding some of the keys: the general step's mask of the memtables at the
+** smallest key (smallest_key's mem_min) must reach every one. No daemon, so
+** that nothing is flushed. */
+Test(iter, a_view_of_more_than_32_interleaved_memtables_reads_as_the_model_says, .init = tu_setup_without_daemon)
+{
+  enum { ROUNDS = 40, KEYS = 400 };
+  sochdb *db = open_db(1u << 20);
+  static char model[KEYS][16];   /* "" = absent */
+  for (int r = 0; r < ROUNDS; r++) {
+    sochdb_txn *w = tu_begin(db, 0);
+    for (int i = r % 5; i < KEYS; i += 5) {
+      char k[8];
+      snprintf(k, sizeof k, "k%03d", i);
+      if ((i + r) % 7 == 0) {
+        tu_del_str(w, k);
+        model[i][0] = 0;
+      } else {
+        snprintf(model[i], sizeof model[i], "r%d-%d", r, i);
+        tu_put_str(w, k, model[i]);
+      }
+    }
+    tu_commit(w, SOCHDB_ASYNC, "a round");
+    tu_rotate(db);
+  }
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  cr_assert_gt(t->view.n, 36u, "the view holds %u memtables", t->view.n);
+  static struct expect x;
+  x.n = 0;
+  for (int i = 0; i < KEYS; i++)
+    if (model[i][0]) {
+      snprintf(x.key[x.n], sizeof x.key[0], "k%03d", i);
+      strcpy(x.val[x.n++], model[i]);
+    }
+  scan_expect(t, NULL, 0, NULL, 0, &x, "40 memtables");
+  sochdb_abort(t);
+  tu_close();
+}
+
 /* ------------------------------------------------ snapshot stability */
 
 Test(iter, snapshot_stable_while_others_commit)
