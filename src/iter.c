@@ -500,57 +500,35 @@ static const uint8_t *others_min(const sochdb_iter *it, int skip, int mskip, uin
   return best;
 }
 
-/* The memtable cursor with the smallest key (-1: none), that key in *key. */
-static int first_memtable(const sochdb_iter *it, const uint8_t **key, uint32_t *klen)
-{
-  const shm_region *r = &it->t->db->region;
-  int first = -1;
-  for (uint32_t i = 0; i < it->ncur; i++) {
-    if (!it->node[i])
-      continue;
-    const struct sl_node *n = shm_at(r, it->node[i]);
-    if (first < 0 || sl_compare(sl_key(n), n->klen, *key, *klen) < 0) {
-      first = (int)i;
-      *key = sl_key(n);
-      *klen = n->klen;
-    }
-  }
-  return first;
-}
-
-/* Start a run if one table cursor's key, or one memtable cursor's, is
-** below every other source's. */
-static void run_try(sochdb_iter *it)
+/* Start a run if one table cursor, or one memtable cursor, alone holds the
+** smallest key (smallest_key says which sources hold it) and that key is
+** below every other source's. Without a run: that smallest key, its
+** sources recorded for the general step (NULL if it looked for none, or all
+** are done: the step looks again). */
+static const uint8_t *run_try(sochdb_iter *it, uint32_t *klen)
 {
   if (it->run_backoff) {
     it->run_backoff--;
-    return;
+    return NULL;
   }
-  int first = -1;
-  for (uint32_t i = 0; i < it->ntab; i++) {
-    const struct table_cursor *c = &it->tab[i];
-    if (c->valid && (first < 0 || sl_compare(c->e.key, c->e.klen, it->tab[first].e.key, it->tab[first].e.klen) < 0))
-      first = (int)i;
-  }
-  const uint8_t *mkey = NULL;
-  uint32_t mklen = 0;
-  int mfirst = first_memtable(it, &mkey, &mklen);
-  if (mfirst >= 0 && first >= 0 && sl_compare(mkey, mklen, it->tab[first].e.key, it->tab[first].e.klen) < 0)
-    first = -1;      /* the memtable's key is the smaller: its run, if any */
-  else if (first >= 0)
-    mfirst = -1;
-  if (first < 0 && mfirst < 0)
-    return;
-  const uint8_t *k = first >= 0 ? it->tab[first].e.key : mkey;
-  uint32_t kl = first >= 0 ? it->tab[first].e.klen : mklen;
-  it->run_end = others_min(it, first, mfirst, &it->run_elen);
-  if (it->run_end && sl_compare(k, kl, it->run_end, it->run_elen) >= 0) {
+  uint32_t kl = 0;
+  const uint8_t *k = smallest_key(it, &kl);
+  if (!k)
+    return NULL;
+  int first = it->ntab_min ? (int)it->tab_min[0] : -1;
+  int mfirst = it->mem_min ? __builtin_ctzll(it->mem_min) : -1;
+  int alone = __builtin_popcountll(it->mem_min) + it->ntab_min == 1 && !it->own_min;
+  if (alone)   /* the others' smallest keys are above k: only the end can bound the run at k */
+    it->run_end = others_min(it, first, mfirst, &it->run_elen);
+  if (!alone || (it->run_end && sl_compare(k, kl, it->run_end, it->run_elen) >= 0)) {
     it->run_backoff = 8;
-    return;
+    *klen = kl;
+    return k;
   }
   it->run = first;
   it->mrun = mfirst;
   it->run_rows = 0;
+  return NULL;
 }
 
 static void run_over(sochdb_iter *it)
@@ -714,16 +692,18 @@ static int iter_step(sochdb_iter *it, const void **key, size_t *klen, const void
   if (!key || !klen || !val || !vlen)
     return sdb_fail(SOCHDB_INVALID, "NULL iterator output");
   for (;;) {
+    uint32_t kl = 0;
+    const uint8_t *k = NULL;
     if (it->run < 0 && it->mrun < 0)
-      run_try(it);
+      k = run_try(it, &kl);
     if (it->run >= 0 || it->mrun >= 0) {
       rc = run_step(it, key, klen, val, vlen, blk);
       if (rc != RUN_OVER)
         return rc;
       continue;
     }
-    uint32_t kl = 0;
-    const uint8_t *k = smallest_key(it, &kl);
+    if (!k)
+      k = smallest_key(it, &kl);
     if (!k || (it->end && sl_compare(k, kl, it->end, it->elen) >= 0))
       return SOCHDB_NOTFOUND;
     const void *outk = NULL, *v = NULL;
