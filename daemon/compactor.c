@@ -315,6 +315,11 @@ int compactor_step(struct compactor *c)
       s->compact_rate = 0;          /* asked for by a person waiting on it */
     rc = moves ? run_move(c, &job) : run_job(c, &job);
     s->compact_rate = saved;
+    /* Its inputs go now, where no reader holds them, rather than at the
+    ** flusher's next step (up to a second later): a full compaction is
+    ** called done with their space given back. A move dooms nothing. */
+    if (rc == SOCHDB_OK && !moves)
+      store_reclaim(s);
   }
   compaction_job_free(&job);
   if (rc == SOCHDB_OK && full)

@@ -106,7 +106,8 @@ int  store_check_room(struct store *s, size_t adds, size_t dels);
 ** removed. */
 int  store_apply(struct store *s, struct manifest_edit *edit);
 
-/* Unlink doomed files no view can read any more; free retired file lists. */
+/* Unlink doomed files no view can read any more; free retired file lists.
+** The lock is held to choose them, not while they are unlinked. */
 void store_reclaim(struct store *s);
 
 /* Total bytes per level (for compaction debt). */

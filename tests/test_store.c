@@ -356,6 +356,52 @@ Test(store, only_table_names_as_written_are_taken_for_tables)
   tu_close();
 }
 
+struct unlink_seen {
+  struct store *s;
+  char path[4300];
+  int calls, lock_free, file_there;
+};
+
+static void at_doomed_unlink(void *arg)
+{
+  struct unlink_seen *u = arg;
+  u->calls++;
+  u->file_there = access(u->path, F_OK) == 0;
+  u->lock_free = pthread_mutex_trylock(&u->s->lock) == 0;
+  if (u->lock_free)
+    pthread_mutex_unlock(&u->s->lock);
+}
+
+/* A table an edit deleted is doomed, and store_reclaim unlinks it once no
+** file list names it, without the store's lock: with `discard` an unlink
+** waits on the disk, and the compactor and the flusher take that lock for
+** every table they make. */
+Test(store, a_doomed_table_is_unlinked_without_the_store_lock)
+{
+  struct store s;
+  open_daemon_store(&s);
+  size_t total;
+  uint64_t number;
+  record_small_table(&s, &number, &total);
+  struct manifest_edit e;
+  manifest_edit_init(&e);
+  cr_assert_eq(manifest_edit_delete_file(&e, 0, number), SOCHDB_OK);
+  cr_assert_eq(store_apply(&s, &e), SOCHDB_OK, "%s", sochdb_last_error());
+  manifest_edit_free(&e);
+  struct unlink_seen u = { .s = &s };
+  cr_assert_eq(sst_file_path(u.path, sizeof u.path, tu_dir(), number), SOCHDB_OK);
+  cr_assert_eq(access(u.path, F_OK), 0, "%s went before store_reclaim", u.path);
+  sochdb_test_call_at("store.unlink_doomed", at_doomed_unlink, &u);
+  store_reclaim(&s);
+  sochdb_test_call_at(NULL, NULL, NULL);
+  cr_assert_eq(u.calls, 1, "store_reclaim unlinked %d files, not the doomed one", u.calls);
+  cr_assert(u.file_there, "the table was gone before its unlink");
+  cr_assert(u.lock_free, "the store's lock was held while a doomed table was unlinked");
+  cr_assert_neq(access(u.path, F_OK), 0, "%s is still there", u.path);
+  store_close(&s);
+  tu_close();
+}
+
 /* A table whose name could not be made durable (the directory's fsync
 ** failed) is in no edit: it must not stay behind under its final name
 ** until the next daemon's sweep. */
