@@ -1057,19 +1057,6 @@ static int region_unlinked(int fd)
   return fstat(fd, &st) == 0 && st.st_nlink == 0;
 }
 
-static int sst_files(const char *dir)
-{
-  DIR *d = opendir(dir);
-  if (!d)
-    return 0;
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)))
-    n += strlen(e->d_name) > 4 && !strcmp(e->d_name + strlen(e->d_name) - 4, ".sst");
-  closedir(d);
-  return n;
-}
-
 /* Open dir, get key i (key_of) in a read-only transaction, close: its status. */
 static int get_key_of(const char *dir, const sochdb_options *o, int i)
 {
@@ -1091,7 +1078,7 @@ Test(cli, destroy_removes_the_files_the_region_the_daemon_and_the_directory)
   int rfd;
   destroyable_db("destroy", dir, sizeof dir, region, &rfd);
   pid_t daemon = daemon_pid(dir);
-  cr_assert_gt(sst_files(dir), 0, "the data was flushed into SSTables");
+  cr_assert_gt(tu_count_files(dir, ".sst"), 0, "the data was flushed into SSTables");
   const char *destroy[] = { "--json", "destroy", dir, NULL };
   int rc = run_cli(destroy, out, sizeof out, err, sizeof err);
   cr_assert_eq(rc, 0, "destroy: exit %d\nstdout: %s\nstderr: %s", rc, out, err);
@@ -1161,7 +1148,7 @@ Test(cli, destroy_refuses_while_another_process_is_attached)
   cr_assert_eq(rc, 3, "destroy with a process attached: exit %d\nstdout: %s\nstderr: %s", rc, out, err);
   snprintf(pid, sizeof pid, " %d)", (int)getpid());
   cr_assert(strstr(err, "1 other process is attached") && strstr(err, pid), "the pid is not named: %s", err);
-  cr_assert_gt(sst_files(dir), 0, "an SSTable was removed");
+  cr_assert_gt(tu_count_files(dir, ".sst"), 0, "an SSTable was removed");
   cr_assert(!region_unlinked(rfd), "the region was removed");
   expect_all(db, NKEYS, 1, "after a refused destroy");
   sochdb_close(db);
@@ -1259,7 +1246,7 @@ Test(cli, destroy_starts_no_daemon_and_finishes_a_destroy_cut_short)
   cr_assert_eq(unlink(path), 0);
   snprintf(path, sizeof path, "%s/wal", dir);
   cr_assert_eq(tu_rmrf(path), 0);
-  cr_assert_gt(sst_files(dir), 0);
+  cr_assert_gt(tu_count_files(dir, ".sst"), 0);
   destroy_without_a_daemon(dir, region, rfd);
 }
 

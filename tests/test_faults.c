@@ -363,21 +363,6 @@ Test(faults, doomed_tables_are_removed_while_flushes_fail)
   sochdb_close(db);
 }
 
-/* The .sst files in the test's directory. */
-static int sst_files_in_dir(void)
-{
-  DIR *d = opendir(tu_dir());
-  cr_assert_not_null(d, "opendir %s", tu_dir());
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL) {
-    size_t l = strlen(e->d_name);
-    n += l > 4 && strcmp(e->d_name + l - 4, ".sst") == 0;
-  }
-  closedir(d);
-  return n;
-}
-
 /* A MANIFEST edit refused before a byte of it is written (its checks, or
 ** no memory to encode it) names nothing, but the table or compaction
 ** outputs it was to add stayed, until the next daemon's start: each retry
@@ -394,8 +379,8 @@ Test(faults, a_table_whose_edit_is_refused_unwritten_is_removed)
   TU_WAIT_STATS(db, s->flushes >= 1, "the flush after two refused edits");
   cr_assert(log_contains("not prepared"), "the daemon's log does not show the refused edits");
   sochdb_stats st = tu_stats(db);
-  cr_assert_eq(sst_files_in_dir(), (int)st.sst_files, "%d .sst files for %u live tables: the refused ones stayed",
-               sst_files_in_dir(), st.sst_files);
+  cr_assert_eq(tu_count_files(tu_dir(), ".sst"), (int)st.sst_files, "%d .sst files for %u live tables: the refused ones stayed",
+               tu_count_files(tu_dir(), ".sst"), st.sst_files);
   expect_keys(db, 2, "after the refused edits");
   sochdb_close(db);
 }

@@ -148,32 +148,24 @@ static void expect_scanned_keys_last(sochdb_txn *t, int n, const char *ctx)
   free(lens);
 }
 
-/* How many files of dir have names ending in suffix; the largest one's size
-** into *largest (may be NULL). */
-static int dir_scan(const char *dir, const char *suffix, off_t *largest)
+/* The size of the largest file of dir whose name ends in suffix (0: none). */
+static off_t largest_file(const char *dir, const char *suffix)
 {
   DIR *d = opendir(dir);
   cr_assert(d != NULL, "opendir %s", dir);
-  int n = 0;
   off_t most = 0;
   struct dirent *e;
   size_t sl = strlen(suffix);
   while ((e = readdir(d))) {
     size_t len = strlen(e->d_name);
-    if (len <= sl || strcmp(e->d_name + len - sl, suffix) != 0)
-      continue;
-    n++;
     struct stat st;
-    if (fstatat(dirfd(d), e->d_name, &st, 0) == 0 && st.st_size > most)
+    if (len > sl && strcmp(e->d_name + len - sl, suffix) == 0 && fstatat(dirfd(d), e->d_name, &st, 0) == 0 &&
+        st.st_size > most)
       most = st.st_size;
   }
   closedir(d);
-  if (largest)
-    *largest = most;
-  return n;
+  return most;
 }
-
-static int dir_count(const char *dir, const char *suffix) { return dir_scan(dir, suffix, NULL); }
 
 /* Make a fresh memtable active and wait until the daemon has flushed every
 ** other: all that was written is then in SSTables. */
@@ -202,7 +194,7 @@ static sochdb *fill_through_recycled_arenas(int n, size_t mt_bytes)
   TU_WAIT_STATS(db, s->wal_segments_removed > 0, "the WAL covered by SSTables is removed");
   sochdb_stats st = tu_stats(db);
   cr_assert_gt(st.flush_bytes, 0, "flush bytes");
-  cr_assert_geq(dir_count(tu_dir(), ".sst"), 1, "SSTable files in the directory");
+  cr_assert_geq(tu_count_files(tu_dir(), ".sst"), 1, "SSTable files in the directory");
   sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   expect_all(t, n, 1, "after flushes");
   sochdb_abort(t);
@@ -1137,7 +1129,7 @@ Test(flush, a_full_compaction_is_done_with_its_inputs_removed)
   rotate_and_flush(db);
   fill(db, n, 2, 100);   /* the same keys again: a second table over the first */
   rotate_and_flush(db);
-  int before = dir_count(tu_dir(), ".sst");
+  int before = tu_count_files(tu_dir(), ".sst");
   cr_assert_geq(before, 2, "two flushed tables to compact (%d)", before);
   /* An idle flusher sleeps longer and longer, up to a second: after this
   ** its next step is unlikely to come between the compaction and the count
@@ -1146,9 +1138,9 @@ Test(flush, a_full_compaction_is_done_with_its_inputs_removed)
   tu_compact_files(db);
   sochdb_stats st = tu_stats(db);
   cr_assert_geq(st.compactions, 1, "no compaction ran");
-  cr_assert_eq(dir_count(tu_dir(), ".sst"), (int)st.sst_files,
+  cr_assert_eq(tu_count_files(tu_dir(), ".sst"), (int)st.sst_files,
                "%d .sst files for %u live tables right after the full compaction (%d before it)",
-               dir_count(tu_dir(), ".sst"), st.sst_files, before);
+               tu_count_files(tu_dir(), ".sst"), st.sst_files, before);
   sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   expect_gets(t, n, 2, "after the compaction");
   sochdb_abort(t);
@@ -1200,8 +1192,7 @@ Test(flush, an_idle_database_gives_back_the_pages_recycled_arenas_kept)
   /* the daemon streams a table to its file in spills of about 1 MiB, then
   ** writes its tail (sst_builder_spill, daemon/store.c): a table of several
   ** spills reads back whole */
-  off_t largest;
-  dir_scan(tu_dir(), ".sst", &largest);
+  off_t largest = largest_file(tu_dir(), ".sst");
   cr_assert_gt(largest, 2 << 20, "a table of several spills (%lld bytes)", (long long)largest);
   sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
   expect_all(t, n, 1, "after the idle database gave its pages back");

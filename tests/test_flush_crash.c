@@ -1283,21 +1283,6 @@ static void t3_fill(sochdb *db, int gen)
   }
 }
 
-/* *.sst files in dir (not .sst.tmp). */
-static int t3b_sst_files(const char *dir)
-{
-  DIR *d = opendir(dir);
-  cr_assert(d != NULL, "opendir %s", dir);
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    size_t len = strlen(e->d_name);
-    n += len > 4 && !strcmp(e->d_name + len - 4, ".sst");
-  }
-  closedir(d);
-  return n;
-}
-
 /* The reader must still run (it ends only when told). */
 static void t3b_reader_alive(pid_t reader, struct t3_shared *sh, const char *when)
 {
@@ -1383,7 +1368,7 @@ static void t3b_snapshot_across_compaction_crash(const char *point)
   ** one more flush lets the daemon remove what it may now remove. */
   sochdb_stats fin = tu_stats(db);
   t3_fill(db, ++gen);
-  TU_WAIT_STATS(db, s->flushes > fin.flushes && s->compaction_debt_bytes == 0 && (int)s->sst_files == t3b_sst_files(dir),
+  TU_WAIT_STATS(db, s->flushes > fin.flushes && s->compaction_debt_bytes == 0 && (int)s->sst_files == tu_count_files(dir, ".sst"),
              "no SSTable file left that the MANIFEST does not name");
   now = tu_begin(db, SOCHDB_TXN_READONLY);
   vr = t3_verify(now, gen, why, sizeof why);

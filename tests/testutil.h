@@ -624,6 +624,23 @@ static inline const char *tu_dir(void)
   return tu_db_dir;
 }
 
+/* How many entries of dir have names ending in suffix (".sst": tables, not
+** ".sst.tmp"); asserts dir can be opened. */
+static inline int tu_count_files(const char *dir, const char *suffix)
+{
+  DIR *d = opendir(dir);
+  cr_assert_not_null(d, "opendir %s: %s", dir, strerror(errno));
+  int n = 0;
+  size_t sl = strlen(suffix);
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    size_t len = strlen(e->d_name);
+    n += len > sl && strcmp(e->d_name + len - sl, suffix) == 0;
+  }
+  closedir(d);
+  return n;
+}
+
 /* The bytes of pages the region file of db holds (st_blocks: a tmpfs page is
 ** memory). */
 static inline uint64_t tu_region_resident(sochdb *db)
