@@ -386,7 +386,7 @@ void sl_prefetch_bucket(const shm_region *r, uint32_t mt, uint64_t hash, int for
 }
 
 uint64_t sl_find_or_insert_finger(shm_region *r, uint32_t mt, const void *key, uint32_t klen, uint64_t hash,
-                                  struct sl_finger *f)
+                                  struct sl_finger *f, int *unindexed)
 {
   uint64_t preds[SL_MAX_HEIGHT], succs[SL_MAX_HEIGHT];
   int top = find_preds_finger(r, mt, key, klen, f, preds, succs);
@@ -407,16 +407,25 @@ uint64_t sl_find_or_insert_finger(shm_region *r, uint32_t mt, const void *key, u
     return adopt(r, mt, linked);
   }
   CRASHPOINT("insert.linked");   /* killed here: tests/test_crash.c, the index is marked incomplete */
-  index_push(r, mt, node, hash);
+  if (unindexed)
+    *unindexed = 1;
+  else
+    index_push(r, mt, node, hash);
   for (int level = 1; level < height; level++)
     link_level(r, node, level, key, klen, preds, succs);
   finger_save(f, mt, node, height, top, preds);
   return node;
 }
 
+void sl_index_node(shm_region *r, uint32_t mt, uint64_t node, uint64_t hash)
+{
+  if (node)   /* never 0 here; said so, gcc sees no write through shm_at's NULL */
+    index_push(r, mt, node, hash);
+}
+
 uint64_t sl_find_or_insert(shm_region *r, uint32_t mt, const void *key, uint32_t klen)
 {
-  return sl_find_or_insert_finger(r, mt, key, klen, sl_hash(key, klen), NULL);
+  return sl_find_or_insert_finger(r, mt, key, klen, sl_hash(key, klen), NULL, NULL);
 }
 
 void sl_build_begin(struct sl_builder *b, shm_region *r, uint32_t mt)

@@ -13,9 +13,11 @@
 ** of buckets after the head node (one for every 512 to 1024 arena bytes,
 ** 2^21 at most), each the head of an insert-only chain linked through the
 ** nodes' `hnext` and a summary of its keys' hashes. An inserter links the
-** node on level 0, pushes it on its bucket's chain, then sets `hashed`;
-** nothing else ever writes a chain. A process killed between the
-** level-0 link and the push leaves a node the index lacks: the next writer
+** node on level 0, pushes it on its bucket's chain, then sets `hashed`
+** (a commit pushes it once its version is in the node's chain, and before
+** its decision: src/txn.c, install_one); nothing else ever writes a chain.
+** A process killed between the level-0 link and the push leaves a node the
+** index lacks, with no committed version: the next writer
 ** that finds such a node (it reads `hashed` before it adds a version) marks
 ** the memtable's index incomplete, before its commit can be seen, and
 ** lookups in that memtable search the skiplist from then on. So the index
@@ -97,10 +99,20 @@ static inline void sl_finger_reset(struct sl_finger *f) { f->mt = UINT32_MAX; }
 int      sl_finger_at_end(const shm_region *r, const struct sl_finger *f);
 
 /* sl_find and sl_find_or_insert through a finger (f NULL: from the head);
-** hash is the key's sl_hash. */
+** hash is the key's sl_hash. With `unindexed` NULL a node the insert makes
+** is hashed at once; otherwise it is left out of the hash index and
+** *unindexed set to 1 (untouched when the key was there), and the caller
+** must hash it with sl_index_node before what it writes into the node can
+** be seen committed, and without waiting on anything meanwhile: until then
+** sl_lookup misses it, and a writer that finds it in the list waits for
+** the hash, briefly, then marks the index incomplete. */
 uint64_t sl_find_finger(const shm_region *r, uint32_t mt, const void *key, uint32_t klen, struct sl_finger *f);
 uint64_t sl_find_or_insert_finger(shm_region *r, uint32_t mt, const void *key, uint32_t klen, uint64_t hash,
-                                  struct sl_finger *f);
+                                  struct sl_finger *f, int *unindexed);
+
+/* Hash a node sl_find_or_insert_finger left unindexed (hash: its key's
+** sl_hash), once. */
+void     sl_index_node(shm_region *r, uint32_t mt, uint64_t node, uint64_t hash);
 
 /* Ask for the line of the hash bucket of a key with this sl_hash in mt:
 ** for writing (an insert will write it: a commit asks a few keys ahead), or

@@ -633,39 +633,51 @@ static int make_room(struct commit_ctx *c, uint32_t full)
   return SOCHDB_OK;
 }
 
-/* Allocate and fill our version of w in memtable mt, listed in our commit
-** record. The record is made with the first version, in the same memtable:
-** that memtable then holds one of our versions, so it is kept until we have
-** decided (the flusher waits for every pending version) and until our
-** commit is durable (the flusher retires a memtable only once the log holds
-** every commit in it, up to its max_seq), which is as long as the record is
-** read. No other memtable is sure to last: while make_room waits
-** it leaves our commit epoch, and memtables without a version of ours may
-** be recycled meanwhile. The descriptor names the record only once that
-** first version is listed in it, before any version is in a chain, so a
-** reaper never reads a record in an arena that may have been recycled. */
-static uint64_t new_version(struct commit_ctx *c, uint32_t mt, uint64_t node, const struct wb_entry *w)
+/* Room for our version of w in memtable mt, and for our commit record if
+** we have none yet: 0 when the arena is full. Allocated before the key's
+** node is looked up or linked, so that nothing between linking a new node
+** and hashing it (install_one) waits for the arena to back pages. */
+struct version_room {
+  uint64_t record;   /* where a first record goes, or the one we have */
+  uint64_t version;
+};
+
+static int reserve_version(struct commit_ctx *c, uint32_t mt, const struct wb_entry *w, struct version_room *room)
 {
-  uint32_t n = (uint32_t)c->t->writes.n;
-  uint64_t record = c->record_off;
-  if (!record && !(record = arena_alloc(c->r, mt, mv_commit_bytes(n))))
+  room->record = c->record_off;
+  if (!room->record && !(room->record = arena_alloc(c->r, mt, mv_commit_bytes((uint32_t)c->t->writes.n))))
     return 0;
-  uint64_t off = arena_alloc(c->r, mt, mv_version_bytes(w->vlen));
-  if (!off)
-    return 0;   /* a first record goes to waste: the next try makes one where its version goes */
-  mv_version_fill(c->r, shm_at(c->r, off), mv_pending_state(c->ref), node, w->val, w->vlen, w->tombstone);
+  room->version = arena_alloc(c->r, mt, mv_version_bytes(w->vlen));
+  return room->version != 0;   /* a first record goes to waste: the next try makes one where its version goes */
+}
+
+/* Fill our version of w in the room reserved in memtable mt, on `node`,
+** and list it in our commit record. The record is made with the first
+** version, in the same memtable: that memtable then holds one of our
+** versions, so it is kept until we have decided (the flusher waits for
+** every pending version) and until our commit is durable (the flusher
+** retires a memtable only once the log holds every commit in it, up to its
+** max_seq), which is as long as the record is read. No other memtable is
+** sure to last: while make_room waits it leaves our commit epoch, and
+** memtables without a version of ours may be recycled meanwhile. The
+** descriptor names the record only once that first version is listed in
+** it, before any version is in a chain, so a reaper never reads a record
+** in an arena that may have been recycled. */
+static void list_version(struct commit_ctx *c, const struct version_room *room, uint64_t node,
+                         const struct wb_entry *w)
+{
+  mv_version_fill(c->r, shm_at(c->r, room->version), mv_pending_state(c->ref), node, w->val, w->vlen, w->tombstone);
   if (!c->record_off) {
-    c->record = shm_at(c->r, record);
-    mv_commit_init(c->record, n);
+    c->record = shm_at(c->r, room->record);
+    mv_commit_init(c->record, (uint32_t)c->t->writes.n);
   }
-  mv_commit_add(c->r, c->record, off);
+  mv_commit_add(c->r, c->record, room->version);
   if (!c->record_off) {
-    c->record_off = record;
+    c->record_off = room->record;
     /* release: whoever acquires the record sees it and its first version */
-    atomic_store_explicit(&c->e->record, record, memory_order_release);
+    atomic_store_explicit(&c->e->record, room->record, memory_order_release);
   }
   CRASHPOINT("commit.listed");   /* killed between listing and installing: tests/test_crash.c */
-  return off;
 }
 
 /* We lost to the commit `seq`. If it is decided but not yet published, help
@@ -679,16 +691,29 @@ static int conflict_with(struct commit_ctx *c, uint64_t seq)
   return SOCHDB_CONFLICT;
 }
 
+/* A new key's node is hashed (sl_index_node) only once our version is in
+** its chain: the line of its random hash bucket, asked for when the key was
+** written (prefetch_first_buckets), then has the version's work to arrive
+** in; loading it right after linking the node was a tenth of fill_seq's
+** client time (perf). A writer of the same key that finds the node meanwhile
+** waits for the hash (shm/skiplist.c, adopt), which is why the room was
+** reserved before the node was linked. Hashed before our decision, so a
+** get through the index finds the node of every commit its snapshot holds;
+** a process killed before that leaves an unhashed node with no committed
+** version, which gets miss rightly (an adopter marks the index incomplete). */
 static int install_one(struct commit_ctx *c, const struct wb_entry *w, struct installed *at)
 {
   uint32_t my_slot = c->t->db->slot;
   for (;;) {
     uint32_t mt = arena_active(c->r);
     CALLPOINT("commit.read_active");   /* tests/test_txn.c: paused between reading the active index and installing */
+    struct version_room room;
+    int unindexed = 0;
     /* keys come in increasing order: each search resumes where the last one ended */
-    uint64_t node = sl_find_or_insert_finger(c->r, mt, w->key, w->klen, w->hash, c->finger);
-    uint64_t v = node ? new_version(c, mt, node, w) : 0;
-    if (!v) {
+    uint64_t node = reserve_version(c, mt, w, &room)
+                      ? sl_find_or_insert_finger(c->r, mt, w->key, w->klen, w->hash, c->finger, &unindexed)
+                      : 0;
+    if (!node) {
       /* make_room may leave our commit epoch while it waits, after which
       ** memtables, this one included, may be recycled under the finger */
       sl_finger_reset(c->finger);
@@ -697,9 +722,16 @@ static int install_one(struct commit_ctx *c, const struct wb_entry *w, struct in
         return rc;
       continue;
     }
+    list_version(c, &room, node, w);
     for (;;) {
       uint64_t other;
-      switch (mv_install(c->r, node, v, c->t->snapshot, &other)) {
+      enum mv_install_result outcome = mv_install(c->r, node, room.version, c->t->snapshot, &other);
+      if (unindexed) {
+        CRASHPOINT("commit.installed_unhashed");   /* tests/test_crash.c */
+        sl_index_node(c->r, mt, node, w->hash);
+        unindexed = 0;
+      }
+      switch (outcome) {
       case MV_INSTALLED:
         c->memtables |= 1ull << mt;
         at->mt = mt;

@@ -406,13 +406,14 @@ Test(crash, a_process_killed_mid_commit_is_reaped_while_its_fork_child_lives)
 
 /* ------------------------- killed between linking a node and hashing it */
 
-/* Child: arm insert.linked and commit key with the value "child": killed right after it
+/* Child: arm `point` and commit key with the value "child": killed after it
 ** linked the key's new node into the skiplist, before the hash index holds
-** it (shm/skiplist.h). Never returns. */
-static void child_insert_killed(const char *dir, const char *key)
+** it (shm/skiplist.h): at once (insert.linked), or with its version in the
+** node's chain (commit.installed_unhashed, src/txn.c). Never returns. */
+static void child_insert_killed(const char *dir, const char *point, const char *key)
 {
   sochdb *db = tu_child_open(dir, CC_OPEN);
-  sochdb_test_crash_at("insert.linked", 1);
+  sochdb_test_crash_at(point, 1);
   sochdb_txn *t = NULL;
   if (sochdb_txn_begin(db, 0, &t) != SOCHDB_OK)
     _exit(CC_BEGIN);
@@ -430,18 +431,19 @@ static void child_expect(const char *dir, const char *key, const char *want)
   _exit(rc == SOCHDB_OK && strcmp(v, want) == 0 ? 0 : 1);
 }
 
-/* The node the dead writer left holds no version, so the key is absent. The
-** next writer of the key finds that node without a hash entry, marks the
-** memtable's index incomplete, and its commit is then found by every get:
-** in this process and in another. */
-Test(crash, kill_between_linking_and_hashing_a_node)
+/* The node the dead writer left holds no committed version, so the key is
+** absent. The next writer of the key finds that node without a hash entry,
+** marks the memtable's index incomplete (and reaps the dead writer's intent
+** where it left one), and its commit is then found by every get: in this
+** process and in another. */
+static void kill_between_linking_and_hashing(const char *point)
 {
   static const char *const FRESH[1] = { "fresh" };
   sochdb *db = tu_open_with(tu_dir(), NULL);
   commit_keys(db, ABCD, 4, "0", "setup");
   pid_t pid = tu_fork();
   cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
-  if (pid == 0) child_insert_killed(tu_db_dir, FRESH[0]);
+  if (pid == 0) child_insert_killed(tu_db_dir, point, FRESH[0]);
   int st = 0;
   char sbuf[64];
   cr_assert_eq(tu_wait_child(pid, 20000, &st), 0, "the inserting child did not finish in time");
@@ -467,6 +469,18 @@ Test(crash, kill_between_linking_and_hashing_a_node)
   cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "another process did not read fresh = \"parent\" (%s)",
             tu_status_str(st, sbuf, sizeof sbuf));
   sochdb_close(db);
+}
+
+Test(crash, kill_between_linking_and_hashing_a_node)
+{
+  kill_between_linking_and_hashing("insert.linked");
+}
+
+/* A new key's node is hashed only after the version is in its chain: killed
+** in between, the writer leaves its intent on an unhashed node. */
+Test(crash, kill_between_installing_a_version_and_hashing_its_new_node)
+{
+  kill_between_linking_and_hashing("commit.installed_unhashed");
 }
 
 /* ------------------------------------ killed while waiting for memtable room */

@@ -582,9 +582,19 @@ Test(skiplist, finger_inserts_match_plain_inserts)
   uint8_t key[32];
   for (uint64_t j = 0; j < NRANDOM; j++) {
     uint32_t klen = make_key(order[j], key);
-    uint64_t n = sl_find_or_insert_finger(r, a, key, klen, sl_hash(key, klen), &f);
+    /* the commit's way: the new node is left out of the hash index until
+    ** sl_index_node; the same key again is found, and nothing is left out */
+    int unindexed = 0;
+    uint64_t n = sl_find_or_insert_finger(r, a, key, klen, sl_hash(key, klen), &f, &unindexed);
     cr_assert_neq(n, 0, "finger insert %llu", (unsigned long long)j);
-    cr_assert_eq(sl_find_or_insert_finger(r, a, key, klen, sl_hash(key, klen), &f), n, "the same key again through the finger");
+    cr_assert_eq(unindexed, 1, "a new node was not reported unindexed");
+    cr_assert_eq(sl_lookup(r, a, key, klen, sl_hash(key, klen)), 0, "an unindexed node was hashed");
+    sl_index_node(r, a, n, sl_hash(key, klen));
+    cr_assert_eq(sl_lookup(r, a, key, klen, sl_hash(key, klen)), n, "sl_index_node did not hash the node");
+    unindexed = 0;
+    cr_assert_eq(sl_find_or_insert_finger(r, a, key, klen, sl_hash(key, klen), &f, &unindexed), n,
+                 "the same key again through the finger");
+    cr_assert_eq(unindexed, 0, "a node found was reported unindexed");
     cr_assert_eq(sl_find(r, a, key, klen), n, "sl_find of a key inserted through a finger");
     cr_assert_neq(sl_find_or_insert(r, b, key, klen), 0, "plain insert %llu", (unsigned long long)j);
   }
@@ -650,7 +660,7 @@ Test(skiplist, finger_after_fast_hits_finds_and_inserts)
       x ^= x << 13, x ^= x >> 7, x ^= x << 17;
       if (x % 4 == 0) {              /* an insert through the finger */
         int had = sl_find(r, mt, key, klen) != 0;
-        uint64_t n = sl_find_or_insert_finger(r, mt, key, klen, sl_hash(key, klen), &f);
+        uint64_t n = sl_find_or_insert_finger(r, mt, key, klen, sl_hash(key, klen), &f, NULL);
         cr_assert_neq(n, 0, "finger insert of key %llu", (unsigned long long)j);
         cr_assert_eq(sl_find(r, mt, key, klen), n, "key %llu after its finger insert", (unsigned long long)j);
         inserted += !had;
@@ -689,7 +699,7 @@ static void *finger_inserter(void *p)
   for (uint64_t j = 0; j < NRANDOM; j++) {
     uint64_t i = a->order[(j + (uint64_t)a->id * (NRANDOM / NTHREADS)) % NRANDOM];
     uint32_t klen = make_key(i, key);
-    uint64_t n = sl_find_or_insert_finger(a->r, a->mt, key, klen, sl_hash(key, klen), &f);
+    uint64_t n = sl_find_or_insert_finger(a->r, a->mt, key, klen, sl_hash(key, klen), &f, NULL);
     const struct sl_node *node = n ? shm_at(a->r, n) : NULL;
     if (!node || node->klen != klen || memcmp(sl_key(node), key, klen))
       a->failures++;

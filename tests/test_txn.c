@@ -1445,6 +1445,50 @@ Test(txn, commit_record_outlives_the_memtable_it_began_in)
   sochdb_close(db);
 }
 
+/* ---- a new key's hash, by the decision --------------------------------- */
+
+static sochdb *hash_db;
+static char hash_keys[4][8];
+static int hash_nkeys, hash_found;
+
+/* At commit.decided: how many of the commit's keys the hash index of the
+** active memtable (the one the commit installed them into) finds now. */
+static void count_hashed_keys(void *arg)
+{
+  (void)arg;
+  shm_region *r = &hash_db->region;
+  for (int i = 0; i < hash_nkeys; i++) {
+    uint32_t klen = (uint32_t)strlen(hash_keys[i]);
+    hash_found += sl_lookup(r, arena_active(r), hash_keys[i], klen, sl_hash(hash_keys[i], klen)) != 0;
+  }
+}
+
+/* A commit hashes the node it makes for a new key after its version is in
+** the node's chain (src/txn.c, install_one), but before its decision: a get
+** through the index after the commit is published must find every key. The
+** new key comes last in key order, after keys whose nodes are there. */
+Test(txn, every_new_key_of_a_commit_is_hashed_by_its_decision)
+{
+  sochdb *db = hash_db = open_db();
+  for (int n = 1; n <= 4; n++) {
+    sochdb_txn *t = tu_begin(db, 0);
+    hash_nkeys = n;
+    for (int i = 0; i < n; i++) {
+      snprintf(hash_keys[i], sizeof hash_keys[i], i == n - 1 ? "new%d" : "old%d", i == n - 1 ? n : i);
+      tu_put_str(t, hash_keys[i], "v");
+    }
+    hash_found = 0;
+    sochdb_test_call_at("commit.decided", count_hashed_keys, NULL);
+    tu_commit(t, SOCHDB_ASYNC, "a commit with a new key");
+    sochdb_test_call_at(NULL, NULL, NULL);
+    cr_assert_eq(hash_found, n, "%d of the commit's %d keys were in the hash index at its decision", hash_found, n);
+    char k[8];
+    snprintf(k, sizeof k, "old%d", n - 1);
+    tu_commit_kv(db, k, "v", SOCHDB_ASYNC);   /* there for the next round */
+  }
+  tu_close();
+}
+
 /* ---- the order of one key's versions across memtables -------------------
 ** "Newer memtable = newer version", which gets, iterators and level 0 rely
 ** on, under races staged with the call points of src/txn.c:
