@@ -48,7 +48,7 @@ uint32_t durable_ring_entries(uint64_t region_bytes);
 static inline uint64_t durable_max_lag(const shm_region *r) { return r->hdr->rec_ring_entries - REC_RING_CLAIMERS; }
 
 /* A transaction's commit record, in the arena: made with its first version,
-** in the same memtable (src/txn.c, new_version, says why that keeps it), and
+** in the same memtable (src/txn.c, list_version, says why that keeps it), and
 ** named by its descriptor once that version is listed, so that whoever
 ** finishes the descriptor (the owner, or the reaper of a dead one) finds
 ** every version it may have installed; then read by the WAL writer. A

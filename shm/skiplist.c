@@ -208,7 +208,8 @@ uint64_t sl_lookup(const shm_region *r, uint32_t mt, const void *key, uint32_t k
   return 0;
 }
 
-/* Put a node just linked on level 0 on its bucket's chain, then say so. */
+/* Put a node linked on level 0 on its bucket's chain, then say so: at once,
+** or (a commit's) once its version is in the node's chain. */
 static void index_push(shm_region *r, uint32_t mt, uint64_t node, uint64_t hash)
 {
   struct shm_memtable *m = arena_memtable(r, mt);

@@ -633,44 +633,52 @@ static int make_room(struct commit_ctx *c, uint32_t full)
   return SOCHDB_OK;
 }
 
-/* Room for our version of w in memtable mt, and for our commit record if
-** we have none yet: 0 when the arena is full. Allocated before the key's
-** node is looked up or linked, so that nothing between linking a new node
-** and hashing it (install_one) waits for the arena to back pages. */
+/* Our version of w, made in memtable mt before the key's node is looked up
+** or linked: its room, and our commit record's if we have none yet, its
+** state and value written, its node left for list_version. 0 when the
+** arena is full. So nothing between linking a new node and hashing it
+** (install_one) waits for the arena to back pages or copies a value (of up
+** to 16 MiB): a writer of the same key that finds the node meanwhile waits
+** for the hash only so long (shm/skiplist.c, adopt) before it marks the
+** memtable's index incomplete. Nothing reaches the version before it is
+** listed. */
 struct version_room {
   uint64_t record;   /* where a first record goes, or the one we have */
   uint64_t version;
 };
 
-static int reserve_version(struct commit_ctx *c, uint32_t mt, const struct wb_entry *w, struct version_room *room)
+static int make_version(struct commit_ctx *c, uint32_t mt, const struct wb_entry *w, struct version_room *room)
 {
+  uint32_t n = (uint32_t)c->t->writes.n;
   room->record = c->record_off;
-  if (!room->record && !(room->record = arena_alloc(c->r, mt, mv_commit_bytes((uint32_t)c->t->writes.n))))
-    return 0;
-  room->version = arena_alloc(c->r, mt, mv_version_bytes(w->vlen));
-  return room->version != 0;   /* a first record goes to waste: the next try makes one where its version goes */
+  if (!room->record) {
+    if (!(room->record = arena_alloc(c->r, mt, mv_commit_bytes(n))))
+      return 0;
+    mv_commit_init(shm_at(c->r, room->record), n);
+  }
+  if (!(room->version = arena_alloc(c->r, mt, mv_version_bytes(w->vlen))))
+    return 0;   /* a first record goes to waste: the next try makes one where its version goes */
+  mv_version_fill(c->r, shm_at(c->r, room->version), mv_pending_state(c->ref), 0, w->val, w->vlen, w->tombstone);
+  return 1;
 }
 
-/* Fill our version of w in the room reserved in memtable mt, on `node`,
-** and list it in our commit record. The record is made with the first
-** version, in the same memtable: that memtable then holds one of our
-** versions, so it is kept until we have decided (the flusher waits for
-** every pending version) and until our commit is durable (the flusher
-** retires a memtable only once the log holds every commit in it, up to its
-** max_seq), which is as long as the record is read. No other memtable is
-** sure to last: while make_room waits it leaves our commit epoch, and
-** memtables without a version of ours may be recycled meanwhile. The
-** descriptor names the record only once that first version is listed in
-** it, before any version is in a chain, so a reaper never reads a record
-** in an arena that may have been recycled. */
-static void list_version(struct commit_ctx *c, const struct version_room *room, uint64_t node,
-                         const struct wb_entry *w)
+/* Put our version made in `room` on `node` and list it in our commit
+** record. The record is made with the first version, in the same memtable:
+** that memtable then holds one of our versions, so it is kept until we have
+** decided (the flusher waits for every pending version) and until our
+** commit is durable (the flusher retires a memtable only once the log
+** holds every commit in it, up to its max_seq), which is as long as the
+** record is read. No other memtable is sure to last: while make_room waits
+** it leaves our commit epoch, and memtables without a version of ours may
+** be recycled meanwhile. The descriptor names the record only once that
+** first version is listed in it, before any version is in a chain, so a
+** reaper never reads a record in an arena that may have been recycled. */
+static void list_version(struct commit_ctx *c, const struct version_room *room, uint64_t node)
 {
-  mv_version_fill(c->r, shm_at(c->r, room->version), mv_pending_state(c->ref), node, w->val, w->vlen, w->tombstone);
-  if (!c->record_off) {
+  struct mv_version *v = shm_at(c->r, room->version);
+  v->node = shm_off_ref(c->r, node);   /* plain: published by the listing's release, then the install */
+  if (!c->record_off)
     c->record = shm_at(c->r, room->record);
-    mv_commit_init(c->record, (uint32_t)c->t->writes.n);
-  }
   mv_commit_add(c->r, c->record, room->version);
   if (!c->record_off) {
     c->record_off = room->record;
@@ -696,8 +704,8 @@ static int conflict_with(struct commit_ctx *c, uint64_t seq)
 ** written (prefetch_first_buckets), then has the version's work to arrive
 ** in; loading it right after linking the node was a tenth of fill_seq's
 ** client time (perf). A writer of the same key that finds the node meanwhile
-** waits for the hash (shm/skiplist.c, adopt), which is why the room was
-** reserved before the node was linked. Hashed before our decision, so a
+** waits for the hash (shm/skiplist.c, adopt), which is why the version is
+** made before the node is linked. Hashed before our decision, so a
 ** get through the index finds the node of every commit its snapshot holds;
 ** a process killed before that leaves an unhashed node with no committed
 ** version, which gets miss rightly (an adopter marks the index incomplete). */
@@ -710,7 +718,7 @@ static int install_one(struct commit_ctx *c, const struct wb_entry *w, struct in
     struct version_room room;
     int unindexed = 0;
     /* keys come in increasing order: each search resumes where the last one ended */
-    uint64_t node = reserve_version(c, mt, w, &room)
+    uint64_t node = make_version(c, mt, w, &room)
                       ? sl_find_or_insert_finger(c->r, mt, w->key, w->klen, w->hash, c->finger, &unindexed)
                       : 0;
     if (!node) {
@@ -722,7 +730,7 @@ static int install_one(struct commit_ctx *c, const struct wb_entry *w, struct in
         return rc;
       continue;
     }
-    list_version(c, &room, node, w);
+    list_version(c, &room, node);
     for (;;) {
       uint64_t other;
       enum mv_install_result outcome = mv_install(c->r, node, room.version, c->t->snapshot, &other);

@@ -452,7 +452,12 @@ static void kill_between_linking_and_hashing(const char *point)
 
   shm_region *r = &db->region;
   uint32_t mt = arena_active(r);
-  cr_assert_neq(sl_find(r, mt, "fresh", 5), 0, "the killed writer's node is not in the active memtable's list");
+  uint64_t node = sl_find(r, mt, "fresh", 5);
+  cr_assert_neq(node, 0, "the killed writer's node is not in the active memtable's list");
+  const struct sl_node *n = shm_at(r, node);
+  int intent = strcmp(point, "insert.linked") != 0;   /* killed with its version in the node's chain */
+  cr_assert_eq(atomic_load(&n->versions) != 0, intent, "the node %s a version after a kill at %s",
+               intent ? "lacks" : "holds", point);
   cr_assert_eq(sl_lookup(r, mt, "fresh", 5, sl_hash("fresh", 5)), 0, "the killed writer's node was hashed");
   cr_assert(sl_index_complete(r, mt), "the index is marked incomplete before anyone found the node");
   char v[32];

@@ -84,8 +84,8 @@ static struct mv_commit *record_of(shm_region *r, struct shm_txn_entry *e, uint3
 #define RECORD_CAP 64u   /* versions a test descriptor lists, unless record_of made it bigger first */
 
 /* A version in the active memtable, owned by descriptor (slot, entry) and
-** listed in that descriptor's commit record, as txn.c's new_version does.
-** Not in any key's chain. */
+** listed in that descriptor's commit record, as txn.c's make_version and
+** list_version do. Not in any key's chain. */
 static uint64_t new_version(shm_region *r, uint32_t slot, uint32_t entry, const char *val)
 {
   struct shm_txn_entry *e = shm_txn_entry_at(r, slot, entry);
