@@ -686,6 +686,7 @@ static void list_version(struct commit_ctx *c, const struct version_room *room, 
     atomic_store_explicit(&c->e->record, room->record, memory_order_release);
   }
   CRASHPOINT("commit.listed");   /* killed between listing and installing: tests/test_crash.c */
+  CALLPOINT("commit.listed");    /* tests/test_txn.c: another commit of a new key meanwhile */
 }
 
 /* We lost to the commit `seq`. If it is decided but not yet published, help

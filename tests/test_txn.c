@@ -1490,6 +1490,37 @@ Test(txn, every_new_key_of_a_commit_is_hashed_by_its_decision)
   tu_close();
 }
 
+static void commit_same_key_meanwhile(void *arg)
+{
+  tu_commit_kv(hash_db, (const char *)arg, "second", SOCHDB_ASYNC);
+}
+
+/* The writer that linked a new key's node, paused after it listed its
+** version and before it installed it (commit.listed), while another commit
+** of the key finds the node unhashed: that one waits for the hash, gives
+** up, marks the index incomplete and goes through; the first then loses
+** (CONFLICT) and still hashes its node, once. Gets, through the skiplist
+** now, read the second commit's value, and the key's node is hashed. */
+Test(txn, a_writer_finding_a_new_node_unhashed_goes_through_and_its_creator_conflicts)
+{
+  sochdb *db = hash_db = open_db();
+  shm_region *r = &db->region;
+  uint32_t mt = arena_active(r);
+  sochdb_txn *t = tu_begin(db, 0);
+  tu_put_str(t, "fresh", "first");
+  sochdb_test_call_at("commit.listed", commit_same_key_meanwhile, "fresh");
+  expect_conflict(t, "the creator of the node, after another commit of its key");
+  sochdb_test_call_at(NULL, NULL, NULL);
+  cr_assert(!sl_index_complete(r, mt), "the writer that found the node unhashed left the index complete");
+  uint64_t node = sl_find(r, mt, "fresh", 5);
+  cr_assert_neq(node, 0, "the node is not in the list");
+  cr_assert(atomic_load(&((const struct sl_node *)shm_at(r, node))->hashed), "the losing creator left its node unhashed");
+  expect_committed(db, "fresh", "second", "after the creator lost");
+  tu_commit_kv(db, "fresh", "third", SOCHDB_ASYNC);
+  expect_committed(db, "fresh", "third", "a later commit of the key");
+  tu_close();
+}
+
 /* One writer of a new key commits a large value while another commits a
 ** small one to the same key. Whichever links the node first hashes it only
 ** after its version is installed, and the other waits for that hash only
