@@ -928,8 +928,9 @@ static int install_all(struct commit_ctx *c, const uint32_t *order, struct insta
   ** ahead, so that their misses overlap each other and the skiplist search;
   ** a transaction of BUCKET_PREFETCH_AHEAD keys or fewer asked for all of
   ** them as it wrote them (prefetch_first_buckets) */
-  for (size_t i = 0; wb->n > BUCKET_PREFETCH_AHEAD && i < BUCKET_PREFETCH_AHEAD; i++)
-    sl_prefetch_bucket(c->r, arena_active(c->r), wb->ents[order[i]].hash, 1);
+  if (wb->n > BUCKET_PREFETCH_AHEAD)
+    for (size_t i = 0; i < BUCKET_PREFETCH_AHEAD; i++)
+      sl_prefetch_bucket(c->r, arena_active(c->r), wb->ents[order[i]].hash, 1);
   for (size_t i = 0; i < wb->n; i++) {
     if (i + BUCKET_PREFETCH_AHEAD < wb->n)
       sl_prefetch_bucket(c->r, arena_active(c->r), wb->ents[order[i + BUCKET_PREFETCH_AHEAD]].hash, 1);

@@ -1344,7 +1344,7 @@ static const command commands[] = {
     "deletes nothing older needs. Memtables already rotated out are flushed first,\n"
     "so only the current memtable's data stays out of it. Other processes may read\n"
     "and write meanwhile. If the daemon dies meanwhile, a new one is started and\n"
-    "carries the request out. The merged files are removed by the time it is done,\n"
+    "carries the request out. The merged files are removed as it finishes,\n"
     "save those a reader still holds, which go soon after it lets go of them.\n\n"
     "A progress bar is drawn on stderr when it is a terminal; a summary ends the\n"
     "output: SSTables and bytes before and after, compactions run, bytes read and\n"
