@@ -316,8 +316,9 @@ int compactor_step(struct compactor *c)
     rc = moves ? run_move(c, &job) : run_job(c, &job);
     s->compact_rate = saved;
     /* Its inputs go now, where no reader holds them, rather than at the
-    ** flusher's next step (up to a second later): a full compaction is
-    ** called done with their space given back. A move dooms nothing. */
+    ** flusher's next step (up to a second later), so a full compaction ends
+    ** with their space given back (or a moment after, when a flusher step
+    ** took them out of the list first). A move dooms nothing. */
     if (rc == SOCHDB_OK && !moves)
       store_reclaim(s);
   }
