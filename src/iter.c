@@ -300,10 +300,10 @@ int sdb_iter_open(sochdb_txn *t, const void *start, size_t slen, const void *end
   return iter_open(t, start, slen, end, elen, o, out);
 }
 
-static void take_smaller(const uint8_t **best, uint32_t *blen, const uint8_t *k, uint32_t kl, int ties)
+/* others_min's step: k becomes *best if it is smaller (or *best is none). */
+static void take_smaller(const uint8_t **best, uint32_t *blen, const uint8_t *k, uint32_t kl)
 {
-  int c = *best ? sl_compare(k, kl, *best, *blen) : -1;
-  if (c < 0 || (ties && c == 0)) {
+  if (!*best || sl_compare(k, kl, *best, *blen) < 0) {
     *best = k;
     *blen = kl;
   }
@@ -489,14 +489,14 @@ static const uint8_t *others_min(const sochdb_iter *it, int skip, int mskip, uin
   for (uint32_t i = 0; i < it->ncur; i++) {
     if (it->node[i] && (int)i != mskip) {
       const struct sl_node *n = shm_at(r, it->node[i]);
-      take_smaller(&best, blen, sl_key(n), n->klen, 0);
+      take_smaller(&best, blen, sl_key(n), n->klen);
     }
   }
   for (uint32_t i = 0; i < it->ntab; i++)
     if ((int)i != skip && it->tab[i].valid)
-      take_smaller(&best, blen, it->tab[i].e.key, it->tab[i].e.klen, 0);
+      take_smaller(&best, blen, it->tab[i].e.key, it->tab[i].e.klen);
   if (it->pos < it->nown)
-    take_smaller(&best, blen, it->own[it->pos].key, it->own[it->pos].klen, 0);
+    take_smaller(&best, blen, it->own[it->pos].key, it->own[it->pos].klen);
   return best;
 }
 
