@@ -135,6 +135,56 @@ Test(sochdbd, an_idle_daemon_hardly_wakes)
 #endif
 }
 
+/* Whether one of process pid's threads is named name (/proc/PID/task/TID/comm). */
+static int has_thread_named(pid_t pid, const char *name)
+{
+  char dir[64];
+  snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+  DIR *d = opendir(dir);
+  cr_assert_not_null(d, "opendir %s", dir);
+  int found = 0;
+  struct dirent *e;
+  while (!found && (e = readdir(d))) {
+    if (e->d_name[0] == '.')
+      continue;
+    char path[400], comm[32] = { 0 };
+    snprintf(path, sizeof path, "%s/%s/comm", dir, e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+      continue;   /* a thread that just ended */
+    if (fgets(comm, sizeof comm, f))
+      comm[strcspn(comm, "\n")] = 0;
+    fclose(f);
+    found = strcmp(comm, name) == 0;
+  }
+  closedir(d);
+  return found;
+}
+
+/* top -H, ps -L and perf tell the daemon's threads apart by their names. */
+Test(sochdbd, the_daemons_threads_carry_their_names)
+{
+#ifndef SOCHDB_TEST_SOCHDBD
+  cr_skip_test("the build defines no sochdbd");
+#else
+  sochdb_options o = tu_options(REGION, MT, 10000);
+  o.daemon_path = SOCHDB_TEST_SOCHDBD;
+  sochdb *db = tu_db = tu_open_with(tu_dir(), &o);
+  cr_assert_eq(put(db, "k", "v", 0), SOCHDB_OK, "a SYNC commit: the writer thread runs");
+  pid_t pid = daemon_pid();
+  static const char *const names[] = { "sochdbd-wal", "sochdbd-flush", "sochdbd-compact" };
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    /* a thread names itself as it starts: the daemon may serve a moment before */
+    for (int tries = 0; !has_thread_named(pid, names[i]); tries++) {
+      cr_assert_lt(tries, 5000, "no thread of sochdbd %d is named %s", (int)pid, names[i]);
+      tu_sleep_ms(1);
+    }
+  }
+  cr_assert(has_thread_named(pid, "sochdbd"), "the serving thread keeps the process's name");
+  tu_close();
+#endif
+}
+
 /* An ASYNC commit does not kick the writer (its round writes it with the
 ** others); but a writer that dozes has no rounds: the commit must wake it. */
 Test(sochdbd, an_async_commit_wakes_a_dozing_writer)
