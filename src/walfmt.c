@@ -394,19 +394,35 @@ static long long torn_group(const uint8_t *buf, size_t len, size_t off, uint64_t
 ** group is not ahead of it. Nor is one inside the torn group's payload,
 ** where its header is intact (torn_group; in a version-1 segment a value's
 ** group has the same salt): the search begins after the payload that
-** header declares. 1 with *at, or 0. */
+** header declares. 1 with *at, or 0.
+**
+** Each header that checks out has its payload hashed, and a forged file
+** could hold one every 8 bytes, each declaring the rest of the file: a
+** search quadratic in the segment's size. An interrupted write leaves one
+** such header (the torn group's, skipped above) and a real later group is
+** the first found, so hashing twice the bytes after off is more than either
+** needs. Past that budget the search stops: -1 with *at, damage all the same
+** (a torn tail would be cut off, and no acknowledged commit may be). */
 static int later_group(const uint8_t *buf, size_t len, size_t off, uint64_t salt, uint64_t next_lsn, size_t *at)
 {
   long long torn = torn_group(buf, len, off, salt, next_lsn);
   size_t from = torn < 0 ? off + 8
               : (uint64_t)torn > len - off - WAL_GROUP_HEADER ? len : off + WAL_GROUP_HEADER + (size_t)torn;
+  uint64_t budget = 2 * (uint64_t)(len - off);
   struct wal_group_header g;
-  for (size_t later = from; later + WAL_GROUP_HEADER <= len; later += 8)
-    if (ld32(buf + later) == GROUP_MAGIC && intact_group(buf, len, later, salt, &g, NULL, 0) >= 0 &&
-        g.first_lsn > next_lsn) {
-      *at = later;
+  for (size_t later = from; later + WAL_GROUP_HEADER <= len; later += 8) {
+    if (ld32(buf + later) != GROUP_MAGIC)
+      continue;
+    memcpy(&g, buf + later, sizeof g);
+    if (!group_header_ok(&g, salt) || g.first_lsn <= next_lsn || g.payload_bytes > len - later - WAL_GROUP_HEADER)
+      continue;   /* no later group of this segment: nothing to hash */
+    *at = later;
+    if (g.payload_bytes > budget)
+      return -1;
+    budget -= g.payload_bytes;
+    if (intact_group(buf, len, later, salt, &g, NULL, 0) >= 0)
       return 1;
-    }
+  }
   return 0;
 }
 
@@ -445,10 +461,16 @@ static int scan_groups(const uint8_t *buf, size_t len, uint64_t salt, size_t off
   if (zeros_from(buf, len, off, fd))
     return SOCHDB_OK;                       /* clean end (or preallocated zeros) */
   size_t later;
-  if (later_group(buf, len, off, salt, out->next_lsn, &later))
+  int found = later_group(buf, len, off, salt, out->next_lsn, &later);
+  if (found > 0)
     return sdb_fail(SOCHDB_CORRUPT,
                     "WAL damaged at file offset %zu (LSN %llu) before an intact group at offset %zu: "
                     "data that was durable is damaged",
+                    off, (unsigned long long)out->next_lsn, later);
+  if (found < 0)
+    return sdb_fail(SOCHDB_CORRUPT,
+                    "WAL damaged at file offset %zu (LSN %llu): group headers of this segment follow it, up to "
+                    "offset %zu and beyond, more than an interrupted write leaves (a damaged or forged file)",
                     off, (unsigned long long)out->next_lsn, later);
   out->torn_bytes = len - off;              /* an interrupted last write, or a reused file's old bytes */
   out->torn_write = out->version == WAL_VERSION_1 || torn_group(buf, len, off, salt, out->next_lsn) >= 0;

@@ -249,6 +249,50 @@ Test(walfmt, damage_before_an_intact_group_is_corruption)
   free(s.b.p);
 }
 
+/* After the break, a forged run of group headers that check out, one every
+** 64 bytes, each with a later LSN and declaring the rest of the file as its
+** payload, which does not match its checksum. Hashing each candidate's
+** payload made the search for a later group quadratic in the file's size;
+** it now gives up past twice the bytes after the break, and calls it damage
+** (an interrupted write leaves one such header, not thousands). */
+Test(walfmt, a_run_of_forged_group_headers_after_a_break_is_damage_found_in_bounded_work)
+{
+  struct seg s;
+  make_segment(&s, 2);
+  struct wal_seg_header h;
+  memcpy(&h, s.b.p, sizeof h);
+  uint64_t salt = wal_seg_salt(&h);
+  uint64_t next_lsn = 1000 + (s.b.n - WAL_SEG_HEADER) - 2 * WAL_GROUP_HEADER;   /* the LSN after both groups */
+  size_t brk = s.b.n;
+  uint8_t junk[64];
+  memset(junk, 0x5a, sizeof junk);            /* no header: the groups break off here */
+  append(&s.b, junk, sizeof junk);
+  enum { FORGED = 4096, SLOT = 64 };
+  size_t first = s.b.n, end = first + (size_t)FORGED * SLOT;
+  uint8_t *other = calloc(1, end);            /* what each header's checksum is computed over */
+  cr_assert_not_null(other);
+  for (unsigned i = 0; i < FORGED; i++) {
+    size_t at = first + (size_t)i * SLOT;
+    uint32_t payload = (uint32_t)(end - at - WAL_GROUP_HEADER);
+    struct wal_group_header g;
+    wal_group_header_init(&g, salt, next_lsn + 8 * (i + 1), other, payload);
+    append(&s.b, &g, sizeof g);
+    append(&s.b, junk, SLOT - sizeof g);
+  }
+  cr_assert_eq(s.b.n, end);
+  struct wal_scan_result r;
+  struct seen seen;
+  int rc = scan(s.b.p, s.b.n, &r, &seen);
+  cr_assert_eq(rc, SOCHDB_CORRUPT, "a forged run of headers after the break: got %s", sochdb_strerror(rc));
+  cr_assert_not_null(strstr(sochdb_last_error(), "more than an interrupted write leaves"), "message: %s",
+                     sochdb_last_error());
+  char at[64];
+  snprintf(at, sizeof at, "offset %zu (LSN %llu)", brk, (unsigned long long)next_lsn);
+  cr_assert_not_null(strstr(sochdb_last_error(), at), "the message names the break (%s): %s", at, sochdb_last_error());
+  free(other);
+  free(s.b.p);
+}
+
 Test(walfmt, zeros_after_the_last_group_are_a_clean_end)
 {
   struct seg s;
