@@ -912,6 +912,9 @@ int main(int argc, char **argv)
   ** writer_stop order it before the writer's last passes */
   flusher_stopped(&bg.f);
   stop_writer(writer, db);
+  /* A database at rest keeps no spare segment files: a successor makes new
+  ** ones (a kill -9 leaves them, and the successor adopts them). */
+  ww_release_pool(&w);
   flusher_free(&bg.f);
   compactor_free(&bg.c);
   store_close(&store);

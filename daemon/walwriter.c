@@ -759,6 +759,8 @@ void ww_pool_add(struct walwriter *w, uint64_t lsn)
   }
 }
 
+void ww_release_pool(struct walwriter *w) { release_pool(w); }
+
 void ww_close(struct walwriter *w)
 {
   pthread_mutex_destroy(&w->closed_lock);

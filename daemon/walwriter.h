@@ -87,6 +87,10 @@ int  ww_pool_wants(struct walwriter *w, unsigned pending);
 /* The file of segment lsn, renamed to its .free name and that rename made
 ** durable (its directory synced), is the writer's to reuse. Any thread. */
 void ww_pool_add(struct walwriter *w, uint64_t lsn);
+/* Remove the files kept for reuse: a daemon that leaves gives their disk
+** space back (up to WAL_FREE_MAX segments'), as SQLite's last connection
+** gives back its WAL's. Once the flusher and the writer have stopped. */
+void ww_release_pool(struct walwriter *w);
 
 void ww_log(const char *dir, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -2991,6 +2991,40 @@ Test(wal_crash, a_removed_segments_file_is_reused_and_a_kill_9_loses_nothing)
   sochdb_close(db);
 }
 
+static size_t ru_pooled_now(const char *dir)
+{
+  uint64_t *lsns = NULL;
+  size_t n = 0;
+  cr_assert_eq(wal_list_free(dir, &lsns, &n), SOCHDB_OK);
+  free(lsns);
+  return n;
+}
+
+/* A daemon that leaves (SIGTERM, or idle) removes the segment files it kept
+** for reuse: a database at rest holds no spare log. A kill -9 leaves them,
+** and the successor adopts them (the test above). */
+Test(wal_crash, a_daemon_that_leaves_removes_the_files_it_kept_for_reuse)
+{
+  const char *dir = tu_dir();
+  sochdb *db = wc_open(dir, 10000);
+  long round = 0;
+  while (round < 4000 && ru_pooled_now(dir) == 0)
+    ru_commit_round(db, ++round);
+  size_t pooled = ru_pooled_now(dir);
+  cr_assert_gt(pooled, 0, "after %ld rounds no segment's file was kept for reuse", round);
+  sochdb_close(db);
+  int status = wc_stop_daemon(dir, SIGTERM, "with files kept for reuse");
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "sochdbd's exit status %#x", status);
+  cr_assert_eq(ru_pooled_now(dir), 0, "%zu of the files kept for reuse outlived the daemon", ru_pooled_now(dir));
+  db = wc_open(dir, 10000);
+  ru_expect_round(db, round, "after the daemon left");
+  ru_commit_round(db, ++round);   /* the successor's segments are made anew */
+  sochdb_close(db);
+  db = wc_rebuild(dir, "from a log whose pool was given back");
+  ru_expect_round(db, round, "rebuilt");
+  sochdb_close(db);
+}
+
 /* A daemon killed in create_segment after it renamed a pooled file to the
 ** next segment's .wal.tmp name leaves a whole segment's bytes under a name
 ** nothing reads; the next segment is seldom made at the same LSN (the
