@@ -10,6 +10,7 @@
 #include "bulkhash.h"
 #include "fsutil.h"
 #include "mvcc.h"
+#include "testhooks.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -399,10 +400,11 @@ static long long torn_group(const uint8_t *buf, size_t len, size_t off, uint64_t
 ** Each header that checks out has its payload hashed, and a forged file
 ** could hold one every 8 bytes, each declaring the rest of the file: a
 ** search quadratic in the segment's size. An interrupted write leaves one
-** such header (the torn group's, skipped above) and a real later group is
-** the first found, so hashing twice the bytes after off is more than either
-** needs. Past that budget the search stops: -1 with *at, damage all the same
-** (a torn tail would be cut off, and no acknowledged commit may be). */
+** such header (the torn group's, skipped above), and the groups a writer
+** wrote after the break never overlap, so their payloads come to less than
+** the bytes after off: hashing twice that is more than a real file needs.
+** Past that budget the search stops: -1 with *at, damage all the same (a
+** torn tail would be cut off, and no acknowledged commit may be). */
 static int later_group(const uint8_t *buf, size_t len, size_t off, uint64_t salt, uint64_t next_lsn, size_t *at)
 {
   long long torn = torn_group(buf, len, off, salt, next_lsn);
@@ -420,6 +422,7 @@ static int later_group(const uint8_t *buf, size_t len, size_t off, uint64_t salt
     if (g.payload_bytes > budget)
       return -1;
     budget -= g.payload_bytes;
+    CALLPOINT("wal.later_group_hash");   /* tests/test_walfmt.c counts the payloads hashed */
     if (intact_group(buf, len, later, salt, &g, NULL, 0) >= 0)
       return 1;
   }

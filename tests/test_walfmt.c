@@ -11,6 +11,7 @@
 #include <criterion/criterion.h>
 
 #include "sochdb.h"
+#include "testhooks.h"
 #include "walfmt.h"
 
 #include <errno.h>
@@ -249,6 +250,15 @@ Test(walfmt, damage_before_an_intact_group_is_corruption)
   free(s.b.p);
 }
 
+static unsigned payloads_hashed;
+
+static void count_hash(void *unused)
+{
+  (void)unused;
+  payloads_hashed++;
+  sochdb_test_call_at("wal.later_group_hash", count_hash, NULL);   /* again for the next one */
+}
+
 /* After the break, a forged run of group headers that check out, one every
 ** 64 bytes, each with a later LSN and declaring the rest of the file as its
 ** payload, which does not match its checksum. Hashing each candidate's
@@ -282,7 +292,13 @@ Test(walfmt, a_run_of_forged_group_headers_after_a_break_is_damage_found_in_boun
   cr_assert_eq(s.b.n, end);
   struct wal_scan_result r;
   struct seen seen;
+  payloads_hashed = 0;
+  sochdb_test_call_at("wal.later_group_hash", count_hash, NULL);
   int rc = scan(s.b.p, s.b.n, &r, &seen);
+  sochdb_test_call_at(NULL, NULL, NULL);
+  /* each declares nearly the 256 KiB after it: two fit in twice the bytes after the break */
+  cr_assert_leq(payloads_hashed, 2, "the search hashed %u of the %d forged payloads", payloads_hashed, FORGED);
+  cr_assert_geq(payloads_hashed, 1, "the call point was not reached: the count says nothing");
   cr_assert_eq(rc, SOCHDB_CORRUPT, "a forged run of headers after the break: got %s", sochdb_strerror(rc));
   cr_assert_not_null(strstr(sochdb_last_error(), "more than an interrupted write leaves"), "message: %s",
                      sochdb_last_error());
