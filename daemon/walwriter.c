@@ -313,7 +313,10 @@ static int pool_has_room(struct walwriter *w)
   return (uint64_t)sv.f_bavail * sv.f_frsize >= want;
 }
 
-/* Unlink every pooled file (the disk may be full: they hold its space). */
+/* Unlink every pooled file (the disk may be full: they hold its space).
+** By path: where DIR is no longer our database's (removed, or replaced by
+** another whose segments may have the same names) the files are only
+** forgotten. */
 static void release_pool(struct walwriter *w)
 {
   uint64_t lsns[WAL_FREE_MAX];
@@ -322,6 +325,8 @@ static void release_pool(struct walwriter *w)
   memcpy(lsns, w->pool, n * sizeof *lsns);
   w->npool = 0;
   pthread_mutex_unlock(&w->pool_lock);
+  if (n && sdb_dir_is_ours(w->db) != SOCHDB_OK)
+    return;
   for (unsigned i = 0; i < n; i++) {   /* unlocked: with `discard` an unlink may wait on the disk */
     char path[4300];
     wal_free_path(path, sizeof path, w->db->dir, lsns[i]);

@@ -3008,9 +3008,9 @@ Test(wal_crash, a_daemon_that_leaves_removes_the_files_it_kept_for_reuse)
   const char *dir = tu_dir();
   sochdb *db = wc_open(dir, 10000);
   long round = 0;
-  while (round < 4000 && ru_pooled_now(dir) == 0)
+  size_t pooled = 0;
+  while (round < 4000 && (pooled = ru_pooled_now(dir)) == 0)
     ru_commit_round(db, ++round);
-  size_t pooled = ru_pooled_now(dir);
   cr_assert_gt(pooled, 0, "after %ld rounds no segment's file was kept for reuse", round);
   sochdb_close(db);
   int status = wc_stop_daemon(dir, SIGTERM, "with files kept for reuse");
