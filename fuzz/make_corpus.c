@@ -2,9 +2,10 @@
 ** make_corpus.c — writes the seed corpus of the fuzz targets: a few valid
 ** files of each kind, made with the library's own writers.
 **
-**   sochdb_fuzz_corpus OUTDIR   ->  files in OUTDIR/sst, OUTDIR/wal, OUTDIR/manifest
+**   sochdb_fuzz_corpus OUTDIR   ->  files in OUTDIR/sst, OUTDIR/wal, OUTDIR/manifest, OUTDIR/txn
 **
-** The MANIFESTs carry the database id fuzz_manifest.c replays them with.
+** The MANIFESTs carry the database id fuzz_manifest.c replays them with;
+** OUTDIR/txn holds a few programs of API calls for fuzz_txn.c.
 */
 #include "manifest.h"
 #include "rowfmt.h"
@@ -197,6 +198,42 @@ static void manifest(const char *name, unsigned edits)
   rmdir(dir);
 }
 
+/* Programs for fuzz_txn.c: an operation byte, a slot byte, then the
+** operation's own bytes (keys: a length byte and two letter bytes; values:
+** a length byte and an offset byte). */
+static void txn_programs(void)
+{
+  static const uint8_t put_commit_read[] = {
+    0, 0,                    /* begin read-write in slot 0 */
+    2, 0, 1, 5, 0, 20, 3,    /* put a 2-letter key, a 20-byte value */
+    2, 0, 3, 7, 1, 200, 9,   /* put a 4-letter key, 200 bytes */
+    5, 0,                    /* commit */
+    1, 1,                    /* begin read-only in slot 1 */
+    4, 1, 1, 5, 0,           /* get the first key */
+    7, 1, 3, 0, 1, 0, 3, 255, 255, /* scan from a 1-letter key to a 4-letter one */
+  };
+  static const uint8_t conflict[] = {
+    0, 0, 0, 1,              /* two read-write transactions, slots 0 and 1 */
+    2, 0, 0, 1, 0, 8, 1,     /* both put one key */
+    2, 1, 0, 1, 0, 9, 2,
+    5, 1, 5, 0,              /* slot 1 commits first: slot 0 conflicts */
+    0, 2,                    /* a third */
+    3, 2, 0, 1, 0,           /* deletes the key */
+    7, 2, 4,                 /* scans everything (a transient iterator) */
+    5, 2,                    /* and commits */
+  };
+  static const uint8_t refused[] = {
+    0, 0,                    /* begin read-write in slot 0 */
+    8, 0, 1, 8, 0, 3,        /* a NULL key, a key too long */
+    8, 0, 5, 8, 0, 7,        /* a value too long, one over half a memtable */
+    1, 1, 2, 1, 0, 1, 0, 5, 1,   /* a put to a read-only transaction */
+    8, 0, 11,                /* commit with unknown flags */
+  };
+  save("txn", "put-commit-read", put_commit_read, sizeof put_commit_read);
+  save("txn", "conflict", conflict, sizeof conflict);
+  save("txn", "refused", refused, sizeof refused);
+}
+
 int main(int argc, char **argv)
 {
   if (argc != 2) {
@@ -223,5 +260,6 @@ int main(int argc, char **argv)
   manifest("fresh.manifest", 0);
   manifest("edits.manifest", 2);
   manifest("rewritten.manifest", 5);
+  txn_programs();
   return 0;
 }

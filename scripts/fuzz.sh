@@ -5,7 +5,9 @@
 #
 # Builds in build-fuzz/ (CC=clang, -DSOCHDB_FUZZ=ON, no tests), writes a seed
 # corpus of valid files with the library's own writers, then runs fuzz_sst,
-# fuzz_wal and fuzz_manifest for SECONDS each. The corpus each run grows is
+# fuzz_wal, fuzz_manifest and fuzz_txn (the key-value API against a model of
+# snapshot isolation, on a database served by the tree's own sochdbd) for
+# SECONDS each. The corpus each run grows is
 # kept in build-fuzz/corpus/<target> (later runs start from it); a crashing
 # input is saved in build-fuzz/crashes/<target>/ and makes the script exit 1.
 set -u
@@ -18,14 +20,16 @@ jobs=$(nproc 2>/dev/null || echo 2)
 
 cmake -S "$root" -B "$build" -DCMAKE_C_COMPILER=clang -DSOCHDB_FUZZ=ON -DSOCHDB_BUILD_TESTS=OFF \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null || exit 1
-cmake --build "$build" -j"$jobs" --target fuzz_sst fuzz_wal fuzz_manifest sochdb_fuzz_corpus || exit 1
+cmake --build "$build" -j"$jobs" --target fuzz_sst fuzz_wal fuzz_manifest fuzz_txn sochdbd sochdb_fuzz_corpus \
+  || exit 1
+export SOCHDB_DAEMON=$build/sochdbd   # fuzz_txn's database is served by this tree's daemon
 
 seeds=$build/seeds
 rm -rf "$seeds"
 "$build/sochdb_fuzz_corpus" "$seeds" || exit 1
 
 # Each target is one process on one core: as many run at once as there are
-# cores, so a 2-core CI machine fuzzes the three in two rounds, not three.
+# cores, so a 2-core CI machine fuzzes the four in two rounds, not four.
 run_target() {
   local t=$1 corpus=$build/corpus/$1 crashes=$build/crashes/$1
   mkdir -p "$corpus" "$crashes"
@@ -33,7 +37,7 @@ run_target() {
       -rss_limit_mb=4096 -timeout=10 "$corpus" "$seeds/$t" >"$build/fuzz_$t.log" 2>&1
   echo $? >"$build/fuzz_$t.rc"
 }
-targets=(sst wal manifest)
+targets=(sst wal manifest txn)
 running=0
 for t in "${targets[@]}"; do
   if [ $running -ge "$jobs" ]; then
@@ -65,8 +69,8 @@ for t in "${targets[@]}"; do
   fi
   if [ "$rc" -ne 0 ]; then
     echo "!! fuzz_$t FAILED (exit $rc); see $log and $build/crashes/$t/" >&2
-    grep -E -m3 'ERROR:|runtime error|SUMMARY' "$log" | sed 's/^/   /' >&2
-    { echo "fuzz_$t exit $rc: $(grep -E -m1 'ERROR:|runtime error|SUMMARY|Timeout|out-of-memory|leak' "$log")"
+    grep -E -m3 '^fuzz_txn:|ERROR:|runtime error|SUMMARY' "$log" | sed 's/^/   /' >&2
+    { echo "fuzz_$t exit $rc: $(grep -E -m1 '^fuzz_txn:|ERROR:|runtime error|SUMMARY|Timeout|out-of-memory|leak' "$log")"
       grep -m1 '^Base64:' "$log" | cut -c1-3000; } >>"$summary"
     failed=1
   fi
