@@ -84,32 +84,80 @@ static pid_t daemon_pid(void)
   return pid;
 }
 
-/* How many times the threads of process pid blocked, all together. */
-static unsigned long blocked_times(pid_t pid)
+/* Call fn with each of process pid's threads' /proc/PID/task/TID/<file>,
+** open for reading, until fn returns nonzero. */
+static void each_thread_file(pid_t pid, const char *file, int (*fn)(FILE *f, void *ctx), void *ctx)
 {
   char dir[64];
   snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
   DIR *d = opendir(dir);
   cr_assert_not_null(d, "opendir %s", dir);
-  unsigned long total = 0;
   struct dirent *e;
-  while ((e = readdir(d))) {
+  int done = 0;
+  while (!done && (e = readdir(d))) {
     if (e->d_name[0] == '.')
       continue;
-    char path[400], line[128];
-    snprintf(path, sizeof path, "%s/%s/status", dir, e->d_name);
+    char path[400];
+    snprintf(path, sizeof path, "%s/%s/%s", dir, e->d_name, file);
     FILE *f = fopen(path, "r");
     if (!f)
       continue;   /* a thread that just ended */
-    unsigned long n;
-    while (fgets(line, sizeof line, f))
-      if (sscanf(line, "voluntary_ctxt_switches: %lu", &n) == 1)
-        total += n;
+    done = fn(f, ctx);
     fclose(f);
   }
   closedir(d);
+}
+
+static int add_blocked(FILE *status, void *total)
+{
+  char line[128];
+  unsigned long n;
+  while (fgets(line, sizeof line, status))
+    if (sscanf(line, "voluntary_ctxt_switches: %lu", &n) == 1)
+      *(unsigned long *)total += n;
+  return 0;
+}
+
+/* How many times the threads of process pid blocked, all together. */
+static unsigned long blocked_times(pid_t pid)
+{
+  unsigned long total = 0;
+  each_thread_file(pid, "status", add_blocked, &total);
   return total;
 }
+
+struct name_search {
+  const char *name;
+  int         found;
+};
+
+static int is_named(FILE *comm, void *ctx)
+{
+  struct name_search *q = ctx;
+  char line[32] = { 0 };
+  if (fgets(line, sizeof line, comm))
+    line[strcspn(line, "\n")] = 0;
+  return q->found = strcmp(line, q->name) == 0;
+}
+
+/* Whether one of process pid's threads is named name. */
+static int has_thread_named(pid_t pid, const char *name)
+{
+  struct name_search q = { name, 0 };
+  each_thread_file(pid, "comm", is_named, &q);
+  return q.found;
+}
+
+#ifdef SOCHDB_TEST_SOCHDBD
+/* A database served by the build's own sochdbd, whose /proc entries the
+** tests read. */
+static sochdb *open_with_the_builds_daemon(void)
+{
+  sochdb_options o = tu_options(REGION, MT, 10000);
+  o.daemon_path = SOCHDB_TEST_SOCHDBD;
+  return tu_db = tu_open_with(tu_dir(), &o);
+}
+#endif
 
 /* Before: the writer woke every 5 ms, the flusher every 5 ms, the compactor
 ** every 20 ms and the reaper every 100 ms, 460 wakes a second. Now the
@@ -120,9 +168,7 @@ Test(sochdbd, an_idle_daemon_hardly_wakes)
 #ifndef SOCHDB_TEST_SOCHDBD
   cr_skip_test("the build defines no sochdbd");
 #else
-  sochdb_options o = tu_options(REGION, MT, 10000);
-  o.daemon_path = SOCHDB_TEST_SOCHDBD;
-  sochdb *db = tu_db = tu_open_with(tu_dir(), &o);
+  sochdb *db = open_with_the_builds_daemon();
   cr_assert_eq(put(db, "k", "v", SOCHDB_ASYNC), SOCHDB_OK);
   cr_assert_eq(put(db, "k", "w", 0), SOCHDB_OK);
   pid_t pid = daemon_pid();
@@ -135,41 +181,13 @@ Test(sochdbd, an_idle_daemon_hardly_wakes)
 #endif
 }
 
-/* Whether one of process pid's threads is named name (/proc/PID/task/TID/comm). */
-static int has_thread_named(pid_t pid, const char *name)
-{
-  char dir[64];
-  snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
-  DIR *d = opendir(dir);
-  cr_assert_not_null(d, "opendir %s", dir);
-  int found = 0;
-  struct dirent *e;
-  while (!found && (e = readdir(d))) {
-    if (e->d_name[0] == '.')
-      continue;
-    char path[400], comm[32] = { 0 };
-    snprintf(path, sizeof path, "%s/%s/comm", dir, e->d_name);
-    FILE *f = fopen(path, "r");
-    if (!f)
-      continue;   /* a thread that just ended */
-    if (fgets(comm, sizeof comm, f))
-      comm[strcspn(comm, "\n")] = 0;
-    fclose(f);
-    found = strcmp(comm, name) == 0;
-  }
-  closedir(d);
-  return found;
-}
-
 /* top -H, ps -L and perf tell the daemon's threads apart by their names. */
 Test(sochdbd, the_daemons_threads_carry_their_names)
 {
 #ifndef SOCHDB_TEST_SOCHDBD
   cr_skip_test("the build defines no sochdbd");
 #else
-  sochdb_options o = tu_options(REGION, MT, 10000);
-  o.daemon_path = SOCHDB_TEST_SOCHDBD;
-  sochdb *db = tu_db = tu_open_with(tu_dir(), &o);
+  sochdb *db = open_with_the_builds_daemon();
   cr_assert_eq(put(db, "k", "v", 0), SOCHDB_OK, "a SYNC commit: the writer thread runs");
   pid_t pid = daemon_pid();
   static const char *const names[] = { "sochdbd-wal", "sochdbd-flush", "sochdbd-compact" };
