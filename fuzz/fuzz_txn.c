@@ -8,7 +8,8 @@
 ** memtables and SSTables alike. Each input starts from an empty database
 ** (the keys the last one left are deleted) and is a program for up to three
 ** transactions at once: begins, puts, deletes, gets, scans (kept and
-** transient iterators over a range), commits and aborts, and calls the API
+** transient iterators over a range, some with a write of their transaction
+** between opening and reading), commits and aborts, and calls the API
 ** must refuse with SOCHDB_INVALID (NULL arguments, keys of length 0, past
 ** SOCHDB_MAX_KEY or in the engine's reserved 0xFF 0xFF range, values past
 ** SOCHDB_MAX_VALUE or half a memtable, writes to a read-only transaction,
@@ -298,24 +299,18 @@ static long model_next(const struct slot *s, const uint8_t *after, size_t alen, 
   return best;
 }
 
-static void op_scan(struct slot *s, struct input *in)
+/* Read iterator it to its end, checking each pair against what view holds
+** in the range, in key order. Closes it. */
+static void check_scan(sochdb_iter *it, const struct slot *view, const uint8_t *lo, size_t lolen, const uint8_t *hi,
+                       size_t hilen)
 {
-  uint8_t lo[8], hi[8];
-  unsigned how = take(in);
-  size_t lolen = how & 1 ? take_key(in, lo) : 0, hilen = how & 2 ? take_key(in, hi) : 0;
-  if (!s->t)
-    return;
-  sochdb_iter *it;
-  int rc = how & 4 ? sochdb_iter_open_transient(s->t, lolen ? lo : NULL, lolen, hilen ? hi : NULL, hilen, &it)
-                   : sochdb_iter_open(s->t, lolen ? lo : NULL, lolen, hilen ? hi : NULL, hilen, &it);
-  expect_rc(rc, SOCHDB_OK, "iter_open");
   const uint8_t *after = NULL;
   size_t alen = 0;
   for (;;) {
     const void *key, *val;
     size_t klen, vlen;
-    rc = sochdb_iter_next(it, &key, &klen, &val, &vlen);
-    long want = model_next(s, after, alen, lo, lolen, hi, hilen);
+    int rc = sochdb_iter_next(it, &key, &klen, &val, &vlen);
+    long want = model_next(view, after, alen, lo, lolen, hi, hilen);
     if (want < 0) {
       expect_rc(rc, SOCHDB_NOTFOUND, "a scan went past the keys the snapshot holds");
       break;
@@ -323,7 +318,7 @@ static void op_scan(struct slot *s, struct input *in)
     expect_rc(rc, SOCHDB_OK, "a scan ended before a key the snapshot holds");
     const uint8_t *wval;
     size_t wlen;
-    model_get(s, (size_t)want, &wval, &wlen);
+    model_get(view, (size_t)want, &wval, &wlen);
     if (klen != keys[want].len || memcmp(key, keys[want].bytes, klen) != 0)
       mismatch("a scan returned another key", rc);
     if (vlen != wlen || (wlen && memcmp(val, wval, wlen) != 0))
@@ -332,6 +327,37 @@ static void op_scan(struct slot *s, struct input *in)
     alen = keys[want].len;
   }
   sochdb_iter_close(it);
+}
+
+/* A scan of a range (either bound may be absent) through a kept or a
+** transient iterator. With `write_first`, the transaction writes a key
+** between the iterator's opening and its reading: the iterator sees its
+** transaction's writes as they were when it was opened. */
+static void op_scan(struct slot *s, struct input *in, int write_first)
+{
+  uint8_t lo[8], hi[8];
+  unsigned how = take(in);
+  size_t lolen = how & 1 ? take_key(in, lo) : 0, hilen = how & 2 ? take_key(in, hi) : 0;
+  if (!s->t) {
+    if (write_first)
+      op_write(s, in, how & 8);   /* its bytes are taken all the same */
+    return;
+  }
+  sochdb_iter *it;
+  int rc = how & 4 ? sochdb_iter_open_transient(s->t, lolen ? lo : NULL, lolen, hilen ? hi : NULL, hilen, &it)
+                   : sochdb_iter_open(s->t, lolen ? lo : NULL, lolen, hilen ? hi : NULL, hilen, &it);
+  expect_rc(rc, SOCHDB_OK, "iter_open");
+  struct slot opened = *s;
+  if (write_first) {
+    opened.w = malloc((s->nw ? s->nw : 1) * sizeof *s->w);
+    if (!opened.w)
+      abort();
+    memcpy(opened.w, s->w, s->nw * sizeof *s->w);
+    op_write(s, in, how & 8);
+  }
+  check_scan(it, &opened, lo, lolen, hi, hilen);
+  if (write_first)
+    free(opened.w);
 }
 
 static void op_commit(struct slot *s)
@@ -462,7 +488,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   empty_the_database();
   model_reset();
   while (in.n) {
-    unsigned op = take(&in) % 10;
+    unsigned op = take(&in) % 11;
     struct slot *s = take_slot(&in);
     switch (op) {
     case 0: op_begin(s, 0); break;
@@ -472,9 +498,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 4: op_get(s, &in); break;
     case 5: op_commit(s); break;
     case 6: op_abort(s); break;
-    case 7: op_scan(s, &in); break;
+    case 7: op_scan(s, &in, 0); break;
     case 8: op_refused(s, &in); break;
     case 9: op_write(s, &in, 0); op_commit(s); break;
+    case 10: op_scan(s, &in, 1); break;
     }
   }
   for (unsigned i = 0; i < SLOTS; i++)
