@@ -24,9 +24,13 @@
 ** (first committer wins), and otherwise applies every write at once. Any
 ** answer of the engine that the model does not give aborts the fuzzer.
 */
+#include "internal.h"   /* sdb_daemon_stop */
 #include "sochdb.h"
 
+#include <errno.h>
 #include <ftw.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +43,7 @@
 #define BIG_VALUE      (64u << 10)
 
 static sochdb *db;
-static char dir[64];
+static char dir[4096], region[4096];
 static uint8_t scratch[MEMTABLE_BYTES];   /* bytes for values and for over-long keys */
 
 /* ---- failure ---------------------------------------------------------------- */
@@ -94,7 +98,7 @@ static size_t      nkeys;
 static uint64_t    committed;   /* the model's newest commit */
 static struct slot slots[SLOTS];
 
-static int key_order(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+static int byte_order(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
 {
   int c = memcmp(a, b, alen < blen ? alen : blen);
   return c ? c : (alen > blen) - (alen < blen);
@@ -277,7 +281,7 @@ static void op_get(struct slot *s, struct input *in)
 
 static int in_range(const uint8_t *k, size_t len, const uint8_t *lo, size_t lolen, const uint8_t *hi, size_t hilen)
 {
-  return (!lolen || key_order(k, len, lo, lolen) >= 0) && (!hilen || key_order(k, len, hi, hilen) < 0);
+  return (!lolen || byte_order(k, len, lo, lolen) >= 0) && (!hilen || byte_order(k, len, hi, hilen) < 0);
 }
 
 /* The next key the model holds for s in the range, after `after` (NULL:
@@ -290,9 +294,9 @@ static long model_next(const struct slot *s, const uint8_t *after, size_t alen, 
     const uint8_t *v;
     size_t vl;
     const struct key *k = &keys[i];
-    if (!in_range(k->bytes, k->len, lo, lolen, hi, hilen) || (after && key_order(k->bytes, k->len, after, alen) <= 0))
+    if (!in_range(k->bytes, k->len, lo, lolen, hi, hilen) || (after && byte_order(k->bytes, k->len, after, alen) <= 0))
       continue;
-    if (best >= 0 && key_order(k->bytes, k->len, keys[best].bytes, keys[best].len) >= 0)
+    if (best >= 0 && byte_order(k->bytes, k->len, keys[best].bytes, keys[best].len) >= 0)
       continue;
     if (model_get(s, i, &v, &vl))
       best = (long)i;
@@ -353,7 +357,8 @@ static void op_scan(struct slot *s, struct input *in, int write_first)
     opened.w = malloc((s->nw ? s->nw : 1) * sizeof *s->w);
     if (!opened.w)
       abort();
-    memcpy(opened.w, s->w, s->nw * sizeof *s->w);
+    if (s->nw)   /* s->w is NULL until the slot's first write */
+      memcpy(opened.w, s->w, s->nw * sizeof *s->w);
     op_write(s, in, how & 8);
   }
   check_scan(it, &opened, lo, lolen, hi, hilen);
@@ -465,11 +470,16 @@ static int remove_one(const char *path, const struct stat *st, int flag, struct 
   return remove(path);
 }
 
-/* The daemon, finding its directory gone, removes the region itself. */
+/* The daemon stopped first (it may still be flushing), then the directory
+** and the region. A crash skips this: a directory fuzz.sh names is then
+** taken up again by the next run, which removes it at its end. */
 static void remove_database(void)
 {
   sochdb_close(db);
-  nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+  if (sdb_daemon_stop(dir, SIGTERM, 10000) != SOCHDB_OK)
+    fprintf(stderr, "fuzz_txn: %s's daemon did not stop (%s); left as it is\n", dir, sochdb_last_error());
+  else if (nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS) == 0)
+    unlink(region);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -477,18 +487,33 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   (void)argc, (void)argv;
   for (size_t i = 0; i < sizeof scratch; i++)
     scratch[i] = (uint8_t)(i * 131 + (i >> 8));
-  snprintf(dir, sizeof dir, "/tmp/sochdb-fuzz-txn.XXXXXX");
-  if (!mkdtemp(dir)) {
-    perror("fuzz_txn: mkdtemp");
-    exit(1);
+  /* $SOCHDB_FUZZ_TXN_DIR (scripts/fuzz.sh: one in the build tree, so a
+  ** crashed run leaves nothing elsewhere), else a new one in /tmp. */
+  const char *named = getenv("SOCHDB_FUZZ_TXN_DIR");
+  if (named && *named) {
+    snprintf(dir, sizeof dir, "%s", named);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+      perror("fuzz_txn: mkdir");
+      exit(1);
+    }
+  } else {
+    snprintf(dir, sizeof dir, "/tmp/sochdb-fuzz-txn.XXXXXX");
+    if (!mkdtemp(dir)) {
+      perror("fuzz_txn: mkdtemp");
+      exit(1);
+    }
   }
-  sochdb_options o = { .region_bytes = 64u << 20, .memtable_bytes = MEMTABLE_BYTES };
+  /* busy_timeout_ms within libFuzzer's 10 s an input: a stall ends as
+  ** SOCHDB_BUSY, or a SYNC commit's wait as SOCHDB_DAEMON (5 s), both taken
+  ** for what they are, not as a timeout of the input */
+  sochdb_options o = { .region_bytes = 64u << 20, .memtable_bytes = MEMTABLE_BYTES, .busy_timeout_ms = 2000 };
   int rc = sochdb_open(dir, &o, &db);
   if (rc != SOCHDB_OK) {
     fprintf(stderr, "fuzz_txn: open %s: %s (%s); set $SOCHDB_DAEMON to a sochdbd\n", dir, sochdb_strerror(rc),
             sochdb_last_error());
     exit(1);
   }
+  snprintf(region, sizeof region, "%s", sochdb_region_path(db));
   atexit(remove_database);
   return 0;
 }

@@ -23,6 +23,7 @@ cmake -S "$root" -B "$build" -DCMAKE_C_COMPILER=clang -DSOCHDB_FUZZ=ON -DSOCHDB_
 cmake --build "$build" -j"$jobs" --target fuzz_sst fuzz_wal fuzz_manifest fuzz_txn sochdbd sochdb_fuzz_corpus \
   || exit 1
 export SOCHDB_DAEMON=$build/sochdbd   # fuzz_txn's database is served by this tree's daemon
+export SOCHDB_FUZZ_TXN_DIR=$build/txn-db   # and lives here: a crashed run's is taken up by the next
 
 seeds=$build/seeds
 rm -rf "$seeds"
@@ -61,8 +62,14 @@ for t in "${targets[@]}"; do
   grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|^#[0-9]+.*DONE' "$log" | sed 's/^/   /'
   # A timeout or out-of-memory input that runs in time and memory when run
   # again alone was a stall of the machine (CI's are shared), not of the reader.
-  stalled=$(ls -t "$build/crashes/$t"/timeout-* "$build/crashes/$t"/oom-* 2>/dev/null | head -1)
-  if [ "$rc" -ne 0 ] && [ -n "$stalled" ] && ! grep -q -E 'ERROR: (Address|Undefined|Leak)Sanitizer|runtime error' "$log" &&
+  # Only this run's, and only when that is what stopped it: an older saved
+  # input must not excuse a crash or a model mismatch (fuzz_txn's abort).
+  stalled=
+  if grep -q -E '^==[0-9]+== ERROR: libFuzzer: (timeout|out-of-memory)' "$log"; then
+    stalled=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -1)
+  fi
+  if [ "$rc" -ne 0 ] && [ -n "$stalled" ] && [ -f "$stalled" ] &&
+     ! grep -q -E 'ERROR: (Address|Undefined|Leak)Sanitizer|runtime error' "$log" &&
      "$build/fuzz_$t" -timeout=10 -rss_limit_mb=4096 "$stalled" >"$log.again" 2>&1; then
     echo "   $(basename "$stalled") stopped the run, but ran in time and memory alone: a stall, not counted"
     rc=0
