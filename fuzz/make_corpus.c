@@ -229,6 +229,24 @@ static void txn_programs(void)
     1, 1, 2, 1, 0, 1, 0, 5, 1,   /* a put to a read-only transaction */
     8, 0, 11,                /* commit with unknown flags */
   };
+  /* A transaction open across flushes: slot 0 puts key K; slot 1 commits
+  ** 64 KiB values (20 of them fill more than a 1 MiB memtable), then K,
+  ** then 20 more, so that K's newest version is in an SSTable when slot 0
+  ** commits (and conflicts: the commit looks K up in the SSTables). */
+  uint8_t across[600], *q = across;
+  static const uint8_t begin0_put_k[] = { 0, 0, 2, 0, 0, 1, 0, 30, 1 };
+  memcpy(q, begin0_put_k, sizeof begin0_put_k);
+  q += sizeof begin0_put_k;
+  for (unsigned i = 0; i < 41; i++) {
+    uint8_t big[] = { 0, 1, 2, 1, 3, (uint8_t)(i * 7), (uint8_t)(i >> 3), 255, (uint8_t)i, 5, 1 };
+    if (i == 20) {   /* K, in a small value */
+      big[4] = 0, big[5] = 1, big[6] = 0, big[7] = 40;
+    }
+    memcpy(q, big, sizeof big);
+    q += sizeof big;
+  }
+  *q++ = 5, *q++ = 0;   /* slot 0 commits: a conflict */
+  save("txn", "across-flushes", across, (size_t)(q - across));
   save("txn", "put-commit-read", put_commit_read, sizeof put_commit_read);
   save("txn", "conflict", conflict, sizeof conflict);
   save("txn", "refused", refused, sizeof refused);
