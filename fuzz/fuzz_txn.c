@@ -7,9 +7,10 @@
 ** flushes and compacts behind them, so reads and conflict checks meet
 ** memtables and SSTables alike. Each input starts from an empty database
 ** (the keys the last one left are deleted) and is a program for up to three
-** transactions at once: begins, puts, deletes, gets, scans (kept and
-** transient iterators over a range, some with a write of their transaction
-** between opening and reading), commits (ASYNC, and SYNC through the group
+** transactions at once: begins, puts, deletes, gets (whose values must
+** read the same until their transaction ends), scans (kept and transient
+** iterators over a range, some with a write of their own transaction, or
+** another's commit, between opening and reading), commits (ASYNC, and SYNC through the group
 ** commit) and aborts, and calls the API
 ** must refuse with SOCHDB_INVALID (NULL arguments, keys of length 0, past
 ** SOCHDB_MAX_KEY or in the engine's reserved 0xFF 0xFF range, values past
@@ -41,6 +42,7 @@
 #define SLOTS          3
 #define MAX_KEYS       512          /* distinct keys of one input's model */
 #define BIG_VALUE      (64u << 10)
+#define HELD_MAX       8
 
 static sochdb *db;
 static char dir[4096], region[4096];
@@ -91,6 +93,12 @@ struct slot {
   uint64_t      snapshot;
   struct write *w;          /* one per key, the last write wins */
   size_t        nw, cap;
+  struct held {             /* values gets returned: valid until the transaction ends */
+    const void    *got;
+    const uint8_t *want;
+    size_t         len;
+  } held[HELD_MAX];
+  unsigned      nheld;      /* the newest HELD_MAX of them, a ring */
 };
 
 static struct key  keys[MAX_KEYS];
@@ -175,10 +183,22 @@ static int model_commit(struct slot *s)
   return SOCHDB_OK;
 }
 
+/* The values gets returned still read as they did, whatever the
+** transaction did since (writes of the same key included): checked just
+** before it ends. */
+static void check_held(const struct slot *s)
+{
+  unsigned n = s->nheld < HELD_MAX ? s->nheld : HELD_MAX;
+  for (unsigned i = 0; i < n; i++)
+    if (memcmp(s->held[i].got, s->held[i].want, s->held[i].len) != 0)
+      mismatch("a value get returned changed before its transaction ended", SOCHDB_OK);
+}
+
 static void slot_end(struct slot *s)
 {
   s->t = NULL;
   s->nw = 0;
+  s->nheld = 0;
 }
 
 static void model_reset(void)
@@ -241,6 +261,7 @@ static void op_begin(struct slot *s, int readonly)
   s->readonly = readonly;
   s->snapshot = committed;
   s->nw = 0;
+  s->nheld = 0;
 }
 
 static void op_write(struct slot *s, struct input *in, int deleted)
@@ -277,6 +298,8 @@ static void op_get(struct slot *s, struct input *in)
   expect_rc(rc, SOCHDB_OK, "get of a key the snapshot holds");
   if (vlen != wlen || (wlen && memcmp(val, want, wlen) != 0))
     mismatch("get returned another value", rc);
+  if (wlen)
+    s->held[s->nheld++ % HELD_MAX] = (struct held){ val, want, wlen };
 }
 
 static int in_range(const uint8_t *k, size_t len, const uint8_t *lo, size_t lolen, const uint8_t *hi, size_t hilen)
@@ -334,18 +357,22 @@ static void check_scan(sochdb_iter *it, const struct slot *view, const uint8_t *
   sochdb_iter_close(it);
 }
 
+static void op_commit(struct slot *s, unsigned flags);
+
 /* A scan of a range (either bound may be absent) through a kept or a
-** transient iterator. With `write_first`, the transaction writes a key
-** between the iterator's opening and its reading: the iterator sees its
-** transaction's writes as they were when it was opened. */
+** transient iterator. With `write_first`, a key is written between the
+** iterator's opening and its reading: by its own transaction, which it
+** sees as it was when it was opened, or (how & 16) by the next slot's,
+** which then commits, outside the iterator's snapshot. */
 static void op_scan(struct slot *s, struct input *in, int write_first)
 {
   uint8_t lo[8], hi[8];
   unsigned how = take(in);
   size_t lolen = how & 1 ? take_key(in, lo) : 0, hilen = how & 2 ? take_key(in, hi) : 0;
+  struct slot *writer = how & 16 ? &slots[(size_t)(s - slots + 1) % SLOTS] : s;
   if (!s->t) {
     if (write_first)
-      op_write(s, in, how & 8);   /* its bytes are taken all the same */
+      op_write(writer, in, how & 8);   /* its bytes are taken all the same */
     return;
   }
   sochdb_iter *it;
@@ -359,7 +386,9 @@ static void op_scan(struct slot *s, struct input *in, int write_first)
       abort();
     if (s->nw)   /* s->w is NULL until the slot's first write */
       memcpy(opened.w, s->w, s->nw * sizeof *s->w);
-    op_write(s, in, how & 8);
+    op_write(writer, in, how & 8);
+    if (writer != s)
+      op_commit(writer, SOCHDB_ASYNC);
   }
   check_scan(it, &opened, lo, lolen, hi, hilen);
   if (write_first)
@@ -370,6 +399,7 @@ static void op_commit(struct slot *s, unsigned flags)
 {
   if (!s->t)
     return;
+  check_held(s);
   int rc = sochdb_commit(s->t, flags);
   if (rc == SOCHDB_DAEMON && flags == SOCHDB_SYNC)
     rc = SOCHDB_OK;   /* applied and visible, only not confirmed durable in time: a slow machine */
@@ -385,6 +415,7 @@ static void op_abort(struct slot *s)
 {
   if (!s->t)
     return;
+  check_held(s);
   sochdb_abort(s->t);
   slot_end(s);
 }
