@@ -224,16 +224,30 @@ int wal_record_checksum_ok(const struct wal_record *rec)
   return ld64(p + 16) == record_checksum(p, ld32(p));
 }
 
+/* Whether a group header of this segment (salt) lies at off, its payload
+** within the segment: into *g. */
+static int group_header_at(const uint8_t *buf, size_t len, size_t off, uint64_t salt, struct wal_group_header *g)
+{
+  if (len - off < WAL_GROUP_HEADER)
+    return 0;
+  memcpy(g, buf + off, sizeof *g);
+  return group_header_ok(g, salt) && g->payload_bytes <= len - off - WAL_GROUP_HEADER;
+}
+
+/* Whether the payload of the group whose header at off is g matches its checksum. */
+static int group_payload_ok(const uint8_t *buf, size_t off, const struct wal_group_header *g, uint64_t salt)
+{
+  return g->payload_checksum ==
+         group_payload_checksum(buf + off + WAL_GROUP_HEADER, g->payload_bytes, g->first_lsn, salt);
+}
+
 /* An intact group at off (header and payload checksums; the payload's is
 ** not computed again when `trusted` says a helper verified it): its payload
 ** size, or -1. */
 static long long intact_group(const uint8_t *buf, size_t len, size_t off, uint64_t salt,
                               struct wal_group_header *g, const struct wal_ahead *trusted, uint32_t seg)
 {
-  if (len - off < WAL_GROUP_HEADER)
-    return -1;
-  memcpy(g, buf + off, sizeof *g);
-  if (!group_header_ok(g, salt) || g->payload_bytes > len - off - WAL_GROUP_HEADER)
+  if (!group_header_at(buf, len, off, salt, g))
     return -1;
   uint64_t end = off + WAL_GROUP_HEADER + g->payload_bytes;
   /* The claim is about bytes nobody writes during the scan (the caller
@@ -246,9 +260,7 @@ static long long intact_group(const uint8_t *buf, size_t len, size_t off, uint64
     if (verified >> WAL_AHEAD_OFFSET_BITS == seg && wal_ahead_pos(seg, end) <= verified)
       return g->payload_bytes;
   }
-  if (g->payload_checksum != group_payload_checksum(buf + off + WAL_GROUP_HEADER, g->payload_bytes, g->first_lsn, salt))
-    return -1;
-  return g->payload_bytes;
+  return group_payload_ok(buf, off, g, salt) ? (long long)g->payload_bytes : -1;
 }
 
 /* Whether the scan is WAL_AHEAD_SLOTS or more segments behind seg, where the
@@ -413,17 +425,14 @@ static int later_group(const uint8_t *buf, size_t len, size_t off, uint64_t salt
   uint64_t budget = 2 * (uint64_t)(len - off);
   struct wal_group_header g;
   for (size_t later = from; later + WAL_GROUP_HEADER <= len; later += 8) {
-    if (ld32(buf + later) != GROUP_MAGIC)
-      continue;
-    memcpy(&g, buf + later, sizeof g);
-    if (!group_header_ok(&g, salt) || g.first_lsn <= next_lsn || g.payload_bytes > len - later - WAL_GROUP_HEADER)
+    if (ld32(buf + later) != GROUP_MAGIC || !group_header_at(buf, len, later, salt, &g) || g.first_lsn <= next_lsn)
       continue;   /* no later group of this segment: nothing to hash */
     *at = later;
     if (g.payload_bytes > budget)
       return -1;
     budget -= g.payload_bytes;
     CALLPOINT("wal.later_group_hash");   /* tests/test_walfmt.c counts the payloads hashed */
-    if (intact_group(buf, len, later, salt, &g, NULL, 0) >= 0)
+    if (group_payload_ok(buf, later, &g, salt))
       return 1;
   }
   return 0;
