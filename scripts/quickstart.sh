@@ -42,7 +42,9 @@ usage() {
   sed -n '2,/^$/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"
 }
 
-log() { printf '\n==> %s\n' "$*"; }
+# Each step says when it began (seconds since the script started), so a
+# slow CI run shows which step took the time.
+log() { printf '\n==> [%4ds] %s\n' "$SECONDS" "$*"; }
 
 # ------------------------------------------------------------------ packages
 
@@ -259,6 +261,7 @@ report_totals() {
   for s in "${FAILED_STEPS[@]}"; do
     echo "FAILED: $s"
   done
+  echo "all steps took ${SECONDS}s"
   echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed"
   ((TOTAL_FAILED == 0))
 }
