@@ -1950,7 +1950,7 @@ Test(cli, a_backup_of_rows_in_columnar_blocks_is_byte_for_byte)
 ** columnar table without a word. A snapshot holding tables is dumped as
 ** version 2, its tables' keys as 'T' records after the pairs, and load puts
 ** them back as they are (ids and schemas), only into a database that has no
-** table yet; a dump of the copy is the same file. */
+** table yet or only the dump's own; a dump of the copy is the same file. */
 Test(cli, dump_and_load_carry_the_columnar_tables)
 {
   sochdb *src = tu_open(REG, MT, 10000);
@@ -1974,11 +1974,24 @@ Test(cli, dump_and_load_carry_the_columnar_tables)
   cr_assert_eq(run_cli(dump2, out, sizeof out, err, sizeof err), 0, "dump of the copy: %s", err);
   cr_assert(files_equal(d1, d2), "the dump of the loaded copy differs from the original dump");
 
-  /* again into the copy, which now has tables: refused, nothing committed */
+  /* again into the copy, whose tables are the dump's: loaded, nothing changes */
+  cr_assert_eq(run_cli(load, out, sizeof out, err, sizeof err), 0, "a second load: %s", err);
+  cr_assert_eq(run_cli(dump2, out, sizeof out, err, sizeof err), 0, "dump of the copy: %s", err);
+  cr_assert(files_equal(d1, d2), "a second load of the dump changed the copy");
+
+  /* a row the dump holds otherwise: refused, nothing committed */
   sochdb *copy = tu_open_with(dst, NULL);
+  t = tu_begin(copy, 0);
+  sochdb_table *tb;
+  cr_assert_eq(sochdb_table_open(t, "shapes", NULL, 0, &tb), SOCHDB_OK);
+  sochdb_value row[4] = { { .i64 = 3 }, { .bytes = "changed", .len = 7 }, { .is_null = 1 }, { .is_null = 1 } };
+  cr_assert_eq(sochdb_row_put(t, tb, row), SOCHDB_OK, "%s", sochdb_last_error());
+  sochdb_table_close(tb);
+  tu_commit(t, SOCHDB_SYNC, "a row changed");
   uint64_t last = tu_stats(copy).last_commit_seq;
-  cr_assert_eq(run_cli(load, out, sizeof out, err, sizeof err), 2, "a second load: %s", err);
-  cr_assert(strstr(err, "already has tables"), "the refusal does not say why: %s", err);
+  cr_assert_eq(run_cli(load, out, sizeof out, err, sizeof err), 2, "a load over a changed row: %s", err);
+  cr_assert(strstr(err, "already has tables") && strstr(err, "a row of table id 1 differs"),
+            "the refusal does not say why: %s", err);
   cr_assert_eq(tu_stats(copy).last_commit_seq, last, "the refused load committed something");
   sochdb_close(copy);
   unlink(d1);
@@ -2101,17 +2114,20 @@ static int wait_for_key(sochdb *db, const char *k)
 ** checks again, in its own transaction: the load is refused and the table
 ** created meanwhile is intact. Fails before: load exits 0 and scanning the
 ** table created meanwhile reports corruption. */
-/* The dump of a database (in side directory src) holding the pair "a" = "1"
-** and table "people" (id int64, name string) with one row, into bytes (cap
-** bytes); its length. The pair's record ends at byte 25, where the tables'
-** start. */
-static size_t people_dump(char *src, size_t srcn, char *bytes, size_t cap)
+/* A database in side directory src (named by suffix) holding the pair "a"
+** = "1", the pairs p00000 .. p<extra - 1> and table "people" (id int64,
+** name string) with one row, its id 7; dumped into path. */
+static void people_source(const char *suffix, char *src, size_t srcn, int extra, const char *path)
 {
-  char path[4300], out[4096], err[4096];
-  side_db("tables-src", src, srcn);
-  snprintf(path, sizeof path, "%s.dump", tu_dir());
+  char out[4096], err[4096];
+  side_db(suffix, src, srcn);
   sochdb *s = tu_open_with(src, NULL);
   sochdb_txn *t = tu_begin(s, 0);
+  for (int i = 0; i < extra; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "p%05d", i);
+    cr_assert_eq(sochdb_put(t, k, strlen(k), k, strlen(k)), SOCHDB_OK);
+  }
   sochdb_column cols[2] = { { "id", SOCHDB_INT64, 0 }, { "name", SOCHDB_STRING, SOCHDB_NULLABLE } };
   cr_assert_eq(sochdb_table_create(t, "people", cols, 2), SOCHDB_OK);
   sochdb_table *tb;
@@ -2124,6 +2140,16 @@ static size_t people_dump(char *src, size_t srcn, char *bytes, size_t cap)
   sochdb_close(s);
   const char *dump[] = { "dump", src, path, NULL };
   cr_assert_eq(run_cli(dump, out, sizeof out, err, sizeof err), 0, "dump: %s", err);
+}
+
+/* The dump of people_source's database without extra pairs, into bytes
+** (cap bytes); its length. The pair's record ends at byte 25, where the
+** tables' start. */
+static size_t people_dump(char *src, size_t srcn, char *bytes, size_t cap)
+{
+  char path[4300];
+  snprintf(path, sizeof path, "%s.dump", tu_dir());
+  people_source("tables-src", src, srcn, 0, path);
   FILE *f = fopen(path, "rb");
   cr_assert_not_null(f);
   size_t n = fread(bytes, 1, cap, f);
@@ -2188,12 +2214,13 @@ Test(cli, a_table_created_while_a_dump_with_tables_loads_is_not_overwritten)
 
 /* A load from a pipe that stops inside the tables' records (a bad record,
 ** a failed commit) leaves the tables it committed: a schema, perhaps some
-** rows. The message only said how many pairs were loaded (and, for a batch
-** no daemon confirmed, to load the dump again), but a second load into DIR
-** is refused, since DIR now has tables. It now says the tables are only
-** partly loaded and that the dump goes into a new database. Fails before:
-** no such line. */
-Test(cli, a_load_that_stops_inside_the_tables_says_they_are_partly_loaded)
+** rows. A second load into DIR was refused, since DIR had tables, and the
+** dump could only go into a new database. The message now says the tables
+** are partly loaded, and a load of the same dump from a file, which finds
+** DIR's tables all the dump's, finishes them; from a pipe, which cannot be
+** compared before it is loaded, it is refused and says so. Fails before:
+** the load from the file is refused. */
+Test(cli, a_load_that_stops_inside_the_tables_is_finished_by_loading_the_file_again)
 {
   char src[4300], fifo[4300], path[4300], out[4096], err[4096];
   static char bytes[4096];
@@ -2207,10 +2234,28 @@ Test(cli, a_load_that_stops_inside_the_tables_says_they_are_partly_loaded)
   int rc = finish_cli(pid, out, sizeof out, err, sizeof err);
   unlink(fifo);
   cr_assert_eq(rc, 2, "load of a cut dump: exit %d, stderr: %s", rc, err);
-  cr_assert(strstr(err, "partly loaded"), "the message does not say the tables are partly loaded: %s", err);
-  cr_assert_null(strstr(err, "load the dump again"), "the message advises a load that is refused: %s", err);
+  cr_assert(strstr(err, "partly loaded") && strstr(err, "from a file, to finish them"),
+            "the message does not say the tables are partly loaded, nor how to finish them: %s", err);
+  sochdb_txn *t = tu_begin(tu_db, SOCHDB_TXN_READONLY);
+  sochdb_table *tb;
+  cr_assert_eq(sochdb_table_open(t, "people", NULL, 0, &tb), SOCHDB_OK, "the cut load left no table behind");
+  sochdb_value pk = { .i64 = 7 }, got[2];
+  cr_assert_eq(sochdb_row_get(t, tb, &pk, NULL, 0, got), SOCHDB_NOTFOUND, "the cut load loaded the last row");
+  sochdb_table_close(tb);
+  sochdb_abort(t);
 
-  /* what the message says: DIR has a table now, a second load is refused */
+  /* from a pipe again: refused before anything is written */
+  uint64_t last = tu_stats(tu_db).last_commit_seq;
+  fd = start_load_from_fifo(fifo, sizeof fifo, &pid);
+  cr_assert_eq(write(fd, bytes, n), (ssize_t)n);   /* the loader waits for the header: still reading */
+  close(fd);
+  rc = finish_cli(pid, out, sizeof out, err, sizeof err);
+  unlink(fifo);
+  cr_assert_eq(rc, 2, "a second load from a pipe: exit %d, stderr: %s", rc, err);
+  cr_assert(strstr(err, "from a pipe cannot be compared"), "the refusal does not say why: %s", err);
+  cr_assert_eq(tu_stats(tu_db).last_commit_seq, last, "the refused load committed something");
+
+  /* what the message says: the same dump from a file finishes the tables */
   snprintf(path, sizeof path, "%s.dump", tu_dir());
   FILE *f = fopen(path, "wb");
   cr_assert_not_null(f);
@@ -2219,8 +2264,77 @@ Test(cli, a_load_that_stops_inside_the_tables_says_they_are_partly_loaded)
   const char *again[] = { "load", tu_dir(), path, NULL };
   rc = run_cli(again, out, sizeof out, err, sizeof err);
   unlink(path);
-  cr_assert_eq(rc, 2, "a second load: exit %d, stderr: %s", rc, err);
+  cr_assert_eq(rc, 0, "a second load from the file: exit %d, stderr: %s", rc, err);
+  t = tu_begin(tu_db, SOCHDB_TXN_READONLY);
+  cr_assert_eq(sochdb_table_open(t, "people", NULL, 0, &tb), SOCHDB_OK, "%s", sochdb_last_error());
+  cr_assert_eq(sochdb_row_get(t, tb, &pk, NULL, 0, got), SOCHDB_OK, "the finished load lacks the row: %s",
+               sochdb_last_error());
+  cr_assert(got[1].len == 5 && memcmp(got[1].bytes, "seven", 5) == 0, "the row reads otherwise");
+  sochdb_table_close(tb);
+  sochdb_abort(t);
   drop_side_db(src);
+}
+
+/* A load that finds DIR's tables all the dump's sums them up, and its
+** first batch of the tables' records must find them as they were: a table
+** another process creates while the pairs load is found there, and the load
+** stops before any table key is written, leaving that table intact (its
+** next table id not overwritten by the dump's). DIR here holds the dump's
+** tables whole (a load of a dump of the same tables), as a finished load
+** leaves them. Fails with both checks of the first table batch taken out:
+** the load exits 0. */
+Test(cli, a_table_created_while_a_load_finishes_the_tables_is_not_overwritten)
+{
+  char src[4300], big[4300], small[4300], path[4300], out[4096], err[4096];
+  snprintf(small, sizeof small, "%s.small-dump", tu_dir());
+  snprintf(path, sizeof path, "%s.big-dump", tu_dir());
+  people_source("tables-src", src, sizeof src, 0, small);
+  people_source("tables-big", big, sizeof big, 4000, path);
+  tu_open(REG, MT, 10000);
+  const char *first[] = { "load", tu_dir(), small, NULL };
+  cr_assert_eq(run_cli(first, out, sizeof out, err, sizeof err), 0, "the first load: %s", err);
+
+  const char *load[] = { "load", tu_dir(), path, "--batch", "1", NULL };
+  pid_t pid = start_cli(load);
+  cr_assert(wait_for_key(tu_db, "p00000"), "the loader did not commit a pair");
+  tu_stop_process(pid);
+  sochdb_txn *t = tu_begin(tu_db, 0);
+  const void *v;
+  size_t vl;
+  cr_assert_eq(sochdb_get(t, "p03999", 6, &v, &vl), SOCHDB_NOTFOUND, "the loader was stopped too late");
+  sochdb_column other[2] = { { "id", SOCHDB_STRING, 0 }, { "v", SOCHDB_INT64, 0 } };
+  cr_assert_eq(sochdb_table_create(t, "other", other, 2), SOCHDB_OK, "%s", sochdb_last_error());
+  sochdb_table *tb;
+  cr_assert_eq(sochdb_table_open(t, "other", NULL, 0, &tb), SOCHDB_OK);
+  sochdb_value orow[2] = { { .bytes = "k", .len = 1 }, { .i64 = 1 } };
+  cr_assert_eq(sochdb_row_put(t, tb, orow), SOCHDB_OK);
+  sochdb_table_close(tb);
+  tu_commit(t, SOCHDB_SYNC, "the table created meanwhile");
+  kill(pid, SIGCONT);
+  int rc = finish_cli(pid, out, sizeof out, err, sizeof err);
+  unlink(small);
+  unlink(path);
+  cr_assert_eq(rc, 2, "load into a database that got a table meanwhile: exit %d, stderr: %s", rc, err);
+  cr_assert(strstr(err, "has tables of its own now"), "the refusal does not say why: %s", err);
+
+  /* the table created meanwhile is intact, and the next one gets the id after it */
+  t = tu_begin(tu_db, 0);
+  cr_assert_eq(sochdb_table_open(t, "other", NULL, 0, &tb), SOCHDB_OK);
+  sochdb_value got[2], pk = { .bytes = "k", .len = 1 };
+  cr_assert_eq(sochdb_row_get(t, tb, &pk, NULL, 0, got), SOCHDB_OK, "%s", sochdb_last_error());
+  cr_assert_eq(got[1].i64, 1);
+  sochdb_table_close(tb);
+  cr_assert_eq(sochdb_table_create(t, "third", other, 2), SOCHDB_OK, "%s", sochdb_last_error());
+  cr_assert_eq(sochdb_table_open(t, "third", NULL, 0, &tb), SOCHDB_OK);
+  const sochdb_column *cols;
+  size_t ncols;
+  uint32_t id;
+  sochdb_table_schema(tb, &cols, &ncols, &id);
+  cr_assert_eq(id, 3u, "the next table id went back: table 'third' got id %u", id);
+  sochdb_table_close(tb);
+  tu_commit(t, SOCHDB_SYNC, "a third table");
+  drop_side_db(src);
+  drop_side_db(big);
 }
 
 /* ---- a damaged or forged version-2 dump ---------------------------------------- */

@@ -18,7 +18,9 @@
 ** Nothing may follow the trailer; a file without it is truncated and
 ** refused. A dump without tables is version 1, byte for byte as before, so
 ** older tools load it. Table keys load as they are (ids included), so only
-** into a database that holds no table yet.
+** into a database that holds no table yet, or whose tables' keys are all
+** the dump's, value for value: what a load of the same dump cut short
+** leaves, which a second load then finishes.
 ** Exit statuses as the rest of the tool (cli.h).
 */
 #include "sochdb.h"
@@ -36,6 +38,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "rowfmt.h"   /* rowfmt_reserved: which records carry the columnar tables' keys */
 #include "table.h"    /* sdb_table_record_check: a table record load writes as it is */
@@ -61,12 +64,21 @@ typedef struct xcmd {
   int (*run)(const xargs *a);
 } xcmd;
 
+/* The columnar tables' keys of one snapshot, summed up: how many, and a hash
+** of every key and value in order. Two snapshots with equal sums hold the
+** same tables (a hash collision aside). */
+typedef struct tables_sum {
+  unsigned long long keys;
+  XXH64_hash_t hash;
+} tables_sum;
+
 /* What a command did, for its summary. */
 typedef struct totals {
   unsigned long long pairs, bytes, batches;
   unsigned long long unconfirmed;   /* pairs of a batch applied but not confirmed durable (SOCHDB_DAEMON) */
   unsigned long long table_records; /* columnar tables' keys among pairs (committed) */
   unsigned long long unconfirmed_tables;   /* and among unconfirmed */
+  tables_sum tables_before;   /* the tables DIR held when the load began (every key the dump's) */
   struct timespec start;
 } totals;
 
@@ -142,6 +154,78 @@ static int holds_tables(sochdb_txn *t)
   if (rc != SOCHDB_OK && rc != SOCHDB_NOTFOUND)
     return -db_error("reading the tables failed", rc);
   return rc == SOCHDB_OK;
+}
+
+/* The keys' order: bytes compared as unsigned, a key before its extensions. */
+static int key_cmp(const void *a, size_t al, const void *b, size_t bl)
+{
+  int c = memcmp(a, b, al < bl ? al : bl);
+  return c ? c : (al > bl) - (al < bl);
+}
+
+static void sum_add(XXH3_state_t *h, const void *k, size_t kl, const void *v, size_t vl)
+{
+  uint64_t lens[2] = { kl, vl };   /* lengths first: no two runs of pairs hash the same bytes */
+  XXH3_64bits_update(h, lens, sizeof lens);
+  XXH3_64bits_update(h, k, kl);
+  XXH3_64bits_update(h, v, vl);
+}
+
+/* What the reserved key k names, for a message: "table NAME's schema", "the
+** next table id", "a row of table ID". */
+static void describe_table_key(const unsigned char *k, size_t kl, char *out, size_t n)
+{
+  uint32_t id;
+  static const char schema[] = "schema/";
+  const size_t prefix = 3 + sizeof schema - 1;   /* FF FF 00 "schema/" */
+  if (kl > prefix && k[2] == ROWFMT_META && !memcmp(k + 3, schema, sizeof schema - 1))
+    snprintf(out, n, "table %.*s's schema", (int)(kl - prefix > 200 ? 200 : kl - prefix), (const char *)k + prefix);
+  else if (kl >= 3 && k[2] == ROWFMT_META)
+    snprintf(out, n, "the next table id");
+  else if (rowfmt_key_table(k, kl, &id))
+    snprintf(out, n, "a row of table id %u", id);
+  else
+    snprintf(out, n, "a key of the tables");
+}
+
+static int sum_equal(const tables_sum *a, const tables_sum *b)
+{
+  return a->keys == b->keys && (a->keys == 0 || a->hash == b->hash);
+}
+
+typedef int (*table_key_visit)(void *ctx, const void *k, size_t kl, const void *v, size_t vl);
+
+/* Sums up the columnar tables' keys of t's snapshot into *sum, passing each,
+** in key order, to visit (if not NULL), which returns EXIT_OK to go on. An
+** exit status. */
+static int sum_tables(sochdb_txn *t, tables_sum *sum, table_key_visit visit, void *ctx)
+{
+  XXH3_state_t *h = XXH3_createState();
+  if (h == NULL)
+    return db_error("out of memory", SOCHDB_NOMEM);
+  sochdb_iter *it;
+  int rc = sdb_iter_open(t, rowfmt_reserved_start, sizeof rowfmt_reserved_start, NULL, 0, &every_key, &it);
+  if (rc != SOCHDB_OK) {
+    XXH3_freeState(h);
+    return db_error("cannot open an iterator", rc);
+  }
+  XXH3_64bits_reset(h);
+  sum->keys = 0;
+  int status = EXIT_OK;
+  const void *k, *v;
+  size_t kl, vl;
+  while (status == EXIT_OK && (rc = sochdb_iter_next(it, &k, &kl, &v, &vl)) == SOCHDB_OK) {
+    sum_add(h, k, kl, v, vl);
+    sum->keys++;
+    if (visit != NULL)
+      status = visit(ctx, k, kl, v, vl);
+  }
+  sochdb_iter_close(it);
+  sum->hash = XXH3_64bits_digest(h);
+  XXH3_freeState(h);
+  if (status == EXIT_OK && rc != SOCHDB_NOTFOUND)
+    return db_error("reading the tables failed", rc);
+  return status;
 }
 
 /* Every pair of t's snapshot into f, the columnar tables' keys included. */
@@ -364,18 +448,25 @@ static void sleep_ms(long ms)
 }
 
 /* In t, before a batch holding tables' keys is written. Those keys keep
-** their ids and names, free when the load began (check_no_tables), but
-** another process may have created a table since: the pairs before the
-** tables can take long. So the first batch of them must find no table at
-** all, and every batch none of the meta keys (a schema, the next table id)
-** it writes. t writes those keys too, so a table created after t's snapshot
-** makes t's commit conflict, and the retry sees it. */
-static int check_tables_free(sochdb_txn *t, const batch *b, int first)
+** their ids and names, and the tables DIR held when the load began were
+** all the dump's (check_tables_of_dump), but another process may have
+** created or written a table since: the pairs before the tables can take
+** long. So the first batch of them must find DIR's tables as they were
+** then (tot->tables_before), and every batch each meta key (a schema, the
+** next table id) it writes absent or holding the dump's value. t writes
+** those keys too, so a table created after t's snapshot makes t's commit
+** conflict, and the retry sees it. */
+static int check_tables_unchanged(sochdb_txn *t, const batch *b, const totals *tot)
 {
-  int tables = first ? holds_tables(t) : 0;
-  if (tables < 0)
-    return -tables;
-  for (size_t i = 0; i < b->n && !tables; i++) {
+  int changed = 0;
+  if (tot->table_records == 0) {   /* this run's first batch of them */
+    tables_sum now;
+    int status = sum_tables(t, &now, NULL, NULL);
+    if (status != EXIT_OK)
+      return status;
+    changed = !sum_equal(&now, &tot->tables_before);
+  }
+  for (size_t i = 0; i < b->n && !changed; i++) {
     const void *k, *v;
     uint32_t kl, vl;
     batch_pair(b, i, &k, &kl, &v, &vl);
@@ -386,12 +477,13 @@ static int check_tables_free(sochdb_txn *t, const batch *b, int first)
     int rc = sdb_get(t, k, kl, &old, &oldlen);
     if (rc != SOCHDB_OK && rc != SOCHDB_NOTFOUND)
       return db_error("reading the tables failed", rc);
-    tables = rc == SOCHDB_OK;
+    changed = rc == SOCHDB_OK && (oldlen != vl || memcmp(old, v, vl) != 0);
   }
-  if (!tables)
+  if (!changed)
     return EXIT_OK;
-  fputs("sochdb: the database has tables of its own now (created while the load ran), and a dump's tables "
-        "keep their names and ids: they are not loaded (load the dump into a new database)\n", stderr);
+  fputs("sochdb: the database has tables of its own now (created or changed while the load ran), and a "
+        "dump's tables keep their names and ids: they are not loaded (load the dump into a new database)\n",
+        stderr);
   return EXIT_USAGE;
 }
 
@@ -413,7 +505,7 @@ static int batch_commit(sochdb *db, batch *b, totals *tot)
     sochdb_txn *t;
     if ((rc = sochdb_txn_begin(db, 0, &t)) != SOCHDB_OK)
       return db_error("cannot begin a transaction", rc);
-    int status = table_records ? check_tables_free(t, b, tot->table_records == 0) : EXIT_OK;
+    int status = table_records ? check_tables_unchanged(t, b, tot) : EXIT_OK;
     if (status != EXIT_OK) {
       sochdb_abort(t);
       return status;
@@ -469,6 +561,10 @@ typedef struct reader {
   int version;                  /* the header's: 1, or 2 (table keys may follow the pairs) */
   struct sdb_table_records tables;   /* the schemas read so far, for the rows after them */
   unsigned char *k, *v;         /* SOCHDB_MAX_KEY and SOCHDB_MAX_VALUE bytes */
+  int table_key;                /* the last record read is a 'T' */
+  off_t at;                     /* the file's offset after the last record read (a regular file) */
+  off_t tables_at;              /* where the first 'T' record starts, or -1 (found by the check pass) */
+  unsigned long long tables_record;   /* and the records before it */
 } reader;
 
 static uint32_t get_u32(const unsigned char *p)
@@ -521,6 +617,8 @@ static int read_record(reader *r, uint32_t *kl, uint32_t *vl, int *status)
     return *status = bad_dump(r, what), -1;
   }
   r->record++;
+  r->table_key = table_key;
+  r->at += 1 + 4 + (off_t)*kl + 4 + (off_t)*vl;
   return 1;
 }
 
@@ -556,6 +654,17 @@ static int read_magic(reader *r)
   return EXIT_OK;
 }
 
+/* Reads r's file from offset at on: r->at is at, the caller sets r->record. */
+static int read_again_at(reader *r, off_t at)
+{
+  if (fseeko(r->f, at, SEEK_SET) != 0) {
+    fprintf(stderr, "sochdb: %s: cannot read it again: %s\n", r->path, strerror(errno));
+    return EXIT_DB_ERROR;
+  }
+  r->at = at;
+  return EXIT_OK;
+}
+
 /* The records after the dump's header (read_magic first), into db; with db
 ** NULL only checked (a regular file is checked before anything is written,
 ** so a bad record loads nothing). */
@@ -564,7 +673,13 @@ static int load_pass(reader *r, sochdb *db, const xargs *a, totals *tot, progres
   int status = EXIT_OK, more;
   batch b = { 0 };
   uint32_t kl, vl;
+  off_t record_at = r->at;
   while (status == EXIT_OK && (more = read_record(r, &kl, &vl, &status)) > 0) {
+    if (db == NULL && r->table_key && r->tables_at < 0) {
+      r->tables_at = record_at;
+      r->tables_record = r->record - 1;
+    }
+    record_at = r->at;
     if (db == NULL)
       continue;
     if (batch_add(&b, r->k, kl, r->v, vl) != 0) {
@@ -584,24 +699,75 @@ static int load_pass(reader *r, sochdb *db, const xargs *a, totals *tot, progres
   return status;
 }
 
+/* The merge of DIR's table keys (in order) with the dump's 'T' records (in
+** order, from r->tables_at): each of DIR's must be one of the dump's, with
+** its value. */
+typedef struct dump_match {
+  reader *r;
+  int more, status;             /* read_record's last result */
+  uint32_t kl, vl;              /* the dump's record in r->k, r->v */
+  const char *dir;
+} dump_match;
+
+static int match_table_key(void *ctx, const void *k, size_t kl, const void *v, size_t vl)
+{
+  dump_match *m = ctx;
+  while (m->more > 0 && key_cmp(m->r->k, m->kl, k, kl) < 0)
+    m->more = read_record(m->r, &m->kl, &m->vl, &m->status);
+  if (m->more < 0)
+    return m->status;
+  if (m->more > 0 && key_cmp(m->r->k, m->kl, k, kl) == 0 && m->vl == vl && memcmp(m->r->v, v, vl) == 0)
+    return EXIT_OK;
+  char what[300];
+  describe_table_key(k, kl, what, sizeof what);
+  fprintf(stderr, "sochdb: the dump holds columnar tables, and %s already has tables the dump does not hold as "
+                  "they are (%s %s): a dump's tables keep their names and ids, so they load only into a database "
+                  "without any, or into one a load of the same dump left partly done (load it into a new one)\n",
+          m->dir, what, m->more > 0 && key_cmp(m->r->k, m->kl, k, kl) == 0 ? "differs" : "is not in the dump");
+  return EXIT_USAGE;
+}
+
 /* A dump's tables keep their ids and names, so they go only into a
-** database that has no table yet: merged into others, an id or a name
-** would be two tables' at once. */
-static int check_no_tables(sochdb *db, const char *dir)
+** database whose tables, if any, are the dump's: merged into others, an
+** id or a name would be two tables' at once. DIR's tables pass when every
+** key of theirs is in the dump with the same value, which is what a load
+** of this dump cut short leaves; loading the rest then finishes them. The
+** comparison reads the dump's tables again from r->tables_at, so DIR with
+** tables takes a regular FILE. What DIR holds is summed up into
+** tot->tables_before for the first batch of tables to find again. */
+static int check_tables_of_dump(sochdb *db, reader *r, int seekable, const char *dir, totals *tot)
 {
   sochdb_txn *t;
   int rc = sochdb_txn_begin(db, SOCHDB_TXN_READONLY, &t);
   if (rc != SOCHDB_OK)
     return db_error("cannot begin a transaction", rc);
   int tables = holds_tables(t);
+  int status = tables < 0 ? -tables : EXIT_OK;
+  if (status == EXIT_OK && tables && !seekable) {
+    fprintf(stderr, "sochdb: the dump holds columnar tables, and %s already has tables of its own: a dump read "
+                    "from a pipe cannot be compared with them before it is loaded (give the dump as a FILE, "
+                    "which also finishes a load of it cut short, or load it into a new database)\n", dir);
+    status = EXIT_USAGE;
+  }
+  off_t back = r->at;
+  int moved = 0;
+  dump_match m = { r, 0, EXIT_OK, 0, 0, dir };   /* more 0: no record (yet) */
+  if (status == EXIT_OK && tables && r->tables_at >= 0 && (status = read_again_at(r, r->tables_at)) == EXIT_OK) {
+    moved = 1;
+    r->record = r->tables_record;
+    m.more = read_record(r, &m.kl, &m.vl, &m.status);
+    status = m.more < 0 ? m.status : EXIT_OK;
+  }
+  if (status == EXIT_OK)
+    status = sum_tables(t, &tot->tables_before, tables ? match_table_key : NULL, &m);
   sochdb_commit(t, 0);
-  if (tables < 0)
-    return -tables;
-  if (tables == 0)
-    return EXIT_OK;
-  fprintf(stderr, "sochdb: the dump holds columnar tables, and %s already has tables of its own: a dump's "
-                  "tables load only into a database without any (load it into a new one)\n", dir);
-  return EXIT_USAGE;
+  if (moved) {   /* back to where the pairs start */
+    sdb_table_records_free(&r->tables);
+    r->record = 0;
+    int again = read_again_at(r, back);
+    status = status == EXIT_OK ? again : status;
+  }
+  return status;
 }
 
 static int load_from(reader *r, const xargs *a, totals *tot)
@@ -618,14 +784,13 @@ static int load_from(reader *r, const xargs *a, totals *tot)
     start = 0;
   if (seekable) {
     int status = read_magic(r);
+    r->at = start + (off_t)(sizeof DUMP_MAGIC - 1);
     if (status == EXIT_OK)
-      status = load_pass(r, NULL, a, tot, &bar, 0);
+      status = load_pass(r, NULL, a, tot, &bar, 0);   /* and finds r->tables_at */
+    if (status == EXIT_OK)
+      status = read_again_at(r, start);
     if (status != EXIT_OK)
       return status;
-    if (fseeko(r->f, start, SEEK_SET) != 0) {
-      fprintf(stderr, "sochdb: %s: cannot read it again: %s\n", r->path, strerror(errno));
-      return EXIT_DB_ERROR;
-    }
     r->record = 0;
     sdb_table_records_free(&r->tables);   /* read again from the start */
   }
@@ -634,34 +799,35 @@ static int load_from(reader *r, const xargs *a, totals *tot)
   int status = read_magic(r);
   if (status != EXIT_OK)
     return status;
+  r->at = start + (off_t)(sizeof DUMP_MAGIC - 1);
   sochdb *db;
   status = cli_open_db(a->pos[0], 1, &db);
   if (status != EXIT_OK)
     return status;
   if (r->version >= 2)
-    status = check_no_tables(db, a->pos[0]);
+    status = check_tables_of_dump(db, r, seekable, a->pos[0], tot);
   if (status == EXIT_OK)
     status = load_pass(r, db, a, tot, &bar, seekable ? st.st_size : 0);
   sochdb_close(db);
   if (status != EXIT_OK && tot->pairs > 0)
     fprintf(stderr, "sochdb: %llu pairs before the failure were loaded (committed)\n", tot->pairs);
-  /* Tables in DIR make a second load of the dump refused (check_no_tables):
-  ** "load it again" would send the operator into that refusal. */
+  /* Tables in DIR make a second load of the dump from a pipe refused
+  ** (check_tables_of_dump): "load it again" says from a file. */
   int tables_in = tot->table_records + tot->unconfirmed_tables > 0;
   if (status != EXIT_OK && tot->unconfirmed > 0)
     fprintf(stderr, "sochdb: the failed batch's %llu pairs were applied too, but no daemon confirmed them durable: "
-                    "a crash may lose them%s\n", tot->unconfirmed,
-            tables_in ? "" : ", so load the dump again once a daemon runs");
+                    "a crash may lose them, so load the dump again%s once a daemon runs\n", tot->unconfirmed,
+            tables_in ? " (from a file)" : "");
   if (status != EXIT_OK && tables_in)
-    fprintf(stderr, "sochdb: the dump's columnar tables are only partly loaded into %s, which now has tables, so "
-                    "a load into it again is refused: load the dump into a new database\n", a->pos[0]);
+    fprintf(stderr, "sochdb: the dump's columnar tables are only partly loaded into %s: load the same dump into "
+                    "it again, from a file, to finish them (or load it into a new database)\n", a->pos[0]);
   return status;
 }
 
 static int run_load(const xargs *a)
 {
   const char *path = a->npos > 1 ? a->pos[1] : "-";
-  reader r = { NULL, path, 0, 0, { NULL, 0, 0 }, malloc(SOCHDB_MAX_KEY), malloc(SOCHDB_MAX_VALUE) };
+  reader r = { NULL, path, 0, 0, { NULL, 0, 0 }, malloc(SOCHDB_MAX_KEY), malloc(SOCHDB_MAX_VALUE), 0, 0, -1, 0 };
   totals tot = { 0 };
   clock_gettime(CLOCK_MONOTONIC, &tot.start);
   int status = EXIT_OK;
@@ -827,7 +993,9 @@ static const xcmd xcmds[] = {
     "(or fewer: one ends at the pair that takes it to 8 MiB), each durable when\n"
     "committed; existing keys are overwritten, others are kept. A dump's columnar\n"
     "tables (version 2) keep their names and ids, so they load only into a database\n"
-    "that has no table yet (else nothing is loaded). A regular FILE is checked\n"
+    "that has no table yet, or whose tables are all the dump's, key for key and\n"
+    "value for value: what a load of the same dump cut short leaves, which a load\n"
+    "from FILE then finishes (else nothing is loaded). A regular FILE is checked\n"
     "whole before anything is written: a truncated or damaged dump, or a pair's\n"
     "key starting with 0xFF 0xFF (reserved for the engine), loads nothing. From a\n"
     "pipe (standard input, a FIFO, <(...)) a bad record stops the load, and the\n"
