@@ -2275,33 +2275,18 @@ Test(cli, a_load_that_stops_inside_the_tables_is_finished_by_loading_the_file_ag
   drop_side_db(src);
 }
 
-/* A load that finds DIR's tables all the dump's sums them up, and its
-** first batch of the tables' records must find them as they were: a table
-** another process creates while the pairs load is found there, and the load
-** stops before any table key is written, leaving that table intact (its
-** next table id not overwritten by the dump's). DIR here holds the dump's
-** tables whole (a load of a dump of the same tables), as a finished load
-** leaves them. Fails with both checks of the first table batch taken out:
-** the load exits 0. */
-Test(cli, a_table_created_while_a_load_finishes_the_tables_is_not_overwritten)
+/* Waits (up to 60 s) until db's last commit is past seq; 1 if it is. */
+static int wait_for_commit_after(sochdb *db, uint64_t seq)
 {
-  char src[4300], big[4300], small[4300], path[4300], out[4096], err[4096];
-  snprintf(small, sizeof small, "%s.small-dump", tu_dir());
-  snprintf(path, sizeof path, "%s.big-dump", tu_dir());
-  people_source("tables-src", src, sizeof src, 0, small);
-  people_source("tables-big", big, sizeof big, 4000, path);
-  tu_open(REG, MT, 10000);
-  const char *first[] = { "load", tu_dir(), small, NULL };
-  cr_assert_eq(run_cli(first, out, sizeof out, err, sizeof err), 0, "the first load: %s", err);
+  for (int i = 0; i < 6000 && tu_stats(db).last_commit_seq <= seq; i++)
+    tu_sleep_ms(10);
+  return tu_stats(db).last_commit_seq > seq;
+}
 
-  const char *load[] = { "load", tu_dir(), path, "--batch", "1", NULL };
-  pid_t pid = start_cli(load);
-  cr_assert(wait_for_key(tu_db, "p00000"), "the loader did not commit a pair");
-  tu_stop_process(pid);
-  sochdb_txn *t = tu_begin(tu_db, 0);
-  const void *v;
-  size_t vl;
-  cr_assert_eq(sochdb_get(t, "p03999", 6, &v, &vl), SOCHDB_NOTFOUND, "the loader was stopped too late");
+/* Creates table "other" with a row (k -> 1) in db, ASYNC. */
+static void create_other(sochdb *db)
+{
+  sochdb_txn *t = tu_begin(db, 0);
   sochdb_column other[2] = { { "id", SOCHDB_STRING, 0 }, { "v", SOCHDB_INT64, 0 } };
   cr_assert_eq(sochdb_table_create(t, "other", other, 2), SOCHDB_OK, "%s", sochdb_last_error());
   sochdb_table *tb;
@@ -2309,22 +2294,81 @@ Test(cli, a_table_created_while_a_load_finishes_the_tables_is_not_overwritten)
   sochdb_value orow[2] = { { .bytes = "k", .len = 1 }, { .i64 = 1 } };
   cr_assert_eq(sochdb_row_put(t, tb, orow), SOCHDB_OK);
   sochdb_table_close(tb);
-  tu_commit(t, SOCHDB_SYNC, "the table created meanwhile");
-  kill(pid, SIGCONT);
-  int rc = finish_cli(pid, out, sizeof out, err, sizeof err);
+  tu_commit(t, SOCHDB_ASYNC, "the table created meanwhile");
+}
+
+/* Writes row 8 into the dump's table "people" in db, ASYNC. */
+static void add_people_row(sochdb *db)
+{
+  sochdb_txn *t = tu_begin(db, 0);
+  sochdb_table *tb;
+  cr_assert_eq(sochdb_table_open(t, "people", NULL, 0, &tb), SOCHDB_OK, "%s", sochdb_last_error());
+  sochdb_value row[2] = { { .i64 = 8 }, { .bytes = "eight", .len = 5 } };
+  cr_assert_eq(sochdb_row_put(t, tb, row), SOCHDB_OK);
+  sochdb_table_close(tb);
+  tu_commit(t, SOCHDB_ASYNC, "the row written meanwhile");
+}
+
+/* DIR (tu_db) gets the people dump's tables whole (a load of it: what a
+** finished load leaves), then a load of a dump of the same tables and 10
+** more pairs, from a file, --batch 1, runs while change(tu_db) happens
+** between its check and its first table batch: with the daemon stopped,
+** the loader's first commit is applied and waits to be made durable, so
+** change runs (ASYNC) while the loader is held there. The loader's exit
+** status; its stderr in err. */
+static int load_while_tables_change(void (*change)(sochdb *db), char *err, size_t errn)
+{
+  char src[4300], big[4300], small[4300], path[4300], out[4096];
+  snprintf(small, sizeof small, "%s.small-dump", tu_dir());
+  snprintf(path, sizeof path, "%s.big-dump", tu_dir());
+  people_source("tables-src", src, sizeof src, 0, small);
+  people_source("tables-big", big, sizeof big, 10, path);
+  tu_open(REG, MT, 10000);
+  const char *first[] = { "load", tu_dir(), small, NULL };
+  cr_assert_eq(run_cli(first, out, sizeof out, err, errn), 0, "the first load: %s", err);
+
+  pid_t daemon = daemon_pid(tu_dir());
+  cr_assert_gt(daemon, 0, "a daemon serves the database");
+  uint64_t before = tu_stats(tu_db).last_commit_seq;
+  tu_stop_process(daemon);
+  const char *load[] = { "load", tu_dir(), path, "--batch", "1", NULL };
+  pid_t pid = start_cli(load);
+  int committed = wait_for_commit_after(tu_db, before);
+  if (committed)
+    change(tu_db);
+  kill(daemon, SIGCONT);
+  int rc = finish_cli(pid, out, sizeof out, err, errn);
   unlink(small);
   unlink(path);
+  drop_side_db(src);
+  drop_side_db(big);
+  cr_assert(committed, "the loader did not commit its first batch");
+  return rc;
+}
+
+/* A load that finds DIR's tables all the dump's sums them up, and its
+** first batch of the tables' records must find them as they were: a table
+** another process creates while the pairs load is found there, and the load
+** stops before it writes any table key, leaving that table intact (its next
+** table id not overwritten by the dump's). Fails with the first table
+** batch's checks taken out: the load exits 0. */
+Test(cli, a_table_created_while_a_load_finishes_the_tables_is_not_overwritten)
+{
+  char err[4096];
+  int rc = load_while_tables_change(create_other, err, sizeof err);
   cr_assert_eq(rc, 2, "load into a database that got a table meanwhile: exit %d, stderr: %s", rc, err);
   cr_assert(strstr(err, "has tables of its own now"), "the refusal does not say why: %s", err);
 
   /* the table created meanwhile is intact, and the next one gets the id after it */
-  t = tu_begin(tu_db, 0);
+  sochdb_txn *t = tu_begin(tu_db, 0);
+  sochdb_table *tb;
   cr_assert_eq(sochdb_table_open(t, "other", NULL, 0, &tb), SOCHDB_OK);
   sochdb_value got[2], pk = { .bytes = "k", .len = 1 };
   cr_assert_eq(sochdb_row_get(t, tb, &pk, NULL, 0, got), SOCHDB_OK, "%s", sochdb_last_error());
   cr_assert_eq(got[1].i64, 1);
   sochdb_table_close(tb);
-  cr_assert_eq(sochdb_table_create(t, "third", other, 2), SOCHDB_OK, "%s", sochdb_last_error());
+  sochdb_column one[1] = { { "id", SOCHDB_INT64, 0 } };
+  cr_assert_eq(sochdb_table_create(t, "third", one, 1), SOCHDB_OK, "%s", sochdb_last_error());
   cr_assert_eq(sochdb_table_open(t, "third", NULL, 0, &tb), SOCHDB_OK);
   const sochdb_column *cols;
   size_t ncols;
@@ -2333,8 +2377,65 @@ Test(cli, a_table_created_while_a_load_finishes_the_tables_is_not_overwritten)
   cr_assert_eq(id, 3u, "the next table id went back: table 'third' got id %u", id);
   sochdb_table_close(tb);
   tu_commit(t, SOCHDB_SYNC, "a third table");
+}
+
+/* The same with a row written into one of DIR's tables (one the dump holds
+** too) meanwhile: no key a batch writes holds another value, but DIR's
+** tables are no longer the ones compared with the dump, and the load says
+** so. Fails with the first table batch's sum taken out: the load exits 0. */
+Test(cli, a_row_written_while_a_load_finishes_the_tables_stops_it)
+{
+  char err[4096];
+  int rc = load_while_tables_change(add_people_row, err, sizeof err);
+  cr_assert_eq(rc, 2, "load into a database whose table changed meanwhile: exit %d, stderr: %s", rc, err);
+  cr_assert(strstr(err, "created or changed while the load ran"), "the refusal does not say why: %s", err);
+}
+
+/* A table created after the load's first batch of tables, under a name
+** the dump's tables hold, before the batch that writes that schema: the
+** batch finds the schema holding another value and stops, so the new
+** table keeps its schema and id (the dump's would have been written over
+** it, its rows read under another table's schema). The pipe holds the
+** loader between the two batches. Fails with the later batches' check of
+** their schemas and next table id taken out: the load exits 0. */
+Test(cli, a_dump_table_created_between_two_table_batches_is_not_overwritten)
+{
+  char src[4300], fifo[4300], out[4096], err[4096];
+  static char bytes[4096];
+  size_t n = people_dump(src, sizeof src, bytes, sizeof bytes);
+  const size_t next_id_end = 25 + 1 + 4 + 16 + 4 + 4;   /* the pair, then 'T' "next_table_id" (u32) */
+  cr_assert(n > next_id_end && bytes[next_id_end] == 'T', "the next table id is not the first table record");
+  tu_open(REG, MT, 10000);
+  uint64_t before = tu_stats(tu_db).last_commit_seq;
+  pid_t pid;
+  int fd = start_load_from_fifo(fifo, sizeof fifo, &pid);
+  cr_assert_eq(write(fd, bytes, next_id_end), (ssize_t)next_id_end);
+  cr_assert(wait_for_commit_after(tu_db, before + 1), "the loader did not commit the next table id");
+
+  sochdb_txn *t = tu_begin(tu_db, 0);
+  sochdb_column mine[2] = { { "code", SOCHDB_STRING, 0 }, { "n", SOCHDB_INT64, 0 } };
+  cr_assert_eq(sochdb_table_create(t, "people", mine, 2), SOCHDB_OK, "%s", sochdb_last_error());
+  tu_commit(t, SOCHDB_SYNC, "a table named as the dump's");
+  cr_assert_eq(write(fd, bytes + next_id_end, n - next_id_end), (ssize_t)(n - next_id_end));
+  close(fd);
+  int rc = finish_cli(pid, out, sizeof out, err, sizeof err);
+  unlink(fifo);
   drop_side_db(src);
-  drop_side_db(big);
+  cr_assert_eq(rc, 2, "load over a table created meanwhile: exit %d, stderr: %s", rc, err);
+  cr_assert(strstr(err, "has tables of its own now") && strstr(err, "a load of the dump into it again is refused"),
+            "the messages do not say why, nor that a second load is refused: %s", err);
+
+  t = tu_begin(tu_db, SOCHDB_TXN_READONLY);
+  sochdb_table *tb;
+  cr_assert_eq(sochdb_table_open(t, "people", NULL, 0, &tb), SOCHDB_OK);
+  const sochdb_column *cols;
+  size_t ncols;
+  uint32_t id;
+  sochdb_table_schema(tb, &cols, &ncols, &id);
+  cr_assert(id == 2 && ncols == 2 && cols[0].type == SOCHDB_STRING, "the table created meanwhile lost its "
+            "schema: id %u, %zu columns", id, ncols);
+  sochdb_table_close(tb);
+  sochdb_abort(t);
 }
 
 /* ---- a damaged or forged version-2 dump ---------------------------------------- */

@@ -79,6 +79,7 @@ typedef struct totals {
   unsigned long long table_records; /* columnar tables' keys among pairs (committed) */
   unsigned long long unconfirmed_tables;   /* and among unconfirmed */
   tables_sum tables_before;   /* the tables DIR held when the load began (every key the dump's) */
+  int tables_changed;         /* a batch found them changed by another process, and stopped */
   struct timespec start;
 } totals;
 
@@ -180,7 +181,7 @@ static void describe_table_key(const unsigned char *k, size_t kl, char *out, siz
   const size_t prefix = 3 + sizeof schema - 1;   /* FF FF 00 "schema/" */
   if (kl > prefix && k[2] == ROWFMT_META && !memcmp(k + 3, schema, sizeof schema - 1))
     snprintf(out, n, "table %.*s's schema", (int)(kl - prefix > 200 ? 200 : kl - prefix), (const char *)k + prefix);
-  else if (kl >= 3 && k[2] == ROWFMT_META)
+  else if (kl == 3 + sizeof "next_table_id" - 1 && !memcmp(k + 3, "next_table_id", kl - 3))
     snprintf(out, n, "the next table id");
   else if (rowfmt_key_table(k, kl, &id))
     snprintf(out, n, "a row of table id %u", id);
@@ -193,11 +194,14 @@ static int sum_equal(const tables_sum *a, const tables_sum *b)
   return a->keys == b->keys && (a->keys == 0 || a->hash == b->hash);
 }
 
+/* A visit's status for "stop here: the tables are not the ones sought" */
+#define SUM_STOPPED (-1)
+
 typedef int (*table_key_visit)(void *ctx, const void *k, size_t kl, const void *v, size_t vl);
 
 /* Sums up the columnar tables' keys of t's snapshot into *sum, passing each,
 ** in key order, to visit (if not NULL), which returns EXIT_OK to go on. An
-** exit status. */
+** exit status, or visit's SUM_STOPPED. */
 static int sum_tables(sochdb_txn *t, tables_sum *sum, table_key_visit visit, void *ctx)
 {
   XXH3_state_t *h = XXH3_createState();
@@ -447,6 +451,14 @@ static void sleep_ms(long ms)
   nanosleep(&ts, NULL);
 }
 
+/* A visit that stops the sum past *ctx keys: more than DIR held. */
+static int stop_past(void *ctx, const void *k, size_t kl, const void *v, size_t vl)
+{
+  (void)k, (void)kl, (void)v, (void)vl;
+  unsigned long long *left = ctx;
+  return (*left)-- == 0 ? SUM_STOPPED : EXIT_OK;
+}
+
 /* In t, before a batch holding tables' keys is written. Those keys keep
 ** their ids and names, and the tables DIR held when the load began were
 ** all the dump's (check_tables_of_dump), but another process may have
@@ -456,15 +468,16 @@ static void sleep_ms(long ms)
 ** next table id) it writes absent or holding the dump's value. t writes
 ** those keys too, so a table created after t's snapshot makes t's commit
 ** conflict, and the retry sees it. */
-static int check_tables_unchanged(sochdb_txn *t, const batch *b, const totals *tot)
+static int check_tables_unchanged(sochdb_txn *t, const batch *b, totals *tot)
 {
   int changed = 0;
   if (tot->table_records == 0) {   /* this run's first batch of them */
     tables_sum now;
-    int status = sum_tables(t, &now, NULL, NULL);
-    if (status != EXIT_OK)
+    unsigned long long limit = tot->tables_before.keys;
+    int status = sum_tables(t, &now, stop_past, &limit);
+    if (status != EXIT_OK && status != SUM_STOPPED)
       return status;
-    changed = !sum_equal(&now, &tot->tables_before);
+    changed = status == SUM_STOPPED || !sum_equal(&now, &tot->tables_before);
   }
   for (size_t i = 0; i < b->n && !changed; i++) {
     const void *k, *v;
@@ -481,6 +494,7 @@ static int check_tables_unchanged(sochdb_txn *t, const batch *b, const totals *t
   }
   if (!changed)
     return EXIT_OK;
+  tot->tables_changed = 1;
   fputs("sochdb: the database has tables of its own now (created or changed while the load ran), and a "
         "dump's tables keep their names and ids: they are not loaded (load the dump into a new database)\n",
         stderr);
@@ -818,7 +832,10 @@ static int load_from(reader *r, const xargs *a, totals *tot)
     fprintf(stderr, "sochdb: the failed batch's %llu pairs were applied too, but no daemon confirmed them durable: "
                     "a crash may lose them, so load the dump again%s once a daemon runs\n", tot->unconfirmed,
             tables_in ? " (from a file)" : "");
-  if (status != EXIT_OK && tables_in)
+  if (status != EXIT_OK && tables_in && tot->tables_changed)
+    fprintf(stderr, "sochdb: the dump's columnar tables are only partly loaded into %s, whose tables changed "
+                    "meanwhile: a load of the dump into it again is refused\n", a->pos[0]);
+  else if (status != EXIT_OK && tables_in)
     fprintf(stderr, "sochdb: the dump's columnar tables are only partly loaded into %s: load the same dump into "
                     "it again, from a file, to finish them (or load it into a new database)\n", a->pos[0]);
   return status;
