@@ -11,6 +11,12 @@ transactional key-value engine that several processes share.
             for key, value in txn.scan(prefix=b"users/"):
                 print(key, value)
         db.run(lambda txn: txn.put(b"hits", b"1"))   # retried on ConflictError
+        with db.transaction() as txn:          # columnar tables
+            people = txn.create_table("people", [("id", "int64"), ("name", "string", True)])
+            txn.put_row(people, (7, "Ann"))
+        with db.transaction(readonly=True) as txn:
+            for (name,) in txn.scan_table(people, columns=["name"], where=("id", ">=", 5)):
+                print(name)
 
 A handle does not survive os.fork(): open a new one in the child.
 The library is found through $SOCHDB_LIBRARY, then ctypes.util.find_library,
@@ -21,6 +27,7 @@ checkout holding this package (see sochdb._ffi).
 from . import _ffi
 from ._ffi import MAX_KEY, MAX_TXNS_PER_HANDLE, MAX_VALUE, find_library, library_path
 from .db import Database, Scan, Transaction, open, retry
+from .tables import BYTES, DOUBLE, INT64, STRING, Column, Table, TableScan
 from .errors import (
     BusyError,
     ConflictError,
@@ -55,6 +62,13 @@ __all__ = [
     "Database",
     "Transaction",
     "Scan",
+    "Column",
+    "Table",
+    "TableScan",
+    "INT64",
+    "DOUBLE",
+    "BYTES",
+    "STRING",
     "Error",
     "NotFoundError",
     "ConflictError",

@@ -109,6 +109,44 @@ class Stats(ctypes.Structure):
     ]
 
 
+# Columnar tables (sochdb.h): column types, the nullable flag, filter ops.
+INT64, DOUBLE, BYTES, STRING = 1, 2, 3, 4
+NULLABLE = 0x1
+EQ, LT, LE, GT, GE, BETWEEN = 1, 2, 3, 4, 5, 6
+MAX_COLUMNS = 64
+MAX_NAME = 64
+
+
+class Column(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("type", ctypes.c_uint), ("flags", ctypes.c_uint)]
+
+
+class Value(ctypes.Structure):
+    _fields_ = [
+        ("is_null", ctypes.c_int),
+        ("i64", ctypes.c_int64),
+        ("f64", ctypes.c_double),
+        ("bytes", ctypes.c_void_p),
+        ("len", ctypes.c_size_t),
+    ]
+
+
+class Filter(ctypes.Structure):
+    _fields_ = [("column", ctypes.c_uint), ("op", ctypes.c_uint), ("value", Value), ("value2", Value)]
+
+
+class ScanStats(ctypes.Structure):
+    _fields_ = [
+        ("scans", _u64),
+        ("rows", _u64),
+        ("blocks_read", _u64),
+        ("blocks_skipped", _u64),
+        ("blocks_direct", _u64),
+        ("bytes_read", _u64),
+        ("bytes_decompressed", _u64),
+    ]
+
+
 def candidate_paths() -> List[Path]:
     """The build-tree locations tried after $SOCHDB_LIBRARY and find_library."""
     roots: List[Path] = []
@@ -176,6 +214,19 @@ def _declare(lib: ctypes.CDLL) -> None:
     f("sochdb_iter_close", None, vp)
     f("sochdb_stats_get", i, vp, ctypes.POINTER(Stats))
     f("sochdb_region_path", cp, vp)
+    pcol, pval, pu = ctypes.POINTER(Column), ctypes.POINTER(Value), ctypes.POINTER(ctypes.c_uint)
+    f("sochdb_table_create", i, vp, cp, pcol, sz)
+    f("sochdb_table_open", i, vp, cp, pcol, sz, pvp)
+    f("sochdb_table_close", None, vp)
+    f("sochdb_table_schema", i, vp, ctypes.POINTER(pcol), psz, ctypes.POINTER(ctypes.c_uint32))
+    f("sochdb_table_add_column", i, vp, vp, pcol)
+    f("sochdb_row_put", i, vp, vp, pval)
+    f("sochdb_row_delete", i, vp, vp, pval)
+    f("sochdb_row_get", i, vp, vp, pval, pu, sz, pval)
+    f("sochdb_table_scan", i, vp, vp, pval, pval, pu, sz, ctypes.POINTER(Filter), pvp)
+    f("sochdb_scan_next", i, vp, pval)
+    f("sochdb_scan_close", None, vp, ctypes.POINTER(ScanStats))
+    f("sochdb_scan_stats_get", i, vp, ctypes.POINTER(ScanStats))
 
 
 def lib() -> ctypes.CDLL:

@@ -9,9 +9,9 @@ import random
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterator, NoReturn, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterator, NoReturn, Optional, Sequence, Tuple, TypeVar, Union
 
-from . import _ffi
+from . import _ffi, tables
 from .errors import ConflictError, from_code, usage_error
 
 BytesLike = Union[bytes, bytearray, memoryview, str]
@@ -327,6 +327,11 @@ class Database:
             _check(_ffi.lib().sochdb_stats_get(self._h(), ctypes.byref(st)))
         return {name: getattr(st, name) for name, _ in _ffi.Stats._fields_}
 
+    def scan_stats(self) -> Dict[str, int]:
+        """``sochdb_scan_stats_get``: the cost of every table scan closed in any
+        process since the shared region was created."""
+        return tables.scan_stats(self)
+
     @property
     def region_path(self) -> str:
         """The shared region file of this database (under /dev/shm or $SOCHDB_SHM_DIR)."""
@@ -428,6 +433,58 @@ class Transaction:
         s = _as_bytes(start, "start") if start is not None else None
         e = _as_bytes(end, "end") if end is not None else None
         return Scan(self, s or None, e or None)
+
+    # -- columnar tables (sochdb.tables) ------------------------------------------
+
+    def create_table(self, name: str, columns: Sequence["tables.ColumnSpec"]) -> "tables.Table":
+        """Create table ``name`` (it exists for others once this transaction
+        commits) and open it. Each column is a ``Column(name, type,
+        nullable=False)`` or a ``(name, type[, nullable])`` tuple; the first
+        is the primary key: INT64, BYTES or STRING, not nullable."""
+        return tables.create_table(self, name, columns)
+
+    def open_table(self, name: str, columns: Optional[Sequence["tables.ColumnSpec"]] = None) -> "tables.Table":
+        """Open table ``name`` as this snapshot holds it (NotFoundError if it
+        has none); with ``columns``, InvalidError unless they are exactly its
+        schema. The Table serves any later transaction of this Database."""
+        return tables.open_table(self, name, columns)
+
+    def add_column(self, table: "tables.Table", name: str, type: Union[int, str]) -> None:
+        """Append a nullable column (rows written before read it as None);
+        open the table again to use it."""
+        tables.add_column(self, table, name, type)
+
+    def put_row(self, table: "tables.Table", row: Union[Sequence[Any], Dict[str, Any]]) -> None:
+        """Insert or replace the row whose primary key is its first column: a
+        sequence in schema order, or a dict by column name (absent: None)."""
+        tables.put_row(self, table, row)
+
+    def delete_row(self, table: "tables.Table", pk: Any) -> None:
+        """Delete the row with primary key ``pk`` (not an error if absent)."""
+        tables.delete_row(self, table, pk)
+
+    def get_row(
+        self, table: "tables.Table", pk: Any, columns: Optional[Sequence[Union[int, str]]] = None
+    ) -> Optional[Tuple[Any, ...]]:
+        """The row with primary key ``pk`` as a tuple of ``columns`` (names or
+        indices; None: every column), or None if there is none."""
+        return tables.get_row(self, table, pk, columns)
+
+    def scan_table(
+        self,
+        table: "tables.Table",
+        start: Any = None,
+        end: Any = None,
+        *,
+        columns: Optional[Sequence[Union[int, str]]] = None,
+        where: Optional[Sequence[Any]] = None,
+    ) -> "tables.TableScan":
+        """Rows with start <= primary key < end (None: unbounded) in key order,
+        each a tuple of ``columns`` (None: all), that pass ``where``:
+        ``(column, op, value)`` with op one of ==, <, <=, >, >=, or
+        ``(column, "between", low, high)``; NULL passes no filter. Only the
+        columns asked for and the filter's are read from SSTables."""
+        return tables.TableScan(self, table, start, end, columns, where)
 
     # -- ending ------------------------------------------------------------------
 
