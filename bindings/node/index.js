@@ -154,7 +154,19 @@ function declareTypes() {
   koffi.opaque('sochdb');
   koffi.opaque('sochdb_txn');
   koffi.opaque('sochdb_iter');
-  types = { Options, Stats };
+  // columnar tables (tables.js)
+  koffi.opaque('sochdb_table');
+  koffi.opaque('sochdb_scan');
+  const Column = koffi.struct('sochdb_column', { name: 'const char *', type: 'unsigned int', flags: 'unsigned int' });
+  const Value = koffi.struct('sochdb_value', {
+    is_null: 'int', i64: 'int64_t', f64: 'double', bytes: 'const void *', len: 'size_t',
+  });
+  koffi.struct('sochdb_filter', { column: 'unsigned int', op: 'unsigned int', value: Value, value2: Value });
+  koffi.struct('sochdb_scan_stats', {
+    scans: u64, rows: u64, blocks_read: u64, blocks_skipped: u64, blocks_direct: u64, bytes_read: u64,
+    bytes_decompressed: u64,
+  });
+  types = { Options, Stats, Column };
   return types;
 }
 
@@ -184,10 +196,11 @@ function loadLibrary() {
     }
   }
 
-  const { Options, Stats } = declareTypes();
+  const { Options, Stats, Column } = declareTypes();
   const loaded = {
     Options,
     Stats,
+    Column,
     strerror: lib.func('const char *sochdb_strerror(int err)'),
     lastError: lib.func('const char *sochdb_last_error(void)'),
     open: lib.func('int sochdb_open(const char *dir, const sochdb_options *opts, _Out_ sochdb **out)'),
@@ -209,6 +222,25 @@ function loadLibrary() {
     regionPath: lib.func('const char *sochdb_region_path(sochdb *db)'),
     // copyOut: koffi.view() leaks ~220 bytes of native memory per call (koffi 3.3.4)
     memcpy: lib.func('void *memcpy(void *dst, const void *src, size_t n)'),
+    // columnar tables (tables.js)
+    tableCreate: lib.func('int sochdb_table_create(sochdb_txn *t, const char *name, const sochdb_column *cols, ' +
+                          'size_t ncols)'),
+    tableOpen: lib.func('int sochdb_table_open(sochdb_txn *t, const char *name, const sochdb_column *cols, ' +
+                        'size_t ncols, _Out_ sochdb_table **out)'),
+    tableClose: lib.func('void sochdb_table_close(sochdb_table *tb)'),
+    tableSchema: lib.func('int sochdb_table_schema(sochdb_table *tb, _Out_ void **cols, _Out_ size_t *ncols, ' +
+                          '_Out_ uint32_t *id)'),
+    tableAddColumn: lib.func('int sochdb_table_add_column(sochdb_txn *t, sochdb_table *tb, const sochdb_column *col)'),
+    rowPut: lib.func('int sochdb_row_put(sochdb_txn *t, sochdb_table *tb, const sochdb_value *values)'),
+    rowDelete: lib.func('int sochdb_row_delete(sochdb_txn *t, sochdb_table *tb, const sochdb_value *pk)'),
+    rowGet: lib.func('int sochdb_row_get(sochdb_txn *t, sochdb_table *tb, const sochdb_value *pk, ' +
+                     'const unsigned int *cols, size_t ncols, _Out_ sochdb_value *out)'),
+    tableScan: lib.func('int sochdb_table_scan(sochdb_txn *t, sochdb_table *tb, const sochdb_value *start, ' +
+                        'const sochdb_value *end, const unsigned int *cols, size_t ncols, ' +
+                        'const sochdb_filter *filter, _Out_ sochdb_scan **out)'),
+    scanNext: lib.func('int sochdb_scan_next(sochdb_scan *s, _Out_ sochdb_value *out)'),
+    scanClose: lib.func('void sochdb_scan_close(sochdb_scan *s, _Out_ sochdb_scan_stats *stats)'),
+    scanStatsGet: lib.func('int sochdb_scan_stats_get(sochdb *db, _Out_ sochdb_scan_stats *out)'),
   };
   api = loaded; // only once every function is found
   return api;
@@ -430,7 +462,8 @@ class Database {
 }
 
 // A transaction's C state, apart from its object: { t, iters, owner } (iters:
-// its open scans' states { it, owner }; owner: the set that lists it). The
+// its open scans' states { it, owner, cut, free }: free(it) closes a key-value
+// scan's iterator or a table scan's; owner: the set that lists it). The
 // database lists the states of its open transactions, not the objects, so that
 // a transaction dropped unfinished is collected, and aborted then, as Python's
 // binding does: it would otherwise keep one of the handle's 128 transactions,
@@ -440,7 +473,7 @@ function closeIter(is) {
   if (it === null) return;
   is.it = null;
   is.owner.delete(is);
-  api.iterClose(it);
+  is.free(it);
 }
 
 function takeTxn(s) {
@@ -561,7 +594,7 @@ class Scan {
     this._txn = txn;
     const out = [null];
     check(api.iterOpen(txn._ptr(), start, start ? start.length : 0, end, end ? end.length : 0, out));
-    this._is = { it: out[0], owner: txn._s.iters, cut: false };
+    this._is = { it: out[0], owner: txn._s.iters, cut: false, free: api.iterClose };
     txn._s.iters.add(this._is);
     this._k = [null]; this._kl = [0]; this._v = [null]; this._vl = [0];
   }
@@ -603,6 +636,10 @@ class Scan {
   close() { closeIter(this._is); }
 }
 
+const tables = require('./tables').attach({
+  lib: loadLibrary, check, errorFor, usageError, copyOut, toBuffer, closeIter, Transaction, Database, NOTFOUND, OK,
+});
+
 /**
  * Open (creating if missing) the database in directory dir. Options (all
  * optional): regionBytes, memtableBytes, cacheBytes, busyTimeoutMs,
@@ -617,6 +654,9 @@ module.exports = {
   Database,
   Transaction,
   Scan,
+  Table: tables.Table,
+  TableScan: tables.TableScan,
+  types: tables.types,
   SochdbError,
   NotFoundError,
   ConflictError,

@@ -167,23 +167,22 @@ def test_strings_that_are_not_utf8_survive_a_round_trip(db):
 
 def test_a_scan_of_one_column_reads_fewer_bytes_from_sstables(dbdir):
     """Projection pushdown: rows flushed to SSTables are stored column by
-    column, and a scan of the key alone reads less than a scan of every
-    column (the 2 KiB photos, random bytes, stay on disk)."""
+    column, and a scan of the key alone reads a tenth of what a scan of
+    every column does (the 2 KiB photos stay on disk)."""
     with sochdb.open(dbdir, memtable_bytes=1 << 20) as db:
         people = make_people(db, [])
         for first in range(0, 3000, 500):
             with db.transaction(sync=False) as txn:
                 for i in range(first, first + 500):
-                    txn.put_row(people, (i, "p%d" % i, float(i), bytes([i % 251]) * 2048))
-        deadline = time.monotonic() + 60
-        while db.stats()["sst_files"] == 0 and time.monotonic() < deadline:
+                    txn.put_row(people, (i, "p%d" % i, float(i), os.urandom(2048)))
+        deadline = time.monotonic() + 60  # until most of the 6 MiB of photos are flushed
+        while db.stats()["sst_bytes"] < 4 << 20 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert db.stats()["sst_files"] > 0, "no flush within 60 s"
+        assert db.stats()["sst_bytes"] >= 4 << 20, "not flushed within 60 s: %r" % db.stats()
         with db.transaction(readonly=True) as txn:
             ids = txn.scan_table(people, columns=["id"])
             n = sum(1 for _ in ids)
             rows = txn.scan_table(people)
             assert sum(1 for _ in rows) == n == 3000
         assert ids.stats["blocks_read"] > 0, ids.stats
-        assert ids.stats["bytes_read"] < rows.stats["bytes_read"], (ids.stats, rows.stats)
-        assert ids.stats["bytes_decompressed"] < rows.stats["bytes_decompressed"] / 10, (ids.stats, rows.stats)
+        assert ids.stats["bytes_read"] < rows.stats["bytes_read"] / 10, (ids.stats, rows.stats)
