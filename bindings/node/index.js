@@ -589,14 +589,17 @@ class Transaction {
   }
 }
 
-class Scan {
-  constructor(txn, start, end) {
-    this._txn = txn;
-    const out = [null];
-    check(api.iterOpen(txn._ptr(), start, start ? start.length : 0, end, end ? end.length : 0, out));
-    this._is = { it: out[0], owner: txn._s.iters, cut: false, free: api.iterClose };
+/**
+ * What a key-value Scan and a TableScan share: a C iterator that belongs to
+ * one transaction, closed when exhausted, on break, by close(), or when the
+ * transaction ends (then next() throws: never a silent end to a scan that was
+ * not done). A subclass opens its iterator, calls _opened(txn, it, free), and
+ * provides _step(it): the next value, or undefined at the end.
+ */
+class Cursor {
+  _opened(txn, it, free) {
+    this._is = { it, owner: txn._s.iters, cut: false, free };
     txn._s.iters.add(this._is);
-    this._k = [null]; this._kl = [0]; this._v = [null]; this._vl = [0];
   }
 
   [Symbol.iterator]() { return this; }
@@ -608,20 +611,18 @@ class Scan {
       }
       return { done: true, value: undefined };
     }
-    const rc = api.iterNext(this._is.it, this._k, this._kl, this._v, this._vl);
-    if (rc === NOTFOUND) {
+    let value;
+    try {
+      value = this._step(this._is.it);
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+    if (value === undefined) {
       this.close();
       return { done: true, value: undefined };
     }
-    if (rc !== OK) {
-      const err = errorFor(rc);
-      this.close();
-      throw err;
-    }
-    return {
-      done: false,
-      value: [copyOut(this._k[0], Number(this._kl[0])), copyOut(this._v[0], Number(this._vl[0]))],
-    };
+    return { done: false, value };
   }
 
   /** Called by for...of on break/throw. */
@@ -630,14 +631,32 @@ class Scan {
     return { done: true, value: undefined };
   }
 
-  /** All remaining pairs as an array. */
+  /** All remaining items as an array. */
   toArray() { return [...this]; }
 
   close() { closeIter(this._is); }
 }
 
+class Scan extends Cursor {
+  constructor(txn, start, end) {
+    super();
+    this._txn = txn;
+    const out = [null];
+    check(api.iterOpen(txn._ptr(), start, start ? start.length : 0, end, end ? end.length : 0, out));
+    this._opened(txn, out[0], api.iterClose);
+    this._k = [null]; this._kl = [0]; this._v = [null]; this._vl = [0];
+  }
+
+  _step(it) {
+    const rc = api.iterNext(it, this._k, this._kl, this._v, this._vl);
+    if (rc === NOTFOUND) return undefined;
+    check(rc);
+    return [copyOut(this._k[0], Number(this._kl[0])), copyOut(this._v[0], Number(this._vl[0]))];
+  }
+}
+
 const tables = require('./tables').attach({
-  lib: loadLibrary, check, errorFor, usageError, copyOut, toBuffer, closeIter, Transaction, Database, NOTFOUND, OK,
+  lib: loadLibrary, check, usageError, copyOut, toBuffer, Cursor, Transaction, Database, NOTFOUND,
 });
 
 /**

@@ -32,7 +32,7 @@ const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
 
 function attach(x) {
-  const { lib, check, errorFor, usageError, copyOut, toBuffer, closeIter, Transaction, Database, NOTFOUND, OK } = x;
+  const { lib, check, usageError, copyOut, toBuffer, Cursor, Transaction, Database, NOTFOUND } = x;
 
   function typeCode(t, name) {
     const code = typeof t === 'string' ? TYPES_BY_NAME[t] : t;
@@ -218,8 +218,9 @@ function attach(x) {
    * break, by close(), or when its transaction ends (then next() throws);
    * .stats holds what it cost once closed.
    */
-  class TableScan {
+  class TableScan extends Cursor {
     constructor(txn, table, { start = null, end = null, columns = null, where = null } = {}) {
+      super();
       const a = lib();
       const [cidx, idx] = table._indices(columns);
       this.table = table; // kept open while the scan runs
@@ -232,44 +233,16 @@ function attach(x) {
       const out = [null];
       check(a.tableScan(txn._ptr(), table._ptr(txn), lo, hi, cidx, cidx ? cidx.length : 0, filter, out));
       const statsOut = {};
-      this._is = {
-        it: out[0], owner: txn._s.iters, cut: false,
-        free: (s) => { a.scanClose(s, statsOut); this.stats = statsOut; },
-      };
-      txn._s.iters.add(this._is);
+      this._opened(txn, out[0], (s) => { a.scanClose(s, statsOut); this.stats = statsOut; });
       this._out = idx.map(() => ({}));
     }
 
-    [Symbol.iterator]() { return this; }
-
-    next() {
-      if (this._is.it === null) {
-        if (this._is.cut) {
-          throw usageError('the scan was cut short: its transaction ended (committed, aborted or its database closed) before the scan was done');
-        }
-        return { done: true, value: undefined };
-      }
-      const rc = lib().scanNext(this._is.it, this._out);
-      if (rc === NOTFOUND) {
-        this.close();
-        return { done: true, value: undefined };
-      }
-      if (rc !== OK) {
-        const err = errorFor(rc);
-        this.close();
-        throw err;
-      }
-      return { done: false, value: this._out.map((v, i) => fromValue(v, this._types[i])) };
+    _step(s) {
+      const rc = lib().scanNext(s, this._out);
+      if (rc === NOTFOUND) return undefined;
+      check(rc);
+      return this._out.map((v, i) => fromValue(v, this._types[i]));
     }
-
-    return() {
-      this.close();
-      return { done: true, value: undefined };
-    }
-
-    toArray() { return [...this]; }
-
-    close() { closeIter(this._is); }
   }
 
   Object.assign(Transaction.prototype, {

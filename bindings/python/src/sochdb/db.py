@@ -9,9 +9,11 @@ import random
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, Iterator, NoReturn, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _ffi, tables
+from ._closeable import Closeable
+from ._cursor import Cursor
 from .errors import ConflictError, from_code, usage_error
 
 BytesLike = Union[bytes, bytearray, memoryview, str]
@@ -178,7 +180,7 @@ class _CallsInFlight:
         return True
 
 
-class Database:
+class Database(Closeable):
     """One process's handle on one database directory (``sochdb_open``).
 
     Shared by all threads of the process; transactions are per thread. A
@@ -231,15 +233,6 @@ class Database:
 
     def __enter__(self) -> "Database":
         return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         return "<sochdb.Database %r%s>" % (self.path, " closed" if self.closed else "")
@@ -352,7 +345,7 @@ class Transaction:
     def __init__(self, db: Database, *, readonly: bool = False, sync: bool = True):
         self._db = db
         self._ptr: Optional[int] = None
-        self._iters: "weakref.WeakSet[Scan]" = weakref.WeakSet()
+        self._iters: "weakref.WeakSet[Cursor]" = weakref.WeakSet()  # its open Scans and TableScans
         self.readonly = readonly
         self.sync = sync
         out = ctypes.c_void_p()
@@ -529,94 +522,42 @@ class Transaction:
         return "<sochdb.Transaction %s on %r>" % (state, self._db.path)
 
 
-class Scan:
+class Scan(Cursor):
     """An iterator over (key, value) pairs of a range (``Transaction.scan``).
 
     Closed when exhausted, by ``close()``, on leaving a ``with`` block, or
     when its transaction ends."""
 
     def __init__(self, txn: Transaction, start: Optional[bytes], end: Optional[bytes]):
-        self._txn = txn
-        self._it: Optional[int] = None
-        self._cut = False  # closed because its transaction ended, before the scan was done
         out = ctypes.c_void_p()
         with txn._db._calls:
             _check(
-                # transient: __next__ copies each pair before the next step,
+                # transient: _step copies each pair before the next step,
                 # so the transaction keeps no copy of what the scan read
                 _ffi.lib().sochdb_iter_open_transient(
                     txn._t(), start, len(start) if start else 0, end, len(end) if end else 0, ctypes.byref(out)
                 )
             )
-            self._it = out.value
-            txn._iters.add(self)
+            self._opened(txn, out.value)
         self._k, self._kl = ctypes.c_void_p(), ctypes.c_size_t()
         self._v, self._vl = ctypes.c_void_p(), ctypes.c_size_t()
 
-    def __iter__(self) -> Iterator[Tuple[bytes, bytes]]:
-        return self
-
     def __next__(self) -> Tuple[bytes, bytes]:
-        if self._it is None:
-            self._stop()
-        db = self._txn._db
-        db._calls.__enter__()  # InvalidError once the database is closed: the scan was not done
-        try:
-            it = self._it  # re-read: close() may have run while we waited
-            if it is None:
-                self._stop()
-            rc = _ffi.lib().sochdb_iter_next(
-                it, ctypes.byref(self._k), ctypes.byref(self._kl), ctypes.byref(self._v), ctypes.byref(self._vl)
-            )
-            if rc == _ffi.NOTFOUND:
-                self._close()
-                raise StopIteration
-            if rc != _ffi.OK:
-                err = from_code(rc)
-                self._close()
-                raise err
-            key = ctypes.string_at(self._k.value, self._kl.value)
-            val = ctypes.string_at(self._v.value, self._vl.value) if self._vl.value else b""
-            return key, val
-        finally:
-            db._calls.__exit__()
+        return super().__next__()
 
-    def close(self) -> None:
-        if self._it is not None:
-            self._txn._db._end_object(self._close)
+    def _step(self, it: int) -> Optional[Tuple[bytes, bytes]]:
+        rc = _ffi.lib().sochdb_iter_next(
+            it, ctypes.byref(self._k), ctypes.byref(self._kl), ctypes.byref(self._v), ctypes.byref(self._vl)
+        )
+        if rc == _ffi.NOTFOUND:
+            return None
+        _check(rc)
+        key = ctypes.string_at(self._k.value, self._kl.value)
+        val = ctypes.string_at(self._v.value, self._vl.value) if self._vl.value else b""
+        return key, val
 
-    def _stop(self) -> NoReturn:
-        """The end of a scan closed before this call: StopIteration if it ran
-        to its end or was closed by its user, InvalidError if its transaction
-        ended under it (never a silent end to a scan that was not done)."""
-        if self._cut:
-            raise usage_error(
-                "the scan was cut short: its transaction ended (committed, aborted or its database closed) "
-                "before the scan was done"
-            )
-        raise StopIteration
-
-    def _cut_short(self) -> None:
-        self._cut = True
-        self._close()
-
-    def _close(self) -> None:
-        it, self._it = self._it, None
-        if it is not None:
-            self._txn._iters.discard(self)
-            _ffi.lib().sochdb_iter_close(it)
-
-    def __enter__(self) -> "Scan":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+    def _free(self, it: int) -> None:
+        _ffi.lib().sochdb_iter_close(it)
 
 
 def open(path: Union[str, bytes, "os.PathLike[str]"], **options: Any) -> Database:  # noqa: A001

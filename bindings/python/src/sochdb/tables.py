@@ -17,9 +17,11 @@ string is read back with ``surrogateescape``, so bytes that are not UTF-8
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from . import _ffi
+from ._closeable import Closeable
+from ._cursor import Cursor
 from .errors import from_code, usage_error
 
 INT64, DOUBLE, BYTES, STRING = _ffi.INT64, _ffi.DOUBLE, _ffi.BYTES, _ffi.STRING
@@ -115,7 +117,7 @@ def _from_value(v: _ffi.Value, t: int) -> Any:
     return b.decode("utf-8", "surrogateescape") if t == STRING else b
 
 
-class Table:
+class Table(Closeable):
     """An open table: its name, id and schema as it was opened (``columns``).
 
     Opened by ``Transaction.open_table`` (or ``create_table``), used in any
@@ -198,18 +200,6 @@ class Table:
         if p is not None:
             _ffi.lib().sochdb_table_close(p)
 
-    def __enter__(self) -> "Table":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
     def __repr__(self) -> str:
         cols = ", ".join("%s %s%s" % (c.name, _TYPE_NAMES[c.type], " NULL" if c.nullable else "") for c in self.columns)
         return "<sochdb.Table %r id %d (%s)%s>" % (self.name, self.id, cols, " closed" if self.closed else "")
@@ -219,7 +209,7 @@ def _stats_dict(st: _ffi.ScanStats) -> Dict[str, int]:
     return {name: getattr(st, name) for name, _ in _ffi.ScanStats._fields_}
 
 
-class TableScan:
+class TableScan(Cursor):
     """Rows of a table in primary-key order (``Transaction.scan_table``), each a
     tuple of the columns asked for. Only those columns (and the filter's)
     are read from SSTables. Closed when exhausted, by ``close()``, on
@@ -227,13 +217,12 @@ class TableScan:
     step raises InvalidError). ``stats`` holds what it cost once closed."""
 
     def __init__(self, txn: Any, table: Table, start: Any, end: Any, columns: Any, where: Any):
-        self._txn = txn
         self._table = table  # kept open while the scan runs
-        self._s: Optional[int] = None
-        self._cut = False
         self.stats: Optional[Dict[str, int]] = None
-        cidx, self._idx = table._c_indices(columns)
-        self.columns = tuple(table.columns[i].name for i in self._idx)
+        cidx, idx = table._c_indices(columns)
+        self.columns = tuple(table.columns[i].name for i in idx)
+        self._types = [table.columns[i].type for i in idx]
+        self._out = (_ffi.Value * len(idx))()
         keep: List[bytes] = []
         bounds = []
         for b in (start, end):
@@ -248,74 +237,26 @@ class TableScan:
         with txn._db._calls:
             _check(
                 _ffi.lib().sochdb_table_scan(
-                    txn._t(), table._p(txn), bounds[0], bounds[1], cidx, len(self._idx) if cidx is not None else 0,
+                    txn._t(), table._p(txn), bounds[0], bounds[1], cidx, len(idx) if cidx is not None else 0,
                     ctypes.byref(filt) if filt is not None else None, ctypes.byref(out),
                 )
             )
-            self._s = out.value
-            txn._iters.add(self)
-        self._out = (_ffi.Value * len(self._idx))()
-        self._types = [table.columns[i].type for i in self._idx]
-
-    def __iter__(self) -> Iterator[Tuple[Any, ...]]:
-        return self
+            self._opened(txn, out.value)
 
     def __next__(self) -> Tuple[Any, ...]:
-        if self._s is None:
-            self._stop()
-        db = self._txn._db
-        db._calls.__enter__()
-        try:
-            s = self._s  # re-read: close() may have run while we waited
-            if s is None:
-                self._stop()
-            rc = _ffi.lib().sochdb_scan_next(s, self._out)
-            if rc == _ffi.NOTFOUND:
-                self._close()
-                raise StopIteration
-            if rc != _ffi.OK:
-                err = from_code(rc)
-                self._close()
-                raise err
-            return tuple(_from_value(self._out[i], t) for i, t in enumerate(self._types))
-        finally:
-            db._calls.__exit__()
+        return super().__next__()
 
-    def _stop(self) -> Any:
-        if self._cut:
-            raise usage_error(
-                "the scan was cut short: its transaction ended (committed, aborted or its database closed) "
-                "before the scan was done"
-            )
-        raise StopIteration
+    def _step(self, s: int) -> Optional[Tuple[Any, ...]]:
+        rc = _ffi.lib().sochdb_scan_next(s, self._out)
+        if rc == _ffi.NOTFOUND:
+            return None
+        _check(rc)
+        return tuple(_from_value(self._out[i], t) for i, t in enumerate(self._types))
 
-    def close(self) -> None:
-        if self._s is not None:
-            self._txn._db._end_object(self._close)
-
-    def _cut_short(self) -> None:
-        self._cut = True
-        self._close()
-
-    def _close(self) -> None:
-        s, self._s = self._s, None
-        if s is not None:
-            self._txn._iters.discard(self)
-            st = _ffi.ScanStats()
-            _ffi.lib().sochdb_scan_close(s, ctypes.byref(st))
-            self.stats = _stats_dict(st)
-
-    def __enter__(self) -> "TableScan":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+    def _free(self, s: int) -> None:
+        st = _ffi.ScanStats()
+        _ffi.lib().sochdb_scan_close(s, ctypes.byref(st))
+        self.stats = _stats_dict(st)
 
 
 def _filter(table: Table, where: Sequence[Any], keep: List[bytes]) -> _ffi.Filter:
