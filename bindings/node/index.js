@@ -598,6 +598,7 @@ class Transaction {
  */
 class Cursor {
   _opened(txn, it, free) {
+    this._txn = txn; // a live scan holds its transaction (droppedTxns aborts only unreachable ones)
     this._is = { it, owner: txn._s.iters, cut: false, free };
     txn._s.iters.add(this._is);
   }
@@ -640,7 +641,6 @@ class Cursor {
 class Scan extends Cursor {
   constructor(txn, start, end) {
     super();
-    this._txn = txn;
     const out = [null];
     check(api.iterOpen(txn._ptr(), start, start ? start.length : 0, end, end ? end.length : 0, out));
     this._opened(txn, out[0], api.iterClose);

@@ -12,7 +12,9 @@
  * Types: 'int64' (a safe-integer number or a BigInt; read back as a number
  * when it is a safe integer, else a BigInt), 'double' (number), 'bytes' (a
  * Buffer; Uint8Array, ArrayBuffer and strings, as UTF-8, are taken too) and
- * 'string' (a string, stored as UTF-8; Buffers are taken too). NULL is null
+ * 'string' (a string, stored as UTF-8; Buffers and Uint8Arrays are taken too,
+ * and bytes that are not UTF-8, which a C program may store, read back with
+ * U+FFFD in their place: read such a column as bytes). NULL is null
  * (undefined is taken as null in a row given as an object).
  *
  * index.js calls attach() with its internals once, at load.
@@ -52,7 +54,7 @@ function attach(x) {
   }
 
   function cColumns(cols) {
-    return cols.map((c) => ({ name: c.name, type: c.type, flags: c.nullable ? NULLABLE : 0 }));
+    return cols.map((c) => ({ name: nameArg(c.name, 'column'), type: c.type, flags: c.nullable ? NULLABLE : 0 }));
   }
 
   /** v as a sochdb_value for col (a struct for koffi: a Buffer in .bytes stays alive through the call). */
@@ -76,7 +78,7 @@ function attach(x) {
       if (typeof v !== 'number') throw new TypeError(`${what}: a number, not ${typeof v}`);
       out.f64 = v;
     } else {
-      if (col.type === STRING && typeof v !== 'string' && !Buffer.isBuffer(v)) {
+      if (col.type === STRING && typeof v !== 'string' && !(v instanceof Uint8Array)) {
         throw new TypeError(`${what}: a string, not ${typeof v}`);
       }
       const b = toBuffer(v, `column ${JSON.stringify(col.name)}`);
@@ -89,7 +91,9 @@ function attach(x) {
   /** A copy of v as JS: the bytes it points to may not outlive the call. */
   function fromValue(v, type) {
     if (v.is_null) return null;
-    if (type === INT64) return v.i64;
+    // koffi gives a number up to 2^53 in size: one that is not a safe integer
+    // would not be taken back (toValue), so it comes as a BigInt too
+    if (type === INT64) return typeof v.i64 === 'number' && !Number.isSafeInteger(v.i64) ? BigInt(v.i64) : v.i64;
     if (type === DOUBLE) return v.f64;
     const b = copyOut(v.bytes, Number(v.len));
     return type === STRING ? b.toString('utf8') : b;
@@ -97,14 +101,20 @@ function attach(x) {
 
   function nameArg(name, what) {
     if (typeof name !== 'string') throw new TypeError(`a ${what} name is a string, not ${typeof name}`);
+    // the C API would read it cut short there: another name
+    if (name.includes('\0')) throw new TypeError(`a ${what} name holds no NUL character: ${JSON.stringify(name)}`);
     return name;
   }
 
-  // A table's C handle apart from its object, freed when the object is collected.
+  // A table's C handle apart from its object: { p, scans, closing }. The C
+  // scan reads its table's schema at every step, so the handle is freed once
+  // the table is closed (or collected) and no scan of it is open.
   function freeTable(st) {
+    st.closing = true;
+    if (st.scans > 0 || st.p === null) return;
     const p = st.p;
     st.p = null;
-    if (p !== null) lib().tableClose(p);
+    lib().tableClose(p);
   }
   const droppedTables = new FinalizationRegistry(freeTable);
 
@@ -119,7 +129,7 @@ function attach(x) {
       const a = lib();
       this.db = db;
       this.name = name;
-      this._st = { p };
+      this._st = { p, scans: 0, closing: false };
       droppedTables.register(this, this._st, this._st);
       const cols = [null];
       const n = [0];
@@ -133,7 +143,7 @@ function attach(x) {
       this._index = new Map(raw.map((c, i) => [c.name, i]));
     }
 
-    get closed() { return this._st.p === null; }
+    get closed() { return this._st.closing; }
 
     close() {
       droppedTables.unregister(this._st);
@@ -141,7 +151,7 @@ function attach(x) {
     }
 
     _ptr(txn) {
-      if (this._st.p === null) throw usageError(`the table ${JSON.stringify(this.name)} is closed`);
+      if (this._st.closing) throw usageError(`the table ${JSON.stringify(this.name)} is closed`);
       if (txn.db !== this.db) {
         throw usageError(`the table ${JSON.stringify(this.name)} was opened on another Database: open it there`);
       }
@@ -232,8 +242,15 @@ function attach(x) {
       const hi = end === null || end === undefined ? null : table._pk(end);
       const out = [null];
       check(a.tableScan(txn._ptr(), table._ptr(txn), lo, hi, cidx, cidx ? cidx.length : 0, filter, out));
+      const st = table._st;
+      st.scans++; // the table's handle stays until this scan is closed
       const statsOut = {};
-      this._opened(txn, out[0], (s) => { a.scanClose(s, statsOut); this.stats = statsOut; });
+      this._opened(txn, out[0], (s) => {
+        a.scanClose(s, statsOut);
+        this.stats = statsOut;
+        st.scans--;
+        if (st.closing) freeTable(st);
+      });
       this._out = idx.map(() => ({}));
     }
 

@@ -142,6 +142,52 @@ test('a table scan is cut short by its transaction\'s end', () => withDb((db) =>
   assert.equal(s.stats.rows, 1);
 }));
 
+test('a table closed while a scan of it is open stays until the scan ends', () => withDb((db) => {
+  // The C scan reads its table's schema at every step: close() freed the handle at
+  // once, a table opened after it reused the memory, and the scan read rows under
+  // another table's schema (CorruptError).
+  const people = makePeople(db, Array.from({ length: 5 }, (_, i) => [i, `p${i}`, null, null]));
+  db.transaction((t) => t.createTable('other', [{ name: 'k', type: 'bytes' }, { name: 'v', type: 'int64' }]).close());
+  db.transaction((t) => {
+    const s = t.scanTable(people, { columns: ['id', 'name'] });
+    assert.deepEqual(s.next().value, [0, 'p0']);
+    people.close();
+    assert.equal(people.closed, true);
+    assert.throws(() => t.getRow(people, 1), /closed/);
+    const others = Array.from({ length: 8 }, () => t.openTable('other')); // would take the freed memory
+    assert.deepEqual(s.toArray(), [1, 2, 3, 4].map((i) => [i, `p${i}`]));
+    for (const o of others) o.close();
+  }, { readonly: true });
+}));
+
+test('a table scan keeps its transaction from the garbage collector', async () => {
+  require('v8').setFlagsFromString('--expose-gc');
+  const gc = require('vm').runInNewContext('gc');
+  await withDb(async (db) => {
+    const people = makePeople(db, Array.from({ length: 3 }, (_, i) => [i, null, null, null]));
+    const s = db.begin({ readonly: true }).scanTable(people, { columns: ['id'] }); // the scan alone holds it
+    assert.deepEqual(s.next().value, [0]);
+    for (let i = 0; i < 3; i++) {
+      gc();
+      await new Promise((resolve) => setImmediate(resolve)); // finalizers run between turns
+    }
+    assert.deepEqual(s.toArray(), [[1], [2]]);
+  });
+});
+
+test('int64 beyond the safe integers reads back as a BigInt that writes back', () => withDb((db) => {
+  const edge = [2n ** 53n, -(2n ** 53n), 2n ** 53n + 1n, 2n ** 63n - 1n];
+  const people = makePeople(db, edge.map((v) => [v, null, null, null]));
+  db.transaction((t) => {
+    const ids = t.scanTable(people, { columns: ['id'] }).toArray().map((r) => r[0]);
+    assert.deepEqual(ids, [...edge].sort((a, b) => (a < b ? -1 : 1)));
+    for (const id of ids) t.putRow(people, [id, 'again', null, null]); // each taken back
+    assert.deepEqual(t.getRow(people, 2n ** 53n, { columns: ['name'] }), ['again']);
+  });
+  assert.throws(() => db.transaction((t) => t.createTable('zz\0yy', [{ name: 'id', type: 'int64' }])), TypeError);
+  assert.throws(() => db.transaction((t) => t.createTable('zz', [{ name: 'id\0q', type: 'int64' }])), TypeError);
+}));
+
 test('a table belongs to the database handle that opened it', () => withDb((db, dir) => {
   const people = makePeople(db, [[1, 'Ann', null, null]]);
   const other = sochdb.open(dir);

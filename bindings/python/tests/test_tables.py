@@ -2,6 +2,7 @@
 NULL, projection and filters, snapshot isolation and conflicts, the
 refusals of bad input, and a scan cut short by its transaction's end."""
 
+import math
 import os
 import time
 
@@ -30,7 +31,8 @@ def test_create_put_get_every_type_and_null(db):
     with db.transaction(readonly=True) as txn:
         assert txn.get_row(people, 1) == (1, "Ann", 1.5, b"\x00\xff")
         assert txn.get_row(people, 2) == (2, "Bob", None, None)
-        assert txn.get_row(people, -(1 << 63)) == (-(1 << 63), "", -0.0, b"")
+        low = txn.get_row(people, -(1 << 63))
+        assert low == (-(1 << 63), "", 0.0, b"") and math.copysign(1, low[2]) < 0  # -0.0 keeps its sign
         assert txn.get_row(people, 3) is None
         assert txn.get_row(people, 1, ["photo", 1]) == (b"\x00\xff", "Ann")
 
@@ -150,6 +152,37 @@ def test_a_table_belongs_to_the_database_handle_that_opened_it(db, dbdir):
     with db.transaction(readonly=True) as txn:
         with pytest.raises(sochdb.InvalidError, match="closed"):
             txn.get_row(people, 1)
+
+
+def test_a_table_closed_while_a_scan_of_it_is_open_stays_until_the_scan_ends(db):
+    """The C scan reads its table's schema at every step: close() freed the
+    handle at once, and a table opened after it reused the memory, so the
+    scan decoded rows with another table's schema (CorruptError)."""
+    people = make_people(db, [(i, "p%d" % i, None, None) for i in range(5)])
+    with db.transaction() as txn:
+        txn.create_table("other", [("k", "bytes"), ("v", "int64")])
+    txn = db.transaction(readonly=True)
+    scan = txn.scan_table(people, columns=["id", "name"])
+    assert next(scan) == (0, "p0")
+    people.close()
+    assert people.closed
+    with pytest.raises(sochdb.InvalidError, match="closed"):
+        txn.get_row(people, 1)
+    others = [txn.open_table("other") for _ in range(8)]  # would take the freed memory
+    assert list(scan) == [(i, "p%d" % i) for i in range(1, 5)]
+    for o in others:
+        o.close()
+    txn.abort()
+
+
+def test_names_with_a_nul_character_are_refused(db):
+    with db.transaction() as txn:
+        with pytest.raises(ValueError):
+            txn.create_table("zz\0yy", [("id", "int64")])
+        with pytest.raises(ValueError):
+            txn.create_table("zz", [("id\0q", "int64")])
+        with pytest.raises(sochdb.NotFoundError):
+            txn.open_table("zz")
 
 
 def test_strings_that_are_not_utf8_survive_a_round_trip(db):

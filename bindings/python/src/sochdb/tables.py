@@ -16,8 +16,10 @@ string is read back with ``surrogateescape``, so bytes that are not UTF-8
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+import threading
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from . import _ffi
 from ._closeable import Closeable
@@ -70,7 +72,7 @@ def _column(spec: ColumnSpec) -> Column:
 def _c_columns(cols: Sequence[Column]) -> "ctypes.Array[_ffi.Column]":
     arr = (_ffi.Column * max(len(cols), 1))()
     for i, c in enumerate(cols):
-        arr[i].name = c.name.encode("utf-8")
+        arr[i].name = _name(c.name, "column")
         arr[i].type = c.type
         arr[i].flags = _ffi.NULLABLE if c.nullable else 0
     return arr
@@ -123,12 +125,16 @@ class Table(Closeable):
     Opened by ``Transaction.open_table`` (or ``create_table``), used in any
     later transaction of the same Database, by any thread; after
     ``add_column`` commits, open it again to use the new column. ``close()``
-    (or the garbage collector) frees the handle, not the table: close it
-    only when no other thread is using it."""
+    (or the garbage collector) frees the handle, not the table; a call on
+    it in flight, or a scan of it still open, keeps the C handle until it
+    ends (the C scan reads the table's schema at every step)."""
 
     def __init__(self, ptr: int, db: Any):
         self._ptr: Optional[int] = ptr
         self._db = db
+        self._lock = threading.Lock()
+        self._users = 0  # calls in flight and open scans: the C handle outlives close() until they end
+        self._closing = False
         cols = ctypes.POINTER(_ffi.Column)()
         n, tid = ctypes.c_size_t(), ctypes.c_uint32()
         _check(_ffi.lib().sochdb_table_schema(ptr, ctypes.byref(cols), ctypes.byref(n), ctypes.byref(tid)))
@@ -142,14 +148,41 @@ class Table(Closeable):
 
     @property
     def closed(self) -> bool:
-        return self._ptr is None
+        return self._closing
 
-    def _p(self, txn: Any) -> int:
-        if self._ptr is None:
-            raise usage_error("the table %r is closed" % self.name)
+    def _acquire(self, txn: Any) -> int:
+        """The C handle, kept until the matching _release()."""
         if txn._db is not self._db:
             raise usage_error("the table %r was opened on another Database: open it there" % self.name)
-        return self._ptr
+        with self._lock:  # nothing that allocates inside: a finalizer run here would deadlock
+            p = None if self._closing else self._ptr
+            if p is not None:
+                self._users += 1
+        if p is None:
+            raise usage_error("the table %r is closed" % self.name)
+        return p
+
+    def _release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            p = self._take_if_unused()
+        if p is not None:
+            _ffi.lib().sochdb_table_close(p)
+
+    @contextlib.contextmanager
+    def _held(self, txn: Any) -> Iterator[int]:
+        p = self._acquire(txn)
+        try:
+            yield p
+        finally:
+            self._release()
+
+    def _take_if_unused(self) -> Optional[int]:
+        """Under the lock: the C handle to free, once closed and unused."""
+        p = None
+        if self._closing and self._users == 0:
+            p, self._ptr = self._ptr, None
+        return p
 
     def column_index(self, column: Union[int, str]) -> int:
         """The index of a column given by name or index."""
@@ -196,7 +229,9 @@ class Table(Closeable):
         return v, keep
 
     def close(self) -> None:
-        p, self._ptr = self._ptr, None
+        with self._lock:
+            self._closing = True
+            p = self._take_if_unused()
         if p is not None:
             _ffi.lib().sochdb_table_close(p)
 
@@ -235,12 +270,16 @@ class TableScan(Cursor):
         filt = _filter(table, where, keep) if where is not None else None
         out = ctypes.c_void_p()
         with txn._db._calls:
-            _check(
-                _ffi.lib().sochdb_table_scan(
-                    txn._t(), table._p(txn), bounds[0], bounds[1], cidx, len(idx) if cidx is not None else 0,
-                    ctypes.byref(filt) if filt is not None else None, ctypes.byref(out),
-                )
+            t = txn._t()
+            tp = table._acquire(txn)  # released by _free: the C scan reads the table at every step
+            rc = _ffi.lib().sochdb_table_scan(
+                t, tp, bounds[0], bounds[1], cidx, len(idx) if cidx is not None else 0,
+                ctypes.byref(filt) if filt is not None else None, ctypes.byref(out),
             )
+            if rc != _ffi.OK:
+                err = from_code(rc)
+                table._release()
+                raise err
             self._opened(txn, out.value)
 
     def __next__(self) -> Tuple[Any, ...]:
@@ -257,6 +296,7 @@ class TableScan(Cursor):
         st = _ffi.ScanStats()
         _ffi.lib().sochdb_scan_close(s, ctypes.byref(st))
         self.stats = _stats_dict(st)
+        self._table._release()
 
 
 def _filter(table: Table, where: Sequence[Any], keep: List[bytes]) -> _ffi.Filter:
@@ -305,21 +345,21 @@ def open_table(txn: Any, name: str, columns: Optional[Sequence[ColumnSpec]] = No
 
 def add_column(txn: Any, table: Table, name: str, type: Union[int, str]) -> None:
     col = _ffi.Column(_name(name, "column"), _type_code(type, name), _ffi.NULLABLE)
-    with txn._db._calls:
-        _check(_ffi.lib().sochdb_table_add_column(txn._t(), table._p(txn), ctypes.byref(col)))
+    with txn._db._calls, table._held(txn) as tp:
+        _check(_ffi.lib().sochdb_table_add_column(txn._t(), tp, ctypes.byref(col)))
 
 
 def put_row(txn: Any, table: Table, row: Union[Sequence[Any], Dict[str, Any]]) -> None:
     vals, keep = table._row(row)
-    with txn._db._calls:
-        _check(_ffi.lib().sochdb_row_put(txn._t(), table._p(txn), vals))
+    with txn._db._calls, table._held(txn) as tp:
+        _check(_ffi.lib().sochdb_row_put(txn._t(), tp, vals))
     del keep
 
 
 def delete_row(txn: Any, table: Table, pk: Any) -> None:
     v, keep = table._pk(pk)
-    with txn._db._calls:
-        _check(_ffi.lib().sochdb_row_delete(txn._t(), table._p(txn), ctypes.byref(v)))
+    with txn._db._calls, table._held(txn) as tp:
+        _check(_ffi.lib().sochdb_row_delete(txn._t(), tp, ctypes.byref(v)))
     del keep
 
 
@@ -327,10 +367,8 @@ def get_row(txn: Any, table: Table, pk: Any, columns: Optional[Sequence[Union[in
     v, keep = table._pk(pk)
     cidx, idx = table._c_indices(columns)
     out = (_ffi.Value * len(idx))()
-    with txn._db._calls:
-        rc = _ffi.lib().sochdb_row_get(
-            txn._t(), table._p(txn), ctypes.byref(v), cidx, len(idx) if cidx is not None else 0, out
-        )
+    with txn._db._calls, table._held(txn) as tp:
+        rc = _ffi.lib().sochdb_row_get(txn._t(), tp, ctypes.byref(v), cidx, len(idx) if cidx is not None else 0, out)
         if rc == _ffi.NOTFOUND:
             return None
         _check(rc)
@@ -348,4 +386,6 @@ def scan_stats(db: Any) -> Dict[str, int]:
 def _name(name: Any, what: str) -> bytes:
     if not isinstance(name, str):
         raise TypeError("a %s name is a str, not %s" % (what, type(name).__name__))
+    if "\0" in name:  # the C API would read it cut short there: another name
+        raise ValueError("a %s name holds no NUL character: %r" % (what, name))
     return name.encode("utf-8")
