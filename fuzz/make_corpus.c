@@ -2,10 +2,12 @@
 ** make_corpus.c — writes the seed corpus of the fuzz targets: a few valid
 ** files of each kind, made with the library's own writers.
 **
-**   sochdb_fuzz_corpus OUTDIR   ->  files in OUTDIR/sst, OUTDIR/wal, OUTDIR/manifest, OUTDIR/txn
+**   sochdb_fuzz_corpus OUTDIR   ->  files in OUTDIR/sst, OUTDIR/wal, OUTDIR/manifest, OUTDIR/txn,
+**                                   OUTDIR/table
 **
 ** The MANIFESTs carry the database id fuzz_manifest.c replays them with;
-** OUTDIR/txn holds a few programs of API calls for fuzz_txn.c.
+** OUTDIR/txn and OUTDIR/table hold a few programs of API calls for
+** fuzz_txn.c and fuzz_table.c.
 */
 #include "manifest.h"
 #include "rowfmt.h"
@@ -252,6 +254,46 @@ static void txn_programs(void)
   save("txn", "refused", refused, sizeof refused);
 }
 
+/* Programs for fuzz_table.c: a schema byte and a byte per column after the
+** key, then operations (an operation byte and the operation's own bytes). */
+static void table_programs(void)
+{
+  /* 5 columns: an int64 key, a nullable double, a nullable string, an
+  ** int64, nullable bytes; every key put, committed, ballast enough to
+  ** flush them, then gets and scans with filters on each kind of column. */
+  uint8_t p[1024], *q = p;
+  static const uint8_t schema[] = { 3, 1 | 4, 3 | 4, 0, 2 | 4 };
+  memcpy(q, schema, sizeof schema);
+  q += sizeof schema;
+  for (unsigned k = 0; k < 24; k++) {
+    uint8_t put[] = { 0, (uint8_t)k, (uint8_t)(k * 5), (uint8_t)k, (uint8_t)(k * 3), (uint8_t)(k * 7),
+                      (uint8_t)(k + 1), (uint8_t)(k * 11), (uint8_t)(k * 2), (uint8_t)(k * 13), (uint8_t)k };
+    memcpy(q, put, sizeof put);
+    q += sizeof put;
+  }
+  static const uint8_t rest[] = {
+    4,                          /* commit */
+    7, 0, 7, 1, 7, 2, 7, 3,     /* ballast: the rows flush */
+    2, 5, 2, 2, 1,              /* get key 5, columns 2 and 1 */
+    3, 4, 0, 1, 1, 5, 1,        /* scan column 0 where the double >= case 5 */
+    3, 7, 2, 20, 3, 0, 3, 2, 0, 4, 1, 9, 17, /* bounds, 3 columns, the string between two */
+    1, 5, 0, 30, 4,             /* delete key 5, put key 30 % 24, commit */
+    6, 1,                       /* add a double column */
+    3, 4, 0, 5, 4, 0, 3,        /* scan it: every value NULL */
+  };
+  memcpy(q, rest, sizeof rest);
+  q += sizeof rest;
+  save("table", "rows-flushed", p, (size_t)(q - p));
+  /* 3 columns: a string key, nullable bytes, a double; puts, a scan, an abort */
+  static const uint8_t strings[] = {
+    (2 << 2) | 1, 2 | 4, 1,
+    0, 3, 1, 255, 0, 2,  0, 17, 0, 0, 1, 9,  0, 22, 4, 170, 1, 1,
+    3, 4, 1, 0, 1, 1, 2, 1, 3,
+    5, 2, 3, 1, 0,
+  };
+  save("table", "string-keys", strings, sizeof strings);
+}
+
 int main(int argc, char **argv)
 {
   if (argc != 2) {
@@ -279,5 +321,6 @@ int main(int argc, char **argv)
   manifest("edits.manifest", 2);
   manifest("rewritten.manifest", 5);
   txn_programs();
+  table_programs();
   return 0;
 }
