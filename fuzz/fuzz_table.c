@@ -2,8 +2,8 @@
 ** fuzz_table.c — libFuzzer target for the columnar table API (include/sochdb.h,
 ** "Columnar tables"), checked against a model of the table's rows.
 **
-** One database, opened once, with 1 MiB memtables, served by the fuzz tree's
-** sochdbd ($SOCHDB_DAEMON): inputs write large key-value "ballast" that
+** One database (fuzzdb.h: 1 MiB memtables, served by the fuzz tree's
+** sochdbd): inputs write large key-value "ballast" that
 ** rotates memtables, so the daemon flushes and compacts the rows into
 ** columnar SSTable blocks behind the reads, which meet memtables, row blocks
 ** and column segments alike (the direct path of a compacted table, the
@@ -26,28 +26,17 @@
 ** and strings by memcmp, then the shorter first). Values compare bit for
 ** bit. Any other answer aborts the fuzzer.
 */
-#include "internal.h"   /* sdb_daemon_stop */
-#include "sochdb.h"
+#include "fuzzdb.h"
 
-#include <errno.h>
-#include <ftw.h>
 #include <math.h>
-#include <signal.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#define MEMTABLE_BYTES (1u << 20)
 #define MAX_COLS       8
 #define PKS            24                /* the primary keys an input may use */
 #define BALLAST_BYTES  (300u << 10)
 #define BALLAST_KEYS   4
 
-static sochdb *db;
-static char dir[4096], region[4096];
 static uint8_t ballast[BALLAST_BYTES];
 
 static void mismatch(const char *what, int rc)
@@ -218,7 +207,7 @@ static const struct cell *model_cell(const struct row *r, unsigned col)
 ** stalled machine: the input ends there, not failed; nothing was applied). */
 static int begin(void)
 {
-  int rc = sochdb_txn_begin(db, 0, &txn);
+  int rc = sochdb_txn_begin(fuzzdb, 0, &txn);
   if (rc == SOCHDB_BUSY) {
     txn = NULL;
     stalled = 1;
@@ -514,23 +503,12 @@ static int create_table(struct input *in)
   return 0;
 }
 
-static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-  (void)st, (void)flag, (void)ftw;
-  return remove(path);
-}
-
-/* As fuzz_txn's: the daemon stopped first, then the directory and the region. */
-static void remove_database(void)
+/* At exit: what the last input left open, before the database closes. */
+static void end_input(void)
 {
   if (txn != NULL)
     sochdb_abort(txn);
   sochdb_table_close(tb);
-  sochdb_close(db);
-  if (sdb_daemon_stop(dir, SIGTERM, 10000) != SOCHDB_OK)
-    fprintf(stderr, "fuzz_table: %s's daemon did not stop (%s); left as it is\n", dir, sochdb_last_error());
-  else if (nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS) == 0)
-    unlink(region);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -538,29 +516,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
   (void)argc, (void)argv;
   for (size_t i = 0; i < sizeof ballast; i++)   /* LZ4 cannot shrink it much: the flushes are real */
     ballast[i] = (uint8_t)((i * 2654435761u) >> 13);
-  const char *named = getenv("SOCHDB_FUZZ_TABLE_DIR");
-  if (named && *named) {
-    snprintf(dir, sizeof dir, "%s", named);
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-      perror("fuzz_table: mkdir");
-      exit(1);
-    }
-  } else {
-    snprintf(dir, sizeof dir, "/tmp/sochdb-fuzz-table.XXXXXX");
-    if (!mkdtemp(dir)) {
-      perror("fuzz_table: mkdtemp");
-      exit(1);
-    }
-  }
-  sochdb_options o = { .region_bytes = 64u << 20, .memtable_bytes = MEMTABLE_BYTES, .busy_timeout_ms = 2000 };
-  int rc = sochdb_open(dir, &o, &db);
-  if (rc != SOCHDB_OK) {
-    fprintf(stderr, "fuzz_table: open %s: %s (%s); set $SOCHDB_DAEMON to a sochdbd\n", dir, sochdb_strerror(rc),
-            sochdb_last_error());
-    exit(1);
-  }
-  snprintf(region, sizeof region, "%s", sochdb_region_path(db));
-  atexit(remove_database);
+  fuzzdb_open("fuzz_table", "SOCHDB_FUZZ_TABLE_DIR", end_input);
   return 0;
 }
 

@@ -25,27 +25,17 @@
 ** (first committer wins), and otherwise applies every write at once. Any
 ** answer of the engine that the model does not give aborts the fuzzer.
 */
-#include "internal.h"   /* sdb_daemon_stop */
-#include "sochdb.h"
+#include "fuzzdb.h"
 
-#include <errno.h>
-#include <ftw.h>
-#include <signal.h>
-#include <sys/stat.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#define MEMTABLE_BYTES (1u << 20)
+#define MEMTABLE_BYTES FUZZDB_MEMTABLE_BYTES
 #define SLOTS          3
 #define MAX_KEYS       512          /* distinct keys of one input's model */
 #define BIG_VALUE      (64u << 10)
 #define HELD_MAX       8
 
-static sochdb *db;
-static char dir[4096], region[4096];
 static uint8_t scratch[MEMTABLE_BYTES];   /* bytes for values and for over-long keys */
 
 /* ---- failure ---------------------------------------------------------------- */
@@ -252,7 +242,7 @@ static void op_begin(struct slot *s, int readonly)
 {
   if (s->t)
     return;
-  int rc = sochdb_txn_begin(db, readonly ? SOCHDB_TXN_READONLY : 0, &s->t);
+  int rc = sochdb_txn_begin(fuzzdb, readonly ? SOCHDB_TXN_READONLY : 0, &s->t);
   if (rc == SOCHDB_BUSY) {   /* the write stall, past busy_timeout_ms: the daemon is slow, not wrong */
     s->t = NULL;
     return;
@@ -430,7 +420,7 @@ static void op_refused(struct slot *s, struct input *in)
   sochdb_iter *it;
   sochdb_txn *t;
   if (which == 0) {
-    expect_rc(sochdb_txn_begin(db, 0x80, &t), SOCHDB_INVALID, "begin with unknown flags");
+    expect_rc(sochdb_txn_begin(fuzzdb, 0x80, &t), SOCHDB_INVALID, "begin with unknown flags");
     return;
   }
   if (!s->t)
@@ -468,7 +458,7 @@ static void op_refused(struct slot *s, struct input *in)
 static int empty_the_database(void)
 {
   sochdb_txn *t;
-  int rc = sochdb_txn_begin(db, 0, &t);
+  int rc = sochdb_txn_begin(fuzzdb, 0, &t);
   if (rc == SOCHDB_BUSY)
     return -1;
   expect_rc(rc, SOCHDB_OK, "the reset's begin");
@@ -495,57 +485,12 @@ static int empty_the_database(void)
   return 0;
 }
 
-static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-  (void)st, (void)flag, (void)ftw;
-  return remove(path);
-}
-
-/* The daemon stopped first (it may still be flushing), then the directory
-** and the region. A crash skips this: a directory fuzz.sh names is then
-** taken up again by the next run, which removes it at its end. */
-static void remove_database(void)
-{
-  sochdb_close(db);
-  if (sdb_daemon_stop(dir, SIGTERM, 10000) != SOCHDB_OK)
-    fprintf(stderr, "fuzz_txn: %s's daemon did not stop (%s); left as it is\n", dir, sochdb_last_error());
-  else if (nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS) == 0)
-    unlink(region);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
   (void)argc, (void)argv;
   for (size_t i = 0; i < sizeof scratch; i++)
     scratch[i] = (uint8_t)(i * 131 + (i >> 8));
-  /* $SOCHDB_FUZZ_TXN_DIR (scripts/fuzz.sh: one in the build tree, so a
-  ** crashed run leaves nothing elsewhere), else a new one in /tmp. */
-  const char *named = getenv("SOCHDB_FUZZ_TXN_DIR");
-  if (named && *named) {
-    snprintf(dir, sizeof dir, "%s", named);
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-      perror("fuzz_txn: mkdir");
-      exit(1);
-    }
-  } else {
-    snprintf(dir, sizeof dir, "/tmp/sochdb-fuzz-txn.XXXXXX");
-    if (!mkdtemp(dir)) {
-      perror("fuzz_txn: mkdtemp");
-      exit(1);
-    }
-  }
-  /* busy_timeout_ms within libFuzzer's 10 s an input: a stall ends as
-  ** SOCHDB_BUSY, or a SYNC commit's wait as SOCHDB_DAEMON (5 s), both taken
-  ** for what they are, not as a timeout of the input */
-  sochdb_options o = { .region_bytes = 64u << 20, .memtable_bytes = MEMTABLE_BYTES, .busy_timeout_ms = 2000 };
-  int rc = sochdb_open(dir, &o, &db);
-  if (rc != SOCHDB_OK) {
-    fprintf(stderr, "fuzz_txn: open %s: %s (%s); set $SOCHDB_DAEMON to a sochdbd\n", dir, sochdb_strerror(rc),
-            sochdb_last_error());
-    exit(1);
-  }
-  snprintf(region, sizeof region, "%s", sochdb_region_path(db));
-  atexit(remove_database);
+  fuzzdb_open("fuzz_txn", "SOCHDB_FUZZ_TXN_DIR", NULL);
   return 0;
 }
 
