@@ -39,18 +39,6 @@
 
 static uint8_t ballast[BALLAST_BYTES];
 
-static void mismatch(const char *what, int rc)
-{
-  fprintf(stderr, "fuzz_table: %s (rc %d: %s; %s)\n", what, rc, sochdb_strerror(rc), sochdb_last_error());
-  abort();
-}
-
-static void expect_rc(int rc, int want, const char *what)
-{
-  if (rc != want)
-    mismatch(what, rc);
-}
-
 /* ---- values --------------------------------------------------------------------- */
 
 struct cell {

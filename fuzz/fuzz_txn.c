@@ -38,22 +38,6 @@
 
 static uint8_t scratch[MEMTABLE_BYTES];   /* bytes for values and for over-long keys */
 
-/* ---- failure ---------------------------------------------------------------- */
-
-static void mismatch(const char *what, int rc)
-{
-  fprintf(stderr, "fuzz_txn: %s (rc %d: %s; %s)\n", what, rc, sochdb_strerror(rc), sochdb_last_error());
-  abort();
-}
-
-static void expect_rc(int rc, int want, const char *what)
-{
-  if (rc != want)
-    mismatch(what, rc);
-  if (rc == SOCHDB_INVALID && !sochdb_last_error()[0])
-    mismatch("a refusal without a message", rc);
-}
-
 /* ---- the model --------------------------------------------------------------- */
 
 struct version {

@@ -8,7 +8,8 @@
 ** a directory fuzz.sh names is taken up again by the next run, which
 ** removes it at its end.
 **
-** Static functions in a header: each target is one file of its own.
+** Also their failure: mismatch() and expect_rc(). Static functions in a
+** header: each target is one file of its own.
 */
 #ifndef SOCHDB_FUZZDB_H
 #define SOCHDB_FUZZDB_H
@@ -21,6 +22,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,6 +32,24 @@ static sochdb     *fuzzdb;
 static const char *fuzzdb_who;               /* the target's name, for messages */
 static void      (*fuzzdb_on_exit)(void);    /* ends what the target holds open, before the close */
 static char        fuzzdb_dir[4096], fuzzdb_region[4096];
+
+/* An answer the model does not give: what, and the call's code, on stderr
+** (scripts/fuzz.sh prints the line starting with the target's name), then
+** abort, which libFuzzer takes for a crash and saves the input of. */
+static void mismatch(const char *what, int rc)
+{
+  fprintf(stderr, "%s: %s (rc %d: %s; %s)\n", fuzzdb_who, what, rc, sochdb_strerror(rc), sochdb_last_error());
+  abort();
+}
+
+/* rc must be want; a refusal (SOCHDB_INVALID) must say why. */
+static void expect_rc(int rc, int want, const char *what)
+{
+  if (rc != want)
+    mismatch(what, rc);
+  if (rc == SOCHDB_INVALID && !sochdb_last_error()[0])
+    mismatch("a refusal without a message", rc);
+}
 
 static int fuzzdb_remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
