@@ -140,23 +140,6 @@ static int write_trailer(FILE *f, unsigned long long n)
 /* transient: each pair is copied or written before the next step */
 static const struct sdb_iter_opts every_key = { .transient = 1 };
 
-/* 1 if t's snapshot holds a reserved key (a columnar table), 0 if not, or
-** an exit status < 0 after a message. */
-static int holds_tables(sochdb_txn *t)
-{
-  sochdb_iter *it;
-  int rc = sdb_iter_open(t, rowfmt_reserved_start, sizeof rowfmt_reserved_start, NULL, 0, &every_key, &it);
-  if (rc != SOCHDB_OK)
-    return -db_error("cannot open an iterator", rc);
-  const void *k, *v;
-  size_t kl, vl;
-  rc = sochdb_iter_next(it, &k, &kl, &v, &vl);
-  sochdb_iter_close(it);
-  if (rc != SOCHDB_OK && rc != SOCHDB_NOTFOUND)
-    return -db_error("reading the tables failed", rc);
-  return rc == SOCHDB_OK;
-}
-
 /* The keys' order: bytes compared as unsigned, a key before its extensions. */
 static int key_cmp(const void *a, size_t al, const void *b, size_t bl)
 {
@@ -230,6 +213,24 @@ static int sum_tables(sochdb_txn *t, tables_sum *sum, table_key_visit visit, voi
   if (status == EXIT_OK && rc != SOCHDB_NOTFOUND)
     return db_error("reading the tables failed", rc);
   return status;
+}
+
+/* A visit that stops the sum past *ctx keys. */
+static int stop_past(void *ctx, const void *k, size_t kl, const void *v, size_t vl)
+{
+  (void)k, (void)kl, (void)v, (void)vl;
+  unsigned long long *left = ctx;
+  return (*left)-- == 0 ? SUM_STOPPED : EXIT_OK;
+}
+
+/* 1 if t's snapshot holds a reserved key (a columnar table), 0 if not, or
+** an exit status < 0 after a message. */
+static int holds_tables(sochdb_txn *t)
+{
+  tables_sum sum;
+  unsigned long long none = 0;
+  int status = sum_tables(t, &sum, stop_past, &none);
+  return status == SUM_STOPPED ? 1 : -status;
 }
 
 /* Every pair of t's snapshot into f, the columnar tables' keys included. */
@@ -449,14 +450,6 @@ static void sleep_ms(long ms)
 {
   struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
   nanosleep(&ts, NULL);
-}
-
-/* A visit that stops the sum past *ctx keys: more than DIR held. */
-static int stop_past(void *ctx, const void *k, size_t kl, const void *v, size_t vl)
-{
-  (void)k, (void)kl, (void)v, (void)vl;
-  unsigned long long *left = ctx;
-  return (*left)-- == 0 ? SUM_STOPPED : EXIT_OK;
 }
 
 /* In t, before a batch holding tables' keys is written. Those keys keep

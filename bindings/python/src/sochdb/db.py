@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, TypeVar, Unio
 from . import _ffi, tables
 from ._closeable import Closeable
 from ._cursor import Cursor
-from .errors import ConflictError, from_code, usage_error
+from .errors import ConflictError, check as _check, usage_error
 
 BytesLike = Union[bytes, bytearray, memoryview, str]
 T = TypeVar("T")
@@ -66,10 +66,6 @@ def _prefix_end(prefix: bytes) -> Optional[bytes]:
     p[-1] += 1
     return bytes(p)
 
-
-def _check(rc: int) -> None:
-    if rc != _ffi.OK:
-        raise from_code(rc)
 
 
 def _sleep_backoff(attempt: int, base: float, cap: float) -> None:

@@ -131,6 +131,12 @@ def from_code(code: int) -> Error:
     return error_class(code)(code, reason, detail, errno)
 
 
+def check(code: int) -> None:
+    """Raise the exception for a code the library just returned, unless OK."""
+    if code != _ffi.OK:
+        raise from_code(code)
+
+
 def usage_error(detail: str) -> InvalidError:
     """An InvalidError raised by the binding itself (closed object, wrong type)."""
     return InvalidError(_ffi.INVALID, "invalid argument", detail)

@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tu
 from . import _ffi
 from ._closeable import Closeable
 from ._cursor import Cursor
-from .errors import from_code, usage_error
+from .errors import check as _check, from_code, usage_error
 
 INT64, DOUBLE, BYTES, STRING = _ffi.INT64, _ffi.DOUBLE, _ffi.BYTES, _ffi.STRING
 
@@ -46,10 +46,6 @@ class Column(NamedTuple):
 
 ColumnSpec = Union[Column, Tuple[Any, ...]]
 
-
-def _check(rc: int) -> None:
-    if rc != _ffi.OK:
-        raise from_code(rc)
 
 
 def _type_code(t: Union[int, str], name: str) -> int:
