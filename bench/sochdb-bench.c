@@ -698,6 +698,7 @@ struct load {
   int       random;          /* 0: put i writes key i; 1: put i writes a random key */
   double    seconds;
   uint32_t *writes;          /* per key, how often it was written: the version of its value */
+  uint32_t  peak_l0;         /* the most level-0 files seen after a load transaction */
 };
 
 /* The database once flushing and compaction had nothing left to do. */
@@ -945,6 +946,9 @@ static int load_keys(const struct config *c, sochdb *db, struct load *ld)
     rc = interrupted ? fail("interrupted") : 0;
     if (rc == 0)
       rc = load_batch(db, &kv, ld, i, ld->puts - i < c->batch ? ld->puts - i : c->batch);
+    sochdb_stats st;
+    if (rc == 0 && sochdb_stats_get(db, &st) == SOCHDB_OK && st.l0_files > ld->peak_l0)
+      ld->peak_l0 = st.l0_files;
   }
   ld->seconds = (double)(now_ns() - t0) / NS_PER_S;
   kv_free(&kv);
@@ -1386,6 +1390,9 @@ static void print_settled(const struct load *ld, const struct settled *at)
          per_s(ld->puts, ld->seconds), at->seconds, (unsigned long long)s->flushes,
          (unsigned long long)s->compactions, s->sst_files, s->l0_files, mib(s->sst_bytes),
          mib(s->memtable_used_bytes));
+  printf("  level 0 held at most %u files during the load; flushes held at its stop %llu times for %.2f s in "
+         "all; compactions slept %.2f s for the rate limit\n", ld->peak_l0, (unsigned long long)s->l0_stops,
+         (double)s->l0_stop_us / 1e6, (double)s->compact_throttle_us / 1e6);
 }
 
 static void print_read_rows(const struct read_result *r)
@@ -1575,14 +1582,16 @@ static void json_settled(FILE *f, const struct load *ld, const struct settled *a
              "\"user_bytes\": %llu, "
              "\"flushes\": %llu, \"flush_bytes\": %llu, \"compactions\": %llu, \"compact_bytes_read\": %llu, "
              "\"compact_bytes_written\": %llu, \"wal_bytes_written\": %llu, \"wal_file_bytes\": %llu, "
-             "\"sst_files\": %u, \"l0_files\": %u, \"sst_bytes\": %llu, \"cache_bytes\": %llu",
+             "\"sst_files\": %u, \"l0_files\": %u, \"sst_bytes\": %llu, \"cache_bytes\": %llu, "
+             "\"peak_l0_files\": %u, \"l0_stops\": %llu, \"l0_stop_us\": %llu, \"compact_throttle_us\": %llu",
           (unsigned long long)ld->puts, (unsigned long long)ld->keys, ld->seconds, per_s(ld->puts, ld->seconds),
           at->seconds, (unsigned long long)s->memtable_bytes, (unsigned long long)s->memtable_used_bytes,
           (unsigned long long)s->user_bytes, (unsigned long long)s->flushes, (unsigned long long)s->flush_bytes,
           (unsigned long long)s->compactions, (unsigned long long)s->compact_bytes_read,
           (unsigned long long)s->compact_bytes_written, (unsigned long long)s->wal_bytes,
           (unsigned long long)at->wal_file_bytes, s->sst_files, s->l0_files, (unsigned long long)s->sst_bytes,
-          (unsigned long long)s->cache_bytes);
+          (unsigned long long)s->cache_bytes, ld->peak_l0, (unsigned long long)s->l0_stops,
+          (unsigned long long)s->l0_stop_us, (unsigned long long)s->compact_throttle_us);
 }
 
 static void json_read(FILE *f, const struct config *c, const struct results *res)

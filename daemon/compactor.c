@@ -7,7 +7,9 @@
 ** live in one MANIFEST edit that also deletes the inputs; readers of the old
 ** file list keep reading the inputs until they end (store.c dooms them).
 ** Rate limiting sleeps in the merge's progress callback, so that a large
-** compaction never takes more than its share of the disk from the WAL.
+** compaction never takes more than its share of the disk from the WAL;
+** while level 0 holds --l0-unthrottle files it does not, since every read
+** searches each of them and, past --l0-stop, writers wait for this thread.
 */
 #include "compactor.h"
 
@@ -126,11 +128,16 @@ static int progress(void *ctx, uint64_t bytes_read)
   atomic_store_explicit(&s->r->hdr->stats.compact_progress_done, run->base_read + bytes_read, memory_order_relaxed);
   if (run->c->stop && *run->c->stop)
     return SOCHDB_BUSY;
-  if (s->compact_rate) {
+  /* Asked each time, not once per job: flushes that pile up in level 0
+  ** while a job sleeps lift the limit for the rest of it. */
+  if (s->compact_rate && !store_level0_unthrottles(s)) {
     double ahead = (double)bytes_read / (double)s->compact_rate - seconds_since(&run->start);
     if (ahead > 0) {
       struct timespec ts = { (time_t)ahead, (long)((ahead - (double)(time_t)ahead) * 1e9) };
       nanosleep(&ts, NULL);
+      /* relaxed: a statistic, ordered with nothing */
+      atomic_fetch_add_explicit(&s->r->hdr->stats.compact_throttle_us, (uint64_t)(ahead * 1e6),
+                                memory_order_relaxed);
     }
   }
   return 0;
@@ -309,12 +316,15 @@ int compactor_step(struct compactor *c)
   if (moves && move_skips_compression(s, &job))
     moves = 0;
   int rc = picked < 0 ? -picked : SOCHDB_OK;
+  if (picked < 0)
+    store_compaction_result(s, 0);
   if (picked == 1) {
     uint64_t saved = s->compact_rate;
     if (full)
       s->compact_rate = 0;          /* asked for by a person waiting on it */
     rc = moves ? run_move(c, &job) : run_job(c, &job);
     s->compact_rate = saved;
+    store_compaction_result(s, rc == SOCHDB_OK);
     /* Its inputs go now, where no reader holds them, rather than at the
     ** flusher's next step (up to a second later), so a full compaction ends
     ** with their space given back (or a moment after, when a flusher step

@@ -24,11 +24,17 @@
 ** straddle two memtables (a rotation in the middle of its installs); then it
 ** is at or above the newer one's min_seq and is replayed whole, its older
 ** half read twice (same key, same seq: harmless).
+**
+** A flush waits while level 0 holds --l0-stop files (level0_holds_flush),
+** until a compaction has merged them: writers then stall behind the full
+** memtables, which is the only way a load faster than the disk can compact
+** is slowed to its pace.
 */
 #include "flusher.h"
 
 #include "durable.h"
 #include "epoch.h"
+#include "futex.h"
 #include "error.h"
 #include "mvcc.h"
 #include "seqring.h"
@@ -553,6 +559,44 @@ static int flush_memtable(struct flusher *f, uint32_t mt)
   return rc;
 }
 
+/* Whether the oldest memtable's flush must wait because level 0 is at its
+** stop (store_level0_stops); *seen gets the file lists' futex word as it
+** was before the look, for wait_for_level0. Memtables then wait, and
+** writers stall behind them (src/txn.c), as RocksDB stops writes at
+** level0_stop_writes_trigger: without it a load that comes in faster than
+** the disk can compact it leaves ever more level-0 files, each of them
+** searched by every get. */
+static int level0_holds_flush(struct flusher *f, uint32_t *seen)
+{
+  struct store *s = f->s;
+  /* acquire: level 0 is looked at after the word is read, so a list
+  ** published after the look has changed it and the wait returns at once */
+  *seen = atomic_load_explicit(&s->r->hdr->files_futex, memory_order_acquire);
+  size_t l0;
+  int was_held = f->held;
+  f->held = store_level0_stops(s, &l0);
+  if (f->held && !was_held) {
+    /* relaxed: a statistic, ordered with nothing */
+    uint64_t n = atomic_fetch_add_explicit(&s->r->hdr->stats.l0_stops, 1, memory_order_relaxed) + 1;
+    if ((n & (n - 1)) == 0 || n % 100 == 0)
+      ww_log(s->db->dir, "level 0 holds %zu files (--l0-stop %u): flushes wait for compaction to merge them, "
+             "and writers for the flushes (%llu time%s so far)", l0, s->l0_stop, (unsigned long long)n,
+             n == 1 ? "" : "s");
+  }
+  return f->held;
+}
+
+/* Wait up to 100 ms for a new file list (a compaction that took files out
+** of level 0 publishes one), counting the time in l0_stop_us. */
+static void wait_for_level0(struct flusher *f, uint32_t seen)
+{
+  struct shm_header *h = f->s->r->hdr;
+  uint64_t t0 = sdb_monotonic_ns();
+  shm_futex_wait_ms(&h->files_futex, seen, 100);
+  /* relaxed: a statistic */
+  atomic_fetch_add_explicit(&h->stats.l0_stop_us, (sdb_monotonic_ns() - t0) / 1000, memory_order_relaxed);
+}
+
 int flusher_step(struct flusher *f)
 {
   struct store *s = f->s;
@@ -569,9 +613,11 @@ int flusher_step(struct flusher *f)
   /* At the region's file limit the table would be built only to be
   ** refused; the rest of the step (reclaiming compacted files) still runs. */
   int no_room = mt >= 0 ? store_check_room(s, 1, 0) : SOCHDB_OK;
-  if (mt < 0 || no_room != SOCHDB_OK)
+  uint32_t files_seen = 0;
+  int held = mt >= 0 && no_room == SOCHDB_OK && level0_holds_flush(f, &files_seen);
+  if (mt < 0 || no_room != SOCHDB_OK || held)
     drop_room_for_table(f);   /* no table to make room for */
-  if (mt >= 0 && no_room == SOCHDB_OK) {
+  if (mt >= 0 && no_room == SOCHDB_OK && !held) {
     int rc = flush_memtable(f, (uint32_t)mt);
     if (rc != SOCHDB_OK) {
       /* The files compactions doomed go all the same: a flush that fails
@@ -593,6 +639,10 @@ int flusher_step(struct flusher *f)
   store_reclaim(s);
   if (no_room != SOCHDB_OK && (no_room = store_check_room(s, 1, 0)) != SOCHDB_OK)
     return -no_room;   /* asked again, for a message the step did not overwrite */
+  if (held) {
+    wait_for_level0(f, files_seen);
+    return 1;   /* look again at once: the wait was this round's idle time */
+  }
   return flushed;
 }
 

@@ -27,6 +27,7 @@ struct flusher {
   uint64_t             watch_id, watch_used, watch_ns;
   uint64_t             spare_keep_ns;  /* how long a spare may wait for a rotation; 0: keep none */
   int                  trim_eager;  /* sochdbd-testing: trim to the fill point every round */
+  int                  held;        /* the oldest memtable's flush waits for level 0 to have room */
 };
 
 /* One round: flush the oldest rotated-out memtable if there is one, retire

@@ -40,6 +40,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
@@ -61,6 +62,8 @@ struct config {
   unsigned    sync_delay_ms;   /* longest an ASYNC commit waits to be written */
   unsigned    compact_rate_mb; /* compaction read rate limit, MiB/s (0 = none) */
   unsigned    l0_trigger;
+  unsigned    l0_unthrottle;   /* UINT_MAX: 3 x l0_trigger */
+  unsigned    l0_stop;         /* UINT_MAX: 9 x l0_trigger */
   unsigned    level_ratio;
   unsigned    spare_ms;        /* a recycled arena keeps its pages this long (0 = never) */
   unsigned    compress_from;   /* store_compresses */
@@ -77,8 +80,8 @@ static void on_hangup(int sig) { (void)sig; log_reopen_requested = 1; }
 static void usage(FILE *out)
 {
   fprintf(out, "usage: sochdbd [--foreground] [--interval-ms N] [--idle-exit-ms N] [--sync-delay-ms N]\n"
-               "               [--compaction-rate-mb N] [--l0-trigger N] [--level-ratio N] [--spare-ms N]\n"
-               "               [--compress-from-level N] DIR\n"
+               "               [--compaction-rate-mb N] [--l0-trigger N] [--l0-unthrottle N] [--l0-stop N]\n"
+               "               [--level-ratio N] [--spare-ms N] [--compress-from-level N] DIR\n"
                "  Serves the sochdb database in DIR: WAL group commit, flushing memtables to\n"
                "  SSTables, leveled compaction, reaping dead clients.\n"
                "  --foreground        do not detach (for service managers); log to stderr\n"
@@ -89,6 +92,12 @@ static void usage(FILE *out)
                "  --compaction-rate-mb N  compaction reads at most N MiB/s (default 64; 0 = no limit;\n"
                "                      up to 1000000)\n"
                "  --l0-trigger N      level-0 files that start a compaction (default 4; 2..1000)\n"
+               "  --l0-unthrottle N   level-0 files at which compactions read at full speed, the\n"
+               "                      rate limit aside (default 3 x --l0-trigger; 0 = never;\n"
+               "                      otherwise --l0-trigger..100000)\n"
+               "  --l0-stop N         level-0 files at which flushes wait for compaction, and\n"
+               "                      writers stall behind them (default 9 x --l0-trigger;\n"
+               "                      0 = never; otherwise --l0-trigger..100000)\n"
                "  --level-ratio N     size ratio between adjacent levels (default 10; 2..1000)\n"
                "  --spare-ms N        a flushed memtable's arena keeps its pages this long for the\n"
                "                      next one (default 1000; 0 = give them back at once; up to 60000)\n"
@@ -113,10 +122,27 @@ static int parse_uint(const char *name, const char *s, unsigned min, unsigned ma
   return 0;
 }
 
+/* --l0-unthrottle and --l0-stop: their defaults follow --l0-trigger, and a
+** value below it (but 0, never) would act before a compaction is due. */
+static int level0_limits(struct config *c)
+{
+  struct { const char *name; unsigned *v; unsigned times; } lim[] = {
+    { "--l0-unthrottle", &c->l0_unthrottle, 3 }, { "--l0-stop", &c->l0_stop, 9 } };
+  for (size_t i = 0; i < sizeof lim / sizeof lim[0]; i++) {
+    if (*lim[i].v == UINT_MAX)
+      *lim[i].v = lim[i].times * c->l0_trigger;
+    else if (*lim[i].v && *lim[i].v < c->l0_trigger) {
+      fprintf(stderr, "sochdbd: %s takes 0 or --l0-trigger (%u)..100000\n", lim[i].name, c->l0_trigger);
+      return 2;
+    }
+  }
+  return 0;
+}
+
 static int parse_args(int argc, char **argv, struct config *c)
 {
   const char *idle = getenv("SOCHDB_DAEMON_IDLE_MS");
-  *c = (struct config){ NULL, 0, 100, 30000, 5, 64, 4, 10, 1000, STORE_COMPRESS_FROM_LEVEL };
+  *c = (struct config){ NULL, 0, 100, 30000, 5, 64, 4, UINT_MAX, UINT_MAX, 10, 1000, STORE_COMPRESS_FROM_LEVEL };
   if (idle && parse_uint("$SOCHDB_DAEMON_IDLE_MS", idle, 0, 86400000u, &c->idle_exit_ms) != 0)
     return 2;
   for (int i = 1; i < argc; i++) {
@@ -138,6 +164,12 @@ static int parse_args(int argc, char **argv, struct config *c)
         return 2;
     } else if (!strcmp(a, "--l0-trigger") && has_value) {
       if (parse_uint(a, argv[++i], 2, 1000, &c->l0_trigger) != 0)
+        return 2;
+    } else if (!strcmp(a, "--l0-unthrottle") && has_value) {
+      if (parse_uint(a, argv[++i], 0, 100000, &c->l0_unthrottle) != 0)
+        return 2;
+    } else if (!strcmp(a, "--l0-stop") && has_value) {
+      if (parse_uint(a, argv[++i], 0, 100000, &c->l0_stop) != 0)
         return 2;
     } else if (!strcmp(a, "--level-ratio") && has_value) {
       if (parse_uint(a, argv[++i], 2, 1000, &c->level_ratio) != 0)
@@ -161,7 +193,7 @@ static int parse_args(int argc, char **argv, struct config *c)
     usage(stderr);
     return 2;
   }
-  return 0;
+  return level0_limits(c);
 }
 
 /* Take DIR/LOCK. A prober holds it shared for an instant, so retry a while
@@ -878,6 +910,8 @@ int main(int argc, char **argv)
   store.copts.l0_trigger = c.l0_trigger;
   store.copts.level_ratio = c.level_ratio;
   store.compact_rate = (uint64_t)c.compact_rate_mb << 20;
+  store.l0_unthrottle = c.l0_unthrottle;
+  store.l0_stop = c.l0_stop;
   store.compress_from_level = c.compress_from;
   struct background bg = { .s = &store, .f = { .s = &store }, .c = { .s = &store } };
   bg.c.stop = &bg.stop;

@@ -217,6 +217,8 @@ int store_open(struct store *s, sochdb *db)
   s->copts.l1_target_bytes = 4 * mt;
   s->copts.target_file_bytes = mt;
   s->compact_rate = 64ull << 20;
+  s->l0_unthrottle = 3 * s->copts.l0_trigger;
+  s->l0_stop = 9 * s->copts.l0_trigger;
   s->compress_from_level = STORE_COMPRESS_FROM_LEVEL;
   s->roll_bytes = MANIFEST_ROLL_BYTES;
 #ifdef SOCHDB_TESTING
@@ -522,6 +524,30 @@ int store_apply(struct store *s, struct manifest_edit *edit)
   }
   pthread_mutex_unlock(&s->lock);
   return rc;
+}
+
+int store_level0_unthrottles(struct store *s)
+{
+  pthread_mutex_lock(&s->lock);
+  int full_speed = s->l0_unthrottle && s->state.levels[0].n >= s->l0_unthrottle;
+  pthread_mutex_unlock(&s->lock);
+  return full_speed;
+}
+
+int store_level0_stops(struct store *s, size_t *l0)
+{
+  pthread_mutex_lock(&s->lock);
+  *l0 = s->state.levels[0].n;
+  int stops = s->l0_stop && *l0 >= s->l0_stop && !s->compact_failing;
+  pthread_mutex_unlock(&s->lock);
+  return stops;
+}
+
+void store_compaction_result(struct store *s, int succeeded)
+{
+  pthread_mutex_lock(&s->lock);
+  s->compact_failing = !succeeded;
+  pthread_mutex_unlock(&s->lock);
 }
 
 int store_failed(struct store *s)

@@ -25,6 +25,9 @@ struct store {
   size_t                    ndoomed, capdoomed;
   struct compaction_options copts;
   uint64_t                  compact_rate;   /* bytes/s a compaction may read; 0 = unlimited */
+  unsigned                  l0_unthrottle;  /* level-0 files at which compactions ignore compact_rate (0: never) */
+  unsigned                  l0_stop;        /* level-0 files at which flushes wait for compaction (0: never) */
+  int                       compact_failing; /* the last compaction failed: flushes do not wait for one */
   unsigned                  compress_from_level;   /* store_compresses */
   int                       failed;   /* the MANIFEST or the published list is in doubt: store_failed */
   uint64_t                  roll_bytes;   /* the MANIFEST is rewritten as a snapshot past this (roll_manifest) */
@@ -109,6 +112,18 @@ int  store_apply(struct store *s, struct manifest_edit *edit);
 /* Unlink doomed files no view can read any more; free retired file lists.
 ** The lock is held to choose them, not while they are unlinked. */
 void store_reclaim(struct store *s);
+
+/* Level 0's pressure, read under the lock: whether a compaction should
+** read at full speed (level 0 holds l0_unthrottle files or more), and
+** whether a flush should wait (l0_stop or more, while compactions succeed:
+** one that fails may not take files out of level 0 for a long time, and
+** holding every writer meanwhile would turn damage to one table into a
+** database nobody can write). *l0 gets level 0's file count. */
+int  store_level0_unthrottles(struct store *s);
+int  store_level0_stops(struct store *s, size_t *l0);
+/* Whether the last compaction succeeded (1) or failed (0), for
+** store_level0_stops. */
+void store_compaction_result(struct store *s, int succeeded);
 
 /* Total bytes per level (for compaction debt). */
 void store_level_bytes(struct store *s, uint64_t out[MANIFEST_LEVELS]);

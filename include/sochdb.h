@@ -367,6 +367,11 @@ typedef struct sochdb_stats {
                                 ** each wait once however long; a commit waiting for a free memtable,
                                 ** once however many times it does (counted as they happen) */
   uint64_t write_stall_us;      /* microseconds writers spent in those waits, all together */
+  uint64_t compact_throttle_us; /* microseconds compactions slept to keep to sochdbd's read rate limit
+                                ** (--compaction-rate-mb; none while level 0 holds --l0-unthrottle files) */
+  uint64_t l0_stops;            /* flushes held because level 0 held sochdbd's --l0-stop files, each
+                                ** once however long: writers stall behind the memtables that wait */
+  uint64_t l0_stop_us;          /* microseconds those flushes were held, all together */
 } sochdb_stats;
 
 /* Errors: SOCHDB_INVALID (NULL argument or handle inherited across fork). */

@@ -29,7 +29,9 @@
 #include <pthread.h>
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
-#define SHM_LAYOUT_VERSION  21u  /* 21: slots' counters never reset nor folded into the header,
+#define SHM_LAYOUT_VERSION  22u  /* 22: compactions' rate-limit sleeps and flushes held at level 0's
+                                  ** stop counted (shm_global_stats);
+                                  ** 21: slots' counters never reset nor folded into the header,
                                   ** whose copies of them are gone (slots.h, shm_slot_stats);
                                   ** 20: writers' waits for the daemon counted in each slot (write stalls);
                                   ** 19: the commit-record ring sized to the region, up to 262,144
@@ -86,6 +88,12 @@ struct shm_global_stats {
   _Atomic uint64_t scan_bytes_read;
   _Atomic uint64_t scan_bytes_decompressed;
   _Atomic uint64_t scan_blocks_direct;
+  /* Level 0's pressure (layout version 22): the time compactions slept to
+  ** keep to the read rate limit, and the flushes held because level 0 held
+  ** --l0-stop files, and how long (daemon/compactor.c, daemon/flusher.c). */
+  _Atomic uint64_t compact_throttle_us;
+  _Atomic uint64_t l0_stops;
+  _Atomic uint64_t l0_stop_us;
 };
 
 /* Where the log's whole groups end: a note for the next daemon, which then

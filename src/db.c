@@ -420,6 +420,9 @@ static void collect_storage_stats(sochdb *db, sochdb_stats *out)
   out->sst_files = (uint32_t)atomic_load_explicit(&g->live_files, memory_order_relaxed);
   out->l0_files = (uint32_t)atomic_load_explicit(&g->live_l0_files, memory_order_relaxed);
   out->sst_bytes = atomic_load_explicit(&g->live_file_bytes, memory_order_relaxed);
+  out->compact_throttle_us = atomic_load_explicit(&g->compact_throttle_us, memory_order_relaxed);
+  out->l0_stops = atomic_load_explicit(&g->l0_stops, memory_order_relaxed);
+  out->l0_stop_us = atomic_load_explicit(&g->l0_stop_us, memory_order_relaxed);
   if (h->cache_off) {
     struct bc_stats bc;
     bc_get_stats(shm_at(&db->region, h->cache_off), &bc);

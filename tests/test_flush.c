@@ -1289,3 +1289,159 @@ Test(flush, a_committer_waiting_for_room_gets_the_arena_a_reader_lets_go)
                sochdb_last_error());
   tu_close();
 }
+
+/* ------------------------------------------------------ level 0's pressure */
+
+/* tu_open, served by the test build's sochdbd with `flags` (a script beside
+** the directory, which the teardown's directory removal leaves alone). */
+static sochdb *open_served_with(const char *flags, unsigned busy_timeout_ms)
+{
+  static char script[4200];
+  sochdb_options o = tu_options(REG, MT, busy_timeout_ms);
+  o.daemon_path = tu_daemon_script(script, sizeof script, SOCHDB_TEST_SOCHDBD, flags);
+  tu_db = tu_open_with(tu_dir(), &o);
+  return tu_db;
+}
+
+/* Keys [0, n) at generation gen, then every memtable flushed: one level-0
+** table over the same keys as the one before it, so compactions must merge
+** them (tables that overlap nothing would be moved). */
+static void flush_generation(sochdb *db, int n, int gen)
+{
+  fill(db, n, gen, 100);
+  rotate_and_flush(db);
+}
+
+struct l0_sampler {
+  sochdb          *db;
+  _Atomic int      stop;
+  uint32_t         max_l0;
+  uint32_t         samples;
+};
+
+static void *sample_level0(void *arg)
+{
+  struct l0_sampler *sm = arg;
+  while (!atomic_load(&sm->stop)) {
+    sochdb_stats st = tu_stats(sm->db);
+    if (st.l0_files > sm->max_l0)
+      sm->max_l0 = st.l0_files;
+    sm->samples++;
+    tu_sleep_ms(2);
+  }
+  return NULL;
+}
+
+/* Random keys of [0, nkeys) written 100 to an ASYNC transaction, each
+** remembered in last[] with the round that wrote it, until the daemon has
+** held a flush at level 0's stop, the writer has stalled, and a compaction
+** has let them go again; or `max_puts`. */
+static void write_until_a_stop_passes(sochdb *db, int nkeys, int *last, int max_puts)
+{
+  uint64_t rng = 42;
+  for (int round = 1, puts = 0; puts < max_puts; round++) {
+    sochdb_stats st = tu_stats(db);
+    if (st.l0_stops >= 1 && st.write_stalls >= 1 && st.l0_files < 6)
+      return;   /* held, stalled, then a compaction made room: the writer went on */
+    sochdb_txn *t = tu_begin(db, 0);
+    for (int j = 0; j < 100; j++, puts++) {
+      int i = (int)(tu_xorshift(&rng) % (uint64_t)nkeys);
+      char k[32], v[VLEN];
+      key_of(i, k);
+      val_of(i, round, v);
+      cr_assert_eq(sochdb_put(t, k, strlen(k), v, VLEN), SOCHDB_OK);
+      last[i] = round;
+    }
+    int rc = sochdb_commit(t, SOCHDB_ASYNC);
+    cr_assert_eq(rc, SOCHDB_OK, "commit: %s (%s)", sochdb_strerror(rc), sochdb_last_error());
+  }
+}
+
+/* With compactions slowed to 1 MiB/s and writes as fast as they come, level
+** 0 never holds more than --l0-stop (6) files: the flush that would add a
+** seventh waits until a compaction has merged them, the writer stalls
+** behind the memtables that wait, and then goes on. Every key reads back
+** as last written. Without the stop, level 0 grew past 6 here within a
+** second, and without a bound (699 files in a fuzz run). */
+Test(flush, level_0_at_its_stop_holds_flushes_until_a_compaction_merges_it)
+{
+  sochdb_test_flush_backlog(2 * MT);   /* writers stall behind two full memtables, not 128 */
+  sochdb *db = open_served_with("--compaction-rate-mb 1 --l0-unthrottle 0 --l0-stop 6", 120000);
+  enum { NKEYS = 20000 };
+  int *last = calloc(NKEYS, sizeof *last);
+  cr_assert_not_null(last);
+  struct l0_sampler sm = { .db = db };
+  pthread_t th;
+  cr_assert_eq(pthread_create(&th, NULL, sample_level0, &sm), 0);
+  write_until_a_stop_passes(db, NKEYS, last, 60 * 7000);   /* some 60 memtables */
+  atomic_store(&sm.stop, 1);
+  pthread_join(th, NULL);
+  sochdb_stats st = tu_stats(db);
+  cr_assert_leq(sm.max_l0, 6, "level 0 held %u files (--l0-stop 6), in %u samples", sm.max_l0, sm.samples);
+  cr_assert_geq(st.l0_stops, 1, "some 60 memtables written and no flush held at level 0's stop");
+  cr_assert_geq(st.l0_stop_us, 1, "a flush held for no time");
+  cr_assert_geq(st.write_stalls, 1, "no writer stalled behind the held flush");
+  cr_assert_gt(st.compact_throttle_us, 0, "a compaction at 1 MiB/s, not unthrottled, never slept");
+  cr_assert_geq(tu_log_lines(tu_dir(), "level 0 holds 6 files (--l0-stop 6)"), 1, "the hold is not in the log");
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  for (int i = 0; i < NKEYS; i++) {
+    char k[32], v[VLEN];
+    key_of(i, k);
+    const void *val;
+    size_t vlen;
+    int rc = sochdb_get(t, k, strlen(k), &val, &vlen);
+    if (!last[i]) {
+      cr_assert_eq(rc, SOCHDB_NOTFOUND, "%s was never written", k);
+      continue;
+    }
+    cr_assert_eq(rc, SOCHDB_OK, "%s: %s", k, sochdb_strerror(rc));
+    val_of(i, last[i], v);
+    cr_assert(vlen == VLEN && memcmp(val, v, VLEN) == 0, "%s is not its value of round %d", k, last[i]);
+  }
+  sochdb_abort(t);
+  free(last);
+  tu_close();
+}
+
+/* While level 0 holds --l0-unthrottle files, a compaction reads at full
+** speed: four level-0 tables (--l0-unthrottle 4, the trigger) of some
+** 2 MiB in all are merged under a 1 MiB/s limit without a sleep, where the
+** same limit made the test above sleep. */
+Test(flush, a_compaction_reads_at_full_speed_while_level_0_holds_its_unthrottle_count)
+{
+  sochdb *db = open_served_with("--compaction-rate-mb 1 --l0-unthrottle 4", 60000);
+  for (int gen = 1; gen <= 4; gen++)
+    flush_generation(db, 4000, gen);
+  TU_WAIT_STATS(db, s->compactions >= 1 && s->l0_files == 0, "level 0 compacted");
+  sochdb_stats st = tu_stats(db);
+  cr_assert_gt(st.compact_bytes_read, 3u << 19, "the compaction read %llu bytes",
+               (unsigned long long)st.compact_bytes_read);
+  cr_assert_eq(st.compact_throttle_us, 0, "it slept %llu us for the rate limit",
+               (unsigned long long)st.compact_throttle_us);
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_gets(t, 4000, 4, "after the compaction");
+  sochdb_abort(t);
+  tu_close();
+}
+
+/* A compaction that fails (a damaged input) may not take files out of level
+** 0 for a long time: flushes then go on past --l0-stop, rather than every
+** writer waiting on the damage. Level 0 grows past 6 tables (the damaged
+** one and 6 over it) at a stop of 4, each flush done within the wait
+** rotate_and_flush allows. */
+Test(flush, a_failing_compaction_does_not_hold_flushes_at_level_0s_stop)
+{
+  char path[4300];
+  sochdb_options o = tu_options(REG, MT, 5000);
+  damaged_sst_of(&o, 9000, path, sizeof path);
+  sochdb *db = open_served_with("--l0-stop 4", 5000);
+  for (int gen = 2; gen <= 7; gen++)
+    flush_generation(db, 3000, gen);
+  sochdb_stats st = tu_stats(db);
+  cr_assert_gt(st.l0_files, 6, "level 0 holds %u tables, not the damaged one and 6 flushed over it", st.l0_files);
+  cr_assert_geq(tu_log_lines(tu_dir(), "compaction failed"), 1, "the compaction did not fail");
+  sochdb_txn *t = tu_begin(db, SOCHDB_TXN_READONLY);
+  expect_gets(t, 3000, 7, "the newest table over the damaged one");
+  sochdb_abort(t);
+  tu_close();
+}

@@ -560,7 +560,8 @@ static int run_scan(sochdb *db, const args *a)
   X(wal_bytes) X(daemon_running) X(wal_segments) X(user_bytes) X(flushes) X(flush_bytes) \
   X(compactions) X(compact_bytes_read) X(compact_bytes_written) X(compaction_debt_bytes) \
   X(wal_segments_removed) X(sst_files) X(l0_files) X(sst_bytes) X(cache_bytes) X(cache_hits) \
-  X(cache_misses) X(cache_inserts) X(cache_evictions) X(write_stalls) X(write_stall_us)
+  X(cache_misses) X(cache_inserts) X(cache_evictions) X(write_stalls) X(write_stall_us) \
+  X(compact_throttle_us) X(l0_stops) X(l0_stop_us)
 
 #define STATS_FIELD_SIZE(f) + sizeof(((sochdb_stats *)0)->f)
 _Static_assert(0 STATS_FIELDS(STATS_FIELD_SIZE) == sizeof(sochdb_stats),

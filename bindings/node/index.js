@@ -150,6 +150,7 @@ function declareTypes() {
     compact_bytes_written: u64, compaction_debt_bytes: u64, wal_segments_removed: u64,
     sst_files: u32, l0_files: u32, sst_bytes: u64, cache_bytes: u64, cache_hits: u64,
     cache_misses: u64, cache_inserts: u64, cache_evictions: u64, write_stalls: u64, write_stall_us: u64,
+    compact_throttle_us: u64, l0_stops: u64, l0_stop_us: u64,
   });
   koffi.opaque('sochdb');
   koffi.opaque('sochdb_txn');

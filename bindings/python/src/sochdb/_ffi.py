@@ -106,6 +106,9 @@ class Stats(ctypes.Structure):
         ("cache_evictions", _u64),
         ("write_stalls", _u64),
         ("write_stall_us", _u64),
+        ("compact_throttle_us", _u64),
+        ("l0_stops", _u64),
+        ("l0_stop_us", _u64),
     ]
 
 
