@@ -128,15 +128,20 @@ static int progress(void *ctx, uint64_t bytes_read)
   atomic_store_explicit(&s->r->hdr->stats.compact_progress_done, run->base_read + bytes_read, memory_order_relaxed);
   if (run->c->stop && *run->c->stop)
     return SOCHDB_BUSY;
+  if (run->c->test_pause_ms) {
+    struct timespec pause = { run->c->test_pause_ms / 1000, (long)(run->c->test_pause_ms % 1000) * 1000000L };
+    nanosleep(&pause, NULL);
+  }
   /* Asked each time, not once per job: flushes that pile up in level 0
   ** while a job sleeps lift the limit for the rest of it. */
   if (s->compact_rate && !store_level0_unthrottles(s)) {
     double ahead = (double)bytes_read / (double)s->compact_rate - seconds_since(&run->start);
     if (ahead > 0) {
       struct timespec ts = { (time_t)ahead, (long)((ahead - (double)(time_t)ahead) * 1e9) };
+      uint64_t t0 = sdb_monotonic_ns();
       nanosleep(&ts, NULL);
       /* relaxed: a statistic, ordered with nothing */
-      atomic_fetch_add_explicit(&s->r->hdr->stats.compact_throttle_us, (uint64_t)(ahead * 1e6),
+      atomic_fetch_add_explicit(&s->r->hdr->stats.compact_throttle_us, (sdb_monotonic_ns() - t0) / 1000,
                                 memory_order_relaxed);
     }
   }

@@ -14,6 +14,7 @@ struct compactor {
   struct store            *s;
   struct compaction_picker picker;
   _Atomic int             *stop;    /* set when the daemon stops: a running compaction gives up */
+  unsigned                 test_pause_ms;  /* sochdbd-testing: a pause per MiB read (a slow disk) */
 };
 
 /* One compaction if one is due (or requested). Returns 1 if it compacted, 0

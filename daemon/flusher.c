@@ -559,6 +559,17 @@ static int flush_memtable(struct flusher *f, uint32_t mt)
   return rc;
 }
 
+/* Level 0's file count while a flush waits at its stop, else 0, for the
+** message of a writer that waits too long (src/txn.c). Relaxed: a hint, read
+** on its own; cleared at every step that holds nothing, so a predecessor
+** killed while it held leaves no stale count for long. */
+static void note_held_files(struct flusher *f, uint64_t l0)
+{
+  _Atomic uint64_t *held = &f->s->r->hdr->stats.l0_held_files;
+  if (atomic_load_explicit(held, memory_order_relaxed) != l0)
+    atomic_store_explicit(held, l0, memory_order_relaxed);
+}
+
 /* Whether the oldest memtable's flush must wait because level 0 is at its
 ** stop (store_level0_stops); *seen gets the file lists' futex word as it
 ** was before the look, for wait_for_level0. Memtables then wait, and
@@ -575,6 +586,7 @@ static int level0_holds_flush(struct flusher *f, uint32_t *seen)
   size_t l0;
   int was_held = f->held;
   f->held = store_level0_stops(s, &l0);
+  note_held_files(f, f->held ? l0 : 0);
   if (f->held && !was_held) {
     /* relaxed: a statistic, ordered with nothing */
     uint64_t n = atomic_fetch_add_explicit(&s->r->hdr->stats.l0_stops, 1, memory_order_relaxed) + 1;
@@ -615,8 +627,18 @@ int flusher_step(struct flusher *f)
   int no_room = mt >= 0 ? store_check_room(s, 1, 0) : SOCHDB_OK;
   uint32_t files_seen = 0;
   int held = mt >= 0 && no_room == SOCHDB_OK && level0_holds_flush(f, &files_seen);
-  if (mt < 0 || no_room != SOCHDB_OK || held)
+  if (!held) {
+    f->held = 0;   /* a hold after a round with nothing to flush is a new one */
+    note_held_files(f, 0);
+  }
+  if (mt < 0 || no_room != SOCHDB_OK)
     drop_room_for_table(f);   /* no table to make room for */
+  else if (held)
+    /* The table waits all the same: dropped, its room would go to the log
+    ** on a nearly full disk, the compaction then fail for space, and the
+    ** flush after it too, with no flush left to trim the log (found by an
+    ** independent review; tests/test_faults.c). */
+    ask_room_for_table(f, (uint32_t)mt, 0);
   if (mt >= 0 && no_room == SOCHDB_OK && !held) {
     int rc = flush_memtable(f, (uint32_t)mt);
     if (rc != SOCHDB_OK) {

@@ -29,6 +29,7 @@
 #include "compactor.h"
 #include "durable.h"
 #include "flusher.h"
+#include "filelist.h"
 #include "fsutil.h"
 #include "futex.h"
 #include "pagesize.h"
@@ -94,10 +95,10 @@ static void usage(FILE *out)
                "  --l0-trigger N      level-0 files that start a compaction (default 4; 2..1000)\n"
                "  --l0-unthrottle N   level-0 files at which compactions read at full speed, the\n"
                "                      rate limit aside (default 3 x --l0-trigger; 0 = never;\n"
-               "                      otherwise --l0-trigger..100000)\n"
+               "                      otherwise --l0-trigger..2048); also at --l0-stop\n"
                "  --l0-stop N         level-0 files at which flushes wait for compaction, and\n"
                "                      writers stall behind them (default 9 x --l0-trigger;\n"
-               "                      0 = never; otherwise --l0-trigger..100000)\n"
+               "                      0 = never; otherwise --l0-trigger..2048)\n"
                "  --level-ratio N     size ratio between adjacent levels (default 10; 2..1000)\n"
                "  --spare-ms N        a flushed memtable's arena keeps its pages this long for the\n"
                "                      next one (default 1000; 0 = give them back at once; up to 60000)\n"
@@ -123,16 +124,18 @@ static int parse_uint(const char *name, const char *s, unsigned min, unsigned ma
 }
 
 /* --l0-unthrottle and --l0-stop: their defaults follow --l0-trigger, and a
-** value below it (but 0, never) would act before a compaction is due. */
+** value below it (but 0, never) would act before a compaction is due; above
+** the region's file lists (FL_MAX_FILES) it would never act, since flushes
+** wait there already (store_check_room). */
 static int level0_limits(struct config *c)
 {
   struct { const char *name; unsigned *v; unsigned times; } lim[] = {
     { "--l0-unthrottle", &c->l0_unthrottle, 3 }, { "--l0-stop", &c->l0_stop, 9 } };
   for (size_t i = 0; i < sizeof lim / sizeof lim[0]; i++) {
     if (*lim[i].v == UINT_MAX)
-      *lim[i].v = lim[i].times * c->l0_trigger;
-    else if (*lim[i].v && *lim[i].v < c->l0_trigger) {
-      fprintf(stderr, "sochdbd: %s takes 0 or --l0-trigger (%u)..100000\n", lim[i].name, c->l0_trigger);
+      *lim[i].v = lim[i].times * c->l0_trigger < FL_MAX_FILES ? lim[i].times * c->l0_trigger : FL_MAX_FILES;
+    else if (*lim[i].v && (*lim[i].v < c->l0_trigger || *lim[i].v > FL_MAX_FILES)) {
+      fprintf(stderr, "sochdbd: %s takes 0 or --l0-trigger (%u)..%u\n", lim[i].name, c->l0_trigger, FL_MAX_FILES);
       return 2;
     }
   }
@@ -166,10 +169,10 @@ static int parse_args(int argc, char **argv, struct config *c)
       if (parse_uint(a, argv[++i], 2, 1000, &c->l0_trigger) != 0)
         return 2;
     } else if (!strcmp(a, "--l0-unthrottle") && has_value) {
-      if (parse_uint(a, argv[++i], 0, 100000, &c->l0_unthrottle) != 0)
+      if (parse_uint(a, argv[++i], 0, FL_MAX_FILES, &c->l0_unthrottle) != 0)
         return 2;
     } else if (!strcmp(a, "--l0-stop") && has_value) {
-      if (parse_uint(a, argv[++i], 0, 100000, &c->l0_stop) != 0)
+      if (parse_uint(a, argv[++i], 0, FL_MAX_FILES, &c->l0_stop) != 0)
         return 2;
     } else if (!strcmp(a, "--level-ratio") && has_value) {
       if (parse_uint(a, argv[++i], 2, 1000, &c->level_ratio) != 0)
@@ -922,6 +925,9 @@ int main(int argc, char **argv)
   /* sochdbd-testing: $SOCHDB_TEST_TRIM_EAGER=1 trims a reused arena's
   ** tail at its fill point every round, so that tests meet trims often */
   bg.f.trim_eager = getenv("SOCHDB_TEST_TRIM_EAGER") != NULL;
+  /* $SOCHDB_TEST_COMPACT_PAUSE_MS=N: each MiB a compaction reads takes N ms
+  ** more, as on a slow disk, so that a test holds level 0 at its stop */
+  bg.c.test_pause_ms = testing_ms("SOCHDB_TEST_COMPACT_PAUSE_MS", 60000u, 0);
 #endif
   pthread_t flusher, compactor;
   int have_flusher = pthread_create(&flusher, NULL, flush_loop, &bg) == 0;

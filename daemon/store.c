@@ -528,10 +528,11 @@ int store_apply(struct store *s, struct manifest_edit *edit)
 
 int store_level0_unthrottles(struct store *s)
 {
-  pthread_mutex_lock(&s->lock);
-  int full_speed = s->l0_unthrottle && s->state.levels[0].n >= s->l0_unthrottle;
-  pthread_mutex_unlock(&s->lock);
-  return full_speed;
+  /* The published list's count, not the state's under the lock, which the
+  ** flusher holds across a MANIFEST fsync. Relaxed: a hint, a list behind
+  ** at most; the limits never change after the daemon starts. */
+  uint64_t l0 = atomic_load_explicit(&s->r->hdr->stats.live_l0_files, memory_order_relaxed);
+  return (s->l0_unthrottle && l0 >= s->l0_unthrottle) || (s->l0_stop && l0 >= s->l0_stop);
 }
 
 int store_level0_stops(struct store *s, size_t *l0)

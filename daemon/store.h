@@ -113,9 +113,10 @@ int  store_apply(struct store *s, struct manifest_edit *edit);
 ** The lock is held to choose them, not while they are unlinked. */
 void store_reclaim(struct store *s);
 
-/* Level 0's pressure, read under the lock: whether a compaction should
-** read at full speed (level 0 holds l0_unthrottle files or more), and
-** whether a flush should wait (l0_stop or more, while compactions succeed:
+/* Level 0's pressure: whether a compaction should read at full speed
+** (level 0 holds l0_unthrottle files or more, or l0_stop: writers may be
+** waiting for it), and whether a flush should wait (l0_stop or more, read
+** under the lock, while compactions succeed:
 ** one that fails may not take files out of level 0 for a long time, and
 ** holding every writer meanwhile would turn damage to one table into a
 ** database nobody can write). *l0 gets level 0's file count. */

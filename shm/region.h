@@ -94,6 +94,8 @@ struct shm_global_stats {
   _Atomic uint64_t compact_throttle_us;
   _Atomic uint64_t l0_stops;
   _Atomic uint64_t l0_stop_us;
+  _Atomic uint64_t l0_held_files;  /* level 0's files while a flush waits at its stop, else 0:
+                                   ** a writer's SOCHDB_BUSY says why (src/txn.c) */
 };
 
 /* Where the log's whole groups end: a note for the next daemon, which then

@@ -311,6 +311,18 @@ static int wait_for_daemon(sochdb *db, int (*caught_up)(const shm_region *, uint
 
 static int flushes_caught_up(const shm_region *r, uint32_t limit) { return !arena_flush_backlog_over(r, limit); }
 
+/* Why sochdbd is behind, when the region says: its flushes wait for
+** compaction at level 0's stop (daemon/flusher.c). Relaxed: a hint. */
+static const char *behind_because(const shm_region *r, char *buf, size_t n)
+{
+  uint64_t l0 = atomic_load_explicit(&r->hdr->stats.l0_held_files, memory_order_relaxed);
+  if (!l0)
+    return "";
+  snprintf(buf, n, ": level 0 holds %llu files (sochdbd --l0-stop), and flushes wait for compaction to merge "
+           "them", (unsigned long long)l0);
+  return buf;
+}
+
 /* Wait while more than the backlog's limit plus `slack` memtables wait for
 ** their flush; SOCHDB_BUSY after busy_timeout_ms. */
 static int wait_for_flushes(sochdb *db, uint32_t slack)
@@ -320,8 +332,9 @@ static int wait_for_flushes(sochdb *db, uint32_t slack)
     return SOCHDB_OK;   /* nearly always: no deadline to read the clock for */
   if (wait_for_daemon(db, flushes_caught_up, limit, arena_wake_flusher) == 0)
     return SOCHDB_OK;
-  return sdb_fail(SOCHDB_BUSY, "more than %u full memtables waited for their flush for %u ms (sochdbd is behind: "
-                  "see DIR/sochdbd.log)", limit, db->busy_timeout_ms);
+  char why[160];
+  return sdb_fail(SOCHDB_BUSY, "more than %u full memtables waited for their flush for %u ms (sochdbd is behind%s; "
+                  "see DIR/sochdbd.log)", limit, db->busy_timeout_ms, behind_because(&db->region, why, sizeof why));
 }
 
 int sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out)
@@ -608,9 +621,10 @@ static int make_room(struct commit_ctx *c, uint32_t full)
     c->deadline_set = 1;
   }
   if (past(&c->deadline)) {
-    char why[256];
+    char why[256], l0[160];
     snprintf(why, sizeof why, "%s", sochdb_last_error());
-    return sdb_fail(SOCHDB_BUSY, "no memtable room within %u ms: %s", c->t->db->busy_timeout_ms, why);
+    return sdb_fail(SOCHDB_BUSY, "no memtable room within %u ms: %s%s", c->t->db->busy_timeout_ms, why,
+                    behind_because(c->r, l0, sizeof l0));
   }
   /* Take a fresh commit epoch before we sleep: the flusher seals the
   ** oldest memtable by waiting for every commit epoch older than its seal,

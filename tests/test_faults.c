@@ -748,6 +748,62 @@ Test(faults, the_log_leaves_a_failing_flush_room_for_its_table, .fini = unmount_
   sochdb_close(db);
 }
 
+/* n ASYNC commits of one 1 KiB value each that LZ4 cannot shrink, keys
+** PREFIX-n, the bytes drawn from seed. */
+static void commit_random_kib_values(sochdb *db, const char *prefix, int n, uint64_t seed)
+{
+  static char v[1024];
+  for (int i = 0; i < n; i++) {
+    char k[48];
+    snprintf(k, sizeof k, "%s-%06d", prefix, i);
+    for (size_t b = 0; b < sizeof v; b++)
+      v[b] = (char)(tu_xorshift(&seed) >> 24);
+    sochdb_txn *t = tu_begin(db, 0);
+    cr_assert_eq(sochdb_put(t, k, strlen(k), v, sizeof v), SOCHDB_OK, "put");
+    int rc = sochdb_commit(t, SOCHDB_ASYNC);
+    cr_assert_eq(rc, SOCHDB_OK, "ASYNC commit %d: %s (%s)", i, sochdb_strerror(rc), sochdb_last_error());
+  }
+}
+
+/* A flush held at level 0's stop (--l0-stop 2, two overlapping tables of
+** incompressible values there, a compaction slowed to 1.5 s a MiB as on a
+** slow disk) while 6 MiB of commits come with 3 MiB free.
+** The held flush used to drop the room the log leaves for its table: the
+** log took the disk, the compaction failed for space (which lifts the
+** stop), and so did the flush, with no flush left to trim the log; 40 s
+** on, commits through 5138 of 7801 were durable (found by an independent
+** review). The held flush keeps its room, and every commit becomes durable. */
+Test(faults, a_flush_held_at_level_0s_stop_keeps_its_tables_room_on_a_nearly_full_disk, .fini = unmount_full_disk)
+{
+  tu_mount_tmpfs_or_skip(full_mnt, "size=24m");
+  char dir[PATH_MAX], filler[PATH_MAX], script[4200];
+  full_db_dir(dir, sizeof dir);
+  sochdb_options o = tu_options(64u << 20, 1u << 20, 3000);
+  o.daemon_path = tu_daemon_script(script, sizeof script, SOCHDB_TEST_SOCHDBD_TESTING,
+                                   "--compress-from-level 0 --l0-trigger 2 --l0-stop 2");
+  setenv("SOCHDB_TEST_COMPACT_PAUSE_MS", "1500", 1);   /* a slow disk: the stop's compaction takes seconds */
+  sochdb *db = tu_open_with(dir, &o);
+  unsetenv("SOCHDB_TEST_COMPACT_PAUSE_MS");
+  commit_random_kib_values(db, "k", 900, 1);
+  tu_rotate(db);
+  TU_WAIT_STATS(db, s->memtables_in_use <= 1 && s->l0_files == 1, "the first table flushed");
+  commit_random_kib_values(db, "k", 900, 2);   /* the same keys: the two tables overlap */
+  tu_rotate(db);
+  TU_WAIT_STATS(db, s->memtables_in_use <= 1 && s->l0_files == 2, "the second table flushed");
+  fill_the_disk(full_mnt, filler, sizeof filler);
+  struct stat st;
+  cr_assert_eq(stat(filler, &st), 0);
+  cr_assert_eq(truncate(filler, st.st_size - (3 << 20)), 0, "free 3 MiB");
+  commit_kib_values(db, "ahead", 6000);
+  sochdb_stats s = wait_all_durable(db, 40000);
+  cr_assert_geq(s.durable_seq, s.last_commit_seq, "40 s on, commits through %llu of %llu are durable (flushes "
+                "%llu, flushes held at level 0's stop %llu)", (unsigned long long)s.durable_seq,
+                (unsigned long long)s.last_commit_seq, (unsigned long long)s.flushes,
+                (unsigned long long)s.l0_stops);
+  cr_assert_eq(unlink(filler), 0, "free the rest");
+  sochdb_close(db);
+}
+
 /* A daemon told to stop (SIGTERM) while its log leaves room for the table of
 ** a flush that keeps failing: the flusher stops first, and the room it had
 ** asked for stayed asked, so the WAL writer's last passes held back a commit

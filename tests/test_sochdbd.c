@@ -425,9 +425,9 @@ Test(sochdbd, a_flag_out_of_its_range_is_refused_with_the_range)
     { "--interval-ms", "70000", "takes 1..60000" }, { "--l0-trigger", "1", "takes 2..1000" },
     { "--level-ratio", "-3", "takes 2..1000" },     { "--spare-ms", "x", "takes 0..60000" },
     { "--compress-from-level", "9", "takes 0..8" },
-    { "--l0-unthrottle", "100001", "takes 0..100000" },
-    { "--l0-stop", "3", "takes 0 or --l0-trigger (4)..100000" },
-    { "--l0-trigger 8 --l0-unthrottle", "7", "--l0-unthrottle takes 0 or --l0-trigger (8)..100000" },
+    { "--l0-unthrottle", "2049", "takes 0..2048" },
+    { "--l0-stop", "3", "takes 0 or --l0-trigger (4)..2048" },
+    { "--l0-trigger 8 --l0-unthrottle", "7", "--l0-unthrottle takes 0 or --l0-trigger (8)..2048" },
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     char cmd[8300], out[512] = "";
