@@ -561,8 +561,9 @@ static int flush_memtable(struct flusher *f, uint32_t mt)
 
 /* Level 0's file count while a flush waits at its stop, else 0, for the
 ** message of a writer that waits too long (src/txn.c). Relaxed: a hint, read
-** on its own; cleared at every step that holds nothing, so a predecessor
-** killed while it held leaves no stale count for long. */
+** on its own; cleared at every step that holds nothing and when the flusher
+** stops (a predecessor killed while it held leaves it for its successor's
+** first step, and writers heed it only while a daemon serves). */
 static void note_held_files(struct flusher *f, uint64_t l0)
 {
   _Atomic uint64_t *held = &f->s->r->hdr->stats.l0_held_files;
@@ -624,16 +625,16 @@ int flusher_step(struct flusher *f)
     trim_active(f, sdb_monotonic_ns());
   /* At the region's file limit the table would be built only to be
   ** refused; the rest of the step (reclaiming compacted files) still runs. */
-  int no_room = mt >= 0 ? store_check_room(s, 1, 0) : SOCHDB_OK;
   uint32_t files_seen = 0;
-  int held = mt >= 0 && no_room == SOCHDB_OK && level0_holds_flush(f, &files_seen);
+  int held = mt >= 0 && level0_holds_flush(f, &files_seen);
   if (!held) {
     f->held = 0;   /* a hold after a round with nothing to flush is a new one */
     note_held_files(f, 0);
   }
-  if (mt < 0 || no_room != SOCHDB_OK)
+  int no_room = mt >= 0 && !held ? store_check_room(s, 1, 0) : SOCHDB_OK;
+  if (mt < 0)
     drop_room_for_table(f);   /* no table to make room for */
-  else if (held)
+  else if (held || no_room != SOCHDB_OK)
     /* The table waits all the same: dropped, its room would go to the log
     ** on a nearly full disk, the compaction then fail for space, and the
     ** flush after it too, with no flush left to trim the log (found by an
@@ -674,7 +675,11 @@ int flusher_step(struct flusher *f)
 ** will write: they would give up commits that fit on the disk, acknowledged
 ** ASYNC ones among them (tests/test_faults.c,
 ** a_daemon_stopped_while_its_log_leaves_room_for_a_table_writes_what_fits). */
-void flusher_stopped(struct flusher *f) { drop_room_for_table(f); }
+void flusher_stopped(struct flusher *f)
+{
+  drop_room_for_table(f);
+  note_held_files(f, 0);
+}
 
 void flusher_free(struct flusher *f)
 {

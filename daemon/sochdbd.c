@@ -125,8 +125,8 @@ static int parse_uint(const char *name, const char *s, unsigned min, unsigned ma
 
 /* --l0-unthrottle and --l0-stop: their defaults follow --l0-trigger, and a
 ** value below it (but 0, never) would act before a compaction is due; above
-** the region's file lists (FL_MAX_FILES) it would never act, since flushes
-** wait there already (store_check_room). */
+** the region's file lists (FL_MAX_FILES, which parse_uint holds them to)
+** it would never act, since flushes wait there already (store_check_room). */
 static int level0_limits(struct config *c)
 {
   struct { const char *name; unsigned *v; unsigned times; } lim[] = {
@@ -134,7 +134,7 @@ static int level0_limits(struct config *c)
   for (size_t i = 0; i < sizeof lim / sizeof lim[0]; i++) {
     if (*lim[i].v == UINT_MAX)
       *lim[i].v = lim[i].times * c->l0_trigger < FL_MAX_FILES ? lim[i].times * c->l0_trigger : FL_MAX_FILES;
-    else if (*lim[i].v && (*lim[i].v < c->l0_trigger || *lim[i].v > FL_MAX_FILES)) {
+    else if (*lim[i].v && *lim[i].v < c->l0_trigger) {
       fprintf(stderr, "sochdbd: %s takes 0 or --l0-trigger (%u)..%u\n", lim[i].name, c->l0_trigger, FL_MAX_FILES);
       return 2;
     }

@@ -405,6 +405,14 @@ void sochdb_close(sochdb *db)
   free(db);
 }
 
+int sdb_daemon_serves(sochdb *db)
+{
+  int serves = flock(db->lock_fd, LOCK_SH | LOCK_NB) != 0;   /* refused: a daemon holds it exclusively */
+  if (!serves)
+    flock(db->lock_fd, LOCK_UN);
+  return serves;
+}
+
 /* The flusher's, compactor's and block cache's figures, and the live files. */
 static void collect_storage_stats(sochdb *db, sochdb_stats *out)
 {
@@ -455,9 +463,7 @@ int sochdb_stats_get(sochdb *db, sochdb_stats *out)
   out->wal_groups = atomic_load_explicit(&h->stats.wal_groups, memory_order_relaxed);
   out->wal_records = atomic_load_explicit(&h->stats.wal_records, memory_order_relaxed);
   out->wal_bytes = atomic_load_explicit(&h->stats.wal_bytes, memory_order_relaxed);
-  out->daemon_running = flock(db->lock_fd, LOCK_SH | LOCK_NB) != 0;
-  if (!out->daemon_running)
-    flock(db->lock_fd, LOCK_UN);
+  out->daemon_running = (uint32_t)sdb_daemon_serves(db);
   uint64_t *lsns;
   size_t nseg;
   if (wal_list_segments(db->dir, &lsns, &nseg) == SOCHDB_OK) {

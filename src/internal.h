@@ -198,6 +198,8 @@ int  sdb_daemon_lock_out(const char *dir, int *fd_out);
 ** has not written its pid yet, or the pid in the file is no sochdbd
 ** (/proc/PID/comm), so that a reused pid is never taken for a daemon. */
 pid_t sdb_daemon_pid(const char *dir);
+/* Whether a daemon holds db's DIR/LOCK now (a probe with our own handle). */
+int   sdb_daemon_serves(sochdb *db);
 /* Whether some process holds db's DIR/LOCK (1), none does (0), or -1 on error. */
 int  sdb_daemon_lock_held(const sochdb *db);
 /* Send sig to the sochdbd holding DIR/LOCK (SIGTERM: it writes what was

@@ -312,11 +312,12 @@ static int wait_for_daemon(sochdb *db, int (*caught_up)(const shm_region *, uint
 static int flushes_caught_up(const shm_region *r, uint32_t limit) { return !arena_flush_backlog_over(r, limit); }
 
 /* Why sochdbd is behind, when the region says: its flushes wait for
-** compaction at level 0's stop (daemon/flusher.c). Relaxed: a hint. */
-static const char *behind_because(const shm_region *r, char *buf, size_t n)
+** compaction at level 0's stop (daemon/flusher.c). Relaxed: a hint, and
+** only while a daemon serves (one killed while it held leaves the count). */
+static const char *behind_because(sochdb *db, char *buf, size_t n)
 {
-  uint64_t l0 = atomic_load_explicit(&r->hdr->stats.l0_held_files, memory_order_relaxed);
-  if (!l0)
+  uint64_t l0 = atomic_load_explicit(&db->region.hdr->stats.l0_held_files, memory_order_relaxed);
+  if (!l0 || !sdb_daemon_serves(db))
     return "";
   snprintf(buf, n, ": level 0 holds %llu files (sochdbd --l0-stop), and flushes wait for compaction to merge "
            "them", (unsigned long long)l0);
@@ -334,7 +335,7 @@ static int wait_for_flushes(sochdb *db, uint32_t slack)
     return SOCHDB_OK;
   char why[160];
   return sdb_fail(SOCHDB_BUSY, "more than %u full memtables waited for their flush for %u ms (sochdbd is behind%s; "
-                  "see DIR/sochdbd.log)", limit, db->busy_timeout_ms, behind_because(&db->region, why, sizeof why));
+                  "see DIR/sochdbd.log)", limit, db->busy_timeout_ms, behind_because(db, why, sizeof why));
 }
 
 int sochdb_txn_begin(sochdb *db, unsigned flags, sochdb_txn **out)
@@ -624,7 +625,7 @@ static int make_room(struct commit_ctx *c, uint32_t full)
     char why[256], l0[160];
     snprintf(why, sizeof why, "%s", sochdb_last_error());
     return sdb_fail(SOCHDB_BUSY, "no memtable room within %u ms: %s%s", c->t->db->busy_timeout_ms, why,
-                    behind_because(c->r, l0, sizeof l0));
+                    behind_because(c->t->db, l0, sizeof l0));
   }
   /* Take a fresh commit epoch before we sleep: the flusher seals the
   ** oldest memtable by waiting for every commit epoch older than its seal,

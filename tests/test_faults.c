@@ -800,6 +800,7 @@ Test(faults, a_flush_held_at_level_0s_stop_keeps_its_tables_room_on_a_nearly_ful
                 "%llu, flushes held at level 0's stop %llu)", (unsigned long long)s.durable_seq,
                 (unsigned long long)s.last_commit_seq, (unsigned long long)s.flushes,
                 (unsigned long long)s.l0_stops);
+  cr_assert_geq(s.l0_stops, 1, "no flush was held at level 0's stop");
   cr_assert_eq(unlink(filler), 0, "free the rest");
   sochdb_close(db);
 }

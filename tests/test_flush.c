@@ -1408,35 +1408,54 @@ Test(flush, level_0_at_its_stop_holds_flushes_until_a_compaction_merges_it)
   tu_close();
 }
 
-/* A writer held past busy_timeout_ms behind a flush that waits at level
-** 0's stop gets SOCHDB_BUSY saying so, having applied nothing; once the
-** compaction has made room, the same writes commit and the flusher no longer
-** says it waits. */
-Test(flush, a_writer_held_too_long_at_level_0s_stop_is_told_why)
+/* Keys [0, 6000) at generation gen, 100 to an ASYNC transaction, until one
+** is refused: its code, and then its message into why and its first key
+** into *failed_key. */
+static int write_generation(sochdb *db, int gen, char *why, size_t n, int *failed_key)
+{
+  int rc = SOCHDB_OK;
+  for (int i = 0; i < 6000 && rc == SOCHDB_OK; i += 100) {
+    sochdb_txn *t;
+    rc = sochdb_txn_begin(db, 0, &t);
+    for (int j = i; rc == SOCHDB_OK && j < i + 100; j++) {
+      char k[32], v[VLEN];
+      key_of(j, k);
+      val_of(j, gen, v);
+      rc = sochdb_put(t, k, strlen(k), v, VLEN);
+    }
+    if (rc == SOCHDB_OK)
+      rc = sochdb_commit(t, SOCHDB_ASYNC);
+    if (rc != SOCHDB_OK) {
+      snprintf(why, n, "%s", sochdb_last_error());
+      *failed_key = i;
+    }
+  }
+  return rc;
+}
+
+/* Open with writers stalling behind two full memtables, served by
+** sochdbd-testing at --l0-stop 4 whose compactions take pause_ms a MiB (a
+** slow disk), so that flushes wait at the stop for seconds. */
+static sochdb *open_slow_to_compact(const char *pause_ms, unsigned busy_timeout_ms)
 {
   sochdb_test_flush_backlog(2 * MT);
-  setenv("SOCHDB_TEST_COMPACT_PAUSE_MS", "500", 1);   /* a slow disk: compactions take seconds */
-  sochdb *db = open_served_with_daemon(SOCHDB_TEST_SOCHDBD_TESTING, "--l0-stop 4", 300);
+  setenv("SOCHDB_TEST_COMPACT_PAUSE_MS", pause_ms, 1);
+  sochdb *db = open_served_with_daemon(SOCHDB_TEST_SOCHDBD_TESTING, "--l0-stop 4", busy_timeout_ms);
   unsetenv("SOCHDB_TEST_COMPACT_PAUSE_MS");
-  int rc = SOCHDB_OK, failed_gen = 0, failed_key = 0;
+  return db;
+}
+
+/* A writer held past busy_timeout_ms behind a flush that waits at level
+** 0's stop gets SOCHDB_BUSY saying so, having applied nothing; once the
+** compaction has made room, the flusher no longer says it waits. */
+Test(flush, a_writer_held_too_long_at_level_0s_stop_is_told_why)
+{
+  sochdb *db = open_slow_to_compact("500", 300);
+  int rc = SOCHDB_OK, gen, failed_key = 0;
   char why[512] = "";
-  for (int gen = 1; gen <= 60 && rc == SOCHDB_OK; gen++)   /* about a memtable each */
-    for (int i = 0; i < 6000 && rc == SOCHDB_OK; i += 100) {
-      sochdb_txn *t;
-      rc = sochdb_txn_begin(db, 0, &t);
-      for (int j = i; rc == SOCHDB_OK && j < i + 100; j++) {
-        char k[32], v[VLEN];
-        key_of(j, k);
-        val_of(j, gen, v);
-        rc = sochdb_put(t, k, strlen(k), v, VLEN);
-      }
-      if (rc == SOCHDB_OK)
-        rc = sochdb_commit(t, SOCHDB_ASYNC);
-      if (rc != SOCHDB_OK) {
-        snprintf(why, sizeof why, "%s", sochdb_last_error());
-        failed_gen = gen, failed_key = i;
-      }
-    }
+  for (gen = 1; gen <= 60 && rc == SOCHDB_OK; gen++)   /* about a memtable each */
+    rc = write_generation(db, gen, why, sizeof why, &failed_key);
+  int failed_gen = gen - 1;
   cr_assert_eq(rc, SOCHDB_BUSY, "no writer held 300 ms in 60 memtables: %s", sochdb_strerror(rc));
   cr_assert_not_null(strstr(why, "level 0 holds 4 files (sochdbd --l0-stop), and flushes wait for compaction"),
                      "the refusal says: %s", why);
@@ -1454,6 +1473,40 @@ Test(flush, a_writer_held_too_long_at_level_0s_stop_is_told_why)
   }
   sochdb_abort(t);
   tu_close();
+}
+
+/* A daemon killed (or stopped) while a flush waits at level 0's stop
+** leaves its count of level 0 in the region; with no daemon to start, a
+** writer's refusal must not blame level 0 (found by an independent review:
+** it did, with no daemon running). */
+static void refusal_without_a_daemon_after(int sig)
+{
+  sochdb *db = open_slow_to_compact("3000", 20000);
+  _Atomic uint64_t *held = &db->region.hdr->stats.l0_held_files;
+  int failed_key;
+  char why[512] = "";
+  for (int gen = 1; gen <= 60 && !atomic_load(held); gen++)
+    cr_assert_eq(write_generation(db, gen, why, sizeof why, &failed_key), SOCHDB_OK, "%s", why);
+  cr_assert_neq(atomic_load(held), 0, "no flush held at level 0's stop in 60 memtables");
+  sochdb_test_without_daemon(1);   /* nobody starts a successor */
+  cr_assert(tu_signal_daemon_and_wait(tu_dir(), sig), "the daemon did not end");
+  db->busy_timeout_ms = 300;
+  int rc = SOCHDB_OK;
+  for (int gen = 100; gen < 110 && rc == SOCHDB_OK; gen++)
+    rc = write_generation(db, gen, why, sizeof why, &failed_key);
+  cr_assert_eq(rc, SOCHDB_BUSY, "%s", sochdb_strerror(rc));
+  cr_assert_null(strstr(why, "level 0"), "no daemon runs, and the refusal says: %s", why);
+  tu_close();
+}
+
+Test(flush, a_daemon_killed_while_it_holds_a_flush_leaves_writers_no_word_of_level_0)
+{
+  refusal_without_a_daemon_after(SIGKILL);
+}
+
+Test(flush, a_daemon_stopped_while_it_holds_a_flush_leaves_writers_no_word_of_level_0)
+{
+  refusal_without_a_daemon_after(SIGTERM);
 }
 
 /* While level 0 holds --l0-unthrottle files, a compaction reads at full
