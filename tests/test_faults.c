@@ -714,6 +714,18 @@ Test(faults, a_few_free_mib_do_not_deadlock_the_log_against_the_flush, .fini = u
   sochdb_close(db);
 }
 
+/* The disk filled, 3 MiB of it freed (the filler's path into filler), then
+** 6 MiB of ASYNC commits; db's stats once they are all durable, or 40 s on. */
+static sochdb_stats commit_6_mib_with_3_free(sochdb *db, char *filler, size_t n)
+{
+  fill_the_disk(full_mnt, filler, n);
+  struct stat st;
+  cr_assert_eq(stat(filler, &st), 0);
+  cr_assert_eq(truncate(filler, st.st_size - (3 << 20)), 0, "free 3 MiB");
+  commit_kib_values(db, "ahead", 6000);
+  return wait_all_durable(db, 40000);
+}
+
 /* With 3 MiB free, 6 MiB of ASYNC commits come while every flush fails
 ** (ENOSPC injected into SSTable writes for about 3 s): the log runs ahead of
 ** the flusher. It took all 3 MiB, and when the fault cleared the first
@@ -734,12 +746,7 @@ Test(faults, the_log_leaves_a_failing_flush_room_for_its_table, .fini = unmount_
   sochdb *db = tu_open_with(dir, &o);
   unsetenv("SOCHDB_TEST_FAULT");
   tu_commit_kv(db, "first", "1", SOCHDB_SYNC);
-  fill_the_disk(full_mnt, filler, sizeof filler);
-  struct stat st;
-  cr_assert_eq(stat(filler, &st), 0);
-  cr_assert_eq(truncate(filler, st.st_size - (3 << 20)), 0, "free 3 MiB");
-  commit_kib_values(db, "ahead", 6000);
-  sochdb_stats s = wait_all_durable(db, 40000);
+  sochdb_stats s = commit_6_mib_with_3_free(db, filler, sizeof filler);
   cr_assert_geq(s.durable_seq, s.last_commit_seq, "40 s on, commits through %llu of %llu are durable in 3 MiB "
                 "(flushes: %llu)", (unsigned long long)s.durable_seq, (unsigned long long)s.last_commit_seq,
                 (unsigned long long)s.flushes);
@@ -790,12 +797,7 @@ Test(faults, a_flush_held_at_level_0s_stop_keeps_its_tables_room_on_a_nearly_ful
   commit_random_kib_values(db, "k", 900, 2);   /* the same keys: the two tables overlap */
   tu_rotate(db);
   TU_WAIT_STATS(db, s->memtables_in_use <= 1 && s->l0_files == 2, "the second table flushed");
-  fill_the_disk(full_mnt, filler, sizeof filler);
-  struct stat st;
-  cr_assert_eq(stat(filler, &st), 0);
-  cr_assert_eq(truncate(filler, st.st_size - (3 << 20)), 0, "free 3 MiB");
-  commit_kib_values(db, "ahead", 6000);
-  sochdb_stats s = wait_all_durable(db, 40000);
+  sochdb_stats s = commit_6_mib_with_3_free(db, filler, sizeof filler);
   cr_assert_geq(s.durable_seq, s.last_commit_seq, "40 s on, commits through %llu of %llu are durable (flushes "
                 "%llu, flushes held at level 0's stop %llu)", (unsigned long long)s.durable_seq,
                 (unsigned long long)s.last_commit_seq, (unsigned long long)s.flushes,
