@@ -623,14 +623,14 @@ int flusher_step(struct flusher *f)
   ** where building a table is slow, was the rule */
   if (mt >= 0 && f->trim_eager)
     trim_active(f, sdb_monotonic_ns());
-  /* At the region's file limit the table would be built only to be
-  ** refused; the rest of the step (reclaiming compacted files) still runs. */
   uint32_t files_seen = 0;
   int held = mt >= 0 && level0_holds_flush(f, &files_seen);
   if (!held) {
     f->held = 0;   /* a hold after a round with nothing to flush is a new one */
     note_held_files(f, 0);
   }
+  /* At the region's file limit the table would be built only to be
+  ** refused; the rest of the step (reclaiming compacted files) still runs. */
   int no_room = mt >= 0 && !held ? store_check_room(s, 1, 0) : SOCHDB_OK;
   if (mt < 0)
     drop_room_for_table(f);   /* no table to make room for */
