@@ -30,7 +30,7 @@
 
 #define SHM_MAGIC           0x314244484353ULL /* "SCHDB1" little-endian */
 #define SHM_LAYOUT_VERSION  22u  /* 22: compactions' rate-limit sleeps and flushes held at level 0's
-                                  ** stop counted (shm_global_stats);
+                                  ** stop counted, and level 0's count while one is (shm_global_stats);
                                   ** 21: slots' counters never reset nor folded into the header,
                                   ** whose copies of them are gone (slots.h, shm_slot_stats);
                                   ** 20: writers' waits for the daemon counted in each slot (write stalls);
