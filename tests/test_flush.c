@@ -1292,20 +1292,10 @@ Test(flush, a_committer_waiting_for_room_gets_the_arena_a_reader_lets_go)
 
 /* ------------------------------------------------------ level 0's pressure */
 
-/* tu_open, served by `daemon` with `flags` (a script beside the directory,
-** which the teardown's directory removal leaves alone). */
-static sochdb *open_served_with_daemon(const char *daemon, const char *flags, unsigned busy_timeout_ms)
-{
-  static char script[4200];
-  sochdb_options o = tu_options(REG, MT, busy_timeout_ms);
-  o.daemon_path = tu_daemon_script(script, sizeof script, daemon, flags);
-  tu_db = tu_open_with(tu_dir(), &o);
-  return tu_db;
-}
-
+/* tu_open, served by the test build's sochdbd with `flags`. */
 static sochdb *open_served_with(const char *flags, unsigned busy_timeout_ms)
 {
-  return open_served_with_daemon(SOCHDB_TEST_SOCHDBD, flags, busy_timeout_ms);
+  return tu_open_served(SOCHDB_TEST_SOCHDBD, flags, REG, MT, busy_timeout_ms);
 }
 
 /* Keys [0, n) at generation gen, then every memtable flushed: one level-0
@@ -1339,14 +1329,14 @@ static void *sample_level0(void *arg)
 
 /* Random keys of [0, nkeys) written 100 to an ASYNC transaction, each
 ** remembered in last[] with the round that wrote it, until the daemon has
-** held a flush at level 0's stop and a compaction has let it go again; or
-** `max_puts`. */
-static void write_until_a_stop_passes(sochdb *db, int nkeys, int *last, int max_puts)
+** held a flush at level 0's stop (`stop` files) and a compaction has let it
+** go again; or `max_puts`. */
+static void write_until_a_stop_passes(sochdb *db, uint32_t stop, int nkeys, int *last, int max_puts)
 {
   uint64_t rng = 42;
   for (int round = 1, puts = 0; puts < max_puts; round++) {
     sochdb_stats st = tu_stats(db);
-    if (st.l0_stops >= 1 && st.l0_files < 6)
+    if (st.l0_stops >= 1 && st.l0_files < stop)
       return;   /* held, then a compaction made room: the writer went on */
     sochdb_txn *t = tu_begin(db, 0);
     for (int j = 0; j < 100; j++, puts++) {
@@ -1379,7 +1369,7 @@ Test(flush, level_0_at_its_stop_holds_flushes_until_a_compaction_merges_it)
   struct l0_sampler sm = { .db = db };
   pthread_t th;
   cr_assert_eq(pthread_create(&th, NULL, sample_level0, &sm), 0);
-  write_until_a_stop_passes(db, NKEYS, last, 60 * 7000);   /* some 60 memtables */
+  write_until_a_stop_passes(db, 6, NKEYS, last, 60 * 7000);   /* some 60 memtables */
   atomic_store(&sm.stop, 1);
   pthread_join(th, NULL);
   sochdb_stats st = tu_stats(db);
@@ -1440,7 +1430,7 @@ static sochdb *open_slow_to_compact(const char *pause_ms, unsigned busy_timeout_
 {
   sochdb_test_flush_backlog(2 * MT);
   setenv("SOCHDB_TEST_COMPACT_PAUSE_MS", pause_ms, 1);
-  sochdb *db = open_served_with_daemon(SOCHDB_TEST_SOCHDBD_TESTING, "--l0-stop 4", busy_timeout_ms);
+  sochdb *db = tu_open_served(SOCHDB_TEST_SOCHDBD_TESTING, "--l0-stop 4", REG, MT, busy_timeout_ms);
   unsetenv("SOCHDB_TEST_COMPACT_PAUSE_MS");
   return db;
 }

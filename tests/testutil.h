@@ -712,6 +712,17 @@ static inline sochdb *tu_open(size_t region_bytes, size_t memtable_bytes, unsign
   return tu_db;
 }
 
+/* tu_open, served by `daemon` started with `flags` (tu_daemon_script). */
+static inline sochdb *tu_open_served(const char *daemon, const char *flags, size_t region_bytes,
+                                     size_t memtable_bytes, unsigned busy_timeout_ms)
+{
+  static char script[4200];
+  sochdb_options o = tu_options(region_bytes, memtable_bytes, busy_timeout_ms);
+  o.daemon_path = tu_daemon_script(script, sizeof script, daemon, flags);
+  tu_db = tu_open_with(tu_dir(), &o);
+  return tu_db;
+}
+
 /* tu_open, served by a sochdbd that LZ4-compresses the blocks of every
 ** level (--compress-from-level 0), for tests of what reads do with
 ** compressed blocks: by default a flush's level-0 table stores its blocks
@@ -722,11 +733,8 @@ static inline sochdb *tu_open_compressing(size_t region_bytes, size_t memtable_b
   cr_skip_test("the build defines no sochdbd");
   return NULL;
 #else
-  static char script[4200];
-  sochdb_options o = tu_options(region_bytes, memtable_bytes, busy_timeout_ms);
-  o.daemon_path = tu_daemon_script(script, sizeof script, SOCHDB_TEST_SOCHDBD, "--compress-from-level 0");
-  tu_db = tu_open_with(tu_dir(), &o);
-  return tu_db;
+  return tu_open_served(SOCHDB_TEST_SOCHDBD, "--compress-from-level 0", region_bytes, memtable_bytes,
+                        busy_timeout_ms);
 #endif
 }
 
