@@ -516,12 +516,15 @@ static void t1_crash_at(const char *point, unsigned nth)
   }
   unsetenv("SOCHDB_TEST_CRASH_AT");
   t1_round(db, dir, spec, 0, &gen);
-  /* A daemon logs "serving" after it starts its flusher and compactor, so
-  ** on a loaded machine the round above can end with the last one's line
-  ** still to come (once in a ctest -j4 run here; this wait is for that). */
-  for (int w = 0; w < 500 && fc_log_count(dir, ": serving (") < 4; w++)
+  /* The first armed daemon, its successor and the last successor each
+  ** logged "serving". The second armed daemon may not have: it logs the
+  ** line after it starts its threads, and a crash point in one (its first
+  ** recycle of the arena its killed predecessor left retired) can kill it
+  ** first (twice in ctest -j4 runs here). t1_round asserted it died there.
+  ** The last line may also come a moment after the round's end. */
+  for (int w = 0; w < 500 && fc_log_count(dir, ": serving (") < 3; w++)
     tu_sleep_ms(10);
-  cr_assert_geq(fc_log_count(dir, ": serving ("), 4, "the daemon log shows fewer than 4 daemons serving");
+  cr_assert_geq(fc_log_count(dir, ": serving ("), 3, "the daemon log shows fewer than 3 daemons serving");
 
   /* A fresh handle on the kept region. */
   char region[4300];
